@@ -1,0 +1,49 @@
+#include "common/hash.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <new>
+
+namespace kvhub {
+
+static_assert(sizeof(XXH3_state_t) <= 640, "grow Xxh3_128Stream::state_");
+static_assert(alignof(XXH3_state_t) <= 64, "align Xxh3_128Stream::state_");
+
+uint64_t Xxh3_64(const void* data, size_t len) { return XXH3_64bits(data, len); }
+
+U128 Xxh3_128(const void* data, size_t len) {
+  XXH128_hash_t h = XXH3_128bits(data, len);
+  return U128{h.low64, h.high64};
+}
+
+Xxh3_128Stream::Xxh3_128Stream() {
+  auto* st = new (state_) XXH3_state_t;
+  XXH3_INITSTATE(st);
+  XXH3_128bits_reset(st);
+}
+
+Xxh3_128Stream::~Xxh3_128Stream() = default;
+
+void Xxh3_128Stream::Update(const void* data, size_t len) {
+  XXH3_128bits_update(reinterpret_cast<XXH3_state_t*>(state_), data, len);
+}
+
+void Xxh3_128Stream::UpdateU32Le(uint32_t v) {
+  uint8_t b[4] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8),
+                  static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 24)};
+  Update(b, 4);
+}
+
+void Xxh3_128Stream::UpdateU128(const U128& v) {
+  uint8_t b[16];
+  v.ToBytes(b);
+  Update(b, 16);
+}
+
+U128 Xxh3_128Stream::Digest() const {
+  XXH128_hash_t h = XXH3_128bits_digest(reinterpret_cast<const XXH3_state_t*>(state_));
+  return U128{h.low64, h.high64};
+}
+
+}  // namespace kvhub

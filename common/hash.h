@@ -1,0 +1,38 @@
+#pragma once
+// XXH3 hashing, wrapped once so every component hashes bytes the same way
+// (DESIGN §2, §3: seed 0 everywhere). Thread-safe; no allocation.
+
+#include <cstddef>
+#include <cstdint>
+#include "absl/strings/string_view.h"
+
+#include "common/u128.h"
+
+namespace kvhub {
+
+// XXH3-64 of `data`, seed 0 (block checksums).
+uint64_t Xxh3_64(const void* data, size_t len);
+
+// XXH3-128 of `data`, seed 0.
+U128 Xxh3_128(const void* data, size_t len);
+
+// Incremental XXH3-128 (seed 0) over several pieces; equal to Xxh3_128 of their
+// concatenation. Lives on the stack; not thread-safe (one owner).
+class Xxh3_128Stream {
+ public:
+  Xxh3_128Stream();
+  ~Xxh3_128Stream();
+  Xxh3_128Stream(const Xxh3_128Stream&) = delete;
+  Xxh3_128Stream& operator=(const Xxh3_128Stream&) = delete;
+
+  void Update(const void* data, size_t len);
+  void Update(absl::string_view s) { Update(s.data(), s.size()); }
+  void UpdateU32Le(uint32_t v);
+  void UpdateU128(const U128& v);  // 16 bytes, low 64 first, little-endian
+  U128 Digest() const;
+
+ private:
+  alignas(64) unsigned char state_[640];
+};
+
+}  // namespace kvhub

@@ -1,0 +1,40 @@
+#include "common/model_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace kvhub {
+namespace {
+
+TEST(ModelSpecTest, ParseAndCanonical) {
+  auto spec = ModelSpec::Parse(
+      "model=llama3-8b, layers=32, kv_heads=8, head_dim=128, dtype=bf16, rope_base=500000,"
+      "rope_pairing=neox, tp_rank=0, tp_world=1, block_tokens=256");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->CanonicalText(),
+            "kvhub.spec.v1|model=llama3-8b|layers=32|kv_heads=8|head_dim=128|dtype=bf16|"
+            "rope_base=411e848000000000|rope_pairing=neox|tp_rank=0|tp_world=1|block_tokens=256");
+  EXPECT_EQ(spec->RawBlockBytes(), 32ull * 2 * 256 * 8 * 128 * 2);
+}
+
+TEST(ModelSpecTest, RejectsBadFields) {
+  for (const char* bad : {"layers=32,kv_heads=8,head_dim=128",  // no model
+                          "model=a|b,layers=1,kv_heads=1,head_dim=1",
+                          "model=a b,layers=1,kv_heads=1,head_dim=1",
+                          "model=m,layers=0,kv_heads=1,head_dim=1",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,tp_rank=2,tp_world=2",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,dtype=int4",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,rope_base=-1",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,rope_base=nan",
+                          "model=m,layers=x,kv_heads=1,head_dim=1",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,colour=red",
+                          "model=m,layers=1,kv_heads=1,head_dim=1,block_tokens=0"}) {
+    auto spec = ModelSpec::Parse(bad);
+    EXPECT_FALSE(spec.ok()) << bad;
+    if (!spec.ok()) {
+      EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvhub

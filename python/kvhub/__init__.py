@@ -1,0 +1,1 @@
+"""kvhub Python package. `kvhub.keys` is a pure-Python implementation of DESIGN §2."""

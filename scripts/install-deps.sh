@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian packages kvhub needs to build, test and run its demo.
+# Idempotent: re-running it installs nothing new. Needs root (or sudo) on Debian 12.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake ninja-build pkg-config git
+  clang libclang-rt-14-dev            # -Wthread-safety build, sanitizers, libFuzzer
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev                         # Status, Mutex, flags, containers
+  libxxhash-dev                       # XXH3 keys and checksums (DESIGN §2, §3)
+  libzstd-dev                         # lossless codec
+  libhwy-dev                          # portable SIMD codecs
+  libspdlog-dev libfmt-dev            # logging (absl 20220623 has no absl/log)
+  nlohmann-json3-dev                  # test vectors, --json output, config files
+  libcpp-httplib-dev                  # /metrics, /healthz, /readyz, /dashboard
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libucx-dev ucx-utils                # UCX data plane
+  redis-server                        # baseline in kvhub-bench
+  python3 python3-xxhash python3-numpy python3-matplotlib
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
