@@ -1,0 +1,152 @@
+#pragma once
+// The host-memory tier of one kvhubd shard (DESIGN §5): a few large regions
+// allocated at start (hugepages when available) and never moved, so a transport
+// can register them once (UCX); a size-class allocator carves them; a concurrent
+// index maps (namespace, key) to blocks; two-phase put; leases; watermarks;
+// eviction through an EvictionPolicy.
+//
+// Thread safety: every method is safe to call concurrently.
+// Failure semantics: a failed call changes nothing that was visible before it.
+// A block is visible (Lookup/Acquire find it) only after a successful Commit,
+// whole. Bytes of a leased block are never reused or moved while the lease lives.
+// Allocation: after Create(), Reserve/Commit/Acquire/Release/Lookup perform no
+// heap allocation per block.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/keys.h"
+#include "storage/eviction_policy.h"
+
+namespace kvhub::storage {
+
+struct BlockStoreConfig {
+  uint64_t capacity_bytes = 1ull << 30;      // bytes of block data the tier may hold (1 GiB)
+  uint64_t region_bytes = 256ull << 20;      // size of each region allocated at start (256 MiB)
+  bool try_hugepages = true;                 // MAP_HUGETLB first, plain pages if none are free
+  uint64_t max_block_bytes = 64ull << 20;    // largest block accepted (64 MiB)
+  uint64_t min_block_bytes = 4096;           // smallest size class; bounds the slot table
+  double high_watermark = 0.95;              // evict when used > high * capacity ...
+  double low_watermark = 0.90;               // ... down to low * capacity
+  absl::Duration reservation_timeout = absl::Seconds(30);  // uncommitted reservations are reclaimed after
+  absl::Duration default_lease = absl::Seconds(10);
+  absl::Duration max_lease = absl::Minutes(10);
+  double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
+  EvictionPolicyConfig eviction;
+
+  absl::Status Validate() const;
+};
+
+// A place in a region: what a transport needs to move bytes.
+struct BlockLocation {
+  uint32_t region = 0;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+struct Region {
+  uint8_t* base = nullptr;
+  uint64_t size = 0;
+  bool hugepages = false;
+};
+
+struct Reservation {
+  uint64_t id = 0;          // never 0 for a live reservation
+  BlockLocation location;
+  uint8_t* data = nullptr;  // writable until Commit/Abort/expiry; owned by the store
+  absl::Time expires;
+};
+
+struct Lease {
+  uint64_t id = 0;          // never 0
+  BlockLocation location;
+  const uint8_t* data = nullptr;  // readable until Release or expiry; owned by the store
+  uint64_t size = 0;
+  uint64_t checksum = 0;    // XXH3-64 of the bytes
+  absl::Time expires;
+};
+
+struct PutOptions {
+  const BlockKey* parent = nullptr;  // chain parent, for prefix-aware eviction
+  bool pin = false;                  // never evicted until unpinned or deleted
+};
+
+struct BlockStoreStats {
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;       // committed blocks
+  uint64_t reserved_bytes = 0;   // uncommitted reservations
+  uint64_t blocks = 0;
+  uint64_t pinned_blocks = 0;
+  uint64_t leased_blocks = 0;
+  uint64_t evictions = 0;
+  uint64_t evicted_bytes = 0;
+  uint64_t checksum_failures = 0;
+  uint64_t reservations_expired = 0;
+  uint64_t leases_expired = 0;
+  uint64_t rejected_full = 0;    // reservations refused: nothing evictable
+};
+
+class BlockStore {
+ public:
+  // Allocates the regions. INVALID_ARGUMENT for a bad config, RESOURCE_EXHAUSTED
+  // when memory cannot be had. `clock` must outlive the store (nullptr = real clock).
+  static absl::StatusOr<std::unique_ptr<BlockStore>> Create(const BlockStoreConfig& config,
+                                                            Clock* clock = nullptr);
+  virtual ~BlockStore() = default;
+
+  // Regions allocated at start; stable for the store's lifetime.
+  virtual std::span<const Region> regions() const = 0;
+
+  // present[i] = 1 if keys[i] is visible in namespace `ns`, else 0. A key stored
+  // under another namespace is absent. Counts as an access for the policy.
+  // Returns the leading run of present keys.
+  virtual size_t Lookup(absl::string_view ns, std::span<const BlockKey> keys,
+                        std::span<uint8_t> present) = 0;
+
+  // Reserves `size` bytes for `key`. ALREADY_EXISTS if visible; FAILED_PRECONDITION
+  // if another reservation for the key is live; INVALID_ARGUMENT for size 0 or
+  // > max_block_bytes; RESOURCE_EXHAUSTED when nothing evictable frees room.
+  virtual absl::StatusOr<Reservation> Reserve(absl::string_view ns, const BlockKey& key,
+                                              uint64_t size, uint64_t checksum,
+                                              const PutOptions& options = {}) = 0;
+  // Verifies XXH3-64 of the reserved bytes against the checksum given to Reserve,
+  // then makes the block visible. DATA_LOSS on mismatch (the reservation is
+  // dropped, nothing visible); NOT_FOUND if the id is unknown or expired.
+  virtual absl::Status Commit(uint64_t reservation_id) = 0;
+  // Drops a reservation. NOT_FOUND if unknown or expired.
+  virtual absl::Status Abort(uint64_t reservation_id) = 0;
+  // Reserve + copy + Commit.
+  virtual absl::Status Put(absl::string_view ns, const BlockKey& key,
+                           std::span<const uint8_t> data, uint64_t checksum,
+                           const PutOptions& options = {}) = 0;
+
+  // Pins a visible block for reading until Release or `lease` elapses
+  // (0 = default_lease; capped at max_lease). NOT_FOUND on a miss.
+  virtual absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key,
+                                        absl::Duration lease = absl::ZeroDuration()) = 0;
+  // NOT_FOUND if unknown or already expired.
+  virtual absl::Status Release(uint64_t lease_id) = 0;
+
+  // Makes the block invisible now; its bytes are freed when its last lease ends.
+  // NOT_FOUND if absent.
+  virtual absl::Status Delete(absl::string_view ns, const BlockKey& key) = 0;
+  // Sets or clears the pin. NOT_FOUND if absent; RESOURCE_EXHAUSTED over the pinned quota.
+  virtual absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) = 0;
+
+  // Reclaims expired reservations and leases; returns how many. The daemon calls
+  // it periodically; tests call it after advancing a ManualClock.
+  virtual size_t ExpireNow() = 0;
+
+  virtual BlockStoreStats Stats() const = 0;
+  virtual std::string PolicyName() const = 0;
+};
+
+}  // namespace kvhub::storage

@@ -1,0 +1,66 @@
+#pragma once
+// Eviction policy interface (DESIGN §5). A policy orders the blocks of one tier
+// by "evict me first"; the store decides what may be evicted (pinned, leased,
+// half-written blocks never are) and enforces watermarks.
+//
+// Blocks are named by slot ids, dense integers in [0, capacity_slots) that the
+// store assigns; a policy preallocates per-slot state in Init() so that
+// OnInsert/OnAccess/OnRemove/PickVictim never allocate (zero heap allocations
+// per block on the data path).
+//
+// Thread safety: none. The owner serializes every call (the store calls it under
+// its lock; the trace simulator is single-threaded).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace kvhub::storage {
+
+inline constexpr uint32_t kNoSlot = 0xffffffffu;
+
+class EvictionPolicy {
+ public:
+  virtual ~EvictionPolicy() = default;
+
+  // Sizes per-slot state for slots [0, capacity_slots). Called once before use.
+  virtual void Init(uint32_t capacity_slots) = 0;
+
+  // Admission: may a new block of `bytes` enter? `ghost_hint` is an opaque
+  // 64-bit digest of the key for ghost/frequency-based admission. A policy that
+  // always admits returns true.
+  virtual bool Admit(uint64_t ghost_hint, uint64_t bytes) { return true; }
+
+  // A block became visible in `slot`. `parent_slot` is the slot of its chain
+  // parent when present in this tier, else kNoSlot.
+  virtual void OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint,
+                        uint64_t bytes) = 0;
+  // The block in `slot` was read (a hit).
+  virtual void OnAccess(uint32_t slot) = 0;
+  // The block in `slot` left the tier (evicted or deleted); `evicted` tells which.
+  virtual void OnRemove(uint32_t slot, bool evicted) = 0;
+
+  // The next victim among slots for which can_evict(slot) is true, or kNoSlot
+  // when none is. Does not remove it: the store calls OnRemove after evicting.
+  virtual uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) = 0;
+
+  virtual std::string Name() const = 0;
+};
+
+// Policy names accepted by MakeEvictionPolicy and the `eviction_policy` configs:
+//   "lru", "s3fifo"; with prefix_aware, a block with live children in the tier is
+//   passed over while any leaf is evictable (a child is worthless without its parent).
+struct EvictionPolicyConfig {
+  std::string name = "s3fifo";  // lru | s3fifo
+  bool prefix_aware = true;     // evict chain leaves before their parents
+  double s3fifo_small_ratio = 0.1;  // S3-FIFO small-queue share of capacity
+  absl::Status Validate() const;
+};
+
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(const EvictionPolicyConfig& config);
+
+}  // namespace kvhub::storage
