@@ -1,0 +1,22 @@
+#include "client/block_verify.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/hash.h"
+
+namespace kvhub {
+
+absl::Status VerifyBlock(std::span<const uint8_t> bytes, uint64_t declared_size,
+                         uint64_t declared_checksum) {
+  if (bytes.size() != declared_size) {
+    return absl::DataLossError(absl::StrCat("block size mismatch: received ", bytes.size(),
+                                            " bytes, shard declared ", declared_size));
+  }
+  const uint64_t got = Xxh3_64(bytes.data(), bytes.size());
+  if (got != declared_checksum) {
+    return absl::DataLossError(absl::StrCat("block checksum mismatch: xxh3-64 ", absl::Hex(got),
+                                            ", shard declared ", absl::Hex(declared_checksum)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvhub

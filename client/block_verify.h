@@ -1,0 +1,17 @@
+#pragma once
+// Client-side check of a received block (DESIGN §3, §4): a block whose size or
+// XXH3-64 checksum does not match what the shard declared is a miss, never data.
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+
+namespace kvhub {
+
+// OK when bytes.size() == declared_size and XXH3-64(bytes) == declared_checksum;
+// DATA_LOSS naming the mismatch otherwise.
+absl::Status VerifyBlock(std::span<const uint8_t> bytes, uint64_t declared_size,
+                         uint64_t declared_checksum);
+
+}  // namespace kvhub

@@ -1,0 +1,523 @@
+#include "client/client.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "client/grpc_data_plane.h"
+#include "client/shard.h"
+#include "client/thread_pool.h"
+#include "client/wire.h"
+#include "common/hash.h"
+
+namespace kvhub {
+namespace {
+
+constexpr uint64_t kMaxBlockBytes = 256ull << 20;  // proto hard cap
+constexpr uint64_t kMaxReserveBatchBytes = 256ull << 20;
+
+std::string KeyString(const BlockKey& k) {
+  std::string s(16, '\0');
+  k.ToBytes(reinterpret_cast<uint8_t*>(s.data()));
+  return s;
+}
+
+std::string KeysString(std::span<const BlockKey> keys, const std::vector<size_t>& items) {
+  std::string s(items.size() * 16, '\0');
+  for (size_t i = 0; i < items.size(); ++i) {
+    keys[items[i]].ToBytes(reinterpret_cast<uint8_t*>(s.data()) + 16 * i);
+  }
+  return s;
+}
+
+absl::Status FromItem(const v1::ItemStatus& st, const BlockKey& key) {
+  if (st.code() == 0) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(st.code()),
+                      absl::StrCat("block ", key.Hex(), ": ",
+                                   st.message().empty() ? "error" : st.message()));
+}
+
+absl::Status CountMismatch(absl::string_view what, const std::string& addr, size_t got,
+                           size_t want) {
+  return absl::DataLossError(
+      absl::StrCat(what, " ", addr, ": response has ", got, " items, request had ", want));
+}
+
+size_t LeadingRun(const std::vector<absl::Status>& st) {
+  size_t n = 0;
+  while (n < st.size() && st[n].ok()) ++n;
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config) {
+  auto dp = std::make_unique<GrpcDataPlane>(config);
+  return Create(std::move(config), std::move(dp));
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config,
+                                                       std::unique_ptr<DataPlane> data_plane) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (data_plane == nullptr) return absl::InvalidArgumentError("data_plane is null");
+  std::vector<RendezvousMember> rm;
+  for (const MemberConfig& m : config.members) rm.push_back({m.address, m.weight});
+  absl::StatusOr<Rendezvous> placement = Rendezvous::Create(std::move(rm));
+  if (!placement.ok()) return placement.status();
+  return std::unique_ptr<Client>(
+      new Client(std::move(config), *std::move(placement), std::move(data_plane)));
+}
+
+Client::Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane)
+    : config_(std::move(config)),
+      placement_(std::move(placement)),
+      data_plane_(std::move(data_plane)),
+      pool_(std::make_unique<ThreadPool>(config_.concurrency)) {
+  for (const MemberConfig& m : config_.members) {
+    shards_.push_back(std::make_unique<Shard>(m.address, config_));
+  }
+}
+
+Client::~Client() = default;
+
+const std::string& Client::MemberAddress(size_t index) const { return shards_[index]->address(); }
+
+std::vector<Client::Batch> Client::MakeBatches(std::span<const BlockKey> keys, size_t max_keys,
+                                               const std::vector<uint64_t>* sizes,
+                                               uint64_t max_bytes) const {
+  std::vector<std::vector<size_t>> per_shard(shards_.size());
+  for (size_t i = 0; i < keys.size(); ++i) per_shard[placement_.Owner(keys[i])].push_back(i);
+  std::vector<Batch> batches;
+  for (size_t s = 0; s < per_shard.size(); ++s) {
+    Batch cur{s, {}};
+    uint64_t bytes = 0;
+    for (size_t i : per_shard[s]) {
+      const uint64_t sz = sizes != nullptr ? (*sizes)[i] : 0;
+      if (!cur.items.empty() &&
+          (cur.items.size() >= max_keys || (sizes != nullptr && bytes + sz > max_bytes))) {
+        batches.push_back(std::move(cur));
+        cur = Batch{s, {}};
+        bytes = 0;
+      }
+      cur.items.push_back(i);
+      bytes += sz;
+    }
+    if (!cur.items.empty()) batches.push_back(std::move(cur));
+  }
+  return batches;
+}
+
+// ---------------------------------------------------------------- Lookup
+
+absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<const BlockKey> keys,
+                                            bool prefix, uint32_t block_tokens,
+                                            absl::string_view model) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  LookupResult out;
+  out.keys.assign(keys.begin(), keys.end());
+  out.present.assign(keys.size(), 0);
+  if (keys.empty()) return out;
+  std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
+  std::vector<absl::Status> errors(batches.size());
+  RunParallel(pool_.get(), batches.size(), [&](size_t b) {
+    const Batch& batch = batches[b];
+    Shard& shard = *shards_[batch.shard];
+    v1::LookupRequest req;
+    req.set_namespace_(std::string(ns));
+    req.set_keys(KeysString(keys, batch.items));
+    req.set_prefix(prefix);
+    req.set_block_tokens(block_tokens);
+    req.set_model(std::string(model));
+    v1::LookupResponse resp;
+    absl::Status s = shard.Lookup(req, &resp);
+    if (s.ok() && resp.present().size() != batch.items.size()) {
+      s = CountMismatch("Lookup", shard.address(), resp.present().size(), batch.items.size());
+    }
+    if (!s.ok()) {
+      errors[b] = s;
+      return;
+    }
+    for (size_t i = 0; i < batch.items.size(); ++i) {
+      out.present[batch.items[i]] = resp.present()[i] == 1 ? 1 : 0;
+    }
+  });
+  for (size_t b = 0; b < batches.size(); ++b) {
+    if (errors[b].ok()) continue;
+    out.unreachable_keys += batches[b].items.size();
+    if (out.first_error.ok()) out.first_error = errors[b];
+  }
+  while (out.hit_blocks < keys.size() && out.present[out.hit_blocks]) ++out.hit_blocks;
+  out.hit_tokens = static_cast<uint64_t>(out.hit_blocks) * block_tokens;
+  return out;
+}
+
+absl::StatusOr<LookupResult> Client::LookupPrefix(absl::string_view ns, const ModelSpec& spec,
+                                                  std::span<const int32_t> tokens) {
+  if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  std::vector<BlockKey> keys = BlockKeys(ns, spec, tokens);
+  return Lookup(ns, keys, /*prefix=*/true, spec.block_tokens, spec.model);
+}
+
+// ---------------------------------------------------------------- Put
+
+absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const BlockPut> blocks) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const uint64_t n = blocks[i].data.size();
+    if (n == 0 || n > kMaxBlockBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", i, " is ", n, " bytes; blocks must be 1 byte .. 256 MiB"));
+    }
+  }
+  PutResult out;
+  out.outcome.assign(blocks.size(), PutOutcome::kFailed);
+  out.errors.assign(blocks.size(), absl::OkStatus());
+  if (blocks.empty()) return out;
+
+  // Inline and reserved blocks are batched separately, per shard.
+  std::vector<BlockKey> keys(blocks.size());
+  std::vector<uint64_t> sizes(blocks.size());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    keys[i] = blocks[i].key;
+    sizes[i] = blocks[i].data.size();
+  }
+  struct Job {
+    bool inline_put;
+    Batch batch;
+  };
+  std::vector<Job> jobs;
+  for (bool inl : {true, false}) {
+    std::vector<BlockKey> sub_keys;
+    std::vector<uint64_t> sub_sizes;
+    std::vector<size_t> map;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if ((sizes[i] <= config_.inline_put_max_block_bytes) != inl) continue;
+      sub_keys.push_back(keys[i]);
+      sub_sizes.push_back(sizes[i]);
+      map.push_back(i);
+    }
+    const uint64_t max_bytes = inl ? config_.max_inline_batch_bytes : kMaxReserveBatchBytes;
+    for (Batch& b : MakeBatches(sub_keys, config_.max_keys_per_rpc, &sub_sizes, max_bytes)) {
+      for (size_t& item : b.items) item = map[item];
+      jobs.push_back(Job{inl, std::move(b)});
+    }
+  }
+  RunParallel(pool_.get(), jobs.size(), [&](size_t j) {
+    Shard& shard = *shards_[jobs[j].batch.shard];
+    if (jobs[j].inline_put) {
+      PutInline(ns, shard, blocks, jobs[j].batch.items, &out);
+    } else {
+      PutReserved(ns, shard, blocks, jobs[j].batch.items, &out);
+    }
+  });
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    switch (out.outcome[i]) {
+      case PutOutcome::kStored:
+        ++out.stored;
+        out.bytes_uploaded += sizes[i];
+        break;
+      case PutOutcome::kSkipped: ++out.skipped; break;
+      case PutOutcome::kFailed: ++out.failed; break;
+    }
+  }
+  return out;
+}
+
+namespace {
+PutItemView ItemView(const BlockPut& b, bool with_data) {
+  PutItemView v;
+  v.key = KeyString(b.key);
+  if (b.parent.has_value()) v.parent = KeyString(*b.parent);
+  v.checksum = Xxh3_64(b.data.data(), b.data.size());
+  v.pin = b.pin;
+  if (with_data) {
+    v.data = b.data;
+  } else {
+    v.size = b.data.size();
+  }
+  return v;
+}
+
+void SetOutcome(const v1::ItemStatus& st, const BlockKey& key, PutOutcome* outcome,
+                absl::Status* error) {
+  if (st.code() == 0) {
+    *outcome = PutOutcome::kStored;
+  } else if (st.code() == static_cast<int>(absl::StatusCode::kAlreadyExists)) {
+    *outcome = PutOutcome::kSkipped;
+  } else {
+    *outcome = PutOutcome::kFailed;
+    *error = FromItem(st, key);
+  }
+}
+}  // namespace
+
+void Client::PutInline(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
+                       const std::vector<size_t>& items, PutResult* result) {
+  std::vector<PutItemView> views;
+  views.reserve(items.size());
+  for (size_t i : items) views.push_back(ItemView(blocks[i], /*with_data=*/true));
+  BorrowedBytes borrowed;  // outlives req: waits until gRPC let go of the payload
+  v1::PutResponse resp;
+  absl::Status s;
+  {
+    grpc::ByteBuffer req = EncodePutRequest(ns, views, &borrowed);
+    s = shard.PutRaw(req, &resp);
+  }
+  if (s.ok() && resp.items_size() != static_cast<int>(items.size())) {
+    s = CountMismatch("Put", shard.address(), resp.items_size(), items.size());
+  }
+  for (size_t k = 0; k < items.size(); ++k) {
+    const size_t i = items[k];
+    if (!s.ok()) {
+      result->outcome[i] = PutOutcome::kFailed;
+      result->errors[i] = s;
+    } else {
+      SetOutcome(resp.items(static_cast<int>(k)), blocks[i].key, &result->outcome[i],
+                 &result->errors[i]);
+    }
+  }
+}
+
+void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
+                         const std::vector<size_t>& items, PutResult* result) {
+  auto fail_all = [&](const std::vector<size_t>& which, const absl::Status& s) {
+    for (size_t i : which) {
+      result->outcome[i] = PutOutcome::kFailed;
+      result->errors[i] = s;
+    }
+  };
+  std::vector<PutItemView> views;
+  views.reserve(items.size());
+  for (size_t i : items) views.push_back(ItemView(blocks[i], /*with_data=*/false));
+  v1::PutStartResponse started;
+  absl::Status s;
+  {
+    BorrowedBytes none;
+    s = shard.PutStartRaw(EncodePutRequest(ns, views, &none), &started);
+  }
+  if (s.ok() && started.items_size() != static_cast<int>(items.size())) {
+    s = CountMismatch("PutStart", shard.address(), started.items_size(), items.size());
+  }
+  if (!s.ok()) return fail_all(items, s);
+
+  std::vector<size_t> reserved;  // indices into blocks
+  std::vector<BlockWrite> writes;
+  v1::PutCommitRequest commit;
+  for (size_t k = 0; k < items.size(); ++k) {
+    const size_t i = items[k];
+    const auto& r = started.items(static_cast<int>(k));
+    SetOutcome(r.status(), blocks[i].key, &result->outcome[i], &result->errors[i]);
+    if (result->outcome[i] != PutOutcome::kStored) continue;  // skipped or failed
+    result->outcome[i] = PutOutcome::kFailed;                 // until committed
+    reserved.push_back(i);
+    BlockWrite w;
+    w.reservation_id = r.reservation_id();
+    w.location = RemoteLocation{r.location().region(), r.location().offset(),
+                                r.location().size(), r.location().rkey_id()};
+    w.data = blocks[i].data;
+    writes.push_back(w);
+    commit.add_reservation_ids(r.reservation_id());
+  }
+  if (reserved.empty()) return;
+  auto abort = [&] {
+    v1::PutAbortRequest req;
+    *req.mutable_reservation_ids() = commit.reservation_ids();
+    v1::PutAbortResponse resp;
+    // Best effort: an unaborted reservation is reclaimed by its timeout.
+    (void)shard.PutAbort(req, &resp).ok();
+  };
+  s = data_plane_->WriteReserved(shard, writes);
+  if (!s.ok()) {
+    abort();
+    return fail_all(reserved, s);
+  }
+  v1::PutCommitResponse committed;
+  s = shard.PutCommit(commit, &committed);
+  if (s.ok() && committed.items_size() != static_cast<int>(reserved.size())) {
+    s = CountMismatch("PutCommit", shard.address(), committed.items_size(), reserved.size());
+  }
+  if (!s.ok()) {
+    abort();
+    return fail_all(reserved, s);
+  }
+  for (size_t k = 0; k < reserved.size(); ++k) {
+    const size_t i = reserved[k];
+    SetOutcome(committed.items(static_cast<int>(k)), blocks[i].key, &result->outcome[i],
+               &result->errors[i]);
+  }
+}
+
+absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelSpec& spec,
+                                              std::span<const int32_t> tokens,
+                                              std::span<const std::span<const uint8_t>> blocks,
+                                              bool pin) {
+  if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  const size_t full = tokens.size() / spec.block_tokens;
+  if (blocks.size() != full) {
+    return absl::InvalidArgumentError(absl::StrCat("Publish: ", tokens.size(), " tokens make ",
+                                                   full, " full blocks of ", spec.block_tokens,
+                                                   " tokens, but ", blocks.size(),
+                                                   " payloads were given"));
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (blocks[i].empty() || blocks[i].size() > kMaxBlockBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Publish: payload ", i, " is ", blocks[i].size(), " bytes; must be 1 byte .. 256 MiB"));
+    }
+  }
+  PublishResult out;
+  out.keys = BlockKeys(ns, spec, tokens);
+  if (out.keys.empty()) return out;
+  absl::StatusOr<LookupResult> present =
+      Lookup(ns, out.keys, /*prefix=*/false, spec.block_tokens, spec.model);
+  if (!present.ok()) return present.status();
+
+  std::vector<BlockPut> todo;
+  std::vector<size_t> map;
+  out.outcome.assign(full, PutOutcome::kSkipped);
+  out.errors.assign(full, absl::OkStatus());
+  for (size_t i = 0; i < full; ++i) {
+    if (present->present[i]) continue;  // unreachable shards read as absent: the put reports it
+    BlockPut p;
+    p.key = out.keys[i];
+    if (i > 0) p.parent = out.keys[i - 1];
+    p.data = blocks[i];
+    p.pin = pin;
+    todo.push_back(p);
+    map.push_back(i);
+  }
+  absl::StatusOr<PutResult> put = Put(ns, todo);
+  if (!put.ok()) return put.status();
+  for (size_t k = 0; k < map.size(); ++k) {
+    out.outcome[map[k]] = put->outcome[k];
+    out.errors[map[k]] = put->errors[k];
+  }
+  out.stored = put->stored;
+  out.failed = put->failed;
+  out.skipped = full - put->stored - put->failed;
+  out.bytes_uploaded = put->bytes_uploaded;
+  return out;
+}
+
+// ---------------------------------------------------------------- Get
+
+absl::StatusOr<FetchResult> Client::Get(absl::string_view ns, std::span<const BlockKey> keys,
+                                        std::span<const std::span<uint8_t>> buffers) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  if (buffers.size() != keys.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Get: ", keys.size(), " keys but ", buffers.size(), " buffers"));
+  }
+  FetchResult out;
+  out.sizes.assign(keys.size(), 0);
+  out.status.assign(keys.size(), absl::UnknownError("not read"));
+  if (keys.empty()) return out;
+  std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
+  RunParallel(pool_.get(), batches.size(), [&](size_t b) {
+    const Batch& batch = batches[b];
+    std::vector<BlockRead> reads(batch.items.size());
+    for (size_t k = 0; k < reads.size(); ++k) {
+      reads[k].key = keys[batch.items[k]];
+      reads[k].dest = buffers[batch.items[k]];
+    }
+    // Per-read statuses carry every failure; the call status adds nothing.
+    (void)data_plane_->ReadBlocks(*shards_[batch.shard], ns, std::span<BlockRead>(reads)).ok();
+    for (size_t k = 0; k < reads.size(); ++k) {
+      out.status[batch.items[k]] = reads[k].status;
+      out.sizes[batch.items[k]] = reads[k].status.ok() ? reads[k].size : 0;
+    }
+  });
+  out.valid_blocks = LeadingRun(out.status);
+  return out;
+}
+
+absl::StatusOr<FetchResult> Client::Fetch(absl::string_view ns, const ModelSpec& spec,
+                                          std::span<const int32_t> tokens, size_t n_blocks,
+                                          std::span<const std::span<uint8_t>> buffers) {
+  if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  const size_t full = tokens.size() / spec.block_tokens;
+  if (n_blocks > full) {
+    return absl::InvalidArgumentError(absl::StrCat("Fetch: asked for ", n_blocks, " blocks; ",
+                                                   tokens.size(), " tokens make only ", full));
+  }
+  if (buffers.size() != n_blocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Fetch: ", n_blocks, " blocks but ", buffers.size(), " buffers"));
+  }
+  std::vector<BlockKey> keys =
+      BlockKeys(ns, spec, tokens.first(n_blocks * static_cast<size_t>(spec.block_tokens)));
+  absl::StatusOr<FetchResult> r = Get(ns, keys, buffers);
+  if (r.ok()) r->valid_tokens = static_cast<uint64_t>(r->valid_blocks) * spec.block_tokens;
+  return r;
+}
+
+// ---------------------------------------------------------------- Delete, Pin, Stats
+
+absl::StatusOr<std::vector<absl::Status>> Client::Delete(absl::string_view ns,
+                                                         std::span<const BlockKey> keys) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  std::vector<absl::Status> out(keys.size());
+  std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
+  RunParallel(pool_.get(), batches.size(), [&](size_t b) {
+    const Batch& batch = batches[b];
+    Shard& shard = *shards_[batch.shard];
+    v1::DeleteRequest req;
+    req.set_namespace_(std::string(ns));
+    req.set_keys(KeysString(keys, batch.items));
+    v1::DeleteResponse resp;
+    absl::Status s = shard.Delete(req, &resp);
+    if (s.ok() && resp.items_size() != static_cast<int>(batch.items.size())) {
+      s = CountMismatch("Delete", shard.address(), resp.items_size(), batch.items.size());
+    }
+    for (size_t k = 0; k < batch.items.size(); ++k) {
+      const size_t i = batch.items[k];
+      out[i] = s.ok() ? FromItem(resp.items(static_cast<int>(k)), keys[i]) : s;
+    }
+  });
+  return out;
+}
+
+absl::StatusOr<std::vector<absl::Status>> Client::Pin(absl::string_view ns,
+                                                      std::span<const BlockKey> keys, bool pin) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  std::vector<absl::Status> out(keys.size());
+  std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
+  RunParallel(pool_.get(), batches.size(), [&](size_t b) {
+    const Batch& batch = batches[b];
+    Shard& shard = *shards_[batch.shard];
+    v1::PinRequest req;
+    req.set_namespace_(std::string(ns));
+    req.set_keys(KeysString(keys, batch.items));
+    req.set_pin(pin);
+    v1::PinResponse resp;
+    absl::Status s = shard.Pin(req, &resp);
+    if (s.ok() && resp.items_size() != static_cast<int>(batch.items.size())) {
+      s = CountMismatch("Pin", shard.address(), resp.items_size(), batch.items.size());
+    }
+    for (size_t k = 0; k < batch.items.size(); ++k) {
+      const size_t i = batch.items[k];
+      out[i] = s.ok() ? FromItem(resp.items(static_cast<int>(k)), keys[i]) : s;
+    }
+  });
+  return out;
+}
+
+std::vector<MemberStats> Client::Stats() {
+  std::vector<MemberStats> out(shards_.size());
+  RunParallel(pool_.get(), shards_.size(), [&](size_t i) {
+    out[i].address = shards_[i]->address();
+    v1::StatsResponse resp;
+    absl::Status s = shards_[i]->Stats(&resp);
+    if (s.ok()) {
+      out[i].stats = std::move(resp);
+    } else {
+      out[i].stats = s;
+    }
+  });
+  return out;
+}
+
+}  // namespace kvhub

@@ -1,0 +1,118 @@
+#include "client/client_config.h"
+
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+
+namespace kvhub {
+namespace {
+
+absl::Status CheckAddress(absl::string_view addr) {
+  if (addr.empty()) return absl::InvalidArgumentError("member address is empty");
+  const size_t colon = addr.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("member address '", addr, "' is not host:port"));
+  }
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(addr.substr(colon + 1), &port) || port == 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("member address '", addr, "' has no valid port (1..65535)"));
+  }
+  for (unsigned char c : addr) {
+    if (c <= 0x20 || c == 0x7f || c == ',' || c == '@') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("member address '", addr, "' holds a space, control byte, ',' or '@'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ClientConfig::Validate() const {
+  if (members.empty()) return absl::InvalidArgumentError("members: the member list is empty");
+  if (members.size() > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("members: ", members.size(), " members, limit 1024"));
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const MemberConfig& m : members) {
+    if (absl::Status s = CheckAddress(m.address); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("members: ", s.message()));
+    }
+    if (!std::isfinite(m.weight) || m.weight <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("members: weight of '", m.address, "' must be finite and > 0"));
+    }
+    if (!seen.insert(m.address).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("members: address '", m.address, "' is listed twice"));
+    }
+  }
+  if (control_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("control_deadline must be > 0");
+  }
+  if (data_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("data_deadline must be > 0");
+  }
+  if (max_attempts < 1 || max_attempts > 10) {
+    return absl::InvalidArgumentError("max_attempts must be in 1..10");
+  }
+  if (initial_backoff < absl::ZeroDuration() || max_backoff < initial_backoff) {
+    return absl::InvalidArgumentError("backoff: need 0 <= initial_backoff <= max_backoff");
+  }
+  if (max_keys_per_rpc < 1 || max_keys_per_rpc > 4096) {
+    return absl::InvalidArgumentError("max_keys_per_rpc must be in 1..4096");
+  }
+  if (inline_put_max_block_bytes > (256ull << 20)) {
+    return absl::InvalidArgumentError("inline_put_max_block_bytes must be <= 256 MiB");
+  }
+  if (max_inline_batch_bytes < 1024 || max_inline_batch_bytes > (256ull << 20)) {
+    return absl::InvalidArgumentError("max_inline_batch_bytes must be in 1 KiB..256 MiB");
+  }
+  if (stream_chunk_bytes < 4096 || stream_chunk_bytes > (64ull << 20)) {
+    return absl::InvalidArgumentError("stream_chunk_bytes must be in 4 KiB..64 MiB");
+  }
+  if (get_mode != GetMode::kAuto && get_mode != GetMode::kInline &&
+      get_mode != GetMode::kStream) {
+    return absl::InvalidArgumentError("get_mode is not a GetMode value");
+  }
+  if (concurrency < 1 || concurrency > 256) {
+    return absl::InvalidArgumentError("concurrency must be in 1..256");
+  }
+  if (channels_per_member < 1 || channels_per_member > 64) {
+    return absl::InvalidArgumentError("channels_per_member must be in 1..64");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<MemberConfig>> ClientConfig::ParseMembers(absl::string_view text) {
+  std::vector<MemberConfig> out;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (item.empty()) continue;
+    MemberConfig m;
+    const size_t at = item.find('@');
+    if (at != absl::string_view::npos) {
+      absl::string_view w = item.substr(at + 1);
+      if (!absl::SimpleAtod(w, &m.weight) || !std::isfinite(m.weight) || m.weight <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("member '", item, "': weight '", w, "' is not a number > 0"));
+      }
+      item = item.substr(0, at);
+    }
+    if (absl::Status s = CheckAddress(item); !s.ok()) return s;
+    m.address = std::string(item);
+    out.push_back(std::move(m));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("member list is empty");
+  return out;
+}
+
+}  // namespace kvhub

@@ -1,0 +1,79 @@
+#pragma once
+// Configuration of kvhub::Client (DESIGN §6, §7): a static member list with
+// optional capacity weights, deadlines, retry policy and batching limits.
+// Plain value type; Validate() before use (Client::Create does).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace kvhub {
+
+// One shard of the cluster as the client sees it.
+struct MemberConfig {
+  std::string address;   // "host:port"; also the member's identity in rendezvous hashing
+  double weight = 1.0;   // relative capacity; finite, > 0 (weighted HRW, docs/client.md)
+};
+
+// How Fetch/GetBlocks move bytes over gRPC.
+enum class GetMode : uint8_t {
+  kAuto = 0,    // inline Get while a batch fits max_inline_batch_bytes, else GetStream
+  kInline = 1,  // always inline Get (a block larger than max_inline_batch_bytes goes alone)
+  kStream = 2,  // always GetStream
+};
+
+struct ClientConfig {
+  // Static membership. 1..1024 members, addresses unique.
+  std::vector<MemberConfig> members;
+
+  // Per-attempt deadline of small control RPCs (Lookup, PutStart, PutCommit,
+  // PutAbort, Delete, Pin, Stats, Health). Default 2 s.
+  absl::Duration control_deadline = absl::Seconds(2);
+  // Per-attempt deadline of RPCs that move block bytes (Put, PutData, Get,
+  // GetStream). Default 30 s.
+  absl::Duration data_deadline = absl::Seconds(30);
+
+  // Attempts per RPC, first included (1..10). Only UNAVAILABLE is retried:
+  // every other code is either final or could have had an effect. Default 3.
+  int max_attempts = 3;
+  // Backoff before retry k (k = 1, 2, ...): min(initial * 2^(k-1), max), with
+  // +-20% jitter. Defaults 10 ms and 500 ms.
+  absl::Duration initial_backoff = absl::Milliseconds(10);
+  absl::Duration max_backoff = absl::Milliseconds(500);
+
+  // Keys per RPC (Lookup, Put, PutStart, Get, Delete, Pin); 1..4096 (the API
+  // limit). Larger requests are split. Default 1024.
+  uint32_t max_keys_per_rpc = 1024;
+  // Blocks up to this size are uploaded with inline Put batches; larger ones
+  // with PutStart / PutData / PutCommit. 0 sends everything through
+  // reservations. Default 4 MiB.
+  uint64_t inline_put_max_block_bytes = 4ull << 20;
+  // Payload bytes per inline Put or Get call (a single larger block still goes
+  // alone). 1 KiB..256 MiB. Default 32 MiB.
+  uint64_t max_inline_batch_bytes = 32ull << 20;
+  // Bytes per PutDataChunk message on the reservation path. 4 KiB..64 MiB.
+  // Default 1 MiB.
+  uint64_t stream_chunk_bytes = 1ull << 20;
+  GetMode get_mode = GetMode::kAuto;
+
+  // Worker threads that run per-shard RPCs in parallel for one call (the
+  // calling thread runs one share itself). 1..256. Default 8.
+  int concurrency = 8;
+  // TCP connections (gRPC channels) per member; calls are spread round-robin.
+  // 1..64. Default 2.
+  int channels_per_member = 2;
+
+  // OK, or INVALID_ARGUMENT naming the first bad field.
+  absl::Status Validate() const;
+
+  // Parses "host:port[@weight],host:port[@weight],..." (whitespace around
+  // items ignored). INVALID_ARGUMENT on an empty list, a missing port or a bad weight.
+  static absl::StatusOr<std::vector<MemberConfig>> ParseMembers(absl::string_view text);
+};
+
+}  // namespace kvhub

@@ -1,0 +1,60 @@
+#include "client/client_config.h"
+
+#include "gtest/gtest.h"
+
+namespace kvhub {
+namespace {
+
+ClientConfig Valid() {
+  ClientConfig c;
+  c.members = {{"127.0.0.1:7000", 1.0}, {"127.0.0.1:7001", 2.0}};
+  return c;
+}
+
+TEST(ClientConfigTest, DefaultsWithMembersAreValid) { EXPECT_TRUE(Valid().Validate().ok()); }
+
+TEST(ClientConfigTest, RejectsBadFields) {
+  auto bad = [](auto mutate) {
+    ClientConfig c = Valid();
+    mutate(c);
+    absl::Status s = c.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    return std::string(s.message());
+  };
+  EXPECT_NE(bad([](ClientConfig& c) { c.members.clear(); }).find("members"), std::string::npos);
+  bad([](ClientConfig& c) { c.members[1].address = c.members[0].address; });
+  bad([](ClientConfig& c) { c.members[0].address = "nohost"; });
+  bad([](ClientConfig& c) { c.members[0].address = "h:0"; });
+  bad([](ClientConfig& c) { c.members[0].address = "h:70000"; });
+  bad([](ClientConfig& c) { c.members[0].weight = 0; });
+  EXPECT_NE(bad([](ClientConfig& c) { c.max_keys_per_rpc = 4097; }).find("max_keys_per_rpc"),
+            std::string::npos);
+  bad([](ClientConfig& c) { c.max_keys_per_rpc = 0; });
+  bad([](ClientConfig& c) { c.max_attempts = 0; });
+  bad([](ClientConfig& c) { c.control_deadline = absl::ZeroDuration(); });
+  bad([](ClientConfig& c) { c.data_deadline = -absl::Seconds(1); });
+  bad([](ClientConfig& c) { c.max_backoff = absl::Milliseconds(1); });
+  bad([](ClientConfig& c) { c.max_inline_batch_bytes = 10; });
+  bad([](ClientConfig& c) { c.inline_put_max_block_bytes = 1ull << 30; });
+  bad([](ClientConfig& c) { c.stream_chunk_bytes = 1; });
+  bad([](ClientConfig& c) { c.concurrency = 0; });
+  bad([](ClientConfig& c) { c.channels_per_member = 0; });
+}
+
+TEST(ClientConfigTest, ParsesMemberLists) {
+  auto m = ClientConfig::ParseMembers(" 10.0.0.1:7000 , host-b:7001@2.5,[::1]:9000");
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->size(), 3u);
+  EXPECT_EQ((*m)[0].address, "10.0.0.1:7000");
+  EXPECT_EQ((*m)[0].weight, 1.0);
+  EXPECT_EQ((*m)[1].address, "host-b:7001");
+  EXPECT_EQ((*m)[1].weight, 2.5);
+  EXPECT_EQ((*m)[2].address, "[::1]:9000");
+  EXPECT_FALSE(ClientConfig::ParseMembers("").ok());
+  EXPECT_FALSE(ClientConfig::ParseMembers("a:1@x").ok());
+  EXPECT_FALSE(ClientConfig::ParseMembers("a:1@-2").ok());
+  EXPECT_FALSE(ClientConfig::ParseMembers("a").ok());
+}
+
+}  // namespace
+}  // namespace kvhub

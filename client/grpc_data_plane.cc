@@ -1,0 +1,236 @@
+#include "client/grpc_data_plane.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/block_verify.h"
+#include "client/shard.h"
+#include "client/wire.h"
+#include "grpcpp/support/sync_stream.h"
+
+namespace kvhub {
+namespace {
+
+std::string KeyBytes(std::span<BlockRead> reads) {
+  std::string keys(reads.size() * 16, '\0');
+  for (size_t i = 0; i < reads.size(); ++i) {
+    reads[i].key.ToBytes(reinterpret_cast<uint8_t*>(keys.data()) + 16 * i);
+  }
+  return keys;
+}
+
+absl::Status ItemError(int32_t code, const std::string& message, const BlockKey& key) {
+  if (code == static_cast<int32_t>(absl::StatusCode::kNotFound)) {
+    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " not found"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code),
+                      absl::StrCat("block ", key.Hex(), ": ", message));
+}
+
+absl::Status TooSmall(const BlockKey& key, uint64_t size, size_t capacity) {
+  return absl::ResourceExhaustedError(absl::StrCat("block ", key.Hex(), " is ", size,
+                                                   " bytes; caller buffer holds ", capacity));
+}
+
+void FailUnfinished(std::span<BlockRead> reads, const absl::Status& why) {
+  for (BlockRead& r : reads) {
+    if (!r.status.ok() && r.status.code() != absl::StatusCode::kNotFound) {
+      r.status = why;
+      r.size = 0;
+    }
+  }
+}
+
+}  // namespace
+
+GrpcDataPlane::GrpcDataPlane(const ClientConfig& config)
+    : mode_(config.get_mode),
+      max_inline_batch_bytes_(config.max_inline_batch_bytes),
+      chunk_bytes_(config.stream_chunk_bytes) {}
+
+absl::Status GrpcDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrite> writes) {
+  uint64_t total = 0;
+  for (const BlockWrite& w : writes) total += w.data.size();
+  if (writes.empty()) return absl::OkStatus();
+  grpc::Status st = CallWithRetry(shard.retry(), [&](int) -> grpc::Status {
+    BorrowedBytes borrowed;  // declared before ctx/writer: outlives them
+    grpc::ClientContext ctx;
+    Shard::SetDeadline(&ctx, shard.data_deadline());
+    grpc::ByteBuffer resp;
+    Shard::Conn& conn = shard.NextConn();
+    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+            conn.channel.get(), conn.put_data, &ctx, &resp));
+    bool ok = true;
+    for (const BlockWrite& w : writes) {
+      for (uint64_t off = 0; ok && off < w.data.size(); off += chunk_bytes_) {
+        const uint64_t n = std::min<uint64_t>(chunk_bytes_, w.data.size() - off);
+        grpc::ByteBuffer chunk =
+            EncodePutDataChunk(w.reservation_id, off, w.data.subspan(off, n), &borrowed);
+        ok = writer->Write(chunk);
+      }
+      if (!ok) break;
+    }
+    if (ok) writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return s;
+    v1::PutDataResponse r;
+    if (!grpc::SerializationTraits<v1::PutDataResponse>::Deserialize(&resp, &r).ok()) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "cannot parse PutDataResponse");
+    }
+    if (r.bytes_written() != total) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          absl::StrCat("PutData wrote ", r.bytes_written(), " of ", total, " bytes"));
+    }
+    return grpc::Status::OK;
+  });
+  return FromGrpc(st, absl::StrCat("PutData ", shard.address()));
+}
+
+absl::Status GrpcDataPlane::ReadBlocks(Shard& shard, absl::string_view ns,
+                                       std::span<BlockRead> reads) {
+  for (BlockRead& r : reads) {
+    r.status = absl::UnknownError("not read");
+    r.size = 0;
+  }
+  if (reads.empty()) return absl::OkStatus();
+  uint64_t capacity = 0;
+  for (const BlockRead& r : reads) capacity += r.dest.size();
+  const bool stream = mode_ == GetMode::kStream ||
+                      (mode_ == GetMode::kAuto && capacity > max_inline_batch_bytes_ &&
+                       reads.size() == 1);
+  if (stream) return ReadStream(shard, ns, reads);
+  // Inline: split so that no response can exceed max_inline_batch_bytes
+  // (a single larger block goes alone, or by stream in kAuto).
+  absl::Status first;
+  size_t begin = 0;
+  while (begin < reads.size()) {
+    size_t end = begin + 1;
+    uint64_t bytes = reads[begin].dest.size();
+    while (end < reads.size() && bytes + reads[end].dest.size() <= max_inline_batch_bytes_) {
+      bytes += reads[end].dest.size();
+      ++end;
+    }
+    std::span<BlockRead> part = reads.subspan(begin, end - begin);
+    absl::Status s = (mode_ == GetMode::kAuto && bytes > max_inline_batch_bytes_)
+                         ? ReadStream(shard, ns, part)
+                         : ReadInline(shard, ns, part);
+    if (!s.ok() && first.ok()) first = s;
+    begin = end;
+  }
+  return first;
+}
+
+absl::Status GrpcDataPlane::ReadInline(Shard& shard, absl::string_view ns,
+                                       std::span<BlockRead> reads) {
+  v1::GetRequest req;
+  req.set_namespace_(std::string(ns));
+  req.set_keys(KeyBytes(reads));
+  req.set_inline_data(true);
+  grpc::ByteBuffer resp;
+  if (absl::Status s = shard.GetRaw(req, &resp); !s.ok()) {
+    FailUnfinished(reads, s);
+    return s;
+  }
+  std::vector<std::span<uint8_t>> dests(reads.size());
+  for (size_t i = 0; i < reads.size(); ++i) dests[i] = reads[i].dest;
+  std::vector<DecodedBlock> blocks;
+  if (absl::Status s = DecodeGetResponse(resp, dests, &blocks); !s.ok()) {
+    s = absl::Status(s.code(), absl::StrCat("Get ", shard.address(), ": ", s.message()));
+    FailUnfinished(reads, s);
+    return s;
+  }
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const DecodedBlock& b = blocks[i];
+    BlockRead& r = reads[i];
+    if (b.code != 0) {
+      r.status = ItemError(b.code, b.message, r.key);
+    } else if (!b.data_copied) {
+      r.status = TooSmall(r.key, b.data_len, r.dest.size());
+    } else {
+      r.status = VerifyBlock(r.dest.first(b.data_len), b.size, b.checksum);
+      r.size = r.status.ok() ? b.data_len : 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GrpcDataPlane::ReadStream(Shard& shard, absl::string_view ns,
+                                       std::span<BlockRead> reads) {
+  v1::GetRequest req;
+  req.set_namespace_(std::string(ns));
+  req.set_keys(KeyBytes(reads));
+  req.set_inline_data(true);
+  std::vector<std::span<uint8_t>> dests(reads.size());
+  for (size_t i = 0; i < reads.size(); ++i) dests[i] = reads[i].dest;
+  struct Progress {
+    bool has_status = false;
+    int32_t code = 0;
+    std::string message;
+    uint64_t size = 0, checksum = 0, received = 0;
+    bool overflow = false;
+  };
+  std::vector<Progress> prog;
+  grpc::Status st = CallWithRetry(shard.retry(), [&](int) -> grpc::Status {
+    prog.assign(reads.size(), Progress());
+    grpc::ClientContext ctx;
+    Shard::SetDeadline(&ctx, shard.data_deadline());
+    Shard::Conn& conn = shard.NextConn();
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(conn.channel.get(),
+                                                                      conn.get_stream, &ctx, req));
+    grpc::ByteBuffer bb;
+    DecodedChunk c;
+    while (reader->Read(&bb)) {
+      absl::Status s = DecodeGetChunk(bb, dests, &c);
+      if (!s.ok() || c.index >= reads.size()) {
+        ctx.TryCancel();
+        reader->Finish();
+        return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                            s.ok() ? "GetChunk index out of range" : std::string(s.message()));
+      }
+      Progress& p = prog[c.index];
+      if (c.has_status) {
+        p.has_status = true;
+        p.code = c.block.code;
+        p.message = c.block.message;
+        p.size = c.block.size;
+        p.checksum = c.block.checksum;
+      }
+      if (c.data_len > 0) {
+        if (!c.data_copied) p.overflow = true;
+        p.received += c.data_len;
+      }
+    }
+    return reader->Finish();
+  });
+  absl::Status call = FromGrpc(st, absl::StrCat("GetStream ", shard.address()));
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const Progress& p = prog[i];
+    BlockRead& r = reads[i];
+    if (!p.has_status) {
+      r.status = call.ok() ? absl::DataLossError(absl::StrCat("block ", r.key.Hex(),
+                                                              ": GetStream sent nothing for it"))
+                           : call;
+    } else if (p.code != 0) {
+      r.status = ItemError(p.code, p.message, r.key);
+    } else if (p.overflow || p.size > r.dest.size()) {
+      r.status = TooSmall(r.key, p.size, r.dest.size());
+    } else if (p.received != p.size) {
+      r.status = call.ok() ? absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": received ",
+                                                              p.received, " of ", p.size, " bytes"))
+                           : call;
+    } else {
+      // Chunks arrive with increasing offsets and sum to size; a server that
+      // overlapped or skipped ranges fails the checksum here.
+      r.status = VerifyBlock(r.dest.first(p.size), p.size, p.checksum);
+      r.size = r.status.ok() ? p.size : 0;
+    }
+  }
+  return call;
+}
+
+}  // namespace kvhub

@@ -1,0 +1,39 @@
+#include "client/retry.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub {
+
+absl::Duration RetryPolicy::Backoff(int retry, double jitter) const {
+  absl::Duration d = initial_backoff;
+  for (int i = 1; i < retry && d < max_backoff; ++i) d *= 2;
+  d = std::min(d, max_backoff);
+  return d * jitter;
+}
+
+grpc::Status CallWithRetry(const RetryPolicy& policy,
+                           const std::function<grpc::Status(int attempt)>& attempt) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  grpc::Status s;
+  for (int k = 0; k < std::max(policy.max_attempts, 1); ++k) {
+    if (k > 0) {
+      std::uniform_real_distribution<double> jitter(0.8, 1.2);
+      absl::SleepFor(policy.Backoff(k, jitter(rng)));
+    }
+    s = attempt(k);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
+  }
+  return s;
+}
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  // grpc::StatusCode and absl::StatusCode share google.rpc.Code numbering.
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+}  // namespace kvhub

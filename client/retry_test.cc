@@ -1,0 +1,59 @@
+#include "client/retry.h"
+
+#include "gtest/gtest.h"
+
+namespace kvhub {
+namespace {
+
+TEST(RetryTest, BackoffDoublesUpToMax) {
+  RetryPolicy p{5, absl::Milliseconds(10), absl::Milliseconds(50)};
+  EXPECT_EQ(p.Backoff(1, 1.0), absl::Milliseconds(10));
+  EXPECT_EQ(p.Backoff(2, 1.0), absl::Milliseconds(20));
+  EXPECT_EQ(p.Backoff(3, 1.0), absl::Milliseconds(40));
+  EXPECT_EQ(p.Backoff(4, 1.0), absl::Milliseconds(50));
+  EXPECT_EQ(p.Backoff(9, 1.0), absl::Milliseconds(50));
+  EXPECT_EQ(p.Backoff(1, 1.2), absl::Milliseconds(12));
+}
+
+TEST(RetryTest, RetriesOnlyUnavailable) {
+  RetryPolicy p{4, absl::ZeroDuration(), absl::ZeroDuration()};
+  int calls = 0;
+  grpc::Status s = CallWithRetry(p, [&](int) {
+    ++calls;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
+  });
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  for (auto code : {grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::INVALID_ARGUMENT,
+                    grpc::StatusCode::INTERNAL, grpc::StatusCode::RESOURCE_EXHAUSTED}) {
+    calls = 0;
+    s = CallWithRetry(p, [&](int) {
+      ++calls;
+      return grpc::Status(code, "x");
+    });
+    EXPECT_EQ(calls, 1) << code;
+    EXPECT_EQ(s.error_code(), code);
+  }
+}
+
+TEST(RetryTest, StopsAtFirstSuccess) {
+  RetryPolicy p{5, absl::ZeroDuration(), absl::ZeroDuration()};
+  int calls = 0;
+  grpc::Status s = CallWithRetry(p, [&](int k) {
+    ++calls;
+    return k < 2 ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "down") : grpc::Status::OK;
+  });
+  EXPECT_TRUE(s.ok());
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(RetryTest, FromGrpcKeepsCodeAndNamesTheCall) {
+  absl::Status s = FromGrpc(grpc::Status(grpc::StatusCode::NOT_FOUND, "gone"), "Get a:1");
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.message(), "Get a:1: gone");
+  EXPECT_TRUE(FromGrpc(grpc::Status::OK, "x").ok());
+}
+
+}  // namespace
+}  // namespace kvhub
