@@ -1,0 +1,59 @@
+#include "tools/kvhub/cli_args.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::cli {
+
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::string>& boolean) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") {
+      for (++i; i < argc; ++i) a.positional_.push_back(argv[i]);
+      break;
+    }
+    if (!absl::StartsWith(arg, "--") || arg.size() == 2) {
+      a.positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (boolean.count(name) > 0) {
+      value = "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+    }
+    a.flags_[name] = value;
+  }
+  return a;
+}
+
+std::optional<std::string> Args::Get(const std::string& name) {
+  used_.insert(name);
+  auto it = flags_.find(name);
+  if (it == flags_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Args::Has(const std::string& name) {
+  used_.insert(name);
+  auto it = flags_.find(name);
+  return it != flags_.end() && it->second != "false" && it->second != "0";
+}
+
+absl::Status Args::CheckAllUsed() const {
+  for (const auto& [name, value] : flags_) {
+    if (used_.count(name) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvhub::cli

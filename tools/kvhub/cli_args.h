@@ -1,0 +1,34 @@
+#pragma once
+// Minimal command-line parsing for the kvhub CLI: `--name=value`,
+// `--name value` and bare `--flag`; everything else is a positional argument.
+// Unknown flags are errors (Check()).
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kvhub::cli {
+
+class Args {
+ public:
+  // `boolean` names flags that take no value.
+  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::set<std::string>& boolean);
+
+  std::optional<std::string> Get(const std::string& name);  // marks it used
+  bool Has(const std::string& name);                        // marks it used
+  const std::vector<std::string>& positional() const { return positional_; }
+  // INVALID_ARGUMENT naming the first flag nobody asked for.
+  absl::Status CheckAllUsed() const;
+
+ private:
+  std::map<std::string, std::string> flags_;
+  std::set<std::string> used_;
+  std::vector<std::string> positional_;
+};
+
+}  // namespace kvhub::cli

@@ -1,0 +1,395 @@
+// kvhub: the operators' CLI (docs/client.md).
+//
+//   kvhub keys   --ns NS --spec SPEC (--tokens 1,2,3 | --tokens-file PATH)
+//   kvhub stats  (--addr HOST:PORT | --members A,B,C)
+//   kvhub put    ... --ns NS --key HEX --file PATH|- [--parent HEX] [--pin]
+//   kvhub get    ... --ns NS --key HEX [--out PATH|-] [--max-bytes N]
+//   kvhub lookup ... --ns NS (--key HEX[,HEX..] | --spec SPEC --tokens ..)
+//   kvhub rm     ... --ns NS (--key HEX[,HEX..] | --spec SPEC --tokens ..)
+//
+// Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "common/hash.h"
+#include "common/keys.h"
+#include "common/model_spec.h"
+#include "tools/kvhub/cli_args.h"
+
+namespace kvhub::cli {
+namespace {
+
+constexpr char kUsage[] = R"(usage: kvhub <command> [flags]
+
+commands:
+  keys    print the spec fingerprint and the block keys (DESIGN §2) of a token list
+            --ns NS --spec SPEC (--tokens 1,2,3 | --tokens-file PATH)
+  stats   print every member's Stats
+  put     store one block      --ns NS --key HEX --file PATH|- [--parent HEX] [--pin]
+  get     fetch one block      --ns NS --key HEX [--out PATH|-] [--max-bytes N (64 MiB)]
+  lookup  which blocks exist   --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
+  rm      delete blocks        --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
+
+cluster (stats, put, get, lookup, rm):
+  --addr HOST:PORT             one shard
+  --members A,B,C              a static member list (HOST:PORT[@WEIGHT], rendezvous placement)
+  --deadline-ms N              per-attempt RPC deadline (default 5000)
+
+SPEC is ModelSpec's compact form, e.g.
+  model=llama3-8b,layers=32,kv_heads=8,head_dim=128,dtype=bf16,rope_base=500000,block_tokens=256
+Tokens are comma- or whitespace-separated int32 values (a file may span lines).
+Exit codes: 0 ok, 1 failure, 2 usage.
+)";
+
+
+absl::Status Usage(absl::string_view msg) {
+  return absl::InvalidArgumentError(absl::StrCat("usage: ", msg));
+}
+bool IsUsage(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kInvalidArgument &&
+         absl::StartsWith(s.message(), "usage: ");
+}
+
+absl::StatusOr<std::string> Required(Args& a, const std::string& name) {
+  std::optional<std::string> v = a.Get(name);
+  if (!v.has_value() || v->empty()) return Usage(absl::StrCat("--", name, " is required"));
+  return *v;
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseTokens(absl::string_view text, absl::string_view origin) {
+  std::vector<int32_t> out;
+  for (absl::string_view t : absl::StrSplit(text, absl::ByAnyChar(", \t\r\n"), absl::SkipEmpty())) {
+    int32_t v;
+    if (!absl::SimpleAtoi(t, &v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": token '", t, "' is not an int32"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ReadAll(const std::string& path) {
+  if (path == "-") {
+    std::string s((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    return s;
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
+  return s;
+}
+
+absl::StatusOr<std::vector<int32_t>> TokensArg(Args& a) {
+  std::optional<std::string> inline_tokens = a.Get("tokens");
+  std::optional<std::string> file = a.Get("tokens-file");
+  if (inline_tokens.has_value() == file.has_value()) {
+    return Usage("give exactly one of --tokens and --tokens-file");
+  }
+  if (inline_tokens.has_value()) return ParseTokens(*inline_tokens, "--tokens");
+  absl::StatusOr<std::string> text = ReadAll(*file);
+  if (!text.ok()) return text.status();
+  return ParseTokens(*text, *file);
+}
+
+absl::StatusOr<ModelSpec> SpecArg(Args& a) {
+  absl::StatusOr<std::string> s = Required(a, "spec");
+  if (!s.ok()) return s.status();
+  return ModelSpec::Parse(*s);
+}
+
+absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns) {
+  std::optional<std::string> keys = a.Get("key");
+  if (keys.has_value()) {
+    std::vector<BlockKey> out;
+    for (absl::string_view h : absl::StrSplit(*keys, ',', absl::SkipEmpty())) {
+      absl::StatusOr<U128> k = U128::FromHex(absl::StripAsciiWhitespace(h));
+      if (!k.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--key '", h, "': ", k.status().message()));
+      }
+      out.push_back(*k);
+    }
+    if (out.empty()) return Usage("--key is empty");
+    return out;
+  }
+  absl::StatusOr<ModelSpec> spec = SpecArg(a);
+  if (!spec.ok()) {
+    return IsUsage(spec.status()) ? Usage("give --key HEX[,HEX...] or --spec and --tokens")
+                                  : spec.status();
+  }
+  absl::StatusOr<std::vector<int32_t>> tokens = TokensArg(a);
+  if (!tokens.ok()) return tokens.status();
+  std::vector<BlockKey> out = BlockKeys(ns, *spec, *tokens);
+  if (out.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(tokens->size(), " tokens make no full block of ",
+                                                   spec->block_tokens, " tokens"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
+  std::optional<std::string> addr = a.Get("addr");
+  std::optional<std::string> members = a.Get("members");
+  if (addr.has_value() == members.has_value()) return Usage("give exactly one of --addr and --members");
+  ClientConfig cfg;
+  absl::StatusOr<std::vector<MemberConfig>> m = ClientConfig::ParseMembers(addr ? *addr : *members);
+  if (!m.ok()) return m.status();
+  if (addr.has_value() && m->size() != 1) return Usage("--addr takes one HOST:PORT");
+  cfg.members = *std::move(m);
+  cfg.concurrency = 4;
+  cfg.channels_per_member = 1;
+  if (std::optional<std::string> d = a.Get("deadline-ms"); d.has_value()) {
+    int64_t ms;
+    if (!absl::SimpleAtoi(*d, &ms) || ms <= 0) return Usage("--deadline-ms must be a positive integer");
+    cfg.control_deadline = cfg.data_deadline = absl::Milliseconds(ms);
+  } else {
+    cfg.control_deadline = absl::Seconds(5);
+  }
+  return Client::Create(std::move(cfg));
+}
+
+absl::StatusOr<std::string> NamespaceArg(Args& a) {
+  absl::StatusOr<std::string> ns = Required(a, "ns");
+  if (!ns.ok()) return ns;
+  if (absl::Status s = ValidateNamespace(*ns); !s.ok()) return s;
+  return ns;
+}
+
+// ---------------------------------------------------------------- commands
+
+absl::Status CmdKeys(Args& a) {
+  absl::StatusOr<std::string> ns = NamespaceArg(a);
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<ModelSpec> spec = SpecArg(a);
+  if (!spec.ok()) return spec.status();
+  absl::StatusOr<std::vector<int32_t>> tokens = TokensArg(a);
+  if (!tokens.ok()) return tokens.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  const U128 fp = spec->Fingerprint();
+  std::cout << "canonical " << spec->CanonicalText() << "\n";
+  std::cout << "fingerprint " << fp.Hex() << "\n";
+  std::vector<BlockKey> keys = BlockKeys(*ns, *spec, *tokens);
+  for (size_t i = 0; i < keys.size(); ++i) std::cout << "block " << i << " " << keys[i].Hex() << "\n";
+  std::cout << "chunk " << ChunkKey(*ns, fp, *tokens).Hex() << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status CmdStats(Args& a) {
+  absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
+  if (!c.ok()) return c.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  int failed = 0;
+  for (const MemberStats& m : (*c)->Stats()) {
+    if (!m.stats.ok()) {
+      std::cout << "member " << m.address << " ERROR " << m.stats.status().message() << "\n";
+      ++failed;
+      continue;
+    }
+    const v1::StatsResponse& s = *m.stats;
+    std::cout << "member " << m.address << " node=" << s.node_id() << " version=" << s.version()
+              << " uptime_ms=" << s.uptime_ms() << " eviction=" << s.eviction_policy() << "\n";
+    std::cout << "  lookup_requested_keys=" << s.lookup_requested_keys()
+              << " lookup_hit_keys=" << s.lookup_hit_keys() << " get_bytes=" << s.get_bytes()
+              << " put_bytes=" << s.put_bytes() << " checksum_failures=" << s.checksum_failures()
+              << " reservations_expired=" << s.reservations_expired()
+              << " leases_expired=" << s.leases_expired() << "\n";
+    for (const v1::TierStats& t : s.tiers()) {
+      std::cout << "  tier " << t.tier() << " capacity_bytes=" << t.capacity_bytes()
+                << " used_bytes=" << t.used_bytes() << " blocks=" << t.blocks()
+                << " evictions=" << t.evictions() << " pinned_blocks=" << t.pinned_blocks()
+                << " leased_blocks=" << t.leased_blocks() << " reserved_bytes=" << t.reserved_bytes()
+                << "\n";
+    }
+  }
+  if (failed > 0) return absl::UnavailableError(absl::StrCat(failed, " member(s) did not answer"));
+  return absl::OkStatus();
+}
+
+absl::Status CmdPut(Args& a) {
+  absl::StatusOr<std::string> ns = NamespaceArg(a);
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<std::string> key_hex = Required(a, "key");
+  if (!key_hex.ok()) return key_hex.status();
+  absl::StatusOr<U128> key = U128::FromHex(*key_hex);
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--key: ", key.status().message()));
+  BlockPut put;
+  put.key = *key;
+  if (std::optional<std::string> p = a.Get("parent"); p.has_value()) {
+    absl::StatusOr<U128> parent = U128::FromHex(*p);
+    if (!parent.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--parent: ", parent.status().message()));
+    }
+    put.parent = *parent;
+  }
+  put.pin = a.Has("pin");
+  absl::StatusOr<std::string> file = Required(a, "file");
+  if (!file.ok()) return file.status();
+  absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
+  if (!c.ok()) return c.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  absl::StatusOr<std::string> data = ReadAll(*file);
+  if (!data.ok()) return data.status();
+  put.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data->data()), data->size());
+  absl::StatusOr<PutResult> r = (*c)->Put(*ns, std::span<const BlockPut>(&put, 1));
+  if (!r.ok()) return r.status();
+  switch (r->outcome[0]) {
+    case PutOutcome::kStored:
+      std::cout << "stored " << key->Hex() << " " << data->size() << " bytes on "
+                << (*c)->MemberAddress((*c)->OwnerOf(*key)) << "\n";
+      return absl::OkStatus();
+    case PutOutcome::kSkipped:
+      std::cout << "exists " << key->Hex() << " (already stored; unchanged)\n";
+      return absl::OkStatus();
+    case PutOutcome::kFailed: break;
+  }
+  return r->errors[0];
+}
+
+absl::Status CmdGet(Args& a) {
+  absl::StatusOr<std::string> ns = NamespaceArg(a);
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<std::string> key_hex = Required(a, "key");
+  if (!key_hex.ok()) return key_hex.status();
+  absl::StatusOr<U128> key = U128::FromHex(*key_hex);
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--key: ", key.status().message()));
+  uint64_t max_bytes = 64ull << 20;
+  if (std::optional<std::string> m = a.Get("max-bytes"); m.has_value()) {
+    if (!absl::SimpleAtoi(*m, &max_bytes) || max_bytes == 0 || max_bytes > (256ull << 20)) {
+      return Usage("--max-bytes must be 1..268435456");
+    }
+  }
+  std::string out_path = a.Get("out").value_or("-");
+  absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
+  if (!c.ok()) return c.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[max_bytes]);
+  std::span<uint8_t> dest(buf.get(), max_bytes);
+  absl::StatusOr<FetchResult> r =
+      (*c)->Get(*ns, std::span<const BlockKey>(&*key, 1), std::span<const std::span<uint8_t>>(&dest, 1));
+  if (!r.ok()) return r.status();
+  if (!r->status[0].ok()) return r->status[0];
+  const size_t n = r->sizes[0];
+  if (out_path == "-") {
+    std::fwrite(buf.get(), 1, n, stdout);
+    if (std::fflush(stdout) != 0) return absl::DataLossError("cannot write to stdout");
+  } else {
+    std::ofstream f(out_path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(buf.get()), static_cast<std::streamsize>(n));
+    if (!f) return absl::DataLossError(absl::StrCat("cannot write '", out_path, "'"));
+    std::cerr << "got " << key->Hex() << " " << n << " bytes (checksum verified) -> " << out_path
+              << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CmdLookup(Args& a) {
+  absl::StatusOr<std::string> ns = NamespaceArg(a);
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<std::vector<BlockKey>> keys = KeysArg(a, *ns);
+  if (!keys.ok()) return keys.status();
+  absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
+  if (!c.ok()) return c.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  absl::StatusOr<LookupResult> r = (*c)->Lookup(*ns, *keys);
+  if (!r.ok()) return r.status();
+  for (size_t i = 0; i < keys->size(); ++i) {
+    std::cout << (*keys)[i].Hex() << " " << (r->present[i] ? "present" : "absent") << " "
+              << (*c)->MemberAddress((*c)->OwnerOf((*keys)[i])) << "\n";
+  }
+  std::cout << "prefix_hits " << r->hit_blocks << " of " << keys->size() << "\n";
+  if (!r->first_error.ok()) {
+    return absl::Status(r->first_error.code(),
+                        absl::StrCat(r->unreachable_keys, " key(s) unanswered: ",
+                                     r->first_error.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CmdRm(Args& a) {
+  absl::StatusOr<std::string> ns = NamespaceArg(a);
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<std::vector<BlockKey>> keys = KeysArg(a, *ns);
+  if (!keys.ok()) return keys.status();
+  absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
+  if (!c.ok()) return c.status();
+  if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
+  absl::StatusOr<std::vector<absl::Status>> r = (*c)->Delete(*ns, *keys);
+  if (!r.ok()) return r.status();
+  absl::Status first;
+  for (size_t i = 0; i < keys->size(); ++i) {
+    const absl::Status& s = (*r)[i];
+    if (s.ok()) {
+      std::cout << (*keys)[i].Hex() << " deleted\n";
+    } else if (s.code() == absl::StatusCode::kNotFound) {
+      std::cout << (*keys)[i].Hex() << " absent\n";
+    } else {
+      std::cout << (*keys)[i].Hex() << " ERROR " << s.message() << "\n";
+      if (first.ok()) first = s;
+    }
+  }
+  return first;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> args = Args::Parse(argc, argv, {"pin", "help"});
+  if (!args.ok()) {
+    std::cerr << "kvhub: " << args.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (args->Has("help") || args->positional().empty()) {
+    std::cerr << kUsage;
+    return args->Has("help") ? 0 : 2;
+  }
+  if (args->positional().size() != 1) {
+    std::cerr << "kvhub: expected one command, got '" << args->positional()[1] << "' too\n";
+    return 2;
+  }
+  const std::string cmd = args->positional()[0];
+  absl::Status s;
+  if (cmd == "keys") {
+    s = CmdKeys(*args);
+  } else if (cmd == "stats") {
+    s = CmdStats(*args);
+  } else if (cmd == "put") {
+    s = CmdPut(*args);
+  } else if (cmd == "get") {
+    s = CmdGet(*args);
+  } else if (cmd == "lookup") {
+    s = CmdLookup(*args);
+  } else if (cmd == "rm") {
+    s = CmdRm(*args);
+  } else {
+    std::cerr << "kvhub: unknown command '" << cmd << "'\n" << kUsage;
+    return 2;
+  }
+  if (s.ok()) return 0;
+  if (IsUsage(s) || absl::StartsWith(s.message(), "unknown flag")) {
+    std::cerr << "kvhub " << cmd << ": " << s.message().substr(IsUsage(s) ? 7 : 0)
+              << "\n(kvhub --help for usage)\n";
+    return 2;
+  }
+  std::cerr << "kvhub " << cmd << ": " << absl::StatusCodeToString(s.code()) << ": " << s.message()
+            << "\n";
+  return 1;
+}
+
+}  // namespace
+}  // namespace kvhub::cli
+
+int main(int argc, char** argv) { return kvhub::cli::Main(argc, argv); }
