@@ -1,0 +1,536 @@
+#include "cachesvc/kvhub_service.h"
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+#include "absl/strings/str_cat.h"
+#include "cachesvc/request_validation.h"
+#include "common/log.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+void SetItemStatus(const absl::Status& s, v1::ItemStatus* out) {
+  out->set_code(static_cast<int32_t>(s.code()));
+  if (!s.ok()) out->set_message(s.message().data(), s.message().size());
+}
+
+void SetLocation(const storage::BlockLocation& loc, v1::BlockLocation* out) {
+  out->set_region(loc.region);
+  out->set_offset(loc.offset);
+  out->set_size(loc.size);
+  out->set_rkey_id(0);
+}
+
+// Keys of one call, parsed from the packed bytes field into per-thread storage
+// (no allocation; valid until the next call on this thread).
+std::span<const BlockKey> ParseKeys(absl::string_view packed, size_t n) {
+  thread_local BlockKey keys[kMaxKeysPerCall];
+  for (size_t i = 0; i < n; ++i) keys[i] = PackedKey(packed, i);
+  return {keys, n};
+}
+
+absl::Duration LeaseFor(uint32_t lease_ms) {
+  return lease_ms == 0 ? absl::ZeroDuration() : absl::Milliseconds(lease_ms);
+}
+
+// Refusal while draining.
+const grpc::Status& DrainingStatus() {
+  static const grpc::Status* s =
+      new grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is draining (shutting down); put elsewhere");
+  return *s;
+}
+
+}  // namespace
+
+KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* store,
+                           ReservationTable* reservations, ServiceMetrics* metrics)
+    : config_(config),
+      started_(absl::Now()),
+      store_(store),
+      reservations_(reservations),
+      metrics_(metrics) {
+  SetMessageAllocatorFor_Lookup(&lookup_alloc_);
+  SetMessageAllocatorFor_PutStart(&put_start_alloc_);
+  SetMessageAllocatorFor_PutCommit(&put_commit_alloc_);
+  SetMessageAllocatorFor_Put(&put_alloc_);
+  SetMessageAllocatorFor_Get(&get_alloc_);
+  SetMessageAllocatorFor_Release(&release_alloc_);
+}
+
+void KvHubService::set_node_id(std::string id) {
+  absl::MutexLock lock(&node_mu_);
+  node_id_ = std::move(id);
+}
+
+std::string KvHubService::node_id() const {
+  absl::MutexLock lock(&node_mu_);
+  return node_id_;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
+                                               const grpc::Status& status) {
+  metrics_->RecordRpc(rpc, absl::Now() - start, static_cast<int>(status.error_code()));
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// ---------------------------------------------------------------- Lookup
+
+grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp) {
+  if (absl::Status s = ValidateLookup(req); !s.ok()) return ToGrpc(s);
+  const size_t n = req.keys().size() / kKeyBytes;
+  std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
+  std::string* present = resp->mutable_present();
+  present->resize(n);
+  size_t prefix = store_->Lookup(req.namespace_(), keys,
+                                 std::span<uint8_t>(reinterpret_cast<uint8_t*>(present->data()), n));
+  resp->set_prefix_hits(static_cast<uint32_t>(prefix));
+  uint64_t hits = prefix;
+  if (!req.prefix()) {
+    hits = static_cast<uint64_t>(std::count(present->begin(), present->end(), '\1'));
+  }
+  metrics_->RecordLookup(req.namespace_(), req.model(), n, hits, req.block_tokens());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
+                                               v1::LookupResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kLookup, start, DoLookup(*req, resp));
+}
+
+// ---------------------------------------------------------------- PutStart
+
+grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp) {
+  if (draining()) return DrainingStatus();
+  if (absl::Status s = ValidatePutStart(req, config_.store.max_block_bytes); !s.ok()) return ToGrpc(s);
+  const int ns_index = metrics_->NamespaceIndex(req.namespace_());
+  resp->mutable_items()->Reserve(req.items_size());
+  for (const v1::PutItem& item : req.items()) {
+    v1::PutStartResponse::Reserved* out = resp->add_items();
+    BlockKey key = PackedKey(item.key(), 0);
+    BlockKey parent;
+    storage::PutOptions opts;
+    opts.pin = item.pin();
+    if (!item.parent().empty()) {
+      parent = PackedKey(item.parent(), 0);
+      opts.parent = &parent;
+    }
+    absl::StatusOr<storage::Reservation> r =
+        store_->Reserve(req.namespace_(), key, item.size(), item.checksum(), opts);
+    SetItemStatus(r.status(), out->mutable_status());
+    if (!r.ok()) continue;
+    reservations_->Add(*r, ns_index);
+    out->set_reservation_id(r->id);
+    SetLocation(r->location, out->mutable_location());
+    out->set_expires_unix_ms(absl::ToUnixMillis(r->expires));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx,
+                                                 const v1::PutStartRequest* req, v1::PutStartResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kPutStart, start, DoPutStart(*req, resp));
+}
+
+// ---------------------------------------------------------------- PutData
+
+// Reads chunks and copies each into its reservation. The first bad chunk ends the
+// stream with its error (earlier chunks stay written; nothing is visible until commit).
+class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::PutDataChunk> {
+ public:
+  PutDataReactor(KvHubService* service, v1::PutDataResponse* resp)
+      : service_(service), resp_(resp), start_(absl::Now()) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // client half-closed (or the call is gone)
+      resp_->set_bytes_written(written_);
+      Done(grpc::Status::OK);
+      return;
+    }
+    absl::Status s = ValidatePutDataChunk(chunk_);
+    if (s.ok()) s = service_->reservations_->Write(chunk_.reservation_id(), chunk_.offset(), chunk_.data());
+    if (!s.ok()) {
+      Done(ToGrpc(s));
+      return;
+    }
+    written_ += chunk_.data().size();
+    StartRead(&chunk_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Done(const grpc::Status& status) {
+    service_->metrics_->RecordRpc(Rpc::kPutData, absl::Now() - start_, static_cast<int>(status.error_code()));
+    Finish(status);
+  }
+
+  KvHubService* const service_;
+  v1::PutDataResponse* const resp_;
+  const absl::Time start_;
+  v1::PutDataChunk chunk_;
+  uint64_t written_ = 0;
+};
+
+grpc::ServerReadReactor<v1::PutDataChunk>* KvHubService::PutData(grpc::CallbackServerContext* ctx,
+                                                                 v1::PutDataResponse* resp) {
+  return new PutDataReactor(this, resp);
+}
+
+// ---------------------------------------------------------------- PutCommit / PutAbort
+
+grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp) {
+  if (absl::Status s = ValidateIds("reservation_ids", req.reservation_ids()); !s.ok()) return ToGrpc(s);
+  resp->mutable_items()->Reserve(req.reservation_ids_size());
+  for (uint64_t id : req.reservation_ids()) {
+    v1::ItemStatus* out = resp->add_items();
+    ReservationTable::Entry e;
+    if (!reservations_->Take(id, &e)) {
+      SetItemStatus(absl::NotFoundError(absl::StrCat("reservation_id ", id,
+                                                     " is unknown, already committed/aborted, or expired")),
+                    out);
+      continue;
+    }
+    absl::Status s = store_->Commit(id);
+    SetItemStatus(s, out);
+    if (s.ok()) {
+      metrics_->AddPutBytes(e.ns_index, 1, e.size);
+    } else if (absl::IsDataLoss(s)) {
+      metrics_->AddChecksumFailure(e.ns_index);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
+                                                  const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kPutCommit, start, DoPutCommit(*req, resp));
+}
+
+grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
+  if (absl::Status s = ValidateIds("reservation_ids", req.reservation_ids()); !s.ok()) return ToGrpc(s);
+  resp->mutable_items()->Reserve(req.reservation_ids_size());
+  for (uint64_t id : req.reservation_ids()) {
+    v1::ItemStatus* out = resp->add_items();
+    ReservationTable::Entry e;
+    if (!reservations_->Take(id, &e)) {
+      SetItemStatus(absl::NotFoundError(absl::StrCat("reservation_id ", id,
+                                                     " is unknown, already committed/aborted, or expired")),
+                    out);
+      continue;
+    }
+    SetItemStatus(store_->Abort(id), out);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
+                                                 const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kPutAbort, start, DoPutAbort(*req, resp));
+}
+
+// ---------------------------------------------------------------- Put (inline)
+
+grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* resp) {
+  if (draining()) return DrainingStatus();
+  if (absl::Status s = ValidatePut(req, config_.store.max_block_bytes); !s.ok()) return ToGrpc(s);
+  const int ns_index = metrics_->NamespaceIndex(req.namespace_());
+  resp->mutable_items()->Reserve(req.items_size());
+  uint64_t blocks = 0, bytes = 0;
+  for (const v1::PutItem& item : req.items()) {
+    BlockKey key = PackedKey(item.key(), 0);
+    BlockKey parent;
+    storage::PutOptions opts;
+    opts.pin = item.pin();
+    if (!item.parent().empty()) {
+      parent = PackedKey(item.parent(), 0);
+      opts.parent = &parent;
+    }
+    const std::string& data = item.data();
+    absl::Status s = store_->Put(
+        req.namespace_(), key,
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()), item.checksum(),
+        opts);
+    SetItemStatus(s, resp->add_items());
+    if (s.ok()) {
+      ++blocks;
+      bytes += data.size();
+    } else if (absl::IsDataLoss(s)) {
+      metrics_->AddChecksumFailure(ns_index);
+    }
+  }
+  if (blocks > 0) metrics_->AddPutBytes(ns_index, blocks, bytes);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
+                                            v1::PutResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kPut, start, DoPut(*req, resp));
+}
+
+// ---------------------------------------------------------------- Get
+
+grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* resp) {
+  if (absl::Status s = ValidateGet(req); !s.ok()) return ToGrpc(s);
+  const size_t n = req.keys().size() / kKeyBytes;
+  std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
+  const absl::Duration lease = LeaseFor(req.lease_ms());
+  resp->mutable_blocks()->Reserve(static_cast<int>(n));
+  uint64_t blocks = 0, bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    v1::GetResponse::Block* out = resp->add_blocks();
+    absl::StatusOr<storage::Lease> l = store_->Acquire(req.namespace_(), keys[i], lease);
+    if (!l.ok()) {
+      SetItemStatus(l.status(), out->mutable_status());
+      continue;
+    }
+    if (req.inline_data()) {
+      if (bytes + l->size > kMaxInlinePayloadBytes) {
+        store_->Release(l->id).IgnoreError();  // our own fresh lease; cannot be unknown
+        SetItemStatus(absl::ResourceExhaustedError(absl::StrCat(
+                          "inline response would exceed 256MiB at key ", i, "; fetch the rest with GetStream")),
+                      out->mutable_status());
+        continue;
+      }
+      // The one copy: leased region -> response bytes (capacity reused from the pool).
+      out->set_data(l->data, l->size);
+      absl::Status rel = store_->Release(l->id);
+      if (!rel.ok()) {
+        // The lease expired while copying: the bytes may have been reused. Never serve them.
+        out->clear_data();
+        SetItemStatus(absl::UnavailableError(absl::StrCat("lease expired while copying key ", i, ": ",
+                                                          rel.message())),
+                      out->mutable_status());
+        continue;
+      }
+    } else {
+      out->set_lease_id(l->id);
+      SetLocation(l->location, out->mutable_location());
+    }
+    out->mutable_status()->set_code(0);
+    out->set_size(l->size);
+    out->set_checksum(l->checksum);
+    ++blocks;
+    bytes += l->size;
+  }
+  if (blocks > 0) metrics_->AddGetBytes(req.namespace_(), blocks, bytes);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                            v1::GetResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kGet, start, DoGet(*req, resp));
+}
+
+// ---------------------------------------------------------------- GetStream
+
+// Streams the requested blocks in key order: per block, acquire a lease, send its
+// bytes in chunks of get_stream_chunk_bytes (one copy each: region -> chunk), release.
+// A miss is one chunk with its status and no data.
+class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1::GetChunk> {
+ public:
+  GetStreamReactor(KvHubService* service, const v1::GetRequest* req)
+      : service_(service), req_(req), start_(absl::Now()) {
+    absl::Status s = ValidateGet(*req);
+    if (!s.ok()) {
+      Done(ToGrpc(s));
+      return;
+    }
+    n_ = req->keys().size() / kKeyBytes;
+    chunk_bytes_ = service_->config_.get_stream_chunk_bytes;
+    Next();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {  // the client went away
+      ReleaseLease();
+      Done(grpc::Status(grpc::StatusCode::CANCELLED, "GetStream write failed (client cancelled)"));
+      return;
+    }
+    Next();
+  }
+
+  void OnDone() override {
+    ReleaseLease();
+    delete this;
+  }
+
+ private:
+  // Sends the next chunk, or finishes.
+  void Next() {
+    if (leased_ && offset_ >= lease_.size) {
+      ReleaseLease();
+      ++index_;
+    }
+    if (!leased_) {
+      if (index_ >= n_) {
+        if (blocks_ > 0) service_->metrics_->AddGetBytes(req_->namespace_(), blocks_, bytes_);
+        Done(grpc::Status::OK);
+        return;
+      }
+      BlockKey key = PackedKey(req_->keys(), index_);
+      absl::StatusOr<storage::Lease> l = service_->store_->Acquire(req_->namespace_(), key, LeaseFor(req_->lease_ms()));
+      chunk_.Clear();
+      chunk_.set_index(static_cast<uint32_t>(index_));
+      if (!l.ok()) {
+        SetItemStatus(l.status(), chunk_.mutable_status());
+        ++index_;
+        StartWrite(&chunk_);
+        return;
+      }
+      lease_ = *l;
+      leased_ = true;
+      offset_ = 0;
+      chunk_.mutable_status()->set_code(0);
+      chunk_.set_size(lease_.size);
+      chunk_.set_checksum(lease_.checksum);
+      ++blocks_;
+      bytes_ += lease_.size;
+    } else {
+      chunk_.clear_status();
+      chunk_.clear_size();
+      chunk_.clear_checksum();
+    }
+    uint64_t len = std::min<uint64_t>(chunk_bytes_, lease_.size - offset_);
+    chunk_.set_offset(offset_);
+    chunk_.set_data(lease_.data + offset_, len);
+    offset_ += len;
+    StartWrite(&chunk_);
+  }
+
+  void ReleaseLease() {
+    if (!leased_) return;
+    leased_ = false;
+    // NOT_FOUND here means the lease ran out mid-stream; the client's checksum check
+    // catches any bytes that changed after that.
+    absl::Status s = service_->store_->Release(lease_.id);
+    if (!s.ok()) KVHUB_LOG(debug, "GetStream release of lease {}: {}", lease_.id, s.ToString());
+  }
+
+  void Done(const grpc::Status& status) {
+    service_->metrics_->RecordRpc(Rpc::kGetStream, absl::Now() - start_, static_cast<int>(status.error_code()));
+    Finish(status);
+  }
+
+  KvHubService* const service_;
+  const v1::GetRequest* const req_;
+  const absl::Time start_;
+  size_t n_ = 0;
+  size_t index_ = 0;
+  uint64_t chunk_bytes_ = 1 << 20;
+  bool leased_ = false;
+  storage::Lease lease_;
+  uint64_t offset_ = 0;
+  uint64_t blocks_ = 0;
+  uint64_t bytes_ = 0;
+  v1::GetChunk chunk_;
+};
+
+grpc::ServerWriteReactor<v1::GetChunk>* KvHubService::GetStream(grpc::CallbackServerContext* ctx,
+                                                                const v1::GetRequest* req) {
+  return new GetStreamReactor(this, req);
+}
+
+// ---------------------------------------------------------------- Release / Delete / Pin
+
+grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+  if (absl::Status s = ValidateIds("lease_ids", req.lease_ids()); !s.ok()) return ToGrpc(s);
+  resp->mutable_items()->Reserve(req.lease_ids_size());
+  for (uint64_t id : req.lease_ids()) SetItemStatus(store_->Release(id), resp->add_items());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
+                                                v1::ReleaseResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kRelease, start, DoRelease(*req, resp));
+}
+
+grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {
+  if (absl::Status s = ValidateDelete(req); !s.ok()) return ToGrpc(s);
+  const size_t n = req.keys().size() / kKeyBytes;
+  std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
+  resp->mutable_items()->Reserve(static_cast<int>(n));
+  for (const BlockKey& key : keys) SetItemStatus(store_->Delete(req.namespace_(), key), resp->add_items());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
+                                               v1::DeleteResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kDelete, start, DoDelete(*req, resp));
+}
+
+grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* resp) {
+  if (absl::Status s = ValidatePin(req); !s.ok()) return ToGrpc(s);
+  const size_t n = req.keys().size() / kKeyBytes;
+  std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
+  resp->mutable_items()->Reserve(static_cast<int>(n));
+  for (const BlockKey& key : keys) SetItemStatus(store_->Pin(req.namespace_(), key, req.pin()), resp->add_items());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
+                                            v1::PinResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kPin, start, DoPin(*req, resp));
+}
+
+// ---------------------------------------------------------------- Stats / Health
+
+grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
+  storage::BlockStoreStats st = store_->Stats();
+  resp->set_node_id(node_id());
+  resp->set_version(KVHUB_VERSION);
+  v1::TierStats* t = resp->add_tiers();
+  t->set_tier("host");
+  t->set_capacity_bytes(st.capacity_bytes);
+  t->set_used_bytes(st.used_bytes);
+  t->set_blocks(st.blocks);
+  t->set_evictions(st.evictions);
+  t->set_pinned_blocks(st.pinned_blocks);
+  t->set_leased_blocks(st.leased_blocks);
+  t->set_reserved_bytes(st.reserved_bytes);
+  resp->set_lookup_requested_keys(metrics_->lookup_requested_keys());
+  resp->set_lookup_hit_keys(metrics_->lookup_hit_keys());
+  resp->set_get_bytes(metrics_->get_bytes());
+  resp->set_put_bytes(metrics_->put_bytes());
+  resp->set_checksum_failures(st.checksum_failures);
+  resp->set_reservations_expired(st.reservations_expired);
+  resp->set_leases_expired(st.leases_expired);
+  resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+  resp->set_eviction_policy(store_->PolicyName());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                              v1::StatsResponse* resp) {
+  absl::Time start = absl::Now();
+  return Finish(ctx, Rpc::kStats, start, DoStats(resp));
+}
+
+grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
+                                               v1::HealthResponse* resp) {
+  absl::Time start = absl::Now();
+  resp->set_state(draining() ? v1::HealthResponse::DRAINING : v1::HealthResponse::SERVING);
+  resp->set_node_id(node_id());
+  return Finish(ctx, Rpc::kHealth, start, grpc::Status::OK);
+}
+
+}  // namespace kvhub::cachesvc

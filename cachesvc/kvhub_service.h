@@ -1,0 +1,117 @@
+#pragma once
+// KvHubService: the kvhub.v1.KvHub gRPC service (callback API) over a BlockStore.
+//
+// Every handler validates its request first (request_validation.h): a malformed
+// request fails whole with INVALID_ARGUMENT naming the field and changes nothing.
+// Per-item outcomes come back in ItemStatus. docs/protocol.md describes each RPC.
+//
+// Data path: unary messages come from pooled allocators (message_pool.h), keys are
+// parsed from the packed bytes field into a thread-local array, Get copies block bytes
+// once, from the leased region straight into the response's `data` field; PutData
+// copies each chunk once, from the request into the reservation. No per-block heap
+// allocation happens in this code on the success path.
+//
+// Draining (BeginDrain): Health reports DRAINING; PutStart and Put are refused with
+// UNAVAILABLE; everything else (reads, PutData/PutCommit of open reservations) still
+// works until the server shuts down.
+//
+// Thread safety: handlers run concurrently on gRPC threads; all state is
+// thread-safe. The store, table, metrics and clock must outlive the service.
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cachesvc/kvhubd_config.h"
+#include "cachesvc/message_pool.h"
+#include "cachesvc/metrics.h"
+#include "cachesvc/reservation_table.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+class KvHubService final : public v1::KvHub::CallbackService {
+ public:
+  KvHubService(const KvhubdConfig& config, storage::BlockStore* store, ReservationTable* reservations,
+               ServiceMetrics* metrics);
+
+  // The name Stats/Health report; set once the gRPC port is known.
+  void set_node_id(std::string id) ABSL_LOCKS_EXCLUDED(node_mu_);
+  std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
+
+  void BeginDrain() { draining_.store(true, std::memory_order_release); }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+
+  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
+                                   v1::LookupResponse* resp) override;
+  grpc::ServerUnaryReactor* PutStart(grpc::CallbackServerContext* ctx, const v1::PutStartRequest* req,
+                                     v1::PutStartResponse* resp) override;
+  grpc::ServerReadReactor<v1::PutDataChunk>* PutData(grpc::CallbackServerContext* ctx,
+                                                     v1::PutDataResponse* resp) override;
+  grpc::ServerUnaryReactor* PutCommit(grpc::CallbackServerContext* ctx, const v1::PutCommitRequest* req,
+                                      v1::PutCommitResponse* resp) override;
+  grpc::ServerUnaryReactor* PutAbort(grpc::CallbackServerContext* ctx, const v1::PutAbortRequest* req,
+                                     v1::PutAbortResponse* resp) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
+                                v1::PutResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                v1::GetResponse* resp) override;
+  grpc::ServerWriteReactor<v1::GetChunk>* GetStream(grpc::CallbackServerContext* ctx,
+                                                    const v1::GetRequest* req) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
+                                   v1::DeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
+                                v1::PinResponse* resp) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                  v1::StatsResponse* resp) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
+                                   v1::HealthResponse* resp) override;
+
+  // The request handlers without gRPC around them (unit-testable, used by the above).
+  grpc::Status DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
+  grpc::Status DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp);
+  grpc::Status DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
+  grpc::Status DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
+  grpc::Status DoPut(const v1::PutRequest& req, v1::PutResponse* resp);
+  grpc::Status DoGet(const v1::GetRequest& req, v1::GetResponse* resp);
+  grpc::Status DoRelease(const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
+  grpc::Status DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp);
+  grpc::Status DoPin(const v1::PinRequest& req, v1::PinResponse* resp);
+  grpc::Status DoStats(v1::StatsResponse* resp);
+
+  ServiceMetrics* metrics() { return metrics_; }
+  storage::BlockStore* store() { return store_; }
+  ReservationTable* reservations() { return reservations_; }
+  const KvhubdConfig& config() const { return config_; }
+
+ private:
+  class GetStreamReactor;
+  class PutDataReactor;
+
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
+                                   const grpc::Status& status);
+
+  const KvhubdConfig config_;
+  mutable absl::Mutex node_mu_;
+  std::string node_id_ ABSL_GUARDED_BY(node_mu_);
+  const absl::Time started_;
+  storage::BlockStore* const store_;
+  ReservationTable* const reservations_;
+  ServiceMetrics* const metrics_;
+  std::atomic<bool> draining_{false};
+
+  PooledMessageAllocator<v1::LookupRequest, v1::LookupResponse> lookup_alloc_;
+  PooledMessageAllocator<v1::PutStartRequest, v1::PutStartResponse> put_start_alloc_;
+  PooledMessageAllocator<v1::PutCommitRequest, v1::PutCommitResponse> put_commit_alloc_;
+  PooledMessageAllocator<v1::PutRequest, v1::PutResponse> put_alloc_;
+  PooledMessageAllocator<v1::GetRequest, v1::GetResponse> get_alloc_;
+  PooledMessageAllocator<v1::ReleaseRequest, v1::ReleaseResponse> release_alloc_;
+};
+
+}  // namespace kvhub::cachesvc

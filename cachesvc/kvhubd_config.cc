@@ -1,0 +1,286 @@
+#include "cachesvc/kvhubd_config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+absl::StatusOr<bool> ParseBool(absl::string_view v) {
+  std::string s = absl::AsciiStrToLower(v);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not a boolean (true/false)"));
+}
+
+absl::StatusOr<int64_t> ParseInt(absl::string_view v) {
+  int64_t x = 0;
+  if (!absl::SimpleAtoi(v, &x)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not an integer"));
+  }
+  return x;
+}
+
+absl::StatusOr<double> ParseDouble(absl::string_view v) {
+  double x = 0;
+  if (!absl::SimpleAtod(v, &x)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not a number"));
+  }
+  return x;
+}
+
+absl::StatusOr<absl::Duration> ParseMillis(absl::string_view v) {
+  auto x = ParseInt(v);
+  if (!x.ok()) return x.status();
+  if (*x < 0) return absl::InvalidArgumentError(absl::StrCat("'", v, "' must be >= 0 ms"));
+  return absl::Milliseconds(*x);
+}
+
+std::string Millis(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
+
+struct KeyOps {
+  KvhubdConfig::KeyInfo info;
+  std::function<absl::Status(KvhubdConfig&, absl::string_view)> set;
+  std::function<std::string(const KvhubdConfig&)> get;
+};
+
+template <typename T, typename P>
+absl::Status Assign(T* field, absl::StatusOr<P> parsed) {
+  if (!parsed.ok()) return parsed.status();
+  *field = static_cast<T>(*parsed);
+  return absl::OkStatus();
+}
+
+#define KVHUB_STR_KEY(name, field, help)                                                     \
+  KeyOps{{name, help},                                                                       \
+         [](KvhubdConfig& c, absl::string_view v) {                                          \
+           c.field = std::string(v);                                                         \
+           return absl::OkStatus();                                                          \
+         },                                                                                  \
+         [](const KvhubdConfig& c) { return std::string(c.field); }}
+#define KVHUB_SIZE_KEY(name, field, help)                                                        \
+  KeyOps{{name, help},                                                                           \
+         [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseByteSize(v)); }, \
+         [](const KvhubdConfig& c) { return absl::StrCat(c.field); }}
+#define KVHUB_INT_KEY(name, field, help)                                                    \
+  KeyOps{{name, help},                                                                      \
+         [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseInt(v)); }, \
+         [](const KvhubdConfig& c) { return absl::StrCat(c.field); }}
+#define KVHUB_DOUBLE_KEY(name, field, help)                                                    \
+  KeyOps{{name, help},                                                                         \
+         [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseDouble(v)); }, \
+         [](const KvhubdConfig& c) { return absl::StrCat(c.field); }}
+#define KVHUB_BOOL_KEY(name, field, help)                                                    \
+  KeyOps{{name, help},                                                                       \
+         [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseBool(v)); }, \
+         [](const KvhubdConfig& c) { return std::string(c.field ? "true" : "false"); }}
+#define KVHUB_MS_KEY(name, field, help)                                                        \
+  KeyOps{{name, help},                                                                         \
+         [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseMillis(v)); }, \
+         [](const KvhubdConfig& c) { return Millis(c.field); }}
+
+const std::vector<KeyOps>& AllKeys() {
+  static const auto* keys = new std::vector<KeyOps>{
+      KVHUB_STR_KEY("grpc_address", grpc_address, "gRPC listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7480"),
+      KVHUB_STR_KEY("http_address", http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481"),
+      KVHUB_STR_KEY("node_id", node_id, "node name; default <hostname>-<grpc port>"),
+      KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of RAM, 4GiB)"),
+      KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 256MiB"),
+      KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions; default true"),
+      KVHUB_SIZE_KEY("max_block_bytes", store.max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB"),
+      KVHUB_SIZE_KEY("min_block_bytes", store.min_block_bytes, "smallest allocator size class; default 4096"),
+      KVHUB_DOUBLE_KEY("high_watermark", store.high_watermark, "evict when used > high * capacity; default 0.95"),
+      KVHUB_DOUBLE_KEY("low_watermark", store.low_watermark, "evict down to low * capacity; default 0.90"),
+      KVHUB_MS_KEY("reservation_timeout_ms", store.reservation_timeout, "uncommitted reservations are reclaimed after; default 30000"),
+      KVHUB_MS_KEY("default_lease_ms", store.default_lease, "lease when a Get asks for 0; default 10000"),
+      KVHUB_MS_KEY("max_lease_ms", store.max_lease, "longest lease granted (<= 600000); default 600000"),
+      KVHUB_DOUBLE_KEY("max_pinned_fraction", store.max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5"),
+      KVHUB_STR_KEY("eviction_policy", store.eviction.name, "s3fifo | lru; default s3fifo"),
+      KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default true"),
+      KVHUB_DOUBLE_KEY("s3fifo_small_ratio", store.eviction.s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1"),
+      KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0"),
+      KVHUB_MS_KEY("expiry_interval_ms", expiry_interval, "expiry sweep period; default 1000"),
+      KVHUB_MS_KEY("drain_grace_ms", drain_grace, "on SIGTERM, readyz=503 this long before stopping; default 0"),
+      KVHUB_MS_KEY("shutdown_timeout_ms", shutdown_timeout, "deadline for in-flight calls at shutdown; default 10000"),
+      KVHUB_SIZE_KEY("get_stream_chunk_bytes", get_stream_chunk_bytes, "GetStream chunk size; default 1MiB"),
+      KVHUB_INT_KEY("metrics_max_namespaces", metrics_max_namespaces, "distinct namespace labels before folding into 'other'; default 64"),
+      KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels before folding into 'other'; default 16"),
+      KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|off; default info"),
+      KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
+  };
+  return *keys;
+}
+
+uint64_t PhysicalMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 0;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  size_t i = 0;
+  while (i < t.size() && absl::ascii_isdigit(static_cast<unsigned char>(t[i]))) ++i;
+  if (i == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a byte size (e.g. 4096, 64MiB, 4GiB)"));
+  }
+  uint64_t n = 0;
+  if (!absl::SimpleAtoi(t.substr(0, i), &n)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is out of range"));
+  }
+  std::string suffix = absl::AsciiStrToLower(absl::StripAsciiWhitespace(t.substr(i)));
+  int shift = -1;
+  if (suffix.empty() || suffix == "b") shift = 0;
+  else if (suffix == "k" || suffix == "kib" || suffix == "kb") shift = 10;
+  else if (suffix == "m" || suffix == "mib" || suffix == "mb") shift = 20;
+  else if (suffix == "g" || suffix == "gib" || suffix == "gb") shift = 30;
+  else if (suffix == "t" || suffix == "tib" || suffix == "tb") shift = 40;
+  if (shift < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' has an unknown size suffix (B, KiB, MiB, GiB, TiB)"));
+  }
+  if (shift > 0 && n > (~uint64_t{0} >> shift)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is out of range"));
+  }
+  return n << shift;
+}
+
+absl::Status ValidateListenAddress(absl::string_view address) {
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not HOST:PORT"));
+  }
+  absl::string_view host = address.substr(0, colon);
+  if (host.front() == '[' && host.back() != ']') {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "' has an unterminated [ipv6] host"));
+  }
+  int port = -1;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "' has a bad port (0..65535)"));
+  }
+  return absl::OkStatus();
+}
+
+KvhubdConfig KvhubdConfig::Defaults() {
+  KvhubdConfig c;
+  uint64_t ram = PhysicalMemoryBytes();
+  uint64_t cap = 4ull << 30;
+  if (ram > 0) cap = std::min(cap, ram / 4);
+  // Round down to whole MiB; keep at least 64 MiB.
+  cap = std::max<uint64_t>(cap & ~((1ull << 20) - 1), 64ull << 20);
+  c.store.capacity_bytes = cap;
+  c.store.region_bytes = std::min<uint64_t>(c.store.region_bytes, cap);
+  return c;
+}
+
+absl::Status KvhubdConfig::Validate() const {
+  auto bad = [](absl::string_view key, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("config ", key, ": ", why));
+  };
+  if (absl::Status s = ValidateListenAddress(grpc_address); !s.ok()) return bad("grpc_address", s.message());
+  if (absl::Status s = ValidateListenAddress(http_address); !s.ok()) return bad("http_address", s.message());
+  if (node_id.size() > 128) return bad("node_id", "longer than 128 bytes");
+  for (char ch : node_id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.' && ch != ':') {
+      return bad("node_id", "may hold only letters, digits and - _ . :");
+    }
+  }
+  if (store.max_block_bytes > kHardMaxBlockBytes) {
+    return bad("max_block_bytes", absl::StrCat(store.max_block_bytes, " exceeds the hard cap of 256MiB"));
+  }
+  if (store.max_lease > absl::Milliseconds(600000)) return bad("max_lease_ms", "exceeds 600000 (the API limit)");
+  if (store.default_lease > store.max_lease) return bad("default_lease_ms", "exceeds max_lease_ms");
+  if (store.reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout_ms", "must be > 0");
+  if (worker_threads < 0 || worker_threads > 1024) return bad("worker_threads", "must be in 0..1024");
+  if (expiry_interval < absl::Milliseconds(1) || expiry_interval > absl::Hours(1)) {
+    return bad("expiry_interval_ms", "must be in 1..3600000");
+  }
+  if (drain_grace > absl::Minutes(10)) return bad("drain_grace_ms", "must be <= 600000");
+  if (shutdown_timeout > absl::Minutes(10)) return bad("shutdown_timeout_ms", "must be <= 600000");
+  if (get_stream_chunk_bytes < 4096 || get_stream_chunk_bytes > (64ull << 20)) {
+    return bad("get_stream_chunk_bytes", "must be in 4KiB..64MiB");
+  }
+  if (metrics_max_namespaces < 1 || metrics_max_namespaces > 4096) {
+    return bad("metrics_max_namespaces", "must be in 1..4096");
+  }
+  if (metrics_max_models < 1 || metrics_max_models > 1024) return bad("metrics_max_models", "must be in 1..1024");
+  static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (std::find_if(std::begin(kLevels), std::end(kLevels),
+                   [&](const char* l) { return log_level == l; }) == std::end(kLevels)) {
+    return bad("log_level", absl::StrCat("'", log_level, "' is not trace|debug|info|warn|error|critical|off"));
+  }
+  if (absl::Status s = store.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config (block store): ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvhubdConfig::Set(absl::string_view key, absl::string_view value) {
+  for (const KeyOps& k : AllKeys()) {
+    if (key == k.info.key) {
+      absl::Status s = k.set(*this, absl::StripAsciiWhitespace(value));
+      if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(key, ": ", s.message()));
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown config key '", key, "'"));
+}
+
+absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view origin) {
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    size_t eq = line.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": expected 'key = value', got '", line, "'"));
+    }
+    absl::string_view key = absl::StripAsciiWhitespace(line.substr(0, eq));
+    absl::string_view value = absl::StripAsciiWhitespace(line.substr(eq + 1));
+    if (absl::Status s = Set(key, value); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvhubdConfig::ApplyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ApplyText(ss.str(), path);
+}
+
+const std::vector<KvhubdConfig::KeyInfo>& KvhubdConfig::Keys() {
+  static const auto* infos = [] {
+    auto* v = new std::vector<KeyInfo>();
+    for (const KeyOps& k : AllKeys()) v->push_back(k.info);
+    return v;
+  }();
+  return *infos;
+}
+
+std::string KvhubdConfig::ToText() const {
+  std::string out;
+  for (const KeyOps& k : AllKeys()) absl::StrAppend(&out, k.info.key, " = ", k.get(*this), "\n");
+  return out;
+}
+
+}  // namespace kvhub::cachesvc

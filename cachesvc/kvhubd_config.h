@@ -1,0 +1,94 @@
+#pragma once
+// KvhubdConfig: everything kvhubd can be told, with commented defaults.
+//
+// Sources, later wins: built-in defaults (KvhubdConfig::Defaults()), a config file of
+// `key = value` lines (`#` starts a comment; unknown keys are errors), then
+// command-line flags of the same names (kvhubd --capacity_bytes=2GiB). Every key and
+// its meaning is listed in docs/operations.md and by KvhubdConfig::KeyHelp().
+//
+// Values: sizes accept a plain byte count or a suffix B, KiB, MiB, GiB, TiB (also K, M,
+// G, T as binary multiples); durations are integers in milliseconds (keys end in _ms);
+// booleans are true/false/1/0/yes/no.
+//
+// Thread safety: a plain value type; not synchronized.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+// Hard limits from proto/kvhub/v1/kvhub.proto.
+inline constexpr uint64_t kHardMaxBlockBytes = 256ull << 20;  // bytes per block
+inline constexpr uint64_t kMaxInlinePayloadBytes = 256ull << 20;  // inline Put/Get bytes per call
+// gRPC max message size: the inline payload plus room for keys, statuses and framing.
+inline constexpr int kMaxGrpcMessageBytes = static_cast<int>((256ull << 20) + (4ull << 20));
+
+struct KvhubdConfig {
+  // gRPC listen address HOST:PORT; port 0 picks an ephemeral port (printed in the ready line).
+  std::string grpc_address = "127.0.0.1:7480";
+  // HTTP listen address for /metrics /healthz /readyz /dashboard; port 0 = ephemeral.
+  std::string http_address = "127.0.0.1:7481";
+  // This node's name in Stats/Health/metrics; empty: "<hostname>-<grpc port>".
+  std::string node_id;
+
+  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB).
+  storage::BlockStoreConfig store;
+
+  // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.
+  // 0 = number of online CPU cores (at least 2).
+  int worker_threads = 0;
+  // How often the background thread reclaims expired reservations and leases.
+  absl::Duration expiry_interval = absl::Seconds(1);
+  // On SIGTERM/SIGINT: how long /readyz reports 503 (DRAINING) before the gRPC server
+  // stops accepting calls; lets load balancers notice. 0 = stop at once.
+  absl::Duration drain_grace = absl::ZeroDuration();
+  // Deadline for in-flight calls to finish after shutdown begins; then they are cancelled.
+  absl::Duration shutdown_timeout = absl::Seconds(10);
+  // Bytes per GetChunk message of GetStream.
+  uint64_t get_stream_chunk_bytes = 1ull << 20;
+  // Metrics label cardinality caps: namespaces/models beyond these are folded into "other".
+  int metrics_max_namespaces = 64;
+  int metrics_max_models = 16;
+  // trace | debug | info | warn | error | off (logs go to stderr).
+  std::string log_level = "info";
+  // If set, the ready line is also written to this file (atomically, via rename).
+  std::string ready_file;
+
+  // Defaults with the machine-dependent capacity filled in.
+  static KvhubdConfig Defaults();
+
+  // OK, or INVALID_ARGUMENT naming the first bad key and why.
+  absl::Status Validate() const;
+
+  // Sets one key from its text form. INVALID_ARGUMENT for an unknown key or a bad value.
+  absl::Status Set(absl::string_view key, absl::string_view value);
+
+  // Applies `key = value` lines. Errors name the line number (and `origin`, e.g. a path).
+  absl::Status ApplyText(absl::string_view text, absl::string_view origin = "config");
+  // Reads and applies a file. NOT_FOUND if it cannot be read.
+  absl::Status ApplyFile(const std::string& path);
+
+  // The keys Set() accepts, in documentation order, with one-line help each.
+  struct KeyInfo {
+    const char* key;
+    const char* help;
+  };
+  static const std::vector<KeyInfo>& Keys();
+
+  // The effective config as `key = value` lines (for logs and --print_config).
+  std::string ToText() const;
+};
+
+// Parses "4GiB", "512MiB", "4096", "1M" ... into bytes. INVALID_ARGUMENT otherwise.
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+// Parses a listen address HOST:PORT (PORT 0..65535; HOST non-empty, [v6] allowed).
+absl::Status ValidateListenAddress(absl::string_view address);
+
+}  // namespace kvhub::cachesvc

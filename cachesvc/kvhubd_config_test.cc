@@ -1,0 +1,130 @@
+#include "cachesvc/kvhubd_config.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(KvhubdConfigTest, DefaultsAreValidAndBounded) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  EXPECT_EQ(c.grpc_address, "127.0.0.1:7480");
+  EXPECT_EQ(c.http_address, "127.0.0.1:7481");
+  EXPECT_LE(c.store.capacity_bytes, 4ull << 30);
+  EXPECT_GE(c.store.capacity_bytes, 64ull << 20);
+}
+
+TEST(KvhubdConfigTest, ParsesByteSizes) {
+  EXPECT_EQ(*ParseByteSize("4096"), 4096u);
+  EXPECT_EQ(*ParseByteSize("64MiB"), 64ull << 20);
+  EXPECT_EQ(*ParseByteSize("4GiB"), 4ull << 30);
+  EXPECT_EQ(*ParseByteSize("2g"), 2ull << 30);
+  EXPECT_EQ(*ParseByteSize(" 1 KiB "), 1024u);
+  EXPECT_FALSE(ParseByteSize("").ok());
+  EXPECT_FALSE(ParseByteSize("MiB").ok());
+  EXPECT_FALSE(ParseByteSize("12XB").ok());
+  EXPECT_FALSE(ParseByteSize("-1").ok());
+  EXPECT_FALSE(ParseByteSize("99999999999999999999").ok());
+  EXPECT_FALSE(ParseByteSize("9999999999999TiB").ok());
+}
+
+TEST(KvhubdConfigTest, AppliesTextWithCommentsAndBlankLines) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  absl::Status s = c.ApplyText(
+      "# a comment\n"
+      "\n"
+      "grpc_address = 0.0.0.0:9000   # trailing comment\n"
+      "capacity_bytes=512MiB\n"
+      "reservation_timeout_ms = 250\n"
+      "try_hugepages = false\n"
+      "eviction_policy = lru\n"
+      "high_watermark = 0.8\n"
+      "low_watermark = 0.7\n"
+      "node_id = shard-1\n");
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.grpc_address, "0.0.0.0:9000");
+  EXPECT_EQ(c.store.capacity_bytes, 512ull << 20);
+  EXPECT_EQ(c.store.reservation_timeout, absl::Milliseconds(250));
+  EXPECT_FALSE(c.store.try_hugepages);
+  EXPECT_EQ(c.store.eviction.name, "lru");
+  EXPECT_DOUBLE_EQ(c.store.high_watermark, 0.8);
+  EXPECT_EQ(c.node_id, "shard-1");
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+}
+
+TEST(KvhubdConfigTest, UnknownKeyAndBadValuesNameTheLine) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  absl::Status s = c.ApplyText("capacity_bytes = 1GiB\nno_such_key = 1\n", "test.conf");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("test.conf:2"));
+  EXPECT_THAT(s.message(), HasSubstr("no_such_key"));
+
+  s = c.ApplyText("worker_threads = many\n", "x");
+  EXPECT_THAT(s.message(), HasSubstr("worker_threads"));
+  s = c.ApplyText("just a line\n", "x");
+  EXPECT_THAT(s.message(), HasSubstr("key = value"));
+  s = c.ApplyText("try_hugepages = maybe\n", "x");
+  EXPECT_THAT(s.message(), HasSubstr("boolean"));
+  s = c.ApplyText("expiry_interval_ms = -5\n", "x");
+  EXPECT_FALSE(s.ok());
+}
+
+TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
+  auto check = [](auto mutate, const char* key) {
+    KvhubdConfig c = KvhubdConfig::Defaults();
+    mutate(c);
+    absl::Status s = c.Validate();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << key;
+    EXPECT_THAT(s.message(), HasSubstr(key));
+  };
+  check([](KvhubdConfig& c) { c.grpc_address = "nohostport"; }, "grpc_address");
+  check([](KvhubdConfig& c) { c.grpc_address = "127.0.0.1:70000"; }, "grpc_address");
+  check([](KvhubdConfig& c) { c.http_address = ":80"; }, "http_address");
+  check([](KvhubdConfig& c) { c.node_id = "bad id with spaces"; }, "node_id");
+  check([](KvhubdConfig& c) { c.store.max_block_bytes = 512ull << 20; }, "max_block_bytes");
+  check([](KvhubdConfig& c) { c.store.max_lease = absl::Minutes(11); }, "max_lease_ms");
+  check([](KvhubdConfig& c) { c.store.default_lease = absl::Minutes(10) + absl::Seconds(1); }, "lease");
+  check([](KvhubdConfig& c) { c.worker_threads = -1; }, "worker_threads");
+  check([](KvhubdConfig& c) { c.expiry_interval = absl::ZeroDuration(); }, "expiry_interval_ms");
+  check([](KvhubdConfig& c) { c.get_stream_chunk_bytes = 10; }, "get_stream_chunk_bytes");
+  check([](KvhubdConfig& c) { c.metrics_max_namespaces = 0; }, "metrics_max_namespaces");
+  check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
+  // Errors from the block store's own validation come through too.
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  c.store.low_watermark = 0.99;
+  c.store.high_watermark = 0.5;
+  EXPECT_TRUE(absl::IsInvalidArgument(c.Validate()));
+}
+
+TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
+  KvhubdConfig a = KvhubdConfig::Defaults();
+  a.node_id = "n1";
+  a.ready_file = "/tmp/x";
+  a.store.capacity_bytes = 123ull << 20;
+  KvhubdConfig b;
+  ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
+  EXPECT_EQ(b.ToText(), a.ToText());
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 26u);
+}
+
+TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {
+  KvhubdConfig c;
+  EXPECT_TRUE(absl::IsNotFound(c.ApplyFile("/nonexistent/kvhubd.conf")));
+  std::string path = ::testing::TempDir() + "/kvhubd_config_test.conf";
+  {
+    std::ofstream out(path);
+    out << "log_level = debug\n";
+  }
+  ASSERT_TRUE(c.ApplyFile(path).ok());
+  EXPECT_EQ(c.log_level, "debug");
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,156 @@
+// kvhubd: one kvhub cache node. With no arguments it runs an embedded single-node
+// default on 127.0.0.1 (gRPC :7480, HTTP :7481). See docs/operations.md.
+//
+//   kvhubd [--config=FILE] [--<key>=<value> ...] [--ready_file=PATH] [--print_config]
+//
+// Every config key (KvhubdConfig::Keys()) is also a flag; flags override the file.
+// Prints exactly one line to stdout once both listeners are bound:
+//   kvhubd ready grpc=HOST:PORT http=HOST:PORT node=ID
+// SIGTERM/SIGINT: drain and exit 0. Exit 2: bad flags/config; exit 1: startup failed.
+
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "cachesvc/kvhubd_config.h"
+#include "cachesvc/kvhubd_server.h"
+#include "common/log.h"
+
+ABSL_FLAG(std::string, config, "", "config file of `key = value` lines (# comments); flags override it");
+ABSL_FLAG(bool, print_config, false, "print the effective config as `key = value` lines and exit");
+
+// One string flag per config key; empty = not given (the file or the default applies).
+#define KVHUB_CONFIG_FLAG(name, help) ABSL_FLAG(std::string, name, "", help)
+KVHUB_CONFIG_FLAG(grpc_address, "gRPC listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7480");
+KVHUB_CONFIG_FLAG(http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481");
+KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
+KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of RAM, 4GiB)");
+KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 256MiB");
+KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions; default true");
+KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
+KVHUB_CONFIG_FLAG(min_block_bytes, "smallest allocator size class; default 4096");
+KVHUB_CONFIG_FLAG(high_watermark, "evict when used > high * capacity; default 0.95");
+KVHUB_CONFIG_FLAG(low_watermark, "evict down to low * capacity; default 0.90");
+KVHUB_CONFIG_FLAG(reservation_timeout_ms, "uncommitted reservations are reclaimed after; default 30000");
+KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000");
+KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");
+KVHUB_CONFIG_FLAG(max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5");
+KVHUB_CONFIG_FLAG(eviction_policy, "s3fifo | lru; default s3fifo");
+KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default true");
+KVHUB_CONFIG_FLAG(s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1");
+KVHUB_CONFIG_FLAG(worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0");
+KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period; default 1000");
+KVHUB_CONFIG_FLAG(drain_grace_ms, "on SIGTERM, readyz=503 this long before stopping; default 0");
+KVHUB_CONFIG_FLAG(shutdown_timeout_ms, "deadline for in-flight calls at shutdown; default 10000");
+KVHUB_CONFIG_FLAG(get_stream_chunk_bytes, "GetStream chunk size; default 1MiB");
+KVHUB_CONFIG_FLAG(metrics_max_namespaces, "distinct namespace labels before 'other'; default 64");
+KVHUB_CONFIG_FLAG(metrics_max_models, "distinct model labels before 'other'; default 16");
+KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|off; default info");
+KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
+
+namespace {
+
+struct FlagRef {
+  const char* key;
+  const absl::Flag<std::string>* flag;
+};
+
+#define KVHUB_FLAG_REF(name) FlagRef{#name, &FLAGS_##name}
+const FlagRef kConfigFlags[] = {
+    KVHUB_FLAG_REF(grpc_address),          KVHUB_FLAG_REF(http_address),
+    KVHUB_FLAG_REF(node_id),               KVHUB_FLAG_REF(capacity_bytes),
+    KVHUB_FLAG_REF(region_bytes),          KVHUB_FLAG_REF(try_hugepages),
+    KVHUB_FLAG_REF(max_block_bytes),       KVHUB_FLAG_REF(min_block_bytes),
+    KVHUB_FLAG_REF(high_watermark),        KVHUB_FLAG_REF(low_watermark),
+    KVHUB_FLAG_REF(reservation_timeout_ms), KVHUB_FLAG_REF(default_lease_ms),
+    KVHUB_FLAG_REF(max_lease_ms),          KVHUB_FLAG_REF(max_pinned_fraction),
+    KVHUB_FLAG_REF(eviction_policy),       KVHUB_FLAG_REF(eviction_prefix_aware),
+    KVHUB_FLAG_REF(s3fifo_small_ratio),    KVHUB_FLAG_REF(worker_threads),
+    KVHUB_FLAG_REF(expiry_interval_ms),    KVHUB_FLAG_REF(drain_grace_ms),
+    KVHUB_FLAG_REF(shutdown_timeout_ms),   KVHUB_FLAG_REF(get_stream_chunk_bytes),
+    KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
+    KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
+};
+
+int Fail(int code, const std::string& msg) {
+  std::fprintf(stderr, "kvhubd: %s\n", msg.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Logs go to stderr; stdout carries only the ready line.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kvhubd"));
+  absl::SetProgramUsageMessage(
+      "kvhubd: a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) return Fail(2, absl::StrCat("unexpected argument '", rest[1], "' (flags are --key=value)"));
+
+  // Every config key must have a flag (and no flag may name an unknown key).
+  if (std::size(kConfigFlags) != kvhub::cachesvc::KvhubdConfig::Keys().size()) {
+    return Fail(2, "internal: config keys and flags differ");
+  }
+
+  kvhub::cachesvc::KvhubdConfig config = kvhub::cachesvc::KvhubdConfig::Defaults();
+  if (std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    if (absl::Status s = config.ApplyFile(path); !s.ok()) return Fail(2, std::string(s.message()));
+  }
+  for (const FlagRef& f : kConfigFlags) {
+    std::string v = absl::GetFlag(*f.flag);
+    if (v.empty()) continue;
+    if (absl::Status s = config.Set(f.key, v); !s.ok()) {
+      return Fail(2, absl::StrCat("--", f.key, ": ", s.message()));
+    }
+  }
+  if (absl::Status s = config.Validate(); !s.ok()) return Fail(2, std::string(s.message()));
+  if (absl::GetFlag(FLAGS_print_config)) {
+    std::fputs(config.ToText().c_str(), stdout);
+    return 0;
+  }
+  kvhub::SetLogLevel(config.log_level);
+
+  // Signals are taken synchronously by this thread; block them before any thread starts
+  // so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<std::unique_ptr<kvhub::cachesvc::KvhubdServer>> server =
+      kvhub::cachesvc::KvhubdServer::Start(config);
+  if (!server.ok()) return Fail(absl::IsInvalidArgument(server.status()) ? 2 : 1, server.status().ToString());
+
+  const std::string ready = (*server)->ReadyLine();
+  if (!config.ready_file.empty()) {
+    const std::string tmp = config.ready_file + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
+    out << ready << "\n";
+    out.close();
+    if (!out || std::rename(tmp.c_str(), config.ready_file.c_str()) != 0) {
+      (*server)->Shutdown();
+      return Fail(1, absl::StrCat("cannot write ready_file '", config.ready_file, "'"));
+    }
+  }
+  std::fputs((ready + "\n").c_str(), stdout);
+  std::fflush(stdout);
+
+  int sig = 0;
+  while (sigwait(&sigs, &sig) != 0) {
+  }
+  KVHUB_LOG(info, "kvhubd: signal {} received, shutting down", sig);
+  (*server)->Shutdown();
+  server->reset();
+  KVHUB_LOG(info, "kvhubd: exit 0");
+  return 0;
+}

@@ -1,0 +1,149 @@
+#include "cachesvc/kvhubd_server.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/resource_quota.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+int ResolveThreads(int configured) {
+  if (configured > 0) return configured;
+  unsigned hw = std::thread::hardware_concurrency();
+  return std::max(2, static_cast<int>(hw));
+}
+
+std::string Hostname() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "kvhubd";
+  std::string h(buf);
+  for (char& c : h) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') c = '-';
+  }
+  return h;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdConfig& config) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  std::unique_ptr<KvhubdServer> srv(new KvhubdServer());
+  srv->config_ = config;
+  srv->started_ = absl::Now();
+  const int threads = ResolveThreads(config.worker_threads);
+
+  absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = storage::BlockStore::Create(config.store);
+  if (!store.ok()) return store.status();
+  srv->store_ = std::move(*store);
+  const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
+  srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
+  srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
+
+  // gRPC first: the node id may depend on the bound port.
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.grpc_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a port in use is an error, not shared
+  grpc::ResourceQuota quota("kvhubd");
+  quota.SetMaxThreads(threads);
+  builder.SetResourceQuota(quota);
+
+  srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
+                                                 srv->metrics_.get());
+  builder.RegisterService(srv->service_.get());
+  srv->server_ = builder.BuildAndStart();
+  if (srv->server_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot bind grpc_address ", config.grpc_address,
+                                               " (in use, or not a local address?)"));
+  }
+  srv->grpc_address_ = absl::StrCat(config.grpc_address.substr(0, config.grpc_address.rfind(':')), ":", port);
+  srv->node_id_ = config.node_id.empty() ? absl::StrCat(Hostname(), "-", port) : config.node_id;
+  srv->service_->set_node_id(srv->node_id_);
+
+  KvhubdServer* self = srv.get();
+  HttpEndpoint::Callbacks callbacks;
+  callbacks.serving = [self] { return self->serving(); };
+  callbacks.metrics = [self] { return self->RenderMetrics(); };
+  absl::StatusOr<std::unique_ptr<HttpEndpoint>> http =
+      HttpEndpoint::Start(config.http_address, std::min(threads, 4), std::move(callbacks));
+  if (!http.ok()) {
+    srv->server_->Shutdown();
+    srv->server_.reset();
+    return http.status();
+  }
+  srv->http_ = std::move(*http);
+  srv->expiry_thread_ = std::thread([self] { self->ExpiryLoop(); });
+  KVHUB_LOG(info, "kvhubd {} serving grpc={} http={} capacity={} bytes policy={} threads={}", srv->node_id_,
+            srv->grpc_address_, srv->http_->address(), config.store.capacity_bytes, srv->store_->PolicyName(),
+            threads);
+  return srv;
+}
+
+KvhubdServer::~KvhubdServer() { Shutdown(); }
+
+std::string KvhubdServer::ReadyLine() const {
+  return absl::StrCat("kvhubd ready grpc=", grpc_address_, " http=", http_->address(), " node=", node_id_);
+}
+
+void KvhubdServer::BeginDrain() {
+  if (service_ != nullptr && !service_->draining()) {
+    service_->BeginDrain();
+    KVHUB_LOG(info, "kvhubd {} draining: refusing new puts, readyz=503", node_id_);
+  }
+}
+
+void KvhubdServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  BeginDrain();
+  if (server_ != nullptr) {
+    if (config_.drain_grace > absl::ZeroDuration()) absl::SleepFor(config_.drain_grace);
+    const absl::Time t0 = absl::Now();
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(absl::ToInt64Milliseconds(config_.shutdown_timeout)));
+    server_->Wait();
+    KVHUB_LOG(info, "kvhubd {}: gRPC stopped in {}", node_id_, absl::FormatDuration(absl::Now() - t0));
+  }
+  if (expiry_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_expiry_ = true;
+    }
+    expiry_thread_.join();
+  }
+  if (http_ != nullptr) http_->Stop();
+}
+
+void KvhubdServer::ExpiryLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_expiry_), config_.expiry_interval)) return;
+    }
+    size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
+    if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);
+  }
+}
+
+std::string KvhubdServer::RenderMetrics() const {
+  MetricsSnapshotInputs in;
+  in.store = store_->Stats();
+  in.node_id = node_id_;
+  in.policy = store_->PolicyName();
+  in.serving = serving();
+  in.uptime = absl::Now() - started_;
+  in.live_reservations = reservations_->size();
+  return metrics_->RenderPrometheus(in);
+}
+
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,72 @@
+#pragma once
+// KvhubdServer: one kvhubd node in-process: the BlockStore, the gRPC KvHub service
+// (callback API), the HTTP metrics endpoint and the expiry thread, wired together.
+// kvhubd's main() is flags + signals around this class.
+//
+// Lifecycle: Start() binds both listeners (port 0 = ephemeral) and begins serving;
+// BeginDrain() flips Health//readyz to DRAINING and refuses new puts; Shutdown()
+// drains (drain_grace), then stops gRPC with a shutdown_timeout deadline for in-flight
+// calls, stops the expiry thread and the HTTP listener. The destructor calls Shutdown().
+//
+// Thread safety: Start/Shutdown/destructor from one thread; BeginDrain and the
+// accessors from any thread.
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cachesvc/http_endpoint.h"
+#include "cachesvc/kvhub_service.h"
+#include "cachesvc/kvhubd_config.h"
+#include "cachesvc/metrics.h"
+#include "cachesvc/reservation_table.h"
+#include "grpcpp/server.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+class KvhubdServer {
+ public:
+  // Validates `config`, allocates the store, binds and starts everything.
+  // INVALID_ARGUMENT for a bad config; RESOURCE_EXHAUSTED when memory cannot be had;
+  // UNAVAILABLE when an address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<KvhubdServer>> Start(const KvhubdConfig& config);
+  ~KvhubdServer();
+
+  const std::string& grpc_address() const { return grpc_address_; }
+  const std::string& http_address() const { return http_->address(); }
+  const std::string& node_id() const { return node_id_; }
+  // "kvhubd ready grpc=HOST:PORT http=HOST:PORT node=ID" (no newline).
+  std::string ReadyLine() const;
+
+  void BeginDrain();
+  bool serving() const { return !service_->draining(); }
+  void Shutdown();
+
+  std::string RenderMetrics() const;
+
+ private:
+  KvhubdServer() = default;
+  void ExpiryLoop();
+
+  KvhubdConfig config_;
+  std::string node_id_;
+  std::string grpc_address_;
+  absl::Time started_;
+  std::unique_ptr<storage::BlockStore> store_;
+  std::unique_ptr<ReservationTable> reservations_;
+  std::unique_ptr<ServiceMetrics> metrics_;
+  std::unique_ptr<KvHubService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HttpEndpoint> http_;
+  std::thread expiry_thread_;
+  absl::Mutex mu_;
+  bool stop_expiry_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ = false;
+};
+
+}  // namespace kvhub::cachesvc

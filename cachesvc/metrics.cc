@@ -1,0 +1,271 @@
+#include "cachesvc/metrics.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+constexpr const char* kRpcNames[] = {"Lookup",  "PutStart", "PutData", "PutCommit", "PutAbort",
+                                     "Put",     "Get",      "GetStream", "Release", "Delete",
+                                     "Pin",     "Stats",    "Health"};
+static_assert(sizeof(kRpcNames) / sizeof(kRpcNames[0]) == static_cast<size_t>(Rpc::kCount));
+
+constexpr const char* kCodeNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+                                      "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+                                      "DATA_LOSS", "UNAUTHENTICATED"};
+
+// Prometheus label value escaping: backslash, double quote, newline.
+std::string Escape(absl::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+void Header(std::string* out, absl::string_view name, absl::string_view type, absl::string_view help) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+std::string Num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+}  // namespace
+
+const char* RpcName(Rpc rpc) { return kRpcNames[static_cast<int>(rpc)]; }
+
+LabelInterner::LabelInterner(int cap) : cap_(cap) {}
+
+int LabelInterner::Index(absl::string_view value) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = index_.find(value);
+    if (it != index_.end()) return it->second;
+    if (static_cast<int>(names_.size()) >= cap_) return cap_;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(value);
+  if (it != index_.end()) return it->second;
+  if (static_cast<int>(names_.size()) >= cap_) return cap_;
+  int idx = static_cast<int>(names_.size());
+  names_.emplace_back(value);
+  index_.emplace(std::string(value), idx);
+  return idx;
+}
+
+std::vector<std::string> LabelInterner::Names() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return names_;
+}
+
+void LatencyHistogram::Observe(absl::Duration d) {
+  double s = absl::ToDoubleSeconds(d);
+  size_t i = 0;
+  while (i < kBounds.size() && s > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_nanos_.fetch_add(static_cast<uint64_t>(absl::ToInt64Nanoseconds(d)), std::memory_order_relaxed);
+}
+
+void LatencyHistogram::Render(std::string* out, absl::string_view name, absl::string_view labels) const {
+  uint64_t cum = 0;
+  for (size_t i = 0; i <= kBounds.size(); ++i) {
+    cum += buckets_[i].load(std::memory_order_relaxed);
+    std::string le = i < kBounds.size() ? Num(kBounds[i]) : "+Inf";
+    absl::StrAppend(out, name, "_bucket{", labels, ",le=\"", le, "\"} ", cum, "\n");
+  }
+  absl::StrAppend(out, name, "_sum{", labels, "} ",
+                  Num(static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) * 1e-9), "\n");
+  absl::StrAppend(out, name, "_count{", labels, "} ", count_.load(std::memory_order_relaxed), "\n");
+}
+
+ServiceMetrics::ServiceMetrics(int max_namespaces, int max_models)
+    : namespaces_(max_namespaces),
+      models_(max_models),
+      model_slots_(max_models + 1),
+      lookup_(new LookupSeries[static_cast<size_t>(max_namespaces + 1) * (max_models + 1)]),
+      per_ns_(new NamespaceSeries[max_namespaces + 1]) {}
+
+void ServiceMetrics::RecordLookup(absl::string_view ns, absl::string_view model, uint64_t keys,
+                                  uint64_t hit_keys, uint32_t block_tokens) {
+  int n = namespaces_.Index(ns);
+  int m = models_.Index(model.empty() ? absl::string_view("unknown") : model);
+  LookupSeries& s = lookup_[static_cast<size_t>(n) * model_slots_ + m];
+  s.requests.fetch_add(1, std::memory_order_relaxed);
+  s.requested_keys.fetch_add(keys, std::memory_order_relaxed);
+  s.hit_keys.fetch_add(hit_keys, std::memory_order_relaxed);
+  s.requested_tokens.fetch_add(keys * block_tokens, std::memory_order_relaxed);
+  s.hit_tokens.fetch_add(hit_keys * block_tokens, std::memory_order_relaxed);
+}
+
+void ServiceMetrics::AddGetBytes(absl::string_view ns, uint64_t blocks, uint64_t bytes) {
+  NamespaceSeries& s = per_ns_[namespaces_.Index(ns)];
+  s.get_blocks.fetch_add(blocks, std::memory_order_relaxed);
+  s.get_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void ServiceMetrics::AddPutBytes(int ns_index, uint64_t blocks, uint64_t bytes) {
+  NamespaceSeries& s = per_ns_[ns_index];
+  s.put_blocks.fetch_add(blocks, std::memory_order_relaxed);
+  s.put_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void ServiceMetrics::AddChecksumFailure(int ns_index) {
+  per_ns_[ns_index].checksum_failures.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ServiceMetrics::RecordRpc(Rpc rpc, absl::Duration latency, int code) {
+  RpcSeries& s = rpcs_[static_cast<int>(rpc)];
+  s.latency.Observe(latency);
+  if (code < 0 || code > 16) code = 2;  // UNKNOWN
+  s.codes[code].fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t ServiceMetrics::lookup_requested_keys() const {
+  uint64_t t = 0;
+  for (int i = 0; i < (namespaces_.cap() + 1) * model_slots_; ++i) t += lookup_[i].requested_keys.load();
+  return t;
+}
+uint64_t ServiceMetrics::lookup_hit_keys() const {
+  uint64_t t = 0;
+  for (int i = 0; i < (namespaces_.cap() + 1) * model_slots_; ++i) t += lookup_[i].hit_keys.load();
+  return t;
+}
+uint64_t ServiceMetrics::get_bytes() const {
+  uint64_t t = 0;
+  for (int i = 0; i <= namespaces_.cap(); ++i) t += per_ns_[i].get_bytes.load();
+  return t;
+}
+uint64_t ServiceMetrics::put_bytes() const {
+  uint64_t t = 0;
+  for (int i = 0; i <= namespaces_.cap(); ++i) t += per_ns_[i].put_bytes.load();
+  return t;
+}
+
+std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) const {
+  std::string out;
+  out.reserve(64 << 10);
+  std::vector<std::string> ns_names = namespaces_.Names();
+  ns_names.resize(namespaces_.cap(), "");
+  ns_names.push_back("other");
+  std::vector<std::string> model_names = models_.Names();
+  model_names.resize(models_.cap(), "");
+  model_names.push_back("other");
+
+  Header(&out, "kvhub_up", "gauge", "1 while the node serves, 0 while it drains");
+  absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");
+  Header(&out, "kvhub_uptime_seconds", "gauge", "seconds since start");
+  absl::StrAppend(&out, "kvhub_uptime_seconds ", Num(absl::ToDoubleSeconds(in.uptime)), "\n");
+
+  // Token-weighted lookup metrics.
+  struct LookupMetric {
+    const char* name;
+    const char* help;
+    std::atomic<uint64_t> LookupSeries::*field;
+  };
+  const LookupMetric lookup_metrics[] = {
+      {"kvhub_lookup_requests_total", "Lookup calls", &LookupSeries::requests},
+      {"kvhub_lookup_requested_keys_total", "keys asked by Lookup", &LookupSeries::requested_keys},
+      {"kvhub_lookup_hit_keys_total", "keys found by Lookup (the leading run when prefix=true)",
+       &LookupSeries::hit_keys},
+      {"kvhub_lookup_requested_tokens_total", "tokens asked by Lookup (keys * block_tokens)",
+       &LookupSeries::requested_tokens},
+      {"kvhub_lookup_hit_tokens_total", "tokens found by Lookup (hit keys * block_tokens)",
+       &LookupSeries::hit_tokens},
+  };
+  for (const LookupMetric& lm : lookup_metrics) {
+    Header(&out, lm.name, "counter", lm.help);
+    for (size_t n = 0; n < ns_names.size(); ++n) {
+      for (size_t m = 0; m < model_names.size(); ++m) {
+        const LookupSeries& s = lookup_[n * model_slots_ + m];
+        if (s.requests.load(std::memory_order_relaxed) == 0) continue;
+        absl::StrAppend(&out, lm.name, "{namespace=\"", Escape(ns_names[n]), "\",model=\"",
+                        Escape(model_names[m]), "\"} ", (s.*(lm.field)).load(std::memory_order_relaxed), "\n");
+      }
+    }
+  }
+
+  struct NsMetric {
+    const char* name;
+    const char* help;
+    std::atomic<uint64_t> NamespaceSeries::*field;
+  };
+  const NsMetric ns_metrics[] = {
+      {"kvhub_get_blocks_total", "blocks served by Get/GetStream (leases granted or bytes sent)",
+       &NamespaceSeries::get_blocks},
+      {"kvhub_get_bytes_total", "block bytes served by Get/GetStream", &NamespaceSeries::get_bytes},
+      {"kvhub_put_blocks_total", "blocks made visible by Put/PutCommit", &NamespaceSeries::put_blocks},
+      {"kvhub_put_bytes_total", "block bytes made visible by Put/PutCommit", &NamespaceSeries::put_bytes},
+      {"kvhub_put_checksum_failures_total", "Put/PutCommit refused with DATA_LOSS",
+       &NamespaceSeries::checksum_failures},
+  };
+  for (const NsMetric& nm : ns_metrics) {
+    Header(&out, nm.name, "counter", nm.help);
+    for (size_t n = 0; n < ns_names.size(); ++n) {
+      uint64_t v = (per_ns_[n].*(nm.field)).load(std::memory_order_relaxed);
+      if (v == 0 && n >= static_cast<size_t>(namespaces_.cap())) continue;
+      if (ns_names[n].empty()) continue;
+      absl::StrAppend(&out, nm.name, "{namespace=\"", Escape(ns_names[n]), "\"} ", v, "\n");
+    }
+  }
+
+  // Tiers (host only in this build).
+  const storage::BlockStoreStats& st = in.store;
+  struct TierMetric {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t value;
+  };
+  const TierMetric tier_metrics[] = {
+      {"kvhub_tier_capacity_bytes", "gauge", "bytes the tier may hold", st.capacity_bytes},
+      {"kvhub_tier_used_bytes", "gauge", "bytes of committed blocks", st.used_bytes},
+      {"kvhub_tier_reserved_bytes", "gauge", "bytes of uncommitted reservations", st.reserved_bytes},
+      {"kvhub_tier_blocks", "gauge", "committed blocks", st.blocks},
+      {"kvhub_tier_pinned_blocks", "gauge", "pinned blocks", st.pinned_blocks},
+      {"kvhub_tier_leased_blocks", "gauge", "blocks under a read lease", st.leased_blocks},
+      {"kvhub_tier_evictions_total", "counter", "blocks evicted", st.evictions},
+      {"kvhub_tier_evicted_bytes_total", "counter", "bytes evicted", st.evicted_bytes},
+      {"kvhub_tier_rejected_full_total", "counter", "reservations refused: nothing evictable", st.rejected_full},
+  };
+  for (const TierMetric& tm : tier_metrics) {
+    Header(&out, tm.name, tm.type, tm.help);
+    absl::StrAppend(&out, tm.name, "{tier=\"host\"} ", tm.value, "\n");
+  }
+  Header(&out, "kvhub_checksum_failures_total", "counter", "commits whose bytes failed the XXH3-64 check");
+  absl::StrAppend(&out, "kvhub_checksum_failures_total ", st.checksum_failures, "\n");
+  Header(&out, "kvhub_reservations_expired_total", "counter", "uncommitted reservations reclaimed");
+  absl::StrAppend(&out, "kvhub_reservations_expired_total ", st.reservations_expired, "\n");
+  Header(&out, "kvhub_leases_expired_total", "counter", "leases that ran out before Release");
+  absl::StrAppend(&out, "kvhub_leases_expired_total ", st.leases_expired, "\n");
+  Header(&out, "kvhub_reservations_live", "gauge", "reservations open for PutData/PutCommit");
+  absl::StrAppend(&out, "kvhub_reservations_live ", in.live_reservations, "\n");
+
+  Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
+  for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {
+    for (int c = 0; c <= 16; ++c) {
+      uint64_t v = rpcs_[r].codes[c].load(std::memory_order_relaxed);
+      if (v == 0) continue;
+      absl::StrAppend(&out, "kvhub_rpc_requests_total{method=\"", kRpcNames[r], "\",code=\"", kCodeNames[c],
+                      "\"} ", v, "\n");
+    }
+  }
+  Header(&out, "kvhub_rpc_latency_seconds", "histogram", "server handler latency per RPC");
+  for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {
+    rpcs_[r].latency.Render(&out, "kvhub_rpc_latency_seconds", absl::StrCat("method=\"", kRpcNames[r], "\""));
+  }
+  return out;
+}
+
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,126 @@
+#pragma once
+// ServiceMetrics: kvhubd's counters and latency histograms, rendered as Prometheus
+// text (/metrics). Hot-path updates are lock-free atomics; label lookups take a
+// reader lock on a bounded interner (no allocation once a label is known).
+//
+// Labels: `namespace`, `model` (lookup), `tier`, `method`. Cardinality is bounded:
+// the first `max_namespaces` namespaces and `max_models` models get their own series,
+// later ones are folded into "other".
+//
+// Thread safety: every method is safe to call concurrently.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+enum class Rpc : int {
+  kLookup, kPutStart, kPutData, kPutCommit, kPutAbort, kPut, kGet, kGetStream,
+  kRelease, kDelete, kPin, kStats, kHealth, kCount
+};
+const char* RpcName(Rpc rpc);
+
+// Maps label values to dense indices [0, cap); values beyond the cap map to `cap`
+// ("other"). Thread-safe.
+class LabelInterner {
+ public:
+  explicit LabelInterner(int cap);
+  int Index(absl::string_view value);
+  // Names of indices [0, size()); index cap is "other".
+  std::vector<std::string> Names() const;
+  int cap() const { return cap_; }
+
+ private:
+  const int cap_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> index_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
+};
+
+// Latency histogram with fixed buckets (seconds): 50us .. 10s.
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 17> kBounds = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  void Observe(absl::Duration d);
+  void Render(std::string* out, absl::string_view name, absl::string_view labels) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_nanos_{0};
+};
+
+// What /metrics shows besides our counters; gathered when rendering.
+struct MetricsSnapshotInputs {
+  storage::BlockStoreStats store;
+  std::string node_id;
+  std::string policy;
+  bool serving = true;
+  absl::Duration uptime;
+  uint64_t live_reservations = 0;
+};
+
+class ServiceMetrics {
+ public:
+  ServiceMetrics(int max_namespaces, int max_models);
+
+  // One Lookup call: `keys` asked, `hit_keys` counted as hits, tokens = keys * block_tokens.
+  void RecordLookup(absl::string_view ns, absl::string_view model, uint64_t keys, uint64_t hit_keys,
+                    uint32_t block_tokens);
+  void AddGetBytes(absl::string_view ns, uint64_t blocks, uint64_t bytes);
+  void AddPutBytes(int ns_index, uint64_t blocks, uint64_t bytes);
+  void AddChecksumFailure(int ns_index);
+  int NamespaceIndex(absl::string_view ns) { return namespaces_.Index(ns); }
+
+  // One finished RPC: its handler latency and its status code (0..16).
+  void RecordRpc(Rpc rpc, absl::Duration latency, int code);
+
+  // Totals for StatsResponse.
+  uint64_t lookup_requested_keys() const;
+  uint64_t lookup_hit_keys() const;
+  uint64_t get_bytes() const;
+  uint64_t put_bytes() const;
+
+  std::string RenderPrometheus(const MetricsSnapshotInputs& in) const;
+
+ private:
+  struct LookupSeries {
+    std::atomic<uint64_t> requests{0};
+    std::atomic<uint64_t> requested_keys{0};
+    std::atomic<uint64_t> hit_keys{0};
+    std::atomic<uint64_t> requested_tokens{0};
+    std::atomic<uint64_t> hit_tokens{0};
+  };
+  struct NamespaceSeries {
+    std::atomic<uint64_t> get_blocks{0};
+    std::atomic<uint64_t> get_bytes{0};
+    std::atomic<uint64_t> put_blocks{0};
+    std::atomic<uint64_t> put_bytes{0};
+    std::atomic<uint64_t> checksum_failures{0};
+  };
+  struct RpcSeries {
+    LatencyHistogram latency;
+    std::array<std::atomic<uint64_t>, 17> codes{};
+  };
+
+  LabelInterner namespaces_;
+  LabelInterner models_;
+  const int model_slots_;
+  std::unique_ptr<LookupSeries[]> lookup_;        // [(ns_cap+1) * (model_cap+1)]
+  std::unique_ptr<NamespaceSeries[]> per_ns_;     // [ns_cap+1]
+  std::array<RpcSeries, static_cast<int>(Rpc::kCount)> rpcs_;
+};
+
+}  // namespace kvhub::cachesvc

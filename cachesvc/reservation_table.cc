@@ -1,0 +1,61 @@
+#include "cachesvc/reservation_table.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::cachesvc {
+
+ReservationTable::ReservationTable(Clock* clock, absl::Duration write_margin)
+    : clock_(clock), write_margin_(write_margin) {
+  absl::MutexLock lock(&mu_);
+  entries_.reserve(4096);
+}
+
+void ReservationTable::Add(const storage::Reservation& r, int ns_index) {
+  absl::MutexLock lock(&mu_);
+  entries_[r.id] = Entry{r.data, r.location.size, r.expires, ns_index};
+}
+
+absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_view data) {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("reservation_id ", id, " is unknown, already committed/aborted, or expired"));
+  }
+  const Entry& e = it->second;
+  if (clock_->Now() + write_margin_ >= e.expires) {
+    return absl::NotFoundError(absl::StrCat("reservation_id ", id, " has expired (or is about to)"));
+  }
+  if (offset > e.size || data.size() > e.size - offset) {
+    return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " + len(data) ", data.size(),
+                                                   " exceeds reservation ", id, " size ", e.size));
+  }
+  if (!data.empty()) std::memcpy(e.data + offset, data.data(), data.size());
+  return absl::OkStatus();
+}
+
+bool ReservationTable::Take(uint64_t id, Entry* out) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return false;
+  *out = it->second;
+  entries_.erase(it);
+  return true;
+}
+
+size_t ReservationTable::Sweep(absl::FunctionRef<size_t()> expire_store) {
+  absl::MutexLock lock(&mu_);
+  size_t n = expire_store();
+  absl::Time now = clock_->Now();
+  absl::erase_if(entries_, [&](const auto& kv) { return kv.second.expires <= now; });
+  return n;
+}
+
+size_t ReservationTable::size() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return entries_.size();
+}
+
+}  // namespace kvhub::cachesvc

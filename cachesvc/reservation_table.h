@@ -1,0 +1,68 @@
+#pragma once
+// ReservationTable: the reservations kvhubd handed out through PutStart, so that
+// PutData can find where to write and PutCommit/PutAbort/expiry never race a write.
+//
+// The BlockStore owns the bytes and says they are writable "until Commit, Abort or
+// expiry". This table makes that safe across RPCs:
+//   - Write() copies under a shared lock, and only while the reservation has more
+//     than `write_margin` left before it expires;
+//   - Take() (before Commit/Abort) removes the entry under the exclusive lock, so no
+//     write is in flight when the store commits, and none can start after;
+//   - Sweep() runs the store's ExpireNow under the exclusive lock, then drops every
+//     entry whose expiry has passed.
+// The table is the gRPC path's authority: an id it does not hold is NOT_FOUND.
+//
+// Allocation: Add() may grow the hash table (amortized); Write/Take do not allocate.
+// Thread safety: every method is safe to call concurrently.
+
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+class ReservationTable {
+ public:
+  struct Entry {
+    uint8_t* data = nullptr;
+    uint64_t size = 0;
+    absl::Time expires;
+    int ns_index = 0;  // metrics label index of the namespace
+  };
+
+  // `clock` must be the store's clock and outlive the table.
+  ReservationTable(Clock* clock, absl::Duration write_margin);
+
+  void Add(const storage::Reservation& r, int ns_index);
+
+  // Copies `data` to [offset, offset+len) of reservation `id`.
+  // NOT_FOUND: unknown, committed, aborted, or expiring within the write margin.
+  // INVALID_ARGUMENT: the range leaves the reservation (names the bounds).
+  absl::Status Write(uint64_t id, uint64_t offset, absl::string_view data);
+
+  // Removes `id`; false if it is not (or no longer) held. After true, no write to it
+  // is in flight or can start: the caller may Commit or Abort it in the store.
+  bool Take(uint64_t id, Entry* out);
+
+  // Calls `expire_store` (the store's ExpireNow) with no write in flight, then drops
+  // entries that have expired. Returns what `expire_store` returned.
+  size_t Sweep(absl::FunctionRef<size_t()> expire_store);
+
+  size_t size() const;
+
+ private:
+  Clock* const clock_;
+  const absl::Duration write_margin_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvhub::cachesvc
