@@ -1,0 +1,645 @@
+#include "codec/codec.h"
+
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "codec/kernels.h"
+#include "codec/numeric.h"
+#include "codec/rope.h"
+#include "common/hash.h"
+
+namespace kvhub::codec {
+namespace {
+
+constexpr uint64_t Align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
+
+absl::Status Bad(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("kv block: ", what));
+}
+
+bool IsKivi(CodecId c) { return c == CodecId::kKivi4 || c == CodecId::kKivi2; }
+uint32_t KiviBits(CodecId c) { return c == CodecId::kKivi4 ? 4 : 2; }
+
+const Kernels& Pick(KernelChoice k) {
+  return k == KernelChoice::kScalar ? ScalarKernels() : SimdKernels();
+}
+
+// Per-thread scratch, grown on demand and reused (large buffers would otherwise
+// be mmap'ed and page-faulted on every call).
+struct Scratch {
+  std::vector<uint8_t> codes;   // one byte per element of a segment
+  std::vector<uint8_t> plane[4];
+  std::vector<uint8_t> input;   // de-rotated copy of the input (pre-RoPE)
+  std::vector<float> f0, f1;    // per-channel scale / zero or inverse
+  std::vector<int16_t> mn, mx;
+  ZSTD_CCtx* cctx = nullptr;
+  ZSTD_DCtx* dctx = nullptr;
+  ~Scratch() {
+    ZSTD_freeCCtx(cctx);
+    ZSTD_freeDCtx(dctx);
+  }
+};
+Scratch& TlsScratch() {
+  thread_local Scratch s;
+  return s;
+}
+template <typename T>
+T* Grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// Byte layout of one segment of a fixed-size codec (docs/format.md).
+struct SegLayout {
+  uint64_t sink_bytes = 0;  // bf16 rows of sink tokens at offset 0
+  uint64_t scale_off = 0, scale_bytes = 0;
+  uint64_t zero_off = 0, zero_bytes = 0;
+  uint64_t codes_off = 0, codes_bytes = 0;
+  uint64_t size = 0;
+};
+
+SegLayout Layout(CodecId codec, const KvShape& sh, bool is_value, uint32_t group, uint32_t sinks) {
+  SegLayout L;
+  const uint64_t n = sh.SegmentElements();
+  const uint64_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  switch (codec) {
+    case CodecId::kRaw:
+    case CodecId::kLossless:
+      L.codes_bytes = sh.SegmentBytes();
+      break;
+    case CodecId::kFp8:
+      L.scale_bytes = 4 * H;
+      L.codes_bytes = n;
+      break;
+    case CodecId::kInt8:
+      L.scale_bytes = 4 * T * H;
+      L.codes_bytes = n;
+      break;
+    case CodecId::kKivi4:
+    case CodecId::kKivi2: {
+      L.sink_bytes = 2ull * sinks * H * D;
+      uint64_t stats = is_value ? T * H * ((D + group - 1) / group) : ((T + group - 1) / group) * H * D;
+      L.scale_bytes = L.zero_bytes = 2 * stats;
+      L.codes_bytes = (n * KiviBits(codec) + 7) / 8;
+      break;
+    }
+  }
+  L.scale_off = Align16(L.sink_bytes);
+  L.zero_off = L.scale_off + Align16(L.scale_bytes);
+  L.codes_off = L.zero_bytes ? L.zero_off + Align16(L.zero_bytes) : L.zero_off;
+  if (L.scale_bytes == 0) L.codes_off = L.sink_bytes == 0 ? 0 : Align16(L.sink_bytes);
+  L.size = L.codes_off + L.codes_bytes;
+  return L;
+}
+
+uint32_t SinksInBlock(const CodecParams& p, int64_t base_position, uint32_t tokens) {
+  if (!IsKivi(p.codec) || base_position >= static_cast<int64_t>(p.sink_tokens)) return 0;
+  int64_t s = static_cast<int64_t>(p.sink_tokens) - std::max<int64_t>(base_position, 0);
+  return static_cast<uint32_t>(std::min<int64_t>(s, tokens));
+}
+
+void PutF32(uint8_t* p, float f) { std::memcpy(p, &f, 4); }
+float GetF32(const uint8_t* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+
+// scale = amax / qmax; inv = 1 / scale; both 0 when scale is not a normal float.
+void SymScale(uint16_t amax_bits, float qmax, float* scale, float* inv) {
+  float s = Bf16ToFloat(amax_bits) / qmax;
+  if (!(s >= 1.17549435e-38f)) {
+    *scale = 0.0f;
+    *inv = 0.0f;
+  } else {
+    *scale = s;
+    *inv = 1.0f / s;
+  }
+}
+
+absl::Status NonFinite(absl::string_view codec) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("codec ", codec, ": input contains inf or NaN (only lossless/raw keep them)"));
+}
+
+// ---------------------------------------------------------------- encoders --
+
+absl::Status EncodeFp8(const Kernels& K, const KvShape& sh, const uint16_t* x, uint8_t* seg) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const SegLayout L = Layout(CodecId::kFp8, sh, false, 0, 0);
+  std::vector<float>& invs = TlsScratch().f0;
+  Grow(invs, H);
+  for (uint32_t h = 0; h < H; ++h) {
+    uint16_t m = 0;
+    for (uint32_t t = 0; t < T; ++t) m = std::max(m, K.abs_max_bits(x + (size_t{t} * H + h) * D, D));
+    if (m >= 0x7F80) return NonFinite("fp8");
+    float scale;
+    SymScale(m, 448.0f, &scale, &invs[h]);
+    PutF32(seg + L.scale_off + 4 * h, scale);
+  }
+  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.codes_off - L.scale_off - L.scale_bytes);
+  for (uint32_t t = 0; t < T; ++t) {
+    for (uint32_t h = 0; h < H; ++h) {
+      size_t row = (size_t{t} * H + h) * D;
+      K.quant_fp8(x + row, D, invs[h], seg + L.codes_off + row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EncodeInt8(const Kernels& K, const KvShape& sh, const uint16_t* x, uint8_t* seg) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const SegLayout L = Layout(CodecId::kInt8, sh, false, 0, 0);
+  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.codes_off - L.scale_off - L.scale_bytes);
+  for (size_t r = 0; r < size_t{T} * H; ++r) {
+    uint16_t m = K.abs_max_bits(x + r * D, D);
+    if (m >= 0x7F80) return NonFinite("int8");
+    float scale, inv;
+    SymScale(m, 127.0f, &scale, &inv);
+    PutF32(seg + L.scale_off + 4 * r, scale);
+    K.quant_int8(x + r * D, D, inv, reinterpret_cast<int8_t*>(seg + L.codes_off + r * D));
+  }
+  return absl::OkStatus();
+}
+
+// fp16 scale and zero of one kivi group from its min/max order keys; also the
+// float values the quantizer uses (the rounded ones, so decode matches).
+absl::Status KiviStats(int16_t kmn, int16_t kmx, float qmax, uint16_t* scale_h, uint16_t* zero_h,
+                       float* inv, float* zero) {
+  uint16_t bmn = OrderKeyToBf16(kmn), bmx = OrderKeyToBf16(kmx);
+  if ((bmn & 0x7FFF) >= 0x7F80 || (bmx & 0x7FFF) >= 0x7F80) return NonFinite("kivi");
+  float mn = Bf16ToFloat(bmn), mx = Bf16ToFloat(bmx);
+  float range = mx - mn;
+  float s = range / qmax;
+  if (!FloatToHalf(s, scale_h) || !FloatToHalf(mn, zero_h)) {
+    return absl::InvalidArgumentError(
+        "codec kivi: a group's range or minimum exceeds fp16 (|x| >= 65520); use int8, fp8 or "
+        "lossless for this data");
+  }
+  float sf = HalfToFloat(*scale_h);
+  *zero = HalfToFloat(*zero_h);
+  *inv = sf > 0.0f ? 1.0f / sf : 0.0f;
+  return absl::OkStatus();
+}
+
+absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_value,
+                        uint32_t G, uint32_t S, const uint16_t* x, uint8_t* seg) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const size_t n = sh.SegmentElements();
+  const float qmax = codec == CodecId::kKivi4 ? 15.0f : 3.0f;
+  const SegLayout L = Layout(codec, sh, is_value, G, S);
+  Scratch& sc = TlsScratch();
+  uint8_t* codes = Grow(sc.codes, n);
+  // Sink rows (the first S tokens) are stored as they are; they must be finite
+  // like everything a lossy codec takes.
+  if (S > 0 && K.abs_max_bits(x, size_t{S} * H * D) >= 0x7F80) return NonFinite("kivi");
+  std::memcpy(seg, x, L.sink_bytes);
+  std::memset(seg + L.sink_bytes, 0, L.scale_off - L.sink_bytes);
+  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.zero_off - L.scale_off - L.scale_bytes);
+  std::memset(seg + L.zero_off + L.zero_bytes, 0, L.codes_off - L.zero_off - L.zero_bytes);
+  uint8_t* sp = seg + L.scale_off;
+  uint8_t* zp = seg + L.zero_off;
+  if (!is_value) {
+    // Keys: per channel, groups of G tokens; sink tokens do not enter the stats.
+    const size_t HD = size_t{H} * D;
+    float* inv = Grow(sc.f0, HD);
+    float* zero = Grow(sc.f1, HD);
+    int16_t* mn = Grow(sc.mn, HD);
+    int16_t* mx = Grow(sc.mx, HD);
+    for (uint32_t t0 = 0, g = 0; t0 < T; t0 += G, ++g) {
+      uint32_t t1 = std::min(T, t0 + G);
+      uint32_t r0 = std::max(t0, S);
+      std::fill(mn, mn + HD, INT16_MAX);
+      std::fill(mx, mx + HD, INT16_MIN);
+      if (r0 < t1) {
+        for (uint32_t h = 0; h < H; ++h) {
+          K.col_min_max(x + (size_t{r0} * H + h) * D, t1 - r0, HD, D, mn + size_t{h} * D,
+                        mx + size_t{h} * D);
+        }
+      } else {
+        std::fill(mn, mn + HD, int16_t{0});  // all sinks: stats are 0
+        std::fill(mx, mx + HD, int16_t{0});
+      }
+      for (size_t c = 0; c < HD; ++c) {
+        uint16_t sh16, zh16;
+        if (auto s = KiviStats(mn[c], mx[c], qmax, &sh16, &zh16, &inv[c], &zero[c]); !s.ok()) return s;
+        PutU16(sp + 2 * (size_t{g} * HD + c), sh16);
+        PutU16(zp + 2 * (size_t{g} * HD + c), zh16);
+      }
+      for (uint32_t t = t0; t < t1; ++t) {
+        for (uint32_t h = 0; h < H; ++h) {
+          size_t row = (size_t{t} * H + h) * D;
+          K.quant_affine(x + row, D, inv + size_t{h} * D, zero + size_t{h} * D, qmax, codes + row);
+        }
+      }
+    }
+  } else {
+    // Values: per token and head, groups of G channels.
+    const uint32_t NG = (D + G - 1) / G;
+    int16_t* mn = Grow(sc.mn, NG);
+    int16_t* mx = Grow(sc.mx, NG);
+    // Sink rows: zero stats and codes (the decoder overwrites them).
+    const size_t sink_rows = size_t{S} * H;
+    std::memset(sp, 0, 2 * sink_rows * NG);
+    std::memset(zp, 0, 2 * sink_rows * NG);
+    std::memset(codes, 0, sink_rows * D);
+    for (size_t r = sink_rows; r < size_t{T} * H; ++r) {
+      const uint16_t* xr = x + r * D;
+      K.group_min_max(xr, D, G, mn, mx);
+      for (uint32_t j = 0; j < NG; ++j) {
+        uint16_t sh16, zh16;
+        float inv, zero;
+        if (auto s = KiviStats(mn[j], mx[j], qmax, &sh16, &zh16, &inv, &zero); !s.ok()) return s;
+        PutU16(sp + 2 * (r * NG + j), sh16);
+        PutU16(zp + 2 * (r * NG + j), zh16);
+        uint32_t c0 = j * G, len = std::min(D - c0, G);
+        K.quant_affine1(xr + c0, len, inv, zero, qmax, codes + r * D + c0);
+      }
+    }
+  }
+  if (codec == CodecId::kKivi4) {
+    K.pack4(codes, n, seg + L.codes_off);
+  } else {
+    K.pack2(codes, n, seg + L.codes_off);
+  }
+  return absl::OkStatus();
+}
+
+// Lossless segment: u8 plane count, 3 zero bytes, then per plane {u8 mode
+// (0 stored, 1 zstd), 3 zero bytes, u32 payload bytes}, then the payloads.
+absl::Status EncodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* x, int level,
+                            std::vector<uint8_t>* out, size_t seg_off) {
+  Scratch& sc = TlsScratch();
+  const size_t n = sh.SegmentElements();
+  const size_t planes = DTypeBytes(sh.dtype);
+  if (planes == 2) {
+    K.split_planes16(reinterpret_cast<const uint16_t*>(x), n, Grow(sc.plane[0], n),
+                     Grow(sc.plane[1], n));
+  } else {
+    for (size_t p = 0; p < 4; ++p) Grow(sc.plane[p], n);
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t v;
+      std::memcpy(&v, x + 4 * i, 4);
+      v = (v << 1) | (v >> 31);
+      for (size_t p = 0; p < 4; ++p) sc.plane[p][i] = static_cast<uint8_t>(v >> (8 * (3 - p)));
+    }
+  }
+  if (sc.cctx == nullptr) sc.cctx = ZSTD_createCCtx();
+  if (sc.cctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot create context");
+  // Planes have short repeats at best: long minimum matches and a small hash
+  // table keep zstd fast and leave the rest to its Huffman literal coder.
+  ZSTD_CCtx_reset(sc.cctx, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_minMatch, 7);
+  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_hashLog, 10);
+  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_literalCompressionMode, ZSTD_ps_enable);
+  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_contentSizeFlag, 1);
+  const size_t table = 4 + 8 * planes;
+  size_t pos = seg_off + table;
+  out->resize(pos + planes * ZSTD_compressBound(n));
+  uint8_t* hdr = out->data() + seg_off;
+  std::memset(hdr, 0, table);
+  hdr[0] = static_cast<uint8_t>(planes);
+  for (size_t p = 0; p < planes; ++p) {
+    size_t r = ZSTD_compress2(sc.cctx, out->data() + pos, ZSTD_compressBound(n),
+                              sc.plane[p].data(), n);
+    if (ZSTD_isError(r)) {
+      return absl::InternalError(absl::StrCat("zstd compress: ", ZSTD_getErrorName(r)));
+    }
+    uint8_t mode = 1;
+    if (r >= n) {  // incompressible: store
+      std::memcpy(out->data() + pos, sc.plane[p].data(), n);
+      r = n;
+      mode = 0;
+    }
+    hdr[4 + 8 * p] = mode;
+    PutU32(hdr + 4 + 8 * p + 4, static_cast<uint32_t>(r));
+    pos += r;
+  }
+  out->resize(pos);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- decoders --
+
+absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* seg,
+                            uint64_t size, uint8_t* y) {
+  Scratch& sc = TlsScratch();
+  const size_t n = sh.SegmentElements();
+  const size_t planes = DTypeBytes(sh.dtype);
+  const size_t table = 4 + 8 * planes;
+  if (size < table || seg[0] != planes || seg[1] || seg[2] || seg[3]) {
+    return Bad("lossless segment: bad plane table");
+  }
+  uint64_t pos = table;
+  for (size_t p = 0; p < planes; ++p) {
+    const uint8_t* e = seg + 4 + 8 * p;
+    uint8_t mode = e[0];
+    uint32_t len = GetU32(e + 4);
+    if (mode > 1 || e[1] || e[2] || e[3]) return Bad("lossless segment: bad plane mode");
+    if (len > size - pos) return Bad("lossless segment: plane overruns the segment");
+    uint8_t* dst = Grow(sc.plane[p], n);
+    if (mode == 0) {
+      if (len != n) return Bad("lossless segment: stored plane has the wrong size");
+      std::memcpy(dst, seg + pos, n);
+    } else {
+      unsigned long long fcs = ZSTD_getFrameContentSize(seg + pos, len);
+      if (fcs != n) return Bad("lossless segment: zstd frame has the wrong content size");
+      if (sc.dctx == nullptr) sc.dctx = ZSTD_createDCtx();
+      if (sc.dctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot create context");
+      size_t r = ZSTD_decompressDCtx(sc.dctx, dst, n, seg + pos, len);
+      if (ZSTD_isError(r) || r != n) {
+        return Bad(absl::StrCat("lossless segment: zstd: ",
+                                ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short output"));
+      }
+    }
+    pos += len;
+  }
+  if (pos != size) return Bad("lossless segment: trailing bytes");
+  if (planes == 2) {
+    K.merge_planes16(sc.plane[0].data(), sc.plane[1].data(), n, reinterpret_cast<uint16_t*>(y));
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t v = 0;
+      for (size_t p = 0; p < 4; ++p) v |= static_cast<uint32_t>(sc.plane[p][i]) << (8 * (3 - p));
+      v = (v >> 1) | (v << 31);
+      std::memcpy(y + 4 * i, &v, 4);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void DecodeFp8(const Kernels& K, const KvShape& sh, const uint8_t* seg, uint16_t* y) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const SegLayout L = Layout(CodecId::kFp8, sh, false, 0, 0);
+  for (uint32_t t = 0; t < T; ++t) {
+    for (uint32_t h = 0; h < H; ++h) {
+      size_t row = (size_t{t} * H + h) * D;
+      K.dequant_fp8(seg + L.codes_off + row, D, GetF32(seg + L.scale_off + 4 * h), y + row);
+    }
+  }
+}
+
+void DecodeInt8(const Kernels& K, const KvShape& sh, const uint8_t* seg, uint16_t* y) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const SegLayout L = Layout(CodecId::kInt8, sh, false, 0, 0);
+  for (size_t r = 0; r < size_t{T} * H; ++r) {
+    K.dequant_int8(reinterpret_cast<const int8_t*>(seg + L.codes_off + r * D), D,
+                   GetF32(seg + L.scale_off + 4 * r), y + r * D);
+  }
+}
+
+void DecodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_value, uint32_t G,
+                uint32_t S, const uint8_t* seg, uint16_t* y) {
+  const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
+  const size_t n = sh.SegmentElements();
+  const SegLayout L = Layout(codec, sh, is_value, G, S);
+  Scratch& sc = TlsScratch();
+  uint8_t* codes = Grow(sc.codes, n);
+  if (codec == CodecId::kKivi4) {
+    K.unpack4(seg + L.codes_off, n, codes);
+  } else {
+    K.unpack2(seg + L.codes_off, n, codes);
+  }
+  const uint8_t* sp = seg + L.scale_off;
+  const uint8_t* zp = seg + L.zero_off;
+  if (!is_value) {
+    const size_t HD = size_t{H} * D;
+    float* scale = Grow(sc.f0, HD);
+    float* zero = Grow(sc.f1, HD);
+    for (uint32_t t0 = 0, g = 0; t0 < T; t0 += G, ++g) {
+      for (size_t c = 0; c < HD; ++c) {
+        scale[c] = HalfToFloat(GetU16(sp + 2 * (size_t{g} * HD + c)));
+        zero[c] = HalfToFloat(GetU16(zp + 2 * (size_t{g} * HD + c)));
+      }
+      uint32_t t1 = std::min(T, t0 + G);
+      for (uint32_t t = t0; t < t1; ++t) {
+        for (uint32_t h = 0; h < H; ++h) {
+          size_t row = (size_t{t} * H + h) * D;
+          K.dequant_affine(codes + row, D, scale + size_t{h} * D, zero + size_t{h} * D, y + row);
+        }
+      }
+    }
+  } else {
+    const uint32_t NG = (D + G - 1) / G;
+    for (size_t r = 0; r < size_t{T} * H; ++r) {
+      for (uint32_t j = 0; j < NG; ++j) {
+        uint32_t c0 = j * G, len = std::min(D - c0, G);
+        K.dequant_affine1(codes + r * D + c0, len, HalfToFloat(GetU16(sp + 2 * (r * NG + j))),
+                          HalfToFloat(GetU16(zp + 2 * (r * NG + j))), y + r * D + c0);
+      }
+    }
+  }
+  std::memcpy(y, seg, L.sink_bytes);
+}
+
+}  // namespace
+
+absl::Status CodecParams::Validate() const {
+  if (!IsKnownCodec(static_cast<uint8_t>(codec))) {
+    return absl::InvalidArgumentError("codec params: unknown codec");
+  }
+  if (IsKivi(codec) && group_size != 32 && group_size != 64 && group_size != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("codec params: group_size ", group_size, " must be 32, 64 or 128"));
+  }
+  if (sink_tokens > 1024) {
+    return absl::InvalidArgumentError("codec params: sink_tokens must be <= 1024");
+  }
+  if (keys_pre_rope && codec == CodecId::kLossless) {
+    return absl::InvalidArgumentError(
+        "codec params: keys_pre_rope is not bit-exact and cannot be combined with lossless");
+  }
+  if (zstd_level < -7 || zstd_level > 19) {
+    return absl::InvalidArgumentError("codec params: zstd_level must be in [-7, 19]");
+  }
+  if (kernels != KernelChoice::kSimd && kernels != KernelChoice::kScalar) {
+    return absl::InvalidArgumentError("codec params: unknown kernel choice");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, uint32_t sinks) {
+  if (auto s = sh.Validate(); !s.ok()) return s;
+  if (p.codec == CodecId::kLossless) {
+    return absl::InvalidArgumentError("lossless blocks have data-dependent sizes");
+  }
+  uint64_t pos = 2ull * sh.layers * BlockHeader::kSegmentEntrySize;
+  for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
+    pos = Align16(pos) + Layout(p.codec, sh, s % 2 == 1, p.group_size, sinks).size;
+  }
+  return BlockHeader::kSize + pos;
+}
+
+absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>* out) {
+  if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
+  if (auto s = p.Validate(); !s.ok()) return s;
+  if (auto s = kv.shape.Validate(); !s.ok()) return s;
+  const KvShape& sh = kv.shape;
+  if (kv.data == nullptr || kv.size != sh.RawBytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("encode: input is ", kv.size,
+                                                   " bytes, shape needs ", sh.RawBytes()));
+  }
+  if (sh.RawBytes() > BlockHeader::kMaxRawBytes) {
+    return absl::InvalidArgumentError("encode: block larger than the format limit");
+  }
+  const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;
+  if ((lossy || p.keys_pre_rope) && sh.dtype != DType::kBf16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encode: codec ", CodecName(p.codec), p.keys_pre_rope ? " with keys_pre_rope" : "",
+        " takes bf16 input; got ", DTypeName(sh.dtype), " (use raw or lossless)"));
+  }
+  if (!std::isfinite(kv.rope_base) || kv.rope_base <= 0 ||
+      (kv.rope_pairing != RopePairing::kNeox && kv.rope_pairing != RopePairing::kInterleaved)) {
+    return absl::InvalidArgumentError("encode: bad rope_base or rope_pairing");
+  }
+  const Kernels& K = Pick(p.kernels);
+  const uint8_t* data = kv.data;
+  if (p.keys_pre_rope) {
+    Scratch& sc = TlsScratch();
+    uint8_t* copy = Grow(sc.input, kv.size);
+    std::memcpy(copy, kv.data, kv.size);
+    KvMutableView mv{sh, copy, kv.size};
+    if (kv.base_position > (int64_t{1} << 52) || kv.base_position < -(int64_t{1} << 52)) {
+      return absl::InvalidArgumentError("encode: base_position out of range for RoPE");
+    }
+    if (auto s = RotateAllKeys(mv, RopeParams{kv.rope_base, kv.rope_pairing}, -kv.base_position, -1);
+        !s.ok()) {
+      return s;
+    }
+    data = copy;
+  }
+
+  BlockHeader h;
+  h.codec = p.codec;
+  h.flags = p.keys_pre_rope ? kFlagKeysPreRope : 0;
+  h.shape = sh;
+  h.base_position = kv.base_position;
+  h.rope_base = kv.rope_base;
+  h.rope_pairing = kv.rope_pairing;
+  h.fingerprint = kv.fingerprint;
+  h.raw_bytes = sh.RawBytes();
+  const uint32_t sinks = SinksInBlock(p, kv.base_position, sh.tokens);
+  if (IsKivi(p.codec)) {
+    h.group_size = static_cast<uint16_t>(p.group_size);
+    h.sink_tokens = static_cast<uint16_t>(sinks);
+  }
+
+  const uint32_t nseg = 2 * sh.layers;
+  const uint64_t seg_bytes = sh.SegmentBytes();
+  if (p.codec != CodecId::kLossless) {
+    auto total = EncodedSize(sh, p, sinks);
+    if (!total.ok()) return total.status();
+    out->resize(*total);
+  } else {
+    out->resize(BlockHeader::kSize + uint64_t{nseg} * BlockHeader::kSegmentEntrySize);
+  }
+  const size_t body = BlockHeader::kSize;
+  uint64_t pos = uint64_t{nseg} * BlockHeader::kSegmentEntrySize;  // relative to body
+  for (uint32_t s = 0; s < nseg; ++s) {
+    const bool is_value = s % 2 == 1;
+    const uint64_t off = Align16(pos);
+    if (p.codec == CodecId::kLossless) out->resize(body + off);
+    std::memset(out->data() + body + pos, 0, off - pos);
+    const uint8_t* src = data + s * seg_bytes;
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(src);
+    uint8_t* seg = out->data() + body + off;
+    uint64_t size = Layout(p.codec, sh, is_value, p.group_size, sinks).size;
+    absl::Status st;
+    switch (p.codec) {
+      case CodecId::kRaw: std::memcpy(seg, src, seg_bytes); break;
+      case CodecId::kLossless:
+        st = EncodeLossless(K, sh, src, p.zstd_level, out, body + off);
+        size = out->size() - body - off;
+        break;
+      case CodecId::kFp8: st = EncodeFp8(K, sh, x, seg); break;
+      case CodecId::kInt8: st = EncodeInt8(K, sh, x, seg); break;
+      case CodecId::kKivi4:
+      case CodecId::kKivi2:
+        st = EncodeKivi(K, p.codec, sh, is_value, p.group_size, sinks, x, seg);
+        break;
+    }
+    if (!st.ok()) return st;
+    uint8_t* e = out->data() + body + uint64_t{s} * BlockHeader::kSegmentEntrySize;
+    PutU64(e, off);
+    PutU64(e + 8, size);
+    pos = off + size;
+  }
+  if (body + pos != out->size()) {
+    return absl::InternalError(absl::StrCat("encode: layout mismatch ", body + pos, " vs ",
+                                            out->size()));
+  }
+  h.body_bytes = pos;
+  h.body_checksum = Xxh3_64(out->data() + body, pos);
+  h.Serialize(out->data());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block) {
+  return ParseHeader(block);
+}
+
+absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
+                    const DecodeOptions& opt, BlockHeader* header) {
+  auto h = ParseHeader(block);
+  if (!h.ok()) return h.status();
+  auto segs = ParseBlock(block, *h, opt.verify_checksum);
+  if (!segs.ok()) return segs.status();
+  const KvShape& sh = h->shape;
+  if (!(out.shape == sh)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode: output shape ", out.shape.layers, "x", out.shape.kv_heads, "x", out.shape.head_dim,
+        "x", out.shape.tokens, " ", DTypeName(out.shape.dtype), " != block shape ", sh.layers, "x",
+        sh.kv_heads, "x", sh.head_dim, "x", sh.tokens, " ", DTypeName(sh.dtype)));
+  }
+  if (out.data == nullptr || out.size != sh.RawBytes()) {
+    return absl::InvalidArgumentError("decode: output buffer size does not match the shape");
+  }
+  const Kernels& K = Pick(opt.kernels);
+  const uint8_t* body = block.data() + BlockHeader::kSize;
+  for (uint32_t s = 0; s < h->segment_count(); ++s) {
+    const bool is_value = s % 2 == 1;
+    const uint8_t* seg = body + (*segs)[s].offset;
+    const uint64_t size = (*segs)[s].size;
+    uint8_t* y = out.Segment(s);
+    if (h->codec == CodecId::kLossless) {
+      if (auto st = DecodeLossless(K, sh, seg, size, y); !st.ok()) return st;
+      continue;
+    }
+    const uint64_t want = Layout(h->codec, sh, is_value, h->group_size, h->sink_tokens).size;
+    if (size != want) {
+      return Bad(absl::StrCat("segment ", s, " is ", size, " bytes, ", CodecName(h->codec),
+                              " needs ", want));
+    }
+    uint16_t* y16 = reinterpret_cast<uint16_t*>(y);
+    switch (h->codec) {
+      case CodecId::kRaw: std::memcpy(y, seg, size); break;
+      case CodecId::kFp8: DecodeFp8(K, sh, seg, y16); break;
+      case CodecId::kInt8: DecodeInt8(K, sh, seg, y16); break;
+      case CodecId::kKivi4:
+      case CodecId::kKivi2:
+        DecodeKivi(K, h->codec, sh, is_value, h->group_size, h->sink_tokens, seg, y16);
+        break;
+      case CodecId::kLossless: break;
+    }
+  }
+  const RopeParams rope{h->rope_base, h->rope_pairing};
+  const int64_t target = opt.target_position.value_or(h->base_position);
+  if (h->keys_pre_rope()) {
+    if (auto s = RotateAllKeys(out, rope, target, 1); !s.ok()) return s;
+  } else if (target != h->base_position) {
+    int64_t delta;
+    if (__builtin_sub_overflow(target, h->base_position, &delta)) {
+      return absl::InvalidArgumentError("decode: position delta overflows");
+    }
+    if (auto s = RotateAllKeys(out, rope, delta, 0); !s.ok()) return s;
+  }
+  if (header != nullptr) *header = *h;
+  return absl::OkStatus();
+}
+
+}  // namespace kvhub::codec

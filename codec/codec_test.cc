@@ -1,0 +1,458 @@
+#include "codec/codec.h"
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "codec/kernels.h"
+#include "codec/numeric.h"
+#include "codec/synthetic_kv.h"
+#include "common/hash.h"
+#include "gtest/gtest.h"
+
+namespace kvhub::codec {
+namespace {
+
+// A small block with random-ish bf16 content, including outliers and zeros.
+struct Block {
+  KvShape shape;
+  std::vector<uint8_t> data;
+  KvView View(int64_t base = 0) const {
+    KvView v;
+    v.shape = shape;
+    v.data = data.data();
+    v.size = data.size();
+    v.base_position = base;
+    v.rope_base = 10000.0;
+    v.fingerprint = U128{0x1234, 0x5678};
+    return v;
+  }
+};
+
+Block MakeBlock(uint32_t L, uint32_t H, uint32_t D, uint32_t T, uint64_t seed,
+                DType dt = DType::kBf16) {
+  Block b;
+  b.shape = KvShape{L, H, D, T, dt};
+  b.data.resize(b.shape.RawBytes());
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  const size_t count = b.data.size() / DTypeBytes(dt);
+  for (size_t i = 0; i < count; ++i) {
+    float v = n(rng);
+    if (i % 37 == 0) v *= 15.0f;
+    if (i % 101 == 0) v = 0.0f;
+    if (dt == DType::kFp32) {
+      std::memcpy(&b.data[4 * i], &v, 4);
+    } else {
+      uint16_t h = FloatToBf16(v);
+      if (dt == DType::kFp16) FloatToHalf(v, &h);
+      std::memcpy(&b.data[2 * i], &h, 2);
+    }
+  }
+  return b;
+}
+
+const CodecId kAll[] = {CodecId::kRaw, CodecId::kLossless, CodecId::kFp8,
+                        CodecId::kInt8, CodecId::kKivi4,   CodecId::kKivi2};
+
+CodecParams Params(CodecId c, uint32_t group = 64, KernelChoice k = KernelChoice::kSimd) {
+  CodecParams p;
+  p.codec = c;
+  p.group_size = group;
+  p.kernels = k;
+  return p;
+}
+
+std::vector<uint8_t> MustEncode(const KvView& v, const CodecParams& p) {
+  std::vector<uint8_t> out;
+  absl::Status s = Encode(v, p, &out);
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+std::vector<uint8_t> MustDecode(const std::vector<uint8_t>& block, const KvShape& shape,
+                                const DecodeOptions& o = {}) {
+  std::vector<uint8_t> out(shape.RawBytes());
+  absl::Status s = Decode(block, KvMutableView{shape, out.data(), out.size()}, o);
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+double RelL2(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i + 1 < a.size(); i += 2) {
+    uint16_t x, y;
+    std::memcpy(&x, &a[i], 2);
+    std::memcpy(&y, &b[i], 2);
+    double fx = Bf16ToFloat(x), fy = Bf16ToFloat(y);
+    e += (fx - fy) * (fx - fy);
+    n += fx * fx;
+  }
+  return std::sqrt(e / n);
+}
+
+TEST(CodecTest, RoundTripEveryCodecAndShape) {
+  struct Shape {
+    uint32_t L, H, D, T;
+  };
+  // Includes shapes with no full vector, odd sizes and partial groups.
+  const Shape shapes[] = {{2, 2, 128, 256}, {1, 3, 80, 100}, {2, 1, 7, 33}, {1, 1, 1, 1},
+                          {1, 2, 64, 129}, {1, 4, 96, 64}};
+  for (const Shape& s : shapes) {
+    Block b = MakeBlock(s.L, s.H, s.D, s.T, s.L * 1000 + s.D);
+    for (CodecId c : kAll) {
+      for (uint32_t g : {32u, 64u, 128u}) {
+        if (c != CodecId::kKivi4 && c != CodecId::kKivi2 && g != 64) continue;
+        SCOPED_TRACE(testing::Message() << CodecName(c) << " g" << g << " shape " << s.L << "x"
+                                        << s.H << "x" << s.D << "x" << s.T);
+        CodecParams p = Params(c, g);
+        std::vector<uint8_t> enc = MustEncode(b.View(), p);
+        if (c != CodecId::kLossless) {
+          auto want = EncodedSize(b.shape, p, c == CodecId::kKivi4 || c == CodecId::kKivi2 ? 1 : 0);
+          ASSERT_TRUE(want.ok());
+          EXPECT_EQ(enc.size(), *want);
+        }
+        BlockHeader h;
+        std::vector<uint8_t> dec(b.shape.RawBytes());
+        ASSERT_TRUE(Decode(enc, KvMutableView{b.shape, dec.data(), dec.size()}, {}, &h).ok());
+        EXPECT_EQ(h.codec, c);
+        EXPECT_EQ(h.shape, b.shape);
+        EXPECT_EQ(h.fingerprint, (U128{0x1234, 0x5678}));
+        double err = RelL2(b.data, dec);
+        switch (c) {
+          case CodecId::kRaw:
+          case CodecId::kLossless: EXPECT_EQ(dec, b.data); break;
+          case CodecId::kFp8: EXPECT_LT(err, 0.05); break;
+          case CodecId::kInt8: EXPECT_LT(err, 0.05); break;
+          case CodecId::kKivi4: EXPECT_LT(err, 0.25); break;
+          case CodecId::kKivi2: EXPECT_LT(err, 1.5); break;  // iid data with 15x outliers
+        }
+      }
+    }
+  }
+}
+
+TEST(CodecTest, LosslessIsBitExactForEveryDtypeAndSpecialValues) {
+  for (DType dt : {DType::kBf16, DType::kFp16, DType::kFp32}) {
+    Block b = MakeBlock(2, 2, 64, 64, 9, dt);
+    // NaN, inf, -0, subnormals survive bit for bit.
+    const uint8_t specials[] = {0x80, 0x7F, 0xFF, 0x80, 0x01, 0x00, 0xC1, 0xFF};
+    std::memcpy(b.data.data(), specials, sizeof specials);
+    CodecParams p = Params(CodecId::kLossless);
+    std::vector<uint8_t> enc = MustEncode(b.View(), p);
+    EXPECT_EQ(MustDecode(enc, b.shape), b.data) << DTypeName(dt);
+    p.kernels = KernelChoice::kScalar;
+    EXPECT_EQ(MustEncode(b.View(), p), enc);
+  }
+}
+
+TEST(CodecTest, ScalarAndSimdGiveIdenticalBytes) {
+  SyntheticKvConfig c;
+  c.layers = 2;
+  c.kv_heads = 4;
+  auto g = GenerateSyntheticKv(c);
+  ASSERT_TRUE(g.ok());
+  std::vector<Block> blocks;
+  blocks.push_back(Block{g->shape, g->kv});
+  blocks.push_back(MakeBlock(1, 3, 80, 100, 5));
+  blocks.push_back(MakeBlock(2, 1, 7, 33, 6));
+  for (const Block& b : blocks) {
+    for (CodecId codec : kAll) {
+      for (uint32_t grp : {32u, 64u, 128u}) {
+        for (bool pre : {false, true}) {
+          if (pre && (codec == CodecId::kLossless || b.shape.head_dim % 2)) continue;
+          CodecParams p = Params(codec, grp);
+          p.keys_pre_rope = pre;
+          SCOPED_TRACE(testing::Message() << CodecName(codec) << " g" << grp << " pre" << pre);
+          std::vector<uint8_t> simd = MustEncode(b.View(7), p);
+          p.kernels = KernelChoice::kScalar;
+          std::vector<uint8_t> scal = MustEncode(b.View(7), p);
+          ASSERT_EQ(simd, scal);
+          DecodeOptions o;
+          std::vector<uint8_t> ds = MustDecode(simd, b.shape, o);
+          o.kernels = KernelChoice::kScalar;
+          EXPECT_EQ(MustDecode(simd, b.shape, o), ds);
+        }
+      }
+    }
+  }
+  EXPECT_STRNE(SimdKernels().name, "");
+}
+
+TEST(CodecTest, KernelsAgreeOnEdgeValues) {
+  // Every bf16 bit pattern that is finite, through every kernel, both ways.
+  std::vector<uint16_t> x;
+  for (uint32_t b = 0; b < 65536; ++b) {
+    if ((b & 0x7FFF) < 0x7F80) x.push_back(static_cast<uint16_t>(b));
+  }
+  const Kernels& S = ScalarKernels();
+  const Kernels& V = SimdKernels();
+  const size_t n = x.size();
+  EXPECT_EQ(S.abs_max_bits(x.data(), n), V.abs_max_bits(x.data(), n));
+  for (float inv : {1.0f, 1e-30f, 3e30f, 0.0f, 448.0f / 3.3e38f}) {
+    std::vector<int8_t> a(n), b(n);
+    S.quant_int8(x.data(), n, inv, a.data());
+    V.quant_int8(x.data(), n, inv, b.data());
+    ASSERT_EQ(a, b) << inv;
+    std::vector<uint8_t> c(n), d(n);
+    S.quant_fp8(x.data(), n, inv, c.data());
+    V.quant_fp8(x.data(), n, inv, d.data());
+    ASSERT_EQ(c, d) << inv;
+  }
+  std::vector<uint8_t> codes(256);
+  for (int i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i);
+  for (float s : {1.0f, 0.37f, 1e-20f, 2.5e30f}) {
+    std::vector<uint16_t> a(256), b(256);
+    S.dequant_fp8(codes.data(), 256, s, a.data());
+    V.dequant_fp8(codes.data(), 256, s, b.data());
+    ASSERT_EQ(a, b);
+    S.dequant_int8(reinterpret_cast<int8_t*>(codes.data()), 256, s, a.data());
+    V.dequant_int8(reinterpret_cast<int8_t*>(codes.data()), 256, s, b.data());
+    ASSERT_EQ(a, b);
+  }
+  std::vector<int16_t> mn1(n / 64 + 1), mx1(n / 64 + 1), mn2(n / 64 + 1), mx2(n / 64 + 1);
+  S.group_min_max(x.data(), n, 64, mn1.data(), mx1.data());
+  V.group_min_max(x.data(), n, 64, mn2.data(), mx2.data());
+  EXPECT_EQ(mn1, mn2);
+  EXPECT_EQ(mx1, mx2);
+}
+
+TEST(CodecTest, Fp8AndHalfConversionsMatchDefinitions) {
+  // e4m3: decode of every code, and encode is nearest-even with saturation.
+  EXPECT_EQ(E4m3ToFloat(0x7E), 448.0f);
+  EXPECT_EQ(E4m3ToFloat(0x01), 0.001953125f);
+  EXPECT_EQ(E4m3ToFloat(0x08), 0.015625f);
+  EXPECT_EQ(FloatToE4m3(1000.0f), 0x7E);
+  EXPECT_EQ(FloatToE4m3(-1000.0f), 0xFE);
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7F) == 0x7F) continue;  // NaN codes are never produced
+    float v = E4m3ToFloat(static_cast<uint8_t>(c));
+    EXPECT_EQ(E4m3ToFloat(FloatToE4m3(v)), v) << c;
+  }
+  // Halfway between 1.0 (0x38) and 1.125 (0x39): ties to even (0x38).
+  EXPECT_EQ(FloatToE4m3(1.0625f), 0x38);
+  EXPECT_EQ(FloatToE4m3(1.1875f), 0x3A);  // between 0x39 and 0x3A: even is 0x3A
+  uint16_t h;
+  ASSERT_TRUE(FloatToHalf(65504.0f, &h));
+  EXPECT_EQ(h, 0x7BFF);
+  EXPECT_FALSE(FloatToHalf(65520.0f, &h));
+  ASSERT_TRUE(FloatToHalf(5.9604644775390625e-08f, &h));
+  EXPECT_EQ(h, 0x0001);
+  for (uint32_t b = 0; b < 0x7C00; ++b) {
+    uint16_t back;
+    ASSERT_TRUE(FloatToHalf(HalfToFloat(static_cast<uint16_t>(b)), &back));
+    ASSERT_EQ(back, b);
+  }
+}
+
+TEST(CodecTest, RatiosMeetTargetsOnLlamaShape) {
+  KvShape sh{32, 8, 128, 256, DType::kBf16};
+  const double raw = static_cast<double>(sh.RawBytes());
+  auto ratio = [&](CodecId c, uint32_t g, uint32_t sinks) {
+    auto n = EncodedSize(sh, Params(c, g), sinks);
+    EXPECT_TRUE(n.ok());
+    return raw / static_cast<double>(*n);
+  };
+  EXPECT_GE(ratio(CodecId::kKivi4, 64, 0), 3.5);
+  EXPECT_GE(ratio(CodecId::kKivi4, 64, 1), 3.5);
+  EXPECT_GE(ratio(CodecId::kKivi2, 64, 0), 6.0);
+  EXPECT_GE(ratio(CodecId::kKivi2, 64, 1), 6.0);
+  EXPECT_GE(ratio(CodecId::kFp8, 64, 0), 1.99);
+  EXPECT_GE(ratio(CodecId::kInt8, 64, 0), 1.93);
+}
+
+TEST(CodecTest, SinkTokensAreExactOnlyInTheFirstBlock) {
+  Block b = MakeBlock(1, 2, 64, 128, 3);
+  CodecParams p = Params(CodecId::kKivi2);
+  p.sink_tokens = 4;
+  std::vector<uint8_t> enc = MustEncode(b.View(0), p);
+  BlockHeader h;
+  std::vector<uint8_t> dec(b.shape.RawBytes());
+  ASSERT_TRUE(Decode(enc, KvMutableView{b.shape, dec.data(), dec.size()}, {}, &h).ok());
+  EXPECT_EQ(h.sink_tokens, 4);
+  const size_t row = 2 * 64 * 2;  // bytes per token (2 heads x 64 dims x bf16)
+  for (int s = 0; s < 2; ++s) {   // K and V
+    const size_t seg = s * b.shape.SegmentBytes();
+    EXPECT_EQ(0, std::memcmp(dec.data() + seg, b.data.data() + seg, 4 * row));
+    EXPECT_NE(0, std::memcmp(dec.data() + seg + 4 * row, b.data.data() + seg + 4 * row, row));
+  }
+  auto h2 = InspectBlock(MustEncode(b.View(2), p));
+  ASSERT_TRUE(h2.ok());
+  EXPECT_EQ(h2->sink_tokens, 2);
+  auto h3 = InspectBlock(MustEncode(b.View(256), p));
+  ASSERT_TRUE(h3.ok());
+  EXPECT_EQ(h3->sink_tokens, 0);
+}
+
+TEST(CodecTest, EncoderRejectsBadInput) {
+  Block b = MakeBlock(1, 2, 64, 64, 4);
+  std::vector<uint8_t> out;
+  KvView v = b.View();
+  v.size -= 1;
+  EXPECT_EQ(Encode(v, Params(CodecId::kRaw), &out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Encode(b.View(), Params(CodecId::kKivi4, 48), &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  CodecParams pr = Params(CodecId::kLossless);
+  pr.keys_pre_rope = true;
+  EXPECT_EQ(Encode(b.View(), pr, &out).code(), absl::StatusCode::kInvalidArgument);
+  // Non-finite input: every lossy codec refuses, lossless keeps it.
+  Block nan = b;
+  nan.data[2 * 77] = 0xC0;
+  nan.data[2 * 77 + 1] = 0x7F;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    EXPECT_EQ(Encode(nan.View(), Params(c), &out).code(), absl::StatusCode::kInvalidArgument)
+        << CodecName(c);
+  }
+  EXPECT_TRUE(Encode(nan.View(), Params(CodecId::kLossless), &out).ok());
+  Block nan2 = b;  // in a value row after the sink
+  nan2.data[b.shape.SegmentBytes() + 2 * 1000 + 1] = 0xFF;
+  nan2.data[b.shape.SegmentBytes() + 2 * 1000] = 0x80;  // -inf
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    EXPECT_EQ(Encode(nan2.View(), Params(c), &out).code(), absl::StatusCode::kInvalidArgument)
+        << CodecName(c);
+  }
+  // A huge (finite) sink value is kept exactly by kivi.
+  Block sinkbig = b;
+  uint16_t hv = FloatToBf16(1e6f);
+  std::memcpy(&sinkbig.data[2 * 3], &hv, 2);
+  ASSERT_TRUE(Encode(sinkbig.View(), Params(CodecId::kKivi4), &out).ok());
+  std::vector<uint8_t> dec(b.shape.RawBytes());
+  ASSERT_TRUE(Decode(out, KvMutableView{b.shape, dec.data(), dec.size()}).ok());
+  EXPECT_EQ(0, std::memcmp(&dec[6], &hv, 2));
+  // kivi cannot hold values beyond fp16.
+  Block big = b;
+  uint16_t huge = FloatToBf16(1e6f);
+  std::memcpy(&big.data[2 * 1000], &huge, 2);  // token 7: not a sink
+  EXPECT_EQ(Encode(big.View(), Params(CodecId::kKivi4), &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Encode(big.View(), Params(CodecId::kInt8), &out).ok());
+  // Lossy codecs take bf16 only.
+  Block f16 = MakeBlock(1, 1, 8, 8, 1, DType::kFp16);
+  EXPECT_EQ(Encode(f16.View(), Params(CodecId::kInt8), &out).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CodecTest, DecoderRejectsTruncationAtEveryOffset) {
+  Block b = MakeBlock(2, 2, 16, 64, 8);
+  for (CodecId c : kAll) {
+    std::vector<uint8_t> enc = MustEncode(b.View(), Params(c, 32));
+    std::vector<uint8_t> out(b.shape.RawBytes());
+    for (size_t len = 0; len < enc.size(); ++len) {
+      std::vector<uint8_t> cut(enc.begin(), enc.begin() + len);  // exact-size heap copy for ASan
+      absl::Status s = Decode(cut, KvMutableView{b.shape, out.data(), out.size()});
+      ASSERT_FALSE(s.ok()) << CodecName(c) << " len " << len;
+    }
+    std::vector<uint8_t> longer = enc;
+    longer.push_back(0);
+    EXPECT_FALSE(Decode(longer, KvMutableView{b.shape, out.data(), out.size()}).ok());
+  }
+}
+
+TEST(CodecTest, EveryFlippedBitIsACleanError) {
+  Block b = MakeBlock(1, 2, 16, 32, 9);
+  for (CodecId c : kAll) {
+    std::vector<uint8_t> enc = MustEncode(b.View(), Params(c, 32));
+    std::vector<uint8_t> out(b.shape.RawBytes());
+    for (size_t bit = 0; bit < enc.size() * 8; ++bit) {
+      std::vector<uint8_t> bad = enc;
+      bad[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+      absl::Status s = Decode(bad, KvMutableView{b.shape, out.data(), out.size()});
+      ASSERT_FALSE(s.ok()) << CodecName(c) << " bit " << bit;
+      // Past the magic/version/size fields, corruption is reported as data loss.
+      if (bit / 8 >= 8) {
+        ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << CodecName(c) << " bit " << bit << s;
+      }
+    }
+  }
+}
+
+TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
+  Block b = MakeBlock(1, 2, 16, 32, 10);
+  std::vector<uint8_t> enc = MustEncode(b.View(), Params(CodecId::kKivi4, 32));
+  std::vector<uint8_t> out(b.shape.RawBytes());
+  auto reseal = [](std::vector<uint8_t> v) {
+    PutU64(v.data() + 80, Xxh3_64(v.data() + 128, v.size() - 128));
+    PutU64(v.data() + 120, Xxh3_64(v.data(), 120));
+    return v;
+  };
+  auto expect_invalid = [&](std::vector<uint8_t> v, const char* what) {
+    absl::Status s = Decode(reseal(std::move(v)), KvMutableView{b.shape, out.data(), out.size()});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << what << ": " << s;
+  };
+  { auto v = enc; v[8] = 99; expect_invalid(v, "unknown codec"); }
+  { auto v = enc; v[9] = 7; expect_invalid(v, "unknown dtype"); }
+  { auto v = enc; v[11] = 0x80; expect_invalid(v, "unknown flag"); }
+  { auto v = enc; PutU16(v.data() + 12, 48); expect_invalid(v, "group size"); }
+  { auto v = enc; PutU16(v.data() + 14, 33); expect_invalid(v, "sinks > tokens"); }
+  { auto v = enc; PutU32(v.data() + 16, 5000); expect_invalid(v, "absurd layers"); }
+  { auto v = enc; PutU32(v.data() + 24, 0); expect_invalid(v, "zero head_dim"); }
+  { auto v = enc; PutU32(v.data() + 28, 64); expect_invalid(v, "raw_bytes mismatch"); }
+  { auto v = enc; v[100] = 1; expect_invalid(v, "reserved byte"); }
+  { auto v = enc; PutU64(v.data() + 128, 8); expect_invalid(v, "segment overlaps table"); }
+  { auto v = enc; PutU64(v.data() + 128 + 8, GetU64(v.data() + 128 + 8) + 16); expect_invalid(v, "segment size"); }
+  { auto v = enc; PutU64(v.data() + 128, GetU64(v.data() + 128) + 1); expect_invalid(v, "misaligned"); }
+  // Output view that does not match.
+  KvShape other = b.shape;
+  other.tokens = 16;
+  std::vector<uint8_t> small(other.RawBytes());
+  EXPECT_EQ(Decode(enc, KvMutableView{other, small.data(), small.size()}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Decode(enc, KvMutableView{b.shape, out.data(), out.size() - 1}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CodecTest, PreRopeKeysReRotateToAnyPosition) {
+  SyntheticKvConfig c;
+  c.layers = 1;
+  c.kv_heads = 2;
+  c.tokens = 64;
+  c.base_position = 1000;
+  c.rope_base = 10000.0;
+  auto at1000 = GenerateSyntheticKv(c);
+  c.base_position = 5000;
+  auto at5000 = GenerateSyntheticKv(c);  // same content (same seed), other positions
+  ASSERT_TRUE(at1000.ok() && at5000.ok());
+  for (RopePairing pairing : {RopePairing::kNeox}) {
+    Block b{at1000->shape, at1000->kv};
+    for (CodecId codec : {CodecId::kRaw, CodecId::kInt8, CodecId::kKivi4}) {
+      CodecParams p = Params(codec);
+      p.keys_pre_rope = true;
+      KvView v = b.View(1000);
+      v.rope_pairing = pairing;
+      std::vector<uint8_t> enc = MustEncode(v, p);
+      auto h = InspectBlock(enc);
+      ASSERT_TRUE(h.ok());
+      EXPECT_TRUE(h->keys_pre_rope());
+      DecodeOptions o;
+      o.target_position = 5000;
+      std::vector<uint8_t> moved = MustDecode(enc, b.shape, o);
+      // Keys now match the ones generated at position 5000 (up to rounding).
+      std::vector<uint8_t> ref_k(at5000->kv.begin(), at5000->kv.begin() + b.shape.SegmentBytes());
+      std::vector<uint8_t> got_k(moved.begin(), moved.begin() + b.shape.SegmentBytes());
+      EXPECT_LT(RelL2(ref_k, got_k), codec == CodecId::kKivi4 ? 0.1 : 0.02) << CodecName(codec);
+      // Default target: back at the original positions.
+      std::vector<uint8_t> back = MustDecode(enc, b.shape);
+      std::vector<uint8_t> orig_k(b.data.begin(), b.data.begin() + b.shape.SegmentBytes());
+      std::vector<uint8_t> back_k(back.begin(), back.begin() + b.shape.SegmentBytes());
+      EXPECT_LT(RelL2(orig_k, back_k), codec == CodecId::kKivi4 ? 0.1 : 0.02);
+      // Values are untouched by rotation.
+      if (codec == CodecId::kRaw) {
+        EXPECT_EQ(0, std::memcmp(back.data() + b.shape.SegmentBytes(),
+                                 b.data.data() + b.shape.SegmentBytes(), b.shape.SegmentBytes()));
+      }
+    }
+  }
+}
+
+TEST(CodecTest, OutputBufferReuseGivesSameBytes) {
+  Block b = MakeBlock(2, 2, 32, 64, 11);
+  for (CodecId c : kAll) {
+    std::vector<uint8_t> fresh = MustEncode(b.View(), Params(c));
+    std::vector<uint8_t> reused(fresh.size() + 100, 0xAB);
+    ASSERT_TRUE(Encode(b.View(), Params(c), &reused).ok());
+    EXPECT_EQ(reused, fresh) << CodecName(c);
+  }
+}
+
+}  // namespace
+}  // namespace kvhub::codec

@@ -1,0 +1,299 @@
+// kvhub-codec: generate synthetic KV, encode/decode blocks, measure codec quality.
+//   kvhub-codec gen [--layers N --kv-heads N --head-dim N --tokens N --base-position P
+//                    --rope-base B --pairing neox|interleaved --seed S] out.kvraw
+//       writes out.kvraw and its queries sidecar out.kvraw.kvq
+//   kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar]
+//                      in.kvraw out.kvb
+//   kvhub-codec decode [--target-position P --scalar] in.kvb out.kvraw
+//   kvhub-codec inspect in.kvb                 prints the header as JSON
+//   kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F] in.kvraw
+//       prints ratio and quality figures as JSON (one object per line for "all")
+// Exit status: 0 ok, 1 error (message on stderr), 2 usage.
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "codec/codec.h"
+#include "codec/kvraw.h"
+#include "codec/quality.h"
+#include "codec/synthetic_kv.h"
+
+namespace kvhub::codec {
+namespace {
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: kvhub-codec gen [opts] out.kvraw | encode --codec C [opts] in.kvraw "
+               "out.kvb | decode [opts] in.kvb out.kvraw | inspect in.kvb | eval --codec C|all "
+               "[opts] in.kvraw\n");
+  return 2;
+}
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "kvhub-codec: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+struct Args {
+  std::map<std::string, std::string> opts;  // --name value (or "1" for flags)
+  std::vector<std::string> pos;
+};
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
+  static const char* kFlags[] = {"--pre-rope", "--scalar"};
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      bool flag = false;
+      for (const char* f : kFlags) flag |= s == f;
+      if (flag) {
+        a.opts[s] = "1";
+      } else {
+        if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(s, " needs a value"));
+        a.opts[s] = argv[++i];
+      }
+    } else {
+      a.pos.push_back(s);
+    }
+  }
+  return a;
+}
+
+template <typename T>
+absl::Status GetNum(const Args& a, const std::string& name, T* out) {
+  auto it = a.opts.find(name);
+  if (it == a.opts.end()) return absl::OkStatus();
+  bool ok;
+  if constexpr (std::is_floating_point_v<T>) {
+    ok = absl::SimpleAtod(it->second, out);
+  } else {
+    ok = absl::SimpleAtoi(it->second, out);
+  }
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat(name, ": bad number '", it->second, "'"));
+  return absl::OkStatus();
+}
+
+absl::Status CheckKnown(const Args& a, std::initializer_list<const char*> known) {
+  for (const auto& [k, v] : a.opts) {
+    bool found = false;
+    for (const char* n : known) found |= k == n;
+    if (!found) return absl::InvalidArgumentError(absl::StrCat("unknown option ", k));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CodecParams> Params(const Args& a, CodecId codec) {
+  CodecParams p;
+  p.codec = codec;
+  if (auto s = GetNum(a, "--group", &p.group_size); !s.ok()) return s;
+  if (auto s = GetNum(a, "--sinks", &p.sink_tokens); !s.ok()) return s;
+  if (auto s = GetNum(a, "--zstd-level", &p.zstd_level); !s.ok()) return s;
+  p.keys_pre_rope = a.opts.count("--pre-rope") > 0;
+  if (a.opts.count("--scalar")) p.kernels = KernelChoice::kScalar;
+  if (auto s = p.Validate(); !s.ok()) return s;
+  return p;
+}
+
+int Gen(const Args& a) {
+  if (auto s = CheckKnown(a, {"--layers", "--kv-heads", "--head-dim", "--tokens",
+                              "--base-position", "--rope-base", "--pairing", "--seed"});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (a.pos.size() != 1) return Usage();
+  SyntheticKvConfig c;
+  for (auto s : {GetNum(a, "--layers", &c.layers), GetNum(a, "--kv-heads", &c.kv_heads),
+                 GetNum(a, "--head-dim", &c.head_dim), GetNum(a, "--tokens", &c.tokens),
+                 GetNum(a, "--base-position", &c.base_position),
+                 GetNum(a, "--rope-base", &c.rope_base), GetNum(a, "--seed", &c.seed)}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (auto it = a.opts.find("--pairing"); it != a.opts.end()) {
+    auto p = ParseRopePairing(it->second);
+    if (!p.ok()) return Fail(p.status());
+    c.rope_pairing = *p;
+  }
+  auto g = GenerateSyntheticKv(c);
+  if (!g.ok()) return Fail(g.status());
+  KvRaw raw;
+  raw.shape = g->shape;
+  raw.rope_base = c.rope_base;
+  raw.rope_pairing = c.rope_pairing;
+  raw.base_position = c.base_position;
+  raw.data = std::move(g->kv);
+  if (auto s = WriteFileBytes(a.pos[0], SerializeKvRaw(raw)); !s.ok()) return Fail(s);
+  Queries q{g->queries_per_kv_head, std::move(g->queries)};
+  if (auto s = WriteFileBytes(a.pos[0] + ".kvq", SerializeQueries(raw.shape, q)); !s.ok()) {
+    return Fail(s);
+  }
+  return 0;
+}
+
+absl::StatusOr<KvRaw> LoadRaw(const std::string& path) {
+  auto b = ReadFileBytes(path);
+  if (!b.ok()) return b.status();
+  return ParseKvRaw(*b);
+}
+
+int EncodeCmd(const Args& a) {
+  if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--zstd-level",
+                              "--scalar"});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (a.pos.size() != 2 || !a.opts.count("--codec")) return Usage();
+  auto codec = ParseCodecName(a.opts.at("--codec"));
+  if (!codec.ok()) return Fail(codec.status());
+  auto p = Params(a, *codec);
+  if (!p.ok()) return Fail(p.status());
+  auto raw = LoadRaw(a.pos[0]);
+  if (!raw.ok()) return Fail(raw.status());
+  std::vector<uint8_t> out;
+  if (auto s = Encode(raw->View(), *p, &out); !s.ok()) return Fail(s);
+  if (auto s = WriteFileBytes(a.pos[1], out); !s.ok()) return Fail(s);
+  return 0;
+}
+
+int DecodeCmd(const Args& a) {
+  if (auto s = CheckKnown(a, {"--target-position", "--scalar"}); !s.ok()) return Fail(s);
+  if (a.pos.size() != 2) return Usage();
+  auto b = ReadFileBytes(a.pos[0]);
+  if (!b.ok()) return Fail(b.status());
+  auto h = InspectBlock(*b);
+  if (!h.ok()) return Fail(h.status());
+  DecodeOptions o;
+  if (a.opts.count("--target-position")) {
+    int64_t t;
+    if (auto s = GetNum(a, "--target-position", &t); !s.ok()) return Fail(s);
+    o.target_position = t;
+  }
+  if (a.opts.count("--scalar")) o.kernels = KernelChoice::kScalar;
+  KvRaw raw;
+  raw.shape = h->shape;
+  raw.rope_base = h->rope_base;
+  raw.rope_pairing = h->rope_pairing;
+  raw.base_position = o.target_position.value_or(h->base_position);
+  raw.data.resize(h->raw_bytes);
+  if (auto s = Decode(*b, KvMutableView{raw.shape, raw.data.data(), raw.data.size()}, o); !s.ok()) {
+    return Fail(s);
+  }
+  if (auto s = WriteFileBytes(a.pos[1], SerializeKvRaw(raw)); !s.ok()) return Fail(s);
+  return 0;
+}
+
+int InspectCmd(const Args& a) {
+  if (a.pos.size() != 1 || !a.opts.empty()) return Usage();
+  auto b = ReadFileBytes(a.pos[0]);
+  if (!b.ok()) return Fail(b.status());
+  auto h = InspectBlock(*b);
+  if (!h.ok()) return Fail(h.status());
+  std::printf(
+      "{\"codec\":\"%s\",\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"tokens\":%u,"
+      "\"dtype\":\"%s\",\"base_position\":%lld,\"keys_pre_rope\":%s,\"group_size\":%u,"
+      "\"sink_tokens\":%u,\"raw_bytes\":%llu,\"block_bytes\":%llu,\"fingerprint\":\"%s\"}\n",
+      std::string(CodecName(h->codec)).c_str(), h->shape.layers, h->shape.kv_heads,
+      h->shape.head_dim, h->shape.tokens, std::string(DTypeName(h->shape.dtype)).c_str(),
+      static_cast<long long>(h->base_position), h->keys_pre_rope() ? "true" : "false",
+      h->group_size, h->sink_tokens, static_cast<unsigned long long>(h->raw_bytes),
+      static_cast<unsigned long long>(h->total_bytes()), h->fingerprint.Hex().c_str());
+  return 0;
+}
+
+int EvalCmd(const Args& a) {
+  if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--queries",
+                              "--zstd-level", "--scalar"});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (a.pos.size() != 1 || !a.opts.count("--codec")) return Usage();
+  auto raw = LoadRaw(a.pos[0]);
+  if (!raw.ok()) return Fail(raw.status());
+  if (raw->shape.dtype != DType::kBf16) {
+    return Fail(absl::InvalidArgumentError("eval: bf16 kvraw files only"));
+  }
+  std::string qpath = a.opts.count("--queries") ? a.opts.at("--queries") : a.pos[0] + ".kvq";
+  Queries q;
+  bool proxy = false;
+  if (auto qb = ReadFileBytes(qpath); qb.ok()) {
+    auto pq = ParseQueries(raw->shape, *qb);
+    if (!pq.ok()) return Fail(pq.status());
+    q = std::move(*pq);
+  } else if (a.opts.count("--queries")) {
+    return Fail(qb.status());
+  } else {
+    q = ProxyQueriesFromKeys(raw->shape, raw->data.data(), 32, 7);
+    proxy = true;
+  }
+  std::vector<std::string> names;
+  std::string c = a.opts.at("--codec");
+  if (c == "all") {
+    names = {"raw", "lossless", "fp8", "int8", "kivi4", "kivi2", "int4-per-token-keys"};
+  } else {
+    names = {c};
+  }
+  for (const std::string& name : names) {
+    std::vector<uint8_t> recon;
+    uint64_t enc_bytes = 0;
+    CodecParams p;
+    if (name == "int4-per-token-keys") {
+      auto pp = Params(a, CodecId::kKivi4);
+      if (!pp.ok()) return Fail(pp.status());
+      p = *pp;
+      uint32_t sinks = raw->base_position < int64_t{p.sink_tokens}
+                           ? static_cast<uint32_t>(std::min<int64_t>(p.sink_tokens - raw->base_position, raw->shape.tokens))
+                           : 0;
+      recon = PerTokenInt4KeyAblation(raw->shape, raw->data.data(), p.group_size, sinks);
+    } else {
+      auto codec = ParseCodecName(name);
+      if (!codec.ok()) return Fail(codec.status());
+      auto pp = Params(a, *codec);
+      if (!pp.ok()) return Fail(pp.status());
+      p = *pp;
+      std::vector<uint8_t> block;
+      if (auto s = Encode(raw->View(), p, &block); !s.ok()) return Fail(s);
+      enc_bytes = block.size();
+      recon.resize(raw->data.size());
+      if (auto s = Decode(block, KvMutableView{raw->shape, recon.data(), recon.size()},
+                          DecodeOptions{std::nullopt, true, p.kernels});
+          !s.ok()) {
+        return Fail(s);
+      }
+    }
+    auto rep = CompareAttention(raw->shape, raw->data.data(), recon.data(), q);
+    if (!rep.ok()) return Fail(rep.status());
+    bool exact = recon == raw->data;
+    std::string ratio = enc_bytes ? absl::StrFormat("%.4f", double(raw->data.size()) / enc_bytes)
+                                  : std::string("null");
+    std::printf("{\"codec\":\"%s\",\"group\":%u,\"sinks\":%u,\"pre_rope\":%s,\"raw_bytes\":%zu,"
+                "\"encoded_bytes\":%llu,\"ratio\":%s,\"bit_exact\":%s,\"proxy_queries\":%s,"
+                "\"quality\":%s}\n",
+                name.c_str(), p.group_size, p.sink_tokens, p.keys_pre_rope ? "true" : "false",
+                raw->data.size(), static_cast<unsigned long long>(enc_bytes), ratio.c_str(),
+                exact ? "true" : "false", proxy ? "true" : "false", rep->ToJson().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvhub::codec
+
+int main(int argc, char** argv) {
+  using namespace kvhub::codec;
+  if (argc < 2) return Usage();
+  auto a = ParseArgs(argc, argv, 2);
+  if (!a.ok()) return Fail(a.status());
+  std::string cmd = argv[1];
+  if (cmd == "gen") return Gen(*a);
+  if (cmd == "encode") return EncodeCmd(*a);
+  if (cmd == "decode") return DecodeCmd(*a);
+  if (cmd == "inspect") return InspectCmd(*a);
+  if (cmd == "eval") return EvalCmd(*a);
+  return Usage();
+}
