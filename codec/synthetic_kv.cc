@@ -152,7 +152,7 @@ absl::StatusOr<SyntheticKv> GenerateSyntheticKv(const SyntheticKvConfig& c) {
           kmean[ch] = sign * mag * lk;
           kscale[ch] = c.key_outlier_noise * lk;
           // Queries share the outlier channels (same sign pattern, large magnitude).
-          qmean[ch] = sign * mag * 0.5f * c.query_scale;
+          qmean[ch] = sign * mag * c.query_outlier_frac * c.query_scale;
         }
       }
       for (uint32_t d = 0; d < D; ++d) {

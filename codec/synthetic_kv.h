@@ -50,6 +50,7 @@ struct SyntheticKvConfig {
   uint32_t q_per_kv = 4;              // GQA group size
   uint32_t queries_per_q_head = 4;    // decode-time queries at positions after the block
   float query_scale = 1.5f;           // query channel scale (logit std ~ query_scale * key scale)
+  float query_outlier_frac = 0.5f;    // query |mean| on key-outlier channels = frac * ratio * query_scale
   float sink_attention = 0.6f;        // target mean attention mass on the sink token
 
   absl::Status Validate() const;

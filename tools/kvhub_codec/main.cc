@@ -1,6 +1,7 @@
 // kvhub-codec: generate synthetic KV, encode/decode blocks, measure codec quality.
 //   kvhub-codec gen [--layers N --kv-heads N --head-dim N --tokens N --base-position P
-//                    --rope-base B --pairing neox|interleaved --seed S] out.kvraw
+//                    --rope-base B --pairing neox|interleaved --seed S --query-outlier F
+//                    --sink-attention F --outlier-pairs N] out.kvraw
 //       writes out.kvraw and its queries sidecar out.kvraw.kvq
 //   kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar]
 //                      in.kvraw out.kvb
@@ -71,7 +72,9 @@ absl::Status GetNum(const Args& a, const std::string& name, T* out) {
   auto it = a.opts.find(name);
   if (it == a.opts.end()) return absl::OkStatus();
   bool ok;
-  if constexpr (std::is_floating_point_v<T>) {
+  if constexpr (std::is_same_v<T, float>) {
+    ok = absl::SimpleAtof(it->second, out);
+  } else if constexpr (std::is_floating_point_v<T>) {
     ok = absl::SimpleAtod(it->second, out);
   } else {
     ok = absl::SimpleAtoi(it->second, out);
@@ -103,7 +106,8 @@ absl::StatusOr<CodecParams> Params(const Args& a, CodecId codec) {
 
 int Gen(const Args& a) {
   if (auto s = CheckKnown(a, {"--layers", "--kv-heads", "--head-dim", "--tokens",
-                              "--base-position", "--rope-base", "--pairing", "--seed"});
+                              "--base-position", "--rope-base", "--pairing", "--seed",
+                              "--query-outlier", "--sink-attention", "--outlier-pairs"});
       !s.ok()) {
     return Fail(s);
   }
@@ -112,7 +116,10 @@ int Gen(const Args& a) {
   for (auto s : {GetNum(a, "--layers", &c.layers), GetNum(a, "--kv-heads", &c.kv_heads),
                  GetNum(a, "--head-dim", &c.head_dim), GetNum(a, "--tokens", &c.tokens),
                  GetNum(a, "--base-position", &c.base_position),
-                 GetNum(a, "--rope-base", &c.rope_base), GetNum(a, "--seed", &c.seed)}) {
+                 GetNum(a, "--rope-base", &c.rope_base), GetNum(a, "--seed", &c.seed),
+                 GetNum(a, "--query-outlier", &c.query_outlier_frac),
+                 GetNum(a, "--sink-attention", &c.sink_attention),
+                 GetNum(a, "--outlier-pairs", &c.key_outlier_pairs)}) {
     if (!s.ok()) return Fail(s);
   }
   if (auto it = a.opts.find("--pairing"); it != a.opts.end()) {
