@@ -1,0 +1,361 @@
+// UCX data plane across real processes: byte-exact transfers, and a peer killed
+// in the middle of transfers costs only those transfers (errors, no hang), while
+// the survivor keeps working. The other process is this test binary re-executed
+// with KVHUB_UCX_CHILD set; it talks to the parent over two pipes.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/hash.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+
+namespace kvhub::transport {
+namespace {
+
+constexpr uint64_t kRegionBytes = 64ull << 20;
+constexpr uint64_t kBlock = 1ull << 20;
+
+// ---- length-prefixed messages over pipes
+bool WriteAll(int fd, const void* p, size_t n) {
+  const auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+bool ReadAll(int fd, void* p, size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+bool Send(int fd, const std::string& s) {
+  const uint64_t n = s.size();
+  return WriteAll(fd, &n, 8) && WriteAll(fd, s.data(), s.size());
+}
+bool Recv(int fd, std::string* s) {
+  uint64_t n = 0;
+  if (!ReadAll(fd, &n, 8) || n > (64u << 20)) return false;
+  s->resize(n);
+  return ReadAll(fd, s->data(), n);
+}
+
+void FillPattern(uint8_t* p, uint64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (uint64_t i = 0; i + 8 <= n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(p + i, &v, 8);
+  }
+}
+
+UcxConfig ConfigFor(const std::string& tls) {
+  UcxConfig c;
+  c.tls = tls;
+  c.op_timeout = absl::Seconds(3);
+  c.require_peer_failure_detection = tls == "tcp";
+  return c;
+}
+
+// ---- child roles (run before gtest's main, then _exit)
+[[noreturn]] void ChildServer(int in, int out, const std::string& tls) {
+  auto ctx = UcxContext::Create(ServerUcxConfig(ConfigFor(tls)));
+  if (!ctx.ok()) _exit(10);
+  std::vector<uint8_t> region(kRegionBytes);
+  FillPattern(region.data(), region.size(), 42);
+  auto mem = (*ctx)->Register(region.data(), region.size());
+  if (!mem.ok()) _exit(11);
+  UcxWorker::Options o;
+  o.served = {mem->get()};
+  auto w = UcxWorker::Create(ctx->get(), o);
+  if (!w.ok()) _exit(12);
+  const RemoteRegionInfo r = (*w)->ServedRegions()[0];
+  std::string client_addr;
+  if (!Send(out, (*w)->address()) || !Send(out, r.packed_rkey) || !Send(out, absl::StrCat(r.base)) ||
+      !Recv(in, &client_addr)) {
+    _exit(13);
+  }
+  auto conn = (*w)->Accept(client_addr);
+  if (!conn.ok() || !Send(out, absl::StrCat(*conn))) _exit(14);
+  std::string cmd;
+  Recv(in, &cmd);  // serve until the parent says anything or closes the pipe
+  _exit(0);
+}
+
+[[noreturn]] void ChildClient(int in, int out, const std::string& tls) {
+  auto ctx = UcxContext::Create(ConfigFor(tls));
+  if (!ctx.ok()) _exit(20);
+  auto w = UcxWorker::Create(ctx->get(), {});
+  if (!w.ok()) _exit(21);
+  PeerInfo info;
+  std::string rkey, base, conn;
+  if (!Recv(in, &info.worker_address) || !Recv(in, &rkey) || !Recv(in, &base) ||
+      !Send(out, (*w)->address()) || !Recv(in, &conn)) {
+    _exit(22);
+  }
+  RemoteRegionInfo r;
+  r.size = kRegionBytes;
+  r.packed_rkey = rkey;
+  if (!absl::SimpleAtoi(base, &r.base) || !absl::SimpleAtoi(conn, &info.conn_id)) _exit(23);
+  info.regions = {r};
+  auto peer = (*w)->Connect(info);
+  if (!peer.ok()) _exit(24);
+  if (!Send(out, "fetching")) _exit(25);
+  std::vector<uint8_t> dst(8 * kBlock);
+  for (uint64_t i = 0;; ++i) {  // until killed
+    std::vector<Transfer> ts;
+    for (int b = 0; b < 8; ++b) {
+      ts.push_back({TransferKind::kGet, UcxPath::kAuto, 0, ((i * 8 + b) % 64) * kBlock, kBlock,
+                    dst.data() + b * kBlock});
+    }
+    std::vector<absl::Status> results(ts.size());
+    (void)(*w)->Execute(*peer, ts, std::span<absl::Status>(results));
+  }
+}
+
+int MaybeRunChild() {
+  const char* role = std::getenv("KVHUB_UCX_CHILD");
+  if (role == nullptr) return 0;
+  int in = -1, out = -1;
+  const char* fds = std::getenv("KVHUB_UCX_CHILD_FDS");
+  if (fds == nullptr || std::sscanf(fds, "%d,%d", &in, &out) != 2) _exit(2);
+  const char* tls = std::getenv("KVHUB_UCX_CHILD_TLS");
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (std::strcmp(role, "server") == 0) ChildServer(in, out, tls != nullptr ? tls : "tcp");
+  if (std::strcmp(role, "client") == 0) ChildClient(in, out, tls != nullptr ? tls : "tcp");
+  _exit(3);
+}
+[[maybe_unused]] const int kChildHook = MaybeRunChild();
+
+// ---- parent side
+struct Child {
+  pid_t pid = -1;
+  int to = -1, from = -1;
+  ~Child() {
+    if (to >= 0) close(to);
+    if (from >= 0) close(from);
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+std::unique_ptr<Child> Spawn(const std::string& role, const std::string& tls) {
+  int down[2], up[2];
+  if (pipe(down) != 0 || pipe(up) != 0) return nullptr;
+  auto c = std::make_unique<Child>();
+  c->pid = fork();
+  if (c->pid == 0) {
+    close(down[1]);
+    close(up[0]);
+    setenv("KVHUB_UCX_CHILD", role.c_str(), 1);
+    setenv("KVHUB_UCX_CHILD_TLS", tls.c_str(), 1);
+    setenv("KVHUB_UCX_CHILD_FDS", absl::StrCat(down[0], ",", up[1]).c_str(), 1);
+    execl("/proc/self/exe", "ucx_process_test_child", nullptr);
+    _exit(4);
+  }
+  close(down[0]);
+  close(up[1]);
+  c->to = down[1];
+  c->from = up[0];
+  return c;
+}
+
+class UcxProcessTest : public ::testing::TestWithParam<const char*> {};
+
+// A server in another process: byte-exact gets and puts, then the server is
+// killed while a stream of batches is in flight.
+TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
+  const std::string tls = GetParam();
+  if (tls != "tcp") {
+    // UCX 1.13 has no peer failure detection on shared memory, and its CMA copy
+    // from a process that died aborts the copying process (cma_ep.c fatal error).
+    // The shard never copies (ServerUcxConfig), so only this direction is unsafe;
+    // docs/transport.md says so. Byte-exactness on shared memory is covered by
+    // ClientKilledMidTransferLeavesServerServing and ucx_transfer_test.
+    GTEST_SKIP() << "a client on UCX 1.13 shared memory cannot survive its shard dying mid-copy";
+  }
+  auto child = Spawn("server", tls);
+  ASSERT_NE(child, nullptr);
+  auto ctx = UcxContext::Create(ConfigFor(tls));
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto w = UcxWorker::Create(ctx->get(), {});
+  ASSERT_TRUE(w.ok()) << w.status();
+
+  PeerInfo info;
+  std::string rkey, base, conn;
+  ASSERT_TRUE(Recv(child->from, &info.worker_address));
+  ASSERT_TRUE(Recv(child->from, &rkey));
+  ASSERT_TRUE(Recv(child->from, &base));
+  ASSERT_TRUE(Send(child->to, (*w)->address()));
+  ASSERT_TRUE(Recv(child->from, &conn));
+  RemoteRegionInfo r;
+  r.size = kRegionBytes;
+  r.packed_rkey = rkey;
+  ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
+  ASSERT_TRUE(absl::SimpleAtoi(conn, &info.conn_id));
+  info.regions = {r};
+  auto peer = (*w)->Connect(info);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+
+  // Byte-exact get of the whole region against the pattern the child wrote.
+  std::vector<uint8_t> want(kRegionBytes);
+  FillPattern(want.data(), want.size(), 42);
+  std::vector<uint8_t> got(kRegionBytes, 0);
+  {
+    std::vector<Transfer> ts;
+    for (uint64_t off = 0; off < kRegionBytes; off += 4 * kBlock) {
+      ts.push_back({TransferKind::kGet, UcxPath::kAuto, 0, off, 4 * kBlock, got.data() + off});
+    }
+    std::vector<absl::Status> results(ts.size());
+    ASSERT_TRUE((*w)->Execute(*peer, ts, std::span<absl::Status>(results)).ok());
+    for (auto& st : results) ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(Xxh3_64(got.data(), got.size()), Xxh3_64(want.data(), want.size()));
+  }
+  // Put a block, read it back.
+  {
+    std::vector<uint8_t> src(kBlock + 123), back(kBlock + 123);
+    FillPattern(src.data(), src.size(), 7);
+    Transfer put{TransferKind::kPut, UcxPath::kAuto, 0, 5 * kBlock + 1, src.size(), src.data()};
+    Transfer get{TransferKind::kGet, UcxPath::kAuto, 0, 5 * kBlock + 1, back.size(), back.data()};
+    absl::Status st;
+    ASSERT_TRUE((*w)->Execute(*peer, {&put, 1}, {&st, 1}).ok());
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_TRUE((*w)->Execute(*peer, {&get, 1}, {&st, 1}).ok());
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(std::memcmp(src.data(), back.data(), src.size()), 0);
+  }
+
+  // Kill the server while batches are in flight.
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0}, ok{0};
+  std::thread fetcher([&] {
+    std::vector<uint8_t> dst(16 * kBlock);
+    while (!stop.load()) {
+      std::vector<Transfer> ts;
+      for (int b = 0; b < 16; ++b) {
+        ts.push_back({TransferKind::kGet, UcxPath::kAuto, 0, b * kBlock, kBlock, dst.data() + b * kBlock});
+      }
+      std::vector<absl::Status> results(ts.size());
+      if (!(*w)->Execute(*peer, ts, std::span<absl::Status>(results)).ok()) {
+        failed.fetch_add(1);
+        continue;
+      }
+      for (auto& st : results) (st.ok() ? ok : failed).fetch_add(1);
+      if (failed.load() > 0) return;
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(100));
+  kill(child->pid, SIGKILL);
+  waitpid(child->pid, nullptr, 0);
+  child->pid = -1;
+  const absl::Time killed = absl::Now();
+  while (failed.load() == 0 && absl::Now() - killed < absl::Seconds(15)) absl::SleepFor(absl::Milliseconds(10));
+  stop.store(true);
+  fetcher.join();
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(failed.load(), 0) << "transfers to a dead server must fail, not hang";
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
+
+  // The worker survives: a new server process is reachable from the same worker.
+  auto child2 = Spawn("server", tls);
+  ASSERT_NE(child2, nullptr);
+  PeerInfo info2;
+  ASSERT_TRUE(Recv(child2->from, &info2.worker_address));
+  ASSERT_TRUE(Recv(child2->from, &rkey));
+  ASSERT_TRUE(Recv(child2->from, &base));
+  ASSERT_TRUE(Send(child2->to, (*w)->address()));
+  ASSERT_TRUE(Recv(child2->from, &conn));
+  r.packed_rkey = rkey;
+  ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
+  ASSERT_TRUE(absl::SimpleAtoi(conn, &info2.conn_id));
+  info2.regions = {r};
+  auto peer2 = (*w)->Connect(info2);
+  ASSERT_TRUE(peer2.ok()) << peer2.status();
+  std::vector<uint8_t> one(kBlock);
+  Transfer t{TransferKind::kGet, UcxPath::kAuto, 0, 0, kBlock, one.data()};
+  absl::Status st;
+  ASSERT_TRUE((*w)->Execute(*peer2, {&t, 1}, {&st, 1}).ok());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(std::memcmp(one.data(), want.data(), kBlock), 0);
+}
+
+// A client in another process is killed while fetching; the server keeps serving others.
+TEST_P(UcxProcessTest, ClientKilledMidTransferLeavesServerServing) {
+  const std::string tls = GetParam();
+  auto ctx = UcxContext::Create(ServerUcxConfig(ConfigFor(tls)));
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  std::vector<uint8_t> region(kRegionBytes);
+  FillPattern(region.data(), region.size(), 42);
+  auto mem = (*ctx)->Register(region.data(), region.size());
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  UcxWorker::Options o;
+  o.served = {mem->get()};
+  auto server = UcxWorker::Create(ctx->get(), o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const RemoteRegionInfo r = (*server)->ServedRegions()[0];
+
+  auto child = Spawn("client", tls);
+  ASSERT_NE(child, nullptr);
+  std::string client_addr, msg;
+  ASSERT_TRUE(Send(child->to, (*server)->address()));
+  ASSERT_TRUE(Send(child->to, r.packed_rkey));
+  ASSERT_TRUE(Send(child->to, absl::StrCat(r.base)));
+  ASSERT_TRUE(Recv(child->from, &client_addr));
+  auto conn = (*server)->Accept(client_addr);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  ASSERT_TRUE(Send(child->to, absl::StrCat(*conn)));
+  ASSERT_TRUE(Recv(child->from, &msg));
+  ASSERT_EQ(msg, "fetching");
+  absl::SleepFor(absl::Milliseconds(200));
+  kill(child->pid, SIGKILL);
+  waitpid(child->pid, nullptr, 0);
+  child->pid = -1;
+
+  // A new in-process client still gets byte-exact data.
+  auto cctx = UcxContext::Create(ConfigFor(tls));
+  ASSERT_TRUE(cctx.ok());
+  auto client = UcxWorker::Create(cctx->get(), {});
+  ASSERT_TRUE(client.ok());
+  auto conn2 = (*server)->Accept((*client)->address());
+  ASSERT_TRUE(conn2.ok()) << conn2.status();
+  auto peer = (*client)->Connect({(*server)->address(), (*server)->ServedRegions(), *conn2});
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  std::vector<uint8_t> dst(4 * kBlock);
+  for (int i = 0; i < 10; ++i) {
+    Transfer t{TransferKind::kGet, UcxPath::kAuto, 0, i * kBlock, dst.size(), dst.data()};
+    absl::Status st;
+    ASSERT_TRUE((*client)->Execute(*peer, {&t, 1}, {&st, 1}).ok());
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(std::memcmp(dst.data(), region.data() + i * kBlock, dst.size()), 0);
+  }
+  EXPECT_GT((*server)->Stats().served_get_bytes + (*client)->Stats().get_bytes_rma, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxProcessTest, ::testing::Values("tcp", "posix,cma"),
+                         [](const auto& p) { return std::string(p.param) == "tcp" ? "tcp" : "posix_cma"; });
+
+}  // namespace
+}  // namespace kvhub::transport

@@ -1,0 +1,221 @@
+// Byte-exact transfers between two UCX workers in one process, over tcp and over
+// shared memory, on both protocols (RMA and active messages).
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "common/hash.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+
+namespace kvhub::transport {
+namespace {
+
+struct Param {
+  const char* tls;
+  UcxPath path;
+};
+
+std::string Name(const ::testing::TestParamInfo<Param>& p) {
+  std::string tls = p.param.tls;
+  for (char& c : tls) if (c == ',') c = '_';
+  return tls + "_" + std::string(UcxPathName(p.param.path));
+}
+
+class UcxTransferTest : public ::testing::TestWithParam<Param> {
+ protected:
+  static constexpr uint64_t kRegionBytes = 8ull << 20;
+
+  void SetUp() override {
+    UcxConfig cfg;
+    cfg.tls = GetParam().tls;
+    cfg.get_path = GetParam().path;
+    cfg.put_path = GetParam().path;
+    cfg.op_timeout = absl::Seconds(5);
+    cfg.require_peer_failure_detection = std::string(GetParam().tls) == "tcp";
+    auto sctx = UcxContext::Create(ServerUcxConfig(cfg));
+    ASSERT_TRUE(sctx.ok()) << sctx.status();
+    server_ctx_ = std::move(*sctx);
+    auto cctx = UcxContext::Create(cfg);
+    ASSERT_TRUE(cctx.ok()) << cctx.status();
+    client_ctx_ = std::move(*cctx);
+
+    for (int r = 0; r < 2; ++r) {
+      regions_.emplace_back(kRegionBytes);
+      std::mt19937_64 rng(r + 1);
+      for (size_t i = 0; i < kRegionBytes; i += 8) {
+        const uint64_t v = rng();
+        std::memcpy(regions_.back().data() + i, &v, 8);
+      }
+      auto mem = server_ctx_->Register(regions_.back().data(), kRegionBytes);
+      ASSERT_TRUE(mem.ok()) << mem.status();
+      mems_.push_back(std::move(*mem));
+    }
+    UcxWorker::Options so;
+    so.name = "server";
+    for (auto& m : mems_) so.served.push_back(m.get());
+    auto sw = UcxWorker::Create(server_ctx_.get(), so);
+    ASSERT_TRUE(sw.ok()) << sw.status();
+    server_ = std::move(*sw);
+    auto cw = UcxWorker::Create(client_ctx_.get(), {.name = "client"});
+    ASSERT_TRUE(cw.ok()) << cw.status();
+    client_ = std::move(*cw);
+
+    auto conn = server_->Accept(client_->address());
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    auto peer = client_->Connect({server_->address(), server_->ServedRegions(), *conn});
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    peer_ = *peer;
+  }
+
+  void TearDown() override {
+    client_.reset();
+    server_.reset();
+    mems_.clear();
+  }
+
+  std::unique_ptr<UcxContext> server_ctx_, client_ctx_;
+  std::vector<std::vector<uint8_t>> regions_;
+  std::vector<std::unique_ptr<UcxMemory>> mems_;
+  std::unique_ptr<UcxWorker> server_, client_;
+  PeerId peer_ = 0;
+};
+
+TEST_P(UcxTransferTest, ReportsTransportAndPath) {
+  auto tls = client_->PeerTransports(peer_);
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_NE(*tls, "unknown");
+  auto path = client_->ResolvedPath(peer_, TransferKind::kGet);
+  ASSERT_TRUE(path.ok());
+  EXPECT_EQ(*path, GetParam().path);
+  std::printf("transports: %s\n", tls->c_str());
+}
+
+TEST_P(UcxTransferTest, GetIsByteExact) {
+  const std::vector<std::pair<uint32_t, std::pair<uint64_t, uint64_t>>> cases = {
+      {0, {0, 1}}, {0, {13, 4096}}, {1, {4096, 100000}}, {0, {1 << 20, 1 << 20}},
+      {1, {kRegionBytes - (3 << 20) - 7, (3 << 20) + 7}}};
+  std::vector<std::vector<uint8_t>> dst;
+  std::vector<Transfer> ts;
+  for (const auto& [region, range] : cases) {
+    dst.emplace_back(range.second, 0xEE);
+    ts.push_back({TransferKind::kGet, UcxPath::kAuto, region, range.first, range.second, dst.back().data()});
+  }
+  std::vector<absl::Status> results(ts.size());
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i];
+    const uint8_t* want = regions_[ts[i].region].data() + ts[i].offset;
+    EXPECT_EQ(Xxh3_64(dst[i].data(), ts[i].size), Xxh3_64(want, ts[i].size)) << i;
+    EXPECT_EQ(std::memcmp(dst[i].data(), want, ts[i].size), 0) << i;
+  }
+  const UcxWorkerStats s = client_->Stats();
+  uint64_t total = 0;
+  for (auto& t : ts) total += t.size;
+  EXPECT_EQ(GetParam().path == UcxPath::kRma ? s.get_bytes_rma : s.get_bytes_am, total);
+  if (GetParam().path == UcxPath::kAm) {
+    EXPECT_EQ(server_->Stats().served_get_bytes, total);
+  }
+}
+
+TEST_P(UcxTransferTest, PutIsByteExactAndLeavesNeighboursIntact) {
+  const std::vector<uint8_t> before = regions_[1];
+  std::vector<std::vector<uint8_t>> src;
+  std::vector<Transfer> ts;
+  const std::vector<std::pair<uint64_t, uint64_t>> ranges = {{100, 1}, {5000, 4096}, {1 << 20, (2 << 20) + 3}};
+  std::mt19937 rng(7);
+  for (const auto& [off, size] : ranges) {
+    src.emplace_back(size);
+    for (auto& b : src.back()) b = static_cast<uint8_t>(rng());
+    ts.push_back({TransferKind::kPut, UcxPath::kAuto, 1, off, size, src.back().data()});
+  }
+  std::vector<absl::Status> results(ts.size());
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  std::vector<uint8_t> want = before;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i];
+    std::memcpy(want.data() + ts[i].offset, src[i].data(), ts[i].size);
+  }
+  EXPECT_TRUE(want == regions_[1]);
+}
+
+TEST_P(UcxTransferTest, OutOfRangeTransfersFailAlone) {
+  std::vector<uint8_t> a(4096), b(4096);
+  std::vector<Transfer> ts = {
+      {TransferKind::kGet, UcxPath::kAuto, 0, kRegionBytes - 10, 4096, a.data()},  // past the end
+      {TransferKind::kGet, UcxPath::kAuto, 7, 0, 4096, a.data()},                  // no such region
+      {TransferKind::kGet, UcxPath::kAuto, 0, 0, 4096, b.data()},                  // fine
+  };
+  std::vector<absl::Status> results(ts.size());
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  EXPECT_EQ(results[0].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(results[1].code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(results[2].ok()) << results[2];
+  EXPECT_EQ(std::memcmp(b.data(), regions_[0].data(), 4096), 0);
+}
+
+TEST_P(UcxTransferTest, ManyConcurrentCallers) {
+  constexpr int kThreads = 8, kIters = 20;
+  constexpr uint64_t kBlock = 256 << 10;
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> dst(kBlock);
+      for (int i = 0; i < kIters; ++i) {
+        const uint64_t off = ((t * kIters + i) % 30) * kBlock;
+        Transfer tr{TransferKind::kGet, UcxPath::kAuto, static_cast<uint32_t>(i % 2), off, kBlock, dst.data()};
+        absl::Status st;
+        if (!client_->Execute(peer_, {&tr, 1}, {&st, 1}).ok() || !st.ok() ||
+            std::memcmp(dst.data(), regions_[i % 2].data() + off, kBlock) != 0) {
+          bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST_P(UcxTransferTest, RegisteredClientBuffersAreUsed) {
+  std::vector<uint8_t> dst(1 << 20);
+  ASSERT_TRUE(client_->registrations().Register(dst.data(), dst.size()).ok());
+  Transfer tr{TransferKind::kGet, UcxPath::kAuto, 0, 0, dst.size(), dst.data()};
+  absl::Status st;
+  ASSERT_TRUE(client_->Execute(peer_, {&tr, 1}, {&st, 1}).ok());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(std::memcmp(dst.data(), regions_[0].data(), dst.size()), 0);
+  EXPECT_GE(client_->registrations().hits(), 1u);
+  ASSERT_TRUE(client_->registrations().Unregister(dst.data()).ok());
+}
+
+TEST_P(UcxTransferTest, IdleWorkerSleeps) {
+  const uint64_t before = client_->Stats().wakeups + server_->Stats().wakeups;
+  absl::SleepFor(absl::Milliseconds(500));
+  const uint64_t after = client_->Stats().wakeups + server_->Stats().wakeups;
+  // idle_wakeup is 200 ms: a sleeping worker wakes a few times, a spinning one millions.
+  EXPECT_LT(after - before, 50u);
+}
+
+TEST_P(UcxTransferTest, DisconnectedPeerFailsCleanly) {
+  ASSERT_TRUE(client_->Disconnect(peer_).ok());
+  std::vector<uint8_t> dst(4096);
+  Transfer tr{TransferKind::kGet, UcxPath::kAuto, 0, 0, 4096, dst.data()};
+  absl::Status st;
+  ASSERT_TRUE(client_->Execute(peer_, {&tr, 1}, {&st, 1}).ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client_->Disconnect(peer_).code(), absl::StatusCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxTransferTest,
+                         ::testing::Values(Param{"tcp", UcxPath::kAm}, Param{"tcp", UcxPath::kRma},
+                                           Param{"posix,cma", UcxPath::kAm}, Param{"posix,cma", UcxPath::kRma},
+                                           Param{"sysv,cma", UcxPath::kAm}),
+                         Name);
+
+}  // namespace
+}  // namespace kvhub::transport

@@ -1,0 +1,59 @@
+#include "transport/ucx_config.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::transport {
+
+absl::string_view UcxPathName(UcxPath path) {
+  switch (path) {
+    case UcxPath::kAuto: return "auto";
+    case UcxPath::kRma: return "rma";
+    case UcxPath::kAm: return "am";
+  }
+  return "unknown";
+}
+
+absl::string_view UcxProgressModeName(UcxProgressMode mode) {
+  switch (mode) {
+    case UcxProgressMode::kSleep: return "sleep";
+    case UcxProgressMode::kPoll: return "poll";
+  }
+  return "unknown";
+}
+
+absl::Status UcxConfig::Validate() const {
+  if (idle_wakeup < absl::Milliseconds(1) || idle_wakeup > absl::Seconds(10)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx idle_wakeup must be in [1ms, 10s], got ", absl::FormatDuration(idle_wakeup)));
+  }
+  if (op_timeout <= absl::ZeroDuration() || op_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx op_timeout must be in (0, 1h], got ", absl::FormatDuration(op_timeout)));
+  }
+  for (char c : tls) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == ',' || c == '_' || c == '^' || c == ':';
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("ucx tls has a bad character: '", tls, "'"));
+  }
+  for (const auto& [name, value] : options) {
+    if (name.empty() || name.rfind("UCX_", 0) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ucx option name must be non-empty and without the UCX_ prefix: '", name, "'"));
+    }
+  }
+  if (registration_cache_entries > 1u << 20) {
+    return absl::InvalidArgumentError("ucx registration_cache_entries must be <= 1048576");
+  }
+  return absl::OkStatus();
+}
+
+UcxConfig ServerUcxConfig(UcxConfig config) {
+  if (config.require_peer_failure_detection) return config;
+  for (const auto& [name, value] : config.options) {
+    if (name == "RNDV_SCHEME") return config;
+  }
+  config.options.emplace_back("RNDV_SCHEME", "put_zcopy");
+  return config;
+}
+
+}  // namespace kvhub::transport

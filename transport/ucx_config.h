@@ -1,0 +1,75 @@
+#pragma once
+// UcxConfig: how the UCX data plane is set up (docs/transport.md).
+//
+// Plain value type; not synchronized. Validate() before use (UcxContext::Create does).
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace kvhub::transport {
+
+// How a worker's progress thread waits for work.
+enum class UcxProgressMode : uint8_t {
+  kSleep = 0,  // ucp_worker_arm + epoll on ucp_worker_get_efd; no CPU while idle (default)
+  kPoll = 1,   // spin on ucp_worker_progress; lowest latency, burns one core; benchmarks only
+};
+
+// Which UCX protocol moves a block's bytes.
+enum class UcxPath : uint8_t {
+  kAuto = 0,  // per peer, from the lanes UCX picked (see docs/transport.md "RMA or AM")
+  kRma = 1,   // one-sided ucp_get_nbx / ucp_put_nbx + flush against the shard's rkeys
+  kAm = 2,    // active message request; the bytes travel as an AM (rendezvous for large blocks)
+};
+
+absl::string_view UcxPathName(UcxPath path);
+absl::string_view UcxProgressModeName(UcxProgressMode mode);
+
+struct UcxConfig {
+  // false: UCX is never initialized; callers use the gRPC stream path.
+  bool enabled = true;
+  // Passed to UCX as its TLS option (the same as UCX_TLS), e.g. "tcp", "posix,cma",
+  // "rc,sm". Empty: UCX's own default, which honours the UCX_TLS environment variable.
+  std::string tls;
+  // Further UCX context options (name without the UCX_ prefix, value), e.g.
+  // {"RNDV_THRESH", "64K"}. Applied after `tls`; a bad value fails Create() (UCX
+  // itself only warns about names it does not know).
+  std::vector<std::pair<std::string, std::string>> options;
+  UcxProgressMode progress_mode = UcxProgressMode::kSleep;
+  // Longest a sleeping progress thread waits without an event (a safety net only;
+  // events and submissions wake it at once). 1 ms .. 10 s. Default 200 ms.
+  absl::Duration idle_wakeup = absl::Milliseconds(200);
+  // Deadline of one batch of transfers when the caller gives none. Default 10 s.
+  absl::Duration op_timeout = absl::Seconds(10);
+  // Per-direction choice of protocol; kAuto picks by transport (docs/transport.md).
+  UcxPath get_path = UcxPath::kAuto;
+  UcxPath put_path = UcxPath::kAuto;
+  // Endpoints use UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails transfers
+  // instead of hanging them and timed-out transfers can be cancelled. UCX 1.13
+  // offers that on tcp and RDMA (rc/dc) but not on shared memory (posix/sysv AM
+  // lanes; cma RMA lanes are dropped in that mode). false lets a peer that no
+  // transport reaches in PEER mode be connected without failure detection
+  // (UCP_ERR_HANDLING_MODE_NONE, e.g. UCX_TLS=posix,cma); such a peer is marked
+  // "nofail" in its transport description. Default true.
+  bool require_peer_failure_detection = true;
+  // Client buffers kept registered (ucp_mem_map) by the registration cache; the
+  // least recently used registration is dropped beyond this. 0 disables the cache.
+  uint32_t registration_cache_entries = 256;
+
+  // OK, or INVALID_ARGUMENT naming the first bad field.
+  absl::Status Validate() const;
+};
+
+// The config a serving process (kvhubd) should use: when peers may be connected
+// without failure detection (shared memory on UCX 1.13), rendezvous uses the
+// put scheme (RNDV_SCHEME=put_zcopy, unless set) so the *client* performs every
+// CMA copy in both directions: UCX 1.13 aborts a process whose CMA copy hits a
+// dead peer, and this keeps that process from ever being the shard.
+UcxConfig ServerUcxConfig(UcxConfig config);
+
+}  // namespace kvhub::transport

@@ -1,0 +1,67 @@
+#include "transport/ucx_config.h"
+
+#include <gtest/gtest.h>
+
+#include "transport/ucx_context.h"
+
+namespace kvhub::transport {
+namespace {
+
+TEST(UcxConfigTest, DefaultsValidate) { EXPECT_TRUE(UcxConfig{}.Validate().ok()); }
+
+TEST(UcxConfigTest, RejectsBadFields) {
+  UcxConfig c;
+  c.idle_wakeup = absl::ZeroDuration();
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = UcxConfig{};
+  c.op_timeout = absl::ZeroDuration();
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = UcxConfig{};
+  c.tls = "tcp;rm -rf";
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = UcxConfig{};
+  c.options = {{"UCX_TLS", "tcp"}};
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(UcxContextTest, DisabledIsFailedPrecondition) {
+  UcxConfig c;
+  c.enabled = false;
+  EXPECT_EQ(UcxContext::Create(c).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(UcxContextTest, UnknownTransportIsAnError) {
+  UcxConfig c;
+  c.tls = "no_such_transport";
+  auto ctx = UcxContext::Create(c);
+  // UCX either refuses the TLS at init or finds no usable resource.
+  EXPECT_FALSE(ctx.ok());
+}
+
+TEST(UcxContextTest, OptionsArePassedToUcx) {
+  UcxConfig c;
+  c.tls = "tcp";
+  c.options = {{"RNDV_THRESH", "64K"}};
+  EXPECT_TRUE(UcxContext::Create(c).ok());
+  c.options = {{"RNDV_THRESH", "not-a-size"}};
+  EXPECT_EQ(UcxContext::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(UcxContextTest, RegistersMemoryAndPacksRkey) {
+  UcxConfig c;
+  c.tls = "tcp";
+  auto ctx = UcxContext::Create(c);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  std::vector<uint8_t> buf(1 << 20);
+  auto mem = (*ctx)->Register(buf.data(), buf.size());
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  EXPECT_EQ((*mem)->base(), buf.data());
+  EXPECT_EQ((*mem)->size(), buf.size());
+  EXPECT_FALSE((*mem)->packed_rkey().empty());
+  EXPECT_TRUE((*mem)->Contains(buf.data() + 10, 100));
+  EXPECT_FALSE((*mem)->Contains(buf.data() + buf.size() - 10, 100));
+  EXPECT_EQ((*ctx)->Register(nullptr, 10).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvhub::transport

@@ -1,0 +1,109 @@
+#include "transport/ucx_context.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace kvhub::transport {
+
+absl::Status UcsToStatus(ucs_status_t st, absl::string_view what) {
+  if (st == UCS_OK) return absl::OkStatus();
+  const std::string msg = absl::StrCat(what, ": ", ucs_status_string(st));
+  switch (st) {
+    case UCS_ERR_TIMED_OUT:
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+      return absl::DeadlineExceededError(msg);
+    case UCS_ERR_CANCELED:
+      return absl::CancelledError(msg);
+    case UCS_ERR_INVALID_PARAM:
+      return absl::InvalidArgumentError(msg);
+    case UCS_ERR_NO_MEMORY:
+    case UCS_ERR_EXCEEDS_LIMIT:
+      return absl::ResourceExhaustedError(msg);
+    case UCS_ERR_UNSUPPORTED:
+      return absl::UnimplementedError(msg);
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_NO_DEVICE:
+    case UCS_ERR_NO_RESOURCE:
+    case UCS_ERR_IO_ERROR:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& config) {
+  if (!config.enabled) return absl::FailedPreconditionError("ucx is disabled in the config");
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+
+  ucp_config_t* ucfg = nullptr;
+  ucs_status_t st = ucp_config_read(nullptr, nullptr, &ucfg);
+  if (st != UCS_OK) return UcsToStatus(st, "ucp_config_read");
+  auto release_cfg = [&] { ucp_config_release(ucfg); };
+  if (!config.tls.empty()) {
+    st = ucp_config_modify(ucfg, "TLS", config.tls.c_str());
+    if (st != UCS_OK) {
+      release_cfg();
+      return absl::InvalidArgumentError(absl::StrCat("ucx tls '", config.tls, "': ", ucs_status_string(st)));
+    }
+  }
+  for (const auto& [name, value] : config.options) {
+    st = ucp_config_modify(ucfg, name.c_str(), value.c_str());
+    if (st != UCS_OK) {
+      release_cfg();
+      return absl::InvalidArgumentError(
+          absl::StrCat("ucx option ", name, "=", value, ": ", ucs_status_string(st)));
+    }
+  }
+
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.mt_workers_shared = 1;
+  params.name = "kvhub";
+  ucp_context_h context = nullptr;
+  st = ucp_init(&params, ucfg, &context);
+  release_cfg();
+  if (st != UCS_OK) {
+    return absl::UnavailableError(absl::StrCat("ucp_init (tls='", config.tls, "'): ", ucs_status_string(st)));
+  }
+  return std::unique_ptr<UcxContext>(new UcxContext(config, context));
+}
+
+UcxContext::~UcxContext() { ucp_cleanup(context_); }
+
+std::string UcxContext::tls_description() const {
+  if (!config_.tls.empty()) return config_.tls;
+  const char* env = std::getenv("UCX_TLS");
+  return env != nullptr ? absl::StrCat("env:", env) : "default";
+}
+
+absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Register(void* base, uint64_t size) {
+  if (base == nullptr || size == 0) return absl::InvalidArgumentError("ucx register: null or empty range");
+  ucp_mem_map_params_t mp{};
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                  UCP_MEM_MAP_PARAM_FIELD_PROT;
+  mp.address = base;
+  mp.length = size;
+  mp.prot = UCP_MEM_MAP_PROT_LOCAL_READ | UCP_MEM_MAP_PROT_LOCAL_WRITE | UCP_MEM_MAP_PROT_REMOTE_READ |
+            UCP_MEM_MAP_PROT_REMOTE_WRITE;
+  ucp_mem_h memh = nullptr;
+  ucs_status_t st = ucp_mem_map(context_, &mp, &memh);
+  if (st != UCS_OK) return UcsToStatus(st, "ucp_mem_map");
+  void* rkey_buf = nullptr;
+  size_t rkey_len = 0;
+  st = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);
+  if (st != UCS_OK) {
+    ucp_mem_unmap(context_, memh);
+    return UcsToStatus(st, "ucp_rkey_pack");
+  }
+  std::string packed(static_cast<const char*>(rkey_buf), rkey_len);
+  ucp_rkey_buffer_release(rkey_buf);
+  return std::make_unique<UcxMemory>(context_, memh, base, size, std::move(packed));
+}
+
+}  // namespace kvhub::transport

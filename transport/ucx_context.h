@@ -1,0 +1,51 @@
+#pragma once
+// UcxContext: one UCP context per process (features RMA, AM, WAKEUP), configured
+// from UcxConfig (TLS passthrough), and memory registration against it.
+//
+// Thread safety: the context is created with mt_workers_shared, so Register()
+// and several UcxWorkers on different threads may use it concurrently.
+// Ownership: must outlive every UcxWorker and UcxMemory created from it.
+// Failure: Create() returns UNAVAILABLE when UCX cannot initialize (no usable
+// transport for the requested TLS); callers then run gRPC only.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ucp/api/ucp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "transport/ucx_config.h"
+#include "transport/ucx_memory.h"
+
+namespace kvhub::transport {
+
+// A UCX status as an absl::Status with `what` as context.
+absl::Status UcsToStatus(ucs_status_t st, absl::string_view what);
+
+class UcxContext {
+ public:
+  // FAILED_PRECONDITION if config.enabled is false; INVALID_ARGUMENT for a bad
+  // config or an unknown UCX option; UNAVAILABLE if UCX fails to initialize.
+  static absl::StatusOr<std::unique_ptr<UcxContext>> Create(const UcxConfig& config);
+  ~UcxContext();
+  UcxContext(const UcxContext&) = delete;
+  UcxContext& operator=(const UcxContext&) = delete;
+
+  // Registers existing memory [base, base+size) for local and remote read/write
+  // and packs its rkey. INVALID_ARGUMENT for null/empty; INTERNAL on UCX failure.
+  absl::StatusOr<std::unique_ptr<UcxMemory>> Register(void* base, uint64_t size);
+
+  ucp_context_h get() const { return context_; }
+  const UcxConfig& config() const { return config_; }
+  // The TLS this context was asked for ("" = UCX default / UCX_TLS env).
+  std::string tls_description() const;
+
+ private:
+  UcxContext(const UcxConfig& config, ucp_context_h context) : config_(config), context_(context) {}
+  UcxConfig config_;
+  ucp_context_h context_;
+};
+
+}  // namespace kvhub::transport

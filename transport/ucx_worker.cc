@@ -1,0 +1,1013 @@
+#include "transport/ucx_worker.h"
+
+#include <poll.h>
+#include <stdio.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
+
+namespace kvhub::transport {
+namespace {
+
+// Active message ids (docs/transport.md "Wire format").
+constexpr unsigned kAmGetReq = 11;   // client -> server: header only
+constexpr unsigned kAmGetResp = 12;  // server -> client: header + the block's bytes
+constexpr unsigned kAmPutReq = 13;   // client -> server: header + the block's bytes
+constexpr unsigned kAmPutResp = 14;  // server -> client: header only
+constexpr uint32_t kAmMagic = 0x3148564b;  // "KVH1" little-endian
+
+struct AmRequestHeader {
+  uint32_t magic;
+  uint32_t region;
+  uint64_t conn_id;
+  uint64_t req_id;
+  uint64_t offset;
+  uint64_t size;
+};
+
+struct AmResponseHeader {
+  uint32_t magic;
+  int32_t code;  // absl::StatusCode
+  uint64_t req_id;
+  uint64_t size;
+  char message[96];  // NUL-terminated error text when code != 0
+};
+
+AmResponseHeader MakeResponse(uint64_t req_id, const absl::Status& st, uint64_t size) {
+  AmResponseHeader h{};
+  h.magic = kAmMagic;
+  h.code = static_cast<int32_t>(st.code());
+  h.req_id = req_id;
+  h.size = size;
+  const absl::string_view msg = st.message();
+  const size_t n = std::min(msg.size(), sizeof(h.message) - 1);
+  std::memcpy(h.message, msg.data(), n);
+  h.message[n] = '\0';
+  return h;
+}
+
+absl::Status ResponseStatus(const AmResponseHeader& h) {
+  if (h.code == 0) return absl::OkStatus();
+  char msg[sizeof(h.message) + 1];
+  std::memcpy(msg, h.message, sizeof(h.message));
+  msg[sizeof(h.message)] = '\0';
+  return absl::Status(static_cast<absl::StatusCode>(h.code), absl::StrCat("shard: ", msg));
+}
+
+// Transports on which UCX 1.13 runs ucp_get/ucp_put one-sidedly against memory
+// registered with ucp_mem_map (RDMA verbs). tcp emulates RMA with active
+// messages that the target's worker must serve; on shared memory cma is only a
+// rendezvous (rma_bw) lane and posix/sysv RMA needs memory UCX itself allocated,
+// so a get/put there is emulated too. See docs/transport.md "RMA or AM".
+bool HasOneSidedRma(const std::vector<std::string>& tls) {
+  for (const std::string& t : tls) {
+    if (t.rfind("rc", 0) == 0 || t.rfind("dc", 0) == 0 || t == "gga") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Progress-thread state.
+
+struct Batch {
+  std::atomic<size_t> remaining{0};
+  absl::Notification done;
+  std::span<absl::Status> results;
+  bool aborted = false;  // progress thread only
+};
+
+struct Op {
+  Batch* batch = nullptr;
+  size_t index = 0;
+  PeerId peer = 0;
+  Transfer t;
+  UcxPath path = UcxPath::kRma;
+  int events = 0;        // completions still expected
+  int ucx_inflight = 0;  // UCX requests that may still touch t.local
+  bool awaiting_reply = false;
+  uint64_t req_id = 0;
+  absl::Status status;
+  AmRequestHeader hdr{};
+  std::shared_ptr<UcxMemory> local_mem;
+};
+
+struct UcxWorker::Impl {
+  struct Peer {
+    PeerId id = 0;
+    std::string address;
+    ucp_ep_h ep = nullptr;
+    bool peer_mode = true;  // UCP_ERR_HANDLING_MODE_PEER (else NONE)
+    uint64_t conn_id = 0;
+    std::vector<RemoteRegionInfo> regions;
+    std::vector<ucp_rkey_h> rkeys;
+    std::string transports;
+    UcxPath get_path = UcxPath::kAm;
+    UcxPath put_path = UcxPath::kAm;
+  };
+  struct Conn {
+    uint64_t id = 0;
+    ucp_ep_h ep = nullptr;
+    bool peer_mode = true;
+  };
+  struct EpOwner {
+    bool is_conn = false;
+    uint64_t id = 0;
+  };
+  struct Counters {
+    std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
+    std::atomic<uint64_t> served_get_bytes{0}, served_put_bytes{0}, served_errors{0};
+    std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
+    std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0};
+    std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
+  };
+  // A server-side send (AM response) in flight; owns the header.
+  struct ServerSend {
+    Impl* impl = nullptr;
+    AmResponseHeader hdr{};
+    uint64_t data_bytes = 0;
+  };
+  // A server-side rendezvous receive of a put in flight.
+  struct ServerRecv {
+    Impl* impl = nullptr;
+    uint64_t conn_id = 0;
+    uint64_t req_id = 0;
+    uint64_t size = 0;
+  };
+  // One flush covering the RMA puts of a batch.
+  struct FlushCtx {
+    std::vector<Op*> ops;
+  };
+
+  UcxWorker* w = nullptr;
+  ucp_worker_h worker = nullptr;
+  absl::flat_hash_map<PeerId, std::unique_ptr<Peer>> peers;
+  absl::flat_hash_map<std::string, PeerId> peer_by_address;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Conn>> conns;
+  absl::flat_hash_map<ucp_ep_h, EpOwner> ep_owner;
+  absl::flat_hash_map<uint64_t, Op*> awaiting;  // req_id -> op waiting for an AM response
+  std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps;  // reported by the error callback
+  std::vector<void*> closing;                                 // ucp_ep_close_nbx requests
+  uint64_t next_peer = 1, next_conn = 1, next_req = 1;
+  Counters c;
+
+  // ---- completion plumbing
+  void Event(Op* op, const absl::Status& st) {
+    if (!st.ok() && op->status.ok()) op->status = st;
+    if (--op->events == 0) Finish(op);
+  }
+  void Finish(Op* op) {
+    absl::Status st = op->status;
+    if (!st.ok() && op->batch->aborted && st.code() != absl::StatusCode::kDeadlineExceeded) {
+      st = absl::DeadlineExceededError(absl::StrCat("transfer timed out (", st.message(), ")"));
+    }
+    if (st.ok()) {
+      c.transfers_ok.fetch_add(1, std::memory_order_relaxed);
+      const bool rma = op->path == UcxPath::kRma;
+      auto& counter = op->t.kind == TransferKind::kGet ? (rma ? c.get_bytes_rma : c.get_bytes_am)
+                                                       : (rma ? c.put_bytes_rma : c.put_bytes_am);
+      counter.fetch_add(op->t.size, std::memory_order_relaxed);
+    } else {
+      c.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+      if (st.code() == absl::StatusCode::kDeadlineExceeded) c.deadline_exceeded.fetch_add(1);
+    }
+    op->local_mem.reset();
+    Batch* b = op->batch;
+    b->results[op->index] = std::move(st);
+    if (b->remaining.fetch_sub(1) == 1) b->done.Notify();  // `op` and `b` may be gone after this
+  }
+
+  static void OnUcxDone(void* request, ucs_status_t status, void* user_data) {
+    auto* op = static_cast<Op*>(user_data);
+    --op->ucx_inflight;
+    ucp_request_free(request);
+    ImplOf(op)->Event(op, UcsToStatus(status, "ucx transfer"));
+  }
+  static void OnFlushDone(void* request, ucs_status_t status, void* user_data) {
+    auto* ctx = static_cast<FlushCtx*>(user_data);
+    ucp_request_free(request);
+    CompleteFlush(ctx, status);
+  }
+  static void CompleteFlush(FlushCtx* ctx, ucs_status_t status) {
+    const absl::Status st = UcsToStatus(status, "ucx flush");
+    for (Op* op : ctx->ops) {
+      --op->ucx_inflight;
+      ImplOf(op)->Event(op, st);
+    }
+    delete ctx;
+  }
+  // Every Op of a worker reaches its Impl through this thread-local set while
+  // the progress thread runs; one Impl per progress thread.
+  static Impl*& Current() {
+    static thread_local Impl* impl = nullptr;
+    return impl;
+  }
+  static Impl* ImplOf(Op*) { return Current(); }
+
+  // ---- endpoints
+  static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
+    auto* self = static_cast<Impl*>(arg);
+    self->failed_eps.emplace_back(ep, status);
+  }
+
+  // An endpoint in PEER error mode; without peer failure detection (NONE) when
+  // no transport offers it and the config allows that. *peer_mode says which.
+  absl::StatusOr<ucp_ep_h> CreateEp(absl::string_view address, bool* peer_mode) {
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    p.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    p.err_handler.cb = &Impl::OnEpError;
+    p.err_handler.arg = this;
+    ucp_ep_h ep = nullptr;
+    ucs_status_t st = ucp_ep_create(worker, &p, &ep);
+    *peer_mode = true;
+    if (st == UCS_ERR_UNREACHABLE && !w->config().require_peer_failure_detection) {
+      p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+      p.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+      st = ucp_ep_create(worker, &p, &ep);
+      *peer_mode = false;
+      if (st == UCS_OK) KVHUB_LOG(warn, "ucx: endpoint without peer failure detection (no transport offers it)");
+    }
+    if (st != UCS_OK) {
+      return absl::UnavailableError(absl::StrCat(
+          "ucp_ep_create: ", ucs_status_string(st),
+          st == UCS_ERR_UNREACHABLE && w->config().require_peer_failure_detection
+              ? " (no transport with peer failure detection; UCX 1.13 shared memory has none)"
+              : ""));
+    }
+    return ep;
+  }
+
+  void CloseEp(ucp_ep_h ep, bool force) {
+    ep_owner.erase(ep);
+    ucp_request_param_t p{};
+    // FORCE cancels outstanding requests; UCX allows it only in PEER error mode.
+    p.op_attr_mask = force ? UCP_OP_ATTR_FIELD_FLAGS : 0;
+    p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+    void* req = ucp_ep_close_nbx(ep, &p);
+    if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+  }
+
+  void ReapClosing() {
+    for (size_t i = 0; i < closing.size();) {
+      if (ucp_request_check_status(closing[i]) != UCS_INPROGRESS) {
+        ucp_request_free(closing[i]);
+        closing[i] = closing.back();
+        closing.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  // Fails every transfer waiting on `id` for an AM reply, then closes its endpoint.
+  void FailPeer(PeerId id, const absl::Status& why) {
+    auto it = peers.find(id);
+    if (it == peers.end()) return;
+    std::unique_ptr<Peer> peer = std::move(it->second);
+    peers.erase(it);
+    auto by_addr = peer_by_address.find(peer->address);
+    if (by_addr != peer_by_address.end() && by_addr->second == id) peer_by_address.erase(by_addr);
+    c.connected_peers.fetch_sub(1);
+    std::vector<Op*> waiting;
+    for (auto& [req_id, op] : awaiting) {
+      if (op->peer == id) waiting.push_back(op);
+    }
+    for (Op* op : waiting) {
+      awaiting.erase(op->req_id);
+      op->awaiting_reply = false;
+      Event(op, why);
+    }
+    CloseEp(peer->ep, peer->peer_mode);
+    for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
+  }
+
+  void FailConn(uint64_t id) {
+    auto it = conns.find(id);
+    if (it == conns.end()) return;
+    CloseEp(it->second->ep, it->second->peer_mode);
+    conns.erase(it);
+    c.accepted_peers.fetch_sub(1);
+  }
+
+  void ProcessFailures() {
+    while (!failed_eps.empty()) {
+      auto failed = std::move(failed_eps);
+      failed_eps.clear();
+      for (auto [ep, status] : failed) {
+        auto it = ep_owner.find(ep);
+        if (it == ep_owner.end()) continue;  // already closed by us
+        c.peer_failures.fetch_add(1);
+        const EpOwner owner = it->second;
+        KVHUB_LOG(warn, "ucx: {} {} failed: {}", owner.is_conn ? "accepted connection" : "peer", owner.id,
+                  ucs_status_string(status));
+        if (owner.is_conn) {
+          FailConn(owner.id);
+        } else {
+          FailPeer(owner.id, absl::UnavailableError(
+                                 absl::StrCat("ucx peer failed: ", ucs_status_string(status))));
+        }
+      }
+    }
+  }
+
+  static std::string DescribeEp(ucp_ep_h ep, std::vector<std::string>* names) {
+    char* buf = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&buf, &len);
+    if (f == nullptr) return "unknown";
+    ucp_ep_print_info(ep, f);
+    fclose(f);
+    const std::string text(buf, len);
+    free(buf);
+    KVHUB_LOG(debug, "ucx: endpoint configuration:\n{}", text);
+    if (getenv("KVHUB_UCX_DEBUG_EP") != nullptr) fprintf(stderr, "%s\n", text.c_str());
+    // Lane lines look like "#   lane[0]:  2:tcp/lo.0 md[2] ...": take "tcp".
+    size_t pos = 0;
+    while ((pos = text.find("lane[", pos)) != std::string::npos) {
+      const size_t colon = text.find(':', text.find(']', pos) + 1);
+      const size_t colon2 = text.find(':', colon + 1);
+      const size_t slash = text.find('/', colon2 + 1);
+      pos += 5;
+      if (colon == std::string::npos || colon2 == std::string::npos || slash == std::string::npos) break;
+      std::string name = text.substr(colon2 + 1, slash - colon2 - 1);
+      if (name.empty() || name.find('\n') != std::string::npos) continue;
+      if (std::find(names->begin(), names->end(), name) == names->end()) names->push_back(name);
+    }
+    return names->empty() ? "unknown" : absl::StrJoin(*names, ",");
+  }
+
+  // ---- server side
+  absl::Status CheckServed(TransferKind kind, uint32_t region, uint64_t offset, uint64_t size) {
+    const auto& served = w->options_.served;
+    if (region >= served.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("region ", region, " not served"));
+    }
+    const uint64_t rsize = served[region]->size();
+    if (size == 0 || offset > rsize || size > rsize - offset) {
+      return absl::InvalidArgumentError(absl::StrCat("range [", offset, ", +", size, ") outside region ", region));
+    }
+    if (w->options_.access_check) return w->options_.access_check(kind, region, offset, size);
+    return absl::OkStatus();
+  }
+
+  static void OnServerSendDone(void* request, ucs_status_t status, void* user_data) {
+    auto* s = static_cast<ServerSend*>(user_data);
+    s->impl->ServerSendFinished(s, status);
+    ucp_request_free(request);
+  }
+  void ServerSendFinished(ServerSend* s, ucs_status_t status) {
+    if (status == UCS_OK) {
+      if (s->data_bytes > 0) c.served_get_bytes.fetch_add(s->data_bytes);
+    } else {
+      c.served_errors.fetch_add(1);
+    }
+    delete s;
+  }
+
+  // Sends a response header (and, for a successful get, the bytes at `data`).
+  void Respond(ucp_ep_h ep, unsigned am_id, uint64_t req_id, const absl::Status& st, const void* data,
+               uint64_t size, ucp_mem_h memh) {
+    if (!st.ok()) c.served_errors.fetch_add(1);
+    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), st.ok() ? size : 0};
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    p.cb.send = &Impl::OnServerSendDone;
+    p.user_data = s;
+    if (memh != nullptr && st.ok()) {
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+      p.memh = memh;
+    }
+    void* req = ucp_am_send_nbx(ep, am_id, &s->hdr, sizeof(s->hdr), st.ok() ? data : nullptr,
+                                st.ok() ? size : 0, &p);
+    if (req == nullptr) {
+      ServerSendFinished(s, UCS_OK);
+    } else if (UCS_PTR_IS_ERR(req)) {
+      ServerSendFinished(s, UCS_PTR_STATUS(req));
+    }
+  }
+
+  ucp_ep_h ReplyEp(uint64_t conn_id, const ucp_am_recv_param_t* param) {
+    auto it = conns.find(conn_id);
+    if (it != conns.end()) return it->second->ep;
+    return nullptr;
+  }
+
+  static bool ParseRequest(const void* header, size_t len, AmRequestHeader* h) {
+    if (len != sizeof(*h)) return false;
+    std::memcpy(h, header, sizeof(*h));
+    return h->magic == kAmMagic;
+  }
+
+  static ucs_status_t OnGetRequest(void* arg, const void* header, size_t header_length, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmRequestHeader h;
+    if (!ParseRequest(header, header_length, &h)) {
+      self->c.served_errors.fetch_add(1);
+      return UCS_OK;
+    }
+    ucp_ep_h ep = self->ReplyEp(h.conn_id, param);
+    if (ep == nullptr) {
+      self->c.served_errors.fetch_add(1);
+      KVHUB_LOG(warn, "ucx: get request for unknown connection {}", h.conn_id);
+      return UCS_OK;  // the client's deadline fails the transfer
+    }
+    const absl::Status st = self->CheckServed(TransferKind::kGet, h.region, h.offset, h.size);
+    const UcxMemory* mem = st.ok() ? self->w->options_.served[h.region] : nullptr;
+    self->Respond(ep, kAmGetResp, h.req_id, st,
+                  mem != nullptr ? static_cast<const uint8_t*>(mem->base()) + h.offset : nullptr, h.size,
+                  mem != nullptr ? mem->memh() : nullptr);
+    return UCS_OK;
+  }
+
+  static void OnPutRecvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
+    auto* r = static_cast<ServerRecv*>(user_data);
+    ucp_request_free(request);
+    r->impl->PutReceived(r, status, length);
+  }
+  void PutReceived(ServerRecv* r, ucs_status_t status, size_t length) {
+    absl::Status st = UcsToStatus(status, "ucx put receive");
+    if (st.ok() && length != r->size) st = absl::DataLossError("short put receive");
+    if (st.ok()) c.served_put_bytes.fetch_add(r->size);
+    ucp_ep_h ep = ReplyEp(r->conn_id, nullptr);
+    if (ep != nullptr) Respond(ep, kAmPutResp, r->req_id, st, nullptr, 0, nullptr);
+    delete r;
+  }
+
+  static ucs_status_t OnPutRequest(void* arg, const void* header, size_t header_length, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmRequestHeader h;
+    if (!ParseRequest(header, header_length, &h)) {
+      self->c.served_errors.fetch_add(1);
+      return UCS_OK;
+    }
+    ucp_ep_h ep = self->ReplyEp(h.conn_id, param);
+    if (ep == nullptr) {
+      self->c.served_errors.fetch_add(1);
+      KVHUB_LOG(warn, "ucx: put request for unknown connection {}", h.conn_id);
+      return UCS_OK;
+    }
+    absl::Status st = self->CheckServed(TransferKind::kPut, h.region, h.offset, h.size);
+    if (st.ok() && length != h.size) {
+      st = absl::InvalidArgumentError(absl::StrCat("put carries ", length, " bytes, header says ", h.size));
+    }
+    if (!st.ok()) {
+      self->Respond(ep, kAmPutResp, h.req_id, st, nullptr, 0, nullptr);
+      return UCS_OK;  // a rendezvous descriptor is dropped; the sender's send completes
+    }
+    const UcxMemory* mem = self->w->options_.served[h.region];
+    uint8_t* dst = static_cast<uint8_t*>(mem->base()) + h.offset;
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      auto* r = new ServerRecv{self, h.conn_id, h.req_id, h.size};
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMH;
+      p.cb.recv_am = &Impl::OnPutRecvDone;
+      p.user_data = r;
+      p.memh = mem->memh();
+      void* req = ucp_am_recv_data_nbx(self->worker, data, dst, length, &p);
+      if (req == nullptr) {
+        self->PutReceived(r, UCS_OK, length);
+        return UCS_OK;
+      }
+      if (UCS_PTR_IS_ERR(req)) {
+        self->PutReceived(r, UCS_PTR_STATUS(req), 0);
+        return UCS_OK;
+      }
+      return UCS_INPROGRESS;
+    }
+    std::memcpy(dst, data, length);  // eager: small blocks only (below UCX's rendezvous threshold)
+    self->c.served_put_bytes.fetch_add(length);
+    self->Respond(ep, kAmPutResp, h.req_id, absl::OkStatus(), nullptr, 0, nullptr);
+    return UCS_OK;
+  }
+
+  // ---- client side: responses
+  static bool ParseResponse(const void* header, size_t len, AmResponseHeader* h) {
+    if (len != sizeof(*h)) return false;
+    std::memcpy(h, header, sizeof(*h));
+    return h->magic == kAmMagic;
+  }
+
+  // The op waiting for `req_id`, removed from the table; nullptr if none (late reply).
+  Op* TakeAwaiting(uint64_t req_id) {
+    auto it = awaiting.find(req_id);
+    if (it == awaiting.end()) return nullptr;
+    Op* op = it->second;
+    awaiting.erase(it);
+    op->awaiting_reply = false;
+    return op;
+  }
+
+  static void OnGetRecvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
+    auto* op = static_cast<Op*>(user_data);
+    ucp_request_free(request);
+    --op->ucx_inflight;
+    absl::Status st = UcsToStatus(status, "ucx get receive");
+    if (st.ok() && length != op->t.size) st = absl::DataLossError("short get receive");
+    Current()->Event(op, st);
+  }
+
+  static ucs_status_t OnGetResponse(void* arg, const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmResponseHeader h;
+    if (!ParseResponse(header, header_length, &h)) return UCS_OK;
+    Op* op = self->TakeAwaiting(h.req_id);
+    if (op == nullptr) return UCS_OK;  // timed out already: drop the bytes
+    absl::Status st = ResponseStatus(h);
+    if (st.ok() && length != op->t.size) {
+      st = absl::DataLossError(absl::StrCat("get response has ", length, " bytes, expected ", op->t.size));
+    }
+    if (!st.ok()) {
+      self->Event(op, st);
+      return UCS_OK;
+    }
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+      p.cb.recv_am = &Impl::OnGetRecvDone;
+      p.user_data = op;
+      if (op->local_mem != nullptr) {
+        p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+        p.memh = op->local_mem->memh();
+      }
+      ++op->ucx_inflight;
+      void* req = ucp_am_recv_data_nbx(self->worker, data, op->t.local, length, &p);
+      if (req == nullptr) {
+        --op->ucx_inflight;
+        self->Event(op, absl::OkStatus());
+        return UCS_OK;
+      }
+      if (UCS_PTR_IS_ERR(req)) {
+        --op->ucx_inflight;
+        self->Event(op, UcsToStatus(UCS_PTR_STATUS(req), "ucp_am_recv_data_nbx"));
+        return UCS_OK;
+      }
+      return UCS_INPROGRESS;
+    }
+    std::memcpy(op->t.local, data, length);
+    self->Event(op, absl::OkStatus());
+    return UCS_OK;
+  }
+
+  static ucs_status_t OnPutResponse(void* arg, const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmResponseHeader h;
+    if (!ParseResponse(header, header_length, &h)) return UCS_OK;
+    Op* op = self->TakeAwaiting(h.req_id);
+    if (op != nullptr) self->Event(op, ResponseStatus(h));
+    return UCS_OK;
+  }
+
+  // ---- client side: issuing
+  void Issue(Peer* peer, Op* op, FlushCtx** flush) {
+    const Transfer& t = op->t;
+    if (t.region >= peer->regions.size()) {
+      op->events = 1;
+      Event(op, absl::InvalidArgumentError(absl::StrCat("region ", t.region, " unknown to this peer")));
+      return;
+    }
+    const RemoteRegionInfo& r = peer->regions[t.region];
+    if (t.size == 0 || t.local == nullptr || t.offset > r.size || t.size > r.size - t.offset) {
+      op->events = 1;
+      Event(op, absl::InvalidArgumentError(
+                    absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region)));
+      return;
+    }
+    UcxPath path = t.path;
+    if (path == UcxPath::kAuto) path = t.kind == TransferKind::kGet ? peer->get_path : peer->put_path;
+    op->path = path;
+    op->local_mem = w->registrations_.Find(t.local, t.size);
+
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    p.cb.send = &Impl::OnUcxDone;
+    p.user_data = op;
+    if (op->local_mem != nullptr) {
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+      p.memh = op->local_mem->memh();
+    }
+
+    if (path == UcxPath::kRma) {
+      const uint64_t remote = r.base + t.offset;
+      void* req;
+      if (t.kind == TransferKind::kGet) {
+        op->events = 1;
+        req = ucp_get_nbx(peer->ep, t.local, t.size, remote, peer->rkeys[t.region], &p);
+      } else {
+        op->events = 2;  // the put itself, then the flush that makes it remotely complete
+        req = ucp_put_nbx(peer->ep, t.local, t.size, remote, peer->rkeys[t.region], &p);
+      }
+      ++op->ucx_inflight;
+      if (!UCS_PTR_IS_PTR(req)) {
+        --op->ucx_inflight;
+        Event(op, UcsToStatus(UCS_PTR_STATUS(req), t.kind == TransferKind::kGet ? "ucp_get_nbx" : "ucp_put_nbx"));
+      }
+      if (t.kind == TransferKind::kPut && op->events > 0) {
+        if (*flush == nullptr) *flush = new FlushCtx;
+        (*flush)->ops.push_back(op);
+        ++op->ucx_inflight;
+      }
+      return;
+    }
+
+    // Active messages: a request header, then a response (with the bytes for a get).
+    op->req_id = next_req++;
+    op->hdr = AmRequestHeader{kAmMagic, t.region, peer->conn_id, op->req_id, t.offset, t.size};
+    op->events = 2;  // our send completes + the response arrives
+    op->awaiting_reply = true;
+    awaiting[op->req_id] = op;
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    if (t.kind == TransferKind::kGet) p.op_attr_mask &= ~UCP_OP_ATTR_FIELD_MEMH;
+    ++op->ucx_inflight;
+    void* req = t.kind == TransferKind::kGet
+                    ? ucp_am_send_nbx(peer->ep, kAmGetReq, &op->hdr, sizeof(op->hdr), nullptr, 0, &p)
+                    : ucp_am_send_nbx(peer->ep, kAmPutReq, &op->hdr, sizeof(op->hdr), t.local, t.size, &p);
+    if (!UCS_PTR_IS_PTR(req)) {
+      --op->ucx_inflight;
+      const ucs_status_t st = UCS_PTR_STATUS(req);
+      if (st != UCS_OK) {
+        TakeAwaiting(op->req_id);
+        op->events = 1;  // no response will come
+      }
+      Event(op, UcsToStatus(st, "ucp_am_send_nbx"));
+    }
+  }
+
+  void StartBatch(PeerId id, std::span<Op> ops) {
+    Peer* peer = nullptr;
+    if (auto it = peers.find(id); it != peers.end()) peer = it->second.get();
+    FlushCtx* flush = nullptr;
+    for (Op& op : ops) {
+      if (peer == nullptr) {
+        op.events = 1;
+        Event(&op, absl::UnavailableError("ucx peer is gone (failed or disconnected)"));
+        continue;
+      }
+      Issue(peer, &op, &flush);
+    }
+    if (flush != nullptr) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+      p.cb.send = &Impl::OnFlushDone;
+      p.user_data = flush;
+      void* req = ucp_ep_flush_nbx(peer->ep, &p);
+      if (!UCS_PTR_IS_PTR(req)) CompleteFlush(flush, UCS_PTR_STATUS(req));
+    }
+  }
+
+  void AbortBatch(Batch* batch, std::span<Op> ops) {
+    batch->aborted = true;
+    std::vector<PeerId> force;
+    for (Op& op : ops) {
+      if (op.events == 0) continue;
+      if (op.awaiting_reply) {
+        TakeAwaiting(op.req_id);
+        const bool inflight = op.ucx_inflight > 0;
+        const PeerId peer = op.peer;
+        Event(&op, absl::DeadlineExceededError("no response from the ucx peer in time"));
+        if (inflight) force.push_back(peer);
+        continue;
+      }
+      if (op.ucx_inflight > 0) force.push_back(op.peer);
+    }
+    for (PeerId id : force) {
+      if (peers.contains(id)) {
+        c.forced_closes.fetch_add(1);
+        KVHUB_LOG(warn, "ucx: force-closing peer {} to cancel timed-out transfers", id);
+        FailPeer(id, absl::DeadlineExceededError("ucx endpoint closed to cancel a timed-out transfer"));
+      }
+    }
+  }
+
+  void Shutdown() {
+    std::vector<PeerId> ids;
+    for (auto& [id, p] : peers) ids.push_back(id);
+    for (PeerId id : ids) FailPeer(id, absl::CancelledError("ucx worker shutting down"));
+    std::vector<uint64_t> cids;
+    for (auto& [id, cn] : conns) cids.push_back(id);
+    for (uint64_t id : cids) FailConn(id);
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+UcxWorker::UcxWorker(UcxContext* context, Options options)
+    : context_(context),
+      options_(std::move(options)),
+      registrations_(context, context->config().registration_cache_entries) {}
+
+absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(UcxContext* context, Options options) {
+  if (context == nullptr) return absl::InvalidArgumentError("ucx worker: null context");
+  for (const UcxMemory* m : options.served) {
+    if (m == nullptr) return absl::InvalidArgumentError("ucx worker: null served region");
+  }
+  std::unique_ptr<UcxWorker> w(new UcxWorker(context, std::move(options)));
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE | UCP_WORKER_PARAM_FIELD_NAME;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches it
+  wp.name = w->options_.name.c_str();
+  ucs_status_t st = ucp_worker_create(context->get(), &wp, &w->worker_);
+  if (st != UCS_OK) return UcsToStatus(st, "ucp_worker_create");
+
+  ucp_address_t* addr = nullptr;
+  size_t addr_len = 0;
+  st = ucp_worker_get_address(w->worker_, &addr, &addr_len);
+  if (st != UCS_OK) return UcsToStatus(st, "ucp_worker_get_address");
+  w->address_.assign(reinterpret_cast<const char*>(addr), addr_len);
+  ucp_worker_release_address(w->worker_, addr);
+
+  st = ucp_worker_get_efd(w->worker_, &w->efd_);
+  if (st != UCS_OK) return UcsToStatus(st, "ucp_worker_get_efd");
+
+  w->impl_ = std::make_unique<Impl>();
+  w->impl_->w = w.get();
+  w->impl_->worker = w->worker_;
+  const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {
+      {kAmGetReq, &Impl::OnGetRequest},
+      {kAmGetResp, &Impl::OnGetResponse},
+      {kAmPutReq, &Impl::OnPutRequest},
+      {kAmPutResp, &Impl::OnPutResponse},
+  };
+  for (const auto& [id, cb] : handlers) {
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                    UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    hp.id = id;
+    hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+    hp.cb = cb;
+    hp.arg = w->impl_.get();
+    st = ucp_worker_set_am_recv_handler(w->worker_, &hp);
+    if (st != UCS_OK) return UcsToStatus(st, "ucp_worker_set_am_recv_handler");
+  }
+  w->thread_ = std::thread([raw = w.get()] { raw->Loop(); });
+  return w;
+}
+
+UcxWorker::~UcxWorker() {
+  if (thread_.joinable()) {
+    Call([this] { impl_->Shutdown(); });
+    stop_.store(true);
+    ucp_worker_signal(worker_);
+    thread_.join();
+  }
+  impl_.reset();
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+}
+
+bool UcxWorker::HasTasks() { return has_tasks_.load(std::memory_order_acquire); }
+
+void UcxWorker::Call(const std::function<void()>& fn) {
+  if (std::this_thread::get_id() == thread_id_.load()) {
+    fn();
+    return;
+  }
+  absl::Notification done;
+  {
+    absl::MutexLock l(&task_mu_);
+    tasks_.push_back([&fn, &done] {
+      fn();
+      done.Notify();
+    });
+    has_tasks_.store(true, std::memory_order_release);
+  }
+  ucp_worker_signal(worker_);
+  done.WaitForNotification();
+}
+
+void UcxWorker::Loop() {
+  thread_id_.store(std::this_thread::get_id());
+  Impl::Current() = impl_.get();
+  const int idle_ms = static_cast<int>(absl::ToInt64Milliseconds(config().idle_wakeup));
+  const bool poll_mode = config().progress_mode == UcxProgressMode::kPoll;
+  absl::Time stop_deadline = absl::InfiniteFuture();
+  std::vector<std::function<void()>> batch;
+  while (true) {
+    if (HasTasks()) {
+      {
+        absl::MutexLock l(&task_mu_);
+        batch.swap(tasks_);
+        has_tasks_.store(false, std::memory_order_release);
+      }
+      for (auto& fn : batch) fn();
+      batch.clear();
+    }
+    while (ucp_worker_progress(worker_) != 0) {
+    }
+    impl_->ProcessFailures();
+    impl_->ReapClosing();
+    if (stop_.load()) {
+      if (stop_deadline == absl::InfiniteFuture()) stop_deadline = absl::Now() + absl::Seconds(2);
+      if (impl_->closing.empty() || absl::Now() > stop_deadline) break;
+      continue;
+    }
+    if (poll_mode || HasTasks() || !impl_->failed_eps.empty()) continue;
+    const ucs_status_t st = ucp_worker_arm(worker_);
+    if (st == UCS_ERR_BUSY) continue;
+    if (HasTasks()) continue;
+    pollfd pfd{efd_, POLLIN, 0};
+    ::poll(&pfd, 1, st == UCS_OK ? idle_ms : 1);
+    impl_->c.wakeups.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!impl_->closing.empty()) {
+    KVHUB_LOG(warn, "ucx: {} endpoint closes still pending at worker shutdown", impl_->closing.size());
+  }
+}
+
+std::vector<RemoteRegionInfo> UcxWorker::ServedRegions() const {
+  std::vector<RemoteRegionInfo> out;
+  out.reserve(options_.served.size());
+  for (const UcxMemory* m : options_.served) {
+    out.push_back({reinterpret_cast<uint64_t>(m->base()), m->size(), m->packed_rkey()});
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
+  if (client_address.empty()) return absl::InvalidArgumentError("ucx accept: empty worker address");
+  absl::StatusOr<uint64_t> result = absl::InternalError("not run");
+  Call([&] {
+    bool peer_mode = true;
+    absl::StatusOr<ucp_ep_h> ep = impl_->CreateEp(client_address, &peer_mode);
+    if (!ep.ok()) {
+      result = ep.status();
+      return;
+    }
+    const uint64_t id = impl_->next_conn++;
+    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode});
+    impl_->ep_owner[*ep] = Impl::EpOwner{true, id};
+    impl_->c.accepted_peers.fetch_add(1);
+    result = id;
+  });
+  return result;
+}
+
+absl::Status UcxWorker::CloseAccepted(uint64_t conn_id) {
+  absl::Status result;
+  Call([&] {
+    if (!impl_->conns.contains(conn_id)) {
+      result = absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, " unknown"));
+      return;
+    }
+    impl_->FailConn(conn_id);
+  });
+  return result;
+}
+
+absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
+  if (info.worker_address.empty()) return absl::InvalidArgumentError("ucx connect: empty worker address");
+  absl::StatusOr<PeerId> result = absl::InternalError("not run");
+  Call([&] {
+    Impl& im = *impl_;
+    Impl::Peer* peer = nullptr;
+    if (auto it = im.peer_by_address.find(info.worker_address); it != im.peer_by_address.end()) {
+      peer = im.peers[it->second].get();
+    }
+    std::unique_ptr<Impl::Peer> fresh;
+    if (peer == nullptr) {
+      bool peer_mode = true;
+      absl::StatusOr<ucp_ep_h> ep = im.CreateEp(info.worker_address, &peer_mode);
+      if (!ep.ok()) {
+        result = ep.status();
+        return;
+      }
+      fresh = std::make_unique<Impl::Peer>();
+      fresh->peer_mode = peer_mode;
+      fresh->id = im.next_peer++;
+      fresh->address = info.worker_address;
+      fresh->ep = *ep;
+      peer = fresh.get();
+    }
+    // (Re)unpack the region keys.
+    std::vector<ucp_rkey_h> rkeys;
+    for (const RemoteRegionInfo& r : info.regions) {
+      ucp_rkey_h rk = nullptr;
+      const ucs_status_t st = ucp_ep_rkey_unpack(peer->ep, r.packed_rkey.data(), &rk);
+      if (st != UCS_OK) {
+        for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
+        if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
+        result = UcsToStatus(st, "ucp_ep_rkey_unpack");
+        return;
+      }
+      rkeys.push_back(rk);
+    }
+    for (ucp_rkey_h k : peer->rkeys) ucp_rkey_destroy(k);
+    peer->rkeys = std::move(rkeys);
+    peer->regions = info.regions;
+    peer->conn_id = info.conn_id;
+    std::vector<std::string> names;
+    peer->transports = Impl::DescribeEp(peer->ep, &names);
+    if (!peer->peer_mode) peer->transports += " (nofail)";
+    const bool one_sided = HasOneSidedRma(names);
+    const UcxConfig& cfg = config();
+    peer->get_path = cfg.get_path != UcxPath::kAuto ? cfg.get_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
+    peer->put_path = cfg.put_path != UcxPath::kAuto ? cfg.put_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
+    if (fresh != nullptr) {
+      im.ep_owner[fresh->ep] = Impl::EpOwner{false, fresh->id};
+      im.peer_by_address[fresh->address] = fresh->id;
+      KVHUB_LOG(info, "ucx: connected peer {} via {} (get={}, put={})", fresh->id, fresh->transports,
+                std::string(UcxPathName(fresh->get_path)), std::string(UcxPathName(fresh->put_path)));
+      im.c.connected_peers.fetch_add(1);
+      im.peers[fresh->id] = std::move(fresh);
+    }
+    result = peer->id;
+  });
+  return result;
+}
+
+absl::Status UcxWorker::Disconnect(PeerId peer) {
+  absl::Status result;
+  Call([&] {
+    if (!impl_->peers.contains(peer)) {
+      result = absl::NotFoundError(absl::StrCat("ucx peer ", peer, " unknown"));
+      return;
+    }
+    impl_->FailPeer(peer, absl::CancelledError("ucx peer disconnected"));
+  });
+  return result;
+}
+
+absl::StatusOr<std::string> UcxWorker::PeerTransports(PeerId peer) {
+  absl::StatusOr<std::string> result = absl::NotFoundError(absl::StrCat("ucx peer ", peer, " unknown"));
+  Call([&] {
+    if (auto it = impl_->peers.find(peer); it != impl_->peers.end()) result = it->second->transports;
+  });
+  return result;
+}
+
+absl::StatusOr<UcxPath> UcxWorker::ResolvedPath(PeerId peer, TransferKind kind) {
+  absl::StatusOr<UcxPath> result = absl::NotFoundError(absl::StrCat("ucx peer ", peer, " unknown"));
+  Call([&] {
+    if (auto it = impl_->peers.find(peer); it != impl_->peers.end()) {
+      result = kind == TransferKind::kGet ? it->second->get_path : it->second->put_path;
+    }
+  });
+  return result;
+}
+
+absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers,
+                                std::span<absl::Status> results, absl::Duration timeout) {
+  if (transfers.size() != results.size()) {
+    return absl::InvalidArgumentError("ucx execute: transfers and results differ in size");
+  }
+  if (transfers.empty()) return absl::OkStatus();
+  if (timeout <= absl::ZeroDuration()) timeout = config().op_timeout;
+  const absl::Time deadline = absl::Now() + timeout;
+  Batch batch;
+  batch.results = results;
+  batch.remaining.store(transfers.size());
+  std::vector<Op> ops(transfers.size());
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    ops[i].batch = &batch;
+    ops[i].index = i;
+    ops[i].peer = peer;
+    ops[i].t = transfers[i];
+  }
+  Call([&] { impl_->StartBatch(peer, std::span<Op>(ops)); });
+  if (!batch.done.WaitForNotificationWithDeadline(deadline)) {
+    Call([&] {
+      if (!batch.done.HasBeenNotified()) impl_->AbortBatch(&batch, std::span<Op>(ops));
+    });
+    while (!batch.done.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+      KVHUB_LOG(error, "ucx: transfers still held by UCX 10 s after their endpoint was closed");
+    }
+  }
+  return absl::OkStatus();
+}
+
+UcxWorkerStats UcxWorker::Stats() const {
+  const Impl::Counters& c = impl_->c;
+  UcxWorkerStats s;
+  s.get_bytes_rma = c.get_bytes_rma.load();
+  s.get_bytes_am = c.get_bytes_am.load();
+  s.put_bytes_rma = c.put_bytes_rma.load();
+  s.put_bytes_am = c.put_bytes_am.load();
+  s.served_get_bytes = c.served_get_bytes.load();
+  s.served_put_bytes = c.served_put_bytes.load();
+  s.served_errors = c.served_errors.load();
+  s.transfers_ok = c.transfers_ok.load();
+  s.transfers_failed = c.transfers_failed.load();
+  s.deadline_exceeded = c.deadline_exceeded.load();
+  s.peer_failures = c.peer_failures.load();
+  s.forced_closes = c.forced_closes.load();
+  s.wakeups = c.wakeups.load();
+  s.connected_peers = c.connected_peers.load();
+  s.accepted_peers = c.accepted_peers.load();
+  return s;
+}
+
+}  // namespace kvhub::transport

@@ -1,0 +1,177 @@
+#pragma once
+// UcxWorker: one UCP worker, the thread that drives it, its endpoints and the
+// protocols that move block bytes (docs/transport.md).
+//
+// Threading. Every UCP call on the worker happens on its own progress thread.
+// Public methods hand work to that thread (a queue + ucp_worker_signal) and wait
+// for it, so they may be called from any thread concurrently. With
+// UcxProgressMode::kSleep the thread sleeps in epoll on ucp_worker_get_efd after
+// ucp_worker_arm when there is nothing to progress: an idle worker uses no CPU.
+//
+// Roles. A worker is symmetric: it can serve registered regions (shard side:
+// `served` regions answer active-message requests; peers with the packed rkeys
+// reach them one-sidedly) and it can fetch from / write to peers (client side).
+//
+// Connection (the Connect RPC carries these bytes, see docs/transport.md):
+//   client: address() ---------------------------------> shard: Accept(addr) -> conn_id
+//   client: Connect({shard address(), ServedRegions(), conn_id}) -> PeerId
+// The endpoint cache keys peers by worker address: connecting twice to the same
+// address returns the same PeerId while the endpoint is healthy.
+//
+// Failure semantics. Endpoints use UCP_ERR_HANDLING_MODE_PEER: a peer that dies
+// fails the transfers in flight to it (UNAVAILABLE) instead of hanging, and the
+// peer is dropped from the cache (the next Connect makes a new endpoint). A batch
+// that misses its deadline returns DEADLINE_EXCEEDED for its unfinished
+// transfers; if UCX still had requests in flight on them, the peer's endpoint is
+// force-closed first, so that when Execute returns UCX no longer touches any
+// caller buffer. Execute never returns while UCX may still write a destination.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ucp/api/ucp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "transport/registration_cache.h"
+#include "transport/ucx_config.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_memory.h"
+
+namespace kvhub::transport {
+
+// One registered region as a peer must know it to reach it.
+struct RemoteRegionInfo {
+  uint64_t base = 0;        // virtual address in the serving process
+  uint64_t size = 0;
+  std::string packed_rkey;  // ucp_rkey_pack bytes
+};
+
+// What a client needs to reach a serving worker.
+struct PeerInfo {
+  std::string worker_address;             // ucp_worker_get_address bytes
+  std::vector<RemoteRegionInfo> regions;  // index = region id (BlockLocation.region)
+  uint64_t conn_id = 0;                   // from the server's Accept(); addresses AM replies
+};
+
+using PeerId = uint64_t;
+
+enum class TransferKind : uint8_t { kGet = 0, kPut = 1 };
+
+// One block's bytes to move between a local buffer and a peer's region.
+struct Transfer {
+  TransferKind kind = TransferKind::kGet;
+  UcxPath path = UcxPath::kAuto;  // kAuto: the peer's resolved path for `kind`
+  uint32_t region = 0;
+  uint64_t offset = 0;            // within the region
+  uint64_t size = 0;
+  void* local = nullptr;          // get: destination (size bytes); put: source (read only)
+};
+
+// Counters since Create. Bytes count completed, successful transfers only.
+struct UcxWorkerStats {
+  uint64_t get_bytes_rma = 0, get_bytes_am = 0;  // this worker fetched from peers
+  uint64_t put_bytes_rma = 0, put_bytes_am = 0;  // this worker wrote to peers
+  uint64_t served_get_bytes = 0, served_put_bytes = 0;  // AM requests this worker served
+  uint64_t served_errors = 0;                            // AM requests refused or failed
+  uint64_t transfers_ok = 0, transfers_failed = 0, deadline_exceeded = 0;
+  uint64_t peer_failures = 0;     // endpoints that reported an error
+  uint64_t forced_closes = 0;     // endpoints closed to cancel timed-out transfers
+  uint64_t wakeups = 0;           // returns from epoll (kSleep mode)
+  uint64_t connected_peers = 0, accepted_peers = 0;  // live now
+};
+
+class UcxWorker {
+ public:
+  // Called on the progress thread before an AM request touches a served region;
+  // a non-OK status refuses it (the peer gets that error).
+  using AccessCheck =
+      std::function<absl::Status(TransferKind kind, uint32_t region, uint64_t offset, uint64_t size)>;
+
+  struct Options {
+    std::string name = "kvhub";
+    // Regions this worker serves, index = region id. Not owned; must outlive the worker.
+    std::vector<const UcxMemory*> served;
+    AccessCheck access_check;  // optional
+  };
+
+  // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
+  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create(UcxContext* context, Options options);
+  // Fails whatever is in flight, closes every endpoint, stops the thread.
+  ~UcxWorker();
+  UcxWorker(const UcxWorker&) = delete;
+  UcxWorker& operator=(const UcxWorker&) = delete;
+
+  // This worker's address (opaque bytes) for peers to connect to.
+  const std::string& address() const { return address_; }
+  // The served regions as peers must see them (base, size, packed rkey).
+  std::vector<RemoteRegionInfo> ServedRegions() const;
+
+  // Server side: makes an endpoint back to a client for AM replies; returns the
+  // conn id the client passes in PeerInfo. INVALID_ARGUMENT for an empty address;
+  // UNAVAILABLE if UCX cannot reach it.
+  absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
+  // Closes an accepted connection. NOT_FOUND if unknown.
+  absl::Status CloseAccepted(uint64_t conn_id);
+
+  // Client side: endpoint to a serving worker and its unpacked rkeys. Returns the
+  // cached peer when one with the same address is healthy (its region table and
+  // conn id are replaced by `peer`'s). UNAVAILABLE when no transport reaches it.
+  absl::StatusOr<PeerId> Connect(const PeerInfo& peer);
+  // Drops the peer; in-flight transfers to it fail. NOT_FOUND if unknown.
+  absl::Status Disconnect(PeerId peer);
+
+  // Transport names UCX chose for the peer's lanes, e.g. "tcp" or "cma,posix".
+  absl::StatusOr<std::string> PeerTransports(PeerId peer);
+  // The protocol kAuto resolves to for this peer and direction.
+  absl::StatusOr<UcxPath> ResolvedPath(PeerId peer, TransferKind kind);
+
+  // Moves every transfer; results[i] gets transfer i's outcome: OK,
+  // INVALID_ARGUMENT (out of the region), UNAVAILABLE (peer failed), the
+  // server's refusal, or DEADLINE_EXCEEDED. The returned status is non-OK only
+  // when nothing was attempted (unknown peer, size mismatch of the spans).
+  // `timeout` 0 = config().op_timeout. Blocks until every transfer finished.
+  absl::Status Execute(PeerId peer, std::span<const Transfer> transfers, std::span<absl::Status> results,
+                       absl::Duration timeout = absl::ZeroDuration());
+
+  // Client buffers registered once (see RegistrationCache).
+  RegistrationCache& registrations() { return registrations_; }
+  UcxWorkerStats Stats() const;
+  const UcxConfig& config() const { return context_->config(); }
+
+  struct Impl;  // progress-thread state; defined in ucx_worker.cc
+
+ private:
+  UcxWorker(UcxContext* context, Options options);
+  // Runs `fn` on the progress thread and waits for it (inline when already there).
+  void Call(const std::function<void()>& fn);
+  void Loop();
+  bool HasTasks();
+
+  UcxContext* const context_;
+  const Options options_;
+  RegistrationCache registrations_;
+  ucp_worker_h worker_ = nullptr;
+  int efd_ = -1;
+  std::string address_;
+  std::unique_ptr<Impl> impl_;  // touched only on the progress thread
+  std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};
+
+  absl::Mutex task_mu_;
+  std::vector<std::function<void()>> tasks_ ABSL_GUARDED_BY(task_mu_);
+  std::atomic<bool> has_tasks_{false};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace kvhub::transport
