@@ -1,0 +1,225 @@
+// Runs the `kvhub` CLI binary: `keys` against tests/vectors/block_keys.json,
+// and put/get/lookup/rm/stats against a real kvhubd (when built).
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#ifdef KVHUB_CLI_TEST_WITH_KVHUBD
+#include "tests/testing/kvhubd_process.h"
+#endif
+
+namespace kvhub {
+namespace {
+
+std::string Env(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
+}
+
+struct RunResult {
+  int code = -1;
+  std::string out;  // stdout and stderr
+};
+
+RunResult RunCli(const std::string& args) {
+  const std::string cmd = absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, " 2>&1");
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/kvhub_cli_test.XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name, const std::string& contents) const {
+    std::string p = path_ + "/" + name;
+    std::ofstream(p, std::ios::binary) << contents;
+    return p;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string SpecText(const nlohmann::json& s) {
+  char rope[64];
+  std::snprintf(rope, sizeof(rope), "%.17g", s["rope_base"].get<double>());
+  return absl::StrCat("model=", s["model"].get<std::string>(), ",layers=", s["layers"].get<int>(),
+                      ",kv_heads=", s["kv_heads"].get<int>(), ",head_dim=", s["head_dim"].get<int>(),
+                      ",dtype=", s["dtype"].get<std::string>(), ",rope_base=", rope,
+                      ",rope_pairing=", s["rope_pairing"].get<std::string>(),
+                      ",tp_rank=", s["tp_rank"].get<int>(), ",tp_world=", s["tp_world"].get<int>(),
+                      ",block_tokens=", s["block_tokens"].get<int>());
+}
+
+std::string Quote(const std::string& s) { return absl::StrCat("'", s, "'"); }
+
+TEST(ClusterCliTest, KeysReproduceCommittedVectors) {
+  std::ifstream f(Env("KVHUB_SOURCE_DIR", ".") + "/tests/vectors/block_keys.json");
+  ASSERT_TRUE(f) << "tests/vectors/block_keys.json not found (set KVHUB_SOURCE_DIR)";
+  nlohmann::json vectors = nlohmann::json::parse(f);
+  TempDir dir;
+  size_t checked = 0;
+  for (const auto& c : vectors["cases"]) {
+    const std::vector<int32_t> tokens = c["tokens"].get<std::vector<int32_t>>();
+    const std::string tokens_file =
+        dir.File(absl::StrCat("tokens", checked), absl::StrJoin(tokens, "\n"));
+    RunResult r = RunCli(absl::StrCat("keys --ns ", Quote(c["namespace"].get<std::string>()),
+                                   " --spec ", Quote(SpecText(c["spec"])), " --tokens-file ",
+                                   tokens_file));
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::vector<std::string> blocks;
+    std::string fingerprint, chunk;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> w = absl::StrSplit(line, ' ');
+      if (w[0] == "fingerprint") fingerprint = w[1];
+      if (w[0] == "chunk") chunk = w[1];
+      if (w[0] == "block") {
+        ASSERT_EQ(w[1], absl::StrCat(blocks.size()));
+        blocks.push_back(w[2]);
+      }
+    }
+    // The spec's fingerprint, as listed in "specs".
+    bool found = false;
+    for (const auto& s : vectors["specs"]) {
+      if (s["spec"] == c["spec"]) {
+        EXPECT_EQ(fingerprint, s["fingerprint"].get<std::string>());
+        found = true;
+      }
+    }
+    EXPECT_TRUE(found);
+    EXPECT_EQ(blocks, c["block_keys"].get<std::vector<std::string>>()) << "case " << checked;
+    EXPECT_EQ(chunk, c["chunk_key"].get<std::string>()) << "case " << checked;
+    ++checked;
+  }
+  EXPECT_GT(checked, 10u);
+}
+
+TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
+  RunResult r = RunCli(
+      "keys --ns default --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,3,4,5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("block 0 "), std::string::npos);
+  EXPECT_NE(r.out.find("block 1 "), std::string::npos);
+  EXPECT_EQ(r.out.find("block 2 "), std::string::npos) << "the partial tail got a key";
+}
+
+TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
+  RunResult r = RunCli("");
+  EXPECT_EQ(r.code, 2);
+  r = RunCli("frobnicate");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("unknown command"), std::string::npos) << r.out;
+  r = RunCli("keys --ns x --spec model=m,layers=0,kv_heads=1,head_dim=8 --tokens 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("layers"), std::string::npos) << r.out;
+  r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1,zz");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("zz"), std::string::npos) << r.out;
+  r = RunCli("keys --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("--ns"), std::string::npos) << r.out;
+  r = RunCli("stats");
+  EXPECT_EQ(r.code, 2);
+  r = RunCli("stats --addr 127.0.0.1:1 --bogus 3");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;
+  r = RunCli("get --ns x --key nothex --addr 127.0.0.1:1");
+  EXPECT_EQ(r.code, 1);
+  // Nothing listens on port 1: a clear UNAVAILABLE, not a hang.
+  r = RunCli("stats --addr 127.0.0.1:1 --deadline-ms 500");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("127.0.0.1:1"), std::string::npos) << r.out;
+}
+
+#ifdef KVHUB_CLI_TEST_WITH_KVHUBD
+TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
+  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}, .node_id = "cli-node"});
+  ASSERT_TRUE(proc.ok()) << proc.status();
+  const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
+  TempDir dir;
+  std::string payload(300000, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 31 + 7);
+  const std::string in = dir.File("in.bin", payload);
+  const std::string key = "00112233445566778899aabbccddeeff";
+  const std::string key2 = "ffeeddccbbaa99887766554433221100";
+
+  RunResult r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find(key + " absent"), std::string::npos) << r.out;
+
+  r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("stored " + key + " 300000 bytes"), std::string::npos) << r.out;
+  r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("exists"), std::string::npos) << r.out;
+
+  r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find(key + " present"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(key2 + " absent"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prefix_hits 1 of 2"), std::string::npos) << r.out;
+
+  const std::string out = dir.path() + "/out.bin";
+  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out ", out, addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream got_f(out, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(got_f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, payload);
+
+  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --max-bytes 1000 --out ", out, addr));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("300000"), std::string::npos) << r.out;
+
+  r = RunCli(absl::StrCat("get --ns other --key ", key, " --out ", out, addr));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("NOT_FOUND"), std::string::npos) << r.out;
+
+  r = RunCli(absl::StrCat("stats", addr));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("node=cli-node"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tier host"), std::string::npos) << r.out;
+
+  r = RunCli(absl::StrCat("rm --ns cli --key ", key, ",", key2, addr));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find(key + " deleted"), std::string::npos) << r.out;
+  r = RunCli(absl::StrCat("lookup --ns cli --key ", key, addr));
+  EXPECT_NE(r.out.find(key + " absent"), std::string::npos) << r.out;
+
+  // Token-level lookup through --members with the spec.
+  r = RunCli(absl::StrCat("lookup --ns cli --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 "
+                       "--tokens 1,2,3,4 --members ", (*proc)->grpc_address()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
+  EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
+}
+#endif
+
+}  // namespace
+}  // namespace kvhub

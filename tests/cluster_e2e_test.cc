@@ -1,0 +1,527 @@
+// End-to-end tests of kvhub::Client against three real kvhubd processes
+// (tests/testing/kvhubd_process.h): publish -> lookup -> fetch byte-exact,
+// placement over all shards, both put paths and both get paths, concurrent
+// clients, eviction under memory pressure, a killed shard, and a block whose
+// declared checksum is wrong (refused by the server).
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "common/hash.h"
+#include "common/keys.h"
+#include "common/model_spec.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
+#include "tests/testing/kvhubd_process.h"
+
+namespace kvhub {
+namespace {
+
+using testing::KvhubdProcess;
+using testing::KvhubdProcessOptions;
+
+ModelSpec TestSpec() {
+  ModelSpec s;
+  s.model = "e2e-model";
+  s.layers = 2;
+  s.kv_heads = 2;
+  s.head_dim = 64;
+  s.block_tokens = 16;
+  return s;
+}
+
+std::vector<int32_t> Tokens(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (int32_t& v : t) v = static_cast<int32_t>(rng() % 128000);
+  return t;
+}
+
+// Deterministic payload of `size` bytes for a key: any mix-up of blocks or
+// bytes shows as a mismatch.
+std::vector<uint8_t> Payload(const BlockKey& key, size_t size) {
+  std::vector<uint8_t> p(size);
+  uint64_t x = key.lo ^ (key.hi * 0x9e3779b97f4a7c15ull) ^ size;
+  for (size_t i = 0; i < size; i += 8) {
+    x += 0x9e3779b97f4a7c15ull;
+    uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    std::memcpy(p.data() + i, &z, std::min<size_t>(8, size - i));
+  }
+  return p;
+}
+
+struct Sequence {
+  std::vector<int32_t> tokens;
+  std::vector<BlockKey> keys;
+  std::vector<std::vector<uint8_t>> payloads;
+  std::vector<std::span<const uint8_t>> spans;
+};
+
+// `sizes(i)` picks block i's payload size.
+template <typename SizeFn>
+Sequence MakeSequence(absl::string_view ns, const ModelSpec& spec, size_t blocks, uint32_t seed,
+                      SizeFn sizes) {
+  Sequence s;
+  s.tokens = Tokens(blocks * spec.block_tokens + 5, seed);  // a partial tail block is ignored
+  s.keys = BlockKeys(ns, spec, s.tokens);
+  for (size_t i = 0; i < s.keys.size(); ++i) s.payloads.push_back(Payload(s.keys[i], sizes(i)));
+  for (const auto& p : s.payloads) s.spans.emplace_back(p);
+  return s;
+}
+
+class Cluster {
+ public:
+  static std::unique_ptr<Cluster> Start(size_t n, std::vector<std::string> flags = {}) {
+    auto c = std::make_unique<Cluster>();
+    for (size_t i = 0; i < n; ++i) {
+      KvhubdProcessOptions o;
+      // try_hugepages=false: on hosts without reserved hugepages kvhubd's
+      // MAP_HUGETLB regions fault with SIGBUS (reported to the server owner).
+      o.flags = {"--try_hugepages=false"};
+      o.flags.insert(o.flags.end(), flags.begin(), flags.end());
+      o.node_id = absl::StrCat("e2e-", i);
+      auto p = KvhubdProcess::Start(o);
+      EXPECT_TRUE(p.ok()) << p.status();
+      if (!p.ok()) return nullptr;
+      c->procs.push_back(*std::move(p));
+    }
+    return c;
+  }
+  ClientConfig Config() const {
+    ClientConfig cfg;
+    for (const auto& p : procs) cfg.members.push_back({p->grpc_address(), 1.0});
+    cfg.control_deadline = absl::Seconds(5);
+    cfg.data_deadline = absl::Seconds(20);
+    cfg.concurrency = 4;
+    return cfg;
+  }
+  std::unique_ptr<Client> NewClient(ClientConfig cfg) const {
+    auto c = Client::Create(std::move(cfg));
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+  std::vector<std::unique_ptr<KvhubdProcess>> procs;
+};
+
+struct Buffers {
+  explicit Buffers(size_t n, size_t cap) : store(n, std::vector<uint8_t>(cap, 0xEE)) {
+    for (auto& b : store) spans.emplace_back(b);
+  }
+  std::vector<std::vector<uint8_t>> store;
+  std::vector<std::span<uint8_t>> spans;
+};
+
+void ExpectByteExact(const Sequence& s, const Buffers& b, const FetchResult& r, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!r.status[i].ok()) continue;
+    ASSERT_EQ(r.sizes[i], s.payloads[i].size()) << "block " << i;
+    ASSERT_EQ(0, std::memcmp(b.store[i].data(), s.payloads[i].data(), r.sizes[i]))
+        << "block " << i << " differs from what was published";
+  }
+}
+
+TEST(ClusterE2eTest, PublishLookupFetchByteExactAcrossThreeShards) {
+  auto cluster = Cluster::Start(3);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.inline_put_max_block_bytes = 48 << 10;  // blocks above 48 KiB take PutStart/PutData/PutCommit
+  cfg.max_keys_per_rpc = 16;                  // several batches per shard
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  const ModelSpec spec = TestSpec();
+  const std::string ns = "tenant-e2e";
+  // 90 blocks, sizes 1 KiB .. ~200 KiB: both put paths.
+  Sequence seq = MakeSequence(ns, spec, 90, 1, [](size_t i) { return 1024 + (i * 7919) % (200 << 10); });
+
+  absl::StatusOr<LookupResult> before = client->LookupPrefix(ns, spec, seq.tokens);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->hit_blocks, 0u);
+  EXPECT_TRUE(before->first_error.ok()) << before->first_error;
+
+  absl::StatusOr<PublishResult> pub = client->Publish(ns, spec, seq.tokens, seq.spans);
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  for (size_t i = 0; i < pub->errors.size(); ++i) EXPECT_TRUE(pub->errors[i].ok()) << pub->errors[i];
+  EXPECT_EQ(pub->stored, 90u);
+  EXPECT_EQ(pub->skipped, 0u);
+  EXPECT_EQ(pub->failed, 0u);
+  EXPECT_EQ(pub->keys, seq.keys);
+
+  absl::StatusOr<LookupResult> hit = client->LookupPrefix(ns, spec, seq.tokens);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ(hit->hit_blocks, 90u);
+  EXPECT_EQ(hit->hit_tokens, 90u * spec.block_tokens);
+
+  Buffers bufs(90, 256 << 10);
+  absl::StatusOr<FetchResult> got = client->Fetch(ns, spec, seq.tokens, 90, bufs.spans);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->valid_blocks, 90u);
+  EXPECT_EQ(got->valid_tokens, 90u * spec.block_tokens);
+  ExpectByteExact(seq, bufs, *got, 90);
+
+  // Publishing again uploads nothing.
+  absl::StatusOr<PublishResult> again = client->Publish(ns, spec, seq.tokens, seq.spans);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->skipped, 90u);
+  EXPECT_EQ(again->stored, 0u);
+  EXPECT_EQ(again->bytes_uploaded, 0u);
+
+  // Blocks land on every shard, exactly where the placement says.
+  std::vector<uint64_t> owned(3, 0);
+  for (const BlockKey& k : seq.keys) ++owned[client->OwnerOf(k)];
+  std::vector<MemberStats> stats = client->Stats();
+  ASSERT_EQ(stats.size(), 3u);
+  for (size_t m = 0; m < 3; ++m) {
+    ASSERT_TRUE(stats[m].stats.ok()) << stats[m].stats.status();
+    uint64_t blocks = 0;
+    for (const auto& t : stats[m].stats->tiers()) blocks += t.blocks();
+    EXPECT_GT(owned[m], 0u) << "no block placed on member " << m;
+    EXPECT_EQ(blocks, owned[m]) << "member " << stats[m].address;
+  }
+
+  // Another namespace sees nothing.
+  absl::StatusOr<LookupResult> other = client->LookupPrefix("tenant-other", spec, seq.tokens);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->hit_blocks, 0u);
+}
+
+TEST(ClusterE2eTest, EveryPutPathAndGetModeIsByteExact) {
+  auto cluster = Cluster::Start(3);
+  ASSERT_NE(cluster, nullptr);
+  const ModelSpec spec = TestSpec();
+  struct Mode {
+    uint64_t inline_max;
+    GetMode get;
+    uint64_t chunk;
+  };
+  const Mode modes[] = {{0, GetMode::kInline, 4096},          // all reserved, inline Get
+                        {256ull << 20, GetMode::kStream, 4096},  // all inline Put, GetStream
+                        {64 << 10, GetMode::kAuto, 1 << 20}};
+  uint32_t seed = 10;
+  for (const Mode& m : modes) {
+    ClientConfig cfg = cluster->Config();
+    cfg.inline_put_max_block_bytes = m.inline_max;
+    cfg.get_mode = m.get;
+    cfg.stream_chunk_bytes = m.chunk;  // small chunks: many PutDataChunks per block
+    auto client = cluster->NewClient(cfg);
+    ASSERT_NE(client, nullptr);
+    const std::string ns = absl::StrCat("mode-", seed);
+    Sequence seq = MakeSequence(ns, spec, 24, ++seed, [](size_t i) { return 1 + i * 13001; });
+    absl::StatusOr<PublishResult> pub = client->Publish(ns, spec, seq.tokens, seq.spans);
+    ASSERT_TRUE(pub.ok()) << pub.status();
+    EXPECT_EQ(pub->stored, 24u) << (pub->failed ? pub->errors[0].ToString() : "");
+    Buffers bufs(24, 400 << 10);
+    absl::StatusOr<FetchResult> got = client->Fetch(ns, spec, seq.tokens, 24, bufs.spans);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->valid_blocks, 24u) << got->status[got->valid_blocks % 24];
+    ExpectByteExact(seq, bufs, *got, 24);
+  }
+}
+
+TEST(ClusterE2eTest, HitEndsAtFirstMissingOrUnloadableBlock) {
+  auto cluster = Cluster::Start(3);
+  ASSERT_NE(cluster, nullptr);
+  auto client = cluster->NewClient(cluster->Config());
+  ASSERT_NE(client, nullptr);
+  const ModelSpec spec = TestSpec();
+  const std::string ns = "prefix";
+  Sequence seq = MakeSequence(ns, spec, 20, 3, [](size_t) { return 8192; });
+  // Publish only the first 12 blocks.
+  std::vector<int32_t> first12(seq.tokens.begin(), seq.tokens.begin() + 12 * spec.block_tokens);
+  absl::StatusOr<PublishResult> pub = client->Publish(
+      ns, spec, first12, std::span<const std::span<const uint8_t>>(seq.spans).first(12));
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  EXPECT_EQ(pub->stored, 12u);
+
+  absl::StatusOr<LookupResult> hit = client->LookupPrefix(ns, spec, seq.tokens);
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->hit_blocks, 12u);
+
+  Buffers bufs(20, 8192);
+  bufs.spans[5] = std::span<uint8_t>(bufs.store[5]).first(100);  // too small for block 5
+  absl::StatusOr<FetchResult> got = client->Fetch(ns, spec, seq.tokens, 20, bufs.spans);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->valid_blocks, 5u);
+  EXPECT_EQ(got->valid_tokens, 5u * spec.block_tokens);
+  EXPECT_EQ(got->status[5].code(), absl::StatusCode::kResourceExhausted) << got->status[5];
+  EXPECT_EQ(got->sizes[5], 0u);
+  EXPECT_EQ(got->status[12].code(), absl::StatusCode::kNotFound) << got->status[12];
+  ExpectByteExact(seq, bufs, *got, 20);
+
+  // Bad input is refused before anything is sent.
+  EXPECT_EQ(client->Publish(ns, spec, seq.tokens, std::span<const std::span<const uint8_t>>(seq.spans).first(3))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Fetch(ns, spec, seq.tokens, 21, bufs.spans).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->LookupPrefix("", spec, seq.tokens).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Delete the hit's block 3: the prefix now ends there.
+  absl::StatusOr<std::vector<absl::Status>> del =
+      client->Delete(ns, std::span<const BlockKey>(seq.keys).subspan(3, 1));
+  ASSERT_TRUE(del.ok());
+  EXPECT_TRUE((*del)[0].ok()) << (*del)[0];
+  hit = client->LookupPrefix(ns, spec, seq.tokens);
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->hit_blocks, 3u);
+}
+
+TEST(ClusterE2eTest, ConcurrentClientsPublishAndFetch) {
+  auto cluster = Cluster::Start(3);
+  ASSERT_NE(cluster, nullptr);
+  const ModelSpec spec = TestSpec();
+  const std::string ns = "concurrent";
+  constexpr int kThreads = 6;
+  // One shared sequence that every thread publishes (races on the same keys)
+  // plus a private one each.
+  Sequence shared = MakeSequence(ns, spec, 30, 100, [](size_t i) { return 2048 + i * 997; });
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      ClientConfig cfg = cluster->Config();
+      cfg.inline_put_max_block_bytes = 16 << 10;
+      auto client = Client::Create(cfg);
+      if (!client.ok()) {
+        ++failures;
+        return;
+      }
+      Sequence mine = MakeSequence(ns, spec, 20, 200 + t, [](size_t i) { return 4096 + i * 4099; });
+      for (int round = 0; round < 3; ++round) {
+        for (const Sequence* s : {&shared, &mine}) {
+          auto pub = (*client)->Publish(ns, spec, s->tokens, s->spans);
+          if (!pub.ok() || pub->failed != 0) ++failures;
+          Buffers bufs(s->keys.size(), 128 << 10);
+          auto got = (*client)->Fetch(ns, spec, s->tokens, s->keys.size(), bufs.spans);
+          if (!got.ok() || got->valid_blocks != s->keys.size()) {
+            ++failures;
+            continue;
+          }
+          for (size_t i = 0; i < s->keys.size(); ++i) {
+            if (got->sizes[i] != s->payloads[i].size() ||
+                std::memcmp(bufs.store[i].data(), s->payloads[i].data(), got->sizes[i]) != 0) {
+              ++failures;
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(ClusterE2eTest, EvictionUnderMemoryPressureNeverServesWrongData) {
+  // 3 shards x 8 MiB; publish ~10x that.
+  auto cluster = Cluster::Start(3, {"--capacity_bytes=8MiB", "--region_bytes=8MiB",
+                                    "--max_block_bytes=1MiB"});
+  ASSERT_NE(cluster, nullptr);
+  auto client = cluster->NewClient(cluster->Config());
+  ASSERT_NE(client, nullptr);
+  const ModelSpec spec = TestSpec();
+  const std::string ns = "pressure";
+  std::vector<Sequence> seqs;
+  size_t stored = 0;
+  for (uint32_t s = 0; s < 30; ++s) {
+    seqs.push_back(MakeSequence(ns, spec, 32, 1000 + s, [](size_t i) { return 24576 + i * 512; }));
+    absl::StatusOr<PublishResult> pub = client->Publish(ns, spec, seqs.back().tokens, seqs.back().spans);
+    ASSERT_TRUE(pub.ok()) << pub.status();
+    stored += pub->stored;
+  }
+  EXPECT_GT(stored, 0u);
+  size_t hits = 0, misses = 0;
+  for (const Sequence& s : seqs) {
+    absl::StatusOr<LookupResult> look = client->LookupPrefix(ns, spec, s.tokens);
+    ASSERT_TRUE(look.ok());
+    Buffers bufs(s.keys.size(), 64 << 10);
+    absl::StatusOr<FetchResult> got = client->Fetch(ns, spec, s.tokens, s.keys.size(), bufs.spans);
+    ASSERT_TRUE(got.ok());
+    ExpectByteExact(s, bufs, *got, s.keys.size());  // every block reported OK is exact
+    for (size_t i = 0; i < s.keys.size(); ++i) {
+      if (got->status[i].ok()) {
+        ++hits;
+      } else {
+        EXPECT_EQ(got->status[i].code(), absl::StatusCode::kNotFound) << got->status[i];
+        ++misses;
+      }
+    }
+  }
+  EXPECT_GT(misses, 0u) << "capacity did not force evictions";
+  EXPECT_GT(hits, 0u) << "nothing survived";
+  // Each shard stays within its capacity and reports evictions.
+  for (const MemberStats& m : client->Stats()) {
+    ASSERT_TRUE(m.stats.ok()) << m.stats.status();
+    for (const auto& t : m.stats->tiers()) {
+      if (t.tier() != "host") continue;
+      EXPECT_LE(t.used_bytes(), t.capacity_bytes());
+      EXPECT_GT(t.evictions(), 0u);
+    }
+  }
+  // The most recent sequence is (mostly) still cached and fetchable.
+  absl::StatusOr<LookupResult> last = client->LookupPrefix(ns, spec, seqs.back().tokens);
+  ASSERT_TRUE(last.ok());
+  EXPECT_GT(last->hit_blocks, 0u);
+}
+
+TEST(ClusterE2eTest, KilledShardCostsItsBlocksNeverCorrectness) {
+  auto cluster = Cluster::Start(3);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.control_deadline = absl::Seconds(2);
+  cfg.max_attempts = 2;
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  const ModelSpec spec = TestSpec();
+  const std::string ns = "faults";
+  Sequence seq = MakeSequence(ns, spec, 60, 7, [](size_t i) { return 5000 + i * 300; });
+  absl::StatusOr<PublishResult> pub = client->Publish(ns, spec, seq.tokens, seq.spans);
+  ASSERT_TRUE(pub.ok());
+  ASSERT_EQ(pub->stored, 60u);
+
+  const size_t dead = 1;
+  ASSERT_TRUE(cluster->procs[dead]->Kill().ok());
+  size_t first_dead = 60;
+  for (size_t i = 0; i < 60 && first_dead == 60; ++i) {
+    if (client->OwnerOf(seq.keys[i]) == dead) first_dead = i;
+  }
+  ASSERT_LT(first_dead, 60u);
+
+  absl::StatusOr<LookupResult> look = client->LookupPrefix(ns, spec, seq.tokens);
+  ASSERT_TRUE(look.ok());
+  EXPECT_EQ(look->hit_blocks, first_dead);
+  EXPECT_GT(look->unreachable_keys, 0u);
+  EXPECT_FALSE(look->first_error.ok());
+
+  Buffers bufs(60, 64 << 10);
+  absl::StatusOr<FetchResult> got = client->Fetch(ns, spec, seq.tokens, 60, bufs.spans);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->valid_blocks, first_dead);
+  ExpectByteExact(seq, bufs, *got, 60);
+  for (size_t i = 0; i < 60; ++i) {
+    if (client->OwnerOf(seq.keys[i]) == dead) {
+      EXPECT_FALSE(got->status[i].ok()) << "block " << i << " of a dead shard reported loaded";
+      EXPECT_EQ(got->sizes[i], 0u);
+    } else {
+      EXPECT_TRUE(got->status[i].ok()) << "block " << i << ": " << got->status[i];
+    }
+  }
+
+  // Publishing a new sequence stores what live shards own and reports the rest.
+  Sequence fresh = MakeSequence(ns, spec, 30, 8, [](size_t) { return 3000; });
+  size_t on_dead = 0;
+  for (const BlockKey& k : fresh.keys) on_dead += client->OwnerOf(k) == dead;
+  absl::StatusOr<PublishResult> pub2 = client->Publish(ns, spec, fresh.tokens, fresh.spans);
+  ASSERT_TRUE(pub2.ok());
+  EXPECT_EQ(pub2->failed, on_dead);
+  EXPECT_EQ(pub2->stored, 30u - on_dead);
+  for (size_t i = 0; i < 30; ++i) {
+    if (client->OwnerOf(fresh.keys[i]) == dead) {
+      EXPECT_EQ(pub2->errors[i].code(), absl::StatusCode::kUnavailable) << pub2->errors[i];
+    }
+  }
+  std::vector<MemberStats> stats = client->Stats();
+  EXPECT_FALSE(stats[dead].stats.ok());
+  EXPECT_TRUE(stats[(dead + 1) % 3].stats.ok());
+}
+
+TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  auto channel = grpc::CreateChannel(cluster->procs[0]->grpc_address(),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::KvHub::NewStub(channel);
+  const std::string ns = "checksum";
+  const BlockKey key{0x1234, 0x5678};
+  const std::string data(10000, 'q');
+  const uint64_t good = Xxh3_64(data.data(), data.size());
+  std::string key_bytes(16, '\0');
+  key.ToBytes(reinterpret_cast<uint8_t*>(key_bytes.data()));
+
+  // Inline Put with a wrong checksum.
+  {
+    v1::PutRequest req;
+    req.set_namespace_(ns);
+    auto* it = req.add_items();
+    it->set_key(key_bytes);
+    it->set_checksum(good ^ 1);
+    it->set_data(data);
+    v1::PutResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.items_size(), 1);
+    EXPECT_EQ(resp.items(0).code(), 15) << resp.items(0).message();  // DATA_LOSS
+  }
+  // Reservation path with a wrong checksum.
+  {
+    v1::PutStartRequest req;
+    req.set_namespace_(ns);
+    auto* it = req.add_items();
+    it->set_key(key_bytes);
+    it->set_size(data.size());
+    it->set_checksum(good + 1);
+    v1::PutStartResponse started;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->PutStart(&ctx, req, &started).ok());
+    ASSERT_EQ(started.items_size(), 1);
+    ASSERT_EQ(started.items(0).status().code(), 0) << started.items(0).status().message();
+    const uint64_t rid = started.items(0).reservation_id();
+    grpc::ClientContext wctx;
+    v1::PutDataResponse wrote;
+    auto writer = stub->PutData(&wctx, &wrote);
+    v1::PutDataChunk chunk;
+    chunk.set_reservation_id(rid);
+    chunk.set_data(data);
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    v1::PutCommitRequest commit;
+    commit.add_reservation_ids(rid);
+    v1::PutCommitResponse committed;
+    grpc::ClientContext cctx;
+    ASSERT_TRUE(stub->PutCommit(&cctx, commit, &committed).ok());
+    ASSERT_EQ(committed.items_size(), 1);
+    EXPECT_EQ(committed.items(0).code(), 15) << committed.items(0).message();
+  }
+  // Nothing became visible.
+  ClientConfig cfg = cluster->Config();
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<LookupResult> look = client->Lookup(ns, std::span<const BlockKey>(&key, 1));
+  ASSERT_TRUE(look.ok());
+  EXPECT_EQ(look->present[0], 0);
+  MemberStats after = client->Stats()[0];
+  ASSERT_TRUE(after.stats.ok()) << after.stats.status();
+  EXPECT_GE(after.stats->checksum_failures(), 2u);
+
+  // The right checksum is accepted, and the client reads the block back verified.
+  BlockPut put{key, std::nullopt,
+               std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size())};
+  absl::StatusOr<PutResult> ok = client->Put(ns, std::span<const BlockPut>(&put, 1));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->stored, 1u) << ok->errors[0];
+  std::vector<uint8_t> buf(data.size());
+  std::span<uint8_t> dest(buf);
+  absl::StatusOr<FetchResult> got =
+      client->Get(ns, std::span<const BlockKey>(&key, 1), std::span<const std::span<uint8_t>>(&dest, 1));
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->status[0].ok()) << got->status[0];
+  EXPECT_EQ(std::string(buf.begin(), buf.end()), data);
+}
+
+}  // namespace
+}  // namespace kvhub
