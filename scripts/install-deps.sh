@@ -17,6 +17,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libucx-dev ucx-utils                # UCX data plane
   redis-server                        # baseline in kvhub-bench
+  libhiredis-dev                      # kvhub-bench: redis SET/GET client for the baseline
   python3 python3-xxhash python3-numpy python3-matplotlib
 )
 

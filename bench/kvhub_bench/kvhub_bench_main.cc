@@ -1,0 +1,413 @@
+// kvhub-bench: service throughput of kvhub (through kvhub::Client) and of a
+// redis-server baseline, same payloads and concurrency, in one run
+// (docs/results-service.md, docs/client.md).
+//
+//   kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]
+//               [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]
+//               [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]
+//               [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags "a b"]
+//               [--redis-server /usr/bin/redis-server]
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/kvhub_bench/redis_server.h"
+#include "client/client.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/kvhubd_process.h"
+#include "tools/kvhub/cli_args.h"
+
+namespace kvhub::bench {
+namespace {
+
+struct Options {
+  std::vector<std::string> members;
+  int spawn = 0;
+  int concurrency = 4;
+  double seconds = 1.0;
+  std::vector<uint64_t> sizes = {64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20};
+  std::vector<uint32_t> batches = {1, 16, 64, 256, 1024};
+  std::vector<std::string> get_modes = {"inline", "stream"};
+  std::vector<std::string> put_paths = {"inline", "reserved"};
+  int channels = 2;
+  bool redis = true;
+  std::string json;
+  std::string kvhubd;
+  std::vector<std::string> kvhubd_flags;
+  std::string redis_server = "/usr/bin/redis-server";
+};
+
+struct Row {
+  std::string system, op, path;
+  uint64_t block_bytes = 0;
+  uint32_t batch = 0;
+  int concurrency = 0;
+  double seconds = 0;
+  uint64_t ops = 0, bytes = 0, keys = 0, errors = 0;
+  double gbps() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
+  double ops_per_s() const { return seconds > 0 ? ops / seconds : 0; }
+  double keys_per_s() const { return seconds > 0 ? keys / seconds : 0; }
+};
+
+std::string Human(uint64_t b) {
+  if (b >= (1 << 20) && b % (1 << 20) == 0) return absl::StrCat(b >> 20, "MiB");
+  if (b >= 1024 && b % 1024 == 0) return absl::StrCat(b >> 10, "KiB");
+  return absl::StrCat(b, "B");
+}
+
+absl::StatusOr<uint64_t> ParseSize(absl::string_view s) {
+  uint64_t mult = 1;
+  for (auto [suf, m] : std::vector<std::pair<std::string, uint64_t>>{
+           {"GiB", 1ull << 30}, {"MiB", 1ull << 20}, {"KiB", 1ull << 10}, {"B", 1}}) {
+    if (absl::EndsWith(s, suf)) {
+      s.remove_suffix(suf.size());
+      mult = m;
+      break;
+    }
+  }
+  uint64_t v;
+  if (!absl::SimpleAtoi(s, &v) || v == 0) return absl::InvalidArgumentError(absl::StrCat("bad size '", s, "'"));
+  return v * mult;
+}
+
+// Runs body(thread, iteration) on `threads` threads for `seconds`; body
+// returns bytes moved (or -1 for an error). Returns a filled Row.
+template <typename Body>
+Row Drive(int threads, double seconds, Body body) {
+  std::atomic<uint64_t> ops{0}, bytes{0}, errors{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  const auto start = std::chrono::steady_clock::now();
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      uint64_t my_ops = 0, my_bytes = 0, my_err = 0;
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const int64_t n = body(t, i);
+        if (n < 0) {
+          ++my_err;
+        } else {
+          ++my_ops;
+          my_bytes += static_cast<uint64_t>(n);
+        }
+      }
+      ops += my_ops;
+      bytes += my_bytes;
+      errors += my_err;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : ts) t.join();
+  Row r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.ops = ops;
+  r.bytes = bytes;
+  r.errors = errors;
+  r.concurrency = threads;
+  return r;
+}
+
+std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    const uint64_t x = rng();
+    std::memcpy(v.data() + i, &x, 8);
+  }
+  return v;
+}
+
+std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path, absl::string_view get_mode) {
+  ClientConfig cfg;
+  for (const std::string& m : o.members) cfg.members.push_back({m, 1.0});
+  cfg.concurrency = std::max(2, o.concurrency);
+  cfg.channels_per_member = o.channels;
+  cfg.inline_put_max_block_bytes = put_path == "inline" ? (256ull << 20) : 0;
+  cfg.max_inline_batch_bytes = 256ull << 20;
+  cfg.get_mode = get_mode == "stream" ? GetMode::kStream : GetMode::kInline;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
+  if (!c.ok()) {
+    std::cerr << "kvhub-bench: " << c.status() << "\n";
+    std::exit(1);
+  }
+  return *std::move(c);
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "help"});
+  if (!args.ok()) {
+    std::cerr << "kvhub-bench: " << args.status().message() << "\n";
+    return 2;
+  }
+  Options o;
+  auto fail = [](absl::string_view m) {
+    std::cerr << "kvhub-bench: " << m << "\n";
+    return 2;
+  };
+  if (args->Has("help")) {
+    std::cerr << "see the header of bench/kvhub_bench/kvhub_bench_main.cc or docs/client.md\n";
+    return 0;
+  }
+  auto addr = args->Get("addr"), members = args->Get("members"), spawn = args->Get("spawn");
+  if ((addr.has_value() + members.has_value() + spawn.has_value()) > 1) {
+    return fail("give at most one of --addr, --members, --spawn");
+  }
+  if (addr || members) {
+    auto m = ClientConfig::ParseMembers(addr ? *addr : *members);
+    if (!m.ok()) return fail(m.status().message());
+    for (auto& x : *m) o.members.push_back(x.address);
+  } else {
+    o.spawn = 1;
+    if (spawn && (!absl::SimpleAtoi(*spawn, &o.spawn) || o.spawn < 1 || o.spawn > 16)) {
+      return fail("--spawn must be 1..16");
+    }
+  }
+  if (auto v = args->Get("concurrency"); v && (!absl::SimpleAtoi(*v, &o.concurrency) || o.concurrency < 1 || o.concurrency > 256)) {
+    return fail("--concurrency must be 1..256");
+  }
+  if (auto v = args->Get("seconds"); v && (!absl::SimpleAtod(*v, &o.seconds) || o.seconds <= 0 || o.seconds > 60)) {
+    return fail("--seconds must be in (0, 60]");
+  }
+  if (auto v = args->Get("channels"); v && (!absl::SimpleAtoi(*v, &o.channels) || o.channels < 1 || o.channels > 64)) {
+    return fail("--channels must be 1..64");
+  }
+  if (auto v = args->Get("sizes")) {
+    o.sizes.clear();
+    for (absl::string_view s : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
+      auto n = ParseSize(s);
+      if (!n.ok() || *n > (256ull << 20)) return fail(absl::StrCat("--sizes: bad size '", s, "'"));
+      o.sizes.push_back(*n);
+    }
+  }
+  if (auto v = args->Get("batches")) {
+    o.batches.clear();
+    for (absl::string_view s : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
+      uint32_t b;
+      if (!absl::SimpleAtoi(s, &b) || b < 1 || b > 4096) return fail("--batches: each 1..4096");
+      o.batches.push_back(b);
+    }
+  }
+  if (auto v = args->Get("get-modes")) o.get_modes = absl::StrSplit(*v, ',', absl::SkipEmpty());
+  if (auto v = args->Get("put-paths")) o.put_paths = absl::StrSplit(*v, ',', absl::SkipEmpty());
+  for (const auto& m : o.get_modes) if (m != "inline" && m != "stream") return fail("--get-modes: inline|stream");
+  for (const auto& m : o.put_paths) if (m != "inline" && m != "reserved") return fail("--put-paths: inline|reserved");
+  o.redis = !args->Has("no-redis");
+  o.json = args->Get("json").value_or("");
+  o.kvhubd = args->Get("kvhubd").value_or("");
+  if (auto v = args->Get("kvhubd-flags")) o.kvhubd_flags = absl::StrSplit(*v, ' ', absl::SkipEmpty());
+  else o.kvhubd_flags = {"--capacity_bytes=2GiB", "--try_hugepages=false", "--log_level=warn"};
+  o.redis_server = args->Get("redis-server").value_or(o.redis_server);
+  if (absl::Status s = args->CheckAllUsed(); !s.ok()) return fail(s.message());
+  if (!args->positional().empty()) return fail(absl::StrCat("unexpected argument '", args->positional()[0], "'"));
+
+  // Start what we own.
+  std::vector<std::unique_ptr<testing::KvhubdProcess>> shards;
+  if (o.spawn > 0) {
+    std::string bin = o.kvhubd;
+    if (bin.empty()) bin = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvhubd").string();
+    for (int i = 0; i < o.spawn; ++i) {
+      testing::KvhubdProcessOptions po;
+      po.binary = bin;
+      po.flags = o.kvhubd_flags;
+      po.node_id = absl::StrCat("bench-", i);
+      auto p = testing::KvhubdProcess::Start(po);
+      if (!p.ok()) {
+        std::cerr << "kvhub-bench: cannot start kvhubd (" << bin << "): " << p.status() << "\n";
+        return 1;
+      }
+      o.members.push_back((*p)->grpc_address());
+      shards.push_back(*std::move(p));
+    }
+  }
+  std::unique_ptr<RedisServer> redis;
+  if (o.redis) {
+    auto r = RedisServer::Start(o.redis_server);
+    if (!r.ok()) {
+      std::cerr << "kvhub-bench: " << r.status() << " (use --no-redis to skip the baseline)\n";
+      return 1;
+    }
+    redis = *std::move(r);
+  }
+
+  const int N = o.concurrency;
+  const std::string ns = absl::StrCat("bench-", getpid(), "-", std::chrono::steady_clock::now().time_since_epoch().count());
+  std::vector<Row> rows;
+  std::atomic<uint64_t> key_counter{1};
+  auto fresh_key = [&] { return U128{key_counter.fetch_add(1), 0xbe11c4ull ^ std::hash<std::string>()(ns)}; };
+  auto print = [](const Row& r) {
+    std::fprintf(stderr, "  %-6s %-7s %-9s %8s %5u  c=%d  %8.0f ops/s  %7.3f GB/s  %10.0f keys/s  err=%lu\n",
+                 r.system.c_str(), r.op.c_str(), r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
+                 r.batch, r.concurrency, r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors));
+  };
+
+  for (uint64_t size : o.sizes) {
+    std::vector<std::vector<uint8_t>> payload(N);
+    for (int t = 0; t < N; ++t) payload[t] = RandomBytes(size, 1000 + t);
+    std::vector<std::vector<uint8_t>> bufs(N, std::vector<uint8_t>(size, 0));
+    // put
+    for (const std::string& path : o.put_paths) {
+      auto client = MakeClient(o, path, "inline");
+      Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
+        BlockPut p{fresh_key(), std::nullopt, payload[t]};
+        auto res = client->Put(ns, std::span<const BlockPut>(&p, 1));
+        return res.ok() && res->stored == 1 ? static_cast<int64_t>(size) : -1;
+      });
+      r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
+      rows.push_back(r); print(r);
+    }
+    // get: a working set of W blocks, written once
+    const size_t W = std::max<size_t>(2 * N, std::min<size_t>(64, (256ull << 20) / size));
+    std::vector<BlockKey> set(W);
+    {
+      auto client = MakeClient(o, "inline", "inline");
+      std::vector<BlockPut> puts(W);
+      for (size_t i = 0; i < W; ++i) puts[i] = BlockPut{set[i] = fresh_key(), std::nullopt, payload[i % N]};
+      auto res = client->Put(ns, puts);
+      if (!res.ok() || res->stored != W) {
+        std::cerr << "kvhub-bench: could not store the get working set (" << (res.ok() ? res->failed : 0)
+                  << " failed" << (res.ok() && res->failed ? absl::StrCat(": ", res->errors[0].ToString()) : "") << ")\n";
+      }
+    }
+    for (const std::string& mode : o.get_modes) {
+      auto client = MakeClient(o, "inline", mode);
+      Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+        const BlockKey& k = set[(t + i * N) % W];
+        std::span<uint8_t> dest(bufs[t]);
+        auto res = client->Get(ns, std::span<const BlockKey>(&k, 1), std::span<const std::span<uint8_t>>(&dest, 1));
+        return res.ok() && res->valid_blocks == 1 ? static_cast<int64_t>(res->sizes[0]) : -1;
+      });
+      r.system = "kvhub"; r.op = "get"; r.path = mode; r.block_bytes = size;
+      rows.push_back(r); print(r);
+    }
+    if (redis) {
+      std::vector<std::unique_ptr<RedisConn>> conns;
+      for (int t = 0; t < N; ++t) {
+        auto c = RedisConn::Connect(redis->port());
+        if (!c.ok()) { std::cerr << "kvhub-bench: " << c.status() << "\n"; return 1; }
+        conns.push_back(*std::move(c));
+      }
+      Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
+        return conns[t]->Set(fresh_key().Hex(), payload[t].data(), size).ok() ? static_cast<int64_t>(size) : -1;
+      });
+      r.system = "redis"; r.op = "put"; r.path = "SET"; r.block_bytes = size;
+      rows.push_back(r); print(r);
+      (void)conns[0]->FlushAll().ok();
+      std::vector<std::string> rset(W);
+      for (size_t i = 0; i < W; ++i) {
+        rset[i] = fresh_key().Hex();
+        if (!conns[0]->Set(rset[i], payload[i % N].data(), size).ok()) std::cerr << "kvhub-bench: redis SET failed\n";
+      }
+      r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+        auto n = conns[t]->Get(rset[(t + i * N) % W]);
+        return n.ok() ? static_cast<int64_t>(*n) : -1;
+      });
+      r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size;
+      rows.push_back(r); print(r);
+      (void)conns[0]->FlushAll().ok();
+    }
+  }
+
+  // lookup: keys/s for batches of present keys
+  if (!o.batches.empty()) {
+    auto client = MakeClient(o, "inline", "inline");
+    const uint32_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+    const size_t K = std::max<size_t>(4096, max_batch);
+    std::vector<BlockKey> keys(K);
+    std::vector<uint8_t> tiny(64, 1);
+    std::vector<BlockPut> puts(K);
+    for (size_t i = 0; i < K; ++i) puts[i] = BlockPut{keys[i] = fresh_key(), std::nullopt, tiny};
+    auto res = client->Put(ns, puts);
+    if (!res.ok() || res->stored != K) std::cerr << "kvhub-bench: lookup key set not fully stored\n";
+    for (uint32_t b : o.batches) {
+      Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+        const size_t off = ((t * 7919 + i * b) % (K - b + 1));
+        auto l = client->Lookup(ns, std::span<const BlockKey>(keys).subspan(off, b));
+        return l.ok() && l->first_error.ok() ? 0 : -1;
+      });
+      r.keys = r.ops * b;
+      r.system = "kvhub"; r.op = "lookup"; r.path = "batch"; r.batch = b;
+      rows.push_back(r); print(r);
+    }
+  }
+
+  // Table and ratios.
+  auto find = [&](const std::string& sys, const std::string& op, const std::string& path, uint64_t size) -> const Row* {
+    for (const Row& r : rows) if (r.system == sys && r.op == op && r.path == path && r.block_bytes == size) return &r;
+    return nullptr;
+  };
+  std::printf("kvhub-bench: %zu member(s)%s, concurrency %d, %.1f s per cell%s\n", o.members.size(),
+              o.spawn ? " (spawned)" : "", N, o.seconds, redis ? ", redis-server baseline in the same run" : "");
+  std::printf("%-6s %-7s %-9s %8s %6s %12s %9s %12s %6s\n", "system", "op", "path", "block", "batch", "ops/s", "GB/s", "keys/s", "errors");
+  for (const Row& r : rows) {
+    std::printf("%-6s %-7s %-9s %8s %6s %12.0f %9.3f %12.0f %6lu\n", r.system.c_str(), r.op.c_str(), r.path.c_str(),
+                r.block_bytes ? Human(r.block_bytes).c_str() : "-", r.batch ? absl::StrCat(r.batch).c_str() : "-",
+                r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors));
+  }
+  nlohmann::json ratios = nlohmann::json::object();
+  for (uint64_t size : o.sizes) {
+    const Row* rg = find("redis", "get", "GET", size);
+    const Row* rs = find("redis", "put", "SET", size);
+    for (const std::string& m : o.get_modes) {
+      const Row* k = find("kvhub", "get", m, size);
+      if (k && rg && rg->gbps() > 0) {
+        const double x = k->gbps() / rg->gbps();
+        ratios[absl::StrCat("get_", m, "_", Human(size), "_vs_redis")] = x;
+        std::printf("ratio get %-7s %6s: kvhub/redis = %.2fx\n", m.c_str(), Human(size).c_str(), x);
+      }
+    }
+    for (const std::string& p : o.put_paths) {
+      const Row* k = find("kvhub", "put", p, size);
+      if (k && rs && rs->gbps() > 0) {
+        const double x = k->gbps() / rs->gbps();
+        ratios[absl::StrCat("put_", p, "_", Human(size), "_vs_redis")] = x;
+        std::printf("ratio put %-8s %6s: kvhub/redis = %.2fx\n", p.c_str(), Human(size).c_str(), x);
+      }
+    }
+  }
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["members"] = o.members;
+    j["spawned"] = o.spawn;
+    j["concurrency"] = N;
+    j["seconds_per_cell"] = o.seconds;
+    j["channels_per_member"] = o.channels;
+    j["cpus"] = std::thread::hardware_concurrency();
+    j["redis_baseline"] = redis != nullptr;
+    j["ratios"] = ratios;
+    for (const Row& r : rows) {
+      j["results"].push_back({{"system", r.system}, {"op", r.op}, {"path", r.path}, {"block_bytes", r.block_bytes},
+                              {"batch", r.batch}, {"concurrency", r.concurrency}, {"seconds", r.seconds},
+                              {"ops", r.ops}, {"bytes", r.bytes}, {"keys", r.keys}, {"errors", r.errors},
+                              {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()}});
+    }
+    if (o.json == "-") {
+      std::cout << j.dump(1) << "\n";
+    } else {
+      std::ofstream(o.json) << j.dump(1) << "\n";
+    }
+  }
+  redis.reset();
+  for (auto& s : shards) (void)s->Stop(absl::Seconds(10));
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvhub::bench
+
+int main(int argc, char** argv) { return kvhub::bench::Main(argc, argv); }

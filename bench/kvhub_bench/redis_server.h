@@ -1,0 +1,48 @@
+#pragma once
+// The redis-server baseline of kvhub-bench: starts /usr/bin/redis-server on a
+// free loopback port (no persistence) and stops it; hiredis connections to it.
+// Not thread-safe; one owner.
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct redisContext;
+
+namespace kvhub::bench {
+
+class RedisServer {
+ public:
+  // Starts `binary` and waits until it answers PING (up to 10 s).
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(const std::string& binary);
+  ~RedisServer();  // SIGTERM, then SIGKILL after 5 s; reaps the child
+  int port() const { return port_; }
+
+ private:
+  RedisServer() = default;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// One hiredis connection (blocking). Thread-compatible: one per thread.
+class RedisConn {
+ public:
+  static absl::StatusOr<std::unique_ptr<RedisConn>> Connect(int port);
+  ~RedisConn();
+  absl::Status Set(const std::string& key, const void* data, size_t len);
+  // GET into the hiredis reply; returns the value's length (NOT_FOUND if nil).
+  absl::StatusOr<size_t> Get(const std::string& key);
+  absl::Status FlushAll();
+
+ private:
+  redisContext* ctx_ = nullptr;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+absl::StatusOr<int> FreeLoopbackPort();
+
+}  // namespace kvhub::bench
