@@ -38,5 +38,16 @@ tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L concurrency
 
+# Decoder fuzzing (codec): libFuzzer + ASan/UBSan with clang in build-codec-fuzz,
+# at least 1M inputs from the committed seed corpus. `make test` runs a short
+# replay of the same entry point (codec_fuzz_replay_test) with any compiler.
+FUZZ_RUNS ?= 1000000
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build-codec-fuzz -G Ninja -DKVHUB_SANITIZE=asan -DKVHUB_CODEC_FUZZ=ON
+	cmake --build build-codec-fuzz -j $(JOBS) --target codec_decode_fuzzer
+	mkdir -p build-codec-fuzz/corpus
+	cp codec/fuzz/corpus/* build-codec-fuzz/corpus/
+	build-codec-fuzz/bin/codec_decode_fuzzer -runs=$(FUZZ_RUNS) -max_len=65536 -timeout=10 build-codec-fuzz/corpus
+
 clean:
-	rm -rf build build-tsa build-asan build-tsan
+	rm -rf build build-tsa build-asan build-tsan build-codec-fuzz

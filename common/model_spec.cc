@@ -103,7 +103,7 @@ absl::StatusOr<ModelSpec> ModelSpec::Parse(absl::string_view text) {
   for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     item = absl::StripAsciiWhitespace(item);
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    auto [k, v] = kv;
+    absl::string_view k = kv.first, v = kv.second;  // not a structured binding: clang-14 cannot capture those
     auto u32 = [&](uint32_t* out) -> absl::Status {
       if (!absl::SimpleAtoi(v, out)) {
         return absl::InvalidArgumentError(absl::StrCat("model spec: ", k, "='", v, "' is not an unsigned integer"));
