@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,8 @@
 
 namespace kvhub::codec {
 namespace {
+
+static_assert(std::endian::native == std::endian::little, "the block format is little-endian");
 
 constexpr uint64_t Align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 
@@ -166,24 +169,10 @@ absl::Status EncodeInt8(const Kernels& K, const KvShape& sh, const uint16_t* x, 
   return absl::OkStatus();
 }
 
-// fp16 scale and zero of one kivi group from its min/max order keys; also the
-// float values the quantizer uses (the rounded ones, so decode matches).
-absl::Status KiviStats(int16_t kmn, int16_t kmx, float qmax, uint16_t* scale_h, uint16_t* zero_h,
-                       float* inv, float* zero) {
-  uint16_t bmn = OrderKeyToBf16(kmn), bmx = OrderKeyToBf16(kmx);
-  if ((bmn & 0x7FFF) >= 0x7F80 || (bmx & 0x7FFF) >= 0x7F80) return NonFinite("kivi");
-  float mn = Bf16ToFloat(bmn), mx = Bf16ToFloat(bmx);
-  float range = mx - mn;
-  float s = range / qmax;
-  if (!FloatToHalf(s, scale_h) || !FloatToHalf(mn, zero_h)) {
-    return absl::InvalidArgumentError(
-        "codec kivi: a group's range or minimum exceeds fp16 (|x| >= 65520); use int8, fp8 or "
-        "lossless for this data");
-  }
-  float sf = HalfToFloat(*scale_h);
-  *zero = HalfToFloat(*zero_h);
-  *inv = sf > 0.0f ? 1.0f / sf : 0.0f;
-  return absl::OkStatus();
+absl::Status KiviRangeError() {
+  return absl::InvalidArgumentError(
+      "codec kivi: input has inf/NaN, or a group's minimum or range exceeds fp16 (|x| >= 65520); "
+      "use int8, fp8 or lossless for this data");
 }
 
 absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_value,
@@ -201,8 +190,8 @@ absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool
   std::memset(seg + L.sink_bytes, 0, L.scale_off - L.sink_bytes);
   std::memset(seg + L.scale_off + L.scale_bytes, 0, L.zero_off - L.scale_off - L.scale_bytes);
   std::memset(seg + L.zero_off + L.zero_bytes, 0, L.codes_off - L.zero_off - L.zero_bytes);
-  uint8_t* sp = seg + L.scale_off;
-  uint8_t* zp = seg + L.zero_off;
+  uint16_t* sp = reinterpret_cast<uint16_t*>(seg + L.scale_off);
+  uint16_t* zp = reinterpret_cast<uint16_t*>(seg + L.zero_off);
   if (!is_value) {
     // Keys: per channel, groups of G tokens; sink tokens do not enter the stats.
     const size_t HD = size_t{H} * D;
@@ -213,9 +202,9 @@ absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool
     for (uint32_t t0 = 0, g = 0; t0 < T; t0 += G, ++g) {
       uint32_t t1 = std::min(T, t0 + G);
       uint32_t r0 = std::max(t0, S);
-      std::fill(mn, mn + HD, INT16_MAX);
-      std::fill(mx, mx + HD, INT16_MIN);
       if (r0 < t1) {
+        std::fill(mn, mn + HD, INT16_MAX);
+        std::fill(mx, mx + HD, INT16_MIN);
         for (uint32_t h = 0; h < H; ++h) {
           K.col_min_max(x + (size_t{r0} * H + h) * D, t1 - r0, HD, D, mn + size_t{h} * D,
                         mx + size_t{h} * D);
@@ -224,11 +213,8 @@ absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool
         std::fill(mn, mn + HD, int16_t{0});  // all sinks: stats are 0
         std::fill(mx, mx + HD, int16_t{0});
       }
-      for (size_t c = 0; c < HD; ++c) {
-        uint16_t sh16, zh16;
-        if (auto s = KiviStats(mn[c], mx[c], qmax, &sh16, &zh16, &inv[c], &zero[c]); !s.ok()) return s;
-        PutU16(sp + 2 * (size_t{g} * HD + c), sh16);
-        PutU16(zp + 2 * (size_t{g} * HD + c), zh16);
+      if (!K.kivi_stats(mn, mx, HD, qmax, sp + size_t{g} * HD, zp + size_t{g} * HD, inv, zero)) {
+        return KiviRangeError();
       }
       for (uint32_t t = t0; t < t1; ++t) {
         for (uint32_t h = 0; h < H; ++h) {
@@ -238,26 +224,23 @@ absl::Status EncodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool
       }
     }
   } else {
-    // Values: per token and head, groups of G channels.
+    // Values: per token and head, groups of G channels. Sink rows get zero
+    // stats, hence zero codes (the decoder overwrites them).
     const uint32_t NG = (D + G - 1) / G;
-    int16_t* mn = Grow(sc.mn, NG);
-    int16_t* mx = Grow(sc.mx, NG);
-    // Sink rows: zero stats and codes (the decoder overwrites them).
-    const size_t sink_rows = size_t{S} * H;
-    std::memset(sp, 0, 2 * sink_rows * NG);
-    std::memset(zp, 0, 2 * sink_rows * NG);
-    std::memset(codes, 0, sink_rows * D);
-    for (size_t r = sink_rows; r < size_t{T} * H; ++r) {
-      const uint16_t* xr = x + r * D;
-      K.group_min_max(xr, D, G, mn, mx);
+    const size_t rows = size_t{T} * H, sink_rows = size_t{S} * H;
+    int16_t* mn = Grow(sc.mn, rows * NG);
+    int16_t* mx = Grow(sc.mx, rows * NG);
+    float* inv = Grow(sc.f0, rows * NG);
+    float* zero = Grow(sc.f1, rows * NG);
+    std::fill(mn, mn + sink_rows * NG, int16_t{0});
+    std::fill(mx, mx + sink_rows * NG, int16_t{0});
+    for (size_t r = sink_rows; r < rows; ++r) K.group_min_max(x + r * D, D, G, mn + r * NG, mx + r * NG);
+    if (!K.kivi_stats(mn, mx, rows * NG, qmax, sp, zp, inv, zero)) return KiviRangeError();
+    for (size_t r = 0; r < rows; ++r) {
       for (uint32_t j = 0; j < NG; ++j) {
-        uint16_t sh16, zh16;
-        float inv, zero;
-        if (auto s = KiviStats(mn[j], mx[j], qmax, &sh16, &zh16, &inv, &zero); !s.ok()) return s;
-        PutU16(sp + 2 * (r * NG + j), sh16);
-        PutU16(zp + 2 * (r * NG + j), zh16);
         uint32_t c0 = j * G, len = std::min(D - c0, G);
-        K.quant_affine1(xr + c0, len, inv, zero, qmax, codes + r * D + c0);
+        K.quant_affine1(x + r * D + c0, len, inv[r * NG + j], zero[r * NG + j], qmax,
+                        codes + r * D + c0);
       }
     }
   }

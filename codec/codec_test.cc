@@ -217,6 +217,48 @@ TEST(CodecTest, KernelsAgreeOnEdgeValues) {
   EXPECT_EQ(mx1, mx2);
 }
 
+TEST(CodecTest, KiviStatsAgreeAcrossKernels) {
+  // Random and edge min/max pairs (finite, tiny, subnormal, near the fp16 limit).
+  std::mt19937_64 rng(3);
+  std::vector<int16_t> mn, mx;
+  const float edges[] = {0.0f, -0.0f, 1e-30f, 6e-8f, 3e-5f, 6.1e-5f, 1.0f, 65504.0f, 65519.0f,
+                         -65504.0f, 1e5f, 1e-10f, 300.0f, -7.5f};
+  for (float a : edges) {
+    for (float b : edges) {
+      int16_t ka = Bf16OrderKey(FloatToBf16(a)), kb = Bf16OrderKey(FloatToBf16(b));
+      mn.push_back(std::min(ka, kb));
+      mx.push_back(std::max(ka, kb));
+    }
+  }
+  for (int i = 0; i < 100000; ++i) {
+    uint16_t a = static_cast<uint16_t>(rng()) & 0x477F, b = static_cast<uint16_t>(rng()) & 0x477F;
+    if (rng() & 1) a |= 0x8000;
+    int16_t ka = Bf16OrderKey(a), kb = Bf16OrderKey(b);
+    mn.push_back(std::min(ka, kb));
+    mx.push_back(std::max(ka, kb));
+  }
+  // Process in chunks so a chunk with one out-of-range pair does not hide the others.
+  const size_t chunk = 37;
+  int bad_chunks = 0;
+  for (size_t at = 0; at < mn.size(); at += chunk) {
+    size_t n = std::min(chunk, mn.size() - at);
+    for (float q : {15.0f, 3.0f}) {
+      std::vector<uint16_t> s1(n), z1(n), s2(n), z2(n);
+      std::vector<float> i1(n), f1(n), i2(n), f2(n);
+      bool ok1 = ScalarKernels().kivi_stats(&mn[at], &mx[at], n, q, s1.data(), z1.data(), i1.data(), f1.data());
+      bool ok2 = SimdKernels().kivi_stats(&mn[at], &mx[at], n, q, s2.data(), z2.data(), i2.data(), f2.data());
+      ASSERT_EQ(ok1, ok2) << at;
+      bad_chunks += !ok1;
+      if (!ok1) continue;
+      ASSERT_EQ(s1, s2) << at;
+      ASSERT_EQ(z1, z2) << at;
+      ASSERT_EQ(0, std::memcmp(i1.data(), i2.data(), 4 * n)) << at;
+      ASSERT_EQ(0, std::memcmp(f1.data(), f2.data(), 4 * n)) << at;
+    }
+  }
+  EXPECT_GT(bad_chunks, 0);  // the edges include values beyond fp16
+}
+
 TEST(CodecTest, Fp8AndHalfConversionsMatchDefinitions) {
   // e4m3: decode of every code, and encode is nearest-even with saturation.
   EXPECT_EQ(E4m3ToFloat(0x7E), 448.0f);

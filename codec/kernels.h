@@ -41,6 +41,12 @@ struct Kernels {
   void (*quant_affine1)(const uint16_t* x, size_t n, float inv, float zero, float qmax,
                         uint8_t* q);
   void (*dequant_affine1)(const uint8_t* q, size_t n, float scale, float zero, uint16_t* y);
+  // KIVI group statistics from min/max order keys (see docs/codecs.md):
+  // s_h = fp16((mx - mn) / qmax), z_h = fp16(mn), zero = float(z_h),
+  // inv = float(s_h) > 0 ? 1 / float(s_h) : 0. Returns false (outputs
+  // unspecified) if a min/max is not finite or a result overflows fp16.
+  bool (*kivi_stats)(const int16_t* mn, const int16_t* mx, size_t n, float qmax,
+                     uint16_t* scale_h, uint16_t* zero_h, float* inv, float* zero);
   // 4-bit: code i goes to byte i/2, low nibble for even i. n codes -> (n+1)/2 bytes.
   void (*pack4)(const uint8_t* q, size_t n, uint8_t* out);
   void (*unpack4)(const uint8_t* in, size_t n, uint8_t* q);

@@ -22,6 +22,7 @@ const Kernels& ScalarKernels() {
       scalar::DequantAffine,
       scalar::QuantAffine1,
       scalar::DequantAffine1,
+      scalar::KiviStats,
       scalar::Pack4,
       scalar::Unpack4,
       scalar::Pack2,

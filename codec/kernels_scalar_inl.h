@@ -97,6 +97,29 @@ inline void DequantAffine1(const uint8_t* q, size_t n, float scale, float zero, 
   }
 }
 
+inline bool KiviStats(const int16_t* kmn, const int16_t* kmx, size_t n, float qmax,
+                      uint16_t* scale_h, uint16_t* zero_h, float* inv, float* zero) {
+  bool ok = true;
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t bmn = OrderKeyToBf16(kmn[i]), bmx = OrderKeyToBf16(kmx[i]);
+    if ((bmn & 0x7FFF) >= 0x7F80 || (bmx & 0x7FFF) >= 0x7F80) {
+      ok = false;
+      continue;
+    }
+    float mn = Bf16ToFloat(bmn), mx = Bf16ToFloat(bmx);
+    float range = mx - mn;
+    float s = range / qmax;
+    uint16_t sh = 0, zh = 0;
+    if (!FloatToHalf(s, &sh) || !FloatToHalf(mn, &zh)) ok = false;
+    scale_h[i] = sh;
+    zero_h[i] = zh;
+    float sf = HalfToFloat(sh);
+    zero[i] = HalfToFloat(zh);
+    inv[i] = sf > 0.0f ? 1.0f / sf : 0.0f;
+  }
+  return ok;
+}
+
 inline void Pack4(const uint8_t* q, size_t n, uint8_t* out) {
   size_t i = 0;
   for (; i + 1 < n; i += 2) out[i / 2] = static_cast<uint8_t>((q[i] & 0xF) | (q[i + 1] << 4));

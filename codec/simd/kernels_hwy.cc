@@ -238,6 +238,73 @@ void DequantAffine1(const uint8_t* q, size_t n, float scale, float zero, uint16_
   scalar::DequantAffine1(q + i, n - i, scale, zero, y + i);
 }
 
+// FloatToHalf (numeric.h) on a vector: fp16 bits in the low 16 bits of each
+// lane; `bad` gets the lanes that would overflow.
+HWY_INLINE hn::Vec<DI32> FloatToHalfV(hn::Vec<DF> f, hn::Mask<DI32>* bad) {
+  const DF df;
+  const DI32 di;
+  auto x = hn::BitCast(di, f);
+  auto sign = hn::And(hn::ShiftRight<16>(x), hn::Set(di, 0x8000));
+  auto ax = hn::And(x, hn::Set(di, 0x7FFFFFFF));
+  *bad = hn::Or(*bad, hn::Gt(ax, hn::Set(di, 0x477FEFFF)));
+  auto sub = hn::NearestInt(hn::Mul(hn::BitCast(df, ax), hn::Set(df, 16777216.0f)));
+  auto r = hn::Add(ax, hn::Add(hn::Set(di, 0xFFF), hn::And(hn::ShiftRight<13>(ax), hn::Set(di, 1))));
+  auto nrm = hn::ShiftRight<13>(hn::Sub(r, hn::Set(di, 112 << 23)));
+  return hn::Or(sign, hn::IfThenElse(hn::Lt(ax, hn::Set(di, 0x38800000)), sub, nrm));
+}
+
+// HalfToFloat for finite fp16 bits in the low 16 bits of each lane.
+HWY_INLINE hn::Vec<DF> HalfToFloatV(hn::Vec<DI32> h) {
+  const DF df;
+  const DI32 di;
+  auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(di, 0x8000)));
+  auto exp = hn::And(hn::ShiftRight<10>(h), hn::Set(di, 0x1F));
+  auto man = hn::And(h, hn::Set(di, 0x3FF));
+  auto sub = hn::Mul(hn::ConvertTo(df, man), hn::Set(df, 5.9604644775390625e-08f));
+  auto nrm = hn::BitCast(df, hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(di, 112))),
+                                    hn::ShiftLeft<13>(man)));
+  auto v = hn::IfThenElse(hn::RebindMask(df, hn::Eq(exp, hn::Zero(di))), sub, nrm);
+  return hn::Or(v, hn::BitCast(df, sign));
+}
+
+bool KiviStats(const int16_t* kmn, const int16_t* kmx, size_t n, float qmax, uint16_t* scale_h,
+               uint16_t* zero_h, float* inv, float* zero) {
+  const DF df;
+  const DI32 di;
+  const hn::Rebind<int16_t, DF> di16;
+  const DU16H du16;
+  const size_t N = hn::Lanes(df);
+  auto bad = hn::FirstN(di, 0);
+  const auto vq = hn::Set(df, qmax);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto kmn32 = hn::PromoteTo(di, hn::LoadU(di16, kmn + i));
+    auto kmx32 = hn::PromoteTo(di, hn::LoadU(di16, kmx + i));
+    // order key -> bf16 bits (low 16), then float
+    auto bmn = hn::And(hn::Xor(kmn32, hn::And(hn::ShiftRight<15>(kmn32), hn::Set(di, 0x7FFF))),
+                       hn::Set(di, 0xFFFF));
+    auto bmx = hn::And(hn::Xor(kmx32, hn::And(hn::ShiftRight<15>(kmx32), hn::Set(di, 0x7FFF))),
+                       hn::Set(di, 0xFFFF));
+    bad = hn::Or(bad, hn::Gt(hn::And(bmn, hn::Set(di, 0x7FFF)), hn::Set(di, 0x7F7F)));
+    bad = hn::Or(bad, hn::Gt(hn::And(bmx, hn::Set(di, 0x7FFF)), hn::Set(di, 0x7F7F)));
+    auto mn = hn::BitCast(df, hn::ShiftLeft<16>(bmn));
+    auto mx = hn::BitCast(df, hn::ShiftLeft<16>(bmx));
+    auto s = hn::Div(hn::Sub(mx, mn), vq);
+    auto sh = FloatToHalfV(s, &bad);
+    auto zh = FloatToHalfV(mn, &bad);
+    hn::StoreU(hn::DemoteTo(du16, sh), du16, scale_h + i);
+    hn::StoreU(hn::DemoteTo(du16, zh), du16, zero_h + i);
+    auto sf = HalfToFloatV(sh);
+    hn::StoreU(HalfToFloatV(zh), df, zero + i);
+    auto pos = hn::Gt(sf, hn::Zero(df));
+    hn::StoreU(hn::IfThenElseZero(pos, hn::Div(hn::Set(df, 1.0f), hn::IfThenElse(pos, sf, hn::Set(df, 1.0f)))),
+               df, inv + i);
+  }
+  bool ok = hn::AllFalse(di, bad);
+  return scalar::KiviStats(kmn + i, kmx + i, n - i, qmax, scale_h + i, zero_h + i, inv + i,
+                           zero + i) && ok;
+}
+
 void Pack4(const uint8_t* q, size_t n, uint8_t* out) {
   const hn::ScalableTag<uint16_t> d16;
   const hn::Repartition<uint8_t, decltype(d16)> d8;
@@ -354,6 +421,10 @@ void QuantAffine1(const uint16_t* x, size_t n, float inv, float zero, float qmax
 void DequantAffine1(const uint8_t* q, size_t n, float s, float z, uint16_t* y) {
   scalar::DequantAffine1(q, n, s, z, y);
 }
+bool KiviStats(const int16_t* mn, const int16_t* mx, size_t n, float qmax, uint16_t* sh,
+               uint16_t* zh, float* inv, float* zero) {
+  return scalar::KiviStats(mn, mx, n, qmax, sh, zh, inv, zero);
+}
 void Pack4(const uint8_t* q, size_t n, uint8_t* out) { scalar::Pack4(q, n, out); }
 void Unpack4(const uint8_t* in, size_t n, uint8_t* q) { scalar::Unpack4(in, n, q); }
 void Pack2(const uint8_t* q, size_t n, uint8_t* out) { scalar::Pack2(q, n, out); }
@@ -387,6 +458,7 @@ HWY_EXPORT(QuantAffine);
 HWY_EXPORT(DequantAffine);
 HWY_EXPORT(QuantAffine1);
 HWY_EXPORT(DequantAffine1);
+HWY_EXPORT(KiviStats);
 HWY_EXPORT(Pack4);
 HWY_EXPORT(Unpack4);
 HWY_EXPORT(Pack2);
@@ -412,6 +484,7 @@ const Kernels& SimdKernels() {
         &HWY_DYNAMIC_DISPATCH(DequantAffine),
         &HWY_DYNAMIC_DISPATCH(QuantAffine1),
         &HWY_DYNAMIC_DISPATCH(DequantAffine1),
+        &HWY_DYNAMIC_DISPATCH(KiviStats),
         &HWY_DYNAMIC_DISPATCH(Pack4),
         &HWY_DYNAMIC_DISPATCH(Unpack4),
         &HWY_DYNAMIC_DISPATCH(Pack2),
