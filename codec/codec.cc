@@ -388,17 +388,15 @@ void DecodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_valu
   } else {
     K.unpack2(seg + L.codes_off, n, codes);
   }
-  const uint8_t* sp = seg + L.scale_off;
-  const uint8_t* zp = seg + L.zero_off;
+  const uint16_t* sp = reinterpret_cast<const uint16_t*>(seg + L.scale_off);
+  const uint16_t* zp = reinterpret_cast<const uint16_t*>(seg + L.zero_off);
   if (!is_value) {
     const size_t HD = size_t{H} * D;
     float* scale = Grow(sc.f0, HD);
     float* zero = Grow(sc.f1, HD);
     for (uint32_t t0 = 0, g = 0; t0 < T; t0 += G, ++g) {
-      for (size_t c = 0; c < HD; ++c) {
-        scale[c] = HalfToFloat(GetU16(sp + 2 * (size_t{g} * HD + c)));
-        zero[c] = HalfToFloat(GetU16(zp + 2 * (size_t{g} * HD + c)));
-      }
+      K.half_to_float(sp + size_t{g} * HD, HD, scale);
+      K.half_to_float(zp + size_t{g} * HD, HD, zero);
       uint32_t t1 = std::min(T, t0 + G);
       for (uint32_t t = t0; t < t1; ++t) {
         for (uint32_t h = 0; h < H; ++h) {
@@ -409,11 +407,16 @@ void DecodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_valu
     }
   } else {
     const uint32_t NG = (D + G - 1) / G;
-    for (size_t r = 0; r < size_t{T} * H; ++r) {
+    const size_t rows = size_t{T} * H;
+    float* scale = Grow(sc.f0, rows * NG);
+    float* zero = Grow(sc.f1, rows * NG);
+    K.half_to_float(sp, rows * NG, scale);
+    K.half_to_float(zp, rows * NG, zero);
+    for (size_t r = size_t{S} * H; r < rows; ++r) {
       for (uint32_t j = 0; j < NG; ++j) {
         uint32_t c0 = j * G, len = std::min(D - c0, G);
-        K.dequant_affine1(codes + r * D + c0, len, HalfToFloat(GetU16(sp + 2 * (r * NG + j))),
-                          HalfToFloat(GetU16(zp + 2 * (r * NG + j))), y + r * D + c0);
+        K.dequant_affine1(codes + r * D + c0, len, scale[r * NG + j], zero[r * NG + j],
+                          y + r * D + c0);
       }
     }
   }

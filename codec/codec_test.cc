@@ -210,6 +210,14 @@ TEST(CodecTest, KernelsAgreeOnEdgeValues) {
     V.dequant_int8(reinterpret_cast<int8_t*>(codes.data()), 256, s, b.data());
     ASSERT_EQ(a, b);
   }
+  {
+    std::vector<uint16_t> all(65536);
+    for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+    std::vector<float> a(65536), b(65536);
+    S.half_to_float(all.data(), all.size(), a.data());
+    V.half_to_float(all.data(), all.size(), b.data());
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), 4 * a.size()));
+  }
   std::vector<int16_t> mn1(n / 64 + 1), mx1(n / 64 + 1), mn2(n / 64 + 1), mx2(n / 64 + 1);
   S.group_min_max(x.data(), n, 64, mn1.data(), mx1.data());
   V.group_min_max(x.data(), n, 64, mn2.data(), mx2.data());

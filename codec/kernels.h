@@ -47,6 +47,8 @@ struct Kernels {
   // unspecified) if a min/max is not finite or a result overflows fp16.
   bool (*kivi_stats)(const int16_t* mn, const int16_t* mx, size_t n, float qmax,
                      uint16_t* scale_h, uint16_t* zero_h, float* inv, float* zero);
+  // out[i] = HalfToFloat(h[i]) (IEEE fp16, inf/NaN included).
+  void (*half_to_float)(const uint16_t* h, size_t n, float* out);
   // 4-bit: code i goes to byte i/2, low nibble for even i. n codes -> (n+1)/2 bytes.
   void (*pack4)(const uint8_t* q, size_t n, uint8_t* out);
   void (*unpack4)(const uint8_t* in, size_t n, uint8_t* q);

@@ -23,6 +23,7 @@ const Kernels& ScalarKernels() {
       scalar::QuantAffine1,
       scalar::DequantAffine1,
       scalar::KiviStats,
+      scalar::HalfToFloatN,
       scalar::Pack4,
       scalar::Unpack4,
       scalar::Pack2,

@@ -120,6 +120,10 @@ inline bool KiviStats(const int16_t* kmn, const int16_t* kmx, size_t n, float qm
   return ok;
 }
 
+inline void HalfToFloatN(const uint16_t* h, size_t n, float* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = HalfToFloat(h[i]);
+}
+
 inline void Pack4(const uint8_t* q, size_t n, uint8_t* out) {
   size_t i = 0;
   for (; i + 1 < n; i += 2) out[i / 2] = static_cast<uint8_t>((q[i] & 0xF) | (q[i + 1] << 4));

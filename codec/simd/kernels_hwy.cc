@@ -253,7 +253,8 @@ HWY_INLINE hn::Vec<DI32> FloatToHalfV(hn::Vec<DF> f, hn::Mask<DI32>* bad) {
   return hn::Or(sign, hn::IfThenElse(hn::Lt(ax, hn::Set(di, 0x38800000)), sub, nrm));
 }
 
-// HalfToFloat for finite fp16 bits in the low 16 bits of each lane.
+// HalfToFloat (numeric.h) for fp16 bits in the low 16 bits of each lane,
+// including inf/NaN (exponent 31), which only corrupted blocks contain.
 HWY_INLINE hn::Vec<DF> HalfToFloatV(hn::Vec<DI32> h) {
   const DF df;
   const DI32 di;
@@ -263,6 +264,8 @@ HWY_INLINE hn::Vec<DF> HalfToFloatV(hn::Vec<DI32> h) {
   auto sub = hn::Mul(hn::ConvertTo(df, man), hn::Set(df, 5.9604644775390625e-08f));
   auto nrm = hn::BitCast(df, hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(di, 112))),
                                     hn::ShiftLeft<13>(man)));
+  auto special = hn::BitCast(df, hn::Or(hn::Set(di, 0x7F800000), hn::ShiftLeft<13>(man)));
+  nrm = hn::IfThenElse(hn::RebindMask(df, hn::Eq(exp, hn::Set(di, 31))), special, nrm);
   auto v = hn::IfThenElse(hn::RebindMask(df, hn::Eq(exp, hn::Zero(di))), sub, nrm);
   return hn::Or(v, hn::BitCast(df, sign));
 }
@@ -303,6 +306,20 @@ bool KiviStats(const int16_t* kmn, const int16_t* kmx, size_t n, float qmax, uin
   bool ok = hn::AllFalse(di, bad);
   return scalar::KiviStats(kmn + i, kmx + i, n - i, qmax, scale_h + i, zero_h + i, inv + i,
                            zero + i) && ok;
+}
+
+void HalfToFloatN(const uint16_t* h, size_t n, float* out) {
+  const DF df;
+  const DI32 di;
+  const DU32 du;
+  const DU16H du16;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto v = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(du16, h + i)));
+    hn::StoreU(HalfToFloatV(v), df, out + i);
+  }
+  scalar::HalfToFloatN(h + i, n - i, out + i);
 }
 
 void Pack4(const uint8_t* q, size_t n, uint8_t* out) {
@@ -425,6 +442,7 @@ bool KiviStats(const int16_t* mn, const int16_t* mx, size_t n, float qmax, uint1
                uint16_t* zh, float* inv, float* zero) {
   return scalar::KiviStats(mn, mx, n, qmax, sh, zh, inv, zero);
 }
+void HalfToFloatN(const uint16_t* h, size_t n, float* out) { scalar::HalfToFloatN(h, n, out); }
 void Pack4(const uint8_t* q, size_t n, uint8_t* out) { scalar::Pack4(q, n, out); }
 void Unpack4(const uint8_t* in, size_t n, uint8_t* q) { scalar::Unpack4(in, n, q); }
 void Pack2(const uint8_t* q, size_t n, uint8_t* out) { scalar::Pack2(q, n, out); }
@@ -459,6 +477,7 @@ HWY_EXPORT(DequantAffine);
 HWY_EXPORT(QuantAffine1);
 HWY_EXPORT(DequantAffine1);
 HWY_EXPORT(KiviStats);
+HWY_EXPORT(HalfToFloatN);
 HWY_EXPORT(Pack4);
 HWY_EXPORT(Unpack4);
 HWY_EXPORT(Pack2);
@@ -485,6 +504,7 @@ const Kernels& SimdKernels() {
         &HWY_DYNAMIC_DISPATCH(QuantAffine1),
         &HWY_DYNAMIC_DISPATCH(DequantAffine1),
         &HWY_DYNAMIC_DISPATCH(KiviStats),
+        &HWY_DYNAMIC_DISPATCH(HalfToFloatN),
         &HWY_DYNAMIC_DISPATCH(Pack4),
         &HWY_DYNAMIC_DISPATCH(Unpack4),
         &HWY_DYNAMIC_DISPATCH(Pack2),
