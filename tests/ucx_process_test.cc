@@ -80,7 +80,7 @@ UcxConfig ConfigFor(const std::string& tls) {
 
 // ---- child roles (run before gtest's main, then _exit)
 [[noreturn]] void ChildServer(int in, int out, const std::string& tls) {
-  auto ctx = UcxContext::Create(ServerUcxConfig(ConfigFor(tls)));
+  auto ctx = UcxContext::Create(ConfigFor(tls));
   if (!ctx.ok()) _exit(10);
   std::vector<uint8_t> region(kRegionBytes);
   FillPattern(region.data(), region.size(), 42);
@@ -192,7 +192,8 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   if (tls != "tcp") {
     // UCX 1.13 has no peer failure detection on shared memory, and its CMA copy
     // from a process that died aborts the copying process (cma_ep.c fatal error).
-    // The shard never copies (ServerUcxConfig), so only this direction is unsafe;
+    // The shard never runs a CMA copy (gets: the client pulls; puts: RMA emulated
+    // by the shard from its own FIFO), so only this direction is unsafe;
     // docs/transport.md says so. Byte-exactness on shared memory is covered by
     // ClientKilledMidTransferLeavesServerServing and ucx_transfer_test.
     GTEST_SKIP() << "a client on UCX 1.13 shared memory cannot survive its shard dying mid-copy";
@@ -305,7 +306,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
 // A client in another process is killed while fetching; the server keeps serving others.
 TEST_P(UcxProcessTest, ClientKilledMidTransferLeavesServerServing) {
   const std::string tls = GetParam();
-  auto ctx = UcxContext::Create(ServerUcxConfig(ConfigFor(tls)));
+  auto ctx = UcxContext::Create(ConfigFor(tls));
   ASSERT_TRUE(ctx.ok()) << ctx.status();
   std::vector<uint8_t> region(kRegionBytes);
   FillPattern(region.data(), region.size(), 42);

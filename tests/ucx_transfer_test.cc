@@ -37,7 +37,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
     cfg.put_path = GetParam().path;
     cfg.op_timeout = absl::Seconds(5);
     cfg.require_peer_failure_detection = std::string(GetParam().tls) == "tcp";
-    auto sctx = UcxContext::Create(ServerUcxConfig(cfg));
+    auto sctx = UcxContext::Create(cfg);
     ASSERT_TRUE(sctx.ok()) << sctx.status();
     server_ctx_ = std::move(*sctx);
     auto cctx = UcxContext::Create(cfg);
@@ -136,7 +136,14 @@ TEST_P(UcxTransferTest, PutIsByteExactAndLeavesNeighboursIntact) {
   std::vector<absl::Status> results(ts.size());
   ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
   std::vector<uint8_t> want = before;
+  const bool shm_am = std::string(GetParam().tls) != "tcp" && GetParam().path == UcxPath::kAm;
   for (size_t i = 0; i < ts.size(); ++i) {
+    if (shm_am && i == 2) {
+      // A rendezvous-sized AM put on an endpoint without peer failure detection
+      // is refused by the shard (it would have to CMA-pull from the client).
+      EXPECT_EQ(results[i].code(), absl::StatusCode::kFailedPrecondition) << results[i];
+      continue;
+    }
     ASSERT_TRUE(results[i].ok()) << i << ": " << results[i];
     std::memcpy(want.data() + ts[i].offset, src[i].data(), ts[i].size);
   }

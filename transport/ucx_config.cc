@@ -47,13 +47,4 @@ absl::Status UcxConfig::Validate() const {
   return absl::OkStatus();
 }
 
-UcxConfig ServerUcxConfig(UcxConfig config) {
-  if (config.require_peer_failure_detection) return config;
-  for (const auto& [name, value] : config.options) {
-    if (name == "RNDV_SCHEME") return config;
-  }
-  config.options.emplace_back("RNDV_SCHEME", "put_zcopy");
-  return config;
-}
-
 }  // namespace kvhub::transport

@@ -65,11 +65,5 @@ struct UcxConfig {
   absl::Status Validate() const;
 };
 
-// The config a serving process (kvhubd) should use: when peers may be connected
-// without failure detection (shared memory on UCX 1.13), rendezvous uses the
-// put scheme (RNDV_SCHEME=put_zcopy, unless set) so the *client* performs every
-// CMA copy in both directions: UCX 1.13 aborts a process whose CMA copy hits a
-// dead peer, and this keeps that process from ever being the shard.
-UcxConfig ServerUcxConfig(UcxConfig config);
 
 }  // namespace kvhub::transport

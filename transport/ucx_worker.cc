@@ -125,7 +125,7 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_put_bytes{0}, served_errors{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
-    std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0};
+    std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
     std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
   };
   // A server-side send (AM response) in flight; owns the header.
@@ -396,6 +396,11 @@ struct UcxWorker::Impl {
     }
   }
 
+  bool ConnHasPeerMode(uint64_t conn_id) {
+    auto it = conns.find(conn_id);
+    return it != conns.end() && it->second->peer_mode;
+  }
+
   ucp_ep_h ReplyEp(uint64_t conn_id, const ucp_am_recv_param_t* param) {
     auto it = conns.find(conn_id);
     if (it != conns.end()) return it->second->ep;
@@ -468,6 +473,15 @@ struct UcxWorker::Impl {
     }
     const UcxMemory* mem = self->w->options_.served[h.region];
     uint8_t* dst = static_cast<uint8_t*>(mem->base()) + h.offset;
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) && !self->ConnHasPeerMode(h.conn_id)) {
+      // See Connect(): pulling a rendezvous put from a peer we cannot watch for
+      // failure could abort this process. The client must use RMA put here.
+      self->Respond(ep, kAmPutResp, h.req_id,
+                    absl::FailedPreconditionError(
+                        "rendezvous AM put refused on an endpoint without peer failure detection; use RMA put"),
+                    nullptr, 0, nullptr);
+      return UCS_OK;
+    }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       auto* r = new ServerRecv{self, h.conn_id, h.req_id, h.size};
       ucp_request_param_t p{};
@@ -817,7 +831,10 @@ void UcxWorker::Loop() {
     }
     if (poll_mode || HasTasks() || !impl_->failed_eps.empty()) continue;
     const ucs_status_t st = ucp_worker_arm(worker_);
-    if (st == UCS_ERR_BUSY) continue;
+    if (st == UCS_ERR_BUSY) {
+      impl_->c.arm_busy.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     if (HasTasks()) continue;
     pollfd pfd{efd_, POLLIN, 0};
     ::poll(&pfd, 1, st == UCS_OK ? idle_ms : 1);
@@ -915,7 +932,13 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     const bool one_sided = HasOneSidedRma(names);
     const UcxConfig& cfg = config();
     peer->get_path = cfg.get_path != UcxPath::kAuto ? cfg.get_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
-    peer->put_path = cfg.put_path != UcxPath::kAuto ? cfg.put_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
+    // Without peer failure detection (UCX 1.13 shared memory) an AM put would make
+    // the shard pull the bytes with CMA, and a CMA copy from a dead process
+    // aborts the copying process; RMA put is emulated by the shard's worker from
+    // its own shared-memory FIFO instead, which a dying client cannot break.
+    peer->put_path = cfg.put_path != UcxPath::kAuto
+                         ? cfg.put_path
+                         : (one_sided || !peer->peer_mode ? UcxPath::kRma : UcxPath::kAm);
     if (fresh != nullptr) {
       im.ep_owner[fresh->ep] = Impl::EpOwner{false, fresh->id};
       im.peer_by_address[fresh->address] = fresh->id;
@@ -1005,6 +1028,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.peer_failures = c.peer_failures.load();
   s.forced_closes = c.forced_closes.load();
   s.wakeups = c.wakeups.load();
+  s.arm_busy = c.arm_busy.load();
   s.connected_peers = c.connected_peers.load();
   s.accepted_peers = c.accepted_peers.load();
   return s;

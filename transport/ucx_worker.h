@@ -88,6 +88,7 @@ struct UcxWorkerStats {
   uint64_t peer_failures = 0;     // endpoints that reported an error
   uint64_t forced_closes = 0;     // endpoints closed to cancel timed-out transfers
   uint64_t wakeups = 0;           // returns from epoll (kSleep mode)
+  uint64_t arm_busy = 0;          // ucp_worker_arm said events were pending: progressed again
   uint64_t connected_peers = 0, accepted_peers = 0;  // live now
 };
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Side-by-side UCX numbers from one run: kvhub's UCX data plane (kvhub-ucx-bench,
+# get and put, AM and RMA) next to ucx_perftest (tag_bw, ucp_get) on the same
+# UCX_TLS, for tcp and for shared memory. 1 MiB blocks, concurrency 4, loopback.
+#
+#   transport/bench_compare.sh [BUILD_DIR]       (default build-ucx)
+set -u
+BUILD=${1:-build-ucx}
+BENCH=$BUILD/bin/kvhub-ucx-bench
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+PORT=${PORT:-13400}
+
+perftest() {  # tls test
+  local tls=$1 test=$2 port=$((PORT++))
+  UCX_TLS=$tls ucx_perftest -p "$port" >/dev/null 2>&1 &
+  local srv=$!
+  sleep 0.5
+  # -O 4: at most 4 outstanding operations (our concurrency).
+  local out
+  out=$(UCX_TLS=$tls ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s 1048576 -n 3000 -w 300 -O 4 2>&1 | tail -1)
+  wait $srv 2>/dev/null
+  # Final line columns: ... bandwidth(MB/s) average, overall; message rate ...
+  echo "$out" | awk -v tls="$tls" -v t="$test" '{printf "{\"tool\":\"ucx_perftest\",\"tls\":\"%s\",\"test\":\"%s\",\"GBps\":%.3f}\n", tls, t, $(NF-2)*1048576/1e9}'
+}
+
+for tls in tcp posix,cma; do
+  for op in get put; do
+    for path in am rma; do
+      "$BENCH" --tls=$tls --op=$op --path=$path --block=1048576 --concurrency=4 --seconds="$SECONDS_PER_RUN" 2>/dev/null | grep '^{'
+    done
+  done
+  perftest "$tls" tag_bw
+  perftest "$tls" ucp_get
+done

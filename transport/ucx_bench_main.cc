@@ -1,0 +1,273 @@
+// kvhub-ucx-bench: UCX data-plane throughput between two processes, the way
+// kvhubd and a client use it (a served, registered region; 1 MiB blocks;
+// N concurrent callers), plus the serving process's CPU seconds per GiB moved.
+//
+//   kvhub-ucx-bench --tls=tcp --path=am --op=get --block=1048576 --concurrency=4 --seconds=3
+//
+// Prints one JSON object per run. The serving process is this binary re-executed
+// with --serve; it registers a region and serves AM requests from its progress
+// thread (RMA needs no serving CPU where the transport is one-sided).
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+
+namespace kvhub::transport {
+namespace {
+
+struct Args {
+  std::string tls = "tcp";
+  std::string path = "auto";
+  std::string op = "get";
+  uint64_t block = 1 << 20;
+  int concurrency = 4;
+  double seconds = 3;
+  uint64_t region = 256ull << 20;
+  bool serve = false;
+  bool poll = false;
+  int in = -1, out = -1;
+};
+
+bool WriteAll(int fd, const void* p, size_t n) {
+  const auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+bool ReadAll(int fd, void* p, size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+bool Send(int fd, const std::string& s) {
+  const uint64_t n = s.size();
+  return WriteAll(fd, &n, 8) && WriteAll(fd, s.data(), s.size());
+}
+bool Recv(int fd, std::string* s) {
+  uint64_t n = 0;
+  if (!ReadAll(fd, &n, 8) || n > (64u << 20)) return false;
+  s->resize(n);
+  return ReadAll(fd, s->data(), n);
+}
+
+UcxConfig MakeConfig(const Args& a) {
+  UcxConfig c;
+  c.tls = a.tls;
+  c.require_peer_failure_detection = a.tls.find("tcp") != std::string::npos || a.tls.find("rc") != std::string::npos;
+  c.get_path = a.path == "rma" ? UcxPath::kRma : a.path == "am" ? UcxPath::kAm : UcxPath::kAuto;
+  c.put_path = c.get_path;
+  c.progress_mode = a.poll ? UcxProgressMode::kPoll : UcxProgressMode::kSleep;
+  return c;
+}
+
+// CPU seconds (user + system) of a process from /proc/<pid>/stat.
+double CpuSeconds(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  std::getline(f, line);
+  const size_t rp = line.rfind(')');
+  if (rp == std::string::npos) return -1;
+  std::vector<std::string> fields = absl::StrSplit(line.substr(rp + 2), ' ');
+  uint64_t ut = 0, st = 0;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &ut) || !absl::SimpleAtoi(fields[12], &st)) return -1;
+  return static_cast<double>(ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int Serve(const Args& a) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  auto ctx = UcxContext::Create(MakeConfig(a));
+  if (!ctx.ok()) {
+    std::fprintf(stderr, "serve: %s\n", ctx.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<uint8_t> region(a.region, 0x5a);
+  auto mem = (*ctx)->Register(region.data(), region.size());
+  if (!mem.ok()) return 2;
+  UcxWorker::Options o;
+  o.served = {mem->get()};
+  auto w = UcxWorker::Create(ctx->get(), o);
+  if (!w.ok()) return 3;
+  const RemoteRegionInfo r = (*w)->ServedRegions()[0];
+  std::string client;
+  if (!Send(a.out, (*w)->address()) || !Send(a.out, r.packed_rkey) || !Send(a.out, absl::StrCat(r.base)) ||
+      !Recv(a.in, &client)) {
+    return 4;
+  }
+  auto conn = (*w)->Accept(client);
+  if (!conn.ok() || !Send(a.out, absl::StrCat(*conn))) return 5;
+  std::string cmd;
+  Recv(a.in, &cmd);
+  const UcxWorkerStats s = (*w)->Stats();
+  std::fprintf(stderr, "serve: wakeups=%lu arm_busy=%lu served_get_bytes=%lu served_put_bytes=%lu\n",
+               static_cast<unsigned long>(s.wakeups), static_cast<unsigned long>(s.arm_busy),
+               static_cast<unsigned long>(s.served_get_bytes), static_cast<unsigned long>(s.served_put_bytes));
+  return 0;
+}
+
+int Run(const Args& a, char** argv) {
+  int down[2], up[2];
+  if (pipe(down) != 0 || pipe(up) != 0) return 1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(down[1]);
+    close(up[0]);
+    const std::string fds = absl::StrCat("--fds=", down[0], ",", up[1]);
+    std::vector<std::string> args = {argv[0], "--serve", fds, "--tls=" + a.tls,
+                                     "--region=" + std::to_string(a.region), a.poll ? "--poll" : "--sleep"};
+    std::vector<char*> cargs;
+    for (auto& s : args) cargs.push_back(s.data());
+    cargs.push_back(nullptr);
+    execv("/proc/self/exe", cargs.data());
+    _exit(9);
+  }
+  close(down[0]);
+  close(up[1]);
+  auto ctx = UcxContext::Create(MakeConfig(a));
+  if (!ctx.ok()) {
+    std::fprintf(stderr, "%s\n", ctx.status().ToString().c_str());
+    return 1;
+  }
+  auto w = UcxWorker::Create(ctx->get(), {});
+  if (!w.ok()) return 1;
+  PeerInfo info;
+  std::string rkey, base, conn;
+  RemoteRegionInfo r;
+  if (!Recv(up[0], &info.worker_address) || !Recv(up[0], &rkey) || !Recv(up[0], &base) ||
+      !Send(down[1], (*w)->address()) || !Recv(up[0], &conn) || !absl::SimpleAtoi(base, &r.base) ||
+      !absl::SimpleAtoi(conn, &info.conn_id)) {
+    std::fprintf(stderr, "handshake with the serving process failed\n");
+    return 1;
+  }
+  r.size = a.region;
+  r.packed_rkey = rkey;
+  info.regions = {r};
+  auto peer = (*w)->Connect(info);
+  if (!peer.ok()) {
+    std::fprintf(stderr, "%s\n", peer.status().ToString().c_str());
+    return 1;
+  }
+  const std::string transports = (*w)->PeerTransports(*peer).value_or("?");
+  const UcxPath path = *(*w)->ResolvedPath(*peer, a.op == "get" ? TransferKind::kGet : TransferKind::kPut);
+  const uint64_t blocks = a.region / a.block;
+  const TransferKind kind = a.op == "get" ? TransferKind::kGet : TransferKind::kPut;
+
+  auto worker_loop = [&](int t, absl::Time until, std::atomic<uint64_t>* bytes, std::atomic<uint64_t>* errors) {
+    std::vector<uint8_t> buf(a.block, 0x11);
+    (void)(*w)->registrations().Register(buf.data(), buf.size());
+    for (uint64_t i = t; absl::Now() < until; i += a.concurrency) {
+      Transfer tr{kind, UcxPath::kAuto, 0, (i % blocks) * a.block, a.block, buf.data()};
+      absl::Status st;
+      if (!(*w)->Execute(*peer, {&tr, 1}, {&st, 1}).ok() || !st.ok()) {
+        errors->fetch_add(1);
+      } else {
+        bytes->fetch_add(a.block);
+      }
+    }
+    (void)(*w)->registrations().Unregister(buf.data());
+  };
+  // Warm-up, then the measured run.
+  for (int phase = 0; phase < 2; ++phase) {
+    std::atomic<uint64_t> bytes{0}, errors{0};
+    const double server_cpu0 = CpuSeconds(pid);
+    const absl::Time start = absl::Now();
+    const absl::Time until = start + (phase == 0 ? absl::Milliseconds(300) : absl::Seconds(a.seconds));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < a.concurrency; ++t) threads.emplace_back(worker_loop, t, until, &bytes, &errors);
+    for (auto& th : threads) th.join();
+    const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+    const double server_cpu = CpuSeconds(pid) - server_cpu0;
+    if (phase == 0) continue;
+    const double gib = static_cast<double>(bytes.load()) / static_cast<double>(1ull << 30);
+    std::printf(
+        "{\"tool\":\"kvhub-ucx-bench\",\"tls\":\"%s\",\"transports\":\"%s\",\"op\":\"%s\",\"path\":\"%s\","
+        "\"block\":%lu,\"concurrency\":%d,\"seconds\":%.2f,\"GBps\":%.3f,\"errors\":%lu,"
+        "\"server_cpu_s\":%.3f,\"server_cpu_s_per_GiB\":%.4f}\n",
+        a.tls.c_str(), transports.c_str(), a.op.c_str(), std::string(UcxPathName(path)).c_str(),
+        static_cast<unsigned long>(a.block), a.concurrency, secs, static_cast<double>(bytes.load()) / secs / 1e9,
+        static_cast<unsigned long>(errors.load()), server_cpu, gib > 0 ? server_cpu / gib : -1.0);
+    std::fflush(stdout);
+  }
+  Send(down[1], "stop");
+  close(down[1]);
+  close(up[0]);
+  waitpid(pid, nullptr, 0);
+  return 0;
+}
+
+bool ParseArgs(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto val = [&](const char* name, std::string* out) {
+      const std::string p = absl::StrCat("--", name, "=");
+      if (s.rfind(p, 0) != 0) return false;
+      *out = s.substr(p.size());
+      return true;
+    };
+    std::string v;
+    if (s == "--serve") {
+      a->serve = true;
+    } else if (s == "--poll") {
+      a->poll = true;
+    } else if (s == "--sleep") {
+      a->poll = false;
+    } else if (val("tls", &a->tls) || val("path", &a->path) || val("op", &a->op)) {
+    } else if (val("block", &v)) {
+      if (!absl::SimpleAtoi(v, &a->block) || a->block == 0) return false;
+    } else if (val("concurrency", &v)) {
+      if (!absl::SimpleAtoi(v, &a->concurrency) || a->concurrency < 1) return false;
+    } else if (val("seconds", &v)) {
+      if (!absl::SimpleAtod(v, &a->seconds) || a->seconds <= 0) return false;
+    } else if (val("region", &v)) {
+      if (!absl::SimpleAtoi(v, &a->region)) return false;
+    } else if (val("fds", &v)) {
+      if (std::sscanf(v.c_str(), "%d,%d", &a->in, &a->out) != 2) return false;
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", s.c_str());
+      return false;
+    }
+  }
+  if (a->op != "get" && a->op != "put") return false;
+  if (a->path != "auto" && a->path != "am" && a->path != "rma") return false;
+  if (a->block > a->region) return false;
+  return true;
+}
+
+}  // namespace
+}  // namespace kvhub::transport
+
+int main(int argc, char** argv) {
+  kvhub::transport::Args a;
+  if (!kvhub::transport::ParseArgs(argc, argv, &a)) {
+    std::fprintf(stderr,
+                 "usage: kvhub-ucx-bench [--tls=tcp] [--path=auto|am|rma] [--op=get|put] [--block=BYTES]"
+                 " [--concurrency=N] [--seconds=S] [--region=BYTES] [--poll]\n");
+    return 2;
+  }
+  return a.serve ? kvhub::transport::Serve(a) : kvhub::transport::Run(a, argv);
+}
