@@ -22,7 +22,8 @@ struct MemberConfig {
 
 // How Fetch/GetBlocks move bytes over gRPC.
 enum class GetMode : uint8_t {
-  kAuto = 0,    // inline Get while a batch fits max_inline_batch_bytes, else GetStream
+  kAuto = 0,    // GetStream when caller buffers average >= 4 MiB per block (measured), else
+                // inline Get batches of at most max_inline_batch_bytes
   kInline = 1,  // always inline Get (a block larger than max_inline_batch_bytes goes alone)
   kStream = 2,  // always GetStream
 };

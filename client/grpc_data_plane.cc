@@ -99,7 +99,11 @@ absl::Status GrpcDataPlane::ReadBlocks(Shard& shard, absl::string_view ns,
   if (reads.empty()) return absl::OkStatus();
   uint64_t capacity = 0;
   for (const BlockRead& r : reads) capacity += r.dest.size();
+  // kAuto by measurement (docs/results-service.md): inline Get wins for
+  // blocks up to ~1 MiB, GetStream for 4 MiB and up.
+  constexpr uint64_t kStreamFromBytes = 4ull << 20;
   const bool stream = mode_ == GetMode::kStream ||
+                      (mode_ == GetMode::kAuto && capacity >= kStreamFromBytes * reads.size()) ||
                       (mode_ == GetMode::kAuto && capacity > max_inline_batch_bytes_ &&
                        reads.size() == 1);
   if (stream) return ReadStream(shard, ns, reads);
