@@ -26,6 +26,9 @@ perftest() {  # tls test
 for tls in tcp posix,cma; do
   for op in get put; do
     for path in am rma; do
+      # A rendezvous AM put from a shared-memory (nofail) peer is refused by design
+      # (docs/transport.md "Shared memory on UCX 1.13").
+      [[ $tls != tcp && $op == put && $path == am ]] && continue
       "$BENCH" --tls=$tls --op=$op --path=$path --block=1048576 --concurrency=4 --seconds="$SECONDS_PER_RUN" 2>/dev/null | grep '^{'
     done
   done
