@@ -41,6 +41,12 @@ struct BlockStoreConfig {
   absl::Duration max_lease = absl::Minutes(10);
   double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
   EvictionPolicyConfig eviction;
+  // Added with the implementation (docs/storage.md):
+  uint64_t slab_bytes = 0;       // allocator slab; 0 = auto: min(region_bytes, bit_ceil(16 * max_block_bytes))
+  uint32_t size_class_steps = 8; // size classes per power of two (8: <= ~8% rounding waste)
+  uint64_t max_blocks = 0;       // slot table size; 0 = auto: capacity / min_block_bytes, at most 4M
+  uint32_t max_leases = 1u << 18;  // live leases at once (preallocated)
+  bool populate = false;         // MAP_POPULATE the regions at start (fault pages in now)
 
   absl::Status Validate() const;
 };
@@ -92,6 +98,8 @@ struct BlockStoreStats {
   uint64_t reservations_expired = 0;
   uint64_t leases_expired = 0;
   uint64_t rejected_full = 0;    // reservations refused: nothing evictable
+  uint64_t allocated_bytes = 0;  // chunk bytes held (committed, reserved, deleted-but-leased)
+  uint64_t pinned_bytes = 0;
 };
 
 class BlockStore {

@@ -1,0 +1,58 @@
+#include "storage/block_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "storage/host_block_store.h"
+
+namespace kvhub::storage {
+
+absl::Status BlockStoreConfig::Validate() const {
+  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (capacity_bytes == 0) return bad("capacity_bytes must be > 0");
+  if (region_bytes == 0 || region_bytes % 4096 != 0) {
+    return bad("region_bytes must be a positive multiple of 4096, got ", region_bytes);
+  }
+  if (min_block_bytes < 64) return bad("min_block_bytes must be >= 64, got ", min_block_bytes);
+  if (max_block_bytes < min_block_bytes) {
+    return bad("max_block_bytes (", max_block_bytes, ") < min_block_bytes (", min_block_bytes, ")");
+  }
+  if (max_block_bytes > region_bytes) {
+    return bad("max_block_bytes (", max_block_bytes, ") exceeds region_bytes (", region_bytes, ")");
+  }
+  if (max_block_bytes > capacity_bytes) {
+    return bad("max_block_bytes (", max_block_bytes, ") exceeds capacity_bytes (", capacity_bytes,
+               ")");
+  }
+  if (slab_bytes != 0 && (region_bytes % slab_bytes != 0 || slab_bytes % 4096 != 0 ||
+                          slab_bytes < max_block_bytes)) {
+    return bad("slab_bytes (", slab_bytes,
+               ") must be a multiple of 4096 dividing region_bytes and >= max_block_bytes");
+  }
+  if (size_class_steps == 0 || size_class_steps > 64) {
+    return bad("size_class_steps must be in [1, 64], got ", size_class_steps);
+  }
+  if (!(low_watermark > 0 && low_watermark <= high_watermark && high_watermark <= 1.0)) {
+    return bad("watermarks need 0 < low (", low_watermark, ") <= high (", high_watermark,
+               ") <= 1");
+  }
+  if (reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout must be > 0");
+  if (default_lease <= absl::ZeroDuration() || max_lease < default_lease) {
+    return bad("leases need 0 < default_lease <= max_lease");
+  }
+  if (!(max_pinned_fraction >= 0 && max_pinned_fraction <= 1)) {
+    return bad("max_pinned_fraction must be in [0, 1], got ", max_pinned_fraction);
+  }
+  if (max_leases == 0) return bad("max_leases must be > 0");
+  if (max_blocks > (1u << 24)) return bad("max_blocks must be <= 16M, got ", max_blocks);
+  return eviction.Validate();
+}
+
+absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Create(const BlockStoreConfig& config,
+                                                               Clock* clock) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<HostBlockStore>> store =
+      HostBlockStore::Make(config, clock != nullptr ? clock : Clock::Real());
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<BlockStore>(*std::move(store));
+}
+
+}  // namespace kvhub::storage

@@ -1,0 +1,380 @@
+#include "storage/block_store.h"
+
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "storage/block_store_test_util.h"
+
+namespace kvhub::storage {
+namespace {
+
+using testing::Bytes;
+using testing::Key;
+using testing::SmallConfig;
+using testing::Sum;
+
+class BlockStoreTest : public ::testing::Test {
+ protected:
+  void Make(BlockStoreConfig c = SmallConfig()) {
+    auto s = BlockStore::Create(c, &clock_);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+  void SetUp() override { Make(); }
+  // LRU without prefix awareness: eviction order is easy to predict.
+  void MakeLru() {
+    BlockStoreConfig c = SmallConfig();
+    c.eviction.name = "lru";
+    c.eviction.prefix_aware = false;
+    Make(c);
+  }
+
+  absl::Status PutBlock(uint64_t i, size_t size, absl::string_view ns = "tenant",
+                        PutOptions o = {}) {
+    auto b = Bytes(i, size);
+    return store_->Put(ns, Key(i), b, Sum(b), o);
+  }
+  bool Present(uint64_t i, absl::string_view ns = "tenant") {
+    BlockKey k = Key(i);
+    uint8_t p = 0;
+    store_->Lookup(ns, {&k, 1}, {&p, 1});
+    return p == 1;
+  }
+  // Acquires, checks the bytes and releases.
+  void ExpectBytes(uint64_t i, size_t size, absl::string_view ns = "tenant") {
+    auto l = store_->Acquire(ns, Key(i));
+    ASSERT_TRUE(l.ok()) << l.status();
+    auto want = Bytes(i, size);
+    ASSERT_EQ(l->size, size);
+    EXPECT_EQ(0, std::memcmp(l->data, want.data(), size));
+    EXPECT_EQ(l->checksum, Sum(want));
+    EXPECT_TRUE(store_->Release(l->id).ok());
+  }
+
+  ManualClock clock_;
+  std::unique_ptr<BlockStore> store_;
+};
+
+TEST_F(BlockStoreTest, ConfigValidation) {
+  BlockStoreConfig c = SmallConfig();
+  EXPECT_TRUE(c.Validate().ok());
+  c.low_watermark = 0.99;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.max_block_bytes = 128ull << 10;  // > slab_bytes
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.eviction.name = "clock";
+  EXPECT_EQ(BlockStore::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(BlockStoreConfig{}.Validate().ok());
+}
+
+TEST_F(BlockStoreTest, RegionsAreMappedAndStable) {
+  auto regions = store_->regions();
+  ASSERT_EQ(regions.size(), 4u);
+  for (const Region& r : regions) {
+    EXPECT_NE(r.base, nullptr);
+    EXPECT_EQ(r.size, 1u << 20);
+  }
+  auto res = store_->Reserve("tenant", Key(1), 1000, 0);
+  ASSERT_TRUE(res.ok());
+  const Region& r = regions[res->location.region];
+  EXPECT_EQ(res->data, r.base + res->location.offset);
+  EXPECT_EQ(res->location.size, 1000u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(res->data) % 64, 0u);
+}
+
+TEST_F(BlockStoreTest, TwoPhasePutBecomesVisibleOnlyAtCommit) {
+  auto b = Bytes(1, 5000);
+  auto res = store_->Reserve("tenant", Key(1), b.size(), Sum(b));
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_NE(res->id, 0u);
+  EXPECT_FALSE(Present(1));
+  EXPECT_EQ(store_->Acquire("tenant", Key(1)).status().code(), absl::StatusCode::kNotFound);
+  // A second reservation for the same key is refused while the first lives.
+  EXPECT_EQ(store_->Reserve("tenant", Key(1), b.size(), Sum(b)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 5000u);
+  std::memcpy(res->data, b.data(), b.size());
+  ASSERT_TRUE(store_->Commit(res->id).ok());
+  EXPECT_TRUE(Present(1));
+  ExpectBytes(1, 5000);
+  auto st = store_->Stats();
+  EXPECT_EQ(st.used_bytes, 5000u);
+  EXPECT_EQ(st.reserved_bytes, 0u);
+  EXPECT_EQ(st.blocks, 1u);
+  // Committing twice, and re-putting a visible key, are refused.
+  EXPECT_EQ(store_->Commit(res->id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(PutBlock(1, 5000).code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(BlockStoreTest, WrongChecksumIsRefusedAndNothingVisible) {
+  auto b = Bytes(2, 3000);
+  auto res = store_->Reserve("tenant", Key(2), b.size(), Sum(b) ^ 1);
+  ASSERT_TRUE(res.ok());
+  std::memcpy(res->data, b.data(), b.size());
+  EXPECT_EQ(store_->Commit(res->id).code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(Present(2));
+  auto st = store_->Stats();
+  EXPECT_EQ(st.checksum_failures, 1u);
+  EXPECT_EQ(st.blocks, 0u);
+  EXPECT_EQ(st.reserved_bytes, 0u);
+  EXPECT_EQ(st.allocated_bytes, 0u);
+  // The key is free again: a correct put succeeds.
+  EXPECT_TRUE(PutBlock(2, 3000).ok());
+  ExpectBytes(2, 3000);
+}
+
+TEST_F(BlockStoreTest, AbortDropsReservation) {
+  auto res = store_->Reserve("tenant", Key(3), 1000, 0);
+  ASSERT_TRUE(res.ok());
+  EXPECT_TRUE(store_->Abort(res->id).ok());
+  EXPECT_EQ(store_->Abort(res->id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Commit(res->id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().allocated_bytes, 0u);
+  EXPECT_EQ(store_->Commit(12345).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BlockStoreTest, UncommittedReservationDisappearsAfterTimeout) {
+  auto b = Bytes(4, 2000);
+  auto res = store_->Reserve("tenant", Key(4), b.size(), Sum(b));
+  ASSERT_TRUE(res.ok());
+  std::memcpy(res->data, b.data(), b.size());
+  clock_.Advance(absl::Seconds(29));
+  EXPECT_EQ(store_->ExpireNow(), 0u);
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(store_->ExpireNow(), 1u);
+  auto st = store_->Stats();
+  EXPECT_EQ(st.reservations_expired, 1u);
+  EXPECT_EQ(st.reserved_bytes, 0u);
+  EXPECT_EQ(st.allocated_bytes, 0u);
+  EXPECT_EQ(store_->Commit(res->id).code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(Present(4));
+  // Without ExpireNow, a late Commit is refused too, and a new Reserve takes over.
+  auto res2 = store_->Reserve("tenant", Key(5), b.size(), Sum(b));
+  ASSERT_TRUE(res2.ok());
+  clock_.Advance(absl::Seconds(31));
+  auto res3 = store_->Reserve("tenant", Key(5), b.size(), Sum(b));
+  ASSERT_TRUE(res3.ok()) << res3.status();
+  EXPECT_EQ(store_->Commit(res2->id).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BlockStoreTest, BadInputsAreRejectedAndChangeNothing) {
+  ASSERT_TRUE(PutBlock(1, 1000).ok());
+  auto before = store_->Stats();
+  EXPECT_EQ(store_->Reserve("tenant", Key(9), 0, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Reserve("tenant", Key(9), (16 << 10) + 1, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Reserve("", Key(9), 100, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Reserve(std::string(300, 'x'), Key(9), 100, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<uint8_t> empty;
+  EXPECT_EQ(store_->Put("tenant", Key(9), empty, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Acquire("tenant", Key(1), absl::Seconds(-1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Delete("bad\n", Key(1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Release(0).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Release(~uint64_t{0}).code(), absl::StatusCode::kNotFound);
+  auto after = store_->Stats();
+  EXPECT_EQ(after.blocks, before.blocks);
+  EXPECT_EQ(after.used_bytes, before.used_bytes);
+  EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(after.reserved_bytes, 0u);
+  ExpectBytes(1, 1000);
+}
+
+TEST_F(BlockStoreTest, NamespacesAreIsolated) {
+  ASSERT_TRUE(PutBlock(1, 1000, "alice").ok());
+  EXPECT_TRUE(Present(1, "alice"));
+  EXPECT_FALSE(Present(1, "bob"));
+  EXPECT_EQ(store_->Acquire("bob", Key(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Delete("bob", Key(1)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Pin("bob", Key(1), true).code(), absl::StatusCode::kNotFound);
+  // The same key may live independently in both.
+  ASSERT_TRUE(PutBlock(1, 1000, "bob").ok());
+  ASSERT_TRUE(store_->Delete("alice", Key(1)).ok());
+  EXPECT_FALSE(Present(1, "alice"));
+  EXPECT_TRUE(Present(1, "bob"));
+}
+
+TEST_F(BlockStoreTest, LookupReportsLeadingRun) {
+  for (uint64_t i : {0, 1, 2, 4}) ASSERT_TRUE(PutBlock(i, 500).ok());
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < 6; ++i) keys.push_back(Key(i));
+  std::vector<uint8_t> present(6, 9);
+  EXPECT_EQ(store_->Lookup("tenant", keys, present), 3u);
+  EXPECT_EQ(present, (std::vector<uint8_t>{1, 1, 1, 0, 1, 0}));
+  EXPECT_EQ(store_->Lookup("", keys, present), 0u);
+  EXPECT_EQ(present, std::vector<uint8_t>(6, 0));
+}
+
+TEST_F(BlockStoreTest, LeaseExpiresAndReleaseAfterExpiryIsNotFound) {
+  ASSERT_TRUE(PutBlock(1, 1000).ok());
+  auto l = store_->Acquire("tenant", Key(1), absl::Seconds(5));
+  ASSERT_TRUE(l.ok());
+  EXPECT_NE(l->id, 0u);
+  EXPECT_EQ(store_->Stats().leased_blocks, 1u);
+  clock_.Advance(absl::Seconds(6));
+  EXPECT_EQ(store_->ExpireNow(), 1u);
+  EXPECT_EQ(store_->Stats().leased_blocks, 0u);
+  EXPECT_EQ(store_->Stats().leases_expired, 1u);
+  EXPECT_EQ(store_->Release(l->id).code(), absl::StatusCode::kNotFound);
+  // Lease longer than max_lease is capped.
+  auto l2 = store_->Acquire("tenant", Key(1), absl::Hours(5));
+  ASSERT_TRUE(l2.ok());
+  EXPECT_EQ(l2->expires, clock_.Now() + absl::Minutes(10));
+  EXPECT_TRUE(store_->Release(l2->id).ok());
+  EXPECT_EQ(store_->Release(l2->id).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BlockStoreTest, DeleteWhileLeasedDefersFreeing) {
+  ASSERT_TRUE(PutBlock(1, 4000).ok());
+  auto l = store_->Acquire("tenant", Key(1));
+  ASSERT_TRUE(l.ok());
+  uint64_t allocated = store_->Stats().allocated_bytes;
+  ASSERT_TRUE(store_->Delete("tenant", Key(1)).ok());
+  EXPECT_FALSE(Present(1));
+  EXPECT_EQ(store_->Delete("tenant", Key(1)).code(), absl::StatusCode::kNotFound);
+  // Invisible but its bytes are intact and still held.
+  EXPECT_EQ(store_->Stats().allocated_bytes, allocated);
+  EXPECT_EQ(store_->Stats().blocks, 0u);
+  auto want = Bytes(1, 4000);
+  // Fill the store with other blocks: the leased bytes must not be reused.
+  for (uint64_t i = 100; i < 2000; ++i) ASSERT_TRUE(PutBlock(i, 4000).ok());
+  EXPECT_EQ(0, std::memcmp(l->data, want.data(), want.size()));
+  // The key can be stored again while the old bytes are leased.
+  ASSERT_TRUE(PutBlock(1, 4000).ok());
+  ASSERT_TRUE(store_->Release(l->id).ok());
+  ExpectBytes(1, 4000);
+}
+
+TEST_F(BlockStoreTest, LeasePreventsEvictionAndReuse) {
+  MakeLru();
+  ASSERT_TRUE(PutBlock(1, 8000).ok());
+  auto l = store_->Acquire("tenant", Key(1), absl::Minutes(5));
+  ASSERT_TRUE(l.ok());
+  auto want = Bytes(1, 8000);
+  // Several times the capacity of other blocks go through the store.
+  for (uint64_t i = 100; i < 3000; ++i) ASSERT_TRUE(PutBlock(i, 8000).ok()) << i;
+  EXPECT_GT(store_->Stats().evictions, 1000u);
+  EXPECT_TRUE(Present(1));
+  EXPECT_EQ(0, std::memcmp(l->data, want.data(), want.size()));
+  ASSERT_TRUE(store_->Release(l->id).ok());
+  for (uint64_t i = 3000; i < 4000; ++i) ASSERT_TRUE(PutBlock(i, 8000).ok()) << i;
+  EXPECT_FALSE(Present(1));  // evictable again once released
+}
+
+TEST_F(BlockStoreTest, PinsSurvivePressureWithinQuota) {
+  MakeLru();
+  PutOptions pin;
+  pin.pin = true;
+  // Quota: half of 4 MiB = 2 MiB.
+  for (uint64_t i = 0; i < 100; ++i) ASSERT_TRUE(PutBlock(i, 16000, "tenant", pin).ok()) << i;
+  EXPECT_EQ(store_->Stats().pinned_blocks, 100u);
+  EXPECT_EQ(PutBlock(500, 16000 * 32, "tenant", pin).code(), absl::StatusCode::kInvalidArgument);
+  uint64_t extra = 100;
+  for (; extra < 140; ++extra) {
+    absl::Status s = PutBlock(extra, 16000, "tenant", pin);
+    if (!s.ok()) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+      break;
+    }
+  }
+  EXPECT_LT(extra, 140u);
+  uint64_t pinned = store_->Stats().pinned_bytes;
+  EXPECT_LE(pinned, 2ull << 20);
+  EXPECT_GT(pinned, (2ull << 20) - 16000);
+  for (uint64_t i = 1000; i < 2000; ++i) ASSERT_TRUE(PutBlock(i, 16000).ok());
+  for (uint64_t i = 0; i < 100; ++i) EXPECT_TRUE(Present(i)) << i;
+  // Pin over quota refused; unpin makes evictable.
+  EXPECT_EQ(store_->Pin("tenant", Key(1999), true).code(), absl::StatusCode::kResourceExhausted);
+  for (uint64_t i = 0; i < extra; ++i) ASSERT_TRUE(store_->Pin("tenant", Key(i), false).ok());
+  EXPECT_EQ(store_->Stats().pinned_blocks, 0u);
+  EXPECT_EQ(store_->Stats().pinned_bytes, 0u);
+  EXPECT_TRUE(store_->Pin("tenant", Key(1999), true).ok());
+  for (uint64_t i = 2000; i < 3000; ++i) ASSERT_TRUE(PutBlock(i, 16000).ok());
+  EXPECT_TRUE(Present(1999));
+  int left = 0;
+  for (uint64_t i = 0; i < 100; ++i) left += Present(i) ? 1 : 0;
+  EXPECT_LT(left, 100);
+}
+
+TEST_F(BlockStoreTest, WatermarksEvictDownToLowAndKeepServing) {
+  const uint64_t cap = 4ull << 20;
+  uint64_t max_alloc = 0;
+  for (uint64_t i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(PutBlock(i, 4000).ok()) << i;
+    auto st = store_->Stats();
+    max_alloc = std::max(max_alloc, st.allocated_bytes);
+    ASSERT_LE(st.allocated_bytes, static_cast<uint64_t>(0.95 * cap));
+  }
+  EXPECT_GT(max_alloc, static_cast<uint64_t>(0.90 * cap));
+  auto st = store_->Stats();
+  EXPECT_GT(st.evictions, 0u);
+  // The most recent blocks are served.
+  for (uint64_t i = 1990; i < 2000; ++i) ExpectBytes(i, 4000);
+}
+
+TEST_F(BlockStoreTest, FullOfPinnedAndLeasedRejectsWithResourceExhausted) {
+  BlockStoreConfig c = SmallConfig();
+  c.max_pinned_fraction = 1.0;
+  Make(c);
+  PutOptions pin;
+  pin.pin = true;
+  uint64_t i = 0;
+  absl::Status s;
+  while ((s = PutBlock(i, 16000, "tenant", pin)).ok()) ++i;
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_GT(store_->Stats().rejected_full, 0u);
+  for (uint64_t j = 0; j < i; ++j) ASSERT_TRUE(Present(j));
+  ExpectBytes(0, 16000);
+}
+
+TEST_F(BlockStoreTest, MixedSizesReassignSlabs) {
+  // Fill with small blocks, then switch to large ones: slabs change class.
+  for (uint64_t i = 0; i < 4000; ++i) ASSERT_TRUE(PutBlock(i, 700).ok()) << i;
+  for (uint64_t i = 10000; i < 10400; ++i) ASSERT_TRUE(PutBlock(i, 15000).ok()) << i;
+  for (uint64_t i = 10390; i < 10400; ++i) ExpectBytes(i, 15000);
+  for (uint64_t i = 20000; i < 24000; ++i) ASSERT_TRUE(PutBlock(i, 300).ok()) << i;
+  for (uint64_t i = 23990; i < 24000; ++i) ExpectBytes(i, 300);
+  EXPECT_LE(store_->Stats().allocated_bytes, 4ull << 20);
+}
+
+TEST_F(BlockStoreTest, PolicyNames) {
+  EXPECT_EQ(store_->PolicyName(), "s3fifo+prefix");
+  BlockStoreConfig c = SmallConfig();
+  c.eviction.name = "lru";
+  c.eviction.prefix_aware = false;
+  Make(c);
+  EXPECT_EQ(store_->PolicyName(), "lru");
+}
+
+TEST_F(BlockStoreTest, PrefixAwareEvictsLeavesFirst) {
+  BlockStoreConfig c = SmallConfig();
+  c.eviction.name = "lru";
+  c.capacity_bytes = 1ull << 20;
+  c.region_bytes = 1ull << 20;
+  Make(c);
+  // One chain of 10 blocks, then unrelated blocks that push it out.
+  for (uint64_t i = 0; i < 10; ++i) {
+    PutOptions o;
+    BlockKey parent = Key(i - 1);
+    if (i > 0) o.parent = &parent;
+    ASSERT_TRUE(PutBlock(i, 8000, "tenant", o).ok());
+  }
+  // Block 0 is the least recently used, but it has children: the leaf goes first.
+  for (uint64_t i = 100; store_->Stats().evictions == 0; ++i) ASSERT_TRUE(PutBlock(i, 8000).ok());
+  // Watermark eviction took several blocks; all came off the chain's end, so
+  // what is left of the chain is still a usable prefix, and no newer block went.
+  uint64_t evicted = store_->Stats().evictions;
+  ASSERT_GE(evicted, 1u);
+  ASSERT_LT(evicted, 10u);
+  for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(Present(i), i < 10 - evicted) << i;
+  for (uint64_t i = 100; i < 110; ++i) EXPECT_TRUE(Present(i)) << i;
+}
+
+}  // namespace
+}  // namespace kvhub::storage

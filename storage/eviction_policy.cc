@@ -1,0 +1,28 @@
+#include "storage/eviction_policy.h"
+
+#include "absl/strings/str_cat.h"
+#include "storage/lru_policy.h"
+#include "storage/s3fifo_policy.h"
+
+namespace kvhub::storage {
+
+absl::Status EvictionPolicyConfig::Validate() const {
+  if (name != "lru" && name != "s3fifo") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("eviction policy must be \"lru\" or \"s3fifo\", got \"", name, "\""));
+  }
+  if (!(s3fifo_small_ratio > 0.0 && s3fifo_small_ratio < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("s3fifo_small_ratio must be in (0, 1), got ", s3fifo_small_ratio));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(
+    const EvictionPolicyConfig& config) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (config.name == "lru") return std::make_unique<LruPolicy>(config.prefix_aware);
+  return std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.prefix_aware);
+}
+
+}  // namespace kvhub::storage

@@ -1,0 +1,55 @@
+#pragma once
+// A FIFO of 64-bit key digests with O(1) membership (S3-FIFO's ghost queue):
+// remembers recently evicted keys without their data. Fixed capacity chosen at
+// Init; no allocation afterwards.
+//
+// Thread safety: none.
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace kvhub::storage {
+
+class GhostFifo {
+ public:
+  // Holds at most `capacity` digests (>= 1).
+  void Init(uint32_t capacity);
+
+  bool Contains(uint64_t digest) const;
+  // Forgets `digest` if present.
+  void Erase(uint64_t digest);
+  // Appends `digest` (refreshing it if present), dropping the oldest when full.
+  void Insert(uint64_t digest);
+  // Drops the oldest digests until at most `limit` remain.
+  void TrimTo(uint32_t limit);
+
+  uint32_t size() const { return live_; }
+  uint32_t capacity() const { return static_cast<uint32_t>(ring_.size()); }
+
+ private:
+  struct Entry {
+    uint64_t digest = 0;
+    uint64_t seq = 0;  // 0 = empty (table) / dead (ring)
+  };
+  size_t Find(uint64_t digest) const;  // table index or npos
+  void EraseAt(size_t i);
+  void PopOldest();
+  static uint64_t Mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+  }
+  static constexpr size_t kNpos = ~size_t{0};
+
+  std::vector<Entry> ring_;   // insertion order; [head_, head_ + used_) mod size
+  size_t head_ = 0;
+  size_t used_ = 0;
+  std::vector<Entry> table_;  // open addressing, linear probing, backward-shift delete
+  size_t mask_ = 0;
+  uint32_t live_ = 0;
+  uint64_t next_seq_ = 1;
+};
+
+}  // namespace kvhub::storage

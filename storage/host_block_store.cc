@@ -1,0 +1,533 @@
+#include "storage/host_block_store.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/hash.h"
+
+namespace kvhub::storage {
+namespace {
+
+uint64_t NsTag(absl::string_view ns) { return Xxh3_64(ns.data(), ns.size()); }
+
+absl::Status CheckSize(uint64_t size, uint64_t max) {
+  if (size == 0) return absl::InvalidArgumentError("block size must be > 0");
+  if (size > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block size ", size, " exceeds max_block_bytes ", max));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
+    const BlockStoreConfig& config, Clock* clock) {
+  std::unique_ptr<HostBlockStore> st(new HostBlockStore(config, clock));
+  uint64_t slab = config.slab_bytes;
+  if (slab == 0) {
+    slab = std::min<uint64_t>(config.region_bytes, std::bit_ceil(16 * config.max_block_bytes));
+    if (config.region_bytes % slab != 0) slab = config.region_bytes;
+  }
+  absl::StatusOr<SizeClasses> classes = SizeClasses::Build(
+      config.min_block_bytes, config.max_block_bytes, slab, config.size_class_steps);
+  if (!classes.ok()) return classes.status();
+  st->classes_ = *std::move(classes);
+
+  // Regions: whole region_bytes, then a tail rounded up to whole slabs.
+  uint64_t total = (config.capacity_bytes + slab - 1) / slab * slab;
+  std::vector<uint64_t> sizes;
+  for (uint64_t left = total; left > 0;) {
+    uint64_t r = std::min(left, config.region_bytes);
+    sizes.push_back(r);
+    left -= r;
+  }
+  absl::StatusOr<std::unique_ptr<HostRegions>> regions =
+      HostRegions::Map(sizes, {.try_hugepages = config.try_hugepages, .populate = config.populate});
+  if (!regions.ok()) return regions.status();
+  st->regions_ = *std::move(regions);
+  std::vector<uint8_t*> slab_base;
+  for (const Region& r : st->regions_->regions()) {
+    for (uint64_t off = 0; off < r.size; off += slab) slab_base.push_back(r.base + off);
+  }
+
+  uint64_t slots = config.max_blocks;
+  if (slots == 0) slots = std::min<uint64_t>(config.capacity_bytes / config.min_block_bytes, 1u << 22);
+  slots = std::clamp<uint64_t>(slots, 1, 1u << 24);
+  st->max_slots_ = static_cast<uint32_t>(slots);
+  st->pin_quota_ = static_cast<uint64_t>(config.max_pinned_fraction *
+                                         static_cast<double>(config.capacity_bytes));
+  st->high_bytes_ = static_cast<uint64_t>(config.high_watermark *
+                                          static_cast<double>(config.capacity_bytes));
+  st->low_bytes_ = static_cast<uint64_t>(config.low_watermark *
+                                         static_cast<double>(config.capacity_bytes));
+
+  absl::StatusOr<std::unique_ptr<EvictionPolicy>> policy = MakeEvictionPolicy(config.eviction);
+  if (!policy.ok()) return policy.status();
+
+  absl::MutexLock lock(&st->mu_);
+  st->policy_ = *std::move(policy);
+  st->policy_->Init(st->max_slots_);
+  st->policy_name_ = st->policy_->Name();
+  st->alloc_.Init(&st->classes_, std::move(slab_base));
+  st->index_.Init(st->max_slots_);
+  st->slots_.assign(st->max_slots_, Slot{});
+  st->slot_links_.Init(st->max_slots_);
+  for (uint32_t i = 0; i < st->max_slots_; ++i) st->free_slots_.PushTail(i);
+  st->slab_links_.Init(st->max_slots_);
+  st->slab_blocks_.assign(st->alloc_.slabs(), SlotList(&st->slab_links_));
+  st->leases_.assign(config.max_leases, LeaseRec{});
+  st->lease_links_.Init(config.max_leases);
+  for (uint32_t i = 0; i < config.max_leases; ++i) st->free_leases_.PushTail(i);
+  st->stats_.capacity_bytes = config.capacity_bytes;
+  return st;
+}
+
+BlockLocation HostBlockStore::LocationOf(uint64_t offset, uint64_t size) const {
+  return BlockLocation{static_cast<uint32_t>(offset / config_.region_bytes),
+                       offset % config_.region_bytes, size};
+}
+
+// ---------------------------------------------------------------------------
+// Lookup
+
+size_t HostBlockStore::Lookup(absl::string_view ns, std::span<const BlockKey> keys,
+                              std::span<uint8_t> present) {
+  size_t n = std::min(keys.size(), present.size());
+  if (!ValidateNamespace(ns).ok()) {
+    std::fill(present.begin(), present.begin() + n, 0);
+    return 0;
+  }
+  const uint64_t tag = NsTag(ns);
+  size_t leading = 0;
+  bool run = true;
+  absl::MutexLock lock(&mu_);
+  constexpr size_t kAhead = 8;
+  for (size_t i = 0; i < std::min(n, kAhead); ++i) index_.Prefetch(keys[i], tag);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) index_.Prefetch(keys[i + kAhead], tag);
+    uint32_t s = index_.Find(keys[i], tag);
+    bool hit = s != kNoSlot && slots_[s].state == State::kCommitted;
+    present[i] = hit ? 1 : 0;
+    if (hit) policy_->OnAccess(s);
+    run = run && hit;
+    if (run) ++leading;
+  }
+  return leading;
+}
+
+// ---------------------------------------------------------------------------
+// Space
+
+uint32_t HostBlockStore::PickVictim() {
+  const std::vector<Slot>& slots = slots_;  // read by the callback under mu_
+  return policy_->PickVictim([&slots](uint32_t s) {
+    const Slot& slot = slots[s];
+    return slot.state == State::kCommitted && !slot.pinned && slot.leases == 0;
+  });
+}
+
+bool HostBlockStore::EvictOne() {
+  uint32_t v = PickVictim();
+  if (v == kNoSlot) return false;
+  RemoveVisible(v, /*evicted=*/true);
+  return true;
+}
+
+void HostBlockStore::EvictSlab(uint32_t slab) {
+  SlotList& blocks = slab_blocks_[slab];
+  for (uint32_t s = blocks.head(); s != kNoSlot;) {
+    uint32_t next = slab_links_.next(s);
+    const Slot& slot = slots_[s];
+    if (slot.state == State::kCommitted && !slot.pinned && slot.leases == 0) {
+      RemoveVisible(s, /*evicted=*/true);
+    }
+    s = next;
+  }
+}
+
+bool HostBlockStore::MakeRoom(uint64_t chunk_bytes) {
+  if (alloc_.allocated_bytes() + chunk_bytes > high_bytes_) {
+    while (alloc_.allocated_bytes() + chunk_bytes > low_bytes_ && EvictOne()) {
+    }
+  }
+  if (alloc_.allocated_bytes() + chunk_bytes > config_.capacity_bytes) {
+    ExpireLocked(NowNs());  // stale leases/reservations may hold the room
+    while (alloc_.allocated_bytes() + chunk_bytes > config_.capacity_bytes && EvictOne()) {
+    }
+  }
+  return alloc_.allocated_bytes() + chunk_bytes <= config_.capacity_bytes;
+}
+
+uint64_t HostBlockStore::AllocateChunk(uint32_t cls) {
+  for (;;) {
+    uint64_t off = alloc_.Allocate(cls);
+    if (off != SlabAllocator::kNoChunk) return off;
+    // No free chunk of this class and no free slab: evict in policy order. A
+    // victim of the same class frees a chunk; one of another class gets its
+    // whole slab emptied (as far as its blocks are evictable) so the slab can
+    // change class.
+    uint32_t v = PickVictim();
+    if (v == kNoSlot) return SlabAllocator::kNoChunk;
+    uint64_t voff = slots_[v].offset;
+    bool same_class = alloc_.ClassOf(voff) == cls;
+    uint32_t vslab = alloc_.SlabOf(voff);
+    RemoveVisible(v, /*evicted=*/true);
+    if (!same_class && alloc_.live_chunks(vslab) > 0) EvictSlab(vslab);
+  }
+}
+
+void HostBlockStore::FreeSlot(uint32_t s) {
+  Slot& slot = slots_[s];
+  slab_blocks_[alloc_.SlabOf(slot.offset)].Remove(s);
+  alloc_.Free(slot.offset);
+  slot.state = State::kFree;
+  slot.pinned = slot.pin_on_commit = slot.has_parent = false;
+  slot.leases = 0;
+  free_slots_.PushHead(s);
+}
+
+void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
+  Slot& slot = slots_[s];
+  index_.Erase(index_.key(s), index_.ns_tag(s));
+  policy_->OnRemove(s, evicted);
+  stats_.used_bytes -= slot.size;
+  --stats_.blocks;
+  if (slot.pinned) {
+    slot.pinned = false;
+    stats_.pinned_bytes -= slot.size;
+    --stats_.pinned_blocks;
+  }
+  if (evicted) {
+    ++stats_.evictions;
+    stats_.evicted_bytes += slot.size;
+  }
+  if (slot.leases > 0) {
+    slot.state = State::kZombie;  // bytes stay until the last lease ends
+  } else {
+    FreeSlot(s);
+  }
+}
+
+void HostBlockStore::DropReservation(uint32_t s) {
+  Slot& slot = slots_[s];
+  if (slot.state == State::kReserved) reservations_.Remove(s);
+  index_.Erase(index_.key(s), index_.ns_tag(s));
+  stats_.reserved_bytes -= slot.size;
+  if (slot.pin_on_commit) pin_reserved_bytes_ -= slot.size;
+  FreeSlot(s);
+}
+
+uint32_t HostBlockStore::ReservationSlot(uint64_t id) const {
+  uint32_t s = static_cast<uint32_t>(id);
+  if (s >= max_slots_) return kNoSlot;
+  const Slot& slot = slots_[s];
+  if (slot.gen != static_cast<uint32_t>(id >> 32)) return kNoSlot;
+  if (slot.state != State::kReserved && slot.state != State::kCommitting) return kNoSlot;
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Two-phase put
+
+absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const BlockKey& key,
+                                                    uint64_t size, uint64_t checksum,
+                                                    const PutOptions& options) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
+  const uint64_t tag = NsTag(ns);
+  const uint32_t cls = classes_.ClassFor(size);
+  const uint64_t chunk = classes_.size(cls);
+
+  absl::MutexLock lock(&mu_);
+  const int64_t now = NowNs();
+  uint32_t existing = index_.Find(key, tag);
+  if (existing != kNoSlot) {
+    Slot& e = slots_[existing];
+    if (e.state == State::kCommitted) return absl::AlreadyExistsError("block already stored");
+    if (e.state == State::kReserved && e.expires_ns <= now) {
+      DropReservation(existing);  // expired, not yet reclaimed
+      ++stats_.reservations_expired;
+    } else {
+      return absl::FailedPreconditionError("another reservation for this block is in progress");
+    }
+  }
+  if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
+  }
+  if (!policy_->Admit(GhostHint(key, tag), size)) {
+    return absl::ResourceExhaustedError("block not admitted by the eviction policy");
+  }
+  if (!MakeRoom(chunk)) {
+    ++stats_.rejected_full;
+    return absl::ResourceExhaustedError(
+        "host tier full: every block is pinned, leased or being written");
+  }
+  if (free_slots_.empty() && !EvictOne()) {
+    ++stats_.rejected_full;
+    return absl::ResourceExhaustedError("host tier slot table full and nothing is evictable");
+  }
+  uint32_t s = free_slots_.PopTail();
+  uint64_t off = AllocateChunk(cls);
+  if (off == SlabAllocator::kNoChunk) {
+    free_slots_.PushTail(s);
+    ++stats_.rejected_full;
+    return absl::ResourceExhaustedError(
+        "host tier has no free chunk of this size class and nothing is evictable");
+  }
+  Slot& slot = slots_[s];
+  if (++slot.gen == 0) slot.gen = 1;  // reservation ids are never 0
+  slot.offset = off;
+  slot.size = size;
+  slot.checksum = checksum;
+  slot.expires_ns = now + absl::ToInt64Nanoseconds(config_.reservation_timeout);
+  slot.leases = 0;
+  slot.state = State::kReserved;
+  slot.pinned = false;
+  slot.pin_on_commit = options.pin;
+  slot.has_parent = options.parent != nullptr;
+  if (slot.has_parent) slot.parent = *options.parent;
+  slab_blocks_[alloc_.SlabOf(off)].PushHead(s);
+  index_.Insert(key, tag, s);
+  reservations_.PushTail(s);
+  stats_.reserved_bytes += size;
+  if (options.pin) pin_reserved_bytes_ += size;
+
+  Reservation r;
+  r.id = (uint64_t{slot.gen} << 32) | s;
+  r.location = LocationOf(off, size);
+  r.data = alloc_.Address(off);
+  r.expires = absl::FromUnixNanos(slot.expires_ns);
+  return r;
+}
+
+absl::Status HostBlockStore::Commit(uint64_t reservation_id) {
+  const uint8_t* data;
+  uint64_t size, want;
+  uint32_t s;
+  {
+    absl::MutexLock lock(&mu_);
+    s = ReservationSlot(reservation_id);
+    if (s == kNoSlot) return absl::NotFoundError("unknown or expired reservation");
+    Slot& slot = slots_[s];
+    if (slot.state == State::kCommitting) {
+      return absl::FailedPreconditionError("reservation is already being committed");
+    }
+    if (slot.expires_ns <= NowNs()) {
+      DropReservation(s);
+      ++stats_.reservations_expired;
+      return absl::NotFoundError("reservation expired");
+    }
+    slot.state = State::kCommitting;  // neither expiry nor Abort touches it now
+    reservations_.Remove(s);
+    data = alloc_.Address(slot.offset);
+    size = slot.size;
+    want = slot.checksum;
+  }
+  const uint64_t got = Xxh3_64(data, size);  // outside the lock
+  absl::MutexLock lock(&mu_);
+  Slot& slot = slots_[s];
+  if (got != want) {
+    DropReservation(s);
+    ++stats_.checksum_failures;
+    return absl::DataLossError(absl::StrCat("block checksum mismatch: expected ", want, ", got ",
+                                            got, "; reservation dropped"));
+  }
+  const uint64_t tag = index_.ns_tag(s);
+  uint32_t parent = kNoSlot;
+  if (slot.has_parent) {
+    parent = index_.Find(slot.parent, tag);
+    if (parent != kNoSlot && slots_[parent].state != State::kCommitted) parent = kNoSlot;
+  }
+  slot.state = State::kCommitted;
+  stats_.reserved_bytes -= size;
+  stats_.used_bytes += size;
+  ++stats_.blocks;
+  if (slot.pin_on_commit) {
+    slot.pin_on_commit = false;
+    pin_reserved_bytes_ -= size;
+    slot.pinned = true;
+    stats_.pinned_bytes += size;
+    ++stats_.pinned_blocks;
+  }
+  policy_->OnInsert(s, parent, GhostHint(index_.key(s), tag), size);
+  return absl::OkStatus();
+}
+
+absl::Status HostBlockStore::Abort(uint64_t reservation_id) {
+  absl::MutexLock lock(&mu_);
+  uint32_t s = ReservationSlot(reservation_id);
+  if (s == kNoSlot) return absl::NotFoundError("unknown or expired reservation");
+  if (slots_[s].state == State::kCommitting) {
+    return absl::FailedPreconditionError("reservation is being committed");
+  }
+  if (slots_[s].expires_ns <= NowNs()) {
+    DropReservation(s);
+    ++stats_.reservations_expired;
+    return absl::NotFoundError("reservation expired");
+  }
+  DropReservation(s);
+  return absl::OkStatus();
+}
+
+absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
+                                 std::span<const uint8_t> data, uint64_t checksum,
+                                 const PutOptions& options) {
+  absl::StatusOr<Reservation> r = Reserve(ns, key, data.size(), checksum, options);
+  if (!r.ok()) return r.status();
+  std::memcpy(r->data, data.data(), data.size());
+  return Commit(r->id);
+}
+
+// ---------------------------------------------------------------------------
+// Leases
+
+absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockKey& key,
+                                              absl::Duration lease) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  if (lease < absl::ZeroDuration()) return absl::InvalidArgumentError("lease must be >= 0");
+  if (lease == absl::ZeroDuration()) lease = config_.default_lease;
+  lease = std::min(lease, config_.max_lease);
+  const uint64_t tag = NsTag(ns);
+  absl::MutexLock lock(&mu_);
+  uint32_t s = index_.Find(key, tag);
+  if (s == kNoSlot || slots_[s].state != State::kCommitted) {
+    return absl::NotFoundError("block not found");
+  }
+  uint32_t idx = free_leases_.PopTail();
+  if (idx == kNoSlot) {
+    ExpireLocked(NowNs());
+    idx = free_leases_.PopTail();
+    if (idx == kNoSlot) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many live leases (max_leases = ", config_.max_leases, ")"));
+    }
+  }
+  Slot& slot = slots_[s];
+  LeaseRec& rec = leases_[idx];
+  rec.slot = s;
+  rec.expires_ns = NowNs() + absl::ToInt64Nanoseconds(lease);
+  live_leases_.PushTail(idx);
+  if (slot.leases++ == 0) ++stats_.leased_blocks;
+  policy_->OnAccess(s);
+
+  Lease l;
+  l.id = (uint64_t{rec.gen} << 32) | idx;
+  l.location = LocationOf(slot.offset, slot.size);
+  l.data = alloc_.Address(slot.offset);
+  l.size = slot.size;
+  l.checksum = slot.checksum;
+  l.expires = absl::FromUnixNanos(rec.expires_ns);
+  return l;
+}
+
+void HostBlockStore::DropLease(uint32_t idx) {
+  LeaseRec& rec = leases_[idx];
+  uint32_t s = rec.slot;
+  live_leases_.Remove(idx);
+  rec.slot = kNoSlot;
+  if (++rec.gen == 0) rec.gen = 1;
+  free_leases_.PushHead(idx);
+  Slot& slot = slots_[s];
+  if (--slot.leases == 0) {
+    --stats_.leased_blocks;
+    if (slot.state == State::kZombie) FreeSlot(s);
+  }
+}
+
+absl::Status HostBlockStore::Release(uint64_t lease_id) {
+  uint32_t idx = static_cast<uint32_t>(lease_id);
+  absl::MutexLock lock(&mu_);
+  if (idx >= leases_.size() || leases_[idx].slot == kNoSlot ||
+      leases_[idx].gen != static_cast<uint32_t>(lease_id >> 32)) {
+    return absl::NotFoundError("unknown or expired lease");
+  }
+  bool expired = leases_[idx].expires_ns <= NowNs();
+  DropLease(idx);
+  if (expired) {
+    ++stats_.leases_expired;
+    return absl::NotFoundError("lease expired");
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Delete, pin, expiry, stats
+
+absl::Status HostBlockStore::Delete(absl::string_view ns, const BlockKey& key) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  const uint64_t tag = NsTag(ns);
+  absl::MutexLock lock(&mu_);
+  uint32_t s = index_.Find(key, tag);
+  if (s == kNoSlot || slots_[s].state != State::kCommitted) {
+    return absl::NotFoundError("block not found");
+  }
+  RemoveVisible(s, /*evicted=*/false);
+  return absl::OkStatus();
+}
+
+absl::Status HostBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool pin) {
+  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  const uint64_t tag = NsTag(ns);
+  absl::MutexLock lock(&mu_);
+  uint32_t s = index_.Find(key, tag);
+  if (s == kNoSlot || slots_[s].state != State::kCommitted) {
+    return absl::NotFoundError("block not found");
+  }
+  Slot& slot = slots_[s];
+  if (slot.pinned == pin) return absl::OkStatus();
+  if (pin) {
+    if (stats_.pinned_bytes + pin_reserved_bytes_ + slot.size > pin_quota_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
+    }
+    slot.pinned = true;
+    stats_.pinned_bytes += slot.size;
+    ++stats_.pinned_blocks;
+  } else {
+    slot.pinned = false;
+    stats_.pinned_bytes -= slot.size;
+    --stats_.pinned_blocks;
+  }
+  return absl::OkStatus();
+}
+
+size_t HostBlockStore::ExpireLocked(int64_t now) {
+  size_t n = 0;
+  for (uint32_t s = reservations_.head(); s != kNoSlot;) {
+    uint32_t next = slot_links_.next(s);
+    if (slots_[s].expires_ns <= now) {
+      DropReservation(s);
+      ++stats_.reservations_expired;
+      ++n;
+    }
+    s = next;
+  }
+  for (uint32_t i = live_leases_.head(); i != kNoSlot;) {
+    uint32_t next = lease_links_.next(i);
+    if (leases_[i].expires_ns <= now) {
+      DropLease(i);
+      ++stats_.leases_expired;
+      ++n;
+    }
+    i = next;
+  }
+  return n;
+}
+
+size_t HostBlockStore::ExpireNow() {
+  absl::MutexLock lock(&mu_);
+  return ExpireLocked(NowNs());
+}
+
+BlockStoreStats HostBlockStore::Stats() const {
+  absl::MutexLock lock(&mu_);
+  BlockStoreStats s = stats_;
+  s.allocated_bytes = alloc_.allocated_bytes();
+  return s;
+}
+
+}  // namespace kvhub::storage

@@ -1,0 +1,131 @@
+#pragma once
+// The BlockStore implementation (see block_store.h for the contract and
+// docs/storage.md for the design). Include block_store.h and use
+// BlockStore::Create instead of naming this class.
+//
+// One absl::Mutex guards all metadata. The data path never runs long work under
+// it: Commit hashes the block outside the lock (the slot is marked COMMITTING
+// meanwhile) and Put copies outside it. Lookup takes the lock once per batch.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/block_index.h"
+#include "storage/block_store.h"
+#include "storage/host_regions.h"
+#include "storage/size_classes.h"
+#include "storage/slab_allocator.h"
+#include "storage/slot_list.h"
+
+namespace kvhub::storage {
+
+class HostBlockStore final : public BlockStore {
+ public:
+  // `config` must be valid (Validate()); `clock` non-null and outliving the store.
+  static absl::StatusOr<std::unique_ptr<HostBlockStore>> Make(const BlockStoreConfig& config,
+                                                              Clock* clock);
+
+  std::span<const Region> regions() const override { return regions_->regions(); }
+  size_t Lookup(absl::string_view ns, std::span<const BlockKey> keys,
+                std::span<uint8_t> present) override;
+  absl::StatusOr<Reservation> Reserve(absl::string_view ns, const BlockKey& key, uint64_t size,
+                                      uint64_t checksum, const PutOptions& options) override;
+  absl::Status Commit(uint64_t reservation_id) override;
+  absl::Status Abort(uint64_t reservation_id) override;
+  absl::Status Put(absl::string_view ns, const BlockKey& key, std::span<const uint8_t> data,
+                   uint64_t checksum, const PutOptions& options) override;
+  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key,
+                                absl::Duration lease) override;
+  absl::Status Release(uint64_t lease_id) override;
+  absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
+  absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
+  size_t ExpireNow() override;
+  BlockStoreStats Stats() const override;
+  std::string PolicyName() const override { return policy_name_; }
+
+  // Slot table size and size classes chosen at Create (for tests and tools).
+  uint32_t max_slots() const { return max_slots_; }
+  const SizeClasses& size_classes() const { return classes_; }
+
+ private:
+  enum class State : uint8_t { kFree, kReserved, kCommitting, kCommitted, kZombie };
+  struct Slot {
+    uint64_t offset = 0;      // global chunk offset (SlabAllocator)
+    uint64_t size = 0;        // block bytes
+    uint64_t checksum = 0;
+    int64_t expires_ns = 0;   // reservation expiry
+    BlockKey parent;          // chain parent given to Reserve
+    uint32_t gen = 0;         // bumped on every reuse; part of the reservation id
+    uint32_t leases = 0;
+    State state = State::kFree;
+    bool pinned = false;
+    bool pin_on_commit = false;
+    bool has_parent = false;
+  };
+  struct LeaseRec {
+    uint32_t slot = kNoSlot;  // kNoSlot when free
+    uint32_t gen = 1;
+    int64_t expires_ns = 0;
+  };
+
+  HostBlockStore(const BlockStoreConfig& config, Clock* clock) : config_(config), clock_(clock) {}
+
+  static uint64_t GhostHint(const BlockKey& key, uint64_t ns_tag) {
+    return (key.lo ^ ns_tag) * 0x9e3779b97f4a7c15ull ^ key.hi;
+  }
+  BlockLocation LocationOf(uint64_t offset, uint64_t size) const;
+  int64_t NowNs() const { return absl::ToUnixNanos(clock_->Now()); }
+
+  // All below require mu_.
+  bool MakeRoom(uint64_t chunk_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t AllocateChunk(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t PickVictim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts every evictable block in `slab`.
+  void EvictSlab(uint32_t slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A committed block leaves the index and the policy; its bytes are freed now
+  // or, if leased, when the last lease ends.
+  void RemoveVisible(uint32_t slot, bool evicted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees the chunk and the slot.
+  void FreeSlot(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops a RESERVED/COMMITTING slot: index entry, quota, chunk.
+  void DropReservation(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropLease(uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t ExpireLocked(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Slot of a live reservation id in state RESERVED, or kNoSlot.
+  uint32_t ReservationSlot(uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const BlockStoreConfig config_;
+  Clock* const clock_;
+  std::unique_ptr<HostRegions> regions_;
+  SizeClasses classes_;
+  uint32_t max_slots_ = 0;
+  uint64_t pin_quota_ = 0;
+  uint64_t high_bytes_ = 0;
+  uint64_t low_bytes_ = 0;
+  std::string policy_name_;
+
+  mutable absl::Mutex mu_;
+  SlabAllocator alloc_ ABSL_GUARDED_BY(mu_);
+  BlockIndex index_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<EvictionPolicy> policy_ ABSL_GUARDED_BY(mu_);
+  std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
+  SlotLinks slot_links_ ABSL_GUARDED_BY(mu_);      // free slots, live reservations
+  SlotList free_slots_ ABSL_GUARDED_BY(mu_){&slot_links_};
+  SlotList reservations_ ABSL_GUARDED_BY(mu_){&slot_links_};
+  SlotLinks slab_links_ ABSL_GUARDED_BY(mu_);      // blocks of each slab
+  std::vector<SlotList> slab_blocks_ ABSL_GUARDED_BY(mu_);
+  std::vector<LeaseRec> leases_ ABSL_GUARDED_BY(mu_);
+  SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);
+  SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
+  SlotList live_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
+  uint64_t pin_reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvhub::storage

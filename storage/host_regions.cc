@@ -1,0 +1,55 @@
+#include "storage/host_regions.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace kvhub::storage {
+namespace {
+constexpr uint64_t kHugePage = 2ull << 20;
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HostRegions>> HostRegions::Map(std::span<const uint64_t> sizes,
+                                                              const Options& options) {
+  std::unique_ptr<HostRegions> out(new HostRegions());
+  out->regions_.reserve(sizes.size());
+  for (uint64_t size : sizes) {
+    if (size == 0) return absl::InvalidArgumentError("region size must be > 0");
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (options.populate) flags |= MAP_POPULATE;
+    void* p = MAP_FAILED;
+    bool huge = false;
+    if (options.try_hugepages && size % kHugePage == 0) {
+      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_HUGETLB, -1, 0);
+      huge = p != MAP_FAILED;
+    }
+    if (p == MAP_FAILED) {
+      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+      if (p == MAP_FAILED) {
+        int err = errno;
+        return absl::ResourceExhaustedError(
+            absl::StrCat("mmap of a ", size, "-byte host region failed: ", std::strerror(err)));
+      }
+      if (options.try_hugepages && size >= kHugePage) {
+        (void)madvise(p, size, MADV_HUGEPAGE);  // advisory: THP may be disabled
+      }
+    }
+    (void)madvise(p, size, MADV_DONTDUMP);  // advisory: keep cache bytes out of core dumps
+    out->regions_.push_back(Region{static_cast<uint8_t*>(p), size, huge});
+  }
+  int huge = 0;
+  for (const Region& r : out->regions_) huge += r.hugepages ? 1 : 0;
+  KVHUB_LOG(info, "host tier: mapped {} region(s), {} on hugetlb pages", out->regions_.size(),
+            huge);
+  return out;
+}
+
+HostRegions::~HostRegions() {
+  for (const Region& r : regions_) munmap(r.base, r.size);
+}
+
+}  // namespace kvhub::storage

@@ -1,0 +1,60 @@
+#include "storage/lru_policy.h"
+
+namespace kvhub::storage {
+
+void LruPolicy::Init(uint32_t capacity_slots) {
+  links_.Init(capacity_slots);
+  leaves_.Clear();
+  interior_.Clear();
+  where_.assign(capacity_slots, kNone);
+  prefix_.Init(capacity_slots);
+}
+
+void LruPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t, uint64_t) {
+  if (slot >= where_.size() || where_[slot] != kNone) return;  // misuse: ignore
+  if (parent_slot != kNoSlot && (parent_slot >= where_.size() || where_[parent_slot] == kNone)) {
+    parent_slot = kNoSlot;  // parent not in this tier
+  }
+  bool parent_became_interior = prefix_.OnInsert(slot, parent_slot);
+  if (prefix_aware_ && parent_became_interior && where_[parent_slot] == kLeaves) {
+    leaves_.Remove(parent_slot);
+    interior_.PushHead(parent_slot);
+    where_[parent_slot] = kInterior;
+  }
+  leaves_.PushHead(slot);
+  where_[slot] = kLeaves;
+}
+
+void LruPolicy::OnAccess(uint32_t slot) {
+  if (slot >= where_.size() || where_[slot] == kNone) return;
+  ListOf(slot).MoveToHead(slot);
+}
+
+void LruPolicy::OnRemove(uint32_t slot, bool) {
+  if (slot >= where_.size() || where_[slot] == kNone) return;
+  ListOf(slot).Remove(slot);
+  where_[slot] = kNone;
+  uint32_t now_leaf = prefix_.OnRemove(slot);
+  if (prefix_aware_ && now_leaf != kNoSlot && where_[now_leaf] == kInterior) {
+    interior_.Remove(now_leaf);
+    leaves_.PushTail(now_leaf);  // cold end: see header
+    where_[now_leaf] = kLeaves;
+  }
+}
+
+uint32_t LruPolicy::Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_evict) {
+  for (uint32_t n = list.count(); n > 0; --n) {
+    uint32_t s = list.tail();
+    if (can_evict(s)) return s;
+    list.MoveToHead(s);  // unevictable now: do not rescan it next time
+  }
+  return kNoSlot;
+}
+
+uint32_t LruPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
+  uint32_t s = Scan(leaves_, can_evict);
+  if (s == kNoSlot) s = Scan(interior_, can_evict);
+  return s;
+}
+
+}  // namespace kvhub::storage

@@ -1,0 +1,71 @@
+#pragma once
+// Carves fixed-size slabs of host memory into chunks of one size class each
+// (docs/storage.md). A slab belongs to no class (free) or to exactly one class;
+// it returns to the free pool as soon as its last chunk is freed, so evicting
+// the blocks of one class makes room for any other. Chunks are addressed by a
+// global byte offset over the concatenated slabs.
+//
+// Free chunks are linked through their own first 4 bytes (no side tables), per
+// slab, so a slab can leave its class in O(1). Allocation order: the class's
+// first partially-used slab, from its free list, else carving fresh chunks;
+// then a free slab. No heap allocation after Init.
+//
+// Thread safety: none; the owner serializes calls.
+
+#include <cstdint>
+#include <vector>
+
+#include "storage/size_classes.h"
+#include "storage/slot_list.h"
+
+namespace kvhub::storage {
+
+class SlabAllocator {
+ public:
+  static constexpr uint64_t kNoChunk = ~uint64_t{0};
+
+  // `slab_base[i]` is the address of slab i (slab_bytes each, from `classes`).
+  void Init(const SizeClasses* classes, std::vector<uint8_t*> slab_base);
+
+  // A chunk of class `cls`, or kNoChunk when the class has no free chunk and no
+  // slab is free.
+  uint64_t Allocate(uint32_t cls);
+  // Returns the chunk at `offset`. Returns true when its slab became free.
+  bool Free(uint64_t offset);
+
+  uint8_t* Address(uint64_t offset) const {
+    return slab_base_[offset / slab_bytes_] + offset % slab_bytes_;
+  }
+  uint32_t SlabOf(uint64_t offset) const { return static_cast<uint32_t>(offset / slab_bytes_); }
+  // Class of the chunk at `offset` (its slab's class).
+  uint32_t ClassOf(uint64_t offset) const { return slabs_[SlabOf(offset)].cls; }
+
+  uint32_t slabs() const { return static_cast<uint32_t>(slabs_.size()); }
+  uint32_t free_slabs() const { return free_slabs_.count(); }
+  uint64_t allocated_bytes() const { return allocated_bytes_; }
+  uint32_t live_chunks(uint32_t slab) const { return slabs_[slab].live; }
+
+ private:
+  static constexpr uint32_t kNoClass = ~uint32_t{0};
+  static constexpr uint32_t kEnd = ~uint32_t{0};
+  struct Slab {
+    uint32_t cls = kNoClass;
+    uint32_t live = 0;        // allocated chunks
+    uint32_t carved = 0;      // chunks handed out at least once (bump pointer)
+    uint32_t capacity = 0;    // chunks per slab for cls
+    uint32_t free_head = kEnd;  // chunk index, linked through chunk memory
+  };
+  uint32_t NextFree(uint32_t slab, uint32_t chunk) const;
+  void SetNextFree(uint32_t slab, uint32_t chunk, uint32_t next);
+
+  const SizeClasses* classes_ = nullptr;
+  uint64_t slab_bytes_ = 0;
+  std::vector<uint8_t*> slab_base_;
+  std::vector<Slab> slabs_;
+  SlotLinks links_;                   // over slab ids
+  SlotList free_slabs_{&links_};
+  std::vector<SlotList> partial_;     // per class: slabs with a free or uncarved chunk
+  uint64_t allocated_bytes_ = 0;
+};
+
+}  // namespace kvhub::storage
