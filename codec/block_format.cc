@@ -162,8 +162,9 @@ absl::StatusOr<BlockHeader> ParseHeader(absl::Span<const uint8_t> bytes) {
       h.shape.dtype != DType::kBf16) {
     return Bad(absl::StrCat("codec ", CodecName(h.codec), " stores bf16 data only"));
   }
-  if (h.keys_pre_rope() && h.shape.head_dim % 2 != 0) {
-    return Bad("keys stored pre-RoPE need an even head_dim");
+  if (h.keys_pre_rope() && (h.shape.head_dim % 2 != 0 || h.shape.dtype != DType::kBf16 ||
+                            h.codec == CodecId::kLossless)) {
+    return Bad("keys stored pre-RoPE need bf16, an even head_dim and a codec other than lossless");
   }
   return h;
 }
