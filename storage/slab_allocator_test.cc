@@ -1,0 +1,130 @@
+#include "storage/slab_allocator.h"
+
+#include <set>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "storage/block_index.h"
+#include "storage/size_classes.h"
+
+namespace kvhub::storage {
+namespace {
+
+TEST(SizeClassesTest, CoverRangeWithBoundedWaste) {
+  auto sc = SizeClasses::Build(4096, 64ull << 20, 256ull << 20, 8);
+  ASSERT_TRUE(sc.ok()) << sc.status();
+  EXPECT_EQ(sc->size(0), 4096u);
+  EXPECT_GE(sc->size(sc->count() - 1), 64ull << 20);
+  for (uint32_t c = 0; c < sc->count(); ++c) {
+    EXPECT_EQ(sc->size(c) % SizeClasses::kAlign, 0u);
+    if (c > 0) {
+      EXPECT_GT(sc->size(c), sc->size(c - 1));
+      // Rounding waste: <= 1/(1+ratio-1) geometric, or the slab/k snap for large classes.
+      double r = static_cast<double>(sc->size(c)) / static_cast<double>(sc->size(c - 1));
+      EXPECT_LE(r, sc->slab_bytes() / sc->size(c) < 16 ? 1.34 : 1.10) << c;
+    }
+  }
+  // Every size maps to the smallest class that holds it.
+  for (uint64_t b : {1ull, 4096ull, 4097ull, 100000ull, 33ull << 20, 64ull << 20}) {
+    uint32_t c = sc->ClassFor(b);
+    ASSERT_LT(c, sc->count());
+    EXPECT_GE(sc->size(c), b);
+    if (c > 0) {
+      EXPECT_LT(sc->size(c - 1), b);
+    }
+  }
+  EXPECT_EQ(sc->ClassFor((64ull << 20) + sc->size(sc->count() - 1)), sc->count());
+  // Large classes are slab/k: no tail waste in a slab.
+  uint32_t big = sc->ClassFor(33ull << 20);
+  EXPECT_LT(sc->slab_bytes() - sc->chunks_per_slab(big) * sc->size(big), SizeClasses::kAlign * 16);
+}
+
+TEST(SizeClassesTest, RejectsBadBounds) {
+  EXPECT_FALSE(SizeClasses::Build(0, 100, 4096, 8).ok());
+  EXPECT_FALSE(SizeClasses::Build(4096, 100, 4096, 8).ok());
+  EXPECT_FALSE(SizeClasses::Build(64, 8192, 4096, 8).ok());  // block > slab
+  EXPECT_FALSE(SizeClasses::Build(64, 1024, 4096, 0).ok());
+}
+
+class SlabAllocatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto sc = SizeClasses::Build(256, 16384, 65536, 4);
+    ASSERT_TRUE(sc.ok());
+    classes_ = *sc;
+    memory_.resize(kSlabs * 65536);
+    std::vector<uint8_t*> bases;
+    for (uint32_t i = 0; i < kSlabs; ++i) bases.push_back(memory_.data() + i * 65536);
+    alloc_.Init(&classes_, bases);
+  }
+  static constexpr uint32_t kSlabs = 4;
+  SizeClasses classes_;
+  std::vector<uint8_t> memory_;
+  SlabAllocator alloc_;
+};
+
+TEST_F(SlabAllocatorTest, CarvesDistinctChunksAndReusesFreed) {
+  uint32_t cls = classes_.ClassFor(1000);
+  uint64_t size = classes_.size(cls);
+  uint32_t per = classes_.chunks_per_slab(cls);
+  std::set<uint64_t> seen;
+  for (uint32_t i = 0; i < per * kSlabs; ++i) {
+    uint64_t off = alloc_.Allocate(cls);
+    ASSERT_NE(off, SlabAllocator::kNoChunk) << i;
+    EXPECT_EQ(off % size == 0 || (off % 65536) % size == 0, true);
+    EXPECT_TRUE(seen.insert(off).second);
+    EXPECT_EQ(alloc_.ClassOf(off), cls);
+  }
+  EXPECT_EQ(alloc_.Allocate(cls), SlabAllocator::kNoChunk);
+  EXPECT_EQ(alloc_.free_slabs(), 0u);
+  EXPECT_EQ(alloc_.allocated_bytes(), uint64_t{per} * kSlabs * size);
+  uint64_t victim = *std::next(seen.begin(), 5);
+  EXPECT_FALSE(alloc_.Free(victim));
+  EXPECT_EQ(alloc_.Allocate(cls), victim);  // the freed chunk comes back
+}
+
+TEST_F(SlabAllocatorTest, EmptySlabChangesClass) {
+  uint32_t small = classes_.ClassFor(300);
+  uint32_t large = classes_.ClassFor(16384);
+  std::vector<uint64_t> offs;
+  for (uint64_t off; (off = alloc_.Allocate(small)) != SlabAllocator::kNoChunk;) {
+    offs.push_back(off);
+  }
+  EXPECT_EQ(alloc_.Allocate(large), SlabAllocator::kNoChunk);
+  // Free every chunk of slab 2: it returns to the pool and serves the large class.
+  int freed_slabs = 0;
+  for (uint64_t off : offs) {
+    if (alloc_.SlabOf(off) == 2) freed_slabs += alloc_.Free(off) ? 1 : 0;
+  }
+  EXPECT_EQ(freed_slabs, 1);
+  EXPECT_EQ(alloc_.free_slabs(), 1u);
+  uint64_t big = alloc_.Allocate(large);
+  ASSERT_NE(big, SlabAllocator::kNoChunk);
+  EXPECT_EQ(alloc_.SlabOf(big), 2u);
+  EXPECT_EQ(alloc_.ClassOf(big), large);
+  for (uint32_t i = 1; i < classes_.chunks_per_slab(large); ++i) {
+    EXPECT_NE(alloc_.Allocate(large), SlabAllocator::kNoChunk);
+  }
+  EXPECT_EQ(alloc_.Allocate(large), SlabAllocator::kNoChunk);
+}
+
+TEST(BlockIndexTest, InsertFindEraseWithNamespaces) {
+  BlockIndex idx;
+  idx.Init(1000);
+  for (uint32_t s = 0; s < 1000; ++s) idx.Insert(BlockKey{s * 31ull, s}, s % 3, s);
+  EXPECT_EQ(idx.size(), 1000u);
+  for (uint32_t s = 0; s < 1000; ++s) {
+    EXPECT_EQ(idx.Find(BlockKey{s * 31ull, s}, s % 3), s);
+    EXPECT_EQ(idx.Find(BlockKey{s * 31ull, s}, (s % 3) + 1), kNoSlot);  // other namespace
+  }
+  // Erase every other key; the rest stay findable (backward-shift deletion).
+  for (uint32_t s = 0; s < 1000; s += 2) EXPECT_TRUE(idx.Erase(BlockKey{s * 31ull, s}, s % 3));
+  EXPECT_FALSE(idx.Erase(BlockKey{0, 0}, 0));
+  for (uint32_t s = 0; s < 1000; ++s) {
+    EXPECT_EQ(idx.Find(BlockKey{s * 31ull, s}, s % 3), s % 2 ? s : kNoSlot) << s;
+  }
+  EXPECT_EQ(idx.size(), 500u);
+}
+
+}  // namespace
+}  // namespace kvhub::storage
