@@ -40,6 +40,12 @@ absl::Duration LeaseFor(uint32_t lease_ms) {
   return lease_ms == 0 ? absl::ZeroDuration() : absl::Milliseconds(lease_ms);
 }
 
+const grpc::Status& StoppingStatus() {
+  static const grpc::Status* s =
+      new grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is shutting down; retry on another node");
+  return *s;
+}
+
 // Refusal while draining.
 const grpc::Status& DrainingStatus() {
   static const grpc::Status* s =
@@ -104,6 +110,8 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
 grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
                                                v1::LookupResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kLookup, start, StoppingStatus());
   return Finish(ctx, Rpc::kLookup, start, DoLookup(*req, resp));
 }
 
@@ -139,6 +147,8 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
 grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx,
                                                  const v1::PutStartRequest* req, v1::PutStartResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kPutStart, start, StoppingStatus());
   return Finish(ctx, Rpc::kPutStart, start, DoPutStart(*req, resp));
 }
 
@@ -150,6 +160,11 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
  public:
   PutDataReactor(KvHubService* service, v1::PutDataResponse* resp)
       : service_(service), resp_(resp), start_(absl::Now()) {
+    service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
+    if (service_->stopping()) {
+      Done(StoppingStatus());
+      return;
+    }
     StartRead(&chunk_);
   }
 
@@ -169,7 +184,10 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
     StartRead(&chunk_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->inflight_.fetch_sub(1, std::memory_order_acq_rel);
+    delete this;
+  }
 
  private:
   void Done(const grpc::Status& status) {
@@ -217,6 +235,8 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
 grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
                                                   const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kPutCommit, start, StoppingStatus());
   return Finish(ctx, Rpc::kPutCommit, start, DoPutCommit(*req, resp));
 }
 
@@ -240,6 +260,8 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
 grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
                                                  const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kPutAbort, start, StoppingStatus());
   return Finish(ctx, Rpc::kPutAbort, start, DoPutAbort(*req, resp));
 }
 
@@ -280,6 +302,8 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
 grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
                                             v1::PutResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kPut, start, StoppingStatus());
   return Finish(ctx, Rpc::kPut, start, DoPut(*req, resp));
 }
 
@@ -335,6 +359,8 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
 grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
                                             v1::GetResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kGet, start, StoppingStatus());
   return Finish(ctx, Rpc::kGet, start, DoGet(*req, resp));
 }
 
@@ -347,6 +373,11 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
  public:
   GetStreamReactor(KvHubService* service, const v1::GetRequest* req)
       : service_(service), req_(req), start_(absl::Now()) {
+    service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
+    if (service_->stopping()) {
+      Done(StoppingStatus());
+      return;
+    }
     absl::Status s = ValidateGet(*req);
     if (!s.ok()) {
       Done(ToGrpc(s));
@@ -368,6 +399,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
 
   void OnDone() override {
     ReleaseLease();
+    service_->inflight_.fetch_sub(1, std::memory_order_acq_rel);
     delete this;
   }
 
@@ -459,6 +491,8 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
 grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                 v1::ReleaseResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kRelease, start, StoppingStatus());
   return Finish(ctx, Rpc::kRelease, start, DoRelease(*req, resp));
 }
 
@@ -474,6 +508,8 @@ grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResp
 grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
                                                v1::DeleteResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kDelete, start, StoppingStatus());
   return Finish(ctx, Rpc::kDelete, start, DoDelete(*req, resp));
 }
 
@@ -489,6 +525,8 @@ grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* res
 grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
                                             v1::PinResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kPin, start, StoppingStatus());
   return Finish(ctx, Rpc::kPin, start, DoPin(*req, resp));
 }
 
@@ -522,6 +560,8 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
 grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                               v1::StatsResponse* resp) {
   absl::Time start = absl::Now();
+  InflightScope scope(this);
+  if (stopping()) return Finish(ctx, Rpc::kStats, start, StoppingStatus());
   return Finish(ctx, Rpc::kStats, start, DoStats(resp));
 }
 

@@ -45,6 +45,15 @@ class KvHubService final : public v1::KvHub::CallbackService {
 
   void BeginDrain() { draining_.store(true, std::memory_order_release); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Shutdown's last phase: every new call except Health is refused with UNAVAILABLE so
+  // the calls in flight can finish and the server can stop without waiting on idle clients.
+  void BeginStop() {
+    draining_.store(true, std::memory_order_release);
+    stopping_.store(true, std::memory_order_release);
+  }
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+  // Calls being handled now: unary handlers while they run, streams until they are done.
+  int inflight() const { return inflight_.load(std::memory_order_acquire); }
 
   grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
                                    v1::LookupResponse* resp) override;
@@ -105,6 +114,20 @@ class KvHubService final : public v1::KvHub::CallbackService {
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> inflight_{0};
+
+  // Counts a unary handler as in flight for its scope.
+  class InflightScope {
+   public:
+    explicit InflightScope(KvHubService* s) : s_(s) { s_->inflight_.fetch_add(1, std::memory_order_acq_rel); }
+    ~InflightScope() { s_->inflight_.fetch_sub(1, std::memory_order_acq_rel); }
+    InflightScope(const InflightScope&) = delete;
+    InflightScope& operator=(const InflightScope&) = delete;
+
+   private:
+    KvHubService* const s_;
+  };
 
   PooledMessageAllocator<v1::LookupRequest, v1::LookupResponse> lookup_alloc_;
   PooledMessageAllocator<v1::PutStartRequest, v1::PutStartResponse> put_start_alloc_;

@@ -38,7 +38,8 @@ struct KvhubdConfig {
   // This node's name in Stats/Health/metrics; empty: "<hostname>-<grpc port>".
   std::string node_id;
 
-  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB).
+  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB) and
+  // try_hugepages to false (opt-in: needs hugepages reserved on the host).
   storage::BlockStoreConfig store;
 
   // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.

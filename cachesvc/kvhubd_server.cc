@@ -89,7 +89,13 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   return srv;
 }
 
-KvhubdServer::~KvhubdServer() { Shutdown(); }
+KvhubdServer::~KvhubdServer() {
+  Shutdown();
+  // Members go in reverse order: HTTP, gRPC server, service, metrics, table, store.
+  http_.reset();
+  server_.reset();
+  KVHUB_LOG(debug, "kvhubd {}: gRPC server destroyed", node_id_);
+}
 
 std::string KvhubdServer::ReadyLine() const {
   return absl::StrCat("kvhubd ready grpc=", grpc_address_, " http=", http_->address(), " node=", node_id_);
@@ -107,12 +113,20 @@ void KvhubdServer::Shutdown() {
   shut_down_ = true;
   BeginDrain();
   if (server_ != nullptr) {
+    // Phase 1 (drain_grace): readyz=503, Health DRAINING, puts refused, reads served.
     if (config_.drain_grace > absl::ZeroDuration()) absl::SleepFor(config_.drain_grace);
+    // Phase 2: refuse every new call; let the calls in flight finish (<= shutdown_timeout).
     const absl::Time t0 = absl::Now();
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::milliseconds(absl::ToInt64Milliseconds(config_.shutdown_timeout)));
+    const absl::Time deadline = t0 + config_.shutdown_timeout;
+    service_->BeginStop();
+    while (service_->inflight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    // Phase 3: stop gRPC. Handlers are done, but their last bytes may still be on the
+    // way to slow readers: grpc finishes sending them and waits for clients to close
+    // their connections, within what is left of the budget (then it cancels).
+    server_->Shutdown(absl::ToChronoTime(deadline));
     server_->Wait();
-    KVHUB_LOG(info, "kvhubd {}: gRPC stopped in {}", node_id_, absl::FormatDuration(absl::Now() - t0));
+    KVHUB_LOG(info, "kvhubd {}: gRPC stopped in {} ({} calls still in flight at the deadline)", node_id_,
+              absl::FormatDuration(absl::Now() - t0), service_->inflight());
   }
   if (expiry_thread_.joinable()) {
     {
@@ -122,6 +136,7 @@ void KvhubdServer::Shutdown() {
     expiry_thread_.join();
   }
   if (http_ != nullptr) http_->Stop();
+  KVHUB_LOG(debug, "kvhubd {}: expiry thread and HTTP stopped", node_id_);
 }
 
 void KvhubdServer::ExpiryLoop() {

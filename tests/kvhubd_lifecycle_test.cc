@@ -1,0 +1,242 @@
+// kvhubd as a process: HTTP endpoints, SIGTERM drain, bad configuration, ready file.
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/kvhub_test_util.h"
+#include "tests/testing/kvhubd_process.h"
+
+namespace kvhub::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+httplib::Result HttpGet(const KvhubdProcess& p, const char* path) {
+  httplib::Client cli("127.0.0.1", p.http_port());
+  cli.set_connection_timeout(5);
+  cli.set_read_timeout(5);
+  return cli.Get(path);
+}
+
+TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB", "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  std::string data = TestBlock(1, 4096);
+  {
+    v1::PutRequest req;
+    req.set_namespace_("tenant-a");
+    v1::PutItem* it = req.add_items();
+    it->set_key(TestKey(1));
+    it->set_data(data);
+    it->set_checksum(Checksum(data));
+    v1::PutResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.items(0).code(), 0);
+  }
+  {
+    v1::LookupRequest req;
+    req.set_namespace_("tenant-a");
+    req.set_keys(TestKey(1) + TestKey(2));
+    req.set_block_tokens(256);
+    req.set_model("llama-3-8b");
+    req.set_prefix(true);
+    v1::LookupResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Lookup(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.prefix_hits(), 1u);
+  }
+
+  auto healthz = HttpGet(**p, "/healthz");
+  ASSERT_TRUE(healthz);
+  EXPECT_EQ(healthz->status, 200);
+  auto readyz = HttpGet(**p, "/readyz");
+  ASSERT_TRUE(readyz);
+  EXPECT_EQ(readyz->status, 200);
+  auto metrics = HttpGet(**p, "/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  const std::string& m = metrics->body;
+  EXPECT_THAT(m, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"tenant-a\",model=\"llama-3-8b\"} 512"));
+  EXPECT_THAT(m, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"tenant-a\",model=\"llama-3-8b\"} 256"));
+  EXPECT_THAT(m, HasSubstr("kvhub_put_bytes_total{namespace=\"tenant-a\"} 4096"));
+  EXPECT_THAT(m, HasSubstr("kvhub_tier_capacity_bytes{tier=\"host\"} 67108864"));
+  EXPECT_THAT(m, HasSubstr("kvhub_tier_blocks{tier=\"host\"} 1"));
+  EXPECT_THAT(m, HasSubstr("kvhub_rpc_latency_seconds_count{method=\"Lookup\"} 1"));
+  EXPECT_THAT(m, HasSubstr("kvhub_checksum_failures_total 0"));
+  auto dash = HttpGet(**p, "/dashboard");
+  ASSERT_TRUE(dash);
+  EXPECT_EQ(dash->status, 200);
+  EXPECT_THAT(dash->body, HasSubstr("/metrics"));
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+}
+
+TEST(KvhubdLifecycleTest, SigtermDrainsThenExitsZero) {
+  auto p = KvhubdProcess::Start(
+      {.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB", "--drain_grace_ms=1500", "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  std::string data = TestBlock(3, 10000);
+  auto put = [&](uint64_t k) {
+    v1::PutRequest req;
+    req.set_namespace_("ns");
+    v1::PutItem* it = req.add_items();
+    it->set_key(TestKey(k));
+    it->set_data(data);
+    it->set_checksum(Checksum(data));
+    v1::PutResponse resp;
+    grpc::ClientContext ctx;
+    return stub->Put(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(put(1).ok());
+
+  ASSERT_TRUE((*p)->Signal(SIGTERM).ok());
+  // During the drain grace: readyz 503, Health DRAINING, puts refused, reads served.
+  bool saw_503 = false;
+  for (int i = 0; i < 100 && !saw_503; ++i) {
+    auto r = HttpGet(**p, "/readyz");
+    saw_503 = r && r->status == 503;
+    if (!saw_503) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(saw_503);
+  {
+    v1::HealthResponse h;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Health(&ctx, v1::HealthRequest(), &h).ok());
+    EXPECT_EQ(h.state(), v1::HealthResponse::DRAINING);
+  }
+  EXPECT_EQ(put(2).error_code(), grpc::StatusCode::UNAVAILABLE);
+  {
+    v1::GetRequest req;
+    req.set_namespace_("ns");
+    req.set_keys(TestKey(1));
+    req.set_inline_data(true);
+    v1::GetResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Get(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.blocks(0).data(), data);
+  }
+  absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(KvhubdLifecycleTest, InFlightStreamFinishesDuringShutdown) {
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=4MiB",
+                                           "--get_stream_chunk_bytes=4KiB", "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  std::string data = TestBlock(9, 4 << 20);
+  {
+    v1::PutRequest req;
+    req.set_namespace_("ns");
+    v1::PutItem* it = req.add_items();
+    it->set_key(TestKey(9));
+    it->set_data(data);
+    it->set_checksum(Checksum(data));
+    v1::PutResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.items(0).code(), 0);
+  }
+  v1::GetRequest req;
+  req.set_namespace_("ns");
+  req.set_keys(TestKey(9));
+  grpc::ClientContext ctx;
+  auto reader = stub->GetStream(&ctx, req);
+  v1::GetChunk chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  std::string got = chunk.data();
+  // 1024 chunks of 4 KiB: most are still to come when the server is told to stop.
+  ASSERT_TRUE((*p)->Signal(SIGTERM).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  while (reader->Read(&chunk)) got += chunk.data();
+  grpc::Status s = reader->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(got, data);
+  absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(KvhubdLifecycleTest, SigkillIsACrash) {
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->Kill().value_or(-1), 128 + SIGKILL);
+  EXPECT_FALSE((*p)->running());
+}
+
+TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=lots"}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
+
+  p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--max_lease_ms=700000"}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
+
+  std::string conf = absl::StrCat(::testing::TempDir(), "/kvhubd_bad_", getpid(), ".conf");
+  {
+    std::ofstream out(conf);
+    out << "capacity_bytes = 64MiB\nno_such_key = 3\n";
+  }
+  p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", absl::StrCat("--config=", conf)}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
+  std::remove(conf.c_str());
+}
+
+TEST(KvhubdLifecycleTest, ConfigFileFlagsOverrideAndReadyFile) {
+  std::string dir = ::testing::TempDir();
+  std::string conf = absl::StrCat(dir, "/kvhubd_ok_", getpid(), ".conf");
+  std::string ready = absl::StrCat(dir, "/kvhubd_ready_", getpid(), ".txt");
+  {
+    std::ofstream out(conf);
+    out << "# test config\ncapacity_bytes = 32MiB\nregion_bytes = 32MiB\nmax_block_bytes = 1MiB\nnode_id = from-file\n";
+  }
+  auto p = KvhubdProcess::Start(
+      {.flags = {"--shutdown_timeout_ms=1000", absl::StrCat("--config=", conf), "--node_id=from-flag", absl::StrCat("--ready_file=", ready)}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->node_id(), "from-flag");
+  std::ifstream in(ready);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto parsed = ParseReadyLine(ss.str());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->grpc_address, (*p)->grpc_address());
+  EXPECT_EQ(parsed->http_address, (*p)->http_address());
+
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  v1::StatsResponse st;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->Stats(&ctx, v1::StatsRequest(), &st).ok());
+  EXPECT_EQ(st.tiers(0).capacity_bytes(), 32ull << 20);
+  EXPECT_EQ(st.node_id(), "from-flag");
+  stub.reset();
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+  std::remove(conf.c_str());
+  std::remove(ready.c_str());
+}
+
+TEST(KvhubdLifecycleTest, ParseReadyLine) {
+  auto r = ParseReadyLine("kvhubd ready grpc=127.0.0.1:5000 http=127.0.0.1:5001 node=n-1\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->grpc_port, 5000);
+  EXPECT_EQ(r->http_port, 5001);
+  EXPECT_EQ(r->node_id, "n-1");
+  EXPECT_FALSE(ParseReadyLine("hello").ok());
+  EXPECT_FALSE(ParseReadyLine("kvhubd ready grpc=127.0.0.1 http=127.0.0.1:1 node=x").ok());
+}
+
+}  // namespace
+}  // namespace kvhub::testing
