@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "codec/codec.h"
+#include "codec/kernels.h"
 #include "codec/synthetic_kv.h"
 
 namespace kvhub::codec {
@@ -116,4 +117,10 @@ BENCHMARK(BM_Decode)->Apply(Args);
 }  // namespace
 }  // namespace kvhub::codec
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("simd_target", kvhub::codec::SimdKernels().name);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
