@@ -1,0 +1,39 @@
+#include "bench/replay/byte_budget.h"
+
+#include "codec/codec.h"
+#include "storage/size_classes.h"
+
+namespace kvhub::replay {
+
+absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::string& codec) {
+  if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  absl::StatusOr<codec::CodecId> id = codec::ParseCodecName(codec);
+  if (!id.ok()) return id.status();
+  codec::KvShape shape;
+  shape.layers = spec.layers;
+  shape.kv_heads = spec.kv_heads;
+  shape.head_dim = spec.head_dim;
+  shape.tokens = spec.block_tokens;
+  shape.dtype = spec.dtype;
+  codec::CodecParams params;
+  params.codec = *id;
+  const bool kivi = *id == codec::CodecId::kKivi4 || *id == codec::CodecId::kKivi2;
+  absl::StatusOr<uint64_t> later = codec::EncodedSize(shape, params, 0);
+  if (!later.ok()) return later.status();
+  absl::StatusOr<uint64_t> first = codec::EncodedSize(shape, params, kivi ? params.sink_tokens : 0);
+  if (!first.ok()) return first.status();
+  CodecBlockSize s;
+  s.codec = codec;
+  s.raw_bytes = shape.RawBytes();
+  s.encoded_bytes = *later;
+  s.first_bytes = *first;
+  // The default kvhubd host tier: 4 KiB .. 64 MiB classes, 8 per doubling, 256 MiB slabs.
+  absl::StatusOr<storage::SizeClasses> classes =
+      storage::SizeClasses::Build(4096, 64ull << 20, 256ull << 20, 8);
+  if (classes.ok() && classes->ClassFor(*later) < classes->count()) {
+    s.store_chunk_bytes = classes->size(classes->ClassFor(*later));
+  }
+  return s;
+}
+
+}  // namespace kvhub::replay

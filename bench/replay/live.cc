@@ -1,0 +1,191 @@
+#include "bench/replay/live.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::replay {
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+LatencySummary Summarize(std::vector<double> us) {
+  LatencySummary s;
+  s.count = us.size();
+  if (us.empty()) return s;
+  std::sort(us.begin(), us.end());
+  auto at = [&](double q) {
+    size_t i = static_cast<size_t>(q * static_cast<double>(us.size() - 1) + 0.5);
+    return us[std::min(i, us.size() - 1)];
+  };
+  s.p50_us = at(0.50);
+  s.p90_us = at(0.90);
+  s.p99_us = at(0.99);
+  s.max_us = us.back();
+  double sum = 0;
+  for (double v : us) sum += v;
+  s.mean_us = sum / static_cast<double>(us.size());
+  return s;
+}
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+void AppendBlockTokens(int64_t hash_id, uint32_t block_tokens, std::vector<int32_t>* out) {
+  const uint64_t base = static_cast<uint64_t>(hash_id) * block_tokens;
+  for (uint32_t j = 0; j < block_tokens; ++j) {
+    out->push_back(static_cast<int32_t>(SplitMix64(base + j) % 100000) + 1000);
+  }
+}
+
+std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns,
+                                     const ModelSpec& spec, uint64_t* inconsistent) {
+  std::vector<BlockKey> key_of(trace.distinct_blocks);
+  std::vector<uint8_t> known(trace.distinct_blocks, 0);
+  const U128 root = ChainRoot(ns, spec.Fingerprint());
+  std::vector<int32_t> tokens;
+  uint64_t bad = 0;
+  for (const TraceRequest& r : trace.requests) {
+    U128 prev = root;
+    for (size_t i = 0; i < r.blocks.size(); ++i) {
+      uint32_t b = r.blocks[i];
+      tokens.clear();
+      AppendBlockTokens(r.hash_ids[i], spec.block_tokens, &tokens);
+      BlockKey k = NextBlockKey(prev, tokens);
+      if (!known[b]) {
+        key_of[b] = k;
+        known[b] = 1;
+      } else if (!(key_of[b] == k)) {
+        ++bad;
+      }
+      prev = k;
+    }
+  }
+  if (inconsistent) *inconsistent = bad;
+  return key_of;
+}
+
+Trace TruncateTrace(const Trace& trace, size_t n) {
+  if (n == 0 || n >= trace.requests.size()) return trace;
+  Trace out;
+  absl::flat_hash_map<uint32_t, uint32_t> dense;
+  out.requests.assign(trace.requests.begin(), trace.requests.begin() + static_cast<long>(n));
+  for (TraceRequest& r : out.requests) {
+    for (uint32_t& b : r.blocks) {
+      b = dense.try_emplace(b, static_cast<uint32_t>(dense.size())).first->second;
+    }
+    out.total_input_tokens += r.input_length;
+  }
+  out.distinct_blocks = static_cast<uint32_t>(dense.size());
+  return out;
+}
+
+absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
+                                   const PayloadFactory& payloads, const LiveOptions& o) {
+  if (o.speedup < 0) return absl::InvalidArgumentError("speedup must be >= 0");
+  const ModelSpec& spec = payloads.spec();
+  const uint32_t bt = spec.block_tokens;
+  const size_t n_req = o.max_requests == 0 ? trace.requests.size()
+                                           : std::min(o.max_requests, trace.requests.size());
+  LiveResult res;
+  std::vector<double> lookup_us, fetch_us, publish_us;
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<uint8_t>> payload;  // per block of the request
+  std::vector<std::vector<uint8_t>> fetched;
+  std::vector<uint8_t> scratch;
+  const Clock::time_point start = Clock::now();
+  const int64_t ts0 = n_req ? trace.requests[0].timestamp_ms : 0;
+  for (size_t q = 0; q < n_req; ++q) {
+    const TraceRequest& r = trace.requests[q];
+    if (o.speedup > 0) {
+      double due = static_cast<double>(r.timestamp_ms - ts0) / 1000.0 / o.speedup;
+      std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(due)));
+    }
+    tokens.clear();
+    for (int64_t h : r.hash_ids) AppendBlockTokens(h, bt, &tokens);
+    const size_t n = r.blocks.size();
+    res.requests++;
+    res.requested_tokens += r.input_length;
+
+    Clock::time_point t0 = Clock::now();
+    absl::StatusOr<LookupResult> look = client.LookupPrefix(o.ns, spec, tokens);
+    Clock::time_point t1 = Clock::now();
+    if (!look.ok()) return look.status();
+    lookup_us.push_back(Seconds(t1 - t0) * 1e6);
+    const size_t lead = std::min(look->hit_blocks, n);
+    res.lookup_hit_blocks += lead;
+
+    size_t valid = 0;
+    if (lead > 0) {
+      fetched.resize(std::max(fetched.size(), lead));
+      std::vector<std::span<uint8_t>> bufs(lead);
+      for (size_t i = 0; i < lead; ++i) {
+        fetched[i].resize(payloads.SizeOf(i));
+        bufs[i] = std::span<uint8_t>(fetched[i]);
+      }
+      Clock::time_point f0 = Clock::now();
+      absl::StatusOr<FetchResult> got = client.Fetch(o.ns, spec, tokens, lead, bufs);
+      Clock::time_point f1 = Clock::now();
+      if (!got.ok()) return got.status();
+      fetch_us.push_back(Seconds(f1 - f0) * 1e6);
+      res.fetch_s += Seconds(f1 - f0);
+      valid = got->valid_blocks;
+      res.fetch_failures += lead - valid;
+      for (size_t i = 0; i < valid; ++i) res.fetched_bytes += got->sizes[i];
+      if (o.verify) {
+        for (size_t i = 0; i < valid; ++i) {
+          std::span<const uint8_t> bytes(fetched[i].data(), got->sizes[i]);
+          if (!payloads.Verify(look->keys[i], i, bytes, &scratch)) {
+            ++res.verify_failures;
+            valid = i;  // a block that does not verify ends the hit
+            break;
+          }
+        }
+      }
+      res.fetched_blocks += valid;
+    }
+    for (size_t i = 0; i < valid; ++i) res.hit_tokens += r.BlockTokens(i, bt);
+
+    // Publish every block: the client skips those present and uploads the rest.
+    // The verified fetched bytes serve as the payloads of the hit blocks; the
+    // others are made from the key.
+    payload.resize(std::max(payload.size(), n));
+    std::vector<std::span<const uint8_t>> spans(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (i < valid && o.verify) {
+        spans[i] = std::span<const uint8_t>(fetched[i].data(), payloads.SizeOf(i));
+        continue;
+      }
+      payloads.Make(look->keys[i], i, &payload[i]);
+      spans[i] = std::span<const uint8_t>(payload[i]);
+    }
+    Clock::time_point p0 = Clock::now();
+    absl::StatusOr<PublishResult> pub = client.Publish(o.ns, spec, tokens, spans);
+    Clock::time_point p1 = Clock::now();
+    if (!pub.ok()) return pub.status();
+    publish_us.push_back(Seconds(p1 - p0) * 1e6);
+    res.publish_s += Seconds(p1 - p0);
+    res.published_blocks += pub->stored;
+    res.skipped_blocks += pub->skipped;
+    res.put_failures += pub->failed;
+    res.published_bytes += pub->bytes_uploaded;
+  }
+  res.wall_s = Seconds(Clock::now() - start);
+  res.lookup = Summarize(std::move(lookup_us));
+  res.fetch = Summarize(std::move(fetch_us));
+  res.publish = Summarize(std::move(publish_us));
+  return res;
+}
+
+}  // namespace kvhub::replay

@@ -1,0 +1,80 @@
+#pragma once
+// Live replay: a trace against a running kvhub cluster through kvhub::Client
+// (docs/replay.md, "Live mode").
+//
+// Tokens: block hash id h maps to block_tokens tokens
+//   t_j = (splitmix64(h * block_tokens + j) mod 100000) + 1000,
+// a request's tokens are its blocks' tokens in order; a partial last block is
+// padded to a full block (its own tokens), so every block of the trace is a
+// cacheable kvhub block, as the simulator's default model assumes. Equal ids at
+// equal positions give equal chain keys; distinct ids distinct keys.
+//
+// Per request, in trace order: LookupPrefix; Fetch of the leading hit blocks,
+// each verified byte for byte against PayloadFactory::Make (a mismatch is
+// counted and ends the hit there); Publish of every block (the client skips the
+// present ones, uploads the rest). Requests are paced by their timestamps
+// divided by `speedup` (0: back to back). One request at a time, so the order of
+// accesses each shard sees is the trace's (the simulator's AccessModel::kLiveClient).
+//
+// Thread safety: RunLive uses the client from the calling thread only.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bench/replay/payload.h"
+#include "bench/replay/trace.h"
+#include "client/client.h"
+
+namespace kvhub::replay {
+
+// The tokens of block hash id `hash_id` (appended to *out).
+void AppendBlockTokens(int64_t hash_id, uint32_t block_tokens, std::vector<int32_t>* out);
+
+// Chain keys of every dense block of the trace under (ns, spec), computed the
+// way kvhub::Client does from the tokens above. A dense id that appears under
+// two different parents (a malformed trace) keeps the key of its first use;
+// *inconsistent (if given) counts such uses.
+std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns,
+                                     const ModelSpec& spec, uint64_t* inconsistent = nullptr);
+
+// The first n requests of a trace (all when n == 0 or n >= size), ids re-densified.
+Trace TruncateTrace(const Trace& trace, size_t n);
+
+struct LiveOptions {
+  std::string ns = "replay";
+  double speedup = 0;       // timestamps / speedup; 0 = no pacing
+  size_t max_requests = 0;  // 0 = all
+  bool verify = true;       // compare fetched bytes with the expected payload
+};
+
+struct LatencySummary {
+  size_t count = 0;
+  double p50_us = 0, p90_us = 0, p99_us = 0, max_us = 0, mean_us = 0;
+};
+
+struct LiveResult {
+  uint64_t requests = 0;
+  uint64_t requested_tokens = 0;
+  uint64_t hit_tokens = 0;           // tokens of the leading run fetched and verified
+  uint64_t lookup_hit_blocks = 0;    // leading run LookupPrefix reported
+  uint64_t fetched_blocks = 0, fetched_bytes = 0;
+  uint64_t published_blocks = 0, published_bytes = 0, skipped_blocks = 0;
+  uint64_t put_failures = 0;         // blocks Publish could not store
+  uint64_t fetch_failures = 0;       // looked up but not loaded (evicted meanwhile, errors)
+  uint64_t verify_failures = 0;      // loaded but bytes differ from the expected payload
+  double wall_s = 0, fetch_s = 0, publish_s = 0;
+  LatencySummary lookup, fetch, publish;  // per request (fetch: requests with a hit)
+  double hit_rate() const {
+    return requested_tokens ? static_cast<double>(hit_tokens) / static_cast<double>(requested_tokens)
+                            : 0.0;
+  }
+};
+
+// Replays trace.requests (up to max_requests). Returns a non-OK status only for
+// bad input or a client call that failed as a whole; per-block failures are counted.
+absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
+                                   const PayloadFactory& payloads, const LiveOptions& options);
+
+}  // namespace kvhub::replay

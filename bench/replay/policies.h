@@ -1,0 +1,17 @@
+#pragma once
+// Named policy variants for the replay tool: the storage library's policies
+// (through its factory) and the adaptive policy, by short names:
+//   lru, lru+prefix, s3fifo, s3fifo+prefix, as3fifo, as3fifo+prefix
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/eviction_policy.h"
+
+namespace kvhub::replay {
+
+absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const std::string& name);
+std::vector<std::string> DefaultReplayPolicies();
+
+}  // namespace kvhub::replay

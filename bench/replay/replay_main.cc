@@ -1,0 +1,472 @@
+// kvhub-replay: replays Mooncake-format traces (docs/replay.md).
+//
+//   kvhub-replay --trace FILE --sim [--capacities 1M,3M,10M,50M] [--policies a,b]
+//                [--json OUT] [--partial_tail skip]
+//   kvhub-replay --generate agentic [--seed N] [--duration_s S] [--rate R] --write_trace OUT
+//   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
+//                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
+//                [--max_requests N] [--policy s3fifo] [--prefix_aware true] [--json OUT]
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/replay/byte_budget.h"
+#include "bench/replay/live.h"
+#include "bench/replay/local_shards.h"
+#include "bench/replay/payload.h"
+#include "bench/replay/policies.h"
+#include "bench/replay/store_model.h"
+#include "client/client.h"
+#include "bench/replay/simulator.h"
+#include "bench/replay/trace.h"
+#include "bench/replay/workload_gen.h"
+#include "nlohmann/json.hpp"
+
+namespace kvhub::replay {
+namespace {
+
+struct Args {
+  std::map<std::string, std::string> kv;
+  bool Has(const std::string& k) const { return kv.count(k) > 0; }
+  std::string Get(const std::string& k, const std::string& d = "") const {
+    auto it = kv.find(k);
+    return it == kv.end() ? d : it->second;
+  }
+};
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  static const char* kBool[] = {"sim", "live", "belady", "help", "no_belady", "no_verify"};
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string s = argv[i];
+    if (!absl::StartsWith(s, "--")) return absl::InvalidArgumentError(absl::StrCat("unexpected argument ", s));
+    s = s.substr(2);
+    size_t eq = s.find('=');
+    if (eq != std::string::npos) {
+      a.kv[s.substr(0, eq)] = s.substr(eq + 1);
+      continue;
+    }
+    bool is_bool = false;
+    for (const char* b : kBool) is_bool |= (s == b);
+    if (is_bool) {
+      a.kv[s] = "1";
+    } else if (i + 1 < argc) {
+      a.kv[s] = argv[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", s, " needs a value"));
+    }
+  }
+  return a;
+}
+
+// "3M" -> 3000000 tokens, "500k", "1.5M", "inf" -> 0.
+absl::StatusOr<uint64_t> ParseTokens(absl::string_view s) {
+  if (s == "inf") return uint64_t{0};
+  double mult = 1;
+  if (absl::EndsWith(s, "M") || absl::EndsWith(s, "m")) mult = 1e6;
+  if (absl::EndsWith(s, "k") || absl::EndsWith(s, "K")) mult = 1e3;
+  if (absl::EndsWith(s, "G") || absl::EndsWith(s, "g")) mult = 1e9;
+  if (mult != 1) s.remove_suffix(1);
+  double v;
+  if (!absl::SimpleAtod(s, &v) || v <= 0) return absl::InvalidArgumentError(absl::StrCat("bad capacity \"", s, "\""));
+  return static_cast<uint64_t>(v * mult);
+}
+
+// "256MiB", "64M" (binary multiples), "4096".
+absl::StatusOr<uint64_t> ParseBytes(absl::string_view s) {
+  uint64_t mult = 1;
+  for (auto [suffix, m] : std::initializer_list<std::pair<const char*, uint64_t>>{
+           {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+           {"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"B", 1}}) {
+    if (absl::ConsumeSuffix(&s, suffix)) {
+      mult = m;
+      break;
+    }
+  }
+  uint64_t v;
+  if (!absl::SimpleAtoi(s, &v) || v == 0) return absl::InvalidArgumentError(absl::StrCat("bad size \"", s, "\""));
+  return v * mult;
+}
+
+std::string Pct(double r) { return absl::StrFormat("%.2f%%", 100 * r); }
+
+// One column of the sim table: a cache capacity, with how it was derived.
+struct Column {
+  std::string label;
+  uint64_t tokens = 0;
+  nlohmann::json meta = nlohmann::json::object();
+};
+
+// --capacities, or --byte_budget (budgets in bf16 tokens of --spec_bytes_per_token)
+// x --codecs: the tokens each budget holds under each codec's real block size.
+absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
+  std::vector<Column> cols;
+  if (!a.Has("byte_budget")) {
+    for (absl::string_view c : absl::StrSplit(a.Get("capacities", "1M,3M,10M,50M"), ',', absl::SkipEmpty())) {
+      absl::StatusOr<uint64_t> t = ParseTokens(c);
+      if (!t.ok()) return t.status();
+      if (*t > 0) cols.push_back({absl::StrCat(*t / 1e6, "M tok"), *t, {}});
+    }
+    return cols;
+  }
+  PayloadConfig pc;
+  if (!absl::SimpleAtoi(a.Get("spec_bytes_per_token", "131072"), &pc.bytes_per_token)) {
+    return absl::InvalidArgumentError("bad --spec_bytes_per_token");
+  }
+  absl::StatusOr<ModelSpec> spec = ReplayModelSpec(pc);
+  if (!spec.ok()) return spec.status();
+  const uint64_t bpt = pc.bytes_per_token;
+  std::cerr << "byte budget: spec " << spec->CanonicalText() << ", " << bpt << " B/token bf16\n";
+  for (absl::string_view b : absl::StrSplit(a.Get("byte_budget"), ',', absl::SkipEmpty())) {
+    absl::StatusOr<uint64_t> bf16_tokens = ParseTokens(b);
+    if (!bf16_tokens.ok()) return bf16_tokens.status();
+    const uint64_t budget = *bf16_tokens * bpt;
+    for (absl::string_view c : absl::StrSplit(a.Get("codecs", "raw,fp8,kivi4,kivi2"), ',', absl::SkipEmpty())) {
+      absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c));
+      if (!sz.ok()) return sz.status();
+      uint64_t tokens = TokensInBudget(budget, *sz, spec->block_tokens);
+      std::cerr << absl::StrFormat(
+          "  budget %.2f GB (%s bf16 tokens), %-5s: %d B/block (first %d, store chunk %d), "
+          "ratio %.3f -> %.2fM tokens\n",
+          budget / 1e9, b, c, sz->encoded_bytes, sz->first_bytes, sz->store_chunk_bytes,
+          sz->ratio(), tokens / 1e6);
+      nlohmann::json meta = {{"budget_bytes", budget},
+                             {"budget_bf16_tokens", *bf16_tokens},
+                             {"codec", std::string(c)},
+                             {"block_bytes", sz->encoded_bytes},
+                             {"first_block_bytes", sz->first_bytes},
+                             {"store_chunk_bytes", sz->store_chunk_bytes},
+                             {"ratio", sz->ratio()}};
+      cols.push_back({absl::StrCat(b, "/", c), tokens, meta});
+    }
+  }
+  return cols;
+}
+
+absl::Status RunSim(const Args& a, const Trace& trace) {
+  std::vector<std::string> policies = DefaultReplayPolicies();
+  if (a.Has("policies")) policies = absl::StrSplit(a.Get("policies"), ',', absl::SkipEmpty());
+  absl::StatusOr<std::vector<Column>> cols = SimColumns(a);
+  if (!cols.ok()) return cols.status();
+  SimOptions base;
+  base.cache_partial_tail = a.Get("partial_tail", "cache") != "skip";
+  if (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &base.low_watermark)) {
+    return absl::InvalidArgumentError("bad --low_watermark");
+  }
+  nlohmann::json out;
+  out["trace"] = a.Get("trace", a.Get("generate"));
+  out["requests"] = trace.requests.size();
+  out["input_tokens"] = trace.total_input_tokens;
+  out["distinct_blocks"] = trace.distinct_blocks;
+  out["block_tokens"] = base.block_tokens;
+  out["partial_tail"] = base.cache_partial_tail ? "cache" : "skip";
+  out["results"] = nlohmann::json::array();
+  auto record = [&](const SimResult& r, const Column& col) {
+    nlohmann::json j = {{"policy", r.policy},
+                        {"capacity_tokens", col.tokens},
+                        {"capacity_blocks", r.capacity_blocks},
+                        {"hit_rate", r.hit_rate()},
+                        {"hit_tokens", r.hit_tokens},
+                        {"requested_tokens", r.requested_tokens},
+                        {"inserted_blocks", r.inserted_blocks},
+                        {"evicted_blocks", r.evicted_blocks},
+                        {"rejected_blocks", r.rejected_blocks}};
+    j.update(col.meta);
+    out["results"].push_back(j);
+  };
+  // table[policy][column] = rate
+  std::vector<std::string> rows;
+  std::map<std::string, std::map<size_t, double>> table;
+  auto put = [&](const SimResult& r, size_t ci) {
+    if (!table.count(r.policy)) rows.push_back(r.policy);
+    table[r.policy][ci] = r.hit_rate();
+    record(r, (*cols)[ci]);
+  };
+  for (size_t ci = 0; ci < cols->size(); ++ci) {
+    SimOptions o = base;
+    o.capacity_blocks = (*cols)[ci].tokens / base.block_tokens;
+    for (const std::string& name : policies) {
+      absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> p = MakeReplayPolicy(name);
+      if (!p.ok()) return p.status();
+      absl::StatusOr<SimResult> r = SimulatePolicy(trace, **p, o);
+      if (!r.ok()) return r.status();
+      r->policy = name;
+      put(*r, ci);
+    }
+    if (!a.Has("no_belady")) {
+      absl::StatusOr<SimResult> r = SimulateBelady(trace, o);
+      if (!r.ok()) return r.status();
+      put(*r, ci);
+    }
+  }
+  SimResult inf = SimulateInfinite(trace, base);
+  record(inf, Column{"infinite", 0, {}});
+  std::string hdr = absl::StrFormat("%-16s", "policy");
+  for (const Column& c : *cols) absl::StrAppend(&hdr, absl::StrFormat(" %12s", c.label));
+  absl::StrAppend(&hdr, absl::StrFormat(" %12s", "infinite"));
+  std::cout << hdr << "\n";
+  for (const std::string& p : rows) {
+    std::string line = absl::StrFormat("%-16s", p);
+    for (size_t ci = 0; ci < cols->size(); ++ci) {
+      absl::StrAppend(&line, absl::StrFormat(" %12s", table[p].count(ci) ? Pct(table[p][ci]) : "-"));
+    }
+    absl::StrAppend(&line, absl::StrFormat(" %12s", Pct(inf.hit_rate())));
+    std::cout << line << "\n";
+  }
+  if (a.Has("json")) {
+    std::ofstream f(a.Get("json"));
+    if (!f) return absl::NotFoundError(absl::StrCat("cannot write ", a.Get("json")));
+    f << out.dump(2) << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ParseBool(const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "no") return false;
+  return absl::InvalidArgumentError(absl::StrCat("bad boolean \"", v, "\""));
+}
+
+std::string LatLine(const char* name, const LatencySummary& l) {
+  return absl::StrFormat("  %-8s n=%-6d p50 %8.0f us  p90 %8.0f us  p99 %8.0f us  max %8.0f us",
+                         name, l.count, l.p50_us, l.p90_us, l.p99_us, l.max_us);
+}
+
+nlohmann::json LatJson(const LatencySummary& l) {
+  return {{"count", l.count}, {"p50_us", l.p50_us}, {"p90_us", l.p90_us},
+          {"p99_us", l.p99_us}, {"max_us", l.max_us}, {"mean_us", l.mean_us}};
+}
+
+absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
+  PayloadConfig pc;
+  pc.codec = a.Get("codec", "raw");
+  if (!absl::SimpleAtoi(a.Get("bytes_per_token", "4096"), &pc.bytes_per_token)) {
+    return absl::InvalidArgumentError("bad --bytes_per_token");
+  }
+  absl::StatusOr<std::unique_ptr<PayloadFactory>> payloads = PayloadFactory::Create(pc);
+  if (!payloads.ok()) return payloads.status();
+  LiveOptions lo;
+  lo.ns = a.Get("ns", absl::StrCat("replay-", absl::ToUnixSeconds(absl::Now())));
+  lo.verify = !a.Has("no_verify");
+  if (a.Has("speedup") && !absl::SimpleAtod(a.Get("speedup"), &lo.speedup)) {
+    return absl::InvalidArgumentError("bad --speedup");
+  }
+  if (a.Has("max_requests") && !absl::SimpleAtoi(a.Get("max_requests"), &lo.max_requests)) {
+    return absl::InvalidArgumentError("bad --max_requests");
+  }
+  const Trace trace = TruncateTrace(full_trace, lo.max_requests);
+  lo.max_requests = 0;
+
+  // Shard settings: passed to spawned shards, and the store model of the sim check.
+  const std::string policy = a.Get("policy", "s3fifo");
+  absl::StatusOr<bool> prefix_aware = ParseBool(a.Get("prefix_aware", "true"));
+  if (!prefix_aware.ok()) return prefix_aware.status();
+  StoreModelInput sm;
+  sm.block_bytes = (*payloads)->block_bytes();
+  sm.first_block_bytes = (*payloads)->first_block_bytes();
+  const bool know_shards = a.Has("spawn") || a.Has("shard_capacity");
+  {
+    absl::StatusOr<uint64_t> cap = ParseBytes(a.Get("shard_capacity", "256MiB"));
+    if (!cap.ok()) return cap.status();
+    sm.capacity_bytes = *cap;
+  }
+  if (!absl::SimpleAtod(a.Get("high_watermark", "0.95"), &sm.high_watermark) ||
+      !absl::SimpleAtod(a.Get("low_watermark", "0.90"), &sm.low_watermark)) {
+    return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
+  }
+  sm.region_bytes = std::min<uint64_t>(256ull << 20, (sm.capacity_bytes + 4095) / 4096 * 4096);
+  sm.max_block_bytes = std::min<uint64_t>(64ull << 20, sm.region_bytes);
+
+  std::unique_ptr<LocalShards> shards;
+  ClientConfig cc;
+  if (a.Has("spawn")) {
+    int n = 0;
+    if (!absl::SimpleAtoi(a.Get("spawn"), &n)) return absl::InvalidArgumentError("bad --spawn");
+    std::vector<std::string> flags = {
+        absl::StrCat("--capacity_bytes=", sm.capacity_bytes),
+        absl::StrCat("--region_bytes=", sm.region_bytes),
+        absl::StrCat("--max_block_bytes=", sm.max_block_bytes),
+        absl::StrCat("--high_watermark=", sm.high_watermark),
+        absl::StrCat("--low_watermark=", sm.low_watermark),
+        absl::StrCat("--eviction_policy=", policy),
+        absl::StrCat("--eviction_prefix_aware=", *prefix_aware ? "true" : "false"),
+        "--try_hugepages=false",
+        absl::StrCat("--log_level=", a.Get("shard_log_level", "warn"))};
+    absl::StatusOr<std::unique_ptr<LocalShards>> started =
+        LocalShards::Start(a.Get("kvhubd", LocalShards::DefaultBinary()), n, flags);
+    if (!started.ok()) return started.status();
+    shards = *std::move(started);
+    for (const std::string& addr : shards->grpc_addresses()) cc.members.push_back({addr, 1.0});
+  } else if (a.Has("members")) {
+    absl::StatusOr<std::vector<MemberConfig>> m = ClientConfig::ParseMembers(a.Get("members"));
+    if (!m.ok()) return m.status();
+    cc.members = *m;
+  } else {
+    return absl::InvalidArgumentError("--live needs --members HOST:PORT,... or --spawn N");
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(cc);
+  if (!client.ok()) return client.status();
+
+  std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
+            << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
+            << "), spec " << (*payloads)->spec().CanonicalText() << "\n";
+  absl::StatusOr<LiveResult> r = RunLive(trace, **client, **payloads, lo);
+  if (!r.ok()) return r.status();
+
+  nlohmann::json out;
+  out["mode"] = "live";
+  out["codec"] = pc.codec;
+  out["bytes_per_token"] = pc.bytes_per_token;
+  out["block_bytes"] = (*payloads)->block_bytes();
+  out["shards"] = cc.members.size();
+  out["requests"] = r->requests;
+  out["requested_tokens"] = r->requested_tokens;
+  out["hit_tokens"] = r->hit_tokens;
+  out["hit_rate"] = r->hit_rate();
+  out["fetched_bytes"] = r->fetched_bytes;
+  out["published_bytes"] = r->published_bytes;
+  out["fetch_gbps"] = r->fetch_s > 0 ? r->fetched_bytes / r->fetch_s / 1e9 : 0.0;
+  out["publish_gbps"] = r->publish_s > 0 ? r->published_bytes / r->publish_s / 1e9 : 0.0;
+  out["wall_s"] = r->wall_s;
+  out["verify_failures"] = r->verify_failures;
+  out["fetch_failures"] = r->fetch_failures;
+  out["put_failures"] = r->put_failures;
+  out["lookup"] = LatJson(r->lookup);
+  out["fetch"] = LatJson(r->fetch);
+  out["publish"] = LatJson(r->publish);
+  std::cout << absl::StrFormat(
+      "live: %d requests in %.2f s; hit rate %s (%d of %d tokens)\n"
+      "  fetched %.3f GB at %.2f GB/s (in Fetch calls), published %.3f GB at %.2f GB/s; "
+      "overall %.2f GB/s\n"
+      "  verify failures %d, fetch failures %d, put failures %d, skipped %d\n",
+      r->requests, r->wall_s, Pct(r->hit_rate()), r->hit_tokens, r->requested_tokens,
+      r->fetched_bytes / 1e9, out["fetch_gbps"].get<double>(), r->published_bytes / 1e9,
+      out["publish_gbps"].get<double>(),
+      r->wall_s > 0 ? (r->fetched_bytes + r->published_bytes) / r->wall_s / 1e9 : 0.0,
+      r->verify_failures, r->fetch_failures, r->put_failures, r->skipped_blocks);
+  std::cout << LatLine("lookup", r->lookup) << "\n"
+            << LatLine("fetch", r->fetch) << "\n"
+            << LatLine("publish", r->publish) << "\n";
+
+  if (know_shards) {
+    // The simulator's prediction for this cluster: same placement, policy and
+    // watermarks, the store's byte accounting (docs/replay.md, "Live equals sim").
+    absl::StatusOr<StoreModel> m = ModelStore(sm);
+    if (!m.ok()) return m.status();
+    std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
+    std::vector<uint32_t> shard_of(keys.size());
+    for (size_t b = 0; b < keys.size(); ++b) shard_of[b] = static_cast<uint32_t>((*client)->OwnerOf(keys[b]));
+    std::vector<std::unique_ptr<storage::EvictionPolicy>> owned;
+    std::vector<storage::EvictionPolicy*> pols;
+    for (size_t i = 0; i < cc.members.size(); ++i) {
+      absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> p =
+          MakeReplayPolicy(*prefix_aware ? policy + "+prefix" : policy);
+      if (!p.ok()) return p.status();
+      pols.push_back(p->get());
+      owned.push_back(*std::move(p));
+    }
+    SimOptions so;
+    so.capacity_blocks = m->capacity_blocks;
+    so.evict_to_blocks = m->evict_to_blocks;
+    so.access_model = SimOptions::AccessModel::kLiveClient;
+    absl::StatusOr<SimResult> sim = SimulateSharded(trace, pols, shard_of, so);
+    if (!sim.ok()) return sim.status();
+    std::cout << absl::StrFormat(
+        "sim of the same cluster: %s (%d shards x %d blocks of %d B chunks, evict to %d%s); "
+        "live - sim = %+.2f pp\n",
+        Pct(sim->hit_rate()), cc.members.size(), m->capacity_blocks, m->chunk_bytes,
+        m->evict_to_blocks, m->exact ? "" : ", model approximate",
+        100 * (r->hit_rate() - sim->hit_rate()));
+    out["sim_hit_rate"] = sim->hit_rate();
+    out["sim_capacity_blocks_per_shard"] = m->capacity_blocks;
+    out["sim_exact_model"] = m->exact;
+  }
+  if (a.Has("json")) {
+    std::ofstream f(a.Get("json"));
+    if (!f) return absl::NotFoundError(absl::StrCat("cannot write ", a.Get("json")));
+    f << out.dump(2) << "\n";
+  }
+  if (r->verify_failures > 0) {
+    return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Trace> GetTrace(const Args& a) {
+  if (a.Has("trace")) return LoadTrace(a.Get("trace"));
+  if (a.Has("generate")) {
+    if (a.Get("generate") != "agentic") {
+      return absl::InvalidArgumentError("--generate knows one workload: agentic");
+    }
+    WorkloadConfig c;
+    if (a.Has("seed") && !absl::SimpleAtoi(a.Get("seed"), &c.seed)) return absl::InvalidArgumentError("bad --seed");
+    if (a.Has("duration_s") && !absl::SimpleAtod(a.Get("duration_s"), &c.duration_s)) return absl::InvalidArgumentError("bad --duration_s");
+    if (a.Has("rate") && !absl::SimpleAtod(a.Get("rate"), &c.rate_per_s)) return absl::InvalidArgumentError("bad --rate");
+    return GenerateWorkload(c);
+  }
+  return absl::InvalidArgumentError("give --trace FILE or --generate agentic");
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> a = ParseArgs(argc, argv);
+  if (!a.ok()) {
+    std::cerr << "kvhub-replay: " << a.status() << "\n";
+    return 2;
+  }
+  if (a->Has("help")) {
+    std::cout << "usage: kvhub-replay (--trace FILE | --generate agentic [--seed N --duration_s S --rate R])\n"
+                 "         [--write_trace OUT] [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
+                 "         [--partial_tail cache|skip] [--low_watermark F] [--no_belady] [--json OUT]\n"
+                 "          [--byte_budget 1M,3M (bf16 tokens) --codecs raw,fp8,kivi4,kivi2\n"
+                 "           --spec_bytes_per_token 131072]]\n"
+                 "         [--live (--members HOST:PORT,... | --spawn N [--kvhubd PATH])\n"
+                 "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware true]\n"
+                 "          [--high_watermark 0.95] [--low_watermark 0.90] [--codec raw|fp8|int8|kivi4|kivi2]\n"
+                 "          [--bytes_per_token 4096] [--speedup X] [--max_requests N] [--ns NS]\n"
+                 "          [--no_verify] [--json OUT]]\n";
+    return 0;
+  }
+  absl::StatusOr<Trace> trace = GetTrace(*a);
+  if (!trace.ok()) {
+    std::cerr << "kvhub-replay: " << trace.status() << "\n";
+    return 2;
+  }
+  std::cerr << "trace: " << trace->requests.size() << " requests, " << trace->total_input_tokens
+            << " input tokens, " << trace->distinct_blocks << " distinct blocks\n";
+  if (a->Has("write_trace")) {
+    std::ofstream f(a->Get("write_trace"));
+    if (!f) {
+      std::cerr << "kvhub-replay: cannot write " << a->Get("write_trace") << "\n";
+      return 2;
+    }
+    f << FormatTrace(*trace);
+  }
+  absl::Status s = absl::OkStatus();
+  if (a->Has("sim")) s = RunSim(*a, *trace);
+  if (s.ok() && a->Has("live")) {
+    s = RunLiveMode(*a, *trace);
+  }
+  if (!s.ok()) {
+    std::cerr << "kvhub-replay: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvhub::replay
+
+int main(int argc, char** argv) { return kvhub::replay::Main(argc, argv); }

@@ -1,0 +1,96 @@
+#include "bench/replay/trace.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace kvhub::replay {
+
+uint32_t TraceRequest::BlockTokens(size_t i, uint32_t block_tokens) const {
+  if (i + 1 < blocks.size()) return block_tokens;
+  uint64_t full = uint64_t{block_tokens} * (blocks.size() - 1);
+  return input_length > full ? static_cast<uint32_t>(input_length - full) : 0;
+}
+
+absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) {
+  if (block_tokens == 0) return absl::InvalidArgumentError("block_tokens must be > 0");
+  Trace trace;
+  absl::flat_hash_map<int64_t, uint32_t> dense;
+  size_t line_no = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == absl::string_view::npos) end = text.size();
+    absl::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == absl::string_view::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat("trace line ", line_no, ": ", why));
+    };
+    if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+    for (const char* f : {"timestamp", "input_length", "hash_ids"}) {
+      if (!j.contains(f)) return bad(absl::StrCat("missing field \"", f, "\""));
+    }
+    if (!j["timestamp"].is_number() || !j["input_length"].is_number_integer() ||
+        !j["hash_ids"].is_array()) {
+      return bad("timestamp, input_length must be numbers and hash_ids an array");
+    }
+    TraceRequest r;
+    double ts = j["timestamp"].get<double>();
+    int64_t in = j["input_length"].get<int64_t>();
+    int64_t out = j.value("output_length", int64_t{0});
+    if (ts < 0 || in <= 0 || out < 0 || in > (int64_t{1} << 31)) {
+      return bad("timestamp/output_length must be >= 0 and input_length in (0, 2^31]");
+    }
+    r.timestamp_ms = static_cast<int64_t>(ts);
+    r.input_length = static_cast<uint32_t>(in);
+    r.output_length = static_cast<uint32_t>(out);
+    size_t n = j["hash_ids"].size();
+    if (n != (static_cast<uint64_t>(in) + block_tokens - 1) / block_tokens) {
+      return bad(absl::StrCat("has ", n, " hash_ids; input_length ", in, " needs ceil(",
+                              in, "/", block_tokens, ")"));
+    }
+    r.blocks.reserve(n);
+    r.hash_ids.reserve(n);
+    for (const auto& h : j["hash_ids"]) {
+      if (!h.is_number_integer() || h.get<int64_t>() < 0) return bad("hash_ids must be integers >= 0");
+      int64_t id = h.get<int64_t>();
+      auto [it, inserted] = dense.try_emplace(id, static_cast<uint32_t>(dense.size()));
+      r.blocks.push_back(it->second);
+      r.hash_ids.push_back(id);
+    }
+    trace.total_input_tokens += r.input_length;
+    trace.requests.push_back(std::move(r));
+  }
+  trace.distinct_blocks = static_cast<uint32_t>(dense.size());
+  return trace;
+}
+
+absl::StatusOr<Trace> LoadTrace(const std::string& path, uint32_t block_tokens) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open trace ", path));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string text = ss.str();
+  return ParseTrace(text, block_tokens);
+}
+
+std::string FormatTrace(const Trace& trace) {
+  std::string out;
+  for (const TraceRequest& r : trace.requests) {
+    nlohmann::json j;
+    j["timestamp"] = r.timestamp_ms;
+    j["input_length"] = r.input_length;
+    j["output_length"] = r.output_length;
+    j["hash_ids"] = r.hash_ids;
+    absl::StrAppend(&out, j.dump(), "\n");
+  }
+  return out;
+}
+
+}  // namespace kvhub::replay

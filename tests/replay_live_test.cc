@@ -1,0 +1,160 @@
+// Live replay equals simulation: a generated trace replayed through kvhub::Client
+// against real kvhubd shards gives the hit rate the simulator predicts for the
+// same placement, policy, watermarks and byte accounting (docs/replay.md).
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "bench/replay/live.h"
+#include "bench/replay/payload.h"
+#include "bench/replay/policies.h"
+#include "bench/replay/simulator.h"
+#include "bench/replay/store_model.h"
+#include "bench/replay/workload_gen.h"
+#include "client/client.h"
+#include "gtest/gtest.h"
+#include "tests/testing/kvhubd_process.h"
+
+namespace kvhub::replay {
+namespace {
+
+struct Cluster {
+  std::vector<std::unique_ptr<testing::KvhubdProcess>> procs;
+  std::unique_ptr<Client> client;
+};
+
+// Starts `shards` kvhubd processes whose host tier holds about `blocks` blocks
+// of `block_bytes` each; *model receives the exact store model.
+void StartCluster(int shards, uint64_t blocks, uint64_t block_bytes, const std::string& policy,
+                  bool prefix_aware, Cluster* c, StoreModel* model) {
+  StoreModelInput in;
+  in.block_bytes = block_bytes;
+  in.max_block_bytes = 1ull << 20;
+  // Capacity for `blocks` chunks under the high watermark, in whole pages.
+  absl::StatusOr<StoreModel> probe = [&] {
+    StoreModelInput p = in;
+    p.capacity_bytes = p.region_bytes = 64ull << 20;
+    return ModelStore(p);
+  }();
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  uint64_t cap = static_cast<uint64_t>((blocks + 0.5) * probe->chunk_bytes / in.high_watermark);
+  cap = (cap + 4095) / 4096 * 4096;
+  in.capacity_bytes = in.region_bytes = cap;
+  absl::StatusOr<StoreModel> m = ModelStore(in);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(m->exact);
+  *model = *m;
+  ClientConfig cc;
+  for (int i = 0; i < shards; ++i) {
+    testing::KvhubdProcessOptions o;
+    o.flags = {absl::StrCat("--capacity_bytes=", cap), absl::StrCat("--region_bytes=", cap),
+               absl::StrCat("--max_block_bytes=", in.max_block_bytes),
+               absl::StrCat("--high_watermark=", in.high_watermark),
+               absl::StrCat("--low_watermark=", in.low_watermark),
+               absl::StrCat("--eviction_policy=", policy),
+               absl::StrCat("--eviction_prefix_aware=", prefix_aware ? "true" : "false"),
+               "--try_hugepages=false", "--log_level=warn"};
+    auto p = testing::KvhubdProcess::Start(o);
+    ASSERT_TRUE(p.ok()) << p.status();
+    cc.members.push_back({(*p)->grpc_address(), 1.0});
+    c->procs.push_back(*std::move(p));
+  }
+  auto client = Client::Create(cc);
+  ASSERT_TRUE(client.ok()) << client.status();
+  c->client = *std::move(client);
+}
+
+struct Case {
+  std::string policy;
+  bool prefix_aware;
+};
+
+class ReplayLiveEqualsSim : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
+  const Case& pc = GetParam();
+  WorkloadConfig wc;
+  wc.seed = 5;
+  wc.duration_s = 600;
+  wc.rate_per_s = 1.0;
+  wc.system_prompts = 20;
+  wc.rag_corpus_docs = 300;
+  wc.think_time_s = 30;
+  auto gen = GenerateWorkload(wc);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  Trace trace = TruncateTrace(*gen, 400);
+
+  PayloadConfig pcfg;
+  pcfg.codec = "raw";
+  pcfg.bytes_per_token = 64;  // ~33 KB blocks keep the test to seconds
+  auto payloads = PayloadFactory::Create(pcfg);
+  ASSERT_TRUE(payloads.ok()) << payloads.status();
+  ASSERT_EQ((*payloads)->block_bytes(), (*payloads)->first_block_bytes());
+
+  const int kShards = 2;
+  const uint64_t per_shard = trace.distinct_blocks / 25;  // 8% of the distinct blocks in all
+  Cluster cluster;
+  StoreModel model;
+  StartCluster(kShards, per_shard, (*payloads)->block_bytes(), pc.policy, pc.prefix_aware,
+               &cluster, &model);
+  if (HasFatalFailure()) return;
+
+  LiveOptions lo;
+  lo.ns = "live-eq-sim";
+  auto live = RunLive(trace, *cluster.client, **payloads, lo);
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(live->verify_failures, 0u);
+  EXPECT_EQ(live->fetch_failures, 0u);
+  EXPECT_EQ(live->put_failures, 0u);
+  EXPECT_EQ(live->requests, trace.requests.size());
+
+  std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
+  std::vector<uint32_t> shard_of(keys.size());
+  for (size_t b = 0; b < keys.size(); ++b) {
+    shard_of[b] = static_cast<uint32_t>(cluster.client->OwnerOf(keys[b]));
+  }
+  std::vector<std::unique_ptr<storage::EvictionPolicy>> owned;
+  std::vector<storage::EvictionPolicy*> pols;
+  for (int i = 0; i < kShards; ++i) {
+    auto p = MakeReplayPolicy(pc.prefix_aware ? pc.policy + "+prefix" : pc.policy);
+    ASSERT_TRUE(p.ok()) << p.status();
+    pols.push_back(p->get());
+    owned.push_back(*std::move(p));
+  }
+  SimOptions so;
+  so.capacity_blocks = model.capacity_blocks;
+  so.evict_to_blocks = model.evict_to_blocks;
+  so.access_model = SimOptions::AccessModel::kLiveClient;
+  auto sim = SimulateSharded(trace, pols, shard_of, so);
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_GT(sim->evicted_blocks, 0u) << "the capacity must be exercised";
+  SimResult inf = SimulateInfinite(trace, so);
+  EXPECT_LT(sim->hit_rate(), inf.hit_rate() - 0.02) << "capacity too large to tell policies apart";
+  std::cout << pc.policy << (pc.prefix_aware ? "+prefix" : "") << ": live " << live->hit_rate()
+            << " sim " << sim->hit_rate() << " infinite " << inf.hit_rate() << " ("
+            << trace.requests.size() << " requests, " << trace.distinct_blocks << " blocks, "
+            << kShards << " shards x " << model.capacity_blocks << " blocks of "
+            << model.chunk_bytes << " B)\n";
+  EXPECT_NEAR(live->hit_rate(), sim->hit_rate(), 0.01)
+      << pc.policy << (pc.prefix_aware ? "+prefix" : "") << ": live " << live->hit_rate()
+      << " sim " << sim->hit_rate() << " (" << trace.requests.size() << " requests, "
+      << trace.distinct_blocks << " blocks, " << model.capacity_blocks << " per shard)";
+  uint64_t evictions = 0;
+  for (const MemberStats& ms : cluster.client->Stats()) {
+    ASSERT_TRUE(ms.stats.ok()) << ms.stats.status();
+    for (const auto& t : ms.stats->tiers()) evictions += t.evictions();
+  }
+  EXPECT_GT(evictions, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,
+                         ::testing::Values(Case{"lru", false}, Case{"s3fifo", true},
+                                           Case{"s3fifo", false}, Case{"as3fifo", false}),
+                         [](const ::testing::TestParamInfo<Case>& i) {
+                           return i.param.policy + (i.param.prefix_aware ? "_prefix" : "");
+                         });
+
+}  // namespace
+}  // namespace kvhub::replay
