@@ -378,3 +378,23 @@ TEST_F(BlockStoreTest, PrefixAwareEvictsLeavesFirst) {
 
 }  // namespace
 }  // namespace kvhub::storage
+
+namespace kvhub::storage {
+namespace {
+
+// With try_hugepages on a machine with no (or too few) hugetlb pages, the store
+// must fall back to normal pages and every byte must be writable (no SIGBUS).
+TEST(BlockStoreRegionsTest, HugepageAttemptFallsBackAndMemoryIsUsable) {
+  BlockStoreConfig c = testing::SmallConfig();
+  c.try_hugepages = true;
+  c.region_bytes = 2ull << 20;
+  auto s = BlockStore::Create(c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (const Region& r : (*s)->regions()) {
+    std::memset(r.base, 0xab, r.size);
+    EXPECT_EQ(r.base[r.size - 1], 0xab);
+  }
+}
+
+}  // namespace
+}  // namespace kvhub::storage

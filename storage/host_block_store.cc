@@ -122,8 +122,10 @@ size_t HostBlockStore::Lookup(absl::string_view ns, std::span<const BlockKey> ke
 // Space
 
 uint32_t HostBlockStore::PickVictim() {
-  const std::vector<Slot>& slots = slots_;  // read by the callback under mu_
-  return policy_->PickVictim([&slots](uint32_t s) {
+  // The callback runs inside this call, under mu_; it reads the slots through a
+  // plain pointer because a lambda body is analysed without the caller's locks.
+  const Slot* slots = slots_.data();
+  return policy_->PickVictim([slots](uint32_t s) {
     const Slot& slot = slots[s];
     return slot.state == State::kCommitted && !slot.pinned && slot.leases == 0;
   });

@@ -19,16 +19,19 @@ absl::StatusOr<std::unique_ptr<HostRegions>> HostRegions::Map(std::span<const ui
   out->regions_.reserve(sizes.size());
   for (uint64_t size : sizes) {
     if (size == 0) return absl::InvalidArgumentError("region size must be > 0");
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
     if (options.populate) flags |= MAP_POPULATE;
     void* p = MAP_FAILED;
     bool huge = false;
     if (options.try_hugepages && size % kHugePage == 0) {
+      // No MAP_NORESERVE here: with it the kernel maps hugetlb memory it does not
+      // have and the first touch of a missing page is SIGBUS. Without it, mmap
+      // fails up front when the hugepage pool is short, and we fall back.
       p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_HUGETLB, -1, 0);
       huge = p != MAP_FAILED;
     }
     if (p == MAP_FAILED) {
-      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) {
         int err = errno;
         return absl::ResourceExhaustedError(
