@@ -58,6 +58,9 @@ struct DecodeOptions {
   KernelChoice kernels = KernelChoice::kSimd;
 };
 
+// What Decode reports about a block (its parsed header).
+using DecodedInfo = BlockHeader;
+
 // Encodes `kv` into `out` (resized to the block length; its previous content is
 // discarded; capacity is reused).
 absl::Status Encode(const KvView& kv, const CodecParams& params, std::vector<uint8_t>* out);
@@ -67,9 +70,10 @@ absl::Status Encode(const KvView& kv, const CodecParams& params, std::vector<uin
 absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block);
 
 // Decodes `block` into `out`, whose shape must equal the block's and whose size
-// must be shape.RawBytes(). On success *header (if not null) holds the header.
+// must be shape.RawBytes(). On success *info (if not null) holds the header.
+// The whole body is checksummed before any segment is decoded.
 absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
-                    const DecodeOptions& options = {}, BlockHeader* header = nullptr);
+                    const DecodeOptions& options = {}, DecodedInfo* info = nullptr);
 
 // Exact encoded size of a block of `shape` for the fixed-size codecs (all but
 // lossless), header and table included; INVALID_ARGUMENT otherwise.

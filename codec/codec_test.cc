@@ -1,6 +1,7 @@
 #include "codec/codec.h"
 
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -201,7 +202,8 @@ TEST(CodecTest, KernelsAgreeOnEdgeValues) {
   }
   std::vector<uint8_t> codes(256);
   for (int i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i);
-  for (float s : {1.0f, 0.37f, 1e-20f, 2.5e30f}) {
+  for (float s : {1.0f, 0.37f, 1e-20f, 2.5e30f, std::numeric_limits<float>::quiet_NaN(),
+                  -std::numeric_limits<float>::infinity()}) {
     std::vector<uint16_t> a(256), b(256);
     S.dequant_fp8(codes.data(), 256, s, a.data());
     V.dequant_fp8(codes.data(), 256, s, b.data());

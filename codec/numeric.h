@@ -13,9 +13,13 @@ namespace kvhub::codec {
 
 inline float Bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
-// Round-to-nearest-even to bf16. Finite input only (NaN payloads are not
-// preserved); values that round past the largest bf16 become +-inf.
+// Round-to-nearest-even to bf16; values that round past the largest bf16
+// become +-inf. Every NaN becomes the canonical 0x7FC0: compilers may swap the
+// operands of a commutative operation, which changes which NaN payload
+// propagates, so payloads are not reproducible across implementations (only
+// corrupted blocks decode to NaN at all).
 inline uint16_t FloatToBf16(float f) {
+  if (f != f) return 0x7FC0;
   uint32_t u = std::bit_cast<uint32_t>(f);
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);

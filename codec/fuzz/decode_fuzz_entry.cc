@@ -10,14 +10,25 @@
 namespace kvhub::codec {
 namespace {
 
+thread_local const std::vector<uint8_t>* g_current = nullptr;
+
+// On failure, writes the offending input to $KVHUB_FUZZ_DUMP (if set) so the
+// replay test's findings can be reproduced, then aborts.
 void Check(bool ok, const char* what) {
   if (!ok) {
     std::fprintf(stderr, "fuzz invariant broken: %s\n", what);
+    if (const char* path = std::getenv("KVHUB_FUZZ_DUMP"); path != nullptr && g_current != nullptr) {
+      if (FILE* f = std::fopen(path, "wb")) {
+        std::fwrite(g_current->data(), 1, g_current->size(), f);
+        std::fclose(f);
+      }
+    }
     std::abort();
   }
 }
 
 void TryDecode(const std::vector<uint8_t>& bytes) {
+  g_current = &bytes;
   auto h = InspectBlock(bytes);
   if (!h.ok()) return;
   Check(h->raw_bytes == h->shape.RawBytes(), "header raw_bytes");

@@ -33,7 +33,7 @@ HWY_INLINE hn::Vec<DF> LoadBf16(const uint16_t* p) {
   return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, p))));
 }
 
-// float -> bf16 (round to nearest even), stored one u16 per lane.
+// float -> bf16 (round to nearest even, NaN -> 0x7FC0), stored one u16 per lane.
 HWY_INLINE void StoreBf16(hn::Vec<DF> v, uint16_t* p) {
   const DU32 du32;
   const DI32 di32;
@@ -41,6 +41,7 @@ HWY_INLINE void StoreBf16(hn::Vec<DF> v, uint16_t* p) {
   auto u = hn::BitCast(du32, v);
   auto r = hn::ShiftRight<16>(
       hn::Add(u, hn::Add(hn::Set(du32, 0x7FFFu), hn::And(hn::ShiftRight<16>(u), hn::Set(du32, 1u)))));
+  r = hn::IfThenElse(hn::RebindMask(du32, hn::IsNaN(v)), hn::Set(du32, 0x7FC0u), r);
   hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di32, r)), du16, p);
 }
 
