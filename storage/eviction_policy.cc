@@ -2,15 +2,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/adaptive_s3fifo_policy.h"
+#include "storage/dueling_policy.h"
 #include "storage/lru_policy.h"
 #include "storage/s3fifo_policy.h"
 
 namespace kvhub::storage {
 
 absl::Status EvictionPolicyConfig::Validate() const {
-  if (name != "lru" && name != "s3fifo" && name != "as3fifo") {
+  if (name != "lru" && name != "s3fifo" && name != "as3fifo" && name != "duel") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "eviction policy must be \"lru\", \"s3fifo\" or \"as3fifo\", got \"", name, "\""));
+        "eviction policy must be \"lru\", \"s3fifo\", \"as3fifo\" or \"duel\", got \"", name, "\""));
   }
   if (!(s3fifo_small_ratio > 0.0 && s3fifo_small_ratio < 1.0)) {
     return absl::InvalidArgumentError(
@@ -27,6 +28,11 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(
     AdaptiveS3FifoConfig a;  // its own defaults (adaptive_s3fifo_policy.h)
     a.prefix_aware = config.prefix_aware;
     return std::make_unique<AdaptiveS3FifoPolicy>(a);
+  }
+  if (config.name == "duel") {
+    DuelingConfig d;  // its own defaults (dueling_policy.h)
+    d.as3fifo.prefix_aware = config.prefix_aware;
+    return std::make_unique<DuelingPolicy>(d);
   }
   return std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.prefix_aware);
 }

@@ -52,11 +52,12 @@ class EvictionPolicy {
 };
 
 // Policy names accepted by MakeEvictionPolicy and the `eviction_policy` configs:
-//   "lru", "s3fifo", "as3fifo" (adaptive S3-FIFO, adaptive_s3fifo_policy.h; it
-//   ignores s3fifo_small_ratio); with prefix_aware, a block with live children in the tier is
+//   "lru", "s3fifo", "as3fifo" (adaptive S3-FIFO, adaptive_s3fifo_policy.h),
+//   "duel" (follows LRU or as3fifo, whichever its shadow caches show hitting
+//   more, dueling_policy.h; both ignore s3fifo_small_ratio); with prefix_aware, a block with live children in the tier is
 //   passed over while any leaf is evictable (a child is worthless without its parent).
 struct EvictionPolicyConfig {
-  std::string name = "s3fifo";  // lru | s3fifo | as3fifo
+  std::string name = "s3fifo";  // lru | s3fifo | as3fifo | duel
   bool prefix_aware = true;     // evict chain leaves before their parents
   double s3fifo_small_ratio = 0.1;  // S3-FIFO small-queue share of capacity
   absl::Status Validate() const;

@@ -151,7 +151,8 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
 
 INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,
                          ::testing::Values(Case{"lru", false}, Case{"s3fifo", true},
-                                           Case{"s3fifo", false}, Case{"as3fifo", false}),
+                                           Case{"s3fifo", false}, Case{"as3fifo", false},
+                                           Case{"duel", false}),
                          [](const ::testing::TestParamInfo<Case>& i) {
                            return i.param.policy + (i.param.prefix_aware ? "_prefix" : "");
                          });

@@ -6,6 +6,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "storage/adaptive_s3fifo_policy.h"
+#include "storage/dueling_policy.h"
 
 namespace kvhub::replay {
 
@@ -33,10 +34,31 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
       else if (p.first == "max") cfg.max_small = v;
       else if (p.first == "init") cfg.initial_small = v;
       else if (p.first == "gain") cfg.gain = v;
+
       else return absl::InvalidArgumentError(absl::StrCat("unknown as3fifo parameter \"", p.first, "\""));
     }
     if (absl::Status s = cfg.Validate(); !s.ok()) return s;
     return std::unique_ptr<storage::EvictionPolicy>(std::make_unique<storage::AdaptiveS3FifoPolicy>(cfg));
+  }
+  if (base == "duel") {
+    storage::DuelingConfig cfg;
+    cfg.as3fifo.prefix_aware = prefix;
+    for (absl::string_view kv : absl::StrSplit(params, ';', absl::SkipEmpty())) {
+      std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+      double v;
+      if (!absl::SimpleAtod(p.second, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat("bad duel parameter \"", kv, "\""));
+      }
+      if (p.first == "half") cfg.half_life = v;
+      else if (p.first == "margin") cfg.margin = v;
+      else if (p.first == "lru0") cfg.start_with_lru = v != 0;
+      else if (p.first == "window") cfg.as3fifo.window = v;
+      else if (p.first == "gain") cfg.as3fifo.gain = v;
+      else if (p.first == "max") cfg.as3fifo.max_small = v;
+      else return absl::InvalidArgumentError(absl::StrCat("unknown duel parameter \"", p.first, "\""));
+    }
+    if (absl::Status s = cfg.Validate(); !s.ok()) return s;
+    return std::unique_ptr<storage::EvictionPolicy>(std::make_unique<storage::DuelingPolicy>(cfg));
   }
   if (base == "lru" || base == "s3fifo") {
     storage::EvictionPolicyConfig cfg;

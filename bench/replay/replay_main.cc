@@ -138,6 +138,18 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
       absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c));
       if (!sz.ok()) return sz.status();
       uint64_t tokens = TokensInBudget(budget, *sz, spec->block_tokens);
+      if (a.Get("budget_accounting", "encoded") == "store") {
+        // What a default kvhubd host tier of `budget` bytes holds: size-class
+        // chunks under the 0.95 high watermark (store_model.h).
+        if (sz->store_chunk_bytes == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              c, " blocks of ", sz->encoded_bytes, " bytes exceed the default max_block_bytes"));
+        }
+        tokens = static_cast<uint64_t>(0.95 * static_cast<double>(budget)) / sz->store_chunk_bytes *
+                 spec->block_tokens;
+      } else if (a.Get("budget_accounting", "encoded") != "encoded") {
+        return absl::InvalidArgumentError("--budget_accounting is encoded or store");
+      }
       std::cerr << absl::StrFormat(
           "  budget %.2f GB (%s bf16 tokens), %-5s: %d B/block (first %d, store chunk %d), "
           "ratio %.3f -> %.2fM tokens\n",
@@ -184,7 +196,7 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
                         {"inserted_blocks", r.inserted_blocks},
                         {"evicted_blocks", r.evicted_blocks},
                         {"rejected_blocks", r.rejected_blocks}};
-    j.update(col.meta);
+    if (col.meta.is_object()) j.update(col.meta);
     out["results"].push_back(j);
   };
   // table[policy][column] = rate
@@ -431,7 +443,7 @@ int Main(int argc, char** argv) {
                  "         [--write_trace OUT] [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
                  "         [--partial_tail cache|skip] [--low_watermark F] [--no_belady] [--json OUT]\n"
                  "          [--byte_budget 1M,3M (bf16 tokens) --codecs raw,fp8,kivi4,kivi2\n"
-                 "           --spec_bytes_per_token 131072]]\n"
+                 "           --spec_bytes_per_token 131072 --budget_accounting encoded|store]]\n"
                  "         [--live (--members HOST:PORT,... | --spawn N [--kvhubd PATH])\n"
                  "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware true]\n"
                  "          [--high_watermark 0.95] [--low_watermark 0.90] [--codec raw|fp8|int8|kivi4|kivi2]\n"

@@ -1,0 +1,179 @@
+#include "storage/dueling_policy.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::storage {
+
+absl::Status DuelingConfig::Validate() const {
+  if (absl::Status s = as3fifo.Validate(); !s.ok()) return s;
+  if (!(half_life > 0.0 && half_life <= 64.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("duel half_life must be in (0, 64], got ", half_life));
+  }
+  if (!(margin >= 0.0 && margin < 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("duel margin must be in [0, 1), got ", margin));
+  }
+  return absl::OkStatus();
+}
+
+// Open-addressing digest -> virtual slot table (linear probing, backward-shift
+// deletion) plus the policy that orders the virtual slots.
+class DuelingPolicy::Shadow {
+ public:
+  explicit Shadow(std::unique_ptr<EvictionPolicy> policy) : policy_(std::move(policy)) {}
+
+  void Init(uint32_t slots) {
+    policy_->Init(slots);
+    size_t cap = std::bit_ceil(std::max<size_t>(16, size_t{2} * slots));
+    table_.assign(cap, Entry{});
+    mask_ = cap - 1;
+    hint_of_.assign(slots, 0);
+    free_.clear();
+    free_.reserve(slots);
+    for (uint32_t s = slots; s-- > 0;) free_.push_back(s);
+    size_ = 0;
+  }
+
+  // One reference to `hint` with the cache held to `limit` blocks. True on a hit.
+  bool Reference(uint64_t hint, uint32_t limit) {
+    size_t i = Find(hint);
+    if (i != kNpos) {
+      policy_->OnAccess(table_[i].slot);
+      return true;
+    }
+    auto all = [](uint32_t) { return true; };
+    while (size_ >= std::max<uint32_t>(limit, 1) || free_.empty()) {
+      uint32_t v = policy_->PickVictim(all);
+      if (v == kNoSlot) return false;
+      policy_->OnRemove(v, /*evicted=*/true);
+      Erase(hint_of_[v]);
+      free_.push_back(v);
+      --size_;
+    }
+    uint32_t s = free_.back();
+    free_.pop_back();
+    hint_of_[s] = hint;
+    Insert(hint, s);
+    ++size_;
+    policy_->OnInsert(s, kNoSlot, hint, 1);
+    return false;
+  }
+
+ private:
+  struct Entry {
+    uint64_t hint = 0;
+    uint32_t slot = kNoSlot;  // kNoSlot = empty
+  };
+  static constexpr size_t kNpos = ~size_t{0};
+  size_t Home(uint64_t h) const {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return static_cast<size_t>(h) & mask_;
+  }
+  size_t Find(uint64_t h) const {
+    for (size_t i = Home(h);; i = (i + 1) & mask_) {
+      if (table_[i].slot == kNoSlot) return kNpos;
+      if (table_[i].hint == h) return i;
+    }
+  }
+  void Insert(uint64_t h, uint32_t slot) {
+    size_t i = Home(h);
+    while (table_[i].slot != kNoSlot) i = (i + 1) & mask_;
+    table_[i] = Entry{h, slot};
+  }
+  void Erase(uint64_t h) {
+    size_t i = Find(h);
+    if (i == kNpos) return;
+    table_[i].slot = kNoSlot;
+    for (size_t j = (i + 1) & mask_; table_[j].slot != kNoSlot; j = (j + 1) & mask_) {
+      size_t home = Home(table_[j].hint);
+      // Move j back to i if its home is not in (i, j] (cyclically).
+      bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      if (!between) {
+        table_[i] = table_[j];
+        table_[j].slot = kNoSlot;
+        i = j;
+      }
+    }
+  }
+
+  std::unique_ptr<EvictionPolicy> policy_;
+  std::vector<Entry> table_;
+  size_t mask_ = 0;
+  std::vector<uint64_t> hint_of_;
+  std::vector<uint32_t> free_;
+  uint32_t size_ = 0;
+};
+
+DuelingPolicy::DuelingPolicy(const DuelingConfig& config)
+    : config_(config), lru_(config.as3fifo.prefix_aware), as3_(config.as3fifo) {
+  AdaptiveS3FifoConfig plain = config.as3fifo;
+  plain.prefix_aware = false;  // shadows see no chain structure
+  shadow_lru_ = std::make_unique<Shadow>(std::make_unique<LruPolicy>(false));
+  shadow_as3_ = std::make_unique<Shadow>(std::make_unique<AdaptiveS3FifoPolicy>(plain));
+}
+
+DuelingPolicy::~DuelingPolicy() = default;
+
+void DuelingPolicy::Init(uint32_t capacity_slots) {
+  lru_.Init(capacity_slots);
+  as3_.Init(capacity_slots);
+  shadow_lru_->Init(capacity_slots);
+  shadow_as3_->Init(capacity_slots);
+  hint_.assign(capacity_slots, 0);
+  live_.assign(capacity_slots, 0);
+  resident_ = 0;
+  hits_lru_ = hits_as3_ = 0;
+  follow_lru_ = config_.start_with_lru;
+  switches_ = 0;
+}
+
+void DuelingPolicy::Reference(uint64_t hint) {
+  const uint32_t limit = std::max<uint32_t>(resident_, 1);
+  const double decay = std::exp2(-1.0 / (config_.half_life * limit));
+  hits_lru_ = hits_lru_ * decay + (shadow_lru_->Reference(hint, limit) ? 1.0 : 0.0);
+  hits_as3_ = hits_as3_ * decay + (shadow_as3_->Reference(hint, limit) ? 1.0 : 0.0);
+  if (follow_lru_ && hits_as3_ > hits_lru_ * (1.0 + config_.margin)) {
+    follow_lru_ = false;
+    ++switches_;
+  } else if (!follow_lru_ && hits_lru_ > hits_as3_ * (1.0 + config_.margin)) {
+    follow_lru_ = true;
+    ++switches_;
+  }
+}
+
+void DuelingPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint,
+                             uint64_t bytes) {
+  if (slot >= live_.size() || live_[slot]) return;
+  live_[slot] = 1;
+  hint_[slot] = ghost_hint;
+  ++resident_;
+  Reference(ghost_hint);
+  lru_.OnInsert(slot, parent_slot, ghost_hint, bytes);
+  as3_.OnInsert(slot, parent_slot, ghost_hint, bytes);
+}
+
+void DuelingPolicy::OnAccess(uint32_t slot) {
+  if (slot >= live_.size() || !live_[slot]) return;
+  Reference(hint_[slot]);
+  lru_.OnAccess(slot);
+  as3_.OnAccess(slot);
+}
+
+void DuelingPolicy::OnRemove(uint32_t slot, bool evicted) {
+  if (slot >= live_.size() || !live_[slot]) return;
+  live_[slot] = 0;
+  --resident_;
+  lru_.OnRemove(slot, evicted);
+  as3_.OnRemove(slot, evicted);
+}
+
+uint32_t DuelingPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
+  return follow_lru_ ? lru_.PickVictim(can_evict) : as3_.PickVictim(can_evict);
+}
+
+}  // namespace kvhub::storage
