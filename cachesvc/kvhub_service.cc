@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "cachesvc/request_validation.h"
 #include "common/log.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -66,7 +67,6 @@ KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* stor
   SetMessageAllocatorFor_PutStart(&put_start_alloc_);
   SetMessageAllocatorFor_PutCommit(&put_commit_alloc_);
   SetMessageAllocatorFor_Put(&put_alloc_);
-  SetMessageAllocatorFor_Get(&get_alloc_);
   SetMessageAllocatorFor_Release(&release_alloc_);
 }
 
@@ -134,8 +134,10 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
     }
     absl::StatusOr<storage::Reservation> r =
         store_->Reserve(req.namespace_(), key, item.size(), item.checksum(), opts);
-    SetItemStatus(r.status(), out->mutable_status());
-    if (!r.ok()) continue;
+    if (!r.ok()) {
+      SetItemStatus(r.status(), out->mutable_status());
+      continue;
+    }  // OK: status left absent (code 0), so no sub-message is built
     reservations_->Add(*r, ns_index);
     out->set_reservation_id(r->id);
     SetLocation(r->location, out->mutable_location());
@@ -332,7 +334,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
         continue;
       }
       // The one copy: leased region -> response bytes (capacity reused from the pool).
-      out->set_data(l->data, l->size);
+      out->mutable_data()->assign(reinterpret_cast<const char*>(l->data), l->size);  // reuses capacity
       absl::Status rel = store_->Release(l->id);
       if (!rel.ok()) {
         // The lease expired while copying: the bytes may have been reused. Never serve them.
@@ -346,7 +348,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
       out->set_lease_id(l->id);
       SetLocation(l->location, out->mutable_location());
     }
-    out->mutable_status()->set_code(0);
+    // OK: status left absent (code 0).
     out->set_size(l->size);
     out->set_checksum(l->checksum);
     ++blocks;
@@ -356,12 +358,153 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
-                                            v1::GetResponse* resp) {
+KvHubService::SliceLease* KvHubService::NewSliceLease(uint64_t lease_id) {
+  absl::MutexLock lock(&slice_lease_mu_);
+  if (slice_lease_free_.empty()) {
+    // Grows in batches; steady state reuses them (no allocation per block).
+    for (int i = 0; i < 64; ++i) {
+      slice_lease_storage_.push_back(std::make_unique<SliceLease>());
+      slice_lease_free_.push_back(slice_lease_storage_.back().get());
+    }
+  }
+  SliceLease* sl = slice_lease_free_.back();
+  slice_lease_free_.pop_back();
+  sl->service = this;
+  sl->lease_id = lease_id;
+  return sl;
+}
+
+void KvHubService::ReleaseSliceLease(void* arg) {
+  auto* sl = static_cast<SliceLease*>(arg);
+  KvHubService* svc = sl->service;
+  absl::Status s = svc->store_->Release(sl->lease_id);
+  if (!s.ok()) {
+    // The lease ran out while gRPC still held the bytes; the client's checksum check
+    // catches any that changed.
+    KVHUB_LOG(warn, "inline Get: lease {} expired before its bytes were sent: {}", sl->lease_id, s.ToString());
+  }
+  absl::MutexLock lock(&svc->slice_lease_mu_);
+  svc->slice_lease_free_.push_back(sl);
+}
+
+namespace {
+
+// Protobuf wire helpers for the hand-assembled inline GetResponse.
+size_t PutVarint(uint64_t v, uint8_t* out) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    out[n++] = static_cast<uint8_t>(v | 0x80);
+    v >>= 7;
+  }
+  out[n++] = static_cast<uint8_t>(v);
+  return n;
+}
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vector<grpc::Slice>* slices) {
+  if (absl::Status s = ValidateGet(req); !s.ok()) return ToGrpc(s);
+  const size_t n = req.keys().size() / kKeyBytes;
+  std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
+  // The bytes stay leased until gRPC has sent them: use the longest lease so a slow
+  // reader cannot outlive it; the slice's destroy callback releases it.
+  const absl::Duration lease = config_.store.max_lease;
+  thread_local v1::GetResponse::Block header;
+  thread_local std::string header_bytes;
+  uint64_t blocks = 0, bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    header.Clear();
+    absl::StatusOr<storage::Lease> l = store_->Acquire(req.namespace_(), keys[i], lease);
+    if (l.ok() && bytes + l->size > kMaxInlinePayloadBytes) {
+      store_->Release(l->id).IgnoreError();  // our own fresh lease
+      l = absl::ResourceExhaustedError(
+          absl::StrCat("inline response would exceed 256MiB at key ", i, "; fetch the rest with GetStream"));
+    }
+    if (!l.ok()) {
+      SetItemStatus(l.status(), header.mutable_status());
+    } else {
+      header.set_size(l->size);  // OK: status left absent (code 0)
+      header.set_checksum(l->checksum);
+    }
+    // Block = header fields, then (on a hit) field 6 `data` as tag, length, bytes.
+    const uint64_t data_len = l.ok() ? l->size : 0;
+    const size_t header_len = header.ByteSizeLong();
+    const size_t data_field_len = l.ok() ? 1 + VarintSize(data_len) + data_len : 0;
+    const uint64_t block_len = header_len + data_field_len;
+    header_bytes.resize(1 + VarintSize(block_len) + header_len + (l.ok() ? 1 + VarintSize(data_len) : 0));
+    uint8_t* p = reinterpret_cast<uint8_t*>(header_bytes.data());
+    size_t at = 0;
+    p[at++] = 0x0a;  // GetResponse.blocks = 1, length-delimited
+    at += PutVarint(block_len, p + at);
+    header.SerializeWithCachedSizesToArray(p + at);
+    at += header_len;
+    if (l.ok()) {
+      p[at++] = 0x32;  // Block.data = 6, length-delimited
+      at += PutVarint(data_len, p + at);
+    }
+    slices->emplace_back(header_bytes.data(), at);  // small copy into a gRPC slice
+    if (l.ok()) {
+      slices->emplace_back(const_cast<uint8_t*>(l->data), l->size, &KvHubService::ReleaseSliceLease,
+                           NewSliceLease(l->id));
+      ++blocks;
+      bytes += l->size;
+    }
+  }
+  if (blocks > 0) metrics_->AddGetBytes(req.namespace_(), blocks, bytes);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) {
   absl::Time start = absl::Now();
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, Rpc::kGet, start, StoppingStatus());
-  return Finish(ctx, Rpc::kGet, start, DoGet(*req, resp));
+  thread_local v1::GetRequest request;  // reused: no allocation once warm
+  request.Clear();
+  {
+    // The call owns its request buffer; parsing consumes it.
+    grpc::Status s = grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::GetRequest>(
+        const_cast<grpc::ByteBuffer*>(req), &request);
+    if (!s.ok()) {
+      return Finish(ctx, Rpc::kGet, start,
+                    grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
+    }
+  }
+  grpc::Status status;
+  if (request.inline_data()) {
+    thread_local std::vector<grpc::Slice> slices;
+    slices.clear();
+    status = DoGetInlineSlices(request, &slices);
+    if (status.ok()) {
+      grpc::ByteBuffer out(slices.data(), slices.size());
+      resp->Swap(&out);
+    }
+    slices.clear();  // the ByteBuffer holds its own references
+  } else {
+    // Leases and locations: per-block sub-messages, so the response lives on a reused
+    // arena (a heap message would allocate them on every call).
+    thread_local std::unique_ptr<char[]> initial_block(new char[64 << 10]);
+    thread_local google::protobuf::Arena arena([] {
+      google::protobuf::ArenaOptions o;
+      o.initial_block = initial_block.get();
+      o.initial_block_size = 64 << 10;
+      return o;
+    }());
+    auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
+    status = DoGet(request, response);
+    bool own = false;
+    if (status.ok()) status = grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::GetResponse>(*response, resp, &own);
+    arena.Reset();
+  }
+  return Finish(ctx, Rpc::kGet, start, status);
 }
 
 // ---------------------------------------------------------------- GetStream
@@ -418,10 +561,16 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
       }
       BlockKey key = PackedKey(req_->keys(), index_);
       absl::StatusOr<storage::Lease> l = service_->store_->Acquire(req_->namespace_(), key, LeaseFor(req_->lease_ms()));
-      chunk_.Clear();
+      // First chunk of a block: index and status always (clients rely on it), plus size
+      // and checksum on a hit. The chunk message and its status are reused, never Clear()ed
+      // (that would free the status sub-message and allocate it again per block).
       chunk_.set_index(static_cast<uint32_t>(index_));
+      AttachStatus(l.status());
       if (!l.ok()) {
-        SetItemStatus(l.status(), chunk_.mutable_status());
+        chunk_.clear_size();
+        chunk_.clear_checksum();
+        chunk_.clear_offset();
+        chunk_.clear_data();
         ++index_;
         StartWrite(&chunk_);
         return;
@@ -429,21 +578,34 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
       lease_ = *l;
       leased_ = true;
       offset_ = 0;
-      chunk_.mutable_status()->set_code(0);
       chunk_.set_size(lease_.size);
       chunk_.set_checksum(lease_.checksum);
       ++blocks_;
       bytes_ += lease_.size;
     } else {
-      chunk_.clear_status();
+      DetachStatus();
       chunk_.clear_size();
       chunk_.clear_checksum();
     }
     uint64_t len = std::min<uint64_t>(chunk_bytes_, lease_.size - offset_);
     chunk_.set_offset(offset_);
-    chunk_.set_data(lease_.data + offset_, len);
+    chunk_.mutable_data()->assign(reinterpret_cast<const char*>(lease_.data + offset_), len);  // reuses capacity
     offset_ += len;
     StartWrite(&chunk_);
+  }
+
+  void AttachStatus(const absl::Status& s) {
+    if (!chunk_.has_status()) chunk_.set_allocated_status(spare_status_.release());
+    v1::ItemStatus* st = chunk_.mutable_status();
+    st->set_code(static_cast<int32_t>(s.code()));
+    if (s.ok()) {
+      st->clear_message();
+    } else {
+      st->set_message(s.message().data(), s.message().size());
+    }
+  }
+  void DetachStatus() {
+    if (chunk_.has_status()) spare_status_.reset(chunk_.release_status());
   }
 
   void ReleaseLease() {
@@ -472,6 +634,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
   uint64_t blocks_ = 0;
   uint64_t bytes_ = 0;
   v1::GetChunk chunk_;
+  std::unique_ptr<v1::ItemStatus> spare_status_ = std::make_unique<v1::ItemStatus>();
 };
 
 grpc::ServerWriteReactor<v1::GetChunk>* KvHubService::GetStream(grpc::CallbackServerContext* ctx,

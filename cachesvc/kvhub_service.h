@@ -20,7 +20,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -34,7 +36,9 @@
 
 namespace kvhub::cachesvc {
 
-class KvHubService final : public v1::KvHub::CallbackService {
+// Get is registered in its raw (ByteBuffer) form so an inline Get can send block bytes
+// straight from the leased region (zero-copy); every other method is typed.
+class KvHubService final : public v1::KvHub::WithRawCallbackMethod_Get<v1::KvHub::CallbackService> {
  public:
   KvHubService(const KvhubdConfig& config, storage::BlockStore* store, ReservationTable* reservations,
                ServiceMetrics* metrics);
@@ -67,8 +71,11 @@ class KvHubService final : public v1::KvHub::CallbackService {
                                      v1::PutAbortResponse* resp) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
                                 v1::PutResponse* resp) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
-                                v1::GetResponse* resp) override;
+  // Raw Get: parses the GetRequest; inline_data responses are assembled from slices that
+  // point into the leased region (each lease is released when gRPC drops its slice);
+  // otherwise DoGet's response is serialized.
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                grpc::ByteBuffer* resp) override;
   grpc::ServerWriteReactor<v1::GetChunk>* GetStream(grpc::CallbackServerContext* ctx,
                                                     const v1::GetRequest* req) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
@@ -88,7 +95,12 @@ class KvHubService final : public v1::KvHub::CallbackService {
   grpc::Status DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
   grpc::Status DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
   grpc::Status DoPut(const v1::PutRequest& req, v1::PutResponse* resp);
+  // Get with the bytes copied into the response (inline) or leases returned; the
+  // reference semantics of Get, used by in-process callers and the non-inline path.
   grpc::Status DoGet(const v1::GetRequest& req, v1::GetResponse* resp);
+  // Inline Get as gRPC sends it: appends the serialized GetResponse to `slices`, block
+  // bytes as zero-copy slices over the leased region.
+  grpc::Status DoGetInlineSlices(const v1::GetRequest& req, std::vector<grpc::Slice>* slices);
   grpc::Status DoRelease(const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
   grpc::Status DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp);
   grpc::Status DoPin(const v1::PinRequest& req, v1::PinResponse* resp);
@@ -102,6 +114,12 @@ class KvHubService final : public v1::KvHub::CallbackService {
  private:
   class GetStreamReactor;
   class PutDataReactor;
+  struct SliceLease {  // what a zero-copy slice's destroy callback releases
+    KvHubService* service = nullptr;
+    uint64_t lease_id = 0;
+  };
+  SliceLease* NewSliceLease(uint64_t lease_id);
+  static void ReleaseSliceLease(void* arg);
 
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                    const grpc::Status& status);
@@ -130,10 +148,12 @@ class KvHubService final : public v1::KvHub::CallbackService {
   };
 
   PooledMessageAllocator<v1::LookupRequest, v1::LookupResponse> lookup_alloc_;
-  PooledMessageAllocator<v1::PutStartRequest, v1::PutStartResponse> put_start_alloc_;
+  PooledMessageAllocator<v1::PutStartRequest, v1::PutStartResponse, /*kArenaResponse=*/true> put_start_alloc_;
   PooledMessageAllocator<v1::PutCommitRequest, v1::PutCommitResponse> put_commit_alloc_;
   PooledMessageAllocator<v1::PutRequest, v1::PutResponse> put_alloc_;
-  PooledMessageAllocator<v1::GetRequest, v1::GetResponse> get_alloc_;
+  absl::Mutex slice_lease_mu_;
+  std::vector<std::unique_ptr<SliceLease>> slice_lease_storage_ ABSL_GUARDED_BY(slice_lease_mu_);
+  std::vector<SliceLease*> slice_lease_free_ ABSL_GUARDED_BY(slice_lease_mu_);
   PooledMessageAllocator<v1::ReleaseRequest, v1::ReleaseResponse> release_alloc_;
 };
 

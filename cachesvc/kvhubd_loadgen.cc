@@ -35,7 +35,8 @@ ABSL_FLAG(int, concurrency, 4, "concurrent closed-loop workers (one channel each
 ABSL_FLAG(double, seconds, 5, "measurement time");
 ABSL_FLAG(int, requests, 0, "stop after this many requests in total (0: run for --seconds)");
 ABSL_FLAG(bool, verify, false, "verify the checksum of every block received");
-ABSL_FLAG(std::string, ns, "loadgen", "namespace");
+ABSL_FLAG(int, max_frame_bytes, 0, "client HTTP/2 max frame size to advertise (0: grpc default)");
+ABSL_FLAG(std::string, ns, "", "namespace (default: loadgen-<mode>)");
 
 namespace {
 
@@ -49,7 +50,8 @@ std::unique_ptr<kvhub::v1::KvHub::Stub> Stub(const std::string& target, int id) 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kvhub::cachesvc::kMaxGrpcMessageBytes);
   args.SetMaxSendMessageSize(kvhub::cachesvc::kMaxGrpcMessageBytes);
-  args.SetInt("kvhub.loadgen.channel", id);  // a distinct channel (connection) per worker
+  args.SetInt("kvhub.loadgen.channel", id);
+  if (int f = absl::GetFlag(FLAGS_max_frame_bytes); f > 0) args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, f);  // a distinct channel (connection) per worker
   return kvhub::v1::KvHub::NewStub(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
 }
 
@@ -59,7 +61,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string target = absl::GetFlag(FLAGS_target);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  const std::string ns = absl::GetFlag(FLAGS_ns);
+  const std::string ns = absl::GetFlag(FLAGS_ns).empty() ? "loadgen-" + mode : absl::GetFlag(FLAGS_ns);
   auto block_bytes = kvhub::cachesvc::ParseByteSize(absl::GetFlag(FLAGS_block_bytes));
   if (!block_bytes.ok()) {
     std::fprintf(stderr, "--block_bytes: %s\n", std::string(block_bytes.status().message()).c_str());
@@ -125,7 +127,12 @@ int main(int argc, char** argv) {
                               gresp.blocks(0).checksum())) {
             total_bytes.fetch_add(static_cast<int64_t>(gresp.blocks(0).data().size()), std::memory_order_relaxed);
           } else {
-            errors.fetch_add(1);
+            if (errors.fetch_add(1) == 0) {
+              std::fprintf(stderr, "first get error: %s / item %d %s, %zu bytes\n", s.error_message().c_str(),
+                           gresp.blocks_size() ? gresp.blocks(0).status().code() : -1,
+                           gresp.blocks_size() ? gresp.blocks(0).status().message().c_str() : "",
+                           gresp.blocks_size() ? gresp.blocks(0).data().size() : 0);
+            }
           }
         } else if (mode == "getstream") {
           greq.set_keys(Key(i % blocks));
