@@ -4,6 +4,13 @@ set -euo pipefail
 B="$1"
 D="$(mktemp -d)"
 trap 'rm -rf "$D"' EXIT
+# `! cmd` is not checked by `set -e`; use this for expected failures.
+fails() {
+  if "$@" 2>/dev/null; then
+    echo "expected failure: $*" >&2
+    exit 1
+  fi
+}
 "$B" gen --layers 2 --kv-heads 2 --head-dim 32 --tokens 64 "$D/a.kvraw"
 test -s "$D/a.kvraw.kvq"
 for c in raw lossless fp8 int8 kivi4 kivi2; do
@@ -22,10 +29,17 @@ grep '"codec":"kivi4"' "$D/eval.json" | grep -q '"proxy_queries":false'
 # Re-rotation to another position and pre-RoPE storage.
 "$B" encode --codec kivi4 --pre-rope "$D/a.kvraw" "$D/p.kvb"
 "$B" decode --target-position 1000 "$D/p.kvb" "$D/p.out"
+# Model-spec fingerprint in the header; a mismatching spec is refused.
+SPEC="model=synthetic,layers=2,kv_heads=2,head_dim=32,dtype=bf16,rope_base=500000,rope_pairing=neox,block_tokens=64"
+"$B" encode --codec int8 --spec "$SPEC" "$D/a.kvraw" "$D/f.kvb"
+"$B" inspect "$D/f.kvb" > "$D/f.json"
+fails grep -q '"fingerprint":"00000000000000000000000000000000"' "$D/f.json"
+fails "$B" encode --codec int8 --spec "${SPEC/layers=2/layers=3}" "$D/a.kvraw" "$D/g.kvb"
 # Failures: unknown codec, truncated block, missing file, bad usage.
-! "$B" encode --codec bogus "$D/a.kvraw" "$D/x.kvb" 2>/dev/null
+fails "$B" encode --codec bogus "$D/a.kvraw" "$D/x.kvb"
 head -c 1000 "$D/a.kivi4.kvb" > "$D/t.kvb"
-! "$B" decode "$D/t.kvb" "$D/t.out" 2>/dev/null
-! "$B" decode "$D/missing.kvb" "$D/t.out" 2>/dev/null
-! "$B" 2>/dev/null
+fails "$B" decode "$D/t.kvb" "$D/t.out"
+fails "$B" decode "$D/missing.kvb" "$D/t.out"
+fails "$B"
+fails "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb"
 echo "kvhub-codec CLI test passed"

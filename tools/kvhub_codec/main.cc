@@ -3,8 +3,10 @@
 //                    --rope-base B --pairing neox|interleaved --seed S --query-outlier F
 //                    --sink-attention F --outlier-pairs N] out.kvraw
 //       writes out.kvraw and its queries sidecar out.kvraw.kvq
-//   kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar]
-//                      in.kvraw out.kvb
+//   kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar
+//                      --spec "model=NAME,..."] in.kvraw out.kvb
+//       --spec (ModelSpec::Parse form) must match the file's shape, dtype, RoPE and
+//       tokens (= block_tokens); its fingerprint goes into the header (else zeros).
 //   kvhub-codec decode [--target-position P --scalar] in.kvb out.kvraw
 //   kvhub-codec inspect in.kvb                 prints the header as JSON
 //   kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F] in.kvraw
@@ -151,7 +153,7 @@ absl::StatusOr<KvRaw> LoadRaw(const std::string& path) {
 
 int EncodeCmd(const Args& a) {
   if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--zstd-level",
-                              "--scalar"});
+                              "--scalar", "--spec"});
       !s.ok()) {
     return Fail(s);
   }
@@ -162,8 +164,23 @@ int EncodeCmd(const Args& a) {
   if (!p.ok()) return Fail(p.status());
   auto raw = LoadRaw(a.pos[0]);
   if (!raw.ok()) return Fail(raw.status());
+  KvView view = raw->View();
+  if (auto it = a.opts.find("--spec"); it != a.opts.end()) {
+    auto spec = ModelSpec::Parse(it->second);
+    if (!spec.ok()) return Fail(spec.status());
+    const KvShape& sh = raw->shape;
+    if (spec->layers != sh.layers || spec->kv_heads != sh.kv_heads ||
+        spec->head_dim != sh.head_dim || spec->dtype != sh.dtype ||
+        spec->block_tokens != sh.tokens || spec->rope_base != raw->rope_base ||
+        spec->rope_pairing != raw->rope_pairing) {
+      return Fail(absl::InvalidArgumentError(
+          "--spec does not match the kvraw file (layers, kv_heads, head_dim, dtype, rope_base, "
+          "rope_pairing, block_tokens = tokens)"));
+    }
+    view.fingerprint = spec->Fingerprint();
+  }
   std::vector<uint8_t> out;
-  if (auto s = Encode(raw->View(), *p, &out); !s.ok()) return Fail(s);
+  if (auto s = Encode(view, *p, &out); !s.ok()) return Fail(s);
   if (auto s = WriteFileBytes(a.pos[1], out); !s.ok()) return Fail(s);
   return 0;
 }
