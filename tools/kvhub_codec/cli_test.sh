@@ -26,6 +26,7 @@ cmp "$D/a.kvraw" "$D/a.lossless.out"
 test "$(wc -l < "$D/eval.json")" -eq 7
 grep '"codec":"lossless"' "$D/eval.json" | grep -q '"bit_exact":true'
 grep '"codec":"kivi4"' "$D/eval.json" | grep -q '"proxy_queries":false'
+"$B" eval --codec int8 --split-kv "$D/a.kvraw" | grep -q '"values_only_attn_rel_l2"'
 # Re-rotation to another position and pre-RoPE storage.
 "$B" encode --codec kivi4 --pre-rope "$D/a.kvraw" "$D/p.kvb"
 "$B" decode --target-position 1000 "$D/p.kvb" "$D/p.out"

@@ -9,7 +9,8 @@
 //       tokens (= block_tokens); its fingerprint goes into the header (else zeros).
 //   kvhub-codec decode [--target-position P --scalar] in.kvb out.kvraw
 //   kvhub-codec inspect in.kvb                 prints the header as JSON
-//   kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F] in.kvraw
+//   kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F --split-kv] in.kvraw
+//       --split-kv adds the attention error with only keys / only values compressed
 //       prints ratio and quality figures as JSON (one object per line for "all")
 // Exit status: 0 ok, 1 error (message on stderr), 2 usage.
 
@@ -49,7 +50,7 @@ struct Args {
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
-  static const char* kFlags[] = {"--pre-rope", "--scalar"};
+  static const char* kFlags[] = {"--pre-rope", "--scalar", "--split-kv"};
   Args a;
   for (int i = first; i < argc; ++i) {
     std::string s = argv[i];
@@ -232,7 +233,7 @@ int InspectCmd(const Args& a) {
 
 int EvalCmd(const Args& a) {
   if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--queries",
-                              "--zstd-level", "--scalar"});
+                              "--zstd-level", "--scalar", "--split-kv"});
       !s.ok()) {
     return Fail(s);
   }
@@ -293,14 +294,31 @@ int EvalCmd(const Args& a) {
     auto rep = CompareAttention(raw->shape, raw->data.data(), recon.data(), q);
     if (!rep.ok()) return Fail(rep.status());
     bool exact = recon == raw->data;
+    std::string split;
+    if (a.opts.count("--split-kv")) {
+      // Attention error with only the keys (values exact), then only the values, compressed.
+      const size_t sb = raw->shape.SegmentBytes();
+      for (int which = 0; which < 2; ++which) {
+        std::vector<uint8_t> mix = raw->data;
+        for (uint32_t l = 0; l < raw->shape.layers; ++l) {
+          std::memcpy(mix.data() + (2 * l + which) * sb, recon.data() + (2 * l + which) * sb, sb);
+        }
+        auto r = CompareAttention(raw->shape, raw->data.data(), mix.data(), q);
+        if (!r.ok()) return Fail(r.status());
+        absl::StrAppend(&split, which == 0 ? ",\"keys_only_attn_rel_l2\":" : ",\"values_only_attn_rel_l2\":",
+                        absl::StrFormat("{\"median\":%.6g,\"p99\":%.6g}", r->attn_rel_l2.median,
+                                        r->attn_rel_l2.p99));
+      }
+    }
     std::string ratio = enc_bytes ? absl::StrFormat("%.4f", double(raw->data.size()) / enc_bytes)
                                   : std::string("null");
     std::printf("{\"codec\":\"%s\",\"group\":%u,\"sinks\":%u,\"pre_rope\":%s,\"raw_bytes\":%zu,"
                 "\"encoded_bytes\":%llu,\"ratio\":%s,\"bit_exact\":%s,\"proxy_queries\":%s,"
-                "\"quality\":%s}\n",
+                "\"quality\":%s%s}\n",
                 name.c_str(), p.group_size, p.sink_tokens, p.keys_pre_rope ? "true" : "false",
                 raw->data.size(), static_cast<unsigned long long>(enc_bytes), ratio.c_str(),
-                exact ? "true" : "false", proxy ? "true" : "false", rep->ToJson().c_str());
+                exact ? "true" : "false", proxy ? "true" : "false", rep->ToJson().c_str(),
+                split.c_str());
   }
   return 0;
 }
