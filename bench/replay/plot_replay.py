@@ -3,6 +3,10 @@
 capacity, one line per policy, Belady (MIN) and the infinite cache as references.
 
 usage: /usr/bin/python3 bench/replay/plot_replay.py RESULT.json OUT.png [--title T]
+       [--policies lru,duel]
+
+With a --byte_budget result (records carry "codec" and "budget_bytes") it plots
+hit rate vs DRAM budget (GB), one line per (codec, policy).
 Needs python3-matplotlib (Debian package).
 """
 import argparse
@@ -20,14 +24,20 @@ def main():
     ap.add_argument("json")
     ap.add_argument("png")
     ap.add_argument("--title", default="")
+    ap.add_argument("--policies", default="")
     a = ap.parse_args()
     with open(a.json) as f:
         d = json.load(f)
+    keep = set(p for p in a.policies.split(",") if p)
+    if any("codec" in r for r in d["results"]):
+        return plot_budget(d, a, keep)
     lines = {}
     inf = None
     for r in d["results"]:
         if r["policy"] == "infinite":
             inf = r["hit_rate"]
+            continue
+        if keep and r["policy"] not in keep and r["policy"] != "belady":
             continue
         lines.setdefault(r["policy"], []).append((r["capacity_tokens"] / 1e6, 100 * r["hit_rate"]))
     if not lines:
@@ -45,6 +55,37 @@ def main():
     ax.set_title(a.title or d.get("trace", ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.png, dpi=120)
+
+
+def plot_budget(d, a, keep):
+    lines = {}
+    inf = None
+    for r in d["results"]:
+        if r["policy"] == "infinite":
+            inf = r["hit_rate"]
+            continue
+        if keep and r["policy"] not in keep:
+            continue
+        key = "%s / %s" % (r["codec"], r["policy"])
+        lines.setdefault(key, []).append((r["budget_bytes"] / 1e9, 100 * r["hit_rate"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    codecs = sorted(set(name.split(" / ")[0] for name in lines))
+    colors = {c: "C%d" % i for i, c in enumerate(codecs)}
+    for name, pts in sorted(lines.items()):
+        pts.sort()
+        codec, policy = name.split(" / ")
+        style = dict(linestyle="--", marker="x") if policy == "lru" else dict(marker="o")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[codec], **style)
+    if inf is not None:
+        ax.axhline(100 * inf, color="gray", linestyle=":", label="infinite")
+    ax.set_xscale("log")
+    ax.set_xlabel("DRAM budget (GB of encoded blocks)")
+    ax.set_ylabel("token-weighted prefix hit rate (%)")
+    ax.set_title(a.title or d.get("trace", ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(a.png, dpi=120)
 
