@@ -36,9 +36,18 @@
 
 namespace kvhub::cachesvc {
 
-// Get is registered in its raw (ByteBuffer) form so an inline Get can send block bytes
-// straight from the leased region (zero-copy); every other method is typed.
-class KvHubService final : public v1::KvHub::WithRawCallbackMethod_Get<v1::KvHub::CallbackService> {
+// The generated KvHub::CallbackService with Get registered in its raw (ByteBuffer) form,
+// so an inline Get can send block bytes straight from the leased region (zero-copy);
+// every other method is typed. (Spelled out rather than layering WithRawCallbackMethod_Get
+// over CallbackService, whose typed callback Get it would hide.)
+using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCallbackMethod_PutStart<
+    v1::KvHub::WithCallbackMethod_PutData<v1::KvHub::WithCallbackMethod_PutCommit<
+        v1::KvHub::WithCallbackMethod_PutAbort<v1::KvHub::WithCallbackMethod_Put<v1::KvHub::WithRawCallbackMethod_Get<
+            v1::KvHub::WithCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
+                v1::KvHub::WithCallbackMethod_Delete<v1::KvHub::WithCallbackMethod_Pin<v1::KvHub::WithCallbackMethod_Stats<
+                    v1::KvHub::WithCallbackMethod_Health<v1::KvHub::Service>>>>>>>>>>>>>;
+
+class KvHubService final : public KvHubCallbackBase {
  public:
   KvHubService(const KvhubdConfig& config, storage::BlockStore* store, ReservationTable* reservations,
                ServiceMetrics* metrics);
