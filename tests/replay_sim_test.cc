@@ -2,6 +2,7 @@
 // agentic workload generator of bench/replay, on small generated traces.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bench/replay/policies.h"
 #include "bench/replay/simulator.h"
@@ -102,6 +103,59 @@ TEST(ReplaySim, BeladyBoundsEveryPolicyOnAGeneratedWorkload) {
       EXPECT_EQ(r->inserted_blocks - r->evicted_blocks <= cap, true) << name;
     }
   }
+}
+
+TEST(ReplaySim, ShardedWithOneShardEqualsSimulatePolicy) {
+  WorkloadConfig c;
+  c.duration_s = 200;
+  auto t = GenerateWorkload(c);
+  ASSERT_TRUE(t.ok());
+  SimOptions o;
+  o.capacity_blocks = 300;
+  for (const char* name : {"lru", "s3fifo", "as3fifo", "duel"}) {
+    auto a = MakeReplayPolicy(name);
+    auto b = MakeReplayPolicy(name);
+    ASSERT_TRUE(a.ok() && b.ok()) << name;
+    auto single = SimulatePolicy(*t, **a, o);
+    std::vector<uint32_t> zero(t->distinct_blocks, 0);
+    auto sharded = SimulateSharded(*t, {b->get()}, zero, o);
+    ASSERT_TRUE(single.ok() && sharded.ok()) << name;
+    EXPECT_EQ(single->hit_tokens, sharded->hit_tokens) << name;
+    EXPECT_EQ(single->evicted_blocks, sharded->evicted_blocks) << name;
+  }
+}
+
+TEST(ReplaySim, ShardsEachHoldTheirCapacity) {
+  WorkloadConfig c;
+  c.duration_s = 200;
+  auto t = GenerateWorkload(c);
+  ASSERT_TRUE(t.ok());
+  std::vector<uint32_t> shard_of(t->distinct_blocks);
+  for (uint32_t b = 0; b < shard_of.size(); ++b) shard_of[b] = b % 3;
+  auto p0 = MakeReplayPolicy("lru"), p1 = MakeReplayPolicy("lru"), p2 = MakeReplayPolicy("lru");
+  ASSERT_TRUE(p0.ok() && p1.ok() && p2.ok());
+  SimOptions o;
+  // Three shards that together hold every block: the infinite cache's hits.
+  o.capacity_blocks = t->distinct_blocks;
+  auto all = SimulateSharded(*t, {p0->get(), p1->get(), p2->get()}, shard_of, o);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->hit_tokens, SimulateInfinite(*t, o).hit_tokens);
+  EXPECT_EQ(all->evicted_blocks, 0u);
+  // Small shards with a watermark: each round leaves evict_to_blocks + 1 after the insert.
+  o.capacity_blocks = 50;
+  o.evict_to_blocks = 40;
+  o.access_model = SimOptions::AccessModel::kLiveClient;
+  auto small = SimulateSharded(*t, {p0->get(), p1->get(), p2->get()}, shard_of, o);
+  ASSERT_TRUE(small.ok());
+  EXPECT_LT(small->hit_tokens, all->hit_tokens);
+  EXPECT_LE(small->inserted_blocks - small->evicted_blocks, 3u * 50u);
+  // Bad inputs.
+  EXPECT_FALSE(SimulateSharded(*t, {}, shard_of, o).ok());
+  std::vector<uint32_t> short_map(3, 0);
+  EXPECT_FALSE(SimulateSharded(*t, {p0->get()}, short_map, o).ok());
+  EXPECT_FALSE(SimulateSharded(*t, {p0->get()}, shard_of, o).ok());  // names shards 1, 2
+  o.evict_to_blocks = 50;
+  EXPECT_FALSE(SimulateSharded(*t, {p0->get(), p1->get(), p2->get()}, shard_of, o).ok());
 }
 
 TEST(ReplayWorkload, DeterministicSharedPrefixesAndValidated) {

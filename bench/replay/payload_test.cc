@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "bench/replay/byte_budget.h"
 #include "bench/replay/store_model.h"
 #include "codec/codec.h"
 #include "gtest/gtest.h"
@@ -60,6 +61,26 @@ TEST(ReplayPayload, PerKeyBytesDecodeAndVerify) {
     }
     EXPECT_LT(pa.size(), spec.RawBlockBytes() + 4096) << name;
   }
+}
+
+TEST(ReplayByteBudget, RealEncodedSizes) {
+  PayloadConfig c;
+  c.bytes_per_token = 131072;
+  auto spec = ReplayModelSpec(c);
+  ASSERT_TRUE(spec.ok());
+  auto raw = BlockSizeFor(*spec, "raw");
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->raw_bytes, 64ull << 20);
+  EXPECT_EQ(raw->encoded_bytes, (64ull << 20) + 128 + 64 * 16);  // header + segment table
+  auto k4 = BlockSizeFor(*spec, "kivi4");
+  ASSERT_TRUE(k4.ok());
+  EXPECT_GT(k4->ratio(), 3.5);
+  EXPECT_LT(k4->ratio(), 3.6);
+  EXPECT_GT(k4->first_bytes, k4->encoded_bytes);  // the sink token of a chain's first block
+  EXPECT_GE(k4->store_chunk_bytes, k4->encoded_bytes);
+  EXPECT_EQ(TokensInBudget(3000000ull * 131072, *k4, 512),
+            3000000ull * 131072 / k4->encoded_bytes * 512);
+  EXPECT_FALSE(BlockSizeFor(*spec, "gzip").ok());
 }
 
 TEST(ReplayStoreModel, WatermarksInBlocks) {

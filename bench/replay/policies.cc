@@ -67,11 +67,12 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
     return storage::MakeEvictionPolicy(cfg);
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown policy \"", name, "\"; known: lru, s3fifo, as3fifo, each optionally with +prefix"));
+      "unknown policy \"", name, "\"; known: lru, s3fifo, as3fifo, duel, each optionally with +prefix"));
 }
 
 std::vector<std::string> DefaultReplayPolicies() {
-  return {"lru", "lru+prefix", "s3fifo", "s3fifo+prefix", "as3fifo", "as3fifo+prefix"};
+  return {"lru",     "lru+prefix",     "s3fifo", "s3fifo+prefix",
+          "as3fifo", "as3fifo+prefix", "duel",   "duel+prefix"};
 }
 
 }  // namespace kvhub::replay

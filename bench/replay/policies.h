@@ -1,7 +1,7 @@
 #pragma once
 // Named policy variants for the replay tool: the storage library's policies
 // (through its factory) and the adaptive policy, by short names:
-//   lru, lru+prefix, s3fifo, s3fifo+prefix, as3fifo, as3fifo+prefix
+//   lru, s3fifo, as3fifo, duel, each optionally with +prefix
 #include <memory>
 #include <string>
 #include <vector>
