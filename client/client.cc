@@ -243,7 +243,9 @@ void SetOutcome(const v1::ItemStatus& st, const BlockKey& key, PutOutcome* outco
                 absl::Status* error) {
   if (st.code() == 0) {
     *outcome = PutOutcome::kStored;
-  } else if (st.code() == static_cast<int>(absl::StatusCode::kAlreadyExists)) {
+  } else if (st.code() == static_cast<int>(absl::StatusCode::kAlreadyExists) ||
+             st.code() == static_cast<int>(absl::StatusCode::kAborted)) {
+    // Stored already, or being stored right now by a concurrent publisher.
     *outcome = PutOutcome::kSkipped;
   } else {
     *outcome = PutOutcome::kFailed;

@@ -48,7 +48,7 @@ struct BlockPut {
 
 enum class PutOutcome : uint8_t {
   kStored = 0,   // uploaded and committed now
-  kSkipped = 1,  // already present on its shard
+  kSkipped = 1,  // already present on its shard, or being stored by a concurrent publisher
   kFailed = 2,   // not stored; see errors[i]
 };
 

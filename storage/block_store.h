@@ -42,7 +42,7 @@ struct BlockStoreConfig {
   double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
   EvictionPolicyConfig eviction;
   // Added with the implementation (docs/storage.md):
-  uint64_t slab_bytes = 0;       // allocator slab; 0 = auto: min(region_bytes, bit_ceil(16 * max_block_bytes))
+  uint64_t slab_bytes = 0;       // allocator slab; 0 = auto: min(region_bytes, bit_ceil(max_block_bytes))
   uint32_t size_class_steps = 8; // size classes per power of two (8: <= ~8% rounding waste)
   uint64_t max_blocks = 0;       // slot table size; 0 = auto: capacity / min_block_bytes, at most 4M
   uint32_t max_leases = 1u << 18;  // live leases at once (preallocated)
@@ -119,8 +119,8 @@ class BlockStore {
   virtual size_t Lookup(absl::string_view ns, std::span<const BlockKey> keys,
                         std::span<uint8_t> present) = 0;
 
-  // Reserves `size` bytes for `key`. ALREADY_EXISTS if visible; FAILED_PRECONDITION
-  // if another reservation for the key is live; INVALID_ARGUMENT for size 0 or
+  // Reserves `size` bytes for `key`. ALREADY_EXISTS if visible; ABORTED if another
+  // reservation for the key is live (a concurrent publisher is storing it); INVALID_ARGUMENT for size 0 or
   // > max_block_bytes; RESOURCE_EXHAUSTED when nothing evictable frees room.
   virtual absl::StatusOr<Reservation> Reserve(absl::string_view ns, const BlockKey& key,
                                               uint64_t size, uint64_t checksum,

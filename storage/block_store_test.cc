@@ -94,7 +94,7 @@ TEST_F(BlockStoreTest, TwoPhasePutBecomesVisibleOnlyAtCommit) {
   EXPECT_EQ(store_->Acquire("tenant", Key(1)).status().code(), absl::StatusCode::kNotFound);
   // A second reservation for the same key is refused while the first lives.
   EXPECT_EQ(store_->Reserve("tenant", Key(1), b.size(), Sum(b)).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kAborted);
   EXPECT_EQ(store_->Stats().reserved_bytes, 5000u);
   std::memcpy(res->data, b.data(), b.size());
   ASSERT_TRUE(store_->Commit(res->id).ok());

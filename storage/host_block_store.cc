@@ -28,7 +28,10 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
   std::unique_ptr<HostBlockStore> st(new HostBlockStore(config, clock));
   uint64_t slab = config.slab_bytes;
   if (slab == 0) {
-    slab = std::min<uint64_t>(config.region_bytes, std::bit_ceil(16 * config.max_block_bytes));
+    // As small as the largest block allows: every slab is a unit that can move
+    // between size classes, so more slabs mean more classes live at once and
+    // less collateral eviction when a slab is reassigned.
+    slab = std::min<uint64_t>(config.region_bytes, std::bit_ceil(config.max_block_bytes));
     if (config.region_bytes % slab != 0) slab = config.region_bytes;
   }
   absl::StatusOr<SizeClasses> classes = SizeClasses::Build(
@@ -253,7 +256,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
       DropReservation(existing);  // expired, not yet reclaimed
       ++stats_.reservations_expired;
     } else {
-      return absl::FailedPreconditionError("another reservation for this block is in progress");
+      return absl::AbortedError("another reservation for this block is in progress");
     }
   }
   if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {

@@ -308,11 +308,13 @@ TEST(ClusterE2eTest, ConcurrentClientsPublishAndFetch) {
           if (!pub.ok() || pub->failed != 0) ++failures;
           Buffers bufs(s->keys.size(), 128 << 10);
           auto got = (*client)->Fetch(ns, spec, s->tokens, s->keys.size(), bufs.spans);
-          if (!got.ok() || got->valid_blocks != s->keys.size()) {
+          // A shared block skipped because another thread was storing it may
+          // not be committed yet: a shorter hit is fine, wrong bytes never are.
+          if (!got.ok() || (s == &mine && got->valid_blocks != s->keys.size())) {
             ++failures;
             continue;
           }
-          for (size_t i = 0; i < s->keys.size(); ++i) {
+          for (size_t i = 0; i < got->valid_blocks; ++i) {
             if (got->sizes[i] != s->payloads[i].size() ||
                 std::memcmp(bufs.store[i].data(), s->payloads[i].data(), got->sizes[i]) != 0) {
               ++failures;
@@ -324,6 +326,17 @@ TEST(ClusterE2eTest, ConcurrentClientsPublishAndFetch) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
+  // Every racing publisher is done: the shared sequence is whole and exact.
+  auto client = cluster->NewClient(cluster->Config());
+  ASSERT_NE(client, nullptr);
+  Buffers bufs(shared.keys.size(), 128 << 10);
+  auto got = client->Fetch(ns, spec, shared.tokens, shared.keys.size(), bufs.spans);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->valid_blocks, shared.keys.size());
+  for (size_t i = 0; i < shared.keys.size(); ++i) {
+    ASSERT_EQ(got->sizes[i], shared.payloads[i].size());
+    EXPECT_EQ(std::memcmp(bufs.store[i].data(), shared.payloads[i].data(), got->sizes[i]), 0);
+  }
 }
 
 TEST(ClusterE2eTest, EvictionUnderMemoryPressureNeverServesWrongData) {
