@@ -7,6 +7,8 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -58,6 +60,12 @@ struct KeyOps {
 template <typename T, typename P>
 absl::Status Assign(T* field, absl::StatusOr<P> parsed) {
   if (!parsed.ok()) return parsed.status();
+  if constexpr (std::is_integral_v<T> && std::is_integral_v<P> && !std::is_same_v<T, bool> &&
+                !std::is_same_v<P, bool>) {
+    if (!std::in_range<T>(*parsed)) {
+      return absl::InvalidArgumentError(absl::StrCat(*parsed, " is out of range"));
+    }
+  }
   *field = static_cast<T>(*parsed);
   return absl::OkStatus();
 }
@@ -107,6 +115,11 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("max_lease_ms", store.max_lease, "longest lease granted (<= 600000); default 600000"),
       KVHUB_DOUBLE_KEY("max_pinned_fraction", store.max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5"),
       KVHUB_STR_KEY("eviction_policy", store.eviction.name, "s3fifo | lru; default s3fifo"),
+      KVHUB_SIZE_KEY("slab_bytes", store.slab_bytes, "allocator slab; 0 = auto: min(region_bytes, bit_ceil(16 * max_block_bytes))"),
+      KVHUB_INT_KEY("size_class_steps", store.size_class_steps, "allocator size classes per power of two; default 8"),
+      KVHUB_INT_KEY("max_blocks", store.max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M"),
+      KVHUB_INT_KEY("max_leases", store.max_leases, "live leases at once (preallocated); default 262144"),
+      KVHUB_BOOL_KEY("populate", store.populate, "MAP_POPULATE the regions at start; default false"),
       KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default true"),
       KVHUB_DOUBLE_KEY("s3fifo_small_ratio", store.eviction.s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1"),
       KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0"),

@@ -73,6 +73,10 @@ TEST(KvhubdConfigTest, UnknownKeyAndBadValuesNameTheLine) {
   EXPECT_THAT(s.message(), HasSubstr("boolean"));
   s = c.ApplyText("expiry_interval_ms = -5\n", "x");
   EXPECT_FALSE(s.ok());
+  s = c.ApplyText("max_leases = -1\n", "x");
+  EXPECT_THAT(s.message(), HasSubstr("out of range"));
+  s = c.ApplyText("size_class_steps = 99999999999\n", "x");
+  EXPECT_THAT(s.message(), HasSubstr("out of range"));
 }
 
 TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
@@ -110,7 +114,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 26u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 31u);
 }
 
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {

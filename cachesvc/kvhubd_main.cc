@@ -45,6 +45,11 @@ KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000"
 KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");
 KVHUB_CONFIG_FLAG(max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5");
 KVHUB_CONFIG_FLAG(eviction_policy, "s3fifo | lru; default s3fifo");
+KVHUB_CONFIG_FLAG(slab_bytes, "allocator slab; 0 = auto: min(region_bytes, bit_ceil(16 * max_block_bytes))");
+KVHUB_CONFIG_FLAG(size_class_steps, "allocator size classes per power of two; default 8");
+KVHUB_CONFIG_FLAG(max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M");
+KVHUB_CONFIG_FLAG(max_leases, "live leases at once (preallocated); default 262144");
+KVHUB_CONFIG_FLAG(populate, "MAP_POPULATE the regions at start; default false");
 KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default true");
 KVHUB_CONFIG_FLAG(s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1");
 KVHUB_CONFIG_FLAG(worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0");
@@ -73,7 +78,10 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(high_watermark),        KVHUB_FLAG_REF(low_watermark),
     KVHUB_FLAG_REF(reservation_timeout_ms), KVHUB_FLAG_REF(default_lease_ms),
     KVHUB_FLAG_REF(max_lease_ms),          KVHUB_FLAG_REF(max_pinned_fraction),
-    KVHUB_FLAG_REF(eviction_policy),       KVHUB_FLAG_REF(eviction_prefix_aware),
+    KVHUB_FLAG_REF(eviction_policy),       KVHUB_FLAG_REF(slab_bytes),
+    KVHUB_FLAG_REF(size_class_steps),      KVHUB_FLAG_REF(max_blocks),
+    KVHUB_FLAG_REF(max_leases),            KVHUB_FLAG_REF(populate),
+    KVHUB_FLAG_REF(eviction_prefix_aware),
     KVHUB_FLAG_REF(s3fifo_small_ratio),    KVHUB_FLAG_REF(worker_threads),
     KVHUB_FLAG_REF(expiry_interval_ms),    KVHUB_FLAG_REF(drain_grace_ms),
     KVHUB_FLAG_REF(shutdown_timeout_ms),   KVHUB_FLAG_REF(get_stream_chunk_bytes),
