@@ -105,7 +105,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("node_id", node_id, "node name; default <hostname>-<grpc port>"),
       KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of RAM, 4GiB)"),
       KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 256MiB"),
-      KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions (needs reserved hugepages); default false"),
+      KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true"),
       KVHUB_SIZE_KEY("max_block_bytes", store.max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB"),
       KVHUB_SIZE_KEY("min_block_bytes", store.min_block_bytes, "smallest allocator size class; default 4096"),
       KVHUB_DOUBLE_KEY("high_watermark", store.high_watermark, "evict when used > high * capacity; default 0.95"),
@@ -196,10 +196,6 @@ KvhubdConfig KvhubdConfig::Defaults() {
   cap = std::max<uint64_t>(cap & ~((1ull << 20) - 1), 64ull << 20);
   c.store.capacity_bytes = cap;
   c.store.region_bytes = std::min<uint64_t>(c.store.region_bytes, cap);
-  // Hugepages are opt-in for kvhubd: a MAP_HUGETLB|MAP_NORESERVE mapping succeeds even
-  // when the hugetlb pool is empty and the first touch then dies with SIGBUS (seen on
-  // hosts with HugePages_Total = 0). Operators who reserved hugepages set it to true.
-  c.store.try_hugepages = false;
   return c;
 }
 

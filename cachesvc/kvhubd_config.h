@@ -38,8 +38,7 @@ struct KvhubdConfig {
   // This node's name in Stats/Health/metrics; empty: "<hostname>-<grpc port>".
   std::string node_id;
 
-  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB) and
-  // try_hugepages to false (opt-in: needs hugepages reserved on the host).
+  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB).
   storage::BlockStoreConfig store;
 
   // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.

@@ -35,7 +35,7 @@ KVHUB_CONFIG_FLAG(http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemer
 KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
 KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of RAM, 4GiB)");
 KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 256MiB");
-KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions (needs reserved hugepages); default false");
+KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
 KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
 KVHUB_CONFIG_FLAG(min_block_bytes, "smallest allocator size class; default 4096");
 KVHUB_CONFIG_FLAG(high_watermark, "evict when used > high * capacity; default 0.95");

@@ -111,6 +111,7 @@ void KvhubdServer::BeginDrain() {
 void KvhubdServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (server_ == nullptr) return;  // never started (Start failed)
   BeginDrain();
   if (server_ != nullptr) {
     // Phase 1 (drain_grace): readyz=503, Health DRAINING, puts refused, reads served.

@@ -287,7 +287,7 @@ TEST_F(KvhubdApiTest, UncommittedReservationExpires) {
     v1::PutStartResponse again;
     grpc::ClientContext ctx;
     ASSERT_TRUE(stub_->PutStart(&ctx, sreq, &again).ok());
-    EXPECT_EQ(again.items(0).status().code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(again.items(0).status().code(), grpc::StatusCode::ABORTED);
   }
   // Timeout 300 ms, sweep every 50 ms.
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
