@@ -118,7 +118,15 @@ TEST_P(UcxTransferTest, GetIsByteExact) {
   for (auto& t : ts) total += t.size;
   EXPECT_EQ(GetParam().path == UcxPath::kRma ? s.get_bytes_rma : s.get_bytes_am, total);
   if (GetParam().path == UcxPath::kAm) {
+    // Counted before the server sends: exact as soon as the client has its bytes.
     EXPECT_EQ(server_->Stats().served_get_bytes, total);
+    // Counted on send completion, which the server may learn after the client
+    // finished (rendezvous): asynchronous, so wait for it (bounded).
+    const absl::Time until = absl::Now() + absl::Seconds(5);
+    while (server_->Stats().served_get_bytes_completed < total && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    EXPECT_EQ(server_->Stats().served_get_bytes_completed, total);
   }
 }
 
@@ -201,6 +209,14 @@ TEST_P(UcxTransferTest, RegisteredClientBuffersAreUsed) {
 }
 
 TEST_P(UcxTransferTest, IdleWorkerSleeps) {
+  // Finish wire-up first (one transfer each way uses both endpoints): while UCX
+  // still establishes a tcp connection its sockets keep the event fd readable.
+  std::vector<uint8_t> buf(4096);
+  Transfer tr{TransferKind::kGet, UcxPath::kAuto, 0, 0, buf.size(), buf.data()};
+  absl::Status st;
+  ASSERT_TRUE(client_->Execute(peer_, {&tr, 1}, {&st, 1}).ok());
+  ASSERT_TRUE(st.ok()) << st;
+  absl::SleepFor(absl::Milliseconds(100));
   const uint64_t before = client_->Stats().wakeups + server_->Stats().wakeups;
   absl::SleepFor(absl::Milliseconds(500));
   const uint64_t after = client_->Stats().wakeups + server_->Stats().wakeups;

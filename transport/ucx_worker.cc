@@ -123,7 +123,8 @@ struct UcxWorker::Impl {
   };
   struct Counters {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
-    std::atomic<uint64_t> served_get_bytes{0}, served_put_bytes{0}, served_errors{0};
+    std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
+    std::atomic<uint64_t> served_errors{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
     std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
     std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
@@ -367,7 +368,7 @@ struct UcxWorker::Impl {
   }
   void ServerSendFinished(ServerSend* s, ucs_status_t status) {
     if (status == UCS_OK) {
-      if (s->data_bytes > 0) c.served_get_bytes.fetch_add(s->data_bytes);
+      if (s->data_bytes > 0) c.served_get_bytes_completed.fetch_add(s->data_bytes);
     } else {
       c.served_errors.fetch_add(1);
     }
@@ -378,7 +379,10 @@ struct UcxWorker::Impl {
   void Respond(ucp_ep_h ep, unsigned am_id, uint64_t req_id, const absl::Status& st, const void* data,
                uint64_t size, ucp_mem_h memh) {
     if (!st.ok()) c.served_errors.fetch_add(1);
-    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), st.ok() ? size : 0};
+    const uint64_t data_bytes = st.ok() && data != nullptr ? size : 0;
+    // Counted before the send starts: the peer can only complete after this.
+    if (data_bytes > 0) c.served_get_bytes.fetch_add(data_bytes);
+    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes};
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.send = &Impl::OnServerSendDone;
@@ -1020,6 +1024,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.put_bytes_rma = c.put_bytes_rma.load();
   s.put_bytes_am = c.put_bytes_am.load();
   s.served_get_bytes = c.served_get_bytes.load();
+  s.served_get_bytes_completed = c.served_get_bytes_completed.load();
   s.served_put_bytes = c.served_put_bytes.load();
   s.served_errors = c.served_errors.load();
   s.transfers_ok = c.transfers_ok.load();

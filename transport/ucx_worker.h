@@ -82,7 +82,22 @@ struct Transfer {
 struct UcxWorkerStats {
   uint64_t get_bytes_rma = 0, get_bytes_am = 0;  // this worker fetched from peers
   uint64_t put_bytes_rma = 0, put_bytes_am = 0;  // this worker wrote to peers
-  uint64_t served_get_bytes = 0, served_put_bytes = 0;  // AM requests this worker served
+  // Serving side (AM requests from peers). The two "get" counters differ in WHEN
+  // they count, and only the first is synchronous with the peer:
+  //  * served_get_bytes: bytes of valid get requests handed to UCX, counted on the
+  //    progress thread *before* the response is sent. A peer whose Execute returned
+  //    OK therefore always finds its bytes counted here (the response it received
+  //    was sent after the count). A send that then fails is also in served_errors.
+  //  * served_get_bytes_completed: bytes of responses UCX reported complete. On
+  //    rendezvous transports (tcp zcopy, shared-memory CMA pulled by the peer) the
+  //    server learns of completion only after the peer has its bytes, so this lags
+  //    and must be polled (bounded wait), never compared right after Execute.
+  //  * served_put_bytes: bytes written into served regions, counted before the
+  //    put's response is sent (synchronous with the peer, like served_get_bytes).
+  // RMA transfers (ucp_get/ucp_put against the rkeys) are not counted on the
+  // serving side: with one-sided RDMA the server never sees them; the peer's
+  // get_bytes_rma / put_bytes_rma count them.
+  uint64_t served_get_bytes = 0, served_get_bytes_completed = 0, served_put_bytes = 0;
   uint64_t served_errors = 0;                            // AM requests refused or failed
   uint64_t transfers_ok = 0, transfers_failed = 0, deadline_exceeded = 0;
   uint64_t peer_failures = 0;     // endpoints that reported an error
