@@ -371,11 +371,13 @@ KvHubService::SliceLease* KvHubService::NewSliceLease(uint64_t lease_id) {
   slice_lease_free_.pop_back();
   sl->service = this;
   sl->lease_id = lease_id;
+  sl->refs.store(1, std::memory_order_relaxed);
   return sl;
 }
 
 void KvHubService::ReleaseSliceLease(void* arg) {
   auto* sl = static_cast<SliceLease*>(arg);
+  if (sl->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   KvHubService* svc = sl->service;
   absl::Status s = svc->store_->Release(sl->lease_id);
   if (!s.ok()) {
@@ -509,31 +511,39 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
 
 // ---------------------------------------------------------------- GetStream
 
-// Streams the requested blocks in key order: per block, acquire a lease, send its
-// bytes in chunks of get_stream_chunk_bytes (one copy each: region -> chunk), release.
-// A miss is one chunk with its status and no data.
-class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1::GetChunk> {
+// Streams the requested blocks in key order: per block, acquire a lease and send its
+// bytes in chunks of get_stream_chunk_bytes, each chunk a hand-framed GetChunk whose
+// data is a zero-copy slice of the leased region; the lease ends when the reactor and
+// gRPC have dropped every slice of the block. A miss is one chunk with its status.
+class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  GetStreamReactor(KvHubService* service, const v1::GetRequest* req)
-      : service_(service), req_(req), start_(absl::Now()) {
+  GetStreamReactor(KvHubService* service, const grpc::ByteBuffer* req)
+      : service_(service), start_(absl::Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
       Done(StoppingStatus());
       return;
     }
-    absl::Status s = ValidateGet(*req);
+    grpc::Status ps = grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::GetRequest>(
+        const_cast<grpc::ByteBuffer*>(req), &req_);
+    if (!ps.ok()) {
+      Done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
+      return;
+    }
+    absl::Status s = ValidateGet(req_);
     if (!s.ok()) {
       Done(ToGrpc(s));
       return;
     }
-    n_ = req->keys().size() / kKeyBytes;
+    n_ = req_.keys().size() / kKeyBytes;
     chunk_bytes_ = service_->config_.get_stream_chunk_bytes;
     Next();
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {  // the client went away
-      ReleaseLease();
+    out_.Clear();  // our references to the chunk's slices
+    if (!ok) {     // the client went away
+      DropBlock();
       Done(grpc::Status(grpc::StatusCode::CANCELLED, "GetStream write failed (client cancelled)"));
       return;
     }
@@ -541,7 +551,8 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
   }
 
   void OnDone() override {
-    ReleaseLease();
+    out_.Clear();
+    DropBlock();
     service_->inflight_.fetch_sub(1, std::memory_order_acq_rel);
     delete this;
   }
@@ -549,54 +560,78 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
  private:
   // Sends the next chunk, or finishes.
   void Next() {
-    if (leased_ && offset_ >= lease_.size) {
-      ReleaseLease();
+    if (block_ != nullptr && offset_ >= size_) {
+      DropBlock();
       ++index_;
     }
-    if (!leased_) {
+    bool first = false;
+    absl::Status status;
+    if (block_ == nullptr) {
       if (index_ >= n_) {
-        if (blocks_ > 0) service_->metrics_->AddGetBytes(req_->namespace_(), blocks_, bytes_);
+        if (blocks_ > 0) service_->metrics_->AddGetBytes(req_.namespace_(), blocks_, bytes_);
         Done(grpc::Status::OK);
         return;
       }
-      BlockKey key = PackedKey(req_->keys(), index_);
-      absl::StatusOr<storage::Lease> l = service_->store_->Acquire(req_->namespace_(), key, LeaseFor(req_->lease_ms()));
-      // First chunk of a block: index and status always (clients rely on it), plus size
-      // and checksum on a hit. The chunk message and its status are reused, never Clear()ed
-      // (that would free the status sub-message and allocate it again per block).
-      chunk_.set_index(static_cast<uint32_t>(index_));
-      AttachStatus(l.status());
-      if (!l.ok()) {
-        chunk_.clear_size();
-        chunk_.clear_checksum();
-        chunk_.clear_offset();
-        chunk_.clear_data();
-        ++index_;
-        StartWrite(&chunk_);
-        return;
+      absl::StatusOr<storage::Lease> l =
+          service_->store_->Acquire(req_.namespace_(), PackedKey(req_.keys(), index_), LeaseFor(req_.lease_ms()));
+      first = true;
+      status = l.status();
+      if (l.ok()) {
+        block_ = service_->NewSliceLease(l->id);  // the reactor's reference
+        data_ = l->data;
+        size_ = l->size;
+        checksum_ = l->checksum;
+        offset_ = 0;
+        ++blocks_;
+        bytes_ += size_;
       }
-      lease_ = *l;
-      leased_ = true;
-      offset_ = 0;
-      chunk_.set_size(lease_.size);
-      chunk_.set_checksum(lease_.checksum);
-      ++blocks_;
-      bytes_ += lease_.size;
-    } else {
-      DetachStatus();
-      chunk_.clear_size();
-      chunk_.clear_checksum();
     }
-    uint64_t len = std::min<uint64_t>(chunk_bytes_, lease_.size - offset_);
-    chunk_.set_offset(offset_);
-    chunk_.mutable_data()->assign(reinterpret_cast<const char*>(lease_.data + offset_), len);  // reuses capacity
-    offset_ += len;
-    StartWrite(&chunk_);
+    // Framing: index, [status, size, checksum on the first chunk], offset, data tag+len.
+    DetachStatus();   // keep the status sub-message: Clear() would free it
+    header_.Clear();
+    header_.set_index(static_cast<uint32_t>(index_));
+    if (first) {
+      // Clients rely on the first chunk of a block carrying its status, OK included.
+      AttachStatus(status);
+      if (status.ok()) {
+        header_.set_size(size_);
+        header_.set_checksum(checksum_);
+      }
+    }
+    uint64_t len = 0;
+    if (block_ != nullptr) {
+      len = std::min<uint64_t>(chunk_bytes_, size_ - offset_);
+      header_.set_offset(offset_);
+    }
+    const size_t header_len = header_.ByteSizeLong();
+    frame_.resize(header_len + (block_ != nullptr ? 1 + VarintSize(len) : 0));
+    uint8_t* p = reinterpret_cast<uint8_t*>(frame_.data());
+    header_.SerializeWithCachedSizesToArray(p);
+    size_t at = header_len;
+    if (block_ != nullptr) {
+      p[at++] = 0x32;  // GetChunk.data = 6, length-delimited
+      at += PutVarint(len, p + at);
+    }
+    slices_[0] = grpc::Slice(frame_.data(), at);
+    size_t nslices = 1;
+    if (block_ != nullptr) {
+      slices_[1] = grpc::Slice(const_cast<uint8_t*>(data_ + offset_), len, &KvHubService::ReleaseSliceLease,
+                               KvHubService::RefSliceLease(block_));
+      nslices = 2;
+      offset_ += len;
+    } else {
+      ++index_;  // a miss is a single chunk
+    }
+    grpc::ByteBuffer buf(slices_, nslices);
+    out_.Swap(&buf);
+    slices_[0] = grpc::Slice();
+    slices_[1] = grpc::Slice();
+    StartWrite(&out_);
   }
 
   void AttachStatus(const absl::Status& s) {
-    if (!chunk_.has_status()) chunk_.set_allocated_status(spare_status_.release());
-    v1::ItemStatus* st = chunk_.mutable_status();
+    if (!header_.has_status()) header_.set_allocated_status(spare_status_.release());
+    v1::ItemStatus* st = header_.mutable_status();
     st->set_code(static_cast<int32_t>(s.code()));
     if (s.ok()) {
       st->clear_message();
@@ -605,16 +640,14 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
     }
   }
   void DetachStatus() {
-    if (chunk_.has_status()) spare_status_.reset(chunk_.release_status());
+    if (header_.has_status()) spare_status_.reset(header_.release_status());
   }
 
-  void ReleaseLease() {
-    if (!leased_) return;
-    leased_ = false;
-    // NOT_FOUND here means the lease ran out mid-stream; the client's checksum check
-    // catches any bytes that changed after that.
-    absl::Status s = service_->store_->Release(lease_.id);
-    if (!s.ok()) KVHUB_LOG(debug, "GetStream release of lease {}: {}", lease_.id, s.ToString());
+  // Drops the reactor's reference to the current block's lease (gRPC may hold more).
+  void DropBlock() {
+    if (block_ == nullptr) return;
+    KvHubService::ReleaseSliceLease(block_);
+    block_ = nullptr;
   }
 
   void Done(const grpc::Status& status) {
@@ -623,22 +656,27 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<v1:
   }
 
   KvHubService* const service_;
-  const v1::GetRequest* const req_;
   const absl::Time start_;
+  v1::GetRequest req_;
   size_t n_ = 0;
   size_t index_ = 0;
   uint64_t chunk_bytes_ = 1 << 20;
-  bool leased_ = false;
-  storage::Lease lease_;
+  SliceLease* block_ = nullptr;  // current block's lease context (our reference)
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t checksum_ = 0;
   uint64_t offset_ = 0;
   uint64_t blocks_ = 0;
   uint64_t bytes_ = 0;
-  v1::GetChunk chunk_;
+  v1::GetChunk header_;  // framing fields only; never holds data
   std::unique_ptr<v1::ItemStatus> spare_status_ = std::make_unique<v1::ItemStatus>();
+  std::string frame_;
+  grpc::Slice slices_[2];
+  grpc::ByteBuffer out_;
 };
 
-grpc::ServerWriteReactor<v1::GetChunk>* KvHubService::GetStream(grpc::CallbackServerContext* ctx,
-                                                                const v1::GetRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvHubService::GetStream(grpc::CallbackServerContext* ctx,
+                                                                    const grpc::ByteBuffer* req) {
   return new GetStreamReactor(this, req);
 }
 

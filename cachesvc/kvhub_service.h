@@ -36,14 +36,14 @@
 
 namespace kvhub::cachesvc {
 
-// The generated KvHub::CallbackService with Get registered in its raw (ByteBuffer) form,
-// so an inline Get can send block bytes straight from the leased region (zero-copy);
+// The generated KvHub::CallbackService with Get and GetStream registered in their raw
+// (ByteBuffer) forms, so block bytes go out straight from the leased region (zero-copy);
 // every other method is typed. (Spelled out rather than layering WithRawCallbackMethod_Get
 // over CallbackService, whose typed callback Get it would hide.)
 using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCallbackMethod_PutStart<
     v1::KvHub::WithCallbackMethod_PutData<v1::KvHub::WithCallbackMethod_PutCommit<
         v1::KvHub::WithCallbackMethod_PutAbort<v1::KvHub::WithCallbackMethod_Put<v1::KvHub::WithRawCallbackMethod_Get<
-            v1::KvHub::WithCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
+            v1::KvHub::WithRawCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
                 v1::KvHub::WithCallbackMethod_Delete<v1::KvHub::WithCallbackMethod_Pin<v1::KvHub::WithCallbackMethod_Stats<
                     v1::KvHub::WithCallbackMethod_Health<v1::KvHub::Service>>>>>>>>>>>>>;
 
@@ -85,8 +85,10 @@ class KvHubService final : public KvHubCallbackBase {
   // otherwise DoGet's response is serialized.
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                 grpc::ByteBuffer* resp) override;
-  grpc::ServerWriteReactor<v1::GetChunk>* GetStream(grpc::CallbackServerContext* ctx,
-                                                    const v1::GetRequest* req) override;
+  // Raw GetStream: each GetChunk is a small framing slice plus a zero-copy slice over
+  // the leased block; the block's lease ends when gRPC has dropped all of its chunks.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GetStream(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* resp) override;
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
@@ -123,11 +125,18 @@ class KvHubService final : public KvHubCallbackBase {
  private:
   class GetStreamReactor;
   class PutDataReactor;
-  struct SliceLease {  // what a zero-copy slice's destroy callback releases
+  struct SliceLease {  // what zero-copy slices' destroy callbacks release, refcounted
     KvHubService* service = nullptr;
     uint64_t lease_id = 0;
+    std::atomic<int> refs{0};
   };
+  // A context holding one reference; each slice made with it takes another (Ref).
   SliceLease* NewSliceLease(uint64_t lease_id);
+  static void* RefSliceLease(SliceLease* sl) {
+    sl->refs.fetch_add(1, std::memory_order_relaxed);
+    return sl;
+  }
+  // Drops one reference; the last one releases the lease.
   static void ReleaseSliceLease(void* arg);
 
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
