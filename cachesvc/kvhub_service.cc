@@ -572,8 +572,10 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
         Done(grpc::Status::OK);
         return;
       }
-      absl::StatusOr<storage::Lease> l =
-          service_->store_->Acquire(req_.namespace_(), PackedKey(req_.keys(), index_), LeaseFor(req_.lease_ms()));
+      // The bytes leave zero-copy, so the lease must outlive the slowest reader: use the
+      // longest lease; it is released as soon as the last chunk has been sent.
+      absl::StatusOr<storage::Lease> l = service_->store_->Acquire(
+          req_.namespace_(), PackedKey(req_.keys(), index_), service_->config_.store.max_lease);
       first = true;
       status = l.status();
       if (l.ok()) {
