@@ -11,6 +11,7 @@
 #include "codec/kernels.h"
 #include "codec/numeric.h"
 #include "codec/rope.h"
+#include "codec/segment_layout.h"
 #include "common/hash.h"
 
 namespace kvhub::codec {
@@ -18,14 +19,9 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "the block format is little-endian");
 
-constexpr uint64_t Align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
-
 absl::Status Bad(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("kv block: ", what));
 }
-
-bool IsKivi(CodecId c) { return c == CodecId::kKivi4 || c == CodecId::kKivi2; }
-uint32_t KiviBits(CodecId c) { return c == CodecId::kKivi4 ? 4 : 2; }
 
 const Kernels& Pick(KernelChoice k) {
   return k == KernelChoice::kScalar ? ScalarKernels() : SimdKernels();
@@ -56,53 +52,8 @@ T* Grow(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-// Byte layout of one segment of a fixed-size codec (docs/format.md).
-struct SegLayout {
-  uint64_t sink_bytes = 0;  // bf16 rows of sink tokens at offset 0
-  uint64_t scale_off = 0, scale_bytes = 0;
-  uint64_t zero_off = 0, zero_bytes = 0;
-  uint64_t codes_off = 0, codes_bytes = 0;
-  uint64_t size = 0;
-};
-
-SegLayout Layout(CodecId codec, const KvShape& sh, bool is_value, uint32_t group, uint32_t sinks) {
-  SegLayout L;
-  const uint64_t n = sh.SegmentElements();
-  const uint64_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
-  switch (codec) {
-    case CodecId::kRaw:
-    case CodecId::kLossless:
-      L.codes_bytes = sh.SegmentBytes();
-      break;
-    case CodecId::kFp8:
-      L.scale_bytes = 4 * H;
-      L.codes_bytes = n;
-      break;
-    case CodecId::kInt8:
-      L.scale_bytes = 4 * T * H;
-      L.codes_bytes = n;
-      break;
-    case CodecId::kKivi4:
-    case CodecId::kKivi2: {
-      L.sink_bytes = 2ull * sinks * H * D;
-      uint64_t stats = is_value ? T * H * ((D + group - 1) / group) : ((T + group - 1) / group) * H * D;
-      L.scale_bytes = L.zero_bytes = 2 * stats;
-      L.codes_bytes = (n * KiviBits(codec) + 7) / 8;
-      break;
-    }
-  }
-  L.scale_off = Align16(L.sink_bytes);
-  L.zero_off = L.scale_off + Align16(L.scale_bytes);
-  L.codes_off = L.zero_bytes ? L.zero_off + Align16(L.zero_bytes) : L.zero_off;
-  if (L.scale_bytes == 0) L.codes_off = L.sink_bytes == 0 ? 0 : Align16(L.sink_bytes);
-  L.size = L.codes_off + L.codes_bytes;
-  return L;
-}
-
 uint32_t SinksInBlock(const CodecParams& p, int64_t base_position, uint32_t tokens) {
-  if (!IsKivi(p.codec) || base_position >= static_cast<int64_t>(p.sink_tokens)) return 0;
-  int64_t s = static_cast<int64_t>(p.sink_tokens) - std::max<int64_t>(base_position, 0);
-  return static_cast<uint32_t>(std::min<int64_t>(s, tokens));
+  return SinksInBlock(p.codec, p.sink_tokens, base_position, tokens);
 }
 
 void PutF32(uint8_t* p, float f) { std::memcpy(p, &f, 4); }

@@ -72,6 +72,13 @@ void Rotate(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
 
 }  // namespace
 
+absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t head_dim,
+                                                   const RopeParams& rope, int64_t pos_first,
+                                                   int64_t pos_step) {
+  if (auto s = CheckArgs(tokens, head_dim, rope, pos_first, pos_step); !s.ok()) return s;
+  return Table(tokens, head_dim, rope, pos_first, pos_step);
+}
+
 absl::Status RotateKeysBf16(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
                             const RopeParams& rope, int64_t pos_first, int64_t pos_step) {
   if (auto s = CheckArgs(tokens, head_dim, rope, pos_first, pos_step); !s.ok()) return s;

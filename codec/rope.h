@@ -10,8 +10,10 @@
 // Thread-safe; allocates one cos/sin table per call.
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "codec/kv_view.h"
 #include "common/model_spec.h"
 
@@ -21,6 +23,14 @@ struct RopeParams {
   double base = 10000.0;
   RopePairing pairing = RopePairing::kNeox;
 };
+
+// The rotation table the functions below use (exposed so the CUDA kernels use
+// the very same float32 values): cs[(t * D/2 + i) * 2 + {0, 1}] = {cos, sin}
+// of (pos_first + t * pos_step) * theta_i for t < tokens, computed in float64
+// and rounded to float32. Same argument checks as RotateKeysBf16.
+absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t head_dim,
+                                                   const RopeParams& rope, int64_t pos_first,
+                                                   int64_t pos_step);
 
 // Rotates every key of the bf16 tensor `keys` ([token][head][dim]) in place:
 // token t by position pos_first + t * pos_step. INVALID_ARGUMENT if head_dim is

@@ -1,0 +1,359 @@
+#pragma once
+// The bodies of the CUDA codec kernels (codec/cuda/kernels.cu), as functions
+// of one "unit" of work (an element, a packed byte, a statistics group) so the
+// very same code runs on the device, one unit per thread, and on the host in
+// plain loops (codec/cuda/emulation.h), where tests compare its bytes with
+// the CPU codecs. Layout and math: docs/format.md, docs/codecs.md, docs/gpu.md.
+//
+// Segment s = 2 * layer + (0 keys, 1 values). Element i of a segment is the
+// flattened [token][head][dim] index, as in the CPU codecs. Inputs and outputs
+// live in a paged cache (paged_layout.h). All structs are plain data so they
+// can be passed to kernels by value.
+
+#include <cstdint>
+
+#include "codec/cuda/element_math.h"
+#include "codec/cuda/paged_layout.h"
+
+namespace kvhub::codec::cuda {
+
+// Error bits a kernel reports (OR-ed into *error).
+inline constexpr uint32_t kErrNonFinite = 1;   // inf/NaN input
+inline constexpr uint32_t kErrKiviRange = 2;   // kivi min or range beyond fp16
+
+// Codec ids as in codec/block_format.h (kept numeric: no host headers here).
+inline constexpr uint8_t kCodecFp8 = 3, kCodecInt8 = 4, kCodecKivi4 = 5, kCodecKivi2 = 6;
+
+struct SegLayoutPod {  // codec/segment_layout.h SegLayout, offsets from the segment start
+  uint64_t sink_bytes, scale_off, scale_bytes, zero_off, zero_bytes, codes_off, codes_bytes, size;
+};
+
+// Geometry shared by encode and decode.
+struct BlockGeom {
+  uint32_t layers, tokens, heads, dim;  // L, T, H, D
+  uint8_t codec;
+  uint32_t group;                       // kivi G
+  uint32_t sinks;                       // kivi sink tokens in this block
+  SegLayoutPod layout[2];               // keys, values
+  uint64_t stat_count[2];               // statistics per key / value segment (scratch floats)
+  const uint64_t* seg_off;              // [2L] segment offsets from the body start
+  const int32_t* page_ids;              // block token t -> page_ids[t / page_tokens]
+  uint32_t page_tokens;
+  // RoPE table (rope.h RopeCosSinTable): row (rope_step ? t : 0) of D/2 {cos, sin}
+  // pairs; null = no rotation. Applies to keys only.
+  const float* rope_cs;
+  uint32_t rope_step;
+  uint8_t rope_interleaved;
+
+  KVHUB_HD uint64_t SegElements() const { return uint64_t{tokens} * heads * dim; }
+  KVHUB_HD uint32_t ValueGroups() const { return (dim + group - 1) / group; }
+  KVHUB_HD float Qmax() const { return codec == kCodecKivi4 ? 15.0f : codec == kCodecKivi2 ? 3.0f : codec == kCodecInt8 ? 127.0f : 448.0f; }
+  KVHUB_HD uint64_t ScratchBase(uint32_t s) const {
+    return uint64_t{s / 2} * (stat_count[0] + stat_count[1]) + (s % 2 ? stat_count[0] : 0);
+  }
+  // Paged offset of segment element i.
+  KVHUB_HD uint64_t PagedOffset(uint64_t i) const {
+    const uint64_t hd = uint64_t{heads} * dim;
+    const uint32_t t = static_cast<uint32_t>(i / hd);
+    return PagedElementOffset(page_ids, page_tokens, hd, t, i - t * hd);
+  }
+  // RoPE partner of element i of a key row and whether i is the first of the pair.
+  KVHUB_HD uint64_t RopePartner(uint64_t i, bool* first) const {
+    const uint32_t c = static_cast<uint32_t>(i % dim), half = dim / 2;
+    if (rope_interleaved) {
+      *first = (c & 1u) == 0;
+      return *first ? i + 1 : i - 1;
+    }
+    *first = c < half;
+    return *first ? i + half : i - half;
+  }
+  KVHUB_HD void RopeCosSin(uint64_t i, float* c, float* s) const {
+    const uint32_t cc = static_cast<uint32_t>(i % dim), half = dim / 2;
+    const uint32_t k = rope_interleaved ? cc / 2 : (cc < half ? cc : cc - half);
+    const uint64_t t = rope_step ? i / (uint64_t{heads} * dim) : 0;
+    const float* row = rope_cs + t * half * 2;
+    *c = row[2 * k];
+    *s = row[2 * k + 1];
+  }
+};
+
+KVHUB_HD void SetError(uint32_t* error, uint32_t bit) {
+#if defined(__CUDA_ARCH__)
+  atomicOr(error, bit);
+#else
+  *error |= bit;
+#endif
+}
+
+KVHUB_HD float LoadF32(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const float*>(p);
+#else
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+#endif
+}
+KVHUB_HD uint16_t LoadU16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint16_t*>(p);
+#else
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+#endif
+}
+KVHUB_HD void StoreF32(uint8_t* p, float f) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<float*>(p) = f;
+#else
+  std::memcpy(p, &f, 4);
+#endif
+}
+KVHUB_HD void StoreU16(uint8_t* p, uint16_t v) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint16_t*>(p) = v;
+#else
+  std::memcpy(p, &v, 2);
+#endif
+}
+
+// ------------------------------------------------------------------ encode --
+
+struct EncodeCtx {
+  BlockGeom g;
+  const uint16_t* const* src;  // [2L] K / V cache base of each layer
+  uint8_t* body;               // the block body (segment table written by the host)
+  float* inv;                  // scratch: per-statistic inverse scale
+  float* zero;                 // scratch: per-statistic zero (kivi)
+  uint32_t* error;
+
+  KVHUB_HD uint8_t* Seg(uint32_t s) const { return body + g.seg_off[s]; }
+  KVHUB_HD const SegLayoutPod& L(uint32_t s) const { return g.layout[s % 2]; }
+  // Input element i of segment s as the CPU codec sees it (keys de-rotated
+  // to position 0 when the block is stored pre-RoPE).
+  KVHUB_HD uint16_t X(uint32_t s, uint64_t i) const {
+    const uint16_t* base = src[s];
+    uint16_t x = base[g.PagedOffset(i)];
+    if (s % 2 == 0 && g.rope_cs != nullptr) {
+      bool first;
+      uint64_t j = g.RopePartner(i, &first);
+      uint16_t y = base[g.PagedOffset(j)];
+      float c, sn;
+      g.RopeCosSin(i, &c, &sn);
+      if (first) {
+        RotatePair(&x, &y, c, sn);
+      } else {
+        RotatePair(&y, &x, c, sn);
+      }
+    }
+    return x;
+  }
+};
+
+// Zero padding of segment s: the gap before it and its internal align16 gaps.
+KVHUB_HD void EncodeZeroPads(const EncodeCtx& c, uint32_t s) {
+  const uint64_t prev_end =
+      s == 0 ? uint64_t{2} * c.g.layers * 16 : c.g.seg_off[s - 1] + c.L(s - 1).size;
+  for (uint64_t p = prev_end; p < c.g.seg_off[s]; ++p) c.body[p] = 0;
+  const SegLayoutPod& L = c.L(s);
+  uint8_t* seg = c.Seg(s);
+  const uint64_t gaps[3][2] = {{L.sink_bytes, L.scale_off},
+                               {L.scale_off + L.scale_bytes, L.zero_off},
+                               {L.zero_off + L.zero_bytes, L.codes_off}};
+  for (const auto& gap : gaps) {
+    for (uint64_t p = gap[0]; p < gap[1]; ++p) seg[p] = 0;
+  }
+}
+
+// kivi: copy sink element i (< sinks * H * D) as bf16.
+KVHUB_HD void EncodeSinkElement(const EncodeCtx& c, uint32_t s, uint64_t i) {
+  uint16_t x = c.X(s, i);
+  if ((x & 0x7FFF) >= 0x7F80) SetError(c.error, kErrNonFinite);
+  StoreU16(c.Seg(s) + 2 * i, x);
+}
+
+// fp8: finish head h from the max magnitude bits over its tokens.
+KVHUB_HD void Fp8Finish(const EncodeCtx& c, uint32_t s, uint32_t h, uint16_t amax) {
+  if (amax >= 0x7F80) SetError(c.error, kErrNonFinite);
+  float scale, inv;
+  SymScale(amax, 448.0f, &scale, &inv);
+  StoreF32(c.Seg(s) + c.L(s).scale_off + 4 * h, scale);
+  c.inv[c.g.ScratchBase(s) + h] = inv;
+}
+// Element i of head h = (i / D) % H.
+KVHUB_HD void Fp8QuantElement(const EncodeCtx& c, uint32_t s, uint64_t i) {
+  const uint32_t h = static_cast<uint32_t>((i / c.g.dim) % c.g.heads);
+  c.Seg(s)[c.L(s).codes_off + i] = QuantFp8(c.X(s, i), c.inv[c.g.ScratchBase(s) + h]);
+}
+
+// int8: row r = (token, head); returns inv for the row's elements.
+KVHUB_HD float Int8Finish(const EncodeCtx& c, uint32_t s, uint64_t r, uint16_t amax) {
+  if (amax >= 0x7F80) SetError(c.error, kErrNonFinite);
+  float scale, inv;
+  SymScale(amax, 127.0f, &scale, &inv);
+  StoreF32(c.Seg(s) + c.L(s).scale_off + 4 * r, scale);
+  return inv;
+}
+KVHUB_HD void Int8QuantElement(const EncodeCtx& c, uint32_t s, uint64_t i, float inv) {
+  c.Seg(s)[c.L(s).codes_off + i] = static_cast<uint8_t>(QuantInt8(c.X(s, i), inv));
+}
+
+KVHUB_HD void KiviFinishStat(const EncodeCtx& c, uint32_t s, uint64_t k, int16_t mn, int16_t mx) {
+  uint16_t sh, zh;
+  float inv, zero;
+  if (!KiviStats(mn, mx, c.g.Qmax(), &sh, &zh, &inv, &zero)) SetError(c.error, kErrKiviRange);
+  uint8_t* seg = c.Seg(s);
+  StoreU16(seg + c.L(s).scale_off + 2 * k, sh);
+  StoreU16(seg + c.L(s).zero_off + 2 * k, zh);
+  c.inv[c.g.ScratchBase(s) + k] = inv;
+  c.zero[c.g.ScratchBase(s) + k] = zero;
+}
+
+// kivi keys: statistic k = (token group, head, dim) over the group's non-sink tokens.
+KVHUB_HD void KiviKeyStat(const EncodeCtx& c, uint32_t s, uint64_t k) {
+  const uint64_t hd = uint64_t{c.g.heads} * c.g.dim;
+  const uint32_t grp = static_cast<uint32_t>(k / hd);
+  const uint64_t e = k - grp * hd;
+  const uint32_t t0 = grp * c.g.group;
+  const uint32_t t1 = t0 + c.g.group < c.g.tokens ? t0 + c.g.group : c.g.tokens;
+  const uint32_t r0 = t0 > c.g.sinks ? t0 : c.g.sinks;
+  int16_t mn = 0, mx = 0;
+  if (r0 < t1) {
+    mn = INT16_MAX;
+    mx = INT16_MIN;
+    for (uint32_t t = r0; t < t1; ++t) {
+      int16_t key = Bf16OrderKey(c.X(s, t * hd + e));
+      mn = key < mn ? key : mn;
+      mx = key > mx ? key : mx;
+    }
+  }
+  KiviFinishStat(c, s, k, mn, mx);
+}
+
+// kivi values: statistic k = (token, head, channel group) over the group's channels.
+KVHUB_HD void KiviValueStat(const EncodeCtx& c, uint32_t s, uint64_t k) {
+  const uint32_t ng = c.g.ValueGroups();
+  const uint64_t r = k / ng;
+  const uint32_t j = static_cast<uint32_t>(k - r * ng);
+  int16_t mn = 0, mx = 0;
+  if (r >= uint64_t{c.g.sinks} * c.g.heads) {
+    mn = INT16_MAX;
+    mx = INT16_MIN;
+    const uint32_t c0 = j * c.g.group;
+    const uint32_t c1 = c0 + c.g.group < c.g.dim ? c0 + c.g.group : c.g.dim;
+    for (uint32_t ch = c0; ch < c1; ++ch) {
+      int16_t key = Bf16OrderKey(c.X(s, r * c.g.dim + ch));
+      mn = key < mn ? key : mn;
+      mx = key > mx ? key : mx;
+    }
+  }
+  KiviFinishStat(c, s, k, mn, mx);
+}
+
+KVHUB_HD uint64_t KiviStatIndex(const BlockGeom& g, bool is_value, uint64_t i) {
+  if (is_value) {
+    const uint64_t r = i / g.dim;
+    return r * g.ValueGroups() + static_cast<uint32_t>(i - r * g.dim) / g.group;
+  }
+  const uint64_t hd = uint64_t{g.heads} * g.dim;
+  const uint64_t t = i / hd;
+  return (t / g.group) * hd + (i - t * hd);
+}
+
+// kivi: packed code byte b (2 codes for kivi4, 4 for kivi2).
+KVHUB_HD void KiviQuantByte(const EncodeCtx& c, uint32_t s, uint64_t b) {
+  const uint32_t bits = c.g.codec == kCodecKivi4 ? 4 : 2;
+  const uint32_t per = 8 / bits;
+  const uint64_t n = c.g.SegElements();
+  const float qmax = c.g.Qmax();
+  const uint64_t base = c.g.ScratchBase(s);
+  uint32_t v = 0;
+  for (uint32_t k = 0; k < per; ++k) {
+    const uint64_t i = b * per + k;
+    if (i >= n) break;
+    const uint64_t st = base + KiviStatIndex(c.g, s % 2 == 1, i);
+    v |= static_cast<uint32_t>(QuantAffine(c.X(s, i), c.inv[st], c.zero[st], qmax)) << (bits * k);
+  }
+  c.Seg(s)[c.L(s).codes_off + b] = static_cast<uint8_t>(v);
+}
+
+// ------------------------------------------------------------------ decode --
+
+struct DecodeCtx {
+  BlockGeom g;
+  const uint8_t* body;   // verified block body
+  uint16_t* const* dst;  // [2L] K / V cache base of each layer
+
+  KVHUB_HD const uint8_t* Seg(uint32_t s) const { return body + g.seg_off[s]; }
+  KVHUB_HD const SegLayoutPod& L(uint32_t s) const { return g.layout[s % 2]; }
+  KVHUB_HD bool Rotates(uint32_t s) const { return s % 2 == 0 && g.rope_cs != nullptr; }
+  // Units of segment s: key pairs when rotating, else groups of 4 elements.
+  KVHUB_HD uint64_t Units(uint32_t s) const {
+    return Rotates(s) ? g.SegElements() / 2 : (g.SegElements() + 3) / 4;
+  }
+};
+
+// bf16 of element i of segment s, before any rotation.
+KVHUB_HD uint16_t DecodeElement(const DecodeCtx& c, uint32_t s, uint64_t i) {
+  const uint8_t* seg = c.Seg(s);
+  const SegLayoutPod& L = c.L(s);
+  const BlockGeom& g = c.g;
+  switch (g.codec) {
+    case kCodecFp8: {
+      const uint32_t h = static_cast<uint32_t>((i / g.dim) % g.heads);
+      return DequantFp8(seg[L.codes_off + i], LoadF32(seg + L.scale_off + 4 * h));
+    }
+    case kCodecInt8:
+      return DequantInt8(static_cast<int8_t>(seg[L.codes_off + i]),
+                         LoadF32(seg + L.scale_off + 4 * (i / g.dim)));
+    default: {
+      if (i < uint64_t{g.sinks} * g.heads * g.dim) return LoadU16(seg + 2 * i);
+      uint8_t q;
+      if (g.codec == kCodecKivi4) {
+        q = (seg[L.codes_off + i / 2] >> ((i & 1) * 4)) & 0xF;
+      } else {
+        q = (seg[L.codes_off + i / 4] >> ((i & 3) * 2)) & 3;
+      }
+      const uint64_t k = KiviStatIndex(g, s % 2 == 1, i);
+      return DequantAffine(q, HalfToFloat(LoadU16(seg + L.scale_off + 2 * k)),
+                           HalfToFloat(LoadU16(seg + L.zero_off + 2 * k)));
+    }
+  }
+}
+
+// Pair u of a rotated key segment: element indices (a, b).
+KVHUB_HD void RopePairElements(const BlockGeom& g, uint64_t u, uint64_t* a, uint64_t* b) {
+  const uint32_t half = g.dim / 2;
+  const uint64_t row = u / half;
+  const uint32_t k = static_cast<uint32_t>(u - row * half);
+  if (g.rope_interleaved) {
+    *a = row * g.dim + 2 * k;
+    *b = *a + 1;
+  } else {
+    *a = row * g.dim + k;
+    *b = *a + half;
+  }
+}
+
+// Decodes unit u of segment s and scatters it into the pages.
+KVHUB_HD void DecodeUnit(const DecodeCtx& c, uint32_t s, uint64_t u) {
+  uint16_t* dst = c.dst[s];
+  if (c.Rotates(s)) {
+    uint64_t a, b;
+    RopePairElements(c.g, u, &a, &b);
+    uint16_t xa = DecodeElement(c, s, a), xb = DecodeElement(c, s, b);
+    float cs, sn;
+    c.g.RopeCosSin(a, &cs, &sn);
+    RotatePair(&xa, &xb, cs, sn);
+    dst[c.g.PagedOffset(a)] = xa;
+    dst[c.g.PagedOffset(b)] = xb;
+    return;
+  }
+  const uint64_t n = c.g.SegElements();
+  for (uint64_t i = 4 * u; i < 4 * u + 4 && i < n; ++i) {
+    dst[c.g.PagedOffset(i)] = DecodeElement(c, s, i);
+  }
+}
+
+}  // namespace kvhub::codec::cuda

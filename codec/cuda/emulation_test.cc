@@ -1,0 +1,368 @@
+// Host verification of the CUDA codec path without a GPU: the kernel unit
+// functions (block_kernels.h), compiled for the host and run by the emulation,
+// must produce blocks byte-identical to codec::Encode and pages identical to
+// codec::Decode, for every codec the kernels implement.
+#include "codec/cuda/emulation.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "codec/codec.h"
+#include "codec/cuda/element_math.h"
+#include "codec/kernels_scalar_inl.h"
+#include "codec/numeric.h"
+
+namespace kvhub::codec::cuda {
+namespace {
+
+// A host paged cache with random contents and a random page assignment.
+struct HostCache {
+  PagedShape shape;
+  std::vector<std::vector<uint16_t>> k, v;
+  std::vector<int32_t> page_ids;
+
+  PagedKv View() {
+    PagedKv p{shape, {}, {}};
+    for (auto& x : k) p.k.push_back(x.data());
+    for (auto& x : v) p.v.push_back(x.data());
+    return p;
+  }
+};
+
+uint16_t RandomBf16(std::mt19937_64& rng, float scale) {
+  std::normal_distribution<float> nd(0.0f, scale);
+  return FloatToBf16(nd(rng));
+}
+
+HostCache MakeCache(uint32_t layers, uint32_t pages, uint32_t page_tokens, uint32_t heads,
+                    uint32_t dim, uint32_t tokens, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  HostCache c;
+  c.shape = {pages, page_tokens, heads, dim};
+  const size_t n = c.shape.LayerElements();
+  for (uint32_t l = 0; l < layers; ++l) {
+    for (auto* vec : {&c.k, &c.v}) {
+      std::vector<uint16_t> x(n);
+      // Per-channel scales with a few outlier channels, like real keys.
+      for (size_t i = 0; i < n; ++i) {
+        uint32_t ch = static_cast<uint32_t>(i % dim);
+        float s = (ch % 17 == 3) ? 12.0f : 0.5f + 0.1f * static_cast<float>(ch % 5);
+        x[i] = RandomBf16(rng, s);
+      }
+      vec->push_back(std::move(x));
+    }
+  }
+  std::vector<int32_t> all(pages);
+  for (uint32_t i = 0; i < pages; ++i) all[i] = static_cast<int32_t>(i);
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(PagesForTokens(tokens, page_tokens));
+  c.page_ids = all;
+  return c;
+}
+
+// Contiguous [layer][k|v][token][head][dim] copy of the block, gathered page by page.
+std::vector<uint8_t> Gather(const HostCache& c, uint32_t tokens) {
+  const uint32_t L = static_cast<uint32_t>(c.k.size());
+  const size_t td = c.shape.TokenElements();
+  std::vector<uint16_t> out;
+  for (uint32_t l = 0; l < L; ++l) {
+    for (const auto* layer : {&c.k[l], &c.v[l]}) {
+      for (uint32_t t = 0; t < tokens; ++t) {
+        const int32_t page = c.page_ids[t / c.shape.page_tokens];
+        const size_t slot = t % c.shape.page_tokens;
+        const uint16_t* row = layer->data() + (size_t(page) * c.shape.page_tokens + slot) * td;
+        out.insert(out.end(), row, row + td);
+      }
+    }
+  }
+  std::vector<uint8_t> bytes(out.size() * 2);
+  std::memcpy(bytes.data(), out.data(), bytes.size());
+  return bytes;
+}
+
+struct Case {
+  CodecId codec;
+  uint32_t layers, heads, dim, tokens, page_tokens;
+  uint32_t group;
+  uint32_t sinks;
+  int64_t base;
+  bool pre_rope;
+  RopePairing pairing;
+};
+
+std::string Name(const Case& k) {
+  return std::string(CodecName(k.codec)) + " L" + std::to_string(k.layers) + " H" +
+         std::to_string(k.heads) + " D" + std::to_string(k.dim) + " T" + std::to_string(k.tokens) +
+         " P" + std::to_string(k.page_tokens) + " G" + std::to_string(k.group) + " S" +
+         std::to_string(k.sinks) + " base" + std::to_string(k.base) + (k.pre_rope ? " pre-rope" : "") +
+         (k.pairing == RopePairing::kInterleaved ? " interleaved" : "");
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    cases.push_back({c, 2, 4, 64, 64, 16, 32, 1, 0, false, RopePairing::kNeox});
+    cases.push_back({c, 1, 3, 37, 45, 7, 32, 4, 0, false, RopePairing::kNeox});     // odd dim, partial pages/groups
+    cases.push_back({c, 2, 2, 130, 70, 16, 64, 1, 512, false, RopePairing::kNeox});  // partial value groups
+    cases.push_back({c, 1, 2, 32, 33, 5, 32, 2, 1, true, RopePairing::kNeox});       // pre-RoPE, one sink
+    cases.push_back({c, 1, 1, 16, 40, 8, 128, 8, 0, true, RopePairing::kInterleaved});
+    cases.push_back({c, 1, 2, 128, 256, 16, 128, 1, 256, false, RopePairing::kInterleaved});
+  }
+  return cases;
+}
+
+PagedEncodeParams Params(const Case& k) {
+  PagedEncodeParams p;
+  p.codec.codec = k.codec;
+  p.codec.group_size = k.group;
+  p.codec.sink_tokens = k.sinks;
+  p.codec.keys_pre_rope = k.pre_rope;
+  p.layers = k.layers;
+  p.tokens = k.tokens;
+  p.base_position = k.base;
+  p.rope_base = 500000.0;
+  p.rope_pairing = k.pairing;
+  p.fingerprint = U128{0x0123456789abcdefull, 0xfedcba9876543210ull};
+  return p;
+}
+
+KvView ViewOf(const Case& k, const PagedEncodeParams& p, const std::vector<uint8_t>& raw) {
+  KvView v;
+  v.shape = {k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+  v.data = raw.data();
+  v.size = raw.size();
+  v.base_position = p.base_position;
+  v.rope_base = p.rope_base;
+  v.rope_pairing = p.rope_pairing;
+  v.fingerprint = p.fingerprint;
+  return v;
+}
+
+TEST(EmulationTest, EncodeFromPagesMatchesCpuEncodeByteForByte) {
+  uint64_t seed = 1;
+  for (const Case& k : Cases()) {
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 5;
+    HostCache cache = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    const PagedEncodeParams p = Params(k);
+    std::vector<uint8_t> raw = Gather(cache, k.tokens);
+    for (KernelChoice kc : {KernelChoice::kScalar, KernelChoice::kSimd}) {
+      CodecParams cp = p.codec;
+      cp.kernels = kc;
+      std::vector<uint8_t> want;
+      ASSERT_TRUE(Encode(ViewOf(k, p, raw), cp, &want).ok());
+      std::vector<uint8_t> got;
+      ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &got).ok());
+      ASSERT_EQ(got.size(), want.size());
+      size_t first = 0;
+      while (first < got.size() && got[first] == want[first]) ++first;
+      EXPECT_EQ(first, got.size()) << "first differing byte " << first;
+    }
+  }
+}
+
+TEST(EmulationTest, DecodeToPagesMatchesCpuDecode) {
+  uint64_t seed = 100;
+  for (const Case& k : Cases()) {
+    const PagedEncodeParams p = Params(k);
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 3;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    std::vector<uint8_t> raw = Gather(src, k.tokens);
+    std::vector<uint8_t> block;
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &block).ok());
+    std::vector<std::optional<int64_t>> targets = {std::nullopt, k.base + 1000};
+    if (k.dim % 2 == 0) targets.push_back(k.base - 7);
+    for (const auto& target : targets) {
+      SCOPED_TRACE(Name(k) + " target " + (target ? std::to_string(*target) : "none"));
+      DecodeOptions opt;
+      opt.target_position = target;
+      KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+      std::vector<uint8_t> want(sh.RawBytes());
+      absl::Status cpu = Decode(block, KvMutableView{sh, want.data(), want.size()}, opt);
+      // A destination cache with a different page assignment and a sentinel
+      // everywhere: only the block's token slots may change.
+      HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+      for (auto* layers : {&dst.k, &dst.v}) {
+        for (auto& x : *layers) std::fill(x.begin(), x.end(), uint16_t{0x7E7E});
+      }
+      absl::Status emu = EmulateDecodeToPages(block, dst.View(), dst.page_ids, opt);
+      ASSERT_EQ(cpu.ok(), emu.ok()) << cpu << " vs " << emu;
+      if (!cpu.ok()) continue;
+      EXPECT_EQ(Gather(dst, k.tokens), want);
+      // Untouched elsewhere: count sentinel elements.
+      size_t sentinels = 0, total = 0;
+      for (auto* layers : {&dst.k, &dst.v}) {
+        for (auto& x : *layers) {
+          total += x.size();
+          sentinels += std::count(x.begin(), x.end(), uint16_t{0x7E7E});
+        }
+      }
+      const size_t written = 2ull * k.layers * k.tokens * k.heads * k.dim;
+      size_t sentinel_in_block = 0;
+      for (size_t i = 0; i + 1 < want.size(); i += 2) {
+        sentinel_in_block += (want[i] | (want[i + 1] << 8)) == 0x7E7E;
+      }
+      EXPECT_EQ(sentinels, total - written + sentinel_in_block);
+    }
+  }
+}
+
+// Every finite bf16 through the element functions of the kernels against the
+// scalar reference kernels.
+TEST(EmulationTest, ElementMathMatchesScalarKernelsForEveryBf16) {
+  const float invs[] = {0.0f, 1.0f, 0.37f, 3.1e-3f, 812.5f, 1.0f / 448.0f, 7.3e5f};
+  std::vector<uint16_t> all;
+  for (uint32_t b = 0; b < 65536; ++b) {
+    if ((b & 0x7FFF) < 0x7F80) all.push_back(static_cast<uint16_t>(b));
+  }
+  const size_t n = all.size();
+  std::vector<int8_t> q8(n);
+  std::vector<uint8_t> qf(n), qa(n);
+  for (float inv : invs) {
+    scalar::QuantInt8(all.data(), n, inv, q8.data());
+    scalar::QuantFp8(all.data(), n, inv, qf.data());
+    for (float qmax : {15.0f, 3.0f}) {
+      for (float zero : {0.0f, -1.5f, 2.25f, -300.0f}) {
+        scalar::QuantAffine1(all.data(), n, inv, zero, qmax, qa.data());
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_EQ(QuantAffine(all[i], inv, zero, qmax), qa[i]) << all[i];
+        }
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(QuantInt8(all[i], inv), q8[i]) << all[i] << " inv " << inv;
+      ASSERT_EQ(QuantFp8(all[i], inv), qf[i]) << all[i] << " inv " << inv;
+    }
+  }
+  // Dequantization of every code with scales spanning the float range.
+  for (float scale : {0.0f, 1.0f, 0.0123f, 3.7e-3f, 2.5e4f, 1e-38f}) {
+    for (int c = 0; c < 256; ++c) {
+      uint16_t y;
+      uint8_t code = static_cast<uint8_t>(c);
+      scalar::DequantFp8(&code, 1, scale, &y);
+      ASSERT_EQ(DequantFp8(code, scale), y);
+      int8_t ic = static_cast<int8_t>(c);
+      scalar::DequantInt8(&ic, 1, scale, &y);
+      ASSERT_EQ(DequantInt8(ic, scale), y);
+      for (float zero : {0.0f, -2.0f, 1.0e-3f}) {
+        scalar::DequantAffine1(&code, 1, scale, zero, &y);
+        ASSERT_EQ(DequantAffine(code & 0xF, scale, zero), FloatToBf16(static_cast<float>(code & 0xF) * scale + zero));
+        uint8_t c4 = code & 0xF;
+        scalar::DequantAffine1(&c4, 1, scale, zero, &y);
+        ASSERT_EQ(DequantAffine(c4, scale, zero), y);
+      }
+    }
+  }
+  // Symmetric scales, fp16 conversions and KIVI statistics.
+  for (size_t i = 0; i < n; i += 7) {
+    const uint16_t a = all[i] & 0x7FFF;
+    for (float qmax : {127.0f, 448.0f}) {
+      float s1, i1;
+      SymScale(a, qmax, &s1, &i1);
+      float s0 = kvhub::codec::Bf16ToFloat(a) / qmax;
+      float want_inv = s0 >= 1.17549435e-38f ? 1.0f / s0 : 0.0f;
+      ASSERT_EQ(FloatBits(i1), FloatBits(want_inv));
+    }
+    for (size_t j = i; j < n; j += 4099) {
+      int16_t mn = kvhub::codec::Bf16OrderKey(all[i]), mx = kvhub::codec::Bf16OrderKey(all[j]);
+      if (mn > mx) std::swap(mn, mx);
+      for (float qmax : {15.0f, 3.0f}) {
+        uint16_t sh0 = 0, zh0 = 0, sh1 = 0, zh1 = 0;
+        float inv0 = 0, z0 = 0, inv1 = 0, z1 = 0;
+        bool ok0 = scalar::KiviStats(&mn, &mx, 1, qmax, &sh0, &zh0, &inv0, &z0);
+        bool ok1 = KiviStats(mn, mx, qmax, &sh1, &zh1, &inv1, &z1);
+        ASSERT_EQ(ok0, ok1);
+        if (!ok0) continue;
+        ASSERT_EQ(sh0, sh1);
+        ASSERT_EQ(zh0, zh1);
+        ASSERT_EQ(FloatBits(inv0), FloatBits(inv1));
+        ASSERT_EQ(FloatBits(z0), FloatBits(z1));
+      }
+    }
+  }
+  for (uint32_t h = 0; h < 65536; ++h) {
+    ASSERT_EQ(FloatBits(HalfToFloat(static_cast<uint16_t>(h))) ,
+              FloatBits(kvhub::codec::HalfToFloat(static_cast<uint16_t>(h))));
+  }
+}
+
+TEST(EmulationTest, RejectsWhatTheCpuCodecRejects) {
+  Case k{CodecId::kKivi4, 1, 2, 32, 32, 8, 32, 1, 0, false, RopePairing::kNeox};
+  HostCache cache = MakeCache(1, 6, 8, 2, 32, 32, 7);
+  PagedEncodeParams p = Params(k);
+  std::vector<uint8_t> out;
+  // Non-finite input, for every codec, in a value segment.
+  cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = 0x7F80;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    p.codec.codec = c;
+    absl::Status s = EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << CodecName(c) << ": " << s;
+  }
+  // kivi range: a value group minimum beyond fp16.
+  cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = kvhub::codec::FloatToBf16(-70000.0f);
+  p.codec.codec = CodecId::kKivi2;
+  EXPECT_NE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out).message().find("fp16"),
+            std::string::npos);
+  // lossless and raw have no kernels.
+  p.codec.codec = CodecId::kLossless;
+  EXPECT_NE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out).message().find("CPU"),
+            std::string::npos);
+  // Page ids: wrong count, out of range; duplicates only matter when writing.
+  p.codec.codec = CodecId::kFp8;
+  cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = 0;
+  std::vector<int32_t> ids = cache.page_ids;
+  ids.pop_back();
+  EXPECT_EQ(EmulateEncodeFromPages(cache.View(), ids, p, &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  ids = cache.page_ids;
+  ids[1] = 6;
+  EXPECT_EQ(EmulateEncodeFromPages(cache.View(), ids, p, &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  ids = cache.page_ids;
+  ids[1] = ids[0];
+  ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), ids, p, &out).ok());
+  EXPECT_EQ(EmulateDecodeToPages(out, cache.View(), ids).code(), absl::StatusCode::kInvalidArgument);
+  // A corrupted block is refused before anything is written.
+  ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out).ok());
+  out[out.size() - 3] ^= 1;
+  auto before = cache.v;
+  EXPECT_EQ(EmulateDecodeToPages(out, cache.View(), cache.page_ids).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(cache.v, before);
+}
+
+TEST(PagedLayoutTest, ElementOffsets) {
+  const int32_t ids[] = {5, 2, 9};
+  // 4 tokens per page, 2 heads x 3 dims per token.
+  EXPECT_EQ(PagedElementOffset(ids, 4, 6, 0, 0), 5u * 4 * 6);
+  EXPECT_EQ(PagedElementOffset(ids, 4, 6, 3, 5), (5u * 4 + 3) * 6 + 5);
+  EXPECT_EQ(PagedElementOffset(ids, 4, 6, 4, 0), 2u * 4 * 6);
+  EXPECT_EQ(PagedElementOffset(ids, 4, 6, 9, 1), (9u * 4 + 1) * 6 + 1);
+  EXPECT_EQ(PagesForTokens(9, 4), 3u);
+  EXPECT_EQ(PagesForTokens(8, 4), 2u);
+  PagedShape s{10, 4, 2, 3};
+  EXPECT_TRUE(ValidatePages(s, ids, 9, 2, 3, true).ok());
+  EXPECT_FALSE(ValidatePages(s, ids, 8, 2, 3, true).ok());   // one page too many
+  EXPECT_FALSE(ValidatePages(s, ids, 9, 2, 4, true).ok());   // shape mismatch
+  PagedShape small{9, 4, 2, 3};
+  EXPECT_FALSE(ValidatePages(small, ids, 9, 2, 3, false).ok());  // id 9 out of range
+}
+
+TEST(BlockPlanTest, PlanMatchesEncodedSize) {
+  for (const Case& k : Cases()) {
+    PagedEncodeParams p = Params(k);
+    auto plan = PlanEncode(PagedShape{100, k.page_tokens, k.heads, k.dim}, p);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+    auto size = EncodedSize(sh, p.codec, plan->header.sink_tokens);
+    ASSERT_TRUE(size.ok());
+    EXPECT_EQ(plan->total_bytes(), *size) << Name(k);
+  }
+}
+
+}  // namespace
+}  // namespace kvhub::codec::cuda

@@ -1,0 +1,87 @@
+#pragma once
+// CUDA codecs (docs/gpu.md): encode a block straight from a vLLM-style paged
+// KV cache on the GPU, and decode a block straight into one, with the RoPE
+// re-rotation codec::Decode applies. Blocks are byte-identical to
+// codec::Encode's for fp8, int8, kivi4 and kivi2 (lossless stays on the CPU).
+//
+// The kernels write the block body on the device; the segment table, the body
+// checksum and the header are written on the host (block_plan.h) from the
+// body copied back through a pinned staging buffer. Decode verifies the whole
+// block on the host (header, checksum, segment table) before anything is
+// written to the pages, so a corrupted block never touches the cache.
+//
+// Ownership: a GpuCodec owns a CUDA stream, device workspace and pinned
+// staging memory, grown on demand and reused. The cache pointers are the
+// caller's device memory and must stay valid for the call.
+// Thread safety: one GpuCodec per thread (calls are synchronous on its stream).
+// Failure: INVALID_ARGUMENT for bad input (as the CPU codecs), DATA_LOSS for
+// checksum failures, FAILED_PRECONDITION when there is no usable device,
+// INTERNAL for CUDA errors (with the CUDA error string).
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "codec/codec.h"
+#include "codec/cuda/block_plan.h"
+
+namespace kvhub::codec::cuda {
+
+// Number of CUDA devices, or FAILED_PRECONDITION "no CUDA device: <reason>".
+absl::StatusOr<int> CudaDeviceCount();
+
+class GpuCodec {
+ public:
+  // FAILED_PRECONDITION if `device` does not exist or cannot be used.
+  static absl::StatusOr<std::unique_ptr<GpuCodec>> Create(int device = 0);
+  ~GpuCodec();
+  GpuCodec(const GpuCodec&) = delete;
+  GpuCodec& operator=(const GpuCodec&) = delete;
+
+  // Encodes the block held by pages `page_ids` (host array) of `cache`
+  // (device pointers) into *out (host).
+  absl::Status EncodeFromPages(const PagedKv& cache, absl::Span<const int32_t> page_ids,
+                               const PagedEncodeParams& params, std::vector<uint8_t>* out);
+
+  // Verifies `block` (host memory) and decodes it into pages `page_ids` of
+  // `cache`; nothing is written unless the block verifies.
+  absl::Status DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,
+                             absl::Span<const int32_t> page_ids, const DecodeOptions& options = {});
+
+  // Device-resident halves, for benchmarks and the gpu tier. EncodeOnDevice
+  // leaves the body in device_block() + 128 (header and table not written)
+  // and returns the plan FinishBlock needs; it synchronizes to check errors.
+  absl::StatusOr<BlockPlan> EncodeOnDevice(const PagedKv& cache, absl::Span<const int32_t> page_ids,
+                                           const PagedEncodeParams& params);
+  // Decodes a block already verified by PlanDecode whose bytes are at
+  // `device_block` (device memory). Synchronizes.
+  absl::Status DecodeOnDevice(const BlockPlan& plan, const uint8_t* device_block,
+                              const PagedKv& cache, absl::Span<const int32_t> page_ids);
+
+  uint8_t* device_block() const { return block_.ptr; }
+  void* stream() const { return stream_; }
+  int device() const { return device_; }
+
+ private:
+  struct DeviceBuffer {
+    uint8_t* ptr = nullptr;
+    size_t size = 0;
+  };
+  explicit GpuCodec(int device) : device_(device) {}
+  absl::Status Reserve(DeviceBuffer* b, size_t bytes, bool pinned_host);
+  // Uploads seg_off, page ids, the RoPE table and the K/V pointer array; returns
+  // the geometry pointing at the device copies, and the pointer array.
+  absl::StatusOr<BlockGeom> UploadMeta(const BlockPlan& plan, const PagedKv& cache,
+                                       absl::Span<const int32_t> page_ids, uint16_t* const** ptrs);
+  absl::Status Sync(const char* what);
+
+  int device_;
+  void* stream_ = nullptr;  // cudaStream_t
+  DeviceBuffer block_, scratch_, meta_, error_;
+  DeviceBuffer staging_, meta_staging_;  // pinned host
+};
+
+}  // namespace kvhub::codec::cuda
