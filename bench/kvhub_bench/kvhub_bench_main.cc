@@ -36,6 +36,16 @@
 namespace kvhub::bench {
 namespace {
 
+constexpr char kUsage[] =
+    "usage: kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]\n"
+    "                   [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]\n"
+    "                   [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]\n"
+    "                   [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags \"a b\"]\n"
+    "                   [--redis-server /usr/bin/redis-server]\n"
+    "Put/get GB/s per block size and lookup keys/s per batch size against kvhub, and the same\n"
+    "payloads and concurrency against a redis-server it starts on a free loopback port.\n"
+    "Details: docs/client.md.\n";
+
 struct Options {
   std::vector<std::string> members;
   int spawn = 0;
@@ -161,7 +171,7 @@ int Main(int argc, char** argv) {
     return 2;
   };
   if (args->Has("help")) {
-    std::cerr << "see the header of bench/kvhub_bench/kvhub_bench_main.cc or docs/client.md\n";
+    std::cout << kUsage;
     return 0;
   }
   auto addr = args->Get("addr"), members = args->Get("members"), spawn = args->Get("spawn");
