@@ -104,6 +104,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("http_address", http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481"),
       KVHUB_STR_KEY("node_id", node_id, "node name; default <hostname>-<grpc port>"),
       KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of RAM, 4GiB)"),
+      KVHUB_SIZE_KEY("gpu_tier_bytes", gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU"),
       KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 256MiB"),
       KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true"),
       KVHUB_SIZE_KEY("max_block_bytes", store.max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB"),

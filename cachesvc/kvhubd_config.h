@@ -40,6 +40,9 @@ struct KvhubdConfig {
 
   // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB).
   storage::BlockStoreConfig store;
+  // The gpu tier (storage/gpu_tier.h): device bytes for blocks in a CUDA memory pool.
+  // 0 (default) = off. When > 0, kvhubd refuses to start without a usable CUDA device.
+  uint64_t gpu_tier_bytes = 0;
 
   // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.
   // 0 = number of online CPU cores (at least 2).

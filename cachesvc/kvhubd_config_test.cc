@@ -111,10 +111,11 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.node_id = "n1";
   a.ready_file = "/tmp/x";
   a.store.capacity_bytes = 123ull << 20;
+  a.gpu_tier_bytes = 1ull << 30;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 31u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 32u);
 }
 
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {

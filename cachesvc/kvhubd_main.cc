@@ -34,6 +34,7 @@ KVHUB_CONFIG_FLAG(grpc_address, "gRPC listen HOST:PORT (port 0 = ephemeral); def
 KVHUB_CONFIG_FLAG(http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481");
 KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
 KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of RAM, 4GiB)");
+KVHUB_CONFIG_FLAG(gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU");
 KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 256MiB");
 KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
 KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
@@ -86,6 +87,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(expiry_interval_ms),    KVHUB_FLAG_REF(drain_grace_ms),
     KVHUB_FLAG_REF(shutdown_timeout_ms),   KVHUB_FLAG_REF(get_stream_chunk_bytes),
     KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
+    KVHUB_FLAG_REF(gpu_tier_bytes),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
 };
 

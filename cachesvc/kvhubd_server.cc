@@ -39,6 +39,19 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->config_ = config;
   srv->started_ = absl::Now();
   const int threads = ResolveThreads(config.worker_threads);
+  if (config.gpu_tier_bytes > 0) {  // first: without the GPU it asks for, kvhubd does not start
+    storage::GpuTierConfig gc;
+    gc.capacity_bytes = config.gpu_tier_bytes;
+    absl::StatusOr<std::unique_ptr<storage::GpuTier>> tier = storage::GpuTier::Create(gc);
+    if (!tier.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("gpu_tier_bytes = ", config.gpu_tier_bytes,
+                                                        " but the gpu tier cannot start: ",
+                                                        tier.status().message()));
+    }
+    srv->gpu_tier_ = std::move(*tier);
+    KVHUB_LOG(info, "kvhubd gpu tier: {} bytes on {}", config.gpu_tier_bytes,
+              srv->gpu_tier_->Stats().device_name);
+  }
 
   absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = storage::BlockStore::Create(config.store);
   if (!store.ok()) return store.status();

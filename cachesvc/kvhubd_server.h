@@ -26,6 +26,7 @@
 #include "cachesvc/reservation_table.h"
 #include "grpcpp/server.h"
 #include "storage/block_store.h"
+#include "storage/gpu_tier.h"
 
 namespace kvhub::cachesvc {
 
@@ -58,6 +59,7 @@ class KvhubdServer {
   std::string grpc_address_;
   absl::Time started_;
   std::unique_ptr<storage::BlockStore> store_;
+  std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<KvHubService> service_;
