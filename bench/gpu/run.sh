@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# GPU codec verification and benchmark (docs/gpu.md).
+#
+#   bench/gpu/run.sh [all]        build (cmake + nvcc) into build-gpu-bench/, then `run` it
+#   bench/gpu/run.sh bundle [DIR] build, then pack the GPU test/bench binaries and the
+#                                 shared libraries they need into DIR (default
+#                                 build-gpu-bundle/) for a GPU machine without the
+#                                 Debian -dev packages (gtest is linked statically)
+#   bench/gpu/run.sh run [DIR]    on the GPU machine: run the GPU tests and the benchmark
+#                                 from DIR (a bundle, or a build dir with tests/ and bin/)
+#
+# Carrying a bundle to the GPU machine: build-gpu-bundle/ is git-ignored (/build*/), so
+# pass it explicitly, e.g. with the device tool: carry=["build-gpu-bundle"],
+# command="bench/gpu/run.sh run build-gpu-bundle". The bundle holds the binaries (debug
+# info stripped) plus lib/ (absl, hwy, zstd, libstdc++ from Debian 12); the GPU machine
+# needs glibc >= 2.36 and an NVIDIA driver for CUDA 13 (cudart is linked statically).
+#
+# Output: gtest results (a test without a device SKIPs, saying why), then one table:
+# encode+gather and decode+scatter GB/s per codec next to the device-to-device copy
+# bandwidth measured in the same run on the same GPU. Exit status: 0 when every test
+# passed and the benchmark ran; 1 otherwise (including "no CUDA device").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${KVHUB_GPU_BUILD_DIR:-$ROOT/build-gpu-bench}
+TESTS=(codec_cuda_gpu_test storage_gpu_tier_test codec_cuda_emulation_test)
+BENCH=kvhub_gpu_bench
+JOBS=${JOBS:-2}
+
+build() {
+  local nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+  [[ -x $nvcc ]] || { echo "run.sh: nvcc not found (set CUDACXX)" >&2; exit 1; }
+  echo "== build: $BUILD ($("$nvcc" --version | tail -1))"
+  CUDACXX=$nvcc cmake -S "$ROOT" -B "$BUILD" -G Ninja >/dev/null
+  grep -q '^KVHUB_HAVE_CUDA:INTERNAL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null ||
+    grep -q 'kvhub_codec_cuda' "$BUILD/build.ninja" ||
+    { echo "run.sh: CMake did not enable CUDA" >&2; exit 1; }
+  local t0=$SECONDS
+  ninja -C "$BUILD" -j"$JOBS" "${TESTS[@]}" "$BENCH"
+  echo "== build took $((SECONDS - t0)) s"
+}
+
+bundle() {
+  local dir=${1:-$ROOT/build-gpu-bundle}
+  build
+  rm -rf "$dir" && mkdir -p "$dir/tests" "$dir/bin" "$dir/lib"
+  for t in "${TESTS[@]}"; do objcopy --strip-debug "$BUILD/tests/$t" "$dir/tests/$t"; done
+  objcopy --strip-debug "$BUILD/bin/$BENCH" "$dir/bin/$BENCH"
+  # Shared libraries outside glibc (libc, libm, libdl, libpthread, librt, ld-linux).
+  for f in "$dir"/tests/* "$dir"/bin/*; do
+    ldd "$f" | awk '$3 ~ /^\// {print $3}'
+  done | sort -u | grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
+    while read -r lib; do cp -L "$lib" "$dir/lib/"; done
+  echo "== bundle: $dir ($(du -sh "$dir" | cut -f1))"
+}
+
+run() {
+  local dir=${1:-$BUILD}
+  export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export KVHUB_SOURCE_DIR=$ROOT
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  local rc=0
+  local out
+  for t in "${TESTS[@]}"; do
+    echo "== $t"
+    out=$("$dir/tests/$t" 2>&1) || rc=1
+    grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED) +\]|Skipped|no CUDA device' <<<"$out" | uniq || true
+    # A test skipped for lack of a device is not a pass of this script.
+    if grep -q '^\[  SKIPPED \]' <<<"$out"; then
+      echo "run.sh: $t skipped tests (no usable CUDA device?)" >&2
+      rc=1
+    fi
+  done
+  echo "== $BENCH ${BENCH_ARGS[*]:-}"
+  "$dir/bin/$BENCH" "${BENCH_ARGS[@]}" || rc=1
+  return $rc
+}
+
+BENCH_ARGS=()
+case "${1:-all}" in
+  all) build; shift || true; BENCH_ARGS=("$@"); run "$BUILD" ;;
+  bundle) shift; bundle "$@" ;;
+  run) shift; dir=${1:-$BUILD}; shift || true; BENCH_ARGS=("$@"); run "$dir" ;;
+  *) sed -n '2,24p' "$0"; exit 2 ;;
+esac
