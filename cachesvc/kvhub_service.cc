@@ -26,7 +26,7 @@ void SetLocation(const storage::BlockLocation& loc, v1::BlockLocation* out) {
   out->set_region(loc.region);
   out->set_offset(loc.offset);
   out->set_size(loc.size);
-  out->set_rkey_id(0);
+  out->set_rkey_id(loc.region);  // ConnectResponse.regions[rkey_id] is this region's packed rkey
 }
 
 // Keys of one call, parsed from the packed bytes field into per-thread storage
@@ -178,6 +178,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
     }
     absl::Status s = ValidatePutDataChunk(chunk_);
     if (s.ok()) s = service_->reservations_->Write(chunk_.reservation_id(), chunk_.offset(), chunk_.data());
+    if (s.ok()) service_->metrics_->AddGrpcBytes(/*get=*/false, chunk_.data().size());
     if (!s.ok()) {
       Done(ToGrpc(s));
       return;
@@ -298,6 +299,7 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
     }
   }
   if (blocks > 0) metrics_->AddPutBytes(ns_index, blocks, bytes);
+  metrics_->AddGrpcBytes(/*get=*/false, bytes);
   return grpc::Status::OK;
 }
 
@@ -355,6 +357,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
     bytes += l->size;
   }
   if (blocks > 0) metrics_->AddGetBytes(req.namespace_(), blocks, bytes);
+  if (req.inline_data()) metrics_->AddGrpcBytes(/*get=*/true, bytes);  // leases: the bytes go by UCX
   return grpc::Status::OK;
 }
 
@@ -461,6 +464,7 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
     }
   }
   if (blocks > 0) metrics_->AddGetBytes(req.namespace_(), blocks, bytes);
+  metrics_->AddGrpcBytes(/*get=*/true, bytes);
   return grpc::Status::OK;
 }
 
@@ -569,6 +573,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
     if (block_ == nullptr) {
       if (index_ >= n_) {
         if (blocks_ > 0) service_->metrics_->AddGetBytes(req_.namespace_(), blocks_, bytes_);
+        service_->metrics_->AddGrpcBytes(/*get=*/true, bytes_);
         Done(grpc::Status::OK);
         return;
       }
@@ -757,6 +762,19 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   resp->set_leases_expired(st.leases_expired);
   resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
   resp->set_eviction_policy(store_->PolicyName());
+  v1::TransportBytes* g = resp->add_transport_bytes();
+  g->set_transport("grpc");
+  g->set_get_bytes(metrics_->grpc_get_bytes());
+  g->set_put_bytes(metrics_->grpc_put_bytes());
+  v1::TransportBytes* u = resp->add_transport_bytes();
+  u->set_transport("ucx");
+  if (ucx_ != nullptr) {
+    u->set_get_bytes(ucx_->served_get_bytes());
+    u->set_put_bytes(ucx_->served_put_bytes());
+    resp->set_ucx_status(ucx_->status_text());
+  } else {
+    resp->set_ucx_status("ucx is not set up on this shard");
+  }
   return grpc::Status::OK;
 }
 

@@ -31,6 +31,7 @@
 #include "cachesvc/message_pool.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/reservation_table.h"
+#include "cachesvc/ucx_server.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "storage/block_store.h"
 
@@ -45,7 +46,8 @@ using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCa
         v1::KvHub::WithCallbackMethod_PutAbort<v1::KvHub::WithCallbackMethod_Put<v1::KvHub::WithRawCallbackMethod_Get<
             v1::KvHub::WithRawCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
                 v1::KvHub::WithCallbackMethod_Delete<v1::KvHub::WithCallbackMethod_Pin<v1::KvHub::WithCallbackMethod_Stats<
-                    v1::KvHub::WithCallbackMethod_Health<v1::KvHub::Service>>>>>>>>>>>>>;
+                    v1::KvHub::WithCallbackMethod_Health<v1::KvHub::WithCallbackMethod_Connect<
+                        v1::KvHub::Service>>>>>>>>>>>>>>;
 
 class KvHubService final : public KvHubCallbackBase {
  public:
@@ -54,6 +56,9 @@ class KvHubService final : public KvHubCallbackBase {
 
   // The name Stats/Health report; set once the gRPC port is known.
   void set_node_id(std::string id) ABSL_LOCKS_EXCLUDED(node_mu_);
+  // The UCX data plane (Connect, rkey ids, Stats); set once before serving starts.
+  // nullptr: Connect answers FAILED_PRECONDITION. Not owned; must outlive the service.
+  void set_ucx(UcxServer* ucx) { ucx_ = ucx; }
   std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
 
   void BeginDrain() { draining_.store(true, std::memory_order_release); }
@@ -99,6 +104,8 @@ class KvHubService final : public KvHubCallbackBase {
                                   v1::StatsResponse* resp) override;
   grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
                                    v1::HealthResponse* resp) override;
+  grpc::ServerUnaryReactor* Connect(grpc::CallbackServerContext* ctx, const v1::ConnectRequest* req,
+                                    v1::ConnectResponse* resp) override;
 
   // The request handlers without gRPC around them (unit-testable, used by the above).
   grpc::Status DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
@@ -116,6 +123,7 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp);
   grpc::Status DoPin(const v1::PinRequest& req, v1::PinResponse* resp);
   grpc::Status DoStats(v1::StatsResponse* resp);
+  grpc::Status DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
 
   ServiceMetrics* metrics() { return metrics_; }
   storage::BlockStore* store() { return store_; }
@@ -149,6 +157,7 @@ class KvHubService final : public KvHubCallbackBase {
   storage::BlockStore* const store_;
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;
+  UcxServer* ucx_ = nullptr;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> inflight_{0};

@@ -132,6 +132,8 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels before folding into 'other'; default 16"),
       KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|off; default info"),
       KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
+      KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
+      KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
   };
   return *keys;
 }
@@ -235,6 +237,10 @@ absl::Status KvhubdConfig::Validate() const {
   if (std::find_if(std::begin(kLevels), std::end(kLevels),
                    [&](const char* l) { return log_level == l; }) == std::end(kLevels)) {
     return bad("log_level", absl::StrCat("'", log_level, "' is not trace|debug|info|warn|error|critical|off"));
+  }
+  if (ucx_tls.size() > 256 ||
+      std::any_of(ucx_tls.begin(), ucx_tls.end(), [](char c) { return !(isalnum(c) || c == ',' || c == '_' || c == '^'); })) {
+    return bad("ucx_tls", "must be <= 256 chars of [A-Za-z0-9_,^] (a UCX_TLS list such as tcp or rc,tcp)");
   }
   if (absl::Status s = store.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("config (block store): ", s.message()));

@@ -64,6 +64,16 @@ struct KvhubdConfig {
   // If set, the ready line is also written to this file (atomically, via rename).
   std::string ready_file;
 
+  // UCX data plane (docs/transport.md). true: register the host regions with UCX at
+  // start and serve the Connect RPC; if UCX fails to initialize kvhubd logs why and
+  // serves gRPC only (Connect answers FAILED_PRECONDITION with the reason).
+  bool ucx_enabled = true;
+  // UCX transports, passed through as UCX_TLS ("tcp", "rc,tcp", "posix,cma" ...).
+  // Empty (default): UCX chooses among the transports that detect a dead peer (tcp,
+  // RDMA); shared memory is used only when named here explicitly (UCX 1.13 cannot
+  // detect a dead peer on it; see docs/transport.md "Shared memory").
+  std::string ucx_tls;
+
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();
 

@@ -99,6 +99,7 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.get_stream_chunk_bytes = 10; }, "get_stream_chunk_bytes");
   check([](KvhubdConfig& c) { c.metrics_max_namespaces = 0; }, "metrics_max_namespaces");
   check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
+  check([](KvhubdConfig& c) { c.ucx_tls = "tcp;rm -rf"; }, "ucx_tls");
   // Errors from the block store's own validation come through too.
   KvhubdConfig c = KvhubdConfig::Defaults();
   c.store.low_watermark = 0.99;
@@ -110,12 +111,14 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig a = KvhubdConfig::Defaults();
   a.node_id = "n1";
   a.ready_file = "/tmp/x";
+  a.ucx_enabled = false;
+  a.ucx_tls = "rc,tcp";
   a.store.capacity_bytes = 123ull << 20;
   a.gpu_tier_bytes = 1ull << 30;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 32u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 34u);
 }
 
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {

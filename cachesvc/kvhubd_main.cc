@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -62,6 +63,8 @@ KVHUB_CONFIG_FLAG(metrics_max_namespaces, "distinct namespace labels before 'oth
 KVHUB_CONFIG_FLAG(metrics_max_models, "distinct model labels before 'other'; default 16");
 KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|off; default info");
 KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
+KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
+KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");
 
 namespace {
 
@@ -89,6 +92,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
     KVHUB_FLAG_REF(gpu_tier_bytes),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
+    KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls),
 };
 
 int Fail(int code, const std::string& msg) {
@@ -99,6 +103,7 @@ int Fail(int code, const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kvhub::TuneMallocForLargeBuffers();  // gRPC receive buffers: no page faults per message
   // Logs go to stderr; stdout carries only the ready line.
   spdlog::set_default_logger(spdlog::stderr_color_mt("kvhubd"));
   absl::SetProgramUsageMessage(

@@ -56,6 +56,8 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = storage::BlockStore::Create(config.store);
   if (!store.ok()) return store.status();
   srv->store_ = std::move(*store);
+  // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC only.
+  srv->ucx_ = UcxServer::Start(config, srv->store_->regions());
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
@@ -73,6 +75,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
 
   srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
                                                  srv->metrics_.get());
+  srv->service_->set_ucx(srv->ucx_.get());
   builder.RegisterService(srv->service_.get());
   srv->server_ = builder.BuildAndStart();
   if (srv->server_ == nullptr || port == 0) {
@@ -172,6 +175,8 @@ std::string KvhubdServer::RenderMetrics() const {
   in.serving = serving();
   in.uptime = absl::Now() - started_;
   in.live_reservations = reservations_->size();
+  in.ucx_get_bytes = ucx_->served_get_bytes();
+  in.ucx_put_bytes = ucx_->served_put_bytes();
   return metrics_->RenderPrometheus(in);
 }
 

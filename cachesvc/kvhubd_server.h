@@ -24,6 +24,7 @@
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/reservation_table.h"
+#include "cachesvc/ucx_server.h"
 #include "grpcpp/server.h"
 #include "storage/block_store.h"
 #include "storage/gpu_tier.h"
@@ -49,6 +50,8 @@ class KvhubdServer {
   void Shutdown();
 
   std::string RenderMetrics() const;
+  // UCX data plane state ("serving ..." or why it is off).
+  const std::string& ucx_status() const { return ucx_->status_text(); }
 
  private:
   KvhubdServer() = default;
@@ -60,6 +63,7 @@ class KvhubdServer {
   absl::Time started_;
   std::unique_ptr<storage::BlockStore> store_;
   std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
+  std::unique_ptr<UcxServer> ucx_;  // after store_: unregisters the regions before they go
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<KvHubService> service_;

@@ -9,7 +9,7 @@ namespace {
 
 constexpr const char* kRpcNames[] = {"Lookup",  "PutStart", "PutData", "PutCommit", "PutAbort",
                                      "Put",     "Get",      "GetStream", "Release", "Delete",
-                                     "Pin",     "Stats",    "Health"};
+                                     "Pin",     "Stats",    "Health",  "Connect"};
 static_assert(sizeof(kRpcNames) / sizeof(kRpcNames[0]) == static_cast<size_t>(Rpc::kCount));
 
 constexpr const char* kCodeNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -251,6 +251,14 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_leases_expired_total ", st.leases_expired, "\n");
   Header(&out, "kvhub_reservations_live", "gauge", "reservations open for PutData/PutCommit");
   absl::StrAppend(&out, "kvhub_reservations_live ", in.live_reservations, "\n");
+
+  Header(&out, "kvhub_transport_bytes_total", "counter",
+         "block bytes moved by this shard per data plane (grpc messages; ucx active messages it served; "
+         "one-sided RDMA is invisible to the shard)");
+  absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"grpc\",direction=\"get\"} ", grpc_get_bytes(), "\n");
+  absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"grpc\",direction=\"put\"} ", grpc_put_bytes(), "\n");
+  absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"get\"} ", in.ucx_get_bytes, "\n");
+  absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"put\"} ", in.ucx_put_bytes, "\n");
 
   Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
   for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {

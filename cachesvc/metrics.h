@@ -27,7 +27,7 @@ namespace kvhub::cachesvc {
 
 enum class Rpc : int {
   kLookup, kPutStart, kPutData, kPutCommit, kPutAbort, kPut, kGet, kGetStream,
-  kRelease, kDelete, kPin, kStats, kHealth, kCount
+  kRelease, kDelete, kPin, kStats, kHealth, kConnect, kCount
 };
 const char* RpcName(Rpc rpc);
 
@@ -70,6 +70,9 @@ struct MetricsSnapshotInputs {
   bool serving = true;
   absl::Duration uptime;
   uint64_t live_reservations = 0;
+  // UCX data plane: bytes the shard's worker served by active messages.
+  uint64_t ucx_get_bytes = 0;
+  uint64_t ucx_put_bytes = 0;
 };
 
 class ServiceMetrics {
@@ -82,6 +85,13 @@ class ServiceMetrics {
   void AddGetBytes(absl::string_view ns, uint64_t blocks, uint64_t bytes);
   void AddPutBytes(int ns_index, uint64_t blocks, uint64_t bytes);
   void AddChecksumFailure(int ns_index);
+  // Block bytes carried in gRPC messages (inline Put/Get, PutData, GetStream);
+  // get = toward clients. UCX bytes come from MetricsSnapshotInputs.
+  void AddGrpcBytes(bool get, uint64_t bytes) {
+    (get ? grpc_get_bytes_ : grpc_put_bytes_).fetch_add(bytes, std::memory_order_relaxed);
+  }
+  uint64_t grpc_get_bytes() const { return grpc_get_bytes_.load(std::memory_order_relaxed); }
+  uint64_t grpc_put_bytes() const { return grpc_put_bytes_.load(std::memory_order_relaxed); }
   int NamespaceIndex(absl::string_view ns) { return namespaces_.Index(ns); }
 
   // One finished RPC: its handler latency and its status code (0..16).
@@ -121,6 +131,8 @@ class ServiceMetrics {
   std::unique_ptr<LookupSeries[]> lookup_;        // [(ns_cap+1) * (model_cap+1)]
   std::unique_ptr<NamespaceSeries[]> per_ns_;     // [ns_cap+1]
   std::array<RpcSeries, static_cast<int>(Rpc::kCount)> rpcs_;
+  std::atomic<uint64_t> grpc_get_bytes_{0};
+  std::atomic<uint64_t> grpc_put_bytes_{0};
 };
 
 }  // namespace kvhub::cachesvc

@@ -1,6 +1,7 @@
 #include "transport/ucx_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace kvhub::transport {
 
@@ -45,6 +46,15 @@ absl::Status UcxConfig::Validate() const {
     return absl::InvalidArgumentError("ucx registration_cache_entries must be <= 1048576");
   }
   return absl::OkStatus();
+}
+
+bool TlsNamesSharedMemory(absl::string_view tls) {
+  for (absl::string_view t : absl::StrSplit(tls, ',')) {
+    if (t == "sm" || t == "shm" || t == "posix" || t == "sysv" || t == "cma" || t == "knem" || t == "xpmem") {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace kvhub::transport

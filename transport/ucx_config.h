@@ -28,6 +28,10 @@ enum class UcxPath : uint8_t {
 };
 
 absl::string_view UcxPathName(UcxPath path);
+// True when a UCX_TLS list names a shared-memory transport (sm, shm, posix, sysv,
+// cma, knem, xpmem). kvhub allows endpoints without peer failure detection only
+// then (see UcxConfig::require_peer_failure_detection and docs/transport.md).
+bool TlsNamesSharedMemory(absl::string_view tls);
 absl::string_view UcxProgressModeName(UcxProgressMode mode);
 
 struct UcxConfig {

@@ -1,0 +1,140 @@
+#include "cachesvc/ucx_server.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+#ifdef KVHUB_HAVE_UCX
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+#endif
+
+namespace kvhub::cachesvc {
+
+#ifdef KVHUB_HAVE_UCX
+struct UcxServer::State {
+  std::unique_ptr<transport::UcxContext> context;
+  std::vector<std::unique_ptr<transport::UcxMemory>> regions;
+  std::unique_ptr<transport::UcxWorker> worker;
+  std::vector<transport::RemoteRegionInfo> served;
+  std::string tls;
+  // Members destroy in reverse: worker, regions, context.
+};
+#else
+struct UcxServer::State {};
+#endif
+
+UcxServer::~UcxServer() = default;
+
+bool UcxServer::serving() const { return state_ != nullptr; }
+
+std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config,
+                                            std::span<const storage::Region> regions) {
+  std::unique_ptr<UcxServer> s(new UcxServer());
+  if (!config.ucx_enabled) {
+    s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
+    KVHUB_LOG(info, "ucx: off: {}; gRPC only", s->status_text_);
+    return s;
+  }
+#ifndef KVHUB_HAVE_UCX
+  (void)regions;
+  s->status_text_ = "kvhubd was built without UCX";
+  KVHUB_LOG(warn, "ucx: off: {}; gRPC only", s->status_text_);
+  return s;
+#else
+  auto fail = [&](const absl::Status& why) {
+    s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", why.ToString());
+    KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);
+    s->state_.reset();
+    return std::move(s);
+  };
+  transport::UcxConfig uc;
+  uc.enabled = true;
+  uc.tls = config.ucx_tls;
+  // Shared memory only when named explicitly: UCX 1.13 has no peer failure
+  // detection there (docs/transport.md); elsewhere every endpoint must have it.
+  uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config.ucx_tls);
+  auto state = std::make_unique<State>();
+  state->tls = config.ucx_tls;
+  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
+  if (!ctx.ok()) return fail(ctx.status());
+  state->context = std::move(*ctx);
+  transport::UcxWorker::Options wo;
+  wo.name = "kvhubd";
+  for (const storage::Region& r : regions) {
+    absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = state->context->Register(r.base, r.size);
+    if (!mem.ok()) return fail(mem.status());
+    wo.served.push_back(mem->get());
+    state->regions.push_back(std::move(*mem));
+  }
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> worker =
+      transport::UcxWorker::Create(state->context.get(), std::move(wo));
+  if (!worker.ok()) return fail(worker.status());
+  state->worker = std::move(*worker);
+  state->served = state->worker->ServedRegions();
+  s->state_ = std::move(state);
+  s->status_text_ = absl::StrCat("serving ", regions.size(), " region(s) via UCX_TLS=",
+                                 config.ucx_tls.empty() ? "<ucx default: tcp/RDMA>" : config.ucx_tls,
+                                 uc.require_peer_failure_detection ? "" : " (shared memory allowed)");
+  KVHUB_LOG(info, "ucx: {}", s->status_text_);
+  return s;
+#endif
+}
+
+grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp) {
+  if (req.worker_address().empty() || req.worker_address().size() > kMaxUcxWorkerAddressBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("worker_address must be 1..", kMaxUcxWorkerAddressBytes, " bytes, got ",
+                                     req.worker_address().size()));
+  }
+  if (req.client_name().size() > kMaxUcxClientNameBytes ||
+      std::any_of(req.client_name().begin(), req.client_name().end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("client_name must be <= ", kMaxUcxClientNameBytes, " bytes without control bytes"));
+  }
+  if (state_ == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
+#ifdef KVHUB_HAVE_UCX
+  if (state_->worker->Stats().accepted_peers >= kMaxUcxConnections) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
+  }
+  absl::StatusOr<uint64_t> conn = state_->worker->Accept(req.worker_address());
+  if (!conn.ok()) {
+    KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("shard cannot reach the client's UCX worker: ", conn.status().message()));
+  }
+  resp->set_worker_address(state_->worker->address());
+  resp->set_conn_id(*conn);
+  resp->set_tls(state_->tls);
+  for (size_t i = 0; i < state_->served.size(); ++i) {
+    v1::ConnectResponse::Region* r = resp->add_regions();
+    r->set_rkey_id(static_cast<uint32_t>(i));
+    r->set_base(state_->served[i].base);
+    r->set_size(state_->served[i].size);
+    r->set_packed_rkey(state_->served[i].packed_rkey);
+  }
+  KVHUB_LOG(info, "ucx: accepted client '{}' as connection {}", req.client_name(), *conn);
+  return grpc::Status::OK;
+#else
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
+#endif
+}
+
+uint64_t UcxServer::served_get_bytes() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) return state_->worker->Stats().served_get_bytes;
+#endif
+  return 0;
+}
+
+uint64_t UcxServer::served_put_bytes() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) return state_->worker->Stats().served_put_bytes;
+#endif
+  return 0;
+}
+
+}  // namespace kvhub::cachesvc

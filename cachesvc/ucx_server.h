@@ -1,0 +1,74 @@
+#pragma once
+// UcxServer: kvhubd's side of the UCX data plane (docs/transport.md).
+//
+// At start it registers every host region of the BlockStore with UCX once
+// (ucp_mem_map + packed rkey) and runs one UcxWorker that serves them: clients
+// reach the regions one-sidedly (RMA) or by active messages the worker answers.
+// The Connect RPC hands a client the worker address and the packed rkeys
+// (rkey_id == region index == BlockLocation.region) and accepts an endpoint back to
+// the client for active-message replies.
+//
+// Never fails to construct: when UCX is disabled by config, was not built, or
+// cannot initialize, the object is "off", records why (status_text()), and Connect
+// answers FAILED_PRECONDITION with that reason; kvhubd then serves gRPC only.
+//
+// What the shard can and cannot check: the worker refuses AM requests outside a
+// registered region. It does not check that a range belongs to a live lease or
+// reservation (one-sided RDMA could not be checked anyway): the store's contract
+// is that leased and reserved memory is never reused while the lease/reservation
+// lives, and clients bound every transfer by the lease/reservation expiry and
+// verify checksums. Any client that completed Connect can read the registered
+// regions; run UCX only on trusted networks (docs/transport.md "Security").
+//
+// Thread safety: Connect and the accessors may be called concurrently.
+// Ownership: the regions must outlive the UcxServer.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cachesvc/kvhubd_config.h"
+#include "grpcpp/support/status.h"
+#include "kvhub/v1/kvhub.pb.h"
+#include "storage/block_store.h"
+
+namespace kvhub::cachesvc {
+
+// Limits of the Connect RPC (proto/kvhub/v1/kvhub.proto).
+inline constexpr size_t kMaxUcxWorkerAddressBytes = 8192;
+inline constexpr size_t kMaxUcxClientNameBytes = 256;
+inline constexpr uint64_t kMaxUcxConnections = 4096;
+
+class UcxServer {
+ public:
+  // Starts UCX over `regions` as `config` says (ucx_enabled, ucx_tls). Logs the
+  // outcome: "ucx: serving N regions via ..." or "ucx: off: <why>; gRPC only".
+  static std::unique_ptr<UcxServer> Start(const KvhubdConfig& config,
+                                          std::span<const storage::Region> regions);
+  ~UcxServer();
+  UcxServer(const UcxServer&) = delete;
+  UcxServer& operator=(const UcxServer&) = delete;
+
+  bool serving() const;
+  // "serving via tcp ..." or the reason UCX is off.
+  const std::string& status_text() const { return status_text_; }
+
+  // The Connect RPC. Validates the request (INVALID_ARGUMENT), then
+  // FAILED_PRECONDITION when off or when the client's address is not reachable
+  // (no common transport), RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
+  grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
+
+  // Block bytes the worker served by active messages (0 when off).
+  uint64_t served_get_bytes() const;
+  uint64_t served_put_bytes() const;
+
+ private:
+  struct State;  // UCX objects; absent when off
+  UcxServer() = default;
+  std::unique_ptr<State> state_;
+  std::string status_text_;
+};
+
+}  // namespace kvhub::cachesvc
