@@ -28,6 +28,7 @@
 #include "codec/codec.h"
 #include "codec/synthetic_kv.h"
 #include "common/keys.h"
+#include "common/malloc_tuning.h"
 #include "common/model_spec.h"
 
 ABSL_FLAG(std::string, members, "", "comma-separated host:port of the kvhubd shards");
@@ -367,6 +368,7 @@ int Run() {
 }  // namespace kvhub
 
 int main(int argc, char** argv) {
+  kvhub::TuneMallocForLargeBuffers();
   absl::SetProgramUsageMessage("kvhub-demo --members=HOST:PORT,... : a multi-turn chat workload");
   absl::ParseCommandLine(argc, argv);
   return kvhub::Run();

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -420,4 +421,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvhub::bench
 
-int main(int argc, char** argv) { return kvhub::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  kvhub::TuneMallocForLargeBuffers();
+  return kvhub::bench::Main(argc, argv);
+}

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -392,4 +393,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvhub::cli
 
-int main(int argc, char** argv) { return kvhub::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  kvhub::TuneMallocForLargeBuffers();
+  return kvhub::cli::Main(argc, argv);
+}
