@@ -127,8 +127,35 @@ struct EncodeCtx {
   float* inv;                  // scratch: per-statistic inverse scale
   float* zero;                 // scratch: per-statistic zero (kivi)
   uint32_t* error;
+  uint8_t src_aligned16;  // every src[s] is 16-byte aligned (enables 16-byte loads)
 
   KVHUB_HD uint8_t* Seg(uint32_t s) const { return body + g.seg_off[s]; }
+  // kivi codes in 8-element chunks (head_dim % 8 == 0): a chunk lies in one
+  // row and one value group; read with one 16-byte load unless keys rotate.
+  KVHUB_HD bool Chunked() const { return g.dim % 8 == 0; }
+  KVHUB_HD uint64_t KiviQuantUnits(uint32_t s) const {
+    return Chunked() ? g.SegElements() / 8 : g.layout[s % 2].codes_bytes;
+  }
+  // Input elements i0 .. i0+8 of one row (i0 % 8 == 0, head_dim % 8 == 0).
+  KVHUB_HD void X8(uint32_t s, uint64_t i0, uint16_t x[8]) const {
+    if (s % 2 == 0 && g.rope_cs != nullptr) {
+      for (int k = 0; k < 8; ++k) x[k] = X(s, i0 + k);
+      return;
+    }
+    const uint16_t* p = src[s] + g.PagedOffset(i0);
+#if defined(__CUDA_ARCH__)
+    if (src_aligned16) {
+      const uint4 v = *reinterpret_cast<const uint4*>(p);
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+      for (int k = 0; k < 4; ++k) {
+        x[2 * k] = static_cast<uint16_t>(w[k]);
+        x[2 * k + 1] = static_cast<uint16_t>(w[k] >> 16);
+      }
+      return;
+    }
+#endif
+    for (int k = 0; k < 8; ++k) x[k] = p[k];
+  }
   KVHUB_HD const SegLayoutPod& L(uint32_t s) const { return g.layout[s % 2]; }
   // Input element i of segment s as the CPU codec sees it (keys de-rotated
   // to position 0 when the block is stored pre-RoPE).
@@ -278,19 +305,57 @@ KVHUB_HD void KiviQuantByte(const EncodeCtx& c, uint32_t s, uint64_t b) {
   c.Seg(s)[c.L(s).codes_off + b] = static_cast<uint8_t>(v);
 }
 
+// kivi: codes of chunk u (elements 8u .. 8u+8 of one row; Chunked()):
+// 4 bytes for kivi4, 2 for kivi2. Same bytes as KiviQuantByte.
+KVHUB_HD void KiviQuantChunk8(const EncodeCtx& c, uint32_t s, uint64_t u) {
+  const uint64_t i0 = 8 * u;
+  uint16_t x[8];
+  c.X8(s, i0, x);
+  const float qmax = c.g.Qmax();
+  const uint64_t k0 = c.g.ScratchBase(s) + KiviStatIndex(c.g, s % 2 == 1, i0);
+  uint8_t q[8];
+  for (int k = 0; k < 8; ++k) {
+    const uint64_t st = s % 2 == 1 ? k0 : k0 + k;  // values: one group; keys: per channel
+    q[k] = QuantAffine(x[k], c.inv[st], c.zero[st], qmax);
+  }
+  uint8_t* codes = c.Seg(s) + c.L(s).codes_off;
+  if (c.g.codec == kCodecKivi4) {
+    uint32_t v = 0;
+    for (int k = 0; k < 8; ++k) v |= uint32_t{q[k]} << (4 * k);
+#if defined(__CUDA_ARCH__)
+    *reinterpret_cast<uint32_t*>(codes + 4 * u) = v;  // codes_off is 16-aligned
+#else
+    std::memcpy(codes + 4 * u, &v, 4);
+#endif
+  } else {
+    uint16_t v = 0;
+    for (int k = 0; k < 8; ++k) v = static_cast<uint16_t>(v | (q[k] << (2 * k)));
+    StoreU16(codes + 2 * u, v);
+  }
+}
+
 // ------------------------------------------------------------------ decode --
 
 struct DecodeCtx {
   BlockGeom g;
   const uint8_t* body;   // verified block body
   uint16_t* const* dst;  // [2L] K / V cache base of each layer
+  uint8_t dst_aligned16;  // every dst[s] is 16-byte aligned (enables 16-byte stores)
 
   KVHUB_HD const uint8_t* Seg(uint32_t s) const { return body + g.seg_off[s]; }
   KVHUB_HD const SegLayoutPod& L(uint32_t s) const { return g.layout[s % 2]; }
   KVHUB_HD bool Rotates(uint32_t s) const { return s % 2 == 0 && g.rope_cs != nullptr; }
-  // Units of segment s: key pairs when rotating, else groups of 4 elements.
+  // Rows of 8-element chunks (head_dim % 8 == 0, no rotation): a chunk never
+  // crosses a row or a statistics group, so its index math is done once and
+  // it is stored as one 16-byte write.
+  KVHUB_HD bool Chunked(uint32_t s) const {
+    return dst_aligned16 && !Rotates(s) && g.dim % 8 == 0;
+  }
+  // Units of segment s: key pairs when rotating, 8-element chunks when
+  // Chunked, else groups of 4 elements.
   KVHUB_HD uint64_t Units(uint32_t s) const {
-    return Rotates(s) ? g.SegElements() / 2 : (g.SegElements() + 3) / 4;
+    if (Rotates(s)) return g.SegElements() / 2;
+    return Chunked(s) ? g.SegElements() / 8 : (g.SegElements() + 3) / 4;
   }
 };
 
@@ -336,9 +401,83 @@ KVHUB_HD void RopePairElements(const BlockGeom& g, uint64_t u, uint64_t* a, uint
   }
 }
 
+// Elements i0 .. i0+8 of one row (i0 % 8 == 0, head_dim % 8 == 0), decoded
+// with the index math done once per chunk; same values as DecodeElement.
+KVHUB_HD void DecodeChunk8(const DecodeCtx& c, uint32_t s, uint64_t i0, uint16_t y[8]) {
+  const uint8_t* seg = c.Seg(s);
+  const SegLayoutPod& L = c.L(s);
+  const BlockGeom& g = c.g;
+  const uint64_t row = i0 / g.dim;  // (token, head)
+  switch (g.codec) {
+    case kCodecFp8: {
+      const float scale = LoadF32(seg + L.scale_off + 4 * (row % g.heads));
+      for (int k = 0; k < 8; ++k) y[k] = DequantFp8(seg[L.codes_off + i0 + k], scale);
+      return;
+    }
+    case kCodecInt8: {
+      const float scale = LoadF32(seg + L.scale_off + 4 * row);
+      for (int k = 0; k < 8; ++k) {
+        y[k] = DequantInt8(static_cast<int8_t>(seg[L.codes_off + i0 + k]), scale);
+      }
+      return;
+    }
+    default: {
+      if (row < uint64_t{g.sinks} * g.heads) {
+        for (int k = 0; k < 8; ++k) y[k] = LoadU16(seg + 2 * (i0 + k));
+        return;
+      }
+      uint8_t q[8];
+      if (g.codec == kCodecKivi4) {
+        for (int k = 0; k < 4; ++k) {
+          const uint8_t b = seg[L.codes_off + i0 / 2 + k];
+          q[2 * k] = b & 0xF;
+          q[2 * k + 1] = b >> 4;
+        }
+      } else {
+        for (int k = 0; k < 2; ++k) {
+          const uint8_t b = seg[L.codes_off + i0 / 4 + k];
+          for (int j = 0; j < 4; ++j) q[4 * k + j] = (b >> (2 * j)) & 3;
+        }
+      }
+      const uint64_t k0 = KiviStatIndex(g, s % 2 == 1, i0);
+      if (s % 2 == 1) {  // values: the 8 channels share one group (G % 8 == 0)
+        const float sc = HalfToFloat(LoadU16(seg + L.scale_off + 2 * k0));
+        const float z = HalfToFloat(LoadU16(seg + L.zero_off + 2 * k0));
+        for (int k = 0; k < 8; ++k) y[k] = DequantAffine(q[k], sc, z);
+      } else {  // keys: one statistic per channel, consecutive
+        for (int k = 0; k < 8; ++k) {
+          y[k] = DequantAffine(q[k], HalfToFloat(LoadU16(seg + L.scale_off + 2 * (k0 + k))),
+                               HalfToFloat(LoadU16(seg + L.zero_off + 2 * (k0 + k))));
+        }
+      }
+    }
+  }
+}
+
+// 8 bf16 to dst[0..8); dst is 16-byte aligned (a chunk of a row in a
+// cudaMalloc'ed cache: every offset is a multiple of 8 elements).
+KVHUB_HD void Store8(uint16_t* dst, const uint16_t y[8]) {
+#if defined(__CUDA_ARCH__)
+  uint4 v;
+  v.x = y[0] | (uint32_t{y[1]} << 16);
+  v.y = y[2] | (uint32_t{y[3]} << 16);
+  v.z = y[4] | (uint32_t{y[5]} << 16);
+  v.w = y[6] | (uint32_t{y[7]} << 16);
+  *reinterpret_cast<uint4*>(dst) = v;
+#else
+  std::memcpy(dst, y, 16);
+#endif
+}
+
 // Decodes unit u of segment s and scatters it into the pages.
 KVHUB_HD void DecodeUnit(const DecodeCtx& c, uint32_t s, uint64_t u) {
   uint16_t* dst = c.dst[s];
+  if (c.Chunked(s)) {
+    uint16_t y[8];
+    DecodeChunk8(c, s, 8 * u, y);
+    Store8(dst + c.g.PagedOffset(8 * u), y);
+    return;
+  }
   if (c.Rotates(s)) {
     uint64_t a, b;
     RopePairElements(c.g, u, &a, &b);

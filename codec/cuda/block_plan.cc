@@ -208,6 +208,13 @@ absl::Status ValidatePages(const PagedShape& pages, absl::Span<const int32_t> pa
   return absl::OkStatus();
 }
 
+uint8_t AllAligned16(const std::vector<uint16_t*>& ptrs) {
+  for (const uint16_t* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
+  }
+  return 1;
+}
+
 absl::Status KernelErrorStatus(uint32_t bits, CodecId codec) {
   if (bits == 0) return absl::OkStatus();
   if (bits & kErrNonFinite) {

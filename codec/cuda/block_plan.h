@@ -79,6 +79,9 @@ absl::StatusOr<BlockPlan> PlanDecode(absl::Span<const uint8_t> block, const Deco
 absl::Status ValidatePages(const PagedShape& pages, absl::Span<const int32_t> page_ids,
                            uint32_t tokens, uint32_t heads, uint32_t dim, bool for_write);
 
+// 1 if every pointer is 16-byte aligned (DecodeCtx::dst_aligned16).
+uint8_t AllAligned16(const std::vector<uint16_t*>& ptrs);
+
 // The kernel error bits as a status (OK for 0), with the CPU codecs' messages.
 absl::Status KernelErrorStatus(uint32_t error_bits, CodecId codec);
 

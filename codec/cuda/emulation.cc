@@ -48,7 +48,8 @@ absl::Status EmulateEncodeFromPages(const PagedKv& cache, absl::Span<const int32
   uint32_t error = 0;
   EncodeCtx c{plan->Geom(plan->seg_off.data(), page_ids.data(), cache.shape.page_tokens,
                          plan->rope_cs.data()),
-              src.data(), out->data() + BlockHeader::kSize, inv.data(), zero.data(), &error};
+              src.data(), out->data() + BlockHeader::kSize, inv.data(), zero.data(), &error,
+              AllAligned16(src)};
   const BlockGeom& g = c.g;
   const uint32_t nseg = 2 * g.layers;
   const uint64_t n = g.SegElements();
@@ -89,7 +90,13 @@ absl::Status EmulateEncodeFromPages(const PagedKv& cache, absl::Span<const int32
             KiviValueStat(c, s, k);
           }
         }
-        for (uint64_t b = 0; b < g.layout[s % 2].codes_bytes; ++b) KiviQuantByte(c, s, b);
+        for (uint64_t u = 0; u < c.KiviQuantUnits(s); ++u) {
+          if (c.Chunked()) {
+            KiviQuantChunk8(c, s, u);
+          } else {
+            KiviQuantByte(c, s, u);
+          }
+        }
       }
     }
   }
@@ -110,7 +117,7 @@ absl::Status EmulateDecodeToPages(absl::Span<const uint8_t> block, const PagedKv
   std::vector<uint16_t*> dst = Interleave(cache);
   DecodeCtx c{plan->Geom(plan->seg_off.data(), page_ids.data(), cache.shape.page_tokens,
                          plan->rope_cs.data()),
-              block.data() + BlockHeader::kSize, dst.data()};
+              block.data() + BlockHeader::kSize, dst.data(), AllAligned16(dst)};
   for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
     for (uint64_t u = 0; u < c.Units(s); ++u) DecodeUnit(c, s, u);
   }

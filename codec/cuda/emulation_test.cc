@@ -290,6 +290,41 @@ TEST(EmulationTest, ElementMathMatchesScalarKernelsForEveryBf16) {
   }
 }
 
+// The 16-byte chunk path needs aligned page storage; a cache that is not
+// aligned takes the per-element path and must give the same pages.
+TEST(EmulationTest, DecodeAlignedAndUnalignedCachesAgree) {
+  for (CodecId codec : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    SCOPED_TRACE(std::string(CodecName(codec)));
+    Case k{codec, 2, 2, 64, 40, 8, 32, 2, 0, false, RopePairing::kNeox};
+    HostCache src = MakeCache(2, 7, 8, 2, 64, 40, 3);
+    std::vector<uint8_t> block;
+    ASSERT_TRUE(EmulateEncodeFromPages(src.View(), src.page_ids, Params(k), &block).ok());
+    HostCache a = MakeCache(2, 7, 8, 2, 64, 40, 4);
+    // b: the same contents, one element (2 bytes) off 16-byte alignment.
+    std::vector<std::vector<uint16_t>> store;
+    PagedKv b{a.shape, {}, {}};
+    for (auto* layers : {&a.k, &a.v}) {
+      for (auto& x : *layers) {
+        std::vector<uint16_t> y(x.size() + 8);
+        std::copy(x.begin(), x.end(), y.begin() + 1);
+        store.push_back(std::move(y));
+      }
+    }
+    for (size_t l = 0; l < 2; ++l) {
+      b.k.push_back(store[l].data() + 1);
+      b.v.push_back(store[2 + l].data() + 1);
+    }
+    ASSERT_TRUE(AllAligned16(std::vector<uint16_t*>(a.View().k)) == 1);
+    ASSERT_TRUE(AllAligned16(b.k) == 0);
+    ASSERT_TRUE(EmulateDecodeToPages(block, a.View(), a.page_ids).ok());
+    ASSERT_TRUE(EmulateDecodeToPages(block, b, a.page_ids).ok());
+    for (size_t l = 0; l < 2; ++l) {
+      EXPECT_TRUE(std::equal(a.k[l].begin(), a.k[l].end(), store[l].begin() + 1));
+      EXPECT_TRUE(std::equal(a.v[l].begin(), a.v[l].end(), store[2 + l].begin() + 1));
+    }
+  }
+}
+
 TEST(EmulationTest, RejectsWhatTheCpuCodecRejects) {
   Case k{CodecId::kKivi4, 1, 2, 32, 32, 8, 32, 1, 0, false, RopePairing::kNeox};
   HostCache cache = MakeCache(1, 6, 8, 2, 32, 32, 7);

@@ -152,8 +152,10 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
     return CudaError("memset", e);
   }
   float* scratch = reinterpret_cast<float*>(scratch_.ptr);
+  std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
+  all.insert(all.end(), cache.v.begin(), cache.v.end());
   EncodeCtx c{*geom, reinterpret_cast<const uint16_t* const*>(ptrs), block_.ptr + BlockHeader::kSize,
-              scratch, scratch + plan->scratch_floats(), err};
+              scratch, scratch + plan->scratch_floats(), err, AllAligned16(all)};
   if (cudaError_t e = LaunchEncode(c, S(stream_)); e != cudaSuccess) return CudaError("encode launch", e);
   uint32_t bits = 0;
   if (cudaError_t e = cudaMemcpyAsync(&bits, err, 4, cudaMemcpyDeviceToHost, S(stream_));
@@ -194,7 +196,9 @@ absl::Status GpuCodec::DecodeOnDevice(const BlockPlan& plan, const uint8_t* devi
   uint16_t* const* ptrs = nullptr;
   auto geom = UploadMeta(plan, cache, page_ids, &ptrs);
   if (!geom.ok()) return geom.status();
-  DecodeCtx c{*geom, device_block + BlockHeader::kSize, ptrs};
+  std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
+  all.insert(all.end(), cache.v.begin(), cache.v.end());
+  DecodeCtx c{*geom, device_block + BlockHeader::kSize, ptrs, AllAligned16(all)};
   if (cudaError_t e = LaunchDecode(c, S(stream_)); e != cudaSuccess) return CudaError("decode launch", e);
   return Sync("decode");
 }

@@ -85,8 +85,12 @@ __global__ void KiviStatKernel(EncodeCtx c) {
 
 __global__ void KiviQuantKernel(EncodeCtx c) {
   const uint32_t s = blockIdx.y;
-  const uint64_t n = c.g.layout[s % 2].codes_bytes;
-  for (uint64_t b = GlobalThread(); b < n; b += GlobalStride()) KiviQuantByte(c, s, b);
+  const uint64_t n = c.KiviQuantUnits(s);
+  if (c.Chunked()) {
+    for (uint64_t u = GlobalThread(); u < n; u += GlobalStride()) KiviQuantChunk8(c, s, u);
+  } else {
+    for (uint64_t b = GlobalThread(); b < n; b += GlobalStride()) KiviQuantByte(c, s, b);
+  }
 }
 
 __global__ void DecodeKernel(DecodeCtx c) {
@@ -114,7 +118,7 @@ cudaError_t LaunchEncode(const EncodeCtx& c, cudaStream_t stream) {
       if (sink > 0) SinkKernel<<<Grid(sink, nseg), kThreads, 0, stream>>>(c, sink);
       KiviStatKernel<<<Grid(std::max(c.g.stat_count[0], c.g.stat_count[1]), nseg), kThreads, 0,
                        stream>>>(c);
-      KiviQuantKernel<<<Grid(std::max(c.g.layout[0].codes_bytes, c.g.layout[1].codes_bytes), nseg),
+      KiviQuantKernel<<<Grid(std::max(c.KiviQuantUnits(0), c.KiviQuantUnits(1)), nseg),
                         kThreads, 0, stream>>>(c);
     }
   }
