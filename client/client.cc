@@ -5,6 +5,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/grpc_data_plane.h"
+#ifdef KVHUB_HAVE_UCX
+#include "client/ucx_data_plane.h"
+#endif
+#include "common/log.h"
 #include "client/shard.h"
 #include "client/thread_pool.h"
 #include "client/wire.h"
@@ -52,8 +56,40 @@ size_t LeadingRun(const std::vector<absl::Status>& st) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config) {
-  auto dp = std::make_unique<GrpcDataPlane>(config);
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  std::unique_ptr<DataPlane> dp;
+  if (config.transport == TransportMode::kGrpc) {
+    dp = std::make_unique<GrpcDataPlane>(config);
+  } else {
+#ifdef KVHUB_HAVE_UCX
+    dp = std::make_unique<UcxDataPlane>(config);
+#else
+    if (config.transport == TransportMode::kUcx) {
+      return absl::FailedPreconditionError("transport=ucx: this kvhub client was built without UCX");
+    }
+    KVHUB_LOG(warn, "kvhub client: built without UCX; every shard uses gRPC");
+    dp = std::make_unique<GrpcDataPlane>(config);
+#endif
+  }
   return Create(std::move(config), std::move(dp));
+}
+
+std::vector<ShardTransportStats> Client::TransportStats() const {
+  const std::vector<ShardTransportStats> known = data_plane_->TransportStats();
+  std::vector<ShardTransportStats> out;
+  for (const auto& sh : shards_) {
+    auto it = std::find_if(known.begin(), known.end(),
+                           [&](const ShardTransportStats& k) { return k.address == sh->address(); });
+    if (it != known.end()) {
+      out.push_back(*it);
+    } else {
+      ShardTransportStats st;
+      st.address = sh->address();
+      st.transport = data_plane_->name() == "grpc" ? "grpc (transport=grpc)" : "not connected yet";
+      out.push_back(std::move(st));
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config,
@@ -205,7 +241,7 @@ absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const Bloc
   }
   RunParallel(pool_.get(), jobs.size(), [&](size_t j) {
     Shard& shard = *shards_[jobs[j].batch.shard];
-    if (jobs[j].inline_put) {
+    if (jobs[j].inline_put && !data_plane_->WantsAllPutsReserved(shard)) {
       PutInline(ns, shard, blocks, jobs[j].batch.items, &out);
     } else {
       PutReserved(ns, shard, blocks, jobs[j].batch.items, &out);
@@ -269,6 +305,11 @@ void Client::PutInline(absl::string_view ns, Shard& shard, std::span<const Block
   if (s.ok() && resp.items_size() != static_cast<int>(items.size())) {
     s = CountMismatch("Put", shard.address(), resp.items_size(), items.size());
   }
+  if (s.ok()) {
+    uint64_t sent = 0;
+    for (size_t i : items) sent += blocks[i].data.size();
+    data_plane_->RecordInlinePut(shard, sent);
+  }
   for (size_t k = 0; k < items.size(); ++k) {
     const size_t i = items[k];
     if (!s.ok()) {
@@ -318,6 +359,7 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     w.location = RemoteLocation{r.location().region(), r.location().offset(),
                                 r.location().size(), r.location().rkey_id()};
     w.data = blocks[i].data;
+    if (r.expires_unix_ms() > 0) w.expires = absl::FromUnixMillis(r.expires_unix_ms());
     writes.push_back(w);
     commit.add_reservation_ids(r.reservation_id());
   }

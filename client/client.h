@@ -138,6 +138,10 @@ class Client {
                                                 std::span<const BlockKey> keys, bool pin);
   // One entry per member, in config order.
   std::vector<MemberStats> Stats();
+  // Which data plane serves each member and the block bytes it moved over UCX
+  // and gRPC from this client (config order for the UCX data plane; members not
+  // used yet say "not connected yet").
+  std::vector<ShardTransportStats> TransportStats() const;
 
   // Placement: index (config order) of the member owning `key`, and its address.
   size_t OwnerOf(const BlockKey& key) const { return placement_.Owner(key); }

@@ -89,6 +89,19 @@ absl::Status ClientConfig::Validate() const {
   if (channels_per_member < 1 || channels_per_member > 64) {
     return absl::InvalidArgumentError("channels_per_member must be in 1..64");
   }
+  if (transport != TransportMode::kAuto && transport != TransportMode::kUcx &&
+      transport != TransportMode::kGrpc) {
+    return absl::InvalidArgumentError("transport is not a TransportMode value");
+  }
+  if (ucx_tls.size() > 256) return absl::InvalidArgumentError("ucx_tls must be <= 256 characters");
+  for (char c : ucx_tls) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == ',' || c == '_' || c == '^')) {
+      return absl::InvalidArgumentError("ucx_tls: only [A-Za-z0-9_,^] (a UCX_TLS list such as tcp or rc,tcp)");
+    }
+  }
+  if (ucx_lease < absl::Milliseconds(100) || ucx_lease > absl::Seconds(600)) {
+    return absl::InvalidArgumentError("ucx_lease must be in 100ms..600s");
+  }
   return absl::OkStatus();
 }
 
@@ -113,6 +126,22 @@ absl::StatusOr<std::vector<MemberConfig>> ClientConfig::ParseMembers(absl::strin
   }
   if (out.empty()) return absl::InvalidArgumentError("member list is empty");
   return out;
+}
+
+absl::string_view TransportModeName(TransportMode mode) {
+  switch (mode) {
+    case TransportMode::kAuto: return "auto";
+    case TransportMode::kUcx: return "ucx";
+    case TransportMode::kGrpc: return "grpc";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<TransportMode> ParseTransportMode(absl::string_view text) {
+  if (text == "auto") return TransportMode::kAuto;
+  if (text == "ucx") return TransportMode::kUcx;
+  if (text == "grpc") return TransportMode::kGrpc;
+  return absl::InvalidArgumentError(absl::StrCat("transport '", text, "' is not auto|ucx|grpc"));
 }
 
 }  // namespace kvhub

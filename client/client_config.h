@@ -28,6 +28,17 @@ enum class GetMode : uint8_t {
   kStream = 2,  // always GetStream
 };
 
+// Which data plane moves block bytes (docs/transport.md, docs/client.md).
+enum class TransportMode : uint8_t {
+  kAuto = 0,  // per shard: UCX when its Connect succeeds, else gRPC (logged once per shard)
+  kUcx = 1,   // UCX only: a shard without UCX fails data calls; every put uses
+              // PutStart + UCX + PutCommit (inline Put is not used)
+  kGrpc = 2,  // gRPC only (inline messages and streams); UCX is never initialized
+};
+absl::string_view TransportModeName(TransportMode mode);
+// "auto" | "ucx" | "grpc"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<TransportMode> ParseTransportMode(absl::string_view text);
+
 struct ClientConfig {
   // Static membership. 1..1024 members, addresses unique.
   std::vector<MemberConfig> members;
@@ -68,6 +79,17 @@ struct ClientConfig {
   // TCP connections (gRPC channels) per member; calls are spread round-robin.
   // 1..64. Default 2.
   int channels_per_member = 2;
+
+  // Data plane for block bytes. Default kAuto (UCX where the shard offers it).
+  TransportMode transport = TransportMode::kAuto;
+  // UCX transports (UCX_TLS passthrough), e.g. "tcp", "rc,tcp", "posix,cma".
+  // Empty (default): UCX chooses among transports that detect a dead peer
+  // (tcp, RDMA); shared memory only when named here (docs/transport.md).
+  std::string ucx_tls;
+  // Lease asked for on a UCX read (Get without inline data). Every UCX transfer
+  // of the read must finish before the lease ends (minus a safety margin) or the
+  // block is reported failed, never as data. 100 ms .. 600 s. Default 10 s.
+  absl::Duration ucx_lease = absl::Seconds(10);
 
   // OK, or INVALID_ARGUMENT naming the first bad field.
   absl::Status Validate() const;

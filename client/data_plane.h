@@ -1,15 +1,18 @@
 #pragma once
 // The transport seam (DESIGN §4): the part of the client that moves block
-// bytes between caller memory and a shard. GrpcDataPlane (gRPC streams and
-// inline messages) is the only implementation today; a UCX data plane (RDMA
-// into the BlockLocation a PutStart/Get returns) plugs in here later.
+// bytes between caller memory and a shard. GrpcDataPlane: gRPC streams and
+// inline messages. UcxDataPlane (client/ucx_data_plane.h): UCX into the
+// BlockLocation a PutStart/Get returns, gRPC for shards without UCX.
 // Implementations must be thread-safe.
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "common/keys.h"
 
 namespace kvhub {
@@ -30,6 +33,18 @@ struct BlockWrite {
   uint64_t reservation_id = 0;
   RemoteLocation location;
   std::span<const uint8_t> data;  // caller memory; must stay valid during the call
+  // When the reservation is reclaimed (PutStart's expires_unix_ms); InfiniteFuture
+  // if unknown. A data plane writing into shard memory must finish before it.
+  absl::Time expires = absl::InfiniteFuture();
+};
+
+// Which data plane serves a shard and how many block bytes each one moved
+// (Client::TransportStats). Bytes count verified reads and completed writes.
+struct ShardTransportStats {
+  std::string address;
+  std::string transport;  // "ucx (tcp; get=am put=am)", "grpc", "grpc (fallback: <why>)", "not connected yet"
+  uint64_t ucx_get_bytes = 0, ucx_put_bytes = 0;
+  uint64_t grpc_get_bytes = 0, grpc_put_bytes = 0;
 };
 
 // One block to read into caller memory.
@@ -58,6 +73,21 @@ class DataPlane {
   // read that did not complete then carries an error too.
   virtual absl::Status ReadBlocks(Shard& shard, absl::string_view ns,
                                   std::span<BlockRead> reads) = 0;
+
+  // Per-shard transport and byte counters; empty for data planes that keep none.
+  virtual std::vector<ShardTransportStats> TransportStats() const { return {}; }
+  // Told about block bytes the client sent by inline Put (outside the data
+  // plane), so TransportStats covers every byte. Default: ignored.
+  virtual void RecordInlinePut(const Shard& shard, uint64_t bytes) {
+    (void)shard;
+    (void)bytes;
+  }
+  // True when puts to `shard` should all go through PutStart + WriteReserved
+  // (no inline Put), e.g. a UCX-only data plane. Default false.
+  virtual bool WantsAllPutsReserved(Shard& shard) {
+    (void)shard;
+    return false;
+  }
 };
 
 }  // namespace kvhub

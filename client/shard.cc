@@ -115,6 +115,13 @@ absl::Status Shard::Health(v1::HealthResponse* resp) {
   return Unary("Health", control_deadline_, &v1::KvHub::Stub::Health, v1::HealthRequest(), resp);
 }
 
+absl::Status Shard::Release(const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+  return Unary("Release", control_deadline_, &v1::KvHub::Stub::Release, req, resp);
+}
+absl::Status Shard::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp) {
+  return Unary("Connect", control_deadline_, &v1::KvHub::Stub::Connect, req, resp);
+}
+
 absl::Status Shard::PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp) {
   grpc::ByteBuffer out;
   if (absl::Status s = RawUnary("PutStart", control_deadline_, &Conn::put_start, req, &out);

@@ -55,6 +55,9 @@ class Shard {
   absl::Status Pin(const v1::PinRequest& req, v1::PinResponse* resp);
   absl::Status Stats(v1::StatsResponse* resp);
   absl::Status Health(v1::HealthResponse* resp);
+  absl::Status Release(const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
+  // UCX handshake (client/ucx_data_plane.h).
+  absl::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
   // PutStart with a request encoded by EncodePutRequest (no data).
   absl::Status PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp);
 

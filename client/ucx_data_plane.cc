@@ -1,0 +1,414 @@
+#include "client/ucx_data_plane.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "client/block_verify.h"
+#include "client/shard.h"
+#include "common/log.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+
+namespace kvhub {
+namespace {
+
+std::string ClientName() {
+  char host[128] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "client", ":", getpid());
+}
+
+bool Transient(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+void FailUnfinished(std::span<BlockRead> reads, const absl::Status& why) {
+  for (BlockRead& r : reads) {
+    if (!r.status.ok() && r.status.code() != absl::StatusCode::kNotFound) {
+      r.status = why;
+      r.size = 0;
+    }
+  }
+}
+
+absl::Status ItemError(const v1::ItemStatus& st, const BlockKey& key) {
+  if (st.code() == static_cast<int32_t>(absl::StatusCode::kNotFound)) {
+    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " not found"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(st.code()), absl::StrCat("block ", key.Hex(), ": ", st.message()));
+}
+
+// Time kept between the end of a transfer and the end of its lease/reservation,
+// for clock drift between the client's and the shard's view of "now".
+absl::Duration SafetyMargin(absl::Duration span) {
+  return std::min(span / 5, absl::Seconds(2));
+}
+
+}  // namespace
+
+struct UcxDataPlane::Peer {
+  enum class State : uint8_t { kNew, kUcx, kGrpc };
+  std::string address;
+  absl::Mutex mu;  // serializes connecting; guards the fields below it
+  State state ABSL_GUARDED_BY(mu) = State::kNew;
+  uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
+  std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
+  absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
+  std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
+};
+
+UcxDataPlane::UcxDataPlane(const ClientConfig& config, Hooks hooks)
+    : config_(config), hooks_(std::move(hooks)), grpc_(config) {}
+
+UcxDataPlane::~UcxDataPlane() {
+  worker_.reset();  // closes endpoints before the context goes
+  context_.reset();
+}
+
+absl::Status UcxDataPlane::EnsureWorker() {
+  absl::MutexLock l(&worker_mu_);
+  if (worker_tried_) return worker_status_;
+  worker_tried_ = true;
+  transport::UcxConfig uc;
+  uc.tls = config_.ucx_tls;
+  uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config_.ucx_tls);
+  uc.op_timeout = config_.data_deadline;
+  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
+  if (!ctx.ok()) {
+    worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
+    return worker_status_;
+  }
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w =
+      transport::UcxWorker::Create(ctx->get(), {.name = "kvhub-client"});
+  if (!w.ok()) {
+    worker_status_ = absl::Status(w.status().code(), absl::StrCat("client UCX worker: ", w.status().message()));
+    return worker_status_;
+  }
+  context_ = std::move(*ctx);
+  worker_ = std::move(*w);
+  return worker_status_;
+}
+
+UcxDataPlane::Peer* UcxDataPlane::PeerFor(Shard& shard) {
+  Peer* p;
+  {
+    absl::MutexLock l(&peers_mu_);
+    std::unique_ptr<Peer>& slot = peers_[&shard];
+    if (slot == nullptr) {
+      slot = std::make_unique<Peer>();
+      slot->address = shard.address();
+    }
+    p = slot.get();
+  }
+  return p;
+}
+
+void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+  if (p->state != Peer::State::kNew) return;
+  auto give_up = [&](const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+    p->last_error = why;
+    if (config_.transport == TransportMode::kAuto) {
+      p->state = Peer::State::kGrpc;
+      p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
+      KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: UCX not available ({})", p->address, why.ToString());
+    } else {
+      p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
+      KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
+                why.ToString());
+    }
+  };
+  if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s);
+  v1::ConnectRequest req;
+  req.set_worker_address(worker_->address());
+  req.set_client_name(ClientName());
+  v1::ConnectResponse resp;
+  absl::Status s = shard.Connect(req, &resp);
+  if (!s.ok()) {
+    if (Transient(s)) {  // the shard is down or slow: decide on a later call
+      p->last_error = s;
+      return;
+    }
+    return give_up(s);
+  }
+  transport::PeerInfo info;
+  info.worker_address = resp.worker_address();
+  info.conn_id = resp.conn_id();
+  for (int i = 0; i < resp.regions_size(); ++i) {
+    const v1::ConnectResponse::Region& r = resp.regions(i);
+    if (r.rkey_id() != static_cast<uint32_t>(i)) {
+      return give_up(absl::DataLossError(absl::StrCat("Connect: region ", i, " has rkey_id ", r.rkey_id())));
+    }
+    info.regions.push_back({r.base(), r.size(), r.packed_rkey()});
+  }
+  absl::StatusOr<transport::PeerId> id = worker_->Connect(info);
+  if (!id.ok()) return give_up(id.status());
+  const std::string tls = worker_->PeerTransports(*id).value_or("unknown");
+  const auto path_name = [&](transport::TransferKind k) {
+    absl::StatusOr<transport::UcxPath> path = worker_->ResolvedPath(*id, k);
+    return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");
+  };
+  p->peer_id = *id;
+  p->state = Peer::State::kUcx;
+  p->last_error = absl::OkStatus();
+  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(transport::TransferKind::kGet),
+                              " put=", path_name(transport::TransferKind::kPut), ")");
+  KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->transport);
+}
+
+bool UcxDataPlane::WantsAllPutsReserved(Shard& shard) {
+  (void)shard;
+  return config_.transport == TransportMode::kUcx;
+}
+
+void UcxDataPlane::RecordInlinePut(const Shard& shard, uint64_t bytes) {
+  PeerFor(const_cast<Shard&>(shard))->grpc_put.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+absl::Status UcxDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrite> writes) {
+  if (writes.empty()) return absl::OkStatus();
+  Peer* p = PeerFor(shard);
+  Peer::State state;
+  uint64_t peer_id;
+  absl::Status why;
+  {
+    absl::MutexLock l(&p->mu);
+    EnsureConnected(shard, p);
+    state = p->state;
+    peer_id = p->peer_id;
+    why = p->last_error;
+  }
+  if (state == Peer::State::kUcx) return WriteUcx(shard, p, peer_id, writes);
+  if (config_.transport == TransportMode::kUcx) {
+    return absl::FailedPreconditionError(absl::StrCat("shard ", p->address, ": transport=ucx but UCX is not available: ",
+                                                      why.message()));
+  }
+  // gRPC: decided fallback, or this call while the shard's Connect failed transiently.
+  absl::Status s = grpc_.WriteReserved(shard, writes);
+  if (s.ok()) {
+    uint64_t n = 0;
+    for (const BlockWrite& w : writes) n += w.data.size();
+    p->grpc_put.fetch_add(n, std::memory_order_relaxed);
+  }
+  return s;
+}
+
+absl::Status UcxDataPlane::ReadBlocks(Shard& shard, absl::string_view ns, std::span<BlockRead> reads) {
+  for (BlockRead& r : reads) {
+    r.status = absl::UnknownError("not read");
+    r.size = 0;
+  }
+  if (reads.empty()) return absl::OkStatus();
+  Peer* p = PeerFor(shard);
+  Peer::State state;
+  uint64_t peer_id;
+  absl::Status why;
+  {
+    absl::MutexLock l(&p->mu);
+    EnsureConnected(shard, p);
+    state = p->state;
+    peer_id = p->peer_id;
+    why = p->last_error;
+  }
+  if (state == Peer::State::kUcx) return ReadUcx(shard, p, peer_id, ns, reads);
+  if (config_.transport == TransportMode::kUcx) {
+    absl::Status s = absl::FailedPreconditionError(
+        absl::StrCat("shard ", p->address, ": transport=ucx but UCX is not available: ", why.message()));
+    FailUnfinished(reads, s);
+    return s;
+  }
+  absl::Status s = grpc_.ReadBlocks(shard, ns, reads);
+  uint64_t n = 0;
+  for (const BlockRead& r : reads) {
+    if (r.status.ok()) n += r.size;
+  }
+  p->grpc_get.fetch_add(n, std::memory_order_relaxed);
+  return s;
+}
+
+absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl::string_view ns,
+                                   std::span<BlockRead> reads) {
+  v1::GetRequest req;
+  req.set_namespace_(std::string(ns));
+  std::string keys(reads.size() * 16, '\0');
+  for (size_t i = 0; i < reads.size(); ++i) reads[i].key.ToBytes(reinterpret_cast<uint8_t*>(keys.data()) + 16 * i);
+  req.set_keys(std::move(keys));
+  req.set_inline_data(false);
+  req.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(config_.ucx_lease)));
+  // The lease starts no earlier than now on the shard: bound every transfer by it.
+  const absl::Time t0 = absl::Now();
+  const absl::Time lease_bound = t0 + config_.ucx_lease - SafetyMargin(config_.ucx_lease);
+  grpc::ByteBuffer bb;
+  v1::GetResponse resp;
+  absl::Status s = shard.GetRaw(req, &bb);
+  if (s.ok() && !grpc::SerializationTraits<v1::GetResponse>::Deserialize(&bb, &resp).ok()) {
+    s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": cannot parse the response"));
+  }
+  if (s.ok() && resp.blocks_size() != static_cast<int>(reads.size())) {
+    s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": response has ", resp.blocks_size(),
+                                         " blocks, request had ", reads.size()));
+  }
+  if (!s.ok()) {
+    FailUnfinished(reads, s);
+    return s;
+  }
+  if (hooks_.after_lease) hooks_.after_lease();
+
+  std::vector<transport::Transfer> transfers;
+  std::vector<size_t> index;  // transfers[k] reads reads[index[k]]
+  v1::ReleaseRequest release;
+  std::vector<size_t> released;  // release.lease_ids(k) belongs to reads[released[k]]
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(i));
+    BlockRead& r = reads[i];
+    if (b.status().code() != 0) {
+      r.status = ItemError(b.status(), r.key);
+      continue;
+    }
+    if (b.lease_id() != 0) {
+      release.add_lease_ids(b.lease_id());
+      released.push_back(i);
+    }
+    if (b.lease_id() == 0) {
+      r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": shard granted no lease"));
+    } else if (b.size() > r.dest.size()) {
+      r.status = absl::ResourceExhaustedError(
+          absl::StrCat("block ", r.key.Hex(), " is ", b.size(), " bytes; caller buffer holds ", r.dest.size()));
+    } else if (b.location().size() != b.size() || b.size() == 0) {
+      r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": location size ", b.location().size(),
+                                                  " != block size ", b.size()));
+    } else {
+      transfers.push_back({transport::TransferKind::kGet, transport::UcxPath::kAuto, b.location().rkey_id(),
+                           b.location().offset(), b.size(), r.dest.data()});
+      index.push_back(i);
+    }
+  }
+  bool peer_failed = false;
+  if (!transfers.empty()) {
+    std::vector<absl::Status> results(transfers.size());
+    const absl::Time end = std::min(lease_bound, absl::Now() + config_.data_deadline);
+    const absl::Duration budget = end - absl::Now();
+    if (budget <= absl::ZeroDuration()) {
+      // The lease may already be over: whatever the shard's memory holds now is not ours to read.
+      for (auto& st : results) {
+        st = absl::DeadlineExceededError("lease would end before the UCX transfer; not read");
+      }
+    } else if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) {
+      for (auto& st : results) st = e;
+    }
+    for (size_t k = 0; k < transfers.size(); ++k) {
+      BlockRead& r = reads[index[k]];
+      const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(index[k]));
+      if (!results[k].ok()) {
+        if (results[k].code() == absl::StatusCode::kUnavailable) peer_failed = true;
+        r.status = absl::Status(results[k].code(),
+                                absl::StrCat("block ", r.key.Hex(), ": ucx get: ", results[k].message()));
+        continue;
+      }
+      r.status = VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
+      r.size = r.status.ok() ? b.size() : 0;
+    }
+  }
+  if (release.lease_ids_size() > 0) {
+    v1::ReleaseResponse rel;
+    absl::Status rs = shard.Release(release, &rel);
+    if (rs.ok() && rel.items_size() == release.lease_ids_size()) {
+      for (int k = 0; k < rel.items_size(); ++k) {
+        BlockRead& r = reads[released[k]];
+        if (rel.items(k).code() != 0 && r.status.ok()) {
+          // The lease ended before we let go: the shard may have reused the memory
+          // while we read it. The checksum passed, but never hand out such bytes.
+          r.status = absl::UnavailableError(absl::StrCat("block ", r.key.Hex(), ": lease ended during the read (",
+                                                         rel.items(k).message(), "); discarded"));
+          r.size = 0;
+        }
+      }
+    } else {
+      // Reads finished inside the lease bound (by our clock) and verified; the
+      // leases end by themselves.
+      KVHUB_LOG(warn, "kvhub client: Release on {} failed: {}", shard.address(),
+                rs.ok() ? std::string("item count mismatch") : rs.ToString());
+    }
+  }
+  uint64_t n = 0;
+  for (const BlockRead& r : reads) {
+    if (r.status.ok()) n += r.size;
+  }
+  p->ucx_get.fetch_add(n, std::memory_order_relaxed);
+  if (peer_failed) {
+    absl::MutexLock l(&p->mu);
+    if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
+      p->state = Peer::State::kNew;  // reconnect on the next call
+      p->transport = "reconnecting (ucx peer failed)";
+      KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes) {
+  absl::Time end = absl::Now() + config_.data_deadline;
+  std::vector<transport::Transfer> transfers;
+  transfers.reserve(writes.size());
+  uint64_t bytes = 0;
+  for (const BlockWrite& w : writes) {
+    if (w.data.size() != w.location.size || w.data.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("reservation ", w.reservation_id, " holds ", w.location.size,
+                                                     " bytes; block has ", w.data.size()));
+    }
+    if (w.expires != absl::InfiniteFuture()) {
+      // The reservation's memory may be reused after it expires: finish before.
+      end = std::min(end, w.expires - absl::Milliseconds(500));
+    }
+    // UCX only reads `local` for a put.
+    transfers.push_back({transport::TransferKind::kPut, transport::UcxPath::kAuto, w.location.rkey_id,
+                         w.location.offset, w.data.size(), const_cast<uint8_t*>(w.data.data())});
+    bytes += w.data.size();
+  }
+  const absl::Duration budget = end - absl::Now();
+  if (budget <= absl::ZeroDuration()) {
+    return absl::DeadlineExceededError(absl::StrCat("shard ", shard.address(),
+                                                    ": reservation expires before the UCX put could finish"));
+  }
+  std::vector<absl::Status> results(transfers.size());
+  if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) return e;
+  for (size_t k = 0; k < results.size(); ++k) {
+    if (results[k].ok()) continue;
+    if (results[k].code() == absl::StatusCode::kUnavailable) {
+      absl::MutexLock l(&p->mu);
+      if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
+        p->state = Peer::State::kNew;
+        p->transport = "reconnecting (ucx peer failed)";
+        KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
+      }
+    }
+    return absl::Status(results[k].code(), absl::StrCat("shard ", shard.address(), ": ucx put of reservation ",
+                                                        writes[k].reservation_id, ": ", results[k].message()));
+  }
+  p->ucx_put.fetch_add(bytes, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+std::vector<ShardTransportStats> UcxDataPlane::TransportStats() const {
+  std::vector<ShardTransportStats> out;
+  absl::MutexLock l(&peers_mu_);
+  for (const auto& [shard, p] : peers_) {
+    ShardTransportStats st;
+    st.address = p->address;
+    {
+      absl::MutexLock pl(&p->mu);
+      st.transport = p->transport;
+    }
+    st.ucx_get_bytes = p->ucx_get.load(std::memory_order_relaxed);
+    st.ucx_put_bytes = p->ucx_put.load(std::memory_order_relaxed);
+    st.grpc_get_bytes = p->grpc_get.load(std::memory_order_relaxed);
+    st.grpc_put_bytes = p->grpc_put.load(std::memory_order_relaxed);
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+}  // namespace kvhub

@@ -1,0 +1,96 @@
+#pragma once
+// UcxDataPlane: block bytes over UCX (RDMA, tcp, or shared memory when asked
+// for), with gRPC per shard where UCX is not available (docs/transport.md).
+//
+// Per shard, on first use: the Connect RPC exchanges UCX worker addresses and the
+// shard's packed rkeys; then
+//   WriteReserved: UCX put (RMA or active message, transport/ucx_worker.h) of each
+//     block into its reservation's BlockLocation, finished before the reservation
+//     expires; the caller's PutCommit then verifies the checksum on the shard.
+//   ReadBlocks: Get(inline_data=false, lease_ms=ucx_lease) -> leases + locations ->
+//     UCX get into the caller's buffers, bounded by the lease -> XXH3-64 verify ->
+//     Release. A block whose lease could have ended before its bytes were in
+//     place (transfer past the bound, or Release says the lease expired) is a
+//     failed read, never data: the shard reuses memory only after a lease ends.
+//
+// Fallback (transport=auto): a shard that answers Connect with UNIMPLEMENTED (old
+// shard) or FAILED_PRECONDITION (UCX off there, or it cannot reach us), or that
+// UCX cannot reach (no common transport), or a client whose own UCX cannot start,
+// uses gRPC (GrpcDataPlane) from then on. Never silently: the decision is logged
+// once per shard ("kvhub client: shard A uses ucx via tcp" / "... uses grpc:
+// <why>") and TransportStats() names it. A Connect that fails transiently
+// (UNAVAILABLE, DEADLINE_EXCEEDED: shard down) is retried on the next call.
+// transport=ucx: no fallback; data calls to a shard without UCX fail with the reason.
+// A UCX peer failure (shard died) drops the connection; the next call reconnects.
+//
+// Thread safety: every method may be called concurrently.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "client/client_config.h"
+#include "client/data_plane.h"
+#include "client/grpc_data_plane.h"
+
+namespace kvhub {
+
+namespace transport {
+class UcxContext;
+class UcxWorker;
+}  // namespace transport
+
+class UcxDataPlane final : public DataPlane {
+ public:
+  // Test seams (fault injection); empty in production.
+  struct Hooks {
+    // Runs in ReadBlocks after the leases were granted, before any UCX transfer
+    // (a reader that stalls).
+    std::function<void()> after_lease;
+  };
+
+  // config.transport must be kAuto or kUcx. UCX itself starts lazily (first use).
+  explicit UcxDataPlane(const ClientConfig& config, Hooks hooks = {});
+  ~UcxDataPlane() override;
+
+  absl::string_view name() const override { return "ucx"; }
+  absl::Status WriteReserved(Shard& shard, std::span<const BlockWrite> writes) override;
+  absl::Status ReadBlocks(Shard& shard, absl::string_view ns, std::span<BlockRead> reads) override;
+  std::vector<ShardTransportStats> TransportStats() const override;
+  void RecordInlinePut(const Shard& shard, uint64_t bytes) override;
+  bool WantsAllPutsReserved(Shard& shard) override;
+
+ private:
+  struct Peer;  // one shard's connection state and counters
+
+  // The shard's state, connecting first when needed. Never null.
+  Peer* PeerFor(Shard& shard);
+  // Connects `p` (held under p->mu) if it is not decided yet.
+  void EnsureConnected(Shard& shard, Peer* p);
+  // Creates the UCX context and worker once; the error when UCX cannot start.
+  absl::Status EnsureWorker();
+
+  absl::Status ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl::string_view ns, std::span<BlockRead> reads);
+  absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
+
+  const ClientConfig config_;
+  const Hooks hooks_;
+  GrpcDataPlane grpc_;
+
+  mutable absl::Mutex peers_mu_;
+  absl::flat_hash_map<const Shard*, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
+
+  absl::Mutex worker_mu_;
+  bool worker_tried_ ABSL_GUARDED_BY(worker_mu_) = false;
+  absl::Status worker_status_ ABSL_GUARDED_BY(worker_mu_);
+  std::unique_ptr<transport::UcxContext> context_;  // set once under worker_mu_, then read-only
+  std::unique_ptr<transport::UcxWorker> worker_;    // same
+};
+
+}  // namespace kvhub
