@@ -1,0 +1,304 @@
+// kvhub::Client over the UCX data plane against real kvhubd processes:
+// byte-exact put/get over UCX tcp and shared memory, automatic (and logged)
+// fallback to gRPC, lease expiry during a slow read, a client killed mid-transfer.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "client/client.h"
+#include "client/ucx_data_plane.h"
+#include "common/hash.h"
+#include "gtest/gtest.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
+#include "tests/testing/kvhubd_process.h"
+
+namespace kvhub {
+namespace {
+
+using testing::KvhubdProcess;
+
+std::unique_ptr<KvhubdProcess> StartShard(std::vector<std::string> flags) {
+  testing::KvhubdProcessOptions o;
+  // Slabs of 32 MiB: enough of them that each block size used here gets a size class.
+  o.flags = {"--try_hugepages=false", "--capacity_bytes=512MiB", "--max_block_bytes=32MiB",
+             "--slab_bytes=32MiB", "--expiry_interval_ms=50"};
+  o.flags.insert(o.flags.end(), flags.begin(), flags.end());
+  auto p = KvhubdProcess::Start(o);
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? std::move(*p) : nullptr;
+}
+
+ClientConfig Config(const KvhubdProcess& shard, TransportMode mode, const std::string& tls = "tcp") {
+  ClientConfig c;
+  c.members = {{shard.grpc_address(), 1.0}};
+  c.transport = mode;
+  c.ucx_tls = tls;
+  return c;
+}
+
+BlockKey Key(uint64_t i) { return BlockKey{0x9e3779b97f4a7c15ull * (i + 1), i}; }
+
+std::vector<uint8_t> Payload(uint64_t seed, size_t n) {
+  std::vector<uint8_t> v(n);
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t x = rng();
+    std::memcpy(v.data() + i, &x, std::min<size_t>(8, n - i));
+  }
+  return v;
+}
+
+ShardTransportStats OnlyShard(const std::vector<ShardTransportStats>& s) {
+  EXPECT_EQ(s.size(), 1u);
+  return s.empty() ? ShardTransportStats{} : s.front();
+}
+
+// Puts `sizes.size()` blocks, reads them back into fresh buffers (poisoned
+// first), checks every byte. Returns the total bytes.
+uint64_t PutGetByteExact(Client& client, const std::string& ns, const std::vector<size_t>& sizes, uint64_t seed) {
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  std::vector<BlockKey> keys;
+  uint64_t total = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    data.push_back(Payload(seed * 1000 + i, sizes[i]));
+    keys.push_back(Key(seed * 1000 + i));
+    total += sizes[i];
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) puts.push_back({keys[i], std::nullopt, data[i], false});
+  auto put = client.Put(ns, puts);
+  EXPECT_TRUE(put.ok()) << put.status();
+  if (!put.ok()) return 0;
+  EXPECT_EQ(put->stored, sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) EXPECT_TRUE(put->errors[i].ok()) << put->errors[i];
+  std::vector<std::vector<uint8_t>> out;
+  std::vector<std::span<uint8_t>> bufs;
+  for (size_t n : sizes) out.emplace_back(n + 100, 0xA5);
+  for (auto& b : out) bufs.emplace_back(b);
+  auto got = client.Get(ns, keys, bufs);
+  EXPECT_TRUE(got.ok()) << got.status();
+  if (!got.ok()) return 0;
+  EXPECT_EQ(got->valid_blocks, sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_TRUE(got->status[i].ok()) << i << ": " << got->status[i];
+    EXPECT_EQ(got->sizes[i], sizes[i]);
+    EXPECT_EQ(std::memcmp(out[i].data(), data[i].data(), sizes[i]), 0) << "block " << i;
+    EXPECT_EQ(out[i][sizes[i]], 0xA5) << "wrote past the block";
+  }
+  return total;
+}
+
+const std::vector<size_t> kSizes = {1, 4097, (1 << 20) + 3, 8 << 20};
+
+TEST(UcxClientTest, ByteExactOverUcxTcp) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 1);
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StartsWith(st.transport, "ucx (tcp")) << st.transport;
+  EXPECT_EQ(st.ucx_put_bytes, total);
+  EXPECT_EQ(st.ucx_get_bytes, total);
+  EXPECT_EQ(st.grpc_put_bytes + st.grpc_get_bytes, 0u);
+  // The shard served the bytes by UCX, not gRPC (tcp: active messages).
+  auto stats = (*client)->Stats();
+  ASSERT_TRUE(stats[0].stats.ok()) << stats[0].stats.status();
+  uint64_t ucx_get = 0, grpc_bytes = 0;
+  for (const auto& t : stats[0].stats->transport_bytes()) {
+    if (t.transport() == "ucx") ucx_get = t.get_bytes();
+    if (t.transport() == "grpc") grpc_bytes = t.get_bytes() + t.put_bytes();
+  }
+  EXPECT_EQ(ucx_get, total);
+  EXPECT_EQ(grpc_bytes, 0u);
+  EXPECT_TRUE(absl::StartsWith(stats[0].stats->ucx_status(), "serving")) << stats[0].stats->ucx_status();
+}
+
+TEST(UcxClientTest, ByteExactOverUcxSharedMemory) {
+  // Shared memory is opt-in (no peer failure detection in UCX 1.13; see
+  // docs/transport.md): both sides name it explicitly.
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 2);
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StrContains(st.transport, "nofail")) << st.transport;
+  EXPECT_EQ(st.ucx_put_bytes, total);
+  EXPECT_EQ(st.ucx_get_bytes, total);
+}
+
+TEST(UcxClientTest, ShardWithoutUcxFallsBackToGrpcAndSaysSo) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+  spdlog::default_logger()->sinks().push_back(sink);
+  auto shard = StartShard({"--ucx_enabled=false"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kAuto, ""));
+  ASSERT_TRUE(client.ok()) << client.status();
+  // Large blocks go through PutStart + WriteReserved (the data plane), small ones inline.
+  const uint64_t total = PutGetByteExact(**client, "ns", {100, 5 << 20}, 3);
+  PutGetByteExact(**client, "ns", {7000}, 4);  // a second call: no second log line
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StartsWith(st.transport, "grpc (fallback: ")) << st.transport;
+  EXPECT_TRUE(absl::StrContains(st.transport, "ucx_enabled=false")) << st.transport;
+  EXPECT_EQ(st.ucx_get_bytes + st.ucx_put_bytes, 0u);
+  EXPECT_EQ(st.grpc_put_bytes, total + 7000);
+  EXPECT_EQ(st.grpc_get_bytes, total + 7000);
+  int lines = 0;
+  for (const std::string& l : sink->last_formatted()) {
+    if (absl::StrContains(l, absl::StrCat("shard ", shard->grpc_address(), " uses grpc"))) ++lines;
+  }
+  EXPECT_EQ(lines, 1);
+  spdlog::default_logger()->sinks().pop_back();
+
+  // transport=ucx does not fall back: it fails with the shard's reason.
+  auto strict = Client::Create(Config(*shard, TransportMode::kUcx, ""));
+  ASSERT_TRUE(strict.ok());
+  std::vector<uint8_t> buf(8 << 20);
+  std::span<uint8_t> dest(buf);
+  const BlockKey k = Key(3000);
+  auto got = (*strict)->Get("ns", {&k, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->valid_blocks, 0u);
+  EXPECT_EQ(got->status[0].code(), absl::StatusCode::kFailedPrecondition) << got->status[0];
+  EXPECT_TRUE(absl::StrContains(got->status[0].message(), "ucx disabled on this shard")) << got->status[0];
+}
+
+// Fills the shard with fresh blocks (evicting whatever is evictable) so any
+// memory freed by an ended lease is reused with other bytes.
+void OverwritePressure(Client& writer, int n, uint64_t seed) {
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  for (int i = 0; i < n; ++i) data.push_back(Payload(seed + i, 1 << 20));
+  for (int i = 0; i < n; ++i) puts.push_back({Key(seed + i), std::nullopt, data[i], false});
+  auto r = writer.Put("ns", puts);
+  ASSERT_TRUE(r.ok()) << r.status();
+}
+
+TEST(UcxClientTest, LeasedBytesStayWhileTheLeaseLivesAndAStalledReaderNeverGetsForeignBytes) {
+  // 16 MiB of blocks in a 16 MiB store: every new block evicts an old one.
+  auto shard = StartShard({"--ucx_tls=tcp", "--capacity_bytes=16MiB", "--region_bytes=16MiB",
+                           "--max_block_bytes=1MiB", "--slab_bytes=16MiB"});
+  ASSERT_NE(shard, nullptr);
+  auto writer = Client::Create(Config(*shard, TransportMode::kGrpc));
+  ASSERT_TRUE(writer.ok());
+  const std::vector<uint8_t> original = Payload(77, 1 << 20);
+  const BlockKey key = Key(77);
+  BlockPut put{key, std::nullopt, original, false};
+  ASSERT_EQ((*writer)->Put("ns", {&put, 1})->stored, 1u);
+
+  // 1) The reader stalls inside its lease while the block is deleted and the
+  //    store is overwritten many times: the leased bytes must stay intact.
+  int stall_ms = 0;
+  uint64_t pressure_seed = 100000;
+  UcxDataPlane::Hooks hooks;
+  hooks.after_lease = [&] {
+    ASSERT_TRUE((*writer)->Delete("ns", {&key, 1}).ok());
+    OverwritePressure(**writer, 40, pressure_seed);
+    pressure_seed += 1000;
+    absl::SleepFor(absl::Milliseconds(stall_ms));
+  };
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+  cfg.ucx_lease = absl::Seconds(3);
+  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, hooks));
+  ASSERT_TRUE(reader.ok());
+  std::vector<uint8_t> buf(1 << 20, 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE(got->status[0].ok()) << got->status[0];
+  EXPECT_TRUE(buf == original) << "leased bytes changed while the lease lived";
+
+  // 2) A reader that stalls past its lease gets an error, never bytes.
+  ASSERT_EQ((*writer)->Put("ns", {&put, 1})->stored, 1u);
+  cfg.ucx_lease = absl::Milliseconds(300);
+  stall_ms = 600;
+  auto slow = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, hooks));
+  ASSERT_TRUE(slow.ok());
+  std::fill(buf.begin(), buf.end(), 0);
+  got = (*slow)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->valid_blocks, 0u);
+  EXPECT_FALSE(got->status[0].ok());
+  EXPECT_EQ(got->sizes[0], 0u);
+  // The store saw the lease run out and took the memory back.
+  absl::SleepFor(absl::Milliseconds(200));
+  auto st = (*writer)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_GE(st[0].stats->leases_expired(), 1u);
+  EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
+}
+
+TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
+  auto shard = StartShard({"--ucx_tls=tcp", "--max_lease_ms=600000"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(client.ok());
+  const size_t kSize = 32 << 20;
+  const std::vector<uint8_t> data = Payload(9, kSize);
+  const BlockKey key = Key(9);
+  BlockPut put{key, std::nullopt, data, false};
+  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
+
+  const char* bin_dir = getenv("KVHUB_BIN_DIR");
+  const std::string reader = absl::StrCat(bin_dir != nullptr ? bin_dir : "../bin", "/ucx_reader");
+  const std::string lo = absl::StrCat(key.lo), hi = absl::StrCat(key.hi), size = absl::StrCat(kSize);
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    dup2(out[1], 1);
+    close(out[0]);
+    execl(reader.c_str(), reader.c_str(), shard->grpc_address().c_str(), "ns", lo.c_str(), hi.c_str(),
+          size.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  char line[8] = {0};
+  ASSERT_GT(read(out[0], line, 3), 0) << "reader never read its block";
+  EXPECT_EQ(std::string(line, 3), "ok\n");
+  absl::SleepFor(absl::Milliseconds(30));  // mid-transfer: it reads 32 MiB in a loop
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  close(out[0]);
+  EXPECT_TRUE(WIFSIGNALED(status));
+
+  // The shard keeps serving, over UCX too.
+  std::vector<uint8_t> buf(kSize);
+  std::span<uint8_t> dest(buf);
+  for (int i = 0; i < 3; ++i) {
+    auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
+    ASSERT_TRUE(got.ok());
+    ASSERT_TRUE(got->status[0].ok()) << got->status[0];
+    EXPECT_TRUE(buf == data);
+  }
+  EXPECT_TRUE(shard->running());
+  // The dead reader's lease (2 s) runs out and its memory is reclaimed.
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  uint64_t leased = 1;
+  while (absl::Now() < until) {
+    auto st = (*client)->Stats();
+    ASSERT_TRUE(st[0].stats.ok());
+    leased = st[0].stats->tiers(0).leased_blocks();
+    if (leased == 0) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(leased, 0u);
+  client->reset();  // close our connections so the shard's drain does not wait for them
+  EXPECT_EQ(shard->Stop().value_or(-1), 0);
+}
+
+}  // namespace
+}  // namespace kvhub

@@ -1,0 +1,57 @@
+// ucx_reader: a kvhub client process that reads one block over UCX in a loop,
+// for tests that kill a client mid-transfer (tests/ucx_client_test.cc).
+//
+//   ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE
+// Prints "ok" (once, flushed) after the first verified read, then keeps reading
+// until killed. Exits 1 on any failed or wrong read.
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "client/client.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  if (argc != 6) {
+    std::fprintf(stderr, "usage: ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE\n");
+    return 2;
+  }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ucx_reader"));  // stdout carries "ok" only
+  kvhub::BlockKey key;
+  uint64_t size = 0;
+  if (!absl::SimpleAtoi(argv[3], &key.lo) || !absl::SimpleAtoi(argv[4], &key.hi) ||
+      !absl::SimpleAtoi(argv[5], &size) || size == 0) {
+    std::fprintf(stderr, "ucx_reader: bad key or size\n");
+    return 2;
+  }
+  kvhub::ClientConfig cfg;
+  cfg.members = {{argv[1], 1.0}};
+  cfg.transport = kvhub::TransportMode::kUcx;
+  cfg.ucx_tls = "tcp";
+  cfg.ucx_lease = absl::Seconds(2);
+  auto client = kvhub::Client::Create(cfg);
+  if (!client.ok()) {
+    std::fprintf(stderr, "ucx_reader: %s\n", client.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<uint8_t> buf(size);
+  std::span<uint8_t> dest(buf);
+  bool announced = false;
+  while (true) {
+    auto r = (*client)->Get(argv[2], {&key, 1}, {&dest, 1});
+    if (!r.ok() || r->valid_blocks != 1) {
+      std::fprintf(stderr, "ucx_reader: read failed: %s\n",
+                   r.ok() ? r->status[0].ToString().c_str() : r.status().ToString().c_str());
+      return 1;
+    }
+    if (!announced) {
+      std::printf("ok\n");
+      std::fflush(stdout);
+      announced = true;
+    }
+  }
+}
