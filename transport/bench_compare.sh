@@ -10,17 +10,8 @@ BENCH=$BUILD/bin/kvhub-ucx-bench
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
 PORT=${PORT:-13400}
 
-perftest() {  # tls test
-  local tls=$1 test=$2 port=$((PORT++))
-  UCX_TLS=$tls ucx_perftest -p "$port" >/dev/null 2>&1 &
-  local srv=$!
-  sleep 0.5
-  # -O 4: at most 4 outstanding operations (our concurrency).
-  local out
-  out=$(UCX_TLS=$tls ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s 1048576 -n 3000 -w 300 -O 4 2>&1 | tail -1)
-  wait $srv 2>/dev/null
-  # Final line columns: ... bandwidth(MB/s) average, overall; message rate ...
-  echo "$out" | awk -v tls="$tls" -v t="$test" '{printf "{\"tool\":\"ucx_perftest\",\"tls\":\"%s\",\"test\":\"%s\",\"GBps\":%.3f}\n", tls, t, $(NF-2)*1048576/1e9}'
+perftest() {  # tls test (shared with kvhub-bench: transport/ucx_perftest_pair.sh)
+  "$(dirname "$0")/ucx_perftest_pair.sh" "$1" "$2" 1048576 $((PORT++)) 4
 }
 
 for tls in tcp posix,cma; do

@@ -7,6 +7,14 @@
 //               [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]
 //               [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags "a b"]
 //               [--redis-server /usr/bin/redis-server]
+//               [--transport grpc|ucx|both] [--ucx-tls "tcp;posix,cma"] [--no-perftest]
+//
+// --transport ucx|both adds, per UCX_TLS in --ucx-tls (';'-separated), kvhub put
+// and get over the UCX data plane (transport=ucx: PutStart + UCX put + PutCommit;
+// leased Get + UCX get + Release) and ucx_perftest tag_bw / ucp_get on the same
+// UCX_TLS (transport/ucx_perftest_pair.sh), next to the gRPC rows and redis-server.
+// With spawned shards every kvhub row also reports the shards' CPU seconds per GiB
+// moved (utime+stime from /proc/<pid>/stat before and after the row).
 
 #include <unistd.h>
 
@@ -28,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "bench/kvhub_bench/redis_server.h"
 #include "client/client.h"
 #include "nlohmann/json.hpp"
@@ -43,6 +52,7 @@ constexpr char kUsage[] =
     "                   [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]\n"
     "                   [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags \"a b\"]\n"
     "                   [--redis-server /usr/bin/redis-server]\n"
+    "                   [--transport grpc|ucx|both] [--ucx-tls \"tcp;posix,cma\"] [--no-perftest]\n"
     "Put/get GB/s per block size and lookup keys/s per batch size against kvhub, and the same\n"
     "payloads and concurrency against a redis-server it starts on a free loopback port.\n"
     "Details: docs/client.md.\n";
@@ -62,6 +72,9 @@ struct Options {
   std::string kvhubd;
   std::vector<std::string> kvhubd_flags;
   std::string redis_server = "/usr/bin/redis-server";
+  bool grpc = true, ucx = false;
+  std::vector<std::string> ucx_tls = {"tcp", "posix,cma"};
+  bool perftest = true;
 };
 
 struct Row {
@@ -71,6 +84,8 @@ struct Row {
   int concurrency = 0;
   double seconds = 0;
   uint64_t ops = 0, bytes = 0, keys = 0, errors = 0;
+  double shard_cpu_s = -1;  // CPU seconds of the spawned shards during the row; -1 unknown
+  double cpu_s_per_gib() const { return shard_cpu_s >= 0 && bytes > 0 ? shard_cpu_s / (bytes / 1073741824.0) : -1; }
   double gbps() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
   double ops_per_s() const { return seconds > 0 ? ops / seconds : 0; }
   double keys_per_s() const { return seconds > 0 ? keys / seconds : 0; }
@@ -144,8 +159,37 @@ std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
   return v;
 }
 
+// utime + stime of a process in seconds (/proc/<pid>/stat fields 14, 15); -1 if unreadable.
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');  // the command name may contain spaces
+  if (paren == std::string::npos) return -1;
+  std::vector<std::string> f = absl::StrSplit(text.substr(paren + 2), ' ');
+  uint64_t ut = 0, st = 0;  // fields 14, 15 are f[11], f[12] after "pid (comm) "
+  if (f.size() < 13 || !absl::SimpleAtoi(f[11], &ut) || !absl::SimpleAtoi(f[12], &st)) return -1;
+  return static_cast<double>(ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// kvhub over the UCX data plane with UCX_TLS `tls` (transport=ucx: no gRPC fallback).
+std::unique_ptr<Client> MakeUcxClient(const Options& o, const std::string& tls) {
+  ClientConfig cfg;
+  for (const std::string& m : o.members) cfg.members.push_back({m, 1.0});
+  cfg.concurrency = std::max(2, o.concurrency);
+  cfg.channels_per_member = o.channels;
+  cfg.transport = TransportMode::kUcx;
+  cfg.ucx_tls = tls;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
+  if (!c.ok()) {
+    std::cerr << "kvhub-bench: " << c.status() << "\n";
+    std::exit(1);
+  }
+  return *std::move(c);
+}
+
 std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path, absl::string_view get_mode) {
   ClientConfig cfg;
+  cfg.transport = TransportMode::kGrpc;  // the gRPC rows: UCX rows use MakeUcxClient
   for (const std::string& m : o.members) cfg.members.push_back({m, 1.0});
   cfg.concurrency = std::max(2, o.concurrency);
   cfg.channels_per_member = o.channels;
@@ -161,7 +205,7 @@ std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path,
 }
 
 int Main(int argc, char** argv) {
-  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "help"});
+  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "no-perftest", "help"});
   if (!args.ok()) {
     std::cerr << "kvhub-bench: " << args.status().message() << "\n";
     return 2;
@@ -224,6 +268,26 @@ int Main(int argc, char** argv) {
   if (auto v = args->Get("kvhubd-flags")) o.kvhubd_flags = absl::StrSplit(*v, ' ', absl::SkipEmpty());
   else o.kvhubd_flags = {"--capacity_bytes=2GiB", "--try_hugepages=false", "--log_level=warn"};
   o.redis_server = args->Get("redis-server").value_or(o.redis_server);
+  if (auto v = args->Get("transport")) {
+    if (*v == "grpc") {
+      o.grpc = true, o.ucx = false;
+    } else if (*v == "ucx") {
+      o.grpc = false, o.ucx = true;
+    } else if (*v == "both") {
+      o.grpc = true, o.ucx = true;
+    } else {
+      return fail("--transport: grpc|ucx|both");
+    }
+  }
+  if (auto v = args->Get("ucx-tls")) o.ucx_tls = absl::StrSplit(*v, ';', absl::SkipEmpty());
+  if (o.ucx && o.ucx_tls.empty()) return fail("--ucx-tls: give at least one UCX_TLS value");
+  o.perftest = !args->Has("no-perftest");
+  if (o.ucx && o.spawn > 0) {
+    // The shard must allow every TLS the client rows use (shared memory is opt-in on kvhubd).
+    std::string all;
+    for (const std::string& t : o.ucx_tls) absl::StrAppend(&all, all.empty() ? "" : ",", t);
+    o.kvhubd_flags.push_back(absl::StrCat("--ucx_tls=", all));
+  }
   if (absl::Status s = args->CheckAllUsed(); !s.ok()) return fail(s.message());
   if (!args->positional().empty()) return fail(absl::StrCat("unexpected argument '", args->positional()[0], "'"));
 
@@ -260,11 +324,32 @@ int Main(int argc, char** argv) {
   const std::string ns = absl::StrCat("bench-", getpid(), "-", std::chrono::steady_clock::now().time_since_epoch().count());
   std::vector<Row> rows;
   std::atomic<uint64_t> key_counter{1};
+  int perftest_port = 0;
   auto fresh_key = [&] { return U128{key_counter.fetch_add(1), 0xbe11c4ull ^ std::hash<std::string>()(ns)}; };
   auto print = [](const Row& r) {
-    std::fprintf(stderr, "  %-6s %-7s %-9s %8s %5u  c=%d  %8.0f ops/s  %7.3f GB/s  %10.0f keys/s  err=%lu\n",
+    std::fprintf(stderr, "  %-6s %-7s %-13s %8s %5u  c=%d  %8.0f ops/s  %7.3f GB/s  %10.0f keys/s  err=%lu  cpu/GiB=%.3f\n",
                  r.system.c_str(), r.op.c_str(), r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
-                 r.batch, r.concurrency, r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors));
+                 r.batch, r.concurrency, r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors),
+                 r.cpu_s_per_gib());
+  };
+  // CPU seconds of every spawned shard (-1 when not spawned or unreadable).
+  auto shard_cpu = [&]() -> double {
+    if (shards.empty()) return -1;
+    double t = 0;
+    for (const auto& sh : shards) {
+      const double c = ProcessCpuSeconds(sh->pid());
+      if (c < 0) return -1;
+      t += c;
+    }
+    return t;
+  };
+  // Drive() with the shards' CPU time over the row.
+  auto drive = [&](auto body) {
+    const double c0 = shard_cpu();
+    Row r = Drive(N, o.seconds, body);
+    const double c1 = shard_cpu();
+    if (c0 >= 0 && c1 >= 0) r.shard_cpu_s = c1 - c0;
+    return r;
   };
 
   for (uint64_t size : o.sizes) {
@@ -272,9 +357,9 @@ int Main(int argc, char** argv) {
     for (int t = 0; t < N; ++t) payload[t] = RandomBytes(size, 1000 + t);
     std::vector<std::vector<uint8_t>> bufs(N, std::vector<uint8_t>(size, 0));
     // put
-    for (const std::string& path : o.put_paths) {
+    for (const std::string& path : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       auto client = MakeClient(o, path, "inline");
-      Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
+      Row r = drive([&](int t, uint64_t) -> int64_t {
         BlockPut p{fresh_key(), std::nullopt, payload[t]};
         auto res = client->Put(ns, std::span<const BlockPut>(&p, 1));
         return res.ok() && res->stored == 1 ? static_cast<int64_t>(size) : -1;
@@ -295,9 +380,9 @@ int Main(int argc, char** argv) {
                   << " failed" << (res.ok() && res->failed ? absl::StrCat(": ", res->errors[0].ToString()) : "") << ")\n";
       }
     }
-    for (const std::string& mode : o.get_modes) {
+    for (const std::string& mode : o.grpc ? o.get_modes : std::vector<std::string>{}) {
       auto client = MakeClient(o, "inline", mode);
-      Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+      Row r = drive([&](int t, uint64_t i) -> int64_t {
         const BlockKey& k = set[(t + i * N) % W];
         std::span<uint8_t> dest(bufs[t]);
         auto res = client->Get(ns, std::span<const BlockKey>(&k, 1), std::span<const std::span<uint8_t>>(&dest, 1));
@@ -305,6 +390,54 @@ int Main(int argc, char** argv) {
       });
       r.system = "kvhub"; r.op = "get"; r.path = mode; r.block_bytes = size;
       rows.push_back(r); print(r);
+    }
+    // UCX data plane, per UCX_TLS: put (fresh keys) and get (the same working set).
+    for (const std::string& tls : o.ucx ? o.ucx_tls : std::vector<std::string>{}) {
+      auto client = MakeUcxClient(o, tls);
+      const std::string path = absl::StrCat("ucx:", tls);
+      Row r = drive([&](int t, uint64_t) -> int64_t {
+        BlockPut p{fresh_key(), std::nullopt, payload[t]};
+        auto res = client->Put(ns, std::span<const BlockPut>(&p, 1));
+        return res.ok() && res->stored == 1 ? static_cast<int64_t>(size) : -1;
+      });
+      r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
+      rows.push_back(r); print(r);
+      r = drive([&](int t, uint64_t i) -> int64_t {
+        const BlockKey& k = set[(t + i * N) % W];
+        std::span<uint8_t> dest(bufs[t]);
+        auto res = client->Get(ns, std::span<const BlockKey>(&k, 1), std::span<const std::span<uint8_t>>(&dest, 1));
+        return res.ok() && res->valid_blocks == 1 ? static_cast<int64_t>(res->sizes[0]) : -1;
+      });
+      r.system = "kvhub"; r.op = "get"; r.path = path; r.block_bytes = size;
+      rows.push_back(r); print(r);
+      for (const ShardTransportStats& st : client->TransportStats()) {
+        std::fprintf(stderr, "  (%s: %s)\n", st.address.c_str(), st.transport.c_str());
+      }
+      if (o.perftest) {
+        for (const char* test : {"tag_bw", "ucp_get"}) {
+          const std::string cmd = absl::StrCat(KVHUB_SOURCE_DIR_STR, "/transport/ucx_perftest_pair.sh '", tls, "' ", test, " ",
+                                               size, " ", 13400 + (perftest_port++ % 500), " ", N, " 2>/dev/null");
+          Row pr;
+          pr.system = "perftest"; pr.op = test; pr.path = path; pr.block_bytes = size; pr.concurrency = N;
+          if (FILE* f = popen(cmd.c_str(), "r")) {
+            char line[512] = {0};
+            std::string out;
+            while (fgets(line, sizeof(line), f) != nullptr) out += line;
+            pclose(f);
+            const size_t at = out.find("\"GBps\":");
+            double gbps = 0;
+            if (at != std::string::npos && absl::SimpleAtod(absl::StripTrailingAsciiWhitespace(
+                                                                absl::string_view(out).substr(at + 7, out.find('}', at) - at - 7)),
+                                                            &gbps)) {
+              pr.seconds = 1;
+              pr.bytes = static_cast<uint64_t>(gbps * 1e9);
+            } else {
+              pr.errors = 1;
+            }
+          }
+          rows.push_back(pr); print(pr);
+        }
+      }
     }
     if (redis) {
       std::vector<std::unique_ptr<RedisConn>> conns;
@@ -364,17 +497,20 @@ int Main(int argc, char** argv) {
   };
   std::printf("kvhub-bench: %zu member(s)%s, concurrency %d, %.1f s per cell%s\n", o.members.size(),
               o.spawn ? " (spawned)" : "", N, o.seconds, redis ? ", redis-server baseline in the same run" : "");
-  std::printf("%-6s %-7s %-9s %8s %6s %12s %9s %12s %6s\n", "system", "op", "path", "block", "batch", "ops/s", "GB/s", "keys/s", "errors");
+  std::printf("%-8s %-7s %-13s %8s %6s %12s %9s %12s %6s %14s\n", "system", "op", "path", "block", "batch", "ops/s",
+              "GB/s", "keys/s", "errors", "shard_cpu_s/GiB");
   for (const Row& r : rows) {
-    std::printf("%-6s %-7s %-9s %8s %6s %12.0f %9.3f %12.0f %6lu\n", r.system.c_str(), r.op.c_str(), r.path.c_str(),
-                r.block_bytes ? Human(r.block_bytes).c_str() : "-", r.batch ? absl::StrCat(r.batch).c_str() : "-",
-                r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors));
+    std::printf("%-8s %-7s %-13s %8s %6s %12.0f %9.3f %12.0f %6lu %14s\n", r.system.c_str(), r.op.c_str(),
+                r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
+                r.batch ? absl::StrCat(r.batch).c_str() : "-", r.system == "perftest" ? 0.0 : r.ops_per_s(), r.gbps(),
+                r.keys_per_s(), static_cast<unsigned long>(r.errors),
+                r.cpu_s_per_gib() >= 0 ? absl::StrFormat("%.3f", r.cpu_s_per_gib()).c_str() : "-");
   }
   nlohmann::json ratios = nlohmann::json::object();
   for (uint64_t size : o.sizes) {
     const Row* rg = find("redis", "get", "GET", size);
     const Row* rs = find("redis", "put", "SET", size);
-    for (const std::string& m : o.get_modes) {
+    for (const std::string& m : o.grpc ? o.get_modes : std::vector<std::string>{}) {
       const Row* k = find("kvhub", "get", m, size);
       if (k && rg && rg->gbps() > 0) {
         const double x = k->gbps() / rg->gbps();
@@ -382,7 +518,23 @@ int Main(int argc, char** argv) {
         std::printf("ratio get %-7s %6s: kvhub/redis = %.2fx\n", m.c_str(), Human(size).c_str(), x);
       }
     }
-    for (const std::string& p : o.put_paths) {
+    for (const std::string& tls : o.ucx ? o.ucx_tls : std::vector<std::string>{}) {
+      const std::string path = absl::StrCat("ucx:", tls);
+      const Row* ug = find("kvhub", "get", path, size);
+      const Row* up = find("kvhub", "put", path, size);
+      const Row* gg = find("kvhub", "get", o.get_modes.empty() ? "" : o.get_modes.back(), size);
+      const Row* tb = find("perftest", "tag_bw", path, size);
+      auto ratio = [&](const char* name, const Row* a, const Row* b) {
+        if (a == nullptr || b == nullptr || b->gbps() <= 0) return;
+        ratios[absl::StrCat(name, "_", tls, "_", Human(size))] = a->gbps() / b->gbps();
+        std::printf("ratio %-22s %-10s %6s: %.2fx\n", name, tls.c_str(), Human(size).c_str(), a->gbps() / b->gbps());
+      };
+      ratio("get_ucx_vs_grpc", ug, gg);
+      ratio("get_ucx_vs_redis", ug, rg);
+      ratio("put_ucx_vs_redis", up, rs);
+      ratio("get_ucx_vs_perftest_tag_bw", ug, tb);
+    }
+    for (const std::string& p : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       const Row* k = find("kvhub", "put", p, size);
       if (k && rs && rs->gbps() > 0) {
         const double x = k->gbps() / rs->gbps();
@@ -405,7 +557,8 @@ int Main(int argc, char** argv) {
       j["results"].push_back({{"system", r.system}, {"op", r.op}, {"path", r.path}, {"block_bytes", r.block_bytes},
                               {"batch", r.batch}, {"concurrency", r.concurrency}, {"seconds", r.seconds},
                               {"ops", r.ops}, {"bytes", r.bytes}, {"keys", r.keys}, {"errors", r.errors},
-                              {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()}});
+                              {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()},
+                              {"shard_cpu_s_per_gib", r.cpu_s_per_gib()}});
     }
     if (o.json == "-") {
       std::cout << j.dump(1) << "\n";
