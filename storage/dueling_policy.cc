@@ -16,6 +16,10 @@ absl::Status DuelingConfig::Validate() const {
   if (!(margin >= 0.0 && margin < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("duel margin must be in [0, 1), got ", margin));
   }
+  if (!(lru_margin >= 0.0 && lru_margin < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duel lru_margin must be in [0, 1), got ", lru_margin));
+  }
   return absl::OkStatus();
 }
 
@@ -140,7 +144,7 @@ void DuelingPolicy::Reference(uint64_t hint) {
   if (follow_lru_ && hits_as3_ > hits_lru_ * (1.0 + config_.margin)) {
     follow_lru_ = false;
     ++switches_;
-  } else if (!follow_lru_ && hits_lru_ > hits_as3_ * (1.0 + config_.margin)) {
+  } else if (!follow_lru_ && hits_lru_ > hits_as3_ * (1.0 + config_.lru_margin)) {
     follow_lru_ = true;
     ++switches_;
   }

@@ -10,7 +10,8 @@
 //    resident blocks of references).
 //  - Both policies also order the tier's real blocks (every event goes to both);
 //    PickVictim asks the one whose shadow leads, switching only when the other
-//    leads by more than `margin` (relative), so it does not flap.
+//    leads by more than a margin (2% for as3fifo to take over, 0.5% for LRU to
+//    take back), so it does not flap and ties go to LRU.
 // Because each shadow is an unbiased sample of what its policy would do at the
 // current size, the tier tracks the better of the two on the current workload:
 // as3fifo where one-hit blocks dominate (small caches), LRU where the cache
@@ -33,7 +34,10 @@ namespace kvhub::storage {
 struct DuelingConfig {
   AdaptiveS3FifoConfig as3fifo;  // the adaptive contender (prefix_aware applies to both)
   double half_life = 1.0;        // hit-counter half-life, x resident blocks of references
-  double margin = 0.01;          // the other policy must lead by this share to take over
+  // Hysteresis, biased to LRU (the safe default): as3fifo must lead by `margin`
+  // (relative) to take over from LRU, LRU by `lru_margin` to take it back.
+  double margin = 0.02;
+  double lru_margin = 0.005;
   bool start_with_lru = true;    // which policy picks victims until the shadows disagree
   absl::Status Validate() const;
 };

@@ -54,6 +54,9 @@ TEST(DuelingConfig, Validate) {
   c.margin = 1.5;
   EXPECT_FALSE(c.Validate().ok());
   c = {};
+  c.lru_margin = -0.1;
+  EXPECT_FALSE(c.Validate().ok());
+  c = {};
   c.as3fifo.window = 0;
   EXPECT_FALSE(c.Validate().ok());
 }

@@ -42,6 +42,7 @@ void StartCluster(int shards, uint64_t blocks, uint64_t block_bytes, const std::
   uint64_t cap = static_cast<uint64_t>((blocks + 0.5) * probe->chunk_bytes / in.high_watermark);
   cap = (cap + 4095) / 4096 * 4096;
   in.capacity_bytes = in.region_bytes = cap;
+  in.slab_bytes = cap;  // one slab, given to kvhubd explicitly
   absl::StatusOr<StoreModel> m = ModelStore(in);
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE(m->exact);
@@ -51,6 +52,7 @@ void StartCluster(int shards, uint64_t blocks, uint64_t block_bytes, const std::
     testing::KvhubdProcessOptions o;
     o.flags = {absl::StrCat("--capacity_bytes=", cap), absl::StrCat("--region_bytes=", cap),
                absl::StrCat("--max_block_bytes=", in.max_block_bytes),
+               absl::StrCat("--slab_bytes=", in.slab_bytes),
                absl::StrCat("--high_watermark=", in.high_watermark),
                absl::StrCat("--low_watermark=", in.low_watermark),
                absl::StrCat("--eviction_policy=", policy),

@@ -1,5 +1,6 @@
 #include "bench/replay/byte_budget.h"
 
+#include "bench/replay/store_model.h"
 #include "codec/codec.h"
 #include "storage/size_classes.h"
 
@@ -27,9 +28,10 @@ absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::st
   s.raw_bytes = shape.RawBytes();
   s.encoded_bytes = *later;
   s.first_bytes = *first;
-  // The default kvhubd host tier: 4 KiB .. 64 MiB classes, 8 per doubling, 256 MiB slabs.
-  absl::StatusOr<storage::SizeClasses> classes =
-      storage::SizeClasses::Build(4096, 64ull << 20, 256ull << 20, 8);
+  // The default kvhubd host tier: 4 KiB .. 64 MiB classes, 8 per doubling,
+  // 256 MiB regions and the store's automatic slab size.
+  absl::StatusOr<storage::SizeClasses> classes = storage::SizeClasses::Build(
+      4096, 64ull << 20, AutoSlabBytes(256ull << 20, 64ull << 20), 8);
   if (classes.ok() && classes->ClassFor(*later) < classes->count()) {
     s.store_chunk_bytes = classes->size(classes->ClassFor(*later));
   }

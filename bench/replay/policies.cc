@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
       }
       if (p.first == "half") cfg.half_life = v;
       else if (p.first == "margin") cfg.margin = v;
+      else if (p.first == "lmargin") cfg.lru_margin = v;
       else if (p.first == "lru0") cfg.start_with_lru = v != 0;
       else if (p.first == "window") cfg.as3fifo.window = v;
       else if (p.first == "gain") cfg.as3fifo.gain = v;

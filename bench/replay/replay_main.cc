@@ -301,6 +301,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   }
   sm.region_bytes = std::min<uint64_t>(256ull << 20, (sm.capacity_bytes + 4095) / 4096 * 4096);
   sm.max_block_bytes = std::min<uint64_t>(64ull << 20, sm.region_bytes);
+  sm.slab_bytes = AutoSlabBytes(sm.region_bytes, sm.max_block_bytes);  // passed explicitly
 
   std::unique_ptr<LocalShards> shards;
   ClientConfig cc;
@@ -311,6 +312,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
         absl::StrCat("--capacity_bytes=", sm.capacity_bytes),
         absl::StrCat("--region_bytes=", sm.region_bytes),
         absl::StrCat("--max_block_bytes=", sm.max_block_bytes),
+        absl::StrCat("--slab_bytes=", sm.slab_bytes),
         absl::StrCat("--high_watermark=", sm.high_watermark),
         absl::StrCat("--low_watermark=", sm.low_watermark),
         absl::StrCat("--eviction_policy=", policy),

@@ -8,6 +8,12 @@
 
 namespace kvhub::replay {
 
+uint64_t AutoSlabBytes(uint64_t region_bytes, uint64_t max_block_bytes) {
+  uint64_t slab = std::min<uint64_t>(region_bytes, std::bit_ceil(max_block_bytes));
+  if (region_bytes % slab != 0) slab = region_bytes;
+  return slab;
+}
+
 absl::StatusOr<StoreModel> ModelStore(const StoreModelInput& in) {
   if (in.capacity_bytes == 0 || in.block_bytes == 0 || in.region_bytes == 0) {
     return absl::InvalidArgumentError("store model needs capacity, region and block bytes > 0");
@@ -15,9 +21,11 @@ absl::StatusOr<StoreModel> ModelStore(const StoreModelInput& in) {
   if (!(in.low_watermark > 0 && in.low_watermark <= in.high_watermark && in.high_watermark <= 1)) {
     return absl::InvalidArgumentError("store model needs 0 < low <= high <= 1 watermarks");
   }
-  // HostBlockStore::Make's automatic slab size.
-  uint64_t slab = std::min<uint64_t>(in.region_bytes, std::bit_ceil(16 * in.max_block_bytes));
-  if (in.region_bytes % slab != 0) slab = in.region_bytes;
+  const uint64_t slab =
+      in.slab_bytes ? in.slab_bytes : AutoSlabBytes(in.region_bytes, in.max_block_bytes);
+  if (in.region_bytes % slab != 0) {
+    return absl::InvalidArgumentError("store model: slab_bytes must divide region_bytes");
+  }
   absl::StatusOr<storage::SizeClasses> classes = storage::SizeClasses::Build(
       in.min_block_bytes, in.max_block_bytes, slab, in.size_class_steps);
   if (!classes.ok()) return classes.status();
