@@ -40,6 +40,8 @@
 #include "bench/kvhub_bench/redis_server.h"
 #include "client/client.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
 #include "tests/testing/kvhubd_process.h"
 #include "tools/kvhub/cli_args.h"
 
@@ -576,5 +578,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kvhub-bench"));  // stdout: the table and JSON only
   return kvhub::bench::Main(argc, argv);
 }
