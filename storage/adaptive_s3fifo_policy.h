@@ -19,6 +19,9 @@
 //  - Optional prefix awareness: leaves are evicted before blocks with live
 //    children (as in S3FifoPolicy).
 //
+// Memory: the ghosts are preallocated for (ghost_factor + 2 x window) x
+// capacity_slots key digests, ~64 B each with their hash tables: ~0.4 KB per slot
+// with the defaults; size the store's slot table (max_blocks) accordingly.
 // Thread safety: none (see EvictionPolicy). No allocation after Init.
 
 #include <cstdint>

@@ -16,7 +16,9 @@
 // current size, the tier tracks the better of the two on the current workload:
 // as3fifo where one-hit blocks dominate (small caches), LRU where the cache
 // covers most reuse distances (large caches).
-// Memory: per slot, both policies' state plus two shadow entries (~64 bytes).
+// Memory: both policies' per-slot state plus two shadow caches (one an as3fifo
+// with its ghosts): ~0.9 KB per slot of Init(capacity_slots); size the store's
+// slot table (max_blocks) to the blocks it can really hold.
 // Thread safety: none (see EvictionPolicy). No allocation after Init.
 
 #include <cstdint>

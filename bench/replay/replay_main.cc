@@ -319,6 +319,12 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
         absl::StrCat("--eviction_prefix_aware=", *prefix_aware ? "true" : "false"),
         "--try_hugepages=false",
         absl::StrCat("--log_level=", a.Get("shard_log_level", "warn"))};
+    // Slot table (and so the policy's preallocated metadata, ~0.4 KB per slot for
+    // as3fifo and ~1 KB for duel) sized to twice the blocks the shard can hold,
+    // not capacity / 4 KiB (docs/replay.md, "Policy memory").
+    if (absl::StatusOr<StoreModel> m = ModelStore(sm); m.ok()) {
+      flags.push_back(absl::StrCat("--max_blocks=", std::max<uint64_t>(1024, 2 * m->slab_chunks)));
+    }
     absl::StatusOr<std::unique_ptr<LocalShards>> started =
         LocalShards::Start(a.Get("kvhubd", LocalShards::DefaultBinary()), n, flags);
     if (!started.ok()) return started.status();
