@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "client/block_verify.h"
 #include "client/shard.h"
 #include "common/log.h"
@@ -93,6 +95,19 @@ absl::Status UcxDataPlane::EnsureWorker() {
   return worker_status_;
 }
 
+namespace {
+// True when every lane UCX chose (e.g. "tcp", "tcp (nofail)") is plain TCP.
+bool OnlyTcpLanes(absl::string_view tls) {
+  bool any = false;
+  for (absl::string_view lane : absl::StrSplit(tls, absl::ByAnyChar(", "), absl::SkipEmpty())) {
+    if (absl::StartsWith(lane, "(")) break;  // annotations such as "(nofail)" follow the lanes
+    if (lane != "tcp") return false;
+    any = true;
+  }
+  return any;
+}
+}  // namespace
+
 UcxDataPlane::Peer* UcxDataPlane::PeerFor(Shard& shard) {
   Peer* p;
   {
@@ -147,6 +162,14 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   absl::StatusOr<transport::PeerId> id = worker_->Connect(info);
   if (!id.ok()) return give_up(id.status());
   const std::string tls = worker_->PeerTransports(*id).value_or("unknown");
+  if (config_.transport == TransportMode::kAuto && OnlyTcpLanes(tls)) {
+    // UCX over plain TCP moves gets slower than the gRPC stream path here
+    // (docs/results-transport.md): in auto mode UCX is for RDMA and shared memory.
+    (void)worker_->Disconnect(*id);
+    return give_up(absl::FailedPreconditionError(absl::StrCat(
+        "UCX reaches this shard only over ", tls,
+        ", where the gRPC path is faster; transport=ucx forces UCX")));
+  }
   const auto path_name = [&](transport::TransferKind k) {
     absl::StatusOr<transport::UcxPath> path = worker_->ResolvedPath(*id, k);
     return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");

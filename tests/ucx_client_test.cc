@@ -138,6 +138,19 @@ TEST(UcxClientTest, ByteExactOverUcxSharedMemory) {
   EXPECT_EQ(st.ucx_get_bytes, total);
 }
 
+TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kAuto, "tcp"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t total = PutGetByteExact(**client, "ns", {100, 5 << 20}, 5);
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StartsWith(st.transport, "grpc (fallback: UCX reaches this shard only over tcp"))
+      << st.transport;
+  EXPECT_EQ(st.ucx_get_bytes + st.ucx_put_bytes, 0u);
+  EXPECT_EQ(st.grpc_get_bytes, total);
+}
+
 TEST(UcxClientTest, ShardWithoutUcxFallsBackToGrpcAndSaysSo) {
   auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
   spdlog::default_logger()->sinks().push_back(sink);
