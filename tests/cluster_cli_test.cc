@@ -18,9 +18,7 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#ifdef KVHUB_CLI_TEST_WITH_KVHUBD
 #include "tests/testing/kvhubd_process.h"
-#endif
 
 namespace kvhub {
 namespace {
@@ -157,7 +155,6 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("127.0.0.1:1"), std::string::npos) << r.out;
 }
 
-#ifdef KVHUB_CLI_TEST_WITH_KVHUBD
 TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}, .node_id = "cli-node"});
   ASSERT_TRUE(proc.ok()) << proc.status();
@@ -219,7 +216,6 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
-#endif
 
 }  // namespace
 }  // namespace kvhub
