@@ -107,12 +107,17 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
-                                               v1::LookupResponse* resp) {
+template <typename Handler>
+grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc, Handler&& handler) {
   absl::Time start = absl::Now();
   InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kLookup, start, StoppingStatus());
-  return Finish(ctx, Rpc::kLookup, start, DoLookup(*req, resp));
+  if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
+  return Finish(ctx, rpc, start, handler());
+}
+
+grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
+                                               v1::LookupResponse* resp) {
+  return Serve(ctx, Rpc::kLookup, [&] { return DoLookup(*req, resp); });
 }
 
 // ---------------------------------------------------------------- PutStart
@@ -148,10 +153,7 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
 
 grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx,
                                                  const v1::PutStartRequest* req, v1::PutStartResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kPutStart, start, StoppingStatus());
-  return Finish(ctx, Rpc::kPutStart, start, DoPutStart(*req, resp));
+  return Serve(ctx, Rpc::kPutStart, [&] { return DoPutStart(*req, resp); });
 }
 
 // ---------------------------------------------------------------- PutData
@@ -237,10 +239,7 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
 
 grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
                                                   const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kPutCommit, start, StoppingStatus());
-  return Finish(ctx, Rpc::kPutCommit, start, DoPutCommit(*req, resp));
+  return Serve(ctx, Rpc::kPutCommit, [&] { return DoPutCommit(*req, resp); });
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -262,10 +261,7 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
 
 grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
                                                  const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kPutAbort, start, StoppingStatus());
-  return Finish(ctx, Rpc::kPutAbort, start, DoPutAbort(*req, resp));
+  return Serve(ctx, Rpc::kPutAbort, [&] { return DoPutAbort(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Put (inline)
@@ -305,10 +301,7 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
 
 grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
                                             v1::PutResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kPut, start, StoppingStatus());
-  return Finish(ctx, Rpc::kPut, start, DoPut(*req, resp));
+  return Serve(ctx, Rpc::kPut, [&] { return DoPut(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Get
@@ -698,10 +691,7 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
 
 grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                 v1::ReleaseResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kRelease, start, StoppingStatus());
-  return Finish(ctx, Rpc::kRelease, start, DoRelease(*req, resp));
+  return Serve(ctx, Rpc::kRelease, [&] { return DoRelease(*req, resp); });
 }
 
 grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {
@@ -715,10 +705,7 @@ grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResp
 
 grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
                                                v1::DeleteResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kDelete, start, StoppingStatus());
-  return Finish(ctx, Rpc::kDelete, start, DoDelete(*req, resp));
+  return Serve(ctx, Rpc::kDelete, [&] { return DoDelete(*req, resp); });
 }
 
 grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* resp) {
@@ -732,10 +719,7 @@ grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* res
 
 grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
                                             v1::PinResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kPin, start, StoppingStatus());
-  return Finish(ctx, Rpc::kPin, start, DoPin(*req, resp));
+  return Serve(ctx, Rpc::kPin, [&] { return DoPin(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Stats / Health
@@ -780,10 +764,7 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
 
 grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                               v1::StatsResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) return Finish(ctx, Rpc::kStats, start, StoppingStatus());
-  return Finish(ctx, Rpc::kStats, start, DoStats(resp));
+  return Serve(ctx, Rpc::kStats, [&] { return DoStats(resp); });
 }
 
 grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,

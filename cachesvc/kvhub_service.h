@@ -147,6 +147,10 @@ class KvHubService final : public KvHubCallbackBase {
   // Drops one reference; the last one releases the lease.
   static void ReleaseSliceLease(void* arg);
 
+  // One unary RPC: latency timing, in-flight accounting, refusal while stopping,
+  // then `handler()` (returning grpc::Status) and Finish.
+  template <typename Handler>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, Handler&& handler);
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                    const grpc::Status& status);
 
