@@ -121,7 +121,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_INT_KEY("max_blocks", store.max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M"),
       KVHUB_INT_KEY("max_leases", store.max_leases, "live leases at once (preallocated); default 262144"),
       KVHUB_BOOL_KEY("populate", store.populate, "MAP_POPULATE the regions at start; default false"),
-      KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default true"),
+      KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default false (measured worse: docs/results-replay.md)"),
       KVHUB_DOUBLE_KEY("s3fifo_small_ratio", store.eviction.s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1"),
       KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0"),
       KVHUB_MS_KEY("expiry_interval_ms", expiry_interval, "expiry sweep period; default 1000"),

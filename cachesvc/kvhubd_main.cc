@@ -52,7 +52,7 @@ KVHUB_CONFIG_FLAG(size_class_steps, "allocator size classes per power of two; de
 KVHUB_CONFIG_FLAG(max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M");
 KVHUB_CONFIG_FLAG(max_leases, "live leases at once (preallocated); default 262144");
 KVHUB_CONFIG_FLAG(populate, "MAP_POPULATE the regions at start; default false");
-KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default true");
+KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default false");
 KVHUB_CONFIG_FLAG(s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1");
 KVHUB_CONFIG_FLAG(worker_threads, "gRPC/HTTP worker threads, 0 = CPU cores; default 0");
 KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period; default 1000");

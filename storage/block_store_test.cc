@@ -344,7 +344,7 @@ TEST_F(BlockStoreTest, MixedSizesReassignSlabs) {
 }
 
 TEST_F(BlockStoreTest, PolicyNames) {
-  EXPECT_EQ(store_->PolicyName(), "s3fifo+prefix");
+  EXPECT_EQ(store_->PolicyName(), "s3fifo");
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";
   c.eviction.prefix_aware = false;
@@ -355,6 +355,7 @@ TEST_F(BlockStoreTest, PolicyNames) {
 TEST_F(BlockStoreTest, PrefixAwareEvictsLeavesFirst) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";
+  c.eviction.prefix_aware = true;
   c.capacity_bytes = 1ull << 20;
   c.region_bytes = 1ull << 20;
   Make(c);

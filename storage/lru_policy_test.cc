@@ -79,7 +79,11 @@ TEST(EvictionPolicyFactoryTest, MakesBothAndRejectsUnknown) {
   EvictionPolicyConfig c;
   auto s3 = MakeEvictionPolicy(c);
   ASSERT_TRUE(s3.ok());
-  EXPECT_EQ((*s3)->Name(), "s3fifo+prefix");
+  EXPECT_EQ((*s3)->Name(), "s3fifo");  // the default: plain S3-FIFO
+  c.prefix_aware = true;
+  auto s3p = MakeEvictionPolicy(c);
+  ASSERT_TRUE(s3p.ok());
+  EXPECT_EQ((*s3p)->Name(), "s3fifo+prefix");
   c.name = "lru";
   c.prefix_aware = false;
   auto lru = MakeEvictionPolicy(c);
