@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
@@ -47,7 +48,7 @@ AmResponseHeader MakeResponse(uint64_t req_id, const absl::Status& st, uint64_t 
   h.size = size;
   const absl::string_view msg = st.message();
   const size_t n = std::min(msg.size(), sizeof(h.message) - 1);
-  std::memcpy(h.message, msg.data(), n);
+  if (n > 0) std::memcpy(h.message, msg.data(), n);  // an OK status has no message (data() may be null)
   h.message[n] = '\0';
   return h;
 }
@@ -156,6 +157,10 @@ struct UcxWorker::Impl {
   absl::flat_hash_map<uint64_t, Op*> awaiting;  // req_id -> op waiting for an AM response
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps;  // reported by the error callback
   std::vector<void*> closing;                                 // ucp_ep_close_nbx requests
+  // Response sends whose completion has not been reported yet. UCX drops the
+  // completion of a send to a peer that died mid-transfer; what is left here
+  // when the worker is destroyed is freed with the Impl.
+  absl::flat_hash_set<ServerSend*> sends;
   uint64_t next_peer = 1, next_conn = 1, next_req = 1;
   Counters c;
 
@@ -367,6 +372,7 @@ struct UcxWorker::Impl {
     ucp_request_free(request);
   }
   void ServerSendFinished(ServerSend* s, ucs_status_t status) {
+    sends.erase(s);
     if (status == UCS_OK) {
       if (s->data_bytes > 0) c.served_get_bytes_completed.fetch_add(s->data_bytes);
     } else {
@@ -383,6 +389,7 @@ struct UcxWorker::Impl {
     // Counted before the send starts: the peer can only complete after this.
     if (data_bytes > 0) c.served_get_bytes.fetch_add(data_bytes);
     auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes};
+    sends.insert(s);
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.send = &Impl::OnServerSendDone;
@@ -711,6 +718,10 @@ struct UcxWorker::Impl {
     }
   }
 
+  ~Impl() {
+    for (ServerSend* s : sends) delete s;
+  }
+
   void Shutdown() {
     std::vector<PeerId> ids;
     for (auto& [id, p] : peers) ids.push_back(id);
@@ -783,8 +794,10 @@ UcxWorker::~UcxWorker() {
     ucp_worker_signal(worker_);
     thread_.join();
   }
-  impl_.reset();
+  // The worker goes first: completions UCX still reports while destroying it
+  // reach a live Impl; the Impl then frees what never completed.
   if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  impl_.reset();
 }
 
 bool UcxWorker::HasTasks() { return has_tasks_.load(std::memory_order_acquire); }
