@@ -129,7 +129,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     if (config_.transport == TransportMode::kAuto) {
       p->state = Peer::State::kGrpc;
       p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
-      KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: UCX not available ({})", p->address, why.ToString());
+      KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,

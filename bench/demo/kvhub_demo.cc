@@ -28,6 +28,7 @@
 #include "codec/codec.h"
 #include "codec/synthetic_kv.h"
 #include "common/keys.h"
+#include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/model_spec.h"
 
@@ -43,6 +44,7 @@ ABSL_FLAG(int, system_prompt_tokens, 512, "tokens of each system prompt");
 ABSL_FLAG(int, clients, 4, "concurrent client threads (one conversation each at a time)");
 ABSL_FLAG(uint64_t, seed, 42, "workload seed");
 ABSL_FLAG(std::string, codec, "kivi4", "block codec: raw, lossless, fp8, int8, kivi4, kivi2");
+ABSL_FLAG(std::string, log_level, "error", "client log level: trace|debug|info|warn|error|off");
 
 namespace kvhub {
 namespace {
@@ -152,6 +154,7 @@ int Run() {
     std::fprintf(stderr, "kvhub-demo: --spec: %s\n", spec.status().ToString().c_str());
     return 2;
   }
+  SetLogLevel(absl::GetFlag(FLAGS_log_level));
   ClientConfig config;
   config.members = *members;
   auto client_or = Client::Create(config);
@@ -349,6 +352,10 @@ int Run() {
       std::printf("  %-24s %7.2f  %7.2f  %7.2f  %7.2f\n", name, Pct(*v, 0.5), Pct(*v, 0.95),
                   Pct(*v, 0.99), Pct(*v, 1.0));
     }
+  }
+  std::printf("\nshard                   transport\n");
+  for (const ShardTransportStats& t : client.TransportStats()) {
+    std::printf("  %-20s  %s\n", t.address.c_str(), t.transport.c_str());
   }
   std::printf("\nshard                   blocks    used MiB / capacity MiB   evictions\n");
   for (const auto& m : client.Stats()) {
