@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -489,4 +490,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvhub::replay
 
-int main(int argc, char** argv) { return kvhub::replay::Main(argc, argv); }
+int main(int argc, char** argv) {
+  kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
+  return kvhub::replay::Main(argc, argv);
+}
