@@ -500,21 +500,23 @@ absl::StatusOr<FetchResult> Client::Fetch(absl::string_view ns, const ModelSpec&
 
 // ---------------------------------------------------------------- Delete, Pin, Stats
 
-absl::StatusOr<std::vector<absl::Status>> Client::Delete(absl::string_view ns,
-                                                         std::span<const BlockKey> keys) {
+template <typename Request, typename Response>
+absl::StatusOr<std::vector<absl::Status>> Client::PerKeyCall(
+    absl::string_view ns, std::span<const BlockKey> keys, const char* rpc, const Request& prototype,
+    absl::Status (Shard::*call)(const Request&, Response*)) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   std::vector<absl::Status> out(keys.size());
   std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
   RunParallel(pool_.get(), batches.size(), [&](size_t b) {
     const Batch& batch = batches[b];
     Shard& shard = *shards_[batch.shard];
-    v1::DeleteRequest req;
+    Request req = prototype;
     req.set_namespace_(std::string(ns));
     req.set_keys(KeysString(keys, batch.items));
-    v1::DeleteResponse resp;
-    absl::Status s = shard.Delete(req, &resp);
+    Response resp;
+    absl::Status s = (shard.*call)(req, &resp);
     if (s.ok() && resp.items_size() != static_cast<int>(batch.items.size())) {
-      s = CountMismatch("Delete", shard.address(), resp.items_size(), batch.items.size());
+      s = CountMismatch(rpc, shard.address(), resp.items_size(), batch.items.size());
     }
     for (size_t k = 0; k < batch.items.size(); ++k) {
       const size_t i = batch.items[k];
@@ -524,29 +526,16 @@ absl::StatusOr<std::vector<absl::Status>> Client::Delete(absl::string_view ns,
   return out;
 }
 
+absl::StatusOr<std::vector<absl::Status>> Client::Delete(absl::string_view ns,
+                                                         std::span<const BlockKey> keys) {
+  return PerKeyCall(ns, keys, "Delete", v1::DeleteRequest(), &Shard::Delete);
+}
+
 absl::StatusOr<std::vector<absl::Status>> Client::Pin(absl::string_view ns,
                                                       std::span<const BlockKey> keys, bool pin) {
-  if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
-  std::vector<absl::Status> out(keys.size());
-  std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
-  RunParallel(pool_.get(), batches.size(), [&](size_t b) {
-    const Batch& batch = batches[b];
-    Shard& shard = *shards_[batch.shard];
-    v1::PinRequest req;
-    req.set_namespace_(std::string(ns));
-    req.set_keys(KeysString(keys, batch.items));
-    req.set_pin(pin);
-    v1::PinResponse resp;
-    absl::Status s = shard.Pin(req, &resp);
-    if (s.ok() && resp.items_size() != static_cast<int>(batch.items.size())) {
-      s = CountMismatch("Pin", shard.address(), resp.items_size(), batch.items.size());
-    }
-    for (size_t k = 0; k < batch.items.size(); ++k) {
-      const size_t i = batch.items[k];
-      out[i] = s.ok() ? FromItem(resp.items(static_cast<int>(k)), keys[i]) : s;
-    }
-  });
-  return out;
+  v1::PinRequest prototype;
+  prototype.set_pin(pin);
+  return PerKeyCall(ns, keys, "Pin", prototype, &Shard::Pin);
 }
 
 std::vector<MemberStats> Client::Stats() {

@@ -157,6 +157,11 @@ class Client {
     size_t shard;
     std::vector<size_t> items;
   };
+  // Delete/Pin: one request per batch, one ItemStatus per key back, in key order.
+  template <typename Request, typename Response>
+  absl::StatusOr<std::vector<absl::Status>> PerKeyCall(absl::string_view ns, std::span<const BlockKey> keys,
+                                                       const char* rpc, const Request& prototype,
+                                                       absl::Status (Shard::*call)(const Request&, Response*));
   // Groups keys per owner and splits each group into batches of at most
   // max_keys (and, when sizes is given, at most max_bytes per batch).
   std::vector<Batch> MakeBatches(std::span<const BlockKey> keys, size_t max_keys,
