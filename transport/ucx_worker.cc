@@ -412,32 +412,35 @@ struct UcxWorker::Impl {
     return it != conns.end() && it->second->peer_mode;
   }
 
-  ucp_ep_h ReplyEp(uint64_t conn_id, const ucp_am_recv_param_t* param) {
+  ucp_ep_h ReplyEp(uint64_t conn_id) {
     auto it = conns.find(conn_id);
     if (it != conns.end()) return it->second->ep;
     return nullptr;
   }
 
-  static bool ParseRequest(const void* header, size_t len, AmRequestHeader* h) {
-    if (len != sizeof(*h)) return false;
-    std::memcpy(h, header, sizeof(*h));
-    return h->magic == kAmMagic;
+  // Parses an AM request header and finds the connection to answer on; null
+  // (counted as a served error) for a malformed header or an unknown connection,
+  // which the client's deadline then fails.
+  ucp_ep_h AcceptRequest(const void* header, size_t len, const char* what, AmRequestHeader* h) {
+    if (len == sizeof(*h)) std::memcpy(h, header, sizeof(*h));
+    if (len != sizeof(*h) || h->magic != kAmMagic) {
+      c.served_errors.fetch_add(1);
+      return nullptr;
+    }
+    ucp_ep_h ep = ReplyEp(h->conn_id);
+    if (ep == nullptr) {
+      c.served_errors.fetch_add(1);
+      KVHUB_LOG(warn, "ucx: {} request for unknown connection {}", what, h->conn_id);
+    }
+    return ep;
   }
 
   static ucs_status_t OnGetRequest(void* arg, const void* header, size_t header_length, void* data,
                                    size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<Impl*>(arg);
     AmRequestHeader h;
-    if (!ParseRequest(header, header_length, &h)) {
-      self->c.served_errors.fetch_add(1);
-      return UCS_OK;
-    }
-    ucp_ep_h ep = self->ReplyEp(h.conn_id, param);
-    if (ep == nullptr) {
-      self->c.served_errors.fetch_add(1);
-      KVHUB_LOG(warn, "ucx: get request for unknown connection {}", h.conn_id);
-      return UCS_OK;  // the client's deadline fails the transfer
-    }
+    ucp_ep_h ep = self->AcceptRequest(header, header_length, "get", &h);
+    if (ep == nullptr) return UCS_OK;
     const absl::Status st = self->CheckServed(TransferKind::kGet, h.region, h.offset, h.size);
     const UcxMemory* mem = st.ok() ? self->w->options_.served[h.region] : nullptr;
     self->Respond(ep, kAmGetResp, h.req_id, st,
@@ -455,7 +458,7 @@ struct UcxWorker::Impl {
     absl::Status st = UcsToStatus(status, "ucx put receive");
     if (st.ok() && length != r->size) st = absl::DataLossError("short put receive");
     if (st.ok()) c.served_put_bytes.fetch_add(r->size);
-    ucp_ep_h ep = ReplyEp(r->conn_id, nullptr);
+    ucp_ep_h ep = ReplyEp(r->conn_id);
     if (ep != nullptr) Respond(ep, kAmPutResp, r->req_id, st, nullptr, 0, nullptr);
     delete r;
   }
@@ -464,16 +467,8 @@ struct UcxWorker::Impl {
                                    size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<Impl*>(arg);
     AmRequestHeader h;
-    if (!ParseRequest(header, header_length, &h)) {
-      self->c.served_errors.fetch_add(1);
-      return UCS_OK;
-    }
-    ucp_ep_h ep = self->ReplyEp(h.conn_id, param);
-    if (ep == nullptr) {
-      self->c.served_errors.fetch_add(1);
-      KVHUB_LOG(warn, "ucx: put request for unknown connection {}", h.conn_id);
-      return UCS_OK;
-    }
+    ucp_ep_h ep = self->AcceptRequest(header, header_length, "put", &h);
+    if (ep == nullptr) return UCS_OK;
     absl::Status st = self->CheckServed(TransferKind::kPut, h.region, h.offset, h.size);
     if (st.ok() && length != h.size) {
       st = absl::InvalidArgumentError(absl::StrCat("put carries ", length, " bytes, header says ", h.size));
