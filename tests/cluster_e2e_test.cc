@@ -357,7 +357,7 @@ TEST(ClusterE2eTest, EvictionUnderMemoryPressureNeverServesWrongData) {
     stored += pub->stored;
   }
   EXPECT_GT(stored, 0u);
-  size_t hits = 0, misses = 0;
+  size_t hits = 0, misses = 0, last_seq_hits = 0;
   for (const Sequence& s : seqs) {
     absl::StatusOr<LookupResult> look = client->LookupPrefix(ns, spec, s.tokens);
     ASSERT_TRUE(look.ok());
@@ -368,6 +368,7 @@ TEST(ClusterE2eTest, EvictionUnderMemoryPressureNeverServesWrongData) {
     for (size_t i = 0; i < s.keys.size(); ++i) {
       if (got->status[i].ok()) {
         ++hits;
+        if (&s == &seqs.back()) ++last_seq_hits;
       } else {
         EXPECT_EQ(got->status[i].code(), absl::StatusCode::kNotFound) << got->status[i];
         ++misses;
@@ -385,10 +386,11 @@ TEST(ClusterE2eTest, EvictionUnderMemoryPressureNeverServesWrongData) {
       EXPECT_GT(t.evictions(), 0u);
     }
   }
-  // The most recent sequence is (mostly) still cached and fetchable.
-  absl::StatusOr<LookupResult> last = client->LookupPrefix(ns, spec, seqs.back().tokens);
-  ASSERT_TRUE(last.ok());
-  EXPECT_GT(last->hit_blocks, 0u);
+  // The most recent sequence is mostly still cached and fetchable. Not all of
+  // it: when a size class needs a slab, the victim's whole slab is emptied and
+  // that can take recent blocks of other classes with it (docs/storage.md).
+  std::fprintf(stderr, "last sequence: %zu of %zu blocks cached\n", last_seq_hits, seqs.back().keys.size());
+  EXPECT_GE(last_seq_hits * 2, seqs.back().keys.size());
 }
 
 TEST(ClusterE2eTest, KilledShardCostsItsBlocksNeverCorrectness) {
