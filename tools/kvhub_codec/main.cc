@@ -58,7 +58,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
       bool flag = false;
       for (const char* f : kFlags) flag |= s == f;
       if (flag) {
-        a.opts[s] = "1";
+        a.opts[s].assign(1, '1');
       } else {
         if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(s, " needs a value"));
         a.opts[s] = argv[++i];
