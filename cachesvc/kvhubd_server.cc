@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   if (!store.ok()) return store.status();
   srv->store_ = std::move(*store);
   // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC only.
-  srv->ucx_ = UcxServer::Start(config, srv->store_->regions());
+  srv->ucx_ = UcxServer::Start(config, srv->store_.get());
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);

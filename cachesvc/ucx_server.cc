@@ -29,8 +29,8 @@ UcxServer::~UcxServer() = default;
 
 bool UcxServer::serving() const { return state_ != nullptr; }
 
-std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config,
-                                            std::span<const storage::Region> regions) {
+std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage::BlockStore* store) {
+  const std::span<const storage::Region> regions = store->regions();
   std::unique_ptr<UcxServer> s(new UcxServer());
   if (!config.ucx_enabled) {
     s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
@@ -39,6 +39,7 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config,
   }
 #ifndef KVHUB_HAVE_UCX
   (void)regions;
+  (void)store;
   s->status_text_ = "kvhubd was built without UCX";
   KVHUB_LOG(warn, "ucx: off: {}; gRPC only", s->status_text_);
   return s;
@@ -62,6 +63,17 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config,
   state->context = std::move(*ctx);
   transport::UcxWorker::Options wo;
   wo.name = "kvhubd";
+  // Every active-message transfer must name a live lease (get) or reservation
+  // (put) covering its range, and holds that memory until UCX is done with it.
+  wo.access.begin = [store, regions](transport::TransferKind kind, uint64_t grant, uint32_t region,
+                                     uint64_t offset, uint64_t size) -> absl::StatusOr<uint64_t> {
+    if (region >= regions.size()) return absl::InvalidArgumentError("unknown region");
+    return store->BeginTransfer(kind == transport::TransferKind::kPut, grant,
+                                storage::BlockLocation{region, offset, size});
+  };
+  wo.access.end = [store](transport::TransferKind kind, uint64_t hold) {
+    store->EndTransfer(kind == transport::TransferKind::kPut, hold);
+  };
   for (const storage::Region& r : regions) {
     absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = state->context->Register(r.base, r.size);
     if (!mem.ok()) return fail(mem.status());

@@ -12,16 +12,19 @@
 // cannot initialize, the object is "off", records why (status_text()), and Connect
 // answers FAILED_PRECONDITION with that reason; kvhubd then serves gRPC only.
 //
-// What the shard can and cannot check: the worker refuses AM requests outside a
-// registered region. It does not check that a range belongs to a live lease or
-// reservation (one-sided RDMA could not be checked anyway): the store's contract
-// is that leased and reserved memory is never reused while the lease/reservation
-// lives, and clients bound every transfer by the lease/reservation expiry and
-// verify checksums. Any client that completed Connect can read the registered
-// regions; run UCX only on trusted networks (docs/transport.md "Security").
+// What the shard can and cannot check: an active-message request (the path on
+// tcp and shared memory) must name the live lease (get) or reservation (put)
+// whose block covers its range; the store holds that memory until UCX is done
+// with it (BlockStore::BeginTransfer), so a late or stray transfer is refused
+// and never touches another block. One-sided RDMA (verbs RMA) cannot be checked
+// by the shard at all: there the store's contract (leased and reserved memory is
+// never reused while the lease/reservation lives) and the clients' expiry bounds
+// and checksums are what protect data, and any client that completed Connect can
+// reach the registered regions; run UCX only on trusted networks
+// (docs/transport.md "Security").
 //
 // Thread safety: Connect and the accessors may be called concurrently.
-// Ownership: the regions must outlive the UcxServer.
+// Ownership: the store (and so its regions) must outlive the UcxServer.
 
 #include <cstdint>
 #include <memory>
@@ -43,10 +46,10 @@ inline constexpr uint64_t kMaxUcxConnections = 4096;
 
 class UcxServer {
  public:
-  // Starts UCX over `regions` as `config` says (ucx_enabled, ucx_tls). Logs the
-  // outcome: "ucx: serving N regions via ..." or "ucx: off: <why>; gRPC only".
-  static std::unique_ptr<UcxServer> Start(const KvhubdConfig& config,
-                                          std::span<const storage::Region> regions);
+  // Starts UCX over the store's regions as `config` says (ucx_enabled, ucx_tls).
+  // Logs the outcome: "ucx: serving N regions via ..." or "ucx: off: <why>; gRPC
+  // only". `store` must outlive the UcxServer.
+  static std::unique_ptr<UcxServer> Start(const KvhubdConfig& config, storage::BlockStore* store);
   ~UcxServer();
   UcxServer(const UcxServer&) = delete;
   UcxServer& operator=(const UcxServer&) = delete;

@@ -305,7 +305,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
                                                   " != block size ", b.size()));
     } else {
       transfers.push_back({transport::TransferKind::kGet, transport::UcxPath::kAuto, b.location().rkey_id(),
-                           b.location().offset(), b.size(), r.dest.data()});
+                           b.location().offset(), b.size(), r.dest.data(), b.lease_id()});
       index.push_back(i);
     }
   }
@@ -388,7 +388,8 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std
     }
     // UCX only reads `local` for a put.
     transfers.push_back({transport::TransferKind::kPut, transport::UcxPath::kAuto, w.location.rkey_id,
-                         w.location.offset, w.data.size(), const_cast<uint8_t*>(w.data.data())});
+                         w.location.offset, w.data.size(), const_cast<uint8_t*>(w.data.data()),
+                         w.reservation_id});
     bytes += w.data.size();
   }
   const absl::Duration budget = end - absl::Now();

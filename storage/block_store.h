@@ -149,6 +149,21 @@ class BlockStore {
   // Sets or clears the pin. NOT_FOUND if absent; RESOURCE_EXHAUSTED over the pinned quota.
   virtual absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) = 0;
 
+  // Transfers by a transport that moves bytes without the store's CPU copying
+  // them (UCX active messages; docs/transport.md "Grants"). Before touching
+  // memory the transport calls BeginTransfer with the grant the client named:
+  // a reservation id (`put`: the range is written) or a lease id (`get`: read).
+  // It succeeds only if the grant is live (not expired, released, committed or
+  // aborted) and [range.offset, +range.size) in range.region lies inside the
+  // grant's block; then that memory is held until EndTransfer: a held
+  // reservation does not expire and refuses Commit/Abort (FAILED_PRECONDITION),
+  // a held leased block is not reused even if its lease ends. Every successful
+  // BeginTransfer must be followed by exactly one EndTransfer with its hold.
+  // NOT_FOUND: unknown or expired grant; PERMISSION_DENIED: range outside it.
+  virtual absl::StatusOr<uint64_t> BeginTransfer(bool put, uint64_t grant_id,
+                                                 const BlockLocation& range) = 0;
+  virtual void EndTransfer(bool put, uint64_t hold) = 0;
+
   // Reclaims expired reservations and leases; returns how many. The daemon calls
   // it periodically; tests call it after advancing a ManualClock.
   virtual size_t ExpireNow() = 0;

@@ -191,6 +191,7 @@ void HostBlockStore::FreeSlot(uint32_t s) {
   slot.state = State::kFree;
   slot.pinned = slot.pin_on_commit = slot.has_parent = false;
   slot.leases = 0;
+  slot.transfers = 0;
   free_slots_.PushHead(s);
 }
 
@@ -252,7 +253,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   if (existing != kNoSlot) {
     Slot& e = slots_[existing];
     if (e.state == State::kCommitted) return absl::AlreadyExistsError("block already stored");
-    if (e.state == State::kReserved && e.expires_ns <= now) {
+    if (e.state == State::kReserved && e.expires_ns <= now && e.transfers == 0) {
       DropReservation(existing);  // expired, not yet reclaimed
       ++stats_.reservations_expired;
     } else {
@@ -321,6 +322,9 @@ absl::Status HostBlockStore::Commit(uint64_t reservation_id) {
     if (slot.state == State::kCommitting) {
       return absl::FailedPreconditionError("reservation is already being committed");
     }
+    if (slot.transfers > 0) {
+      return absl::FailedPreconditionError("a transfer into this reservation is still in progress");
+    }
     if (slot.expires_ns <= NowNs()) {
       DropReservation(s);
       ++stats_.reservations_expired;
@@ -368,6 +372,10 @@ absl::Status HostBlockStore::Abort(uint64_t reservation_id) {
   if (s == kNoSlot) return absl::NotFoundError("unknown or expired reservation");
   if (slots_[s].state == State::kCommitting) {
     return absl::FailedPreconditionError("reservation is being committed");
+  }
+  if (slots_[s].transfers > 0) {
+    return absl::FailedPreconditionError(
+        "a transfer into this reservation is still in progress; it expires after the transfer ends");
   }
   if (slots_[s].expires_ns <= NowNs()) {
     DropReservation(s);
@@ -504,7 +512,7 @@ size_t HostBlockStore::ExpireLocked(int64_t now) {
   size_t n = 0;
   for (uint32_t s = reservations_.head(); s != kNoSlot;) {
     uint32_t next = slot_links_.next(s);
-    if (slots_[s].expires_ns <= now) {
+    if (slots_[s].expires_ns <= now && slots_[s].transfers == 0) {
       DropReservation(s);
       ++stats_.reservations_expired;
       ++n;
@@ -521,6 +529,63 @@ size_t HostBlockStore::ExpireLocked(int64_t now) {
     i = next;
   }
   return n;
+}
+
+// ---------------------------------------------------------------------------
+// Transfer holds (transports that move bytes without the store's CPU)
+
+bool HostBlockStore::Contains(uint64_t offset, uint64_t size, const BlockLocation& range) const {
+  const BlockLocation b = LocationOf(offset, size);
+  return range.size > 0 && range.region == b.region && range.offset >= b.offset &&
+         range.offset - b.offset <= b.size && range.size <= b.size - (range.offset - b.offset);
+}
+
+absl::StatusOr<uint64_t> HostBlockStore::BeginTransfer(bool put, uint64_t grant_id,
+                                                       const BlockLocation& range) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = NowNs();
+  if (put) {
+    const uint32_t s = ReservationSlot(grant_id);
+    if (s == kNoSlot || slots_[s].state != State::kReserved || slots_[s].expires_ns <= now) {
+      return absl::NotFoundError(absl::StrCat("reservation ", grant_id,
+                                              " is unknown, expired, committed or aborted"));
+    }
+    Slot& slot = slots_[s];
+    if (!Contains(slot.offset, slot.size, range)) {
+      return absl::PermissionDeniedError(absl::StrCat("range is outside reservation ", grant_id));
+    }
+    ++slot.transfers;
+    return grant_id;
+  }
+  const uint32_t idx = static_cast<uint32_t>(grant_id);
+  if (idx >= leases_.size() || leases_[idx].slot == kNoSlot ||
+      leases_[idx].gen != static_cast<uint32_t>(grant_id >> 32) || leases_[idx].expires_ns <= now) {
+    return absl::NotFoundError(absl::StrCat("lease ", grant_id, " is unknown, expired or released"));
+  }
+  const uint32_t s = leases_[idx].slot;
+  Slot& slot = slots_[s];
+  if (!Contains(slot.offset, slot.size, range)) {
+    return absl::PermissionDeniedError(absl::StrCat("range is outside the block of lease ", grant_id));
+  }
+  // The hold is one more lease on the slot (without a lease record): the bytes
+  // stay until EndTransfer even if the client's lease ends first.
+  if (slot.leases++ == 0) ++stats_.leased_blocks;
+  return s;
+}
+
+void HostBlockStore::EndTransfer(bool put, uint64_t hold) {
+  absl::MutexLock lock(&mu_);
+  const uint32_t s = static_cast<uint32_t>(hold);
+  if (s >= max_slots_) return;
+  Slot& slot = slots_[s];
+  if (put) {
+    if (slot.transfers > 0) --slot.transfers;
+    return;  // an expired reservation is reclaimed by the next expiry sweep
+  }
+  if (slot.leases > 0 && --slot.leases == 0) {
+    --stats_.leased_blocks;
+    if (slot.state == State::kZombie) FreeSlot(s);
+  }
 }
 
 size_t HostBlockStore::ExpireNow() {

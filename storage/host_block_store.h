@@ -44,6 +44,9 @@ class HostBlockStore final : public BlockStore {
   absl::Status Release(uint64_t lease_id) override;
   absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
   absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
+  absl::StatusOr<uint64_t> BeginTransfer(bool put, uint64_t grant_id,
+                                         const BlockLocation& range) override;
+  void EndTransfer(bool put, uint64_t hold) override;
   size_t ExpireNow() override;
   BlockStoreStats Stats() const override;
   std::string PolicyName() const override { return policy_name_; }
@@ -62,6 +65,7 @@ class HostBlockStore final : public BlockStore {
     BlockKey parent;          // chain parent given to Reserve
     uint32_t gen = 0;         // bumped on every reuse; part of the reservation id
     uint32_t leases = 0;
+    uint32_t transfers = 0;   // BeginTransfer holds on a reservation
     State state = State::kFree;
     bool pinned = false;
     bool pin_on_commit = false;
@@ -97,6 +101,8 @@ class HostBlockStore final : public BlockStore {
   void DropReservation(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t ExpireLocked(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether [range] lies inside the block at chunk `offset` of `size` bytes.
+  bool Contains(uint64_t offset, uint64_t size, const BlockLocation& range) const;
   // Slot of a live reservation id in state RESERVED, or kNoSlot.
   uint32_t ReservationSlot(uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

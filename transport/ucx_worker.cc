@@ -30,6 +30,7 @@ struct AmRequestHeader {
   uint64_t req_id;
   uint64_t offset;
   uint64_t size;
+  uint64_t grant;  // Transfer::grant: what the server's AccessHooks check
 };
 
 struct AmResponseHeader {
@@ -131,10 +132,18 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
   };
   // A server-side send (AM response) in flight; owns the header.
+  // An AccessHooks hold on served memory, ended exactly once (EndHold).
+  struct Hold {
+    bool active = false;
+    TransferKind kind = TransferKind::kGet;
+    uint64_t id = 0;
+    uint64_t conn_id = 0;
+  };
   struct ServerSend {
     Impl* impl = nullptr;
     AmResponseHeader hdr{};
     uint64_t data_bytes = 0;
+    Hold hold;
   };
   // A server-side rendezvous receive of a put in flight.
   struct ServerRecv {
@@ -142,6 +151,7 @@ struct UcxWorker::Impl {
     uint64_t conn_id = 0;
     uint64_t req_id = 0;
     uint64_t size = 0;
+    Hold hold;
   };
   // One flush covering the RMA puts of a batch.
   struct FlushCtx {
@@ -161,6 +171,8 @@ struct UcxWorker::Impl {
   // completion of a send to a peer that died mid-transfer; what is left here
   // when the worker is destroyed is freed with the Impl.
   absl::flat_hash_set<ServerSend*> sends;
+  // Rendezvous put receives in flight (their holds must end if the peer dies).
+  absl::flat_hash_set<ServerRecv*> recvs;
   uint64_t next_peer = 1, next_conn = 1, next_req = 1;
   Counters c;
 
@@ -303,6 +315,20 @@ struct UcxWorker::Impl {
     CloseEp(it->second->ep, it->second->peer_mode);
     conns.erase(it);
     c.accepted_peers.fetch_sub(1);
+    // The endpoint is closed: UCX no longer moves bytes of this connection, but
+    // it may never report the completion of what was in flight. End the holds.
+    for (ServerSend* s : sends) {
+      if (s->hold.conn_id == id) EndHold(&s->hold);
+    }
+    for (ServerRecv* r : recvs) {
+      if (r->hold.conn_id == id) EndHold(&r->hold);
+    }
+  }
+
+  void EndHold(Hold* h) {
+    if (!h->active) return;
+    h->active = false;
+    w->options_.access.end(h->kind, h->id);
   }
 
   void ProcessFailures() {
@@ -353,16 +379,22 @@ struct UcxWorker::Impl {
   }
 
   // ---- server side
-  absl::Status CheckServed(TransferKind kind, uint32_t region, uint64_t offset, uint64_t size) {
+  // Range check, then the AccessHooks' begin; on success `hold` is active when
+  // hooks are set and must be ended (EndHold) once UCX is done with the range.
+  absl::Status CheckServed(TransferKind kind, const AmRequestHeader& h, Hold* hold) {
     const auto& served = w->options_.served;
-    if (region >= served.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("region ", region, " not served"));
+    if (h.region >= served.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("region ", h.region, " not served"));
     }
-    const uint64_t rsize = served[region]->size();
-    if (size == 0 || offset > rsize || size > rsize - offset) {
-      return absl::InvalidArgumentError(absl::StrCat("range [", offset, ", +", size, ") outside region ", region));
+    const uint64_t rsize = served[h.region]->size();
+    if (h.size == 0 || h.offset > rsize || h.size > rsize - h.offset) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("range [", h.offset, ", +", h.size, ") outside region ", h.region));
     }
-    if (w->options_.access_check) return w->options_.access_check(kind, region, offset, size);
+    if (!w->options_.access.begin) return absl::OkStatus();
+    absl::StatusOr<uint64_t> id = w->options_.access.begin(kind, h.grant, h.region, h.offset, h.size);
+    if (!id.ok()) return id.status();
+    *hold = Hold{true, kind, *id, h.conn_id};
     return absl::OkStatus();
   }
 
@@ -373,6 +405,7 @@ struct UcxWorker::Impl {
   }
   void ServerSendFinished(ServerSend* s, ucs_status_t status) {
     sends.erase(s);
+    EndHold(&s->hold);
     if (status == UCS_OK) {
       if (s->data_bytes > 0) c.served_get_bytes_completed.fetch_add(s->data_bytes);
     } else {
@@ -382,13 +415,14 @@ struct UcxWorker::Impl {
   }
 
   // Sends a response header (and, for a successful get, the bytes at `data`).
+  // `hold` (may be inactive) covers `data` and ends when the send does.
   void Respond(ucp_ep_h ep, unsigned am_id, uint64_t req_id, const absl::Status& st, const void* data,
-               uint64_t size, ucp_mem_h memh) {
+               uint64_t size, ucp_mem_h memh, Hold hold) {
     if (!st.ok()) c.served_errors.fetch_add(1);
     const uint64_t data_bytes = st.ok() && data != nullptr ? size : 0;
     // Counted before the send starts: the peer can only complete after this.
     if (data_bytes > 0) c.served_get_bytes.fetch_add(data_bytes);
-    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes};
+    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes, hold};
     sends.insert(s);
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -441,11 +475,12 @@ struct UcxWorker::Impl {
     AmRequestHeader h;
     ucp_ep_h ep = self->AcceptRequest(header, header_length, "get", &h);
     if (ep == nullptr) return UCS_OK;
-    const absl::Status st = self->CheckServed(TransferKind::kGet, h.region, h.offset, h.size);
+    Hold hold;
+    const absl::Status st = self->CheckServed(TransferKind::kGet, h, &hold);
     const UcxMemory* mem = st.ok() ? self->w->options_.served[h.region] : nullptr;
     self->Respond(ep, kAmGetResp, h.req_id, st,
                   mem != nullptr ? static_cast<const uint8_t*>(mem->base()) + h.offset : nullptr, h.size,
-                  mem != nullptr ? mem->memh() : nullptr);
+                  mem != nullptr ? mem->memh() : nullptr, hold);
     return UCS_OK;
   }
 
@@ -455,11 +490,13 @@ struct UcxWorker::Impl {
     r->impl->PutReceived(r, status, length);
   }
   void PutReceived(ServerRecv* r, ucs_status_t status, size_t length) {
+    recvs.erase(r);
+    EndHold(&r->hold);  // the bytes have landed (or never will)
     absl::Status st = UcsToStatus(status, "ucx put receive");
     if (st.ok() && length != r->size) st = absl::DataLossError("short put receive");
     if (st.ok()) c.served_put_bytes.fetch_add(r->size);
     ucp_ep_h ep = ReplyEp(r->conn_id);
-    if (ep != nullptr) Respond(ep, kAmPutResp, r->req_id, st, nullptr, 0, nullptr);
+    if (ep != nullptr) Respond(ep, kAmPutResp, r->req_id, st, nullptr, 0, nullptr, Hold{});
     delete r;
   }
 
@@ -469,12 +506,14 @@ struct UcxWorker::Impl {
     AmRequestHeader h;
     ucp_ep_h ep = self->AcceptRequest(header, header_length, "put", &h);
     if (ep == nullptr) return UCS_OK;
-    absl::Status st = self->CheckServed(TransferKind::kPut, h.region, h.offset, h.size);
+    Hold hold;
+    absl::Status st = self->CheckServed(TransferKind::kPut, h, &hold);
     if (st.ok() && length != h.size) {
+      self->EndHold(&hold);
       st = absl::InvalidArgumentError(absl::StrCat("put carries ", length, " bytes, header says ", h.size));
     }
     if (!st.ok()) {
-      self->Respond(ep, kAmPutResp, h.req_id, st, nullptr, 0, nullptr);
+      self->Respond(ep, kAmPutResp, h.req_id, st, nullptr, 0, nullptr, Hold{});
       return UCS_OK;  // a rendezvous descriptor is dropped; the sender's send completes
     }
     const UcxMemory* mem = self->w->options_.served[h.region];
@@ -482,14 +521,16 @@ struct UcxWorker::Impl {
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) && !self->ConnHasPeerMode(h.conn_id)) {
       // See Connect(): pulling a rendezvous put from a peer we cannot watch for
       // failure could abort this process. The client must use RMA put here.
+      self->EndHold(&hold);
       self->Respond(ep, kAmPutResp, h.req_id,
                     absl::FailedPreconditionError(
                         "rendezvous AM put refused on an endpoint without peer failure detection; use RMA put"),
-                    nullptr, 0, nullptr);
+                    nullptr, 0, nullptr, Hold{});
       return UCS_OK;
     }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      auto* r = new ServerRecv{self, h.conn_id, h.req_id, h.size};
+      auto* r = new ServerRecv{self, h.conn_id, h.req_id, h.size, hold};
+      self->recvs.insert(r);
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMH;
       p.cb.recv_am = &Impl::OnPutRecvDone;
@@ -507,8 +548,9 @@ struct UcxWorker::Impl {
       return UCS_INPROGRESS;
     }
     std::memcpy(dst, data, length);  // eager: small blocks only (below UCX's rendezvous threshold)
+    self->EndHold(&hold);
     self->c.served_put_bytes.fetch_add(length);
-    self->Respond(ep, kAmPutResp, h.req_id, absl::OkStatus(), nullptr, 0, nullptr);
+    self->Respond(ep, kAmPutResp, h.req_id, absl::OkStatus(), nullptr, 0, nullptr, Hold{});
     return UCS_OK;
   }
 
@@ -645,7 +687,7 @@ struct UcxWorker::Impl {
 
     // Active messages: a request header, then a response (with the bytes for a get).
     op->req_id = next_req++;
-    op->hdr = AmRequestHeader{kAmMagic, t.region, peer->conn_id, op->req_id, t.offset, t.size};
+    op->hdr = AmRequestHeader{kAmMagic, t.region, peer->conn_id, op->req_id, t.offset, t.size, t.grant};
     op->events = 2;  // our send completes + the response arrives
     op->awaiting_reply = true;
     awaiting[op->req_id] = op;
@@ -714,7 +756,14 @@ struct UcxWorker::Impl {
   }
 
   ~Impl() {
-    for (ServerSend* s : sends) delete s;
+    for (ServerSend* s : sends) {
+      EndHold(&s->hold);
+      delete s;
+    }
+    for (ServerRecv* r : recvs) {
+      EndHold(&r->hold);
+      delete r;
+    }
   }
 
   void Shutdown() {
@@ -738,6 +787,9 @@ absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(UcxContext* context
   if (context == nullptr) return absl::InvalidArgumentError("ucx worker: null context");
   for (const UcxMemory* m : options.served) {
     if (m == nullptr) return absl::InvalidArgumentError("ucx worker: null served region");
+  }
+  if (static_cast<bool>(options.access.begin) != static_cast<bool>(options.access.end)) {
+    return absl::InvalidArgumentError("ucx worker: access hooks need both begin and end");
   }
   std::unique_ptr<UcxWorker> w(new UcxWorker(context, std::move(options)));
 

@@ -76,6 +76,10 @@ struct Transfer {
   uint64_t offset = 0;            // within the region
   uint64_t size = 0;
   void* local = nullptr;          // get: destination (size bytes); put: source (read only)
+  // What entitles the caller to this range on the serving side (for kvhubd: the
+  // lease id of a get, the reservation id of a put). Carried by active messages
+  // and checked by the server's AccessHooks; one-sided RMA carries nothing.
+  uint64_t grant = 0;
 };
 
 // Counters since Create. Bytes count completed, successful transfers only.
@@ -109,16 +113,26 @@ struct UcxWorkerStats {
 
 class UcxWorker {
  public:
-  // Called on the progress thread before an AM request touches a served region;
-  // a non-OK status refuses it (the peer gets that error).
-  using AccessCheck =
-      std::function<absl::Status(TransferKind kind, uint32_t region, uint64_t offset, uint64_t size)>;
+  // Server-side checks of active-message requests, both called on the progress
+  // thread. `begin` runs before a request touches a served region (after the
+  // region range check): a non-OK status refuses it (the peer gets that error);
+  // an OK value is a hold that keeps the memory valid, and `end` receives it
+  // exactly once when UCX no longer touches the range (send or receive finished,
+  // failed, or refused later). Holds of requests still in flight when the worker
+  // is destroyed are ended by the destructor. Optional: without hooks any range
+  // inside a served region is accepted.
+  struct AccessHooks {
+    std::function<absl::StatusOr<uint64_t>(TransferKind kind, uint64_t grant, uint32_t region,
+                                           uint64_t offset, uint64_t size)>
+        begin;
+    std::function<void(TransferKind kind, uint64_t hold)> end;
+  };
 
   struct Options {
     std::string name = "kvhub";
     // Regions this worker serves, index = region id. Not owned; must outlive the worker.
     std::vector<const UcxMemory*> served;
-    AccessCheck access_check;  // optional
+    AccessHooks access;  // optional; begin and end are set together or not at all
   };
 
   // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
