@@ -148,15 +148,20 @@ absl::StatusOr<BlockHeader> ParseHeader(absl::Span<const uint8_t> bytes) {
     return Bad(absl::StrCat("body size ", h.body_bytes, " implausible"));
   }
   const bool kivi = h.codec == CodecId::kKivi4 || h.codec == CodecId::kKivi2;
+  const bool sinks = kivi || h.codec == CodecId::kFp8 || h.codec == CodecId::kInt8;
   if (kivi) {
     if (h.group_size != 32 && h.group_size != 64 && h.group_size != 128) {
       return Bad(absl::StrCat("kivi group size ", h.group_size, " not 32, 64 or 128"));
     }
+  } else if (h.group_size != 0) {
+    return Bad(absl::StrCat("group size set for codec ", CodecName(h.codec), ", which has none"));
+  }
+  if (sinks) {
     if (h.sink_tokens > h.shape.tokens) {
       return Bad(absl::StrCat("sink tokens ", h.sink_tokens, " > tokens ", h.shape.tokens));
     }
-  } else if (h.group_size != 0 || h.sink_tokens != 0) {
-    return Bad("group size / sink tokens set for a codec that has none");
+  } else if (h.sink_tokens != 0) {
+    return Bad(absl::StrCat("sink tokens set for codec ", CodecName(h.codec), ", which has none"));
   }
   if (h.codec != CodecId::kRaw && h.codec != CodecId::kLossless &&
       h.shape.dtype != DType::kBf16) {

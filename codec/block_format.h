@@ -39,7 +39,7 @@ inline constexpr uint8_t kFlagKeysPreRope = 1;  // keys stored de-rotated to pos
 
 struct BlockHeader {
   static constexpr uint32_t kMagic = 0x42484B56;  // "KVHB" as bytes
-  static constexpr uint16_t kVersion = 1;
+  static constexpr uint16_t kVersion = 2;  // 2: fp8/int8 sinks and centered keys
   static constexpr size_t kSize = 128;
   static constexpr size_t kSegmentEntrySize = 16;  // u64 offset, u64 size
   // Decoders refuse blocks that claim more raw bytes than this (absurd sizes).
@@ -48,7 +48,7 @@ struct BlockHeader {
   CodecId codec = CodecId::kRaw;
   uint8_t flags = 0;
   uint16_t group_size = 0;   // kivi only; 0 otherwise
-  uint16_t sink_tokens = 0;  // kivi only: leading tokens of this block kept at full precision
+  uint16_t sink_tokens = 0;  // kivi, fp8, int8: leading tokens of this block kept exact (bf16)
   KvShape shape;
   int64_t base_position = 0;
   double rope_base = 10000.0;

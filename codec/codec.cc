@@ -63,9 +63,10 @@ float GetF32(const uint8_t* p) {
   return f;
 }
 
-// scale = amax / qmax; inv = 1 / scale; both 0 when scale is not a normal float.
-void SymScale(uint16_t amax_bits, float qmax, float* scale, float* inv) {
-  float s = Bf16ToFloat(amax_bits) / qmax;
+// scale = amax / qmax; inv = 1 / scale; both 0 when scale is not a normal
+// float. amax is given as the float bits of the largest magnitude.
+void SymScaleF(uint32_t amax_bits, float qmax, float* scale, float* inv) {
+  float s = std::bit_cast<float>(amax_bits) / qmax;
   if (!(s >= 1.17549435e-38f)) {
     *scale = 0.0f;
     *inv = 0.0f;
@@ -80,42 +81,123 @@ absl::Status NonFinite(absl::string_view codec) {
       absl::StrCat("codec ", codec, ": input contains inf or NaN (only lossless/raw keep them)"));
 }
 
+// Float bits of the largest |x| of a bf16 row (values are not centered).
+uint32_t AbsMaxBits32(const Kernels& K, const uint16_t* x, size_t n) {
+  return static_cast<uint32_t>(K.abs_max_bits(x, n)) << 16;
+}
+
+// Zero bytes between the arrays of a fixed-size segment.
+void ZeroGaps(const SegLayout& L, uint8_t* seg) {
+  std::memset(seg + L.sink_bytes, 0, L.scale_off - L.sink_bytes);
+  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.zero_off - L.scale_off - L.scale_bytes);
+  std::memset(seg + L.zero_off + L.zero_bytes, 0, L.codes_off - L.zero_off - L.zero_bytes);
+}
+
+// fp8/int8: the S sink rows go to the front as bf16 (they must be finite);
+// their codes are 0.
+absl::Status PutSinks(const Kernels& K, absl::string_view codec, const KvShape& sh,
+                      const SegLayout& L, uint32_t S, const uint16_t* x, uint8_t* seg) {
+  const size_t sink_elems = size_t{S} * sh.kv_heads * sh.head_dim;
+  if (S > 0 && K.abs_max_bits(x, sink_elems) >= 0x7F80) return NonFinite(codec);
+  std::memcpy(seg, x, L.sink_bytes);
+  std::memset(seg + L.codes_off, 0, sink_elems);
+  return absl::OkStatus();
+}
+
+// Key centres of an fp8/int8 key segment (docs/codecs.md, "Centered keys"):
+// per (head, channel) the bf16 midpoint of the min and max over the non-sink
+// tokens (0 without any), written to zero[] as bf16 and to mid[] as float.
+void KeyCentres(const Kernels& K, const KvShape& sh, uint32_t S, const uint16_t* x, uint8_t* zero,
+                float* mid) {
+  const size_t HD = size_t{sh.kv_heads} * sh.head_dim;
+  Scratch& sc = TlsScratch();
+  int16_t* mn = Grow(sc.mn, HD);
+  int16_t* mx = Grow(sc.mx, HD);
+  const bool any = S < sh.tokens;
+  if (any) {
+    std::fill(mn, mn + HD, INT16_MAX);
+    std::fill(mx, mx + HD, INT16_MIN);
+    K.col_min_max(x + size_t{S} * HD, sh.tokens - S, HD, HD, mn, mx);
+  }
+  for (size_t i = 0; i < HD; ++i) {
+    uint16_t m = any ? MidBf16(mn[i], mx[i]) : uint16_t{0};
+    PutU16(zero + 2 * i, m);
+    mid[i] = Bf16ToFloat(m);
+  }
+}
+
+// The float centres of a stored key segment.
+const float* LoadCentres(const KvShape& sh, const uint8_t* zero) {
+  const size_t HD = size_t{sh.kv_heads} * sh.head_dim;
+  float* mid = Grow(TlsScratch().f1, HD);
+  for (size_t i = 0; i < HD; ++i) mid[i] = Bf16ToFloat(GetU16(zero + 2 * i));
+  return mid;
+}
+
 // ---------------------------------------------------------------- encoders --
 
-absl::Status EncodeFp8(const Kernels& K, const KvShape& sh, const uint16_t* x, uint8_t* seg) {
+absl::Status EncodeFp8(const Kernels& K, const KvShape& sh, bool is_value, uint32_t S,
+                       const uint16_t* x, uint8_t* seg) {
   const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
-  const SegLayout L = Layout(CodecId::kFp8, sh, false, 0, 0);
-  std::vector<float>& invs = TlsScratch().f0;
-  Grow(invs, H);
+  const SegLayout L = Layout(CodecId::kFp8, sh, is_value, 0, S);
+  ZeroGaps(L, seg);
+  if (auto st = PutSinks(K, "fp8", sh, L, S, x, seg); !st.ok()) return st;
+  Scratch& sc = TlsScratch();
+  float* mid = nullptr;
+  if (!is_value) {
+    mid = Grow(sc.f1, size_t{H} * D);
+    KeyCentres(K, sh, S, x, seg + L.zero_off, mid);
+  }
+  float* invs = Grow(sc.f0, H);
   for (uint32_t h = 0; h < H; ++h) {
-    uint16_t m = 0;
-    for (uint32_t t = 0; t < T; ++t) m = std::max(m, K.abs_max_bits(x + (size_t{t} * H + h) * D, D));
-    if (m >= 0x7F80) return NonFinite("fp8");
+    uint32_t m = 0;
+    for (uint32_t t = S; t < T; ++t) {
+      const uint16_t* row = x + (size_t{t} * H + h) * D;
+      m = std::max(m, mid ? K.abs_max_centered(row, mid + size_t{h} * D, D) : AbsMaxBits32(K, row, D));
+    }
+    if (m >= 0x7F800000u) return NonFinite("fp8");
     float scale;
-    SymScale(m, 448.0f, &scale, &invs[h]);
+    SymScaleF(m, 448.0f, &scale, &invs[h]);
     PutF32(seg + L.scale_off + 4 * h, scale);
   }
-  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.codes_off - L.scale_off - L.scale_bytes);
-  for (uint32_t t = 0; t < T; ++t) {
+  for (uint32_t t = S; t < T; ++t) {
     for (uint32_t h = 0; h < H; ++h) {
       size_t row = (size_t{t} * H + h) * D;
-      K.quant_fp8(x + row, D, invs[h], seg + L.codes_off + row);
+      if (mid) {
+        K.quant_fp8_centered(x + row, mid + size_t{h} * D, D, invs[h], seg + L.codes_off + row);
+      } else {
+        K.quant_fp8(x + row, D, invs[h], seg + L.codes_off + row);
+      }
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status EncodeInt8(const Kernels& K, const KvShape& sh, const uint16_t* x, uint8_t* seg) {
+absl::Status EncodeInt8(const Kernels& K, const KvShape& sh, bool is_value, uint32_t S,
+                        const uint16_t* x, uint8_t* seg) {
   const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
-  const SegLayout L = Layout(CodecId::kInt8, sh, false, 0, 0);
-  std::memset(seg + L.scale_off + L.scale_bytes, 0, L.codes_off - L.scale_off - L.scale_bytes);
-  for (size_t r = 0; r < size_t{T} * H; ++r) {
-    uint16_t m = K.abs_max_bits(x + r * D, D);
-    if (m >= 0x7F80) return NonFinite("int8");
+  const SegLayout L = Layout(CodecId::kInt8, sh, is_value, 0, S);
+  ZeroGaps(L, seg);
+  if (auto st = PutSinks(K, "int8", sh, L, S, x, seg); !st.ok()) return st;
+  std::memset(seg + L.scale_off, 0, 4 * size_t{S} * H);  // sink rows: scale 0
+  float* mid = nullptr;
+  if (!is_value) {
+    mid = Grow(TlsScratch().f1, size_t{H} * D);
+    KeyCentres(K, sh, S, x, seg + L.zero_off, mid);
+  }
+  for (size_t r = size_t{S} * H; r < size_t{T} * H; ++r) {
+    const float* mh = mid ? mid + (r % H) * D : nullptr;
+    uint32_t m = mh ? K.abs_max_centered(x + r * D, mh, D) : AbsMaxBits32(K, x + r * D, D);
+    if (m >= 0x7F800000u) return NonFinite("int8");
     float scale, inv;
-    SymScale(m, 127.0f, &scale, &inv);
+    SymScaleF(m, 127.0f, &scale, &inv);
     PutF32(seg + L.scale_off + 4 * r, scale);
-    K.quant_int8(x + r * D, D, inv, reinterpret_cast<int8_t*>(seg + L.codes_off + r * D));
+    int8_t* q = reinterpret_cast<int8_t*>(seg + L.codes_off + r * D);
+    if (mh) {
+      K.quant_int8_centered(x + r * D, mh, D, inv, q);
+    } else {
+      K.quant_int8(x + r * D, D, inv, q);
+    }
   }
   return absl::OkStatus();
 }
@@ -307,24 +389,40 @@ absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
   return absl::OkStatus();
 }
 
-void DecodeFp8(const Kernels& K, const KvShape& sh, const uint8_t* seg, uint16_t* y) {
+void DecodeFp8(const Kernels& K, const KvShape& sh, bool is_value, uint32_t S, const uint8_t* seg,
+               uint16_t* y) {
   const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
-  const SegLayout L = Layout(CodecId::kFp8, sh, false, 0, 0);
-  for (uint32_t t = 0; t < T; ++t) {
+  const SegLayout L = Layout(CodecId::kFp8, sh, is_value, 0, S);
+  const float* mid = is_value ? nullptr : LoadCentres(sh, seg + L.zero_off);
+  for (uint32_t t = S; t < T; ++t) {
     for (uint32_t h = 0; h < H; ++h) {
       size_t row = (size_t{t} * H + h) * D;
-      K.dequant_fp8(seg + L.codes_off + row, D, GetF32(seg + L.scale_off + 4 * h), y + row);
+      const float scale = GetF32(seg + L.scale_off + 4 * h);
+      if (mid) {
+        K.dequant_fp8_centered(seg + L.codes_off + row, mid + size_t{h} * D, D, scale, y + row);
+      } else {
+        K.dequant_fp8(seg + L.codes_off + row, D, scale, y + row);
+      }
     }
   }
+  std::memcpy(y, seg, L.sink_bytes);
 }
 
-void DecodeInt8(const Kernels& K, const KvShape& sh, const uint8_t* seg, uint16_t* y) {
+void DecodeInt8(const Kernels& K, const KvShape& sh, bool is_value, uint32_t S, const uint8_t* seg,
+                uint16_t* y) {
   const uint32_t T = sh.tokens, H = sh.kv_heads, D = sh.head_dim;
-  const SegLayout L = Layout(CodecId::kInt8, sh, false, 0, 0);
-  for (size_t r = 0; r < size_t{T} * H; ++r) {
-    K.dequant_int8(reinterpret_cast<const int8_t*>(seg + L.codes_off + r * D), D,
-                   GetF32(seg + L.scale_off + 4 * r), y + r * D);
+  const SegLayout L = Layout(CodecId::kInt8, sh, is_value, 0, S);
+  const float* mid = is_value ? nullptr : LoadCentres(sh, seg + L.zero_off);
+  for (size_t r = size_t{S} * H; r < size_t{T} * H; ++r) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(seg + L.codes_off + r * D);
+    const float scale = GetF32(seg + L.scale_off + 4 * r);
+    if (mid) {
+      K.dequant_int8_centered(q, mid + (r % H) * D, D, scale, y + r * D);
+    } else {
+      K.dequant_int8(q, D, scale, y + r * D);
+    }
   }
+  std::memcpy(y, seg, L.sink_bytes);
 }
 
 void DecodeKivi(const Kernels& K, CodecId codec, const KvShape& sh, bool is_value, uint32_t G,
@@ -461,10 +559,8 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
   h.fingerprint = kv.fingerprint;
   h.raw_bytes = sh.RawBytes();
   const uint32_t sinks = SinksInBlock(p, kv.base_position, sh.tokens);
-  if (IsKivi(p.codec)) {
-    h.group_size = static_cast<uint16_t>(p.group_size);
-    h.sink_tokens = static_cast<uint16_t>(sinks);
-  }
+  if (IsKivi(p.codec)) h.group_size = static_cast<uint16_t>(p.group_size);
+  h.sink_tokens = static_cast<uint16_t>(sinks);  // 0 for raw and lossless
 
   const uint32_t nseg = 2 * sh.layers;
   const uint64_t seg_bytes = sh.SegmentBytes();
@@ -493,8 +589,8 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
         st = EncodeLossless(K, sh, src, p.zstd_level, out, body + off);
         size = out->size() - body - off;
         break;
-      case CodecId::kFp8: st = EncodeFp8(K, sh, x, seg); break;
-      case CodecId::kInt8: st = EncodeInt8(K, sh, x, seg); break;
+      case CodecId::kFp8: st = EncodeFp8(K, sh, is_value, sinks, x, seg); break;
+      case CodecId::kInt8: st = EncodeInt8(K, sh, is_value, sinks, x, seg); break;
       case CodecId::kKivi4:
       case CodecId::kKivi2:
         st = EncodeKivi(K, p.codec, sh, is_value, p.group_size, sinks, x, seg);
@@ -555,8 +651,8 @@ absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
     uint16_t* y16 = reinterpret_cast<uint16_t*>(y);
     switch (h->codec) {
       case CodecId::kRaw: std::memcpy(y, seg, size); break;
-      case CodecId::kFp8: DecodeFp8(K, sh, seg, y16); break;
-      case CodecId::kInt8: DecodeInt8(K, sh, seg, y16); break;
+      case CodecId::kFp8: DecodeFp8(K, sh, is_value, h->sink_tokens, seg, y16); break;
+      case CodecId::kInt8: DecodeInt8(K, sh, is_value, h->sink_tokens, seg, y16); break;
       case CodecId::kKivi4:
       case CodecId::kKivi2:
         DecodeKivi(K, h->codec, sh, is_value, h->group_size, h->sink_tokens, seg, y16);

@@ -32,8 +32,9 @@ struct CodecParams {
   CodecId codec = CodecId::kKivi4;
   // kivi: tokens per key group and channels per value group: 32, 64 or 128.
   uint32_t group_size = 64;
-  // kivi: tokens whose absolute position is < sink_tokens are stored in bf16
-  // (the attention sink). Only the first block of a sequence has any. 0 .. 1024.
+  // kivi, fp8, int8: tokens whose absolute position is < sink_tokens are
+  // stored in bf16 (the attention sink) and left out of every statistic.
+  // Only the first block of a sequence has any. 0 .. 1024.
   // Default 1: the first (BOS) token, as KVQuant keeps; 4 as in StreamingLLM
   // costs 0.19 bit/element in the first block (kivi4 ratio 3.37x instead of 3.51x).
   uint32_t sink_tokens = 1;

@@ -59,6 +59,22 @@ struct Kernels {
   // (the bf16 exponent), lo[i] = r & 0xFF (mantissa and sign).
   void (*split_planes16)(const uint16_t* x, size_t n, uint8_t* hi, uint8_t* lo);
   void (*merge_planes16)(const uint8_t* hi, const uint8_t* lo, size_t n, uint16_t* x);
+  // Centered keys (fp8/int8 key segments; mid[i] = float of the channel's bf16
+  // centre). r = float(x[i]) - mid[i], one rounded subtraction.
+  // Returns max over i of (bits(r) & 0x7FFFFFFF): the float bits of the largest
+  // |r| (0 for n == 0); >= 0x7F800000 means some r is inf or NaN. Integer order
+  // of these bits is the numeric order, so every implementation agrees on ties.
+  uint32_t (*abs_max_centered)(const uint16_t* x, const float* mid, size_t n);
+  // q = rne(clamp(r * inv, -127, 127))
+  void (*quant_int8_centered)(const uint16_t* x, const float* mid, size_t n, float inv, int8_t* q);
+  // y = bf16(float(q) * scale + mid[i])   (multiply, round, add, round)
+  void (*dequant_int8_centered)(const int8_t* q, const float* mid, size_t n, float scale,
+                                uint16_t* y);
+  // q = e4m3(r * inv)
+  void (*quant_fp8_centered)(const uint16_t* x, const float* mid, size_t n, float inv, uint8_t* q);
+  // y = bf16(e4m3_to_float(q) * scale + mid[i])   (multiply, round, add, round)
+  void (*dequant_fp8_centered)(const uint8_t* q, const float* mid, size_t n, float scale,
+                               uint16_t* y);
 };
 
 const Kernels& ScalarKernels();

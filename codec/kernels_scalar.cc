@@ -30,6 +30,11 @@ const Kernels& ScalarKernels() {
       scalar::Unpack2,
       scalar::SplitPlanes16,
       scalar::MergePlanes16,
+      scalar::AbsMaxCentered,
+      scalar::QuantInt8Centered,
+      scalar::DequantInt8Centered,
+      scalar::QuantFp8Centered,
+      scalar::DequantFp8Centered,
   };
   return k;
 }

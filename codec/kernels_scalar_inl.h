@@ -3,6 +3,7 @@
 // the SIMD kernels can reuse them for tails shorter than one vector.
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -158,6 +159,46 @@ inline void MergePlanes16(const uint8_t* hi, const uint8_t* lo, size_t n, uint16
   for (size_t i = 0; i < n; ++i) {
     uint16_t r = static_cast<uint16_t>((hi[i] << 8) | lo[i]);
     x[i] = static_cast<uint16_t>((r >> 1) | (r << 15));
+  }
+}
+
+inline uint32_t AbsMaxCentered(const uint16_t* x, const float* mid, size_t n) {
+  uint32_t m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    float r = Bf16ToFloat(x[i]) - mid[i];
+    m = std::max<uint32_t>(m, std::bit_cast<uint32_t>(r) & 0x7FFFFFFFu);
+  }
+  return m;
+}
+
+inline void QuantInt8Centered(const uint16_t* x, const float* mid, size_t n, float inv, int8_t* q) {
+  for (size_t i = 0; i < n; ++i) {
+    float r = Bf16ToFloat(x[i]) - mid[i];
+    float v = ClampF(r * inv, -127.0f, 127.0f);
+    q[i] = static_cast<int8_t>(std::nearbyint(v));
+  }
+}
+
+inline void DequantInt8Centered(const int8_t* q, const float* mid, size_t n, float scale,
+                                uint16_t* y) {
+  for (size_t i = 0; i < n; ++i) {
+    float m = static_cast<float>(q[i]) * scale;
+    y[i] = FloatToBf16(m + mid[i]);
+  }
+}
+
+inline void QuantFp8Centered(const uint16_t* x, const float* mid, size_t n, float inv, uint8_t* q) {
+  for (size_t i = 0; i < n; ++i) {
+    float r = Bf16ToFloat(x[i]) - mid[i];
+    q[i] = FloatToE4m3(r * inv);
+  }
+}
+
+inline void DequantFp8Centered(const uint8_t* q, const float* mid, size_t n, float scale,
+                               uint16_t* y) {
+  for (size_t i = 0; i < n; ++i) {
+    float m = E4m3ToFloat(q[i]) * scale;
+    y[i] = FloatToBf16(m + mid[i]);
   }
 }
 

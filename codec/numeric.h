@@ -94,4 +94,14 @@ inline uint16_t OrderKeyToBf16(int16_t k) {
   return static_cast<uint16_t>(k ^ ((k >> 15) & 0x7FFF));
 }
 
+// Centre of a key channel for the centered fp8/int8 keys (docs/codecs.md):
+// bf16_rne(0.5*a + 0.5*b) of the channel's min a and max b (order keys), each
+// product and the sum rounded separately. Callers compile with
+// -ffp-contract=off (kvhub_codec does).
+inline uint16_t MidBf16(int16_t kmn, int16_t kmx) {
+  float a = Bf16ToFloat(OrderKeyToBf16(kmn)), b = Bf16ToFloat(OrderKeyToBf16(kmx));
+  float ha = 0.5f * a, hb = 0.5f * b;
+  return FloatToBf16(ha + hb);
+}
+
 }  // namespace kvhub::codec

@@ -14,11 +14,10 @@ SegLayout Layout(CodecId codec, const KvShape& sh, bool is_value, uint32_t group
       L.codes_bytes = sh.SegmentBytes();
       break;
     case CodecId::kFp8:
-      L.scale_bytes = 4 * H;
-      L.codes_bytes = n;
-      break;
     case CodecId::kInt8:
-      L.scale_bytes = 4 * T * H;
+      L.sink_bytes = 2ull * sinks * H * D;
+      L.scale_bytes = codec == CodecId::kFp8 ? 4 * H : 4 * T * H;
+      if (!is_value) L.zero_bytes = 2 * H * D;  // key channel centres (bf16)
       L.codes_bytes = n;
       break;
     case CodecId::kKivi4:
@@ -39,7 +38,7 @@ SegLayout Layout(CodecId codec, const KvShape& sh, bool is_value, uint32_t group
 }
 
 uint32_t SinksInBlock(CodecId codec, uint32_t sink_tokens, int64_t base_position, uint32_t tokens) {
-  if (!IsKivi(codec) || base_position >= static_cast<int64_t>(sink_tokens)) return 0;
+  if (!HasSinks(codec) || base_position >= static_cast<int64_t>(sink_tokens)) return 0;
   int64_t s = static_cast<int64_t>(sink_tokens) - std::max<int64_t>(base_position, 0);
   return static_cast<uint32_t>(std::min<int64_t>(s, tokens));
 }

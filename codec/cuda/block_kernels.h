@@ -33,7 +33,7 @@ struct BlockGeom {
   uint32_t layers, tokens, heads, dim;  // L, T, H, D
   uint8_t codec;
   uint32_t group;                       // kivi G
-  uint32_t sinks;                       // kivi sink tokens in this block
+  uint32_t sinks;                       // sink tokens in this block (kivi, fp8, int8)
   SegLayoutPod layout[2];               // keys, values
   uint64_t stat_count[2];               // statistics per key / value segment (scratch floats)
   const uint64_t* seg_off;              // [2L] segment offsets from the body start
@@ -46,6 +46,12 @@ struct BlockGeom {
   uint8_t rope_interleaved;
 
   KVHUB_HD uint64_t SegElements() const { return uint64_t{tokens} * heads * dim; }
+  KVHUB_HD uint64_t RowElements() const { return uint64_t{heads} * dim; }  // one token
+  KVHUB_HD uint64_t SinkElements() const { return uint64_t{sinks} * heads * dim; }
+  // fp8/int8 key segments store values relative to per-(head, channel) centres.
+  KVHUB_HD bool Centered(uint32_t s) const {
+    return s % 2 == 0 && (codec == kCodecFp8 || codec == kCodecInt8);
+  }
   KVHUB_HD uint32_t ValueGroups() const { return (dim + group - 1) / group; }
   KVHUB_HD float Qmax() const { return codec == kCodecKivi4 ? 15.0f : codec == kCodecKivi2 ? 3.0f : codec == kCodecInt8 ? 127.0f : 448.0f; }
   KVHUB_HD uint64_t ScratchBase(uint32_t s) const {
@@ -116,6 +122,11 @@ KVHUB_HD void StoreU16(uint8_t* p, uint16_t v) {
 #else
   std::memcpy(p, &v, 2);
 #endif
+}
+
+// Centre k (= head * D + channel) of a centered key segment, as float.
+KVHUB_HD float KeyMid(const uint8_t* seg, const SegLayoutPod& L, uint64_t k) {
+  return Bf16ToFloat(LoadU16(seg + L.zero_off + 2 * k));
 }
 
 // ------------------------------------------------------------------ encode --
@@ -193,37 +204,86 @@ KVHUB_HD void EncodeZeroPads(const EncodeCtx& c, uint32_t s) {
   }
 }
 
-// kivi: copy sink element i (< sinks * H * D) as bf16.
+// kivi, fp8, int8: copy sink element i (< sinks * H * D) as bf16.
 KVHUB_HD void EncodeSinkElement(const EncodeCtx& c, uint32_t s, uint64_t i) {
   uint16_t x = c.X(s, i);
   if ((x & 0x7FFF) >= 0x7F80) SetError(c.error, kErrNonFinite);
   StoreU16(c.Seg(s) + 2 * i, x);
 }
 
-// fp8: finish head h from the max magnitude bits over its tokens.
-KVHUB_HD void Fp8Finish(const EncodeCtx& c, uint32_t s, uint32_t h, uint16_t amax) {
-  if (amax >= 0x7F80) SetError(c.error, kErrNonFinite);
+// fp8/int8 keys: centre k = (head, channel) from the min and max over the
+// non-sink tokens (0 without any), stored as bf16 in the zero array.
+KVHUB_HD void KeyMidStat(const EncodeCtx& c, uint32_t s, uint64_t k) {
+  const uint64_t hd = c.g.RowElements();
+  uint16_t mid = 0;
+  if (c.g.sinks < c.g.tokens) {
+    int16_t mn = INT16_MAX, mx = INT16_MIN;
+    for (uint32_t t = c.g.sinks; t < c.g.tokens; ++t) {
+      int16_t key = Bf16OrderKey(c.X(s, t * hd + k));
+      mn = key < mn ? key : mn;
+      mx = key > mx ? key : mx;
+    }
+    mid = MidBf16(mn, mx);
+  }
+  StoreU16(c.Seg(s) + c.L(s).zero_off + 2 * k, mid);
+}
+
+// fp8/int8: float bits of the magnitude element i contributes to its scale
+// (|x - centre| for keys, |x| for values); >= 0x7F800000 is not finite.
+// Keys need the centres (KeyMidStat) first.
+KVHUB_HD uint32_t AmaxBits(const EncodeCtx& c, uint32_t s, uint64_t i) {
+  const uint16_t x = c.X(s, i);
+  if (c.g.Centered(s)) return CenteredAbsBits(x, KeyMid(c.Seg(s), c.L(s), i % c.g.RowElements()));
+  return static_cast<uint32_t>(x & 0x7FFF) << 16;
+}
+
+// fp8: finish head h from the max magnitude bits over its non-sink tokens.
+KVHUB_HD void Fp8Finish(const EncodeCtx& c, uint32_t s, uint32_t h, uint32_t amax) {
+  if (amax >= 0x7F800000u) SetError(c.error, kErrNonFinite);
   float scale, inv;
-  SymScale(amax, 448.0f, &scale, &inv);
+  SymScaleF(amax, 448.0f, &scale, &inv);
   StoreF32(c.Seg(s) + c.L(s).scale_off + 4 * h, scale);
   c.inv[c.g.ScratchBase(s) + h] = inv;
 }
-// Element i of head h = (i / D) % H.
+// Element i of head h = (i / D) % H; sink rows get code 0.
 KVHUB_HD void Fp8QuantElement(const EncodeCtx& c, uint32_t s, uint64_t i) {
-  const uint32_t h = static_cast<uint32_t>((i / c.g.dim) % c.g.heads);
-  c.Seg(s)[c.L(s).codes_off + i] = QuantFp8(c.X(s, i), c.inv[c.g.ScratchBase(s) + h]);
+  uint8_t* seg = c.Seg(s);
+  uint8_t q = 0;
+  if (i >= c.g.SinkElements()) {
+    const uint32_t h = static_cast<uint32_t>((i / c.g.dim) % c.g.heads);
+    const float inv = c.inv[c.g.ScratchBase(s) + h];
+    q = c.g.Centered(s)
+            ? QuantFp8Centered(c.X(s, i), KeyMid(seg, c.L(s), i % c.g.RowElements()), inv)
+            : QuantFp8(c.X(s, i), inv);
+  }
+  seg[c.L(s).codes_off + i] = q;
 }
 
-// int8: row r = (token, head); returns inv for the row's elements.
-KVHUB_HD float Int8Finish(const EncodeCtx& c, uint32_t s, uint64_t r, uint16_t amax) {
-  if (amax >= 0x7F80) SetError(c.error, kErrNonFinite);
+// int8: scale of row r = (token, head) from its max magnitude bits; sink
+// rows get scale 0 (and inv 0, hence code 0).
+KVHUB_HD void Int8RowScale(const BlockGeom& g, uint64_t r, uint32_t amax, float* scale, float* inv) {
+  if (r < uint64_t{g.sinks} * g.heads) {
+    *scale = *inv = 0.0f;
+    return;
+  }
+  SymScaleF(amax, 127.0f, scale, inv);
+}
+KVHUB_HD float Int8Finish(const EncodeCtx& c, uint32_t s, uint64_t r, uint32_t amax) {
+  if (r >= uint64_t{c.g.sinks} * c.g.heads && amax >= 0x7F800000u) SetError(c.error, kErrNonFinite);
   float scale, inv;
-  SymScale(amax, 127.0f, &scale, &inv);
+  Int8RowScale(c.g, r, amax, &scale, &inv);
   StoreF32(c.Seg(s) + c.L(s).scale_off + 4 * r, scale);
   return inv;
 }
 KVHUB_HD void Int8QuantElement(const EncodeCtx& c, uint32_t s, uint64_t i, float inv) {
-  c.Seg(s)[c.L(s).codes_off + i] = static_cast<uint8_t>(QuantInt8(c.X(s, i), inv));
+  uint8_t* seg = c.Seg(s);
+  int8_t q = 0;
+  if (i >= c.g.SinkElements()) {
+    q = c.g.Centered(s)
+            ? QuantInt8Centered(c.X(s, i), KeyMid(seg, c.L(s), i % c.g.RowElements()), inv)
+            : QuantInt8(c.X(s, i), inv);
+  }
+  seg[c.L(s).codes_off + i] = static_cast<uint8_t>(q);
 }
 
 KVHUB_HD void KiviFinishStat(const EncodeCtx& c, uint32_t s, uint64_t k, int16_t mn, int16_t mx) {
@@ -364,16 +424,23 @@ KVHUB_HD uint16_t DecodeElement(const DecodeCtx& c, uint32_t s, uint64_t i) {
   const uint8_t* seg = c.Seg(s);
   const SegLayoutPod& L = c.L(s);
   const BlockGeom& g = c.g;
+  if (i < g.SinkElements()) return LoadU16(seg + 2 * i);
   switch (g.codec) {
     case kCodecFp8: {
       const uint32_t h = static_cast<uint32_t>((i / g.dim) % g.heads);
-      return DequantFp8(seg[L.codes_off + i], LoadF32(seg + L.scale_off + 4 * h));
+      const float scale = LoadF32(seg + L.scale_off + 4 * h);
+      if (g.Centered(s)) {
+        return DequantFp8Centered(seg[L.codes_off + i], scale, KeyMid(seg, L, i % g.RowElements()));
+      }
+      return DequantFp8(seg[L.codes_off + i], scale);
     }
-    case kCodecInt8:
-      return DequantInt8(static_cast<int8_t>(seg[L.codes_off + i]),
-                         LoadF32(seg + L.scale_off + 4 * (i / g.dim)));
+    case kCodecInt8: {
+      const float scale = LoadF32(seg + L.scale_off + 4 * (i / g.dim));
+      const int8_t q = static_cast<int8_t>(seg[L.codes_off + i]);
+      if (g.Centered(s)) return DequantInt8Centered(q, scale, KeyMid(seg, L, i % g.RowElements()));
+      return DequantInt8(q, scale);
+    }
     default: {
-      if (i < uint64_t{g.sinks} * g.heads * g.dim) return LoadU16(seg + 2 * i);
       uint8_t q;
       if (g.codec == kCodecKivi4) {
         q = (seg[L.codes_off + i / 2] >> ((i & 1) * 4)) & 0xF;
@@ -408,24 +475,38 @@ KVHUB_HD void DecodeChunk8(const DecodeCtx& c, uint32_t s, uint64_t i0, uint16_t
   const SegLayoutPod& L = c.L(s);
   const BlockGeom& g = c.g;
   const uint64_t row = i0 / g.dim;  // (token, head)
+  if (row < uint64_t{g.sinks} * g.heads) {
+    for (int k = 0; k < 8; ++k) y[k] = LoadU16(seg + 2 * (i0 + k));
+    return;
+  }
+  const uint64_t m0 = i0 % g.RowElements();  // first centre of a centered key chunk
   switch (g.codec) {
     case kCodecFp8: {
       const float scale = LoadF32(seg + L.scale_off + 4 * (row % g.heads));
-      for (int k = 0; k < 8; ++k) y[k] = DequantFp8(seg[L.codes_off + i0 + k], scale);
+      if (g.Centered(s)) {
+        for (int k = 0; k < 8; ++k) {
+          y[k] = DequantFp8Centered(seg[L.codes_off + i0 + k], scale, KeyMid(seg, L, m0 + k));
+        }
+      } else {
+        for (int k = 0; k < 8; ++k) y[k] = DequantFp8(seg[L.codes_off + i0 + k], scale);
+      }
       return;
     }
     case kCodecInt8: {
       const float scale = LoadF32(seg + L.scale_off + 4 * row);
-      for (int k = 0; k < 8; ++k) {
-        y[k] = DequantInt8(static_cast<int8_t>(seg[L.codes_off + i0 + k]), scale);
+      if (g.Centered(s)) {
+        for (int k = 0; k < 8; ++k) {
+          y[k] = DequantInt8Centered(static_cast<int8_t>(seg[L.codes_off + i0 + k]), scale,
+                                     KeyMid(seg, L, m0 + k));
+        }
+      } else {
+        for (int k = 0; k < 8; ++k) {
+          y[k] = DequantInt8(static_cast<int8_t>(seg[L.codes_off + i0 + k]), scale);
+        }
       }
       return;
     }
     default: {
-      if (row < uint64_t{g.sinks} * g.heads) {
-        for (int k = 0; k < 8; ++k) y[k] = LoadU16(seg + 2 * (i0 + k));
-        return;
-      }
       uint8_t q[8];
       if (g.codec == kCodecKivi4) {
         for (int k = 0; k < 4; ++k) {

@@ -101,11 +101,9 @@ absl::StatusOr<BlockPlan> PlanEncode(const PagedShape& pages, const PagedEncodeP
   h.rope_pairing = p.rope_pairing;
   h.fingerprint = p.fingerprint;
   h.raw_bytes = sh.RawBytes();
-  if (IsKivi(h.codec)) {
-    h.group_size = static_cast<uint16_t>(p.codec.group_size);
-    h.sink_tokens = static_cast<uint16_t>(
-        SinksInBlock(h.codec, p.codec.sink_tokens, p.base_position, sh.tokens));
-  }
+  if (IsKivi(h.codec)) h.group_size = static_cast<uint16_t>(p.codec.group_size);
+  h.sink_tokens =
+      static_cast<uint16_t>(SinksInBlock(h.codec, p.codec.sink_tokens, p.base_position, sh.tokens));
   if (p.codec.keys_pre_rope) {
     if (p.base_position > (int64_t{1} << 52) || p.base_position < -(int64_t{1} << 52)) {
       return absl::InvalidArgumentError("encode: base_position out of range for RoPE");

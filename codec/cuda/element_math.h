@@ -170,6 +170,41 @@ KVHUB_HD void SymScale(uint16_t amax_bits, float qmax, float* scale, float* inv)
   }
 }
 
+// Symmetric scale from the float bits of the largest magnitude (centered
+// keys; for bf16 amax bits b this is SymScale(b) with bits b << 16).
+KVHUB_HD void SymScaleF(uint32_t amax_bits, float qmax, float* scale, float* inv) {
+  float s = Div(BitsFloat(amax_bits), qmax);
+  if (!(s >= 1.17549435e-38f)) {
+    *scale = 0.0f;
+    *inv = 0.0f;
+  } else {
+    *scale = s;
+    *inv = Div(1.0f, s);
+  }
+}
+
+// Centre of a key channel from its min/max order keys: bf16(0.5*a + 0.5*b).
+KVHUB_HD uint16_t MidBf16(int16_t kmn, int16_t kmx) {
+  float a = Bf16ToFloat(OrderKeyToBf16(kmn)), b = Bf16ToFloat(OrderKeyToBf16(kmx));
+  return FloatToBf16(Add(Mul(0.5f, a), Mul(0.5f, b)));
+}
+// Float bits of |x - mid| (>= 0x7F800000: not finite).
+KVHUB_HD uint32_t CenteredAbsBits(uint16_t x, float mid) {
+  return FloatBits(Sub(Bf16ToFloat(x), mid)) & 0x7FFFFFFFu;
+}
+KVHUB_HD uint8_t QuantFp8Centered(uint16_t x, float mid, float inv) {
+  return FloatToE4m3(Mul(Sub(Bf16ToFloat(x), mid), inv));
+}
+KVHUB_HD uint16_t DequantFp8Centered(uint8_t q, float scale, float mid) {
+  return FloatToBf16(Add(Mul(E4m3ToFloat(q), scale), mid));
+}
+KVHUB_HD int8_t QuantInt8Centered(uint16_t x, float mid, float inv) {
+  return static_cast<int8_t>(Rne(Clamp(Mul(Sub(Bf16ToFloat(x), mid), inv), -127.0f, 127.0f)));
+}
+KVHUB_HD uint16_t DequantInt8Centered(int8_t q, float scale, float mid) {
+  return FloatToBf16(Add(Mul(static_cast<float>(q), scale), mid));
+}
+
 KVHUB_HD uint8_t QuantFp8(uint16_t x, float inv) { return FloatToE4m3(Mul(Bf16ToFloat(x), inv)); }
 KVHUB_HD uint16_t DequantFp8(uint8_t q, float scale) {
   return FloatToBf16(Mul(E4m3ToFloat(q), scale));

@@ -54,14 +54,24 @@ absl::Status EmulateEncodeFromPages(const PagedKv& cache, absl::Span<const int32
   const uint32_t nseg = 2 * g.layers;
   const uint64_t n = g.SegElements();
   for (uint32_t s = 0; s < nseg; ++s) EncodeZeroPads(c, s);
+  const uint64_t sink_elems = g.SinkElements();
+  for (uint32_t s = 0; s < nseg; ++s) {
+    for (uint64_t i = 0; i < sink_elems; ++i) EncodeSinkElement(c, s, i);
+  }
+  if (g.codec == kCodecFp8 || g.codec == kCodecInt8) {
+    for (uint32_t s = 0; s < nseg; ++s) {
+      if (!g.Centered(s)) continue;
+      for (uint64_t k = 0; k < g.RowElements(); ++k) KeyMidStat(c, s, k);
+    }
+  }
   switch (g.codec) {
     case kCodecFp8:
       for (uint32_t s = 0; s < nseg; ++s) {
         for (uint32_t h = 0; h < g.heads; ++h) {
-          uint16_t m = 0;
-          for (uint32_t t = 0; t < g.tokens; ++t) {
+          uint32_t m = 0;
+          for (uint32_t t = g.sinks; t < g.tokens; ++t) {
             for (uint32_t d = 0; d < g.dim; ++d) {
-              m = std::max<uint16_t>(m, c.X(s, (uint64_t{t} * g.heads + h) * g.dim + d) & 0x7FFF);
+              m = std::max(m, AmaxBits(c, s, (uint64_t{t} * g.heads + h) * g.dim + d));
             }
           }
           Fp8Finish(c, s, h, m);
@@ -72,17 +82,17 @@ absl::Status EmulateEncodeFromPages(const PagedKv& cache, absl::Span<const int32
     case kCodecInt8:
       for (uint32_t s = 0; s < nseg; ++s) {
         for (uint64_t r = 0; r < uint64_t{g.tokens} * g.heads; ++r) {
-          uint16_t m = 0;
-          for (uint32_t d = 0; d < g.dim; ++d) m = std::max<uint16_t>(m, c.X(s, r * g.dim + d) & 0x7FFF);
+          uint32_t m = 0;
+          if (r >= uint64_t{g.sinks} * g.heads) {
+            for (uint32_t d = 0; d < g.dim; ++d) m = std::max(m, AmaxBits(c, s, r * g.dim + d));
+          }
           float iv = Int8Finish(c, s, r, m);
           for (uint32_t d = 0; d < g.dim; ++d) Int8QuantElement(c, s, r * g.dim + d, iv);
         }
       }
       break;
     default: {
-      const uint64_t sink_elems = uint64_t{g.sinks} * g.heads * g.dim;
       for (uint32_t s = 0; s < nseg; ++s) {
-        for (uint64_t i = 0; i < sink_elems; ++i) EncodeSinkElement(c, s, i);
         for (uint64_t k = 0; k < g.stat_count[s % 2]; ++k) {
           if (s % 2 == 0) {
             KiviKeyStat(c, s, k);

@@ -47,11 +47,13 @@ HostCache MakeCache(uint32_t layers, uint32_t pages, uint32_t page_tokens, uint3
   for (uint32_t l = 0; l < layers; ++l) {
     for (auto* vec : {&c.k, &c.v}) {
       std::vector<uint16_t> x(n);
-      // Per-channel scales with a few outlier channels, like real keys.
+      // Per-channel scales with a few outlier channels of consistent sign,
+      // like real keys (the fp8/int8 key centres move them to 0).
       for (size_t i = 0; i < n; ++i) {
         uint32_t ch = static_cast<uint32_t>(i % dim);
         float s = (ch % 17 == 3) ? 12.0f : 0.5f + 0.1f * static_cast<float>(ch % 5);
         x[i] = RandomBf16(rng, s);
+        if (ch % 17 == 3) x[i] = FloatToBf16(Bf16ToFloat(x[i]) + 40.0f);
       }
       vec->push_back(std::move(x));
     }
@@ -257,6 +259,49 @@ TEST(EmulationTest, ElementMathMatchesScalarKernelsForEveryBf16) {
       }
     }
   }
+  // Centered keys: residual magnitude, quantization and dequantization.
+  for (float mid : {0.0f, -0.0f, 1.5f, -40.25f, 3.0e4f, -1.0e-3f}) {
+    std::vector<float> mids(n, mid);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(CenteredAbsBits(all[i], mid), scalar::AbsMaxCentered(&all[i], &mid, 1)) << all[i];
+    }
+    for (float inv : invs) {
+      scalar::QuantInt8Centered(all.data(), mids.data(), n, inv, q8.data());
+      scalar::QuantFp8Centered(all.data(), mids.data(), n, inv, qf.data());
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(QuantInt8Centered(all[i], mid, inv), q8[i]) << all[i] << " inv " << inv;
+        ASSERT_EQ(QuantFp8Centered(all[i], mid, inv), qf[i]) << all[i] << " inv " << inv;
+      }
+    }
+    for (float scale : {0.0f, 1.0f, 0.0123f, 3.7e-3f, 2.5e4f, 1e-38f}) {
+      for (int c = 0; c < 256; ++c) {
+        uint16_t y;
+        uint8_t code = static_cast<uint8_t>(c);
+        scalar::DequantFp8Centered(&code, &mid, 1, scale, &y);
+        ASSERT_EQ(DequantFp8Centered(code, scale, mid), y);
+        int8_t ic = static_cast<int8_t>(c);
+        scalar::DequantInt8Centered(&ic, &mid, 1, scale, &y);
+        ASSERT_EQ(DequantInt8Centered(ic, scale, mid), y);
+      }
+    }
+  }
+  // Channel centres from min/max keys, and scales from 32-bit magnitudes.
+  for (size_t i = 0; i < n; i += 5) {
+    for (size_t j = i; j < n; j += 3001) {
+      int16_t mn = kvhub::codec::Bf16OrderKey(all[i]), mx = kvhub::codec::Bf16OrderKey(all[j]);
+      if (mn > mx) std::swap(mn, mx);
+      ASSERT_EQ(MidBf16(mn, mx), kvhub::codec::MidBf16(mn, mx)) << all[i] << " " << all[j];
+    }
+    const uint32_t a32 = (static_cast<uint32_t>(all[i] & 0x7FFF) << 16) | (all[i] * 2654435761u >> 16);
+    for (float qmax : {127.0f, 448.0f}) {
+      float s1, i1;
+      SymScaleF(a32, qmax, &s1, &i1);
+      float s0 = BitsFloat(a32) / qmax;
+      const bool normal = s0 >= 1.17549435e-38f;
+      ASSERT_EQ(FloatBits(s1), FloatBits(normal ? s0 : 0.0f));
+      ASSERT_EQ(FloatBits(i1), FloatBits(normal ? 1.0f / s0 : 0.0f));
+    }
+  }
   // Symmetric scales, fp16 conversions and KIVI statistics.
   for (size_t i = 0; i < n; i += 7) {
     const uint16_t a = all[i] & 0x7FFF;
@@ -337,6 +382,21 @@ TEST(EmulationTest, RejectsWhatTheCpuCodecRejects) {
     absl::Status s = EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << CodecName(c) << ": " << s;
   }
+  // fp8/int8 keys (centered): inf past the sink, NaN in the sink row.
+  cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = 0;
+  for (uint16_t bad : {uint16_t{0xFF80}, uint16_t{0x7FC0}}) {
+    const size_t at = bad == 0x7FC0 ? cache.page_ids[0] * 8 * 64 + 3 : cache.page_ids[1] * 8 * 64 + 9;
+    const uint16_t keep = cache.k[0][at];
+    cache.k[0][at] = bad;
+    for (CodecId c : {CodecId::kFp8, CodecId::kInt8}) {
+      p.codec.codec = c;
+      absl::Status s = EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out);
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << CodecName(c) << ": " << s;
+      EXPECT_NE(s.message().find("inf or NaN"), std::string::npos) << s;
+    }
+    cache.k[0][at] = keep;
+  }
+  cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = 0x7F80;
   // kivi range: a value group minimum beyond fp16.
   cache.v[0][cache.page_ids[2] * 8 * 64 + 5] = kvhub::codec::FloatToBf16(-70000.0f);
   p.codec.codec = CodecId::kKivi2;

@@ -29,22 +29,31 @@ __global__ void SinkKernel(EncodeCtx c, uint64_t n) {
   for (uint64_t i = GlobalThread(); i < n; i += GlobalStride()) EncodeSinkElement(c, s, i);
 }
 
-// fp8: one thread block per (head, segment): max magnitude over T x D.
+// fp8/int8 keys: the per-(head, channel) centres (value segments return).
+__global__ void KeyMidKernel(EncodeCtx c) {
+  const uint32_t s = blockIdx.y;
+  if (!c.g.Centered(s)) return;
+  const uint64_t n = c.g.RowElements();
+  for (uint64_t k = GlobalThread(); k < n; k += GlobalStride()) KeyMidStat(c, s, k);
+}
+
+// fp8: one thread block per (head, segment): max magnitude over the non-sink
+// tokens x D (float bits; after KeyMidKernel for keys).
 __global__ void Fp8AmaxKernel(EncodeCtx c) {
   __shared__ unsigned int amax;
   const uint32_t s = blockIdx.y, h = blockIdx.x;
   if (threadIdx.x == 0) amax = 0;
   __syncthreads();
   unsigned int m = 0;
-  const uint64_t td = uint64_t{c.g.tokens} * c.g.dim;
+  const uint64_t td = uint64_t{c.g.tokens - c.g.sinks} * c.g.dim;
   for (uint64_t k = threadIdx.x; k < td; k += blockDim.x) {
-    const uint64_t t = k / c.g.dim, d = k - t * c.g.dim;
-    m = max(m, static_cast<unsigned int>(c.X(s, (t * c.g.heads + h) * c.g.dim + d) & 0x7FFF));
+    const uint64_t t = c.g.sinks + k / c.g.dim, d = k % c.g.dim;
+    m = max(m, static_cast<unsigned int>(AmaxBits(c, s, (t * c.g.heads + h) * c.g.dim + d)));
   }
   m = __reduce_max_sync(0xFFFFFFFFu, m);
   if ((threadIdx.x & 31) == 0) atomicMax(&amax, m);
   __syncthreads();
-  if (threadIdx.x == 0) Fp8Finish(c, s, h, static_cast<uint16_t>(amax));
+  if (threadIdx.x == 0) Fp8Finish(c, s, h, amax);
 }
 
 __global__ void Fp8QuantKernel(EncodeCtx c) {
@@ -58,15 +67,18 @@ __global__ void Int8Kernel(EncodeCtx c) {
   const uint32_t s = blockIdx.y, lane = threadIdx.x & 31;
   const uint64_t rows = uint64_t{c.g.tokens} * c.g.heads;
   const uint64_t warp = GlobalThread() / 32, warps = GlobalStride() / 32;
+  const uint64_t sink_rows = uint64_t{c.g.sinks} * c.g.heads;
   for (uint64_t r = warp; r < rows; r += warps) {
     unsigned int m = 0;
-    for (uint32_t d = lane; d < c.g.dim; d += 32) {
-      m = max(m, static_cast<unsigned int>(c.X(s, r * c.g.dim + d) & 0x7FFF));
+    if (r >= sink_rows) {
+      for (uint32_t d = lane; d < c.g.dim; d += 32) {
+        m = max(m, static_cast<unsigned int>(AmaxBits(c, s, r * c.g.dim + d)));
+      }
     }
     m = __reduce_max_sync(0xFFFFFFFFu, m);
     float scale, inv;
-    SymScale(static_cast<uint16_t>(m), 127.0f, &scale, &inv);
-    if (lane == 0) Int8Finish(c, s, r, static_cast<uint16_t>(m));
+    Int8RowScale(c.g, r, m, &scale, &inv);
+    if (lane == 0) Int8Finish(c, s, r, m);
     for (uint32_t d = lane; d < c.g.dim; d += 32) Int8QuantElement(c, s, r * c.g.dim + d, inv);
   }
 }
@@ -105,17 +117,19 @@ cudaError_t LaunchEncode(const EncodeCtx& c, cudaStream_t stream) {
   const uint32_t nseg = 2 * c.g.layers;
   const uint64_t n = c.g.SegElements();
   ZeroPadsKernel<<<(nseg + kThreads - 1) / kThreads, kThreads, 0, stream>>>(c);
+  const uint64_t sink = c.g.SinkElements();
+  if (sink > 0) SinkKernel<<<Grid(sink, nseg), kThreads, 0, stream>>>(c, sink);
   switch (c.g.codec) {
     case kCodecFp8:
+      KeyMidKernel<<<Grid(c.g.RowElements(), nseg), kThreads, 0, stream>>>(c);
       Fp8AmaxKernel<<<dim3(c.g.heads, nseg), kThreads, 0, stream>>>(c);
       Fp8QuantKernel<<<Grid(n, nseg), kThreads, 0, stream>>>(c);
       break;
     case kCodecInt8:
+      KeyMidKernel<<<Grid(c.g.RowElements(), nseg), kThreads, 0, stream>>>(c);
       Int8Kernel<<<Grid(uint64_t{c.g.tokens} * c.g.heads * 32, nseg), kThreads, 0, stream>>>(c);
       break;
     default: {
-      const uint64_t sink = uint64_t{c.g.sinks} * c.g.heads * c.g.dim;
-      if (sink > 0) SinkKernel<<<Grid(sink, nseg), kThreads, 0, stream>>>(c, sink);
       KiviStatKernel<<<Grid(std::max(c.g.stat_count[0], c.g.stat_count[1]), nseg), kThreads, 0,
                        stream>>>(c);
       KiviQuantKernel<<<Grid(std::max(c.KiviQuantUnits(0), c.KiviQuantUnits(1)), nseg),

@@ -139,23 +139,41 @@ void DequantInt8(const int8_t* q, size_t n, float scale, uint16_t* y) {
   scalar::DequantInt8(q + i, n - i, scale, y + i);
 }
 
-void QuantFp8(const uint16_t* x, size_t n, float inv, uint8_t* q) {
+// FloatToE4m3 (numeric.h) on a vector of finite floats: the code in the low
+// 8 bits of each lane.
+HWY_INLINE hn::Vec<DI32> E4m3CodeV(hn::Vec<DF> v) {
   const DF df;
   const DI32 di32;
+  auto y = hn::BitCast(di32, v);
+  auto sign = hn::And(hn::ShiftRight<24>(y), hn::Set(di32, 0x80));  // arithmetic shift; bit 7 kept
+  auto au = hn::And(y, hn::Set(di32, 0x7FFFFFFF));
+  auto sub = hn::NearestInt(hn::Mul(hn::BitCast(df, au), hn::Set(df, 512.0f)));
+  auto rnd = hn::Add(hn::Set(di32, 0x7FFFF), hn::And(hn::ShiftRight<20>(au), hn::Set(di32, 1)));
+  auto nrm = hn::Sub(hn::ShiftRight<20>(hn::Add(au, rnd)), hn::Set(di32, 960));
+  auto code = hn::IfThenElse(hn::Lt(au, hn::Set(di32, 0x3C800000)), sub, nrm);
+  return hn::Or(hn::Min(code, hn::Set(di32, 0x7E)), sign);
+}
+
+// E4m3ToFloat (numeric.h) of codes 0..255, one per lane.
+HWY_INLINE hn::Vec<DF> E4m3ToFloatV(hn::Vec<DI32> c) {
+  const DF df;
+  const DI32 di32;
+  auto mag = hn::And(c, hn::Set(di32, 0x7F));
+  auto sign = hn::ShiftLeft<24>(hn::And(c, hn::Set(di32, 0x80)));
+  auto sub = hn::Mul(hn::ConvertTo(df, mag), hn::Set(df, 0.001953125f));
+  auto nrm = hn::BitCast(df, hn::Add(hn::ShiftLeft<20>(mag), hn::Set(di32, 120 << 23)));
+  auto v = hn::IfThenElse(hn::RebindMask(df, hn::Lt(mag, hn::Set(di32, 8))), sub, nrm);
+  return hn::Or(v, hn::BitCast(df, sign));
+}
+
+void QuantFp8(const uint16_t* x, size_t n, float inv, uint8_t* q) {
+  const DF df;
   const DU8Q du8;
   const size_t N = hn::Lanes(df);
   const auto vinv = hn::Set(df, inv);
   size_t i = 0;
   for (; i + N <= n; i += N) {
-    auto y = hn::BitCast(di32, hn::Mul(LoadBf16(x + i), vinv));
-    auto sign = hn::And(hn::ShiftRight<24>(y), hn::Set(di32, 0x80));  // arithmetic shift; bit 7 kept
-    auto au = hn::And(y, hn::Set(di32, 0x7FFFFFFF));
-    auto sub = hn::NearestInt(hn::Mul(hn::BitCast(df, au), hn::Set(df, 512.0f)));
-    auto rnd = hn::Add(hn::Set(di32, 0x7FFFF), hn::And(hn::ShiftRight<20>(au), hn::Set(di32, 1)));
-    auto nrm = hn::Sub(hn::ShiftRight<20>(hn::Add(au, rnd)), hn::Set(di32, 960));
-    auto code = hn::IfThenElse(hn::Lt(au, hn::Set(di32, 0x3C800000)), sub, nrm);
-    code = hn::Or(hn::Min(code, hn::Set(di32, 0x7E)), sign);
-    hn::StoreU(hn::DemoteTo(du8, code), du8, q + i);
+    hn::StoreU(hn::DemoteTo(du8, E4m3CodeV(hn::Mul(LoadBf16(x + i), vinv))), du8, q + i);
   }
   scalar::QuantFp8(x + i, n - i, inv, q + i);
 }
@@ -168,16 +186,83 @@ void DequantFp8(const uint8_t* q, size_t n, float scale, uint16_t* y) {
   const auto vs = hn::Set(df, scale);
   size_t i = 0;
   for (; i + N <= n; i += N) {
-    auto c = hn::PromoteTo(di32, hn::LoadU(du8, q + i));
-    auto mag = hn::And(c, hn::Set(di32, 0x7F));
-    auto sign = hn::ShiftLeft<24>(hn::And(c, hn::Set(di32, 0x80)));
-    auto sub = hn::Mul(hn::ConvertTo(df, mag), hn::Set(df, 0.001953125f));
-    auto nrm = hn::BitCast(df, hn::Add(hn::ShiftLeft<20>(mag), hn::Set(di32, 120 << 23)));
-    auto v = hn::IfThenElse(hn::RebindMask(df, hn::Lt(mag, hn::Set(di32, 8))), sub, nrm);
-    v = hn::Or(v, hn::BitCast(df, sign));
+    auto v = E4m3ToFloatV(hn::PromoteTo(di32, hn::LoadU(du8, q + i)));
     StoreBf16(hn::Mul(v, vs), y + i);
   }
   scalar::DequantFp8(q + i, n - i, scale, y + i);
+}
+
+uint32_t AbsMaxCentered(const uint16_t* x, const float* mid, size_t n) {
+  const DF df;
+  const DU32 du32;
+  const size_t N = hn::Lanes(df);
+  const auto mask = hn::Set(du32, 0x7FFFFFFFu);
+  auto m = hn::Zero(du32);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto r = hn::Sub(LoadBf16(x + i), hn::LoadU(df, mid + i));
+    m = hn::Max(m, hn::And(hn::BitCast(du32, r), mask));
+  }
+  uint32_t v = hn::GetLane(hn::MaxOfLanes(du32, m));
+  uint32_t t = scalar::AbsMaxCentered(x + i, mid + i, n - i);
+  return v > t ? v : t;
+}
+
+void QuantInt8Centered(const uint16_t* x, const float* mid, size_t n, float inv, int8_t* q) {
+  const DF df;
+  const DI8Q di8;
+  const size_t N = hn::Lanes(df);
+  const auto vinv = hn::Set(df, inv);
+  const auto lo = hn::Set(df, -127.0f), hi = hn::Set(df, 127.0f);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto r = hn::Sub(LoadBf16(x + i), hn::LoadU(df, mid + i));
+    auto v = hn::Min(hn::Max(hn::Mul(r, vinv), lo), hi);
+    hn::StoreU(hn::DemoteTo(di8, hn::NearestInt(v)), di8, q + i);
+  }
+  scalar::QuantInt8Centered(x + i, mid + i, n - i, inv, q + i);
+}
+
+void DequantInt8Centered(const int8_t* q, const float* mid, size_t n, float scale, uint16_t* y) {
+  const DF df;
+  const DI32 di32;
+  const DI8Q di8;
+  const size_t N = hn::Lanes(df);
+  const auto vs = hn::Set(df, scale);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto c = hn::PromoteTo(di32, hn::LoadU(di8, q + i));
+    auto m = hn::Mul(hn::ConvertTo(df, c), vs);
+    StoreBf16(hn::Add(m, hn::LoadU(df, mid + i)), y + i);
+  }
+  scalar::DequantInt8Centered(q + i, mid + i, n - i, scale, y + i);
+}
+
+void QuantFp8Centered(const uint16_t* x, const float* mid, size_t n, float inv, uint8_t* q) {
+  const DF df;
+  const DU8Q du8;
+  const size_t N = hn::Lanes(df);
+  const auto vinv = hn::Set(df, inv);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto r = hn::Sub(LoadBf16(x + i), hn::LoadU(df, mid + i));
+    hn::StoreU(hn::DemoteTo(du8, E4m3CodeV(hn::Mul(r, vinv))), du8, q + i);
+  }
+  scalar::QuantFp8Centered(x + i, mid + i, n - i, inv, q + i);
+}
+
+void DequantFp8Centered(const uint8_t* q, const float* mid, size_t n, float scale, uint16_t* y) {
+  const DF df;
+  const DI32 di32;
+  const DU8Q du8;
+  const size_t N = hn::Lanes(df);
+  const auto vs = hn::Set(df, scale);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto m = hn::Mul(E4m3ToFloatV(hn::PromoteTo(di32, hn::LoadU(du8, q + i))), vs);
+    StoreBf16(hn::Add(m, hn::LoadU(df, mid + i)), y + i);
+  }
+  scalar::DequantFp8Centered(q + i, mid + i, n - i, scale, y + i);
 }
 
 void QuantAffine(const uint16_t* x, size_t n, const float* inv, const float* zero, float qmax,
@@ -454,6 +539,21 @@ void SplitPlanes16(const uint16_t* x, size_t n, uint8_t* hi, uint8_t* lo) {
 void MergePlanes16(const uint8_t* hi, const uint8_t* lo, size_t n, uint16_t* x) {
   scalar::MergePlanes16(hi, lo, n, x);
 }
+uint32_t AbsMaxCentered(const uint16_t* x, const float* mid, size_t n) {
+  return scalar::AbsMaxCentered(x, mid, n);
+}
+void QuantInt8Centered(const uint16_t* x, const float* mid, size_t n, float inv, int8_t* q) {
+  scalar::QuantInt8Centered(x, mid, n, inv, q);
+}
+void DequantInt8Centered(const int8_t* q, const float* mid, size_t n, float s, uint16_t* y) {
+  scalar::DequantInt8Centered(q, mid, n, s, y);
+}
+void QuantFp8Centered(const uint16_t* x, const float* mid, size_t n, float inv, uint8_t* q) {
+  scalar::QuantFp8Centered(x, mid, n, inv, q);
+}
+void DequantFp8Centered(const uint8_t* q, const float* mid, size_t n, float s, uint16_t* y) {
+  scalar::DequantFp8Centered(q, mid, n, s, y);
+}
 
 #endif  // HWY_TARGET != HWY_SCALAR
 
@@ -485,6 +585,11 @@ HWY_EXPORT(Pack2);
 HWY_EXPORT(Unpack2);
 HWY_EXPORT(SplitPlanes16);
 HWY_EXPORT(MergePlanes16);
+HWY_EXPORT(AbsMaxCentered);
+HWY_EXPORT(QuantInt8Centered);
+HWY_EXPORT(DequantInt8Centered);
+HWY_EXPORT(QuantFp8Centered);
+HWY_EXPORT(DequantFp8Centered);
 HWY_EXPORT(TargetName);
 
 const Kernels& SimdKernels() {
@@ -512,6 +617,11 @@ const Kernels& SimdKernels() {
         &HWY_DYNAMIC_DISPATCH(Unpack2),
         &HWY_DYNAMIC_DISPATCH(SplitPlanes16),
         &HWY_DYNAMIC_DISPATCH(MergePlanes16),
+        &HWY_DYNAMIC_DISPATCH(AbsMaxCentered),
+        &HWY_DYNAMIC_DISPATCH(QuantInt8Centered),
+        &HWY_DYNAMIC_DISPATCH(DequantInt8Centered),
+        &HWY_DYNAMIC_DISPATCH(QuantFp8Centered),
+        &HWY_DYNAMIC_DISPATCH(DequantFp8Centered),
     };
   }();
   return k;
