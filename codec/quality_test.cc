@@ -72,6 +72,20 @@ TEST_F(QualityTest, OrderingOnTheGenerator) {
   }
 }
 
+// Issue #3: 8-bit codecs at <= 1/4 of kivi4's p99 attention error. int8 meets
+// it with centered keys (format v2); fp8 cannot (e4m3's 3-bit mantissa,
+// docs/results-codec.md) but must stay well below kivi4.
+TEST_F(QualityTest, Int8AttentionErrorIsBelowAQuarterOfKivi4) {
+  Eval int8 = Run(CodecId::kInt8), fp8 = Run(CodecId::kFp8), k4 = Run(CodecId::kKivi4);
+  EXPECT_LE(int8.q.attn_rel_l2.p99 * 4, k4.q.attn_rel_l2.p99)
+      << int8.q.attn_rel_l2.p99 << " vs " << k4.q.attn_rel_l2.p99;
+  EXPECT_LE(int8.q.attn_rel_l2.median * 4, k4.q.attn_rel_l2.median);
+  EXPECT_LT(fp8.q.attn_rel_l2.p99 * 2, k4.q.attn_rel_l2.p99)
+      << fp8.q.attn_rel_l2.p99 << " vs " << k4.q.attn_rel_l2.p99;
+  EXPECT_GT(int8.ratio, 1.9);
+  EXPECT_GT(fp8.ratio, 1.95);
+}
+
 TEST_F(QualityTest, PerChannelKeysBeatPerTokenInt4ByThreeTimes) {
   for (uint32_t g : {32u, 64u, 128u}) {
     Eval k4 = Run(CodecId::kKivi4, g);
