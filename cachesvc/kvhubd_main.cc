@@ -36,7 +36,7 @@ KVHUB_CONFIG_FLAG(http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemer
 KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
 KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of RAM, 4GiB)");
 KVHUB_CONFIG_FLAG(gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU");
-KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 256MiB");
+KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)");
 KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
 KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
 KVHUB_CONFIG_FLAG(min_block_bytes, "smallest allocator size class; default 4096");
@@ -47,7 +47,7 @@ KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000"
 KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");
 KVHUB_CONFIG_FLAG(max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5");
 KVHUB_CONFIG_FLAG(eviction_policy, "s3fifo | lru; default s3fifo");
-KVHUB_CONFIG_FLAG(slab_bytes, "allocator slab; 0 = auto: min(region_bytes, bit_ceil(16 * max_block_bytes))");
+KVHUB_CONFIG_FLAG(slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes");
 KVHUB_CONFIG_FLAG(size_class_steps, "allocator size classes per power of two; default 8");
 KVHUB_CONFIG_FLAG(max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M");
 KVHUB_CONFIG_FLAG(max_leases, "live leases at once (preallocated); default 262144");

@@ -30,7 +30,7 @@ namespace kvhub::storage {
 
 struct BlockStoreConfig {
   uint64_t capacity_bytes = 1ull << 30;      // bytes of block data the tier may hold (1 GiB)
-  uint64_t region_bytes = 256ull << 20;      // size of each region allocated at start (256 MiB)
+  uint64_t region_bytes = 1ull << 30;        // size of each region allocated at start (1 GiB; the last one may be shorter)
   bool try_hugepages = true;                 // MAP_HUGETLB first, plain pages if none are free
   uint64_t max_block_bytes = 64ull << 20;    // largest block accepted (64 MiB)
   uint64_t min_block_bytes = 4096;           // smallest size class; bounds the slot table
@@ -42,7 +42,7 @@ struct BlockStoreConfig {
   double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
   EvictionPolicyConfig eviction;
   // Added with the implementation (docs/storage.md):
-  uint64_t slab_bytes = 0;       // allocator slab; 0 = auto: min(region_bytes, bit_ceil(max_block_bytes))
+  uint64_t slab_bytes = 0;       // allocator slab; 0 = auto (AutoSlabBytes in size_classes.h): >= bit_ceil(max_block_bytes), >= 64 slabs when possible
   uint32_t size_class_steps = 8; // size classes per power of two (8: <= ~8% rounding waste)
   uint64_t max_blocks = 0;       // slot table size; 0 = auto: capacity / min_block_bytes, at most 4M
   uint32_t max_leases = 1u << 18;  // live leases at once (preallocated)

@@ -26,14 +26,10 @@ absl::Status CheckSize(uint64_t size, uint64_t max) {
 absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
     const BlockStoreConfig& config, Clock* clock) {
   std::unique_ptr<HostBlockStore> st(new HostBlockStore(config, clock));
-  uint64_t slab = config.slab_bytes;
-  if (slab == 0) {
-    // As small as the largest block allows: every slab is a unit that can move
-    // between size classes, so more slabs mean more classes live at once and
-    // less collateral eviction when a slab is reassigned.
-    slab = std::min<uint64_t>(config.region_bytes, std::bit_ceil(config.max_block_bytes));
-    if (config.region_bytes % slab != 0) slab = config.region_bytes;
-  }
+  const uint64_t slab = config.slab_bytes != 0
+                            ? config.slab_bytes
+                            : AutoSlabBytes(config.capacity_bytes, config.region_bytes,
+                                            config.max_block_bytes);
   absl::StatusOr<SizeClasses> classes = SizeClasses::Build(
       config.min_block_bytes, config.max_block_bytes, slab, config.size_class_steps);
   if (!classes.ok()) return classes.status();

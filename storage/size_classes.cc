@@ -1,5 +1,7 @@
 #include "storage/size_classes.h"
 
+#include <bit>
+
 #include <algorithm>
 #include <cmath>
 
@@ -29,32 +31,33 @@ absl::StatusOr<SizeClasses> SizeClasses::Build(uint64_t min_block_bytes, uint64_
   }
   SizeClasses sc;
   sc.slab_bytes_ = slab_bytes;
+  // Geometric classes while a slab holds many chunks of them ...
   const double ratio = std::exp2(1.0 / steps_per_doubling);
   double ideal = static_cast<double>(min_block_bytes);
   uint64_t prev = 0;
   for (;;) {
-    uint64_t s = AlignUp(static_cast<uint64_t>(std::ceil(ideal)), kAlign);
-    uint64_t k = slab_bytes / s;
-    if (k < 16) {
-      uint64_t snapped = AlignDown(slab_bytes / k, kAlign);
-      if (snapped >= s) s = snapped;
+    const uint64_t s = AlignUp(static_cast<uint64_t>(std::ceil(ideal)), kAlign);
+    if (slab_bytes / s < kFineChunks) break;
+    if (s >= max_block_bytes) {  // the last class (max_block_bytes is small for this slab)
+      const uint64_t last = AlignUp(max_block_bytes, kAlign);
+      if (last > prev) sc.sizes_.push_back(last);
+      return sc;
     }
     if (s > prev) {
-      if (s >= max_block_bytes) {
-        // Last class: the smallest snapped size that holds max_block_bytes.
-        uint64_t last = AlignUp(max_block_bytes, kAlign);
-        uint64_t k2 = slab_bytes / last;
-        if (k2 < 16) {
-          uint64_t snapped = AlignDown(slab_bytes / k2, kAlign);
-          if (snapped >= last) last = snapped;
-        }
-        if (last > prev) sc.sizes_.push_back(last);
-        break;
-      }
       sc.sizes_.push_back(s);
       prev = s;
     }
     ideal *= ratio;
+  }
+  // ... then every slab / k (k < kFineChunks chunks per slab, no tail waste but
+  // alignment): neighbours differ by 1/k, finer than the geometric step for
+  // k > 1 / (ratio - 1), and a slab is filled whole.
+  for (uint64_t k = std::min<uint64_t>(kFineChunks - 1, slab_bytes / std::max<uint64_t>(prev, 1)); k >= 1; --k) {
+    const uint64_t c = AlignDown(slab_bytes / k, kAlign);
+    if (c <= prev || c < min_block_bytes) continue;
+    sc.sizes_.push_back(c);
+    prev = c;
+    if (c >= max_block_bytes) break;
   }
   return sc;
 }
@@ -62,6 +65,17 @@ absl::StatusOr<SizeClasses> SizeClasses::Build(uint64_t min_block_bytes, uint64_
 uint32_t SizeClasses::ClassFor(uint64_t bytes) const {
   auto it = std::lower_bound(sizes_.begin(), sizes_.end(), bytes);
   return static_cast<uint32_t>(it - sizes_.begin());
+}
+
+uint64_t AutoSlabBytes(uint64_t capacity_bytes, uint64_t region_bytes, uint64_t max_block_bytes) {
+  constexpr uint64_t kMinSlabs = 64;
+  uint64_t slab = std::min<uint64_t>(region_bytes, std::bit_ceil(std::max<uint64_t>(max_block_bytes, 1)));
+  if (slab == 0 || region_bytes % slab != 0) return region_bytes;
+  while (slab * 2 <= region_bytes && region_bytes % (slab * 2) == 0 &&
+         capacity_bytes / (slab * 2) >= kMinSlabs) {
+    slab *= 2;
+  }
+  return slab;
 }
 
 }  // namespace kvhub::storage

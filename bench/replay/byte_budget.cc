@@ -1,12 +1,15 @@
 #include "bench/replay/byte_budget.h"
 
+#include <algorithm>
+
 #include "bench/replay/store_model.h"
 #include "codec/codec.h"
 #include "storage/size_classes.h"
 
 namespace kvhub::replay {
 
-absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::string& codec) {
+absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::string& codec,
+                                            uint64_t store_capacity_bytes) {
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   absl::StatusOr<codec::CodecId> id = codec::ParseCodecName(codec);
   if (!id.ok()) return id.status();
@@ -28,10 +31,13 @@ absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::st
   s.raw_bytes = shape.RawBytes();
   s.encoded_bytes = *later;
   s.first_bytes = *first;
-  // The default kvhubd host tier: 4 KiB .. 64 MiB classes, 8 per doubling,
-  // 256 MiB regions and the store's automatic slab size.
+  // The default kvhubd host tier of that capacity: 4 KiB .. 64 MiB classes, 8
+  // per doubling, 1 GiB regions (at most the capacity) and the store's
+  // automatic slab size.
+  const uint64_t region = std::min<uint64_t>(1ull << 30, std::max<uint64_t>(
+                                                             (store_capacity_bytes + 4095) / 4096 * 4096, 64ull << 20));
   absl::StatusOr<storage::SizeClasses> classes = storage::SizeClasses::Build(
-      4096, 64ull << 20, AutoSlabBytes(256ull << 20, 64ull << 20), 8);
+      4096, 64ull << 20, storage::AutoSlabBytes(store_capacity_bytes, region, 64ull << 20), 8);
   if (classes.ok() && classes->ClassFor(*later) < classes->count()) {
     s.store_chunk_bytes = classes->size(classes->ClassFor(*later));
   }

@@ -17,13 +17,15 @@ struct CodecBlockSize {
   uint64_t raw_bytes = 0;      // bf16 K/V of one block
   uint64_t encoded_bytes = 0;  // a block not at position 0 (no attention-sink tokens)
   uint64_t first_bytes = 0;    // a chain's first block (kivi keeps sink tokens in bf16)
-  uint64_t store_chunk_bytes = 0;  // the kvhubd size class it occupies (default store config)
+  uint64_t store_chunk_bytes = 0;  // the size class it occupies in a default kvhubd host tier of the given capacity
   double ratio() const { return static_cast<double>(raw_bytes) / static_cast<double>(encoded_bytes); }
 };
 
 // Sizes of one spec.block_tokens block of `spec` (bf16) under `codec`
-// (raw | fp8 | int8 | kivi4 | kivi2; kivi: group 64, 1 sink token).
-absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::string& codec);
+// (raw | fp8 | int8 | kivi4 | kivi2; kivi: group 64, 1 sink token), and its
+// chunk in a default kvhubd host tier of `store_capacity_bytes`.
+absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::string& codec,
+                                            uint64_t store_capacity_bytes);
 
 // Tokens a budget of `budget_bytes` holds: floor(budget / encoded_bytes) blocks.
 inline uint64_t TokensInBudget(uint64_t budget_bytes, const CodecBlockSize& s, uint32_t block_tokens) {

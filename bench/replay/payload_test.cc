@@ -7,6 +7,7 @@
 #include "bench/replay/store_model.h"
 #include "codec/codec.h"
 #include "gtest/gtest.h"
+#include "storage/size_classes.h"
 
 namespace kvhub::replay {
 namespace {
@@ -68,19 +69,25 @@ TEST(ReplayByteBudget, RealEncodedSizes) {
   c.bytes_per_token = 131072;
   auto spec = ReplayModelSpec(c);
   ASSERT_TRUE(spec.ok());
-  auto raw = BlockSizeFor(*spec, "raw");
+  const uint64_t budget = 3000000ull * 131072;  // 3M bf16 tokens: 393 GB
+  auto raw = BlockSizeFor(*spec, "raw", budget);
   ASSERT_TRUE(raw.ok()) << raw.status();
   EXPECT_EQ(raw->raw_bytes, 64ull << 20);
   EXPECT_EQ(raw->encoded_bytes, (64ull << 20) + 128 + 64 * 16);  // header + segment table
-  auto k4 = BlockSizeFor(*spec, "kivi4");
+  auto k4 = BlockSizeFor(*spec, "kivi4", budget);
   ASSERT_TRUE(k4.ok());
   EXPECT_GT(k4->ratio(), 3.5);
   EXPECT_LT(k4->ratio(), 3.6);
   EXPECT_GT(k4->first_bytes, k4->encoded_bytes);  // the sink token of a chain's first block
   EXPECT_GE(k4->store_chunk_bytes, k4->encoded_bytes);
+  // A store this large gets 1 GiB slabs: the chunk wastes < 3% (a 64 MiB slab: +18.5%).
+  EXPECT_LT(static_cast<double>(k4->store_chunk_bytes), 1.03 * static_cast<double>(k4->encoded_bytes));
+  auto k4_small = BlockSizeFor(*spec, "kivi4", 4ull << 30);  // 4 GiB: 64 MiB slabs
+  ASSERT_TRUE(k4_small.ok());
+  EXPECT_EQ(k4_small->store_chunk_bytes, storage::SizeClasses::kAlign * ((64ull << 20) / 3 / 64));
   EXPECT_EQ(TokensInBudget(3000000ull * 131072, *k4, 512),
             3000000ull * 131072 / k4->encoded_bytes * 512);
-  EXPECT_FALSE(BlockSizeFor(*spec, "gzip").ok());
+  EXPECT_FALSE(BlockSizeFor(*spec, "gzip", budget).ok());
 }
 
 TEST(ReplayStoreModel, WatermarksInBlocks) {

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "bench/replay/byte_budget.h"
 #include "bench/replay/live.h"
+#include "storage/size_classes.h"
 #include "bench/replay/local_shards.h"
 #include "bench/replay/payload.h"
 #include "bench/replay/policies.h"
@@ -136,7 +137,7 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
     if (!bf16_tokens.ok()) return bf16_tokens.status();
     const uint64_t budget = *bf16_tokens * bpt;
     for (absl::string_view c : absl::StrSplit(a.Get("codecs", "raw,fp8,kivi4,kivi2"), ',', absl::SkipEmpty())) {
-      absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c));
+      absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c), budget);
       if (!sz.ok()) return sz.status();
       uint64_t tokens = TokensInBudget(budget, *sz, spec->block_tokens);
       if (a.Get("budget_accounting", "encoded") == "store") {
@@ -300,9 +301,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       !absl::SimpleAtod(a.Get("low_watermark", "0.90"), &sm.low_watermark)) {
     return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
   }
-  sm.region_bytes = std::min<uint64_t>(256ull << 20, (sm.capacity_bytes + 4095) / 4096 * 4096);
+  sm.region_bytes = std::min<uint64_t>(1ull << 30, (sm.capacity_bytes + 4095) / 4096 * 4096);
   sm.max_block_bytes = std::min<uint64_t>(64ull << 20, sm.region_bytes);
-  sm.slab_bytes = AutoSlabBytes(sm.region_bytes, sm.max_block_bytes);  // passed explicitly
+  sm.slab_bytes = storage::AutoSlabBytes(sm.capacity_bytes, sm.region_bytes,
+                                         sm.max_block_bytes);  // passed explicitly
 
   std::unique_ptr<LocalShards> shards;
   ClientConfig cc;

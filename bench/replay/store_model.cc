@@ -1,18 +1,11 @@
 #include "bench/replay/store_model.h"
 
 #include <algorithm>
-#include <bit>
 
 #include "absl/strings/str_cat.h"
 #include "storage/size_classes.h"
 
 namespace kvhub::replay {
-
-uint64_t AutoSlabBytes(uint64_t region_bytes, uint64_t max_block_bytes) {
-  uint64_t slab = std::min<uint64_t>(region_bytes, std::bit_ceil(max_block_bytes));
-  if (region_bytes % slab != 0) slab = region_bytes;
-  return slab;
-}
 
 absl::StatusOr<StoreModel> ModelStore(const StoreModelInput& in) {
   if (in.capacity_bytes == 0 || in.block_bytes == 0 || in.region_bytes == 0) {
@@ -22,7 +15,8 @@ absl::StatusOr<StoreModel> ModelStore(const StoreModelInput& in) {
     return absl::InvalidArgumentError("store model needs 0 < low <= high <= 1 watermarks");
   }
   const uint64_t slab =
-      in.slab_bytes ? in.slab_bytes : AutoSlabBytes(in.region_bytes, in.max_block_bytes);
+      in.slab_bytes ? in.slab_bytes
+                    : storage::AutoSlabBytes(in.capacity_bytes, in.region_bytes, in.max_block_bytes);
   if (in.region_bytes % slab != 0) {
     return absl::InvalidArgumentError("store model: slab_bytes must divide region_bytes");
   }

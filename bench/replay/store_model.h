@@ -22,9 +22,9 @@ struct StoreModelInput {
   uint64_t capacity_bytes = 0;
   double high_watermark = 0.95;
   double low_watermark = 0.90;
-  uint64_t region_bytes = 256ull << 20;
+  uint64_t region_bytes = 1ull << 30;
   uint64_t max_block_bytes = 64ull << 20;
-  // The allocator slab; 0 = the store's automatic choice (AutoSlabBytes). Give it
+  // The allocator slab; 0 = the store's automatic choice (storage::AutoSlabBytes). Give it
   // explicitly to kvhubd (--slab_bytes) and here, and the model does not depend on
   // how the store's default is computed.
   uint64_t slab_bytes = 0;
@@ -41,10 +41,6 @@ struct StoreModel {
   uint64_t slab_chunks = 0;      // chunks the regions can hold in that class
   bool exact = false;            // one class for all blocks and slab_chunks >= capacity_blocks
 };
-
-// HostBlockStore's automatic slab size: min(region, bit_ceil(max_block_bytes)), or
-// the whole region when that does not divide it.
-uint64_t AutoSlabBytes(uint64_t region_bytes, uint64_t max_block_bytes);
 
 // INVALID_ARGUMENT when the inputs are inconsistent or hold fewer than 2 blocks.
 absl::StatusOr<StoreModel> ModelStore(const StoreModelInput& in);
