@@ -4,6 +4,7 @@
 
 #include "bench/replay/store_model.h"
 #include "codec/codec.h"
+#include "codec/segment_layout.h"
 #include "storage/size_classes.h"
 
 namespace kvhub::replay {
@@ -21,10 +22,11 @@ absl::StatusOr<CodecBlockSize> BlockSizeFor(const ModelSpec& spec, const std::st
   shape.dtype = spec.dtype;
   codec::CodecParams params;
   params.codec = *id;
-  const bool kivi = *id == codec::CodecId::kKivi4 || *id == codec::CodecId::kKivi2;
   absl::StatusOr<uint64_t> later = codec::EncodedSize(shape, params, 0);
   if (!later.ok()) return later.status();
-  absl::StatusOr<uint64_t> first = codec::EncodedSize(shape, params, kivi ? params.sink_tokens : 0);
+  // A chain's first block keeps its attention-sink tokens in bf16 (lossy codecs).
+  absl::StatusOr<uint64_t> first = codec::EncodedSize(
+      shape, params, codec::SinksInBlock(*id, params.sink_tokens, 0, shape.tokens));
   if (!first.ok()) return first.status();
   CodecBlockSize s;
   s.codec = codec;

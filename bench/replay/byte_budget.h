@@ -16,7 +16,7 @@ struct CodecBlockSize {
   std::string codec;
   uint64_t raw_bytes = 0;      // bf16 K/V of one block
   uint64_t encoded_bytes = 0;  // a block not at position 0 (no attention-sink tokens)
-  uint64_t first_bytes = 0;    // a chain's first block (kivi keeps sink tokens in bf16)
+  uint64_t first_bytes = 0;    // a chain's first block (lossy codecs keep sink tokens in bf16)
   uint64_t store_chunk_bytes = 0;  // the size class it occupies in a default kvhubd host tier of the given capacity
   double ratio() const { return static_cast<double>(raw_bytes) / static_cast<double>(encoded_bytes); }
 };
