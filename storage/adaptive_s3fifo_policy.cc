@@ -37,19 +37,12 @@ uint32_t Scaled(double factor, uint32_t n) {
 }  // namespace
 
 void AdaptiveS3FifoPolicy::Init(uint32_t capacity_slots) {
-  links_.Init(capacity_slots);
-  small_.Clear();
-  main_.Clear();
-  where_.assign(capacity_slots, kNone);
-  freq_.assign(capacity_slots, 0);
-  bytes_.assign(capacity_slots, 0);
+  queues_.Init(capacity_slots);
   hint_.assign(capacity_slots, 0);
-  small_bytes_ = main_bytes_ = 0;
   small_share_ = config_.initial_small;
   admit_ghost_.Init(Scaled(config_.ghost_factor, capacity_slots));
   small_recent_.Init(Scaled(config_.window, capacity_slots));
   main_recent_.Init(Scaled(config_.window, capacity_slots));
-  prefix_.Init(capacity_slots);
 }
 
 void AdaptiveS3FifoPolicy::TrimGhosts() {
@@ -61,13 +54,7 @@ void AdaptiveS3FifoPolicy::TrimGhosts() {
 
 void AdaptiveS3FifoPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint,
                                     uint64_t bytes) {
-  if (slot >= where_.size() || where_[slot] != kNone) return;  // misuse: ignore
-  if (parent_slot != kNoSlot && (parent_slot >= where_.size() || where_[parent_slot] == kNone)) {
-    parent_slot = kNoSlot;
-  }
-  prefix_.OnInsert(slot, parent_slot);
-  freq_[slot] = 0;
-  bytes_[slot] = bytes;
+  if (slot >= hint_.size() || queues_.resident(slot)) return;  // misuse: ignore
   hint_[slot] = ghost_hint;
 
   // Marginal hits: which queue, had it been `window` larger, would have kept it.
@@ -85,94 +72,32 @@ void AdaptiveS3FifoPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_
     admit_ghost_.Erase(ghost_hint);
     proven = true;
   }
-  if (proven) {
-    main_.PushHead(slot);
-    where_[slot] = kMain;
-    main_bytes_ += bytes;
-  } else {
-    small_.PushHead(slot);
-    where_[slot] = kSmall;
-    small_bytes_ += bytes;
-  }
+  queues_.Insert(slot, parent_slot, bytes, proven ? S3FifoQueues::kMain : S3FifoQueues::kSmall);
 }
 
-void AdaptiveS3FifoPolicy::OnAccess(uint32_t slot) {
-  if (slot >= where_.size() || where_[slot] == kNone) return;
-  if (freq_[slot] < kMaxFreq) ++freq_[slot];
-}
+void AdaptiveS3FifoPolicy::OnAccess(uint32_t slot) { queues_.Access(slot); }
 
 void AdaptiveS3FifoPolicy::OnRemove(uint32_t slot, bool evicted) {
-  if (slot >= where_.size() || where_[slot] == kNone) return;
-  if (where_[slot] == kSmall) {
-    small_.Remove(slot);
-    small_bytes_ -= bytes_[slot];
-    if (evicted) {
+  const S3FifoQueues::Queue was = queues_.Remove(slot);
+  if (was == S3FifoQueues::kNone) return;
+  if (evicted) {
+    if (was == S3FifoQueues::kSmall) {
       admit_ghost_.Insert(hint_[slot]);
       small_recent_.Insert(hint_[slot]);
+    } else {
+      main_recent_.Insert(hint_[slot]);
     }
-  } else {
-    main_.Remove(slot);
-    main_bytes_ -= bytes_[slot];
-    if (evicted) main_recent_.Insert(hint_[slot]);
   }
-  where_[slot] = kNone;
-  prefix_.OnRemove(slot);
   TrimGhosts();
 }
 
-void AdaptiveS3FifoPolicy::MoveSmallToMain(uint32_t slot) {
-  small_.Remove(slot);
-  small_bytes_ -= bytes_[slot];
-  main_.PushHead(slot);
-  main_bytes_ += bytes_[slot];
-  where_[slot] = kMain;
-}
-
-uint32_t AdaptiveS3FifoPolicy::Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only) {
-  // Bounded pass, as in S3FifoPolicy: each slot of S is looked at once, each slot
-  // that is or may become part of M at most kMaxFreq + 1 times.
-  uint64_t small_steps = small_.count();
-  uint64_t main_steps = uint64_t{kMaxFreq + 1} * (small_.count() + main_.count());
-  for (;;) {
-    bool main_left = !main_.empty() && main_steps > 0;
-    bool small_left = !small_.empty() && small_steps > 0;
-    if (!main_left && !small_left) return kNoSlot;
-    double total = static_cast<double>(small_bytes_ + main_bytes_);
-    bool from_small =
-        small_left && (!main_left || static_cast<double>(small_bytes_) >= small_share_ * total);
-    if (from_small) {
-      --small_steps;
-      uint32_t t = small_.tail();
-      if (!can_evict(t)) {
-        small_.MoveToHead(t);
-      } else if (freq_[t] >= 1) {
-        freq_[t] = 0;
-        MoveSmallToMain(t);  // hit while in S: promote
-      } else if (leaves_only && !prefix_.is_leaf(t)) {
-        small_.MoveToHead(t);
-      } else {
-        return t;
-      }
-    } else {
-      --main_steps;
-      uint32_t t = main_.tail();
-      if (!can_evict(t)) {
-        main_.MoveToHead(t);
-      } else if (freq_[t] > 0) {
-        --freq_[t];
-        main_.MoveToHead(t);
-      } else if (leaves_only && !prefix_.is_leaf(t)) {
-        main_.MoveToHead(t);
-      } else {
-        return t;
-      }
-    }
-  }
-}
-
 uint32_t AdaptiveS3FifoPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
-  uint32_t s = Pick(can_evict, /*leaves_only=*/config_.prefix_aware);
-  if (s == kNoSlot && config_.prefix_aware) s = Pick(can_evict, /*leaves_only=*/false);
+  // A block promoted from S starts over in M with frequency 0.
+  constexpr auto kReset = S3FifoQueues::OnPromote::kResetFrequency;
+  uint32_t s = queues_.Pick(can_evict, /*leaves_only=*/config_.prefix_aware, small_share_, kReset);
+  if (s == kNoSlot && config_.prefix_aware) {
+    s = queues_.Pick(can_evict, /*leaves_only=*/false, small_share_, kReset);
+  }
   return s;
 }
 

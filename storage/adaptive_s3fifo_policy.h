@@ -31,8 +31,7 @@
 #include "absl/status/status.h"
 #include "storage/eviction_policy.h"
 #include "storage/ghost_fifo.h"
-#include "storage/prefix_tracker.h"
-#include "storage/slot_list.h"
+#include "storage/s3fifo_queues.h"
 
 namespace kvhub::storage {
 
@@ -59,33 +58,21 @@ class AdaptiveS3FifoPolicy final : public EvictionPolicy {
   std::string Name() const override { return config_.prefix_aware ? "as3fifo+prefix" : "as3fifo"; }
 
   // Introspection for tests and the trace simulator.
-  bool in_small(uint32_t slot) const { return slot < where_.size() && where_[slot] == kSmall; }
-  bool in_main(uint32_t slot) const { return slot < where_.size() && where_[slot] == kMain; }
+  bool in_small(uint32_t slot) const { return queues_.in_small(slot); }
+  bool in_main(uint32_t slot) const { return queues_.in_main(slot); }
   double small_share() const { return small_share_; }
-  uint32_t size() const { return small_.count() + main_.count(); }
+  uint32_t size() const { return queues_.size(); }
 
  private:
-  enum : uint8_t { kNone = 0, kSmall = 1, kMain = 2 };
-  static constexpr uint8_t kMaxFreq = 3;
-  uint32_t Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only);
-  void MoveSmallToMain(uint32_t slot);
   void TrimGhosts();
 
   const AdaptiveS3FifoConfig config_;
-  SlotLinks links_;
-  SlotList small_{&links_};
-  SlotList main_{&links_};
-  std::vector<uint8_t> where_;
-  std::vector<uint8_t> freq_;
-  std::vector<uint64_t> bytes_;
+  S3FifoQueues queues_;
   std::vector<uint64_t> hint_;
-  uint64_t small_bytes_ = 0;
-  uint64_t main_bytes_ = 0;
   double small_share_ = 0.05;
   GhostFifo admit_ghost_;   // long: admission
   GhostFifo small_recent_;  // short: last victims of S
   GhostFifo main_recent_;   // short: last victims of M
-  PrefixTracker prefix_;
 };
 
 }  // namespace kvhub::storage

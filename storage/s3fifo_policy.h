@@ -27,8 +27,7 @@
 
 #include "storage/eviction_policy.h"
 #include "storage/ghost_fifo.h"
-#include "storage/prefix_tracker.h"
-#include "storage/slot_list.h"
+#include "storage/s3fifo_queues.h"
 
 namespace kvhub::storage {
 
@@ -45,33 +44,20 @@ class S3FifoPolicy final : public EvictionPolicy {
   std::string Name() const override { return prefix_aware_ ? "s3fifo+prefix" : "s3fifo"; }
 
   // Introspection for tests and the trace simulator.
-  bool in_small(uint32_t slot) const { return slot < where_.size() && where_[slot] == kSmall; }
-  bool in_main(uint32_t slot) const { return slot < where_.size() && where_[slot] == kMain; }
+  bool in_small(uint32_t slot) const { return queues_.in_small(slot); }
+  bool in_main(uint32_t slot) const { return queues_.in_main(slot); }
   bool in_ghost(uint64_t ghost_hint) const { return ghost_.Contains(ghost_hint); }
-  uint32_t frequency(uint32_t slot) const { return freq_[slot]; }
-  uint32_t size() const { return small_.count() + main_.count(); }
-  uint64_t small_bytes() const { return small_bytes_; }
-  uint64_t main_bytes() const { return main_bytes_; }
+  uint32_t frequency(uint32_t slot) const { return queues_.frequency(slot); }
+  uint32_t size() const { return queues_.size(); }
+  uint64_t small_bytes() const { return queues_.small_bytes(); }
+  uint64_t main_bytes() const { return queues_.main_bytes(); }
 
  private:
-  enum : uint8_t { kNone = 0, kSmall = 1, kMain = 2 };
-  static constexpr uint8_t kMaxFreq = 3;
-  uint32_t Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only);
-  void MoveSmallToMain(uint32_t slot);
-
   const double small_ratio_;
   const bool prefix_aware_;
-  SlotLinks links_;
-  SlotList small_{&links_};
-  SlotList main_{&links_};
-  std::vector<uint8_t> where_;
-  std::vector<uint8_t> freq_;
-  std::vector<uint64_t> bytes_;
+  S3FifoQueues queues_;
   std::vector<uint64_t> hint_;
-  uint64_t small_bytes_ = 0;
-  uint64_t main_bytes_ = 0;
   GhostFifo ghost_;
-  PrefixTracker prefix_;
 };
 
 }  // namespace kvhub::storage

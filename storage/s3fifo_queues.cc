@@ -1,0 +1,103 @@
+#include "storage/s3fifo_queues.h"
+
+namespace kvhub::storage {
+
+void S3FifoQueues::Init(uint32_t capacity_slots) {
+  links_.Init(capacity_slots);
+  small_.Clear();
+  main_.Clear();
+  where_.assign(capacity_slots, kNone);
+  freq_.assign(capacity_slots, 0);
+  bytes_.assign(capacity_slots, 0);
+  small_bytes_ = main_bytes_ = 0;
+  prefix_.Init(capacity_slots);
+}
+
+void S3FifoQueues::Insert(uint32_t slot, uint32_t parent_slot, uint64_t bytes, Queue queue) {
+  if (slot >= where_.size() || where_[slot] != kNone || queue == kNone) return;
+  if (!resident(parent_slot)) parent_slot = kNoSlot;
+  prefix_.OnInsert(slot, parent_slot);
+  freq_[slot] = 0;
+  bytes_[slot] = bytes;
+  where_[slot] = queue;
+  if (queue == kMain) {
+    main_.PushHead(slot);
+    main_bytes_ += bytes;
+  } else {
+    small_.PushHead(slot);
+    small_bytes_ += bytes;
+  }
+}
+
+void S3FifoQueues::Access(uint32_t slot) {
+  if (!resident(slot)) return;
+  if (freq_[slot] < kMaxFreq) ++freq_[slot];
+}
+
+S3FifoQueues::Queue S3FifoQueues::Remove(uint32_t slot) {
+  if (!resident(slot)) return kNone;
+  const Queue was = static_cast<Queue>(where_[slot]);
+  if (was == kSmall) {
+    small_.Remove(slot);
+    small_bytes_ -= bytes_[slot];
+  } else {
+    main_.Remove(slot);
+    main_bytes_ -= bytes_[slot];
+  }
+  where_[slot] = kNone;
+  prefix_.OnRemove(slot);
+  return was;
+}
+
+void S3FifoQueues::MoveSmallToMain(uint32_t slot) {
+  small_.Remove(slot);
+  small_bytes_ -= bytes_[slot];
+  main_.PushHead(slot);
+  main_bytes_ += bytes_[slot];
+  where_[slot] = kMain;
+}
+
+uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only,
+                            double small_share, OnPromote on_promote) {
+  // Step budgets bound one pass: every slot of S is looked at once; every slot
+  // that is or may become part of M at most kMaxFreq + 1 times.
+  uint64_t small_steps = small_.count();
+  uint64_t main_steps = uint64_t{kMaxFreq + 1} * (small_.count() + main_.count());
+  for (;;) {
+    const bool main_left = !main_.empty() && main_steps > 0;
+    const bool small_left = !small_.empty() && small_steps > 0;
+    if (!main_left && !small_left) return kNoSlot;
+    const double total = static_cast<double>(small_bytes_ + main_bytes_);
+    const bool from_small =
+        small_left && (!main_left || static_cast<double>(small_bytes_) >= small_share * total);
+    if (from_small) {
+      --small_steps;
+      const uint32_t t = small_.tail();
+      if (!can_evict(t)) {
+        small_.MoveToHead(t);
+      } else if (freq_[t] >= 1) {
+        if (on_promote == OnPromote::kResetFrequency) freq_[t] = 0;
+        MoveSmallToMain(t);  // hit while in S: promote
+      } else if (leaves_only && !prefix_.is_leaf(t)) {
+        small_.MoveToHead(t);
+      } else {
+        return t;
+      }
+    } else {
+      --main_steps;
+      const uint32_t t = main_.tail();
+      if (!can_evict(t)) {
+        main_.MoveToHead(t);
+      } else if (freq_[t] > 0) {
+        --freq_[t];
+        main_.MoveToHead(t);
+      } else if (leaves_only && !prefix_.is_leaf(t)) {
+        main_.MoveToHead(t);
+      } else {
+        return t;
+      }
+    }
+  }
+}
+
+}  // namespace kvhub::storage
