@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "transport/ucx_context.h"
+#include "common/fd_messages.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
@@ -30,37 +31,6 @@ namespace {
 constexpr uint64_t kRegionBytes = 64ull << 20;
 constexpr uint64_t kBlock = 1ull << 20;
 
-// ---- length-prefixed messages over pipes
-bool WriteAll(int fd, const void* p, size_t n) {
-  const auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-bool ReadAll(int fd, void* p, size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, c, n);
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-bool Send(int fd, const std::string& s) {
-  const uint64_t n = s.size();
-  return WriteAll(fd, &n, 8) && WriteAll(fd, s.data(), s.size());
-}
-bool Recv(int fd, std::string* s) {
-  uint64_t n = 0;
-  if (!ReadAll(fd, &n, 8) || n > (64u << 20)) return false;
-  s->resize(n);
-  return ReadAll(fd, s->data(), n);
-}
 
 void FillPattern(uint8_t* p, uint64_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -92,14 +62,14 @@ UcxConfig ConfigFor(const std::string& tls) {
   if (!w.ok()) _exit(12);
   const RemoteRegionInfo r = (*w)->ServedRegions()[0];
   std::string client_addr;
-  if (!Send(out, (*w)->address()) || !Send(out, r.packed_rkey) || !Send(out, absl::StrCat(r.base)) ||
-      !Recv(in, &client_addr)) {
+  if (!SendMessage(out, (*w)->address()) || !SendMessage(out, r.packed_rkey) || !SendMessage(out, absl::StrCat(r.base)) ||
+      !RecvMessage(in, &client_addr)) {
     _exit(13);
   }
   auto conn = (*w)->Accept(client_addr);
-  if (!conn.ok() || !Send(out, absl::StrCat(*conn))) _exit(14);
+  if (!conn.ok() || !SendMessage(out, absl::StrCat(*conn))) _exit(14);
   std::string cmd;
-  Recv(in, &cmd);  // serve until the parent says anything or closes the pipe
+  RecvMessage(in, &cmd);  // serve until the parent says anything or closes the pipe
   _exit(0);
 }
 
@@ -110,8 +80,8 @@ UcxConfig ConfigFor(const std::string& tls) {
   if (!w.ok()) _exit(21);
   PeerInfo info;
   std::string rkey, base, conn;
-  if (!Recv(in, &info.worker_address) || !Recv(in, &rkey) || !Recv(in, &base) ||
-      !Send(out, (*w)->address()) || !Recv(in, &conn)) {
+  if (!RecvMessage(in, &info.worker_address) || !RecvMessage(in, &rkey) || !RecvMessage(in, &base) ||
+      !SendMessage(out, (*w)->address()) || !RecvMessage(in, &conn)) {
     _exit(22);
   }
   RemoteRegionInfo r;
@@ -121,7 +91,7 @@ UcxConfig ConfigFor(const std::string& tls) {
   info.regions = {r};
   auto peer = (*w)->Connect(info);
   if (!peer.ok()) _exit(24);
-  if (!Send(out, "fetching")) _exit(25);
+  if (!SendMessage(out, "fetching")) _exit(25);
   std::vector<uint8_t> dst(8 * kBlock);
   for (uint64_t i = 0;; ++i) {  // until killed
     std::vector<Transfer> ts;
@@ -207,11 +177,11 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
 
   PeerInfo info;
   std::string rkey, base, conn;
-  ASSERT_TRUE(Recv(child->from, &info.worker_address));
-  ASSERT_TRUE(Recv(child->from, &rkey));
-  ASSERT_TRUE(Recv(child->from, &base));
-  ASSERT_TRUE(Send(child->to, (*w)->address()));
-  ASSERT_TRUE(Recv(child->from, &conn));
+  ASSERT_TRUE(RecvMessage(child->from, &info.worker_address));
+  ASSERT_TRUE(RecvMessage(child->from, &rkey));
+  ASSERT_TRUE(RecvMessage(child->from, &base));
+  ASSERT_TRUE(SendMessage(child->to, (*w)->address()));
+  ASSERT_TRUE(RecvMessage(child->from, &conn));
   RemoteRegionInfo r;
   r.size = kRegionBytes;
   r.packed_rkey = rkey;
@@ -284,11 +254,11 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   auto child2 = Spawn("server", tls);
   ASSERT_NE(child2, nullptr);
   PeerInfo info2;
-  ASSERT_TRUE(Recv(child2->from, &info2.worker_address));
-  ASSERT_TRUE(Recv(child2->from, &rkey));
-  ASSERT_TRUE(Recv(child2->from, &base));
-  ASSERT_TRUE(Send(child2->to, (*w)->address()));
-  ASSERT_TRUE(Recv(child2->from, &conn));
+  ASSERT_TRUE(RecvMessage(child2->from, &info2.worker_address));
+  ASSERT_TRUE(RecvMessage(child2->from, &rkey));
+  ASSERT_TRUE(RecvMessage(child2->from, &base));
+  ASSERT_TRUE(SendMessage(child2->to, (*w)->address()));
+  ASSERT_TRUE(RecvMessage(child2->from, &conn));
   r.packed_rkey = rkey;
   ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
   ASSERT_TRUE(absl::SimpleAtoi(conn, &info2.conn_id));
@@ -321,14 +291,14 @@ TEST_P(UcxProcessTest, ClientKilledMidTransferLeavesServerServing) {
   auto child = Spawn("client", tls);
   ASSERT_NE(child, nullptr);
   std::string client_addr, msg;
-  ASSERT_TRUE(Send(child->to, (*server)->address()));
-  ASSERT_TRUE(Send(child->to, r.packed_rkey));
-  ASSERT_TRUE(Send(child->to, absl::StrCat(r.base)));
-  ASSERT_TRUE(Recv(child->from, &client_addr));
+  ASSERT_TRUE(SendMessage(child->to, (*server)->address()));
+  ASSERT_TRUE(SendMessage(child->to, r.packed_rkey));
+  ASSERT_TRUE(SendMessage(child->to, absl::StrCat(r.base)));
+  ASSERT_TRUE(RecvMessage(child->from, &client_addr));
   auto conn = (*server)->Accept(client_addr);
   ASSERT_TRUE(conn.ok()) << conn.status();
-  ASSERT_TRUE(Send(child->to, absl::StrCat(*conn)));
-  ASSERT_TRUE(Recv(child->from, &msg));
+  ASSERT_TRUE(SendMessage(child->to, absl::StrCat(*conn)));
+  ASSERT_TRUE(RecvMessage(child->from, &msg));
   ASSERT_EQ(msg, "fetching");
   absl::SleepFor(absl::Milliseconds(200));
   kill(child->pid, SIGKILL);

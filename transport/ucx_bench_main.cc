@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "transport/ucx_context.h"
+#include "common/fd_messages.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
@@ -45,36 +46,6 @@ struct Args {
   int in = -1, out = -1;
 };
 
-bool WriteAll(int fd, const void* p, size_t n) {
-  const auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-bool ReadAll(int fd, void* p, size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, c, n);
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-bool Send(int fd, const std::string& s) {
-  const uint64_t n = s.size();
-  return WriteAll(fd, &n, 8) && WriteAll(fd, s.data(), s.size());
-}
-bool Recv(int fd, std::string* s) {
-  uint64_t n = 0;
-  if (!ReadAll(fd, &n, 8) || n > (64u << 20)) return false;
-  s->resize(n);
-  return ReadAll(fd, s->data(), n);
-}
 
 UcxConfig MakeConfig(const Args& a) {
   UcxConfig c;
@@ -115,14 +86,14 @@ int Serve(const Args& a) {
   if (!w.ok()) return 3;
   const RemoteRegionInfo r = (*w)->ServedRegions()[0];
   std::string client;
-  if (!Send(a.out, (*w)->address()) || !Send(a.out, r.packed_rkey) || !Send(a.out, absl::StrCat(r.base)) ||
-      !Recv(a.in, &client)) {
+  if (!SendMessage(a.out, (*w)->address()) || !SendMessage(a.out, r.packed_rkey) || !SendMessage(a.out, absl::StrCat(r.base)) ||
+      !RecvMessage(a.in, &client)) {
     return 4;
   }
   auto conn = (*w)->Accept(client);
-  if (!conn.ok() || !Send(a.out, absl::StrCat(*conn))) return 5;
+  if (!conn.ok() || !SendMessage(a.out, absl::StrCat(*conn))) return 5;
   std::string cmd;
-  Recv(a.in, &cmd);
+  RecvMessage(a.in, &cmd);
   const UcxWorkerStats s = (*w)->Stats();
   std::fprintf(stderr, "serve: wakeups=%lu arm_busy=%lu served_get_bytes=%lu served_put_bytes=%lu\n",
                static_cast<unsigned long>(s.wakeups), static_cast<unsigned long>(s.arm_busy),
@@ -158,8 +129,8 @@ int Run(const Args& a, char** argv) {
   PeerInfo info;
   std::string rkey, base, conn;
   RemoteRegionInfo r;
-  if (!Recv(up[0], &info.worker_address) || !Recv(up[0], &rkey) || !Recv(up[0], &base) ||
-      !Send(down[1], (*w)->address()) || !Recv(up[0], &conn) || !absl::SimpleAtoi(base, &r.base) ||
+  if (!RecvMessage(up[0], &info.worker_address) || !RecvMessage(up[0], &rkey) || !RecvMessage(up[0], &base) ||
+      !SendMessage(down[1], (*w)->address()) || !RecvMessage(up[0], &conn) || !absl::SimpleAtoi(base, &r.base) ||
       !absl::SimpleAtoi(conn, &info.conn_id)) {
     std::fprintf(stderr, "handshake with the serving process failed\n");
     return 1;
@@ -213,7 +184,7 @@ int Run(const Args& a, char** argv) {
         static_cast<unsigned long>(errors.load()), server_cpu, gib > 0 ? server_cpu / gib : -1.0);
     std::fflush(stdout);
   }
-  Send(down[1], "stop");
+  SendMessage(down[1], "stop");
   close(down[1]);
   close(up[0]);
   waitpid(pid, nullptr, 0);
