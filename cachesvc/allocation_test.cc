@@ -1,48 +1,22 @@
 // Shows that the steady-state data path in cachesvc's own code performs no heap
-// allocation per block: global operator new is counted around warmed-up handler calls
+// allocation per block: global operator new is counted (tests/testing/alloc_counter.h) around warmed-up handler calls
 // (messages are reused as the pooled gRPC allocators reuse them). gRPC's own buffers
 // (slices, byte buffers; gpr_malloc) are outside this count by design.
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
 #include "cachesvc/kvhub_service.h"
 #include "common/hash.h"
 #include "gtest/gtest.h"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<uint64_t> g_allocs{0};
-}  // namespace
-
-// Set KVHUB_ALLOC_TRAP=1 and run under gdb to stop at each counted allocation.
-void* operator new(size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocs.fetch_add(1, std::memory_order_relaxed);
-    static const bool trap = std::getenv("KVHUB_ALLOC_TRAP") != nullptr;
-    if (trap) __builtin_trap();
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+#include "tests/testing/alloc_counter.h"
 
 namespace kvhub::cachesvc {
 namespace {
 
 class AllocCounter {
  public:
-  AllocCounter() {
-    g_allocs.store(0);
-    g_counting.store(true);
-  }
-  uint64_t Stop() {
-    g_counting.store(false);
-    return g_allocs.load();
-  }
+  AllocCounter() { kvhub::testing::StartCountingAllocations(); }
+  uint64_t Stop() { return kvhub::testing::StopCountingAllocations(); }
 };
 
 std::string Key(uint64_t i) {

@@ -1,10 +1,8 @@
 // Shows that the data path does not touch the heap: global operator new is
-// replaced in this binary by a counting one, and after warm-up N
+// replaced in this binary by a counting one (tests/testing/alloc_counter.h), and after warm-up N
 // Reserve+Commit, Acquire+Release and Lookup cycles (with eviction) must make
 // zero allocations.
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <vector>
@@ -12,26 +10,7 @@
 #include "gtest/gtest.h"
 #include "storage/block_store.h"
 #include "storage/block_store_test_util.h"
-
-namespace {
-std::atomic<uint64_t> g_allocs{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(n == 0 ? 1 : n);
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/testing/alloc_counter.h"
 
 namespace kvhub::storage {
 namespace {
@@ -59,6 +38,15 @@ void Cycles(BlockStore& store, ManualClock& clock, uint64_t first, uint64_t n,
   }
 }
 
+TEST(BlockStoreAllocTest, TheCounterSeesAllocations) {
+  kvhub::testing::StartCountingAllocations();
+  void* a = ::operator new(64);  // explicit calls: the compiler may not elide them
+  void* b = ::operator new[](128, std::nothrow);
+  ::operator delete(a);
+  ::operator delete[](b);
+  EXPECT_EQ(kvhub::testing::StopCountingAllocations(), 2u);
+}
+
 TEST(BlockStoreAllocTest, DataPathMakesNoHeapAllocations) {
   for (const char* policy : {"s3fifo", "lru"}) {
     ManualClock clock;
@@ -74,10 +62,9 @@ TEST(BlockStoreAllocTest, DataPathMakesNoHeapAllocations) {
     // Warm-up: fill the store past capacity so every slab is carved and eviction runs.
     Cycles(*store, clock, 1000, 2000, payload, sum, keys, present);
     ASSERT_GT(store->Stats().evictions, 0u);
-    uint64_t before = g_allocs.load();
+    kvhub::testing::StartCountingAllocations();
     Cycles(*store, clock, 100000, 5000, payload, sum, keys, present);
-    uint64_t after = g_allocs.load();
-    EXPECT_EQ(after - before, 0u) << policy << ": heap allocations on the data path";
+    EXPECT_EQ(kvhub::testing::StopCountingAllocations(), 0u) << policy << ": heap allocations on the data path";
     EXPECT_GT(store->Stats().evictions, 5000u);
   }
 }
