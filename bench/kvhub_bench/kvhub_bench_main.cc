@@ -4,7 +4,7 @@
 //
 //   kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]
 //               [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]
-//               [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]
+//               [--get-modes inline,stream] [--put-paths inline,reserved] [--get-blocks 1] [--channels 2]
 //               [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags "a b"]
 //               [--redis-server /usr/bin/redis-server]
 //               [--transport grpc|ucx|both] [--ucx-tls "tcp;posix,cma"] [--no-perftest]
@@ -34,6 +34,7 @@
 #include "common/malloc_tuning.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
@@ -51,7 +52,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]\n"
     "                   [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]\n"
-    "                   [--get-modes inline,stream] [--put-paths inline,reserved] [--channels 2]\n"
+    "                   [--get-modes inline,stream] [--put-paths inline,reserved] [--get-blocks 1] [--channels 2]\n"
     "                   [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags \"a b\"]\n"
     "                   [--redis-server /usr/bin/redis-server]\n"
     "                   [--transport grpc|ucx|both] [--ucx-tls \"tcp;posix,cma\"] [--no-perftest]\n"
@@ -69,6 +70,7 @@ struct Options {
   std::vector<std::string> get_modes = {"inline", "stream"};
   std::vector<std::string> put_paths = {"inline", "reserved"};
   int channels = 2;
+  int get_blocks = 1;  // blocks per kvhub Get call (a prefix fetch asks for many at once)
   bool redis = true;
   std::string json;
   std::string kvhubd;
@@ -241,6 +243,9 @@ int Main(int argc, char** argv) {
   if (auto v = args->Get("seconds"); v && (!absl::SimpleAtod(*v, &o.seconds) || o.seconds <= 0 || o.seconds > 60)) {
     return fail("--seconds must be in (0, 60]");
   }
+  if (auto v = args->Get("get-blocks"); v && (!absl::SimpleAtoi(*v, &o.get_blocks) || o.get_blocks < 1 || o.get_blocks > 64)) {
+    return fail("--get-blocks must be 1..64");
+  }
   if (auto v = args->Get("channels"); v && (!absl::SimpleAtoi(*v, &o.channels) || o.channels < 1 || o.channels > 64)) {
     return fail("--channels must be 1..64");
   }
@@ -357,7 +362,8 @@ int Main(int argc, char** argv) {
   for (uint64_t size : o.sizes) {
     std::vector<std::vector<uint8_t>> payload(N);
     for (int t = 0; t < N; ++t) payload[t] = RandomBytes(size, 1000 + t);
-    std::vector<std::vector<uint8_t>> bufs(N, std::vector<uint8_t>(size, 0));
+    const size_t B = static_cast<size_t>(o.get_blocks);
+    std::vector<std::vector<uint8_t>> bufs(N, std::vector<uint8_t>(B * size, 0));
     // put
     for (const std::string& path : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       auto client = MakeClient(o, path, "inline");
@@ -369,10 +375,12 @@ int Main(int argc, char** argv) {
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
     }
-    // get: a working set of W blocks, written once
-    const size_t W = std::max<size_t>(2 * N, std::min<size_t>(64, (256ull << 20) / size));
+    // get: a working set of W blocks, written (under fresh keys) right before
+    // each transport's get cell, so the put cells in between cannot have
+    // evicted it.
+    const size_t W = std::max<size_t>(2 * N * B, std::min<size_t>(64, (256ull << 20) / size));
     std::vector<BlockKey> set(W);
-    {
+    auto write_set = [&] {
       auto client = MakeClient(o, "inline", "inline");
       std::vector<BlockPut> puts(W);
       for (size_t i = 0; i < W; ++i) puts[i] = BlockPut{set[i] = fresh_key(), std::nullopt, payload[i % N]};
@@ -381,16 +389,43 @@ int Main(int argc, char** argv) {
         std::cerr << "kvhub-bench: could not store the get working set (" << (res.ok() ? res->failed : 0)
                   << " failed" << (res.ok() && res->failed ? absl::StrCat(": ", res->errors[0].ToString()) : "") << ")\n";
       }
-    }
+    };
+    write_set();
+    // The first error of a cell, printed once (a benchmark that only counts errors
+    // leaves the user guessing).
+    absl::Mutex error_mu;
+    bool error_noted = false;
+    auto note_error = [&](const absl::Status& why) {
+      absl::MutexLock l(&error_mu);
+      if (error_noted) return;
+      error_noted = true;
+      std::cerr << "kvhub-bench: first get error: " << why << "\n";
+    };
+    // One Get call for B distinct blocks of the working set; -1 unless all B hit.
+    auto get_blocks = [&](Client& client, int t, uint64_t i) -> int64_t {
+      BlockKey keys[64];
+      std::span<uint8_t> dests[64];
+      for (size_t b = 0; b < B; ++b) {
+        keys[b] = set[((t + i * N) * B + b) % W];
+        dests[b] = std::span<uint8_t>(bufs[t]).subspan(b * size, size);
+      }
+      auto res = client.Get(ns, std::span<const BlockKey>(keys, B), std::span<const std::span<uint8_t>>(dests, B));
+      if (!res.ok() || res->valid_blocks != B) {
+        absl::Status why = res.ok() ? absl::OkStatus() : res.status();
+        for (size_t b = 0; why.ok() && res.ok() && b < B; ++b) why = res->status[b];
+        if (!why.ok()) note_error(why);
+        return -1;
+      }
+      int64_t bytes = 0;
+      for (size_t b = 0; b < B; ++b) bytes += static_cast<int64_t>(res->sizes[b]);
+      return bytes;
+    };
     for (const std::string& mode : o.grpc ? o.get_modes : std::vector<std::string>{}) {
       auto client = MakeClient(o, "inline", mode);
       Row r = drive([&](int t, uint64_t i) -> int64_t {
-        const BlockKey& k = set[(t + i * N) % W];
-        std::span<uint8_t> dest(bufs[t]);
-        auto res = client->Get(ns, std::span<const BlockKey>(&k, 1), std::span<const std::span<uint8_t>>(&dest, 1));
-        return res.ok() && res->valid_blocks == 1 ? static_cast<int64_t>(res->sizes[0]) : -1;
+        return get_blocks(*client, t, i);
       });
-      r.system = "kvhub"; r.op = "get"; r.path = mode; r.block_bytes = size;
+      r.system = "kvhub"; r.op = "get"; r.path = mode; r.block_bytes = size; r.batch = static_cast<uint32_t>(B);
       rows.push_back(r); print(r);
     }
     // UCX data plane, per UCX_TLS: put (fresh keys) and get (the same working set).
@@ -404,13 +439,11 @@ int Main(int argc, char** argv) {
       });
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
+      write_set();
       r = drive([&](int t, uint64_t i) -> int64_t {
-        const BlockKey& k = set[(t + i * N) % W];
-        std::span<uint8_t> dest(bufs[t]);
-        auto res = client->Get(ns, std::span<const BlockKey>(&k, 1), std::span<const std::span<uint8_t>>(&dest, 1));
-        return res.ok() && res->valid_blocks == 1 ? static_cast<int64_t>(res->sizes[0]) : -1;
+        return get_blocks(*client, t, i);
       });
-      r.system = "kvhub"; r.op = "get"; r.path = path; r.block_bytes = size;
+      r.system = "kvhub"; r.op = "get"; r.path = path; r.block_bytes = size; r.batch = static_cast<uint32_t>(B);
       rows.push_back(r); print(r);
       for (const ShardTransportStats& st : client->TransportStats()) {
         std::fprintf(stderr, "  (%s: %s)\n", st.address.c_str(), st.transport.c_str());
