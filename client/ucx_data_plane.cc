@@ -319,8 +319,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
       for (auto& st : results) {
         st = absl::DeadlineExceededError("lease would end before the UCX transfer; not read");
       }
-    } else if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) {
-      for (auto& st : results) st = e;
+    } else {
+      if (hooks_.before_transfers) hooks_.before_transfers(std::span<transport::Transfer>(transfers));
+      if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) {
+        for (auto& st : results) st = e;
+      }
     }
     for (size_t k = 0; k < transfers.size(); ++k) {
       BlockRead& r = reads[index[k]];
@@ -398,6 +401,7 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std
                                                     ": reservation expires before the UCX put could finish"));
   }
   std::vector<absl::Status> results(transfers.size());
+  if (hooks_.before_transfers) hooks_.before_transfers(std::span<transport::Transfer>(transfers));
   if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) return e;
   for (size_t k = 0; k < results.size(); ++k) {
     if (results[k].ok()) continue;

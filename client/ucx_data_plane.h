@@ -44,6 +44,7 @@ namespace kvhub {
 namespace transport {
 class UcxContext;
 class UcxWorker;
+struct Transfer;
 }  // namespace transport
 
 class UcxDataPlane final : public DataPlane {
@@ -53,6 +54,9 @@ class UcxDataPlane final : public DataPlane {
     // Runs in ReadBlocks after the leases were granted, before any UCX transfer
     // (a reader that stalls).
     std::function<void()> after_lease;
+    // Sees (and may change) every batch of transfers right before UCX runs it,
+    // reads and writes alike (a misbehaving or stale client).
+    std::function<void(std::span<transport::Transfer>)> before_transfers;
   };
 
   // config.transport must be kAuto or kUcx. UCX itself starts lazily (first use).

@@ -21,6 +21,7 @@
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/kvhubd_process.h"
+#include "transport/ucx_worker.h"
 
 namespace kvhub {
 namespace {
@@ -250,6 +251,82 @@ TEST(UcxClientTest, LeasedBytesStayWhileTheLeaseLivesAndAStalledReaderNeverGetsF
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_GE(st[0].stats->leases_expired(), 1u);
   EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
+}
+
+TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto writer = Client::Create(Config(*shard, TransportMode::kGrpc));
+  ASSERT_TRUE(writer.ok());
+  const std::vector<uint8_t> victim = Payload(31, 1 << 20);
+  const BlockKey victim_key = Key(31);
+  BlockPut vput{victim_key, std::nullopt, victim, false};
+  ASSERT_EQ((*writer)->Put("ns", {&vput, 1})->stored, 1u);
+
+  // Where the victim lives: seen by a well-behaved UCX reader.
+  transport::Transfer victim_at;
+  UcxDataPlane::Hooks spy;
+  spy.before_transfers = [&](std::span<transport::Transfer> ts) { victim_at = ts[0]; };
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, spy));
+  ASSERT_TRUE(reader.ok());
+  std::vector<uint8_t> buf(1 << 20, 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&victim_key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
+  ASSERT_EQ(victim_at.size, victim.size());
+  ASSERT_NE(victim_at.grant, 0u) << "a get carries its lease id";
+
+  // 1) A put whose reservation is real but whose range is the victim's (a stale
+  //    or forged descriptor) is refused; the new block never becomes visible.
+  UcxDataPlane::Hooks forge_put;
+  forge_put.before_transfers = [&](std::span<transport::Transfer> ts) {
+    for (transport::Transfer& t : ts) {
+      t.region = victim_at.region;
+      t.offset = victim_at.offset;
+    }
+  };
+  auto bad_writer = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, forge_put));
+  ASSERT_TRUE(bad_writer.ok());
+  const std::vector<uint8_t> evil(1 << 20, 0x66);
+  const BlockKey evil_key = Key(32);
+  BlockPut eput{evil_key, std::nullopt, evil, false};
+  auto put = (*bad_writer)->Put("ns", {&eput, 1});
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(put->stored, 0u);
+  ASSERT_FALSE(put->errors[0].ok());
+  EXPECT_NE(std::string(put->errors[0].message()).find("outside reservation"), std::string::npos) << put->errors[0];
+
+  // 2) A get naming no lease (grant 0) or another block's lease is refused:
+  //    an error, never bytes.
+  for (uint64_t forged : {uint64_t{0}, victim_at.grant}) {
+    UcxDataPlane::Hooks forge_get;
+    forge_get.before_transfers = [&](std::span<transport::Transfer> ts) {
+      for (transport::Transfer& t : ts) t.grant = forged;
+    };
+    auto bad_reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, forge_get));
+    ASSERT_TRUE(bad_reader.ok());
+    std::fill(buf.begin(), buf.end(), 0);
+    got = (*bad_reader)->Get("ns", {&victim_key, 1}, {&dest, 1});
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(got->valid_blocks, 0u) << "grant " << forged;
+    EXPECT_EQ(got->status[0].code(), absl::StatusCode::kNotFound) << got->status[0];
+    EXPECT_NE(std::string(got->status[0].message()).find("unknown, expired or released"), std::string::npos)
+        << got->status[0];
+    EXPECT_EQ(got->sizes[0], 0u);
+  }
+
+  // The victim is intact and the refused put left nothing behind.
+  std::fill(buf.begin(), buf.end(), 0);
+  got = (*writer)->Get("ns", {&victim_key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok() && got->status[0].ok());
+  EXPECT_TRUE(buf == victim) << "a refused UCX put changed another block's bytes";
+  auto look = (*writer)->Get("ns", {&evil_key, 1}, {&dest, 1});
+  ASSERT_TRUE(look.ok());
+  EXPECT_EQ(look->valid_blocks, 0u);
+  auto st = (*writer)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u) << "every hold and lease ended";
 }
 
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
