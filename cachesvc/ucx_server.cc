@@ -21,6 +21,12 @@ struct UcxServer::State {
   std::string tls;
   // Members destroy in reverse: worker, regions, context.
 };
+
+namespace {
+storage::TransferAccess AccessOf(transport::TransferKind kind) {
+  return kind == transport::TransferKind::kPut ? storage::TransferAccess::kWrite : storage::TransferAccess::kRead;
+}
+}  // namespace
 #else
 struct UcxServer::State {};
 #endif
@@ -68,11 +74,10 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage:
   wo.access.begin = [store, regions](transport::TransferKind kind, uint64_t grant, uint32_t region,
                                      uint64_t offset, uint64_t size) -> absl::StatusOr<uint64_t> {
     if (region >= regions.size()) return absl::InvalidArgumentError("unknown region");
-    return store->BeginTransfer(kind == transport::TransferKind::kPut, grant,
-                                storage::BlockLocation{region, offset, size});
+    return store->BeginTransfer(AccessOf(kind), grant, storage::BlockLocation{region, offset, size});
   };
   wo.access.end = [store](transport::TransferKind kind, uint64_t hold) {
-    store->EndTransfer(kind == transport::TransferKind::kPut, hold);
+    store->EndTransfer(AccessOf(kind), hold);
   };
   for (const storage::Region& r : regions) {
     absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = state->context->Register(r.base, r.size);

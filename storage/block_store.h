@@ -51,6 +51,12 @@ struct BlockStoreConfig {
   absl::Status Validate() const;
 };
 
+// What a transport does to a block's memory (BlockStore::BeginTransfer).
+enum class TransferAccess : uint8_t {
+  kRead,   // out of a leased block (a get)
+  kWrite,  // into a reservation (a put)
+};
+
 // A place in a region: what a transport needs to move bytes.
 struct BlockLocation {
   uint32_t region = 0;
@@ -152,7 +158,7 @@ class BlockStore {
   // Transfers by a transport that moves bytes without the store's CPU copying
   // them (UCX active messages; docs/transport.md "Grants"). Before touching
   // memory the transport calls BeginTransfer with the grant the client named:
-  // a reservation id (`put`: the range is written) or a lease id (`get`: read).
+  // a reservation id (kWrite: the range is written) or a lease id (kRead).
   // It succeeds only if the grant is live (not expired, released, committed or
   // aborted) and [range.offset, +range.size) in range.region lies inside the
   // grant's block; then that memory is held until EndTransfer: a held
@@ -160,9 +166,9 @@ class BlockStore {
   // a held leased block is not reused even if its lease ends. Every successful
   // BeginTransfer must be followed by exactly one EndTransfer with its hold.
   // NOT_FOUND: unknown or expired grant; PERMISSION_DENIED: range outside it.
-  virtual absl::StatusOr<uint64_t> BeginTransfer(bool put, uint64_t grant_id,
+  virtual absl::StatusOr<uint64_t> BeginTransfer(TransferAccess access, uint64_t grant_id,
                                                  const BlockLocation& range) = 0;
-  virtual void EndTransfer(bool put, uint64_t hold) = 0;
+  virtual void EndTransfer(TransferAccess access, uint64_t hold) = 0;
 
   // Reclaims expired reservations and leases; returns how many. The daemon calls
   // it periodically; tests call it after advancing a ManualClock.

@@ -273,22 +273,22 @@ TEST_F(BlockStoreTest, TransferIntoReservationIsCheckedAndHeldUntilItEnds) {
   ASSERT_TRUE(res.ok());
   const BlockLocation loc = res->location;
   // Unknown grant, a lease id used as a reservation, a range outside the block.
-  EXPECT_EQ(store_->BeginTransfer(true, res->id + (uint64_t{1} << 32), loc).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res->id + (uint64_t{1} << 32), loc).status().code(),
             absl::StatusCode::kNotFound);
   BlockLocation past = loc;
   past.offset += 1;  // one byte beyond the reservation's end
-  EXPECT_EQ(store_->BeginTransfer(true, res->id, past).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res->id, past).status().code(),
             absl::StatusCode::kPermissionDenied);
   BlockLocation other_region = loc;
   other_region.region += 1;
-  EXPECT_EQ(store_->BeginTransfer(true, res->id, other_region).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res->id, other_region).status().code(),
             absl::StatusCode::kPermissionDenied);
   BlockLocation empty = loc;
   empty.size = 0;
-  EXPECT_EQ(store_->BeginTransfer(true, res->id, empty).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res->id, empty).status().code(),
             absl::StatusCode::kPermissionDenied);
   BlockLocation tail{loc.region, loc.offset + 1000, 2000};  // a sub-range is fine
-  auto hold = store_->BeginTransfer(true, res->id, tail);
+  auto hold = store_->BeginTransfer(TransferAccess::kWrite, res->id, tail);
   ASSERT_TRUE(hold.ok()) << hold.status();
   // While held: no commit, no abort, no expiry, no takeover by a new Reserve.
   EXPECT_EQ(store_->Commit(res->id).code(), absl::StatusCode::kFailedPrecondition);
@@ -297,10 +297,10 @@ TEST_F(BlockStoreTest, TransferIntoReservationIsCheckedAndHeldUntilItEnds) {
   EXPECT_EQ(store_->ExpireNow(), 0u);
   EXPECT_EQ(store_->Reserve("tenant", Key(7), b.size(), Sum(b)).status().code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(store_->BeginTransfer(true, res->id, loc).status().code(), absl::StatusCode::kNotFound)
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res->id, loc).status().code(), absl::StatusCode::kNotFound)
       << "an expired reservation takes no new transfers";
   std::memcpy(res->data, b.data(), b.size());  // the transfer lands
-  store_->EndTransfer(true, *hold);
+  store_->EndTransfer(TransferAccess::kWrite, *hold);
   // Ended after expiry: the next sweep reclaims it; it never becomes visible.
   EXPECT_EQ(store_->ExpireNow(), 1u);
   EXPECT_EQ(store_->Stats().allocated_bytes, 0u);
@@ -309,12 +309,12 @@ TEST_F(BlockStoreTest, TransferIntoReservationIsCheckedAndHeldUntilItEnds) {
   // The normal order: transfer, end, commit.
   auto res2 = store_->Reserve("tenant", Key(8), b.size(), Sum(b));
   ASSERT_TRUE(res2.ok());
-  auto hold2 = store_->BeginTransfer(true, res2->id, res2->location);
+  auto hold2 = store_->BeginTransfer(TransferAccess::kWrite, res2->id, res2->location);
   ASSERT_TRUE(hold2.ok());
   std::memcpy(res2->data, b.data(), b.size());
-  store_->EndTransfer(true, *hold2);
+  store_->EndTransfer(TransferAccess::kWrite, *hold2);
   ASSERT_TRUE(store_->Commit(res2->id).ok());
-  EXPECT_EQ(store_->BeginTransfer(true, res2->id, res2->location).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kWrite, res2->id, res2->location).status().code(),
             absl::StatusCode::kNotFound)
       << "a committed reservation takes no more writes";
 }
@@ -326,24 +326,24 @@ TEST_F(BlockStoreTest, TransferOutOfLeaseKeepsBytesAfterTheLeaseEnds) {
   ASSERT_TRUE(l.ok());
   BlockLocation wrong = l->location;
   wrong.size += 1;
-  EXPECT_EQ(store_->BeginTransfer(false, l->id, wrong).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kRead, l->id, wrong).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(store_->BeginTransfer(false, l->id ^ (uint64_t{1} << 40), l->location).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kRead, l->id ^ (uint64_t{1} << 40), l->location).status().code(),
             absl::StatusCode::kNotFound);
-  auto hold = store_->BeginTransfer(false, l->id, l->location);
+  auto hold = store_->BeginTransfer(TransferAccess::kRead, l->id, l->location);
   ASSERT_TRUE(hold.ok()) << hold.status();
   // The lease ends and the block is deleted while the transport still reads.
   clock_.Advance(absl::Seconds(6));
   EXPECT_EQ(store_->ExpireNow(), 1u);
   ASSERT_TRUE(store_->Delete("tenant", Key(1)).ok());
-  EXPECT_EQ(store_->BeginTransfer(false, l->id, l->location).status().code(),
+  EXPECT_EQ(store_->BeginTransfer(TransferAccess::kRead, l->id, l->location).status().code(),
             absl::StatusCode::kNotFound);
   auto want = Bytes(1, 8000);
   for (uint64_t i = 100; i < 3000; ++i) ASSERT_TRUE(PutBlock(i, 8000).ok()) << i;
   EXPECT_EQ(0, std::memcmp(l->data, want.data(), want.size())) << "held bytes were reused";
   EXPECT_EQ(store_->Stats().leased_blocks, 1u);
   const uint64_t allocated = store_->Stats().allocated_bytes;
-  store_->EndTransfer(false, *hold);
+  store_->EndTransfer(TransferAccess::kRead, *hold);
   EXPECT_EQ(store_->Stats().leased_blocks, 0u);
   EXPECT_LT(store_->Stats().allocated_bytes, allocated) << "the deleted block's chunk is freed";
 }

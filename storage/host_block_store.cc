@@ -536,11 +536,11 @@ bool HostBlockStore::Contains(uint64_t offset, uint64_t size, const BlockLocatio
          range.offset - b.offset <= b.size && range.size <= b.size - (range.offset - b.offset);
 }
 
-absl::StatusOr<uint64_t> HostBlockStore::BeginTransfer(bool put, uint64_t grant_id,
+absl::StatusOr<uint64_t> HostBlockStore::BeginTransfer(TransferAccess access, uint64_t grant_id,
                                                        const BlockLocation& range) {
   absl::MutexLock lock(&mu_);
   const int64_t now = NowNs();
-  if (put) {
+  if (access == TransferAccess::kWrite) {
     const uint32_t s = ReservationSlot(grant_id);
     if (s == kNoSlot || slots_[s].state != State::kReserved || slots_[s].expires_ns <= now) {
       return absl::NotFoundError(absl::StrCat("reservation ", grant_id,
@@ -569,12 +569,12 @@ absl::StatusOr<uint64_t> HostBlockStore::BeginTransfer(bool put, uint64_t grant_
   return s;
 }
 
-void HostBlockStore::EndTransfer(bool put, uint64_t hold) {
+void HostBlockStore::EndTransfer(TransferAccess access, uint64_t hold) {
   absl::MutexLock lock(&mu_);
   const uint32_t s = static_cast<uint32_t>(hold);
   if (s >= max_slots_) return;
   Slot& slot = slots_[s];
-  if (put) {
+  if (access == TransferAccess::kWrite) {
     if (slot.transfers > 0) --slot.transfers;
     return;  // an expired reservation is reclaimed by the next expiry sweep
   }

@@ -44,9 +44,9 @@ class HostBlockStore final : public BlockStore {
   absl::Status Release(uint64_t lease_id) override;
   absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
   absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
-  absl::StatusOr<uint64_t> BeginTransfer(bool put, uint64_t grant_id,
+  absl::StatusOr<uint64_t> BeginTransfer(TransferAccess access, uint64_t grant_id,
                                          const BlockLocation& range) override;
-  void EndTransfer(bool put, uint64_t hold) override;
+  void EndTransfer(TransferAccess access, uint64_t hold) override;
   size_t ExpireNow() override;
   BlockStoreStats Stats() const override;
   std::string PolicyName() const override { return policy_name_; }

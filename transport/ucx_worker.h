@@ -117,8 +117,8 @@ class UcxWorker {
   // thread. `begin` runs before a request touches a served region (after the
   // region range check): a non-OK status refuses it (the peer gets that error);
   // an OK value is a hold that keeps the memory valid, and `end` receives it
-  // exactly once when UCX no longer touches the range (send or receive finished,
-  // failed, or refused later). Holds of requests still in flight when the worker
+  // exactly once when UCX no longer touches the range (send or receive finished
+  // or failed, the peer's connection closed, or the request refused later). Holds of requests still in flight when the worker
   // is destroyed are ended by the destructor. Optional: without hooks any range
   // inside a served region is accepted.
   struct AccessHooks {
