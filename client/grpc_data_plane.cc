@@ -7,44 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/block_verify.h"
+#include "client/read_batch.h"
 #include "client/shard.h"
 #include "client/wire.h"
 #include "grpcpp/support/sync_stream.h"
 
 namespace kvhub {
-namespace {
-
-std::string KeyBytes(std::span<BlockRead> reads) {
-  std::string keys(reads.size() * 16, '\0');
-  for (size_t i = 0; i < reads.size(); ++i) {
-    reads[i].key.ToBytes(reinterpret_cast<uint8_t*>(keys.data()) + 16 * i);
-  }
-  return keys;
-}
-
-absl::Status ItemError(int32_t code, const std::string& message, const BlockKey& key) {
-  if (code == static_cast<int32_t>(absl::StatusCode::kNotFound)) {
-    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " not found"));
-  }
-  return absl::Status(static_cast<absl::StatusCode>(code),
-                      absl::StrCat("block ", key.Hex(), ": ", message));
-}
-
-absl::Status TooSmall(const BlockKey& key, uint64_t size, size_t capacity) {
-  return absl::ResourceExhaustedError(absl::StrCat("block ", key.Hex(), " is ", size,
-                                                   " bytes; caller buffer holds ", capacity));
-}
-
-void FailUnfinished(std::span<BlockRead> reads, const absl::Status& why) {
-  for (BlockRead& r : reads) {
-    if (!r.status.ok() && r.status.code() != absl::StatusCode::kNotFound) {
-      r.status = why;
-      r.size = 0;
-    }
-  }
-}
-
-}  // namespace
 
 GrpcDataPlane::GrpcDataPlane(const ClientConfig& config)
     : mode_(config.get_mode),
@@ -132,7 +100,7 @@ absl::Status GrpcDataPlane::ReadInline(Shard& shard, absl::string_view ns,
                                        std::span<BlockRead> reads) {
   v1::GetRequest req;
   req.set_namespace_(std::string(ns));
-  req.set_keys(KeyBytes(reads));
+  req.set_keys(PackedKeys(reads));
   req.set_inline_data(true);
   grpc::ByteBuffer resp;
   if (absl::Status s = shard.GetRaw(req, &resp); !s.ok()) {
@@ -151,9 +119,9 @@ absl::Status GrpcDataPlane::ReadInline(Shard& shard, absl::string_view ns,
     const DecodedBlock& b = blocks[i];
     BlockRead& r = reads[i];
     if (b.code != 0) {
-      r.status = ItemError(b.code, b.message, r.key);
+      r.status = ShardItemError(b.code, b.message, r.key);
     } else if (!b.data_copied) {
-      r.status = TooSmall(r.key, b.data_len, r.dest.size());
+      r.status = BufferTooSmall(r.key, b.data_len, r.dest.size());
     } else {
       r.status = VerifyBlock(r.dest.first(b.data_len), b.size, b.checksum);
       r.size = r.status.ok() ? b.data_len : 0;
@@ -166,7 +134,7 @@ absl::Status GrpcDataPlane::ReadStream(Shard& shard, absl::string_view ns,
                                        std::span<BlockRead> reads) {
   v1::GetRequest req;
   req.set_namespace_(std::string(ns));
-  req.set_keys(KeyBytes(reads));
+  req.set_keys(PackedKeys(reads));
   req.set_inline_data(true);
   std::vector<std::span<uint8_t>> dests(reads.size());
   for (size_t i = 0; i < reads.size(); ++i) dests[i] = reads[i].dest;
@@ -220,9 +188,9 @@ absl::Status GrpcDataPlane::ReadStream(Shard& shard, absl::string_view ns,
                                                               ": GetStream sent nothing for it"))
                            : call;
     } else if (p.code != 0) {
-      r.status = ItemError(p.code, p.message, r.key);
+      r.status = ShardItemError(p.code, p.message, r.key);
     } else if (p.overflow || p.size > r.dest.size()) {
-      r.status = TooSmall(r.key, p.size, r.dest.size());
+      r.status = BufferTooSmall(r.key, p.size, r.dest.size());
     } else if (p.received != p.size) {
       r.status = call.ok() ? absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": received ",
                                                               p.received, " of ", p.size, " bytes"))

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/block_verify.h"
+#include "client/read_batch.h"
 #include "client/shard.h"
 #include "common/log.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -26,22 +27,6 @@ std::string ClientName() {
 
 bool Transient(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
-}
-
-void FailUnfinished(std::span<BlockRead> reads, const absl::Status& why) {
-  for (BlockRead& r : reads) {
-    if (!r.status.ok() && r.status.code() != absl::StatusCode::kNotFound) {
-      r.status = why;
-      r.size = 0;
-    }
-  }
-}
-
-absl::Status ItemError(const v1::ItemStatus& st, const BlockKey& key) {
-  if (st.code() == static_cast<int32_t>(absl::StatusCode::kNotFound)) {
-    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " not found"));
-  }
-  return absl::Status(static_cast<absl::StatusCode>(st.code()), absl::StrCat("block ", key.Hex(), ": ", st.message()));
 }
 
 // Time kept between the end of a transfer and the end of its lease/reservation,
@@ -191,24 +176,30 @@ void UcxDataPlane::RecordInlinePut(const Shard& shard, uint64_t bytes) {
   PeerFor(const_cast<Shard&>(shard))->grpc_put.fetch_add(bytes, std::memory_order_relaxed);
 }
 
-absl::Status UcxDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrite> writes) {
-  if (writes.empty()) return absl::OkStatus();
-  Peer* p = PeerFor(shard);
-  Peer::State state;
-  uint64_t peer_id;
+UcxDataPlane::Route UcxDataPlane::RouteFor(Shard& shard) {
+  Route r;
+  r.peer = PeerFor(shard);
   absl::Status why;
   {
-    absl::MutexLock l(&p->mu);
-    EnsureConnected(shard, p);
-    state = p->state;
-    peer_id = p->peer_id;
-    why = p->last_error;
+    absl::MutexLock l(&r.peer->mu);
+    EnsureConnected(shard, r.peer);
+    r.ucx = r.peer->state == Peer::State::kUcx;
+    r.peer_id = r.peer->peer_id;
+    why = r.peer->last_error;
   }
-  if (state == Peer::State::kUcx) return WriteUcx(shard, p, peer_id, writes);
-  if (config_.transport == TransportMode::kUcx) {
-    return absl::FailedPreconditionError(absl::StrCat("shard ", p->address, ": transport=ucx but UCX is not available: ",
-                                                      why.message()));
+  if (!r.ucx && config_.transport == TransportMode::kUcx) {
+    r.refused = absl::FailedPreconditionError(
+        absl::StrCat("shard ", r.peer->address, ": transport=ucx but UCX is not available: ", why.message()));
   }
+  return r;
+}
+
+absl::Status UcxDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrite> writes) {
+  if (writes.empty()) return absl::OkStatus();
+  const Route route = RouteFor(shard);
+  Peer* p = route.peer;
+  if (route.ucx) return WriteUcx(shard, p, route.peer_id, writes);
+  if (!route.refused.ok()) return route.refused;
   // gRPC: decided fallback, or this call while the shard's Connect failed transiently.
   absl::Status s = grpc_.WriteReserved(shard, writes);
   if (s.ok()) {
@@ -225,23 +216,12 @@ absl::Status UcxDataPlane::ReadBlocks(Shard& shard, absl::string_view ns, std::s
     r.size = 0;
   }
   if (reads.empty()) return absl::OkStatus();
-  Peer* p = PeerFor(shard);
-  Peer::State state;
-  uint64_t peer_id;
-  absl::Status why;
-  {
-    absl::MutexLock l(&p->mu);
-    EnsureConnected(shard, p);
-    state = p->state;
-    peer_id = p->peer_id;
-    why = p->last_error;
-  }
-  if (state == Peer::State::kUcx) return ReadUcx(shard, p, peer_id, ns, reads);
-  if (config_.transport == TransportMode::kUcx) {
-    absl::Status s = absl::FailedPreconditionError(
-        absl::StrCat("shard ", p->address, ": transport=ucx but UCX is not available: ", why.message()));
-    FailUnfinished(reads, s);
-    return s;
+  const Route route = RouteFor(shard);
+  Peer* p = route.peer;
+  if (route.ucx) return ReadUcx(shard, p, route.peer_id, ns, reads);
+  if (!route.refused.ok()) {
+    FailUnfinished(reads, route.refused);
+    return route.refused;
   }
   absl::Status s = grpc_.ReadBlocks(shard, ns, reads);
   uint64_t n = 0;
@@ -256,9 +236,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
                                    std::span<BlockRead> reads) {
   v1::GetRequest req;
   req.set_namespace_(std::string(ns));
-  std::string keys(reads.size() * 16, '\0');
-  for (size_t i = 0; i < reads.size(); ++i) reads[i].key.ToBytes(reinterpret_cast<uint8_t*>(keys.data()) + 16 * i);
-  req.set_keys(std::move(keys));
+  req.set_keys(PackedKeys(reads));
   req.set_inline_data(false);
   req.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(config_.ucx_lease)));
   // The lease starts no earlier than now on the shard: bound every transfer by it.
@@ -288,7 +266,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
     const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(i));
     BlockRead& r = reads[i];
     if (b.status().code() != 0) {
-      r.status = ItemError(b.status(), r.key);
+      r.status = ShardItemError(b.status().code(), b.status().message(), r.key);
       continue;
     }
     if (b.lease_id() != 0) {
@@ -298,8 +276,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
     if (b.lease_id() == 0) {
       r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": shard granted no lease"));
     } else if (b.size() > r.dest.size()) {
-      r.status = absl::ResourceExhaustedError(
-          absl::StrCat("block ", r.key.Hex(), " is ", b.size(), " bytes; caller buffer holds ", r.dest.size()));
+      r.status = BufferTooSmall(r.key, b.size(), r.dest.size());
     } else if (b.location().size() != b.size() || b.size() == 0) {
       r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": location size ", b.location().size(),
                                                   " != block size ", b.size()));

@@ -77,6 +77,15 @@ class UcxDataPlane final : public DataPlane {
   Peer* PeerFor(Shard& shard);
   // Connects `p` (held under p->mu) if it is not decided yet.
   void EnsureConnected(Shard& shard, Peer* p);
+  // How one call reaches `shard`: over UCX (peer_id), else over gRPC, unless
+  // transport=ucx forbids that (`refused` then says why).
+  struct Route {
+    Peer* peer = nullptr;
+    bool ucx = false;
+    uint64_t peer_id = 0;
+    absl::Status refused;
+  };
+  Route RouteFor(Shard& shard);
   // Creates the UCX context and worker once; the error when UCX cannot start.
   absl::Status EnsureWorker();
 
