@@ -37,15 +37,8 @@ class KvhubdApiTest : public ::testing::Test {
   }
 
   v1::PutResponse Put(const std::string& ns, uint64_t k, const std::string& data, uint64_t checksum) {
-    v1::PutRequest req;
-    req.set_namespace_(ns);
-    v1::PutItem* it = req.add_items();
-    it->set_key(TestKey(k));
-    it->set_data(data);
-    it->set_checksum(checksum);
     v1::PutResponse resp;
-    grpc::ClientContext ctx;
-    grpc::Status s = stub_->Put(&ctx, req, &resp);
+    grpc::Status s = PutOne(*stub_, ns, k, data, checksum, &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return resp;
   }

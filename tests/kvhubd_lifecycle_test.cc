@@ -33,15 +33,8 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
   auto stub = NewKvHubStub((*p)->grpc_address());
   std::string data = TestBlock(1, 4096);
   {
-    v1::PutRequest req;
-    req.set_namespace_("tenant-a");
-    v1::PutItem* it = req.add_items();
-    it->set_key(TestKey(1));
-    it->set_data(data);
-    it->set_checksum(Checksum(data));
     v1::PutResponse resp;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_TRUE(PutOne(*stub, "tenant-a", 1, data, Checksum(data), &resp).ok());
     ASSERT_EQ(resp.items(0).code(), 0);
   }
   {
@@ -88,15 +81,8 @@ TEST(KvhubdLifecycleTest, SigtermDrainsThenExitsZero) {
   auto stub = NewKvHubStub((*p)->grpc_address());
   std::string data = TestBlock(3, 10000);
   auto put = [&](uint64_t k) {
-    v1::PutRequest req;
-    req.set_namespace_("ns");
-    v1::PutItem* it = req.add_items();
-    it->set_key(TestKey(k));
-    it->set_data(data);
-    it->set_checksum(Checksum(data));
     v1::PutResponse resp;
-    grpc::ClientContext ctx;
-    return stub->Put(&ctx, req, &resp);
+    return PutOne(*stub, "ns", k, data, Checksum(data), &resp);
   };
   ASSERT_TRUE(put(1).ok());
 
@@ -138,15 +124,8 @@ TEST(KvhubdLifecycleTest, InFlightStreamFinishesDuringShutdown) {
   auto stub = NewKvHubStub((*p)->grpc_address());
   std::string data = TestBlock(9, 4 << 20);
   {
-    v1::PutRequest req;
-    req.set_namespace_("ns");
-    v1::PutItem* it = req.add_items();
-    it->set_key(TestKey(9));
-    it->set_data(data);
-    it->set_checksum(Checksum(data));
     v1::PutResponse resp;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_TRUE(PutOne(*stub, "ns", 9, data, Checksum(data), &resp).ok());
     ASSERT_EQ(resp.items(0).code(), 0);
   }
   v1::GetRequest req;

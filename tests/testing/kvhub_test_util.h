@@ -36,6 +36,20 @@ inline std::string TestBlock(uint64_t i, size_t n) {
 
 inline uint64_t Checksum(const std::string& s) { return Xxh3_64(s.data(), s.size()); }
 
+// One inline Put of `data` under TestKey(k) in namespace `ns`, declaring
+// `checksum`. Returns the RPC status; the per-item status is in resp->items(0).
+inline grpc::Status PutOne(v1::KvHub::Stub& stub, const std::string& ns, uint64_t k,
+                           const std::string& data, uint64_t checksum, v1::PutResponse* resp) {
+  v1::PutRequest req;
+  req.set_namespace_(ns);
+  v1::PutItem* it = req.add_items();
+  it->set_key(TestKey(k));
+  it->set_data(data);
+  it->set_checksum(checksum);
+  grpc::ClientContext ctx;
+  return stub.Put(&ctx, req, resp);
+}
+
 inline std::unique_ptr<v1::KvHub::Stub> NewKvHubStub(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(300 << 20);
