@@ -40,8 +40,8 @@ KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 1GiB (
 KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
 KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
 KVHUB_CONFIG_FLAG(min_block_bytes, "smallest allocator size class; default 4096");
-KVHUB_CONFIG_FLAG(high_watermark, "evict when used > high * capacity; default 0.95");
-KVHUB_CONFIG_FLAG(low_watermark, "evict down to low * capacity; default 0.90");
+KVHUB_CONFIG_FLAG(high_watermark, "evict when used > high * capacity; default 0.98");
+KVHUB_CONFIG_FLAG(low_watermark, "evict down to low * capacity; default 0.97");
 KVHUB_CONFIG_FLAG(reservation_timeout_ms, "uncommitted reservations are reclaimed after; default 30000");
 KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000");
 KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");

@@ -34,8 +34,12 @@ struct BlockStoreConfig {
   bool try_hugepages = true;                 // MAP_HUGETLB first, plain pages if none are free
   uint64_t max_block_bytes = 64ull << 20;    // largest block accepted (64 MiB)
   uint64_t min_block_bytes = 4096;           // smallest size class; bounds the slot table
-  double high_watermark = 0.95;              // evict when used > high * capacity ...
-  double low_watermark = 0.90;               // ... down to low * capacity
+  // Reserve evicts when the chunk bytes held would exceed high * capacity, down to
+  // low * capacity. The 2% above high lets puts proceed while every evictable
+  // block is leased; rounds of 1% keep the tier full (every point of unused
+  // capacity costs hit rate: docs/storage.md, "Watermarks").
+  double high_watermark = 0.98;
+  double low_watermark = 0.97;
   absl::Duration reservation_timeout = absl::Seconds(30);  // uncommitted reservations are reclaimed after
   absl::Duration default_lease = absl::Seconds(10);
   absl::Duration max_lease = absl::Minutes(10);

@@ -390,9 +390,9 @@ TEST_F(BlockStoreTest, WatermarksEvictDownToLowAndKeepServing) {
     ASSERT_TRUE(PutBlock(i, 4000).ok()) << i;
     auto st = store_->Stats();
     max_alloc = std::max(max_alloc, st.allocated_bytes);
-    ASSERT_LE(st.allocated_bytes, static_cast<uint64_t>(0.95 * cap));
+    ASSERT_LE(st.allocated_bytes, static_cast<uint64_t>(BlockStoreConfig{}.high_watermark * cap));
   }
-  EXPECT_GT(max_alloc, static_cast<uint64_t>(0.90 * cap));
+  EXPECT_GT(max_alloc, static_cast<uint64_t>(BlockStoreConfig{}.low_watermark * cap));
   auto st = store_->Stats();
   EXPECT_GT(st.evictions, 0u);
   // The most recent blocks are served.

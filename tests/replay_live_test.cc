@@ -71,6 +71,7 @@ void StartCluster(int shards, uint64_t blocks, uint64_t block_bytes, const std::
 struct Case {
   std::string policy;
   bool prefix_aware;
+  bool pad_partial_tail = true;  // false: partial tails keep their length; nobody stores them
 };
 
 class ReplayLiveEqualsSim : public ::testing::TestWithParam<Case> {};
@@ -105,6 +106,7 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
 
   LiveOptions lo;
   lo.ns = "live-eq-sim";
+  lo.pad_partial_tail = pc.pad_partial_tail;
   auto live = RunLive(trace, *cluster.client, **payloads, lo);
   ASSERT_TRUE(live.ok()) << live.status();
   EXPECT_EQ(live->verify_failures, 0u);
@@ -129,12 +131,14 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
   so.capacity_blocks = model.capacity_blocks;
   so.evict_to_blocks = model.evict_to_blocks;
   so.access_model = SimOptions::AccessModel::kLiveClient;
+  so.cache_partial_tail = pc.pad_partial_tail;
   auto sim = SimulateSharded(trace, pols, shard_of, so);
   ASSERT_TRUE(sim.ok()) << sim.status();
   ASSERT_GT(sim->evicted_blocks, 0u) << "the capacity must be exercised";
   SimResult inf = SimulateInfinite(trace, so);
   EXPECT_LT(sim->hit_rate(), inf.hit_rate() - 0.02) << "capacity too large to tell policies apart";
-  std::cout << pc.policy << (pc.prefix_aware ? "+prefix" : "") << ": live " << live->hit_rate()
+  std::cout << pc.policy << (pc.prefix_aware ? "+prefix" : "")
+            << (pc.pad_partial_tail ? "" : " (full blocks only)") << ": live " << live->hit_rate()
             << " sim " << sim->hit_rate() << " infinite " << inf.hit_rate() << " ("
             << trace.requests.size() << " requests, " << trace.distinct_blocks << " blocks, "
             << kShards << " shards x " << model.capacity_blocks << " blocks of "
@@ -154,9 +158,10 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
 INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,
                          ::testing::Values(Case{"lru", false}, Case{"s3fifo", true},
                                            Case{"s3fifo", false}, Case{"as3fifo", false},
-                                           Case{"duel", false}),
+                                           Case{"duel", false}, Case{"duel", false, false}),
                          [](const ::testing::TestParamInfo<Case>& i) {
-                           return i.param.policy + (i.param.prefix_aware ? "_prefix" : "");
+                           return i.param.policy + (i.param.prefix_aware ? "_prefix" : "") +
+                                  (i.param.pad_partial_tail ? "" : "_full_blocks_only");
                          });
 
 }  // namespace

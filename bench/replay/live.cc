@@ -114,7 +114,11 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
     }
     tokens.clear();
     for (int64_t h : r.hash_ids) AppendBlockTokens(h, bt, &tokens);
-    const size_t n = r.blocks.size();
+    size_t n = r.blocks.size();
+    if (!o.pad_partial_tail && n > 0 && r.BlockTokens(n - 1, bt) < bt) {
+      tokens.resize(tokens.size() - (bt - r.BlockTokens(n - 1, bt)));
+      --n;  // the client stores and looks up full blocks only
+    }
     res.requests++;
     res.requested_tokens += r.input_length;
 

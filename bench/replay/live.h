@@ -6,7 +6,10 @@
 //   t_j = (splitmix64(h * block_tokens + j) mod 100000) + 1000,
 // a request's tokens are its blocks' tokens in order; a partial last block is
 // padded to a full block (its own tokens), so every block of the trace is a
-// cacheable kvhub block, as the simulator's default model assumes. Equal ids at
+// cacheable kvhub block, as the simulator's default model assumes; with
+// pad_partial_tail = false it keeps its real length, so kvhub::Client neither
+// stores nor finds it (what an engine sees; SimOptions::cache_partial_tail =
+// false). Equal ids at
 // equal positions give equal chain keys; distinct ids distinct keys.
 //
 // Per request, in trace order: LookupPrefix; Fetch of the leading hit blocks,
@@ -47,6 +50,7 @@ struct LiveOptions {
   double speedup = 0;       // timestamps / speedup; 0 = no pacing
   size_t max_requests = 0;  // 0 = all
   bool verify = true;       // compare fetched bytes with the expected payload
+  bool pad_partial_tail = true;  // see above
 };
 
 struct LatencySummary {

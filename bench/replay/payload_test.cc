@@ -99,6 +99,10 @@ TEST(ReplayStoreModel, WatermarksInBlocks) {
   auto m = ModelStore(in);
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_GE(m->chunk_bytes, in.block_bytes);
+  in.high_watermark = 0.95;
+  in.low_watermark = 0.90;
+  m = ModelStore(in);
+  ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->capacity_blocks, static_cast<uint64_t>(0.95 * (8 << 20)) / m->chunk_bytes);
   EXPECT_EQ(m->evict_to_blocks, static_cast<uint64_t>(0.90 * (8 << 20)) / m->chunk_bytes - 1);
   EXPECT_TRUE(m->exact);

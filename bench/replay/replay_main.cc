@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "bench/replay/byte_budget.h"
 #include "bench/replay/live.h"
+#include "storage/block_store.h"
 #include "storage/size_classes.h"
 #include "bench/replay/local_shards.h"
 #include "bench/replay/payload.h"
@@ -110,7 +111,31 @@ struct Column {
   std::string label;
   uint64_t tokens = 0;
   nlohmann::json meta = nlohmann::json::object();
+  uint64_t evict_to_blocks = 0;  // > 0: store-style eviction rounds (SimOptions)
 };
+
+// The store model of a kvhubd host tier of `capacity` bytes holding blocks of
+// `sz`, with kvhubd's default settings (storage::BlockStoreConfig) unless
+// --high_watermark / --low_watermark say otherwise.
+absl::StatusOr<StoreModelInput> DefaultTierModel(const Args& a, uint64_t capacity,
+                                                 const CodecBlockSize& sz) {
+  const storage::BlockStoreConfig d;
+  StoreModelInput in;
+  in.capacity_bytes = capacity;
+  in.region_bytes = std::min<uint64_t>(d.region_bytes, (capacity + 4095) / 4096 * 4096);
+  in.max_block_bytes = std::min<uint64_t>(d.max_block_bytes, in.region_bytes);
+  in.min_block_bytes = d.min_block_bytes;
+  in.size_class_steps = d.size_class_steps;
+  in.high_watermark = d.high_watermark;
+  in.low_watermark = d.low_watermark;
+  if ((a.Has("high_watermark") && !absl::SimpleAtod(a.Get("high_watermark"), &in.high_watermark)) ||
+      (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &in.low_watermark))) {
+    return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
+  }
+  in.block_bytes = sz.encoded_bytes;
+  in.first_block_bytes = sz.first_bytes;
+  return in;
+}
 
 // --capacities, or --byte_budget (budgets in bf16 tokens of --spec_bytes_per_token)
 // x --codecs: the tokens each budget holds under each codec's real block size.
@@ -140,15 +165,21 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
       absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c), budget);
       if (!sz.ok()) return sz.status();
       uint64_t tokens = TokensInBudget(budget, *sz, spec->block_tokens);
+      uint64_t evict_to_blocks = 0;
       if (a.Get("budget_accounting", "encoded") == "store") {
-        // What a default kvhubd host tier of `budget` bytes holds: size-class
-        // chunks under the 0.95 high watermark (store_model.h).
+        // What a kvhubd host tier of `budget` bytes holds with its default (or the
+        // given) watermarks: size-class chunks, evicting in rounds from the high
+        // down to the low watermark (store_model.h).
         if (sz->store_chunk_bytes == 0) {
           return absl::InvalidArgumentError(absl::StrCat(
               c, " blocks of ", sz->encoded_bytes, " bytes exceed the default max_block_bytes"));
         }
-        tokens = static_cast<uint64_t>(0.95 * static_cast<double>(budget)) / sz->store_chunk_bytes *
-                 spec->block_tokens;
+        absl::StatusOr<StoreModelInput> in = DefaultTierModel(a, budget, *sz);
+        if (!in.ok()) return in.status();
+        absl::StatusOr<StoreModel> m = ModelStore(*in);
+        if (!m.ok()) return m.status();
+        tokens = m->capacity_blocks * spec->block_tokens;
+        evict_to_blocks = m->evict_to_blocks;
       } else if (a.Get("budget_accounting", "encoded") != "encoded") {
         return absl::InvalidArgumentError("--budget_accounting is encoded or store");
       }
@@ -164,7 +195,8 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
                              {"first_block_bytes", sz->first_bytes},
                              {"store_chunk_bytes", sz->store_chunk_bytes},
                              {"ratio", sz->ratio()}};
-      cols.push_back({absl::StrCat(b, "/", c), tokens, meta});
+      if (evict_to_blocks > 0) meta["evict_to_blocks"] = evict_to_blocks;
+      cols.push_back({absl::StrCat(b, "/", c), tokens, meta, evict_to_blocks});
     }
   }
   return cols;
@@ -176,8 +208,17 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   absl::StatusOr<std::vector<Column>> cols = SimColumns(a);
   if (!cols.ok()) return cols.status();
   SimOptions base;
-  base.cache_partial_tail = a.Get("partial_tail", "cache") != "skip";
-  if (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &base.low_watermark)) {
+  // A kvhubd deployment (--budget_accounting store) never holds a partial block:
+  // kvhub::Client::Publish stores full blocks only.
+  const bool store_accounting = a.Get("budget_accounting", "encoded") == "store";
+  const std::string partial = a.Get("partial_tail", store_accounting ? "skip" : "cache");
+  if (partial != "skip" && partial != "cache") {
+    return absl::InvalidArgumentError("--partial_tail is cache or skip");
+  }
+  base.cache_partial_tail = partial == "cache";
+  // With store accounting the watermarks belong to the store model (DefaultTierModel).
+  if (!store_accounting && a.Has("low_watermark") &&
+      !absl::SimpleAtod(a.Get("low_watermark"), &base.low_watermark)) {
     return absl::InvalidArgumentError("bad --low_watermark");
   }
   nlohmann::json out;
@@ -212,6 +253,7 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   for (size_t ci = 0; ci < cols->size(); ++ci) {
     SimOptions o = base;
     o.capacity_blocks = (*cols)[ci].tokens / base.block_tokens;
+    o.evict_to_blocks = (*cols)[ci].evict_to_blocks;
     for (const std::string& name : policies) {
       absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> p = MakeReplayPolicy(name);
       if (!p.ok()) return p.status();
@@ -283,6 +325,13 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   }
   const Trace trace = TruncateTrace(full_trace, lo.max_requests);
   lo.max_requests = 0;
+  // cache (default): partial tails padded to full blocks, the reference model;
+  // skip: real lengths, so the client stores full blocks only, as an engine's would.
+  const std::string partial = a.Get("partial_tail", "cache");
+  if (partial != "skip" && partial != "cache") {
+    return absl::InvalidArgumentError("--partial_tail is cache or skip");
+  }
+  lo.pad_partial_tail = partial == "cache";
 
   // Shard settings: passed to spawned shards, and the store model of the sim check.
   const std::string policy = a.Get("policy", "s3fifo");
@@ -297,8 +346,8 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     if (!cap.ok()) return cap.status();
     sm.capacity_bytes = *cap;
   }
-  if (!absl::SimpleAtod(a.Get("high_watermark", "0.95"), &sm.high_watermark) ||
-      !absl::SimpleAtod(a.Get("low_watermark", "0.90"), &sm.low_watermark)) {
+  if ((a.Has("high_watermark") && !absl::SimpleAtod(a.Get("high_watermark"), &sm.high_watermark)) ||
+      (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &sm.low_watermark))) {
     return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
   }
   sm.region_bytes = std::min<uint64_t>(1ull << 30, (sm.capacity_bytes + 4095) / 4096 * 4096);
@@ -405,6 +454,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     so.capacity_blocks = m->capacity_blocks;
     so.evict_to_blocks = m->evict_to_blocks;
     so.access_model = SimOptions::AccessModel::kLiveClient;
+    so.cache_partial_tail = lo.pad_partial_tail;
     absl::StatusOr<SimResult> sim = SimulateSharded(trace, pols, shard_of, so);
     if (!sim.ok()) return sim.status();
     std::cout << absl::StrFormat(
@@ -454,11 +504,14 @@ int Main(int argc, char** argv) {
                  "         [--write_trace OUT] [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
                  "         [--partial_tail cache|skip] [--low_watermark F] [--no_belady] [--json OUT]\n"
                  "          [--byte_budget 1M,3M (bf16 tokens) --codecs raw,fp8,kivi4,kivi2\n"
-                 "           --spec_bytes_per_token 131072 --budget_accounting encoded|store]]\n"
+                 "           --spec_bytes_per_token 131072 --budget_accounting encoded|store\n"
+                 "           (store: kvhubd's chunks and watermarks, partial tails skipped;\n"
+                 "            --high_watermark/--low_watermark override the store defaults)]]\n"
                  "         [--live (--members HOST:PORT,... | --spawn N [--kvhubd PATH])\n"
                  "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware true]\n"
-                 "          [--high_watermark 0.95] [--low_watermark 0.90] [--codec raw|fp8|int8|kivi4|kivi2]\n"
+                 "          [--high_watermark 0.98] [--low_watermark 0.97] [--codec raw|fp8|int8|kivi4|kivi2]\n"
                  "          [--bytes_per_token 4096] [--speedup X] [--max_requests N] [--ns NS]\n"
+                 "          [--partial_tail cache|skip]\n"
                  "          [--no_verify] [--json OUT]]\n";
     return 0;
   }

@@ -15,13 +15,14 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "storage/block_store.h"
 
 namespace kvhub::replay {
 
 struct StoreModelInput {
   uint64_t capacity_bytes = 0;
-  double high_watermark = 0.95;
-  double low_watermark = 0.90;
+  double high_watermark = storage::BlockStoreConfig{}.high_watermark;  // kvhubd's defaults
+  double low_watermark = storage::BlockStoreConfig{}.low_watermark;
   uint64_t region_bytes = 1ull << 30;
   uint64_t max_block_bytes = 64ull << 20;
   // The allocator slab; 0 = the store's automatic choice (storage::AutoSlabBytes). Give it
