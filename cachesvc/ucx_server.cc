@@ -79,6 +79,15 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage:
   wo.access.end = [store](transport::TransferKind kind, uint64_t hold) {
     store->EndTransfer(AccessOf(kind), hold);
   };
+  // A client that reads a leased block over AM may ask us to end the lease once
+  // the bytes are out (Transfer::end_grant) instead of calling Release.
+  wo.access.end_grant = [store](uint64_t lease_id) {
+    if (absl::Status st = store->Release(lease_id); !st.ok()) {
+      // NOT_FOUND: the lease expired (or was released) while the bytes moved; the
+      // hold kept them intact until now, so nothing else is to be done.
+      KVHUB_LOG(debug, "ucx: ending lease {} after its read: {}", lease_id, st.ToString());
+    }
+  };
   for (const storage::Region& r : regions) {
     absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = state->context->Register(r.base, r.size);
     if (!mem.ok()) return fail(mem.status());

@@ -258,10 +258,15 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
   }
   if (hooks_.after_lease) hooks_.after_lease();
 
+  // Over active messages the shard checks each read against its lease and holds
+  // the memory until the bytes are out, so it can end the lease itself right
+  // after (Transfer::end_grant): no Release call. One-sided RMA reads are
+  // invisible to the shard: their leases are released, and checked, below.
+  absl::StatusOr<transport::UcxPath> path = worker_->ResolvedPath(peer_id, transport::TransferKind::kGet);
+  const bool shard_ends_leases = path.ok() && *path == transport::UcxPath::kAm;
   std::vector<transport::Transfer> transfers;
   std::vector<size_t> index;  // transfers[k] reads reads[index[k]]
-  v1::ReleaseRequest release;
-  std::vector<size_t> released;  // release.lease_ids(k) belongs to reads[released[k]]
+  std::vector<uint64_t> lease_of(reads.size(), 0);
   for (size_t i = 0; i < reads.size(); ++i) {
     const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(i));
     BlockRead& r = reads[i];
@@ -269,10 +274,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
       r.status = ShardItemError(b.status().code(), b.status().message(), r.key);
       continue;
     }
-    if (b.lease_id() != 0) {
-      release.add_lease_ids(b.lease_id());
-      released.push_back(i);
-    }
+    lease_of[i] = b.lease_id();
     if (b.lease_id() == 0) {
       r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": shard granted no lease"));
     } else if (b.size() > r.dest.size()) {
@@ -282,7 +284,8 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
                                                   " != block size ", b.size()));
     } else {
       transfers.push_back({transport::TransferKind::kGet, transport::UcxPath::kAuto, b.location().rkey_id(),
-                           b.location().offset(), b.size(), r.dest.data(), b.lease_id()});
+                           b.location().offset(), b.size(), r.dest.data(), b.lease_id(),
+                           shard_ends_leases});
       index.push_back(i);
     }
   }
@@ -305,6 +308,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
     for (size_t k = 0; k < transfers.size(); ++k) {
       BlockRead& r = reads[index[k]];
       const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(index[k]));
+      // A finished AM read ended its lease on the shard. One that failed may not
+      // have reached the shard at all: release it below (NOT_FOUND is harmless).
+      if (transfers[k].end_grant && results[k].ok()) lease_of[index[k]] = 0;
       if (!results[k].ok()) {
         if (results[k].code() == absl::StatusCode::kUnavailable) peer_failed = true;
         r.status = absl::Status(results[k].code(),
@@ -314,6 +320,13 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
       r.status = VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
       r.size = r.status.ok() ? b.size() : 0;
     }
+  }
+  v1::ReleaseRequest release;
+  std::vector<size_t> released;  // release.lease_ids(k) belongs to reads[released[k]]
+  for (size_t i = 0; i < reads.size(); ++i) {
+    if (lease_of[i] == 0) continue;
+    release.add_lease_ids(lease_of[i]);
+    released.push_back(i);
   }
   if (release.lease_ids_size() > 0) {
     v1::ReleaseResponse rel;

@@ -2,6 +2,7 @@
 // byte-exact put/get over UCX tcp and shared memory, automatic (and logged)
 // fallback to gRPC, lease expiry during a slow read, a client killed mid-transfer.
 
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -192,6 +193,37 @@ TEST(UcxClientTest, ManyConcurrentClientsStayByteExact) {
   auto st = clients[0]->Stats();
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
+}
+
+// Over active messages the shard ends each read's lease itself once the bytes
+// are out: the client makes no Release call and no lease outlives the reads
+// (the lease here is a minute long, so none simply expired).
+TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
+  for (const std::string tls : {"tcp", "posix,cma"}) {
+    SCOPED_TRACE(tls);
+    auto shard = StartShard({"--ucx_tls=" + tls});
+    ASSERT_NE(shard, nullptr);
+    ClientConfig cc = Config(*shard, TransportMode::kUcx, tls);
+    cc.ucx_lease = absl::Minutes(1);
+    auto client = Client::Create(cc);
+    ASSERT_TRUE(client.ok()) << client.status();
+    const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 7);
+    EXPECT_EQ(OnlyShard((*client)->TransportStats()).ucx_get_bytes, total);
+    uint64_t leased = 1;
+    for (int i = 0; i < 500 && leased != 0; ++i) {  // send completions may lag the reads
+      auto st = (*client)->Stats();
+      ASSERT_TRUE(st[0].stats.ok()) << st[0].stats.status();
+      leased = st[0].stats->tiers(0).leased_blocks();
+      if (leased != 0) absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_EQ(leased, 0u) << "a lease outlived its read";
+    httplib::Client http("127.0.0.1", shard->http_port());
+    auto metrics = http.Get("/metrics");
+    ASSERT_TRUE(metrics) << "GET /metrics failed";
+    EXPECT_NE(metrics->body.find("kvhub_rpc_requests_total{method=\"Get\""), std::string::npos);
+    EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Release\""), std::string::npos)
+        << "the client called Release";
+  }
 }
 
 TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {

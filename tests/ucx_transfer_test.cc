@@ -1,6 +1,7 @@
 // Byte-exact transfers between two UCX workers in one process, over tcp and over
 // shared memory, on both protocols (RMA and active messages).
 
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -255,6 +256,15 @@ class UcxGrantTest : public UcxTransferTest {
       absl::MutexLock l(&mu_);
       ++ended_;
       if (hold % 2 != (kind == TransferKind::kPut ? 1u : 0u)) ++mismatched_;
+      ended_grants_.push_back(hold / 2);
+    };
+    h.end_grant = [this](uint64_t grant) {
+      absl::MutexLock l(&mu_);
+      // Always after the hold on that grant has ended.
+      if (std::find(ended_grants_.begin(), ended_grants_.end(), grant) == ended_grants_.end()) {
+        ++grant_ended_before_hold_;
+      }
+      grants_ended_.push_back(grant);
     };
     return h;
   }
@@ -276,7 +286,9 @@ class UcxGrantTest : public UcxTransferTest {
   }
   absl::Mutex mu_;
   uint64_t begun_ ABSL_GUARDED_BY(mu_) = 0, ended_ ABSL_GUARDED_BY(mu_) = 0,
-           mismatched_ ABSL_GUARDED_BY(mu_) = 0;
+           mismatched_ ABSL_GUARDED_BY(mu_) = 0, grant_ended_before_hold_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> ended_grants_ ABSL_GUARDED_BY(mu_);  // grant of every hold ended
+  std::vector<uint64_t> grants_ended_ ABSL_GUARDED_BY(mu_);  // AccessHooks::end_grant calls
 };
 
 TEST_P(UcxGrantTest, TransfersNeedTheirGrantAndEveryHoldEnds) {
@@ -328,6 +340,40 @@ TEST_P(UcxGrantTest, TransfersNeedTheirGrantAndEveryHoldEnds) {
     }
   }
   ExpectHoldsEnded(4);  // the four good transfers, whatever became of them
+  absl::MutexLock l(&mu_);
+  EXPECT_TRUE(grants_ended_.empty()) << "no transfer asked the server to end its grant";
+}
+
+// Transfer::end_grant: the server ends the grant of a get it served, after the
+// hold; never for a get it refused, a get that did not ask, or a put.
+TEST_P(UcxGrantTest, GetsThatAskEndTheirGrantAfterTheBytesAreOut) {
+  struct Case {
+    TransferKind kind;
+    uint64_t offset, size;
+    bool good, end_grant;
+  };
+  const std::vector<Case> cases = {
+      {TransferKind::kGet, 64, 64, true, true},            // eager
+      {TransferKind::kGet, 1 << 20, 3 << 20, true, true},  // rendezvous
+      {TransferKind::kGet, 4096, 64, true, false},         // did not ask
+      {TransferKind::kGet, 8192, 64, false, true},         // refused: the grant is not ended
+      {TransferKind::kPut, 100, 64, true, true}};          // puts never end their grant
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<Transfer> ts;
+  for (const Case& c : cases) {
+    bufs.emplace_back(c.size, 0);
+    ts.push_back({c.kind, UcxPath::kAm, c.kind == TransferKind::kGet ? 0u : 1u, c.offset, c.size,
+                  bufs.back().data(), c.good ? c.offset + 1 : 7, c.end_grant});
+  }
+  std::vector<absl::Status> results(ts.size());
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(results[i].ok(), cases[i].good) << i << ": " << results[i];
+  ExpectHoldsEnded(4);
+  absl::MutexLock l(&mu_);
+  std::vector<uint64_t> got = grants_ended_;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<uint64_t>{64 + 1, (1 << 20) + 1}));
+  EXPECT_EQ(grant_ended_before_hold_, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxGrantTest,

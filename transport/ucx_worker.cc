@@ -31,7 +31,9 @@ struct AmRequestHeader {
   uint64_t offset;
   uint64_t size;
   uint64_t grant;  // Transfer::grant: what the server's AccessHooks check
+  uint64_t flags;  // kAmFlagEndGrant
 };
+constexpr uint64_t kAmFlagEndGrant = 1;  // get: end the grant once the bytes are sent
 
 struct AmResponseHeader {
   uint32_t magic;
@@ -138,6 +140,8 @@ struct UcxWorker::Impl {
     TransferKind kind = TransferKind::kGet;
     uint64_t id = 0;
     uint64_t conn_id = 0;
+    uint64_t grant = 0;
+    bool end_grant = false;  // call AccessHooks::end_grant(grant) after end
   };
   struct ServerSend {
     Impl* impl = nullptr;
@@ -329,6 +333,7 @@ struct UcxWorker::Impl {
     if (!h->active) return;
     h->active = false;
     w->options_.access.end(h->kind, h->id);
+    if (h->end_grant) w->options_.access.end_grant(h->grant);
   }
 
   void ProcessFailures() {
@@ -394,7 +399,9 @@ struct UcxWorker::Impl {
     if (!w->options_.access.begin) return absl::OkStatus();
     absl::StatusOr<uint64_t> id = w->options_.access.begin(kind, h.grant, h.region, h.offset, h.size);
     if (!id.ok()) return id.status();
-    *hold = Hold{true, kind, *id, h.conn_id};
+    const bool end_grant = kind == TransferKind::kGet && (h.flags & kAmFlagEndGrant) != 0 &&
+                           w->options_.access.end_grant != nullptr;
+    *hold = Hold{true, kind, *id, h.conn_id, h.grant, end_grant};
     return absl::OkStatus();
   }
 
@@ -687,7 +694,8 @@ struct UcxWorker::Impl {
 
     // Active messages: a request header, then a response (with the bytes for a get).
     op->req_id = next_req++;
-    op->hdr = AmRequestHeader{kAmMagic, t.region, peer->conn_id, op->req_id, t.offset, t.size, t.grant};
+    op->hdr = AmRequestHeader{kAmMagic, t.region,  peer->conn_id, op->req_id, t.offset,
+                              t.size,   t.grant, t.end_grant ? kAmFlagEndGrant : 0};
     op->events = 2;  // our send completes + the response arrives
     op->awaiting_reply = true;
     awaiting[op->req_id] = op;

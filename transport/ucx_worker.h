@@ -80,6 +80,11 @@ struct Transfer {
   // lease id of a get, the reservation id of a put). Carried by active messages
   // and checked by the server's AccessHooks; one-sided RMA carries nothing.
   uint64_t grant = 0;
+  // Get over active messages only (ignored on RMA): asks the server to end the
+  // grant once UCX is done with the range (AccessHooks::end_grant; kvhubd
+  // releases the lease), saving the caller a Release round trip. Whether the
+  // transfer succeeded or not, the caller must treat the grant as gone.
+  bool end_grant = false;
 };
 
 // Counters since Create. Bytes count completed, successful transfers only.
@@ -126,6 +131,9 @@ class UcxWorker {
                                            uint64_t offset, uint64_t size)>
         begin;
     std::function<void(TransferKind kind, uint64_t hold)> end;
+    // Optional: called right after `end` for a get whose request asked for it
+    // (Transfer::end_grant), with the request's grant.
+    std::function<void(uint64_t grant)> end_grant;
   };
 
   struct Options {
