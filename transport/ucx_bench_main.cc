@@ -41,6 +41,7 @@ struct Args {
   int concurrency = 4;
   double seconds = 3;
   uint64_t region = 256ull << 20;
+  uint32_t batch = 1;  // transfers per Execute
   bool serve = false;
   bool poll = false;
   int in = -1, out = -1;
@@ -149,15 +150,24 @@ int Run(const Args& a, char** argv) {
   const TransferKind kind = a.op == "get" ? TransferKind::kGet : TransferKind::kPut;
 
   auto worker_loop = [&](int t, absl::Time until, std::atomic<uint64_t>* bytes, std::atomic<uint64_t>* errors) {
-    std::vector<uint8_t> buf(a.block, 0x11);
+    std::vector<uint8_t> buf(a.block * a.batch, 0x11);
     (void)(*w)->registrations().Register(buf.data(), buf.size());
-    for (uint64_t i = t; absl::Now() < until; i += a.concurrency) {
-      Transfer tr{kind, UcxPath::kAuto, 0, (i % blocks) * a.block, a.block, buf.data()};
-      absl::Status st;
-      if (!(*w)->Execute(*peer, {&tr, 1}, {&st, 1}).ok() || !st.ok()) {
-        errors->fetch_add(1);
-      } else {
-        bytes->fetch_add(a.block);
+    std::vector<Transfer> trs(a.batch);
+    std::vector<absl::Status> sts(a.batch);
+    for (uint64_t i = t * a.batch; absl::Now() < until; i += a.concurrency * a.batch) {
+      for (uint32_t k = 0; k < a.batch; ++k) {
+        trs[k] = Transfer{kind, UcxPath::kAuto, 0, ((i + k) % blocks) * a.block, a.block, buf.data() + k * a.block};
+      }
+      if (!(*w)->Execute(*peer, trs, std::span<absl::Status>(sts)).ok()) {
+        errors->fetch_add(a.batch);
+        continue;
+      }
+      for (const absl::Status& st : sts) {
+        if (st.ok()) {
+          bytes->fetch_add(a.block);
+        } else {
+          errors->fetch_add(1);
+        }
       }
     }
     (void)(*w)->registrations().Unregister(buf.data());
@@ -177,10 +187,10 @@ int Run(const Args& a, char** argv) {
     const double gib = static_cast<double>(bytes.load()) / static_cast<double>(1ull << 30);
     std::printf(
         "{\"tool\":\"kvhub-ucx-bench\",\"tls\":\"%s\",\"transports\":\"%s\",\"op\":\"%s\",\"path\":\"%s\","
-        "\"block\":%lu,\"concurrency\":%d,\"seconds\":%.2f,\"GBps\":%.3f,\"errors\":%lu,"
+        "\"block\":%lu,\"batch\":%u,\"concurrency\":%d,\"seconds\":%.2f,\"GBps\":%.3f,\"errors\":%lu,"
         "\"server_cpu_s\":%.3f,\"server_cpu_s_per_GiB\":%.4f}\n",
         a.tls.c_str(), transports.c_str(), a.op.c_str(), std::string(UcxPathName(path)).c_str(),
-        static_cast<unsigned long>(a.block), a.concurrency, secs, static_cast<double>(bytes.load()) / secs / 1e9,
+        static_cast<unsigned long>(a.block), a.batch, a.concurrency, secs, static_cast<double>(bytes.load()) / secs / 1e9,
         static_cast<unsigned long>(errors.load()), server_cpu, gib > 0 ? server_cpu / gib : -1.0);
     std::fflush(stdout);
   }
@@ -214,6 +224,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtoi(v, &a->concurrency) || a->concurrency < 1) return false;
     } else if (val("seconds", &v)) {
       if (!absl::SimpleAtod(v, &a->seconds) || a->seconds <= 0) return false;
+    } else if (val("batch", &v)) {
+      if (!absl::SimpleAtoi(v, &a->batch) || a->batch < 1 || a->batch > 1024) return false;
     } else if (val("region", &v)) {
       if (!absl::SimpleAtoi(v, &a->region)) return false;
     } else if (val("fds", &v)) {
@@ -225,7 +237,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   }
   if (a->op != "get" && a->op != "put") return false;
   if (a->path != "auto" && a->path != "am" && a->path != "rma") return false;
-  if (a->block > a->region) return false;
+  if (a->block > a->region || a->block * a->batch > a->region) return false;
   return true;
 }
 
@@ -237,7 +249,8 @@ int main(int argc, char** argv) {
   if (!kvhub::transport::ParseArgs(argc, argv, &a)) {
     std::fprintf(stderr,
                  "usage: kvhub-ucx-bench [--tls=tcp] [--path=auto|am|rma] [--op=get|put] [--block=BYTES]"
-                 " [--concurrency=N] [--seconds=S] [--region=BYTES] [--poll]\n");
+                 " [--concurrency=N] [--batch=B (transfers per Execute)]"
+                 " [--seconds=S] [--region=BYTES] [--poll]\n");
     return 2;
   }
   return a.serve ? kvhub::transport::Serve(a) : kvhub::transport::Run(a, argv);
