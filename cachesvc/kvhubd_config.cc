@@ -134,6 +134,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
+      KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
   };
   return *keys;
 }

@@ -73,6 +73,13 @@ struct KvhubdConfig {
   // RDMA); shared memory is used only when named here explicitly (UCX 1.13 cannot
   // detect a dead peer on it; see docs/transport.md "Shared memory").
   std::string ucx_tls;
+  // With shared memory named in ucx_tls (posix or sysv): have UCX allocate the
+  // host tier's regions (ucp_mem_map ALLOCATE, in /dev/shm), so clients on this
+  // host read and write blocks one-sidedly (RMA: a memcpy from the mapped
+  // segment, no shard CPU) instead of by active messages. Needs /dev/shm to hold
+  // capacity_bytes; if UCX cannot allocate, kvhubd logs why and maps its own
+  // regions (AM path). Ignored on other transports. Default true.
+  bool ucx_shm_regions = true;
 
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();

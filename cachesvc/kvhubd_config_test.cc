@@ -113,12 +113,13 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ready_file = "/tmp/x";
   a.ucx_enabled = false;
   a.ucx_tls = "rc,tcp";
+  a.ucx_shm_regions = false;
   a.store.capacity_bytes = 123ull << 20;
   a.gpu_tier_bytes = 1ull << 30;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 34u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 35u);
 }
 
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {

@@ -65,6 +65,7 @@ KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|off; default info");
 KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
 KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
 KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");
+KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions (one-sided local reads/writes); default true");
 
 namespace {
 
@@ -92,7 +93,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
     KVHUB_FLAG_REF(gpu_tier_bytes),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
-    KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls),
+    KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
 };
 
 int Fail(int code, const std::string& msg) {

@@ -53,11 +53,21 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
               srv->gpu_tier_->Stats().device_name);
   }
 
-  absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = storage::BlockStore::Create(config.store);
+  // UCX first: with shared memory it allocates the store's regions (ucx_shm_regions).
+  srv->ucx_ = UcxServer::Create(config);
+  absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = absl::UnavailableError("not created");
+  if (storage::RegionProvider provider = srv->ucx_->RegionProvider(); provider != nullptr) {
+    store = storage::BlockStore::Create(config.store, nullptr, std::move(provider));
+    if (!store.ok()) {
+      KVHUB_LOG(warn, "ucx: cannot allocate the host regions in UCX shared memory ({}); mapping them "
+                "normally: local clients use active messages", store.status().ToString());
+    }
+  }
+  if (!store.ok()) store = storage::BlockStore::Create(config.store);
   if (!store.ok()) return store.status();
   srv->store_ = std::move(*store);
   // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC only.
-  srv->ucx_ = UcxServer::Start(config, srv->store_.get());
+  srv->ucx_->Serve(srv->store_.get());
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
@@ -107,9 +117,12 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
 
 KvhubdServer::~KvhubdServer() {
   Shutdown();
-  // Members go in reverse order: HTTP, gRPC server, service, metrics, table, store.
+  // Members go in reverse order: HTTP, gRPC server, service, metrics, table, store,
+  // UCX (which may own the store's memory); its worker, which calls into the
+  // store, stops before the store goes.
   http_.reset();
   server_.reset();
+  if (ucx_ != nullptr) ucx_->Stop();
   KVHUB_LOG(debug, "kvhubd {}: gRPC server destroyed", node_id_);
 }
 

@@ -61,9 +61,11 @@ class KvhubdServer {
   std::string node_id_;
   std::string grpc_address_;
   absl::Time started_;
+  // Before store_, so destroyed after it: with shared-memory regions it owns the
+  // store's memory (its worker is stopped first, in ~KvhubdServer).
+  std::unique_ptr<UcxServer> ucx_;
   std::unique_ptr<storage::BlockStore> store_;
   std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
-  std::unique_ptr<UcxServer> ucx_;  // after store_: unregisters the regions before they go
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<KvHubService> service_;

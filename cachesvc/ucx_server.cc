@@ -15,10 +15,16 @@ namespace kvhub::cachesvc {
 #ifdef KVHUB_HAVE_UCX
 struct UcxServer::State {
   std::unique_ptr<transport::UcxContext> context;
+  // The store's regions as UCX sees them: allocated by UCX (RegionProvider) or
+  // registered by Serve.
   std::vector<std::unique_ptr<transport::UcxMemory>> regions;
-  std::unique_ptr<transport::UcxWorker> worker;
+  std::unique_ptr<transport::UcxWorker> worker;  // null until Serve, and after Stop
   std::vector<transport::RemoteRegionInfo> served;
   std::string tls;
+  bool shm = false;               // ucx_tls names shared memory
+  bool allocate_regions = false;  // ... and ucx_shm_regions: RegionProvider allocates
+  bool one_sided_shm = false;     // the store runs on UCX-allocated regions
+  uint64_t stopped_served_get_bytes = 0, stopped_served_put_bytes = 0;
   // Members destroy in reverse: worker, regions, context.
 };
 
@@ -33,10 +39,15 @@ struct UcxServer::State {};
 
 UcxServer::~UcxServer() = default;
 
-bool UcxServer::serving() const { return state_ != nullptr; }
+bool UcxServer::serving() const {
+#ifdef KVHUB_HAVE_UCX
+  return state_ != nullptr && state_->worker != nullptr;
+#else
+  return false;
+#endif
+}
 
-std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage::BlockStore* store) {
-  const std::span<const storage::Region> regions = store->regions();
+std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   std::unique_ptr<UcxServer> s(new UcxServer());
   if (!config.ucx_enabled) {
     s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
@@ -44,36 +55,82 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage:
     return s;
   }
 #ifndef KVHUB_HAVE_UCX
-  (void)regions;
-  (void)store;
   s->status_text_ = "kvhubd was built without UCX";
   KVHUB_LOG(warn, "ucx: off: {}; gRPC only", s->status_text_);
   return s;
 #else
-  auto fail = [&](const absl::Status& why) {
-    s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", why.ToString());
-    KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);
-    s->state_.reset();
-    return std::move(s);
-  };
   transport::UcxConfig uc;
   uc.enabled = true;
   uc.tls = config.ucx_tls;
   // Shared memory only when named explicitly: UCX 1.13 has no peer failure
   // detection there (docs/transport.md); elsewhere every endpoint must have it.
-  uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config.ucx_tls);
-  auto state = std::make_unique<State>();
-  state->tls = config.ucx_tls;
+  const bool shm = transport::TlsNamesSharedMemory(config.ucx_tls);
+  uc.require_peer_failure_detection = !shm;
   absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
-  if (!ctx.ok()) return fail(ctx.status());
-  state->context = std::move(*ctx);
+  if (!ctx.ok()) {
+    s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", ctx.status().ToString());
+    KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);
+    return s;
+  }
+  s->state_ = std::make_unique<State>();
+  s->state_->context = std::move(*ctx);
+  s->state_->tls = config.ucx_tls;
+  s->state_->shm = shm;
+  s->state_->allocate_regions = shm && config.ucx_shm_regions;
+  return s;
+#endif
+}
+
+storage::RegionProvider UcxServer::RegionProvider() {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ == nullptr || !state_->allocate_regions) return nullptr;
+  return [this](std::span<const uint64_t> sizes) -> absl::StatusOr<std::vector<storage::Region>> {
+    std::vector<std::unique_ptr<transport::UcxMemory>> mems;
+    std::vector<storage::Region> out;
+    for (uint64_t n : sizes) {
+      absl::StatusOr<std::unique_ptr<transport::UcxMemory>> m = state_->context->Allocate(n);
+      if (!m.ok()) return m.status();
+      out.push_back(storage::Region{static_cast<uint8_t*>((*m)->base()), n, false});
+      mems.push_back(std::move(*m));
+    }
+    state_->regions = std::move(mems);
+    return out;
+  };
+#else
+  return nullptr;
+#endif
+}
+
+void UcxServer::Serve(storage::BlockStore* store) {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ == nullptr) return;
+  State& st = *state_;
+  auto fail = [&](const absl::Status& why) {
+    status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", why.ToString());
+    KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", status_text_);
+    state_.reset();
+  };
+  const std::span<const storage::Region> regions = store->regions();
+  // The store's regions are ours (RegionProvider) or its own: register those.
+  st.one_sided_shm = st.allocate_regions && st.regions.size() == regions.size();
+  for (size_t i = 0; st.one_sided_shm && i < regions.size(); ++i) {
+    st.one_sided_shm = st.regions[i]->base() == regions[i].base;
+  }
+  if (!st.one_sided_shm) {
+    st.regions.clear();
+    for (const storage::Region& r : regions) {
+      absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = st.context->Register(r.base, r.size);
+      if (!mem.ok()) return fail(mem.status());
+      st.regions.push_back(std::move(*mem));
+    }
+  }
   transport::UcxWorker::Options wo;
   wo.name = "kvhubd";
   // Every active-message transfer must name a live lease (get) or reservation
   // (put) covering its range, and holds that memory until UCX is done with it.
-  wo.access.begin = [store, regions](transport::TransferKind kind, uint64_t grant, uint32_t region,
-                                     uint64_t offset, uint64_t size) -> absl::StatusOr<uint64_t> {
-    if (region >= regions.size()) return absl::InvalidArgumentError("unknown region");
+  wo.access.begin = [store, n = regions.size()](transport::TransferKind kind, uint64_t grant, uint32_t region,
+                                                uint64_t offset, uint64_t size) -> absl::StatusOr<uint64_t> {
+    if (region >= n) return absl::InvalidArgumentError("unknown region");
     return store->BeginTransfer(AccessOf(kind), grant, storage::BlockLocation{region, offset, size});
   };
   wo.access.end = [store](transport::TransferKind kind, uint64_t hold) {
@@ -82,29 +139,39 @@ std::unique_ptr<UcxServer> UcxServer::Start(const KvhubdConfig& config, storage:
   // A client that reads a leased block over AM may ask us to end the lease once
   // the bytes are out (Transfer::end_grant) instead of calling Release.
   wo.access.end_grant = [store](uint64_t lease_id) {
-    if (absl::Status st = store->Release(lease_id); !st.ok()) {
+    if (absl::Status s = store->Release(lease_id); !s.ok()) {
       // NOT_FOUND: the lease expired (or was released) while the bytes moved; the
       // hold kept them intact until now, so nothing else is to be done.
-      KVHUB_LOG(debug, "ucx: ending lease {} after its read: {}", lease_id, st.ToString());
+      KVHUB_LOG(debug, "ucx: ending lease {} after its read: {}", lease_id, s.ToString());
     }
   };
-  for (const storage::Region& r : regions) {
-    absl::StatusOr<std::unique_ptr<transport::UcxMemory>> mem = state->context->Register(r.base, r.size);
-    if (!mem.ok()) return fail(mem.status());
-    wo.served.push_back(mem->get());
-    state->regions.push_back(std::move(*mem));
-  }
+  for (const auto& m : st.regions) wo.served.push_back(m.get());
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> worker =
-      transport::UcxWorker::Create(state->context.get(), std::move(wo));
+      transport::UcxWorker::Create(st.context.get(), std::move(wo));
   if (!worker.ok()) return fail(worker.status());
-  state->worker = std::move(*worker);
-  state->served = state->worker->ServedRegions();
-  s->state_ = std::move(state);
-  s->status_text_ = absl::StrCat("serving ", regions.size(), " region(s) via UCX_TLS=",
-                                 config.ucx_tls.empty() ? "<ucx default: tcp/RDMA>" : config.ucx_tls,
-                                 uc.require_peer_failure_detection ? "" : " (shared memory allowed)");
-  KVHUB_LOG(info, "ucx: {}", s->status_text_);
-  return s;
+  st.worker = std::move(*worker);
+  st.served = st.worker->ServedRegions();
+  status_text_ = absl::StrCat("serving ", regions.size(), " region(s) via UCX_TLS=",
+                              st.tls.empty() ? "<ucx default: tcp/RDMA>" : st.tls,
+                              st.shm ? " (shared memory allowed)" : "",
+                              st.one_sided_shm ? "; regions in UCX shared memory (one-sided local reads/writes)"
+                                               : "");
+  KVHUB_LOG(info, "ucx: {}", status_text_);
+#else
+  (void)store;
+#endif
+}
+
+void UcxServer::Stop() {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->worker != nullptr) {
+    state_->stopped_served_get_bytes = state_->worker->Stats().served_get_bytes;
+    state_->stopped_served_put_bytes = state_->worker->Stats().served_put_bytes;
+    state_->worker.reset();
+    // Registrations of the store's own regions go before the store unmaps them;
+    // memory UCX allocated stays until this object goes (after the store).
+    if (!state_->one_sided_shm) state_->regions.clear();
+  }
 #endif
 }
 
@@ -122,6 +189,9 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   }
   if (state_ == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
 #ifdef KVHUB_HAVE_UCX
+  if (state_->worker == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ucx is not serving (starting or stopped)");
+  }
   if (state_->worker->Stats().accepted_peers >= kMaxUcxConnections) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
@@ -135,6 +205,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   resp->set_worker_address(state_->worker->address());
   resp->set_conn_id(*conn);
   resp->set_tls(state_->tls);
+  resp->set_one_sided_shm(state_->one_sided_shm);
   for (size_t i = 0; i < state_->served.size(); ++i) {
     v1::ConnectResponse::Region* r = resp->add_regions();
     r->set_rkey_id(static_cast<uint32_t>(i));
@@ -151,14 +222,18 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
 
 uint64_t UcxServer::served_get_bytes() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) return state_->worker->Stats().served_get_bytes;
+  if (state_ != nullptr) {
+    return state_->worker != nullptr ? state_->worker->Stats().served_get_bytes : state_->stopped_served_get_bytes;
+  }
 #endif
   return 0;
 }
 
 uint64_t UcxServer::served_put_bytes() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) return state_->worker->Stats().served_put_bytes;
+  if (state_ != nullptr) {
+    return state_->worker != nullptr ? state_->worker->Stats().served_put_bytes : state_->stopped_served_put_bytes;
+  }
 #endif
   return 0;
 }

@@ -2,8 +2,9 @@
 // UcxServer: kvhubd's side of the UCX data plane (docs/transport.md).
 //
 // At start it registers every host region of the BlockStore with UCX once
-// (ucp_mem_map + packed rkey) and runs one UcxWorker that serves them: clients
-// reach the regions one-sidedly (RMA) or by active messages the worker answers.
+// (ucp_mem_map + packed rkey), or with shared memory has UCX allocate them, and
+// runs one UcxWorker that serves them: clients reach the regions one-sidedly
+// (RMA) or by active messages the worker answers.
 // The Connect RPC hands a client the worker address and the packed rkeys
 // (rkey_id == region index == BlockLocation.region) and accepts an endpoint back to
 // the client for active-message replies.
@@ -24,7 +25,8 @@
 // (docs/transport.md "Security").
 //
 // Thread safety: Connect and the accessors may be called concurrently.
-// Ownership: the store (and so its regions) must outlive the UcxServer.
+// Ownership: see Create (the store must outlive Serve..Stop; with shared-memory
+// regions the UcxServer owns the store's memory and must outlive the store).
 
 #include <cstdint>
 #include <memory>
@@ -46,10 +48,26 @@ inline constexpr uint64_t kMaxUcxConnections = 4096;
 
 class UcxServer {
  public:
-  // Starts UCX over the store's regions as `config` says (ucx_enabled, ucx_tls).
-  // Logs the outcome: "ucx: serving N regions via ..." or "ucx: off: <why>; gRPC
-  // only". `store` must outlive the UcxServer.
-  static std::unique_ptr<UcxServer> Start(const KvhubdConfig& config, storage::BlockStore* store);
+  // Starting takes three steps, because with shared memory UCX must allocate the
+  // store's regions before the store exists:
+  //   auto ucx = UcxServer::Create(config);                       // UCX context (or off)
+  //   store = BlockStore::Create(config.store, clock, ucx->RegionProvider());
+  //   ucx->Serve(store.get());                                    // worker over the regions
+  // and stopping two: Stop() before the store is destroyed (the worker calls
+  // into the store), the UcxServer itself after it (it may own the regions'
+  // memory). Each step logs what it did: "ucx: serving N regions via ..." or
+  // "ucx: off: <why>; gRPC only".
+  static std::unique_ptr<UcxServer> Create(const KvhubdConfig& config);
+  // With shared memory in ucx_tls and ucx_shm_regions: a provider that has UCX
+  // allocate the regions (owned by this object), else nullptr (the store maps its
+  // own). If the provider fails, retry BlockStore::Create without it.
+  storage::RegionProvider RegionProvider();
+  // Registers the store's regions (unless UCX allocated them) and starts the
+  // worker; on failure logs why and turns off. `store` must stay alive until Stop.
+  void Serve(storage::BlockStore* store);
+  // Stops the worker (transfers in flight fail) and drops the registrations of
+  // regions the store mapped itself; idempotent.
+  void Stop();
   ~UcxServer();
   UcxServer(const UcxServer&) = delete;
   UcxServer& operator=(const UcxServer&) = delete;

@@ -137,6 +137,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   transport::PeerInfo info;
   info.worker_address = resp.worker_address();
   info.conn_id = resp.conn_id();
+  info.one_sided_shm = resp.one_sided_shm();
   for (int i = 0; i < resp.regions_size(); ++i) {
     const v1::ConnectResponse::Region& r = resp.regions(i);
     if (r.rkey_id() != static_cast<uint32_t>(i)) {

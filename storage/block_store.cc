@@ -47,10 +47,10 @@ absl::Status BlockStoreConfig::Validate() const {
 }
 
 absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Create(const BlockStoreConfig& config,
-                                                               Clock* clock) {
+                                                               Clock* clock, RegionProvider provider) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<HostBlockStore>> store =
-      HostBlockStore::Make(config, clock != nullptr ? clock : Clock::Real());
+      HostBlockStore::Make(config, clock != nullptr ? clock : Clock::Real(), std::move(provider));
   if (!store.ok()) return store.status();
   return std::unique_ptr<BlockStore>(*std::move(store));
 }

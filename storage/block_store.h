@@ -13,6 +13,7 @@
 // heap allocation per block.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -112,12 +113,24 @@ struct BlockStoreStats {
   uint64_t pinned_bytes = 0;
 };
 
+// Supplies a store's regions instead of the store mapping its own (e.g. memory
+// a transport allocated so peers can reach it one-sidedly: docs/transport.md,
+// "Shared-memory regions"). Called once by Create with the region sizes the
+// store needs; must return exactly that many regions of at least those sizes,
+// page-aligned. The memory must stay valid until the store is destroyed, and
+// the store never frees it.
+using RegionProvider =
+    std::function<absl::StatusOr<std::vector<Region>>(std::span<const uint64_t> sizes)>;
+
 class BlockStore {
  public:
-  // Allocates the regions. INVALID_ARGUMENT for a bad config, RESOURCE_EXHAUSTED
-  // when memory cannot be had. `clock` must outlive the store (nullptr = real clock).
+  // Allocates the regions (or takes them from `provider`). INVALID_ARGUMENT for
+  // a bad config or provider regions that do not fit, RESOURCE_EXHAUSTED when
+  // memory cannot be had (the provider's error is returned as is). `clock` must
+  // outlive the store (nullptr = real clock).
   static absl::StatusOr<std::unique_ptr<BlockStore>> Create(const BlockStoreConfig& config,
-                                                            Clock* clock = nullptr);
+                                                            Clock* clock = nullptr,
+                                                            RegionProvider provider = nullptr);
   virtual ~BlockStore() = default;
 
   // Regions allocated at start; stable for the store's lifetime.

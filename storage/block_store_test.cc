@@ -1,5 +1,6 @@
 #include "storage/block_store.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -476,6 +477,68 @@ TEST(BlockStoreRegionsTest, HugepageAttemptFallsBackAndMemoryIsUsable) {
     std::memset(r.base, 0xab, r.size);
     EXPECT_EQ(r.base[r.size - 1], 0xab);
   }
+}
+
+}  // namespace
+}  // namespace kvhub::storage
+
+namespace kvhub::storage {
+namespace {
+
+// A RegionProvider's memory becomes the store's regions (blocks live in it), at
+// the sizes the store asked for; a provider that gives too little or fails is
+// refused with its error.
+TEST(BlockStoreRegionProviderTest, BlocksLiveInTheProvidedMemory) {
+  BlockStoreConfig c = testing::SmallConfig();
+  std::vector<void*> owned;
+  std::vector<uint64_t> asked;
+  RegionProvider provider = [&](std::span<const uint64_t> sizes) -> absl::StatusOr<std::vector<Region>> {
+    std::vector<Region> out;
+    for (uint64_t n : sizes) {
+      asked.push_back(n);
+      void* p = std::aligned_alloc(4096, n + 4096);
+      owned.push_back(p);
+      out.push_back(Region{static_cast<uint8_t*>(p), n + 4096, false});
+    }
+    return out;
+  };
+  {
+    auto s = BlockStore::Create(c, nullptr, provider);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_EQ((*s)->regions().size(), asked.size());
+    uint64_t total = 0;
+    for (size_t i = 0; i < asked.size(); ++i) {
+      EXPECT_EQ((*s)->regions()[i].base, owned[i]);
+      EXPECT_EQ((*s)->regions()[i].size, asked[i]) << "the store uses what it asked for";
+      total += asked[i];
+    }
+    EXPECT_GE(total, c.capacity_bytes);
+    auto b = testing::Bytes(1, 5000);
+    ASSERT_TRUE((*s)->Put("t", testing::Key(1), b, testing::Sum(b)).ok());
+    auto lease = (*s)->Acquire("t", testing::Key(1));
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    bool inside = false;
+    for (void* p : owned) {
+      const uint8_t* q = static_cast<const uint8_t*>(p);
+      inside |= lease->data >= q && lease->data < q + asked[0] + 4096;
+    }
+    EXPECT_TRUE(inside) << "the block is not in the provided memory";
+    EXPECT_EQ(std::memcmp(lease->data, b.data(), b.size()), 0);
+    ASSERT_TRUE((*s)->Release(lease->id).ok());
+  }
+  for (void* p : owned) std::free(p);
+
+  RegionProvider short_one = [](std::span<const uint64_t> sizes) -> absl::StatusOr<std::vector<Region>> {
+    static uint8_t page[4096] __attribute__((aligned(4096)));
+    return std::vector<Region>(sizes.size(), Region{page, sizeof(page), false});
+  };
+  auto s = BlockStore::Create(c, nullptr, short_one);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+  RegionProvider failing = [](std::span<const uint64_t>) -> absl::StatusOr<std::vector<Region>> {
+    return absl::ResourceExhaustedError("no shared memory");
+  };
+  s = BlockStore::Create(c, nullptr, failing);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted) << s.status();
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ absl::Status CheckSize(uint64_t size, uint64_t max) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
-    const BlockStoreConfig& config, Clock* clock) {
+    const BlockStoreConfig& config, Clock* clock, RegionProvider provider) {
   std::unique_ptr<HostBlockStore> st(new HostBlockStore(config, clock));
   const uint64_t slab = config.slab_bytes != 0
                             ? config.slab_bytes
@@ -43,12 +43,31 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
     sizes.push_back(r);
     left -= r;
   }
-  absl::StatusOr<std::unique_ptr<HostRegions>> regions =
-      HostRegions::Map(sizes, {.try_hugepages = config.try_hugepages, .populate = config.populate});
-  if (!regions.ok()) return regions.status();
-  st->regions_ = *std::move(regions);
+  if (provider != nullptr) {
+    absl::StatusOr<std::vector<Region>> given = provider(sizes);
+    if (!given.ok()) return given.status();
+    if (given->size() != sizes.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("region provider gave ", given->size(),
+                                                     " regions, the store needs ", sizes.size()));
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const Region& r = (*given)[i];
+      if (r.base == nullptr || r.size < sizes[i] || reinterpret_cast<uintptr_t>(r.base) % 4096 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("region provider's region ", i, " (", r.size,
+                                                       " bytes) does not fit: need ", sizes[i],
+                                                       " bytes, page-aligned"));
+      }
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) (*given)[i].size = sizes[i];  // use what was asked for
+    st->provided_regions_ = *std::move(given);
+  } else {
+    absl::StatusOr<std::unique_ptr<HostRegions>> regions =
+        HostRegions::Map(sizes, {.try_hugepages = config.try_hugepages, .populate = config.populate});
+    if (!regions.ok()) return regions.status();
+    st->regions_ = *std::move(regions);
+  }
   std::vector<uint8_t*> slab_base;
-  for (const Region& r : st->regions_->regions()) {
+  for (const Region& r : st->regions()) {
     for (uint64_t off = 0; off < r.size; off += slab) slab_base.push_back(r.base + off);
   }
 

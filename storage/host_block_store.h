@@ -28,9 +28,12 @@ class HostBlockStore final : public BlockStore {
  public:
   // `config` must be valid (Validate()); `clock` non-null and outliving the store.
   static absl::StatusOr<std::unique_ptr<HostBlockStore>> Make(const BlockStoreConfig& config,
-                                                              Clock* clock);
+                                                              Clock* clock,
+                                                              RegionProvider provider = nullptr);
 
-  std::span<const Region> regions() const override { return regions_->regions(); }
+  std::span<const Region> regions() const override {
+    return regions_ != nullptr ? regions_->regions() : std::span<const Region>(provided_regions_);
+  }
   size_t Lookup(absl::string_view ns, std::span<const BlockKey> keys,
                 std::span<uint8_t> present) override;
   absl::StatusOr<Reservation> Reserve(absl::string_view ns, const BlockKey& key, uint64_t size,
@@ -108,7 +111,8 @@ class HostBlockStore final : public BlockStore {
 
   const BlockStoreConfig config_;
   Clock* const clock_;
-  std::unique_ptr<HostRegions> regions_;
+  std::unique_ptr<HostRegions> regions_;  // null when a RegionProvider gave them:
+  std::vector<Region> provided_regions_;
   SizeClasses classes_;
   uint32_t max_slots_ = 0;
   uint64_t pin_quota_ = 0;

@@ -4,6 +4,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,7 +202,8 @@ TEST(UcxClientTest, ManyConcurrentClientsStayByteExact) {
 TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
   for (const std::string tls : {"tcp", "posix,cma"}) {
     SCOPED_TRACE(tls);
-    auto shard = StartShard({"--ucx_tls=" + tls});
+    // (Shared-memory regions off: with them, local reads are one-sided RMA.)
+    auto shard = StartShard({"--ucx_tls=" + tls, "--ucx_shm_regions=false"});
     ASSERT_NE(shard, nullptr);
     ClientConfig cc = Config(*shard, TransportMode::kUcx, tls);
     cc.ucx_lease = absl::Minutes(1);
@@ -224,6 +226,37 @@ TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
     EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Release\""), std::string::npos)
         << "the client called Release";
   }
+}
+
+// With shared memory named, kvhubd has UCX allocate its regions in shared
+// memory (ucx_shm_regions, the default) and a local client reads and writes them
+// one-sidedly: RMA both ways, byte exact, the shard's worker serves no active
+// message, and every lease is released (Release RPC) after its read.
+TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
+  // UCX puts the regions in /dev/shm: 512 MiB here (StartShard).
+  struct statvfs fs;
+  if (statvfs("/dev/shm", &fs) != 0 || static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < (600ull << 20)) {
+    GTEST_SKIP() << "/dev/shm has less than 600 MiB free: kvhubd would fall back to AM (and say so)";
+  }
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 11);
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StrContains(st.transport, "get=rma put=rma")) << st.transport;
+  EXPECT_EQ(st.ucx_get_bytes, total);
+  EXPECT_EQ(st.ucx_put_bytes, total);
+  auto stats = (*client)->Stats();
+  ASSERT_TRUE(stats[0].stats.ok()) << stats[0].stats.status();
+  EXPECT_TRUE(absl::StrContains(stats[0].stats->ucx_status(), "regions in UCX shared memory"))
+      << stats[0].stats->ucx_status();
+  for (const auto& t : stats[0].stats->transport_bytes()) {
+    if (t.transport() == "ucx") {
+      EXPECT_EQ(t.get_bytes(), 0u) << "one-sided reads never reach the shard's worker";
+    }
+  }
+  EXPECT_EQ(stats[0].stats->tiers(0).leased_blocks(), 0u);
 }
 
 TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {

@@ -42,6 +42,7 @@ struct Args {
   double seconds = 3;
   uint64_t region = 256ull << 20;
   uint32_t batch = 1;  // transfers per Execute
+  bool alloc = false;  // the served region is allocated by UCX (UcxContext::Allocate)
   bool serve = false;
   bool poll = false;
   int in = -1, out = -1;
@@ -78,9 +79,19 @@ int Serve(const Args& a) {
     std::fprintf(stderr, "serve: %s\n", ctx.status().ToString().c_str());
     return 1;
   }
-  std::vector<uint8_t> region(a.region, 0x5a);
-  auto mem = (*ctx)->Register(region.data(), region.size());
-  if (!mem.ok()) return 2;
+  std::vector<uint8_t> region;
+  absl::StatusOr<std::unique_ptr<UcxMemory>> mem;
+  if (a.alloc) {
+    mem = (*ctx)->Allocate(a.region);
+    if (mem.ok()) std::memset((*mem)->base(), 0x5a, a.region);
+  } else {
+    region.assign(a.region, 0x5a);
+    mem = (*ctx)->Register(region.data(), region.size());
+  }
+  if (!mem.ok()) {
+    std::fprintf(stderr, "serve: %s\n", mem.status().ToString().c_str());
+    return 2;
+  }
   UcxWorker::Options o;
   o.served = {mem->get()};
   auto w = UcxWorker::Create(ctx->get(), o);
@@ -111,7 +122,8 @@ int Run(const Args& a, char** argv) {
     close(up[0]);
     const std::string fds = absl::StrCat("--fds=", down[0], ",", up[1]);
     std::vector<std::string> args = {argv[0], "--serve", fds, "--tls=" + a.tls,
-                                     "--region=" + std::to_string(a.region), a.poll ? "--poll" : "--sleep"};
+                                     "--region=" + std::to_string(a.region), a.poll ? "--poll" : "--sleep",
+                                     a.alloc ? "--alloc" : "--register"};
     std::vector<char*> cargs;
     for (auto& s : args) cargs.push_back(s.data());
     cargs.push_back(nullptr);
@@ -217,6 +229,10 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->poll = true;
     } else if (s == "--sleep") {
       a->poll = false;
+    } else if (s == "--alloc") {
+      a->alloc = true;
+    } else if (s == "--register") {
+      a->alloc = false;
     } else if (val("tls", &a->tls) || val("path", &a->path) || val("op", &a->op)) {
     } else if (val("block", &v)) {
       if (!absl::SimpleAtoi(v, &a->block) || a->block == 0) return false;
@@ -250,7 +266,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: kvhub-ucx-bench [--tls=tcp] [--path=auto|am|rma] [--op=get|put] [--block=BYTES]"
                  " [--concurrency=N] [--batch=B (transfers per Execute)]"
-                 " [--seconds=S] [--region=BYTES] [--poll]\n");
+                 " [--seconds=S] [--region=BYTES] [--poll]"
+                 " [--alloc (served region allocated by UCX)]\n");
     return 2;
   }
   return a.serve ? kvhub::transport::Serve(a) : kvhub::transport::Run(a, argv);

@@ -82,6 +82,40 @@ std::string UcxContext::tls_description() const {
   return env != nullptr ? absl::StrCat("env:", env) : "default";
 }
 
+absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Allocate(uint64_t size) {
+  if (size == 0) return absl::InvalidArgumentError("ucx allocate: empty range");
+  ucp_mem_map_params_t mp{};
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS | UCP_MEM_MAP_PARAM_FIELD_PROT;
+  mp.length = size;
+  mp.flags = UCP_MEM_MAP_ALLOCATE;
+  mp.prot = UCP_MEM_MAP_PROT_LOCAL_READ | UCP_MEM_MAP_PROT_LOCAL_WRITE | UCP_MEM_MAP_PROT_REMOTE_READ |
+            UCP_MEM_MAP_PROT_REMOTE_WRITE;
+  ucp_mem_h memh = nullptr;
+  ucs_status_t st = ucp_mem_map(context_, &mp, &memh);
+  if (st != UCS_OK) {
+    return absl::ResourceExhaustedError(absl::StrCat("ucp_mem_map(ALLOCATE, ", size, " bytes): ",
+                                                     ucs_status_string(st)));
+  }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  st = ucp_mem_query(memh, &attr);
+  if (st != UCS_OK || attr.address == nullptr || attr.length < size) {
+    ucp_mem_unmap(context_, memh);
+    return st != UCS_OK ? UcsToStatus(st, "ucp_mem_query")
+                        : absl::InternalError("ucp_mem_map(ALLOCATE) returned a short range");
+  }
+  void* rkey_buf = nullptr;
+  size_t rkey_len = 0;
+  st = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);
+  if (st != UCS_OK) {
+    ucp_mem_unmap(context_, memh);
+    return UcsToStatus(st, "ucp_rkey_pack");
+  }
+  std::string packed(static_cast<const char*>(rkey_buf), rkey_len);
+  ucp_rkey_buffer_release(rkey_buf);
+  return std::make_unique<UcxMemory>(context_, memh, attr.address, size, std::move(packed));
+}
+
 absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Register(void* base, uint64_t size) {
   if (base == nullptr || size == 0) return absl::InvalidArgumentError("ucx register: null or empty range");
   ucp_mem_map_params_t mp{};

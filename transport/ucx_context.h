@@ -36,6 +36,14 @@ class UcxContext {
   // Registers existing memory [base, base+size) for local and remote read/write
   // and packs its rkey. INVALID_ARGUMENT for null/empty; INTERNAL on UCX failure.
   absl::StatusOr<std::unique_ptr<UcxMemory>> Register(void* base, uint64_t size);
+  // Has UCX allocate `size` bytes (ucp_mem_map with UCP_MEM_MAP_ALLOCATE) and
+  // registers them like Register. On shared memory transports (posix, sysv) UCX
+  // puts such memory in a segment peers on the host can map, so their RMA
+  // reads and writes reach it without this process's CPU (memory registered
+  // with Register is reachable there only through active messages or CMA).
+  // The UcxMemory owns the bytes (freed with it). Contents start unspecified.
+  // RESOURCE_EXHAUSTED when UCX cannot allocate (e.g. /dev/shm too small).
+  absl::StatusOr<std::unique_ptr<UcxMemory>> Allocate(uint64_t size);
 
   ucp_context_h get() const { return context_; }
   const UcxConfig& config() const { return config_; }

@@ -1,10 +1,12 @@
 #pragma once
-// UcxMemory: one range of existing memory registered with UCX (ucp_mem_map) and
-// its packed remote key. Created by UcxContext::Register.
+// UcxMemory: one range of memory registered with UCX (ucp_mem_map) and its
+// packed remote key. Created by UcxContext::Register (existing memory) or
+// UcxContext::Allocate (memory UCX allocated).
 //
-// Ownership: does not own the bytes, only the registration; the memory must stay
-// mapped until the UcxMemory is destroyed (ucp_mem_unmap). Must be destroyed
-// before its UcxContext. Thread safety: immutable after creation; safe to read
+// Ownership: after Register it does not own the bytes, only the registration;
+// the memory must stay mapped until the UcxMemory is destroyed (ucp_mem_unmap).
+// After Allocate, ucp_mem_unmap also frees the bytes. Must be destroyed before
+// its UcxContext. Thread safety: immutable after creation; safe to read
 // from any thread.
 
 #include <cstdint>

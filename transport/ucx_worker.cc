@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <stdio.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -1001,7 +1002,12 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     std::vector<std::string> names;
     peer->transports = Impl::DescribeEp(peer->ep, &names);
     if (!peer->peer_mode) peer->transports += " (nofail)";
-    const bool one_sided = HasOneSidedRma(names);
+    // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
+    // mapped here): a get is a memcpy, the serving worker never wakes.
+    const bool shm_rma =
+        info.one_sided_shm && std::any_of(names.begin(), names.end(),
+                                          [](const std::string& n) { return n == "posix" || n == "sysv"; });
+    const bool one_sided = HasOneSidedRma(names) || shm_rma;
     const UcxConfig& cfg = config();
     peer->get_path = cfg.get_path != UcxPath::kAuto ? cfg.get_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
     // Without peer failure detection (UCX 1.13 shared memory) an AM put would make

@@ -62,6 +62,9 @@ struct PeerInfo {
   std::string worker_address;             // ucp_worker_get_address bytes
   std::vector<RemoteRegionInfo> regions;  // index = region id (BlockLocation.region)
   uint64_t conn_id = 0;                   // from the server's Accept(); addresses AM replies
+  // The regions were allocated by UCX (UcxContext::Allocate) in shared memory:
+  // over posix/sysv lanes, RMA to them is one-sided (kAuto then picks RMA).
+  bool one_sided_shm = false;
 };
 
 using PeerId = uint64_t;
