@@ -66,7 +66,22 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   // detection there (docs/transport.md); elsewhere every endpoint must have it.
   const bool shm = transport::TlsNamesSharedMemory(config.ucx_tls);
   uc.require_peer_failure_detection = !shm;
-  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
+  bool allocate = shm && config.ucx_shm_regions;
+  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = absl::UnavailableError("not created");
+  if (allocate) {
+    // ucp_mem_map(ALLOCATE) must come from a shared-memory domain or fail: UCX's
+    // default order would fall back to private mmap/heap memory, which peers
+    // cannot map (their RMA would be emulated by our worker).
+    transport::UcxConfig shm_only = uc;
+    shm_only.options.push_back({"ALLOC_PRIO", "md:sysv,md:posix"});
+    ctx = transport::UcxContext::Create(shm_only);
+    if (!ctx.ok()) {
+      KVHUB_LOG(warn, "ucx: cannot restrict allocations to shared memory ({}); regions stay private",
+                ctx.status().ToString());
+      allocate = false;
+    }
+  }
+  if (!ctx.ok()) ctx = transport::UcxContext::Create(uc);
   if (!ctx.ok()) {
     s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", ctx.status().ToString());
     KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);
@@ -76,7 +91,7 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   s->state_->context = std::move(*ctx);
   s->state_->tls = config.ucx_tls;
   s->state_->shm = shm;
-  s->state_->allocate_regions = shm && config.ucx_shm_regions;
+  s->state_->allocate_regions = allocate;
   return s;
 #endif
 }

@@ -1,6 +1,12 @@
 #include "transport/ucx_context.h"
 
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include <ucs/debug/log_def.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -36,9 +42,43 @@ absl::Status UcsToStatus(ucs_status_t st, absl::string_view what) {
   }
 }
 
+namespace {
+
+// UCX prints its own log lines to stdout by default, which is where kvhubd's
+// ready line and the tools' tables go. This handler sends them to kvhub's log
+// (stderr) at the matching level instead, and stops UCX's default printer.
+ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* function, ucs_log_level_t level,
+                             const ucs_log_component_config_t* comp, const char* message, va_list ap) {
+  char text[512];
+  std::vsnprintf(text, sizeof(text), message, ap);
+  const char* base = file != nullptr ? std::strrchr(file, '/') : nullptr;
+  base = base != nullptr ? base + 1 : (file != nullptr ? file : "?");
+  switch (level) {
+    case UCS_LOG_LEVEL_FATAL:
+    case UCS_LOG_LEVEL_ERROR:
+      KVHUB_LOG(error, "ucx {}:{}: {}", base, line, text);
+      break;
+    case UCS_LOG_LEVEL_WARN:
+      KVHUB_LOG(warn, "ucx {}:{}: {}", base, line, text);
+      break;
+    case UCS_LOG_LEVEL_DIAG:
+    case UCS_LOG_LEVEL_INFO:
+      KVHUB_LOG(info, "ucx {}:{}: {}", base, line, text);
+      break;
+    default:
+      KVHUB_LOG(debug, "ucx {}:{}: {}", base, line, text);
+      break;
+  }
+  return UCS_LOG_FUNC_RC_STOP;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& config) {
   if (!config.enabled) return absl::FailedPreconditionError("ucx is disabled in the config");
   if (absl::Status s = config.Validate(); !s.ok()) return s;
+  static std::once_flag log_handler;
+  std::call_once(log_handler, [] { ucs_log_push_handler(&ToKvhubLog); });
 
   ucp_config_t* ucfg = nullptr;
   ucs_status_t st = ucp_config_read(nullptr, nullptr, &ucfg);
