@@ -104,6 +104,21 @@ uint64_t PutGetByteExact(Client& client, const std::string& ns, const std::vecto
 
 const std::vector<size_t> kSizes = {1, 4097, (1 << 20) + 3, 8 << 20};
 
+// Leased blocks on the (only) shard once the lease ends in flight have landed:
+// an AM read's lease ends on the shard when its send completes, which can be a
+// moment after the client has its bytes. Waits up to 5 s for 0.
+uint64_t SettledLeasedBlocks(Client& client) {
+  uint64_t leased = 1;
+  for (int i = 0; i < 500 && leased != 0; ++i) {
+    auto st = client.Stats();
+    EXPECT_TRUE(st[0].stats.ok()) << st[0].stats.status();
+    if (!st[0].stats.ok()) return ~uint64_t{0};
+    leased = st[0].stats->tiers(0).leased_blocks();
+    if (leased != 0) absl::SleepFor(absl::Milliseconds(10));
+  }
+  return leased;
+}
+
 TEST(UcxClientTest, ByteExactOverUcxTcp) {
   auto shard = StartShard({"--ucx_tls=tcp"});
   ASSERT_NE(shard, nullptr);
@@ -191,9 +206,7 @@ TEST(UcxClientTest, ManyConcurrentClientsStayByteExact) {
   uint64_t ucx_get = 0;
   for (const auto& cl : clients) ucx_get += OnlyShard(cl->TransportStats()).ucx_get_bytes;
   EXPECT_GT(ucx_get, 0u) << "the gets went over UCX";
-  auto st = clients[0]->Stats();
-  ASSERT_TRUE(st[0].stats.ok());
-  EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
+  EXPECT_EQ(SettledLeasedBlocks(*clients[0]), 0u);
 }
 
 // Over active messages the shard ends each read's lease itself once the bytes
@@ -211,14 +224,7 @@ TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
     ASSERT_TRUE(client.ok()) << client.status();
     const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 7);
     EXPECT_EQ(OnlyShard((*client)->TransportStats()).ucx_get_bytes, total);
-    uint64_t leased = 1;
-    for (int i = 0; i < 500 && leased != 0; ++i) {  // send completions may lag the reads
-      auto st = (*client)->Stats();
-      ASSERT_TRUE(st[0].stats.ok()) << st[0].stats.status();
-      leased = st[0].stats->tiers(0).leased_blocks();
-      if (leased != 0) absl::SleepFor(absl::Milliseconds(10));
-    }
-    EXPECT_EQ(leased, 0u) << "a lease outlived its read";
+    EXPECT_EQ(SettledLeasedBlocks(**client), 0u) << "a lease outlived its read";
     httplib::Client http("127.0.0.1", shard->http_port());
     auto metrics = http.Get("/metrics");
     ASSERT_TRUE(metrics) << "GET /metrics failed";
@@ -444,9 +450,7 @@ TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes
   auto look = (*writer)->Get("ns", {&evil_key, 1}, {&dest, 1});
   ASSERT_TRUE(look.ok());
   EXPECT_EQ(look->valid_blocks, 0u);
-  auto st = (*writer)->Stats();
-  ASSERT_TRUE(st[0].stats.ok());
-  EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u) << "every hold and lease ended";
+  EXPECT_EQ(SettledLeasedBlocks(**writer), 0u) << "every hold and lease ended";
 }
 
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
