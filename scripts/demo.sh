@@ -7,6 +7,10 @@ BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bin"
 SHARDS=${KVHUB_DEMO_SHARDS:-3}
 CAPACITY=${KVHUB_DEMO_CAPACITY:-256MiB}   # per shard: small enough that eviction happens
+# One host: the shards and the client talk UCX over shared memory (the shards'
+# regions in /dev/shm, read one-sidedly). KVHUB_DEMO_UCX_TLS= (empty) for UCX's
+# default transports, where the client keeps gRPC on loopback tcp.
+UCX_TLS_DEMO=${KVHUB_DEMO_UCX_TLS-posix,cma}
 for b in kvhubd kvhub-demo kvhub; do
   [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b is missing; run 'make build' first" >&2; exit 1; }
 done
@@ -24,6 +28,7 @@ echo "== starting $SHARDS kvhubd shards ($CAPACITY host tier each) =="
 for i in $(seq 0 $((SHARDS - 1))); do
   "$BIN/kvhubd" --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 --node_id="shard-$i" \
     --capacity_bytes="$CAPACITY" --ready_file="$WORK/ready.$i" --log_level=warn \
+    --ucx_tls="$UCX_TLS_DEMO" \
     >"$WORK/kvhubd.$i.out" 2>"$WORK/kvhubd.$i.log" &
   PIDS+=($!)
 done
@@ -40,7 +45,7 @@ done
 
 echo
 echo "== workload: multi-turn chats through kvhub::Client =="
-"$BIN/kvhub-demo" --members="$MEMBERS" "${@:2}"
+"$BIN/kvhub-demo" --members="$MEMBERS" --ucx_tls="$UCX_TLS_DEMO" "${@:2}"
 rc=$?
 
 echo

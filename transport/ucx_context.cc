@@ -53,6 +53,13 @@ ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* functi
   std::vsnprintf(text, sizeof(text), message, ap);
   const char* base = file != nullptr ? std::strrchr(file, '/') : nullptr;
   base = base != nullptr ? base + 1 : (file != nullptr ? file : "?");
+  // Transport selection (select.c) reports a failed ucp_ep_create as an ERROR,
+  // but UcxWorker probes: it asks for peer failure detection first and retries
+  // without it on shared memory, and reports a real failure itself (UNAVAILABLE,
+  // with UCX's reason). Keep those lines for debugging only.
+  if (std::strcmp(base, "select.c") == 0 && (level == UCS_LOG_LEVEL_ERROR || level == UCS_LOG_LEVEL_WARN)) {
+    level = UCS_LOG_LEVEL_DEBUG;
+  }
   switch (level) {
     case UCS_LOG_LEVEL_FATAL:
     case UCS_LOG_LEVEL_ERROR:

@@ -45,6 +45,9 @@ ABSL_FLAG(int, clients, 4, "concurrent client threads (one conversation each at 
 ABSL_FLAG(uint64_t, seed, 42, "workload seed");
 ABSL_FLAG(std::string, codec, "kivi4", "block codec: raw, lossless, fp8, int8, kivi4, kivi2");
 ABSL_FLAG(std::string, log_level, "error", "client log level: trace|debug|info|warn|error|off");
+ABSL_FLAG(std::string, ucx_tls, "",
+          "the client's UCX transports (the shards' --ucx_tls); empty: UCX's choice, where the "
+          "client keeps gRPC for shards it reaches only over tcp");
 
 namespace kvhub {
 namespace {
@@ -157,6 +160,7 @@ int Run() {
   SetLogLevel(absl::GetFlag(FLAGS_log_level));
   ClientConfig config;
   config.members = *members;
+  config.ucx_tls = absl::GetFlag(FLAGS_ucx_tls);
   auto client_or = Client::Create(config);
   if (!client_or.ok()) {
     std::fprintf(stderr, "kvhub-demo: %s\n", client_or.status().ToString().c_str());
