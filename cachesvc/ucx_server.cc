@@ -24,6 +24,7 @@ struct UcxServer::State {
   bool shm = false;               // ucx_tls names shared memory
   bool allocate_regions = false;  // ... and ucx_shm_regions: RegionProvider allocates
   bool one_sided_shm = false;     // the store runs on UCX-allocated regions
+  bool off = false;               // Serve failed (kept only to own the store's memory)
   uint64_t stopped_served_get_bytes = 0, stopped_served_put_bytes = 0;
   // Members destroy in reverse: worker, regions, context.
 };
@@ -123,7 +124,11 @@ void UcxServer::Serve(storage::BlockStore* store) {
   auto fail = [&](const absl::Status& why) {
     status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", why.ToString());
     KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", status_text_);
-    state_.reset();
+    st.worker.reset();
+    st.off = true;
+    // Memory UCX allocated is the store's: it stays (with the context) until
+    // this object goes, after the store. Anything else can go now.
+    if (!st.one_sided_shm) state_.reset();
   };
   const std::span<const storage::Region> regions = store->regions();
   // The store's regions are ours (RegionProvider) or its own: register those.
@@ -204,6 +209,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   }
   if (state_ == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
 #ifdef KVHUB_HAVE_UCX
+  if (state_->off) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
   if (state_->worker == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ucx is not serving (starting or stopped)");
   }
