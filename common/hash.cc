@@ -5,12 +5,23 @@
 
 #include <new>
 
+// Debian's libxxhash.so also carries xxHash's x86 runtime dispatch (AVX2 /
+// AVX-512 kernels chosen by CPUID); our inline copy is compiled for the
+// baseline ISA (SSE2). Same function, same results: 88 vs 21 GB/s on 1 MiB here
+// (docs/results.md). Weak, because a static libxxhash.a (the GPU test bundle)
+// lacks it: then the inline code runs.
+extern "C" XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len) __attribute__((weak));
+
 namespace kvhub {
 
 static_assert(sizeof(XXH3_state_t) <= 640, "grow Xxh3_128Stream::state_");
 static_assert(alignof(XXH3_state_t) <= 64, "align Xxh3_128Stream::state_");
 
-uint64_t Xxh3_64(const void* data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t Xxh3_64(const void* data, size_t len) {
+  // Below a few KiB the call and dispatch cost more than the wider vectors save.
+  if (len >= 4096 && XXH3_64bits_dispatch != nullptr) return XXH3_64bits_dispatch(data, len);
+  return XXH3_64bits(data, len);
+}
 
 U128 Xxh3_128(const void* data, size_t len) {
   XXH128_hash_t h = XXH3_128bits(data, len);
