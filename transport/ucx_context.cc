@@ -151,16 +151,7 @@ absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Allocate(uint64_t size) {
     return st != UCS_OK ? UcsToStatus(st, "ucp_mem_query")
                         : absl::InternalError("ucp_mem_map(ALLOCATE) returned a short range");
   }
-  void* rkey_buf = nullptr;
-  size_t rkey_len = 0;
-  st = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);
-  if (st != UCS_OK) {
-    ucp_mem_unmap(context_, memh);
-    return UcsToStatus(st, "ucp_rkey_pack");
-  }
-  std::string packed(static_cast<const char*>(rkey_buf), rkey_len);
-  ucp_rkey_buffer_release(rkey_buf);
-  return std::make_unique<UcxMemory>(context_, memh, attr.address, size, std::move(packed));
+  return Wrap(memh, attr.address, size);
 }
 
 absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Register(void* base, uint64_t size) {
@@ -175,9 +166,13 @@ absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Register(void* base, uint
   ucp_mem_h memh = nullptr;
   ucs_status_t st = ucp_mem_map(context_, &mp, &memh);
   if (st != UCS_OK) return UcsToStatus(st, "ucp_mem_map");
+  return Wrap(memh, base, size);
+}
+
+absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Wrap(ucp_mem_h memh, void* base, uint64_t size) {
   void* rkey_buf = nullptr;
   size_t rkey_len = 0;
-  st = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);
+  const ucs_status_t st = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);
   if (st != UCS_OK) {
     ucp_mem_unmap(context_, memh);
     return UcsToStatus(st, "ucp_rkey_pack");

@@ -51,6 +51,8 @@ class UcxContext {
   std::string tls_description() const;
 
  private:
+  // Packs memh's rkey into a UcxMemory that owns memh; unmaps memh on failure.
+  absl::StatusOr<std::unique_ptr<UcxMemory>> Wrap(ucp_mem_h memh, void* base, uint64_t size);
   UcxContext(const UcxConfig& config, ucp_context_h context) : config_(config), context_(context) {}
   UcxConfig config_;
   ucp_context_h context_;
