@@ -115,10 +115,11 @@ struct Column {
 };
 
 // The store model of a kvhubd host tier of `capacity` bytes holding blocks of
-// `sz`, with kvhubd's default settings (storage::BlockStoreConfig) unless
-// --high_watermark / --low_watermark say otherwise.
-absl::StatusOr<StoreModelInput> DefaultTierModel(const Args& a, uint64_t capacity,
-                                                 const CodecBlockSize& sz) {
+// `block_bytes` (a chain's first: `first_block_bytes`), with kvhubd's default
+// settings (storage::BlockStoreConfig) unless --high_watermark / --low_watermark
+// say otherwise.
+absl::StatusOr<StoreModelInput> DefaultTierModel(const Args& a, uint64_t capacity, uint64_t block_bytes,
+                                                 uint64_t first_block_bytes) {
   const storage::BlockStoreConfig d;
   StoreModelInput in;
   in.capacity_bytes = capacity;
@@ -132,8 +133,8 @@ absl::StatusOr<StoreModelInput> DefaultTierModel(const Args& a, uint64_t capacit
       (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &in.low_watermark))) {
     return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
   }
-  in.block_bytes = sz.encoded_bytes;
-  in.first_block_bytes = sz.first_bytes;
+  in.block_bytes = block_bytes;
+  in.first_block_bytes = first_block_bytes;
   return in;
 }
 
@@ -174,7 +175,7 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
           return absl::InvalidArgumentError(absl::StrCat(
               c, " blocks of ", sz->encoded_bytes, " bytes exceed the default max_block_bytes"));
         }
-        absl::StatusOr<StoreModelInput> in = DefaultTierModel(a, budget, *sz);
+        absl::StatusOr<StoreModelInput> in = DefaultTierModel(a, budget, sz->encoded_bytes, sz->first_bytes);
         if (!in.ok()) return in.status();
         absl::StatusOr<StoreModel> m = ModelStore(*in);
         if (!m.ok()) return m.status();
@@ -337,21 +338,13 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   const std::string policy = a.Get("policy", "s3fifo");
   absl::StatusOr<bool> prefix_aware = ParseBool(a.Get("prefix_aware", "true"));
   if (!prefix_aware.ok()) return prefix_aware.status();
-  StoreModelInput sm;
-  sm.block_bytes = (*payloads)->block_bytes();
-  sm.first_block_bytes = (*payloads)->first_block_bytes();
   const bool know_shards = a.Has("spawn") || a.Has("shard_capacity");
-  {
-    absl::StatusOr<uint64_t> cap = ParseBytes(a.Get("shard_capacity", "256MiB"));
-    if (!cap.ok()) return cap.status();
-    sm.capacity_bytes = *cap;
-  }
-  if ((a.Has("high_watermark") && !absl::SimpleAtod(a.Get("high_watermark"), &sm.high_watermark)) ||
-      (a.Has("low_watermark") && !absl::SimpleAtod(a.Get("low_watermark"), &sm.low_watermark))) {
-    return absl::InvalidArgumentError("bad --high_watermark/--low_watermark");
-  }
-  sm.region_bytes = std::min<uint64_t>(1ull << 30, (sm.capacity_bytes + 4095) / 4096 * 4096);
-  sm.max_block_bytes = std::min<uint64_t>(64ull << 20, sm.region_bytes);
+  absl::StatusOr<uint64_t> cap = ParseBytes(a.Get("shard_capacity", "256MiB"));
+  if (!cap.ok()) return cap.status();
+  absl::StatusOr<StoreModelInput> tier =
+      DefaultTierModel(a, *cap, (*payloads)->block_bytes(), (*payloads)->first_block_bytes());
+  if (!tier.ok()) return tier.status();
+  StoreModelInput sm = *tier;
   sm.slab_bytes = storage::AutoSlabBytes(sm.capacity_bytes, sm.region_bytes,
                                          sm.max_block_bytes);  // passed explicitly
 
