@@ -3,14 +3,22 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cstring>
 #include <new>
 
 // Debian's libxxhash.so also carries xxHash's x86 runtime dispatch (AVX2 /
 // AVX-512 kernels chosen by CPUID); our inline copy is compiled for the
 // baseline ISA (SSE2). Same function, same results: 88 vs 21 GB/s on 1 MiB here
-// (docs/results.md). Weak, because a static libxxhash.a (the GPU test bundle)
-// lacks it: then the inline code runs.
-extern "C" XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len) __attribute__((weak));
+// (docs/results.md). The reference must be strong: a weak one let the linker's
+// --as-needed drop libxxhash.so from every binary, so the dispatch never ran.
+#if defined(__x86_64__)
+#define KVHUB_XXH3_DISPATCH 1
+extern "C" XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len);
+extern "C" XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t* state, const void* input, size_t len);
+#else
+#define KVHUB_XXH3_DISPATCH 0
+#endif
 
 namespace kvhub {
 
@@ -19,9 +27,37 @@ static_assert(alignof(XXH3_state_t) <= 64, "align Xxh3_128Stream::state_");
 
 uint64_t Xxh3_64(const void* data, size_t len) {
   // Below a few KiB the call and dispatch cost more than the wider vectors save.
-  if (len >= 4096 && XXH3_64bits_dispatch != nullptr) return XXH3_64bits_dispatch(data, len);
+#if KVHUB_XXH3_DISPATCH
+  if (len >= 4096) return XXH3_64bits_dispatch(data, len);
+#endif
   return XXH3_64bits(data, len);
 }
+
+uint64_t CopyAndXxh3_64(void* dst, const void* src, size_t len) {
+  // Below this the one-shot hash of the (now cached) copy is as fast.
+  constexpr size_t kChunk = 64 << 10;
+  if (len <= kChunk) {
+    std::memcpy(dst, src, len);
+    return Xxh3_64(dst, len);
+  }
+  alignas(64) XXH3_state_t st;
+  XXH3_INITSTATE(&st);
+  XXH3_64bits_reset(&st);
+  auto* d = static_cast<uint8_t*>(dst);
+  const auto* s = static_cast<const uint8_t*>(src);
+  for (size_t off = 0; off < len; off += kChunk) {
+    const size_t n = std::min(kChunk, len - off);
+    std::memcpy(d + off, s + off, n);
+#if KVHUB_XXH3_DISPATCH
+    XXH3_64bits_update_dispatch(&st, d + off, n);
+#else
+    XXH3_64bits_update(&st, d + off, n);
+#endif
+  }
+  return XXH3_64bits_digest(&st);
+}
+
+bool Xxh3_64UsesRuntimeDispatch() { return KVHUB_XXH3_DISPATCH != 0; }
 
 U128 Xxh3_128(const void* data, size_t len) {
   XXH128_hash_t h = XXH3_128bits(data, len);

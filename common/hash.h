@@ -12,6 +12,13 @@ namespace kvhub {
 
 // XXH3-64 of `data`, seed 0 (block checksums).
 uint64_t Xxh3_64(const void* data, size_t len);
+// Copies `len` bytes from `src` to `dst` (non-overlapping) and returns
+// Xxh3_64 of them, hashing each chunk right after it lands, while it is still
+// in cache: one pass over memory instead of two.
+uint64_t CopyAndXxh3_64(void* dst, const void* src, size_t len);
+// True when Xxh3_64 of 4 KiB and more runs libxxhash.so's runtime-dispatched
+// (AVX2 / AVX-512) kernel: x86-64 builds. Same results either way.
+bool Xxh3_64UsesRuntimeDispatch();
 
 // XXH3-128 of `data`, seed 0.
 U128 Xxh3_128(const void* data, size_t len);
