@@ -43,6 +43,7 @@ struct UcxDataPlane::Peer {
   absl::Mutex mu;  // serializes connecting; guards the fields below it
   State state ABSL_GUARDED_BY(mu) = State::kNew;
   uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
+  bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
@@ -161,6 +162,8 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");
   };
   p->peer_id = *id;
+  p->am_gets = worker_->ResolvedPath(*id, transport::TransferKind::kGet).value_or(transport::UcxPath::kRma) ==
+               transport::UcxPath::kAm;
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
   p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(transport::TransferKind::kGet),
@@ -186,6 +189,7 @@ UcxDataPlane::Route UcxDataPlane::RouteFor(Shard& shard) {
     EnsureConnected(shard, r.peer);
     r.ucx = r.peer->state == Peer::State::kUcx;
     r.peer_id = r.peer->peer_id;
+    r.am_gets = r.peer->am_gets;
     why = r.peer->last_error;
   }
   if (!r.ucx && config_.transport == TransportMode::kUcx) {
@@ -219,7 +223,7 @@ absl::Status UcxDataPlane::ReadBlocks(Shard& shard, absl::string_view ns, std::s
   if (reads.empty()) return absl::OkStatus();
   const Route route = RouteFor(shard);
   Peer* p = route.peer;
-  if (route.ucx) return ReadUcx(shard, p, route.peer_id, ns, reads);
+  if (route.ucx) return ReadUcx(shard, p, route, ns, reads);
   if (!route.refused.ok()) {
     FailUnfinished(reads, route.refused);
     return route.refused;
@@ -233,8 +237,9 @@ absl::Status UcxDataPlane::ReadBlocks(Shard& shard, absl::string_view ns, std::s
   return s;
 }
 
-absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl::string_view ns,
+absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns,
                                    std::span<BlockRead> reads) {
+  const uint64_t peer_id = route.peer_id;
   v1::GetRequest req;
   req.set_namespace_(std::string(ns));
   req.set_keys(PackedKeys(reads));
@@ -263,8 +268,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
   // the memory until the bytes are out, so it can end the lease itself right
   // after (Transfer::end_grant): no Release call. One-sided RMA reads are
   // invisible to the shard: their leases are released, and checked, below.
-  absl::StatusOr<transport::UcxPath> path = worker_->ResolvedPath(peer_id, transport::TransferKind::kGet);
-  const bool shard_ends_leases = path.ok() && *path == transport::UcxPath::kAm;
+  const bool shard_ends_leases = route.am_gets;
   std::vector<transport::Transfer> transfers;
   std::vector<size_t> index;  // transfers[k] reads reads[index[k]]
   std::vector<uint64_t> lease_of(reads.size(), 0);
@@ -293,6 +297,8 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
   bool peer_failed = false;
   if (!transfers.empty()) {
     std::vector<absl::Status> results(transfers.size());
+    std::vector<transport::Transfer::CopyChecksum> sums(transfers.size());
+    for (size_t k = 0; k < transfers.size(); ++k) transfers[k].checksum = &sums[k];
     const absl::Time end = std::min(lease_bound, absl::Now() + config_.data_deadline);
     const absl::Duration budget = end - absl::Now();
     if (budget <= absl::ZeroDuration()) {
@@ -318,7 +324,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl
                                 absl::StrCat("block ", r.key.Hex(), ": ucx get: ", results[k].message()));
         continue;
       }
-      r.status = VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
+      // Gets copied from a mapped segment were hashed as they landed.
+      r.status = sums[k].computed ? VerifyBlockChecksum(b.size(), sums[k].xxh3_64, b.size(), b.checksum())
+                                  : VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
       r.size = r.status.ok() ? b.size() : 0;
     }
   }

@@ -83,13 +83,14 @@ class UcxDataPlane final : public DataPlane {
     Peer* peer = nullptr;
     bool ucx = false;
     uint64_t peer_id = 0;
+    bool am_gets = false;  // see Peer::am_gets
     absl::Status refused;
   };
   Route RouteFor(Shard& shard);
   // Creates the UCX context and worker once; the error when UCX cannot start.
   absl::Status EnsureWorker();
 
-  absl::Status ReadUcx(Shard& shard, Peer* p, uint64_t peer_id, absl::string_view ns, std::span<BlockRead> reads);
+  absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
   absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
 
   const ClientConfig config_;

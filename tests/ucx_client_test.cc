@@ -251,6 +251,7 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
   const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 11);
   const ShardTransportStats st = OnlyShard((*client)->TransportStats());
   EXPECT_TRUE(absl::StrContains(st.transport, "get=rma put=rma")) << st.transport;
+  EXPECT_TRUE(absl::StrContains(st.transport, "mapped gets")) << st.transport;
   EXPECT_EQ(st.ucx_get_bytes, total);
   EXPECT_EQ(st.ucx_put_bytes, total);
   auto stats = (*client)->Stats();
@@ -263,6 +264,54 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
     }
   }
   EXPECT_EQ(stats[0].stats->tiers(0).leased_blocks(), 0u);
+}
+
+TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
+  struct statvfs fs;
+  if (statvfs("/dev/shm", &fs) != 0 || static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < (600ull << 20)) {
+    GTEST_SKIP() << "/dev/shm has less than 600 MiB free: kvhubd would fall back to AM (and say so)";
+  }
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  auto writer = Client::Create(cfg);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::vector<uint8_t> a = Payload(41, 1 << 20), b = Payload(42, 1 << 20);
+  const BlockKey ka = Key(41), kb = Key(42);
+  BlockPut puts[] = {{ka, std::nullopt, a, false}, {kb, std::nullopt, b, false}};
+  ASSERT_EQ((*writer)->Put("ns", puts)->stored, 2u);
+  // Where b lives, as a well-behaved mapped reader sees it.
+  transport::Transfer b_at;
+  UcxDataPlane::Hooks spy;
+  spy.before_transfers = [&](std::span<transport::Transfer> ts) { b_at = ts[0]; };
+  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, spy));
+  ASSERT_TRUE(reader.ok());
+  std::vector<uint8_t> buf(1 << 20, 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&kb, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
+  EXPECT_TRUE(buf == b);
+  EXPECT_TRUE(absl::StrContains(OnlyShard((*reader)->TransportStats()).transport, "mapped gets"));
+  // A reader whose descriptor points at b while it asked for a (stale or
+  // corrupt): the bytes hashed as they are copied do not match a's checksum.
+  UcxDataPlane::Hooks misdirect;
+  misdirect.before_transfers = [&](std::span<transport::Transfer> ts) {
+    ts[0].region = b_at.region;
+    ts[0].offset = b_at.offset;
+  };
+  auto confused = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, misdirect));
+  ASSERT_TRUE(confused.ok());
+  got = (*confused)->Get("ns", {&ka, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->valid_blocks, 0u);
+  EXPECT_EQ(got->status[0].code(), absl::StatusCode::kDataLoss) << got->status[0];
+  EXPECT_TRUE(absl::StrContains(got->status[0].message(), "checksum mismatch")) << got->status[0];
+  EXPECT_EQ(got->sizes[0], 0u);
+  // Both blocks are still served intact, and every lease ended.
+  got = (*writer)->Get("ns", {&ka, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok() && got->status[0].ok());
+  EXPECT_TRUE(buf == a);
+  EXPECT_EQ(SettledLeasedBlocks(**writer), 0u);
 }
 
 TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {

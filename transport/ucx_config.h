@@ -61,6 +61,13 @@ struct UcxConfig {
   // (UCP_ERR_HANDLING_MODE_NONE, e.g. UCX_TLS=posix,cma); such a peer is marked
   // "nofail" in its transport description. Default true.
   bool require_peer_failure_detection = true;
+  // Gets from a peer whose regions are mapped into this process (shared memory
+  // that UCX allocated on the serving side, reached over a posix/sysv lane, get
+  // path RMA) are copied by the calling thread straight from the mapping
+  // (ucp_rkey_ptr) instead of queuing on the progress thread, so concurrent
+  // callers copy in parallel and no thread is woken. false: such gets go through
+  // the progress thread like any RMA get. Default true.
+  bool mapped_gets = true;
   // Client buffers kept registered (ucp_mem_map) by the registration cache; the
   // least recently used registration is dropped beyond this. 0 disables the cache.
   uint32_t registration_cache_entries = 256;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "common/hash.h"
 #include "common/log.h"
 
 namespace kvhub::transport {
@@ -104,6 +105,16 @@ struct Op {
   std::shared_ptr<UcxMemory> local_mem;
 };
 
+struct UcxWorker::MappedPeer {
+  struct Region {
+    uint8_t* base = nullptr;  // the serving region's first byte as mapped here
+    uint64_t size = 0;
+  };
+  std::vector<Region> regions;  // set before publication, then read-only
+  absl::Mutex mu;               // readers: copies in flight; writer: WithdrawMapped
+  bool live ABSL_GUARDED_BY(mu) = true;
+};
+
 struct UcxWorker::Impl {
   struct Peer {
     PeerId id = 0;
@@ -128,6 +139,7 @@ struct UcxWorker::Impl {
   };
   struct Counters {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
+    std::atomic<uint64_t> get_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
     std::atomic<uint64_t> served_errors{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
@@ -311,6 +323,7 @@ struct UcxWorker::Impl {
       Event(op, why);
     }
     CloseEp(peer->ep, peer->peer_mode);
+    w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
   }
 
@@ -995,6 +1008,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       }
       rkeys.push_back(rk);
     }
+    WithdrawMapped(peer->id);  // the old rkeys' mappings go with them
     for (ucp_rkey_h k : peer->rkeys) ucp_rkey_destroy(k);
     peer->rkeys = std::move(rkeys);
     peer->regions = info.regions;
@@ -1017,6 +1031,28 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     peer->put_path = cfg.put_path != UcxPath::kAuto
                          ? cfg.put_path
                          : (one_sided || !peer->peer_mode ? UcxPath::kRma : UcxPath::kAm);
+    bool mapped = false;
+    if (cfg.mapped_gets && shm_rma && peer->get_path == UcxPath::kRma) {
+      // The serving side's segments are mapped into this process by the rkeys:
+      // a get is a memcpy any thread can do while the rkeys live.
+      auto m = std::make_shared<MappedPeer>();
+      for (size_t i = 0; i < peer->rkeys.size(); ++i) {
+        void* local = nullptr;
+        const ucs_status_t st = ucp_rkey_ptr(peer->rkeys[i], peer->regions[i].base, &local);
+        if (st != UCS_OK || local == nullptr) {
+          KVHUB_LOG(debug, "ucx: peer {} region {} is not mapped here ({}); gets stay on the progress thread",
+                    peer->id, i, ucs_status_string(st));
+          m = nullptr;
+          break;
+        }
+        m->regions.push_back({static_cast<uint8_t*>(local), peer->regions[i].size});
+      }
+      if (m != nullptr) {
+        PublishMapped(peer->id, std::move(m));
+        mapped = true;
+      }
+    }
+    if (mapped) peer->transports += " (mapped gets)";
     if (fresh != nullptr) {
       im.ep_owner[fresh->ep] = Impl::EpOwner{false, fresh->id};
       im.peer_by_address[fresh->address] = fresh->id;
@@ -1068,6 +1104,10 @@ absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers
   if (transfers.empty()) return absl::OkStatus();
   if (timeout <= absl::ZeroDuration()) timeout = config().op_timeout;
   const absl::Time deadline = absl::Now() + timeout;
+  if (std::shared_ptr<MappedPeer> m = FindMapped(peer);
+      m != nullptr && ExecuteMapped(m.get(), transfers, results, deadline)) {
+    return absl::OkStatus();
+  }
   Batch batch;
   batch.results = results;
   batch.remaining.store(transfers.size());
@@ -1090,10 +1130,82 @@ absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers
   return absl::OkStatus();
 }
 
+bool UcxWorker::MapsGets(PeerId peer) { return FindMapped(peer) != nullptr; }
+
+std::shared_ptr<UcxWorker::MappedPeer> UcxWorker::FindMapped(PeerId peer) {
+  absl::ReaderMutexLock l(&mapped_mu_);
+  auto it = mapped_.find(peer);
+  return it == mapped_.end() ? nullptr : it->second;
+}
+
+void UcxWorker::PublishMapped(PeerId peer, std::shared_ptr<MappedPeer> m) {
+  absl::MutexLock l(&mapped_mu_);
+  mapped_[peer] = std::move(m);
+}
+
+void UcxWorker::WithdrawMapped(PeerId peer) {
+  std::shared_ptr<MappedPeer> m;
+  {
+    absl::MutexLock l(&mapped_mu_);
+    auto it = mapped_.find(peer);
+    if (it == mapped_.end()) return;
+    m = std::move(it->second);
+    mapped_.erase(it);
+  }
+  absl::MutexLock l(&m->mu);  // waits for copies in flight
+  m->live = false;
+}
+
+bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers, std::span<absl::Status> results,
+                              absl::Time deadline) {
+  for (const Transfer& t : transfers) {
+    if (t.kind != TransferKind::kGet || (t.path != UcxPath::kAuto && t.path != UcxPath::kRma)) return false;
+  }
+  absl::ReaderMutexLock l(&m->mu);
+  if (!m->live) return false;
+  uint64_t bytes = 0, ok = 0, late = 0;
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    const Transfer& t = transfers[i];
+    if (t.region >= m->regions.size()) {
+      results[i] = absl::InvalidArgumentError(absl::StrCat("region ", t.region, " unknown to this peer"));
+      continue;
+    }
+    const MappedPeer::Region& r = m->regions[t.region];
+    if (t.size == 0 || t.local == nullptr || t.offset > r.size || t.size > r.size - t.offset) {
+      results[i] = absl::InvalidArgumentError(
+          absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region));
+      continue;
+    }
+    if (t.checksum != nullptr) {
+      t.checksum->xxh3_64 = CopyAndXxh3_64(t.local, r.base + t.offset, t.size);
+      t.checksum->computed = true;
+    } else {
+      std::memcpy(t.local, r.base + t.offset, t.size);
+    }
+    if (absl::Now() > deadline) {
+      // Whatever entitled the caller to the range (a lease) may have ended mid-copy.
+      results[i] = absl::DeadlineExceededError("mapped copy finished past its deadline");
+      ++late;
+      continue;
+    }
+    results[i] = absl::OkStatus();
+    bytes += t.size;
+    ++ok;
+  }
+  Impl::Counters& c = impl_->c;
+  c.transfers_ok.fetch_add(ok, std::memory_order_relaxed);
+  c.transfers_failed.fetch_add(transfers.size() - ok, std::memory_order_relaxed);
+  c.deadline_exceeded.fetch_add(late, std::memory_order_relaxed);
+  c.get_bytes_rma.fetch_add(bytes, std::memory_order_relaxed);
+  c.get_bytes_mapped.fetch_add(bytes, std::memory_order_relaxed);
+  return true;
+}
+
 UcxWorkerStats UcxWorker::Stats() const {
   const Impl::Counters& c = impl_->c;
   UcxWorkerStats s;
   s.get_bytes_rma = c.get_bytes_rma.load();
+  s.get_bytes_mapped = c.get_bytes_mapped.load();
   s.get_bytes_am = c.get_bytes_am.load();
   s.put_bytes_rma = c.put_bytes_rma.load();
   s.put_bytes_am = c.put_bytes_am.load();

@@ -38,6 +38,7 @@
 #include <ucp/api/ucp.h>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -88,11 +89,22 @@ struct Transfer {
   // releases the lease), saving the caller a Release round trip. Whether the
   // transfer succeeded or not, the caller must treat the grant as gone.
   bool end_grant = false;
+  // Get only, optional (not owned; must outlive Execute): a get copied from a
+  // mapped segment (UcxWorker::MapsGets) stores XXH3-64 of its bytes here,
+  // computed as they land, and sets `computed`. Untouched on every other path.
+  struct CopyChecksum {
+    bool computed = false;
+    uint64_t xxh3_64 = 0;
+  };
+  CopyChecksum* checksum = nullptr;
 };
 
 // Counters since Create. Bytes count completed, successful transfers only.
 struct UcxWorkerStats {
   uint64_t get_bytes_rma = 0, get_bytes_am = 0;  // this worker fetched from peers
+  // Of get_bytes_rma: copied by the calling thread from a peer's mapped segment
+  // (UcxConfig::mapped_gets).
+  uint64_t get_bytes_mapped = 0;
   uint64_t put_bytes_rma = 0, put_bytes_am = 0;  // this worker wrote to peers
   // Serving side (AM requests from peers). The two "get" counters differ in WHEN
   // they count, and only the first is synchronous with the peer:
@@ -177,11 +189,19 @@ class UcxWorker {
   // The protocol kAuto resolves to for this peer and direction.
   absl::StatusOr<UcxPath> ResolvedPath(PeerId peer, TransferKind kind);
 
+  // True when gets from `peer` are copied by the calling thread from its mapped
+  // shared-memory segments (UcxConfig::mapped_gets). Thread-safe, no hop to the
+  // progress thread. False for an unknown peer.
+  bool MapsGets(PeerId peer);
+
   // Moves every transfer; results[i] gets transfer i's outcome: OK,
   // INVALID_ARGUMENT (out of the region), UNAVAILABLE (peer failed), the
   // server's refusal, or DEADLINE_EXCEEDED. The returned status is non-OK only
   // when nothing was attempted (unknown peer, size mismatch of the spans).
   // `timeout` 0 = config().op_timeout. Blocks until every transfer finished.
+  // A batch of gets (path kAuto or kRma) to a peer that MapsGets() is copied by
+  // the calling thread without waking the progress thread; a disconnect or peer
+  // failure waits for such copies to finish before the mapping goes away.
   absl::Status Execute(PeerId peer, std::span<const Transfer> transfers, std::span<absl::Status> results,
                        absl::Duration timeout = absl::ZeroDuration());
 
@@ -191,8 +211,21 @@ class UcxWorker {
   const UcxConfig& config() const { return context_->config(); }
 
   struct Impl;  // progress-thread state; defined in ucx_worker.cc
+  struct MappedPeer;  // a peer's regions as mapped here; defined in ucx_worker.cc
 
  private:
+  // The peer's mapping, or null. Thread-safe.
+  std::shared_ptr<MappedPeer> FindMapped(PeerId peer);
+  // Copies the gets of a batch from `m`; false (nothing done) when `m` was
+  // unmapped meanwhile or the batch is not all gets.
+  // A copy that ends past `deadline` fails with DEADLINE_EXCEEDED (as a
+  // transfer finishing late does on the progress thread).
+  bool ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers, std::span<absl::Status> results,
+                     absl::Time deadline);
+  // Progress thread: publishes / withdraws a peer's mapping. Withdraw waits for
+  // copies in flight on it, so the rkeys may be destroyed after it returns.
+  void PublishMapped(PeerId peer, std::shared_ptr<MappedPeer> m);
+  void WithdrawMapped(PeerId peer);
   UcxWorker(UcxContext* context, Options options);
   // Runs `fn` on the progress thread and waits for it (inline when already there).
   void Call(const std::function<void()>& fn);
@@ -213,6 +246,9 @@ class UcxWorker {
   std::vector<std::function<void()>> tasks_ ABSL_GUARDED_BY(task_mu_);
   std::atomic<bool> has_tasks_{false};
   std::atomic<bool> stop_{false};
+
+  absl::Mutex mapped_mu_;
+  absl::flat_hash_map<PeerId, std::shared_ptr<MappedPeer>> mapped_ ABSL_GUARDED_BY(mapped_mu_);
 };
 
 }  // namespace kvhub::transport
