@@ -50,9 +50,13 @@ struct UcxDataPlane::Peer {
 };
 
 UcxDataPlane::UcxDataPlane(const ClientConfig& config, Hooks hooks)
-    : config_(config), hooks_(std::move(hooks)), grpc_(config) {}
+    : config_(config),
+      hooks_(std::move(hooks)),
+      grpc_(config),
+      releases_(std::make_unique<DeferredReleases>(DeferredReleases::Config{})) {}
 
 UcxDataPlane::~UcxDataPlane() {
+  releases_.reset();  // sends the leases still queued (the shards outlive this)
   worker_.reset();  // closes endpoints before the context goes
   context_.reset();
 }
@@ -295,6 +299,10 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     }
   }
   bool peer_failed = false;
+  // Leases of reads that were all copied from a mapped segment (each copy
+  // checked against the lease bound as it finished) are released in the
+  // background: the answer could no longer change what the caller gets.
+  bool release_later = true;
   if (!transfers.empty()) {
     std::vector<absl::Status> results(transfers.size());
     std::vector<transport::Transfer::CopyChecksum> sums(transfers.size());
@@ -324,6 +332,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
                                 absl::StrCat("block ", r.key.Hex(), ": ucx get: ", results[k].message()));
         continue;
       }
+      if (!sums[k].computed) release_later = false;
       // Gets copied from a mapped segment were hashed as they landed.
       r.status = sums[k].computed ? VerifyBlockChecksum(b.size(), sums[k].xxh3_64, b.size(), b.checksum())
                                   : VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
@@ -337,7 +346,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     release.add_lease_ids(lease_of[i]);
     released.push_back(i);
   }
-  if (release.lease_ids_size() > 0) {
+  if (release.lease_ids_size() > 0 && release_later) {
+    releases_->Add(shard, std::span<const uint64_t>(release.lease_ids().data(), release.lease_ids().size()));
+  } else if (release.lease_ids_size() > 0) {
     v1::ReleaseResponse rel;
     absl::Status rs = shard.Release(release, &rel);
     if (rs.ok() && rel.items_size() == release.lease_ids_size()) {

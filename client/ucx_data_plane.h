@@ -12,6 +12,10 @@
 //     Release. A block whose lease could have ended before its bytes were in
 //     place (transfer past the bound, or Release says the lease expired) is a
 //     failed read, never data: the shard reuses memory only after a lease ends.
+//     Reads copied from the shard's mapped shared memory (UcxWorker::MapsGets)
+//     are hashed as they are copied, each copy is checked against the lease
+//     bound when it ends, and their leases are released in the background
+//     (DeferredReleases), off the caller's path.
 //
 // Fallback (transport=auto): a shard that answers Connect with UNIMPLEMENTED (old
 // shard) or FAILED_PRECONDITION (UCX off there, or it cannot reach us), or that
@@ -37,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/client_config.h"
 #include "client/data_plane.h"
+#include "client/deferred_releases.h"
 #include "client/grpc_data_plane.h"
 
 namespace kvhub {
@@ -96,6 +101,7 @@ class UcxDataPlane final : public DataPlane {
   const ClientConfig config_;
   const Hooks hooks_;
   GrpcDataPlane grpc_;
+  std::unique_ptr<DeferredReleases> releases_;  // leases of mapped reads
 
   mutable absl::Mutex peers_mu_;
   absl::flat_hash_map<const Shard*, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);

@@ -1,0 +1,143 @@
+#include "client/deferred_releases.h"
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "client/client_config.h"
+#include "client/shard.h"
+#include "gtest/gtest.h"
+
+namespace kvhub {
+namespace {
+
+// Records every Release it is asked to send; answers each lease with `code_for(id)`.
+struct Recorder {
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, std::vector<uint64_t>>> calls ABSL_GUARDED_BY(mu);
+  std::function<absl::Status()> fail;            // non-OK: the call fails
+  std::function<int32_t(uint64_t)> code_for;     // per-item code (0 = released)
+  absl::Notification* on_call = nullptr;
+
+  DeferredReleases::Sender sender() {
+    return [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+      std::vector<uint64_t> ids(req.lease_ids().begin(), req.lease_ids().end());
+      {
+        absl::MutexLock l(&mu);
+        calls.emplace_back(shard.address(), ids);
+      }
+      if (on_call != nullptr && !on_call->HasBeenNotified()) on_call->Notify();
+      if (fail) {
+        if (absl::Status s = fail(); !s.ok()) return s;
+      }
+      for (uint64_t id : ids) {
+        auto* item = resp->add_items();
+        item->set_code(code_for ? code_for(id) : 0);
+        if (item->code() != 0) item->set_message("lease expired");
+      }
+      return absl::OkStatus();
+    };
+  }
+  std::vector<uint64_t> SentTo(const std::string& address) {
+    absl::MutexLock l(&mu);
+    std::vector<uint64_t> out;
+    for (const auto& [a, ids] : calls) {
+      if (a == address) out.insert(out.end(), ids.begin(), ids.end());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+class DeferredReleasesTest : public ::testing::Test {
+ protected:
+  DeferredReleasesTest() : a_("127.0.0.1:1", ClientConfig{}), b_("127.0.0.1:2", ClientConfig{}) {}
+  Shard a_, b_;
+  Recorder rec_;
+};
+
+TEST_F(DeferredReleasesTest, EveryLeaseIsReleasedOnceOnItsOwnShard) {
+  DeferredReleases d({.max_delay = absl::Milliseconds(50)}, rec_.sender());
+  const uint64_t a1[] = {1, 2, 3}, a2[] = {4, 0}, b1[] = {10};
+  d.Add(a_, a1);
+  d.Add(b_, b1);
+  d.Add(a_, a2);  // 0 is "no lease": skipped
+  d.Flush();
+  EXPECT_EQ(rec_.SentTo(a_.address()), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(rec_.SentTo(b_.address()), (std::vector<uint64_t>{10}));
+  const DeferredReleases::Stats st = d.stats();
+  EXPECT_EQ(st.released, 5u);
+  EXPECT_EQ(st.late + st.failed_calls, 0u);
+  EXPECT_EQ(st.calls, 2u) << "one call per shard for leases queued together";
+}
+
+TEST_F(DeferredReleasesTest, AFullBatchIsSentWithoutWaitingForTheDelay) {
+  absl::Notification called;
+  rec_.on_call = &called;
+  DeferredReleases d({.max_delay = absl::Seconds(1), .max_batch = 4}, rec_.sender());
+  const uint64_t ids[] = {1, 2, 3, 4};
+  const absl::Time t0 = absl::Now();
+  d.Add(a_, ids);
+  ASSERT_TRUE(called.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(1)) << "a full batch must not wait for max_delay";
+}
+
+TEST_F(DeferredReleasesTest, FailedCallsAndLateLeasesAreCounted) {
+  int call = 0;
+  rec_.fail = [&] { return ++call == 1 ? absl::UnavailableError("shard down") : absl::OkStatus(); };
+  rec_.code_for = [](uint64_t id) { return id == 7 ? static_cast<int32_t>(absl::StatusCode::kNotFound) : 0; };
+  DeferredReleases d({.max_delay = absl::Milliseconds(1)}, rec_.sender());
+  const uint64_t first[] = {5}, second[] = {6, 7};
+  d.Add(a_, first);
+  d.Flush();
+  d.Add(a_, second);
+  d.Flush();
+  const DeferredReleases::Stats st = d.stats();
+  EXPECT_EQ(st.calls, 2u);
+  EXPECT_EQ(st.failed_calls, 1u);
+  EXPECT_EQ(st.released, 1u);
+  EXPECT_EQ(st.late, 1u);
+}
+
+TEST_F(DeferredReleasesTest, DestructionSendsWhatIsPending) {
+  {
+    DeferredReleases d({.max_delay = absl::Seconds(1)}, rec_.sender());
+    const uint64_t ids[] = {8, 9};
+    d.Add(b_, ids);
+  }
+  EXPECT_EQ(rec_.SentTo(b_.address()), (std::vector<uint64_t>{8, 9}));
+}
+
+TEST_F(DeferredReleasesTest, ConcurrentAddsLoseNothing) {
+  DeferredReleases d({.max_delay = absl::Microseconds(200), .max_batch = 16}, rec_.sender());
+  constexpr int kThreads = 4, kPer = 500;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPer; ++i) {
+        const uint64_t id = 1 + t * kPer + i;
+        d.Add(i % 2 ? a_ : b_, {&id, 1});
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  d.Flush();
+  std::vector<uint64_t> all = rec_.SentTo(a_.address());
+  const std::vector<uint64_t> on_b = rec_.SentTo(b_.address());
+  all.insert(all.end(), on_b.begin(), on_b.end());
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(kThreads * kPer));
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], i + 1) << "lost or duplicated lease";
+  EXPECT_EQ(d.stats().released, static_cast<uint64_t>(kThreads * kPer));
+}
+
+TEST(DeferredReleasesConfigTest, RejectsOutOfRangeValues) {
+  EXPECT_TRUE(DeferredReleases::Config{}.Validate().ok());
+  EXPECT_FALSE((DeferredReleases::Config{.max_delay = absl::ZeroDuration()}).Validate().ok());
+  EXPECT_FALSE((DeferredReleases::Config{.max_batch = 0}).Validate().ok());
+}
+
+}  // namespace
+}  // namespace kvhub
