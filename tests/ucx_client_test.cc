@@ -104,6 +104,28 @@ uint64_t PutGetByteExact(Client& client, const std::string& ns, const std::vecto
 
 const std::vector<size_t> kSizes = {1, 4097, (1 << 20) + 3, 8 << 20};
 
+// Reads `key` once through a UCX client that records the transfer it made:
+// where the block lives on the shard (and the client's transport string).
+void SpyLocation(const ClientConfig& cfg, const BlockKey& key, const std::vector<uint8_t>& expect,
+                 transport::Transfer* at, std::string* transport = nullptr) {
+  UcxDataPlane::Hooks spy;
+  spy.before_transfers = [at](std::span<transport::Transfer> ts) { *at = ts[0]; };
+  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, spy));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<uint8_t> buf(expect.size(), 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
+  ASSERT_TRUE(buf == expect);
+  if (transport != nullptr) *transport = OnlyShard((*reader)->TransportStats()).transport;
+}
+
+// UCX puts the shard's regions in /dev/shm (512 MiB with StartShard's flags).
+bool ShmHoldsTheShardsRegions() {
+  struct statvfs fs;
+  return statvfs("/dev/shm", &fs) == 0 && static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize >= (600ull << 20);
+}
+
 // Leased blocks on the (only) shard once the lease ends in flight have landed:
 // an AM read's lease ends on the shard when its send completes, and a mapped
 // read's lease is released in the background (DeferredReleases), both a moment
@@ -240,9 +262,7 @@ TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
 // one-sidedly: RMA both ways, byte exact, the shard's worker serves no active
 // message, and every lease is released (Release RPC) after its read.
 TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
-  // UCX puts the regions in /dev/shm: 512 MiB here (StartShard).
-  struct statvfs fs;
-  if (statvfs("/dev/shm", &fs) != 0 || static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < (600ull << 20)) {
+  if (!ShmHoldsTheShardsRegions()) {
     GTEST_SKIP() << "/dev/shm has less than 600 MiB free: kvhubd would fall back to AM (and say so)";
   }
   auto shard = StartShard({"--ucx_tls=posix,cma"});
@@ -269,8 +289,7 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
 }
 
 TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
-  struct statvfs fs;
-  if (statvfs("/dev/shm", &fs) != 0 || static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < (600ull << 20)) {
+  if (!ShmHoldsTheShardsRegions()) {
     GTEST_SKIP() << "/dev/shm has less than 600 MiB free: kvhubd would fall back to AM (and say so)";
   }
   auto shard = StartShard({"--ucx_tls=posix,cma"});
@@ -284,16 +303,11 @@ TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
   ASSERT_EQ((*writer)->Put("ns", puts)->stored, 2u);
   // Where b lives, as a well-behaved mapped reader sees it.
   transport::Transfer b_at;
-  UcxDataPlane::Hooks spy;
-  spy.before_transfers = [&](std::span<transport::Transfer> ts) { b_at = ts[0]; };
-  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, spy));
-  ASSERT_TRUE(reader.ok());
+  std::string transport;
+  ASSERT_NO_FATAL_FAILURE(SpyLocation(cfg, kb, b, &b_at, &transport));
+  EXPECT_TRUE(absl::StrContains(transport, "mapped gets")) << transport;
   std::vector<uint8_t> buf(1 << 20, 0);
   std::span<uint8_t> dest(buf);
-  auto got = (*reader)->Get("ns", {&kb, 1}, {&dest, 1});
-  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
-  EXPECT_TRUE(buf == b);
-  EXPECT_TRUE(absl::StrContains(OnlyShard((*reader)->TransportStats()).transport, "mapped gets"));
   // A reader whose descriptor points at b while it asked for a (stale or
   // corrupt): the bytes hashed as they are copied do not match a's checksum.
   UcxDataPlane::Hooks misdirect;
@@ -303,7 +317,7 @@ TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
   };
   auto confused = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, misdirect));
   ASSERT_TRUE(confused.ok());
-  got = (*confused)->Get("ns", {&ka, 1}, {&dest, 1});
+  auto got = (*confused)->Get("ns", {&ka, 1}, {&dest, 1});
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->valid_blocks, 0u);
   EXPECT_EQ(got->status[0].code(), absl::StatusCode::kDataLoss) << got->status[0];
@@ -442,15 +456,10 @@ TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes
 
   // Where the victim lives: seen by a well-behaved UCX reader.
   transport::Transfer victim_at;
-  UcxDataPlane::Hooks spy;
-  spy.before_transfers = [&](std::span<transport::Transfer> ts) { victim_at = ts[0]; };
   ClientConfig cfg = Config(*shard, TransportMode::kUcx);
-  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, spy));
-  ASSERT_TRUE(reader.ok());
+  ASSERT_NO_FATAL_FAILURE(SpyLocation(cfg, victim_key, victim, &victim_at));
   std::vector<uint8_t> buf(1 << 20, 0);
   std::span<uint8_t> dest(buf);
-  auto got = (*reader)->Get("ns", {&victim_key, 1}, {&dest, 1});
-  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
   ASSERT_EQ(victim_at.size, victim.size());
   ASSERT_NE(victim_at.grant, 0u) << "a get carries its lease id";
 
@@ -484,7 +493,7 @@ TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes
     auto bad_reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, forge_get));
     ASSERT_TRUE(bad_reader.ok());
     std::fill(buf.begin(), buf.end(), 0);
-    got = (*bad_reader)->Get("ns", {&victim_key, 1}, {&dest, 1});
+    auto got = (*bad_reader)->Get("ns", {&victim_key, 1}, {&dest, 1});
     ASSERT_TRUE(got.ok());
     EXPECT_EQ(got->valid_blocks, 0u) << "grant " << forged;
     EXPECT_EQ(got->status[0].code(), absl::StatusCode::kNotFound) << got->status[0];
@@ -495,7 +504,7 @@ TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes
 
   // The victim is intact and the refused put left nothing behind.
   std::fill(buf.begin(), buf.end(), 0);
-  got = (*writer)->Get("ns", {&victim_key, 1}, {&dest, 1});
+  auto got = (*writer)->Get("ns", {&victim_key, 1}, {&dest, 1});
   ASSERT_TRUE(got.ok() && got->status[0].ok());
   EXPECT_TRUE(buf == victim) << "a refused UCX put changed another block's bytes";
   auto look = (*writer)->Get("ns", {&evil_key, 1}, {&dest, 1});

@@ -28,6 +28,16 @@ std::string Name(const ::testing::TestParamInfo<Param>& p) {
   return tls + "_" + std::string(UcxPathName(p.param.path));
 }
 
+// One UCX context for the serving side, one for the client side.
+void CreateContexts(const UcxConfig& cfg, std::unique_ptr<UcxContext>* server, std::unique_ptr<UcxContext>* client) {
+  auto sctx = UcxContext::Create(cfg);
+  ASSERT_TRUE(sctx.ok()) << sctx.status();
+  *server = std::move(*sctx);
+  auto cctx = UcxContext::Create(cfg);
+  ASSERT_TRUE(cctx.ok()) << cctx.status();
+  *client = std::move(*cctx);
+}
+
 class UcxTransferTest : public ::testing::TestWithParam<Param> {
  protected:
   static constexpr uint64_t kRegionBytes = 8ull << 20;
@@ -39,12 +49,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
     cfg.put_path = GetParam().path;
     cfg.op_timeout = absl::Seconds(5);
     cfg.require_peer_failure_detection = std::string(GetParam().tls) == "tcp";
-    auto sctx = UcxContext::Create(cfg);
-    ASSERT_TRUE(sctx.ok()) << sctx.status();
-    server_ctx_ = std::move(*sctx);
-    auto cctx = UcxContext::Create(cfg);
-    ASSERT_TRUE(cctx.ok()) << cctx.status();
-    client_ctx_ = std::move(*cctx);
+    ASSERT_NO_FATAL_FAILURE(CreateContexts(cfg, &server_ctx_, &client_ctx_));
 
     for (int r = 0; r < 2; ++r) {
       regions_.emplace_back(kRegionBytes);
@@ -398,12 +403,7 @@ class UcxMappedGetTest : public ::testing::TestWithParam<bool> {
     cfg.op_timeout = absl::Seconds(5);
     cfg.require_peer_failure_detection = false;
     cfg.mapped_gets = GetParam();
-    auto sctx = UcxContext::Create(cfg);
-    ASSERT_TRUE(sctx.ok()) << sctx.status();
-    server_ctx_ = std::move(*sctx);
-    auto cctx = UcxContext::Create(cfg);
-    ASSERT_TRUE(cctx.ok()) << cctx.status();
-    client_ctx_ = std::move(*cctx);
+    ASSERT_NO_FATAL_FAILURE(CreateContexts(cfg, &server_ctx_, &client_ctx_));
     auto mem = server_ctx_->Allocate(kRegionBytes);
     if (!mem.ok()) GTEST_SKIP() << "UCX cannot allocate shared memory here: " << mem.status();
     mem_ = std::move(*mem);
