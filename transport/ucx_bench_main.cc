@@ -151,6 +151,9 @@ int Run(const Args& a, char** argv) {
   r.size = a.region;
   r.packed_rkey = rkey;
   info.regions = {r};
+  // A region UCX allocated is shared memory peers on this host map (as kvhubd's
+  // Connect says with one_sided_shm): gets from it are mapped copies.
+  info.one_sided_shm = a.alloc;
   auto peer = (*w)->Connect(info);
   if (!peer.ok()) {
     std::fprintf(stderr, "%s\n", peer.status().ToString().c_str());
