@@ -2,7 +2,7 @@
 // DeferredReleases: ends the leases of finished reads in the background,
 // batched per shard, so a fetch does not wait for a Release round trip.
 //
-// Used for gets copied from a shard's mapped shared memory (UcxWorker::MapsGets),
+// Used for gets copied from a shard's mapped shared memory (UcxWorker::Maps),
 // where every copy is checked against its lease bound as it finishes: the
 // Release's answer can no longer change what the caller got, it only hands the
 // memory back sooner than expiry would.

@@ -12,7 +12,7 @@
 //     Release. A block whose lease could have ended before its bytes were in
 //     place (transfer past the bound, or Release says the lease expired) is a
 //     failed read, never data: the shard reuses memory only after a lease ends.
-//     Reads copied from the shard's mapped shared memory (UcxWorker::MapsGets)
+//     Reads copied from the shard's mapped shared memory (UcxWorker::Maps)
 //     are hashed as they are copied, each copy is checked against the lease
 //     bound when it ends, and their leases are released in the background
 //     (DeferredReleases), off the caller's path.

@@ -272,7 +272,7 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
   const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 11);
   const ShardTransportStats st = OnlyShard((*client)->TransportStats());
   EXPECT_TRUE(absl::StrContains(st.transport, "get=rma put=rma")) << st.transport;
-  EXPECT_TRUE(absl::StrContains(st.transport, "mapped gets")) << st.transport;
+  EXPECT_TRUE(absl::StrContains(st.transport, "mapped gets and puts")) << st.transport;
   EXPECT_EQ(st.ucx_get_bytes, total);
   EXPECT_EQ(st.ucx_put_bytes, total);
   auto stats = (*client)->Stats();

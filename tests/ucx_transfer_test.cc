@@ -392,8 +392,9 @@ INSTANTIATE_TEST_SUITE_P(Transports, UcxTransferTest,
                          Name);
 
 // Regions UCX allocated in shared memory (UcxContext::Allocate), reached over
-// posix: the client maps them and copies gets on the calling thread.
-class UcxMappedGetTest : public ::testing::TestWithParam<bool> {
+// posix: the client maps them and copies gets and puts on the calling thread
+// (param true), or leaves them to the progress thread (false).
+class UcxMappedCopyTest : public ::testing::TestWithParam<bool> {
  protected:
   static constexpr uint64_t kRegionBytes = 8ull << 20;
 
@@ -403,6 +404,7 @@ class UcxMappedGetTest : public ::testing::TestWithParam<bool> {
     cfg.op_timeout = absl::Seconds(5);
     cfg.require_peer_failure_detection = false;
     cfg.mapped_gets = GetParam();
+    cfg.mapped_puts = GetParam();
     ASSERT_NO_FATAL_FAILURE(CreateContexts(cfg, &server_ctx_, &client_ctx_));
     auto mem = server_ctx_->Allocate(kRegionBytes);
     if (!mem.ok()) GTEST_SKIP() << "UCX cannot allocate shared memory here: " << mem.status();
@@ -443,9 +445,9 @@ class UcxMappedGetTest : public ::testing::TestWithParam<bool> {
   PeerId peer_ = 0;
 };
 
-TEST_P(UcxMappedGetTest, GetsAreByteExactAndHashedAsTheyLand) {
+TEST_P(UcxMappedCopyTest, GetsAreByteExactAndHashedAsTheyLand) {
   const bool mapped = GetParam();
-  EXPECT_EQ(client_->MapsGets(peer_), mapped);
+  EXPECT_EQ(client_->Maps(peer_, TransferKind::kGet), mapped);
   EXPECT_EQ(absl::StrContains(client_->PeerTransports(peer_).value_or(""), "mapped gets"), mapped);
   std::vector<uint8_t> a(1 << 20), b(100000), c(4096);
   Transfer::CopyChecksum sa, sb, sc;
@@ -475,7 +477,7 @@ TEST_P(UcxMappedGetTest, GetsAreByteExactAndHashedAsTheyLand) {
   EXPECT_EQ(server_->Stats().wakeups, wakeups_before) << "one-sided gets never wake the serving worker";
 }
 
-TEST_P(UcxMappedGetTest, DisconnectWaitsForCopiesInFlightAndLaterGetsFailCleanly) {
+TEST_P(UcxMappedCopyTest, DisconnectWaitsForCopiesInFlightAndLaterGetsFailCleanly) {
   // Readers copy 1 MiB blocks in a loop while the peer is dropped and
   // reconnected under them: every get is byte-exact or fails with UNAVAILABLE
   // (peer gone); none reads an unmapped segment (ASan / a crash would say so).
@@ -523,7 +525,44 @@ TEST_P(UcxMappedGetTest, DisconnectWaitsForCopiesInFlightAndLaterGetsFailCleanly
   std::printf("gets: %d ok, %d failed cleanly (peer gone)\n", ok.load(), gone.load());
 }
 
-INSTANTIATE_TEST_SUITE_P(MappedGets, UcxMappedGetTest, ::testing::Bool(),
+TEST_P(UcxMappedCopyTest, PutsLandExactlyInTheirRangeAndLeaveNeighboursIntact) {
+  const bool mapped = GetParam();
+  EXPECT_EQ(client_->Maps(peer_, TransferKind::kPut), mapped);
+  std::vector<uint8_t> before(served(), served() + kRegionBytes);
+  std::vector<uint8_t> a(1 << 20, 0x5A), b(4096, 0x33);
+  std::vector<Transfer> ts = {
+      {TransferKind::kPut, UcxPath::kAuto, 0, 2 << 20, a.size(), a.data()},
+      {TransferKind::kPut, UcxPath::kAuto, 0, kRegionBytes - 100, b.size(), b.data()},  // past the end
+  };
+  std::vector<absl::Status> results(ts.size());
+  const uint64_t wakeups_before = server_->Stats().wakeups;
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  ASSERT_TRUE(results[0].ok()) << results[0];
+  EXPECT_EQ(results[1].code(), absl::StatusCode::kInvalidArgument) << results[1];
+  EXPECT_EQ(std::memcmp(served() + (2 << 20), a.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(served(), before.data(), 2 << 20), 0) << "bytes before the range changed";
+  EXPECT_EQ(std::memcmp(served() + (3 << 20), before.data() + (3 << 20), kRegionBytes - (3 << 20)), 0)
+      << "bytes after the range changed";
+  const UcxWorkerStats st = client_->Stats();
+  EXPECT_EQ(st.put_bytes_rma, a.size());
+  EXPECT_EQ(st.put_bytes_mapped, mapped ? a.size() : 0u);
+  if (mapped) {
+    EXPECT_EQ(server_->Stats().wakeups, wakeups_before) << "mapped puts never wake the serving worker";
+  }
+}
+
+TEST_P(UcxMappedCopyTest, NoCopyStartsPastItsDeadline) {
+  if (!GetParam()) GTEST_SKIP() << "the progress thread checks the deadline only while it waits";
+  std::vector<uint8_t> a(4096, 0x77);
+  std::vector<uint8_t> before(served(), served() + a.size());
+  Transfer t{TransferKind::kPut, UcxPath::kAuto, 0, 0, a.size(), a.data()};
+  absl::Status st;
+  ASSERT_TRUE(client_->Execute(peer_, {&t, 1}, {&st, 1}, absl::Nanoseconds(1)).ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  EXPECT_EQ(std::memcmp(served(), before.data(), a.size()), 0) << "a late put wrote";
+}
+
+INSTANTIATE_TEST_SUITE_P(MappedCopies, UcxMappedCopyTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "mapped" : "progress_thread"; });
 
 }  // namespace

@@ -68,6 +68,9 @@ struct UcxConfig {
   // callers copy in parallel and no thread is woken. false: such gets go through
   // the progress thread like any RMA get. Default true.
   bool mapped_gets = true;
+  // The same for puts into a peer's mapped segments (the reservation's range;
+  // the shard verifies the checksum at commit). Default true.
+  bool mapped_puts = true;
   // Client buffers kept registered (ucp_mem_map) by the registration cache; the
   // least recently used registration is dropped beyond this. 0 disables the cache.
   uint32_t registration_cache_entries = 256;

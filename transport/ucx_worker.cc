@@ -111,6 +111,7 @@ struct UcxWorker::MappedPeer {
     uint64_t size = 0;
   };
   std::vector<Region> regions;  // set before publication, then read-only
+  bool gets = false, puts = false;  // directions copied through the mapping; same
   absl::Mutex mu;               // readers: copies in flight; writer: WithdrawMapped
   bool live ABSL_GUARDED_BY(mu) = true;
 };
@@ -139,7 +140,7 @@ struct UcxWorker::Impl {
   };
   struct Counters {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
-    std::atomic<uint64_t> get_bytes_mapped{0};
+    std::atomic<uint64_t> get_bytes_mapped{0}, put_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
     std::atomic<uint64_t> served_errors{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
@@ -1031,16 +1032,19 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     peer->put_path = cfg.put_path != UcxPath::kAuto
                          ? cfg.put_path
                          : (one_sided || !peer->peer_mode ? UcxPath::kRma : UcxPath::kAm);
-    bool mapped = false;
-    if (cfg.mapped_gets && shm_rma && peer->get_path == UcxPath::kRma) {
+    const bool map_gets = cfg.mapped_gets && peer->get_path == UcxPath::kRma;
+    const bool map_puts = cfg.mapped_puts && peer->put_path == UcxPath::kRma;
+    if (shm_rma && (map_gets || map_puts)) {
       // The serving side's segments are mapped into this process by the rkeys:
-      // a get is a memcpy any thread can do while the rkeys live.
+      // a get or put is a memcpy any thread can do while the rkeys live.
       auto m = std::make_shared<MappedPeer>();
+      m->gets = map_gets;
+      m->puts = map_puts;
       for (size_t i = 0; i < peer->rkeys.size(); ++i) {
         void* local = nullptr;
         const ucs_status_t st = ucp_rkey_ptr(peer->rkeys[i], peer->regions[i].base, &local);
         if (st != UCS_OK || local == nullptr) {
-          KVHUB_LOG(debug, "ucx: peer {} region {} is not mapped here ({}); gets stay on the progress thread",
+          KVHUB_LOG(debug, "ucx: peer {} region {} is not mapped here ({}); transfers stay on the progress thread",
                     peer->id, i, ucs_status_string(st));
           m = nullptr;
           break;
@@ -1048,11 +1052,10 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
         m->regions.push_back({static_cast<uint8_t*>(local), peer->regions[i].size});
       }
       if (m != nullptr) {
+        peer->transports += map_gets && map_puts ? " (mapped gets and puts)" : map_gets ? " (mapped gets)" : " (mapped puts)";
         PublishMapped(peer->id, std::move(m));
-        mapped = true;
       }
     }
-    if (mapped) peer->transports += " (mapped gets)";
     if (fresh != nullptr) {
       im.ep_owner[fresh->ep] = Impl::EpOwner{false, fresh->id};
       im.peer_by_address[fresh->address] = fresh->id;
@@ -1130,7 +1133,10 @@ absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers
   return absl::OkStatus();
 }
 
-bool UcxWorker::MapsGets(PeerId peer) { return FindMapped(peer) != nullptr; }
+bool UcxWorker::Maps(PeerId peer, TransferKind kind) {
+  std::shared_ptr<MappedPeer> m = FindMapped(peer);
+  return m != nullptr && (kind == TransferKind::kGet ? m->gets : m->puts);
+}
 
 std::shared_ptr<UcxWorker::MappedPeer> UcxWorker::FindMapped(PeerId peer) {
   absl::ReaderMutexLock l(&mapped_mu_);
@@ -1158,8 +1164,10 @@ void UcxWorker::WithdrawMapped(PeerId peer) {
 
 bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers, std::span<absl::Status> results,
                               absl::Time deadline) {
+  const TransferKind kind = transfers[0].kind;
+  if (!(kind == TransferKind::kGet ? m->gets : m->puts)) return false;
   for (const Transfer& t : transfers) {
-    if (t.kind != TransferKind::kGet || (t.path != UcxPath::kAuto && t.path != UcxPath::kRma)) return false;
+    if (t.kind != kind || (t.path != UcxPath::kAuto && t.path != UcxPath::kRma)) return false;
   }
   absl::ReaderMutexLock l(&m->mu);
   if (!m->live) return false;
@@ -1176,14 +1184,23 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
           absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region));
       continue;
     }
-    if (t.checksum != nullptr) {
+    if (absl::Now() > deadline) {
+      // Whatever entitles the caller to the range (a lease, a reservation) may be over.
+      results[i] = absl::DeadlineExceededError("mapped copy not started: past its deadline");
+      ++late;
+      continue;
+    }
+    if (kind == TransferKind::kPut) {
+      std::memcpy(r.base + t.offset, t.local, t.size);
+    } else if (t.checksum != nullptr) {
       t.checksum->xxh3_64 = CopyAndXxh3_64(t.local, r.base + t.offset, t.size);
       t.checksum->computed = true;
     } else {
       std::memcpy(t.local, r.base + t.offset, t.size);
     }
     if (absl::Now() > deadline) {
-      // Whatever entitled the caller to the range (a lease) may have ended mid-copy.
+      // The entitlement may have ended mid-copy: a get's bytes may be torn; a
+      // put's are refused by the commit's checksum or never committed.
       results[i] = absl::DeadlineExceededError("mapped copy finished past its deadline");
       ++late;
       continue;
@@ -1196,8 +1213,8 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
   c.transfers_ok.fetch_add(ok, std::memory_order_relaxed);
   c.transfers_failed.fetch_add(transfers.size() - ok, std::memory_order_relaxed);
   c.deadline_exceeded.fetch_add(late, std::memory_order_relaxed);
-  c.get_bytes_rma.fetch_add(bytes, std::memory_order_relaxed);
-  c.get_bytes_mapped.fetch_add(bytes, std::memory_order_relaxed);
+  (kind == TransferKind::kGet ? c.get_bytes_rma : c.put_bytes_rma).fetch_add(bytes, std::memory_order_relaxed);
+  (kind == TransferKind::kGet ? c.get_bytes_mapped : c.put_bytes_mapped).fetch_add(bytes, std::memory_order_relaxed);
   return true;
 }
 
@@ -1206,6 +1223,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   UcxWorkerStats s;
   s.get_bytes_rma = c.get_bytes_rma.load();
   s.get_bytes_mapped = c.get_bytes_mapped.load();
+  s.put_bytes_mapped = c.put_bytes_mapped.load();
   s.get_bytes_am = c.get_bytes_am.load();
   s.put_bytes_rma = c.put_bytes_rma.load();
   s.put_bytes_am = c.put_bytes_am.load();

@@ -90,7 +90,7 @@ struct Transfer {
   // transfer succeeded or not, the caller must treat the grant as gone.
   bool end_grant = false;
   // Get only, optional (not owned; must outlive Execute): a get copied from a
-  // mapped segment (UcxWorker::MapsGets) stores XXH3-64 of its bytes here,
+  // mapped segment (UcxWorker::Maps) stores XXH3-64 of its bytes here,
   // computed as they land, and sets `computed`. Untouched on every other path.
   struct CopyChecksum {
     bool computed = false;
@@ -102,9 +102,9 @@ struct Transfer {
 // Counters since Create. Bytes count completed, successful transfers only.
 struct UcxWorkerStats {
   uint64_t get_bytes_rma = 0, get_bytes_am = 0;  // this worker fetched from peers
-  // Of get_bytes_rma: copied by the calling thread from a peer's mapped segment
-  // (UcxConfig::mapped_gets).
-  uint64_t get_bytes_mapped = 0;
+  // Of get_bytes_rma / put_bytes_rma: copied by the calling thread from / to a
+  // peer's mapped segment (UcxConfig::mapped_gets / mapped_puts).
+  uint64_t get_bytes_mapped = 0, put_bytes_mapped = 0;
   uint64_t put_bytes_rma = 0, put_bytes_am = 0;  // this worker wrote to peers
   // Serving side (AM requests from peers). The two "get" counters differ in WHEN
   // they count, and only the first is synchronous with the peer:
@@ -189,19 +189,22 @@ class UcxWorker {
   // The protocol kAuto resolves to for this peer and direction.
   absl::StatusOr<UcxPath> ResolvedPath(PeerId peer, TransferKind kind);
 
-  // True when gets from `peer` are copied by the calling thread from its mapped
-  // shared-memory segments (UcxConfig::mapped_gets). Thread-safe, no hop to the
-  // progress thread. False for an unknown peer.
-  bool MapsGets(PeerId peer);
+  // True when transfers of `kind` with `peer` are copied by the calling thread
+  // from / to its mapped shared-memory segments (UcxConfig::mapped_gets,
+  // mapped_puts). Thread-safe, no hop to the progress thread. False for an
+  // unknown peer.
+  bool Maps(PeerId peer, TransferKind kind);
 
   // Moves every transfer; results[i] gets transfer i's outcome: OK,
   // INVALID_ARGUMENT (out of the region), UNAVAILABLE (peer failed), the
   // server's refusal, or DEADLINE_EXCEEDED. The returned status is non-OK only
   // when nothing was attempted (unknown peer, size mismatch of the spans).
   // `timeout` 0 = config().op_timeout. Blocks until every transfer finished.
-  // A batch of gets (path kAuto or kRma) to a peer that MapsGets() is copied by
-  // the calling thread without waking the progress thread; a disconnect or peer
-  // failure waits for such copies to finish before the mapping goes away.
+  // A batch of gets, or of puts (path kAuto or kRma), to a peer that Maps() that
+  // direction is copied by the calling thread without waking the progress
+  // thread; a copy is not started past the deadline, and one that ends past it
+  // fails with DEADLINE_EXCEEDED. A disconnect or peer failure waits for such
+  // copies to finish before the mapping goes away.
   absl::Status Execute(PeerId peer, std::span<const Transfer> transfers, std::span<absl::Status> results,
                        absl::Duration timeout = absl::ZeroDuration());
 
@@ -216,8 +219,8 @@ class UcxWorker {
  private:
   // The peer's mapping, or null. Thread-safe.
   std::shared_ptr<MappedPeer> FindMapped(PeerId peer);
-  // Copies the gets of a batch from `m`; false (nothing done) when `m` was
-  // unmapped meanwhile or the batch is not all gets.
+  // Copies a batch from / to `m`; false (nothing done) when `m` was unmapped
+  // meanwhile or the batch is not all of one direction `m` maps.
   // A copy that ends past `deadline` fails with DEADLINE_EXCEEDED (as a
   // transfer finishing late does on the progress thread).
   bool ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers, std::span<absl::Status> results,
