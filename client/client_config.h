@@ -91,6 +91,11 @@ struct ClientConfig {
   // of the read must finish before the lease ends (minus a safety margin) or the
   // block is reported failed, never as data. 100 ms .. 600 s. Default 10 s.
   absl::Duration ucx_lease = absl::Seconds(10);
+  // With a shard on this host whose tier is in UCX shared memory: copy gets and
+  // puts with the calling thread straight from / into the mapped tier
+  // (docs/transport.md, "Mapped gets"). false leaves them to the UCX worker's
+  // progress thread (one-sided still, one copy at a time). Default true.
+  bool ucx_mapped_copies = true;
 
   // OK, or INVALID_ARGUMENT naming the first bad field.
   absl::Status Validate() const;

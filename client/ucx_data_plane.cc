@@ -69,6 +69,8 @@ absl::Status UcxDataPlane::EnsureWorker() {
   uc.tls = config_.ucx_tls;
   uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config_.ucx_tls);
   uc.op_timeout = config_.data_deadline;
+  uc.mapped_gets = config_.ucx_mapped_copies;
+  uc.mapped_puts = config_.ucx_mapped_copies;
   absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
   if (!ctx.ok()) {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));

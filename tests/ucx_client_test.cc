@@ -286,6 +286,19 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
   }
   // Leases of mapped reads are released in the background (DeferredReleases).
   EXPECT_EQ(SettledLeasedBlocks(**client), 0u);
+
+  // With mapped copies off the same reads and writes go through the UCX
+  // worker's progress thread, still one-sided.
+  ClientConfig unmapped = Config(*shard, TransportMode::kUcx, "posix,cma");
+  unmapped.ucx_mapped_copies = false;
+  auto plain = Client::Create(unmapped);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  const uint64_t again = PutGetByteExact(**plain, "ns2", kSizes, 12);
+  const ShardTransportStats pst = OnlyShard((*plain)->TransportStats());
+  EXPECT_TRUE(absl::StrContains(pst.transport, "get=rma put=rma")) << pst.transport;
+  EXPECT_FALSE(absl::StrContains(pst.transport, "mapped")) << pst.transport;
+  EXPECT_EQ(pst.ucx_get_bytes, again);
+  EXPECT_EQ(SettledLeasedBlocks(**plain), 0u);
 }
 
 TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
