@@ -267,38 +267,31 @@ TEST(UcxClientTest, SharedMemoryRegionsAreReadAndWrittenOneSided) {
   }
   auto shard = StartShard({"--ucx_tls=posix,cma"});
   ASSERT_NE(shard, nullptr);
-  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
-  ASSERT_TRUE(client.ok()) << client.status();
-  const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 11);
-  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
-  EXPECT_TRUE(absl::StrContains(st.transport, "get=rma put=rma")) << st.transport;
-  EXPECT_TRUE(absl::StrContains(st.transport, "mapped gets and puts")) << st.transport;
-  EXPECT_EQ(st.ucx_get_bytes, total);
-  EXPECT_EQ(st.ucx_put_bytes, total);
-  auto stats = (*client)->Stats();
-  ASSERT_TRUE(stats[0].stats.ok()) << stats[0].stats.status();
-  EXPECT_TRUE(absl::StrContains(stats[0].stats->ucx_status(), "regions in UCX shared memory"))
-      << stats[0].stats->ucx_status();
-  for (const auto& t : stats[0].stats->transport_bytes()) {
-    if (t.transport() == "ucx") {
-      EXPECT_EQ(t.get_bytes(), 0u) << "one-sided reads never reach the shard's worker";
+  // Mapped copies off: the UCX worker's progress thread copies, still one-sided.
+  for (const bool mapped : {true, false}) {
+    SCOPED_TRACE(mapped ? "mapped copies" : "progress thread copies");
+    ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+    cfg.ucx_mapped_copies = mapped;
+    auto client = Client::Create(cfg);
+    ASSERT_TRUE(client.ok()) << client.status();
+    const uint64_t total = PutGetByteExact(**client, mapped ? "ns" : "ns2", kSizes, mapped ? 11 : 12);
+    const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+    EXPECT_TRUE(absl::StrContains(st.transport, "get=rma put=rma")) << st.transport;
+    EXPECT_EQ(absl::StrContains(st.transport, "mapped gets and puts"), mapped) << st.transport;
+    EXPECT_EQ(st.ucx_get_bytes, total);
+    EXPECT_EQ(st.ucx_put_bytes, total);
+    auto stats = (*client)->Stats();
+    ASSERT_TRUE(stats[0].stats.ok()) << stats[0].stats.status();
+    EXPECT_TRUE(absl::StrContains(stats[0].stats->ucx_status(), "regions in UCX shared memory"))
+        << stats[0].stats->ucx_status();
+    for (const auto& t : stats[0].stats->transport_bytes()) {
+      if (t.transport() == "ucx") {
+        EXPECT_EQ(t.get_bytes(), 0u) << "one-sided reads never reach the shard's worker";
+      }
     }
+    // Leases of mapped reads are released in the background (DeferredReleases).
+    EXPECT_EQ(SettledLeasedBlocks(**client), 0u);
   }
-  // Leases of mapped reads are released in the background (DeferredReleases).
-  EXPECT_EQ(SettledLeasedBlocks(**client), 0u);
-
-  // With mapped copies off the same reads and writes go through the UCX
-  // worker's progress thread, still one-sided.
-  ClientConfig unmapped = Config(*shard, TransportMode::kUcx, "posix,cma");
-  unmapped.ucx_mapped_copies = false;
-  auto plain = Client::Create(unmapped);
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  const uint64_t again = PutGetByteExact(**plain, "ns2", kSizes, 12);
-  const ShardTransportStats pst = OnlyShard((*plain)->TransportStats());
-  EXPECT_TRUE(absl::StrContains(pst.transport, "get=rma put=rma")) << pst.transport;
-  EXPECT_FALSE(absl::StrContains(pst.transport, "mapped")) << pst.transport;
-  EXPECT_EQ(pst.ucx_get_bytes, again);
-  EXPECT_EQ(SettledLeasedBlocks(**plain), 0u);
 }
 
 TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
