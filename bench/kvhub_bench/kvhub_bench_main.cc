@@ -568,6 +568,16 @@ int Main(int argc, char** argv) {
       ratio("get_ucx_vs_redis", ug, rg);
       ratio("put_ucx_vs_redis", up, rs);
       ratio("get_ucx_vs_perftest_tag_bw", ug, tb);
+      const Row* pg = find("perftest", "ucp_get", path, size);
+      ratio("get_ucx_vs_perftest_ucp_get", ug, pg);
+      // The tcp target compares with perftest's best bandwidth.
+      ratio("get_ucx_vs_perftest_best", ug, tb == nullptr || (pg != nullptr && pg->gbps() > tb->gbps()) ? pg : tb);
+      // Shard CPU seconds per GiB fetched, UCX over gRPC (one-sided reads cost the shard little).
+      if (ug != nullptr && gg != nullptr && ug->cpu_s_per_gib() >= 0 && gg->cpu_s_per_gib() > 0) {
+        const double x = ug->cpu_s_per_gib() / gg->cpu_s_per_gib();
+        ratios[absl::StrCat("shard_cpu_per_gib_get_ucx_vs_grpc_", tls, "_", Human(size))] = x;
+        std::printf("ratio %-22s %-10s %6s: %.3fx\n", "shard_cpu_get_ucx_vs_grpc", tls.c_str(), Human(size).c_str(), x);
+      }
     }
     for (const std::string& p : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       const Row* k = find("kvhub", "put", p, size);
