@@ -11,16 +11,10 @@ absl::Status VerifyBlock(std::span<const uint8_t> bytes, uint64_t declared_size,
     return absl::DataLossError(absl::StrCat("block size mismatch: received ", bytes.size(),
                                             " bytes, shard declared ", declared_size));
   }
-  return VerifyBlockChecksum(bytes.size(), Xxh3_64(bytes.data(), bytes.size()), declared_size,
-                             declared_checksum);
+  return VerifyBlockChecksum(Xxh3_64(bytes.data(), bytes.size()), declared_checksum);
 }
 
-absl::Status VerifyBlockChecksum(uint64_t size, uint64_t got, uint64_t declared_size,
-                                 uint64_t declared_checksum) {
-  if (size != declared_size) {
-    return absl::DataLossError(absl::StrCat("block size mismatch: received ", size,
-                                            " bytes, shard declared ", declared_size));
-  }
+absl::Status VerifyBlockChecksum(uint64_t got, uint64_t declared_checksum) {
   if (got != declared_checksum) {
     return absl::DataLossError(absl::StrCat("block checksum mismatch: xxh3-64 ", absl::Hex(got),
                                             ", shard declared ", absl::Hex(declared_checksum)));

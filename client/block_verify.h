@@ -14,9 +14,8 @@ namespace kvhub {
 absl::Status VerifyBlock(std::span<const uint8_t> bytes, uint64_t declared_size,
                          uint64_t declared_checksum);
 
-// The same check when XXH3-64 of the `size` received bytes is already known
-// (computed while they were copied).
-absl::Status VerifyBlockChecksum(uint64_t size, uint64_t xxh3_64, uint64_t declared_size,
-                                 uint64_t declared_checksum);
+// The checksum half of VerifyBlock, for bytes whose XXH3-64 is already known
+// (computed while they were copied) and whose size was already checked.
+absl::Status VerifyBlockChecksum(uint64_t xxh3_64, uint64_t declared_checksum);
 
 }  // namespace kvhub

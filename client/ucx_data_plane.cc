@@ -163,17 +163,16 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
         "UCX reaches this shard only over ", tls,
         ", where the gRPC path is faster; transport=ucx forces UCX")));
   }
-  const auto path_name = [&](transport::TransferKind k) {
-    absl::StatusOr<transport::UcxPath> path = worker_->ResolvedPath(*id, k);
+  const absl::StatusOr<transport::UcxPath> get_path = worker_->ResolvedPath(*id, transport::TransferKind::kGet);
+  const absl::StatusOr<transport::UcxPath> put_path = worker_->ResolvedPath(*id, transport::TransferKind::kPut);
+  const auto path_name = [](const absl::StatusOr<transport::UcxPath>& path) {
     return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");
   };
   p->peer_id = *id;
-  p->am_gets = worker_->ResolvedPath(*id, transport::TransferKind::kGet).value_or(transport::UcxPath::kRma) ==
-               transport::UcxPath::kAm;
+  p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
-  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(transport::TransferKind::kGet),
-                              " put=", path_name(transport::TransferKind::kPut), ")");
+  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path), ")");
   KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->transport);
 }
 
@@ -336,7 +335,8 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
       }
       if (!sums[k].computed) release_later = false;
       // Gets copied from a mapped segment were hashed as they landed.
-      r.status = sums[k].computed ? VerifyBlockChecksum(b.size(), sums[k].xxh3_64, b.size(), b.checksum())
+      // (The transfer moved exactly b.size() bytes: only the checksum is left to check.)
+      r.status = sums[k].computed ? VerifyBlockChecksum(sums[k].xxh3_64, b.checksum())
                                   : VerifyBlock(r.dest.first(b.size()), b.size(), b.checksum());
       r.size = r.status.ok() ? b.size() : 0;
     }

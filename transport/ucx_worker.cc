@@ -78,6 +78,20 @@ bool HasOneSidedRma(const std::vector<std::string>& tls) {
   return false;
 }
 
+// OK when `t` names one of `region_count` regions (`region_size` bytes: the
+// size of region t.region, unused otherwise) and lies inside it; the
+// INVALID_ARGUMENT a transfer fails with otherwise.
+absl::Status CheckRange(const Transfer& t, size_t region_count, uint64_t region_size) {
+  if (t.region >= region_count) {
+    return absl::InvalidArgumentError(absl::StrCat("region ", t.region, " unknown to this peer"));
+  }
+  if (t.size == 0 || t.local == nullptr || t.offset > region_size || t.size > region_size - t.offset) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -658,18 +672,13 @@ struct UcxWorker::Impl {
   // ---- client side: issuing
   void Issue(Peer* peer, Op* op, FlushCtx** flush) {
     const Transfer& t = op->t;
-    if (t.region >= peer->regions.size()) {
+    const uint64_t region_size = t.region < peer->regions.size() ? peer->regions[t.region].size : 0;
+    if (absl::Status st = CheckRange(t, peer->regions.size(), region_size); !st.ok()) {
       op->events = 1;
-      Event(op, absl::InvalidArgumentError(absl::StrCat("region ", t.region, " unknown to this peer")));
+      Event(op, st);
       return;
     }
     const RemoteRegionInfo& r = peer->regions[t.region];
-    if (t.size == 0 || t.local == nullptr || t.offset > r.size || t.size > r.size - t.offset) {
-      op->events = 1;
-      Event(op, absl::InvalidArgumentError(
-                    absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region)));
-      return;
-    }
     UcxPath path = t.path;
     if (path == UcxPath::kAuto) path = t.kind == TransferKind::kGet ? peer->get_path : peer->put_path;
     op->path = path;
@@ -1174,16 +1183,12 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
   uint64_t bytes = 0, ok = 0, late = 0;
   for (size_t i = 0; i < transfers.size(); ++i) {
     const Transfer& t = transfers[i];
-    if (t.region >= m->regions.size()) {
-      results[i] = absl::InvalidArgumentError(absl::StrCat("region ", t.region, " unknown to this peer"));
+    const uint64_t region_size = t.region < m->regions.size() ? m->regions[t.region].size : 0;
+    if (absl::Status st = CheckRange(t, m->regions.size(), region_size); !st.ok()) {
+      results[i] = std::move(st);
       continue;
     }
     const MappedPeer::Region& r = m->regions[t.region];
-    if (t.size == 0 || t.local == nullptr || t.offset > r.size || t.size > r.size - t.offset) {
-      results[i] = absl::InvalidArgumentError(
-          absl::StrCat("transfer [", t.offset, ", +", t.size, ") outside region ", t.region));
-      continue;
-    }
     if (absl::Now() > deadline) {
       // Whatever entitles the caller to the range (a lease, a reservation) may be over.
       results[i] = absl::DeadlineExceededError("mapped copy not started: past its deadline");
