@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/malloc_tuning.h"
+#include "common/mutex_checks.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -105,6 +106,7 @@ int Fail(int code, const std::string& msg) {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();  // gRPC receive buffers: no page faults per message
+  kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   // Logs go to stderr; stdout carries only the ready line.
   spdlog::set_default_logger(spdlog::stderr_color_mt("kvhubd"));
   absl::SetProgramUsageMessage(

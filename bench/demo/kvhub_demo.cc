@@ -30,6 +30,7 @@
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
+#include "common/mutex_checks.h"
 #include "common/model_spec.h"
 
 ABSL_FLAG(std::string, members, "", "comma-separated host:port of the kvhubd shards");
@@ -380,6 +381,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
+  kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   absl::SetProgramUsageMessage("kvhub-demo --members=HOST:PORT,... : a multi-turn chat workload");
   absl::ParseCommandLine(argc, argv);
   return kvhub::Run();

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/malloc_tuning.h"
+#include "common/mutex_checks.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -621,6 +622,7 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
+  kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   spdlog::set_default_logger(spdlog::stderr_color_mt("kvhub-bench"));  // stdout: the table and JSON only
   return kvhub::bench::Main(argc, argv);
 }

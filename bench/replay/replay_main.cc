@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/malloc_tuning.h"
+#include "common/mutex_checks.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -540,5 +541,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
+  kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::replay::Main(argc, argv);
 }

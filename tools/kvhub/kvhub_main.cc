@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/malloc_tuning.h"
+#include "common/mutex_checks.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -395,5 +396,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
+  kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::cli::Main(argc, argv);
 }
