@@ -114,6 +114,8 @@ class Client {
   // (buffers.size() == n_blocks <= full blocks). result.valid_blocks is the
   // leading run loaded and verified; later blocks must be recomputed even if
   // some were read.
+  // Buffers of any alignment work; 64-byte-aligned ones copy and verify
+  // faster (docs/client.md, "Buffers").
   absl::StatusOr<FetchResult> Fetch(absl::string_view ns, const ModelSpec& spec,
                                     std::span<const int32_t> tokens, size_t n_blocks,
                                     std::span<const std::span<uint8_t>> buffers);

@@ -5,6 +5,7 @@
 //   kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]
 //               [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]
 //               [--get-modes inline,stream] [--put-paths inline,reserved] [--get-blocks 1] [--channels 2]
+//               [--get-working-set BLOCKS]
 //               [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags "a b"]
 //               [--redis-server /usr/bin/redis-server]
 //               [--transport grpc|ucx|both] [--ucx-tls "tcp;posix,cma"] [--no-perftest]
@@ -21,11 +22,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -54,6 +57,7 @@ constexpr char kUsage[] =
     "usage: kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]\n"
     "                   [--sizes 64KiB,256KiB,1MiB,4MiB,16MiB] [--batches 1,16,64,256,1024]\n"
     "                   [--get-modes inline,stream] [--put-paths inline,reserved] [--get-blocks 1] [--channels 2]\n"
+    "                   [--get-working-set BLOCKS]\n"
     "                   [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags \"a b\"]\n"
     "                   [--redis-server /usr/bin/redis-server]\n"
     "                   [--transport grpc|ucx|both] [--ucx-tls \"tcp;posix,cma\"] [--no-perftest]\n"
@@ -72,6 +76,10 @@ struct Options {
   std::vector<std::string> put_paths = {"inline", "reserved"};
   int channels = 2;
   int get_blocks = 1;  // blocks per kvhub Get call (a prefix fetch asks for many at once)
+  // Distinct blocks the get cells cycle over; 0: max(2 x concurrency x get_blocks,
+  // min(64, 256 MiB / block size)), more than the CPU caches hold. A few blocks
+  // make the reads cache-hot, as ucx_perftest's single buffer is.
+  int get_working_set = 0;
   bool redis = true;
   std::string json;
   std::string kvhubd;
@@ -153,6 +161,25 @@ Row Drive(int threads, double seconds, Body body) {
   r.concurrency = threads;
   return r;
 }
+
+// Page-aligned buffers, as serving engines hand them over (tensors, pinned
+// pages). A destination only 16-byte aligned (plain malloc) copies and hashes
+// 7-20% slower (docs/client.md, "Buffers").
+template <typename T>
+struct PageAlignedAllocator {
+  using value_type = T;
+  PageAlignedAllocator() = default;
+  template <typename U>
+  PageAlignedAllocator(const PageAlignedAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(4096, (n * sizeof(T) + 4095) / 4096 * 4096);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const PageAlignedAllocator&) const { return true; }
+};
+using Buffer = std::vector<uint8_t, PageAlignedAllocator<uint8_t>>;
 
 std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
   std::vector<uint8_t> v(n);
@@ -246,6 +273,10 @@ int Main(int argc, char** argv) {
   }
   if (auto v = args->Get("get-blocks"); v && (!absl::SimpleAtoi(*v, &o.get_blocks) || o.get_blocks < 1 || o.get_blocks > 64)) {
     return fail("--get-blocks must be 1..64");
+  }
+  if (auto v = args->Get("get-working-set");
+      v && (!absl::SimpleAtoi(*v, &o.get_working_set) || o.get_working_set < o.get_blocks || o.get_working_set > 65536)) {
+    return fail("--get-working-set must be --get-blocks..65536 (blocks)");
   }
   if (auto v = args->Get("channels"); v && (!absl::SimpleAtoi(*v, &o.channels) || o.channels < 1 || o.channels > 64)) {
     return fail("--channels must be 1..64");
@@ -361,10 +392,13 @@ int Main(int argc, char** argv) {
   };
 
   for (uint64_t size : o.sizes) {
-    std::vector<std::vector<uint8_t>> payload(N);
-    for (int t = 0; t < N; ++t) payload[t] = RandomBytes(size, 1000 + t);
+    std::vector<Buffer> payload(N);
+    for (int t = 0; t < N; ++t) {
+      const std::vector<uint8_t> bytes = RandomBytes(size, 1000 + t);
+      payload[t].assign(bytes.begin(), bytes.end());
+    }
     const size_t B = static_cast<size_t>(o.get_blocks);
-    std::vector<std::vector<uint8_t>> bufs(N, std::vector<uint8_t>(B * size, 0));
+    std::vector<Buffer> bufs(N, Buffer(B * size, 0));
     // put
     for (const std::string& path : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       auto client = MakeClient(o, path, "inline");
@@ -379,7 +413,8 @@ int Main(int argc, char** argv) {
     // get: a working set of W blocks, written (under fresh keys) right before
     // each transport's get cell, so the put cells in between cannot have
     // evicted it.
-    const size_t W = std::max<size_t>(2 * N * B, std::min<size_t>(64, (256ull << 20) / size));
+    const size_t W = o.get_working_set > 0 ? static_cast<size_t>(o.get_working_set)
+                                           : std::max<size_t>(2 * N * B, std::min<size_t>(64, (256ull << 20) / size));
     std::vector<BlockKey> set(W);
     auto write_set = [&] {
       auto client = MakeClient(o, "inline", "inline");
