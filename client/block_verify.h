@@ -14,6 +14,11 @@ namespace kvhub {
 absl::Status VerifyBlock(std::span<const uint8_t> bytes, uint64_t declared_size,
                          uint64_t declared_checksum);
 
+// VerifyBlock for bytes hashed while they were copied: `received` bytes whose
+// XXH3-64 is `xxh3_64`.
+absl::Status VerifyHashedBlock(uint64_t received, uint64_t xxh3_64, uint64_t declared_size,
+                               uint64_t declared_checksum);
+
 // The checksum half of VerifyBlock, for bytes whose XXH3-64 is already known
 // (computed while they were copied) and whose size was already checked.
 absl::Status VerifyBlockChecksum(uint64_t xxh3_64, uint64_t declared_checksum);

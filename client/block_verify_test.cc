@@ -31,5 +31,15 @@ TEST(BlockVerifyTest, RejectsSizeMismatch) {
   EXPECT_EQ(VerifyBlock(b, 101, sum).code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(BlockVerifyTest, HashedBlockChecksSizeThenChecksum) {
+  EXPECT_TRUE(VerifyHashedBlock(100, 0xabc, 100, 0xabc).ok());
+  absl::Status size = VerifyHashedBlock(99, 0xabc, 100, 0xabc);
+  EXPECT_EQ(size.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(size.message().find("size mismatch"), std::string::npos) << size;
+  absl::Status sum = VerifyHashedBlock(100, 0xabd, 100, 0xabc);
+  EXPECT_EQ(sum.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(sum.message().find("checksum"), std::string::npos) << sum;
+}
+
 }  // namespace
 }  // namespace kvhub

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 
 namespace kvhub {
 namespace {
@@ -60,14 +61,16 @@ class SliceReader {
     }
     return true;
   }
-  // Copies n bytes to dst (nullptr: skips them).
-  bool Read(uint8_t* dst, uint64_t n) {
+  // Copies n bytes to dst (nullptr: skips them); with `hash`, also hashes each
+  // piece right after it lands (still in cache).
+  bool Read(uint8_t* dst, uint64_t n, Xxh3_64Stream* hash = nullptr) {
     while (n > 0) {
       if (done()) return false;
       const grpc::Slice& s = (*slices_)[si_];
       const size_t take = std::min<uint64_t>(n, s.size() - off_);
       if (dst != nullptr) {
         std::memcpy(dst, s.begin() + off_, take);
+        if (hash != nullptr) hash->Update(dst, take);
         dst += take;
       }
       Advance(take);
@@ -140,12 +143,14 @@ bool ReadItemStatus(SliceReader& r, DecodedBlock* b) {
   return r.pos() == end;
 }
 
-// Reads a bytes field's payload: copies it into dest[at..] when it fits.
-bool ReadData(SliceReader& r, std::span<uint8_t> dest, uint64_t at, uint64_t* len, bool* copied) {
+// Reads a bytes field's payload: copies it into dest[at..] when it fits (and
+// hashes the copy into `hash` when given).
+bool ReadData(SliceReader& r, std::span<uint8_t> dest, uint64_t at, uint64_t* len, bool* copied,
+              Xxh3_64Stream* hash = nullptr) {
   if (!r.ReadVarint(len)) return false;
   if (dest.data() != nullptr && at <= dest.size() && *len <= dest.size() - at) {
     *copied = true;
-    return r.Read(dest.data() + at, *len);
+    return r.Read(dest.data() + at, *len, hash);
   }
   *copied = false;
   return r.Read(nullptr, *len);
@@ -167,7 +172,9 @@ bool ReadBlock(SliceReader& r, uint64_t len, std::span<uint8_t> dest, DecodedBlo
     } else if (field == 4 && type == kFixed64) {
       if (!r.ReadFixed(8, &b->lease_id)) return false;
     } else if (field == 6 && type == kLen) {
-      if (!ReadData(r, dest, 0, &b->data_len, &b->data_copied)) return false;
+      Xxh3_64Stream hash;
+      if (!ReadData(r, dest, 0, &b->data_len, &b->data_copied, &hash)) return false;
+      b->data_xxh3 = b->data_copied ? hash.Digest() : 0;
     } else if (!SkipField(r, type)) {  // 5: location (unused on the gRPC path)
       return false;
     }

@@ -67,6 +67,7 @@ struct DecodedBlock {
   uint64_t lease_id = 0;
   uint64_t data_len = 0;      // bytes of the data field
   bool data_copied = false;   // data_len bytes were copied into the destination
+  uint64_t data_xxh3 = 0;     // XXH3-64 of the bytes copied (DecodeGetResponse, when data_copied)
 };
 
 // Decodes a kvhub.v1.GetResponse: block i's data is copied into dests[i] when

@@ -113,10 +113,12 @@ TEST(WireTest, DecodesGetResponseIntoBuffers) {
     EXPECT_EQ(out[0].data_len, d0.size());
     EXPECT_EQ(out[0].size, d0.size());
     EXPECT_EQ(out[0].checksum, Xxh3_64(d0.data(), d0.size()));
+    EXPECT_EQ(out[0].data_xxh3, Xxh3_64(d0.data(), d0.size())) << "hashed as copied, pieces of " << piece;
     EXPECT_EQ(std::string(buf0.begin(), buf0.begin() + d0.size()), d0);
     EXPECT_EQ(out[1].code, 5);
     EXPECT_EQ(out[1].message, "not found");
     EXPECT_FALSE(out[2].data_copied);
+    EXPECT_EQ(out[2].data_xxh3, 0u);
     EXPECT_EQ(out[2].data_len, 10u);
     EXPECT_EQ(out[2].checksum, 77u);
   }

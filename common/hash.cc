@@ -64,6 +64,27 @@ U128 Xxh3_128(const void* data, size_t len) {
   return U128{h.low64, h.high64};
 }
 
+Xxh3_64Stream::Xxh3_64Stream() {
+  auto* st = new (state_) XXH3_state_t;
+  XXH3_INITSTATE(st);
+  XXH3_64bits_reset(st);
+}
+
+Xxh3_64Stream::~Xxh3_64Stream() = default;
+
+void Xxh3_64Stream::Update(const void* data, size_t len) {
+  auto* st = reinterpret_cast<XXH3_state_t*>(state_);
+#if KVHUB_XXH3_DISPATCH
+  XXH3_64bits_update_dispatch(st, data, len);
+#else
+  XXH3_64bits_update(st, data, len);
+#endif
+}
+
+uint64_t Xxh3_64Stream::Digest() const {
+  return XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_));
+}
+
 Xxh3_128Stream::Xxh3_128Stream() {
   auto* st = new (state_) XXH3_state_t;
   XXH3_INITSTATE(st);

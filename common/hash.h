@@ -23,6 +23,24 @@ bool Xxh3_64UsesRuntimeDispatch();
 // XXH3-128 of `data`, seed 0.
 U128 Xxh3_128(const void* data, size_t len);
 
+// Incremental XXH3-64 (seed 0) over several pieces; Digest() equals Xxh3_64 of
+// their concatenation (a block received in pieces, hashed as each lands).
+// Uses the runtime-dispatched kernel like Xxh3_64. Lives on the stack; not
+// thread-safe (one owner).
+class Xxh3_64Stream {
+ public:
+  Xxh3_64Stream();
+  ~Xxh3_64Stream();
+  Xxh3_64Stream(const Xxh3_64Stream&) = delete;
+  Xxh3_64Stream& operator=(const Xxh3_64Stream&) = delete;
+
+  void Update(const void* data, size_t len);
+  uint64_t Digest() const;
+
+ private:
+  alignas(64) unsigned char state_[640];
+};
+
 // Incremental XXH3-128 (seed 0) over several pieces; equal to Xxh3_128 of their
 // concatenation. Lives on the stack; not thread-safe (one owner).
 class Xxh3_128Stream {

@@ -55,6 +55,25 @@ TEST(HashTest, CopyAndXxh3_64CopiesExactlyAndHashesLikeXxh3_64) {
   }
 }
 
+// Pieces of every size (1 byte to 256 KiB, as gRPC slices and copy chunks
+// come) hash to the one-shot value of their concatenation.
+TEST(HashTest, Xxh3_64StreamOverPiecesEqualsTheOneShotHash) {
+  std::mt19937_64 rng(13);
+  std::vector<uint8_t> buf((2 << 20) + 99);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (int round = 0; round < 40; ++round) {
+    const size_t len = round == 0 ? 0 : rng() % buf.size();
+    const size_t max_piece = size_t{1} << (rng() % 19);
+    Xxh3_64Stream h;
+    for (size_t at = 0; at < len;) {
+      const size_t n = std::min(len - at, 1 + rng() % max_piece);
+      h.Update(buf.data() + at, n);
+      at += n;
+    }
+    EXPECT_EQ(h.Digest(), XXH3_64bits(buf.data(), len)) << "len " << len << " pieces up to " << max_piece;
+  }
+}
+
 #if defined(__x86_64__)
 extern "C" XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len);
 
