@@ -42,6 +42,10 @@ absl::Status UcxConfig::Validate() const {
           absl::StrCat("ucx option name must be non-empty and without the UCX_ prefix: '", name, "'"));
     }
   }
+  if (tcp_rx_segment_bytes != 0 && (tcp_rx_segment_bytes < (8 << 10) || tcp_rx_segment_bytes > (64 << 20))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx tcp_rx_segment_bytes must be 0 or 8 KiB .. 64 MiB, got ", tcp_rx_segment_bytes));
+  }
   if (registration_cache_entries > 1u << 20) {
     return absl::InvalidArgumentError("ucx registration_cache_entries must be <= 1048576");
   }

@@ -44,6 +44,15 @@ struct UcxConfig {
   // {"RNDV_THRESH", "64K"}. Applied after `tls`; a bad value fails Create() (UCX
   // itself only warns about names it does not know).
   std::vector<std::pair<std::string, std::string>> options;
+  // Bytes UCX's tcp transport reads from a socket per receive (its
+  // TCP_RX_SEG_SIZE; UCX's own default is 64 KiB). Large blocks arrive in far
+  // fewer reads and wake-ups with 1 MiB: tcp gets of 1 MiB blocks 2.9-3.1 ->
+  // 4.5-4.6 GB/s here (docs/results-transport.md, session 5). Costs that much
+  // per receive buffer (UCX grows its pool 8 buffers at a time: 8 MiB per
+  // worker). 0 leaves UCX's default; the UCX_TCP_RX_SEG_SIZE environment
+  // variable or an RX_SEG_SIZE entry in `options` wins over this.
+  // 0 or 8 KiB .. 64 MiB. Default 1 MiB.
+  uint64_t tcp_rx_segment_bytes = 1 << 20;
   UcxProgressMode progress_mode = UcxProgressMode::kSleep;
   // Longest a sleeping progress thread waits without an event (a safety net only;
   // events and submissions wake it at once). 1 ms .. 10 s. Default 200 ms.

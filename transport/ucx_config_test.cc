@@ -22,6 +22,25 @@ TEST(UcxConfigTest, RejectsBadFields) {
   c = UcxConfig{};
   c.options = {{"UCX_TLS", "tcp"}};
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  for (uint64_t bad : {uint64_t{1}, uint64_t{8 << 10} - 1, (uint64_t{64} << 20) + 1}) {
+    c = UcxConfig{};
+    c.tcp_rx_segment_bytes = bad;
+    EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  for (uint64_t good : {uint64_t{0}, uint64_t{8 << 10}, uint64_t{64} << 20}) {
+    c = UcxConfig{};
+    c.tcp_rx_segment_bytes = good;
+    EXPECT_TRUE(c.Validate().ok()) << good;
+  }
+}
+
+TEST(UcxContextTest, TcpReceiveSegmentsOfAnyValidSizeStart) {
+  for (uint64_t bytes : {uint64_t{0}, uint64_t{8 << 10}, uint64_t{1} << 20, uint64_t{64} << 20}) {
+    UcxConfig c;
+    c.tls = "tcp";
+    c.tcp_rx_segment_bytes = bytes;
+    EXPECT_TRUE(UcxContext::Create(c).ok()) << bytes;
+  }
 }
 
 TEST(UcxContextTest, DisabledIsFailedPrecondition) {

@@ -98,6 +98,17 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
       return absl::InvalidArgumentError(absl::StrCat("ucx tls '", config.tls, "': ", ucs_status_string(st)));
     }
   }
+  if (config.tcp_rx_segment_bytes != 0 && std::getenv("UCX_TCP_RX_SEG_SIZE") == nullptr) {
+    // UCX 1.13 applies a transport's option set this way by its name inside the
+    // transport's table, without the "TCP_" prefix ("TCP_RX_SEG_SIZE" is
+    // accepted and silently ignored; measured). Only tcp has RX_SEG_SIZE.
+    const std::string v = absl::StrCat(config.tcp_rx_segment_bytes);
+    st = ucp_config_modify(ucfg, "RX_SEG_SIZE", v.c_str());
+    if (st != UCS_OK) {
+      release_cfg();
+      return absl::InvalidArgumentError(absl::StrCat("ucx tcp_rx_segment_bytes ", v, ": ", ucs_status_string(st)));
+    }
+  }
   for (const auto& [name, value] : config.options) {
     st = ucp_config_modify(ucfg, name.c_str(), value.c_str());
     if (st != UCS_OK) {
