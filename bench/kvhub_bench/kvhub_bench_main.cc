@@ -94,6 +94,7 @@ struct Row {
   std::string system, op, path;
   uint64_t block_bytes = 0;
   uint32_t batch = 0;
+  uint64_t working_set = 0;  // get rows: distinct blocks cycled over
   int concurrency = 0;
   double seconds = 0;
   uint64_t ops = 0, bytes = 0, keys = 0, errors = 0;
@@ -462,6 +463,7 @@ int Main(int argc, char** argv) {
         return get_blocks(*client, t, i);
       });
       r.system = "kvhub"; r.op = "get"; r.path = mode; r.block_bytes = size; r.batch = static_cast<uint32_t>(B);
+      r.working_set = W;
       rows.push_back(r); print(r);
     }
     // UCX data plane, per UCX_TLS: put (fresh keys) and get (the same working set).
@@ -480,6 +482,7 @@ int Main(int argc, char** argv) {
         return get_blocks(*client, t, i);
       });
       r.system = "kvhub"; r.op = "get"; r.path = path; r.block_bytes = size; r.batch = static_cast<uint32_t>(B);
+      r.working_set = W;
       rows.push_back(r); print(r);
       for (const ShardTransportStats& st : client->TransportStats()) {
         std::fprintf(stderr, "  (%s: %s)\n", st.address.c_str(), st.transport.c_str());
@@ -532,7 +535,7 @@ int Main(int argc, char** argv) {
         auto n = conns[t]->Get(rset[(t + i * N) % W]);
         return n.ok() ? static_cast<int64_t>(*n) : -1;
       });
-      r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size;
+      r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size; r.working_set = W;
       rows.push_back(r); print(r);
       (void)conns[0]->FlushAll().ok();
     }
@@ -636,7 +639,7 @@ int Main(int argc, char** argv) {
     j["ratios"] = ratios;
     for (const Row& r : rows) {
       j["results"].push_back({{"system", r.system}, {"op", r.op}, {"path", r.path}, {"block_bytes", r.block_bytes},
-                              {"batch", r.batch}, {"concurrency", r.concurrency}, {"seconds", r.seconds},
+                              {"batch", r.batch}, {"working_set_blocks", r.working_set}, {"concurrency", r.concurrency}, {"seconds", r.seconds},
                               {"ops", r.ops}, {"bytes", r.bytes}, {"keys", r.keys}, {"errors", r.errors},
                               {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()},
                               {"shard_cpu_s_per_gib", r.cpu_s_per_gib()}});
