@@ -40,21 +40,15 @@ uint64_t CopyAndXxh3_64(void* dst, const void* src, size_t len) {
     std::memcpy(dst, src, len);
     return Xxh3_64(dst, len);
   }
-  alignas(64) XXH3_state_t st;
-  XXH3_INITSTATE(&st);
-  XXH3_64bits_reset(&st);
+  Xxh3_64Stream hash;
   auto* d = static_cast<uint8_t*>(dst);
   const auto* s = static_cast<const uint8_t*>(src);
   for (size_t off = 0; off < len; off += kChunk) {
     const size_t n = std::min(kChunk, len - off);
     std::memcpy(d + off, s + off, n);
-#if KVHUB_XXH3_DISPATCH
-    XXH3_64bits_update_dispatch(&st, d + off, n);
-#else
-    XXH3_64bits_update(&st, d + off, n);
-#endif
+    hash.Update(d + off, n);
   }
-  return XXH3_64bits_digest(&st);
+  return hash.Digest();
 }
 
 bool Xxh3_64UsesRuntimeDispatch() { return KVHUB_XXH3_DISPATCH != 0; }
