@@ -140,14 +140,22 @@ std::string UcxContext::tls_description() const {
   return env != nullptr ? absl::StrCat("env:", env) : "default";
 }
 
+namespace {
+
+// Regions and client buffers are read and written locally and by peers
+// (gets read them, puts write them).
+constexpr unsigned kReadWriteEverywhere = UCP_MEM_MAP_PROT_LOCAL_READ | UCP_MEM_MAP_PROT_LOCAL_WRITE |
+                                          UCP_MEM_MAP_PROT_REMOTE_READ | UCP_MEM_MAP_PROT_REMOTE_WRITE;
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Allocate(uint64_t size) {
   if (size == 0) return absl::InvalidArgumentError("ucx allocate: empty range");
   ucp_mem_map_params_t mp{};
   mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS | UCP_MEM_MAP_PARAM_FIELD_PROT;
   mp.length = size;
   mp.flags = UCP_MEM_MAP_ALLOCATE;
-  mp.prot = UCP_MEM_MAP_PROT_LOCAL_READ | UCP_MEM_MAP_PROT_LOCAL_WRITE | UCP_MEM_MAP_PROT_REMOTE_READ |
-            UCP_MEM_MAP_PROT_REMOTE_WRITE;
+  mp.prot = kReadWriteEverywhere;
   ucp_mem_h memh = nullptr;
   ucs_status_t st = ucp_mem_map(context_, &mp, &memh);
   if (st != UCS_OK) {
@@ -172,8 +180,7 @@ absl::StatusOr<std::unique_ptr<UcxMemory>> UcxContext::Register(void* base, uint
                   UCP_MEM_MAP_PARAM_FIELD_PROT;
   mp.address = base;
   mp.length = size;
-  mp.prot = UCP_MEM_MAP_PROT_LOCAL_READ | UCP_MEM_MAP_PROT_LOCAL_WRITE | UCP_MEM_MAP_PROT_REMOTE_READ |
-            UCP_MEM_MAP_PROT_REMOTE_WRITE;
+  mp.prot = kReadWriteEverywhere;
   ucp_mem_h memh = nullptr;
   ucs_status_t st = ucp_mem_map(context_, &mp, &memh);
   if (st != UCS_OK) return UcsToStatus(st, "ucp_mem_map");
