@@ -7,6 +7,8 @@
 // Prints one JSON object per run. The serving process is this binary re-executed
 // with --serve; it registers a region and serves AM requests from its progress
 // thread (RMA needs no serving CPU where the transport is one-sided).
+// --server-workers=K runs K serving workers (K progress threads and K
+// connections); the client connects to each and caller t uses worker t mod K.
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -46,6 +48,9 @@ struct Args {
   bool alloc = false;  // the served region is allocated by UCX (UcxContext::Allocate)
   bool serve = false;
   bool poll = false;
+  // Workers (each with its own progress thread) serving the region; the client
+  // connects to every one and spreads its callers over them.
+  int server_workers = 1;
   int in = -1, out = -1;
 };
 
@@ -95,22 +100,33 @@ int Serve(const Args& a) {
   }
   UcxWorker::Options o;
   o.served = {mem->get()};
-  auto w = UcxWorker::Create(ctx->get(), o);
-  if (!w.ok()) return 3;
-  const RemoteRegionInfo r = (*w)->ServedRegions()[0];
+  std::vector<std::unique_ptr<UcxWorker>> workers;
+  for (int i = 0; i < a.server_workers; ++i) {
+    auto w = UcxWorker::Create(ctx->get(), o);
+    if (!w.ok()) return 3;
+    workers.push_back(std::move(*w));
+  }
+  const RemoteRegionInfo r = workers[0]->ServedRegions()[0];
+  for (const auto& w : workers) {
+    if (!SendMessage(a.out, w->address())) return 4;
+  }
   std::string client;
-  if (!SendMessage(a.out, (*w)->address()) || !SendMessage(a.out, r.packed_rkey) || !SendMessage(a.out, absl::StrCat(r.base)) ||
+  if (!SendMessage(a.out, r.packed_rkey) || !SendMessage(a.out, absl::StrCat(r.base)) ||
       !RecvMessage(a.in, &client)) {
     return 4;
   }
-  auto conn = (*w)->Accept(client);
-  if (!conn.ok() || !SendMessage(a.out, absl::StrCat(*conn))) return 5;
+  for (const auto& w : workers) {
+    auto conn = w->Accept(client);
+    if (!conn.ok() || !SendMessage(a.out, absl::StrCat(*conn))) return 5;
+  }
   std::string cmd;
   RecvMessage(a.in, &cmd);
-  const UcxWorkerStats s = (*w)->Stats();
-  std::fprintf(stderr, "serve: wakeups=%lu arm_busy=%lu served_get_bytes=%lu served_put_bytes=%lu\n",
-               static_cast<unsigned long>(s.wakeups), static_cast<unsigned long>(s.arm_busy),
-               static_cast<unsigned long>(s.served_get_bytes), static_cast<unsigned long>(s.served_put_bytes));
+  for (const auto& w : workers) {
+    const UcxWorkerStats s = w->Stats();
+    std::fprintf(stderr, "serve: wakeups=%lu arm_busy=%lu served_get_bytes=%lu served_put_bytes=%lu\n",
+                 static_cast<unsigned long>(s.wakeups), static_cast<unsigned long>(s.arm_busy),
+                 static_cast<unsigned long>(s.served_get_bytes), static_cast<unsigned long>(s.served_put_bytes));
+  }
   return 0;
 }
 
@@ -124,7 +140,8 @@ int Run(const Args& a, char** argv) {
     const std::string fds = absl::StrCat("--fds=", down[0], ",", up[1]);
     std::vector<std::string> args = {argv[0], "--serve", fds, "--tls=" + a.tls,
                                      "--region=" + std::to_string(a.region), a.poll ? "--poll" : "--sleep",
-                                     a.alloc ? "--alloc" : "--register"};
+                                     a.alloc ? "--alloc" : "--register",
+                                     "--server-workers=" + std::to_string(a.server_workers)};
     std::vector<char*> cargs;
     for (auto& s : args) cargs.push_back(s.data());
     cargs.push_back(nullptr);
@@ -140,26 +157,38 @@ int Run(const Args& a, char** argv) {
   }
   auto w = UcxWorker::Create(ctx->get(), {});
   if (!w.ok()) return 1;
-  PeerInfo info;
-  std::string rkey, base, conn;
+  std::vector<std::string> addresses(a.server_workers);
+  std::string rkey, base;
   RemoteRegionInfo r;
-  if (!RecvMessage(up[0], &info.worker_address) || !RecvMessage(up[0], &rkey) || !RecvMessage(up[0], &base) ||
-      !SendMessage(down[1], (*w)->address()) || !RecvMessage(up[0], &conn) || !absl::SimpleAtoi(base, &r.base) ||
-      !absl::SimpleAtoi(conn, &info.conn_id)) {
+  bool ok = true;
+  for (std::string& addr : addresses) ok = ok && RecvMessage(up[0], &addr);
+  ok = ok && RecvMessage(up[0], &rkey) && RecvMessage(up[0], &base) && SendMessage(down[1], (*w)->address()) &&
+       absl::SimpleAtoi(base, &r.base);
+  r.size = a.region;
+  r.packed_rkey = rkey;
+  std::vector<PeerId> peers;
+  for (int i = 0; ok && i < a.server_workers; ++i) {
+    PeerInfo info;
+    std::string conn;
+    ok = RecvMessage(up[0], &conn) && absl::SimpleAtoi(conn, &info.conn_id);
+    if (!ok) break;
+    info.worker_address = addresses[i];
+    info.regions = {r};
+    // A region UCX allocated is shared memory peers on this host map (as kvhubd's
+    // Connect says with one_sided_shm): gets from it are mapped copies.
+    info.one_sided_shm = a.alloc;
+    auto peer = (*w)->Connect(info);
+    if (!peer.ok()) {
+      std::fprintf(stderr, "%s\n", peer.status().ToString().c_str());
+      return 1;
+    }
+    peers.push_back(*peer);
+  }
+  if (!ok) {
     std::fprintf(stderr, "handshake with the serving process failed\n");
     return 1;
   }
-  r.size = a.region;
-  r.packed_rkey = rkey;
-  info.regions = {r};
-  // A region UCX allocated is shared memory peers on this host map (as kvhubd's
-  // Connect says with one_sided_shm): gets from it are mapped copies.
-  info.one_sided_shm = a.alloc;
-  auto peer = (*w)->Connect(info);
-  if (!peer.ok()) {
-    std::fprintf(stderr, "%s\n", peer.status().ToString().c_str());
-    return 1;
-  }
+  const PeerId* peer = &peers[0];
   const std::string transports = (*w)->PeerTransports(*peer).value_or("?");
   const UcxPath path = *(*w)->ResolvedPath(*peer, a.op == "get" ? TransferKind::kGet : TransferKind::kPut);
   const uint64_t blocks = a.region / a.block;
@@ -174,7 +203,7 @@ int Run(const Args& a, char** argv) {
       for (uint32_t k = 0; k < a.batch; ++k) {
         trs[k] = Transfer{kind, UcxPath::kAuto, 0, ((i + k) % blocks) * a.block, a.block, buf.data() + k * a.block};
       }
-      if (!(*w)->Execute(*peer, trs, std::span<absl::Status>(sts)).ok()) {
+      if (!(*w)->Execute(peers[t % peers.size()], trs, std::span<absl::Status>(sts)).ok()) {
         errors->fetch_add(a.batch);
         continue;
       }
@@ -248,6 +277,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtoi(v, &a->batch) || a->batch < 1 || a->batch > 1024) return false;
     } else if (val("region", &v)) {
       if (!absl::SimpleAtoi(v, &a->region)) return false;
+    } else if (val("server-workers", &v)) {
+      if (!absl::SimpleAtoi(v, &a->server_workers) || a->server_workers < 1 || a->server_workers > 64) return false;
     } else if (val("fds", &v)) {
       if (std::sscanf(v.c_str(), "%d,%d", &a->in, &a->out) != 2) return false;
     } else {
@@ -272,7 +303,7 @@ int main(int argc, char** argv) {
                  "usage: kvhub-ucx-bench [--tls=tcp] [--path=auto|am|rma] [--op=get|put] [--block=BYTES]"
                  " [--concurrency=N] [--batch=B (transfers per Execute)]"
                  " [--seconds=S] [--region=BYTES] [--poll]"
-                 " [--alloc (served region allocated by UCX)]\n");
+                 " [--alloc (served region allocated by UCX)] [--server-workers=K]\n");
     return 2;
   }
   return a.serve ? kvhub::transport::Serve(a) : kvhub::transport::Run(a, argv);
