@@ -1,8 +1,7 @@
 #include "cachesvc/reservation_table.h"
 
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
+#include "common/copy.h"
 
 namespace kvhub::cachesvc {
 
@@ -32,7 +31,7 @@ absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_
     return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " + len(data) ", data.size(),
                                                    " exceeds reservation ", id, " size ", e.size));
   }
-  if (!data.empty()) std::memcpy(e.data + offset, data.data(), data.size());
+  if (!data.empty()) CopyBytes(e.data + offset, data.data(), data.size());
   return absl::OkStatus();
 }
 

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/copy.h"
 #include "common/hash.h"
 
 namespace kvhub::storage {
@@ -406,7 +406,7 @@ absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
                                  const PutOptions& options) {
   absl::StatusOr<Reservation> r = Reserve(ns, key, data.size(), checksum, options);
   if (!r.ok()) return r.status();
-  std::memcpy(r->data, data.data(), data.size());
+  CopyBytes(r->data, data.data(), data.size());
   return Commit(r->id);
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "common/copy.h"
 #include "common/hash.h"
 #include "common/log.h"
 
@@ -1196,12 +1197,12 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
       continue;
     }
     if (kind == TransferKind::kPut) {
-      std::memcpy(r.base + t.offset, t.local, t.size);
+      CopyBytes(r.base + t.offset, t.local, t.size);
     } else if (t.checksum != nullptr) {
       t.checksum->xxh3_64 = CopyAndXxh3_64(t.local, r.base + t.offset, t.size);
       t.checksum->computed = true;
     } else {
-      std::memcpy(t.local, r.base + t.offset, t.size);
+      CopyBytes(t.local, r.base + t.offset, t.size);
     }
     if (absl::Now() > deadline) {
       // The entitlement may have ended mid-copy: a get's bytes may be torn; a
