@@ -47,7 +47,7 @@ KVHUB_CONFIG_FLAG(reservation_timeout_ms, "uncommitted reservations are reclaime
 KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000");
 KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");
 KVHUB_CONFIG_FLAG(max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5");
-KVHUB_CONFIG_FLAG(eviction_policy, "s3fifo | lru; default s3fifo");
+KVHUB_CONFIG_FLAG(eviction_policy, "lru | s3fifo | as3fifo | duel; default s3fifo");
 KVHUB_CONFIG_FLAG(slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes");
 KVHUB_CONFIG_FLAG(size_class_steps, "allocator size classes per power of two; default 8");
 KVHUB_CONFIG_FLAG(max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M");

@@ -40,9 +40,11 @@ void AdaptiveS3FifoPolicy::Init(uint32_t capacity_slots) {
   queues_.Init(capacity_slots);
   hint_.assign(capacity_slots, 0);
   small_share_ = config_.initial_small;
-  admit_ghost_.Init(Scaled(config_.ghost_factor, capacity_slots));
-  small_recent_.Init(Scaled(config_.window, capacity_slots));
-  main_recent_.Init(Scaled(config_.window, capacity_slots));
+  // The ghosts are trimmed to multiples of the *resident* blocks, which are
+  // usually far fewer than the slots: they start small and grow as they fill.
+  admit_ghost_.Init(Scaled(config_.ghost_factor, capacity_slots), kInitialGhostRoom);
+  small_recent_.Init(Scaled(config_.window, capacity_slots), kInitialGhostRoom);
+  main_recent_.Init(Scaled(config_.window, capacity_slots), kInitialGhostRoom);
 }
 
 void AdaptiveS3FifoPolicy::TrimGhosts() {

@@ -19,10 +19,13 @@
 //  - Optional prefix awareness: leaves are evicted before blocks with live
 //    children (as in S3FifoPolicy).
 //
-// Memory: the ghosts are preallocated for (ghost_factor + 2 x window) x
-// capacity_slots key digests, ~64 B each with their hash tables: ~0.4 KB per slot
-// with the defaults; size the store's slot table (max_blocks) accordingly.
-// Thread safety: none (see EvictionPolicy). No allocation after Init.
+// Memory: per slot ~40 B (queues and the key digest), allocated at Init. The
+// ghosts hold at most (ghost_factor + 2 x window) x resident blocks of key
+// digests, ~48 B each; they start with room for kInitialGhostRoom each and
+// double it as they fill (GhostFifo), so their memory follows the blocks the
+// tier really holds, not its slot table (docs/replay.md, "Policy memory").
+// Thread safety: none (see EvictionPolicy). Allocation after Init: only when a
+// ghost grows, O(log(capacity_slots)) times in all, on the eviction path.
 
 #include <cstdint>
 #include <string>
@@ -48,6 +51,9 @@ struct AdaptiveS3FifoConfig {
 
 class AdaptiveS3FifoPolicy final : public EvictionPolicy {
  public:
+  // Room each ghost starts with (digests).
+  static constexpr uint32_t kInitialGhostRoom = 1024;
+
   explicit AdaptiveS3FifoPolicy(const AdaptiveS3FifoConfig& config) : config_(config) {}
 
   void Init(uint32_t capacity_slots) override;

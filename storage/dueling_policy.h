@@ -16,10 +16,12 @@
 // current size, the tier tracks the better of the two on the current workload:
 // as3fifo where one-hit blocks dominate (small caches), LRU where the cache
 // covers most reuse distances (large caches).
-// Memory: both policies' per-slot state plus two shadow caches (one an as3fifo
-// with its ghosts): ~0.9 KB per slot of Init(capacity_slots); size the store's
-// slot table (max_blocks) to the blocks it can really hold.
-// Thread safety: none (see EvictionPolicy). No allocation after Init.
+// Memory: both policies' per-slot state plus two shadow caches: ~230 B per slot
+// of Init(capacity_slots), plus the as3fifo ghosts (real and shadow), which grow
+// with the blocks really resident (AdaptiveS3FifoPolicy); size the store's slot
+// table (max_blocks) to the blocks it can really hold.
+// Thread safety: none (see EvictionPolicy). Allocation after Init: only when an
+// as3fifo ghost grows (O(log(capacity_slots)) times in all, on eviction).
 
 #include <cstdint>
 #include <memory>

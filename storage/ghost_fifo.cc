@@ -1,18 +1,42 @@
 #include "storage/ghost_fifo.h"
 
+#include <algorithm>
 #include <bit>
 
 namespace kvhub::storage {
 
-void GhostFifo::Init(uint32_t capacity) {
-  if (capacity == 0) capacity = 1;
-  ring_.assign(capacity, Entry{});
+void GhostFifo::Init(uint32_t capacity, uint32_t initial) {
+  capacity_ = std::max<uint32_t>(capacity, 1);
+  const uint32_t room = initial == 0 || initial >= capacity_ ? capacity_ : std::min(capacity_, std::max(initial, 16u));
+  ring_.assign(room, Entry{});
   head_ = used_ = 0;
-  size_t tsize = std::bit_ceil(size_t{capacity} * 2);
-  table_.assign(tsize, Entry{});
-  mask_ = tsize - 1;
+  ResetTable(room);
   live_ = 0;
   next_seq_ = 1;
+}
+
+void GhostFifo::ResetTable(size_t room) {
+  const size_t tsize = std::bit_ceil(room * 2);
+  table_.assign(tsize, Entry{});
+  mask_ = tsize - 1;
+}
+
+void GhostFifo::Grow() {
+  const size_t room = std::min<size_t>(capacity_, ring_.size() * 2);
+  std::vector<Entry> ring(room);
+  for (size_t k = 0; k < used_; ++k) ring[k] = ring_[(head_ + k) % ring_.size()];
+  ring_ = std::move(ring);
+  head_ = 0;
+  // The table holds exactly the live digests (with their sequence numbers, which
+  // tell PopOldest whether a ring entry is still live): rehash them.
+  std::vector<Entry> old = std::move(table_);
+  ResetTable(room);
+  for (const Entry& e : old) {
+    if (e.seq == 0) continue;
+    size_t i = Mix(e.digest) & mask_;
+    while (table_[i].seq != 0) i = (i + 1) & mask_;
+    table_[i] = e;
+  }
 }
 
 size_t GhostFifo::Find(uint64_t digest) const {
@@ -59,6 +83,7 @@ void GhostFifo::PopOldest() {
 
 void GhostFifo::Insert(uint64_t digest) {
   Erase(digest);
+  if (used_ == ring_.size() && ring_.size() < capacity_) Grow();
   if (used_ == ring_.size()) PopOldest();
   uint64_t seq = next_seq_++;
   ring_[(head_ + used_) % ring_.size()] = Entry{digest, seq};

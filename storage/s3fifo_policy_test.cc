@@ -1,5 +1,6 @@
 #include "storage/s3fifo_policy.h"
 
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -163,6 +164,55 @@ TEST(GhostFifoTest, BoundedFifoMembership) {
   EXPECT_EQ(g.size(), 3u);
   EXPECT_TRUE(g.Contains(9999 * 7919));
   EXPECT_FALSE(g.Contains(9996 * 7919));
+}
+
+TEST(GhostFifoTest, GrowingRoomKeepsExactlyTheSameDigestsAsFullRoom) {
+  // The same random mix of inserts (with refreshes), erases and trims on a ghost
+  // allocated in full and on one that starts with 16 digests of room.
+  constexpr uint32_t kCapacity = 5000;
+  GhostFifo full, grown;
+  full.Init(kCapacity);
+  grown.Init(kCapacity, 16);
+  EXPECT_EQ(full.allocated(), kCapacity);
+  EXPECT_EQ(grown.allocated(), 16u);
+  EXPECT_EQ(grown.capacity(), kCapacity);
+  std::mt19937_64 rng(11);
+  for (int step = 0; step < 200000; ++step) {
+    const uint64_t d = rng() % 12000;
+    const uint64_t op = rng() % 100;
+    if (op < 70) {
+      full.Insert(d);
+      grown.Insert(d);
+    } else if (op < 95) {
+      full.Erase(d);
+      grown.Erase(d);
+    } else if (op < 96) {
+      const uint32_t limit = static_cast<uint32_t>(rng() % kCapacity);
+      full.TrimTo(limit);
+      grown.TrimTo(limit);
+    }
+    ASSERT_EQ(full.size(), grown.size()) << "step " << step;
+    const uint64_t probe = rng() % 12000;
+    ASSERT_EQ(full.Contains(probe), grown.Contains(probe)) << "step " << step << " digest " << probe;
+    ASSERT_LE(grown.allocated(), kCapacity);
+  }
+  for (uint64_t d = 0; d < 12000; ++d) ASSERT_EQ(full.Contains(d), grown.Contains(d)) << d;
+  EXPECT_GT(grown.allocated(), 1024u);  // it grew (doubling from 16) as the churn needed
+}
+
+TEST(GhostFifoTest, RoomFollowsWhatIsHeld) {
+  GhostFifo g;
+  g.Init(1u << 20, 16);
+  // Held to 100 digests by trimming (as a policy trims to a multiple of its
+  // resident blocks), the room stays small however many digests pass.
+  for (uint64_t i = 0; i < 100000; ++i) {
+    g.Insert(i);
+    g.TrimTo(100);
+  }
+  EXPECT_EQ(g.size(), 100u);
+  EXPECT_LE(g.allocated(), 128u);
+  EXPECT_TRUE(g.Contains(99999));
+  EXPECT_FALSE(g.Contains(99899));
 }
 
 }  // namespace

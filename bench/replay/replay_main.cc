@@ -365,8 +365,8 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
         absl::StrCat("--eviction_prefix_aware=", *prefix_aware ? "true" : "false"),
         "--try_hugepages=false",
         absl::StrCat("--log_level=", a.Get("shard_log_level", "warn"))};
-    // Slot table (and so the policy's preallocated metadata, ~0.4 KB per slot for
-    // as3fifo and ~1 KB for duel) sized to twice the blocks the shard can hold,
+    // Slot table (and so the policy's per-slot metadata, ~40 B per slot for
+    // as3fifo and ~230 B for duel) sized to twice the blocks the shard can hold,
     // not capacity / 4 KiB (docs/replay.md, "Policy memory").
     if (absl::StatusOr<StoreModel> m = ModelStore(sm); m.ok()) {
       flags.push_back(absl::StrCat("--max_blocks=", std::max<uint64_t>(1024, 2 * m->slab_chunks)));
