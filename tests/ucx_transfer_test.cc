@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/hash.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_worker.h"
@@ -65,6 +67,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
     UcxWorker::Options so;
     so.name = "server";
     so.access = ServerHooks();
+    so.calls = ServerCalls();
     for (auto& m : mems_) so.served.push_back(m.get());
     auto sw = UcxWorker::Create(server_ctx_.get(), so);
     ASSERT_TRUE(sw.ok()) << sw.status();
@@ -87,6 +90,21 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   }
   // Access hooks of the serving worker (none: any range of a region is served).
   virtual UcxWorker::AccessHooks ServerHooks() { return {}; }
+  // The serving worker's calls: 1 answers the request reversed, 2 refuses, 3
+  // answers after 300 ms; others are unknown.
+  static constexpr uint32_t kReverse = 1, kRefuse = 2, kSlow = 3;
+  static UcxWorker::CallHandler ServerCalls() {
+    return [](uint32_t method, absl::string_view request) -> absl::StatusOr<std::string> {
+      switch (method) {
+        case kReverse: return std::string(request.rbegin(), request.rend());
+        case kRefuse: return absl::PermissionDeniedError("test call refused");
+        case kSlow:
+          absl::SleepFor(absl::Milliseconds(300));
+          return std::string("late");
+        default: return absl::InvalidArgumentError(absl::StrCat("unknown method ", method));
+      }
+    };
+  }
 
   std::unique_ptr<UcxContext> server_ctx_, client_ctx_;
   std::vector<std::vector<uint8_t>> regions_;
@@ -94,6 +112,51 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   std::unique_ptr<UcxWorker> server_, client_;
   PeerId peer_ = 0;
 };
+
+TEST_P(UcxTransferTest, CallsCarryRequestsAndAnswers) {
+  std::mt19937_64 rng(3);
+  for (size_t size : {size_t{0}, size_t{1}, size_t{100} << 10, kMaxUcxCallBytes}) {
+    std::string req(size, '\0');
+    for (char& c : req) c = static_cast<char>(rng());
+    absl::StatusOr<std::string> got = client_->CallPeer(peer_, kReverse, req);
+    ASSERT_TRUE(got.ok()) << size << ": " << got.status();
+    EXPECT_EQ(*got, std::string(req.rbegin(), req.rend())) << size;
+  }
+  absl::StatusOr<std::string> refused = client_->CallPeer(peer_, kRefuse, "x");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "test call refused")) << refused.status();
+  absl::StatusOr<std::string> unknown = client_->CallPeer(peer_, 99, "x");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument) << unknown.status();
+  absl::StatusOr<std::string> big = client_->CallPeer(peer_, kReverse, std::string(kMaxUcxCallBytes + 1, 'a'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument) << big.status();
+  EXPECT_EQ(server_->Stats().served_calls, 6u);  // the oversized one never left
+  EXPECT_EQ(client_->Stats().calls_ok, 4u);
+  EXPECT_EQ(client_->Stats().calls_failed, 2u);
+
+  // A worker without a handler answers UNIMPLEMENTED (here: the client, called
+  // by the server over a connection the other way).
+  auto conn = client_->Accept(server_->address());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto back = server_->Connect({client_->address(), {}, *conn});
+  ASSERT_TRUE(back.ok()) << back.status();
+  absl::StatusOr<std::string> none = server_->CallPeer(*back, kReverse, "x");
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnimplemented) << none.status();
+}
+
+TEST_P(UcxTransferTest, ACallPastItsDeadlineFailsAndLaterCallsWork) {
+  absl::StatusOr<std::string> late = client_->CallPeer(peer_, kSlow, "", absl::Milliseconds(50));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
+  // The slow answer arrives later and is dropped; the next call gets its own.
+  absl::StatusOr<std::string> next = client_->CallPeer(peer_, kReverse, "abc");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(*next, "cba");
+}
+
+TEST_P(UcxTransferTest, CallsToAGonePeerFail) {
+  ASSERT_TRUE(client_->Disconnect(peer_).ok());
+  absl::StatusOr<std::string> r = client_->CallPeer(peer_, kReverse, "abc");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+}
 
 TEST_P(UcxTransferTest, ReportsTransportAndPath) {
   auto tls = client_->PeerTransports(peer_);
@@ -375,6 +438,16 @@ TEST_P(UcxGrantTest, GetsThatAskEndTheirGrantAfterTheBytesAreOut) {
   ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
   for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(results[i].ok(), cases[i].good) << i << ": " << results[i];
   ExpectHoldsEnded(4);
+  // end_grant runs right after its hold's end, on the serving thread: it may
+  // still be on its way when the last hold has ended.
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      if (grants_ended_.size() >= 2 || absl::Now() > until) break;
+    }
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   absl::MutexLock l(&mu_);
   std::vector<uint64_t> got = grants_ended_;
   std::sort(got.begin(), got.end());

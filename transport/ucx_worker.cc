@@ -24,6 +24,8 @@ constexpr unsigned kAmGetReq = 11;   // client -> server: header only
 constexpr unsigned kAmGetResp = 12;  // server -> client: header + the block's bytes
 constexpr unsigned kAmPutReq = 13;   // client -> server: header + the block's bytes
 constexpr unsigned kAmPutResp = 14;  // server -> client: header only
+constexpr unsigned kAmCallReq = 15;   // client -> server: header + the request (eager)
+constexpr unsigned kAmCallResp = 16;  // server -> client: header + the response or error text (eager)
 constexpr uint32_t kAmMagic = 0x3148564b;  // "KVH1" little-endian
 
 struct AmRequestHeader {
@@ -44,6 +46,19 @@ struct AmResponseHeader {
   uint64_t req_id;
   uint64_t size;
   char message[96];  // NUL-terminated error text when code != 0
+};
+
+struct AmCallHeader {
+  uint32_t magic;
+  uint32_t method;
+  uint64_t conn_id;
+  uint64_t req_id;
+};
+
+struct AmCallResponseHeader {
+  uint32_t magic;
+  int32_t code;  // absl::StatusCode; the body is the error text when != 0
+  uint64_t req_id;
 };
 
 AmResponseHeader MakeResponse(uint64_t req_id, const absl::Status& st, uint64_t size) {
@@ -120,6 +135,23 @@ struct Op {
   std::shared_ptr<UcxMemory> local_mem;
 };
 
+// A CallPeer in flight. Shared by the caller and the progress thread's table
+// (Impl::calls), which keeps it until UCX is done with the request bytes and
+// the call has an outcome.
+struct UcxWorker::CallOp {
+  Impl* impl = nullptr;  // set when started; UCX's completion may come from ucp_worker_destroy
+  PeerId peer = 0;
+  uint32_t method = 0;
+  std::string request;
+  AmCallHeader hdr{};
+  bool send_done = false;  // progress thread only
+  bool finished = false;   // progress thread only
+  // The outcome: written on the progress thread before `done` is notified.
+  absl::Status status;
+  std::string response;
+  absl::Notification done;
+};
+
 struct UcxWorker::MappedPeer {
   struct Region {
     uint8_t* base = nullptr;  // the serving region's first byte as mapped here
@@ -158,6 +190,7 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> get_bytes_mapped{0}, put_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
     std::atomic<uint64_t> served_errors{0};
+    std::atomic<uint64_t> served_calls{0}, calls_ok{0}, calls_failed{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
     std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
     std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
@@ -206,6 +239,15 @@ struct UcxWorker::Impl {
   absl::flat_hash_set<ServerSend*> sends;
   // Rendezvous put receives in flight (their holds must end if the peer dies).
   absl::flat_hash_set<ServerRecv*> recvs;
+  // A call's reply in flight (owns the bytes until UCX is done with them).
+  struct CallReply {
+    Impl* impl = nullptr;
+    AmCallResponseHeader hdr{};
+    std::string body;
+  };
+  absl::flat_hash_set<CallReply*> replies;
+  // Calls made from here: req_id -> call, until sent and finished.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<CallOp>> calls;
   uint64_t next_peer = 1, next_conn = 1, next_req = 1;
   Counters c;
 
@@ -338,6 +380,13 @@ struct UcxWorker::Impl {
       op->awaiting_reply = false;
       Event(op, why);
     }
+    std::vector<CallOp*> peer_calls;
+    for (auto& [req_id, call] : calls) {
+      if (call->peer == id && !call->finished) peer_calls.push_back(call.get());
+    }
+    // Their sends complete (with an error) when the endpoint closes; the table
+    // keeps them until then.
+    for (CallOp* call : peer_calls) FinishCall(call, why);
     CloseEp(peer->ep, peer->peer_mode);
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
@@ -591,6 +640,138 @@ struct UcxWorker::Impl {
     return UCS_OK;
   }
 
+  // ---- calls (CallPeer), server side
+  static ucs_status_t OnCallRequest(void* arg, const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmCallHeader h;
+    if (header_length == sizeof(h)) std::memcpy(&h, header, sizeof(h));
+    if (header_length != sizeof(h) || h.magic != kAmMagic) {
+      self->c.served_errors.fetch_add(1);
+      return UCS_OK;
+    }
+    ucp_ep_h ep = self->ReplyEp(h.conn_id);
+    if (ep == nullptr) {
+      self->c.served_errors.fetch_add(1);
+      KVHUB_LOG(warn, "ucx: call for unknown connection {}", h.conn_id);
+      return UCS_OK;
+    }
+    self->c.served_calls.fetch_add(1);
+    absl::StatusOr<std::string> answer;
+    const CallHandler& handler = self->w->options_.calls;
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      // The request's bytes are not here (a rendezvous descriptor, dropped).
+      answer = absl::InvalidArgumentError("ucx call requests must be sent eagerly");
+    } else if (length > kMaxUcxCallBytes) {
+      answer = absl::InvalidArgumentError(absl::StrCat("ucx call request of ", length, " bytes; at most ",
+                                                       kMaxUcxCallBytes));
+    } else if (!handler) {
+      answer = absl::UnimplementedError("this ucx worker answers no calls");
+    } else {
+      answer = handler(h.method, absl::string_view(static_cast<const char*>(data), length));
+      if (answer.ok() && answer->size() > kMaxUcxCallBytes) {
+        answer = absl::InternalError(absl::StrCat("ucx call response of ", answer->size(), " bytes; at most ",
+                                                  kMaxUcxCallBytes));
+      }
+    }
+    if (!answer.ok()) self->c.served_errors.fetch_add(1);
+    self->SendCallReply(ep, h.req_id, std::move(answer));
+    return UCS_OK;
+  }
+
+  void SendCallReply(ucp_ep_h ep, uint64_t req_id, absl::StatusOr<std::string> answer) {
+    auto* r = new CallReply{this, AmCallResponseHeader{kAmMagic, static_cast<int32_t>(answer.status().code()), req_id},
+                            answer.ok() ? std::move(*answer) : std::string(answer.status().message())};
+    replies.insert(r);
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    p.cb.send = &Impl::OnCallReplySent;
+    p.user_data = r;
+    p.flags = UCP_AM_SEND_FLAG_EAGER;
+    void* req = ucp_am_send_nbx(ep, kAmCallResp, &r->hdr, sizeof(r->hdr), r->body.data(), r->body.size(), &p);
+    if (!UCS_PTR_IS_PTR(req)) CallReplySent(r, UCS_PTR_STATUS(req));
+  }
+  static void OnCallReplySent(void* request, ucs_status_t status, void* user_data) {
+    auto* r = static_cast<CallReply*>(user_data);
+    ucp_request_free(request);
+    r->impl->CallReplySent(r, status);
+  }
+  void CallReplySent(CallReply* r, ucs_status_t status) {
+    if (status != UCS_OK) c.served_errors.fetch_add(1);
+    replies.erase(r);
+    delete r;
+  }
+
+  // ---- calls (CallPeer), client side
+  void StartCall(const std::shared_ptr<CallOp>& call) {
+    auto it = peers.find(call->peer);
+    if (it == peers.end()) {
+      call->send_done = true;
+      FinishCall(call.get(), absl::UnavailableError("ucx peer is gone (failed or disconnected)"));
+      return;
+    }
+    const uint64_t req_id = next_req++;
+    call->impl = this;
+    call->hdr = AmCallHeader{kAmMagic, call->method, it->second->conn_id, req_id};
+    calls[req_id] = call;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    p.cb.send = &Impl::OnCallSent;
+    p.user_data = call.get();
+    p.flags = UCP_AM_SEND_FLAG_EAGER;
+    void* req = ucp_am_send_nbx(it->second->ep, kAmCallReq, &call->hdr, sizeof(call->hdr), call->request.data(),
+                                call->request.size(), &p);
+    if (!UCS_PTR_IS_PTR(req)) CallSent(call.get(), UCS_PTR_STATUS(req));
+  }
+  static void OnCallSent(void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
+    auto* call = static_cast<CallOp*>(user_data);
+    call->impl->CallSent(call, status);
+  }
+  void CallSent(CallOp* call, ucs_status_t status) {
+    call->send_done = true;
+    if (status != UCS_OK) FinishCall(call, UcsToStatus(status, "ucx call send"));
+    DropCallIfDone(call);
+  }
+  // Records the outcome once; later outcomes (a reply after the deadline) are dropped.
+  void FinishCall(CallOp* call, absl::Status st, std::string response = {}) {
+    if (call->finished) return;
+    call->finished = true;
+    (st.ok() ? c.calls_ok : c.calls_failed).fetch_add(1, std::memory_order_relaxed);
+    call->status = std::move(st);
+    call->response = std::move(response);
+    call->done.Notify();
+  }
+  // Forgets `call` once UCX is done with its request and it has an outcome;
+  // `call` may be gone after this.
+  void DropCallIfDone(CallOp* call) {
+    if (call->send_done && call->finished) calls.erase(call->hdr.req_id);
+  }
+  static ucs_status_t OnCallResponse(void* arg, const void* header, size_t header_length, void* data,
+                                     size_t length, const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    AmCallResponseHeader h;
+    if (header_length != sizeof(h)) return UCS_OK;
+    std::memcpy(&h, header, sizeof(h));
+    if (h.magic != kAmMagic) return UCS_OK;
+    auto it = self->calls.find(h.req_id);
+    if (it == self->calls.end()) return UCS_OK;  // a late reply: the caller gave up
+    CallOp* call = it->second.get();
+    const absl::string_view body(static_cast<const char*>(data), length);
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      self->FinishCall(call, absl::InternalError("ucx call reply arrived by rendezvous"));
+    } else if (h.code != 0) {
+      self->FinishCall(call, absl::Status(static_cast<absl::StatusCode>(h.code),
+                                          absl::StrCat("shard: ", body.substr(0, 512))));
+    } else if (length > kMaxUcxCallBytes) {
+      self->FinishCall(call, absl::DataLossError(absl::StrCat("ucx call reply of ", length, " bytes")));
+    } else {
+      self->FinishCall(call, absl::OkStatus(), std::string(body));
+    }
+    self->DropCallIfDone(call);
+    return UCS_OK;
+  }
+
   // ---- client side: responses
   static bool ParseResponse(const void* header, size_t len, AmResponseHeader* h) {
     if (len != sizeof(*h)) return false;
@@ -797,6 +978,8 @@ struct UcxWorker::Impl {
       EndHold(&r->hold);
       delete r;
     }
+    for (CallReply* r : replies) delete r;
+    for (auto& [req_id, call] : calls) FinishCall(call.get(), absl::CancelledError("ucx worker shutting down"));
   }
 
   void Shutdown() {
@@ -851,6 +1034,8 @@ absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(UcxContext* context
       {kAmGetResp, &Impl::OnGetResponse},
       {kAmPutReq, &Impl::OnPutRequest},
       {kAmPutResp, &Impl::OnPutResponse},
+      {kAmCallReq, &Impl::OnCallRequest},
+      {kAmCallResp, &Impl::OnCallResponse},
   };
   for (const auto& [id, cb] : handlers) {
     ucp_am_handler_param_t hp{};
@@ -1109,6 +1294,29 @@ absl::StatusOr<UcxPath> UcxWorker::ResolvedPath(PeerId peer, TransferKind kind) 
   return result;
 }
 
+absl::StatusOr<std::string> UcxWorker::CallPeer(PeerId peer, uint32_t method, absl::string_view request,
+                                                 absl::Duration timeout) {
+  if (request.size() > kMaxUcxCallBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx call request of ", request.size(), " bytes; at most ", kMaxUcxCallBytes));
+  }
+  if (timeout <= absl::ZeroDuration()) timeout = config().op_timeout;
+  auto call = std::make_shared<CallOp>();
+  call->peer = peer;
+  call->method = method;
+  call->request = std::string(request);
+  Call([&] { impl_->StartCall(call); });
+  if (!call->done.WaitForNotificationWithTimeout(timeout)) {
+    Call([&] {
+      impl_->FinishCall(call.get(), absl::DeadlineExceededError("no answer to the ucx call in time"));
+      impl_->DropCallIfDone(call.get());
+    });
+  }
+  // `done` is notified: by the reply, a failure, or the deadline above.
+  if (!call->status.ok()) return call->status;
+  return std::move(call->response);
+}
+
 absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers,
                                 std::span<absl::Status> results, absl::Duration timeout) {
   if (transfers.size() != results.size()) {
@@ -1237,6 +1445,9 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.served_get_bytes_completed = c.served_get_bytes_completed.load();
   s.served_put_bytes = c.served_put_bytes.load();
   s.served_errors = c.served_errors.load();
+  s.served_calls = c.served_calls.load();
+  s.calls_ok = c.calls_ok.load();
+  s.calls_failed = c.calls_failed.load();
   s.transfers_ok = c.transfers_ok.load();
   s.transfers_failed = c.transfers_failed.load();
   s.deadline_exceeded = c.deadline_exceeded.load();

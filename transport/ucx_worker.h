@@ -11,6 +11,8 @@
 // Roles. A worker is symmetric: it can serve registered regions (shard side:
 // `served` regions answer active-message requests; peers with the packed rkeys
 // reach them one-sidedly) and it can fetch from / write to peers (client side).
+// Either side may also make small request/response calls (CallPeer) that the
+// other side's CallHandler answers.
 //
 // Connection (the Connect RPC carries these bytes, see docs/transport.md):
 //   client: address() ---------------------------------> shard: Accept(addr) -> conn_id
@@ -50,6 +52,9 @@
 #include "transport/ucx_memory.h"
 
 namespace kvhub::transport {
+
+// Largest request or response of UcxWorker::CallPeer.
+inline constexpr size_t kMaxUcxCallBytes = size_t{1} << 20;
 
 // One registered region as a peer must know it to reach it.
 struct RemoteRegionInfo {
@@ -123,6 +128,9 @@ struct UcxWorkerStats {
   // get_bytes_rma / put_bytes_rma count them.
   uint64_t served_get_bytes = 0, served_get_bytes_completed = 0, served_put_bytes = 0;
   uint64_t served_errors = 0;                            // AM requests refused or failed
+  // Calls (CallPeer): answered here for peers (handler run, reply sent or not),
+  // and made from here, by outcome.
+  uint64_t served_calls = 0, calls_ok = 0, calls_failed = 0;
   uint64_t transfers_ok = 0, transfers_failed = 0, deadline_exceeded = 0;
   uint64_t peer_failures = 0;     // endpoints that reported an error
   uint64_t forced_closes = 0;     // endpoints closed to cancel timed-out transfers
@@ -151,11 +159,19 @@ class UcxWorker {
     std::function<void(uint64_t grant)> end_grant;
   };
 
+  // Server side: answers a peer's CallPeer(method, request) with the response
+  // bytes or an error (which the caller receives). Runs on the progress thread,
+  // which serves nothing else meanwhile: keep it short, and never call this
+  // worker's blocking methods from it. Request and response are at most
+  // kMaxUcxCallBytes (a larger response is replaced by INTERNAL).
+  using CallHandler = std::function<absl::StatusOr<std::string>(uint32_t method, absl::string_view request)>;
+
   struct Options {
     std::string name = "kvhub";
     // Regions this worker serves, index = region id. Not owned; must outlive the worker.
     std::vector<const UcxMemory*> served;
     AccessHooks access;  // optional; begin and end are set together or not at all
+    CallHandler calls;   // optional; without it every call is answered UNIMPLEMENTED
   };
 
   // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
@@ -208,12 +224,25 @@ class UcxWorker {
   absl::Status Execute(PeerId peer, std::span<const Transfer> transfers, std::span<absl::Status> results,
                        absl::Duration timeout = absl::ZeroDuration());
 
+  // Client side: a small request/response exchange with the serving worker of
+  // `peer` over active messages (kvhubd: the lease of a get), cheaper than a gRPC
+  // round trip. Both sides' messages travel eagerly (never rendezvous).
+  // Returns the peer handler's response or its error; UNIMPLEMENTED when the
+  // peer has no handler; INVALID_ARGUMENT for a request over kMaxUcxCallBytes;
+  // UNAVAILABLE when the peer is unknown or fails; DEADLINE_EXCEEDED after
+  // `timeout` (0 = config().op_timeout), in which case the handler may still
+  // run on the peer (its answer is then dropped here). Thread-safe; blocks;
+  // never call it from a CallHandler or AccessHooks (the progress thread).
+  absl::StatusOr<std::string> CallPeer(PeerId peer, uint32_t method, absl::string_view request,
+                                       absl::Duration timeout = absl::ZeroDuration());
+
   // Client buffers registered once (see RegistrationCache).
   RegistrationCache& registrations() { return registrations_; }
   UcxWorkerStats Stats() const;
   const UcxConfig& config() const { return context_->config(); }
 
   struct Impl;  // progress-thread state; defined in ucx_worker.cc
+  struct CallOp;  // a CallPeer in flight; defined in ucx_worker.cc
   struct MappedPeer;  // a peer's regions as mapped here; defined in ucx_worker.cc
 
  private:
