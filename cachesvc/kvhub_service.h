@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cachesvc/kvhubd_config.h"
@@ -60,6 +62,13 @@ class KvHubService final : public KvHubCallbackBase {
   // nullptr: Connect answers FAILED_PRECONDITION. Not owned; must outlive the service.
   void set_ucx(UcxServer* ucx) { ucx_ = ucx; }
   std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
+
+  // A call from a UCX client (UcxServer; v1::UcxCall methods): UCX_CALL_GET is
+  // the Get of leases (inline_data must be false), with DoGet's validation,
+  // leases, errors and metrics (recorded as Rpc::kUcxGet). Returns the
+  // serialized GetResponse, or the error the RPC would have returned.
+  // Thread-safe; runs on the UCX progress thread.
+  absl::StatusOr<std::string> UcxCall(uint32_t method, absl::string_view request);
 
   void BeginDrain() { draining_.store(true, std::memory_order_release); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }

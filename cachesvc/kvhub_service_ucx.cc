@@ -3,6 +3,11 @@
 
 #include "cachesvc/kvhub_service.h"
 
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
+
 namespace kvhub::cachesvc {
 
 grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp) {
@@ -21,6 +26,44 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
                   grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is shutting down; retry on another node"));
   }
   return Finish(ctx, Rpc::kConnect, start, DoConnect(*req, resp));
+}
+
+absl::StatusOr<std::string> KvHubService::UcxCall(uint32_t method, absl::string_view request) {
+  if (method != v1::UCX_CALL_GET) {
+    return absl::UnimplementedError(absl::StrCat("unknown UCX call method ", method));
+  }
+  const absl::Time start = absl::Now();
+  InflightScope scope(this);
+  absl::StatusOr<std::string> out = absl::UnavailableError("kvhubd is shutting down; retry on another node");
+  if (!stopping()) {
+    thread_local v1::GetRequest req;  // reused: no allocation once warm
+    req.Clear();
+    if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+      out = absl::InvalidArgumentError("GetRequest does not parse");
+    } else if (req.inline_data()) {
+      out = absl::InvalidArgumentError("a Get called over UCX returns leases only (inline_data=false); "
+                                       "fetch inline data over gRPC");
+    } else {
+      // As in Get: the per-block sub-messages live on a reused arena.
+      thread_local std::unique_ptr<char[]> initial_block(new char[64 << 10]);
+      thread_local google::protobuf::Arena arena([] {
+        google::protobuf::ArenaOptions o;
+        o.initial_block = initial_block.get();
+        o.initial_block_size = 64 << 10;
+        return o;
+      }());
+      auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
+      const grpc::Status st = DoGet(req, response);
+      if (st.ok()) {
+        out = response->SerializeAsString();
+      } else {
+        out = absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+      }
+      arena.Reset();
+    }
+  }
+  metrics_->RecordRpc(Rpc::kUcxGet, absl::Now() - start, static_cast<int>(out.status().code()));
+  return out;
 }
 
 }  // namespace kvhub::cachesvc

@@ -66,8 +66,6 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   if (!store.ok()) store = storage::BlockStore::Create(config.store);
   if (!store.ok()) return store.status();
   srv->store_ = std::move(*store);
-  // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC only.
-  srv->ucx_->Serve(srv->store_.get());
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
@@ -86,6 +84,13 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
                                                  srv->metrics_.get());
   srv->service_->set_ucx(srv->ucx_.get());
+  // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC
+  // only. Clients may call the service's leases over UCX (UcxCall); the worker
+  // stops (ucx_->Stop) before the service goes.
+  KvHubService* service = srv->service_.get();
+  srv->ucx_->Serve(srv->store_.get(), [service](uint32_t method, absl::string_view request) {
+    return service->UcxCall(method, request);
+  });
   builder.RegisterService(srv->service_.get());
   srv->server_ = builder.BuildAndStart();
   if (srv->server_ == nullptr || port == 0) {

@@ -27,7 +27,9 @@ namespace kvhub::cachesvc {
 
 enum class Rpc : int {
   kLookup, kPutStart, kPutData, kPutCommit, kPutAbort, kPut, kGet, kGetStream,
-  kRelease, kDelete, kPin, kStats, kHealth, kConnect, kCount
+  kRelease, kDelete, kPin, kStats, kHealth, kConnect,
+  kUcxGet,  // Get (leases) called over UCX active messages, not gRPC
+  kCount
 };
 const char* RpcName(Rpc rpc);
 

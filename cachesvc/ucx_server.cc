@@ -24,6 +24,7 @@ struct UcxServer::State {
   bool shm = false;               // ucx_tls names shared memory
   bool allocate_regions = false;  // ... and ucx_shm_regions: RegionProvider allocates
   bool one_sided_shm = false;     // the store runs on UCX-allocated regions
+  bool calls = false;             // the worker answers v1::UcxCall methods
   bool off = false;               // Serve failed (kept only to own the store's memory)
   uint64_t stopped_served_get_bytes = 0, stopped_served_put_bytes = 0;
   // Members destroy in reverse: worker, regions, context.
@@ -117,7 +118,7 @@ storage::RegionProvider UcxServer::RegionProvider() {
 #endif
 }
 
-void UcxServer::Serve(storage::BlockStore* store) {
+void UcxServer::Serve(storage::BlockStore* store, CallHandler calls) {
 #ifdef KVHUB_HAVE_UCX
   if (state_ == nullptr) return;
   State& st = *state_;
@@ -166,6 +167,8 @@ void UcxServer::Serve(storage::BlockStore* store) {
     }
   };
   for (const auto& m : st.regions) wo.served.push_back(m.get());
+  st.calls = calls != nullptr;
+  wo.calls = std::move(calls);
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> worker =
       transport::UcxWorker::Create(st.context.get(), std::move(wo));
   if (!worker.ok()) return fail(worker.status());
@@ -179,6 +182,7 @@ void UcxServer::Serve(storage::BlockStore* store) {
   KVHUB_LOG(info, "ucx: {}", status_text_);
 #else
   (void)store;
+  (void)calls;
 #endif
 }
 
@@ -227,6 +231,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   resp->set_conn_id(*conn);
   resp->set_tls(state_->tls);
   resp->set_one_sided_shm(state_->one_sided_shm);
+  resp->set_calls(state_->calls);
   for (size_t i = 0; i < state_->served.size(); ++i) {
     v1::ConnectResponse::Region* r = resp->add_regions();
     r->set_rkey_id(static_cast<uint32_t>(i));

@@ -29,11 +29,14 @@
 // regions the UcxServer owns the store's memory and must outlive the store).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "cachesvc/kvhubd_config.h"
 #include "grpcpp/support/status.h"
 #include "kvhub/v1/kvhub.pb.h"
@@ -62,9 +65,14 @@ class UcxServer {
   // allocate the regions (owned by this object), else nullptr (the store maps its
   // own). If the provider fails, retry BlockStore::Create without it.
   storage::RegionProvider RegionProvider();
+  // Answers a client's call over UCX (v1::UcxCall methods; runs on the worker's
+  // progress thread): KvHubService::UcxCall.
+  using CallHandler = std::function<absl::StatusOr<std::string>(uint32_t method, absl::string_view request)>;
   // Registers the store's regions (unless UCX allocated them) and starts the
-  // worker; on failure logs why and turns off. `store` must stay alive until Stop.
-  void Serve(storage::BlockStore* store);
+  // worker; on failure logs why and turns off. `store` must stay alive until Stop,
+  // and so must what `calls` uses (optional: without it Connect says the shard
+  // answers no calls, and clients send every RPC over gRPC).
+  void Serve(storage::BlockStore* store, CallHandler calls = nullptr);
   // Stops the worker (transfers in flight fail) and drops the registrations of
   // regions the store mapped itself; idempotent.
   void Stop();

@@ -44,6 +44,7 @@ struct UcxDataPlane::Peer {
   State state ABSL_GUARDED_BY(mu) = State::kNew;
   uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
   bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
+  bool calls ABSL_GUARDED_BY(mu) = false;    // leases are called over UCX (ConnectResponse.calls)
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
@@ -171,9 +172,11 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   };
   p->peer_id = *id;
   p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
+  p->calls = resp.calls() && config_.ucx_calls;
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
-  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path), ")");
+  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
+                              p->calls ? "; leases over ucx" : "", ")");
   KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->transport);
 }
 
@@ -196,6 +199,7 @@ UcxDataPlane::Route UcxDataPlane::RouteFor(Shard& shard) {
     r.ucx = r.peer->state == Peer::State::kUcx;
     r.peer_id = r.peer->peer_id;
     r.am_gets = r.peer->am_gets;
+    r.calls = r.peer->calls;
     why = r.peer->last_error;
   }
   if (!r.ucx && config_.transport == TransportMode::kUcx) {
@@ -254,11 +258,26 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
   // The lease starts no earlier than now on the shard: bound every transfer by it.
   const absl::Time t0 = absl::Now();
   const absl::Time lease_bound = t0 + config_.ucx_lease - SafetyMargin(config_.ucx_lease);
-  grpc::ByteBuffer bb;
   v1::GetResponse resp;
-  absl::Status s = shard.GetRaw(req, &bb);
-  if (s.ok() && !grpc::SerializationTraits<v1::GetResponse>::Deserialize(&bb, &resp).ok()) {
-    s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": cannot parse the response"));
+  absl::Status s;
+  bool peer_failed = false;
+  if (route.calls) {
+    // The same Get, called over the UCX connection: no gRPC round trip.
+    absl::StatusOr<std::string> answer =
+        worker_->CallPeer(peer_id, v1::UCX_CALL_GET, req.SerializeAsString(), config_.control_deadline);
+    if (!answer.ok()) {
+      peer_failed = answer.status().code() == absl::StatusCode::kUnavailable;
+      s = absl::Status(answer.status().code(),
+                       absl::StrCat("Get ", shard.address(), " over ucx: ", answer.status().message()));
+    } else if (!resp.ParseFromString(*answer)) {
+      s = absl::DataLossError(absl::StrCat("Get ", shard.address(), " over ucx: cannot parse the response"));
+    }
+  } else {
+    grpc::ByteBuffer bb;
+    s = shard.GetRaw(req, &bb);
+    if (s.ok() && !grpc::SerializationTraits<v1::GetResponse>::Deserialize(&bb, &resp).ok()) {
+      s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": cannot parse the response"));
+    }
   }
   if (s.ok() && resp.blocks_size() != static_cast<int>(reads.size())) {
     s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": response has ", resp.blocks_size(),
@@ -266,6 +285,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
   }
   if (!s.ok()) {
     FailUnfinished(reads, s);
+    if (peer_failed) ForgetFailedPeer(p, peer_id);
     return s;
   }
   if (hooks_.after_lease) hooks_.after_lease();
@@ -300,7 +320,6 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
       index.push_back(i);
     }
   }
-  bool peer_failed = false;
   // Leases of reads that were all copied from a mapped segment (each copy
   // checked against the lease bound as it finished) are released in the
   // background: the answer could no longer change what the caller gets.
@@ -377,15 +396,17 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     if (r.status.ok()) n += r.size;
   }
   p->ucx_get.fetch_add(n, std::memory_order_relaxed);
-  if (peer_failed) {
-    absl::MutexLock l(&p->mu);
-    if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
-      p->state = Peer::State::kNew;  // reconnect on the next call
-      p->transport = "reconnecting (ucx peer failed)";
-      KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
-    }
-  }
+  if (peer_failed) ForgetFailedPeer(p, peer_id);
   return absl::OkStatus();
+}
+
+void UcxDataPlane::ForgetFailedPeer(Peer* p, uint64_t peer_id) {
+  absl::MutexLock l(&p->mu);
+  if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
+    p->state = Peer::State::kNew;  // reconnect on the next call
+    p->transport = "reconnecting (ucx peer failed)";
+    KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
+  }
 }
 
 absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes) {

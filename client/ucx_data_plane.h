@@ -7,7 +7,9 @@
 //   WriteReserved: UCX put (RMA or active message, transport/ucx_worker.h) of each
 //     block into its reservation's BlockLocation, finished before the reservation
 //     expires; the caller's PutCommit then verifies the checksum on the shard.
-//   ReadBlocks: Get(inline_data=false, lease_ms=ucx_lease) -> leases + locations ->
+//   ReadBlocks: Get(inline_data=false, lease_ms=ucx_lease) -> leases + locations
+//     (the Get is called over the UCX connection itself when the shard answers
+//     calls, ConnectResponse.calls and ClientConfig::ucx_calls; over gRPC else) ->
 //     UCX get into the caller's buffers, bounded by the lease -> XXH3-64 verify ->
 //     Release. A block whose lease could have ended before its bytes were in
 //     place (transfer past the bound, or Release says the lease expired) is a
@@ -89,6 +91,7 @@ class UcxDataPlane final : public DataPlane {
     bool ucx = false;
     uint64_t peer_id = 0;
     bool am_gets = false;  // see Peer::am_gets
+    bool calls = false;    // see Peer::calls
     absl::Status refused;
   };
   Route RouteFor(Shard& shard);
@@ -97,6 +100,8 @@ class UcxDataPlane final : public DataPlane {
 
   absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
   absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
+  // After UCX reported the peer failed: reconnect on the next call (unless that happened already).
+  void ForgetFailedPeer(Peer* p, uint64_t peer_id);
 
   const ClientConfig config_;
   const Hooks hooks_;

@@ -180,6 +180,63 @@ TEST(UcxClientTest, ByteExactOverUcxSharedMemory) {
   EXPECT_EQ(st.ucx_get_bytes, total);
 }
 
+// The Get that leases a UCX read's blocks is called over the UCX connection
+// (ClientConfig::ucx_calls, the default) or, with it off, over gRPC: both byte
+// exact, and the shard's metrics show which way each went.
+TEST(UcxClientTest, LeasesAreCalledOverUcxOrGrpcAsConfigured) {
+  for (const std::string tls : {"tcp", "posix,cma"}) {
+    for (const bool calls : {true, false}) {
+      SCOPED_TRACE(absl::StrCat(tls, calls ? ", leases over ucx" : ", leases over grpc"));
+      auto shard = StartShard({"--ucx_tls=" + tls});
+      ASSERT_NE(shard, nullptr);
+      ClientConfig cc = Config(*shard, TransportMode::kUcx, tls);
+      cc.ucx_calls = calls;
+      auto client = Client::Create(cc);
+      ASSERT_TRUE(client.ok()) << client.status();
+      const uint64_t total = PutGetByteExact(**client, "ns", kSizes, calls ? 21 : 22);
+      const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+      EXPECT_EQ(st.ucx_get_bytes, total);
+      EXPECT_EQ(absl::StrContains(st.transport, "leases over ucx"), calls) << st.transport;
+      httplib::Client http("127.0.0.1", shard->http_port());
+      auto metrics = http.Get("/metrics");
+      ASSERT_TRUE(metrics) << "GET /metrics failed";
+      const bool ucx_get = absl::StrContains(metrics->body, "kvhub_rpc_requests_total{method=\"UcxGet\",code=\"OK\"}");
+      const bool grpc_get = absl::StrContains(metrics->body, "kvhub_rpc_requests_total{method=\"Get\",code=\"OK\"}");
+      EXPECT_EQ(ucx_get, calls);
+      EXPECT_EQ(grpc_get, !calls);
+      EXPECT_EQ(SettledLeasedBlocks(**client), 0u) << "a lease outlived its read";
+    }
+  }
+}
+
+// A lease called over UCX for keys the shard does not hold, or with a bad
+// namespace, fails those blocks exactly as the gRPC Get does, and the
+// connection keeps working.
+TEST(UcxClientTest, LeaseCallErrorsAreTheRpcsErrors) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const BlockKey missing = Key(777);
+  std::vector<uint8_t> buf(4096, 0xA5);
+  std::span<uint8_t> dest(buf);
+  auto got = (*client)->Get("ns", {&missing, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->valid_blocks, 0u);
+  EXPECT_EQ(got->status[0].code(), absl::StatusCode::kNotFound) << got->status[0];
+  auto bad_ns = (*client)->Get(std::string(4096, 'n'), {&missing, 1}, {&dest, 1});
+  EXPECT_FALSE(bad_ns.ok() && bad_ns->valid_blocks > 0);
+  if (bad_ns.ok()) {
+    EXPECT_EQ(bad_ns->status[0].code(), absl::StatusCode::kInvalidArgument) << bad_ns->status[0];
+  } else {
+    EXPECT_EQ(bad_ns.status().code(), absl::StatusCode::kInvalidArgument) << bad_ns.status();
+  }
+  EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0xA5; })) << "a failed get wrote";
+  // Still served over UCX afterwards.
+  const uint64_t total = PutGetByteExact(**client, "ns", kSizes, 23);
+  EXPECT_EQ(OnlyShard((*client)->TransportStats()).ucx_get_bytes, total);
+}
+
 TEST(UcxClientTest, ManyConcurrentClientsStayByteExact) {
   // 8 independent clients (each its own UCX worker and connection) put and get
   // overlapping key sets at once over tcp; every block read back is exact.
@@ -251,7 +308,9 @@ TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
     httplib::Client http("127.0.0.1", shard->http_port());
     auto metrics = http.Get("/metrics");
     ASSERT_TRUE(metrics) << "GET /metrics failed";
-    EXPECT_NE(metrics->body.find("kvhub_rpc_requests_total{method=\"Get\""), std::string::npos);
+    // The leases were called over UCX (ClientConfig::ucx_calls), not gRPC.
+    EXPECT_NE(metrics->body.find("kvhub_rpc_requests_total{method=\"UcxGet\",code=\"OK\"}"), std::string::npos);
+    EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Get\""), std::string::npos);
     EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Release\""), std::string::npos)
         << "the client called Release";
   }

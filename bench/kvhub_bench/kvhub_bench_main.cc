@@ -9,6 +9,7 @@
 //               [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags "a b"]
 //               [--redis-server /usr/bin/redis-server]
 //               [--transport grpc|ucx|both] [--ucx-tls "tcp;posix,cma"] [--no-perftest]
+//               [--no-ucx-calls]
 //
 // --transport ucx|both adds, per UCX_TLS in --ucx-tls (';'-separated), kvhub put
 // and get over the UCX data plane (transport=ucx: PutStart + UCX put + PutCommit;
@@ -61,6 +62,7 @@ constexpr char kUsage[] =
     "                   [--no-redis] [--json PATH|-] [--kvhubd PATH] [--kvhubd-flags \"a b\"]\n"
     "                   [--redis-server /usr/bin/redis-server]\n"
     "                   [--transport grpc|ucx|both] [--ucx-tls \"tcp;posix,cma\"] [--no-perftest]\n"
+    "                   [--no-ucx-calls]\n"
     "Put/get GB/s per block size and lookup keys/s per batch size against kvhub, and the same\n"
     "payloads and concurrency against a redis-server it starts on a free loopback port.\n"
     "Details: docs/client.md.\n";
@@ -88,6 +90,7 @@ struct Options {
   bool grpc = true, ucx = false;
   std::vector<std::string> ucx_tls = {"tcp", "posix,cma"};
   bool perftest = true;
+  bool ucx_calls = true;  // UCX clients call their leases over UCX (ClientConfig::ucx_calls)
 };
 
 struct Row {
@@ -212,6 +215,7 @@ std::unique_ptr<Client> MakeUcxClient(const Options& o, const std::string& tls) 
   cfg.channels_per_member = o.channels;
   cfg.transport = TransportMode::kUcx;
   cfg.ucx_tls = tls;
+  cfg.ucx_calls = o.ucx_calls;
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
   if (!c.ok()) {
     std::cerr << "kvhub-bench: " << c.status() << "\n";
@@ -238,7 +242,7 @@ std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path,
 }
 
 int Main(int argc, char** argv) {
-  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "no-perftest", "help"});
+  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "no-perftest", "no-ucx-calls", "help"});
   if (!args.ok()) {
     std::cerr << "kvhub-bench: " << args.status().message() << "\n";
     return 2;
@@ -322,6 +326,7 @@ int Main(int argc, char** argv) {
   if (auto v = args->Get("ucx-tls")) o.ucx_tls = absl::StrSplit(*v, ';', absl::SkipEmpty());
   if (o.ucx && o.ucx_tls.empty()) return fail("--ucx-tls: give at least one UCX_TLS value");
   o.perftest = !args->Has("no-perftest");
+  o.ucx_calls = !args->Has("no-ucx-calls");
   if (o.ucx && o.spawn > 0) {
     // The shard must allow every TLS the client rows use (shared memory is opt-in on kvhubd).
     std::string all;
@@ -634,6 +639,7 @@ int Main(int argc, char** argv) {
     j["concurrency"] = N;
     j["seconds_per_cell"] = o.seconds;
     j["channels_per_member"] = o.channels;
+    j["ucx_calls"] = o.ucx_calls;
     j["cpus"] = std::thread::hardware_concurrency();
     j["redis_baseline"] = redis != nullptr;
     j["ratios"] = ratios;
