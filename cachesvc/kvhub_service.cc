@@ -490,13 +490,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
   } else {
     // Leases and locations: per-block sub-messages, so the response lives on a reused
     // arena (a heap message would allocate them on every call).
-    thread_local std::unique_ptr<char[]> initial_block(new char[64 << 10]);
-    thread_local google::protobuf::Arena arena([] {
-      google::protobuf::ArenaOptions o;
-      o.initial_block = initial_block.get();
-      o.initial_block_size = 64 << 10;
-      return o;
-    }());
+    google::protobuf::Arena& arena = ResponseArena();
     auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
     status = DoGet(request, response);
     bool own = false;
@@ -504,6 +498,17 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     arena.Reset();
   }
   return Finish(ctx, Rpc::kGet, start, status);
+}
+
+google::protobuf::Arena& KvHubService::ResponseArena() {
+  thread_local std::unique_ptr<char[]> initial_block(new char[64 << 10]);
+  thread_local google::protobuf::Arena arena([] {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = initial_block.get();
+    o.initial_block_size = 64 << 10;
+    return o;
+  }());
+  return arena;
 }
 
 // ---------------------------------------------------------------- GetStream

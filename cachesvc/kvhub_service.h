@@ -140,6 +140,8 @@ class KvHubService final : public KvHubCallbackBase {
   const KvhubdConfig& config() const { return config_; }
 
  private:
+  // This thread's arena for Get responses (reused: Reset after each call).
+  static google::protobuf::Arena& ResponseArena();
   class GetStreamReactor;
   class PutDataReactor;
   struct SliceLease {  // what zero-copy slices' destroy callbacks release, refcounted

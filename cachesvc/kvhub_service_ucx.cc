@@ -3,8 +3,6 @@
 
 #include "cachesvc/kvhub_service.h"
 
-#include <memory>
-
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
 
@@ -45,13 +43,7 @@ absl::StatusOr<std::string> KvHubService::UcxCall(uint32_t method, absl::string_
                                        "fetch inline data over gRPC");
     } else {
       // As in Get: the per-block sub-messages live on a reused arena.
-      thread_local std::unique_ptr<char[]> initial_block(new char[64 << 10]);
-      thread_local google::protobuf::Arena arena([] {
-        google::protobuf::ArenaOptions o;
-        o.initial_block = initial_block.get();
-        o.initial_block_size = 64 << 10;
-        return o;
-      }());
+      google::protobuf::Arena& arena = ResponseArena();
       auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
       const grpc::Status st = DoGet(req, response);
       if (st.ok()) {
