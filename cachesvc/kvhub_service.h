@@ -65,9 +65,9 @@ class KvHubService final : public KvHubCallbackBase {
 
   // A call from a UCX client (UcxServer; v1::UcxCall methods): UCX_CALL_GET is
   // the Get of leases (inline_data must be false), with DoGet's validation,
-  // leases, errors and metrics (recorded as Rpc::kUcxGet). Returns the
-  // serialized GetResponse, or the error the RPC would have returned.
-  // Thread-safe; runs on the UCX progress thread.
+  // leases, errors and metrics (recorded as Rpc::kUcxGet); UCX_CALL_RELEASE is
+  // Release (Rpc::kUcxRelease). Returns the serialized response, or the error
+  // the RPC would have returned. Thread-safe; runs on the UCX progress thread.
   absl::StatusOr<std::string> UcxCall(uint32_t method, absl::string_view request);
 
   void BeginDrain() { draining_.store(true, std::memory_order_release); }
@@ -140,6 +140,9 @@ class KvHubService final : public KvHubCallbackBase {
   const KvhubdConfig& config() const { return config_; }
 
  private:
+  // UcxCall's two methods, without the metrics and the stopping check.
+  absl::StatusOr<std::string> UcxGet(absl::string_view request);
+  absl::StatusOr<std::string> UcxRelease(absl::string_view request);
   // This thread's arena for Get responses (reused: Reset after each call).
   static google::protobuf::Arena& ResponseArena();
   class GetStreamReactor;

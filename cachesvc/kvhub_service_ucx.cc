@@ -26,36 +26,57 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
   return Finish(ctx, Rpc::kConnect, start, DoConnect(*req, resp));
 }
 
+namespace {
+absl::Status FromGrpc(const grpc::Status& st) {
+  return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+}
+}  // namespace
+
 absl::StatusOr<std::string> KvHubService::UcxCall(uint32_t method, absl::string_view request) {
-  if (method != v1::UCX_CALL_GET) {
-    return absl::UnimplementedError(absl::StrCat("unknown UCX call method ", method));
+  Rpc rpc;
+  switch (method) {
+    case v1::UCX_CALL_GET: rpc = Rpc::kUcxGet; break;
+    case v1::UCX_CALL_RELEASE: rpc = Rpc::kUcxRelease; break;
+    default: return absl::UnimplementedError(absl::StrCat("unknown UCX call method ", method));
   }
   const absl::Time start = absl::Now();
   InflightScope scope(this);
   absl::StatusOr<std::string> out = absl::UnavailableError("kvhubd is shutting down; retry on another node");
-  if (!stopping()) {
-    thread_local v1::GetRequest req;  // reused: no allocation once warm
-    req.Clear();
-    if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
-      out = absl::InvalidArgumentError("GetRequest does not parse");
-    } else if (req.inline_data()) {
-      out = absl::InvalidArgumentError("a Get called over UCX returns leases only (inline_data=false); "
-                                       "fetch inline data over gRPC");
-    } else {
-      // As in Get: the per-block sub-messages live on a reused arena.
-      google::protobuf::Arena& arena = ResponseArena();
-      auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
-      const grpc::Status st = DoGet(req, response);
-      if (st.ok()) {
-        out = response->SerializeAsString();
-      } else {
-        out = absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-      }
-      arena.Reset();
-    }
-  }
-  metrics_->RecordRpc(Rpc::kUcxGet, absl::Now() - start, static_cast<int>(out.status().code()));
+  if (!stopping()) out = rpc == Rpc::kUcxGet ? UcxGet(request) : UcxRelease(request);
+  metrics_->RecordRpc(rpc, absl::Now() - start, static_cast<int>(out.status().code()));
   return out;
+}
+
+absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
+  thread_local v1::GetRequest req;  // reused: no allocation once warm
+  req.Clear();
+  if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+    return absl::InvalidArgumentError("GetRequest does not parse");
+  }
+  if (req.inline_data()) {
+    return absl::InvalidArgumentError("a Get called over UCX returns leases only (inline_data=false); "
+                                      "fetch inline data over gRPC");
+  }
+  // As in Get: the per-block sub-messages live on a reused arena.
+  google::protobuf::Arena& arena = ResponseArena();
+  auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
+  const grpc::Status st = DoGet(req, response);
+  absl::StatusOr<std::string> out = st.ok() ? absl::StatusOr<std::string>(response->SerializeAsString()) : FromGrpc(st);
+  arena.Reset();
+  return out;
+}
+
+absl::StatusOr<std::string> KvHubService::UcxRelease(absl::string_view request) {
+  thread_local v1::ReleaseRequest req;
+  thread_local v1::ReleaseResponse resp;
+  req.Clear();
+  resp.Clear();
+  if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+    return absl::InvalidArgumentError("ReleaseRequest does not parse");
+  }
+  const grpc::Status st = DoRelease(req, &resp);
+  if (!st.ok()) return FromGrpc(st);
+  return resp.SerializeAsString();
 }
 
 }  // namespace kvhub::cachesvc

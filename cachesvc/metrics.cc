@@ -9,7 +9,8 @@ namespace {
 
 constexpr const char* kRpcNames[] = {"Lookup",  "PutStart", "PutData", "PutCommit", "PutAbort",
                                      "Put",     "Get",      "GetStream", "Release", "Delete",
-                                     "Pin",     "Stats",    "Health",  "Connect", "UcxGet"};
+                                     "Pin",     "Stats",    "Health",  "Connect", "UcxGet",
+                                     "UcxRelease"};
 static_assert(sizeof(kRpcNames) / sizeof(kRpcNames[0]) == static_cast<size_t>(Rpc::kCount));
 
 constexpr const char* kCodeNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",

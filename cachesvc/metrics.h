@@ -28,7 +28,8 @@ namespace kvhub::cachesvc {
 enum class Rpc : int {
   kLookup, kPutStart, kPutData, kPutCommit, kPutAbort, kPut, kGet, kGetStream,
   kRelease, kDelete, kPin, kStats, kHealth, kConnect,
-  kUcxGet,  // Get (leases) called over UCX active messages, not gRPC
+  kUcxGet,      // Get (leases) called over UCX active messages, not gRPC
+  kUcxRelease,  // Release called over UCX active messages
   kCount
 };
 const char* RpcName(Rpc rpc);

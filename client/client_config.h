@@ -91,10 +91,10 @@ struct ClientConfig {
   // of the read must finish before the lease ends (minus a safety margin) or the
   // block is reported failed, never as data. 100 ms .. 600 s. Default 10 s.
   absl::Duration ucx_lease = absl::Seconds(10);
-  // Send the Get that leases blocks for a UCX read over the UCX connection (an
-  // active-message call, answered by the shard's UCX worker) instead of gRPC,
-  // when the shard offers it (ConnectResponse.calls). Cheaper per call; false
-  // keeps every RPC on gRPC.
+  // Send the Get that leases blocks for a UCX read, and the Release of those
+  // leases, over the UCX connection (active-message calls answered by the
+  // shard's UCX worker) instead of gRPC, when the shard offers it
+  // (ConnectResponse.calls). Cheaper per call; false keeps every RPC on gRPC.
   bool ucx_calls = true;
   // With a shard on this host whose tier is in UCX shared memory: copy gets and
   // puts with the calling thread straight from / into the mapped tier

@@ -54,7 +54,11 @@ UcxDataPlane::UcxDataPlane(const ClientConfig& config, Hooks hooks)
     : config_(config),
       hooks_(std::move(hooks)),
       grpc_(config),
-      releases_(std::make_unique<DeferredReleases>(DeferredReleases::Config{})) {}
+      releases_(std::make_unique<DeferredReleases>(
+          DeferredReleases::Config{},
+          [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+            return ReleaseLeases(shard, req, resp);
+          })) {}
 
 UcxDataPlane::~UcxDataPlane() {
   releases_.reset();  // sends the leases still queued (the shards outlive this)
@@ -372,7 +376,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     releases_->Add(shard, std::span<const uint64_t>(release.lease_ids().data(), release.lease_ids().size()));
   } else if (release.lease_ids_size() > 0) {
     v1::ReleaseResponse rel;
-    absl::Status rs = shard.Release(release, &rel);
+    absl::Status rs = ReleaseLeases(shard, release, &rel);
     if (rs.ok() && rel.items_size() == release.lease_ids_size()) {
       for (int k = 0; k < rel.items_size(); ++k) {
         BlockRead& r = reads[released[k]];
@@ -397,6 +401,28 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
   }
   p->ucx_get.fetch_add(n, std::memory_order_relaxed);
   if (peer_failed) ForgetFailedPeer(p, peer_id);
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+  Peer* p = PeerFor(shard);
+  uint64_t peer_id = 0;
+  bool calls = false;
+  {
+    absl::MutexLock l(&p->mu);
+    calls = p->state == Peer::State::kUcx && p->calls;
+    peer_id = p->peer_id;
+  }
+  if (!calls) return shard.Release(req, resp);
+  absl::StatusOr<std::string> answer =
+      worker_->CallPeer(peer_id, v1::UCX_CALL_RELEASE, req.SerializeAsString(), config_.control_deadline);
+  if (!answer.ok()) {
+    return absl::Status(answer.status().code(),
+                        absl::StrCat("Release ", shard.address(), " over ucx: ", answer.status().message()));
+  }
+  if (!resp->ParseFromString(*answer)) {
+    return absl::DataLossError(absl::StrCat("Release ", shard.address(), " over ucx: cannot parse the response"));
+  }
   return absl::OkStatus();
 }
 

@@ -17,7 +17,8 @@
 //     Reads copied from the shard's mapped shared memory (UcxWorker::Maps)
 //     are hashed as they are copied, each copy is checked against the lease
 //     bound when it ends, and their leases are released in the background
-//     (DeferredReleases), off the caller's path.
+//     (DeferredReleases, called over UCX too when the shard answers calls), off
+//     the caller's path.
 //
 // Fallback (transport=auto): a shard that answers Connect with UNIMPLEMENTED (old
 // shard) or FAILED_PRECONDITION (UCX off there, or it cannot reach us), or that
@@ -102,6 +103,9 @@ class UcxDataPlane final : public DataPlane {
   absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
   // After UCX reported the peer failed: reconnect on the next call (unless that happened already).
   void ForgetFailedPeer(Peer* p, uint64_t peer_id);
+  // DeferredReleases' sender: over the UCX connection when the shard answers
+  // calls, else the Release RPC.
+  absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
 
   const ClientConfig config_;
   const Hooks hooks_;
