@@ -31,7 +31,7 @@ enum class GetMode : uint8_t {
 // Which data plane moves block bytes (docs/transport.md, docs/client.md).
 enum class TransportMode : uint8_t {
   kAuto = 0,  // per shard: UCX when its Connect succeeds over RDMA or shared memory, else gRPC
-              // (UCX over plain TCP is no faster than gRPC for gets); logged once per shard
+              // (over plain TCP it keeps gRPC, docs/client.md); logged once per shard
   kUcx = 1,   // UCX only: a shard without UCX fails data calls; every put uses
               // PutStart + UCX + PutCommit (inline Put is not used)
   kGrpc = 2,  // gRPC only (inline messages and streams); UCX is never initialized

@@ -161,13 +161,14 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   if (!id.ok()) return give_up(id.status());
   const std::string tls = worker_->PeerTransports(*id).value_or("unknown");
   if (config_.transport == TransportMode::kAuto && OnlyTcpLanes(tls)) {
-    // UCX over plain TCP moves gets no faster than gRPC here (1 MiB: 4.2-4.6 vs
-    // 4.2-4.4 GB/s, docs/results-transport.md, session 5; slower before): in auto
-    // mode UCX is for RDMA and shared memory.
+    // Over plain TCP UCX gets were level with gRPC's in session 5 and 1.0-1.5x
+    // them in session 6, on loopback only (docs/results-transport.md): too uneven,
+    // and unmeasured on a real network, to leave the path that needs nothing but
+    // the gRPC port. In auto mode UCX is for RDMA and shared memory.
     (void)worker_->Disconnect(*id);
     return give_up(absl::FailedPreconditionError(absl::StrCat(
         "UCX reaches this shard only over ", tls,
-        ", where it is no faster than gRPC; transport=ucx forces UCX")));
+        ", where auto keeps gRPC; transport=ucx forces UCX")));
   }
   const absl::StatusOr<transport::UcxPath> get_path = worker_->ResolvedPath(*id, transport::TransferKind::kGet);
   const absl::StatusOr<transport::UcxPath> put_path = worker_->ResolvedPath(*id, transport::TransferKind::kPut);
