@@ -44,7 +44,7 @@ struct UcxDataPlane::Peer {
   State state ABSL_GUARDED_BY(mu) = State::kNew;
   uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
   bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
-  bool calls ABSL_GUARDED_BY(mu) = false;    // leases are called over UCX (ConnectResponse.calls)
+  bool calls ABSL_GUARDED_BY(mu) = false;    // lease Gets and Releases go over UCX (ConnectResponse.calls)
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};

@@ -225,7 +225,7 @@ class UcxWorker {
                        absl::Duration timeout = absl::ZeroDuration());
 
   // Client side: a small request/response exchange with the serving worker of
-  // `peer` over active messages (kvhubd: the lease of a get), cheaper than a gRPC
+  // `peer` over active messages (kvhubd: a UCX read's lease Get and Release), cheaper than a gRPC
   // round trip. Both sides' messages travel eagerly (never rendezvous).
   // Returns the peer handler's response or its error; UNIMPLEMENTED when the
   // peer has no handler; INVALID_ARGUMENT for a request over kMaxUcxCallBytes;
