@@ -271,7 +271,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     absl::StatusOr<std::string> answer =
         worker_->CallPeer(peer_id, v1::UCX_CALL_GET, req.SerializeAsString(), config_.control_deadline);
     if (!answer.ok()) {
-      peer_failed = answer.status().code() == absl::StatusCode::kUnavailable;
+      // A dead shard reached over shared memory does not fail the endpoint (no
+      // peer failure detection there): the call just times out. Reconnect next
+      // time in both cases; Connect over gRPC fails fast if the shard is gone.
+      peer_failed = answer.status().code() == absl::StatusCode::kUnavailable ||
+                    answer.status().code() == absl::StatusCode::kDeadlineExceeded;
       s = absl::Status(answer.status().code(),
                        absl::StrCat("Get ", shard.address(), " over ucx: ", answer.status().message()));
     } else if (!resp.ParseFromString(*answer)) {

@@ -592,6 +592,38 @@ TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes
   EXPECT_EQ(SettledLeasedBlocks(**writer), 0u) << "every hold and lease ended";
 }
 
+// A shard reached over shared memory dies (SIGKILL). UCX 1.13 cannot tell (no
+// peer failure detection there), so the next read's lease call waits out its
+// deadline; it fails and never serves bytes, and the client reconnects, so later
+// reads fail at once through Connect instead of waiting again.
+TEST(UcxClientTest, ShardKilledUnderASharedMemoryClientFailsItsReads) {
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  cfg.control_deadline = absl::Milliseconds(500);
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  PutGetByteExact(**client, "ns", {4096}, 31);
+  const BlockKey key = Key(31 * 1000);
+  ASSERT_TRUE(shard->Kill().ok());
+  std::vector<uint8_t> buf(4096, 0xA5);
+  std::span<uint8_t> dest(buf);
+  for (int i = 0; i < 4; ++i) {
+    auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
+    ASSERT_FALSE(got.ok() && got->valid_blocks > 0) << "read " << i << " served bytes from a dead shard";
+    const absl::Status st = got.ok() ? got->status[0] : got.status();
+    if (i == 0) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+    } else {
+      // Not another wait: the reconnect's Connect finds the shard gone.
+      EXPECT_NE(st.code(), absl::StatusCode::kDeadlineExceeded) << "read " << i << ": " << st;
+    }
+  }
+  EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0xA5; }));
+  const std::string transport = OnlyShard((*client)->TransportStats()).transport;
+  EXPECT_FALSE(absl::StartsWith(transport, "ucx (")) << "still claims a live UCX connection: " << transport;
+}
+
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
   auto shard = StartShard({"--ucx_tls=tcp", "--max_lease_ms=600000"});
   ASSERT_NE(shard, nullptr);
