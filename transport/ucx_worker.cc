@@ -141,9 +141,8 @@ struct Op {
 struct UcxWorker::CallOp {
   Impl* impl = nullptr;  // set when started; UCX's completion may come from ucp_worker_destroy
   PeerId peer = 0;
-  uint32_t method = 0;
   std::string request;
-  AmCallHeader hdr{};
+  AmCallHeader hdr{};  // the caller sets `method`; StartCall the rest
   bool send_done = false;  // progress thread only
   bool finished = false;   // progress thread only
   // The outcome: written on the progress thread before `done` is notified.
@@ -712,7 +711,7 @@ struct UcxWorker::Impl {
     }
     const uint64_t req_id = next_req++;
     call->impl = this;
-    call->hdr = AmCallHeader{kAmMagic, call->method, it->second->conn_id, req_id};
+    call->hdr = AmCallHeader{kAmMagic, call->hdr.method, it->second->conn_id, req_id};
     calls[req_id] = call;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
@@ -1294,7 +1293,7 @@ absl::StatusOr<UcxPath> UcxWorker::ResolvedPath(PeerId peer, TransferKind kind) 
   return result;
 }
 
-absl::StatusOr<std::string> UcxWorker::CallPeer(PeerId peer, uint32_t method, absl::string_view request,
+absl::StatusOr<std::string> UcxWorker::CallPeer(PeerId peer, uint32_t method, std::string request,
                                                  absl::Duration timeout) {
   if (request.size() > kMaxUcxCallBytes) {
     return absl::InvalidArgumentError(
@@ -1303,8 +1302,8 @@ absl::StatusOr<std::string> UcxWorker::CallPeer(PeerId peer, uint32_t method, ab
   if (timeout <= absl::ZeroDuration()) timeout = config().op_timeout;
   auto call = std::make_shared<CallOp>();
   call->peer = peer;
-  call->method = method;
-  call->request = std::string(request);
+  call->hdr.method = method;
+  call->request = std::move(request);
   Call([&] { impl_->StartCall(call); });
   if (!call->done.WaitForNotificationWithTimeout(timeout)) {
     Call([&] {

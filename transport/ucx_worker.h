@@ -233,7 +233,8 @@ class UcxWorker {
   // `timeout` (0 = config().op_timeout), in which case the handler may still
   // run on the peer (its answer is then dropped here). Thread-safe; blocks;
   // never call it from a CallHandler or AccessHooks (the progress thread).
-  absl::StatusOr<std::string> CallPeer(PeerId peer, uint32_t method, absl::string_view request,
+  // `request` is taken over (move a serialized message in: no copy).
+  absl::StatusOr<std::string> CallPeer(PeerId peer, uint32_t method, std::string request,
                                        absl::Duration timeout = absl::ZeroDuration());
 
   // Client buffers registered once (see RegistrationCache).
