@@ -1,7 +1,5 @@
 #include "cachesvc/kvhubd_config.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/memory_limit.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -103,7 +102,8 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("grpc_address", grpc_address, "gRPC listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7480"),
       KVHUB_STR_KEY("http_address", http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481"),
       KVHUB_STR_KEY("node_id", node_id, "node name; default <hostname>-<grpc port>"),
-      KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of RAM, 4GiB)"),
+      KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of the memory limit, 4GiB)"),
+      KVHUB_BOOL_KEY("check_memory_limit", check_memory_limit, "refuse a capacity_bytes above physical memory or the cgroup memory limit; default true"),
       KVHUB_SIZE_KEY("gpu_tier_bytes", gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU"),
       KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)"),
       KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true"),
@@ -137,13 +137,6 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
   };
   return *keys;
-}
-
-uint64_t PhysicalMemoryBytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return 0;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
 }
 
 }  // namespace
@@ -193,7 +186,7 @@ absl::Status ValidateListenAddress(absl::string_view address) {
 
 KvhubdConfig KvhubdConfig::Defaults() {
   KvhubdConfig c;
-  uint64_t ram = PhysicalMemoryBytes();
+  uint64_t ram = ReadMemoryLimit().bytes;
   uint64_t cap = 4ull << 30;
   if (ram > 0) cap = std::min(cap, ram / 4);
   // Round down to whole MiB; keep at least 64 MiB.
@@ -201,6 +194,30 @@ KvhubdConfig KvhubdConfig::Defaults() {
   c.store.capacity_bytes = cap;
   c.store.region_bytes = std::min<uint64_t>(c.store.region_bytes, cap);
   return c;
+}
+
+absl::Status KvhubdConfig::CheckMemoryLimit(uint64_t limit_bytes, absl::string_view source,
+                                            std::string* warning) const {
+  if (warning != nullptr) warning->clear();
+  const uint64_t cap = store.capacity_bytes;
+  if (limit_bytes == 0 || cap <= limit_bytes / 10 * 9) return absl::OkStatus();
+  const std::string limit = absl::StrCat(HumanBytes(limit_bytes), " (", source, ")");
+  if (cap > limit_bytes) {
+    std::string why = absl::StrCat("capacity_bytes ", HumanBytes(cap), " is more than this process may use: ",
+                                   limit, "; the tier's memory is taken as it fills, so the node would be "
+                                   "OOM-killed and lose every block");
+    if (check_memory_limit) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(why, ". Lower capacity_bytes, or set check_memory_limit=false to start anyway"));
+    }
+    if (warning != nullptr) *warning = absl::StrCat(why, " (check_memory_limit=false: starting anyway)");
+    return absl::OkStatus();
+  }
+  if (warning != nullptr) {
+    *warning = absl::StrCat("capacity_bytes ", HumanBytes(cap), " is above 90% of the memory limit ", limit,
+                            "; the slot table, leases and gRPC buffers need room too");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status KvhubdConfig::Validate() const {

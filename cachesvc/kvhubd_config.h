@@ -38,8 +38,14 @@ struct KvhubdConfig {
   // This node's name in Stats/Health/metrics; empty: "<hostname>-<grpc port>".
   std::string node_id;
 
-  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of RAM, 4 GiB).
+  // The host-memory tier. Defaults() sets capacity_bytes to min(25% of the memory limit,
+  // 4 GiB); the memory limit is the smaller of physical memory and the process's cgroup
+  // limit (common/memory_limit.h: a Kubernetes container's memory limit).
   storage::BlockStoreConfig store;
+  // At start, refuse a capacity_bytes above the memory limit: the tier's memory is
+  // faulted in as it fills, so such a node would start and be OOM-killed later, losing
+  // every block. false starts anyway (kvhubd still warns). Default true.
+  bool check_memory_limit = true;
   // The gpu tier (storage/gpu_tier.h): device bytes for blocks in a CUDA memory pool.
   // 0 (default) = off. When > 0, kvhubd refuses to start without a usable CUDA device.
   uint64_t gpu_tier_bytes = 0;
@@ -86,6 +92,14 @@ struct KvhubdConfig {
 
   // OK, or INVALID_ARGUMENT naming the first bad key and why.
   absl::Status Validate() const;
+
+  // Checks capacity_bytes against `limit_bytes` (ReadMemoryLimit(); `source` names it):
+  // FAILED_PRECONDITION when the capacity is above it and check_memory_limit is true.
+  // Sets *warning (when not null) to a message for the log when the capacity is above
+  // it with the check off, or above 90% of it (little room left for the slot table,
+  // leases and gRPC buffers); clears it otherwise. A limit of 0 (unknown) passes.
+  absl::Status CheckMemoryLimit(uint64_t limit_bytes, absl::string_view source,
+                                std::string* warning) const;
 
   // Sets one key from its text form. INVALID_ARGUMENT for an unknown key or a bad value.
   absl::Status Set(absl::string_view key, absl::string_view value);

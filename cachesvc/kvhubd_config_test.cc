@@ -1,8 +1,10 @@
 #include "cachesvc/kvhubd_config.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <fstream>
 
+#include "common/memory_limit.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -116,10 +118,44 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_shm_regions = false;
   a.store.capacity_bytes = 123ull << 20;
   a.gpu_tier_bytes = 1ull << 30;
+  a.check_memory_limit = false;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 35u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 36u);
+}
+
+TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  c.store.capacity_bytes = 4ull << 30;
+  std::string warning = "stale";
+  EXPECT_TRUE(c.CheckMemoryLimit(16ull << 30, "physical memory", &warning).ok());
+  EXPECT_EQ(warning, "");
+  EXPECT_TRUE(c.CheckMemoryLimit(0, "", &warning).ok());  // unknown limit
+  EXPECT_EQ(warning, "");
+
+  // Above 90%: starts, with a warning.
+  EXPECT_TRUE(c.CheckMemoryLimit(4400ull << 20, "physical memory", &warning).ok());
+  EXPECT_THAT(warning, HasSubstr("above 90% of the memory limit 4.3 GiB (physical memory)"));
+
+  // Above the limit: refused, naming both sizes, where the limit came from, and the way out.
+  absl::Status s = c.CheckMemoryLimit(2ull << 30, "/sys/fs/cgroup/kubepods/pod1/memory.max", &warning);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("capacity_bytes 4.0 GiB is more than this process may use: "
+                                                  "2.0 GiB (/sys/fs/cgroup/kubepods/pod1/memory.max)"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("check_memory_limit=false"));
+
+  ASSERT_TRUE(c.Set("check_memory_limit", "false").ok());
+  EXPECT_TRUE(c.CheckMemoryLimit(2ull << 30, "physical memory", &warning).ok());
+  EXPECT_THAT(warning, HasSubstr("starting anyway"));
+}
+
+TEST(KvhubdConfigTest, DefaultCapacityFitsTheMemoryLimit) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  const MemoryLimit limit = ReadMemoryLimit();
+  ASSERT_GT(limit.bytes, 0u);
+  EXPECT_LE(c.store.capacity_bytes, std::max<uint64_t>(limit.bytes / 4, 64ull << 20));
+  EXPECT_TRUE(c.CheckMemoryLimit(limit.bytes, limit.source, nullptr).ok());
 }
 
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {

@@ -35,7 +35,8 @@ ABSL_FLAG(bool, print_config, false, "print the effective config as `key = value
 KVHUB_CONFIG_FLAG(grpc_address, "gRPC listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7480");
 KVHUB_CONFIG_FLAG(http_address, "HTTP metrics listen HOST:PORT (port 0 = ephemeral); default 127.0.0.1:7481");
 KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
-KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of RAM, 4GiB)");
+KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of the memory limit, 4GiB)");
+KVHUB_CONFIG_FLAG(check_memory_limit, "refuse a capacity_bytes above physical memory or the cgroup memory limit; default true");
 KVHUB_CONFIG_FLAG(gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU");
 KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)");
 KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
@@ -92,7 +93,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(expiry_interval_ms),    KVHUB_FLAG_REF(drain_grace_ms),
     KVHUB_FLAG_REF(shutdown_timeout_ms),   KVHUB_FLAG_REF(get_stream_chunk_bytes),
     KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
-    KVHUB_FLAG_REF(gpu_tier_bytes),
+    KVHUB_FLAG_REF(gpu_tier_bytes),        KVHUB_FLAG_REF(check_memory_limit),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
     KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
 };

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/memory_limit.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/resource_quota.h"
 
@@ -35,6 +36,12 @@ std::string Hostname() {
 
 absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdConfig& config) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
+  {
+    const MemoryLimit limit = ReadMemoryLimit();
+    std::string warning;
+    if (absl::Status s = config.CheckMemoryLimit(limit.bytes, limit.source, &warning); !s.ok()) return s;
+    if (!warning.empty()) KVHUB_LOG(warn, "kvhubd: {}", warning);
+  }
   std::unique_ptr<KvhubdServer> srv(new KvhubdServer());
   srv->config_ = config;
   srv->started_ = absl::Now();

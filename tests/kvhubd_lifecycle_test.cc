@@ -175,6 +175,13 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
   std::remove(conf.c_str());
 }
 
+TEST(KvhubdLifecycleTest, CapacityAboveTheMachinesMemoryIsRefusedAtStart) {
+  // Far above any test machine's memory: the node would be OOM-killed once full.
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64TiB"}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 1"));
+}
+
 TEST(KvhubdLifecycleTest, ConfigFileFlagsOverrideAndReadyFile) {
   std::string dir = ::testing::TempDir();
   std::string conf = absl::StrCat(dir, "/kvhubd_ok_", getpid(), ".conf");
