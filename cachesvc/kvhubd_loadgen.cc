@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "cachesvc/kvhubd_config.h"
 #include "common/hash.h"
+#include "common/log.h"
 #include "common/mutex_checks.h"
 #include "common/u128.h"
 #include "grpcpp/grpcpp.h"
@@ -59,6 +60,7 @@ std::unique_ptr<kvhub::v1::KvHub::Stub> Stub(const std::string& target, int id) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  kvhub::LogToStderr("kvhubd_loadgen");  // stdout carries only the program's output
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   absl::ParseCommandLine(argc, argv);
   const std::string target = absl::GetFlag(FLAGS_target);

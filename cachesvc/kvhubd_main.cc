@@ -9,7 +9,6 @@
 // SIGTERM/SIGINT: drain and exit 0. Exit 2: bad flags/config; exit 1: startup failed.
 
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -109,7 +108,7 @@ int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();  // gRPC receive buffers: no page faults per message
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   // Logs go to stderr; stdout carries only the ready line.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("kvhubd"));
+  kvhub::LogToStderr("kvhubd");
   absl::SetProgramUsageMessage(
       "kvhubd: a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

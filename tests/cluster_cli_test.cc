@@ -33,8 +33,11 @@ struct RunResult {
   std::string out;  // stdout and stderr
 };
 
-RunResult RunCli(const std::string& args) {
-  const std::string cmd = absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, " 2>&1");
+// stdout_only: stderr (logs, errors) is dropped, so `out` is exactly what the CLI wrote
+// to stdout.
+RunResult RunCli(const std::string& args, bool stdout_only = false) {
+  const std::string cmd =
+      absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, stdout_only ? " 2>/dev/null" : " 2>&1");
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -189,6 +192,12 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   std::ifstream got_f(out, std::ios::binary);
   std::string got((std::istreambuf_iterator<char>(got_f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(got, payload);
+
+  // To stdout: the block's bytes and nothing else (the client's logs go to stderr).
+  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out -", addr), /*stdout_only=*/true);
+  ASSERT_EQ(r.code, 0);
+  EXPECT_TRUE(r.out == payload) << "stdout holds " << r.out.size() << " bytes, starting '"
+                                << r.out.substr(0, 80) << "'";
 
   r = RunCli(absl::StrCat("get --ns cli --key ", key, " --max-bytes 1000 --out ", out, addr));
   EXPECT_EQ(r.code, 1);

@@ -12,7 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "client/client.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
+#include "common/log.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE\n");
     return 2;
   }
-  spdlog::set_default_logger(spdlog::stderr_color_mt("ucx_reader"));  // stdout carries "ok" only
+  kvhub::LogToStderr("ucx_reader");  // stdout carries "ok" only
   kvhub::BlockKey key;
   uint64_t size = 0;
   if (!absl::SimpleAtoi(argv[3], &key.lo) || !absl::SimpleAtoi(argv[4], &key.hi) ||

@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/mutex_checks.h"
 #include "transport/ucx_context.h"
 #include "common/fd_messages.h"
@@ -296,6 +297,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 }  // namespace kvhub::transport
 
 int main(int argc, char** argv) {
+  kvhub::LogToStderr("kvhub-ucx-bench");  // stdout carries only the program's output
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   kvhub::transport::Args a;
   if (!kvhub::transport::ParseArgs(argc, argv, &a)) {

@@ -380,6 +380,7 @@ int Run() {
 }  // namespace kvhub
 
 int main(int argc, char** argv) {
+  kvhub::LogToStderr("kvhub-demo");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   absl::SetProgramUsageMessage("kvhub-demo --members=HOST:PORT,... : a multi-turn chat workload");

@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "absl/strings/numbers.h"
@@ -46,7 +47,6 @@
 #include "bench/kvhub_bench/redis_server.h"
 #include "client/client.h"
 #include "nlohmann/json.hpp"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/kvhubd_process.h"
 #include "tools/kvhub/cli_args.h"
@@ -667,6 +667,6 @@ int Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  spdlog::set_default_logger(spdlog::stderr_color_mt("kvhub-bench"));  // stdout: the table and JSON only
+  kvhub::LogToStderr("kvhub-bench");  // stdout: the table and JSON only
   return kvhub::bench::Main(argc, argv);
 }

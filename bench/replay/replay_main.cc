@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "absl/status/status.h"
@@ -540,6 +541,7 @@ int Main(int argc, char** argv) {
 }  // namespace kvhub::replay
 
 int main(int argc, char** argv) {
+  kvhub::LogToStderr("kvhub-replay");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::replay::Main(argc, argv);

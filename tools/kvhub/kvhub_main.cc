@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "absl/status/status.h"
@@ -395,6 +396,7 @@ int Main(int argc, char** argv) {
 }  // namespace kvhub::cli
 
 int main(int argc, char** argv) {
+  kvhub::LogToStderr("kvhub");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::cli::Main(argc, argv);
