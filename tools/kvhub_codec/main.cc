@@ -1,18 +1,5 @@
 // kvhub-codec: generate synthetic KV, encode/decode blocks, measure codec quality.
-//   kvhub-codec gen [--layers N --kv-heads N --head-dim N --tokens N --base-position P
-//                    --rope-base B --pairing neox|interleaved --seed S --query-outlier F
-//                    --sink-attention F --outlier-pairs N] out.kvraw
-//       writes out.kvraw and its queries sidecar out.kvraw.kvq
-//   kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar
-//                      --spec "model=NAME,..."] in.kvraw out.kvb
-//       --spec (ModelSpec::Parse form) must match the file's shape, dtype, RoPE and
-//       tokens (= block_tokens); its fingerprint goes into the header (else zeros).
-//   kvhub-codec decode [--target-position P --scalar] in.kvb out.kvraw
-//   kvhub-codec inspect in.kvb                 prints the header as JSON
-//   kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F --split-kv] in.kvraw
-//       --split-kv adds the attention error with only keys / only values compressed
-//       prints ratio and quality figures as JSON (one object per line for "all")
-// Exit status: 0 ok, 1 error (message on stderr), 2 usage.
+// Commands and options: kUsage below (`kvhub-codec --help`).
 
 #include <cstdio>
 #include <cstring>
@@ -31,12 +18,25 @@
 namespace kvhub::codec {
 namespace {
 
-int Usage() {
-  std::fprintf(stderr,
-               "usage: kvhub-codec gen [opts] out.kvraw | encode --codec C [opts] in.kvraw "
-               "out.kvb | decode [opts] in.kvb out.kvraw | inspect in.kvb | eval --codec C|all "
-               "[opts] in.kvraw\n");
-  return 2;
+constexpr char kUsage[] =
+    "usage:\n"
+    "  kvhub-codec gen [--layers N --kv-heads N --head-dim N --tokens N --base-position P\n"
+    "                   --rope-base B --pairing neox|interleaved --seed S --query-outlier F\n"
+    "                   --sink-attention F --outlier-pairs N] out.kvraw\n"
+    "      writes out.kvraw and its queries sidecar out.kvraw.kvq\n"
+    "  kvhub-codec encode --codec C [--group G --sinks N --pre-rope --zstd-level L --scalar\n"
+    "                     --spec \"model=NAME,...\"] in.kvraw out.kvb\n"
+    "      C: raw, lossless, fp8, int8, kivi4, kivi2\n"
+    "  kvhub-codec decode [--target-position P --scalar] in.kvb out.kvraw\n"
+    "  kvhub-codec inspect in.kvb                 prints the header as JSON\n"
+    "  kvhub-codec eval --codec C|all [--group G --sinks N --pre-rope --queries F --split-kv] in.kvraw\n"
+    "      prints ratio and quality figures as JSON (one object per line for \"all\")\n"
+    "Exit status: 0 ok, 1 error, 2 usage. Formats: docs/format.md, docs/codecs.md.\n";
+
+// --help / -h: the usage on stdout, exit 0. A usage error: on stderr, exit 2.
+int Usage(bool asked = false) {
+  std::fputs(kUsage, asked ? stdout : stderr);
+  return asked ? 0 : 2;
 }
 
 int Fail(const absl::Status& s) {
@@ -329,6 +329,9 @@ int EvalCmd(const Args& a) {
 int main(int argc, char** argv) {
   using namespace kvhub::codec;
   if (argc < 2) return Usage();
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return Usage(/*asked=*/true);
+  }
   auto a = ParseArgs(argc, argv, 2);
   if (!a.ok()) return Fail(a.status());
   std::string cmd = argv[1];
