@@ -24,6 +24,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/mutex_checks.h"
+#include "common/output_file.h"
 #include "common/u128.h"
 #include "grpcpp/grpcpp.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
@@ -59,7 +60,7 @@ std::unique_ptr<kvhub::v1::KvHub::Stub> Stub(const std::string& target, int id) 
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int RunProgram(int argc, char** argv) {
   kvhub::LogToStderr("kvhubd_loadgen");  // stdout carries only the program's output
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   absl::ParseCommandLine(argc, argv);
@@ -180,3 +181,6 @@ int main(int argc, char** argv) {
               static_cast<long long>(errors.load()));
   return errors.load() == 0 ? 0 : 1;
 }
+
+// Output lost to a full disk or a closed pipe fails the program.
+int main(int argc, char** argv) { return kvhub::ExitCodeAfterStdout(RunProgram(argc, argv), "kvhubd_loadgen"); }

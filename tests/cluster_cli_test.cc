@@ -33,11 +33,12 @@ struct RunResult {
   std::string out;  // stdout and stderr
 };
 
-// stdout_only: stderr (logs, errors) is dropped, so `out` is exactly what the CLI wrote
-// to stdout.
-RunResult RunCli(const std::string& args, bool stdout_only = false) {
-  const std::string cmd =
-      absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, stdout_only ? " 2>/dev/null" : " 2>&1");
+// `redirect` says what `out` captures: by default stdout and stderr; kStdoutOnly drops
+// stderr (logs, errors), so `out` is exactly what the CLI wrote to stdout.
+constexpr char kStdoutAndStderr[] = " 2>&1";
+constexpr char kStdoutOnly[] = " 2>/dev/null";
+RunResult RunCli(const std::string& args, const char* redirect = kStdoutAndStderr) {
+  const std::string cmd = absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, redirect);
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -158,6 +159,15 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("127.0.0.1:1"), std::string::npos) << r.out;
 }
 
+TEST(ClusterCliTest, OutputLostToAFullDiskFails) {
+  if (access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no /dev/full on this machine";
+  // stderr (the reason) to the pipe, stdout to /dev/full.
+  RunResult r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,3,4",
+                       " 2>&1 >/dev/full");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("writing standard output failed"), std::string::npos) << r.out;
+}
+
 TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}, .node_id = "cli-node"});
   ASSERT_TRUE(proc.ok()) << proc.status();
@@ -194,7 +204,7 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_EQ(got, payload);
 
   // To stdout: the block's bytes and nothing else (the client's logs go to stderr).
-  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out -", addr), /*stdout_only=*/true);
+  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out -", addr), kStdoutOnly);
   ASSERT_EQ(r.code, 0);
   EXPECT_TRUE(r.out == payload) << "stdout holds " << r.out.size() << " bytes, starting '"
                                 << r.out.substr(0, 80) << "'";

@@ -32,6 +32,7 @@
 #include "common/mutex_checks.h"
 #include "transport/ucx_context.h"
 #include "common/fd_messages.h"
+#include "common/output_file.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
@@ -296,7 +297,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 }  // namespace
 }  // namespace kvhub::transport
 
-int main(int argc, char** argv) {
+static int RunProgram(int argc, char** argv) {
   kvhub::LogToStderr("kvhub-ucx-bench");  // stdout carries only the program's output
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   kvhub::transport::Args a;
@@ -310,3 +311,6 @@ int main(int argc, char** argv) {
   }
   return a.serve ? kvhub::transport::Serve(a) : kvhub::transport::Run(a, argv);
 }
+
+// Output lost to a full disk or a closed pipe fails the program.
+int main(int argc, char** argv) { return kvhub::ExitCodeAfterStdout(RunProgram(argc, argv), "kvhub-ucx-bench"); }

@@ -32,6 +32,7 @@
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/model_spec.h"
+#include "common/output_file.h"
 
 ABSL_FLAG(std::string, members, "", "comma-separated host:port of the kvhubd shards");
 ABSL_FLAG(std::string, spec,
@@ -385,5 +386,5 @@ int main(int argc, char** argv) {
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   absl::SetProgramUsageMessage("kvhub-demo --members=HOST:PORT,... : a multi-turn chat workload");
   absl::ParseCommandLine(argc, argv);
-  return kvhub::Run();
+  return kvhub::ExitCodeAfterStdout(kvhub::Run(), "kvhub-demo");
 }

@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
+#include "common/output_file.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -632,6 +633,7 @@ int Main(int argc, char** argv) {
       }
     }
   }
+  int rc = 0;
   if (!o.json.empty()) {
     nlohmann::json j;
     j["members"] = o.members;
@@ -650,15 +652,14 @@ int Main(int argc, char** argv) {
                               {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()},
                               {"shard_cpu_s_per_gib", r.cpu_s_per_gib()}});
     }
-    if (o.json == "-") {
-      std::cout << j.dump(1) << "\n";
-    } else {
-      std::ofstream(o.json) << j.dump(1) << "\n";
+    if (absl::Status w = WriteOutput(o.json, j.dump(1) + "\n"); !w.ok()) {
+      std::cerr << "kvhub-bench: --json: " << w << "\n";
+      rc = 1;
     }
   }
   redis.reset();
   for (auto& s : shards) (void)s->Stop(absl::Seconds(10));
-  return 0;
+  return rc;
 }
 
 }  // namespace
@@ -668,5 +669,5 @@ int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   kvhub::LogToStderr("kvhub-bench");  // stdout: the table and JSON only
-  return kvhub::bench::Main(argc, argv);
+  return kvhub::ExitCodeAfterStdout(kvhub::bench::Main(argc, argv), "kvhub-bench");
 }

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
+#include "common/output_file.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -286,9 +287,7 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
     std::cout << line << "\n";
   }
   if (a.Has("json")) {
-    std::ofstream f(a.Get("json"));
-    if (!f) return absl::NotFoundError(absl::StrCat("cannot write ", a.Get("json")));
-    f << out.dump(2) << "\n";
+    if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -463,9 +462,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     out["sim_exact_model"] = m->exact;
   }
   if (a.Has("json")) {
-    std::ofstream f(a.Get("json"));
-    if (!f) return absl::NotFoundError(absl::StrCat("cannot write ", a.Get("json")));
-    f << out.dump(2) << "\n";
+    if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
   }
   if (r->verify_failures > 0) {
     return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
@@ -518,12 +515,10 @@ int Main(int argc, char** argv) {
   std::cerr << "trace: " << trace->requests.size() << " requests, " << trace->total_input_tokens
             << " input tokens, " << trace->distinct_blocks << " distinct blocks\n";
   if (a->Has("write_trace")) {
-    std::ofstream f(a->Get("write_trace"));
-    if (!f) {
-      std::cerr << "kvhub-replay: cannot write " << a->Get("write_trace") << "\n";
-      return 2;
+    if (absl::Status w = WriteOutput(a->Get("write_trace"), FormatTrace(*trace)); !w.ok()) {
+      std::cerr << "kvhub-replay: " << w << "\n";
+      return 1;
     }
-    f << FormatTrace(*trace);
   }
   absl::Status s = absl::OkStatus();
   if (a->Has("sim")) s = RunSim(*a, *trace);
@@ -544,5 +539,5 @@ int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhub-replay");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  return kvhub::replay::Main(argc, argv);
+  return kvhub::ExitCodeAfterStdout(kvhub::replay::Main(argc, argv), "kvhub-replay");
 }

@@ -32,6 +32,7 @@
 #include "common/hash.h"
 #include "common/keys.h"
 #include "common/model_spec.h"
+#include "common/output_file.h"
 #include "tools/kvhub/cli_args.h"
 
 namespace kvhub::cli {
@@ -288,13 +289,11 @@ absl::Status CmdGet(Args& a) {
   if (!r.ok()) return r.status();
   if (!r->status[0].ok()) return r->status[0];
   const size_t n = r->sizes[0];
-  if (out_path == "-") {
-    std::fwrite(buf.get(), 1, n, stdout);
-    if (std::fflush(stdout) != 0) return absl::DataLossError("cannot write to stdout");
-  } else {
-    std::ofstream f(out_path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(buf.get()), static_cast<std::streamsize>(n));
-    if (!f) return absl::DataLossError(absl::StrCat("cannot write '", out_path, "'"));
+  if (absl::Status s = WriteOutput(out_path, absl::string_view(reinterpret_cast<const char*>(buf.get()), n));
+      !s.ok()) {
+    return s;
+  }
+  if (out_path != "-") {
     std::cerr << "got " << key->Hex() << " " << n << " bytes (checksum verified) -> " << out_path
               << "\n";
   }
@@ -399,5 +398,5 @@ int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhub");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  return kvhub::cli::Main(argc, argv);
+  return kvhub::ExitCodeAfterStdout(kvhub::cli::Main(argc, argv), "kvhub");
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/output_file.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -326,7 +327,7 @@ int EvalCmd(const Args& a) {
 }  // namespace
 }  // namespace kvhub::codec
 
-int main(int argc, char** argv) {
+static int RunProgram(int argc, char** argv) {
   using namespace kvhub::codec;
   if (argc < 2) return Usage();
   for (int i = 1; i < argc; ++i) {
@@ -342,3 +343,6 @@ int main(int argc, char** argv) {
   if (cmd == "eval") return EvalCmd(*a);
   return Usage();
 }
+
+// Output lost to a full disk or a closed pipe fails the program.
+int main(int argc, char** argv) { return kvhub::ExitCodeAfterStdout(RunProgram(argc, argv), "kvhub-codec"); }

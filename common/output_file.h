@@ -1,0 +1,29 @@
+#pragma once
+// Writing a program's results (tables, JSON, block bytes) to a file or to standard
+// output with every write error reported: a full disk or a closed pipe must fail the
+// program, not leave a silently truncated result behind.
+//
+// Thread safety: none; call from the thread that writes the program's output.
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace kvhub {
+
+// Writes `data` to `path` (created or truncated; "-" is standard output). DATA_LOSS
+// naming the path and the system's error when any byte could not be written or the
+// file could not be closed; PERMISSION_DENIED-style errors when it cannot be created
+// come back as DATA_LOSS too, with the reason.
+absl::Status WriteOutput(const std::string& path, absl::string_view data);
+
+// Flushes std::cout and C's stdout. DATA_LOSS when anything written to standard output
+// so far was lost (full disk, closed pipe).
+absl::Status FlushStdout();
+
+// For the end of main: returns `rc` when standard output was written in full; else
+// prints "<program>: <error>" on stderr and returns rc, or 1 when rc was 0.
+int ExitCodeAfterStdout(int rc, const char* program);
+
+}  // namespace kvhub
