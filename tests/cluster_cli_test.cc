@@ -153,6 +153,9 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;
   r = RunCli("get --ns x --key nothex --addr 127.0.0.1:1");
   EXPECT_EQ(r.code, 1);
+  r = RunCli("put --ns x --key 00112233445566778899aabbccddeeff --file /tmp --addr 127.0.0.1:1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("'/tmp': it is a directory"), std::string::npos) << r.out;
   // Nothing listens on port 1: a clear UNAVAILABLE, not a hang.
   r = RunCli("stats --addr 127.0.0.1:1 --deadline-ms 500");
   EXPECT_EQ(r.code, 1);

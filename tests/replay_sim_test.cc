@@ -1,5 +1,9 @@
 // Trace parsing, the offline simulator (policies, Belady, infinite) and the
 // agentic workload generator of bench/replay, on small generated traces.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +40,15 @@ TEST(ReplayTrace, RejectsBadLinesNamingThem) {
   EXPECT_NE(std::string(t.status().message()).find("line 1"), std::string::npos);
   EXPECT_FALSE(ParseTrace("not json\n").ok());
   EXPECT_FALSE(ParseTrace("{\"timestamp\": 0, \"input_length\": -1, \"hash_ids\": []}\n").ok());
-  EXPECT_FALSE(LoadTrace("/nonexistent/trace.jsonl").ok());
+  EXPECT_TRUE(absl::IsNotFound(LoadTrace("/nonexistent/trace.jsonl").status()));
+  // A directory, and a file with no requests, are errors rather than an all-zero report.
+  EXPECT_TRUE(absl::IsInvalidArgument(LoadTrace(::testing::TempDir()).status()));
+  const std::string empty = ::testing::TempDir() + "/empty_trace_" + std::to_string(getpid()) + ".jsonl";
+  std::ofstream(empty).flush();
+  absl::Status s = LoadTrace(empty).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(std::string(s.message()).find("no requests"), std::string::npos) << s;
+  std::remove(empty.c_str());
 }
 
 Trace Tiny() {

@@ -1,10 +1,9 @@
 #include "bench/replay/trace.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/input_file.h"
 #include "nlohmann/json.hpp"
 
 namespace kvhub::replay {
@@ -72,12 +71,13 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
 }
 
 absl::StatusOr<Trace> LoadTrace(const std::string& path, uint32_t block_tokens) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot open trace ", path));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string text = ss.str();
-  return ParseTrace(text, block_tokens);
+  absl::StatusOr<std::string> text = ReadInput(path);
+  if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("trace: ", text.status().message()));
+  absl::StatusOr<Trace> trace = ParseTrace(*text, block_tokens);
+  if (trace.ok() && trace->requests.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("trace '", path, "' holds no requests"));
+  }
+  return trace;
 }
 
 std::string FormatTrace(const Trace& trace) {

@@ -10,14 +10,13 @@
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/input_file.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
@@ -88,18 +87,6 @@ absl::StatusOr<std::vector<int32_t>> ParseTokens(absl::string_view text, absl::s
   return out;
 }
 
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  if (path == "-") {
-    std::string s((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-    return s;
-  }
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return s;
-}
-
 absl::StatusOr<std::vector<int32_t>> TokensArg(Args& a) {
   std::optional<std::string> inline_tokens = a.Get("tokens");
   std::optional<std::string> file = a.Get("tokens-file");
@@ -107,7 +94,7 @@ absl::StatusOr<std::vector<int32_t>> TokensArg(Args& a) {
     return Usage("give exactly one of --tokens and --tokens-file");
   }
   if (inline_tokens.has_value()) return ParseTokens(*inline_tokens, "--tokens");
-  absl::StatusOr<std::string> text = ReadAll(*file);
+  absl::StatusOr<std::string> text = ReadInput(*file);
   if (!text.ok()) return text.status();
   return ParseTokens(*text, *file);
 }
@@ -247,7 +234,7 @@ absl::Status CmdPut(Args& a) {
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
-  absl::StatusOr<std::string> data = ReadAll(*file);
+  absl::StatusOr<std::string> data = ReadInput(*file);
   if (!data.ok()) return data.status();
   put.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data->data()), data->size());
   absl::StatusOr<PutResult> r = (*c)->Put(*ns, std::span<const BlockPut>(&put, 1));

@@ -1,0 +1,19 @@
+#pragma once
+// Reading a program's input (a block's bytes, a token list, a trace) from a file or
+// standard input, with every failure reported as a status: a missing file, a
+// directory, a read error. Never throws.
+//
+// Thread safety: none needed; reads only the named file (or stdin).
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace kvhub {
+
+// The whole content of `path` ("-" is standard input). NOT_FOUND when it does not
+// exist; INVALID_ARGUMENT when it is a directory; DATA_LOSS with the system's error
+// when it cannot be opened or read; RESOURCE_EXHAUSTED past `max_bytes`.
+absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes = size_t{1} << 34);
+
+}  // namespace kvhub

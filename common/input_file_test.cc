@@ -1,0 +1,43 @@
+#include "common/input_file.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvhub {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(InputFileTest, ReadsTheWholeFile) {
+  const std::string path = ::testing::TempDir() + "/input_file_test_" + std::to_string(getpid());
+  std::string data(200000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
+  std::ofstream(path, std::ios::binary) << data;
+  absl::StatusOr<std::string> got = ReadInput(path);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(*got == data);
+  EXPECT_TRUE(absl::IsResourceExhausted(ReadInput(path, 1000).status()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc).flush();
+  got = ReadInput(path);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "");
+  std::remove(path.c_str());
+}
+
+TEST(InputFileTest, MissingFileAndDirectoryAreClearErrors) {
+  absl::Status s = ReadInput("/nonexistent-dir/x").status();
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'/nonexistent-dir/x'"));
+  s = ReadInput(::testing::TempDir()).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("directory"));
+}
+
+}  // namespace
+}  // namespace kvhub
