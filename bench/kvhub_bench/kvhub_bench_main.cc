@@ -356,6 +356,17 @@ int Main(int argc, char** argv) {
       shards.push_back(*std::move(p));
     }
   }
+  // Every member must answer before any cell runs: a table of failed operations
+  // measures nothing.
+  {
+    std::unique_ptr<Client> probe = MakeClient(o, "inline", "inline");
+    for (const MemberStats& m : probe->Stats()) {
+      if (!m.stats.ok()) {
+        std::cerr << "kvhub-bench: member " << m.address << " does not answer: " << m.stats.status() << "\n";
+        return 1;
+      }
+    }
+  }
   std::unique_ptr<RedisServer> redis;
   if (o.redis) {
     auto r = RedisServer::Start(o.redis_server);
@@ -575,12 +586,14 @@ int Main(int argc, char** argv) {
     for (const Row& r : rows) if (r.system == sys && r.op == op && r.path == path && r.block_bytes == size) return &r;
     return nullptr;
   };
-  std::printf("kvhub-bench: %zu member(s)%s, concurrency %d, %.1f s per cell%s\n", o.members.size(),
+  // With --json - the JSON alone goes to stdout (parseable as is) and the table to stderr.
+  FILE* table = o.json == "-" ? stderr : stdout;
+  std::fprintf(table, "kvhub-bench: %zu member(s)%s, concurrency %d, %.1f s per cell%s\n", o.members.size(),
               o.spawn ? " (spawned)" : "", N, o.seconds, redis ? ", redis-server baseline in the same run" : "");
-  std::printf("%-8s %-7s %-13s %8s %6s %12s %9s %12s %6s %14s\n", "system", "op", "path", "block", "batch", "ops/s",
+  std::fprintf(table, "%-8s %-7s %-13s %8s %6s %12s %9s %12s %6s %14s\n", "system", "op", "path", "block", "batch", "ops/s",
               "GB/s", "keys/s", "errors", "shard_cpu_s/GiB");
   for (const Row& r : rows) {
-    std::printf("%-8s %-7s %-13s %8s %6s %12.0f %9.3f %12.0f %6lu %14s\n", r.system.c_str(), r.op.c_str(),
+    std::fprintf(table, "%-8s %-7s %-13s %8s %6s %12.0f %9.3f %12.0f %6lu %14s\n", r.system.c_str(), r.op.c_str(),
                 r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
                 r.batch ? absl::StrCat(r.batch).c_str() : "-", r.system == "perftest" ? 0.0 : r.ops_per_s(), r.gbps(),
                 r.keys_per_s(), static_cast<unsigned long>(r.errors),
@@ -595,7 +608,7 @@ int Main(int argc, char** argv) {
       if (k && rg && rg->gbps() > 0) {
         const double x = k->gbps() / rg->gbps();
         ratios[absl::StrCat("get_", m, "_", Human(size), "_vs_redis")] = x;
-        std::printf("ratio get %-7s %6s: kvhub/redis = %.2fx\n", m.c_str(), Human(size).c_str(), x);
+        std::fprintf(table, "ratio get %-7s %6s: kvhub/redis = %.2fx\n", m.c_str(), Human(size).c_str(), x);
       }
     }
     for (const std::string& tls : o.ucx ? o.ucx_tls : std::vector<std::string>{}) {
@@ -607,7 +620,7 @@ int Main(int argc, char** argv) {
       auto ratio = [&](const char* name, const Row* a, const Row* b) {
         if (a == nullptr || b == nullptr || b->gbps() <= 0) return;
         ratios[absl::StrCat(name, "_", tls, "_", Human(size))] = a->gbps() / b->gbps();
-        std::printf("ratio %-22s %-10s %6s: %.2fx\n", name, tls.c_str(), Human(size).c_str(), a->gbps() / b->gbps());
+        std::fprintf(table, "ratio %-22s %-10s %6s: %.2fx\n", name, tls.c_str(), Human(size).c_str(), a->gbps() / b->gbps());
       };
       ratio("get_ucx_vs_grpc", ug, gg);
       ratio("get_ucx_vs_redis", ug, rg);
@@ -621,7 +634,7 @@ int Main(int argc, char** argv) {
       if (ug != nullptr && gg != nullptr && ug->cpu_s_per_gib() >= 0 && gg->cpu_s_per_gib() > 0) {
         const double x = ug->cpu_s_per_gib() / gg->cpu_s_per_gib();
         ratios[absl::StrCat("shard_cpu_per_gib_get_ucx_vs_grpc_", tls, "_", Human(size))] = x;
-        std::printf("ratio %-22s %-10s %6s: %.3fx\n", "shard_cpu_get_ucx_vs_grpc", tls.c_str(), Human(size).c_str(), x);
+        std::fprintf(table, "ratio %-22s %-10s %6s: %.3fx\n", "shard_cpu_get_ucx_vs_grpc", tls.c_str(), Human(size).c_str(), x);
       }
     }
     for (const std::string& p : o.grpc ? o.put_paths : std::vector<std::string>{}) {
@@ -629,11 +642,19 @@ int Main(int argc, char** argv) {
       if (k && rs && rs->gbps() > 0) {
         const double x = k->gbps() / rs->gbps();
         ratios[absl::StrCat("put_", p, "_", Human(size), "_vs_redis")] = x;
-        std::printf("ratio put %-8s %6s: kvhub/redis = %.2fx\n", p.c_str(), Human(size).c_str(), x);
+        std::fprintf(table, "ratio put %-8s %6s: kvhub/redis = %.2fx\n", p.c_str(), Human(size).c_str(), x);
       }
     }
   }
   int rc = 0;
+  // A cell in which every operation failed (a shard died, the cache is full of pins)
+  // is a failed run, not a measurement of zero.
+  int failed_cells = 0;
+  for (const Row& r : rows) failed_cells += r.ops == 0 && r.errors > 0 ? 1 : 0;
+  if (failed_cells > 0) {
+    std::cerr << "kvhub-bench: " << failed_cells << " cell(s) had no successful operation (errors above)\n";
+    rc = 1;
+  }
   if (!o.json.empty()) {
     nlohmann::json j;
     j["members"] = o.members;
