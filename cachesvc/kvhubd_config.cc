@@ -2,17 +2,17 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <type_traits>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/input_file.h"
 #include "common/memory_limit.h"
 
 namespace kvhub::cachesvc {
@@ -279,6 +279,7 @@ absl::Status KvhubdConfig::Set(absl::string_view key, absl::string_view value) {
 
 absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view origin) {
   int line_no = 0;
+  absl::flat_hash_map<std::string, int> seen;  // key -> the line that set it
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     size_t hash = line.find('#');
@@ -291,6 +292,10 @@ absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view o
     }
     absl::string_view key = absl::StripAsciiWhitespace(line.substr(0, eq));
     absl::string_view value = absl::StripAsciiWhitespace(line.substr(eq + 1));
+    if (auto [it, fresh] = seen.emplace(std::string(key), line_no); !fresh) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ":", line_no, ": ", key, " is already set on line ", it->second));
+    }
     if (absl::Status s = Set(key, value); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", s.message()));
     }
@@ -299,11 +304,11 @@ absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view o
 }
 
 absl::Status KvhubdConfig::ApplyFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ApplyText(ss.str(), path);
+  absl::StatusOr<std::string> text = ReadInput(path, kMaxConfigFileBytes);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("config file: ", text.status().message()));
+  }
+  return ApplyText(*text, path);
 }
 
 const std::vector<KvhubdConfig::KeyInfo>& KvhubdConfig::Keys() {

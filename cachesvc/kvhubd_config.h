@@ -30,6 +30,9 @@ inline constexpr uint64_t kMaxInlinePayloadBytes = 256ull << 20;  // inline Put/
 // gRPC max message size: the inline payload plus room for keys, statuses and framing.
 inline constexpr int kMaxGrpcMessageBytes = static_cast<int>((256ull << 20) + (4ull << 20));
 
+// A config file larger than this is refused (a config is a few dozen lines).
+inline constexpr size_t kMaxConfigFileBytes = 1 << 20;
+
 struct KvhubdConfig {
   // gRPC listen address HOST:PORT; port 0 picks an ephemeral port (printed in the ready line).
   std::string grpc_address = "127.0.0.1:7480";
@@ -106,7 +109,9 @@ struct KvhubdConfig {
 
   // Applies `key = value` lines. Errors name the line number (and `origin`, e.g. a path).
   absl::Status ApplyText(absl::string_view text, absl::string_view origin = "config");
-  // Reads and applies a file. NOT_FOUND if it cannot be read.
+  // Reads and applies a file (at most kMaxConfigFileBytes). NOT_FOUND if it does not
+  // exist, INVALID_ARGUMENT for a directory or a bad line (a key set twice in one file
+  // included), DATA_LOSS if it cannot be read.
   absl::Status ApplyFile(const std::string& path);
 
   // The keys Set() accepts, in documentation order, with one-line help each.

@@ -158,9 +158,22 @@ TEST(KvhubdConfigTest, DefaultCapacityFitsTheMemoryLimit) {
   EXPECT_TRUE(c.CheckMemoryLimit(limit.bytes, limit.source, nullptr).ok());
 }
 
+TEST(KvhubdConfigTest, AKeySetTwiceInOneFileIsAnError) {
+  KvhubdConfig c;
+  absl::Status s = c.ApplyText("capacity_bytes = 64MiB\n# comment\ncapacity_bytes = 128MiB\n", "k.conf");
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("k.conf:3: capacity_bytes is already set on line 1"));
+  // CRLF line endings are fine.
+  KvhubdConfig d;
+  ASSERT_TRUE(d.ApplyText("capacity_bytes = 64MiB\r\nlog_level = warn\r\n").ok());
+  EXPECT_EQ(d.store.capacity_bytes, 64ull << 20);
+  EXPECT_EQ(d.log_level, "warn");
+}
+
 TEST(KvhubdConfigTest, ApplyFileReportsMissingFile) {
   KvhubdConfig c;
   EXPECT_TRUE(absl::IsNotFound(c.ApplyFile("/nonexistent/kvhubd.conf")));
+  EXPECT_TRUE(absl::IsInvalidArgument(c.ApplyFile(::testing::TempDir())));  // a directory
   std::string path = ::testing::TempDir() + "/kvhubd_config_test.conf";
   {
     std::ofstream out(path);
