@@ -385,6 +385,13 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   }
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(cc);
   if (!client.ok()) return client.status();
+  // Every member must answer first: a replay against a dead shard measures nothing.
+  for (const MemberStats& m : (*client)->Stats()) {
+    if (!m.stats.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("member ", m.address, " does not answer: ", m.stats.status().ToString()));
+    }
+  }
 
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
             << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
@@ -463,6 +470,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   }
   if (a.Has("json")) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
+  }
+  if (r->published_blocks == 0 && r->put_failures > 0) {
+    return absl::UnavailableError(
+        absl::StrCat("no block could be published (", r->put_failures, " put failures; errors above)"));
   }
   if (r->verify_failures > 0) {
     return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
