@@ -553,4 +553,13 @@ std::vector<MemberStats> Client::Stats() {
   return out;
 }
 
+absl::Status Client::CheckMembersAnswer() {
+  std::string failed;
+  for (const MemberStats& m : Stats()) {
+    if (!m.stats.ok()) absl::StrAppend(&failed, failed.empty() ? "" : "; ", m.address, ": ", m.stats.status().ToString());
+  }
+  if (failed.empty()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("member(s) do not answer: ", failed));
+}
+
 }  // namespace kvhub

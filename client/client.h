@@ -140,6 +140,10 @@ class Client {
                                                 std::span<const BlockKey> keys, bool pin);
   // One entry per member, in config order.
   std::vector<MemberStats> Stats();
+  // OK when every member answers Stats within the deadline; else UNAVAILABLE naming
+  // each member that did not and why. For tools that should fail fast on a cluster
+  // that is down instead of counting per-call errors.
+  absl::Status CheckMembersAnswer();
   // Which data plane serves each member and the block bytes it moved over UCX
   // and gRPC from this client (config order for the UCX data plane; members not
   // used yet say "not connected yet").

@@ -408,8 +408,14 @@ TEST(ClusterE2eTest, KilledShardCostsItsBlocksNeverCorrectness) {
   ASSERT_TRUE(pub.ok());
   ASSERT_EQ(pub->stored, 60u);
 
+  EXPECT_TRUE(client->CheckMembersAnswer().ok());
   const size_t dead = 1;
+  const std::string dead_address = cluster->procs[dead]->grpc_address();
   ASSERT_TRUE(cluster->procs[dead]->Kill().ok());
+  absl::Status up = client->CheckMembersAnswer();
+  EXPECT_TRUE(absl::IsUnavailable(up)) << up;
+  EXPECT_NE(std::string(up.message()).find(dead_address), std::string::npos) << up;
+  EXPECT_EQ(std::string(up.message()).find(cluster->procs[0]->grpc_address()), std::string::npos) << up;
   size_t first_dead = 60;
   for (size_t i = 0; i < 60 && first_dead == 60; ++i) {
     if (client->OwnerOf(seq.keys[i]) == dead) first_dead = i;

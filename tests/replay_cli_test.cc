@@ -74,7 +74,7 @@ TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {
   // Nothing listens on port 1.
   r = RunReplay(absl::StrCat("--trace ", trace_, " --live --members 127.0.0.1:1"));
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("member 127.0.0.1:1 does not answer"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("do not answer: 127.0.0.1:1"), std::string::npos) << r.out;
 
   if (access("/dev/full", W_OK) == 0) {
     r = RunReplay(absl::StrCat("--trace ", trace_, " --sim --capacities 1K --policies lru --json /dev/full"));

@@ -169,6 +169,10 @@ int Run() {
     return 2;
   }
   Client& client = **client_or;
+  if (absl::Status up = client.CheckMembersAnswer(); !up.ok()) {  // before the workload
+    std::fprintf(stderr, "kvhub-demo: %s\n", up.ToString().c_str());
+    return 1;
+  }
   const std::string ns = absl::GetFlag(FLAGS_ns);
   const uint32_t bt = spec->block_tokens;
   auto codec_id = codec::ParseCodecName(absl::GetFlag(FLAGS_codec));

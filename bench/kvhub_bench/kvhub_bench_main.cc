@@ -359,12 +359,9 @@ int Main(int argc, char** argv) {
   // Every member must answer before any cell runs: a table of failed operations
   // measures nothing.
   {
-    std::unique_ptr<Client> probe = MakeClient(o, "inline", "inline");
-    for (const MemberStats& m : probe->Stats()) {
-      if (!m.stats.ok()) {
-        std::cerr << "kvhub-bench: member " << m.address << " does not answer: " << m.stats.status() << "\n";
-        return 1;
-      }
+    if (absl::Status up = MakeClient(o, "inline", "inline")->CheckMembersAnswer(); !up.ok()) {
+      std::cerr << "kvhub-bench: " << up << "\n";
+      return 1;
     }
   }
   std::unique_ptr<RedisServer> redis;

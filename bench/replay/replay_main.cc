@@ -386,12 +386,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(cc);
   if (!client.ok()) return client.status();
   // Every member must answer first: a replay against a dead shard measures nothing.
-  for (const MemberStats& m : (*client)->Stats()) {
-    if (!m.stats.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("member ", m.address, " does not answer: ", m.stats.status().ToString()));
-    }
-  }
+  if (absl::Status up = (*client)->CheckMembersAnswer(); !up.ok()) return up;
 
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
             << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
