@@ -46,6 +46,17 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
     res.set_content(DashboardHtml(), "text/html; charset=utf-8");
   });
   srv.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/dashboard"); });
+  // The endpoints are read-only: other methods on them get 405 and the methods that work.
+  const auto not_allowed = [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("method not allowed: use GET\n", "text/plain");
+  };
+  const char* kPaths = "/(healthz|readyz|metrics|dashboard)?";
+  srv.Post(kPaths, not_allowed);
+  srv.Put(kPaths, not_allowed);
+  srv.Patch(kPaths, not_allowed);
+  srv.Delete(kPaths, not_allowed);
 
   int bound = port;
   if (port == 0) {

@@ -71,6 +71,24 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
   ASSERT_TRUE(dash);
   EXPECT_EQ(dash->status, 200);
   EXPECT_THAT(dash->body, HasSubstr("/metrics"));
+  {
+    httplib::Client cli("127.0.0.1", (*p)->http_port());
+    cli.set_connection_timeout(5);
+    cli.set_read_timeout(5);
+    auto post = cli.Post("/metrics", "x", "text/plain");
+    ASSERT_TRUE(post);
+    EXPECT_EQ(post->status, 405);
+    EXPECT_EQ(post->get_header_value("Allow"), "GET, HEAD");
+    auto del = cli.Delete("/readyz");
+    ASSERT_TRUE(del);
+    EXPECT_EQ(del->status, 405);
+    auto head = cli.Head("/healthz");
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->status, 200);
+    auto missing = cli.Get("/nope");
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->status, 404);
+  }
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 
