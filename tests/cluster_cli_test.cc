@@ -1,7 +1,6 @@
 // Runs the `kvhub` CLI binary: `keys` against tests/vectors/block_keys.json,
 // and put/get/lookup/rm/stats against a real kvhubd (when built).
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/kvhubd_process.h"
+#include "tests/testing/run_command.h"
 
 namespace kvhub {
 namespace {
@@ -28,26 +28,14 @@ std::string Env(const char* name, const char* fallback) {
   return v != nullptr ? v : fallback;
 }
 
-struct RunResult {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
+using RunResult = testing::CommandResult;
 
 // `redirect` says what `out` captures: by default stdout and stderr; kStdoutOnly drops
 // stderr (logs, errors), so `out` is exactly what the CLI wrote to stdout.
 constexpr char kStdoutAndStderr[] = " 2>&1";
 constexpr char kStdoutOnly[] = " 2>/dev/null";
 RunResult RunCli(const std::string& args, const char* redirect = kStdoutAndStderr) {
-  const std::string cmd = absl::StrCat(Env("KVHUB_BIN_DIR", "bin"), "/kvhub ", args, redirect);
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhub"), " ", args, redirect));
 }
 
 class TempDir {
@@ -94,7 +82,7 @@ TEST(ClusterCliTest, KeysReproduceCommittedVectors) {
     RunResult r = RunCli(absl::StrCat("keys --ns ", Quote(c["namespace"].get<std::string>()),
                                    " --spec ", Quote(SpecText(c["spec"])), " --tokens-file ",
                                    tokens_file));
-    ASSERT_EQ(r.code, 0) << r.out;
+    ASSERT_EQ(r.exit_code, 0) << r.out;
     std::vector<std::string> blocks;
     std::string fingerprint, chunk;
     for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
@@ -125,7 +113,7 @@ TEST(ClusterCliTest, KeysReproduceCommittedVectors) {
 TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
   RunResult r = RunCli(
       "keys --ns default --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,3,4,5");
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("block 0 "), std::string::npos);
   EXPECT_NE(r.out.find("block 1 "), std::string::npos);
   EXPECT_EQ(r.out.find("block 2 "), std::string::npos) << "the partial tail got a key";
@@ -133,32 +121,32 @@ TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
 
 TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   RunResult r = RunCli("");
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   r = RunCli("frobnicate");
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("unknown command"), std::string::npos) << r.out;
   r = RunCli("keys --ns x --spec model=m,layers=0,kv_heads=1,head_dim=8 --tokens 1");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("layers"), std::string::npos) << r.out;
   r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1,zz");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("zz"), std::string::npos) << r.out;
   r = RunCli("keys --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1");
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--ns"), std::string::npos) << r.out;
   r = RunCli("stats");
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   r = RunCli("stats --addr 127.0.0.1:1 --bogus 3");
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;
   r = RunCli("get --ns x --key nothex --addr 127.0.0.1:1");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   r = RunCli("put --ns x --key 00112233445566778899aabbccddeeff --file /tmp --addr 127.0.0.1:1");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("'/tmp': it is a directory"), std::string::npos) << r.out;
   // Nothing listens on port 1: a clear UNAVAILABLE, not a hang.
   r = RunCli("stats --addr 127.0.0.1:1 --deadline-ms 500");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("127.0.0.1:1"), std::string::npos) << r.out;
 }
 
@@ -167,7 +155,7 @@ TEST(ClusterCliTest, OutputLostToAFullDiskFails) {
   // stderr (the reason) to the pipe, stdout to /dev/full.
   RunResult r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,3,4",
                        " 2>&1 >/dev/full");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("writing standard output failed"), std::string::npos) << r.out;
 }
 
@@ -183,50 +171,50 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   const std::string key2 = "ffeeddccbbaa99887766554433221100";
 
   RunResult r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find(key + " absent"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("stored " + key + " 300000 bytes"), std::string::npos) << r.out;
   r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("exists"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find(key + " present"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(key2 + " absent"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("prefix_hits 1 of 2"), std::string::npos) << r.out;
 
   const std::string out = dir.path() + "/out.bin";
   r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out ", out, addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   std::ifstream got_f(out, std::ios::binary);
   std::string got((std::istreambuf_iterator<char>(got_f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(got, payload);
 
   // To stdout: the block's bytes and nothing else (the client's logs go to stderr).
   r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out -", addr), kStdoutOnly);
-  ASSERT_EQ(r.code, 0);
+  ASSERT_EQ(r.exit_code, 0);
   EXPECT_TRUE(r.out == payload) << "stdout holds " << r.out.size() << " bytes, starting '"
                                 << r.out.substr(0, 80) << "'";
 
   r = RunCli(absl::StrCat("get --ns cli --key ", key, " --max-bytes 1000 --out ", out, addr));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("300000"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("get --ns other --key ", key, " --out ", out, addr));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("NOT_FOUND"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("stats", addr));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("node=cli-node"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tier host"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("rm --ns cli --key ", key, ",", key2, addr));
-  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find(key + " deleted"), std::string::npos) << r.out;
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, addr));
   EXPECT_NE(r.out.find(key + " absent"), std::string::npos) << r.out;
@@ -234,7 +222,7 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   // Token-level lookup through --members with the spec.
   r = RunCli(absl::StrCat("lookup --ns cli --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 "
                        "--tokens 1,2,3,4 --members ", (*proc)->grpc_address()));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }

@@ -1,11 +1,9 @@
 // kvhub-replay as a user runs it: exit codes and messages for inputs and clusters
 // it cannot use, and JSON that is all of the file it names.
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -13,27 +11,16 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/run_command.h"
 
 namespace kvhub {
 namespace {
 
-struct RunResult {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
+using RunResult = testing::CommandResult;
 
+// `out` holds kvhub-replay's stdout and stderr.
 RunResult RunReplay(const std::string& args) {
-  const char* dir = std::getenv("KVHUB_BIN_DIR");
-  const std::string cmd = absl::StrCat(dir != nullptr ? dir : "bin", "/kvhub-replay ", args, " 2>&1");
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhub-replay"), " ", args, " 2>&1"));
 }
 
 class ReplayCliTest : public ::testing::Test {
@@ -50,7 +37,7 @@ class ReplayCliTest : public ::testing::Test {
 TEST_F(ReplayCliTest, SimWritesItsJson) {
   const std::string json = trace_ + ".json";
   RunResult r = RunReplay(absl::StrCat("--trace ", trace_, " --sim --capacities 1K --policies lru --json ", json));
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   std::ifstream in(json);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -61,24 +48,24 @@ TEST_F(ReplayCliTest, SimWritesItsJson) {
 
 TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {
   RunResult r = RunReplay(absl::StrCat("--trace ", ::testing::TempDir(), " --sim"));
-  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("directory"), std::string::npos) << r.out;
 
   const std::string empty = trace_ + ".empty";
   std::ofstream(empty).flush();
   r = RunReplay(absl::StrCat("--trace ", empty, " --sim"));
-  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("no requests"), std::string::npos) << r.out;
   std::remove(empty.c_str());
 
   // Nothing listens on port 1.
   r = RunReplay(absl::StrCat("--trace ", trace_, " --live --members 127.0.0.1:1"));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("do not answer: 127.0.0.1:1"), std::string::npos) << r.out;
 
   if (access("/dev/full", W_OK) == 0) {
     r = RunReplay(absl::StrCat("--trace ", trace_, " --sim --capacities 1K --policies lru --json /dev/full"));
-    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
   }
 }
