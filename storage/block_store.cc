@@ -41,7 +41,7 @@ absl::Status BlockStoreConfig::Validate() const {
   if (!(max_pinned_fraction >= 0 && max_pinned_fraction <= 1)) {
     return bad("max_pinned_fraction must be in [0, 1], got ", max_pinned_fraction);
   }
-  if (max_leases == 0) return bad("max_leases must be > 0");
+  if (max_leases == 0 || max_leases > (1u << 24)) return bad("max_leases must be in 1..16M, got ", max_leases);
   if (max_blocks > (1u << 24)) return bad("max_blocks must be <= 16M, got ", max_blocks);
   return eviction.Validate();
 }

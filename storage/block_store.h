@@ -50,7 +50,7 @@ struct BlockStoreConfig {
   uint64_t slab_bytes = 0;       // allocator slab; 0 = auto (AutoSlabBytes in size_classes.h): >= bit_ceil(max_block_bytes), >= 64 slabs when possible
   uint32_t size_class_steps = 8; // size classes per power of two (8: <= ~8% rounding waste)
   uint64_t max_blocks = 0;       // slot table size; 0 = auto: capacity / min_block_bytes, at most 4M
-  uint32_t max_leases = 1u << 18;  // live leases at once (preallocated)
+  uint32_t max_leases = 1u << 18;  // live leases at once (preallocated); 1..16M
   bool populate = false;         // MAP_POPULATE the regions at start (fault pages in now)
 
   absl::Status Validate() const;

@@ -66,6 +66,11 @@ TEST_F(BlockStoreTest, ConfigValidation) {
   c.max_block_bytes = 128ull << 10;  // > slab_bytes
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
+  c.max_leases = 0;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c.max_leases = (1u << 24) + 1;  // preallocated: a typo must not reserve gigabytes
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
   c.eviction.name = "clock";
   EXPECT_EQ(BlockStore::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(BlockStoreConfig{}.Validate().ok());
