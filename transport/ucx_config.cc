@@ -1,5 +1,6 @@
 #include "transport/ucx_config.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -57,6 +58,20 @@ bool TlsNamesSharedMemory(absl::string_view tls) {
     if (t == "sm" || t == "shm" || t == "posix" || t == "sysv" || t == "cma" || t == "knem" || t == "xpmem") {
       return true;
     }
+  }
+  return false;
+}
+
+bool TlsMayUseTcp(absl::string_view tls) {
+  if (tls.empty()) return true;  // UCX's default set includes tcp
+  if (absl::StartsWith(tls, "^")) {  // "^a,b": every transport but those
+    for (absl::string_view t : absl::StrSplit(tls.substr(1), ',')) {
+      if (t == "tcp") return false;
+    }
+    return true;
+  }
+  for (absl::string_view t : absl::StrSplit(tls, ',')) {
+    if (t == "tcp" || t == "all") return true;
   }
   return false;
 }

@@ -32,6 +32,9 @@ absl::string_view UcxPathName(UcxPath path);
 // cma, knem, xpmem). kvhub allows endpoints without peer failure detection only
 // then (see UcxConfig::require_peer_failure_detection and docs/transport.md).
 bool TlsNamesSharedMemory(absl::string_view tls);
+// True when UCX may pick tcp under this UCX_TLS value: empty (UCX's default), a list
+// naming tcp or all, or an exclusion list ("^...") that does not exclude tcp.
+bool TlsMayUseTcp(absl::string_view tls);
 absl::string_view UcxProgressModeName(UcxProgressMode mode);
 
 struct UcxConfig {

@@ -2,7 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 #include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
 namespace {
@@ -40,6 +46,40 @@ TEST(UcxContextTest, TcpReceiveSegmentsOfAnyValidSizeStart) {
     c.tls = "tcp";
     c.tcp_rx_segment_bytes = bytes;
     EXPECT_TRUE(UcxContext::Create(c).ok()) << bytes;
+  }
+}
+
+TEST(UcxConfigTest, TlsMayUseTcp) {
+  EXPECT_TRUE(TlsMayUseTcp(""));
+  EXPECT_TRUE(TlsMayUseTcp("tcp"));
+  EXPECT_TRUE(TlsMayUseTcp("rc,tcp"));
+  EXPECT_TRUE(TlsMayUseTcp("all"));
+  EXPECT_TRUE(TlsMayUseTcp("^posix"));
+  EXPECT_FALSE(TlsMayUseTcp("posix,cma"));
+  EXPECT_FALSE(TlsMayUseTcp("rc"));
+  EXPECT_FALSE(TlsMayUseTcp("^tcp,posix"));
+}
+
+TEST(UcxContextTest, SharedMemoryOnlyStartsWithoutConfigurationWarnings) {
+  // The tcp receive segment option is set only where tcp may be used; elsewhere UCX
+  // logs "invalid configuration" when each worker starts.
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  struct RestoreLogger {
+    std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+    ~RestoreLogger() { spdlog::set_default_logger(previous); }
+  } restore;
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("ucx_config_test", sink));
+  UcxConfig c;
+  c.tls = "posix,cma";
+  c.tcp_rx_segment_bytes = 1 << 20;
+  absl::StatusOr<std::unique_ptr<UcxContext>> ctx = UcxContext::Create(c);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  {
+    absl::StatusOr<std::unique_ptr<UcxWorker>> worker = UcxWorker::Create(ctx->get(), {.name = "config-test"});
+    ASSERT_TRUE(worker.ok()) << worker.status();
+  }
+  for (const std::string& line : sink->last_formatted()) {
+    EXPECT_EQ(line.find("invalid configuration"), std::string::npos) << line;
   }
 }
 

@@ -98,7 +98,10 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
       return absl::InvalidArgumentError(absl::StrCat("ucx tls '", config.tls, "': ", ucs_status_string(st)));
     }
   }
-  if (config.tcp_rx_segment_bytes != 0 && std::getenv("UCX_TCP_RX_SEG_SIZE") == nullptr) {
+  // Only when tcp may be used: without tcp no transport knows the option, and UCX
+  // warns "invalid configuration" at every start.
+  if (config.tcp_rx_segment_bytes != 0 && TlsMayUseTcp(config.tls) &&
+      std::getenv("UCX_TCP_RX_SEG_SIZE") == nullptr) {
     // UCX 1.13 applies a transport's option set this way by its name inside the
     // transport's table, without the "TCP_" prefix ("TCP_RX_SEG_SIZE" is
     // accepted and silently ignored; measured). Only tcp has RX_SEG_SIZE.
