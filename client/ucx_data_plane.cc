@@ -121,12 +121,18 @@ UcxDataPlane::Peer* UcxDataPlane::PeerFor(Shard& shard) {
 
 void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
   if (p->state != Peer::State::kNew) return;
-  auto give_up = [&](const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+  // by_design: auto chose gRPC on purpose (tcp only), logged at info; anything else
+  // is a failure that made the client fall back, logged as a warning.
+  auto give_up = [&](const absl::Status& why, bool by_design = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
     p->last_error = why;
     if (config_.transport == TransportMode::kAuto) {
       p->state = Peer::State::kGrpc;
       p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
-      KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
+      if (by_design) {
+        KVHUB_LOG(info, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
+      } else {
+        KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
+      }
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
@@ -165,10 +171,13 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     // them in session 6, on loopback only (docs/results-transport.md): too uneven,
     // and unmeasured on a real network, to leave the path that needs nothing but
     // the gRPC port. In auto mode UCX is for RDMA and shared memory.
-    (void)worker_->Disconnect(*id);
+    if (absl::Status d = worker_->Disconnect(*id); !d.ok()) {
+      KVHUB_LOG(debug, "kvhub client: closing the tcp-only UCX endpoint to {}: {}", p->address, d.ToString());
+    }
     return give_up(absl::FailedPreconditionError(absl::StrCat(
-        "UCX reaches this shard only over ", tls,
-        ", where auto keeps gRPC; transport=ucx forces UCX")));
+                       "UCX reaches this shard only over ", tls,
+                       ", where auto keeps gRPC; transport=ucx forces UCX")),
+                   /*by_design=*/true);
   }
   const absl::StatusOr<transport::UcxPath> get_path = worker_->ResolvedPath(*id, transport::TransferKind::kGet);
   const absl::StatusOr<transport::UcxPath> put_path = worker_->ResolvedPath(*id, transport::TransferKind::kPut);

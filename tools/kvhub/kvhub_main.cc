@@ -10,6 +10,7 @@
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <memory>
@@ -56,6 +57,7 @@ cluster (stats, put, get, lookup, rm):
 SPEC is ModelSpec's compact form, e.g.
   model=llama3-8b,layers=32,kv_heads=8,head_dim=128,dtype=bf16,rope_base=500000,block_tokens=256
 Tokens are comma- or whitespace-separated int32 values (a file may span lines).
+Logs go to stderr at level warn; KVHUB_LOG_LEVEL=info (or debug, trace) shows more.
 Exit codes: 0 ok, 1 failure, 2 usage.
 )";
 
@@ -383,6 +385,9 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhub");  // stdout carries only the program's output
+  // An operator's one-shot command: the client's connection chatter only when asked for.
+  const char* level = std::getenv("KVHUB_LOG_LEVEL");
+  kvhub::SetLogLevel(level != nullptr ? level : "warn");
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::ExitCodeAfterStdout(kvhub::cli::Main(argc, argv), "kvhub");
