@@ -26,8 +26,13 @@ def main():
     ap.add_argument("--title", default="")
     ap.add_argument("--policies", default="")
     a = ap.parse_args()
-    with open(a.json) as f:
-        d = json.load(f)
+    try:
+        with open(a.json) as f:
+            d = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit("plot_replay: cannot read %s: %s" % (a.json, e))
+    if not isinstance(d, dict) or not isinstance(d.get("results"), list):
+        sys.exit("plot_replay: %s is not kvhub-replay --json output (no \"results\" list)" % a.json)
     keep = set(p for p in a.policies.split(",") if p)
     if any("codec" in r for r in d["results"]):
         return plot_budget(d, a, keep)
@@ -91,4 +96,9 @@ def plot_budget(d, a, keep):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyError, TypeError) as e:
+        sys.exit("plot_replay: malformed result row (%s: %s)" % (type(e).__name__, e))
+    except OSError as e:
+        sys.exit("plot_replay: %s" % e)
