@@ -8,11 +8,19 @@ import json
 import subprocess
 import sys
 
+if len(sys.argv) < 3:
+    sys.exit("usage: quality_table.py KVHUB_CODEC_BIN FILE.kvraw [extra eval args...]")
 binary, path, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for group in (32, 64, 128):
-    out = subprocess.run([binary, "eval", "--codec", "all", "--group", str(group), *extra, path],
-                         check=True, capture_output=True, text=True).stdout
+    try:
+        run = subprocess.run([binary, "eval", "--codec", "all", "--group", str(group), *extra, path],
+                             capture_output=True, text=True)
+    except OSError as e:
+        sys.exit("quality_table: cannot run %s: %s" % (binary, e))
+    if run.returncode != 0:
+        sys.exit("quality_table: %s eval failed (exit %d): %s" % (binary, run.returncode, run.stderr.strip()))
+    out = run.stdout
     for line in out.splitlines():
         r = json.loads(line)
         kivi = r["codec"].startswith("kivi") or r["codec"].startswith("int4")
