@@ -744,6 +744,8 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   t->set_reserved_bytes(st.reserved_bytes);
   resp->set_lookup_requested_keys(metrics_->lookup_requested_keys());
   resp->set_lookup_hit_keys(metrics_->lookup_hit_keys());
+  resp->set_lookup_requested_tokens(metrics_->lookup_requested_tokens());
+  resp->set_lookup_hit_tokens(metrics_->lookup_hit_tokens());
   resp->set_get_bytes(metrics_->get_bytes());
   resp->set_put_bytes(metrics_->put_bytes());
   resp->set_checksum_failures(st.checksum_failures);

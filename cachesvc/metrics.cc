@@ -133,16 +133,15 @@ void ServiceMetrics::RecordRpc(Rpc rpc, absl::Duration latency, int code) {
   s.codes[code].fetch_add(1, std::memory_order_relaxed);
 }
 
-uint64_t ServiceMetrics::lookup_requested_keys() const {
+uint64_t ServiceMetrics::SumLookup(std::atomic<uint64_t> LookupSeries::*counter) const {
   uint64_t t = 0;
-  for (int i = 0; i < (namespaces_.cap() + 1) * model_slots_; ++i) t += lookup_[i].requested_keys.load();
+  for (int i = 0; i < (namespaces_.cap() + 1) * model_slots_; ++i) t += (lookup_[i].*counter).load();
   return t;
 }
-uint64_t ServiceMetrics::lookup_hit_keys() const {
-  uint64_t t = 0;
-  for (int i = 0; i < (namespaces_.cap() + 1) * model_slots_; ++i) t += lookup_[i].hit_keys.load();
-  return t;
-}
+uint64_t ServiceMetrics::lookup_requested_keys() const { return SumLookup(&LookupSeries::requested_keys); }
+uint64_t ServiceMetrics::lookup_hit_keys() const { return SumLookup(&LookupSeries::hit_keys); }
+uint64_t ServiceMetrics::lookup_requested_tokens() const { return SumLookup(&LookupSeries::requested_tokens); }
+uint64_t ServiceMetrics::lookup_hit_tokens() const { return SumLookup(&LookupSeries::hit_tokens); }
 uint64_t ServiceMetrics::get_bytes() const {
   uint64_t t = 0;
   for (int i = 0; i <= namespaces_.cap(); ++i) t += per_ns_[i].get_bytes.load();

@@ -103,6 +103,8 @@ class ServiceMetrics {
   // Totals for StatsResponse.
   uint64_t lookup_requested_keys() const;
   uint64_t lookup_hit_keys() const;
+  uint64_t lookup_requested_tokens() const;
+  uint64_t lookup_hit_tokens() const;
   uint64_t get_bytes() const;
   uint64_t put_bytes() const;
 
@@ -127,6 +129,9 @@ class ServiceMetrics {
     LatencyHistogram latency;
     std::array<std::atomic<uint64_t>, 17> codes{};
   };
+
+  // One LookupSeries counter summed over every (namespace, model) series.
+  uint64_t SumLookup(std::atomic<uint64_t> LookupSeries::*counter) const;
 
   LabelInterner namespaces_;
   LabelInterner models_;

@@ -224,6 +224,11 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
                        "--tokens 1,2,3,4 --members ", (*proc)->grpc_address()));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
+  // That Lookup was token-weighted (2 blocks of 2 tokens): stats show the token hit rate.
+  r = RunCli(absl::StrCat("stats", addr));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("  token_hit_rate 0.0% (0 of 4 tokens)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cluster token_hit_rate 0.0% (0 of 4 tokens)"), std::string::npos) << r.out;
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
@@ -188,6 +190,13 @@ absl::Status CmdStats(Args& a) {
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
   int failed = 0;
+  uint64_t requested_tokens = 0, hit_tokens = 0;
+  // "12.3% (h of r tokens)", or "-" before any token-weighted Lookup.
+  const auto hit_rate = [](uint64_t hit, uint64_t requested) {
+    if (requested == 0) return std::string("-");
+    return absl::StrFormat("%.1f%% (%d of %d tokens)", 100.0 * static_cast<double>(hit) / requested, hit,
+                           requested);
+  };
   for (const MemberStats& m : (*c)->Stats()) {
     if (!m.stats.ok()) {
       std::cout << "member " << m.address << " ERROR " << m.stats.status().message() << "\n";
@@ -202,6 +211,9 @@ absl::Status CmdStats(Args& a) {
               << " put_bytes=" << s.put_bytes() << " checksum_failures=" << s.checksum_failures()
               << " reservations_expired=" << s.reservations_expired()
               << " leases_expired=" << s.leases_expired() << "\n";
+    std::cout << "  token_hit_rate " << hit_rate(s.lookup_hit_tokens(), s.lookup_requested_tokens()) << "\n";
+    requested_tokens += s.lookup_requested_tokens();
+    hit_tokens += s.lookup_hit_tokens();
     for (const v1::TierStats& t : s.tiers()) {
       std::cout << "  tier " << t.tier() << " capacity_bytes=" << t.capacity_bytes()
                 << " used_bytes=" << t.used_bytes() << " blocks=" << t.blocks()
@@ -210,6 +222,8 @@ absl::Status CmdStats(Args& a) {
                 << "\n";
     }
   }
+  std::cout << "cluster token_hit_rate " << hit_rate(hit_tokens, requested_tokens)
+            << (failed > 0 ? " (members that answered)" : "") << "\n";
   if (failed > 0) return absl::UnavailableError(absl::StrCat(failed, " member(s) did not answer"));
   return absl::OkStatus();
 }
@@ -292,12 +306,21 @@ absl::Status CmdGet(Args& a) {
 absl::Status CmdLookup(Args& a) {
   absl::StatusOr<std::string> ns = NamespaceArg(a);
   if (!ns.ok()) return ns.status();
+  // With --spec and --tokens this is the prefix lookup an engine makes (token-weighted
+  // on the shards: their stats show it in the token hit rate); with --key, by key.
+  std::optional<ModelSpec> spec;
+  std::vector<int32_t> tokens;
+  if (!a.Get("key").has_value()) {
+    absl::StatusOr<ModelSpec> sp = SpecArg(a);
+    absl::StatusOr<std::vector<int32_t>> tk = TokensArg(a);
+    if (sp.ok() && tk.ok()) spec = *sp, tokens = *tk;  // else KeysArg reports what is wrong
+  }
   absl::StatusOr<std::vector<BlockKey>> keys = KeysArg(a, *ns);
   if (!keys.ok()) return keys.status();
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
-  absl::StatusOr<LookupResult> r = (*c)->Lookup(*ns, *keys);
+  absl::StatusOr<LookupResult> r = spec.has_value() ? (*c)->LookupPrefix(*ns, *spec, tokens) : (*c)->Lookup(*ns, *keys);
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < keys->size(); ++i) {
     std::cout << (*keys)[i].Hex() << " " << (r->present[i] ? "present" : "absent") << " "
