@@ -103,7 +103,9 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
   if (!req.prefix()) {
     hits = static_cast<uint64_t>(std::count(present->begin(), present->end(), '\1'));
   }
-  metrics_->RecordLookup(req.namespace_(), req.model(), n, hits, req.block_tokens());
+  // Tokens only for prefix lookups, the question a prefill asks: a publisher's
+  // existence check (prefix=false) must not count toward the token hit rate.
+  metrics_->RecordLookup(req.namespace_(), req.model(), n, hits, req.prefix() ? req.block_tokens() : 0);
   return grpc::Status::OK;
 }
 

@@ -239,6 +239,29 @@ TEST_F(ServiceTest, DrainingRefusesNewPutsButServesReads) {
   EXPECT_EQ(gresp.blocks(0).data(), data);
 }
 
+TEST_F(ServiceTest, OnlyPrefixLookupsCountTowardTheTokenHitRate) {
+  std::string data = Block(21, 1024);
+  ASSERT_TRUE(PutOne(21, data, Xxh3_64(data.data(), data.size())).ok());
+  v1::LookupRequest lreq;
+  lreq.set_namespace_("ns");
+  lreq.set_keys(KeyBytes(21) + KeyBytes(22));
+  lreq.set_block_tokens(256);
+  lreq.set_model("m");
+  v1::LookupResponse lresp;
+  lreq.set_prefix(false);  // a publisher asking which blocks exist
+  ASSERT_TRUE(service_->DoLookup(lreq, &lresp).ok());
+  v1::StatsResponse st;
+  ASSERT_TRUE(service_->DoStats(&st).ok());
+  EXPECT_EQ(st.lookup_requested_keys(), 2u);
+  EXPECT_EQ(st.lookup_requested_tokens(), 0u);
+  lreq.set_prefix(true);  // a prefill asking for its prefix
+  ASSERT_TRUE(service_->DoLookup(lreq, &lresp).ok());
+  ASSERT_TRUE(service_->DoStats(&st).ok());
+  EXPECT_EQ(st.lookup_requested_keys(), 4u);
+  EXPECT_EQ(st.lookup_requested_tokens(), 512u);
+  EXPECT_EQ(st.lookup_hit_tokens(), 256u);
+}
+
 TEST_F(ServiceTest, DeletePinAndStats) {
   std::string data = Block(12, 2048);
   ASSERT_TRUE(PutOne(12, data, Xxh3_64(data.data(), data.size())).ok());

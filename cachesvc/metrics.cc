@@ -179,9 +179,9 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
       {"kvhub_lookup_requested_keys_total", "keys asked by Lookup", &LookupSeries::requested_keys},
       {"kvhub_lookup_hit_keys_total", "keys found by Lookup (the leading run when prefix=true)",
        &LookupSeries::hit_keys},
-      {"kvhub_lookup_requested_tokens_total", "tokens asked by Lookup (keys * block_tokens)",
+      {"kvhub_lookup_requested_tokens_total", "tokens asked by prefix Lookups (keys * block_tokens)",
        &LookupSeries::requested_tokens},
-      {"kvhub_lookup_hit_tokens_total", "tokens found by Lookup (hit keys * block_tokens)",
+      {"kvhub_lookup_hit_tokens_total", "tokens found by prefix Lookups (leading hit keys * block_tokens)",
        &LookupSeries::hit_tokens},
   };
   for (const LookupMetric& lm : lookup_metrics) {
