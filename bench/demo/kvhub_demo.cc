@@ -154,6 +154,20 @@ int Run() {
     std::fprintf(stderr, "kvhub-demo: --members: %s\n", members.status().ToString().c_str());
     return 2;
   }
+  struct Bound {
+    const char* flag;
+    int value, lo, hi;
+  };
+  for (const Bound& b : {Bound{"conversations", absl::GetFlag(FLAGS_conversations), 1, 100000},
+                         Bound{"turns", absl::GetFlag(FLAGS_turns), 1, 1000},
+                         Bound{"system_prompts", absl::GetFlag(FLAGS_system_prompts), 1, 10000},
+                         Bound{"system_prompt_tokens", absl::GetFlag(FLAGS_system_prompt_tokens), 0, 1 << 20},
+                         Bound{"clients", absl::GetFlag(FLAGS_clients), 1, 256}}) {
+    if (b.value < b.lo || b.value > b.hi) {
+      std::fprintf(stderr, "kvhub-demo: --%s must be %d..%d, got %d\n", b.flag, b.lo, b.hi, b.value);
+      return 2;
+    }
+  }
   auto spec = ModelSpec::Parse(absl::GetFlag(FLAGS_spec));
   if (!spec.ok()) {
     std::fprintf(stderr, "kvhub-demo: --spec: %s\n", spec.status().ToString().c_str());
