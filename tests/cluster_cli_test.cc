@@ -224,11 +224,17 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
                        "--tokens 1,2,3,4 --members ", (*proc)->grpc_address()));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
-  // That Lookup was token-weighted (2 blocks of 2 tokens): stats show the token hit rate.
+  // The same, the tokens read from standard input.
+  r = testing::RunCommand(absl::StrCat("echo 1,2,3,4 | ", testing::ProgramPath("kvhub"),
+                                       " lookup --ns cli --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2"
+                                       " --tokens-file -", addr, " 2>&1"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("prefix_hits 0 of 2"), std::string::npos) << r.out;
+  // Both Lookups were token-weighted (2 blocks of 2 tokens each): stats show the token hit rate.
   r = RunCli(absl::StrCat("stats", addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("  token_hit_rate 0.0% (0 of 4 tokens)"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("cluster token_hit_rate 0.0% (0 of 4 tokens)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  token_hit_rate 0.0% (0 of 8 tokens)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cluster token_hit_rate 0.0% (0 of 8 tokens)"), std::string::npos) << r.out;
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 

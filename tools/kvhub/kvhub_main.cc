@@ -109,7 +109,15 @@ absl::StatusOr<ModelSpec> SpecArg(Args& a) {
   return ModelSpec::Parse(*s);
 }
 
-absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns) {
+// The keys a command names: --key HEX[,HEX...], or the full blocks of --spec and
+// --tokens/--tokens-file (then *spec_tokens, when given, receives both: a token file
+// is read once, so "-" works).
+struct SpecTokens {
+  ModelSpec spec;
+  std::vector<int32_t> tokens;
+};
+absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns,
+                                              std::optional<SpecTokens>* spec_tokens = nullptr) {
   std::optional<std::string> keys = a.Get("key");
   if (keys.has_value()) {
     std::vector<BlockKey> out;
@@ -135,6 +143,7 @@ absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns) {
     return absl::InvalidArgumentError(absl::StrCat(tokens->size(), " tokens make no full block of ",
                                                    spec->block_tokens, " tokens"));
   }
+  if (spec_tokens != nullptr) *spec_tokens = SpecTokens{*std::move(spec), *std::move(tokens)};
   return out;
 }
 
@@ -308,19 +317,14 @@ absl::Status CmdLookup(Args& a) {
   if (!ns.ok()) return ns.status();
   // With --spec and --tokens this is the prefix lookup an engine makes (token-weighted
   // on the shards: their stats show it in the token hit rate); with --key, by key.
-  std::optional<ModelSpec> spec;
-  std::vector<int32_t> tokens;
-  if (!a.Get("key").has_value()) {
-    absl::StatusOr<ModelSpec> sp = SpecArg(a);
-    absl::StatusOr<std::vector<int32_t>> tk = TokensArg(a);
-    if (sp.ok() && tk.ok()) spec = *sp, tokens = *tk;  // else KeysArg reports what is wrong
-  }
-  absl::StatusOr<std::vector<BlockKey>> keys = KeysArg(a, *ns);
+  std::optional<SpecTokens> spec;
+  absl::StatusOr<std::vector<BlockKey>> keys = KeysArg(a, *ns, &spec);
   if (!keys.ok()) return keys.status();
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
-  absl::StatusOr<LookupResult> r = spec.has_value() ? (*c)->LookupPrefix(*ns, *spec, tokens) : (*c)->Lookup(*ns, *keys);
+  absl::StatusOr<LookupResult> r =
+      spec.has_value() ? (*c)->LookupPrefix(*ns, spec->spec, spec->tokens) : (*c)->Lookup(*ns, *keys);
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < keys->size(); ++i) {
     std::cout << (*keys)[i].Hex() << " " << (r->present[i] ? "present" : "absent") << " "
