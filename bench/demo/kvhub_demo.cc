@@ -381,15 +381,19 @@ int Run() {
   for (const ShardTransportStats& t : client.TransportStats()) {
     std::printf("  %-20s  %s\n", t.address.c_str(), t.transport.c_str());
   }
-  std::printf("\nshard                   blocks    used MiB / capacity MiB   evictions\n");
+  // The shards' own token hit rate (what /metrics and the dashboard show): prefill
+  // lookups only, full blocks only (a prompt's partial last block is never a key).
+  std::printf("\nshard                   blocks    used MiB / capacity MiB   evictions   token hit rate\n");
   for (const auto& m : client.Stats()) {
     if (!m.stats.ok()) {
       std::printf("  %-20s unreachable: %s\n", m.address.c_str(), m.stats.status().ToString().c_str());
       continue;
     }
+    const uint64_t req = m.stats->lookup_requested_tokens();
+    const double rate = req > 0 ? 100.0 * static_cast<double>(m.stats->lookup_hit_tokens()) / req : 0.0;
     for (const auto& t : m.stats->tiers()) {
-      std::printf("  %-20s %7" PRIu64 "   %8.1f / %-8.1f        %" PRIu64 "\n", m.address.c_str(), t.blocks(),
-                  t.used_bytes() / 1048576.0, t.capacity_bytes() / 1048576.0, t.evictions());
+      std::printf("  %-20s %7" PRIu64 "   %8.1f / %-8.1f        %-9" PRIu64 "   %5.1f%%\n", m.address.c_str(),
+                  t.blocks(), t.used_bytes() / 1048576.0, t.capacity_bytes() / 1048576.0, t.evictions(), rate);
     }
   }
   return (tot.mismatches == 0 && tot.errors == 0) ? 0 : 1;
