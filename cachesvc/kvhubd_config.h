@@ -54,7 +54,8 @@ struct KvhubdConfig {
   uint64_t gpu_tier_bytes = 0;
 
   // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.
-  // 0 = number of online CPU cores (at least 2).
+  // 0 = the CPUs this process may keep busy: its affinity mask and its cgroup CPU quota
+  // (a Kubernetes CPU limit), common/cpu_limit.h; at least 2.
   int worker_threads = 0;
   // How often the background thread reclaims expired reservations and leases.
   absl::Duration expiry_interval = absl::Seconds(1);

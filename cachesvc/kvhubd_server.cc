@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/cpu_limit.h"
 #include "common/log.h"
 #include "common/memory_limit.h"
 #include "grpcpp/grpcpp.h"
@@ -16,10 +17,11 @@
 namespace kvhub::cachesvc {
 namespace {
 
+// 0 = the CPUs this process may keep busy (affinity and cgroup quota: a Kubernetes
+// CPU limit), at least 2.
 int ResolveThreads(int configured) {
   if (configured > 0) return configured;
-  unsigned hw = std::thread::hardware_concurrency();
-  return std::max(2, static_cast<int>(hw));
+  return std::max(2, ReadCpuLimit().cpus);
 }
 
 std::string Hostname() {

@@ -2,15 +2,11 @@
 
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
-#include <vector>
+#include <iterator>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/string_view.h"
 
 namespace kvhub {
 namespace {
@@ -18,53 +14,11 @@ namespace {
 // cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit value.
 constexpr uint64_t kUnlimitedAtOrAbove = 1ull << 62;
 
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
-// A limit file's value; 0 when absent, unreadable, "max" or unlimited.
-uint64_t ReadLimitFile(const std::string& path) {
-  std::string text;
-  if (!ReadFile(path, &text)) return 0;
-  uint64_t v = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &v) || v >= kUnlimitedAtOrAbove) return 0;
-  return v;
-}
-
-// "/a/b/c" -> "/a/b/c", "/a/b", "/a", "" (the root itself).
-std::vector<std::string> SelfAndAncestors(absl::string_view path) {
-  std::string p(absl::StripSuffix(path, "/"));
-  std::vector<std::string> out;
-  while (true) {
-    out.push_back(p);
-    if (p.empty()) break;
-    size_t slash = p.rfind('/');
-    p = slash == std::string::npos ? "" : p.substr(0, slash);
-  }
-  return out;
-}
-
 void Lower(MemoryLimit* limit, uint64_t bytes, const std::string& source) {
   if (bytes == 0) return;
   if (limit->bytes == 0 || bytes < limit->bytes) {
     limit->bytes = bytes;
     limit->source = source;
-  }
-}
-
-// The cgroup's limit file and its ancestors'; the smallest limit binds. Inside a
-// container without a cgroup namespace the process's path is the host's and does not
-// exist under the container's mount, so the mount's root file is read too.
-void LowerByCgroup(MemoryLimit* limit, const std::string& dir, absl::string_view path,
-                   absl::string_view file) {
-  for (const std::string& p : SelfAndAncestors(path)) {
-    std::string f = absl::StrFormat("%s%s/%s", dir, p, file);
-    Lower(limit, ReadLimitFile(f), f);
   }
 }
 
@@ -79,23 +33,14 @@ MemoryLimit ReadMemoryLimit(const MemoryLimitSources& sources) {
     if (pages > 0 && page > 0) physical = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
   }
   Lower(&limit, physical, "physical memory");
-
-  std::string cgroups;
-  if (!ReadFile(sources.proc_self_cgroup, &cgroups)) return limit;
-  // Lines are "hierarchy-id:controllers:path"; v2's unified line is "0::path".
-  for (absl::string_view line : absl::StrSplit(cgroups, '\n', absl::SkipEmpty())) {
-    std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(':', 2));
-    if (f.size() != 3) continue;
-    if (f[0] == "0" && f[1].empty()) {
-      LowerByCgroup(&limit, sources.cgroup_root, f[2], "memory.max");
-      continue;
-    }
-    for (absl::string_view controller : absl::StrSplit(f[1], ',')) {
-      if (controller == "memory") {
-        LowerByCgroup(&limit, sources.cgroup_root + "/memory", f[2], "memory.limit_in_bytes");
-      }
-    }
-  }
+  // "max", garbage, and v1's "unlimited" (>= 2^62) are no limit.
+  ForEachCgroupFile(sources, "memory.max", "memory", "memory.limit_in_bytes",
+                    [&](const std::string& path, absl::string_view content) {
+                      uint64_t v = 0;
+                      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v) && v < kUnlimitedAtOrAbove) {
+                        Lower(&limit, v, path);
+                      }
+                    });
   return limit;
 }
 

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/cgroup_files.h"
+
 namespace kvhub {
 
 struct MemoryLimit {
@@ -20,9 +22,7 @@ struct MemoryLimit {
 };
 
 // Where the limits are read from; tests point these at a fake tree.
-struct MemoryLimitSources {
-  std::string proc_self_cgroup = "/proc/self/cgroup";
-  std::string cgroup_root = "/sys/fs/cgroup";
+struct MemoryLimitSources : CgroupSources {
   uint64_t physical_bytes = 0;  // 0: sysconf(_SC_PHYS_PAGES) * page size
 };
 

@@ -1,10 +1,12 @@
-#include "common/memory_limit.h"
-
+// ReadMemoryLimit and ReadCpuLimit (both read through common/cgroup_files.h) on fake
+// cgroup v1 and v2 trees.
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "common/cpu_limit.h"
+#include "common/memory_limit.h"
 #include "gtest/gtest.h"
 
 namespace kvhub {
@@ -15,12 +17,15 @@ namespace fs = std::filesystem;
 class MemoryLimitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(::testing::TempDir()) / ("memlimit_" + std::to_string(getpid()));
+    root_ = fs::path(::testing::TempDir()) / ("cgroup_limits_" + std::to_string(getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_);
     sources_.proc_self_cgroup = (root_ / "proc_self_cgroup").string();
     sources_.cgroup_root = (root_ / "cgroup").string();
     sources_.physical_bytes = 64ull << 30;
+    cpu_sources_.proc_self_cgroup = sources_.proc_self_cgroup;
+    cpu_sources_.cgroup_root = sources_.cgroup_root;
+    cpu_sources_.affinity_cpus = 16;
   }
   void TearDown() override { fs::remove_all(root_); }
 
@@ -32,6 +37,7 @@ class MemoryLimitTest : public ::testing::Test {
 
   fs::path root_;
   MemoryLimitSources sources_;
+  CpuLimitSources cpu_sources_;
 };
 
 TEST_F(MemoryLimitTest, NoCgroupFileMeansPhysicalMemory) {
@@ -81,6 +87,45 @@ TEST_F(MemoryLimitTest, ThisMachineHasALimit) {
   MemoryLimit m = ReadMemoryLimit();
   EXPECT_GT(m.bytes, 0u);
   EXPECT_FALSE(m.source.empty());
+}
+
+TEST_F(MemoryLimitTest, CpuQuotaOfTheGroupOrAnAncestorBindsRoundedUp) {
+  CpuLimit c = ReadCpuLimit(cpu_sources_);  // no cgroup file: the affinity mask
+  EXPECT_EQ(c.cpus, 16);
+  EXPECT_EQ(c.source, "affinity");
+
+  Write("proc_self_cgroup", "0::/kubepods/pod1/ctr\n");
+  Write("cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+  Write("cgroup/kubepods/pod1/cpu.max", "250000 100000\n");  // 2.5 CPUs -> 3
+  c = ReadCpuLimit(cpu_sources_);
+  EXPECT_EQ(c.cpus, 3);
+  EXPECT_EQ(c.source, sources_.cgroup_root + "/kubepods/pod1/cpu.max");
+
+  Write("cgroup/kubepods/pod1/ctr/cpu.max", "50000 100000\n");  // half a CPU -> 1
+  EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 1);
+  Write("cgroup/kubepods/pod1/ctr/cpu.max", "garbage\n");
+  EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 3);
+}
+
+TEST_F(MemoryLimitTest, CpuQuotaOfCgroupV1) {
+  Write("proc_self_cgroup", "2:cpu,cpuacct:/job\n0::/\n");
+  Write("cgroup/cpu,cpuacct/job/cpu.cfs_quota_us", "400000\n");
+  Write("cgroup/cpu,cpuacct/job/cpu.cfs_period_us", "100000\n");
+  Write("cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");  // the root: no limit
+  Write("cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+  CpuLimit c = ReadCpuLimit(cpu_sources_);
+  EXPECT_EQ(c.cpus, 4);
+  EXPECT_EQ(c.source, sources_.cgroup_root + "/cpu,cpuacct/job/cpu.cfs_quota_us");
+  cpu_sources_.affinity_cpus = 2;  // fewer CPUs to run on than the quota
+  c = ReadCpuLimit(cpu_sources_);
+  EXPECT_EQ(c.cpus, 2);
+  EXPECT_EQ(c.source, "affinity");
+}
+
+TEST(CpuLimitTest, ThisMachineHasAtLeastOneCpu) {
+  CpuLimit c = ReadCpuLimit();
+  EXPECT_GE(c.cpus, 1);
+  EXPECT_FALSE(c.source.empty());
 }
 
 TEST(HumanBytesTest, Renders) {
