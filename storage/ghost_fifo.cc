@@ -32,11 +32,14 @@ void GhostFifo::Grow() {
   std::vector<Entry> old = std::move(table_);
   ResetTable(room);
   for (const Entry& e : old) {
-    if (e.seq == 0) continue;
-    size_t i = Mix(e.digest) & mask_;
-    while (table_[i].seq != 0) i = (i + 1) & mask_;
-    table_[i] = e;
+    if (e.seq != 0) Place(e);
   }
+}
+
+void GhostFifo::Place(const Entry& e) {
+  size_t i = Mix(e.digest) & mask_;
+  while (table_[i].seq != 0) i = (i + 1) & mask_;
+  table_[i] = e;
 }
 
 size_t GhostFifo::Find(uint64_t digest) const {
@@ -88,9 +91,7 @@ void GhostFifo::Insert(uint64_t digest) {
   uint64_t seq = next_seq_++;
   ring_[(head_ + used_) % ring_.size()] = Entry{digest, seq};
   ++used_;
-  size_t i = Mix(digest) & mask_;
-  while (table_[i].seq != 0) i = (i + 1) & mask_;
-  table_[i] = Entry{digest, seq};
+  Place(Entry{digest, seq});
   ++live_;
 }
 

@@ -49,6 +49,8 @@ class GhostFifo {
   void Grow();
   // Sizes the table for `room` digests (load factor <= 1/2) and empties it.
   void ResetTable(size_t room);
+  // Puts `e` in the table's first free slot from its home (the table has room).
+  void Place(const Entry& e);
   static uint64_t Mix(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdull;
