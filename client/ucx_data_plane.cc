@@ -128,11 +128,8 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     if (config_.transport == TransportMode::kAuto) {
       p->state = Peer::State::kGrpc;
       p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
-      if (by_design) {
-        KVHUB_LOG(info, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
-      } else {
-        KVHUB_LOG(warn, "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
-      }
+      spdlog::log(by_design ? spdlog::level::info : spdlog::level::warn, "kvhub client: shard {} uses grpc: {}",
+                  p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
@@ -277,19 +274,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
   bool peer_failed = false;
   if (route.calls) {
     // The same Get, called over the UCX connection: no gRPC round trip.
-    absl::StatusOr<std::string> answer =
-        worker_->CallPeer(peer_id, v1::UCX_CALL_GET, req.SerializeAsString(), config_.control_deadline);
-    if (!answer.ok()) {
-      // A dead shard reached over shared memory does not fail the endpoint (no
-      // peer failure detection there): the call just times out. Reconnect next
-      // time in both cases; Connect over gRPC fails fast if the shard is gone.
-      peer_failed = answer.status().code() == absl::StatusCode::kUnavailable ||
-                    answer.status().code() == absl::StatusCode::kDeadlineExceeded;
-      s = absl::Status(answer.status().code(),
-                       absl::StrCat("Get ", shard.address(), " over ucx: ", answer.status().message()));
-    } else if (!resp.ParseFromString(*answer)) {
-      s = absl::DataLossError(absl::StrCat("Get ", shard.address(), " over ucx: cannot parse the response"));
-    }
+    s = CallShard(shard, peer_id, v1::UCX_CALL_GET, "Get", req, &resp);
+    // A dead shard reached over shared memory does not fail the endpoint (no
+    // peer failure detection there): the call just times out. Reconnect next
+    // time in both cases; Connect over gRPC fails fast if the shard is gone.
+    peer_failed = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
   } else {
     grpc::ByteBuffer bb;
     s = shard.GetRaw(req, &bb);
@@ -428,14 +417,19 @@ absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest&
     peer_id = p->peer_id;
   }
   if (!calls) return shard.Release(req, resp);
+  return CallShard(shard, peer_id, v1::UCX_CALL_RELEASE, "Release", req, resp);
+}
+
+absl::Status UcxDataPlane::CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall method, absl::string_view what,
+                                     const google::protobuf::Message& req, google::protobuf::Message* resp) {
   absl::StatusOr<std::string> answer =
-      worker_->CallPeer(peer_id, v1::UCX_CALL_RELEASE, req.SerializeAsString(), config_.control_deadline);
+      worker_->CallPeer(peer_id, method, req.SerializeAsString(), config_.control_deadline);
   if (!answer.ok()) {
     return absl::Status(answer.status().code(),
-                        absl::StrCat("Release ", shard.address(), " over ucx: ", answer.status().message()));
+                        absl::StrCat(what, " ", shard.address(), " over ucx: ", answer.status().message()));
   }
   if (!resp->ParseFromString(*answer)) {
-    return absl::DataLossError(absl::StrCat("Release ", shard.address(), " over ucx: cannot parse the response"));
+    return absl::DataLossError(absl::StrCat(what, " ", shard.address(), " over ucx: cannot parse the response"));
   }
   return absl::OkStatus();
 }

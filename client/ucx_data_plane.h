@@ -41,11 +41,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client_config.h"
 #include "client/data_plane.h"
 #include "client/deferred_releases.h"
 #include "client/grpc_data_plane.h"
+#include "kvhub/v1/kvhub.pb.h"
 
 namespace kvhub {
 
@@ -106,6 +108,10 @@ class UcxDataPlane final : public DataPlane {
   // DeferredReleases' sender: over the UCX connection when the shard answers
   // calls, else the Release RPC.
   absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
+  // `req` called as `method` over the UCX connection to `peer_id`, its answer parsed
+  // into `resp`; errors are CallPeer's, named "<what> <address> over ucx: ...".
+  absl::Status CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall method, absl::string_view what,
+                         const google::protobuf::Message& req, google::protobuf::Message* resp);
 
   const ClientConfig config_;
   const Hooks hooks_;
