@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "codec/block_format.h"
+#include "common/input_file.h"
 
 namespace kvhub::codec {
 namespace {
@@ -102,16 +103,9 @@ absl::StatusOr<Queries> ParseQueries(const KvShape& sh, const std::vector<uint8_
 }
 
 absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::vector<uint8_t> out;
-  uint8_t buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
-  bool err = std::ferror(f);
-  std::fclose(f);
-  if (err) return absl::DataLossError(absl::StrCat("read error on ", path));
-  return out;
+  absl::StatusOr<std::string> text = ReadInput(path);
+  if (!text.ok()) return text.status();
+  return std::vector<uint8_t>(text->begin(), text->end());
 }
 
 absl::Status WriteFileBytes(const std::string& path, const std::vector<uint8_t>& bytes) {

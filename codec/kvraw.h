@@ -37,7 +37,8 @@ absl::StatusOr<KvRaw> ParseKvRaw(const std::vector<uint8_t>& bytes);
 std::vector<uint8_t> SerializeQueries(const KvShape& shape, const Queries& q);
 absl::StatusOr<Queries> ParseQueries(const KvShape& shape, const std::vector<uint8_t>& bytes);
 
-// Whole-file helpers; errors name the path.
+// Whole-file helpers; errors name the path. ReadFileBytes reads through
+// common/input_file.h (a directory or unreadable file is an error).
 absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path);
 absl::Status WriteFileBytes(const std::string& path, const std::vector<uint8_t>& bytes);
 
