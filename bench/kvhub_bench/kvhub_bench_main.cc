@@ -358,11 +358,9 @@ int Main(int argc, char** argv) {
   }
   // Every member must answer before any cell runs: a table of failed operations
   // measures nothing.
-  {
-    if (absl::Status up = MakeClient(o, "inline", "inline")->CheckMembersAnswer(); !up.ok()) {
-      std::cerr << "kvhub-bench: " << up << "\n";
-      return 1;
-    }
+  if (absl::Status up = MakeClient(o, "inline", "inline")->CheckMembersAnswer(); !up.ok()) {
+    std::cerr << "kvhub-bench: " << up << "\n";
+    return 1;
   }
   std::unique_ptr<RedisServer> redis;
   if (o.redis) {
