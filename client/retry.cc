@@ -21,7 +21,12 @@ grpc::Status CallWithRetry(const RetryPolicy& policy,
   for (int k = 0; k < std::max(policy.max_attempts, 1); ++k) {
     if (k > 0) {
       std::uniform_real_distribution<double> jitter(0.8, 1.2);
-      absl::SleepFor(policy.Backoff(k, jitter(rng)));
+      const absl::Time until = absl::Now() + policy.Backoff(k, jitter(rng));
+      if (policy.wait_until) {
+        policy.wait_until(until);
+      } else {
+        absl::SleepFor(until - absl::Now());
+      }
     }
     s = attempt(k);
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;

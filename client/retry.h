@@ -16,6 +16,9 @@ struct RetryPolicy {
   int max_attempts = 3;                                   // first attempt included
   absl::Duration initial_backoff = absl::Milliseconds(10);
   absl::Duration max_backoff = absl::Milliseconds(500);
+  // Between attempts: returns at `until` at the latest, earlier when a retry is worth
+  // making now (Shard: its channels reconnected). Empty: sleep until `until`.
+  std::function<void(absl::Time until)> wait_until;
 
   // Sleep before retry `retry` (1-based): min(initial * 2^(retry-1), max),
   // scaled by `jitter` (callers pass a uniform value in [0.8, 1.2]).
@@ -23,7 +26,8 @@ struct RetryPolicy {
 };
 
 // Runs attempt(k) for k = 0, 1, ... while it returns UNAVAILABLE and attempts
-// remain, sleeping Backoff() between attempts. Returns the last status.
+// remain, waiting Backoff() between attempts (policy.wait_until if set). Returns
+// the last status.
 // `attempt` must set its own per-attempt deadline.
 grpc::Status CallWithRetry(const RetryPolicy& policy,
                            const std::function<grpc::Status(int attempt)>& attempt);

@@ -1,5 +1,7 @@
 #include "client/retry.h"
 
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace kvhub {
@@ -46,6 +48,23 @@ TEST(RetryTest, StopsAtFirstSuccess) {
   });
   EXPECT_TRUE(s.ok());
   EXPECT_EQ(calls, 3);
+}
+
+TEST(RetryTest, WaitsBetweenAttemptsWithTheHookUntilTheBackoffEnds) {
+  RetryPolicy p{3, absl::Milliseconds(100), absl::Milliseconds(100)};
+  std::vector<absl::Duration> waits;
+  p.wait_until = [&](absl::Time until) { waits.push_back(until - absl::Now()); };
+  int calls = 0;
+  grpc::Status s = CallWithRetry(p, [&](int) {
+    ++calls;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
+  });
+  EXPECT_EQ(calls, 3);
+  ASSERT_EQ(waits.size(), 2u) << "one wait before each retry, none after the last attempt";
+  for (absl::Duration w : waits) {
+    EXPECT_GT(w, absl::Milliseconds(50));  // the backoff with its jitter (80-120 ms)
+    EXPECT_LE(w, absl::Milliseconds(120));
+  }
 }
 
 TEST(RetryTest, FromGrpcKeepsCodeAndNamesTheCall) {

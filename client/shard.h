@@ -47,6 +47,14 @@ class Shard {
   // The next connection, round-robin.
   Conn& NextConn();
 
+  // Between the attempts of a call that failed UNAVAILABLE (RetryPolicy::wait_until):
+  // waits until `until` or until every channel that was not connected is connected
+  // again. gRPC completes a reconnect only while some thread polls its channels;
+  // calls to a channel in backoff fail at once without polling, so after a shard
+  // restart its channels would otherwise stay down until gRPC's 5 s backup poller
+  // ran. Channels connected from the start (e.g. a draining shard): sleeps.
+  void WaitBeforeRetry(absl::Time until);
+
   // Control calls: control deadline, retried on UNAVAILABLE.
   absl::Status Lookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
   absl::Status PutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);

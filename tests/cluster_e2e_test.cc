@@ -460,6 +460,42 @@ TEST(ClusterE2eTest, KilledShardCostsItsBlocksNeverCorrectness) {
   EXPECT_TRUE(stats[(dead + 1) % 3].stats.ok());
 }
 
+TEST(ClusterE2eTest, AShardRestartedOnItsAddressIsReachedAgainAndStopsPromptlyWithIdleClients) {
+  // gRPC sees a reconnect or a shard's GOAWAY on an idle client connection only when
+  // something polls it (client/shard.cc): without that a restarted shard stayed
+  // unreachable for up to 5 s and a shard's SIGTERM waited up to 5 s for its idle
+  // clients to hang up.
+  auto cluster = Cluster::Start(1, {"--shutdown_timeout_ms=10000"});
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.control_deadline = absl::Milliseconds(500);
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->CheckMembersAnswer().ok());
+  const std::string address = cluster->procs[0]->grpc_address();
+  ASSERT_TRUE(cluster->procs[0]->Kill().ok());
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(client->CheckMembersAnswer().ok());  // channels now in backoff
+
+  KvhubdProcessOptions o;
+  o.flags = {"--try_hugepages=false", "--shutdown_timeout_ms=10000", "--grpc_address=" + address};
+  auto restarted = KvhubdProcess::Start(o);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  const absl::Time back = absl::Now();
+  absl::Status up;
+  while (!(up = client->CheckMembersAnswer()).ok() && absl::Now() - back < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(up.ok()) << up;
+  // gRPC's reconnect backoff (at most 2 s here, client/shard.cc) bounds it.
+  EXPECT_LT(absl::Now() - back, absl::Milliseconds(2500));
+
+  const absl::Time stop = absl::Now();
+  auto code = (*restarted)->Stop();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(3)) << "the drain waited for an idle client to hang up";
+}
+
 TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);
