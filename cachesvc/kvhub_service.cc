@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <span>
 
 #include "absl/strings/str_cat.h"
@@ -54,12 +55,20 @@ const grpc::Status& DrainingStatus() {
   return *s;
 }
 
+uint64_t NewIncarnation() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  return id;
+}
+
 }  // namespace
 
 KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* store,
                            ReservationTable* reservations, ServiceMetrics* metrics)
     : config_(config),
       started_(absl::Now()),
+      incarnation_(NewIncarnation()),
       store_(store),
       reservations_(reservations),
       metrics_(metrics) {
@@ -128,6 +137,7 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
   if (draining()) return DrainingStatus();
   if (absl::Status s = ValidatePutStart(req, config_.store.max_block_bytes); !s.ok()) return ToGrpc(s);
   const int ns_index = metrics_->NamespaceIndex(req.namespace_());
+  resp->set_incarnation(incarnation_);
   resp->mutable_items()->Reserve(req.items_size());
   for (const v1::PutItem& item : req.items()) {
     v1::PutStartResponse::Reserved* out = resp->add_items();
@@ -313,6 +323,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
   const size_t n = req.keys().size() / kKeyBytes;
   std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
   const absl::Duration lease = LeaseFor(req.lease_ms());
+  if (!req.inline_data()) resp->set_incarnation(incarnation_);
   resp->mutable_blocks()->Reserve(static_cast<int>(n));
   uint64_t blocks = 0, bytes = 0;
   for (size_t i = 0; i < n; ++i) {

@@ -138,6 +138,10 @@ class KvHubService final : public KvHubCallbackBase {
   storage::BlockStore* store() { return store_; }
   ReservationTable* reservations() { return reservations_; }
   const KvhubdConfig& config() const { return config_; }
+  // Random, non-zero, new for every service object (every kvhubd process): sent in
+  // ConnectResponse, PutStartResponse and lease GetResponses so UCX clients notice a
+  // restart at the same address (proto: ConnectResponse.incarnation).
+  uint64_t incarnation() const { return incarnation_; }
 
  private:
   // UcxCall's two methods, without the metrics and the stopping check.
@@ -172,6 +176,7 @@ class KvHubService final : public KvHubCallbackBase {
   mutable absl::Mutex node_mu_;
   std::string node_id_ ABSL_GUARDED_BY(node_mu_);
   const absl::Time started_;
+  const uint64_t incarnation_;
   storage::BlockStore* const store_;
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;

@@ -12,7 +12,9 @@ grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectR
   if (ucx_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard; use gRPC");
   }
-  return ucx_->Connect(req, resp);
+  grpc::Status st = ucx_->Connect(req, resp);
+  if (st.ok()) resp->set_incarnation(incarnation_);
+  return st;
 }
 
 grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx, const v1::ConnectRequest* req,

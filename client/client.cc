@@ -360,6 +360,7 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
                                 r.location().size(), r.location().rkey_id()};
     w.data = blocks[i].data;
     if (r.expires_unix_ms() > 0) w.expires = absl::FromUnixMillis(r.expires_unix_ms());
+    w.incarnation = started.incarnation();
     writes.push_back(w);
     commit.add_reservation_ids(r.reservation_id());
   }

@@ -36,6 +36,10 @@ struct BlockWrite {
   // When the reservation is reclaimed (PutStart's expires_unix_ms); InfiniteFuture
   // if unknown. A data plane writing into shard memory must finish before it.
   absl::Time expires = absl::InfiniteFuture();
+  // The shard process that made the reservation (PutStartResponse.incarnation; 0 if
+  // unknown). A data plane connected to another process at that address must not
+  // write through that connection.
+  uint64_t incarnation = 0;
 };
 
 // Which data plane serves a shard and how many block bytes each one moved

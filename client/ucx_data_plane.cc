@@ -45,6 +45,7 @@ struct UcxDataPlane::Peer {
   uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
   bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
   bool calls ABSL_GUARDED_BY(mu) = false;    // lease Gets and Releases go over UCX (ConnectResponse.calls)
+  uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;  // ConnectResponse.incarnation of the connected process
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
@@ -184,6 +185,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   p->peer_id = *id;
   p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
   p->calls = resp.calls() && config_.ucx_calls;
+  p->incarnation = resp.incarnation();
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
   p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
@@ -211,19 +213,34 @@ UcxDataPlane::Route UcxDataPlane::RouteFor(Shard& shard) {
     r.peer_id = r.peer->peer_id;
     r.am_gets = r.peer->am_gets;
     r.calls = r.peer->calls;
+    r.incarnation = r.peer->incarnation;
     why = r.peer->last_error;
   }
   if (!r.ucx && config_.transport == TransportMode::kUcx) {
-    r.refused = absl::FailedPreconditionError(
-        absl::StrCat("shard ", r.peer->address, ": transport=ucx but UCX is not available: ", why.message()));
+    if (Transient(why)) {
+      // The shard did not answer Connect (down, restarting, frozen): a transient
+      // failure the next call retries, not a shard without UCX.
+      r.refused = absl::UnavailableError(
+          absl::StrCat("shard ", r.peer->address, ": UCX Connect did not get through (retried on the next call): ",
+                       why.message()));
+    } else {
+      r.refused = absl::FailedPreconditionError(
+          absl::StrCat("shard ", r.peer->address, ": transport=ucx but UCX is not available: ", why.message()));
+    }
   }
   return r;
 }
 
 absl::Status UcxDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrite> writes) {
   if (writes.empty()) return absl::OkStatus();
-  const Route route = RouteFor(shard);
+  Route route = RouteFor(shard);
   Peer* p = route.peer;
+  if (route.ucx && OtherProcess(route, writes[0].incarnation)) {
+    // The reservations are in a process that started after this connection's.
+    absl::StatusOr<Route> fresh = Reconnect(shard, route, writes[0].incarnation);
+    if (!fresh.ok()) return fresh.status();
+    route = *fresh;
+  }
   if (route.ucx) return WriteUcx(shard, p, route.peer_id, writes);
   if (!route.refused.ok()) return route.refused;
   // gRPC: decided fallback, or this call while the shard's Connect failed transiently.
@@ -258,9 +275,10 @@ absl::Status UcxDataPlane::ReadBlocks(Shard& shard, absl::string_view ns, std::s
   return s;
 }
 
-absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns,
+absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in, absl::string_view ns,
                                    std::span<BlockRead> reads) {
-  const uint64_t peer_id = route.peer_id;
+  Route route = route_in;
+  uint64_t peer_id = route.peer_id;
   v1::GetRequest req;
   req.set_namespace_(std::string(ns));
   req.set_keys(PackedKeys(reads));
@@ -290,9 +308,26 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     s = absl::DataLossError(absl::StrCat("Get ", shard.address(), ": response has ", resp.blocks_size(),
                                          " blocks, request had ", reads.size()));
   }
+  if (s.ok() && OtherProcess(route, resp.incarnation())) {
+    // Leases granted by a process that started after this connection's: read them
+    // over a new connection to it.
+    absl::StatusOr<Route> fresh = Reconnect(shard, route, resp.incarnation());
+    if (fresh.ok()) {
+      route = *fresh;
+      peer_id = route.peer_id;
+    } else {
+      s = fresh.status();
+      v1::ReleaseRequest release;  // best effort; unreleased leases end by expiry
+      for (const v1::GetResponse::Block& b : resp.blocks()) {
+        if (b.lease_id() != 0) release.add_lease_ids(b.lease_id());
+      }
+      v1::ReleaseResponse released;
+      if (release.lease_ids_size() > 0) (void)shard.Release(release, &released).ok();
+    }
+  }
   if (!s.ok()) {
     FailUnfinished(reads, s);
-    if (peer_failed) ForgetFailedPeer(p, peer_id);
+    if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
     return s;
   }
   if (hooks_.after_lease) hooks_.after_lease();
@@ -403,7 +438,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route, ab
     if (r.status.ok()) n += r.size;
   }
   p->ucx_get.fetch_add(n, std::memory_order_relaxed);
-  if (peer_failed) ForgetFailedPeer(p, peer_id);
+  if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
   return absl::OkStatus();
 }
 
@@ -434,13 +469,23 @@ absl::Status UcxDataPlane::CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall
   return absl::OkStatus();
 }
 
-void UcxDataPlane::ForgetFailedPeer(Peer* p, uint64_t peer_id) {
+void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) {
   absl::MutexLock l(&p->mu);
   if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
     p->state = Peer::State::kNew;  // reconnect on the next call
-    p->transport = "reconnecting (ucx peer failed)";
-    KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
+    p->transport = absl::StrCat("reconnecting (", why, ")");
+    KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} is gone ({}); reconnecting on next use", p->address,
+              std::string(why));
   }
+}
+
+absl::StatusOr<UcxDataPlane::Route> UcxDataPlane::Reconnect(Shard& shard, const Route& stale, uint64_t incarnation) {
+  ForgetPeer(stale.peer, stale.peer_id, "the shard restarted since this client connected");
+  Route fresh = RouteFor(shard);
+  if (fresh.ucx && fresh.incarnation == incarnation) return fresh;
+  return absl::UnavailableError(absl::StrCat(
+      "shard ", shard.address(), " restarted since this client connected over UCX and the new connection ",
+      fresh.ucx ? "reached yet another process" : "failed", fresh.refused.ok() ? "" : ": ", fresh.refused.message()));
 }
 
 absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes) {
@@ -473,14 +518,7 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std
   if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) return e;
   for (size_t k = 0; k < results.size(); ++k) {
     if (results[k].ok()) continue;
-    if (results[k].code() == absl::StatusCode::kUnavailable) {
-      absl::MutexLock l(&p->mu);
-      if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
-        p->state = Peer::State::kNew;
-        p->transport = "reconnecting (ucx peer failed)";
-        KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} failed; reconnecting on next use", p->address);
-      }
-    }
+    if (results[k].code() == absl::StatusCode::kUnavailable) ForgetPeer(p, peer_id, "ucx peer failed");
     return absl::Status(results[k].code(), absl::StrCat("shard ", shard.address(), ": ucx put of reservation ",
                                                         writes[k].reservation_id, ": ", results[k].message()));
   }

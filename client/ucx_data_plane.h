@@ -95,6 +95,7 @@ class UcxDataPlane final : public DataPlane {
     uint64_t peer_id = 0;
     bool am_gets = false;  // see Peer::am_gets
     bool calls = false;    // see Peer::calls
+    uint64_t incarnation = 0;  // the shard process connected to (ConnectResponse.incarnation; 0: unknown)
     absl::Status refused;
   };
   Route RouteFor(Shard& shard);
@@ -103,8 +104,18 @@ class UcxDataPlane final : public DataPlane {
 
   absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
   absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
-  // After UCX reported the peer failed: reconnect on the next call (unless that happened already).
-  void ForgetFailedPeer(Peer* p, uint64_t peer_id);
+  // The UCX connection `peer_id` is no use (UCX reported the peer failed, or the
+  // shard restarted behind it: `why`): reconnect on the next call (unless that
+  // happened already).
+  void ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why);
+  // True when `incarnation` (from a PutStart or Get response) names another shard
+  // process than `route`'s connection; 0 on either side is unknown, not a mismatch.
+  static bool OtherProcess(const Route& route, uint64_t incarnation) {
+    return incarnation != 0 && route.incarnation != 0 && incarnation != route.incarnation;
+  }
+  // After OtherProcess: drops the stale connection and connects again. The new
+  // route, or UNAVAILABLE when it does not reach process `incarnation` over UCX.
+  absl::StatusOr<Route> Reconnect(Shard& shard, const Route& stale, uint64_t incarnation);
   // DeferredReleases' sender: over the UCX connection when the shard answers
   // calls, else the Release RPC.
   absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);

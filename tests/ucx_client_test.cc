@@ -469,6 +469,32 @@ void OverwritePressure(Client& writer, int n, uint64_t seed) {
   ASSERT_TRUE(r.ok()) << r.status();
 }
 
+TEST(UcxClientTest, TransportUcxWithAShardThatDoesNotAnswerIsUnavailableThenRecovers) {
+  // A shard frozen (or restarting) when the client first connects is a transient
+  // failure (UNAVAILABLE, as a caller retries), not a shard without UCX
+  // (FAILED_PRECONDITION, a configuration to fix); the next call connects.
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+  cfg.control_deadline = absl::Milliseconds(300);
+  cfg.max_attempts = 1;
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const BlockKey k = Key(4000);
+  std::vector<uint8_t> buf(4096);
+  std::span<uint8_t> dest(buf);
+  ASSERT_TRUE(shard->Signal(SIGSTOP).ok());
+  auto frozen = (*client)->Get("ns", {&k, 1}, {&dest, 1});
+  ASSERT_TRUE(shard->Signal(SIGCONT).ok());
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  EXPECT_EQ(frozen->status[0].code(), absl::StatusCode::kUnavailable) << frozen->status[0];
+  EXPECT_TRUE(absl::StrContains(frozen->status[0].message(), "retried on the next call")) << frozen->status[0];
+  auto thawed = (*client)->Get("ns", {&k, 1}, {&dest, 1});
+  ASSERT_TRUE(thawed.ok()) << thawed.status();
+  EXPECT_EQ(thawed->status[0].code(), absl::StatusCode::kNotFound) << thawed->status[0];
+  EXPECT_TRUE(absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "ucx (tcp"));
+}
+
 TEST(UcxClientTest, LeasedBytesStayWhileTheLeaseLivesAndAStalledReaderNeverGetsForeignBytes) {
   // 16 MiB of blocks in a 16 MiB store: every new block evicts an old one.
   auto shard = StartShard({"--ucx_tls=tcp", "--capacity_bytes=16MiB", "--region_bytes=16MiB",
@@ -622,6 +648,56 @@ TEST(UcxClientTest, ShardKilledUnderASharedMemoryClientFailsItsReads) {
   EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0xA5; }));
   const std::string transport = OnlyShard((*client)->TransportStats()).transport;
   EXPECT_FALSE(absl::StartsWith(transport, "ucx (")) << "still claims a live UCX connection: " << transport;
+}
+
+TEST(UcxClientTest, AShardRestartedAtTheSameAddressIsReconnectedBeforeAnyTransfer) {
+  // A new kvhubd on the address of a killed one: its PutStart and Get answers name
+  // memory of the new process. The clients' UCX connections (and, over shared memory,
+  // their mappings) still lead to the dead one; they must reconnect first, not write
+  // into or read from the old process's segments (a failed put or a checksum miss).
+  if (!ShmHoldsTheShardsRegions()) GTEST_SKIP() << "/dev/shm cannot hold the shard's 512 MiB";
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  const std::string address = shard->grpc_address();
+  ClientConfig wcfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  ClientConfig rcfg = wcfg;
+  rcfg.ucx_calls = false;  // lease Gets over gRPC: they reach the new process at once
+  auto writer = Client::Create(wcfg);
+  auto reader = Client::Create(rcfg);
+  ASSERT_TRUE(writer.ok() && reader.ok());
+  PutGetByteExact(**writer, "ns", {4096}, 41);
+  PutGetByteExact(**reader, "ns", {4096}, 42);
+
+  ASSERT_TRUE(shard->Kill().ok());
+  auto restarted = StartShard({"--ucx_tls=posix,cma", "--grpc_address=" + address});
+  ASSERT_NE(restarted, nullptr);
+  // Each client's gRPC channels come back first (Shard::WaitBeforeRetry: within a
+  // few calls; gRPC's reconnect backoff is at most 2 s here).
+  for (auto* c : {&*writer, &*reader}) {
+    absl::Status up;
+    for (int i = 0; i < 100 && !(up = (*c)->CheckMembersAnswer()).ok(); ++i) absl::SleepFor(absl::Milliseconds(50));
+    ASSERT_TRUE(up.ok()) << up;
+  }
+
+  const BlockKey key = Key(43000);
+  const std::vector<uint8_t> data = Payload(43, 1 << 20);
+  const BlockPut put{key, std::nullopt, data, false};
+  auto stored = (*writer)->Put("ns", {&put, 1});
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->stored, 1u) << stored->errors[0];
+  std::vector<uint8_t> buf(data.size(), 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(got->status[0].ok()) << got->status[0];
+  EXPECT_TRUE(buf == data);
+  for (auto* c : {&*writer, &*reader}) {
+    const std::string t = OnlyShard((*c)->TransportStats()).transport;
+    EXPECT_TRUE(absl::StartsWith(t, "ucx (posix")) << t;
+  }
+  auto stats = (*writer)->Stats();
+  ASSERT_TRUE(stats[0].stats.ok()) << stats[0].stats.status();
+  EXPECT_EQ(stats[0].stats->checksum_failures(), 0u) << "a put was written through the old connection";
 }
 
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {

@@ -423,8 +423,14 @@ struct UcxWorker::Impl {
         if (it == ep_owner.end()) continue;  // already closed by us
         c.peer_failures.fetch_add(1);
         const EpOwner owner = it->second;
-        KVHUB_LOG(warn, "ucx: {} {} failed: {}", owner.is_conn ? "accepted connection" : "peer", owner.id,
-                  ucs_status_string(status));
+        if (owner.is_conn && status == UCS_ERR_CONNECTION_RESET) {
+          // How a client that closed its endpoint or exited leaves: routine, not a fault.
+          KVHUB_LOG(info, "ucx: accepted connection {} closed by its client ({})", owner.id,
+                    ucs_status_string(status));
+        } else {
+          KVHUB_LOG(warn, "ucx: {} {} failed: {}", owner.is_conn ? "accepted connection" : "peer", owner.id,
+                    ucs_status_string(status));
+        }
         if (owner.is_conn) {
           FailConn(owner.id);
         } else {
