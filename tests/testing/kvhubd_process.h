@@ -18,6 +18,8 @@
 // KVHUB_BIN_DIR), else "kvhubd" next to the running test's directory (../bin/kvhubd).
 // The child inherits stderr (its logs show up in the test output) and gets
 // PR_SET_PDEATHSIG=SIGKILL, so it dies with the test process even when the test crashes.
+// The kernel sends that signal when the *thread* that called Start() exits: start
+// children from a thread that outlives them (the main thread, or one joined after).
 //
 // Ownership: the object owns the child. Its destructor kills (SIGKILL) and reaps a child
 // that is still running. Thread safety: none; use one object from one thread.

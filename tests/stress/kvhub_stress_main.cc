@@ -1,0 +1,885 @@
+// kvhub-stress: randomized operations from many threads against a kvhub cluster, with
+// shards killed and restarted or frozen while the operations run, checking that nothing
+// is ever served wrong and that the cluster recovers (the idea of RocksDB's db_stress).
+//
+//   kvhub-stress [--spawn 3 | --members A,B] [--threads 4] [--seconds 10]
+//                [--kill_every_ms 0] [--stop_every_ms 0] [--transport auto|grpc|ucx]
+//
+// Every block's payload is a function of its key (tests/stress/stress_workload.h), so
+// each block a Fetch or Get reports loaded is compared byte for byte with what that key
+// must hold. What is checked (docs/operations.md, "Stress test"):
+//   - wrong bytes: a block reported loaded whose size or bytes differ from its key's;
+//   - deleted served: a block read after its Delete succeeded (thread-private keys);
+//   - pinned lost: a pinned block missing from a live shard that has not restarted;
+//   - unexpected errors: any error code faults do not explain (a run without faults
+//     allows only misses and a full shard);
+//   - recovery: after the faults stop, every shard answers and a pass over all prompts
+//     sees no error but misses; every pinned block is served;
+//   - leaks (spawned shards): leases and reservations drain to zero;
+//   - clean exit (spawned shards): each shard drains and exits 0 on SIGTERM.
+// Exit status: 0 when every check holds, 1 when one fails, 2 for bad flags.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cachesvc/kvhubd_config.h"
+#include "client/client.h"
+#include "client/client_config.h"
+#include "common/log.h"
+#include "common/output_file.h"
+#include "nlohmann/json.hpp"
+#include "tests/stress/stress_workload.h"
+#include "tests/testing/kvhubd_process.h"
+
+ABSL_FLAG(std::string, members, "", "an existing cluster: comma-separated HOST:PORT (no faults)");
+ABSL_FLAG(int, spawn, 3, "start this many kvhubd shards on loopback (1..16) when --members is empty");
+ABSL_FLAG(std::string, kvhubd, "", "kvhubd binary for --spawn (default: next to kvhub-stress)");
+ABSL_FLAG(std::string, shard_capacity, "24MiB", "capacity_bytes of each spawned shard (small: evictions)");
+ABSL_FLAG(std::string, eviction_policy, "", "eviction_policy of the spawned shards (default: kvhubd's)");
+ABSL_FLAG(int, threads, 4, "client threads issuing operations (1..256)");
+ABSL_FLAG(double, seconds, 10, "how long the operations run (0.1..86400)");
+ABSL_FLAG(std::string, transport, "auto", "client data plane: auto | grpc | ucx");
+ABSL_FLAG(std::string, ucx_tls, "", "UCX transports of client and spawned shards (e.g. tcp, posix,cma)");
+ABSL_FLAG(bool, ucx_calls, true, "lease Gets over the UCX connection (false: over gRPC)");
+ABSL_FLAG(int, kill_every_ms, 0, "SIGKILL a random spawned shard and restart it on its port this often (0: never)");
+ABSL_FLAG(int, stop_every_ms, 0, "SIGSTOP a random spawned shard for --stop_ms this often (0: never)");
+ABSL_FLAG(int, stop_ms, 1500, "how long a stopped shard stays frozen (10..60000)");
+ABSL_FLAG(uint32_t, prompts, 512, "distinct prompts");
+ABSL_FLAG(uint32_t, groups, 16, "prompt groups sharing 1-3 leading blocks");
+ABSL_FLAG(uint32_t, max_blocks, 12, "full blocks per prompt at most");
+ABSL_FLAG(std::string, min_block_bytes, "1KiB", "smallest payload");
+ABSL_FLAG(std::string, max_block_bytes, "128KiB", "largest payload");
+ABSL_FLAG(uint32_t, pinned, 32, "pinned blocks that must survive eviction (0..4096)");
+ABSL_FLAG(uint64_t, seed, 1, "random seed of the operation mix and the faults");
+ABSL_FLAG(std::string, json, "", "also write the report as JSON to this file ('-': stdout, table to stderr)");
+ABSL_FLAG(std::string, log_level, "warn", "client log level (trace|debug|info|warn|error|off)");
+
+namespace kvhub {
+namespace {
+
+using stress::Workload;
+
+constexpr int kCodes = 17;  // absl::StatusCode values 0..16
+
+enum Op { kPublish, kLookup, kFetch, kGet, kDelete, kPrivate, kPinned, kRecovery, kOpCount };
+constexpr const char* kOpNames[kOpCount] = {"publish", "lookup", "fetch", "get", "delete", "private", "pinned", "recovery"};
+
+struct OpStats {
+  std::atomic<uint64_t> calls{0}, blocks_ok{0}, misses{0}, bytes_verified{0};
+  std::array<std::atomic<uint64_t>, kCodes> errors{};
+};
+
+// The invariants' violations: counted, and the first few described.
+class Violations {
+ public:
+  void Add(const std::string& kind, const std::string& what) {
+    absl::MutexLock l(&mu_);
+    ++count_[kind];
+    if (first_.size() < 20) first_.push_back(absl::StrCat(kind, ": ", what));
+  }
+  uint64_t Count(const std::string& kind) const {
+    absl::MutexLock l(&mu_);
+    auto it = count_.find(kind);
+    return it == count_.end() ? 0 : it->second;
+  }
+  uint64_t Total() const {
+    absl::MutexLock l(&mu_);
+    uint64_t t = 0;
+    for (const auto& [k, n] : count_) t += n;
+    return t;
+  }
+  std::vector<std::string> First() const {
+    absl::MutexLock l(&mu_);
+    return first_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, uint64_t> count_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> first_ ABSL_GUARDED_BY(mu_);
+};
+
+constexpr const char* kViolationKinds[] = {"wrong bytes", "deleted served", "pinned lost", "unexpected error",
+                                           "no recovery", "leak", "unclean exit", "fault injection failed"};
+
+struct Options {
+  std::vector<std::string> members;
+  int spawn = 0;
+  int threads = 4;
+  absl::Duration duration;
+  int kill_every_ms = 0, stop_every_ms = 0, stop_ms = 0;
+  uint32_t pinned = 0;
+  uint64_t seed = 1;
+  bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0; }
+};
+
+// The spawned shards, their restarts and which of them hold their pinned blocks.
+class Shards {
+ public:
+  Shards(std::string binary, std::vector<std::string> flags) : binary_(std::move(binary)), flags_(std::move(flags)) {}
+
+  absl::Status StartAll(int n) {
+    absl::MutexLock l(&mu_);
+    for (int i = 0; i < n; ++i) {
+      auto p = Start(i, "127.0.0.1:0");
+      if (!p.ok()) return p.status();
+      addresses_.push_back((*p)->grpc_address());
+      procs_.push_back(*std::move(p));
+      pinned_ok_.push_back(false);
+    }
+    n_.store(procs_.size(), std::memory_order_release);
+    return absl::OkStatus();
+  }
+  std::vector<std::string> addresses() const {
+    absl::MutexLock l(&mu_);
+    return addresses_;
+  }
+  // Fixed after StartAll.
+  size_t size() const { return n_.load(std::memory_order_acquire); }
+  // Pinned-block checks hold this shared (ReaderTryLock: skipped while a fault runs);
+  // kills and restarts hold it exclusively.
+  absl::Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
+  bool pinned_ok(size_t i) const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return pinned_ok_[i]; }
+  void set_pinned_ok(size_t i, bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { pinned_ok_[i] = ok; }
+
+  // SIGKILL shard i, then start a new kvhubd on the same address (its blocks are gone).
+  absl::Status KillAndRestart(size_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    pinned_ok_[i] = false;
+    if (auto rc = procs_[i]->Kill(); !rc.ok()) return rc.status();
+    absl::Status last;
+    // The port was just released; a new listener binds it at once (SO_REUSEADDR), but
+    // retry briefly in case the kernel still holds it.
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      auto p = Start(static_cast<int>(i), addresses_[i]);
+      if (p.ok()) {
+        procs_[i] = *std::move(p);
+        return absl::OkStatus();
+      }
+      last = p.status();
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return absl::Status(last.code(), absl::StrCat("restart of ", addresses_[i], ": ", last.message()));
+  }
+  absl::Status Signal(size_t i, int signo) {
+    absl::MutexLock l(&mu_);
+    return procs_[i]->Signal(signo);
+  }
+  // SIGTERM every shard; the exit codes (or why a shard did not exit).
+  std::vector<absl::StatusOr<int>> StopAll() {
+    absl::MutexLock l(&mu_);
+    std::vector<absl::StatusOr<int>> out;
+    for (auto& p : procs_) out.push_back(p->Stop());
+    return out;
+  }
+
+ private:
+  absl::StatusOr<std::unique_ptr<testing::KvhubdProcess>> Start(int i, const std::string& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    testing::KvhubdProcessOptions po;
+    po.binary = binary_;
+    po.flags = flags_;
+    po.flags.push_back(absl::StrCat("--grpc_address=", address));
+    po.node_id = absl::StrCat("stress-", i);
+    return testing::KvhubdProcess::Start(po);
+  }
+
+  const std::string binary_;
+  const std::vector<std::string> flags_;
+  std::atomic<size_t> n_{0};
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<testing::KvhubdProcess>> procs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> pinned_ok_ ABSL_GUARDED_BY(mu_);
+};
+
+class Stress {
+ public:
+  Stress(const Options& o, const Workload& wl, Client& client, Shards* shards)
+      : o_(o), wl_(wl), client_(client), shards_(shards) {}
+
+  absl::Status PinAll();
+  void Run();
+  void Report(bool to_stderr, nlohmann::json* j) const;
+  const Violations& violations() const { return violations_; }
+
+ private:
+  // Per thread: a generator and buffers for reads (allocated once).
+  struct Thread {
+    int id = 0;
+    std::mt19937_64 rng;
+    std::vector<std::vector<uint8_t>> buffers;
+    std::vector<std::span<uint8_t>> spans;
+  };
+
+  void Worker(int id);
+  void Faults();
+  void Final();
+
+  void Publish(Thread& t);
+  void FetchPrefix(Thread& t, Op op, uint32_t p);
+  void GetKeys(Thread& t);
+  void DeleteTail(Thread& t);
+  void PrivateDeleteThenRead(Thread& t);
+  // Reads every pinned block: each must be served (strict, or its shard has its pins
+  // back) or be missing only because a fault explains it.
+  void CheckPinned(Thread& t, bool strict);
+  void ReadPinned(Thread& t, bool strict, const std::vector<bool>& live);
+  absl::Status Repin(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shards_->mu());
+
+  // Counts a per-block status of `op`: OK and NOT_FOUND are fine; other codes are
+  // counted, and are violations unless the faults of this run explain them.
+  void Tally(Op op, const absl::Status& s, const BlockKey* key = nullptr);
+  // Verifies a block reported loaded.
+  void Verify(Op op, const BlockKey& key, std::span<const uint8_t> got);
+  bool Allowed(Op op, absl::StatusCode code) const;
+  std::vector<std::span<const uint8_t>> Payloads(const std::vector<BlockKey>& keys,
+                                                 std::vector<std::vector<uint8_t>>* store) const;
+
+  const Options& o_;
+  const Workload& wl_;
+  Client& client_;
+  Shards* shards_;  // null for an existing cluster
+  const std::string ns_ = "stress", pinned_ns_ = "stress-pinned";
+  std::vector<BlockKey> pinned_keys_;
+  std::array<OpStats, kOpCount> stats_;
+  Violations violations_;
+  absl::Notification done_;         // the operations stop
+  absl::Notification faults_over_;  // the fault thread injects nothing more
+  absl::Notification finished_;     // the final checks are over
+  std::atomic<uint64_t> kills_{0}, stops_{0}, pinned_skipped_{0};
+  double seconds_run_ = 0;
+  std::vector<std::pair<std::string, double>> phase_seconds_;  // the final checks, in order
+};
+
+bool Stress::Allowed(Op op, absl::StatusCode code) const {
+  switch (code) {
+    case absl::StatusCode::kOk:
+    case absl::StatusCode::kNotFound:            // a miss: evicted, deleted, not published
+    case absl::StatusCode::kResourceExhausted:   // a full shard (every block leased or pinned)
+      return true;
+    case absl::StatusCode::kUnavailable:         // a killed shard, or one not back yet
+    case absl::StatusCode::kDeadlineExceeded:    // a frozen shard
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kAborted:             // a transfer cut by a dying peer
+      return o_.faults() && op != kRecovery;
+    default:
+      return false;
+  }
+}
+
+void Stress::Tally(Op op, const absl::Status& s, const BlockKey* key) {
+  OpStats& st = stats_[op];
+  if (s.ok()) return;
+  if (absl::IsNotFound(s)) {
+    st.misses.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const int code = static_cast<int>(s.code());
+  st.errors[code >= 0 && code < kCodes ? code : static_cast<int>(absl::StatusCode::kUnknown)].fetch_add(
+      1, std::memory_order_relaxed);
+  if (!Allowed(op, s.code())) {
+    violations_.Add(op == kRecovery ? "no recovery" : "unexpected error",
+                    absl::StrCat(kOpNames[op], key ? absl::StrCat(" ", key->Hex()) : "", ": ", s.ToString()));
+  }
+}
+
+void Stress::Verify(Op op, const BlockKey& key, std::span<const uint8_t> got) {
+  OpStats& st = stats_[op];
+  if (!wl_.Matches(key, got)) {
+    violations_.Add("wrong bytes", absl::StrCat(kOpNames[op], " ", key.Hex(), ": ", got.size(), " bytes served, ",
+                                                wl_.PayloadSize(key), " expected, or other bytes"));
+    return;
+  }
+  st.blocks_ok.fetch_add(1, std::memory_order_relaxed);
+  st.bytes_verified.fetch_add(got.size(), std::memory_order_relaxed);
+}
+
+std::vector<std::span<const uint8_t>> Stress::Payloads(const std::vector<BlockKey>& keys,
+                                                       std::vector<std::vector<uint8_t>>* store) const {
+  store->resize(keys.size());
+  std::vector<std::span<const uint8_t>> spans(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    (*store)[i] = wl_.ExpectedPayload(keys[i]);
+    spans[i] = (*store)[i];
+  }
+  return spans;
+}
+
+absl::Status Stress::PinAll() {
+  // Pinned blocks: single-block prompts of their own namespace, put with pin=true.
+  std::vector<BlockPut> puts;
+  std::vector<std::vector<uint8_t>> payloads(o_.pinned);
+  for (uint32_t i = 0; i < o_.pinned; ++i) {
+    std::vector<int32_t> tokens(wl_.spec().block_tokens, static_cast<int32_t>(i));
+    pinned_keys_.push_back(BlockKeys(pinned_ns_, wl_.spec(), tokens)[0]);
+    payloads[i] = wl_.ExpectedPayload(pinned_keys_.back());
+    puts.push_back(BlockPut{.key = pinned_keys_.back(), .data = payloads[i], .pin = true});
+  }
+  if (puts.empty()) return absl::OkStatus();
+  auto r = client_.Put(pinned_ns_, puts);
+  if (!r.ok()) return r.status();
+  for (size_t i = 0; i < puts.size(); ++i) {
+    if (r->outcome[i] == PutOutcome::kFailed) {
+      return absl::Status(r->errors[i].code(), absl::StrCat("pinning ", pinned_keys_[i].Hex(), ": ",
+                                                            r->errors[i].message()));
+    }
+  }
+  if (shards_) {
+    absl::MutexLock l(&shards_->mu());
+    for (size_t s = 0; s < shards_->size(); ++s) shards_->set_pinned_ok(s, true);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Stress::Repin(size_t shard) {
+  std::vector<BlockPut> puts;
+  std::vector<std::vector<uint8_t>> payloads;
+  payloads.reserve(pinned_keys_.size());
+  for (const BlockKey& k : pinned_keys_) {
+    if (client_.OwnerOf(k) != shard) continue;
+    payloads.push_back(wl_.ExpectedPayload(k));
+    puts.push_back(BlockPut{.key = k, .data = payloads.back(), .pin = true});
+  }
+  // The client reconnects to the new process with backoff: retry for a while.
+  absl::Status last;
+  const absl::Time deadline = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < deadline) {
+    auto r = client_.Put(pinned_ns_, puts);
+    if (!r.ok()) return r.status();
+    if (r->failed == 0) return absl::OkStatus();
+    for (size_t i = 0; i < puts.size(); ++i) {
+      if (r->outcome[i] == PutOutcome::kFailed) last = r->errors[i];
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::Status(last.code(), absl::StrCat("re-pinning on ", client_.MemberAddress(shard),
+                                                " after its restart: ", last.message()));
+}
+
+void Stress::Publish(Thread& t) {
+  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
+  const std::vector<int32_t> tokens = wl_.Tokens(p);
+  const std::vector<BlockKey> keys = BlockKeys(ns_, wl_.spec(), tokens);
+  std::vector<std::vector<uint8_t>> store;
+  const auto spans = Payloads(keys, &store);
+  stats_[kPublish].calls.fetch_add(1, std::memory_order_relaxed);
+  auto r = client_.Publish(ns_, wl_.spec(), tokens, spans);
+  if (!r.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Publish refused a valid prompt: ", r.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (r->outcome[i] == PutOutcome::kFailed) {
+      Tally(kPublish, r->errors[i], &keys[i]);
+    } else {
+      stats_[kPublish].blocks_ok.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Stress::FetchPrefix(Thread& t, Op op, uint32_t p) {
+  const std::vector<int32_t> tokens = wl_.Tokens(p);
+  stats_[kLookup].calls.fetch_add(1, std::memory_order_relaxed);
+  auto lk = client_.LookupPrefix(ns_, wl_.spec(), tokens);
+  if (!lk.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("LookupPrefix refused a valid prompt: ", lk.status().ToString()));
+    return;
+  }
+  Tally(op == kRecovery ? kRecovery : kLookup, lk->first_error);
+  const size_t n = lk->hit_blocks;
+  if (n == 0) return;
+  stats_[op].calls.fetch_add(1, std::memory_order_relaxed);
+  auto f = client_.Fetch(ns_, wl_.spec(), tokens, n, std::span(t.spans).first(n));
+  if (!f.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Fetch refused a valid request: ", f.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (f->status[i].ok()) {
+      Verify(op, lk->keys[i], std::span<const uint8_t>(t.buffers[i]).first(f->sizes[i]));
+    } else {
+      Tally(op, f->status[i], &lk->keys[i]);
+    }
+  }
+  if (f->valid_blocks > n) violations_.Add("wrong bytes", "Fetch reported more valid blocks than asked for");
+  for (size_t i = 0; i < f->valid_blocks && i < n; ++i) {
+    if (!f->status[i].ok()) violations_.Add("wrong bytes", "Fetch counted a failed block in its valid prefix");
+  }
+}
+
+void Stress::GetKeys(Thread& t) {
+  // Key-level reads of a random subset of a prompt's blocks (not a prefix).
+  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
+  const std::vector<BlockKey> all = BlockKeys(ns_, wl_.spec(), wl_.Tokens(p));
+  std::vector<BlockKey> keys;
+  for (const BlockKey& k : all) {
+    if (t.rng() % 2 == 0) keys.push_back(k);
+  }
+  if (keys.empty()) keys.push_back(all.back());
+  stats_[kGet].calls.fetch_add(1, std::memory_order_relaxed);
+  auto g = client_.Get(ns_, keys, std::span(t.spans).first(keys.size()));
+  if (!g.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Get refused a valid request: ", g.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (g->status[i].ok()) {
+      Verify(kGet, keys[i], std::span<const uint8_t>(t.buffers[i]).first(g->sizes[i]));
+    } else {
+      Tally(kGet, g->status[i], &keys[i]);
+    }
+  }
+}
+
+void Stress::DeleteTail(Thread& t) {
+  // Deletes the blocks after a prompt's shared lead, while other threads read them.
+  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
+  const std::vector<BlockKey> all = BlockKeys(ns_, wl_.spec(), wl_.Tokens(p));
+  const size_t from = wl_.SharedBlocks(p);
+  if (from >= all.size()) return;
+  const std::vector<BlockKey> keys(all.begin() + static_cast<std::ptrdiff_t>(from), all.end());
+  stats_[kDelete].calls.fetch_add(1, std::memory_order_relaxed);
+  auto d = client_.Delete(ns_, keys);
+  if (!d.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Delete refused a valid request: ", d.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if ((*d)[i].ok()) stats_[kDelete].blocks_ok.fetch_add(1, std::memory_order_relaxed);
+    Tally(kDelete, (*d)[i], &keys[i]);
+  }
+}
+
+void Stress::PrivateDeleteThenRead(Thread& t) {
+  // Keys only this thread uses: after a successful Delete no read may return them.
+  const std::string ns = absl::StrCat("stress-private-", t.id);
+  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
+  const std::vector<int32_t> tokens = wl_.Tokens(p);
+  const std::vector<BlockKey> keys = BlockKeys(ns, wl_.spec(), tokens);
+  std::vector<std::vector<uint8_t>> store;
+  const auto spans = Payloads(keys, &store);
+  stats_[kPrivate].calls.fetch_add(1, std::memory_order_relaxed);
+  auto pub = client_.Publish(ns, wl_.spec(), tokens, spans);
+  if (!pub.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Publish refused a valid prompt: ", pub.status().ToString()));
+    return;
+  }
+  auto del = client_.Delete(ns, keys);
+  if (!del.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Delete refused a valid request: ", del.status().ToString()));
+    return;
+  }
+  auto g = client_.Get(ns, keys, std::span(t.spans).first(keys.size()));
+  if (!g.ok()) {
+    violations_.Add("unexpected error", absl::StrCat("Get refused a valid request: ", g.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Tally(kPrivate, pub->errors[i], &keys[i]);
+    Tally(kPrivate, (*del)[i], &keys[i]);
+    // A put that failed on a frozen shard may still land after the Delete; only keys
+    // whose put finished and whose Delete reached the shard are checked.
+    const bool deleted = pub->outcome[i] != PutOutcome::kFailed &&
+                         ((*del)[i].ok() || absl::IsNotFound((*del)[i]));
+    if (g->status[i].ok()) {
+      if (deleted) {
+        violations_.Add("deleted served", absl::StrCat(ns, " ", keys[i].Hex(), " was read after its Delete"));
+      }
+    } else {
+      Tally(kPrivate, g->status[i], &keys[i]);
+    }
+    if (deleted && !g->status[i].ok() && absl::IsNotFound(g->status[i])) {
+      stats_[kPrivate].blocks_ok.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Stress::CheckPinned(Thread& t, bool strict) {
+  if (pinned_keys_.empty()) return;
+  std::vector<bool> live;  // per member: its pins are in place (empty: all are)
+  if (shards_ && !strict) {
+    // Skipped while a shard is being killed and restarted (its pins are on their way back).
+    if (!shards_->mu().ReaderTryLock()) {
+      pinned_skipped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    for (size_t s = 0; s < shards_->size(); ++s) live.push_back(shards_->pinned_ok(s));
+    ReadPinned(t, strict, live);
+    shards_->mu().ReaderUnlock();
+    return;
+  }
+  ReadPinned(t, strict, live);
+}
+
+void Stress::ReadPinned(Thread& t, bool strict, const std::vector<bool>& live) {
+  const Op op = strict ? kRecovery : kPinned;
+  stats_[kPinned].calls.fetch_add(1, std::memory_order_relaxed);
+  // At most max_blocks keys per read (the thread's buffers).
+  for (size_t from = 0; from < pinned_keys_.size(); from += t.spans.size()) {
+    const size_t n = std::min(t.spans.size(), pinned_keys_.size() - from);
+    std::span<const BlockKey> keys(pinned_keys_.data() + from, n);
+    auto g = client_.Get(pinned_ns_, keys, std::span(t.spans).first(n));
+    if (!g.ok()) {
+      violations_.Add("unexpected error", absl::StrCat("Get refused a valid request: ", g.status().ToString()));
+      return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const size_t owner = client_.OwnerOf(keys[i]);
+      if (g->status[i].ok()) {
+        Verify(kPinned, keys[i], std::span<const uint8_t>(t.buffers[i]).first(g->sizes[i]));
+      } else if (absl::IsNotFound(g->status[i]) && (live.empty() || live[owner])) {
+        violations_.Add("pinned lost", absl::StrCat(keys[i].Hex(), " on ", client_.MemberAddress(owner), ": ",
+                                                    g->status[i].ToString()));
+      } else {
+        Tally(op, g->status[i], &keys[i]);
+      }
+    }
+  }
+}
+
+void Stress::Worker(int id) {
+  Thread t;
+  t.id = id;
+  t.rng.seed(o_.seed * 1000003 + static_cast<uint64_t>(id));
+  t.buffers.resize(wl_.options().max_blocks);
+  t.spans.resize(wl_.options().max_blocks);
+  for (size_t i = 0; i < t.buffers.size(); ++i) {
+    t.buffers[i].resize(wl_.options().max_block_bytes);
+    t.spans[i] = t.buffers[i];
+  }
+  while (!done_.HasBeenNotified()) {
+    const uint32_t r = static_cast<uint32_t>(t.rng() % 100);
+    if (r < 30) {
+      Publish(t);
+    } else if (r < 70) {
+      FetchPrefix(t, kFetch, static_cast<uint32_t>(t.rng() % wl_.options().prompts));
+    } else if (r < 82) {
+      GetKeys(t);
+    } else if (r < 88) {
+      DeleteTail(t);
+    } else if (r < 95) {
+      PrivateDeleteThenRead(t);
+    } else {
+      CheckPinned(t, /*strict=*/false);
+    }
+  }
+}
+
+void Stress::Faults() {
+  if (!shards_ || !o_.faults()) return;
+  std::mt19937_64 rng(o_.seed ^ 0xfa17u);
+  const absl::Time start = absl::Now();
+  absl::Time next_kill = o_.kill_every_ms > 0 ? start + absl::Milliseconds(o_.kill_every_ms) : absl::InfiniteFuture();
+  absl::Time next_stop = o_.stop_every_ms > 0 ? start + absl::Milliseconds(o_.stop_every_ms) : absl::InfiniteFuture();
+  while (!done_.WaitForNotificationWithDeadline(std::min(next_kill, next_stop))) {
+    const size_t s = rng() % shards_->size();
+    if (absl::Now() >= next_kill) {
+      absl::MutexLock l(&shards_->mu());
+      absl::Status st = shards_->KillAndRestart(s);
+      if (st.ok()) st = Repin(s);
+      if (!st.ok()) {
+        violations_.Add("fault injection failed", st.ToString());
+        return;
+      }
+      shards_->set_pinned_ok(s, true);
+      kills_.fetch_add(1, std::memory_order_relaxed);
+      next_kill = absl::Now() + absl::Milliseconds(o_.kill_every_ms);
+    } else {
+      absl::Status st = shards_->Signal(s, SIGSTOP);
+      if (st.ok()) {
+        stops_.fetch_add(1, std::memory_order_relaxed);
+        done_.WaitForNotificationWithTimeout(absl::Milliseconds(o_.stop_ms));
+        st = shards_->Signal(s, SIGCONT);
+      }
+      if (!st.ok()) {
+        violations_.Add("fault injection failed", st.ToString());
+        return;
+      }
+      next_stop = absl::Now() + absl::Milliseconds(o_.stop_every_ms);
+    }
+  }
+}
+
+void Stress::Final() {
+  absl::Time t = absl::Now();
+  auto phase = [&](const char* name) {
+    const absl::Time now = absl::Now();
+    phase_seconds_.emplace_back(name, absl::ToDoubleSeconds(now - t));
+    t = now;
+  };
+  // 1. Every member answers again.
+  absl::Status up;
+  for (int i = 0; i < 100; ++i) {
+    up = client_.CheckMembersAnswer();
+    if (up.ok()) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  if (!up.ok()) {
+    violations_.Add("no recovery", up.ToString());
+    return;
+  }
+  // 2. A pass over every prompt and every pinned block sees nothing but misses.
+  Thread th;
+  th.buffers.resize(wl_.options().max_blocks);
+  th.spans.resize(wl_.options().max_blocks);
+  for (size_t i = 0; i < th.buffers.size(); ++i) {
+    th.buffers[i].resize(wl_.options().max_block_bytes);
+    th.spans[i] = th.buffers[i];
+  }
+  phase("members answer");
+  for (uint32_t p = 0; p < wl_.options().prompts; ++p) FetchPrefix(th, kRecovery, p);
+  CheckPinned(th, /*strict=*/true);
+  phase("recovery pass");
+  if (!shards_) return;
+  // 3. Leases and reservations drain (expiry covers what killed calls left behind).
+  uint64_t leased = 0, reserved = 0;
+  for (int i = 0; i < 150; ++i) {
+    leased = reserved = 0;
+    bool all = true;
+    for (const MemberStats& m : client_.Stats()) {
+      if (!m.stats.ok()) {
+        all = false;
+        continue;
+      }
+      for (const auto& tier : m.stats->tiers()) {
+        leased += tier.leased_blocks();
+        reserved += tier.reserved_bytes();
+      }
+    }
+    if (all && leased == 0 && reserved == 0) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (leased != 0 || reserved != 0) {
+    violations_.Add("leak", absl::StrCat(leased, " blocks still leased and ", reserved,
+                                         " bytes still reserved 15 s after the last call"));
+  }
+  phase("leases and reservations drain");
+  // 4. Each shard drains and exits 0 on SIGTERM.
+  std::vector<absl::StatusOr<int>> exits = shards_->StopAll();
+  for (size_t i = 0; i < exits.size(); ++i) {
+    if (!exits[i].ok() || *exits[i] != 0) {
+      violations_.Add("unclean exit", absl::StrCat("shard ", i, ": ",
+                                                   exits[i].ok() ? absl::StrCat("exit code ", *exits[i])
+                                                                 : exits[i].status().ToString()));
+    }
+  }
+  phase("shards stop (SIGTERM)");
+}
+
+void Stress::Run() {
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> workers;
+  for (int i = 0; i < o_.threads; ++i) workers.emplace_back([this, i] { Worker(i); });
+  // Shards restarted by the fault thread are tied to it (PR_SET_PDEATHSIG fires when the
+  // thread that forked them exits), so it lives until the final checks are over.
+  std::thread faults([this] {
+    Faults();
+    faults_over_.Notify();
+    finished_.WaitForNotification();
+  });
+  absl::SleepFor(o_.duration);
+  done_.Notify();
+  for (auto& w : workers) w.join();
+  faults_over_.WaitForNotification();  // a restart under way ends, pins restored
+  seconds_run_ = absl::ToDoubleSeconds(absl::Now() - start);
+  Final();
+  finished_.Notify();
+  faults.join();
+}
+
+void Stress::Report(bool to_stderr, nlohmann::json* j) const {
+  FILE* out = to_stderr ? stderr : stdout;
+  std::fprintf(out, "\n%-9s %9s %11s %9s %12s  %s\n", "op", "calls", "blocks ok", "misses", "verified MB", "errors");
+  for (int op = 0; op < kOpCount; ++op) {
+    const OpStats& st = stats_[op];
+    std::vector<std::string> errs;
+    nlohmann::json je = nlohmann::json::object();
+    for (int c = 0; c < kCodes; ++c) {
+      if (uint64_t n = st.errors[c].load(); n > 0) {
+        const std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(c));
+        errs.push_back(absl::StrCat(name, " ", n));
+        je[name] = n;
+      }
+    }
+    std::fprintf(out, "%-9s %9lu %11lu %9lu %12.1f  %s\n", kOpNames[op], static_cast<unsigned long>(st.calls.load()),
+                 static_cast<unsigned long>(st.blocks_ok.load()), static_cast<unsigned long>(st.misses.load()),
+                 st.bytes_verified.load() / 1e6, errs.empty() ? "-" : absl::StrJoin(errs, ", ").c_str());
+    (*j)["ops"][kOpNames[op]] = {{"calls", st.calls.load()},   {"blocks_ok", st.blocks_ok.load()},
+                                 {"misses", st.misses.load()}, {"bytes_verified", st.bytes_verified.load()},
+                                 {"errors", je}};
+  }
+  std::fprintf(out, "\nfaults: %lu kills (restarted on the same port, pins restored), %lu stops of %d ms; "
+                    "pinned checks skipped during restarts: %lu\n",
+               static_cast<unsigned long>(kills_.load()), static_cast<unsigned long>(stops_.load()), o_.stop_ms,
+               static_cast<unsigned long>(pinned_skipped_.load()));
+  (*j)["faults"] = {{"kills", kills_.load()}, {"stops", stops_.load()}, {"pinned_checks_skipped", pinned_skipped_.load()}};
+  std::fprintf(out, "checks:");
+  for (const char* kind : kViolationKinds) {
+    std::fprintf(out, " %s %lu;", kind, static_cast<unsigned long>(violations_.Count(kind)));
+    (*j)["violations"][kind] = violations_.Count(kind);
+  }
+  std::fprintf(out, "\n");
+  for (const std::string& v : violations_.First()) std::fprintf(out, "  %s\n", v.c_str());
+  (*j)["first_violations"] = violations_.First();
+  (*j)["seconds"] = seconds_run_;
+  std::fprintf(out, "final checks:");
+  for (const auto& [name, secs] : phase_seconds_) {
+    std::fprintf(out, " %s %.2f s;", name.c_str(), secs);
+    (*j)["final_check_seconds"][name] = secs;
+  }
+  std::fprintf(out, "\n");
+  (*j)["pass"] = violations_.Total() == 0;
+  std::fprintf(out, "%s\n", violations_.Total() == 0 ? "PASS" : "FAIL");
+}
+
+int Main(int argc, char** argv) {
+  LogToStderr("kvhub-stress");
+  absl::SetProgramUsageMessage(
+      "randomized operations and shard faults against a kvhub cluster; checks nothing is served wrong.\n"
+      "  kvhub-stress [--spawn 3 | --members A,B] [--threads 4] [--seconds 10] [--kill_every_ms MS] "
+      "[--stop_every_ms MS]");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  auto usage = [](const std::string& msg) {
+    std::fprintf(stderr, "kvhub-stress: %s\n", msg.c_str());
+    return 2;
+  };
+  if (rest.size() > 1) return usage(absl::StrCat("unexpected argument '", rest[1], "'"));
+  SetLogLevel(absl::GetFlag(FLAGS_log_level));
+
+  Options o;
+  o.threads = absl::GetFlag(FLAGS_threads);
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  o.kill_every_ms = absl::GetFlag(FLAGS_kill_every_ms);
+  o.stop_every_ms = absl::GetFlag(FLAGS_stop_every_ms);
+  o.stop_ms = absl::GetFlag(FLAGS_stop_ms);
+  o.pinned = absl::GetFlag(FLAGS_pinned);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  if (o.threads < 1 || o.threads > 256) return usage("--threads must be 1..256");
+  if (!(seconds >= 0.1 && seconds <= 86400)) return usage("--seconds must be 0.1..86400");
+  o.duration = absl::Seconds(seconds);
+  if (o.kill_every_ms < 0 || o.stop_every_ms < 0) return usage("--kill_every_ms and --stop_every_ms must be >= 0");
+  if ((o.kill_every_ms > 0 && o.kill_every_ms < 100) || (o.stop_every_ms > 0 && o.stop_every_ms < 100)) {
+    return usage("faults at most every 100 ms");
+  }
+  if (o.stop_ms < 10 || o.stop_ms > 60000) return usage("--stop_ms must be 10..60000");
+  if (o.pinned > 4096) return usage("--pinned must be 0..4096");
+
+  stress::WorkloadOptions wo;
+  wo.prompts = absl::GetFlag(FLAGS_prompts);
+  wo.groups = absl::GetFlag(FLAGS_groups);
+  wo.max_blocks = absl::GetFlag(FLAGS_max_blocks);
+  for (auto [flag, dst] : {std::pair{&FLAGS_min_block_bytes, &wo.min_block_bytes},
+                           std::pair{&FLAGS_max_block_bytes, &wo.max_block_bytes}}) {
+    auto v = cachesvc::ParseByteSize(absl::GetFlag(*flag));
+    if (!v.ok()) return usage(absl::StrCat("--", flag == &FLAGS_min_block_bytes ? "min" : "max",
+                                           "_block_bytes: ", v.status().message()));
+    *dst = *v;
+  }
+  auto wl = Workload::Create(wo);
+  if (!wl.ok()) return usage(std::string(wl.status().message()));
+  auto transport = ParseTransportMode(absl::GetFlag(FLAGS_transport));
+  if (!transport.ok()) return usage(absl::StrCat("--transport: ", transport.status().message()));
+
+  const std::string members_flag = absl::GetFlag(FLAGS_members);
+  std::unique_ptr<Shards> shards;
+  std::string members_text = members_flag;
+  if (members_flag.empty()) {
+    o.spawn = absl::GetFlag(FLAGS_spawn);
+    if (o.spawn < 1 || o.spawn > 16) return usage("--spawn must be 1..16");
+    std::string bin = absl::GetFlag(FLAGS_kvhubd);
+    if (bin.empty()) bin = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvhubd").string();
+    std::vector<std::string> flags = {absl::StrCat("--capacity_bytes=", absl::GetFlag(FLAGS_shard_capacity)),
+                                      absl::StrCat("--max_block_bytes=", wo.max_block_bytes),
+                                      "--reservation_timeout_ms=3000", "--expiry_interval_ms=200",
+                                      "--shutdown_timeout_ms=5000", "--log_level=warn"};
+    if (!absl::GetFlag(FLAGS_ucx_tls).empty()) flags.push_back(absl::StrCat("--ucx_tls=", absl::GetFlag(FLAGS_ucx_tls)));
+    if (!absl::GetFlag(FLAGS_eviction_policy).empty()) {
+      flags.push_back(absl::StrCat("--eviction_policy=", absl::GetFlag(FLAGS_eviction_policy)));
+    }
+    shards = std::make_unique<Shards>(bin, flags);
+    if (absl::Status s = shards->StartAll(o.spawn); !s.ok()) {
+      std::fprintf(stderr, "kvhub-stress: cannot start kvhubd (%s): %s\n", bin.c_str(), s.ToString().c_str());
+      return 1;
+    }
+    members_text = absl::StrJoin(shards->addresses(), ",");
+  } else if (o.faults()) {
+    return usage("--kill_every_ms and --stop_every_ms need spawned shards (no --members)");
+  }
+  auto members = ClientConfig::ParseMembers(members_text);
+  if (!members.ok()) return usage(absl::StrCat("--members: ", members.status().message()));
+
+  ClientConfig config;
+  config.members = *members;
+  config.transport = *transport;
+  config.ucx_tls = absl::GetFlag(FLAGS_ucx_tls);
+  config.ucx_calls = absl::GetFlag(FLAGS_ucx_calls);
+  // Short deadlines and leases, so frozen shards and expiries show within the run.
+  config.control_deadline = absl::Seconds(1);
+  config.data_deadline = absl::Seconds(3);
+  config.ucx_lease = absl::Seconds(2);
+  auto client = Client::Create(config);
+  if (!client.ok()) return usage(client.status().ToString());
+  if (absl::Status up = (*client)->CheckMembersAnswer(); !up.ok()) {
+    std::fprintf(stderr, "kvhub-stress: %s\n", up.ToString().c_str());
+    return 1;
+  }
+
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  const bool json_stdout = json_path == "-";
+  FILE* out = json_stdout ? stderr : stdout;
+  std::fprintf(out,
+               "kvhub-stress: %zu shard(s)%s, %d threads, %.1f s, transport %s%s, seed %lu; faults: kill every %d ms, "
+               "stop every %d ms\n",
+               config.members.size(), shards ? " (spawned)" : "", o.threads, seconds,
+               std::string(TransportModeName(config.transport)).c_str(),
+               config.ucx_tls.empty() ? "" : absl::StrCat(" (", config.ucx_tls, ")").c_str(),
+               static_cast<unsigned long>(o.seed), o.kill_every_ms, o.stop_every_ms);
+  std::fflush(out);
+
+  Stress stress(o, *wl, **client, shards.get());
+  if (absl::Status s = stress.PinAll(); !s.ok()) {
+    std::fprintf(stderr, "kvhub-stress: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  stress.Run();
+  nlohmann::json j;
+  stress.Report(json_stdout, &j);
+  for (const ShardTransportStats& t : (*client)->TransportStats()) {
+    j["transport"][t.address] = t.transport;
+  }
+  int rc = stress.violations().Total() == 0 ? 0 : 1;
+  if (!json_path.empty()) {
+    if (absl::Status s = WriteOutput(json_path, j.dump(2) + "\n"); !s.ok()) {
+      std::fprintf(stderr, "kvhub-stress: %s\n", s.ToString().c_str());
+      rc = 1;
+    }
+  }
+  return ExitCodeAfterStdout(rc, "kvhub-stress");
+}
+
+}  // namespace
+}  // namespace kvhub
+
+int main(int argc, char** argv) { return kvhub::Main(argc, argv); }
