@@ -20,6 +20,7 @@
 // Exit status: 0 when every check holds, 1 when one fails, 2 for bad flags.
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -50,6 +51,7 @@
 #include "common/log.h"
 #include "common/output_file.h"
 #include "nlohmann/json.hpp"
+#include "tests/stress/client_procs.h"
 #include "tests/stress/stress_workload.h"
 #include "tests/testing/kvhubd_process.h"
 
@@ -66,6 +68,10 @@ ABSL_FLAG(bool, ucx_calls, true, "lease Gets over the UCX connection (false: ove
 ABSL_FLAG(int, kill_every_ms, 0, "SIGKILL a random spawned shard and restart it on its port this often (0: never)");
 ABSL_FLAG(int, stop_every_ms, 0, "SIGSTOP a random spawned shard for --stop_ms this often (0: never)");
 ABSL_FLAG(int, stop_ms, 1500, "how long a stopped shard stays frozen (10..60000)");
+ABSL_FLAG(int, client_procs, 0, "also run this many client processes (kvhub-stress --client_mode, 0..16)");
+ABSL_FLAG(int, kill_client_every_ms, 0, "SIGKILL a random client process and start a new one this often (0: never)");
+ABSL_FLAG(bool, client_mode, false,
+          "run as one of --client_procs: operations only (no final checks, no pins), faults come from elsewhere");
 ABSL_FLAG(uint32_t, prompts, 512, "distinct prompts");
 ABSL_FLAG(uint32_t, groups, 16, "prompt groups sharing 1-3 leading blocks");
 ABSL_FLAG(uint32_t, max_blocks, 12, "full blocks per prompt at most");
@@ -122,7 +128,8 @@ class Violations {
 };
 
 constexpr const char* kViolationKinds[] = {"wrong bytes", "deleted served", "pinned lost", "unexpected error",
-                                           "no recovery", "leak", "unclean exit", "fault injection failed"};
+                                           "no recovery", "leak", "unclean exit", "client process failed",
+                                           "fault injection failed"};
 
 struct Options {
   std::vector<std::string> members;
@@ -132,7 +139,9 @@ struct Options {
   int kill_every_ms = 0, stop_every_ms = 0, stop_ms = 0;
   uint32_t pinned = 0;
   uint64_t seed = 1;
-  bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0; }
+  int client_procs = 0, kill_client_every_ms = 0;
+  bool client_mode = false;  // a child of --client_procs: the parent injects the faults
+  bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0 || client_mode; }
 };
 
 // The spawned shards, their restarts and which of them hold their pinned blocks.
@@ -216,8 +225,8 @@ class Shards {
 
 class Stress {
  public:
-  Stress(const Options& o, const Workload& wl, Client& client, Shards* shards)
-      : o_(o), wl_(wl), client_(client), shards_(shards) {}
+  Stress(const Options& o, const Workload& wl, Client& client, Shards* shards, stress::ClientProcs* clients)
+      : o_(o), wl_(wl), client_(client), shards_(shards), clients_(clients) {}
 
   absl::Status PinAll();
   void Run();
@@ -260,7 +269,8 @@ class Stress {
   const Options& o_;
   const Workload& wl_;
   Client& client_;
-  Shards* shards_;  // null for an existing cluster
+  Shards* shards_;                 // null for an existing cluster
+  stress::ClientProcs* clients_;   // null without --client_procs
   const std::string ns_ = "stress", pinned_ns_ = "stress-pinned";
   std::vector<BlockKey> pinned_keys_;
   std::array<OpStats, kOpCount> stats_;
@@ -268,7 +278,8 @@ class Stress {
   absl::Notification done_;         // the operations stop
   absl::Notification faults_over_;  // the fault thread injects nothing more
   absl::Notification finished_;     // the final checks are over
-  std::atomic<uint64_t> kills_{0}, stops_{0}, pinned_skipped_{0};
+  std::atomic<uint64_t> kills_{0}, stops_{0}, client_kills_{0}, pinned_skipped_{0};
+  stress::ClientProcs::Outcome client_outcome_;
   double seconds_run_ = 0;
   std::vector<std::pair<std::string, double>> phase_seconds_;  // the final checks, in order
 };
@@ -474,7 +485,7 @@ void Stress::DeleteTail(Thread& t) {
 
 void Stress::PrivateDeleteThenRead(Thread& t) {
   // Keys only this thread uses: after a successful Delete no read may return them.
-  const std::string ns = absl::StrCat("stress-private-", t.id);
+  const std::string ns = absl::StrCat("stress-private-", getpid(), "-", t.id);
   const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
   const std::vector<int32_t> tokens = wl_.Tokens(p);
   const std::vector<BlockKey> keys = BlockKeys(ns, wl_.spec(), tokens);
@@ -588,12 +599,27 @@ void Stress::Worker(int id) {
 }
 
 void Stress::Faults() {
-  if (!shards_ || !o_.faults()) return;
+  const bool shard_faults = shards_ != nullptr && !o_.client_mode && (o_.kill_every_ms > 0 || o_.stop_every_ms > 0);
+  const bool client_kills = clients_ != nullptr && o_.kill_client_every_ms > 0;
+  if (!shard_faults && !client_kills) return;
   std::mt19937_64 rng(o_.seed ^ 0xfa17u);
   const absl::Time start = absl::Now();
-  absl::Time next_kill = o_.kill_every_ms > 0 ? start + absl::Milliseconds(o_.kill_every_ms) : absl::InfiniteFuture();
-  absl::Time next_stop = o_.stop_every_ms > 0 ? start + absl::Milliseconds(o_.stop_every_ms) : absl::InfiniteFuture();
-  while (!done_.WaitForNotificationWithDeadline(std::min(next_kill, next_stop))) {
+  const auto first = [&](int every_ms, bool on) {
+    return on && every_ms > 0 ? start + absl::Milliseconds(every_ms) : absl::InfiniteFuture();
+  };
+  absl::Time next_kill = first(o_.kill_every_ms, shard_faults);
+  absl::Time next_stop = first(o_.stop_every_ms, shard_faults);
+  absl::Time next_client_kill = first(o_.kill_client_every_ms, client_kills);
+  while (!done_.WaitForNotificationWithDeadline(std::min({next_kill, next_stop, next_client_kill}))) {
+    if (absl::Now() >= next_client_kill) {
+      if (absl::Status st = clients_->KillOne(rng(), start + o_.duration, rng()); !st.ok()) {
+        violations_.Add("fault injection failed", st.ToString());
+        return;
+      }
+      client_kills_.fetch_add(1, std::memory_order_relaxed);
+      next_client_kill = absl::Now() + absl::Milliseconds(o_.kill_client_every_ms);
+      continue;
+    }
     const size_t s = rng() % shards_->size();
     if (absl::Now() >= next_kill) {
       absl::MutexLock l(&shards_->mu());
@@ -690,6 +716,11 @@ void Stress::Final() {
 
 void Stress::Run() {
   const absl::Time start = absl::Now();
+  for (int i = 0; clients_ != nullptr && i < o_.client_procs; ++i) {
+    if (absl::Status s = clients_->Start(start + o_.duration, o_.seed * 7919 + static_cast<uint64_t>(i)); !s.ok()) {
+      violations_.Add("fault injection failed", s.ToString());
+    }
+  }
   std::vector<std::thread> workers;
   for (int i = 0; i < o_.threads; ++i) workers.emplace_back([this, i] { Worker(i); });
   // Shards restarted by the fault thread are tied to it (PR_SET_PDEATHSIG fires when the
@@ -703,8 +734,12 @@ void Stress::Run() {
   done_.Notify();
   for (auto& w : workers) w.join();
   faults_over_.WaitForNotification();  // a restart under way ends, pins restored
+  if (clients_ != nullptr) {
+    client_outcome_ = clients_->WaitAll();  // they end by themselves at the same time
+    for (const std::string& f : client_outcome_.failures) violations_.Add("client process failed", f);
+  }
   seconds_run_ = absl::ToDoubleSeconds(absl::Now() - start);
-  Final();
+  if (!o_.client_mode) Final();  // a client process leaves the cluster's checks to its parent
   finished_.Notify();
   faults.join();
 }
@@ -735,6 +770,13 @@ void Stress::Report(bool to_stderr, nlohmann::json* j) const {
                static_cast<unsigned long>(kills_.load()), static_cast<unsigned long>(stops_.load()), o_.stop_ms,
                static_cast<unsigned long>(pinned_skipped_.load()));
   (*j)["faults"] = {{"kills", kills_.load()}, {"stops", stops_.load()}, {"pinned_checks_skipped", pinned_skipped_.load()}};
+  if (clients_ != nullptr) {
+    std::fprintf(out, "client processes: %d started, %d killed mid-run (SIGKILL), %d finished clean\n",
+                 client_outcome_.started, client_outcome_.killed, client_outcome_.finished);
+    (*j)["faults"]["client_processes"] = {{"started", client_outcome_.started},
+                                          {"killed", client_outcome_.killed},
+                                          {"finished", client_outcome_.finished}};
+  }
   std::fprintf(out, "checks:");
   for (const char* kind : kViolationKinds) {
     std::fprintf(out, " %s %lu;", kind, static_cast<unsigned long>(violations_.Count(kind)));
@@ -776,6 +818,19 @@ int Main(int argc, char** argv) {
   o.stop_ms = absl::GetFlag(FLAGS_stop_ms);
   o.pinned = absl::GetFlag(FLAGS_pinned);
   o.seed = absl::GetFlag(FLAGS_seed);
+  o.client_procs = absl::GetFlag(FLAGS_client_procs);
+  o.kill_client_every_ms = absl::GetFlag(FLAGS_kill_client_every_ms);
+  o.client_mode = absl::GetFlag(FLAGS_client_mode);
+  if (o.client_procs < 0 || o.client_procs > 16) return usage("--client_procs must be 0..16");
+  if (o.kill_client_every_ms < 0 || (o.kill_client_every_ms > 0 && o.kill_client_every_ms < 100)) {
+    return usage("--kill_client_every_ms must be 0 or >= 100");
+  }
+  if (o.kill_client_every_ms > 0 && o.client_procs == 0) return usage("--kill_client_every_ms needs --client_procs");
+  if (o.client_mode) {
+    if (absl::GetFlag(FLAGS_members).empty()) return usage("--client_mode needs --members");
+    if (o.client_procs > 0) return usage("--client_mode runs no client processes of its own");
+    o.pinned = 0;  // the parent's pins
+  }
   if (o.threads < 1 || o.threads > 256) return usage("--threads must be 1..256");
   if (!(seconds >= 0.1 && seconds <= 86400)) return usage("--seconds must be 0.1..86400");
   o.duration = absl::Seconds(seconds);
@@ -824,7 +879,7 @@ int Main(int argc, char** argv) {
       return 1;
     }
     members_text = absl::StrJoin(shards->addresses(), ",");
-  } else if (o.faults()) {
+  } else if (o.kill_every_ms > 0 || o.stop_every_ms > 0) {
     return usage("--kill_every_ms and --stop_every_ms need spawned shards (no --members)");
   }
   auto members = ClientConfig::ParseMembers(members_text);
@@ -851,14 +906,35 @@ int Main(int argc, char** argv) {
   FILE* out = json_stdout ? stderr : stdout;
   std::fprintf(out,
                "kvhub-stress: %zu shard(s)%s, %d threads, %.1f s, transport %s%s, seed %lu; faults: kill every %d ms, "
-               "stop every %d ms\n",
+               "stop every %d ms%s\n",
                config.members.size(), shards ? " (spawned)" : "", o.threads, seconds,
                std::string(TransportModeName(config.transport)).c_str(),
                config.ucx_tls.empty() ? "" : absl::StrCat(" (", config.ucx_tls, ")").c_str(),
-               static_cast<unsigned long>(o.seed), o.kill_every_ms, o.stop_every_ms);
+               static_cast<unsigned long>(o.seed), o.kill_every_ms, o.stop_every_ms,
+               o.client_procs == 0 ? ""
+                                   : absl::StrCat("; ", o.client_procs, " client processes, one killed every ",
+                                                  o.kill_client_every_ms, " ms").c_str());
   std::fflush(out);
 
-  Stress stress(o, *wl, **client, shards.get());
+  std::unique_ptr<stress::ClientProcs> clients;
+  if (o.client_procs > 0) {
+    // The children: the same workload and data plane, two threads each, no pins.
+    std::vector<std::string> args = {
+        "--client_mode", absl::StrCat("--members=", members_text), "--threads=2", "--pinned=0",
+        absl::StrCat("--transport=", absl::GetFlag(FLAGS_transport)),
+        absl::StrCat("--ucx_tls=", absl::GetFlag(FLAGS_ucx_tls)),
+        absl::StrCat("--ucx_calls=", absl::GetFlag(FLAGS_ucx_calls) ? "true" : "false"),
+        absl::StrCat("--prompts=", wo.prompts), absl::StrCat("--groups=", wo.groups),
+        absl::StrCat("--max_blocks=", wo.max_blocks), absl::StrCat("--min_block_bytes=", wo.min_block_bytes),
+        absl::StrCat("--max_block_bytes=", wo.max_block_bytes), "--log_level=error"};
+    auto c = stress::ClientProcs::Create(std::filesystem::read_symlink("/proc/self/exe").string(), args);
+    if (!c.ok()) {
+      std::fprintf(stderr, "kvhub-stress: %s\n", c.status().ToString().c_str());
+      return 1;
+    }
+    clients = *std::move(c);
+  }
+  Stress stress(o, *wl, **client, shards.get(), clients.get());
   if (absl::Status s = stress.PinAll(); !s.ok()) {
     std::fprintf(stderr, "kvhub-stress: %s\n", s.ToString().c_str());
     return 1;
