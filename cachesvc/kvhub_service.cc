@@ -58,7 +58,9 @@ const grpc::Status& DrainingStatus() {
 uint64_t NewIncarnation() {
   std::random_device rd;
   uint64_t id = 0;
-  while (id == 0) id = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  while (id == 0) {
+    id = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  }
   return id;
 }
 

@@ -312,11 +312,14 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     // Leases granted by a process that started after this connection's: read them
     // over a new connection to it.
     absl::StatusOr<Route> fresh = Reconnect(shard, route, resp.incarnation());
-    if (fresh.ok()) {
+    if (fresh.ok() && fresh->ucx) {
       route = *fresh;
       peer_id = route.peer_id;
     } else {
-      s = fresh.status();
+      s = !fresh.ok()             ? fresh.status()
+          : !fresh->refused.ok() ? fresh->refused
+                                 : absl::UnavailableError(absl::StrCat(
+                                       "shard ", shard.address(), " restarted and is now served over gRPC; retry"));
       v1::ReleaseRequest release;  // best effort; unreleased leases end by expiry
       for (const v1::GetResponse::Block& b : resp.blocks()) {
         if (b.lease_id() != 0) release.add_lease_ids(b.lease_id());
@@ -482,10 +485,9 @@ void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) 
 absl::StatusOr<UcxDataPlane::Route> UcxDataPlane::Reconnect(Shard& shard, const Route& stale, uint64_t incarnation) {
   ForgetPeer(stale.peer, stale.peer_id, "the shard restarted since this client connected");
   Route fresh = RouteFor(shard);
-  if (fresh.ucx && fresh.incarnation == incarnation) return fresh;
-  return absl::UnavailableError(absl::StrCat(
-      "shard ", shard.address(), " restarted since this client connected over UCX and the new connection ",
-      fresh.ucx ? "reached yet another process" : "failed", fresh.refused.ok() ? "" : ": ", fresh.refused.message()));
+  if (!fresh.ucx || !OtherProcess(fresh, incarnation)) return fresh;
+  return absl::UnavailableError(absl::StrCat("shard ", shard.address(),
+                                             " restarted again while this client reconnected over UCX"));
 }
 
 absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes) {

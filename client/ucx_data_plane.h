@@ -113,8 +113,9 @@ class UcxDataPlane final : public DataPlane {
   static bool OtherProcess(const Route& route, uint64_t incarnation) {
     return incarnation != 0 && route.incarnation != 0 && incarnation != route.incarnation;
   }
-  // After OtherProcess: drops the stale connection and connects again. The new
-  // route, or UNAVAILABLE when it does not reach process `incarnation` over UCX.
+  // After OtherProcess: drops the stale connection and connects again. The new route
+  // (which may be gRPC: auto's fallback, or refused), or UNAVAILABLE when UCX reached
+  // yet another process than `incarnation`.
   absl::StatusOr<Route> Reconnect(Shard& shard, const Route& stale, uint64_t incarnation);
   // DeferredReleases' sender: over the UCX connection when the shard answers
   // calls, else the Release RPC.
