@@ -4,6 +4,11 @@
 //
 //   kvhub-stress [--spawn 3 | --members A,B] [--threads 4] [--seconds 10]
 //                [--kill_every_ms 0] [--stop_every_ms 0] [--transport auto|grpc|ucx]
+//                [--client_procs 0] [--kill_client_every_ms 0]
+//
+// Faults: shards SIGKILLed and restarted on their ports or frozen (SIGSTOP) for a while
+// (tests/stress/shard_procs.h); extra client processes SIGKILLed mid-operation and
+// replaced (tests/stress/client_procs.h).
 //
 // Every block's payload is a function of its key (tests/stress/stress_workload.h), so
 // each block a Fetch or Get reports loaded is compared byte for byte with what that key
@@ -16,7 +21,8 @@
 //   - recovery: after the faults stop, every shard answers and a pass over all prompts
 //     sees no error but misses; every pinned block is served;
 //   - leaks (spawned shards): leases and reservations drain to zero;
-//   - clean exit (spawned shards): each shard drains and exits 0 on SIGTERM.
+//   - clean exit (spawned shards): each shard drains and exits 0 on SIGTERM;
+//   - client processes: each one not killed by the test exits 0 (its own checks held).
 // Exit status: 0 when every check holds, 1 when one fails, 2 for bad flags.
 
 #include <signal.h>
@@ -54,7 +60,6 @@
 #include "tests/stress/client_procs.h"
 #include "tests/stress/shard_procs.h"
 #include "tests/stress/stress_workload.h"
-#include "tests/testing/kvhubd_process.h"
 
 ABSL_FLAG(std::string, members, "", "an existing cluster: comma-separated HOST:PORT (no faults)");
 ABSL_FLAG(int, spawn, 3, "start this many kvhubd shards on loopback (1..16) when --members is empty");
@@ -133,7 +138,6 @@ constexpr const char* kViolationKinds[] = {"wrong bytes", "deleted served", "pin
                                            "fault injection failed"};
 
 struct Options {
-  std::vector<std::string> members;
   int spawn = 0;
   int threads = 4;
   absl::Duration duration;
@@ -191,8 +195,8 @@ class Stress {
   const Options& o_;
   const Workload& wl_;
   Client& client_;
-  stress::ShardProcs* shards_;                 // null for an existing cluster
-  stress::ClientProcs* clients_;   // null without --client_procs
+  stress::ShardProcs* shards_;    // null for an existing cluster
+  stress::ClientProcs* clients_;  // null without --client_procs
   const std::string ns_ = "stress", pinned_ns_ = "stress-pinned";
   std::vector<BlockKey> pinned_keys_;
   std::array<OpStats, kOpCount> stats_;
@@ -209,13 +213,13 @@ class Stress {
 bool Stress::Allowed(Op op, absl::StatusCode code) const {
   switch (code) {
     case absl::StatusCode::kOk:
-    case absl::StatusCode::kNotFound:            // a miss: evicted, deleted, not published
-    case absl::StatusCode::kResourceExhausted:   // a full shard (every block leased or pinned)
+    case absl::StatusCode::kNotFound:           // a miss: evicted, deleted, not published
+    case absl::StatusCode::kResourceExhausted:  // a full shard (every block leased or pinned)
       return true;
-    case absl::StatusCode::kUnavailable:         // a killed shard, or one not back yet
-    case absl::StatusCode::kDeadlineExceeded:    // a frozen shard
+    case absl::StatusCode::kUnavailable:       // a killed shard, or one not back yet
+    case absl::StatusCode::kDeadlineExceeded:  // a frozen shard
     case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kAborted:             // a transfer cut by a dying peer
+    case absl::StatusCode::kAborted:           // a transfer cut by a dying peer
       return o_.faults() && op != kRecovery;
     default:
       return false;
