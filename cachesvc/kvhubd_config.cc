@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "common/input_file.h"
 #include "common/memory_limit.h"
+#include "storage/size_classes.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -218,6 +219,20 @@ absl::Status KvhubdConfig::CheckMemoryLimit(uint64_t limit_bytes, absl::string_v
                             "; the slot table, leases and gRPC buffers need room too");
   }
   return absl::OkStatus();
+}
+
+std::string KvhubdConfig::FewSlabsWarning() const {
+  const uint64_t slab = store.slab_bytes != 0
+                            ? store.slab_bytes
+                            : storage::AutoSlabBytes(store.capacity_bytes, store.region_bytes, store.max_block_bytes);
+  if (slab == 0) return "";
+  const uint64_t slabs = (store.capacity_bytes + slab - 1) / slab;
+  if (slabs >= kFewSlabs) return "";
+  return absl::StrCat("capacity_bytes ", HumanBytes(store.capacity_bytes), " holds only ", slabs, " allocator slab",
+                      slabs == 1 ? "" : "s", " of ", HumanBytes(slab), " (sized for max_block_bytes ",
+                      HumanBytes(store.max_block_bytes), "): at most ", slabs, " block size",
+                      slabs == 1 ? "" : "s", " can be stored at once, and a pinned or leased block holds its slab. "
+                      "Lower max_block_bytes to the largest block you store, or raise capacity_bytes");
 }
 
 absl::Status KvhubdConfig::Validate() const {

@@ -104,6 +104,12 @@ struct KvhubdConfig {
   // leases and gRPC buffers); clears it otherwise. A limit of 0 (unknown) passes.
   absl::Status CheckMemoryLimit(uint64_t limit_bytes, absl::string_view source,
                                 std::string* warning) const;
+  // A warning for the log when the host tier has fewer than kFewSlabs allocator slabs
+  // (docs/storage.md): a slab serves one block size class at a time, so a small
+  // capacity_bytes with a large max_block_bytes stores few sizes at once, and a pinned
+  // or leased block holds its slab. Empty when there are enough.
+  static constexpr uint64_t kFewSlabs = 8;
+  std::string FewSlabsWarning() const;
 
   // Sets one key from its text form. INVALID_ARGUMENT for an unknown key or a bad value.
   absl::Status Set(absl::string_view key, absl::string_view value);

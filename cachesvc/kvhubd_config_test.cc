@@ -150,6 +150,20 @@ TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {
   EXPECT_THAT(warning, HasSubstr("starting anyway"));
 }
 
+TEST(KvhubdConfigTest, FewAllocatorSlabsAreWarnedAbout) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  c.store.capacity_bytes = 4ull << 30;  // 64 slabs of 64 MiB
+  EXPECT_EQ(c.FewSlabsWarning(), "");
+  // 64 MiB with the default 64 MiB max_block_bytes: one slab, one block size at a time.
+  ASSERT_TRUE(c.Set("capacity_bytes", "64MiB").ok());
+  ASSERT_TRUE(c.Set("region_bytes", "64MiB").ok());
+  EXPECT_THAT(c.FewSlabsWarning(), HasSubstr("holds only 1 allocator slab of 64.0 MiB (sized for max_block_bytes "
+                                             "64.0 MiB): at most 1 block size can be stored at once"));
+  EXPECT_THAT(c.FewSlabsWarning(), HasSubstr("Lower max_block_bytes"));
+  ASSERT_TRUE(c.Set("max_block_bytes", "1MiB").ok());  // then 64 slabs of 1 MiB
+  EXPECT_EQ(c.FewSlabsWarning(), "");
+}
+
 TEST(KvhubdConfigTest, DefaultCapacityFitsTheMemoryLimit) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   const MemoryLimit limit = ReadMemoryLimit();

@@ -43,6 +43,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
     std::string warning;
     if (absl::Status s = config.CheckMemoryLimit(limit.bytes, limit.source, &warning); !s.ok()) return s;
     if (!warning.empty()) KVHUB_LOG(warn, "kvhubd: {}", warning);
+    if (std::string few = config.FewSlabsWarning(); !few.empty()) KVHUB_LOG(warn, "kvhubd: {}", few);
   }
   std::unique_ptr<KvhubdServer> srv(new KvhubdServer());
   srv->config_ = config;

@@ -7,6 +7,9 @@ BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bin"
 SHARDS=${KVHUB_DEMO_SHARDS:-3}
 CAPACITY=${KVHUB_DEMO_CAPACITY:-256MiB}   # per shard: small enough that eviction happens
+# The demo's blocks are 2 MiB raw (kivi4: ~0.6 MiB). kvhubd's default 64 MiB limit would
+# cut a 256 MiB tier into 4 slabs of 64 MiB (docs/storage.md); 8 MiB gives 32.
+MAX_BLOCK=${KVHUB_DEMO_MAX_BLOCK:-8MiB}
 # One host: the shards and the client talk UCX over shared memory (the shards'
 # regions in /dev/shm, read one-sidedly). KVHUB_DEMO_UCX_TLS= (empty) for UCX's
 # default transports, where the client keeps gRPC on loopback tcp.
@@ -27,7 +30,7 @@ trap cleanup EXIT INT TERM
 echo "== starting $SHARDS kvhubd shards ($CAPACITY host tier each) =="
 for i in $(seq 0 $((SHARDS - 1))); do
   "$BIN/kvhubd" --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 --node_id="shard-$i" \
-    --capacity_bytes="$CAPACITY" --ready_file="$WORK/ready.$i" --log_level=warn \
+    --capacity_bytes="$CAPACITY" --max_block_bytes="$MAX_BLOCK" --ready_file="$WORK/ready.$i" --log_level=warn \
     --ucx_tls="$UCX_TLS_DEMO" \
     >"$WORK/kvhubd.$i.out" 2>"$WORK/kvhubd.$i.log" &
   PIDS+=($!)

@@ -37,6 +37,8 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
 
   // Regions: whole region_bytes, then a tail rounded up to whole slabs.
   uint64_t total = (config.capacity_bytes + slab - 1) / slab * slab;
+  st->slab_bytes_ = slab;
+  st->slabs_ = total / slab;
   std::vector<uint64_t> sizes;
   for (uint64_t left = total; left > 0;) {
     uint64_t r = std::min(left, config.region_bytes);
@@ -296,8 +298,10 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   if (off == SlabAllocator::kNoChunk) {
     free_slots_.PushTail(s);
     ++stats_.rejected_full;
-    return absl::ResourceExhaustedError(
-        "host tier has no free chunk of this size class and nothing is evictable");
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "host tier has no free chunk for a ", size, "-byte block and nothing is evictable: its ", slabs_,
+        " slab(s) of ", slab_bytes_, " bytes are held by pinned, leased or half-written blocks of other "
+        "sizes (a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
   }
   Slot& slot = slots_[s];
   if (++slot.gen == 0) slot.gen = 1;  // reservation ids are never 0

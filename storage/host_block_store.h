@@ -114,6 +114,7 @@ class HostBlockStore final : public BlockStore {
   std::unique_ptr<HostRegions> regions_;  // null when a RegionProvider gave them:
   std::vector<Region> provided_regions_;
   SizeClasses classes_;
+  uint64_t slab_bytes_ = 0, slabs_ = 0;  // allocator geometry (for error messages)
   uint32_t max_slots_ = 0;
   uint64_t pin_quota_ = 0;
   uint64_t high_bytes_ = 0;
