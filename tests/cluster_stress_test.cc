@@ -30,7 +30,7 @@ void ExpectClean(const nlohmann::json& j, bool stops) {
     EXPECT_GT(j["faults"]["stops"].get<uint64_t>(), 0u);
   }
   const auto& ops = j["ops"];
-  for (const char* op : {"publish", "fetch", "get", "delete", "private", "pinned"}) {
+  for (const char* op : {"publish", "fetch", "get", "delete", "private", "pinned", "bad"}) {
     EXPECT_GT(ops[op]["calls"].get<uint64_t>(), 0u) << op;
   }
   EXPECT_GT(ops["fetch"]["bytes_verified"].get<uint64_t>(), 0u);

@@ -54,8 +54,12 @@
 #include "cachesvc/kvhubd_config.h"
 #include "client/client.h"
 #include "client/client_config.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/output_file.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/stress/client_procs.h"
 #include "tests/stress/shard_procs.h"
@@ -95,8 +99,9 @@ using stress::Workload;
 
 constexpr int kCodes = 17;  // absl::StatusCode values 0..16
 
-enum Op { kPublish, kLookup, kFetch, kGet, kDelete, kPrivate, kPinned, kRecovery, kOpCount };
-constexpr const char* kOpNames[kOpCount] = {"publish", "lookup", "fetch", "get", "delete", "private", "pinned", "recovery"};
+enum Op { kPublish, kLookup, kFetch, kGet, kDelete, kPrivate, kPinned, kBad, kRecovery, kOpCount };
+constexpr const char* kOpNames[kOpCount] = {"publish", "lookup",  "fetch", "get",     "delete",
+                                            "private", "pinned", "bad",   "recovery"};
 
 struct OpStats {
   std::atomic<uint64_t> calls{0}, blocks_ok{0}, misses{0}, bytes_verified{0};
@@ -134,8 +139,8 @@ class Violations {
 };
 
 constexpr const char* kViolationKinds[] = {"wrong bytes", "deleted served", "pinned lost", "unexpected error",
-                                           "no recovery", "leak", "unclean exit", "client process failed",
-                                           "fault injection failed"};
+                                           "bad input accepted", "no recovery", "leak", "unclean exit",
+                                           "client process failed", "fault injection failed"};
 
 struct Options {
   int spawn = 0;
@@ -166,6 +171,7 @@ class Stress {
     std::mt19937_64 rng;
     std::vector<std::vector<uint8_t>> buffers;
     std::vector<std::span<uint8_t>> spans;
+    std::vector<std::unique_ptr<v1::KvHub::Stub>> stubs;  // raw stubs per member, for BadRequests
   };
 
   void Worker(int id);
@@ -179,6 +185,9 @@ class Stress {
   void PrivateDeleteThenRead(Thread& t);
   // Reads every pinned block: each must be served (strict, or its shard has its pins
   // back) or be missing only because a fault explains it.
+  // One malformed or dishonest request, sent with a raw stub among the real traffic:
+  // it must get its error code, and store nothing (the other checks would see it).
+  void BadRequest(Thread& t);
   void CheckPinned(Thread& t, bool strict);
   void ReadPinned(Thread& t, bool strict, const std::vector<bool>& live);
   absl::Status Repin(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shards_->mu());
@@ -453,6 +462,105 @@ void Stress::PrivateDeleteThenRead(Thread& t) {
   }
 }
 
+void Stress::BadRequest(Thread& t) {
+  const size_t member = t.rng() % client_.member_count();
+  if (t.stubs.empty()) t.stubs.resize(client_.member_count());
+  if (t.stubs[member] == nullptr) {
+    t.stubs[member] = v1::KvHub::NewStub(
+        grpc::CreateChannel(client_.MemberAddress(member), grpc::InsecureChannelCredentials()));
+  }
+  v1::KvHub::Stub& stub = *t.stubs[member];
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  stats_[kBad].calls.fetch_add(1, std::memory_order_relaxed);
+  // What came back: the RPC's code, else the first item's.
+  const auto refused = [&](const char* what, const grpc::Status& st, int item_code,
+                           std::initializer_list<absl::StatusCode> expected) {
+    const absl::StatusCode got = st.ok() ? static_cast<absl::StatusCode>(item_code)
+                                         : static_cast<absl::StatusCode>(st.error_code());
+    if ((got == absl::StatusCode::kUnavailable || got == absl::StatusCode::kDeadlineExceeded) && o_.faults()) {
+      Tally(kBad, absl::Status(got, st.error_message()));
+      return;
+    }
+    for (absl::StatusCode e : expected) {
+      if (got == e) {  // refused as it must be; the report's errors column shows how
+        stats_[kBad].blocks_ok.fetch_add(1, std::memory_order_relaxed);
+        stats_[kBad].errors[static_cast<int>(got)].fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    violations_.Add("bad input accepted", absl::StrCat(what, " on ", client_.MemberAddress(member), ": got ",
+                                                       absl::StatusCodeToString(got), " ", st.error_message()));
+  };
+  // A real key of the shared namespace, so a server that accepted the request would
+  // serve it to the other threads.
+  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
+  const std::vector<BlockKey> keys = BlockKeys(ns_, wl_.spec(), wl_.Tokens(p));
+  const BlockKey& key = keys[t.rng() % keys.size()];
+  const std::string key_bytes(reinterpret_cast<const char*>(key.Bytes().data()), 16);
+  switch (t.rng() % 5) {
+    case 0: {  // a corrupt block: one bit flipped after the checksum was taken
+      std::vector<uint8_t> data = wl_.ExpectedPayload(key);
+      const uint64_t checksum = Xxh3_64(data.data(), data.size());
+      data[t.rng() % data.size()] ^= static_cast<uint8_t>(1u << (t.rng() % 8));
+      v1::PutRequest req;
+      req.set_namespace_(ns_);
+      v1::PutItem* item = req.add_items();
+      item->set_key(key_bytes);
+      item->set_checksum(checksum);
+      item->set_data(data.data(), data.size());
+      v1::PutResponse resp;
+      const grpc::Status st = stub.Put(&ctx, req, &resp);
+      // DATA_LOSS; or the key is stored already / being stored by another publisher.
+      refused("Put of a corrupt block", st, resp.items_size() > 0 ? resp.items(0).code() : 0,
+              {absl::StatusCode::kDataLoss, absl::StatusCode::kAlreadyExists, absl::StatusCode::kAborted,
+               absl::StatusCode::kResourceExhausted});
+      break;
+    }
+    case 1: {  // keys of 17 bytes
+      v1::GetRequest req;
+      req.set_namespace_(ns_);
+      req.set_keys(key_bytes + "x");
+      req.set_inline_data(true);
+      v1::GetResponse parsed;
+      const grpc::Status st = stub.Get(&ctx, req, &parsed);
+      refused("Get with a 17-byte key", st, 0, {absl::StatusCode::kInvalidArgument});
+      break;
+    }
+    case 2: {  // a namespace over the 256-byte limit
+      v1::LookupRequest req;
+      req.set_namespace_(std::string(300, 'n'));
+      req.set_keys(key_bytes);
+      v1::LookupResponse resp;
+      refused("Lookup with a 300-byte namespace", stub.Lookup(&ctx, req, &resp), 0,
+              {absl::StatusCode::kInvalidArgument});
+      break;
+    }
+    case 3: {  // a reservation of 1 TiB
+      v1::PutStartRequest req;
+      req.set_namespace_(ns_);
+      v1::PutItem* item = req.add_items();
+      item->set_key(key_bytes);
+      item->set_size(1ull << 40);
+      item->set_checksum(1);
+      v1::PutStartResponse resp;
+      const grpc::Status st = stub.PutStart(&ctx, req, &resp);
+      refused("PutStart of 1 TiB", st, resp.items_size() > 0 ? resp.items(0).status().code() : 0,
+              {absl::StatusCode::kInvalidArgument});
+      break;
+    }
+    default: {  // committing reservations nobody made
+      v1::PutCommitRequest req;
+      req.add_reservation_ids(t.rng() | 1);
+      v1::PutCommitResponse resp;
+      const grpc::Status st = stub.PutCommit(&ctx, req, &resp);
+      refused("PutCommit of an unknown reservation", st, resp.items_size() > 0 ? resp.items(0).code() : 0,
+              {absl::StatusCode::kNotFound});
+      break;
+    }
+  }
+}
+
 void Stress::CheckPinned(Thread& t, bool strict) {
   if (pinned_keys_.empty()) return;
   std::vector<bool> live;  // per member: its pins are in place (empty: all are)
@@ -516,8 +624,10 @@ void Stress::Worker(int id) {
       GetKeys(t);
     } else if (r < 88) {
       DeleteTail(t);
-    } else if (r < 95) {
+    } else if (r < 93) {
       PrivateDeleteThenRead(t);
+    } else if (r < 96) {
+      BadRequest(t);
     } else {
       CheckPinned(t, /*strict=*/false);
     }
