@@ -2,11 +2,12 @@
 #   make build   install deps, configure, build into build/ (binaries in build/bin/)
 #   make test    build, then run every test (what CI runs)
 #   make demo    build, start a local 3-shard cluster, run a workload, print the numbers, stop
+#   make stress  build, then kvhub-stress with faults on each data plane (STRESS_SECONDS each)
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo tsa asan tsan fuzz clean
+.PHONY: deps configure build test demo stress tsa asan tsan fuzz clean
 
 deps:
 	./scripts/install-deps.sh
@@ -22,6 +23,15 @@ test: build
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)
+
+# Longer fault runs than make test's (docs/operations.md, "Stress test"): each data plane
+# for STRESS_SECONDS with shard kills and freezes, client processes killed mid-operation
+# and bad requests; stops at the first run that finds a violation.
+STRESS_SECONDS ?= 120
+stress: build
+	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport grpc --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500
+	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport ucx --ucx_tls tcp --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500
+	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport ucx --ucx_tls posix,cma --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500
 
 # clang with -Wthread-safety: every lock annotation is checked.
 tsa: deps
