@@ -35,6 +35,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -178,6 +179,15 @@ class Stress {
   void Faults();
   void Final();
 
+  struct Published {
+    std::vector<BlockKey> keys;
+    PublishResult result;
+  };
+  // Publishes a random prompt in `ns`, counted as a call of `op`: its keys and the
+  // result, or nullopt after recording the violation (the client refused the prompt).
+  std::optional<Published> PublishRandomPrompt(Thread& t, Op op, const std::string& ns);
+  // A thread's read buffers: max_blocks of max_block_bytes.
+  void InitBuffers(Thread& t) const;
   void Publish(Thread& t);
   void FetchPrefix(Thread& t, Op op, uint32_t p);
   void GetKeys(Thread& t);
@@ -324,18 +334,28 @@ absl::Status Stress::Repin(size_t shard) {
                                                 " after its restart: ", last.message()));
 }
 
-void Stress::Publish(Thread& t) {
+std::optional<Stress::Published> Stress::PublishRandomPrompt(Thread& t, Op op, const std::string& ns) {
   const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
   const std::vector<int32_t> tokens = wl_.Tokens(p);
-  const std::vector<BlockKey> keys = BlockKeys(ns_, wl_.spec(), tokens);
+  Published out;
+  out.keys = BlockKeys(ns, wl_.spec(), tokens);
   std::vector<std::vector<uint8_t>> store;
-  const auto spans = Payloads(keys, &store);
-  stats_[kPublish].calls.fetch_add(1, std::memory_order_relaxed);
-  auto r = client_.Publish(ns_, wl_.spec(), tokens, spans);
+  const auto spans = Payloads(out.keys, &store);
+  stats_[op].calls.fetch_add(1, std::memory_order_relaxed);
+  auto r = client_.Publish(ns, wl_.spec(), tokens, spans);
   if (!r.ok()) {
     violations_.Add("unexpected error", absl::StrCat("Publish refused a valid prompt: ", r.status().ToString()));
-    return;
+    return std::nullopt;
   }
+  out.result = *std::move(r);
+  return out;
+}
+
+void Stress::Publish(Thread& t) {
+  std::optional<Published> pub = PublishRandomPrompt(t, kPublish, ns_);
+  if (!pub) return;
+  const std::vector<BlockKey>& keys = pub->keys;
+  const PublishResult* r = &pub->result;
   for (size_t i = 0; i < keys.size(); ++i) {
     if (r->outcome[i] == PutOutcome::kFailed) {
       Tally(kPublish, r->errors[i], &keys[i]);
@@ -421,17 +441,10 @@ void Stress::DeleteTail(Thread& t) {
 void Stress::PrivateDeleteThenRead(Thread& t) {
   // Keys only this thread uses: after a successful Delete no read may return them.
   const std::string ns = absl::StrCat("stress-private-", getpid(), "-", t.id);
-  const uint32_t p = static_cast<uint32_t>(t.rng() % wl_.options().prompts);
-  const std::vector<int32_t> tokens = wl_.Tokens(p);
-  const std::vector<BlockKey> keys = BlockKeys(ns, wl_.spec(), tokens);
-  std::vector<std::vector<uint8_t>> store;
-  const auto spans = Payloads(keys, &store);
-  stats_[kPrivate].calls.fetch_add(1, std::memory_order_relaxed);
-  auto pub = client_.Publish(ns, wl_.spec(), tokens, spans);
-  if (!pub.ok()) {
-    violations_.Add("unexpected error", absl::StrCat("Publish refused a valid prompt: ", pub.status().ToString()));
-    return;
-  }
+  std::optional<Published> published = PublishRandomPrompt(t, kPrivate, ns);
+  if (!published) return;
+  const std::vector<BlockKey>& keys = published->keys;
+  const PublishResult* pub = &published->result;
   auto del = client_.Delete(ns, keys);
   if (!del.ok()) {
     violations_.Add("unexpected error", absl::StrCat("Delete refused a valid request: ", del.status().ToString()));
@@ -604,16 +617,16 @@ void Stress::ReadPinned(Thread& t, bool strict, const std::vector<bool>& live) {
   }
 }
 
+void Stress::InitBuffers(Thread& t) const {
+  t.buffers.assign(wl_.options().max_blocks, std::vector<uint8_t>(wl_.options().max_block_bytes));
+  t.spans.assign(t.buffers.begin(), t.buffers.end());
+}
+
 void Stress::Worker(int id) {
   Thread t;
   t.id = id;
   t.rng.seed(o_.seed * 1000003 + static_cast<uint64_t>(id));
-  t.buffers.resize(wl_.options().max_blocks);
-  t.spans.resize(wl_.options().max_blocks);
-  for (size_t i = 0; i < t.buffers.size(); ++i) {
-    t.buffers[i].resize(wl_.options().max_block_bytes);
-    t.spans[i] = t.buffers[i];
-  }
+  InitBuffers(t);
   while (!done_.HasBeenNotified()) {
     const uint32_t r = static_cast<uint32_t>(t.rng() % 100);
     if (r < 30) {
@@ -704,12 +717,7 @@ void Stress::Final() {
   }
   // 2. A pass over every prompt and every pinned block sees nothing but misses.
   Thread th;
-  th.buffers.resize(wl_.options().max_blocks);
-  th.spans.resize(wl_.options().max_blocks);
-  for (size_t i = 0; i < th.buffers.size(); ++i) {
-    th.buffers[i].resize(wl_.options().max_block_bytes);
-    th.spans[i] = th.buffers[i];
-  }
+  InitBuffers(th);
   phase("members answer");
   for (uint32_t p = 0; p < wl_.options().prompts; ++p) FetchPrefix(th, kRecovery, p);
   CheckPinned(th, /*strict=*/true);
