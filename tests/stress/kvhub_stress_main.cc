@@ -880,7 +880,7 @@ int Main(int argc, char** argv) {
   o.duration = absl::Seconds(seconds);
   if (o.kill_every_ms < 0 || o.stop_every_ms < 0) return usage("--kill_every_ms and --stop_every_ms must be >= 0");
   if ((o.kill_every_ms > 0 && o.kill_every_ms < 100) || (o.stop_every_ms > 0 && o.stop_every_ms < 100)) {
-    return usage("faults at most every 100 ms");
+    return usage("--kill_every_ms and --stop_every_ms must be 0 (off) or >= 100");
   }
   if (o.stop_ms < 10 || o.stop_ms > 60000) return usage("--stop_ms must be 10..60000");
   if (o.pinned > 4096) return usage("--pinned must be 0..4096");
@@ -897,7 +897,7 @@ int Main(int argc, char** argv) {
     *dst = *v;
   }
   auto wl = Workload::Create(wo);
-  if (!wl.ok()) return usage(std::string(wl.status().message()));
+  if (!wl.ok()) return usage(absl::StrCat("--", wl.status().message()));  // names the flag
   auto transport = ParseTransportMode(absl::GetFlag(FLAGS_transport));
   if (!transport.ok()) return usage(absl::StrCat("--transport: ", transport.status().message()));
 
