@@ -14,7 +14,6 @@
 #include "absl/strings/strip.h"
 #include "common/input_file.h"
 #include "common/memory_limit.h"
-#include "storage/size_classes.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -222,9 +221,7 @@ absl::Status KvhubdConfig::CheckMemoryLimit(uint64_t limit_bytes, absl::string_v
 }
 
 std::string KvhubdConfig::FewSlabsWarning() const {
-  const uint64_t slab = store.slab_bytes != 0
-                            ? store.slab_bytes
-                            : storage::AutoSlabBytes(store.capacity_bytes, store.region_bytes, store.max_block_bytes);
+  const uint64_t slab = store.EffectiveSlabBytes();
   if (slab == 0) return "";
   const uint64_t slabs = (store.capacity_bytes + slab - 1) / slab;
   if (slabs >= kFewSlabs) return "";

@@ -2,8 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/host_block_store.h"
+#include "storage/size_classes.h"
 
 namespace kvhub::storage {
+
+uint64_t BlockStoreConfig::EffectiveSlabBytes() const {
+  return slab_bytes != 0 ? slab_bytes : AutoSlabBytes(capacity_bytes, region_bytes, max_block_bytes);
+}
 
 absl::Status BlockStoreConfig::Validate() const {
   auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };

@@ -54,6 +54,8 @@ struct BlockStoreConfig {
   bool populate = false;         // MAP_POPULATE the regions at start (fault pages in now)
 
   absl::Status Validate() const;
+  // The allocator slab the store uses: slab_bytes, or AutoSlabBytes() when it is 0.
+  uint64_t EffectiveSlabBytes() const;
 };
 
 // What a transport does to a block's memory (BlockStore::BeginTransfer).

@@ -26,10 +26,7 @@ absl::Status CheckSize(uint64_t size, uint64_t max) {
 absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
     const BlockStoreConfig& config, Clock* clock, RegionProvider provider) {
   std::unique_ptr<HostBlockStore> st(new HostBlockStore(config, clock));
-  const uint64_t slab = config.slab_bytes != 0
-                            ? config.slab_bytes
-                            : AutoSlabBytes(config.capacity_bytes, config.region_bytes,
-                                            config.max_block_bytes);
+  const uint64_t slab = config.EffectiveSlabBytes();
   absl::StatusOr<SizeClasses> classes = SizeClasses::Build(
       config.min_block_bytes, config.max_block_bytes, slab, config.size_class_steps);
   if (!classes.ok()) return classes.status();
