@@ -42,11 +42,6 @@ absl::Duration LeaseFor(uint32_t lease_ms) {
   return lease_ms == 0 ? absl::ZeroDuration() : absl::Milliseconds(lease_ms);
 }
 
-const grpc::Status& StoppingStatus() {
-  static const grpc::Status* s =
-      new grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is shutting down; retry on another node");
-  return *s;
-}
 
 // Refusal while draining.
 const grpc::Status& DrainingStatus() {
@@ -65,6 +60,12 @@ uint64_t NewIncarnation() {
 }
 
 }  // namespace
+
+const grpc::Status& KvHubService::StoppingStatus() {
+  static const grpc::Status* s =
+      new grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is shutting down; retry on another node");
+  return *s;
+}
 
 KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* store,
                            ReservationTable* reservations, ServiceMetrics* metrics)
@@ -778,6 +779,8 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
     u->set_get_bytes(ucx_->served_get_bytes());
     u->set_put_bytes(ucx_->served_put_bytes());
     resp->set_ucx_status(ucx_->status_text());
+    resp->set_ucx_connections(ucx_->connections());
+    resp->set_ucx_sessions(ucx_sessions());
   } else {
     resp->set_ucx_status("ucx is not set up on this shard");
   }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -49,7 +50,7 @@ using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCa
             v1::KvHub::WithRawCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
                 v1::KvHub::WithCallbackMethod_Delete<v1::KvHub::WithCallbackMethod_Pin<v1::KvHub::WithCallbackMethod_Stats<
                     v1::KvHub::WithCallbackMethod_Health<v1::KvHub::WithCallbackMethod_Connect<
-                        v1::KvHub::Service>>>>>>>>>>>>>>;
+                        v1::KvHub::WithCallbackMethod_Session<v1::KvHub::Service>>>>>>>>>>>>>>>;
 
 class KvHubService final : public KvHubCallbackBase {
  public:
@@ -74,10 +75,8 @@ class KvHubService final : public KvHubCallbackBase {
   bool draining() const { return draining_.load(std::memory_order_acquire); }
   // Shutdown's last phase: every new call except Health is refused with UNAVAILABLE so
   // the calls in flight can finish and the server can stop without waiting on idle clients.
-  void BeginStop() {
-    draining_.store(true, std::memory_order_release);
-    stopping_.store(true, std::memory_order_release);
-  }
+  // Session streams end with UNAVAILABLE (their UCX connections stay until UCX stops).
+  void BeginStop() ABSL_LOCKS_EXCLUDED(sessions_mu_);
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   // Calls being handled now: unary handlers while they run, streams until they are done.
   int inflight() const { return inflight_.load(std::memory_order_acquire); }
@@ -115,6 +114,12 @@ class KvHubService final : public KvHubCallbackBase {
                                    v1::HealthResponse* resp) override;
   grpc::ServerUnaryReactor* Connect(grpc::CallbackServerContext* ctx, const v1::ConnectRequest* req,
                                     v1::ConnectResponse* resp) override;
+  // Watches a UCX connection: when the client ends the stream (or its gRPC
+  // connection breaks), the connection is closed (proto: SessionRequest).
+  grpc::ServerWriteReactor<v1::SessionEvent>* Session(grpc::CallbackServerContext* ctx,
+                                                      const v1::SessionRequest* req) override;
+  // Session streams open now.
+  uint64_t ucx_sessions() const ABSL_LOCKS_EXCLUDED(sessions_mu_);
 
   // The request handlers without gRPC around them (unit-testable, used by the above).
   grpc::Status DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
@@ -144,6 +149,8 @@ class KvHubService final : public KvHubCallbackBase {
   uint64_t incarnation() const { return incarnation_; }
 
  private:
+  // UNAVAILABLE "kvhubd is shutting down": what calls get once stopping().
+  static const grpc::Status& StoppingStatus();
   // UcxCall's two methods, without the metrics and the stopping check.
   absl::StatusOr<std::string> UcxGet(absl::string_view request);
   absl::StatusOr<std::string> UcxRelease(absl::string_view request);
@@ -151,6 +158,7 @@ class KvHubService final : public KvHubCallbackBase {
   static google::protobuf::Arena& ResponseArena();
   class GetStreamReactor;
   class PutDataReactor;
+  class SessionReactor;
   struct SliceLease {  // what zero-copy slices' destroy callbacks release, refcounted
     KvHubService* service = nullptr;
     uint64_t lease_id = 0;
@@ -184,6 +192,10 @@ class KvHubService final : public KvHubCallbackBase {
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> inflight_{0};
+  // Session streams by UCX connection id; closed at BeginStop (no new ones).
+  mutable absl::Mutex sessions_mu_;
+  absl::flat_hash_map<uint64_t, SessionReactor*> sessions_ ABSL_GUARDED_BY(sessions_mu_);
+  bool sessions_closed_ ABSL_GUARDED_BY(sessions_mu_) = false;
 
   // Counts a unary handler as in flight for its scope.
   class InflightScope {

@@ -300,7 +300,11 @@ TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   m.RecordRpc(Rpc::kLookup, absl::Microseconds(70), 0);
   MetricsSnapshotInputs in;
   in.node_id = "n";
+  in.ucx_connections = 3;
+  in.ucx_sessions = 2;
   std::string text = m.RenderPrometheus(in);
+  EXPECT_THAT(text, HasSubstr("\nkvhub_ucx_connections 3\n"));
+  EXPECT_THAT(text, HasSubstr("\nkvhub_ucx_sessions 2\n"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"a\",model=\"m1\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"b\",model=\"other\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"other\",model=\"m1\"} 1024"));

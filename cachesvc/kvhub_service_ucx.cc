@@ -4,6 +4,7 @@
 #include "cachesvc/kvhub_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "google/protobuf/arena.h"
 
 namespace kvhub::cachesvc {
@@ -22,10 +23,142 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
   absl::Time start = absl::Now();
   InflightScope scope(this);
   if (stopping()) {
-    return Finish(ctx, Rpc::kConnect, start,
-                  grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvhubd is shutting down; retry on another node"));
+    return Finish(ctx, Rpc::kConnect, start, StoppingStatus());
   }
   return Finish(ctx, Rpc::kConnect, start, DoConnect(*req, resp));
+}
+
+// One Session stream. Lives until OnDone and until BeginStop's reference (if
+// any) is dropped; ends once (End), by the client's cancel, a refusal or BeginStop.
+class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
+ public:
+  SessionReactor(KvHubService* service, uint64_t conn_id) : service_(service), conn_id_(conn_id) {}
+
+  // Registers the session, or ends it with the reason it cannot watch conn_id_.
+  void Start() {
+    if (service_->stopping()) return End(StoppingStatus(), /*close=*/false);
+    if (service_->ucx_ == nullptr) {
+      return End(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard"), false);
+    }
+    if (absl::Status live = service_->ucx_->CheckLive(conn_id_); !live.ok()) {
+      return End(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              absl::StrCat("session: ", live.message(), "; Connect again")),
+                 false);
+    }
+    grpc::Status refused;
+    {
+      absl::MutexLock l(&service_->sessions_mu_);
+      if (service_->sessions_closed_) {
+        refused = StoppingStatus();
+      } else if (!service_->sessions_.try_emplace(conn_id_, this).second) {
+        refused = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                               absl::StrCat("ucx connection ", conn_id_, " already has a session"));
+      } else {
+        registered_ = true;
+      }
+    }
+    if (!refused.ok()) return End(refused, false);
+    // Tell the client the shard watches the connection now.
+    absl::MutexLock l(&mu_);
+    if (claimed_) return;  // BeginStop got there first
+    writing_ = true;
+    open_event_.set_open(true);
+    StartWrite(&open_event_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    (void)ok;  // a failed write: the client is gone, and OnCancel says so
+    grpc::Status finish;
+    {
+      absl::MutexLock l(&mu_);
+      writing_ = false;
+      if (!ended_) return;
+      finish = end_status_;
+    }
+    Finish(finish);  // may lead to OnDone and `delete this`: nothing after it
+  }
+
+  // The client cancelled, or its gRPC connection broke: the UCX connection goes too.
+  void OnCancel() override { End(grpc::Status(grpc::StatusCode::CANCELLED, "session ended by the client"), true); }
+
+  void OnDone() override {
+    if (registered_) {
+      absl::MutexLock l(&service_->sessions_mu_);
+      auto it = service_->sessions_.find(conn_id_);
+      if (it != service_->sessions_.end() && it->second == this) service_->sessions_.erase(it);
+    }
+    Unref();
+  }
+
+  // Finishes the stream once (after the open event's write, if one is out);
+  // `close` also closes the UCX connection.
+  void End(const grpc::Status& status, bool close) {
+    {
+      absl::MutexLock l(&mu_);
+      if (claimed_) return;
+      claimed_ = true;  // no open event is started from now on
+    }
+    if (close) {
+      absl::Status c = service_->ucx_->Close(conn_id_);
+      KVHUB_LOG(info, "ucx: connection {} closed: its client ended the session{}", conn_id_,
+                c.ok() ? std::string() : absl::StrCat(" (", c.message(), ")"));
+    }
+    {
+      absl::MutexLock l(&mu_);
+      ended_ = true;
+      end_status_ = status;
+      if (writing_) return;  // OnWriteDone finishes
+    }
+    Finish(status);  // may lead to OnDone and `delete this`: nothing after it
+  }
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ private:
+  KvHubService* const service_;
+  const uint64_t conn_id_;
+  bool registered_ = false;  // set in Start, before any reaction can run
+  std::atomic<int> refs_{1};  // gRPC's (dropped in OnDone), plus BeginStop's while it ends the stream
+  v1::SessionEvent open_event_;
+  absl::Mutex mu_;
+  bool claimed_ ABSL_GUARDED_BY(mu_) = false;  // End has begun (once)
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;    // ... and decided the status
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // the open event is on its way
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+};
+
+grpc::ServerWriteReactor<v1::SessionEvent>* KvHubService::Session(grpc::CallbackServerContext* ctx,
+                                                                  const v1::SessionRequest* req) {
+  (void)ctx;
+  auto* r = new SessionReactor(this, req->conn_id());
+  r->Start();
+  return r;
+}
+
+void KvHubService::BeginStop() {
+  draining_.store(true, std::memory_order_release);
+  stopping_.store(true, std::memory_order_release);
+  std::vector<SessionReactor*> live;
+  {
+    absl::MutexLock l(&sessions_mu_);
+    sessions_closed_ = true;
+    for (auto& [id, r] : sessions_) {
+      r->Ref();
+      live.push_back(r);
+    }
+  }
+  for (SessionReactor* r : live) {
+    r->End(StoppingStatus(), /*close=*/false);
+    r->Unref();
+  }
+}
+
+uint64_t KvHubService::ucx_sessions() const {
+  absl::MutexLock l(&sessions_mu_);
+  return sessions_.size();
 }
 
 namespace {

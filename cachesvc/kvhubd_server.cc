@@ -87,6 +87,12 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a port in use is an error, not shared
+  // A client host that vanishes without closing its TCP connections (power loss,
+  // partition) is noticed by pings within ~40 s; its Session streams then end and
+  // their UCX connections are closed (KvHubService::Session).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   grpc::ResourceQuota quota("kvhubd");
   quota.SetMaxThreads(threads);
   builder.SetResourceQuota(quota);
@@ -205,6 +211,8 @@ std::string KvhubdServer::RenderMetrics() const {
   in.live_reservations = reservations_->size();
   in.ucx_get_bytes = ucx_->served_get_bytes();
   in.ucx_put_bytes = ucx_->served_put_bytes();
+  in.ucx_connections = ucx_->connections();
+  in.ucx_sessions = service_->ucx_sessions();
   return metrics_->RenderPrometheus(in);
 }
 

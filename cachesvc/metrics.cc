@@ -260,6 +260,12 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"get\"} ", in.ucx_get_bytes, "\n");
   absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"put\"} ", in.ucx_put_bytes, "\n");
 
+  Header(&out, "kvhub_ucx_connections", "gauge", "UCX connections (Connect) this shard holds now");
+  absl::StrAppend(&out, "kvhub_ucx_connections ", in.ucx_connections, "\n");
+  Header(&out, "kvhub_ucx_sessions", "gauge",
+         "UCX connections watched by a client's Session stream (closed when the client goes)");
+  absl::StrAppend(&out, "kvhub_ucx_sessions ", in.ucx_sessions, "\n");
+
   Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
   for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {
     for (int c = 0; c <= 16; ++c) {

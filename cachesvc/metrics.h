@@ -76,6 +76,9 @@ struct MetricsSnapshotInputs {
   // UCX data plane: bytes the shard's worker served by active messages.
   uint64_t ucx_get_bytes = 0;
   uint64_t ucx_put_bytes = 0;
+  // UCX connections the shard holds, and those watched by a Session stream.
+  uint64_t ucx_connections = 0;
+  uint64_t ucx_sessions = 0;
 };
 
 class ServiceMetrics {

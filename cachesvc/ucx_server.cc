@@ -246,6 +246,27 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
 #endif
 }
 
+absl::Status UcxServer::Close(uint64_t conn_id) {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->CloseAccepted(conn_id);
+#endif
+  return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
+}
+
+absl::Status UcxServer::CheckLive(uint64_t conn_id) {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->CheckAccepted(conn_id);
+#endif
+  return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
+}
+
+uint64_t UcxServer::connections() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->Stats().accepted_peers;
+#endif
+  return 0;
+}
+
 uint64_t UcxServer::served_get_bytes() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr) {

@@ -89,6 +89,15 @@ class UcxServer {
   // (no common transport), RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
   grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
 
+  // Closes connection `conn_id` (its Session ended): transfers in flight on it
+  // fail and its slot is free. NOT_FOUND if unknown (closed already, never made,
+  // or UCX is off / stopped).
+  absl::Status Close(uint64_t conn_id);
+  // OK when connection `conn_id` is live; NOT_FOUND otherwise.
+  absl::Status CheckLive(uint64_t conn_id);
+  // Live UCX connections now (0 when off or stopped).
+  uint64_t connections() const;
+
   // Block bytes the worker served by active messages (0 when off).
   uint64_t served_get_bytes() const;
   uint64_t served_put_bytes() const;

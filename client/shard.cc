@@ -78,6 +78,13 @@ Shard::Conn& Shard::NextConn() {
   return *conns_[next_.fetch_add(1, std::memory_order_relaxed) % conns_.size()];
 }
 
+Shard::Conn& Shard::ReadyConn() {
+  for (const auto& c : conns_) {
+    if (c->channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) return *c;
+  }
+  return NextConn();
+}
+
 void Shard::WaitBeforeRetry(absl::Time until) {
   bool waited = false;
   for (const auto& c : conns_) {

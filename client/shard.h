@@ -46,6 +46,10 @@ class Shard {
 
   // The next connection, round-robin.
   Conn& NextConn();
+  // A connection that is up now (the first), else NextConn(): for a long-lived
+  // stream opened right after a call succeeded, while other channels may still be
+  // reconnecting.
+  Conn& ReadyConn();
 
   // Between the attempts of a call that failed UNAVAILABLE (RetryPolicy::wait_until):
   // waits until `until` or until every channel that was not connected is connected

@@ -11,6 +11,7 @@
 #include "client/block_verify.h"
 #include "client/read_batch.h"
 #include "client/shard.h"
+#include "client/shard_session.h"
 #include "common/log.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "transport/ucx_context.h"
@@ -48,6 +49,13 @@ struct UcxDataPlane::Peer {
   uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;  // ConnectResponse.incarnation of the connected process
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
+  // Keeps the shard's side of the connection (null for shards without sessions),
+  // and its number among this peer's sessions (a restarted shard reuses conn ids).
+  std::unique_ptr<ShardSession> session ABSL_GUARDED_BY(mu);
+  uint64_t session_seq ABSL_GUARDED_BY(mu) = 0;
+  // Set by a session's end (on a gRPC thread, without mu) to its number; when it
+  // is the current session's, the next call connects again.
+  std::atomic<uint64_t> lost_session{0};
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
 };
 
@@ -63,6 +71,13 @@ UcxDataPlane::UcxDataPlane(const ClientConfig& config, Hooks hooks)
 
 UcxDataPlane::~UcxDataPlane() {
   releases_.reset();  // sends the leases still queued (the shards outlive this)
+  {
+    absl::MutexLock l(&peers_mu_);
+    for (auto& [shard, p] : peers_) {
+      absl::MutexLock pl(&p->mu);
+      p->session.reset();  // the shards close their side of the connections
+    }
+  }
   worker_.reset();  // closes endpoints before the context goes
   context_.reset();
 }
@@ -121,6 +136,13 @@ UcxDataPlane::Peer* UcxDataPlane::PeerFor(Shard& shard) {
 }
 
 void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+  if (p->state == Peer::State::kUcx && p->session != nullptr && p->lost_session.load() == p->session_seq) {
+    // The shard ended the session (it stopped, or lost the gRPC connection): it
+    // closes, or has closed, its side of the connection.
+    DropConnection(p);
+    p->transport = "reconnecting (the UCX session ended)";
+    KVHUB_LOG(warn, "kvhub client: the UCX session with shard {} ended; connecting again", p->address);
+  }
   if (p->state != Peer::State::kNew) return;
   // by_design: auto chose gRPC on purpose (tcp only), logged at info; anything else
   // is a failure that made the client fall back, logged as a warning.
@@ -149,6 +171,24 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       return;
     }
     return give_up(s);
+  }
+  // The shard keeps the connection while the session is open: every return below
+  // that does not keep `session` makes it close the connection at once.
+  std::unique_ptr<ShardSession> session;
+  const uint64_t seq = ++p->session_seq;
+  {
+    absl::StatusOr<std::unique_ptr<ShardSession>> opened = ShardSession::Open(
+        shard.ReadyConn().stub.get(), resp.conn_id(), shard.control_deadline(), [p, seq](const absl::Status& why) {
+          p->lost_session.store(seq);
+          KVHUB_LOG(warn, "kvhub client: UCX session with shard {} ended: {}", p->address, why.ToString());
+        });
+    if (opened.ok()) {
+      session = std::move(*opened);
+    } else if (opened.status().code() != absl::StatusCode::kUnimplemented) {
+      // Retried on the next call (connection closed meanwhile, shard stopping or slow).
+      p->last_error = absl::UnavailableError(absl::StrCat("UCX session: ", opened.status().message()));
+      return;
+    }  // else a shard without sessions: it keeps the connection until UCX fails it
   }
   transport::PeerInfo info;
   info.worker_address = resp.worker_address();
@@ -186,6 +226,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
   p->calls = resp.calls() && config_.ucx_calls;
   p->incarnation = resp.incarnation();
+  p->session = std::move(session);
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
   p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
@@ -472,10 +513,21 @@ absl::Status UcxDataPlane::CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall
   return absl::OkStatus();
 }
 
+void UcxDataPlane::DropConnection(Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+  p->state = Peer::State::kNew;
+  // The shard closes its side of the connection when the session ends. UCX may
+  // pair the shard's endpoint with ours, so ours goes too: a later connection
+  // starts from a fresh endpoint instead of one the shard is about to reset.
+  p->session.reset();
+  if (absl::Status d = worker_->Disconnect(p->peer_id); !d.ok() && !absl::IsNotFound(d)) {
+    KVHUB_LOG(debug, "kvhub client: closing the UCX endpoint to {}: {}", p->address, d.ToString());
+  }
+}
+
 void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) {
   absl::MutexLock l(&p->mu);
   if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
-    p->state = Peer::State::kNew;  // reconnect on the next call
+    DropConnection(p);  // reconnect on the next call
     p->transport = absl::StrCat("reconnecting (", why, ")");
     KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} is gone ({}); reconnecting on next use", p->address,
               std::string(why));

@@ -108,6 +108,9 @@ class UcxDataPlane final : public DataPlane {
   // shard restarted behind it: `why`): reconnect on the next call (unless that
   // happened already).
   void ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why);
+  // Under p->mu, p connected over UCX: ends its session and endpoint; p->state
+  // becomes kNew (the next call connects again).
+  void DropConnection(Peer* p);
   // True when `incarnation` (from a PutStart or Get response) names another shard
   // process than `route`'s connection; 0 on either side is unknown, not a mismatch.
   static bool OtherProcess(const Route& route, uint64_t incarnation) {

@@ -24,7 +24,12 @@
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/kvhubd_process.h"
+#include "transport/ucx_context.h"
 #include "transport/ucx_worker.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
+#include "grpcpp/security/credentials.h"
 
 namespace kvhub {
 namespace {
@@ -639,7 +644,11 @@ TEST(UcxClientTest, ShardKilledUnderASharedMemoryClientFailsItsReads) {
     ASSERT_FALSE(got.ok() && got->valid_blocks > 0) << "read " << i << " served bytes from a dead shard";
     const absl::Status st = got.ok() ? got->status[0] : got.status();
     if (i == 0) {
-      EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+      // UCX over shared memory never reports the dead shard: the read waits its
+      // deadline, unless the client saw its Session stream end first and
+      // reconnected (UNAVAILABLE: the shard is gone).
+      EXPECT_TRUE(st.code() == absl::StatusCode::kDeadlineExceeded || st.code() == absl::StatusCode::kUnavailable)
+          << st;
     } else {
       // Not another wait: the reconnect's Connect finds the shard gone.
       EXPECT_NE(st.code(), absl::StatusCode::kDeadlineExceeded) << "read " << i << ": " << st;
@@ -700,6 +709,183 @@ TEST(UcxClientTest, AShardRestartedAtTheSameAddressIsReconnectedBeforeAnyTransfe
   EXPECT_EQ(stats[0].stats->checksum_failures(), 0u) << "a put was written through the old connection";
 }
 
+// Starts build/bin/ucx_reader reading `key` (of `size` bytes, in namespace "ns")
+// over UCX `tls` in a loop; returns its pid once it read the block once, or -1.
+pid_t StartReader(const KvhubdProcess& shard, const BlockKey& key, size_t size, const std::string& tls) {
+  const char* bin_dir = getenv("KVHUB_BIN_DIR");
+  const std::string reader = absl::StrCat(bin_dir != nullptr ? bin_dir : "../bin", "/ucx_reader");
+  const std::string lo = absl::StrCat(key.lo), hi = absl::StrCat(key.hi), n = absl::StrCat(size);
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    dup2(out[1], 1);
+    close(out[0]);
+    execl(reader.c_str(), reader.c_str(), shard.grpc_address().c_str(), "ns", lo.c_str(), hi.c_str(), n.c_str(),
+          tls.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  char line[8] = {0};
+  const bool ok = read(out[0], line, 3) == 3 && std::string(line, 3) == "ok\n";
+  close(out[0]);
+  EXPECT_TRUE(ok) << "reader never read its block";
+  if (!ok) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return -1;
+  }
+  return pid;
+}
+
+// The shard's UCX connections once they settle at `want`, each watched by a
+// Session (waits up to 5 s).
+uint64_t SettledUcxConnections(Client& client, uint64_t want) {
+  uint64_t n = ~uint64_t{0}, sessions = ~uint64_t{0};
+  for (int i = 0; i < 500 && (n != want || sessions != want); ++i) {
+    auto st = client.Stats();
+    EXPECT_TRUE(st[0].stats.ok()) << st[0].stats.status();
+    if (!st[0].stats.ok()) return ~uint64_t{0};
+    n = st[0].stats->ucx_connections();
+    sessions = st[0].stats->ucx_sessions();
+    if (n != want || sessions != want) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(sessions, n) << "UCX connections without a Session";
+  return n;
+}
+
+// Over shared memory UCX never tells a shard that a client died; the client's
+// Session stream does: killed readers' connections are closed at once, so a
+// shard's connection slots do not run out as clients come and go.
+TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> data = Payload(11, 1 << 20);
+  const BlockKey key = Key(11);
+  BlockPut put{key, std::nullopt, data, false};
+  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
+  auto st = (*client)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_EQ(st[0].stats->ucx_connections(), 1u);
+  EXPECT_EQ(st[0].stats->ucx_sessions(), 1u);
+
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    const pid_t a = StartReader(*shard, key, data.size(), "posix,cma");
+    const pid_t b = StartReader(*shard, key, data.size(), "posix,cma");
+    ASSERT_GT(a, 0);
+    ASSERT_GT(b, 0);
+    EXPECT_EQ(SettledUcxConnections(**client, 3), 3u);
+    ASSERT_EQ(kill(a, SIGKILL), 0);
+    ASSERT_EQ(kill(b, SIGKILL), 0);
+    ASSERT_EQ(waitpid(a, nullptr, 0), a);
+    ASSERT_EQ(waitpid(b, nullptr, 0), b);
+    EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
+  }
+  // The shard kept serving the survivor over UCX all along.
+  std::vector<uint8_t> buf(data.size());
+  std::span<uint8_t> dest(buf);
+  auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE(got->status[0].ok()) << got->status[0];
+  EXPECT_TRUE(buf == data);
+  EXPECT_TRUE(absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "ucx")) <<
+      OnlyShard((*client)->TransportStats()).transport;
+
+  // A client that goes away cleanly, and one that auto-mode keeps on gRPC (tcp
+  // only) after connecting, leave no connection behind either.
+  auto tcp_shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(tcp_shard, nullptr);
+  auto observer = Client::Create(Config(*tcp_shard, TransportMode::kGrpc));
+  ASSERT_TRUE(observer.ok());
+  {
+    auto auto_client = Client::Create(Config(*tcp_shard, TransportMode::kAuto, "tcp"));
+    ASSERT_TRUE(auto_client.ok());
+    PutGetByteExact(**auto_client, "ns", {100}, 12);
+    EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
+    auto ucx_client = Client::Create(Config(*tcp_shard, TransportMode::kUcx, "tcp"));
+    ASSERT_TRUE(ucx_client.ok());
+    PutGetByteExact(**ucx_client, "ns", {100}, 13);
+    EXPECT_EQ(SettledUcxConnections(**observer, 1), 1u);
+  }
+  EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
+}
+
+// The Session RPC on its own (raw stub): an unknown connection is NOT_FOUND, a
+// second session of one connection is refused, the first one is confirmed by an
+// `open` event and ends with UNAVAILABLE when the shard stops, without holding
+// up the shard's graceful stop.
+TEST(UcxClientTest, SessionRpcConfirmsRefusesAndEndsWhenTheShardStops) {
+  auto shard = StartShard({"--ucx_tls=tcp", "--shutdown_timeout_ms=20000"});
+  ASSERT_NE(shard, nullptr);
+  transport::UcxConfig uc;
+  uc.tls = "tcp";
+  auto ctx = transport::UcxContext::Create(uc);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "session-test"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  v1::ConnectResponse conn;
+  {
+    grpc::ClientContext cc;
+    v1::ConnectRequest req;
+    req.set_worker_address((*worker)->address());
+    req.set_client_name("session-test");
+    const grpc::Status s = stub->Connect(&cc, req, &conn);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  auto session = [&](uint64_t conn_id, grpc::ClientContext* cc) {
+    v1::SessionRequest req;
+    req.set_conn_id(conn_id);
+    return stub->Session(cc, req);
+  };
+  {
+    grpc::ClientContext cc;
+    auto unknown = session(conn.conn_id() + 1000, &cc);
+    v1::SessionEvent ev;
+    EXPECT_FALSE(unknown->Read(&ev));
+    const grpc::Status s = unknown->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "Connect again")) << s.error_message();
+  }
+  auto first_ctx = std::make_unique<grpc::ClientContext>();
+  auto first = session(conn.conn_id(), first_ctx.get());
+  v1::SessionEvent ev;
+  ASSERT_TRUE(first->Read(&ev));
+  EXPECT_TRUE(ev.open());
+  {
+    grpc::ClientContext cc;
+    auto second = session(conn.conn_id(), &cc);
+    EXPECT_FALSE(second->Read(&ev));
+    const grpc::Status s = second->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  }
+  {
+    grpc::ClientContext cc;
+    v1::StatsResponse st;
+    ASSERT_TRUE(stub->Stats(&cc, v1::StatsRequest(), &st).ok());
+    EXPECT_EQ(st.ucx_connections(), 1u);
+    EXPECT_EQ(st.ucx_sessions(), 1u);
+  }
+  const absl::Time t0 = absl::Now();
+  std::thread stopper([&] { EXPECT_EQ(shard->Stop().value_or(-1), 0); });
+  EXPECT_FALSE(first->Read(&ev));
+  const grpc::Status s = first->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "shutting down")) << s.error_message();
+  // Close this channel: a graceful stop waits (within its budget) for clients to
+  // close their connections, and an idle raw channel notices the GOAWAY late.
+  first.reset();
+  first_ctx.reset();
+  stub.reset();
+  stopper.join();
+  // Not held up by the open session (the shutdown budget is 20 s).
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+}
+
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
   auto shard = StartShard({"--ucx_tls=tcp", "--max_lease_ms=600000"});
   ASSERT_NE(shard, nullptr);
@@ -711,29 +897,12 @@ TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
   BlockPut put{key, std::nullopt, data, false};
   ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
 
-  const char* bin_dir = getenv("KVHUB_BIN_DIR");
-  const std::string reader = absl::StrCat(bin_dir != nullptr ? bin_dir : "../bin", "/ucx_reader");
-  const std::string lo = absl::StrCat(key.lo), hi = absl::StrCat(key.hi), size = absl::StrCat(kSize);
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {  // only async-signal-safe calls until exec
-    dup2(out[1], 1);
-    close(out[0]);
-    execl(reader.c_str(), reader.c_str(), shard->grpc_address().c_str(), "ns", lo.c_str(), hi.c_str(),
-          size.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  char line[8] = {0};
-  ASSERT_GT(read(out[0], line, 3), 0) << "reader never read its block";
-  EXPECT_EQ(std::string(line, 3), "ok\n");
+  const pid_t pid = StartReader(*shard, key, kSize, "tcp");
+  ASSERT_GT(pid, 0);
   absl::SleepFor(absl::Milliseconds(30));  // mid-transfer: it reads 32 MiB in a loop
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  close(out[0]);
   EXPECT_TRUE(WIFSIGNALED(status));
 
   // The shard keeps serving, over UCX too.

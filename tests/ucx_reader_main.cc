@@ -1,7 +1,8 @@
 // ucx_reader: a kvhub client process that reads one block over UCX in a loop,
 // for tests that kill a client mid-transfer (tests/ucx_client_test.cc).
 //
-//   ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE
+//   ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE [UCX_TLS]
+// (UCX_TLS defaults to tcp.)
 // Prints "ok" (once, flushed) after the first verified read, then keeps reading
 // until killed. Exits 1 on any failed or wrong read.
 
@@ -16,8 +17,8 @@
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE\n");
+  if (argc != 6 && argc != 7) {
+    std::fprintf(stderr, "usage: ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE [UCX_TLS]\n");
     return 2;
   }
   kvhub::LogToStderr("ucx_reader");  // stdout carries "ok" only
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   kvhub::ClientConfig cfg;
   cfg.members = {{argv[1], 1.0}};
   cfg.transport = kvhub::TransportMode::kUcx;
-  cfg.ucx_tls = "tcp";
+  cfg.ucx_tls = argc == 7 ? argv[6] : "tcp";
   cfg.ucx_lease = absl::Seconds(2);
   auto client = kvhub::Client::Create(cfg);
   if (!client.ok()) {

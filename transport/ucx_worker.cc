@@ -1172,6 +1172,16 @@ absl::Status UcxWorker::CloseAccepted(uint64_t conn_id) {
   return result;
 }
 
+absl::Status UcxWorker::CheckAccepted(uint64_t conn_id) {
+  absl::Status result;
+  Call([&] {
+    if (!impl_->conns.contains(conn_id)) {
+      result = absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, " unknown or closed"));
+    }
+  });
+  return result;
+}
+
 absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
   if (info.worker_address.empty()) return absl::InvalidArgumentError("ucx connect: empty worker address");
   absl::StatusOr<PeerId> result = absl::InternalError("not run");

@@ -192,6 +192,8 @@ class UcxWorker {
   absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
   // Closes an accepted connection. NOT_FOUND if unknown.
   absl::Status CloseAccepted(uint64_t conn_id);
+  // OK when `conn_id` is an accepted connection not closed or failed; NOT_FOUND otherwise.
+  absl::Status CheckAccepted(uint64_t conn_id);
 
   // Client side: endpoint to a serving worker and its unpacked rkeys. Returns the
   // cached peer when one with the same address is healthy (its region table and

@@ -20,7 +20,8 @@
 //     allows only misses and a full shard);
 //   - recovery: after the faults stop, every shard answers and a pass over all prompts
 //     sees no error but misses; every pinned block is served;
-//   - leaks (spawned shards): leases and reservations drain to zero;
+//   - leaks (spawned shards): leases and reservations drain to zero, and no shard
+//     keeps the UCX connection of a client process that is gone;
 //   - clean exit (spawned shards): each shard drains and exits 0 on SIGTERM;
 //   - client processes: each one not killed by the test exits 0 (its own checks held).
 // Exit status: 0 when every check holds, 1 when one fails, 2 for bad flags.
@@ -746,6 +747,22 @@ void Stress::Final() {
                                          " bytes still reserved 15 s after the last call"));
   }
   phase("leases and reservations drain");
+  // 3b. UCX connections of client processes that were killed or exited are closed
+  // (their Session streams ended): only this process's client may hold one per shard.
+  uint64_t most = 0;
+  for (int i = 0; i < 100; ++i) {
+    most = 0;
+    for (const MemberStats& m : client_.Stats()) {
+      if (m.stats.ok()) most = std::max<uint64_t>(most, m.stats->ucx_connections());
+    }
+    if (most <= 1) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (most > 1) {
+    violations_.Add("leak", absl::StrCat("a shard still holds ", most,
+                                         " UCX connections 10 s after the last call (this process needs 1)"));
+  }
+  phase("ucx connections close");
   // 4. Each shard drains and exits 0 on SIGTERM.
   std::vector<absl::StatusOr<int>> exits = shards_->StopAll();
   for (size_t i = 0; i < exits.size(); ++i) {
