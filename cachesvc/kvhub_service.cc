@@ -122,16 +122,36 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
 }
 
 template <typename Handler>
-grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc, Handler&& handler) {
+grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
+                                              Handler&& handler) {
   absl::Time start = absl::Now();
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
+  if (grpc::Status a = Authorize(ctx, ns); !a.ok()) return Finish(ctx, rpc, start, a);
   return Finish(ctx, rpc, start, handler());
+}
+
+grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
+                                     bool every_namespace) const {
+  if (auth_ == nullptr) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find(std::string(kAuthMetadataKey));
+  absl::string_view value;
+  if (it != md.end()) value = absl::string_view(it->second.data(), it->second.size());
+  absl::StatusOr<const AuthGrant*> grant = auth_->Authenticate(it != md.end() ? &value : nullptr);
+  if (!grant.ok()) return ToGrpc(grant.status());
+  if (every_namespace && !(*grant)->all_namespaces) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "UCX exposes the shard's whole host tier to a connected client: Connect needs a token "
+                        "for every namespace ('*'); clients with this token use gRPC");
+  }
+  if (ns != nullptr) return ToGrpc((*grant)->AllowsNamespace(*ns));
+  return grpc::Status::OK;
 }
 
 grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
                                                v1::LookupResponse* resp) {
-  return Serve(ctx, Rpc::kLookup, [&] { return DoLookup(*req, resp); });
+  return Serve(ctx, Rpc::kLookup, &req->namespace_(), [&] { return DoLookup(*req, resp); });
 }
 
 // ---------------------------------------------------------------- PutStart
@@ -168,7 +188,7 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
 
 grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx,
                                                  const v1::PutStartRequest* req, v1::PutStartResponse* resp) {
-  return Serve(ctx, Rpc::kPutStart, [&] { return DoPutStart(*req, resp); });
+  return Serve(ctx, Rpc::kPutStart, &req->namespace_(), [&] { return DoPutStart(*req, resp); });
 }
 
 // ---------------------------------------------------------------- PutData
@@ -177,11 +197,15 @@ grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ct
 // stream with its error (earlier chunks stay written; nothing is visible until commit).
 class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::PutDataChunk> {
  public:
-  PutDataReactor(KvHubService* service, v1::PutDataResponse* resp)
+  PutDataReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, v1::PutDataResponse* resp)
       : service_(service), resp_(resp), start_(absl::Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
       Done(StoppingStatus());
+      return;
+    }
+    if (grpc::Status a = service_->Authorize(ctx, nullptr); !a.ok()) {
+      Done(a);
       return;
     }
     StartRead(&chunk_);
@@ -224,7 +248,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
 
 grpc::ServerReadReactor<v1::PutDataChunk>* KvHubService::PutData(grpc::CallbackServerContext* ctx,
                                                                  v1::PutDataResponse* resp) {
-  return new PutDataReactor(this, resp);
+  return new PutDataReactor(this, ctx, resp);
 }
 
 // ---------------------------------------------------------------- PutCommit / PutAbort
@@ -254,7 +278,7 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
 
 grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
                                                   const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
-  return Serve(ctx, Rpc::kPutCommit, [&] { return DoPutCommit(*req, resp); });
+  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] { return DoPutCommit(*req, resp); });
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -276,7 +300,7 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
 
 grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
                                                  const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
-  return Serve(ctx, Rpc::kPutAbort, [&] { return DoPutAbort(*req, resp); });
+  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] { return DoPutAbort(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Put (inline)
@@ -316,7 +340,7 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
 
 grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
                                             v1::PutResponse* resp) {
-  return Serve(ctx, Rpc::kPut, [&] { return DoPut(*req, resp); });
+  return Serve(ctx, Rpc::kPut, &req->namespace_(), [&] { return DoPut(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Get
@@ -493,6 +517,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
                     grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
     }
   }
+  if (grpc::Status a = Authorize(ctx, &request.namespace_()); !a.ok()) return Finish(ctx, Rpc::kGet, start, a);
   grpc::Status status;
   if (request.inline_data()) {
     thread_local std::vector<grpc::Slice> slices;
@@ -535,7 +560,7 @@ google::protobuf::Arena& KvHubService::ResponseArena() {
 // gRPC have dropped every slice of the block. A miss is one chunk with its status.
 class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  GetStreamReactor(KvHubService* service, const grpc::ByteBuffer* req)
+  GetStreamReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
       : service_(service), start_(absl::Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
@@ -546,6 +571,10 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
         const_cast<grpc::ByteBuffer*>(req), &req_);
     if (!ps.ok()) {
       Done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
+      return;
+    }
+    if (grpc::Status a = service_->Authorize(ctx, &req_.namespace_()); !a.ok()) {
+      Done(a);
       return;
     }
     absl::Status s = ValidateGet(req_);
@@ -698,7 +727,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* KvHubService::GetStream(grpc::CallbackServerContext* ctx,
                                                                     const grpc::ByteBuffer* req) {
-  return new GetStreamReactor(this, req);
+  return new GetStreamReactor(this, ctx, req);
 }
 
 // ---------------------------------------------------------------- Release / Delete / Pin
@@ -712,7 +741,7 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
 
 grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                 v1::ReleaseResponse* resp) {
-  return Serve(ctx, Rpc::kRelease, [&] { return DoRelease(*req, resp); });
+  return Serve(ctx, Rpc::kRelease, nullptr, [&] { return DoRelease(*req, resp); });
 }
 
 grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {
@@ -726,7 +755,7 @@ grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResp
 
 grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
                                                v1::DeleteResponse* resp) {
-  return Serve(ctx, Rpc::kDelete, [&] { return DoDelete(*req, resp); });
+  return Serve(ctx, Rpc::kDelete, &req->namespace_(), [&] { return DoDelete(*req, resp); });
 }
 
 grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* resp) {
@@ -740,7 +769,7 @@ grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* res
 
 grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
                                             v1::PinResponse* resp) {
-  return Serve(ctx, Rpc::kPin, [&] { return DoPin(*req, resp); });
+  return Serve(ctx, Rpc::kPin, &req->namespace_(), [&] { return DoPin(*req, resp); });
 }
 
 // ---------------------------------------------------------------- Stats / Health
@@ -789,7 +818,7 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
 
 grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                               v1::StatsResponse* resp) {
-  return Serve(ctx, Rpc::kStats, [&] { return DoStats(resp); });
+  return Serve(ctx, Rpc::kStats, nullptr, [&] { return DoStats(resp); });
 }
 
 grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,

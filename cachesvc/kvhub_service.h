@@ -30,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "cachesvc/auth.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/message_pool.h"
 #include "cachesvc/metrics.h"
@@ -62,6 +63,9 @@ class KvHubService final : public KvHubCallbackBase {
   // The UCX data plane (Connect, rkey ids, Stats); set once before serving starts.
   // nullptr: Connect answers FAILED_PRECONDITION. Not owned; must outlive the service.
   void set_ucx(UcxServer* ucx) { ucx_ = ucx; }
+  // Bearer-token authorization of every RPC but Health (cachesvc/auth.h); set once
+  // before serving starts. nullptr (default): no authentication. Not owned.
+  void set_auth(const Authenticator* auth) { auth_ = auth; }
   std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
 
   // A call from a UCX client (UcxServer; v1::UcxCall methods): UCX_CALL_GET is
@@ -175,8 +179,16 @@ class KvHubService final : public KvHubCallbackBase {
 
   // One unary RPC: latency timing, in-flight accounting, refusal while stopping,
   // then `handler()` (returning grpc::Status) and Finish.
+  // `ns`: the request's namespace, which the caller's token must allow (nullptr:
+  // any valid token will do).
   template <typename Handler>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, Handler&& handler);
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
+                                  Handler&& handler);
+  // With auth on: UNAUTHENTICATED without a valid token; PERMISSION_DENIED when it
+  // does not allow `ns` (if given) or, with `every_namespace`, is not a '*' token.
+  // OK when auth is off.
+  grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
+                         bool every_namespace = false) const;
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                    const grpc::Status& status);
 
@@ -189,6 +201,7 @@ class KvHubService final : public KvHubCallbackBase {
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;
   UcxServer* ucx_ = nullptr;
+  const Authenticator* auth_ = nullptr;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> inflight_{0};

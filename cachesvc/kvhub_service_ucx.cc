@@ -25,6 +25,9 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
   if (stopping()) {
     return Finish(ctx, Rpc::kConnect, start, StoppingStatus());
   }
+  if (grpc::Status a = Authorize(ctx, nullptr, /*every_namespace=*/true); !a.ok()) {
+    return Finish(ctx, Rpc::kConnect, start, a);
+  }
   return Finish(ctx, Rpc::kConnect, start, DoConnect(*req, resp));
 }
 
@@ -34,9 +37,11 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
  public:
   SessionReactor(KvHubService* service, uint64_t conn_id) : service_(service), conn_id_(conn_id) {}
 
-  // Registers the session, or ends it with the reason it cannot watch conn_id_.
-  void Start() {
+  // Registers the session, or ends it with the reason it cannot watch conn_id_
+  // (`auth`: the caller's authorization).
+  void Start(const grpc::Status& auth) {
     if (service_->stopping()) return End(StoppingStatus(), /*close=*/false);
+    if (!auth.ok()) return End(auth, false);
     if (service_->ucx_ == nullptr) {
       return End(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard"), false);
     }
@@ -132,9 +137,8 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
 
 grpc::ServerWriteReactor<v1::SessionEvent>* KvHubService::Session(grpc::CallbackServerContext* ctx,
                                                                   const v1::SessionRequest* req) {
-  (void)ctx;
   auto* r = new SessionReactor(this, req->conn_id());
-  r->Start();
+  r->Start(Authorize(ctx, nullptr));
   return r;
 }
 

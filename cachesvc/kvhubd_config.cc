@@ -135,6 +135,10 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
+      KVHUB_STR_KEY("auth_tokens_file", auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication"),
+      KVHUB_STR_KEY("tls_cert_file", tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)"),
+      KVHUB_STR_KEY("tls_key_file", tls_key_file, "PEM private key of tls_cert_file"),
+      KVHUB_STR_KEY("tls_client_ca_file", tls_client_ca_file, "PEM CA bundle: require client certificates it signed (mTLS); default none"),
   };
   return *keys;
 }
@@ -271,6 +275,13 @@ absl::Status KvhubdConfig::Validate() const {
   if (ucx_tls.size() > 256 ||
       std::any_of(ucx_tls.begin(), ucx_tls.end(), [](char c) { return !(isalnum(c) || c == ',' || c == '_' || c == '^'); })) {
     return bad("ucx_tls", "must be <= 256 chars of [A-Za-z0-9_,^] (a UCX_TLS list such as tcp or rc,tcp)");
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return bad(tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
+               "TLS needs both tls_cert_file and tls_key_file");
+  }
+  if (!tls_client_ca_file.empty() && tls_cert_file.empty()) {
+    return bad("tls_client_ca_file", "client certificates (mTLS) need TLS: set tls_cert_file and tls_key_file");
   }
   if (absl::Status s = store.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("config (block store): ", s.message()));

@@ -91,6 +91,19 @@ struct KvhubdConfig {
   // regions (AM path). Ignored on other transports. Default true.
   bool ucx_shm_regions = true;
 
+  // Security (docs/operations.md, "Authentication and TLS"). All empty by default:
+  // anyone who reaches the gRPC port may read and write every namespace, over
+  // plaintext; kvhubd says so in its log.
+  // Bearer tokens and the namespaces each may use (cachesvc/auth.h). With it,
+  // every RPC but Health needs a token, and UCX Connect a token for every
+  // namespace ("*": UCX exposes the whole host tier to a connected client).
+  std::string auth_tokens_file;
+  // PEM server certificate chain and private key: gRPC over TLS (both or neither).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // PEM CA bundle: with TLS on, clients must present a certificate it signed (mTLS).
+  std::string tls_client_ca_file;
+
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();
 

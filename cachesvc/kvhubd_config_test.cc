@@ -102,6 +102,9 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.metrics_max_namespaces = 0; }, "metrics_max_namespaces");
   check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
   check([](KvhubdConfig& c) { c.ucx_tls = "tcp;rm -rf"; }, "ucx_tls");
+  check([](KvhubdConfig& c) { c.tls_cert_file = "/x.pem"; }, "tls_key_file");
+  check([](KvhubdConfig& c) { c.tls_key_file = "/x.key"; }, "tls_cert_file");
+  check([](KvhubdConfig& c) { c.tls_client_ca_file = "/ca.pem"; }, "tls_client_ca_file");
   // Errors from the block store's own validation come through too.
   KvhubdConfig c = KvhubdConfig::Defaults();
   c.store.low_watermark = 0.99;
@@ -116,13 +119,17 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_enabled = false;
   a.ucx_tls = "rc,tcp";
   a.ucx_shm_regions = false;
+  a.auth_tokens_file = "/etc/kvhub/tokens";
+  a.tls_cert_file = "/etc/kvhub/shard.pem";
+  a.tls_key_file = "/etc/kvhub/shard.key";
+  a.tls_client_ca_file = "/etc/kvhub/ca.pem";
   a.store.capacity_bytes = 123ull << 20;
   a.gpu_tier_bytes = 1ull << 30;
   a.check_memory_limit = false;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 36u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 40u);
 }
 
 TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {

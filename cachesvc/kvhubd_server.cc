@@ -6,7 +6,9 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cachesvc/server_credentials.h"
 #include "common/clock.h"
 #include "common/cpu_limit.h"
 #include "common/log.h"
@@ -80,10 +82,31 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
 
+  // Security first: a bad tokens file or certificate stops kvhubd before it listens.
+  absl::StatusOr<ServerSecurity> security = MakeServerSecurity(config);
+  if (!security.ok()) return security.status();
+  if (!config.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(config.auth_tokens_file);
+    if (!auth.ok()) return auth.status();
+    srv->auth_ = *std::move(auth);
+  }
+  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
+                        absl::StartsWith(config.grpc_address, "localhost:") ||
+                        absl::StartsWith(config.grpc_address, "[::1]:");
+  if (srv->auth_ == nullptr) {
+    spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
+              "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
+              "read and write every namespace",
+              security->description, config.grpc_address);
+  } else {
+    KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
+              srv->auth_->size(), config.auth_tokens_file);
+  }
+
   // gRPC first: the node id may depend on the bound port.
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.grpc_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.grpc_address, security->credentials, &port);
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a port in use is an error, not shared
@@ -100,6 +123,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
                                                  srv->metrics_.get());
   srv->service_->set_ucx(srv->ucx_.get());
+  srv->service_->set_auth(srv->auth_.get());
   // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC
   // only. Clients may call the service's leases over UCX (UcxCall); the worker
   // stops (ucx_->Stop) before the service goes.

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cachesvc/http_endpoint.h"
+#include "cachesvc/auth.h"
 #include "cachesvc/kvhub_service.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/metrics.h"
@@ -68,6 +69,7 @@ class KvhubdServer {
   std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
+  std::unique_ptr<Authenticator> auth_;  // null: no authentication; outlives service_
   std::unique_ptr<KvHubService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpEndpoint> http_;

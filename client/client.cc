@@ -100,17 +100,20 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config,
   for (const MemberConfig& m : config.members) rm.push_back({m.address, m.weight});
   absl::StatusOr<Rendezvous> placement = Rendezvous::Create(std::move(rm));
   if (!placement.ok()) return placement.status();
+  absl::StatusOr<ChannelSecurity> security = ChannelSecurity::FromConfig(config);
+  if (!security.ok()) return security.status();
   return std::unique_ptr<Client>(
-      new Client(std::move(config), *std::move(placement), std::move(data_plane)));
+      new Client(std::move(config), *std::move(placement), std::move(data_plane), *security));
 }
 
-Client::Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane)
+Client::Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane,
+               const ChannelSecurity& security)
     : config_(std::move(config)),
       placement_(std::move(placement)),
       data_plane_(std::move(data_plane)),
       pool_(std::make_unique<ThreadPool>(config_.concurrency)) {
   for (const MemberConfig& m : config_.members) {
-    shards_.push_back(std::make_unique<Shard>(m.address, config_));
+    shards_.push_back(std::make_unique<Shard>(m.address, config_, security));
   }
 }
 

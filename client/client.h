@@ -35,6 +35,7 @@
 
 namespace kvhub {
 
+class ChannelSecurity;
 class Shard;
 class ThreadPool;
 
@@ -156,7 +157,8 @@ class Client {
   const ClientConfig& config() const { return config_; }
 
  private:
-  Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane);
+  Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane,
+         const ChannelSecurity& security);
 
   // A batch: indices into the caller's key list, all owned by one shard.
   struct Batch {

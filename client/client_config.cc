@@ -93,6 +93,24 @@ absl::Status ClientConfig::Validate() const {
       transport != TransportMode::kGrpc) {
     return absl::InvalidArgumentError("transport is not a TransportMode value");
   }
+  if (!auth_token.empty()) {
+    if (auth_token.size() < 16 || auth_token.size() > 512) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("auth_token must be 16..512 bytes, got ", auth_token.size()));
+    }
+    for (char c : auth_token) {
+      if (c <= 0x20 || c >= 0x7f) return absl::InvalidArgumentError("auth_token: printable ASCII only, no spaces");
+    }
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert_file and tls_key_file go together (a client certificate and its key)");
+  }
+  if (!tls_cert_file.empty() && tls_ca_file.empty()) {
+    return absl::InvalidArgumentError("a client certificate (tls_cert_file) needs TLS: set tls_ca_file");
+  }
+  if (!tls_server_name.empty() && tls_ca_file.empty()) {
+    return absl::InvalidArgumentError("tls_server_name needs TLS: set tls_ca_file");
+  }
   if (ucx_tls.size() > 256) return absl::InvalidArgumentError("ucx_tls must be <= 256 characters");
   for (char c : ucx_tls) {
     if (!(isalnum(static_cast<unsigned char>(c)) || c == ',' || c == '_' || c == '^')) {

@@ -102,6 +102,21 @@ struct ClientConfig {
   // progress thread (one-sided still, one copy at a time). Default true.
   bool ucx_mapped_copies = true;
 
+  // Security (docs/operations.md, "Authentication and TLS"); all empty by default.
+  // Bearer token sent with every call (`authorization` metadata) to shards
+  // started with auth_tokens_file; 16..512 printable ASCII bytes, no spaces.
+  std::string auth_token;
+  // PEM CA bundle that signed the shards' certificates: the channels use TLS.
+  std::string tls_ca_file;
+  // PEM client certificate chain and key (both or neither; need tls_ca_file):
+  // for shards that require client certificates (mTLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the shards' certificates are checked against instead of the host
+  // of each member address (e.g. the DNS name in the certificate when members
+  // are given as IPs). Empty: the member's host.
+  std::string tls_server_name;
+
   // OK, or INVALID_ARGUMENT naming the first bad field.
   absl::Status Validate() const;
 

@@ -39,6 +39,18 @@ TEST(ClientConfigTest, RejectsBadFields) {
   bad([](ClientConfig& c) { c.stream_chunk_bytes = 1; });
   bad([](ClientConfig& c) { c.concurrency = 0; });
   bad([](ClientConfig& c) { c.channels_per_member = 0; });
+  EXPECT_NE(bad([](ClientConfig& c) { c.auth_token = "short"; }).find("auth_token"), std::string::npos);
+  bad([](ClientConfig& c) { c.auth_token = "a token with spaces in it"; });
+  bad([](ClientConfig& c) { c.tls_cert_file = "/c.pem"; });                       // no key
+  bad([](ClientConfig& c) { c.tls_cert_file = "/c.pem", c.tls_key_file = "/c.key"; });  // no tls_ca_file
+  bad([](ClientConfig& c) { c.tls_server_name = "shard"; });                        // no tls_ca_file
+  ClientConfig ok = Valid();
+  ok.auth_token = "tenant-a-0123456789abcdef";
+  ok.tls_ca_file = "/ca.pem";
+  ok.tls_cert_file = "/c.pem";
+  ok.tls_key_file = "/c.key";
+  ok.tls_server_name = "kvhub-shard";
+  EXPECT_TRUE(ok.Validate().ok()) << ok.Validate();
 }
 
 TEST(ClientConfigTest, ParsesMemberLists) {

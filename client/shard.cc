@@ -1,7 +1,6 @@
 #include "client/shard.h"
 
 #include <cstdlib>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
@@ -22,18 +21,6 @@ absl::Status ParseBuffer(grpc::ByteBuffer* bb, Msg* msg, absl::string_view what)
   return absl::OkStatus();
 }
 
-// gRPC notices events on an idle client connection (a reconnect completing, the
-// GOAWAY of a shard shutting down) only while some thread polls it; with no call in
-// flight that is its backup poller, every 5 s by default. Then a restarted shard stays
-// unreachable for up to 5 s, and a shard's graceful stop waits up to 5 s for this
-// client to close its connections. 100 ms costs a few wakeups a second. Read by
-// grpc_init, so it takes effect when this client creates the process's first channel;
-// a value the user set in the environment is kept (docs/client.md).
-void SetGrpcBackupPollInterval() {
-  static std::once_flag once;
-  std::call_once(once, [] { setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100", /*overwrite=*/0); });
-}
-
 }  // namespace
 
 Shard::Conn::Conn(std::shared_ptr<grpc::Channel> ch)
@@ -45,13 +32,12 @@ Shard::Conn::Conn(std::shared_ptr<grpc::Channel> ch)
       get("/kvhub.v1.KvHub/Get", Method::NORMAL_RPC, channel),
       get_stream("/kvhub.v1.KvHub/GetStream", Method::SERVER_STREAMING, channel) {}
 
-Shard::Shard(std::string address, const ClientConfig& config)
+Shard::Shard(std::string address, const ClientConfig& config, const ChannelSecurity& security)
     : address_(std::move(address)),
       retry_{config.max_attempts, config.initial_backoff, config.max_backoff,
              [this](absl::Time until) { WaitBeforeRetry(until); }},
       control_deadline_(config.control_deadline),
       data_deadline_(config.data_deadline) {
-  SetGrpcBackupPollInterval();
   for (int i = 0; i < config.channels_per_member; ++i) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);  // the server bounds what it sends (proto limits)
@@ -69,8 +55,7 @@ Shard::Shard(std::string address, const ClientConfig& config)
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    conns_.push_back(std::make_unique<Conn>(
-        grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args)));
+    conns_.push_back(std::make_unique<Conn>(security.CreateChannel(address_, args)));
   }
 }
 

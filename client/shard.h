@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "client/channel_security.h"
 #include "client/client_config.h"
 #include "client/retry.h"
 #include "grpcpp/channel.h"
@@ -35,7 +36,9 @@ class Shard {
     explicit Conn(std::shared_ptr<grpc::Channel> ch);
   };
 
-  Shard(std::string address, const ClientConfig& config);
+  // Channels are made by `security` (TLS, token), used only during construction.
+  Shard(std::string address, const ClientConfig& config,
+        const ChannelSecurity& security = ChannelSecurity::Plaintext());
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvhub {
 
@@ -15,5 +16,10 @@ namespace kvhub {
 // exist; INVALID_ARGUMENT when it is a directory; DATA_LOSS with the system's error
 // when it cannot be opened or read; RESOURCE_EXHAUSTED past `max_bytes`.
 absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes = size_t{1} << 34);
+
+// A PEM file (certificates, keys; at most 16 MiB): ReadInput's errors, or
+// INVALID_ARGUMENT when it holds no PEM block; messages start with `what`
+// (the config key that named the file).
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what);
 
 }  // namespace kvhub

@@ -55,6 +55,10 @@ cluster (stats, put, get, lookup, rm):
   --addr HOST:PORT             one shard
   --members A,B,C              a static member list (HOST:PORT[@WEIGHT], rendezvous placement)
   --deadline-ms N              per-attempt RPC deadline (default 5000)
+  --token-file PATH            bearer token for shards with auth_tokens_file (else $KVHUB_TOKEN)
+  --tls-ca PATH                PEM CA of the shards' certificates: connect over TLS
+  --tls-cert PATH --tls-key PATH   client certificate and key (shards requiring mTLS)
+  --tls-server-name NAME       check the shards' certificates against NAME, not the address
 
 SPEC is ModelSpec's compact form, e.g.
   model=llama3-8b,layers=32,kv_heads=8,head_dim=128,dtype=bf16,rope_base=500000,block_tokens=256
@@ -165,6 +169,17 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   } else {
     cfg.control_deadline = absl::Seconds(5);
   }
+  if (std::optional<std::string> tf = a.Get("token-file"); tf.has_value()) {
+    absl::StatusOr<std::string> token = ReadInput(*tf, 4096);
+    if (!token.ok()) return absl::Status(token.status().code(), absl::StrCat("--token-file: ", token.status().message()));
+    cfg.auth_token = std::string(absl::StripAsciiWhitespace(*token));
+  } else if (const char* env = getenv("KVHUB_TOKEN"); env != nullptr && *env != '\0') {
+    cfg.auth_token = env;
+  }
+  cfg.tls_ca_file = a.Get("tls-ca").value_or("");
+  cfg.tls_cert_file = a.Get("tls-cert").value_or("");
+  cfg.tls_key_file = a.Get("tls-key").value_or("");
+  cfg.tls_server_name = a.Get("tls-server-name").value_or("");
   return Client::Create(std::move(cfg));
 }
 

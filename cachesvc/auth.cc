@@ -1,0 +1,87 @@
+#include "cachesvc/auth.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/input_file.h"
+#include "common/keys.h"
+
+namespace kvhub::cachesvc {
+
+absl::Status AuthGrant::AllowsNamespace(absl::string_view ns) const {
+  if (all_namespaces || namespaces.contains(ns)) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("this token may not use namespace '", ns, "' (tokens file line ", line, ")"));
+}
+
+namespace {
+bool ValidTokenChar(char c) { return c > 0x20 && c < 0x7f; }
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromFile(const std::string& path) {
+  // Far above any real tokens file; bounds what a wrong path (a device) can cost.
+  absl::StatusOr<std::string> text = ReadInput(path, size_t{64} << 20);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("auth_tokens_file: ", text.status().message()));
+  }
+  return Parse(*text, path);
+}
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string_view text, absl::string_view origin) {
+  std::unique_ptr<Authenticator> a(new Authenticator());
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", why));
+    };
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<absl::string_view> fields = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (fields.size() != 2) return bad("want 'TOKEN NAMESPACES' (NAMESPACES: comma-separated, or *)");
+    const absl::string_view token = fields[0];
+    if (token.size() < kMinAuthTokenBytes || token.size() > kMaxAuthTokenBytes) {
+      return bad(absl::StrCat("a token must be ", kMinAuthTokenBytes, "..", kMaxAuthTokenBytes, " bytes, this one is ",
+                              token.size()));
+    }
+    for (char c : token) {
+      if (!ValidTokenChar(c)) return bad("a token must be printable ASCII without spaces");
+    }
+    const bool all = fields[1] == "*";
+    std::vector<absl::string_view> namespaces;
+    if (!all) namespaces = absl::StrSplit(fields[1], ',');
+    for (absl::string_view ns : namespaces) {
+      if (absl::Status s = ValidateNamespace(ns); !s.ok()) return bad(absl::StrCat("namespace: ", s.message()));
+    }
+    if (a->grants_.size() >= kMaxAuthTokens) return bad(absl::StrCat("more than ", kMaxAuthTokens, " tokens"));
+    auto [it, inserted] = a->grants_.try_emplace(std::string(token));
+    if (!inserted) return bad("this token is listed twice");
+    it->second.line = line_no;
+    it->second.all_namespaces = all;
+    for (absl::string_view ns : namespaces) it->second.namespaces.insert(std::string(ns));
+  }
+  if (a->grants_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": no token (an empty tokens file would lock every client out)"));
+  }
+  return a;
+}
+
+absl::StatusOr<const AuthGrant*> Authenticator::Authenticate(const absl::string_view* authorization) const {
+  if (authorization == nullptr) {
+    return absl::UnauthenticatedError("this shard requires a token: send 'authorization: Bearer TOKEN' metadata");
+  }
+  absl::string_view v = *authorization;
+  if (!absl::ConsumePrefix(&v, "Bearer ")) {
+    return absl::UnauthenticatedError("the authorization metadata must be 'Bearer TOKEN'");
+  }
+  auto it = grants_.find(v);
+  if (it == grants_.end()) return absl::UnauthenticatedError("unknown token");
+  return &it->second;
+}
+
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,75 @@
+#include "cachesvc/auth.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::string_view Bearer(const std::string& s) { return s; }
+
+TEST(AuthenticatorTest, ParsesTokensAndScopesThemToNamespaces) {
+  auto a = Authenticator::Parse(
+      "# comment\n\n  tenant-token-0123456789\ttenant-a,tenant-b  \nops-token-0123456789abcdef *\n", "tokens");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ((*a)->size(), 2u);
+  const std::string tenant = "Bearer tenant-token-0123456789";
+  const absl::string_view tv = Bearer(tenant);
+  auto g = (*a)->Authenticate(&tv);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_FALSE((*g)->all_namespaces);
+  EXPECT_TRUE((*g)->AllowsNamespace("tenant-a").ok());
+  EXPECT_TRUE((*g)->AllowsNamespace("tenant-b").ok());
+  const absl::Status denied = (*g)->AllowsNamespace("tenant-c");
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(denied.message()), HasSubstr("'tenant-c'"));
+  EXPECT_THAT(std::string(denied.message()), HasSubstr("line 3"));
+  const std::string ops = "Bearer ops-token-0123456789abcdef";
+  const absl::string_view ov = Bearer(ops);
+  g = (*a)->Authenticate(&ov);
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE((*g)->all_namespaces);
+  EXPECT_TRUE((*g)->AllowsNamespace("anything").ok());
+}
+
+TEST(AuthenticatorTest, RefusesMissingMalformedAndUnknownTokens) {
+  auto a = Authenticator::Parse("ops-token-0123456789abcdef *\n", "tokens");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->Authenticate(nullptr).status().code(), absl::StatusCode::kUnauthenticated);
+  for (const std::string v : {"ops-token-0123456789abcdef", "Basic ops-token-0123456789abcdef",
+                              "Bearer ops-token-0123456789abcdeF", "Bearer ", "Bearer  ops-token-0123456789abcdef"}) {
+    SCOPED_TRACE(v);
+    const absl::string_view sv = v;
+    EXPECT_EQ((*a)->Authenticate(&sv).status().code(), absl::StatusCode::kUnauthenticated);
+  }
+}
+
+TEST(AuthenticatorTest, MalformedFilesNameTheLine) {
+  const struct {
+    const char* text;
+    const char* why;
+  } cases[] = {
+      {"ops-token-0123456789abcdef\n", "tokens:1: want 'TOKEN NAMESPACES'"},
+      {"# a\nshort ns\n", "tokens:2: a token must be 16..512 bytes"},
+      {"ops-token-0123456789abcdef a b\n", "tokens:1: want"},
+      {"ops-token-0123456789abcdef a,,b\n", "tokens:1: namespace"},
+      {"ops-token-0123456789abcdef *\nops-token-0123456789abcdef x\n", "tokens:2: this token is listed twice"},
+      {"# only comments\n\n", "no token"},
+      {"ops-token-0123456789abc\x01 *\n", "printable ASCII"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto a = Authenticator::Parse(c.text, "tokens");
+    ASSERT_FALSE(a.ok());
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(a.status().message()), HasSubstr(c.why));
+  }
+  EXPECT_EQ(Authenticator::FromFile("/nonexistent/kvhub-tokens").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,106 @@
+#include "client/channel_security.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/input_file.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/support/client_interceptor.h"
+
+namespace kvhub {
+namespace {
+
+// gRPC notices events on an idle client connection (a reconnect completing, the
+// GOAWAY of a shard shutting down) only while some thread polls it; with no call in
+// flight that is its backup poller, every 5 s by default. Then a restarted shard stays
+// unreachable for up to 5 s, and a shard's graceful stop waits up to 5 s for this
+// client to close its connections. 100 ms costs a few wakeups a second. Read by
+// grpc_init, so it takes effect only if set before the process's first gRPC object (credentials
+// included) exists: ChannelSecurity sets it before it makes any;
+// a value the user set in the environment is kept (docs/client.md).
+void SetGrpcBackupPollInterval() {
+  static std::once_flag once;
+  std::call_once(once, [] { setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100", /*overwrite=*/0); });
+}
+
+
+// Adds the bearer token to every call's initial metadata.
+class TokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit TokenInterceptor(const std::string* value) : value_(value) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *value_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* const value_;
+};
+
+class TokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit TokenInterceptorFactory(std::string token) : value_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    (void)info;
+    return new TokenInterceptor(&value_);  // gRPC owns it; the factory outlives the channel's calls
+  }
+
+ private:
+  const std::string value_;
+};
+
+}  // namespace
+
+absl::StatusOr<ChannelSecurity> ChannelSecurity::FromConfig(const ClientConfig& config) {
+  SetGrpcBackupPollInterval();
+  ChannelSecurity s;
+  s.auth_token_ = config.auth_token;
+  s.server_name_ = config.tls_server_name;
+  if (config.tls_ca_file.empty()) {
+    s.credentials_ = grpc::InsecureChannelCredentials();
+    return s;
+  }
+  grpc::SslCredentialsOptions o;
+  absl::StatusOr<std::string> ca = ReadPemFile(config.tls_ca_file, "tls_ca_file");
+  if (!ca.ok()) return ca.status();
+  o.pem_root_certs = *std::move(ca);
+  if (!config.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPemFile(config.tls_cert_file, "tls_cert_file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPemFile(config.tls_key_file, "tls_key_file");
+    if (!key.ok()) return key.status();
+    o.pem_cert_chain = *std::move(cert);
+    o.pem_private_key = *std::move(key);
+  }
+  s.credentials_ = grpc::SslCredentials(o);
+  s.tls_ = true;
+  return s;
+}
+
+const ChannelSecurity& ChannelSecurity::Plaintext() {
+  static const ChannelSecurity* s = [] {
+    SetGrpcBackupPollInterval();
+    auto* p = new ChannelSecurity();
+    p->credentials_ = grpc::InsecureChannelCredentials();
+    return p;
+  }();
+  return *s;
+}
+
+std::shared_ptr<grpc::Channel> ChannelSecurity::CreateChannel(const std::string& address,
+                                                              grpc::ChannelArguments args) const {
+  if (!server_name_.empty()) args.SetSslTargetNameOverride(server_name_);
+  if (auth_token_.empty()) return grpc::CreateCustomChannel(address, credentials_, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<TokenInterceptorFactory>(auth_token_));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, credentials_, args,
+                                                                 std::move(interceptors));
+}
+
+}  // namespace kvhub

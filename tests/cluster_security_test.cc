@@ -1,0 +1,265 @@
+// Authentication and TLS (docs/operations.md, "Authentication and TLS") against
+// real kvhubd processes: bearer tokens scoped to namespaces, UCX Connect only
+// for '*' tokens, TLS and mutual TLS with certificates made by openssl here.
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/kvhubd_process.h"
+#include "tests/testing/run_command.h"
+
+namespace kvhub {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::KvhubdProcess;
+
+constexpr char kTenantToken[] = "tenant-a-0123456789abcdef";
+constexpr char kOpsToken[] = "ops-fedcba9876543210ffff";
+
+std::string TempPath(const std::string& name) {
+  return absl::StrCat(::testing::TempDir(), "/kvhub_security_", getpid(), "_", name);
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = TempPath(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::unique_ptr<KvhubdProcess> StartShard(std::vector<std::string> flags) {
+  testing::KvhubdProcessOptions o;
+  o.flags = {"--try_hugepages=false", "--capacity_bytes=64MiB", "--max_block_bytes=1MiB",
+             "--shutdown_timeout_ms=2000"};
+  o.flags.insert(o.flags.end(), flags.begin(), flags.end());
+  auto p = KvhubdProcess::Start(o);
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? std::move(*p) : nullptr;
+}
+
+ClientConfig Config(const KvhubdProcess& shard, const std::string& token) {
+  ClientConfig c;
+  c.members = {{shard.grpc_address(), 1.0}};
+  c.transport = TransportMode::kGrpc;
+  c.auth_token = token;
+  c.control_deadline = c.data_deadline = absl::Seconds(2);
+  c.max_attempts = 2;
+  return c;
+}
+
+const BlockKey kKey{0x1234, 0x5678};
+
+absl::Status PutOne(Client& c, const std::string& ns, const std::vector<uint8_t>& data) {
+  BlockPut put{kKey, std::nullopt, data, false};
+  auto r = c.Put(ns, {&put, 1});
+  if (!r.ok()) return r.status();
+  return r->stored == 1 ? absl::OkStatus() : r->errors[0];
+}
+
+absl::StatusOr<std::vector<uint8_t>> GetOne(Client& c, const std::string& ns, size_t n) {
+  std::vector<uint8_t> buf(n);
+  std::span<uint8_t> dest(buf);
+  auto r = c.Get(ns, {&kKey, 1}, {&dest, 1});
+  if (!r.ok()) return r.status();
+  if (!r->status[0].ok()) return r->status[0];
+  return buf;
+}
+
+TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
+  const std::string tokens = WriteFile(
+      "tokens", absl::StrCat("# test tokens\n", kTenantToken, "  tenant-a,tenant-a2\n", kOpsToken, " *\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens, "--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const std::vector<uint8_t> a(4096, 0xAA), b(4096, 0xBB);
+
+  auto ops = Client::Create(Config(*shard, kOpsToken));
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  ASSERT_TRUE(PutOne(**ops, "tenant-b", b).ok());
+
+  // No token, or an unknown one: UNAUTHENTICATED on every call but Health.
+  for (const std::string& token : {std::string(), std::string("not-a-token-of-this-shard")}) {
+    SCOPED_TRACE(token.empty() ? "no token" : "unknown token");
+    auto c = Client::Create(Config(*shard, token));
+    ASSERT_TRUE(c.ok()) << c.status();
+    const absl::Status put = PutOne(**c, "tenant-a", a);
+    EXPECT_EQ(put.code(), absl::StatusCode::kUnauthenticated) << put;
+    auto st = (*c)->Stats();
+    EXPECT_EQ(st[0].stats.status().code(), absl::StatusCode::kUnauthenticated) << st[0].stats.status();
+    EXPECT_THAT((*c)->CheckMembersAnswer().ToString(), HasSubstr("UNAUTHENTICATED"));
+  }
+
+  // A tenant token: its own namespaces, nothing else.
+  auto tenant = Client::Create(Config(*shard, kTenantToken));
+  ASSERT_TRUE(tenant.ok());
+  ASSERT_TRUE(PutOne(**tenant, "tenant-a", a).ok());
+  auto got = GetOne(**tenant, "tenant-a", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a);
+  auto other = GetOne(**tenant, "tenant-b", b.size());
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kPermissionDenied) << other.status();
+  EXPECT_THAT(std::string(other.status().message()), HasSubstr("tenant-b"));
+  EXPECT_EQ(PutOne(**tenant, "tenant-b", a).code(), absl::StatusCode::kPermissionDenied);
+  auto lookup = (*tenant)->Lookup("tenant-b", {&kKey, 1});
+  ASSERT_TRUE(lookup.ok()) << lookup.status();
+  EXPECT_EQ(lookup->present[0], 0) << "a namespace the token may not use is not probeable";
+  EXPECT_EQ(lookup->first_error.code(), absl::StatusCode::kPermissionDenied) << lookup->first_error;
+  // tenant-b's block is intact.
+  got = GetOne(**ops, "tenant-b", b.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, b);
+
+  // UCX exposes the whole host tier: only a '*' token may Connect. A tenant
+  // client in auto mode stays on gRPC and says why; transport=ucx refuses.
+  ClientConfig ucx = Config(*shard, kTenantToken);
+  ucx.transport = TransportMode::kUcx;
+  ucx.ucx_tls = "tcp";
+  auto tenant_ucx = Client::Create(ucx);
+  ASSERT_TRUE(tenant_ucx.ok());
+  got = GetOne(**tenant_ucx, "tenant-a", a.size());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition) << got.status();
+  EXPECT_THAT(std::string(got.status().message()), HasSubstr("every namespace"));
+  ucx.auth_token = kOpsToken;
+  auto ops_ucx = Client::Create(ucx);
+  ASSERT_TRUE(ops_ucx.ok());
+  got = GetOne(**ops_ucx, "tenant-a", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a);
+  EXPECT_TRUE(absl::StartsWith((*ops_ucx)->TransportStats()[0].transport, "ucx (tcp"))
+      << (*ops_ucx)->TransportStats()[0].transport;
+
+  // The CLI: the token from $KVHUB_TOKEN or --token-file.
+  const std::string kvhub = testing::ProgramPath("kvhub");
+  testing::CommandResult r = testing::RunCommand(absl::StrCat(kvhub, " stats --addr ", shard->grpc_address(), " 2>&1"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("requires a token"));
+  r = testing::RunCommand(absl::StrCat("KVHUB_TOKEN=", kOpsToken, " ", kvhub, " stats --addr ", shard->grpc_address(),
+                                       " 2>&1"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  const std::string token_file = WriteFile("cli_token", absl::StrCat(kTenantToken, "\n"));
+  r = testing::RunCommand(absl::StrCat(kvhub, " lookup --addr ", shard->grpc_address(), " --token-file ", token_file,
+                                       " --ns tenant-b --key 00000000000012340000000000005678 2>&1"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("PERMISSION_DENIED"));
+  std::remove(tokens.c_str());
+  std::remove(token_file.c_str());
+}
+
+TEST(ClusterSecurityTest, BadTokensFilesStopKvhubdWithTheLine) {
+  const std::string dup = WriteFile("dup", absl::StrCat(kOpsToken, " *\n", kOpsToken, " x\n"));
+  const std::string shortt = WriteFile("short", "short-token ns\n");
+  const std::string empty = WriteFile("empty", "# nothing\n");
+  for (const auto& [file, why] : std::vector<std::pair<std::string, std::string>>{
+           {dup, ":2: this token is listed twice"}, {shortt, ":1: a token must be 16..512 bytes"},
+           {empty, "no token"}, {TempPath("missing"), "auth_tokens_file"}}) {
+    SCOPED_TRACE(file);
+    const testing::CommandResult r = testing::RunCommand(absl::StrCat(
+        testing::ProgramPath("kvhubd"), " --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 "
+                                        "--capacity_bytes=16MiB --max_block_bytes=1MiB --auth_tokens_file=",
+        file, " 2>&1"));
+    EXPECT_NE(r.exit_code, 0) << r.out;
+    EXPECT_THAT(r.out, HasSubstr(why));
+  }
+  for (const std::string& f : {dup, shortt, empty}) std::remove(f.c_str());
+}
+
+// A CA, a shard certificate for 127.0.0.1 and a client certificate, made by the
+// openssl command-line tool (Debian package openssl) in a temp directory.
+struct Pki {
+  std::string dir, ca, server_cert, server_key, client_cert, client_key;
+};
+
+bool MakePki(Pki* p) {
+  p->dir = TempPath("pki");
+  const std::string d = p->dir;
+  p->ca = d + "/ca.pem";
+  p->server_cert = d + "/server.pem";
+  p->server_key = d + "/server.key";
+  p->client_cert = d + "/client.pem";
+  p->client_key = d + "/client.key";
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const std::string script = absl::StrCat(
+      "set -e; mkdir -p ", d, "; cd ", d, "; ",
+      "openssl req -x509 ", ec, " -keyout ca.key -out ca.pem -days 2 -subj /CN=kvhub-test-ca; ",
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:kvhub-shard\\n' > server.ext; ",
+      "openssl req ", ec, " -keyout server.key -out server.csr -subj /CN=kvhub-shard; ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+      "-extfile server.ext; ",
+      "openssl req ", ec, " -keyout client.key -out client.csr -subj /CN=kvhub-client; ",
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>&1");
+  const testing::CommandResult r = testing::RunCommand(absl::StrCat("bash -c \"", script, "\" 2>&1"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  return r.exit_code == 0;
+}
+
+TEST(ClusterSecurityTest, TlsAndMutualTls) {
+  Pki pki;
+  ASSERT_TRUE(MakePki(&pki));
+  const std::vector<uint8_t> a(100000, 0x5A);
+
+  auto tls = StartShard({"--tls_cert_file=" + pki.server_cert, "--tls_key_file=" + pki.server_key});
+  ASSERT_NE(tls, nullptr);
+  ClientConfig c = Config(*tls, "");
+  c.tls_ca_file = pki.ca;
+  auto client = Client::Create(c);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(PutOne(**client, "ns", a).ok());
+  auto got = GetOne(**client, "ns", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a);
+  // The certificate names kvhub-shard too.
+  c.tls_server_name = "kvhub-shard";
+  auto named = Client::Create(c);
+  ASSERT_TRUE(named.ok());
+  EXPECT_TRUE(GetOne(**named, "ns", a.size()).ok());
+  // A plaintext client, or one checking for another name, gets nowhere.
+  auto plain = Client::Create(Config(*tls, ""));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(GetOne(**plain, "ns", a.size()).status().code(), absl::StatusCode::kUnavailable);
+  c.tls_server_name = "someone-else";
+  auto wrong_name = Client::Create(c);
+  ASSERT_TRUE(wrong_name.ok());
+  EXPECT_EQ(GetOne(**wrong_name, "ns", a.size()).status().code(), absl::StatusCode::kUnavailable);
+
+  // Mutual TLS: a client certificate the CA signed is required.
+  auto mtls = StartShard({"--tls_cert_file=" + pki.server_cert, "--tls_key_file=" + pki.server_key,
+                          "--tls_client_ca_file=" + pki.ca});
+  ASSERT_NE(mtls, nullptr);
+  ClientConfig m = Config(*mtls, "");
+  m.tls_ca_file = pki.ca;
+  auto anonymous = Client::Create(m);
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ(PutOne(**anonymous, "ns", a).code(), absl::StatusCode::kUnavailable);
+  m.tls_cert_file = pki.client_cert;
+  m.tls_key_file = pki.client_key;
+  auto with_cert = Client::Create(m);
+  ASSERT_TRUE(with_cert.ok()) << with_cert.status();
+  ASSERT_TRUE(PutOne(**with_cert, "ns", a).ok());
+  got = GetOne(**with_cert, "ns", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a);
+
+  // Client-side configuration errors are clear and immediate.
+  m.tls_ca_file = TempPath("no-such-ca.pem");
+  EXPECT_EQ(Client::Create(m).status().code(), absl::StatusCode::kNotFound);
+  m.tls_ca_file = pki.dir + "/server.ext";  // not PEM
+  auto not_pem = Client::Create(m);
+  EXPECT_EQ(not_pem.status().code(), absl::StatusCode::kInvalidArgument) << not_pem.status();
+  // kvhubd refuses a half TLS configuration.
+  auto half = KvhubdProcess::Start(
+      {.flags = {"--capacity_bytes=16MiB", "--max_block_bytes=1MiB", "--tls_cert_file=" + pki.server_cert}});
+  EXPECT_FALSE(half.ok());
+  testing::RunCommand(absl::StrCat("rm -rf ", pki.dir));
+}
+
+}  // namespace
+}  // namespace kvhub
