@@ -1,0 +1,438 @@
+// kvhub._native: the Python module over kvhub::Client (docs/client.md, "Python").
+//
+// Serving engines call it from Python: publish / lookup_prefix / fetch at the
+// token level, put / get / lookup / delete at the key level. Block payloads are
+// any buffer-protocol object (bytes, bytearray, memoryview, numpy arrays; fetch
+// and get need writable, C-contiguous ones); keys are 16-byte `bytes` (the
+// canonical serialization of DESIGN §2); tokens a sequence of int32 (a numpy
+// int32 array avoids a copy). Every call releases the GIL while it runs, so
+// Python threads may share one Client. A call that fails whole raises
+// kvhub.Error whose message starts with the status code name
+// ("INVALID_ARGUMENT: ..."); per-block outcomes come back in the result.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "common/keys.h"
+#include "common/model_spec.h"
+
+namespace py = pybind11;
+
+namespace kvhub::python {
+namespace {
+
+// Raised as kvhub.Error.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const absl::Status& s) : std::runtime_error(s.ToString()) {}
+};
+
+template <typename T>
+T Check(absl::StatusOr<T> v) {
+  if (!v.ok()) throw Error(v.status());
+  return *std::move(v);
+}
+
+std::optional<std::string> ErrorText(const absl::Status& s) {
+  if (s.ok()) return std::nullopt;
+  return s.ToString();
+}
+
+BlockKey KeyFromBytes(const py::bytes& b) {
+  const std::string_view v(b);  // Debian's absl::string_view is not std::string_view
+  absl::StatusOr<BlockKey> k = U128::FromBytes(absl::string_view(v.data(), v.size()));
+  if (!k.ok()) throw Error(absl::InvalidArgumentError("a key is 16 bytes (kvhub.block_keys makes them)"));
+  return *k;
+}
+
+std::vector<BlockKey> Keys(const std::vector<py::bytes>& keys) {
+  std::vector<BlockKey> out;
+  out.reserve(keys.size());
+  for (const py::bytes& k : keys) out.push_back(KeyFromBytes(k));
+  return out;
+}
+
+py::bytes KeyBytes(const BlockKey& k) {
+  const std::array<uint8_t, 16> b = k.Bytes();
+  return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+std::vector<py::bytes> KeyList(const std::vector<BlockKey>& keys) {
+  std::vector<py::bytes> out;
+  out.reserve(keys.size());
+  for (const BlockKey& k : keys) out.push_back(KeyBytes(k));
+  return out;
+}
+
+using Tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+std::span<const int32_t> TokenSpan(const Tokens& t) {
+  if (t.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
+  return {t.data(), static_cast<size_t>(t.size())};
+}
+
+// Views of the payloads (read-only) or destinations (writable), kept alive
+// (py::buffer_info releases its view) until the call returns.
+struct Views {
+  std::vector<py::buffer_info> infos;
+  std::vector<std::span<const uint8_t>> in;
+  std::vector<std::span<uint8_t>> out;
+};
+
+Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
+  Views v;
+  v.infos.reserve(buffers.size());
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    py::buffer_info info;
+    try {
+      info = buffers[i].request(writable);
+    } catch (const std::exception& e) {
+      throw Error(absl::InvalidArgumentError(
+          absl::StrCat("buffer ", i, writable ? " must be writable: " : ": ", e.what())));
+    }
+    const auto bytes = static_cast<size_t>(info.size * info.itemsize);
+    bool contiguous = true;
+    py::ssize_t expect = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+      if (info.shape[d] > 1 && info.strides[d] != expect) contiguous = false;
+      expect *= info.shape[d];
+    }
+    if (!contiguous) throw Error(absl::InvalidArgumentError(absl::StrCat("buffer ", i, " is not C-contiguous")));
+    auto* p = static_cast<uint8_t*>(info.ptr);
+    if (writable) {
+      v.out.emplace_back(p, bytes);
+    } else {
+      v.in.emplace_back(p, bytes);
+    }
+    v.infos.push_back(std::move(info));
+  }
+  return v;
+}
+
+TransportMode ParseTransport(const std::string& t) {
+  if (t == "auto") return TransportMode::kAuto;
+  if (t == "ucx") return TransportMode::kUcx;
+  if (t == "grpc") return TransportMode::kGrpc;
+  throw Error(absl::InvalidArgumentError(absl::StrCat("transport must be auto, ucx or grpc, not '", t, "'")));
+}
+
+struct PyPutResult {
+  size_t stored = 0, skipped = 0, failed = 0;
+  uint64_t bytes_uploaded = 0;
+  std::vector<std::string> outcome;                // "stored" | "skipped" | "failed"
+  std::vector<std::optional<std::string>> errors;  // None unless failed
+  std::vector<py::bytes> keys;                     // publish: the full blocks' keys
+};
+
+PyPutResult ToPy(const PutResult& r) {
+  PyPutResult p;
+  p.stored = r.stored;
+  p.skipped = r.skipped;
+  p.failed = r.failed;
+  p.bytes_uploaded = r.bytes_uploaded;
+  for (PutOutcome o : r.outcome) {
+    p.outcome.push_back(o == PutOutcome::kStored ? "stored" : o == PutOutcome::kSkipped ? "skipped" : "failed");
+  }
+  for (const absl::Status& s : r.errors) p.errors.push_back(ErrorText(s));
+  return p;
+}
+
+struct PyLookupResult {
+  std::vector<bool> present;
+  size_t hit_blocks = 0;
+  uint64_t hit_tokens = 0;
+  size_t unreachable_keys = 0;
+  std::optional<std::string> first_error;
+};
+
+PyLookupResult ToPy(const LookupResult& r) {
+  PyLookupResult p;
+  for (uint8_t b : r.present) p.present.push_back(b != 0);
+  p.hit_blocks = r.hit_blocks;
+  p.hit_tokens = r.hit_tokens;
+  p.unreachable_keys = r.unreachable_keys;
+  p.first_error = ErrorText(r.first_error);
+  return p;
+}
+
+struct PyFetchResult {
+  size_t valid_blocks = 0;
+  uint64_t valid_tokens = 0;
+  std::vector<uint64_t> sizes;
+  std::vector<std::optional<std::string>> errors;  // None = loaded and verified
+};
+
+PyFetchResult ToPy(const FetchResult& r) {
+  PyFetchResult p;
+  p.valid_blocks = r.valid_blocks;
+  p.valid_tokens = r.valid_tokens;
+  p.sizes = r.sizes;
+  for (const absl::Status& s : r.status) p.errors.push_back(ErrorText(s));
+  return p;
+}
+
+// The Python-facing client: a kvhub::Client and its parsed spec cache.
+class PyClient {
+ public:
+  explicit PyClient(ClientConfig config) : client_(Check(Client::Create(std::move(config)))) {}
+
+  PyPutResult Publish(const std::string& ns, const ModelSpec& spec, const Tokens& tokens,
+                      const std::vector<py::buffer>& blocks, bool pin) {
+    Views v = ViewBuffers(blocks, /*writable=*/false);
+    const std::span<const int32_t> t = TokenSpan(tokens);
+    Client& c = client();
+    absl::StatusOr<PublishResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Publish(ns, spec, t, v.in, pin);
+    }
+    PublishResult pr = Check(std::move(r));
+    PyPutResult p = ToPy(pr);
+    p.keys = KeyList(pr.keys);
+    return p;
+  }
+
+  PyLookupResult LookupPrefix(const std::string& ns, const ModelSpec& spec, const Tokens& tokens) {
+    const std::span<const int32_t> t = TokenSpan(tokens);
+    Client& c = client();
+    absl::StatusOr<LookupResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.LookupPrefix(ns, spec, t);
+    }
+    return ToPy(Check(std::move(r)));
+  }
+
+  PyFetchResult Fetch(const std::string& ns, const ModelSpec& spec, const Tokens& tokens,
+                      const std::vector<py::buffer>& buffers) {
+    Views v = ViewBuffers(buffers, /*writable=*/true);
+    const std::span<const int32_t> t = TokenSpan(tokens);
+    Client& c = client();
+    absl::StatusOr<FetchResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Fetch(ns, spec, t, v.out.size(), v.out);
+    }
+    return ToPy(Check(std::move(r)));
+  }
+
+  PyLookupResult Lookup(const std::string& ns, const std::vector<py::bytes>& keys) {
+    const std::vector<BlockKey> k = Keys(keys);
+    Client& c = client();
+    absl::StatusOr<LookupResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Lookup(ns, k);
+    }
+    return ToPy(Check(std::move(r)));
+  }
+
+  PyPutResult Put(const std::string& ns, const std::vector<py::bytes>& keys, const std::vector<py::buffer>& blocks,
+                  bool pin) {
+    if (keys.size() != blocks.size()) {
+      throw Error(absl::InvalidArgumentError(
+          absl::StrCat(keys.size(), " keys but ", blocks.size(), " blocks: give one payload per key")));
+    }
+    const std::vector<BlockKey> k = Keys(keys);
+    Views v = ViewBuffers(blocks, /*writable=*/false);
+    std::vector<BlockPut> puts;
+    puts.reserve(k.size());
+    for (size_t i = 0; i < k.size(); ++i) puts.push_back({k[i], std::nullopt, v.in[i], pin});
+    Client& c = client();
+    absl::StatusOr<PutResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Put(ns, puts);
+    }
+    return ToPy(Check(std::move(r)));
+  }
+
+  PyFetchResult Get(const std::string& ns, const std::vector<py::bytes>& keys, const std::vector<py::buffer>& buffers) {
+    if (keys.size() != buffers.size()) {
+      throw Error(absl::InvalidArgumentError(
+          absl::StrCat(keys.size(), " keys but ", buffers.size(), " buffers: give one buffer per key")));
+    }
+    const std::vector<BlockKey> k = Keys(keys);
+    Views v = ViewBuffers(buffers, /*writable=*/true);
+    Client& c = client();
+    absl::StatusOr<FetchResult> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Get(ns, k, v.out);
+    }
+    return ToPy(Check(std::move(r)));
+  }
+
+  std::vector<std::optional<std::string>> Delete(const std::string& ns, const std::vector<py::bytes>& keys) {
+    const std::vector<BlockKey> k = Keys(keys);
+    Client& c = client();
+    absl::StatusOr<std::vector<absl::Status>> r;
+    {
+      py::gil_scoped_release nogil;
+      r = c.Delete(ns, k);
+    }
+    std::vector<std::optional<std::string>> out;
+    for (const absl::Status& s : Check(std::move(r))) out.push_back(ErrorText(s));
+    return out;
+  }
+
+  py::list Stats() {
+    Client& c = client();
+    std::vector<MemberStats> st;
+    {
+      py::gil_scoped_release nogil;
+      st = c.Stats();
+    }
+    py::list out;
+    for (const MemberStats& m : st) {
+      py::dict d;
+      d["address"] = m.address;
+      d["error"] = ErrorText(m.stats.status());
+      if (m.stats.ok()) {
+        const v1::StatsResponse& s = *m.stats;
+        d["node_id"] = s.node_id();
+        d["lookup_requested_tokens"] = s.lookup_requested_tokens();
+        d["lookup_hit_tokens"] = s.lookup_hit_tokens();
+        d["get_bytes"] = s.get_bytes();
+        d["put_bytes"] = s.put_bytes();
+        d["checksum_failures"] = s.checksum_failures();
+        d["ucx_status"] = s.ucx_status();
+        if (s.tiers_size() > 0) {
+          d["capacity_bytes"] = s.tiers(0).capacity_bytes();
+          d["used_bytes"] = s.tiers(0).used_bytes();
+          d["blocks"] = s.tiers(0).blocks();
+          d["evictions"] = s.tiers(0).evictions();
+        }
+      }
+      out.append(d);
+    }
+    return out;
+  }
+
+  py::list TransportStats() {
+    py::list out;
+    for (const ShardTransportStats& t : client().TransportStats()) {
+      py::dict d;
+      d["address"] = t.address;
+      d["transport"] = t.transport;
+      d["ucx_get_bytes"] = t.ucx_get_bytes;
+      d["ucx_put_bytes"] = t.ucx_put_bytes;
+      d["grpc_get_bytes"] = t.grpc_get_bytes;
+      d["grpc_put_bytes"] = t.grpc_put_bytes;
+      out.append(d);
+    }
+    return out;
+  }
+
+  void Close() {
+    py::gil_scoped_release nogil;
+    client_.reset();
+  }
+
+  Client& client() {
+    if (client_ == nullptr) throw Error(absl::FailedPreconditionError("the client is closed"));
+    return *client_;
+  }
+
+ private:
+  std::unique_ptr<Client> client_;
+};
+
+}  // namespace
+}  // namespace kvhub::python
+
+PYBIND11_MODULE(_native, m) {
+  using namespace kvhub;
+  using namespace kvhub::python;
+  m.doc() = "kvhub client (C++ kvhub::Client); see docs/client.md, \"Python\"";
+  py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
+
+  py::class_<ModelSpec>(m, "ModelSpec")
+      .def(py::init([](const std::string& text) { return Check(ModelSpec::Parse(text)); }), py::arg("text"),
+           "Parses the compact form, e.g. 'model=llama3-8b,layers=32,kv_heads=8,head_dim=128,dtype=bf16,"
+           "rope_base=500000,block_tokens=256'.")
+      .def_property_readonly("block_tokens", [](const ModelSpec& s) { return s.block_tokens; })
+      .def_property_readonly("fingerprint", [](const ModelSpec& s) { return s.Fingerprint().Hex(); })
+      .def("__repr__", [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); });
+
+  m.def(
+      "block_keys",
+      [](const std::string& ns, const ModelSpec& spec, const Tokens& tokens) {
+        if (absl::Status s = ValidateNamespace(ns); !s.ok()) throw Error(s);
+        return KeyList(BlockKeys(ns, spec, TokenSpan(tokens)));
+      },
+      py::arg("ns"), py::arg("spec"), py::arg("tokens"),
+      "The 16-byte keys of every full block of `tokens` (DESIGN §2).");
+
+  py::class_<PyPutResult>(m, "PutResult")
+      .def_readonly("stored", &PyPutResult::stored)
+      .def_readonly("skipped", &PyPutResult::skipped)
+      .def_readonly("failed", &PyPutResult::failed)
+      .def_readonly("bytes_uploaded", &PyPutResult::bytes_uploaded)
+      .def_readonly("outcome", &PyPutResult::outcome)
+      .def_readonly("errors", &PyPutResult::errors)
+      .def_readonly("keys", &PyPutResult::keys);
+  py::class_<PyLookupResult>(m, "LookupResult")
+      .def_readonly("present", &PyLookupResult::present)
+      .def_readonly("hit_blocks", &PyLookupResult::hit_blocks)
+      .def_readonly("hit_tokens", &PyLookupResult::hit_tokens)
+      .def_readonly("unreachable_keys", &PyLookupResult::unreachable_keys)
+      .def_readonly("first_error", &PyLookupResult::first_error);
+  py::class_<PyFetchResult>(m, "FetchResult")
+      .def_readonly("valid_blocks", &PyFetchResult::valid_blocks)
+      .def_readonly("valid_tokens", &PyFetchResult::valid_tokens)
+      .def_readonly("sizes", &PyFetchResult::sizes)
+      .def_readonly("errors", &PyFetchResult::errors);
+
+  py::class_<PyClient>(m, "Client")
+      .def(py::init([](const std::string& members, const std::string& transport, const std::string& ucx_tls,
+                       double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
+                       const std::string& tls_cert_file, const std::string& tls_key_file,
+                       const std::string& tls_server_name) {
+             ClientConfig c;
+             c.members = Check(ClientConfig::ParseMembers(members));
+             c.transport = ParseTransport(transport);
+             c.ucx_tls = ucx_tls;
+             if (deadline_s > 0) c.control_deadline = absl::Seconds(deadline_s);
+             c.auth_token = auth_token;
+             c.tls_ca_file = tls_ca_file;
+             c.tls_cert_file = tls_cert_file;
+             c.tls_key_file = tls_key_file;
+             c.tls_server_name = tls_server_name;
+             return std::make_unique<PyClient>(std::move(c));
+           }),
+           py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
+           py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
+           py::arg("tls_key_file") = "", py::arg("tls_server_name") = "",
+           "members: 'HOST:PORT[@WEIGHT],...'. transport: auto (UCX where a shard offers it over RDMA "
+           "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default).")
+      .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),
+           py::arg("pin") = false,
+           "Stores the full blocks of tokens (one payload per block), skipping those present.")
+      .def("lookup_prefix", &PyClient::LookupPrefix, py::arg("ns"), py::arg("spec"), py::arg("tokens"),
+           "The longest cached prefix of tokens, in full blocks (hit_blocks, hit_tokens).")
+      .def("fetch", &PyClient::Fetch, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("buffers"),
+           "Loads the first len(buffers) blocks into the writable buffers; valid_blocks is the verified run.")
+      .def("lookup", &PyClient::Lookup, py::arg("ns"), py::arg("keys"))
+      .def("put", &PyClient::Put, py::arg("ns"), py::arg("keys"), py::arg("blocks"), py::arg("pin") = false)
+      .def("get", &PyClient::Get, py::arg("ns"), py::arg("keys"), py::arg("buffers"))
+      .def("delete", &PyClient::Delete, py::arg("ns"), py::arg("keys"),
+           "Per key: None (deleted) or the error ('NOT_FOUND: ...').")
+      .def("stats", &PyClient::Stats, "One dict per member: its Stats, or 'error'.")
+      .def("transport_stats", &PyClient::TransportStats,
+           "Per member: the data plane in use and the block bytes this client moved over UCX and gRPC.")
+      .def("close", &PyClient::Close, "Ends the client's sessions and connections; later calls raise.");
+}

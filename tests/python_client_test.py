@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""kvhub._native (the Python client module) against real kvhubd processes.
+
+Run by ctest (`python_client_test`) with PYTHONPATH=build/python and
+KVHUB_BIN_DIR=build/bin; by hand:
+  PYTHONPATH=build/python KVHUB_BIN_DIR=build/bin /usr/bin/python3 tests/python_client_test.py
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+import numpy as np
+
+import kvhub
+from kvhub import keys as pykeys
+
+BIN = os.environ.get("KVHUB_BIN_DIR", "build/bin")
+SPEC = "model=py-test,layers=2,kv_heads=2,head_dim=64,dtype=bf16,rope_base=10000,block_tokens=16"
+
+
+class Shard:
+    """A kvhubd child on ephemeral ports; stopped with SIGTERM."""
+
+    def __init__(self, *flags):
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "kvhubd"), "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
+             "--capacity_bytes=64MiB", "--max_block_bytes=1MiB", "--try_hugepages=false",
+             "--log_level=warn", *flags],
+            stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("kvhubd ready "):
+            self.proc.kill()
+            raise RuntimeError(f"kvhubd did not start: {line!r}")
+        fields = dict(f.split("=", 1) for f in line.split()[2:])
+        self.address = fields["grpc"]
+
+    def stop(self):
+        self.proc.terminate()
+        code = self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+        return code
+
+
+def payload(seed, n):
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+class PythonClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.shards = [Shard(), Shard()]
+        cls.members = ",".join(s.address for s in cls.shards)
+
+    @classmethod
+    def tearDownClass(cls):
+        for s in cls.shards:
+            assert s.stop() == 0
+
+    def test_publish_lookup_fetch_byte_exact(self):
+        c = kvhub.Client(self.members, transport="grpc")
+        spec = kvhub.ModelSpec(SPEC)
+        tokens = np.arange(16 * 6 + 5, dtype=np.int32)  # 6 full blocks and a partial tail
+        blocks = [payload(i, 4096 + 100 * i) for i in range(6)]
+        r = c.publish("py-ns", spec, tokens, blocks)
+        self.assertEqual((r.stored, r.skipped, r.failed), (6, 0, 0), r.errors)
+        self.assertEqual(r.outcome, ["stored"] * 6)
+        # The keys are DESIGN §2's: the pure-Python implementation agrees.
+        self.assertEqual(r.keys, kvhub.block_keys("py-ns", spec, tokens))
+        py_spec = {"model": "py-test", "layers": 2, "kv_heads": 2, "head_dim": 64, "dtype": "bf16",
+                   "rope_base": 10000.0, "rope_pairing": "neox", "tp_rank": 0, "tp_world": 1, "block_tokens": 16}
+        self.assertEqual(spec.fingerprint, pykeys.u128_hex(pykeys.fingerprint(py_spec)))
+        py_keys = pykeys.block_keys("py-ns", py_spec, [int(t) for t in tokens])
+        self.assertEqual(r.keys, [pykeys.u128_bytes(k) for k in py_keys])
+        again = c.publish("py-ns", spec, tokens, blocks)
+        self.assertEqual(again.skipped, 6)
+
+        hit = c.lookup_prefix("py-ns", spec, tokens)
+        self.assertEqual((hit.hit_blocks, hit.hit_tokens), (6, 96))
+        self.assertIsNone(hit.first_error)
+        # A prompt that diverges in block 3 hits 3 blocks.
+        other = tokens.copy()
+        other[16 * 3] = -1
+        self.assertEqual(c.lookup_prefix("py-ns", spec, other).hit_blocks, 3)
+
+        bufs = [np.zeros(len(b), dtype=np.uint8) for b in blocks]
+        f = c.fetch("py-ns", spec, tokens, bufs)
+        self.assertEqual((f.valid_blocks, f.valid_tokens), (6, 96))
+        self.assertEqual(f.errors, [None] * 6)
+        for got, want in zip(bufs, blocks):
+            self.assertTrue(np.array_equal(got, want))
+        # A buffer too small for its block: that block fails, clearly, the rest is intact.
+        small = [bytearray(len(blocks[0])), bytearray(10)]
+        f = c.fetch("py-ns", spec, tokens, small)
+        self.assertEqual(f.valid_blocks, 1)
+        self.assertIsNotNone(f.errors[1])
+        self.assertEqual(bytes(small[0]), blocks[0].tobytes())
+
+    def test_key_level_put_get_lookup_delete(self):
+        c = kvhub.Client(self.members, transport="grpc")
+        ks = [bytes([i]) * 16 for i in range(1, 5)]
+        data = [payload(100 + i, 1000 * (i + 1)).tobytes() for i in range(4)]
+        r = c.put("py-keys", ks, data)
+        self.assertEqual(r.stored, 4)
+        self.assertEqual(c.lookup("py-keys", ks).present, [True] * 4)
+        bufs = [bytearray(len(d)) for d in data]
+        g = c.get("py-keys", ks, bufs)
+        self.assertEqual(g.valid_blocks, 4)
+        self.assertEqual([bytes(b) for b in bufs], data)
+        self.assertEqual(c.delete("py-keys", ks[:2]), [None, None])
+        self.assertEqual(c.lookup("py-keys", ks).present, [False, False, True, True])
+        self.assertTrue(c.delete("py-keys", ks[:1])[0].startswith("NOT_FOUND"))
+        stats = c.stats()
+        self.assertEqual(len(stats), 2)
+        for s in stats:
+            self.assertIsNone(s["error"])
+            self.assertGreater(s["capacity_bytes"], 0)
+        self.assertTrue(all(t["transport"].startswith("grpc") for t in c.transport_stats()))
+
+    def test_bad_input_raises_clear_errors_and_changes_nothing(self):
+        c = kvhub.Client(self.members, transport="grpc")
+        spec = kvhub.ModelSpec(SPEC)
+        tokens = np.arange(32, dtype=np.int32)
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            c.publish("py-bad", spec, tokens, [b"x"])  # 2 full blocks, 1 payload
+        with self.assertRaisesRegex(kvhub.Error, "16 bytes"):
+            c.lookup("py-bad", [b"short"])
+        with self.assertRaisesRegex(kvhub.Error, "writable"):
+            c.get("py-bad", [b"k" * 16], [b"read-only bytes"])
+        with self.assertRaisesRegex(kvhub.Error, "one payload per key"):
+            c.put("py-bad", [b"k" * 16], [])
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            c.lookup("x" * 300, [b"k" * 16])  # namespace over 256 bytes
+        with self.assertRaisesRegex(kvhub.Error, "transport"):
+            kvhub.Client(self.members, transport="carrier-pigeon")
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            kvhub.ModelSpec("model=x,layers=0")
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            kvhub.Client("no-port-here")
+        # Nothing was stored by the failed calls.
+        self.assertEqual(c.lookup_prefix("py-bad", spec, tokens).hit_blocks, 0)
+        c.close()
+        with self.assertRaisesRegex(kvhub.Error, "closed"):
+            c.stats()
+
+    def test_threads_share_one_client(self):
+        c = kvhub.Client(self.members, transport="grpc")
+        spec = kvhub.ModelSpec(SPEC)
+        errors = []
+
+        def worker(w):
+            try:
+                for i in range(20):
+                    tokens = np.full(32, w * 1000 + i, dtype=np.int32)
+                    blocks = [payload(w * 100 + i, 2048), payload(w * 100 + i + 50, 2048)]
+                    r = c.publish("py-mt", spec, tokens, blocks)
+                    assert r.failed == 0, r.errors
+                    bufs = [np.zeros(2048, dtype=np.uint8) for _ in range(2)]
+                    f = c.fetch("py-mt", spec, tokens, bufs)
+                    assert f.valid_blocks == 2, f.errors
+                    assert all(np.array_equal(a, b) for a, b in zip(bufs, blocks))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+
+    def test_tokens(self):
+        token = "py-test-token-0123456789"
+        with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as f:
+            f.write(f"{token} py-auth\n")
+        try:
+            shard = Shard(f"--auth_tokens_file={f.name}")
+            try:
+                ks, data = [b"a" * 16], [b"secret" * 100]
+                r = kvhub.Client(shard.address, transport="grpc").put("py-auth", ks, data)
+                self.assertEqual(r.stored, 0)
+                self.assertTrue(r.errors[0].startswith("UNAUTHENTICATED"), r.errors)
+                c = kvhub.Client(shard.address, transport="grpc", auth_token=token)
+                self.assertEqual(c.put("py-auth", ks, data).stored, 1)
+                r = c.put("someone-else", ks, data)
+                self.assertTrue(r.errors[0].startswith("PERMISSION_DENIED"), r.errors)
+            finally:
+                self.assertEqual(shard.stop(), 0)
+        finally:
+            os.unlink(f.name)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
