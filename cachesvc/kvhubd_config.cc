@@ -115,6 +115,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("default_lease_ms", store.default_lease, "lease when a Get asks for 0; default 10000"),
       KVHUB_MS_KEY("max_lease_ms", store.max_lease, "longest lease granted (<= 600000); default 600000"),
       KVHUB_DOUBLE_KEY("max_pinned_fraction", store.max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5"),
+      KVHUB_SIZE_KEY("namespace_quota_bytes", store.namespace_quota_bytes, "block bytes one namespace may hold; 0 (default) = no quota"),
       KVHUB_STR_KEY("eviction_policy", store.eviction.name, "lru | s3fifo | as3fifo | duel; default s3fifo (docs/replay.md)"),
       KVHUB_SIZE_KEY("slab_bytes", store.slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes"),
       KVHUB_INT_KEY("size_class_steps", store.size_class_steps, "allocator size classes per power of two; default 8"),

@@ -124,12 +124,13 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.tls_key_file = "/etc/kvhub/shard.key";
   a.tls_client_ca_file = "/etc/kvhub/ca.pem";
   a.store.capacity_bytes = 123ull << 20;
+  a.store.namespace_quota_bytes = 100ull << 20;
   a.gpu_tier_bytes = 1ull << 30;
   a.check_memory_limit = false;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 40u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 41u);
 }
 
 TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {

@@ -238,6 +238,8 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
       {"kvhub_tier_evictions_total", "counter", "blocks evicted", st.evictions},
       {"kvhub_tier_evicted_bytes_total", "counter", "bytes evicted", st.evicted_bytes},
       {"kvhub_tier_rejected_full_total", "counter", "reservations refused: nothing evictable", st.rejected_full},
+      {"kvhub_tier_rejected_quota_total", "counter", "reservations refused: the namespace's quota (namespace_quota_bytes)",
+       st.rejected_quota},
   };
   for (const TierMetric& tm : tier_metrics) {
     Header(&out, tm.name, tm.type, tm.help);

@@ -39,6 +39,10 @@ absl::Status BlockStoreConfig::Validate() const {
     return bad("watermarks need 0 < low (", low_watermark, ") <= high (", high_watermark,
                ") <= 1");
   }
+  if (namespace_quota_bytes != 0 && namespace_quota_bytes < max_block_bytes) {
+    return bad("namespace_quota_bytes (", namespace_quota_bytes, ") is below max_block_bytes (", max_block_bytes,
+               "): a namespace could not store one block of the largest size; 0 turns quotas off");
+  }
   if (reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout must be > 0");
   if (default_lease <= absl::ZeroDuration() || max_lease < default_lease) {
     return bad("leases need 0 < default_lease <= max_lease");

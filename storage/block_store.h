@@ -45,6 +45,13 @@ struct BlockStoreConfig {
   absl::Duration default_lease = absl::Seconds(10);
   absl::Duration max_lease = absl::Minutes(10);
   double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
+  // Block bytes one namespace may hold at once, reserved and stored (DESIGN §8:
+  // per-namespace quotas). A Reserve/Put that would go past it is refused with
+  // RESOURCE_EXHAUSTED naming the namespace; the namespace's blocks leave by
+  // eviction and Delete as usual, which frees its quota. 0 (default): no quota.
+  // With a quota, the first block of a namespace the store has not seen may
+  // allocate a map entry (the only allocation on the put path).
+  uint64_t namespace_quota_bytes = 0;
   EvictionPolicyConfig eviction;
   // Added with the implementation (docs/storage.md):
   uint64_t slab_bytes = 0;       // allocator slab; 0 = auto (AutoSlabBytes in size_classes.h): >= bit_ceil(max_block_bytes), >= 64 slabs when possible
@@ -111,6 +118,7 @@ struct BlockStoreStats {
   uint64_t reservations_expired = 0;
   uint64_t leases_expired = 0;
   uint64_t rejected_full = 0;    // reservations refused: nothing evictable
+  uint64_t rejected_quota = 0;   // reservations refused: the namespace's quota (namespace_quota_bytes)
   uint64_t allocated_bytes = 0;  // chunk bytes held (committed, reserved, deleted-but-leased)
   uint64_t pinned_bytes = 0;
 };

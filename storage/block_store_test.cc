@@ -4,6 +4,8 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/block_store_test_util.h"
 
@@ -387,6 +389,40 @@ TEST_F(BlockStoreTest, PinsSurvivePressureWithinQuota) {
   int left = 0;
   for (uint64_t i = 0; i < 100; ++i) left += Present(i) ? 1 : 0;
   EXPECT_LT(left, 100);
+}
+
+TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) {
+  BlockStoreConfig c = SmallConfig();
+  c.eviction.name = "lru";
+  c.namespace_quota_bytes = 64000;  // 4 blocks of 16000 bytes
+  Make(c);
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(PutBlock(i, 16000, "a").ok()) << i;
+  const absl::Status over = PutBlock(4, 16000, "a");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("namespace 'a' holds 64000 bytes"));
+  EXPECT_FALSE(Present(4, "a"));
+  EXPECT_EQ(store_->Stats().rejected_quota, 1u);
+  // Other namespaces have quotas of their own; what "a" stored is intact.
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(PutBlock(100 + i, 16000, "b").ok()) << i;
+  for (uint64_t i = 0; i < 4; ++i) ExpectBytes(i, 16000, "a");
+  // A reservation counts until it is aborted; a smaller block fits after a delete.
+  ASSERT_TRUE(store_->Delete("a", Key(0)).ok());
+  auto b = Bytes(5, 16000);
+  auto r = store_->Reserve("a", Key(5), b.size(), Sum(b));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(PutBlock(6, 100, "a").code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(store_->Abort(r->id).ok());
+  ASSERT_TRUE(PutBlock(6, 100, "a").ok());
+  // Evicted blocks free the quota too: fill the tier from many namespaces.
+  for (uint64_t i = 0; i < 400; ++i) ASSERT_TRUE(PutBlock(1000 + i, 16000, absl::StrCat("n", i % 100)).ok()) << i;
+  EXPECT_GT(store_->Stats().evictions, 0u);
+  int a_left = 0;
+  for (uint64_t i = 1; i < 4; ++i) a_left += Present(i, "a") ? 1 : 0;
+  EXPECT_EQ(a_left, 0) << "LRU evicted a's old blocks";
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_TRUE(PutBlock(200 + i, 16000, "a").ok()) << i;
+  // Below one block of the largest size, a quota is a configuration error.
+  c.namespace_quota_bytes = c.max_block_bytes - 1;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(BlockStoreTest, WatermarksEvictDownToLowAndKeepServing) {

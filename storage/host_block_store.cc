@@ -209,8 +209,21 @@ void HostBlockStore::FreeSlot(uint32_t s) {
   free_slots_.PushHead(s);
 }
 
+void HostBlockStore::ChargeNamespace(uint64_t tag, uint64_t bytes) {
+  if (config_.namespace_quota_bytes != 0) ns_bytes_[tag] += bytes;
+}
+
+void HostBlockStore::CreditNamespace(uint64_t tag, uint64_t bytes) {
+  if (config_.namespace_quota_bytes == 0) return;
+  auto it = ns_bytes_.find(tag);
+  if (it == ns_bytes_.end()) return;
+  it->second -= std::min(it->second, bytes);
+  if (it->second == 0) ns_bytes_.erase(it);
+}
+
 void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
   Slot& slot = slots_[s];
+  CreditNamespace(index_.ns_tag(s), slot.size);
   index_.Erase(index_.key(s), index_.ns_tag(s));
   policy_->OnRemove(s, evicted);
   stats_.used_bytes -= slot.size;
@@ -234,6 +247,7 @@ void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
 void HostBlockStore::DropReservation(uint32_t s) {
   Slot& slot = slots_[s];
   if (slot.state == State::kReserved) reservations_.Remove(s);
+  CreditNamespace(index_.ns_tag(s), slot.size);
   index_.Erase(index_.key(s), index_.ns_tag(s));
   stats_.reserved_bytes -= slot.size;
   if (slot.pin_on_commit) pin_reserved_bytes_ -= slot.size;
@@ -272,6 +286,17 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
       ++stats_.reservations_expired;
     } else {
       return absl::AbortedError("another reservation for this block is in progress");
+    }
+  }
+  if (config_.namespace_quota_bytes != 0) {
+    const auto held = ns_bytes_.find(tag);
+    const uint64_t now_held = held == ns_bytes_.end() ? 0 : held->second;
+    if (now_held + size > config_.namespace_quota_bytes) {
+      ++stats_.rejected_quota;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "namespace '", ns, "' holds ", now_held, " bytes; this ", size, "-byte block would pass its quota of ",
+          config_.namespace_quota_bytes, " bytes (namespace_quota_bytes; its blocks free it as they are "
+          "evicted or deleted)"));
     }
   }
   if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {
@@ -317,6 +342,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   reservations_.PushTail(s);
   stats_.reserved_bytes += size;
   if (options.pin) pin_reserved_bytes_ += size;
+  ChargeNamespace(tag, size);
 
   Reservation r;
   r.id = (uint64_t{slot.gen} << 32) | s;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/block_index.h"
 #include "storage/block_store.h"
@@ -98,6 +99,9 @@ class HostBlockStore final : public BlockStore {
   // A committed block leaves the index and the policy; its bytes are freed now
   // or, if leased, when the last lease ends.
   void RemoveVisible(uint32_t slot, bool evicted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Namespace quota accounting (no-ops without namespace_quota_bytes).
+  void ChargeNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CreditNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the chunk and the slot.
   void FreeSlot(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops a RESERVED/COMMITTING slot: index entry, quota, chunk.
@@ -136,6 +140,8 @@ class HostBlockStore final : public BlockStore {
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   SlotList live_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   uint64_t pin_reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes reserved and stored per namespace tag (only with namespace_quota_bytes).
+  absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -154,6 +154,36 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
   std::remove(token_file.c_str());
 }
 
+// One tenant cannot take the shared tier: past namespace_quota_bytes its puts are
+// refused (per block, RESOURCE_EXHAUSTED naming the namespace) and another
+// tenant still stores its blocks.
+TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
+  auto shard = StartShard({"--namespace_quota_bytes=1MiB"});
+  ASSERT_NE(shard, nullptr);
+  auto c = Client::Create(Config(*shard, ""));
+  ASSERT_TRUE(c.ok());
+  const std::vector<uint8_t> data(256 << 10, 0x11);
+  std::vector<BlockPut> puts;
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < 6; ++i) keys.push_back(BlockKey{i + 1, 0xabc});
+  for (const BlockKey& k : keys) puts.push_back(BlockPut{k, std::nullopt, data, false});
+  auto r = (*c)->Put("greedy", puts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stored, 4u);
+  EXPECT_EQ(r->failed, 2u);
+  for (size_t i = 0; i < puts.size(); ++i) {
+    if (r->outcome[i] != PutOutcome::kFailed) continue;
+    EXPECT_EQ(r->errors[i].code(), absl::StatusCode::kResourceExhausted) << r->errors[i];
+    EXPECT_THAT(std::string(r->errors[i].message()), HasSubstr("namespace 'greedy'"));
+  }
+  r = (*c)->Put("modest", {puts.data(), 2});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stored, 2u);
+  auto st = (*c)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_EQ(st[0].stats->tiers(0).used_bytes(), 6u * data.size());
+}
+
 TEST(ClusterSecurityTest, BadTokensFilesStopKvhubdWithTheLine) {
   const std::string dup = WriteFile("dup", absl::StrCat(kOpsToken, " *\n", kOpsToken, " x\n"));
   const std::string shortt = WriteFile("short", "short-token ns\n");
