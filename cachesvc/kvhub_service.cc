@@ -42,7 +42,6 @@ absl::Duration LeaseFor(uint32_t lease_ms) {
   return lease_ms == 0 ? absl::ZeroDuration() : absl::Milliseconds(lease_ms);
 }
 
-
 // Refusal while draining.
 const grpc::Status& DrainingStatus() {
   static const grpc::Status* s =

@@ -95,9 +95,9 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
                         absl::StartsWith(config.grpc_address, "[::1]:");
   if (srv->auth_ == nullptr) {
     spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
-              "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
-              "read and write every namespace",
-              security->description, config.grpc_address);
+                "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
+                "read and write every namespace",
+                security->description, config.grpc_address);
   } else {
     KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
               srv->auth_->size(), config.auth_tokens_file);

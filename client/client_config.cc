@@ -1,5 +1,7 @@
 #include "client/client_config.h"
 
+#include <cstdlib>
+
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
@@ -160,6 +162,18 @@ absl::StatusOr<TransportMode> ParseTransportMode(absl::string_view text) {
   if (text == "ucx") return TransportMode::kUcx;
   if (text == "grpc") return TransportMode::kGrpc;
   return absl::InvalidArgumentError(absl::StrCat("transport '", text, "' is not auto|ucx|grpc"));
+}
+
+void ClientConfig::ApplySecurityEnvironment() {
+  const auto fill = [](std::string* field, const char* var) {
+    if (!field->empty()) return;
+    if (const char* v = std::getenv(var); v != nullptr) *field = v;
+  };
+  fill(&auth_token, "KVHUB_TOKEN");
+  fill(&tls_ca_file, "KVHUB_TLS_CA");
+  fill(&tls_cert_file, "KVHUB_TLS_CERT");
+  fill(&tls_key_file, "KVHUB_TLS_KEY");
+  fill(&tls_server_name, "KVHUB_TLS_SERVER_NAME");
 }
 
 }  // namespace kvhub

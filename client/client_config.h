@@ -120,6 +120,13 @@ struct ClientConfig {
   // OK, or INVALID_ARGUMENT naming the first bad field.
   absl::Status Validate() const;
 
+  // For tools (kvhub, kvhub-bench, kvhub-demo, kvhub-replay): fills each security
+  // field that is still empty from the environment: auth_token from KVHUB_TOKEN,
+  // tls_ca_file / tls_cert_file / tls_key_file / tls_server_name from KVHUB_TLS_CA,
+  // KVHUB_TLS_CERT, KVHUB_TLS_KEY, KVHUB_TLS_SERVER_NAME. Client::Create never reads
+  // the environment itself.
+  void ApplySecurityEnvironment();
+
   // Parses "host:port[@weight],host:port[@weight],..." (whitespace around
   // items ignored). INVALID_ARGUMENT on an empty list, a missing port or a bad weight.
   static absl::StatusOr<std::vector<MemberConfig>> ParseMembers(absl::string_view text);

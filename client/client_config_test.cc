@@ -1,5 +1,7 @@
 #include "client/client_config.h"
 
+#include <cstdlib>
+
 #include "gtest/gtest.h"
 
 namespace kvhub {
@@ -51,6 +53,23 @@ TEST(ClientConfigTest, RejectsBadFields) {
   ok.tls_key_file = "/c.key";
   ok.tls_server_name = "kvhub-shard";
   EXPECT_TRUE(ok.Validate().ok()) << ok.Validate();
+}
+
+TEST(ClientConfigTest, SecurityEnvironmentFillsOnlyEmptyFields) {
+  setenv("KVHUB_TOKEN", "env-token-0123456789abcdef", 1);
+  setenv("KVHUB_TLS_CA", "/env/ca.pem", 1);
+  setenv("KVHUB_TLS_SERVER_NAME", "env-shard", 1);
+  unsetenv("KVHUB_TLS_CERT");
+  unsetenv("KVHUB_TLS_KEY");
+  ClientConfig c = Valid();
+  c.tls_ca_file = "/flag/ca.pem";  // set explicitly: kept
+  c.ApplySecurityEnvironment();
+  EXPECT_EQ(c.auth_token, "env-token-0123456789abcdef");
+  EXPECT_EQ(c.tls_ca_file, "/flag/ca.pem");
+  EXPECT_EQ(c.tls_server_name, "env-shard");
+  EXPECT_EQ(c.tls_cert_file, "");
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  for (const char* v : {"KVHUB_TOKEN", "KVHUB_TLS_CA", "KVHUB_TLS_SERVER_NAME"}) unsetenv(v);
 }
 
 TEST(ClientConfigTest, ParsesMemberLists) {

@@ -177,6 +177,7 @@ int Run() {
   ClientConfig config;
   config.members = *members;
   config.ucx_tls = absl::GetFlag(FLAGS_ucx_tls);
+  config.ApplySecurityEnvironment();
   auto client_or = Client::Create(config);
   if (!client_or.ok()) {
     std::fprintf(stderr, "kvhub-demo: %s\n", client_or.status().ToString().c_str());

@@ -217,6 +217,7 @@ std::unique_ptr<Client> MakeUcxClient(const Options& o, const std::string& tls) 
   cfg.transport = TransportMode::kUcx;
   cfg.ucx_tls = tls;
   cfg.ucx_calls = o.ucx_calls;
+  cfg.ApplySecurityEnvironment();
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
   if (!c.ok()) {
     std::cerr << "kvhub-bench: " << c.status() << "\n";
@@ -234,6 +235,7 @@ std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path,
   cfg.inline_put_max_block_bytes = put_path == "inline" ? (256ull << 20) : 0;
   cfg.max_inline_batch_bytes = 256ull << 20;
   cfg.get_mode = get_mode == "stream" ? GetMode::kStream : GetMode::kInline;
+  cfg.ApplySecurityEnvironment();
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
   if (!c.ok()) {
     std::cerr << "kvhub-bench: " << c.status() << "\n";

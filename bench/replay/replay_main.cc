@@ -380,6 +380,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     absl::StatusOr<std::vector<MemberConfig>> m = ClientConfig::ParseMembers(a.Get("members"));
     if (!m.ok()) return m.status();
     cc.members = *m;
+    cc.ApplySecurityEnvironment();  // a secured cluster: $KVHUB_TOKEN, $KVHUB_TLS_*
   } else {
     return absl::InvalidArgumentError("--live needs --members HOST:PORT,... or --spawn N");
   }

@@ -173,13 +173,12 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
     absl::StatusOr<std::string> token = ReadInput(*tf, 4096);
     if (!token.ok()) return absl::Status(token.status().code(), absl::StrCat("--token-file: ", token.status().message()));
     cfg.auth_token = std::string(absl::StripAsciiWhitespace(*token));
-  } else if (const char* env = getenv("KVHUB_TOKEN"); env != nullptr && *env != '\0') {
-    cfg.auth_token = env;
   }
   cfg.tls_ca_file = a.Get("tls-ca").value_or("");
   cfg.tls_cert_file = a.Get("tls-cert").value_or("");
   cfg.tls_key_file = a.Get("tls-key").value_or("");
   cfg.tls_server_name = a.Get("tls-server-name").value_or("");
+  cfg.ApplySecurityEnvironment();  // $KVHUB_TOKEN, $KVHUB_TLS_*: for what the flags left empty
   return Client::Create(std::move(cfg));
 }
 
