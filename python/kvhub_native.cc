@@ -26,6 +26,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "codec/block_format.h"
+#include "codec/codec.h"
 #include "common/keys.h"
 #include "common/model_spec.h"
 
@@ -182,6 +184,112 @@ PyFetchResult ToPy(const FetchResult& r) {
   p.sizes = r.sizes;
   for (const absl::Status& s : r.status) p.errors.push_back(ErrorText(s));
   return p;
+}
+
+// ---- codecs (codec/codec.h): KV blocks as numpy arrays [layer][k|v][token][head][dim]
+
+// The element type numpy arrays carry for `d`: bf16 and fp16 travel as their
+// 16-bit patterns (numpy has no bfloat16), fp32 as float32.
+py::dtype ArrayDtype(DType d) {
+  return d == DType::kFp32 ? py::dtype::of<float>() : py::dtype::of<uint16_t>();
+}
+
+// Checks `a` is C-contiguous [layers][2][tokens][kv_heads][head_dim] of the spec's
+// element type; returns its shape.
+codec::KvShape ShapeOf(const py::array& a, const ModelSpec& spec) {
+  if (a.ndim() != 5 || a.shape(0) != spec.layers || a.shape(1) != 2 || a.shape(3) != spec.kv_heads ||
+      a.shape(4) != spec.head_dim) {
+    throw Error(absl::InvalidArgumentError(absl::StrCat(
+        "kv must have shape [layers=", spec.layers, ", 2, tokens, kv_heads=", spec.kv_heads,
+        ", head_dim=", spec.head_dim, "] for this spec")));
+  }
+  if (!a.dtype().is(ArrayDtype(spec.dtype))) {
+    throw Error(absl::InvalidArgumentError(absl::StrCat(
+        "kv must be ", spec.dtype == DType::kFp32 ? "float32" : "uint16 (the 16-bit patterns of ",
+        DTypeName(spec.dtype), spec.dtype == DType::kFp32 ? "" : ")", " for this spec")));
+  }
+  if (!(a.flags() & py::array::c_style)) throw Error(absl::InvalidArgumentError("kv must be C-contiguous"));
+  codec::KvShape s;
+  s.layers = spec.layers;
+  s.kv_heads = spec.kv_heads;
+  s.head_dim = spec.head_dim;
+  s.tokens = static_cast<uint32_t>(a.shape(2));
+  s.dtype = spec.dtype;
+  if (absl::Status v = s.Validate(); !v.ok()) throw Error(v);
+  return s;
+}
+
+py::bytes Encode(const py::array& kv, const ModelSpec& spec, int64_t base_position, const std::string& codec_name,
+                 uint32_t group_size, uint32_t sink_tokens, bool keys_pre_rope) {
+  codec::CodecParams p;
+  p.codec = Check(codec::ParseCodecName(codec_name));
+  p.group_size = group_size;
+  p.sink_tokens = sink_tokens;
+  p.keys_pre_rope = keys_pre_rope;
+  if (absl::Status v = p.Validate(); !v.ok()) throw Error(v);
+  codec::KvView view;
+  view.shape = ShapeOf(kv, spec);
+  view.data = static_cast<const uint8_t*>(kv.data());
+  view.size = view.shape.RawBytes();
+  view.base_position = base_position;
+  view.rope_base = spec.rope_base;
+  view.rope_pairing = spec.rope_pairing;
+  view.fingerprint = spec.Fingerprint();
+  std::vector<uint8_t> out;
+  absl::Status s;
+  {
+    py::gil_scoped_release nogil;
+    s = codec::Encode(view, p, &out);
+  }
+  if (!s.ok()) throw Error(s);
+  return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+codec::BlockHeader Inspect(const py::buffer& block, py::buffer_info* info) {
+  *info = block.request();
+  const auto n = static_cast<size_t>(info->size * info->itemsize);
+  return Check(codec::InspectBlock(absl::Span<const uint8_t>(static_cast<const uint8_t*>(info->ptr), n)));
+}
+
+py::array Decode(const py::buffer& block, std::optional<int64_t> target_position) {
+  py::buffer_info info;
+  const codec::BlockHeader h = Inspect(block, &info);
+  py::array out(ArrayDtype(h.shape.dtype),
+                std::vector<py::ssize_t>{h.shape.layers, 2, h.shape.tokens, h.shape.kv_heads, h.shape.head_dim});
+  codec::KvMutableView view;
+  view.shape = h.shape;
+  view.data = static_cast<uint8_t*>(out.mutable_data());
+  view.size = h.shape.RawBytes();
+  codec::DecodeOptions o;
+  o.target_position = target_position;
+  const auto n = static_cast<size_t>(info.size * info.itemsize);
+  absl::Status s;
+  {
+    py::gil_scoped_release nogil;
+    s = codec::Decode(absl::Span<const uint8_t>(static_cast<const uint8_t*>(info.ptr), n), view, o);
+  }
+  if (!s.ok()) throw Error(s);
+  return out;
+}
+
+py::dict InspectDict(const py::buffer& block) {
+  py::buffer_info info;
+  const codec::BlockHeader h = Inspect(block, &info);
+  py::dict d;
+  d["codec"] = std::string(codec::CodecName(h.codec));
+  d["layers"] = h.shape.layers;
+  d["kv_heads"] = h.shape.kv_heads;
+  d["head_dim"] = h.shape.head_dim;
+  d["tokens"] = h.shape.tokens;
+  d["dtype"] = std::string(DTypeName(h.shape.dtype));
+  d["base_position"] = h.base_position;
+  d["group_size"] = h.group_size;
+  d["sink_tokens"] = h.sink_tokens;
+  d["keys_pre_rope"] = h.keys_pre_rope();
+  d["fingerprint"] = h.fingerprint.Hex();
+  d["raw_bytes"] = h.raw_bytes;
+  d["bytes"] = h.total_bytes();
+  return d;
 }
 
 // The Python-facing client: a kvhub::Client and its parsed spec cache.
@@ -376,6 +484,17 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("ns"), py::arg("spec"), py::arg("tokens"),
       "The 16-byte keys of every full block of `tokens` (DESIGN §2).");
+
+  m.def("encode", &Encode, py::arg("kv"), py::arg("spec"), py::arg("base_position") = 0,
+        py::arg("codec") = "kivi4", py::arg("group_size") = 64, py::arg("sink_tokens") = 1,
+        py::arg("keys_pre_rope") = false,
+        "Encodes one block's KV, a C-contiguous array [layers][2][tokens][kv_heads][head_dim] (uint16 bit "
+        "patterns for bf16/fp16 specs, float32 for fp32), with codec raw|lossless|fp8|int8|kivi4|kivi2 "
+        "(docs/codecs.md). base_position: the absolute position of its first token. Returns the block bytes.");
+  m.def("decode", &Decode, py::arg("block"), py::arg("target_position") = py::none(),
+        "Decodes a block (checksums verified) into a new array [layers][2][tokens][kv_heads][head_dim]; "
+        "target_position re-rotates RoPE keys to that absolute position.");
+  m.def("inspect", &InspectDict, py::arg("block"), "The block's header as a dict (codec, shape, positions, sizes).");
 
   py::class_<PyPutResult>(m, "PutResult")
       .def_readonly("stored", &PyPutResult::stored)

@@ -7,11 +7,13 @@ the compiled module `kvhub._native` (python/kvhub_native.cc; docs/client.md,
 """
 
 try:
-    from kvhub._native import Client, Error, FetchResult, LookupResult, ModelSpec, PutResult, block_keys  # noqa: F401
+    from kvhub._native import (Client, Error, FetchResult, LookupResult, ModelSpec, PutResult,  # noqa: F401
+                               block_keys, decode, encode, inspect)
 except ImportError as e:  # the pure-Python part (keys) still works from the source tree
     _native_error = e
 
-    _NATIVE = {"Client", "Error", "FetchResult", "LookupResult", "ModelSpec", "PutResult", "block_keys"}
+    _NATIVE = {"Client", "Error", "FetchResult", "LookupResult", "ModelSpec", "PutResult", "block_keys", "decode",
+               "encode", "inspect"}
 
     def __getattr__(name):
         if name not in _NATIVE:  # e.g. the submodule `keys`: imported normally
