@@ -51,6 +51,28 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->config_ = config;
   srv->started_ = absl::Now();
   const int threads = ResolveThreads(config.worker_threads);
+  // Security first: a bad tokens file or certificate stops kvhubd before it maps
+  // memory or listens.
+  absl::StatusOr<ServerSecurity> security = MakeServerSecurity(config);
+  if (!security.ok()) return security.status();
+  if (!config.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(config.auth_tokens_file);
+    if (!auth.ok()) return auth.status();
+    srv->auth_ = *std::move(auth);
+  }
+  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
+                        absl::StartsWith(config.grpc_address, "localhost:") ||
+                        absl::StartsWith(config.grpc_address, "[::1]:");
+  if (srv->auth_ == nullptr) {
+    spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
+                "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
+                "read and write every namespace",
+                security->description, config.grpc_address);
+  } else {
+    KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
+              srv->auth_->size(), config.auth_tokens_file);
+  }
+
   if (config.gpu_tier_bytes > 0) {  // first: without the GPU it asks for, kvhubd does not start
     storage::GpuTierConfig gc;
     gc.capacity_bytes = config.gpu_tier_bytes;
@@ -81,27 +103,6 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
-
-  // Security first: a bad tokens file or certificate stops kvhubd before it listens.
-  absl::StatusOr<ServerSecurity> security = MakeServerSecurity(config);
-  if (!security.ok()) return security.status();
-  if (!config.auth_tokens_file.empty()) {
-    absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(config.auth_tokens_file);
-    if (!auth.ok()) return auth.status();
-    srv->auth_ = *std::move(auth);
-  }
-  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
-                        absl::StartsWith(config.grpc_address, "localhost:") ||
-                        absl::StartsWith(config.grpc_address, "[::1]:");
-  if (srv->auth_ == nullptr) {
-    spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
-                "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
-                "read and write every namespace",
-                security->description, config.grpc_address);
-  } else {
-    KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
-              srv->auth_->size(), config.auth_tokens_file);
-  }
 
   // gRPC first: the node id may depend on the bound port.
   grpc::ServerBuilder builder;
