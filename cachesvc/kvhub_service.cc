@@ -130,8 +130,30 @@ grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, 
   return Finish(ctx, rpc, start, handler());
 }
 
+grpc::Status KvHubService::AuthorizeGrants(const grpc::CallbackServerContext* ctx, storage::TransferAccess access,
+                                           const google::protobuf::RepeatedField<uint64_t>& ids) const {
+  const AuthGrant* grant = nullptr;
+  if (grpc::Status a = Authorize(ctx, nullptr, false, &grant); !a.ok() || grant == nullptr) return a;
+  for (uint64_t id : ids) {
+    if (absl::Status s = GrantAllowed(*grant, access, id); !s.ok()) return ToGrpc(s);
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const {
+  if (grant.all_namespaces) return absl::OkStatus();
+  absl::StatusOr<uint64_t> tag = store_->GrantNamespaceTag(access, id);
+  if (!tag.ok()) return absl::OkStatus();  // unknown or ended: the call itself says NOT_FOUND
+  for (const std::string& ns : grant.namespaces) {
+    if (storage::BlockStore::NamespaceTag(ns) == *tag) return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      access == storage::TransferAccess::kWrite ? "reservation " : "lease ", id,
+      " belongs to a namespace this token may not use (tokens file line ", grant.line, ")"));
+}
+
 grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
-                                     bool every_namespace) const {
+                                     bool every_namespace, const AuthGrant** grant_out) const {
   if (auth_ == nullptr) return grpc::Status::OK;
   const auto& md = ctx->client_metadata();
   const auto it = md.find(std::string(kAuthMetadataKey));
@@ -139,6 +161,7 @@ grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, con
   if (it != md.end()) value = absl::string_view(it->second.data(), it->second.size());
   absl::StatusOr<const AuthGrant*> grant = auth_->Authenticate(it != md.end() ? &value : nullptr);
   if (!grant.ok()) return ToGrpc(grant.status());
+  if (grant_out != nullptr) *grant_out = *grant;
   if (every_namespace && !(*grant)->all_namespaces) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "UCX exposes the shard's whole host tier to a connected client: Connect needs a token "
@@ -203,7 +226,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       Done(StoppingStatus());
       return;
     }
-    if (grpc::Status a = service_->Authorize(ctx, nullptr); !a.ok()) {
+    if (grpc::Status a = service_->Authorize(ctx, nullptr, false, &grant_); !a.ok()) {
       Done(a);
       return;
     }
@@ -217,6 +240,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       return;
     }
     absl::Status s = ValidatePutDataChunk(chunk_);
+    if (s.ok() && grant_ != nullptr) s = service_->GrantAllowed(*grant_, storage::TransferAccess::kWrite, chunk_.reservation_id());
     if (s.ok()) s = service_->reservations_->Write(chunk_.reservation_id(), chunk_.offset(), chunk_.data());
     if (s.ok()) service_->metrics_->AddGrpcBytes(/*get=*/false, chunk_.data().size());
     if (!s.ok()) {
@@ -242,6 +266,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
   v1::PutDataResponse* const resp_;
   const absl::Time start_;
   v1::PutDataChunk chunk_;
+  const AuthGrant* grant_ = nullptr;  // the caller's token (auth on), for each chunk's reservation
   uint64_t written_ = 0;
 };
 
@@ -277,7 +302,10 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
 
 grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
                                                   const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
-  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] { return DoPutCommit(*req, resp); });
+  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] {
+    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kWrite, req->reservation_ids());
+    return a.ok() ? DoPutCommit(*req, resp) : a;
+  });
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -299,7 +327,10 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
 
 grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
                                                  const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
-  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] { return DoPutAbort(*req, resp); });
+  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] {
+    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kWrite, req->reservation_ids());
+    return a.ok() ? DoPutAbort(*req, resp) : a;
+  });
 }
 
 // ---------------------------------------------------------------- Put (inline)
@@ -740,7 +771,10 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
 
 grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                 v1::ReleaseResponse* resp) {
-  return Serve(ctx, Rpc::kRelease, nullptr, [&] { return DoRelease(*req, resp); });
+  return Serve(ctx, Rpc::kRelease, nullptr, [&] {
+    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kRead, req->lease_ids());
+    return a.ok() ? DoRelease(*req, resp) : a;
+  });
 }
 
 grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {

@@ -187,8 +187,15 @@ class KvHubService final : public KvHubCallbackBase {
   // With auth on: UNAUTHENTICATED without a valid token; PERMISSION_DENIED when it
   // does not allow `ns` (if given) or, with `every_namespace`, is not a '*' token.
   // OK when auth is off.
+  // `grant_out` (optional) receives the caller's grant (left null when auth is off).
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
-                         bool every_namespace = false) const;
+                         bool every_namespace = false, const AuthGrant** grant_out = nullptr) const;
+  // Reservation ids (kWrite) or lease ids (kRead) of a by-id call: with auth on,
+  // each live one must belong to a namespace the caller's token may use
+  // (PERMISSION_DENIED naming the id otherwise; unknown ids are left to the call).
+  grpc::Status AuthorizeGrants(const grpc::CallbackServerContext* ctx, storage::TransferAccess access,
+                               const google::protobuf::RepeatedField<uint64_t>& ids) const;
+  absl::Status GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const;
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                    const grpc::Status& status);
 

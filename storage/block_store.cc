@@ -1,5 +1,7 @@
 #include "storage/block_store.h"
 
+#include "common/hash.h"
+
 #include "absl/strings/str_cat.h"
 #include "storage/host_block_store.h"
 #include "storage/size_classes.h"
@@ -54,6 +56,8 @@ absl::Status BlockStoreConfig::Validate() const {
   if (max_blocks > (1u << 24)) return bad("max_blocks must be <= 16M, got ", max_blocks);
   return eviction.Validate();
 }
+
+uint64_t BlockStore::NamespaceTag(absl::string_view ns) { return Xxh3_64(ns.data(), ns.size()); }
 
 absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Create(const BlockStoreConfig& config,
                                                                Clock* clock, RegionProvider provider) {

@@ -197,6 +197,13 @@ class BlockStore {
                                                  const BlockLocation& range) = 0;
   virtual void EndTransfer(TransferAccess access, uint64_t hold) = 0;
 
+  // Which namespace a live grant belongs to, as NamespaceTag(ns): a reservation
+  // id (kWrite) or a lease id (kRead). NOT_FOUND for an unknown, ended or expired
+  // grant. For authorization (a client may end only its own namespaces' grants).
+  virtual absl::StatusOr<uint64_t> GrantNamespaceTag(TransferAccess access, uint64_t grant_id) = 0;
+  // The 64-bit tag the store keys namespaces by (XXH3-64 of the name).
+  static uint64_t NamespaceTag(absl::string_view ns);
+
   // Reclaims expired reservations and leases; returns how many. The daemon calls
   // it periodically; tests call it after advancing a ManualClock.
   virtual size_t ExpireNow() = 0;

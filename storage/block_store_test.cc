@@ -425,6 +425,27 @@ TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) 
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(BlockStoreTest, GrantsNameTheirNamespaceWhileTheyLive) {
+  auto b = Bytes(1, 1000);
+  auto r = store_->Reserve("a", Key(1), b.size(), Sum(b));
+  ASSERT_TRUE(r.ok());
+  auto tag = store_->GrantNamespaceTag(TransferAccess::kWrite, r->id);
+  ASSERT_TRUE(tag.ok()) << tag.status();
+  EXPECT_EQ(*tag, BlockStore::NamespaceTag("a"));
+  EXPECT_NE(*tag, BlockStore::NamespaceTag("b"));
+  EXPECT_EQ(store_->GrantNamespaceTag(TransferAccess::kRead, r->id).status().code(), absl::StatusCode::kNotFound);
+  std::memcpy(r->data, b.data(), b.size());
+  ASSERT_TRUE(store_->Commit(r->id).ok());
+  EXPECT_EQ(store_->GrantNamespaceTag(TransferAccess::kWrite, r->id).status().code(), absl::StatusCode::kNotFound);
+  auto l = store_->Acquire("a", Key(1));
+  ASSERT_TRUE(l.ok());
+  tag = store_->GrantNamespaceTag(TransferAccess::kRead, l->id);
+  ASSERT_TRUE(tag.ok());
+  EXPECT_EQ(*tag, BlockStore::NamespaceTag("a"));
+  ASSERT_TRUE(store_->Release(l->id).ok());
+  EXPECT_EQ(store_->GrantNamespaceTag(TransferAccess::kRead, l->id).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(BlockStoreTest, WatermarksEvictDownToLowAndKeepServing) {
   const uint64_t cap = 4ull << 20;
   uint64_t max_alloc = 0;

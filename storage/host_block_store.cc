@@ -10,7 +10,7 @@
 namespace kvhub::storage {
 namespace {
 
-uint64_t NsTag(absl::string_view ns) { return Xxh3_64(ns.data(), ns.size()); }
+uint64_t NsTag(absl::string_view ns) { return BlockStore::NamespaceTag(ns); }
 
 absl::Status CheckSize(uint64_t size, uint64_t max) {
   if (size == 0) return absl::InvalidArgumentError("block size must be > 0");
@@ -491,6 +491,24 @@ void HostBlockStore::DropLease(uint32_t idx) {
     --stats_.leased_blocks;
     if (slot.state == State::kZombie) FreeSlot(s);
   }
+}
+
+absl::StatusOr<uint64_t> HostBlockStore::GrantNamespaceTag(TransferAccess access, uint64_t grant_id) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = NowNs();
+  uint32_t s = kNoSlot;
+  if (access == TransferAccess::kWrite) {
+    s = ReservationSlot(grant_id);
+    if (s != kNoSlot && (slots_[s].state != State::kReserved || slots_[s].expires_ns <= now)) s = kNoSlot;
+  } else {
+    const uint32_t idx = static_cast<uint32_t>(grant_id);
+    if (idx < leases_.size() && leases_[idx].slot != kNoSlot &&
+        leases_[idx].gen == static_cast<uint32_t>(grant_id >> 32) && leases_[idx].expires_ns > now) {
+      s = leases_[idx].slot;
+    }
+  }
+  if (s == kNoSlot) return absl::NotFoundError("unknown or expired grant");
+  return index_.ns_tag(s);
 }
 
 absl::Status HostBlockStore::Release(uint64_t lease_id) {

@@ -48,6 +48,8 @@ class HostBlockStore final : public BlockStore {
   absl::Status Release(uint64_t lease_id) override;
   absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
   absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
+  absl::StatusOr<uint64_t> GrantNamespaceTag(TransferAccess access, uint64_t grant_id) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<uint64_t> BeginTransfer(TransferAccess access, uint64_t grant_id,
                                          const BlockLocation& range) override;
   void EndTransfer(TransferAccess access, uint64_t hold) override;

@@ -13,6 +13,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "common/hash.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/kvhubd_process.h"
@@ -182,6 +187,93 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   auto st = (*c)->Stats();
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_EQ(st[0].stats->tiers(0).used_bytes(), 6u * data.size());
+}
+
+// Reservation and lease ids are bound to their namespace: a token for tenant-a
+// cannot abort, write into or release tenant-b's grants by naming their ids.
+TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
+  const std::string tokens = WriteFile(
+      "grant_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens});
+  ASSERT_NE(shard, nullptr);
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto ctx = [](const char* token) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    return c;
+  };
+  const std::string data(4096, 'b');
+  const auto key = kKey.Bytes();
+  // tenant-b's reservation, made with the ops token.
+  v1::PutStartRequest ps;
+  ps.set_namespace_("tenant-b");
+  v1::PutItem* item = ps.add_items();
+  item->set_key(std::string(key.begin(), key.end()));
+  item->set_size(data.size());
+  item->set_checksum(Xxh3_64(data.data(), data.size()));
+  v1::PutStartResponse psr;
+  ASSERT_TRUE(stub->PutStart(ctx(kOpsToken).get(), ps, &psr).ok());
+  ASSERT_EQ(psr.items_size(), 1);
+  const uint64_t rid = psr.items(0).reservation_id();
+  ASSERT_NE(rid, 0u);
+
+  v1::PutAbortRequest abort;
+  abort.add_reservation_ids(rid);
+  v1::PutAbortResponse abr;
+  grpc::Status s = stub->PutAbort(ctx(kTenantToken).get(), abort, &abr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("reservation"));
+  {
+    v1::PutDataResponse pdr;
+    auto c = ctx(kTenantToken);
+    auto writer = stub->PutData(c.get(), &pdr);
+    v1::PutDataChunk chunk;
+    chunk.set_reservation_id(rid);
+    chunk.set_data(std::string(data.size(), 'X'));  // would corrupt the block
+    writer->Write(chunk);
+    writer->WritesDone();
+    s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  }
+  {  // The owner writes and commits: the block is tenant-b's bytes, untouched.
+    v1::PutDataResponse pdr;
+    auto c = ctx(kOpsToken);
+    auto writer = stub->PutData(c.get(), &pdr);
+    v1::PutDataChunk chunk;
+    chunk.set_reservation_id(rid);
+    chunk.set_data(data);
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    v1::PutCommitRequest commit;
+    commit.add_reservation_ids(rid);
+    v1::PutCommitResponse cr;
+    ASSERT_TRUE(stub->PutCommit(ctx(kOpsToken).get(), commit, &cr).ok());
+    EXPECT_EQ(cr.items(0).code(), 0) << cr.items(0).message();
+  }
+  // A lease on tenant-b's block cannot be released by tenant-a.
+  v1::GetRequest get;
+  get.set_namespace_("tenant-b");
+  get.set_keys(std::string(key.begin(), key.end()));
+  get.set_inline_data(false);
+  v1::GetResponse gr;
+  ASSERT_TRUE(stub->Get(ctx(kOpsToken).get(), get, &gr).ok());
+  ASSERT_EQ(gr.blocks_size(), 1);
+  const uint64_t lease = gr.blocks(0).lease_id();
+  ASSERT_NE(lease, 0u);
+  v1::ReleaseRequest rel;
+  rel.add_lease_ids(lease);
+  v1::ReleaseResponse rr;
+  s = stub->Release(ctx(kTenantToken).get(), rel, &rr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  ASSERT_TRUE(stub->Release(ctx(kOpsToken).get(), rel, &rr).ok());
+  EXPECT_EQ(rr.items(0).code(), 0);
+  auto ops = Client::Create(Config(*shard, kOpsToken));
+  ASSERT_TRUE(ops.ok());
+  auto got = GetOne(**ops, "tenant-b", data.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(std::string(got->begin(), got->end()), data);
+  std::remove(tokens.c_str());
 }
 
 TEST(ClusterSecurityTest, BadTokensFilesStopKvhubdWithTheLine) {
