@@ -553,5 +553,7 @@ PYBIND11_MODULE(_native, m) {
       .def("stats", &PyClient::Stats, "One dict per member: its Stats, or 'error'.")
       .def("transport_stats", &PyClient::TransportStats,
            "Per member: the data plane in use and the block bytes this client moved over UCX and gRPC.")
-      .def("close", &PyClient::Close, "Ends the client's sessions and connections; later calls raise.");
+      .def("close", &PyClient::Close, "Ends the client's sessions and connections; later calls raise.")
+      .def("__enter__", [](PyClient& c) -> PyClient& { return c; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyClient& c, py::args) { c.Close(); });
 }

@@ -144,6 +144,10 @@ class PythonClientTest(unittest.TestCase):
         c.close()
         with self.assertRaisesRegex(kvhub.Error, "closed"):
             c.stats()
+        with kvhub.Client(self.members, transport="grpc") as scoped:
+            self.assertEqual(len(scoped.stats()), 2)
+        with self.assertRaisesRegex(kvhub.Error, "closed"):
+            scoped.stats()
 
     def test_threads_share_one_client(self):
         c = kvhub.Client(self.members, transport="grpc")
