@@ -240,7 +240,9 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       return;
     }
     absl::Status s = ValidatePutDataChunk(chunk_);
-    if (s.ok() && grant_ != nullptr) s = service_->GrantAllowed(*grant_, storage::TransferAccess::kWrite, chunk_.reservation_id());
+    if (s.ok() && grant_ != nullptr) {
+      s = service_->GrantAllowed(*grant_, storage::TransferAccess::kWrite, chunk_.reservation_id());
+    }
     if (s.ok()) s = service_->reservations_->Write(chunk_.reservation_id(), chunk_.offset(), chunk_.data());
     if (s.ok()) service_->metrics_->AddGrpcBytes(/*get=*/false, chunk_.data().size());
     if (!s.ok()) {

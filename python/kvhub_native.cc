@@ -474,7 +474,8 @@ PYBIND11_MODULE(_native, m) {
            "rope_base=500000,block_tokens=256'.")
       .def_property_readonly("block_tokens", [](const ModelSpec& s) { return s.block_tokens; })
       .def_property_readonly("fingerprint", [](const ModelSpec& s) { return s.Fingerprint().Hex(); })
-      .def("__repr__", [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); });
+      .def("__repr__",
+           [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); });
 
   m.def(
       "block_keys",

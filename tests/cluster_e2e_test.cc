@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "tests/testing/kvhubd_process.h"
+#include "tests/testing/raw_calls.h"
 
 namespace kvhub {
 namespace {
@@ -536,23 +537,10 @@ TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {
     ASSERT_TRUE(stub->PutStart(&ctx, req, &started).ok());
     ASSERT_EQ(started.items_size(), 1);
     ASSERT_EQ(started.items(0).status().code(), 0) << started.items(0).status().message();
-    const uint64_t rid = started.items(0).reservation_id();
-    grpc::ClientContext wctx;
-    v1::PutDataResponse wrote;
-    auto writer = stub->PutData(&wctx, &wrote);
-    v1::PutDataChunk chunk;
-    chunk.set_reservation_id(rid);
-    chunk.set_data(data);
-    ASSERT_TRUE(writer->Write(chunk));
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-    v1::PutCommitRequest commit;
-    commit.add_reservation_ids(rid);
-    v1::PutCommitResponse committed;
-    grpc::ClientContext cctx;
-    ASSERT_TRUE(stub->PutCommit(&cctx, commit, &committed).ok());
-    ASSERT_EQ(committed.items_size(), 1);
-    EXPECT_EQ(committed.items(0).code(), 15) << committed.items(0).message();
+    absl::StatusOr<v1::ItemStatus> committed =
+        testing::RawWriteAndCommit(*stub, started.items(0).reservation_id(), data);
+    ASSERT_TRUE(committed.ok()) << committed.status();
+    EXPECT_EQ(committed->code(), 15) << committed->message();  // DATA_LOSS
   }
   // Nothing became visible.
   ClientConfig cfg = cluster->Config();

@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/kvhubd_process.h"
+#include "tests/testing/raw_calls.h"
 #include "tests/testing/run_command.h"
 
 namespace kvhub {
@@ -236,20 +237,12 @@ TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   }
   {  // The owner writes and commits: the block is tenant-b's bytes, untouched.
-    v1::PutDataResponse pdr;
-    auto c = ctx(kOpsToken);
-    auto writer = stub->PutData(c.get(), &pdr);
-    v1::PutDataChunk chunk;
-    chunk.set_reservation_id(rid);
-    chunk.set_data(data);
-    ASSERT_TRUE(writer->Write(chunk));
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-    v1::PutCommitRequest commit;
-    commit.add_reservation_ids(rid);
-    v1::PutCommitResponse cr;
-    ASSERT_TRUE(stub->PutCommit(ctx(kOpsToken).get(), commit, &cr).ok());
-    EXPECT_EQ(cr.items(0).code(), 0) << cr.items(0).message();
+    absl::StatusOr<v1::ItemStatus> committed =
+        testing::RawWriteAndCommit(*stub, rid, data, [](grpc::ClientContext* c) {
+          c->AddMetadata("authorization", absl::StrCat("Bearer ", kOpsToken));
+        });
+    ASSERT_TRUE(committed.ok()) << committed.status();
+    EXPECT_EQ(committed->code(), 0) << committed->message();
   }
   // A lease on tenant-b's block cannot be released by tenant-a.
   v1::GetRequest get;
