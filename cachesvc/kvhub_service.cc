@@ -122,22 +122,20 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
 
 template <typename Handler>
 grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
-                                              Handler&& handler) {
+                                              Handler&& handler, GrantIds grants) {
   absl::Time start = absl::Now();
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
-  if (grpc::Status a = Authorize(ctx, ns); !a.ok()) return Finish(ctx, rpc, start, a);
-  return Finish(ctx, rpc, start, handler());
-}
-
-grpc::Status KvHubService::AuthorizeGrants(const grpc::CallbackServerContext* ctx, storage::TransferAccess access,
-                                           const google::protobuf::RepeatedField<uint64_t>& ids) const {
   const AuthGrant* grant = nullptr;
-  if (grpc::Status a = Authorize(ctx, nullptr, false, &grant); !a.ok() || grant == nullptr) return a;
-  for (uint64_t id : ids) {
-    if (absl::Status s = GrantAllowed(*grant, access, id); !s.ok()) return ToGrpc(s);
+  if (grpc::Status a = Authorize(ctx, ns, false, &grant); !a.ok()) return Finish(ctx, rpc, start, a);
+  if (grant != nullptr && grants.ids != nullptr) {
+    for (uint64_t id : *grants.ids) {
+      if (absl::Status s = GrantAllowed(*grant, grants.access, id); !s.ok()) {
+        return Finish(ctx, rpc, start, ToGrpc(s));
+      }
+    }
   }
-  return grpc::Status::OK;
+  return Finish(ctx, rpc, start, handler());
 }
 
 absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const {
@@ -240,8 +238,10 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       return;
     }
     absl::Status s = ValidatePutDataChunk(chunk_);
-    if (s.ok() && grant_ != nullptr) {
+    if (s.ok() && grant_ != nullptr && chunk_.reservation_id() != allowed_reservation_) {
+      // Chunks of one reservation arrive together: its namespace is checked once.
       s = service_->GrantAllowed(*grant_, storage::TransferAccess::kWrite, chunk_.reservation_id());
+      if (s.ok()) allowed_reservation_ = chunk_.reservation_id();
     }
     if (s.ok()) s = service_->reservations_->Write(chunk_.reservation_id(), chunk_.offset(), chunk_.data());
     if (s.ok()) service_->metrics_->AddGrpcBytes(/*get=*/false, chunk_.data().size());
@@ -269,6 +269,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
   const absl::Time start_;
   v1::PutDataChunk chunk_;
   const AuthGrant* grant_ = nullptr;  // the caller's token (auth on), for each chunk's reservation
+  uint64_t allowed_reservation_ = 0;  // the last reservation grant_ was checked against
   uint64_t written_ = 0;
 };
 
@@ -304,10 +305,8 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
 
 grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
                                                   const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
-  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] {
-    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kWrite, req->reservation_ids());
-    return a.ok() ? DoPutCommit(*req, resp) : a;
-  });
+  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] { return DoPutCommit(*req, resp); },
+               {storage::TransferAccess::kWrite, &req->reservation_ids()});
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -329,10 +328,8 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
 
 grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
                                                  const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
-  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] {
-    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kWrite, req->reservation_ids());
-    return a.ok() ? DoPutAbort(*req, resp) : a;
-  });
+  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] { return DoPutAbort(*req, resp); },
+               {storage::TransferAccess::kWrite, &req->reservation_ids()});
 }
 
 // ---------------------------------------------------------------- Put (inline)
@@ -773,10 +770,8 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
 
 grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                 v1::ReleaseResponse* resp) {
-  return Serve(ctx, Rpc::kRelease, nullptr, [&] {
-    grpc::Status a = AuthorizeGrants(ctx, storage::TransferAccess::kRead, req->lease_ids());
-    return a.ok() ? DoRelease(*req, resp) : a;
-  });
+  return Serve(ctx, Rpc::kRelease, nullptr, [&] { return DoRelease(*req, resp); },
+               {storage::TransferAccess::kRead, &req->lease_ids()});
 }
 
 grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {

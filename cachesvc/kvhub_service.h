@@ -53,6 +53,13 @@ using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCa
                     v1::KvHub::WithCallbackMethod_Health<v1::KvHub::WithCallbackMethod_Connect<
                         v1::KvHub::WithCallbackMethod_Session<v1::KvHub::Service>>>>>>>>>>>>>>>;
 
+// The grant ids a by-id call names (KvHubService::Serve): reservation ids (kWrite)
+// or lease ids (kRead); none when `ids` is null.
+struct GrantIds {
+  storage::TransferAccess access = storage::TransferAccess::kRead;
+  const google::protobuf::RepeatedField<uint64_t>* ids = nullptr;
+};
+
 class KvHubService final : public KvHubCallbackBase {
  public:
   KvHubService(const KvhubdConfig& config, storage::BlockStore* store, ReservationTable* reservations,
@@ -180,21 +187,19 @@ class KvHubService final : public KvHubCallbackBase {
   // One unary RPC: latency timing, in-flight accounting, refusal while stopping,
   // then `handler()` (returning grpc::Status) and Finish.
   // `ns`: the request's namespace, which the caller's token must allow (nullptr:
-  // any valid token will do).
+  // any valid token will do). `grants`: the reservation ids (kWrite) or lease ids
+  // (kRead) of a by-id call, each live one of which must belong to a namespace the
+  // token allows (PERMISSION_DENIED naming the id; unknown ids are left to the call).
   template <typename Handler>
   grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
-                                  Handler&& handler);
+                                  Handler&& handler, GrantIds grants = {});
   // With auth on: UNAUTHENTICATED without a valid token; PERMISSION_DENIED when it
   // does not allow `ns` (if given) or, with `every_namespace`, is not a '*' token.
   // OK when auth is off.
   // `grant_out` (optional) receives the caller's grant (left null when auth is off).
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
                          bool every_namespace = false, const AuthGrant** grant_out = nullptr) const;
-  // Reservation ids (kWrite) or lease ids (kRead) of a by-id call: with auth on,
-  // each live one must belong to a namespace the caller's token may use
-  // (PERMISSION_DENIED naming the id otherwise; unknown ids are left to the call).
-  grpc::Status AuthorizeGrants(const grpc::CallbackServerContext* ctx, storage::TransferAccess access,
-                               const google::protobuf::RepeatedField<uint64_t>& ids) const;
+  // OK when `grant` may use the namespace of grant id `id` (or `id` is not live).
   absl::Status GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const;
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                    const grpc::Status& status);

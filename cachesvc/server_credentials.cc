@@ -7,6 +7,7 @@
 #include "grpcpp/security/server_credentials.h"
 
 namespace kvhub::cachesvc {
+
 absl::StatusOr<ServerSecurity> MakeServerSecurity(const KvhubdConfig& config) {
   ServerSecurity out;
   if (config.tls_cert_file.empty()) {

@@ -19,14 +19,13 @@ namespace {
 // flight that is its backup poller, every 5 s by default. Then a restarted shard stays
 // unreachable for up to 5 s, and a shard's graceful stop waits up to 5 s for this
 // client to close its connections. 100 ms costs a few wakeups a second. Read by
-// grpc_init, so it takes effect only if set before the process's first gRPC object (credentials
-// included) exists: ChannelSecurity sets it before it makes any;
-// a value the user set in the environment is kept (docs/client.md).
+// grpc_init, so it takes effect only if set before the process's first gRPC object
+// (credentials included) exists: ChannelSecurity sets it before it makes any; a value
+// the user set in the environment is kept (docs/client.md).
 void SetGrpcBackupPollInterval() {
   static std::once_flag once;
   std::call_once(once, [] { setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100", /*overwrite=*/0); });
 }
-
 
 // Adds the bearer token to every call's initial metadata.
 class TokenInterceptor final : public grpc::experimental::Interceptor {
@@ -79,7 +78,6 @@ absl::StatusOr<ChannelSecurity> ChannelSecurity::FromConfig(const ClientConfig& 
     o.pem_private_key = *std::move(key);
   }
   s.credentials_ = grpc::SslCredentials(o);
-  s.tls_ = true;
   return s;
 }
 

@@ -30,11 +30,8 @@ class ChannelSecurity {
   // A channel to `address` with `args` (plus the TLS target-name override).
   std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, grpc::ChannelArguments args) const;
 
-  bool tls() const { return tls_; }
-
  private:
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
-  bool tls_ = false;
   std::string auth_token_;
   std::string server_name_;
 };

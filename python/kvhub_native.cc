@@ -124,13 +124,6 @@ Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
   return v;
 }
 
-TransportMode ParseTransport(const std::string& t) {
-  if (t == "auto") return TransportMode::kAuto;
-  if (t == "ucx") return TransportMode::kUcx;
-  if (t == "grpc") return TransportMode::kGrpc;
-  throw Error(absl::InvalidArgumentError(absl::StrCat("transport must be auto, ucx or grpc, not '", t, "'")));
-}
-
 struct PyPutResult {
   size_t stored = 0, skipped = 0, failed = 0;
   uint64_t bytes_uploaded = 0;
@@ -524,7 +517,7 @@ PYBIND11_MODULE(_native, m) {
                        const std::string& tls_server_name) {
              ClientConfig c;
              c.members = Check(ClientConfig::ParseMembers(members));
-             c.transport = ParseTransport(transport);
+             c.transport = Check(ParseTransportMode(transport));
              c.ucx_tls = ucx_tls;
              if (deadline_s > 0) c.control_deadline = absl::Seconds(deadline_s);
              c.auth_token = auth_token;

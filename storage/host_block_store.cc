@@ -10,8 +10,6 @@
 namespace kvhub::storage {
 namespace {
 
-uint64_t NsTag(absl::string_view ns) { return BlockStore::NamespaceTag(ns); }
-
 absl::Status CheckSize(uint64_t size, uint64_t max) {
   if (size == 0) return absl::InvalidArgumentError("block size must be > 0");
   if (size > max) {
@@ -117,7 +115,7 @@ size_t HostBlockStore::Lookup(absl::string_view ns, std::span<const BlockKey> ke
     std::fill(present.begin(), present.begin() + n, 0);
     return 0;
   }
-  const uint64_t tag = NsTag(ns);
+  const uint64_t tag = NamespaceTag(ns);
   size_t leading = 0;
   bool run = true;
   absl::MutexLock lock(&mu_);
@@ -271,7 +269,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
                                                     const PutOptions& options) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
-  const uint64_t tag = NsTag(ns);
+  const uint64_t tag = NamespaceTag(ns);
   const uint32_t cls = classes_.ClassFor(size);
   const uint64_t chunk = classes_.size(cls);
 
@@ -446,7 +444,7 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   if (lease < absl::ZeroDuration()) return absl::InvalidArgumentError("lease must be >= 0");
   if (lease == absl::ZeroDuration()) lease = config_.default_lease;
   lease = std::min(lease, config_.max_lease);
-  const uint64_t tag = NsTag(ns);
+  const uint64_t tag = NamespaceTag(ns);
   absl::MutexLock lock(&mu_);
   uint32_t s = index_.Find(key, tag);
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
@@ -532,7 +530,7 @@ absl::Status HostBlockStore::Release(uint64_t lease_id) {
 
 absl::Status HostBlockStore::Delete(absl::string_view ns, const BlockKey& key) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
-  const uint64_t tag = NsTag(ns);
+  const uint64_t tag = NamespaceTag(ns);
   absl::MutexLock lock(&mu_);
   uint32_t s = index_.Find(key, tag);
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
@@ -544,7 +542,7 @@ absl::Status HostBlockStore::Delete(absl::string_view ns, const BlockKey& key) {
 
 absl::Status HostBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool pin) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
-  const uint64_t tag = NsTag(ns);
+  const uint64_t tag = NamespaceTag(ns);
   absl::MutexLock lock(&mu_);
   uint32_t s = index_.Find(key, tag);
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
