@@ -840,6 +840,7 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
     resp->set_ucx_status(ucx_->status_text());
     resp->set_ucx_connections(ucx_->connections());
     resp->set_ucx_sessions(ucx_sessions());
+    resp->set_ucx_worker_resets(ucx_->worker_resets());
   } else {
     resp->set_ucx_status("ucx is not set up on this shard");
   }

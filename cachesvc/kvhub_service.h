@@ -131,6 +131,10 @@ class KvHubService final : public KvHubCallbackBase {
                                                       const v1::SessionRequest* req) override;
   // Session streams open now.
   uint64_t ucx_sessions() const ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // The UCX worker was replaced (UcxServer's reset handler): ends, with
+  // UNAVAILABLE, the Sessions of connections with ids below `first_conn_id`,
+  // whose UCX connections are gone; their clients Connect again.
+  void EndUcxSessionsBefore(uint64_t first_conn_id) ABSL_LOCKS_EXCLUDED(sessions_mu_);
 
   // The request handlers without gRPC around them (unit-testable, used by the above).
   grpc::Status DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
@@ -170,6 +174,10 @@ class KvHubService final : public KvHubCallbackBase {
   class GetStreamReactor;
   class PutDataReactor;
   class SessionReactor;
+  // Ends (without closing their UCX connections) the Sessions `which` selects by
+  // connection id; `for_good` refuses new ones from then on.
+  void EndSessions(const grpc::Status& status, const std::function<bool(uint64_t conn_id)>& which,
+                   bool for_good) ABSL_LOCKS_EXCLUDED(sessions_mu_);
   struct SliceLease {  // what zero-copy slices' destroy callbacks release, refcounted
     KvHubService* service = nullptr;
     uint64_t lease_id = 0;

@@ -63,6 +63,13 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
       }
     }
     if (!refused.ok()) return End(refused, false);
+    // The worker may have been replaced since the check above, after its
+    // sessions were ended: this one would then watch a connection that is gone.
+    if (absl::Status live = service_->ucx_->CheckLive(conn_id_); !live.ok()) {
+      return End(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              absl::StrCat("session: ", live.message(), "; Connect again")),
+                 false);
+    }
     // Tell the client the shard watches the connection now.
     absl::MutexLock l(&mu_);
     if (claimed_) return;  // BeginStop got there first
@@ -142,22 +149,34 @@ grpc::ServerWriteReactor<v1::SessionEvent>* KvHubService::Session(grpc::Callback
   return r;
 }
 
-void KvHubService::BeginStop() {
-  draining_.store(true, std::memory_order_release);
-  stopping_.store(true, std::memory_order_release);
+void KvHubService::EndSessions(const grpc::Status& status, const std::function<bool(uint64_t conn_id)>& which,
+                               bool for_good) {
   std::vector<SessionReactor*> live;
   {
     absl::MutexLock l(&sessions_mu_);
-    sessions_closed_ = true;
+    if (for_good) sessions_closed_ = true;
     for (auto& [id, r] : sessions_) {
+      if (!which(id)) continue;
       r->Ref();
       live.push_back(r);
     }
   }
   for (SessionReactor* r : live) {
-    r->End(StoppingStatus(), /*close=*/false);
+    r->End(status, /*close=*/false);
     r->Unref();
   }
+}
+
+void KvHubService::BeginStop() {
+  draining_.store(true, std::memory_order_release);
+  stopping_.store(true, std::memory_order_release);
+  EndSessions(StoppingStatus(), [](uint64_t) { return true; }, /*for_good=*/true);
+}
+
+void KvHubService::EndUcxSessionsBefore(uint64_t first_conn_id) {
+  EndSessions(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                           "the shard replaced its UCX worker (its shared-memory queue had stopped); Connect again"),
+              [first_conn_id](uint64_t id) { return id < first_conn_id; }, /*for_good=*/false);
 }
 
 uint64_t KvHubService::ucx_sessions() const {

@@ -136,6 +136,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
+      KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "shared memory in ucx_tls: ping the shard's own UCX worker this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
       KVHUB_STR_KEY("auth_tokens_file", auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication"),
       KVHUB_STR_KEY("tls_cert_file", tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)"),
       KVHUB_STR_KEY("tls_key_file", tls_key_file, "PEM private key of tls_cert_file"),
@@ -276,6 +277,10 @@ absl::Status KvhubdConfig::Validate() const {
   if (ucx_tls.size() > 256 ||
       std::any_of(ucx_tls.begin(), ucx_tls.end(), [](char c) { return !(isalnum(c) || c == ',' || c == '_' || c == '^'); })) {
     return bad("ucx_tls", "must be <= 256 chars of [A-Za-z0-9_,^] (a UCX_TLS list such as tcp or rc,tcp)");
+  }
+  if (ucx_probe_interval != absl::ZeroDuration() &&
+      (ucx_probe_interval < absl::Milliseconds(50) || ucx_probe_interval > absl::Minutes(10))) {
+    return bad("ucx_probe_ms", "must be 0 (off) or in 50..600000");
   }
   if (tls_cert_file.empty() != tls_key_file.empty()) {
     return bad(tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",

@@ -90,6 +90,15 @@ struct KvhubdConfig {
   // capacity_bytes; if UCX cannot allocate, kvhubd logs why and maps its own
   // regions (AM path). Ignored on other transports. Default true.
   bool ucx_shm_regions = true;
+  // With shared memory named in ucx_tls: how often the shard pings its own UCX
+  // worker over shared memory, and at once after a client's connection closes. A
+  // client killed while UCX writes its message into the worker's shared-memory
+  // queue leaves that queue stuck (UCX 1.13), and the worker then receives
+  // nothing over shared memory; when two pings in a row go unanswered (1 s each)
+  // kvhubd replaces the worker and ends every Session, and clients connect again
+  // (docs/transport.md "Recovery from a stuck shared-memory queue"). 0 turns the
+  // probe off. Default 1000.
+  absl::Duration ucx_probe_interval = absl::Milliseconds(1000);
 
   // Security (docs/operations.md, "Authentication and TLS"). All empty by default:
   // anyone who reaches the gRPC port may read and write every namespace, over

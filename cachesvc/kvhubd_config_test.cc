@@ -102,6 +102,7 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.metrics_max_namespaces = 0; }, "metrics_max_namespaces");
   check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
   check([](KvhubdConfig& c) { c.ucx_tls = "tcp;rm -rf"; }, "ucx_tls");
+  check([](KvhubdConfig& c) { c.ucx_probe_interval = absl::Milliseconds(5); }, "ucx_probe_ms");
   check([](KvhubdConfig& c) { c.tls_cert_file = "/x.pem"; }, "tls_key_file");
   check([](KvhubdConfig& c) { c.tls_key_file = "/x.key"; }, "tls_cert_file");
   check([](KvhubdConfig& c) { c.tls_client_ca_file = "/ca.pem"; }, "tls_client_ca_file");
@@ -119,6 +120,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_enabled = false;
   a.ucx_tls = "rc,tcp";
   a.ucx_shm_regions = false;
+  a.ucx_probe_interval = absl::Milliseconds(250);
   a.auth_tokens_file = "/etc/kvhub/tokens";
   a.tls_cert_file = "/etc/kvhub/shard.pem";
   a.tls_key_file = "/etc/kvhub/shard.key";
@@ -130,7 +132,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 41u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 42u);
 }
 
 TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {

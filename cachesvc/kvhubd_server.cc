@@ -129,9 +129,10 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   // only. Clients may call the service's leases over UCX (UcxCall); the worker
   // stops (ucx_->Stop) before the service goes.
   KvHubService* service = srv->service_.get();
-  srv->ucx_->Serve(srv->store_.get(), [service](uint32_t method, absl::string_view request) {
-    return service->UcxCall(method, request);
-  });
+  srv->ucx_->Serve(
+      srv->store_.get(),
+      [service](uint32_t method, absl::string_view request) { return service->UcxCall(method, request); },
+      [service](uint64_t first_conn_id) { service->EndUcxSessionsBefore(first_conn_id); });
   builder.RegisterService(srv->service_.get());
   srv->server_ = builder.BuildAndStart();
   if (srv->server_ == nullptr || port == 0) {
@@ -238,6 +239,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_put_bytes = ucx_->served_put_bytes();
   in.ucx_connections = ucx_->connections();
   in.ucx_sessions = service_->ucx_sessions();
+  in.ucx_worker_resets = ucx_->worker_resets();
   return metrics_->RenderPrometheus(in);
 }
 

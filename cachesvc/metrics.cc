@@ -267,6 +267,9 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   Header(&out, "kvhub_ucx_sessions", "gauge",
          "UCX connections watched by a client's Session stream (closed when the client goes)");
   absl::StrAppend(&out, "kvhub_ucx_sessions ", in.ucx_sessions, "\n");
+  Header(&out, "kvhub_ucx_worker_resets_total", "counter",
+         "UCX workers replaced because they stopped receiving over shared memory (a client killed mid-send)");
+  absl::StrAppend(&out, "kvhub_ucx_worker_resets_total ", in.ucx_worker_resets, "\n");
 
   Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
   for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {

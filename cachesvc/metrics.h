@@ -79,6 +79,7 @@ struct MetricsSnapshotInputs {
   // UCX connections the shard holds, and those watched by a Session stream.
   uint64_t ucx_connections = 0;
   uint64_t ucx_sessions = 0;
+  uint64_t ucx_worker_resets = 0;
 };
 
 class ServiceMetrics {

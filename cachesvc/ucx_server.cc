@@ -6,6 +6,8 @@
 #include "common/log.h"
 
 #ifdef KVHUB_HAVE_UCX
+#include "absl/synchronization/mutex.h"
+#include "cachesvc/ucx_probe.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_worker.h"
 #endif
@@ -18,16 +20,31 @@ struct UcxServer::State {
   // The store's regions as UCX sees them: allocated by UCX (RegionProvider) or
   // registered by Serve.
   std::vector<std::unique_ptr<transport::UcxMemory>> regions;
-  std::unique_ptr<transport::UcxWorker> worker;  // null until Serve, and after Stop
-  std::vector<transport::RemoteRegionInfo> served;
+  // The serving worker: null until Serve, and after Stop. Callers take a
+  // reference (Current) so the probe may replace it under them.
+  mutable absl::Mutex mu;
+  std::shared_ptr<transport::UcxWorker> worker ABSL_GUARDED_BY(mu);
+  std::vector<transport::RemoteRegionInfo> served ABSL_GUARDED_BY(mu);
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // workers made so far, minus one
+  // Served bytes of workers replaced or stopped.
+  uint64_t retired_served_get_bytes ABSL_GUARDED_BY(mu) = 0, retired_served_put_bytes ABSL_GUARDED_BY(mu) = 0;
+  std::atomic<uint64_t> resets{0};
+  transport::UcxWorker::Options options;  // Serve's, to make a replacement
+  std::function<void(uint64_t first_conn_id)> on_reset;
+  std::unique_ptr<UcxProbe> probe;        // with shared memory and ucx_probe_ms > 0
+  absl::Duration probe_interval;
   std::string tls;
   bool shm = false;               // ucx_tls names shared memory
   bool allocate_regions = false;  // ... and ucx_shm_regions: RegionProvider allocates
   bool one_sided_shm = false;     // the store runs on UCX-allocated regions
   bool calls = false;             // the worker answers v1::UcxCall methods
   bool off = false;               // Serve failed (kept only to own the store's memory)
-  uint64_t stopped_served_get_bytes = 0, stopped_served_put_bytes = 0;
-  // Members destroy in reverse: worker, regions, context.
+  // Members destroy in reverse: probe, worker, regions, context.
+
+  std::shared_ptr<transport::UcxWorker> Current() const {
+    absl::MutexLock l(&mu);
+    return worker;
+  }
 };
 
 namespace {
@@ -39,11 +56,15 @@ storage::TransferAccess AccessOf(transport::TransferKind kind) {
 struct UcxServer::State {};
 #endif
 
-UcxServer::~UcxServer() = default;
+UcxServer::~UcxServer() {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) state_->probe.reset();  // its thread calls back into this object
+#endif
+}
 
 bool UcxServer::serving() const {
 #ifdef KVHUB_HAVE_UCX
-  return state_ != nullptr && state_->worker != nullptr;
+  return state_ != nullptr && state_->Current() != nullptr;
 #else
   return false;
 #endif
@@ -94,6 +115,7 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   s->state_->tls = config.ucx_tls;
   s->state_->shm = shm;
   s->state_->allocate_regions = allocate;
+  s->state_->probe_interval = shm ? config.ucx_probe_interval : absl::ZeroDuration();
   return s;
 #endif
 }
@@ -118,14 +140,18 @@ storage::RegionProvider UcxServer::RegionProvider() {
 #endif
 }
 
-void UcxServer::Serve(storage::BlockStore* store, CallHandler calls) {
+void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandler on_reset) {
 #ifdef KVHUB_HAVE_UCX
   if (state_ == nullptr) return;
   State& st = *state_;
   auto fail = [&](const absl::Status& why) {
     status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", why.ToString());
     KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", status_text_);
-    st.worker.reset();
+    st.probe.reset();
+    {
+      absl::MutexLock l(&st.mu);
+      st.worker.reset();
+    }
     st.off = true;
     // Memory UCX allocated is the store's: it stays (with the context) until
     // this object goes, after the store. Anything else can go now.
@@ -168,34 +194,107 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls) {
   };
   for (const auto& m : st.regions) wo.served.push_back(m.get());
   st.calls = calls != nullptr;
-  wo.calls = std::move(calls);
+  // The probe's ping is answered here, before the service's methods.
+  wo.calls = [calls = std::move(calls)](uint32_t method, absl::string_view request) -> absl::StatusOr<std::string> {
+    if (method == v1::UCX_CALL_PING) return std::string();
+    if (calls == nullptr) return absl::UnimplementedError("this shard answers no UCX calls; use gRPC");
+    return calls(method, request);
+  };
+  st.options = wo;
+  st.on_reset = std::move(on_reset);
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> worker =
       transport::UcxWorker::Create(st.context.get(), std::move(wo));
   if (!worker.ok()) return fail(worker.status());
-  st.worker = std::move(*worker);
-  st.served = st.worker->ServedRegions();
+  {
+    absl::MutexLock l(&st.mu);
+    st.worker = std::move(*worker);
+    st.served = st.worker->ServedRegions();
+  }
   status_text_ = absl::StrCat("serving ", regions.size(), " region(s) via UCX_TLS=",
                               st.tls.empty() ? "<ucx default: tcp/RDMA>" : st.tls,
                               st.shm ? " (shared memory allowed)" : "",
                               st.one_sided_shm ? "; regions in UCX shared memory (one-sided local reads/writes)"
                                                : "");
   KVHUB_LOG(info, "ucx: {}", status_text_);
+  if (st.probe_interval > absl::ZeroDuration()) {
+    UcxProbe::Config pc;
+    pc.interval = st.probe_interval;
+    absl::StatusOr<std::unique_ptr<UcxProbe>> probe = UcxProbe::Start(
+        st.context.get(), pc, [&st] { return st.Current(); },
+        [this](std::shared_ptr<transport::UcxWorker> deaf) { ReplaceWorker(std::move(deaf)); });
+    if (probe.ok()) {
+      st.probe = std::move(*probe);
+    } else {
+      // Serving goes on; a stuck queue would then stay stuck until a restart.
+      KVHUB_LOG(error, "ucx: cannot start the shared-memory probe: {}; a client killed mid-send can leave "
+                       "this shard deaf to UCX shared memory until it restarts", probe.status().ToString());
+    }
+  }
 #else
   (void)store;
   (void)calls;
+  (void)on_reset;
 #endif
 }
 
+#ifdef KVHUB_HAVE_UCX
+void UcxServer::ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf) {
+  State& st = *state_;
+  transport::UcxWorker::Options wo = st.options;
+  uint64_t first_conn_id = 0;
+  {
+    absl::MutexLock l(&st.mu);
+    if (st.worker != deaf) return;  // stopped, or replaced already
+    ++st.generation;
+    // Connection ids of each worker start past the last one's (2^32 apiece).
+    wo.first_conn_id = first_conn_id = (st.generation << 32) + 1;
+  }
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> fresh =
+      transport::UcxWorker::Create(st.context.get(), std::move(wo));
+  if (!fresh.ok()) {
+    KVHUB_LOG(error, "ucx: the worker stopped receiving over shared memory and no new one can be made ({}); "
+                     "UCX clients of this shard time out until it restarts", fresh.status().ToString());
+    return;
+  }
+  const transport::UcxWorkerStats old = deaf->Stats();
+  {
+    absl::MutexLock l(&st.mu);
+    if (st.worker != deaf) return;  // Stop came first; `fresh` goes unused
+    st.retired_served_get_bytes += old.served_get_bytes;
+    st.retired_served_put_bytes += old.served_put_bytes;
+    st.worker = std::move(*fresh);
+    st.served = st.worker->ServedRegions();
+  }
+  st.resets.fetch_add(1, std::memory_order_relaxed);
+  KVHUB_LOG(warn, "ucx: the worker stopped receiving over shared memory (a client killed while writing into its "
+                  "queue leaves the queue stuck); replaced it, ending its {} connection(s): clients connect again",
+            old.accepted_peers);
+  if (st.on_reset != nullptr) st.on_reset(first_conn_id);
+  // The deaf worker goes with the last reference (a Connect in flight may hold one):
+  // its connections close and the holds of transfers still in flight end.
+}
+#endif
+
 void UcxServer::Stop() {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr && state_->worker != nullptr) {
-    state_->stopped_served_get_bytes = state_->worker->Stats().served_get_bytes;
-    state_->stopped_served_put_bytes = state_->worker->Stats().served_put_bytes;
-    state_->worker.reset();
-    // Registrations of the store's own regions go before the store unmaps them;
-    // memory UCX allocated stays until this object goes (after the store).
-    if (!state_->one_sided_shm) state_->regions.clear();
+  if (state_ == nullptr) return;
+  state_->probe.reset();  // no replacement from here on
+  std::shared_ptr<transport::UcxWorker> w;
+  {
+    absl::MutexLock l(&state_->mu);
+    w = std::move(state_->worker);
+    state_->worker = nullptr;
+    if (w != nullptr) {
+      const transport::UcxWorkerStats s = w->Stats();
+      state_->retired_served_get_bytes += s.served_get_bytes;
+      state_->retired_served_put_bytes += s.served_put_bytes;
+    }
   }
+  if (w == nullptr) return;
+  w.reset();  // the last reference: the probe is gone, and the caller stopped gRPC first
+  // Registrations of the store's own regions go before the store unmaps them;
+  // memory UCX allocated stays until this object goes (after the store).
+  if (!state_->one_sided_shm) state_->regions.clear();
 #endif
 }
 
@@ -214,30 +313,37 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   if (state_ == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
 #ifdef KVHUB_HAVE_UCX
   if (state_->off) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
-  if (state_->worker == nullptr) {
+  std::shared_ptr<transport::UcxWorker> worker;
+  std::vector<transport::RemoteRegionInfo> served;
+  {
+    absl::MutexLock l(&state_->mu);
+    worker = state_->worker;
+    served = state_->served;
+  }
+  if (worker == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ucx is not serving (starting or stopped)");
   }
-  if (state_->worker->Stats().accepted_peers >= kMaxUcxConnections) {
+  if (worker->Stats().accepted_peers >= kMaxUcxConnections) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
   }
-  absl::StatusOr<uint64_t> conn = state_->worker->Accept(req.worker_address());
+  absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address());
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("shard cannot reach the client's UCX worker: ", conn.status().message()));
   }
-  resp->set_worker_address(state_->worker->address());
+  resp->set_worker_address(worker->address());
   resp->set_conn_id(*conn);
   resp->set_tls(state_->tls);
   resp->set_one_sided_shm(state_->one_sided_shm);
   resp->set_calls(state_->calls);
-  for (size_t i = 0; i < state_->served.size(); ++i) {
+  for (size_t i = 0; i < served.size(); ++i) {
     v1::ConnectResponse::Region* r = resp->add_regions();
     r->set_rkey_id(static_cast<uint32_t>(i));
-    r->set_base(state_->served[i].base);
-    r->set_size(state_->served[i].size);
-    r->set_packed_rkey(state_->served[i].packed_rkey);
+    r->set_base(served[i].base);
+    r->set_size(served[i].size);
+    r->set_packed_rkey(served[i].packed_rkey);
   }
   KVHUB_LOG(info, "ucx: accepted client '{}' as connection {}", req.client_name(), *conn);
   return grpc::Status::OK;
@@ -248,21 +354,47 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
 
 absl::Status UcxServer::Close(uint64_t conn_id) {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->CloseAccepted(conn_id);
+  if (state_ != nullptr) {
+    if (std::shared_ptr<transport::UcxWorker> w = state_->Current(); w != nullptr) {
+      absl::Status s = w->CloseAccepted(conn_id);
+      // A client whose connection ends may have died mid-send: check the queue now.
+      if (state_->probe != nullptr) state_->probe->PingSoon();
+      return s;
+    }
+  }
 #endif
   return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
 }
 
 absl::Status UcxServer::CheckLive(uint64_t conn_id) {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->CheckAccepted(conn_id);
+  if (state_ != nullptr) {
+    if (std::shared_ptr<transport::UcxWorker> w = state_->Current(); w != nullptr) return w->CheckAccepted(conn_id);
+  }
 #endif
   return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
 }
 
 uint64_t UcxServer::connections() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr && state_->worker != nullptr) return state_->worker->Stats().accepted_peers;
+  if (state_ == nullptr) return 0;
+  std::shared_ptr<transport::UcxWorker> w = state_->Current();
+  if (w == nullptr) return 0;
+  uint64_t n = w->Stats().accepted_peers;
+  // The probe's own connection, when it is on this worker.
+  if (state_->probe != nullptr && state_->probe->conn_id() != 0 && n > 0 &&
+      w->CheckAccepted(state_->probe->conn_id()).ok()) {
+    --n;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+uint64_t UcxServer::worker_resets() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) return state_->resets.load(std::memory_order_relaxed);
 #endif
   return 0;
 }
@@ -270,7 +402,9 @@ uint64_t UcxServer::connections() const {
 uint64_t UcxServer::served_get_bytes() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr) {
-    return state_->worker != nullptr ? state_->worker->Stats().served_get_bytes : state_->stopped_served_get_bytes;
+    absl::MutexLock l(&state_->mu);
+    return state_->retired_served_get_bytes +
+           (state_->worker != nullptr ? state_->worker->Stats().served_get_bytes : 0);
   }
 #endif
   return 0;
@@ -279,7 +413,9 @@ uint64_t UcxServer::served_get_bytes() const {
 uint64_t UcxServer::served_put_bytes() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr) {
-    return state_->worker != nullptr ? state_->worker->Stats().served_put_bytes : state_->stopped_served_put_bytes;
+    absl::MutexLock l(&state_->mu);
+    return state_->retired_served_put_bytes +
+           (state_->worker != nullptr ? state_->worker->Stats().served_put_bytes : 0);
   }
 #endif
   return 0;

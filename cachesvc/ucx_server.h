@@ -24,6 +24,18 @@
 // reach the registered regions; run UCX only on trusted networks
 // (docs/transport.md "Security").
 //
+// A stuck shared-memory queue. Over shared memory (posix/sysv), UCX 1.13 has
+// every sender write its message into a slot of the receiving worker's one
+// queue; a client killed between reserving a slot and finishing it leaves the
+// queue stopped there, and the worker receives nothing over shared memory again.
+// With shared memory in ucx_tls, a probe (a second worker in this process) pings
+// the serving worker every ucx_probe_ms and right after a connection closes;
+// when two pings in a row go unanswered, Serve's worker is replaced by a new one
+// (new address and queue, connection ids past the old ones), every connection of
+// the old one ends (the reset handler ends their Sessions, and clients Connect
+// again), and worker_resets() counts it. Leases and reservations live in the
+// store and are untouched; transfers in flight on the old worker fail.
+//
 // Thread safety: Connect and the accessors may be called concurrently.
 // Ownership: see Create (the store must outlive Serve..Stop; with shared-memory
 // regions the UcxServer owns the store's memory and must outlive the store).
@@ -41,6 +53,10 @@
 #include "grpcpp/support/status.h"
 #include "kvhub/v1/kvhub.pb.h"
 #include "storage/block_store.h"
+
+namespace kvhub::transport {
+class UcxWorker;
+}  // namespace kvhub::transport
 
 namespace kvhub::cachesvc {
 
@@ -72,7 +88,11 @@ class UcxServer {
   // worker; on failure logs why and turns off. `store` must stay alive until Stop,
   // and so must what `calls` uses (optional: without it Connect says the shard
   // answers no calls, and clients send every RPC over gRPC).
-  void Serve(storage::BlockStore* store, CallHandler calls = nullptr);
+  // Runs on the probe's thread after the worker was replaced: connections with
+  // ids below `first_conn_id` (the old worker's) are gone; their Sessions must end.
+  using ResetHandler = std::function<void(uint64_t first_conn_id)>;
+  // `on_reset` is optional.
+  void Serve(storage::BlockStore* store, CallHandler calls = nullptr, ResetHandler on_reset = nullptr);
   // Stops the worker (transfers in flight fail) and drops the registrations of
   // regions the store mapped itself; idempotent.
   void Stop();
@@ -91,12 +111,16 @@ class UcxServer {
 
   // Closes connection `conn_id` (its Session ended): transfers in flight on it
   // fail and its slot is free. NOT_FOUND if unknown (closed already, never made,
-  // or UCX is off / stopped).
+  // or UCX is off / stopped). With the probe on, it pings the worker at once
+  // (the client may have died mid-send).
   absl::Status Close(uint64_t conn_id);
   // OK when connection `conn_id` is live; NOT_FOUND otherwise.
   absl::Status CheckLive(uint64_t conn_id);
-  // Live UCX connections now (0 when off or stopped).
+  // Live UCX connections of clients now (0 when off or stopped; the probe's own
+  // is not counted).
   uint64_t connections() const;
+  // Times the probe found the worker deaf and replaced it.
+  uint64_t worker_resets() const;
 
   // Block bytes the worker served by active messages (0 when off).
   uint64_t served_get_bytes() const;
@@ -105,6 +129,9 @@ class UcxServer {
  private:
   struct State;  // UCX objects; absent when off
   UcxServer() = default;
+  // The probe found `deaf` (the serving worker) receiving nothing: serve from a
+  // new worker, end the old one's connections (on_reset). Probe thread only.
+  void ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf);
   std::unique_ptr<State> state_;
   std::string status_text_;
 };

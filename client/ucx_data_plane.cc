@@ -56,6 +56,10 @@ struct UcxDataPlane::Peer {
   // Set by a session's end (on a gRPC thread, without mu) to its number; when it
   // is the current session's, the next call connects again.
   std::atomic<uint64_t> lost_session{0};
+  // The UCX peer of the current session once connected (0 before, and after
+  // DropConnection). A session's end disconnects it at once: calls and transfers
+  // in flight fail with UNAVAILABLE instead of waiting out their deadlines.
+  std::atomic<uint64_t> session_peer{0};
   std::atomic<uint64_t> ucx_get{0}, ucx_put{0}, grpc_get{0}, grpc_put{0};
 };
 
@@ -178,9 +182,16 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   const uint64_t seq = ++p->session_seq;
   {
     absl::StatusOr<std::unique_ptr<ShardSession>> opened = ShardSession::Open(
-        shard.ReadyConn().stub.get(), resp.conn_id(), shard.control_deadline(), [p, seq](const absl::Status& why) {
+        shard.ReadyConn().stub.get(), resp.conn_id(), shard.control_deadline(),
+        [this, p, seq](const absl::Status& why) {
           p->lost_session.store(seq);
           KVHUB_LOG(warn, "kvhub client: UCX session with shard {} ended: {}", p->address, why.ToString());
+          // DropConnection (which clears session_peer) waits for this callback
+          // before a new connection can take the peer's id.
+          if (const uint64_t peer = p->session_peer.exchange(0); peer != 0) {
+            (void)worker_->Disconnect(peer, absl::UnavailableError(absl::StrCat(
+                                                "the shard ended the UCX session (", why.message(), ")")));
+          }
         });
     if (opened.ok()) {
       session = std::move(*opened);
@@ -223,6 +234,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");
   };
   p->peer_id = *id;
+  if (session != nullptr) p->session_peer.store(*id);
   p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
   p->calls = resp.calls() && config_.ucx_calls;
   p->incarnation = resp.incarnation();
@@ -518,7 +530,8 @@ void UcxDataPlane::DropConnection(Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) 
   // The shard closes its side of the connection when the session ends. UCX may
   // pair the shard's endpoint with ours, so ours goes too: a later connection
   // starts from a fresh endpoint instead of one the shard is about to reset.
-  p->session.reset();
+  p->session_peer.store(0);
+  p->session.reset();  // waits for an end callback in progress
   if (absl::Status d = worker_->Disconnect(p->peer_id); !d.ok() && !absl::IsNotFound(d)) {
     KVHUB_LOG(debug, "kvhub client: closing the UCX endpoint to {}: {}", p->address, d.ToString());
   }

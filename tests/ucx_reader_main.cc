@@ -4,7 +4,8 @@
 //   ucx_reader ADDRESS NAMESPACE KEY_LO KEY_HI SIZE [UCX_TLS]
 // (UCX_TLS defaults to tcp.)
 // Prints "ok" (once, flushed) after the first verified read, then keeps reading
-// until killed. Exits 1 on any failed or wrong read.
+// until killed. Exits 1 on any failed or wrong read (before the first good one,
+// UNAVAILABLE and DEADLINE_EXCEEDED are retried for 15 s).
 
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/time/clock.h"
 #include "client/client.h"
 #include "common/log.h"
 #include "spdlog/spdlog.h"
@@ -42,8 +44,16 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> buf(size);
   std::span<uint8_t> dest(buf);
   bool announced = false;
+  // Until the first good read, a shard that is recovering (UNAVAILABLE, or a
+  // timeout: it replaces a UCX worker that a killed client left stuck) gets 15 s.
+  const absl::Time patience = absl::Now() + absl::Seconds(15);
   while (true) {
     auto r = (*client)->Get(argv[2], {&key, 1}, {&dest, 1});
+    const absl::Status st = !r.ok() ? r.status() : r->status[0];
+    if (!announced && (absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st)) && absl::Now() < patience) {
+      std::fprintf(stderr, "ucx_reader: read failed, retrying: %s\n", st.ToString().c_str());
+      continue;
+    }
     if (!r.ok() || r->valid_blocks != 1) {
       std::fprintf(stderr, "ucx_reader: read failed: %s\n",
                    r.ok() ? r->status[0].ToString().c_str() : r.status().ToString().c_str());

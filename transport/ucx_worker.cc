@@ -1012,6 +1012,7 @@ absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(UcxContext* context
   if (static_cast<bool>(options.access.begin) != static_cast<bool>(options.access.end)) {
     return absl::InvalidArgumentError("ucx worker: access hooks need both begin and end");
   }
+  if (options.first_conn_id == 0) return absl::InvalidArgumentError("ucx worker: first_conn_id must be > 0");
   std::unique_ptr<UcxWorker> w(new UcxWorker(context, std::move(options)));
 
   ucp_worker_params_t wp{};
@@ -1033,6 +1034,7 @@ absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(UcxContext* context
 
   w->impl_ = std::make_unique<Impl>();
   w->impl_->w = w.get();
+  w->impl_->next_conn = w->options_.first_conn_id;
   w->impl_->worker = w->worker_;
   const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {
       {kAmGetReq, &Impl::OnGetRequest},
@@ -1279,14 +1281,15 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
   return result;
 }
 
-absl::Status UcxWorker::Disconnect(PeerId peer) {
+absl::Status UcxWorker::Disconnect(PeerId peer, absl::Status why) {
+  if (why.ok()) why = absl::CancelledError("ucx peer disconnected");
   absl::Status result;
   Call([&] {
     if (!impl_->peers.contains(peer)) {
       result = absl::NotFoundError(absl::StrCat("ucx peer ", peer, " unknown"));
       return;
     }
-    impl_->FailPeer(peer, absl::CancelledError("ucx peer disconnected"));
+    impl_->FailPeer(peer, why);
   });
   return result;
 }

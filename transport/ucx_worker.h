@@ -172,6 +172,10 @@ class UcxWorker {
     std::vector<const UcxMemory*> served;
     AccessHooks access;  // optional; begin and end are set together or not at all
     CallHandler calls;   // optional; without it every call is answered UNIMPLEMENTED
+    // Accept numbers connections from here up. A server that replaces a worker
+    // starts the new one past the old one's ids, so a stale id never names a
+    // new connection. Must be > 0.
+    uint64_t first_conn_id = 1;
   };
 
   // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
@@ -199,8 +203,9 @@ class UcxWorker {
   // cached peer when one with the same address is healthy (its region table and
   // conn id are replaced by `peer`'s). UNAVAILABLE when no transport reaches it.
   absl::StatusOr<PeerId> Connect(const PeerInfo& peer);
-  // Drops the peer; in-flight transfers to it fail. NOT_FOUND if unknown.
-  absl::Status Disconnect(PeerId peer);
+  // Drops the peer; in-flight transfers and calls to it fail with `why`
+  // (CANCELLED by default). NOT_FOUND if unknown.
+  absl::Status Disconnect(PeerId peer, absl::Status why = absl::CancelledError("ucx peer disconnected"));
 
   // Transport names UCX chose for the peer's lanes, e.g. "tcp" or "cma,posix".
   absl::StatusOr<std::string> PeerTransports(PeerId peer);

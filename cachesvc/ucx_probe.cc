@@ -1,0 +1,116 @@
+#include "cachesvc/ucx_probe.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "kvhub/v1/kvhub.pb.h"
+
+namespace kvhub::cachesvc {
+
+absl::Status UcxProbe::Config::Validate() const {
+  const auto in_range = [](absl::Duration d) { return d >= absl::Milliseconds(10) && d <= absl::Minutes(10); };
+  if (!in_range(interval)) return absl::InvalidArgumentError("ucx probe: interval must be in 10ms..10min");
+  if (!in_range(timeout)) return absl::InvalidArgumentError("ucx probe: timeout must be in 10ms..10min");
+  if (misses < 1 || misses > 100) return absl::InvalidArgumentError("ucx probe: misses must be in 1..100");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<UcxProbe>> UcxProbe::Start(transport::UcxContext* context, Config config,
+                                                          Target target, OnDeaf on_deaf) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (context == nullptr || target == nullptr || on_deaf == nullptr) {
+    return absl::InvalidArgumentError("ucx probe: needs a context, a target and an on_deaf callback");
+  }
+  std::unique_ptr<UcxProbe> p(new UcxProbe(config, std::move(target), std::move(on_deaf)));
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w =
+      transport::UcxWorker::Create(context, {.name = "kvhubd-probe"});
+  if (!w.ok()) return w.status();
+  p->worker_ = std::move(*w);
+  p->thread_ = std::thread([raw = p.get()] { raw->Loop(); });
+  return p;
+}
+
+UcxProbe::~UcxProbe() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void UcxProbe::PingSoon() {
+  absl::MutexLock l(&mu_);
+  soon_ = true;
+}
+
+void UcxProbe::Loop() {
+  std::shared_ptr<transport::UcxWorker> target;  // what the probe is connected to
+  transport::PeerId peer = 0;
+  int misses = 0;
+  // Drops the connection to `target` (the target side's too, when it still serves).
+  const auto disconnect = [&](bool close_accepted) {
+    if (target == nullptr) return;
+    if (absl::Status s = worker_->Disconnect(peer); !s.ok() && !absl::IsNotFound(s)) {
+      KVHUB_LOG(debug, "ucx probe: disconnect: {}", s.ToString());
+    }
+    if (close_accepted) (void)target->CloseAccepted(conn_id_.load());  // NOT_FOUND if it went already
+    conn_id_.store(0, std::memory_order_release);
+    target.reset();
+    peer = 0;
+    misses = 0;
+  };
+  while (true) {
+    {
+      absl::MutexLock l(&mu_);
+      const auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || soon_; };
+      mu_.AwaitWithTimeout(absl::Condition(&woken), config_.interval);
+      if (stop_) break;
+      soon_ = false;
+    }
+    std::shared_ptr<transport::UcxWorker> now = target_();
+    if (now != target) disconnect(/*close_accepted=*/true);
+    if (now == nullptr) continue;
+    if (target == nullptr) {
+      absl::StatusOr<uint64_t> conn = now->Accept(worker_->address());
+      if (!conn.ok()) {
+        KVHUB_LOG(warn, "ucx probe: the worker does not accept the probe: {}", conn.status().ToString());
+        continue;
+      }
+      absl::StatusOr<transport::PeerId> p = worker_->Connect({.worker_address = now->address(), .conn_id = *conn});
+      if (!p.ok()) {
+        KVHUB_LOG(warn, "ucx probe: cannot reach the worker: {}", p.status().ToString());
+        (void)now->CloseAccepted(*conn);
+        continue;
+      }
+      target = std::move(now);
+      peer = *p;
+      conn_id_.store(*conn, std::memory_order_release);
+    }
+    absl::StatusOr<std::string> pong = worker_->CallPeer(peer, v1::UCX_CALL_PING, std::string(), config_.timeout);
+    if (pong.ok()) {
+      answered_.fetch_add(1, std::memory_order_relaxed);
+      misses = 0;
+      continue;
+    }
+    if (!absl::IsDeadlineExceeded(pong.status())) {
+      KVHUB_LOG(info, "ucx probe: ping failed ({}); connecting again", pong.status().ToString());
+      disconnect(/*close_accepted=*/true);
+      continue;
+    }
+    missed_.fetch_add(1, std::memory_order_relaxed);
+    if (++misses < config_.misses) {
+      PingSoon();  // confirm at once
+      continue;
+    }
+    KVHUB_LOG(warn, "ucx probe: the worker answered none of {} pings in a row ({} each)", misses,
+              absl::FormatDuration(config_.timeout));
+    std::shared_ptr<transport::UcxWorker> deaf = target;
+    disconnect(/*close_accepted=*/false);
+    on_deaf_(std::move(deaf));
+  }
+  disconnect(/*close_accepted=*/true);
+}
+
+}  // namespace kvhub::cachesvc

@@ -1,0 +1,124 @@
+// ucx_wedge: a client process that dies in the middle of a shared-memory send to
+// a shard, for the test of the shard's recovery (tests/ucx_client_test.cc,
+// UcxClientTest.ShardRecoversFromAClientKilledMidSendOverSharedMemory).
+//
+//   ucx_wedge GRPC_ADDRESS [UCX_TLS]      (UCX_TLS defaults to posix,cma)
+//
+// It Connects like a kvhub client, then sends the shard's worker one active
+// message whose payload is packed by a callback that SIGKILLs this process. UCX's
+// shared-memory transport packs a message straight into a slot of the receiver's
+// queue after reserving it, so the process dies holding a slot it never marks as
+// written: the receiver finds its queue stopped at that slot (UCX 1.13). A kvhub
+// client killed by the OOM killer or a pod eviction can do the same by chance.
+// Exits 1 (with a message) if it gets that far without dying.
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <ucp/api/ucp.h>
+
+#include "grpcpp/grpcpp.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
+
+namespace {
+
+// The generic datatype's callbacks: packing the payload kills the process.
+void* StartPack(void* context, const void* buffer, size_t count) {
+  (void)buffer;
+  (void)count;
+  return context;
+}
+size_t PackedSize(void* state) {
+  (void)state;
+  return 64;
+}
+size_t Pack(void* state, size_t offset, void* dest, size_t max_length) {
+  (void)state;
+  (void)offset;
+  (void)dest;
+  (void)max_length;
+  raise(SIGKILL);
+  return 0;
+}
+void FinishPack(void* state) { (void)state; }
+
+int Fail(const char* what, ucs_status_t st) {
+  std::fprintf(stderr, "ucx_wedge: %s: %s\n", what, ucs_status_string(st));
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: ucx_wedge GRPC_ADDRESS [UCX_TLS]\n");
+    return 2;
+  }
+  const std::string tls = argc == 3 ? argv[2] : "posix,cma";
+  ucp_config_t* config = nullptr;
+  if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK) return Fail("config", st);
+  if (ucs_status_t st = ucp_config_modify(config, "TLS", tls.c_str()); st != UCS_OK) return Fail("TLS", st);
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA;
+  ucp_context_h context = nullptr;
+  ucs_status_t st = ucp_init(&params, config, &context);
+  ucp_config_release(config);
+  if (st != UCS_OK) return Fail("ucp_init", st);
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  ucp_worker_h worker = nullptr;
+  if (st = ucp_worker_create(context, &wp, &worker); st != UCS_OK) return Fail("worker", st);
+  ucp_address_t* address = nullptr;
+  size_t address_len = 0;
+  if (st = ucp_worker_get_address(worker, &address, &address_len); st != UCS_OK) return Fail("address", st);
+
+  auto stub = kvhub::v1::KvHub::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
+  kvhub::v1::ConnectRequest req;
+  req.set_worker_address(reinterpret_cast<const char*>(address), address_len);
+  req.set_client_name("ucx_wedge");
+  kvhub::v1::ConnectResponse resp;
+  grpc::ClientContext cc;
+  if (const grpc::Status s = stub->Connect(&cc, req, &resp); !s.ok()) {
+    std::fprintf(stderr, "ucx_wedge: Connect: %s\n", s.error_message().c_str());
+    return 1;
+  }
+  ucp_ep_params_t ep_params{};
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+  ep_params.address = reinterpret_cast<const ucp_address_t*>(resp.worker_address().data());
+  ucp_ep_h ep = nullptr;
+  if (st = ucp_ep_create(worker, &ep_params, &ep); st != UCS_OK) return Fail("ep", st);
+  // A plain message first, to its completion: the endpoint is wired up after it.
+  {
+    ucp_request_param_t rp{};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    rp.flags = UCP_AM_SEND_FLAG_EAGER;
+    const uint64_t header = 0;
+    void* r = ucp_am_send_nbx(ep, /*id=*/0, &header, sizeof(header), nullptr, 0, &rp);
+    if (UCS_PTR_IS_ERR(r)) return Fail("first send", UCS_PTR_STATUS(r));
+    while (r != nullptr && ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker);
+    if (r != nullptr) ucp_request_free(r);
+  }
+
+  ucp_generic_dt_ops_t ops{};
+  ops.start_pack = &StartPack;
+  ops.packed_size = &PackedSize;
+  ops.pack = &Pack;
+  ops.finish = &FinishPack;
+  ucp_datatype_t dt = 0;
+  if (st = ucp_dt_create_generic(&ops, nullptr, &dt); st != UCS_OK) return Fail("datatype", st);
+  ucp_request_param_t rp{};
+  rp.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  rp.datatype = dt;
+  rp.flags = UCP_AM_SEND_FLAG_EAGER;
+  const uint64_t header = 0;
+  char payload[64] = {0};
+  void* r = ucp_am_send_nbx(ep, /*id=*/0, &header, sizeof(header), payload, 1, &rp);
+  for (int i = 0; i < 1000000; ++i) ucp_worker_progress(worker);
+  std::fprintf(stderr, "ucx_wedge: still alive after the send (%s): the message was not packed into shared memory\n",
+               UCS_PTR_IS_ERR(r) ? ucs_status_string(UCS_PTR_STATUS(r)) : r == nullptr ? "sent" : "pending");
+  return 1;
+}
