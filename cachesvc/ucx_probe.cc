@@ -6,8 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "kvhub/v1/kvhub.pb.h"
+#include "transport/ucx_ping.h"
 
 namespace kvhub::cachesvc {
+
+static_assert(transport::kUcxPingMethod == v1::UCX_CALL_PING, "the probe's ping is the API's UCX_CALL_PING");
 
 absl::Status UcxProbe::Config::Validate() const {
   const auto in_range = [](absl::Duration d) { return d >= absl::Milliseconds(10) && d <= absl::Minutes(10); };
@@ -47,18 +50,19 @@ void UcxProbe::PingSoon() {
 
 void UcxProbe::Loop() {
   std::shared_ptr<transport::UcxWorker> target;  // what the probe is connected to
-  transport::PeerId peer = 0;
+  transport::PingLink link;
   int misses = 0;
-  // Drops the connection to `target` (the target side's too, when it still serves).
+  // Drops the link to `target` (the target's end too, unless it is deaf and going).
   const auto disconnect = [&](bool close_accepted) {
     if (target == nullptr) return;
-    if (absl::Status s = worker_->Disconnect(peer); !s.ok() && !absl::IsNotFound(s)) {
-      KVHUB_LOG(debug, "ucx probe: disconnect: {}", s.ToString());
+    if (close_accepted) {
+      transport::Unlink(*worker_, *target, link);
+    } else {
+      (void)worker_->Disconnect(link.peer);
     }
-    if (close_accepted) (void)target->CloseAccepted(conn_id_.load());  // NOT_FOUND if it went already
     conn_id_.store(0, std::memory_order_release);
     target.reset();
-    peer = 0;
+    link = {};
     misses = 0;
   };
   while (true) {
@@ -73,22 +77,17 @@ void UcxProbe::Loop() {
     if (now != target) disconnect(/*close_accepted=*/true);
     if (now == nullptr) continue;
     if (target == nullptr) {
-      absl::StatusOr<uint64_t> conn = now->Accept(worker_->address());
-      if (!conn.ok()) {
-        KVHUB_LOG(warn, "ucx probe: the worker does not accept the probe: {}", conn.status().ToString());
-        continue;
-      }
-      absl::StatusOr<transport::PeerId> p = worker_->Connect({.worker_address = now->address(), .conn_id = *conn});
-      if (!p.ok()) {
-        KVHUB_LOG(warn, "ucx probe: cannot reach the worker: {}", p.status().ToString());
-        (void)now->CloseAccepted(*conn);
+      absl::StatusOr<transport::PingLink> l = transport::LinkForPing(*worker_, *now);
+      if (!l.ok()) {
+        KVHUB_LOG(warn, "ucx probe: cannot connect to the worker: {}", l.status().ToString());
         continue;
       }
       target = std::move(now);
-      peer = *p;
-      conn_id_.store(*conn, std::memory_order_release);
+      link = *l;
+      conn_id_.store(link.conn, std::memory_order_release);
     }
-    absl::StatusOr<std::string> pong = worker_->CallPeer(peer, v1::UCX_CALL_PING, std::string(), config_.timeout);
+    absl::StatusOr<std::string> pong =
+        worker_->CallPeer(link.peer, transport::kUcxPingMethod, std::string(), config_.timeout);
     if (pong.ok()) {
       answered_.fetch_add(1, std::memory_order_relaxed);
       misses = 0;

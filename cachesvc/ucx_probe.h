@@ -1,7 +1,7 @@
 #pragma once
 // UcxProbe: checks that a serving UcxWorker still receives, by pinging it
-// (v1::UCX_CALL_PING) from a second worker of the same process, over the same
-// transports a local client uses. kvhubd runs one when shared memory is in
+// (v1::UCX_CALL_PING, transport/ucx_ping.h) from a second worker of the same
+// process, over the same transports a local client uses. kvhubd runs one when shared memory is in
 // ucx_tls, where a client killed mid-send can leave the serving worker's
 // receive queue stuck (cachesvc/ucx_server.h).
 //

@@ -7,9 +7,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "kvhub/v1/kvhub.pb.h"
 #include "transport/ucx_config.h"
 #include "transport/ucx_context.h"
+#include "transport/ucx_ping.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub::cachesvc {
@@ -22,7 +22,7 @@ std::shared_ptr<UcxWorker> Target(transport::UcxContext* ctx, std::atomic<bool>*
   UcxWorker::Options o;
   o.name = "probe-target";
   o.calls = [deaf](uint32_t method, absl::string_view) -> absl::StatusOr<std::string> {
-    if (method != v1::UCX_CALL_PING) return absl::UnimplementedError("ping only");
+    if (!transport::AnswerPing(method)) return absl::UnimplementedError("ping only");
     if (deaf->load()) absl::SleepFor(absl::Milliseconds(150));
     return std::string();
   };

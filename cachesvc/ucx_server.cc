@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cachesvc/ucx_probe.h"
 #include "transport/ucx_context.h"
+#include "transport/ucx_ping.h"
 #include "transport/ucx_worker.h"
 #endif
 
@@ -196,7 +197,7 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandle
   st.calls = calls != nullptr;
   // The probe's ping is answered here, before the service's methods.
   wo.calls = [calls = std::move(calls)](uint32_t method, absl::string_view request) -> absl::StatusOr<std::string> {
-    if (method == v1::UCX_CALL_PING) return std::string();
+    if (transport::AnswerPing(method)) return std::string();
     if (calls == nullptr) return absl::UnimplementedError("this shard answers no UCX calls; use gRPC");
     return calls(method, request);
   };

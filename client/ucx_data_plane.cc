@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "transport/ucx_context.h"
+#include "transport/ucx_ping.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub {
@@ -44,6 +45,8 @@ struct UcxDataPlane::Peer {
   absl::Mutex mu;  // serializes connecting; guards the fields below it
   State state ABSL_GUARDED_BY(mu) = State::kNew;
   uint64_t peer_id ABSL_GUARDED_BY(mu) = 0;
+  std::shared_ptr<transport::UcxWorker> worker ABSL_GUARDED_BY(mu);  // peer_id's (kUcx)
+  bool shm ABSL_GUARDED_BY(mu) = false;  // its lanes include shared memory
   bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
   bool calls ABSL_GUARDED_BY(mu) = false;    // lease Gets and Releases go over UCX (ConnectResponse.calls)
   uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;  // ConnectResponse.incarnation of the connected process
@@ -82,8 +85,67 @@ UcxDataPlane::~UcxDataPlane() {
       p->session.reset();  // the shards close their side of the connections
     }
   }
-  worker_.reset();  // closes endpoints before the context goes
+  {
+    absl::MutexLock l(&peers_mu_);
+    for (auto& [shard, p] : peers_) {
+      absl::MutexLock pl(&p->mu);
+      p->worker.reset();
+    }
+  }
+  {
+    absl::MutexLock l(&worker_mu_);
+    worker_.reset();  // closes endpoints before the context goes
+  }
   context_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<transport::UcxWorker>> UcxDataPlane::NewWorker() {
+  transport::UcxWorker::Options o;
+  o.name = "kvhub-client";
+  // Answers pings only: CheckWorker's, which tell whether it still receives.
+  o.calls = [](uint32_t method, absl::string_view) -> absl::StatusOr<std::string> {
+    if (transport::AnswerPing(method)) return std::string();
+    return absl::UnimplementedError("a kvhub client answers no UCX calls but pings");
+  };
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w = transport::UcxWorker::Create(context_.get(), std::move(o));
+  if (w.ok() && hooks_.on_worker) hooks_.on_worker((*w)->address());
+  return w;
+}
+
+std::shared_ptr<transport::UcxWorker> UcxDataPlane::CurrentWorker() {
+  absl::MutexLock l(&worker_mu_);
+  return worker_;
+}
+
+void UcxDataPlane::CheckWorker(const std::shared_ptr<transport::UcxWorker>& w) {
+  if (!check_mu_.TryLock()) return;  // a check is running
+  // A stuck worker fails every call: one check per second is plenty.
+  const bool recent = absl::Now() - last_check_ < absl::Seconds(1);
+  if (!recent) last_check_ = absl::Now();
+  check_mu_.Unlock();
+  if (recent || CurrentWorker() != w) return;
+  const absl::Status s = transport::CheckReceives(context_.get(), *w, absl::Seconds(1), /*attempts=*/2);
+  if (!absl::IsDeadlineExceeded(s)) {
+    if (!s.ok()) KVHUB_LOG(debug, "kvhub client: cannot check the UCX worker: {}", s.ToString());
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> fresh = NewWorker();
+  if (!fresh.ok()) {
+    KVHUB_LOG(error, "kvhub client: the UCX worker stopped receiving ({}) and no new one can be made: {}",
+              std::string(s.message()), fresh.status().ToString());
+    return;
+  }
+  uint64_t resets = 0;
+  {
+    absl::MutexLock l(&worker_mu_);
+    if (worker_ != w) return;  // replaced meanwhile
+    worker_ = std::move(*fresh);
+    resets = ++worker_resets_;
+  }
+  KVHUB_LOG(warn, "kvhub client: this client's UCX worker stopped receiving over shared memory ({}; a shard "
+                  "killed while writing into its queue leaves the queue stuck): replaced it (replacement {}); "
+                  "shards are connected again on their next call",
+            std::string(s.message()), resets);
 }
 
 absl::Status UcxDataPlane::EnsureWorker() {
@@ -101,13 +163,12 @@ absl::Status UcxDataPlane::EnsureWorker() {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
     return worker_status_;
   }
-  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w =
-      transport::UcxWorker::Create(ctx->get(), {.name = "kvhub-client"});
+  context_ = std::move(*ctx);
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w = NewWorker();
   if (!w.ok()) {
     worker_status_ = absl::Status(w.status().code(), absl::StrCat("client UCX worker: ", w.status().message()));
     return worker_status_;
   }
-  context_ = std::move(*ctx);
   worker_ = std::move(*w);
   return worker_status_;
 }
@@ -147,6 +208,10 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     p->transport = "reconnecting (the UCX session ended)";
     KVHUB_LOG(warn, "kvhub client: the UCX session with shard {} ended; connecting again", p->address);
   }
+  if (p->state == Peer::State::kUcx && p->worker != CurrentWorker()) {
+    DropConnection(p);  // made on a worker that was replaced (CheckWorker)
+    p->transport = "reconnecting (this client's UCX worker was replaced)";
+  }
   if (p->state != Peer::State::kNew) return;
   // by_design: auto chose gRPC on purpose (tcp only), logged at info; anything else
   // is a failure that made the client fall back, logged as a warning.
@@ -164,8 +229,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     }
   };
   if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s);
+  const std::shared_ptr<transport::UcxWorker> worker = CurrentWorker();
   v1::ConnectRequest req;
-  req.set_worker_address(worker_->address());
+  req.set_worker_address(worker->address());
   req.set_client_name(ClientName());
   v1::ConnectResponse resp;
   absl::Status s = shard.Connect(req, &resp);
@@ -183,13 +249,13 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   {
     absl::StatusOr<std::unique_ptr<ShardSession>> opened = ShardSession::Open(
         shard.ReadyConn().stub.get(), resp.conn_id(), shard.control_deadline(),
-        [this, p, seq](const absl::Status& why) {
+        [worker, p, seq](const absl::Status& why) {
           p->lost_session.store(seq);
           KVHUB_LOG(warn, "kvhub client: UCX session with shard {} ended: {}", p->address, why.ToString());
           // DropConnection (which clears session_peer) waits for this callback
           // before a new connection can take the peer's id.
           if (const uint64_t peer = p->session_peer.exchange(0); peer != 0) {
-            (void)worker_->Disconnect(peer, absl::UnavailableError(absl::StrCat(
+            (void)worker->Disconnect(peer, absl::UnavailableError(absl::StrCat(
                                                 "the shard ended the UCX session (", why.message(), ")")));
           }
         });
@@ -212,15 +278,15 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     }
     info.regions.push_back({r.base(), r.size(), r.packed_rkey()});
   }
-  absl::StatusOr<transport::PeerId> id = worker_->Connect(info);
+  absl::StatusOr<transport::PeerId> id = worker->Connect(info);
   if (!id.ok()) return give_up(id.status());
-  const std::string tls = worker_->PeerTransports(*id).value_or("unknown");
+  const std::string tls = worker->PeerTransports(*id).value_or("unknown");
   if (config_.transport == TransportMode::kAuto && OnlyTcpLanes(tls)) {
     // Over plain TCP UCX gets were level with gRPC's in session 5 and 1.0-1.5x
     // them in session 6, on loopback only (docs/results-transport.md): too uneven,
     // and unmeasured on a real network, to leave the path that needs nothing but
     // the gRPC port. In auto mode UCX is for RDMA and shared memory.
-    if (absl::Status d = worker_->Disconnect(*id); !d.ok()) {
+    if (absl::Status d = worker->Disconnect(*id); !d.ok()) {
       KVHUB_LOG(debug, "kvhub client: closing the tcp-only UCX endpoint to {}: {}", p->address, d.ToString());
     }
     return give_up(absl::FailedPreconditionError(absl::StrCat(
@@ -228,12 +294,14 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
                        ", where auto keeps gRPC; transport=ucx forces UCX")),
                    /*by_design=*/true);
   }
-  const absl::StatusOr<transport::UcxPath> get_path = worker_->ResolvedPath(*id, transport::TransferKind::kGet);
-  const absl::StatusOr<transport::UcxPath> put_path = worker_->ResolvedPath(*id, transport::TransferKind::kPut);
+  const absl::StatusOr<transport::UcxPath> get_path = worker->ResolvedPath(*id, transport::TransferKind::kGet);
+  const absl::StatusOr<transport::UcxPath> put_path = worker->ResolvedPath(*id, transport::TransferKind::kPut);
   const auto path_name = [](const absl::StatusOr<transport::UcxPath>& path) {
     return path.ok() ? std::string(transport::UcxPathName(*path)) : std::string("?");
   };
   p->peer_id = *id;
+  p->worker = worker;
+  p->shm = transport::TlsNamesSharedMemory(absl::string_view(tls).substr(0, tls.find(' ')));  // "posix,cma (nofail)"
   if (session != nullptr) p->session_peer.store(*id);
   p->am_gets = get_path.ok() && *get_path == transport::UcxPath::kAm;
   p->calls = resp.calls() && config_.ucx_calls;
@@ -263,7 +331,9 @@ UcxDataPlane::Route UcxDataPlane::RouteFor(Shard& shard) {
     absl::MutexLock l(&r.peer->mu);
     EnsureConnected(shard, r.peer);
     r.ucx = r.peer->state == Peer::State::kUcx;
+    if (r.ucx) r.worker = r.peer->worker;
     r.peer_id = r.peer->peer_id;
+    r.shm = r.peer->shm;
     r.am_gets = r.peer->am_gets;
     r.calls = r.peer->calls;
     r.incarnation = r.peer->incarnation;
@@ -294,7 +364,7 @@ absl::Status UcxDataPlane::WriteReserved(Shard& shard, std::span<const BlockWrit
     if (!fresh.ok()) return fresh.status();
     route = *fresh;
   }
-  if (route.ucx) return WriteUcx(shard, p, route.peer_id, writes);
+  if (route.ucx) return WriteUcx(shard, p, route, writes);
   if (!route.refused.ok()) return route.refused;
   // gRPC: decided fallback, or this call while the shard's Connect failed transiently.
   absl::Status s = grpc_.WriteReserved(shard, writes);
@@ -345,11 +415,13 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
   bool peer_failed = false;
   if (route.calls) {
     // The same Get, called over the UCX connection: no gRPC round trip.
-    s = CallShard(shard, peer_id, v1::UCX_CALL_GET, "Get", req, &resp);
+    s = CallShard(shard, *route.worker, peer_id, v1::UCX_CALL_GET, "Get", req, &resp);
     // A dead shard reached over shared memory does not fail the endpoint (no
     // peer failure detection there): the call just times out. Reconnect next
     // time in both cases; Connect over gRPC fails fast if the shard is gone.
     peer_failed = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
+    // Or this client's worker no longer receives over shared memory.
+    if (absl::IsDeadlineExceeded(s) && route.shm) CheckWorker(route.worker);
   } else {
     grpc::ByteBuffer bb;
     s = shard.GetRaw(req, &bb);
@@ -435,7 +507,8 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
       }
     } else {
       if (hooks_.before_transfers) hooks_.before_transfers(std::span<transport::Transfer>(transfers));
-      if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) {
+      if (absl::Status e = route.worker->Execute(peer_id, transfers, std::span<absl::Status>(results), budget);
+          !e.ok()) {
         for (auto& st : results) st = e;
       }
     }
@@ -502,19 +575,22 @@ absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest&
   Peer* p = PeerFor(shard);
   uint64_t peer_id = 0;
   bool calls = false;
+  std::shared_ptr<transport::UcxWorker> worker;
   {
     absl::MutexLock l(&p->mu);
     calls = p->state == Peer::State::kUcx && p->calls;
     peer_id = p->peer_id;
+    worker = p->worker;
   }
-  if (!calls) return shard.Release(req, resp);
-  return CallShard(shard, peer_id, v1::UCX_CALL_RELEASE, "Release", req, resp);
+  if (!calls || worker == nullptr) return shard.Release(req, resp);
+  return CallShard(shard, *worker, peer_id, v1::UCX_CALL_RELEASE, "Release", req, resp);
 }
 
-absl::Status UcxDataPlane::CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall method, absl::string_view what,
-                                     const google::protobuf::Message& req, google::protobuf::Message* resp) {
+absl::Status UcxDataPlane::CallShard(Shard& shard, transport::UcxWorker& worker, uint64_t peer_id,
+                                     v1::UcxCall method, absl::string_view what, const google::protobuf::Message& req,
+                                     google::protobuf::Message* resp) {
   absl::StatusOr<std::string> answer =
-      worker_->CallPeer(peer_id, method, req.SerializeAsString(), config_.control_deadline);
+      worker.CallPeer(peer_id, method, req.SerializeAsString(), config_.control_deadline);
   if (!answer.ok()) {
     return absl::Status(answer.status().code(),
                         absl::StrCat(what, " ", shard.address(), " over ucx: ", answer.status().message()));
@@ -532,9 +608,12 @@ void UcxDataPlane::DropConnection(Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) 
   // starts from a fresh endpoint instead of one the shard is about to reset.
   p->session_peer.store(0);
   p->session.reset();  // waits for an end callback in progress
-  if (absl::Status d = worker_->Disconnect(p->peer_id); !d.ok() && !absl::IsNotFound(d)) {
-    KVHUB_LOG(debug, "kvhub client: closing the UCX endpoint to {}: {}", p->address, d.ToString());
+  if (p->worker != nullptr) {
+    if (absl::Status d = p->worker->Disconnect(p->peer_id); !d.ok() && !absl::IsNotFound(d)) {
+      KVHUB_LOG(debug, "kvhub client: closing the UCX endpoint to {}: {}", p->address, d.ToString());
+    }
   }
+  p->worker.reset();  // a replaced worker goes once no call uses it
 }
 
 void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) {
@@ -555,7 +634,8 @@ absl::StatusOr<UcxDataPlane::Route> UcxDataPlane::Reconnect(Shard& shard, const 
                                              " restarted again while this client reconnected over UCX"));
 }
 
-absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes) {
+absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, std::span<const BlockWrite> writes) {
+  const uint64_t peer_id = route.peer_id;
   absl::Time end = absl::Now() + config_.data_deadline;
   std::vector<transport::Transfer> transfers;
   transfers.reserve(writes.size());
@@ -582,7 +662,9 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std
   }
   std::vector<absl::Status> results(transfers.size());
   if (hooks_.before_transfers) hooks_.before_transfers(std::span<transport::Transfer>(transfers));
-  if (absl::Status e = worker_->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) return e;
+  if (absl::Status e = route.worker->Execute(peer_id, transfers, std::span<absl::Status>(results), budget); !e.ok()) {
+    return e;
+  }
   for (size_t k = 0; k < results.size(); ++k) {
     if (results[k].ok()) continue;
     if (results[k].code() == absl::StatusCode::kUnavailable) ForgetPeer(p, peer_id, "ucx peer failed");

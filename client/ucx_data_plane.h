@@ -29,6 +29,11 @@
 // (UNAVAILABLE, DEADLINE_EXCEEDED: shard down) is retried on the next call.
 // transport=ucx: no fallback; data calls to a shard without UCX fail with the reason.
 // A UCX peer failure (shard died) drops the connection; the next call reconnects.
+// A UCX call to a shard that times out over shared memory makes the client check
+// its own worker (transport/ucx_ping.h): a shard killed while writing a reply into
+// the worker's shared-memory queue leaves it stuck, and the worker then receives
+// nothing over shared memory. A worker that answers no ping is replaced, and every
+// shard is connected again on its next call (logged as a warning).
 //
 // Thread safety: every method may be called concurrently.
 
@@ -43,6 +48,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "client/client_config.h"
 #include "client/data_plane.h"
 #include "client/deferred_releases.h"
@@ -67,6 +73,9 @@ class UcxDataPlane final : public DataPlane {
     // Sees (and may change) every batch of transfers right before UCX runs it,
     // reads and writes alike (a misbehaving or stale client).
     std::function<void(std::span<transport::Transfer>)> before_transfers;
+    // Told the address of each UCX worker the client creates (the first, and
+    // replacements): a test can reach the worker from outside.
+    std::function<void(absl::string_view worker_address)> on_worker;
   };
 
   // config.transport must be kAuto or kUcx. UCX itself starts lazily (first use).
@@ -92,7 +101,9 @@ class UcxDataPlane final : public DataPlane {
   struct Route {
     Peer* peer = nullptr;
     bool ucx = false;
+    std::shared_ptr<transport::UcxWorker> worker;  // of the connection (when ucx)
     uint64_t peer_id = 0;
+    bool shm = false;      // UCX reaches the shard over shared memory
     bool am_gets = false;  // see Peer::am_gets
     bool calls = false;    // see Peer::calls
     uint64_t incarnation = 0;  // the shard process connected to (ConnectResponse.incarnation; 0: unknown)
@@ -101,9 +112,16 @@ class UcxDataPlane final : public DataPlane {
   Route RouteFor(Shard& shard);
   // Creates the UCX context and worker once; the error when UCX cannot start.
   absl::Status EnsureWorker();
+  // The worker new connections use (null before EnsureWorker succeeded).
+  std::shared_ptr<transport::UcxWorker> CurrentWorker();
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> NewWorker();
+  // A UCX call over shared memory timed out on `w`: if `w` answers no ping, it
+  // is replaced (connections move to the new one on their next call). One check
+  // at a time; a call that finds one running returns at once.
+  void CheckWorker(const std::shared_ptr<transport::UcxWorker>& w);
 
   absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
-  absl::Status WriteUcx(Shard& shard, Peer* p, uint64_t peer_id, std::span<const BlockWrite> writes);
+  absl::Status WriteUcx(Shard& shard, Peer* p, const Route& route, std::span<const BlockWrite> writes);
   // The UCX connection `peer_id` is no use (UCX reported the peer failed, or the
   // shard restarted behind it: `why`): reconnect on the next call (unless that
   // happened already).
@@ -125,8 +143,9 @@ class UcxDataPlane final : public DataPlane {
   absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
   // `req` called as `method` over the UCX connection to `peer_id`, its answer parsed
   // into `resp`; errors are CallPeer's, named "<what> <address> over ucx: ...".
-  absl::Status CallShard(Shard& shard, uint64_t peer_id, v1::UcxCall method, absl::string_view what,
-                         const google::protobuf::Message& req, google::protobuf::Message* resp);
+  absl::Status CallShard(Shard& shard, transport::UcxWorker& worker, uint64_t peer_id, v1::UcxCall method,
+                         absl::string_view what, const google::protobuf::Message& req,
+                         google::protobuf::Message* resp);
 
   const ClientConfig config_;
   const Hooks hooks_;
@@ -140,7 +159,11 @@ class UcxDataPlane final : public DataPlane {
   bool worker_tried_ ABSL_GUARDED_BY(worker_mu_) = false;
   absl::Status worker_status_ ABSL_GUARDED_BY(worker_mu_);
   std::unique_ptr<transport::UcxContext> context_;  // set once under worker_mu_, then read-only
-  std::unique_ptr<transport::UcxWorker> worker_;    // same
+  // Replaced by CheckWorker; connections hold the one they were made on.
+  std::shared_ptr<transport::UcxWorker> worker_ ABSL_GUARDED_BY(worker_mu_);
+  uint64_t worker_resets_ ABSL_GUARDED_BY(worker_mu_) = 0;
+  absl::Mutex check_mu_;  // one CheckWorker at a time
+  absl::Time last_check_ ABSL_GUARDED_BY(check_mu_) = absl::InfinitePast();
 };
 
 }  // namespace kvhub

@@ -15,8 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/ucx_data_plane.h"
 #include "common/hash.h"
@@ -823,6 +825,47 @@ TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
   EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
 }
 
+// Runs build/bin/ucx_wedge with `args` (after the binary): it dies holding a
+// slot of a worker's shared-memory queue. True when it died that way (SIGKILL).
+bool RunWedge(const std::vector<std::string>& args) {
+  const char* bin_dir = getenv("KVHUB_BIN_DIR");
+  const std::string wedge = absl::StrCat(bin_dir != nullptr ? bin_dir : "../bin", "/ucx_wedge");
+  std::vector<char*> argv = {const_cast<char*>(wedge.c_str())};
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    execv(wedge.c_str(), argv.data());
+    _exit(127);
+  }
+  int wstatus = 0;
+  if (waitpid(pid, &wstatus, 0) != pid) return false;
+  return WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL;
+}
+
+// Gets `key` until it is served byte-exact over UCX shared memory (at most 20 s).
+// True if it was; prints how long it took.
+bool ServedAgainOverSharedMemory(Client& client, const BlockKey& key, const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> buf(data.size());
+  std::span<uint8_t> dest(buf);
+  const absl::Time t0 = absl::Now();
+  int failed = 0;
+  while (absl::Now() - t0 < absl::Seconds(20)) {
+    std::fill(buf.begin(), buf.end(), 0);
+    auto got = client.Get("ns", {&key, 1}, {&dest, 1});
+    if (got.ok() && got->status[0].ok() && buf == data &&
+        absl::StartsWith(OnlyShard(client.TransportStats()).transport, "ucx (posix")) {
+      fprintf(stderr, "served again after %s (%d failed gets)\n", absl::FormatDuration(absl::Now() - t0).c_str(),
+              failed);
+      return true;
+    }
+    EXPECT_TRUE(!got.ok() || got->status[0].ok() || !absl::IsDataLoss(got->status[0])) << got->status[0];
+    ++failed;
+  }
+  return false;
+}
+
 // A client killed while UCX packs its message into the shard's shared-memory
 // queue leaves a slot reserved and never written, and the shard's worker receives
 // nothing over shared memory after it (UCX 1.13). The shard notices with its
@@ -838,40 +881,56 @@ TEST(UcxClientTest, ShardRecoversFromAClientKilledMidSendOverSharedMemory) {
   const BlockKey key = Key(21);
   BlockPut put{key, std::nullopt, data, false};
   ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
-  std::vector<uint8_t> buf(data.size());
-  std::span<uint8_t> dest(buf);
-  auto get = [&] { return (*client)->Get("ns", {&key, 1}, {&dest, 1}); };
-  ASSERT_TRUE(get().ok());
+  ASSERT_TRUE(ServedAgainOverSharedMemory(**client, key, data));
 
-  const char* bin_dir = getenv("KVHUB_BIN_DIR");
-  const std::string wedge = absl::StrCat(bin_dir != nullptr ? bin_dir : "../bin", "/ucx_wedge");
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(wedge.c_str(), wedge.c_str(), shard->grpc_address().c_str(), "posix,cma", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int wstatus = 0;
-  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
-  ASSERT_TRUE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) << "ucx_wedge did not die mid-send: " << wstatus;
-
-  const absl::Time t0 = absl::Now();
-  bool served = false;
-  int failed = 0;
-  while (!served && absl::Now() - t0 < absl::Seconds(20)) {
-    std::fill(buf.begin(), buf.end(), 0);
-    auto got = get();
-    served = got.ok() && got->status[0].ok() && buf == data &&
-             absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "ucx (posix");
-    if (!served) ++failed;
-  }
-  EXPECT_TRUE(served) << "the shard never served over shared memory again";
-  fprintf(stderr, "served again after %s (%d failed gets)\n", absl::FormatDuration(absl::Now() - t0).c_str(),
-          failed);
+  ASSERT_TRUE(RunWedge({shard->grpc_address(), "posix,cma"})) << "ucx_wedge did not die mid-send";
+  EXPECT_TRUE(ServedAgainOverSharedMemory(**client, key, data)) << "the shard never served over shared memory again";
   auto st = (*client)->Stats();
   ASSERT_TRUE(st[0].stats.ok()) << st[0].stats.status();
   EXPECT_EQ(st[0].stats->ucx_worker_resets(), 1u);
   EXPECT_EQ(st[0].stats->checksum_failures(), 0u);
+  EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
+}
+
+// The other direction: a peer (a shard) killed while writing into a *client's*
+// shared-memory queue leaves the client's worker deaf: the shard's replies never
+// arrive. The client's call times out, the client pings its own worker, finds it
+// deaf, replaces it and connects again: served over shared memory within seconds,
+// the shard untouched.
+TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  absl::Mutex mu;
+  std::vector<std::string> workers;  // hex addresses of the client's UCX workers
+  UcxDataPlane::Hooks hooks;
+  hooks.on_worker = [&](absl::string_view address) {
+    absl::MutexLock l(&mu);
+    workers.push_back(absl::BytesToHexString(address));
+  };
+  auto client = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, hooks));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> data = Payload(22, 1 << 20);
+  const BlockKey key = Key(22);
+  BlockPut put{key, std::nullopt, data, false};
+  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
+  ASSERT_TRUE(ServedAgainOverSharedMemory(**client, key, data));
+  std::string first;
+  {
+    absl::MutexLock l(&mu);
+    ASSERT_EQ(workers.size(), 1u);
+    first = workers[0];
+  }
+
+  ASSERT_TRUE(RunWedge({"--worker", first, "posix,cma"})) << "ucx_wedge did not die mid-send";
+  EXPECT_TRUE(ServedAgainOverSharedMemory(**client, key, data)) << "the client never read over shared memory again";
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_EQ(workers.size(), 2u) << "the client's worker was not replaced (once)";
+  }
+  auto st = (*client)->Stats();
+  ASSERT_TRUE(st[0].stats.ok()) << st[0].stats.status();
+  EXPECT_EQ(st[0].stats->ucx_worker_resets(), 0u) << "the shard's queue was never stuck";
   EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
 }
 

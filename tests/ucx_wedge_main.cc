@@ -1,11 +1,14 @@
-// ucx_wedge: a client process that dies in the middle of a shared-memory send to
-// a shard, for the test of the shard's recovery (tests/ucx_client_test.cc,
-// UcxClientTest.ShardRecoversFromAClientKilledMidSendOverSharedMemory).
+// ucx_wedge: a process that dies in the middle of a shared-memory send to a UCX
+// worker, for the tests of recovery from it (tests/ucx_client_test.cc:
+// ShardRecoversFromAClientKilledMidSendOverSharedMemory,
+// ClientRecoversFromAPeerKilledMidSendOverSharedMemory).
 //
-//   ucx_wedge GRPC_ADDRESS [UCX_TLS]      (UCX_TLS defaults to posix,cma)
+//   ucx_wedge GRPC_ADDRESS [UCX_TLS]       a shard's worker (via its Connect RPC)
+//   ucx_wedge --worker HEX [UCX_TLS]       the worker with this address (hex bytes)
+// (UCX_TLS defaults to posix,cma.)
 //
-// It Connects like a kvhub client, then sends the shard's worker one active
-// message whose payload is packed by a callback that SIGKILLs this process. UCX's
+// It connects to the worker, then sends it one active message whose payload is
+// packed by a callback that SIGKILLs this process. UCX's
 // shared-memory transport packs a message straight into a slot of the receiver's
 // queue after reserving it, so the process dies holding a slot it never marks as
 // written: the receiver finds its queue stopped at that slot (UCX 1.13). A kvhub
@@ -14,6 +17,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -49,14 +53,37 @@ int Fail(const char* what, ucs_status_t st) {
   return 1;
 }
 
+// An AM id no kvhub worker handles: the first, harmless message is dropped.
+constexpr unsigned kUnusedAmId = 31;
+
+bool FromHex(const std::string& hex, std::string* out) {
+  if (hex.size() % 2 != 0) return false;
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    char* end = nullptr;
+    const std::string byte = hex.substr(i, 2);
+    const long v = std::strtol(byte.c_str(), &end, 16);
+    if (end != byte.c_str() + 2) return false;
+    out->push_back(static_cast<char>(v));
+  }
+  return !out->empty();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2 && argc != 3) {
-    std::fprintf(stderr, "usage: ucx_wedge GRPC_ADDRESS [UCX_TLS]\n");
+  const bool direct = argc >= 2 && std::string(argv[1]) == "--worker";
+  const int base = direct ? 2 : 1;
+  if (argc != base + 1 && argc != base + 2) {
+    std::fprintf(stderr, "usage: ucx_wedge GRPC_ADDRESS [UCX_TLS] | ucx_wedge --worker HEX_ADDRESS [UCX_TLS]\n");
     return 2;
   }
-  const std::string tls = argc == 3 ? argv[2] : "posix,cma";
+  const std::string tls = argc == base + 2 ? argv[base + 1] : "posix,cma";
+  std::string target;
+  if (direct && !FromHex(argv[base], &target)) {
+    std::fprintf(stderr, "ucx_wedge: --worker wants the worker address in hex\n");
+    return 2;
+  }
   ucp_config_t* config = nullptr;
   if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK) return Fail("config", st);
   if (ucs_status_t st = ucp_config_modify(config, "TLS", tls.c_str()); st != UCS_OK) return Fail("TLS", st);
@@ -76,19 +103,22 @@ int main(int argc, char** argv) {
   size_t address_len = 0;
   if (st = ucp_worker_get_address(worker, &address, &address_len); st != UCS_OK) return Fail("address", st);
 
-  auto stub = kvhub::v1::KvHub::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
-  kvhub::v1::ConnectRequest req;
-  req.set_worker_address(reinterpret_cast<const char*>(address), address_len);
-  req.set_client_name("ucx_wedge");
-  kvhub::v1::ConnectResponse resp;
-  grpc::ClientContext cc;
-  if (const grpc::Status s = stub->Connect(&cc, req, &resp); !s.ok()) {
-    std::fprintf(stderr, "ucx_wedge: Connect: %s\n", s.error_message().c_str());
-    return 1;
+  if (!direct) {
+    auto stub = kvhub::v1::KvHub::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
+    kvhub::v1::ConnectRequest req;
+    req.set_worker_address(reinterpret_cast<const char*>(address), address_len);
+    req.set_client_name("ucx_wedge");
+    kvhub::v1::ConnectResponse resp;
+    grpc::ClientContext cc;
+    if (const grpc::Status s = stub->Connect(&cc, req, &resp); !s.ok()) {
+      std::fprintf(stderr, "ucx_wedge: Connect: %s\n", s.error_message().c_str());
+      return 1;
+    }
+    target = resp.worker_address();
   }
   ucp_ep_params_t ep_params{};
   ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
-  ep_params.address = reinterpret_cast<const ucp_address_t*>(resp.worker_address().data());
+  ep_params.address = reinterpret_cast<const ucp_address_t*>(target.data());
   ucp_ep_h ep = nullptr;
   if (st = ucp_ep_create(worker, &ep_params, &ep); st != UCS_OK) return Fail("ep", st);
   // A plain message first, to its completion: the endpoint is wired up after it.
@@ -97,7 +127,7 @@ int main(int argc, char** argv) {
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     rp.flags = UCP_AM_SEND_FLAG_EAGER;
     const uint64_t header = 0;
-    void* r = ucp_am_send_nbx(ep, /*id=*/0, &header, sizeof(header), nullptr, 0, &rp);
+    void* r = ucp_am_send_nbx(ep, kUnusedAmId, &header, sizeof(header), nullptr, 0, &rp);
     if (UCS_PTR_IS_ERR(r)) return Fail("first send", UCS_PTR_STATUS(r));
     while (r != nullptr && ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker);
     if (r != nullptr) ucp_request_free(r);
@@ -116,7 +146,7 @@ int main(int argc, char** argv) {
   rp.flags = UCP_AM_SEND_FLAG_EAGER;
   const uint64_t header = 0;
   char payload[64] = {0};
-  void* r = ucp_am_send_nbx(ep, /*id=*/0, &header, sizeof(header), payload, 1, &rp);
+  void* r = ucp_am_send_nbx(ep, kUnusedAmId, &header, sizeof(header), payload, 1, &rp);
   for (int i = 0; i < 1000000; ++i) ucp_worker_progress(worker);
   std::fprintf(stderr, "ucx_wedge: still alive after the send (%s): the message was not packed into shared memory\n",
                UCS_PTR_IS_ERR(r) ? ucs_status_string(UCS_PTR_STATUS(r)) : r == nullptr ? "sent" : "pending");

@@ -1,0 +1,52 @@
+#include "transport/ucx_ping.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvhub::transport {
+
+absl::StatusOr<PingLink> LinkForPing(UcxWorker& from, UcxWorker& target) {
+  absl::StatusOr<uint64_t> conn = target.Accept(from.address());
+  if (!conn.ok()) return conn.status();
+  PeerInfo info;
+  info.worker_address = target.address();
+  info.conn_id = *conn;
+  absl::StatusOr<PeerId> peer = from.Connect(info);
+  if (!peer.ok()) {
+    (void)target.CloseAccepted(*conn);  // nothing else holds it
+    return peer.status();
+  }
+  return PingLink{*peer, *conn};
+}
+
+void Unlink(UcxWorker& from, UcxWorker& target, const PingLink& link) {
+  // NOT_FOUND when an end is gone already: nothing left to close.
+  (void)from.Disconnect(link.peer);
+  (void)target.CloseAccepted(link.conn);
+}
+
+absl::Status CheckReceives(UcxContext* context, UcxWorker& target, absl::Duration timeout, int attempts) {
+  absl::StatusOr<std::unique_ptr<UcxWorker>> prober = UcxWorker::Create(context, {.name = "kvhub-ping"});
+  if (!prober.ok()) return prober.status();
+  absl::StatusOr<PingLink> link = LinkForPing(**prober, target);
+  if (!link.ok()) return link.status();
+  absl::Status last;
+  for (int i = 0; i < attempts; ++i) {
+    absl::StatusOr<std::string> pong = (*prober)->CallPeer(link->peer, kUcxPingMethod, std::string(), timeout);
+    if (pong.ok()) {
+      last = absl::OkStatus();
+      break;
+    }
+    last = pong.status();
+    if (!absl::IsDeadlineExceeded(last)) break;  // not a silence: no verdict
+  }
+  Unlink(**prober, target, *link);
+  if (absl::IsDeadlineExceeded(last)) {
+    return absl::DeadlineExceededError(absl::StrCat("the worker answered none of ", attempts, " pings (",
+                                                    absl::FormatDuration(timeout), " each)"));
+  }
+  return last;
+}
+
+}  // namespace kvhub::transport
