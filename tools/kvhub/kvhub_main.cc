@@ -236,7 +236,7 @@ absl::Status CmdStats(Args& a) {
               << " leases_expired=" << s.leases_expired() << "\n";
     std::cout << "  token_hit_rate " << hit_rate(s.lookup_hit_tokens(), s.lookup_requested_tokens()) << "\n";
     std::cout << "  ucx " << s.ucx_status() << "; connections=" << s.ucx_connections()
-              << " sessions=" << s.ucx_sessions() << "\n";
+              << " sessions=" << s.ucx_sessions() << " worker_resets=" << s.ucx_worker_resets() << "\n";
     requested_tokens += s.lookup_requested_tokens();
     hit_tokens += s.lookup_hit_tokens();
     for (const v1::TierStats& t : s.tiers()) {
