@@ -411,6 +411,9 @@ class PyClient {
         d["put_bytes"] = s.put_bytes();
         d["checksum_failures"] = s.checksum_failures();
         d["ucx_status"] = s.ucx_status();
+        d["ucx_connections"] = s.ucx_connections();
+        d["ucx_sessions"] = s.ucx_sessions();
+        d["ucx_worker_resets"] = s.ucx_worker_resets();
         if (s.tiers_size() > 0) {
           d["capacity_bytes"] = s.tiers(0).capacity_bytes();
           d["used_bytes"] = s.tiers(0).used_bytes();

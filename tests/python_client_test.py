@@ -117,6 +117,7 @@ class PythonClientTest(unittest.TestCase):
         for s in stats:
             self.assertIsNone(s["error"])
             self.assertGreater(s["capacity_bytes"], 0)
+            self.assertEqual(s["ucx_worker_resets"], 0)
         self.assertTrue(all(t["transport"].startswith("grpc") for t in c.transport_stats()))
 
     def test_bad_input_raises_clear_errors_and_changes_nothing(self):
