@@ -15,6 +15,7 @@
 // client killed by the OOM killer or a pod eviction can do the same by chance.
 // Exits 1 (with a message) if it gets that far without dying.
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
     req.set_client_name("ucx_wedge");
     kvhub::v1::ConnectResponse resp;
     grpc::ClientContext cc;
+    cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));  // a frozen shard
     if (const grpc::Status s = stub->Connect(&cc, req, &resp); !s.ok()) {
       std::fprintf(stderr, "ucx_wedge: Connect: %s\n", s.error_message().c_str());
       return 1;

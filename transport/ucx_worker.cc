@@ -1130,7 +1130,13 @@ void UcxWorker::Loop() {
     impl_->c.wakeups.fetch_add(1, std::memory_order_relaxed);
   }
   if (!impl_->closing.empty()) {
+    // Flush-mode closes to peers that stopped receiving (a stuck shared-memory
+    // queue, a dead peer without failure detection) never finish. Hand the
+    // requests back to UCX, which ends them while it destroys the worker (it
+    // asserts on a close request the user still holds).
     KVHUB_LOG(warn, "ucx: {} endpoint closes still pending at worker shutdown", impl_->closing.size());
+    for (void* req : impl_->closing) ucp_request_free(req);
+    impl_->closing.clear();
   }
 }
 

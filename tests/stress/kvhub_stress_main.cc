@@ -4,11 +4,13 @@
 //
 //   kvhub-stress [--spawn 3 | --members A,B] [--threads 4] [--seconds 10]
 //                [--kill_every_ms 0] [--stop_every_ms 0] [--transport auto|grpc|ucx]
-//                [--client_procs 0] [--kill_client_every_ms 0]
+//                [--client_procs 0] [--kill_client_every_ms 0] [--wedge_every_ms 0]
 //
 // Faults: shards SIGKILLed and restarted on their ports or frozen (SIGSTOP) for a while
 // (tests/stress/shard_procs.h); extra client processes SIGKILLed mid-operation and
-// replaced (tests/stress/client_procs.h).
+// replaced (tests/stress/client_procs.h); over shared memory, a client process that dies
+// holding a slot of a shard's UCX receive queue (ucx_wedge), which the shard must notice
+// and recover from (docs/transport.md, "Recovery from a stuck shared-memory queue").
 //
 // Every block's payload is a function of its key (tests/stress/stress_workload.h), so
 // each block a Fetch or Get reports loaded is compared byte for byte with what that key
@@ -26,7 +28,9 @@
 //   - client processes: each one not killed by the test exits 0 (its own checks held).
 // Exit status: 0 when every check holds, 1 when one fails, 2 for bad flags.
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +51,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -82,6 +87,10 @@ ABSL_FLAG(int, stop_every_ms, 0, "SIGSTOP a random spawned shard for --stop_ms t
 ABSL_FLAG(int, stop_ms, 1500, "how long a stopped shard stays frozen (10..60000)");
 ABSL_FLAG(int, client_procs, 0, "also run this many client processes (kvhub-stress --client_mode, 0..16)");
 ABSL_FLAG(int, kill_client_every_ms, 0, "SIGKILL a random client process and start a new one this often (0: never)");
+ABSL_FLAG(int, wedge_every_ms, 0,
+          "shared memory in --ucx_tls: run ucx_wedge (a client that dies holding a slot of a shard's UCX "
+          "queue) against a random spawned shard this often, until 4 s before the end (0: never)");
+ABSL_FLAG(std::string, ucx_wedge, "", "ucx_wedge binary for --wedge_every_ms (default: next to kvhub-stress)");
 ABSL_FLAG(bool, client_mode, false,
           "run as one of --client_procs: operations only (no final checks, no pins), faults come from elsewhere");
 ABSL_FLAG(uint32_t, prompts, 512, "distinct prompts");
@@ -152,8 +161,11 @@ struct Options {
   uint32_t pinned = 0;
   uint64_t seed = 1;
   int client_procs = 0, kill_client_every_ms = 0;
+  int wedge_every_ms = 0;
+  std::string wedge_bin;     // ucx_wedge
+  std::string ucx_tls;
   bool client_mode = false;  // a child of --client_procs: the parent injects the faults
-  bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0 || client_mode; }
+  bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0 || wedge_every_ms > 0 || client_mode; }
 };
 
 class Stress {
@@ -225,6 +237,9 @@ class Stress {
   absl::Notification faults_over_;  // the fault thread injects nothing more
   absl::Notification finished_;     // the final checks are over
   std::atomic<uint64_t> kills_{0}, stops_{0}, pinned_skipped_{0};
+  // ucx_wedge runs that died mid-send (the fault happened) / that could not reach their
+  // shard (down or restarting: no fault).
+  uint64_t wedges_ = 0, wedges_missed_ = 0;
   uint64_t ucx_worker_resets_ = 0;  // summed over the shards' Stats at the end
   stress::ClientProcs::Outcome client_outcome_;
   double seconds_run_ = 0;
@@ -649,10 +664,30 @@ void Stress::Worker(int id) {
   }
 }
 
+// Runs ucx_wedge against `address`: OK when it died as it should (SIGKILL, holding a
+// queue slot); FAILED_PRECONDITION when it could not reach the shard (exit 1); else
+// the reason the fault could not be injected.
+absl::Status RunWedge(const std::string& bin, const std::string& address, const std::string& tls) {
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 2);  // "cannot connect" while a shard restarts is expected
+    execl(bin.c_str(), bin.c_str(), address.c_str(), tls.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int wstatus = 0;
+  if (waitpid(pid, &wstatus, 0) != pid) return absl::InternalError("waitpid on ucx_wedge failed");
+  if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) return absl::OkStatus();
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 1) return absl::FailedPreconditionError("shard not reached");
+  return absl::InternalError(absl::StrCat(bin, " ended with wait status ", wstatus, " (127: not found)"));
+}
+
 void Stress::Faults() {
   const bool shard_faults = shards_ != nullptr && !o_.client_mode && (o_.kill_every_ms > 0 || o_.stop_every_ms > 0);
   const bool client_kills = clients_ != nullptr && o_.kill_client_every_ms > 0;
-  if (!shard_faults && !client_kills) return;
+  const bool wedges = shards_ != nullptr && !o_.client_mode && o_.wedge_every_ms > 0;
+  if (!shard_faults && !client_kills && !wedges) return;
   std::mt19937_64 rng(o_.seed ^ 0xfa17u);
   const absl::Time start = absl::Now();
   const auto first = [&](int every_ms, bool on) {
@@ -661,7 +696,29 @@ void Stress::Faults() {
   absl::Time next_kill = first(o_.kill_every_ms, shard_faults);
   absl::Time next_stop = first(o_.stop_every_ms, shard_faults);
   absl::Time next_client_kill = first(o_.kill_client_every_ms, client_kills);
-  while (!done_.WaitForNotificationWithDeadline(std::min({next_kill, next_stop, next_client_kill}))) {
+  absl::Time next_wedge = first(o_.wedge_every_ms, wedges);
+  // The last wedge leaves the shard 4 s to recover before the final checks (it takes
+  // about 2: a ping at once, two 1 s timeouts, a new worker; more on a loaded machine).
+  const absl::Time last_wedge = start + o_.duration - absl::Seconds(4);
+  while (!done_.WaitForNotificationWithDeadline(std::min({next_kill, next_stop, next_client_kill, next_wedge}))) {
+    if (absl::Now() >= next_wedge) {
+      const std::vector<std::string> all = shards_->addresses();
+      const std::string address = all[rng() % all.size()];
+      if (absl::Now() < last_wedge) {
+        absl::Status st = RunWedge(o_.wedge_bin, address, o_.ucx_tls);
+        if (st.ok()) {
+          ++wedges_;
+        } else if (absl::IsFailedPrecondition(st)) {
+          ++wedges_missed_;
+        } else {
+          violations_.Add("fault injection failed", st.ToString());
+          return;
+        }
+      }
+      next_wedge = absl::Now() + absl::Milliseconds(o_.wedge_every_ms);
+      if (next_wedge >= last_wedge) next_wedge = absl::InfiniteFuture();
+      continue;
+    }
     if (absl::Now() >= next_client_kill) {
       absl::Status st = clients_->KillOne(rng(), start + o_.duration, rng());
       if (!st.ok() && !absl::IsFailedPrecondition(st)) {  // FAILED_PRECONDITION: none running now
@@ -835,6 +892,12 @@ void Stress::Report(bool to_stderr, nlohmann::json* j) const {
                static_cast<unsigned long>(kills_.load()), static_cast<unsigned long>(stops_.load()), o_.stop_ms,
                static_cast<unsigned long>(pinned_skipped_.load()));
   (*j)["faults"] = {{"kills", kills_.load()}, {"stops", stops_.load()}, {"pinned_checks_skipped", pinned_skipped_.load()}};
+  if (o_.wedge_every_ms > 0) {
+    std::fprintf(out, "stuck shared-memory queues: %lu clients died holding a slot of a shard's UCX queue "
+                      "(%lu more found their shard down)\n",
+                 static_cast<unsigned long>(wedges_), static_cast<unsigned long>(wedges_missed_));
+  }
+  (*j)["faults"]["wedges"] = wedges_;
   if (ucx_worker_resets_ > 0) {
     // Shard processes running at the end replaced a UCX worker that a killed client
     // left deaf over shared memory (docs/transport.md); not a violation: recovered.
@@ -893,6 +956,18 @@ int Main(int argc, char** argv) {
   o.client_procs = absl::GetFlag(FLAGS_client_procs);
   o.kill_client_every_ms = absl::GetFlag(FLAGS_kill_client_every_ms);
   o.client_mode = absl::GetFlag(FLAGS_client_mode);
+  o.wedge_every_ms = absl::GetFlag(FLAGS_wedge_every_ms);
+  o.ucx_tls = absl::GetFlag(FLAGS_ucx_tls);
+  o.wedge_bin = absl::GetFlag(FLAGS_ucx_wedge);
+  if (o.wedge_bin.empty()) {
+    o.wedge_bin = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ucx_wedge").string();
+  }
+  if (o.wedge_every_ms < 0 || (o.wedge_every_ms > 0 && o.wedge_every_ms < 500)) {
+    return usage("--wedge_every_ms must be 0 or >= 500");
+  }
+  if (o.wedge_every_ms > 0 && !absl::StrContains(o.ucx_tls, "posix") && !absl::StrContains(o.ucx_tls, "sysv")) {
+    return usage("--wedge_every_ms needs shared memory in --ucx_tls (posix or sysv): it sticks a shared-memory queue");
+  }
   if (o.client_procs < 0 || o.client_procs > 16) return usage("--client_procs must be 0..16");
   if (o.kill_client_every_ms < 0 || (o.kill_client_every_ms > 0 && o.kill_client_every_ms < 100)) {
     return usage("--kill_client_every_ms must be 0 or >= 100");
@@ -942,6 +1017,9 @@ int Main(int argc, char** argv) {
                                       "--reservation_timeout_ms=3000", "--expiry_interval_ms=200",
                                       "--shutdown_timeout_ms=5000", "--log_level=warn"};
     if (!absl::GetFlag(FLAGS_ucx_tls).empty()) flags.push_back(absl::StrCat("--ucx_tls=", absl::GetFlag(FLAGS_ucx_tls)));
+    // Stuck queues are found within about a second of the wedge (its session's end
+    // makes the shard ping at once); the probe's interval covers the rest.
+    if (o.wedge_every_ms > 0) flags.push_back("--ucx_probe_ms=250");
     if (!absl::GetFlag(FLAGS_eviction_policy).empty()) {
       flags.push_back(absl::StrCat("--eviction_policy=", absl::GetFlag(FLAGS_eviction_policy)));
     }
@@ -951,8 +1029,8 @@ int Main(int argc, char** argv) {
       return 1;
     }
     members_text = absl::StrJoin(shards->addresses(), ",");
-  } else if (o.kill_every_ms > 0 || o.stop_every_ms > 0) {
-    return usage("--kill_every_ms and --stop_every_ms need spawned shards (no --members)");
+  } else if (o.kill_every_ms > 0 || o.stop_every_ms > 0 || o.wedge_every_ms > 0) {
+    return usage("--kill_every_ms, --stop_every_ms and --wedge_every_ms need spawned shards (no --members)");
   }
   auto members = ClientConfig::ParseMembers(members_text);
   if (!members.ok()) return usage(absl::StrCat("--members: ", members.status().message()));
