@@ -415,13 +415,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
   bool peer_failed = false;
   if (route.calls) {
     // The same Get, called over the UCX connection: no gRPC round trip.
-    s = CallShard(shard, *route.worker, peer_id, v1::UCX_CALL_GET, "Get", req, &resp);
+    s = CallShard(shard, route.worker, peer_id, route.shm, v1::UCX_CALL_GET, "Get", req, &resp);
     // A dead shard reached over shared memory does not fail the endpoint (no
     // peer failure detection there): the call just times out. Reconnect next
     // time in both cases; Connect over gRPC fails fast if the shard is gone.
     peer_failed = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
-    // Or this client's worker no longer receives over shared memory.
-    if (absl::IsDeadlineExceeded(s) && route.shm) CheckWorker(route.worker);
   } else {
     grpc::ByteBuffer bb;
     s = shard.GetRaw(req, &bb);
@@ -520,6 +518,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
       if (transfers[k].end_grant && results[k].ok()) lease_of[index[k]] = 0;
       if (!results[k].ok()) {
         if (results[k].code() == absl::StatusCode::kUnavailable) peer_failed = true;
+        // An active-message read waits for the shard's reply: this client's worker
+        // may no longer receive over shared memory.
+        if (absl::IsDeadlineExceeded(results[k]) && route.shm && !sums[k].computed) CheckWorker(route.worker);
         r.status = absl::Status(results[k].code(),
                                 absl::StrCat("block ", r.key.Hex(), ": ucx get: ", results[k].message()));
         continue;
@@ -574,23 +575,27 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
 absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
   Peer* p = PeerFor(shard);
   uint64_t peer_id = 0;
-  bool calls = false;
+  bool calls = false, shm = false;
   std::shared_ptr<transport::UcxWorker> worker;
   {
     absl::MutexLock l(&p->mu);
     calls = p->state == Peer::State::kUcx && p->calls;
     peer_id = p->peer_id;
     worker = p->worker;
+    shm = p->shm;
   }
   if (!calls || worker == nullptr) return shard.Release(req, resp);
-  return CallShard(shard, *worker, peer_id, v1::UCX_CALL_RELEASE, "Release", req, resp);
+  return CallShard(shard, worker, peer_id, shm, v1::UCX_CALL_RELEASE, "Release", req, resp);
 }
 
-absl::Status UcxDataPlane::CallShard(Shard& shard, transport::UcxWorker& worker, uint64_t peer_id,
-                                     v1::UcxCall method, absl::string_view what, const google::protobuf::Message& req,
-                                     google::protobuf::Message* resp) {
+absl::Status UcxDataPlane::CallShard(Shard& shard, const std::shared_ptr<transport::UcxWorker>& worker,
+                                     uint64_t peer_id, bool shm, v1::UcxCall method, absl::string_view what,
+                                     const google::protobuf::Message& req, google::protobuf::Message* resp) {
   absl::StatusOr<std::string> answer =
-      worker.CallPeer(peer_id, method, req.SerializeAsString(), config_.control_deadline);
+      worker->CallPeer(peer_id, method, req.SerializeAsString(), config_.control_deadline);
+  // Over shared memory a call that times out may mean this client's worker no
+  // longer receives (a stuck queue), not a slow shard.
+  if (absl::IsDeadlineExceeded(answer.status()) && shm) CheckWorker(worker);
   if (!answer.ok()) {
     return absl::Status(answer.status().code(),
                         absl::StrCat(what, " ", shard.address(), " over ucx: ", answer.status().message()));

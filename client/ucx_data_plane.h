@@ -115,9 +115,10 @@ class UcxDataPlane final : public DataPlane {
   // The worker new connections use (null before EnsureWorker succeeded).
   std::shared_ptr<transport::UcxWorker> CurrentWorker();
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> NewWorker();
-  // A UCX call over shared memory timed out on `w`: if `w` answers no ping, it
-  // is replaced (connections move to the new one on their next call). One check
-  // at a time; a call that finds one running returns at once.
+  // A UCX call or active-message read over shared memory timed out on `w`: if `w`
+  // answers no ping, it is replaced (connections move to the new one on their next
+  // call). One check at a time, at most one a second; a caller that finds one
+  // running returns at once.
   void CheckWorker(const std::shared_ptr<transport::UcxWorker>& w);
 
   absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
@@ -141,10 +142,12 @@ class UcxDataPlane final : public DataPlane {
   // DeferredReleases' sender: over the UCX connection when the shard answers
   // calls, else the Release RPC.
   absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
-  // `req` called as `method` over the UCX connection to `peer_id`, its answer parsed
-  // into `resp`; errors are CallPeer's, named "<what> <address> over ucx: ...".
-  absl::Status CallShard(Shard& shard, transport::UcxWorker& worker, uint64_t peer_id, v1::UcxCall method,
-                         absl::string_view what, const google::protobuf::Message& req,
+  // `req` called as `method` over the UCX connection to `peer_id` on `worker`, its
+  // answer parsed into `resp`; errors are CallPeer's, named "<what> <address> over
+  // ucx: ...". `shm`: the connection runs over shared memory (a timeout there
+  // makes the client check its worker).
+  absl::Status CallShard(Shard& shard, const std::shared_ptr<transport::UcxWorker>& worker, uint64_t peer_id,
+                         bool shm, v1::UcxCall method, absl::string_view what, const google::protobuf::Message& req,
                          google::protobuf::Message* resp);
 
   const ClientConfig config_;
