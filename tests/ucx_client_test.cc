@@ -934,6 +934,43 @@ TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
   EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
 }
 
+// A shard that dies under a call over shared memory (where UCX never reports a
+// dead peer) ends the client's Session: the call fails at once with UNAVAILABLE
+// instead of waiting out its deadline.
+TEST(UcxClientTest, ShardKilledUnderACallOverSharedMemoryFailsItAtOnce) {
+  auto shard = StartShard({"--ucx_tls=posix,cma"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  cfg.control_deadline = absl::Seconds(20);  // a deadline this test would notice
+  cfg.max_attempts = 1;
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> data = Payload(23, 1 << 16);
+  const BlockKey key = Key(23);
+  BlockPut put{key, std::nullopt, data, false};
+  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
+  std::vector<uint8_t> buf(data.size());
+  std::span<uint8_t> dest(buf);
+  ASSERT_TRUE((*client)->Get("ns", {&key, 1}, {&dest, 1}).ok());
+
+  // Frozen, the shard answers nothing: the next call waits on it.
+  ASSERT_TRUE(shard->Signal(SIGSTOP).ok());
+  absl::Status got_status;
+  absl::Time ended;
+  std::thread caller([&] {
+    auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
+    got_status = !got.ok() ? got.status() : got->status[0];
+    ended = absl::Now();
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(shard->Kill().ok());
+  caller.join();
+  EXPECT_FALSE(got_status.ok());
+  EXPECT_TRUE(absl::IsUnavailable(got_status)) << got_status;
+  EXPECT_LT(ended - killed, absl::Seconds(5)) << "the call waited out its deadline: " << got_status;
+}
+
 // The Session RPC on its own (raw stub): an unknown connection is NOT_FOUND, a
 // second session of one connection is refused, the first one is confirmed by an
 // `open` event and ends with UNAVAILABLE when the shard stops, without holding
