@@ -757,74 +757,6 @@ uint64_t SettledUcxConnections(Client& client, uint64_t want) {
   return n;
 }
 
-// Over shared memory UCX never tells a shard that a client died; the client's
-// Session stream does: killed readers' connections are closed at once, so a
-// shard's connection slots do not run out as clients come and go.
-TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
-  // A reader killed while writing into the shard's shared-memory queue leaves it
-  // stuck (rarely: about 1 run in 100 under load); the probe then replaces the
-  // shard's worker (ShardRecoversFromAClientKilledMidSendOverSharedMemory).
-  auto shard = StartShard({"--ucx_tls=posix,cma", "--ucx_probe_ms=200"});
-  ASSERT_NE(shard, nullptr);
-  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
-  ASSERT_TRUE(client.ok()) << client.status();
-  const std::vector<uint8_t> data = Payload(11, 1 << 20);
-  const BlockKey key = Key(11);
-  BlockPut put{key, std::nullopt, data, false};
-  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
-  auto st = (*client)->Stats();
-  ASSERT_TRUE(st[0].stats.ok());
-  EXPECT_EQ(st[0].stats->ucx_connections(), 1u);
-  EXPECT_EQ(st[0].stats->ucx_sessions(), 1u);
-
-  for (int round = 0; round < 3; ++round) {
-    SCOPED_TRACE(absl::StrCat("round ", round));
-    const pid_t a = StartReader(*shard, key, data.size(), "posix,cma");
-    const pid_t b = StartReader(*shard, key, data.size(), "posix,cma");
-    ASSERT_GT(a, 0);
-    ASSERT_GT(b, 0);
-    EXPECT_EQ(SettledUcxConnections(**client, 3), 3u);
-    ASSERT_EQ(kill(a, SIGKILL), 0);
-    ASSERT_EQ(kill(b, SIGKILL), 0);
-    ASSERT_EQ(waitpid(a, nullptr, 0), a);
-    ASSERT_EQ(waitpid(b, nullptr, 0), b);
-    // The shard keeps serving the survivor over UCX (after replacing its worker,
-    // if a reader died mid-send: the survivor connects again).
-    std::vector<uint8_t> buf(data.size());
-    std::span<uint8_t> dest(buf);
-    absl::Status read = absl::UnknownError("not read");
-    for (const absl::Time until = absl::Now() + absl::Seconds(15); !read.ok() && absl::Now() < until;) {
-      std::fill(buf.begin(), buf.end(), 0);
-      auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
-      read = !got.ok() ? got.status() : got->status[0];
-      if (read.ok() && buf != data) read = absl::DataLossError("wrong bytes");
-      EXPECT_FALSE(absl::IsDataLoss(read)) << read;
-    }
-    ASSERT_TRUE(read.ok()) << read;
-    EXPECT_TRUE(absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "ucx")) <<
-        OnlyShard((*client)->TransportStats()).transport;
-    EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
-  }
-
-  // A client that goes away cleanly, and one that auto-mode keeps on gRPC (tcp
-  // only) after connecting, leave no connection behind either.
-  auto tcp_shard = StartShard({"--ucx_tls=tcp"});
-  ASSERT_NE(tcp_shard, nullptr);
-  auto observer = Client::Create(Config(*tcp_shard, TransportMode::kGrpc));
-  ASSERT_TRUE(observer.ok());
-  {
-    auto auto_client = Client::Create(Config(*tcp_shard, TransportMode::kAuto, "tcp"));
-    ASSERT_TRUE(auto_client.ok());
-    PutGetByteExact(**auto_client, "ns", {100}, 12);
-    EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
-    auto ucx_client = Client::Create(Config(*tcp_shard, TransportMode::kUcx, "tcp"));
-    ASSERT_TRUE(ucx_client.ok());
-    PutGetByteExact(**ucx_client, "ns", {100}, 13);
-    EXPECT_EQ(SettledUcxConnections(**observer, 1), 1u);
-  }
-  EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
-}
-
 // Runs build/bin/ucx_wedge with `args` (after the binary): it dies holding a
 // slot of a worker's shared-memory queue. True when it died that way (SIGKILL).
 bool RunWedge(const std::vector<std::string>& args) {
@@ -864,6 +796,62 @@ bool ServedAgainOverSharedMemory(Client& client, const BlockKey& key, const std:
     ++failed;
   }
   return false;
+}
+
+// Over shared memory UCX never tells a shard that a client died; the client's
+// Session stream does: killed readers' connections are closed at once, so a
+// shard's connection slots do not run out as clients come and go.
+TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
+  // A reader killed while writing into the shard's shared-memory queue leaves it
+  // stuck (rarely: about 1 run in 100 under load); the probe then replaces the
+  // shard's worker (ShardRecoversFromAClientKilledMidSendOverSharedMemory).
+  auto shard = StartShard({"--ucx_tls=posix,cma", "--ucx_probe_ms=200"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> data = Payload(11, 1 << 20);
+  const BlockKey key = Key(11);
+  BlockPut put{key, std::nullopt, data, false};
+  ASSERT_EQ((*client)->Put("ns", {&put, 1})->stored, 1u);
+  auto st = (*client)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_EQ(st[0].stats->ucx_connections(), 1u);
+  EXPECT_EQ(st[0].stats->ucx_sessions(), 1u);
+
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    const pid_t a = StartReader(*shard, key, data.size(), "posix,cma");
+    const pid_t b = StartReader(*shard, key, data.size(), "posix,cma");
+    ASSERT_GT(a, 0);
+    ASSERT_GT(b, 0);
+    EXPECT_EQ(SettledUcxConnections(**client, 3), 3u);
+    ASSERT_EQ(kill(a, SIGKILL), 0);
+    ASSERT_EQ(kill(b, SIGKILL), 0);
+    ASSERT_EQ(waitpid(a, nullptr, 0), a);
+    ASSERT_EQ(waitpid(b, nullptr, 0), b);
+    // The shard keeps serving the survivor over UCX (after replacing its worker,
+    // if a reader died mid-send: the survivor connects again).
+    ASSERT_TRUE(ServedAgainOverSharedMemory(**client, key, data));
+    EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
+  }
+
+  // A client that goes away cleanly, and one that auto-mode keeps on gRPC (tcp
+  // only) after connecting, leave no connection behind either.
+  auto tcp_shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(tcp_shard, nullptr);
+  auto observer = Client::Create(Config(*tcp_shard, TransportMode::kGrpc));
+  ASSERT_TRUE(observer.ok());
+  {
+    auto auto_client = Client::Create(Config(*tcp_shard, TransportMode::kAuto, "tcp"));
+    ASSERT_TRUE(auto_client.ok());
+    PutGetByteExact(**auto_client, "ns", {100}, 12);
+    EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
+    auto ucx_client = Client::Create(Config(*tcp_shard, TransportMode::kUcx, "tcp"));
+    ASSERT_TRUE(ucx_client.ok());
+    PutGetByteExact(**ucx_client, "ns", {100}, 13);
+    EXPECT_EQ(SettledUcxConnections(**observer, 1), 1u);
+  }
+  EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
 }
 
 // A client killed while UCX packs its message into the shard's shared-memory
