@@ -122,6 +122,10 @@ absl::Status ClientConfig::Validate() const {
   if (ucx_lease < absl::Milliseconds(100) || ucx_lease > absl::Seconds(600)) {
     return absl::InvalidArgumentError("ucx_lease must be in 100ms..600s");
   }
+  if (ucx_retry_interval != absl::ZeroDuration() &&
+      (ucx_retry_interval < absl::Milliseconds(100) || ucx_retry_interval > absl::Hours(1))) {
+    return absl::InvalidArgumentError("ucx_retry_interval must be 0 (never) or in 100ms..1h");
+  }
   return absl::OkStatus();
 }
 

@@ -101,6 +101,14 @@ struct ClientConfig {
   // (docs/transport.md, "Mapped gets"). false leaves them to the UCX worker's
   // progress thread (one-sided still, one copy at a time). Default true.
   bool ucx_mapped_copies = true;
+  // transport=auto: a shard that fell back to gRPC for a reason that can pass (UCX
+  // off on the shard or not built there, no common transport, its connection
+  // limit, a failed endpoint) is offered UCX again this long after (one Connect
+  // RPC on a later call); UCX is used from then on if it works. Not retried: a
+  // shard UCX reaches only over tcp (auto keeps gRPC there by design), and a
+  // client whose own UCX cannot start. 0 = never again. 100 ms .. 1 h, or 0.
+  // Default 30 s.
+  absl::Duration ucx_retry_interval = absl::Seconds(30);
 
   // Security (docs/operations.md, "Authentication and TLS"); all empty by default.
   // Bearer token sent with every call (`authorization` metadata) to shards

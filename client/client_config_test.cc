@@ -41,6 +41,9 @@ TEST(ClientConfigTest, RejectsBadFields) {
   bad([](ClientConfig& c) { c.stream_chunk_bytes = 1; });
   bad([](ClientConfig& c) { c.concurrency = 0; });
   bad([](ClientConfig& c) { c.channels_per_member = 0; });
+  EXPECT_NE(bad([](ClientConfig& c) { c.ucx_retry_interval = absl::Milliseconds(5); }).find("ucx_retry_interval"),
+            std::string::npos);
+  bad([](ClientConfig& c) { c.ucx_retry_interval = absl::Hours(2); });
   EXPECT_NE(bad([](ClientConfig& c) { c.auth_token = "short"; }).find("auth_token"), std::string::npos);
   bad([](ClientConfig& c) { c.auth_token = "a token with spaces in it"; });
   bad([](ClientConfig& c) { c.tls_cert_file = "/c.pem"; });                       // no key
@@ -52,6 +55,7 @@ TEST(ClientConfigTest, RejectsBadFields) {
   ok.tls_cert_file = "/c.pem";
   ok.tls_key_file = "/c.key";
   ok.tls_server_name = "kvhub-shard";
+  ok.ucx_retry_interval = absl::ZeroDuration();  // never retry UCX
   EXPECT_TRUE(ok.Validate().ok()) << ok.Validate();
 }
 

@@ -52,6 +52,8 @@ struct UcxDataPlane::Peer {
   uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;  // ConnectResponse.incarnation of the connected process
   std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
+  // kGrpc in auto mode: when to offer UCX again (ClientConfig::ucx_retry_interval).
+  absl::Time retry_ucx_at ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
   // Keeps the shard's side of the connection (null for shards without sessions),
   // and its number among this peer's sessions (a restarted shard reuses conn ids).
   std::unique_ptr<ShardSession> session ABSL_GUARDED_BY(mu);
@@ -212,23 +214,35 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     DropConnection(p);  // made on a worker that was replaced (CheckWorker)
     p->transport = "reconnecting (this client's UCX worker was replaced)";
   }
+  bool retrying = false;
+  if (p->state == Peer::State::kGrpc && absl::Now() >= p->retry_ucx_at) {
+    p->state = Peer::State::kNew;  // auto's fallback may be over: offer UCX again
+    p->retry_ucx_at = absl::InfiniteFuture();
+    retrying = true;
+  }
   if (p->state != Peer::State::kNew) return;
-  // by_design: auto chose gRPC on purpose (tcp only), logged at info; anything else
-  // is a failure that made the client fall back, logged as a warning.
-  auto give_up = [&](const absl::Status& why, bool by_design = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+  // by_design: auto chose gRPC on purpose (tcp only), logged at info, final; anything
+  // else is a failure that made the client fall back, logged as a warning (at info
+  // when a retry finds the same), retried after ucx_retry_interval unless `final`.
+  auto give_up = [&](const absl::Status& why, bool by_design = false, bool final = false)
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+    const bool same = retrying && p->last_error.message() == why.message();
     p->last_error = why;
     if (config_.transport == TransportMode::kAuto) {
       p->state = Peer::State::kGrpc;
       p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
-      spdlog::log(by_design ? spdlog::level::info : spdlog::level::warn, "kvhub client: shard {} uses grpc: {}",
-                  p->address, std::string(why.message()));
+      if (!by_design && !final && config_.ucx_retry_interval > absl::ZeroDuration()) {
+        p->retry_ucx_at = absl::Now() + config_.ucx_retry_interval;
+      }
+      spdlog::log(by_design || same ? spdlog::level::info : spdlog::level::warn,
+                  "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
                 why.ToString());
     }
   };
-  if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s);
+  if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s, /*by_design=*/false, /*final=*/true);
   const std::shared_ptr<transport::UcxWorker> worker = CurrentWorker();
   v1::ConnectRequest req;
   req.set_worker_address(worker->address());

@@ -661,6 +661,40 @@ TEST(UcxClientTest, ShardKilledUnderASharedMemoryClientFailsItsReads) {
   EXPECT_FALSE(absl::StartsWith(transport, "ucx (")) << "still claims a live UCX connection: " << transport;
 }
 
+// transport=auto falls back to gRPC for a shard without UCX, and offers UCX again
+// after ucx_retry_interval: a shard restarted with UCX on (a rolling upgrade) is
+// then served over UCX without recreating the client.
+TEST(UcxClientTest, AutoReturnsToUcxWhenTheShardOffersItLater) {
+  if (!ShmHoldsTheShardsRegions()) GTEST_SKIP() << "/dev/shm cannot hold the shard's 512 MiB";
+  auto shard = StartShard({"--ucx_enabled=false"});
+  ASSERT_NE(shard, nullptr);
+  const std::string address = shard->grpc_address();
+  ClientConfig cfg = Config(*shard, TransportMode::kAuto, "posix,cma");
+  cfg.ucx_retry_interval = absl::Milliseconds(300);
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  PutGetByteExact(**client, "ns", {4096}, 51);
+  EXPECT_TRUE(absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "grpc (fallback")) <<
+      OnlyShard((*client)->TransportStats()).transport;
+  // Retries while UCX is still off find the same reason and keep gRPC.
+  absl::SleepFor(absl::Milliseconds(400));
+  PutGetByteExact(**client, "ns", {4096}, 52);
+  EXPECT_TRUE(absl::StartsWith(OnlyShard((*client)->TransportStats()).transport, "grpc (fallback"));
+
+  ASSERT_EQ(shard->Stop().value_or(-1), 0);
+  auto upgraded = StartShard({"--ucx_tls=posix,cma", "--grpc_address=" + address});
+  ASSERT_NE(upgraded, nullptr);
+  std::string transport;
+  for (int i = 0; i < 100 && !absl::StartsWith(transport, "ucx (posix"); ++i) {
+    if ((*client)->CheckMembersAnswer().ok()) PutGetByteExact(**client, "ns", {4096}, 53 + i);
+    transport = OnlyShard((*client)->TransportStats()).transport;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(absl::StartsWith(transport, "ucx (posix")) << transport;
+  PutGetByteExact(**client, "ns", {1 << 20}, 200);  // byte-exact over UCX now
+  EXPECT_GT(OnlyShard((*client)->TransportStats()).ucx_get_bytes, 0u);
+}
+
 TEST(UcxClientTest, AShardRestartedAtTheSameAddressIsReconnectedBeforeAnyTransfer) {
   // A new kvhubd on the address of a killed one: its PutStart and Get answers name
   // memory of the new process. The clients' UCX connections (and, over shared memory,
