@@ -131,6 +131,8 @@ class KvHubService final : public KvHubCallbackBase {
                                                       const v1::SessionRequest* req) override;
   // Session streams open now.
   uint64_t ucx_sessions() const ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // True when a Session stream watches UCX connection `conn_id`.
+  bool HasUcxSession(uint64_t conn_id) const ABSL_LOCKS_EXCLUDED(sessions_mu_);
   // The UCX worker was replaced (UcxServer's reset handler): ends, with
   // UNAVAILABLE, the Sessions of connections with ids below `first_conn_id`,
   // whose UCX connections are gone; their clients Connect again.

@@ -184,6 +184,11 @@ uint64_t KvHubService::ucx_sessions() const {
   return sessions_.size();
 }
 
+bool KvHubService::HasUcxSession(uint64_t conn_id) const {
+  absl::MutexLock l(&sessions_mu_);
+  return sessions_.contains(conn_id);
+}
+
 namespace {
 absl::Status FromGrpc(const grpc::Status& st) {
   return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());

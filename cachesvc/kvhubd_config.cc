@@ -137,6 +137,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
       KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "shared memory in ucx_tls: ping the shard's own UCX worker this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
+      KVHUB_MS_KEY("ucx_session_grace_ms", ucx_session_grace, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000"),
       KVHUB_STR_KEY("auth_tokens_file", auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication"),
       KVHUB_STR_KEY("tls_cert_file", tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)"),
       KVHUB_STR_KEY("tls_key_file", tls_key_file, "PEM private key of tls_cert_file"),
@@ -281,6 +282,10 @@ absl::Status KvhubdConfig::Validate() const {
   if (ucx_probe_interval != absl::ZeroDuration() &&
       (ucx_probe_interval < absl::Milliseconds(50) || ucx_probe_interval > absl::Minutes(10))) {
     return bad("ucx_probe_ms", "must be 0 (off) or in 50..600000");
+  }
+  if (ucx_session_grace != absl::ZeroDuration() &&
+      (ucx_session_grace < absl::Seconds(1) || ucx_session_grace > absl::Hours(1))) {
+    return bad("ucx_session_grace_ms", "must be 0 (keep) or in 1000..3600000");
   }
   if (tls_cert_file.empty() != tls_key_file.empty()) {
     return bad(tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",

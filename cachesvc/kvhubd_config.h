@@ -99,6 +99,11 @@ struct KvhubdConfig {
   // (docs/transport.md "Recovery from a stuck shared-memory queue"). 0 turns the
   // probe off. Default 1000.
   absl::Duration ucx_probe_interval = absl::Milliseconds(1000);
+  // A UCX connection that no Session stream watches this long after Connect is
+  // closed (its client died or gave up between Connect and Session; checked every
+  // expiry_interval). 0 keeps such connections until UCX fails them (clients
+  // older than the Session RPC). Default 10000.
+  absl::Duration ucx_session_grace = absl::Milliseconds(10000);
 
   // Security (docs/operations.md, "Authentication and TLS"). All empty by default:
   // anyone who reaches the gRPC port may read and write every namespace, over

@@ -103,6 +103,7 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
   check([](KvhubdConfig& c) { c.ucx_tls = "tcp;rm -rf"; }, "ucx_tls");
   check([](KvhubdConfig& c) { c.ucx_probe_interval = absl::Milliseconds(5); }, "ucx_probe_ms");
+  check([](KvhubdConfig& c) { c.ucx_session_grace = absl::Milliseconds(5); }, "ucx_session_grace_ms");
   check([](KvhubdConfig& c) { c.tls_cert_file = "/x.pem"; }, "tls_key_file");
   check([](KvhubdConfig& c) { c.tls_key_file = "/x.key"; }, "tls_cert_file");
   check([](KvhubdConfig& c) { c.tls_client_ca_file = "/ca.pem"; }, "tls_client_ca_file");
@@ -121,6 +122,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_tls = "rc,tcp";
   a.ucx_shm_regions = false;
   a.ucx_probe_interval = absl::Milliseconds(250);
+  a.ucx_session_grace = absl::Seconds(5);
   a.auth_tokens_file = "/etc/kvhub/tokens";
   a.tls_cert_file = "/etc/kvhub/shard.pem";
   a.tls_key_file = "/etc/kvhub/shard.key";
@@ -132,7 +134,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 42u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 43u);
 }
 
 TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {

@@ -68,6 +68,7 @@ KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default n
 KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
 KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");
 KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions (one-sided local reads/writes); default true");
+KVHUB_CONFIG_FLAG(ucx_session_grace_ms, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000");
 KVHUB_CONFIG_FLAG(ucx_probe_ms, "shared memory in ucx_tls: ping the shard's own UCX worker this often, replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000");
 KVHUB_CONFIG_FLAG(auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication");
 KVHUB_CONFIG_FLAG(tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)");
@@ -102,7 +103,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(gpu_tier_bytes),        KVHUB_FLAG_REF(check_memory_limit),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
     KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
-    KVHUB_FLAG_REF(ucx_probe_ms),
+    KVHUB_FLAG_REF(ucx_probe_ms),          KVHUB_FLAG_REF(ucx_session_grace_ms),
     KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(tls_cert_file),
     KVHUB_FLAG_REF(tls_key_file),          KVHUB_FLAG_REF(tls_client_ca_file),
 };

@@ -224,6 +224,10 @@ void KvhubdServer::ExpiryLoop() {
     }
     size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
     if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);
+    if (ucx_ != nullptr && config_.ucx_session_grace > absl::ZeroDuration() && !service_->stopping()) {
+      ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
+                           config_.ucx_session_grace);
+    }
   }
 }
 

@@ -376,6 +376,30 @@ absl::Status UcxServer::CheckLive(uint64_t conn_id) {
   return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
 }
 
+size_t UcxServer::CloseUnwatched(const std::function<bool(uint64_t conn_id)>& watched, absl::Duration grace) {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ == nullptr) return 0;
+  std::shared_ptr<transport::UcxWorker> w = state_->Current();
+  if (w == nullptr) return 0;
+  const uint64_t probe_conn = state_->probe != nullptr ? state_->probe->conn_id() : 0;
+  const absl::Time cutoff = absl::Now() - grace;
+  size_t closed = 0;
+  for (const auto& [id, accepted] : w->AcceptedConnections()) {
+    if (accepted > cutoff || id == probe_conn || watched(id)) continue;
+    if (w->CloseAccepted(id).ok()) {
+      ++closed;
+      KVHUB_LOG(info, "ucx: connection {} closed: no Session watched it {} after Connect (its client is gone)", id,
+                absl::FormatDuration(grace));
+    }
+  }
+  return closed;
+#else
+  (void)watched;
+  (void)grace;
+  return 0;
+#endif
+}
+
 uint64_t UcxServer::connections() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ == nullptr) return 0;

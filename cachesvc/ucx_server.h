@@ -116,6 +116,10 @@ class UcxServer {
   absl::Status Close(uint64_t conn_id);
   // OK when connection `conn_id` is live; NOT_FOUND otherwise.
   absl::Status CheckLive(uint64_t conn_id);
+  // Closes the clients' connections accepted more than `grace` ago that
+  // `watched` says no Session watches (a client that died or gave up between
+  // Connect and its Session); returns how many. The probe's own is left alone.
+  size_t CloseUnwatched(const std::function<bool(uint64_t conn_id)>& watched, absl::Duration grace);
   // Live UCX connections of clients now (0 when off or stopped; the probe's own
   // is not counted).
   uint64_t connections() const;

@@ -1065,6 +1065,43 @@ TEST(UcxClientTest, SessionRpcConfirmsRefusesAndEndsWhenTheShardStops) {
   EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
 }
 
+// A client that Connects and never opens its Session (it died or gave up in
+// between) leaves a connection nothing would close: the shard closes it after
+// ucx_session_grace_ms. A watched one stays.
+TEST(UcxClientTest, ConnectionsNoSessionWatchesAreClosedAfterTheGrace) {
+  auto shard = StartShard({"--ucx_tls=tcp", "--ucx_session_grace_ms=1000"});
+  ASSERT_NE(shard, nullptr);
+  auto watched = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(watched.ok());
+  PutGetByteExact(**watched, "ns", {4096}, 61);
+  transport::UcxConfig uc;
+  uc.tls = "tcp";
+  auto ctx = transport::UcxContext::Create(uc);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "no-session"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext cc;
+  v1::ConnectRequest req;
+  req.set_worker_address((*worker)->address());
+  req.set_client_name("no-session");
+  v1::ConnectResponse conn;
+  ASSERT_TRUE(stub->Connect(&cc, req, &conn).ok());
+  auto counts = [&] {
+    auto st = (*watched)->Stats();
+    EXPECT_TRUE(st[0].stats.ok());
+    return st[0].stats.ok() ? std::pair(st[0].stats->ucx_connections(), st[0].stats->ucx_sessions())
+                            : std::pair(uint64_t{0}, uint64_t{0});
+  };
+  EXPECT_EQ(counts(), std::pair(uint64_t{2}, uint64_t{1}));
+  std::pair<uint64_t, uint64_t> now;
+  for (int i = 0; i < 100 && (now = counts()) != std::pair(uint64_t{1}, uint64_t{1}); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(now, std::pair(uint64_t{1}, uint64_t{1})) << "the unwatched connection was not closed";
+  PutGetByteExact(**watched, "ns", {4096}, 62);  // the watched one still serves
+}
+
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {
   auto shard = StartShard({"--ucx_tls=tcp", "--max_lease_ms=600000"});
   ASSERT_NE(shard, nullptr);

@@ -179,6 +179,7 @@ struct UcxWorker::Impl {
     uint64_t id = 0;
     ucp_ep_h ep = nullptr;
     bool peer_mode = true;
+    absl::Time accepted;
   };
   struct EpOwner {
     bool is_conn = false;
@@ -1160,12 +1161,21 @@ absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
       return;
     }
     const uint64_t id = impl_->next_conn++;
-    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode});
+    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, absl::Now()});
     impl_->ep_owner[*ep] = Impl::EpOwner{true, id};
     impl_->c.accepted_peers.fetch_add(1);
     result = id;
   });
   return result;
+}
+
+std::vector<std::pair<uint64_t, absl::Time>> UcxWorker::AcceptedConnections() {
+  std::vector<std::pair<uint64_t, absl::Time>> out;
+  Call([&] {
+    out.reserve(impl_->conns.size());
+    for (const auto& [id, conn] : impl_->conns) out.emplace_back(id, conn->accepted);
+  });
+  return out;
 }
 
 absl::Status UcxWorker::CloseAccepted(uint64_t conn_id) {

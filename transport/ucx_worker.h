@@ -35,6 +35,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ucp/api/ucp.h>
@@ -198,6 +199,8 @@ class UcxWorker {
   absl::Status CloseAccepted(uint64_t conn_id);
   // OK when `conn_id` is an accepted connection not closed or failed; NOT_FOUND otherwise.
   absl::Status CheckAccepted(uint64_t conn_id);
+  // The accepted connections open now, with the time each was accepted.
+  std::vector<std::pair<uint64_t, absl::Time>> AcceptedConnections();
 
   // Client side: endpoint to a serving worker and its unpacked rkeys. Returns the
   // cached peer when one with the same address is healthy (its region table and

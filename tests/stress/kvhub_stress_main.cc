@@ -806,22 +806,27 @@ void Stress::Final() {
   }
   phase("leases and reservations drain");
   // 3b. UCX connections of client processes that were killed or exited are closed
-  // (their Session streams ended): only this process's client may hold one per shard.
-  uint64_t most = 0;
-  for (int i = 0; i < 100; ++i) {
+  // (their Session streams ended, or, killed between Connect and Session, the shard's
+  // 10 s grace ran out): only this process's client may hold one per shard.
+  uint64_t most = 0, sessions = 0;
+  for (int i = 0; i < 150; ++i) {
     most = 0;
+    sessions = 0;
     ucx_worker_resets_ = 0;
     for (const MemberStats& m : client_.Stats()) {
       if (!m.stats.ok()) continue;
-      most = std::max<uint64_t>(most, m.stats->ucx_connections());
+      if (m.stats->ucx_connections() >= most) {
+        most = m.stats->ucx_connections();
+        sessions = m.stats->ucx_sessions();
+      }
       ucx_worker_resets_ += m.stats->ucx_worker_resets();
     }
     if (most <= 1) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
   if (most > 1) {
-    violations_.Add("leak", absl::StrCat("a shard still holds ", most,
-                                         " UCX connections 10 s after the last call (this process needs 1)"));
+    violations_.Add("leak", absl::StrCat("a shard still holds ", most, " UCX connections (", sessions,
+                                         " watched by a Session) 15 s after the last call (this process needs 1)"));
   }
   phase("ucx connections close");
   // 4. Each shard drains and exits 0 on SIGTERM.
