@@ -956,6 +956,25 @@ TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
   EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
 }
 
+// True once /proc says `pid` is stopped (state T), within 5 s.
+bool ProcessStopped(pid_t pid) {
+  const std::string path = absl::StrCat("/proc/", pid, "/stat");
+  for (int i = 0; i < 500; ++i) {
+    std::string stat;
+    if (FILE* f = fopen(path.c_str(), "r"); f != nullptr) {
+      char buf[512] = {0};
+      const size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+      fclose(f);
+      stat.assign(buf, n);
+    }
+    // "pid (comm) S ...": the state follows the last ')'.
+    const size_t paren = stat.rfind(')');
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'T') return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return false;
+}
+
 // A shard that dies under a call over shared memory (where UCX never reports a
 // dead peer) ends the client's Session: the call fails at once with UNAVAILABLE
 // instead of waiting out its deadline.
@@ -975,8 +994,10 @@ TEST(UcxClientTest, ShardKilledUnderACallOverSharedMemoryFailsItAtOnce) {
   std::span<uint8_t> dest(buf);
   ASSERT_TRUE((*client)->Get("ns", {&key, 1}, {&dest, 1}).ok());
 
-  // Frozen, the shard answers nothing: the next call waits on it.
+  // Frozen, the shard answers nothing: the next call waits on it. (SIGSTOP lands
+  // asynchronously: wait until the kernel shows the process stopped.)
   ASSERT_TRUE(shard->Signal(SIGSTOP).ok());
+  ASSERT_TRUE(ProcessStopped(shard->pid())) << "kvhubd did not stop";
   absl::Status got_status;
   absl::Time ended;
   std::thread caller([&] {
