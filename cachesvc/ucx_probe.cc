@@ -51,7 +51,6 @@ void UcxProbe::PingSoon() {
 void UcxProbe::Loop() {
   std::shared_ptr<transport::UcxWorker> target;  // what the probe is connected to
   transport::PingLink link;
-  int misses = 0;
   // Drops the link to `target` (the target's end too, unless it is deaf and going).
   const auto disconnect = [&](bool close_accepted) {
     if (target == nullptr) return;
@@ -63,7 +62,6 @@ void UcxProbe::Loop() {
     conn_id_.store(0, std::memory_order_release);
     target.reset();
     link = {};
-    misses = 0;
   };
   while (true) {
     {
@@ -86,25 +84,19 @@ void UcxProbe::Loop() {
       link = *l;
       conn_id_.store(link.conn, std::memory_order_release);
     }
-    absl::StatusOr<std::string> pong =
-        worker_->CallPeer(link.peer, transport::kUcxPingMethod, std::string(), config_.timeout);
+    int misses = 0;
+    const absl::Status pong = transport::Ping(*worker_, link, config_.timeout, config_.misses, &misses);
+    missed_.fetch_add(misses, std::memory_order_relaxed);
     if (pong.ok()) {
       answered_.fetch_add(1, std::memory_order_relaxed);
-      misses = 0;
       continue;
     }
-    if (!absl::IsDeadlineExceeded(pong.status())) {
-      KVHUB_LOG(info, "ucx probe: ping failed ({}); connecting again", pong.status().ToString());
+    if (!absl::IsDeadlineExceeded(pong)) {
+      KVHUB_LOG(info, "ucx probe: ping failed ({}); connecting again", pong.ToString());
       disconnect(/*close_accepted=*/true);
       continue;
     }
-    missed_.fetch_add(1, std::memory_order_relaxed);
-    if (++misses < config_.misses) {
-      PingSoon();  // confirm at once
-      continue;
-    }
-    KVHUB_LOG(warn, "ucx probe: the worker answered none of {} pings in a row ({} each)", misses,
-              absl::FormatDuration(config_.timeout));
+    KVHUB_LOG(warn, "ucx probe: {}", std::string(pong.message()));
     std::shared_ptr<transport::UcxWorker> deaf = target;
     disconnect(/*close_accepted=*/false);
     on_deaf_(std::move(deaf));

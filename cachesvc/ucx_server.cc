@@ -284,7 +284,6 @@ void UcxServer::Stop() {
   {
     absl::MutexLock l(&state_->mu);
     w = std::move(state_->worker);
-    state_->worker = nullptr;
     if (w != nullptr) {
       const transport::UcxWorkerStats s = w->Stats();
       state_->retired_served_get_bytes += s.served_get_bytes;

@@ -26,27 +26,26 @@ void Unlink(UcxWorker& from, UcxWorker& target, const PingLink& link) {
   (void)target.CloseAccepted(link.conn);
 }
 
+absl::Status Ping(UcxWorker& from, const PingLink& link, absl::Duration timeout, int attempts, int* missed) {
+  if (missed != nullptr) *missed = 0;
+  for (int i = 0; i < attempts; ++i) {
+    absl::StatusOr<std::string> pong = from.CallPeer(link.peer, kUcxPingMethod, std::string(), timeout);
+    if (pong.ok()) return absl::OkStatus();
+    if (!absl::IsDeadlineExceeded(pong.status())) return pong.status();  // not a silence: no verdict
+    if (missed != nullptr) ++*missed;
+  }
+  return absl::DeadlineExceededError(absl::StrCat("the worker answered none of ", attempts, " pings (",
+                                                  absl::FormatDuration(timeout), " each)"));
+}
+
 absl::Status CheckReceives(UcxContext* context, UcxWorker& target, absl::Duration timeout, int attempts) {
   absl::StatusOr<std::unique_ptr<UcxWorker>> prober = UcxWorker::Create(context, {.name = "kvhub-ping"});
   if (!prober.ok()) return prober.status();
   absl::StatusOr<PingLink> link = LinkForPing(**prober, target);
   if (!link.ok()) return link.status();
-  absl::Status last;
-  for (int i = 0; i < attempts; ++i) {
-    absl::StatusOr<std::string> pong = (*prober)->CallPeer(link->peer, kUcxPingMethod, std::string(), timeout);
-    if (pong.ok()) {
-      last = absl::OkStatus();
-      break;
-    }
-    last = pong.status();
-    if (!absl::IsDeadlineExceeded(last)) break;  // not a silence: no verdict
-  }
+  absl::Status s = Ping(**prober, *link, timeout, attempts);
   Unlink(**prober, target, *link);
-  if (absl::IsDeadlineExceeded(last)) {
-    return absl::DeadlineExceededError(absl::StrCat("the worker answered none of ", attempts, " pings (",
-                                                    absl::FormatDuration(timeout), " each)"));
-  }
-  return last;
+  return s;
 }
 
 }  // namespace kvhub::transport

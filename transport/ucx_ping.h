@@ -40,6 +40,13 @@ absl::StatusOr<PingLink> LinkForPing(UcxWorker& from, UcxWorker& target);
 // Closes both ends of `link` (either may be gone already).
 void Unlink(UcxWorker& from, UcxWorker& target, const PingLink& link);
 
+// Pings over `link` up to `attempts` times, `timeout` each, until one is
+// answered: OK; DEADLINE_EXCEEDED when none was (the target does not receive);
+// another error at once when a ping failed otherwise (no verdict). `missed`
+// (optional) gets the unanswered pings.
+absl::Status Ping(UcxWorker& from, const PingLink& link, absl::Duration timeout, int attempts,
+                  int* missed = nullptr);
+
 // One-off check from a temporary worker in `context`: OK when `target` answered
 // one of `attempts` pings of `timeout` each; DEADLINE_EXCEEDED when it answered
 // none (it does not receive); another error when the check could not be made.

@@ -51,7 +51,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -71,6 +70,9 @@
 #include "tests/stress/client_procs.h"
 #include "tests/stress/shard_procs.h"
 #include "tests/stress/stress_workload.h"
+#ifdef KVHUB_HAVE_UCX
+#include "transport/ucx_config.h"
+#endif
 
 ABSL_FLAG(std::string, members, "", "an existing cluster: comma-separated HOST:PORT (no faults)");
 ABSL_FLAG(int, spawn, 3, "start this many kvhubd shards on loopback (1..16) when --members is empty");
@@ -970,7 +972,12 @@ int Main(int argc, char** argv) {
   if (o.wedge_every_ms < 0 || (o.wedge_every_ms > 0 && o.wedge_every_ms < 500)) {
     return usage("--wedge_every_ms must be 0 or >= 500");
   }
-  if (o.wedge_every_ms > 0 && !absl::StrContains(o.ucx_tls, "posix") && !absl::StrContains(o.ucx_tls, "sysv")) {
+#ifdef KVHUB_HAVE_UCX
+  const bool shm = transport::TlsNamesSharedMemory(o.ucx_tls);
+#else
+  const bool shm = false;  // no UCX: no shared-memory queue to stick
+#endif
+  if (o.wedge_every_ms > 0 && !shm) {
     return usage("--wedge_every_ms needs shared memory in --ucx_tls (posix or sysv): it sticks a shared-memory queue");
   }
   if (o.client_procs < 0 || o.client_procs > 16) return usage("--client_procs must be 0..16");
