@@ -52,16 +52,25 @@ tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L concurrency
 
-# Decoder fuzzing (codec): libFuzzer + ASan/UBSan with clang in build-codec-fuzz,
-# at least 1M inputs from the committed seed corpus. `make test` runs a short
-# replay of the same entry point (codec_fuzz_replay_test) with any compiler.
+# Fuzzing: libFuzzer + ASan/UBSan with clang in build-fuzz. The block decoder
+# (codec) gets at least 1M inputs from the committed seed corpus; the service
+# (cachesvc/fuzz: request sequences checked against a reference model) gets
+# SERVICE_FUZZ_SECONDS and the client's decoders of shard responses (client/fuzz)
+# WIRE_FUZZ_SECONDS. `make test` runs short replays of all three entry points
+# (codec_fuzz_replay_test, cachesvc_fuzz_replay_test, client_wire_fuzz_replay_test).
 FUZZ_RUNS ?= 1000000
+SERVICE_FUZZ_SECONDS ?= 600
+WIRE_FUZZ_SECONDS ?= 120
 fuzz: deps
-	CC=clang CXX=clang++ cmake -S . -B build-codec-fuzz -G Ninja -DKVHUB_SANITIZE=asan -DKVHUB_CODEC_FUZZ=ON
-	cmake --build build-codec-fuzz -j $(JOBS) --target codec_decode_fuzzer
-	mkdir -p build-codec-fuzz/corpus
-	cp codec/fuzz/corpus/* build-codec-fuzz/corpus/
-	build-codec-fuzz/bin/codec_decode_fuzzer -runs=$(FUZZ_RUNS) -max_len=65536 -timeout=10 build-codec-fuzz/corpus
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DKVHUB_SANITIZE=asan -DKVHUB_FUZZ=ON
+	cmake --build build-fuzz -j $(JOBS) --target codec_decode_fuzzer cachesvc_service_fuzzer client_wire_fuzzer
+	mkdir -p build-fuzz/corpus build-fuzz/service-corpus build-fuzz/wire-corpus
+	cp codec/fuzz/corpus/* build-fuzz/corpus/
+	build-fuzz/bin/codec_decode_fuzzer -runs=$(FUZZ_RUNS) -max_len=65536 -timeout=10 build-fuzz/corpus
+	build-fuzz/bin/cachesvc_service_fuzzer -max_total_time=$(SERVICE_FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+	    -timeout=10 -print_final_stats=1 build-fuzz/service-corpus
+	build-fuzz/bin/client_wire_fuzzer -max_total_time=$(WIRE_FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+	    -timeout=10 -print_final_stats=1 build-fuzz/wire-corpus
 
 clean:
-	rm -rf build build-tsa build-asan build-tsan build-codec-fuzz
+	rm -rf build build-tsa build-asan build-tsan build-fuzz build-codec-fuzz
