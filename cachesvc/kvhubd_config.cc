@@ -50,6 +50,31 @@ absl::StatusOr<absl::Duration> ParseMillis(absl::string_view v) {
 
 std::string Millis(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
 
+// namespace_quotas: "NS:SIZE,NS:SIZE" (the size after each entry's last ':'; SIZE
+// as ParseByteSize, 0 = no quota for NS). Empty text: no per-namespace quotas.
+absl::StatusOr<std::vector<storage::BlockStoreConfig::NamespaceQuota>> ParseNamespaceQuotas(absl::string_view v) {
+  std::vector<storage::BlockStoreConfig::NamespaceQuota> out;
+  if (absl::StripAsciiWhitespace(v).empty()) return out;
+  for (absl::string_view entry : absl::StrSplit(v, ',')) {
+    entry = absl::StripAsciiWhitespace(entry);
+    const size_t colon = entry.rfind(':');
+    if (colon == absl::string_view::npos || colon == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", entry, "' is not NAMESPACE:SIZE (e.g. tenant-a:100GiB; 0 = no quota)"));
+    }
+    auto bytes = ParseByteSize(entry.substr(colon + 1));
+    if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("'", entry, "': ", bytes.status().message()));
+    out.push_back({std::string(entry.substr(0, colon)), *bytes});
+  }
+  return out;
+}
+
+std::string NamespaceQuotasText(const std::vector<storage::BlockStoreConfig::NamespaceQuota>& quotas) {
+  std::string s;
+  for (const auto& q : quotas) absl::StrAppend(&s, s.empty() ? "" : ",", q.ns, ":", q.bytes);
+  return s;
+}
+
 struct KeyOps {
   KvhubdConfig::KeyInfo info;
   std::function<absl::Status(KvhubdConfig&, absl::string_view)> set;
@@ -116,6 +141,9 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("max_lease_ms", store.max_lease, "longest lease granted (<= 600000); default 600000"),
       KVHUB_DOUBLE_KEY("max_pinned_fraction", store.max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5"),
       KVHUB_SIZE_KEY("namespace_quota_bytes", store.namespace_quota_bytes, "block bytes one namespace may hold; 0 (default) = no quota"),
+      KeyOps{{"namespace_quotas", "per-namespace quotas NS:SIZE,NS:SIZE overriding namespace_quota_bytes (0 = none for NS); default none"},
+             [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.store.namespace_quotas, ParseNamespaceQuotas(v)); },
+             [](const KvhubdConfig& c) { return NamespaceQuotasText(c.store.namespace_quotas); }},
       KVHUB_STR_KEY("eviction_policy", store.eviction.name, "lru | s3fifo | as3fifo | duel; default s3fifo (docs/replay.md)"),
       KVHUB_SIZE_KEY("slab_bytes", store.slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes"),
       KVHUB_INT_KEY("size_class_steps", store.size_class_steps, "allocator size classes per power of two; default 8"),

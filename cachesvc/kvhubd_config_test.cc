@@ -129,12 +129,35 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.tls_client_ca_file = "/etc/kvhub/ca.pem";
   a.store.capacity_bytes = 123ull << 20;
   a.store.namespace_quota_bytes = 100ull << 20;
+  a.store.namespace_quotas = {{"tenant-a", 1ull << 30}, {"ns:with:colons", 0}};
   a.gpu_tier_bytes = 1ull << 30;
   a.check_memory_limit = false;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 43u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 44u);
+}
+
+TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  ASSERT_TRUE(c.Set("namespace_quotas", " tenant-a:100GiB, tenant-b:64MiB ,free:0").ok());
+  ASSERT_EQ(c.store.namespace_quotas.size(), 3u);
+  EXPECT_EQ(c.store.namespace_quotas[0].ns, "tenant-a");
+  EXPECT_EQ(c.store.namespace_quotas[0].bytes, 100ull << 30);
+  EXPECT_EQ(c.store.namespace_quotas[1].bytes, 64ull << 20);
+  EXPECT_EQ(c.store.namespace_quotas[2].bytes, 0u);
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  ASSERT_TRUE(c.Set("namespace_quotas", "").ok());
+  EXPECT_TRUE(c.store.namespace_quotas.empty());
+
+  absl::Status s = c.Set("namespace_quotas", "tenant-a");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'tenant-a' is not NAMESPACE:SIZE"));
+  s = c.Set("namespace_quotas", "tenant-a:lots");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'tenant-a:lots'"));
+  ASSERT_TRUE(c.Set("namespace_quotas", "tenant-a:1MiB").ok());  // below max_block_bytes (64MiB)
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("'tenant-a' gets 1048576 bytes"));
+  ASSERT_TRUE(c.Set("namespace_quotas", "t:0,t:0").ok());
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("listed twice"));
 }
 
 TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {

@@ -48,6 +48,7 @@ KVHUB_CONFIG_FLAG(default_lease_ms, "lease when a Get asks for 0; default 10000"
 KVHUB_CONFIG_FLAG(max_lease_ms, "longest lease granted (<= 600000); default 600000");
 KVHUB_CONFIG_FLAG(max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5");
 KVHUB_CONFIG_FLAG(namespace_quota_bytes, "block bytes one namespace may hold; 0 (default) = no quota");
+KVHUB_CONFIG_FLAG(namespace_quotas, "per-namespace quotas NS:SIZE,NS:SIZE overriding namespace_quota_bytes (0 = none for NS)");
 KVHUB_CONFIG_FLAG(eviction_policy, "lru | s3fifo | as3fifo | duel; default s3fifo");
 KVHUB_CONFIG_FLAG(slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes");
 KVHUB_CONFIG_FLAG(size_class_steps, "allocator size classes per power of two; default 8");
@@ -91,7 +92,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(high_watermark),        KVHUB_FLAG_REF(low_watermark),
     KVHUB_FLAG_REF(reservation_timeout_ms), KVHUB_FLAG_REF(default_lease_ms),
     KVHUB_FLAG_REF(max_lease_ms),          KVHUB_FLAG_REF(max_pinned_fraction),
-    KVHUB_FLAG_REF(namespace_quota_bytes),
+    KVHUB_FLAG_REF(namespace_quota_bytes), KVHUB_FLAG_REF(namespace_quotas),
     KVHUB_FLAG_REF(eviction_policy),       KVHUB_FLAG_REF(slab_bytes),
     KVHUB_FLAG_REF(size_class_steps),      KVHUB_FLAG_REF(max_blocks),
     KVHUB_FLAG_REF(max_leases),            KVHUB_FLAG_REF(populate),

@@ -45,6 +45,19 @@ absl::Status BlockStoreConfig::Validate() const {
     return bad("namespace_quota_bytes (", namespace_quota_bytes, ") is below max_block_bytes (", max_block_bytes,
                "): a namespace could not store one block of the largest size; 0 turns quotas off");
   }
+  for (size_t i = 0; i < namespace_quotas.size(); ++i) {
+    const NamespaceQuota& q = namespace_quotas[i];
+    if (absl::Status s = ValidateNamespace(q.ns); !s.ok()) {
+      return bad("namespace_quotas[", i, "]: ", s.message());
+    }
+    if (q.bytes != 0 && q.bytes < max_block_bytes) {
+      return bad("namespace_quotas: '", q.ns, "' gets ", q.bytes, " bytes, below max_block_bytes (", max_block_bytes,
+                 "): it could not store one block of the largest size; 0 exempts it from quotas");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (namespace_quotas[j].ns == q.ns) return bad("namespace_quotas: '", q.ns, "' is listed twice");
+    }
+  }
   if (reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout must be > 0");
   if (default_lease <= absl::ZeroDuration() || max_lease < default_lease) {
     return bad("leases need 0 < default_lease <= max_lease");

@@ -52,6 +52,16 @@ struct BlockStoreConfig {
   // With a quota, the first block of a namespace the store has not seen may
   // allocate a map entry (the only allocation on the put path).
   uint64_t namespace_quota_bytes = 0;
+  // Per-namespace quotas, for tenants of different sizes: each entry replaces
+  // namespace_quota_bytes for its namespace; bytes 0 exempts that namespace from
+  // any quota. Names must be valid namespaces (1..256 bytes, no control bytes) and
+  // distinct; bytes must be 0 or >= max_block_bytes. Empty (default): every
+  // namespace gets namespace_quota_bytes.
+  struct NamespaceQuota {
+    std::string ns;
+    uint64_t bytes = 0;
+  };
+  std::vector<NamespaceQuota> namespace_quotas;
   EvictionPolicyConfig eviction;
   // Added with the implementation (docs/storage.md):
   uint64_t slab_bytes = 0;       // allocator slab; 0 = auto (AutoSlabBytes in size_classes.h): >= bit_ceil(max_block_bytes), >= 64 slabs when possible

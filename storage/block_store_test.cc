@@ -425,6 +425,46 @@ TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) 
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(BlockStoreTest, PerNamespaceQuotasOverrideTheDefault) {
+  BlockStoreConfig c = SmallConfig();
+  c.eviction.name = "lru";
+  c.namespace_quota_bytes = 32000;  // 2 blocks of 16000 bytes for everyone else
+  c.namespace_quotas = {{"big", 96000}, {"free", 0}};
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  Make(c);
+  for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(PutBlock(i, 16000, "big").ok()) << i;
+  absl::Status over = PutBlock(6, 16000, "big");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 96000 bytes (namespace_quotas"));
+  for (uint64_t i = 0; i < 2; ++i) ASSERT_TRUE(PutBlock(100 + i, 16000, "small").ok()) << i;
+  over = PutBlock(102, 16000, "small");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 32000 bytes (namespace_quota_bytes"));
+  // "free" is exempt: it may hold more than either quota.
+  for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(PutBlock(200 + i, 16000, "free").ok()) << i;
+  EXPECT_EQ(store_->Stats().rejected_quota, 2u);
+  for (uint64_t i = 0; i < 6; ++i) ExpectBytes(i, 16000, "big");
+  // Deleting frees the tenant's own quota.
+  ASSERT_TRUE(store_->Delete("big", Key(0)).ok());
+  EXPECT_TRUE(PutBlock(6, 16000, "big").ok());
+
+  // Without a default, only the listed namespaces are capped.
+  c.namespace_quota_bytes = 0;
+  c.namespace_quotas = {{"capped", 16384}};
+  Make(c);
+  ASSERT_TRUE(PutBlock(1, 16000, "capped").ok());
+  EXPECT_EQ(PutBlock(2, 16000, "capped").code(), absl::StatusCode::kResourceExhausted);
+  for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(PutBlock(300 + i, 16000, "other").ok()) << i;
+
+  // Bad lists are configuration errors that name the entry.
+  c.namespace_quotas = {{"a", c.max_block_bytes - 1}};
+  EXPECT_THAT(std::string(c.Validate().message()), ::testing::HasSubstr("'a' gets"));
+  c.namespace_quotas = {{"a", 0}, {"a", 0}};
+  EXPECT_THAT(std::string(c.Validate().message()), ::testing::HasSubstr("'a' is listed twice"));
+  c.namespace_quotas = {{"", 0}};
+  EXPECT_THAT(std::string(c.Validate().message()), ::testing::HasSubstr("namespace_quotas[0]"));
+}
+
 TEST_F(BlockStoreTest, GrantsNameTheirNamespaceWhileTheyLive) {
   auto b = Bytes(1, 1000);
   auto r = store_->Reserve("a", Key(1), b.size(), Sum(b));

@@ -72,6 +72,10 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
   if (slots == 0) slots = std::min<uint64_t>(config.capacity_bytes / config.min_block_bytes, 1u << 22);
   slots = std::clamp<uint64_t>(slots, 1, 1u << 24);
   st->max_slots_ = static_cast<uint32_t>(slots);
+  st->quotas_on_ = config.namespace_quota_bytes != 0 || !config.namespace_quotas.empty();
+  for (const BlockStoreConfig::NamespaceQuota& q : config.namespace_quotas) {
+    st->quota_by_tag_[NamespaceTag(q.ns)] = q.bytes;
+  }
   st->pin_quota_ = static_cast<uint64_t>(config.max_pinned_fraction *
                                          static_cast<double>(config.capacity_bytes));
   st->high_bytes_ = static_cast<uint64_t>(config.high_watermark *
@@ -208,11 +212,11 @@ void HostBlockStore::FreeSlot(uint32_t s) {
 }
 
 void HostBlockStore::ChargeNamespace(uint64_t tag, uint64_t bytes) {
-  if (config_.namespace_quota_bytes != 0) ns_bytes_[tag] += bytes;
+  if (quotas_on_) ns_bytes_[tag] += bytes;
 }
 
 void HostBlockStore::CreditNamespace(uint64_t tag, uint64_t bytes) {
-  if (config_.namespace_quota_bytes == 0) return;
+  if (!quotas_on_) return;
   auto it = ns_bytes_.find(tag);
   if (it == ns_bytes_.end()) return;
   it->second -= std::min(it->second, bytes);
@@ -286,15 +290,15 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
       return absl::AbortedError("another reservation for this block is in progress");
     }
   }
-  if (config_.namespace_quota_bytes != 0) {
+  if (const uint64_t quota = quotas_on_ ? QuotaFor(tag) : 0; quota != 0) {
     const auto held = ns_bytes_.find(tag);
     const uint64_t now_held = held == ns_bytes_.end() ? 0 : held->second;
-    if (now_held + size > config_.namespace_quota_bytes) {
+    if (now_held + size > quota) {
       ++stats_.rejected_quota;
       return absl::ResourceExhaustedError(absl::StrCat(
           "namespace '", ns, "' holds ", now_held, " bytes; this ", size, "-byte block would pass its quota of ",
-          config_.namespace_quota_bytes, " bytes (namespace_quota_bytes; its blocks free it as they are "
-          "evicted or deleted)"));
+          quota, " bytes (", quota_by_tag_.contains(tag) ? "namespace_quotas" : "namespace_quota_bytes",
+          "; its blocks free it as they are evicted or deleted)"));
     }
   }
   if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {

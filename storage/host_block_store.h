@@ -123,6 +123,15 @@ class HostBlockStore final : public BlockStore {
   uint64_t slab_bytes_ = 0, slabs_ = 0;  // allocator geometry (for error messages)
   uint32_t max_slots_ = 0;
   uint64_t pin_quota_ = 0;
+  // Namespace quotas (set by Make, read-only after): whether any applies, and the
+  // per-namespace overrides of config_.namespace_quota_bytes by namespace tag.
+  bool quotas_on_ = false;
+  absl::flat_hash_map<uint64_t, uint64_t> quota_by_tag_;
+  // The quota of namespace `tag`: 0 = none.
+  uint64_t QuotaFor(uint64_t tag) const {
+    auto it = quota_by_tag_.find(tag);
+    return it == quota_by_tag_.end() ? config_.namespace_quota_bytes : it->second;
+  }
   uint64_t high_bytes_ = 0;
   uint64_t low_bytes_ = 0;
   std::string policy_name_;
@@ -142,7 +151,7 @@ class HostBlockStore final : public BlockStore {
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   SlotList live_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   uint64_t pin_reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Bytes reserved and stored per namespace tag (only with namespace_quota_bytes).
+  // Bytes reserved and stored per namespace tag (only with quotas_on_).
   absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -162,9 +162,9 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
 
 // One tenant cannot take the shared tier: past namespace_quota_bytes its puts are
 // refused (per block, RESOURCE_EXHAUSTED naming the namespace) and another
-// tenant still stores its blocks.
+// tenant still stores its blocks. namespace_quotas gives tenants their own sizes.
 TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
-  auto shard = StartShard({"--namespace_quota_bytes=1MiB"});
+  auto shard = StartShard({"--namespace_quota_bytes=1MiB", "--namespace_quotas=large:2MiB,exempt:0"});
   ASSERT_NE(shard, nullptr);
   auto c = Client::Create(Config(*shard, ""));
   ASSERT_TRUE(c.ok());
@@ -185,9 +185,23 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   r = (*c)->Put("modest", {puts.data(), 2});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stored, 2u);
+  // Per-namespace sizes: "large" holds twice the default, "exempt" has no quota.
+  std::vector<BlockPut> many = puts;
+  for (uint64_t i = 6; i < 12; ++i) many.push_back(BlockPut{BlockKey{i + 1, 0xabc}, std::nullopt, data, false});
+  r = (*c)->Put("large", many);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stored, 8u);
+  for (size_t i = 0; i < many.size(); ++i) {
+    if (r->outcome[i] == PutOutcome::kFailed) {
+      EXPECT_THAT(std::string(r->errors[i].message()), HasSubstr("quota of 2097152 bytes (namespace_quotas"));
+    }
+  }
+  r = (*c)->Put("exempt", many);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stored, 12u);
   auto st = (*c)->Stats();
   ASSERT_TRUE(st[0].stats.ok());
-  EXPECT_EQ(st[0].stats->tiers(0).used_bytes(), 6u * data.size());
+  EXPECT_EQ(st[0].stats->tiers(0).used_bytes(), (6u + 8u + 12u) * data.size());
 }
 
 // Reservation and lease ids are bound to their namespace: a token for tenant-a

@@ -206,6 +206,7 @@ bool Harness::Init(uint8_t variant) {
   sc.eviction.name = kPolicies[variant & 3];
   sc.eviction.prefix_aware = (variant & 4) != 0;
   sc.namespace_quota_bytes = (variant & 8) != 0 ? 192 << 10 : 0;
+  if ((variant & 32) != 0) sc.namespace_quotas = {{"a", 96 << 10}, {"b", 0}};
   sc.max_leases = (variant & 16) != 0 ? 4 : 64;
   if (absl::Status s = config_.Validate(); !s.ok()) {
     Fail(absl::StrCat("config: ", s.ToString()));

@@ -4,13 +4,15 @@
 // runs under ctest with any compiler (replay_test.cc).
 //
 // Each input is decoded into up to 64 operations against a fresh in-process
-// KvHubService over a real BlockStore (512 KiB in two regions, so eviction,
-// quotas and region edges are reached at once) and a ManualClock: Lookup, Put,
-// PutStart / PutData / PutCommit / PutAbort, inline and leased Get, the inline Get
-// as gRPC sends it (zero-copy slices), the Get and Release called over UCX,
-// Release, Delete, Pin, Stats, protobuf garbage parsed as any request, the
-// UCX data plane's transfer grants (BeginTransfer/EndTransfer), clock jumps
-// with expiry sweeps, and the drain that starts a shutdown. A reference model
+// KvHubService over a real BlockStore and a ManualClock. The store is 512 KiB in
+// two regions, so eviction, quotas and region edges are reached at once; the
+// first byte picks the eviction policy, prefix awareness, a default and
+// per-namespace quotas, and the lease limit. Operations: Lookup, Put, PutStart /
+// PutData / PutCommit / PutAbort, inline and leased Get, the inline Get as gRPC
+// sends it (zero-copy slices), the Get and Release called over UCX, Release,
+// Delete, Pin, Stats, protobuf garbage parsed as any request, the UCX data
+// plane's transfer grants (BeginTransfer/EndTransfer), clock jumps with expiry
+// sweeps, and the drain that starts a shutdown. A reference model
 // follows what was committed and checks, after every operation:
 //   - nothing is ever served wrong: every hit (Lookup, inline Get, leased Get)
 //     names a block that was committed and not deleted, with exactly its bytes
