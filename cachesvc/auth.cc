@@ -7,7 +7,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/input_file.h"
 #include "common/keys.h"
 
 namespace kvhub::cachesvc {
@@ -21,15 +20,6 @@ absl::Status AuthGrant::AllowsNamespace(absl::string_view ns) const {
 namespace {
 bool ValidTokenChar(char c) { return c > 0x20 && c < 0x7f; }
 }  // namespace
-
-absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromFile(const std::string& path) {
-  // Far above any real tokens file; bounds what a wrong path (a device) can cost.
-  absl::StatusOr<std::string> text = ReadInput(path, size_t{64} << 20);
-  if (!text.ok()) {
-    return absl::Status(text.status().code(), absl::StrCat("auth_tokens_file: ", text.status().message()));
-  }
-  return Parse(*text, path);
-}
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string_view text, absl::string_view origin) {
   std::unique_ptr<Authenticator> a(new Authenticator());

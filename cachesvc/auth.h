@@ -43,11 +43,9 @@ struct AuthGrant {
 
 class Authenticator {
  public:
-  // Reads and parses `path`. NOT_FOUND / PERMISSION_DENIED when it cannot be read;
-  // INVALID_ARGUMENT naming the file and line for a malformed entry, a duplicate
-  // token, or a file without any token.
-  static absl::StatusOr<std::unique_ptr<Authenticator>> FromFile(const std::string& path);
-  // Same, from the file's contents; `origin` names it in errors.
+  // Parses a tokens file's contents (reloadable_auth.h reads the file): INVALID_ARGUMENT
+  // naming `origin` and the line for a malformed entry, a duplicate token, or a
+  // file without any token.
   static absl::StatusOr<std::unique_ptr<Authenticator>> Parse(absl::string_view text, absl::string_view origin);
 
   // The grant of the token in an `authorization` metadata value ("Bearer TOKEN").

@@ -1,7 +1,12 @@
 #include "cachesvc/auth.h"
 
+#include <cstdio>
+#include <fstream>
+#include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "cachesvc/reloadable_auth.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -68,7 +73,58 @@ TEST(AuthenticatorTest, MalformedFilesNameTheLine) {
     EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(a.status().message()), HasSubstr(c.why));
   }
-  EXPECT_EQ(Authenticator::FromFile("/nonexistent/kvhub-tokens").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReloadableAuthenticator::FromFile("/nonexistent/kvhub-tokens").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+void WriteTokens(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << text;
+  ASSERT_EQ(std::rename(tmp.c_str(), path.c_str()), 0);  // as Kubernetes swaps a secret: whole or nothing
+}
+
+bool Accepts(const ReloadableAuthenticator& r, absl::string_view token) {
+  const std::string header = absl::StrCat("Bearer ", token);
+  const absl::string_view value = header;
+  return r.Current()->Authenticate(&value).ok();
+}
+
+TEST(ReloadableAuthenticatorTest, ReloadInstallsAWholeNewFileOrNothing) {
+  const std::string path = ::testing::TempDir() + "/kvhub-reload-tokens";
+  const std::string a = "tenant-a-token-0123456789", b = "tenant-b-token-0123456789";
+  WriteTokens(path, absl::StrCat(a, " tenant-a\n"));
+  auto r = ReloadableAuthenticator::FromFile(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(Accepts(**r, a));
+  auto unchanged = (*r)->Reload();
+  ASSERT_TRUE(unchanged.ok());
+  EXPECT_FALSE(*unchanged);
+
+  // A grant handed out before a reload stays valid for the call holding it.
+  std::shared_ptr<const Authenticator> before = (*r)->Current();
+  WriteTokens(path, absl::StrCat("# a rotated, b added\n", b, " tenant-b\n"));
+  auto changed = (*r)->Reload();
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_TRUE(*changed);
+  EXPECT_FALSE(Accepts(**r, a));
+  EXPECT_TRUE(Accepts(**r, b));
+  EXPECT_EQ(before->size(), 1u);
+
+  // A broken file, or none, leaves the tokens in force.
+  WriteTokens(path, absl::StrCat(b, "\n"));
+  auto broken = (*r)->Reload();
+  EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(broken.status().message()), HasSubstr(path + ":1"));
+  EXPECT_TRUE(Accepts(**r, b));
+  std::remove(path.c_str());
+  EXPECT_EQ((*r)->Reload().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Accepts(**r, b));
+  // Fixed again: in force at the next reload.
+  WriteTokens(path, absl::StrCat(a, " *\n"));
+  ASSERT_TRUE((*r)->Reload().ok());
+  EXPECT_TRUE(Accepts(**r, a));
+  EXPECT_FALSE(Accepts(**r, b));
+  std::remove(path.c_str());
 }
 
 }  // namespace

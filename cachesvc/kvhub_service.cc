@@ -126,7 +126,7 @@ grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, 
   absl::Time start = absl::Now();
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
-  const AuthGrant* grant = nullptr;
+  std::shared_ptr<const AuthGrant> grant;
   if (grpc::Status a = Authorize(ctx, ns, false, &grant); !a.ok()) return Finish(ctx, rpc, start, a);
   if (grant != nullptr && grants.ids != nullptr) {
     for (uint64_t id : *grants.ids) {
@@ -151,15 +151,16 @@ absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::Transfe
 }
 
 grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
-                                     bool every_namespace, const AuthGrant** grant_out) const {
+                                     bool every_namespace, std::shared_ptr<const AuthGrant>* grant_out) const {
   if (auth_ == nullptr) return grpc::Status::OK;
   const auto& md = ctx->client_metadata();
   const auto it = md.find(std::string(kAuthMetadataKey));
   absl::string_view value;
   if (it != md.end()) value = absl::string_view(it->second.data(), it->second.size());
-  absl::StatusOr<const AuthGrant*> grant = auth_->Authenticate(it != md.end() ? &value : nullptr);
+  const std::shared_ptr<const Authenticator> tokens = auth_->Current();
+  absl::StatusOr<const AuthGrant*> grant = tokens->Authenticate(it != md.end() ? &value : nullptr);
   if (!grant.ok()) return ToGrpc(grant.status());
-  if (grant_out != nullptr) *grant_out = *grant;
+  if (grant_out != nullptr) *grant_out = std::shared_ptr<const AuthGrant>(tokens, *grant);  // keeps `tokens` alive
   if (every_namespace && !(*grant)->all_namespaces) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "UCX exposes the shard's whole host tier to a connected client: Connect needs a token "
@@ -268,7 +269,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
   v1::PutDataResponse* const resp_;
   const absl::Time start_;
   v1::PutDataChunk chunk_;
-  const AuthGrant* grant_ = nullptr;  // the caller's token (auth on), for each chunk's reservation
+  std::shared_ptr<const AuthGrant> grant_;  // the caller's token (auth on), for each chunk's reservation
   uint64_t allowed_reservation_ = 0;  // the last reservation grant_ was checked against
   uint64_t written_ = 0;
 };

@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cachesvc/auth.h"
+#include "cachesvc/reloadable_auth.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/message_pool.h"
 #include "cachesvc/metrics.h"
@@ -70,9 +71,14 @@ class KvHubService final : public KvHubCallbackBase {
   // The UCX data plane (Connect, rkey ids, Stats); set once before serving starts.
   // nullptr: Connect answers FAILED_PRECONDITION. Not owned; must outlive the service.
   void set_ucx(UcxServer* ucx) { ucx_ = ucx; }
-  // Bearer-token authorization of every RPC but Health (cachesvc/auth.h); set once
-  // before serving starts. nullptr (default): no authentication. Not owned.
-  void set_auth(const Authenticator* auth) { auth_ = auth; }
+  // Bearer-token authorization of every RPC but Health (cachesvc/auth.h), each call
+  // checked against the tokens in force when it starts; set once before serving
+  // starts. nullptr (default): no authentication. Not owned; must outlive the service.
+  void set_auth(const ReloadableAuthenticator* auth) { auth_ = auth; }
+  // After a reload of the tokens (`now`): ends, with UNAUTHENTICATED, the Session of
+  // every UCX connection whose token `now` no longer accepts for every namespace
+  // (what Connect requires), and closes those connections. Returns how many.
+  size_t EndRevokedUcxSessions(const Authenticator& now) ABSL_LOCKS_EXCLUDED(sessions_mu_);
   std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
 
   // A call from a UCX client (UcxServer; v1::UcxCall methods): UCX_CALL_GET is
@@ -176,10 +182,13 @@ class KvHubService final : public KvHubCallbackBase {
   class GetStreamReactor;
   class PutDataReactor;
   class SessionReactor;
-  // Ends (without closing their UCX connections) the Sessions `which` selects by
-  // connection id; `for_good` refuses new ones from then on.
-  void EndSessions(const grpc::Status& status, const std::function<bool(uint64_t conn_id)>& which,
-                   bool for_good) ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // Ends the Sessions `which` selects; `for_good` refuses new ones from then on;
+  // `close` also closes their UCX connections (else they stay until UCX drops them).
+  // `which` sees each session's connection id and the authorization metadata it was
+  // opened with. Returns how many ended.
+  size_t EndSessions(const grpc::Status& status,
+                     const std::function<bool(uint64_t conn_id, const std::string& authorization)>& which,
+                     bool for_good, bool close = false) ABSL_LOCKS_EXCLUDED(sessions_mu_);
   struct SliceLease {  // what zero-copy slices' destroy callbacks release, refcounted
     KvHubService* service = nullptr;
     uint64_t lease_id = 0;
@@ -207,8 +216,10 @@ class KvHubService final : public KvHubCallbackBase {
   // does not allow `ns` (if given) or, with `every_namespace`, is not a '*' token.
   // OK when auth is off.
   // `grant_out` (optional) receives the caller's grant (left null when auth is off).
+  // The grant shares ownership of the token set it came from, so it stays valid
+  // across a reload for as long as the caller holds it.
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
-                         bool every_namespace = false, const AuthGrant** grant_out = nullptr) const;
+                         bool every_namespace = false, std::shared_ptr<const AuthGrant>* grant_out = nullptr) const;
   // OK when `grant` may use the namespace of grant id `id` (or `id` is not live).
   absl::Status GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const;
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
@@ -223,7 +234,7 @@ class KvHubService final : public KvHubCallbackBase {
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;
   UcxServer* ucx_ = nullptr;
-  const Authenticator* auth_ = nullptr;
+  const ReloadableAuthenticator* auth_ = nullptr;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> inflight_{0};

@@ -35,7 +35,11 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
 // any) is dropped; ends once (End), by the client's cancel, a refusal or BeginStop.
 class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
  public:
-  SessionReactor(KvHubService* service, uint64_t conn_id) : service_(service), conn_id_(conn_id) {}
+  SessionReactor(KvHubService* service, uint64_t conn_id, std::string authorization)
+      : service_(service), conn_id_(conn_id), authorization_(std::move(authorization)) {}
+
+  // The authorization metadata the stream was opened with ("" if none).
+  const std::string& authorization() const { return authorization_; }
 
   // Registers the session, or ends it with the reason it cannot watch conn_id_
   // (`auth`: the caller's authorization).
@@ -91,7 +95,9 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
   }
 
   // The client cancelled, or its gRPC connection broke: the UCX connection goes too.
-  void OnCancel() override { End(grpc::Status(grpc::StatusCode::CANCELLED, "session ended by the client"), true); }
+  void OnCancel() override {
+    End(grpc::Status(grpc::StatusCode::CANCELLED, "its client ended the session"), true);
+  }
 
   void OnDone() override {
     if (registered_) {
@@ -112,7 +118,7 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
     }
     if (close) {
       absl::Status c = service_->ucx_->Close(conn_id_);
-      KVHUB_LOG(info, "ucx: connection {} closed: its client ended the session{}", conn_id_,
+      KVHUB_LOG(info, "ucx: connection {} closed: {}{}", conn_id_, status.error_message(),
                 c.ok() ? std::string() : absl::StrCat(" (", c.message(), ")"));
     }
     {
@@ -132,6 +138,7 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
  private:
   KvHubService* const service_;
   const uint64_t conn_id_;
+  const std::string authorization_;
   bool registered_ = false;  // set in Start, before any reaction can run
   std::atomic<int> refs_{1};  // gRPC's (dropped in OnDone), plus BeginStop's while it ends the stream
   v1::SessionEvent open_event_;
@@ -144,39 +151,57 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
 
 grpc::ServerWriteReactor<v1::SessionEvent>* KvHubService::Session(grpc::CallbackServerContext* ctx,
                                                                   const v1::SessionRequest* req) {
-  auto* r = new SessionReactor(this, req->conn_id());
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find(std::string(kAuthMetadataKey));
+  auto* r = new SessionReactor(this, req->conn_id(),
+                               it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()));
   r->Start(Authorize(ctx, nullptr));
   return r;
 }
 
-void KvHubService::EndSessions(const grpc::Status& status, const std::function<bool(uint64_t conn_id)>& which,
-                               bool for_good) {
+size_t KvHubService::EndSessions(const grpc::Status& status,
+                                 const std::function<bool(uint64_t conn_id, const std::string& authorization)>& which,
+                                 bool for_good, bool close) {
   std::vector<SessionReactor*> live;
   {
     absl::MutexLock l(&sessions_mu_);
     if (for_good) sessions_closed_ = true;
     for (auto& [id, r] : sessions_) {
-      if (!which(id)) continue;
+      if (!which(id, r->authorization())) continue;
       r->Ref();
       live.push_back(r);
     }
   }
   for (SessionReactor* r : live) {
-    r->End(status, /*close=*/false);
+    r->End(status, close);
     r->Unref();
   }
+  return live.size();
+}
+
+size_t KvHubService::EndRevokedUcxSessions(const Authenticator& now) {
+  return EndSessions(
+      grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                   "the shard's tokens were reloaded and this connection's token no longer allows UCX "
+                   "(Connect needs a token for every namespace, '*')"),
+      [&now](uint64_t, const std::string& authorization) {
+        const absl::string_view value = authorization;
+        absl::StatusOr<const AuthGrant*> grant = now.Authenticate(authorization.empty() ? nullptr : &value);
+        return !grant.ok() || !(*grant)->all_namespaces;
+      },
+      /*for_good=*/false, /*close=*/true);
 }
 
 void KvHubService::BeginStop() {
   draining_.store(true, std::memory_order_release);
   stopping_.store(true, std::memory_order_release);
-  EndSessions(StoppingStatus(), [](uint64_t) { return true; }, /*for_good=*/true);
+  EndSessions(StoppingStatus(), [](uint64_t, const std::string&) { return true; }, /*for_good=*/true);
 }
 
 void KvHubService::EndUcxSessionsBefore(uint64_t first_conn_id) {
   EndSessions(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                            "the shard replaced its UCX worker (its shared-memory queue had stopped); Connect again"),
-              [first_conn_id](uint64_t id) { return id < first_conn_id; }, /*for_good=*/false);
+              [first_conn_id](uint64_t id, const std::string&) { return id < first_conn_id; }, /*for_good=*/false);
 }
 
 uint64_t KvHubService::ucx_sessions() const {

@@ -167,6 +167,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "shared memory in ucx_tls: ping the shard's own UCX worker this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
       KVHUB_MS_KEY("ucx_session_grace_ms", ucx_session_grace, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000"),
       KVHUB_STR_KEY("auth_tokens_file", auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication"),
+      KVHUB_MS_KEY("auth_reload_ms", auth_reload_interval, "re-read auth_tokens_file this often and put a changed file in force (SIGHUP: at once); 0 = only on SIGHUP; default 10000"),
       KVHUB_STR_KEY("tls_cert_file", tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)"),
       KVHUB_STR_KEY("tls_key_file", tls_key_file, "PEM private key of tls_cert_file"),
       KVHUB_STR_KEY("tls_client_ca_file", tls_client_ca_file, "PEM CA bundle: require client certificates it signed (mTLS); default none"),
@@ -314,6 +315,10 @@ absl::Status KvhubdConfig::Validate() const {
   if (ucx_session_grace != absl::ZeroDuration() &&
       (ucx_session_grace < absl::Seconds(1) || ucx_session_grace > absl::Hours(1))) {
     return bad("ucx_session_grace_ms", "must be 0 (keep) or in 1000..3600000");
+  }
+  if (auth_reload_interval != absl::ZeroDuration() &&
+      (auth_reload_interval < absl::Milliseconds(100) || auth_reload_interval > absl::Hours(24))) {
+    return bad("auth_reload_ms", "must be 0 (only on SIGHUP) or in 100..86400000");
   }
   if (tls_cert_file.empty() != tls_key_file.empty()) {
     return bad(tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",

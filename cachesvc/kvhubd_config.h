@@ -112,6 +112,10 @@ struct KvhubdConfig {
   // every RPC but Health needs a token, and UCX Connect a token for every
   // namespace ("*": UCX exposes the whole host tier to a connected client).
   std::string auth_tokens_file;
+  // How often kvhubd re-reads auth_tokens_file and, when its contents changed,
+  // puts the new tokens in force (SIGHUP does it at once). 0: only on SIGHUP.
+  // A file that cannot be read or parsed keeps the tokens in force.
+  absl::Duration auth_reload_interval = absl::Milliseconds(10000);
   // PEM server certificate chain and private key: gRPC over TLS (both or neither).
   std::string tls_cert_file;
   std::string tls_key_file;

@@ -124,6 +124,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_probe_interval = absl::Milliseconds(250);
   a.ucx_session_grace = absl::Seconds(5);
   a.auth_tokens_file = "/etc/kvhub/tokens";
+  a.auth_reload_interval = absl::Seconds(3);
   a.tls_cert_file = "/etc/kvhub/shard.pem";
   a.tls_key_file = "/etc/kvhub/shard.key";
   a.tls_client_ca_file = "/etc/kvhub/ca.pem";
@@ -135,7 +136,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 44u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 45u);
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

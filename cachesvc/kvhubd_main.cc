@@ -6,7 +6,8 @@
 // Every config key (KvhubdConfig::Keys()) is also a flag; flags override the file.
 // Prints exactly one line to stdout once both listeners are bound:
 //   kvhubd ready grpc=HOST:PORT http=HOST:PORT node=ID
-// SIGTERM/SIGINT: drain and exit 0. Exit 2: bad flags/config; exit 1: startup failed.
+// SIGTERM/SIGINT: drain and exit 0. SIGHUP: re-read auth_tokens_file (ReloadAuth).
+// Exit 2: bad flags/config; exit 1: startup failed.
 
 #include <signal.h>
 
@@ -72,6 +73,7 @@ KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the 
 KVHUB_CONFIG_FLAG(ucx_session_grace_ms, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000");
 KVHUB_CONFIG_FLAG(ucx_probe_ms, "shared memory in ucx_tls: ping the shard's own UCX worker this often, replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000");
 KVHUB_CONFIG_FLAG(auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication");
+KVHUB_CONFIG_FLAG(auth_reload_ms, "re-read auth_tokens_file this often and put a changed file in force (SIGHUP: at once); 0 = only on SIGHUP; default 10000");
 KVHUB_CONFIG_FLAG(tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)");
 KVHUB_CONFIG_FLAG(tls_key_file, "PEM private key of tls_cert_file");
 KVHUB_CONFIG_FLAG(tls_client_ca_file, "PEM CA bundle: require client certificates it signed (mTLS); default none");
@@ -105,7 +107,8 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
     KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
     KVHUB_FLAG_REF(ucx_probe_ms),          KVHUB_FLAG_REF(ucx_session_grace_ms),
-    KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(tls_cert_file),
+    KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(auth_reload_ms),
+    KVHUB_FLAG_REF(tls_cert_file),
     KVHUB_FLAG_REF(tls_key_file),          KVHUB_FLAG_REF(tls_client_ca_file),
 };
 
@@ -155,6 +158,7 @@ int main(int argc, char** argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -177,7 +181,13 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
-  while (sigwait(&sigs, &sig) != 0) {
+  while (true) {
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    // SIGHUP: put a changed tokens file in force now (logged by ReloadAuth).
+    if (absl::Status s = (*server)->ReloadAuth(); absl::IsFailedPrecondition(s)) {
+      KVHUB_LOG(warn, "kvhubd: SIGHUP ignored: {}", std::string(s.message()));
+    }
   }
   KVHUB_LOG(info, "kvhubd: signal {} received, shutting down", sig);
   (*server)->Shutdown();

@@ -56,7 +56,8 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   absl::StatusOr<ServerSecurity> security = MakeServerSecurity(config);
   if (!security.ok()) return security.status();
   if (!config.auth_tokens_file.empty()) {
-    absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(config.auth_tokens_file);
+    absl::StatusOr<std::unique_ptr<ReloadableAuthenticator>> auth =
+        ReloadableAuthenticator::FromFile(config.auth_tokens_file);
     if (!auth.ok()) return auth.status();
     srv->auth_ = *std::move(auth);
   }
@@ -70,7 +71,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
                 security->description, config.grpc_address);
   } else {
     KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
-              srv->auth_->size(), config.auth_tokens_file);
+              srv->auth_->Current()->size(), config.auth_tokens_file);
   }
 
   if (config.gpu_tier_bytes > 0) {  // first: without the GPU it asks for, kvhubd does not start
@@ -228,7 +229,40 @@ void KvhubdServer::ExpiryLoop() {
       ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
                            config_.ucx_session_grace);
     }
+    if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
+      bool due;
+      {
+        absl::MutexLock l(&auth_mu_);
+        due = absl::Now() - auth_checked_ >= config_.auth_reload_interval;
+      }
+      if (due) ReloadAuth().IgnoreError();  // logged there; the tokens in force stay
+    }
   }
+}
+
+absl::Status KvhubdServer::ReloadAuth() {
+  if (auth_ == nullptr) return absl::FailedPreconditionError("authentication is off (no auth_tokens_file)");
+  absl::StatusOr<bool> changed = auth_->Reload();
+  absl::MutexLock l(&auth_mu_);
+  auth_checked_ = absl::Now();
+  if (!changed.ok()) {
+    ++auth_reload_failures_;
+    const std::string error = changed.status().ToString();
+    if (error != auth_last_error_) {  // the poll would repeat it every auth_reload_ms
+      KVHUB_LOG(error, "kvhubd: reloading the tokens failed; the {} token(s) in force stay: {}",
+                auth_->Current()->size(), error);
+      auth_last_error_ = error;
+    }
+    return changed.status();
+  }
+  auth_last_error_.clear();
+  if (!*changed) return absl::OkStatus();
+  ++auth_reloads_;
+  const std::shared_ptr<const Authenticator> now = auth_->Current();
+  const size_t ended = service_->EndRevokedUcxSessions(*now);
+  KVHUB_LOG(info, "kvhubd: {} token(s) in force from {}; {} UCX connection(s) of revoked tokens closed", now->size(),
+            auth_->path(), ended);
+  return absl::OkStatus();
 }
 
 std::string KvhubdServer::RenderMetrics() const {
@@ -244,6 +278,13 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_connections = ucx_->connections();
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
+  if (auth_ != nullptr) {
+    in.auth_on = true;
+    in.auth_tokens = auth_->Current()->size();
+    absl::MutexLock l(&auth_mu_);
+    in.auth_reloads = auth_reloads_;
+    in.auth_reload_failures = auth_reload_failures_;
+  }
   return metrics_->RenderPrometheus(in);
 }
 

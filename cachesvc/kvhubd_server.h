@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cachesvc/http_endpoint.h"
 #include "cachesvc/auth.h"
+#include "cachesvc/reloadable_auth.h"
 #include "cachesvc/kvhub_service.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/metrics.h"
@@ -50,6 +51,13 @@ class KvhubdServer {
   bool serving() const { return !service_->draining(); }
   void Shutdown();
 
+  // Re-reads auth_tokens_file (SIGHUP; also every auth_reload_ms when it changed):
+  // a changed, valid file is in force for every new call, and the UCX connections
+  // of tokens it no longer allows are closed. A file that cannot be read or
+  // parsed keeps the tokens in force; the error is logged and returned.
+  // FAILED_PRECONDITION when authentication is off (no auth_tokens_file).
+  absl::Status ReloadAuth() ABSL_LOCKS_EXCLUDED(auth_mu_);
+
   std::string RenderMetrics() const;
   // UCX data plane state ("serving ..." or why it is off).
   const std::string& ucx_status() const { return ucx_->status_text(); }
@@ -69,7 +77,12 @@ class KvhubdServer {
   std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
-  std::unique_ptr<Authenticator> auth_;  // null: no authentication; outlives service_
+  std::unique_ptr<ReloadableAuthenticator> auth_;  // null: no authentication; outlives service_
+  mutable absl::Mutex auth_mu_;
+  uint64_t auth_reloads_ ABSL_GUARDED_BY(auth_mu_) = 0;
+  uint64_t auth_reload_failures_ ABSL_GUARDED_BY(auth_mu_) = 0;
+  std::string auth_last_error_ ABSL_GUARDED_BY(auth_mu_);  // logged once per distinct error
+  absl::Time auth_checked_ ABSL_GUARDED_BY(auth_mu_);
   std::unique_ptr<KvHubService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpEndpoint> http_;

@@ -270,6 +270,15 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   Header(&out, "kvhub_ucx_worker_resets_total", "counter",
          "UCX workers replaced because they stopped receiving over shared memory (a client killed mid-send)");
   absl::StrAppend(&out, "kvhub_ucx_worker_resets_total ", in.ucx_worker_resets, "\n");
+  if (in.auth_on) {
+    Header(&out, "kvhub_auth_tokens", "gauge", "bearer tokens in force (auth_tokens_file)");
+    absl::StrAppend(&out, "kvhub_auth_tokens ", in.auth_tokens, "\n");
+    Header(&out, "kvhub_auth_reloads_total", "counter",
+           "reloads of auth_tokens_file (SIGHUP or a change seen by auth_reload_ms): installed a changed file, or "
+           "failed and kept the tokens in force");
+    absl::StrAppend(&out, "kvhub_auth_reloads_total{result=\"installed\"} ", in.auth_reloads, "\n");
+    absl::StrAppend(&out, "kvhub_auth_reloads_total{result=\"failed\"} ", in.auth_reload_failures, "\n");
+  }
 
   Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
   for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {

@@ -80,6 +80,12 @@ struct MetricsSnapshotInputs {
   uint64_t ucx_connections = 0;
   uint64_t ucx_sessions = 0;
   uint64_t ucx_worker_resets = 0;
+  // Bearer tokens (auth_tokens_file): whether on, how many are in force, and the
+  // reloads that installed a changed file or failed (the old tokens stayed).
+  bool auth_on = false;
+  uint64_t auth_tokens = 0;
+  uint64_t auth_reloads = 0;
+  uint64_t auth_reload_failures = 0;
 };
 
 class ServiceMetrics {

@@ -2,6 +2,8 @@
 // real kvhubd processes: bearer tokens scoped to namespaces, UCX Connect only
 // for '*' tokens, TLS and mutual TLS with certificates made by openssl here.
 
+#include <httplib.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -163,6 +165,85 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
 // One tenant cannot take the shared tier: past namespace_quota_bytes its puts are
 // refused (per block, RESOURCE_EXHAUSTED naming the namespace) and another
 // tenant still stores its blocks. namespace_quotas gives tenants their own sizes.
+// Polls `f` (returning true when done) for up to 10 s.
+template <typename F>
+bool Eventually(F f) {
+  for (int i = 0; i < 200; ++i) {
+    if (f()) return true;
+    usleep(50 * 1000);
+  }
+  return false;
+}
+
+// Tokens are rotated and revoked without a restart (which would empty the cache):
+// SIGHUP puts a changed file in force, a broken file keeps the tokens in force,
+// the poll (auth_reload_ms) needs no signal, and a revoked token's UCX connection
+// is closed.
+TEST(ClusterSecurityTest, TokensReloadWithoutARestart) {
+  constexpr char kNewTenant[] = "tenant-a-rotated-00112233";
+  constexpr char kNewOps[] = "ops-rotated-44556677889900";
+  const std::string tokens =
+      WriteFile("reload_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens, "--auth_reload_ms=0", "--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const std::vector<uint8_t> a(4096, 0xA1);
+  auto tenant = Client::Create(Config(*shard, kTenantToken));
+  ASSERT_TRUE(tenant.ok());
+  ASSERT_TRUE(PutOne(**tenant, "tenant-a", a).ok());
+  ClientConfig ucx = Config(*shard, kOpsToken);
+  ucx.transport = TransportMode::kUcx;
+  ucx.ucx_tls = "tcp";
+  auto ops_ucx = Client::Create(ucx);
+  ASSERT_TRUE(ops_ucx.ok());
+  ASSERT_TRUE(GetOne(**ops_ucx, "tenant-a", a.size()).ok());
+  auto rotated = Client::Create(Config(*shard, kNewTenant));
+  ASSERT_TRUE(rotated.ok());
+  EXPECT_EQ(GetOne(**rotated, "tenant-a", a.size()).status().code(), absl::StatusCode::kUnauthenticated);
+
+  // Rotate both tokens (the file is replaced whole, as a Kubernetes secret is).
+  WriteFile("reload_tokens", absl::StrCat(kNewTenant, " tenant-a\n", kNewOps, " *\n"));
+  ASSERT_TRUE(shard->Signal(SIGHUP).ok());
+  ASSERT_TRUE(Eventually([&] { return GetOne(**rotated, "tenant-a", a.size()).ok(); }));
+  auto got = GetOne(**rotated, "tenant-a", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a) << "the cache survived the rotation";
+  EXPECT_EQ(PutOne(**tenant, "tenant-a", a).code(), absl::StatusCode::kUnauthenticated);
+  // The old ops token's UCX connection is closed: its calls fail, none is served.
+  auto revoked = GetOne(**ops_ucx, "tenant-a", a.size());
+  EXPECT_FALSE(revoked.ok());
+  auto new_ops = Client::Create(Config(*shard, kNewOps));
+  ASSERT_TRUE(new_ops.ok());
+  EXPECT_TRUE(Eventually([&] {
+    auto st = (*new_ops)->Stats();
+    return st[0].stats.ok() && st[0].stats->ucx_sessions() == 0 && st[0].stats->ucx_connections() == 0;
+  })) << "the revoked token's UCX connection is still open";
+
+  // A broken file is refused; the rotated tokens stay in force.
+  WriteFile("reload_tokens", absl::StrCat(kNewTenant, "\n"));
+  ASSERT_TRUE(shard->Signal(SIGHUP).ok());
+  EXPECT_TRUE(Eventually([&] {
+    httplib::Client http("127.0.0.1", shard->http_port());
+    auto m = http.Get("/metrics");
+    return m && m->body.find("kvhub_auth_reloads_total{result=\"failed\"} 1") != std::string::npos;
+  }));
+  EXPECT_TRUE(GetOne(**rotated, "tenant-a", a.size()).ok());
+  std::remove(tokens.c_str());
+}
+
+TEST(ClusterSecurityTest, TokensFileChangesAreSeenByThePoll) {
+  constexpr char kNewTenant[] = "tenant-a-polled-0011223344";
+  const std::string tokens = WriteFile("poll_tokens", absl::StrCat(kTenantToken, " tenant-a\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens, "--auth_reload_ms=200", "--expiry_interval_ms=100"});
+  ASSERT_NE(shard, nullptr);
+  auto rotated = Client::Create(Config(*shard, kNewTenant));
+  ASSERT_TRUE(rotated.ok());
+  const std::vector<uint8_t> a(1000, 0x5A);
+  EXPECT_EQ(PutOne(**rotated, "tenant-a", a).code(), absl::StatusCode::kUnauthenticated);
+  WriteFile("poll_tokens", absl::StrCat(kNewTenant, " tenant-a\n"));
+  EXPECT_TRUE(Eventually([&] { return PutOne(**rotated, "tenant-a", a).ok(); }));
+  std::remove(tokens.c_str());
+}
+
 TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   auto shard = StartShard({"--namespace_quota_bytes=1MiB", "--namespace_quotas=large:2MiB,exempt:0"});
   ASSERT_NE(shard, nullptr);
