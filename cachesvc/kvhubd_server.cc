@@ -243,21 +243,24 @@ void KvhubdServer::ExpiryLoop() {
 absl::Status KvhubdServer::ReloadAuth() {
   if (auth_ == nullptr) return absl::FailedPreconditionError("authentication is off (no auth_tokens_file)");
   absl::StatusOr<bool> changed = auth_->Reload();
-  absl::MutexLock l(&auth_mu_);
-  auth_checked_ = absl::Now();
-  if (!changed.ok()) {
-    ++auth_reload_failures_;
-    const std::string error = changed.status().ToString();
-    if (error != auth_last_error_) {  // the poll would repeat it every auth_reload_ms
-      KVHUB_LOG(error, "kvhubd: reloading the tokens failed; the {} token(s) in force stay: {}",
-                auth_->Current()->size(), error);
-      auth_last_error_ = error;
+  {
+    absl::MutexLock l(&auth_mu_);
+    auth_checked_ = absl::Now();
+    if (!changed.ok()) {
+      ++auth_reload_failures_;
+      const std::string error = changed.status().ToString();
+      if (error != auth_last_error_) {  // the poll would repeat it every auth_reload_ms
+        KVHUB_LOG(error, "kvhubd: reloading the tokens failed; the {} token(s) in force stay: {}",
+                  auth_->Current()->size(), error);
+        auth_last_error_ = error;
+      }
+      return changed.status();
     }
-    return changed.status();
+    auth_last_error_.clear();
+    if (!*changed) return absl::OkStatus();
+    ++auth_reloads_;
   }
-  auth_last_error_.clear();
-  if (!*changed) return absl::OkStatus();
-  ++auth_reloads_;
+  // Outside auth_mu_: ending sessions closes UCX connections.
   const std::shared_ptr<const Authenticator> now = auth_->Current();
   const size_t ended = service_->EndRevokedUcxSessions(*now);
   KVHUB_LOG(info, "kvhubd: {} token(s) in force from {}; {} UCX connection(s) of revoked tokens closed", now->size(),
