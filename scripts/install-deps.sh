@@ -19,6 +19,7 @@ PKGS=(
   redis-server                        # baseline in kvhub-bench
   libhiredis-dev                      # kvhub-bench: redis SET/GET client for the baseline
   python3 python3-xxhash python3-numpy python3-matplotlib
+  python3-yaml                        # tests: deploy/ manifests and Prometheus files
   pybind11-dev python3-dev            # kvhub._native: the Python client module
   openssl                             # tests: a CA and certificates for the TLS / mTLS tests
 )

@@ -1,0 +1,273 @@
+#!/usr/bin/python3
+"""Checks deploy/ against the kvhubd it deploys (ctest deploy_test; docs/deploy.md).
+
+- Kubernetes manifests: every config key and flag the StatefulSet gives kvhubd is
+  accepted by the real binary (kvhubd --print_config); ports, probes, the grace
+  period, the memory limit and the tokens secret agree with that config.
+- Prometheus rules and the Grafana dashboard: every kvhub metric they name is one
+  a live kvhubd exports (labels included), every recording rule the dashboard uses
+  is defined, and the alert's job is the scrape config's. With promtool installed
+  (Debian package prometheus) the rules and the config also pass promtool.
+- Container image: its runtime packages hold every shared library kvhubd and the
+  kvhub CLI link (ldd, dpkg -S).
+
+Usage: deploy_test.py --source REPO --bin BUILD/bin
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import yaml
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what)
+
+
+def parse_size(text):
+    m = re.fullmatch(r"(\d+)\s*(Ki|Mi|Gi|Ti|KiB|MiB|GiB|TiB)?", text.strip())
+    assert m, text
+    shift = {"Ki": 10, "KiB": 10, "Mi": 20, "MiB": 20, "Gi": 30, "GiB": 30, "Ti": 40, "TiB": 40}.get(m.group(2), 0)
+    return int(m.group(1)) << shift
+
+
+def load_manifests(source):
+    with open(os.path.join(source, "deploy/kubernetes/kvhubd.yaml")) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    return {d["kind"]: d for d in docs}
+
+
+def print_config(kvhubd, conf_text, args):
+    """Runs kvhubd --print_config with the manifest's config file and flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = os.path.join(tmp, "kvhubd.conf")
+        with open(conf, "w") as f:
+            f.write(conf_text)
+        argv = [kvhubd]
+        for a in args:
+            argv.append("--config=" + conf if a.startswith("--config=") else a.replace("$(POD_NAME)", "kvhubd-0"))
+        r = subprocess.run(argv + ["--print_config"], capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0, "kvhubd refuses the manifest's config: %s" % (r.stderr.strip() or r.stdout.strip()))
+    config = {}
+    for line in r.stdout.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            config[k.strip()] = v.strip()
+    return config
+
+
+def check_manifests(source, kvhubd):
+    m = load_manifests(source)
+    for kind in ("ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"):
+        check(kind in m, "deploy/kubernetes/kvhubd.yaml has no " + kind)
+    sts = m["StatefulSet"]
+    pod = sts["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    config = print_config(kvhubd, m["ConfigMap"]["data"]["kvhubd.conf"], c["args"])
+    if not config:
+        return
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check(config["grpc_address"].endswith(":%d" % ports["grpc"]), "grpc containerPort is not grpc_address's port")
+    check(config["http_address"].endswith(":%d" % ports["http"]), "http containerPort is not http_address's port")
+    check(not config["grpc_address"].startswith("127.") and not config["http_address"].startswith("127."),
+          "kvhubd listens on loopback only inside the pod")
+    svc_targets = {p["targetPort"] for p in m["Service"]["spec"]["ports"]}
+    check(svc_targets <= set(ports), "the Service targets a port the container does not name")
+    check(m["Service"]["spec"].get("clusterIP") == "None", "the Service is not headless (clients need each shard)")
+    check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness is not /readyz (503 while draining)")
+    check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness is not /healthz")
+    for probe in ("readinessProbe", "livenessProbe"):
+        check(c[probe]["httpGet"]["port"] in ("http", ports["http"]), probe + " is not on the HTTP port")
+    drain_ms = int(config["drain_grace_ms"]) + int(config["shutdown_timeout_ms"])
+    check(pod["spec"]["terminationGracePeriodSeconds"] * 1000 > drain_ms,
+          "terminationGracePeriodSeconds does not cover drain_grace_ms + shutdown_timeout_ms (%d ms)" % drain_ms)
+    limit = parse_size(c["resources"]["limits"]["memory"])
+    capacity = int(config["capacity_bytes"])
+    check(limit >= capacity * 1.1, "the memory limit (%d) leaves under 10%% above capacity_bytes (%d)" % (limit, capacity))
+    check(c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"],
+          "memory request != limit (a cache shard should not be evicted for memory)")
+    ann = pod["metadata"]["annotations"]
+    check(ann.get("prometheus.io/port") == str(ports["http"]), "the scrape annotation is not the HTTP port")
+    tokens = config.get("auth_tokens_file", "")
+    if tokens:
+        mounts = [v for v in c["volumeMounts"] if tokens.startswith(v["mountPath"].rstrip("/") + "/")]
+        check(len(mounts) == 1 and "subPath" not in mounts[0],
+              "auth_tokens_file is not in a mounted directory (subPath mounts never see a rotated secret)")
+        vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+        check(mounts and "secret" in vols.get(mounts[0]["name"], {}), "auth_tokens_file does not come from a Secret")
+        check(pod["spec"]["securityContext"].get("fsGroup") is not None or
+              pod["spec"]["securityContext"].get("runAsUser", 0) == 0,
+              "a non-root kvhubd cannot read the tokens secret without fsGroup")
+    print("manifests: kvhubd accepts the config (%d keys), ports/probes/grace/memory/secret agree" % len(config))
+
+
+def start_kvhubd(kvhubd, tmp):
+    tokens = os.path.join(tmp, "tokens")
+    with open(tokens, "w") as f:
+        f.write("deploy-test-ops-token-0123456789 *\n")
+    ready = os.path.join(tmp, "ready")
+    proc = subprocess.Popen([kvhubd, "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
+                             "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
+                             "--try_hugepages=false", "--log_level=warn", "--auth_tokens_file=" + tokens,
+                             "--ready_file=" + ready], stdout=subprocess.DEVNULL)
+    for _ in range(200):
+        if os.path.exists(ready):
+            with open(ready) as f:
+                line = f.read()
+            if line.strip():
+                return proc, dict(kv.split("=", 1) for kv in line.split()[2:])
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("kvhubd did not become ready")
+
+
+def exported_metrics(bindir):
+    """Metric names, and the label names of each, from a live kvhubd after a lookup."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, addr = start_kvhubd(os.path.join(bindir, "kvhubd"), tmp)
+        try:
+            env = dict(os.environ, KVHUB_TOKEN="deploy-test-ops-token-0123456789")
+            spec = "model=m1,layers=2,kv_heads=1,head_dim=8,dtype=bf16,rope_base=10000,block_tokens=4"
+            subprocess.run([os.path.join(bindir, "kvhub"), "lookup", "--addr", addr["grpc"], "--ns", "deploy-test",
+                            "--spec", spec, "--tokens", "1,2,3,4,5,6,7,8"], env=env, check=True,
+                           capture_output=True, timeout=30)
+            text = urllib.request.urlopen("http://%s/metrics" % addr["http"], timeout=10).read().decode()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    names, labels = set(), {}
+    for line in text.splitlines():
+        t = re.match(r"# TYPE (\S+) (\S+)", line)
+        if t:
+            names.add(t.group(1))
+            if t.group(2) == "histogram":
+                names.update(t.group(1) + s for s in ("_bucket", "_sum", "_count"))
+            continue
+        s = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s", line)
+        if s and not line.startswith("#"):
+            found = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', s.group(3) or ""))
+            labels.setdefault(s.group(1), set()).update(found)
+    return names, labels
+
+
+def check_monitoring(source, bindir):
+    with open(os.path.join(source, "deploy/prometheus/kvhub-rules.yml")) as f:
+        rules = yaml.safe_load(f)
+    proms = {}
+    for name in ("prometheus.yml", "prometheus-kubernetes.yml"):
+        with open(os.path.join(source, "deploy/prometheus", name)) as f:
+            proms[name] = yaml.safe_load(f)
+    with open(os.path.join(source, "deploy/grafana/kvhub-dashboard.json")) as f:
+        dash = json.load(f)
+    exprs, recorded, alerts = [], set(), []
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            exprs.append(r["expr"])
+            if "record" in r:
+                recorded.add(r["record"])
+            else:
+                alerts.append(r)
+    dash_exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names, labels = exported_metrics(bindir)
+    for e in exprs + dash_exprs:
+        for metric in re.findall(r"\bkvhub_[a-z0-9_]+", e):
+            check(metric in names, "%r names %s, which kvhubd does not export" % (e, metric))
+        for rec in re.findall(r"\bkvhub:[a-z0-9_:]+", e):
+            check(rec in recorded, "%r uses recording rule %s, which kvhub-rules.yml does not define" % (e, rec))
+    # The labels the rules aggregate by exist on the metrics they aggregate.
+    for e in exprs:
+        for by, metric in re.findall(r"by \(([a-z_, ]+)\) \((?:rate|increase)\((kvhub_[a-z0-9_]+)", e):
+            for label in (x.strip() for x in by.split(",")):
+                if label in ("le", "instance", "job"):
+                    continue
+                check(label in labels.get(metric, set()), "%r groups by %s, a label %s lacks" % (e, label, metric))
+    for name, prom in proms.items():
+        jobs = {s["job_name"] for s in prom["scrape_configs"]}
+        for a in alerts:
+            for job in re.findall(r'job="([^"]+)"', a["expr"]):
+                check(job in jobs, "alert %s names job %s, which %s does not scrape" % (a["alert"], job, name))
+        check(prom["rule_files"] == ["kvhub-rules.yml"], name + " does not load kvhub-rules.yml")
+    # The Kubernetes discovery keeps the pods the manifests label and annotate.
+    k8s = json.dumps(proms["prometheus-kubernetes.yml"])
+    pod = load_manifests(source)["StatefulSet"]["spec"]["template"]["metadata"]
+    check("__meta_kubernetes_pod_label_app_kubernetes_io_name" in k8s and
+          pod["labels"].get("app.kubernetes.io/name") == "kvhubd", "the Kubernetes scrape config does not select kvhubd's pods")
+    check("__meta_kubernetes_pod_annotation_prometheus_io_port" in k8s and "prometheus.io/port" in pod["annotations"],
+          "the Kubernetes scrape config does not use the pods' scrape port annotation")
+    promtool = shutil.which("promtool")
+    if promtool:
+        failed = len(FAILURES)
+        for args in (["check", "rules", "kvhub-rules.yml"], ["check", "config", "prometheus.yml"],
+                     ["check", "config", "prometheus-kubernetes.yml"]):
+            r = subprocess.run([promtool] + args, cwd=os.path.join(source, "deploy/prometheus"),
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0 and "field kubernetes_sd_configs not found" in r.stdout + r.stderr:
+                print("SKIP promtool %s: this promtool is built without Kubernetes discovery (Debian's is)" % " ".join(args))
+                continue
+            check(r.returncode == 0, "promtool %s: %s" % (" ".join(args), r.stdout + r.stderr))
+        if len(FAILURES) == failed:
+            print("monitoring: promtool accepts the rules and the configs")
+    else:
+        print("SKIP promtool checks: promtool is not installed (Debian package prometheus)")
+    print("monitoring: %d expressions name only exported metrics and defined recording rules" % (len(exprs) + len(dash_exprs)))
+
+
+def runtime_packages(binary):
+    pkgs = set()
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    for lib in re.findall(r"=> (/\S+)", out):
+        real = os.path.realpath(lib)
+        for path in (lib, real, re.sub(r"^/usr", "", lib), re.sub(r"^/usr", "", real)):
+            r = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+            if r.returncode == 0:
+                pkgs.add(r.stdout.split(":")[0])
+                break
+        else:
+            check(False, "%s links %s, which no Debian package provides" % (binary, lib))
+    return pkgs
+
+
+def check_image(source, bindir):
+    with open(os.path.join(source, "deploy/container/Dockerfile")) as f:
+        text = f.read()
+    runtime = text.split("FROM debian:12-slim", 1)
+    check(len(runtime) == 2, "the Dockerfile has no debian:12-slim runtime stage")
+    installed = set(re.findall(r"\b(lib[a-z0-9+.\-]+|zlib1g|ca-certificates)\b", runtime[-1]))
+    base = {"libc6"}  # in debian:12-slim itself
+    for b in ("kvhubd", "kvhub"):
+        missing = runtime_packages(os.path.join(bindir, b)) - installed - base
+        check(not missing, "the image lacks the packages %s links: %s" % (b, sorted(missing)))
+        check("build/bin/" + b in text, "the image does not carry " + b)
+    check("scripts/install-deps.sh" in text and "make build" in text, "the build stage does not use install-deps + make build")
+    print("image: its runtime packages cover every library kvhubd and kvhub link")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    check_manifests(a.source, os.path.join(a.bin, "kvhubd"))
+    check_monitoring(a.source, a.bin)
+    check_image(a.source, a.bin)
+    if FAILURES:
+        print("%d check(s) failed" % len(FAILURES))
+        return 1
+    print("deploy: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
