@@ -120,7 +120,7 @@ def start_kvhubd(kvhubd, tmp):
     ready = os.path.join(tmp, "ready")
     proc = subprocess.Popen([kvhubd, "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
                              "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
-                             "--try_hugepages=false", "--log_level=warn", "--auth_tokens_file=" + tokens,
+                             "--try_hugepages=false", "--log_level=warn", "--shutdown_timeout_ms=1000", "--auth_tokens_file=" + tokens,
                              "--ready_file=" + ready], stdout=subprocess.DEVNULL)
     for _ in range(200):
         if os.path.exists(ready):
@@ -225,17 +225,23 @@ def check_monitoring(source, bindir):
 
 
 def runtime_packages(binary):
-    pkgs = set()
+    """The Debian packages that hold the shared libraries `binary` links."""
     out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    for lib in re.findall(r"=> (/\S+)", out):
-        real = os.path.realpath(lib)
-        for path in (lib, real, re.sub(r"^/usr", "", lib), re.sub(r"^/usr", "", real)):
-            r = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
-            if r.returncode == 0:
-                pkgs.add(r.stdout.split(":")[0])
-                break
-        else:
-            check(False, "%s links %s, which no Debian package provides" % (binary, lib))
+    libs = re.findall(r"=> (/\S+)", out)
+    # Merged /usr: dpkg may know a library under /lib or /usr/lib, by link or by target.
+    candidates = {lib: [lib, os.path.realpath(lib), re.sub(r"^/usr", "", lib),
+                        re.sub(r"^/usr", "", os.path.realpath(lib))] for lib in libs}
+    r = subprocess.run(["dpkg", "-S"] + sorted({c for cs in candidates.values() for c in cs}),
+                       capture_output=True, text=True)  # one call: dpkg -S is slow to start
+    owner = {}
+    for line in r.stdout.splitlines():
+        pkg, _, path = line.partition(": ")
+        owner[path.strip()] = pkg.split(":")[0]
+    pkgs = set()
+    for lib, cs in candidates.items():
+        found = [owner[c] for c in cs if c in owner]
+        check(bool(found), "%s links %s, which no Debian package provides" % (binary, lib))
+        pkgs.update(found[:1])
     return pkgs
 
 
