@@ -51,3 +51,20 @@ function(kvhub_test name)
     set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}")
   endif()
 endfunction()
+
+# kvhub_fuzzer(NAME SRCS ... ENTRY lib [INSTRUMENT lib ...]): with KVHUB_FUZZ=ON
+# (clang), a libFuzzer binary over the fuzz entry library ENTRY; ENTRY and the
+# INSTRUMENT libraries (the code under test) get coverage instrumentation.
+# Without KVHUB_FUZZ it does nothing (the ctest replays cover the entry points).
+function(kvhub_fuzzer name)
+  cmake_parse_arguments(F "" "ENTRY" "SRCS;INSTRUMENT" ${ARGN})
+  if(NOT KVHUB_FUZZ)
+    return()
+  endif()
+  foreach(t ${F_ENTRY} ${F_INSTRUMENT})
+    target_compile_options(${t} PRIVATE -fsanitize=fuzzer-no-link)
+  endforeach()
+  kvhub_binary(${name} SRCS ${F_SRCS} DEPS ${F_ENTRY})
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+endfunction()
