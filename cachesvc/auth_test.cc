@@ -1,9 +1,12 @@
 #include "cachesvc/auth.h"
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "cachesvc/reloadable_auth.h"
@@ -124,6 +127,50 @@ TEST(ReloadableAuthenticatorTest, ReloadInstallsAWholeNewFileOrNothing) {
   ASSERT_TRUE((*r)->Reload().ok());
   EXPECT_TRUE(Accepts(**r, a));
   EXPECT_FALSE(Accepts(**r, b));
+  std::remove(path.c_str());
+}
+
+// Callers hold grants (as the service does: aliasing the token set) while the set is
+// replaced underneath them; ASan (make asan) sees any grant that outlives its set.
+TEST(ReloadableAuthenticatorTest, GrantsStayValidWhileReloadsRun) {
+  const std::string path = ::testing::TempDir() + "/kvhub-reload-race-tokens";
+  const std::string token = "shared-token-0123456789abcdef";
+  const std::string files[2] = {absl::StrCat(token, " tenant-a,tenant-b\n"),
+                                absl::StrCat("# rotated\n", token, " tenant-a,tenant-b\nother-token-0123456789 x\n")};
+  WriteTokens(path, files[0]);
+  auto r = ReloadableAuthenticator::FromFile(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      const std::string header = absl::StrCat("Bearer ", token);
+      const absl::string_view value = header;
+      std::vector<std::shared_ptr<const AuthGrant>> held;
+      while (!stop.load()) {
+        std::shared_ptr<const Authenticator> tokens = (*r)->Current();
+        absl::StatusOr<const AuthGrant*> g = tokens->Authenticate(&value);
+        if (!g.ok()) {
+          ++bad;
+          continue;
+        }
+        held.push_back(std::shared_ptr<const AuthGrant>(tokens, *g));
+        if (held.size() > 64) held.erase(held.begin());
+        for (const auto& h : held) {
+          if (!h->AllowsNamespace("tenant-b").ok()) ++bad;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 200; ++i) {
+    WriteTokens(path, files[(i + 1) % 2]);
+    auto changed = (*r)->Reload();
+    ASSERT_TRUE(changed.ok()) << changed.status();
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
   std::remove(path.c_str());
 }
 
