@@ -11,7 +11,7 @@
 - Container image: its runtime packages hold every shared library kvhubd and the
   kvhub CLI link (ldd, dpkg -S).
 
-Usage: deploy_test.py --source REPO --bin BUILD/bin
+Usage: deploy_test.py --source REPO --bin BUILD/bin [--sanitized]
 """
 
 import argparse
@@ -245,7 +245,12 @@ def runtime_packages(binary):
     return pkgs
 
 
-def check_image(source, bindir):
+def check_image(source, bindir, sanitized):
+    if sanitized:
+        # The image is built by `make build`; these binaries also link the sanitizer runtimes.
+        print("SKIP image check: a sanitizer build's binaries are not what the image carries")
+        return
+    failed = len(FAILURES)
     with open(os.path.join(source, "deploy/container/Dockerfile")) as f:
         text = f.read()
     runtime = text.split("FROM debian:12-slim", 1)
@@ -257,17 +262,19 @@ def check_image(source, bindir):
         check(not missing, "the image lacks the packages %s links: %s" % (b, sorted(missing)))
         check("build/bin/" + b in text, "the image does not carry " + b)
     check("scripts/install-deps.sh" in text and "make build" in text, "the build stage does not use install-deps + make build")
-    print("image: its runtime packages cover every library kvhubd and kvhub link")
+    if len(FAILURES) == failed:
+        print("image: its runtime packages cover every library kvhubd and kvhub link")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--source", required=True)
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--sanitized", action="store_true", help="binaries of an ASan/TSan build")
     a = ap.parse_args()
     check_manifests(a.source, os.path.join(a.bin, "kvhubd"))
     check_monitoring(a.source, a.bin)
-    check_image(a.source, a.bin)
+    check_image(a.source, a.bin, a.sanitized)
     if FAILURES:
         print("%d check(s) failed" % len(FAILURES))
         return 1
