@@ -281,6 +281,9 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_connections = ucx_->connections();
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
+  if (config_.store.namespace_quota_bytes != 0 || !config_.store.namespace_quotas.empty()) {
+    in.namespace_usage = [this](absl::string_view ns) { return store_->NamespaceUsageOf(ns); };
+  }
   if (auth_ != nullptr) {
     in.auth_on = true;
     in.auth_tokens = auth_->Current()->size();

@@ -220,6 +220,24 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
     }
   }
 
+  if (in.namespace_usage) {
+    Header(&out, "kvhub_namespace_held_bytes", "gauge",
+           "block bytes a namespace holds now, reserved and stored (counted against its quota)");
+    std::string quotas;
+    for (size_t n = 0; n < ns_names.size(); ++n) {
+      if (ns_names[n].empty() || n >= static_cast<size_t>(namespaces_.cap())) continue;  // not "other"
+      const storage::BlockStore::NamespaceUsage u = in.namespace_usage(ns_names[n]);
+      absl::StrAppend(&out, "kvhub_namespace_held_bytes{namespace=\"", Escape(ns_names[n]), "\"} ", u.held_bytes, "\n");
+      if (u.quota_bytes != 0) {
+        absl::StrAppend(&quotas, "kvhub_namespace_quota_bytes{namespace=\"", Escape(ns_names[n]), "\"} ", u.quota_bytes,
+                        "\n");
+      }
+    }
+    Header(&out, "kvhub_namespace_quota_bytes", "gauge",
+           "a namespace's quota (namespace_quotas, else namespace_quota_bytes); absent: no quota");
+    out += quotas;
+  }
+
   // Tiers (host only in this build).
   const storage::BlockStoreStats& st = in.store;
   struct TierMetric {

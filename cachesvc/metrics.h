@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,6 +83,9 @@ struct MetricsSnapshotInputs {
   uint64_t ucx_worker_resets = 0;
   // Bearer tokens (auth_tokens_file): whether on, how many are in force, and the
   // reloads that installed a changed file or failed (the old tokens stayed).
+  // Quota and held bytes of a namespace (BlockStore::NamespaceUsageOf), for the
+  // namespaces the metrics name; null when no quota is configured.
+  std::function<storage::BlockStore::NamespaceUsage(absl::string_view ns)> namespace_usage;
   bool auth_on = false;
   uint64_t auth_tokens = 0;
   uint64_t auth_reloads = 0;

@@ -219,6 +219,14 @@ class BlockStore {
   virtual size_t ExpireNow() = 0;
 
   virtual BlockStoreStats Stats() const = 0;
+  // A namespace's quota (namespace_quotas, else namespace_quota_bytes; 0 = none) and
+  // the block bytes it holds now, reserved and stored. The bytes are tracked only
+  // while some quota is configured; without one they read 0.
+  struct NamespaceUsage {
+    uint64_t quota_bytes = 0;
+    uint64_t held_bytes = 0;
+  };
+  virtual NamespaceUsage NamespaceUsageOf(absl::string_view ns) const = 0;
   virtual std::string PolicyName() const = 0;
 };
 

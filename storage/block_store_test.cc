@@ -442,6 +442,13 @@ TEST_F(BlockStoreTest, PerNamespaceQuotasOverrideTheDefault) {
   EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 32000 bytes (namespace_quota_bytes"));
   // "free" is exempt: it may hold more than either quota.
   for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(PutBlock(200 + i, 16000, "free").ok()) << i;
+  EXPECT_EQ(store_->NamespaceUsageOf("big").quota_bytes, 96000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("big").held_bytes, 96000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("small").quota_bytes, 32000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("small").held_bytes, 32000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("free").quota_bytes, 0u);
+  EXPECT_EQ(store_->NamespaceUsageOf("free").held_bytes, 160000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("never-seen").held_bytes, 0u);
   EXPECT_EQ(store_->Stats().rejected_quota, 2u);
   for (uint64_t i = 0; i < 6; ++i) ExpectBytes(i, 16000, "big");
   // Deleting frees the tenant's own quota.

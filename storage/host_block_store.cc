@@ -655,6 +655,17 @@ size_t HostBlockStore::ExpireNow() {
   return ExpireLocked(NowNs());
 }
 
+BlockStore::NamespaceUsage HostBlockStore::NamespaceUsageOf(absl::string_view ns) const {
+  const uint64_t tag = NamespaceTag(ns);
+  NamespaceUsage u;
+  if (!quotas_on_) return u;
+  u.quota_bytes = QuotaFor(tag);
+  absl::MutexLock lock(&mu_);
+  auto it = ns_bytes_.find(tag);
+  if (it != ns_bytes_.end()) u.held_bytes = it->second;
+  return u;
+}
+
 BlockStoreStats HostBlockStore::Stats() const {
   absl::MutexLock lock(&mu_);
   BlockStoreStats s = stats_;

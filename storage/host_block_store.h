@@ -55,6 +55,7 @@ class HostBlockStore final : public BlockStore {
   void EndTransfer(TransferAccess access, uint64_t hold) override;
   size_t ExpireNow() override;
   BlockStoreStats Stats() const override;
+  NamespaceUsage NamespaceUsageOf(absl::string_view ns) const override;
   std::string PolicyName() const override { return policy_name_; }
 
   // Slot table size and size classes chosen at Create (for tests and tools).

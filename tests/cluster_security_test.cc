@@ -283,6 +283,15 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   auto st = (*c)->Stats();
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_EQ(st[0].stats->tiers(0).used_bytes(), (6u + 8u + 12u) * data.size());
+  // Each tenant's quota and what it holds, for dashboards (deploy/grafana).
+  httplib::Client http("127.0.0.1", shard->http_port());
+  auto m = http.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(m->body, HasSubstr("kvhub_namespace_quota_bytes{namespace=\"large\"} 2097152\n"));
+  EXPECT_THAT(m->body, HasSubstr("kvhub_namespace_quota_bytes{namespace=\"greedy\"} 1048576\n"));
+  EXPECT_THAT(m->body, ::testing::Not(HasSubstr("kvhub_namespace_quota_bytes{namespace=\"exempt\"}")));
+  EXPECT_THAT(m->body, HasSubstr(absl::StrCat("kvhub_namespace_held_bytes{namespace=\"greedy\"} ", 4 * data.size(), "\n")));
+  EXPECT_THAT(m->body, HasSubstr(absl::StrCat("kvhub_namespace_held_bytes{namespace=\"exempt\"} ", 12 * data.size(), "\n")));
 }
 
 // Reservation and lease ids are bound to their namespace: a token for tenant-a
