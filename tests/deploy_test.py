@@ -266,6 +266,12 @@ def check_image(source, bindir, sanitized):
         check(not missing, "the image lacks the packages %s links: %s" % (b, sorted(missing)))
         check("build/bin/" + b in text, "the image does not carry " + b)
     check("scripts/install-deps.sh" in text and "make build" in text, "the build stage does not use install-deps + make build")
+    try:
+        with open(os.path.join(source, ".dockerignore")) as f:
+            ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    except FileNotFoundError:
+        ignored = set()
+    check({"build", "build-*"} <= ignored, ".dockerignore does not keep build trees (CMake caches of another path) out")
     if len(FAILURES) == failed:
         print("image: its runtime packages cover every library kvhubd and kvhub link")
 
