@@ -82,6 +82,12 @@ std::string Content(uint8_t seed, uint64_t offset, uint64_t len) {
 
 uint64_t Hash(const std::string& s) { return Xxh3_64(s.data(), s.size()); }
 
+// True when `range` lies within `loc` (same region).
+bool Inside(const storage::BlockLocation& range, const storage::BlockLocation& loc) {
+  return range.region == loc.region && range.offset >= loc.offset && range.size <= loc.size &&
+         range.offset - loc.offset <= loc.size - range.size;
+}
+
 struct Snapshot {
   uint64_t blocks = 0, used = 0, reserved = 0, pinned = 0, leased = 0, allocated = 0;
   friend bool operator==(const Snapshot&, const Snapshot&) = default;
@@ -688,8 +694,7 @@ void Harness::RunTransferWrite(Input& in) {
     return Fail(absl::StrCat("BeginTransfer granted a write to reservation ", id, ", which is not live"));
   }
   const storage::BlockLocation& loc = it->second.loc;
-  if (range.region != loc.region || range.offset < loc.offset || range.size > loc.size ||
-      range.offset - loc.offset > loc.size - range.size) {
+  if (!Inside(range, loc)) {
     store_->EndTransfer(storage::TransferAccess::kWrite, *hold);
     return Fail("BeginTransfer granted a write outside the reservation");
   }
@@ -722,8 +727,7 @@ void Harness::RunTransferRead(Input& in) {
     return Fail(absl::StrCat("BeginTransfer granted a read of lease ", id, ", which is not live"));
   }
   const storage::BlockLocation& loc = it->second.loc;
-  if (range.region != loc.region || range.offset < loc.offset || range.size > loc.size ||
-      range.offset - loc.offset > loc.size - range.size) {
+  if (!Inside(range, loc)) {
     store_->EndTransfer(storage::TransferAccess::kRead, *hold);
     return Fail("BeginTransfer granted a read outside the leased block");
   }
