@@ -13,6 +13,10 @@ absl::Status DuelingConfig::Validate() const {
   if (!(half_life > 0.0 && half_life <= 64.0)) {
     return absl::InvalidArgumentError(absl::StrCat("duel half_life must be in (0, 64], got ", half_life));
   }
+  if (!(min_half_life_refs >= 0.0 && min_half_life_refs <= 1e9)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duel min_half_life_refs must be in [0, 1e9], got ", min_half_life_refs));
+  }
   if (!(margin >= 0.0 && margin < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("duel margin must be in [0, 1), got ", margin));
   }
@@ -35,18 +39,29 @@ class DuelingPolicy::Shadow {
     table_.assign(cap, Entry{});
     mask_ = cap - 1;
     hint_of_.assign(slots, 0);
+    chain_hit_.assign(slots, 0);
     free_.clear();
     free_.reserve(slots);
     for (uint32_t s = slots; s-- > 0;) free_.push_back(s);
     size_ = 0;
   }
 
-  // One reference to `hint` with the cache held to `limit` blocks. True on a hit.
-  bool Reference(uint64_t hint, uint32_t limit) {
+  // One reference to `hint` (whose chain parent is `parent`, 0 for none) with
+  // the cache held to `limit` blocks. True on a prefix hit: the block is
+  // present and so was its parent at the parent's last reference (the request
+  // references its chain in order, so that is this request's).
+  bool Reference(uint64_t hint, uint64_t parent, uint32_t limit) {
     size_t i = Find(hint);
     if (i != kNpos) {
-      policy_->OnAccess(table_[i].slot);
-      return true;
+      const uint32_t s = table_[i].slot;
+      bool prefix = true;
+      if (parent != 0) {
+        size_t j = Find(parent);
+        prefix = j != kNpos && chain_hit_[table_[j].slot] != 0;
+      }
+      chain_hit_[s] = prefix ? 1 : 0;
+      policy_->OnAccess(s);
+      return prefix;
     }
     auto all = [](uint32_t) { return true; };
     while (size_ >= std::max<uint32_t>(limit, 1) || free_.empty()) {
@@ -60,6 +75,7 @@ class DuelingPolicy::Shadow {
     uint32_t s = free_.back();
     free_.pop_back();
     hint_of_[s] = hint;
+    chain_hit_[s] = 0;
     Insert(hint, s);
     ++size_;
     policy_->OnInsert(s, kNoSlot, hint, 1);
@@ -109,6 +125,7 @@ class DuelingPolicy::Shadow {
   std::vector<Entry> table_;
   size_t mask_ = 0;
   std::vector<uint64_t> hint_of_;
+  std::vector<uint8_t> chain_hit_;  // per virtual slot: its last reference was a prefix hit
   std::vector<uint32_t> free_;
   uint32_t size_ = 0;
 };
@@ -129,18 +146,25 @@ void DuelingPolicy::Init(uint32_t capacity_slots) {
   shadow_lru_->Init(capacity_slots);
   shadow_as3_->Init(capacity_slots);
   hint_.assign(capacity_slots, 0);
+  parent_hint_.assign(capacity_slots, 0);
   live_.assign(capacity_slots, 0);
   resident_ = 0;
   hits_lru_ = hits_as3_ = 0;
+  references_ = 0;
   follow_lru_ = config_.start_with_lru;
   switches_ = 0;
 }
 
-void DuelingPolicy::Reference(uint64_t hint) {
+void DuelingPolicy::Reference(uint64_t hint, uint64_t parent) {
   const uint32_t limit = std::max<uint32_t>(resident_, 1);
-  const double decay = std::exp2(-1.0 / (config_.half_life * limit));
-  hits_lru_ = hits_lru_ * decay + (shadow_lru_->Reference(hint, limit) ? 1.0 : 0.0);
-  hits_as3_ = hits_as3_ * decay + (shadow_as3_->Reference(hint, limit) ? 1.0 : 0.0);
+  const double half_life = std::max(config_.half_life * limit, config_.min_half_life_refs);
+  const double decay = std::exp2(-1.0 / half_life);
+  hits_lru_ = hits_lru_ * decay + (shadow_lru_->Reference(hint, parent, limit) ? 1.0 : 0.0);
+  hits_as3_ = hits_as3_ * decay + (shadow_as3_->Reference(hint, parent, limit) ? 1.0 : 0.0);
+  if (references_ < half_life) {  // too little evidence yet to leave the starting policy
+    ++references_;
+    return;
+  }
   if (follow_lru_ && hits_as3_ > hits_lru_ * (1.0 + config_.margin)) {
     follow_lru_ = false;
     ++switches_;
@@ -155,15 +179,17 @@ void DuelingPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost
   if (slot >= live_.size() || live_[slot]) return;
   live_[slot] = 1;
   hint_[slot] = ghost_hint;
+  parent_hint_[slot] =
+      parent_slot < live_.size() && live_[parent_slot] ? hint_[parent_slot] : uint64_t{0};
   ++resident_;
-  Reference(ghost_hint);
+  Reference(ghost_hint, parent_hint_[slot]);
   lru_.OnInsert(slot, parent_slot, ghost_hint, bytes);
   as3_.OnInsert(slot, parent_slot, ghost_hint, bytes);
 }
 
 void DuelingPolicy::OnAccess(uint32_t slot) {
   if (slot >= live_.size() || !live_[slot]) return;
-  Reference(hint_[slot]);
+  Reference(hint_[slot], parent_hint_[slot]);
   lru_.OnAccess(slot);
   as3_.OnAccess(slot);
 }

@@ -50,6 +50,7 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
         return absl::InvalidArgumentError(absl::StrCat("bad duel parameter \"", kv, "\""));
       }
       if (p.first == "half") cfg.half_life = v;
+      else if (p.first == "minref") cfg.min_half_life_refs = v;
       else if (p.first == "margin") cfg.margin = v;
       else if (p.first == "lmargin") cfg.lru_margin = v;
       else if (p.first == "lru0") cfg.start_with_lru = v != 0;
