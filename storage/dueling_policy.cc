@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "storage/lru_policy.h"
+#include "storage/s3fifo_policy.h"
 
 namespace kvhub::storage {
 
@@ -16,6 +18,14 @@ absl::Status DuelingConfig::Validate() const {
   if (!(min_half_life_refs >= 0.0 && min_half_life_refs <= 1e9)) {
     return absl::InvalidArgumentError(
         absl::StrCat("duel min_half_life_refs must be in [0, 1e9], got ", min_half_life_refs));
+  }
+  if (!(s3fifo_small_ratio >= 0.0 && s3fifo_small_ratio < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duel s3fifo_small_ratio must be in [0, 1), got ", s3fifo_small_ratio));
+  }
+  if (!(s3fifo_margin >= 0.0 && s3fifo_margin <= 10.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duel s3fifo_margin must be in [0, 10], got ", s3fifo_margin));
   }
   if (!(margin >= 0.0 && margin < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("duel margin must be in [0, 1), got ", margin));
@@ -130,28 +140,40 @@ class DuelingPolicy::Shadow {
   uint32_t size_ = 0;
 };
 
-DuelingPolicy::DuelingPolicy(const DuelingConfig& config)
-    : config_(config), lru_(config.as3fifo.prefix_aware), as3_(config.as3fifo) {
+DuelingPolicy::DuelingPolicy(const DuelingConfig& config) : config_(config) {
   AdaptiveS3FifoConfig plain = config.as3fifo;
   plain.prefix_aware = false;  // shadows see no chain structure
-  shadow_lru_ = std::make_unique<Shadow>(std::make_unique<LruPolicy>(false));
-  shadow_as3_ = std::make_unique<Shadow>(std::make_unique<AdaptiveS3FifoPolicy>(plain));
+  auto add = [this](std::unique_ptr<EvictionPolicy> real, std::unique_ptr<EvictionPolicy> shadow,
+                    double margin) {
+    candidates_.push_back(Candidate{std::move(real), std::make_unique<Shadow>(std::move(shadow)),
+                                    0.0, margin});
+  };
+  add(std::make_unique<LruPolicy>(config.as3fifo.prefix_aware), std::make_unique<LruPolicy>(false),
+      config.lru_margin);
+  add(std::make_unique<AdaptiveS3FifoPolicy>(config.as3fifo),
+      std::make_unique<AdaptiveS3FifoPolicy>(plain), config.margin);
+  if (config.s3fifo_small_ratio > 0) {
+    constexpr uint32_t kRoom = AdaptiveS3FifoPolicy::kInitialGhostRoom;
+    add(std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.as3fifo.prefix_aware, kRoom),
+        std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, false, kRoom),
+        config.s3fifo_margin);
+  }
 }
 
 DuelingPolicy::~DuelingPolicy() = default;
 
 void DuelingPolicy::Init(uint32_t capacity_slots) {
-  lru_.Init(capacity_slots);
-  as3_.Init(capacity_slots);
-  shadow_lru_->Init(capacity_slots);
-  shadow_as3_->Init(capacity_slots);
+  for (Candidate& c : candidates_) {
+    c.real->Init(capacity_slots);
+    c.shadow->Init(capacity_slots);
+    c.hits = 0;
+  }
   hint_.assign(capacity_slots, 0);
   parent_hint_.assign(capacity_slots, 0);
   live_.assign(capacity_slots, 0);
   resident_ = 0;
-  hits_lru_ = hits_as3_ = 0;
   references_ = 0;
-  follow_lru_ = config_.start_with_lru;
+  leader_ = config_.start_with_lru ? 0 : 1;
   switches_ = 0;
 }
 
@@ -159,17 +181,25 @@ void DuelingPolicy::Reference(uint64_t hint, uint64_t parent) {
   const uint32_t limit = std::max<uint32_t>(resident_, 1);
   const double half_life = std::max(config_.half_life * limit, config_.min_half_life_refs);
   const double decay = std::exp2(-1.0 / half_life);
-  hits_lru_ = hits_lru_ * decay + (shadow_lru_->Reference(hint, parent, limit) ? 1.0 : 0.0);
-  hits_as3_ = hits_as3_ * decay + (shadow_as3_->Reference(hint, parent, limit) ? 1.0 : 0.0);
+  for (Candidate& c : candidates_) {
+    c.hits = c.hits * decay + (c.shadow->Reference(hint, parent, limit) ? 1.0 : 0.0);
+  }
   if (references_ < half_life) {  // too little evidence yet to leave the starting policy
     ++references_;
     return;
   }
-  if (follow_lru_ && hits_as3_ > hits_lru_ * (1.0 + config_.margin)) {
-    follow_lru_ = false;
-    ++switches_;
-  } else if (!follow_lru_ && hits_lru_ > hits_as3_ * (1.0 + config_.lru_margin)) {
-    follow_lru_ = true;
+  // The candidate with the most hits among those leading by their margin.
+  const double lead = candidates_[leader_].hits;
+  size_t next = leader_;
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    const Candidate& c = candidates_[i];
+    if (i != leader_ && c.hits > lead * (1.0 + c.margin) &&
+        (next == leader_ || c.hits > candidates_[next].hits)) {
+      next = i;
+    }
+  }
+  if (next != leader_) {
+    leader_ = next;
     ++switches_;
   }
 }
@@ -183,27 +213,29 @@ void DuelingPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost
       parent_slot < live_.size() && live_[parent_slot] ? hint_[parent_slot] : uint64_t{0};
   ++resident_;
   Reference(ghost_hint, parent_hint_[slot]);
-  lru_.OnInsert(slot, parent_slot, ghost_hint, bytes);
-  as3_.OnInsert(slot, parent_slot, ghost_hint, bytes);
+  for (Candidate& c : candidates_) c.real->OnInsert(slot, parent_slot, ghost_hint, bytes);
 }
 
 void DuelingPolicy::OnAccess(uint32_t slot) {
   if (slot >= live_.size() || !live_[slot]) return;
   Reference(hint_[slot], parent_hint_[slot]);
-  lru_.OnAccess(slot);
-  as3_.OnAccess(slot);
+  for (Candidate& c : candidates_) c.real->OnAccess(slot);
 }
 
 void DuelingPolicy::OnRemove(uint32_t slot, bool evicted) {
   if (slot >= live_.size() || !live_[slot]) return;
   live_[slot] = 0;
   --resident_;
-  lru_.OnRemove(slot, evicted);
-  as3_.OnRemove(slot, evicted);
+  for (Candidate& c : candidates_) c.real->OnRemove(slot, evicted);
+}
+
+std::string DuelingPolicy::leader() const {
+  static constexpr const char* kNames[] = {"lru", "as3fifo", "s3fifo"};
+  return kNames[leader_];
 }
 
 uint32_t DuelingPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
-  return follow_lru_ ? lru_.PickVictim(can_evict) : as3_.PickVictim(can_evict);
+  return candidates_[leader_].real->PickVictim(can_evict);
 }
 
 }  // namespace kvhub::storage

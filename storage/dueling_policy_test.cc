@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "storage/lru_policy.h"
+#include "storage/s3fifo_policy.h"
 
 namespace kvhub::storage {
 namespace {
@@ -58,6 +60,12 @@ TEST(DuelingConfig, Validate) {
   EXPECT_FALSE(c.Validate().ok());
   c = {};
   c.min_half_life_refs = -1;
+  EXPECT_FALSE(c.Validate().ok());
+  c = {};
+  c.s3fifo_small_ratio = 1.0;
+  EXPECT_FALSE(c.Validate().ok());
+  c = {};
+  c.s3fifo_margin = -0.5;
   EXPECT_FALSE(c.Validate().ok());
   c = {};
   c.as3fifo.window = 0;
@@ -179,6 +187,34 @@ TEST(Dueling, NeverBelowLruOnConversationsThatResumeRecentOnes) {
     EXPECT_GT(lru_hits, 0u) << cap;
     EXPECT_GE(duel_hits, lru_hits) << "capacity " << cap << " switches " << duel.switches();
   }
+}
+
+TEST(Dueling, TakesS3FifoOnALoopLargerThanTheTier) {
+  // 300 chains of 8 blocks replayed in a cycle (2,400 blocks), each request
+  // bringing one new block too, through a 1,500-block tier: LRU evicts every
+  // block before its turn comes back, and so does as3fifo (the new blocks keep
+  // its probation queue busy); S3-FIFO keeps part of the loop in its main queue.
+  std::vector<std::vector<uint32_t>> requests;
+  uint32_t fresh = 2400;
+  for (int r = 0; r < 6000; ++r) {
+    std::vector<uint32_t> chain;
+    for (uint32_t b = 0; b < 8; ++b) chain.push_back(static_cast<uint32_t>(r % 300) * 8 + b);
+    chain.push_back(fresh++);
+    requests.push_back(chain);
+  }
+  LruPolicy lru(false);
+  S3FifoPolicy s3(0.1, false);
+  DuelingPolicy duel({});
+  EXPECT_EQ(PrefixHits(&lru, 1500, fresh, requests), 0u);
+  uint64_t s3_hits = PrefixHits(&s3, 1500, fresh, requests);
+  uint64_t duel_hits = PrefixHits(&duel, 1500, fresh, requests);
+  EXPECT_GT(s3_hits, 6000u);  // more than one block per request
+  EXPECT_EQ(duel.leader(), "s3fifo");
+  EXPECT_GT(duel_hits, s3_hits * 3 / 4) << "s3fifo " << s3_hits << " switches " << duel.switches();
+  DuelingConfig two;
+  two.s3fifo_small_ratio = 0;  // LRU and as3fifo only: nothing to follow
+  DuelingPolicy duel2(two);
+  EXPECT_LT(PrefixHits(&duel2, 1500, fresh, requests), s3_hits / 4);
 }
 
 TEST(Dueling, OnlyEvictableSlotsAreChosen) {

@@ -7,7 +7,7 @@ namespace kvhub::storage {
 void S3FifoPolicy::Init(uint32_t capacity_slots) {
   queues_.Init(capacity_slots);
   hint_.assign(capacity_slots, 0);
-  ghost_.Init(std::max<uint32_t>(capacity_slots, 1));
+  ghost_.Init(std::max<uint32_t>(capacity_slots, 1), initial_ghost_room_);
 }
 
 void S3FifoPolicy::OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint,

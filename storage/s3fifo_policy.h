@@ -19,7 +19,8 @@
 // PickVictim examines each slot a bounded number of times (freq <= 3), so picks
 // are O(1) amortized unless most of the tier is unevictable.
 //
-// Thread safety: none (see EvictionPolicy). No allocation after Init.
+// Thread safety: none (see EvictionPolicy). No allocation after Init unless
+// constructed with a growing ghost (below).
 
 #include <cstdint>
 #include <string>
@@ -33,8 +34,11 @@ namespace kvhub::storage {
 
 class S3FifoPolicy final : public EvictionPolicy {
  public:
-  S3FifoPolicy(double small_ratio, bool prefix_aware)
-      : small_ratio_(small_ratio), prefix_aware_(prefix_aware) {}
+  // `initial_ghost_room`: 0 allocates the ghost in full at Init (no allocation
+  // after it); else the ghost starts with room for that many digests and grows
+  // as it fills (GhostFifo::Init), so its memory follows the resident blocks.
+  S3FifoPolicy(double small_ratio, bool prefix_aware, uint32_t initial_ghost_room = 0)
+      : small_ratio_(small_ratio), prefix_aware_(prefix_aware), initial_ghost_room_(initial_ghost_room) {}
 
   void Init(uint32_t capacity_slots) override;
   void OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint, uint64_t bytes) override;
@@ -55,6 +59,7 @@ class S3FifoPolicy final : public EvictionPolicy {
  private:
   const double small_ratio_;
   const bool prefix_aware_;
+  const uint32_t initial_ghost_room_;
   S3FifoQueues queues_;
   std::vector<uint64_t> hint_;
   GhostFifo ghost_;

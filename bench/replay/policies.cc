@@ -54,6 +54,8 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
       else if (p.first == "margin") cfg.margin = v;
       else if (p.first == "lmargin") cfg.lru_margin = v;
       else if (p.first == "lru0") cfg.start_with_lru = v != 0;
+      else if (p.first == "s3") cfg.s3fifo_small_ratio = v;
+      else if (p.first == "s3margin") cfg.s3fifo_margin = v;
       else if (p.first == "window") cfg.as3fifo.window = v;
       else if (p.first == "gain") cfg.as3fifo.gain = v;
       else if (p.first == "max") cfg.as3fifo.max_small = v;
