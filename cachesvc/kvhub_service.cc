@@ -829,6 +829,9 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   resp->set_leases_expired(st.leases_expired);
   resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
   resp->set_eviction_policy(store_->PolicyName());
+  const storage::BlockStore::PolicyState policy = store_->PolicyStateNow();
+  resp->set_eviction_active_policy(policy.active);
+  resp->set_eviction_policy_switches(policy.switches);
   v1::TransportBytes* g = resp->add_transport_bytes();
   g->set_transport("grpc");
   g->set_get_bytes(metrics_->grpc_get_bytes());

@@ -273,6 +273,9 @@ std::string KvhubdServer::RenderMetrics() const {
   in.store = store_->Stats();
   in.node_id = node_id_;
   in.policy = store_->PolicyName();
+  const storage::BlockStore::PolicyState policy = store_->PolicyStateNow();
+  in.active_policy = policy.active;
+  in.policy_switches = policy.switches;
   in.serving = serving();
   in.uptime = absl::Now() - started_;
   in.live_reservations = reservations_->size();

@@ -167,6 +167,13 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");
   Header(&out, "kvhub_uptime_seconds", "gauge", "seconds since start");
   absl::StrAppend(&out, "kvhub_uptime_seconds ", Num(absl::ToDoubleSeconds(in.uptime)), "\n");
+  Header(&out, "kvhub_eviction_policy_info", "gauge",
+         "1, labelled with the configured eviction policy and the one choosing victims now (duel follows lru, as3fifo or s3fifo)");
+  absl::StrAppend(&out, "kvhub_eviction_policy_info{policy=\"", Escape(in.policy), "\",active=\"",
+                  Escape(in.active_policy), "\"} 1\n");
+  Header(&out, "kvhub_eviction_policy_switches_total", "counter",
+         "times the policy choosing victims changed (duel only)");
+  absl::StrAppend(&out, "kvhub_eviction_policy_switches_total ", in.policy_switches, "\n");
 
   // Token-weighted lookup metrics.
   struct LookupMetric {

@@ -70,7 +70,9 @@ class LatencyHistogram {
 struct MetricsSnapshotInputs {
   storage::BlockStoreStats store;
   std::string node_id;
-  std::string policy;
+  std::string policy;         // the configured eviction policy (BlockStore::PolicyName)
+  std::string active_policy;  // the one choosing victims now (differs for duel)
+  uint64_t policy_switches = 0;
   bool serving = true;
   absl::Duration uptime;
   uint64_t live_reservations = 0;

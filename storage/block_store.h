@@ -228,6 +228,13 @@ class BlockStore {
   };
   virtual NamespaceUsage NamespaceUsageOf(absl::string_view ns) const = 0;
   virtual std::string PolicyName() const = 0;
+  // The policy choosing victims now and how often that changed
+  // (EvictionPolicy::ActiveName/Switches; only duel ever switches).
+  struct PolicyState {
+    std::string active;
+    uint64_t switches = 0;
+  };
+  virtual PolicyState PolicyStateNow() const = 0;
 };
 
 }  // namespace kvhub::storage

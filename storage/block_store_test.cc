@@ -541,6 +541,14 @@ TEST_F(BlockStoreTest, PolicyNames) {
   c.eviction.prefix_aware = false;
   Make(c);
   EXPECT_EQ(store_->PolicyName(), "lru");
+  EXPECT_EQ(store_->PolicyStateNow().active, "lru");
+  EXPECT_EQ(store_->PolicyStateNow().switches, 0u);
+  c.eviction.name = "duel";
+  Make(c);
+  EXPECT_EQ(store_->PolicyName(), "duel");
+  EXPECT_EQ(store_->PolicyStateNow().active, "lru");  // duel starts by following LRU
+  for (uint64_t i = 1; i <= 200; ++i) ASSERT_TRUE(PutBlock(i, 4096).ok()) << i;
+  EXPECT_EQ(store_->PolicyStateNow().active, "lru");  // within its warm-up
 }
 
 TEST_F(BlockStoreTest, PrefixAwareEvictsLeavesFirst) {

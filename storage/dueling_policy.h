@@ -73,6 +73,8 @@ class DuelingPolicy final : public EvictionPolicy {
   void OnRemove(uint32_t slot, bool evicted) override;
   uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) override;
   std::string Name() const override { return config_.as3fifo.prefix_aware ? "duel+prefix" : "duel"; }
+  std::string ActiveName() const override { return leader(); }
+  uint64_t Switches() const override { return switches_; }
 
   // Introspection: true while LRU chooses victims.
   bool following_lru() const { return leader_ == 0; }

@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(
   if (config.name == "duel") {
     DuelingConfig d;  // its own defaults (dueling_policy.h)
     d.as3fifo.prefix_aware = config.prefix_aware;
+    d.s3fifo_small_ratio = config.s3fifo_small_ratio;
     return std::make_unique<DuelingPolicy>(d);
   }
   return std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.prefix_aware);

@@ -49,13 +49,20 @@ class EvictionPolicy {
   virtual uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) = 0;
 
   virtual std::string Name() const = 0;
+  // The policy choosing victims now: Name() for a single policy; for one that
+  // delegates (duel), the candidate it follows ("lru", "as3fifo", "s3fifo").
+  virtual std::string ActiveName() const { return Name(); }
+  // How many times ActiveName() changed since Init (0 for a single policy).
+  virtual uint64_t Switches() const { return 0; }
 };
 
 // Policy names accepted by MakeEvictionPolicy and the `eviction_policy` configs:
 //   "lru", "s3fifo", "as3fifo" (adaptive S3-FIFO, adaptive_s3fifo_policy.h),
-//   "duel" (follows LRU or as3fifo, whichever its shadow caches show hitting
-//   more, dueling_policy.h; both ignore s3fifo_small_ratio); with prefix_aware, a block with live children in the tier is
-//   passed over while any leaf is evictable (a child is worthless without its parent).
+//   "duel" (follows LRU, as3fifo or S3-FIFO, whichever its shadow caches show
+//   hitting most, dueling_policy.h; as3fifo ignores s3fifo_small_ratio, duel's
+//   S3-FIFO candidate uses it); with prefix_aware, a block with live children
+//   in the tier is passed over while any leaf is evictable (a child is worthless
+//   without its parent).
 struct EvictionPolicyConfig {
   std::string name = "s3fifo";  // lru | s3fifo | as3fifo | duel
   // Evict chain leaves before their parents. Off by default: on the Mooncake

@@ -655,6 +655,11 @@ size_t HostBlockStore::ExpireNow() {
   return ExpireLocked(NowNs());
 }
 
+BlockStore::PolicyState HostBlockStore::PolicyStateNow() const {
+  absl::MutexLock lock(&mu_);
+  return PolicyState{policy_->ActiveName(), policy_->Switches()};
+}
+
 BlockStore::NamespaceUsage HostBlockStore::NamespaceUsageOf(absl::string_view ns) const {
   const uint64_t tag = NamespaceTag(ns);
   NamespaceUsage u;

@@ -57,6 +57,7 @@ class HostBlockStore final : public BlockStore {
   BlockStoreStats Stats() const override;
   NamespaceUsage NamespaceUsageOf(absl::string_view ns) const override;
   std::string PolicyName() const override { return policy_name_; }
+  PolicyState PolicyStateNow() const override;
 
   // Slot table size and size classes chosen at Create (for tests and tools).
   uint32_t max_slots() const { return max_slots_; }

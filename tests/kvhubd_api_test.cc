@@ -357,6 +357,8 @@ TEST_F(KvhubdApiTest, DeletePinStatsHealth) {
   EXPECT_EQ(st.tiers(0).capacity_bytes(), 512ull << 20);
   EXPECT_GT(st.put_bytes(), 0u);
   EXPECT_FALSE(st.eviction_policy().empty());
+  EXPECT_EQ(st.eviction_active_policy(), st.eviction_policy());  // only duel follows another
+  EXPECT_EQ(st.eviction_policy_switches(), 0u);
 
   v1::HealthResponse h;
   grpc::ClientContext ctx;

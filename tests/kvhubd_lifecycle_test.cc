@@ -67,6 +67,8 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
   EXPECT_THAT(m, HasSubstr("kvhub_tier_blocks{tier=\"host\"} 1"));
   EXPECT_THAT(m, HasSubstr("kvhub_rpc_latency_seconds_count{method=\"Lookup\"} 1"));
   EXPECT_THAT(m, HasSubstr("kvhub_checksum_failures_total 0"));
+  EXPECT_THAT(m, HasSubstr("kvhub_eviction_policy_info{policy=\"s3fifo\",active=\"s3fifo\"} 1"));
+  EXPECT_THAT(m, HasSubstr("kvhub_eviction_policy_switches_total 0"));
   auto dash = HttpGet(**p, "/dashboard");
   ASSERT_TRUE(dash);
   EXPECT_EQ(dash->status, 200);

@@ -228,7 +228,12 @@ absl::Status CmdStats(Args& a) {
     }
     const v1::StatsResponse& s = *m.stats;
     std::cout << "member " << m.address << " node=" << s.node_id() << " version=" << s.version()
-              << " uptime_ms=" << s.uptime_ms() << " eviction=" << s.eviction_policy() << "\n";
+              << " uptime_ms=" << s.uptime_ms() << " eviction=" << s.eviction_policy();
+    if (s.eviction_active_policy() != s.eviction_policy()) {
+      std::cout << " (following " << s.eviction_active_policy() << ", "
+                << s.eviction_policy_switches() << " switches)";
+    }
+    std::cout << "\n";
     std::cout << "  lookup_requested_keys=" << s.lookup_requested_keys()
               << " lookup_hit_keys=" << s.lookup_hit_keys() << " get_bytes=" << s.get_bytes()
               << " put_bytes=" << s.put_bytes() << " checksum_failures=" << s.checksum_failures()
