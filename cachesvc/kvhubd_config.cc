@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/input_file.h"
@@ -266,6 +267,19 @@ std::string KvhubdConfig::FewSlabsWarning() const {
                       HumanBytes(store.max_block_bytes), "): at most ", slabs, " block size",
                       slabs == 1 ? "" : "s", " can be stored at once, and a pinned or leased block holds its slab. "
                       "Lower max_block_bytes to the largest block you store, or raise capacity_bytes");
+}
+
+std::string KvhubdConfig::PolicyMemoryWarning() const {
+  if (store.eviction.name != "duel" || store.max_blocks != 0) return "";
+  const uint64_t slots = store.EffectiveMaxBlocks();
+  const uint64_t bytes = slots * kDuelBytesPerSlot;
+  if (bytes * 50 <= store.capacity_bytes) return "";
+  return absl::StrCat("eviction_policy duel keeps ~", kDuelBytesPerSlot, " B of state per block slot, and max_blocks "
+                      "is auto (", slots, " slots = capacity_bytes / min_block_bytes): about ", HumanBytes(bytes),
+                      " (", absl::StrFormat("%.1f", 100.0 * static_cast<double>(bytes) /
+                                                        static_cast<double>(store.capacity_bytes)),
+                      "% of capacity_bytes) on top of the tier. Set max_blocks to about twice the blocks the "
+                      "tier will hold (capacity_bytes / your typical block size)");
 }
 
 absl::Status KvhubdConfig::Validate() const {

@@ -141,6 +141,11 @@ struct KvhubdConfig {
   // or leased block holds its slab. Empty when there are enough.
   static constexpr uint64_t kFewSlabs = 8;
   std::string FewSlabsWarning() const;
+  // A warning for the log when eviction_policy is duel, max_blocks is auto and the
+  // policy's per-slot state (kDuelBytesPerSlot, measured: docs/replay.md, "Policy
+  // memory") comes to more than 2% of capacity_bytes. Empty otherwise.
+  static constexpr uint64_t kDuelBytesPerSlot = 370;
+  std::string PolicyMemoryWarning() const;
 
   // Sets one key from its text form. INVALID_ARGUMENT for an unknown key or a bad value.
   absl::Status Set(absl::string_view key, absl::string_view value);

@@ -186,6 +186,21 @@ TEST(KvhubdConfigTest, CapacityIsCheckedAgainstTheMemoryLimit) {
   EXPECT_THAT(warning, HasSubstr("starting anyway"));
 }
 
+TEST(KvhubdConfigTest, DuelPolicyMemoryIsWarnedAboutWithAnAutoSlotTable) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  ASSERT_TRUE(c.Set("capacity_bytes", "4GiB").ok());
+  EXPECT_EQ(c.PolicyMemoryWarning(), "");  // s3fifo
+  ASSERT_TRUE(c.Set("eviction_policy", "duel").ok());
+  // 4 GiB / 4 KiB = 1M slots x 370 B = 370 MiB-ish, 9% of the tier.
+  EXPECT_THAT(c.PolicyMemoryWarning(), HasSubstr("max_blocks is auto (1048576 slots"));
+  EXPECT_THAT(c.PolicyMemoryWarning(), HasSubstr("9.0% of capacity_bytes"));
+  ASSERT_TRUE(c.Set("max_blocks", "8192").ok());  // sized to the blocks it holds
+  EXPECT_EQ(c.PolicyMemoryWarning(), "");
+  ASSERT_TRUE(c.Set("max_blocks", "0").ok());
+  ASSERT_TRUE(c.Set("min_block_bytes", "1MiB").ok());  // 4096 slots: 1.5 MB, under 2%
+  EXPECT_EQ(c.PolicyMemoryWarning(), "");
+}
+
 TEST(KvhubdConfigTest, FewAllocatorSlabsAreWarnedAbout) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   c.store.capacity_bytes = 4ull << 30;  // 64 slabs of 64 MiB

@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
     if (absl::Status s = config.CheckMemoryLimit(limit.bytes, limit.source, &warning); !s.ok()) return s;
     if (!warning.empty()) KVHUB_LOG(warn, "kvhubd: {}", warning);
     if (std::string few = config.FewSlabsWarning(); !few.empty()) KVHUB_LOG(warn, "kvhubd: {}", few);
+    if (std::string pm = config.PolicyMemoryWarning(); !pm.empty()) KVHUB_LOG(warn, "kvhubd: {}", pm);
   }
   std::unique_ptr<KvhubdServer> srv(new KvhubdServer());
   srv->config_ = config;

@@ -1,5 +1,7 @@
 #include "storage/block_store.h"
 
+#include <algorithm>
+
 #include "common/hash.h"
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +12,12 @@ namespace kvhub::storage {
 
 uint64_t BlockStoreConfig::EffectiveSlabBytes() const {
   return slab_bytes != 0 ? slab_bytes : AutoSlabBytes(capacity_bytes, region_bytes, max_block_bytes);
+}
+
+uint64_t BlockStoreConfig::EffectiveMaxBlocks() const {
+  uint64_t slots = max_blocks;
+  if (slots == 0 && min_block_bytes != 0) slots = std::min<uint64_t>(capacity_bytes / min_block_bytes, 1u << 22);
+  return std::clamp<uint64_t>(slots, 1, 1u << 24);
 }
 
 absl::Status BlockStoreConfig::Validate() const {

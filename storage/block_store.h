@@ -73,6 +73,9 @@ struct BlockStoreConfig {
   absl::Status Validate() const;
   // The allocator slab the store uses: slab_bytes, or AutoSlabBytes() when it is 0.
   uint64_t EffectiveSlabBytes() const;
+  // The slot table size the store uses: max_blocks, or the auto size when it is 0
+  // (capacity / min_block_bytes, at most 4M); clamped to [1, 16M].
+  uint64_t EffectiveMaxBlocks() const;
 };
 
 // What a transport does to a block's memory (BlockStore::BeginTransfer).

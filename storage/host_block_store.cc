@@ -68,10 +68,7 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
     for (uint64_t off = 0; off < r.size; off += slab) slab_base.push_back(r.base + off);
   }
 
-  uint64_t slots = config.max_blocks;
-  if (slots == 0) slots = std::min<uint64_t>(config.capacity_bytes / config.min_block_bytes, 1u << 22);
-  slots = std::clamp<uint64_t>(slots, 1, 1u << 24);
-  st->max_slots_ = static_cast<uint32_t>(slots);
+  st->max_slots_ = static_cast<uint32_t>(config.EffectiveMaxBlocks());
   st->quotas_on_ = config.namespace_quota_bytes != 0 || !config.namespace_quotas.empty();
   for (const BlockStoreConfig::NamespaceQuota& q : config.namespace_quotas) {
     st->quota_by_tag_[NamespaceTag(q.ns)] = q.bytes;

@@ -98,6 +98,11 @@ def check_manifests(source, kvhubd):
     check(limit >= capacity * 1.1, "the memory limit (%d) leaves under 10%% above capacity_bytes (%d)" % (limit, capacity))
     check(c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"],
           "memory request != limit (a cache shard should not be evicted for memory)")
+    if config.get("eviction_policy") == "duel":
+        # kvhubd warns past 2% of capacity (KvhubdConfig::PolicyMemoryWarning, ~370 B a slot).
+        slots = int(config["max_blocks"]) or min(capacity // int(config["min_block_bytes"]), 1 << 22)
+        check(slots * 370 * 50 <= capacity,
+              "duel's per-slot state for %d slots is over 2%% of capacity_bytes: set max_blocks" % slots)
     ann = pod["metadata"]["annotations"]
     check(ann.get("prometheus.io/port") == str(ports["http"]), "the scrape annotation is not the HTTP port")
     tokens = config.get("auth_tokens_file", "")
