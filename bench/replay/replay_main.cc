@@ -463,6 +463,21 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     out["sim_hit_rate"] = sim->hit_rate();
     out["sim_capacity_blocks_per_shard"] = m->capacity_blocks;
     out["sim_exact_model"] = m->exact;
+    // Which policy each shard's eviction follows at the end (duel switches), live
+    // (the shards' Stats) and in the simulation: the same when live = sim.
+    std::vector<MemberStats> stats = (*client)->Stats();
+    std::string line;
+    for (size_t i = 0; i < pols.size() && i < stats.size(); ++i) {
+      const std::string live_state =
+          stats[i].stats.ok()
+              ? absl::StrCat(stats[i].stats->eviction_active_policy(), "/", stats[i].stats->eviction_policy_switches())
+              : std::string("?");
+      const std::string sim_state = absl::StrCat(pols[i]->ActiveName(), "/", pols[i]->Switches());
+      absl::StrAppend(&line, i == 0 ? "" : ", ", stats[i].address, " live ", live_state, " sim ", sim_state);
+      out["eviction_live"].push_back(live_state);
+      out["eviction_sim"].push_back(sim_state);
+    }
+    std::cout << "eviction following / switches per shard: " << line << "\n";
   }
   if (a.Has("json")) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
