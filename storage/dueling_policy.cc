@@ -143,18 +143,18 @@ class DuelingPolicy::Shadow {
 DuelingPolicy::DuelingPolicy(const DuelingConfig& config) : config_(config) {
   AdaptiveS3FifoConfig plain = config.as3fifo;
   plain.prefix_aware = false;  // shadows see no chain structure
-  auto add = [this](std::unique_ptr<EvictionPolicy> real, std::unique_ptr<EvictionPolicy> shadow,
-                    double margin) {
-    candidates_.push_back(Candidate{std::move(real), std::make_unique<Shadow>(std::move(shadow)),
+  auto add = [this](const char* name, std::unique_ptr<EvictionPolicy> real,
+                    std::unique_ptr<EvictionPolicy> shadow, double margin) {
+    candidates_.push_back(Candidate{name, std::move(real), std::make_unique<Shadow>(std::move(shadow)),
                                     0.0, margin});
   };
-  add(std::make_unique<LruPolicy>(config.as3fifo.prefix_aware), std::make_unique<LruPolicy>(false),
+  add("lru", std::make_unique<LruPolicy>(config.as3fifo.prefix_aware), std::make_unique<LruPolicy>(false),
       config.lru_margin);
-  add(std::make_unique<AdaptiveS3FifoPolicy>(config.as3fifo),
+  add("as3fifo", std::make_unique<AdaptiveS3FifoPolicy>(config.as3fifo),
       std::make_unique<AdaptiveS3FifoPolicy>(plain), config.margin);
   if (config.s3fifo_small_ratio > 0) {
     constexpr uint32_t kRoom = AdaptiveS3FifoPolicy::kInitialGhostRoom;
-    add(std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.as3fifo.prefix_aware, kRoom),
+    add("s3fifo", std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, config.as3fifo.prefix_aware, kRoom),
         std::make_unique<S3FifoPolicy>(config.s3fifo_small_ratio, false, kRoom),
         config.s3fifo_margin);
   }
@@ -227,11 +227,6 @@ void DuelingPolicy::OnRemove(uint32_t slot, bool evicted) {
   live_[slot] = 0;
   --resident_;
   for (Candidate& c : candidates_) c.real->OnRemove(slot, evicted);
-}
-
-std::string DuelingPolicy::leader() const {
-  static constexpr const char* kNames[] = {"lru", "as3fifo", "s3fifo"};
-  return kNames[leader_];
 }
 
 uint32_t DuelingPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {

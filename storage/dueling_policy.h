@@ -73,20 +73,19 @@ class DuelingPolicy final : public EvictionPolicy {
   void OnRemove(uint32_t slot, bool evicted) override;
   uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) override;
   std::string Name() const override { return config_.as3fifo.prefix_aware ? "duel+prefix" : "duel"; }
-  std::string ActiveName() const override { return leader(); }
+  // The candidate choosing victims: "lru", "as3fifo" or "s3fifo".
+  std::string ActiveName() const override { return candidates_[leader_].name; }
   uint64_t Switches() const override { return switches_; }
 
   // Introspection: true while LRU chooses victims.
   bool following_lru() const { return leader_ == 0; }
-  // Which candidate chooses victims: "lru", "as3fifo" or "s3fifo".
-  std::string leader() const;
-  uint64_t switches() const { return switches_; }
 
   // A metadata-only cache of key digests driven by a policy (exposed for tests).
   class Shadow;
 
  private:
   struct Candidate {
+    const char* name;                      // ActiveName() while it leads
     std::unique_ptr<EvictionPolicy> real;  // orders the tier's blocks
     std::unique_ptr<Shadow> shadow;        // what it would hit at the tier's size
     double hits;                           // decayed prefix hits of the shadow

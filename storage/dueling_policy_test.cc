@@ -107,7 +107,7 @@ TEST(Dueling, FollowsAs3fifoUnderScansWithAHotSet) {
     for (int i = 0; i < 40; ++i) d.Ref(next++);
   }
   EXPECT_FALSE(p.following_lru());
-  EXPECT_GE(p.switches(), 1u);
+  EXPECT_GE(p.Switches(), 1u);
   EXPECT_GT(hot_hits, hot_refs / 2);
 }
 
@@ -185,7 +185,7 @@ TEST(Dueling, NeverBelowLruOnConversationsThatResumeRecentOnes) {
     uint64_t lru_hits = PrefixHits(&lru, cap, keys, requests);
     uint64_t duel_hits = PrefixHits(&duel, cap, keys, requests);
     EXPECT_GT(lru_hits, 0u) << cap;
-    EXPECT_GE(duel_hits, lru_hits) << "capacity " << cap << " switches " << duel.switches();
+    EXPECT_GE(duel_hits, lru_hits) << "capacity " << cap << " switches " << duel.Switches();
   }
 }
 
@@ -209,8 +209,8 @@ TEST(Dueling, TakesS3FifoOnALoopLargerThanTheTier) {
   uint64_t s3_hits = PrefixHits(&s3, 1500, fresh, requests);
   uint64_t duel_hits = PrefixHits(&duel, 1500, fresh, requests);
   EXPECT_GT(s3_hits, 6000u);  // more than one block per request
-  EXPECT_EQ(duel.leader(), "s3fifo");
-  EXPECT_GT(duel_hits, s3_hits * 3 / 4) << "s3fifo " << s3_hits << " switches " << duel.switches();
+  EXPECT_EQ(duel.ActiveName(), "s3fifo");
+  EXPECT_GT(duel_hits, s3_hits * 3 / 4) << "s3fifo " << s3_hits << " switches " << duel.Switches();
   DuelingConfig two;
   two.s3fifo_small_ratio = 0;  // LRU and as3fifo only: nothing to follow
   DuelingPolicy duel2(two);
