@@ -112,6 +112,28 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
       return absl::InvalidArgumentError(absl::StrCat("ucx tcp_rx_segment_bytes ", v, ": ", ucs_status_string(st)));
     }
   }
+  // UCX's protocol v2 (UCX_PROTO_ENABLE=y) is experimental before UCX 1.16 and
+  // breaks kvhub there (measured on 1.13, docs/transport.md "UCX protocol v2"):
+  // tcp gets 3.5x slower, one-sided shared-memory gets that wake the serving
+  // worker, and sends stuck in rendezvous when a peer dies, which crash
+  // ucp_worker_destroy. Below 1.16 kvhub pins protocol v1, whatever the
+  // environment says; an explicit PROTO_ENABLE entry in `options` still wins.
+  unsigned major = 0, minor = 0, release = 0;
+  ucp_get_version(&major, &minor, &release);
+  if (major == 1 && minor < 16) {
+    static std::once_flag proto_warning;
+    if (const char* env = std::getenv("UCX_PROTO_ENABLE"); env != nullptr && (env[0] == 'y' || env[0] == 'Y')) {
+      std::call_once(proto_warning, [&] {
+        KVHUB_LOG(warn, "ucx: UCX_PROTO_ENABLE={} ignored: UCX {}.{}.{}'s protocol v2 is experimental and fails kvhub's "
+                  "transfers; using protocol v1", env, major, minor, release);
+      });
+    }
+    st = ucp_config_modify(ucfg, "PROTO_ENABLE", "n");
+    if (st != UCS_OK) {
+      release_cfg();
+      return UcsToStatus(st, "ucx PROTO_ENABLE=n");
+    }
+  }
   for (const auto& [name, value] : config.options) {
     st = ucp_config_modify(ucfg, name.c_str(), value.c_str());
     if (st != UCS_OK) {

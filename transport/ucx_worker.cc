@@ -911,8 +911,10 @@ struct UcxWorker::Impl {
     op->events = 2;  // our send completes + the response arrives
     op->awaiting_reply = true;
     awaiting[op->req_id] = op;
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    // No UCP_AM_SEND_FLAG_REPLY: the server answers on the connection named in
+    // the header (conn_id), and with UCX's protocol v2 (UCX_PROTO_ENABLE=y, the
+    // default from UCX 1.16) a reply-flagged AM short of this size smashes the
+    // sender's stack in UCX 1.13 (docs/transport.md, "UCX protocol v2").
     if (t.kind == TransferKind::kGet) p.op_attr_mask &= ~UCP_OP_ATTR_FIELD_MEMH;
     ++op->ucx_inflight;
     void* req = t.kind == TransferKind::kGet
