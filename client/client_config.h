@@ -80,6 +80,14 @@ struct ClientConfig {
   // TCP connections (gRPC channels) per member; calls are spread round-robin.
   // 1..64. Default 2.
   int channels_per_member = 2;
+  // Whether the channels to the shards follow the proxy environment variables
+  // (grpc_proxy, https_proxy, http_proxy and no_proxy), as gRPC channels do by
+  // default. Default false: the client connects straight to its shards. A proxy
+  // set for a host's or pod's outbound web traffic would otherwise carry every
+  // block through an HTTP CONNECT tunnel, or fail every call with the proxy's
+  // address in the error when it cannot reach the shards. true only where the
+  // shards are really reached through such a proxy.
+  bool use_proxy_env = false;
 
   // Data plane for block bytes. Default kAuto (UCX where the shard offers it).
   TransportMode transport = TransportMode::kAuto;

@@ -45,6 +45,7 @@ Shard::Shard(std::string address, const ClientConfig& config, const ChannelSecur
     // A private subchannel pool gives each channel its own TCP connection.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("kvhub.channel_index", i);
+    if (!config.use_proxy_env) args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // straight to the shard
     // Large blocks: read the socket in big chunks and keep a deep stream
     // window, so a 1 MiB response needs few syscalls and no window stalls.
     args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);

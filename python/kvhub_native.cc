@@ -517,7 +517,7 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init([](const std::string& members, const std::string& transport, const std::string& ucx_tls,
                        double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
                        const std::string& tls_cert_file, const std::string& tls_key_file,
-                       const std::string& tls_server_name) {
+                       const std::string& tls_server_name, bool use_proxy_env) {
              ClientConfig c;
              c.members = Check(ClientConfig::ParseMembers(members));
              c.transport = Check(ParseTransportMode(transport));
@@ -528,13 +528,15 @@ PYBIND11_MODULE(_native, m) {
              c.tls_cert_file = tls_cert_file;
              c.tls_key_file = tls_key_file;
              c.tls_server_name = tls_server_name;
+             c.use_proxy_env = use_proxy_env;
              return std::make_unique<PyClient>(std::move(c));
            }),
            py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
            py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
-           py::arg("tls_key_file") = "", py::arg("tls_server_name") = "",
+           py::arg("tls_key_file") = "", py::arg("tls_server_name") = "", py::arg("use_proxy_env") = false,
            "members: 'HOST:PORT[@WEIGHT],...'. transport: auto (UCX where a shard offers it over RDMA "
-           "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default).")
+           "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default). "
+           "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards).")
       .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),
            py::arg("pin") = false,
            "Stores the full blocks of tokens (one payload per block), skipping those present.")

@@ -497,6 +497,51 @@ TEST(ClusterE2eTest, AShardRestartedOnItsAddressIsReachedAgainAndStopsPromptlyWi
   EXPECT_LT(absl::Now() - stop, absl::Seconds(3)) << "the drain waited for an idle client to hang up";
 }
 
+// Points the proxy variables gRPC reads at a dead port (and clears the
+// exclusions) while it lives.
+class ScopedDeadProxy {
+ public:
+  ScopedDeadProxy() {
+    for (const char* v : kProxyVars) setenv(v, "http://127.0.0.1:9", 1);
+    for (const char* v : kExclusionVars) unsetenv(v);
+  }
+  ~ScopedDeadProxy() {
+    for (const char* v : kProxyVars) unsetenv(v);
+  }
+
+ private:
+  static constexpr const char* kProxyVars[] = {"grpc_proxy", "https_proxy", "http_proxy"};
+  static constexpr const char* kExclusionVars[] = {"no_grpc_proxy", "no_proxy"};
+};
+
+// A proxy in the environment (set for a host's or pod's outbound web traffic)
+// must not sit between a client and its shards: here it is a dead port, so a
+// call through it fails. The client connects straight to the shard unless told
+// to follow the proxy variables.
+TEST(ClusterE2eTest, ClientIgnoresProxyEnvironmentUnlessAsked) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  const BlockKey key{0xabc, 0xdef};
+  const std::vector<uint8_t> data(4096, 7);
+  ScopedDeadProxy env;  // before the channels exist
+  {
+    auto client = cluster->NewClient(cluster->Config());
+    ASSERT_NE(client, nullptr);
+    BlockPut put{key, std::nullopt, data};
+    absl::StatusOr<PutResult> r = client->Put("proxy", std::span<const BlockPut>(&put, 1));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->stored, 1u);
+  }
+  ClientConfig cfg = cluster->Config();
+  cfg.use_proxy_env = true;
+  cfg.max_attempts = 1;
+  auto proxied = cluster->NewClient(cfg);
+  ASSERT_NE(proxied, nullptr);
+  absl::StatusOr<LookupResult> look = proxied->Lookup("proxy", std::span<const BlockKey>(&key, 1));
+  const bool failed = !look.ok() || look->present[0] == 0;
+  EXPECT_TRUE(failed) << "use_proxy_env=true reached the shard past a dead proxy";
+}
+
 TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);

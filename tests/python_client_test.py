@@ -120,6 +120,25 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(s["ucx_worker_resets"], 0)
         self.assertTrue(all(t["transport"].startswith("grpc") for t in c.transport_stats()))
 
+    def test_proxy_environment_is_ignored_unless_asked(self):
+        # A proxy set for outbound web traffic (here a dead port) must not sit
+        # between the client and its shards.
+        saved = {v: os.environ.get(v) for v in ("grpc_proxy", "https_proxy", "http_proxy", "no_proxy")}
+        try:
+            for v in ("grpc_proxy", "https_proxy", "http_proxy"):
+                os.environ[v] = "http://127.0.0.1:9"
+            os.environ.pop("no_proxy", None)
+            c = kvhub.Client(self.members, transport="grpc")
+            self.assertTrue(all(s["error"] is None for s in c.stats()))
+            proxied = kvhub.Client(self.members, transport="grpc", use_proxy_env=True)
+            self.assertTrue(all(s["error"] is not None for s in proxied.stats()))
+        finally:
+            for v, value in saved.items():
+                if value is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = value
+
     def test_bad_input_raises_clear_errors_and_changes_nothing(self):
         c = kvhub.Client(self.members, transport="grpc")
         spec = kvhub.ModelSpec(SPEC)
