@@ -311,6 +311,12 @@ TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_latency_seconds_bucket{method=\"Lookup\",le=\"0.0001\"} 1"));
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_requests_total{method=\"Lookup\",code=\"OK\"} 1"));
   EXPECT_EQ(text.find("namespace=\"c\""), std::string::npos);
+  EXPECT_EQ(text.find("process_open_fds"), std::string::npos);  // unknown: not rendered
+  in.open_fds = 12;
+  in.max_fds = 1024;
+  text = m.RenderPrometheus(in);
+  EXPECT_THAT(text, HasSubstr("\nprocess_open_fds 12\n"));
+  EXPECT_THAT(text, HasSubstr("\nprocess_max_fds 1024\n"));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fd_limit.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "absl/flags/flag.h"
@@ -112,6 +113,33 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(tls_key_file),          KVHUB_FLAG_REF(tls_client_ca_file),
 };
 
+// Below this many open files a shard may run out of descriptors with a few
+// hundred clients (each costs one per gRPC channel, more over UCX).
+constexpr uint64_t kFewOpenFiles = 4096;
+
+// Raises the soft limit on open files to the hard limit (common/fd_limit.h) and
+// says so, or warns when the limit stays low.
+void RaiseOpenFileLimit() {
+  absl::StatusOr<kvhub::OpenFileLimits> before = kvhub::ReadOpenFileLimits();
+  if (!before.ok()) {
+    KVHUB_LOG(warn, "kvhubd: {}", before.status().ToString());
+    return;
+  }
+  absl::StatusOr<kvhub::OpenFileLimits> now = kvhub::RaiseOpenFileLimit();
+  if (!now.ok()) {
+    KVHUB_LOG(warn, "kvhubd: {}", now.status().ToString());
+    now = before;
+  } else if (now->soft != before->soft) {
+    KVHUB_LOG(info, "kvhubd: open files limit raised from {} to {} (hard limit {})", before->soft, now->soft,
+              now->hard == UINT64_MAX ? std::string("unlimited") : absl::StrCat(now->hard));
+  }
+  if (now->soft < kFewOpenFiles) {
+    KVHUB_LOG(warn, "kvhubd: at most {} open files (hard limit {}): each client costs one per gRPC channel and "
+              "more over UCX, and a shard out of descriptors refuses new clients (UNAVAILABLE). Raise the hard "
+              "limit: LimitNOFILE= (systemd), --ulimit nofile= (docker), ulimit -Hn", now->soft, now->hard);
+  }
+}
+
 int Fail(int code, const std::string& msg) {
   std::fprintf(stderr, "kvhubd: %s\n", msg.c_str());
   return code;
@@ -151,6 +179,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   kvhub::SetLogLevel(config.log_level);
+  RaiseOpenFileLimit();
 
   // Signals are taken synchronously by this thread; block them before any thread starts
   // so every thread inherits the mask.

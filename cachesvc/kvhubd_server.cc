@@ -11,6 +11,7 @@
 #include "cachesvc/server_credentials.h"
 #include "common/clock.h"
 #include "common/cpu_limit.h"
+#include "common/fd_limit.h"
 #include "common/log.h"
 #include "common/memory_limit.h"
 #include "grpcpp/grpcpp.h"
@@ -285,6 +286,10 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_connections = ucx_->connections();
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
+  if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
+    in.max_fds = fds->soft;
+    in.open_fds = CountOpenFiles();
+  }
   if (config_.store.namespace_quota_bytes != 0 || !config_.store.namespace_quotas.empty()) {
     in.namespace_usage = [this](absl::string_view ns) { return store_->NamespaceUsageOf(ns); };
   }

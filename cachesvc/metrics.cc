@@ -167,6 +167,12 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");
   Header(&out, "kvhub_uptime_seconds", "gauge", "seconds since start");
   absl::StrAppend(&out, "kvhub_uptime_seconds ", Num(absl::ToDoubleSeconds(in.uptime)), "\n");
+  if (in.max_fds != 0) {  // the names of Prometheus' process collectors
+    Header(&out, "process_open_fds", "gauge", "open file descriptors");
+    absl::StrAppend(&out, "process_open_fds ", in.open_fds, "\n");
+    Header(&out, "process_max_fds", "gauge", "the soft limit on open file descriptors");
+    absl::StrAppend(&out, "process_max_fds ", in.max_fds == UINT64_MAX ? "+Inf" : absl::StrCat(in.max_fds), "\n");
+  }
   Header(&out, "kvhub_eviction_policy_info", "gauge",
          "1, labelled with the configured eviction policy and the one choosing victims now (duel follows lru, as3fifo or s3fifo)");
   absl::StrAppend(&out, "kvhub_eviction_policy_info{policy=\"", Escape(in.policy), "\",active=\"",

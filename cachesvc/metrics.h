@@ -92,6 +92,9 @@ struct MetricsSnapshotInputs {
   uint64_t auth_tokens = 0;
   uint64_t auth_reloads = 0;
   uint64_t auth_reload_failures = 0;
+  // File descriptors open now and the soft limit on them (common/fd_limit.h); 0: unknown.
+  uint64_t open_fds = 0;
+  uint64_t max_fds = 0;
 };
 
 class ServiceMetrics {

@@ -189,7 +189,7 @@ def check_monitoring(source, bindir):
     names, labels = exported_metrics(bindir)
     failed = len(FAILURES)
     for e in exprs + dash_exprs:
-        for metric in re.findall(r"\bkvhub_[a-z0-9_]+", e):
+        for metric in re.findall(r"\b(?:kvhub|process)_[a-z0-9_]+", e):
             check(metric in names, "%r names %s, which kvhubd does not export" % (e, metric))
         for rec in re.findall(r"\bkvhub:[a-z0-9_:]+", e):
             check(rec in recorded, "%r uses recording rule %s, which kvhub-rules.yml does not define" % (e, rec))
