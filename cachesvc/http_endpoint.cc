@@ -1,13 +1,47 @@
 #include "cachesvc/http_endpoint.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cachesvc/http_task_queue.h"
 
 namespace kvhub::cachesvc {
+namespace {
 
-absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& address, int threads,
+// Debian's compiled cpp-httplib listens with a backlog of 5: past 5 connections
+// not yet accepted (a burst of scrapes, probes or a scanner) the kernel drops
+// SYNs, and a probe then waits a 1 s retransmit or more. Linux lets listen() be
+// called again on a listening socket to enlarge its backlog; httplib does not
+// expose its socket, so this finds it among our descriptors by its port.
+void EnlargeListenBacklog(int port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  while (const dirent* e = readdir(dir)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(e->d_name, &fd) || fd == dirfd(dir)) continue;
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int bound = -1;
+    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
+  closedir(dir);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& address, int max_threads,
                                                                   Callbacks callbacks) {
   size_t colon = address.rfind(':');
   int port = -1;
@@ -25,8 +59,11 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   ep->callbacks_ = std::move(callbacks);
   ep->server_ = std::make_unique<httplib::Server>();
   httplib::Server& srv = *ep->server_;
-  const int n = std::max(threads, 1);
-  srv.new_task_queue = [n] { return new httplib::ThreadPool(n); };
+  const size_t n = static_cast<size_t>(std::max(max_threads, 1));
+  srv.new_task_queue = [n] { return new HttpTaskQueue(n); };
+  // A connection holds its thread while it waits for a request: 2 s, not httplib's 5
+  // (scrapers come back every 10-60 s and reconnect; probes connect anew each time).
+  srv.set_keep_alive_timeout(2);
   HttpEndpoint* self = ep.get();
   srv.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
@@ -65,6 +102,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   } else if (!srv.bind_to_port(bind_host, port)) {
     return absl::UnavailableError(absl::StrCat("cannot bind http_address ", address, " (in use?)"));
   }
+  EnlargeListenBacklog(bound);
   ep->address_ = absl::StrCat(host, ":", bound);
   ep->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
   return ep;

@@ -5,8 +5,10 @@
 //   /metrics    Prometheus text exposition (version 0.0.4)
 //   /dashboard  a self-refreshing HTML page over /metrics (hit rate, tiers, bandwidth)
 //
-// Thread safety: Start/Stop from one thread; handlers run on `threads` workers and
-// call the given callbacks concurrently.
+// Thread safety: Start/Stop from one thread; handlers run on up to `max_threads`
+// threads, started as connections need them (cachesvc/http_task_queue.h: idle
+// connections never hold up a probe until that many are open), and call the
+// given callbacks concurrently.
 
 #include <functional>
 #include <memory>
@@ -30,7 +32,7 @@ class HttpEndpoint {
 
   // Binds HOST:PORT (port 0 = ephemeral) and starts serving on a background thread.
   // Returns the bound "HOST:PORT". UNAVAILABLE if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& address, int threads,
+  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& address, int max_threads,
                                                              Callbacks callbacks);
   ~HttpEndpoint();  // Stops.
 

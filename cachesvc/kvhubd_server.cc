@@ -20,6 +20,10 @@
 namespace kvhub::cachesvc {
 namespace {
 
+// Connections the HTTP listener serves at once (a thread each, started on demand):
+// idle keep-alives and scanners must not hold up the probes (http_task_queue.h).
+constexpr int kMaxHttpThreads = 128;
+
 // 0 = the CPUs this process may keep busy (affinity and cgroup quota: a Kubernetes
 // CPU limit), at least 2.
 int ResolveThreads(int configured) {
@@ -151,7 +155,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   callbacks.serving = [self] { return self->serving(); };
   callbacks.metrics = [self] { return self->RenderMetrics(); };
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> http =
-      HttpEndpoint::Start(config.http_address, std::min(threads, 4), std::move(callbacks));
+      HttpEndpoint::Start(config.http_address, kMaxHttpThreads, std::move(callbacks));
   if (!http.ok()) {
     srv->server_->Shutdown();
     srv->server_.reset();

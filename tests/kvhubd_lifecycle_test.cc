@@ -1,6 +1,9 @@
 // kvhubd as a process: HTTP endpoints, SIGTERM drain, bad configuration, ready file.
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -8,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -91,6 +95,37 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
     ASSERT_TRUE(missing);
     EXPECT_EQ(missing->status, 404);
   }
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+}
+
+// Connections that sit idle on the HTTP port (keep-alives, scanners) must not
+// hold up the probes: each used to hold one of 2 threads for 5 s, so with 40 of
+// them /healthz answered after 100 s, long after a Kubernetes liveness probe
+// (1 s) would have restarted the pod.
+TEST(KvhubdLifecycleTest, IdleHttpConnectionsDoNotHoldUpProbes) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
+                                           "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<int> idle;
+  for (int i = 0; i < 40; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>((*p)->http_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    idle.push_back(fd);
+  }
+  for (const char* path : {"/healthz", "/readyz"}) {
+    httplib::Client cli("127.0.0.1", (*p)->http_port());
+    cli.set_connection_timeout(1);
+    cli.set_read_timeout(1);  // a Kubernetes probe's default timeout
+    auto r = cli.Get(path);
+    ASSERT_TRUE(r) << path << " did not answer within 1 s with 40 idle connections open";
+    EXPECT_EQ(r->status, 200);
+  }
+  for (int fd : idle) close(fd);
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 
