@@ -202,7 +202,10 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
     reservations_->Add(*r, ns_index);
     out->set_reservation_id(r->id);
     SetLocation(r->location, out->mutable_location());
-    out->set_expires_unix_ms(absl::ToUnixMillis(r->expires));
+    // The store's clock is monotonic (common/clock.h): send wall time and time left.
+    const absl::Duration left = std::max(reservations_->Remaining(r->expires), absl::ZeroDuration());
+    out->set_expires_unix_ms(absl::ToUnixMillis(absl::Now() + left));
+    out->set_expires_in_ms(absl::ToInt64Milliseconds(left));
   }
   return grpc::Status::OK;
 }

@@ -141,6 +141,10 @@ TEST_F(ServiceTest, TwoPhasePutAndChecksumRefusal) {
   uint64_t id_good = sresp.items(0).reservation_id();
   uint64_t id_bad = sresp.items(1).reservation_id();
   EXPECT_GT(sresp.items(0).expires_unix_ms(), absl::ToUnixMillis(absl::Now()));
+  // Time left, for clients whose clock differs from the shard's.
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(config_.store.reservation_timeout);
+  EXPECT_GT(sresp.items(0).expires_in_ms(), timeout_ms - 1000);
+  EXPECT_LE(sresp.items(0).expires_in_ms(), timeout_ms);
 
   ASSERT_TRUE(table_->Write(id_good, 0, absl::string_view(good).substr(0, 1000)).ok());
   ASSERT_TRUE(table_->Write(id_good, 1000, absl::string_view(good).substr(1000)).ok());

@@ -42,6 +42,8 @@ class ReservationTable {
   ReservationTable(Clock* clock, absl::Duration write_margin);
 
   void Add(const storage::Reservation& r, int ns_index);
+  // Time left until `expires`, a time of the store's clock (Reservation::expires).
+  absl::Duration Remaining(absl::Time expires) const { return expires - clock_->Now(); }
 
   // Copies `data` to [offset, offset+len) of reservation `id`.
   // NOT_FOUND: unknown, committed, aborted, or expiring within the write margin.

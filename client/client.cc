@@ -338,6 +338,9 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   for (size_t i : items) views.push_back(ItemView(blocks[i], /*with_data=*/false));
   v1::PutStartResponse started;
   absl::Status s;
+  // The shard counts a reservation's time from when it answers, after we sent:
+  // counting from here errs on the safe side, whatever the two hosts' clocks say.
+  const absl::Time sent = absl::Now();
   {
     BorrowedBytes none;
     s = shard.PutStartRaw(EncodePutRequest(ns, views, &none), &started);
@@ -362,7 +365,11 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     w.location = RemoteLocation{r.location().region(), r.location().offset(),
                                 r.location().size(), r.location().rkey_id()};
     w.data = blocks[i].data;
-    if (r.expires_unix_ms() > 0) w.expires = absl::FromUnixMillis(r.expires_unix_ms());
+    if (r.expires_in_ms() > 0) {
+      w.expires = sent + absl::Milliseconds(r.expires_in_ms());
+    } else if (r.expires_unix_ms() > 0) {  // a shard from before expires_in_ms
+      w.expires = absl::FromUnixMillis(r.expires_unix_ms());
+    }
     w.incarnation = started.incarnation();
     writes.push_back(w);
     commit.add_reservation_ids(r.reservation_id());

@@ -14,7 +14,11 @@ class Clock {
  public:
   virtual ~Clock() = default;
   virtual absl::Time Now() const = 0;
-  // The process-wide real clock; never null, never destroyed.
+  // The process-wide real clock; never null, never destroyed. It is monotonic:
+  // its Now() does not follow steps of the wall clock (NTP, a resumed VM), so a
+  // lease or reservation lasts what it was granted for. Its times are comparable
+  // only with each other, within this process: not wall-clock times (absl::Now()),
+  // and not to be sent to other hosts (send durations instead).
   static Clock* Real();
 };
 

@@ -459,7 +459,7 @@ void Harness::RunPutStart(const v1::PutStartRequest& req, const std::vector<uint
     m.ptr = p;
     m.checksum = it.checksum();
     m.seed = i < static_cast<int>(seeds.size()) ? seeds[i] : 0;
-    m.expires_from = absl::FromUnixMillis(r.expires_unix_ms());
+    m.expires_from = clock_.Now() + absl::Milliseconds(r.expires_in_ms());
     m.expires_by = m.expires_from + absl::Milliseconds(1);
     reservations_[r.reservation_id()] = m;
   }
