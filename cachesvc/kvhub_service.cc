@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cachesvc/request_validation.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 
@@ -69,7 +70,7 @@ const grpc::Status& KvHubService::StoppingStatus() {
 KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* store,
                            ReservationTable* reservations, ServiceMetrics* metrics)
     : config_(config),
-      started_(absl::Now()),
+      started_(Clock::Real()->Now()),
       incarnation_(NewIncarnation()),
       store_(store),
       reservations_(reservations),
@@ -830,7 +831,7 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   resp->set_checksum_failures(st.checksum_failures);
   resp->set_reservations_expired(st.reservations_expired);
   resp->set_leases_expired(st.leases_expired);
-  resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+  resp->set_uptime_ms(absl::ToInt64Milliseconds(Clock::Real()->Now() - started_));
   resp->set_eviction_policy(store_->PolicyName());
   const storage::BlockStore::PolicyState policy = store_->PolicyStateNow();
   resp->set_eviction_active_policy(policy.active);

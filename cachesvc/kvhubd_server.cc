@@ -55,7 +55,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   }
   std::unique_ptr<KvhubdServer> srv(new KvhubdServer());
   srv->config_ = config;
-  srv->started_ = absl::Now();
+  srv->started_ = Clock::Real()->Now();
   const int threads = ResolveThreads(config.worker_threads);
   // Security first: a bad tokens file or certificate stops kvhubd before it maps
   // memory or listens.
@@ -239,7 +239,7 @@ void KvhubdServer::ExpiryLoop() {
       bool due;
       {
         absl::MutexLock l(&auth_mu_);
-        due = absl::Now() - auth_checked_ >= config_.auth_reload_interval;
+        due = Clock::Real()->Now() - auth_checked_ >= config_.auth_reload_interval;
       }
       if (due) ReloadAuth().IgnoreError();  // logged there; the tokens in force stay
     }
@@ -251,7 +251,7 @@ absl::Status KvhubdServer::ReloadAuth() {
   absl::StatusOr<bool> changed = auth_->Reload();
   {
     absl::MutexLock l(&auth_mu_);
-    auth_checked_ = absl::Now();
+    auth_checked_ = Clock::Real()->Now();  // monotonic: a wall-clock step does not stall the reload
     if (!changed.ok()) {
       ++auth_reload_failures_;
       const std::string error = changed.status().ToString();
@@ -283,7 +283,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.active_policy = policy.active;
   in.policy_switches = policy.switches;
   in.serving = serving();
-  in.uptime = absl::Now() - started_;
+  in.uptime = Clock::Real()->Now() - started_;
   in.live_reservations = reservations_->size();
   in.ucx_get_bytes = ucx_->served_get_bytes();
   in.ucx_put_bytes = ucx_->served_put_bytes();

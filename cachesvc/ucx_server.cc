@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #ifdef KVHUB_HAVE_UCX
@@ -381,7 +382,7 @@ size_t UcxServer::CloseUnwatched(const std::function<bool(uint64_t conn_id)>& wa
   std::shared_ptr<transport::UcxWorker> w = state_->Current();
   if (w == nullptr) return 0;
   const uint64_t probe_conn = state_->probe != nullptr ? state_->probe->conn_id() : 0;
-  const absl::Time cutoff = absl::Now() - grace;
+  const absl::Time cutoff = Clock::Real()->Now() - grace;  // AcceptedConnections' clock
   size_t closed = 0;
   for (const auto& [id, accepted] : w->AcceptedConnections()) {
     if (accepted > cutoff || id == probe_conn || watched(id)) continue;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "common/clock.h"
 #include "common/copy.h"
 #include "common/hash.h"
 #include "common/log.h"
@@ -1163,7 +1164,7 @@ absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
       return;
     }
     const uint64_t id = impl_->next_conn++;
-    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, absl::Now()});
+    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, Clock::Real()->Now()});
     impl_->ep_owner[*ep] = Impl::EpOwner{true, id};
     impl_->c.accepted_peers.fetch_add(1);
     result = id;

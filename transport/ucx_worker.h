@@ -199,7 +199,8 @@ class UcxWorker {
   absl::Status CloseAccepted(uint64_t conn_id);
   // OK when `conn_id` is an accepted connection not closed or failed; NOT_FOUND otherwise.
   absl::Status CheckAccepted(uint64_t conn_id);
-  // The accepted connections open now, with the time each was accepted.
+  // The accepted connections open now, with the time each was accepted (on
+  // Clock::Real(), the monotonic clock: compare with Clock::Real()->Now()).
   std::vector<std::pair<uint64_t, absl::Time>> AcceptedConnections();
 
   // Client side: endpoint to a serving worker and its unpacked rkeys. Returns the
