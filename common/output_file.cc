@@ -1,5 +1,9 @@
 #include "common/output_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +18,24 @@ absl::Status Lost(absl::string_view what, int err) {
   return absl::DataLossError(absl::StrCat("writing ", what, " failed: ", std::strerror(err)));
 }
 
+// Writes `data` to a file at `path`, created with `mode` or truncated.
+absl::Status WriteFile(const std::string& path, absl::string_view data, const std::string& shown, mode_t mode) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Lost(shown, errno);
+  FILE* f = fdopen(fd, "wb");
+  if (f == nullptr) {
+    const int err = errno;
+    close(fd);
+    return Lost(shown, err);
+  }
+  int err = 0;
+  if (!data.empty() && std::fwrite(data.data(), 1, data.size(), f) != data.size()) err = errno;
+  if (std::fflush(f) != 0 && err == 0) err = errno;
+  if (std::fclose(f) != 0 && err == 0) err = errno;
+  if (err != 0) return Lost(shown, err);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status WriteOutput(const std::string& path, absl::string_view data) {
@@ -24,14 +46,17 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
     }
     return FlushStdout();
   }
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return Lost(absl::StrCat("'", path, "'"), errno);
-  int err = 0;
-  if (!data.empty() && std::fwrite(data.data(), 1, data.size(), f) != data.size()) err = errno;
-  if (std::fflush(f) != 0 && err == 0) err = errno;
-  if (std::fclose(f) != 0 && err == 0) err = errno;
-  if (err != 0) return Lost(absl::StrCat("'", path, "'"), err);
-  return absl::OkStatus();
+  const std::string shown = absl::StrCat("'", path, "'");
+  struct stat st {};
+  const bool exists = stat(path.c_str(), &st) == 0;
+  if (exists && !S_ISREG(st.st_mode)) return WriteFile(path, data, shown, 0644);  // a device, a pipe: in place
+  // A regular file is written beside the path and renamed over it, so a failed write
+  // (a full disk) leaves no truncated result, and an earlier file stays as it was.
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644);
+  if (s.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) s = Lost(shown, errno);
+  if (!s.ok()) std::remove(tmp.c_str());
+  return s;
 }
 
 absl::Status FlushStdout() {

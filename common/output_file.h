@@ -12,10 +12,13 @@
 
 namespace kvhub {
 
-// Writes `data` to `path` (created or truncated; "-" is standard output). DATA_LOSS
-// naming the path and the system's error when any byte could not be written or the
-// file could not be closed; PERMISSION_DENIED-style errors when it cannot be created
-// come back as DATA_LOSS too, with the reason.
+// Writes `data` to `path` ("-" is standard output). DATA_LOSS naming the path and the
+// system's error when any byte could not be written or the file could not be closed;
+// PERMISSION_DENIED-style errors when it cannot be created come back as DATA_LOSS too,
+// with the reason. A regular file (or a new one) is written as PATH.tmp.PID and renamed
+// over PATH only when complete: on failure PATH is untouched (an earlier file keeps
+// its bytes) and no partial file is left. Other files (a device, a pipe) are written
+// in place.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
 
 // Flushes std::cout and C's stdout. DATA_LOSS when anything written to standard output

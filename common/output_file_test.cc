@@ -1,6 +1,10 @@
 #include "common/output_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +45,41 @@ TEST(OutputFileTest, AFullDiskIsDataLoss) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("No space left on device"));
   // Even a few bytes, which only fail when flushed at close.
   EXPECT_TRUE(absl::IsDataLoss(WriteOutput("/dev/full", "{}\n")));
+}
+
+// A write that fails part way (here: past RLIMIT_FSIZE, as a full disk would)
+// leaves the earlier file as it was and no partial file beside it.
+TEST(OutputFileTest, AFailedWriteLeavesTheEarlierFileIntact) {
+  const std::string dir = ::testing::TempDir() + "/output_file_fail_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  const std::string path = dir + "/result.json";
+  ASSERT_TRUE(WriteOutput(path, "earlier\n").ok());
+  absl::Status s;
+  {
+    struct rlimit saved {};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    struct rlimit small = saved;
+    small.rlim_cur = 4096;
+    auto* previous = signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+    s = WriteOutput(path, std::string(100000, 'x'));
+    setrlimit(RLIMIT_FSIZE, &saved);
+    signal(SIGXFSZ, previous);
+  }
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("File too large"));
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "earlier\n");
+  int entries = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (const dirent* e = readdir(d)) entries += e->d_name[0] != '.';
+    closedir(d);
+  }
+  EXPECT_EQ(entries, 1) << "a partial file was left beside the result";
+  std::remove(path.c_str());
+  rmdir(dir.c_str());
 }
 
 TEST(OutputFileTest, AnUncreatableFileIsDataLossWithTheReason) {
