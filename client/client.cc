@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/fork_guard.h"
 #include "client/grpc_data_plane.h"
 #ifdef KVHUB_HAVE_UCX
 #include "client/ucx_data_plane.h"
@@ -56,6 +57,7 @@ size_t LeadingRun(const std::vector<absl::Status>& st) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   std::unique_ptr<DataPlane> dp;
   if (config.transport == TransportMode::kGrpc) {
@@ -75,6 +77,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config) {
 }
 
 std::vector<ShardTransportStats> Client::TransportStats() const {
+  if (!CheckNotForkedAfterClient().ok()) {
+    std::vector<ShardTransportStats> out(shards_.size());
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      out[i].address = shards_[i]->address();
+      out[i].transport = "unusable: this process is a fork of the client's";
+    }
+    return out;
+  }
   const std::vector<ShardTransportStats> known = data_plane_->TransportStats();
   std::vector<ShardTransportStats> out;
   for (const auto& sh : shards_) {
@@ -94,6 +104,8 @@ std::vector<ShardTransportStats> Client::TransportStats() const {
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config,
                                                        std::unique_ptr<DataPlane> data_plane) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
+  WatchForkAfterClient();  // before the channels and the pool start threads
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (data_plane == nullptr) return absl::InvalidArgumentError("data_plane is null");
   std::vector<RendezvousMember> rm;
@@ -117,7 +129,15 @@ Client::Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPl
   }
 }
 
-Client::~Client() = default;
+Client::~Client() {
+  if (!CheckNotForkedAfterClient().ok()) {
+    // A fork's child: the threads these would join, and the locks they would take,
+    // belong to the parent (client/fork_guard.h). Leak them.
+    for (auto& shard : shards_) (void)shard.release();
+    (void)data_plane_.release();
+    (void)pool_.release();
+  }
+}
 
 const std::string& Client::MemberAddress(size_t index) const { return shards_[index]->address(); }
 
@@ -151,6 +171,7 @@ std::vector<Client::Batch> Client::MakeBatches(std::span<const BlockKey> keys, s
 absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<const BlockKey> keys,
                                             bool prefix, uint32_t block_tokens,
                                             absl::string_view model) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   LookupResult out;
   out.keys.assign(keys.begin(), keys.end());
@@ -192,6 +213,7 @@ absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<cons
 
 absl::StatusOr<LookupResult> Client::LookupPrefix(absl::string_view ns, const ModelSpec& spec,
                                                   std::span<const int32_t> tokens) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   std::vector<BlockKey> keys = BlockKeys(ns, spec, tokens);
@@ -201,6 +223,7 @@ absl::StatusOr<LookupResult> Client::LookupPrefix(absl::string_view ns, const Mo
 // ---------------------------------------------------------------- Put
 
 absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const BlockPut> blocks) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   for (size_t i = 0; i < blocks.size(); ++i) {
     const uint64_t n = blocks[i].data.size();
@@ -407,6 +430,7 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
                                               std::span<const int32_t> tokens,
                                               std::span<const std::span<const uint8_t>> blocks,
                                               bool pin) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   const size_t full = tokens.size() / spec.block_tokens;
@@ -460,6 +484,7 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
 
 absl::StatusOr<FetchResult> Client::Get(absl::string_view ns, std::span<const BlockKey> keys,
                                         std::span<const std::span<uint8_t>> buffers) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (buffers.size() != keys.size()) {
     return absl::InvalidArgumentError(
@@ -491,6 +516,7 @@ absl::StatusOr<FetchResult> Client::Get(absl::string_view ns, std::span<const Bl
 absl::StatusOr<FetchResult> Client::Fetch(absl::string_view ns, const ModelSpec& spec,
                                           std::span<const int32_t> tokens, size_t n_blocks,
                                           std::span<const std::span<uint8_t>> buffers) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   const size_t full = tokens.size() / spec.block_tokens;
@@ -515,6 +541,7 @@ template <typename Request, typename Response>
 absl::StatusOr<std::vector<absl::Status>> Client::PerKeyCall(
     absl::string_view ns, std::span<const BlockKey> keys, const char* rpc, const Request& prototype,
     absl::Status (Shard::*call)(const Request&, Response*)) {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   std::vector<absl::Status> out(keys.size());
   std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
@@ -551,6 +578,10 @@ absl::StatusOr<std::vector<absl::Status>> Client::Pin(absl::string_view ns,
 
 std::vector<MemberStats> Client::Stats() {
   std::vector<MemberStats> out(shards_.size());
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) {
+    for (size_t i = 0; i < shards_.size(); ++i) out[i] = MemberStats{shards_[i]->address(), s};
+    return out;
+  }
   RunParallel(pool_.get(), shards_.size(), [&](size_t i) {
     out[i].address = shards_[i]->address();
     v1::StatsResponse resp;
@@ -565,6 +596,7 @@ std::vector<MemberStats> Client::Stats() {
 }
 
 absl::Status Client::CheckMembersAnswer() {
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   std::string failed;
   for (const MemberStats& m : Stats()) {
     if (!m.stats.ok()) absl::StrAppend(&failed, failed.empty() ? "" : "; ", m.address, ": ", m.stats.status().ToString());

@@ -85,6 +85,8 @@ struct MemberStats {
   absl::StatusOr<v1::StatsResponse> stats;
 };
 
+// Not usable across fork(): in a child forked after any Client was created,
+// Create and every call return FAILED_PRECONDITION (client/fork_guard.h).
 class Client {
  public:
   // Validates config and connects lazily (no RPC is made here).

@@ -4,7 +4,10 @@
 // clients, eviction under memory pressure, a killed shard, and a block whose
 // declared checksum is wrong (refused by the server).
 
+#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -14,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "common/hash.h"
@@ -495,6 +499,42 @@ TEST(ClusterE2eTest, AShardRestartedOnItsAddressIsReachedAgainAndStopsPromptlyWi
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
   EXPECT_LT(absl::Now() - stop, absl::Seconds(3)) << "the drain waited for an idle client to hang up";
+}
+
+// A fork of a process with a client (Python multiprocessing's default start
+// method does this) must fail fast with a clear error, not hang in gRPC or in
+// locks the parent's threads held; the parent's client goes on working.
+TEST(ClusterE2eTest, AForkedChildGetsAClearErrorInsteadOfAHang) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  auto client = cluster->NewClient(cluster->Config());
+  ASSERT_NE(client, nullptr);
+  const BlockKey key{0xf0, 0x0f};
+  ASSERT_TRUE(client->Lookup("fork", std::span<const BlockKey>(&key, 1)).ok());
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // the child: only the calls under test, then _exit with a verdict
+    absl::StatusOr<LookupResult> look = client->Lookup("fork", std::span<const BlockKey>(&key, 1));
+    const bool call_refused = absl::IsFailedPrecondition(look.status()) &&
+                              absl::StrContains(look.status().message(), "forked");
+    absl::StatusOr<std::unique_ptr<Client>> fresh = Client::Create(cluster->Config());
+    const bool create_refused = absl::IsFailedPrecondition(fresh.status());
+    const bool stats_refused = absl::IsFailedPrecondition(client->Stats()[0].stats.status());
+    client.reset();  // leaks the parent's threads' state instead of joining them
+    _exit(call_refused && create_refused && stats_refused ? 0 : 3);
+  }
+  int status = 0;
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  pid_t done = 0;
+  while ((done = waitpid(pid, &status, WNOHANG)) == 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the forked child hung";
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's calls were not refused with FAILED_PRECONDITION";
+  EXPECT_TRUE(client->Lookup("fork", std::span<const BlockKey>(&key, 1)).ok());  // the parent's still works
 }
 
 // Points the proxy variables gRPC reads at a dead port (and clears the

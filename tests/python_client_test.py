@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -138,6 +139,33 @@ class PythonClientTest(unittest.TestCase):
                     os.environ.pop(v, None)
                 else:
                     os.environ[v] = value
+
+    def test_forked_child_gets_a_clear_error_instead_of_a_hang(self):
+        # multiprocessing's "fork" start method copies a process with a client:
+        # the child must get kvhub.Error at once, not hang; the parent goes on.
+        c = kvhub.Client(self.members, transport="grpc")
+        self.assertTrue(all(s["error"] is None for s in c.stats()))
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            verdict = b"no error"
+            try:
+                c.put("py-fork", [b"f" * 16], [b"x"])
+            except kvhub.Error as e:
+                verdict = b"ok" if "forked" in str(e) else str(e).encode()
+            os.write(write_end, verdict)
+            os._exit(0)
+        os.close(write_end)
+        deadline = time.time() + 20
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                self.fail("the forked child hung")
+            time.sleep(0.01)
+        self.assertEqual(os.read(read_end, 4096), b"ok")
+        os.close(read_end)
+        self.assertEqual(c.put("py-fork", [b"f" * 16], [b"x"]).stored, 1)
 
     def test_bad_input_raises_clear_errors_and_changes_nothing(self):
         c = kvhub.Client(self.members, transport="grpc")
