@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/fork_guard.h"
+#include "common/fd_limit.h"
 #include "client/grpc_data_plane.h"
 #ifdef KVHUB_HAVE_UCX
 #include "client/ucx_data_plane.h"
@@ -114,6 +115,15 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config,
   if (!placement.ok()) return placement.status();
   absl::StatusOr<ChannelSecurity> security = ChannelSecurity::FromConfig(config);
   if (!security.ok()) return security.status();
+  // One TCP connection per channel: a process that cannot open them gets UNAVAILABLE
+  // from the members past its open files limit (the library does not raise it).
+  const uint64_t connections = config.members.size() * static_cast<uint64_t>(config.channels_per_member);
+  if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok() && connections + 64 > fds->soft) {
+    KVHUB_LOG(warn, "kvhub client: {} members x {} channels need {} connections, but this process may hold only {} "
+              "open files (hard limit {}): raise the soft limit (setrlimit RLIMIT_NOFILE, ulimit -n) or lower "
+              "channels_per_member", config.members.size(), config.channels_per_member, connections, fds->soft,
+              fds->hard);
+  }
   return std::unique_ptr<Client>(
       new Client(std::move(config), *std::move(placement), std::move(data_plane), *security));
 }
