@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -20,6 +21,12 @@ absl::Status CheckAddress(absl::string_view addr) {
   if (colon == absl::string_view::npos || colon == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("member address '", addr, "' is not host:port"));
+  }
+  const absl::string_view host = addr.substr(0, colon);
+  const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (!bracketed && absl::StrContains(host, ':')) {
+    return absl::InvalidArgumentError(absl::StrCat("member address '", addr, "': an IPv6 host needs brackets, as in '[",
+                                                   host, "]", addr.substr(colon), "'"));
   }
   uint32_t port = 0;
   if (!absl::SimpleAtoi(addr.substr(colon + 1), &port) || port == 0 || port > 65535) {

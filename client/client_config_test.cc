@@ -13,7 +13,12 @@ ClientConfig Valid() {
   return c;
 }
 
-TEST(ClientConfigTest, DefaultsWithMembersAreValid) { EXPECT_TRUE(Valid().Validate().ok()); }
+TEST(ClientConfigTest, DefaultsWithMembersAreValid) {
+  EXPECT_TRUE(Valid().Validate().ok());
+  ClientConfig v6 = Valid();
+  v6.members[0].address = "[::1]:7480";
+  EXPECT_TRUE(v6.Validate().ok()) << v6.Validate();
+}
 
 TEST(ClientConfigTest, RejectsBadFields) {
   auto bad = [](auto mutate) {
@@ -28,6 +33,7 @@ TEST(ClientConfigTest, RejectsBadFields) {
   bad([](ClientConfig& c) { c.members[0].address = "nohost"; });
   bad([](ClientConfig& c) { c.members[0].address = "h:0"; });
   bad([](ClientConfig& c) { c.members[0].address = "h:70000"; });
+  EXPECT_NE(bad([](ClientConfig& c) { c.members[0].address = "::1:7480"; }).find("'[::1]:7480'"), std::string::npos);
   bad([](ClientConfig& c) { c.members[0].weight = 0; });
   EXPECT_NE(bad([](ClientConfig& c) { c.max_keys_per_rpc = 4097; }).find("max_keys_per_rpc"),
             std::string::npos);
