@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -213,6 +214,10 @@ absl::Status ValidateListenAddress(absl::string_view address) {
   absl::string_view host = address.substr(0, colon);
   if (host.front() == '[' && host.back() != ']') {
     return absl::InvalidArgumentError(absl::StrCat("'", address, "' has an unterminated [ipv6] host"));
+  }
+  if (host.front() != '[' && absl::StrContains(host, ':')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': an IPv6 host needs brackets, as in '[", host, "]", address.substr(colon), "'"));
   }
   int port = -1;
   if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
