@@ -5,11 +5,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/fork_guard.h"
-#include "common/fd_limit.h"
 #include "client/grpc_data_plane.h"
 #ifdef KVHUB_HAVE_UCX
 #include "client/ucx_data_plane.h"
 #endif
+#include "common/fd_limit.h"
 #include "common/log.h"
 #include "client/shard.h"
 #include "client/thread_pool.h"
@@ -59,6 +59,7 @@ size_t LeadingRun(const std::vector<absl::Status>& st) {
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientConfig config) {
   if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
+  WatchForkAfterClient();  // before the data plane starts threads
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   std::unique_ptr<DataPlane> dp;
   if (config.transport == TransportMode::kGrpc) {

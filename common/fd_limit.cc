@@ -1,9 +1,9 @@
 #include "common/fd_limit.h"
 
 #include <dirent.h>
-#include <algorithm>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 

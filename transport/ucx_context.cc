@@ -8,6 +8,7 @@
 
 #include <ucs/debug/log_def.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
@@ -122,7 +123,9 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
   ucp_get_version(&major, &minor, &release);
   if (major == 1 && minor < 16) {
     static std::once_flag proto_warning;
-    if (const char* env = std::getenv("UCX_PROTO_ENABLE"); env != nullptr && (env[0] == 'y' || env[0] == 'Y')) {
+    const char* env = std::getenv("UCX_PROTO_ENABLE");
+    const std::string asked = absl::AsciiStrToLower(env != nullptr ? env : "");
+    if (asked == "y" || asked == "yes" || asked == "on" || asked == "1" || asked == "true") {
       std::call_once(proto_warning, [&] {
         KVHUB_LOG(warn, "ucx: UCX_PROTO_ENABLE={} ignored: UCX {}.{}.{}'s protocol v2 is experimental and fails kvhub's "
                   "transfers; using protocol v1", env, major, minor, release);
