@@ -43,9 +43,4 @@ void HttpTaskQueue::shutdown() {
   for (std::thread& t : threads) t.join();
 }
 
-size_t HttpTaskQueue::threads() const {
-  absl::MutexLock lock(&mu_);
-  return threads_.size();
-}
-
 }  // namespace kvhub::cachesvc

@@ -37,14 +37,13 @@ class HttpTaskQueue final : public httplib::TaskQueue {
   // Lets queued tasks run, then joins every thread.
   void shutdown() override;
 
-  size_t threads() const;  // started so far (tests)
 
  private:
   void Work();
   bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !tasks_.empty(); }
 
   const size_t max_threads_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   size_t idle_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

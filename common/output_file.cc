@@ -48,8 +48,9 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   }
   const std::string shown = absl::StrCat("'", path, "'");
   struct stat st {};
-  const bool exists = stat(path.c_str(), &st) == 0;
-  if (exists && !S_ISREG(st.st_mode)) return WriteFile(path, data, shown, 0644);  // a device, a pipe: in place
+  const bool exists = lstat(path.c_str(), &st) == 0;
+  // A device, a pipe or a symbolic link (renaming would replace the link): in place.
+  if (exists && !S_ISREG(st.st_mode)) return WriteFile(path, data, shown, 0644);
   // A regular file is written beside the path and renamed over it, so a failed write
   // (a full disk) leaves no truncated result, and an earlier file stays as it was.
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());

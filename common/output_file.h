@@ -17,8 +17,8 @@ namespace kvhub {
 // PERMISSION_DENIED-style errors when it cannot be created come back as DATA_LOSS too,
 // with the reason. A regular file (or a new one) is written as PATH.tmp.PID and renamed
 // over PATH only when complete: on failure PATH is untouched (an earlier file keeps
-// its bytes) and no partial file is left. Other files (a device, a pipe) are written
-// in place.
+// its bytes) and no partial file is left; this needs write permission on PATH's
+// directory. Other paths (a device, a pipe, a symbolic link) are written in place.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
 
 // Flushes std::cout and C's stdout. DATA_LOSS when anything written to standard output

@@ -82,6 +82,25 @@ TEST(OutputFileTest, AFailedWriteLeavesTheEarlierFileIntact) {
   rmdir(dir.c_str());
 }
 
+TEST(OutputFileTest, ASymbolicLinkIsWrittenThroughNotReplaced) {
+  const std::string dir = ::testing::TempDir() + "/output_file_link_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  const std::string target = dir + "/target", link = dir + "/link";
+  ASSERT_TRUE(WriteOutput(target, "old").ok());
+  ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+  ASSERT_TRUE(WriteOutput(link, "new").ok());
+  struct stat st {};
+  ASSERT_EQ(lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  std::ifstream in(target, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "new");
+  std::remove(link.c_str());
+  std::remove(target.c_str());
+  rmdir(dir.c_str());
+}
+
 TEST(OutputFileTest, AnUncreatableFileIsDataLossWithTheReason) {
   absl::Status s = WriteOutput("/nonexistent-dir/out.json", "{}");
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
