@@ -187,6 +187,7 @@ absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<cons
   LookupResult out;
   out.keys.assign(keys.begin(), keys.end());
   out.present.assign(keys.size(), 0);
+  out.answered.assign(keys.size(), 0);
   if (keys.empty()) return out;
   std::vector<Batch> batches = MakeBatches(keys, config_.max_keys_per_rpc);
   std::vector<absl::Status> errors(batches.size());
@@ -210,6 +211,7 @@ absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<cons
     }
     for (size_t i = 0; i < batch.items.size(); ++i) {
       out.present[batch.items[i]] = resp.present()[i] == 1 ? 1 : 0;
+      out.answered[batch.items[i]] = 1;
     }
   });
   for (size_t b = 0; b < batches.size(); ++b) {

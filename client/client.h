@@ -67,6 +67,7 @@ struct PublishResult : PutResult {
 struct LookupResult {
   std::vector<BlockKey> keys;
   std::vector<uint8_t> present;  // per key: 1 present, 0 absent or shard unreachable/unknown
+  std::vector<uint8_t> answered; // per key: 1 when its shard answered (present is then exact)
   size_t hit_blocks = 0;         // leading run of present keys
   uint64_t hit_tokens = 0;       // hit_blocks * block_tokens (0 for key-level calls)
   size_t unreachable_keys = 0;   // keys whose shard did not answer

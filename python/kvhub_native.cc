@@ -147,6 +147,7 @@ PyPutResult ToPy(const PutResult& r) {
 
 struct PyLookupResult {
   std::vector<bool> present;
+  std::vector<bool> answered;  // per key: its shard answered (present is then exact)
   size_t hit_blocks = 0;
   uint64_t hit_tokens = 0;
   size_t unreachable_keys = 0;
@@ -156,6 +157,7 @@ struct PyLookupResult {
 PyLookupResult ToPy(const LookupResult& r) {
   PyLookupResult p;
   for (uint8_t b : r.present) p.present.push_back(b != 0);
+  for (uint8_t b : r.answered) p.answered.push_back(b != 0);
   p.hit_blocks = r.hit_blocks;
   p.hit_tokens = r.hit_tokens;
   p.unreachable_keys = r.unreachable_keys;
@@ -503,6 +505,7 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("keys", &PyPutResult::keys);
   py::class_<PyLookupResult>(m, "LookupResult")
       .def_readonly("present", &PyLookupResult::present)
+      .def_readonly("answered", &PyLookupResult::answered)
       .def_readonly("hit_blocks", &PyLookupResult::hit_blocks)
       .def_readonly("hit_tokens", &PyLookupResult::hit_tokens)
       .def_readonly("unreachable_keys", &PyLookupResult::unreachable_keys)

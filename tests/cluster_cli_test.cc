@@ -218,6 +218,10 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_NE(r.out.find(key + " deleted"), std::string::npos) << r.out;
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, addr));
   EXPECT_NE(r.out.find(key + " absent"), std::string::npos) << r.out;
+  // A key whose shard does not answer is not reported absent.
+  r = RunCli(absl::StrCat("lookup --ns cli --key ", key, " --deadline-ms 500 --addr 127.0.0.1:9"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find(key + " unknown (its shard did not answer)"), std::string::npos) << r.out;
 
   // Token-level lookup through --members with the spec.
   r = RunCli(absl::StrCat("lookup --ns cli --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 "

@@ -106,6 +106,7 @@ class PythonClientTest(unittest.TestCase):
         r = c.put("py-keys", ks, data)
         self.assertEqual(r.stored, 4)
         self.assertEqual(c.lookup("py-keys", ks).present, [True] * 4)
+        self.assertEqual(c.lookup("py-keys", ks).answered, [True] * 4)
         bufs = [bytearray(len(d)) for d in data]
         g = c.get("py-keys", ks, bufs)
         self.assertEqual(g.valid_blocks, 4)

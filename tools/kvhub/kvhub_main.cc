@@ -348,7 +348,8 @@ absl::Status CmdLookup(Args& a) {
       spec.has_value() ? (*c)->LookupPrefix(*ns, spec->spec, spec->tokens) : (*c)->Lookup(*ns, *keys);
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < keys->size(); ++i) {
-    std::cout << (*keys)[i].Hex() << " " << (r->present[i] ? "present" : "absent") << " "
+    const char* state = !r->answered[i] ? "unknown (its shard did not answer)" : r->present[i] ? "present" : "absent";
+    std::cout << (*keys)[i].Hex() << " " << state << " "
               << (*c)->MemberAddress((*c)->OwnerOf((*keys)[i])) << "\n";
   }
   std::cout << "prefix_hits " << r->hit_blocks << " of " << keys->size() << "\n";
