@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "common/keys.h"
 
@@ -23,6 +24,7 @@ bool ValidTokenChar(char c) { return c > 0x20 && c < 0x7f; }
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string_view text, absl::string_view origin) {
   std::unique_ptr<Authenticator> a(new Authenticator());
+  absl::ConsumePrefix(&text, "\xEF\xBB\xBF");  // a UTF-8 byte order mark, as some editors write
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;

@@ -44,6 +44,14 @@ TEST(AuthenticatorTest, ParsesTokensAndScopesThemToNamespaces) {
   EXPECT_TRUE((*g)->AllowsNamespace("anything").ok());
 }
 
+TEST(AuthenticatorTest, AcceptsAByteOrderMarkAndCrlfLineEnds) {
+  auto a = Authenticator::Parse("\xEF\xBB\xBF" "win-token-0123456789 *\r\n", "tokens");
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::string token = "Bearer win-token-0123456789";
+  const absl::string_view tv = Bearer(token);
+  EXPECT_TRUE((*a)->Authenticate(&tv).ok());
+}
+
 TEST(AuthenticatorTest, RefusesMissingMalformedAndUnknownTokens) {
   auto a = Authenticator::Parse("ops-token-0123456789abcdef *\n", "tokens");
   ASSERT_TRUE(a.ok());

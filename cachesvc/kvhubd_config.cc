@@ -364,6 +364,7 @@ absl::Status KvhubdConfig::Set(absl::string_view key, absl::string_view value) {
 }
 
 absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view origin) {
+  absl::ConsumePrefix(&text, "\xEF\xBB\xBF");  // a UTF-8 byte order mark, as some editors write
   int line_no = 0;
   absl::flat_hash_map<std::string, int> seen;  // key -> the line that set it
   for (absl::string_view line : absl::StrSplit(text, '\n')) {

@@ -36,6 +36,15 @@ TEST(KvhubdConfigTest, ParsesByteSizes) {
   EXPECT_FALSE(ParseByteSize("9999999999999TiB").ok());
 }
 
+// Files written on Windows: a UTF-8 byte order mark and CRLF line ends.
+TEST(KvhubdConfigTest, AcceptsAByteOrderMarkAndCrlfLineEnds) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  absl::Status s = c.ApplyText("\xEF\xBB\xBF" "capacity_bytes = 128MiB\r\neviction_policy = lru\r\n");
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.store.capacity_bytes, 128ull << 20);
+  EXPECT_EQ(c.store.eviction.name, "lru");
+}
+
 TEST(KvhubdConfigTest, AppliesTextWithCommentsAndBlankLines) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   absl::Status s = c.ApplyText(

@@ -27,6 +27,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -172,7 +173,9 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   if (std::optional<std::string> tf = a.Get("token-file"); tf.has_value()) {
     absl::StatusOr<std::string> token = ReadInput(*tf, 4096);
     if (!token.ok()) return absl::Status(token.status().code(), absl::StrCat("--token-file: ", token.status().message()));
-    cfg.auth_token = std::string(absl::StripAsciiWhitespace(*token));
+    absl::string_view t = *token;
+    absl::ConsumePrefix(&t, "\xEF\xBB\xBF");  // a UTF-8 byte order mark
+    cfg.auth_token = std::string(absl::StripAsciiWhitespace(t));
   }
   cfg.tls_ca_file = a.Get("tls-ca").value_or("");
   cfg.tls_cert_file = a.Get("tls-cert").value_or("");
