@@ -9,6 +9,7 @@
 #ifdef KVHUB_HAVE_UCX
 #include "client/ucx_data_plane.h"
 #endif
+#include "common/clock.h"
 #include "common/fd_limit.h"
 #include "common/log.h"
 #include "client/shard.h"
@@ -376,7 +377,7 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   absl::Status s;
   // The shard counts a reservation's time from when it answers, after we sent:
   // counting from here errs on the safe side, whatever the two hosts' clocks say.
-  const absl::Time sent = absl::Now();
+  const absl::Time sent = Clock::Real()->Now();
   {
     BorrowedBytes none;
     s = shard.PutStartRaw(EncodePutRequest(ns, views, &none), &started);

@@ -33,8 +33,9 @@ struct BlockWrite {
   uint64_t reservation_id = 0;
   RemoteLocation location;
   std::span<const uint8_t> data;  // caller memory; must stay valid during the call
-  // When the reservation is reclaimed, on this host's clock (PutStart's
-  // expires_in_ms counted from when PutStart was sent); InfiniteFuture if unknown.
+  // When the reservation is reclaimed, a time of Clock::Real() (this process's
+  // monotonic clock: PutStart's expires_in_ms counted from when PutStart was
+  // sent); InfiniteFuture if unknown.
   // A data plane writing into shard memory must finish before it.
   absl::Time expires = absl::InfiniteFuture();
   // The shard process that made the reservation (PutStartResponse.incarnation; 0 if

@@ -12,6 +12,7 @@
 #include "client/read_batch.h"
 #include "client/shard.h"
 #include "client/shard_session.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "transport/ucx_context.h"
@@ -122,8 +123,8 @@ std::shared_ptr<transport::UcxWorker> UcxDataPlane::CurrentWorker() {
 void UcxDataPlane::CheckWorker(const std::shared_ptr<transport::UcxWorker>& w) {
   if (!check_mu_.TryLock()) return;  // a check is running
   // A stuck worker fails every call: one check per second is plenty.
-  const bool recent = absl::Now() - last_check_ < absl::Seconds(1);
-  if (!recent) last_check_ = absl::Now();
+  const bool recent = Clock::Real()->Now() - last_check_ < absl::Seconds(1);
+  if (!recent) last_check_ = Clock::Real()->Now();
   check_mu_.Unlock();
   if (recent || CurrentWorker() != w) return;
   const absl::Status s = transport::CheckReceives(context_.get(), *w, absl::Seconds(1), /*attempts=*/2);
@@ -215,7 +216,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     p->transport = "reconnecting (this client's UCX worker was replaced)";
   }
   bool retrying = false;
-  if (p->state == Peer::State::kGrpc && absl::Now() >= p->retry_ucx_at) {
+  if (p->state == Peer::State::kGrpc && Clock::Real()->Now() >= p->retry_ucx_at) {
     p->state = Peer::State::kNew;  // auto's fallback may be over: offer UCX again
     p->retry_ucx_at = absl::InfiniteFuture();
     retrying = true;
@@ -232,7 +233,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       p->state = Peer::State::kGrpc;
       p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
       if (!by_design && !final && config_.ucx_retry_interval > absl::ZeroDuration()) {
-        p->retry_ucx_at = absl::Now() + config_.ucx_retry_interval;
+        p->retry_ucx_at = Clock::Real()->Now() + config_.ucx_retry_interval;
       }
       spdlog::log(by_design || same ? spdlog::level::info : spdlog::level::warn,
                   "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
@@ -422,7 +423,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
   req.set_inline_data(false);
   req.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(config_.ucx_lease)));
   // The lease starts no earlier than now on the shard: bound every transfer by it.
-  const absl::Time t0 = absl::Now();
+  const absl::Time t0 = Clock::Real()->Now();
   const absl::Time lease_bound = t0 + config_.ucx_lease - SafetyMargin(config_.ucx_lease);
   v1::GetResponse resp;
   absl::Status s;
@@ -510,8 +511,8 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     std::vector<absl::Status> results(transfers.size());
     std::vector<transport::Transfer::CopyChecksum> sums(transfers.size());
     for (size_t k = 0; k < transfers.size(); ++k) transfers[k].checksum = &sums[k];
-    const absl::Time end = std::min(lease_bound, absl::Now() + config_.data_deadline);
-    const absl::Duration budget = end - absl::Now();
+    const absl::Time end = std::min(lease_bound, Clock::Real()->Now() + config_.data_deadline);
+    const absl::Duration budget = end - Clock::Real()->Now();
     if (budget <= absl::ZeroDuration()) {
       // The lease may already be over: whatever the shard's memory holds now is not ours to read.
       for (auto& st : results) {
@@ -655,7 +656,7 @@ absl::StatusOr<UcxDataPlane::Route> UcxDataPlane::Reconnect(Shard& shard, const 
 
 absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, std::span<const BlockWrite> writes) {
   const uint64_t peer_id = route.peer_id;
-  absl::Time end = absl::Now() + config_.data_deadline;
+  absl::Time end = Clock::Real()->Now() + config_.data_deadline;
   std::vector<transport::Transfer> transfers;
   transfers.reserve(writes.size());
   uint64_t bytes = 0;
@@ -674,7 +675,7 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, s
                          w.reservation_id});
     bytes += w.data.size();
   }
-  const absl::Duration budget = end - absl::Now();
+  const absl::Duration budget = end - Clock::Real()->Now();
   if (budget <= absl::ZeroDuration()) {
     return absl::DeadlineExceededError(absl::StrCat("shard ", shard.address(),
                                                     ": reservation expires before the UCX put could finish"));

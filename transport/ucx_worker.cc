@@ -1118,8 +1118,8 @@ void UcxWorker::Loop() {
     impl_->ProcessFailures();
     impl_->ReapClosing();
     if (stop_.load()) {
-      if (stop_deadline == absl::InfiniteFuture()) stop_deadline = absl::Now() + absl::Seconds(2);
-      if (impl_->closing.empty() || absl::Now() > stop_deadline) break;
+      if (stop_deadline == absl::InfiniteFuture()) stop_deadline = Clock::Real()->Now() + absl::Seconds(2);
+      if (impl_->closing.empty() || Clock::Real()->Now() > stop_deadline) break;
       continue;
     }
     if (poll_mode || HasTasks() || !impl_->failed_eps.empty()) continue;
@@ -1361,7 +1361,7 @@ absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers
   }
   if (transfers.empty()) return absl::OkStatus();
   if (timeout <= absl::ZeroDuration()) timeout = config().op_timeout;
-  const absl::Time deadline = absl::Now() + timeout;
+  const absl::Time deadline = Clock::Real()->Now() + timeout;  // monotonic: a wall-clock step moves no deadline
   if (std::shared_ptr<MappedPeer> m = FindMapped(peer);
       m != nullptr && ExecuteMapped(m.get(), transfers, results, deadline)) {
     return absl::OkStatus();
@@ -1377,7 +1377,7 @@ absl::Status UcxWorker::Execute(PeerId peer, std::span<const Transfer> transfers
     ops[i].t = transfers[i];
   }
   Call([&] { impl_->StartBatch(peer, std::span<Op>(ops)); });
-  if (!batch.done.WaitForNotificationWithDeadline(deadline)) {
+  if (!batch.done.WaitForNotificationWithTimeout(deadline - Clock::Real()->Now())) {
     Call([&] {
       if (!batch.done.HasBeenNotified()) impl_->AbortBatch(&batch, std::span<Op>(ops));
     });
@@ -1435,7 +1435,7 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
       continue;
     }
     const MappedPeer::Region& r = m->regions[t.region];
-    if (absl::Now() > deadline) {
+    if (Clock::Real()->Now() > deadline) {
       // Whatever entitles the caller to the range (a lease, a reservation) may be over.
       results[i] = absl::DeadlineExceededError("mapped copy not started: past its deadline");
       ++late;
@@ -1449,7 +1449,7 @@ bool UcxWorker::ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers
     } else {
       CopyBytes(t.local, r.base + t.offset, t.size);
     }
-    if (absl::Now() > deadline) {
+    if (Clock::Real()->Now() > deadline) {
       // The entitlement may have ended mid-copy: a get's bytes may be torn; a
       // put's are refused by the commit's checksum or never committed.
       results[i] = absl::DeadlineExceededError("mapped copy finished past its deadline");

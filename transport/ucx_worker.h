@@ -262,6 +262,7 @@ class UcxWorker {
   std::shared_ptr<MappedPeer> FindMapped(PeerId peer);
   // Copies a batch from / to `m`; false (nothing done) when `m` was unmapped
   // meanwhile or the batch is not all of one direction `m` maps.
+  // `deadline` is a time of Clock::Real() (monotonic).
   // A copy that ends past `deadline` fails with DEADLINE_EXCEEDED (as a
   // transfer finishing late does on the progress thread).
   bool ExecuteMapped(MappedPeer* m, std::span<const Transfer> transfers, std::span<absl::Status> results,
