@@ -13,13 +13,13 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "common/fd_limit.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
+#include "common/output_file.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -197,13 +197,10 @@ int main(int argc, char** argv) {
 
   const std::string ready = (*server)->ReadyLine();
   if (!config.ready_file.empty()) {
-    const std::string tmp = config.ready_file + ".tmp";
-    std::ofstream out(tmp, std::ios::trunc);
-    out << ready << "\n";
-    out.close();
-    if (!out || std::rename(tmp.c_str(), config.ready_file.c_str()) != 0) {
+    // Complete or not at all (written beside it and renamed): readers poll for it.
+    if (absl::Status s = kvhub::WriteOutput(config.ready_file, ready + "\n"); !s.ok()) {
       (*server)->Shutdown();
-      return Fail(1, absl::StrCat("cannot write ready_file '", config.ready_file, "'"));
+      return Fail(1, absl::StrCat("cannot write ready_file: ", s.message()));
     }
   }
   std::fputs((ready + "\n").c_str(), stdout);

@@ -2,12 +2,12 @@
 
 #include <bit>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "codec/block_format.h"
 #include "common/input_file.h"
+#include "common/output_file.h"
 
 namespace kvhub::codec {
 namespace {
@@ -109,16 +109,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
 }
 
 absl::Status WriteFileBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp));
-  bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("cannot write ", path));
-  }
-  return absl::OkStatus();
+  return WriteOutput(path, absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace kvhub::codec

@@ -38,7 +38,8 @@ std::vector<uint8_t> SerializeQueries(const KvShape& shape, const Queries& q);
 absl::StatusOr<Queries> ParseQueries(const KvShape& shape, const std::vector<uint8_t>& bytes);
 
 // Whole-file helpers; errors name the path. ReadFileBytes reads through
-// common/input_file.h (a directory or unreadable file is an error).
+// common/input_file.h (a directory or unreadable file is an error), WriteFileBytes
+// writes through common/output_file.h (complete or not at all; "-" is stdout).
 absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path);
 absl::Status WriteFileBytes(const std::string& path, const std::vector<uint8_t>& bytes);
 
