@@ -227,7 +227,6 @@ absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<cons
 
 absl::StatusOr<LookupResult> Client::LookupPrefix(absl::string_view ns, const ModelSpec& spec,
                                                   std::span<const int32_t> tokens) {
-  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   std::vector<BlockKey> keys = BlockKeys(ns, spec, tokens);
@@ -444,7 +443,6 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
                                               std::span<const int32_t> tokens,
                                               std::span<const std::span<const uint8_t>> blocks,
                                               bool pin) {
-  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   const size_t full = tokens.size() / spec.block_tokens;
@@ -530,7 +528,6 @@ absl::StatusOr<FetchResult> Client::Get(absl::string_view ns, std::span<const Bl
 absl::StatusOr<FetchResult> Client::Fetch(absl::string_view ns, const ModelSpec& spec,
                                           std::span<const int32_t> tokens, size_t n_blocks,
                                           std::span<const std::span<uint8_t>> buffers) {
-  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   const size_t full = tokens.size() / spec.block_tokens;
