@@ -1,7 +1,6 @@
 #include "cachesvc/http_endpoint.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -10,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cachesvc/http_task_queue.h"
+#include "common/fd_limit.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -20,11 +20,7 @@ namespace {
 // called again on a listening socket to enlarge its backlog; httplib does not
 // expose its socket, so this finds it among our descriptors by its port.
 void EnlargeListenBacklog(int port) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  while (const dirent* e = readdir(dir)) {
-    int fd = -1;
-    if (!absl::SimpleAtoi(e->d_name, &fd) || fd == dirfd(dir)) continue;
+  for (int fd : OpenFileDescriptors()) {
     int listening = 0;
     socklen_t len = sizeof(listening);
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
@@ -36,7 +32,6 @@ void EnlargeListenBacklog(int port) {
     if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
     if (bound == port) ::listen(fd, SOMAXCONN);
   }
-  closedir(dir);
 }
 
 }  // namespace

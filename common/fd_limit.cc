@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace kvhub {
@@ -40,15 +41,18 @@ absl::StatusOr<OpenFileLimits> RaiseOpenFileLimit(uint64_t cap) {
   return ReadOpenFileLimits();
 }
 
-uint64_t CountOpenFiles() {
+std::vector<int> OpenFileDescriptors() {
+  std::vector<int> fds;
   DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return 0;
-  uint64_t n = 0;
+  if (dir == nullptr) return fds;
   while (const dirent* e = readdir(dir)) {
-    if (e->d_name[0] != '.') ++n;
+    int fd = -1;
+    if (absl::SimpleAtoi(e->d_name, &fd) && fd != dirfd(dir)) fds.push_back(fd);  // not the listing's own
   }
   closedir(dir);
-  return n > 0 ? n - 1 : 0;  // not the descriptor of the listing itself
+  return fds;
 }
+
+uint64_t CountOpenFiles() { return OpenFileDescriptors().size(); }
 
 }  // namespace kvhub

@@ -10,6 +10,7 @@
 // changes the limit of the whole process.
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -29,8 +30,11 @@ absl::StatusOr<OpenFileLimits> ReadOpenFileLimits();
 // (the hard limit above fs.nr_open), the error names the values and nothing changed.
 absl::StatusOr<OpenFileLimits> RaiseOpenFileLimit(uint64_t cap = 1u << 20);
 
-// Descriptors this process has open now (the entries of /proc/self/fd); 0 when
-// that directory cannot be read.
+// The descriptors this process has open now (the entries of /proc/self/fd, in
+// no particular order); empty when that directory cannot be read.
+std::vector<int> OpenFileDescriptors();
+
+// OpenFileDescriptors().size().
 uint64_t CountOpenFiles();
 
 }  // namespace kvhub
