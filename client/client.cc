@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/buffer_overlap.h"
 #include "client/fork_guard.h"
 #include "client/grpc_data_plane.h"
 #ifdef KVHUB_HAVE_UCX
@@ -501,6 +502,9 @@ absl::StatusOr<FetchResult> Client::Get(absl::string_view ns, std::span<const Bl
   if (buffers.size() != keys.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("Get: ", keys.size(), " keys but ", buffers.size(), " buffers"));
+  }
+  if (absl::Status s = CheckBuffersDisjoint(buffers); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("Get: ", s.message()));
   }
   FetchResult out;
   out.sizes.assign(keys.size(), 0);

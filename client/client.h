@@ -119,7 +119,8 @@ class Client {
   // leading run loaded and verified; later blocks must be recomputed even if
   // some were read.
   // Buffers of any alignment work; 64-byte-aligned ones copy and verify
-  // faster (docs/client.md, "Buffers").
+  // faster (docs/client.md, "Buffers"). Buffers must not overlap
+  // (INVALID_ARGUMENT, nothing read): shards fill them concurrently.
   absl::StatusOr<FetchResult> Fetch(absl::string_view ns, const ModelSpec& spec,
                                     std::span<const int32_t> tokens, size_t n_blocks,
                                     std::span<const std::span<uint8_t>> buffers);
@@ -135,6 +136,7 @@ class Client {
   // Uploads blocks without looking them up first (ALREADY_EXISTS -> kSkipped).
   absl::StatusOr<PutResult> Put(absl::string_view ns, std::span<const BlockPut> blocks);
   // Reads keys[i] into buffers[i]; valid_blocks is the leading verified run.
+  // Overlapping buffers: INVALID_ARGUMENT, nothing read.
   absl::StatusOr<FetchResult> Get(absl::string_view ns, std::span<const BlockKey> keys,
                                   std::span<const std::span<uint8_t>> buffers);
   // Per key: OK, NOT_FOUND, or the shard's error.

@@ -4,8 +4,8 @@
 // token level, put / get / lookup / delete at the key level. Block payloads are
 // any buffer-protocol object (bytes, bytearray, memoryview, numpy arrays; fetch
 // and get need writable, C-contiguous ones); keys are 16-byte `bytes` (the
-// canonical serialization of DESIGN §2); tokens a sequence of int32 (a numpy
-// int32 array avoids a copy). Every call releases the GIL while it runs, so
+// canonical serialization of DESIGN §2); tokens any integer sequence or array
+// whose ids fit int32 (a C-contiguous numpy int32 array avoids a copy). Every call releases the GIL while it runs, so
 // Python threads may share one Client. A call that fails whole raises
 // kvhub.Error whose message starts with the status code name
 // ("INVALID_ARGUMENT: ..."); per-block outcomes come back in the result.
@@ -79,12 +79,39 @@ std::vector<py::bytes> KeyList(const std::vector<BlockKey>& keys) {
   return out;
 }
 
-using Tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+// Token ids as a C-contiguous int32 array (no copy when given one).
+using Tokens = py::array_t<int32_t, py::array::c_style>;
 
-std::span<const int32_t> TokenSpan(const Tokens& t) {
-  if (t.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
-  return {t.data(), static_cast<size_t>(t.size())};
+// Any integer array or sequence whose ids all fit int32 (DESIGN §2 hashes ids as
+// i32le). Floats, bools, strings and ids out of range raise INVALID_ARGUMENT: a cast
+// would silently hash other ids than the engine's and miss (or collide) forever.
+Tokens ToTokens(const py::object& tokens) {
+  py::module_ np = py::module_::import("numpy");
+  py::array a;
+  try {
+    a = np.attr("asarray")(tokens);
+  } catch (const py::error_already_set& e) {
+    throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
+  }
+  if (a.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
+  const char kind = a.dtype().kind();
+  if (a.size() > 0 && kind != 'i' && kind != 'u') {
+    throw Error(absl::InvalidArgumentError(absl::StrCat(
+        "tokens must be integer token ids; got dtype ", py::str(a.dtype()).cast<std::string>())));
+  }
+  const bool always_fits = (kind == 'i' && a.itemsize() <= 4) || (kind == 'u' && a.itemsize() <= 2);
+  if (a.size() > 0 && !always_fits) {
+    const py::object lo = a.attr("min")(), hi = a.attr("max")();
+    if (lo < py::int_(INT32_MIN) || hi > py::int_(INT32_MAX)) {
+      throw Error(absl::InvalidArgumentError(absl::StrCat(
+          "tokens must fit int32; got ids from ", py::str(lo).cast<std::string>(), " to ",
+          py::str(hi).cast<std::string>())));
+    }
+  }
+  return np.attr("ascontiguousarray")(a, py::arg("dtype") = "int32").cast<Tokens>();
 }
+
+std::span<const int32_t> TokenSpan(const Tokens& t) { return {t.data(), static_cast<size_t>(t.size())}; }
 
 // Views of the payloads (read-only) or destinations (writable), kept alive
 // (py::buffer_info releases its view) until the call returns.
@@ -292,10 +319,11 @@ class PyClient {
  public:
   explicit PyClient(ClientConfig config) : client_(Check(Client::Create(std::move(config)))) {}
 
-  PyPutResult Publish(const std::string& ns, const ModelSpec& spec, const Tokens& tokens,
+  PyPutResult Publish(const std::string& ns, const ModelSpec& spec, const py::object& tokens,
                       const std::vector<py::buffer>& blocks, bool pin) {
     Views v = ViewBuffers(blocks, /*writable=*/false);
-    const std::span<const int32_t> t = TokenSpan(tokens);
+    const Tokens held = ToTokens(tokens);
+    const std::span<const int32_t> t = TokenSpan(held);
     Client& c = client();
     absl::StatusOr<PublishResult> r;
     {
@@ -308,8 +336,9 @@ class PyClient {
     return p;
   }
 
-  PyLookupResult LookupPrefix(const std::string& ns, const ModelSpec& spec, const Tokens& tokens) {
-    const std::span<const int32_t> t = TokenSpan(tokens);
+  PyLookupResult LookupPrefix(const std::string& ns, const ModelSpec& spec, const py::object& tokens) {
+    const Tokens held = ToTokens(tokens);
+    const std::span<const int32_t> t = TokenSpan(held);
     Client& c = client();
     absl::StatusOr<LookupResult> r;
     {
@@ -319,10 +348,11 @@ class PyClient {
     return ToPy(Check(std::move(r)));
   }
 
-  PyFetchResult Fetch(const std::string& ns, const ModelSpec& spec, const Tokens& tokens,
+  PyFetchResult Fetch(const std::string& ns, const ModelSpec& spec, const py::object& tokens,
                       const std::vector<py::buffer>& buffers) {
     Views v = ViewBuffers(buffers, /*writable=*/true);
-    const std::span<const int32_t> t = TokenSpan(tokens);
+    const Tokens held = ToTokens(tokens);
+    const std::span<const int32_t> t = TokenSpan(held);
     Client& c = client();
     absl::StatusOr<FetchResult> r;
     {
@@ -477,9 +507,10 @@ PYBIND11_MODULE(_native, m) {
 
   m.def(
       "block_keys",
-      [](const std::string& ns, const ModelSpec& spec, const Tokens& tokens) {
+      [](const std::string& ns, const ModelSpec& spec, const py::object& tokens) {
         if (absl::Status s = ValidateNamespace(ns); !s.ok()) throw Error(s);
-        return KeyList(BlockKeys(ns, spec, TokenSpan(tokens)));
+        const Tokens held = ToTokens(tokens);
+        return KeyList(BlockKeys(ns, spec, TokenSpan(held)));
       },
       py::arg("ns"), py::arg("spec"), py::arg("tokens"),
       "The 16-byte keys of every full block of `tokens` (DESIGN §2).");

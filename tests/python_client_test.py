@@ -188,6 +188,21 @@ class PythonClientTest(unittest.TestCase):
             kvhub.ModelSpec("model=x,layers=0")
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.Client("no-port-here")
+        # Token ids are hashed as int32: ids that are not integers or do not fit are
+        # refused, not cast (a cast would hash other ids than the engine's).
+        payloads = [b"p" * 100, b"q" * 100]
+        with self.assertRaisesRegex(kvhub.Error, "integer token ids; got dtype float32"):
+            c.publish("py-bad", spec, tokens.astype(np.float32) + 0.5, payloads)
+        with self.assertRaisesRegex(kvhub.Error, "fit int32; got ids from 0 to 4294967296"):
+            c.publish("py-bad", spec, np.where(tokens == 31, 2**32, tokens), payloads)
+        with self.assertRaisesRegex(kvhub.Error, "dtype <U1"):
+            c.lookup_prefix("py-bad", spec, ["a"] * 32)
+        with self.assertRaisesRegex(kvhub.Error, "fit int32"):
+            kvhub.block_keys("py-bad", spec, [-(2**31) - 1] * 16)
+        # Overlapping destinations would be filled concurrently: refused whole.
+        whole = np.zeros(150, np.uint8)
+        with self.assertRaisesRegex(kvhub.Error, "buffers 0 and 1 overlap"):
+            c.fetch("py-bad", spec, tokens, [whole[:100], whole[50:150]])
         # Nothing was stored by the failed calls.
         self.assertEqual(c.lookup_prefix("py-bad", spec, tokens).hit_blocks, 0)
         c.close()
