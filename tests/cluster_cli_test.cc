@@ -117,6 +117,16 @@ TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
   EXPECT_NE(r.out.find("block 0 "), std::string::npos);
   EXPECT_NE(r.out.find("block 1 "), std::string::npos);
   EXPECT_EQ(r.out.find("block 2 "), std::string::npos) << "the partial tail got a key";
+  // Commas with spaces, newlines and one trailing comma give the same keys...
+  RunResult spaced = RunCli(
+      "keys --ns default --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens '1, 2,\n3 4 ,5,'");
+  ASSERT_EQ(spaced.exit_code, 0) << spaced.out;
+  EXPECT_EQ(spaced.out, r.out);
+  // ...but an empty field would drop an id and hash another prompt: refused.
+  RunResult gap = RunCli(
+      "keys --ns default --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,,3,4,5");
+  EXPECT_EQ(gap.exit_code, 1);
+  EXPECT_NE(gap.out.find("no token id before comma 3 (after 2 ids)"), std::string::npos) << gap.out;
 }
 
 TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {

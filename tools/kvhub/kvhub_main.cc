@@ -83,15 +83,27 @@ absl::StatusOr<std::string> Required(Args& a, const std::string& name) {
   return *v;
 }
 
+// Ids separated by commas and/or whitespace. Two commas with no id between them are
+// refused (a stray ",," from a script would otherwise silently drop an id and hash
+// another prompt); one trailing comma is allowed.
 absl::StatusOr<std::vector<int32_t>> ParseTokens(absl::string_view text, absl::string_view origin) {
   std::vector<int32_t> out;
-  for (absl::string_view t : absl::StrSplit(text, absl::ByAnyChar(", \t\r\n"), absl::SkipEmpty())) {
-    int32_t v;
-    if (!absl::SimpleAtoi(t, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(origin, ": token '", t, "' is not an int32"));
+  const std::vector<absl::string_view> fields = absl::StrSplit(text, ',');
+  for (size_t f = 0; f < fields.size(); ++f) {
+    size_t ids = 0;
+    for (absl::string_view t : absl::StrSplit(fields[f], absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
+      int32_t v;
+      if (!absl::SimpleAtoi(t, &v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(origin, ": token '", t, "' is not an int32"));
+      }
+      out.push_back(v);
+      ++ids;
     }
-    out.push_back(v);
+    if (ids == 0 && fields.size() > 1 && f + 1 < fields.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": no token id before comma ", f + 1, " (after ", out.size(), " ids)"));
+    }
   }
   return out;
 }
