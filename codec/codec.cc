@@ -522,6 +522,7 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
   if (sh.RawBytes() > BlockHeader::kMaxRawBytes) {
     return absl::InvalidArgumentError("encode: block larger than the format limit");
   }
+  if (auto s = CheckPosition(kv.base_position, "encode: base_position"); !s.ok()) return s;
   const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;
   if ((lossy || p.keys_pre_rope) && sh.dtype != DType::kBf16) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -539,9 +540,6 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
     uint8_t* copy = Grow(sc.input, kv.size);
     std::memcpy(copy, kv.data, kv.size);
     KvMutableView mv{sh, copy, kv.size};
-    if (kv.base_position > (int64_t{1} << 52) || kv.base_position < -(int64_t{1} << 52)) {
-      return absl::InvalidArgumentError("encode: base_position out of range for RoPE");
-    }
     if (auto s = RotateAllKeys(mv, RopeParams{kv.rope_base, kv.rope_pairing}, -kv.base_position, -1);
         !s.ok()) {
       return s;
@@ -631,6 +629,9 @@ absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
   }
   if (out.data == nullptr || out.size != sh.RawBytes()) {
     return absl::InvalidArgumentError("decode: output buffer size does not match the shape");
+  }
+  if (opt.target_position.has_value()) {
+    if (auto s = CheckPosition(*opt.target_position, "decode: target_position"); !s.ok()) return s;
   }
   const Kernels& K = Pick(opt.kernels);
   const uint8_t* body = block.data() + BlockHeader::kSize;

@@ -52,7 +52,8 @@ struct CodecParams {
 struct DecodeOptions {
   // Position the decoded keys should have for token 0. Unset: the block's
   // base_position. Keys stored pre-RoPE are rotated to it; post-RoPE keys are
-  // rotated by (target - base_position) when it differs.
+  // rotated by (target - base_position) when it differs. 0 .. kMaxPosition
+  // (codec/rope.h); INVALID_ARGUMENT otherwise.
   std::optional<int64_t> target_position;
   // Fuzzing only: skip the body checksum so mutations reach the segment parsers.
   bool verify_checksum = true;

@@ -8,6 +8,7 @@
 #include "codec/kernels.h"
 #include "codec/numeric.h"
 #include "codec/quality.h"
+#include "codec/rope.h"
 #include "codec/synthetic_kv.h"
 #include "common/hash.h"
 #include "gtest/gtest.h"
@@ -698,6 +699,29 @@ TEST(CodecTest, PreRopeKeysReRotateToAnyPosition) {
                                  b.data.data() + b.shape.SegmentBytes(), b.shape.SegmentBytes()));
       }
     }
+  }
+}
+
+TEST(CodecTest, PositionsOutsideZeroToTwoPow52AreRefused) {
+  // A negative or huge position is a caller's bug (token positions start at 0); it
+  // used to be stored, and sink tokens were then chosen by it.
+  Block b = MakeBlock(1, 2, 16, 64, 5);
+  for (CodecId c : kAll) {
+    std::vector<uint8_t> out;
+    for (int64_t bad : {int64_t{-1}, int64_t{-5}, kMaxPosition + 1, std::numeric_limits<int64_t>::max()}) {
+      absl::Status s = Encode(b.View(bad), Params(c), &out);
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << CodecName(c) << " " << bad;
+      EXPECT_NE(s.message().find("base_position"), absl::string_view::npos) << s.message();
+    }
+    std::vector<uint8_t> enc = MustEncode(b.View(kMaxPosition), Params(c));
+    DecodeOptions o;
+    o.target_position = -1;
+    std::vector<uint8_t> raw(b.shape.RawBytes());
+    absl::Status s = Decode(enc, KvMutableView{b.shape, raw.data(), raw.size()}, o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << CodecName(c);
+    EXPECT_NE(s.message().find("target_position -1"), absl::string_view::npos) << s.message();
+    o.target_position = 0;
+    EXPECT_TRUE(Decode(enc, KvMutableView{b.shape, raw.data(), raw.size()}, o).ok()) << CodecName(c);
   }
 }
 

@@ -44,7 +44,7 @@ struct KvView {
   KvShape shape;
   const uint8_t* data = nullptr;  // shape.RawBytes() bytes
   size_t size = 0;                // must equal shape.RawBytes()
-  int64_t base_position = 0;      // absolute position of token 0 (for RoPE and sinks)
+  int64_t base_position = 0;      // absolute position of token 0 (RoPE, sinks): 0 .. 2^52
   double rope_base = 10000.0;     // RoPE base of the model (stored for re-rotation)
   RopePairing rope_pairing = RopePairing::kNeox;
   U128 fingerprint;               // ModelSpec::Fingerprint() of the producer

@@ -21,7 +21,7 @@ absl::Status CheckArgs(uint32_t tokens, uint32_t head_dim, const RopeParams& rop
   if (rope.pairing != RopePairing::kNeox && rope.pairing != RopePairing::kInterleaved) {
     return absl::InvalidArgumentError("rope: unknown pairing");
   }
-  constexpr int64_t kLimit = int64_t{1} << 52;  // exact in float64
+  constexpr int64_t kLimit = kMaxPosition;  // exact in float64
   if (pos_first > kLimit || pos_first < -kLimit || pos_step > 1 || pos_step < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("rope: position ", pos_first, " (step ", pos_step, ") out of range"));
@@ -71,6 +71,12 @@ void Rotate(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
 }
 
 }  // namespace
+
+absl::Status CheckPosition(int64_t position, const char* what) {
+  if (position >= 0 && position <= kMaxPosition) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " ", position, " out of range [0, 2^52]: token positions start at 0"));
+}
 
 absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t head_dim,
                                                    const RopeParams& rope, int64_t pos_first,

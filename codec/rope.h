@@ -19,6 +19,13 @@
 
 namespace kvhub::codec {
 
+// Absolute token positions a block may carry: 0 .. kMaxPosition (2^52, where float64
+// still holds every integer, so RoPE angles stay exact).
+inline constexpr int64_t kMaxPosition = int64_t{1} << 52;
+
+// OK when 0 <= position <= kMaxPosition; else INVALID_ARGUMENT naming `what`.
+absl::Status CheckPosition(int64_t position, const char* what);
+
 struct RopeParams {
   double base = 10000.0;
   RopePairing pairing = RopePairing::kNeox;

@@ -91,6 +91,7 @@ absl::StatusOr<BlockPlan> PlanEncode(const PagedShape& pages, const PagedEncodeP
       (p.rope_pairing != RopePairing::kNeox && p.rope_pairing != RopePairing::kInterleaved)) {
     return absl::InvalidArgumentError("gpu encode: bad rope_base or rope_pairing");
   }
+  if (auto s = CheckPosition(p.base_position, "gpu encode: base_position"); !s.ok()) return s;
   BlockPlan plan;
   BlockHeader& h = plan.header;
   h.codec = p.codec.codec;
@@ -105,9 +106,6 @@ absl::StatusOr<BlockPlan> PlanEncode(const PagedShape& pages, const PagedEncodeP
   h.sink_tokens =
       static_cast<uint16_t>(SinksInBlock(h.codec, p.codec.sink_tokens, p.base_position, sh.tokens));
   if (p.codec.keys_pre_rope) {
-    if (p.base_position > (int64_t{1} << 52) || p.base_position < -(int64_t{1} << 52)) {
-      return absl::InvalidArgumentError("encode: base_position out of range for RoPE");
-    }
     auto cs = RopeCosSinTable(sh.tokens, sh.head_dim, RopeParams{p.rope_base, p.rope_pairing},
                               -p.base_position, -1);
     if (!cs.ok()) return cs.status();
@@ -154,6 +152,9 @@ absl::StatusOr<BlockPlan> PlanDecode(absl::Span<const uint8_t> block, const Deco
           "kv block: segment ", s, " at ", (*segs)[s].offset, "+", (*segs)[s].size, ", ",
           CodecName(h->codec), " needs ", plan.seg_off[s], "+", plan.layout[s % 2].size));
     }
+  }
+  if (opt.target_position.has_value()) {
+    if (auto s = CheckPosition(*opt.target_position, "gpu decode: target_position"); !s.ok()) return s;
   }
   const RopeParams rope{h->rope_base, h->rope_pairing};
   const int64_t target = opt.target_position.value_or(h->base_position);
