@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "codec/block_format.h"
 #include "codec/codec.h"
@@ -314,17 +315,45 @@ py::dict InspectDict(const py::buffer& block) {
   return d;
 }
 
-// The Python-facing client: a kvhub::Client and its parsed spec cache.
+// The Python-facing client over a kvhub::Client. Calls run with the GIL released,
+// so close() may come from one thread while others are inside calls: it refuses new
+// calls at once, waits for those in flight to return, then ends the client (before,
+// it destroyed the client under them: a crash in the serving process).
 class PyClient {
  public:
   explicit PyClient(ClientConfig config) : client_(Check(Client::Create(std::move(config)))) {}
+
+  // Holds the client open for one call (taken and dropped with the GIL held).
+  class Use {
+   public:
+    explicit Use(PyClient& owner) : owner_(owner) {
+      absl::MutexLock l(&owner_.mu_);
+      if (owner_.closing_ || owner_.client_ == nullptr) {
+        throw Error(absl::FailedPreconditionError("the client is closed"));
+      }
+      ++owner_.in_flight_;
+      client_ = owner_.client_.get();
+    }
+    ~Use() {
+      absl::MutexLock l(&owner_.mu_);
+      --owner_.in_flight_;
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    Client& client() const { return *client_; }
+
+   private:
+    PyClient& owner_;
+    Client* client_ = nullptr;
+  };
 
   PyPutResult Publish(const std::string& ns, const ModelSpec& spec, const py::object& tokens,
                       const std::vector<py::buffer>& blocks, bool pin) {
     Views v = ViewBuffers(blocks, /*writable=*/false);
     const Tokens held = ToTokens(tokens);
     const std::span<const int32_t> t = TokenSpan(held);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<PublishResult> r;
     {
       py::gil_scoped_release nogil;
@@ -339,7 +368,8 @@ class PyClient {
   PyLookupResult LookupPrefix(const std::string& ns, const ModelSpec& spec, const py::object& tokens) {
     const Tokens held = ToTokens(tokens);
     const std::span<const int32_t> t = TokenSpan(held);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<LookupResult> r;
     {
       py::gil_scoped_release nogil;
@@ -353,7 +383,8 @@ class PyClient {
     Views v = ViewBuffers(buffers, /*writable=*/true);
     const Tokens held = ToTokens(tokens);
     const std::span<const int32_t> t = TokenSpan(held);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<FetchResult> r;
     {
       py::gil_scoped_release nogil;
@@ -364,7 +395,8 @@ class PyClient {
 
   PyLookupResult Lookup(const std::string& ns, const std::vector<py::bytes>& keys) {
     const std::vector<BlockKey> k = Keys(keys);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<LookupResult> r;
     {
       py::gil_scoped_release nogil;
@@ -384,7 +416,8 @@ class PyClient {
     std::vector<BlockPut> puts;
     puts.reserve(k.size());
     for (size_t i = 0; i < k.size(); ++i) puts.push_back({k[i], std::nullopt, v.in[i], pin});
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<PutResult> r;
     {
       py::gil_scoped_release nogil;
@@ -400,7 +433,8 @@ class PyClient {
     }
     const std::vector<BlockKey> k = Keys(keys);
     Views v = ViewBuffers(buffers, /*writable=*/true);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<FetchResult> r;
     {
       py::gil_scoped_release nogil;
@@ -411,7 +445,8 @@ class PyClient {
 
   std::vector<std::optional<std::string>> Delete(const std::string& ns, const std::vector<py::bytes>& keys) {
     const std::vector<BlockKey> k = Keys(keys);
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     absl::StatusOr<std::vector<absl::Status>> r;
     {
       py::gil_scoped_release nogil;
@@ -423,7 +458,8 @@ class PyClient {
   }
 
   py::list Stats() {
-    Client& c = client();
+    const Use use(*this);
+    Client& c = use.client();
     std::vector<MemberStats> st;
     {
       py::gil_scoped_release nogil;
@@ -460,7 +496,8 @@ class PyClient {
 
   py::list TransportStats() {
     py::list out;
-    for (const ShardTransportStats& t : client().TransportStats()) {
+    const Use use(*this);
+    for (const ShardTransportStats& t : use.client().TransportStats()) {
       py::dict d;
       d["address"] = t.address;
       d["transport"] = t.transport;
@@ -473,18 +510,26 @@ class PyClient {
     return out;
   }
 
+  // New calls raise at once; returns once the calls in flight have returned (each is
+  // bounded by its deadline) and the client's sessions and connections have ended.
   void Close() {
     py::gil_scoped_release nogil;
-    client_.reset();
-  }
-
-  Client& client() {
-    if (client_ == nullptr) throw Error(absl::FailedPreconditionError("the client is closed"));
-    return *client_;
+    std::unique_ptr<Client> ending;
+    {
+      absl::MutexLock l(&mu_);
+      closing_ = true;
+      mu_.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &in_flight_));
+      ending = std::move(client_);
+    }
+    ending.reset();
   }
 
  private:
-  std::unique_ptr<Client> client_;
+  absl::Mutex mu_;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<Client> client_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -239,6 +239,41 @@ class PythonClientTest(unittest.TestCase):
             t.join()
         self.assertEqual(errors, [])
 
+    def test_close_while_other_threads_are_inside_calls(self):
+        # Before session 14 close() destroyed the client under the calls in flight
+        # (a segmentation fault of the whole process). Now it waits for them; later
+        # calls raise "closed".
+        for transport in ("grpc", "auto"):
+            c = kvhub.Client(self.members, transport=transport)
+            spec = kvhub.ModelSpec(SPEC)
+            tokens = np.arange(16 * 16, dtype=np.int32) + 7000
+            blocks = [payload(700 + i, 1 << 20) for i in range(16)]
+            self.assertEqual(c.publish("py-close", spec, tokens, blocks).failed, 0)
+            started, outcomes = threading.Barrier(4), []
+
+            def worker():
+                bufs = [np.zeros(1 << 20, dtype=np.uint8) for _ in range(16)]
+                started.wait()
+                try:
+                    while True:
+                        f = c.fetch("py-close", spec, tokens, bufs)
+                        assert f.valid_blocks == 16, f.errors
+                        assert all(np.array_equal(a, b) for a, b in zip(bufs, blocks))
+                except Exception as e:  # the expected end: "closed"
+                    outcomes.append(str(e))
+
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for t in threads:
+                t.start()
+            started.wait()
+            time.sleep(0.2)
+            c.close()
+            for t in threads:
+                t.join()
+            self.assertEqual(len(outcomes), 3)
+            for o in outcomes:
+                self.assertIn("FAILED_PRECONDITION: the client is closed", o)
+
     def test_codecs_end_to_end(self):
         spec = kvhub.ModelSpec(SPEC)  # 2 layers, 2 kv heads, head_dim 64, bf16, 16-token blocks
 
