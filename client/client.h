@@ -7,7 +7,9 @@
 // all shards in parallel (a small thread pool plus the calling thread).
 // Every RPC has a deadline; only UNAVAILABLE is retried (docs/client.md).
 //
-// Thread safety: all methods may be called concurrently from many threads.
+// Thread safety: all methods may be called concurrently from many threads. The
+// caller must not destroy the Client while any call is in flight (the Python
+// binding's close() waits for them).
 // Memory: spans passed in (payloads, buffers) are only used during the call;
 // Fetch writes straight into the caller's buffers.
 //
