@@ -80,6 +80,27 @@ std::vector<py::bytes> KeyList(const std::vector<BlockKey>& keys) {
   return out;
 }
 
+// Runs f() with the GIL released and takes it back by a plain call, not from a
+// destructor as py::gil_scoped_release does: while the interpreter exits, CPython
+// ends a daemon thread that takes the GIL back with pthread_exit, and that unwinding
+// out of a destructor aborted the whole process ("terminate called without an active
+// exception") when it exited with a thread inside a call.
+template <typename F>
+auto WithoutGil(F&& f) -> decltype(f()) {
+  PyThreadState* saved = PyEval_SaveThread();
+  auto run = [&]() -> decltype(f()) {
+    try {
+      return f();
+    } catch (...) {
+      PyEval_RestoreThread(saved);
+      throw;
+    }
+  };
+  decltype(f()) r = run();
+  PyEval_RestoreThread(saved);
+  return r;
+}
+
 // Token ids as a C-contiguous int32 array (no copy when given one).
 using Tokens = py::array_t<int32_t, py::array::c_style>;
 
@@ -259,11 +280,7 @@ py::bytes Encode(const py::array& kv, const ModelSpec& spec, int64_t base_positi
   view.rope_pairing = spec.rope_pairing;
   view.fingerprint = spec.Fingerprint();
   std::vector<uint8_t> out;
-  absl::Status s;
-  {
-    py::gil_scoped_release nogil;
-    s = codec::Encode(view, p, &out);
-  }
+  absl::Status s = WithoutGil([&] { return codec::Encode(view, p, &out); });
   if (!s.ok()) throw Error(s);
   return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
 }
@@ -286,11 +303,8 @@ py::array Decode(const py::buffer& block, std::optional<int64_t> target_position
   codec::DecodeOptions o;
   o.target_position = target_position;
   const auto n = static_cast<size_t>(info.size * info.itemsize);
-  absl::Status s;
-  {
-    py::gil_scoped_release nogil;
-    s = codec::Decode(absl::Span<const uint8_t>(static_cast<const uint8_t*>(info.ptr), n), view, o);
-  }
+  const absl::Span<const uint8_t> bytes(static_cast<const uint8_t*>(info.ptr), n);
+  absl::Status s = WithoutGil([&] { return codec::Decode(bytes, view, o); });
   if (!s.ok()) throw Error(s);
   return out;
 }
@@ -354,11 +368,7 @@ class PyClient {
     const std::span<const int32_t> t = TokenSpan(held);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<PublishResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Publish(ns, spec, t, v.in, pin);
-    }
+    absl::StatusOr<PublishResult> r = WithoutGil([&] { return c.Publish(ns, spec, t, v.in, pin); });
     PublishResult pr = Check(std::move(r));
     PyPutResult p = ToPy(pr);
     p.keys = KeyList(pr.keys);
@@ -370,11 +380,7 @@ class PyClient {
     const std::span<const int32_t> t = TokenSpan(held);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<LookupResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.LookupPrefix(ns, spec, t);
-    }
+    absl::StatusOr<LookupResult> r = WithoutGil([&] { return c.LookupPrefix(ns, spec, t); });
     return ToPy(Check(std::move(r)));
   }
 
@@ -385,11 +391,7 @@ class PyClient {
     const std::span<const int32_t> t = TokenSpan(held);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<FetchResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Fetch(ns, spec, t, v.out.size(), v.out);
-    }
+    absl::StatusOr<FetchResult> r = WithoutGil([&] { return c.Fetch(ns, spec, t, v.out.size(), v.out); });
     return ToPy(Check(std::move(r)));
   }
 
@@ -397,11 +399,7 @@ class PyClient {
     const std::vector<BlockKey> k = Keys(keys);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<LookupResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Lookup(ns, k);
-    }
+    absl::StatusOr<LookupResult> r = WithoutGil([&] { return c.Lookup(ns, k); });
     return ToPy(Check(std::move(r)));
   }
 
@@ -418,11 +416,7 @@ class PyClient {
     for (size_t i = 0; i < k.size(); ++i) puts.push_back({k[i], std::nullopt, v.in[i], pin});
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<PutResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Put(ns, puts);
-    }
+    absl::StatusOr<PutResult> r = WithoutGil([&] { return c.Put(ns, puts); });
     return ToPy(Check(std::move(r)));
   }
 
@@ -435,11 +429,7 @@ class PyClient {
     Views v = ViewBuffers(buffers, /*writable=*/true);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<FetchResult> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Get(ns, k, v.out);
-    }
+    absl::StatusOr<FetchResult> r = WithoutGil([&] { return c.Get(ns, k, v.out); });
     return ToPy(Check(std::move(r)));
   }
 
@@ -447,11 +437,7 @@ class PyClient {
     const std::vector<BlockKey> k = Keys(keys);
     const Use use(*this);
     Client& c = use.client();
-    absl::StatusOr<std::vector<absl::Status>> r;
-    {
-      py::gil_scoped_release nogil;
-      r = c.Delete(ns, k);
-    }
+    absl::StatusOr<std::vector<absl::Status>> r = WithoutGil([&] { return c.Delete(ns, k); });
     std::vector<std::optional<std::string>> out;
     for (const absl::Status& s : Check(std::move(r))) out.push_back(ErrorText(s));
     return out;
@@ -460,11 +446,7 @@ class PyClient {
   py::list Stats() {
     const Use use(*this);
     Client& c = use.client();
-    std::vector<MemberStats> st;
-    {
-      py::gil_scoped_release nogil;
-      st = c.Stats();
-    }
+    std::vector<MemberStats> st = WithoutGil([&] { return c.Stats(); });
     py::list out;
     for (const MemberStats& m : st) {
       py::dict d;
@@ -513,16 +495,17 @@ class PyClient {
   // New calls raise at once; returns once the calls in flight have returned (each is
   // bounded by its deadline) and the client's sessions and connections have ended.
   void Close() {
-    py::gil_scoped_release nogil;
-    std::unique_ptr<Client> ending;
-    {
+    std::unique_ptr<Client> ending = WithoutGil([&] {
       absl::MutexLock l(&mu_);
       closing_ = true;
       mu_.Await(absl::Condition(
           +[](int* n) { return *n == 0; }, &in_flight_));
-      ending = std::move(client_);
-    }
-    ending.reset();
+      return std::move(client_);
+    });
+    WithoutGil([&] {
+      ending.reset();
+      return true;
+    });
   }
 
  private:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import unittest
@@ -273,6 +274,33 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(len(outcomes), 3)
             for o in outcomes:
                 self.assertIn("FAILED_PRECONDITION: the client is closed", o)
+
+    def test_interpreter_exits_cleanly_with_daemon_threads_inside_calls(self):
+        # A serving process that exits while daemon threads are inside fetch: before
+        # session 14 CPython's pthread_exit of those threads unwound out of a
+        # destructor and the process aborted ("terminate called ...", exit 134).
+        script = textwrap.dedent("""
+            import sys, threading, time
+            import numpy as np, kvhub
+            c = kvhub.Client(sys.argv[1], transport=sys.argv[2])
+            spec = kvhub.ModelSpec(sys.argv[3])
+            tokens = np.arange(16 * 16, dtype=np.int32) + 9000
+            c.publish("py-exit", spec, tokens, [np.full(256 << 10, i, np.uint8) for i in range(16)])
+            def fetch_forever():
+                bufs = [np.empty(256 << 10, np.uint8) for _ in range(16)]
+                while True:
+                    c.fetch("py-exit", spec, tokens, bufs)
+            for _ in range(2):
+                threading.Thread(target=fetch_forever, daemon=True).start()
+            time.sleep(0.3)
+            print("exiting", flush=True)
+        """)
+        for transport in ("grpc", "auto"):
+            r = subprocess.run([sys.executable, "-c", script, self.members, transport, SPEC],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, f"{transport}: {r.stdout}{r.stderr}")
+            self.assertIn("exiting", r.stdout)
+            self.assertNotIn("terminate", r.stderr)
 
     def test_codecs_end_to_end(self):
         spec = kvhub.ModelSpec(SPEC)  # 2 layers, 2 kv heads, head_dim 64, bf16, 16-token blocks
