@@ -6,6 +6,7 @@ KVHUB_BIN_DIR=build/bin; by hand:
   PYTHONPATH=build/python KVHUB_BIN_DIR=build/bin /usr/bin/python3 tests/python_client_test.py
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -301,6 +302,60 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, f"{transport}: {r.stdout}{r.stderr}")
             self.assertIn("exiting", r.stdout)
             self.assertNotIn("terminate", r.stderr)
+
+    def test_a_shard_whose_name_moves_to_another_address_is_found_again_quickly(self):
+        # A Kubernetes pod rescheduled to another node keeps its DNS name and gets a
+        # new address. gRPC re-resolved a failing channel's name at most every 30 s,
+        # so clients missed on that shard for up to 30 s after it was back (27 s
+        # measured); now they re-resolve after 1 s. The test gives itself its own
+        # /etc/hosts in a private mount namespace.
+        if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
+            self.skipTest("needs root, unshare(1) and mount(8) for a private /etc/hosts")
+        probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+        if probe.returncode != 0:
+            self.skipTest(f"unshare --mount is not permitted here: {probe.stderr.decode().strip()}")
+        script = textwrap.dedent("""
+            import os, socket, subprocess, sys, tempfile, time
+            import kvhub
+            kvhubd = sys.argv[1]
+            hosts = tempfile.NamedTemporaryFile("w", delete=False)
+            def point_at(ip):
+                with open(hosts.name, "w") as f:  # in place: the bind mount keeps the inode
+                    f.write(f"127.0.0.1 localhost\\n{ip} kvhub-moving-shard\\n")
+            point_at("127.0.0.1")
+            subprocess.run(["mount", "--bind", hosts.name, "/etc/hosts"], check=True)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            def start(ip):
+                p = subprocess.Popen([kvhubd, f"--grpc_address={ip}:{port}", f"--http_address={ip}:0",
+                                      "--capacity_bytes=64MiB", "--max_block_bytes=1MiB",
+                                      "--try_hugepages=false", "--log_level=warn"],
+                                     stdout=subprocess.PIPE, text=True)
+                assert p.stdout.readline().startswith("kvhubd ready"), "kvhubd did not start"
+                return p
+            first = start("127.0.0.1")
+            c = kvhub.Client(f"kvhub-moving-shard:{port}", transport="grpc")
+            assert c.stats()[0]["error"] is None
+            first.kill()
+            first.wait()
+            for _ in range(8):  # the channel fails and re-resolves (to the old address)
+                assert c.stats()[0]["error"] is not None
+                time.sleep(0.2)
+            point_at("127.0.0.2")
+            second = start("127.0.0.2")
+            t0 = time.time()
+            while c.stats()[0]["error"] is not None and time.time() - t0 < 25:
+                time.sleep(0.1)
+            waited = time.time() - t0
+            second.terminate()
+            second.wait()
+            print(f"found the moved shard after {waited:.1f} s")
+            sys.exit(0 if waited < 10 else 1)
+        """)
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script,
+                            os.path.join(BIN, "kvhubd")], capture_output=True, text=True, timeout=90)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_codecs_end_to_end(self):
         spec = kvhub.ModelSpec(SPEC)  # 2 layers, 2 kv heads, head_dim 64, bf16, 16-token blocks
