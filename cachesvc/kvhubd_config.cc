@@ -173,6 +173,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("tls_cert_file", tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)"),
       KVHUB_STR_KEY("tls_key_file", tls_key_file, "PEM private key of tls_cert_file"),
       KVHUB_STR_KEY("tls_client_ca_file", tls_client_ca_file, "PEM CA bundle: require client certificates it signed (mTLS); default none"),
+      KVHUB_MS_KEY("tls_reload_ms", tls_reload_interval, "re-read the TLS files this often; new connections use a changed certificate, key or client CA; 1000..86400000; default 60000"),
   };
   return *keys;
 }
@@ -342,6 +343,9 @@ absl::Status KvhubdConfig::Validate() const {
   if (tls_cert_file.empty() != tls_key_file.empty()) {
     return bad(tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
                "TLS needs both tls_cert_file and tls_key_file");
+  }
+  if (tls_reload_interval < absl::Seconds(1) || tls_reload_interval > absl::Hours(24)) {
+    return bad("tls_reload_ms", "must be in 1000..86400000");
   }
   if (!tls_client_ca_file.empty() && tls_cert_file.empty()) {
     return bad("tls_client_ca_file", "client certificates (mTLS) need TLS: set tls_cert_file and tls_key_file");

@@ -121,6 +121,10 @@ struct KvhubdConfig {
   std::string tls_key_file;
   // PEM CA bundle: with TLS on, clients must present a certificate it signed (mTLS).
   std::string tls_client_ca_file;
+  // How often the TLS files are read again; a changed, complete and matching
+  // certificate and key (or client CA) serve new connections from then on, without a
+  // restart that would empty the cache. 1 s .. 24 h. Default 60 s.
+  absl::Duration tls_reload_interval = absl::Seconds(60);
 
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();

@@ -139,6 +139,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.tls_cert_file = "/etc/kvhub/shard.pem";
   a.tls_key_file = "/etc/kvhub/shard.key";
   a.tls_client_ca_file = "/etc/kvhub/ca.pem";
+  a.tls_reload_interval = absl::Seconds(5);
   a.store.capacity_bytes = 123ull << 20;
   a.store.namespace_quota_bytes = 100ull << 20;
   a.store.namespace_quotas = {{"tenant-a", 1ull << 30}, {"ns:with:colons", 0}};
@@ -147,7 +148,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 45u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 46u);
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

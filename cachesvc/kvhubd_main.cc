@@ -6,7 +6,7 @@
 // Every config key (KvhubdConfig::Keys()) is also a flag; flags override the file.
 // Prints exactly one line to stdout once both listeners are bound:
 //   kvhubd ready grpc=HOST:PORT http=HOST:PORT node=ID
-// SIGTERM/SIGINT: drain and exit 0. SIGHUP: re-read auth_tokens_file (ReloadAuth).
+// SIGTERM/SIGINT: drain and exit 0. SIGHUP: re-read auth_tokens_file and the TLS files.
 // Exit 2: bad flags/config; exit 1: startup failed.
 
 #include <signal.h>
@@ -78,6 +78,7 @@ KVHUB_CONFIG_FLAG(auth_reload_ms, "re-read auth_tokens_file this often and put a
 KVHUB_CONFIG_FLAG(tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)");
 KVHUB_CONFIG_FLAG(tls_key_file, "PEM private key of tls_cert_file");
 KVHUB_CONFIG_FLAG(tls_client_ca_file, "PEM CA bundle: require client certificates it signed (mTLS); default none");
+KVHUB_CONFIG_FLAG(tls_reload_ms, "re-read the TLS files this often; new connections use a changed certificate, key or client CA; 1000..86400000; default 60000");
 
 namespace {
 
@@ -111,6 +112,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(auth_reload_ms),
     KVHUB_FLAG_REF(tls_cert_file),
     KVHUB_FLAG_REF(tls_key_file),          KVHUB_FLAG_REF(tls_client_ca_file),
+    KVHUB_FLAG_REF(tls_reload_ms),
 };
 
 // Below this many open files a shard may run out of descriptors with a few
@@ -210,9 +212,11 @@ int main(int argc, char** argv) {
   while (true) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig != SIGHUP) break;
-    // SIGHUP: put a changed tokens file in force now (logged by ReloadAuth).
-    if (absl::Status s = (*server)->ReloadAuth(); absl::IsFailedPrecondition(s)) {
-      KVHUB_LOG(warn, "kvhubd: SIGHUP ignored: {}", std::string(s.message()));
+    // SIGHUP: put changed tokens and TLS files in force now (logged by the reloads).
+    const absl::Status auth = (*server)->ReloadAuth();
+    const absl::Status tls = (*server)->ReloadTls();
+    if (absl::IsFailedPrecondition(auth) && absl::IsFailedPrecondition(tls)) {
+      KVHUB_LOG(warn, "kvhubd: SIGHUP ignored: {}; {}", std::string(auth.message()), std::string(tls.message()));
     }
   }
   KVHUB_LOG(info, "kvhubd: signal {} received, shutting down", sig);

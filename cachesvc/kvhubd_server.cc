@@ -115,6 +115,11 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.grpc_address, security->credentials, &port);
+  srv->tls_ = security->tls;
+  {
+    absl::MutexLock l(&srv->tls_mu_);
+    srv->tls_checked_ = Clock::Real()->Now();
+  }
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a port in use is an error, not shared
@@ -243,6 +248,14 @@ void KvhubdServer::ExpiryLoop() {
       }
       if (due) ReloadAuth().IgnoreError();  // logged there; the tokens in force stay
     }
+    if (tls_ != nullptr) {
+      bool due;
+      {
+        absl::MutexLock l(&tls_mu_);
+        due = Clock::Real()->Now() - tls_checked_ >= config_.tls_reload_interval;
+      }
+      if (due) ReloadTls().IgnoreError();  // logged by the reloader; the certificate in force stays
+    }
   }
 }
 
@@ -274,6 +287,15 @@ absl::Status KvhubdServer::ReloadAuth() {
   return absl::OkStatus();
 }
 
+absl::Status KvhubdServer::ReloadTls() {
+  if (tls_ == nullptr) return absl::FailedPreconditionError("TLS is off (no tls_cert_file)");
+  {
+    absl::MutexLock l(&tls_mu_);
+    tls_checked_ = Clock::Real()->Now();
+  }
+  return tls_->Check().status();
+}
+
 std::string KvhubdServer::RenderMetrics() const {
   MetricsSnapshotInputs in;
   in.store = store_->Stats();
@@ -303,6 +325,13 @@ std::string KvhubdServer::RenderMetrics() const {
     absl::MutexLock l(&auth_mu_);
     in.auth_reloads = auth_reloads_;
     in.auth_reload_failures = auth_reload_failures_;
+  }
+  if (tls_ != nullptr) {
+    const TlsReloader::Stats t = tls_->stats();
+    in.tls_on = true;
+    in.tls_reloads = t.installed;
+    in.tls_reload_failures = t.failed;
+    in.tls_not_after = t.not_after;
   }
   return metrics_->RenderPrometheus(in);
 }

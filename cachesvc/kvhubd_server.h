@@ -26,6 +26,7 @@
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/reservation_table.h"
+#include "cachesvc/tls_reloader.h"
 #include "cachesvc/ucx_server.h"
 #include "grpcpp/server.h"
 #include "storage/block_store.h"
@@ -57,6 +58,10 @@ class KvhubdServer {
   // parsed keeps the tokens in force; the error is logged and returned.
   // FAILED_PRECONDITION when authentication is off (no auth_tokens_file).
   absl::Status ReloadAuth() ABSL_LOCKS_EXCLUDED(auth_mu_);
+  // Re-reads the TLS files (SIGHUP; also every tls_reload_ms): a changed, valid set
+  // serves new handshakes; an invalid one is refused (logged, counted, returned) and
+  // the set in force stays. FAILED_PRECONDITION when TLS is off.
+  absl::Status ReloadTls() ABSL_LOCKS_EXCLUDED(tls_mu_);
 
   std::string RenderMetrics() const;
   // UCX data plane state ("serving ..." or why it is off).
@@ -83,6 +88,9 @@ class KvhubdServer {
   uint64_t auth_reload_failures_ ABSL_GUARDED_BY(auth_mu_) = 0;
   std::string auth_last_error_ ABSL_GUARDED_BY(auth_mu_);  // logged once per distinct error
   absl::Time auth_checked_ ABSL_GUARDED_BY(auth_mu_);
+  std::shared_ptr<TlsReloader> tls_;  // null: plaintext; shared with the server credentials
+  absl::Mutex tls_mu_;
+  absl::Time tls_checked_ ABSL_GUARDED_BY(tls_mu_);
   std::unique_ptr<KvHubService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpEndpoint> http_;

@@ -310,6 +310,17 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
     absl::StrAppend(&out, "kvhub_auth_reloads_total{result=\"installed\"} ", in.auth_reloads, "\n");
     absl::StrAppend(&out, "kvhub_auth_reloads_total{result=\"failed\"} ", in.auth_reload_failures, "\n");
   }
+  if (in.tls_on) {
+    Header(&out, "kvhub_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "when the certificate served to new gRPC connections expires (Unix seconds)");
+    absl::StrAppend(&out, "kvhub_tls_certificate_expiry_timestamp_seconds ", absl::ToUnixSeconds(in.tls_not_after),
+                    "\n");
+    Header(&out, "kvhub_tls_reloads_total", "counter",
+           "changed TLS files (SIGHUP or tls_reload_ms): installed for new connections, or failed (unreadable, not "
+           "PEM, key not the certificate's) and kept the set in force");
+    absl::StrAppend(&out, "kvhub_tls_reloads_total{result=\"installed\"} ", in.tls_reloads, "\n");
+    absl::StrAppend(&out, "kvhub_tls_reloads_total{result=\"failed\"} ", in.tls_reload_failures, "\n");
+  }
 
   Header(&out, "kvhub_rpc_requests_total", "counter", "finished RPCs by method and status code");
   for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {

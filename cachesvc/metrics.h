@@ -92,6 +92,10 @@ struct MetricsSnapshotInputs {
   uint64_t auth_tokens = 0;
   uint64_t auth_reloads = 0;
   uint64_t auth_reload_failures = 0;
+  bool tls_on = false;               // gRPC over TLS (tls_cert_file)
+  uint64_t tls_reloads = 0;          // changed TLS files put in force
+  uint64_t tls_reload_failures = 0;  // changed TLS files refused
+  absl::Time tls_not_after;          // expiry of the served certificate
   // File descriptors open now and the soft limit on them (common/fd_limit.h); 0: unknown.
   uint64_t open_fds = 0;
   uint64_t max_fds = 0;

@@ -6,6 +6,7 @@ find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
+find_package(OpenSSL REQUIRED)  # kvhubd checks TLS certificates and keys before serving them
 
 # Debian's gRPC/protobuf are consumed via pkg-config (their CMake exports are incomplete on Debian 12).
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)

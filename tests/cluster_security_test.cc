@@ -397,8 +397,8 @@ struct Pki {
   std::string dir, ca, server_cert, server_key, client_cert, client_key;
 };
 
-bool MakePki(Pki* p) {
-  p->dir = TempPath("pki");
+bool MakePki(Pki* p, const std::string& name = "pki") {
+  p->dir = TempPath(name);
   const std::string d = p->dir;
   p->ca = d + "/ca.pem";
   p->server_cert = d + "/server.pem";
@@ -473,11 +473,85 @@ TEST(ClusterSecurityTest, TlsAndMutualTls) {
   m.tls_ca_file = pki.dir + "/server.ext";  // not PEM
   auto not_pem = Client::Create(m);
   EXPECT_EQ(not_pem.status().code(), absl::StatusCode::kInvalidArgument) << not_pem.status();
+  // kvhubd refuses a key that is not its certificate's (before session 14 it started,
+  // and every handshake failed).
+  testing::KvhubdProcessOptions mismatched;
+  mismatched.flags = {"--capacity_bytes=16MiB", "--max_block_bytes=1MiB", "--tls_cert_file=" + pki.server_cert,
+                      "--tls_key_file=" + pki.client_key};
+  auto wrong_key = KvhubdProcess::Start(mismatched);
+  ASSERT_FALSE(wrong_key.ok());
+  EXPECT_THAT(std::string(wrong_key.status().message()), HasSubstr("exit code 2"));
   // kvhubd refuses a half TLS configuration.
   auto half = KvhubdProcess::Start(
       {.flags = {"--capacity_bytes=16MiB", "--max_block_bytes=1MiB", "--tls_cert_file=" + pki.server_cert}});
   EXPECT_FALSE(half.ok());
   testing::RunCommand(absl::StrCat("rm -rf ", pki.dir));
+}
+
+// Replaces `to` whole with the bytes of `from` (write beside, then rename, as a
+// Kubernetes secret update or cert-manager does).
+void ReplaceFile(const std::string& from, const std::string& to) {
+  const testing::CommandResult r =
+      testing::RunCommand(absl::StrCat("cp ", from, " ", to, ".new && mv ", to, ".new ", to, " 2>&1"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+}
+
+TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart) {
+  // Certificates from cert-manager or SPIRE live hours to weeks. Before session 14
+  // kvhubd read its TLS files once: once its certificate expired, every client failed
+  // until a restart, which empties the cache.
+  Pki old_pki, new_pki;
+  ASSERT_TRUE(MakePki(&old_pki, "pki-old"));
+  ASSERT_TRUE(MakePki(&new_pki, "pki-new"));
+  const std::string dir = TempPath("served");
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", dir)).exit_code, 0);
+  const std::string cert = dir + "/tls.crt", key = dir + "/tls.key", client_ca = dir + "/ca.crt";
+  ReplaceFile(old_pki.server_cert, cert);
+  ReplaceFile(old_pki.server_key, key);
+  ReplaceFile(old_pki.ca, client_ca);
+  auto shard = StartShard({"--tls_cert_file=" + cert, "--tls_key_file=" + key,
+                           "--tls_client_ca_file=" + client_ca, "--tls_reload_ms=1000"});
+  ASSERT_NE(shard, nullptr);
+  auto client_of = [&](const Pki& trust, const Pki& identity) {
+    ClientConfig c = Config(*shard, "");
+    c.tls_ca_file = trust.ca;
+    c.tls_cert_file = identity.client_cert;
+    c.tls_key_file = identity.client_key;
+    c.max_attempts = 1;
+    auto client = Client::Create(c);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return std::move(*client);
+  };
+  const std::vector<uint8_t> a(50000, 0xA5);
+  ASSERT_TRUE(PutOne(*client_of(old_pki, old_pki), "ns", a).ok());
+  EXPECT_FALSE(GetOne(*client_of(new_pki, new_pki), "ns", a.size()).ok()) << "the new CA is not served yet";
+
+  // Rotate the server's certificate and key, then the CA its clients must be signed by.
+  ReplaceFile(new_pki.server_cert, cert);
+  ReplaceFile(new_pki.server_key, key);
+  ReplaceFile(new_pki.ca, client_ca);
+  absl::StatusOr<std::vector<uint8_t>> got;
+  EXPECT_TRUE(Eventually([&] {
+    got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
+    return got.ok();
+  })) << got.status();
+  EXPECT_EQ(got.value_or(std::vector<uint8_t>()), a) << "the block stored before the rotation is intact";
+  // Clients of the old certificates are refused by new handshakes.
+  EXPECT_FALSE(GetOne(*client_of(old_pki, old_pki), "ns", a.size()).ok());
+
+  // A broken update (the old key beside the new certificate, then a certificate file
+  // that is not PEM) is not taken: the shard keeps serving the last good set.
+  ReplaceFile(old_pki.server_key, key);
+  absl::SleepFor(absl::Milliseconds(2500));
+  got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
+  EXPECT_TRUE(got.ok()) << "a mismatched key replaced the served one: " << got.status();
+  ReplaceFile(new_pki.server_key, key);
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("echo not-a-certificate > ", cert)).exit_code, 0);
+  absl::SleepFor(absl::Milliseconds(2500));
+  got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
+  EXPECT_TRUE(got.ok()) << "an unreadable certificate replaced the served one: " << got.status();
+  EXPECT_EQ(shard->Stop().value_or(-1), 0);
+  testing::RunCommand(absl::StrCat("rm -rf ", dir, " ", old_pki.dir, " ", new_pki.dir));
 }
 
 }  // namespace

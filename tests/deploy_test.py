@@ -122,8 +122,14 @@ def start_kvhubd(kvhubd, tmp):
     tokens = os.path.join(tmp, "tokens")
     with open(tokens, "w") as f:
         f.write("deploy-test-ops-token-0123456789 *\n")
+    # TLS too, so its metrics are exported (a self-signed certificate for 127.0.0.1).
+    cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=deploy-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
     ready = os.path.join(tmp, "ready")
     proc = subprocess.Popen([kvhubd, "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
+                             "--tls_cert_file=" + cert, "--tls_key_file=" + key,
                              "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
                              "--try_hugepages=false", "--log_level=warn", "--shutdown_timeout_ms=1000", "--auth_tokens_file=" + tokens,
                              "--namespace_quota_bytes=1MiB", "--namespace_quotas=deploy-test:2MiB",  # quota metrics
@@ -144,7 +150,8 @@ def exported_metrics(bindir):
     with tempfile.TemporaryDirectory() as tmp:
         proc, addr = start_kvhubd(os.path.join(bindir, "kvhubd"), tmp)
         try:
-            env = dict(os.environ, KVHUB_TOKEN="deploy-test-ops-token-0123456789")
+            env = dict(os.environ, KVHUB_TOKEN="deploy-test-ops-token-0123456789",
+                       KVHUB_TLS_CA=os.path.join(tmp, "tls.crt"))
             spec = "model=m1,layers=2,kv_heads=1,head_dim=8,dtype=bf16,rope_base=10000,block_tokens=4"
             subprocess.run([os.path.join(bindir, "kvhub"), "lookup", "--addr", addr["grpc"], "--ns", "deploy-test",
                             "--spec", spec, "--tokens", "1,2,3,4,5,6,7,8"], env=env, check=True,

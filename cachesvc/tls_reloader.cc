@@ -1,0 +1,149 @@
+#include "cachesvc/tls_reloader.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <ctime>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/input_file.h"
+#include "common/log.h"
+
+namespace kvhub::cachesvc {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using Bio = std::unique_ptr<BIO, BioFree>;
+using Cert = std::unique_ptr<X509, X509Free>;
+using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
+
+Bio MemoryBio(const std::string& pem) { return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))); }
+
+// The first certificate of a PEM text, or null (OpenSSL's error queue cleared).
+Cert FirstCertificate(const std::string& pem) {
+  Bio bio = MemoryBio(pem);
+  Cert cert(bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  return cert;
+}
+
+absl::Time NotAfter(const X509* cert) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return absl::InfinitePast();
+  return absl::FromTimeT(timegm(&tm));
+}
+
+std::string Subject(const X509* cert) {
+  char buf[256];
+  const char* s = X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof(buf));
+  return s == nullptr ? std::string("?") : std::string(s);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TlsReloader>> TlsReloader::Create(TlsFiles files) {
+  std::unique_ptr<TlsReloader> r(new TlsReloader(std::move(files)));
+  absl::StatusOr<Material> m = r->Read();
+  if (!m.ok()) return m.status();
+  absl::MutexLock l(&r->mu_);
+  r->current_ = *std::move(m);
+  return r;
+}
+
+absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
+  Material m;
+  absl::StatusOr<std::string> cert_pem = ReadPemFile(files_.cert_file, "tls_cert_file");
+  if (!cert_pem.ok()) return cert_pem.status();
+  absl::StatusOr<std::string> key_pem = ReadPemFile(files_.key_file, "tls_key_file");
+  if (!key_pem.ok()) return key_pem.status();
+  m.cert_pem = *std::move(cert_pem);
+  m.key_pem = *std::move(key_pem);
+  const Cert leaf = FirstCertificate(m.cert_pem);
+  if (leaf == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_cert_file '", files_.cert_file, "': no certificate could be parsed"));
+  }
+  Bio key_bio = MemoryBio(m.key_pem);
+  const Key key(key_bio == nullptr ? nullptr : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_key_file '", files_.key_file, "': no private key could be parsed (encrypted keys are not supported)"));
+  }
+  if (X509_check_private_key(leaf.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(absl::StrCat("tls_key_file '", files_.key_file,
+                                                   "' is not the key of the certificate in tls_cert_file '",
+                                                   files_.cert_file, "' (", Subject(leaf.get()), ")"));
+  }
+  m.not_after = NotAfter(leaf.get());
+  m.subject = Subject(leaf.get());
+  if (!files_.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca_pem = ReadPemFile(files_.client_ca_file, "tls_client_ca_file");
+    if (!ca_pem.ok()) return ca_pem.status();
+    m.client_ca_pem = *std::move(ca_pem);
+    if (FirstCertificate(m.client_ca_pem) == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls_client_ca_file '", files_.client_ca_file, "': no certificate could be parsed"));
+    }
+  }
+  return m;
+}
+
+absl::StatusOr<bool> TlsReloader::Check() {
+  absl::StatusOr<Material> m = Read();
+  absl::MutexLock l(&mu_);
+  if (!m.ok()) {
+    ++failed_;
+    const std::string error = m.status().ToString();
+    if (error != last_error_) {  // a poll would repeat it every tls_reload_ms
+      KVHUB_LOG(error, "kvhubd: the TLS files changed but cannot be served; the certificate in force ({}) stays: {}",
+                current_.subject, error);
+      last_error_ = error;
+    }
+    return m.status();
+  }
+  last_error_.clear();
+  if (m->cert_pem == current_.cert_pem && m->key_pem == current_.key_pem &&
+      m->client_ca_pem == current_.client_ca_pem) {
+    return false;
+  }
+  current_ = *std::move(m);
+  ++generation_;
+  ++installed_;
+  KVHUB_LOG(info, "kvhubd: new TLS files in force for new connections: {}, expires {}", current_.subject,
+            absl::FormatTime(current_.not_after));
+  return true;
+}
+
+grpc_ssl_certificate_config_reload_status TlsReloader::Fetch(grpc_ssl_server_certificate_config** config) {
+  absl::MutexLock l(&mu_);
+  if (fetched_generation_ == generation_) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+  const grpc_ssl_pem_key_cert_pair pair{current_.key_pem.c_str(), current_.cert_pem.c_str()};
+  // gRPC requires a root bundle in a fetched config even when no client certificate
+  // is requested (it then never verifies one): the shard's own chain stands in.
+  const std::string& roots = current_.client_ca_pem.empty() ? current_.cert_pem : current_.client_ca_pem;
+  *config = grpc_ssl_server_certificate_config_create(roots.c_str(), &pair, 1);
+  if (*config == nullptr) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+  fetched_generation_ = generation_;
+  return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+}
+
+TlsReloader::Stats TlsReloader::stats() const {
+  absl::MutexLock l(&mu_);
+  return Stats{installed_, failed_, current_.not_after};
+}
+
+}  // namespace kvhub::cachesvc
