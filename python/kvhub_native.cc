@@ -329,6 +329,28 @@ py::dict InspectDict(const py::buffer& block) {
   return d;
 }
 
+// Members as one comma-separated string or as a sequence of addresses.
+std::string MemberText(const py::object& members) {
+  if (py::isinstance<py::str>(members)) return members.cast<std::string>();
+  if (!py::isinstance<py::sequence>(members) || py::isinstance<py::bytes>(members)) {
+    throw Error(absl::InvalidArgumentError("members: give 'HOST:PORT,...' or a list of 'HOST:PORT' strings"));
+  }
+  std::string text;
+  size_t i = 0;
+  for (const py::handle item : members) {
+    if (!py::isinstance<py::str>(item)) {
+      throw Error(absl::InvalidArgumentError(absl::StrCat("members[", i, "] is not a string")));
+    }
+    const std::string address = item.cast<std::string>();
+    if (address.find(',') != std::string::npos) {
+      throw Error(absl::InvalidArgumentError(absl::StrCat("members[", i, "] '", address, "' holds a comma: one address per item")));
+    }
+    absl::StrAppend(&text, i == 0 ? "" : ",", address);
+    ++i;
+  }
+  return text;
+}
+
 // The Python-facing client over a kvhub::Client. Calls run with the GIL released,
 // so close() may come from one thread while others are inside calls: it refuses new
 // calls at once, waits for those in flight to return, then ends the client (before,
@@ -576,12 +598,12 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("errors", &PyFetchResult::errors);
 
   py::class_<PyClient>(m, "Client")
-      .def(py::init([](const std::string& members, const std::string& transport, const std::string& ucx_tls,
+      .def(py::init([](const py::object& members, const std::string& transport, const std::string& ucx_tls,
                        double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
                        const std::string& tls_cert_file, const std::string& tls_key_file,
                        const std::string& tls_server_name, bool use_proxy_env) {
              ClientConfig c;
-             c.members = Check(ClientConfig::ParseMembers(members));
+             c.members = Check(ClientConfig::ParseMembers(MemberText(members)));
              c.transport = Check(ParseTransportMode(transport));
              c.ucx_tls = ucx_tls;
              if (deadline_s > 0) c.control_deadline = absl::Seconds(deadline_s);
@@ -596,7 +618,7 @@ PYBIND11_MODULE(_native, m) {
            py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
            py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
            py::arg("tls_key_file") = "", py::arg("tls_server_name") = "", py::arg("use_proxy_env") = false,
-           "members: 'HOST:PORT[@WEIGHT],...'. transport: auto (UCX where a shard offers it over RDMA "
+           "members: 'HOST:PORT[@WEIGHT],...', or a list of 'HOST:PORT[@WEIGHT]'. transport: auto (UCX where a shard offers it over RDMA "
            "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default). "
            "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards).")
       .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),

@@ -190,6 +190,13 @@ class PythonClientTest(unittest.TestCase):
             kvhub.ModelSpec("model=x,layers=0")
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.Client("no-port-here")
+        # Members may also be a list of addresses.
+        self.assertEqual([m["address"] for m in kvhub.Client(self.members.split(","), transport="grpc").stats()],
+                         self.members.split(","))
+        with self.assertRaisesRegex(kvhub.Error, "holds a comma"):
+            kvhub.Client([self.members])
+        with self.assertRaisesRegex(kvhub.Error, r"members\[1\] is not a string"):
+            kvhub.Client(["127.0.0.1:1", 7480])
         # Token ids are hashed as int32: ids that are not integers or do not fit are
         # refused, not cast (a cast would hash other ids than the engine's).
         payloads = [b"p" * 100, b"q" * 100]
