@@ -5,10 +5,11 @@
 // any buffer-protocol object (bytes, bytearray, memoryview, numpy arrays; fetch
 // and get need writable, C-contiguous ones); keys are 16-byte `bytes` (the
 // canonical serialization of DESIGN §2); tokens any integer sequence or array
-// whose ids fit int32 (a C-contiguous numpy int32 array avoids a copy). Every call releases the GIL while it runs, so
-// Python threads may share one Client. A call that fails whole raises
-// kvhub.Error whose message starts with the status code name
-// ("INVALID_ARGUMENT: ..."); per-block outcomes come back in the result.
+// whose ids fit int32 (a C-contiguous numpy int32 array avoids a copy). Every
+// call releases the GIL while it runs, so Python threads may share one Client.
+// A call that fails whole raises kvhub.Error whose message starts with the
+// status code name ("INVALID_ARGUMENT: ..."); per-block outcomes come back in
+// the result.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -343,7 +344,8 @@ std::string MemberText(const py::object& members) {
     }
     const std::string address = item.cast<std::string>();
     if (address.find(',') != std::string::npos) {
-      throw Error(absl::InvalidArgumentError(absl::StrCat("members[", i, "] '", address, "' holds a comma: one address per item")));
+      throw Error(absl::InvalidArgumentError(
+          absl::StrCat("members[", i, "] '", address, "' holds a comma: one address per item")));
     }
     absl::StrAppend(&text, i == 0 ? "" : ",", address);
     ++i;
