@@ -153,9 +153,11 @@ def exported_metrics(bindir):
             env = dict(os.environ, KVHUB_TOKEN="deploy-test-ops-token-0123456789",
                        KVHUB_TLS_CA=os.path.join(tmp, "tls.crt"))
             spec = "model=m1,layers=2,kv_heads=1,head_dim=8,dtype=bf16,rope_base=10000,block_tokens=4"
-            subprocess.run([os.path.join(bindir, "kvhub"), "lookup", "--addr", addr["grpc"], "--ns", "deploy-test",
-                            "--spec", spec, "--tokens", "1,2,3,4,5,6,7,8"], env=env, check=True,
-                           capture_output=True, timeout=30)
+            r = subprocess.run([os.path.join(bindir, "kvhub"), "lookup", "--addr", addr["grpc"], "--ns", "deploy-test",
+                                "--spec", spec, "--tokens", "1,2,3,4,5,6,7,8"], env=env,
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise RuntimeError("kvhub lookup failed (%d): %s" % (r.returncode, r.stdout + r.stderr))
             text = urllib.request.urlopen("http://%s/metrics" % addr["http"], timeout=10).read().decode()
         finally:
             proc.terminate()
