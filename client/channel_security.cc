@@ -1,5 +1,6 @@
 #include "client/channel_security.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <utility>
@@ -9,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/input_file.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/support/client_interceptor.h"
 
 namespace kvhub {
@@ -65,19 +68,26 @@ absl::StatusOr<ChannelSecurity> ChannelSecurity::FromConfig(const ClientConfig& 
     s.credentials_ = grpc::InsecureChannelCredentials();
     return s;
   }
-  grpc::SslCredentialsOptions o;
+  // The files are checked here so a bad one fails Create with its name; from here
+  // gRPC's file watcher reads them and reads them again every tls_reload_interval,
+  // so a serving process outlives its rotated client certificate and CA bundle.
   absl::StatusOr<std::string> ca = ReadPemFile(config.tls_ca_file, "tls_ca_file");
   if (!ca.ok()) return ca.status();
-  o.pem_root_certs = *std::move(ca);
   if (!config.tls_cert_file.empty()) {
     absl::StatusOr<std::string> cert = ReadPemFile(config.tls_cert_file, "tls_cert_file");
     if (!cert.ok()) return cert.status();
     absl::StatusOr<std::string> key = ReadPemFile(config.tls_key_file, "tls_key_file");
     if (!key.ok()) return key.status();
-    o.pem_cert_chain = *std::move(cert);
-    o.pem_private_key = *std::move(key);
   }
-  s.credentials_ = grpc::SslCredentials(o);
+  const auto interval_s = static_cast<unsigned int>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(config.tls_reload_interval)));
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      config.tls_key_file, config.tls_cert_file, config.tls_ca_file, interval_s);
+  grpc::experimental::TlsChannelCredentialsOptions o;
+  o.set_certificate_provider(provider);
+  o.watch_root_certs();
+  if (!config.tls_cert_file.empty()) o.watch_identity_key_cert_pairs();
+  s.credentials_ = grpc::experimental::TlsCredentials(o);
   return s;
 }
 

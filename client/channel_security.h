@@ -21,8 +21,10 @@ namespace kvhub {
 class ChannelSecurity {
  public:
   // Reads the PEM files the config names (errors name the field and the file:
-  // NOT_FOUND, INVALID_ARGUMENT for a file that holds no PEM block). A config
-  // without TLS or token gives plaintext channels and no metadata.
+  // NOT_FOUND, INVALID_ARGUMENT for a file that holds no PEM block); channels then
+  // read them again every config.tls_reload_interval (new connections use the files
+  // as last read). A config without TLS or token gives plaintext channels and no
+  // metadata.
   static absl::StatusOr<ChannelSecurity> FromConfig(const ClientConfig& config);
   // Plaintext channels, no token.
   static const ChannelSecurity& Plaintext();

@@ -117,6 +117,9 @@ absl::Status ClientConfig::Validate() const {
   if (!tls_cert_file.empty() && tls_ca_file.empty()) {
     return absl::InvalidArgumentError("a client certificate (tls_cert_file) needs TLS: set tls_ca_file");
   }
+  if (tls_reload_interval < absl::Seconds(1) || tls_reload_interval > absl::Hours(24)) {
+    return absl::InvalidArgumentError("tls_reload_interval must be in 1 s .. 24 h");
+  }
   if (!tls_server_name.empty() && tls_ca_file.empty()) {
     return absl::InvalidArgumentError("tls_server_name needs TLS: set tls_ca_file");
   }

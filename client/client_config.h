@@ -132,6 +132,13 @@ struct ClientConfig {
   // of each member address (e.g. the DNS name in the certificate when members
   // are given as IPs). Empty: the member's host.
   std::string tls_server_name;
+  // How often the TLS files above are read again; new connections use a changed
+  // CA bundle, certificate or key (SPIRE and cert-manager rotate them while the
+  // serving process runs). Replace them atomically (write beside, then rename, as a
+  // Kubernetes Secret update does): gRPC uses whatever it reads, and a key read
+  // beside another certificate fails new handshakes until the next read. 1 s .. 24 h.
+  // Default 60 s.
+  absl::Duration tls_reload_interval = absl::Seconds(60);
 
   // OK, or INVALID_ARGUMENT naming the first bad field.
   absl::Status Validate() const;

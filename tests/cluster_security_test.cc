@@ -554,5 +554,54 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
   testing::RunCommand(absl::StrCat("rm -rf ", dir, " ", old_pki.dir, " ", new_pki.dir));
 }
 
+TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
+  // A serving process keeps its client for days while its client certificate and CA
+  // bundle rotate (SPIRE: hourly). Before session 14 the client read them once: after
+  // the rotation every new connection (a shard restarted, moved) failed until the
+  // serving process restarted.
+  Pki old_pki, new_pki;
+  ASSERT_TRUE(MakePki(&old_pki, "pki-client-old"));
+  ASSERT_TRUE(MakePki(&new_pki, "pki-client-new"));
+  const std::string dir = TempPath("client-files");
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", dir)).exit_code, 0);
+  const std::string ca = dir + "/ca.crt", cert = dir + "/tls.crt", key = dir + "/tls.key";
+  ReplaceFile(old_pki.ca, ca);
+  ReplaceFile(old_pki.client_cert, cert);
+  ReplaceFile(old_pki.client_key, key);
+  auto shard_flags = [](const Pki& pki) {
+    return std::vector<std::string>{"--tls_cert_file=" + pki.server_cert, "--tls_key_file=" + pki.server_key,
+                                    "--tls_client_ca_file=" + pki.ca};
+  };
+  auto first = StartShard(shard_flags(old_pki));
+  ASSERT_NE(first, nullptr);
+  const std::string address = first->grpc_address();
+  ClientConfig c = Config(*first, "");
+  c.tls_ca_file = ca;
+  c.tls_cert_file = cert;
+  c.tls_key_file = key;
+  c.tls_reload_interval = absl::Seconds(1);
+  auto client = Client::Create(c);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> a(20000, 0x3C);
+  ASSERT_TRUE(PutOne(**client, "ns", a).ok());
+
+  // Everything rotates to another CA; the shard comes back at the same address.
+  ASSERT_EQ(first->Stop().value_or(-1), 0);
+  ReplaceFile(new_pki.ca, ca);
+  ReplaceFile(new_pki.client_cert, cert);
+  ReplaceFile(new_pki.client_key, key);
+  std::vector<std::string> flags = shard_flags(new_pki);
+  flags.push_back("--grpc_address=" + address);
+  auto second = StartShard(flags);
+  ASSERT_NE(second, nullptr);
+  absl::Status put;
+  EXPECT_TRUE(Eventually([&] {
+    put = PutOne(**client, "ns", a);
+    return put.ok();
+  })) << "the client still presents its old certificate or trusts the old CA: " << put;
+  EXPECT_EQ(second->Stop().value_or(-1), 0);
+  testing::RunCommand(absl::StrCat("rm -rf ", dir, " ", old_pki.dir, " ", new_pki.dir));
+}
+
 }  // namespace
 }  // namespace kvhub
