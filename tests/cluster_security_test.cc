@@ -496,15 +496,33 @@ void ReplaceFile(const std::string& from, const std::string& to) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
 }
 
+// Two PKIs, the one in use before a rotation and the one after, and a directory for
+// the files in use.
+struct Rotation {
+  Pki before, after;
+  std::string dir;
+};
+
+void MakeRotation(const std::string& name, Rotation* r) {
+  ASSERT_TRUE(MakePki(&r->before, name + "-old"));
+  ASSERT_TRUE(MakePki(&r->after, name + "-new"));
+  r->dir = TempPath(name + "-in-use");
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", r->dir)).exit_code, 0);
+}
+
+void RemoveRotation(const Rotation& r) {
+  testing::RunCommand(absl::StrCat("rm -rf ", r.dir, " ", r.before.dir, " ", r.after.dir));
+}
+
 TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart) {
   // Certificates from cert-manager or SPIRE live hours to weeks. Before session 14
   // kvhubd read its TLS files once: once its certificate expired, every client failed
   // until a restart, which empties the cache.
-  Pki old_pki, new_pki;
-  ASSERT_TRUE(MakePki(&old_pki, "pki-old"));
-  ASSERT_TRUE(MakePki(&new_pki, "pki-new"));
-  const std::string dir = TempPath("served");
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", dir)).exit_code, 0);
+  Rotation rotation;
+  ASSERT_NO_FATAL_FAILURE(MakeRotation("served", &rotation));
+  const Pki& old_pki = rotation.before;
+  const Pki& new_pki = rotation.after;
+  const std::string& dir = rotation.dir;
   const std::string cert = dir + "/tls.crt", key = dir + "/tls.key", client_ca = dir + "/ca.crt";
   ReplaceFile(old_pki.server_cert, cert);
   ReplaceFile(old_pki.server_key, key);
@@ -551,7 +569,7 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
   got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
   EXPECT_TRUE(got.ok()) << "an unreadable certificate replaced the served one: " << got.status();
   EXPECT_EQ(shard->Stop().value_or(-1), 0);
-  testing::RunCommand(absl::StrCat("rm -rf ", dir, " ", old_pki.dir, " ", new_pki.dir));
+  RemoveRotation(rotation);
 }
 
 TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
@@ -559,11 +577,11 @@ TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
   // bundle rotate (SPIRE: hourly). Before session 14 the client read them once: after
   // the rotation every new connection (a shard restarted, moved) failed until the
   // serving process restarted.
-  Pki old_pki, new_pki;
-  ASSERT_TRUE(MakePki(&old_pki, "pki-client-old"));
-  ASSERT_TRUE(MakePki(&new_pki, "pki-client-new"));
-  const std::string dir = TempPath("client-files");
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", dir)).exit_code, 0);
+  Rotation rotation;
+  ASSERT_NO_FATAL_FAILURE(MakeRotation("client", &rotation));
+  const Pki& old_pki = rotation.before;
+  const Pki& new_pki = rotation.after;
+  const std::string& dir = rotation.dir;
   const std::string ca = dir + "/ca.crt", cert = dir + "/tls.crt", key = dir + "/tls.key";
   ReplaceFile(old_pki.ca, ca);
   ReplaceFile(old_pki.client_cert, cert);
@@ -600,7 +618,7 @@ TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
     return put.ok();
   })) << "the client still presents its old certificate or trusts the old CA: " << put;
   EXPECT_EQ(second->Stop().value_or(-1), 0);
-  testing::RunCommand(absl::StrCat("rm -rf ", dir, " ", old_pki.dir, " ", new_pki.dir));
+  RemoveRotation(rotation);
 }
 
 }  // namespace
