@@ -603,7 +603,7 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init([](const py::object& members, const std::string& transport, const std::string& ucx_tls,
                        double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
                        const std::string& tls_cert_file, const std::string& tls_key_file,
-                       const std::string& tls_server_name, bool use_proxy_env) {
+                       const std::string& tls_server_name, bool use_proxy_env, double tls_reload_s) {
              ClientConfig c;
              c.members = Check(ClientConfig::ParseMembers(MemberText(members)));
              c.transport = Check(ParseTransportMode(transport));
@@ -615,14 +615,17 @@ PYBIND11_MODULE(_native, m) {
              c.tls_key_file = tls_key_file;
              c.tls_server_name = tls_server_name;
              c.use_proxy_env = use_proxy_env;
+             c.tls_reload_interval = absl::Seconds(tls_reload_s);
              return std::make_unique<PyClient>(std::move(c));
            }),
            py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
            py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
            py::arg("tls_key_file") = "", py::arg("tls_server_name") = "", py::arg("use_proxy_env") = false,
+           py::arg("tls_reload_s") = 60.0,
            "members: 'HOST:PORT[@WEIGHT],...', or a list of 'HOST:PORT[@WEIGHT]'. transport: auto (UCX where a shard offers it over RDMA "
            "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default). "
-           "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards).")
+           "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards). "
+           "tls_reload_s: how often the TLS files are read again (1 .. 86400).")
       .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),
            py::arg("pin") = false,
            "Stores the full blocks of tokens (one payload per block), skipping those present.")

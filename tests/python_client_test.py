@@ -186,6 +186,8 @@ class PythonClientTest(unittest.TestCase):
             c.lookup("x" * 300, [b"k" * 16])  # namespace over 256 bytes
         with self.assertRaisesRegex(kvhub.Error, "transport"):
             kvhub.Client(self.members, transport="carrier-pigeon")
+        with self.assertRaisesRegex(kvhub.Error, "tls_reload_interval"):
+            kvhub.Client(self.members, tls_reload_s=0.5)
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.ModelSpec("model=x,layers=0")
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
