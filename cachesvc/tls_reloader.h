@@ -46,7 +46,8 @@ class TlsReloader {
 
   // For gRPC's certificate config fetcher: the current set when it differs from the
   // one last handed out (GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW; *config then owned
-  // by the caller), else GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED.
+  // by the caller), else GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED. It remembers
+  // one caller: serve one listening port per reloader (kvhubd has one gRPC port).
   grpc_ssl_certificate_config_reload_status Fetch(grpc_ssl_server_certificate_config** config)
       ABSL_LOCKS_EXCLUDED(mu_);
 
