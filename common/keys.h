@@ -21,7 +21,8 @@ using BlockKey = U128;
 // Longest namespace accepted anywhere (API limit; DESIGN §8).
 inline constexpr size_t kMaxNamespaceBytes = 256;
 
-// OK, or INVALID_ARGUMENT: empty, longer than kMaxNamespaceBytes, or holding control bytes.
+// OK, or INVALID_ARGUMENT: empty, longer than kMaxNamespaceBytes, holding control
+// bytes, or not valid UTF-8 (the API carries namespaces as protobuf strings).
 absl::Status ValidateNamespace(absl::string_view ns);
 
 // root = XXH3_128("kvhub.v1" | u32le(len(ns)) | ns | fingerprint)

@@ -98,6 +98,15 @@ TEST(KeysTest, NamespaceValidation) {
   EXPECT_FALSE(ValidateNamespace("").ok());
   EXPECT_FALSE(ValidateNamespace(std::string(kMaxNamespaceBytes + 1, 'x')).ok());
   EXPECT_FALSE(ValidateNamespace(std::string("a\0b", 3)).ok());
+  // UTF-8: multi-byte characters pass; what protobuf would refuse on the wire does
+  // not (before, a shard answered such a call UNIMPLEMENTED with no message).
+  EXPECT_TRUE(ValidateNamespace("\xE5\x90\x8D\xE5\x89\x8D caf\xC3\xA9 \xF0\x9F\x98\x80").ok());
+  for (const char* bad : {"bad\xFF", "\xC3", "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80",
+                          "\xF8\x88\x80\x80\x80", "x\x80y"}) {
+    absl::Status s = ValidateNamespace(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("UTF-8"), absl::string_view::npos) << s.message();
+  }
 }
 
 }  // namespace
