@@ -116,10 +116,6 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   int port = 0;
   builder.AddListeningPort(config.grpc_address, security->credentials, &port);
   srv->tls_ = security->tls;
-  {
-    absl::MutexLock l(&srv->tls_mu_);
-    srv->tls_checked_ = Clock::Real()->Now();
-  }
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a port in use is an error, not shared
@@ -248,13 +244,8 @@ void KvhubdServer::ExpiryLoop() {
       }
       if (due) ReloadAuth().IgnoreError();  // logged there; the tokens in force stay
     }
-    if (tls_ != nullptr) {
-      bool due;
-      {
-        absl::MutexLock l(&tls_mu_);
-        due = Clock::Real()->Now() - tls_checked_ >= config_.tls_reload_interval;
-      }
-      if (due) ReloadTls().IgnoreError();  // logged by the reloader; the certificate in force stays
+    if (tls_ != nullptr && tls_->SinceCheck() >= config_.tls_reload_interval) {
+      ReloadTls().IgnoreError();  // logged by the reloader; the certificate in force stays
     }
   }
 }
@@ -289,10 +280,6 @@ absl::Status KvhubdServer::ReloadAuth() {
 
 absl::Status KvhubdServer::ReloadTls() {
   if (tls_ == nullptr) return absl::FailedPreconditionError("TLS is off (no tls_cert_file)");
-  {
-    absl::MutexLock l(&tls_mu_);
-    tls_checked_ = Clock::Real()->Now();
-  }
   return tls_->Check().status();
 }
 

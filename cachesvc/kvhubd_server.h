@@ -61,7 +61,7 @@ class KvhubdServer {
   // Re-reads the TLS files (SIGHUP; also every tls_reload_ms): a changed, valid set
   // serves new handshakes; an invalid one is refused (logged, counted, returned) and
   // the set in force stays. FAILED_PRECONDITION when TLS is off.
-  absl::Status ReloadTls() ABSL_LOCKS_EXCLUDED(tls_mu_);
+  absl::Status ReloadTls();
 
   std::string RenderMetrics() const;
   // UCX data plane state ("serving ..." or why it is off).
@@ -89,8 +89,6 @@ class KvhubdServer {
   std::string auth_last_error_ ABSL_GUARDED_BY(auth_mu_);  // logged once per distinct error
   absl::Time auth_checked_ ABSL_GUARDED_BY(auth_mu_);
   std::shared_ptr<TlsReloader> tls_;  // null: plaintext; shared with the server credentials
-  absl::Mutex tls_mu_;
-  absl::Time tls_checked_ ABSL_GUARDED_BY(tls_mu_);
   std::unique_ptr<KvHubService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpEndpoint> http_;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/input_file.h"
 #include "common/log.h"
 
@@ -59,6 +60,7 @@ absl::StatusOr<std::unique_ptr<TlsReloader>> TlsReloader::Create(TlsFiles files)
   if (!m.ok()) return m.status();
   absl::MutexLock l(&r->mu_);
   r->current_ = *std::move(m);
+  r->checked_ = Clock::Real()->Now();
   return r;
 }
 
@@ -105,6 +107,7 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
 absl::StatusOr<bool> TlsReloader::Check() {
   absl::StatusOr<Material> m = Read();
   absl::MutexLock l(&mu_);
+  checked_ = Clock::Real()->Now();
   if (!m.ok()) {
     ++failed_;
     const std::string error = m.status().ToString();
@@ -139,6 +142,11 @@ grpc_ssl_certificate_config_reload_status TlsReloader::Fetch(grpc_ssl_server_cer
   if (*config == nullptr) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
   fetched_generation_ = generation_;
   return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+}
+
+absl::Duration TlsReloader::SinceCheck() const {
+  absl::MutexLock l(&mu_);
+  return Clock::Real()->Now() - checked_;
 }
 
 TlsReloader::Stats TlsReloader::stats() const {

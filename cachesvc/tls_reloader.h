@@ -57,6 +57,8 @@ class TlsReloader {
     absl::Time not_after;           // expiry of the served leaf certificate
   };
   Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Time since Create or the last Check (monotonic), for a caller that polls.
+  absl::Duration SinceCheck() const ABSL_LOCKS_EXCLUDED(mu_);
   bool requires_client_certificates() const { return !files_.client_ca_file.empty(); }
 
  private:
@@ -76,6 +78,7 @@ class TlsReloader {
   uint64_t installed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time checked_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvhub::cachesvc

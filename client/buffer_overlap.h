@@ -1,3 +1,4 @@
+#pragma once
 // Destination buffers of one read must not share a byte.
 //
 // Client::Get and Client::Fetch fill their buffers from several shards at once;
@@ -6,9 +7,6 @@
 // refuses such a call before anything is read.
 //
 // Thread safety: a pure function of its argument.
-
-#ifndef KVHUB_CLIENT_BUFFER_OVERLAP_H_
-#define KVHUB_CLIENT_BUFFER_OVERLAP_H_
 
 #include <cstdint>
 #include <span>
@@ -22,5 +20,3 @@ namespace kvhub {
 absl::Status CheckBuffersDisjoint(std::span<const std::span<uint8_t>> buffers);
 
 }  // namespace kvhub
-
-#endif  // KVHUB_CLIENT_BUFFER_OVERLAP_H_

@@ -21,8 +21,7 @@ absl::Status CheckArgs(uint32_t tokens, uint32_t head_dim, const RopeParams& rop
   if (rope.pairing != RopePairing::kNeox && rope.pairing != RopePairing::kInterleaved) {
     return absl::InvalidArgumentError("rope: unknown pairing");
   }
-  constexpr int64_t kLimit = kMaxPosition;  // exact in float64
-  if (pos_first > kLimit || pos_first < -kLimit || pos_step > 1 || pos_step < -1) {
+  if (pos_first > kMaxPosition || pos_first < -kMaxPosition || pos_step > 1 || pos_step < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("rope: position ", pos_first, " (step ", pos_step, ") out of range"));
   }

@@ -519,15 +519,16 @@ class PyClient {
   // New calls raise at once; returns once the calls in flight have returned (each is
   // bounded by its deadline) and the client's sessions and connections have ended.
   void Close() {
-    std::unique_ptr<Client> ending = WithoutGil([&] {
-      absl::MutexLock l(&mu_);
-      closing_ = true;
-      mu_.Await(absl::Condition(
-          +[](int* n) { return *n == 0; }, &in_flight_));
-      return std::move(client_);
-    });
     WithoutGil([&] {
-      ending.reset();
+      std::unique_ptr<Client> ending;
+      {
+        absl::MutexLock l(&mu_);
+        closing_ = true;
+        mu_.Await(absl::Condition(
+            +[](int* n) { return *n == 0; }, &in_flight_));
+        ending = std::move(client_);
+      }
+      ending.reset();  // outside mu_: ending the sessions may take a while
       return true;
     });
   }
