@@ -301,7 +301,10 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     // them in session 6, on loopback only (docs/results-transport.md): too uneven,
     // and unmeasured on a real network, to leave the path that needs nothing but
     // the gRPC port. In auto mode UCX is for RDMA and shared memory.
-    if (absl::Status d = worker->Disconnect(*id); !d.ok()) {
+    // Closed in flush mode, so the shard's reply to our wireup is delivered first:
+    // UCX 1.13 aborts a shard whose reply is still queued when the client's side
+    // is force-closed and gone (ClusterCliTest.ShortLivedClientsSideBySide...).
+    if (absl::Status d = worker->Close(*id, absl::Seconds(1)); !d.ok()) {
       KVHUB_LOG(debug, "kvhub client: closing the tcp-only UCX endpoint to {}: {}", p->address, d.ToString());
     }
     return give_up(absl::FailedPreconditionError(absl::StrCat(

@@ -252,5 +252,29 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 
+// Short-lived clients side by side, as CLI calls or restarting engines are: each
+// connects over UCX (tcp here, where auto mode then keeps gRPC), fetches once and
+// exits. Their endpoints used to be force-closed while the shard's reply to their
+// UCX wireup was still queued; UCX 1.13 then aborted the shard (an assertion in
+// ucp_request_send_state_ff) within a few hundred such calls.
+TEST(ClusterCliTest, ShortLivedClientsSideBySideLeaveTheShardServing) {
+  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(proc.ok()) << proc.status();
+  const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
+  TempDir dir;
+  const std::string in = dir.File("in.bin", std::string(100000, 'k'));
+  const std::string key = "00112233445566778899aabbccddeeff";
+  ASSERT_EQ(RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr)).exit_code, 0);
+  const std::string get =
+      absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", key, " --out /dev/null", addr);
+  const std::string loop = absl::StrCat("for i in $(seq 250); do ", get, " >/dev/null 2>&1 || { echo failed at $i; exit 1; }; done");
+  testing::CommandResult r = testing::RunCommand(absl::StrCat("(", loop, ") & a=$!; (", loop, ") & b=$!; wait $a; ra=$?; wait $b; [ $ra = 0 ] && [ $? = 0 ]"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_TRUE((*proc)->running());
+  RunResult last = RunCli(absl::StrCat("get --ns cli --key ", key, " --out ", dir.path(), "/out.bin", addr));
+  EXPECT_EQ(last.exit_code, 0) << last.out;
+  EXPECT_EQ((*proc)->Stop().value_or(-1), 0) << "the shard did not survive its clients";
+}
+
 }  // namespace
 }  // namespace kvhub

@@ -234,6 +234,16 @@ struct UcxWorker::Impl {
   absl::flat_hash_map<uint64_t, Op*> awaiting;  // req_id -> op waiting for an AM response
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps;  // reported by the error callback
   std::vector<void*> closing;                                 // ucp_ep_close_nbx requests
+  // Close(): a flush-mode ucp_ep_close_nbx whose end a caller waits for.
+  struct CloseWait {
+    absl::Notification done;
+    ucs_status_t status = UCS_INPROGRESS;  // written before done.Notify()
+  };
+  struct WaitedClose {
+    void* req;
+    std::shared_ptr<CloseWait> wait;
+  };
+  std::vector<WaitedClose> waited_closes;
   // Response sends whose completion has not been reported yet. UCX drops the
   // completion of a send to a peer that died mid-transfer; what is left here
   // when the worker is destroyed is freed with the Impl.
@@ -351,6 +361,21 @@ struct UcxWorker::Impl {
     if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
   }
 
+  void ReapWaitedCloses() {
+    for (size_t i = 0; i < waited_closes.size();) {
+      const ucs_status_t st = ucp_request_check_status(waited_closes[i].req);
+      if (st == UCS_INPROGRESS) {
+        ++i;
+        continue;
+      }
+      ucp_request_free(waited_closes[i].req);
+      waited_closes[i].wait->status = st;
+      waited_closes[i].wait->done.Notify();
+      waited_closes[i] = std::move(waited_closes.back());
+      waited_closes.pop_back();
+    }
+  }
+
   void ReapClosing() {
     for (size_t i = 0; i < closing.size();) {
       if (ucp_request_check_status(closing[i]) != UCS_INPROGRESS) {
@@ -364,7 +389,9 @@ struct UcxWorker::Impl {
   }
 
   // Fails every transfer waiting on `id` for an AM reply, then closes its endpoint.
-  void FailPeer(PeerId id, const absl::Status& why) {
+  // `wait`: close the endpoint in flush mode (what was sent arrives, the peer
+  // learns of the close) and report the close's end to `wait`; else force it.
+  void FailPeer(PeerId id, const absl::Status& why, std::shared_ptr<CloseWait> wait = nullptr) {
     auto it = peers.find(id);
     if (it == peers.end()) return;
     std::unique_ptr<Peer> peer = std::move(it->second);
@@ -388,7 +415,19 @@ struct UcxWorker::Impl {
     // Their sends complete (with an error) when the endpoint closes; the table
     // keeps them until then.
     for (CallOp* call : peer_calls) FinishCall(call, why);
-    CloseEp(peer->ep, peer->peer_mode);
+    if (wait != nullptr) {
+      ep_owner.erase(peer->ep);
+      ucp_request_param_t p{};
+      void* req = ucp_ep_close_nbx(peer->ep, &p);
+      if (UCS_PTR_IS_PTR(req)) {
+        waited_closes.push_back({req, std::move(wait)});
+      } else {
+        wait->status = UCS_PTR_STATUS(req);
+        wait->done.Notify();
+      }
+    } else {
+      CloseEp(peer->ep, peer->peer_mode);
+    }
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
   }
@@ -1117,6 +1156,7 @@ void UcxWorker::Loop() {
     }
     impl_->ProcessFailures();
     impl_->ReapClosing();
+    impl_->ReapWaitedCloses();
     if (stop_.load()) {
       if (stop_deadline == absl::InfiniteFuture()) stop_deadline = Clock::Real()->Now() + absl::Seconds(2);
       if (impl_->closing.empty() || Clock::Real()->Now() > stop_deadline) break;
@@ -1133,6 +1173,12 @@ void UcxWorker::Loop() {
     ::poll(&pfd, 1, st == UCS_OK ? idle_ms : 1);
     impl_->c.wakeups.fetch_add(1, std::memory_order_relaxed);
   }
+  for (Impl::WaitedClose& f : impl_->waited_closes) {  // handed back to UCX like `closing` below
+    ucp_request_free(f.req);
+    f.wait->status = UCS_ERR_CANCELED;
+    f.wait->done.Notify();
+  }
+  impl_->waited_closes.clear();
   if (!impl_->closing.empty()) {
     // Flush-mode closes to peers that stopped receiving (a stuck shared-memory
     // queue, a dead peer without failure detection) never finish. Hand the
@@ -1311,6 +1357,24 @@ absl::Status UcxWorker::Disconnect(PeerId peer, absl::Status why) {
     impl_->FailPeer(peer, why);
   });
   return result;
+}
+
+absl::Status UcxWorker::Close(PeerId peer, absl::Duration wait) {
+  absl::Status result;
+  auto closed = std::make_shared<Impl::CloseWait>();
+  Call([&] {
+    if (!impl_->peers.contains(peer)) {
+      result = absl::NotFoundError(absl::StrCat("ucx peer ", peer, " unknown"));
+      return;
+    }
+    impl_->FailPeer(peer, absl::CancelledError("ucx peer closed"), closed);
+  });
+  if (!result.ok()) return result;
+  if (!closed->done.WaitForNotificationWithTimeout(wait)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("ucx close: the peer did not acknowledge within ", absl::FormatDuration(wait)));
+  }
+  return UcsToStatus(closed->status, "ucx close");
 }
 
 absl::StatusOr<std::string> UcxWorker::PeerTransports(PeerId peer) {

@@ -210,6 +210,11 @@ class UcxWorker {
   // Drops the peer; in-flight transfers and calls to it fail with `why`
   // (CANCELLED by default). NOT_FOUND if unknown.
   absl::Status Disconnect(PeerId peer, absl::Status why = absl::CancelledError("ucx peer disconnected"));
+  // Drops the peer like Disconnect, but closes its endpoint in flush mode: what
+  // was sent arrives and the serving side learns of the close. Waits at most
+  // `wait` for that; DEADLINE_EXCEEDED then (the close goes on in the
+  // background). NOT_FOUND if unknown.
+  absl::Status Close(PeerId peer, absl::Duration wait);
 
   // Transport names UCX chose for the peer's lanes, e.g. "tcp" or "cma,posix".
   absl::StatusOr<std::string> PeerTransports(PeerId peer);
