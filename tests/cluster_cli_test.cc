@@ -1,6 +1,7 @@
 // Runs the `kvhub` CLI binary: `keys` against tests/vectors/block_keys.json,
 // and put/get/lookup/rm/stats against a real kvhubd (when built).
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -274,6 +275,28 @@ TEST(ClusterCliTest, ShortLivedClientsSideBySideLeaveTheShardServing) {
   RunResult last = RunCli(absl::StrCat("get --ns cli --key ", key, " --out ", dir.path(), "/out.bin", addr));
   EXPECT_EQ(last.exit_code, 0) << last.out;
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0) << "the shard did not survive its clients";
+}
+
+// A shard that is slow to answer a new connection (paused, busy, far away) gets
+// the call's whole deadline, not 100 ms: before, a 0.3 s pause failed the call
+// with "connection attempt timed out before receiving SETTINGS frame".
+TEST(ClusterCliTest, AShardSlowToAnswerANewConnectionGetsTheWholeDeadline) {
+  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(proc.ok()) << proc.status();
+  const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
+  TempDir dir;
+  const std::string in = dir.File("in.bin", std::string(4096, 's'));
+  const std::string key = "00112233445566778899aabbccddeeff";
+  ASSERT_EQ(RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr)).exit_code, 0);
+  ASSERT_TRUE((*proc)->Signal(SIGSTOP).ok());
+  const std::string get = absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", key,
+                                       " --out /dev/null --deadline-ms 5000", addr, " 2>&1");
+  // The CLI starts while the shard is stopped; the shard resumes 0.8 s later.
+  testing::CommandResult r = testing::RunCommand(
+      absl::StrCat("(", get, ") & c=$!; sleep 0.8; kill -CONT ", (*proc)->pid(), "; wait $c"));
+  (void)(*proc)->Signal(SIGCONT);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 
 }  // namespace
