@@ -90,6 +90,13 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   srv.Patch(kPaths, not_allowed);
   srv.Delete(kPaths, not_allowed);
 
+  // cpp-httplib's default sets SO_REUSEPORT, which let a second kvhubd bind a
+  // port this one listens on and take half its probes and scrapes. SO_REUSEADDR
+  // only: a restart may rebind while old connections sit in TIME_WAIT.
+  srv.set_socket_options([](int fd) {
+    int yes = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   int bound = port;
   if (port == 0) {
     bound = srv.bind_to_any_port(bind_host);

@@ -230,6 +230,20 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
   std::remove(conf.c_str());
 }
 
+TEST(KvhubdLifecycleTest, PortsInUseAreRefused) {
+  auto first = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Both ports are exclusive: before, a second kvhubd shared the HTTP port
+  // (SO_REUSEPORT) and answered half of the first one's probes and scrapes.
+  for (const std::string& flag : {absl::StrCat("--http_address=", (*first)->http_address()),
+                                  absl::StrCat("--grpc_address=", (*first)->grpc_address())}) {
+    auto second = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false", flag}});
+    ASSERT_FALSE(second.ok()) << flag;
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("exit code 1")) << flag;
+  }
+  EXPECT_EQ((*first)->Stop().value_or(-1), 0);
+}
+
 TEST(KvhubdLifecycleTest, CapacityAboveTheMachinesMemoryIsRefusedAtStart) {
   // Far above any test machine's memory: the node would be OOM-killed once full.
   auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64TiB"}});
