@@ -342,9 +342,10 @@ absl::Status EncodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
 
 // ---------------------------------------------------------------- decoders --
 
-absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* seg,
-                            uint64_t size, uint8_t* y) {
-  Scratch& sc = TlsScratch();
+// The plane table of a lossless segment: modes, lengths that tile the segment,
+// stored planes of the segment's size, zstd frames declaring it. Reads no more
+// than the table and the frame headers.
+absl::Status CheckLosslessSegment(const KvShape& sh, const uint8_t* seg, uint64_t size) {
   const size_t n = sh.SegmentElements();
   const size_t planes = DTypeBytes(sh.dtype);
   const size_t table = 4 + 8 * planes;
@@ -354,17 +355,34 @@ absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
   uint64_t pos = table;
   for (size_t p = 0; p < planes; ++p) {
     const uint8_t* e = seg + 4 + 8 * p;
-    uint8_t mode = e[0];
-    uint32_t len = GetU32(e + 4);
+    const uint8_t mode = e[0];
+    const uint32_t len = GetU32(e + 4);
     if (mode > 1 || e[1] || e[2] || e[3]) return Bad("lossless segment: bad plane mode");
     if (len > size - pos) return Bad("lossless segment: plane overruns the segment");
+    if (mode == 0 && len != n) return Bad("lossless segment: stored plane has the wrong size");
+    if (mode == 1 && ZSTD_getFrameContentSize(seg + pos, len) != n) {
+      return Bad("lossless segment: zstd frame has the wrong content size");
+    }
+    pos += len;
+  }
+  if (pos != size) return Bad("lossless segment: trailing bytes");
+  return absl::OkStatus();
+}
+
+absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* seg,
+                            uint64_t size, uint8_t* y) {
+  if (absl::Status st = CheckLosslessSegment(sh, seg, size); !st.ok()) return st;
+  Scratch& sc = TlsScratch();
+  const size_t n = sh.SegmentElements();
+  const size_t planes = DTypeBytes(sh.dtype);
+  uint64_t pos = 4 + 8 * planes;
+  for (size_t p = 0; p < planes; ++p) {
+    const uint8_t* e = seg + 4 + 8 * p;
+    const uint32_t len = GetU32(e + 4);
     uint8_t* dst = Grow(sc.plane[p], n);
-    if (mode == 0) {
-      if (len != n) return Bad("lossless segment: stored plane has the wrong size");
+    if (e[0] == 0) {
       std::memcpy(dst, seg + pos, n);
     } else {
-      unsigned long long fcs = ZSTD_getFrameContentSize(seg + pos, len);
-      if (fcs != n) return Bad("lossless segment: zstd frame has the wrong content size");
       if (sc.dctx == nullptr) sc.dctx = ZSTD_createDCtx();
       if (sc.dctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot create context");
       size_t r = ZSTD_decompressDCtx(sc.dctx, dst, n, seg + pos, len);
@@ -375,7 +393,6 @@ absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
     }
     pos += len;
   }
-  if (pos != size) return Bad("lossless segment: trailing bytes");
   if (planes == 2) {
     K.merge_planes16(sc.plane[0].data(), sc.plane[1].data(), n, reinterpret_cast<uint16_t*>(y));
   } else {
@@ -611,7 +628,25 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
 }
 
 absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block) {
-  return ParseHeader(block);
+  auto h = ParseHeader(block);
+  if (!h.ok()) return h.status();
+  // The structure too, so that a truncated or forged block (a 128-byte header
+  // claiming 16 GiB) fails here, before a caller sizes a buffer from raw_bytes.
+  auto segs = ParseBlock(block, *h, /*verify_checksum=*/false);
+  if (!segs.ok()) return segs.status();
+  for (uint32_t s = 0; s < h->segment_count(); ++s) {
+    const uint64_t size = (*segs)[s].size;
+    if (h->codec == CodecId::kLossless) {
+      const uint8_t* seg = block.data() + BlockHeader::kSize + (*segs)[s].offset;
+      if (absl::Status st = CheckLosslessSegment(h->shape, seg, size); !st.ok()) return st;
+      continue;
+    }
+    const uint64_t want = Layout(h->codec, h->shape, s % 2 == 1, h->group_size, h->sink_tokens).size;
+    if (size != want) {
+      return Bad(absl::StrCat("segment ", s, " is ", size, " bytes, ", CodecName(h->codec), " needs ", want));
+    }
+  }
+  return h;
 }
 
 absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,

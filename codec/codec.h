@@ -67,8 +67,12 @@ using DecodedInfo = BlockHeader;
 // discarded; capacity is reused).
 absl::Status Encode(const KvView& kv, const CodecParams& params, std::vector<uint8_t>* out);
 
-// Parses and validates the header only (cheap): use it to size the output
-// buffer before Decode. Does not verify the body.
+// Parses and validates the header and the block's structure (exact length,
+// segment table, segment sizes of the fixed-size codecs) without decoding or
+// checksumming the body: use it to size the output buffer before Decode. A
+// truncated or forged block fails here. raw_bytes is what the output needs, up
+// to 2^34; lossless blocks compress, so a small one may legitimately need a lot:
+// check raw_bytes against your own memory limit.
 absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block);
 
 // Decodes `block` into `out`, whose shape must equal the block's and whose size

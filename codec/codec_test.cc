@@ -602,6 +602,28 @@ TEST(CodecTest, EveryFlippedBitIsACleanError) {
   }
 }
 
+// InspectBlock is what callers size their output buffers from: a header that
+// claims a huge shape over a body that cannot hold it fails there (before, a
+// 128-byte file made `kvhub-codec decode` zero 16 GiB, then refuse the block).
+TEST(CodecTest, InspectRefusesHeadersTheBodyCannotBackBeforeAnyBufferIsSized) {
+  Block b = MakeBlock(1, 2, 16, 32, 10);
+  for (CodecId c : {CodecId::kKivi4, CodecId::kFp8, CodecId::kRaw, CodecId::kLossless}) {
+    std::vector<uint8_t> enc = MustEncode(b.View(), Params(c, 32));
+    ASSERT_TRUE(InspectBlock(enc).ok()) << CodecName(c);
+    // The header alone, and the block cut short: the length is wrong.
+    std::vector<uint8_t> head(enc.begin(), enc.begin() + 128);
+    EXPECT_FALSE(InspectBlock(head).ok()) << CodecName(c);
+    std::vector<uint8_t> cut(enc.begin(), enc.end() - 16);
+    EXPECT_FALSE(InspectBlock(cut).ok()) << CodecName(c);
+    // 64x the tokens, header resealed, body unchanged.
+    std::vector<uint8_t> big = enc;
+    PutU32(big.data() + 28, 32 * 64);
+    PutU64(big.data() + 64, b.shape.RawBytes() * 64);
+    PutU64(big.data() + 120, Xxh3_64(big.data(), 120));
+    EXPECT_FALSE(InspectBlock(big).ok()) << CodecName(c);
+  }
+}
+
 TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
   Block b = MakeBlock(1, 2, 16, 32, 10);
   std::vector<uint8_t> enc = MustEncode(b.View(), Params(CodecId::kKivi4, 32));
