@@ -70,5 +70,34 @@ TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {
   }
 }
 
+// A mistyped flag used to be ignored, so a run of minutes went with the wrong
+// settings and exit 0; `--no_belady=false` turned the flag on.
+TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
+  const std::string t = absl::StrCat("--trace ", trace_);
+  for (const auto& [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {" --sim --capacity 1M", "unknown flag --capacity"},
+           {" --sim --polices lru", "unknown flag --polices"},
+           {" --sim --sim", "--sim given twice"},
+           {" --sim=maybe", "bad boolean"},
+           {"", "nothing to do"},
+           {" --sim=0", "nothing to do"},
+           {" --sim --capacities 1e30", "bad capacity"},
+           {" --sim --capacities nan", "bad capacity"},
+           {" --sim --capacities ,", "names no capacity"},
+           {" --sim --live --members 127.0.0.1:1 --json x.json", "would keep only one report"}}) {
+    RunResult r = RunReplay(t + args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
+  }
+  RunResult r = RunReplay(t + " --sim --capacities 1K --policies lru --no_belady=false");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("belady"), std::string::npos) << r.out;
+  // A capacity far beyond the trace is simulated at the trace's size (before:
+  // ~20M slots allocated per policy for 10G tokens).
+  r = RunReplay(t + " --sim --capacities 100G --policies lru,duel --no_belady --json /dev/stdout");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"capacity_blocks\": 195312500"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace kvhub

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "bench/replay/policies.h"
 #include "bench/replay/simulator.h"
 #include "bench/replay/trace.h"
@@ -40,6 +41,15 @@ TEST(ReplayTrace, RejectsBadLinesNamingThem) {
   EXPECT_NE(std::string(t.status().message()).find("line 1"), std::string::npos);
   EXPECT_FALSE(ParseTrace("not json\n").ok());
   EXPECT_FALSE(ParseTrace("{\"timestamp\": 0, \"input_length\": -1, \"hash_ids\": []}\n").ok());
+  // Wrong types and values out of range are refused, not cast (before: an
+  // uncaught exception for "abc", a wrapped timestamp for 1e19, 5e9 cut to 32 bits).
+  for (const char* field : {"\"output_length\": \"abc\"", "\"output_length\": null", "\"output_length\": 5e9",
+                            "\"output_length\": 5000000000", "\"timestamp\": 1e19, \"x\": 0"}) {
+    const std::string line = absl::StrCat("{\"timestamp\": 0, \"input_length\": 10, \"hash_ids\": [1], ", field, "}\n");
+    // (a duplicated "timestamp" key: nlohmann keeps the last)
+    absl::Status st = ParseTrace(line).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << line << st;
+  }
   EXPECT_TRUE(absl::IsNotFound(LoadTrace("/nonexistent/trace.jsonl").status()));
   // A directory, and a file with no requests, are errors rather than an all-zero report.
   EXPECT_TRUE(absl::IsInvalidArgument(LoadTrace(::testing::TempDir()).status()));

@@ -17,6 +17,7 @@
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -53,26 +54,42 @@ struct Args {
   }
 };
 
+absl::StatusOr<bool> ParseBool(const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "no") return false;
+  return absl::InvalidArgumentError(absl::StrCat("bad boolean \"", v, "\""));
+}
+
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
-  static const char* kBool[] = {"sim", "live", "belady", "help", "no_belady", "no_verify"};
+  static const absl::flat_hash_set<absl::string_view> kBool = {"sim", "live", "help", "no_belady", "no_verify"};
+  static const absl::flat_hash_set<absl::string_view> kValued = {
+      "budget_accounting", "byte_budget", "bytes_per_token", "capacities", "codec", "codecs",
+      "duration_s", "generate", "high_watermark", "json", "kvhubd", "low_watermark", "max_requests",
+      "members", "ns", "partial_tail", "policies", "policy", "prefix_aware", "rate", "seed",
+      "shard_capacity", "shard_log_level", "spawn", "spec_bytes_per_token", "speedup", "trace",
+      "write_trace"};
   Args a;
   for (int i = 1; i < argc; ++i) {
     std::string s = argv[i];
     if (!absl::StartsWith(s, "--")) return absl::InvalidArgumentError(absl::StrCat("unexpected argument ", s));
     s = s.substr(2);
-    size_t eq = s.find('=');
-    if (eq != std::string::npos) {
-      a.kv[s.substr(0, eq)] = s.substr(eq + 1);
-      continue;
+    const size_t eq = s.find('=');
+    const std::string name = s.substr(0, eq);
+    const bool is_bool = kBool.contains(name);
+    if (!is_bool && !kValued.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (kvhub-replay --help lists them)"));
     }
-    bool is_bool = false;
-    for (const char* b : kBool) is_bool |= (s == b);
+    if (a.Has(name)) return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
     if (is_bool) {
-      a.kv[s] = "1";
+      absl::StatusOr<bool> on = eq == std::string::npos ? true : ParseBool(s.substr(eq + 1));
+      if (!on.ok()) return absl::InvalidArgumentError(absl::StrCat("--", s, ": ", on.status().message()));
+      if (*on) a.kv[name] = "1";
+    } else if (eq != std::string::npos) {
+      a.kv[name] = s.substr(eq + 1);
     } else if (i + 1 < argc) {
-      a.kv[s] = argv[++i];
+      a.kv[name] = argv[++i];
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("--", s, " needs a value"));
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
     }
   }
   return a;
@@ -87,7 +104,10 @@ absl::StatusOr<uint64_t> ParseTokens(absl::string_view s) {
   if (absl::EndsWith(s, "G") || absl::EndsWith(s, "g")) mult = 1e9;
   if (mult != 1) s.remove_suffix(1);
   double v;
-  if (!absl::SimpleAtod(s, &v) || v <= 0) return absl::InvalidArgumentError(absl::StrCat("bad capacity \"", s, "\""));
+  // 1e15 tokens (2^31 blocks of 512 is 1.1e12): far beyond any cache, and exact as uint64.
+  if (!absl::SimpleAtod(s, &v) || !(v > 0) || !(v * mult <= 1e15)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad capacity \"", s, "\": a number of tokens in (0, 1e15]"));
+  }
   return static_cast<uint64_t>(v * mult);
 }
 
@@ -150,6 +170,9 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
       absl::StatusOr<uint64_t> t = ParseTokens(c);
       if (!t.ok()) return t.status();
       if (*t > 0) cols.push_back({absl::StrCat(*t / 1e6, "M tok"), *t, {}});
+    }
+    if (cols.empty() && !absl::StrContains(a.Get("capacities"), "inf")) {
+      return absl::InvalidArgumentError("--capacities names no capacity (e.g. 1M,3M; inf: the infinite cache only)");
     }
     return cols;
   }
@@ -258,17 +281,26 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
     SimOptions o = base;
     o.capacity_blocks = (*cols)[ci].tokens / base.block_tokens;
     o.evict_to_blocks = (*cols)[ci].evict_to_blocks;
+    // A tier that holds every distinct block never evicts: simulate it at that
+    // size, since the policies allocate per slot (10G tokens asked for ~20M slots).
+    const uint64_t asked_blocks = o.capacity_blocks;
+    if (o.capacity_blocks > uint64_t{trace.distinct_blocks} + 1) {
+      o.capacity_blocks = uint64_t{trace.distinct_blocks} + 1;
+      if (o.evict_to_blocks >= o.capacity_blocks) o.evict_to_blocks = o.capacity_blocks - 1;
+    }
     for (const std::string& name : policies) {
       absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> p = MakeReplayPolicy(name);
       if (!p.ok()) return p.status();
       absl::StatusOr<SimResult> r = SimulatePolicy(trace, **p, o);
       if (!r.ok()) return r.status();
       r->policy = name;
+      r->capacity_blocks = asked_blocks;
       put(*r, ci);
     }
     if (!a.Has("no_belady")) {
       absl::StatusOr<SimResult> r = SimulateBelady(trace, o);
       if (!r.ok()) return r.status();
+      r->capacity_blocks = asked_blocks;
       put(*r, ci);
     }
   }
@@ -290,12 +322,6 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<bool> ParseBool(const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes") return true;
-  if (v == "false" || v == "0" || v == "no") return false;
-  return absl::InvalidArgumentError(absl::StrCat("bad boolean \"", v, "\""));
 }
 
 std::string LatLine(const char* name, const LatencySummary& l) {
@@ -541,6 +567,14 @@ int Main(int argc, char** argv) {
       std::cerr << "kvhub-replay: " << w << "\n";
       return 1;
     }
+  }
+  if (!a->Has("sim") && !a->Has("live") && !a->Has("write_trace")) {
+    std::cerr << "kvhub-replay: nothing to do: give --sim, --live and/or --write_trace (--help)\n";
+    return 2;
+  }
+  if (a->Has("sim") && a->Has("live") && a->Has("json")) {
+    std::cerr << "kvhub-replay: --json with both --sim and --live would keep only one report: run them apart\n";
+    return 2;
   }
   absl::Status s = absl::OkStatus();
   if (a->Has("sim")) s = RunSim(*a, *trace);

@@ -39,13 +39,17 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
         !j["hash_ids"].is_array()) {
       return bad("timestamp, input_length must be numbers and hash_ids an array");
     }
+    if (j.contains("output_length") && !j["output_length"].is_number_integer()) {
+      return bad("output_length must be an integer");
+    }
     TraceRequest r;
     double ts = j["timestamp"].get<double>();
     int64_t in = j["input_length"].get<int64_t>();
     int64_t out = j.value("output_length", int64_t{0});
-    if (ts < 0 || in <= 0 || out < 0 || in > (int64_t{1} << 31)) {
-      return bad("timestamp/output_length must be >= 0 and input_length in (0, 2^31]");
-    }
+    // Milliseconds up to 2^53 (exact in a double; 285,000 years).
+    if (!(ts >= 0 && ts <= 9007199254740992.0)) return bad("timestamp must be in [0, 2^53] ms");
+    if (in <= 0 || in > (int64_t{1} << 31)) return bad("input_length must be in (0, 2^31]");
+    if (out < 0 || out > (int64_t{1} << 31)) return bad("output_length must be in [0, 2^31]");
     r.timestamp_ms = static_cast<int64_t>(ts);
     r.input_length = static_cast<uint32_t>(in);
     r.output_length = static_cast<uint32_t>(out);
