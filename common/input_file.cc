@@ -32,6 +32,9 @@ absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes)
   if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("cannot read ", name, ": it is a directory"));
   }
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(name, " is larger than ", max_bytes, " bytes"));
+  }
   std::string out;
   if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
   char buf[1 << 16];

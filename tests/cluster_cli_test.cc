@@ -150,6 +150,27 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   r = RunCli("stats --addr 127.0.0.1:1 --bogus 3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;
+  r = RunCli("stats --addr 127.0.0.1:1 --bogus");  // last, with no value: still unknown
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("unknown flag --bogus"), std::string::npos) << r.out;
+  r = RunCli("stats --addr 127.0.0.1:1 --token-file /dev/null");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("holds no token"), std::string::npos) << r.out;
+  {
+    // An 8 GiB sparse file (or an endless stream) is refused without being read
+    // into memory; before, a bad_alloc abort or an OOM.
+    const std::string sparse = absl::StrCat(::testing::TempDir(), "/kvhub_cli_sparse_", getpid());
+    ASSERT_EQ(testing::RunCommand(absl::StrCat("truncate -s 8G ", sparse)).exit_code, 0);
+    r = RunCli(absl::StrCat("put --ns x --key 00112233445566778899aabbccddeeff --file ", sparse, " --addr 127.0.0.1:1"));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.out.find("blocks must be 1 byte .. 256 MiB"), std::string::npos) << r.out;
+    std::remove(sparse.c_str());
+    r = testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhub"),
+                                         " put --ns x --key 00112233445566778899aabbccddeeff --file - "
+                                         "--addr 127.0.0.1:1 < /dev/zero 2>&1"));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.out.find("standard input is larger than"), std::string::npos) << r.out;
+  }
   r = RunCli("get --ns x --key nothex --addr 127.0.0.1:1");
   EXPECT_EQ(r.exit_code, 1);
   r = RunCli("put --ns x --key 00112233445566778899aabbccddeeff --file /tmp --addr 127.0.0.1:1");
@@ -214,6 +235,14 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   r = RunCli(absl::StrCat("get --ns cli --key ", key, " --max-bytes 1000 --out ", out, addr));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("300000"), std::string::npos) << r.out;
+  r = RunCli(absl::StrCat("get --ns cli --key ", key, " --max-bytes 1MiB --out ", out, addr));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+
+  // A reader that stops early: DATA_LOSS and exit 1, not a kill by SIGPIPE (141).
+  const std::string rc_file = dir.path() + "/rc";
+  r = testing::RunCommand(absl::StrCat("(", testing::ProgramPath("kvhub"), " get --ns cli --key ", key, " --out -", addr,
+                                       " 2>/dev/null; echo $? > ", rc_file, ") | head -c 10 >/dev/null; cat ", rc_file));
+  EXPECT_EQ(r.out, "1\n");
 
   r = RunCli(absl::StrCat("get --ns other --key ", key, " --out ", out, addr));
   EXPECT_EQ(r.exit_code, 1);
@@ -232,7 +261,7 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   // A key whose shard does not answer is not reported absent.
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, " --deadline-ms 500 --addr 127.0.0.1:9"));
   EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find(key + " unknown (its shard did not answer)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(key + " unknown (its shard's lookup failed)"), std::string::npos) << r.out;
 
   // Token-level lookup through --members with the spec.
   r = RunCli(absl::StrCat("lookup --ns cli --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 "

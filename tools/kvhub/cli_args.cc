@@ -27,7 +27,10 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::stri
     } else if (i + 1 < argc) {
       value = argv[++i];
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      // The command knows which flags it takes: an unknown one is reported as such
+      // by CheckAllUsed, not as a flag without its value.
+      a.missing_value_ = name;
+      value = "";
     }
     a.flags_[name] = value;
   }
@@ -52,6 +55,9 @@ absl::Status Args::CheckAllUsed() const {
     if (used_.count(name) == 0) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
+  }
+  if (!missing_value_.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("flag --", missing_value_, " needs a value"));
   }
   return absl::OkStatus();
 }

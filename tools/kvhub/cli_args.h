@@ -28,6 +28,7 @@ class Args {
  private:
   std::map<std::string, std::string> flags_;
   std::set<std::string> used_;
+  std::string missing_value_;  // the last flag, given without its value
   std::vector<std::string> positional_;
 };
 

@@ -9,6 +9,7 @@
 //
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -48,7 +49,7 @@ commands:
             --ns NS --spec SPEC (--tokens 1,2,3 | --tokens-file PATH)
   stats   print every member's Stats
   put     store one block      --ns NS --key HEX --file PATH|- [--parent HEX] [--pin]
-  get     fetch one block      --ns NS --key HEX [--out PATH|-] [--max-bytes N (64 MiB)]
+  get     fetch one block      --ns NS --key HEX [--out PATH|-] [--max-bytes N|NKiB|NMiB (64MiB)]
   lookup  which blocks exist   --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
   rm      delete blocks        --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
 
@@ -188,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
     absl::string_view t = *token;
     absl::ConsumePrefix(&t, "\xEF\xBB\xBF");  // a UTF-8 byte order mark
     cfg.auth_token = std::string(absl::StripAsciiWhitespace(t));
+    if (cfg.auth_token.empty()) return Usage(absl::StrCat("--token-file ", *tf, " holds no token"));
   }
   cfg.tls_ca_file = a.Get("tls-ca").value_or("");
   cfg.tls_cert_file = a.Get("tls-cert").value_or("");
@@ -228,6 +230,7 @@ absl::Status CmdStats(Args& a) {
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
   int failed = 0;
+  absl::Status first_error;
   uint64_t requested_tokens = 0, hit_tokens = 0;
   // "12.3% (h of r tokens)", or "-" before any token-weighted Lookup.
   const auto hit_rate = [](uint64_t hit, uint64_t requested) {
@@ -238,6 +241,7 @@ absl::Status CmdStats(Args& a) {
   for (const MemberStats& m : (*c)->Stats()) {
     if (!m.stats.ok()) {
       std::cout << "member " << m.address << " ERROR " << m.stats.status().message() << "\n";
+      if (first_error.ok()) first_error = m.stats.status();
       ++failed;
       continue;
     }
@@ -269,7 +273,9 @@ absl::Status CmdStats(Args& a) {
   }
   std::cout << "cluster token_hit_rate " << hit_rate(hit_tokens, requested_tokens)
             << (failed > 0 ? " (members that answered)" : "") << "\n";
-  if (failed > 0) return absl::UnavailableError(absl::StrCat(failed, " member(s) did not answer"));
+  if (failed > 0) {  // with the first member's own code: a refused token is not a network fault
+    return absl::Status(first_error.code(), absl::StrCat(failed, " member(s) failed; the first: ", first_error.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -295,8 +301,16 @@ absl::Status CmdPut(Args& a) {
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
-  absl::StatusOr<std::string> data = ReadInput(*file);
-  if (!data.ok()) return data.status();
+  // At most one byte more than a block may hold: a larger file or an endless
+  // stream is refused without reading it all into memory.
+  absl::StatusOr<std::string> data = ReadInput(*file, (size_t{256} << 20) + 1);
+  if (!data.ok()) {
+    if (absl::IsResourceExhausted(data.status())) {
+      return absl::InvalidArgumentError(absl::StrCat("--file: ", data.status().message(),
+                                                     "; blocks must be 1 byte .. 256 MiB"));
+    }
+    return data.status();
+  }
   put.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data->data()), data->size());
   absl::StatusOr<PutResult> r = (*c)->Put(*ns, std::span<const BlockPut>(&put, 1));
   if (!r.ok()) return r.status();
@@ -322,9 +336,14 @@ absl::Status CmdGet(Args& a) {
   if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--key: ", key.status().message()));
   uint64_t max_bytes = 64ull << 20;
   if (std::optional<std::string> m = a.Get("max-bytes"); m.has_value()) {
-    if (!absl::SimpleAtoi(*m, &max_bytes) || max_bytes == 0 || max_bytes > (256ull << 20)) {
-      return Usage("--max-bytes must be 1..268435456");
+    absl::string_view v = *m;
+    uint64_t unit = 1;
+    if (absl::ConsumeSuffix(&v, "KiB")) unit = 1ull << 10;
+    else if (absl::ConsumeSuffix(&v, "MiB")) unit = 1ull << 20;
+    if (!absl::SimpleAtoi(v, &max_bytes) || max_bytes == 0 || max_bytes > (256ull << 20) / unit) {
+      return Usage("--max-bytes must be 1..268435456 bytes (suffixes KiB, MiB: 1..256MiB)");
     }
+    max_bytes *= unit;
   }
   std::string out_path = a.Get("out").value_or("-");
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
@@ -363,7 +382,7 @@ absl::Status CmdLookup(Args& a) {
       spec.has_value() ? (*c)->LookupPrefix(*ns, spec->spec, spec->tokens) : (*c)->Lookup(*ns, *keys);
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < keys->size(); ++i) {
-    const char* state = !r->answered[i] ? "unknown (its shard did not answer)" : r->present[i] ? "present" : "absent";
+    const char* state = !r->answered[i] ? "unknown (its shard's lookup failed)" : r->present[i] ? "present" : "absent";
     std::cout << (*keys)[i].Hex() << " " << state << " "
               << (*c)->MemberAddress((*c)->OwnerOf((*keys)[i])) << "\n";
   }
@@ -448,6 +467,9 @@ int Main(int argc, char** argv) {
 }  // namespace kvhub::cli
 
 int main(int argc, char** argv) {
+  // A reader that closed the pipe (`kvhub get --out - | head -c 10`) is a write
+  // error (EPIPE: DATA_LOSS, exit 1), not a kill by SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   kvhub::LogToStderr("kvhub");  // stdout carries only the program's output
   // An operator's one-shot command: the client's connection chatter only when asked for.
   const char* level = std::getenv("KVHUB_LOG_LEVEL");
