@@ -1,7 +1,9 @@
 #include "common/model_spec.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -100,10 +102,17 @@ uint64_t ModelSpec::RawBlockBytes() const {
 
 absl::StatusOr<ModelSpec> ModelSpec::Parse(absl::string_view text) {
   ModelSpec spec;
+  std::vector<absl::string_view> seen;
   for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     item = absl::StripAsciiWhitespace(item);
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
     absl::string_view k = kv.first, v = kv.second;  // not a structured binding: clang-14 cannot capture those
+    // A field given twice is an error, not "the last wins": two engines whose
+    // specs differ that way would hash to different keys without a word.
+    if (std::find(seen.begin(), seen.end(), k) != seen.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("model spec: field '", k, "' given twice"));
+    }
+    seen.push_back(k);
     auto u32 = [&](uint32_t* out) -> absl::Status {
       if (!absl::SimpleAtoi(v, out)) {
         return absl::InvalidArgumentError(absl::StrCat("model spec: ", k, "='", v, "' is not an unsigned integer"));

@@ -27,7 +27,9 @@ TEST(ModelSpecTest, RejectsBadFields) {
                           "model=m,layers=1,kv_heads=1,head_dim=1,rope_base=nan",
                           "model=m,layers=x,kv_heads=1,head_dim=1",
                           "model=m,layers=1,kv_heads=1,head_dim=1,colour=red",
-                          "model=m,layers=1,kv_heads=1,head_dim=1,block_tokens=0"}) {
+                          "model=m,layers=1,kv_heads=1,head_dim=1,block_tokens=0",
+                          "model=m,layers=2,kv_heads=1,head_dim=1,layers=3",  // a field twice
+                          "model=m,layers=1,kv_heads=1,head_dim=1,model=m"}) {
     auto spec = ModelSpec::Parse(bad);
     EXPECT_FALSE(spec.ok()) << bad;
     if (!spec.ok()) {
