@@ -23,6 +23,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/kvhubd_server.h"
@@ -156,6 +157,17 @@ int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhubd");
   absl::SetProgramUsageMessage(
       "kvhubd: a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
+  // An empty value reads as "not set" below: `--grpc_address=$UNSET` must not
+  // quietly mean the default port, so the command line may not carry one.
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    const bool empty_eq = absl::StartsWith(arg, "--") && absl::EndsWith(arg, "=");
+    const bool empty_next = absl::StartsWith(arg, "--") && arg.find('=') == absl::string_view::npos &&
+                            i + 1 < argc && argv[i + 1][0] == '\0';
+    if (empty_eq || empty_next) {
+      return Fail(2, absl::StrCat(arg.substr(0, arg.find('=')), " has an empty value (leave the flag out for its default)"));
+    }
+  }
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(2, absl::StrCat("unexpected argument '", rest[1], "' (flags are --key=value)"));
 
@@ -178,7 +190,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = config.Validate(); !s.ok()) return Fail(2, std::string(s.message()));
   if (absl::GetFlag(FLAGS_print_config)) {
     std::fputs(config.ToText().c_str(), stdout);
-    return 0;
+    return kvhub::ExitCodeAfterStdout(0, "kvhubd");  // a full disk is an error, not an empty config
   }
   kvhub::SetLogLevel(config.log_level);
   RaiseOpenFileLimit();

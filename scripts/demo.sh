@@ -31,7 +31,7 @@ echo "== starting $SHARDS kvhubd shards ($CAPACITY host tier each) =="
 for i in $(seq 0 $((SHARDS - 1))); do
   "$BIN/kvhubd" --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 --node_id="shard-$i" \
     --capacity_bytes="$CAPACITY" --max_block_bytes="$MAX_BLOCK" --ready_file="$WORK/ready.$i" --log_level=warn \
-    --ucx_tls="$UCX_TLS_DEMO" \
+    ${UCX_TLS_DEMO:+--ucx_tls="$UCX_TLS_DEMO"} \
     >"$WORK/kvhubd.$i.out" 2>"$WORK/kvhubd.$i.log" &
   PIDS+=($!)
 done

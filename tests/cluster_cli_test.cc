@@ -189,6 +189,10 @@ TEST(ClusterCliTest, OutputLostToAFullDiskFails) {
                        " 2>&1 >/dev/full");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("writing standard output failed"), std::string::npos) << r.out;
+  // kvhubd's printed config too (before: exit 0 and an empty file).
+  r = testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhubd"), " --print_config 2>&1 >/dev/full"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("writing standard output failed"), std::string::npos) << r.out;
 }
 
 TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {

@@ -219,6 +219,11 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
 
+  // An empty value is refused, not taken as "use the default".
+  p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes="}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
+
   std::string conf = absl::StrCat(::testing::TempDir(), "/kvhubd_bad_", getpid(), ".conf");
   {
     std::ofstream out(conf);
