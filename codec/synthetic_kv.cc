@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "codec/block_format.h"
 #include "codec/numeric.h"
 
 namespace kvhub::codec {
@@ -73,6 +74,10 @@ void RotateFloat(float* x, uint32_t D, RopePairing pairing, const float* cs) {
 absl::Status SyntheticKvConfig::Validate() const {
   KvShape s{layers, kv_heads, head_dim, tokens, DType::kBf16};
   if (auto st = s.Validate(); !st.ok()) return st;
+  if (s.RawBytes() > BlockHeader::kMaxRawBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("synthetic kv: ", s.RawBytes(),
+                                                   " bytes of KV; the block format holds at most 2^34"));
+  }
   if (head_dim % 2 != 0) return absl::InvalidArgumentError("synthetic kv: head_dim must be even");
   if (key_outlier_pairs > head_dim / 2) {
     return absl::InvalidArgumentError("synthetic kv: more outlier pairs than RoPE pairs");
@@ -91,6 +96,9 @@ absl::Status SyntheticKvConfig::Validate() const {
   }
   if (!(rope_base > 0 && std::isfinite(rope_base))) {
     return absl::InvalidArgumentError("synthetic kv: bad rope_base");
+  }
+  if (!(query_outlier_frac >= 0 && query_outlier_frac <= 100)) {
+    return absl::InvalidArgumentError("synthetic kv: query_outlier_frac must be in [0, 100]");
   }
   if (base_position < 0 || base_position > (int64_t{1} << 40)) {
     return absl::InvalidArgumentError("synthetic kv: base_position out of range");

@@ -43,4 +43,22 @@ fails "$B" decode "$D/t.kvb" "$D/t.out"
 fails "$B" decode "$D/missing.kvb" "$D/t.out"
 fails "$B"
 fails "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb"
+# Non-finite generator parameters, shapes beyond the format (2^34 bytes) or beyond
+# memory, and non-finite data to eval (its JSON cannot hold NaN): errors, not
+# garbage with exit 0 or an abort.
+fails "$B" gen --layers 1 --kv-heads 1 --head-dim 16 --tokens 8 --query-outlier nan "$D/n.kvraw"
+fails "$B" gen --layers 1024 --kv-heads 1024 --head-dim 1024 --tokens 65536 "$D/n.kvraw"
+(ulimit -v 2000000; fails "$B" gen --layers 64 --kv-heads 64 --head-dim 128 --tokens 4096 "$D/n.kvraw")
+test ! -e "$D/n.kvraw"
+/usr/bin/python3 - "$D/inf.kvraw" <<'PY'
+import struct, sys
+h = bytearray(64)
+struct.pack_into('<4sIIIII', h, 0, b'KVRW', 1, 1, 1, 4, 2)
+h[24] = 1; h[25] = 1
+struct.pack_into('<d', h, 32, 500000.0)
+open(sys.argv[1], 'wb').write(h + struct.pack('<16H', *([0x3f80] * 15 + [0x7f80])))
+PY
+"$B" inspect "$D/a.raw.kvb" >/dev/null
+"$B" encode --codec lossless "$D/inf.kvraw" "$D/inf.kvb"  # lossless keeps any bits
+fails "$B" eval --codec lossless "$D/inf.kvraw"
 echo "kvhub-codec CLI test passed"

@@ -1,8 +1,10 @@
 // kvhub-codec: generate synthetic KV, encode/decode blocks, measure codec quality.
 // Commands and options: kUsage below (`kvhub-codec --help`).
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <map>
 #include <string>
 #include <vector>
@@ -257,6 +259,18 @@ int EvalCmd(const Args& a) {
     q = ProxyQueriesFromKeys(raw->shape, raw->data.data(), 32, 7);
     proxy = true;
   }
+  // Attention error over inf or NaN is NaN, which JSON cannot carry: refuse such
+  // input instead of printing `"median":nan` with exit 0.
+  for (size_t i = 0; i + 1 < raw->data.size(); i += 2) {
+    if (((raw->data[i] | (raw->data[i + 1] << 8)) & 0x7f80) == 0x7f80) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("eval: ", a.pos[0], " holds inf or NaN (element ", i / 2, ")")));
+    }
+  }
+  for (size_t i = 0; i < q.data.size(); ++i) {
+    if (!std::isfinite(q.data[i])) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("eval: query ", i, " of ", qpath, " is inf or NaN")));
+    }
+  }
   std::vector<std::string> names;
   std::string c = a.opts.at("--codec");
   if (c == "all") {
@@ -345,4 +359,13 @@ static int RunProgram(int argc, char** argv) {
 }
 
 // Output lost to a full disk or a closed pipe fails the program.
-int main(int argc, char** argv) { return kvhub::ExitCodeAfterStdout(RunProgram(argc, argv), "kvhub-codec"); }
+int main(int argc, char** argv) {
+  int rc;
+  try {  // the files' data is held whole in memory: a shape larger than it is an error, not an abort
+    rc = RunProgram(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "kvhub-codec: RESOURCE_EXHAUSTED: out of memory for this shape (the data is held whole)\n");
+    rc = 1;
+  }
+  return kvhub::ExitCodeAfterStdout(rc, "kvhub-codec");
+}
