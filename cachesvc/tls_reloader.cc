@@ -66,9 +66,9 @@ absl::StatusOr<std::unique_ptr<TlsReloader>> TlsReloader::Create(TlsFiles files)
 
 absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
   Material m;
-  absl::StatusOr<std::string> cert_pem = ReadPemFile(files_.cert_file, "tls_cert_file");
+  absl::StatusOr<std::string> cert_pem = ReadPemFile(files_.cert_file, "tls_cert_file", PemKind::kCertificate);
   if (!cert_pem.ok()) return cert_pem.status();
-  absl::StatusOr<std::string> key_pem = ReadPemFile(files_.key_file, "tls_key_file");
+  absl::StatusOr<std::string> key_pem = ReadPemFile(files_.key_file, "tls_key_file", PemKind::kPrivateKey);
   if (!key_pem.ok()) return key_pem.status();
   m.cert_pem = *std::move(cert_pem);
   m.key_pem = *std::move(key_pem);
@@ -93,7 +93,7 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
   m.not_after = NotAfter(leaf.get());
   m.subject = Subject(leaf.get());
   if (!files_.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca_pem = ReadPemFile(files_.client_ca_file, "tls_client_ca_file");
+    absl::StatusOr<std::string> ca_pem = ReadPemFile(files_.client_ca_file, "tls_client_ca_file", PemKind::kCertificate);
     if (!ca_pem.ok()) return ca_pem.status();
     m.client_ca_pem = *std::move(ca_pem);
     if (FirstCertificate(m.client_ca_pem) == nullptr) {

@@ -71,12 +71,12 @@ absl::StatusOr<ChannelSecurity> ChannelSecurity::FromConfig(const ClientConfig& 
   // The files are checked here so a bad one fails Create with its name; from here
   // gRPC's file watcher reads them and reads them again every tls_reload_interval,
   // so a serving process outlives its rotated client certificate and CA bundle.
-  absl::StatusOr<std::string> ca = ReadPemFile(config.tls_ca_file, "tls_ca_file");
+  absl::StatusOr<std::string> ca = ReadPemFile(config.tls_ca_file, "tls_ca_file", PemKind::kCertificate);
   if (!ca.ok()) return ca.status();
   if (!config.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadPemFile(config.tls_cert_file, "tls_cert_file");
+    absl::StatusOr<std::string> cert = ReadPemFile(config.tls_cert_file, "tls_cert_file", PemKind::kCertificate);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadPemFile(config.tls_key_file, "tls_key_file");
+    absl::StatusOr<std::string> key = ReadPemFile(config.tls_key_file, "tls_key_file", PemKind::kPrivateKey);
     if (!key.ok()) return key.status();
   }
   const auto interval_s = static_cast<unsigned int>(

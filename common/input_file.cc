@@ -53,11 +53,20 @@ absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes)
   return out;
 }
 
-absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what) {
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what, PemKind kind) {
   absl::StatusOr<std::string> pem = ReadInput(path, size_t{16} << 20);
   if (!pem.ok()) return absl::Status(pem.status().code(), absl::StrCat(what, ": ", pem.status().message()));
   if (!absl::StrContains(*pem, "-----BEGIN ")) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " holds no PEM block"));
+  }
+  // "CERTIFICATE-----" also matches TRUSTED CERTIFICATE; "PRIVATE KEY-----" the
+  // PKCS#8, RSA, EC and encrypted forms.
+  const bool has = kind == PemKind::kCertificate ? absl::StrContains(*pem, "CERTIFICATE-----")
+                                                 : absl::StrContains(*pem, "PRIVATE KEY-----");
+  if (!has) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " holds no ",
+                                                   kind == PemKind::kCertificate ? "certificate" : "private key",
+                                                   " (PEM)"));
   }
   return pem;
 }

@@ -17,9 +17,13 @@ namespace kvhub {
 // when it cannot be opened or read; RESOURCE_EXHAUSTED past `max_bytes`.
 absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes = size_t{1} << 34);
 
+// What a PEM file must hold.
+enum class PemKind { kCertificate, kPrivateKey };
+
 // A PEM file (certificates, keys; at most 16 MiB): ReadInput's errors, or
-// INVALID_ARGUMENT when it holds no PEM block; messages start with `what`
-// (the config key that named the file).
-absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what);
+// INVALID_ARGUMENT when it holds no PEM block of `kind` (a key given as a CA
+// bundle, a certificate given as a key); messages start with `what` (the config
+// key that named the file). Does not parse the blocks.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what, PemKind kind);
 
 }  // namespace kvhub

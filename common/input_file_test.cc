@@ -39,5 +39,24 @@ TEST(InputFileTest, MissingFileAndDirectoryAreClearErrors) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("directory"));
 }
 
+// A key given where a CA bundle belongs (and the reverse) is named at once, not
+// left to fail every handshake later.
+TEST(InputFileTest, PemFilesMustHoldTheKindAsked) {
+  const std::string path = ::testing::TempDir() + "/input_file_pem_" + std::to_string(getpid());
+  std::ofstream(path) << "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+  EXPECT_TRUE(ReadPemFile(path, "tls_key_file", PemKind::kPrivateKey).ok());
+  absl::Status s = ReadPemFile(path, "tls_ca_file", PemKind::kCertificate).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("tls_ca_file: " + path + " holds no certificate"));
+  std::ofstream(path, std::ios::trunc) << "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+  EXPECT_TRUE(ReadPemFile(path, "tls_ca_file", PemKind::kCertificate).ok());
+  EXPECT_THAT(std::string(ReadPemFile(path, "tls_key_file", PemKind::kPrivateKey).status().message()),
+              HasSubstr("holds no private key"));
+  std::ofstream(path, std::ios::trunc) << "not pem\n";
+  EXPECT_THAT(std::string(ReadPemFile(path, "tls_ca_file", PemKind::kCertificate).status().message()),
+              HasSubstr("holds no PEM block"));
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace kvhub
