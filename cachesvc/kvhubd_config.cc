@@ -289,8 +289,10 @@ std::string KvhubdConfig::PolicyMemoryWarning() const {
 }
 
 absl::Status KvhubdConfig::Validate() const {
-  auto bad = [](absl::string_view key, absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("config ", key, ": ", why));
+  auto bad = [this](absl::string_view key, absl::string_view why) {
+    const auto it = origins.find(std::string(key));
+    return absl::InvalidArgumentError(
+        absl::StrCat(it != origins.end() ? absl::StrCat(it->second, ": ") : "", "config ", key, ": ", why));
   };
   if (absl::Status s = ValidateListenAddress(grpc_address); !s.ok()) return bad("grpc_address", s.message());
   if (absl::Status s = ValidateListenAddress(http_address); !s.ok()) return bad("http_address", s.message());
@@ -390,6 +392,7 @@ absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view o
     if (absl::Status s = Set(key, value); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", s.message()));
     }
+    origins[std::string(key)] = absl::StrCat(origin, ":", line_no);
   }
   return absl::OkStatus();
 }

@@ -13,6 +13,7 @@
 // Thread safety: a plain value type; not synchronized.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -126,10 +127,15 @@ struct KvhubdConfig {
   // restart that would empty the cache. 1 s .. 24 h. Default 60 s.
   absl::Duration tls_reload_interval = absl::Seconds(60);
 
+  // Where each key was last set, for Validate's messages: "FILE:LINE" (ApplyText)
+  // or "--key" (set by kvhubd's flag handling). Keys left at their defaults are absent.
+  std::map<std::string, std::string> origins;
+
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();
 
-  // OK, or INVALID_ARGUMENT naming the first bad key and why.
+  // OK, or INVALID_ARGUMENT naming the first bad key and why (and where it was
+  // set, when `origins` knows).
   absl::Status Validate() const;
 
   // Checks capacity_bytes against `limit_bytes` (ReadMemoryLimit(); `source` names it):

@@ -125,6 +125,16 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   EXPECT_TRUE(absl::IsInvalidArgument(c.Validate()));
 }
 
+// A value the file's parser takes but Validate refuses still names the file and
+// line (before: only the key, so an operator could not tell file from flag).
+TEST(KvhubdConfigTest, ValidateNamesTheLineThatSetTheBadKey) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  ASSERT_TRUE(c.ApplyText("capacity_bytes = 64MiB\nlog_level = INFO\n", "my.conf").ok());
+  EXPECT_THAT(c.Validate().message(), HasSubstr("my.conf:2: config log_level"));
+  c.origins["log_level"] = "--log_level";
+  EXPECT_THAT(c.Validate().message(), HasSubstr("--log_level: config log_level"));
+}
+
 TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig a = KvhubdConfig::Defaults();
   a.node_id = "n1";

@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
     if (absl::Status s = config.Set(f.key, v); !s.ok()) {
       return Fail(2, absl::StrCat("--", f.key, ": ", s.message()));
     }
+    config.origins[f.key] = absl::StrCat("--", f.key);
   }
   if (absl::Status s = config.Validate(); !s.ok()) return Fail(2, std::string(s.message()));
   if (absl::GetFlag(FLAGS_print_config)) {
