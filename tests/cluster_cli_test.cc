@@ -133,6 +133,9 @@ TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
 TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   RunResult r = RunCli("");
   EXPECT_EQ(r.exit_code, 2);
+  r = RunCli("--help", kStdoutOnly);  // asked for: on stdout, exit 0
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("usage: kvhub"), std::string::npos) << r.out;
   r = RunCli("frobnicate");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("unknown command"), std::string::npos) << r.out;

@@ -84,7 +84,11 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --sim --capacities 1e30", "bad capacity"},
            {" --sim --capacities nan", "bad capacity"},
            {" --sim --capacities ,", "names no capacity"},
-           {" --sim --live --members 127.0.0.1:1 --json x.json", "would keep only one report"}}) {
+           {" --sim --live --members 127.0.0.1:1 --json x.json", "would keep only one report"},
+           // Live settings refused before any shard starts (before: after the whole run).
+           {" --live --spawn 1 --shard_capacity 64KiB", "--shard_capacity"},
+           {" --live --spawn 1 --speedup -1", "--speedup"},
+           {" --live --spawn 1 --ns ''", "--ns"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;

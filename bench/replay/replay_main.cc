@@ -6,6 +6,7 @@
 //   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
 //                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
 //                [--max_requests N] [--policy s3fifo] [--prefix_aware true] [--json OUT]
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
@@ -374,6 +376,17 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   StoreModelInput sm = *tier;
   sm.slab_bytes = storage::AutoSlabBytes(sm.capacity_bytes, sm.region_bytes,
                                          sm.max_block_bytes);  // passed explicitly
+  // Checked before any shard starts: the run is minutes, and these would refuse it
+  // (the store model at its end) or its first request.
+  if (know_shards) {
+    if (absl::StatusOr<StoreModel> m = ModelStore(sm); !m.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--shard_capacity: ", m.status().message()));
+    }
+  }
+  if (!(lo.speedup >= 0 && std::isfinite(lo.speedup))) {
+    return absl::InvalidArgumentError("--speedup must be >= 0 (0: no pacing)");
+  }
+  if (absl::Status ns = ValidateNamespace(lo.ns); !ns.ok()) return absl::InvalidArgumentError(absl::StrCat("--ns: ", ns.message()));
 
   std::unique_ptr<LocalShards> shards;
   ClientConfig cc;

@@ -426,9 +426,13 @@ int Main(int argc, char** argv) {
     std::cerr << "kvhub: " << args.status().message() << "\n" << kUsage;
     return 2;
   }
-  if (args->Has("help") || args->positional().empty()) {
+  if (args->Has("help")) {  // asked for: to stdout, so `kvhub --help | less` works
+    std::cout << kUsage;
+    return 0;
+  }
+  if (args->positional().empty()) {
     std::cerr << kUsage;
-    return args->Has("help") ? 0 : 2;
+    return 2;
   }
   if (args->positional().size() != 1) {
     std::cerr << "kvhub: expected one command, got '" << args->positional()[1] << "' too\n";
