@@ -66,7 +66,11 @@ absl::StatusOr<std::vector<storage::BlockStoreConfig::NamespaceQuota>> ParseName
     }
     auto bytes = ParseByteSize(entry.substr(colon + 1));
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("'", entry, "': ", bytes.status().message()));
-    out.push_back({std::string(entry.substr(0, colon)), *bytes});
+    const absl::string_view ns = entry.substr(0, colon);
+    if (ns != absl::StripAsciiWhitespace(ns)) {  // "a :1GiB" would quota a namespace "a "
+      return absl::InvalidArgumentError(absl::StrCat("'", entry, "': spaces around the namespace"));
+    }
+    out.push_back({std::string(ns), *bytes});
   }
   return out;
 }

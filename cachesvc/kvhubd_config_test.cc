@@ -177,6 +177,8 @@ TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("'tenant-a' is not NAMESPACE:SIZE"));
   s = c.Set("namespace_quotas", "tenant-a:lots");
   EXPECT_THAT(std::string(s.message()), HasSubstr("'tenant-a:lots'"));
+  s = c.Set("namespace_quotas", "a :1GiB");  // would quota a namespace "a "
+  EXPECT_THAT(std::string(s.message()), HasSubstr("spaces around the namespace"));
   ASSERT_TRUE(c.Set("namespace_quotas", "tenant-a:1MiB").ok());  // below max_block_bytes (64MiB)
   EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("'tenant-a' gets 1048576 bytes"));
   ASSERT_TRUE(c.Set("namespace_quotas", "t:0,t:0").ok());

@@ -255,7 +255,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       p->last_error = s;
       return;
     }
-    return give_up(s);
+    // A token scoped to some namespaces cannot open UCX (Connect needs '*'): the
+    // normal setup for a tenant, so no warning on every start of a client.
+    return give_up(s, /*by_design=*/absl::IsPermissionDenied(s));
   }
   // The shard keeps the connection while the session is open: every return below
   // that does not keep `session` makes it close the connection at once.

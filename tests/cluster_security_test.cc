@@ -30,6 +30,7 @@ namespace kvhub {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::KvhubdProcess;
 
 constexpr char kTenantToken[] = "tenant-a-0123456789abcdef";
@@ -158,6 +159,11 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
                                        " --ns tenant-b --key 00000000000012340000000000005678 2>&1"));
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("PERMISSION_DENIED"));
+  // A tenant's get in its own namespace: gRPC, as its token wants, without a
+  // warning on every call (before: "uses grpc: ... Connect needs a token ...").
+  r = testing::RunCommand(absl::StrCat(kvhub, " get --addr ", shard->grpc_address(), " --token-file ", token_file,
+                                       " --ns tenant-a --key 00000000000012340000000000005678 --out /dev/null 2>&1"));
+  EXPECT_THAT(r.out, Not(HasSubstr("warning"))) << r.out;
   std::remove(tokens.c_str());
   std::remove(token_file.c_str());
 }
