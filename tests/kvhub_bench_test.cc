@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/kvhubd_process.h"
 #include "tests/testing/run_command.h"
 
 namespace kvhub {
@@ -42,6 +43,22 @@ TEST(KvhubBenchTest, AClusterThatDoesNotAnswerFailsBeforeAnyCell) {
   RunResult r = RunBench("--members 127.0.0.1:1 --seconds 0.2 --sizes 64KiB --batches 1 --no-redis");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "") << "no table for a cluster that never answered";
+}
+
+// Against a cluster it did not start, the bench removes what it stored: its blocks
+// used to stay and evict the users' data.
+TEST(KvhubBenchTest, ABenchAgainstALiveShardLeavesNoBlocksBehind) {
+  auto shard = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  RunResult r = RunBench(absl::StrCat("--addr ", (*shard)->grpc_address(),
+                                      " --transport grpc --seconds 0.2 --sizes 64KiB --batches 4 --get-modes inline "
+                                      "--put-paths inline --concurrency 2 --no-redis"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  RunResult stats = testing::RunCommand(
+      absl::StrCat(testing::ProgramPath("kvhub"), " stats --addr ", (*shard)->grpc_address(), " 2>&1"));
+  ASSERT_EQ(stats.exit_code, 0) << stats.out;
+  EXPECT_NE(stats.out.find(" blocks=0 "), std::string::npos) << stats.out;
+  EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
 }
 
 }  // namespace
