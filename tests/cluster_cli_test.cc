@@ -219,6 +219,12 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("exists"), std::string::npos) << r.out;
+  // --pin on a block already stored pins it (before: "unchanged", and not pinned).
+  r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, " --pin", addr));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("now pinned"), std::string::npos) << r.out;
+  r = RunCli(absl::StrCat("stats", addr));
+  EXPECT_NE(r.out.find("pinned_blocks=1"), std::string::npos) << r.out;
 
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;

@@ -319,9 +319,18 @@ absl::Status CmdPut(Args& a) {
       std::cout << "stored " << key->Hex() << " " << data->size() << " bytes on "
                 << (*c)->MemberAddress((*c)->OwnerOf(*key)) << "\n";
       return absl::OkStatus();
-    case PutOutcome::kSkipped:
-      std::cout << "exists " << key->Hex() << " (already stored; unchanged)\n";
+    case PutOutcome::kSkipped: {
+      if (!put.pin) {
+        std::cout << "exists " << key->Hex() << " (already stored; unchanged)\n";
+        return absl::OkStatus();
+      }
+      // --pin asks for the block pinned, stored before or not.
+      absl::StatusOr<std::vector<absl::Status>> pinned = (*c)->Pin(*ns, std::span<const BlockKey>(&*key, 1), true);
+      if (!pinned.ok()) return pinned.status();
+      if (!(*pinned)[0].ok()) return (*pinned)[0];
+      std::cout << "exists " << key->Hex() << " (already stored; now pinned)\n";
       return absl::OkStatus();
+    }
     case PutOutcome::kFailed: break;
   }
   return r->errors[0];
