@@ -43,6 +43,12 @@ fails "$B" decode "$D/t.kvb" "$D/t.out"
 fails "$B" decode "$D/missing.kvb" "$D/t.out"
 fails "$B"
 fails "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb"
+set +e; "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb" 2>/dev/null; rc=$?; set -e
+test "$rc" -eq 2  # a usage error, as --help says
+# inspect checks the body too: one flipped byte in it is an error, not a header print.
+cp "$D/a.kivi4.kvb" "$D/flip.kvb"
+printf '\x55' | dd of="$D/flip.kvb" bs=1 seek=4000 conv=notrunc status=none
+fails "$B" inspect "$D/flip.kvb"
 # Non-finite generator parameters, shapes beyond the format (2^34 bytes) or beyond
 # memory, and non-finite data to eval (its JSON cannot hold NaN): errors, not
 # garbage with exit 0 or an abort.

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "codec/block_format.h"
 #include "codec/codec.h"
 #include "codec/kvraw.h"
 #include "codec/quality.h"
@@ -40,6 +41,12 @@ constexpr char kUsage[] =
 int Usage(bool asked = false) {
   std::fputs(kUsage, asked ? stdout : stderr);
   return asked ? 0 : 2;
+}
+
+// A flag the command does not take: the message, and exit 2 as Usage().
+int FailUsage(const absl::Status& s) {
+  std::fprintf(stderr, "kvhub-codec: %s\n", std::string(s.message()).c_str());
+  return 2;
 }
 
 int Fail(const absl::Status& s) {
@@ -115,7 +122,7 @@ int Gen(const Args& a) {
                               "--base-position", "--rope-base", "--pairing", "--seed",
                               "--query-outlier", "--sink-attention", "--outlier-pairs"});
       !s.ok()) {
-    return Fail(s);
+    return FailUsage(s);
   }
   if (a.pos.size() != 1) return Usage();
   SyntheticKvConfig c;
@@ -159,7 +166,7 @@ int EncodeCmd(const Args& a) {
   if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--zstd-level",
                               "--scalar", "--spec"});
       !s.ok()) {
-    return Fail(s);
+    return FailUsage(s);
   }
   if (a.pos.size() != 2 || !a.opts.count("--codec")) return Usage();
   auto codec = ParseCodecName(a.opts.at("--codec"));
@@ -190,7 +197,7 @@ int EncodeCmd(const Args& a) {
 }
 
 int DecodeCmd(const Args& a) {
-  if (auto s = CheckKnown(a, {"--target-position", "--scalar"}); !s.ok()) return Fail(s);
+  if (auto s = CheckKnown(a, {"--target-position", "--scalar"}); !s.ok()) return FailUsage(s);
   if (a.pos.size() != 2) return Usage();
   auto b = ReadFileBytes(a.pos[0]);
   if (!b.ok()) return Fail(b.status());
@@ -222,6 +229,8 @@ int InspectCmd(const Args& a) {
   if (!b.ok()) return Fail(b.status());
   auto h = InspectBlock(*b);
   if (!h.ok()) return Fail(h.status());
+  // The body too: inspect is how an operator checks a block file.
+  if (auto segs = ParseBlock(*b, *h, /*verify_checksum=*/true); !segs.ok()) return Fail(segs.status());
   std::printf(
       "{\"codec\":\"%s\",\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"tokens\":%u,"
       "\"dtype\":\"%s\",\"base_position\":%lld,\"keys_pre_rope\":%s,\"group_size\":%u,"
@@ -238,7 +247,7 @@ int EvalCmd(const Args& a) {
   if (auto s = CheckKnown(a, {"--codec", "--group", "--sinks", "--pre-rope", "--queries",
                               "--zstd-level", "--scalar", "--split-kv"});
       !s.ok()) {
-    return Fail(s);
+    return FailUsage(s);
   }
   if (a.pos.size() != 1 || !a.opts.count("--codec")) return Usage();
   auto raw = LoadRaw(a.pos[0]);
