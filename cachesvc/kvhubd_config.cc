@@ -212,6 +212,9 @@ absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
 }
 
 absl::Status ValidateListenAddress(absl::string_view address) {
+  if (absl::StartsWith(address, "[") && absl::EndsWith(address, "]")) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "' has no port (e.g. '", address, ":7480')"));
+  }
   size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos || colon == 0) {
     return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not HOST:PORT"));

@@ -102,6 +102,7 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.grpc_address = "127.0.0.1:70000"; }, "grpc_address");
   check([](KvhubdConfig& c) { c.http_address = ":80"; }, "http_address");
   check([](KvhubdConfig& c) { c.grpc_address = "::1:7480"; }, "'[::1]:7480'");
+  check([](KvhubdConfig& c) { c.grpc_address = "[::1]"; }, "has no port");
   check([](KvhubdConfig& c) { c.http_address = "::1:7481"; }, "http_address");
   check([](KvhubdConfig& c) { c.node_id = "bad id with spaces"; }, "node_id");
   check([](KvhubdConfig& c) { c.store.max_block_bytes = 512ull << 20; }, "max_block_bytes");

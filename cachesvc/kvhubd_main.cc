@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   // Logs go to stderr; stdout carries only the ready line.
   kvhub::LogToStderr("kvhubd");
   absl::SetProgramUsageMessage(
-      "kvhubd: a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
+      "a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
   // An empty value reads as "not set" below: `--grpc_address=$UNSET` must not
   // quietly mean the default port, so the command line may not carry one.
   for (int i = 1; i < argc; ++i) {

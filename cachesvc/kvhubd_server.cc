@@ -67,18 +67,6 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
     if (!auth.ok()) return auth.status();
     srv->auth_ = *std::move(auth);
   }
-  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
-                        absl::StartsWith(config.grpc_address, "localhost:") ||
-                        absl::StartsWith(config.grpc_address, "[::1]:");
-  if (srv->auth_ == nullptr) {
-    spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
-                "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
-                "read and write every namespace",
-                security->description, config.grpc_address);
-  } else {
-    KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
-              srv->auth_->Current()->size(), config.auth_tokens_file);
-  }
 
   if (config.gpu_tier_bytes > 0) {  // first: without the GPU it asks for, kvhubd does not start
     storage::GpuTierConfig gc;
@@ -148,6 +136,18 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
                                                " (in use, or not a local address?)"));
   }
   srv->grpc_address_ = absl::StrCat(config.grpc_address.substr(0, config.grpc_address.rfind(':')), ":", port);
+  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
+                        absl::StartsWith(config.grpc_address, "localhost:") ||
+                        absl::StartsWith(config.grpc_address, "[::1]:");
+  if (srv->auth_ == nullptr) {
+    spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
+                "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
+                "read and write every namespace",
+                security->description, srv->grpc_address_);  // the bound port, not 0
+  } else {
+    KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
+              srv->auth_->Current()->size(), config.auth_tokens_file);
+  }
   srv->node_id_ = config.node_id.empty() ? absl::StrCat(Hostname(), "-", port) : config.node_id;
   srv->service_->set_node_id(srv->node_id_);
 
