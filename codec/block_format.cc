@@ -127,6 +127,11 @@ absl::StatusOr<BlockHeader> ParseHeader(absl::Span<const uint8_t> bytes) {
   h.shape.tokens = GetU32(p + kOffTokens);
   if (auto s = h.shape.Validate(); !s.ok()) return Bad(s.message());
   h.base_position = static_cast<int64_t>(GetU64(p + kOffBasePos));
+  // Encode writes positions in 0 .. 2^52 only (rope.h kMaxPosition; a decoded
+  // block must round-trip through encode).
+  if (h.base_position < 0 || h.base_position > (int64_t{1} << 52)) {
+    return Bad(absl::StrCat("base_position ", h.base_position, " outside 0 .. 2^52"));
+  }
   h.rope_base = std::bit_cast<double>(GetU64(p + kOffRopeBase));
   if (!std::isfinite(h.rope_base) || h.rope_base <= 0) return Bad("rope_base not finite and > 0");
   h.fingerprint = U128::FromBytes(p + kOffFingerprint);

@@ -650,6 +650,7 @@ TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
   { auto v = enc; PutU64(v.data() + 128 + 8, GetU64(v.data() + 128 + 8) + 16); expect_invalid(v, "segment size"); }
   { auto v = enc; PutU64(v.data() + 128, GetU64(v.data() + 128) + 1); expect_invalid(v, "misaligned"); }
   { auto v = enc; PutU16(v.data() + 4, 1); expect_invalid(v, "format version 1"); }
+  { auto v = enc; PutU64(v.data() + 32, static_cast<uint64_t>(-7)); expect_invalid(v, "negative base_position"); }
   // fp8/int8: the key segment's centre array is part of its size; group size is not allowed.
   for (CodecId c : {CodecId::kFp8, CodecId::kInt8}) {
     std::vector<uint8_t> e8 = MustEncode(b.View(), Params(c));
