@@ -271,6 +271,8 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
       {"kvhub_tier_rejected_full_total", "counter", "reservations refused: nothing evictable", st.rejected_full},
       {"kvhub_tier_rejected_quota_total", "counter", "reservations refused: the namespace's quota (namespace_quota_bytes)",
        st.rejected_quota},
+      {"kvhub_tier_rejected_pin_quota_total", "counter", "pins refused: the pinned share of the tier (max_pinned_fraction)",
+       st.rejected_pin_quota},
   };
   for (const TierMetric& tm : tier_metrics) {
     Header(&out, tm.name, tm.type, tm.help);

@@ -132,6 +132,7 @@ struct BlockStoreStats {
   uint64_t leases_expired = 0;
   uint64_t rejected_full = 0;    // reservations refused: nothing evictable
   uint64_t rejected_quota = 0;   // reservations refused: the namespace's quota (namespace_quota_bytes)
+  uint64_t rejected_pin_quota = 0;  // pinned puts and Pin calls refused: max_pinned_fraction
   uint64_t allocated_bytes = 0;  // chunk bytes held (committed, reserved, deleted-but-leased)
   uint64_t pinned_bytes = 0;
 };

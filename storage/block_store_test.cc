@@ -378,8 +378,9 @@ TEST_F(BlockStoreTest, PinsSurvivePressureWithinQuota) {
   EXPECT_GT(pinned, (2ull << 20) - 16000);
   for (uint64_t i = 1000; i < 2000; ++i) ASSERT_TRUE(PutBlock(i, 16000).ok());
   for (uint64_t i = 0; i < 100; ++i) EXPECT_TRUE(Present(i)) << i;
-  // Pin over quota refused; unpin makes evictable.
+  // Pin over quota refused (and counted: the pinned put above, this Pin); unpin makes evictable.
   EXPECT_EQ(store_->Pin("tenant", Key(1999), true).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->Stats().rejected_pin_quota, 2u);
   for (uint64_t i = 0; i < extra; ++i) ASSERT_TRUE(store_->Pin("tenant", Key(i), false).ok());
   EXPECT_EQ(store_->Stats().pinned_blocks, 0u);
   EXPECT_EQ(store_->Stats().pinned_bytes, 0u);

@@ -299,6 +299,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
     }
   }
   if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {
+    ++stats_.rejected_pin_quota;
     return absl::ResourceExhaustedError(
         absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
   }
@@ -553,6 +554,7 @@ absl::Status HostBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool
   if (slot.pinned == pin) return absl::OkStatus();
   if (pin) {
     if (stats_.pinned_bytes + pin_reserved_bytes_ + slot.size > pin_quota_) {
+      ++stats_.rejected_pin_quota;
       return absl::ResourceExhaustedError(
           absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
     }
