@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string
     std::vector<absl::string_view> namespaces;
     if (!all) namespaces = absl::StrSplit(fields[1], ',');
     for (absl::string_view ns : namespaces) {
+      if (ns == "*") return bad("'*' (every namespace) stands alone, not in a list");
       if (absl::Status s = ValidateNamespace(ns); !s.ok()) return bad(absl::StrCat("namespace: ", s.message()));
     }
     if (a->grants_.size() >= kMaxAuthTokens) return bad(absl::StrCat("more than ", kMaxAuthTokens, " tokens"));

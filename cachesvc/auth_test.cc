@@ -74,6 +74,7 @@ TEST(AuthenticatorTest, MalformedFilesNameTheLine) {
       {"ops-token-0123456789abcdef a b\n", "tokens:1: want"},
       {"ops-token-0123456789abcdef a,,b\n", "tokens:1: namespace"},
       {"ops-token-0123456789abcdef *\nops-token-0123456789abcdef x\n", "tokens:2: this token is listed twice"},
+      {"ops-token-0123456789abcdef *,tenant-a\n", "tokens:1: '*' (every namespace) stands alone"},
       {"# only comments\n\n", "no token"},
       {"ops-token-0123456789abc\x01 *\n", "printable ASCII"},
   };
