@@ -331,6 +331,9 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address());
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
+    if (absl::IsInvalidArgument(conn.status())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(conn.status().message()));
+    }
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("shard cannot reach the client's UCX worker: ", conn.status().message()));
   }

@@ -1201,6 +1201,13 @@ std::vector<RemoteRegionInfo> UcxWorker::ServedRegions() const {
 
 absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
   if (client_address.empty()) return absl::InvalidArgumentError("ucx accept: empty worker address");
+  // The low 4 bits of a packed address's first byte are its format version, 0 or
+  // 1; UCX 1.13 aborts the process (an assertion in ucp_address_unpack) on any
+  // other. UCX checks little else: see the header about trusted peers.
+  if (const int version = static_cast<uint8_t>(client_address[0]) & 0x0F; version > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx accept: not a UCX worker address (address format version ", version, ")"));
+  }
   absl::StatusOr<uint64_t> result = absl::InternalError("not run");
   Call([&] {
     bool peer_mode = true;

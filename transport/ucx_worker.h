@@ -192,8 +192,10 @@ class UcxWorker {
   std::vector<RemoteRegionInfo> ServedRegions() const;
 
   // Server side: makes an endpoint back to a client for AM replies; returns the
-  // conn id the client passes in PeerInfo. INVALID_ARGUMENT for an empty address;
-  // UNAVAILABLE if UCX cannot reach it.
+  // conn id the client passes in PeerInfo. INVALID_ARGUMENT for an empty address
+  // or one of an unknown format version; UNAVAILABLE if UCX cannot reach it.
+  // UCX trusts the address: some malformed ones crash the process inside
+  // ucp_ep_create (UCX 1.13). Accept only addresses from trusted clients.
   absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
   // Closes an accepted connection. NOT_FOUND if unknown.
   absl::Status CloseAccepted(uint64_t conn_id);
