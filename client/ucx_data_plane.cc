@@ -224,8 +224,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   if (p->state != Peer::State::kNew) return;
   // by_design: auto chose gRPC on purpose (tcp only), logged at info, final; anything
   // else is a failure that made the client fall back, logged as a warning (at info
-  // when a retry finds the same), retried after ucx_retry_interval unless `final`.
-  auto give_up = [&](const absl::Status& why, bool by_design = false, bool final = false)
+  // when a retry finds the same, or when `quiet`: a setup chosen on purpose),
+  // retried after ucx_retry_interval unless `final`.
+  auto give_up = [&](const absl::Status& why, bool by_design = false, bool final = false, bool quiet = false)
                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
     const bool same = retrying && p->last_error.message() == why.message();
     p->last_error = why;
@@ -235,7 +236,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       if (!by_design && !final && config_.ucx_retry_interval > absl::ZeroDuration()) {
         p->retry_ucx_at = Clock::Real()->Now() + config_.ucx_retry_interval;
       }
-      spdlog::log(by_design || same ? spdlog::level::info : spdlog::level::warn,
+      spdlog::log(by_design || same || quiet ? spdlog::level::info : spdlog::level::warn,
                   "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
@@ -255,9 +256,11 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       p->last_error = s;
       return;
     }
-    // A token scoped to some namespaces cannot open UCX (Connect needs '*'): the
-    // normal setup for a tenant, so no warning on every start of a client.
-    return give_up(s, /*by_design=*/absl::IsPermissionDenied(s));
+    // A token scoped to some namespaces cannot open UCX (Connect needs '*'), and a
+    // shard may run without UCX (FAILED_PRECONDITION): setups chosen on purpose,
+    // so no warning on every start of a client (TransportStats keeps the reason).
+    return give_up(s, /*by_design=*/false, /*final=*/false,
+                   /*quiet=*/absl::IsPermissionDenied(s) || absl::IsFailedPrecondition(s));
   }
   // The shard keeps the connection while the session is open: every return below
   // that does not keep `session` makes it close the connection at once.
@@ -296,7 +299,12 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     info.regions.push_back({r.base(), r.size(), r.packed_rkey()});
   }
   absl::StatusOr<transport::PeerId> id = worker->Connect(info);
-  if (!id.ok()) return give_up(id.status());
+  // No transport in common (e.g. a shared-memory-only shard and a client that wants
+  // peer failure detection): auto's gRPC is the answer, logged at info.
+  if (!id.ok()) {
+    return give_up(id.status(), /*by_design=*/false, /*final=*/false,
+                   /*quiet=*/absl::IsUnavailable(id.status()) && absl::StrContains(id.status().message(), "unreachable"));
+  }
   const std::string tls = worker->PeerTransports(*id).value_or("unknown");
   if (config_.transport == TransportMode::kAuto && OnlyTcpLanes(tls)) {
     // Over plain TCP UCX gets were level with gRPC's in session 5 and 1.0-1.5x

@@ -341,5 +341,24 @@ TEST(ClusterCliTest, AShardSlowToAnswerANewConnectionGetsTheWholeDeadline) {
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 
+// A shard run without UCX, or with shared memory only (which the CLI's client, wanting
+// peer failure detection, cannot use): gRPC by design, and no warning on every call.
+TEST(ClusterCliTest, ShardsWithoutAUsableUcxServeTheCliWithoutWarnings) {
+  for (const char* flag : {"--ucx_enabled=false", "--ucx_tls=posix,cma"}) {
+    auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false", flag}});
+    ASSERT_TRUE(proc.ok()) << proc.status();
+    const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
+    TempDir dir;
+    const std::string in = dir.File("in.bin", std::string(4096, 'w'));
+    const std::string key = "00112233445566778899aabbccddeeff";
+    RunResult r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
+    EXPECT_EQ(r.exit_code, 0) << flag << ": " << r.out;
+    r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out /dev/null", addr));
+    EXPECT_EQ(r.exit_code, 0) << flag << ": " << r.out;
+    EXPECT_EQ(r.out.find("warning"), std::string::npos) << flag << ": " << r.out;
+    EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
+  }
+}
+
 }  // namespace
 }  // namespace kvhub
