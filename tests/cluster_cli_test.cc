@@ -295,68 +295,73 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
 }
 
+// A kvhubd holding one block of `bytes` under kBlockKey in namespace "cli", stored
+// with the CLI; `addr` is " --addr HOST:PORT" for the CLI's command lines.
+constexpr char kBlockKey[] = "00112233445566778899aabbccddeeff";
+struct ShardWithABlock {
+  std::unique_ptr<testing::KvhubdProcess> proc;
+  std::string addr;
+};
+ShardWithABlock StartShardWithABlock(size_t bytes, const std::string& extra_flag = "--log_level=info") {
+  ShardWithABlock out;
+  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false", extra_flag}});
+  EXPECT_TRUE(proc.ok()) << proc.status();
+  if (!proc.ok()) return out;
+  out.proc = *std::move(proc);
+  out.addr = absl::StrCat(" --addr ", out.proc->grpc_address());
+  TempDir dir;
+  const std::string in = dir.File("in.bin", std::string(bytes, 'k'));
+  RunResult r = RunCli(absl::StrCat("put --ns cli --key ", kBlockKey, " --file ", in, out.addr));
+  EXPECT_EQ(r.exit_code, 0) << extra_flag << ": " << r.out;
+  return out;
+}
+
 // Short-lived clients side by side, as CLI calls or restarting engines are: each
 // connects over UCX (tcp here, where auto mode then keeps gRPC), fetches once and
 // exits. Their endpoints used to be force-closed while the shard's reply to their
 // UCX wireup was still queued; UCX 1.13 then aborted the shard (an assertion in
 // ucp_request_send_state_ff) within a few hundred such calls.
 TEST(ClusterCliTest, ShortLivedClientsSideBySideLeaveTheShardServing) {
-  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
-  ASSERT_TRUE(proc.ok()) << proc.status();
-  const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
-  TempDir dir;
-  const std::string in = dir.File("in.bin", std::string(100000, 'k'));
-  const std::string key = "00112233445566778899aabbccddeeff";
-  ASSERT_EQ(RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr)).exit_code, 0);
+  ShardWithABlock shard = StartShardWithABlock(100000);
+  ASSERT_NE(shard.proc, nullptr);
   const std::string get =
-      absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", key, " --out /dev/null", addr);
+      absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", kBlockKey, " --out /dev/null", shard.addr);
   const std::string loop = absl::StrCat("for i in $(seq 250); do ", get, " >/dev/null 2>&1 || { echo failed at $i; exit 1; }; done");
   testing::CommandResult r = testing::RunCommand(absl::StrCat("(", loop, ") & a=$!; (", loop, ") & b=$!; wait $a; ra=$?; wait $b; [ $ra = 0 ] && [ $? = 0 ]"));
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  ASSERT_TRUE((*proc)->running());
-  RunResult last = RunCli(absl::StrCat("get --ns cli --key ", key, " --out ", dir.path(), "/out.bin", addr));
+  ASSERT_TRUE(shard.proc->running());
+  RunResult last = RunCli(absl::StrCat("get --ns cli --key ", kBlockKey, " --out /dev/null", shard.addr));
   EXPECT_EQ(last.exit_code, 0) << last.out;
-  EXPECT_EQ((*proc)->Stop().value_or(-1), 0) << "the shard did not survive its clients";
+  EXPECT_EQ(shard.proc->Stop().value_or(-1), 0) << "the shard did not survive its clients";
 }
 
 // A shard that is slow to answer a new connection (paused, busy, far away) gets
 // the call's whole deadline, not 100 ms: before, a 0.3 s pause failed the call
 // with "connection attempt timed out before receiving SETTINGS frame".
 TEST(ClusterCliTest, AShardSlowToAnswerANewConnectionGetsTheWholeDeadline) {
-  auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
-  ASSERT_TRUE(proc.ok()) << proc.status();
-  const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
-  TempDir dir;
-  const std::string in = dir.File("in.bin", std::string(4096, 's'));
-  const std::string key = "00112233445566778899aabbccddeeff";
-  ASSERT_EQ(RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr)).exit_code, 0);
-  ASSERT_TRUE((*proc)->Signal(SIGSTOP).ok());
-  const std::string get = absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", key,
-                                       " --out /dev/null --deadline-ms 5000", addr, " 2>&1");
+  ShardWithABlock shard = StartShardWithABlock(4096);
+  ASSERT_NE(shard.proc, nullptr);
+  ASSERT_TRUE(shard.proc->Signal(SIGSTOP).ok());
+  const std::string get = absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", kBlockKey,
+                                       " --out /dev/null --deadline-ms 5000", shard.addr, " 2>&1");
   // The CLI starts while the shard is stopped; the shard resumes 0.8 s later.
   testing::CommandResult r = testing::RunCommand(
-      absl::StrCat("(", get, ") & c=$!; sleep 0.8; kill -CONT ", (*proc)->pid(), "; wait $c"));
-  (void)(*proc)->Signal(SIGCONT);
+      absl::StrCat("(", get, ") & c=$!; sleep 0.8; kill -CONT ", shard.proc->pid(), "; wait $c"));
+  (void)shard.proc->Signal(SIGCONT);
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
+  EXPECT_EQ(shard.proc->Stop().value_or(-1), 0);
 }
 
 // A shard run without UCX, or with shared memory only (which the CLI's client, wanting
 // peer failure detection, cannot use): gRPC by design, and no warning on every call.
 TEST(ClusterCliTest, ShardsWithoutAUsableUcxServeTheCliWithoutWarnings) {
   for (const char* flag : {"--ucx_enabled=false", "--ucx_tls=posix,cma"}) {
-    auto proc = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false", flag}});
-    ASSERT_TRUE(proc.ok()) << proc.status();
-    const std::string addr = absl::StrCat(" --addr ", (*proc)->grpc_address());
-    TempDir dir;
-    const std::string in = dir.File("in.bin", std::string(4096, 'w'));
-    const std::string key = "00112233445566778899aabbccddeeff";
-    RunResult r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
-    EXPECT_EQ(r.exit_code, 0) << flag << ": " << r.out;
-    r = RunCli(absl::StrCat("get --ns cli --key ", key, " --out /dev/null", addr));
+    ShardWithABlock shard = StartShardWithABlock(4096, flag);
+    ASSERT_NE(shard.proc, nullptr);
+    RunResult r = RunCli(absl::StrCat("get --ns cli --key ", kBlockKey, " --out /dev/null", shard.addr));
     EXPECT_EQ(r.exit_code, 0) << flag << ": " << r.out;
     EXPECT_EQ(r.out.find("warning"), std::string::npos) << flag << ": " << r.out;
-    EXPECT_EQ((*proc)->Stop().value_or(-1), 0);
+    EXPECT_EQ(shard.proc->Stop().value_or(-1), 0);
   }
 }
 
