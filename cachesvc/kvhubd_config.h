@@ -67,6 +67,11 @@ struct KvhubdConfig {
   absl::Duration shutdown_timeout = absl::Seconds(10);
   // Bytes per GetChunk message of GetStream.
   uint64_t get_stream_chunk_bytes = 1ull << 20;
+  // Bytes gRPC may hold for messages being received and sent (its memory quota):
+  // beyond it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of buffering more,
+  // so half-sent messages cannot grow the process until it is OOM-killed (they
+  // arrive before any token is checked). 64MiB .. 64GiB. Default 1GiB.
+  uint64_t grpc_memory_bytes = 1ull << 30;
   // Metrics label cardinality caps: namespaces/models beyond these are folded into "other".
   int metrics_max_namespaces = 64;
   int metrics_max_models = 16;

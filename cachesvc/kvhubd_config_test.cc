@@ -156,10 +156,11 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.store.namespace_quotas = {{"tenant-a", 1ull << 30}, {"ns:with:colons", 0}};
   a.gpu_tier_bytes = 1ull << 30;
   a.check_memory_limit = false;
+  a.grpc_memory_bytes = 512ull << 20;
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 46u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 47u);
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

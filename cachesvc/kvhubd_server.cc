@@ -113,8 +113,13 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Streams per connection and gRPC's memory are bounded: messages arrive before
+  // any token is checked, so without these a client holding many half-sent
+  // messages grew the process by gigabytes (session 15).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
   grpc::ResourceQuota quota("kvhubd");
   quota.SetMaxThreads(threads);
+  quota.Resize(config.grpc_memory_bytes);
   builder.SetResourceQuota(quota);
 
   srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
