@@ -373,9 +373,10 @@ TEST_F(BlockStoreTest, PinsSurvivePressureWithinQuota) {
     }
   }
   EXPECT_LT(extra, 140u);
-  uint64_t pinned = store_->Stats().pinned_bytes;
-  EXPECT_LE(pinned, 2ull << 20);
-  EXPECT_GT(pinned, (2ull << 20) - 16000);
+  // The quota counts chunks (16 KiB for a 16000-byte block), not block bytes.
+  const uint64_t pinned_chunks = store_->Stats().pinned_blocks * 16384;
+  EXPECT_LE(pinned_chunks, 2ull << 20);
+  EXPECT_GT(pinned_chunks, (2ull << 20) - 16384);
   for (uint64_t i = 1000; i < 2000; ++i) ASSERT_TRUE(PutBlock(i, 16000).ok());
   for (uint64_t i = 0; i < 100; ++i) EXPECT_TRUE(Present(i)) << i;
   // Pin over quota refused (and counted: the pinned put above, this Pin); unpin makes evictable.
@@ -392,15 +393,41 @@ TEST_F(BlockStoreTest, PinsSurvivePressureWithinQuota) {
   EXPECT_LT(left, 100);
 }
 
+// Tiny blocks are charged the chunk they take (min_block_bytes at least): 1-byte
+// blocks pinned 100% of a tier that counted them as 0.02%, and passed namespace quotas.
+TEST_F(BlockStoreTest, TinyBlocksAreChargedTheChunkTheyTake) {
+  BlockStoreConfig c = SmallConfig();
+  c.namespace_quota_bytes = c.max_block_bytes;
+  Make(c);
+  const uint64_t chunk = c.min_block_bytes;
+  PutOptions pin;
+  pin.pin = true;
+  uint64_t pinned = 0;
+  for (uint64_t i = 0; i < 4 * c.capacity_bytes / chunk; ++i) {
+    if (!PutBlock(i, 1, absl::StrCat("t", i % 1024), pin).ok()) break;
+    ++pinned;
+  }
+  EXPECT_LE(pinned * chunk, static_cast<uint64_t>(c.capacity_bytes * c.max_pinned_fraction));
+  EXPECT_GT(store_->Stats().rejected_pin_quota, 0u);
+  // A namespace's quota fills with max_block_bytes / chunk tiny blocks, not max_block_bytes of them.
+  uint64_t held = 0;
+  for (uint64_t i = 0; i < c.max_block_bytes; ++i) {
+    if (!PutBlock(100000 + i, 1, "tiny").ok()) break;
+    ++held;
+  }
+  EXPECT_EQ(held, c.max_block_bytes / chunk);
+  EXPECT_EQ(store_->NamespaceUsageOf("tiny").held_bytes, c.max_block_bytes);
+}
+
 TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";
-  c.namespace_quota_bytes = 64000;  // 4 blocks of 16000 bytes
+  c.namespace_quota_bytes = 65536;  // 4 blocks of 16000 bytes: the quota counts their 16 KiB chunks
   Make(c);
   for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(PutBlock(i, 16000, "a").ok()) << i;
   const absl::Status over = PutBlock(4, 16000, "a");
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
-  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("namespace 'a' holds 64000 bytes"));
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("namespace 'a' holds 65536 bytes"));
   EXPECT_FALSE(Present(4, "a"));
   EXPECT_EQ(store_->Stats().rejected_quota, 1u);
   // Other namespaces have quotas of their own; what "a" stored is intact.
@@ -429,26 +456,26 @@ TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) 
 TEST_F(BlockStoreTest, PerNamespaceQuotasOverrideTheDefault) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";
-  c.namespace_quota_bytes = 32000;  // 2 blocks of 16000 bytes for everyone else
-  c.namespace_quotas = {{"big", 96000}, {"free", 0}};
+  c.namespace_quota_bytes = 32768;  // 2 blocks of 16000 bytes (16 KiB chunks) for everyone else
+  c.namespace_quotas = {{"big", 98304}, {"free", 0}};
   ASSERT_TRUE(c.Validate().ok()) << c.Validate();
   Make(c);
   for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(PutBlock(i, 16000, "big").ok()) << i;
   absl::Status over = PutBlock(6, 16000, "big");
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
-  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 96000 bytes (namespace_quotas"));
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 98304 bytes (namespace_quotas"));
   for (uint64_t i = 0; i < 2; ++i) ASSERT_TRUE(PutBlock(100 + i, 16000, "small").ok()) << i;
   over = PutBlock(102, 16000, "small");
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
-  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 32000 bytes (namespace_quota_bytes"));
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("quota of 32768 bytes (namespace_quota_bytes"));
   // "free" is exempt: it may hold more than either quota.
   for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(PutBlock(200 + i, 16000, "free").ok()) << i;
-  EXPECT_EQ(store_->NamespaceUsageOf("big").quota_bytes, 96000u);
-  EXPECT_EQ(store_->NamespaceUsageOf("big").held_bytes, 96000u);
-  EXPECT_EQ(store_->NamespaceUsageOf("small").quota_bytes, 32000u);
-  EXPECT_EQ(store_->NamespaceUsageOf("small").held_bytes, 32000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("big").quota_bytes, 98304u);
+  EXPECT_EQ(store_->NamespaceUsageOf("big").held_bytes, 98304u);
+  EXPECT_EQ(store_->NamespaceUsageOf("small").quota_bytes, 32768u);
+  EXPECT_EQ(store_->NamespaceUsageOf("small").held_bytes, 32768u);
   EXPECT_EQ(store_->NamespaceUsageOf("free").quota_bytes, 0u);
-  EXPECT_EQ(store_->NamespaceUsageOf("free").held_bytes, 160000u);
+  EXPECT_EQ(store_->NamespaceUsageOf("free").held_bytes, 163840u);
   EXPECT_EQ(store_->NamespaceUsageOf("never-seen").held_bytes, 0u);
   EXPECT_EQ(store_->Stats().rejected_quota, 2u);
   for (uint64_t i = 0; i < 6; ++i) ExpectBytes(i, 16000, "big");
@@ -520,7 +547,8 @@ TEST_F(BlockStoreTest, FullOfPinnedAndLeasedRejectsWithResourceExhausted) {
   absl::Status s;
   while ((s = PutBlock(i, 16000, "tenant", pin)).ok()) ++i;
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_GT(store_->Stats().rejected_full, 0u);
+  // At max_pinned_fraction 1.0 the pinned quota is the tier: full either way.
+  EXPECT_GT(store_->Stats().rejected_full + store_->Stats().rejected_pin_quota, 0u);
   for (uint64_t j = 0; j < i; ++j) ASSERT_TRUE(Present(j));
   ExpectBytes(0, 16000);
 }

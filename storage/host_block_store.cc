@@ -222,7 +222,7 @@ void HostBlockStore::CreditNamespace(uint64_t tag, uint64_t bytes) {
 
 void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
   Slot& slot = slots_[s];
-  CreditNamespace(index_.ns_tag(s), slot.size);
+  CreditNamespace(index_.ns_tag(s), Footprint(slot.size));
   index_.Erase(index_.key(s), index_.ns_tag(s));
   policy_->OnRemove(s, evicted);
   stats_.used_bytes -= slot.size;
@@ -230,6 +230,7 @@ void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
   if (slot.pinned) {
     slot.pinned = false;
     stats_.pinned_bytes -= slot.size;
+    pinned_footprint_ -= Footprint(slot.size);
     --stats_.pinned_blocks;
   }
   if (evicted) {
@@ -246,10 +247,10 @@ void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
 void HostBlockStore::DropReservation(uint32_t s) {
   Slot& slot = slots_[s];
   if (slot.state == State::kReserved) reservations_.Remove(s);
-  CreditNamespace(index_.ns_tag(s), slot.size);
+  CreditNamespace(index_.ns_tag(s), Footprint(slot.size));
   index_.Erase(index_.key(s), index_.ns_tag(s));
   stats_.reserved_bytes -= slot.size;
-  if (slot.pin_on_commit) pin_reserved_bytes_ -= slot.size;
+  if (slot.pin_on_commit) pin_reserved_footprint_ -= Footprint(slot.size);
   FreeSlot(s);
 }
 
@@ -290,15 +291,16 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   if (const uint64_t quota = quotas_on_ ? QuotaFor(tag) : 0; quota != 0) {
     const auto held = ns_bytes_.find(tag);
     const uint64_t now_held = held == ns_bytes_.end() ? 0 : held->second;
-    if (now_held + size > quota) {
+    if (now_held + chunk > quota) {
       ++stats_.rejected_quota;
       return absl::ResourceExhaustedError(absl::StrCat(
-          "namespace '", ns, "' holds ", now_held, " bytes; this ", size, "-byte block would pass its quota of ",
+          "namespace '", ns, "' holds ", now_held, " bytes; this ", size, "-byte block (a ", chunk,
+          "-byte chunk) would pass its quota of ",
           quota, " bytes (", quota_by_tag_.contains(tag) ? "namespace_quotas" : "namespace_quota_bytes",
           "; its blocks free it as they are evicted or deleted)"));
     }
   }
-  if (options.pin && stats_.pinned_bytes + pin_reserved_bytes_ + size > pin_quota_) {
+  if (options.pin && pinned_footprint_ + pin_reserved_footprint_ + chunk > pin_quota_) {
     ++stats_.rejected_pin_quota;
     return absl::ResourceExhaustedError(
         absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
@@ -341,8 +343,8 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   index_.Insert(key, tag, s);
   reservations_.PushTail(s);
   stats_.reserved_bytes += size;
-  if (options.pin) pin_reserved_bytes_ += size;
-  ChargeNamespace(tag, size);
+  if (options.pin) pin_reserved_footprint_ += chunk;
+  ChargeNamespace(tag, chunk);
 
   Reservation r;
   r.id = (uint64_t{slot.gen} << 32) | s;
@@ -399,9 +401,10 @@ absl::Status HostBlockStore::Commit(uint64_t reservation_id) {
   ++stats_.blocks;
   if (slot.pin_on_commit) {
     slot.pin_on_commit = false;
-    pin_reserved_bytes_ -= size;
+    pin_reserved_footprint_ -= Footprint(size);
     slot.pinned = true;
     stats_.pinned_bytes += size;
+    pinned_footprint_ += Footprint(size);
     ++stats_.pinned_blocks;
   }
   policy_->OnInsert(s, parent, GhostHint(index_.key(s), tag), size);
@@ -553,17 +556,19 @@ absl::Status HostBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool
   Slot& slot = slots_[s];
   if (slot.pinned == pin) return absl::OkStatus();
   if (pin) {
-    if (stats_.pinned_bytes + pin_reserved_bytes_ + slot.size > pin_quota_) {
+    if (pinned_footprint_ + pin_reserved_footprint_ + Footprint(slot.size) > pin_quota_) {
       ++stats_.rejected_pin_quota;
       return absl::ResourceExhaustedError(
           absl::StrCat("pinned quota of ", pin_quota_, " bytes would be exceeded"));
     }
     slot.pinned = true;
     stats_.pinned_bytes += slot.size;
+    pinned_footprint_ += Footprint(slot.size);
     ++stats_.pinned_blocks;
   } else {
     slot.pinned = false;
     stats_.pinned_bytes -= slot.size;
+    pinned_footprint_ -= Footprint(slot.size);
     --stats_.pinned_blocks;
   }
   return absl::OkStatus();

@@ -152,7 +152,12 @@ class HostBlockStore final : public BlockStore {
   SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   SlotList live_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
-  uint64_t pin_reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The pinned quota and namespace quotas charge what a block takes, its chunk
+  // (Footprint), not its bytes: 1-byte blocks pinned 100% of a tier that counted
+  // them as 0.02% (session 15).
+  uint64_t pinned_footprint_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pin_reserved_footprint_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t Footprint(uint64_t size) const { return classes_.size(classes_.ClassFor(size)); }
   // Bytes reserved and stored per namespace tag (only with quotas_on_).
   absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
