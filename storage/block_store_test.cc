@@ -419,6 +419,25 @@ TEST_F(BlockStoreTest, TinyBlocksAreChargedTheChunkTheyTake) {
   EXPECT_EQ(store_->NamespaceUsageOf("tiny").held_bytes, c.max_block_bytes);
 }
 
+// With quotas, one namespace cannot take every lease of the tier (one tenant
+// leasing a block 4096 times per call held all 262,144 for 10 minutes).
+TEST_F(BlockStoreTest, ANamespaceWithAQuotaHoldsOnlyItsShareOfTheLeases) {
+  BlockStoreConfig c = SmallConfig();  // max_leases 4096
+  c.namespace_quota_bytes = c.max_block_bytes;
+  Make(c);
+  ASSERT_TRUE(PutBlock(1, 100, "greedy").ok());
+  ASSERT_TRUE(PutBlock(2, 100, "other").ok());
+  std::vector<uint64_t> held;
+  absl::StatusOr<Lease> l;
+  while ((l = store_->Acquire("greedy", Key(1), absl::Seconds(600))).ok()) held.push_back(l->id);
+  EXPECT_EQ(held.size(), 1024u);  // its share: max(max_leases x quota / capacity, 1024)
+  EXPECT_EQ(l.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(l.status().message()), ::testing::HasSubstr("its share of max_leases"));
+  EXPECT_TRUE(store_->Acquire("other", Key(2), absl::Seconds(1)).ok());  // others still read
+  ASSERT_TRUE(store_->Release(held.back()).ok());
+  EXPECT_TRUE(store_->Acquire("greedy", Key(1), absl::Seconds(1)).ok());
+}
+
 TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";

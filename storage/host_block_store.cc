@@ -455,6 +455,15 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
     return absl::NotFoundError("block not found");
   }
+  const uint64_t quota = quotas_on_ ? QuotaFor(tag) : 0;
+  if (quota != 0) {
+    const uint32_t held = ns_leases_[tag];
+    if (held >= LeaseShare(quota)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "namespace '", ns, "' holds ", held, " live leases, its share of max_leases (", config_.max_leases,
+          ") by its quota; release leases or let them expire"));
+    }
+  }
   uint32_t idx = free_leases_.PopTail();
   if (idx == kNoSlot) {
     ExpireLocked(NowNs());
@@ -467,6 +476,8 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   Slot& slot = slots_[s];
   LeaseRec& rec = leases_[idx];
   rec.slot = s;
+  rec.ns_tag = tag;
+  if (quota != 0) ++ns_leases_[tag];
   rec.expires_ns = NowNs() + absl::ToInt64Nanoseconds(lease);
   live_leases_.PushTail(idx);
   if (slot.leases++ == 0) ++stats_.leased_blocks;
@@ -485,6 +496,9 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
 void HostBlockStore::DropLease(uint32_t idx) {
   LeaseRec& rec = leases_[idx];
   uint32_t s = rec.slot;
+  if (quotas_on_) {
+    if (auto it = ns_leases_.find(rec.ns_tag); it != ns_leases_.end() && it->second > 0) --it->second;
+  }
   live_leases_.Remove(idx);
   rec.slot = kNoSlot;
   if (++rec.gen == 0) rec.gen = 1;

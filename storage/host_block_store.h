@@ -7,6 +7,7 @@
 // it: Commit hashes the block outside the lock (the slot is marked COMMITTING
 // meanwhile) and Put copies outside it. Lookup takes the lock once per batch.
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -83,6 +84,7 @@ class HostBlockStore final : public BlockStore {
     uint32_t slot = kNoSlot;  // kNoSlot when free
     uint32_t gen = 1;
     int64_t expires_ns = 0;
+    uint64_t ns_tag = 0;  // its namespace, for ns_leases_
   };
 
   HostBlockStore(const BlockStoreConfig& config, Clock* clock) : config_(config), clock_(clock) {}
@@ -158,6 +160,15 @@ class HostBlockStore final : public BlockStore {
   uint64_t pinned_footprint_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pin_reserved_footprint_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t Footprint(uint64_t size) const { return classes_.size(classes_.ClassFor(size)); }
+  // Live leases per namespace tag (only with quotas_on_; entries stay at 0, so
+  // the lease path allocates once per namespace). A namespace with a quota may
+  // hold LeaseShare(quota) of max_leases: one tenant took every lease before.
+  absl::flat_hash_map<uint64_t, uint32_t> ns_leases_ ABSL_GUARDED_BY(mu_);
+  uint64_t LeaseShare(uint64_t quota) const {
+    const auto share = static_cast<uint64_t>(static_cast<double>(config_.max_leases) *
+                                             static_cast<double>(quota) / static_cast<double>(config_.capacity_bytes));
+    return std::max<uint64_t>(share, 1024);
+  }
   // Bytes reserved and stored per namespace tag (only with quotas_on_).
   absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
