@@ -436,6 +436,9 @@ TEST_F(BlockStoreTest, ANamespaceWithAQuotaHoldsOnlyItsShareOfTheLeases) {
   EXPECT_TRUE(store_->Acquire("other", Key(2), absl::Seconds(1)).ok());  // others still read
   ASSERT_TRUE(store_->Release(held.back()).ok());
   EXPECT_TRUE(store_->Acquire("greedy", Key(1), absl::Seconds(1)).ok());
+  // Leases past their time stop counting at once, swept or not.
+  clock_.Advance(absl::Seconds(601));
+  EXPECT_TRUE(store_->Acquire("greedy", Key(1), absl::Seconds(1)).ok());
 }
 
 TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) {

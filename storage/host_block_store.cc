@@ -457,7 +457,11 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   }
   const uint64_t quota = quotas_on_ ? QuotaFor(tag) : 0;
   if (quota != 0) {
-    const uint32_t held = ns_leases_[tag];
+    uint32_t held = ns_leases_[tag];
+    if (held >= LeaseShare(quota)) {
+      ExpireLocked(NowNs());  // leases past their time count until swept
+      held = ns_leases_[tag];
+    }
     if (held >= LeaseShare(quota)) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "namespace '", ns, "' holds ", held, " live leases, its share of max_leases (", config_.max_leases,

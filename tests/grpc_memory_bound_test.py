@@ -6,7 +6,9 @@ and gRPC cancels streams beyond it (session 15: 250 such streams took a shard
 from 72 MiB to 2 GiB in 14 s, and nothing stopped it going further).
 
 Speaks HTTP/2 itself (the standard library only), as such a client would.
-Usage: grpc_memory_bound_test.py --bin BUILD/bin
+Usage: grpc_memory_bound_test.py --bin BUILD/bin [--sanitized]
+(--sanitized: ASan keeps freed memory in quarantine and adds shadow pages, so the
+resident size says nothing there; the streams must still be cancelled.)
 """
 
 import argparse
@@ -131,6 +133,7 @@ def rss_mib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--sanitized", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="kvhub_grpc_memory_")
     ready = os.path.join(work, "ready")
@@ -162,7 +165,7 @@ def main():
         print(f"offered 400 MiB on 100 streams: kvhubd grew {grown} MiB, {cancelled} streams cancelled")
         assert shard.poll() is None, "kvhubd died"
         # Not the 400 MiB offered: gRPC's 128 MiB, plus allocator slack.
-        assert grown < 300, f"kvhubd grew {grown} MiB under 400 MiB of half-sent messages"
+        assert args.sanitized or grown < 300, f"kvhubd grew {grown} MiB under 400 MiB of half-sent messages"
         assert cancelled > 0, "no stream was cancelled at the memory limit"
         # And it still serves: a fresh connection's Stats call (no token configured).
         out = subprocess.run([os.path.join(args.bin, "kvhub"), "stats", "--addr", addr],
