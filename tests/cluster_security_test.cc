@@ -516,6 +516,20 @@ void MakeRotation(const std::string& name, Rotation* r) {
   ASSERT_EQ(testing::RunCommand(absl::StrCat("mkdir -p ", r->dir)).exit_code, 0);
 }
 
+// The files a process reads, in `r.dir`: a certificate, its key and a CA bundle.
+struct InUse {
+  std::string cert, key, ca;
+};
+// Puts `cert`, `key` and `ca` in place (each file replaced atomically, as a Secret update
+// does) and returns where.
+InUse Install(const Rotation& r, const std::string& cert, const std::string& key, const std::string& ca) {
+  InUse in_use{r.dir + "/tls.crt", r.dir + "/tls.key", r.dir + "/ca.crt"};
+  ReplaceFile(cert, in_use.cert);
+  ReplaceFile(key, in_use.key);
+  ReplaceFile(ca, in_use.ca);
+  return in_use;
+}
+
 void RemoveRotation(const Rotation& r) {
   testing::RunCommand(absl::StrCat("rm -rf ", r.dir, " ", r.before.dir, " ", r.after.dir));
 }
@@ -528,13 +542,9 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
   ASSERT_NO_FATAL_FAILURE(MakeRotation("served", &rotation));
   const Pki& old_pki = rotation.before;
   const Pki& new_pki = rotation.after;
-  const std::string& dir = rotation.dir;
-  const std::string cert = dir + "/tls.crt", key = dir + "/tls.key", client_ca = dir + "/ca.crt";
-  ReplaceFile(old_pki.server_cert, cert);
-  ReplaceFile(old_pki.server_key, key);
-  ReplaceFile(old_pki.ca, client_ca);
-  auto shard = StartShard({"--tls_cert_file=" + cert, "--tls_key_file=" + key,
-                           "--tls_client_ca_file=" + client_ca, "--tls_reload_ms=1000"});
+  const InUse files = Install(rotation, old_pki.server_cert, old_pki.server_key, old_pki.ca);
+  auto shard = StartShard({"--tls_cert_file=" + files.cert, "--tls_key_file=" + files.key,
+                           "--tls_client_ca_file=" + files.ca, "--tls_reload_ms=1000"});
   ASSERT_NE(shard, nullptr);
   auto client_of = [&](const Pki& trust, const Pki& identity) {
     ClientConfig c = Config(*shard, "");
@@ -551,9 +561,7 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
   EXPECT_FALSE(GetOne(*client_of(new_pki, new_pki), "ns", a.size()).ok()) << "the new CA is not served yet";
 
   // Rotate the server's certificate and key, then the CA its clients must be signed by.
-  ReplaceFile(new_pki.server_cert, cert);
-  ReplaceFile(new_pki.server_key, key);
-  ReplaceFile(new_pki.ca, client_ca);
+  Install(rotation, new_pki.server_cert, new_pki.server_key, new_pki.ca);
   absl::StatusOr<std::vector<uint8_t>> got;
   EXPECT_TRUE(Eventually([&] {
     got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
@@ -565,12 +573,12 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
 
   // A broken update (the old key beside the new certificate, then a certificate file
   // that is not PEM) is not taken: the shard keeps serving the last good set.
-  ReplaceFile(old_pki.server_key, key);
+  ReplaceFile(old_pki.server_key, files.key);
   absl::SleepFor(absl::Milliseconds(2500));
   got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
   EXPECT_TRUE(got.ok()) << "a mismatched key replaced the served one: " << got.status();
-  ReplaceFile(new_pki.server_key, key);
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("echo not-a-certificate > ", cert)).exit_code, 0);
+  ReplaceFile(new_pki.server_key, files.key);
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("echo not-a-certificate > ", files.cert)).exit_code, 0);
   absl::SleepFor(absl::Milliseconds(2500));
   got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
   EXPECT_TRUE(got.ok()) << "an unreadable certificate replaced the served one: " << got.status();
@@ -587,11 +595,7 @@ TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
   ASSERT_NO_FATAL_FAILURE(MakeRotation("client", &rotation));
   const Pki& old_pki = rotation.before;
   const Pki& new_pki = rotation.after;
-  const std::string& dir = rotation.dir;
-  const std::string ca = dir + "/ca.crt", cert = dir + "/tls.crt", key = dir + "/tls.key";
-  ReplaceFile(old_pki.ca, ca);
-  ReplaceFile(old_pki.client_cert, cert);
-  ReplaceFile(old_pki.client_key, key);
+  const InUse files = Install(rotation, old_pki.client_cert, old_pki.client_key, old_pki.ca);
   auto shard_flags = [](const Pki& pki) {
     return std::vector<std::string>{"--tls_cert_file=" + pki.server_cert, "--tls_key_file=" + pki.server_key,
                                     "--tls_client_ca_file=" + pki.ca};
@@ -600,9 +604,9 @@ TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
   ASSERT_NE(first, nullptr);
   const std::string address = first->grpc_address();
   ClientConfig c = Config(*first, "");
-  c.tls_ca_file = ca;
-  c.tls_cert_file = cert;
-  c.tls_key_file = key;
+  c.tls_ca_file = files.ca;
+  c.tls_cert_file = files.cert;
+  c.tls_key_file = files.key;
   c.tls_reload_interval = absl::Seconds(1);
   auto client = Client::Create(c);
   ASSERT_TRUE(client.ok()) << client.status();
@@ -611,9 +615,7 @@ TEST(ClusterSecurityTest, ALongLivedClientFollowsItsRotatedCertificates) {
 
   // Everything rotates to another CA; the shard comes back at the same address.
   ASSERT_EQ(first->Stop().value_or(-1), 0);
-  ReplaceFile(new_pki.ca, ca);
-  ReplaceFile(new_pki.client_cert, cert);
-  ReplaceFile(new_pki.client_key, key);
+  Install(rotation, new_pki.client_cert, new_pki.client_key, new_pki.ca);
   std::vector<std::string> flags = shard_flags(new_pki);
   flags.push_back("--grpc_address=" + address);
   auto second = StartShard(flags);
