@@ -233,17 +233,16 @@ struct UcxWorker::Impl {
   absl::flat_hash_map<ucp_ep_h, EpOwner> ep_owner;
   absl::flat_hash_map<uint64_t, Op*> awaiting;  // req_id -> op waiting for an AM response
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps;  // reported by the error callback
-  std::vector<void*> closing;                                 // ucp_ep_close_nbx requests
-  // Close(): a flush-mode ucp_ep_close_nbx whose end a caller waits for.
+  // The end of a close a caller waits for (Close()).
   struct CloseWait {
     absl::Notification done;
     ucs_status_t status = UCS_INPROGRESS;  // written before done.Notify()
   };
-  struct WaitedClose {
-    void* req;
-    std::shared_ptr<CloseWait> wait;
+  struct Closing {
+    void* req;                        // a ucp_ep_close_nbx request
+    std::shared_ptr<CloseWait> wait;  // null: nobody waits
   };
-  std::vector<WaitedClose> waited_closes;
+  std::vector<Closing> closing;
   // Response sends whose completion has not been reported yet. UCX drops the
   // completion of a send to a peer that died mid-transfer; what is left here
   // when the worker is destroyed is freed with the Impl.
@@ -351,36 +350,33 @@ struct UcxWorker::Impl {
     return ep;
   }
 
-  void CloseEp(ucp_ep_h ep, bool force) {
+  // `wait` (optional) learns when the close ends and how.
+  void CloseEp(ucp_ep_h ep, bool force, std::shared_ptr<CloseWait> wait = nullptr) {
     ep_owner.erase(ep);
     ucp_request_param_t p{};
     // FORCE cancels outstanding requests; UCX allows it only in PEER error mode.
     p.op_attr_mask = force ? UCP_OP_ATTR_FIELD_FLAGS : 0;
     p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
     void* req = ucp_ep_close_nbx(ep, &p);
-    if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+    if (UCS_PTR_IS_PTR(req)) {
+      closing.push_back({req, std::move(wait)});
+    } else if (wait != nullptr) {
+      EndClose(wait.get(), UCS_PTR_STATUS(req));
+    }
   }
 
-  void ReapWaitedCloses() {
-    for (size_t i = 0; i < waited_closes.size();) {
-      const ucs_status_t st = ucp_request_check_status(waited_closes[i].req);
-      if (st == UCS_INPROGRESS) {
-        ++i;
-        continue;
-      }
-      ucp_request_free(waited_closes[i].req);
-      waited_closes[i].wait->status = st;
-      waited_closes[i].wait->done.Notify();
-      waited_closes[i] = std::move(waited_closes.back());
-      waited_closes.pop_back();
-    }
+  static void EndClose(CloseWait* wait, ucs_status_t status) {
+    wait->status = status;
+    wait->done.Notify();
   }
 
   void ReapClosing() {
     for (size_t i = 0; i < closing.size();) {
-      if (ucp_request_check_status(closing[i]) != UCS_INPROGRESS) {
-        ucp_request_free(closing[i]);
-        closing[i] = closing.back();
+      const ucs_status_t st = ucp_request_check_status(closing[i].req);
+      if (st != UCS_INPROGRESS) {
+        ucp_request_free(closing[i].req);
+        if (closing[i].wait != nullptr) EndClose(closing[i].wait.get(), st);
+        closing[i] = std::move(closing.back());
         closing.pop_back();
       } else {
         ++i;
@@ -390,7 +386,8 @@ struct UcxWorker::Impl {
 
   // Fails every transfer waiting on `id` for an AM reply, then closes its endpoint.
   // `wait`: close the endpoint in flush mode (what was sent arrives, the peer
-  // learns of the close) and report the close's end to `wait`; else force it.
+  // learns of the close) and report the close's end to `wait`; else force it
+  // (in PEER error mode, where UCX allows that).
   void FailPeer(PeerId id, const absl::Status& why, std::shared_ptr<CloseWait> wait = nullptr) {
     auto it = peers.find(id);
     if (it == peers.end()) return;
@@ -415,19 +412,7 @@ struct UcxWorker::Impl {
     // Their sends complete (with an error) when the endpoint closes; the table
     // keeps them until then.
     for (CallOp* call : peer_calls) FinishCall(call, why);
-    if (wait != nullptr) {
-      ep_owner.erase(peer->ep);
-      ucp_request_param_t p{};
-      void* req = ucp_ep_close_nbx(peer->ep, &p);
-      if (UCS_PTR_IS_PTR(req)) {
-        waited_closes.push_back({req, std::move(wait)});
-      } else {
-        wait->status = UCS_PTR_STATUS(req);
-        wait->done.Notify();
-      }
-    } else {
-      CloseEp(peer->ep, peer->peer_mode);
-    }
+    CloseEp(peer->ep, /*force=*/wait == nullptr && peer->peer_mode, std::move(wait));
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
   }
@@ -1156,7 +1141,6 @@ void UcxWorker::Loop() {
     }
     impl_->ProcessFailures();
     impl_->ReapClosing();
-    impl_->ReapWaitedCloses();
     if (stop_.load()) {
       if (stop_deadline == absl::InfiniteFuture()) stop_deadline = Clock::Real()->Now() + absl::Seconds(2);
       if (impl_->closing.empty() || Clock::Real()->Now() > stop_deadline) break;
@@ -1173,19 +1157,16 @@ void UcxWorker::Loop() {
     ::poll(&pfd, 1, st == UCS_OK ? idle_ms : 1);
     impl_->c.wakeups.fetch_add(1, std::memory_order_relaxed);
   }
-  for (Impl::WaitedClose& f : impl_->waited_closes) {  // handed back to UCX like `closing` below
-    ucp_request_free(f.req);
-    f.wait->status = UCS_ERR_CANCELED;
-    f.wait->done.Notify();
-  }
-  impl_->waited_closes.clear();
   if (!impl_->closing.empty()) {
     // Flush-mode closes to peers that stopped receiving (a stuck shared-memory
     // queue, a dead peer without failure detection) never finish. Hand the
     // requests back to UCX, which ends them while it destroys the worker (it
     // asserts on a close request the user still holds).
     KVHUB_LOG(warn, "ucx: {} endpoint closes still pending at worker shutdown", impl_->closing.size());
-    for (void* req : impl_->closing) ucp_request_free(req);
+    for (Impl::Closing& c : impl_->closing) {
+      ucp_request_free(c.req);
+      if (c.wait != nullptr) Impl::EndClose(c.wait.get(), UCS_ERR_CANCELED);
+    }
     impl_->closing.clear();
   }
 }
