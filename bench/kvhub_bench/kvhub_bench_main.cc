@@ -379,7 +379,8 @@ int Main(int argc, char** argv) {
   std::vector<Row> rows;
   std::atomic<uint64_t> key_counter{1};
   int perftest_port = 0;
-  auto fresh_key = [&] { return U128{key_counter.fetch_add(1), 0xbe11c4ull ^ std::hash<std::string>()(ns)}; };
+  const uint64_t key_salt = 0xbe11c4ull ^ std::hash<std::string>()(ns);  // keys: {n, key_salt}, n = 1, 2, ...
+  auto fresh_key = [&] { return U128{key_counter.fetch_add(1), key_salt}; };
   auto print = [](const Row& r) {
     std::fprintf(stderr, "  %-6s %-7s %-13s %8s %5u  c=%d  %8.0f ops/s  %7.3f GB/s  %10.0f keys/s  err=%lu  cpu/GiB=%.3f\n",
                  r.system.c_str(), r.op.c_str(), r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
@@ -583,12 +584,11 @@ int Main(int argc, char** argv) {
   if (!o.spawn) {
     auto client = MakeClient(o, "inline", "inline");
     const uint64_t made = key_counter.load();
-    const uint64_t salt = 0xbe11c4ull ^ std::hash<std::string>()(ns);
     uint64_t deleted = 0, failed = 0;
     std::vector<BlockKey> batch;
     for (uint64_t k = 1; k < made; k += 1024) {
       batch.clear();
-      for (uint64_t j = k; j < std::min(made, k + 1024); ++j) batch.push_back(U128{j, salt});
+      for (uint64_t j = k; j < std::min(made, k + 1024); ++j) batch.push_back(U128{j, key_salt});
       absl::StatusOr<std::vector<absl::Status>> r = client->Delete(ns, batch);
       if (!r.ok()) {
         failed += batch.size();
