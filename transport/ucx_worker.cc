@@ -412,7 +412,8 @@ struct UcxWorker::Impl {
     // Their sends complete (with an error) when the endpoint closes; the table
     // keeps them until then.
     for (CallOp* call : peer_calls) FinishCall(call, why);
-    CloseEp(peer->ep, /*force=*/wait == nullptr && peer->peer_mode, std::move(wait));
+    const bool force = wait == nullptr && peer->peer_mode;  // before `wait` is moved from
+    CloseEp(peer->ep, force, std::move(wait));
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
   }
