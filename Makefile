@@ -2,12 +2,16 @@
 #   make build   install deps, configure, build into build/ (binaries in build/bin/)
 #   make test    build, then run every test (what CI runs)
 #   make demo    build, start a local 3-shard cluster, run a workload, print the numbers, stop
+#   make install build, then install binaries, headers, libraries, find_package(kvhub) and
+#                the Python package under PREFIX (default /usr/local)
 #   make stress  build, then kvhub-stress with faults on each data plane (STRESS_SECONDS each)
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo stress tsa asan tsan fuzz clean
+PREFIX ?= /usr/local
+
+.PHONY: deps configure build install test demo stress tsa asan tsan fuzz clean
 
 deps:
 	./scripts/install-deps.sh
@@ -17,6 +21,9 @@ configure: deps
 
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+install: build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600

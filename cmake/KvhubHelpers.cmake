@@ -11,6 +11,12 @@ endif()
 if(KVHUB_SANITIZE STREQUAL "asan")
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
+  # An uninstrumented interpreter that loads our instrumented Python module must
+  # preload these (python/CMakeLists.txt, tests/CMakeLists.txt).
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libasan.so
+                  OUTPUT_VARIABLE KVHUB_LIBASAN OUTPUT_STRIP_TRAILING_WHITESPACE)
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so.6
+                  OUTPUT_VARIABLE KVHUB_LIBSTDCXX OUTPUT_STRIP_TRAILING_WHITESPACE)
 elseif(KVHUB_SANITIZE STREQUAL "tsan")
   add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
   add_link_options(-fsanitize=thread)
