@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cachesvc/kvhubd_config.h"
+#include "common/flags.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/mutex_checks.h"
@@ -63,7 +63,12 @@ std::unique_ptr<kvhub::v1::KvHub::Stub> Stub(const std::string& target, int id) 
 static int RunProgram(int argc, char** argv) {
   kvhub::LogToStderr("kvhubd_loadgen");  // stdout carries only the program's output
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = kvhub::ParseFlagsOrExit(
+      argc, argv, "gRPC load against one kvhubd, for profiling it (cachesvc/kvhubd_loadgen.cc).");
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "kvhubd_loadgen: unexpected argument '%s' (flags are --key=value)\n", rest[1]);
+    return 2;
+  }
   const std::string target = absl::GetFlag(FLAGS_target);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const std::string ns = absl::GetFlag(FLAGS_ns).empty() ? "loadgen-" + mode : absl::GetFlag(FLAGS_ns);

@@ -17,12 +17,11 @@
 #include <vector>
 
 #include "common/fd_limit.h"
+#include "common/flags.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cachesvc/kvhubd_config.h"
@@ -157,8 +156,6 @@ int main(int argc, char** argv) {
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   // Logs go to stderr; stdout carries only the ready line.
   kvhub::LogToStderr("kvhubd");
-  absl::SetProgramUsageMessage(
-      "a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
   // An empty value reads as "not set" below: `--grpc_address=$UNSET` must not
   // quietly mean the default port, so the command line may not carry one.
   for (int i = 1; i < argc; ++i) {
@@ -170,7 +167,8 @@ int main(int argc, char** argv) {
       return Fail(2, absl::StrCat(arg.substr(0, arg.find('=')), " has an empty value (leave the flag out for its default)"));
     }
   }
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = kvhub::ParseFlagsOrExit(
+      argc, argv, "a kvhub KV-cache node. Flags override --config; see docs/operations.md.");
   if (rest.size() > 1) return Fail(2, absl::StrCat("unexpected argument '", rest[1], "' (flags are --key=value)"));
 
   // Every config key must have a flag (and no flag may name an unknown key).

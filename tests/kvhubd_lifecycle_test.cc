@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/kvhub_test_util.h"
 #include "tests/testing/kvhubd_process.h"
+#include "tests/testing/run_command.h"
 
 namespace kvhub::testing {
 namespace {
@@ -233,6 +234,34 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
   std::remove(conf.c_str());
+}
+
+// Asking for help or the version is not a failure (abseil 20220623 exits 1 for --help);
+// the help lists kvhubd's own flags with paths relative to the source tree. The other
+// programs parsing flags the same way (common/flags.h) list theirs too: abseil's
+// default filter showed "No flags matched" for kvhub-stress and kvhub-demo.
+TEST(KvhubdLifecycleTest, HelpAndVersionExitZeroOnStdout) {
+  CommandResult help = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --help 2>/dev/null"));
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("Flags from cachesvc/kvhubd_main.cc:"));
+  EXPECT_THAT(help.out, HasSubstr("--capacity_bytes"));
+  EXPECT_THAT(help.out, ::testing::Not(HasSubstr("--flagfile")));  // abseil's own, in --helpfull only
+
+  CommandResult version = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --version 2>/dev/null"));
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out, "kvhubd 0.1.0\n");
+
+  for (const char* program : {"kvhub-stress", "kvhub-demo", "kvhubd_loadgen"}) {
+    CommandResult other = RunCommand(absl::StrCat(ProgramPath(program), " --help 2>/dev/null"));
+    EXPECT_EQ(other.exit_code, 0) << program;
+    EXPECT_THAT(other.out, HasSubstr("Flags from ")) << program;
+    EXPECT_THAT(other.out, ::testing::Not(HasSubstr("No flags matched"))) << program;
+  }
+
+  // Unknown flags and stray arguments still fail.
+  EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --no_such_flag=1 2>/dev/null")).exit_code, 1);
+  EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhubd"), " stray 2>/dev/null")).exit_code, 2);
+  EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhub-demo"), " stray 2>/dev/null")).exit_code, 2);
 }
 
 TEST(KvhubdLifecycleTest, PortsInUseAreRefused) {

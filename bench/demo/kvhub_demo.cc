@@ -20,13 +20,12 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "codec/codec.h"
 #include "codec/synthetic_kv.h"
+#include "common/flags.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
@@ -407,7 +406,11 @@ int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhub-demo");  // stdout carries only the program's output
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  absl::SetProgramUsageMessage("kvhub-demo --members=HOST:PORT,... : a multi-turn chat workload");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest =
+      kvhub::ParseFlagsOrExit(argc, argv, "a multi-turn chat workload.\n  kvhub-demo --members=HOST:PORT,...");
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "kvhub-demo: unexpected argument '%s' (flags are --key=value)\n", rest[1]);
+    return 2;
+  }
   return kvhub::ExitCodeAfterStdout(kvhub::Run(), "kvhub-demo");
 }

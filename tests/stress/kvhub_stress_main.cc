@@ -48,8 +48,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -60,6 +58,7 @@
 #include "cachesvc/kvhubd_config.h"
 #include "client/client.h"
 #include "client/client_config.h"
+#include "common/flags.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/output_file.h"
@@ -940,11 +939,11 @@ void Stress::Report(bool to_stderr, nlohmann::json* j) const {
 
 int Main(int argc, char** argv) {
   LogToStderr("kvhub-stress");
-  absl::SetProgramUsageMessage(
+  std::vector<char*> rest = ParseFlagsOrExit(
+      argc, argv,
       "randomized operations and shard faults against a kvhub cluster; checks nothing is served wrong.\n"
       "  kvhub-stress [--spawn 3 | --members A,B] [--threads 4] [--seconds 10] [--kill_every_ms MS] "
       "[--stop_every_ms MS]");
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   auto usage = [](const std::string& msg) {
     std::fprintf(stderr, "kvhub-stress: %s\n", msg.c_str());
     return 2;
