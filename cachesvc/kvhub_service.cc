@@ -9,6 +9,7 @@
 #include "cachesvc/request_validation.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 
 namespace kvhub::cachesvc {
@@ -812,7 +813,7 @@ grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, co
 grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   storage::BlockStoreStats st = store_->Stats();
   resp->set_node_id(node_id());
-  resp->set_version(KVHUB_VERSION);
+  resp->set_version(kVersion);
   v1::TierStats* t = resp->add_tiers();
   t->set_tier("host");
   t->set_capacity_bytes(st.capacity_bytes);

@@ -47,6 +47,7 @@ if(KVHUB_WITH_UCX)
   install(DIRECTORY ${CMAKE_SOURCE_DIR}/transport/ DESTINATION ${KVHUB_INSTALL_INCLUDEDIR}/transport
           FILES_MATCHING PATTERN "*.h" PATTERN "*_test*.h" EXCLUDE)
 endif()
+install(FILES ${CMAKE_BINARY_DIR}/common/version.h DESTINATION ${KVHUB_INSTALL_INCLUDEDIR}/common)
 install(DIRECTORY ${CMAKE_BINARY_DIR}/proto/kvhub DESTINATION ${KVHUB_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.pb.h")
 install(FILES ${CMAKE_SOURCE_DIR}/proto/kvhub/v1/kvhub.proto

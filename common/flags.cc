@@ -12,6 +12,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/version.h"
 
 namespace kvhub {
 namespace {
@@ -27,7 +28,7 @@ std::string RelativeToSourceTree(absl::string_view file) {
 }
 
 std::string VersionString() {
-  return absl::StrCat(absl::flags_internal::ShortProgramInvocationName(), " ", KVHUB_FLAGS_VERSION, "\n");
+  return absl::StrCat(absl::flags_internal::ShortProgramInvocationName(), " ", kVersion, "\n");
 }
 
 }  // namespace

@@ -71,7 +71,7 @@ class InstallTest(unittest.TestCase):
 
     def test_layout_is_what_the_docs_promise(self):
         for rel in ["bin/kvhubd", "bin/kvhub", "bin/kvhub-bench", "bin/kvhub-codec", "bin/kvhub-replay",
-                    "include/kvhub/client/client.h", "include/kvhub/codec/codec.h",
+                    "include/kvhub/client/client.h", "include/kvhub/codec/codec.h", "include/kvhub/common/version.h",
                     "include/kvhub/kvhub/v1/kvhub.pb.h", "lib/cmake/kvhub/kvhubConfig.cmake",
                     "lib/cmake/kvhub/kvhubConfigVersion.cmake", "share/kvhub/proto/kvhub/v1/kvhub.proto"]:
             self.assertTrue(os.path.exists(os.path.join(self.prefix, rel)), rel)

@@ -39,6 +39,7 @@
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
+#include "common/version.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -710,5 +711,6 @@ int main(int argc, char** argv) {
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   kvhub::LogToStderr("kvhub-bench");  // stdout: the table and JSON only
+  if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-bench")) return kvhub::ExitCodeAfterStdout(0, "kvhub-bench");
   return kvhub::ExitCodeAfterStdout(kvhub::bench::Main(argc, argv), "kvhub-bench");
 }

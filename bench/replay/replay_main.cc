@@ -19,6 +19,7 @@
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
+#include "common/version.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -606,6 +607,7 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kvhub::LogToStderr("kvhub-replay");  // stdout carries only the program's output
+  if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-replay")) return kvhub::ExitCodeAfterStdout(0, "kvhub-replay");
   kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::ExitCodeAfterStdout(kvhub::replay::Main(argc, argv), "kvhub-replay");

@@ -37,6 +37,7 @@
 #include "common/keys.h"
 #include "common/model_spec.h"
 #include "common/output_file.h"
+#include "common/version.h"
 #include "tools/kvhub/cli_args.h"
 
 namespace kvhub::cli {
@@ -484,6 +485,7 @@ int main(int argc, char** argv) {
   // error (EPIPE: DATA_LOSS, exit 1), not a kill by SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
   kvhub::LogToStderr("kvhub");  // stdout carries only the program's output
+  if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub")) return kvhub::ExitCodeAfterStdout(0, "kvhub");
   // An operator's one-shot command: the client's connection chatter only when asked for.
   const char* level = std::getenv("KVHUB_LOG_LEVEL");
   kvhub::SetLogLevel(level != nullptr ? level : "warn");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/output_file.h"
+#include "common/version.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -369,6 +370,7 @@ static int RunProgram(int argc, char** argv) {
 
 // Output lost to a full disk or a closed pipe fails the program.
 int main(int argc, char** argv) {
+  if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-codec")) return kvhub::ExitCodeAfterStdout(0, "kvhub-codec");
   int rc;
   try {  // the files' data is held whole in memory: a shape larger than it is an error, not an abort
     rc = RunProgram(argc, argv);
