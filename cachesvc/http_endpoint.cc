@@ -1,120 +1,58 @@
 #include "cachesvc/http_endpoint.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include <map>
+#include <utility>
 
-#include <httplib.h>
-
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cachesvc/http_task_queue.h"
-#include "common/fd_limit.h"
 
 namespace kvhub::cachesvc {
-namespace {
 
-// Debian's compiled cpp-httplib listens with a backlog of 5: past 5 connections
-// not yet accepted (a burst of scrapes, probes or a scanner) the kernel drops
-// SYNs, and a probe then waits a 1 s retransmit or more. Linux lets listen() be
-// called again on a listening socket to enlarge its backlog; httplib does not
-// expose its socket, so this finds it among our descriptors by its port.
-void EnlargeListenBacklog(int port) {
-  for (int fd : OpenFileDescriptors()) {
-    int listening = 0;
-    socklen_t len = sizeof(listening);
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof(addr);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
-    int bound = -1;
-    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
-    if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
-    if (bound == port) ::listen(fd, SOMAXCONN);
-  }
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& address, int max_threads,
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& address,
+                                                                  const HttpServerConfig& config,
                                                                   Callbacks callbacks) {
-  size_t colon = address.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("http_address '", address, "' is not HOST:PORT"));
-  }
-  std::string host = address.substr(0, colon);
-  std::string bind_host = host;
-  if (bind_host.size() >= 2 && bind_host.front() == '[' && bind_host.back() == ']') {
-    bind_host = bind_host.substr(1, bind_host.size() - 2);
-  }
-
   std::unique_ptr<HttpEndpoint> ep(new HttpEndpoint());
   ep->callbacks_ = std::move(callbacks);
-  ep->server_ = std::make_unique<httplib::Server>();
-  httplib::Server& srv = *ep->server_;
-  const size_t n = static_cast<size_t>(std::max(max_threads, 1));
-  srv.new_task_queue = [n] { return new HttpTaskQueue(n); };
-  // A connection holds its thread while it waits for a request: 2 s, not httplib's 5
-  // (scrapers come back every 10-60 s and reconnect; probes connect anew each time).
-  srv.set_keep_alive_timeout(2);
-  HttpEndpoint* self = ep.get();
-  srv.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  srv.Get("/readyz", [self](const httplib::Request&, httplib::Response& res) {
-    if (self->callbacks_.serving()) {
-      res.set_content("ready\n", "text/plain");
-    } else {
-      res.status = 503;
-      res.set_content("draining\n", "text/plain");
-    }
-  });
-  srv.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
-    res.set_content(self->callbacks_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  srv.Get("/dashboard", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(DashboardHtml(), "text/html; charset=utf-8");
-  });
-  srv.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/dashboard"); });
-  // The endpoints are read-only: other methods on them get 405 and the methods that work.
-  const auto not_allowed = [](const httplib::Request&, httplib::Response& res) {
-    res.status = 405;
-    res.set_header("Allow", "GET, HEAD");
-    res.set_content("method not allowed: use GET\n", "text/plain");
+  const HttpEndpoint* self = ep.get();
+  auto text = [](int status, const char* body) {
+    HttpResponse r;
+    r.status = status;
+    r.body = body;
+    return r;
   };
-  const char* kPaths = "/(healthz|readyz|metrics|dashboard)?";
-  srv.Post(kPaths, not_allowed);
-  srv.Put(kPaths, not_allowed);
-  srv.Patch(kPaths, not_allowed);
-  srv.Delete(kPaths, not_allowed);
-
-  // cpp-httplib's default sets SO_REUSEPORT, which let a second kvhubd bind a
-  // port this one listens on and take half its probes and scrapes. SO_REUSEADDR
-  // only: a restart may rebind while old connections sit in TIME_WAIT.
-  srv.set_socket_options([](int fd) {
-    int yes = 1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  int bound = port;
-  if (port == 0) {
-    bound = srv.bind_to_any_port(bind_host);
-    if (bound <= 0) return absl::UnavailableError(absl::StrCat("cannot bind http_address ", address));
-  } else if (!srv.bind_to_port(bind_host, port)) {
-    return absl::UnavailableError(absl::StrCat("cannot bind http_address ", address, " (in use?)"));
-  }
-  EnlargeListenBacklog(bound);
-  ep->address_ = absl::StrCat(host, ":", bound);
-  ep->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
+  std::map<std::string, HttpHandler> routes;
+  routes["/healthz"] = [text](const HttpRequest&) { return text(200, "ok\n"); };
+  routes["/readyz"] = [self, text](const HttpRequest&) {
+    return self->callbacks_.serving() ? text(200, "ready\n") : text(503, "draining\n");
+  };
+  routes["/metrics"] = [self](const HttpRequest&) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = self->callbacks_.metrics();
+    return r;
+  };
+  routes["/dashboard"] = [](const HttpRequest&) {
+    HttpResponse r;
+    r.content_type = "text/html; charset=utf-8";
+    r.body = DashboardHtml();
+    return r;
+  };
+  routes["/"] = [](const HttpRequest&) {
+    HttpResponse r;
+    r.status = 302;
+    r.headers.emplace_back("Location", "/dashboard");
+    return r;
+  };
+  absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(address, std::move(routes), config);
+  if (!server.ok()) return server.status();
+  ep->server_ = std::move(*server);
+  ep->address_ = absl::StrCat(address.substr(0, address.rfind(':')), ":", ep->server_->port());
   return ep;
 }
 
 HttpEndpoint::~HttpEndpoint() { Stop(); }
 
 void HttpEndpoint::Stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (server_) server_->Stop();
 }
 
 const char* DashboardHtml() {

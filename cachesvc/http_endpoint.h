@@ -1,25 +1,22 @@
 #pragma once
-// HttpEndpoint: kvhubd's HTTP listener (cpp-httplib) on the metrics port:
+// HttpEndpoint: kvhubd's HTTP listener on the metrics port (cachesvc/http_server.h:
+// one event-loop thread, per-phase deadlines, so neither idle nor trickling
+// connections hold up a probe):
 //   /healthz    200 "ok" while the process runs
 //   /readyz     200 "ready" while serving, 503 "draining" after SIGTERM
 //   /metrics    Prometheus text exposition (version 0.0.4)
 //   /dashboard  a self-refreshing HTML page over /metrics (hit rate, tiers, bandwidth)
+//   /           302 to /dashboard
 //
-// Thread safety: Start/Stop from one thread; handlers run on up to `max_threads`
-// threads, started as connections need them (cachesvc/http_task_queue.h: idle
-// connections never hold up a probe until that many are open), and call the
-// given callbacks concurrently.
+// Thread safety: Start/Stop from one thread; the callbacks run on the listener's
+// thread, one at a time.
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
-
-namespace httplib {
-class Server;
-}
+#include "cachesvc/http_server.h"
 
 namespace kvhub::cachesvc {
 
@@ -31,9 +28,9 @@ class HttpEndpoint {
   };
 
   // Binds HOST:PORT (port 0 = ephemeral) and starts serving on a background thread.
-  // Returns the bound "HOST:PORT". UNAVAILABLE if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& address, int max_threads,
-                                                             Callbacks callbacks);
+  // address() is then the bound "HOST:PORT". UNAVAILABLE if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& address,
+                                                             const HttpServerConfig& config, Callbacks callbacks);
   ~HttpEndpoint();  // Stops.
 
   const std::string& address() const { return address_; }
@@ -41,10 +38,9 @@ class HttpEndpoint {
 
  private:
   HttpEndpoint() = default;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  Callbacks callbacks_;  // before server_: the handlers use it until server_ stops
+  std::unique_ptr<HttpServer> server_;
   std::string address_;
-  Callbacks callbacks_;
 };
 
 // The /dashboard page (static HTML+JS that polls /metrics).

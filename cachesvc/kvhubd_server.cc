@@ -20,9 +20,6 @@
 namespace kvhub::cachesvc {
 namespace {
 
-// Connections the HTTP listener serves at once (a thread each, started on demand):
-// idle keep-alives and scanners must not hold up the probes (http_task_queue.h).
-constexpr int kMaxHttpThreads = 128;
 
 // 0 = the CPUs this process may keep busy (affinity and cgroup quota: a Kubernetes
 // CPU limit), at least 2.
@@ -160,8 +157,14 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   HttpEndpoint::Callbacks callbacks;
   callbacks.serving = [self] { return self->serving(); };
   callbacks.metrics = [self] { return self->RenderMetrics(); };
+  // HTTP connections open at once: at most 1/8 of the descriptors the process may
+  // open (gRPC and UCX clients need the rest), at least 64, at most 4096.
+  HttpServerConfig http_config;
+  if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
+    http_config.max_connections = static_cast<size_t>(std::clamp<uint64_t>(fds->soft / 8, 64, 4096));
+  }
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> http =
-      HttpEndpoint::Start(config.http_address, kMaxHttpThreads, std::move(callbacks));
+      HttpEndpoint::Start(config.http_address, http_config, std::move(callbacks));
   if (!http.ok()) {
     srv->server_->Shutdown();
     srv->server_.reset();

@@ -13,7 +13,7 @@ PKGS=(
   libhwy-dev                          # portable SIMD codecs
   libspdlog-dev libfmt-dev            # logging (absl 20220623 has no absl/log)
   nlohmann-json3-dev                  # test vectors, --json output, config files
-  libcpp-httplib-dev                  # /metrics, /healthz, /readyz, /dashboard
+  libcpp-httplib-dev                  # tests: HTTP client for /metrics and the probes
   libgtest-dev libgmock-dev libbenchmark-dev
   libucx-dev ucx-utils                # UCX data plane
   redis-server                        # baseline in kvhub-bench

@@ -9,7 +9,7 @@
   is defined, and the alert's job is the scrape config's. With promtool installed
   (Debian package prometheus) the rules and the config also pass promtool.
 - Container image: its runtime packages hold every shared library kvhubd and the
-  kvhub CLI link (ldd, dpkg -S).
+  kvhub CLI link (ldd, dpkg -S), and nothing else.
 
 Usage: deploy_test.py --source REPO --bin BUILD/bin [--sanitized]
 """
@@ -275,10 +275,15 @@ def check_image(source, bindir, sanitized):
     check(len(runtime) == 2, "the Dockerfile has no debian:12-slim runtime stage")
     installed = set(re.findall(r"\b(lib[a-z0-9+.\-]+|zlib1g|ca-certificates)\b", runtime[-1]))
     base = {"libc6"}  # in debian:12-slim itself
+    needed = set()
     for b in ("kvhubd", "kvhub"):
-        missing = runtime_packages(os.path.join(bindir, b)) - installed - base
+        linked = runtime_packages(os.path.join(bindir, b))
+        needed |= linked
+        missing = linked - installed - base
         check(not missing, "the image lacks the packages %s links: %s" % (b, sorted(missing)))
         check("build/bin/" + b in text, "the image does not carry " + b)
+    extra = installed - needed - {"ca-certificates"}
+    check(not extra, "the image installs packages neither kvhubd nor kvhub links: %s" % sorted(extra))
     check("scripts/install-deps.sh" in text and "make build" in text, "the build stage does not use install-deps + make build")
     try:
         with open(os.path.join(source, ".dockerignore")) as f:
@@ -287,7 +292,7 @@ def check_image(source, bindir, sanitized):
         ignored = set()
     check({"build", "build-*"} <= ignored, ".dockerignore does not keep build trees (CMake caches of another path) out")
     if len(FAILURES) == failed:
-        print("image: its runtime packages cover every library kvhubd and kvhub link")
+        print("image: its runtime packages are exactly the libraries kvhubd and kvhub link")
 
 
 def main():

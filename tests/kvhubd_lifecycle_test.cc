@@ -100,11 +100,11 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 
-// Connections that sit idle on the HTTP port (keep-alives, scanners) must not
-// hold up the probes: each used to hold one of 2 threads for 5 s, so with 40 of
-// them /healthz answered after 100 s, long after a Kubernetes liveness probe
-// (1 s) would have restarted the pod.
-TEST(KvhubdLifecycleTest, IdleHttpConnectionsDoNotHoldUpProbes) {
+// Connections that sit idle on the HTTP port (keep-alives, scanners) or send their
+// request a byte at a time must not hold up the probes: each idle one used to hold
+// one of 2 threads for 5 s, so with 40 of them /healthz answered after 100 s, long
+// after a Kubernetes liveness probe (1 s) would have restarted the pod.
+TEST(KvhubdLifecycleTest, IdleAndTricklingHttpConnectionsDoNotHoldUpProbes) {
   auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
                                            "--log_level=warn"}});
   ASSERT_TRUE(p.ok()) << p.status();
@@ -119,14 +119,38 @@ TEST(KvhubdLifecycleTest, IdleHttpConnectionsDoNotHoldUpProbes) {
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     idle.push_back(fd);
   }
-  for (const char* path : {"/healthz", "/readyz"}) {
-    httplib::Client cli("127.0.0.1", (*p)->http_port());
-    cli.set_connection_timeout(1);
-    cli.set_read_timeout(1);  // a Kubernetes probe's default timeout
-    auto r = cli.Get(path);
-    ASSERT_TRUE(r) << path << " did not answer within 1 s with 40 idle connections open";
-    EXPECT_EQ(r->status, 200);
+  auto probe = [&](const std::string& what) {
+    for (const char* path : {"/healthz", "/readyz"}) {
+      httplib::Client cli("127.0.0.1", (*p)->http_port());
+      cli.set_connection_timeout(1);
+      cli.set_read_timeout(1);  // a Kubernetes probe's default timeout
+      auto r = cli.Get(path);
+      ASSERT_TRUE(r) << path << " did not answer within 1 s with " << what;
+      EXPECT_EQ(r->status, 200);
+    }
+  };
+  probe("40 idle connections open");
+  // 200 more that send a header byte every 200 ms: with cpp-httplib's thread per
+  // connection and per-read timeouts 130 of them kept /healthz from answering at all
+  // (session 15); the event-loop listener closes each at its request deadline.
+  std::vector<int> trickling;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>((*p)->http_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    trickling.push_back(fd);
   }
+  const std::string slow = "GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaa";
+  for (size_t round = 0; round < 10; ++round) {
+    for (int fd : trickling) (void)send(fd, &slow[round], 1, MSG_NOSIGNAL);
+    probe(absl::StrCat("200 connections trickling a header byte every 200 ms (round ", round, ")"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  for (int fd : trickling) close(fd);
   for (int fd : idle) close(fd);
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
