@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -273,6 +274,36 @@ TEST_F(BlockStoreTest, LeasePreventsEvictionAndReuse) {
   ASSERT_TRUE(store_->Release(l->id).ok());
   for (uint64_t i = 3000; i < 4000; ++i) ASSERT_TRUE(PutBlock(i, 8000).ok()) << i;
   EXPECT_FALSE(Present(1));  // evictable again once released
+}
+
+// Reservation and lease ids carry a random generation (storage/grant_generations.h):
+// a client cannot reach another client's grant by counting from its own ids.
+TEST_F(BlockStoreTest, GrantIdsOfAReusedSlotAreNotGuessableFromTheLastOne) {
+  // Sequential generations started at 1 in every slot: the first ids were 1 << 32 | slot.
+  auto b = Bytes(9, 3000);
+  std::set<uint64_t> generations;
+  uint64_t previous = 0;
+  for (int round = 0; round < 50; ++round) {
+    auto res = store_->Reserve("tenant", Key(9), b.size(), Sum(b));
+    ASSERT_TRUE(res.ok()) << res.status();
+    generations.insert(res->id >> 32);
+    if (previous != 0) {
+      EXPECT_EQ(store_->Commit(previous).code(), absl::StatusCode::kNotFound);  // aborted
+    }
+    previous = res->id;
+    ASSERT_TRUE(store_->Abort(res->id).ok());
+  }
+  EXPECT_GE(generations.size(), 49u);
+  ASSERT_TRUE(PutBlock(9, 3000).ok());
+  generations.clear();
+  for (int round = 0; round < 50; ++round) {
+    auto l = store_->Acquire("tenant", Key(9));
+    ASSERT_TRUE(l.ok()) << l.status();
+    generations.insert(l->id >> 32);
+    ASSERT_TRUE(store_->Release(l->id).ok());
+    EXPECT_EQ(store_->Release(l->id).code(), absl::StatusCode::kNotFound);
+  }
+  EXPECT_GE(generations.size(), 49u);
 }
 
 TEST_F(BlockStoreTest, TransferIntoReservationIsCheckedAndHeldUntilItEnds) {

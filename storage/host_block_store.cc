@@ -95,6 +95,7 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
   st->slab_links_.Init(st->max_slots_);
   st->slab_blocks_.assign(st->alloc_.slabs(), SlotList(&st->slab_links_));
   st->leases_.assign(config.max_leases, LeaseRec{});
+  for (LeaseRec& rec : st->leases_) rec.gen = st->generations_.Next(0);  // a first lease's id is not guessable either
   st->lease_links_.Init(config.max_leases);
   for (uint32_t i = 0; i < config.max_leases; ++i) st->free_leases_.PushTail(i);
   st->stats_.capacity_bytes = config.capacity_bytes;
@@ -328,7 +329,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
         "sizes (a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
   }
   Slot& slot = slots_[s];
-  if (++slot.gen == 0) slot.gen = 1;  // reservation ids are never 0
+  slot.gen = generations_.Next(slot.gen);  // never 0: reservation ids are never 0
   slot.offset = off;
   slot.size = size;
   slot.checksum = checksum;
@@ -505,7 +506,7 @@ void HostBlockStore::DropLease(uint32_t idx) {
   }
   live_leases_.Remove(idx);
   rec.slot = kNoSlot;
-  if (++rec.gen == 0) rec.gen = 1;
+  rec.gen = generations_.Next(rec.gen);
   free_leases_.PushHead(idx);
   Slot& slot = slots_[s];
   if (--slot.leases == 0) {

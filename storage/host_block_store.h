@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "storage/block_index.h"
 #include "storage/block_store.h"
+#include "storage/grant_generations.h"
 #include "storage/host_regions.h"
 #include "storage/size_classes.h"
 #include "storage/slab_allocator.h"
@@ -72,7 +73,7 @@ class HostBlockStore final : public BlockStore {
     uint64_t checksum = 0;
     int64_t expires_ns = 0;   // reservation expiry
     BlockKey parent;          // chain parent given to Reserve
-    uint32_t gen = 0;         // bumped on every reuse; part of the reservation id
+    uint32_t gen = 0;         // redrawn on every reuse (GrantGenerations); the reservation id's top half
     uint32_t leases = 0;
     uint32_t transfers = 0;   // BeginTransfer holds on a reservation
     State state = State::kFree;
@@ -82,7 +83,7 @@ class HostBlockStore final : public BlockStore {
   };
   struct LeaseRec {
     uint32_t slot = kNoSlot;  // kNoSlot when free
-    uint32_t gen = 1;
+    uint32_t gen = 0;         // redrawn on every reuse (GrantGenerations); the lease id's top half
     int64_t expires_ns = 0;
     uint64_t ns_tag = 0;  // its namespace, for ns_leases_
   };
@@ -151,6 +152,7 @@ class HostBlockStore final : public BlockStore {
   SlotLinks slab_links_ ABSL_GUARDED_BY(mu_);      // blocks of each slab
   std::vector<SlotList> slab_blocks_ ABSL_GUARDED_BY(mu_);
   std::vector<LeaseRec> leases_ ABSL_GUARDED_BY(mu_);
+  GrantGenerations generations_ ABSL_GUARDED_BY(mu_);  // of reservation and lease ids
   SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
   SlotList live_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};
