@@ -141,9 +141,17 @@ absl::Status ClientConfig::Validate() const {
 
 absl::StatusOr<std::vector<MemberConfig>> ClientConfig::ParseMembers(absl::string_view text) {
   std::vector<MemberConfig> out;
+  if (absl::StripAsciiWhitespace(text).empty()) return absl::InvalidArgumentError("member list is empty");
+  size_t position = 0;
   for (absl::string_view item : absl::StrSplit(text, ',')) {
+    ++position;
     item = absl::StripAsciiWhitespace(item);
-    if (item.empty()) continue;
+    // "A,,B" from an unset variable would silently place keys over 2 members instead of 3,
+    // and every client with the full list would miss what this one stored.
+    if (item.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("member list '", text, "': member ", position,
+                                                     " is empty (a doubled or trailing comma?)"));
+    }
     MemberConfig m;
     const size_t at = item.find('@');
     if (at != absl::string_view::npos) {

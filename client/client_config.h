@@ -151,7 +151,8 @@ struct ClientConfig {
   void ApplySecurityEnvironment();
 
   // Parses "host:port[@weight],host:port[@weight],..." (whitespace around
-  // items ignored). INVALID_ARGUMENT on an empty list, a missing port or a bad weight.
+  // items ignored). INVALID_ARGUMENT on an empty list, an empty item ("a:1,,b:2",
+  // a trailing comma), a missing port or a bad weight.
   static absl::StatusOr<std::vector<MemberConfig>> ParseMembers(absl::string_view text);
 };
 

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace kvhub {
@@ -95,6 +96,14 @@ TEST(ClientConfigTest, ParsesMemberLists) {
   EXPECT_FALSE(ClientConfig::ParseMembers("a:1@x").ok());
   EXPECT_FALSE(ClientConfig::ParseMembers("a:1@-2").ok());
   EXPECT_FALSE(ClientConfig::ParseMembers("a").ok());
+  // An empty member (a trailing or doubled comma, an unset variable) would change placement.
+  for (const char* list : {"a:1,", "a:1,,b:2", ",a:1", "a:1, ,b:2", " , "}) {
+    auto bad = ClientConfig::ParseMembers(list);
+    ASSERT_FALSE(bad.ok()) << list;
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_THAT(std::string(ClientConfig::ParseMembers("a:1,,b:2").status().message()),
+              ::testing::HasSubstr("member 2 is empty"));
 }
 
 }  // namespace

@@ -150,6 +150,12 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("--ns"), std::string::npos) << r.out;
   r = RunCli("stats");
   EXPECT_EQ(r.exit_code, 2);
+  r = RunCli("stats --addr 127.0.0.1:1@2");  // a weight means nothing for one address
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("--addr takes one HOST:PORT"), std::string::npos) << r.out;
+  r = RunCli("stats --members 127.0.0.1:1,");  // a trailing comma: a member left out?
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("member 2 is empty"), std::string::npos) << r.out;
   r = RunCli("stats --addr 127.0.0.1:1 --bogus 3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;

@@ -88,7 +88,13 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            // Live settings refused before any shard starts (before: after the whole run).
            {" --live --spawn 1 --shard_capacity 64KiB", "--shard_capacity"},
            {" --live --spawn 1 --speedup -1", "--speedup"},
-           {" --live --spawn 1 --ns ''", "--ns"}}) {
+           {" --live --spawn 1 --ns ''", "--ns"},
+           // Two sources of one thing: one used to win silently.
+           {" --generate agentic --sim", "not both"},
+           {" --seed 3 --sim", "--seed applies to --generate only"},
+           {" --live --spawn 1 --members 127.0.0.1:1", "not both"},
+           // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
+           {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;

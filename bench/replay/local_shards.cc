@@ -82,8 +82,11 @@ absl::StatusOr<std::unique_ptr<LocalShards>> LocalShards::Start(
       int wstatus = 0;
       if (waitpid(s->pids_[i], &wstatus, WNOHANG) == s->pids_[i]) {
         s->pids_[i] = -1;
-        return absl::UnavailableError(
-            absl::StrCat("kvhubd shard ", i, " exited before it was ready (status ", wstatus, ")"));
+        return absl::UnavailableError(absl::StrCat(
+            "kvhubd shard ", i, " exited before it was ready (",
+            WIFEXITED(wstatus) ? absl::StrCat("exit code ", WEXITSTATUS(wstatus))
+                               : absl::StrCat("signal ", WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0),
+            "; run it alone with the same flags to see why)"));
       }
       if (absl::Now() > deadline) {
         return absl::DeadlineExceededError(absl::StrCat("kvhubd shard ", i, " not ready in time"));
@@ -91,6 +94,11 @@ absl::StatusOr<std::unique_ptr<LocalShards>> LocalShards::Start(
       usleep(20000);
     }
   }
+  // The ready files were the only use of the directory: gone now, so a replay killed
+  // later (a long --speedup run stopped with SIGTERM) leaves nothing in /tmp.
+  std::error_code ec;
+  std::filesystem::remove_all(s->dir_, ec);
+  s->dir_.clear();
   return s;
 }
 

@@ -391,6 +391,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
 
   std::unique_ptr<LocalShards> shards;
   ClientConfig cc;
+  if (a.Has("spawn") && a.Has("members")) {
+    return absl::InvalidArgumentError("give --spawn N or --members HOST:PORT,..., not both");
+  }
   if (a.Has("spawn")) {
     int n = 0;
     if (!absl::SimpleAtoi(a.Get("spawn"), &n)) return absl::InvalidArgumentError("bad --spawn");
@@ -533,7 +536,15 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
 }
 
 absl::StatusOr<Trace> GetTrace(const Args& a) {
-  if (a.Has("trace")) return LoadTrace(a.Get("trace"));
+  if (a.Has("trace") && a.Has("generate")) {
+    return absl::InvalidArgumentError("give --trace FILE or --generate agentic, not both");
+  }
+  if (a.Has("trace")) {
+    for (const char* flag : {"seed", "duration_s", "rate"}) {
+      if (a.Has(flag)) return absl::InvalidArgumentError(absl::StrCat("--", flag, " applies to --generate only"));
+    }
+    return LoadTrace(a.Get("trace"));
+  }
   if (a.Has("generate")) {
     if (a.Get("generate") != "agentic") {
       return absl::InvalidArgumentError("--generate knows one workload: agentic");

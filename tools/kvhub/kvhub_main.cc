@@ -173,7 +173,9 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   ClientConfig cfg;
   absl::StatusOr<std::vector<MemberConfig>> m = ClientConfig::ParseMembers(addr ? *addr : *members);
   if (!m.ok()) return m.status();
-  if (addr.has_value() && m->size() != 1) return Usage("--addr takes one HOST:PORT");
+  if (addr.has_value() && (m->size() != 1 || absl::StrContains(*addr, '@'))) {
+    return Usage("--addr takes one HOST:PORT (a weight means something only in --members)");
+  }
   cfg.members = *std::move(m);
   cfg.concurrency = 4;
   cfg.channels_per_member = 1;
