@@ -45,6 +45,11 @@ fails "$B"
 fails "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb"
 set +e; "$B" encode --codec int8 --bogus-flag 1 "$D/a.kvraw" "$D/x.kvb" 2>/dev/null; rc=$?; set -e
 test "$rc" -eq 2  # a usage error, as --help says
+# An option given twice (the last used to win silently) and a missing value: usage errors.
+set +e; "$B" encode --codec kivi4 --codec raw "$D/a.kvraw" "$D/x.kvb" 2>"$D/twice.err"; rc=$?; set -e
+test "$rc" -eq 2 && grep -q -- "--codec given twice" "$D/twice.err" && test ! -e "$D/x.kvb"
+set +e; "$B" encode "$D/a.kvraw" "$D/x.kvb" --codec 2>/dev/null; rc=$?; set -e
+test "$rc" -eq 2
 # inspect checks the body too: one flipped byte in it is an error, not a header print.
 cp "$D/a.kivi4.kvb" "$D/flip.kvb"
 printf '\x55' | dd of="$D/flip.kvb" bs=1 seek=4000 conv=notrunc status=none

@@ -66,6 +66,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
+      // `--codec kivi4 --codec raw` used to encode raw: one of two settings was dropped.
+      if (a.opts.count(s) != 0) return absl::InvalidArgumentError(absl::StrCat(s, " given twice"));
       bool flag = false;
       for (const char* f : kFlags) flag |= s == f;
       if (flag) {
@@ -358,7 +360,7 @@ static int RunProgram(int argc, char** argv) {
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return Usage(/*asked=*/true);
   }
   auto a = ParseArgs(argc, argv, 2);
-  if (!a.ok()) return Fail(a.status());
+  if (!a.ok()) return FailUsage(a.status());  // a missing value, an option given twice
   std::string cmd = argv[1];
   if (cmd == "gen") return Gen(*a);
   if (cmd == "encode") return EncodeCmd(*a);
