@@ -164,6 +164,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("shutdown_timeout_ms", shutdown_timeout, "deadline for in-flight calls at shutdown; default 10000"),
       KVHUB_SIZE_KEY("get_stream_chunk_bytes", get_stream_chunk_bytes, "GetStream chunk size; default 1MiB"),
       KVHUB_SIZE_KEY("grpc_memory_bytes", grpc_memory_bytes, "gRPC's memory for messages in flight (64MiB..64GiB); beyond it streams are cancelled; default 1GiB"),
+      KVHUB_MS_KEY("grpc_handshake_timeout_ms", grpc_handshake_timeout, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000"),
       KVHUB_INT_KEY("metrics_max_namespaces", metrics_max_namespaces, "distinct namespace labels before folding into 'other'; default 64"),
       KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels before folding into 'other'; default 16"),
       KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|off; default info"),
@@ -324,6 +325,9 @@ absl::Status KvhubdConfig::Validate() const {
   if (shutdown_timeout > absl::Minutes(10)) return bad("shutdown_timeout_ms", "must be <= 600000");
   if (grpc_memory_bytes < (64ull << 20) || grpc_memory_bytes > (64ull << 30)) {
     return bad("grpc_memory_bytes", "must be in 64MiB..64GiB");
+  }
+  if (grpc_handshake_timeout < absl::Milliseconds(100) || grpc_handshake_timeout > absl::Minutes(2)) {
+    return bad("grpc_handshake_timeout_ms", "must be in 100..120000");
   }
   if (get_stream_chunk_bytes < 4096 || get_stream_chunk_bytes > (64ull << 20)) {
     return bad("get_stream_chunk_bytes", "must be in 4KiB..64MiB");

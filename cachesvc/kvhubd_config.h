@@ -72,6 +72,12 @@ struct KvhubdConfig {
   // so half-sent messages cannot grow the process until it is OOM-killed (they
   // arrive before any token is checked). 64MiB .. 64GiB. Default 1GiB.
   uint64_t grpc_memory_bytes = 1ull << 30;
+  // A new gRPC connection must finish its handshake (TLS, and the client's HTTP/2
+  // SETTINGS) within this, or it is closed. gRPC's own default is 120 s, so
+  // connections that connect and send nothing each held a descriptor for 2 minutes:
+  // 600 of them made a shard with a 512-descriptor limit refuse every new client
+  // (session 16). 100 .. 120000 ms. Default 10000.
+  absl::Duration grpc_handshake_timeout = absl::Seconds(10);
   // Metrics label cardinality caps: namespaces/models beyond these are folded into "other".
   int metrics_max_namespaces = 64;
   int metrics_max_models = 16;

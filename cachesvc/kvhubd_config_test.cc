@@ -157,10 +157,11 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.gpu_tier_bytes = 1ull << 30;
   a.check_memory_limit = false;
   a.grpc_memory_bytes = 512ull << 20;
+  a.grpc_handshake_timeout = absl::Milliseconds(2500);
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 47u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 48u);
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

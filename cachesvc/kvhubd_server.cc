@@ -114,6 +114,10 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   // any token is checked, so without these a client holding many half-sent
   // messages grew the process by gigabytes (session 15).
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
+  // A connection that never finishes its handshake holds a descriptor only this long
+  // (gRPC's default: 120 s), so idle TCP connections cannot use up the shard's.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(config.grpc_handshake_timeout)));
   grpc::ResourceQuota quota("kvhubd");
   quota.SetMaxThreads(threads);
   quota.Resize(config.grpc_memory_bytes);

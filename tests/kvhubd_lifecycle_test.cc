@@ -155,6 +155,48 @@ TEST(KvhubdLifecycleTest, IdleAndTricklingHttpConnectionsDoNotHoldUpProbes) {
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 
+// Connections to the gRPC port that never send a byte (a port scanner, an attacker)
+// are closed at grpc_handshake_timeout_ms; gRPC's own 120 s let 600 of them use up a
+// shard's 512 descriptors and every new client was refused (session 16).
+TEST(KvhubdLifecycleTest, GrpcConnectionsThatNeverHandshakeAreClosed) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
+                                           "--log_level=warn", "--grpc_handshake_timeout_ms=500"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const size_t colon = (*p)->grpc_address().rfind(':');
+  const int port = std::stoi((*p)->grpc_address().substr(colon + 1));
+  std::vector<int> silent;
+  for (int i = 0; i < 20; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    timeval tv{10, 0};  // far beyond the timeout: a recv that returns in time saw the close
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    silent.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int fd : silent) {
+    char buf[256];
+    ssize_t n;
+    do {  // gRPC may send its SETTINGS first; then the close
+      n = recv(fd, buf, sizeof(buf), 0);
+    } while (n > 0);
+    EXPECT_TRUE(n == 0 || errno == ECONNRESET) << "recv: " << n << " errno " << errno;
+    close(fd);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  // A real client is served as before.
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  v1::PutResponse resp;
+  const std::string data = TestBlock(3, 4096);
+  ASSERT_TRUE(PutOne(*stub, "tenant-a", 3, data, Checksum(data), &resp).ok());
+  EXPECT_EQ(resp.items(0).code(), 0);
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+}
+
 TEST(KvhubdLifecycleTest, SigtermDrainsThenExitsZero) {
   auto p = KvhubdProcess::Start(
       {.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB", "--drain_grace_ms=1500", "--log_level=warn"}});
