@@ -1,6 +1,7 @@
 #include "cachesvc/http_endpoint.h"
 
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,8 +21,17 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
     return r;
   };
   std::map<std::string, HttpHandler> routes;
-  routes["/healthz"] = [text](const HttpRequest&) { return text(200, "ok\n"); };
-  routes["/readyz"] = [self, text](const HttpRequest&) {
+  auto broken = [self]() -> std::optional<HttpResponse> {
+    std::string why = self->callbacks_.broken ? self->callbacks_.broken() : "";
+    if (why.empty()) return std::nullopt;
+    HttpResponse r;
+    r.status = 503;
+    r.body = absl::StrCat(why, "\n");
+    return r;
+  };
+  routes["/healthz"] = [text, broken](const HttpRequest&) { return broken().value_or(text(200, "ok\n")); };
+  routes["/readyz"] = [self, text, broken](const HttpRequest&) {
+    if (std::optional<HttpResponse> r = broken()) return *std::move(r);
     return self->callbacks_.serving() ? text(200, "ready\n") : text(503, "draining\n");
   };
   routes["/metrics"] = [self](const HttpRequest&) {

@@ -2,8 +2,10 @@
 // HttpEndpoint: kvhubd's HTTP listener on the metrics port (cachesvc/http_server.h:
 // one event-loop thread, per-phase deadlines, so neither idle nor trickling
 // connections hold up a probe):
-//   /healthz    200 "ok" while the process runs
-//   /readyz     200 "ready" while serving, 503 "draining" after SIGTERM
+//   /healthz    200 "ok" while the process can serve; 503 and the reason once it
+//               cannot (gRPC's listener stopped: restart it)
+//   /readyz     200 "ready" while serving, 503 "draining" after SIGTERM, 503 and the
+//               reason when /healthz fails
 //   /metrics    Prometheus text exposition (version 0.0.4)
 //   /dashboard  a self-refreshing HTML page over /metrics (hit rate, tiers, bandwidth)
 //   /           302 to /dashboard
@@ -25,6 +27,7 @@ class HttpEndpoint {
   struct Callbacks {
     std::function<bool()> serving;            // false while draining
     std::function<std::string()> metrics;     // Prometheus text
+    std::function<std::string()> broken;      // why the process cannot serve; "" while it can
   };
 
   // Binds HOST:PORT (port 0 = ephemeral) and starts serving on a background thread.

@@ -3,11 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cachesvc/grpc_listener_watch.h"
 #include "cachesvc/server_credentials.h"
 #include "common/clock.h"
 #include "common/cpu_limit.h"
@@ -97,6 +100,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
 
   // gRPC first: the node id may depend on the bound port.
+  InstallGrpcLogSink();  // before the listener exists: its failure is only ever logged
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.grpc_address, security->credentials, &port);
@@ -161,6 +165,11 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   HttpEndpoint::Callbacks callbacks;
   callbacks.serving = [self] { return self->serving(); };
   callbacks.metrics = [self] { return self->RenderMetrics(); };
+  callbacks.broken = [] {
+    std::optional<std::string> failure = GrpcListenerFailure();
+    return failure ? absl::StrCat("grpc listener stopped (", *failure, "): new clients cannot connect; restart")
+                   : std::string();
+  };
   // HTTP connections open at once: at most 1/8 of the descriptors the process may
   // open (gRPC and UCX clients need the rest), at least 64, at most 4096.
   HttpServerConfig http_config;
@@ -304,6 +313,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.active_policy = policy.active;
   in.policy_switches = policy.switches;
   in.serving = serving();
+  in.grpc_listener_failed = GrpcListenerFailure().has_value();
   in.uptime = Clock::Real()->Now() - started_;
   in.live_reservations = reservations_->size();
   in.ucx_get_bytes = ucx_->served_get_bytes();

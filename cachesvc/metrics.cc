@@ -165,6 +165,9 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
 
   Header(&out, "kvhub_up", "gauge", "1 while the node serves, 0 while it drains");
   absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");
+  Header(&out, "kvhub_grpc_listener_failed", "gauge",
+         "1 once gRPC has stopped accepting connections (out of descriptors); restart the node");
+  absl::StrAppend(&out, "kvhub_grpc_listener_failed ", in.grpc_listener_failed ? 1 : 0, "\n");
   Header(&out, "kvhub_uptime_seconds", "gauge", "seconds since start");
   absl::StrAppend(&out, "kvhub_uptime_seconds ", Num(absl::ToDoubleSeconds(in.uptime)), "\n");
   if (in.max_fds != 0) {  // the names of Prometheus' process collectors

@@ -74,6 +74,8 @@ struct MetricsSnapshotInputs {
   std::string active_policy;  // the one choosing victims now (differs for duel)
   uint64_t policy_switches = 0;
   bool serving = true;
+  // gRPC's listener has stopped accepting (cachesvc/grpc_listener_watch.h).
+  bool grpc_listener_failed = false;
   absl::Duration uptime;
   uint64_t live_reservations = 0;
   // UCX data plane: bytes the shard's worker served by active messages.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -73,6 +74,7 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
   EXPECT_THAT(m, HasSubstr("kvhub_tier_blocks{tier=\"host\"} 1"));
   EXPECT_THAT(m, HasSubstr("kvhub_rpc_latency_seconds_count{method=\"Lookup\"} 1"));
   EXPECT_THAT(m, HasSubstr("kvhub_checksum_failures_total 0"));
+  EXPECT_THAT(m, HasSubstr("\nkvhub_grpc_listener_failed 0\n"));
   EXPECT_THAT(m, HasSubstr("kvhub_eviction_policy_info{policy=\"s3fifo\",active=\"s3fifo\"} 1"));
   EXPECT_THAT(m, HasSubstr("kvhub_eviction_policy_switches_total 0"));
   auto dash = HttpGet(**p, "/dashboard");
@@ -194,6 +196,54 @@ TEST(KvhubdLifecycleTest, GrpcConnectionsThatNeverHandshakeAreClosed) {
   const std::string data = TestBlock(3, 4096);
   ASSERT_TRUE(PutOne(*stub, "tenant-a", 3, data, Checksum(data), &resp).ok());
   EXPECT_EQ(resp.items(0).code(), 0);
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+}
+
+// gRPC 1.51 stops accepting for good once accept4 fails for want of descriptors
+// (grpc/grpc#20418). The shard cannot recover by itself, so it says so: /healthz and
+// /readyz answer 503 with the reason (Kubernetes then restarts it) and the metric is 1.
+TEST(KvhubdLifecycleTest, GrpcListenerOutOfDescriptorsFailsHealthz) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
+                                           "--log_level=error", "--grpc_handshake_timeout_ms=300"},
+                                 .max_open_files = 160});
+  ASSERT_TRUE(p.ok()) << p.status();
+  {
+    auto healthz = HttpGet(**p, "/healthz");
+    ASSERT_TRUE(healthz);
+    EXPECT_EQ(healthz->status, 200);
+  }
+  std::vector<int> silent;
+  for (int i = 0; i < 200; ++i) {  // more than the shard's 160 descriptors
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>((*p)->grpc_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    silent.push_back(fd);
+  }
+  absl::SleepFor(absl::Seconds(1));  // gRPC accepts what it can, then fails
+  for (int fd : silent) close(fd);
+  // The handshake timeout frees the shard's descriptors, so the HTTP listener answers.
+  int status = 0;
+  std::string body;
+  for (int i = 0; i < 100 && status != 503; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    if (auto r = HttpGet(**p, "/healthz")) {
+      status = r->status;
+      body = r->body;
+    }
+  }
+  EXPECT_EQ(status, 503);
+  EXPECT_THAT(body, HasSubstr("grpc listener stopped (Failed accept4: Too many open files)"));
+  auto readyz = HttpGet(**p, "/readyz");
+  ASSERT_TRUE(readyz);
+  EXPECT_EQ(readyz->status, 503);
+  EXPECT_THAT(readyz->body, HasSubstr("restart"));
+  auto metrics = HttpGet(**p, "/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("\nkvhub_grpc_listener_failed 1\n"));
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 

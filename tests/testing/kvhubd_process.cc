@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,6 +115,10 @@ absl::StatusOr<std::unique_ptr<KvhubdProcess>> KvhubdProcess::Start(KvhubdProces
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
     dup2(fds[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the new fd
+    if (options.max_open_files > 0) {
+      const rlimit limit{options.max_open_files, options.max_open_files};
+      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) _exit(126);
+    }
     execv(argv[0], argv.data());
     _exit(127);
   }

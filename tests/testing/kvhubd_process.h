@@ -26,6 +26,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ struct KvhubdProcessOptions {
   std::string binary;              // empty: $KVHUB_BIN_DIR/kvhubd
   std::vector<std::string> flags;  // extra command-line flags, appended after the defaults
   std::string node_id;             // empty: let kvhubd choose
+  uint64_t max_open_files = 0;     // > 0: the child's descriptor limit (soft and hard)
   absl::Duration ready_timeout = absl::Seconds(30);
 };
 
