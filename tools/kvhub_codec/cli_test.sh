@@ -27,6 +27,11 @@ test "$(wc -l < "$D/eval.json")" -eq 7
 grep '"codec":"lossless"' "$D/eval.json" | grep -q '"bit_exact":true'
 grep '"codec":"kivi4"' "$D/eval.json" | grep -q '"proxy_queries":false'
 "$B" eval --codec int8 --split-kv "$D/a.kvraw" | grep -q '"values_only_attn_rel_l2"'
+# Proxy queries only without a sidecar; one that cannot be read is an error.
+cp "$D/a.kvraw" "$D/b.kvraw"
+"$B" eval --codec int8 "$D/b.kvraw" | grep -q '"proxy_queries":true'
+mkdir "$D/b.kvraw.kvq"
+fails "$B" eval --codec int8 "$D/b.kvraw"
 # Re-rotation to another position and pre-RoPE storage.
 "$B" encode --codec kivi4 --pre-rope "$D/a.kvraw" "$D/p.kvb"
 "$B" decode --target-position 1000 "$D/p.kvb" "$D/p.out"

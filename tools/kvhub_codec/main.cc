@@ -265,8 +265,8 @@ int EvalCmd(const Args& a) {
     auto pq = ParseQueries(raw->shape, *qb);
     if (!pq.ok()) return Fail(pq.status());
     q = std::move(*pq);
-  } else if (a.opts.count("--queries")) {
-    return Fail(qb.status());
+  } else if (a.opts.count("--queries") || !absl::IsNotFound(qb.status())) {
+    return Fail(qb.status());  // proxy queries only when there is no sidecar at all
   } else {
     q = ProxyQueriesFromKeys(raw->shape, raw->data.data(), 32, 7);
     proxy = true;
