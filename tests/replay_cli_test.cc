@@ -93,13 +93,27 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --generate agentic --sim", "not both"},
            {" --seed 3 --sim", "--seed applies to --generate only"},
            {" --live --spawn 1 --members 127.0.0.1:1", "not both"},
+           // Policy lists are checked whole before the first simulation.
+           {" --sim --policies lru,bogus", "unknown policy \"bogus\""},
+           {" --sim --policies lru:ghost=5", "lru takes no parameters"},
+           {" --sim --policies duel,duel", "listed twice"},
+           {" --sim --policies belady", "not an online policy"},
+           {" --sim --max_requests 0", "--max_requests must be"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
            {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
   }
-  RunResult r = RunReplay(t + " --sim --capacities 1K --policies lru --no_belady=false");
+  // A generated trace too large to hold (6e9 requests) is refused up front (was bad_alloc).
+  RunResult big = RunReplay("--generate agentic --rate 10000 --duration_s 604800 --sim");
+  EXPECT_EQ(big.exit_code, 2) << big.out;
+  EXPECT_NE(big.out.find("at most 2e+06"), std::string::npos) << big.out;
+  // --max_requests cuts the trace for --sim too (it used to apply to --live only).
+  RunResult r = RunReplay(t + " --sim --max_requests 1 --capacities 1K --policies lru --no_belady");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("trace: 1 requests"), std::string::npos) << r.out;
+  r = RunReplay(t + " --sim --capacities 1K --policies lru --no_belady=false");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("belady"), std::string::npos) << r.out;
   // A capacity far beyond the trace is simulated at the trace's size (before:

@@ -13,7 +13,10 @@ import argparse
 import json
 import sys
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:
+    sys.exit("plot_replay: needs matplotlib for /usr/bin/python3: apt-get install python3-matplotlib")
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,6 +37,10 @@ def main():
     if not isinstance(d, dict) or not isinstance(d.get("results"), list):
         sys.exit("plot_replay: %s is not kvhub-replay --json output (no \"results\" list)" % a.json)
     keep = set(p for p in a.policies.split(",") if p)
+    known = set(r.get("policy") for r in d["results"])
+    if keep - known:
+        sys.exit("plot_replay: %s has no results for policy %s (it has: %s)"
+                 % (a.json, ", ".join(sorted(keep - known)), ", ".join(sorted(str(k) for k in known))))
     if any("codec" in r for r in d["results"]):
         return plot_budget(d, a, keep)
     lines = {}

@@ -65,6 +65,9 @@ absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> MakeReplayPolicy(const 
     return std::unique_ptr<storage::EvictionPolicy>(std::make_unique<storage::DuelingPolicy>(cfg));
   }
   if (base == "lru" || base == "s3fifo") {
+    if (!params.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("policy \"", name, "\": ", base, " takes no parameters"));
+    }
     storage::EvictionPolicyConfig cfg;
     cfg.name = std::string(base);
     cfg.prefix_aware = prefix;

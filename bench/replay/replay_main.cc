@@ -6,6 +6,7 @@
 //   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
 //                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
 //                [--max_requests N] [--policy s3fifo] [--prefix_aware true] [--json OUT]
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -235,6 +236,21 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
 absl::Status RunSim(const Args& a, const Trace& trace) {
   std::vector<std::string> policies = DefaultReplayPolicies();
   if (a.Has("policies")) policies = absl::StrSplit(a.Get("policies"), ',', absl::SkipEmpty());
+  // Every name is checked before the first simulation runs.
+  if (policies.empty()) return absl::InvalidArgumentError("--policies is empty");
+  size_t name_width = 16;
+  for (size_t i = 0; i < policies.size(); ++i) {
+    if (policies[i] == "belady") {
+      return absl::InvalidArgumentError("belady is not an online policy: it is simulated unless --no_belady");
+    }
+    if (std::find(policies.begin(), policies.begin() + i, policies[i]) != policies.begin() + i) {
+      return absl::InvalidArgumentError(absl::StrCat("policy \"", policies[i], "\" is listed twice"));
+    }
+    if (absl::StatusOr<std::unique_ptr<storage::EvictionPolicy>> p = MakeReplayPolicy(policies[i]); !p.ok()) {
+      return p.status();
+    }
+    name_width = std::max(name_width, policies[i].size() + 1);
+  }
   absl::StatusOr<std::vector<Column>> cols = SimColumns(a);
   if (!cols.ok()) return cols.status();
   SimOptions base;
@@ -309,12 +325,12 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   }
   SimResult inf = SimulateInfinite(trace, base);
   record(inf, Column{"infinite", 0, {}});
-  std::string hdr = absl::StrFormat("%-16s", "policy");
+  std::string hdr = absl::StrFormat("%-*s", name_width, "policy");
   for (const Column& c : *cols) absl::StrAppend(&hdr, absl::StrFormat(" %12s", c.label));
   absl::StrAppend(&hdr, absl::StrFormat(" %12s", "infinite"));
   std::cout << hdr << "\n";
   for (const std::string& p : rows) {
-    std::string line = absl::StrFormat("%-16s", p);
+    std::string line = absl::StrFormat("%-*s", name_width, p);
     for (size_t ci = 0; ci < cols->size(); ++ci) {
       absl::StrAppend(&line, absl::StrFormat(" %12s", table[p].count(ci) ? Pct(table[p][ci]) : "-"));
     }
@@ -351,11 +367,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   if (a.Has("speedup") && !absl::SimpleAtod(a.Get("speedup"), &lo.speedup)) {
     return absl::InvalidArgumentError("bad --speedup");
   }
-  if (a.Has("max_requests") && !absl::SimpleAtoi(a.Get("max_requests"), &lo.max_requests)) {
-    return absl::InvalidArgumentError("bad --max_requests");
-  }
-  const Trace trace = TruncateTrace(full_trace, lo.max_requests);
-  lo.max_requests = 0;
+  const Trace& trace = full_trace;  // already cut to --max_requests (Main)
   // cache (default): partial tails padded to full blocks, the reference model;
   // skip: real lengths, so the client stores full blocks only, as an engine's would.
   const std::string partial = a.Get("partial_tail", "cache");
@@ -566,7 +578,8 @@ int Main(int argc, char** argv) {
   }
   if (a->Has("help")) {
     std::cout << "usage: kvhub-replay (--trace FILE | --generate agentic [--seed N --duration_s S --rate R])\n"
-                 "         [--write_trace OUT] [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
+                 "         [--max_requests N] [--write_trace OUT]\n"
+                 "         [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
                  "         [--partial_tail cache|skip] [--low_watermark F] [--no_belady] [--json OUT]\n"
                  "          [--byte_budget 1M,3M (bf16 tokens) --codecs raw,fp8,kivi4,kivi2\n"
                  "           --spec_bytes_per_token 131072 --budget_accounting encoded|store\n"
@@ -575,7 +588,7 @@ int Main(int argc, char** argv) {
                  "         [--live (--members HOST:PORT,... | --spawn N [--kvhubd PATH])\n"
                  "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware true]\n"
                  "          [--high_watermark 0.98] [--low_watermark 0.97] [--codec raw|fp8|int8|kivi4|kivi2]\n"
-                 "          [--bytes_per_token 4096] [--speedup X] [--max_requests N] [--ns NS]\n"
+                 "          [--bytes_per_token 4096] [--speedup X] [--ns NS]\n"
                  "          [--partial_tail cache|skip]\n"
                  "          [--no_verify] [--json OUT]]\n";
     return 0;
@@ -584,6 +597,15 @@ int Main(int argc, char** argv) {
   if (!trace.ok()) {
     std::cerr << "kvhub-replay: " << trace.status() << "\n";
     return 2;
+  }
+  if (a->Has("max_requests")) {  // the first N requests, for --sim and --live alike
+    size_t n = 0;
+    if (!absl::SimpleAtoi(a->Get("max_requests"), &n) || n == 0) {
+      std::cerr << "kvhub-replay: --max_requests must be a whole number > 0, got \"" << a->Get("max_requests")
+                << "\"\n";
+      return 2;
+    }
+    *trace = TruncateTrace(*trace, n);
   }
   std::cerr << "trace: " << trace->requests.size() << " requests, " << trace->total_input_tokens
             << " input tokens, " << trace->distinct_blocks << " distinct blocks\n";

@@ -2,6 +2,7 @@
 
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/input_file.h"
 #include "nlohmann/json.hpp"
@@ -18,6 +19,7 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
   if (block_tokens == 0) return absl::InvalidArgumentError("block_tokens must be > 0");
   Trace trace;
   absl::flat_hash_map<int64_t, uint32_t> dense;
+  absl::flat_hash_set<int64_t> in_request;
   size_t line_no = 0;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -60,9 +62,14 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
     }
     r.blocks.reserve(n);
     r.hash_ids.reserve(n);
+    in_request.clear();
     for (const auto& h : j["hash_ids"]) {
       if (!h.is_number_integer() || h.get<int64_t>() < 0) return bad("hash_ids must be integers >= 0");
       int64_t id = h.get<int64_t>();
+      if (!in_request.insert(id).second) {
+        // A prefix-chained id names a block and everything before it: it cannot recur.
+        return bad(absl::StrCat("hash id ", id, " appears twice; ids must be prefix-chained"));
+      }
       auto [it, inserted] = dense.try_emplace(id, static_cast<uint32_t>(dense.size()));
       r.blocks.push_back(it->second);
       r.hash_ids.push_back(id);

@@ -90,6 +90,11 @@ class Builder {
 absl::Status WorkloadConfig::Validate() const {
   if (!(duration_s > 0 && duration_s <= 7 * 86400)) return absl::InvalidArgumentError("duration_s must be in (0, 1 week]");
   if (!(rate_per_s > 0 && rate_per_s <= 10000)) return absl::InvalidArgumentError("rate_per_s must be in (0, 10000]");
+  if (rate_per_s * duration_s > kMaxExpectedRequests) {
+    return absl::InvalidArgumentError(absl::StrCat("rate_per_s x duration_s asks for ", rate_per_s * duration_s,
+                                                   " requests; at most ", kMaxExpectedRequests,
+                                                   " (the trace is held in memory)"));
+  }
   if (share_chat < 0 || share_rag < 0 || share_agent < 0 || share_chat + share_rag + share_agent <= 0) {
     return absl::InvalidArgumentError("request shares must be >= 0 and not all 0");
   }

@@ -46,6 +46,8 @@ struct WorkloadConfig {
   uint32_t rag_docs_per_request = 4;
   uint32_t agent_steps = 4;
   absl::Status Validate() const;
+  // rate_per_s x duration_s at most this: ~100 bytes per block of a held trace.
+  static constexpr double kMaxExpectedRequests = 2e6;
 };
 
 absl::StatusOr<Trace> GenerateWorkload(const WorkloadConfig& config);
