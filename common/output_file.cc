@@ -38,6 +38,28 @@ absl::Status WriteFile(const std::string& path, absl::string_view data, const st
 
 }  // namespace
 
+absl::Status CheckOutputPath(const std::string& path) {
+  if (path == "-") return absl::OkStatus();
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot write ", path, ": ", why));
+  };
+  if (path.empty()) return bad("empty path");
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) return bad("it is a directory");
+    // A device, a pipe or a link: written in place.
+    if (access(path.c_str(), W_OK) != 0) return bad(std::strerror(errno));
+    return absl::OkStatus();
+  }
+  // A regular file or a new one: created beside PATH and renamed over it.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (stat(dir.c_str(), &st) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));
+  if (!S_ISDIR(st.st_mode)) return bad(absl::StrCat(dir, " is not a directory"));
+  if (access(dir.c_str(), W_OK | X_OK) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));
+  return absl::OkStatus();
+}
+
 absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   if (path == "-") {
     std::cout.flush();

@@ -21,6 +21,12 @@ namespace kvhub {
 // directory. Other paths (a device, a pipe, a symbolic link) are written in place.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
 
+// Whether WriteOutput(path, ...) can be expected to succeed, for checking an output
+// flag before a long run rather than after it: "-" is fine; a directory, a missing or
+// unwritable parent directory, or an unwritable device is INVALID_ARGUMENT naming the
+// path and the reason. A later write can still fail (a full disk): WriteOutput says so.
+absl::Status CheckOutputPath(const std::string& path);
+
 // Flushes std::cout and C's stdout. DATA_LOSS when anything written to standard output
 // so far was lost (full disk, closed pipe).
 absl::Status FlushStdout();

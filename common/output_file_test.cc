@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -105,6 +107,21 @@ TEST(OutputFileTest, AnUncreatableFileIsDataLossWithTheReason) {
   absl::Status s = WriteOutput("/nonexistent-dir/out.json", "{}");
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("No such file or directory"));
+}
+
+TEST(OutputFileTest, CheckOutputPathRefusesWhatCannotBeWritten) {
+  EXPECT_TRUE(CheckOutputPath("-").ok());
+  EXPECT_TRUE(CheckOutputPath(::testing::TempDir() + "/new-file.json").ok());
+  EXPECT_TRUE(CheckOutputPath("/dev/null").ok());
+  for (const auto& [path, why] : std::vector<std::pair<std::string, std::string>>{
+           {"", "empty path"},
+           {"/nonexistent-dir/out.json", "/nonexistent-dir: No such file or directory"},
+           {"/dev/null/out.json", "/dev/null is not a directory"},
+           {::testing::TempDir(), "it is a directory"}}) {
+    absl::Status s = CheckOutputPath(path);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << path << ": " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(why)) << path;
+  }
 }
 
 // Runs `body` in a child whose stdout is /dev/full; returns its exit code.

@@ -2,6 +2,8 @@
 // on stdout, and a clear failure against a cluster that does not answer.
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -43,6 +45,22 @@ TEST(KvhubBenchTest, AClusterThatDoesNotAnswerFailsBeforeAnyCell) {
   RunResult r = RunBench("--members 127.0.0.1:1 --seconds 0.2 --sizes 64KiB --batches 1 --no-redis");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "") << "no table for a cluster that never answered";
+}
+
+// Flags that cannot work are refused before anything runs, with the reason.
+TEST(KvhubBenchTest, BadSizesAndAnUnwritableJsonPathAreUsageErrors) {
+  for (const auto& [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {"--sizes ''", "--sizes names no size"},
+           {"--sizes 300MiB", "larger than a block can be (256MiB)"},
+           {"--sizes 1.5MiB", "bad size '1.5MiB'"},
+           {"--sizes 99999999999999GiB", "bad size"},
+           {"--batches ,", "--batches names no batch size"},
+           {"--json /nonexistent-dir/b.json", "--json: cannot write /nonexistent-dir/b.json"}}) {
+    RunResult r = testing::RunCommand(
+        absl::StrCat(testing::ProgramPath("kvhub-bench"), " --members 127.0.0.1:1 --no-redis ", args, " 2>&1"));
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
+  }
 }
 
 // Against a cluster it did not start, the bench removes what it stored: its blocks

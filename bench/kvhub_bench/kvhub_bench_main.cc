@@ -117,6 +117,7 @@ std::string Human(uint64_t b) {
 }
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view s) {
+  const absl::string_view given = s;
   uint64_t mult = 1;
   for (auto [suf, m] : std::vector<std::pair<std::string, uint64_t>>{
            {"GiB", 1ull << 30}, {"MiB", 1ull << 20}, {"KiB", 1ull << 10}, {"B", 1}}) {
@@ -127,7 +128,9 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view s) {
     }
   }
   uint64_t v;
-  if (!absl::SimpleAtoi(s, &v) || v == 0) return absl::InvalidArgumentError(absl::StrCat("bad size '", s, "'"));
+  if (!absl::SimpleAtoi(s, &v) || v == 0 || v > UINT64_MAX / mult) {
+    return absl::InvalidArgumentError(absl::StrCat("bad size '", given, "' (a whole number of B, KiB, MiB or GiB)"));
+  }
   return v * mult;
 }
 
@@ -294,9 +297,11 @@ int Main(int argc, char** argv) {
     o.sizes.clear();
     for (absl::string_view s : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
       auto n = ParseSize(s);
-      if (!n.ok() || *n > (256ull << 20)) return fail(absl::StrCat("--sizes: bad size '", s, "'"));
+      if (!n.ok()) return fail(absl::StrCat("--sizes: ", n.status().message()));
+      if (*n > (256ull << 20)) return fail(absl::StrCat("--sizes: '", s, "' is larger than a block can be (256MiB)"));
       o.sizes.push_back(*n);
     }
+    if (o.sizes.empty()) return fail("--sizes names no size");
   }
   if (auto v = args->Get("batches")) {
     o.batches.clear();
@@ -305,6 +310,7 @@ int Main(int argc, char** argv) {
       if (!absl::SimpleAtoi(s, &b) || b < 1 || b > 4096) return fail("--batches: each 1..4096");
       o.batches.push_back(b);
     }
+    if (o.batches.empty()) return fail("--batches names no batch size");
   }
   if (auto v = args->Get("get-modes")) o.get_modes = absl::StrSplit(*v, ',', absl::SkipEmpty());
   if (auto v = args->Get("put-paths")) o.put_paths = absl::StrSplit(*v, ',', absl::SkipEmpty());
@@ -312,6 +318,9 @@ int Main(int argc, char** argv) {
   for (const auto& m : o.put_paths) if (m != "inline" && m != "reserved") return fail("--put-paths: inline|reserved");
   o.redis = !args->Has("no-redis");
   o.json = args->Get("json").value_or("");
+  if (!o.json.empty()) {  // before the run, not after it
+    if (absl::Status s = CheckOutputPath(o.json); !s.ok()) return fail(absl::StrCat("--json: ", s.message()));
+  }
   o.kvhubd = args->Get("kvhubd").value_or("");
   if (auto v = args->Get("kvhubd-flags")) o.kvhubd_flags = absl::StrSplit(*v, ' ', absl::SkipEmpty());
   else o.kvhubd_flags = {"--capacity_bytes=2GiB", "--try_hugepages=false", "--log_level=warn"};

@@ -593,6 +593,13 @@ int Main(int argc, char** argv) {
                  "          [--no_verify] [--json OUT]]\n";
     return 0;
   }
+  for (const char* flag : {"json", "write_trace"}) {  // before the run, not after it
+    if (!a->Has(flag)) continue;
+    if (absl::Status s = CheckOutputPath(a->Get(flag)); !s.ok()) {
+      std::cerr << "kvhub-replay: --" << flag << ": " << s.message() << "\n";
+      return 2;
+    }
+  }
   absl::StatusOr<Trace> trace = GetTrace(*a);
   if (!trace.ok()) {
     std::cerr << "kvhub-replay: " << trace.status() << "\n";
