@@ -99,6 +99,7 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --sim --policies duel,duel", "listed twice"},
            {" --sim --policies belady", "not an online policy"},
            {" --sim --max_requests 0", "--max_requests must be"},
+           {" --sim --high_watermark 0.9", "--high_watermark models a kvhubd tier"},
            {" --sim --json /nonexistent-dir/r.json", "--json: cannot write /nonexistent-dir/r.json"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
            {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {

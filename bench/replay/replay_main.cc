@@ -5,7 +5,7 @@
 //   kvhub-replay --generate agentic [--seed N] [--duration_s S] [--rate R] --write_trace OUT
 //   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
 //                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
-//                [--max_requests N] [--policy s3fifo] [--prefix_aware true] [--json OUT]
+//                [--max_requests N] [--policy s3fifo] [--prefix_aware false] [--json OUT]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -263,6 +263,11 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   }
   base.cache_partial_tail = partial == "cache";
   // With store accounting the watermarks belong to the store model (DefaultTierModel).
+  if (!store_accounting && a.Has("high_watermark") && !a.Has("live")) {
+    return absl::InvalidArgumentError(
+        "--high_watermark models a kvhubd tier: give --byte_budget with --budget_accounting store, or --live "
+        "(plain --sim fills capacity_blocks exactly)");
+  }
   if (!store_accounting && a.Has("low_watermark") &&
       !absl::SimpleAtod(a.Get("low_watermark"), &base.low_watermark)) {
     return absl::InvalidArgumentError("bad --low_watermark");
@@ -377,8 +382,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   lo.pad_partial_tail = partial == "cache";
 
   // Shard settings: passed to spawned shards, and the store model of the sim check.
-  const std::string policy = a.Get("policy", "s3fifo");
-  absl::StatusOr<bool> prefix_aware = ParseBool(a.Get("prefix_aware", "true"));
+  // kvhubd's defaults (eviction_policy s3fifo, eviction_prefix_aware false); with
+  // --members the shards' own policy, from their Stats, below.
+  std::string policy = a.Get("policy", "s3fifo");
+  absl::StatusOr<bool> prefix_aware = ParseBool(a.Get("prefix_aware", "false"));
   if (!prefix_aware.ok()) return prefix_aware.status();
   const bool know_shards = a.Has("spawn") || a.Has("shard_capacity");
   absl::StatusOr<uint64_t> cap = ParseBytes(a.Get("shard_capacity", "256MiB"));
@@ -443,6 +450,29 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   if (!client.ok()) return client.status();
   // Every member must answer first: a replay against a dead shard measures nothing.
   if (absl::Status up = (*client)->CheckMembersAnswer(); !up.ok()) return up;
+  if (a.Has("members")) {
+    // The simulation must run the policy the shards run: take it from their Stats,
+    // and refuse --policy / --prefix_aware that say otherwise.
+    std::string theirs;
+    for (const MemberStats& m : (*client)->Stats()) {
+      if (!m.stats.ok()) return m.stats.status();
+      if (!theirs.empty() && theirs != m.stats->eviction_policy()) {
+        return absl::FailedPreconditionError(absl::StrCat("the shards run different eviction policies (", theirs,
+                                                          ", ", m.stats->eviction_policy(), " on ", m.address,
+                                                          "): the simulation cannot model them"));
+      }
+      theirs = m.stats->eviction_policy();
+    }
+    absl::string_view base = theirs;
+    const bool their_prefix = absl::ConsumeSuffix(&base, "+prefix");
+    if ((a.Has("policy") && policy != base) || (a.Has("prefix_aware") && *prefix_aware != their_prefix)) {
+      return absl::InvalidArgumentError(absl::StrCat("the shards run eviction policy ", theirs, "; --policy ", policy,
+                                                     " --prefix_aware ", *prefix_aware ? "true" : "false",
+                                                     " would simulate another (leave them out with --members)"));
+    }
+    policy = std::string(base);
+    *prefix_aware = their_prefix;
+  }
 
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
             << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
@@ -456,6 +486,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["bytes_per_token"] = pc.bytes_per_token;
   out["block_bytes"] = (*payloads)->block_bytes();
   out["shards"] = cc.members.size();
+  out["policy"] = *prefix_aware ? policy + "+prefix" : policy;
+  out["ns"] = lo.ns;
+  out["partial_tail"] = partial;
   out["requests"] = r->requests;
   out["requested_tokens"] = r->requested_tokens;
   out["hit_tokens"] = r->hit_tokens;
@@ -468,6 +501,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["verify_failures"] = r->verify_failures;
   out["fetch_failures"] = r->fetch_failures;
   out["put_failures"] = r->put_failures;
+  out["already_stored_blocks"] = r->skipped_blocks;
   out["lookup"] = LatJson(r->lookup);
   out["fetch"] = LatJson(r->fetch);
   out["publish"] = LatJson(r->publish);
@@ -475,7 +509,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       "live: %d requests in %.2f s; hit rate %s (%d of %d tokens)\n"
       "  fetched %.3f GB at %.2f GB/s (in Fetch calls), published %.3f GB at %.2f GB/s; "
       "overall %.2f GB/s\n"
-      "  verify failures %d, fetch failures %d, put failures %d, skipped %d\n",
+      "  verify failures %d, fetch failures %d, put failures %d; blocks already stored (not sent) %d\n",
       r->requests, r->wall_s, Pct(r->hit_rate()), r->hit_tokens, r->requested_tokens,
       r->fetched_bytes / 1e9, out["fetch_gbps"].get<double>(), r->published_bytes / 1e9,
       out["publish_gbps"].get<double>(),
@@ -586,7 +620,7 @@ int Main(int argc, char** argv) {
                  "           (store: kvhubd's chunks and watermarks, partial tails skipped;\n"
                  "            --high_watermark/--low_watermark override the store defaults)]]\n"
                  "         [--live (--members HOST:PORT,... | --spawn N [--kvhubd PATH])\n"
-                 "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware true]\n"
+                 "          [--shard_capacity 256MiB] [--policy s3fifo] [--prefix_aware false]\n"
                  "          [--high_watermark 0.98] [--low_watermark 0.97] [--codec raw|fp8|int8|kivi4|kivi2]\n"
                  "          [--bytes_per_token 4096] [--speedup X] [--ns NS]\n"
                  "          [--partial_tail cache|skip]\n"
