@@ -150,6 +150,23 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("--ns"), std::string::npos) << r.out;
   r = RunCli("stats");
   EXPECT_EQ(r.exit_code, 2);
+  // A flag without its value, last or before another flag: usage errors naming it (were
+  // exit 1 "member list is empty", and `--ns --key K` took "--key" for the namespace).
+  for (const char* args : {"stats --addr", "stats --members", "get --addr 127.0.0.1:1 --ns x --key 00 --out",
+                           "get --addr 127.0.0.1:1 --ns --key 0123456789abcdef0123456789abcdef"}) {
+    r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("needs a value"), std::string::npos) << args << ": " << r.out;
+  }
+  // `get` without --out would write a block's bytes to a terminal: refused, as curl does
+  // (script(1) gives it a terminal for stdout).
+  if (access("/usr/bin/script", X_OK) == 0) {
+    r = testing::RunCommand(absl::StrCat("/usr/bin/script -qec '", testing::ProgramPath("kvhub"),
+                                         " get --addr 127.0.0.1:1 --ns x --key 0123456789abcdef0123456789abcdef'",
+                                         " /dev/null 2>&1"));
+    EXPECT_EQ(r.exit_code, 2) << r.out;
+    EXPECT_NE(r.out.find("stdout is a terminal"), std::string::npos) << r.out;
+  }
   r = RunCli("stats --addr 127.0.0.1:1@2");  // a weight means nothing for one address
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--addr takes one HOST:PORT"), std::string::npos) << r.out;

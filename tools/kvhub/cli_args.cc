@@ -24,12 +24,14 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::stri
       name = name.substr(0, eq);
     } else if (boolean.count(name) > 0) {
       value = "true";
-    } else if (i + 1 < argc) {
+    } else if (i + 1 < argc && !(absl::StartsWith(argv[i + 1], "--") && std::string(argv[i + 1]).size() > 2)) {
       value = argv[++i];
     } else {
-      // The command knows which flags it takes: an unknown one is reported as such
-      // by CheckAllUsed, not as a flag without its value.
-      a.missing_value_ = name;
+      // Last, or followed by another flag (`--ns --key K`: a value that looks like a
+      // flag is taken as one; `--ns=--x` passes such a value). The command knows
+      // which flags it takes: an unknown one is reported as such by CheckAllUsed,
+      // not as a flag without its value.
+      if (a.missing_value_.empty()) a.missing_value_ = name;
       value = "";
     }
     a.flags_[name] = value;

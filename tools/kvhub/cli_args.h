@@ -22,13 +22,15 @@ class Args {
   std::optional<std::string> Get(const std::string& name);  // marks it used
   bool Has(const std::string& name);                        // marks it used
   const std::vector<std::string>& positional() const { return positional_; }
+  // The first flag given without its value (last, or followed by another flag); "" if none.
+  const std::string& missing_value() const { return missing_value_; }
   // INVALID_ARGUMENT naming the first flag nobody asked for.
   absl::Status CheckAllUsed() const;
 
  private:
   std::map<std::string, std::string> flags_;
   std::set<std::string> used_;
-  std::string missing_value_;  // the last flag, given without its value
+  std::string missing_value_;
   std::vector<std::string> positional_;
 };
 

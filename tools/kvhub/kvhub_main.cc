@@ -9,6 +9,8 @@
 //
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,7 +53,8 @@ commands:
             --ns NS --spec SPEC (--tokens 1,2,3 | --tokens-file PATH)
   stats   print every member's Stats
   put     store one block      --ns NS --key HEX --file PATH|- [--parent HEX] [--pin]
-  get     fetch one block      --ns NS --key HEX [--out PATH|-] [--max-bytes N|NKiB|NMiB (64MiB)]
+  get     fetch one block      --ns NS --key HEX [--out PATH|- (default -; not to a terminal)]
+                               [--max-bytes N|NKiB|NMiB (64MiB)]
   lookup  which blocks exist   --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
   rm      delete blocks        --ns NS (--key HEX[,HEX...] | --spec SPEC --tokens ...)
 
@@ -357,7 +361,11 @@ absl::Status CmdGet(Args& a) {
     }
     max_bytes *= unit;
   }
-  std::string out_path = a.Get("out").value_or("-");
+  const std::optional<std::string> out_flag = a.Get("out");
+  std::string out_path = out_flag.value_or("-");
+  if (!out_flag.has_value() && isatty(STDOUT_FILENO)) {  // as curl does: a block's bytes would garble the terminal
+    return Usage("stdout is a terminal: give --out PATH, or --out - to write the block's bytes there anyway");
+  }
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
@@ -451,6 +459,15 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const std::string cmd = args->positional()[0];
+  // A known flag without its value is a usage error before any command runs (`--addr`
+  // last used to end as "member list is empty", exit 1).
+  static const std::set<std::string> kValueFlags = {
+      "addr", "members", "ns", "key", "file", "parent", "out", "max-bytes", "spec", "tokens", "tokens-file",
+      "deadline-ms", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name"};
+  if (kValueFlags.count(args->missing_value()) > 0) {
+    std::cerr << "kvhub " << cmd << ": flag --" << args->missing_value() << " needs a value\n(kvhub --help for usage)\n";
+    return 2;
+  }
   absl::Status s;
   if (cmd == "keys") {
     s = CmdKeys(*args);
