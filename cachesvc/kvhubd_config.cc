@@ -158,7 +158,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_BOOL_KEY("populate", store.populate, "MAP_POPULATE the regions at start; default false"),
       KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default false (measured worse: docs/results-replay.md)"),
       KVHUB_DOUBLE_KEY("s3fifo_small_ratio", store.eviction.s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1"),
-      KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC/HTTP worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0"),
+      KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0"),
       KVHUB_MS_KEY("expiry_interval_ms", expiry_interval, "expiry sweep period; default 1000"),
       KVHUB_MS_KEY("drain_grace_ms", drain_grace, "on SIGTERM, readyz=503 this long before stopping; default 0"),
       KVHUB_MS_KEY("shutdown_timeout_ms", shutdown_timeout, "deadline for in-flight calls at shutdown; default 10000"),

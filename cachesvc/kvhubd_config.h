@@ -54,7 +54,7 @@ struct KvhubdConfig {
   // 0 (default) = off. When > 0, kvhubd refuses to start without a usable CUDA device.
   uint64_t gpu_tier_bytes = 0;
 
-  // Threads: gRPC callback executor cap (ResourceQuota max threads) and HTTP workers.
+  // Threads: gRPC callback executor cap (ResourceQuota max threads); HTTP has its own one thread.
   // 0 = the CPUs this process may keep busy: its affinity mask and its cgroup CPU quota
   // (a Kubernetes CPU limit), common/cpu_limit.h; at least 2.
   int worker_threads = 0;

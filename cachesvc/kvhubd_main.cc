@@ -59,7 +59,7 @@ KVHUB_CONFIG_FLAG(max_leases, "live leases at once (preallocated); default 26214
 KVHUB_CONFIG_FLAG(populate, "MAP_POPULATE the regions at start; default false");
 KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default false");
 KVHUB_CONFIG_FLAG(s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1");
-KVHUB_CONFIG_FLAG(worker_threads, "gRPC/HTTP worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0");
+KVHUB_CONFIG_FLAG(worker_threads, "gRPC worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0");
 KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period; default 1000");
 KVHUB_CONFIG_FLAG(drain_grace_ms, "on SIGTERM, readyz=503 this long before stopping; default 0");
 KVHUB_CONFIG_FLAG(shutdown_timeout_ms, "deadline for in-flight calls at shutdown; default 10000");
