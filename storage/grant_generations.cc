@@ -8,18 +8,9 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/splitmix.h"
 
 namespace kvhub::storage {
-namespace {
-
-uint64_t SplitMix64(uint64_t* state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 GrantGenerations::GrantGenerations()
     : GrantGenerations([](void* buf, size_t n) { return ::getrandom(buf, n, 0); }) {}

@@ -9,6 +9,17 @@
 namespace kvhub::storage {
 namespace {
 
+// Draws `n` generations, each passed the last: none is 0 or the one before it.
+void ExpectNeverZeroNorThePrevious(GrantGenerations& gens, int n) {
+  uint32_t previous = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint32_t g = gens.Next(previous);
+    ASSERT_NE(g, 0u);
+    ASSERT_NE(g, previous);
+    previous = g;
+  }
+}
+
 TEST(GrantGenerationsTest, NeverZeroNeverThePreviousAndNotSequential) {
   GrantGenerations gens;
   EXPECT_TRUE(gens.unpredictable());
@@ -38,13 +49,7 @@ TEST(GrantGenerationsTest, ShortReadsAreCompletedAndZerosAndRepeatsSkipped) {
     }
     return static_cast<ssize_t>(k);
   });
-  uint32_t previous = 0;
-  for (int i = 0; i < 5000; ++i) {
-    const uint32_t g = gens.Next(previous);
-    ASSERT_NE(g, 0u);
-    ASSERT_NE(g, previous);
-    previous = g;
-  }
+  ExpectNeverZeroNorThePrevious(gens, 5000);
   EXPECT_TRUE(gens.unpredictable());
 }
 
@@ -55,13 +60,7 @@ TEST(GrantGenerationsTest, AFailingKernelFallsBackAndSaysSo) {
     errno = ENOSYS;
     return -1;
   });
-  uint32_t previous = 0;
-  for (int i = 0; i < 3000; ++i) {
-    const uint32_t g = gens.Next(previous);
-    ASSERT_NE(g, 0u);
-    ASSERT_NE(g, previous);
-    previous = g;
-  }
+  ExpectNeverZeroNorThePrevious(gens, 3000);
   EXPECT_FALSE(gens.unpredictable());
   EXPECT_EQ(calls, 1);  // not asked again once it failed
 }

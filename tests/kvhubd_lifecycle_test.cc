@@ -27,6 +27,21 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A TCP connection to 127.0.0.1:port that sends nothing; -1 on failure.
+int ConnectLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 httplib::Result HttpGet(const KvhubdProcess& p, const char* path) {
   httplib::Client cli("127.0.0.1", p.http_port());
   cli.set_connection_timeout(5);
@@ -112,13 +127,8 @@ TEST(KvhubdLifecycleTest, IdleAndTricklingHttpConnectionsDoNotHoldUpProbes) {
   ASSERT_TRUE(p.ok()) << p.status();
   std::vector<int> idle;
   for (int i = 0; i < 40; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = ConnectLoopback((*p)->http_port());
     ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>((*p)->http_port()));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     idle.push_back(fd);
   }
   auto probe = [&](const std::string& what) {
@@ -137,13 +147,8 @@ TEST(KvhubdLifecycleTest, IdleAndTricklingHttpConnectionsDoNotHoldUpProbes) {
   // (session 15); the event-loop listener closes each at its request deadline.
   std::vector<int> trickling;
   for (int i = 0; i < 200; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = ConnectLoopback((*p)->http_port());
     ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>((*p)->http_port()));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     trickling.push_back(fd);
   }
   const std::string slow = "GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -164,17 +169,10 @@ TEST(KvhubdLifecycleTest, GrpcConnectionsThatNeverHandshakeAreClosed) {
   auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
                                            "--log_level=warn", "--grpc_handshake_timeout_ms=500"}});
   ASSERT_TRUE(p.ok()) << p.status();
-  const size_t colon = (*p)->grpc_address().rfind(':');
-  const int port = std::stoi((*p)->grpc_address().substr(colon + 1));
   std::vector<int> silent;
   for (int i = 0; i < 20; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = ConnectLoopback((*p)->grpc_port());
     ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     timeval tv{10, 0};  // far beyond the timeout: a recv that returns in time saw the close
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     silent.push_back(fd);
@@ -214,13 +212,8 @@ TEST(KvhubdLifecycleTest, GrpcListenerOutOfDescriptorsFailsHealthz) {
   }
   std::vector<int> silent;
   for (int i = 0; i < 200; ++i) {  // more than the shard's 160 descriptors
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = ConnectLoopback((*p)->grpc_port());
     ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>((*p)->grpc_port()));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     silent.push_back(fd);
   }
   absl::SleepFor(absl::Seconds(1));  // gRPC accepts what it can, then fails

@@ -3,21 +3,14 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/splitmix.h"
 
 namespace kvhub::stress {
 namespace {
 
-// SplitMix64 (Steele, Lea and Flood, 2014): a fast, well-mixed 64-bit sequence.
-uint64_t SplitMix(uint64_t* state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 uint64_t Mix(uint64_t a, uint64_t b) {
   uint64_t s = a * 0x2545f4914f6cdd1dull ^ b;
-  return SplitMix(&s);
+  return SplitMix64(&s);
 }
 
 // The generator state a key's payload starts from.
@@ -71,7 +64,7 @@ std::vector<int32_t> Workload::Tokens(uint32_t p) const {
     uint64_t state = b < shared ? Mix(0x67726f7570ull + p % options_.groups, b)
                                 : Mix(0x70726f6d7074ull + p, b);
     for (uint32_t t = 0; t < bt; ++t) {
-      tokens[static_cast<size_t>(b) * bt + t] = static_cast<int32_t>(SplitMix(&state) % 150000);
+      tokens[static_cast<size_t>(b) * bt + t] = static_cast<int32_t>(SplitMix64(&state) % 150000);
     }
   }
   return tokens;
@@ -86,11 +79,11 @@ void Workload::FillPayload(const BlockKey& key, std::span<uint8_t> out) {
   uint64_t state = PayloadSeed(key);
   size_t i = 0;
   for (; i + 8 <= out.size(); i += 8) {
-    const uint64_t w = SplitMix(&state);
+    const uint64_t w = SplitMix64(&state);
     std::memcpy(out.data() + i, &w, 8);
   }
   if (i < out.size()) {
-    const uint64_t w = SplitMix(&state);
+    const uint64_t w = SplitMix64(&state);
     std::memcpy(out.data() + i, &w, out.size() - i);
   }
 }
@@ -106,11 +99,11 @@ bool Workload::Matches(const BlockKey& key, std::span<const uint8_t> got) const 
   uint64_t state = PayloadSeed(key);
   size_t i = 0;
   for (; i + 8 <= got.size(); i += 8) {
-    const uint64_t w = SplitMix(&state);
+    const uint64_t w = SplitMix64(&state);
     if (std::memcmp(got.data() + i, &w, 8) != 0) return false;
   }
   if (i < got.size()) {
-    const uint64_t w = SplitMix(&state);
+    const uint64_t w = SplitMix64(&state);
     if (std::memcmp(got.data() + i, &w, got.size() - i) != 0) return false;
   }
   return true;
