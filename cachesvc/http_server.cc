@@ -34,6 +34,11 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kLingerTimeout{1000};
 // After running out of descriptors the listener rests this long (the loop would spin).
 constexpr std::chrono::milliseconds kAcceptPause{100};
+// Per pass of the loop: requests answered on one connection (a client pipelining
+// thousands of /metrics must not hold up the probes) and connections accepted (so
+// requests already sent are read before a burst of new connections evicts them).
+constexpr int kRequestsPerPass = 8;
+constexpr int kAcceptsPerPass = 64;
 
 const char* Reason(int status) {
   switch (status) {
@@ -57,7 +62,8 @@ struct Parsed {
   enum class Kind { kNeedMore, kRequest, kReject } kind = Kind::kNeedMore;
   HttpRequest request;
   bool keep_alive = false;
-  size_t consumed = 0;  // head + body bytes
+  size_t consumed = 0;  // head bytes
+  uint64_t body = 0;    // body bytes after the head, dropped as they arrive
   int status = 0;       // kReject: the error response
   std::string message;  // kReject
 };
@@ -82,6 +88,7 @@ Parsed ParseRequest(absl::string_view buf, const HttpServerConfig& config) {
     if (nl == absl::string_view::npos || nl > config.max_head_bytes) break;
     absl::string_view line = buf.substr(line_start, nl - line_start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find('\r') != absl::string_view::npos) return Reject(400, "bare CR in the request head");
     line_start = nl + 1;
     if (line.empty()) {
       head_end = line_start;
@@ -126,6 +133,7 @@ Parsed ParseRequest(absl::string_view buf, const HttpServerConfig& config) {
   p.request.path = std::string(target.substr(0, target.find_first_of("?#")));
 
   std::optional<uint64_t> content_length;
+  int hosts = 0;
   for (size_t i = 1; i < lines.size(); ++i) {
     absl::string_view line = lines[i];
     size_t colon = line.find(':');
@@ -137,10 +145,13 @@ Parsed ParseRequest(absl::string_view buf, const HttpServerConfig& config) {
     const absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
     if (name == "content-length") {
       uint64_t n = 0;
-      if (!absl::SimpleAtoi(value, &n) || (content_length.has_value() && *content_length != n)) {
+      if (value.empty() || !std::all_of(value.begin(), value.end(), absl::ascii_isdigit) ||
+          !absl::SimpleAtoi(value, &n) || (content_length.has_value() && *content_length != n)) {
         return Reject(400, "bad Content-Length");
       }
       content_length = n;
+    } else if (name == "host") {
+      ++hosts;
     } else if (name == "transfer-encoding") {
       return Reject(501, "request bodies with a Transfer-Encoding are not accepted");
     } else if (name == "connection") {
@@ -151,16 +162,14 @@ Parsed ParseRequest(absl::string_view buf, const HttpServerConfig& config) {
       }
     }
   }
-  const uint64_t body = content_length.value_or(0);
-  if (body > config.max_body_bytes) {
+  if (parts[2] == "HTTP/1.1" && hosts != 1) {  // RFC 9112 3.2
+    return Reject(400, hosts == 0 ? "HTTP/1.1 request without a Host header" : "more than one Host header");
+  }
+  p.body = content_length.value_or(0);
+  if (p.body > config.max_body_bytes) {
     return Reject(413, absl::StrCat("request body larger than ", config.max_body_bytes, " bytes"));
   }
-  if (buf.size() - head_end < body) {
-    Parsed more;
-    more.kind = Parsed::Kind::kNeedMore;
-    return more;
-  }
-  p.consumed = head_end + body;
+  p.consumed = head_end;
   return p;
 }
 
@@ -210,6 +219,7 @@ struct HttpServer::Connection {
   size_t out_done = 0;
   bool close_after_write = false;
   bool peer_closed = false;  // the client shut down its side: answer what it sent, then close
+  uint64_t skip = 0;         // body bytes of the last request still to drop as they arrive
 };
 
 class HttpServer::Loop {
@@ -228,21 +238,32 @@ class HttpServer::Loop {
     while (!stopping_) {
       const Clock::time_point next = ExpireDeadlines();
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count() + 1;
-      const int n = epoll_wait(epoll_fd_, events, 64, static_cast<int>(std::clamp<int64_t>(wait, 0, 1000)));
+      const int timeout = pending_.empty() ? static_cast<int>(std::clamp<int64_t>(wait, 0, 1000)) : 0;
+      const int n = epoll_wait(epoll_fd_, events, 64, timeout);
       if (n < 0 && errno != EINTR) {
         KVHUB_LOG(error, "http: epoll_wait: {}", std::strerror(errno));
         return;
       }
+      bool accept = false;
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == wake_fd_) {
           stopping_ = true;
         } else if (fd == listen_fd_) {
-          Accept();
+          accept = true;  // after the connections' events: their requests first
         } else if (auto it = conns_.find(fd); it != conns_.end()) {
           OnEvent(*it->second, events[i].events);
         }
       }
+      // Pipelined requests left over from the last pass, a few per connection.
+      std::vector<int> pending;
+      pending.swap(pending_);
+      for (int fd : pending) {
+        if (auto it = conns_.find(fd); it != conns_.end() && it->second->state == Connection::State::kReading) {
+          Process(*it->second);
+        }
+      }
+      if (accept) Accept();
     }
   }
 
@@ -273,16 +294,21 @@ class HttpServer::Loop {
       Watch(listen_fd_, EPOLLIN, EPOLL_CTL_MOD);
     }
     if (listener_paused_) next = std::min(next, resume_accept_at_);
-    std::vector<int> expired;
+    std::vector<std::pair<int, bool>> expired;  // fd, abort
     for (const auto& [fd, conn] : conns_) {
       const Clock::time_point d = Deadline(*conn);
       if (d <= now) {
-        expired.push_back(fd);
+        // A reset for a request never completed or a response not taken; a FIN after an
+        // idle keep-alive or a lingering close, whose response the kernel may still be
+        // delivering to a slow reader (a reset would destroy it).
+        const bool done = conn->state == Connection::State::kLingering ||
+                          (conn->state == Connection::State::kReading && conn->in.empty());
+        expired.emplace_back(fd, !done);
       } else {
         next = std::min(next, d);
       }
     }
-    for (int fd : expired) Close(fd, /*abort=*/true);
+    for (const auto& [fd, abort] : expired) Close(fd, abort);
     return next;
   }
 
@@ -328,7 +354,7 @@ class HttpServer::Loop {
   }
 
   void Accept() {
-    for (;;) {
+    for (int accepted = 0; accepted < kAcceptsPerPass; ++accepted) {  // the rest on the next pass
       const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -362,8 +388,9 @@ class HttpServer::Loop {
     if (c.state == Connection::State::kReading) Process(c);  // also pipelined requests after a response
   }
 
-  // Never buffer more than one whole request can be: the parser decides before.
-  size_t BufferCap() const { return config_.max_head_bytes + config_.max_body_bytes + 4; }
+  // Never buffer more than one request head can be: the parser decides before. Bodies
+  // are dropped as they arrive (Connection::skip), never buffered.
+  size_t BufferCap() const { return config_.max_head_bytes + 4; }
 
   // Reads what the socket holds (up to BufferCap). Returns false when the connection
   // was closed.
@@ -374,7 +401,11 @@ class HttpServer::Loop {
       if (c.state != Connection::State::kLingering && c.in.size() >= BufferCap()) return true;
       const ssize_t n = ::recv(c.fd, buf, sizeof(buf), 0);
       if (n > 0) {
-        if (c.state != Connection::State::kLingering) c.in.append(buf, static_cast<size_t>(n));  // else dropped
+        size_t keep = static_cast<size_t>(n);
+        const size_t dropped = static_cast<size_t>(std::min<uint64_t>(c.skip, keep));  // a body
+        c.skip -= dropped;
+        keep -= dropped;
+        if (c.state != Connection::State::kLingering) c.in.append(buf + dropped, keep);  // else dropped
         continue;
       }
       if (n == 0) {
@@ -392,10 +423,15 @@ class HttpServer::Loop {
     }
   }
 
-  // Answers every complete request at the front of the input, in order.
+  // Answers the complete requests at the front of the input, in order, up to
+  // kRequestsPerPass; the rest wait in pending_ for the next pass.
   void Process(Connection& c) {
     const int fd = c.fd;
-    while (c.state == Connection::State::kReading) {
+    for (int answered = 0; c.state == Connection::State::kReading; ++answered) {
+      if (answered == kRequestsPerPass) {
+        pending_.push_back(fd);
+        return;
+      }
       // Empty lines before a request are ignored (RFC 9112 2.2); dropping them here
       // keeps them from filling the buffer.
       const size_t junk = std::min(c.in.find_first_not_of("\r\n"), c.in.size());
@@ -409,12 +445,24 @@ class HttpServer::Loop {
         return;
       }
       if (p.kind == Parsed::Kind::kReject) {
+        const bool head = absl::StartsWith(c.in, "HEAD ");
         c.in.clear();
-        Respond(c, TextResponse(p.status, p.message), /*with_body=*/true, /*keep_alive=*/false);
+        Respond(c, TextResponse(p.status, p.message), /*with_body=*/!head, /*keep_alive=*/false);
       } else {
+        // The body (the endpoints take none) is dropped, here and as it arrives.
         c.in.erase(0, p.consumed);
+        const size_t body_here = static_cast<size_t>(std::min<uint64_t>(p.body, c.in.size()));
+        c.in.erase(0, body_here);
+        c.skip = p.body - body_here;
         const bool head = p.request.method == "HEAD";
-        Respond(c, Route(p.request), !head, p.keep_alive && !c.peer_closed);
+        // A client that shut down its side after pipelining: answer each request it
+        // sent, the last with Connection: close.
+        bool keep_alive = p.keep_alive;
+        if (c.peer_closed && keep_alive) {
+          keep_alive = c.skip == 0 && ParseRequest(c.in.substr(std::min(c.in.size(), c.in.find_first_not_of("\r\n"))),
+                                                   config_).kind == Parsed::Kind::kRequest;
+        }
+        Respond(c, Route(p.request), !head, keep_alive);
       }
       if (!Flush(c)) return;  // closed
     }
@@ -481,6 +529,7 @@ class HttpServer::Loop {
   bool listener_paused_ = false;
   Clock::time_point resume_accept_at_;
   std::unordered_map<int, std::unique_ptr<Connection>> conns_;
+  std::vector<int> pending_;  // connections with requests left over from this pass
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address,

@@ -10,18 +10,28 @@
 //   - idle:    a connection with no bytes of a request is closed after
 //              `idle_timeout` (a fresh connection, or a kept-alive one after a
 //              response);
-//   - request: the request head (and a small body, which is read and dropped)
-//              must be complete within `request_timeout` of the phase start;
-//   - write:   the whole response must be sent within `write_timeout`;
+//   - request: the request head must be complete within `request_timeout` of
+//              the phase start (a body is dropped as it arrives, never buffered);
+//   - write:   the whole response must be handed to the kernel within
+//              `write_timeout`;
 // and at `max_connections` open the connection that has waited longest for its
-// request is closed to make room, so a new probe always gets in.
+// request is closed to make room, so a new probe gets in. A connection past the
+// request or write deadline, or evicted, is reset; one idle after a response, or
+// closing after it (a lingering close, at most 1 s), gets a FIN, so a slow reader
+// still receives the response the kernel holds. Each pass of the loop answers at
+// most 8 pipelined requests per connection and accepts at most 64 connections,
+// after reading the requests already sent, so neither a pipelining client nor a
+// burst of connections holds up a probe.
 //
-// Requests: HTTP/1.0 and 1.1, keep-alive and pipelining, origin-form and
-// absolute-form targets (the query string is ignored). GET/HEAD of a registered
+// Requests: HTTP/1.0 and 1.1 (1.1 with exactly one Host header), keep-alive and
+// pipelining (also before a half-close: every request sent is answered), origin-form
+// and absolute-form targets (the query string is ignored). GET/HEAD of a registered
 // path: its handler; another method on a registered path: 405 with
 // `Allow: GET, HEAD`; an unregistered path: 404; a body larger than
-// `max_body_bytes` or chunked: 413/411 and close; a head larger than
-// `max_head_bytes`: 431 and close; anything unparsable: 400 and close.
+// `max_body_bytes`: 413 and close; a Transfer-Encoding: 501 and close; a head
+// larger than `max_head_bytes`: 431 and close; anything unparsable (a bare CR, a
+// Content-Length that is not digits): 400 and close. Answers to HEAD never carry a
+// body, errors included.
 //
 // Thread safety: Start and Stop from one thread. Handlers run on the loop thread,
 // one at a time, and must not block for long: every other connection waits.
@@ -43,7 +53,8 @@ namespace kvhub::cachesvc {
 
 struct HttpServerConfig {
   // Connections open at once; at the limit the one that has waited longest for its
-  // request is closed. 4 .. 1000000 (each costs a descriptor and ~1 KiB).
+  // request is closed. 4 .. 1000000 (each costs a descriptor and at most a request
+  // head of memory, plus the response being sent).
   size_t max_connections = 4096;
   // No byte of a request for this long: closed (keep-alive and fresh connections).
   std::chrono::milliseconds idle_timeout{2000};
@@ -53,7 +64,7 @@ struct HttpServerConfig {
   std::chrono::milliseconds write_timeout{10000};
   // Request line and headers; a larger head gets 431. 1 KiB .. 1 MiB.
   size_t max_head_bytes = 16 * 1024;
-  // Bodies up to this size are read and dropped (the endpoints take none); larger: 413.
+  // Bodies up to this size are dropped as they arrive (the endpoints take none); larger: 413.
   size_t max_body_bytes = 64 * 1024;
 
   // OK, or INVALID_ARGUMENT naming the first field out of range.
