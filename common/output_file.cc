@@ -45,15 +45,29 @@ absl::Status CheckOutputPath(const std::string& path) {
   };
   if (path.empty()) return bad("empty path");
   struct stat st;
+  std::string target = path;  // what a new file is created as
   if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    if (S_ISDIR(st.st_mode)) return bad("it is a directory");
-    // A device, a pipe or a link: written in place.
-    if (access(path.c_str(), W_OK) != 0) return bad(std::strerror(errno));
-    return absl::OkStatus();
+    if (S_ISLNK(st.st_mode) && stat(path.c_str(), &st) != 0) {
+      // A link to nothing yet: writing through it creates its target.
+      if (errno != ENOENT) return bad(std::strerror(errno));
+      char link[4096];
+      const ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
+      if (n <= 0) return bad("cannot read the symbolic link");
+      target.assign(link, static_cast<size_t>(n));
+      if (target.front() != '/') {
+        const size_t at = path.rfind('/');
+        if (at != std::string::npos) target = path.substr(0, at + 1) + target;
+      }
+    } else {
+      // Written in place (a device, a pipe, what a link points to).
+      if (S_ISDIR(st.st_mode)) return bad("it is a directory");
+      if (access(path.c_str(), W_OK) != 0) return bad(std::strerror(errno));
+      return absl::OkStatus();
+    }
   }
-  // A regular file or a new one: created beside PATH and renamed over it.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  // A regular file or a new one: created beside it (and renamed over it).
+  const size_t slash = target.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
   if (stat(dir.c_str(), &st) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));
   if (!S_ISDIR(st.st_mode)) return bad(absl::StrCat(dir, " is not a directory"));
   if (access(dir.c_str(), W_OK | X_OK) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));

@@ -113,6 +113,18 @@ TEST(OutputFileTest, CheckOutputPathRefusesWhatCannotBeWritten) {
   EXPECT_TRUE(CheckOutputPath("-").ok());
   EXPECT_TRUE(CheckOutputPath(::testing::TempDir() + "/new-file.json").ok());
   EXPECT_TRUE(CheckOutputPath("/dev/null").ok());
+  // Symbolic links: to a directory (refused), to a file to be created (fine), to a
+  // file in a directory that does not exist (refused).
+  const std::string dir = ::testing::TempDir() + "/check_output_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(symlink(dir.c_str(), (dir + "/to-dir").c_str()), 0);
+  ASSERT_EQ(symlink("new.json", (dir + "/to-new").c_str()), 0);
+  ASSERT_EQ(symlink("/nonexistent-dir/x.json", (dir + "/to-nowhere").c_str()), 0);
+  EXPECT_THAT(std::string(CheckOutputPath(dir + "/to-dir").message()), HasSubstr("it is a directory"));
+  EXPECT_TRUE(CheckOutputPath(dir + "/to-new").ok());
+  EXPECT_THAT(std::string(CheckOutputPath(dir + "/to-nowhere").message()), HasSubstr("/nonexistent-dir"));
+  for (const char* name : {"/to-dir", "/to-new", "/to-nowhere"}) unlink((dir + name).c_str());
+  rmdir(dir.c_str());
   for (const auto& [path, why] : std::vector<std::pair<std::string, std::string>>{
            {"", "empty path"},
            {"/nonexistent-dir/out.json", "/nonexistent-dir: No such file or directory"},

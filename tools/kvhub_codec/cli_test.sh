@@ -32,6 +32,9 @@ cp "$D/a.kvraw" "$D/b.kvraw"
 "$B" eval --codec int8 "$D/b.kvraw" | grep -q '"proxy_queries":true'
 mkdir "$D/b.kvraw.kvq"
 fails "$B" eval --codec int8 "$D/b.kvraw"
+cp "$D/a.kvraw" "$D/c.kvraw"
+ln -s "$D/nowhere.kvq" "$D/c.kvraw.kvq"  # a dangling link is a sidecar that cannot be read
+fails "$B" eval --codec int8 "$D/c.kvraw"
 # Re-rotation to another position and pre-RoPE storage.
 "$B" encode --codec kivi4 --pre-rope "$D/a.kvraw" "$D/p.kvb"
 "$B" decode --target-position 1000 "$D/p.kvb" "$D/p.out"

@@ -1,6 +1,8 @@
 // kvhub-codec: generate synthetic KV, encode/decode blocks, measure codec quality.
 // Commands and options: kUsage below (`kvhub-codec --help`).
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -265,8 +267,9 @@ int EvalCmd(const Args& a) {
     auto pq = ParseQueries(raw->shape, *qb);
     if (!pq.ok()) return Fail(pq.status());
     q = std::move(*pq);
-  } else if (a.opts.count("--queries") || !absl::IsNotFound(qb.status())) {
-    return Fail(qb.status());  // proxy queries only when there is no sidecar at all
+  } else if (struct stat st; a.opts.count("--queries") || !absl::IsNotFound(qb.status()) ||
+                                lstat(qpath.c_str(), &st) == 0) {
+    return Fail(qb.status());  // proxy queries only when there is no sidecar at all (not even a dangling link)
   } else {
     q = ProxyQueriesFromKeys(raw->shape, raw->data.data(), 32, 7);
     proxy = true;
