@@ -201,6 +201,12 @@ TEST(KvhubdLifecycleTest, GrpcConnectionsThatNeverHandshakeAreClosed) {
 // (grpc/grpc#20418). The shard cannot recover by itself, so it says so: /healthz and
 // /readyz answer 503 with the reason (Kubernetes then restarts it) and the metric is 1.
 TEST(KvhubdLifecycleTest, GrpcListenerOutOfDescriptorsFailsHealthz) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // UBSan's vptr check asks whether memory is readable by writing it to a pipe; a
+  // process out of descriptors gets no pipe, so the check reports an invalid vptr and
+  // aborts the sanitized kvhubd (seen in `make asan`). The plain build runs this.
+  GTEST_SKIP() << "a sanitized kvhubd cannot run out of descriptors: UBSan needs a pipe for its vptr checks";
+#endif
   auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
                                            "--log_level=error", "--grpc_handshake_timeout_ms=300"},
                                  .max_open_files = 160});
