@@ -17,6 +17,9 @@ namespace {
 
 absl::Status CheckAddress(absl::string_view addr) {
   if (addr.empty()) return absl::InvalidArgumentError("member address is empty");
+  if (absl::StrContains(addr, "://")) {
+    return absl::InvalidArgumentError(absl::StrCat("member address '", addr, "' is a URL; give HOST:PORT"));
+  }
   const size_t colon = addr.rfind(':');
   if (colon == absl::string_view::npos || colon == 0) {
     return absl::InvalidArgumentError(
@@ -28,10 +31,15 @@ absl::Status CheckAddress(absl::string_view addr) {
     return absl::InvalidArgumentError(absl::StrCat("member address '", addr, "': an IPv6 host needs brackets, as in '[",
                                                    host, "]", addr.substr(colon), "'"));
   }
+  // Placement hashes the address as written, so one spelling per port: digits, no
+  // sign and no leading zero ('7480', not '+7480' or '07480').
+  const absl::string_view port_text = addr.substr(colon + 1);
   uint32_t port = 0;
-  if (!absl::SimpleAtoi(addr.substr(colon + 1), &port) || port == 0 || port > 65535) {
+  if (port_text.empty() || port_text.front() == '0' ||
+      !std::all_of(port_text.begin(), port_text.end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(port_text, &port) || port > 65535) {
     return absl::InvalidArgumentError(
-        absl::StrCat("member address '", addr, "' has no valid port (1..65535)"));
+        absl::StrCat("member address '", addr, "' has no valid port (1..65535, digits only, no leading zero)"));
   }
   for (unsigned char c : addr) {
     if (c <= 0x20 || c == 0x7f || c == ',' || c == '@') {

@@ -44,15 +44,15 @@ struct ClientConfig {
   // Static membership. 1..1024 members, addresses unique.
   std::vector<MemberConfig> members;
 
-  // Per-attempt deadline of small control RPCs (Lookup, PutStart, PutCommit,
-  // PutAbort, Delete, Pin, Stats, Health). Default 2 s.
+  // Deadline of small control RPCs (Lookup, PutStart, PutCommit, PutAbort, Delete,
+  // Pin, Stats, Health), their retries included. Default 2 s.
   absl::Duration control_deadline = absl::Seconds(2);
-  // Per-attempt deadline of RPCs that move block bytes (Put, PutData, Get,
-  // GetStream). Default 30 s.
+  // Deadline of RPCs that move block bytes (Put, PutData, Get, GetStream), their
+  // retries included. Default 30 s.
   absl::Duration data_deadline = absl::Seconds(30);
 
-  // Attempts per RPC, first included (1..10). Only UNAVAILABLE is retried:
-  // every other code is either final or could have had an effect. Default 3.
+  // Attempts per RPC, first included (1..10), within its deadline. Only UNAVAILABLE
+  // is retried: every other code is either final or could have had an effect. Default 3.
   int max_attempts = 3;
   // Backoff before retry k (k = 1, 2, ...): min(initial * 2^(k-1), max), with
   // +-20% jitter. Defaults 10 ms and 500 ms.

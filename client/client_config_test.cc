@@ -104,6 +104,15 @@ TEST(ClientConfigTest, ParsesMemberLists) {
   }
   EXPECT_THAT(std::string(ClientConfig::ParseMembers("a:1,,b:2").status().message()),
               ::testing::HasSubstr("member 2 is empty"));
+  // Placement hashes the address as written: a second spelling of a port would place
+  // keys elsewhere than the clients that write it the usual way.
+  for (const char* list : {"a:07480", "a:+7480", "a:0", "a:", "a:74 80"}) {
+    auto bad = ClientConfig::ParseMembers(list);
+    ASSERT_FALSE(bad.ok()) << list;
+    EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("port")) << list;
+  }
+  EXPECT_THAT(std::string(ClientConfig::ParseMembers("http://a:7480").status().message()),
+              ::testing::HasSubstr("is a URL"));
 }
 
 }  // namespace

@@ -23,10 +23,11 @@ absl::Status GrpcDataPlane::WriteReserved(Shard& shard, std::span<const BlockWri
   uint64_t total = 0;
   for (const BlockWrite& w : writes) total += w.data.size();
   if (writes.empty()) return absl::OkStatus();
-  grpc::Status st = CallWithRetry(shard.retry(), [&](int) -> grpc::Status {
+  grpc::Status st = CallWithRetry(shard.retry(), shard.data_deadline(),
+                                  [&](int, absl::Duration left) -> grpc::Status {
     BorrowedBytes borrowed;  // declared before ctx/writer: outlives them
     grpc::ClientContext ctx;
-    Shard::SetDeadline(&ctx, shard.data_deadline());
+    Shard::SetDeadline(&ctx, left);
     grpc::ByteBuffer resp;
     Shard::Conn& conn = shard.NextConn();
     std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
@@ -147,10 +148,11 @@ absl::Status GrpcDataPlane::ReadStream(Shard& shard, absl::string_view ns,
     bool overflow = false;
   };
   std::vector<Progress> prog;
-  grpc::Status st = CallWithRetry(shard.retry(), [&](int) -> grpc::Status {
+  grpc::Status st = CallWithRetry(shard.retry(), shard.data_deadline(),
+                                  [&](int, absl::Duration left) -> grpc::Status {
     prog.assign(reads.size(), Progress());
     grpc::ClientContext ctx;
-    Shard::SetDeadline(&ctx, shard.data_deadline());
+    Shard::SetDeadline(&ctx, left);
     Shard::Conn& conn = shard.NextConn();
     std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
         grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(conn.channel.get(),

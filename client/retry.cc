@@ -14,21 +14,26 @@ absl::Duration RetryPolicy::Backoff(int retry, double jitter) const {
   return d * jitter;
 }
 
-grpc::Status CallWithRetry(const RetryPolicy& policy,
-                           const std::function<grpc::Status(int attempt)>& attempt) {
+grpc::Status CallWithRetry(const RetryPolicy& policy, absl::Duration deadline,
+                           const std::function<grpc::Status(int attempt, absl::Duration left)>& attempt) {
   thread_local std::minstd_rand rng(std::random_device{}());
+  // An attempt with less than this left would only time out: the last status stands.
+  constexpr absl::Duration kShortestAttempt = absl::Milliseconds(1);
+  const absl::Time give_up = absl::Now() + deadline;  // infinite deadline: InfiniteFuture
   grpc::Status s;
   for (int k = 0; k < std::max(policy.max_attempts, 1); ++k) {
     if (k > 0) {
       std::uniform_real_distribution<double> jitter(0.8, 1.2);
-      const absl::Time until = absl::Now() + policy.Backoff(k, jitter(rng));
+      const absl::Time until = std::min(absl::Now() + policy.Backoff(k, jitter(rng)), give_up);
       if (policy.wait_until) {
         policy.wait_until(until);
       } else {
         absl::SleepFor(until - absl::Now());
       }
     }
-    s = attempt(k);
+    const absl::Duration left = give_up - absl::Now();
+    if (k > 0 && left < kShortestAttempt) return s;
+    s = attempt(k, std::max(left, absl::ZeroDuration()));
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
   }
   return s;

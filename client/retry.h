@@ -25,12 +25,14 @@ struct RetryPolicy {
   absl::Duration Backoff(int retry, double jitter) const;
 };
 
-// Runs attempt(k) for k = 0, 1, ... while it returns UNAVAILABLE and attempts
-// remain, waiting Backoff() between attempts (policy.wait_until if set). Returns
-// the last status.
-// `attempt` must set its own per-attempt deadline.
-grpc::Status CallWithRetry(const RetryPolicy& policy,
-                           const std::function<grpc::Status(int attempt)>& attempt);
+// Runs attempt(k, left) for k = 0, 1, ... while it returns UNAVAILABLE, attempts
+// remain and time remains of `deadline`, waiting Backoff() between attempts
+// (policy.wait_until if set). `deadline` bounds the whole call, retries and backoff
+// included: `attempt` must use `left` (what remains of it) as its RPC's deadline. A
+// shard that takes a connection attempt's whole 20 s to fail used to cost three
+// of them (60 s) within a 30 s "per-attempt" deadline. Returns the last status.
+grpc::Status CallWithRetry(const RetryPolicy& policy, absl::Duration deadline,
+                           const std::function<grpc::Status(int attempt, absl::Duration left)>& attempt);
 
 // grpc::Status -> absl::Status, message prefixed by `what` (e.g. "Lookup 127.0.0.1:7000").
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what);

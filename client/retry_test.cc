@@ -20,7 +20,7 @@ TEST(RetryTest, BackoffDoublesUpToMax) {
 TEST(RetryTest, RetriesOnlyUnavailable) {
   RetryPolicy p{4, absl::ZeroDuration(), absl::ZeroDuration()};
   int calls = 0;
-  grpc::Status s = CallWithRetry(p, [&](int) {
+  grpc::Status s = CallWithRetry(p, absl::InfiniteDuration(), [&](int, absl::Duration) {
     ++calls;
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
   });
@@ -30,7 +30,7 @@ TEST(RetryTest, RetriesOnlyUnavailable) {
   for (auto code : {grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::INVALID_ARGUMENT,
                     grpc::StatusCode::INTERNAL, grpc::StatusCode::RESOURCE_EXHAUSTED}) {
     calls = 0;
-    s = CallWithRetry(p, [&](int) {
+    s = CallWithRetry(p, absl::InfiniteDuration(), [&](int, absl::Duration) {
       ++calls;
       return grpc::Status(code, "x");
     });
@@ -42,7 +42,7 @@ TEST(RetryTest, RetriesOnlyUnavailable) {
 TEST(RetryTest, StopsAtFirstSuccess) {
   RetryPolicy p{5, absl::ZeroDuration(), absl::ZeroDuration()};
   int calls = 0;
-  grpc::Status s = CallWithRetry(p, [&](int k) {
+  grpc::Status s = CallWithRetry(p, absl::InfiniteDuration(), [&](int k, absl::Duration) {
     ++calls;
     return k < 2 ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "down") : grpc::Status::OK;
   });
@@ -55,7 +55,7 @@ TEST(RetryTest, WaitsBetweenAttemptsWithTheHookUntilTheBackoffEnds) {
   std::vector<absl::Duration> waits;
   p.wait_until = [&](absl::Time until) { waits.push_back(until - absl::Now()); };
   int calls = 0;
-  grpc::Status s = CallWithRetry(p, [&](int) {
+  grpc::Status s = CallWithRetry(p, absl::InfiniteDuration(), [&](int, absl::Duration) {
     ++calls;
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
   });
@@ -65,6 +65,25 @@ TEST(RetryTest, WaitsBetweenAttemptsWithTheHookUntilTheBackoffEnds) {
     EXPECT_GT(w, absl::Milliseconds(50));  // the backoff with its jitter (80-120 ms)
     EXPECT_LE(w, absl::Milliseconds(120));
   }
+}
+
+// The deadline bounds the whole call: attempts that each fail slowly (a shard whose
+// connection attempts time out) are not retried past it, and each attempt is given
+// only what is left of it.
+TEST(RetryTest, TheDeadlineBoundsAllAttemptsTogether) {
+  RetryPolicy p{5, absl::Milliseconds(10), absl::Milliseconds(10)};
+  std::vector<absl::Duration> lefts;
+  const absl::Time start = absl::Now();
+  grpc::Status s = CallWithRetry(p, absl::Milliseconds(300), [&](int, absl::Duration left) {
+    lefts.push_back(left);
+    absl::SleepFor(std::min(left, absl::Milliseconds(200)));  // fails after 200 ms, or at its deadline
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection attempt timed out");
+  });
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_EQ(lefts.size(), 2u) << "the third attempt would start after the deadline";
+  EXPECT_GT(lefts[0], absl::Milliseconds(290));
+  EXPECT_LT(lefts[1], absl::Milliseconds(100));  // 300 - 200 - backoff
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(400));
 }
 
 TEST(RetryTest, FromGrpcKeepsCodeAndNamesTheCall) {

@@ -102,9 +102,9 @@ absl::Status Shard::Unary(const char* what, absl::Duration deadline,
                           grpc::Status (v1::KvHub::Stub::*fn)(grpc::ClientContext*, const Req&,
                                                               Resp*),
                           const Req& req, Resp* resp) {
-  grpc::Status s = CallWithRetry(retry_, [&](int) {
+  grpc::Status s = CallWithRetry(retry_, deadline, [&](int, absl::Duration left) {
     grpc::ClientContext ctx;
-    SetDeadline(&ctx, deadline);
+    SetDeadline(&ctx, left);
     resp->Clear();
     return (NextConn().stub.get()->*fn)(&ctx, req, resp);
   });
@@ -113,9 +113,9 @@ absl::Status Shard::Unary(const char* what, absl::Duration deadline,
 
 absl::Status Shard::RawUnary(const char* what, absl::Duration deadline, Method Conn::*method,
                              const grpc::ByteBuffer& req, grpc::ByteBuffer* resp) {
-  grpc::Status s = CallWithRetry(retry_, [&](int) {
+  grpc::Status s = CallWithRetry(retry_, deadline, [&](int, absl::Duration left) {
     grpc::ClientContext ctx;
-    SetDeadline(&ctx, deadline);
+    SetDeadline(&ctx, left);
     resp->Clear();
     Conn& c = NextConn();
     return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(

@@ -15,7 +15,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,6 +33,7 @@
 #include "codec/block_format.h"
 #include "codec/codec.h"
 #include "common/keys.h"
+#include "common/log.h"
 #include "common/model_spec.h"
 
 namespace py = pybind11;
@@ -547,6 +550,11 @@ PYBIND11_MODULE(_native, m) {
   using namespace kvhub;
   using namespace kvhub::python;
   m.doc() = "kvhub client (C++ kvhub::Client); see docs/client.md, \"Python\"";
+  // The client's log goes to stderr, never into the program's stdout (its JSON, its
+  // tables), at warn unless KVHUB_LOG_LEVEL says otherwise, as for the kvhub CLI.
+  LogToStderr("kvhub");
+  const char* level = std::getenv("KVHUB_LOG_LEVEL");
+  SetLogLevel(level != nullptr ? level : "warn");
   py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
 
   py::class_<ModelSpec>(m, "ModelSpec")
@@ -604,12 +612,20 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init([](const py::object& members, const std::string& transport, const std::string& ucx_tls,
                        double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
                        const std::string& tls_cert_file, const std::string& tls_key_file,
-                       const std::string& tls_server_name, bool use_proxy_env, double tls_reload_s) {
+                       const std::string& tls_server_name, bool use_proxy_env, double tls_reload_s,
+                       double data_deadline_s) {
              ClientConfig c;
              c.members = Check(ClientConfig::ParseMembers(MemberText(members)));
              c.transport = Check(ParseTransportMode(transport));
              c.ucx_tls = ucx_tls;
+             for (const auto& [name, value] : {std::pair{"deadline_s", deadline_s}, std::pair{"data_deadline_s", data_deadline_s}}) {
+               if (!std::isfinite(value) || value < 0 || value > 86400) {
+                 throw py::value_error(absl::StrCat(name, " must be 0 (the default) or a number of seconds up to 86400, got ",
+                                                    value));
+               }
+             }
              if (deadline_s > 0) c.control_deadline = absl::Seconds(deadline_s);
+             if (data_deadline_s > 0) c.data_deadline = absl::Seconds(data_deadline_s);
              c.auth_token = auth_token;
              c.tls_ca_file = tls_ca_file;
              c.tls_cert_file = tls_cert_file;
@@ -622,9 +638,10 @@ PYBIND11_MODULE(_native, m) {
            py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
            py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
            py::arg("tls_key_file") = "", py::arg("tls_server_name") = "", py::arg("use_proxy_env") = false,
-           py::arg("tls_reload_s") = 60.0,
+           py::arg("tls_reload_s") = 60.0, py::arg("data_deadline_s") = 0.0,
            "members: 'HOST:PORT[@WEIGHT],...', or a list of 'HOST:PORT[@WEIGHT]'. transport: auto (UCX where a shard offers it over RDMA "
-           "or shared memory), ucx or grpc. deadline_s: per-attempt control deadline (0: the default). "
+           "or shared memory), ucx or grpc. deadline_s: deadline of each control call (lookups, stats, commits), "
+           "retries included (0: the default, 2 s); data_deadline_s: the same for calls moving block bytes (0: 30 s). "
            "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards). "
            "tls_reload_s: how often the TLS files are read again (1 .. 86400).")
       .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),

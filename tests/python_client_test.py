@@ -170,6 +170,29 @@ class PythonClientTest(unittest.TestCase):
         os.close(read_end)
         self.assertEqual(c.put("py-fork", [b"f" * 16], [b"x"]).stored, 1)
 
+    def test_deadlines_are_checked_and_logs_stay_off_stdout(self):
+        # inf meant no deadline at all; nan and negatives quietly meant the default.
+        for name in ("deadline_s", "data_deadline_s"):
+            for bad in (float("inf"), float("nan"), -5.0, 1e9):
+                with self.assertRaises(ValueError, msg=f"{name}={bad}"):
+                    kvhub.Client(self.members, transport="grpc", **{name: bad})
+        kvhub.Client(self.members, transport="grpc", deadline_s=0.5, data_deadline_s=5).close()
+        # A program's stdout is its own (JSON, tables): the client logs to stderr. UCX
+        # forced over shared memory, which these shards do not serve, logs an error.
+        script = textwrap.dedent(f'''
+            import kvhub
+            c = kvhub.Client({self.members!r}, transport="ucx", ucx_tls="posix,cma")
+            try:
+                c.put("py-log", [b"l" * 16], [b"x"])
+            except kvhub.Error:
+                pass
+            c.close()
+        ''')
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "")
+        self.assertIn("kvhub client: shard", r.stderr)
+
     def test_bad_input_raises_clear_errors_and_changes_nothing(self):
         c = kvhub.Client(self.members, transport="grpc")
         spec = kvhub.ModelSpec(SPEC)

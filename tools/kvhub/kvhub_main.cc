@@ -61,7 +61,8 @@ commands:
 cluster (stats, put, get, lookup, rm):
   --addr HOST:PORT             one shard
   --members A,B,C              a static member list (HOST:PORT[@WEIGHT], rendezvous placement)
-  --deadline-ms N              per-attempt RPC deadline (default 5000)
+  --deadline-ms N              deadline of each call, retries included (default 5000; 30000 for
+                               block transfers)
   --token-file PATH            bearer token for shards with auth_tokens_file (else $KVHUB_TOKEN)
   --tls-ca PATH                PEM CA of the shards' certificates: connect over TLS
   --tls-cert PATH --tls-key PATH   client certificate and key (shards requiring mTLS)
