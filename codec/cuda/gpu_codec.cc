@@ -31,7 +31,7 @@ absl::StatusOr<int> CudaDeviceCount() {
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device) {
+absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Options& options) {
   auto n = CudaDeviceCount();
   if (!n.ok()) return n.status();
   if (device < 0 || device >= *n) {
@@ -42,12 +42,17 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device) {
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: cudaSetDevice(", device, "): ", cudaGetErrorString(e)));
   }
-  std::unique_ptr<GpuCodec> c(new GpuCodec(device));
+  std::unique_ptr<GpuCodec> c(new GpuCodec(device, options));
   cudaStream_t s;
   if (cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); e != cudaSuccess) {
     return CudaError("cudaStreamCreate", e);
   }
   c->stream_ = s;
+  for (void** ev : {&c->kernel_start_, &c->kernel_end_}) {
+    cudaEvent_t e;
+    if (cudaError_t err = cudaEventCreate(&e); err != cudaSuccess) return CudaError("cudaEventCreate", err);
+    *ev = e;
+  }
   if (auto st = c->Reserve(&c->error_, 256, false); !st.ok()) return st;
   return c;
 }
@@ -57,6 +62,9 @@ GpuCodec::~GpuCodec() {
   if (stream_ != nullptr) cudaStreamSynchronize(S(stream_));
   for (DeviceBuffer* b : {&block_, &scratch_, &meta_, &error_}) cudaFree(b->ptr);
   for (DeviceBuffer* b : {&staging_, &meta_staging_}) cudaFreeHost(b->ptr);
+  for (void* e : {kernel_start_, kernel_end_}) {
+    if (e != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  }
   if (stream_ != nullptr) cudaStreamDestroy(S(stream_));
 }
 
@@ -85,6 +93,22 @@ absl::Status GpuCodec::Reserve(DeviceBuffer* b, size_t bytes, bool pinned_host) 
 
 absl::Status GpuCodec::Sync(const char* what) {
   if (cudaError_t e = cudaStreamSynchronize(S(stream_)); e != cudaSuccess) return CudaError(what, e);
+  return absl::OkStatus();
+}
+
+void GpuCodec::RecordKernelTime() {
+  float ms = 0;
+  if (cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(kernel_start_),
+                           static_cast<cudaEvent_t>(kernel_end_)) == cudaSuccess) {
+    last_kernel_seconds_ = ms / 1e3;
+  }
+}
+
+absl::Status GpuCodec::Launch(const char* what, const std::function<int()>& launch) {
+  cudaEvent_t a = static_cast<cudaEvent_t>(kernel_start_), b = static_cast<cudaEvent_t>(kernel_end_);
+  if (cudaError_t e = cudaEventRecord(a, S(stream_)); e != cudaSuccess) return CudaError(what, e);
+  if (cudaError_t e = static_cast<cudaError_t>(launch()); e != cudaSuccess) return CudaError(what, e);
+  if (cudaError_t e = cudaEventRecord(b, S(stream_)); e != cudaSuccess) return CudaError(what, e);
   return absl::OkStatus();
 }
 
@@ -156,7 +180,11 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
   all.insert(all.end(), cache.v.begin(), cache.v.end());
   EncodeCtx c{*geom, reinterpret_cast<const uint16_t* const*>(ptrs), block_.ptr + BlockHeader::kSize,
               scratch, scratch + plan->scratch_floats(), err, AllAligned16(all)};
-  if (cudaError_t e = LaunchEncode(c, S(stream_)); e != cudaSuccess) return CudaError("encode launch", e);
+  if (auto s = Launch("encode launch",
+                      [&] { return static_cast<int>(LaunchEncode(c, KernelOptions{options_.kivi_tiles}, S(stream_))); });
+      !s.ok()) {
+    return s;
+  }
   uint32_t bits = 0;
   if (cudaError_t e = cudaMemcpyAsync(&bits, err, 4, cudaMemcpyDeviceToHost, S(stream_));
       e != cudaSuccess) {
@@ -164,6 +192,7 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
   }
   if (auto s = Sync("encode"); !s.ok()) return s;
   if (auto s = KernelErrorStatus(bits, params.codec.codec); !s.ok()) return s;
+  RecordKernelTime();
   return plan;
 }
 
@@ -199,8 +228,14 @@ absl::Status GpuCodec::DecodeOnDevice(const BlockPlan& plan, const uint8_t* devi
   std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
   all.insert(all.end(), cache.v.begin(), cache.v.end());
   DecodeCtx c{*geom, device_block + BlockHeader::kSize, ptrs, AllAligned16(all)};
-  if (cudaError_t e = LaunchDecode(c, S(stream_)); e != cudaSuccess) return CudaError("decode launch", e);
-  return Sync("decode");
+  if (auto s = Launch("decode launch",
+                      [&] { return static_cast<int>(LaunchDecode(c, KernelOptions{options_.kivi_tiles}, S(stream_))); });
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = Sync("decode"); !s.ok()) return s;
+  RecordKernelTime();
+  return absl::OkStatus();
 }
 
 absl::Status GpuCodec::DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,

@@ -19,6 +19,7 @@
 // INTERNAL for CUDA errors (with the CUDA error string).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -35,8 +36,19 @@ absl::StatusOr<int> CudaDeviceCount();
 
 class GpuCodec {
  public:
+  struct Options {
+    // kivi4/kivi2 through the tiled kernels where the shape allows (head_dim
+    // a power-of-two multiple of 8 up to 256); false forces the per-element
+    // kernels, which take every shape. Both give the same bytes; the switch
+    // exists for tests and benchmarks (docs/gpu.md).
+    bool kivi_tiles = true;
+  };
+
   // FAILED_PRECONDITION if `device` does not exist or cannot be used.
-  static absl::StatusOr<std::unique_ptr<GpuCodec>> Create(int device = 0);
+  static absl::StatusOr<std::unique_ptr<GpuCodec>> Create(int device = 0) {
+    return Create(device, Options());
+  }
+  static absl::StatusOr<std::unique_ptr<GpuCodec>> Create(int device, const Options& options);
   ~GpuCodec();
   GpuCodec(const GpuCodec&) = delete;
   GpuCodec& operator=(const GpuCodec&) = delete;
@@ -62,6 +74,10 @@ class GpuCodec {
                               const PagedKv& cache, absl::Span<const int32_t> page_ids);
 
   uint8_t* device_block() const { return block_.ptr; }
+  // GPU time of the kernels of the last successful EncodeOnDevice or
+  // DecodeOnDevice (CUDA events around the launches; metadata upload and
+  // host work excluded), in seconds. For benchmarks.
+  double last_kernel_seconds() const { return last_kernel_seconds_; }
   void* stream() const { return stream_; }
   int device() const { return device_; }
 
@@ -70,18 +86,25 @@ class GpuCodec {
     uint8_t* ptr = nullptr;
     size_t size = 0;
   };
-  explicit GpuCodec(int device) : device_(device) {}
+  GpuCodec(int device, const Options& options) : device_(device), options_(options) {}
   absl::Status Reserve(DeviceBuffer* b, size_t bytes, bool pinned_host);
   // Uploads seg_off, page ids, the RoPE table and the K/V pointer array; returns
   // the geometry pointing at the device copies, and the pointer array.
   absl::StatusOr<BlockGeom> UploadMeta(const BlockPlan& plan, const PagedKv& cache,
                                        absl::Span<const int32_t> page_ids, uint16_t* const** ptrs);
   absl::Status Sync(const char* what);
+  // Records the kernel events around `launch` (which returns a cudaError_t).
+  absl::Status Launch(const char* what, const std::function<int()>& launch);
+  void RecordKernelTime();  // after the stream synchronized
 
   int device_;
+  Options options_;
   void* stream_ = nullptr;  // cudaStream_t
   DeviceBuffer block_, scratch_, meta_, error_;
   DeviceBuffer staging_, meta_staging_;  // pinned host
+  void* kernel_start_ = nullptr;          // cudaEvent_t
+  void* kernel_end_ = nullptr;
+  double last_kernel_seconds_ = 0;
 };
 
 }  // namespace kvhub::codec::cuda

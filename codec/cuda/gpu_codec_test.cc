@@ -1,177 +1,206 @@
-// GPU codec tests: bytes identical to the CPU codecs in both directions.
+// GPU codec tests: blocks byte-identical to codec::Encode, pages identical to
+// codec::Decode (so the CPU decodes GPU-encoded blocks and the GPU decodes
+// CPU-encoded ones), through both the tiled and the element kivi kernels.
 // Without a CUDA device every test SKIPs with the reason (never passes vacuously).
 #include "codec/cuda/gpu_codec.h"
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <optional>
 #include <random>
 
-#include "codec/cuda/emulation.h"
-#include "codec/numeric.h"
+#include "codec/codec.h"
+#include "codec/cuda/paged_test_util.h"
 
 namespace kvhub::codec::cuda {
 namespace {
 
-#define REQUIRE_DEVICE()                                               \
-  do {                                                                 \
-    auto n = CudaDeviceCount();                                        \
-    if (!n.ok()) GTEST_SKIP() << n.status().message();                 \
+#define REQUIRE_DEVICE()                                   \
+  do {                                                     \
+    auto n = CudaDeviceCount();                            \
+    if (!n.ok()) GTEST_SKIP() << n.status().message();     \
   } while (0)
 
-// Host pages mirrored on the device.
-struct Mirror {
-  PagedShape shape;
-  std::vector<std::vector<uint16_t>> hk, hv;
-  std::vector<uint16_t*> dk, dv;
-  std::vector<int32_t> ids;
-  ~Mirror() {
-    for (auto* p : dk) cudaFree(p);
-    for (auto* p : dv) cudaFree(p);
-  }
-  PagedKv Host() {
-    PagedKv p{shape, {}, {}};
-    for (auto& x : hk) p.k.push_back(x.data());
-    for (auto& x : hv) p.v.push_back(x.data());
-    return p;
-  }
-  PagedKv Device() { return PagedKv{shape, dk, dv}; }
-  void Upload() {
-    for (size_t l = 0; l < hk.size(); ++l) {
-      ASSERT_EQ(cudaMemcpy(dk[l], hk[l].data(), hk[l].size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(dv[l], hv[l].data(), hv[l].size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-  }
-  void Download() {
-    for (size_t l = 0; l < hk.size(); ++l) {
-      ASSERT_EQ(cudaMemcpy(hk[l].data(), dk[l], hk[l].size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(hv[l].data(), dv[l], hv[l].size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    }
-  }
-};
+constexpr uint16_t kSentinel = 0x7E7E;
 
-void Fill(Mirror* m, uint32_t layers, uint32_t pages, uint32_t pt, uint32_t heads, uint32_t dim,
-          uint32_t tokens, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  m->shape = {pages, pt, heads, dim};
-  const size_t n = m->shape.LayerElements();
-  for (uint32_t l = 0; l < layers; ++l) {
-    for (auto* v : {&m->hk, &m->hv}) {
-      std::vector<uint16_t> x(n);
-      for (size_t i = 0; i < n; ++i) {
-        x[i] = FloatToBf16(nd(rng) * ((i % dim) % 13 == 1 ? 15.0f : 1.0f));
+// Device copy of a HostCache (same shape, same page contents).
+class DeviceCache {
+ public:
+  explicit DeviceCache(const HostCache& h) : shape_(h.shape) {
+    for (auto* layers : {&h.k, &h.v}) {
+      for (const auto& x : *layers) {
+        void* p = nullptr;
+        ok_ = ok_ && cudaMalloc(&p, x.size() * 2) == cudaSuccess &&
+              cudaMemcpy(p, x.data(), x.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess;
+        (layers == &h.k ? k_ : v_).push_back(static_cast<uint16_t*>(p));
       }
-      v->push_back(std::move(x));
-    }
-    for (auto* d : {&m->dk, &m->dv}) {
-      void* p = nullptr;
-      ASSERT_EQ(cudaMalloc(&p, n * 2), cudaSuccess);
-      d->push_back(static_cast<uint16_t*>(p));
     }
   }
-  std::vector<int32_t> all(pages);
-  for (uint32_t i = 0; i < pages; ++i) all[i] = static_cast<int32_t>(i);
-  std::shuffle(all.begin(), all.end(), rng);
-  all.resize(PagesForTokens(tokens, pt));
-  m->ids = all;
-  m->Upload();
-}
+  ~DeviceCache() {
+    for (auto* p : k_) cudaFree(p);
+    for (auto* p : v_) cudaFree(p);
+  }
+  DeviceCache(const DeviceCache&) = delete;
+  DeviceCache& operator=(const DeviceCache&) = delete;
 
-struct Case {
-  CodecId codec;
-  uint32_t layers, heads, dim, tokens, pt, group, sinks;
-  int64_t base;
-  bool pre_rope;
+  bool ok() const { return ok_; }
+  PagedKv View() const { return PagedKv{shape_, k_, v_}; }
+  // Copies the device pages back into *h (same shape).
+  bool Download(HostCache* h) const {
+    bool ok = true;
+    for (size_t l = 0; l < k_.size(); ++l) {
+      ok = ok && cudaMemcpy(h->k[l].data(), k_[l], h->k[l].size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess;
+      ok = ok && cudaMemcpy(h->v[l].data(), v_[l], h->v[l].size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess;
+    }
+    return ok;
+  }
+
+ private:
+  PagedShape shape_;
+  std::vector<uint16_t*> k_, v_;
+  bool ok_ = true;
 };
 
-std::vector<Case> Cases() {
-  std::vector<Case> v;
-  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
-    v.push_back({c, 2, 8, 128, 256, 16, 64, 1, 0, false});
-    v.push_back({c, 1, 3, 37, 45, 7, 32, 4, 0, false});
-    v.push_back({c, 2, 2, 64, 100, 16, 128, 1, 300, true});
+void FillSentinel(HostCache* h) {
+  for (auto* layers : {&h->k, &h->v}) {
+    for (auto& x : *layers) std::fill(x.begin(), x.end(), kSentinel);
   }
-  return v;
 }
 
-PagedEncodeParams Params(const Case& k) {
-  PagedEncodeParams p;
-  p.codec.codec = k.codec;
-  p.codec.group_size = k.group;
-  p.codec.sink_tokens = k.sinks;
-  p.codec.keys_pre_rope = k.pre_rope;
-  p.layers = k.layers;
-  p.tokens = k.tokens;
-  p.base_position = k.base;
-  p.rope_base = 500000.0;
-  return p;
+size_t CountSentinels(const HostCache& h) {
+  size_t n = 0;
+  for (const auto* layers : {&h.k, &h.v}) {
+    for (const auto& x : *layers) n += std::count(x.begin(), x.end(), kSentinel);
+  }
+  return n;
 }
 
-TEST(GpuCodecTest, EncodeFromPagesIsByteIdenticalToCpu) {
+class GpuCodecTest : public testing::TestWithParam<bool> {
+ protected:
+  std::unique_ptr<GpuCodec> Codec() {
+    GpuCodec::Options o;
+    o.kivi_tiles = GetParam();
+    auto gpu = GpuCodec::Create(0, o);
+    EXPECT_TRUE(gpu.ok()) << gpu.status();
+    return gpu.ok() ? std::move(*gpu) : nullptr;
+  }
+};
+
+TEST_P(GpuCodecTest, EncodeFromPagesIsByteIdenticalToCpuEncode) {
   REQUIRE_DEVICE();
-  auto gpu = GpuCodec::Create();
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
   uint64_t seed = 1;
   for (const Case& k : Cases()) {
-    SCOPED_TRACE(std::string(CodecName(k.codec)) + " D" + std::to_string(k.dim));
-    Mirror m;
-    Fill(&m, k.layers, PagesForTokens(k.tokens, k.pt) + 4, k.pt, k.heads, k.dim, k.tokens, seed++);
-    std::vector<uint8_t> want, got;
-    // The host emulation is checked against codec::Encode by emulation_test.
-    ASSERT_TRUE(EmulateEncodeFromPages(m.Host(), m.ids, Params(k), &want).ok());
-    ASSERT_TRUE((*gpu)->EncodeFromPages(m.Device(), m.ids, Params(k), &got).ok());
-    EXPECT_EQ(got, want);
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 5;
+    HostCache host = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    DeviceCache dev(host);
+    ASSERT_TRUE(dev.ok());
+    const PagedEncodeParams p = Params(k);
+    std::vector<uint8_t> raw = Gather(host, k.tokens), want, got;
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &want).ok());
+    // Encode once to size the device block, poison it, encode again: every
+    // byte of the result must have been written by this call.
+    ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, p, &got).ok());
+    ASSERT_EQ(cudaMemset(gpu->device_block(), 0xA5, want.size()), cudaSuccess);
+    ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, p, &got).ok());
+    ASSERT_EQ(got.size(), want.size());
+    size_t first = 0;
+    while (first < got.size() && got[first] == want[first]) ++first;
+    EXPECT_EQ(first, got.size()) << "first differing byte " << first;
   }
 }
 
-TEST(GpuCodecTest, DecodeToPagesMatchesCpuIncludingRope) {
+TEST_P(GpuCodecTest, DecodeToPagesMatchesCpuDecodeIncludingRope) {
   REQUIRE_DEVICE();
-  auto gpu = GpuCodec::Create();
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  uint64_t seed = 50;
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  uint64_t seed = 100;
   for (const Case& k : Cases()) {
-    Mirror src, a;
-    const uint32_t pages = PagesForTokens(k.tokens, k.pt) + 4;
-    Fill(&src, k.layers, pages, k.pt, k.heads, k.dim, k.tokens, seed++);
-    Fill(&a, k.layers, pages, k.pt, k.heads, k.dim, k.tokens, seed++);
-    std::vector<uint8_t> block;
-    ASSERT_TRUE((*gpu)->EncodeFromPages(src.Device(), src.ids, Params(k), &block).ok());
-    for (std::optional<int64_t> target : {std::optional<int64_t>(), std::optional<int64_t>(k.base + 777)}) {
-      if (target && k.dim % 2) continue;
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 3;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    const PagedEncodeParams p = Params(k);
+    std::vector<uint8_t> raw = Gather(src, k.tokens), block;
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &block).ok());
+    std::vector<std::optional<int64_t>> targets = {std::nullopt, k.base + 1000};
+    if (k.dim % 2 == 0) targets.push_back(k.base + 3);
+    for (const auto& target : targets) {
+      SCOPED_TRACE(Name(k) + " target " + (target ? std::to_string(*target) : "none"));
       DecodeOptions opt;
       opt.target_position = target;
-      Mirror b;  // expected: host emulation (== codec::Decode, emulation_test) on a copy
-      b.shape = a.shape;
-      b.hk = a.hk;
-      b.hv = a.hv;
-      b.ids = a.ids;
-      ASSERT_TRUE(EmulateDecodeToPages(block, b.Host(), b.ids, opt).ok());
-      ASSERT_TRUE((*gpu)->DecodeToPages(block, a.Device(), a.ids, opt).ok());
-      a.Download();
-      EXPECT_EQ(a.hk, b.hk);
-      EXPECT_EQ(a.hv, b.hv);
-      a.Upload();
+      KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+      std::vector<uint8_t> want(sh.RawBytes());
+      absl::Status cpu = Decode(block, KvMutableView{sh, want.data(), want.size()}, opt);
+      // A destination with another page assignment, sentinels everywhere:
+      // only the block's token slots may change.
+      HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+      FillSentinel(&dst);
+      DeviceCache dev(dst);
+      ASSERT_TRUE(dev.ok());
+      absl::Status g = gpu->DecodeToPages(block, dev.View(), dst.page_ids, opt);
+      ASSERT_EQ(cpu.ok(), g.ok()) << cpu << " vs " << g;
+      if (!cpu.ok()) continue;
+      ASSERT_TRUE(dev.Download(&dst));
+      EXPECT_EQ(Gather(dst, k.tokens), want);
+      const size_t total = 2ull * k.layers * dst.shape.LayerElements();
+      const size_t written = 2ull * k.layers * k.tokens * k.heads * k.dim;
+      size_t sentinel_in_block = 0;
+      for (size_t i = 0; i + 1 < want.size(); i += 2) {
+        sentinel_in_block += (want[i] | (want[i + 1] << 8)) == kSentinel;
+      }
+      EXPECT_EQ(CountSentinels(dst), total - written + sentinel_in_block);
     }
   }
 }
 
-TEST(GpuCodecTest, CorruptBlockLeavesPagesUntouched) {
+TEST_P(GpuCodecTest, CorruptBlockLeavesPagesUntouched) {
   REQUIRE_DEVICE();
-  auto gpu = GpuCodec::Create();
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  Mirror m;
-  Fill(&m, 1, 8, 16, 2, 64, 64, 9);
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  Case k{CodecId::kKivi4, 1, 2, 64, 64, 16, 64, 1, 0, false, RopePairing::kNeox};
+  HostCache host = MakeCache(1, 8, 16, 2, 64, 64, 9);
+  DeviceCache dev(host);
+  ASSERT_TRUE(dev.ok());
   std::vector<uint8_t> block;
-  ASSERT_TRUE((*gpu)->EncodeFromPages(m.Device(), m.ids, Params({CodecId::kKivi4, 1, 2, 64, 64, 16, 64, 1, 0, false}), &block).ok());
+  ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, Params(k), &block).ok());
   block[block.size() / 2] ^= 4;
-  auto before = m.hk;
-  EXPECT_EQ((*gpu)->DecodeToPages(block, m.Device(), m.ids).code(), absl::StatusCode::kDataLoss);
-  m.Download();
-  EXPECT_EQ(m.hk, before);
+  EXPECT_EQ(gpu->DecodeToPages(block, dev.View(), host.page_ids).code(), absl::StatusCode::kDataLoss);
+  HostCache after = host;
+  ASSERT_TRUE(dev.Download(&after));
+  EXPECT_EQ(after.k, host.k);
+  EXPECT_EQ(after.v, host.v);
 }
 
-TEST(GpuCodecTest, NoDeviceIsAClearError) {
+// Non-finite input is refused by both kernel paths, as by the CPU codec.
+TEST_P(GpuCodecTest, NonFiniteInputIsRefused) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  for (CodecId c : {CodecId::kKivi4, CodecId::kKivi2, CodecId::kFp8, CodecId::kInt8}) {
+    SCOPED_TRACE(std::string(CodecName(c)));
+    Case k{c, 1, 2, 64, 64, 16, 64, 1, 0, false, RopePairing::kNeox};
+    HostCache host = MakeCache(1, 8, 16, 2, 64, 64, 11);
+    // An infinity in a non-sink token of the block (page_ids[1], slot 3).
+    host.v[0][(size_t(host.page_ids[1]) * 16 + 3) * 128 + 77] = 0x7F80;
+    DeviceCache dev(host);
+    ASSERT_TRUE(dev.ok());
+    std::vector<uint8_t> raw = Gather(host, k.tokens), want, got;
+    absl::Status cpu = Encode(ViewOf(k, Params(k), raw), Params(k).codec, &want);
+    absl::Status g = gpu->EncodeFromPages(dev.View(), host.page_ids, Params(k), &got);
+    EXPECT_EQ(cpu.code(), absl::StatusCode::kInvalidArgument) << cpu;
+    EXPECT_EQ(g.code(), cpu.code()) << g;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, GpuCodecTest, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Tiled") : std::string("Element");
+                         });
+
+TEST(GpuCodecDeviceTest, NoDeviceIsAClearError) {
   auto n = CudaDeviceCount();
   if (n.ok()) {
     auto bad = GpuCodec::Create(*n);  // one past the last device

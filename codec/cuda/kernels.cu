@@ -113,9 +113,12 @@ __global__ void DecodeKernel(DecodeCtx c) {
 
 }  // namespace
 
-cudaError_t LaunchEncode(const EncodeCtx& c, cudaStream_t stream) {
+cudaError_t LaunchEncode(const EncodeCtx& c, const KernelOptions& options, cudaStream_t stream) {
   const uint32_t nseg = 2 * c.g.layers;
   const uint64_t n = c.g.SegElements();
+  if (options.kivi_tiles && KiviTileEncodeEligible(c)) {
+    return LaunchKiviTileEncode(c, stream);  // padding and sinks included
+  }
   ZeroPadsKernel<<<(nseg + kThreads - 1) / kThreads, kThreads, 0, stream>>>(c);
   const uint64_t sink = c.g.SinkElements();
   if (sink > 0) SinkKernel<<<Grid(sink, nseg), kThreads, 0, stream>>>(c, sink);
@@ -139,7 +142,11 @@ cudaError_t LaunchEncode(const EncodeCtx& c, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-cudaError_t LaunchDecode(const DecodeCtx& c, cudaStream_t stream) {
+cudaError_t LaunchDecode(const DecodeCtx& c, const KernelOptions& options, cudaStream_t stream) {
+  if ((c.g.codec == kCodecKivi4 || c.g.codec == kCodecKivi2) && options.kivi_tiles &&
+      KiviTileDecodeEligible(c)) {
+    return LaunchKiviTileDecode(c, stream);
+  }
   const uint32_t nseg = 2 * c.g.layers;
   DecodeKernel<<<Grid(std::max(c.Units(0), c.Units(1)), nseg), kThreads, 0, stream>>>(c);
   return cudaGetLastError();

@@ -10,10 +10,25 @@
 
 namespace kvhub::codec::cuda {
 
+// Which kernels run where several produce the same bytes.
+struct KernelOptions {
+  // kivi4/kivi2 through the tiled kernels (kivi_tile_kernels.cu) where the
+  // shape allows (head_dim a power-of-two multiple of 8 up to 256, 16-byte
+  // aligned caches); false: always the element kernels (kernels.cu).
+  bool kivi_tiles = true;
+};
+
 // All encode passes for every segment: padding, sinks, statistics, codes.
-cudaError_t LaunchEncode(const EncodeCtx& ctx, cudaStream_t stream);
+cudaError_t LaunchEncode(const EncodeCtx& ctx, const KernelOptions& options, cudaStream_t stream);
 
 // Decode + scatter (+ RoPE) of every segment.
-cudaError_t LaunchDecode(const DecodeCtx& ctx, cudaStream_t stream);
+cudaError_t LaunchDecode(const DecodeCtx& ctx, const KernelOptions& options, cudaStream_t stream);
+
+// The tiled kivi kernels (kivi_tile_kernels.cu): whether they take the block,
+// and their launchers (the whole body: padding, sinks, statistics, codes).
+bool KiviTileEncodeEligible(const EncodeCtx& ctx);
+bool KiviTileDecodeEligible(const DecodeCtx& ctx);
+cudaError_t LaunchKiviTileEncode(const EncodeCtx& ctx, cudaStream_t stream);
+cudaError_t LaunchKiviTileDecode(const DecodeCtx& ctx, cudaStream_t stream);
 
 }  // namespace kvhub::codec::cuda
