@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
+
 #include "absl/strings/str_cat.h"
 #include "codec/cuda/kernels.h"
 
@@ -112,45 +114,70 @@ absl::Status GpuCodec::Launch(const char* what, const std::function<int()>& laun
   return absl::OkStatus();
 }
 
-absl::StatusOr<BlockGeom> GpuCodec::UploadMeta(const BlockPlan& plan, const PagedKv& cache,
-                                               absl::Span<const int32_t> page_ids,
-                                               uint16_t* const** ptrs) {
-  const uint32_t L = plan.header.shape.layers;
-  if (cache.k.size() != L || cache.v.size() != L) {
-    return absl::InvalidArgumentError(absl::StrCat("paged kv: cache has ", cache.k.size(), "/",
-                                                   cache.v.size(), " K/V layers, block ", L));
+absl::StatusOr<GpuCodec::StagedMeta> GpuCodec::StageMeta(
+    absl::Span<const BlockPlan* const> plans, const PagedKv& cache,
+    absl::Span<const absl::Span<const int32_t>> page_ids, uint64_t tail_bytes) {
+  const uint32_t L = plans[0]->header.shape.layers;
+  for (const BlockPlan* plan : plans) {
+    if (plan->header.shape.layers != L || cache.k.size() != L || cache.v.size() != L) {
+      return absl::InvalidArgumentError(absl::StrCat("paged kv: cache has ", cache.k.size(), "/",
+                                                     cache.v.size(), " K/V layers, block ",
+                                                     plan->header.shape.layers));
+    }
   }
   for (uint32_t l = 0; l < L; ++l) {
     if (cache.k[l] == nullptr || cache.v[l] == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("paged kv: layer ", l, " pointer is null"));
     }
   }
-  const uint64_t off_seg = 0;
-  const uint64_t off_ptr = Align256(off_seg + 8 * plan.seg_off.size());
-  const uint64_t off_ids = Align256(off_ptr + sizeof(void*) * 2 * L);
-  const uint64_t off_cs = Align256(off_ids + 4 * page_ids.size());
-  const uint64_t total = Align256(off_cs + 4 * plan.rope_cs.size());
+  // Layout: K/V pointer array, then per block its segment offsets, page ids
+  // and RoPE table, then the tail; every piece 256-byte aligned.
+  const uint64_t off_ptr = 0;
+  uint64_t pos = Align256(sizeof(void*) * 2 * L);
+  std::vector<uint64_t> off_seg(plans.size()), off_ids(plans.size()), off_cs(plans.size());
+  for (size_t i = 0; i < plans.size(); ++i) {
+    off_seg[i] = pos;
+    off_ids[i] = Align256(off_seg[i] + 8 * plans[i]->seg_off.size());
+    off_cs[i] = Align256(off_ids[i] + 4 * page_ids[i].size());
+    pos = Align256(off_cs[i] + 4 * plans[i]->rope_cs.size());
+  }
+  const uint64_t off_tail = pos;
+  const uint64_t total = Align256(off_tail + tail_bytes);
   if (auto s = Reserve(&meta_, total, false); !s.ok()) return s;
   if (auto s = Reserve(&meta_staging_, total, true); !s.ok()) return s;
   // The staging buffer may still be read by a previous upload.
   if (auto s = Sync("previous call"); !s.ok()) return s;
   uint8_t* h = meta_staging_.ptr;
-  std::memcpy(h + off_seg, plan.seg_off.data(), 8 * plan.seg_off.size());
   uint16_t** p = reinterpret_cast<uint16_t**>(h + off_ptr);
   for (uint32_t l = 0; l < L; ++l) {
     p[2 * l] = cache.k[l];
     p[2 * l + 1] = cache.v[l];
   }
-  std::memcpy(h + off_ids, page_ids.data(), 4 * page_ids.size());
-  if (!plan.rope_cs.empty()) std::memcpy(h + off_cs, plan.rope_cs.data(), 4 * plan.rope_cs.size());
-  if (cudaError_t e = cudaMemcpyAsync(meta_.ptr, h, total, cudaMemcpyHostToDevice, S(stream_));
+  StagedMeta m;
+  m.ptrs = reinterpret_cast<uint16_t* const*>(meta_.ptr + off_ptr);
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const BlockPlan& plan = *plans[i];
+    std::memcpy(h + off_seg[i], plan.seg_off.data(), 8 * plan.seg_off.size());
+    std::memcpy(h + off_ids[i], page_ids[i].data(), 4 * page_ids[i].size());
+    if (!plan.rope_cs.empty()) std::memcpy(h + off_cs[i], plan.rope_cs.data(), 4 * plan.rope_cs.size());
+    m.geoms.push_back(plan.Geom(reinterpret_cast<const uint64_t*>(meta_.ptr + off_seg[i]),
+                                reinterpret_cast<const int32_t*>(meta_.ptr + off_ids[i]),
+                                cache.shape.page_tokens,
+                                reinterpret_cast<const float*>(meta_.ptr + off_cs[i])));
+  }
+  m.tail_host = h + off_tail;
+  m.tail_device = meta_.ptr + off_tail;
+  m.bytes = total;
+  return m;
+}
+
+absl::Status GpuCodec::FlushMeta(const StagedMeta& m) {
+  if (cudaError_t e = cudaMemcpyAsync(meta_.ptr, meta_staging_.ptr, m.bytes, cudaMemcpyHostToDevice,
+                                      S(stream_));
       e != cudaSuccess) {
     return CudaError("upload block metadata", e);
   }
-  *ptrs = reinterpret_cast<uint16_t* const*>(meta_.ptr + off_ptr);
-  return plan.Geom(reinterpret_cast<const uint64_t*>(meta_.ptr + off_seg),
-                   reinterpret_cast<const int32_t*>(meta_.ptr + off_ids), cache.shape.page_tokens,
-                   reinterpret_cast<const float*>(meta_.ptr + off_cs));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
@@ -168,9 +195,11 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
   if (auto s = Reserve(&scratch_, 8 * std::max<uint64_t>(1, plan->scratch_floats()), false); !s.ok()) {
     return s;
   }
-  uint16_t* const* ptrs = nullptr;
-  auto geom = UploadMeta(*plan, cache, page_ids, &ptrs);
-  if (!geom.ok()) return geom.status();
+  const BlockPlan* one[] = {&*plan};
+  const absl::Span<const int32_t> one_ids[] = {page_ids};
+  auto meta = StageMeta(one, cache, one_ids, 0);
+  if (!meta.ok()) return meta.status();
+  if (auto s = FlushMeta(*meta); !s.ok()) return s;
   uint32_t* err = reinterpret_cast<uint32_t*>(error_.ptr);
   if (cudaError_t e = cudaMemsetAsync(err, 0, 4, S(stream_)); e != cudaSuccess) {
     return CudaError("memset", e);
@@ -178,7 +207,7 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
   float* scratch = reinterpret_cast<float*>(scratch_.ptr);
   std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
   all.insert(all.end(), cache.v.begin(), cache.v.end());
-  EncodeCtx c{*geom, reinterpret_cast<const uint16_t* const*>(ptrs), block_.ptr + BlockHeader::kSize,
+  EncodeCtx c{meta->geoms[0], reinterpret_cast<const uint16_t* const*>(meta->ptrs), block_.ptr + BlockHeader::kSize,
               scratch, scratch + plan->scratch_floats(), err, AllAligned16(all)};
   if (auto s = Launch("encode launch",
                       [&] { return static_cast<int>(LaunchEncode(c, KernelOptions{options_.kivi_tiles}, S(stream_))); });
@@ -216,23 +245,70 @@ absl::Status GpuCodec::EncodeFromPages(const PagedKv& cache, absl::Span<const in
 
 absl::Status GpuCodec::DecodeOnDevice(const BlockPlan& plan, const uint8_t* device_block,
                                       const PagedKv& cache, absl::Span<const int32_t> page_ids) {
+  const absl::Span<const int32_t> ids[] = {page_ids};
+  return DecodeManyOnDevice(absl::MakeConstSpan(&plan, 1), absl::MakeConstSpan(&device_block, 1),
+                            cache, ids);
+}
+
+absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
+                                          absl::Span<const uint8_t* const> device_blocks,
+                                          const PagedKv& cache,
+                                          absl::Span<const absl::Span<const int32_t>> page_ids) {
   cudaSetDevice(device_);
-  const KvShape& sh = plan.header.shape;
-  if (auto s = ValidatePages(cache.shape, page_ids, sh.tokens, sh.kv_heads, sh.head_dim, true);
-      !s.ok()) {
-    return s;
+  const size_t n = plans.size();
+  if (n == 0) return absl::OkStatus();
+  if (device_blocks.size() != n || page_ids.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("decode: ", n, " plans, ", device_blocks.size(),
+                                                   " blocks and ", page_ids.size(), " page id lists"));
   }
-  uint16_t* const* ptrs = nullptr;
-  auto geom = UploadMeta(plan, cache, page_ids, &ptrs);
-  if (!geom.ok()) return geom.status();
+  if (n > kMaxDecodeBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxDecodeBatch));
+  }
+  absl::flat_hash_set<int32_t> seen;
+  std::vector<const BlockPlan*> pp;
+  for (size_t i = 0; i < n; ++i) {
+    const KvShape& sh = plans[i].header.shape;
+    if (auto s = ValidatePages(cache.shape, page_ids[i], sh.tokens, sh.kv_heads, sh.head_dim, true);
+        !s.ok()) {
+      return n == 1 ? s : absl::InvalidArgumentError(absl::StrCat("block ", i, ": ", s.message()));
+    }
+    for (int32_t id : page_ids[i]) {
+      if (!seen.insert(id).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "paged kv: page id ", id, " is in two blocks; decode would write it twice"));
+      }
+    }
+    if (device_blocks[i] == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("decode: block ", i, " is null"));
+    }
+    pp.push_back(&plans[i]);
+  }
+  auto meta = StageMeta(pp, cache, page_ids, n > 1 ? sizeof(DecodeCtx) * n : 0);
+  if (!meta.ok()) return meta.status();
   std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
   all.insert(all.end(), cache.v.begin(), cache.v.end());
-  DecodeCtx c{*geom, device_block + BlockHeader::kSize, ptrs, AllAligned16(all)};
-  if (auto s = Launch("decode launch",
-                      [&] { return static_cast<int>(LaunchDecode(c, KernelOptions{options_.kivi_tiles}, S(stream_))); });
-      !s.ok()) {
-    return s;
+  const uint8_t aligned = AllAligned16(all);
+  std::vector<DecodeCtx> ctxs;
+  for (size_t i = 0; i < n; ++i) {
+    ctxs.push_back(DecodeCtx{meta->geoms[i], device_blocks[i] + BlockHeader::kSize, meta->ptrs, aligned});
   }
+  if (n > 1) std::memcpy(meta->tail_host, ctxs.data(), sizeof(DecodeCtx) * n);
+  if (auto s = FlushMeta(*meta); !s.ok()) return s;
+  const KernelOptions ko{options_.kivi_tiles};
+  bool batch = n > 1 && ko.kivi_tiles;
+  for (size_t i = 1; batch && i < n; ++i) batch = KiviTileDecodeBatchable(ctxs[0], ctxs[i]);
+  auto launch = [&]() -> int {
+    if (batch) {
+      return static_cast<int>(LaunchKiviTileDecodeBatch(
+          reinterpret_cast<const DecodeCtx*>(meta->tail_device), ctxs, S(stream_)));
+    }
+    for (const DecodeCtx& c : ctxs) {
+      if (cudaError_t e = LaunchDecode(c, ko, S(stream_)); e != cudaSuccess) return static_cast<int>(e);
+    }
+    return 0;
+  };
+  if (auto s = Launch("decode launch", launch); !s.ok()) return s;
   if (auto s = Sync("decode"); !s.ok()) return s;
   RecordKernelTime();
   return absl::OkStatus();
@@ -240,24 +316,56 @@ absl::Status GpuCodec::DecodeOnDevice(const BlockPlan& plan, const uint8_t* devi
 
 absl::Status GpuCodec::DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,
                                      absl::Span<const int32_t> page_ids, const DecodeOptions& opt) {
+  const absl::Span<const int32_t> ids[] = {page_ids};
+  return DecodeManyToPages(absl::MakeConstSpan(&block, 1), cache, ids, absl::MakeConstSpan(&opt, 1));
+}
+
+absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8_t>> blocks,
+                                         const PagedKv& cache,
+                                         absl::Span<const absl::Span<const int32_t>> page_ids,
+                                         absl::Span<const DecodeOptions> options) {
   cudaSetDevice(device_);
-  auto plan = PlanDecode(block, opt);
-  if (!plan.ok()) return plan.status();
-  const KvShape& sh = plan->header.shape;
-  if (auto s = ValidatePages(cache.shape, page_ids, sh.tokens, sh.kv_heads, sh.head_dim, true);
-      !s.ok()) {
-    return s;
+  const size_t n = blocks.size();
+  if (page_ids.size() != n || (options.size() != n && !options.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat("decode: ", n, " blocks, ", page_ids.size(),
+                                                   " page id lists and ", options.size(),
+                                                   " options"));
   }
-  if (auto s = Reserve(&block_, block.size(), false); !s.ok()) return s;
-  if (auto s = Reserve(&staging_, block.size(), true); !s.ok()) return s;
+  if (n > kMaxDecodeBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxDecodeBatch));
+  }
+  // Every block verifies (header, checksum, segment table) before any byte
+  // moves to the device or any page is written.
+  std::vector<BlockPlan> plans;
+  std::vector<uint64_t> offsets;
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    auto plan = PlanDecode(blocks[i], options.empty() ? DecodeOptions() : options[i]);
+    if (!plan.ok()) {
+      return n == 1 ? plan.status()
+                    : absl::Status(plan.status().code(),
+                                   absl::StrCat("block ", i, ": ", plan.status().message()));
+    }
+    plans.push_back(*std::move(plan));
+    offsets.push_back(total);
+    total = Align256(total + blocks[i].size());
+  }
+  if (n == 0) return absl::OkStatus();
+  if (auto s = Reserve(&block_, total, false); !s.ok()) return s;
+  if (auto s = Reserve(&staging_, total, true); !s.ok()) return s;
   if (auto s = Sync("previous call"); !s.ok()) return s;
-  std::memcpy(staging_.ptr, block.data(), block.size());
-  if (cudaError_t e = cudaMemcpyAsync(block_.ptr, staging_.ptr, block.size(),
-                                      cudaMemcpyHostToDevice, S(stream_));
-      e != cudaSuccess) {
-    return CudaError("copy block to device", e);
+  std::vector<const uint8_t*> device_blocks;
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(staging_.ptr + offsets[i], blocks[i].data(), blocks[i].size());
+    device_blocks.push_back(block_.ptr + offsets[i]);
   }
-  return DecodeOnDevice(*plan, block_.ptr, cache, page_ids);
+  if (cudaError_t e = cudaMemcpyAsync(block_.ptr, staging_.ptr, total, cudaMemcpyHostToDevice,
+                                      S(stream_));
+      e != cudaSuccess) {
+    return CudaError("copy blocks to device", e);
+  }
+  return DecodeManyOnDevice(plans, device_blocks, cache, page_ids);
 }
 
 }  // namespace kvhub::codec::cuda

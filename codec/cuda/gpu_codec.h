@@ -63,6 +63,17 @@ class GpuCodec {
   absl::Status DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,
                              absl::Span<const int32_t> page_ids, const DecodeOptions& options = {});
 
+  // Several blocks (host memory; e.g. the blocks of one fetched prefix), block
+  // i into pages page_ids[i] with options[i] (empty: defaults for all), in one
+  // upload, one launch where the blocks share a shape, and one
+  // synchronization. Nothing is written unless every block verifies; no page
+  // may appear in two blocks. At most kMaxDecodeBatch blocks per call.
+  static constexpr size_t kMaxDecodeBatch = 4096;
+  absl::Status DecodeManyToPages(absl::Span<const absl::Span<const uint8_t>> blocks,
+                                 const PagedKv& cache,
+                                 absl::Span<const absl::Span<const int32_t>> page_ids,
+                                 absl::Span<const DecodeOptions> options = {});
+
   // Device-resident halves, for benchmarks and the gpu tier. EncodeOnDevice
   // leaves the body in device_block() + 128 (header and table not written)
   // and returns the plan FinishBlock needs; it synchronizes to check errors.
@@ -72,6 +83,11 @@ class GpuCodec {
   // `device_block` (device memory). Synchronizes.
   absl::Status DecodeOnDevice(const BlockPlan& plan, const uint8_t* device_block,
                               const PagedKv& cache, absl::Span<const int32_t> page_ids);
+  // DecodeOnDevice of several blocks (see DecodeManyToPages).
+  absl::Status DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
+                                  absl::Span<const uint8_t* const> device_blocks,
+                                  const PagedKv& cache,
+                                  absl::Span<const absl::Span<const int32_t>> page_ids);
 
   uint8_t* device_block() const { return block_.ptr; }
   // GPU time of the kernels of the last successful EncodeOnDevice or
@@ -88,10 +104,21 @@ class GpuCodec {
   };
   GpuCodec(int device, const Options& options) : device_(device), options_(options) {}
   absl::Status Reserve(DeviceBuffer* b, size_t bytes, bool pinned_host);
-  // Uploads seg_off, page ids, the RoPE table and the K/V pointer array; returns
-  // the geometry pointing at the device copies, and the pointer array.
-  absl::StatusOr<BlockGeom> UploadMeta(const BlockPlan& plan, const PagedKv& cache,
-                                       absl::Span<const int32_t> page_ids, uint16_t* const** ptrs);
+  // Metadata of one call in the pinned staging buffer: the K/V pointer array,
+  // each block's segment offsets, page ids and RoPE table, and `tail_bytes`
+  // for the caller at tail_host (device address tail_device). FlushMeta
+  // copies it to the device on the stream.
+  struct StagedMeta {
+    std::vector<BlockGeom> geoms;  // pointing at the device copies
+    uint16_t* const* ptrs = nullptr;
+    uint8_t* tail_host = nullptr;
+    uint8_t* tail_device = nullptr;
+    uint64_t bytes = 0;
+  };
+  absl::StatusOr<StagedMeta> StageMeta(absl::Span<const BlockPlan* const> plans, const PagedKv& cache,
+                                       absl::Span<const absl::Span<const int32_t>> page_ids,
+                                       uint64_t tail_bytes);
+  absl::Status FlushMeta(const StagedMeta& meta);
   absl::Status Sync(const char* what);
   // Records the kernel events around `launch` (which returns a cudaError_t).
   absl::Status Launch(const char* what, const std::function<int()>& launch);

@@ -195,6 +195,99 @@ TEST_P(GpuCodecTest, NonFiniteInputIsRefused) {
   }
 }
 
+// Disjoint random page lists of `count` blocks of `tokens` tokens.
+std::vector<std::vector<int32_t>> PageLists(const HostCache& c, uint32_t tokens, uint32_t count,
+                                            uint64_t seed) {
+  std::vector<int32_t> all(c.shape.num_pages);
+  for (uint32_t i = 0; i < c.shape.num_pages; ++i) all[i] = static_cast<int32_t>(i);
+  std::mt19937_64 rng(seed);
+  std::shuffle(all.begin(), all.end(), rng);
+  const uint32_t per = PagesForTokens(tokens, c.shape.page_tokens);
+  std::vector<std::vector<int32_t>> lists;
+  for (uint32_t b = 0; b < count; ++b) lists.emplace_back(all.begin() + b * per, all.begin() + (b + 1) * per);
+  return lists;
+}
+
+// Blocks of one prefix (consecutive positions: sinks only in the first, so
+// the blocks' layouts differ) decoded in one call, each as codec::Decode.
+TEST_P(GpuCodecTest, DecodeManyToPagesMatchesCpuDecodeOfEachBlock) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  uint64_t seed = 300;
+  constexpr uint32_t kBlocks = 3;
+  for (const Case& base_case : Cases()) {
+    Case k = base_case;
+    k.sinks = 4;
+    const uint32_t pages = kBlocks * PagesForTokens(k.tokens, k.page_tokens) + 2;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    FillSentinel(&dst);
+    const auto src_lists = PageLists(src, k.tokens, kBlocks, seed++);
+    const auto dst_lists = PageLists(dst, k.tokens, kBlocks, seed++);
+    std::vector<std::vector<uint8_t>> blocks(kBlocks), want(kBlocks);
+    std::vector<DecodeOptions> opts(kBlocks);
+    KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+    for (uint32_t b = 0; b < kBlocks; ++b) {
+      Case kb = k;
+      kb.base = int64_t{b} * k.tokens;  // block b of a prefix starting at 0
+      src.page_ids = src_lists[b];
+      std::vector<uint8_t> raw = Gather(src, k.tokens);
+      ASSERT_TRUE(Encode(ViewOf(kb, Params(kb), raw), Params(kb).codec, &blocks[b]).ok());
+      if (k.dim % 2 == 0 && b == 1) opts[b].target_position = kb.base + 500;  // one block moves
+      want[b].resize(sh.RawBytes());
+      ASSERT_TRUE(Decode(blocks[b], KvMutableView{sh, want[b].data(), want[b].size()}, opts[b]).ok());
+    }
+    SCOPED_TRACE(Name(k));
+    DeviceCache dev(dst);
+    ASSERT_TRUE(dev.ok());
+    std::vector<absl::Span<const uint8_t>> spans(blocks.begin(), blocks.end());
+    std::vector<absl::Span<const int32_t>> ids(dst_lists.begin(), dst_lists.end());
+    ASSERT_TRUE(gpu->DecodeManyToPages(spans, dev.View(), ids, opts).ok());
+    ASSERT_TRUE(dev.Download(&dst));
+    size_t written = 0;
+    for (uint32_t b = 0; b < kBlocks; ++b) {
+      dst.page_ids = dst_lists[b];
+      EXPECT_EQ(Gather(dst, k.tokens), want[b]) << "block " << b;
+      for (size_t i = 0; i + 1 < want[b].size(); i += 2) written += (want[b][i] | (want[b][i + 1] << 8)) != kSentinel;
+    }
+    EXPECT_EQ(CountSentinels(dst), 2ull * k.layers * dst.shape.LayerElements() - written);
+  }
+}
+
+// A page in two blocks, or one corrupt block: the call fails and no page changes.
+TEST_P(GpuCodecTest, DecodeManyRefusesOverlapAndCorruptionWithoutWriting) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  Case k{CodecId::kKivi4, 1, 2, 64, 64, 16, 64, 1, 0, false, RopePairing::kNeox};
+  HostCache host = MakeCache(1, 16, 16, 2, 64, 64, 21);
+  const auto lists = PageLists(host, k.tokens, 3, 22);
+  std::vector<std::vector<uint8_t>> blocks(3);
+  for (uint32_t b = 0; b < 3; ++b) {
+    host.page_ids = lists[b];
+    std::vector<uint8_t> raw = Gather(host, k.tokens);
+    ASSERT_TRUE(Encode(ViewOf(k, Params(k), raw), Params(k).codec, &blocks[b]).ok());
+  }
+  DeviceCache dev(host);
+  ASSERT_TRUE(dev.ok());
+  std::vector<absl::Span<const uint8_t>> spans(blocks.begin(), blocks.end());
+  std::vector<absl::Span<const int32_t>> overlap = {lists[0], lists[1], lists[0]};
+  absl::Status s = gpu->DecodeManyToPages(spans, dev.View(), overlap);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("two blocks"), std::string::npos) << s;
+  blocks[2][blocks[2].size() - 3] ^= 1;
+  spans.assign(blocks.begin(), blocks.end());
+  std::vector<absl::Span<const int32_t>> ids(lists.begin(), lists.end());
+  s = gpu->DecodeManyToPages(spans, dev.View(), ids);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("block 2"), std::string::npos) << s;
+  HostCache after = host;
+  ASSERT_TRUE(dev.Download(&after));
+  EXPECT_EQ(after.k, host.k);
+  EXPECT_EQ(after.v, host.v);
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, GpuCodecTest, testing::Bool(),
                          [](const testing::TestParamInfo<bool>& i) {
                            return i.param ? std::string("Tiled") : std::string("Element");

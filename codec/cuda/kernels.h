@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "absl/types/span.h"
 #include "codec/cuda/block_kernels.h"
 
 namespace kvhub::codec::cuda {
@@ -30,5 +31,13 @@ bool KiviTileEncodeEligible(const EncodeCtx& ctx);
 bool KiviTileDecodeEligible(const DecodeCtx& ctx);
 cudaError_t LaunchKiviTileEncode(const EncodeCtx& ctx, cudaStream_t stream);
 cudaError_t LaunchKiviTileDecode(const DecodeCtx& ctx, cudaStream_t stream);
+
+// Several blocks in one launch: both eligible and of one tile geometry
+// (codec, layers, tokens, heads, head_dim, group, RoPE pairing).
+bool KiviTileDecodeBatchable(const DecodeCtx& a, const DecodeCtx& b);
+// `device_ctxs` is a device copy of `host_ctxs` (at most 65535 blocks); the
+// host copy picks the kernel and the grid.
+cudaError_t LaunchKiviTileDecodeBatch(const DecodeCtx* device_ctxs, absl::Span<const DecodeCtx> host_ctxs,
+                                      cudaStream_t stream);
 
 }  // namespace kvhub::codec::cuda

@@ -280,8 +280,9 @@ __device__ __forceinline__ void DecodeChunk(const uint8_t* seg, bool sink, uint6
   }
 }
 
+// Decodes the tile (blockIdx.x, blockIdx.y) of block `c`.
 template <int kBits, bool kNeoxPairs>
-__global__ void __launch_bounds__(kThreads) KiviTileDecodeKernel(DecodeCtx c, uint32_t cpr_log2) {
+__device__ __forceinline__ void TileDecode(const DecodeCtx& c, uint32_t cpr_log2) {
   __shared__ __align__(16) float sc[kMaxStats], zr[kMaxStats];
   const BlockGeom& g = c.g;
   const Tile tl = TileOf(g);
@@ -292,9 +293,9 @@ __global__ void __launch_bounds__(kThreads) KiviTileDecodeKernel(DecodeCtx c, ui
   const uint8_t* codes = seg + L.codes_off;
   uint16_t* dst = c.dst[tl.s];
   const uint32_t cpr = 1u << cpr_log2;
-  // kNeoxPairs: key segments rotate with NeoX pairing, chunk d0 with chunk
-  // d0 + D/2, and one unit decodes both (value segments do not pair).
-  const bool neox_pairs = kNeoxPairs && keys;
+  // Key segments rotating with NeoX pairing decode chunk d0 with chunk
+  // d0 + D/2 as one unit (kNeoxPairs: the launch may contain such blocks).
+  const bool neox_pairs = kNeoxPairs && keys && g.rope_cs != nullptr && !g.rope_interleaved;
   const uint32_t units = neox_pairs ? tl.rows * cpr / 2 : tl.rows * cpr;
 
   // Codes of kDecodeInFlight units per thread are requested before any is
@@ -368,6 +369,18 @@ __global__ void __launch_bounds__(kThreads) KiviTileDecodeKernel(DecodeCtx c, ui
   }
 }
 
+template <int kBits, bool kNeoxPairs>
+__global__ void __launch_bounds__(kThreads) KiviTileDecodeKernel(DecodeCtx c, uint32_t cpr_log2) {
+  TileDecode<kBits, kNeoxPairs>(c, cpr_log2);
+}
+
+// Several blocks of one shape: blockIdx.z is the block.
+template <int kBits, bool kNeoxPairs>
+__global__ void __launch_bounds__(kThreads) KiviTileDecodeBatchKernel(const DecodeCtx* __restrict__ ctxs,
+                                                                      uint32_t cpr_log2) {
+  TileDecode<kBits, kNeoxPairs>(ctxs[blockIdx.z], cpr_log2);
+}
+
 uint32_t Log2(uint32_t v) { return 31 - __builtin_clz(v); }
 
 dim3 TileGrid(const BlockGeom& g) {
@@ -406,11 +419,38 @@ cudaError_t LaunchKiviTileEncode(const EncodeCtx& c, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+bool NeoxRotating(const DecodeCtx& c) { return c.g.rope_cs != nullptr && !c.g.rope_interleaved; }
+
 cudaError_t LaunchKiviTileDecode(const DecodeCtx& c, cudaStream_t stream) {
   const uint32_t cpr_log2 = Log2(c.g.dim / 8);
-  const bool neox = c.g.rope_cs != nullptr && !c.g.rope_interleaved;
+  const bool neox = NeoxRotating(c);
   const dim3 grid = TileGrid(c.g);
 #define KVHUB_TILE_DECODE(B, N) KiviTileDecodeKernel<B, N><<<grid, kThreads, 0, stream>>>(c, cpr_log2)
+  if (c.g.codec == kCodecKivi4) {
+    if (neox) KVHUB_TILE_DECODE(4, true); else KVHUB_TILE_DECODE(4, false);
+  } else {
+    if (neox) KVHUB_TILE_DECODE(2, true); else KVHUB_TILE_DECODE(2, false);
+  }
+#undef KVHUB_TILE_DECODE
+  return cudaGetLastError();
+}
+
+bool KiviTileDecodeBatchable(const DecodeCtx& a, const DecodeCtx& b) {
+  return KiviTileDecodeEligible(a) && KiviTileDecodeEligible(b) && a.g.codec == b.g.codec &&
+         a.g.layers == b.g.layers && a.g.tokens == b.g.tokens && a.g.heads == b.g.heads &&
+         a.g.dim == b.g.dim && a.g.group == b.g.group && a.g.rope_interleaved == b.g.rope_interleaved;
+}
+
+cudaError_t LaunchKiviTileDecodeBatch(const DecodeCtx* device_ctxs, absl::Span<const DecodeCtx> host_ctxs,
+                                      cudaStream_t stream) {
+  const DecodeCtx& c = host_ctxs[0];
+  const uint32_t cpr_log2 = Log2(c.g.dim / 8);
+  bool neox = false;
+  for (const DecodeCtx& x : host_ctxs) neox = neox || NeoxRotating(x);
+  dim3 grid = TileGrid(c.g);
+  grid.z = static_cast<unsigned>(host_ctxs.size());
+#define KVHUB_TILE_DECODE(B, N) \
+  KiviTileDecodeBatchKernel<B, N><<<grid, kThreads, 0, stream>>>(device_ctxs, cpr_log2)
   if (c.g.codec == kCodecKivi4) {
     if (neox) KVHUB_TILE_DECODE(4, true); else KVHUB_TILE_DECODE(4, false);
   } else {
