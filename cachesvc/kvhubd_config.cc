@@ -135,7 +135,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("node_id", node_id, "node name; default <hostname>-<grpc port>"),
       KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of the memory limit, 4GiB)"),
       KVHUB_BOOL_KEY("check_memory_limit", check_memory_limit, "refuse a capacity_bytes above physical memory or the cgroup memory limit; default true"),
-      KVHUB_SIZE_KEY("gpu_tier_bytes", gpu_tier_bytes, "gpu tier device bytes (CUDA memory pool); default 0 = off; > 0 needs a GPU"),
+      KVHUB_SIZE_KEY("gpu_tier_bytes", gpu_tier_bytes, "gpu tier device bytes behind the host tier (copies of published blocks, served when the host tier evicted them); default 0 = off; > 0 needs a GPU"),
       KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)"),
       KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true"),
       KVHUB_SIZE_KEY("max_block_bytes", store.max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB"),

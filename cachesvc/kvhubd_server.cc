@@ -94,7 +94,15 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   }
   if (!store.ok()) store = storage::BlockStore::Create(config.store);
   if (!store.ok()) return store.status();
-  srv->store_ = std::move(*store);
+  if (srv->gpu_tier_ != nullptr) {  // the gpu tier behind the host store (storage/tiered_block_store.h)
+    absl::StatusOr<std::unique_ptr<storage::TieredBlockStore>> tiered = storage::TieredBlockStore::Create(
+        *std::move(store), std::move(srv->gpu_tier_), storage::TieredStoreConfig{});
+    if (!tiered.ok()) return tiered.status();
+    srv->tiered_ = tiered->get();
+    srv->store_ = *std::move(tiered);
+  } else {
+    srv->store_ = std::move(*store);
+  }
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
@@ -307,6 +315,7 @@ absl::Status KvhubdServer::ReloadTls() {
 std::string KvhubdServer::RenderMetrics() const {
   MetricsSnapshotInputs in;
   in.store = store_->Stats();
+  if (tiered_ != nullptr) in.gpu = tiered_->tier_stats();
   in.node_id = node_id_;
   in.policy = store_->PolicyName();
   const storage::BlockStore::PolicyState policy = store_->PolicyStateNow();

@@ -31,6 +31,7 @@
 #include "grpcpp/server.h"
 #include "storage/block_store.h"
 #include "storage/gpu_tier.h"
+#include "storage/tiered_block_store.h"
 
 namespace kvhub::cachesvc {
 
@@ -79,7 +80,8 @@ class KvhubdServer {
   // store's memory (its worker is stopped first, in ~KvhubdServer).
   std::unique_ptr<UcxServer> ucx_;
   std::unique_ptr<storage::BlockStore> store_;
-  std::unique_ptr<storage::GpuTier> gpu_tier_;  // null unless gpu_tier_bytes > 0
+  std::unique_ptr<storage::GpuTier> gpu_tier_;  // until store_ takes it (gpu_tier_bytes > 0)
+  storage::TieredBlockStore* tiered_ = nullptr;  // store_ itself when gpu_tier_bytes > 0
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<ReloadableAuthenticator> auth_;  // null: no authentication; outlives service_

@@ -254,22 +254,32 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
     out += quotas;
   }
 
-  // Tiers (host only in this build).
+  // Tiers: host, and gpu when kvhubd runs one (its blocks are copies of
+  // published blocks, kept for when the host tier evicts them).
   const storage::BlockStoreStats& st = in.store;
   struct TierMetric {
     const char* name;
     const char* type;
     const char* help;
     uint64_t value;
+    std::optional<uint64_t> gpu = std::nullopt;
+  };
+  const std::optional<storage::TierStats>& g = in.gpu;
+  auto gpu = [&g](uint64_t storage::TierStats::*field) -> std::optional<uint64_t> {
+    if (!g.has_value()) return std::nullopt;
+    return (*g).*field;
   };
   const TierMetric tier_metrics[] = {
-      {"kvhub_tier_capacity_bytes", "gauge", "bytes the tier may hold", st.capacity_bytes},
-      {"kvhub_tier_used_bytes", "gauge", "bytes of committed blocks", st.used_bytes},
+      {"kvhub_tier_capacity_bytes", "gauge", "bytes the tier may hold", st.capacity_bytes,
+       gpu(&storage::TierStats::gpu_capacity_bytes)},
+      {"kvhub_tier_used_bytes", "gauge", "bytes of committed blocks", st.used_bytes,
+       gpu(&storage::TierStats::gpu_used_bytes)},
       {"kvhub_tier_reserved_bytes", "gauge", "bytes of uncommitted reservations", st.reserved_bytes},
-      {"kvhub_tier_blocks", "gauge", "committed blocks", st.blocks},
+      {"kvhub_tier_blocks", "gauge", "committed blocks", st.blocks, gpu(&storage::TierStats::gpu_blocks)},
       {"kvhub_tier_pinned_blocks", "gauge", "pinned blocks", st.pinned_blocks},
       {"kvhub_tier_leased_blocks", "gauge", "blocks under a read lease", st.leased_blocks},
-      {"kvhub_tier_evictions_total", "counter", "blocks evicted", st.evictions},
+      {"kvhub_tier_evictions_total", "counter", "blocks evicted", st.evictions,
+       gpu(&storage::TierStats::gpu_evictions)},
       {"kvhub_tier_evicted_bytes_total", "counter", "bytes evicted", st.evicted_bytes},
       {"kvhub_tier_rejected_full_total", "counter", "reservations refused: nothing evictable", st.rejected_full},
       {"kvhub_tier_rejected_quota_total", "counter", "reservations refused: the namespace's quota (namespace_quota_bytes)",
@@ -280,6 +290,25 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   for (const TierMetric& tm : tier_metrics) {
     Header(&out, tm.name, tm.type, tm.help);
     absl::StrAppend(&out, tm.name, "{tier=\"host\"} ", tm.value, "\n");
+    if (tm.gpu.has_value()) absl::StrAppend(&out, tm.name, "{tier=\"gpu\"} ", *tm.gpu, "\n");
+  }
+  if (g.has_value()) {
+    const TierMetric gpu_metrics[] = {
+        {"kvhub_gpu_tier_copied_total", "counter", "published blocks copied to the gpu tier", g->mirrored},
+        {"kvhub_gpu_tier_copy_dropped_total", "counter",
+         "published blocks not copied: copy queue full, or evicted/deleted before their turn", g->mirror_dropped},
+        {"kvhub_gpu_tier_copy_failed_total", "counter", "copies the gpu tier failed", g->mirror_failed},
+        {"kvhub_gpu_tier_promotions_total", "counter",
+         "blocks evicted from the host tier served again from their gpu copy", g->promotions},
+        {"kvhub_gpu_tier_promotion_failures_total", "counter",
+         "gpu copies that could not be put back (host full, or checksum mismatch)", g->promotion_failures},
+        {"kvhub_gpu_tier_checksum_failures_total", "counter", "gpu copies dropped for a checksum mismatch",
+         g->gpu_checksum_failures},
+    };
+    for (const TierMetric& tm : gpu_metrics) {
+      Header(&out, tm.name, tm.type, tm.help);
+      absl::StrAppend(&out, tm.name, " ", tm.value, "\n");
+    }
   }
   Header(&out, "kvhub_checksum_failures_total", "counter", "commits whose bytes failed the XXH3-64 check");
   absl::StrAppend(&out, "kvhub_checksum_failures_total ", st.checksum_failures, "\n");

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "storage/block_store.h"
+#include "storage/tiered_block_store.h"
 
 namespace kvhub::cachesvc {
 
@@ -69,6 +71,7 @@ class LatencyHistogram {
 // What /metrics shows besides our counters; gathered when rendering.
 struct MetricsSnapshotInputs {
   storage::BlockStoreStats store;
+  std::optional<storage::TierStats> gpu;  // the gpu tier, when kvhubd runs one
   std::string node_id;
   std::string policy;         // the configured eviction policy (BlockStore::PolicyName)
   std::string active_policy;  // the one choosing victims now (differs for duel)

@@ -1,0 +1,320 @@
+#include "storage/tiered_block_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "common/log.h"
+
+namespace kvhub::storage {
+
+absl::Status TieredStoreConfig::Validate() const {
+  if (mirror_queue_blocks == 0 || mirror_queue_blocks > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tiered store: mirror_queue_blocks ", mirror_queue_blocks, " not in 1 .. 1048576"));
+  }
+  if (mirror_lease < absl::Milliseconds(1) || mirror_lease > absl::Minutes(1)) {
+    return absl::InvalidArgumentError(absl::StrCat("tiered store: mirror_lease ",
+                                                   absl::FormatDuration(mirror_lease),
+                                                   " not in 1ms .. 1m"));
+  }
+  return absl::OkStatus();
+}
+
+std::string TieredBlockStore::Id(absl::string_view ns, const BlockKey& key) {
+  std::string id(ns);
+  id.push_back('\0');
+  id.append(reinterpret_cast<const char*>(&key.lo), sizeof(key.lo));
+  id.append(reinterpret_cast<const char*>(&key.hi), sizeof(key.hi));
+  return id;
+}
+
+absl::StatusOr<std::unique_ptr<TieredBlockStore>> TieredBlockStore::Create(
+    std::unique_ptr<BlockStore> host, std::unique_ptr<GpuTier> gpu, const TieredStoreConfig& config) {
+  if (host == nullptr || gpu == nullptr) {
+    return absl::InvalidArgumentError("tiered store: the host store and the gpu tier are required");
+  }
+  if (auto s = config.Validate(); !s.ok()) return s;
+  return std::unique_ptr<TieredBlockStore>(
+      new TieredBlockStore(std::move(host), std::move(gpu), config));
+}
+
+TieredBlockStore::TieredBlockStore(std::unique_ptr<BlockStore> host, std::unique_ptr<GpuTier> gpu,
+                                   const TieredStoreConfig& config)
+    : config_(config), host_(std::move(host)), gpu_(std::move(gpu)) {
+  mirror_ = std::thread([this] { MirrorLoop(); });
+}
+
+TieredBlockStore::~TieredBlockStore() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  mirror_.join();
+}
+
+void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key) {
+  absl::MutexLock l(&mu_);
+  if (queue_.size() >= config_.mirror_queue_blocks) {
+    ++stats_.mirror_dropped;
+    return;
+  }
+  queue_.push_back(Item{std::string(ns), key, ++seq_});
+}
+
+void TieredBlockStore::MirrorLoop() {
+  for (;;) {
+    Item item;
+    {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(
+          +[](TieredBlockStore* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+            return t->stop_ || !t->queue_.empty();
+          },
+          this));
+      if (stop_) return;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      ++in_flight_;
+    }
+    MirrorOne(item);
+    absl::MutexLock l(&mu_);
+    --in_flight_;
+    // Nothing in flight: no copy older than a recorded delete remains.
+    if (queue_.empty() && in_flight_ == 0) deleted_seq_.clear();
+  }
+}
+
+void TieredBlockStore::MirrorOne(const Item& item) {
+  const std::string id = Id(item.ns, item.key);
+  {
+    absl::MutexLock l(&mu_);
+    if (gpu_index_.contains(id)) return;  // already there (the same key put again)
+  }
+  absl::StatusOr<Lease> lease = host_->Acquire(item.ns, item.key, config_.mirror_lease);
+  if (!lease.ok()) {  // evicted or deleted before its turn
+    absl::MutexLock l(&mu_);
+    ++stats_.mirror_dropped;
+    return;
+  }
+  const absl::Span<const uint8_t> bytes(lease->data, lease->size);
+  absl::Status put = gpu_->Put(item.ns, item.key, bytes);
+  while (put.code() == absl::StatusCode::kResourceExhausted) {
+    absl::MutexLock l(&mu_);
+    if (!EvictOldestLocked()) break;  // empty and still too big: give up on this block
+    put = gpu_->Put(item.ns, item.key, bytes);
+  }
+  const uint64_t checksum = lease->checksum, size = lease->size;
+  if (absl::Status r = host_->Release(lease->id); !r.ok()) {
+    KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
+  }
+  absl::MutexLock l(&mu_);
+  if (!put.ok()) {
+    if (put.code() == absl::StatusCode::kAlreadyExists) return;
+    if (put.code() == absl::StatusCode::kResourceExhausted) {
+      ++stats_.mirror_dropped;
+    } else {
+      ++stats_.mirror_failed;
+      KVHUB_LOG(warn, "tiered store: copying a block to the gpu tier: {}", put.ToString());
+    }
+    return;
+  }
+  if (auto d = deleted_seq_.find(id); d != deleted_seq_.end() && d->second > item.seq) {
+    // Deleted while it was copied: it must not come back.
+    if (absl::Status e = gpu_->Erase(item.ns, item.key); !e.ok()) {
+      KVHUB_LOG(warn, "tiered store: dropping a deleted block's gpu copy: {}", e.ToString());
+    }
+    ++stats_.mirror_dropped;
+    return;
+  }
+  gpu_index_[id] = GpuEntry{size, checksum};
+  gpu_fifo_.emplace_back(item.ns, item.key);
+  ++stats_.mirrored;
+}
+
+bool TieredBlockStore::EvictOldestLocked() {
+  while (!gpu_fifo_.empty()) {
+    auto [ns, key] = std::move(gpu_fifo_.front());
+    gpu_fifo_.pop_front();
+    if (gpu_index_.erase(Id(ns, key)) == 0) continue;  // deleted or dropped earlier
+    if (absl::Status e = gpu_->Erase(ns, key); !e.ok()) {
+      KVHUB_LOG(warn, "tiered store: evicting a gpu copy: {}", e.ToString());
+    }
+    ++stats_.gpu_evictions;
+    return true;
+  }
+  return false;
+}
+
+bool TieredBlockStore::PromoteLocked(absl::string_view ns, const BlockKey& key) {
+  const std::string id = Id(ns, key);
+  auto it = gpu_index_.find(id);
+  if (it == gpu_index_.end()) return false;
+  const GpuEntry e = it->second;
+  absl::StatusOr<Reservation> r = host_->Reserve(ns, key, e.size, e.checksum, PutOptions{});
+  if (r.status().code() == absl::StatusCode::kAlreadyExists) return true;  // put back meanwhile
+  if (!r.ok()) {
+    ++stats_.promotion_failures;
+    return false;
+  }
+  absl::StatusOr<uint64_t> got = gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size));
+  absl::Status c = got.ok() ? host_->Commit(r->id) : got.status();
+  if (!got.ok()) {
+    if (absl::Status a = host_->Abort(r->id); !a.ok()) {
+      KVHUB_LOG(warn, "tiered store: aborting a failed promotion: {}", a.ToString());
+    }
+  }
+  if (!c.ok()) {
+    ++stats_.promotion_failures;
+    if (c.code() == absl::StatusCode::kDataLoss) ++stats_.gpu_checksum_failures;
+    KVHUB_LOG(warn, "tiered store: promoting a gpu copy failed, dropping it: {}", c.ToString());
+    gpu_index_.erase(it);
+    if (absl::Status er = gpu_->Erase(ns, key); !er.ok()) {
+      KVHUB_LOG(warn, "tiered store: dropping a bad gpu copy: {}", er.ToString());
+    }
+    return false;
+  }
+  ++stats_.promotions;
+  return true;
+}
+
+absl::Status TieredBlockStore::PromoteThen(absl::string_view ns, const BlockKey& key,
+                                           const std::function<absl::Status()>& use) {
+  absl::MutexLock l(&mu_);
+  // A put elsewhere may evict the promoted block before `use` reaches it (the
+  // host store admits new blocks on probation): try again while the copy lasts.
+  absl::Status s = absl::NotFoundError("not in the gpu tier");
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (!PromoteLocked(ns, key)) return absl::NotFoundError("block not found");
+    s = use();
+    if (s.code() != absl::StatusCode::kNotFound) return s;
+  }
+  return s;
+}
+
+size_t TieredBlockStore::Lookup(absl::string_view ns, std::span<const BlockKey> keys,
+                                std::span<uint8_t> present) {
+  size_t prefix = host_->Lookup(ns, keys, present);
+  if (prefix == keys.size()) return prefix;
+  absl::MutexLock l(&mu_);
+  if (gpu_index_.empty()) return prefix;
+  size_t run = keys.size();
+  for (size_t i = 0; i < keys.size() && i < present.size(); ++i) {
+    if (present[i] == 0 && gpu_index_.contains(Id(ns, keys[i]))) present[i] = 1;
+    if (present[i] == 0 && run == keys.size()) run = i;
+  }
+  return run;
+}
+
+absl::StatusOr<Reservation> TieredBlockStore::Reserve(absl::string_view ns, const BlockKey& key,
+                                                      uint64_t size, uint64_t checksum,
+                                                      const PutOptions& options) {
+  absl::StatusOr<Reservation> r = host_->Reserve(ns, key, size, checksum, options);
+  if (r.ok()) {
+    absl::MutexLock l(&pending_mu_);
+    pending_[r->id] = Pending{std::string(ns), key};
+  }
+  return r;
+}
+
+absl::Status TieredBlockStore::Commit(uint64_t reservation_id) {
+  absl::Status s = host_->Commit(reservation_id);
+  Pending p;
+  {
+    absl::MutexLock l(&pending_mu_);
+    auto it = pending_.find(reservation_id);
+    if (it == pending_.end()) return s;
+    if (s.code() == absl::StatusCode::kFailedPrecondition) return s;  // held by a transfer: still live
+    p = std::move(it->second);
+    pending_.erase(it);
+  }
+  if (s.ok()) Enqueue(p.ns, p.key);
+  return s;
+}
+
+absl::Status TieredBlockStore::Abort(uint64_t reservation_id) {
+  absl::Status s = host_->Abort(reservation_id);
+  if (s.code() != absl::StatusCode::kFailedPrecondition) {
+    absl::MutexLock l(&pending_mu_);
+    pending_.erase(reservation_id);
+  }
+  return s;
+}
+
+absl::Status TieredBlockStore::Put(absl::string_view ns, const BlockKey& key,
+                                   std::span<const uint8_t> data, uint64_t checksum,
+                                   const PutOptions& options) {
+  absl::Status s = host_->Put(ns, key, data, checksum, options);
+  if (s.ok()) Enqueue(ns, key);
+  return s;
+}
+
+absl::StatusOr<Lease> TieredBlockStore::Acquire(absl::string_view ns, const BlockKey& key,
+                                                absl::Duration lease) {
+  absl::StatusOr<Lease> l = host_->Acquire(ns, key, lease);
+  if (l.status().code() != absl::StatusCode::kNotFound) return l;
+  absl::StatusOr<Lease> promoted = l;
+  absl::Status s = PromoteThen(ns, key, [&] {
+    promoted = host_->Acquire(ns, key, lease);
+    return promoted.status();
+  });
+  return s.ok() ? promoted : l;
+}
+
+absl::Status TieredBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool pin) {
+  absl::Status s = host_->Pin(ns, key, pin);
+  if (s.code() != absl::StatusCode::kNotFound || !pin) return s;
+  absl::Status p = PromoteThen(ns, key, [&] { return host_->Pin(ns, key, pin); });
+  return p.code() == absl::StatusCode::kNotFound ? s : p;
+}
+
+absl::Status TieredBlockStore::Delete(absl::string_view ns, const BlockKey& key) {
+  bool had_gpu = false;
+  {
+    absl::MutexLock l(&mu_);
+    const std::string id = Id(ns, key);
+    deleted_seq_[id] = ++seq_;
+    if (gpu_index_.erase(id) > 0) {
+      had_gpu = true;
+      if (absl::Status e = gpu_->Erase(ns, key); !e.ok()) {
+        KVHUB_LOG(warn, "tiered store: erasing a deleted block's gpu copy: {}", e.ToString());
+      }
+    }
+  }
+  absl::Status s = host_->Delete(ns, key);
+  if (s.code() == absl::StatusCode::kNotFound && had_gpu) return absl::OkStatus();
+  return s;
+}
+
+size_t TieredBlockStore::ExpireNow() {
+  const size_t n = host_->ExpireNow();
+  // Forget reservations the host store no longer has (expired or ended
+  // without Commit/Abort reaching us).
+  absl::MutexLock l(&pending_mu_);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (host_->GrantNamespaceTag(TransferAccess::kWrite, it->first).status().code() ==
+        absl::StatusCode::kNotFound) {
+      pending_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
+TierStats TieredBlockStore::tier_stats() const {
+  GpuTierStats g = gpu_->Stats();
+  absl::MutexLock l(&mu_);
+  TierStats s = stats_;
+  s.gpu_capacity_bytes = g.capacity_bytes;
+  s.gpu_used_bytes = g.used_bytes;
+  s.gpu_blocks = gpu_index_.size();
+  return s;
+}
+
+size_t TieredBlockStore::mirror_pending() const {
+  absl::MutexLock l(&mu_);
+  return queue_.size() + in_flight_;
+}
+
+}  // namespace kvhub::storage

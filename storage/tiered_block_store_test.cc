@@ -1,0 +1,293 @@
+// The host store with the gpu tier behind it (tiered_block_store.h). Every test
+// runs against the CUDA tier when a device is present (else it SKIPs, saying
+// why) and against a host-memory tier that exists to inject faults the device
+// cannot (corrupted copies, slow copies that race with deletes).
+#include "storage/tiered_block_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/block_store_test_util.h"
+
+namespace kvhub::storage {
+namespace {
+
+using testing::Bytes;
+using testing::Key;
+using testing::SmallConfig;
+using testing::Sum;
+
+// GpuTier over host memory, for fault injection: copies can be corrupted
+// after the fact and slowed down.
+class FaultTier final : public GpuTier {
+ public:
+  explicit FaultTier(uint64_t capacity) : capacity_(capacity) {}
+  absl::Status Put(absl::string_view ns, const BlockKey& key, absl::Span<const uint8_t> bytes) override {
+    if (delay_.load() > 0) absl::SleepFor(absl::Milliseconds(delay_.load()));
+    absl::MutexLock l(&mu_);
+    std::string id = Id(ns, key);
+    if (blocks_.contains(id)) return absl::AlreadyExistsError("present");
+    if (used_ + bytes.size() > capacity_) return absl::ResourceExhaustedError("full");
+    blocks_[id].assign(bytes.begin(), bytes.end());
+    used_ += bytes.size();
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint64_t> Get(absl::string_view ns, const BlockKey& key, absl::Span<uint8_t> out) override {
+    absl::MutexLock l(&mu_);
+    auto it = blocks_.find(Id(ns, key));
+    if (it == blocks_.end()) return absl::NotFoundError("absent");
+    if (out.size() != it->second.size()) return absl::InvalidArgumentError("size");
+    std::copy(it->second.begin(), it->second.end(), out.begin());
+    return it->second.size();
+  }
+  absl::StatusOr<uint64_t> Size(absl::string_view ns, const BlockKey& key) const override {
+    absl::MutexLock l(&mu_);
+    auto it = blocks_.find(Id(ns, key));
+    if (it == blocks_.end()) return absl::NotFoundError("absent");
+    return it->second.size();
+  }
+  absl::StatusOr<DeviceBytes> Find(absl::string_view, const BlockKey&) const override {
+    return absl::UnimplementedError("host-memory test tier");
+  }
+  absl::Status Erase(absl::string_view ns, const BlockKey& key) override {
+    absl::MutexLock l(&mu_);
+    auto it = blocks_.find(Id(ns, key));
+    if (it == blocks_.end()) return absl::NotFoundError("absent");
+    used_ -= it->second.size();
+    blocks_.erase(it);
+    return absl::OkStatus();
+  }
+  GpuTierStats Stats() const override {
+    absl::MutexLock l(&mu_);
+    return GpuTierStats{capacity_, used_, blocks_.size(), "host memory (test)"};
+  }
+  bool Corrupt(absl::string_view ns, const BlockKey& key) {
+    absl::MutexLock l(&mu_);
+    auto it = blocks_.find(Id(ns, key));
+    if (it == blocks_.end()) return false;
+    it->second[it->second.size() / 2] ^= 0x40;
+    return true;
+  }
+  std::atomic<int> delay_{0};
+
+ private:
+  static std::string Id(absl::string_view ns, const BlockKey& k) {
+    return std::string(ns) + "/" + std::to_string(k.lo) + "/" + std::to_string(k.hi);
+  }
+  const uint64_t capacity_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<uint8_t>> blocks_ ABSL_GUARDED_BY(mu_);
+  uint64_t used_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+constexpr size_t kBlock = 16 << 10;  // 4 MiB host store: ~230 blocks
+
+class TieredStoreTest : public ::testing::TestWithParam<bool> {
+ protected:
+  // `gpu_capacity` bytes in the second tier: the CUDA tier (param true) or a FaultTier.
+  void Make(uint64_t gpu_capacity) {
+    std::unique_ptr<GpuTier> tier;
+    if (GetParam()) {
+      GpuTierConfig c;
+      c.capacity_bytes = gpu_capacity;
+      c.staging_bytes = 64 << 10;
+      auto t = GpuTier::Create(c);
+      if (!t.ok()) GTEST_SKIP() << t.status().message();
+      tier = *std::move(t);
+    } else {
+      auto f = std::make_unique<FaultTier>(gpu_capacity);
+      fault_ = f.get();
+      tier = std::move(f);
+    }
+    auto host = BlockStore::Create(SmallConfig());
+    ASSERT_TRUE(host.ok()) << host.status();
+    auto s = TieredBlockStore::Create(*std::move(host), std::move(tier), TieredStoreConfig{});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+  void Drain() {
+    for (int i = 0; i < 20000 && store_->mirror_pending() > 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+    ASSERT_EQ(store_->mirror_pending(), 0u);
+  }
+  void PutBlock(uint64_t i) {
+    std::vector<uint8_t> b = Bytes(i, kBlock);
+    ASSERT_TRUE(store_->Put("ns", Key(i), b, Sum(b), PutOptions{}).ok()) << i;
+  }
+  // The block's bytes through a lease, or the lease's error.
+  absl::StatusOr<std::vector<uint8_t>> Read(uint64_t i) {
+    absl::StatusOr<Lease> l = store_->Acquire("ns", Key(i), absl::ZeroDuration());
+    if (!l.ok()) return l.status();
+    std::vector<uint8_t> out(l->data, l->data + l->size);
+    EXPECT_TRUE(store_->Release(l->id).ok());
+    return out;
+  }
+  // Visible in either tier (the tiered Lookup).
+  bool Visible(uint64_t i) {
+    uint8_t p = 0;
+    BlockKey k = Key(i);
+    return store_->Lookup("ns", std::span<const BlockKey>(&k, 1), std::span<uint8_t>(&p, 1)) == 1;
+  }
+  FaultTier* fault_ = nullptr;
+  std::unique_ptr<TieredBlockStore> store_;
+};
+
+TEST_P(TieredStoreTest, BlocksEvictedFromHostAreServedFromTheGpuTier) {
+  Make(64ull << 20);
+  if (store_ == nullptr) return;
+  constexpr uint64_t kN = 600;  // ~2.6x the host capacity
+  for (uint64_t i = 0; i < kN; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();  // copy before the host evicts (S3-FIFO probation: ~25 blocks)
+  }
+  Drain();
+  ASSERT_GT(store_->Stats().evictions, 0u);
+  TierStats t = store_->tier_stats();
+  EXPECT_EQ(t.mirrored, kN);
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < kN; ++i) keys.push_back(Key(i));
+  std::vector<uint8_t> present(kN);
+  EXPECT_EQ(store_->Lookup("ns", keys, present), kN);
+  for (uint64_t i = 0; i < kN; i += 37) {
+    absl::StatusOr<std::vector<uint8_t>> got = Read(i);
+    ASSERT_TRUE(got.ok()) << i << " " << got.status();
+    EXPECT_EQ(*got, Bytes(i, kBlock)) << i;
+  }
+  EXPECT_GT(store_->tier_stats().promotions, 0u);
+  // Another namespace never sees them.
+  std::vector<uint8_t> other(kN);
+  EXPECT_EQ(store_->Lookup("other", keys, other), 0u);
+}
+
+TEST_P(TieredStoreTest, DeleteRemovesBothCopiesForGood) {
+  Make(64ull << 20);
+  if (store_ == nullptr) return;
+  for (uint64_t i = 0; i < 400; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  // Block 0 is long evicted from the host; 399 is in both tiers.
+  for (uint64_t i : {uint64_t{0}, uint64_t{399}}) {
+    EXPECT_TRUE(store_->Delete("ns", Key(i)).ok()) << i;
+    EXPECT_FALSE(Visible(i)) << i;
+    EXPECT_EQ(Read(i).status().code(), absl::StatusCode::kNotFound) << i;
+    EXPECT_EQ(store_->Delete("ns", Key(i)).code(), absl::StatusCode::kNotFound) << i;
+  }
+}
+
+TEST_P(TieredStoreTest, DeleteWhileTheCopyIsInFlightNeverResurrects) {
+  Make(64ull << 20);
+  if (store_ == nullptr) return;
+  if (fault_ != nullptr) fault_->delay_ = 2;  // widen the copy window
+  for (uint64_t i = 0; i < 100; ++i) {
+    PutBlock(i);
+    ASSERT_TRUE(store_->Delete("ns", Key(i)).ok());
+  }
+  Drain();
+  for (uint64_t i = 0; i < 100; ++i) EXPECT_EQ(Read(i).status().code(), absl::StatusCode::kNotFound) << i;
+  EXPECT_EQ(store_->tier_stats().gpu_blocks, 0u);
+}
+
+TEST_P(TieredStoreTest, FullGpuTierDropsItsOldestCopies) {
+  Make(40 * kBlock);
+  if (store_ == nullptr) return;
+  for (uint64_t i = 0; i < 400; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  TierStats t = store_->tier_stats();
+  EXPECT_GE(t.gpu_evictions, 360u);
+  EXPECT_LE(t.gpu_used_bytes, 40 * kBlock);
+  EXPECT_EQ(Read(0).status().code(), absl::StatusCode::kNotFound);  // gone from both
+  absl::StatusOr<std::vector<uint8_t>> last = Read(399);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(*last, Bytes(399, kBlock));
+}
+
+// A gpu copy that no longer matches its checksum is a miss, never wrong bytes.
+TEST_P(TieredStoreTest, CorruptGpuCopyIsAMiss) {
+  if (GetParam()) GTEST_SKIP() << "corruption is injected through the host-memory tier";
+  Make(64ull << 20);
+  for (uint64_t i = 0; i < 400; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  ASSERT_TRUE(fault_->Corrupt("ns", Key(3)));
+  EXPECT_EQ(Read(3).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(Visible(3));
+  TierStats t = store_->tier_stats();
+  EXPECT_EQ(t.gpu_checksum_failures, 1u);
+  EXPECT_EQ(t.promotion_failures, 1u);
+  absl::StatusOr<std::vector<uint8_t>> ok = Read(4);  // its neighbour is intact
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, Bytes(4, kBlock));
+}
+
+TEST_P(TieredStoreTest, TwoPhasePutsAreCopiedToo) {
+  Make(64ull << 20);
+  if (store_ == nullptr) return;
+  std::vector<uint8_t> b = Bytes(7, kBlock);
+  absl::StatusOr<Reservation> r = store_->Reserve("ns", Key(7), b.size(), Sum(b), PutOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::copy(b.begin(), b.end(), r->data);
+  ASSERT_TRUE(store_->Commit(r->id).ok());
+  absl::StatusOr<Reservation> a = store_->Reserve("ns", Key(8), b.size(), Sum(b), PutOptions{});
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(store_->Abort(a->id).ok());
+  Drain();
+  EXPECT_EQ(store_->tier_stats().mirrored, 1u);
+  EXPECT_EQ(store_->tier_stats().gpu_blocks, 1u);
+}
+
+TEST_P(TieredStoreTest, ConcurrentReadersDuringPromotions) {
+  Make(64ull << 20);
+  if (store_ == nullptr) return;
+  for (uint64_t i = 0; i < 500; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  std::atomic<int> wrong{0}, missing{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&, t] {
+      for (uint64_t i = t; i < 500; i += 3) {
+        absl::StatusOr<std::vector<uint8_t>> got = Read(i);
+        if (!got.ok()) {
+          ++missing;
+        } else if (*got != Bytes(i, kBlock)) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(missing.load(), 0);
+}
+
+TEST(TieredStoreConfigTest, Validate) {
+  TieredStoreConfig c;
+  EXPECT_TRUE(c.Validate().ok());
+  c.mirror_queue_blocks = 0;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c.mirror_queue_blocks = 8;
+  c.mirror_lease = absl::ZeroDuration();
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TieredBlockStore::Create(nullptr, nullptr, TieredStoreConfig{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiers, TieredStoreTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Cuda") : std::string("HostMemory");
+                         });
+
+}  // namespace
+}  // namespace kvhub::storage
