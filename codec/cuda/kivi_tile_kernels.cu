@@ -13,6 +13,7 @@
 // CPU codecs, so the bytes are identical (codec_cuda_gpu_test compares them
 // with the host emulation for tiled and untiled shapes).
 #include <algorithm>
+#include <type_traits>
 
 #include "codec/cuda/kernels.h"
 
@@ -421,17 +422,25 @@ cudaError_t LaunchKiviTileEncode(const EncodeCtx& c, cudaStream_t stream) {
 
 bool NeoxRotating(const DecodeCtx& c) { return c.g.rope_cs != nullptr && !c.g.rope_interleaved; }
 
+// Calls launch(bits, neox) with the codec's bit width and the NeoX pairing as
+// compile-time constants (std::integral_constant), for the kernel templates.
+template <typename F>
+void WithDecodeVariant(uint8_t codec, bool neox, F launch) {
+  using B4 = std::integral_constant<int, 4>;
+  using B2 = std::integral_constant<int, 2>;
+  if (codec == kCodecKivi4) {
+    neox ? launch(B4{}, std::true_type{}) : launch(B4{}, std::false_type{});
+  } else {
+    neox ? launch(B2{}, std::true_type{}) : launch(B2{}, std::false_type{});
+  }
+}
+
 cudaError_t LaunchKiviTileDecode(const DecodeCtx& c, cudaStream_t stream) {
   const uint32_t cpr_log2 = Log2(c.g.dim / 8);
-  const bool neox = NeoxRotating(c);
   const dim3 grid = TileGrid(c.g);
-#define KVHUB_TILE_DECODE(B, N) KiviTileDecodeKernel<B, N><<<grid, kThreads, 0, stream>>>(c, cpr_log2)
-  if (c.g.codec == kCodecKivi4) {
-    if (neox) KVHUB_TILE_DECODE(4, true); else KVHUB_TILE_DECODE(4, false);
-  } else {
-    if (neox) KVHUB_TILE_DECODE(2, true); else KVHUB_TILE_DECODE(2, false);
-  }
-#undef KVHUB_TILE_DECODE
+  WithDecodeVariant(c.g.codec, NeoxRotating(c), [&](auto bits, auto neox) {
+    KiviTileDecodeKernel<decltype(bits)::value, decltype(neox)::value><<<grid, kThreads, 0, stream>>>(c, cpr_log2);
+  });
   return cudaGetLastError();
 }
 
@@ -449,14 +458,9 @@ cudaError_t LaunchKiviTileDecodeBatch(const DecodeCtx* device_ctxs, absl::Span<c
   for (const DecodeCtx& x : host_ctxs) neox = neox || NeoxRotating(x);
   dim3 grid = TileGrid(c.g);
   grid.z = static_cast<unsigned>(host_ctxs.size());
-#define KVHUB_TILE_DECODE(B, N) \
-  KiviTileDecodeBatchKernel<B, N><<<grid, kThreads, 0, stream>>>(device_ctxs, cpr_log2)
-  if (c.g.codec == kCodecKivi4) {
-    if (neox) KVHUB_TILE_DECODE(4, true); else KVHUB_TILE_DECODE(4, false);
-  } else {
-    if (neox) KVHUB_TILE_DECODE(2, true); else KVHUB_TILE_DECODE(2, false);
-  }
-#undef KVHUB_TILE_DECODE
+  WithDecodeVariant(c.g.codec, neox, [&](auto bits, auto pairs) {
+    KiviTileDecodeBatchKernel<decltype(bits)::value, decltype(pairs)::value><<<grid, kThreads, 0, stream>>>(device_ctxs, cpr_log2);
+  });
   return cudaGetLastError();
 }
 
