@@ -183,64 +183,130 @@ absl::Status GpuCodec::FlushMeta(const StagedMeta& m) {
 absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
                                                    absl::Span<const int32_t> page_ids,
                                                    const PagedEncodeParams& params) {
+  const absl::Span<const int32_t> ids[] = {page_ids};
+  auto many = EncodeManyOnDevice(cache, ids, absl::MakeConstSpan(&params, 1));
+  if (!many.ok()) return many.status();
+  return std::move(many->plans[0]);
+}
+
+absl::StatusOr<GpuCodec::DeviceBlocks> GpuCodec::EncodeManyOnDevice(
+    const PagedKv& cache, absl::Span<const absl::Span<const int32_t>> page_ids,
+    absl::Span<const PagedEncodeParams> params) {
   cudaSetDevice(device_);
-  auto plan = PlanEncode(cache.shape, params);
-  if (!plan.ok()) return plan.status();
-  if (auto s = ValidatePages(cache.shape, page_ids, params.tokens, cache.shape.kv_heads,
-                             cache.shape.head_dim, false);
-      !s.ok()) {
-    return s;
+  const size_t n = params.size();
+  if (page_ids.size() != n || n == 0 || n > kMaxBlocksPerCall) {
+    return absl::InvalidArgumentError(absl::StrCat("encode: ", n, " blocks and ", page_ids.size(),
+                                                   " page id lists (1 .. ", kMaxBlocksPerCall,
+                                                   " blocks per call)"));
   }
-  if (auto s = Reserve(&block_, plan->total_bytes(), false); !s.ok()) return s;
-  if (auto s = Reserve(&scratch_, 8 * std::max<uint64_t>(1, plan->scratch_floats()), false); !s.ok()) {
-    return s;
+  auto prefixed = [n](size_t i, const absl::Status& s) {
+    return n == 1 ? s : absl::Status(s.code(), absl::StrCat("block ", i, ": ", s.message()));
+  };
+  DeviceBlocks out;
+  std::vector<uint64_t> scratch_off;
+  uint64_t total = 0, scratch_total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    auto plan = PlanEncode(cache.shape, params[i]);
+    if (!plan.ok()) return prefixed(i, plan.status());
+    if (auto s = ValidatePages(cache.shape, page_ids[i], params[i].tokens, cache.shape.kv_heads,
+                               cache.shape.head_dim, false);
+        !s.ok()) {
+      return prefixed(i, s);
+    }
+    out.offsets.push_back(total);
+    total = Align256(total + plan->total_bytes());
+    scratch_off.push_back(scratch_total);
+    scratch_total += 2 * std::max<uint64_t>(1, plan->scratch_floats());  // inv, zero
+    out.plans.push_back(*std::move(plan));
   }
-  const BlockPlan* one[] = {&*plan};
-  const absl::Span<const int32_t> one_ids[] = {page_ids};
-  auto meta = StageMeta(one, cache, one_ids, 0);
+  if (auto s = Reserve(&block_, total, false); !s.ok()) return s;
+  if (auto s = Reserve(&scratch_, 4 * scratch_total, false); !s.ok()) return s;
+  if (auto s = Reserve(&error_, 4 * n, false); !s.ok()) return s;
+  std::vector<const BlockPlan*> pp;
+  for (const BlockPlan& p : out.plans) pp.push_back(&p);
+  auto meta = StageMeta(pp, cache, page_ids, n > 1 ? sizeof(EncodeCtx) * n : 0);
   if (!meta.ok()) return meta.status();
-  if (auto s = FlushMeta(*meta); !s.ok()) return s;
   uint32_t* err = reinterpret_cast<uint32_t*>(error_.ptr);
-  if (cudaError_t e = cudaMemsetAsync(err, 0, 4, S(stream_)); e != cudaSuccess) {
-    return CudaError("memset", e);
-  }
   float* scratch = reinterpret_cast<float*>(scratch_.ptr);
   std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
   all.insert(all.end(), cache.v.begin(), cache.v.end());
-  EncodeCtx c{meta->geoms[0], reinterpret_cast<const uint16_t* const*>(meta->ptrs), block_.ptr + BlockHeader::kSize,
-              scratch, scratch + plan->scratch_floats(), err, AllAligned16(all)};
-  if (auto s = Launch("encode launch",
-                      [&] { return static_cast<int>(LaunchEncode(c, KernelOptions{options_.kivi_tiles}, S(stream_))); });
-      !s.ok()) {
-    return s;
+  const uint8_t aligned = AllAligned16(all);
+  std::vector<EncodeCtx> ctxs;
+  for (size_t i = 0; i < n; ++i) {
+    float* inv = scratch + scratch_off[i];
+    ctxs.push_back(EncodeCtx{meta->geoms[i], reinterpret_cast<const uint16_t* const*>(meta->ptrs),
+                             block_.ptr + out.offsets[i] + BlockHeader::kSize, inv,
+                             inv + std::max<uint64_t>(1, out.plans[i].scratch_floats()), err + i,
+                             aligned});
   }
-  uint32_t bits = 0;
-  if (cudaError_t e = cudaMemcpyAsync(&bits, err, 4, cudaMemcpyDeviceToHost, S(stream_));
+  if (n > 1) std::memcpy(meta->tail_host, ctxs.data(), sizeof(EncodeCtx) * n);
+  if (auto s = FlushMeta(*meta); !s.ok()) return s;
+  if (cudaError_t e = cudaMemsetAsync(err, 0, 4 * n, S(stream_)); e != cudaSuccess) {
+    return CudaError("memset", e);
+  }
+  const KernelOptions ko{options_.kivi_tiles};
+  bool batch = n > 1 && ko.kivi_tiles;
+  for (size_t i = 1; batch && i < n; ++i) batch = KiviTileEncodeBatchable(ctxs[0], ctxs[i]);
+  auto launch = [&]() -> int {
+    if (batch) {
+      return static_cast<int>(LaunchKiviTileEncodeBatch(
+          reinterpret_cast<const EncodeCtx*>(meta->tail_device), ctxs, S(stream_)));
+    }
+    for (const EncodeCtx& c : ctxs) {
+      if (cudaError_t e = LaunchEncode(c, ko, S(stream_)); e != cudaSuccess) return static_cast<int>(e);
+    }
+    return 0;
+  };
+  if (auto s = Launch("encode launch", launch); !s.ok()) return s;
+  std::vector<uint32_t> bits(n);
+  if (cudaError_t e = cudaMemcpyAsync(bits.data(), err, 4 * n, cudaMemcpyDeviceToHost, S(stream_));
       e != cudaSuccess) {
     return CudaError("read error flags", e);
   }
   if (auto s = Sync("encode"); !s.ok()) return s;
-  if (auto s = KernelErrorStatus(bits, params.codec.codec); !s.ok()) return s;
+  for (size_t i = 0; i < n; ++i) {
+    if (auto s = KernelErrorStatus(bits[i], params[i].codec.codec); !s.ok()) return prefixed(i, s);
+  }
   RecordKernelTime();
-  return plan;
+  return out;
 }
 
 absl::Status GpuCodec::EncodeFromPages(const PagedKv& cache, absl::Span<const int32_t> page_ids,
                                        const PagedEncodeParams& params, std::vector<uint8_t>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
-  auto plan = EncodeOnDevice(cache, page_ids, params);
-  if (!plan.ok()) return plan.status();
-  const uint64_t total = plan->total_bytes();
+  const absl::Span<const int32_t> ids[] = {page_ids};
+  std::vector<std::vector<uint8_t>> blocks;
+  if (auto s = EncodeManyFromPages(cache, ids, absl::MakeConstSpan(&params, 1), &blocks); !s.ok()) {
+    return s;
+  }
+  *out = std::move(blocks[0]);
+  return absl::OkStatus();
+}
+
+absl::Status GpuCodec::EncodeManyFromPages(const PagedKv& cache,
+                                           absl::Span<const absl::Span<const int32_t>> page_ids,
+                                           absl::Span<const PagedEncodeParams> params,
+                                           std::vector<std::vector<uint8_t>>* out) {
+  if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
+  auto dev = EncodeManyOnDevice(cache, page_ids, params);
+  if (!dev.ok()) return dev.status();
+  const size_t n = dev->plans.size();
+  const uint64_t total = dev->offsets[n - 1] + dev->plans[n - 1].total_bytes();
   if (auto s = Reserve(&staging_, total, true); !s.ok()) return s;
   if (cudaError_t e = cudaMemcpyAsync(staging_.ptr, block_.ptr, total, cudaMemcpyDeviceToHost,
                                       S(stream_));
       e != cudaSuccess) {
-    return CudaError("copy block to host", e);
+    return CudaError("copy blocks to host", e);
   }
-  if (auto s = Sync("copy block to host"); !s.ok()) return s;
-  out->resize(total);
-  std::memcpy(out->data(), staging_.ptr, total);
-  return FinishBlock(*plan, absl::MakeSpan(*out));
+  if (auto s = Sync("copy blocks to host"); !s.ok()) return s;
+  std::vector<std::vector<uint8_t>> blocks(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t size = dev->plans[i].total_bytes();
+    blocks[i].assign(staging_.ptr + dev->offsets[i], staging_.ptr + dev->offsets[i] + size);
+    if (auto s = FinishBlock(dev->plans[i], absl::MakeSpan(blocks[i])); !s.ok()) return s;
+  }
+  *out = std::move(blocks);
+  return absl::OkStatus();
 }
 
 absl::Status GpuCodec::DecodeOnDevice(const BlockPlan& plan, const uint8_t* device_block,
@@ -261,9 +327,9 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
     return absl::InvalidArgumentError(absl::StrCat("decode: ", n, " plans, ", device_blocks.size(),
                                                    " blocks and ", page_ids.size(), " page id lists"));
   }
-  if (n > kMaxDecodeBatch) {
+  if (n > kMaxBlocksPerCall) {
     return absl::InvalidArgumentError(
-        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxDecodeBatch));
+        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxBlocksPerCall));
   }
   absl::flat_hash_set<int32_t> seen;
   std::vector<const BlockPlan*> pp;
@@ -331,9 +397,9 @@ absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8
                                                    " page id lists and ", options.size(),
                                                    " options"));
   }
-  if (n > kMaxDecodeBatch) {
+  if (n > kMaxBlocksPerCall) {
     return absl::InvalidArgumentError(
-        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxDecodeBatch));
+        absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxBlocksPerCall));
   }
   // Every block verifies (header, checksum, segment table) before any byte
   // moves to the device or any page is written.

@@ -58,6 +58,16 @@ class GpuCodec {
   absl::Status EncodeFromPages(const PagedKv& cache, absl::Span<const int32_t> page_ids,
                                const PagedEncodeParams& params, std::vector<uint8_t>* out);
 
+  // Several blocks (e.g. the blocks of one prompt a prefill node publishes),
+  // block i from pages page_ids[i] with params[i], into (*out)[i], in one
+  // upload, one launch where the blocks share a shape, and one
+  // synchronization. On error nothing is returned (the status names the
+  // first failing block). At most kMaxBlocksPerCall blocks per call.
+  absl::Status EncodeManyFromPages(const PagedKv& cache,
+                                   absl::Span<const absl::Span<const int32_t>> page_ids,
+                                   absl::Span<const PagedEncodeParams> params,
+                                   std::vector<std::vector<uint8_t>>* out);
+
   // Verifies `block` (host memory) and decodes it into pages `page_ids` of
   // `cache`; nothing is written unless the block verifies.
   absl::Status DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,
@@ -67,8 +77,8 @@ class GpuCodec {
   // i into pages page_ids[i] with options[i] (empty: defaults for all), in one
   // upload, one launch where the blocks share a shape, and one
   // synchronization. Nothing is written unless every block verifies; no page
-  // may appear in two blocks. At most kMaxDecodeBatch blocks per call.
-  static constexpr size_t kMaxDecodeBatch = 4096;
+  // may appear in two blocks. At most kMaxBlocksPerCall blocks per call.
+  static constexpr size_t kMaxBlocksPerCall = 4096;
   absl::Status DecodeManyToPages(absl::Span<const absl::Span<const uint8_t>> blocks,
                                  const PagedKv& cache,
                                  absl::Span<const absl::Span<const int32_t>> page_ids,
@@ -79,6 +89,15 @@ class GpuCodec {
   // and returns the plan FinishBlock needs; it synchronizes to check errors.
   absl::StatusOr<BlockPlan> EncodeOnDevice(const PagedKv& cache, absl::Span<const int32_t> page_ids,
                                            const PagedEncodeParams& params);
+  // EncodeOnDevice of several blocks: block i's body at
+  // device_block() + offsets[i] + 128; returns the plans and offsets.
+  struct DeviceBlocks {
+    std::vector<BlockPlan> plans;
+    std::vector<uint64_t> offsets;
+  };
+  absl::StatusOr<DeviceBlocks> EncodeManyOnDevice(const PagedKv& cache,
+                                                  absl::Span<const absl::Span<const int32_t>> page_ids,
+                                                  absl::Span<const PagedEncodeParams> params);
   // Decodes a block already verified by PlanDecode whose bytes are at
   // `device_block` (device memory). Synchronizes.
   absl::Status DecodeOnDevice(const BlockPlan& plan, const uint8_t* device_block,

@@ -255,6 +255,59 @@ TEST_P(GpuCodecTest, DecodeManyToPagesMatchesCpuDecodeOfEachBlock) {
   }
 }
 
+// The blocks of one prompt encoded in one call, each as codec::Encode.
+TEST_P(GpuCodecTest, EncodeManyFromPagesMatchesCpuEncodeOfEachBlock) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  uint64_t seed = 500;
+  constexpr uint32_t kBlocks = 3;
+  for (const Case& base_case : Cases()) {
+    Case k = base_case;
+    k.sinks = 4;  // sinks in the first block only: the blocks' layouts differ
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = kBlocks * PagesForTokens(k.tokens, k.page_tokens) + 2;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    const auto lists = PageLists(src, k.tokens, kBlocks, seed++);
+    std::vector<std::vector<uint8_t>> want(kBlocks);
+    std::vector<PagedEncodeParams> params;
+    for (uint32_t b = 0; b < kBlocks; ++b) {
+      Case kb = k;
+      kb.base = int64_t{b} * k.tokens;
+      src.page_ids = lists[b];
+      std::vector<uint8_t> raw = Gather(src, k.tokens);
+      ASSERT_TRUE(Encode(ViewOf(kb, Params(kb), raw), Params(kb).codec, &want[b]).ok());
+      params.push_back(Params(kb));
+    }
+    DeviceCache dev(src);
+    ASSERT_TRUE(dev.ok());
+    std::vector<absl::Span<const int32_t>> ids(lists.begin(), lists.end());
+    std::vector<std::vector<uint8_t>> got;
+    ASSERT_TRUE(gpu->EncodeManyFromPages(dev.View(), ids, params, &got).ok());
+    ASSERT_EQ(got.size(), kBlocks);
+    for (uint32_t b = 0; b < kBlocks; ++b) EXPECT_TRUE(got[b] == want[b]) << "block " << b;
+  }
+}
+
+TEST_P(GpuCodecTest, EncodeManyNamesTheBlockWithBadInput) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  Case k{CodecId::kKivi4, 1, 2, 64, 64, 16, 64, 1, 0, false, RopePairing::kNeox};
+  HostCache host = MakeCache(1, 16, 16, 2, 64, 64, 31);
+  const auto lists = PageLists(host, k.tokens, 3, 32);
+  host.v[0][(size_t(lists[1][2]) * 16 + 5) * 128 + 9] = 0x7FC0;  // a NaN in block 1
+  DeviceCache dev(host);
+  ASSERT_TRUE(dev.ok());
+  std::vector<absl::Span<const int32_t>> ids(lists.begin(), lists.end());
+  std::vector<PagedEncodeParams> params(3, Params(k));
+  std::vector<std::vector<uint8_t>> got;
+  absl::Status s = gpu->EncodeManyFromPages(dev.View(), ids, params, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("block 1"), std::string::npos) << s;
+  EXPECT_TRUE(got.empty());
+}
+
 // A page in two blocks, or one corrupt block: the call fails and no page changes.
 TEST_P(GpuCodecTest, DecodeManyRefusesOverlapAndCorruptionWithoutWriting) {
   REQUIRE_DEVICE();

@@ -32,6 +32,13 @@ bool KiviTileDecodeEligible(const DecodeCtx& ctx);
 cudaError_t LaunchKiviTileEncode(const EncodeCtx& ctx, cudaStream_t stream);
 cudaError_t LaunchKiviTileDecode(const DecodeCtx& ctx, cudaStream_t stream);
 
+// Several blocks in one encode launch: both eligible and of one tile geometry
+// (codec, layers, tokens, heads, head_dim, group); `device_ctxs` is a device
+// copy of `host_ctxs` (at most 65535 blocks).
+bool KiviTileEncodeBatchable(const EncodeCtx& a, const EncodeCtx& b);
+cudaError_t LaunchKiviTileEncodeBatch(const EncodeCtx* device_ctxs, absl::Span<const EncodeCtx> host_ctxs,
+                                      cudaStream_t stream);
+
 // Several blocks in one launch: both eligible and of one tile geometry
 // (codec, layers, tokens, heads, head_dim, group, RoPE pairing).
 bool KiviTileDecodeBatchable(const DecodeCtx& a, const DecodeCtx& b);

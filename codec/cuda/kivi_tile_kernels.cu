@@ -110,8 +110,9 @@ __device__ __forceinline__ void Unpack8(const uint4& v, uint16_t y[8]) {
   }
 }
 
+// Encodes the tile (blockIdx.x, blockIdx.y) of block `c`.
 template <int kBits>
-__global__ void __launch_bounds__(kThreads) KiviTileEncodeKernel(EncodeCtx c, uint32_t cpr_log2) {
+__device__ __forceinline__ void TileEncode(const EncodeCtx& c, uint32_t cpr_log2) {
   extern __shared__ uint4 smem[];
   uint16_t* tile = reinterpret_cast<uint16_t*>(smem);  // rows x D bf16
   __shared__ __align__(16) float inv[kMaxStats], zero[kMaxStats];
@@ -253,6 +254,18 @@ __global__ void __launch_bounds__(kThreads) KiviTileEncodeKernel(EncodeCtx c, ui
 __device__ __forceinline__ TileChunk UnitChunk(uint32_t q, uint32_t cpr_log2, bool neox_pairs) {
   if (!neox_pairs) return ChunkAt(q, cpr_log2);
   return {q >> (cpr_log2 - 1), (q & ((1u << (cpr_log2 - 1)) - 1)) * 8};
+}
+
+template <int kBits>
+__global__ void __launch_bounds__(kThreads) KiviTileEncodeKernel(EncodeCtx c, uint32_t cpr_log2) {
+  TileEncode<kBits>(c, cpr_log2);
+}
+
+// Several blocks of one shape: blockIdx.z is the block.
+template <int kBits>
+__global__ void __launch_bounds__(kThreads) KiviTileEncodeBatchKernel(const EncodeCtx* __restrict__ ctxs,
+                                                                      uint32_t cpr_log2) {
+  TileEncode<kBits>(ctxs[blockIdx.z], cpr_log2);
 }
 
 // Codes of chunk i0 of a non-sink row: 4 bytes (kivi4) or 2 bytes (kivi2).
@@ -407,17 +420,50 @@ bool KiviTileDecodeEligible(const DecodeCtx& c) {
          reinterpret_cast<uintptr_t>(c.body) % 16 == 0;
 }
 
+// Calls launch(bits) with the codec's bit width as a compile-time constant.
+template <typename F>
+void WithEncodeVariant(uint8_t codec, F launch) {
+  if (codec == kCodecKivi4) {
+    launch(std::integral_constant<int, 4>{});
+  } else {
+    launch(std::integral_constant<int, 2>{});
+  }
+}
+
 cudaError_t LaunchKiviTileEncode(const EncodeCtx& c, cudaStream_t stream) {
   const size_t smem = size_t{std::min(c.g.group, c.g.tokens)} * c.g.dim * 2;
   const uint32_t cpr_log2 = Log2(c.g.dim / 8);
-  if (c.g.codec == kCodecKivi4) {
-    if (cudaError_t e = AllowSharedMemory(KiviTileEncodeKernel<4>, smem); e != cudaSuccess) return e;
-    KiviTileEncodeKernel<4><<<TileGrid(c.g), kThreads, smem, stream>>>(c, cpr_log2);
-  } else {
-    if (cudaError_t e = AllowSharedMemory(KiviTileEncodeKernel<2>, smem); e != cudaSuccess) return e;
-    KiviTileEncodeKernel<2><<<TileGrid(c.g), kThreads, smem, stream>>>(c, cpr_log2);
-  }
-  return cudaGetLastError();
+  cudaError_t e = cudaSuccess;
+  WithEncodeVariant(c.g.codec, [&](auto bits) {
+    e = AllowSharedMemory(KiviTileEncodeKernel<decltype(bits)::value>, smem);
+    if (e == cudaSuccess) {
+      KiviTileEncodeKernel<decltype(bits)::value><<<TileGrid(c.g), kThreads, smem, stream>>>(c, cpr_log2);
+    }
+  });
+  return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+bool KiviTileEncodeBatchable(const EncodeCtx& a, const EncodeCtx& b) {
+  return KiviTileEncodeEligible(a) && KiviTileEncodeEligible(b) && a.g.codec == b.g.codec &&
+         a.g.layers == b.g.layers && a.g.tokens == b.g.tokens && a.g.heads == b.g.heads &&
+         a.g.dim == b.g.dim && a.g.group == b.g.group;
+}
+
+cudaError_t LaunchKiviTileEncodeBatch(const EncodeCtx* device_ctxs, absl::Span<const EncodeCtx> host_ctxs,
+                                      cudaStream_t stream) {
+  const EncodeCtx& c = host_ctxs[0];
+  const size_t smem = size_t{std::min(c.g.group, c.g.tokens)} * c.g.dim * 2;
+  const uint32_t cpr_log2 = Log2(c.g.dim / 8);
+  dim3 grid = TileGrid(c.g);
+  grid.z = static_cast<unsigned>(host_ctxs.size());
+  cudaError_t e = cudaSuccess;
+  WithEncodeVariant(c.g.codec, [&](auto bits) {
+    e = AllowSharedMemory(KiviTileEncodeBatchKernel<decltype(bits)::value>, smem);
+    if (e == cudaSuccess) {
+      KiviTileEncodeBatchKernel<decltype(bits)::value><<<grid, kThreads, smem, stream>>>(device_ctxs, cpr_log2);
+    }
+  });
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 bool NeoxRotating(const DecodeCtx& c) { return c.g.rope_cs != nullptr && !c.g.rope_interleaved; }
