@@ -17,8 +17,10 @@
 #
 # Output: gtest results (a test without a device SKIPs, saying why), then one table:
 # encode+gather and decode+scatter GB/s per codec next to the device-to-device copy
-# bandwidth measured in the same run on the same GPU. Exit status: 0 when every test
-# passed and the benchmark ran; 1 otherwise (including "no CUDA device").
+# bandwidth measured in the same run on the same GPU, then (when ncu is installed)
+# one kivi4 block's kernel durations from the profiler against that copy. Exit
+# status: 0 when every test passed and the benchmark ran; 1 otherwise (including
+# "no CUDA device").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -76,8 +78,39 @@ run() {
     fi
   done
   echo "== $BENCH ${BENCH_ARGS[*]:-}"
-  "$dir/bin/$BENCH" "${BENCH_ARGS[@]}" || rc=1
+  local table
+  table=$("$dir/bin/$BENCH" "${BENCH_ARGS[@]}") || rc=1
+  echo "$table"
+  kernel_durations "$dir" "$table" || rc=1
   return $rc
+}
+
+# One kivi4 block's kernels timed by the profiler (launch excluded; caches
+# flushed before each), against the 1 GiB copy of the table above. Skipped
+# with a note when ncu is not installed.
+kernel_durations() {
+  local dir=$1 table=$2
+  if ! command -v ncu >/dev/null; then
+    echo "== kernel durations: ncu not found, skipped"
+    return 0
+  fi
+  local copy
+  copy=$(awk '/^d2d copy/ {print $7}' <<<"$table")  # the 1 GiB copy, CUDA events
+  echo "== kivi4, one block, kernel duration (ncu --clock-control none; median of 10) vs the ${copy} GB/s copy"
+  local k
+  for k in KiviTileEncodeKernel KiviTileDecodeKernel; do
+    local us
+    us=$(ncu --clock-control none --kernel-name "$k" --launch-skip 5 --launch-count 10 \
+             --metrics gpu__time_duration.sum "$dir/bin/$BENCH" --codec kivi4 --iters 20 \
+             --blocks 8 --copy_mib 64 2>/dev/null |
+         awk '/gpu__time_duration.sum/ {v = $NF; if ($(NF-1) == "ms") v *= 1000; print v}' |
+         sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+    [[ -n $us ]] || { echo "run.sh: ncu gave no duration for $k" >&2; return 1; }
+    # Bytes: 32 MiB of bf16 + the 9 MiB kivi4 block (default shape).
+    awk -v k="$k" -v us="$us" -v copy="$copy" 'BEGIN {
+      gbs = (32 + 9) * 1048576 / (us * 1e-6) / 1e9;
+      printf "%-22s %8.1f us %9.1f GB/s %5.0f%% of copy\n", k, us, gbs, 100 * gbs / copy }'
+  done
 }
 
 BENCH_ARGS=()
