@@ -244,20 +244,13 @@ absl::StatusOr<GpuCodec::DeviceBlocks> GpuCodec::EncodeManyOnDevice(
   if (cudaError_t e = cudaMemsetAsync(err, 0, 4 * n, S(stream_)); e != cudaSuccess) {
     return CudaError("memset", e);
   }
-  const KernelOptions ko{options_.kivi_tiles};
-  bool batch = n > 1 && ko.kivi_tiles;
-  for (size_t i = 1; batch && i < n; ++i) batch = KiviTileEncodeBatchable(ctxs[0], ctxs[i]);
-  auto launch = [&]() -> int {
-    if (batch) {
-      return static_cast<int>(LaunchKiviTileEncodeBatch(
-          reinterpret_cast<const EncodeCtx*>(meta->tail_device), ctxs, S(stream_)));
-    }
-    for (const EncodeCtx& c : ctxs) {
-      if (cudaError_t e = LaunchEncode(c, ko, S(stream_)); e != cudaSuccess) return static_cast<int>(e);
-    }
-    return 0;
-  };
-  if (auto s = Launch("encode launch", launch); !s.ok()) return s;
+  if (auto s = Launch("encode launch", [&] {
+        return static_cast<int>(LaunchEncodeMany(reinterpret_cast<const EncodeCtx*>(meta->tail_device),
+                                                 ctxs, KernelOptions{options_.kivi_tiles}, S(stream_)));
+      });
+      !s.ok()) {
+    return s;
+  }
   std::vector<uint32_t> bits(n);
   if (cudaError_t e = cudaMemcpyAsync(bits.data(), err, 4 * n, cudaMemcpyDeviceToHost, S(stream_));
       e != cudaSuccess) {
@@ -361,20 +354,13 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
   }
   if (n > 1) std::memcpy(meta->tail_host, ctxs.data(), sizeof(DecodeCtx) * n);
   if (auto s = FlushMeta(*meta); !s.ok()) return s;
-  const KernelOptions ko{options_.kivi_tiles};
-  bool batch = n > 1 && ko.kivi_tiles;
-  for (size_t i = 1; batch && i < n; ++i) batch = KiviTileDecodeBatchable(ctxs[0], ctxs[i]);
-  auto launch = [&]() -> int {
-    if (batch) {
-      return static_cast<int>(LaunchKiviTileDecodeBatch(
-          reinterpret_cast<const DecodeCtx*>(meta->tail_device), ctxs, S(stream_)));
-    }
-    for (const DecodeCtx& c : ctxs) {
-      if (cudaError_t e = LaunchDecode(c, ko, S(stream_)); e != cudaSuccess) return static_cast<int>(e);
-    }
-    return 0;
-  };
-  if (auto s = Launch("decode launch", launch); !s.ok()) return s;
+  if (auto s = Launch("decode launch", [&] {
+        return static_cast<int>(LaunchDecodeMany(reinterpret_cast<const DecodeCtx*>(meta->tail_device),
+                                                 ctxs, KernelOptions{options_.kivi_tiles}, S(stream_)));
+      });
+      !s.ok()) {
+    return s;
+  }
   if (auto s = Sync("decode"); !s.ok()) return s;
   RecordKernelTime();
   return absl::OkStatus();

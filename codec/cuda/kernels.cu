@@ -152,4 +152,32 @@ cudaError_t LaunchDecode(const DecodeCtx& c, const KernelOptions& options, cudaS
   return cudaGetLastError();
 }
 
+namespace {
+
+template <typename Ctx, typename One, typename Batchable, typename Batch>
+cudaError_t LaunchMany(const Ctx* device_ctxs, absl::Span<const Ctx> ctxs, const KernelOptions& options,
+                       cudaStream_t stream, One one, Batchable batchable, Batch batch) {
+  bool together = ctxs.size() > 1 && options.kivi_tiles;
+  for (size_t i = 1; together && i < ctxs.size(); ++i) together = batchable(ctxs[0], ctxs[i]);
+  if (together) return batch(device_ctxs, ctxs, stream);
+  for (const Ctx& c : ctxs) {
+    if (cudaError_t e = one(c, options, stream); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t LaunchEncodeMany(const EncodeCtx* device_ctxs, absl::Span<const EncodeCtx> ctxs,
+                             const KernelOptions& options, cudaStream_t stream) {
+  return LaunchMany(device_ctxs, ctxs, options, stream, LaunchEncode, KiviTileEncodeBatchable,
+                    LaunchKiviTileEncodeBatch);
+}
+
+cudaError_t LaunchDecodeMany(const DecodeCtx* device_ctxs, absl::Span<const DecodeCtx> ctxs,
+                             const KernelOptions& options, cudaStream_t stream) {
+  return LaunchMany(device_ctxs, ctxs, options, stream, LaunchDecode, KiviTileDecodeBatchable,
+                    LaunchKiviTileDecodeBatch);
+}
+
 }  // namespace kvhub::codec::cuda

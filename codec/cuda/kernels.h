@@ -25,6 +25,15 @@ cudaError_t LaunchEncode(const EncodeCtx& ctx, const KernelOptions& options, cud
 // Decode + scatter (+ RoPE) of every segment.
 cudaError_t LaunchDecode(const DecodeCtx& ctx, const KernelOptions& options, cudaStream_t stream);
 
+// Several blocks: one tiled launch when they all share a tile geometry (and
+// options.kivi_tiles), else LaunchEncode/LaunchDecode per block.
+// `device_ctxs` is a device copy of `ctxs`, read only by the one launch
+// (may be null for a single block).
+cudaError_t LaunchEncodeMany(const EncodeCtx* device_ctxs, absl::Span<const EncodeCtx> ctxs,
+                             const KernelOptions& options, cudaStream_t stream);
+cudaError_t LaunchDecodeMany(const DecodeCtx* device_ctxs, absl::Span<const DecodeCtx> ctxs,
+                             const KernelOptions& options, cudaStream_t stream);
+
 // The tiled kivi kernels (kivi_tile_kernels.cu): whether they take the block,
 // and their launchers (the whole body: padding, sinks, statistics, codes).
 bool KiviTileEncodeEligible(const EncodeCtx& ctx);
