@@ -208,8 +208,28 @@ std::vector<std::vector<int32_t>> PageLists(const HostCache& c, uint32_t tokens,
   return lists;
 }
 
-// Blocks of one prefix (consecutive positions: sinks only in the first, so
-// the blocks' layouts differ) decoded in one call, each as codec::Decode.
+// Blocks b = 0 .. lists.size() of a prefix starting at position 0 (sinks in
+// the first only, so the blocks' layouts differ), gathered from pages
+// lists[b] of `src` and encoded by the CPU codec.
+struct Prefix {
+  std::vector<PagedEncodeParams> params;
+  std::vector<std::vector<uint8_t>> blocks;
+};
+Prefix EncodePrefixOnCpu(const Case& k, HostCache* src, const std::vector<std::vector<int32_t>>& lists) {
+  Prefix p;
+  for (size_t b = 0; b < lists.size(); ++b) {
+    Case kb = k;
+    kb.base = static_cast<int64_t>(b) * k.tokens;
+    src->page_ids = lists[b];
+    std::vector<uint8_t> raw = Gather(*src, k.tokens);
+    p.params.push_back(Params(kb));
+    p.blocks.emplace_back();
+    EXPECT_TRUE(Encode(ViewOf(kb, p.params.back(), raw), p.params.back().codec, &p.blocks.back()).ok());
+  }
+  return p;
+}
+
+// Blocks of one prefix decoded in one call, each as codec::Decode.
 TEST_P(GpuCodecTest, DecodeManyToPagesMatchesCpuDecodeOfEachBlock) {
   REQUIRE_DEVICE();
   auto gpu = Codec();
@@ -225,16 +245,12 @@ TEST_P(GpuCodecTest, DecodeManyToPagesMatchesCpuDecodeOfEachBlock) {
     FillSentinel(&dst);
     const auto src_lists = PageLists(src, k.tokens, kBlocks, seed++);
     const auto dst_lists = PageLists(dst, k.tokens, kBlocks, seed++);
-    std::vector<std::vector<uint8_t>> blocks(kBlocks), want(kBlocks);
+    const std::vector<std::vector<uint8_t>> blocks = EncodePrefixOnCpu(k, &src, src_lists).blocks;
+    std::vector<std::vector<uint8_t>> want(kBlocks);
     std::vector<DecodeOptions> opts(kBlocks);
     KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
     for (uint32_t b = 0; b < kBlocks; ++b) {
-      Case kb = k;
-      kb.base = int64_t{b} * k.tokens;  // block b of a prefix starting at 0
-      src.page_ids = src_lists[b];
-      std::vector<uint8_t> raw = Gather(src, k.tokens);
-      ASSERT_TRUE(Encode(ViewOf(kb, Params(kb), raw), Params(kb).codec, &blocks[b]).ok());
-      if (k.dim % 2 == 0 && b == 1) opts[b].target_position = kb.base + 500;  // one block moves
+      if (k.dim % 2 == 0 && b == 1) opts[b].target_position = int64_t{b} * k.tokens + 500;  // one block moves
       want[b].resize(sh.RawBytes());
       ASSERT_TRUE(Decode(blocks[b], KvMutableView{sh, want[b].data(), want[b].size()}, opts[b]).ok());
     }
@@ -269,23 +285,14 @@ TEST_P(GpuCodecTest, EncodeManyFromPagesMatchesCpuEncodeOfEachBlock) {
     const uint32_t pages = kBlocks * PagesForTokens(k.tokens, k.page_tokens) + 2;
     HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
     const auto lists = PageLists(src, k.tokens, kBlocks, seed++);
-    std::vector<std::vector<uint8_t>> want(kBlocks);
-    std::vector<PagedEncodeParams> params;
-    for (uint32_t b = 0; b < kBlocks; ++b) {
-      Case kb = k;
-      kb.base = int64_t{b} * k.tokens;
-      src.page_ids = lists[b];
-      std::vector<uint8_t> raw = Gather(src, k.tokens);
-      ASSERT_TRUE(Encode(ViewOf(kb, Params(kb), raw), Params(kb).codec, &want[b]).ok());
-      params.push_back(Params(kb));
-    }
+    const Prefix want = EncodePrefixOnCpu(k, &src, lists);
     DeviceCache dev(src);
     ASSERT_TRUE(dev.ok());
     std::vector<absl::Span<const int32_t>> ids(lists.begin(), lists.end());
     std::vector<std::vector<uint8_t>> got;
-    ASSERT_TRUE(gpu->EncodeManyFromPages(dev.View(), ids, params, &got).ok());
+    ASSERT_TRUE(gpu->EncodeManyFromPages(dev.View(), ids, want.params, &got).ok());
     ASSERT_EQ(got.size(), kBlocks);
-    for (uint32_t b = 0; b < kBlocks; ++b) EXPECT_TRUE(got[b] == want[b]) << "block " << b;
+    for (uint32_t b = 0; b < kBlocks; ++b) EXPECT_TRUE(got[b] == want.blocks[b]) << "block " << b;
   }
 }
 
