@@ -6,6 +6,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "cachesvc/raw_messages.h"
 #include "cachesvc/request_validation.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -76,11 +77,6 @@ KvHubService::KvHubService(const KvhubdConfig& config, storage::BlockStore* stor
       store_(store),
       reservations_(reservations),
       metrics_(metrics) {
-  SetMessageAllocatorFor_Lookup(&lookup_alloc_);
-  SetMessageAllocatorFor_PutStart(&put_start_alloc_);
-  SetMessageAllocatorFor_PutCommit(&put_commit_alloc_);
-  SetMessageAllocatorFor_Put(&put_alloc_);
-  SetMessageAllocatorFor_Release(&release_alloc_);
 }
 
 void KvHubService::set_node_id(std::string id) {
@@ -122,22 +118,60 @@ grpc::Status KvHubService::DoLookup(const v1::LookupRequest& req, v1::LookupResp
   return grpc::Status::OK;
 }
 
-template <typename Handler>
-grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
-                                              Handler&& handler, GrantIds grants) {
+namespace {
+
+// A unary call's request and response: from a pool when there is one (returned to it
+// at the end of the call), else built for the call.
+template <typename Req, typename Resp>
+class CallMessages {
+ public:
+  explicit CallMessages(grpc::MessageAllocator<Req, Resp>* pool)
+      : holder_(pool != nullptr ? pool->AllocateMessages() : nullptr) {}
+  ~CallMessages() {
+    if (holder_ != nullptr) holder_->Release();
+  }
+  CallMessages(const CallMessages&) = delete;
+  CallMessages& operator=(const CallMessages&) = delete;
+  Req* request() { return holder_ != nullptr ? holder_->request() : &request_; }
+  Resp* response() { return holder_ != nullptr ? holder_->response() : &response_; }
+
+ private:
+  grpc::MessageHolder<Req, Resp>* const holder_;
+  Req request_;
+  Resp response_;
+};
+
+}  // namespace
+
+template <typename Req, typename Resp, typename Scope, typename Handler>
+grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, Rpc rpc,
+                                              grpc::MessageAllocator<Req, Resp>* pool,
+                                              const grpc::ByteBuffer* raw_req, grpc::ByteBuffer* raw_resp,
+                                              Scope&& scope, Handler&& handler) {
   absl::Time start = absl::Now();
-  InflightScope scope(this);
+  InflightScope inflight(this);
   if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
+  grpc::Status status;
+  {
+    CallMessages<Req, Resp> messages(pool);
+    const Req& req = *messages.request();
+    status = ParseRawRequest(raw_req, messages.request());
+    if (status.ok()) status = Admit(ctx, scope(req));
+    if (status.ok()) status = handler(req, messages.response());
+    if (status.ok()) status = SerializeRawResponse(*messages.response(), raw_resp);
+  }
+  return Finish(ctx, rpc, start, status);
+}
+
+grpc::Status KvHubService::Admit(const grpc::CallbackServerContext* ctx, const CallScope& scope) const {
   std::shared_ptr<const AuthGrant> grant;
-  if (grpc::Status a = Authorize(ctx, ns, false, &grant); !a.ok()) return Finish(ctx, rpc, start, a);
-  if (grant != nullptr && grants.ids != nullptr) {
-    for (uint64_t id : *grants.ids) {
-      if (absl::Status s = GrantAllowed(*grant, grants.access, id); !s.ok()) {
-        return Finish(ctx, rpc, start, ToGrpc(s));
-      }
+  if (grpc::Status a = Authorize(ctx, scope.ns, scope.every_namespace, &grant); !a.ok()) return a;
+  if (grant != nullptr && scope.grants.ids != nullptr) {
+    for (uint64_t id : *scope.grants.ids) {
+      if (absl::Status s = GrantAllowed(*grant, scope.grants.access, id); !s.ok()) return ToGrpc(s);
     }
   }
-  return Finish(ctx, rpc, start, handler());
+  return grpc::Status::OK;
 }
 
 absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const {
@@ -172,9 +206,11 @@ grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, con
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
-                                               v1::LookupResponse* resp) {
-  return Serve(ctx, Rpc::kLookup, &req->namespace_(), [&] { return DoLookup(*req, resp); });
+grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                               grpc::ByteBuffer* resp) {
+  return Serve<v1::LookupRequest, v1::LookupResponse>(
+      ctx, Rpc::kLookup, &lookup_alloc_, req, resp, [](const v1::LookupRequest& r) { return CallScope{&r.namespace_()}; },
+      [this](const v1::LookupRequest& r, v1::LookupResponse* out) { return DoLookup(r, out); });
 }
 
 // ---------------------------------------------------------------- PutStart
@@ -212,18 +248,21 @@ grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutSta
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx,
-                                                 const v1::PutStartRequest* req, v1::PutStartResponse* resp) {
-  return Serve(ctx, Rpc::kPutStart, &req->namespace_(), [&] { return DoPutStart(*req, resp); });
+grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                 grpc::ByteBuffer* resp) {
+  return Serve<v1::PutStartRequest, v1::PutStartResponse>(
+      ctx, Rpc::kPutStart, &put_start_alloc_, req, resp, [](const v1::PutStartRequest& r) { return CallScope{&r.namespace_()}; },
+      [this](const v1::PutStartRequest& r, v1::PutStartResponse* out) { return DoPutStart(r, out); });
 }
 
 // ---------------------------------------------------------------- PutData
 
-// Reads chunks and copies each into its reservation. The first bad chunk ends the
-// stream with its error (earlier chunks stay written; nothing is visible until commit).
-class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::PutDataChunk> {
+// Reads chunks and copies each into its reservation. The first bad chunk (one that does
+// not parse included) ends the stream with its error (earlier chunks stay written;
+// nothing is visible until commit).
+class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  PutDataReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, v1::PutDataResponse* resp)
+  PutDataReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp)
       : service_(service), resp_(resp), start_(absl::Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
@@ -234,13 +273,18 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       Done(a);
       return;
     }
-    StartRead(&chunk_);
+    StartRead(&raw_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // client half-closed (or the call is gone)
-      resp_->set_bytes_written(written_);
-      Done(grpc::Status::OK);
+      v1::PutDataResponse resp;
+      resp.set_bytes_written(written_);
+      Done(SerializeRawResponse(resp, resp_));
+      return;
+    }
+    if (grpc::Status ps = ParseRawRequest(&raw_, &chunk_); !ps.ok()) {
+      Done(ps);
       return;
     }
     absl::Status s = ValidatePutDataChunk(chunk_);
@@ -256,7 +300,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
       return;
     }
     written_ += chunk_.data().size();
-    StartRead(&chunk_);
+    StartRead(&raw_);
   }
 
   void OnDone() override {
@@ -271,16 +315,17 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<v1::Pu
   }
 
   KvHubService* const service_;
-  v1::PutDataResponse* const resp_;
+  grpc::ByteBuffer* const resp_;
   const absl::Time start_;
-  v1::PutDataChunk chunk_;
+  grpc::ByteBuffer raw_;     // the chunk as it arrived
+  v1::PutDataChunk chunk_;   // ... parsed
   std::shared_ptr<const AuthGrant> grant_;  // the caller's token (auth on), for each chunk's reservation
   uint64_t allowed_reservation_ = 0;  // the last reservation grant_ was checked against
   uint64_t written_ = 0;
 };
 
-grpc::ServerReadReactor<v1::PutDataChunk>* KvHubService::PutData(grpc::CallbackServerContext* ctx,
-                                                                 v1::PutDataResponse* resp) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* KvHubService::PutData(grpc::CallbackServerContext* ctx,
+                                                                 grpc::ByteBuffer* resp) {
   return new PutDataReactor(this, ctx, resp);
 }
 
@@ -309,10 +354,14 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx,
-                                                  const v1::PutCommitRequest* req, v1::PutCommitResponse* resp) {
-  return Serve(ctx, Rpc::kPutCommit, nullptr, [&] { return DoPutCommit(*req, resp); },
-               {storage::TransferAccess::kWrite, &req->reservation_ids()});
+grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                  grpc::ByteBuffer* resp) {
+  return Serve<v1::PutCommitRequest, v1::PutCommitResponse>(
+      ctx, Rpc::kPutCommit, &put_commit_alloc_, req, resp,
+      [](const v1::PutCommitRequest& r) {
+        return CallScope{nullptr, {storage::TransferAccess::kWrite, &r.reservation_ids()}};
+      },
+      [this](const v1::PutCommitRequest& r, v1::PutCommitResponse* out) { return DoPutCommit(r, out); });
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -332,10 +381,14 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx,
-                                                 const v1::PutAbortRequest* req, v1::PutAbortResponse* resp) {
-  return Serve(ctx, Rpc::kPutAbort, nullptr, [&] { return DoPutAbort(*req, resp); },
-               {storage::TransferAccess::kWrite, &req->reservation_ids()});
+grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                 grpc::ByteBuffer* resp) {
+  return Serve<v1::PutAbortRequest, v1::PutAbortResponse>(
+      ctx, Rpc::kPutAbort, nullptr, req, resp,
+      [](const v1::PutAbortRequest& r) {
+        return CallScope{nullptr, {storage::TransferAccess::kWrite, &r.reservation_ids()}};
+      },
+      [this](const v1::PutAbortRequest& r, v1::PutAbortResponse* out) { return DoPutAbort(r, out); });
 }
 
 // ---------------------------------------------------------------- Put (inline)
@@ -373,9 +426,11 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
-                                            v1::PutResponse* resp) {
-  return Serve(ctx, Rpc::kPut, &req->namespace_(), [&] { return DoPut(*req, resp); });
+grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) {
+  return Serve<v1::PutRequest, v1::PutResponse>(
+      ctx, Rpc::kPut, &put_alloc_, req, resp, [](const v1::PutRequest& r) { return CallScope{&r.namespace_()}; },
+      [this](const v1::PutRequest& r, v1::PutResponse* out) { return DoPut(r, out); });
 }
 
 // ---------------------------------------------------------------- Get
@@ -543,15 +598,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
   if (stopping()) return Finish(ctx, Rpc::kGet, start, StoppingStatus());
   thread_local v1::GetRequest request;  // reused: no allocation once warm
   request.Clear();
-  {
-    // The call owns its request buffer; parsing consumes it.
-    grpc::Status s = grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::GetRequest>(
-        const_cast<grpc::ByteBuffer*>(req), &request);
-    if (!s.ok()) {
-      return Finish(ctx, Rpc::kGet, start,
-                    grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
-    }
-  }
+  if (grpc::Status s = ParseRawRequest(req, &request); !s.ok()) return Finish(ctx, Rpc::kGet, start, s);
   if (grpc::Status a = Authorize(ctx, &request.namespace_()); !a.ok()) return Finish(ctx, Rpc::kGet, start, a);
   grpc::Status status;
   if (request.inline_data()) {
@@ -569,8 +616,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     google::protobuf::Arena& arena = ResponseArena();
     auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
     status = DoGet(request, response);
-    bool own = false;
-    if (status.ok()) status = grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::GetResponse>(*response, resp, &own);
+    if (status.ok()) status = SerializeRawResponse(*response, resp);
     arena.Reset();
   }
   return Finish(ctx, Rpc::kGet, start, status);
@@ -602,10 +648,8 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
       Done(StoppingStatus());
       return;
     }
-    grpc::Status ps = grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::GetRequest>(
-        const_cast<grpc::ByteBuffer*>(req), &req_);
-    if (!ps.ok()) {
-      Done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "GetRequest does not parse"));
+    if (grpc::Status ps = ParseRawRequest(req, &req_); !ps.ok()) {
+      Done(ps);
       return;
     }
     if (grpc::Status a = service_->Authorize(ctx, &req_.namespace_()); !a.ok()) {
@@ -774,10 +818,12 @@ grpc::Status KvHubService::DoRelease(const v1::ReleaseRequest& req, v1::ReleaseR
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
-                                                v1::ReleaseResponse* resp) {
-  return Serve(ctx, Rpc::kRelease, nullptr, [&] { return DoRelease(*req, resp); },
-               {storage::TransferAccess::kRead, &req->lease_ids()});
+grpc::ServerUnaryReactor* KvHubService::Release(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                grpc::ByteBuffer* resp) {
+  return Serve<v1::ReleaseRequest, v1::ReleaseResponse>(
+      ctx, Rpc::kRelease, &release_alloc_, req, resp,
+      [](const v1::ReleaseRequest& r) { return CallScope{nullptr, {storage::TransferAccess::kRead, &r.lease_ids()}}; },
+      [this](const v1::ReleaseRequest& r, v1::ReleaseResponse* out) { return DoRelease(r, out); });
 }
 
 grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp) {
@@ -789,9 +835,11 @@ grpc::Status KvHubService::DoDelete(const v1::DeleteRequest& req, v1::DeleteResp
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
-                                               v1::DeleteResponse* resp) {
-  return Serve(ctx, Rpc::kDelete, &req->namespace_(), [&] { return DoDelete(*req, resp); });
+grpc::ServerUnaryReactor* KvHubService::Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                               grpc::ByteBuffer* resp) {
+  return Serve<v1::DeleteRequest, v1::DeleteResponse>(
+      ctx, Rpc::kDelete, nullptr, req, resp, [](const v1::DeleteRequest& r) { return CallScope{&r.namespace_()}; },
+      [this](const v1::DeleteRequest& r, v1::DeleteResponse* out) { return DoDelete(r, out); });
 }
 
 grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* resp) {
@@ -803,9 +851,11 @@ grpc::Status KvHubService::DoPin(const v1::PinRequest& req, v1::PinResponse* res
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
-                                            v1::PinResponse* resp) {
-  return Serve(ctx, Rpc::kPin, &req->namespace_(), [&] { return DoPin(*req, resp); });
+grpc::ServerUnaryReactor* KvHubService::Pin(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) {
+  return Serve<v1::PinRequest, v1::PinResponse>(
+      ctx, Rpc::kPin, nullptr, req, resp, [](const v1::PinRequest& r) { return CallScope{&r.namespace_()}; },
+      [this](const v1::PinRequest& r, v1::PinResponse* out) { return DoPin(r, out); });
 }
 
 // ---------------------------------------------------------------- Stats / Health
@@ -856,17 +906,34 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
-                                              v1::StatsResponse* resp) {
-  return Serve(ctx, Rpc::kStats, nullptr, [&] { return DoStats(resp); });
+grpc::ServerUnaryReactor* KvHubService::Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                              grpc::ByteBuffer* resp) {
+  return Serve<v1::StatsRequest, v1::StatsResponse>(
+      ctx, Rpc::kStats, nullptr, req, resp, [](const v1::StatsRequest&) { return CallScope{}; },
+      [this](const v1::StatsRequest&, v1::StatsResponse* out) { return DoStats(out); });
 }
 
-grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
-                                               v1::HealthResponse* resp) {
+grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                grpc::ByteBuffer* resp) {
+  return Serve<v1::ConnectRequest, v1::ConnectResponse>(
+      ctx, Rpc::kConnect, nullptr, req, resp,
+      [](const v1::ConnectRequest&) { return CallScope{nullptr, {}, /*every_namespace=*/true}; },
+      [this](const v1::ConnectRequest& r, v1::ConnectResponse* out) { return DoConnect(r, out); });
+}
+
+// Not through Serve: Health answers without a token and while stopping (DRAINING).
+grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                               grpc::ByteBuffer* resp) {
   absl::Time start = absl::Now();
-  resp->set_state(draining() ? v1::HealthResponse::DRAINING : v1::HealthResponse::SERVING);
-  resp->set_node_id(node_id());
-  return Finish(ctx, Rpc::kHealth, start, grpc::Status::OK);
+  v1::HealthRequest request;
+  grpc::Status status = ParseRawRequest(req, &request);
+  if (status.ok()) {
+    v1::HealthResponse response;
+    response.set_state(draining() ? v1::HealthResponse::DRAINING : v1::HealthResponse::SERVING);
+    response.set_node_id(node_id());
+    status = SerializeRawResponse(response, resp);
+  }
+  return Finish(ctx, Rpc::kHealth, start, status);
 }
 
 }  // namespace kvhub::cachesvc

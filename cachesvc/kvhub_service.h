@@ -42,17 +42,18 @@
 
 namespace kvhub::cachesvc {
 
-// The generated KvHub::CallbackService with Get and GetStream registered in their raw
-// (ByteBuffer) forms, so block bytes go out straight from the leased region (zero-copy);
-// every other method is typed. (Spelled out rather than layering WithRawCallbackMethod_Get
-// over CallbackService, whose typed callback Get it would hide.)
-using KvHubCallbackBase = v1::KvHub::WithCallbackMethod_Lookup<v1::KvHub::WithCallbackMethod_PutStart<
-    v1::KvHub::WithCallbackMethod_PutData<v1::KvHub::WithCallbackMethod_PutCommit<
-        v1::KvHub::WithCallbackMethod_PutAbort<v1::KvHub::WithCallbackMethod_Put<v1::KvHub::WithRawCallbackMethod_Get<
-            v1::KvHub::WithRawCallbackMethod_GetStream<v1::KvHub::WithCallbackMethod_Release<
-                v1::KvHub::WithCallbackMethod_Delete<v1::KvHub::WithCallbackMethod_Pin<v1::KvHub::WithCallbackMethod_Stats<
-                    v1::KvHub::WithCallbackMethod_Health<v1::KvHub::WithCallbackMethod_Connect<
-                        v1::KvHub::WithCallbackMethod_Session<v1::KvHub::Service>>>>>>>>>>>>>>>;
+// The generated KvHub service with every method registered in its raw (ByteBuffer) form:
+// Get and GetStream so block bytes go out straight from the leased region (zero-copy),
+// and all of them so a request that does not parse gets INVALID_ARGUMENT with a message
+// (cachesvc/raw_messages.h) instead of gRPC's bare UNIMPLEMENTED.
+using KvHubCallbackBase = v1::KvHub::WithRawCallbackMethod_Lookup<v1::KvHub::WithRawCallbackMethod_PutStart<
+    v1::KvHub::WithRawCallbackMethod_PutData<v1::KvHub::WithRawCallbackMethod_PutCommit<
+        v1::KvHub::WithRawCallbackMethod_PutAbort<v1::KvHub::WithRawCallbackMethod_Put<
+            v1::KvHub::WithRawCallbackMethod_Get<v1::KvHub::WithRawCallbackMethod_GetStream<
+                v1::KvHub::WithRawCallbackMethod_Release<v1::KvHub::WithRawCallbackMethod_Delete<
+                    v1::KvHub::WithRawCallbackMethod_Pin<v1::KvHub::WithRawCallbackMethod_Stats<
+                        v1::KvHub::WithRawCallbackMethod_Health<v1::KvHub::WithRawCallbackMethod_Connect<
+                            v1::KvHub::WithRawCallbackMethod_Session<v1::KvHub::Service>>>>>>>>>>>>>>>;
 
 // The grant ids a by-id call names (KvHubService::Serve): reservation ids (kWrite)
 // or lease ids (kRead); none when `ids` is null.
@@ -98,43 +99,47 @@ class KvHubService final : public KvHubCallbackBase {
   // Calls being handled now: unary handlers while they run, streams until they are done.
   int inflight() const { return inflight_.load(std::memory_order_acquire); }
 
-  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* ctx, const v1::LookupRequest* req,
-                                   v1::LookupResponse* resp) override;
-  grpc::ServerUnaryReactor* PutStart(grpc::CallbackServerContext* ctx, const v1::PutStartRequest* req,
-                                     v1::PutStartResponse* resp) override;
-  grpc::ServerReadReactor<v1::PutDataChunk>* PutData(grpc::CallbackServerContext* ctx,
-                                                     v1::PutDataResponse* resp) override;
-  grpc::ServerUnaryReactor* PutCommit(grpc::CallbackServerContext* ctx, const v1::PutCommitRequest* req,
-                                      v1::PutCommitResponse* resp) override;
-  grpc::ServerUnaryReactor* PutAbort(grpc::CallbackServerContext* ctx, const v1::PutAbortRequest* req,
-                                     v1::PutAbortResponse* resp) override;
-  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
-                                v1::PutResponse* resp) override;
-  // Raw Get: parses the GetRequest; inline_data responses are assembled from slices that
-  // point into the leased region (each lease is released when gRPC drops its slice);
-  // otherwise DoGet's response is serialized.
+  // The RPCs. Each parses its request (INVALID_ARGUMENT when it does not), checks the
+  // caller's token, runs its Do* handler below and serializes the response.
+  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* PutStart(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
+  // A stream of PutDataChunk; a chunk that does not parse ends it with INVALID_ARGUMENT.
+  grpc::ServerReadReactor<grpc::ByteBuffer>* PutData(grpc::CallbackServerContext* ctx,
+                                                     grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* PutCommit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* PutAbort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                grpc::ByteBuffer* resp) override;
+  // Get: inline_data responses are assembled from slices that point into the leased
+  // region (each lease is released when gRPC drops its slice); otherwise DoGet's
+  // response is serialized.
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                 grpc::ByteBuffer* resp) override;
-  // Raw GetStream: each GetChunk is a small framing slice plus a zero-copy slice over
+  // GetStream: each GetChunk is a small framing slice plus a zero-copy slice over
   // the leased block; the block's lease ends when gRPC has dropped all of its chunks.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GetStream(grpc::CallbackServerContext* ctx,
                                                         const grpc::ByteBuffer* req) override;
-  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
-                                    v1::ReleaseResponse* resp) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
-                                   v1::DeleteResponse* resp) override;
-  grpc::ServerUnaryReactor* Pin(grpc::CallbackServerContext* ctx, const v1::PinRequest* req,
-                                v1::PinResponse* resp) override;
-  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
-                                  v1::StatsResponse* resp) override;
-  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
-                                   v1::HealthResponse* resp) override;
-  grpc::ServerUnaryReactor* Connect(grpc::CallbackServerContext* ctx, const v1::ConnectRequest* req,
-                                    v1::ConnectResponse* resp) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                    grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Pin(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                  grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Connect(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                    grpc::ByteBuffer* resp) override;
   // Watches a UCX connection: when the client ends the stream (or its gRPC
-  // connection breaks), the connection is closed (proto: SessionRequest).
-  grpc::ServerWriteReactor<v1::SessionEvent>* Session(grpc::CallbackServerContext* ctx,
-                                                      const v1::SessionRequest* req) override;
+  // connection breaks), the connection is closed (proto: SessionRequest; a stream
+  // of SessionEvent).
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Session(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* req) override;
   // Session streams open now.
   uint64_t ucx_sessions() const ABSL_LOCKS_EXCLUDED(sessions_mu_);
   // True when a Session stream watches UCX connection `conn_id`.
@@ -203,15 +208,25 @@ class KvHubService final : public KvHubCallbackBase {
   // Drops one reference; the last one releases the lease.
   static void ReleaseSliceLease(void* arg);
 
-  // One unary RPC: latency timing, in-flight accounting, refusal while stopping,
-  // then `handler()` (returning grpc::Status) and Finish.
-  // `ns`: the request's namespace, which the caller's token must allow (nullptr:
-  // any valid token will do). `grants`: the reservation ids (kWrite) or lease ids
-  // (kRead) of a by-id call, each live one of which must belong to a namespace the
-  // token allows (PERMISSION_DENIED naming the id; unknown ids are left to the call).
-  template <typename Handler>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, const std::string* ns,
-                                  Handler&& handler, GrantIds grants = {});
+  // What a unary call touches, for the token check (Admit).
+  struct CallScope {
+    const std::string* ns = nullptr;  // the request's namespace (nullptr: any valid token will do)
+    GrantIds grants;                  // the reservation or lease ids of a by-id call
+    bool every_namespace = false;     // the call needs a '*' token (Connect)
+  };
+  // The token check of a unary call: Authorize (`ns`, `every_namespace`), then every
+  // live id of `grants` must belong to a namespace the token allows (PERMISSION_DENIED
+  // naming the id; unknown ids are left to the call).
+  grpc::Status Admit(const grpc::CallbackServerContext* ctx, const CallScope& scope) const;
+  // One unary RPC: latency timing, in-flight accounting, refusal while stopping, the
+  // request parsed from `raw_req` (INVALID_ARGUMENT if it does not parse), Admit with
+  // `scope(req)`, then `handler(req, &resp)` (returning grpc::Status), the response
+  // serialized into `raw_resp`, and Finish. The messages come from `pool` (recycled
+  // between calls) or, when it is null, are built for the call.
+  template <typename Req, typename Resp, typename Scope, typename Handler>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Rpc rpc, grpc::MessageAllocator<Req, Resp>* pool,
+                                  const grpc::ByteBuffer* raw_req, grpc::ByteBuffer* raw_resp, Scope&& scope,
+                                  Handler&& handler);
   // With auth on: UNAUTHENTICATED without a valid token; PERMISSION_DENIED when it
   // does not allow `ns` (if given) or, with `every_namespace`, is not a '*' token.
   // OK when auth is off.
@@ -255,6 +270,7 @@ class KvHubService final : public KvHubCallbackBase {
     KvHubService* const s_;
   };
 
+  // Recycled messages of the data path's unary calls (Serve's `pool`).
   PooledMessageAllocator<v1::LookupRequest, v1::LookupResponse> lookup_alloc_;
   PooledMessageAllocator<v1::PutStartRequest, v1::PutStartResponse, /*kArenaResponse=*/true> put_start_alloc_;
   PooledMessageAllocator<v1::PutCommitRequest, v1::PutCommitResponse> put_commit_alloc_;

@@ -1,9 +1,10 @@
-// KvHubService: the Connect RPC of the UCX data plane (cachesvc/ucx_server.h).
-// Kept apart from kvhub_service.cc: it is the only handler that depends on UCX.
+// KvHubService: the UCX parts of the service: Connect's handler (DoConnect; cachesvc/ucx_server.h),
+// the Session streams that watch UCX connections, and the calls served over UCX.
 
 #include "cachesvc/kvhub_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "cachesvc/raw_messages.h"
 #include "common/log.h"
 #include "google/protobuf/arena.h"
 
@@ -18,22 +19,9 @@ grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectR
   return st;
 }
 
-grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx, const v1::ConnectRequest* req,
-                                                v1::ConnectResponse* resp) {
-  absl::Time start = absl::Now();
-  InflightScope scope(this);
-  if (stopping()) {
-    return Finish(ctx, Rpc::kConnect, start, StoppingStatus());
-  }
-  if (grpc::Status a = Authorize(ctx, nullptr, /*every_namespace=*/true); !a.ok()) {
-    return Finish(ctx, Rpc::kConnect, start, a);
-  }
-  return Finish(ctx, Rpc::kConnect, start, DoConnect(*req, resp));
-}
-
 // One Session stream. Lives until OnDone and until BeginStop's reference (if
 // any) is dropped; ends once (End), by the client's cancel, a refusal or BeginStop.
-class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
+class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   SessionReactor(KvHubService* service, uint64_t conn_id, std::string authorization)
       : service_(service), conn_id_(conn_id), authorization_(std::move(authorization)) {}
@@ -75,10 +63,12 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
                  false);
     }
     // Tell the client the shard watches the connection now.
+    v1::SessionEvent open;
+    open.set_open(true);
+    if (grpc::Status st = SerializeRawResponse(open, &open_event_); !st.ok()) return End(st, /*close=*/true);
     absl::MutexLock l(&mu_);
     if (claimed_) return;  // BeginStop got there first
     writing_ = true;
-    open_event_.set_open(true);
     StartWrite(&open_event_);
   }
 
@@ -141,7 +131,7 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
   const std::string authorization_;
   bool registered_ = false;  // set in Start, before any reaction can run
   std::atomic<int> refs_{1};  // gRPC's (dropped in OnDone), plus BeginStop's while it ends the stream
-  v1::SessionEvent open_event_;
+  grpc::ByteBuffer open_event_;  // a serialized SessionEvent{open: true}
   absl::Mutex mu_;
   bool claimed_ ABSL_GUARDED_BY(mu_) = false;  // End has begun (once)
   bool ended_ ABSL_GUARDED_BY(mu_) = false;    // ... and decided the status
@@ -149,13 +139,16 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<v1::S
   grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
 };
 
-grpc::ServerWriteReactor<v1::SessionEvent>* KvHubService::Session(grpc::CallbackServerContext* ctx,
-                                                                  const v1::SessionRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvHubService::Session(grpc::CallbackServerContext* ctx,
+                                                                  const grpc::ByteBuffer* req) {
   const auto& md = ctx->client_metadata();
   const auto it = md.find(std::string(kAuthMetadataKey));
-  auto* r = new SessionReactor(this, req->conn_id(),
+  v1::SessionRequest request;
+  grpc::Status admitted = ParseRawRequest(req, &request);
+  if (admitted.ok()) admitted = Authorize(ctx, nullptr);
+  auto* r = new SessionReactor(this, request.conn_id(),
                                it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()));
-  r->Start(Authorize(ctx, nullptr));
+  r->Start(admitted);
   return r;
 }
 
@@ -239,7 +232,7 @@ absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
   thread_local v1::GetRequest req;  // reused: no allocation once warm
   req.Clear();
   if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
-    return absl::InvalidArgumentError("GetRequest does not parse");
+    return absl::InvalidArgumentError(UnparseableRequestMessage(req.GetTypeName()));
   }
   if (req.inline_data()) {
     return absl::InvalidArgumentError("a Get called over UCX returns leases only (inline_data=false); "
@@ -260,7 +253,7 @@ absl::StatusOr<std::string> KvHubService::UcxRelease(absl::string_view request) 
   req.Clear();
   resp.Clear();
   if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
-    return absl::InvalidArgumentError("ReleaseRequest does not parse");
+    return absl::InvalidArgumentError(UnparseableRequestMessage(req.GetTypeName()));
   }
   const grpc::Status st = DoRelease(req, &resp);
   if (!st.ok()) return FromGrpc(st);

@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -24,9 +25,12 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cachesvc/kvhubd_config.h"
 #include "cachesvc/kvhubd_server.h"
 #include "common/log.h"
+#include "google/protobuf/stubs/logging.h"
 
 ABSL_FLAG(std::string, config, "", "config file of `key = value` lines (# comments); flags override it");
 ABSL_FLAG(bool, print_config, false, "print the effective config as `key = value` lines and exit");
@@ -145,6 +149,24 @@ void RaiseOpenFileLimit() {
   }
 }
 
+// libprotobuf's own messages (it logs, for example, every request whose string field is
+// not valid UTF-8, which a client can send at will) go into kvhubd's log as warnings,
+// at most one a second; the line after a gap says how many were left out.
+void ProtobufLogToKvhubLog(google::protobuf::LogLevel level, const char* file, int line, const std::string& msg) {
+  static std::atomic<int64_t> last_second{0};
+  static std::atomic<uint64_t> left_out{0};
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  int64_t last = last_second.load(std::memory_order_relaxed);
+  if (level != google::protobuf::LOGLEVEL_FATAL &&
+      (now == last || !last_second.compare_exchange_strong(last, now, std::memory_order_relaxed))) {
+    left_out.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const uint64_t skipped = left_out.exchange(0, std::memory_order_relaxed);
+  KVHUB_LOG(warn, "libprotobuf {}:{}: {}{}", file, line, msg,
+            skipped == 0 ? std::string() : absl::StrCat(" (", skipped, " earlier protobuf messages left out)"));
+}
+
 int Fail(int code, const std::string& msg) {
   std::fprintf(stderr, "kvhubd: %s\n", msg.c_str());
   return code;
@@ -157,6 +179,7 @@ int main(int argc, char** argv) {
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   // Logs go to stderr; stdout carries only the ready line.
   kvhub::LogToStderr("kvhubd");
+  google::protobuf::SetLogHandler(&ProtobufLogToKvhubLog);
   // An empty value reads as "not set" below: `--grpc_address=$UNSET` must not
   // quietly mean the default port, so the command line may not carry one.
   for (int i = 1; i < argc; ++i) {

@@ -3,6 +3,14 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/client_callback.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +21,57 @@ namespace kvhub::testing {
 namespace {
 
 using ::testing::HasSubstr;
+
+// One call of any kind (unary or streaming) with hand-made request bytes: writes each
+// of `messages`, half-closes, reads until the server finishes. What a client with a
+// broken protobuf library, or a hostile one, sends.
+class RawCall final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  static grpc::Status Run(const std::string& address, const std::string& method,
+                          std::vector<std::string> messages) {
+    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    grpc::GenericStub stub(channel);
+    RawCall call(std::move(messages));
+    call.ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    stub.PrepareBidiStreamingCall(&call.ctx_, method, grpc::StubOptions(), &call);
+    call.StartRead(&call.in_);
+    call.WriteNext();
+    call.StartCall();
+    call.done_.WaitForNotification();
+    return call.status_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (ok) WriteNext();
+  }
+  void OnWritesDoneDone(bool) override {}
+  void OnReadDone(bool ok) override {
+    if (ok) StartRead(&in_);
+  }
+  void OnDone(const grpc::Status& s) override {
+    status_ = s;
+    done_.Notify();
+  }
+
+ private:
+  explicit RawCall(std::vector<std::string> messages) : messages_(std::move(messages)) {}
+  void WriteNext() {
+    if (next_ == messages_.size()) {
+      StartWritesDone();
+      return;
+    }
+    grpc::Slice slice(messages_[next_++]);
+    out_ = grpc::ByteBuffer(&slice, 1);
+    StartWrite(&out_);
+  }
+
+  grpc::ClientContext ctx_;
+  std::vector<std::string> messages_;
+  size_t next_ = 0;
+  grpc::ByteBuffer out_, in_;
+  grpc::Status status_;
+  absl::Notification done_;
+};
 
 constexpr int kStored = 8;
 constexpr size_t kBlockBytes = 64 << 10;
@@ -265,6 +324,48 @@ TEST_F(KvhubdValidationTest, PutDataOutOfBoundsAndUnknownReservation) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(stub_->PutAbort(&ctx, abort_req, &abort_resp).ok());
   EXPECT_EQ(abort_resp.items(0).code(), 0);
+}
+
+// gRPC's typed handlers answer a request that does not parse with UNIMPLEMENTED and
+// no message; kvhubd parses every request itself and says what is wrong.
+TEST_F(KvhubdValidationTest, RequestsThatDoNotParseGetInvalidArgument) {
+  // Field 1, length-delimited, 16 bytes announced and 3 sent: no message parses it.
+  const std::string truncated("\x0a\x10" "abc", 5);
+  // LookupRequest-shaped bytes: namespace (field 1) "\xff\xfe", not UTF-8, then one key.
+  const std::string not_utf8 = std::string("\x0a\x02\xff\xfe\x12\x10", 6) + TestKey(0);
+  struct Case {
+    const char* method;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"Lookup", "kvhub.v1.LookupRequest"},       {"PutStart", "kvhub.v1.PutStartRequest"},
+      {"PutData", "kvhub.v1.PutDataChunk"},        {"PutCommit", "kvhub.v1.PutCommitRequest"},
+      {"PutAbort", "kvhub.v1.PutAbortRequest"},    {"Put", "kvhub.v1.PutRequest"},
+      {"Get", "kvhub.v1.GetRequest"},              {"GetStream", "kvhub.v1.GetRequest"},
+      {"Release", "kvhub.v1.ReleaseRequest"},      {"Delete", "kvhub.v1.DeleteRequest"},
+      {"Pin", "kvhub.v1.PinRequest"},              {"Stats", "kvhub.v1.StatsRequest"},
+      {"Health", "kvhub.v1.HealthRequest"},        {"Connect", "kvhub.v1.ConnectRequest"},
+      {"Session", "kvhub.v1.SessionRequest"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.method);
+    const std::string method = std::string("/kvhub.v1.KvHub/") + c.method;
+    grpc::Status s = RawCall::Run(proc_->grpc_address(), method, {truncated});
+    ExpectInvalid(s, (std::string("does not parse as ") + c.message).c_str());
+  }
+  for (const char* m : {"Lookup", "Get", "Delete", "Pin"}) {
+    SCOPED_TRACE(m);
+    grpc::Status s = RawCall::Run(proc_->grpc_address(), std::string("/kvhub.v1.KvHub/") + m, {not_utf8});
+    ExpectInvalid(s, "not valid UTF-8");
+  }
+  // A PutData stream whose second chunk does not parse ends with that error.
+  grpc::Status s = RawCall::Run(proc_->grpc_address(), "/kvhub.v1.KvHub/PutData", {std::string(), truncated});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  // The same bytes, well formed, are served (the parse is not what refuses them).
+  v1::LookupRequest ok;
+  ok.set_namespace_("tenant");
+  ok.set_keys(TestKey(0));
+  EXPECT_TRUE(RawCall::Run(proc_->grpc_address(), "/kvhub.v1.KvHub/Lookup", {ok.SerializeAsString()}).ok());
 }
 
 }  // namespace
