@@ -116,6 +116,14 @@ struct KvhubdConfig {
   // expiry_interval). 0 keeps such connections until UCX fails them (clients
   // older than the Session RPC). Default 10000.
   absl::Duration ucx_session_grace = absl::Milliseconds(10000);
+  // Try each client's UCX worker address (Connect) in a throwaway process before
+  // the shard's worker is given it (transport/ucx_address_vetter.h): UCX 1.13
+  // trusts addresses, and some malformed ones crash the process inside
+  // ucp_ep_create, which would lose the cache. An address that crashes or hangs
+  // the probe is refused with INVALID_ARGUMENT. Costs one small process forked at
+  // start and ~10 ms per new client worker (a reconnect with the same worker is
+  // remembered). Default true.
+  bool ucx_vet_addresses = true;
 
   // Security (docs/operations.md, "Authentication and TLS"). All empty by default:
   // anyone who reaches the gRPC port may read and write every namespace, over

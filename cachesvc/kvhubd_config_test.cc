@@ -145,6 +145,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ucx_shm_regions = false;
   a.ucx_probe_interval = absl::Milliseconds(250);
   a.ucx_session_grace = absl::Seconds(5);
+  a.ucx_vet_addresses = false;
   a.auth_tokens_file = "/etc/kvhub/tokens";
   a.auth_reload_interval = absl::Seconds(3);
   a.tls_cert_file = "/etc/kvhub/shard.pem";
@@ -161,7 +162,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 48u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 49u);
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

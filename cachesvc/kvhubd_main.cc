@@ -78,6 +78,7 @@ KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default 
 KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");
 KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions (one-sided local reads/writes); default true");
 KVHUB_CONFIG_FLAG(ucx_session_grace_ms, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000");
+KVHUB_CONFIG_FLAG(ucx_vet_addresses, "try each client's UCX worker address in a throwaway process first; one that crashes UCX there is refused instead of taking the shard down; default true");
 KVHUB_CONFIG_FLAG(ucx_probe_ms, "shared memory in ucx_tls: ping the shard's own UCX worker this often, replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000");
 KVHUB_CONFIG_FLAG(auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication");
 KVHUB_CONFIG_FLAG(auth_reload_ms, "re-read auth_tokens_file this often and put a changed file in force (SIGHUP: at once); 0 = only on SIGHUP; default 10000");
@@ -115,7 +116,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(gpu_tier_bytes),        KVHUB_FLAG_REF(check_memory_limit),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
     KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
-    KVHUB_FLAG_REF(ucx_probe_ms),          KVHUB_FLAG_REF(ucx_session_grace_ms),
+    KVHUB_FLAG_REF(ucx_probe_ms),          KVHUB_FLAG_REF(ucx_session_grace_ms), KVHUB_FLAG_REF(ucx_vet_addresses),
     KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(auth_reload_ms),
     KVHUB_FLAG_REF(tls_cert_file),
     KVHUB_FLAG_REF(tls_key_file),          KVHUB_FLAG_REF(tls_client_ca_file),
@@ -230,8 +231,12 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Forked now, while this process has one thread and no UCX (see the vetter's header).
+  absl::StatusOr<std::unique_ptr<kvhub::transport::UcxAddressVetter>> vetter =
+      kvhub::cachesvc::UcxServer::StartAddressVetter(config);
+  if (!vetter.ok()) return Fail(1, vetter.status().ToString());
   absl::StatusOr<std::unique_ptr<kvhub::cachesvc::KvhubdServer>> server =
-      kvhub::cachesvc::KvhubdServer::Start(config);
+      kvhub::cachesvc::KvhubdServer::Start(config, *std::move(vetter));
   if (!server.ok()) return Fail(absl::IsInvalidArgument(server.status()) ? 2 : 1, server.status().ToString());
 
   const std::string ready = (*server)->ReadyLine();

@@ -43,7 +43,8 @@ std::string Hostname() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdConfig& config) {
+absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(
+    const KvhubdConfig& config, std::unique_ptr<transport::UcxAddressVetter> ucx_vetter) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   {
     const MemoryLimit limit = ReadMemoryLimit();
@@ -83,7 +84,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   }
 
   // UCX first: with shared memory it allocates the store's regions (ucx_shm_regions).
-  srv->ucx_ = UcxServer::Create(config);
+  srv->ucx_ = UcxServer::Create(config, std::move(ucx_vetter));
   absl::StatusOr<std::unique_ptr<storage::BlockStore>> store = absl::UnavailableError("not created");
   if (storage::RegionProvider provider = srv->ucx_->RegionProvider(); provider != nullptr) {
     store = storage::BlockStore::Create(config.store, nullptr, std::move(provider));
@@ -330,6 +331,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_connections = ucx_->connections();
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
+  in.ucx_refused_addresses = ucx_->refused_addresses();
   if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
     in.max_fds = fds->soft;
     in.open_fds = CountOpenFiles();

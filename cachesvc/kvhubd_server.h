@@ -39,8 +39,11 @@ class KvhubdServer {
  public:
   // Validates `config`, allocates the store, binds and starts everything.
   // INVALID_ARGUMENT for a bad config; RESOURCE_EXHAUSTED when memory cannot be had;
-  // UNAVAILABLE when an address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<KvhubdServer>> Start(const KvhubdConfig& config);
+  // UNAVAILABLE when an address cannot be bound. `ucx_vetter`: the UCX address
+  // vetter from UcxServer::StartAddressVetter (started earlier, while the process
+  // was single-threaded), or null.
+  static absl::StatusOr<std::unique_ptr<KvhubdServer>> Start(
+      const KvhubdConfig& config, std::unique_ptr<transport::UcxAddressVetter> ucx_vetter = nullptr);
   ~KvhubdServer();
 
   const std::string& grpc_address() const { return grpc_address_; }

@@ -335,6 +335,9 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   Header(&out, "kvhub_ucx_worker_resets_total", "counter",
          "UCX workers replaced because they stopped receiving over shared memory (a client killed mid-send)");
   absl::StrAppend(&out, "kvhub_ucx_worker_resets_total ", in.ucx_worker_resets, "\n");
+  Header(&out, "kvhub_ucx_refused_addresses_total", "counter",
+         "client UCX worker addresses refused at Connect because they crashed or hung a probe process");
+  absl::StrAppend(&out, "kvhub_ucx_refused_addresses_total ", in.ucx_refused_addresses, "\n");
   if (in.auth_on) {
     Header(&out, "kvhub_auth_tokens", "gauge", "bearer tokens in force (auth_tokens_file)");
     absl::StrAppend(&out, "kvhub_auth_tokens ", in.auth_tokens, "\n");

@@ -34,6 +34,7 @@ struct UcxServer::State {
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
   std::unique_ptr<UcxProbe> probe;        // with shared memory and ucx_probe_ms > 0
+  std::unique_ptr<transport::UcxAddressVetter> vetter;  // ucx_vet_addresses: Connect's check
   absl::Duration probe_interval;
   std::string tls;
   bool shm = false;               // ucx_tls names shared memory
@@ -72,7 +73,40 @@ bool UcxServer::serving() const {
 #endif
 }
 
-std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
+namespace {
+
+// The UCX configuration of the serving worker's context (UcxServer::Create; the
+// address vetter's probes use the same).
+transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
+  transport::UcxConfig uc;
+  uc.enabled = true;
+  uc.tls = config.ucx_tls;
+  // Shared memory only when named explicitly: UCX 1.13 has no peer failure
+  // detection there (docs/transport.md); elsewhere every endpoint must have it.
+  uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config.ucx_tls);
+  return uc;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> UcxServer::StartAddressVetter(
+    const KvhubdConfig& config) {
+  if (!config.ucx_enabled || !config.ucx_vet_addresses) return nullptr;
+#ifdef KVHUB_HAVE_UCX
+  absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v =
+      transport::UcxAddressVetter::Start(ServingUcxConfig(config), {});
+  if (!v.ok()) {
+    return absl::Status(v.status().code(),
+                        absl::StrCat(v.status().message(), " (ucx_vet_addresses=false runs without it)"));
+  }
+  return v;
+#else
+  return nullptr;
+#endif
+}
+
+std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config,
+                                             std::unique_ptr<transport::UcxAddressVetter> vetter) {
   std::unique_ptr<UcxServer> s(new UcxServer());
   if (!config.ucx_enabled) {
     s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
@@ -84,13 +118,8 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   KVHUB_LOG(warn, "ucx: off: {}; gRPC only", s->status_text_);
   return s;
 #else
-  transport::UcxConfig uc;
-  uc.enabled = true;
-  uc.tls = config.ucx_tls;
-  // Shared memory only when named explicitly: UCX 1.13 has no peer failure
-  // detection there (docs/transport.md); elsewhere every endpoint must have it.
+  const transport::UcxConfig uc = ServingUcxConfig(config);
   const bool shm = transport::TlsNamesSharedMemory(config.ucx_tls);
-  uc.require_peer_failure_detection = !shm;
   bool allocate = shm && config.ucx_shm_regions;
   absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = absl::UnavailableError("not created");
   if (allocate) {
@@ -118,6 +147,11 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config) {
   s->state_->shm = shm;
   s->state_->allocate_regions = allocate;
   s->state_->probe_interval = shm ? config.ucx_probe_interval : absl::ZeroDuration();
+  s->state_->vetter = std::move(vetter);
+  if (config.ucx_vet_addresses && s->state_->vetter == nullptr) {
+    KVHUB_LOG(warn, "ucx: ucx_vet_addresses is on but no address vetter was started "
+              "(UcxServer::StartAddressVetter): client addresses go to UCX unchecked");
+  }
   return s;
 #endif
 }
@@ -328,6 +362,14 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
   }
+  if (state_->vetter != nullptr) {
+    if (absl::Status v = state_->vetter->Vet(req.worker_address()); !v.ok()) {
+      KVHUB_LOG(warn, "ucx: refused client '{}': {}", req.client_name(), v.ToString());
+      return grpc::Status(absl::IsInvalidArgument(v) ? grpc::StatusCode::INVALID_ARGUMENT
+                                                     : grpc::StatusCode::FAILED_PRECONDITION,
+                          std::string(v.message()));
+    }
+  }
   absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address());
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
@@ -423,6 +465,13 @@ uint64_t UcxServer::connections() const {
 uint64_t UcxServer::worker_resets() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr) return state_->resets.load(std::memory_order_relaxed);
+#endif
+  return 0;
+}
+
+uint64_t UcxServer::refused_addresses() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->stats().refused;
 #endif
   return 0;
 }

@@ -54,6 +54,14 @@
 #include "kvhub/v1/kvhub.pb.h"
 #include "storage/block_store.h"
 
+#ifdef KVHUB_HAVE_UCX
+#include "transport/ucx_address_vetter.h"
+#else
+namespace kvhub::transport {
+class UcxAddressVetter {};  // never made without UCX (StartAddressVetter returns null)
+}  // namespace kvhub::transport
+#endif
+
 namespace kvhub::transport {
 class UcxWorker;
 }  // namespace kvhub::transport
@@ -76,7 +84,16 @@ class UcxServer {
   // into the store), the UcxServer itself after it (it may own the regions'
   // memory). Each step logs what it did: "ucx: serving N regions via ..." or
   // "ucx: off: <why>; gRPC only".
-  static std::unique_ptr<UcxServer> Create(const KvhubdConfig& config);
+  // `vetter` (from StartAddressVetter; may be null) checks every client address
+  // Connect receives before the worker uses it.
+  static std::unique_ptr<UcxServer> Create(const KvhubdConfig& config,
+                                           std::unique_ptr<transport::UcxAddressVetter> vetter = nullptr);
+  // The address vetter Connect should use (transport/ucx_address_vetter.h), or
+  // nullptr when UCX is off, kvhubd was built without it, or ucx_vet_addresses is
+  // false. It forks a process: call it while this process is single-threaded and
+  // has not initialized UCX (kvhubd: in main, before KvhubdServer::Start).
+  static absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> StartAddressVetter(
+      const KvhubdConfig& config);
   // With shared memory in ucx_tls and ucx_shm_regions: a provider that has UCX
   // allocate the regions (owned by this object), else nullptr (the store maps its
   // own). If the provider fails, retry BlockStore::Create without it.
@@ -104,9 +121,10 @@ class UcxServer {
   // "serving via tcp ..." or the reason UCX is off.
   const std::string& status_text() const { return status_text_; }
 
-  // The Connect RPC. Validates the request (INVALID_ARGUMENT), then
-  // FAILED_PRECONDITION when off or when the client's address is not reachable
-  // (no common transport), RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
+  // The Connect RPC. Validates the request (INVALID_ARGUMENT, also for an address
+  // the vetter refused), then FAILED_PRECONDITION when off, when the vetter is gone,
+  // or when the client's address is not reachable (no common transport),
+  // RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
   grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
 
   // Closes connection `conn_id` (its Session ended): transfers in flight on it
@@ -125,6 +143,8 @@ class UcxServer {
   uint64_t connections() const;
   // Times the probe found the worker deaf and replaced it.
   uint64_t worker_resets() const;
+  // Client addresses the vetter refused (they crashed or hung a probe process).
+  uint64_t refused_addresses() const;
 
   // Block bytes the worker served by active messages (0 when off).
   uint64_t served_get_bytes() const;

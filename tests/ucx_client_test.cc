@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -1143,6 +1144,75 @@ TEST(UcxClientTest, AConnectWithAnAddressOfAnUnknownFormatIsRefusedAndTheShardSe
     EXPECT_NE(st.error_message().find("not a UCX worker address"), std::string::npos) << st.error_message();
   }
   PutGetByteExact(**client, "ns", {4096}, 72);  // still serving
+}
+
+// The first child of `parent` whose name (comm) is `name`; 0 if none appears within 5 s.
+pid_t ChildNamed(pid_t parent, const std::string& name) {
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream children("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children");
+    pid_t child = 0;
+    while (children >> child) {
+      std::ifstream comm("/proc/" + std::to_string(child) + "/comm");
+      std::string c;
+      if (std::getline(comm, c) && c == name) return child;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return 0;
+}
+
+// Connect with the address of a fresh UCX worker of this process.
+grpc::Status ConnectRaw(const KvhubdProcess& shard, const std::string& address) {
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard.grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext cc;
+  v1::ConnectRequest req;
+  req.set_worker_address(address);
+  req.set_client_name("vet-test");
+  v1::ConnectResponse resp;
+  return stub->Connect(&cc, req, &resp);
+}
+
+// kvhubd tries each client's worker address in a probe process before its own
+// worker gets it (ucx_vet_addresses; transport/ucx_address_vetter.h). A probe that
+// hangs (here: stopped) gets the address refused; a vetting process that is gone
+// makes Connect fail, so clients use gRPC; the shard serves throughout.
+TEST(UcxClientTest, KvhubdVetsClientAddressesInAProbeProcess) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const pid_t vetting = ChildNamed(shard->pid(), "kvhub-ucx-vet");
+  ASSERT_GT(vetting, 0) << "no vetting process under kvhubd";
+  {
+    auto ucx = Client::Create(Config(*shard, TransportMode::kUcx));
+    ASSERT_TRUE(ucx.ok()) << ucx.status();
+    PutGetByteExact(**ucx, "ns", {65536}, 81);  // a vetted address: UCX serves
+  }
+  transport::UcxConfig uc;
+  uc.tls = "tcp";
+  auto ctx = transport::UcxContext::Create(uc);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "vet-test"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+
+  const pid_t probe = ChildNamed(vetting, "kvhub-ucx-probe");
+  ASSERT_GT(probe, 0) << "no probe process ready";
+  ASSERT_EQ(kill(probe, SIGSTOP), 0);  // as a probe stuck inside UCX would be
+  grpc::Status st = ConnectRaw(*shard, (*worker)->address());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("did not finish within 5s in a probe process"), std::string::npos)
+      << st.error_message();
+  httplib::Client http("127.0.0.1", shard->http_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("kvhub_ucx_refused_addresses_total 1\n"), std::string::npos);
+
+  ASSERT_EQ(kill(vetting, SIGKILL), 0);
+  st = ConnectRaw(*shard, (*worker)->address());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_NE(st.error_message().find("vetter is gone"), std::string::npos) << st.error_message();
+  auto fallback = Client::Create(Config(*shard, TransportMode::kAuto));
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  PutGetByteExact(**fallback, "ns", {65536}, 82);  // over gRPC now
+  EXPECT_TRUE(shard->running());
 }
 
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {

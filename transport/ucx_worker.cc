@@ -39,6 +39,10 @@ struct AmRequestHeader {
   uint64_t grant;  // Transfer::grant: what the server's AccessHooks check
   uint64_t flags;  // kAmFlagEndGrant
 };
+// Zero bytes after a peer's worker address when it is handed to ucp_ep_create (CreateEp).
+// Every length inside a packed address is one byte, so a malformed one sends UCX at
+// most a few KiB past its end.
+constexpr size_t kAddressPaddingBytes = 64 << 10;
 constexpr uint64_t kAmFlagEndGrant = 1;  // get: end the grant once the bytes are sent
 
 struct AmResponseHeader {
@@ -323,10 +327,16 @@ struct UcxWorker::Impl {
   // An endpoint in PEER error mode; without peer failure detection (NONE) when
   // no transport offers it and the config allows that. *peer_mode says which.
   absl::StatusOr<ucp_ep_h> CreateEp(absl::string_view address, bool* peer_mode) {
+    // UCX reads a packed address by the lengths written inside it and does not know
+    // where the bytes end: a malformed one makes it read past them. Zeros there make
+    // such reads see the same bytes in every process, so that an address that passed
+    // a probe process (UcxAddressVetter) fares the same here.
+    std::string padded(address);
+    padded.resize(address.size() + kAddressPaddingBytes, '\0');
     ucp_ep_params_t p{};
     p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    p.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    p.address = reinterpret_cast<const ucp_address_t*>(padded.data());
     p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     p.err_handler.cb = &Impl::OnEpError;
     p.err_handler.arg = this;

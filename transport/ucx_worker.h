@@ -195,7 +195,11 @@ class UcxWorker {
   // conn id the client passes in PeerInfo. INVALID_ARGUMENT for an empty address
   // or one of an unknown format version; UNAVAILABLE if UCX cannot reach it.
   // UCX trusts the address: some malformed ones crash the process inside
-  // ucp_ep_create (UCX 1.13). Accept only addresses from trusted clients.
+  // ucp_ep_create (UCX 1.13), and a well-formed one that points at a port where no
+  // UCX listens can crash it later (garbage read as a UCX header). The address is
+  // handed to UCX followed by zeros, so a malformed one reads the same bytes past
+  // its end in every process; try untrusted ones in UcxAddressVetter first, and
+  // still accept only addresses from trusted clients.
   absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
   // Closes an accepted connection. NOT_FOUND if unknown.
   absl::Status CloseAccepted(uint64_t conn_id);

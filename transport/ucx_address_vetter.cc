@@ -1,0 +1,296 @@
+#include "transport/ucx_address_vetter.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "transport/ucx_context.h"
+#include "transport/ucx_worker.h"
+
+namespace kvhub::transport {
+namespace {
+
+// Addresses longer than this are not UCX worker addresses (kvhubd caps them lower).
+constexpr uint32_t kMaxAddressBytes = 1 << 20;
+
+// The vetting process's answer: {verdict, detail}.
+enum Verdict : uint8_t {
+  kPassed = 0,   // the probe returned (Accept succeeded or refused cleanly)
+  kSignal = 1,   // the probe died of signal `detail`
+  kHung = 2,     // the probe outlived the timeout and was killed
+  kNoProbe = 3,  // no probe ran or it could not set UCX up (`detail`: its exit code)
+};
+
+// Probe exit codes.
+constexpr int kProbeAccepted = 0;
+constexpr int kProbeRefused = 1;  // Accept returned an error: harmless
+constexpr int kProbeNoUcx = 2;    // context or worker could not be made
+
+bool ReadFull(int fd, void* buf, size_t n) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// `socket`: send with MSG_NOSIGNAL (a dead peer must not raise SIGPIPE in the caller);
+// otherwise write (a pipe; the vetting process ignores SIGPIPE).
+bool WriteFull(int fd, const void* buf, size_t n, bool socket) {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    const ssize_t w = socket ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// A probe process, forked ahead of need so UCX is set up before an address comes
+// (making a context and a worker takes tens of milliseconds; the endpoint, one).
+struct WarmProbe {
+  pid_t pid = -1;
+  int fd = -1;  // write end of the pipe that carries it the address
+};
+
+// In a probe process: set up UCX as the shard's worker is, wait for the address,
+// then do what the shard's worker would do with it. _exits (no UCX teardown, which
+// could block on the bad peer).
+[[noreturn]] void ProbeMain(const UcxConfig& ucx, int fd) {
+  std::unique_ptr<UcxContext> context;
+  std::unique_ptr<UcxWorker> worker;
+  if (absl::StatusOr<std::unique_ptr<UcxContext>> c = UcxContext::Create(ucx); c.ok()) {
+    context = *std::move(c);
+    UcxWorker::Options options;
+    options.name = "kvhub-vet";
+    if (absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create(context.get(), std::move(options));
+        w.ok()) {
+      worker = *std::move(w);
+    }
+  }
+  uint32_t len = 0;
+  if (!ReadFull(fd, &len, sizeof(len)) || len == 0 || len > kMaxAddressBytes) _exit(kProbeAccepted);
+  std::string address(len, '\0');
+  if (!ReadFull(fd, address.data(), len)) _exit(kProbeAccepted);
+  if (worker == nullptr) _exit(kProbeNoUcx);
+  _exit(worker->Accept(address).ok() ? kProbeAccepted : kProbeRefused);
+}
+
+WarmProbe SpawnProbe(const UcxConfig& ucx, int vetting_fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return {};
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return {};
+  }
+  if (pid == 0) {
+    close(vetting_fd);
+    close(p[1]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "kvhub-ucx-probe");  // what ps and top show
+    ProbeMain(ucx, p[0]);
+  }
+  close(p[0]);
+  return {pid, p[1]};
+}
+
+// Hands `address` to the warm probe, waits up to `timeout`, classifies. The probe
+// is used up.
+std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address, absl::Duration timeout) {
+  if (probe.pid < 0) return {kNoProbe, 255};
+  const uint32_t len = static_cast<uint32_t>(address.size());
+  const bool sent = WriteFull(probe.fd, &len, sizeof(len), false) &&
+                    WriteFull(probe.fd, address.data(), address.size(), false);
+  close(probe.fd);
+  const absl::Time deadline = absl::Now() + timeout;
+  int status = 0;
+  while (true) {
+    const pid_t r = waitpid(probe.pid, &status, WNOHANG);
+    if (r == probe.pid) break;
+    if (r < 0 && errno != EINTR) return {kNoProbe, 254};
+    if (absl::Now() >= deadline) {
+      kill(probe.pid, SIGKILL);
+      while (waitpid(probe.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      return {kHung, 0};
+    }
+    usleep(200);
+  }
+  if (!sent) return {kNoProbe, 252};  // it died before it took the address
+  if (WIFSIGNALED(status)) return {kSignal, static_cast<uint8_t>(WTERMSIG(status))};
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 253;
+  if (code == kProbeAccepted || code == kProbeRefused) return {kPassed, static_cast<uint8_t>(code)};
+  return {kNoProbe, static_cast<uint8_t>(code)};
+}
+
+// The vetting process: one request at a time until the socket closes, each
+// answered by the probe made ready after the previous one.
+[[noreturn]] void VettingLoop(int fd, pid_t parent, const UcxConfig& ucx, absl::Duration timeout) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(0);  // the parent died before the line above
+  prctl(PR_SET_NAME, "kvhub-ucx-vet");
+  signal(SIGPIPE, SIG_IGN);           // a probe that died: a failed write, not our death
+  // Keep the parent's stdout (its ready line, its pipes) free of this process.
+  if (const int null = open("/dev/null", O_WRONLY | O_CLOEXEC); null >= 0) {
+    dup2(null, STDOUT_FILENO);
+    close(null);
+  }
+  WarmProbe warm = SpawnProbe(ucx, fd);
+  while (true) {
+    uint32_t len = 0;
+    if (!ReadFull(fd, &len, sizeof(len)) || len == 0 || len > kMaxAddressBytes) _exit(0);
+    std::string address(len, '\0');
+    if (!ReadFull(fd, address.data(), len)) _exit(0);
+    if (warm.pid < 0) warm = SpawnProbe(ucx, fd);
+    const auto [verdict, detail] = RunProbe(warm, address, timeout);
+    const uint8_t reply[2] = {verdict, detail};
+    if (!WriteFull(fd, reply, sizeof(reply), true)) _exit(0);
+    warm = SpawnProbe(ucx, fd);
+  }
+}
+
+// ", SIGSEGV" for 11; "" for a number glibc does not name.
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev == nullptr ? std::string() : absl::StrCat(", SIG", abbrev);
+}
+
+}  // namespace
+
+absl::Status UcxAddressVetter::Config::Validate() const {
+  if (probe_timeout < absl::Milliseconds(1) || probe_timeout > absl::Seconds(60)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("probe_timeout must be 1ms..60s, got ", absl::FormatDuration(probe_timeout)));
+  }
+  if (remembered > (size_t{1} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("remembered must be 0..1048576, got ", remembered));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<UcxAddressVetter>> UcxAddressVetter::Start(const UcxConfig& ucx,
+                                                                          const Config& config) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (absl::Status s = ucx.Validate(); !s.ok()) return s;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return absl::InternalError(absl::StrCat("ucx address vetter: socketpair: ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int e = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return absl::InternalError(absl::StrCat("ucx address vetter: fork: ", std::strerror(e)));
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    VettingLoop(fds[1], parent, ucx, config.probe_timeout);
+  }
+  close(fds[1]);
+  return std::unique_ptr<UcxAddressVetter>(new UcxAddressVetter(config, pid, fds[0]));
+}
+
+UcxAddressVetter::~UcxAddressVetter() {
+  absl::MutexLock l(&mu_);
+  StopLocked();
+}
+
+void UcxAddressVetter::StopLocked() {
+  if (fd_ < 0) return;
+  close(fd_);
+  fd_ = -1;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+void UcxAddressVetter::RememberLocked(std::string address) {
+  if (config_.remembered == 0 || passed_.contains(address)) return;
+  if (passed_order_.size() >= config_.remembered) {
+    passed_.erase(passed_order_.front());
+    passed_order_.pop_front();
+  }
+  passed_.insert(address);
+  passed_order_.push_back(std::move(address));
+}
+
+absl::Status UcxAddressVetter::Vet(absl::string_view address) {
+  if (address.empty() || address.size() > kMaxAddressBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ucx worker address must be 1..", kMaxAddressBytes, " bytes, got ", address.size()));
+  }
+  absl::MutexLock l(&mu_);
+  if (passed_.contains(address)) {
+    ++stats_.remembered_hits;
+    return absl::OkStatus();
+  }
+  if (fd_ < 0) return absl::UnavailableError(absl::StrCat("ucx address vetter is gone: ", gone_));
+  ++stats_.probes;
+  const uint32_t len = static_cast<uint32_t>(address.size());
+  uint8_t reply[2];
+  bool ok = WriteFull(fd_, &len, sizeof(len), true) && WriteFull(fd_, address.data(), address.size(), true);
+  if (ok) {
+    // The vetting process kills a hung probe at probe_timeout; a second more is its own slack.
+    pollfd p{fd_, POLLIN, 0};
+    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(config_.probe_timeout)) + 1000;
+    int r;
+    do {
+      r = poll(&p, 1, wait_ms);
+    } while (r < 0 && errno == EINTR);
+    ok = r == 1 && ReadFull(fd_, reply, sizeof(reply));
+  }
+  if (!ok) {
+    gone_ = "the vetting process stopped answering (killed, or out of memory)";
+    StopLocked();
+    KVHUB_LOG(error, "ucx: {}; UCX Connects are refused from now on (clients use gRPC)", gone_);
+    return absl::UnavailableError(absl::StrCat("ucx address vetter is gone: ", gone_));
+  }
+  switch (reply[0]) {
+    case kPassed:
+      RememberLocked(std::string(address));
+      return absl::OkStatus();
+    case kSignal:
+      ++stats_.refused;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "this UCX worker address crashed UCX in a probe process (signal ", reply[1], SignalName(reply[1]),
+          "): refused, it would have taken the shard down. Is the client's UCX a different version?"));
+    case kHung:
+      ++stats_.refused;
+      return absl::InvalidArgumentError(
+          absl::StrCat("making an endpoint to this UCX worker address did not finish within ",
+                       absl::FormatDuration(config_.probe_timeout), " in a probe process: refused"));
+    default:
+      return absl::UnavailableError(absl::StrCat(
+          "ucx address vetter could not probe (", reply[1] == kProbeNoUcx ? "UCX did not initialize in the probe"
+                                                                           : absl::StrCat("code ", reply[1]),
+          ")"));
+  }
+}
+
+UcxAddressVetter::Stats UcxAddressVetter::stats() const {
+  absl::MutexLock l(&mu_);
+  return stats_;
+}
+
+}  // namespace kvhub::transport

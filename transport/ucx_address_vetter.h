@@ -1,0 +1,99 @@
+#pragma once
+// UcxAddressVetter: tries a UCX worker address that a client sent in a throwaway
+// process before the shard's own worker is given it.
+//
+// Why: UCX 1.13 trusts peer worker addresses. Some malformed ones (about 1% of
+// random bit flips of a real address here) crash the process inside ucp_ep_create:
+// a segfault in uct_iface_local_is_reachable, or an assertion in
+// ucp_address_unpack. In a shard that would lose the whole cache to one bad
+// Connect. The vetter makes the very call the shard would make
+// (UcxWorker::Accept on a worker built from the same UcxConfig) in a probe
+// process; if the probe dies of a signal or hangs, the address is refused.
+// An address UCX refuses cleanly passes: the shard's own Accept reports it.
+//
+// How: Start() forks a small vetting process at once, which forks one probe per
+// address. Because the vetting process is a fork of the caller, Start() must run
+// while the caller is single-threaded and has not initialized UCX (kvhubd: early
+// in main, before the server starts); forking later would copy a large, threaded
+// process. The vetting process ends with the thread that started it
+// (PR_SET_PDEATHSIG) and when the vetter is destroyed.
+//
+// Cost: a probe is a fork plus a UCX context, worker and endpoint, ~10-30 ms;
+// addresses that passed are remembered (exact bytes), so a client that connects
+// again with the same worker is not probed twice.
+//
+// Thread safety: Vet() and stats() may be called from any thread; probes run
+// one at a time. Ownership: the destructor kills and reaps the vetting process.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "transport/ucx_config.h"
+
+namespace kvhub::transport {
+
+class UcxAddressVetter {
+ public:
+  struct Config {
+    // A probe that has not finished after this long counts as hung: it is killed
+    // and the address refused. 1 ms .. 60 s. Default 5 s.
+    absl::Duration probe_timeout = absl::Seconds(5);
+    // Addresses that passed, remembered by their exact bytes (oldest forgotten
+    // first). 0 .. 1M. Default 4096.
+    size_t remembered = 4096;
+    absl::Status Validate() const;
+  };
+
+  struct Stats {
+    uint64_t probes = 0;           // addresses tried in a probe process
+    uint64_t remembered_hits = 0;  // addresses passed without a probe (seen before)
+    uint64_t refused = 0;          // probes that crashed or hung
+  };
+
+  // Forks the vetting process (see the header comment for when). `ucx` is the
+  // configuration of the workers whose Accept calls are being guarded.
+  // INVALID_ARGUMENT for a bad config; INTERNAL if the process cannot be made.
+  static absl::StatusOr<std::unique_ptr<UcxAddressVetter>> Start(const UcxConfig& ucx, const Config& config);
+  ~UcxAddressVetter();
+  UcxAddressVetter(const UcxAddressVetter&) = delete;
+  UcxAddressVetter& operator=(const UcxAddressVetter&) = delete;
+
+  // OK: an endpoint to `address` was made (or cleanly refused) in a probe without
+  // harm. INVALID_ARGUMENT naming what happened: the probe died of a signal or
+  // hung; the caller must not hand the address to UCX. UNAVAILABLE: no verdict
+  // (the vetting process is gone or could not probe); the caller should refuse
+  // the address too. Blocks for the probe, up to probe_timeout plus a second.
+  absl::Status Vet(absl::string_view address) ABSL_LOCKS_EXCLUDED(mu_);
+
+  Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The vetting process (tests kill it to check the UNAVAILABLE path).
+  pid_t vetting_pid() const { return pid_; }
+
+ private:
+  UcxAddressVetter(const Config& config, pid_t pid, int fd) : config_(config), pid_(pid), fd_(fd) {}
+  // Kills and reaps the vetting process; Vet answers UNAVAILABLE from then on.
+  void StopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberLocked(std::string address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Config config_;
+  const pid_t pid_;
+  mutable absl::Mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_);  // socket to the vetting process; -1 once it is gone
+  std::string gone_ ABSL_GUARDED_BY(mu_);  // why it is gone
+  absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> passed_order_ ABSL_GUARDED_BY(mu_);
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvhub::transport
