@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   // Forked now, while this process has one thread and no UCX (see the vetter's header).
-  absl::StatusOr<std::unique_ptr<kvhub::transport::UcxAddressVetter>> vetter =
+  absl::StatusOr<kvhub::cachesvc::UcxServer::AddressVetterPtr> vetter =
       kvhub::cachesvc::UcxServer::StartAddressVetter(config);
   if (!vetter.ok()) return Fail(1, vetter.status().ToString());
   absl::StatusOr<std::unique_ptr<kvhub::cachesvc::KvhubdServer>> server =

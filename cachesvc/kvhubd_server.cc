@@ -43,8 +43,8 @@ std::string Hostname() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(
-    const KvhubdConfig& config, std::unique_ptr<transport::UcxAddressVetter> ucx_vetter) {
+absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdConfig& config,
+                                                                   UcxServer::AddressVetterPtr ucx_vetter) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   {
     const MemoryLimit limit = ReadMemoryLimit();

@@ -42,8 +42,8 @@ class KvhubdServer {
   // UNAVAILABLE when an address cannot be bound. `ucx_vetter`: the UCX address
   // vetter from UcxServer::StartAddressVetter (started earlier, while the process
   // was single-threaded), or null.
-  static absl::StatusOr<std::unique_ptr<KvhubdServer>> Start(
-      const KvhubdConfig& config, std::unique_ptr<transport::UcxAddressVetter> ucx_vetter = nullptr);
+  static absl::StatusOr<std::unique_ptr<KvhubdServer>> Start(const KvhubdConfig& config,
+                                                             UcxServer::AddressVetterPtr ucx_vetter = nullptr);
   ~KvhubdServer();
 
   const std::string& grpc_address() const { return grpc_address_; }

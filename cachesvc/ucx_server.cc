@@ -9,12 +9,22 @@
 #ifdef KVHUB_HAVE_UCX
 #include "absl/synchronization/mutex.h"
 #include "cachesvc/ucx_probe.h"
+#include "transport/ucx_address_vetter.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_ping.h"
 #include "transport/ucx_worker.h"
 #endif
 
 namespace kvhub::cachesvc {
+
+class UcxServer::AddressVetter {
+ public:
+#ifdef KVHUB_HAVE_UCX
+  std::unique_ptr<transport::UcxAddressVetter> vetter;
+#endif
+};
+
+void UcxServer::AddressVetterDeleter::operator()(AddressVetter* v) const { delete v; }
 
 #ifdef KVHUB_HAVE_UCX
 struct UcxServer::State {
@@ -34,7 +44,7 @@ struct UcxServer::State {
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
   std::unique_ptr<UcxProbe> probe;        // with shared memory and ucx_probe_ms > 0
-  std::unique_ptr<transport::UcxAddressVetter> vetter;  // ucx_vet_addresses: Connect's check
+  AddressVetterPtr vetter;  // ucx_vet_addresses: Connect's check
   absl::Duration probe_interval;
   std::string tls;
   bool shm = false;               // ucx_tls names shared memory
@@ -89,8 +99,7 @@ transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> UcxServer::StartAddressVetter(
-    const KvhubdConfig& config) {
+absl::StatusOr<UcxServer::AddressVetterPtr> UcxServer::StartAddressVetter(const KvhubdConfig& config) {
   if (!config.ucx_enabled || !config.ucx_vet_addresses) return nullptr;
 #ifdef KVHUB_HAVE_UCX
   absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v =
@@ -99,14 +108,15 @@ absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> UcxServer::StartAdd
     return absl::Status(v.status().code(),
                         absl::StrCat(v.status().message(), " (ucx_vet_addresses=false runs without it)"));
   }
-  return v;
+  AddressVetterPtr out(new AddressVetter);
+  out->vetter = *std::move(v);
+  return out;
 #else
   return nullptr;
 #endif
 }
 
-std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config,
-                                             std::unique_ptr<transport::UcxAddressVetter> vetter) {
+std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, AddressVetterPtr vetter) {
   std::unique_ptr<UcxServer> s(new UcxServer());
   if (!config.ucx_enabled) {
     s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
@@ -363,11 +373,10 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
                         absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
   }
   if (state_->vetter != nullptr) {
-    if (absl::Status v = state_->vetter->Vet(req.worker_address()); !v.ok()) {
+    if (absl::Status v = state_->vetter->vetter->Vet(req.worker_address()); !v.ok()) {
       KVHUB_LOG(warn, "ucx: refused client '{}': {}", req.client_name(), v.ToString());
-      return grpc::Status(absl::IsInvalidArgument(v) ? grpc::StatusCode::INVALID_ARGUMENT
-                                                     : grpc::StatusCode::FAILED_PRECONDITION,
-                          std::string(v.message()));
+      // INVALID_ARGUMENT (refused), UNAVAILABLE (busy: retry), FAILED_PRECONDITION (gone).
+      return grpc::Status(static_cast<grpc::StatusCode>(v.code()), std::string(v.message()));
     }
   }
   absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address());
@@ -471,7 +480,7 @@ uint64_t UcxServer::worker_resets() const {
 
 uint64_t UcxServer::refused_addresses() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->stats().refused;
+  if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->vetter->stats().refused;
 #endif
   return 0;
 }

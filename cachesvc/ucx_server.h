@@ -54,14 +54,6 @@
 #include "kvhub/v1/kvhub.pb.h"
 #include "storage/block_store.h"
 
-#ifdef KVHUB_HAVE_UCX
-#include "transport/ucx_address_vetter.h"
-#else
-namespace kvhub::transport {
-class UcxAddressVetter {};  // never made without UCX (StartAddressVetter returns null)
-}  // namespace kvhub::transport
-#endif
-
 namespace kvhub::transport {
 class UcxWorker;
 }  // namespace kvhub::transport
@@ -84,16 +76,21 @@ class UcxServer {
   // into the store), the UcxServer itself after it (it may own the regions'
   // memory). Each step logs what it did: "ucx: serving N regions via ..." or
   // "ucx: off: <why>; gRPC only".
+  // The check Connect runs on client addresses (transport/ucx_address_vetter.h),
+  // opaque here so that code built without UCX can hold one.
+  class AddressVetter;
+  struct AddressVetterDeleter {
+    void operator()(AddressVetter* v) const;
+  };
+  using AddressVetterPtr = std::unique_ptr<AddressVetter, AddressVetterDeleter>;
   // `vetter` (from StartAddressVetter; may be null) checks every client address
   // Connect receives before the worker uses it.
-  static std::unique_ptr<UcxServer> Create(const KvhubdConfig& config,
-                                           std::unique_ptr<transport::UcxAddressVetter> vetter = nullptr);
-  // The address vetter Connect should use (transport/ucx_address_vetter.h), or
-  // nullptr when UCX is off, kvhubd was built without it, or ucx_vet_addresses is
-  // false. It forks a process: call it while this process is single-threaded and
-  // has not initialized UCX (kvhubd: in main, before KvhubdServer::Start).
-  static absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> StartAddressVetter(
-      const KvhubdConfig& config);
+  static std::unique_ptr<UcxServer> Create(const KvhubdConfig& config, AddressVetterPtr vetter = nullptr);
+  // The address vetter Connect should use, or null when UCX is off, kvhubd was
+  // built without UCX, or ucx_vet_addresses is false. It forks a process: call it
+  // while this process is single-threaded and has not initialized UCX (kvhubd: in
+  // main, before KvhubdServer::Start).
+  static absl::StatusOr<AddressVetterPtr> StartAddressVetter(const KvhubdConfig& config);
   // With shared memory in ucx_tls and ucx_shm_regions: a provider that has UCX
   // allocate the regions (owned by this object), else nullptr (the store maps its
   // own). If the provider fails, retry BlockStore::Create without it.

@@ -225,8 +225,10 @@ void UcxAddressVetter::StopLocked() {
   }
 }
 
-void UcxAddressVetter::RememberLocked(std::string address) {
-  if (config_.remembered == 0 || passed_.contains(address)) return;
+void UcxAddressVetter::Remember(std::string address) {
+  if (config_.remembered == 0) return;
+  absl::MutexLock l(&cache_mu_);
+  if (passed_.contains(address)) return;
   if (passed_order_.size() >= config_.remembered) {
     passed_.erase(passed_order_.front());
     passed_order_.pop_front();
@@ -240,13 +242,31 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
     return absl::InvalidArgumentError(
         absl::StrCat("ucx worker address must be 1..", kMaxAddressBytes, " bytes, got ", address.size()));
   }
-  absl::MutexLock l(&mu_);
-  if (passed_.contains(address)) {
-    ++stats_.remembered_hits;
-    return absl::OkStatus();
+  {
+    absl::MutexLock l(&cache_mu_);
+    if (passed_.contains(address)) {
+      remembered_hits_.fetch_add(1, std::memory_order_relaxed);
+      return absl::OkStatus();
+    }
   }
-  if (fd_ < 0) return absl::UnavailableError(absl::StrCat("ucx address vetter is gone: ", gone_));
-  ++stats_.probes;
+  if (callers_.fetch_add(1, std::memory_order_acq_rel) >= kMaxCallers) {
+    callers_.fetch_sub(1, std::memory_order_acq_rel);
+    return absl::UnavailableError(absl::StrCat("ucx address vetter is busy with ", kMaxCallers,
+                                               " other clients' addresses; try again shortly"));
+  }
+  absl::Status s;
+  {
+    absl::MutexLock l(&mu_);
+    s = ProbeLocked(address);
+  }
+  callers_.fetch_sub(1, std::memory_order_acq_rel);
+  if (s.ok()) Remember(std::string(address));
+  return s;
+}
+
+absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
+  probes_.fetch_add(1, std::memory_order_relaxed);
   const uint32_t len = static_cast<uint32_t>(address.size());
   uint8_t reply[2];
   bool ok = WriteFull(fd_, &len, sizeof(len), true) && WriteFull(fd_, address.data(), address.size(), true);
@@ -264,19 +284,18 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
     gone_ = "the vetting process stopped answering (killed, or out of memory)";
     StopLocked();
     KVHUB_LOG(error, "ucx: {}; UCX Connects are refused from now on (clients use gRPC)", gone_);
-    return absl::UnavailableError(absl::StrCat("ucx address vetter is gone: ", gone_));
+    return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   }
   switch (reply[0]) {
     case kPassed:
-      RememberLocked(std::string(address));
       return absl::OkStatus();
     case kSignal:
-      ++stats_.refused;
+      refused_.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(absl::StrCat(
           "this UCX worker address crashed UCX in a probe process (signal ", reply[1], SignalName(reply[1]),
           "): refused, it would have taken the shard down. Is the client's UCX a different version?"));
     case kHung:
-      ++stats_.refused;
+      refused_.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(
           absl::StrCat("making an endpoint to this UCX worker address did not finish within ",
                        absl::FormatDuration(config_.probe_timeout), " in a probe process: refused"));
@@ -289,8 +308,8 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
 }
 
 UcxAddressVetter::Stats UcxAddressVetter::stats() const {
-  absl::MutexLock l(&mu_);
-  return stats_;
+  return Stats{probes_.load(std::memory_order_relaxed), remembered_hits_.load(std::memory_order_relaxed),
+               refused_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace kvhub::transport

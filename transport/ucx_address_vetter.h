@@ -27,6 +27,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -71,29 +72,38 @@ class UcxAddressVetter {
 
   // OK: an endpoint to `address` was made (or cleanly refused) in a probe without
   // harm. INVALID_ARGUMENT naming what happened: the probe died of a signal or
-  // hung; the caller must not hand the address to UCX. UNAVAILABLE: no verdict
-  // (the vetting process is gone or could not probe); the caller should refuse
-  // the address too. Blocks for the probe, up to probe_timeout plus a second.
-  absl::Status Vet(absl::string_view address) ABSL_LOCKS_EXCLUDED(mu_);
+  // hung; the caller must not hand the address to UCX. No verdict, and the caller
+  // should refuse the address too: UNAVAILABLE when kMaxCallers calls are already
+  // in Vet (worth a retry later: callers block, and a server's threads are few) or
+  // the probe could not set UCX up; FAILED_PRECONDITION when the vetting process is
+  // gone (for good). Blocks for the probe, up to probe_timeout plus a second, and
+  // for the calls ahead of it; a remembered address answers at once.
+  absl::Status Vet(absl::string_view address) ABSL_LOCKS_EXCLUDED(mu_, cache_mu_);
+  static constexpr int kMaxCallers = 4;
 
-  Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
-  // The vetting process (tests kill it to check the UNAVAILABLE path).
+  // Never waits for a probe (metrics scrapes call it).
+  Stats stats() const;
+  // The vetting process (tests kill it to check the FAILED_PRECONDITION path).
   pid_t vetting_pid() const { return pid_; }
 
  private:
   UcxAddressVetter(const Config& config, pid_t pid, int fd) : config_(config), pid_(pid), fd_(fd) {}
-  // Kills and reaps the vetting process; Vet answers UNAVAILABLE from then on.
+  // Kills and reaps the vetting process; Vet answers FAILED_PRECONDITION from then on.
   void StopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberLocked(std::string address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One probe of `address`, with the vetting process to itself.
+  absl::Status ProbeLocked(absl::string_view address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Remember(std::string address) ABSL_LOCKS_EXCLUDED(cache_mu_);
 
   const Config config_;
   const pid_t pid_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;  // held for a whole probe
   int fd_ ABSL_GUARDED_BY(mu_);  // socket to the vetting process; -1 once it is gone
   std::string gone_ ABSL_GUARDED_BY(mu_);  // why it is gone
-  absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> passed_order_ ABSL_GUARDED_BY(mu_);
-  Stats stats_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex cache_mu_;  // never held across a probe
+  absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(cache_mu_);
+  std::deque<std::string> passed_order_ ABSL_GUARDED_BY(cache_mu_);
+  std::atomic<int> callers_{0};  // calls in Vet past the cache
+  std::atomic<uint64_t> probes_{0}, remembered_hits_{0}, refused_{0};
 };
 
 }  // namespace kvhub::transport

@@ -11,9 +11,12 @@
 
 #include <memory>
 #include <random>
+#include <thread>
+#include <vector>
 #include <string>
 
 #include "gmock/gmock.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_worker.h"
@@ -156,12 +159,35 @@ TEST_F(UcxAddressVetterTest, AProbeThatHangsIsKilledAtItsTimeoutAndTheAddressRef
   EXPECT_TRUE(s.ok()) << s.ToString();
 }
 
-TEST_F(UcxAddressVetterTest, AVettingProcessThatDiedGivesUnavailableNotAVerdict) {
+TEST_F(UcxAddressVetterTest, AVettingProcessThatDiedGivesFailedPreconditionNotAVerdict) {
   ASSERT_EQ(kill(doomed_->vetting_pid(), SIGKILL), 0);
   absl::Status s = doomed_->Vet(client_->address());
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("vetter is gone"));
-  EXPECT_EQ(doomed_->Vet(client_->address()).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(doomed_->Vet(client_->address()).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Callers block for the probe; beyond kMaxCallers at once the rest are turned away
+// (UNAVAILABLE, retryable) rather than holding more of a server's threads.
+TEST_F(UcxAddressVetterTest, CallersBeyondTheLimitAreTurnedAwayAtOnce) {
+  ASSERT_TRUE(impatient_->Vet(client_->address()).ok());  // remembered from here on
+  const pid_t probe = WarmProbeOf(impatient_->vetting_pid());  // 1 s timeout
+  ASSERT_GT(probe, 0);
+  ASSERT_EQ(kill(probe, SIGSTOP), 0);  // the first caller waits out the timeout
+  std::vector<std::thread> waiting;
+  std::atomic<int> unavailable{0};
+  for (int i = 0; i < UcxAddressVetter::kMaxCallers + 3; ++i) {
+    waiting.emplace_back([&, i] {
+      std::string a = client_->address();
+      a.back() ^= static_cast<char>(i + 1);  // not remembered
+      if (absl::IsUnavailable(impatient_->Vet(a))) unavailable.fetch_add(1);
+    });
+    if (i == 0) absl::SleepFor(absl::Milliseconds(100));  // the stopped probe has it
+  }
+  for (std::thread& t : waiting) t.join();
+  EXPECT_EQ(unavailable.load(), 3);
+  // A remembered address does not queue behind probes.
+  EXPECT_TRUE(impatient_->Vet(client_->address()).ok());
 }
 
 TEST(UcxAddressVetterConfigTest, BadConfigsAreRefused) {
