@@ -161,7 +161,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   if (srv->auth_ == nullptr) {
     spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
                 "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
-                "read and write every namespace, and crash the shard with a malformed UCX Connect",
+                "read and write every namespace, and may crash the shard with a forged UCX Connect",
                 security->description, srv->grpc_address_);  // the bound port, not 0
   } else {
     KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
