@@ -40,7 +40,7 @@ class UcxAddressVetterTest : public ::testing::Test {
     auto v = UcxAddressVetter::Start(TcpConfig(), {});
     ASSERT_TRUE(v.ok()) << v.status();
     vetter_ = v->release();
-    auto hung = UcxAddressVetter::Start(TcpConfig(), {.probe_timeout = absl::Seconds(1)});
+    auto hung = UcxAddressVetter::Start(TcpConfig(), {.probe_timeout = absl::Seconds(2)});
     ASSERT_TRUE(hung.ok()) << hung.status();
     impatient_ = hung->release();
     auto doomed = UcxAddressVetter::Start(TcpConfig(), {});
@@ -152,7 +152,7 @@ TEST_F(UcxAddressVetterTest, AProbeThatHangsIsKilledAtItsTimeoutAndTheAddressRef
   ASSERT_EQ(kill(probe, SIGSTOP), 0);
   absl::Status s = impatient_->Vet(client_->address());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s.ToString();
-  EXPECT_THAT(s.message(), HasSubstr("did not finish within 1s"));
+  EXPECT_THAT(s.message(), HasSubstr("did not finish within 2s"));
   EXPECT_EQ(impatient_->stats().refused, 1u);
   // The vetting process goes on with a fresh probe.
   s = impatient_->Vet(client_->address());
@@ -171,7 +171,7 @@ TEST_F(UcxAddressVetterTest, AVettingProcessThatDiedGivesFailedPreconditionNotAV
 // (UNAVAILABLE, retryable) rather than holding more of a server's threads.
 TEST_F(UcxAddressVetterTest, CallersBeyondTheLimitAreTurnedAwayAtOnce) {
   ASSERT_TRUE(impatient_->Vet(client_->address()).ok());  // remembered from here on
-  const pid_t probe = WarmProbeOf(impatient_->vetting_pid());  // 1 s timeout
+  const pid_t probe = WarmProbeOf(impatient_->vetting_pid());  // 2 s timeout
   ASSERT_GT(probe, 0);
   ASSERT_EQ(kill(probe, SIGSTOP), 0);  // the first caller waits out the timeout
   std::vector<std::thread> waiting;
