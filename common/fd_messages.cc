@@ -1,5 +1,6 @@
 #include "common/fd_messages.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,8 +9,13 @@ namespace kvhub {
 
 bool WriteFull(int fd, const void* data, size_t n) {
   const auto* p = static_cast<const char*>(data);
+  bool socket = true;  // until send says otherwise
   while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
+    const ssize_t w = socket ? ::send(fd, p, n, MSG_NOSIGNAL) : ::write(fd, p, n);
+    if (w < 0 && socket && errno == ENOTSOCK) {
+      socket = false;
+      continue;
+    }
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return false;
     p += w;
@@ -30,7 +36,7 @@ bool ReadFull(int fd, void* data, size_t n) {
   return true;
 }
 
-bool SendMessage(int fd, const std::string& message) {
+bool SendMessage(int fd, std::string_view message) {
   const uint64_t n = message.size();
   return WriteFull(fd, &n, sizeof(n)) && WriteFull(fd, message.data(), message.size());
 }

@@ -10,9 +10,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd_messages.h"
 #include "common/log.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_worker.h"
@@ -36,32 +38,6 @@ constexpr int kProbeAccepted = 0;
 constexpr int kProbeRefused = 1;  // Accept returned an error: harmless
 constexpr int kProbeNoUcx = 2;    // context or worker could not be made
 
-bool ReadFull(int fd, void* buf, size_t n) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    const ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// `socket`: send with MSG_NOSIGNAL (a dead peer must not raise SIGPIPE in the caller);
-// otherwise write (a pipe; the vetting process ignores SIGPIPE).
-bool WriteFull(int fd, const void* buf, size_t n, bool socket) {
-  const auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    const ssize_t w = socket ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 // A probe process, forked ahead of need so UCX is set up before an address comes
 // (making a context and a worker takes tens of milliseconds; the endpoint, one).
 struct WarmProbe {
@@ -84,10 +60,8 @@ struct WarmProbe {
       worker = *std::move(w);
     }
   }
-  uint32_t len = 0;
-  if (!ReadFull(fd, &len, sizeof(len)) || len == 0 || len > kMaxAddressBytes) _exit(kProbeAccepted);
-  std::string address(len, '\0');
-  if (!ReadFull(fd, address.data(), len)) _exit(kProbeAccepted);
+  std::string address;
+  if (!RecvMessage(fd, &address, kMaxAddressBytes) || address.empty()) _exit(kProbeAccepted);  // closed unused
   if (worker == nullptr) _exit(kProbeNoUcx);
   _exit(worker->Accept(address).ok() ? kProbeAccepted : kProbeRefused);
 }
@@ -116,9 +90,7 @@ WarmProbe SpawnProbe(const UcxConfig& ucx, int vetting_fd) {
 // is used up.
 std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address, absl::Duration timeout) {
   if (probe.pid < 0) return {kNoProbe, 255};
-  const uint32_t len = static_cast<uint32_t>(address.size());
-  const bool sent = WriteFull(probe.fd, &len, sizeof(len), false) &&
-                    WriteFull(probe.fd, address.data(), address.size(), false);
+  const bool sent = SendMessage(probe.fd, address);
   close(probe.fd);
   const absl::Time deadline = absl::Now() + timeout;
   int status = 0;
@@ -147,7 +119,7 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(0);  // the parent died before the line above
   prctl(PR_SET_NAME, "kvhub-ucx-vet");
-  signal(SIGPIPE, SIG_IGN);           // a probe that died: a failed write, not our death
+  signal(SIGPIPE, SIG_IGN);           // a probe that died: a failed pipe write, not our death
   // Keep the parent's stdout (its ready line, its pipes) free of this process.
   if (const int null = open("/dev/null", O_WRONLY | O_CLOEXEC); null >= 0) {
     dup2(null, STDOUT_FILENO);
@@ -155,14 +127,12 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   }
   WarmProbe warm = SpawnProbe(ucx, fd);
   while (true) {
-    uint32_t len = 0;
-    if (!ReadFull(fd, &len, sizeof(len)) || len == 0 || len > kMaxAddressBytes) _exit(0);
-    std::string address(len, '\0');
-    if (!ReadFull(fd, address.data(), len)) _exit(0);
+    std::string address;
+    if (!RecvMessage(fd, &address, kMaxAddressBytes) || address.empty()) _exit(0);
     if (warm.pid < 0) warm = SpawnProbe(ucx, fd);
     const auto [verdict, detail] = RunProbe(warm, address, timeout);
     const uint8_t reply[2] = {verdict, detail};
-    if (!WriteFull(fd, reply, sizeof(reply), true)) _exit(0);
+    if (!WriteFull(fd, reply, sizeof(reply))) _exit(0);
     warm = SpawnProbe(ucx, fd);
   }
 }
@@ -267,9 +237,8 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
 absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   probes_.fetch_add(1, std::memory_order_relaxed);
-  const uint32_t len = static_cast<uint32_t>(address.size());
   uint8_t reply[2];
-  bool ok = WriteFull(fd_, &len, sizeof(len), true) && WriteFull(fd_, address.data(), address.size(), true);
+  bool ok = SendMessage(fd_, std::string_view(address.data(), address.size()));
   if (ok) {
     // The vetting process kills a hung probe at probe_timeout; a second more is its own slack.
     pollfd p{fd_, POLLIN, 0};
