@@ -1015,6 +1015,26 @@ TEST(UcxClientTest, ShardKilledUnderACallOverSharedMemoryFailsItAtOnce) {
   EXPECT_LT(ended - killed, absl::Seconds(5)) << "the call waited out its deadline: " << got_status;
 }
 
+// A UCX worker of this process on tcp: the client side of raw Connect calls.
+struct TcpWorker {
+  std::unique_ptr<transport::UcxContext> context;
+  std::unique_ptr<transport::UcxWorker> worker;  // destroyed first
+
+  static absl::StatusOr<TcpWorker> Create(const std::string& name) {
+    transport::UcxConfig uc;
+    uc.tls = "tcp";
+    absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
+    if (!ctx.ok()) return ctx.status();
+    TcpWorker out;
+    out.context = *std::move(ctx);
+    absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w =
+        transport::UcxWorker::Create(out.context.get(), {.name = name});
+    if (!w.ok()) return w.status();
+    out.worker = *std::move(w);
+    return out;
+  }
+};
+
 // The Session RPC on its own (raw stub): an unknown connection is NOT_FOUND, a
 // second session of one connection is refused, the first one is confirmed by an
 // `open` event and ends with UNAVAILABLE when the shard stops, without holding
@@ -1022,18 +1042,14 @@ TEST(UcxClientTest, ShardKilledUnderACallOverSharedMemoryFailsItAtOnce) {
 TEST(UcxClientTest, SessionRpcConfirmsRefusesAndEndsWhenTheShardStops) {
   auto shard = StartShard({"--ucx_tls=tcp", "--shutdown_timeout_ms=20000"});
   ASSERT_NE(shard, nullptr);
-  transport::UcxConfig uc;
-  uc.tls = "tcp";
-  auto ctx = transport::UcxContext::Create(uc);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "session-test"});
+  auto worker = TcpWorker::Create("session-test");
   ASSERT_TRUE(worker.ok()) << worker.status();
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   v1::ConnectResponse conn;
   {
     grpc::ClientContext cc;
     v1::ConnectRequest req;
-    req.set_worker_address((*worker)->address());
+    req.set_worker_address(worker->worker->address());
     req.set_client_name("session-test");
     const grpc::Status s = stub->Connect(&cc, req, &conn);
     ASSERT_TRUE(s.ok()) << s.error_message();
@@ -1096,16 +1112,12 @@ TEST(UcxClientTest, ConnectionsNoSessionWatchesAreClosedAfterTheGrace) {
   auto watched = Client::Create(Config(*shard, TransportMode::kUcx));
   ASSERT_TRUE(watched.ok());
   PutGetByteExact(**watched, "ns", {4096}, 61);
-  transport::UcxConfig uc;
-  uc.tls = "tcp";
-  auto ctx = transport::UcxContext::Create(uc);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "no-session"});
+  auto worker = TcpWorker::Create("no-session");
   ASSERT_TRUE(worker.ok()) << worker.status();
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext cc;
   v1::ConnectRequest req;
-  req.set_worker_address((*worker)->address());
+  req.set_worker_address(worker->worker->address());
   req.set_client_name("no-session");
   v1::ConnectResponse conn;
   ASSERT_TRUE(stub->Connect(&cc, req, &conn).ok());
@@ -1186,17 +1198,13 @@ TEST(UcxClientTest, KvhubdVetsClientAddressesInAProbeProcess) {
     ASSERT_TRUE(ucx.ok()) << ucx.status();
     PutGetByteExact(**ucx, "ns", {65536}, 81);  // a vetted address: UCX serves
   }
-  transport::UcxConfig uc;
-  uc.tls = "tcp";
-  auto ctx = transport::UcxContext::Create(uc);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "vet-test"});
+  auto worker = TcpWorker::Create("vet-test");
   ASSERT_TRUE(worker.ok()) << worker.status();
 
   const pid_t probe = ChildNamed(vetting, "kvhub-ucx-probe");
   ASSERT_GT(probe, 0) << "no probe process ready";
   ASSERT_EQ(kill(probe, SIGSTOP), 0);  // as a probe stuck inside UCX would be
-  grpc::Status st = ConnectRaw(*shard, (*worker)->address());
+  grpc::Status st = ConnectRaw(*shard, worker->worker->address());
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
   EXPECT_NE(st.error_message().find("did not finish within 5s in a probe process"), std::string::npos)
       << st.error_message();
@@ -1206,7 +1214,7 @@ TEST(UcxClientTest, KvhubdVetsClientAddressesInAProbeProcess) {
   EXPECT_NE(metrics->body.find("kvhub_ucx_refused_addresses_total 1\n"), std::string::npos);
 
   ASSERT_EQ(kill(vetting, SIGKILL), 0);
-  st = ConnectRaw(*shard, (*worker)->address());
+  st = ConnectRaw(*shard, worker->worker->address());
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
   EXPECT_NE(st.error_message().find("vetter is gone"), std::string::npos) << st.error_message();
   auto fallback = Client::Create(Config(*shard, TransportMode::kAuto));
