@@ -2,23 +2,30 @@
 // byte-exact put/get over UCX tcp and shared memory, automatic (and logged)
 // fallback to gRPC, lease expiry during a slow read, a client killed mid-transfer.
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/ucx_data_plane.h"
@@ -1221,6 +1228,99 @@ TEST(UcxClientTest, KvhubdVetsClientAddressesInAProbeProcess) {
   ASSERT_TRUE(fallback.ok()) << fallback.status();
   PutGetByteExact(**fallback, "ns", {65536}, 82);  // over gRPC now
   EXPECT_TRUE(shard->running());
+}
+
+// The TCP ports this process listens on (LISTEN sockets of /proc/net/tcp whose
+// inode is one of this process's descriptors).
+std::vector<uint16_t> ListeningPortsOfThisProcess() {
+  std::set<std::string> inodes;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && absl::StartsWith(target, "socket:[")) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<uint16_t> ports;
+  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() < 10 || f[3] != "0A" || !inodes.contains(f[9])) continue;  // 0A: LISTEN
+      ports.push_back(static_cast<uint16_t>(std::stoul(f[1].substr(f[1].rfind(':') + 1), nullptr, 16)));
+    }
+  }
+  return ports;
+}
+
+// A well-formed worker address whose tcp ports point at a listener that is not
+// UCX (here: one that answers anything with an HTTP error, as a web server would).
+// UCX 1.13 aborts the process whose endpoint reads that reply; kvhubd's probe
+// process waits for the endpoint's wire-up, so the probe dies, not the shard.
+TEST(UcxClientTest, KvhubdRefusesAnAddressThatPointsAtANonUcxListener) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(listen(listener, 64), 0);
+  socklen_t len = sizeof(sa);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&sa), &len), 0);
+  const uint16_t http_port = ntohs(sa.sin_port);
+  std::thread web([listener] {
+    for (;;) {
+      const int c = accept(listener, nullptr, nullptr);
+      if (c < 0) return;  // shut down
+      char buf[4096];
+      (void)!read(c, buf, sizeof(buf));
+      const char reply[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+      (void)!write(c, reply, sizeof(reply) - 1);
+      close(c);
+    }
+  });
+
+  const std::vector<uint16_t> before = ListeningPortsOfThisProcess();
+  auto worker = TcpWorker::Create("forger");
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  std::string forged = worker->worker->address();
+  int replaced = 0;
+  for (uint16_t port : ListeningPortsOfThisProcess()) {
+    if (absl::c_linear_search(before, port)) continue;
+    const char be[2] = {static_cast<char>(port >> 8), static_cast<char>(port & 0xFF)};
+    for (size_t at = forged.find(std::string_view(be, 2)); at != std::string::npos;
+         at = forged.find(std::string_view(be, 2), at + 2)) {
+      forged[at] = static_cast<char>(http_port >> 8);
+      forged[at + 1] = static_cast<char>(http_port & 0xFF);
+      ++replaced;
+    }
+  }
+  ASSERT_GT(replaced, 0) << "the worker's listening port is not in its address";
+
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  grpc::Status st = ConnectRaw(*shard, forged);
+  EXPECT_TRUE(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+              st.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
+      << st.error_code() << " " << st.error_message();
+  EXPECT_NE(st.error_message().find("in a probe process"), std::string::npos) << st.error_message();
+  shutdown(listener, SHUT_RDWR);
+  close(listener);
+  web.join();
+  // Nothing listens there now: the shard's own worker says so.
+  st = ConnectRaw(*shard, forged);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+
+  // The shard serves on, over UCX to a real client too.
+  absl::SleepFor(absl::Milliseconds(500));  // where a shard that took the address died
+  ASSERT_TRUE(shard->running());
+  auto ucx = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(ucx.ok()) << ucx.status();
+  PutGetByteExact(**ucx, "ns", {65536}, 83);
+  httplib::Client http("127.0.0.1", shard->http_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("kvhub_ucx_refused_addresses_total 1\n"), std::string::npos);
 }
 
 TEST(UcxClientTest, ClientKilledMidTransferLeavesTheShardServing) {

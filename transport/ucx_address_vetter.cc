@@ -31,12 +31,14 @@ enum Verdict : uint8_t {
   kSignal = 1,   // the probe died of signal `detail`
   kHung = 2,     // the probe outlived the timeout and was killed
   kNoProbe = 3,  // no probe ran or it could not set UCX up (`detail`: its exit code)
+  kUnreachable = 4,  // the probe's endpoint failed before it connected to the address
 };
 
 // Probe exit codes.
 constexpr int kProbeAccepted = 0;
 constexpr int kProbeRefused = 1;  // Accept returned an error: harmless
 constexpr int kProbeNoUcx = 2;    // context or worker could not be made
+constexpr int kProbeUnreachable = 3;  // the endpoint failed while connecting
 
 // A probe process, forked ahead of need so UCX is set up before an address comes
 // (making a context and a worker takes tens of milliseconds; the endpoint, one).
@@ -46,8 +48,13 @@ struct WarmProbe {
 };
 
 // In a probe process: set up UCX as the shard's worker is, wait for the address,
-// then do what the shard's worker would do with it. _exits (no UCX teardown, which
-// could block on the bad peer).
+// then do what the shard's worker would do with it: make the endpoint, then close
+// it in flush mode, which connects it to the address and completes its wire-up
+// first. So the probe also reads what answers there: a listener that is not UCX
+// (a web server, say) sends bytes UCX 1.13 takes for a header it asserts on, and
+// that kills the probe, not the shard. A real client answers and then sees an
+// orderly close. _exits (no UCX teardown, which could block on a bad peer); the
+// vetting process kills a probe that is still waiting at the timeout.
 [[noreturn]] void ProbeMain(const UcxConfig& ucx, int fd) {
   std::unique_ptr<UcxContext> context;
   std::unique_ptr<UcxWorker> worker;
@@ -63,7 +70,9 @@ struct WarmProbe {
   std::string address;
   if (!RecvMessage(fd, &address, kMaxAddressBytes) || address.empty()) _exit(kProbeAccepted);  // closed unused
   if (worker == nullptr) _exit(kProbeNoUcx);
-  _exit(worker->Accept(address).ok() ? kProbeAccepted : kProbeRefused);
+  absl::StatusOr<uint64_t> conn = worker->Accept(address);
+  if (!conn.ok()) _exit(kProbeRefused);
+  _exit(worker->CloseAccepted(*conn, absl::InfiniteDuration()).ok() ? kProbeAccepted : kProbeUnreachable);
 }
 
 WarmProbe SpawnProbe(const UcxConfig& ucx, int vetting_fd) {
@@ -110,6 +119,7 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   if (WIFSIGNALED(status)) return {kSignal, static_cast<uint8_t>(WTERMSIG(status))};
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 253;
   if (code == kProbeAccepted || code == kProbeRefused) return {kPassed, static_cast<uint8_t>(code)};
+  if (code == kProbeUnreachable) return {kUnreachable, static_cast<uint8_t>(code)};
   return {kNoProbe, static_cast<uint8_t>(code)};
 }
 
@@ -265,9 +275,16 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
           "): refused, it would have taken the shard down. Is the client's UCX a different version?"));
     case kHung:
       refused_.fetch_add(1, std::memory_order_relaxed);
-      return absl::InvalidArgumentError(
-          absl::StrCat("making an endpoint to this UCX worker address did not finish within ",
-                       absl::FormatDuration(config_.probe_timeout), " in a probe process: refused"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "connecting to this UCX worker address did not finish within ", absl::FormatDuration(config_.probe_timeout),
+          " in a probe process: refused (nothing answered there as a UCX worker; a client must progress its"
+          " worker while its Connect is in flight)"));
+    case kUnreachable:
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      return absl::FailedPreconditionError(
+          "the shard's UCX cannot connect to this UCX worker address (a probe process's endpoint to it failed:"
+          " connection refused or reset, or nothing reachable there): refused. Can the shard reach the"
+          " client's UCX interfaces over its ucx_tls?");
     default:
       return absl::UnavailableError(absl::StrCat(
           "ucx address vetter could not probe (", reply[1] == kProbeNoUcx ? "UCX did not initialize in the probe"

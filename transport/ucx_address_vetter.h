@@ -6,10 +6,18 @@
 // random bit flips of a real address here) crash the process inside ucp_ep_create:
 // a segfault in uct_iface_local_is_reachable, or an assertion in
 // ucp_address_unpack. In a shard that would lose the whole cache to one bad
-// Connect. The vetter makes the very call the shard would make
-// (UcxWorker::Accept on a worker built from the same UcxConfig) in a probe
-// process; if the probe dies of a signal or hangs, the address is refused.
-// An address UCX refuses cleanly passes: the shard's own Accept reports it.
+// Connect. And a well-formed address that points at a port where something other
+// than UCX answers (a web server, say) makes the worker that connects there read
+// the answer as a UCX header and abort (an assertion in tcp_ep.c). The vetter
+// makes the very call the shard would make (UcxWorker::Accept on a worker built
+// from the same UcxConfig) in a probe process, then closes that endpoint in flush
+// mode, which connects it and completes its wire-up with whatever answers at the
+// address; if the probe dies of a signal or hangs, the address is refused. An
+// address UCX refuses cleanly passes: the shard's own Accept reports it.
+//
+// What a client must do: progress its UCX worker while its Connect is in flight
+// (kvhub's workers have their own progress thread), since the probe's endpoint
+// wires up with it; it then sees an orderly close.
 //
 // How: Start() forks a small vetting process at once, which forks one probe per
 // address. Because the vetting process is a fork of the caller, Start() must run
@@ -18,7 +26,8 @@
 // process. The vetting process ends with the thread that started it
 // (PR_SET_PDEATHSIG) and when the vetter is destroyed.
 //
-// Cost: a probe is a fork plus a UCX context, worker and endpoint, ~10-30 ms;
+// Cost: a probe is a fork plus a UCX context, worker and endpoint, plus one
+// wire-up with the client, ~10-30 ms;
 // addresses that passed are remembered (exact bytes), so a client that connects
 // again with the same worker is not probed twice.
 //
@@ -59,7 +68,7 @@ class UcxAddressVetter {
   struct Stats {
     uint64_t probes = 0;           // addresses tried in a probe process
     uint64_t remembered_hits = 0;  // addresses passed without a probe (seen before)
-    uint64_t refused = 0;          // probes that crashed or hung
+    uint64_t refused = 0;          // probes that crashed, hung or could not connect
   };
 
   // Forks the vetting process (see the header comment for when). `ucx` is the
@@ -70,9 +79,11 @@ class UcxAddressVetter {
   UcxAddressVetter(const UcxAddressVetter&) = delete;
   UcxAddressVetter& operator=(const UcxAddressVetter&) = delete;
 
-  // OK: an endpoint to `address` was made (or cleanly refused) in a probe without
-  // harm. INVALID_ARGUMENT naming what happened: the probe died of a signal or
-  // hung; the caller must not hand the address to UCX. No verdict, and the caller
+  // OK: an endpoint to `address` was made (or cleanly refused) and wired up with
+  // what answers there in a probe without harm. INVALID_ARGUMENT naming what
+  // happened: the probe died of a signal or hung; FAILED_PRECONDITION ("cannot
+  // connect"): the probe's endpoint failed while connecting (refused, reset,
+  // unreachable); either way the caller must not hand the address to UCX. No verdict, and the caller
   // should refuse the address too: UNAVAILABLE when kMaxCallers calls are already
   // in Vet (worth a retry later: callers block, and a server's threads are few) or
   // the probe could not set UCX up; FAILED_PRECONDITION when the vetting process is

@@ -119,12 +119,15 @@ TEST_F(UcxAddressVetterTest, BitFlippedAddressesThatPassAreSafeToAccept) {
     absl::Status s = vetter_->Vet(a);
     if (s.ok()) {
       ++passed;
-      // Accepted or refused, it must return. Closed at once: an endpoint that lived on
-      // could meet a non-UCX listener where a flipped address points, which UCX 1.13
-      // does not survive either (docs/transport.md), and that is not what this tests.
-      if (absl::StatusOr<uint64_t> conn = shard_->Accept(a); conn.ok()) shard_->CloseAccepted(*conn).IgnoreError();
+      // Accepted or refused, it must return; accepted, it is connected and closed in
+      // flush mode, as the probe did, so whatever answers where it points is read
+      // here too (a listener that is not UCX would crash this process).
+      if (absl::StatusOr<uint64_t> conn = shard_->Accept(a); conn.ok()) {
+        shard_->CloseAccepted(*conn, absl::Seconds(2)).IgnoreError();  // unreachable is fine here
+      }
     } else {
-      ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+      // Crashed or hung (INVALID_ARGUMENT), or nothing that connects (FAILED_PRECONDITION).
+      ASSERT_TRUE(absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) << s;
       EXPECT_THAT(s.message(), HasSubstr("probe process"));
       ++refused;
     }

@@ -428,10 +428,13 @@ struct UcxWorker::Impl {
     for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
   }
 
-  void FailConn(uint64_t id) {
+  // Closes connection `id`'s endpoint: forced where UCX allows it, or in flush
+  // mode reporting the close's end to `wait` when one is given.
+  void FailConn(uint64_t id, std::shared_ptr<CloseWait> wait = nullptr) {
     auto it = conns.find(id);
     if (it == conns.end()) return;
-    CloseEp(it->second->ep, it->second->peer_mode);
+    const bool force = wait == nullptr && it->second->peer_mode;
+    CloseEp(it->second->ep, force, std::move(wait));
     conns.erase(it);
     c.accepted_peers.fetch_sub(1);
     // The endpoint is closed: UCX no longer moves bytes of this connection, but
@@ -1226,16 +1229,23 @@ std::vector<std::pair<uint64_t, absl::Time>> UcxWorker::AcceptedConnections() {
   return out;
 }
 
-absl::Status UcxWorker::CloseAccepted(uint64_t conn_id) {
+absl::Status UcxWorker::CloseAccepted(uint64_t conn_id, absl::Duration flush_wait) {
   absl::Status result;
+  const bool flush = flush_wait > absl::ZeroDuration();
+  auto closed = flush ? std::make_shared<Impl::CloseWait>() : nullptr;
   Call([&] {
     if (!impl_->conns.contains(conn_id)) {
       result = absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, " unknown"));
       return;
     }
-    impl_->FailConn(conn_id);
+    impl_->FailConn(conn_id, closed);
   });
-  return result;
+  if (!result.ok() || !flush) return result;
+  if (!closed->done.WaitForNotificationWithTimeout(flush_wait)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("ucx close: the client did not complete the connection within ", absl::FormatDuration(flush_wait)));
+  }
+  return UcsToStatus(closed->status, "ucx close");
 }
 
 absl::Status UcxWorker::CheckAccepted(uint64_t conn_id) {

@@ -201,8 +201,14 @@ class UcxWorker {
   // its end in every process; try untrusted ones in UcxAddressVetter first, and
   // still accept only addresses from trusted clients.
   absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
-  // Closes an accepted connection. NOT_FOUND if unknown.
-  absl::Status CloseAccepted(uint64_t conn_id);
+  // Closes an accepted connection. NOT_FOUND if unknown. With `flush_wait` > 0
+  // the endpoint is closed in flush mode, which first completes its wire-up with
+  // the client (UCX connects and exchanges wire-up messages with it) and delivers
+  // what was sent; waits at most `flush_wait` for that: the close's outcome
+  // (UNAVAILABLE and the like when the client cannot be reached), or
+  // DEADLINE_EXCEEDED (the close goes on in the background). Without it the
+  // endpoint is closed at once (forced, where UCX allows that).
+  absl::Status CloseAccepted(uint64_t conn_id, absl::Duration flush_wait = absl::ZeroDuration());
   // OK when `conn_id` is an accepted connection not closed or failed; NOT_FOUND otherwise.
   absl::Status CheckAccepted(uint64_t conn_id);
   // The accepted connections open now, with the time each was accepted (on

@@ -172,13 +172,21 @@ absl::StatusOr<std::unique_ptr<KvhubdProcess>> KvhubdProcess::Start(KvhubdProces
   return proc;
 }
 
+bool KvhubdProcess::running() const {
+  if (pid_ <= 0) return false;
+  siginfo_t info{};
+  // WNOWAIT: an exited child stays waitable, so Wait()/Stop() still get its exit code.
+  if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return false;
+  return info.si_pid == 0;  // 0: no state change, the child runs
+}
+
 KvhubdProcess::~KvhubdProcess() {
-  if (running()) Kill().IgnoreError();
+  if (pid_ > 0) Kill().IgnoreError();
   if (stdout_fd_ >= 0) close(stdout_fd_);
 }
 
 absl::Status KvhubdProcess::Signal(int signo) {
-  if (!running()) return absl::FailedPreconditionError("kvhubd is not running");
+  if (pid_ <= 0) return absl::FailedPreconditionError("kvhubd is not running");
   if (kill(pid_, signo) != 0) {
     return absl::InternalError(absl::StrCat("kill(", pid_, ", ", signo, "): ", std::strerror(errno)));
   }
@@ -186,7 +194,7 @@ absl::Status KvhubdProcess::Signal(int signo) {
 }
 
 absl::StatusOr<int> KvhubdProcess::Wait(absl::Duration timeout) {
-  if (!running()) return absl::FailedPreconditionError("kvhubd is not running");
+  if (pid_ <= 0) return absl::FailedPreconditionError("kvhubd is not running");
   absl::Time deadline = absl::Now() + timeout;
   while (true) {
     int wstatus = 0;

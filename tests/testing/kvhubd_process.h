@@ -62,8 +62,9 @@ class KvhubdProcess {
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
   pid_t pid() const { return pid_; }
-  // True until Stop()/Kill()/Wait() has reaped the child.
-  bool running() const { return pid_ > 0; }
+  // True while the child process is alive: false once it has exited (crashed,
+  // say), even before Stop()/Kill()/Wait() reaps it. Never reaps it itself.
+  bool running() const;
 
   // Sends SIGTERM and waits up to `timeout` for the child to exit (graceful drain).
   // Returns its exit code (128+signal if killed by a signal). If it has not exited in
