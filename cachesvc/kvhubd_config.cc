@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "common/input_file.h"
 #include "common/memory_limit.h"
+#include "common/ucx_net_devices.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -171,6 +172,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
+      KVHUB_STR_KEY("ucx_net_devices", ucx_net_devices, "UCX_NET_DEVICES passthrough (lo, eth0,mlx5_0:1, all); auto: lo when grpc_address is loopback, else UCX's default; default auto"),
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
       KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "shared memory in ucx_tls: ping the shard's own UCX worker this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
       KVHUB_BOOL_KEY("ucx_vet_addresses", ucx_vet_addresses, "try each client's UCX worker address in a throwaway process before using it; one that crashes UCX there is refused instead of taking the shard down; default true"),
@@ -298,6 +300,10 @@ std::string KvhubdConfig::PolicyMemoryWarning() const {
                       "tier will hold (capacity_bytes / your typical block size)");
 }
 
+bool KvhubdConfig::GrpcOnLoopback() const { return IsLoopbackHostPort(grpc_address); }
+
+std::string KvhubdConfig::UcxNetDevices() const { return ResolveUcxNetDevices(ucx_net_devices, GrpcOnLoopback()); }
+
 absl::Status KvhubdConfig::Validate() const {
   auto bad = [this](absl::string_view key, absl::string_view why) {
     const auto it = origins.find(std::string(key));
@@ -345,6 +351,9 @@ absl::Status KvhubdConfig::Validate() const {
   if (ucx_tls.size() > 256 ||
       std::any_of(ucx_tls.begin(), ucx_tls.end(), [](char c) { return !(isalnum(c) || c == ',' || c == '_' || c == '^'); })) {
     return bad("ucx_tls", "must be <= 256 chars of [A-Za-z0-9_,^] (a UCX_TLS list such as tcp or rc,tcp)");
+  }
+  if (absl::Status s = ValidateUcxNetDevices(ucx_net_devices); !s.ok()) {
+    return bad("ucx_net_devices", absl::StripPrefix(s.message(), "ucx_net_devices "));
   }
   if (ucx_probe_interval != absl::ZeroDuration() &&
       (ucx_probe_interval < absl::Milliseconds(50) || ucx_probe_interval > absl::Minutes(10))) {

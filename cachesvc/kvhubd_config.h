@@ -95,6 +95,16 @@ struct KvhubdConfig {
   // RDMA); shared memory is used only when named here explicitly (UCX 1.13 cannot
   // detect a dead peer on it; see docs/transport.md "Shared memory").
   std::string ucx_tls;
+  // The network devices UCX may use, passed through as UCX_NET_DEVICES
+  // (interfaces such as lo or eth0, RDMA ports such as mlx5_0:1; "all": every
+  // one). UCX's tcp transport listens on each device it uses and takes bytes from
+  // whoever connects there, and UCX 1.13 aborts the process on some malformed
+  // ones, so that port must be reachable by trusted clients only
+  // (docs/transport.md, "Security"). "auto" (default): "lo" when grpc_address is a
+  // loopback address (a shard only local clients reach keeps UCX off the other
+  // interfaces too), else UCX's default (the UCX_NET_DEVICES environment
+  // variable, else all); an explicit value wins over the environment.
+  std::string ucx_net_devices = "auto";
   // With shared memory named in ucx_tls (posix or sysv): have UCX allocate the
   // host tier's regions (ucp_mem_map ALLOCATE, in /dev/shm), so clients on this
   // host read and write blocks one-sidedly (RMA: a memcpy from the mapped
@@ -152,6 +162,13 @@ struct KvhubdConfig {
 
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();
+
+  // True when grpc_address is a loopback address (127.x, localhost, [::1]): only
+  // clients on this host reach the shard.
+  bool GrpcOnLoopback() const;
+  // UCX_NET_DEVICES for the shard's UCX context from ucx_net_devices: a device
+  // list, or empty for UCX's default (see ucx_net_devices).
+  std::string UcxNetDevices() const;
 
   // OK, or INVALID_ARGUMENT naming the first bad key and why (and where it was
   // set, when `origins` knows).

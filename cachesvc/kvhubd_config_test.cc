@@ -1,6 +1,7 @@
 #include "cachesvc/kvhubd_config.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <fstream>
 
@@ -142,6 +143,7 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.ready_file = "/tmp/x";
   a.ucx_enabled = false;
   a.ucx_tls = "rc,tcp";
+  a.ucx_net_devices = "eth0,mlx5_0:1";
   a.ucx_shm_regions = false;
   a.ucx_probe_interval = absl::Milliseconds(250);
   a.ucx_session_grace = absl::Seconds(5);
@@ -162,7 +164,25 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 49u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 50u);
+}
+
+// UCX's tcp port takes bytes from anyone who reaches it; a shard only local
+// clients reach keeps it on loopback.
+TEST(KvhubdConfigTest, UcxStaysOnLoopbackWhenGrpcDoes) {
+  unsetenv("UCX_NET_DEVICES");
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  EXPECT_EQ(c.ucx_net_devices, "auto");
+  EXPECT_TRUE(c.GrpcOnLoopback());
+  EXPECT_EQ(c.UcxNetDevices(), "lo");
+  ASSERT_TRUE(c.Set("grpc_address", "0.0.0.0:7480").ok());
+  EXPECT_EQ(c.UcxNetDevices(), "");  // UCX's default
+  ASSERT_TRUE(c.Set("ucx_net_devices", "mlx5_0:1").ok());
+  EXPECT_EQ(c.UcxNetDevices(), "mlx5_0:1");
+  ASSERT_TRUE(c.Set("ucx_net_devices", "eth0;reboot").ok());
+  absl::Status s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("ucx_net_devices"), std::string::npos) << s;
 }
 
 TEST(KvhubdConfigTest, NamespaceQuotasParseAndValidate) {

@@ -76,6 +76,7 @@ KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|off; default info");
 KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
 KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
 KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");
+KVHUB_CONFIG_FLAG(ucx_net_devices, "UCX_NET_DEVICES passthrough (lo, eth0,mlx5_0:1, all); auto: lo when grpc_address is loopback, else UCX's default; default auto");
 KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions (one-sided local reads/writes); default true");
 KVHUB_CONFIG_FLAG(ucx_session_grace_ms, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000");
 KVHUB_CONFIG_FLAG(ucx_vet_addresses, "try each client's UCX worker address in a throwaway process first; one that crashes UCX there is refused instead of taking the shard down; default true");
@@ -116,6 +117,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(gpu_tier_bytes),        KVHUB_FLAG_REF(check_memory_limit),
     KVHUB_FLAG_REF(log_level),             KVHUB_FLAG_REF(ready_file),
     KVHUB_FLAG_REF(ucx_enabled),           KVHUB_FLAG_REF(ucx_tls), KVHUB_FLAG_REF(ucx_shm_regions),
+    KVHUB_FLAG_REF(ucx_net_devices),
     KVHUB_FLAG_REF(ucx_probe_ms),          KVHUB_FLAG_REF(ucx_session_grace_ms), KVHUB_FLAG_REF(ucx_vet_addresses),
     KVHUB_FLAG_REF(auth_tokens_file),      KVHUB_FLAG_REF(auth_reload_ms),
     KVHUB_FLAG_REF(tls_cert_file),

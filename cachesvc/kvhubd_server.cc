@@ -155,9 +155,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
                                                " (in use, or not a local address?)"));
   }
   srv->grpc_address_ = absl::StrCat(config.grpc_address.substr(0, config.grpc_address.rfind(':')), ":", port);
-  const bool loopback = absl::StartsWith(config.grpc_address, "127.") ||
-                        absl::StartsWith(config.grpc_address, "localhost:") ||
-                        absl::StartsWith(config.grpc_address, "[::1]:");
+  const bool loopback = config.GrpcOnLoopback();
   if (srv->auth_ == nullptr) {
     spdlog::log(loopback ? spdlog::level::info : spdlog::level::warn,
                 "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "

@@ -1,6 +1,7 @@
 #include "cachesvc/ucx_server.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
@@ -47,6 +48,7 @@ struct UcxServer::State {
   AddressVetterPtr vetter;  // ucx_vet_addresses: Connect's check
   absl::Duration probe_interval;
   std::string tls;
+  std::string net_devices;        // UCX_NET_DEVICES set by kvhubd; empty: UCX's default
   bool shm = false;               // ucx_tls names shared memory
   bool allocate_regions = false;  // ... and ucx_shm_regions: RegionProvider allocates
   bool one_sided_shm = false;     // the store runs on UCX-allocated regions
@@ -94,6 +96,7 @@ transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
   // Shared memory only when named explicitly: UCX 1.13 has no peer failure
   // detection there (docs/transport.md); elsewhere every endpoint must have it.
   uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config.ucx_tls);
+  if (std::string devices = config.UcxNetDevices(); !devices.empty()) uc.options.push_back({"NET_DEVICES", devices});
   return uc;
 }
 
@@ -154,6 +157,19 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, Address
   s->state_ = std::make_unique<State>();
   s->state_->context = std::move(*ctx);
   s->state_->tls = config.ucx_tls;
+  s->state_->net_devices = config.UcxNetDevices();
+  if (transport::TlsMayUseTcp(config.ucx_tls) && s->state_->net_devices != "lo") {
+    const char* env = std::getenv("UCX_NET_DEVICES");
+    const std::string devices = !s->state_->net_devices.empty() ? s->state_->net_devices
+                                : env != nullptr                  ? absl::StrCat(env, " (UCX_NET_DEVICES)")
+                                                                  : "all";
+    KVHUB_LOG(warn,
+              "ucx: UCX's tcp transport listens on network devices {} and takes bytes from whoever connects "
+              "there; UCX 1.13 aborts the shard on some malformed ones, so keep that port reachable by trusted "
+              "clients only (a firewall), or set ucx_net_devices to RDMA devices only (docs/transport.md, "
+              "\"Security\")",
+              devices);
+  }
   s->state_->shm = shm;
   s->state_->allocate_regions = allocate;
   s->state_->probe_interval = shm ? config.ucx_probe_interval : absl::ZeroDuration();
@@ -258,6 +274,7 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandle
   }
   status_text_ = absl::StrCat("serving ", regions.size(), " region(s) via UCX_TLS=",
                               st.tls.empty() ? "<ucx default: tcp/RDMA>" : st.tls,
+                              st.net_devices.empty() ? "" : absl::StrCat(" on UCX_NET_DEVICES=", st.net_devices),
                               st.shm ? " (shared memory allowed)" : "",
                               st.one_sided_shm ? "; regions in UCX shared memory (one-sided local reads/writes)"
                                                : "");

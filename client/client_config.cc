@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
+#include "common/ucx_net_devices.h"
 
 namespace kvhub {
 namespace {
@@ -131,6 +132,7 @@ absl::Status ClientConfig::Validate() const {
   if (!tls_server_name.empty() && tls_ca_file.empty()) {
     return absl::InvalidArgumentError("tls_server_name needs TLS: set tls_ca_file");
   }
+  if (absl::Status s = ValidateUcxNetDevices(ucx_net_devices); !s.ok()) return s;
   if (ucx_tls.size() > 256) return absl::InvalidArgumentError("ucx_tls must be <= 256 characters");
   for (char c : ucx_tls) {
     if (!(isalnum(static_cast<unsigned char>(c)) || c == ',' || c == '_' || c == '^')) {

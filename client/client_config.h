@@ -95,6 +95,13 @@ struct ClientConfig {
   // Empty (default): UCX chooses among transports that detect a dead peer
   // (tcp, RDMA); shared memory only when named here (docs/transport.md).
   std::string ucx_tls;
+  // The network devices the client's UCX may use (UCX_NET_DEVICES passthrough:
+  // "lo", "eth0,mlx5_0:1", "all"). UCX's tcp transport listens on each and UCX
+  // 1.13 aborts the process on some malformed bytes sent there, so "auto"
+  // (default) keeps UCX on "lo" when every member is a loopback address, and
+  // otherwise leaves UCX's default (the UCX_NET_DEVICES environment variable,
+  // else all devices). Reach the client's UCX port from trusted hosts only.
+  std::string ucx_net_devices = "auto";
   // Lease asked for on a UCX read (Get without inline data). Every UCX transfer
   // of the read must finish before the lease ends (minus a safety margin) or the
   // block is reported failed, never as data. 100 ms .. 600 s. Default 10 s.

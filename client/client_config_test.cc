@@ -51,6 +51,8 @@ TEST(ClientConfigTest, RejectsBadFields) {
   EXPECT_NE(bad([](ClientConfig& c) { c.ucx_retry_interval = absl::Milliseconds(5); }).find("ucx_retry_interval"),
             std::string::npos);
   bad([](ClientConfig& c) { c.ucx_retry_interval = absl::Hours(2); });
+  EXPECT_NE(bad([](ClientConfig& c) { c.ucx_net_devices = "eth0 lo"; }).find("ucx_net_devices"), std::string::npos);
+  bad([](ClientConfig& c) { c.ucx_net_devices = ""; });
   EXPECT_NE(bad([](ClientConfig& c) { c.auth_token = "short"; }).find("auth_token"), std::string::npos);
   bad([](ClientConfig& c) { c.auth_token = "a token with spaces in it"; });
   bad([](ClientConfig& c) { c.tls_cert_file = "/c.pem"; });                       // no key
@@ -63,6 +65,7 @@ TEST(ClientConfigTest, RejectsBadFields) {
   ok.tls_key_file = "/c.key";
   ok.tls_server_name = "kvhub-shard";
   ok.ucx_retry_interval = absl::ZeroDuration();  // never retry UCX
+  ok.ucx_net_devices = "eth0,mlx5_0:1";
   EXPECT_TRUE(ok.Validate().ok()) << ok.Validate();
 }
 

@@ -14,6 +14,7 @@
 #include "client/shard_session.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/ucx_net_devices.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_ping.h"
@@ -161,6 +162,11 @@ absl::Status UcxDataPlane::EnsureWorker() {
   uc.op_timeout = config_.data_deadline;
   uc.mapped_gets = config_.ucx_mapped_copies;
   uc.mapped_puts = config_.ucx_mapped_copies;
+  const bool members_on_loopback = std::all_of(config_.members.begin(), config_.members.end(),
+                                               [](const MemberConfig& m) { return IsLoopbackHostPort(m.address); });
+  if (std::string devices = ResolveUcxNetDevices(config_.ucx_net_devices, members_on_loopback); !devices.empty()) {
+    uc.options.push_back({"NET_DEVICES", devices});
+  }
   absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
   if (!ctx.ok()) {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));

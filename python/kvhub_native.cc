@@ -613,11 +613,12 @@ PYBIND11_MODULE(_native, m) {
                        double deadline_s, const std::string& auth_token, const std::string& tls_ca_file,
                        const std::string& tls_cert_file, const std::string& tls_key_file,
                        const std::string& tls_server_name, bool use_proxy_env, double tls_reload_s,
-                       double data_deadline_s) {
+                       double data_deadline_s, const std::string& ucx_net_devices) {
              ClientConfig c;
              c.members = Check(ClientConfig::ParseMembers(MemberText(members)));
              c.transport = Check(ParseTransportMode(transport));
              c.ucx_tls = ucx_tls;
+             c.ucx_net_devices = ucx_net_devices;
              for (const auto& [name, value] : {std::pair{"deadline_s", deadline_s}, std::pair{"data_deadline_s", data_deadline_s}}) {
                if (!std::isfinite(value) || value < 0 || value > 86400) {
                  throw py::value_error(absl::StrCat(name, " must be 0 (the default) or a number of seconds up to 86400, got ",
@@ -638,12 +639,13 @@ PYBIND11_MODULE(_native, m) {
            py::arg("members"), py::arg("transport") = "auto", py::arg("ucx_tls") = "", py::arg("deadline_s") = 0.0,
            py::arg("auth_token") = "", py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
            py::arg("tls_key_file") = "", py::arg("tls_server_name") = "", py::arg("use_proxy_env") = false,
-           py::arg("tls_reload_s") = 60.0, py::arg("data_deadline_s") = 0.0,
+           py::arg("tls_reload_s") = 60.0, py::arg("data_deadline_s") = 0.0, py::arg("ucx_net_devices") = "auto",
            "members: 'HOST:PORT[@WEIGHT],...', or a list of 'HOST:PORT[@WEIGHT]'. transport: auto (UCX where a shard offers it over RDMA "
            "or shared memory), ucx or grpc. deadline_s: deadline of each control call (lookups, stats, commits), "
            "retries included (0: the default, 2 s); data_deadline_s: the same for calls moving block bytes (0: 30 s). "
            "use_proxy_env: follow grpc_proxy/https_proxy/http_proxy (default: connect straight to the shards). "
-           "tls_reload_s: how often the TLS files are read again (1 .. 86400).")
+           "tls_reload_s: how often the TLS files are read again (1 .. 86400). ucx_net_devices: the network devices "
+           "UCX may use (UCX_NET_DEVICES); auto: lo when every member is on loopback, else UCX's default.")
       .def("publish", &PyClient::Publish, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("blocks"),
            py::arg("pin") = false,
            "Stores the full blocks of tokens (one payload per block), skipping those present.")

@@ -1230,27 +1230,70 @@ TEST(UcxClientTest, KvhubdVetsClientAddressesInAProbeProcess) {
   EXPECT_TRUE(shard->running());
 }
 
-// The TCP ports this process listens on (LISTEN sockets of /proc/net/tcp whose
-// inode is one of this process's descriptors).
-std::vector<uint16_t> ListeningPortsOfThisProcess() {
+// The TCP sockets process `pid` listens on: {local address as /proc/net/tcp[6]
+// prints it (hex, in the kernel's byte order), port}, from the LISTEN sockets of
+// its network namespace whose inode is one of its descriptors.
+std::vector<std::pair<std::string, uint16_t>> ListeningSocketsOf(pid_t pid) {
+  const std::string proc = absl::StrCat("/proc/", pid);
   std::set<std::string> inodes;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+  for (const auto& e : std::filesystem::directory_iterator(proc + "/fd")) {
     std::error_code ec;
     const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
     if (!ec && absl::StartsWith(target, "socket:[")) inodes.insert(target.substr(8, target.size() - 9));
   }
-  std::vector<uint16_t> ports;
-  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
-    std::ifstream in(table);
+  std::vector<std::pair<std::string, uint16_t>> out;
+  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
+    std::ifstream in(proc + table);
     std::string line;
     std::getline(in, line);  // header
     while (std::getline(in, line)) {
       std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (f.size() < 10 || f[3] != "0A" || !inodes.contains(f[9])) continue;  // 0A: LISTEN
-      ports.push_back(static_cast<uint16_t>(std::stoul(f[1].substr(f[1].rfind(':') + 1), nullptr, 16)));
+      const size_t colon = f[1].rfind(':');
+      out.emplace_back(f[1].substr(0, colon),
+                       static_cast<uint16_t>(std::stoul(f[1].substr(colon + 1), nullptr, 16)));
     }
   }
+  return out;
+}
+
+std::vector<uint16_t> ListeningPortsOfThisProcess() {
+  std::vector<uint16_t> ports;
+  for (const auto& [address, port] : ListeningSocketsOf(getpid())) ports.push_back(port);
   return ports;
+}
+
+// 127.0.0.0/8, ::1 or ::ffff:127.x.y.z, as /proc/net/tcp[6] prints them on x86 (each
+// 32-bit word in host byte order).
+bool IsLoopbackInProcNet(const std::string& hex) {
+  if (hex.size() == 8) return absl::EndsWith(hex, "7F");
+  return hex == "00000000000000000000000001000000" ||
+         (absl::StartsWith(hex, "0000000000000000FFFF0000") && absl::EndsWith(hex, "7F"));
+}
+
+// A shard whose gRPC port is on loopback listens for UCX's tcp transport on
+// loopback only, and so does a client whose shards are all on loopback
+// (ucx_net_devices=auto): anyone who reaches such a port can send it bytes UCX 1.13
+// aborts on, and before, both listened on every interface.
+TEST(UcxClientTest, ShardAndClientOnLoopbackKeepUcxTcpOnLoopback) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const auto sockets = ListeningSocketsOf(shard->pid());
+  EXPECT_GE(sockets.size(), 3u) << "gRPC, HTTP and at least one UCX tcp listener";
+  for (const auto& [address, port] : sockets) {
+    EXPECT_TRUE(IsLoopbackInProcNet(address)) << "kvhubd listens on " << address << ":" << port;
+  }
+  const auto before = ListeningSocketsOf(getpid());
+  auto ucx = Client::Create(Config(*shard, TransportMode::kUcx));
+  ASSERT_TRUE(ucx.ok()) << ucx.status();
+  PutGetByteExact(**ucx, "ns", {65536}, 84);
+  int added = 0;
+  for (const auto& socket : ListeningSocketsOf(getpid())) {
+    if (absl::c_linear_search(before, socket)) continue;
+    ++added;
+    EXPECT_TRUE(IsLoopbackInProcNet(socket.first)) << "the client listens on " << socket.first << ":" << socket.second;
+  }
+  EXPECT_GE(added, 1) << "the client's UCX tcp listener";
 }
 
 // A well-formed worker address whose tcp ports point at a listener that is not

@@ -1,0 +1,36 @@
+#include "common/ucx_net_devices.h"
+
+#include <cstdlib>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvhub {
+
+bool IsLoopbackHostPort(absl::string_view host_port) {
+  return absl::StartsWith(host_port, "127.") || absl::StartsWith(host_port, "localhost:") ||
+         absl::StartsWith(host_port, "[::1]:");
+}
+
+std::string ResolveUcxNetDevices(absl::string_view setting, bool peers_on_loopback) {
+  if (setting != "auto") return std::string(setting);
+  if (!peers_on_loopback || std::getenv("UCX_NET_DEVICES") != nullptr) return "";
+  return "lo";
+}
+
+absl::Status ValidateUcxNetDevices(absl::string_view setting) {
+  bool ok = !setting.empty() && setting.size() <= 256;
+  for (char c : setting) {
+    ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == ',' || c == '_' || c == ':' ||
+                c == '.' || c == '-');
+  }
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "ucx_net_devices must be auto, all, or <= 256 chars of [A-Za-z0-9_,:.-] (a UCX_NET_DEVICES list such as "
+      "lo or eth0,mlx5_0:1), got '",
+      absl::CHexEscape(setting.substr(0, 64)), "'"));
+}
+
+}  // namespace kvhub
