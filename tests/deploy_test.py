@@ -70,7 +70,7 @@ def print_config(kvhubd, conf_text, args):
 
 def check_manifests(source, kvhubd):
     m = load_manifests(source)
-    for kind in ("ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"):
+    for kind in ("ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
         check(kind in m, "deploy/kubernetes/kvhubd.yaml has no " + kind)
     sts = m["StatefulSet"]
     pod = sts["spec"]["template"]
@@ -103,6 +103,17 @@ def check_manifests(source, kvhubd):
         slots = int(config["max_blocks"]) or min(capacity // int(config["min_block_bytes"]), 1 << 22)
         check(slots * 370 * 50 <= capacity,
               "duel's per-slot state for %d slots is over 2%% of capacity_bytes: set max_blocks" % slots)
+    # UCX's tcp port takes bytes from anyone who reaches it (docs/transport.md, "Security").
+    np = m["NetworkPolicy"]["spec"]
+    check(np["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"],
+          "the NetworkPolicy does not select the shards' pods")
+    check("Ingress" in np.get("policyTypes", []), "the NetworkPolicy does not restrict ingress")
+    scrape = [r for r in np["ingress"] if any(p.get("port") in ("http", ports["http"]) for p in r.get("ports", []))]
+    check(scrape and all(p["port"] in ("http", ports["http"]) for r in scrape for p in r["ports"]),
+          "the NetworkPolicy lets no scrape reach the HTTP port, or lets it reach other ports")
+    clients = [r for r in np["ingress"] if "ports" not in r]
+    check(len(clients) == 1 and all(f.get("podSelector", {}).get("matchLabels") for f in clients[0]["from"]),
+          "the NetworkPolicy's client rule (all ports: UCX's is not fixed) does not select labelled pods")
     ann = pod["metadata"]["annotations"]
     check(ann.get("prometheus.io/port") == str(ports["http"]), "the scrape annotation is not the HTTP port")
     tokens = config.get("auth_tokens_file", "")
