@@ -15,6 +15,20 @@ namespace {
 
 TEST(UcxConfigTest, DefaultsValidate) { EXPECT_TRUE(UcxConfig{}.Validate().ok()); }
 
+// Callers retry or fail over on UNAVAILABLE; a dead peer must read as one on every
+// transport (kvhub-stress saw a shard killed mid-call on shared memory give INTERNAL).
+TEST(UcsToStatusTest, APeerThatIsGoneIsUnavailable) {
+  for (ucs_status_t st : {UCS_ERR_UNREACHABLE, UCS_ERR_CONNECTION_RESET, UCS_ERR_NOT_CONNECTED, UCS_ERR_SHMEM_SEGMENT}) {
+    absl::Status s = UcsToStatus(st, "ucx call send");
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_NE(s.message().find("ucx call send: "), std::string::npos) << s;
+  }
+  EXPECT_NE(UcsToStatus(UCS_ERR_SHMEM_SEGMENT, "x").message().find("died or restarted"), std::string::npos);
+  EXPECT_EQ(UcsToStatus(UCS_ERR_ENDPOINT_TIMEOUT, "x").code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(UcsToStatus(UCS_ERR_NO_ELEM, "x").code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(UcsToStatus(UCS_OK, "x").ok());
+}
+
 TEST(UcxConfigTest, RejectsBadFields) {
   UcxConfig c;
   c.idle_wakeup = absl::ZeroDuration();

@@ -38,6 +38,12 @@ absl::Status UcsToStatus(ucs_status_t st, absl::string_view what) {
     case UCS_ERR_NO_RESOURCE:
     case UCS_ERR_IO_ERROR:
       return absl::UnavailableError(msg);
+    case UCS_ERR_SHMEM_SEGMENT:
+      // Shared memory (posix/sysv) attaches a peer's segments on first use; that
+      // fails once the peer has died (kvhub-stress: a shard killed while a client
+      // sent it a call). A dead peer, as on the network.
+      return absl::UnavailableError(
+          absl::StrCat(msg, " (the peer's shared memory cannot be attached: the peer died or restarted)"));
     default:
       return absl::InternalError(msg);
   }

@@ -21,7 +21,9 @@
 
 namespace kvhub::transport {
 
-// A UCX status as an absl::Status with `what` as context.
+// A UCX status as an absl::Status with `what` as context. A peer that is gone or
+// unreachable (reset, unreachable, its shared memory gone ...) is UNAVAILABLE, a
+// timeout DEADLINE_EXCEEDED; what UCX reports otherwise unexpected is INTERNAL.
 absl::Status UcsToStatus(ucs_status_t st, absl::string_view what);
 
 class UcxContext {
