@@ -1,8 +1,12 @@
 #include "client/wire.h"
 
+#include <atomic>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "common/hash.h"
 #include "gtest/gtest.h"
 #include "kvhub/v1/kvhub.pb.h"
@@ -75,15 +79,26 @@ TEST(WireTest, PutDataChunkParsesWithGeneratedClass) {
   EXPECT_EQ(c.data(), std::string(d.begin(), d.end()));
 }
 
+// Wait() blocks while gRPC may still read the caller's bytes (a slice over them
+// lives), and returns once every reference is gone.
 TEST(WireTest, BorrowedBytesWaitsForRelease) {
   std::vector<uint8_t> d(10, 1);
   BorrowedBytes b;
+  std::optional<grpc::ByteBuffer> held;
   {
     grpc::ByteBuffer bb = EncodePutDataChunk(1, 0, d, &b);
-    grpc::ByteBuffer copy = bb;  // more references, all released below
+    held.emplace(bb);  // a second reference to the same slices, kept past this scope
   }
-  b.Wait();  // returns: every slice was released
-  SUCCEED();
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    b.Wait();
+    returned.store(true);
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(returned.load()) << "Wait() returned while a slice over the caller's bytes was alive";
+  held.reset();  // the last reference
+  waiter.join();
+  EXPECT_TRUE(returned.load());
 }
 
 TEST(WireTest, DecodesGetResponseIntoBuffers) {
