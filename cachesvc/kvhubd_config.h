@@ -129,10 +129,12 @@ struct KvhubdConfig {
   // Try each client's UCX worker address (Connect) in a throwaway process before
   // the shard's worker is given it (transport/ucx_address_vetter.h): UCX 1.13
   // trusts addresses, and some malformed ones crash the process inside
-  // ucp_ep_create, which would lose the cache. An address that crashes or hangs
-  // the probe is refused with INVALID_ARGUMENT. Costs one small process forked at
-  // start and ~10 ms per new client worker (a reconnect with the same worker is
-  // remembered). Default true.
+  // ucp_ep_create, which would lose the cache. The probe also connects to the
+  // address, so one where something other than UCX answers crashes the probe, not
+  // the shard. An address that crashes or hangs the probe is refused with
+  // INVALID_ARGUMENT, one it cannot connect to with FAILED_PRECONDITION. Costs one
+  // small process forked at start and ~10-25 ms per new client worker (a reconnect
+  // with the same worker is remembered). Default true.
   bool ucx_vet_addresses = true;
 
   // Security (docs/operations.md, "Authentication and TLS"). All empty by default:
