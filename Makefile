@@ -39,6 +39,7 @@ stress: build
 	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport grpc --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500
 	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport ucx --ucx_tls tcp --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500
 	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport ucx --ucx_tls posix,cma --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500 --wedge_every_ms 4000
+	$(BUILD_DIR)/bin/kvhub-stress --seconds $(STRESS_SECONDS) --transport ucx --ucx_tls tcp,posix,cma --kill_every_ms 2000 --stop_every_ms 3000 --client_procs 2 --kill_client_every_ms 1500 --wedge_every_ms 4000
 
 # clang with -Wthread-safety: every lock annotation is checked.
 tsa: deps

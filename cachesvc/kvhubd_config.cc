@@ -174,7 +174,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
       KVHUB_STR_KEY("ucx_net_devices", ucx_net_devices, "UCX_NET_DEVICES passthrough (lo, eth0,mlx5_0:1, all); auto: lo when grpc_address is loopback, else UCX's default; default auto"),
       KVHUB_BOOL_KEY("ucx_shm_regions", ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions so local clients use one-sided RMA; default true"),
-      KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "shared memory in ucx_tls: ping the shard's own UCX worker this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
+      KVHUB_MS_KEY("ucx_probe_ms", ucx_probe_interval, "posix, sysv or sm in ucx_tls: ping the shard's own UCX worker over shared memory this often and replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000"),
       KVHUB_BOOL_KEY("ucx_vet_addresses", ucx_vet_addresses, "try each client's UCX worker address in a throwaway process before using it; one that crashes UCX there is refused instead of taking the shard down; default true"),
       KVHUB_MS_KEY("ucx_session_grace_ms", ucx_session_grace, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000"),
       KVHUB_STR_KEY("auth_tokens_file", auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication"),

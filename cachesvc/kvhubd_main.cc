@@ -80,7 +80,7 @@ KVHUB_CONFIG_FLAG(ucx_net_devices, "UCX_NET_DEVICES passthrough (lo, eth0,mlx5_0
 KVHUB_CONFIG_FLAG(ucx_shm_regions, "shared memory in ucx_tls: UCX allocates the host regions (one-sided local reads/writes); default true");
 KVHUB_CONFIG_FLAG(ucx_session_grace_ms, "close a UCX connection no Session watches this long after Connect; 0 = keep it; default 10000");
 KVHUB_CONFIG_FLAG(ucx_vet_addresses, "try each client's UCX worker address in a throwaway process first; one that crashes UCX there is refused instead of taking the shard down; default true");
-KVHUB_CONFIG_FLAG(ucx_probe_ms, "shared memory in ucx_tls: ping the shard's own UCX worker this often, replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000");
+KVHUB_CONFIG_FLAG(ucx_probe_ms, "posix, sysv or sm in ucx_tls: ping the shard's own UCX worker over shared memory this often, replace it when it stops receiving (a client killed mid-send); 0 = off; default 1000");
 KVHUB_CONFIG_FLAG(auth_tokens_file, "bearer tokens and their namespaces (docs/operations.md); default none: no authentication");
 KVHUB_CONFIG_FLAG(auth_reload_ms, "re-read auth_tokens_file this often and put a changed file in force (SIGHUP: at once); 0 = only on SIGHUP; default 10000");
 KVHUB_CONFIG_FLAG(tls_cert_file, "PEM certificate chain: gRPC over TLS; default none (plaintext)");

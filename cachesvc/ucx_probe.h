@@ -1,9 +1,11 @@
 #pragma once
 // UcxProbe: checks that a serving UcxWorker still receives, by pinging it
 // (v1::UCX_CALL_PING, transport/ucx_ping.h) from a second worker of the same
-// process, over the same transports a local client uses. kvhubd runs one when shared memory is in
-// ucx_tls, where a client killed mid-send can leave the serving worker's
-// receive queue stuck (cachesvc/ucx_server.h).
+// process, made in the context Start is given: it must reach the target over
+// shared memory alone (transport::PingContext), or the pings miss what they
+// look for. kvhubd runs one when a shared-memory queue transport is in ucx_tls,
+// where a client killed mid-send can leave the serving worker's receive queue
+// stuck (cachesvc/ucx_server.h).
 //
 // The probe pings every Config::interval, and at once after PingSoon(). A ping
 // unanswered within Config::timeout is a miss; after Config::misses misses in a

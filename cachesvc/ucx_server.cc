@@ -44,7 +44,11 @@ struct UcxServer::State {
   std::atomic<uint64_t> resets{0};
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
-  std::unique_ptr<UcxProbe> probe;        // with shared memory and ucx_probe_ms > 0
+  // The probe's context when `context` speaks more than shared memory (a ping must
+  // travel the shared-memory queue it checks; transport::PingContext); before
+  // `probe`, which it must outlive.
+  std::unique_ptr<transport::UcxContext> probe_context;
+  std::unique_ptr<UcxProbe> probe;        // with shared-memory queues and ucx_probe_ms > 0
   AddressVetterPtr vetter;  // ucx_vet_addresses: Connect's check
   absl::Duration probe_interval;
   std::string tls;
@@ -172,7 +176,9 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, Address
   }
   s->state_->shm = shm;
   s->state_->allocate_regions = allocate;
-  s->state_->probe_interval = shm ? config.ucx_probe_interval : absl::ZeroDuration();
+  // Only posix/sysv queues can get stuck (cma has none).
+  s->state_->probe_interval =
+      !transport::SharedMemoryQueueTls(config.ucx_tls).empty() ? config.ucx_probe_interval : absl::ZeroDuration();
   s->state_->vetter = std::move(vetter);
   if (config.ucx_vet_addresses && s->state_->vetter == nullptr) {
     KVHUB_LOG(warn, "ucx: ucx_vet_addresses is on but no address vetter was started "
@@ -282,15 +288,26 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandle
   if (st.probe_interval > absl::ZeroDuration()) {
     UcxProbe::Config pc;
     pc.interval = st.probe_interval;
-    absl::StatusOr<std::unique_ptr<UcxProbe>> probe = UcxProbe::Start(
-        st.context.get(), pc, [&st] { return st.Current(); },
-        [this](std::shared_ptr<transport::UcxWorker> deaf) { ReplaceWorker(std::move(deaf)); });
-    if (probe.ok()) {
-      st.probe = std::move(*probe);
+    absl::Status started = absl::OkStatus();
+    absl::StatusOr<std::unique_ptr<transport::UcxContext>> ping_context = transport::PingContext(*st.context);
+    if (!ping_context.ok()) {
+      started = ping_context.status();
     } else {
+      st.probe_context = std::move(*ping_context);
+      absl::StatusOr<std::unique_ptr<UcxProbe>> probe = UcxProbe::Start(
+          st.probe_context != nullptr ? st.probe_context.get() : st.context.get(), pc,
+          [&st] { return st.Current(); },
+          [this](std::shared_ptr<transport::UcxWorker> deaf) { ReplaceWorker(std::move(deaf)); });
+      if (probe.ok()) {
+        st.probe = std::move(*probe);
+      } else {
+        started = probe.status();
+      }
+    }
+    if (!started.ok()) {
       // Serving goes on; a stuck queue would then stay stuck until a restart.
       KVHUB_LOG(error, "ucx: cannot start the shared-memory probe: {}; a client killed mid-send can leave "
-                       "this shard deaf to UCX shared memory until it restarts", probe.status().ToString());
+                       "this shard deaf to UCX shared memory until it restarts", started.ToString());
     }
   }
 #else

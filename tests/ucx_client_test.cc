@@ -901,9 +901,10 @@ TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
 // nothing over shared memory after it (UCX 1.13). The shard notices with its
 // probe (a ping over its own shared-memory queue), replaces its worker and ends
 // every session, and its clients connect again: the survivor is served over UCX
-// shared memory again within a few seconds.
-TEST(UcxClientTest, ShardRecoversFromAClientKilledMidSendOverSharedMemory) {
-  auto shard = StartShard({"--ucx_tls=posix,cma", "--ucx_probe_ms=200"});
+// shared memory again within a few seconds. `shard_tls` may name tcp too: the
+// probe must still ping over shared memory (over tcp it would never notice).
+void ExpectShardRecoversFromAClientKilledMidSend(const std::string& shard_tls) {
+  auto shard = StartShard({"--ucx_tls=" + shard_tls, "--ucx_probe_ms=200"});
   ASSERT_NE(shard, nullptr);
   auto client = Client::Create(Config(*shard, TransportMode::kUcx, "posix,cma"));
   ASSERT_TRUE(client.ok()) << client.status();
@@ -922,15 +923,25 @@ TEST(UcxClientTest, ShardRecoversFromAClientKilledMidSendOverSharedMemory) {
   EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
 }
 
+TEST(UcxClientTest, ShardRecoversFromAClientKilledMidSendOverSharedMemory) {
+  ExpectShardRecoversFromAClientKilledMidSend("posix,cma");
+}
+
+// A shard that also speaks tcp, and a client of it on shared memory only.
+TEST(UcxClientTest, ShardOnTcpAndSharedMemoryRecoversFromAClientKilledMidSendOverSharedMemory) {
+  ExpectShardRecoversFromAClientKilledMidSend("tcp,posix,cma");
+}
+
 // The other direction: a peer (a shard) killed while writing into a *client's*
 // shared-memory queue leaves the client's worker deaf: the shard's replies never
 // arrive. The client's call times out, the client pings its own worker, finds it
 // deaf, replaces it and connects again: served over shared memory within seconds,
-// the shard untouched.
-TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
+// the shard untouched. `client_tls` may name tcp too: the client's check must
+// still ping over shared memory.
+void ExpectClientRecoversFromAPeerKilledMidSend(const std::string& client_tls) {
   auto shard = StartShard({"--ucx_tls=posix,cma"});
   ASSERT_NE(shard, nullptr);
-  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, client_tls);
   absl::Mutex mu;
   std::vector<std::string> workers;  // hex addresses of the client's UCX workers
   UcxDataPlane::Hooks hooks;
@@ -962,6 +973,15 @@ TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
   ASSERT_TRUE(st[0].stats.ok()) << st[0].stats.status();
   EXPECT_EQ(st[0].stats->ucx_worker_resets(), 0u) << "the shard's queue was never stuck";
   EXPECT_EQ(SettledUcxConnections(**client, 1), 1u);
+}
+
+TEST(UcxClientTest, ClientRecoversFromAPeerKilledMidSendOverSharedMemory) {
+  ExpectClientRecoversFromAPeerKilledMidSend("posix,cma");
+}
+
+// A client that also speaks tcp, and a shard it reaches over shared memory only.
+TEST(UcxClientTest, ClientOnTcpAndSharedMemoryRecoversFromAPeerKilledMidSendOverSharedMemory) {
+  ExpectClientRecoversFromAPeerKilledMidSend("tcp,posix,cma");
 }
 
 // True once /proc says `pid` is stopped (state T), within 5 s.

@@ -13,14 +13,17 @@
 // queue after reserving it, so the process dies holding a slot it never marks as
 // written: the receiver finds its queue stopped at that slot (UCX 1.13). A kvhub
 // client killed by the OOM killer or a pod eviction can do the same by chance.
-// Exits 1 (with a message) if it gets that far without dying.
+// Exits 1 (with a message) if it gets that far without dying or cannot reach the
+// shard (UNAVAILABLE, DEADLINE_EXCEEDED), 3 if the shard refuses its Connect.
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include <ucp/api/ucp.h>
 
@@ -105,16 +108,31 @@ int main(int argc, char** argv) {
   if (st = ucp_worker_get_address(worker, &address, &address_len); st != UCS_OK) return Fail("address", st);
 
   if (!direct) {
+    // The shard tries the address in a probe process that connects to it before
+    // answering, so this worker must make progress while the call is in flight,
+    // as kvhub's clients do with their progress thread.
     auto stub = kvhub::v1::KvHub::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
     kvhub::v1::ConnectRequest req;
     req.set_worker_address(reinterpret_cast<const char*>(address), address_len);
     req.set_client_name("ucx_wedge");
     kvhub::v1::ConnectResponse resp;
     grpc::ClientContext cc;
-    cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));  // a frozen shard
-    if (const grpc::Status s = stub->Connect(&cc, req, &resp); !s.ok()) {
+    cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));  // a frozen shard
+    grpc::Status s;
+    std::atomic<bool> answered{false};
+    std::thread call([&] {
+      s = stub->Connect(&cc, req, &resp);
+      answered.store(true, std::memory_order_release);
+    });
+    while (!answered.load(std::memory_order_acquire)) ucp_worker_progress(worker);
+    call.join();
+    if (!s.ok()) {
       std::fprintf(stderr, "ucx_wedge: Connect: %s\n", s.error_message().c_str());
-      return 1;
+      // Down, restarting or frozen: the fault could not be injected this time.
+      // Anything else means the shard refused a well-behaved client.
+      const bool unreachable =
+          s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      return unreachable ? 1 : 3;
     }
     target = resp.worker_address();
   }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace kvhub::transport {
@@ -60,6 +61,15 @@ bool TlsNamesSharedMemory(absl::string_view tls) {
     }
   }
   return false;
+}
+
+std::string SharedMemoryQueueTls(absl::string_view tls) {
+  if (absl::StartsWith(tls, "^")) return "";
+  std::vector<absl::string_view> names;
+  for (absl::string_view t : absl::StrSplit(tls, ',')) {
+    if (t == "posix" || t == "sysv" || t == "sm" || t == "shm") names.push_back(t);
+  }
+  return absl::StrJoin(names, ",");
 }
 
 bool TlsMayUseTcp(absl::string_view tls) {

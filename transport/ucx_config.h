@@ -32,6 +32,12 @@ absl::string_view UcxPathName(UcxPath path);
 // cma, knem, xpmem). kvhub allows endpoints without peer failure detection only
 // then (see UcxConfig::require_peer_failure_detection and docs/transport.md).
 bool TlsNamesSharedMemory(absl::string_view tls);
+// The names of a UCX_TLS list whose transports deliver active messages through a
+// shared-memory receive queue (posix, sysv, and the aliases sm and shm), joined with
+// commas in their order; empty when it names none (or is an exclusion list). A
+// ping meant to find a stuck shared-memory queue (transport/ucx_ping.h) must
+// travel over these alone: given tcp as well, UCX sends it over tcp.
+std::string SharedMemoryQueueTls(absl::string_view tls);
 // True when UCX may pick tcp under this UCX_TLS value: empty (UCX's default), a list
 // naming tcp or all, or an exclusion list ("^...") that does not exclude tcp.
 bool TlsMayUseTcp(absl::string_view tls);

@@ -74,6 +74,17 @@ TEST(UcxConfigTest, TlsMayUseTcp) {
   EXPECT_FALSE(TlsMayUseTcp("^tcp,posix"));
 }
 
+TEST(UcxConfigTest, SharedMemoryQueueTls) {
+  EXPECT_EQ(SharedMemoryQueueTls("tcp,posix,cma"), "posix");
+  EXPECT_EQ(SharedMemoryQueueTls("sysv,tcp,posix"), "sysv,posix");
+  EXPECT_EQ(SharedMemoryQueueTls("rc,sm"), "sm");
+  EXPECT_EQ(SharedMemoryQueueTls("posix,cma"), "posix");
+  EXPECT_EQ(SharedMemoryQueueTls("tcp,cma"), "");  // cma has no queue
+  EXPECT_EQ(SharedMemoryQueueTls("tcp"), "");
+  EXPECT_EQ(SharedMemoryQueueTls(""), "");
+  EXPECT_EQ(SharedMemoryQueueTls("^tcp"), "");
+}
+
 TEST(UcxContextTest, SharedMemoryOnlyStartsWithoutConfigurationWarnings) {
   // The tcp receive segment option is set only where tcp may be used; elsewhere UCX
   // logs "invalid configuration" when each worker starts.

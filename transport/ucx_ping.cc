@@ -3,8 +3,19 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "transport/ucx_config.h"
 
 namespace kvhub::transport {
+
+absl::StatusOr<std::unique_ptr<UcxContext>> PingContext(const UcxContext& context) {
+  const std::string queues = SharedMemoryQueueTls(context.config().tls);
+  if (queues.empty() || queues == context.config().tls) return std::unique_ptr<UcxContext>();
+  UcxConfig config = context.config();
+  config.tls = queues;
+  // Pings are small messages: where the context's memory is allocated does not matter.
+  std::erase_if(config.options, [](const auto& o) { return o.first == "ALLOC_PRIO"; });
+  return UcxContext::Create(config);
+}
 
 absl::StatusOr<PingLink> LinkForPing(UcxWorker& from, UcxWorker& target) {
   absl::StatusOr<uint64_t> conn = target.Accept(from.address());

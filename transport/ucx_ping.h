@@ -5,12 +5,14 @@
 // receives nothing over shared memory again (UCX 1.13; docs/transport.md
 // "Recovery from a stuck shared-memory queue"). A ping from another worker of
 // the same process travels the way a local peer's messages do, so an
-// unanswered one says the queue is stuck.
+// unanswered one says the queue is stuck; that holds only if the pinging worker
+// reaches the target over shared memory alone (PingContext).
 //
 // A worker answers pings only if its CallHandler answers kUcxPingMethod
 // (AnswerPing does). Thread-safe as the UcxWorker methods they call.
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -20,6 +22,14 @@
 #include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
+
+// The context to make pinging workers in for workers of `context`. When
+// `context`'s TLS names shared-memory queues (posix, sysv, sm) and other
+// transports too, UCX would carry pings over those others (tcp), which never
+// see a stuck queue: then a new context of the same config restricted to the
+// queue transports (the caller owns it; it must outlive its workers). Else null:
+// ping from `context` itself. UCX errors as UcxContext::Create's.
+absl::StatusOr<std::unique_ptr<UcxContext>> PingContext(const UcxContext& context);
 
 // The call method of a ping: empty request, empty response. Equal to
 // kvhub.v1.UCX_CALL_PING (the shard answers it on its UCX connections).

@@ -51,6 +51,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -164,6 +165,10 @@ struct Options {
   int client_procs = 0, kill_client_every_ms = 0;
   int wedge_every_ms = 0;
   std::string wedge_bin;     // ucx_wedge
+  // ucx_wedge's own UCX_TLS: the shared-memory names of ucx_tls. With tcp in its
+  // list too, UCX would carry its messages over tcp and no queue could stick;
+  // this is a shared-memory-only client of a shard that also speaks tcp.
+  std::string wedge_tls;
   std::string ucx_tls;
   bool client_mode = false;  // a child of --client_procs: the parent injects the faults
   bool faults() const { return kill_every_ms > 0 || stop_every_ms > 0 || wedge_every_ms > 0 || client_mode; }
@@ -667,7 +672,7 @@ void Stress::Worker(int id) {
 
 // Runs ucx_wedge against `address`: OK when it died as it should (SIGKILL, holding a
 // queue slot); FAILED_PRECONDITION when it could not reach the shard (exit 1); else
-// the reason the fault could not be injected.
+// the reason the fault could not be injected (exit 3: the shard refused its Connect).
 absl::Status RunWedge(const std::string& bin, const std::string& address, const std::string& tls) {
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
@@ -681,6 +686,10 @@ absl::Status RunWedge(const std::string& bin, const std::string& address, const 
   if (waitpid(pid, &wstatus, 0) != pid) return absl::InternalError("waitpid on ucx_wedge failed");
   if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) return absl::OkStatus();
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 1) return absl::FailedPreconditionError("shard not reached");
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 3) {
+    return absl::InternalError(absl::StrCat(address, " refused ucx_wedge's Connect (run ", bin, " ", address, " ", tls,
+                                            " by hand for the reason)"));
+  }
   return absl::InternalError(absl::StrCat(bin, " ended with wait status ", wstatus, " (127: not found)"));
 }
 
@@ -706,7 +715,7 @@ void Stress::Faults() {
       const std::vector<std::string> all = shards_->addresses();
       const std::string address = all[rng() % all.size()];
       if (absl::Now() < last_wedge) {
-        absl::Status st = RunWedge(o_.wedge_bin, address, o_.ucx_tls);
+        absl::Status st = RunWedge(o_.wedge_bin, address, o_.wedge_tls);
         if (st.ok()) {
           ++wedges_;
         } else if (absl::IsFailedPrecondition(st)) {
@@ -978,6 +987,13 @@ int Main(int argc, char** argv) {
 #endif
   if (o.wedge_every_ms > 0 && !shm) {
     return usage("--wedge_every_ms needs shared memory in --ucx_tls (posix or sysv): it sticks a shared-memory queue");
+  }
+  {
+    std::vector<std::string> names;
+    for (absl::string_view t : absl::StrSplit(o.ucx_tls, ',')) {
+      if (transport::TlsNamesSharedMemory(t)) names.emplace_back(t);
+    }
+    o.wedge_tls = absl::StrJoin(names, ",");
   }
   if (o.client_procs < 0 || o.client_procs > 16) return usage("--client_procs must be 0..16");
   if (o.kill_client_every_ms < 0 || (o.kill_client_every_ms > 0 && o.kill_client_every_ms < 100)) {
