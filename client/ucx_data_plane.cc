@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/block_verify.h"
 #include "client/read_batch.h"
@@ -117,6 +118,11 @@ absl::StatusOr<std::unique_ptr<transport::UcxWorker>> UcxDataPlane::NewWorker() 
   return w;
 }
 
+bool UcxDataPlane::WorkerByDesign() {
+  absl::MutexLock l(&worker_mu_);
+  return worker_by_design_;
+}
+
 std::shared_ptr<transport::UcxWorker> UcxDataPlane::CurrentWorker() {
   absl::MutexLock l(&worker_mu_);
   return worker_;
@@ -173,6 +179,20 @@ absl::Status UcxDataPlane::EnsureWorker() {
   if (!ctx.ok()) {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
     return worker_status_;
+  }
+  if (config_.transport == TransportMode::kAuto) {
+    // Auto keeps gRPC for a shard UCX reaches only over tcp (EnsureConnected). When
+    // this client's own UCX has nothing but tcp, that is every shard: no worker, no
+    // Connect, no UCX port opened for nothing.
+    const std::vector<std::string> names = (*ctx)->TransportNames();
+    if (transport::ReachesPeersOnlyOverTcp(names, uc.require_peer_failure_detection)) {
+      worker_by_design_ = true;
+      worker_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "this client's UCX reaches shards only over tcp (UCX_TLS=", (*ctx)->tls_description(), "; transports here: ",
+          absl::StrJoin(names, ","), "; shared memory only when ucx_tls names it), where auto keeps gRPC; "
+          "transport=ucx forces UCX"));
+      return worker_status_;
+    }
   }
   context_ = std::move(*ctx);
   if (absl::StatusOr<std::unique_ptr<transport::UcxContext>> ping = transport::PingContext(*context_); ping.ok()) {
@@ -259,7 +279,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
                 why.ToString());
     }
   };
-  if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s, /*by_design=*/false, /*final=*/true);
+  if (absl::Status s = EnsureWorker(); !s.ok()) return give_up(s, /*by_design=*/WorkerByDesign(), /*final=*/true);
   const std::shared_ptr<transport::UcxWorker> worker = CurrentWorker();
   v1::ConnectRequest req;
   req.set_worker_address(worker->address());

@@ -112,6 +112,8 @@ class UcxDataPlane final : public DataPlane {
   Route RouteFor(Shard& shard);
   // Creates the UCX context and worker once; the error when UCX cannot start.
   absl::Status EnsureWorker();
+  // True when EnsureWorker's error is auto mode choosing gRPC (tcp only here).
+  bool WorkerByDesign();
   // The worker new connections use (null before EnsureWorker succeeded).
   std::shared_ptr<transport::UcxWorker> CurrentWorker();
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> NewWorker();
@@ -161,6 +163,8 @@ class UcxDataPlane final : public DataPlane {
   absl::Mutex worker_mu_;
   bool worker_tried_ ABSL_GUARDED_BY(worker_mu_) = false;
   absl::Status worker_status_ ABSL_GUARDED_BY(worker_mu_);
+  // worker_status_ is auto's choice, not a failure: this client's UCX has only tcp.
+  bool worker_by_design_ ABSL_GUARDED_BY(worker_mu_) = false;
   std::unique_ptr<transport::UcxContext> context_;  // set once under worker_mu_, then read-only
   // CheckWorker's pings' context when context_ speaks more than shared memory
   // (transport::PingContext); null: context_. Set with context_, then read-only.

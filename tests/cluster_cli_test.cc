@@ -348,7 +348,7 @@ TEST(ClusterCliTest, ShortLivedClientsSideBySideLeaveTheShardServing) {
   ShardWithABlock shard = StartShardWithABlock(100000);
   ASSERT_NE(shard.proc, nullptr);
   const std::string get =
-      absl::StrCat(testing::ProgramPath("kvhub"), " get --ns cli --key ", kBlockKey, " --out /dev/null", shard.addr);
+      absl::StrCat(testing::ProgramPath("kvhub"), " get --transport ucx --ns cli --key ", kBlockKey, " --out /dev/null", shard.addr);
   const std::string loop = absl::StrCat("for i in $(seq 400); do ", get, " >/dev/null 2>&1 || { echo failed at $i; exit 1; }; done");
   testing::CommandResult r = testing::RunCommand(absl::StrCat("(", loop, ") & a=$!; (", loop, ") & b=$!; wait $a; ra=$?; wait $b; [ $ra = 0 ] && [ $? = 0 ]"));
   EXPECT_EQ(r.exit_code, 0) << r.out;

@@ -25,6 +25,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
@@ -424,10 +426,26 @@ TEST(UcxClientTest, AMappedReadOfTheWrongBytesIsAChecksumMissNeverData) {
   EXPECT_EQ(SettledLeasedBlocks(**writer), 0u);
 }
 
+// Connect calls the shard answered, from its /metrics.
+uint64_t ConnectCalls(const KvhubdProcess& shard) {
+  httplib::Client http("127.0.0.1", shard.http_port());
+  auto metrics = http.Get("/metrics");
+  if (!metrics) return ~0ull;
+  uint64_t n = 0;
+  for (absl::string_view line : absl::StrSplit(metrics->body, '\n')) {
+    if (!absl::StartsWith(line, "kvhub_rpc_requests_total{method=\"Connect\"")) continue;
+    uint64_t v = 0;
+    if (absl::SimpleAtoi(line.substr(line.rfind(' ') + 1), &v)) n += v;
+  }
+  return n;
+}
+
+// A client that could use shared memory connects, finds only tcp lanes to this
+// shard, and keeps gRPC.
 TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {
   auto shard = StartShard({"--ucx_tls=tcp"});
   ASSERT_NE(shard, nullptr);
-  auto client = Client::Create(Config(*shard, TransportMode::kAuto, "tcp"));
+  auto client = Client::Create(Config(*shard, TransportMode::kAuto, "tcp,posix,cma"));
   ASSERT_TRUE(client.ok()) << client.status();
   const uint64_t total = PutGetByteExact(**client, "ns", {100, 5 << 20}, 5);
   const ShardTransportStats st = OnlyShard((*client)->TransportStats());
@@ -435,6 +453,34 @@ TEST(UcxClientTest, AutoKeepsGrpcWhenUcxReachesTheShardOnlyOverTcp) {
       << st.transport;
   EXPECT_EQ(st.ucx_get_bytes + st.ucx_put_bytes, 0u);
   EXPECT_EQ(st.grpc_get_bytes, total);
+  EXPECT_EQ(ConnectCalls(*shard), 1u);
+}
+
+// A client whose own UCX has nothing but tcp (no RDMA device, no shared memory
+// named; on this machine also UCX's default) knows that before asking: no Connect
+// (no probe process on the shard, no UCX port opened in the client), gRPC at once.
+TEST(UcxClientTest, AutoDoesNotConnectWhenThisClientsUcxHasOnlyTcp) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  uint64_t seed = 60;
+  for (const char* tls : {"tcp", ""}) {
+    ClientConfig cfg = Config(*shard, TransportMode::kAuto, tls);
+    {
+      auto probe = transport::UcxContext::Create({.tls = tls});
+      ASSERT_TRUE(probe.ok()) << probe.status();
+      if (!transport::ReachesPeersOnlyOverTcp((*probe)->TransportNames(), true)) {
+        GTEST_SKIP() << "this host offers UCX more than tcp (RDMA): " << absl::StrJoin((*probe)->TransportNames(), ",");
+      }
+    }
+    auto client = Client::Create(cfg);
+    ASSERT_TRUE(client.ok()) << client.status();
+    const uint64_t total = PutGetByteExact(**client, "ns", {100, 5 << 20}, ++seed);
+    const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+    EXPECT_TRUE(absl::StartsWith(st.transport, "grpc (fallback: this client's UCX reaches shards only over tcp"))
+        << tls << ": " << st.transport;
+    EXPECT_EQ(st.grpc_get_bytes, total);
+    EXPECT_EQ(ConnectCalls(*shard), 0u) << tls;
+  }
 }
 
 TEST(UcxClientTest, ShardWithoutUcxFallsBackToGrpcAndSaysSo) {
@@ -442,7 +488,8 @@ TEST(UcxClientTest, ShardWithoutUcxFallsBackToGrpcAndSaysSo) {
   spdlog::default_logger()->sinks().push_back(sink);
   auto shard = StartShard({"--ucx_enabled=false"});
   ASSERT_NE(shard, nullptr);
-  auto client = Client::Create(Config(*shard, TransportMode::kAuto, ""));
+  // Shared memory: a client whose UCX has only tcp would not even ask (next test).
+  auto client = Client::Create(Config(*shard, TransportMode::kAuto, "posix,cma"));
   ASSERT_TRUE(client.ok()) << client.status();
   // Large blocks go through PutStart + WriteReserved (the data plane), small ones inline.
   const uint64_t total = PutGetByteExact(**client, "ns", {100, 5 << 20}, 3);

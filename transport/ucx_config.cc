@@ -72,6 +72,21 @@ std::string SharedMemoryQueueTls(absl::string_view tls) {
   return absl::StrJoin(names, ",");
 }
 
+bool ReachesPeersOnlyOverTcp(const std::vector<std::string>& transports, bool peer_failure_detection) {
+  bool tcp = false;
+  for (const std::string& t : transports) {
+    if (t == "tcp") {
+      tcp = true;
+    } else if (t == "self") {
+      continue;  // this process only
+    } else if (!(peer_failure_detection &&
+                 (t == "sysv" || t == "posix" || t == "cma" || t == "knem" || t == "xpmem"))) {
+      return false;
+    }
+  }
+  return tcp;
+}
+
 bool TlsMayUseTcp(absl::string_view tls) {
   if (tls.empty()) return true;  // UCX's default set includes tcp
   if (absl::StartsWith(tls, "^")) {  // "^a,b": every transport but those

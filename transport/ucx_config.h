@@ -38,6 +38,12 @@ bool TlsNamesSharedMemory(absl::string_view tls);
 // ping meant to find a stuck shared-memory queue (transport/ucx_ping.h) must
 // travel over these alone: given tcp as well, UCX sends it over tcp.
 std::string SharedMemoryQueueTls(absl::string_view tls);
+// True when a context with these transports (UcxContext::TransportNames) can
+// reach a peer over nothing but tcp: every name is "tcp" or "self", or a
+// shared-memory one ("sysv", "posix", "cma", "knem", "xpmem") while
+// `peer_failure_detection` is required (endpoints then leave shared memory out).
+// False for an empty list and for any other transport (RDMA, CUDA, unknown).
+bool ReachesPeersOnlyOverTcp(const std::vector<std::string>& transports, bool peer_failure_detection);
 // True when UCX may pick tcp under this UCX_TLS value: empty (UCX's default), a list
 // naming tcp or all, or an exclusion list ("^...") that does not exclude tcp.
 bool TlsMayUseTcp(absl::string_view tls);

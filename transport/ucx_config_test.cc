@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_join.h"
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
 #include "transport/ucx_context.h"
@@ -83,6 +85,33 @@ TEST(UcxConfigTest, SharedMemoryQueueTls) {
   EXPECT_EQ(SharedMemoryQueueTls("tcp"), "");
   EXPECT_EQ(SharedMemoryQueueTls(""), "");
   EXPECT_EQ(SharedMemoryQueueTls("^tcp"), "");
+}
+
+TEST(UcxConfigTest, ReachesPeersOnlyOverTcp) {
+  EXPECT_TRUE(ReachesPeersOnlyOverTcp({"self", "tcp"}, true));
+  EXPECT_TRUE(ReachesPeersOnlyOverTcp({"self", "tcp", "sysv", "posix", "cma"}, true));  // shm left out
+  EXPECT_FALSE(ReachesPeersOnlyOverTcp({"self", "tcp", "sysv", "posix", "cma"}, false));
+  EXPECT_FALSE(ReachesPeersOnlyOverTcp({"self", "tcp", "rc_mlx5", "ud_mlx5"}, true));
+  EXPECT_FALSE(ReachesPeersOnlyOverTcp({"tcp", "cuda_ipc"}, true));  // unknown: not only tcp
+  EXPECT_FALSE(ReachesPeersOnlyOverTcp({"self", "posix"}, true));     // no tcp at all
+  EXPECT_FALSE(ReachesPeersOnlyOverTcp({}, true));
+}
+
+TEST(UcxContextTest, TransportNamesFollowTheTlsList) {
+  UcxConfig tcp;
+  tcp.tls = "tcp";
+  auto c = UcxContext::Create(tcp);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<std::string> names = (*c)->TransportNames();
+  EXPECT_NE(std::find(names.begin(), names.end(), "tcp"), names.end()) << absl::StrJoin(names, ",");
+  EXPECT_EQ(std::find(names.begin(), names.end(), "posix"), names.end()) << absl::StrJoin(names, ",");
+  UcxConfig shm;
+  shm.tls = "posix,cma";
+  auto d = UcxContext::Create(shm);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const std::vector<std::string> shm_names = (*d)->TransportNames();
+  EXPECT_NE(std::find(shm_names.begin(), shm_names.end(), "posix"), shm_names.end()) << absl::StrJoin(shm_names, ",");
+  EXPECT_EQ(std::find(shm_names.begin(), shm_names.end(), "tcp"), shm_names.end()) << absl::StrJoin(shm_names, ",");
 }
 
 TEST(UcxContextTest, SharedMemoryOnlyStartsWithoutConfigurationWarnings) {

@@ -1,5 +1,6 @@
 #include "transport/ucx_context.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -9,7 +10,9 @@
 #include <ucs/debug/log_def.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/log.h"
 
 namespace kvhub::transport {
@@ -172,6 +175,29 @@ std::string UcxContext::tls_description() const {
   if (!config_.tls.empty()) return config_.tls;
   const char* env = std::getenv("UCX_TLS");
   return env != nullptr ? absl::StrCat("env:", env) : "default";
+}
+
+std::vector<std::string> UcxContext::TransportNames() const {
+  // UCX 1.13 has no query for this; ucp_context_print_info lists every resource
+  // as "#      resource N  :  md M  dev D  flags -- TL/DEVICE".
+  char* text = nullptr;
+  size_t len = 0;
+  FILE* f = open_memstream(&text, &len);
+  if (f == nullptr) return {};
+  ucp_context_print_info(context_, f);
+  std::fclose(f);
+  std::vector<std::string> names;
+  for (absl::string_view line : absl::StrSplit(absl::string_view(text, len), '\n')) {
+    if (!absl::StrContains(line, "resource") || !absl::StrContains(line, "flags")) continue;
+    const std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    const absl::string_view tl_dev = words.back();
+    const size_t slash = tl_dev.find('/');
+    if (slash == absl::string_view::npos || slash == 0) continue;
+    const std::string tl(tl_dev.substr(0, slash));
+    if (std::find(names.begin(), names.end(), tl) == names.end()) names.push_back(tl);
+  }
+  std::free(text);
+  return names;
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ucp/api/ucp.h>
 
@@ -51,6 +52,10 @@ class UcxContext {
   const UcxConfig& config() const { return config_; }
   // The TLS this context was asked for ("" = UCX default / UCX_TLS env).
   std::string tls_description() const;
+  // The transports UCX found for this context on this host after its TLS and
+  // device filters (UCX's names: "self", "tcp", "posix", "cma", "rc_mlx5" ...),
+  // each once, in UCX's order. Empty when UCX lists none.
+  std::vector<std::string> TransportNames() const;
 
  private:
   // Packs memh's rkey into a UcxMemory that owns memh; unmaps memh on failure.

@@ -764,6 +764,13 @@ void Stress::Faults() {
       next_stop = absl::Now() + absl::Milliseconds(o_.stop_every_ms);
     }
   }
+  // A fault that never took would let the run pass without testing what it names
+  // (session 21: every wedge was refused or went over tcp, and the run passed).
+  if (wedges_ == 0 && wedges_missed_ > 0) {
+    violations_.Add("fault injection failed",
+                    absl::StrCat("none of ", wedges_missed_, " ucx_wedge runs stuck a queue (run ", o_.wedge_bin,
+                                 " SHARD_ADDRESS ", o_.wedge_tls, " by hand for the reason)"));
+  }
 }
 
 void Stress::Final() {

@@ -67,6 +67,8 @@ cluster (stats, put, get, lookup, rm):
   --tls-ca PATH                PEM CA of the shards' certificates: connect over TLS
   --tls-cert PATH --tls-key PATH   client certificate and key (shards requiring mTLS)
   --tls-server-name NAME       check the shards' certificates against NAME, not the address
+  --transport auto|grpc|ucx    data plane for block bytes (default auto: UCX over RDMA or
+                               shared memory, else gRPC); --ucx-tls LIST sets UCX_TLS
 
 SPEC is ModelSpec's compact form, e.g.
   model=llama3-8b,layers=32,kv_heads=8,head_dim=128,dtype=bf16,rope_base=500000,block_tokens=256
@@ -203,6 +205,12 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   cfg.tls_cert_file = a.Get("tls-cert").value_or("");
   cfg.tls_key_file = a.Get("tls-key").value_or("");
   cfg.tls_server_name = a.Get("tls-server-name").value_or("");
+  if (std::optional<std::string> t = a.Get("transport"); t.has_value()) {
+    absl::StatusOr<TransportMode> mode = ParseTransportMode(*t);
+    if (!mode.ok()) return Usage(absl::StrCat("--transport: ", mode.status().message()));
+    cfg.transport = *mode;
+  }
+  cfg.ucx_tls = a.Get("ucx-tls").value_or("");
   cfg.ApplySecurityEnvironment();  // $KVHUB_TOKEN, $KVHUB_TLS_*: for what the flags left empty
   return Client::Create(std::move(cfg));
 }
@@ -464,7 +472,7 @@ int Main(int argc, char** argv) {
   // last used to end as "member list is empty", exit 1).
   static const std::set<std::string> kValueFlags = {
       "addr", "members", "ns", "key", "file", "parent", "out", "max-bytes", "spec", "tokens", "tokens-file",
-      "deadline-ms", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name"};
+      "deadline-ms", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "transport", "ucx-tls"};
   if (kValueFlags.count(args->missing_value()) > 0) {
     std::cerr << "kvhub " << cmd << ": flag --" << args->missing_value() << " needs a value\n(kvhub --help for usage)\n";
     return 2;
