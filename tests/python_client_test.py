@@ -276,8 +276,9 @@ class PythonClientTest(unittest.TestCase):
     def test_close_while_other_threads_are_inside_calls(self):
         # Before session 14 close() destroyed the client under the calls in flight
         # (a segmentation fault of the whole process). Now it waits for them; later
-        # calls raise "closed".
-        for transport in ("grpc", "auto"):
+        # calls raise "closed". "ucx" moves the bytes over UCX (tcp here); "auto" on a
+        # host without RDMA keeps gRPC without opening UCX at all (session 21).
+        for transport in ("grpc", "auto", "ucx"):
             c = kvhub.Client(self.members, transport=transport)
             spec = kvhub.ModelSpec(SPEC)
             tokens = np.arange(16 * 16, dtype=np.int32) + 7000
@@ -328,7 +329,7 @@ class PythonClientTest(unittest.TestCase):
             time.sleep(0.3)
             print("exiting", flush=True)
         """)
-        for transport in ("grpc", "auto"):
+        for transport in ("grpc", "auto", "ucx"):
             r = subprocess.run([sys.executable, "-c", script, self.members, transport, SPEC],
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 0, f"{transport}: {r.stdout}{r.stderr}")
