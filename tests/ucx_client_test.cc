@@ -925,13 +925,14 @@ TEST(UcxClientTest, ClientsThatDieOrGoAwayGiveBackTheirUcxConnections) {
   }
 
   // A client that goes away cleanly, and one that auto-mode keeps on gRPC (tcp
-  // only) after connecting, leave no connection behind either.
+  // only) after connecting, leave no connection behind either. (That client names
+  // shared memory too: with tcp alone it would not connect at all.)
   auto tcp_shard = StartShard({"--ucx_tls=tcp"});
   ASSERT_NE(tcp_shard, nullptr);
   auto observer = Client::Create(Config(*tcp_shard, TransportMode::kGrpc));
   ASSERT_TRUE(observer.ok());
   {
-    auto auto_client = Client::Create(Config(*tcp_shard, TransportMode::kAuto, "tcp"));
+    auto auto_client = Client::Create(Config(*tcp_shard, TransportMode::kAuto, "tcp,posix,cma"));
     ASSERT_TRUE(auto_client.ok());
     PutGetByteExact(**auto_client, "ns", {100}, 12);
     EXPECT_EQ(SettledUcxConnections(**observer, 0), 0u);
