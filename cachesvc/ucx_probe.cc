@@ -27,8 +27,11 @@ absl::StatusOr<std::unique_ptr<UcxProbe>> UcxProbe::Start(transport::UcxContext*
     return absl::InvalidArgumentError("ucx probe: needs a context, a target and an on_deaf callback");
   }
   std::unique_ptr<UcxProbe> p(new UcxProbe(config, std::move(target), std::move(on_deaf)));
-  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w =
-      transport::UcxWorker::Create(context, {.name = "kvhubd-probe"});
+  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ping_context = transport::PingContext(*context);
+  if (!ping_context.ok()) return ping_context.status();
+  p->ping_context_ = std::move(*ping_context);
+  absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w = transport::UcxWorker::Create(
+      p->ping_context_ != nullptr ? p->ping_context_.get() : context, {.name = "kvhubd-probe"});
   if (!w.ok()) return w.status();
   p->worker_ = std::move(*w);
   p->thread_ = std::thread([raw = p.get()] { raw->Loop(); });

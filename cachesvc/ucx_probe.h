@@ -1,11 +1,11 @@
 #pragma once
 // UcxProbe: checks that a serving UcxWorker still receives, by pinging it
 // (v1::UCX_CALL_PING, transport/ucx_ping.h) from a second worker of the same
-// process, made in the context Start is given: it must reach the target over
-// shared memory alone (transport::PingContext), or the pings miss what they
-// look for. kvhubd runs one when a shared-memory queue transport is in ucx_tls,
-// where a client killed mid-send can leave the serving worker's receive queue
-// stuck (cachesvc/ucx_server.h).
+// process, over shared memory alone (a context of its own restricted to the
+// shared-memory queue transports when the given one also speaks tcp:
+// transport::PingContext). kvhubd runs one when a shared-memory queue transport
+// is in ucx_tls, where a client killed mid-send can leave the serving worker's
+// receive queue stuck (cachesvc/ucx_server.h).
 //
 // The probe pings every Config::interval, and at once after PingSoon(). A ping
 // unanswered within Config::timeout is a miss; after Config::misses misses in a
@@ -73,6 +73,9 @@ class UcxProbe {
   const Config config_;
   const Target target_;
   const OnDeaf on_deaf_;
+  // Its own context when the one given also speaks tcp (transport::PingContext);
+  // before worker_, which it must outlive.
+  std::unique_ptr<transport::UcxContext> ping_context_;
   std::unique_ptr<transport::UcxWorker> worker_;  // the probe's own; used by its thread only
   std::thread thread_;
   std::atomic<uint64_t> conn_id_{0};

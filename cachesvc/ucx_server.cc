@@ -44,10 +44,6 @@ struct UcxServer::State {
   std::atomic<uint64_t> resets{0};
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
-  // The probe's context when `context` speaks more than shared memory (a ping must
-  // travel the shared-memory queue it checks; transport::PingContext); before
-  // `probe`, which it must outlive.
-  std::unique_ptr<transport::UcxContext> probe_context;
   std::unique_ptr<UcxProbe> probe;        // with shared-memory queues and ucx_probe_ms > 0
   AddressVetterPtr vetter;  // ucx_vet_addresses: Connect's check
   absl::Duration probe_interval;
@@ -288,26 +284,15 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandle
   if (st.probe_interval > absl::ZeroDuration()) {
     UcxProbe::Config pc;
     pc.interval = st.probe_interval;
-    absl::Status started = absl::OkStatus();
-    absl::StatusOr<std::unique_ptr<transport::UcxContext>> ping_context = transport::PingContext(*st.context);
-    if (!ping_context.ok()) {
-      started = ping_context.status();
+    absl::StatusOr<std::unique_ptr<UcxProbe>> probe = UcxProbe::Start(
+        st.context.get(), pc, [&st] { return st.Current(); },
+        [this](std::shared_ptr<transport::UcxWorker> deaf) { ReplaceWorker(std::move(deaf)); });
+    if (probe.ok()) {
+      st.probe = std::move(*probe);
     } else {
-      st.probe_context = std::move(*ping_context);
-      absl::StatusOr<std::unique_ptr<UcxProbe>> probe = UcxProbe::Start(
-          st.probe_context != nullptr ? st.probe_context.get() : st.context.get(), pc,
-          [&st] { return st.Current(); },
-          [this](std::shared_ptr<transport::UcxWorker> deaf) { ReplaceWorker(std::move(deaf)); });
-      if (probe.ok()) {
-        st.probe = std::move(*probe);
-      } else {
-        started = probe.status();
-      }
-    }
-    if (!started.ok()) {
       // Serving goes on; a stuck queue would then stay stuck until a restart.
       KVHUB_LOG(error, "ucx: cannot start the shared-memory probe: {}; a client killed mid-send can leave "
-                       "this shard deaf to UCX shared memory until it restarts", started.ToString());
+                       "this shard deaf to UCX shared memory until it restarts", probe.status().ToString());
     }
   }
 #else

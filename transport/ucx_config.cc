@@ -1,5 +1,6 @@
 #include "transport/ucx_config.h"
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -54,20 +55,28 @@ absl::Status UcxConfig::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// UCX's shared-memory transports, and among them those that deliver active
+// messages through a receive queue (the aliases sm and shm name them all).
+bool IsSharedMemoryTransport(absl::string_view t) {
+  return t == "sm" || t == "shm" || t == "posix" || t == "sysv" || t == "cma" || t == "knem" || t == "xpmem";
+}
+bool IsSharedMemoryQueueTransport(absl::string_view t) {
+  return t == "sm" || t == "shm" || t == "posix" || t == "sysv";
+}
+
+}  // namespace
+
 bool TlsNamesSharedMemory(absl::string_view tls) {
-  for (absl::string_view t : absl::StrSplit(tls, ',')) {
-    if (t == "sm" || t == "shm" || t == "posix" || t == "sysv" || t == "cma" || t == "knem" || t == "xpmem") {
-      return true;
-    }
-  }
-  return false;
+  return absl::c_any_of(absl::StrSplit(tls, ','), IsSharedMemoryTransport);
 }
 
 std::string SharedMemoryQueueTls(absl::string_view tls) {
   if (absl::StartsWith(tls, "^")) return "";
   std::vector<absl::string_view> names;
   for (absl::string_view t : absl::StrSplit(tls, ',')) {
-    if (t == "posix" || t == "sysv" || t == "sm" || t == "shm") names.push_back(t);
+    if (IsSharedMemoryQueueTransport(t)) names.push_back(t);
   }
   return absl::StrJoin(names, ",");
 }
@@ -77,11 +86,8 @@ bool ReachesPeersOnlyOverTcp(const std::vector<std::string>& transports, bool pe
   for (const std::string& t : transports) {
     if (t == "tcp") {
       tcp = true;
-    } else if (t == "self") {
-      continue;  // this process only
-    } else if (!(peer_failure_detection &&
-                 (t == "sysv" || t == "posix" || t == "cma" || t == "knem" || t == "xpmem"))) {
-      return false;
+    } else if (t != "self" && !(peer_failure_detection && IsSharedMemoryTransport(t))) {
+      return false;  // self: this process only; shared memory is left out in peer-failure mode
     }
   }
   return tcp;

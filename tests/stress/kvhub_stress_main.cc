@@ -51,7 +51,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -165,9 +164,10 @@ struct Options {
   int client_procs = 0, kill_client_every_ms = 0;
   int wedge_every_ms = 0;
   std::string wedge_bin;     // ucx_wedge
-  // ucx_wedge's own UCX_TLS: the shared-memory names of ucx_tls. With tcp in its
-  // list too, UCX would carry its messages over tcp and no queue could stick;
-  // this is a shared-memory-only client of a shard that also speaks tcp.
+  // ucx_wedge's own UCX_TLS: the shared-memory queue names of ucx_tls
+  // (transport::SharedMemoryQueueTls). With tcp in its list too, UCX would carry
+  // its messages over tcp and no queue could stick; this is a shared-memory-only
+  // client of a shard that also speaks tcp.
   std::string wedge_tls;
   std::string ucx_tls;
   bool client_mode = false;  // a child of --client_procs: the parent injects the faults
@@ -988,19 +988,10 @@ int Main(int argc, char** argv) {
     return usage("--wedge_every_ms must be 0 or >= 500");
   }
 #ifdef KVHUB_HAVE_UCX
-  const bool shm = transport::TlsNamesSharedMemory(o.ucx_tls);
-#else
-  const bool shm = false;  // no UCX: no shared-memory queue to stick
-#endif
-  if (o.wedge_every_ms > 0 && !shm) {
+  o.wedge_tls = transport::SharedMemoryQueueTls(o.ucx_tls);
+#endif  // without UCX: no shared-memory queue to stick
+  if (o.wedge_every_ms > 0 && o.wedge_tls.empty()) {
     return usage("--wedge_every_ms needs shared memory in --ucx_tls (posix or sysv): it sticks a shared-memory queue");
-  }
-  {
-    std::vector<std::string> names;
-    for (absl::string_view t : absl::StrSplit(o.ucx_tls, ',')) {
-      if (transport::TlsNamesSharedMemory(t)) names.emplace_back(t);
-    }
-    o.wedge_tls = absl::StrJoin(names, ",");
   }
   if (o.client_procs < 0 || o.client_procs > 16) return usage("--client_procs must be 0..16");
   if (o.kill_client_every_ms < 0 || (o.kill_client_every_ms > 0 && o.kill_client_every_ms < 100)) {
