@@ -101,7 +101,6 @@ UcxDataPlane::~UcxDataPlane() {
     absl::MutexLock l(&worker_mu_);
     worker_.reset();  // closes endpoints before the context goes
   }
-  ping_context_.reset();
   context_.reset();
 }
 
@@ -135,8 +134,7 @@ void UcxDataPlane::CheckWorker(const std::shared_ptr<transport::UcxWorker>& w) {
   if (!recent) last_check_ = Clock::Real()->Now();
   check_mu_.Unlock();
   if (recent || CurrentWorker() != w) return;
-  const absl::Status s = transport::CheckReceives(ping_context_ != nullptr ? ping_context_.get() : context_.get(), *w,
-                                                  absl::Seconds(1), /*attempts=*/2);
+  const absl::Status s = transport::CheckReceives(context_.get(), *w, absl::Seconds(1), /*attempts=*/2);
   if (!absl::IsDeadlineExceeded(s)) {
     if (!s.ok()) KVHUB_LOG(debug, "kvhub client: cannot check the UCX worker: {}", s.ToString());
     return;
@@ -195,13 +193,6 @@ absl::Status UcxDataPlane::EnsureWorker() {
     }
   }
   context_ = std::move(*ctx);
-  if (absl::StatusOr<std::unique_ptr<transport::UcxContext>> ping = transport::PingContext(*context_); ping.ok()) {
-    ping_context_ = std::move(*ping);
-  } else {
-    KVHUB_LOG(warn, "kvhub client: cannot make the shared-memory-only UCX context that checks this client's "
-                    "worker ({}); the check pings over {} and may miss a stuck shared-memory queue",
-              ping.status().ToString(), config_.ucx_tls);
-  }
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w = NewWorker();
   if (!w.ok()) {
     worker_status_ = absl::Status(w.status().code(), absl::StrCat("client UCX worker: ", w.status().message()));

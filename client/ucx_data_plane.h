@@ -166,9 +166,6 @@ class UcxDataPlane final : public DataPlane {
   // worker_status_ is auto's choice, not a failure: this client's UCX has only tcp.
   bool worker_by_design_ ABSL_GUARDED_BY(worker_mu_) = false;
   std::unique_ptr<transport::UcxContext> context_;  // set once under worker_mu_, then read-only
-  // CheckWorker's pings' context when context_ speaks more than shared memory
-  // (transport::PingContext); null: context_. Set with context_, then read-only.
-  std::unique_ptr<transport::UcxContext> ping_context_;
   // Replaced by CheckWorker; connections hold the one they were made on.
   std::shared_ptr<transport::UcxWorker> worker_ ABSL_GUARDED_BY(worker_mu_);
   uint64_t worker_resets_ ABSL_GUARDED_BY(worker_mu_) = 0;

@@ -50,7 +50,10 @@ absl::Status Ping(UcxWorker& from, const PingLink& link, absl::Duration timeout,
 }
 
 absl::Status CheckReceives(UcxContext* context, UcxWorker& target, absl::Duration timeout, int attempts) {
-  absl::StatusOr<std::unique_ptr<UcxWorker>> prober = UcxWorker::Create(context, {.name = "kvhub-ping"});
+  absl::StatusOr<std::unique_ptr<UcxContext>> ping_context = PingContext(*context);
+  if (!ping_context.ok()) return ping_context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> prober = UcxWorker::Create(
+      *ping_context != nullptr ? ping_context->get() : context, {.name = "kvhub-ping"});
   if (!prober.ok()) return prober.status();
   absl::StatusOr<PingLink> link = LinkForPing(**prober, target);
   if (!link.ok()) return link.status();

@@ -57,7 +57,8 @@ void Unlink(UcxWorker& from, UcxWorker& target, const PingLink& link);
 absl::Status Ping(UcxWorker& from, const PingLink& link, absl::Duration timeout, int attempts,
                   int* missed = nullptr);
 
-// One-off check from a temporary worker in `context`: OK when `target` answered
+// One-off check from a temporary worker in `context` (or, when it also speaks
+// tcp, in a temporary PingContext of it): OK when `target` answered
 // one of `attempts` pings of `timeout` each; DEADLINE_EXCEEDED when it answered
 // none (it does not receive); another error when the check could not be made.
 absl::Status CheckReceives(UcxContext* context, UcxWorker& target, absl::Duration timeout, int attempts);
