@@ -89,14 +89,17 @@ function parse(text){
     const m=line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$/);
     if(!m)continue;
     const labels={};
-    if(m[3]) for(const kv of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[kv[1]]=kv[2];
+    if(m[3]) for(const kv of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[kv[1]]=kv[2].replace(/\\(.)/g,(m,c)=>c==='n'?'\n':c);
     out.push({name:m[1],labels,value:parseFloat(m[4])});
   }
   return out;
 }
 function sum(ms,name,f){return ms.filter(m=>m.name===name&&(!f||f(m.labels))).reduce((a,m)=>a+m.value,0);}
 function fmtB(b){const u=['B','KiB','MiB','GiB','TiB'];let i=0;while(b>=1024&&i<4){b/=1024;i++;}return b.toFixed(1)+' '+u[i];}
-function row(cells,h){return '<tr>'+cells.map(c=>(h?'<th>':'<td>')+c+(h?'</th>':'</td>')).join('')+'</tr>';}
+// Label values come from clients (namespaces, model names): every cell is text,
+// escaped, unless built here as {html: ...}.
+function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
+function row(cells,h){return '<tr>'+cells.map(c=>(h?'<th>':'<td>')+(c!==null&&typeof c==='object'?c.html:esc(c))+(h?'</th>':'</td>')).join('')+'</tr>';}
 async function tick(){
   try{
     const t=performance.now()/1000;
@@ -117,7 +120,7 @@ async function tick(){
     for(const c of ms.filter(m=>m.name==='kvhub_tier_capacity_bytes')){
       const tier=c.labels.tier, f=l=>l.tier===tier;
       const used=sum(ms,'kvhub_tier_used_bytes',f), pct=c.value>0?100*used/c.value:0;
-      tiers+=row([tier,'<span class="bar"><div style="width:'+pct.toFixed(1)+'%"></div></span> '+pct.toFixed(1)+'%',
+      tiers+=row([tier,{html:'<span class="bar"><div style="width:'+pct.toFixed(1)+'%"></div></span> '+pct.toFixed(1)+'%'},
         fmtB(used),fmtB(c.value),sum(ms,'kvhub_tier_blocks',f),sum(ms,'kvhub_tier_evictions_total',f)]);
     }
     document.getElementById('tiers').innerHTML=tiers;

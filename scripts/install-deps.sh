@@ -22,6 +22,7 @@ PKGS=(
   python3-yaml                        # tests: deploy/ manifests and Prometheus files
   pybind11-dev python3-dev            # kvhub._native: the Python client module
   openssl                             # tests: a CA and certificates for the TLS / mTLS tests
+  nodejs                              # tests: runs kvhubd's /dashboard script against a live shard
   libssl-dev                          # kvhubd: parses TLS certificates and keys it reloads
 )
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "absl/time/clock.h"
 #include "common/version.h"
 #include "gmock/gmock.h"
@@ -114,6 +116,42 @@ TEST(KvhubdLifecycleTest, HttpEndpointsAndMetrics) {
     ASSERT_TRUE(missing);
     EXPECT_EQ(missing->status, 404);
   }
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+}
+
+// The dashboard shows namespace and model names, which come from clients (a Lookup's
+// `model` is any printable string). They must reach the page as text: a model named
+// like an HTML element used to be inserted as markup (script in an operator's browser).
+// Runs the page's own script with node against the shard (tests/testing/dashboard_render.js).
+TEST(KvhubdLifecycleTest, DashboardShowsClientSuppliedNamesAsText) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB", "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  const std::string evil = "<img src=x onerror=alert(1)>&'\"";
+  {
+    v1::LookupRequest req;
+    req.set_namespace_("tenant-a");
+    req.set_keys(TestKey(1));
+    req.set_block_tokens(256);
+    req.set_model(evil);
+    req.set_prefix(true);
+    v1::LookupResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Lookup(&ctx, req, &resp).ok());
+  }
+  const char* src = std::getenv("KVHUB_SOURCE_DIR");
+  const std::string script = std::string(src != nullptr ? src : ".") + "/tests/testing/dashboard_render.js";
+  CommandResult r = RunCommand("node " + script + " http://127.0.0.1:" + std::to_string((*p)->http_port()) + " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << "node (Debian package nodejs, installed by scripts/install-deps.sh): " << r.out;
+  auto page = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(page.is_discarded()) << r.out;
+  const std::string hits = page["hits"]["innerHTML"].get<std::string>();
+  EXPECT_THAT(hits, HasSubstr("<td>tenant-a</td><td>&lt;img src=x onerror=alert(1)&gt;&amp;&#39;&quot;</td><td>256</td>"));
+  EXPECT_THAT(hits, ::testing::Not(HasSubstr("<img")));
+  // The rest of the page still renders: the tier bar is markup the page builds itself.
+  EXPECT_THAT(page["tiers"]["innerHTML"].get<std::string>(), HasSubstr("<span class=\"bar\">"));
+  EXPECT_THAT(page["summary"]["innerHTML"].get<std::string>(), HasSubstr("<td>0.0%</td>"));
+  EXPECT_EQ(page["state"]["textContent"].get<std::string>(), "(serving)");
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
 }
 
