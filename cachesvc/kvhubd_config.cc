@@ -143,7 +143,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_SIZE_KEY("min_block_bytes", store.min_block_bytes, "smallest allocator size class; default 4096"),
       KVHUB_DOUBLE_KEY("high_watermark", store.high_watermark, "evict when used > high * capacity; default 0.98"),
       KVHUB_DOUBLE_KEY("low_watermark", store.low_watermark, "evict down to low * capacity; default 0.97"),
-      KVHUB_MS_KEY("reservation_timeout_ms", store.reservation_timeout, "uncommitted reservations are reclaimed after; default 30000"),
+      KVHUB_MS_KEY("reservation_timeout_ms", store.reservation_timeout, "uncommitted reservations are reclaimed after (<= 3600000); default 30000"),
       KVHUB_MS_KEY("default_lease_ms", store.default_lease, "lease when a Get asks for 0; default 10000"),
       KVHUB_MS_KEY("max_lease_ms", store.max_lease, "longest lease granted (<= 600000); default 600000"),
       KVHUB_DOUBLE_KEY("max_pinned_fraction", store.max_pinned_fraction, "share of capacity pinned blocks may use; default 0.5"),
@@ -324,6 +324,7 @@ absl::Status KvhubdConfig::Validate() const {
   if (store.max_lease > absl::Milliseconds(600000)) return bad("max_lease_ms", "exceeds 600000 (the API limit)");
   if (store.default_lease > store.max_lease) return bad("default_lease_ms", "exceeds max_lease_ms");
   if (store.reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout_ms", "must be > 0");
+  if (store.reservation_timeout > absl::Hours(1)) return bad("reservation_timeout_ms", "exceeds 3600000 (1 hour)");
   if (worker_threads < 0 || worker_threads > 1024) return bad("worker_threads", "must be in 0..1024");
   if (expiry_interval < absl::Milliseconds(1) || expiry_interval > absl::Hours(1)) {
     return bad("expiry_interval_ms", "must be in 1..3600000");

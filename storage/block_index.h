@@ -5,7 +5,8 @@
 // so Insert/Erase never allocate. Each 8-byte table entry holds the slot id and
 // 32 bits of the hash, so most probes that do not match never touch the slot's
 // key. The namespace is stored as its 64-bit XXH3 tag: a key under another
-// namespace does not match.
+// namespace does not match. The hash is keyed by a per-process random seed
+// (keyed_hash.h), so clients cannot choose keys that share a probe cluster.
 //
 // Thread safety: none; the owner serializes calls.
 
@@ -14,6 +15,7 @@
 
 #include "common/keys.h"
 #include "storage/eviction_policy.h"
+#include "storage/keyed_hash.h"
 
 namespace kvhub::storage {
 
@@ -39,10 +41,10 @@ class BlockIndex {
 
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
-  static uint32_t Hash32(const BlockKey& key, uint64_t ns_tag) {
-    uint64_t x = key.lo ^ ((key.hi << 17) | (key.hi >> 47)) ^ ns_tag;
-    x *= 0x9e3779b97f4a7c15ull;
-    return static_cast<uint32_t>(x >> 32);
+  // Keyed per process (keyed_hash.h): clients choose keys, and must not be able to
+  // aim them at one probe cluster.
+  uint32_t Hash32(const BlockKey& key, uint64_t ns_tag) const {
+    return static_cast<uint32_t>(KeyedHash64(key, ns_tag, seed_) >> 32);
   }
   static uint64_t Entry(uint32_t hash, uint32_t slot) { return (uint64_t{hash} << 32) | slot; }
 
@@ -51,6 +53,7 @@ class BlockIndex {
   std::vector<BlockKey> keys_;   // per slot
   std::vector<uint64_t> ns_tags_;
   uint32_t size_ = 0;
+  HashSeed seed_ = ProcessHashSeed();
 };
 
 }  // namespace kvhub::storage

@@ -49,24 +49,40 @@ absl::Status BlockStoreConfig::Validate() const {
     return bad("watermarks need 0 < low (", low_watermark, ") <= high (", high_watermark,
                ") <= 1");
   }
-  if (namespace_quota_bytes != 0 && namespace_quota_bytes < max_block_bytes) {
-    return bad("namespace_quota_bytes (", namespace_quota_bytes, ") is below max_block_bytes (", max_block_bytes,
-               "): a namespace could not store one block of the largest size; 0 turns quotas off");
+  // What the largest block takes: its chunk, which can be well above max_block_bytes
+  // (a 40 MiB block takes a 64 MiB chunk of 64 MiB slabs). Capacity and quotas are
+  // charged chunks, so they must hold one.
+  absl::StatusOr<SizeClasses> classes =
+      SizeClasses::Build(min_block_bytes, max_block_bytes, EffectiveSlabBytes(), size_class_steps);
+  if (!classes.ok()) return classes.status();
+  const uint64_t max_chunk = classes->size(classes->ClassFor(max_block_bytes));
+  if (max_chunk > capacity_bytes) {
+    return bad("a max_block_bytes (", max_block_bytes, ") block takes a ", max_chunk, "-byte chunk of ",
+               EffectiveSlabBytes(), "-byte slabs, more than capacity_bytes (", capacity_bytes,
+               "): the largest blocks could never be stored; lower max_block_bytes or raise capacity_bytes");
+  }
+  if (namespace_quota_bytes != 0 && namespace_quota_bytes < max_chunk) {
+    return bad("namespace_quota_bytes (", namespace_quota_bytes, ") is below the ", max_chunk,
+               "-byte chunk a max_block_bytes (", max_block_bytes,
+               ") block takes: a namespace could not store one block of the largest size; 0 turns quotas off");
   }
   for (size_t i = 0; i < namespace_quotas.size(); ++i) {
     const NamespaceQuota& q = namespace_quotas[i];
     if (absl::Status s = ValidateNamespace(q.ns); !s.ok()) {
       return bad("namespace_quotas[", i, "]: ", s.message());
     }
-    if (q.bytes != 0 && q.bytes < max_block_bytes) {
-      return bad("namespace_quotas: '", q.ns, "' gets ", q.bytes, " bytes, below max_block_bytes (", max_block_bytes,
-                 "): it could not store one block of the largest size; 0 exempts it from quotas");
+    if (q.bytes != 0 && q.bytes < max_chunk) {
+      return bad("namespace_quotas: '", q.ns, "' gets ", q.bytes, " bytes, below the ", max_chunk,
+                 "-byte chunk a max_block_bytes (", max_block_bytes,
+                 ") block takes: it could not store one block of the largest size; 0 exempts it from quotas");
     }
     for (size_t j = 0; j < i; ++j) {
       if (namespace_quotas[j].ns == q.ns) return bad("namespace_quotas: '", q.ns, "' is listed twice");
     }
   }
-  if (reservation_timeout <= absl::ZeroDuration()) return bad("reservation_timeout must be > 0");
+  if (reservation_timeout <= absl::ZeroDuration() || reservation_timeout > absl::Hours(1)) {
+    return bad("reservation_timeout must be in (0, 1h]");
+  }
   if (default_lease <= absl::ZeroDuration() || max_lease < default_lease) {
     return bad("leases need 0 < default_lease <= max_lease");
   }

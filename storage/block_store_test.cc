@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -77,6 +78,27 @@ TEST_F(BlockStoreTest, ConfigValidation) {
   c.eviction.name = "clock";
   EXPECT_EQ(BlockStore::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(BlockStoreConfig{}.Validate().ok());
+  // Capacity and quotas are charged chunks: a 40 KiB block takes a whole 64 KiB slab.
+  c = SmallConfig();
+  c.max_block_bytes = 40ull << 10;
+  c.namespace_quota_bytes = 40ull << 10;
+  absl::Status s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("65536-byte chunk"));
+  c.namespace_quota_bytes = 64ull << 10;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  c.namespace_quotas = {{"big", 48ull << 10}};
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.max_block_bytes = 40ull << 10;
+  c.capacity_bytes = 48ull << 10;
+  c.region_bytes = 64ull << 10;
+  s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("more than capacity_bytes"));
+  c = SmallConfig();
+  c.reservation_timeout = absl::Hours(2);  // now + a huge timeout used to overflow
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(BlockStoreTest, RegionsAreMappedAndStable) {
@@ -604,6 +626,52 @@ TEST_F(BlockStoreTest, FullOfPinnedAndLeasedRejectsWithResourceExhausted) {
   EXPECT_GT(store_->Stats().rejected_full + store_->Stats().rejected_pin_quota, 0u);
   for (uint64_t j = 0; j < i; ++j) ASSERT_TRUE(Present(j));
   ExpectBytes(0, 16000);
+}
+
+// A block of a new size needs a whole slab. When every slab holds a leased block of
+// another size, the put fails, and it must fail without evicting anything: it used to
+// evict every evictable block of the tier (each freed a chunk of the wrong size and
+// no slab emptied) and then fail anyway.
+TEST_F(BlockStoreTest, NewSizeWithEverySlabHeldEvictsNothingAndFails) {
+  BlockStoreConfig c = SmallConfig();  // 64 slabs of 64 KiB
+  c.high_watermark = c.low_watermark = 1.0;  // 1024 blocks of 4 KiB fill every slab, none evicted
+  Make(c);
+  uint64_t n = 0;
+  for (; n < 1024; ++n) ASSERT_TRUE(PutBlock(n, 4000).ok()) << n;  // 4 KiB chunks, 16 per slab
+  // Group the blocks still present by slab; lease one per slab, delete half the others.
+  const uint64_t slab = c.slab_bytes, per_region = c.region_bytes / slab;
+  std::map<uint64_t, std::vector<uint64_t>> by_slab;
+  for (uint64_t i = 0; i < n; ++i) {
+    auto l = store_->Acquire("tenant", Key(i));
+    ASSERT_TRUE(l.ok()) << i << ": " << l.status();
+    by_slab[l->location.region * per_region + l->location.offset / slab].push_back(i);
+    ASSERT_TRUE(store_->Release(l->id).ok());
+  }
+  ASSERT_EQ(by_slab.size(), 64u) << "every slab should hold 4 KiB blocks";
+  std::vector<uint64_t> leases, kept;
+  for (auto& [s, blocks] : by_slab) {
+    auto l = store_->Acquire("tenant", Key(blocks[0]), absl::Minutes(5));
+    ASSERT_TRUE(l.ok()) << l.status();
+    leases.push_back(l->id);
+    for (size_t j = 1; j < blocks.size(); ++j) {
+      if (j % 2 == 0) {
+        ASSERT_TRUE(store_->Delete("tenant", Key(blocks[j])).ok());
+      } else {
+        kept.push_back(blocks[j]);
+      }
+    }
+  }
+  const uint64_t evictions = store_->Stats().evictions;
+  absl::Status s = PutBlock(100000, 16000);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("no slab it could free"));
+  EXPECT_EQ(store_->Stats().evictions, evictions);
+  for (uint64_t i : kept) ASSERT_TRUE(Present(i)) << i;
+  // With the leases gone one slab is emptied for it: at most its 16 blocks leave.
+  for (uint64_t id : leases) ASSERT_TRUE(store_->Release(id).ok());
+  ASSERT_TRUE(PutBlock(100000, 16000).ok());
+  EXPECT_LE(store_->Stats().evictions - evictions, 16u);
+  ExpectBytes(100000, 16000);
 }
 
 TEST_F(BlockStoreTest, MixedSizesReassignSlabs) {

@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<HostBlockStore>> HostBlockStore::Make(
   for (uint32_t i = 0; i < st->max_slots_; ++i) st->free_slots_.PushTail(i);
   st->slab_links_.Init(st->max_slots_);
   st->slab_blocks_.assign(st->alloc_.slabs(), SlotList(&st->slab_links_));
+  st->slab_verdict_.assign(st->alloc_.slabs(), 0);
   st->leases_.assign(config.max_leases, LeaseRec{});
   for (LeaseRec& rec : st->leases_) rec.gen = st->generations_.Next(0);  // a first lease's id is not guessable either
   st->lease_links_.Init(config.max_leases);
@@ -148,6 +149,35 @@ uint32_t HostBlockStore::PickVictim() {
   });
 }
 
+uint32_t HostBlockStore::PickVictimFor(uint32_t cls) {
+  std::fill(slab_verdict_.begin(), slab_verdict_.end(), 0);
+  // As in PickVictim: the callback reads through plain pointers.
+  const Slot* slots = slots_.data();
+  const SlabAllocator* alloc = &alloc_;
+  const SlotList* slab_blocks = slab_blocks_.data();
+  const SlotLinks* links = &slab_links_;
+  uint8_t* verdict = slab_verdict_.data();
+  auto evictable = [slots](uint32_t s) {
+    const Slot& slot = slots[s];
+    return slot.state == State::kCommitted && !slot.pinned && slot.leases == 0;
+  };
+  return policy_->PickVictim([&](uint32_t s) {
+    if (!evictable(s)) return false;
+    if (alloc->ClassOf(slots[s].offset) == cls) return true;
+    const uint32_t slab = alloc->SlabOf(slots[s].offset);
+    if (verdict[slab] == 0) {
+      verdict[slab] = 1;
+      for (uint32_t b = slab_blocks[slab].head(); b != kNoSlot; b = links->next(b)) {
+        if (!evictable(b)) {
+          verdict[slab] = 2;
+          break;
+        }
+      }
+    }
+    return verdict[slab] == 1;
+  });
+}
+
 bool HostBlockStore::EvictOne() {
   uint32_t v = PickVictim();
   if (v == kNoSlot) return false;
@@ -186,9 +216,11 @@ uint64_t HostBlockStore::AllocateChunk(uint32_t cls) {
     if (off != SlabAllocator::kNoChunk) return off;
     // No free chunk of this class and no free slab: evict in policy order. A
     // victim of the same class frees a chunk; one of another class gets its
-    // whole slab emptied (as far as its blocks are evictable) so the slab can
-    // change class.
-    uint32_t v = PickVictim();
+    // whole slab emptied so the slab can change class. Blocks of other classes in
+    // slabs that cannot be emptied (a pinned, leased or half-written block in
+    // them) are left alone: evicting them frees nothing this call can use, and
+    // once evicted every such block only to fail.
+    uint32_t v = PickVictimFor(cls);
     if (v == kNoSlot) return SlabAllocator::kNoChunk;
     uint64_t voff = slots_[v].offset;
     bool same_class = alloc_.ClassOf(voff) == cls;
@@ -324,9 +356,9 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
     free_slots_.PushTail(s);
     ++stats_.rejected_full;
     return absl::ResourceExhaustedError(absl::StrCat(
-        "host tier has no free chunk for a ", size, "-byte block and nothing is evictable: its ", slabs_,
-        " slab(s) of ", slab_bytes_, " bytes are held by pinned, leased or half-written blocks of other "
-        "sizes (a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
+        "host tier has no free chunk for a ", size, "-byte block and no slab it could free: each of its ", slabs_,
+        " slab(s) of ", slab_bytes_, " bytes holds a pinned, leased or half-written block of another size "
+        "(a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
   }
   Slot& slot = slots_[s];
   slot.gen = generations_.Next(slot.gen);  // never 0: reservation ids are never 0
@@ -437,7 +469,15 @@ absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
                                  const PutOptions& options) {
   absl::StatusOr<Reservation> r = Reserve(ns, key, data.size(), checksum, options);
   if (!r.ok()) return r.status();
-  CopyBytes(r->data, data.data(), data.size());
+  if (!data.empty()) {
+    // Hold the reservation while copying: the store reclaims expired reservations on
+    // other threads' paths (MakeRoom, Reserve), and a slow copy of a large block must
+    // not write into a chunk that was freed under it.
+    absl::StatusOr<uint64_t> hold = BeginTransfer(TransferAccess::kWrite, r->id, r->location);
+    if (!hold.ok()) return absl::NotFoundError("reservation expired before its bytes were copied");
+    CopyBytes(r->data, data.data(), data.size());
+    EndTransfer(TransferAccess::kWrite, *hold);
+  }
   return Commit(r->id);
 }
 

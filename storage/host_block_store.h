@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/block_index.h"
+#include "storage/keyed_hash.h"
 #include "storage/block_store.h"
 #include "storage/grant_generations.h"
 #include "storage/host_regions.h"
@@ -90,9 +91,9 @@ class HostBlockStore final : public BlockStore {
 
   HostBlockStore(const BlockStoreConfig& config, Clock* clock) : config_(config), clock_(clock) {}
 
-  static uint64_t GhostHint(const BlockKey& key, uint64_t ns_tag) {
-    return (key.lo ^ ns_tag) * 0x9e3779b97f4a7c15ull ^ key.hi;
-  }
+  // The policies' digest of a block (ghost queues, duel's shadows: hash tables
+  // keyed by it), keyed per process like the index.
+  static uint64_t GhostHint(const BlockKey& key, uint64_t ns_tag) { return KeyedHash64(key, ns_tag); }
   BlockLocation LocationOf(uint64_t offset, uint64_t size) const;
   int64_t NowNs() const { return absl::ToUnixNanos(clock_->Now()); }
 
@@ -100,6 +101,10 @@ class HostBlockStore final : public BlockStore {
   bool MakeRoom(uint64_t chunk_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t AllocateChunk(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t PickVictim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A victim that gets a chunk of class `cls`: a block of that class, or one whose
+  // whole slab can be emptied (every block in it evictable) so the slab can change
+  // class. kNoSlot when none is.
+  uint32_t PickVictimFor(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts every evictable block in `slab`.
   void EvictSlab(uint32_t slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -151,6 +156,9 @@ class HostBlockStore final : public BlockStore {
   SlotList reservations_ ABSL_GUARDED_BY(mu_){&slot_links_};
   SlotLinks slab_links_ ABSL_GUARDED_BY(mu_);      // blocks of each slab
   std::vector<SlotList> slab_blocks_ ABSL_GUARDED_BY(mu_);
+  // PickVictimFor's verdict per slab, reset by each call: 0 unknown, 1 every block
+  // in it is evictable, 2 not (preallocated: no allocation on the put path).
+  std::vector<uint8_t> slab_verdict_ ABSL_GUARDED_BY(mu_);
   std::vector<LeaseRec> leases_ ABSL_GUARDED_BY(mu_);
   GrantGenerations generations_ ABSL_GUARDED_BY(mu_);  // of reservation and lease ids
   SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);

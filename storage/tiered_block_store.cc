@@ -218,17 +218,27 @@ absl::StatusOr<Reservation> TieredBlockStore::Reserve(absl::string_view ns, cons
 }
 
 absl::Status TieredBlockStore::Commit(uint64_t reservation_id) {
-  absl::Status s = host_->Commit(reservation_id);
+  // Which block this is, read before the host commits: while it verifies the
+  // checksum the reservation is neither live nor committed, and an expiry sweep
+  // (ExpireNow) in that window drops its pending_ entry; the block must still get
+  // its gpu copy.
   Pending p;
+  bool known = false;
   {
     absl::MutexLock l(&pending_mu_);
     auto it = pending_.find(reservation_id);
-    if (it == pending_.end()) return s;
-    if (s.code() == absl::StatusCode::kFailedPrecondition) return s;  // held by a transfer: still live
-    p = std::move(it->second);
-    pending_.erase(it);
+    if (it != pending_.end()) {
+      p = it->second;
+      known = true;
+    }
   }
-  if (s.ok()) Enqueue(p.ns, p.key);
+  absl::Status s = host_->Commit(reservation_id);
+  if (s.code() == absl::StatusCode::kFailedPrecondition) return s;  // held by a transfer: still live
+  if (known) {
+    absl::MutexLock l(&pending_mu_);
+    pending_.erase(reservation_id);
+  }
+  if (s.ok() && known) Enqueue(p.ns, p.key);
   return s;
 }
 
