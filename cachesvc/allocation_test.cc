@@ -35,7 +35,7 @@ class AllocationTest : public ::testing::Test {
     auto store = storage::BlockStore::Create(config_.store);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    table_ = std::make_unique<ReservationTable>(Clock::Real(), absl::Milliseconds(10));
+    table_ = std::make_unique<ReservationTable>(store_.get(), Clock::Real(), absl::Milliseconds(10));
     metrics_ = std::make_unique<ServiceMetrics>(8, 8);
     service_ = std::make_unique<KvHubService>(config_, store_.get(), table_.get(), metrics_.get());
   }

@@ -344,6 +344,7 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
       continue;
     }
     absl::Status s = store_->Commit(id);
+    if (absl::IsFailedPrecondition(s)) reservations_->Restore(id, e);  // still reserved: a retry may commit
     SetItemStatus(s, out);
     if (s.ok()) {
       metrics_->AddPutBytes(e.ns_index, 1, e.size);
@@ -376,7 +377,9 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
                     out);
       continue;
     }
-    SetItemStatus(store_->Abort(id), out);
+    absl::Status s = store_->Abort(id);
+    if (absl::IsFailedPrecondition(s)) reservations_->Restore(id, e);  // still reserved: a retry may abort
+    SetItemStatus(s, out);
   }
   return grpc::Status::OK;
 }
@@ -440,7 +443,13 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
   const size_t n = req.keys().size() / kKeyBytes;
   std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
   const absl::Duration lease = LeaseFor(req.lease_ms());
-  if (!req.inline_data()) resp->set_incarnation(incarnation_);
+  if (!req.inline_data()) {
+    resp->set_incarnation(incarnation_);
+    // What the store grants (BlockStore::Acquire): 0 means default_lease, capped at max_lease.
+    const absl::Duration granted =
+        std::min(lease == absl::ZeroDuration() ? config_.store.default_lease : lease, config_.store.max_lease);
+    resp->set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(granted)));
+  }
   resp->mutable_blocks()->Reserve(static_cast<int>(n));
   uint64_t blocks = 0, bytes = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -484,7 +493,13 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
   return grpc::Status::OK;
 }
 
-KvHubService::SliceLease* KvHubService::NewSliceLease(uint64_t lease_id) {
+absl::StatusOr<KvHubService::SliceLease*> KvHubService::NewSliceLease(const storage::Lease& lease) {
+  absl::StatusOr<uint64_t> hold = store_->BeginTransfer(storage::TransferAccess::kRead, lease.id, lease.location);
+  if (!hold.ok()) {
+    store_->Release(lease.id).IgnoreError();  // ended already, or ends now: nothing was served
+    return absl::UnavailableError(absl::StrCat("the block's lease ended before it could be sent: ",
+                                               hold.status().message()));
+  }
   absl::MutexLock lock(&slice_lease_mu_);
   if (slice_lease_free_.empty()) {
     // Grows in batches; steady state reuses them (no allocation per block).
@@ -496,7 +511,8 @@ KvHubService::SliceLease* KvHubService::NewSliceLease(uint64_t lease_id) {
   SliceLease* sl = slice_lease_free_.back();
   slice_lease_free_.pop_back();
   sl->service = this;
-  sl->lease_id = lease_id;
+  sl->lease_id = lease.id;
+  sl->hold = *hold;
   sl->refs.store(1, std::memory_order_relaxed);
   return sl;
 }
@@ -507,10 +523,12 @@ void KvHubService::ReleaseSliceLease(void* arg) {
   KvHubService* svc = sl->service;
   absl::Status s = svc->store_->Release(sl->lease_id);
   if (!s.ok()) {
-    // The lease ran out while gRPC still held the bytes; the client's checksum check
-    // catches any that changed.
-    KVHUB_LOG(warn, "inline Get: lease {} expired before its bytes were sent: {}", sl->lease_id, s.ToString());
+    // The lease ran out while gRPC still held the bytes (a slow reader); the hold kept
+    // them from being reused, so what was sent is the block's.
+    KVHUB_LOG(debug, "zero-copy Get: lease {} ended before gRPC dropped its bytes: {}", sl->lease_id,
+              s.ToString());
   }
+  svc->store_->EndTransfer(storage::TransferAccess::kRead, sl->hold);
   absl::MutexLock lock(&svc->slice_lease_mu_);
   svc->slice_lease_free_.push_back(sl);
 }
@@ -542,8 +560,8 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
   if (absl::Status s = ValidateGet(req); !s.ok()) return ToGrpc(s);
   const size_t n = req.keys().size() / kKeyBytes;
   std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
-  // The bytes stay leased until gRPC has sent them: use the longest lease so a slow
-  // reader cannot outlive it; the slice's destroy callback releases it.
+  // The bytes are held until gRPC has sent them (NewSliceLease); the slice's destroy
+  // callback releases the lease and the hold.
   const absl::Duration lease = config_.store.max_lease;
   thread_local v1::GetResponse::Block header;
   thread_local std::string header_bytes;
@@ -555,6 +573,15 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
       store_->Release(l->id).IgnoreError();  // our own fresh lease
       l = absl::ResourceExhaustedError(
           absl::StrCat("inline response would exceed 256MiB at key ", i, "; fetch the rest with GetStream"));
+    }
+    SliceLease* held = nullptr;
+    if (l.ok()) {
+      absl::StatusOr<SliceLease*> sl = NewSliceLease(*l);
+      if (sl.ok()) {
+        held = *sl;
+      } else {
+        l = sl.status();
+      }
     }
     if (!l.ok()) {
       SetItemStatus(l.status(), header.mutable_status());
@@ -580,8 +607,7 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
     }
     slices->emplace_back(header_bytes.data(), at);  // small copy into a gRPC slice
     if (l.ok()) {
-      slices->emplace_back(const_cast<uint8_t*>(l->data), l->size, &KvHubService::ReleaseSliceLease,
-                           NewSliceLease(l->id));
+      slices->emplace_back(const_cast<uint8_t*>(l->data), l->size, &KvHubService::ReleaseSliceLease, held);
       ++blocks;
       bytes += l->size;
     }
@@ -699,14 +725,15 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
         Done(grpc::Status::OK);
         return;
       }
-      // The bytes leave zero-copy, so the lease must outlive the slowest reader: use the
-      // longest lease; it is released as soon as the last chunk has been sent.
+      // The bytes leave zero-copy: they are held until gRPC drops the last chunk's
+      // slice (NewSliceLease); the lease is released then too.
       absl::StatusOr<storage::Lease> l = service_->store_->Acquire(
           req_.namespace_(), PackedKey(req_.keys(), index_), service_->config_.store.max_lease);
       first = true;
-      status = l.status();
-      if (l.ok()) {
-        block_ = service_->NewSliceLease(l->id);  // the reactor's reference
+      absl::StatusOr<SliceLease*> held = l.ok() ? service_->NewSliceLease(*l) : l.status();
+      status = held.status();
+      if (held.ok()) {
+        block_ = *held;  // the reactor's reference
         data_ = l->data;
         size_ = l->size;
         checksum_ = l->checksum;

@@ -2,7 +2,9 @@
 // the handler logic, its validation and that a refused request changes nothing.
 #include "cachesvc/kvhub_service.h"
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/hash.h"
 #include "gmock/gmock.h"
@@ -33,11 +35,17 @@ class ServiceTest : public ::testing::Test {
     config_.store.region_bytes = 64ull << 20;
     config_.store.max_block_bytes = 4ull << 20;
     config_.store.try_hugepages = false;
+    Rebuild();
+  }
+  // A new store, table and service with config_.
+  void Rebuild() {
     ASSERT_TRUE(config_.Validate().ok()) << config_.Validate();
+    service_.reset();
+    table_.reset();
     auto store = storage::BlockStore::Create(config_.store);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    table_ = std::make_unique<ReservationTable>(Clock::Real(), absl::Milliseconds(10));
+    table_ = std::make_unique<ReservationTable>(store_.get(), Clock::Real(), absl::Milliseconds(10));
     metrics_ = std::make_unique<ServiceMetrics>(4, 4);
     service_ = std::make_unique<KvHubService>(config_, store_.get(), table_.get(), metrics_.get());
     service_->set_node_id("test-node");
@@ -101,6 +109,9 @@ TEST_F(ServiceTest, PutLookupGetInlineRoundTrip) {
 }
 
 TEST_F(ServiceTest, GetWithLeaseThenRelease) {
+  config_.store.max_lease = absl::Seconds(60);
+  config_.store.default_lease = absl::Seconds(7);
+  Rebuild();
   std::string data = Block(3, 5000);
   ASSERT_TRUE(PutOne(3, data, Xxh3_64(data.data(), data.size())).ok());
   v1::GetRequest greq;
@@ -113,7 +124,23 @@ TEST_F(ServiceTest, GetWithLeaseThenRelease) {
   EXPECT_NE(gresp.blocks(0).lease_id(), 0u);
   EXPECT_EQ(gresp.blocks(0).location().size(), 5000u);
   EXPECT_TRUE(gresp.blocks(0).data().empty());
+  EXPECT_EQ(gresp.lease_ms(), 5000u);  // what was asked, within max_lease
   EXPECT_EQ(store_->Stats().leased_blocks, 1u);
+  // The lease granted is reported: capped at max_lease, default_lease for 0.
+  greq.set_lease_ms(600000);  // the API's limit; this shard's max_lease is 60 s
+  v1::GetResponse capped;
+  ASSERT_TRUE(service_->DoGet(greq, &capped).ok());
+  EXPECT_EQ(capped.lease_ms(), 60000u);
+  greq.set_lease_ms(0);
+  v1::GetResponse dflt;
+  ASSERT_TRUE(service_->DoGet(greq, &dflt).ok());
+  EXPECT_EQ(dflt.lease_ms(), 7000u);
+  for (const v1::GetResponse* r : {&capped, &dflt}) {
+    v1::ReleaseRequest rel;
+    rel.add_lease_ids(r->blocks(0).lease_id());
+    v1::ReleaseResponse rel_resp;
+    ASSERT_TRUE(service_->DoRelease(rel, &rel_resp).ok());
+  }
 
   v1::ReleaseRequest rreq;
   rreq.add_lease_ids(gresp.blocks(0).lease_id());
@@ -264,6 +291,48 @@ TEST_F(ServiceTest, OnlyPrefixLookupsCountTowardTheTokenHitRate) {
   EXPECT_EQ(st.lookup_requested_keys(), 4u);
   EXPECT_EQ(st.lookup_requested_tokens(), 512u);
   EXPECT_EQ(st.lookup_hit_tokens(), 256u);
+}
+
+// Inline Get hands gRPC slices that point into the tier. A client that reads slowly
+// (or stops) can keep them past the lease; the bytes must stay the block's until gRPC
+// drops them, even when the block is deleted and the tier refills meanwhile.
+TEST_F(ServiceTest, ZeroCopyGetBytesStayTheBlocksAfterTheLeaseEnds) {
+  config_.store.capacity_bytes = 4ull << 20;
+  config_.store.region_bytes = 4ull << 20;
+  config_.store.max_block_bytes = 1ull << 20;
+  config_.store.default_lease = config_.store.max_lease = absl::Milliseconds(20);
+  Rebuild();
+
+  const std::string data = Block(1, 1 << 20);
+  ASSERT_TRUE(PutOne(1, data, Xxh3_64(data.data(), data.size())).ok());
+  v1::GetRequest get;
+  get.set_namespace_("ns");
+  get.set_keys(KeyBytes(1));
+  get.set_inline_data(true);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(service_->DoGetInlineSlices(get, &slices).ok());
+  ASSERT_EQ(slices.size(), 2u);
+  ASSERT_EQ(slices[1].size(), data.size());
+
+  absl::SleepFor(absl::Milliseconds(50));  // the lease ends
+  store_->ExpireNow();
+  v1::DeleteRequest del;
+  del.set_namespace_("ns");
+  del.set_keys(KeyBytes(1));
+  v1::DeleteResponse del_resp;
+  ASSERT_TRUE(service_->DoDelete(del, &del_resp).ok());
+  ASSERT_EQ(del_resp.items(0).code(), 0);
+  for (uint64_t i = 2; i < 12; ++i) {  // 2.5x the tier: every free chunk is reused
+    const std::string b = Block(i, 1 << 20);
+    grpc::Status s = PutOne(i, b, Xxh3_64(b.data(), b.size()));
+    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  }
+  EXPECT_EQ(std::memcmp(slices[1].begin(), data.data(), data.size()), 0);
+  EXPECT_EQ(store_->Stats().leased_blocks, 1u);  // the hold
+  slices.clear();                                // gRPC drops them: the hold ends
+  EXPECT_EQ(store_->Stats().leased_blocks, 0u);
+  const std::string last = Block(20, 1 << 20);
+  EXPECT_TRUE(PutOne(20, last, Xxh3_64(last.data(), last.size())).ok());  // the chunk is free again
 }
 
 TEST_F(ServiceTest, DeletePinAndStats) {

@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
     srv->store_ = std::move(*store);
   }
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
-  srv->reservations_ = std::make_unique<ReservationTable>(Clock::Real(), margin);
+  srv->reservations_ = std::make_unique<ReservationTable>(srv->store_.get(), Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
 
   // gRPC first: the node id may depend on the bound port.

@@ -5,15 +5,20 @@
 
 namespace kvhub::cachesvc {
 
-ReservationTable::ReservationTable(Clock* clock, absl::Duration write_margin)
-    : clock_(clock), write_margin_(write_margin) {
+ReservationTable::ReservationTable(storage::BlockStore* store, Clock* clock, absl::Duration write_margin)
+    : store_(store), clock_(clock), write_margin_(write_margin) {
   absl::MutexLock lock(&mu_);
   entries_.reserve(4096);
 }
 
 void ReservationTable::Add(const storage::Reservation& r, int ns_index) {
   absl::MutexLock lock(&mu_);
-  entries_[r.id] = Entry{r.data, r.location.size, r.expires, ns_index};
+  entries_[r.id] = Entry{r.data, r.location, r.location.size, r.expires, ns_index};
+}
+
+void ReservationTable::Restore(uint64_t id, const Entry& entry) {
+  absl::MutexLock lock(&mu_);
+  entries_[id] = entry;
 }
 
 absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_view data) {
@@ -31,7 +36,14 @@ absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_
     return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " + len(data) ", data.size(),
                                                    " exceeds reservation ", id, " size ", e.size));
   }
-  if (!data.empty()) CopyBytes(e.data + offset, data.data(), data.size());
+  if (data.empty()) return absl::OkStatus();
+  const storage::BlockLocation range{e.location.region, e.location.offset + offset, data.size()};
+  absl::StatusOr<uint64_t> hold = store_->BeginTransfer(storage::TransferAccess::kWrite, id, range);
+  if (!hold.ok()) {
+    return absl::NotFoundError(absl::StrCat("reservation_id ", id, " has expired: ", hold.status().message()));
+  }
+  CopyBytes(e.data + offset, data.data(), data.size());
+  store_->EndTransfer(storage::TransferAccess::kWrite, *hold);
   return absl::OkStatus();
 }
 

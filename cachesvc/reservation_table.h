@@ -4,8 +4,11 @@
 //
 // The BlockStore owns the bytes and says they are writable "until Commit, Abort or
 // expiry". This table makes that safe across RPCs:
-//   - Write() copies under a shared lock, and only while the reservation has more
-//     than `write_margin` left before it expires;
+//   - Write() copies under a shared lock, only while the reservation has more than
+//     `write_margin` left before it expires, and under a transfer hold in the store
+//     (BlockStore::BeginTransfer), so that no path of the store (its own expiry of
+//     stale reservations when it needs room, a Reserve of the same key) can reclaim
+//     the chunk while a slow copy is still writing into it;
 //   - Take() (before Commit/Abort) removes the entry under the exclusive lock, so no
 //     write is in flight when the store commits, and none can start after;
 //   - Sweep() runs the store's ExpireNow under the exclusive lock, then drops every
@@ -33,26 +36,33 @@ class ReservationTable {
  public:
   struct Entry {
     uint8_t* data = nullptr;
+    storage::BlockLocation location;  // of `data`, for the store's transfer hold
     uint64_t size = 0;
     absl::Time expires;
     int ns_index = 0;  // metrics label index of the namespace
   };
 
-  // `clock` must be the store's clock and outlive the table.
-  ReservationTable(Clock* clock, absl::Duration write_margin);
+  // `store` holds the reservations; it and `clock` (the store's clock) must outlive
+  // the table.
+  ReservationTable(storage::BlockStore* store, Clock* clock, absl::Duration write_margin);
 
   void Add(const storage::Reservation& r, int ns_index);
   // Time left until `expires`, a time of the store's clock (Reservation::expires).
   absl::Duration Remaining(absl::Time expires) const { return expires - clock_->Now(); }
 
   // Copies `data` to [offset, offset+len) of reservation `id`.
-  // NOT_FOUND: unknown, committed, aborted, or expiring within the write margin.
+  // NOT_FOUND: unknown, committed, aborted, or expiring within the write margin (or
+  // expired in the store already).
   // INVALID_ARGUMENT: the range leaves the reservation (names the bounds).
   absl::Status Write(uint64_t id, uint64_t offset, absl::string_view data);
 
   // Removes `id`; false if it is not (or no longer) held. After true, no write to it
   // is in flight or can start: the caller may Commit or Abort it in the store.
   bool Take(uint64_t id, Entry* out);
+  // Puts back an entry Take() removed, when the store refused its Commit/Abort for now
+  // (FAILED_PRECONDITION: a UCX transfer into it is still in flight) and the
+  // reservation lives on, so that a retry finds it.
+  void Restore(uint64_t id, const Entry& entry);
 
   // Calls `expire_store` (the store's ExpireNow) with no write in flight, then drops
   // entries that have expired. Returns what `expire_store` returned.
@@ -61,6 +71,7 @@ class ReservationTable {
   size_t size() const;
 
  private:
+  storage::BlockStore* const store_;
   Clock* const clock_;
   const absl::Duration write_margin_;
   mutable absl::Mutex mu_;

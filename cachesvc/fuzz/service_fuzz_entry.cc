@@ -224,7 +224,7 @@ bool Harness::Init(uint8_t variant) {
     return false;
   }
   store_ = std::move(*store);
-  table_ = std::make_unique<ReservationTable>(&clock_, absl::Milliseconds(10));
+  table_ = std::make_unique<ReservationTable>(store_.get(), &clock_, absl::Milliseconds(10));
   metrics_ = std::make_unique<ServiceMetrics>(4, 4);
   service_ = std::make_unique<KvHubService>(config_, store_.get(), table_.get(), metrics_.get());
   for (int i = 0; i < kPoolKeys; ++i) pool_[i] = BlockKey{0x9e3779b97f4a7c15ull * (i + 1), 0x1234u + i};
