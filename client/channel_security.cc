@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/channel_faults.h"
 #include "common/input_file.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -104,9 +105,11 @@ const ChannelSecurity& ChannelSecurity::Plaintext() {
 std::shared_ptr<grpc::Channel> ChannelSecurity::CreateChannel(const std::string& address,
                                                               grpc::ChannelArguments args) const {
   if (!server_name_.empty()) args.SetSslTargetNameOverride(server_name_);
-  if (auth_token_.empty()) return grpc::CreateCustomChannel(address, credentials_, args);
+  std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface> faults = ChannelFaultInterceptor();
+  if (auth_token_.empty() && faults == nullptr) return grpc::CreateCustomChannel(address, credentials_, args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<TokenInterceptorFactory>(auth_token_));
+  if (!auth_token_.empty()) interceptors.push_back(std::make_unique<TokenInterceptorFactory>(auth_token_));
+  if (faults != nullptr) interceptors.push_back(std::move(faults));  // tests only (channel_faults.h)
   return grpc::experimental::CreateCustomChannelWithInterceptors(address, credentials_, args,
                                                                  std::move(interceptors));
 }

@@ -378,9 +378,10 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   // The shard counts a reservation's time from when it answers, after we sent:
   // counting from here errs on the safe side, whatever the two hosts' clocks say.
   const absl::Time sent = Clock::Real()->Now();
+  int start_attempts = 0;
   {
     BorrowedBytes none;
-    s = shard.PutStartRaw(EncodePutRequest(ns, views, &none), &started);
+    s = shard.PutStartRaw(EncodePutRequest(ns, views, &none), &started, &start_attempts);
   }
   if (s.ok() && started.items_size() != static_cast<int>(items.size())) {
     s = CountMismatch("PutStart", shard.address(), started.items_size(), items.size());
@@ -394,6 +395,15 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     const size_t i = items[k];
     const auto& r = started.items(static_cast<int>(k));
     SetOutcome(r.status(), blocks[i].key, &result->outcome[i], &result->errors[i]);
+    if (start_attempts > 1 && r.status().code() == static_cast<int>(absl::StatusCode::kAborted)) {
+      // "Another reservation is in progress" may be our own, made by an attempt whose
+      // reply was lost: nobody will commit it, so this block is not being stored.
+      result->outcome[i] = PutOutcome::kFailed;
+      result->errors[i] = absl::AbortedError(absl::StrCat(
+          "block ", blocks[i].key.Hex(), ": PutStart to ", shard.address(), " was retried (a reply was lost) and ",
+          "the block has a reservation in progress, possibly this client's own from the lost attempt; the shard "
+          "reclaims it after its reservation_timeout, publish again then"));
+    }
     if (result->outcome[i] != PutOutcome::kStored) continue;  // skipped or failed
     result->outcome[i] = PutOutcome::kFailed;                 // until committed
     reserved.push_back(i);
@@ -425,7 +435,8 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     return fail_all(reserved, s);
   }
   v1::PutCommitResponse committed;
-  s = shard.PutCommit(commit, &committed);
+  int commit_attempts = 0;
+  s = shard.PutCommit(commit, &committed, &commit_attempts);
   if (s.ok() && committed.items_size() != static_cast<int>(reserved.size())) {
     s = CountMismatch("PutCommit", shard.address(), committed.items_size(), reserved.size());
   }
@@ -433,10 +444,44 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     abort();
     return fail_all(reserved, s);
   }
+  std::vector<size_t> unsure;  // NOT_FOUND after a retried commit: maybe committed by the lost attempt
   for (size_t k = 0; k < reserved.size(); ++k) {
     const size_t i = reserved[k];
-    SetOutcome(committed.items(static_cast<int>(k)), blocks[i].key, &result->outcome[i],
-               &result->errors[i]);
+    const v1::ItemStatus& st = committed.items(static_cast<int>(k));
+    SetOutcome(st, blocks[i].key, &result->outcome[i], &result->errors[i]);
+    if (commit_attempts > 1 && st.code() == static_cast<int>(absl::StatusCode::kNotFound)) unsure.push_back(i);
+  }
+  if (!unsure.empty()) ResolveLostCommits(ns, shard, blocks, unsure, result);
+}
+
+void Client::ResolveLostCommits(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
+                                const std::vector<size_t>& which, PutResult* result) {
+  // A commit whose reply was lost, retried: the retry finds the reservation gone
+  // (NOT_FOUND) whether the lost attempt committed it or it expired. The block's
+  // presence tells which; present is stored either way (same key, same bytes).
+  v1::LookupRequest req;
+  req.set_namespace_(std::string(ns));
+  std::string keys(which.size() * 16, '\0');
+  for (size_t k = 0; k < which.size(); ++k) {
+    blocks[which[k]].key.ToBytes(reinterpret_cast<uint8_t*>(keys.data()) + 16 * k);
+  }
+  req.set_keys(std::move(keys));
+  v1::LookupResponse resp;
+  absl::Status s = shard.Lookup(req, &resp);
+  if (s.ok() && resp.present().size() != which.size()) {
+    s = CountMismatch("Lookup", shard.address(), resp.present().size(), which.size());
+  }
+  for (size_t k = 0; k < which.size(); ++k) {
+    const size_t i = which[k];
+    if (s.ok() && resp.present()[k] != 0) {
+      result->outcome[i] = PutOutcome::kStored;
+      result->errors[i] = absl::OkStatus();
+    } else {
+      result->errors[i] = absl::NotFoundError(absl::StrCat(
+          "block ", blocks[i].key.Hex(), ": PutCommit to ", shard.address(),
+          " was retried (a reply was lost) and the block is not stored",
+          s.ok() ? "" : absl::StrCat(" (or could not be checked: ", s.message(), ")")));
+    }
   }
 }
 

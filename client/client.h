@@ -188,6 +188,10 @@ class Client {
                  const std::vector<size_t>& items, PutResult* result);
   void PutReserved(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
                    const std::vector<size_t>& items, PutResult* result);
+  // After a retried PutCommit (an earlier attempt's reply lost): blocks `which`, whose
+  // retry found no reservation, are stored if the shard has them, else failed.
+  void ResolveLostCommits(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
+                          const std::vector<size_t>& which, PutResult* result);
 
   const ClientConfig config_;
   const Rendezvous placement_;

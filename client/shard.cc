@@ -93,16 +93,23 @@ void Shard::WaitBeforeRetry(absl::Time until) {
 }
 
 void Shard::SetDeadline(grpc::ClientContext* ctx, absl::Duration d) {
+  // now + INT64_MAX ns would overflow into the past: beyond a year (InfiniteDuration
+  // included) there is no deadline, which gRPC takes as time_point::max().
+  if (d > absl::Hours(24 * 365)) {
+    ctx->set_deadline(std::chrono::system_clock::time_point::max());
+    return;
+  }
   ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::nanoseconds(absl::ToInt64Nanoseconds(d)));
+                    std::chrono::nanoseconds(absl::ToInt64Nanoseconds(std::max(d, absl::ZeroDuration()))));
 }
 
 template <typename Req, typename Resp>
 absl::Status Shard::Unary(const char* what, absl::Duration deadline,
                           grpc::Status (v1::KvHub::Stub::*fn)(grpc::ClientContext*, const Req&,
                                                               Resp*),
-                          const Req& req, Resp* resp) {
-  grpc::Status s = CallWithRetry(retry_, deadline, [&](int, absl::Duration left) {
+                          const Req& req, Resp* resp, int* attempts) {
+  grpc::Status s = CallWithRetry(retry_, deadline, [&](int k, absl::Duration left) {
+    if (attempts != nullptr) *attempts = k + 1;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, left);
     resp->Clear();
@@ -112,8 +119,9 @@ absl::Status Shard::Unary(const char* what, absl::Duration deadline,
 }
 
 absl::Status Shard::RawUnary(const char* what, absl::Duration deadline, Method Conn::*method,
-                             const grpc::ByteBuffer& req, grpc::ByteBuffer* resp) {
-  grpc::Status s = CallWithRetry(retry_, deadline, [&](int, absl::Duration left) {
+                             const grpc::ByteBuffer& req, grpc::ByteBuffer* resp, int* attempts) {
+  grpc::Status s = CallWithRetry(retry_, deadline, [&](int k, absl::Duration left) {
+    if (attempts != nullptr) *attempts = k + 1;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, left);
     resp->Clear();
@@ -127,8 +135,8 @@ absl::Status Shard::RawUnary(const char* what, absl::Duration deadline, Method C
 absl::Status Shard::Lookup(const v1::LookupRequest& req, v1::LookupResponse* resp) {
   return Unary("Lookup", control_deadline_, &v1::KvHub::Stub::Lookup, req, resp);
 }
-absl::Status Shard::PutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp) {
-  return Unary("PutCommit", control_deadline_, &v1::KvHub::Stub::PutCommit, req, resp);
+absl::Status Shard::PutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp, int* attempts) {
+  return Unary("PutCommit", control_deadline_, &v1::KvHub::Stub::PutCommit, req, resp, attempts);
 }
 absl::Status Shard::PutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
   return Unary("PutAbort", control_deadline_, &v1::KvHub::Stub::PutAbort, req, resp);
@@ -153,9 +161,9 @@ absl::Status Shard::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* 
   return Unary("Connect", control_deadline_, &v1::KvHub::Stub::Connect, req, resp);
 }
 
-absl::Status Shard::PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp) {
+absl::Status Shard::PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp, int* attempts) {
   grpc::ByteBuffer out;
-  if (absl::Status s = RawUnary("PutStart", control_deadline_, &Conn::put_start, req, &out);
+  if (absl::Status s = RawUnary("PutStart", control_deadline_, &Conn::put_start, req, &out, attempts);
       !s.ok()) {
     return s;
   }

@@ -64,7 +64,10 @@ class Shard {
 
   // Control calls: control deadline, retried on UNAVAILABLE.
   absl::Status Lookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
-  absl::Status PutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
+  // `attempts` (optional) gets how many times the call was sent: above 1, an earlier
+  // attempt may have been carried out by the shard with its reply lost (PutCommit and
+  // PutStart are not idempotent; the caller resolves what that leaves ambiguous).
+  absl::Status PutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp, int* attempts = nullptr);
   absl::Status PutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
   absl::Status Delete(const v1::DeleteRequest& req, v1::DeleteResponse* resp);
   absl::Status Pin(const v1::PinRequest& req, v1::PinResponse* resp);
@@ -74,7 +77,7 @@ class Shard {
   // UCX handshake (client/ucx_data_plane.h).
   absl::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
   // PutStart with a request encoded by EncodePutRequest (no data).
-  absl::Status PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp);
+  absl::Status PutStartRaw(const grpc::ByteBuffer& req, v1::PutStartResponse* resp, int* attempts = nullptr);
 
   // Data calls: data deadline, retried on UNAVAILABLE.
   // Inline Put with a request encoded by EncodePutRequest.
@@ -89,10 +92,10 @@ class Shard {
   template <typename Req, typename Resp>
   absl::Status Unary(const char* what, absl::Duration deadline,
                      grpc::Status (v1::KvHub::Stub::*fn)(grpc::ClientContext*, const Req&, Resp*),
-                     const Req& req, Resp* resp);
+                     const Req& req, Resp* resp, int* attempts = nullptr);
   absl::Status RawUnary(const char* what, absl::Duration deadline,
                         grpc::internal::RpcMethod Conn::*method, const grpc::ByteBuffer& req,
-                        grpc::ByteBuffer* resp);
+                        grpc::ByteBuffer* resp, int* attempts = nullptr);
 
   const std::string address_;
   const RetryPolicy retry_;

@@ -165,7 +165,9 @@ absl::Status UcxDataPlane::EnsureWorker() {
   transport::UcxConfig uc;
   uc.tls = config_.ucx_tls;
   uc.require_peer_failure_detection = !transport::TlsNamesSharedMemory(config_.ucx_tls);
-  uc.op_timeout = config_.data_deadline;
+  // UCX bounds one transfer's wait by op_timeout, at most 1 h; a longer data_deadline
+  // (or an infinite one) still gets UCX, its transfers cut off at 1 h.
+  uc.op_timeout = std::min(config_.data_deadline, absl::Hours(1));
   uc.mapped_gets = config_.ucx_mapped_copies;
   uc.mapped_puts = config_.ucx_mapped_copies;
   const bool members_on_loopback = std::all_of(config_.members.begin(), config_.members.end(),
@@ -463,7 +465,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
   req.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(config_.ucx_lease)));
   // The lease starts no earlier than now on the shard: bound every transfer by it.
   const absl::Time t0 = Clock::Real()->Now();
-  const absl::Time lease_bound = t0 + config_.ucx_lease - SafetyMargin(config_.ucx_lease);
+  absl::Time lease_bound = t0 + config_.ucx_lease - SafetyMargin(config_.ucx_lease);
   v1::GetResponse resp;
   absl::Status s;
   bool peer_failed = false;
@@ -509,6 +511,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     FailUnfinished(reads, s);
     if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
     return s;
+  }
+  if (const absl::Duration granted = absl::Milliseconds(resp.lease_ms());
+      granted > absl::ZeroDuration() && granted < config_.ucx_lease) {
+    // The shard capped the lease (its max_lease_ms): the reads must end within what it gave.
+    lease_bound = t0 + granted - SafetyMargin(granted);
   }
   if (hooks_.after_lease) hooks_.after_lease();
 

@@ -19,12 +19,14 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/channel_faults.h"
 #include "client/client.h"
 #include "common/hash.h"
 #include "common/keys.h"
 #include "common/model_spec.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "gtest/gtest.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "tests/testing/kvhubd_process.h"
@@ -580,6 +582,100 @@ TEST(ClusterE2eTest, ClientIgnoresProxyEnvironmentUnlessAsked) {
   absl::StatusOr<LookupResult> look = proxied->Lookup("proxy", std::span<const BlockKey>(&key, 1));
   const bool failed = !look.ok() || look->present[0] == 0;
   EXPECT_TRUE(failed) << "use_proxy_env=true reached the shard past a dead proxy";
+}
+
+// Makes the reply of the first `count` calls to `method` go missing after the shard
+// carried them out: the client sees UNAVAILABLE, as when a connection drops before the
+// reply arrives, and retries (client/channel_faults.h).
+class LoseReplies final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  LoseReplies(std::string method, std::shared_ptr<std::atomic<int>> left) : method_(std::move(method)), left_(left) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    if (method_ != info->method()) return nullptr;
+    return new Lose(left_.get());
+  }
+
+ private:
+  class Lose final : public grpc::experimental::Interceptor {
+   public:
+    explicit Lose(std::atomic<int>* left) : left_(left) {}
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS) &&
+          methods->GetRecvStatus()->ok() && left_->fetch_sub(1) > 0) {
+        *methods->GetRecvStatus() = grpc::Status(grpc::StatusCode::UNAVAILABLE, "injected: the reply was lost");
+      }
+      methods->Proceed();
+    }
+
+   private:
+    std::atomic<int>* const left_;
+  };
+  const std::string method_;
+  const std::shared_ptr<std::atomic<int>> left_;
+};
+
+struct ScopedLostReplies {
+  ScopedLostReplies(const std::string& method, int count) : left(std::make_shared<std::atomic<int>>(count)) {
+    auto l = left;
+    SetChannelFaultsForTesting([method, l] { return std::make_unique<LoseReplies>(method, l); });
+  }
+  ~ScopedLostReplies() { SetChannelFaultsForTesting(nullptr); }
+  std::shared_ptr<std::atomic<int>> left;
+};
+
+// PutStart and PutCommit are not idempotent, and a retry after a lost reply finds the
+// first attempt's work done: a commit that went through looked like an unknown
+// reservation (the block reported failed, and aborted, although stored), and a
+// reservation made by the lost attempt looked like another publisher's (the block
+// reported skipped, although nobody would ever commit it).
+TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHappened) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.transport = TransportMode::kGrpc;
+  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 1));
+  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0x1057 + i, i}, std::nullopt, data[i], false});
+  {
+    ScopedLostReplies lost("/kvhub.v1.KvHub/PutCommit", 1);
+    auto client = cluster->NewClient(cfg);
+    ASSERT_NE(client, nullptr);
+    absl::StatusOr<PutResult> r = client->Put("lost", puts);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(lost.left->load(), 0) << "no reply was lost";
+    EXPECT_EQ(r->stored, 3u);
+    for (const absl::Status& e : r->errors) EXPECT_TRUE(e.ok()) << e;
+  }
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  Buffers bufs(3, 64 << 10);
+  std::vector<BlockKey> keys;
+  for (const BlockPut& p : puts) keys.push_back(p.key);
+  absl::StatusOr<FetchResult> got = client->Get("lost", keys, bufs.spans);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->valid_blocks, 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(bufs.store[i] == data[i]) << i;
+
+  {
+    ScopedLostReplies lost("/kvhub.v1.KvHub/PutStart", 1);
+    auto c2 = cluster->NewClient(cfg);
+    ASSERT_NE(c2, nullptr);
+    absl::StatusOr<PutResult> r = c2->Put("lost2", puts);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(lost.left->load(), 0) << "no reply was lost";
+    EXPECT_EQ(r->stored, 0u);
+    EXPECT_EQ(r->skipped, 0u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(r->outcome[i], PutOutcome::kFailed) << i;
+      EXPECT_TRUE(absl::IsAborted(r->errors[i])) << r->errors[i];
+      EXPECT_TRUE(absl::StrContains(r->errors[i].message(), "reply was lost")) << r->errors[i];
+    }
+  }
+  absl::StatusOr<LookupResult> look = client->Lookup("lost2", keys);
+  ASSERT_TRUE(look.ok()) << look.status();
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(look->present[i], 0) << "reported failed, so not stored";
 }
 
 TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {

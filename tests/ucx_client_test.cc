@@ -183,6 +183,27 @@ TEST(UcxClientTest, ByteExactOverUcxTcp) {
   EXPECT_TRUE(absl::StartsWith(stats[0].stats->ucx_status(), "serving")) << stats[0].stats->ucx_status();
 }
 
+// Deadlines longer than UCX's 1 h cap on one transfer, or none at all, are valid
+// client settings: they used to turn UCX off for good (its config refused the
+// deadline) and, for gRPC, overflow into a deadline in the past (every call
+// DEADLINE_EXCEEDED at once).
+TEST(UcxClientTest, InfiniteAndDayLongDeadlinesKeepUcxAndGrpcWorking) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const absl::Duration deadlines[] = {absl::InfiniteDuration(), absl::Hours(24)};
+  for (int i = 0; i < 2; ++i) {
+    const absl::Duration d = deadlines[i];
+    ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+    cfg.control_deadline = cfg.data_deadline = d;
+    auto client = Client::Create(cfg);
+    ASSERT_TRUE(client.ok()) << client.status();
+    const uint64_t total = PutGetByteExact(**client, "ns", {4097, 1 << 20}, 30 + i);
+    const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+    EXPECT_TRUE(absl::StartsWith(st.transport, "ucx (tcp")) << absl::FormatDuration(d) << ": " << st.transport;
+    EXPECT_EQ(st.ucx_get_bytes, total);
+  }
+}
+
 TEST(UcxClientTest, ByteExactOverUcxSharedMemory) {
   // Shared memory is opt-in (no peer failure detection in UCX 1.13; see
   // docs/transport.md): both sides name it explicitly.
@@ -609,6 +630,45 @@ TEST(UcxClientTest, LeasedBytesStayWhileTheLeaseLivesAndAStalledReaderNeverGetsF
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_GE(st[0].stats->leases_expired(), 1u);
   EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
+}
+
+// The shard caps every lease at its max_lease_ms, below what the client asked
+// (ucx_lease, 10 s by default). A one-sided read of shared memory is invisible to the
+// shard, so the client alone keeps it inside the lease: it must use the lease the
+// shard granted (GetResponse.lease_ms), not the one it asked for. A reader stalled
+// past the granted lease gets an error, never the bytes.
+TEST(UcxClientTest, OneSidedReadsKeepToTheLeaseTheShardGrantedNotTheOneAskedFor) {
+  if (!ShmHoldsTheShardsRegions()) {
+    GTEST_SKIP() << "/dev/shm has less than 600 MiB free: kvhubd would fall back to AM (and say so)";
+  }
+  auto shard = StartShard({"--ucx_tls=posix,cma", "--max_lease_ms=400", "--default_lease_ms=400"});
+  ASSERT_NE(shard, nullptr);
+  auto writer = Client::Create(Config(*shard, TransportMode::kGrpc));
+  ASSERT_TRUE(writer.ok());
+  const std::vector<uint8_t> original = Payload(78, 1 << 20);
+  const BlockKey key = Key(78);
+  BlockPut put{key, std::nullopt, original, false};
+  ASSERT_EQ((*writer)->Put("ns", {&put, 1})->stored, 1u);
+  int stall_ms = 0;
+  UcxDataPlane::Hooks hooks;
+  hooks.after_lease = [&] { absl::SleepFor(absl::Milliseconds(stall_ms)); };
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  ASSERT_EQ(cfg.ucx_lease, absl::Seconds(10));
+  auto reader = Client::Create(cfg, std::make_unique<UcxDataPlane>(cfg, hooks));
+  ASSERT_TRUE(reader.ok());
+  std::vector<uint8_t> buf(1 << 20, 0);
+  std::span<uint8_t> dest(buf);
+  auto got = (*reader)->Get("ns", {&key, 1}, {&dest, 1});  // within the lease: served one-sidedly
+  ASSERT_TRUE(got.ok() && got->status[0].ok()) << (got.ok() ? got->status[0] : got.status());
+  ASSERT_TRUE(buf == original);
+  ASSERT_TRUE(absl::StrContains(OnlyShard((*reader)->TransportStats()).transport, "nofail"));
+  stall_ms = 700;  // past the 400 ms the shard granted, well inside the 10 s asked for
+  std::fill(buf.begin(), buf.end(), 0);
+  got = (*reader)->Get("ns", {&key, 1}, {&dest, 1});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->valid_blocks, 0u);
+  EXPECT_FALSE(got->status[0].ok());
+  EXPECT_EQ(got->sizes[0], 0u);
 }
 
 TEST(UcxClientTest, ShardRefusesUcxTransfersOutsideTheirGrantAndKeepsStoredBytes) {
