@@ -945,7 +945,13 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
   return Serve<v1::ConnectRequest, v1::ConnectResponse>(
       ctx, Rpc::kConnect, nullptr, req, resp,
       [](const v1::ConnectRequest&) { return CallScope{nullptr, {}, /*every_namespace=*/true}; },
-      [this](const v1::ConnectRequest& r, v1::ConnectResponse* out) { return DoConnect(r, out); });
+      [this, ctx](const v1::ConnectRequest& r, v1::ConnectResponse* out) {
+        const auto& md = ctx->client_metadata();
+        const auto it = md.find(std::string(kAuthMetadataKey));
+        const absl::string_view authorization =
+            it == md.end() ? absl::string_view() : absl::string_view(it->second.data(), it->second.size());
+        return DoConnect(r, out, UcxOwner(authorization));
+      });
 }
 
 // Not through Serve: Health answers without a token and while stopping (DRAINING).

@@ -165,7 +165,12 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoDelete(const v1::DeleteRequest& req, v1::DeleteResponse* resp);
   grpc::Status DoPin(const v1::PinRequest& req, v1::PinResponse* resp);
   grpc::Status DoStats(v1::StatsResponse* resp);
-  grpc::Status DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
+  // `owner`: UcxOwner of the caller's authorization metadata; only a Session with
+  // the same may watch (and end) the connection.
+  grpc::Status DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0);
+  // The owner tag of a UCX connection made with `authorization` (the metadata value;
+  // "" without a token).
+  static uint64_t UcxOwner(absl::string_view authorization);
 
   ServiceMetrics* metrics() { return metrics_; }
   storage::BlockStore* store() { return store_; }

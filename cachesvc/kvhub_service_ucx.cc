@@ -3,18 +3,25 @@
 
 #include "cachesvc/kvhub_service.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "cachesvc/raw_messages.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "google/protobuf/arena.h"
 
 namespace kvhub::cachesvc {
 
-grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp) {
+uint64_t KvHubService::UcxOwner(absl::string_view authorization) {
+  return Xxh3_64(authorization.data(), authorization.size());
+}
+
+grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner) {
   if (ucx_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard; use gRPC");
   }
-  grpc::Status st = ucx_->Connect(req, resp);
+  grpc::Status st = ucx_->Connect(req, resp, owner);
   if (st.ok()) resp->set_incarnation(incarnation_);
   return st;
 }
@@ -30,14 +37,18 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc:
   const std::string& authorization() const { return authorization_; }
 
   // Registers the session, or ends it with the reason it cannot watch conn_id_
-  // (`auth`: the caller's authorization).
-  void Start(const grpc::Status& auth) {
+  // (`auth`: the caller's authorization; `recheck` checks it again against the
+  // tokens in force once the session is registered, where a reload's sweep finds it).
+  void Start(const grpc::Status& auth, const std::function<grpc::Status()>& recheck) {
     if (service_->stopping()) return End(StoppingStatus(), /*close=*/false);
     if (!auth.ok()) return End(auth, false);
     if (service_->ucx_ == nullptr) {
       return End(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard"), false);
     }
-    if (absl::Status live = service_->ucx_->CheckLive(conn_id_); !live.ok()) {
+    // Only the caller that made the connection (same credentials) may watch it, and so
+    // end it: another one gets NOT_FOUND, as for an id that was never made.
+    const uint64_t owner = UcxOwner(authorization_);
+    if (absl::Status live = service_->ucx_->CheckLive(conn_id_, owner); !live.ok()) {
       return End(grpc::Status(grpc::StatusCode::NOT_FOUND,
                               absl::StrCat("session: ", live.message(), "; Connect again")),
                  false);
@@ -57,11 +68,15 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc:
     if (!refused.ok()) return End(refused, false);
     // The worker may have been replaced since the check above, after its
     // sessions were ended: this one would then watch a connection that is gone.
-    if (absl::Status live = service_->ucx_->CheckLive(conn_id_); !live.ok()) {
+    if (absl::Status live = service_->ucx_->CheckLive(conn_id_, owner); !live.ok()) {
       return End(grpc::Status(grpc::StatusCode::NOT_FOUND,
                               absl::StrCat("session: ", live.message(), "; Connect again")),
                  false);
     }
+    // Tokens reloaded between the first check and the registration: the reload's
+    // sweep of sessions did not see this one. Its connection goes if the token no
+    // longer allows UCX.
+    if (grpc::Status again = recheck(); !again.ok()) return End(again, /*close=*/true);
     // Tell the client the shard watches the connection now.
     v1::SessionEvent open;
     open.set_open(true);
@@ -145,10 +160,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* KvHubService::Session(grpc::Callback
   const auto it = md.find(std::string(kAuthMetadataKey));
   v1::SessionRequest request;
   grpc::Status admitted = ParseRawRequest(req, &request);
-  if (admitted.ok()) admitted = Authorize(ctx, nullptr);
+  // As Connect: only a token for every namespace may hold a UCX connection.
+  if (admitted.ok()) admitted = Authorize(ctx, nullptr, /*every_namespace=*/true);
   auto* r = new SessionReactor(this, request.conn_id(),
                                it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()));
-  r->Start(admitted);
+  r->Start(admitted, [this, ctx] { return Authorize(ctx, nullptr, /*every_namespace=*/true); });
   return r;
 }
 

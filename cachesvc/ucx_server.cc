@@ -362,7 +362,7 @@ void UcxServer::Stop() {
 #endif
 }
 
-grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp) {
+grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner) {
   if (req.worker_address().empty() || req.worker_address().size() > kMaxUcxWorkerAddressBytes) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("worker_address must be 1..", kMaxUcxWorkerAddressBytes, " bytes, got ",
@@ -398,7 +398,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
       return grpc::Status(static_cast<grpc::StatusCode>(v.code()), std::string(v.message()));
     }
   }
-  absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address());
+  absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address(), owner);
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
     if (absl::IsInvalidArgument(conn.status())) {
@@ -440,10 +440,12 @@ absl::Status UcxServer::Close(uint64_t conn_id) {
   return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));
 }
 
-absl::Status UcxServer::CheckLive(uint64_t conn_id) {
+absl::Status UcxServer::CheckLive(uint64_t conn_id, uint64_t owner) {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr) {
-    if (std::shared_ptr<transport::UcxWorker> w = state_->Current(); w != nullptr) return w->CheckAccepted(conn_id);
+    if (std::shared_ptr<transport::UcxWorker> w = state_->Current(); w != nullptr) {
+      return w->CheckAccepted(conn_id, owner);
+    }
   }
 #endif
   return absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, ": ucx is not serving"));

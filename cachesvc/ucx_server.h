@@ -122,15 +122,18 @@ class UcxServer {
   // the vetter refused), then FAILED_PRECONDITION when off, when the vetter is gone,
   // or when the client's address is not reachable (no common transport),
   // RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
-  grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp);
+  // `owner` tags the connection with its caller (a digest of the credentials): only
+  // a Session of the same owner may watch it (CheckLive).
+  grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0);
 
   // Closes connection `conn_id` (its Session ended): transfers in flight on it
   // fail and its slot is free. NOT_FOUND if unknown (closed already, never made,
   // or UCX is off / stopped). With the probe on, it pings the worker at once
   // (the client may have died mid-send).
   absl::Status Close(uint64_t conn_id);
-  // OK when connection `conn_id` is live; NOT_FOUND otherwise.
-  absl::Status CheckLive(uint64_t conn_id);
+  // OK when connection `conn_id` is live and was made by `owner`; NOT_FOUND
+  // otherwise (also for another owner's: ids cannot be probed by other callers).
+  absl::Status CheckLive(uint64_t conn_id, uint64_t owner = 0);
   // Closes the clients' connections accepted more than `grace` ago that
   // `watched` says no Session watches (a client that died or gave up between
   // Connect and its Session); returns how many. The probe's own is left alone.

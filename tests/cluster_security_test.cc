@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -179,6 +180,62 @@ bool Eventually(F f) {
     usleep(50 * 1000);
   }
   return false;
+}
+
+// A UCX connection belongs to the token that made it: only a Session with that token
+// may watch (and so end) it. Before, any known token could open a Session on any
+// connection id: ids are sequential, so a tenant limited to one namespace could find
+// the live ones (FAILED_PRECONDITION "already has a session" against NOT_FOUND) and
+// end another client's UCX connection by opening a Session on it and cancelling.
+TEST(ClusterSecurityTest, OnlyTheTokenThatMadeAUcxConnectionCanWatchIt) {
+  constexpr char kOtherOps[] = "ops2-00112233445566778899";
+  const std::string tokens = WriteFile(
+      "session_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n", kOtherOps, " *\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens, "--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  const std::vector<uint8_t> a(4096, 'a');
+  auto writer = Client::Create(Config(*shard, kOpsToken));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(PutOne(**writer, "tenant-a", a).ok());
+  ClientConfig ucx = Config(*shard, kOpsToken);
+  ucx.transport = TransportMode::kUcx;
+  ucx.ucx_tls = "tcp";
+  auto ops_ucx = Client::Create(ucx);
+  ASSERT_TRUE(ops_ucx.ok());
+  ASSERT_TRUE(GetOne(**ops_ucx, "tenant-a", a.size()).ok());
+  ASSERT_TRUE(absl::StartsWith((*ops_ucx)->TransportStats()[0].transport, "ucx (tcp"));
+  ASSERT_TRUE(Eventually([&] {
+    auto st = (*writer)->Stats();
+    return st[0].stats.ok() && st[0].stats->ucx_sessions() == 1;
+  }));
+
+  auto channel = grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::KvHub::NewStub(channel);
+  for (const char* token : {kTenantToken, kOtherOps}) {
+    const bool limited = std::string(token) == kTenantToken;
+    for (uint64_t gen = 0; gen < 3; ++gen) {
+      for (uint64_t k = 1; k <= 4; ++k) {
+        grpc::ClientContext ctx;
+        ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        v1::SessionRequest req;
+        req.set_conn_id((gen << 32) + k);
+        auto reader = stub->Session(&ctx, req);
+        v1::SessionEvent ev;
+        EXPECT_FALSE(reader->Read(&ev)) << token << " opened a session on connection " << req.conn_id();
+        const grpc::Status s = reader->Finish();
+        EXPECT_EQ(s.error_code(), limited ? grpc::StatusCode::PERMISSION_DENIED : grpc::StatusCode::NOT_FOUND)
+            << token << " on connection " << req.conn_id() << ": " << s.error_message();
+      }
+    }
+  }
+  // The owner's connection and session are untouched.
+  EXPECT_TRUE(GetOne(**ops_ucx, "tenant-a", a.size()).ok());
+  EXPECT_TRUE(absl::StartsWith((*ops_ucx)->TransportStats()[0].transport, "ucx (tcp"));
+  auto st = (*writer)->Stats();
+  ASSERT_TRUE(st[0].stats.ok());
+  EXPECT_EQ(st[0].stats->ucx_sessions(), 1u);
+  std::remove(tokens.c_str());
 }
 
 // Tokens are rotated and revoked without a restart (which would empty the cache):

@@ -185,6 +185,7 @@ struct UcxWorker::Impl {
     ucp_ep_h ep = nullptr;
     bool peer_mode = true;
     absl::Time accepted;
+    uint64_t owner = 0;  // Accept's tag
   };
   struct EpOwner {
     bool is_conn = false;
@@ -1194,7 +1195,7 @@ std::vector<RemoteRegionInfo> UcxWorker::ServedRegions() const {
   return out;
 }
 
-absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
+absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address, uint64_t owner) {
   if (client_address.empty()) return absl::InvalidArgumentError("ucx accept: empty worker address");
   // The low 4 bits of a packed address's first byte are its format version, 0 or
   // 1; UCX 1.13 aborts the process (an assertion in ucp_address_unpack) on any
@@ -1212,7 +1213,7 @@ absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address) {
       return;
     }
     const uint64_t id = impl_->next_conn++;
-    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, Clock::Real()->Now()});
+    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, Clock::Real()->Now(), owner});
     impl_->ep_owner[*ep] = Impl::EpOwner{true, id};
     impl_->c.accepted_peers.fetch_add(1);
     result = id;
@@ -1248,10 +1249,11 @@ absl::Status UcxWorker::CloseAccepted(uint64_t conn_id, absl::Duration flush_wai
   return UcsToStatus(closed->status, "ucx close");
 }
 
-absl::Status UcxWorker::CheckAccepted(uint64_t conn_id) {
+absl::Status UcxWorker::CheckAccepted(uint64_t conn_id, uint64_t owner) {
   absl::Status result;
   Call([&] {
-    if (!impl_->conns.contains(conn_id)) {
+    auto it = impl_->conns.find(conn_id);
+    if (it == impl_->conns.end() || it->second->owner != owner) {
       result = absl::NotFoundError(absl::StrCat("ucx connection ", conn_id, " unknown or closed"));
     }
   });

@@ -200,7 +200,9 @@ class UcxWorker {
   // handed to UCX followed by zeros, so a malformed one reads the same bytes past
   // its end in every process; try untrusted ones in UcxAddressVetter first, and
   // still accept only addresses from trusted clients.
-  absl::StatusOr<uint64_t> Accept(absl::string_view client_address);
+  // `owner` is an opaque tag the acceptor attaches (kvhubd: a digest of the caller's
+  // credentials); CheckAccepted compares it.
+  absl::StatusOr<uint64_t> Accept(absl::string_view client_address, uint64_t owner = 0);
   // Closes an accepted connection. NOT_FOUND if unknown. With `flush_wait` > 0
   // the endpoint is closed in flush mode, which first completes its wire-up with
   // the client (UCX connects and exchanges wire-up messages with it) and delivers
@@ -209,8 +211,10 @@ class UcxWorker {
   // DEADLINE_EXCEEDED (the close goes on in the background). Without it the
   // endpoint is closed at once (forced, where UCX allows that).
   absl::Status CloseAccepted(uint64_t conn_id, absl::Duration flush_wait = absl::ZeroDuration());
-  // OK when `conn_id` is an accepted connection not closed or failed; NOT_FOUND otherwise.
-  absl::Status CheckAccepted(uint64_t conn_id);
+  // OK when `conn_id` is an accepted connection not closed or failed, accepted with
+  // this `owner`; NOT_FOUND otherwise (the same answer for a connection of another
+  // owner, so ids cannot be probed).
+  absl::Status CheckAccepted(uint64_t conn_id, uint64_t owner = 0);
   // The accepted connections open now, with the time each was accepted (on
   // Clock::Real(), the monotonic clock: compare with Clock::Real()->Now()).
   std::vector<std::pair<uint64_t, absl::Time>> AcceptedConnections();
