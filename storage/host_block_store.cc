@@ -218,8 +218,8 @@ uint64_t HostBlockStore::AllocateChunk(uint32_t cls) {
     // victim of the same class frees a chunk; one of another class gets its
     // whole slab emptied so the slab can change class. Blocks of other classes in
     // slabs that cannot be emptied (a pinned, leased or half-written block in
-    // them) are left alone: evicting them frees nothing this call can use, and
-    // once evicted every such block only to fail.
+    // them) are left alone: evicting them frees nothing this call can use (before,
+    // a Reserve that found no slab to free evicted every such block, then failed).
     uint32_t v = PickVictimFor(cls);
     if (v == kNoSlot) return SlabAllocator::kNoChunk;
     uint64_t voff = slots_[v].offset;

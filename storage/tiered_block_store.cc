@@ -157,7 +157,11 @@ bool TieredBlockStore::PromoteLocked(absl::string_view ns, const BlockKey& key) 
     ++stats_.promotion_failures;
     return false;
   }
-  absl::StatusOr<uint64_t> got = gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size));
+  // Held while the device copies into it, like any write into a reservation: an
+  // expiry sweep must not reclaim the chunk under the copy.
+  absl::StatusOr<uint64_t> hold = host_->BeginTransfer(TransferAccess::kWrite, r->id, r->location);
+  absl::StatusOr<uint64_t> got = hold.ok() ? gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size)) : hold.status();
+  if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
   absl::Status c = got.ok() ? host_->Commit(r->id) : got.status();
   if (!got.ok()) {
     if (absl::Status a = host_->Abort(r->id); !a.ok()) {
