@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
+#include "client/fork_guard.h"
 #include "codec/block_format.h"
 #include "codec/codec.h"
 #include "common/keys.h"
@@ -147,6 +148,18 @@ struct Views {
   std::vector<std::span<uint8_t>> out;
 };
 
+// Whether the buffer's bytes are one C-ordered run from info.ptr (what the C++ side
+// reads): a reversed or strided view is not, and reading size bytes from its ptr
+// would leave it.
+bool IsCContiguous(const py::buffer_info& info) {
+  py::ssize_t expect = info.itemsize;
+  for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+    if (info.shape[d] > 1 && info.strides[d] != expect) return false;
+    expect *= info.shape[d];
+  }
+  return true;
+}
+
 Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
   Views v;
   v.infos.reserve(buffers.size());
@@ -159,13 +172,7 @@ Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
           absl::StrCat("buffer ", i, writable ? " must be writable: " : ": ", e.what())));
     }
     const auto bytes = static_cast<size_t>(info.size * info.itemsize);
-    bool contiguous = true;
-    py::ssize_t expect = info.itemsize;
-    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
-      if (info.shape[d] > 1 && info.strides[d] != expect) contiguous = false;
-      expect *= info.shape[d];
-    }
-    if (!contiguous) throw Error(absl::InvalidArgumentError(absl::StrCat("buffer ", i, " is not C-contiguous")));
+    if (!IsCContiguous(info)) throw Error(absl::InvalidArgumentError(absl::StrCat("buffer ", i, " is not C-contiguous")));
     auto* p = static_cast<uint8_t*>(info.ptr);
     if (writable) {
       v.out.emplace_back(p, bytes);
@@ -291,13 +298,23 @@ py::bytes Encode(const py::array& kv, const ModelSpec& spec, int64_t base_positi
 
 codec::BlockHeader Inspect(const py::buffer& block, py::buffer_info* info) {
   *info = block.request();
+  if (!IsCContiguous(*info)) {
+    throw Error(absl::InvalidArgumentError("block must be a C-contiguous buffer (bytes, bytearray, a contiguous array)"));
+  }
   const auto n = static_cast<size_t>(info->size * info->itemsize);
   return Check(codec::InspectBlock(absl::Span<const uint8_t>(static_cast<const uint8_t*>(info->ptr), n)));
 }
 
-py::array Decode(const py::buffer& block, std::optional<int64_t> target_position) {
+py::array Decode(const py::buffer& block, std::optional<int64_t> target_position, uint64_t max_raw_bytes) {
   py::buffer_info info;
   const codec::BlockHeader h = Inspect(block, &info);
+  // The header says how large the array is; a block from a cache is input like any
+  // other, and a small lossless block can claim (and really expand to) tens of GiB.
+  if (h.shape.RawBytes() > max_raw_bytes) {
+    throw Error(absl::ResourceExhaustedError(absl::StrCat(
+        "block decodes to ", h.shape.RawBytes(), " bytes, above max_raw_bytes (", max_raw_bytes,
+        "); pass a larger max_raw_bytes to decode it")));
+  }
   py::array out(ArrayDtype(h.shape.dtype),
                 std::vector<py::ssize_t>{h.shape.layers, 2, h.shape.tokens, h.shape.kv_heads, h.shape.head_dim});
   codec::KvMutableView view;
@@ -527,6 +544,13 @@ class PyClient {
       {
         absl::MutexLock l(&mu_);
         closing_ = true;
+        if (!CheckNotForkedAfterClient().ok()) {
+          // A forked child: the threads of calls that were in flight at the fork do
+          // not exist here, so in_flight_ never drops; the client is left as it is
+          // (its destructor would wait for them too).
+          (void)client_.release();
+          return true;
+        }
         mu_.Await(absl::Condition(
             +[](int* n) { return *n == 0; }, &in_flight_));
         ending = std::move(client_);
@@ -583,8 +607,10 @@ PYBIND11_MODULE(_native, m) {
         "patterns for bf16/fp16 specs, float32 for fp32), with codec raw|lossless|fp8|int8|kivi4|kivi2 "
         "(docs/codecs.md). base_position: the absolute position of its first token. Returns the block bytes.");
   m.def("decode", &Decode, py::arg("block"), py::arg("target_position") = py::none(),
+        py::arg("max_raw_bytes") = uint64_t{1} << 30,
         "Decodes a block (checksums verified) into a new array [layers][2][tokens][kv_heads][head_dim]; "
-        "target_position re-rotates RoPE keys to that absolute position.");
+        "target_position re-rotates RoPE keys to that absolute position. A block whose array would exceed "
+        "max_raw_bytes (default 1 GiB) raises kvhub.Error (RESOURCE_EXHAUSTED) before anything is allocated.");
   m.def("inspect", &InspectDict, py::arg("block"), "The block's header as a dict (codec, shape, positions, sizes).");
 
   py::class_<PyPutResult>(m, "PutResult")

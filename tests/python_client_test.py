@@ -148,6 +148,18 @@ class PythonClientTest(unittest.TestCase):
         # the child must get kvhub.Error at once, not hang; the parent goes on.
         c = kvhub.Client(self.members, transport="grpc")
         self.assertTrue(all(s["error"] is None for s in c.stats()))
+        # A thread keeps a call in flight while the process forks: the child inherits
+        # the count of calls in flight, whose threads it does not have, and close()
+        # (as leaving a `with` block does) used to wait for them forever.
+        stop = threading.Event()
+
+        def busy():
+            while not stop.is_set():
+                c.stats()
+
+        t = threading.Thread(target=busy, daemon=True)
+        t.start()
+        time.sleep(0.05)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -156,8 +168,11 @@ class PythonClientTest(unittest.TestCase):
                 c.put("py-fork", [b"f" * 16], [b"x"])
             except kvhub.Error as e:
                 verdict = b"ok" if "forked" in str(e) else str(e).encode()
+            c.close()
             os.write(write_end, verdict)
             os._exit(0)
+        stop.set()
+        t.join()
         os.close(write_end)
         deadline = time.time() + 20
         while os.waitpid(pid, os.WNOHANG) == (0, 0):
@@ -436,6 +451,16 @@ class PythonClientTest(unittest.TestCase):
             kvhub.decode(corrupt)
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT|DATA_LOSS"):
             kvhub.decode(bytes(blocks[2][:100]))
+        # A reversed view's pointer is its last byte: reading forward from it left the
+        # buffer. Views that are not one C-ordered run are refused.
+        with self.assertRaisesRegex(kvhub.Error, "C-contiguous"):
+            kvhub.decode(np.frombuffer(blocks[2], np.uint8)[::-1])
+        with self.assertRaisesRegex(kvhub.Error, "C-contiguous"):
+            kvhub.inspect(memoryview(blocks[2])[::2])
+        # The header says how big the array is: a cap, before anything is allocated.
+        with self.assertRaisesRegex(kvhub.Error, "RESOURCE_EXHAUSTED.*max_raw_bytes"):
+            kvhub.decode(blocks[2], max_raw_bytes=1000)
+        self.assertTrue(np.array_equal(kvhub.decode(blocks[2], max_raw_bytes=kv[2].nbytes), kvhub.decode(blocks[2])))
 
     def test_tokens(self):
         token = "py-test-token-0123456789"
