@@ -23,6 +23,7 @@
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -192,6 +193,17 @@ int main(int argc, char** argv) {
                             i + 1 < argc && argv[i + 1][0] == '\0';
     if (empty_eq || empty_next) {
       return Fail(2, absl::StrCat(arg.substr(0, arg.find('=')), " has an empty value (leave the flag out for its default)"));
+    }
+    // `--ready_file $UNSET --grpc_address=...`: the variable vanishes and abseil takes
+    // the next flag as the value (with only a warning), so the address is silently the
+    // default. A flag that needs a value may not be followed by another flag.
+    if (absl::StartsWith(arg, "--") && arg.find('=') == absl::string_view::npos && i + 1 < argc &&
+        absl::StartsWith(argv[i + 1], "--")) {
+      const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(arg.substr(2));
+      if (flag != nullptr && !flag->IsOfType<bool>()) {
+        return Fail(2, absl::StrCat(arg, " is followed by ", argv[i + 1], " instead of its value (write ", arg,
+                                    "=VALUE)"));
+      }
     }
   }
   std::vector<char*> rest = kvhub::ParseFlagsOrExit(

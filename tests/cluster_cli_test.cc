@@ -158,6 +158,12 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
     EXPECT_NE(r.out.find("needs a value"), std::string::npos) << args << ": " << r.out;
   }
+  // A flag given twice kept its last value alone: `rm --key A --key B` deleted B and
+  // exited 0. Now a usage error naming the flag, before anything runs.
+  r = RunCli("rm --addr 127.0.0.1:1 --ns x --key 0123456789abcdef0123456789abcdef --key "
+             "fedcba9876543210fedcba9876543210");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--key given twice"), std::string::npos) << r.out;
   // `get` without --out would write a block's bytes to a terminal: refused, as curl does
   // (script(1) gives it a terminal for stdout).
   if (access("/usr/bin/script", X_OK) == 0) {

@@ -378,6 +378,12 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
   p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes="}});
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("exit code 2"));
+  // So is a flag whose value vanished (`--ready_file $UNSET --grpc_address=...`): abseil
+  // took the next flag for its value, and the address silently became the default.
+  CommandResult r = RunCommand(absl::StrCat(ProgramPath("kvhubd"),
+                                            " --ready_file --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 2>&1"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--ready_file is followed by --grpc_address=127.0.0.1:0 instead of its value"));
 
   std::string conf = absl::StrCat(::testing::TempDir(), "/kvhubd_bad_", getpid(), ".conf");
   {

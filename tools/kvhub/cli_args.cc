@@ -34,7 +34,9 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::stri
       if (a.missing_value_.empty()) a.missing_value_ = name;
       value = "";
     }
-    a.flags_[name] = value;
+    // A flag given twice (`rm --key A --key B`) used to keep only the last value,
+    // silently: it is a usage error (kvhub_main, and CheckAllUsed), naming the flag.
+    if (!a.flags_.emplace(name, value).second && a.repeated_.empty()) a.repeated_ = name;
   }
   return a;
 }
@@ -60,6 +62,10 @@ absl::Status Args::CheckAllUsed() const {
   }
   if (!missing_value_.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("flag --", missing_value_, " needs a value"));
+  }
+  if (!repeated_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flag --", repeated_, " given twice (list several values in one: --key A,B)"));
   }
   return absl::OkStatus();
 }

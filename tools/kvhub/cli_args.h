@@ -24,6 +24,8 @@ class Args {
   const std::vector<std::string>& positional() const { return positional_; }
   // The first flag given without its value (last, or followed by another flag); "" if none.
   const std::string& missing_value() const { return missing_value_; }
+  // The first flag given more than once (only its last value is kept); "" if none.
+  const std::string& repeated() const { return repeated_; }
   // INVALID_ARGUMENT naming the first flag nobody asked for.
   absl::Status CheckAllUsed() const;
 
@@ -31,6 +33,7 @@ class Args {
   std::map<std::string, std::string> flags_;
   std::set<std::string> used_;
   std::string missing_value_;
+  std::string repeated_;  // the first flag given more than once
   std::vector<std::string> positional_;
 };
 

@@ -477,6 +477,11 @@ int Main(int argc, char** argv) {
     std::cerr << "kvhub " << cmd << ": flag --" << args->missing_value() << " needs a value\n(kvhub --help for usage)\n";
     return 2;
   }
+  if (!args->repeated().empty()) {  // `rm --key A --key B` used to delete B alone, exit 0
+    std::cerr << "kvhub " << cmd << ": flag --" << args->repeated()
+              << " given twice (several keys go in one: --key A,B)\n(kvhub --help for usage)\n";
+    return 2;
+  }
   absl::Status s;
   if (cmd == "keys") {
     s = CmdKeys(*args);
