@@ -377,10 +377,19 @@ absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
   const size_t planes = DTypeBytes(sh.dtype);
   uint64_t pos = 4 + 8 * planes;
   for (size_t p = 0; p < planes; ++p) {
+    // The table is read once more here, from memory the caller owns: a caller that
+    // writes the block while it is decoded (Python threads share buffers with the
+    // GIL released) could change it since CheckLosslessSegment. Each entry is read
+    // once and its bounds checked again, so a change is an error, never a read past
+    // the segment.
     const uint8_t* e = seg + 4 + 8 * p;
+    const uint8_t mode = e[0];
     const uint32_t len = GetU32(e + 4);
+    if (mode > 1 || len > size - pos || (mode == 0 && len != n)) {
+      return Bad("lossless segment: plane table changed while decoding");
+    }
     uint8_t* dst = Grow(sc.plane[p], n);
-    if (e[0] == 0) {
+    if (mode == 0) {
       std::memcpy(dst, seg + pos, n);
     } else {
       if (sc.dctx == nullptr) sc.dctx = ZSTD_createDCtx();
