@@ -302,6 +302,12 @@ uint32_t HostBlockStore::ReservationSlot(uint64_t id) const {
 absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const BlockKey& key,
                                                     uint64_t size, uint64_t checksum,
                                                     const PutOptions& options) {
+  return ReserveImpl(ns, key, size, checksum, options, /*held=*/false);
+}
+
+absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, const BlockKey& key,
+                                                        uint64_t size, uint64_t checksum,
+                                                        const PutOptions& options, bool held) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
   const uint64_t tag = NamespaceTag(ns);
@@ -367,6 +373,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   slot.checksum = checksum;
   slot.expires_ns = now + absl::ToInt64Nanoseconds(config_.reservation_timeout);
   slot.leases = 0;
+  slot.transfers = held ? 1 : 0;
   slot.state = State::kReserved;
   slot.pinned = false;
   slot.pin_on_commit = options.pin;
@@ -388,6 +395,10 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
 }
 
 absl::Status HostBlockStore::Commit(uint64_t reservation_id) {
+  return CommitImpl(reservation_id, /*held=*/false);
+}
+
+absl::Status HostBlockStore::CommitImpl(uint64_t reservation_id, bool held) {
   const uint8_t* data;
   uint64_t size, want;
   uint32_t s;
@@ -396,6 +407,7 @@ absl::Status HostBlockStore::Commit(uint64_t reservation_id) {
     s = ReservationSlot(reservation_id);
     if (s == kNoSlot) return absl::NotFoundError("unknown or expired reservation");
     Slot& slot = slots_[s];
+    if (held && slot.transfers > 0) --slot.transfers;  // the caller's own hold (Put) ends here
     if (slot.state == State::kCommitting) {
       return absl::FailedPreconditionError("reservation is already being committed");
     }
@@ -467,18 +479,13 @@ absl::Status HostBlockStore::Abort(uint64_t reservation_id) {
 absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
                                  std::span<const uint8_t> data, uint64_t checksum,
                                  const PutOptions& options) {
-  absl::StatusOr<Reservation> r = Reserve(ns, key, data.size(), checksum, options);
+  // Reserved with a transfer hold that Commit ends under its own lock: the store
+  // reclaims expired reservations on other threads' paths (MakeRoom, Reserve), and a
+  // slow copy of a large block must not write into a chunk freed under it.
+  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, data.size(), checksum, options, /*held=*/true);
   if (!r.ok()) return r.status();
-  if (!data.empty()) {
-    // Hold the reservation while copying: the store reclaims expired reservations on
-    // other threads' paths (MakeRoom, Reserve), and a slow copy of a large block must
-    // not write into a chunk that was freed under it.
-    absl::StatusOr<uint64_t> hold = BeginTransfer(TransferAccess::kWrite, r->id, r->location);
-    if (!hold.ok()) return absl::NotFoundError("reservation expired before its bytes were copied");
-    CopyBytes(r->data, data.data(), data.size());
-    EndTransfer(TransferAccess::kWrite, *hold);
-  }
-  return Commit(r->id);
+  CopyBytes(r->data, data.data(), data.size());
+  return CommitImpl(r->id, /*held=*/true);
 }
 
 // ---------------------------------------------------------------------------

@@ -97,6 +97,13 @@ class HostBlockStore final : public BlockStore {
   BlockLocation LocationOf(uint64_t offset, uint64_t size) const;
   int64_t NowNs() const { return absl::ToUnixNanos(clock_->Now()); }
 
+  // Reserve / Commit; `held`: the reservation starts with one transfer hold (Put's
+  // copy), which Commit ends under the same lock as its other checks.
+  absl::StatusOr<Reservation> ReserveImpl(absl::string_view ns, const BlockKey& key, uint64_t size,
+                                          uint64_t checksum, const PutOptions& options, bool held)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status CommitImpl(uint64_t reservation_id, bool held) ABSL_LOCKS_EXCLUDED(mu_);
+
   // All below require mu_.
   bool MakeRoom(uint64_t chunk_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t AllocateChunk(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
