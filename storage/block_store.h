@@ -118,6 +118,14 @@ struct PutOptions {
   bool pin = false;                  // never evicted until unpinned or deleted
 };
 
+struct AcquireOptions {
+  // A client's read: the eviction policy counts it as a hit and the lease counts
+  // toward the namespace's share of max_leases. false for the store's own reads (the
+  // tiered store copying a block to its gpu tier), which must not make a block look
+  // used or take a tenant's leases.
+  bool count_as_read = true;
+};
+
 struct BlockStoreStats {
   uint64_t capacity_bytes = 0;
   uint64_t used_bytes = 0;       // committed blocks
@@ -186,7 +194,8 @@ class BlockStore {
   // Pins a visible block for reading until Release or `lease` elapses
   // (0 = default_lease; capped at max_lease). NOT_FOUND on a miss.
   virtual absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key,
-                                        absl::Duration lease = absl::ZeroDuration()) = 0;
+                                        absl::Duration lease = absl::ZeroDuration(),
+                                        const AcquireOptions& options = {}) = 0;
   // NOT_FOUND if unknown or already expired.
   virtual absl::Status Release(uint64_t lease_id) = 0;
 

@@ -492,7 +492,7 @@ absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
 // Leases
 
 absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockKey& key,
-                                              absl::Duration lease) {
+                                              absl::Duration lease, const AcquireOptions& options) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (lease < absl::ZeroDuration()) return absl::InvalidArgumentError("lease must be >= 0");
   if (lease == absl::ZeroDuration()) lease = config_.default_lease;
@@ -503,7 +503,7 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
     return absl::NotFoundError("block not found");
   }
-  const uint64_t quota = quotas_on_ ? QuotaFor(tag) : 0;
+  const uint64_t quota = quotas_on_ && options.count_as_read ? QuotaFor(tag) : 0;
   if (quota != 0) {
     uint32_t held = ns_leases_[tag];
     if (held >= LeaseShare(quota)) {
@@ -529,11 +529,12 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   LeaseRec& rec = leases_[idx];
   rec.slot = s;
   rec.ns_tag = tag;
-  if (quota != 0) ++ns_leases_[tag];
+  rec.counted = quota != 0;
+  if (rec.counted) ++ns_leases_[tag];
   rec.expires_ns = NowNs() + absl::ToInt64Nanoseconds(lease);
   live_leases_.PushTail(idx);
   if (slot.leases++ == 0) ++stats_.leased_blocks;
-  policy_->OnAccess(s);
+  if (options.count_as_read) policy_->OnAccess(s);
 
   Lease l;
   l.id = (uint64_t{rec.gen} << 32) | idx;
@@ -548,8 +549,9 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
 void HostBlockStore::DropLease(uint32_t idx) {
   LeaseRec& rec = leases_[idx];
   uint32_t s = rec.slot;
-  if (quotas_on_) {
+  if (rec.counted) {
     if (auto it = ns_leases_.find(rec.ns_tag); it != ns_leases_.end() && it->second > 0) --it->second;
+    rec.counted = false;
   }
   live_leases_.Remove(idx);
   rec.slot = kNoSlot;

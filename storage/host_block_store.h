@@ -46,8 +46,8 @@ class HostBlockStore final : public BlockStore {
   absl::Status Abort(uint64_t reservation_id) override;
   absl::Status Put(absl::string_view ns, const BlockKey& key, std::span<const uint8_t> data,
                    uint64_t checksum, const PutOptions& options) override;
-  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key,
-                                absl::Duration lease) override;
+  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key, absl::Duration lease,
+                                const AcquireOptions& options = {}) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
   absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
@@ -87,6 +87,7 @@ class HostBlockStore final : public BlockStore {
     uint32_t gen = 0;         // redrawn on every reuse (GrantGenerations); the lease id's top half
     int64_t expires_ns = 0;
     uint64_t ns_tag = 0;  // its namespace, for ns_leases_
+    bool counted = false;  // counted in ns_leases_ (a client's read under a quota)
   };
 
   HostBlockStore(const BlockStoreConfig& config, Clock* clock) : config_(config), clock_(clock) {}

@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<TieredBlockStore>> TieredBlockStore::Create(
 TieredBlockStore::TieredBlockStore(std::unique_ptr<BlockStore> host, std::unique_ptr<GpuTier> gpu,
                                    const TieredStoreConfig& config)
     : config_(config), host_(std::move(host)), gpu_(std::move(gpu)) {
+  gpu_capacity_ = gpu_->Stats().capacity_bytes;
   mirror_ = std::thread([this] { MirrorLoop(); });
 }
 
@@ -91,18 +92,34 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     absl::MutexLock l(&mu_);
     if (gpu_index_.contains(id)) return;  // already there (the same key put again)
   }
-  absl::StatusOr<Lease> lease = host_->Acquire(item.ns, item.key, config_.mirror_lease);
+  // The copier's own read: not a hit for the host tier's policy (it would make every
+  // block look reused once) and not one of the namespace's leases.
+  absl::StatusOr<Lease> lease =
+      host_->Acquire(item.ns, item.key, config_.mirror_lease, AcquireOptions{.count_as_read = false});
   if (!lease.ok()) {  // evicted or deleted before its turn
     absl::MutexLock l(&mu_);
     ++stats_.mirror_dropped;
     return;
   }
   const absl::Span<const uint8_t> bytes(lease->data, lease->size);
-  absl::Status put = gpu_->Put(item.ns, item.key, bytes);
-  while (put.code() == absl::StatusCode::kResourceExhausted) {
-    absl::MutexLock l(&mu_);
-    if (!EvictOldestLocked()) break;  // empty and still too big: give up on this block
+  absl::Status put;
+  if (lease->size > gpu_capacity_) {
+    // Never fits: evicting every copy for it (as before) emptied the tier for nothing.
+    put = absl::ResourceExhaustedError("block larger than the gpu tier");
+  } else {
     put = gpu_->Put(item.ns, item.key, bytes);
+    // Room is made by evicting the oldest copies, up to twice the block's size (the
+    // device pool may need more than the bytes, e.g. fragmented); a Put that still
+    // fails is not short of room (the device is, e.g. shared with an engine): this
+    // block is dropped rather than the whole tier emptied for it.
+    uint64_t freed = 0;
+    while (put.code() == absl::StatusCode::kResourceExhausted && freed < 2 * lease->size) {
+      absl::MutexLock l(&mu_);
+      const uint64_t got = EvictOldestLocked();
+      if (got == 0) break;  // empty and still too big: give up on this block
+      freed += got;
+      put = gpu_->Put(item.ns, item.key, bytes);
+    }
   }
   const uint64_t checksum = lease->checksum, size = lease->size;
   if (absl::Status r = host_->Release(lease->id); !r.ok()) {
@@ -127,23 +144,40 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     ++stats_.mirror_dropped;
     return;
   }
-  gpu_index_[id] = GpuEntry{size, checksum};
-  gpu_fifo_.emplace_back(item.ns, item.key);
+  const uint64_t copy = ++copies_;
+  gpu_index_[id] = GpuEntry{size, checksum, copy};
+  gpu_fifo_.push_back(FifoEntry{item.ns, item.key, copy});
   ++stats_.mirrored;
+  CompactFifoLocked();
 }
 
-bool TieredBlockStore::EvictOldestLocked() {
+uint64_t TieredBlockStore::EvictOldestLocked() {
   while (!gpu_fifo_.empty()) {
-    auto [ns, key] = std::move(gpu_fifo_.front());
+    FifoEntry e = std::move(gpu_fifo_.front());
     gpu_fifo_.pop_front();
-    if (gpu_index_.erase(Id(ns, key)) == 0) continue;  // deleted or dropped earlier
-    if (absl::Status e = gpu_->Erase(ns, key); !e.ok()) {
-      KVHUB_LOG(warn, "tiered store: evicting a gpu copy: {}", e.ToString());
+    auto it = gpu_index_.find(Id(e.ns, e.key));
+    // Gone (deleted, dropped), or the key's copy is a newer one (deleted and put
+    // again): this entry is stale, and the newer copy keeps its place.
+    if (it == gpu_index_.end() || it->second.copy != e.copy) continue;
+    const uint64_t size = it->second.size;
+    gpu_index_.erase(it);
+    if (absl::Status s = gpu_->Erase(e.ns, e.key); !s.ok()) {
+      KVHUB_LOG(warn, "tiered store: evicting a gpu copy: {}", s.ToString());
     }
     ++stats_.gpu_evictions;
-    return true;
+    return size;
   }
-  return false;
+  return 0;
+}
+
+void TieredBlockStore::CompactFifoLocked() {
+  if (gpu_fifo_.size() <= 2 * gpu_index_.size() + 1024) return;
+  std::deque<FifoEntry> live;
+  for (FifoEntry& e : gpu_fifo_) {
+    auto it = gpu_index_.find(Id(e.ns, e.key));
+    if (it != gpu_index_.end() && it->second.copy == e.copy) live.push_back(std::move(e));
+  }
+  gpu_fifo_.swap(live);
 }
 
 bool TieredBlockStore::PromoteLocked(absl::string_view ns, const BlockKey& key) {
@@ -264,12 +298,12 @@ absl::Status TieredBlockStore::Put(absl::string_view ns, const BlockKey& key,
 }
 
 absl::StatusOr<Lease> TieredBlockStore::Acquire(absl::string_view ns, const BlockKey& key,
-                                                absl::Duration lease) {
-  absl::StatusOr<Lease> l = host_->Acquire(ns, key, lease);
+                                                absl::Duration lease, const AcquireOptions& options) {
+  absl::StatusOr<Lease> l = host_->Acquire(ns, key, lease, options);
   if (l.status().code() != absl::StatusCode::kNotFound) return l;
   absl::StatusOr<Lease> promoted = l;
   absl::Status s = PromoteThen(ns, key, [&] {
-    promoted = host_->Acquire(ns, key, lease);
+    promoted = host_->Acquire(ns, key, lease, options);
     return promoted.status();
   });
   return s.ok() ? promoted : l;
@@ -287,7 +321,10 @@ absl::Status TieredBlockStore::Delete(absl::string_view ns, const BlockKey& key)
   {
     absl::MutexLock l(&mu_);
     const std::string id = Id(ns, key);
-    deleted_seq_[id] = ++seq_;
+    // Only a copy queued or running now could bring the block back; with none the
+    // record is not needed (kept anyway, the map grew with every Delete until the
+    // copier next went idle).
+    if (!queue_.empty() || in_flight_ > 0) deleted_seq_[id] = ++seq_;
     if (gpu_index_.erase(id) > 0) {
       had_gpu = true;
       if (absl::Status e = gpu_->Erase(ns, key); !e.ok()) {

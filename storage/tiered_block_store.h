@@ -79,8 +79,8 @@ class TieredBlockStore final : public BlockStore {
   absl::Status Abort(uint64_t reservation_id) override;
   absl::Status Put(absl::string_view ns, const BlockKey& key, std::span<const uint8_t> data,
                    uint64_t checksum, const PutOptions& options) override;
-  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key,
-                                absl::Duration lease) override;
+  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key, absl::Duration lease,
+                                const AcquireOptions& options = {}) override;
   absl::Status Release(uint64_t lease_id) override { return host_->Release(lease_id); }
   absl::Status Delete(absl::string_view ns, const BlockKey& key) override;
   absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override;
@@ -114,6 +114,12 @@ class TieredBlockStore final : public BlockStore {
   struct GpuEntry {
     uint64_t size = 0;
     uint64_t checksum = 0;
+    uint64_t copy = 0;  // which copy: its gpu_fifo_ entry carries the same number
+  };
+  struct FifoEntry {
+    std::string ns;
+    BlockKey key;
+    uint64_t copy = 0;
   };
   struct Pending {  // a reservation, to know what Commit made visible
     std::string ns;
@@ -134,7 +140,11 @@ class TieredBlockStore final : public BlockStore {
   // no other promotion can evict it; NOT_FOUND when there is no gpu copy.
   absl::Status PromoteThen(absl::string_view ns, const BlockKey& key,
                            const std::function<absl::Status()>& use);
-  bool EvictOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts the oldest gpu copy; returns its size, 0 when there is none.
+  uint64_t EvictOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops gpu_fifo_ entries whose copy is gone (deleted, dropped, replaced) once they
+  // outnumber the live copies: the FIFO stays O(live copies).
+  void CompactFifoLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const TieredStoreConfig config_;
   const std::unique_ptr<BlockStore> host_;
@@ -148,7 +158,9 @@ class TieredBlockStore final : public BlockStore {
   // delete (smaller seq) is dropped. Cleared when the copier is idle.
   absl::flat_hash_map<std::string, uint64_t> deleted_seq_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, GpuEntry> gpu_index_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::pair<std::string, BlockKey>> gpu_fifo_ ABSL_GUARDED_BY(mu_);  // may hold stale ids
+  std::deque<FifoEntry> gpu_fifo_ ABSL_GUARDED_BY(mu_);  // oldest first; may hold stale entries
+  uint64_t copies_ ABSL_GUARDED_BY(mu_) = 0;            // numbers the copies
+  uint64_t gpu_capacity_ = 0;                           // the gpu tier's, fixed
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   TierStats stats_ ABSL_GUARDED_BY(mu_);
 

@@ -28,6 +28,7 @@ class FaultTier final : public GpuTier {
   explicit FaultTier(uint64_t capacity) : capacity_(capacity) {}
   absl::Status Put(absl::string_view ns, const BlockKey& key, absl::Span<const uint8_t> bytes) override {
     if (delay_.load() > 0) absl::SleepFor(absl::Milliseconds(delay_.load()));
+    if (refuse_.load()) return absl::ResourceExhaustedError("device out of memory (injected)");
     absl::MutexLock l(&mu_);
     std::string id = Id(ns, key);
     if (blocks_.contains(id)) return absl::AlreadyExistsError("present");
@@ -73,6 +74,8 @@ class FaultTier final : public GpuTier {
     return true;
   }
   std::atomic<int> delay_{0};
+  std::atomic<bool> refuse_{false};  // every Put fails as a device short of memory would
+  bool Has(absl::string_view ns, const BlockKey& key) const { return Size(ns, key).ok(); }
 
  private:
   static std::string Id(absl::string_view ns, const BlockKey& k) {
@@ -207,6 +210,63 @@ TEST_P(TieredStoreTest, FullGpuTierDropsItsOldestCopies) {
   absl::StatusOr<std::vector<uint8_t>> last = Read(399);
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(*last, Bytes(399, kBlock));
+}
+
+// The copier made room for a copy by evicting older ones until the Put fit, or the
+// tier was empty: a block larger than the tier, or a device that refuses every
+// allocation for a while (shared with an inference engine), emptied it for nothing.
+TEST_P(TieredStoreTest, ACopyThatCannotFitEvictsLittleOrNothing) {
+  if (!GetParam()) {
+    Make(12 << 10);  // 12 KiB: two 4 KiB copies fit, a 16 KiB block never does
+  } else {
+    GTEST_SKIP() << "needs the host-memory tier (fault injection)";
+  }
+  for (uint64_t i = 0; i < 2; ++i) {
+    std::vector<uint8_t> b = Bytes(i, 4 << 10);
+    ASSERT_TRUE(store_->Put("ns", Key(i), b, Sum(b), PutOptions{}).ok());
+  }
+  Drain();
+  ASSERT_EQ(store_->tier_stats().gpu_blocks, 2u);
+  PutBlock(100);  // 16 KiB
+  Drain();
+  EXPECT_EQ(store_->tier_stats().gpu_evictions, 0u);
+  EXPECT_EQ(store_->tier_stats().gpu_blocks, 2u);
+
+  Make(40 * kBlock);
+  for (uint64_t i = 0; i < 20; ++i) PutBlock(i);
+  Drain();
+  ASSERT_EQ(store_->tier_stats().gpu_blocks, 20u);
+  fault_->refuse_ = true;
+  PutBlock(200);
+  Drain();
+  // Room for twice the block is made, then the copy is given up.
+  EXPECT_LE(store_->tier_stats().gpu_evictions, 2u);
+  EXPECT_GE(store_->tier_stats().gpu_blocks, 18u);
+}
+
+// A key deleted and put again has a new copy; the old copy's place in the eviction
+// order must not evict it (the newest copy went first), and places of copies that are
+// gone must not pile up.
+TEST_P(TieredStoreTest, AKeyPutAgainAfterDeleteIsNotEvictedForItsOldCopy) {
+  if (!GetParam()) {
+    Make(3 * kBlock);
+  } else {
+    GTEST_SKIP() << "needs the host-memory tier (fault injection)";
+  }
+  for (uint64_t i : {1, 2, 3}) {
+    PutBlock(i);
+    Drain();
+  }
+  ASSERT_TRUE(store_->Delete("ns", Key(1)).ok());
+  PutBlock(1);  // the newest copy now
+  Drain();
+  ASSERT_TRUE(fault_->Has("ns", Key(1)));
+  PutBlock(4);  // evicts the oldest live copy: 2
+  Drain();
+  EXPECT_TRUE(fault_->Has("ns", Key(1)));
+  EXPECT_FALSE(fault_->Has("ns", Key(2)));
+  EXPECT_TRUE(fault_->Has("ns", Key(3)));
+  EXPECT_TRUE(fault_->Has("ns", Key(4)));
 }
 
 // A gpu copy that no longer matches its checksum is a miss, never wrong bytes.
