@@ -84,8 +84,9 @@ absl::StatusOr<BlockPlan> PlanEncode(const PagedShape& pages, const PagedEncodeP
   if (sh.RawBytes() > BlockHeader::kMaxRawBytes) {
     return absl::InvalidArgumentError("gpu encode: block larger than the format limit");
   }
-  if (pages.page_tokens == 0 || pages.num_pages == 0) {
-    return absl::InvalidArgumentError("gpu encode: page_tokens and num_pages must be > 0");
+  if (pages.page_tokens == 0 || pages.page_tokens > kMaxPageTokens || pages.num_pages == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("gpu encode: page_tokens must be in 1..", kMaxPageTokens,
+                                                   " and num_pages > 0"));
   }
   if (!std::isfinite(p.rope_base) || p.rope_base <= 0 ||
       (p.rope_pairing != RopePairing::kNeox && p.rope_pairing != RopePairing::kInterleaved)) {
@@ -178,8 +179,11 @@ absl::StatusOr<BlockPlan> PlanDecode(absl::Span<const uint8_t> block, const Deco
 
 absl::Status ValidatePages(const PagedShape& pages, absl::Span<const int32_t> page_ids,
                            uint32_t tokens, uint32_t heads, uint32_t dim, bool for_write) {
-  if (pages.page_tokens == 0 || pages.num_pages == 0) {
-    return absl::InvalidArgumentError("paged kv: page_tokens and num_pages must be > 0");
+  // Above 65536 tokens a page count (tokens + page_tokens - 1) / page_tokens can wrap
+  // to 0, and an empty page list would pass for a block that needs pages.
+  if (pages.page_tokens == 0 || pages.page_tokens > kMaxPageTokens || pages.num_pages == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("paged kv: page_tokens must be in 1..", kMaxPageTokens,
+                                                   " and num_pages > 0"));
   }
   if (pages.kv_heads != heads || pages.head_dim != dim) {
     return absl::InvalidArgumentError(absl::StrCat("paged kv: cache has ", pages.kv_heads, "x",

@@ -293,6 +293,17 @@ TEST(EmulationTest, RejectsWhatTheCpuCodecRejects) {
   ids[1] = 6;
   EXPECT_EQ(EmulateEncodeFromPages(cache.View(), ids, p, &out).code(),
             absl::StatusCode::kInvalidArgument);
+  // A page size past 65536 tokens made the page count wrap to 0: an empty page list
+  // passed, and the kernels read page ids from whatever followed.
+  {
+    PagedKv huge = cache.View();
+    huge.shape.page_tokens = 0xFFFFFFFFu;
+    absl::Status s = EmulateEncodeFromPages(huge, {}, p, &out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("page_tokens"), std::string::npos) << s;
+    ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out).ok());
+    EXPECT_EQ(EmulateDecodeToPages(out, huge, {}).code(), absl::StatusCode::kInvalidArgument);
+  }
   ids = cache.page_ids;
   ids[1] = ids[0];
   ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), ids, p, &out).ok());

@@ -12,9 +12,11 @@
 
 namespace kvhub::codec::cuda {
 
+inline constexpr uint32_t kMaxPageTokens = 65536;
+
 struct PagedShape {
   uint32_t num_pages = 0;
-  uint32_t page_tokens = 0;  // tokens per page (vLLM block_size), 1 .. 65536
+  uint32_t page_tokens = 0;  // tokens per page (vLLM block_size), 1 .. kMaxPageTokens (checked)
   uint32_t kv_heads = 0;
   uint32_t head_dim = 0;
 
