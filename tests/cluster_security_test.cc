@@ -67,6 +67,14 @@ ClientConfig Config(const KvhubdProcess& shard, const std::string& token) {
   return c;
 }
 
+// A client reading over UCX tcp (Connect needs a '*' token).
+ClientConfig UcxTcpConfig(const KvhubdProcess& shard, const std::string& token) {
+  ClientConfig c = Config(shard, token);
+  c.transport = TransportMode::kUcx;
+  c.ucx_tls = "tcp";
+  return c;
+}
+
 const BlockKey kKey{0x1234, 0x5678};
 
 absl::Status PutOne(Client& c, const std::string& ns, const std::vector<uint8_t>& data) {
@@ -130,9 +138,7 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
 
   // UCX exposes the whole host tier: only a '*' token may Connect. A tenant
   // client in auto mode stays on gRPC and says why; transport=ucx refuses.
-  ClientConfig ucx = Config(*shard, kTenantToken);
-  ucx.transport = TransportMode::kUcx;
-  ucx.ucx_tls = "tcp";
+  ClientConfig ucx = UcxTcpConfig(*shard, kTenantToken);
   auto tenant_ucx = Client::Create(ucx);
   ASSERT_TRUE(tenant_ucx.ok());
   got = GetOne(**tenant_ucx, "tenant-a", a.size());
@@ -197,10 +203,7 @@ TEST(ClusterSecurityTest, OnlyTheTokenThatMadeAUcxConnectionCanWatchIt) {
   auto writer = Client::Create(Config(*shard, kOpsToken));
   ASSERT_TRUE(writer.ok());
   ASSERT_TRUE(PutOne(**writer, "tenant-a", a).ok());
-  ClientConfig ucx = Config(*shard, kOpsToken);
-  ucx.transport = TransportMode::kUcx;
-  ucx.ucx_tls = "tcp";
-  auto ops_ucx = Client::Create(ucx);
+  auto ops_ucx = Client::Create(UcxTcpConfig(*shard, kOpsToken));
   ASSERT_TRUE(ops_ucx.ok());
   ASSERT_TRUE(GetOne(**ops_ucx, "tenant-a", a.size()).ok());
   ASSERT_TRUE(absl::StartsWith((*ops_ucx)->TransportStats()[0].transport, "ucx (tcp"));
@@ -253,10 +256,7 @@ TEST(ClusterSecurityTest, TokensReloadWithoutARestart) {
   auto tenant = Client::Create(Config(*shard, kTenantToken));
   ASSERT_TRUE(tenant.ok());
   ASSERT_TRUE(PutOne(**tenant, "tenant-a", a).ok());
-  ClientConfig ucx = Config(*shard, kOpsToken);
-  ucx.transport = TransportMode::kUcx;
-  ucx.ucx_tls = "tcp";
-  auto ops_ucx = Client::Create(ucx);
+  auto ops_ucx = Client::Create(UcxTcpConfig(*shard, kOpsToken));
   ASSERT_TRUE(ops_ucx.ok());
   ASSERT_TRUE(GetOne(**ops_ucx, "tenant-a", a.size()).ok());
   auto rotated = Client::Create(Config(*shard, kNewTenant));
