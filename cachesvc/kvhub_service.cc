@@ -186,15 +186,19 @@ absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::Transfe
       " belongs to a namespace this token may not use (tokens file line ", grant.line, ")"));
 }
 
+std::optional<absl::string_view> KvHubService::AuthorizationOf(const grpc::CallbackServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find(std::string(kAuthMetadataKey));
+  if (it == md.end()) return std::nullopt;
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
 grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
                                      bool every_namespace, std::shared_ptr<const AuthGrant>* grant_out) const {
   if (auth_ == nullptr) return grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  const auto it = md.find(std::string(kAuthMetadataKey));
-  absl::string_view value;
-  if (it != md.end()) value = absl::string_view(it->second.data(), it->second.size());
+  const std::optional<absl::string_view> value = AuthorizationOf(ctx);
   const std::shared_ptr<const Authenticator> tokens = auth_->Current();
-  absl::StatusOr<const AuthGrant*> grant = tokens->Authenticate(it != md.end() ? &value : nullptr);
+  absl::StatusOr<const AuthGrant*> grant = tokens->Authenticate(value ? &*value : nullptr);
   if (!grant.ok()) return ToGrpc(grant.status());
   if (grant_out != nullptr) *grant_out = std::shared_ptr<const AuthGrant>(tokens, *grant);  // keeps `tokens` alive
   if (every_namespace && !(*grant)->all_namespaces) {
@@ -946,11 +950,7 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
       ctx, Rpc::kConnect, nullptr, req, resp,
       [](const v1::ConnectRequest&) { return CallScope{nullptr, {}, /*every_namespace=*/true}; },
       [this, ctx](const v1::ConnectRequest& r, v1::ConnectResponse* out) {
-        const auto& md = ctx->client_metadata();
-        const auto it = md.find(std::string(kAuthMetadataKey));
-        const absl::string_view authorization =
-            it == md.end() ? absl::string_view() : absl::string_view(it->second.data(), it->second.size());
-        return DoConnect(r, out, UcxOwner(authorization));
+        return DoConnect(r, out, UcxOwner(AuthorizationOf(ctx).value_or("")));
       });
 }
 

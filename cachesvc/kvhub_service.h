@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,8 @@ class KvHubService final : public KvHubCallbackBase {
   // `grant_out` (optional) receives the caller's grant (left null when auth is off).
   // The grant shares ownership of the token set it came from, so it stays valid
   // across a reload for as long as the caller holds it.
+  // The call's authorization metadata value; nullopt when it carries none.
+  static std::optional<absl::string_view> AuthorizationOf(const grpc::CallbackServerContext* ctx);
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string* ns,
                          bool every_namespace = false, std::shared_ptr<const AuthGrant>* grant_out = nullptr) const;
   // OK when `grant` may use the namespace of grant id `id` (or `id` is not live).

@@ -156,14 +156,11 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc:
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* KvHubService::Session(grpc::CallbackServerContext* ctx,
                                                                   const grpc::ByteBuffer* req) {
-  const auto& md = ctx->client_metadata();
-  const auto it = md.find(std::string(kAuthMetadataKey));
   v1::SessionRequest request;
   grpc::Status admitted = ParseRawRequest(req, &request);
   // As Connect: only a token for every namespace may hold a UCX connection.
   if (admitted.ok()) admitted = Authorize(ctx, nullptr, /*every_namespace=*/true);
-  auto* r = new SessionReactor(this, request.conn_id(),
-                               it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()));
+  auto* r = new SessionReactor(this, request.conn_id(), std::string(AuthorizationOf(ctx).value_or("")));
   r->Start(admitted, [this, ctx] { return Authorize(ctx, nullptr, /*every_namespace=*/true); });
   return r;
 }
