@@ -497,13 +497,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
   return grpc::Status::OK;
 }
 
-absl::StatusOr<KvHubService::SliceLease*> KvHubService::NewSliceLease(const storage::Lease& lease) {
-  absl::StatusOr<uint64_t> hold = store_->BeginTransfer(storage::TransferAccess::kRead, lease.id, lease.location);
-  if (!hold.ok()) {
-    store_->Release(lease.id).IgnoreError();  // ended already, or ends now: nothing was served
-    return absl::UnavailableError(absl::StrCat("the block's lease ended before it could be sent: ",
-                                               hold.status().message()));
-  }
+KvHubService::SliceLease* KvHubService::NewSliceLease(const storage::Lease& lease) {
   absl::MutexLock lock(&slice_lease_mu_);
   if (slice_lease_free_.empty()) {
     // Grows in batches; steady state reuses them (no allocation per block).
@@ -516,7 +510,7 @@ absl::StatusOr<KvHubService::SliceLease*> KvHubService::NewSliceLease(const stor
   slice_lease_free_.pop_back();
   sl->service = this;
   sl->lease_id = lease.id;
-  sl->hold = *hold;
+  sl->hold = lease.hold;
   sl->refs.store(1, std::memory_order_relaxed);
   return sl;
 }
@@ -564,28 +558,21 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
   if (absl::Status s = ValidateGet(req); !s.ok()) return ToGrpc(s);
   const size_t n = req.keys().size() / kKeyBytes;
   std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
-  // The bytes are held until gRPC has sent them (NewSliceLease); the slice's destroy
-  // callback releases the lease and the hold.
+  // The bytes are held until gRPC has sent them (AcquireOptions::hold); the slice's
+  // destroy callback releases the lease and the hold.
   const absl::Duration lease = config_.store.max_lease;
   thread_local v1::GetResponse::Block header;
   thread_local std::string header_bytes;
   uint64_t blocks = 0, bytes = 0;
   for (size_t i = 0; i < n; ++i) {
     header.Clear();
-    absl::StatusOr<storage::Lease> l = store_->Acquire(req.namespace_(), keys[i], lease);
+    absl::StatusOr<storage::Lease> l =
+        store_->Acquire(req.namespace_(), keys[i], lease, storage::AcquireOptions{.hold = true});
     if (l.ok() && bytes + l->size > kMaxInlinePayloadBytes) {
-      store_->Release(l->id).IgnoreError();  // our own fresh lease
+      store_->Release(l->id).IgnoreError();  // our own fresh lease and hold
+      store_->EndTransfer(storage::TransferAccess::kRead, l->hold);
       l = absl::ResourceExhaustedError(
           absl::StrCat("inline response would exceed 256MiB at key ", i, "; fetch the rest with GetStream"));
-    }
-    SliceLease* held = nullptr;
-    if (l.ok()) {
-      absl::StatusOr<SliceLease*> sl = NewSliceLease(*l);
-      if (sl.ok()) {
-        held = *sl;
-      } else {
-        l = sl.status();
-      }
     }
     if (!l.ok()) {
       SetItemStatus(l.status(), header.mutable_status());
@@ -611,7 +598,8 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
     }
     slices->emplace_back(header_bytes.data(), at);  // small copy into a gRPC slice
     if (l.ok()) {
-      slices->emplace_back(const_cast<uint8_t*>(l->data), l->size, &KvHubService::ReleaseSliceLease, held);
+      slices->emplace_back(const_cast<uint8_t*>(l->data), l->size, &KvHubService::ReleaseSliceLease,
+                           NewSliceLease(*l));
       ++blocks;
       bytes += l->size;
     }
@@ -730,14 +718,14 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
         return;
       }
       // The bytes leave zero-copy: they are held until gRPC drops the last chunk's
-      // slice (NewSliceLease); the lease is released then too.
-      absl::StatusOr<storage::Lease> l = service_->store_->Acquire(
-          req_.namespace_(), PackedKey(req_.keys(), index_), service_->config_.store.max_lease);
+      // slice (AcquireOptions::hold); the lease is released then too.
+      absl::StatusOr<storage::Lease> l =
+          service_->store_->Acquire(req_.namespace_(), PackedKey(req_.keys(), index_),
+                                    service_->config_.store.max_lease, storage::AcquireOptions{.hold = true});
       first = true;
-      absl::StatusOr<SliceLease*> held = l.ok() ? service_->NewSliceLease(*l) : l.status();
-      status = held.status();
-      if (held.ok()) {
-        block_ = *held;  // the reactor's reference
+      status = l.status();
+      if (l.ok()) {
+        block_ = service_->NewSliceLease(*l);  // the reactor's reference
         data_ = l->data;
         size_ = l->size;
         checksum_ = l->checksum;

@@ -201,8 +201,8 @@ class KvHubService final : public KvHubCallbackBase {
                      const std::function<bool(uint64_t conn_id, const std::string& authorization)>& which,
                      bool for_good, bool close = false) ABSL_LOCKS_EXCLUDED(sessions_mu_);
   // What zero-copy slices' destroy callbacks release, refcounted: the lease (it counts
-  // against the namespace's lease share) and a transfer hold on the block's memory
-  // (BlockStore::BeginTransfer), which keeps the bytes from being reused until gRPC has
+  // against the namespace's lease share) and the transfer hold taken with it
+  // (AcquireOptions::hold), which keeps the bytes from being reused until gRPC has
   // dropped the last slice even if the lease runs out first: a client that reads slowly
   // (or stops reading) never receives another block's bytes. The hold lasts as long as
   // gRPC keeps the slices: until the call ends or is cancelled, or the connection
@@ -213,10 +213,9 @@ class KvHubService final : public KvHubCallbackBase {
     uint64_t hold = 0;
     std::atomic<int> refs{0};
   };
-  // Takes the transfer hold on `lease`'s block and returns a context holding one
-  // reference; each slice made with it takes another (Ref). On error (the lease ended
-  // already) the lease is released and nothing is held.
-  absl::StatusOr<SliceLease*> NewSliceLease(const storage::Lease& lease);
+  // A context for `lease` (acquired with AcquireOptions::hold) holding one reference;
+  // each slice made with it takes another (Ref).
+  SliceLease* NewSliceLease(const storage::Lease& lease);
   static void* RefSliceLease(SliceLease* sl) {
     sl->refs.fetch_add(1, std::memory_order_relaxed);
     return sl;

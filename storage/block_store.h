@@ -111,6 +111,9 @@ struct Lease {
   uint64_t size = 0;
   uint64_t checksum = 0;    // XXH3-64 of the bytes
   absl::Time expires;
+  // With AcquireOptions::hold: a transfer hold taken with the lease (as BeginTransfer
+  // kRead would); the caller ends it with EndTransfer(kRead, hold), after Release.
+  uint64_t hold = 0;
 };
 
 struct PutOptions {
@@ -124,6 +127,9 @@ struct AcquireOptions {
   // tiered store copying a block to its gpu tier), which must not make a block look
   // used or take a tenant's leases.
   bool count_as_read = true;
+  // Also take a transfer hold on the block (Lease::hold), in the same step: its bytes
+  // stay until EndTransfer even after the lease ends (zero-copy sends to slow readers).
+  bool hold = false;
 };
 
 struct BlockStoreStats {

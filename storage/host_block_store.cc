@@ -534,6 +534,7 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   rec.expires_ns = NowNs() + absl::ToInt64Nanoseconds(lease);
   live_leases_.PushTail(idx);
   if (slot.leases++ == 0) ++stats_.leased_blocks;
+  if (options.hold) ++slot.leases;  // one more lease without a record, as BeginTransfer's
   if (options.count_as_read) policy_->OnAccess(s);
 
   Lease l;
@@ -543,6 +544,7 @@ absl::StatusOr<Lease> HostBlockStore::Acquire(absl::string_view ns, const BlockK
   l.size = slot.size;
   l.checksum = slot.checksum;
   l.expires = absl::FromUnixNanos(rec.expires_ns);
+  if (options.hold) l.hold = s;  // EndTransfer(kRead, s), as BeginTransfer's holds
   return l;
 }
 
