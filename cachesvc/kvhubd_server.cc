@@ -330,6 +330,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
   in.ucx_refused_addresses = ucx_->refused_addresses();
+  in.ucx_unknown_conn_requests = ucx_->unknown_conn_requests();
   if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
     in.max_fds = fds->soft;
     in.open_fds = CountOpenFiles();

@@ -338,6 +338,10 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   Header(&out, "kvhub_ucx_refused_addresses_total", "counter",
          "client UCX worker addresses refused at Connect because they crashed or hung a probe process");
   absl::StrAppend(&out, "kvhub_ucx_refused_addresses_total ", in.ucx_refused_addresses, "\n");
+  Header(&out, "kvhub_ucx_unknown_conn_requests_total", "counter",
+         "UCX requests dropped unanswered: no open connection has the id and key their header names (a client "
+         "whose connection closed, or a peer on the UCX port that was never given the key)");
+  absl::StrAppend(&out, "kvhub_ucx_unknown_conn_requests_total ", in.ucx_unknown_conn_requests, "\n");
   if (in.auth_on) {
     Header(&out, "kvhub_auth_tokens", "gauge", "bearer tokens in force (auth_tokens_file)");
     absl::StrAppend(&out, "kvhub_auth_tokens ", in.auth_tokens, "\n");

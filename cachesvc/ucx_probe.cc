@@ -85,7 +85,7 @@ void UcxProbe::Loop() {
       }
       target = std::move(now);
       link = *l;
-      conn_id_.store(link.conn, std::memory_order_release);
+      conn_id_.store(link.conn.id, std::memory_order_release);
     }
     int misses = 0;
     const absl::Status pong = transport::Ping(*worker_, link, config_.timeout, config_.misses, &misses);

@@ -41,6 +41,7 @@ struct UcxServer::State {
   uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // workers made so far, minus one
   // Served bytes of workers replaced or stopped.
   uint64_t retired_served_get_bytes ABSL_GUARDED_BY(mu) = 0, retired_served_put_bytes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t retired_unknown_conn_requests ABSL_GUARDED_BY(mu) = 0;
   std::atomic<uint64_t> resets{0};
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
@@ -327,6 +328,7 @@ void UcxServer::ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf) {
     if (st.worker != deaf) return;  // Stop came first; `fresh` goes unused
     st.retired_served_get_bytes += old.served_get_bytes;
     st.retired_served_put_bytes += old.served_put_bytes;
+    st.retired_unknown_conn_requests += old.unknown_conn_requests;
     st.worker = std::move(*fresh);
     st.served = st.worker->ServedRegions();
   }
@@ -352,6 +354,7 @@ void UcxServer::Stop() {
       const transport::UcxWorkerStats s = w->Stats();
       state_->retired_served_get_bytes += s.served_get_bytes;
       state_->retired_served_put_bytes += s.served_put_bytes;
+      state_->retired_unknown_conn_requests += s.unknown_conn_requests;
     }
   }
   if (w == nullptr) return;
@@ -377,6 +380,11 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   if (state_ == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
 #ifdef KVHUB_HAVE_UCX
   if (state_->off) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
+  if (!req.sends_conn_key()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this shard serves UCX wire version 2 (request headers carry the connection key) and "
+                        "the client does not send it; update the client to use UCX, it uses gRPC until then");
+  }
   std::shared_ptr<transport::UcxWorker> worker;
   std::vector<transport::RemoteRegionInfo> served;
   {
@@ -398,7 +406,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
       return grpc::Status(static_cast<grpc::StatusCode>(v.code()), std::string(v.message()));
     }
   }
-  absl::StatusOr<uint64_t> conn = worker->Accept(req.worker_address(), owner);
+  absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner);
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
     if (absl::IsInvalidArgument(conn.status())) {
@@ -408,7 +416,8 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
                         absl::StrCat("shard cannot reach the client's UCX worker: ", conn.status().message()));
   }
   resp->set_worker_address(worker->address());
-  resp->set_conn_id(*conn);
+  resp->set_conn_id(conn->id);
+  resp->set_conn_key(conn->key);
   resp->set_tls(state_->tls);
   resp->set_one_sided_shm(state_->one_sided_shm);
   resp->set_calls(state_->calls);
@@ -419,7 +428,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
     r->set_size(served[i].size);
     r->set_packed_rkey(served[i].packed_rkey);
   }
-  KVHUB_LOG(info, "ucx: accepted client '{}' as connection {}", req.client_name(), *conn);
+  KVHUB_LOG(info, "ucx: accepted client '{}' as connection {}", req.client_name(), conn->id);
   return grpc::Status::OK;
 #else
   return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status_text_);
@@ -502,6 +511,17 @@ uint64_t UcxServer::worker_resets() const {
 uint64_t UcxServer::refused_addresses() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->vetter->stats().refused;
+#endif
+  return 0;
+}
+
+uint64_t UcxServer::unknown_conn_requests() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) {
+    absl::MutexLock l(&state_->mu);
+    return state_->retired_unknown_conn_requests +
+           (state_->worker != nullptr ? state_->worker->Stats().unknown_conn_requests : 0);
+  }
 #endif
   return 0;
 }

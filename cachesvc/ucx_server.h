@@ -145,6 +145,9 @@ class UcxServer {
   uint64_t worker_resets() const;
   // Client addresses the vetter refused (they crashed or hung a probe process).
   uint64_t refused_addresses() const;
+  // UCX requests dropped because no open connection has the id and key their
+  // header names (a stale client, or a peer never handed the key).
+  uint64_t unknown_conn_requests() const;
 
   // Block bytes the worker served by active messages (0 when off).
   uint64_t served_get_bytes() const;

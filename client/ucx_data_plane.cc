@@ -277,6 +277,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   v1::ConnectRequest req;
   req.set_worker_address(worker->address());
   req.set_client_name(ClientName());
+  req.set_sends_conn_key(true);
   v1::ConnectResponse resp;
   absl::Status s = shard.Connect(req, &resp);
   if (!s.ok()) {
@@ -289,6 +290,13 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     // so no warning on every start of a client (TransportStats keeps the reason).
     return give_up(s, /*by_design=*/false, /*final=*/false,
                    /*quiet=*/absl::IsPermissionDenied(s) || absl::IsFailedPrecondition(s));
+  }
+  if (resp.conn_key() == 0) {
+    // The shard would drop our version 2 request headers; it closes the connection
+    // unused once it sees no session.
+    return give_up(absl::FailedPreconditionError("the shard is older than this client (UCX wire version 1, no "
+                                                 "connection key); update the shard to use UCX"),
+                   /*by_design=*/false, /*final=*/false, /*quiet=*/true);
   }
   // The shard keeps the connection while the session is open: every return below
   // that does not keep `session` makes it close the connection at once.
@@ -317,7 +325,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   }
   transport::PeerInfo info;
   info.worker_address = resp.worker_address();
-  info.conn_id = resp.conn_id();
+  info.conn = {resp.conn_id(), resp.conn_key()};
   info.one_sided_shm = resp.one_sided_shm();
   for (int i = 0; i < resp.regions_size(); ++i) {
     const v1::ConnectResponse::Region& r = resp.regions(i);

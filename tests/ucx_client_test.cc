@@ -1184,6 +1184,7 @@ TEST(UcxClientTest, SessionRpcConfirmsRefusesAndEndsWhenTheShardStops) {
   {
     grpc::ClientContext cc;
     v1::ConnectRequest req;
+    req.set_sends_conn_key(true);
     req.set_worker_address(worker->worker->address());
     req.set_client_name("session-test");
     const grpc::Status s = stub->Connect(&cc, req, &conn);
@@ -1252,6 +1253,7 @@ TEST(UcxClientTest, ConnectionsNoSessionWatchesAreClosedAfterTheGrace) {
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext cc;
   v1::ConnectRequest req;
+  req.set_sends_conn_key(true);
   req.set_worker_address(worker->worker->address());
   req.set_client_name("no-session");
   v1::ConnectResponse conn;
@@ -1284,6 +1286,7 @@ TEST(UcxClientTest, AConnectWithAnAddressOfAnUnknownFormatIsRefusedAndTheShardSe
   for (const std::string& address : {std::string(100, 'x'), std::string("\x0f") + std::string(63, '\0')}) {
     grpc::ClientContext cc;
     v1::ConnectRequest req;
+    req.set_sends_conn_key(true);
     req.set_worker_address(address);
     v1::ConnectResponse resp;
     const grpc::Status st = stub->Connect(&cc, req, &resp);
@@ -1291,6 +1294,85 @@ TEST(UcxClientTest, AConnectWithAnAddressOfAnUnknownFormatIsRefusedAndTheShardSe
     EXPECT_NE(st.error_message().find("not a UCX worker address"), std::string::npos) << st.error_message();
   }
   PutGetByteExact(**client, "ns", {4096}, 72);  // still serving
+}
+
+// A client older than UCX wire version 2 (it does not put the connection key in
+// its request headers) is refused at Connect with the reason, so it uses gRPC
+// instead of timing out on requests the shard would drop. A current client gets
+// a non-zero key.
+TEST(UcxClientTest, AConnectFromAClientWithoutConnectionKeysIsRefused) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto worker = TcpWorker::Create("old-client");
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  for (bool sends_key : {false, true}) {
+    grpc::ClientContext cc;
+    v1::ConnectRequest req;
+    req.set_worker_address(worker->worker->address());
+    req.set_sends_conn_key(sends_key);
+    v1::ConnectResponse resp;
+    const grpc::Status st = stub->Connect(&cc, req, &resp);
+    if (!sends_key) {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+      EXPECT_TRUE(absl::StrContains(st.error_message(), "update the client")) << st.error_message();
+    } else {
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_NE(resp.conn_key(), 0u);
+    }
+  }
+}
+
+// The shard's UCX port takes requests from whoever reaches it. One that names a
+// live connection with the wrong key (a peer that never got Connect's reply) is
+// dropped: here a lease Get over UCX, which would pin blocks of the cache, is
+// never run, and the shard counts it in kvhub_ucx_unknown_conn_requests_total.
+// With the key the same call is run, so the key is what refuses it.
+TEST(UcxClientTest, UcxCallsWithoutTheConnectionKeyAreNotRun) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto client = Client::Create(Config(*shard, TransportMode::kGrpc));
+  ASSERT_TRUE(client.ok());
+  PutGetByteExact(**client, "ns", {4096}, 81);
+  auto owner = TcpWorker::Create("key-owner");
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  v1::ConnectResponse conn;
+  {
+    grpc::ClientContext cc;
+    v1::ConnectRequest req;
+    req.set_worker_address(owner->worker->address());
+    req.set_sends_conn_key(true);
+    ASSERT_TRUE(stub->Connect(&cc, req, &conn).ok());
+  }
+  auto intruder = TcpWorker::Create("intruder");
+  ASSERT_TRUE(intruder.ok()) << intruder.status();
+  v1::GetRequest get;
+  get.set_namespace_("ns");
+  std::string key(16, '\0');
+  Key(81000).ToBytes(reinterpret_cast<uint8_t*>(key.data()));
+  get.set_keys(key);
+  httplib::Client http("127.0.0.1", shard->http_port());
+  const auto metric = [&](const std::string& line) {
+    auto metrics = http.Get("/metrics");
+    return metrics && absl::StrContains(metrics->body, line);
+  };
+  auto wrong = intruder->worker->Connect(
+      {conn.worker_address(), {}, {conn.conn_id(), conn.conn_key() ^ 0x8000000000000000ull}});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  absl::StatusOr<std::string> r =
+      intruder->worker->CallPeer(*wrong, v1::UCX_CALL_GET, get.SerializeAsString(), absl::Milliseconds(500));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_TRUE(metric("kvhub_ucx_unknown_conn_requests_total 1\n"));
+  EXPECT_FALSE(metric("kvhub_rpc_requests_total{method=\"UcxGet\""));
+
+  // With the key the call runs (its answer goes to the connection's owner).
+  auto right = intruder->worker->Connect({conn.worker_address(), {}, {conn.conn_id(), conn.conn_key()}});
+  ASSERT_TRUE(right.ok()) << right.status();
+  r = intruder->worker->CallPeer(*right, v1::UCX_CALL_GET, get.SerializeAsString(), absl::Milliseconds(500));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_TRUE(metric("kvhub_rpc_requests_total{method=\"UcxGet\",code=\"OK\"} 1\n"));
+  EXPECT_TRUE(metric("kvhub_ucx_unknown_conn_requests_total 1\n"));
 }
 
 // The first child of `parent` whose name (comm) is `name`; 0 if none appears within 5 s.
@@ -1313,6 +1395,7 @@ grpc::Status ConnectRaw(const KvhubdProcess& shard, const std::string& address) 
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard.grpc_address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext cc;
   v1::ConnectRequest req;
+  req.set_sends_conn_key(true);
   req.set_worker_address(address);
   req.set_client_name("vet-test");
   v1::ConnectResponse resp;

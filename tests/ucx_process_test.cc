@@ -67,7 +67,7 @@ UcxConfig ConfigFor(const std::string& tls) {
     _exit(13);
   }
   auto conn = (*w)->Accept(client_addr);
-  if (!conn.ok() || !SendMessage(out, absl::StrCat(*conn))) _exit(14);
+  if (!conn.ok() || !SendMessage(out, FormatAcceptedConn(*conn))) _exit(14);
   std::string cmd;
   RecvMessage(in, &cmd);  // serve until the parent says anything or closes the pipe
   _exit(0);
@@ -87,7 +87,7 @@ UcxConfig ConfigFor(const std::string& tls) {
   RemoteRegionInfo r;
   r.size = kRegionBytes;
   r.packed_rkey = rkey;
-  if (!absl::SimpleAtoi(base, &r.base) || !absl::SimpleAtoi(conn, &info.conn_id)) _exit(23);
+  if (!absl::SimpleAtoi(base, &r.base) || !ParseAcceptedConn(conn, &info.conn)) _exit(23);
   info.regions = {r};
   auto peer = (*w)->Connect(info);
   if (!peer.ok()) _exit(24);
@@ -186,7 +186,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   r.size = kRegionBytes;
   r.packed_rkey = rkey;
   ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
-  ASSERT_TRUE(absl::SimpleAtoi(conn, &info.conn_id));
+  ASSERT_TRUE(ParseAcceptedConn(conn, &info.conn));
   info.regions = {r};
   auto peer = (*w)->Connect(info);
   ASSERT_TRUE(peer.ok()) << peer.status();
@@ -261,7 +261,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   ASSERT_TRUE(RecvMessage(child2->from, &conn));
   r.packed_rkey = rkey;
   ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
-  ASSERT_TRUE(absl::SimpleAtoi(conn, &info2.conn_id));
+  ASSERT_TRUE(ParseAcceptedConn(conn, &info2.conn));
   info2.regions = {r};
   auto peer2 = (*w)->Connect(info2);
   ASSERT_TRUE(peer2.ok()) << peer2.status();
@@ -297,7 +297,7 @@ TEST_P(UcxProcessTest, ClientKilledMidTransferLeavesServerServing) {
   ASSERT_TRUE(RecvMessage(child->from, &client_addr));
   auto conn = (*server)->Accept(client_addr);
   ASSERT_TRUE(conn.ok()) << conn.status();
-  ASSERT_TRUE(SendMessage(child->to, absl::StrCat(*conn)));
+  ASSERT_TRUE(SendMessage(child->to, FormatAcceptedConn(*conn)));
   ASSERT_TRUE(RecvMessage(child->from, &msg));
   ASSERT_EQ(msg, "fetching");
   absl::SleepFor(absl::Milliseconds(200));

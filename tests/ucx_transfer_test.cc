@@ -78,6 +78,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
 
     auto conn = server_->Accept(client_->address());
     ASSERT_TRUE(conn.ok()) << conn.status();
+    conn_ = *conn;
     auto peer = client_->Connect({server_->address(), server_->ServedRegions(), *conn});
     ASSERT_TRUE(peer.ok()) << peer.status();
     peer_ = *peer;
@@ -110,6 +111,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   std::vector<std::vector<uint8_t>> regions_;
   std::vector<std::unique_ptr<UcxMemory>> mems_;
   std::unique_ptr<UcxWorker> server_, client_;
+  AcceptedConn conn_;  // the server's connection to client_
   PeerId peer_ = 0;
 };
 
@@ -244,6 +246,63 @@ TEST_P(UcxTransferTest, OutOfRangeTransfersFailAlone) {
   EXPECT_EQ(results[1].code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(results[2].ok()) << results[2];
   EXPECT_EQ(std::memcmp(b.data(), regions_[0].data(), 4096), 0);
+}
+
+// Anyone who reaches the serving worker's UCX port can send it requests. One that
+// was never handed a connection's key (here: it names client_'s connection with
+// a wrong key) is served nothing: its gets, puts and calls are dropped unanswered
+// and counted, the region keeps its bytes, and the connection's owner goes on.
+// The same request with the key is served, so the key is what refuses them.
+TEST_P(UcxTransferTest, RequestsWithoutTheConnectionsKeyAreDropped) {
+  EXPECT_NE(conn_.key, 0u);
+  auto other = server_->Accept(client_->address());
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_NE(other->key, conn_.key);
+  ASSERT_TRUE(server_->CloseAccepted(other->id).ok());
+
+  auto iw = UcxWorker::Create(client_ctx_.get(), {.name = "intruder"});
+  ASSERT_TRUE(iw.ok()) << iw.status();
+  std::unique_ptr<UcxWorker> intruder = std::move(*iw);
+  auto wrong = intruder->Connect({server_->address(), server_->ServedRegions(), {conn_.id, conn_.key ^ 1}});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  const std::vector<uint8_t> before = regions_[0];
+  std::vector<uint8_t> got(64 << 10, 0), junk(64 << 10, 0xee);
+  const UcxWorkerStats s0 = server_->Stats();
+  for (size_t size : {size_t{1024}, size_t{64} << 10}) {  // eager and (on tcp) rendezvous puts
+    std::vector<Transfer> ts = {{TransferKind::kGet, UcxPath::kAm, 0, 0, size, got.data()},
+                                {TransferKind::kPut, UcxPath::kAm, 0, 4096, size, junk.data()}};
+    std::vector<absl::Status> results(ts.size());
+    ASSERT_TRUE(intruder->Execute(*wrong, ts, std::span<absl::Status>(results), absl::Milliseconds(300)).ok());
+    EXPECT_EQ(results[0].code(), absl::StatusCode::kDeadlineExceeded) << size << ": " << results[0];
+    EXPECT_EQ(results[1].code(), absl::StatusCode::kDeadlineExceeded) << size << ": " << results[1];
+  }
+  absl::StatusOr<std::string> call = intruder->CallPeer(*wrong, kReverse, "abc", absl::Milliseconds(300));
+  EXPECT_EQ(call.status().code(), absl::StatusCode::kDeadlineExceeded) << call.status();
+  EXPECT_EQ(regions_[0], before) << "a put without the key changed the served region";
+  EXPECT_EQ(std::count(got.begin(), got.end(), 0), static_cast<long>(got.size())) << "a get without the key got bytes";
+  const UcxWorkerStats s1 = server_->Stats();
+  EXPECT_EQ(s1.unknown_conn_requests - s0.unknown_conn_requests, 5u);
+  EXPECT_EQ(s1.served_get_bytes, s0.served_get_bytes);
+  EXPECT_EQ(s1.served_put_bytes, s0.served_put_bytes);
+  EXPECT_EQ(s1.served_calls, s0.served_calls);
+
+  // The connection's owner is served as before.
+  std::vector<uint8_t> mine(4096);
+  std::vector<Transfer> own = {{TransferKind::kGet, UcxPath::kAm, 0, 8192, 4096, mine.data()}};
+  std::vector<absl::Status> own_results(1);
+  ASSERT_TRUE(client_->Execute(peer_, own, std::span<absl::Status>(own_results)).ok());
+  ASSERT_TRUE(own_results[0].ok()) << own_results[0];
+  EXPECT_EQ(std::memcmp(mine.data(), regions_[0].data() + 8192, 4096), 0);
+
+  // With the key the server serves the request (and answers the connection it
+  // names, so the intruder still hears nothing).
+  auto right = intruder->Connect({server_->address(), server_->ServedRegions(), conn_});
+  ASSERT_TRUE(right.ok()) << right.status();
+  std::vector<Transfer> keyed = {{TransferKind::kGet, UcxPath::kAm, 0, 0, 1024, got.data()}};
+  std::vector<absl::Status> keyed_results(1);
+  ASSERT_TRUE(intruder->Execute(*right, keyed, std::span<absl::Status>(keyed_results), absl::Milliseconds(300)).ok());
+  EXPECT_EQ(server_->Stats().served_get_bytes - s1.served_get_bytes, 1024u + 4096u);
+  EXPECT_EQ(server_->Stats().unknown_conn_requests, s1.unknown_conn_requests);
 }
 
 TEST_P(UcxTransferTest, ManyConcurrentCallers) {

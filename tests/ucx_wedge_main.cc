@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
     kvhub::v1::ConnectRequest req;
     req.set_worker_address(reinterpret_cast<const char*>(address), address_len);
     req.set_client_name("ucx_wedge");
+    req.set_sends_conn_key(true);
     kvhub::v1::ConnectResponse resp;
     grpc::ClientContext cc;
     cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));  // a frozen shard

@@ -70,9 +70,9 @@ struct WarmProbe {
   std::string address;
   if (!RecvMessage(fd, &address, kMaxAddressBytes) || address.empty()) _exit(kProbeAccepted);  // closed unused
   if (worker == nullptr) _exit(kProbeNoUcx);
-  absl::StatusOr<uint64_t> conn = worker->Accept(address);
+  absl::StatusOr<AcceptedConn> conn = worker->Accept(address);
   if (!conn.ok()) _exit(kProbeRefused);
-  _exit(worker->CloseAccepted(*conn, absl::InfiniteDuration()).ok() ? kProbeAccepted : kProbeUnreachable);
+  _exit(worker->CloseAccepted(conn->id, absl::InfiniteDuration()).ok() ? kProbeAccepted : kProbeUnreachable);
 }
 
 WarmProbe SpawnProbe(const UcxConfig& ucx, int vetting_fd) {

@@ -97,7 +97,7 @@ TEST_F(UcxAddressVetterTest, ARealAddressPassesOnceProbedAndIsRemembered) {
 TEST_F(UcxAddressVetterTest, AnAddressUcxRefusesCleanlyPassesForTheWorkerToRefuse) {
   const std::string garbage(100, 'x');  // format version 8: Accept refuses it before UCX
   EXPECT_TRUE(vetter_->Vet(garbage).ok());
-  absl::StatusOr<uint64_t> accepted = shard_->Accept(garbage);
+  absl::StatusOr<AcceptedConn> accepted = shard_->Accept(garbage);
   EXPECT_EQ(accepted.status().code(), absl::StatusCode::kInvalidArgument) << accepted.status();
   EXPECT_EQ(vetter_->Vet("").code(), absl::StatusCode::kInvalidArgument);
 }
@@ -122,8 +122,8 @@ TEST_F(UcxAddressVetterTest, BitFlippedAddressesThatPassAreSafeToAccept) {
       // Accepted or refused, it must return; accepted, it is connected and closed in
       // flush mode, as the probe did, so whatever answers where it points is read
       // here too (a listener that is not UCX would crash this process).
-      if (absl::StatusOr<uint64_t> conn = shard_->Accept(a); conn.ok()) {
-        shard_->CloseAccepted(*conn, absl::Seconds(2)).IgnoreError();  // unreachable is fine here
+      if (absl::StatusOr<AcceptedConn> conn = shard_->Accept(a); conn.ok()) {
+        shard_->CloseAccepted(conn->id, absl::Seconds(2)).IgnoreError();  // unreachable is fine here
       }
     } else {
       // Crashed or hung (INVALID_ARGUMENT), or nothing that connects (FAILED_PRECONDITION).

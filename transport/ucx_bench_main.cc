@@ -119,7 +119,7 @@ int Serve(const Args& a) {
   }
   for (const auto& w : workers) {
     auto conn = w->Accept(client);
-    if (!conn.ok() || !SendMessage(a.out, absl::StrCat(*conn))) return 5;
+    if (!conn.ok() || !SendMessage(a.out, FormatAcceptedConn(*conn))) return 5;
   }
   std::string cmd;
   RecvMessage(a.in, &cmd);
@@ -172,7 +172,7 @@ int Run(const Args& a, char** argv) {
   for (int i = 0; ok && i < a.server_workers; ++i) {
     PeerInfo info;
     std::string conn;
-    ok = RecvMessage(up[0], &conn) && absl::SimpleAtoi(conn, &info.conn_id);
+    ok = RecvMessage(up[0], &conn) && ParseAcceptedConn(conn, &info.conn);
     if (!ok) break;
     info.worker_address = addresses[i];
     info.regions = {r};

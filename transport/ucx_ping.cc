@@ -18,14 +18,14 @@ absl::StatusOr<std::unique_ptr<UcxContext>> PingContext(const UcxContext& contex
 }
 
 absl::StatusOr<PingLink> LinkForPing(UcxWorker& from, UcxWorker& target) {
-  absl::StatusOr<uint64_t> conn = target.Accept(from.address());
+  absl::StatusOr<AcceptedConn> conn = target.Accept(from.address());
   if (!conn.ok()) return conn.status();
   PeerInfo info;
   info.worker_address = target.address();
-  info.conn_id = *conn;
+  info.conn = *conn;
   absl::StatusOr<PeerId> peer = from.Connect(info);
   if (!peer.ok()) {
-    (void)target.CloseAccepted(*conn);  // nothing else holds it
+    (void)target.CloseAccepted(conn->id);  // nothing else holds it
     return peer.status();
   }
   return PingLink{*peer, *conn};
@@ -34,7 +34,7 @@ absl::StatusOr<PingLink> LinkForPing(UcxWorker& from, UcxWorker& target) {
 void Unlink(UcxWorker& from, UcxWorker& target, const PingLink& link) {
   // NOT_FOUND when an end is gone already: nothing left to close.
   (void)from.Disconnect(link.peer);
-  (void)target.CloseAccepted(link.conn);
+  (void)target.CloseAccepted(link.conn.id);
 }
 
 absl::Status Ping(UcxWorker& from, const PingLink& link, absl::Duration timeout, int attempts, int* missed) {

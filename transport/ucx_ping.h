@@ -42,7 +42,7 @@ inline bool AnswerPing(uint32_t method) { return method == kUcxPingMethod; }
 // `target` accepted for the replies.
 struct PingLink {
   PeerId peer = 0;
-  uint64_t conn = 0;
+  AcceptedConn conn;
 };
 // Accepts `from` on `target` and connects `from` to it; on failure nothing is
 // left open. UCX errors as UNAVAILABLE/INTERNAL.

@@ -2,13 +2,16 @@
 
 #include <poll.h>
 #include <stdio.h>
+#include <sys/random.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
@@ -27,12 +30,15 @@ constexpr unsigned kAmPutReq = 13;   // client -> server: header + the block's b
 constexpr unsigned kAmPutResp = 14;  // server -> client: header only
 constexpr unsigned kAmCallReq = 15;   // client -> server: header + the request (eager)
 constexpr unsigned kAmCallResp = 16;  // server -> client: header + the response or error text (eager)
-constexpr uint32_t kAmMagic = 0x3148564b;  // "KVH1" little-endian
+// "KVH2" little-endian. Version 2 added conn_key to the request and call headers;
+// a version 1 header has another size and is dropped as malformed.
+constexpr uint32_t kAmMagic = 0x3248564b;
 
 struct AmRequestHeader {
   uint32_t magic;
   uint32_t region;
   uint64_t conn_id;
+  uint64_t conn_key;  // AcceptedConn::key of conn_id
   uint64_t req_id;
   uint64_t offset;
   uint64_t size;
@@ -57,6 +63,7 @@ struct AmCallHeader {
   uint32_t magic;
   uint32_t method;
   uint64_t conn_id;
+  uint64_t conn_key;  // AcceptedConn::key of conn_id
   uint64_t req_id;
 };
 
@@ -173,7 +180,7 @@ struct UcxWorker::Impl {
     std::string address;
     ucp_ep_h ep = nullptr;
     bool peer_mode = true;  // UCP_ERR_HANDLING_MODE_PEER (else NONE)
-    uint64_t conn_id = 0;
+    AcceptedConn conn;      // the server's, for our request headers
     std::vector<RemoteRegionInfo> regions;
     std::vector<ucp_rkey_h> rkeys;
     std::string transports;
@@ -186,6 +193,7 @@ struct UcxWorker::Impl {
     bool peer_mode = true;
     absl::Time accepted;
     uint64_t owner = 0;  // Accept's tag
+    uint64_t key = 0;    // AcceptedConn::key
   };
   struct EpOwner {
     bool is_conn = false;
@@ -195,7 +203,7 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
     std::atomic<uint64_t> get_bytes_mapped{0}, put_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
-    std::atomic<uint64_t> served_errors{0};
+    std::atomic<uint64_t> served_errors{0}, unknown_conn_requests{0};
     std::atomic<uint64_t> served_calls{0}, calls_ok{0}, calls_failed{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
     std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
@@ -264,6 +272,9 @@ struct UcxWorker::Impl {
   // Calls made from here: req_id -> call, until sent and finished.
   absl::flat_hash_map<uint64_t, std::shared_ptr<CallOp>> calls;
   uint64_t next_peer = 1, next_conn = 1, next_req = 1;
+  // Requests for unknown connections or with a wrong key: one warning a second.
+  absl::Time unknown_conn_logged = absl::InfinitePast();
+  uint64_t unknown_conn_unlogged = 0;
   Counters c;
 
   // ---- completion plumbing
@@ -584,21 +595,36 @@ struct UcxWorker::Impl {
     return nullptr;
   }
 
+  // The endpoint to answer a request that names connection `conn_id` with `key`;
+  // null (counted, logged at most once a second) when no open connection has
+  // both: the sender is stale (its connection closed) or was never given the key.
+  ucp_ep_h RequestEp(const char* what, uint64_t conn_id, uint64_t key) {
+    auto it = conns.find(conn_id);
+    if (it != conns.end() && it->second->key == key) return it->second->ep;
+    c.served_errors.fetch_add(1);
+    c.unknown_conn_requests.fetch_add(1);
+    const absl::Time now = Clock::Real()->Now();
+    if (now - unknown_conn_logged < absl::Seconds(1)) {
+      ++unknown_conn_unlogged;
+    } else {
+      KVHUB_LOG(warn, "ucx: dropped a {} request for connection {}: {} (and {} more such requests since the last warning)",
+                what, conn_id, it == conns.end() ? "not open" : "wrong connection key", unknown_conn_unlogged);
+      unknown_conn_logged = now;
+      unknown_conn_unlogged = 0;
+    }
+    return nullptr;
+  }
+
   // Parses an AM request header and finds the connection to answer on; null
-  // (counted as a served error) for a malformed header or an unknown connection,
-  // which the client's deadline then fails.
+  // (counted as a served error) for a malformed header, an unknown connection or
+  // a wrong key, which the client's deadline then fails.
   ucp_ep_h AcceptRequest(const void* header, size_t len, const char* what, AmRequestHeader* h) {
     if (len == sizeof(*h)) std::memcpy(h, header, sizeof(*h));
     if (len != sizeof(*h) || h->magic != kAmMagic) {
       c.served_errors.fetch_add(1);
       return nullptr;
     }
-    ucp_ep_h ep = ReplyEp(h->conn_id);
-    if (ep == nullptr) {
-      c.served_errors.fetch_add(1);
-      KVHUB_LOG(warn, "ucx: {} request for unknown connection {}", what, h->conn_id);
-    }
-    return ep;
+    return RequestEp(what, h->conn_id, h->conn_key);
   }
 
   static ucs_status_t OnGetRequest(void* arg, const void* header, size_t header_length, void* data,
@@ -696,12 +722,8 @@ struct UcxWorker::Impl {
       self->c.served_errors.fetch_add(1);
       return UCS_OK;
     }
-    ucp_ep_h ep = self->ReplyEp(h.conn_id);
-    if (ep == nullptr) {
-      self->c.served_errors.fetch_add(1);
-      KVHUB_LOG(warn, "ucx: call for unknown connection {}", h.conn_id);
-      return UCS_OK;
-    }
+    ucp_ep_h ep = self->RequestEp("call", h.conn_id, h.conn_key);
+    if (ep == nullptr) return UCS_OK;
     self->c.served_calls.fetch_add(1);
     absl::StatusOr<std::string> answer;
     const CallHandler& handler = self->w->options_.calls;
@@ -758,7 +780,7 @@ struct UcxWorker::Impl {
     }
     const uint64_t req_id = next_req++;
     call->impl = this;
-    call->hdr = AmCallHeader{kAmMagic, call->hdr.method, it->second->conn_id, req_id};
+    call->hdr = AmCallHeader{kAmMagic, call->hdr.method, it->second->conn.id, it->second->conn.key, req_id};
     calls[req_id] = call;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
@@ -946,8 +968,8 @@ struct UcxWorker::Impl {
 
     // Active messages: a request header, then a response (with the bytes for a get).
     op->req_id = next_req++;
-    op->hdr = AmRequestHeader{kAmMagic, t.region,  peer->conn_id, op->req_id, t.offset,
-                              t.size,   t.grant, t.end_grant ? kAmFlagEndGrant : 0};
+    op->hdr = AmRequestHeader{kAmMagic, t.region, peer->conn.id,  peer->conn.key,
+                              op->req_id, t.offset, t.size, t.grant, t.end_grant ? kAmFlagEndGrant : 0};
     op->events = 2;  // our send completes + the response arrives
     op->awaiting_reply = true;
     awaiting[op->req_id] = op;
@@ -1195,7 +1217,30 @@ std::vector<RemoteRegionInfo> UcxWorker::ServedRegions() const {
   return out;
 }
 
-absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address, uint64_t owner) {
+namespace {
+// A non-zero key from the kernel's random source.
+absl::StatusOr<uint64_t> NewConnKey() {
+  uint64_t key = 0;
+  while (key == 0) {
+    const ssize_t n = ::getrandom(&key, sizeof(key), 0);
+    if (n == static_cast<ssize_t>(sizeof(key))) continue;
+    if (n < 0 && errno == EINTR) continue;
+    return absl::InternalError(absl::StrCat("ucx accept: no random connection key from the kernel (getrandom: ",
+                                            n < 0 ? std::strerror(errno) : "short read", ")"));
+  }
+  return key;
+}
+}  // namespace
+
+std::string FormatAcceptedConn(const AcceptedConn& conn) { return absl::StrCat(conn.id, ":", conn.key); }
+
+bool ParseAcceptedConn(absl::string_view text, AcceptedConn* conn) {
+  const size_t colon = text.find(':');
+  return colon != absl::string_view::npos && absl::SimpleAtoi(text.substr(0, colon), &conn->id) &&
+         absl::SimpleAtoi(text.substr(colon + 1), &conn->key);
+}
+
+absl::StatusOr<AcceptedConn> UcxWorker::Accept(absl::string_view client_address, uint64_t owner) {
   if (client_address.empty()) return absl::InvalidArgumentError("ucx accept: empty worker address");
   // The low 4 bits of a packed address's first byte are its format version, 0 or
   // 1; UCX 1.13 aborts the process (an assertion in ucp_address_unpack) on any
@@ -1204,7 +1249,9 @@ absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address, uin
     return absl::InvalidArgumentError(
         absl::StrCat("ucx accept: not a UCX worker address (address format version ", version, ")"));
   }
-  absl::StatusOr<uint64_t> result = absl::InternalError("not run");
+  absl::StatusOr<uint64_t> key = NewConnKey();
+  if (!key.ok()) return key.status();
+  absl::StatusOr<AcceptedConn> result = absl::InternalError("not run");
   Call([&] {
     bool peer_mode = true;
     absl::StatusOr<ucp_ep_h> ep = impl_->CreateEp(client_address, &peer_mode);
@@ -1213,10 +1260,11 @@ absl::StatusOr<uint64_t> UcxWorker::Accept(absl::string_view client_address, uin
       return;
     }
     const uint64_t id = impl_->next_conn++;
-    impl_->conns[id] = std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, Clock::Real()->Now(), owner});
+    impl_->conns[id] =
+        std::make_unique<Impl::Conn>(Impl::Conn{id, *ep, peer_mode, Clock::Real()->Now(), owner, *key});
     impl_->ep_owner[*ep] = Impl::EpOwner{true, id};
     impl_->c.accepted_peers.fetch_add(1);
-    result = id;
+    result = AcceptedConn{id, *key};
   });
   return result;
 }
@@ -1301,7 +1349,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     for (ucp_rkey_h k : peer->rkeys) ucp_rkey_destroy(k);
     peer->rkeys = std::move(rkeys);
     peer->regions = info.regions;
-    peer->conn_id = info.conn_id;
+    peer->conn = info.conn;
     std::vector<std::string> names;
     peer->transports = Impl::DescribeEp(peer->ep, &names);
     if (!peer->peer_mode) peer->transports += " (nofail)";
@@ -1557,6 +1605,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.served_get_bytes_completed = c.served_get_bytes_completed.load();
   s.served_put_bytes = c.served_put_bytes.load();
   s.served_errors = c.served_errors.load();
+  s.unknown_conn_requests = c.unknown_conn_requests.load();
   s.served_calls = c.served_calls.load();
   s.calls_ok = c.calls_ok.load();
   s.calls_failed = c.calls_failed.load();

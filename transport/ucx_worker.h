@@ -15,8 +15,11 @@
 // other side's CallHandler answers.
 //
 // Connection (the Connect RPC carries these bytes, see docs/transport.md):
-//   client: address() ---------------------------------> shard: Accept(addr) -> conn_id
-//   client: Connect({shard address(), ServedRegions(), conn_id}) -> PeerId
+//   client: address() ---------------------------------> shard: Accept(addr) -> conn
+//   client: Connect({shard address(), ServedRegions(), conn}) -> PeerId
+// `conn` (AcceptedConn) names the connection and carries its key, a random
+// secret every request header repeats: a peer that reaches the worker's UCX port
+// without having been handed the key cannot make it serve anything.
 // The endpoint cache keys peers by worker address: connecting twice to the same
 // address returns the same PeerId while the endpoint is healthy.
 //
@@ -64,11 +67,23 @@ struct RemoteRegionInfo {
   std::string packed_rkey;  // ucp_rkey_pack bytes
 };
 
+// A connection as the serving worker's Accept() made it. Hand both fields to the
+// client only over a channel that authenticates it: the key is what lets its
+// requests be served.
+struct AcceptedConn {
+  uint64_t id = 0;   // addresses the server's replies; ordered (Options::first_conn_id)
+  uint64_t key = 0;  // random, non-zero; requests naming `id` with another key are dropped
+};
+// "id:key" in decimal, and back (false on anything else): for handing a connection
+// to another process, as tests and benches do.
+std::string FormatAcceptedConn(const AcceptedConn& conn);
+bool ParseAcceptedConn(absl::string_view text, AcceptedConn* conn);
+
 // What a client needs to reach a serving worker.
 struct PeerInfo {
   std::string worker_address;             // ucp_worker_get_address bytes
   std::vector<RemoteRegionInfo> regions;  // index = region id (BlockLocation.region)
-  uint64_t conn_id = 0;                   // from the server's Accept(); addresses AM replies
+  AcceptedConn conn;                      // from the server's Accept()
   // The regions were allocated by UCX (UcxContext::Allocate) in shared memory:
   // over posix/sysv lanes, RMA to them is one-sided (kAuto then picks RMA).
   bool one_sided_shm = false;
@@ -129,6 +144,9 @@ struct UcxWorkerStats {
   // get_bytes_rma / put_bytes_rma count them.
   uint64_t served_get_bytes = 0, served_get_bytes_completed = 0, served_put_bytes = 0;
   uint64_t served_errors = 0;                            // AM requests refused or failed
+  // Of served_errors: requests dropped because no open connection has the id and
+  // key their header names (a stale client, or a peer never handed the key).
+  uint64_t unknown_conn_requests = 0;
   // Calls (CallPeer): answered here for peers (handler run, reply sent or not),
   // and made from here, by outcome.
   uint64_t served_calls = 0, calls_ok = 0, calls_failed = 0;
@@ -192,7 +210,10 @@ class UcxWorker {
   std::vector<RemoteRegionInfo> ServedRegions() const;
 
   // Server side: makes an endpoint back to a client for AM replies; returns the
-  // conn id the client passes in PeerInfo. INVALID_ARGUMENT for an empty address
+  // connection (id and key) the client passes in PeerInfo. Requests whose header
+  // names an accepted id with another key are dropped unanswered (counted in
+  // served_errors, logged at most once a second): the sender's deadline fails
+  // them. INVALID_ARGUMENT for an empty address
   // or one of an unknown format version; UNAVAILABLE if UCX cannot reach it.
   // UCX trusts the address: some malformed ones crash the process inside
   // ucp_ep_create (UCX 1.13), and a well-formed one that points at a port where no
@@ -202,7 +223,8 @@ class UcxWorker {
   // still accept only addresses from trusted clients.
   // `owner` is an opaque tag the acceptor attaches (kvhubd: a digest of the caller's
   // credentials); CheckAccepted compares it.
-  absl::StatusOr<uint64_t> Accept(absl::string_view client_address, uint64_t owner = 0);
+  // INTERNAL when the kernel gives no randomness for the key (getrandom).
+  absl::StatusOr<AcceptedConn> Accept(absl::string_view client_address, uint64_t owner = 0);
   // Closes an accepted connection. NOT_FOUND if unknown. With `flush_wait` > 0
   // the endpoint is closed in flush mode, which first completes its wire-up with
   // the client (UCX connects and exchanges wire-up messages with it) and delivers
