@@ -16,7 +16,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/u128.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "kvhub/v1/kvhub.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/kvhubd_process.h"
 #include "tests/testing/run_command.h"
@@ -254,6 +258,29 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   EXPECT_NE(r.out.find("now pinned"), std::string::npos) << r.out;
   r = RunCli(absl::StrCat("stats", addr));
   EXPECT_NE(r.out.find("pinned_blocks=1"), std::string::npos) << r.out;
+
+  // A block another publisher is storing (reserved, not committed) is not stored:
+  // the put says so and fails (before: "exists ... already stored", exit 0).
+  {
+    const std::string key3 = "0123456789abcdef0123456789abcdef";
+    auto stub = v1::KvHub::NewStub(grpc::CreateChannel((*proc)->grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext cc;
+    v1::PutStartRequest start;
+    start.set_namespace_("cli");
+    v1::PutItem* item = start.add_items();
+    std::string raw(16, '\0');
+    U128::FromHex(key3)->ToBytes(reinterpret_cast<uint8_t*>(raw.data()));
+    item->set_key(raw);
+    item->set_size(payload.size());
+    v1::PutStartResponse reserved;
+    ASSERT_TRUE(stub->PutStart(&cc, start, &reserved).ok());
+    ASSERT_EQ(reserved.items_size(), 1);
+    ASSERT_EQ(reserved.items(0).status().code(), 0);
+    r = RunCli(absl::StrCat("put --ns cli --key ", key3, " --file ", in, addr));
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("another publisher is storing block " + key3), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("exists"), std::string::npos) << r.out;
+  }
 
   r = RunCli(absl::StrCat("lookup --ns cli --key ", key, ",", key2, addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;

@@ -336,6 +336,16 @@ absl::Status CmdPut(Args& a) {
                 << (*c)->MemberAddress((*c)->OwnerOf(*key)) << "\n";
       return absl::OkStatus();
     case PutOutcome::kSkipped: {
+      // Skipped is also "being stored by another publisher right now": only a
+      // block the shard has is "exists".
+      absl::StatusOr<LookupResult> look = (*c)->Lookup(*ns, std::span<const BlockKey>(&*key, 1));
+      if (!look.ok()) return look.status();
+      if (!look->first_error.ok()) return look->first_error;
+      if (!look->present[0]) {
+        return absl::AbortedError(absl::StrCat("another publisher is storing block ", key->Hex(),
+                                               " right now; it is not stored yet (run the put again to store it "
+                                               "if that publisher gives up)"));
+      }
       if (!put.pin) {
         std::cout << "exists " << key->Hex() << " (already stored; unchanged)\n";
         return absl::OkStatus();
