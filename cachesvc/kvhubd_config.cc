@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/input_file.h"
+#include "common/log.h"
 #include "common/memory_limit.h"
 #include "common/ucx_net_devices.h"
 
@@ -344,9 +345,7 @@ absl::Status KvhubdConfig::Validate() const {
     return bad("metrics_max_namespaces", "must be in 1..4096");
   }
   if (metrics_max_models < 1 || metrics_max_models > 1024) return bad("metrics_max_models", "must be in 1..1024");
-  static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-  if (std::find_if(std::begin(kLevels), std::end(kLevels),
-                   [&](const char* l) { return log_level == l; }) == std::end(kLevels)) {
+  if (!IsLogLevel(log_level)) {
     return bad("log_level", absl::StrCat("'", log_level, "' is not trace|debug|info|warn|error|critical|off"));
   }
   if (ucx_tls.size() > 256 ||

@@ -232,7 +232,9 @@ int main(int argc, char** argv) {
     std::fputs(config.ToText().c_str(), stdout);
     return kvhub::ExitCodeAfterStdout(0, "kvhubd");  // a full disk is an error, not an empty config
   }
-  kvhub::SetLogLevel(config.log_level);
+  if (absl::Status s = kvhub::SetLogLevel(config.log_level); !s.ok()) {  // Validate() checked it
+    KVHUB_LOG(error, "{}", std::string(s.message()));
+  }
   RaiseOpenFileLimit();
 
   // Signals are taken synchronously by this thread; block them before any thread starts

@@ -2,9 +2,29 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <algorithm>
+#include <iterator>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
 namespace kvhub {
-void SetLogLevel(const std::string& level) {
-  spdlog::set_level(spdlog::level::from_str(level));
+namespace {
+constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+}  // namespace
+
+bool IsLogLevel(absl::string_view level) {
+  return std::find(std::begin(kLevels), std::end(kLevels), level) != std::end(kLevels);
+}
+
+absl::Status SetLogLevel(absl::string_view level) {
+  if (!IsLogLevel(level)) {
+    spdlog::set_level(spdlog::level::info);
+    return absl::InvalidArgumentError(
+        absl::StrCat("log level '", level, "' is not trace|debug|info|warn|error|critical|off; logging at info"));
+  }
+  spdlog::set_level(spdlog::level::from_str(std::string(level)));
+  return absl::OkStatus();
 }
 
 void LogToStderr(const std::string& program) {

@@ -10,13 +10,20 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
 #include <string>
 
 #define KVHUB_LOG(level, ...) ::spdlog::level(__VA_ARGS__)
 
 namespace kvhub {
-// Sets the global level from "trace|debug|info|warn|error|off"; unknown -> info.
-void SetLogLevel(const std::string& level);
+// The level names SetLogLevel takes: trace|debug|info|warn|error|critical|off.
+bool IsLogLevel(absl::string_view level);
+// Sets the global level from one of those names. Anything else sets info and
+// returns INVALID_ARGUMENT naming the valid levels (spdlog alone would turn
+// logging off for a name it does not know).
+absl::Status SetLogLevel(absl::string_view level);
 
 // Makes spdlog's default logger write to stderr under `program`'s name. Idempotent;
 // keeps the current level. Call it before starting threads that log.

@@ -16,6 +16,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -578,7 +579,9 @@ PYBIND11_MODULE(_native, m) {
   // tables), at warn unless KVHUB_LOG_LEVEL says otherwise, as for the kvhub CLI.
   LogToStderr("kvhub");
   const char* level = std::getenv("KVHUB_LOG_LEVEL");
-  SetLogLevel(level != nullptr ? level : "warn");
+  if (absl::Status s = SetLogLevel(level != nullptr ? level : "warn"); !s.ok()) {
+    std::fprintf(stderr, "kvhub: KVHUB_LOG_LEVEL: %s\n", std::string(s.message()).c_str());
+  }
   py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
 
   py::class_<ModelSpec>(m, "ModelSpec")

@@ -172,7 +172,10 @@ int Run() {
     std::fprintf(stderr, "kvhub-demo: --spec: %s\n", spec.status().ToString().c_str());
     return 2;
   }
-  SetLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    std::fprintf(stderr, "kvhub-demo: --log_level: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   ClientConfig config;
   config.members = *members;
   config.ucx_tls = absl::GetFlag(FLAGS_ucx_tls);

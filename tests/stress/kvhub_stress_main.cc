@@ -965,7 +965,9 @@ int Main(int argc, char** argv) {
     return 2;
   };
   if (rest.size() > 1) return usage(absl::StrCat("unexpected argument '", rest[1], "'"));
-  SetLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    return usage(absl::StrCat("--log_level: ", s.message()));
+  }
 
   Options o;
   o.threads = absl::GetFlag(FLAGS_threads);

@@ -531,7 +531,9 @@ int main(int argc, char** argv) {
   if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub")) return kvhub::ExitCodeAfterStdout(0, "kvhub");
   // An operator's one-shot command: the client's connection chatter only when asked for.
   const char* level = std::getenv("KVHUB_LOG_LEVEL");
-  kvhub::SetLogLevel(level != nullptr ? level : "warn");
+  if (absl::Status s = kvhub::SetLogLevel(level != nullptr ? level : "warn"); !s.ok()) {
+    std::fprintf(stderr, "kvhub: KVHUB_LOG_LEVEL: %s\n", std::string(s.message()).c_str());
+  }
   kvhub::TuneMallocForLargeBuffers();
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   return kvhub::ExitCodeAfterStdout(kvhub::cli::Main(argc, argv), "kvhub");
