@@ -101,12 +101,21 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --sim --max_requests 0", "--max_requests must be"},
            {" --sim --high_watermark 0.9", "--high_watermark models a kvhubd tier"},
            {" --sim --json /nonexistent-dir/r.json", "--json: cannot write /nonexistent-dir/r.json"},
+           // Accepted or dropped without a word before (session 23).
+           {" --sim --capacities 1K --budget_accounting bogus", "--budget_accounting is encoded or store"},
+           {" --sim --capacities 1K --budget_accounting store", "applies to --byte_budget only"},
+           {" --sim --capacities 1K --byte_budget 1K", "not both"},
+           {" --live --spawn 1 --shard_capacity 17179869185GiB", "overflows 64 bits"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
            {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
   }
+  // A generated trace with no request is refused (was a table of 0.00% and exit 0).
+  RunResult none = RunReplay("--generate agentic --duration_s 0.01 --sim --capacities 1K");
+  EXPECT_NE(none.exit_code, 0) << none.out;
+  EXPECT_NE(none.out.find("made no requests"), std::string::npos) << none.out;
   // A generated trace too large to hold (6e9 requests) is refused up front (was bad_alloc).
   RunResult big = RunReplay("--generate agentic --rate 10000 --duration_s 604800 --sim");
   EXPECT_EQ(big.exit_code, 2) << big.out;

@@ -112,6 +112,7 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
   EXPECT_EQ(live->verify_failures, 0u);
   EXPECT_EQ(live->fetch_failures, 0u);
   EXPECT_EQ(live->put_failures, 0u);
+  EXPECT_EQ(live->errors(), 0u) << live->first_error;
   EXPECT_EQ(live->requests, trace.requests.size());
 
   std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
@@ -153,6 +154,39 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
     for (const auto& t : ms.stats->tiers()) evictions += t.evictions();
   }
   EXPECT_GT(evictions, 0u);
+}
+
+// A shard that is down turns its blocks into misses the cache did not cause: the
+// replay counts them as errors with the first one (kvhub-replay then exits
+// non-zero) instead of reporting a lower hit rate as the cache's.
+TEST(ReplayLive, ShardErrorsAreCountedNotTakenForMisses) {
+  WorkloadConfig wc;
+  wc.seed = 7;
+  wc.duration_s = 120;
+  auto gen = GenerateWorkload(wc);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  Trace trace = TruncateTrace(*gen, 40);
+  PayloadConfig pcfg;
+  pcfg.codec = "raw";
+  pcfg.bytes_per_token = 64;
+  auto payloads = PayloadFactory::Create(pcfg);
+  ASSERT_TRUE(payloads.ok()) << payloads.status();
+  Cluster cluster;
+  StoreModel model;
+  StartCluster(2, 1000, (*payloads)->block_bytes(), "lru", false, &cluster, &model);
+  if (HasFatalFailure()) return;
+  LiveOptions lo;
+  lo.ns = "errors";
+  auto healthy = RunLive(TruncateTrace(trace, 10), *cluster.client, **payloads, lo);
+  ASSERT_TRUE(healthy.ok()) << healthy.status();
+  EXPECT_EQ(healthy->errors(), 0u) << healthy->first_error;
+  ASSERT_TRUE(cluster.procs[1]->Kill().ok());
+  auto live = RunLive(trace, *cluster.client, **payloads, lo);
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_GT(live->lookup_failures, 0u);
+  EXPECT_GT(live->put_failures, 0u);
+  EXPECT_GT(live->errors(), 0u);
+  EXPECT_FALSE(live->first_error.ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,

@@ -98,6 +98,9 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
   const size_t n_req = o.max_requests == 0 ? trace.requests.size()
                                            : std::min(o.max_requests, trace.requests.size());
   LiveResult res;
+  const auto note = [&res](const absl::Status& s) {
+    if (res.first_error.ok() && !s.ok()) res.first_error = s;
+  };
   std::vector<double> lookup_us, fetch_us, publish_us;
   std::vector<int32_t> tokens;
   std::vector<std::vector<uint8_t>> payload;  // per block of the request
@@ -127,6 +130,8 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
     Clock::time_point t1 = Clock::now();
     if (!look.ok()) return look.status();
     lookup_us.push_back(Seconds(t1 - t0) * 1e6);
+    res.lookup_failures += look->unreachable_keys;
+    note(look->first_error);
     const size_t lead = std::min(look->hit_blocks, n);
     res.lookup_hit_blocks += lead;
 
@@ -146,6 +151,11 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
       res.fetch_s += Seconds(f1 - f0);
       valid = got->valid_blocks;
       res.fetch_failures += lead - valid;
+      for (const absl::Status& s : got->status) {
+        if (s.ok() || absl::IsNotFound(s)) continue;
+        ++res.fetch_errors;
+        note(s);
+      }
       for (size_t i = 0; i < valid; ++i) res.fetched_bytes += got->sizes[i];
       if (o.verify) {
         for (size_t i = 0; i < valid; ++i) {
@@ -183,6 +193,7 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
     res.published_blocks += pub->stored;
     res.skipped_blocks += pub->skipped;
     res.put_failures += pub->failed;
+    for (const absl::Status& s : pub->errors) note(s);
     res.published_bytes += pub->bytes_uploaded;
   }
   res.wall_s = Seconds(Clock::now() - start);

@@ -68,6 +68,13 @@ struct LiveResult {
   uint64_t put_failures = 0;         // blocks Publish could not store
   uint64_t fetch_failures = 0;       // looked up but not loaded (evicted meanwhile, errors)
   uint64_t verify_failures = 0;      // loaded but bytes differ from the expected payload
+  // Keys whose shard did not answer a lookup (counted as misses: the hit rate is
+  // then too low), and blocks a Fetch failed with an error other than NOT_FOUND
+  // (of fetch_failures; NOT_FOUND is a block evicted meanwhile, a real miss).
+  uint64_t lookup_failures = 0, fetch_errors = 0;
+  absl::Status first_error;          // the first lookup, fetch or put error; OK if none
+  // Failures that make the run's numbers untrustworthy (everything but evictions).
+  uint64_t errors() const { return lookup_failures + fetch_errors + put_failures + verify_failures; }
   double wall_s = 0, fetch_s = 0, publish_s = 0;
   LatencySummary lookup, fetch, publish;  // per request (fetch: requests with a hit)
   double hit_rate() const {
