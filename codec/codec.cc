@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "codec/kernels.h"
@@ -547,6 +548,13 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
   }
   if (sh.RawBytes() > BlockHeader::kMaxRawBytes) {
     return absl::InvalidArgumentError("encode: block larger than the format limit");
+  }
+  if (p.codec == CodecId::kLossless && sh.SegmentElements() > std::numeric_limits<uint32_t>::max()) {
+    // A plane's length is a u32 (docs/format.md): a stored plane of 2^32 bytes
+    // would be written with length 0 and never decode.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encode: lossless planes hold at most 2^32-1 bytes; a segment of this shape has ", sh.SegmentElements(),
+        " elements (fewer tokens per block, or another codec)"));
   }
   if (auto s = CheckPosition(kv.base_position, "encode: base_position"); !s.ok()) return s;
   const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;

@@ -152,6 +152,24 @@ TEST(CodecTest, LosslessIsBitExactForEveryDtypeAndSpecialValues) {
   }
 }
 
+// A plane's length is a u32 in the format: a shape whose segments hold 2^32
+// elements (within the 2^34-byte block limit) used to encode "successfully" into a
+// block that never decodes. It is refused before any byte of the input is read
+// (the view below claims 16 GiB over a one-byte buffer).
+TEST(CodecTest, LosslessRefusesSegmentsItsPlaneLengthsCannotHold) {
+  KvView kv;
+  kv.shape = KvShape{1, 1024, 64, 65536, DType::kBf16};
+  ASSERT_EQ(kv.shape.SegmentElements(), uint64_t{1} << 32);
+  ASSERT_TRUE(kv.shape.Validate().ok());
+  const uint8_t one = 0;
+  kv.data = &one;
+  kv.size = kv.shape.RawBytes();
+  std::vector<uint8_t> out;
+  const absl::Status s = Encode(kv, Params(CodecId::kLossless), &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("2^32-1"), absl::string_view::npos) << s;
+}
+
 TEST(CodecTest, ScalarAndSimdGiveIdenticalBytes) {
   SyntheticKvConfig c;
   c.layers = 2;
