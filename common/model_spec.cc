@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/hash.h"
+#include "common/utf8.h"
 
 namespace kvhub {
 
@@ -54,6 +55,11 @@ absl::Status ModelSpec::Validate() const {
       return absl::InvalidArgumentError(absl::StrCat(
           "model spec: model name may not contain whitespace, control bytes, '|', '=' or ','"));
     }
+  }
+  if (!IsUtf8(model)) {
+    // DESIGN §2: the canonical text is UTF-8 (engines in other languages hash the
+    // UTF-8 encoding of the name; protobuf refuses it otherwise).
+    return absl::InvalidArgumentError("model spec: model name is not valid UTF-8");
   }
   auto range = [](absl::string_view name, uint32_t v, uint32_t lo, uint32_t hi) -> absl::Status {
     if (v < lo || v > hi) {

@@ -29,13 +29,25 @@ TEST(ModelSpecTest, RejectsBadFields) {
                           "model=m,layers=1,kv_heads=1,head_dim=1,colour=red",
                           "model=m,layers=1,kv_heads=1,head_dim=1,block_tokens=0",
                           "model=m,layers=2,kv_heads=1,head_dim=1,layers=3",  // a field twice
-                          "model=m,layers=1,kv_heads=1,head_dim=1,model=m"}) {
+                          "model=m,layers=1,kv_heads=1,head_dim=1,model=m",
+                          // Not UTF-8 (DESIGN §2 hashes the UTF-8 name): Latin-1, a stray
+                          // continuation byte, an overlong '/', a surrogate.
+                          "model=caf\xe9,layers=1,kv_heads=1,head_dim=1",
+                          "model=m\x80,layers=1,kv_heads=1,head_dim=1",
+                          "model=\xc0\xaf,layers=1,kv_heads=1,head_dim=1",
+                          "model=\xed\xa0\x80,layers=1,kv_heads=1,head_dim=1"}) {
     auto spec = ModelSpec::Parse(bad);
     EXPECT_FALSE(spec.ok()) << bad;
     if (!spec.ok()) {
       EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
     }
   }
+}
+
+TEST(ModelSpecTest, AcceptsUtf8ModelNames) {
+  auto spec = ModelSpec::Parse("model=caf\xc3\xa9-\xe6\xa8\xa1\xe5\x9e\x8b,layers=1,kv_heads=1,head_dim=1");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, "caf\xc3\xa9-\xe6\xa8\xa1\xe5\x9e\x8b");
 }
 
 }  // namespace
