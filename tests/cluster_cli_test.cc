@@ -130,7 +130,7 @@ TEST(ClusterCliTest, KeysAcceptCommaSeparatedTokens) {
   // ...but an empty field would drop an id and hash another prompt: refused.
   RunResult gap = RunCli(
       "keys --ns default --spec model=m,layers=1,kv_heads=1,head_dim=8,block_tokens=2 --tokens 1,2,,3,4,5");
-  EXPECT_EQ(gap.exit_code, 1);
+  EXPECT_EQ(gap.exit_code, 2);  // a bad argument value: usage
   EXPECT_NE(gap.out.find("no token id before comma 3 (after 2 ids)"), std::string::npos) << gap.out;
 }
 
@@ -143,12 +143,22 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   r = RunCli("frobnicate");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("unknown command"), std::string::npos) << r.out;
+  // Bad argument values are usage errors (exit 2), as the header says (were exit 1).
   r = RunCli("keys --ns x --spec model=m,layers=0,kv_heads=1,head_dim=8 --tokens 1");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("layers"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("--spec: model spec: layers"), std::string::npos) << r.out;
   r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1,zz");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("zz"), std::string::npos) << r.out;
+  r = RunCli("keys --ns 'a\tb' --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("--ns: namespace holds a control byte"), std::string::npos) << r.out;
+  r = RunCli("lookup --addr 127.0.0.1:1 --ns x --key 0g");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  // A token file's content is input, not usage: exit 1; an endless one is refused.
+  r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens-file /dev/zero");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("at most 16 MiB"), std::string::npos) << r.out;
   r = RunCli("keys --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--ns"), std::string::npos) << r.out;
@@ -208,7 +218,7 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
     EXPECT_NE(r.out.find("standard input is larger than"), std::string::npos) << r.out;
   }
   r = RunCli("get --ns x --key nothex --addr 127.0.0.1:1");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   r = RunCli("put --ns x --key 00112233445566778899aabbccddeeff --file /tmp --addr 127.0.0.1:1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("'/tmp': it is a directory"), std::string::npos) << r.out;

@@ -123,16 +123,33 @@ absl::StatusOr<std::vector<int32_t>> TokensArg(Args& a) {
   if (inline_tokens.has_value() == file.has_value()) {
     return Usage("give exactly one of --tokens and --tokens-file");
   }
-  if (inline_tokens.has_value()) return ParseTokens(*inline_tokens, "--tokens");
-  absl::StatusOr<std::string> text = ReadInput(*file);
-  if (!text.ok()) return text.status();
-  return ParseTokens(*text, *file);
+  if (inline_tokens.has_value()) {
+    absl::StatusOr<std::vector<int32_t>> tokens = ParseTokens(*inline_tokens, "--tokens");
+    if (!tokens.ok()) return Usage(tokens.status().message());
+    return tokens;
+  }
+  {
+    // A prompt of millions of tokens fits; /dev/zero or an endless pipe is refused
+    // instead of growing until the process is killed.
+    constexpr size_t kMaxTokensFileBytes = size_t{16} << 20;
+    absl::StatusOr<std::string> text = ReadInput(*file, kMaxTokensFileBytes);
+    if (!text.ok()) {
+      if (absl::IsResourceExhausted(text.status())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tokens-file: ", text.status().message(), " (at most 16 MiB of token ids)"));
+      }
+      return text.status();
+    }
+    return ParseTokens(*text, *file);  // the file's content: a failure (exit 1), not usage
+  }
 }
 
 absl::StatusOr<ModelSpec> SpecArg(Args& a) {
   absl::StatusOr<std::string> s = Required(a, "spec");
   if (!s.ok()) return s.status();
-  return ModelSpec::Parse(*s);
+  absl::StatusOr<ModelSpec> spec = ModelSpec::Parse(*s);
+  if (!spec.ok()) return Usage(absl::StrCat("--spec: ", spec.status().message()));
+  return spec;
 }
 
 // The keys a command names: --key HEX[,HEX...], or the full blocks of --spec and
@@ -150,7 +167,7 @@ absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns,
     for (absl::string_view h : absl::StrSplit(*keys, ',', absl::SkipEmpty())) {
       absl::StatusOr<U128> k = U128::FromHex(absl::StripAsciiWhitespace(h));
       if (!k.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("--key '", h, "': ", k.status().message()));
+        return Usage(absl::StrCat("--key '", h, "': ", k.status().message()));
       }
       out.push_back(*k);
     }
@@ -218,7 +235,7 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
 absl::StatusOr<std::string> NamespaceArg(Args& a) {
   absl::StatusOr<std::string> ns = Required(a, "ns");
   if (!ns.ok()) return ns;
-  if (absl::Status s = ValidateNamespace(*ns); !s.ok()) return s;
+  if (absl::Status s = ValidateNamespace(*ns); !s.ok()) return Usage(absl::StrCat("--ns: ", s.message()));
   return ns;
 }
 
@@ -301,13 +318,13 @@ absl::Status CmdPut(Args& a) {
   absl::StatusOr<std::string> key_hex = Required(a, "key");
   if (!key_hex.ok()) return key_hex.status();
   absl::StatusOr<U128> key = U128::FromHex(*key_hex);
-  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--key: ", key.status().message()));
+  if (!key.ok()) return Usage(absl::StrCat("--key: ", key.status().message()));
   BlockPut put;
   put.key = *key;
   if (std::optional<std::string> p = a.Get("parent"); p.has_value()) {
     absl::StatusOr<U128> parent = U128::FromHex(*p);
     if (!parent.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--parent: ", parent.status().message()));
+      return Usage(absl::StrCat("--parent: ", parent.status().message()));
     }
     put.parent = *parent;
   }
@@ -368,7 +385,7 @@ absl::Status CmdGet(Args& a) {
   absl::StatusOr<std::string> key_hex = Required(a, "key");
   if (!key_hex.ok()) return key_hex.status();
   absl::StatusOr<U128> key = U128::FromHex(*key_hex);
-  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--key: ", key.status().message()));
+  if (!key.ok()) return Usage(absl::StrCat("--key: ", key.status().message()));
   uint64_t max_bytes = 64ull << 20;
   if (std::optional<std::string> m = a.Get("max-bytes"); m.has_value()) {
     absl::string_view v = *m;
