@@ -527,6 +527,10 @@ absl::Status CodecParams::Validate() const {
 
 absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, uint32_t sinks) {
   if (auto s = sh.Validate(); !s.ok()) return s;
+  if (auto s = p.Validate(); !s.ok()) return s;
+  if (sinks > sh.tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("encoded size: ", sinks, " sink tokens in a block of ", sh.tokens));
+  }
   if (p.codec == CodecId::kLossless) {
     return absl::InvalidArgumentError("lossless blocks have data-dependent sizes");
   }

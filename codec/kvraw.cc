@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "codec/block_format.h"
+#include "codec/rope.h"
 #include "common/input_file.h"
 #include "common/output_file.h"
 
@@ -61,6 +62,13 @@ absl::StatusOr<KvRaw> ParseKvRaw(const std::vector<uint8_t>& b) {
   kv.rope_pairing = static_cast<RopePairing>(p[25]);
   kv.rope_base = std::bit_cast<double>(GetU64(p + 32));
   kv.base_position = static_cast<int64_t>(GetU64(p + 40));
+  for (size_t i : {26, 27, 28, 29, 30, 31}) {
+    if (p[i] != 0) return absl::InvalidArgumentError(absl::StrCat("kvraw: header byte ", i, " must be 0"));
+  }
+  for (size_t i = 48; i < kRawHeader; ++i) {
+    if (p[i] != 0) return absl::InvalidArgumentError(absl::StrCat("kvraw: header byte ", i, " must be 0"));
+  }
+  if (auto s = CheckPosition(kv.base_position, "kvraw: base_position"); !s.ok()) return s;
   if (auto s = kv.shape.Validate(); !s.ok()) return s;
   if (!std::isfinite(kv.rope_base) || kv.rope_base <= 0) {
     return absl::InvalidArgumentError("kvraw: rope_base must be finite and > 0");
@@ -88,6 +96,9 @@ std::vector<uint8_t> SerializeQueries(const KvShape& sh, const Queries& q) {
 absl::StatusOr<Queries> ParseQueries(const KvShape& sh, const std::vector<uint8_t>& b) {
   if (b.size() < kQHeader || GetU32(b.data()) != kQMagic || GetU32(b.data() + 4) != 1) {
     return absl::InvalidArgumentError("kvq: bad header");
+  }
+  for (size_t i = 24; i < kQHeader; ++i) {
+    if (b[i] != 0) return absl::InvalidArgumentError(absl::StrCat("kvq: header byte ", i, " must be 0"));
   }
   Queries q;
   q.per_kv_head = GetU32(b.data() + 16);

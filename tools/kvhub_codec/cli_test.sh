@@ -80,4 +80,22 @@ PY
 "$B" inspect "$D/a.raw.kvb" >/dev/null
 "$B" encode --codec lossless "$D/inf.kvraw" "$D/inf.kvb"  # lossless keeps any bits
 fails "$B" eval --codec lossless "$D/inf.kvraw"
+# .kvraw headers: a base position out of [0, 2^52] or a non-zero reserved byte is
+# refused on reading (was accepted; eval of the int4 ablation then used it as is).
+/usr/bin/python3 - "$D/inf.kvraw" "$D/negpos.kvraw" "$D/junk.kvraw" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+neg = bytearray(b); struct.pack_into('<q', neg, 40, -5); open(sys.argv[2], 'wb').write(neg)
+junk = bytearray(b); junk[50] = 1; open(sys.argv[3], 'wb').write(junk)
+PY
+fails "$B" eval --codec int4-per-token-keys "$D/negpos.kvraw"
+fails "$B" encode --codec lossless "$D/junk.kvraw" "$D/junk.kvb"
+# gen whose .kvq sidecar cannot be written leaves no new .kvraw beside the old sidecar.
+mkdir "$D/side.kvraw.kvq"
+fails "$B" gen --layers 1 --kv-heads 1 --head-dim 16 --tokens 8 "$D/side.kvraw"
+test ! -e "$D/side.kvraw"
+# --codec all --pre-rope: every codec that takes pre-RoPE keys (lossless does not).
+"$B" eval --codec all --pre-rope "$D/a.kvraw" > "$D/prerope.json"
+test "$(wc -l < "$D/prerope.json")" -eq 6
+fails grep -q '"codec":"lossless"' "$D/prerope.json"
 echo "kvhub-codec CLI test passed"

@@ -156,6 +156,9 @@ int Gen(const Args& a) {
   if (auto s = WriteFileBytes(a.pos[0], SerializeKvRaw(raw)); !s.ok()) return Fail(s);
   Queries q{g->queries_per_kv_head, std::move(g->queries)};
   if (auto s = WriteFileBytes(a.pos[0] + ".kvq", SerializeQueries(raw.shape, q)); !s.ok()) {
+    // The new data must not stay beside an older sidecar of the same shape: eval
+    // would pair them without a word.
+    std::remove(a.pos[0].c_str());
     return Fail(s);
   }
   return 0;
@@ -290,6 +293,12 @@ int EvalCmd(const Args& a) {
   std::string c = a.opts.at("--codec");
   if (c == "all") {
     names = {"raw", "lossless", "fp8", "int8", "kivi4", "kivi2", "int4-per-token-keys"};
+    if (a.opts.count("--pre-rope")) {
+      // Pre-RoPE keys are not bit-exact: lossless refuses them (it failed the whole
+      // run after raw's line was out).
+      std::erase(names, "lossless");
+      std::fprintf(stderr, "eval: lossless skipped: --pre-rope keys are not bit-exact\n");
+    }
   } else {
     names = {c};
   }
