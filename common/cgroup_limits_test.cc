@@ -105,6 +105,12 @@ TEST_F(MemoryLimitTest, CpuQuotaOfTheGroupOrAnAncestorBindsRoundedUp) {
   EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 1);
   Write("cgroup/kubepods/pod1/ctr/cpu.max", "garbage\n");
   EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 3);
+  // A quota of more CPUs than an int holds binds nothing (it truncated to 1), and
+  // the largest quota and period do not overflow.
+  Write("cgroup/kubepods/pod1/ctr/cpu.max", "4294967297000 1000\n");
+  EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 3);
+  Write("cgroup/kubepods/pod1/ctr/cpu.max", "9223372036854775807 9223372036854775807\n");
+  EXPECT_EQ(ReadCpuLimit(cpu_sources_).cpus, 1);
 }
 
 TEST_F(MemoryLimitTest, CpuQuotaOfCgroupV1) {

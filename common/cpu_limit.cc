@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -27,7 +28,10 @@ int AffinityCpus() {
 // ceil(quota / period) CPUs, or 0 for no limit (or anything unparsable).
 int QuotaCpus(int64_t quota, int64_t period) {
   if (quota <= 0 || period <= 0) return 0;
-  return static_cast<int>((quota + period - 1) / period);
+  // Without overflow for any int64 pair; a quota of more CPUs than an int holds is
+  // no limit in practice (it used to truncate to a small count).
+  const int64_t cpus = quota / period + (quota % period != 0 ? 1 : 0);
+  return cpus > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max() : static_cast<int>(cpus);
 }
 
 void Lower(CpuLimit* limit, int cpus, const std::string& source) {

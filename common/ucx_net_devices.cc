@@ -10,8 +10,21 @@
 namespace kvhub {
 
 bool IsLoopbackHostPort(absl::string_view host_port) {
-  return absl::StartsWith(host_port, "127.") || absl::StartsWith(host_port, "localhost:") ||
-         absl::StartsWith(host_port, "[::1]:");
+  if (absl::StartsWith(host_port, "localhost:") || absl::StartsWith(host_port, "[::1]:")) return true;
+  // 127.0.0.0/8 as a dotted IPv4 address, not a host name that starts with "127."
+  // (127.db.example.com is remote).
+  const size_t colon = host_port.rfind(':');
+  const absl::string_view host = host_port.substr(0, colon);
+  if (!absl::StartsWith(host, "127.") || colon == absl::string_view::npos) return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
+      return false;
+    }
+  }
+  return dots == 3;
 }
 
 std::string ResolveUcxNetDevices(absl::string_view setting, bool peers_on_loopback) {

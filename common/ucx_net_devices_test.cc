@@ -17,6 +17,10 @@ TEST(UcxNetDevicesTest, LoopbackAddresses) {
   EXPECT_FALSE(IsLoopbackHostPort("[::]:7480"));
   EXPECT_FALSE(IsLoopbackHostPort("localhost.example.com:7480"));
   EXPECT_FALSE(IsLoopbackHostPort("kvhub-0.kvhub:7480"));
+  // A host name that starts with "127." is not an address (it was taken for one).
+  EXPECT_FALSE(IsLoopbackHostPort("127.db.example.com:7000"));
+  EXPECT_FALSE(IsLoopbackHostPort("127.0.0.1.example.com:7000"));
+  EXPECT_FALSE(IsLoopbackHostPort("127.0.0.1"));
 }
 
 TEST(UcxNetDevicesTest, AutoKeepsUcxOnLoopbackWhenEveryPeerIsThere) {

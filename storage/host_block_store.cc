@@ -560,7 +560,7 @@ void HostBlockStore::DropLease(uint32_t idx) {
   rec.gen = generations_.Next(rec.gen);
   free_leases_.PushHead(idx);
   Slot& slot = slots_[s];
-  if (--slot.leases == 0) {
+  if (slot.leases > 0 && --slot.leases == 0) {  // as EndTransfer: never wraps
     --stats_.leased_blocks;
     if (slot.state == State::kZombie) FreeSlot(s);
   }
