@@ -84,8 +84,26 @@ void GhostFifo::PopOldest() {
   if (i != kNpos && table_[i].seq == e.seq) EraseAt(i);  // else refreshed or erased since
 }
 
+void GhostFifo::Compact() {
+  const size_t n = ring_.size();
+  size_t kept = 0;
+  for (size_t k = 0; k < used_; ++k) {
+    const Entry e = ring_[(head_ + k) % n];
+    if (e.seq == 0) continue;
+    const size_t i = Find(e.digest);
+    if (i == kNpos || table_[i].seq != e.seq) continue;  // erased or refreshed since
+    ring_[(head_ + kept) % n] = e;                      // kept <= k: in place, in order
+    ++kept;
+  }
+  used_ = kept;
+}
+
 void GhostFifo::Insert(uint64_t digest) {
   Erase(digest);
+  // Ring entries of digests erased or refreshed since stay until they reach the
+  // head. When a quarter of a full ring is such dead entries, reclaim them before
+  // growing or dropping a live digest (amortized O(1) per insert).
+  if (used_ == ring_.size() && (used_ - live_) * 4 >= used_ && used_ > live_) Compact();
   if (used_ == ring_.size() && ring_.size() < capacity_) Grow();
   if (used_ == ring_.size()) PopOldest();
   uint64_t seq = next_seq_++;

@@ -45,6 +45,8 @@ class GhostFifo {
   size_t Find(uint64_t digest) const;  // table index or npos
   void EraseAt(size_t i);
   void PopOldest();
+  // Drops the ring's dead entries, keeping the live ones in order.
+  void Compact();
   // Doubles the room (at most capacity_), keeping every digest and its order.
   void Grow();
   // Sizes the table for `room` digests (load factor <= 1/2) and empties it.
