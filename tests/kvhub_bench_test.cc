@@ -79,5 +79,25 @@ TEST(KvhubBenchTest, ABenchAgainstALiveShardLeavesNoBlocksBehind) {
   EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
 }
 
+// Interrupted (Ctrl-C, SIGTERM from a job runner), the bench stops measuring,
+// exits 130 and still removes its blocks from a cluster it did not start (they
+// used to stay and evict the users' data).
+TEST(KvhubBenchTest, AnInterruptedBenchStillRemovesItsBlocks) {
+  auto shard = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  RunResult r = testing::RunCommand(absl::StrCat(
+      testing::ProgramPath("kvhub-bench"), " --addr ", (*shard)->grpc_address(),
+      " --transport grpc --seconds 30 --sizes 64KiB --batches 4 --get-modes inline --put-paths inline"
+      " --concurrency 2 --no-redis 2>&1 & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo \"rc=$?\""));
+  EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("interrupted"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("removed its"), std::string::npos) << r.out;
+  RunResult stats = testing::RunCommand(
+      absl::StrCat(testing::ProgramPath("kvhub"), " stats --addr ", (*shard)->grpc_address(), " 2>&1"));
+  ASSERT_EQ(stats.exit_code, 0) << stats.out;
+  EXPECT_NE(stats.out.find(" blocks=0 "), std::string::npos) << stats.out;
+  EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
+}
+
 }  // namespace
 }  // namespace kvhub

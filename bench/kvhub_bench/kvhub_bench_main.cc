@@ -18,6 +18,7 @@
 // With spawned shards every kvhub row also reports the shards' CPU seconds per GiB
 // moved (utime+stime from /proc/<pid>/stat before and after the row).
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +41,7 @@
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
 #include "common/version.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -55,6 +57,40 @@
 
 namespace kvhub::bench {
 namespace {
+
+// SIGINT/SIGTERM: the running cell ends early, no other starts, and the bench
+// still removes its blocks from a cluster it did not start.
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void OnInterrupt(int) { g_interrupted.store(true, std::memory_order_relaxed); }
+
+// The first error of a cell, shown with its row (a benchmark that only counts
+// errors leaves the user guessing). Thread-safe.
+class CellError {
+ public:
+  void Note(const absl::Status& why) {
+    if (why.ok()) return;
+    absl::MutexLock l(&mu_);
+    if (first_.ok()) first_ = why;
+  }
+  absl::Status Take() {
+    absl::MutexLock l(&mu_);
+    return std::exchange(first_, absl::OkStatus());
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::Status first_ ABSL_GUARDED_BY(mu_);
+};
+
+// The first error among a Put's blocks (OK if none failed).
+absl::Status FirstPutError(const absl::StatusOr<PutResult>& res) {
+  if (!res.ok()) return res.status();
+  for (const absl::Status& e : res->errors) {
+    if (!e.ok()) return e;
+  }
+  return absl::OkStatus();
+}
 
 constexpr char kUsage[] =
     "usage: kvhub-bench [--addr H:P | --members A,B | --spawn N] [--concurrency 4] [--seconds 1]\n"
@@ -103,6 +139,7 @@ struct Row {
   int concurrency = 0;
   double seconds = 0;
   uint64_t ops = 0, bytes = 0, keys = 0, errors = 0;
+  absl::Status first_error;  // of the `errors`
   double shard_cpu_s = -1;  // CPU seconds of the spawned shards during the row; -1 unknown
   double cpu_s_per_gib() const { return shard_cpu_s >= 0 && bytes > 0 ? shard_cpu_s / (bytes / 1073741824.0) : -1; }
   double gbps() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
@@ -159,7 +196,11 @@ Row Drive(int threads, double seconds, Body body) {
       errors += my_err;
     });
   }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  while (std::chrono::steady_clock::now() < end && !g_interrupted.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_until(std::min(end, std::chrono::steady_clock::now() + std::chrono::milliseconds(50)));
+  }
   stop = true;
   for (auto& t : ts) t.join();
   Row r;
@@ -225,11 +266,12 @@ std::unique_ptr<Client> MakeUcxClient(const Options& o, const std::string& tls) 
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
   if (!c.ok()) {
     std::cerr << "kvhub-bench: " << c.status() << "\n";
-    std::exit(1);
+    return nullptr;
   }
   return *std::move(c);
 }
 
+// Null (the reason printed) if the client cannot be made.
 std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path, absl::string_view get_mode) {
   ClientConfig cfg;
   cfg.transport = TransportMode::kGrpc;  // the gRPC rows: UCX rows use MakeUcxClient
@@ -243,7 +285,7 @@ std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path,
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(cfg);
   if (!c.ok()) {
     std::cerr << "kvhub-bench: " << c.status() << "\n";
-    std::exit(1);
+    return nullptr;
   }
   return *std::move(c);
 }
@@ -370,9 +412,13 @@ int Main(int argc, char** argv) {
   }
   // Every member must answer before any cell runs: a table of failed operations
   // measures nothing.
-  if (absl::Status up = MakeClient(o, "inline", "inline")->CheckMembersAnswer(); !up.ok()) {
-    std::cerr << "kvhub-bench: " << up << "\n";
-    return 1;
+  {
+    std::unique_ptr<Client> probe = MakeClient(o, "inline", "inline");
+    if (probe == nullptr) return 1;
+    if (absl::Status up = probe->CheckMembersAnswer(); !up.ok()) {
+      std::cerr << "kvhub-bench: " << up << "\n";
+      return 1;
+    }
   }
   std::unique_ptr<RedisServer> redis;
   if (o.redis) {
@@ -391,11 +437,41 @@ int Main(int argc, char** argv) {
   int perftest_port = 0;
   const uint64_t key_salt = 0xbe11c4ull ^ std::hash<std::string>()(ns);  // keys: {n, key_salt}, n = 1, 2, ...
   auto fresh_key = [&] { return U128{key_counter.fetch_add(1), key_salt}; };
+  // On a cluster the bench did not start, its blocks would stay and evict the
+  // users' data: every key it made (keys 1 .. key_counter - 1 of its namespace) is
+  // deleted when Main returns, whatever the path (a failed cell, SIGINT).
+  absl::Cleanup remove_blocks = [&] {
+    if (o.spawn || key_counter.load() == 1) return;
+    std::unique_ptr<Client> client = MakeClient(o, "inline", "inline");
+    const uint64_t made = key_counter.load();
+    if (client == nullptr) {
+      std::fprintf(stderr, "kvhub-bench: could not remove its %lu blocks from namespace %s\n",
+                   static_cast<unsigned long>(made - 1), ns.c_str());
+      return;
+    }
+    uint64_t deleted = 0, failed = 0;
+    std::vector<BlockKey> batch;
+    for (uint64_t k = 1; k < made; k += 1024) {
+      batch.clear();
+      for (uint64_t j = k; j < std::min(made, k + 1024); ++j) batch.push_back(U128{j, key_salt});
+      absl::StatusOr<std::vector<absl::Status>> r = client->Delete(ns, batch);
+      if (!r.ok()) {
+        failed += batch.size();
+        continue;
+      }
+      for (const absl::Status& st : *r) (st.ok() ? deleted : (absl::IsNotFound(st) ? deleted : failed)) += 1;
+    }
+    std::fprintf(stderr, "kvhub-bench: removed its %lu blocks from namespace %s%s\n",
+                 static_cast<unsigned long>(deleted), ns.c_str(),
+                 failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)").c_str() : "");
+  };
+  CellError cell_error;
   auto print = [](const Row& r) {
     std::fprintf(stderr, "  %-6s %-7s %-13s %8s %5u  c=%d  %8.0f ops/s  %7.3f GB/s  %10.0f keys/s  err=%lu  cpu/GiB=%.3f\n",
                  r.system.c_str(), r.op.c_str(), r.path.c_str(), r.block_bytes ? Human(r.block_bytes).c_str() : "-",
                  r.batch, r.concurrency, r.ops_per_s(), r.gbps(), r.keys_per_s(), static_cast<unsigned long>(r.errors),
                  r.cpu_s_per_gib());
+    if (!r.first_error.ok()) std::fprintf(stderr, "         first error: %s\n", r.first_error.ToString().c_str());
   };
   // CPU seconds of every spawned shard (-1 when not spawned or unreadable).
   auto shard_cpu = [&]() -> double {
@@ -414,10 +490,12 @@ int Main(int argc, char** argv) {
     Row r = Drive(N, o.seconds, body);
     const double c1 = shard_cpu();
     if (c0 >= 0 && c1 >= 0) r.shard_cpu_s = c1 - c0;
+    r.first_error = cell_error.Take();
     return r;
   };
 
   for (uint64_t size : o.sizes) {
+    if (g_interrupted.load()) break;
     std::vector<Buffer> payload(N);
     for (int t = 0; t < N; ++t) {
       const std::vector<uint8_t> bytes = RandomBytes(size, 1000 + t);
@@ -428,10 +506,13 @@ int Main(int argc, char** argv) {
     // put
     for (const std::string& path : o.grpc ? o.put_paths : std::vector<std::string>{}) {
       auto client = MakeClient(o, path, "inline");
+      if (client == nullptr) return 1;
       Row r = drive([&](int t, uint64_t) -> int64_t {
         BlockPut p{fresh_key(), std::nullopt, payload[t]};
         auto res = client->Put(ns, std::span<const BlockPut>(&p, 1));
-        return res.ok() && res->stored == 1 ? static_cast<int64_t>(size) : -1;
+        if (res.ok() && res->stored == 1) return static_cast<int64_t>(size);
+        cell_error.Note(FirstPutError(res));
+        return -1;
       });
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
@@ -444,25 +525,17 @@ int Main(int argc, char** argv) {
     std::vector<BlockKey> set(W);
     auto write_set = [&] {
       auto client = MakeClient(o, "inline", "inline");
+      if (client == nullptr) return;  // the get cells then count their misses as errors
       std::vector<BlockPut> puts(W);
       for (size_t i = 0; i < W; ++i) puts[i] = BlockPut{set[i] = fresh_key(), std::nullopt, payload[i % N]};
       auto res = client->Put(ns, puts);
       if (!res.ok() || res->stored != W) {
-        std::cerr << "kvhub-bench: could not store the get working set (" << (res.ok() ? res->failed : 0)
-                  << " failed" << (res.ok() && res->failed ? absl::StrCat(": ", res->errors[0].ToString()) : "") << ")\n";
+        const absl::Status why = FirstPutError(res);
+        std::cerr << "kvhub-bench: could not store the get working set (" << (res.ok() ? res->failed : W)
+                  << " failed" << (why.ok() ? "" : absl::StrCat(": ", why.ToString())) << ")\n";
       }
     };
     write_set();
-    // The first error of a cell, printed once (a benchmark that only counts errors
-    // leaves the user guessing).
-    absl::Mutex error_mu;
-    bool error_noted = false;
-    auto note_error = [&](const absl::Status& why) {
-      absl::MutexLock l(&error_mu);
-      if (error_noted) return;
-      error_noted = true;
-      std::cerr << "kvhub-bench: first get error: " << why << "\n";
-    };
     // One Get call for B distinct blocks of the working set; -1 unless all B hit.
     auto get_blocks = [&](Client& client, int t, uint64_t i) -> int64_t {
       BlockKey keys[64];
@@ -475,7 +548,7 @@ int Main(int argc, char** argv) {
       if (!res.ok() || res->valid_blocks != B) {
         absl::Status why = res.ok() ? absl::OkStatus() : res.status();
         for (size_t b = 0; why.ok() && res.ok() && b < B; ++b) why = res->status[b];
-        if (!why.ok()) note_error(why);
+        cell_error.Note(why.ok() ? absl::DataLossError("fewer blocks verified than asked for") : why);
         return -1;
       }
       int64_t bytes = 0;
@@ -484,6 +557,7 @@ int Main(int argc, char** argv) {
     };
     for (const std::string& mode : o.grpc ? o.get_modes : std::vector<std::string>{}) {
       auto client = MakeClient(o, "inline", mode);
+      if (client == nullptr) return 1;
       Row r = drive([&](int t, uint64_t i) -> int64_t {
         return get_blocks(*client, t, i);
       });
@@ -494,11 +568,14 @@ int Main(int argc, char** argv) {
     // UCX data plane, per UCX_TLS: put (fresh keys) and get (the same working set).
     for (const std::string& tls : o.ucx ? o.ucx_tls : std::vector<std::string>{}) {
       auto client = MakeUcxClient(o, tls);
+      if (client == nullptr) return 1;
       const std::string path = absl::StrCat("ucx:", tls);
       Row r = drive([&](int t, uint64_t) -> int64_t {
         BlockPut p{fresh_key(), std::nullopt, payload[t]};
         auto res = client->Put(ns, std::span<const BlockPut>(&p, 1));
-        return res.ok() && res->stored == 1 ? static_cast<int64_t>(size) : -1;
+        if (res.ok() && res->stored == 1) return static_cast<int64_t>(size);
+        cell_error.Note(FirstPutError(res));
+        return -1;
       });
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
@@ -546,11 +623,14 @@ int Main(int argc, char** argv) {
         conns.push_back(*std::move(c));
       }
       Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
-        return conns[t]->Set(fresh_key().Hex(), payload[t].data(), size).ok() ? static_cast<int64_t>(size) : -1;
+        const absl::Status st = conns[t]->Set(fresh_key().Hex(), payload[t].data(), size);
+        cell_error.Note(st);
+        return st.ok() ? static_cast<int64_t>(size) : -1;
       });
+      r.first_error = cell_error.Take();
       r.system = "redis"; r.op = "put"; r.path = "SET"; r.block_bytes = size;
       rows.push_back(r); print(r);
-      (void)conns[0]->FlushAll().ok();
+      if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
       std::vector<std::string> rset(W);
       for (size_t i = 0; i < W; ++i) {
         rset[i] = fresh_key().Hex();
@@ -558,17 +638,20 @@ int Main(int argc, char** argv) {
       }
       r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
         auto n = conns[t]->Get(rset[(t + i * N) % W]);
+        cell_error.Note(n.status());
         return n.ok() ? static_cast<int64_t>(*n) : -1;
       });
+      r.first_error = cell_error.Take();
       r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size; r.working_set = W;
       rows.push_back(r); print(r);
-      (void)conns[0]->FlushAll().ok();
+      if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
     }
   }
 
   // lookup: keys/s for batches of present keys
-  if (!o.batches.empty()) {
+  if (!o.batches.empty() && !g_interrupted.load()) {
     auto client = MakeClient(o, "inline", "inline");
+    if (client == nullptr) return 1;
     const uint32_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
     const size_t K = std::max<size_t>(4096, max_batch);
     std::vector<BlockKey> keys(K);
@@ -578,37 +661,18 @@ int Main(int argc, char** argv) {
     auto res = client->Put(ns, puts);
     if (!res.ok() || res->stored != K) std::cerr << "kvhub-bench: lookup key set not fully stored\n";
     for (uint32_t b : o.batches) {
+      if (g_interrupted.load()) break;
       Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
         const size_t off = ((t * 7919 + i * b) % (K - b + 1));
         auto l = client->Lookup(ns, std::span<const BlockKey>(keys).subspan(off, b));
+        cell_error.Note(!l.ok() ? l.status() : l->first_error);
         return l.ok() && l->first_error.ok() ? 0 : -1;
       });
+      r.first_error = cell_error.Take();
       r.keys = r.ops * b;
       r.system = "kvhub"; r.op = "lookup"; r.path = "batch"; r.batch = b;
       rows.push_back(r); print(r);
     }
-  }
-
-  // On a cluster the bench did not start, its blocks would stay and evict the
-  // users' data: delete every key it made (keys 1 .. key_counter - 1 of its namespace).
-  if (!o.spawn) {
-    auto client = MakeClient(o, "inline", "inline");
-    const uint64_t made = key_counter.load();
-    uint64_t deleted = 0, failed = 0;
-    std::vector<BlockKey> batch;
-    for (uint64_t k = 1; k < made; k += 1024) {
-      batch.clear();
-      for (uint64_t j = k; j < std::min(made, k + 1024); ++j) batch.push_back(U128{j, key_salt});
-      absl::StatusOr<std::vector<absl::Status>> r = client->Delete(ns, batch);
-      if (!r.ok()) {
-        failed += batch.size();
-        continue;
-      }
-      for (const absl::Status& st : *r) (st.ok() ? deleted : (absl::IsNotFound(st) ? deleted : failed)) += 1;
-    }
-    std::fprintf(stderr, "kvhub-bench: removed its %lu blocks from namespace %s%s\n",
-                 static_cast<unsigned long>(deleted), ns.c_str(),
-                 failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)").c_str() : "");
   }
 
   // Table and ratios.
@@ -679,11 +743,22 @@ int Main(int argc, char** argv) {
   int rc = 0;
   // A cell in which every operation failed (a shard died, the cache is full of pins)
   // is a failed run, not a measurement of zero.
-  int failed_cells = 0;
-  for (const Row& r : rows) failed_cells += r.ops == 0 && r.errors > 0 ? 1 : 0;
+  int failed_cells = 0, cells_with_errors = 0;
+  for (const Row& r : rows) {
+    failed_cells += r.ops == 0 && r.errors > 0 ? 1 : 0;
+    cells_with_errors += r.errors > 0 ? 1 : 0;
+  }
   if (failed_cells > 0) {
-    std::cerr << "kvhub-bench: " << failed_cells << " cell(s) had no successful operation (errors above)\n";
+    std::cerr << "kvhub-bench: " << failed_cells << " cell(s) had no successful operation (first errors above)\n";
     rc = 1;
+  } else if (cells_with_errors > 0) {
+    // Their numbers count only what succeeded: not a clean measurement.
+    std::cerr << "kvhub-bench: " << cells_with_errors << " cell(s) had failed operations (first errors above)\n";
+    rc = 1;
+  }
+  if (g_interrupted.load()) {
+    std::cerr << "kvhub-bench: interrupted; the table holds the cells measured so far\n";
+    rc = 130;
   }
   if (!o.json.empty()) {
     nlohmann::json j;
@@ -700,6 +775,7 @@ int Main(int argc, char** argv) {
       j["results"].push_back({{"system", r.system}, {"op", r.op}, {"path", r.path}, {"block_bytes", r.block_bytes},
                               {"batch", r.batch}, {"working_set_blocks", r.working_set}, {"concurrency", r.concurrency}, {"seconds", r.seconds},
                               {"ops", r.ops}, {"bytes", r.bytes}, {"keys", r.keys}, {"errors", r.errors},
+                              {"first_error", r.first_error.ok() ? "" : r.first_error.ToString()},
                               {"ops_per_s", r.ops_per_s()}, {"gbps", r.gbps()}, {"keys_per_s", r.keys_per_s()},
                               {"shard_cpu_s_per_gib", r.cpu_s_per_gib()}});
     }
@@ -709,7 +785,15 @@ int Main(int argc, char** argv) {
     }
   }
   redis.reset();
-  for (auto& s : shards) (void)s->Stop(absl::Seconds(10));
+  for (auto& s : shards) {
+    // A shard that crashed or failed its drain during the run makes the run fail.
+    absl::StatusOr<int> code = s->Stop(absl::Seconds(10));
+    if ((!code.ok() || *code != 0) && !g_interrupted.load()) {  // Ctrl-C reached them too
+      std::cerr << "kvhub-bench: spawned kvhubd " << s->grpc_address() << " ended badly: "
+                << (code.ok() ? absl::StrCat("exit code ", *code) : code.status().ToString()) << "\n";
+      if (rc == 0) rc = 1;
+    }
+  }
   return rc;
 }
 
@@ -721,5 +805,11 @@ int main(int argc, char** argv) {
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
   kvhub::LogToStderr("kvhub-bench");  // stdout: the table and JSON only
   if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-bench")) return kvhub::ExitCodeAfterStdout(0, "kvhub-bench");
+  struct sigaction sa {};
+  sa.sa_handler = kvhub::bench::OnInterrupt;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   return kvhub::ExitCodeAfterStdout(kvhub::bench::Main(argc, argv), "kvhub-bench");
 }

@@ -10,8 +10,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -47,27 +50,38 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const std::strin
   std::vector<std::string> args = {binary,   "--port", port_s,       "--bind", "127.0.0.1",
                                    "--save", "",       "--appendonly", "no",   "--daemonize",
                                    "no",     "--loglevel", "warning"};
+  std::vector<char*> argv;  // built before fork: the child of a threaded process must not allocate
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(125);  // the bench died before prctl took effect
     // redis-server logs on its stdout; the bench's stdout carries only its table and JSON.
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(126);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     execv(binary.c_str(), argv.data());
     _exit(127);
   }
   s->pid_ = pid;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (absl::Now() < deadline) {
-    absl::StatusOr<std::unique_ptr<RedisConn>> c = RedisConn::Connect(*port);
-    if (c.ok()) return s;
     int st;
     if (waitpid(pid, &st, WNOHANG) == pid) {
       s->pid_ = -1;
-      return absl::InternalError("redis-server exited at start");
+      return absl::InternalError(absl::StrCat("redis-server exited at start (port ", *port,
+                                              " taken by another process?)"));
+    }
+    absl::StatusOr<std::unique_ptr<RedisConn>> c = RedisConn::Connect(*port);
+    if (c.ok()) {
+      // Something answers on the port: it must be our child, not another
+      // redis-server that took the port first (the bench flushes its data).
+      absl::StatusOr<pid_t> who = (*c)->ServerPid();
+      if (who.ok() && *who == pid) return s;
+      if (!who.ok()) return who.status();
+      return absl::UnavailableError(absl::StrCat("another redis-server (pid ", *who, ") took port ", *port,
+                                                 " before ours; run the bench again"));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -97,7 +111,9 @@ absl::StatusOr<std::unique_ptr<RedisConn>> RedisConn::Connect(int port) {
   }
   auto* r = static_cast<redisReply*>(redisCommand(c->ctx_, "PING"));
   if (r == nullptr) return absl::UnavailableError("redis PING failed");
+  const bool pong = r->type == REDIS_REPLY_STATUS && std::string(r->str, r->len) == "PONG";
   freeReplyObject(r);
+  if (!pong) return absl::UnavailableError(absl::StrCat("port ", port, " does not answer PING as redis does"));
   return c;
 }
 
@@ -126,9 +142,25 @@ absl::StatusOr<size_t> RedisConn::Get(const std::string& key) {
 
 absl::Status RedisConn::FlushAll() {
   auto* r = static_cast<redisReply*>(redisCommand(ctx_, "FLUSHALL"));
-  if (r == nullptr) return absl::UnavailableError("redis FLUSHALL failed");
+  if (r == nullptr) return absl::UnavailableError(absl::StrCat("redis FLUSHALL: ", ctx_->errstr));
+  const bool ok = r->type == REDIS_REPLY_STATUS;
   freeReplyObject(r);
-  return absl::OkStatus();
+  return ok ? absl::OkStatus() : absl::InternalError("redis FLUSHALL refused");
+}
+
+absl::StatusOr<pid_t> RedisConn::ServerPid() {
+  auto* r = static_cast<redisReply*>(redisCommand(ctx_, "INFO server"));
+  if (r == nullptr) return absl::UnavailableError(absl::StrCat("redis INFO: ", ctx_->errstr));
+  std::string info = r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : "";
+  freeReplyObject(r);
+  const size_t at = info.find("process_id:");
+  long pid = 0;
+  if (at == std::string::npos ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(info).substr(at + 11, info.find('\n', at) - at - 11)),
+                        &pid)) {
+    return absl::InternalError("redis INFO server names no process_id");
+  }
+  return static_cast<pid_t>(pid);
 }
 
 }  // namespace kvhub::bench

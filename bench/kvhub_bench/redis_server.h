@@ -17,7 +17,8 @@ namespace kvhub::bench {
 
 class RedisServer {
  public:
-  // Starts `binary` and waits until it answers PING (up to 10 s).
+  // Starts `binary` and waits until it answers PING (up to 10 s) as the process it
+  // started: another redis-server that took the port meanwhile is never used.
   static absl::StatusOr<std::unique_ptr<RedisServer>> Start(const std::string& binary);
   ~RedisServer();  // SIGTERM, then SIGKILL after 5 s; reaps the child
   int port() const { return port_; }
@@ -37,6 +38,8 @@ class RedisConn {
   // GET into the hiredis reply; returns the value's length (NOT_FOUND if nil).
   absl::StatusOr<size_t> Get(const std::string& key);
   absl::Status FlushAll();
+  // The server's process id (INFO server).
+  absl::StatusOr<pid_t> ServerPid();
 
  private:
   redisContext* ctx_ = nullptr;
