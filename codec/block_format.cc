@@ -195,12 +195,21 @@ absl::StatusOr<std::vector<SegmentRef>> ParseBlock(absl::Span<const uint8_t> byt
     const uint8_t* e = body + uint64_t{s} * BlockHeader::kSegmentEntrySize;
     segs[s].offset = GetU64(e);
     segs[s].size = GetU64(e + 8);
-    if (segs[s].offset % 16 != 0 || segs[s].offset < next || segs[s].offset > h.body_bytes ||
-        segs[s].size > h.body_bytes - segs[s].offset) {
+    // Packed: each segment starts at the first multiple of 16 at or after the
+    // previous one's end (the first right after the table), so a block has one
+    // byte string only.
+    const uint64_t want = (next + 15) / 16 * 16;
+    if (segs[s].offset != want || segs[s].offset > h.body_bytes || segs[s].size > h.body_bytes - segs[s].offset) {
       return Bad(absl::StrCat("segment ", s, " (offset ", segs[s].offset, ", size ", segs[s].size,
-                              ") misplaced in a body of ", h.body_bytes, " bytes"));
+                              ") misplaced in a body of ", h.body_bytes, " bytes (expected at offset ", want, ")"));
+    }
+    for (uint64_t i = next; i < want; ++i) {
+      if (body[i] != 0) return Bad(absl::StrCat("padding byte ", i, " before segment ", s, " is not zero"));
     }
     next = segs[s].offset + segs[s].size;
+  }
+  if (next != h.body_bytes) {
+    return Bad(absl::StrCat("the last segment ends at ", next, " but the body holds ", h.body_bytes, " bytes"));
   }
   return segs;
 }

@@ -667,6 +667,23 @@ TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
   { auto v = enc; PutU64(v.data() + 128, 8); expect_invalid(v, "segment overlaps table"); }
   { auto v = enc; PutU64(v.data() + 128 + 8, GetU64(v.data() + 128 + 8) + 16); expect_invalid(v, "segment size"); }
   { auto v = enc; PutU64(v.data() + 128, GetU64(v.data() + 128) + 1); expect_invalid(v, "misaligned"); }
+  // Bytes the layout does not account for (were accepted: one block, many byte
+  // strings): junk after the last segment, and a segment moved 16 bytes on.
+  {
+    auto v = enc;
+    v.insert(v.end(), 32, 0xAB);
+    PutU64(v.data() + 72, GetU64(v.data() + 72) + 32);
+    expect_invalid(v, "bytes after the last segment");
+  }
+  {
+    auto v = enc;
+    const uint64_t body = GetU64(v.data() + 72);
+    const uint32_t segs = 2 * b.shape.layers;
+    v.insert(v.begin() + 128 + 16 * segs, 16, 0);  // before segment 0
+    for (uint32_t s = 0; s < segs; ++s) PutU64(v.data() + 128 + 16 * s, GetU64(v.data() + 128 + 16 * s) + 16);
+    PutU64(v.data() + 72, body + 16);
+    expect_invalid(v, "a gap before segment 0");
+  }
   { auto v = enc; PutU16(v.data() + 4, 1); expect_invalid(v, "format version 1"); }
   { auto v = enc; PutU64(v.data() + 32, static_cast<uint64_t>(-7)); expect_invalid(v, "negative base_position"); }
   // fp8/int8: the key segment's centre array is part of its size; group size is not allowed.
