@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -541,8 +542,21 @@ absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, ui
   return BlockHeader::kSize + pos;
 }
 
+namespace {
+// The kernels read and write 16-bit values through typed pointers: a buffer at an
+// odd address (a Python memoryview sliced at byte 1, say) is copied first.
+bool Misaligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % alignof(uint32_t) != 0; }
+}  // namespace
+
 absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
+  if (kv.data != nullptr && Misaligned(kv.data) && kv.size == kv.shape.RawBytes() && kv.shape.Validate().ok() &&
+      kv.size <= BlockHeader::kMaxRawBytes) {
+    const std::vector<uint8_t> aligned(kv.data, kv.data + kv.size);
+    KvView copy = kv;
+    copy.data = aligned.data();
+    return Encode(copy, p, out);
+  }
   if (auto s = p.Validate(); !s.ok()) return s;
   if (auto s = kv.shape.Validate(); !s.ok()) return s;
   const KvShape& sh = kv.shape;
@@ -672,6 +686,18 @@ absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block) {
 
 absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
                     const DecodeOptions& opt, BlockHeader* header) {
+  if (Misaligned(block.data())) {
+    const std::vector<uint8_t> aligned(block.begin(), block.end());
+    return Decode(absl::Span<const uint8_t>(aligned), out, opt, header);
+  }
+  if (out.data != nullptr && Misaligned(out.data) && out.size <= BlockHeader::kMaxRawBytes) {
+    std::vector<uint8_t> aligned(out.size);
+    KvMutableView into = out;
+    into.data = aligned.data();
+    absl::Status s = Decode(block, into, opt, header);
+    if (s.ok() && out.size > 0) std::memcpy(out.data, aligned.data(), out.size);
+    return s;
+  }
   auto h = ParseHeader(block);
   if (!h.ok()) return h.status();
   auto segs = ParseBlock(block, *h, opt.verify_checksum);

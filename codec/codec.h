@@ -64,7 +64,9 @@ struct DecodeOptions {
 using DecodedInfo = BlockHeader;
 
 // Encodes `kv` into `out` (resized to the block length; its previous content is
-// discarded; capacity is reused).
+// discarded; capacity is reused). Buffers of any alignment work (Encode and
+// Decode copy a buffer at an odd address first, to read 16-bit values aligned);
+// aligned ones are not copied.
 absl::Status Encode(const KvView& kv, const CodecParams& params, std::vector<uint8_t>* out);
 
 // Parses and validates the header and the block's structure (exact length,
