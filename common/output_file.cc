@@ -1,12 +1,14 @@
 #include "common/output_file.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -18,10 +20,16 @@ absl::Status Lost(absl::string_view what, int err) {
   return absl::DataLossError(absl::StrCat("writing ", what, " failed: ", std::strerror(err)));
 }
 
-// Writes `data` to a file at `path`, created with `mode` or truncated.
-absl::Status WriteFile(const std::string& path, absl::string_view data, const std::string& shown, mode_t mode) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+// Writes `data` to a file at `path`, created with `mode` or truncated. `fresh`: the
+// file must not exist yet (O_EXCL, no link followed) and its bytes reach the disk
+// (fsync) before it is closed, as a temporary that is renamed over the result.
+// *opened (optional) tells whether the file was opened (created, when fresh).
+absl::Status WriteFile(const std::string& path, absl::string_view data, const std::string& shown, mode_t mode,
+                       bool fresh = false, bool* opened = nullptr) {
+  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (fresh ? O_EXCL | O_NOFOLLOW : O_TRUNC);
+  const int fd = open(path.c_str(), flags, mode);
   if (fd < 0) return Lost(shown, errno);
+  if (opened != nullptr) *opened = true;
   FILE* f = fdopen(fd, "wb");
   if (f == nullptr) {
     const int err = errno;
@@ -31,6 +39,7 @@ absl::Status WriteFile(const std::string& path, absl::string_view data, const st
   int err = 0;
   if (!data.empty() && std::fwrite(data.data(), 1, data.size(), f) != data.size()) err = errno;
   if (std::fflush(f) != 0 && err == 0) err = errno;
+  if (fresh && err == 0 && fsync(fileno(f)) != 0) err = errno;
   if (std::fclose(f) != 0 && err == 0) err = errno;
   if (err != 0) return Lost(shown, err);
   return absl::OkStatus();
@@ -89,10 +98,17 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   if (exists && !S_ISREG(st.st_mode)) return WriteFile(path, data, shown, 0644);
   // A regular file is written beside the path and renamed over it, so a failed write
   // (a full disk) leaves no truncated result, and an earlier file stays as it was.
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644);
+  // The temporary's name is not guessable and it is created exclusively, so nothing
+  // planted beside the path (a link, a file) is followed or truncated.
+  uint64_t salt = 0;
+  if (getrandom(&salt, sizeof(salt), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(salt))) {
+    salt = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&salt)) ^ static_cast<uint64_t>(time(nullptr));
+  }
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid(), ".", absl::Hex(salt));
+  bool created = false;
+  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644, /*fresh=*/true, &created);
   if (s.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) s = Lost(shown, errno);
-  if (!s.ok()) std::remove(tmp.c_str());
+  if (!s.ok() && created) std::remove(tmp.c_str());  // ours only: never what was there
   return s;
 }
 

@@ -39,6 +39,36 @@ TEST(OutputFileTest, WritesTheWholeFile) {
   std::remove(path.c_str());
 }
 
+// The temporary beside the path had a guessable name (PATH.tmp.PID) and was
+// opened with O_TRUNC: a link planted there in a shared directory was followed
+// and its target truncated. Now the name is random and the file created
+// exclusively, so the planted link and its target stay untouched.
+TEST(OutputFileTest, APlantedLinkAtTheOldTemporaryNameIsNotFollowed) {
+  const std::string dir = ::testing::TempDir() + "/output_file_plant_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  const std::string victim = dir + "/victim", path = dir + "/out";
+  std::ofstream(victim) << "precious";
+  std::ofstream(path) << "old";
+  const std::string planted = path + ".tmp." + std::to_string(getpid());
+  ASSERT_EQ(symlink(victim.c_str(), planted.c_str()), 0);
+  ASSERT_TRUE(WriteOutput(path, "new").ok());
+  std::stringstream v, o;
+  v << std::ifstream(victim).rdbuf();
+  o << std::ifstream(path).rdbuf();
+  EXPECT_EQ(v.str(), "precious");
+  EXPECT_EQ(o.str(), "new");
+  std::vector<std::string> names;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) names.emplace_back(e->d_name);
+    closedir(d);
+  }
+  EXPECT_EQ(names.size(), 5u) << "., .., victim, out and the planted link only";
+  std::remove(planted.c_str());
+  std::remove(victim.c_str());
+  std::remove(path.c_str());
+  rmdir(dir.c_str());
+}
+
 TEST(OutputFileTest, AFullDiskIsDataLoss) {
   if (!HaveDevFull()) GTEST_SKIP() << "no /dev/full on this machine";
   absl::Status s = WriteOutput("/dev/full", std::string(100000, 'x'));
