@@ -550,13 +550,6 @@ bool Misaligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % alignof
 
 absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
-  if (kv.data != nullptr && Misaligned(kv.data) && kv.size == kv.shape.RawBytes() && kv.shape.Validate().ok() &&
-      kv.size <= BlockHeader::kMaxRawBytes) {
-    const std::vector<uint8_t> aligned(kv.data, kv.data + kv.size);
-    KvView copy = kv;
-    copy.data = aligned.data();
-    return Encode(copy, p, out);
-  }
   if (auto s = p.Validate(); !s.ok()) return s;
   if (auto s = kv.shape.Validate(); !s.ok()) return s;
   const KvShape& sh = kv.shape;
@@ -584,6 +577,12 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
   if (!std::isfinite(kv.rope_base) || kv.rope_base <= 0 ||
       (kv.rope_pairing != RopePairing::kNeox && kv.rope_pairing != RopePairing::kInterleaved)) {
     return absl::InvalidArgumentError("encode: bad rope_base or rope_pairing");
+  }
+  if (Misaligned(kv.data)) {  // valid input only: copied once, then encoded as is
+    const std::vector<uint8_t> aligned(kv.data, kv.data + kv.size);
+    KvView copy = kv;
+    copy.data = aligned.data();
+    return Encode(copy, p, out);
   }
   const Kernels& K = Pick(p.kernels);
   const uint8_t* data = kv.data;
@@ -686,18 +685,6 @@ absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block) {
 
 absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
                     const DecodeOptions& opt, BlockHeader* header) {
-  if (Misaligned(block.data())) {
-    const std::vector<uint8_t> aligned(block.begin(), block.end());
-    return Decode(absl::Span<const uint8_t>(aligned), out, opt, header);
-  }
-  if (out.data != nullptr && Misaligned(out.data) && out.size <= BlockHeader::kMaxRawBytes) {
-    std::vector<uint8_t> aligned(out.size);
-    KvMutableView into = out;
-    into.data = aligned.data();
-    absl::Status s = Decode(block, into, opt, header);
-    if (s.ok() && out.size > 0) std::memcpy(out.data, aligned.data(), out.size);
-    return s;
-  }
   auto h = ParseHeader(block);
   if (!h.ok()) return h.status();
   auto segs = ParseBlock(block, *h, opt.verify_checksum);
@@ -714,6 +701,20 @@ absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
   }
   if (opt.target_position.has_value()) {
     if (auto s = CheckPosition(*opt.target_position, "decode: target_position"); !s.ok()) return s;
+  }
+  // Valid blocks and buffers only: copied once, then decoded as is (the copy is
+  // checksummed again: the caller's buffer may change under a decode).
+  if (Misaligned(block.data())) {
+    const std::vector<uint8_t> aligned(block.begin(), block.end());
+    return Decode(absl::Span<const uint8_t>(aligned), out, opt, header);
+  }
+  if (Misaligned(out.data)) {
+    std::vector<uint8_t> aligned(out.size);
+    KvMutableView into = out;
+    into.data = aligned.data();
+    absl::Status s = Decode(block, into, opt, header);
+    if (s.ok()) std::memcpy(out.data, aligned.data(), out.size);
+    return s;
   }
   const Kernels& K = Pick(opt.kernels);
   const uint8_t* body = block.data() + BlockHeader::kSize;

@@ -11,10 +11,13 @@
 namespace kvhub {
 namespace {
 constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+// spdlog's own spellings of two of them, which earlier kvhub versions accepted.
+constexpr const char* kAliases[] = {"warning", "err"};
 }  // namespace
 
 bool IsLogLevel(absl::string_view level) {
-  return std::find(std::begin(kLevels), std::end(kLevels), level) != std::end(kLevels);
+  return std::find(std::begin(kLevels), std::end(kLevels), level) != std::end(kLevels) ||
+         std::find(std::begin(kAliases), std::end(kAliases), level) != std::end(kAliases);
 }
 
 absl::Status SetLogLevel(absl::string_view level) {

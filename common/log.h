@@ -18,7 +18,8 @@
 #define KVHUB_LOG(level, ...) ::spdlog::level(__VA_ARGS__)
 
 namespace kvhub {
-// The level names SetLogLevel takes: trace|debug|info|warn|error|critical|off.
+// The level names SetLogLevel takes: trace|debug|info|warn|error|critical|off
+// (and spdlog's "warning" and "err").
 bool IsLogLevel(absl::string_view level);
 // Sets the global level from one of those names. Anything else sets info and
 // returns INVALID_ARGUMENT naming the valid levels (spdlog alone would turn

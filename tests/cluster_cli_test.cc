@@ -155,6 +155,9 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_NE(r.out.find("--ns: namespace holds a control byte"), std::string::npos) << r.out;
   r = RunCli("lookup --addr 127.0.0.1:1 --ns x --key 0g");
   EXPECT_EQ(r.exit_code, 2) << r.out;
+  r = RunCli("lookup --addr 127.0.0.1:1 --ns x --spec model=m,layers=0,kv_heads=1,head_dim=8 --tokens 1");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--spec: model spec: layers"), std::string::npos) << r.out;
   // A token file's content is input, not usage: exit 1; an endless one is refused.
   r = RunCli("keys --ns x --spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens-file /dev/zero");
   EXPECT_EQ(r.exit_code, 1) << r.out;

@@ -807,7 +807,7 @@ int main(int argc, char** argv) {
   if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-bench")) return kvhub::ExitCodeAfterStdout(0, "kvhub-bench");
   struct sigaction sa {};
   sa.sa_handler = kvhub::bench::OnInterrupt;
-  sa.sa_flags = SA_RESTART;
+  sa.sa_flags = SA_RESTART | SA_RESETHAND;  // a second Ctrl-C ends the bench at once
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);

@@ -174,11 +174,9 @@ absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns,
     if (out.empty()) return Usage("--key is empty");
     return out;
   }
-  absl::StatusOr<ModelSpec> spec = SpecArg(a);
-  if (!spec.ok()) {
-    return IsUsage(spec.status()) ? Usage("give --key HEX[,HEX...] or --spec and --tokens")
-                                  : spec.status();
-  }
+  if (!a.Has("spec")) return Usage("give --key HEX[,HEX...] or --spec and --tokens");
+  absl::StatusOr<ModelSpec> spec = SpecArg(a);  // a bad --spec says what is wrong with it
+  if (!spec.ok()) return spec.status();
   absl::StatusOr<std::vector<int32_t>> tokens = TokensArg(a);
   if (!tokens.ok()) return tokens.status();
   std::vector<BlockKey> out = BlockKeys(ns, *spec, *tokens);

@@ -158,7 +158,8 @@ int Gen(const Args& a) {
   if (auto s = WriteFileBytes(a.pos[0] + ".kvq", SerializeQueries(raw.shape, q)); !s.ok()) {
     // The new data must not stay beside an older sidecar of the same shape: eval
     // would pair them without a word.
-    std::remove(a.pos[0].c_str());
+    struct stat st;  // a file we wrote, not a link or device written through
+    if (lstat(a.pos[0].c_str(), &st) == 0 && S_ISREG(st.st_mode)) std::remove(a.pos[0].c_str());
     return Fail(s);
   }
   return 0;
