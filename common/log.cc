@@ -10,14 +10,12 @@
 
 namespace kvhub {
 namespace {
-constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-// spdlog's own spellings of two of them, which earlier kvhub versions accepted.
-constexpr const char* kAliases[] = {"warning", "err"};
+// With spdlog's own spellings "warning" and "err", which earlier versions accepted.
+constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"};
 }  // namespace
 
 bool IsLogLevel(absl::string_view level) {
-  return std::find(std::begin(kLevels), std::end(kLevels), level) != std::end(kLevels) ||
-         std::find(std::begin(kAliases), std::end(kAliases), level) != std::end(kAliases);
+  return std::find(std::begin(kLevels), std::end(kLevels), level) != std::end(kLevels);
 }
 
 absl::Status SetLogLevel(absl::string_view level) {

@@ -1,7 +1,6 @@
 #include "common/output_file.h"
 
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/kernel_random.h"
 
 namespace kvhub {
 namespace {
@@ -23,17 +23,18 @@ absl::Status Lost(absl::string_view what, int err) {
 // Writes `data` to a file at `path`, created with `mode` or truncated. `fresh`: the
 // file must not exist yet (O_EXCL, no link followed) and its bytes reach the disk
 // (fsync) before it is closed, as a temporary that is renamed over the result.
-// *opened (optional) tells whether the file was opened (created, when fresh).
+// A fresh file that could not be written whole is removed (it is this call's own:
+// O_EXCL created it).
 absl::Status WriteFile(const std::string& path, absl::string_view data, const std::string& shown, mode_t mode,
-                       bool fresh = false, bool* opened = nullptr) {
+                       bool fresh = false) {
   const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (fresh ? O_EXCL | O_NOFOLLOW : O_TRUNC);
   const int fd = open(path.c_str(), flags, mode);
   if (fd < 0) return Lost(shown, errno);
-  if (opened != nullptr) *opened = true;
   FILE* f = fdopen(fd, "wb");
   if (f == nullptr) {
     const int err = errno;
     close(fd);
+    if (fresh) std::remove(path.c_str());
     return Lost(shown, err);
   }
   int err = 0;
@@ -41,8 +42,9 @@ absl::Status WriteFile(const std::string& path, absl::string_view data, const st
   if (std::fflush(f) != 0 && err == 0) err = errno;
   if (fresh && err == 0 && fsync(fileno(f)) != 0) err = errno;
   if (std::fclose(f) != 0 && err == 0) err = errno;
-  if (err != 0) return Lost(shown, err);
-  return absl::OkStatus();
+  if (err == 0) return absl::OkStatus();
+  if (fresh) std::remove(path.c_str());
+  return Lost(shown, err);
 }
 
 }  // namespace
@@ -100,15 +102,16 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   // (a full disk) leaves no truncated result, and an earlier file stays as it was.
   // The temporary's name is not guessable and it is created exclusively, so nothing
   // planted beside the path (a link, a file) is followed or truncated.
-  uint64_t salt = 0;
-  if (getrandom(&salt, sizeof(salt), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(salt))) {
-    salt = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&salt)) ^ static_cast<uint64_t>(time(nullptr));
-  }
+  // (Without kernel randomness the name is guessable, but O_EXCL still refuses
+  // whatever is planted there.)
+  const uint64_t salt = KernelRandom64().value_or(static_cast<uint64_t>(time(nullptr)));
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid(), ".", absl::Hex(salt));
-  bool created = false;
-  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644, /*fresh=*/true, &created);
-  if (s.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) s = Lost(shown, errno);
-  if (!s.ok() && created) std::remove(tmp.c_str());  // ours only: never what was there
+  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644, /*fresh=*/true);
+  if (!s.ok()) return s;  // WriteFile removed its own temporary, never what was there
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = Lost(shown, errno);
+    std::remove(tmp.c_str());
+  }
   return s;
 }
 

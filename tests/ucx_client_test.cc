@@ -1170,6 +1170,20 @@ struct TcpWorker {
   }
 };
 
+// Connect with the address of a UCX worker of this process, as a client that sends
+// the connection key (or not); the reply goes to *resp when given.
+grpc::Status ConnectRaw(const KvhubdProcess& shard, const std::string& address, bool sends_key = true,
+                        v1::ConnectResponse* resp = nullptr) {
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard.grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext cc;
+  v1::ConnectRequest req;
+  req.set_sends_conn_key(sends_key);
+  req.set_worker_address(address);
+  req.set_client_name("vet-test");
+  v1::ConnectResponse ignored;
+  return stub->Connect(&cc, req, resp != nullptr ? resp : &ignored);
+}
+
 // The Session RPC on its own (raw stub): an unknown connection is NOT_FOUND, a
 // second session of one connection is refused, the first one is confirmed by an
 // `open` event and ends with UNAVAILABLE when the shard stops, without holding
@@ -1250,14 +1264,7 @@ TEST(UcxClientTest, ConnectionsNoSessionWatchesAreClosedAfterTheGrace) {
   PutGetByteExact(**watched, "ns", {4096}, 61);
   auto worker = TcpWorker::Create("no-session");
   ASSERT_TRUE(worker.ok()) << worker.status();
-  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext cc;
-  v1::ConnectRequest req;
-  req.set_sends_conn_key(true);
-  req.set_worker_address(worker->worker->address());
-  req.set_client_name("no-session");
-  v1::ConnectResponse conn;
-  ASSERT_TRUE(stub->Connect(&cc, req, &conn).ok());
+  ASSERT_TRUE(ConnectRaw(*shard, worker->worker->address()).ok());
   auto counts = [&] {
     auto st = (*watched)->Stats();
     EXPECT_TRUE(st[0].stats.ok());
@@ -1282,14 +1289,8 @@ TEST(UcxClientTest, AConnectWithAnAddressOfAnUnknownFormatIsRefusedAndTheShardSe
   auto client = Client::Create(Config(*shard, TransportMode::kGrpc));
   ASSERT_TRUE(client.ok());
   PutGetByteExact(**client, "ns", {4096}, 71);
-  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   for (const std::string& address : {std::string(100, 'x'), std::string("\x0f") + std::string(63, '\0')}) {
-    grpc::ClientContext cc;
-    v1::ConnectRequest req;
-    req.set_sends_conn_key(true);
-    req.set_worker_address(address);
-    v1::ConnectResponse resp;
-    const grpc::Status st = stub->Connect(&cc, req, &resp);
+    const grpc::Status st = ConnectRaw(*shard, address);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
     EXPECT_NE(st.error_message().find("not a UCX worker address"), std::string::npos) << st.error_message();
   }
@@ -1305,14 +1306,9 @@ TEST(UcxClientTest, AConnectFromAClientWithoutConnectionKeysIsRefused) {
   ASSERT_NE(shard, nullptr);
   auto worker = TcpWorker::Create("old-client");
   ASSERT_TRUE(worker.ok()) << worker.status();
-  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   for (bool sends_key : {false, true}) {
-    grpc::ClientContext cc;
-    v1::ConnectRequest req;
-    req.set_worker_address(worker->worker->address());
-    req.set_sends_conn_key(sends_key);
     v1::ConnectResponse resp;
-    const grpc::Status st = stub->Connect(&cc, req, &resp);
+    const grpc::Status st = ConnectRaw(*shard, worker->worker->address(), sends_key, &resp);
     if (!sends_key) {
       EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
       EXPECT_TRUE(absl::StrContains(st.error_message(), "update the client")) << st.error_message();
@@ -1336,15 +1332,8 @@ TEST(UcxClientTest, UcxCallsWithoutTheConnectionKeyAreNotRun) {
   PutGetByteExact(**client, "ns", {4096}, 81);
   auto owner = TcpWorker::Create("key-owner");
   ASSERT_TRUE(owner.ok()) << owner.status();
-  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
   v1::ConnectResponse conn;
-  {
-    grpc::ClientContext cc;
-    v1::ConnectRequest req;
-    req.set_worker_address(owner->worker->address());
-    req.set_sends_conn_key(true);
-    ASSERT_TRUE(stub->Connect(&cc, req, &conn).ok());
-  }
+  ASSERT_TRUE(ConnectRaw(*shard, owner->worker->address(), /*sends_key=*/true, &conn).ok());
   auto intruder = TcpWorker::Create("intruder");
   ASSERT_TRUE(intruder.ok()) << intruder.status();
   v1::GetRequest get;
@@ -1388,18 +1377,6 @@ pid_t ChildNamed(pid_t parent, const std::string& name) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   return 0;
-}
-
-// Connect with the address of a fresh UCX worker of this process.
-grpc::Status ConnectRaw(const KvhubdProcess& shard, const std::string& address) {
-  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard.grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext cc;
-  v1::ConnectRequest req;
-  req.set_sends_conn_key(true);
-  req.set_worker_address(address);
-  req.set_client_name("vet-test");
-  v1::ConnectResponse resp;
-  return stub->Connect(&cc, req, &resp);
 }
 
 // kvhubd tries each client's worker address in a probe process before its own

@@ -2,10 +2,8 @@
 
 #include <poll.h>
 #include <stdio.h>
-#include <sys/random.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -18,6 +16,7 @@
 #include "common/clock.h"
 #include "common/copy.h"
 #include "common/hash.h"
+#include "common/kernel_random.h"
 #include "common/log.h"
 
 namespace kvhub::transport {
@@ -1217,21 +1216,6 @@ std::vector<RemoteRegionInfo> UcxWorker::ServedRegions() const {
   return out;
 }
 
-namespace {
-// A non-zero key from the kernel's random source.
-absl::StatusOr<uint64_t> NewConnKey() {
-  uint64_t key = 0;
-  while (key == 0) {
-    const ssize_t n = ::getrandom(&key, sizeof(key), 0);
-    if (n == static_cast<ssize_t>(sizeof(key))) continue;
-    if (n < 0 && errno == EINTR) continue;
-    return absl::InternalError(absl::StrCat("ucx accept: no random connection key from the kernel (getrandom: ",
-                                            n < 0 ? std::strerror(errno) : "short read", ")"));
-  }
-  return key;
-}
-}  // namespace
-
 std::string FormatAcceptedConn(const AcceptedConn& conn) { return absl::StrCat(conn.id, ":", conn.key); }
 
 bool ParseAcceptedConn(absl::string_view text, AcceptedConn* conn) {
@@ -1249,8 +1233,9 @@ absl::StatusOr<AcceptedConn> UcxWorker::Accept(absl::string_view client_address,
     return absl::InvalidArgumentError(
         absl::StrCat("ucx accept: not a UCX worker address (address format version ", version, ")"));
   }
-  absl::StatusOr<uint64_t> key = NewConnKey();
-  if (!key.ok()) return key.status();
+  absl::StatusOr<uint64_t> key = KernelRandom64();
+  while (key.ok() && *key == 0) key = KernelRandom64();  // 0 is no key
+  if (!key.ok()) return absl::InternalError(absl::StrCat("ucx accept: connection key: ", key.status().message()));
   absl::StatusOr<AcceptedConn> result = absl::InternalError("not run");
   Call([&] {
     bool peer_mode = true;

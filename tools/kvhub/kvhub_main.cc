@@ -128,20 +128,16 @@ absl::StatusOr<std::vector<int32_t>> TokensArg(Args& a) {
     if (!tokens.ok()) return Usage(tokens.status().message());
     return tokens;
   }
-  {
-    // A prompt of millions of tokens fits; /dev/zero or an endless pipe is refused
-    // instead of growing until the process is killed.
-    constexpr size_t kMaxTokensFileBytes = size_t{16} << 20;
-    absl::StatusOr<std::string> text = ReadInput(*file, kMaxTokensFileBytes);
-    if (!text.ok()) {
-      if (absl::IsResourceExhausted(text.status())) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--tokens-file: ", text.status().message(), " (at most 16 MiB of token ids)"));
-      }
-      return text.status();
-    }
-    return ParseTokens(*text, *file);  // the file's content: a failure (exit 1), not usage
+  // A prompt of millions of tokens fits; /dev/zero or an endless pipe is refused
+  // instead of growing until the process is killed.
+  constexpr size_t kMaxTokensFileBytes = size_t{16} << 20;
+  absl::StatusOr<std::string> text = ReadInput(*file, kMaxTokensFileBytes);
+  if (absl::IsResourceExhausted(text.status())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tokens-file: ", text.status().message(), " (at most 16 MiB of token ids)"));
   }
+  if (!text.ok()) return text.status();
+  return ParseTokens(*text, *file);  // the file's content: a failure (exit 1), not usage
 }
 
 absl::StatusOr<ModelSpec> SpecArg(Args& a) {
