@@ -13,6 +13,7 @@
 #include "transport/ucx_address_vetter.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_ping.h"
+#include "transport/ucx_rkey_pin.h"
 #include "transport/ucx_worker.h"
 #endif
 
@@ -421,6 +422,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   resp->set_tls(state_->tls);
   resp->set_one_sided_shm(state_->one_sided_shm);
   resp->set_calls(state_->calls);
+  resp->set_host_namespaces(transport::HostNamespaces());
   for (size_t i = 0; i < served.size(); ++i) {
     v1::ConnectResponse::Region* r = resp->add_regions();
     r->set_rkey_id(static_cast<uint32_t>(i));

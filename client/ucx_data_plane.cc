@@ -19,6 +19,7 @@
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "transport/ucx_context.h"
 #include "transport/ucx_ping.h"
+#include "transport/ucx_rkey_pin.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub {
@@ -327,6 +328,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   info.worker_address = resp.worker_address();
   info.conn = {resp.conn_id(), resp.conn_key()};
   info.one_sided_shm = resp.one_sided_shm();
+  info.same_namespaces = !resp.host_namespaces().empty() && resp.host_namespaces() == transport::HostNamespaces();
   for (int i = 0; i < resp.regions_size(); ++i) {
     const v1::ConnectResponse::Region& r = resp.regions(i);
     if (r.rkey_id() != static_cast<uint32_t>(i)) {

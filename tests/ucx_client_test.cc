@@ -32,11 +32,13 @@
 #include "client/client.h"
 #include "client/ucx_data_plane.h"
 #include "common/hash.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/kvhubd_process.h"
 #include "transport/ucx_context.h"
+#include "transport/ucx_rkey_pin.h"
 #include "transport/ucx_worker.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -1315,6 +1317,9 @@ TEST(UcxClientTest, AConnectFromAClientWithoutConnectionKeysIsRefused) {
     } else {
       ASSERT_TRUE(st.ok()) << st.error_message();
       EXPECT_NE(resp.conn_key(), 0u);
+      // Same host and namespaces: the client pins the keys' shared-memory segments.
+      EXPECT_THAT(resp.host_namespaces(), ::testing::MatchesRegex("[-0-9a-f]{36}:[0-9]+:[0-9]+"));
+      EXPECT_EQ(resp.host_namespaces(), transport::HostNamespaces());
     }
   }
 }

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <ucp/api/ucp.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -18,11 +20,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "transport/ucx_context.h"
 #include "common/fd_messages.h"
+#include "transport/ucx_rkey_pin.h"
 #include "transport/ucx_worker.h"
 
 namespace kvhub::transport {
@@ -49,13 +53,15 @@ UcxConfig ConfigFor(const std::string& tls) {
 }
 
 // ---- child roles (run before gtest's main, then _exit)
-[[noreturn]] void ChildServer(int in, int out, const std::string& tls) {
+// `allocate`: the region is memory UCX allocated (shared memory under posix or
+// sysv, as kvhubd's ucx_shm_regions), not registered heap memory.
+[[noreturn]] void ChildServer(int in, int out, const std::string& tls, bool allocate) {
   auto ctx = UcxContext::Create(ConfigFor(tls));
   if (!ctx.ok()) _exit(10);
-  std::vector<uint8_t> region(kRegionBytes);
-  FillPattern(region.data(), region.size(), 42);
-  auto mem = (*ctx)->Register(region.data(), region.size());
+  std::vector<uint8_t> heap(allocate ? 0 : kRegionBytes);
+  auto mem = allocate ? (*ctx)->Allocate(kRegionBytes) : (*ctx)->Register(heap.data(), heap.size());
   if (!mem.ok()) _exit(11);
+  FillPattern(static_cast<uint8_t*>((*mem)->base()), kRegionBytes, 42);
   UcxWorker::Options o;
   o.served = {mem->get()};
   auto w = UcxWorker::Create(ctx->get(), o);
@@ -112,7 +118,8 @@ int MaybeRunChild() {
   if (fds == nullptr || std::sscanf(fds, "%d,%d", &in, &out) != 2) _exit(2);
   const char* tls = std::getenv("KVHUB_UCX_CHILD_TLS");
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (std::strcmp(role, "server") == 0) ChildServer(in, out, tls != nullptr ? tls : "tcp");
+  if (std::strcmp(role, "server") == 0) ChildServer(in, out, tls != nullptr ? tls : "tcp", false);
+  if (std::strcmp(role, "shm_server") == 0) ChildServer(in, out, tls != nullptr ? tls : "posix", true);
   if (std::strcmp(role, "client") == 0) ChildClient(in, out, tls != nullptr ? tls : "tcp");
   _exit(3);
 }
@@ -153,6 +160,30 @@ std::unique_ptr<Child> Spawn(const std::string& role, const std::string& tls) {
   return c;
 }
 
+// The parent's half of a server child's handshake: the child's worker address and
+// region, then the connection it accepted for `w`.
+::testing::AssertionResult Handshake(const Child& c, UcxWorker& w, PeerInfo* info) {
+  std::string rkey, base, conn;
+  if (!RecvMessage(c.from, &info->worker_address) || !RecvMessage(c.from, &rkey) || !RecvMessage(c.from, &base) ||
+      !SendMessage(c.to, w.address()) || !RecvMessage(c.from, &conn)) {
+    return ::testing::AssertionFailure() << "the server child broke off the handshake";
+  }
+  RemoteRegionInfo r;
+  r.size = kRegionBytes;
+  r.packed_rkey = rkey;
+  if (!absl::SimpleAtoi(base, &r.base) || !ParseAcceptedConn(conn, &info->conn)) {
+    return ::testing::AssertionFailure() << "the server child sent a bad region base or connection";
+  }
+  info->regions = {r};
+  return ::testing::AssertionSuccess();
+}
+
+void KillAndReap(Child& c) {
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+  c.pid = -1;
+}
+
 class UcxProcessTest : public ::testing::TestWithParam<const char*> {};
 
 // A server in another process: byte-exact gets and puts, then the server is
@@ -176,18 +207,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   ASSERT_TRUE(w.ok()) << w.status();
 
   PeerInfo info;
-  std::string rkey, base, conn;
-  ASSERT_TRUE(RecvMessage(child->from, &info.worker_address));
-  ASSERT_TRUE(RecvMessage(child->from, &rkey));
-  ASSERT_TRUE(RecvMessage(child->from, &base));
-  ASSERT_TRUE(SendMessage(child->to, (*w)->address()));
-  ASSERT_TRUE(RecvMessage(child->from, &conn));
-  RemoteRegionInfo r;
-  r.size = kRegionBytes;
-  r.packed_rkey = rkey;
-  ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
-  ASSERT_TRUE(ParseAcceptedConn(conn, &info.conn));
-  info.regions = {r};
+  ASSERT_TRUE(Handshake(*child, **w, &info));
   auto peer = (*w)->Connect(info);
   ASSERT_TRUE(peer.ok()) << peer.status();
 
@@ -239,9 +259,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
     }
   });
   absl::SleepFor(absl::Milliseconds(100));
-  kill(child->pid, SIGKILL);
-  waitpid(child->pid, nullptr, 0);
-  child->pid = -1;
+  KillAndReap(*child);
   const absl::Time killed = absl::Now();
   while (failed.load() == 0 && absl::Now() - killed < absl::Seconds(15)) absl::SleepFor(absl::Milliseconds(10));
   stop.store(true);
@@ -254,15 +272,7 @@ TEST_P(UcxProcessTest, ServerKilledMidTransferFailsOnlyThoseTransfers) {
   auto child2 = Spawn("server", tls);
   ASSERT_NE(child2, nullptr);
   PeerInfo info2;
-  ASSERT_TRUE(RecvMessage(child2->from, &info2.worker_address));
-  ASSERT_TRUE(RecvMessage(child2->from, &rkey));
-  ASSERT_TRUE(RecvMessage(child2->from, &base));
-  ASSERT_TRUE(SendMessage(child2->to, (*w)->address()));
-  ASSERT_TRUE(RecvMessage(child2->from, &conn));
-  r.packed_rkey = rkey;
-  ASSERT_TRUE(absl::SimpleAtoi(base, &r.base));
-  ASSERT_TRUE(ParseAcceptedConn(conn, &info2.conn));
-  info2.regions = {r};
+  ASSERT_TRUE(Handshake(*child2, **w, &info2));
   auto peer2 = (*w)->Connect(info2);
   ASSERT_TRUE(peer2.ok()) << peer2.status();
   std::vector<uint8_t> one(kBlock);
@@ -324,6 +334,128 @@ TEST_P(UcxProcessTest, ClientKilledMidTransferLeavesServerServing) {
   }
   EXPECT_GT((*server)->Stats().served_get_bytes + (*client)->Stats().get_bytes_rma, 0u);
 }
+
+// A shard on this host whose regions are UCX shared memory has gone between
+// handing out its region keys and the client unpacking them, on an endpoint UCX
+// made while the memory was there. UCX 1.13 fails to open the gone segment and
+// then crashes in its own cleanup (ucp_rkey_destroy -> uct_posix_rkey_release, a
+// `make stress` client in session 23); the client must get an error and live.
+// The window is made deterministic with two shards: the endpoint goes to one that
+// lives, the keys are those of one that was killed.
+class UcxDeadShardTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(UcxDeadShardTest, KeysOfAShardThatDiedFailConnectCleanly) {
+  const std::string tls = GetParam();
+  auto first = Spawn("shm_server", tls);
+  auto dead = Spawn("shm_server", tls);
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(dead, nullptr);
+  auto ctx = UcxContext::Create(ConfigFor(tls));
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto w = UcxWorker::Create(ctx->get(), {});
+  ASSERT_TRUE(w.ok()) << w.status();
+  PeerInfo info, gone;
+  ASSERT_TRUE(Handshake(*first, **w, &info));
+  ASSERT_TRUE(Handshake(*dead, **w, &gone));
+  KillAndReap(*dead);
+  const auto with_gone_keys = [&](PeerInfo i) {
+    i.one_sided_shm = true;
+    i.same_namespaces = true;
+    i.regions = gone.regions;
+    return i;
+  };
+  const auto expect_refused = [](const absl::StatusOr<PeerId>& r) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("shared-memory segment"));
+  };
+  // A new endpoint (closed again on the refusal; that may end `first`'s side too).
+  expect_refused((*w)->Connect(with_gone_keys(info)));
+
+  // The worker is whole: another shard connects and serves byte-exact.
+  auto live = Spawn("shm_server", tls);
+  ASSERT_NE(live, nullptr);
+  PeerInfo live_info;
+  ASSERT_TRUE(Handshake(*live, **w, &live_info));
+  live_info.one_sided_shm = true;
+  live_info.same_namespaces = true;
+  auto peer = (*w)->Connect(live_info);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  std::vector<uint8_t> want(kBlock);
+  FillPattern(want.data(), want.size(), 42);
+  const auto get_block = [&] {
+    std::vector<uint8_t> got(kBlock);
+    Transfer t{TransferKind::kGet, UcxPath::kAuto, 0, 0, kBlock, got.data()};
+    absl::Status st;
+    ASSERT_TRUE((*w)->Execute(*peer, {&t, 1}, {&st, 1}).ok());
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), kBlock), 0);
+  };
+  get_block();
+  // A known peer whose new keys are gone keeps its old ones and serves on.
+  expect_refused((*w)->Connect(with_gone_keys(live_info)));
+  get_block();
+}
+
+// The pinned key closes the window itself: pinned while the shard lives, it
+// unpacks after the shard is gone, onto the very bytes the shard wrote (raw UCP:
+// the endpoint is made while the shard lives, the unpack comes after its death).
+TEST_P(UcxDeadShardTest, PinnedKeyUnpacksAfterTheShardDied) {
+  const std::string tls = GetParam();
+  auto child = Spawn("shm_server", tls);
+  ASSERT_NE(child, nullptr);
+  auto ctx = UcxContext::Create(ConfigFor(tls));
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto w = UcxWorker::Create(ctx->get(), {});
+  ASSERT_TRUE(w.ok()) << w.status();
+  PeerInfo info;
+  ASSERT_TRUE(Handshake(*child, **w, &info));
+  const RemoteRegionInfo& region = info.regions[0];
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  ucp_worker_h raw_worker = nullptr;
+  ASSERT_EQ(ucp_worker_create((*ctx)->get(), &wp, &raw_worker), UCS_OK);
+  absl::Cleanup destroy_worker = [&] { ucp_worker_destroy(raw_worker); };
+  ucp_ep_params_t ep_params{};
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+  ep_params.address = reinterpret_cast<const ucp_address_t*>(info.worker_address.data());
+  ucp_ep_h ep = nullptr;
+  ASSERT_EQ(ucp_ep_create(raw_worker, &ep_params, &ep), UCS_OK);
+  absl::Cleanup close_ep = [&] {
+    ucp_request_param_t cp{};
+    cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &cp);
+    while (UCS_PTR_IS_PTR(req) && ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(raw_worker);
+    if (UCS_PTR_IS_PTR(req)) ucp_request_free(req);
+  };
+
+  absl::StatusOr<PinnedRkey> pinned = PinRkey(region.packed_rkey, /*same_namespaces=*/true);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  EXPECT_EQ(pinned->posix_segments() + pinned->sysv_segments(), 1u)
+      << "the key should name one shared-memory segment under " << tls;
+  KillAndReap(*child);
+
+  ucp_rkey_h rkey = nullptr;
+  ASSERT_EQ(ucp_ep_rkey_unpack(ep, pinned->packed().data(), &rkey), UCS_OK);
+  void* mapped = nullptr;
+  ASSERT_EQ(ucp_rkey_ptr(rkey, region.base, &mapped), UCS_OK);
+  std::vector<uint8_t> want(kBlock);
+  FillPattern(want.data(), want.size(), 42);
+  EXPECT_EQ(std::memcmp(mapped, want.data(), kBlock), 0);
+  ucp_rkey_destroy(rkey);
+
+  // With the pin and the mapping gone, the segment is gone too: the key is refused.
+  pinned = PinnedRkey();
+  auto late = PinRkey(region.packed_rkey, true);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedMemory, UcxDeadShardTest, ::testing::Values("tcp,posix,cma", "tcp,sysv,cma"),
+                         [](const auto& p) { return std::string(p.param).find("posix") != std::string::npos ? "posix" : "sysv"; });
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxProcessTest, ::testing::Values("tcp", "posix,cma"),
                          [](const auto& p) { return std::string(p.param) == "tcp" ? "tcp" : "posix_cma"; });

@@ -18,6 +18,7 @@
 #include "common/hash.h"
 #include "common/kernel_random.h"
 #include "common/log.h"
+#include "transport/ucx_rkey_pin.h"
 
 namespace kvhub::transport {
 namespace {
@@ -1317,15 +1318,25 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       fresh->ep = *ep;
       peer = fresh.get();
     }
-    // (Re)unpack the region keys.
+    std::vector<std::string> names;
+    const std::string transports = Impl::DescribeEp(peer->ep, &names);
+    // (Re)unpack the region keys, each with the shared-memory segments it names
+    // held here first: UCX 1.13 crashes unpacking a key whose segment went with
+    // its shard a moment ago (transport/ucx_rkey_pin.h).
+    const bool same_namespaces = info.same_namespaces || std::any_of(names.begin(), names.end(), [](const std::string& n) {
+      return n == "posix" || n == "sysv" || n == "cma" || n == "knem" || n == "xpmem";
+    });
     std::vector<ucp_rkey_h> rkeys;
     for (const RemoteRegionInfo& r : info.regions) {
+      absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, same_namespaces);
       ucp_rkey_h rk = nullptr;
-      const ucs_status_t st = ucp_ep_rkey_unpack(peer->ep, r.packed_rkey.data(), &rk);
-      if (st != UCS_OK) {
+      const ucs_status_t st = pinned.ok() ? ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk) : UCS_OK;
+      if (!pinned.ok() || st != UCS_OK) {
         for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
         if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
-        result = UcsToStatus(st, "ucp_ep_rkey_unpack");
+        result = pinned.ok() ? UcsToStatus(st, "ucp_ep_rkey_unpack")
+                             : absl::Status(pinned.status().code(),
+                                            absl::StrCat("ucx connect: ", pinned.status().message()));
         return;
       }
       rkeys.push_back(rk);
@@ -1335,8 +1346,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     peer->rkeys = std::move(rkeys);
     peer->regions = info.regions;
     peer->conn = info.conn;
-    std::vector<std::string> names;
-    peer->transports = Impl::DescribeEp(peer->ep, &names);
+    peer->transports = transports;
     if (!peer->peer_mode) peer->transports += " (nofail)";
     // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
     // mapped here): a get is a memcpy, the serving worker never wakes.

@@ -87,6 +87,13 @@ struct PeerInfo {
   // The regions were allocated by UCX (UcxContext::Allocate) in shared memory:
   // over posix/sysv lanes, RMA to them is one-sided (kAuto then picks RMA).
   bool one_sided_shm = false;
+  // The peer runs on this host in this process's pid and IPC namespaces
+  // (ConnectResponse.host_namespaces equals HostNamespaces()). Connect then first
+  // attaches the shared-memory segments the region keys name
+  // (transport/ucx_rkey_pin.h), and answers UNAVAILABLE if they are gone, instead
+  // of UCX 1.13 crashing on them. False: the endpoint's lanes decide (UCX makes
+  // shared-memory lanes only within them).
+  bool same_namespaces = false;
 };
 
 using PeerId = uint64_t;
