@@ -1318,7 +1318,9 @@ TEST(UcxClientTest, AConnectFromAClientWithoutConnectionKeysIsRefused) {
       ASSERT_TRUE(st.ok()) << st.error_message();
       EXPECT_NE(resp.conn_key(), 0u);
       // Same host and namespaces: the client pins the keys' shared-memory segments.
-      EXPECT_THAT(resp.host_namespaces(), ::testing::MatchesRegex("[-0-9a-f]{36}:[0-9]+:[0-9]+"));
+      if (!transport::HostNamespaces().empty()) {
+        EXPECT_THAT(resp.host_namespaces(), ::testing::MatchesRegex("[0-9a-f]{16}"));
+      }
       EXPECT_EQ(resp.host_namespaces(), transport::HostNamespaces());
     }
   }

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 
 namespace kvhub::transport {
 namespace {
@@ -82,10 +83,10 @@ void PinnedRkey::Release() {
   attached_.clear();
 }
 
-absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, bool same_namespaces) {
+absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
   PinnedRkey out;
   out.packed_ = std::string(packed);
-  if (!same_namespaces || !LayoutKnown() || packed.size() < kHeader) return out;
+  if ((!scope.posix && !scope.sysv) || !LayoutKnown() || packed.size() < kHeader) return out;
   std::string& key = out.packed_;
   // Walk the parts; anything that does not parse exactly is left to UCX as it is.
   const int parts = std::popcount(Load64(key, 0));
@@ -108,37 +109,56 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, bool same_namespace
   const bool own_ns_initial = own_ns == kInitPidNs;
   const uint64_t own_pid = static_cast<uint64_t>(getpid());
   for (const auto& [at, n] : spans) {
-    if (n == kPosixPart || n == kPosixPartWithNs) {
+    if (scope.posix && (n == kPosixPart || n == kPosixPartWithNs)) {
       const uint64_t seg_id = Load64(key, at);
-      if ((seg_id & kSegProcfs) == 0) continue;  // a named file: outlives its maker
+      // Named files (UCX_POSIX_USE_PROC_LINK=n) are left alone: they outlive a
+      // killed maker (one that frees its memory unlinks them, which is not covered).
+      if ((seg_id & kSegProcfs) == 0) continue;
       const bool marked = (seg_id & kSegPidNs) != 0;
       if (marked != (n == kPosixPartWithNs) || own_ns == 0 || marked == own_ns_initial) continue;
       const uint64_t pid = seg_id & kMmidMask;
       const uint64_t peer_fd = (seg_id >> kMmidBits) & kMmidMask;
+      const uint64_t length = Load64(key, at + 16);
       const std::string path = absl::StrCat("/proc/", pid, "/fd/", peer_fd);
-      const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      // The path comes from the peer: never block on it or take it as a terminal.
+      const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
       if (fd < 0) {
         const int err = errno;
+        // Not permitted here: UCX's reachability check makes the same open, so UCX
+        // does not unpack this part either.
+        if (err == EACCES || err == EPERM) continue;
+        if (err == ENOENT || err == ESRCH) {
+          return absl::UnavailableError(absl::StrCat("the peer's shared-memory segment ", path,
+                                                     " is gone: the peer process exited or freed the region"));
+        }
         return absl::UnavailableError(absl::StrCat("the peer's shared-memory segment ", path,
-                                                   " cannot be opened (", std::strerror(err),
-                                                   "): the peer process has exited or freed the region"));
+                                                   " cannot be opened here: ", std::strerror(err)));
       }
       out.fds_.push_back(fd);
+      struct stat st {};
+      if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < length) {
+        return absl::UnavailableError(absl::StrCat("the peer's shared-memory segment ", path,
+                                                   " is not a segment of the ", length, " bytes its key names"));
+      }
       if (own_pid > kMmidMask || static_cast<uint64_t>(fd) > kMmidMask) {
         return absl::InternalError(
             absl::StrCat("pinning ", path, ": pid ", own_pid, " or descriptor ", fd, " exceeds UCX's 30 bits"));
       }
       const uint64_t pinned = (seg_id & kSegFlags) | own_pid | (static_cast<uint64_t>(fd) << kMmidBits);
       std::memcpy(key.data() + at, &pinned, sizeof pinned);
-    } else if (n == kSysvPart) {
+    } else if (scope.sysv && n == kSysvPart) {
       int32_t shmid;
       std::memcpy(&shmid, key.data() + at, sizeof shmid);
       void* p = shmat(shmid, nullptr, 0);
       if (p == reinterpret_cast<void*>(-1)) {
+        // UCX would attach it the same way, and crash on any failure.
         const int err = errno;
+        if (err == EINVAL || err == EIDRM) {
+          return absl::UnavailableError(absl::StrCat("the peer's sysv shared-memory segment ", shmid,
+                                                     " is gone: the peer process exited or freed the region"));
+        }
         return absl::UnavailableError(absl::StrCat("the peer's sysv shared-memory segment ", shmid,
-                                                   " cannot be attached (", std::strerror(err),
-                                                   "): the peer process has exited or freed the region"));
+                                                   " cannot be attached here: ", std::strerror(err)));
       }
       out.attached_.push_back(p);
     }
@@ -159,7 +179,8 @@ const std::string& HostNamespaces() {
     const uint64_t pid_ns = NamespaceInode("/proc/self/ns/pid");
     const uint64_t ipc_ns = NamespaceInode("/proc/self/ns/ipc");
     if (boot.empty() || pid_ns == 0 || ipc_ns == 0) return std::string();
-    return absl::StrCat(boot, ":", pid_ns, ":", ipc_ns);
+    const std::string where = absl::StrCat(boot, ":", pid_ns, ":", ipc_ns);
+    return absl::StrCat(absl::Hex(Xxh3_64(where.data(), where.size()), absl::kZeroPad16));
   }();
   return id;
 }

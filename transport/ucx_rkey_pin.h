@@ -15,9 +15,8 @@
 //
 // What it does, for a key from a peer on this host in this process's pid and IPC
 // namespaces (where the key's /proc paths and sysv ids mean what they mean to the
-// peer): attaches each shared-memory
-// segment the key names itself, as UCX would (open of /proc/PID/fd/FD read-write;
-// shmat of the sysv id). If one cannot be attached, the peer's memory is gone and
+// peer): attaches each shared-memory segment the key names itself, as UCX would
+// (open of /proc/PID/fd/FD read-write; shmat of the sysv id). If one is gone,
 // PinRkey answers UNAVAILABLE, so the caller never hands UCX a key it would crash
 // on. Otherwise the result carries a copy of the key whose posix parts name this
 // process and the descriptor the result holds: UCX then opens the segment through
@@ -27,9 +26,12 @@
 // Scope: the packed layout is UCX's internal one, read for UCX 1.13 only (u64 md
 // map, u8 memory type, then per memory domain a u8 length and that many bytes;
 // posix parts are 24 bytes {seg_id, address, length}, 32 outside the initial pid
-// namespace; sysv parts 12 bytes {shmid, address}). With another UCX version, a
-// key that does not parse exactly, or `same_namespaces` false, the result carries
-// the key unchanged and pins nothing.
+// namespace; sysv parts 12 bytes {shmid, address}; parts are told apart by these
+// lengths, which no other memory domain of Debian's UCX 1.13 uses). With another
+// UCX version, a key that does not parse exactly, or parts out of `scope`, the
+// result carries them unchanged and pins nothing. Not covered: posix segments
+// UCX names by file (UCX_POSIX_USE_PROC_LINK=n; a killed peer leaves them, one that
+// frees its memory unlinks them).
 //
 // Ownership: the result owns its descriptors and attachments and releases them
 // when destroyed. Keep it until ucp_ep_rkey_unpack has returned: UCX maps the
@@ -43,6 +45,15 @@
 #include "absl/strings/string_view.h"
 
 namespace kvhub::transport {
+
+// Which of the key's shared-memory parts the caller vouches name this host's
+// processes and segments as the peer sees them. Both: the peer's HostNamespaces()
+// equals ours. Else `posix` when UCX reaches the peer over a posix lane (UCX makes
+// one only within the pid namespace) and `sysv` over a sysv lane.
+struct PinScope {
+  bool posix = false;  // /proc/PID/fd/FD paths
+  bool sysv = false;   // sysv segment ids
+};
 
 class PinnedRkey {
  public:
@@ -60,7 +71,7 @@ class PinnedRkey {
   size_t sysv_segments() const { return attached_.size(); }
 
  private:
-  friend absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, bool same_namespaces);
+  friend absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope);
   void Release();
 
   std::string packed_;
@@ -68,17 +79,17 @@ class PinnedRkey {
   std::vector<void*> attached_;  // sysv segments, shmat'ed here
 };
 
-// `packed`: a ucp_rkey_pack result from the peer. `same_namespaces`: the peer
-// runs on this host in this process's pid and IPC namespaces (its
-// HostNamespaces() equals ours, or UCX reaches it over shared memory); false pins
-// nothing. UNAVAILABLE (naming the segment and errno) when a segment cannot be
-// attached: the peer has exited or freed the memory, and the key must not be
-// unpacked.
-absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, bool same_namespaces);
+// `packed`: a ucp_rkey_pack result from the peer. UNAVAILABLE, saying what
+// happened, when a segment in scope is gone (the peer exited or freed the
+// memory), cannot be opened here for another reason than permission, or is not a
+// segment of the key's length: the key must not be unpacked. A posix segment this
+// process may not open is left alone (UCX's reachability check fails the same
+// way and does not unpack it).
+absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope);
 
-// Where this process runs: "BOOT_ID:PID_NS:IPC_NS", the kernel's boot id
+// Where this process runs, as 16 hex digits: a hash of the kernel's boot id
 // (/proc/sys/kernel/random/boot_id) and the inodes of this process's pid and IPC
-// namespaces; "" if any is unreadable. Equal strings mean a peer's /proc paths and
+// namespaces; "" if any is unreadable. Equal values mean a peer's /proc paths and
 // sysv ids name the same processes and segments here as there.
 const std::string& HostNamespaces();
 

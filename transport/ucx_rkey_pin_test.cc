@@ -70,6 +70,9 @@ pid_t DeadPid() {
   return pid;
 }
 
+// The peer shares this process's host and namespaces.
+constexpr PinScope kHere{.posix = true, .sysv = true};
+
 class PinRkeyTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -85,7 +88,7 @@ TEST_F(PinRkeyTest, PinsALivePosixSegmentThroughThisProcess) {
   ASSERT_GE(seg, 0);
   ASSERT_EQ(ftruncate(seg, 4096), 0);
   const std::string key = Key({"", PosixPart(getpid(), seg), ""});
-  auto pinned = PinRkey(key, true);
+  auto pinned = PinRkey(key, kHere);
   ASSERT_TRUE(pinned.ok()) << pinned.status();
   EXPECT_EQ(pinned->posix_segments(), 1u);
   EXPECT_EQ(pinned->sysv_segments(), 0u);
@@ -114,7 +117,7 @@ TEST_F(PinRkeyTest, PinsALivePosixSegmentThroughThisProcess) {
 
 TEST_F(PinRkeyTest, RefusesAPosixSegmentWhoseProcessIsGone) {
   const pid_t dead = DeadPid();
-  auto pinned = PinRkey(Key({"", PosixPart(dead, 12), ""}), true);
+  auto pinned = PinRkey(Key({"", PosixPart(dead, 12), ""}), kHere);
   ASSERT_FALSE(pinned.ok());
   EXPECT_EQ(pinned.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(pinned.status().message()), ::testing::HasSubstr(absl::StrCat("/proc/", dead, "/fd/12")));
@@ -127,7 +130,7 @@ TEST_F(PinRkeyTest, HoldsASysvSegmentUntilReleased) {
   ASSERT_NE(owner, reinterpret_cast<void*>(-1));
   ASSERT_EQ(shmctl(id, IPC_RMID, nullptr), 0);  // as UCX does: gone with the last attachment
   {
-    auto pinned = PinRkey(Key({"", SysvPart(id), ""}), true);
+    auto pinned = PinRkey(Key({"", SysvPart(id), ""}), kHere);
     ASSERT_TRUE(pinned.ok()) << pinned.status();
     EXPECT_EQ(pinned->sysv_segments(), 1u);
     EXPECT_EQ(pinned->packed(), Key({"", SysvPart(id), ""})) << "sysv parts are not rewritten";
@@ -138,9 +141,30 @@ TEST_F(PinRkeyTest, HoldsASysvSegmentUntilReleased) {
   }
   struct shmid_ds ds {};
   EXPECT_EQ(shmctl(id, IPC_STAT, &ds), -1) << "released with the pin";
-  auto late = PinRkey(Key({"", SysvPart(id), ""}), true);
+  auto late = PinRkey(Key({"", SysvPart(id), ""}), kHere);
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+}
+
+// The pid and descriptor in a key come from the peer: what they name must be a
+// segment of the key's length, or the key is refused.
+TEST_F(PinRkeyTest, RefusesWhatIsNotASegmentOfTheKeysLength) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  auto not_a_file = PinRkey(Key({"", PosixPart(getpid(), pipe_fds[0]), ""}), kHere);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  ASSERT_FALSE(not_a_file.ok());
+  EXPECT_EQ(not_a_file.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(not_a_file.status().message()), ::testing::HasSubstr("is not a segment of the 4096 bytes"));
+
+  const int seg = memfd_create("kvhub-pin-short", MFD_CLOEXEC);
+  ASSERT_GE(seg, 0);
+  ASSERT_EQ(ftruncate(seg, 100), 0);  // the key says 4096
+  auto short_file = PinRkey(Key({"", PosixPart(getpid(), seg), ""}), kHere);
+  close(seg);
+  ASSERT_FALSE(short_file.ok());
+  EXPECT_THAT(std::string(short_file.status().message()), ::testing::HasSubstr("is not a segment"));
 }
 
 TEST_F(PinRkeyTest, LeavesKeysItMustNotTouchAlone) {
@@ -163,17 +187,31 @@ TEST_F(PinRkeyTest, LeavesKeysItMustNotTouchAlone) {
   std::memcpy(named.data(), &seg_id, sizeof seg_id);
   untouched.push_back(Key({"", named, ""}));
   for (const std::string& key : untouched) {
-    auto pinned = PinRkey(key, true);
+    auto pinned = PinRkey(key, kHere);
     ASSERT_TRUE(pinned.ok()) << pinned.status();
     EXPECT_EQ(pinned->packed(), key);
     EXPECT_EQ(pinned->posix_segments() + pinned->sysv_segments(), 0u);
   }
   // Not on this host: the parts name another machine's processes.
-  auto remote = PinRkey(whole, false);
+  auto remote = PinRkey(whole, PinScope{});
   ASSERT_TRUE(remote.ok());
   EXPECT_EQ(remote->packed(), whole);
-  // The same key, parsed, on this host: refused (the checks above were not vacuous).
-  EXPECT_FALSE(PinRkey(whole, true).ok());
+  // Parts out of scope: an endpoint with a posix lane vouches for no sysv ids.
+  const int removed = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  ASSERT_GE(removed, 0);
+  ASSERT_EQ(shmctl(removed, IPC_RMID, nullptr), 0);
+  const std::string sysv_key = Key({"", SysvPart(removed), ""});
+  auto posix_only = PinRkey(sysv_key, PinScope{.posix = true});
+  ASSERT_TRUE(posix_only.ok()) << posix_only.status();
+  EXPECT_EQ(posix_only->sysv_segments(), 0u);
+  auto sysv_only = PinRkey(whole, PinScope{.sysv = true});
+  ASSERT_TRUE(sysv_only.ok()) << sysv_only.status();
+  EXPECT_EQ(sysv_only->packed(), whole);
+  // The same keys, parsed and in scope: refused (the checks above were not vacuous).
+  auto gone = PinRkey(whole, kHere);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_THAT(std::string(gone.status().message()), ::testing::HasSubstr("is gone"));
+  EXPECT_FALSE(PinRkey(sysv_key, kHere).ok());
 }
 
 }  // namespace

@@ -1323,12 +1323,12 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     // (Re)unpack the region keys, each with the shared-memory segments it names
     // held here first: UCX 1.13 crashes unpacking a key whose segment went with
     // its shard a moment ago (transport/ucx_rkey_pin.h).
-    const bool same_namespaces = info.same_namespaces || std::any_of(names.begin(), names.end(), [](const std::string& n) {
-      return n == "posix" || n == "sysv" || n == "cma" || n == "knem" || n == "xpmem";
-    });
+    const auto has_lane = [&names](const char* tl) { return std::find(names.begin(), names.end(), tl) != names.end(); };
+    const PinScope pin_scope{.posix = info.same_namespaces || has_lane("posix"),
+                             .sysv = info.same_namespaces || has_lane("sysv")};
     std::vector<ucp_rkey_h> rkeys;
     for (const RemoteRegionInfo& r : info.regions) {
-      absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, same_namespaces);
+      absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, pin_scope);
       ucp_rkey_h rk = nullptr;
       const ucs_status_t st = pinned.ok() ? ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk) : UCS_OK;
       if (!pinned.ok() || st != UCS_OK) {

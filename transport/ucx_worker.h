@@ -91,8 +91,8 @@ struct PeerInfo {
   // (ConnectResponse.host_namespaces equals HostNamespaces()). Connect then first
   // attaches the shared-memory segments the region keys name
   // (transport/ucx_rkey_pin.h), and answers UNAVAILABLE if they are gone, instead
-  // of UCX 1.13 crashing on them. False: the endpoint's lanes decide (UCX makes
-  // shared-memory lanes only within them).
+  // of UCX 1.13 crashing on them. False: the endpoint's lanes decide (posix and
+  // sysv lanes vouch for their own kind of segment).
   bool same_namespaces = false;
 };
 
