@@ -259,7 +259,9 @@ codec::KvShape ShapeOf(const py::array& a, const ModelSpec& spec) {
         "kv must have shape [layers=", spec.layers, ", 2, tokens, kv_heads=", spec.kv_heads,
         ", head_dim=", spec.head_dim, "] for this spec")));
   }
-  if (!a.dtype().is(ArrayDtype(spec.dtype))) {
+  // Equality, not identity: an array that crossed a process boundary (pickled to
+  // a worker) carries a dtype object of its own.
+  if (!a.dtype().equal(ArrayDtype(spec.dtype))) {
     throw Error(absl::InvalidArgumentError(absl::StrCat(
         "kv must be ", spec.dtype == DType::kFp32 ? "float32" : "uint16 (the 16-bit patterns of ",
         DTypeName(spec.dtype), spec.dtype == DType::kFp32 ? "" : ")", " for this spec")));

@@ -6,6 +6,7 @@ KVHUB_BIN_DIR=build/bin; by hand:
   PYTHONPATH=build/python KVHUB_BIN_DIR=build/bin /usr/bin/python3 tests/python_client_test.py
 """
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -419,6 +420,13 @@ class PythonClientTest(unittest.TestCase):
         for codec in ("raw", "lossless"):
             block = kvhub.encode(kv[0], spec, base_position=0, codec=codec)
             self.assertTrue(np.array_equal(kvhub.decode(block), kv[0]), codec)
+        # An array that crossed a process boundary has a dtype object of its own; it
+        # encodes the same. A big-endian one is still refused.
+        unpickled = pickle.loads(pickle.dumps(kv[0]))
+        self.assertEqual(kvhub.encode(unpickled, spec, base_position=0, codec="raw"),
+                         kvhub.encode(kv[0], spec, base_position=0, codec="raw"))
+        with self.assertRaisesRegex(kvhub.Error, "uint16"):
+            kvhub.encode(kv[0].astype(">u2"), spec, base_position=0, codec="raw")
         block = kvhub.encode(kv[1], spec, base_position=16, codec="kivi4")
         info = kvhub.inspect(block)
         self.assertEqual((info["codec"], info["tokens"], info["base_position"], info["layers"]), ("kivi4", 16, 16, 2))
