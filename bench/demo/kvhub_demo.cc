@@ -128,18 +128,40 @@ class Payloads {
   std::vector<uint8_t> templates_[kTemplates];
 };
 
+// [start, end) of one transfer, in nanoseconds since the run began.
+using Interval = std::pair<int64_t, int64_t>;
+
 struct Latencies {
   absl::Mutex mu;
   std::vector<double> lookup_ms ABSL_GUARDED_BY(mu), fetch_ms ABSL_GUARDED_BY(mu),
       publish_ms ABSL_GUARDED_BY(mu);
+  // When fetches and publishes were on the wire, from every client thread: the
+  // aggregate bandwidth is bytes over the time at least one was.
+  std::vector<Interval> fetching ABSL_GUARDED_BY(mu), publishing ABSL_GUARDED_BY(mu);
 };
 
 struct Totals {
   std::atomic<uint64_t> prompt_tokens{0}, hit_tokens{0}, fetched_blocks{0}, fetched_bytes{0},
       published_blocks{0}, published_bytes{0}, skipped_blocks{0}, mismatches{0}, fetch_short{0},
       errors{0};
-  std::atomic<int64_t> fetch_nanos{0}, publish_nanos{0};
 };
+
+// The length of the union of `v` (sorted in place).
+int64_t UnionNanos(std::vector<Interval>& v) {
+  std::sort(v.begin(), v.end());
+  int64_t total = 0, start = 0, end = -1;
+  for (const auto& [s, e] : v) {
+    if (s > end) {
+      if (end > start) total += end - start;
+      start = s;
+      end = e;
+    } else {
+      end = std::max(end, e);
+    }
+  }
+  if (end > start) total += end - start;
+  return total;
+}
 
 double Pct(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -264,6 +286,7 @@ int Run() {
         size_t valid = 0;
         int64_t decode_ns = 0;
         int64_t transfer_ns = 0;
+        Interval fetch_span{0, 0};
         std::vector<uint64_t> fetched_sizes;
         if (hit > 0) {
           if (fetch_bufs.size() < hit) fetch_bufs.resize(hit, std::vector<uint8_t>(buf_bytes));
@@ -272,6 +295,7 @@ int Run() {
           absl::Time f0 = absl::Now();
           auto fetched = client.Fetch(ns, *spec, prompt, hit, spans);
           transfer_ns = absl::ToInt64Nanoseconds(absl::Now() - f0);
+          fetch_span = {absl::ToInt64Nanoseconds(f0 - start), absl::ToInt64Nanoseconds(f0 - start) + transfer_ns};
           if (fetched.ok()) {
             valid = fetched->valid_blocks;
             fetched_sizes = fetched->sizes;
@@ -297,7 +321,6 @@ int Run() {
           }
           if (valid < hit) ++tot.fetch_short;  // evicted between lookup and fetch: recompute
         }
-        absl::Time t2 = absl::Now();
         tot.hit_tokens += valid * bt;
         decode_nanos += decode_ns;
 
@@ -329,14 +352,17 @@ int Run() {
         } else {
           ++tot.errors;
         }
-        // Fetch bandwidth counts the transfer only (our byte check and decoding excluded).
-        tot.fetch_nanos += transfer_ns;
-        tot.publish_nanos += absl::ToInt64Nanoseconds(t4 - t3);
+        // Fetch bandwidth counts the transfer only, its latency the transfer and the
+        // decode (our byte check, which a real client does not run, is excluded).
         {
           absl::MutexLock l(&lat.mu);
           lat.lookup_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
-          if (hit > 0) lat.fetch_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+          if (hit > 0) {
+            lat.fetch_ms.push_back(static_cast<double>(transfer_ns + decode_ns) / 1e6);
+            lat.fetching.push_back(fetch_span);
+          }
           lat.publish_ms.push_back(absl::ToDoubleMilliseconds(t4 - t3));
+          lat.publishing.push_back({absl::ToInt64Nanoseconds(t3 - start), absl::ToInt64Nanoseconds(t4 - start)});
         }
         // The model's answer becomes part of the next turn's prompt.
         int answer = 64 + static_cast<int>(rng() % 320);
@@ -350,24 +376,26 @@ int Run() {
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
 
   const double hit_rate = tot.prompt_tokens ? 100.0 * tot.hit_tokens / tot.prompt_tokens : 0;
-  const int clients = std::max(1, absl::GetFlag(FLAGS_clients));
-  auto gbps = [&](uint64_t bytes, int64_t nanos) {
-    // Aggregate bandwidth: bytes over the average busy time of one client thread.
-    return nanos > 0 ? bytes / (static_cast<double>(nanos) / clients) : 0.0;
+  // Aggregate bandwidth: bytes over the wall time during which at least one
+  // transfer of that kind was on the wire, from any client thread.
+  auto gbps = [&](uint64_t bytes, std::vector<Interval>* on_wire) {
+    absl::MutexLock l(&lat.mu);
+    const int64_t nanos = UnionNanos(*on_wire);
+    return nanos > 0 ? static_cast<double>(bytes) / static_cast<double>(nanos) : 0.0;
   };
   std::printf("\n== results (%.1f s) ==\n", secs);
   std::printf("prefix hit rate      %5.1f%% of prompt tokens (%" PRIu64 " of %" PRIu64 ") served from cache\n",
               hit_rate, tot.hit_tokens.load(), tot.prompt_tokens.load());
   std::printf("fetched              %" PRIu64 " blocks, %.2f GiB on the wire, %.2f GB/s aggregate; every byte verified: %" PRIu64 " mismatches\n",
               tot.fetched_blocks.load(), tot.fetched_bytes / 1073741824.0,
-              gbps(tot.fetched_bytes, tot.fetch_nanos), tot.mismatches.load());
+              gbps(tot.fetched_bytes, &lat.fetching), tot.mismatches.load());
   std::printf("decoded              %.2f GiB of bf16 KV at %.2f GB/s per client thread (%s)\n",
               decoded_bytes / 1073741824.0,
               decode_nanos > 0 ? static_cast<double>(decoded_bytes) / decode_nanos : 0.0,
               absl::GetFlag(FLAGS_codec).c_str());
   std::printf("published            %" PRIu64 " blocks, %.2f GiB, %.2f GB/s aggregate; %" PRIu64 " already present (skipped)\n",
               tot.published_blocks.load(), tot.published_bytes / 1073741824.0,
-              gbps(tot.published_bytes, tot.publish_nanos), tot.skipped_blocks.load());
+              gbps(tot.published_bytes, &lat.publishing), tot.skipped_blocks.load());
   std::printf("fetches cut short    %" PRIu64 " (block evicted between lookup and fetch: recomputed, never served wrong)\n",
               tot.fetch_short.load());
   std::printf("errors               %" PRIu64 "\n", tot.errors.load());
