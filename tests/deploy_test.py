@@ -98,6 +98,11 @@ def check_manifests(source, kvhubd):
     check(limit >= capacity * 1.1, "the memory limit (%d) leaves under 10%% above capacity_bytes (%d)" % (limit, capacity))
     check(c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"],
           "memory request != limit (a cache shard should not be evicted for memory)")
+    check(c["resources"]["requests"].get("cpu") is not None and
+          c["resources"]["requests"].get("cpu") == c["resources"]["limits"].get("cpu"),
+          "cpu request != limit: the pod is not Guaranteed QoS (a node out of memory kills the cache first)")
+    check(pod["spec"]["securityContext"].get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          "no RuntimeDefault seccomp profile (Pod Security 'restricted' refuses the pods)")
     if config.get("eviction_policy") == "duel":
         # kvhubd warns past 2% of capacity (KvhubdConfig::PolicyMemoryWarning, ~370 B a slot).
         slots = int(config["max_blocks"]) or min(capacity // int(config["min_block_bytes"]), 1 << 22)
@@ -220,6 +225,11 @@ def check_monitoring(source, bindir):
                 if label in ("le", "instance", "job"):
                     continue
                 check(label in labels.get(metric, set()), "%r groups by %s, a label %s lacks" % (e, label, metric))
+    # KvhubShardsMissing counts scrape targets against the StatefulSet's replicas.
+    replicas = load_manifests(source)["StatefulSet"]["spec"]["replicas"]
+    missing = [a for a in alerts if a["alert"] == "KvhubShardsMissing"]
+    check(len(missing) == 1 and re.search(r"count\(up\{job=\"kvhubd\"\}\) < %d\b" % replicas, missing[0]["expr"]),
+          "KvhubShardsMissing does not count the StatefulSet's %d replicas" % replicas)
     for name, prom in proms.items():
         jobs = {s["job_name"] for s in prom["scrape_configs"]}
         for a in alerts:
