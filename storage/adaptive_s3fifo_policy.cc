@@ -93,12 +93,13 @@ void AdaptiveS3FifoPolicy::OnRemove(uint32_t slot, bool evicted) {
   TrimGhosts();
 }
 
-uint32_t AdaptiveS3FifoPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
+uint32_t AdaptiveS3FifoPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                                          absl::FunctionRef<bool(uint32_t)> wanted) {
   // A block promoted from S starts over in M with frequency 0.
   constexpr auto kReset = S3FifoQueues::OnPromote::kResetFrequency;
-  uint32_t s = queues_.Pick(can_evict, /*leaves_only=*/config_.prefix_aware, small_share_, kReset);
+  uint32_t s = queues_.Pick(can_evict, wanted, /*leaves_only=*/config_.prefix_aware, small_share_, kReset);
   if (s == kNoSlot && config_.prefix_aware) {
-    s = queues_.Pick(can_evict, /*leaves_only=*/false, small_share_, kReset);
+    s = queues_.Pick(can_evict, wanted, /*leaves_only=*/false, small_share_, kReset);
   }
   return s;
 }

@@ -60,7 +60,9 @@ class AdaptiveS3FifoPolicy final : public EvictionPolicy {
   void OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint, uint64_t bytes) override;
   void OnAccess(uint32_t slot) override;
   void OnRemove(uint32_t slot, bool evicted) override;
-  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) override;
+  using EvictionPolicy::PickVictim;
+  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                      absl::FunctionRef<bool(uint32_t)> wanted) override;
   std::string Name() const override { return config_.prefix_aware ? "as3fifo+prefix" : "as3fifo"; }
 
   // Introspection for tests and the trace simulator.

@@ -674,6 +674,48 @@ TEST_F(BlockStoreTest, NewSizeWithEverySlabHeldEvictsNothingAndFails) {
   ExpectBytes(100000, 16000);
 }
 
+// A block of a new size empties the coldest slab that can be emptied. The blocks of
+// colder slabs that cannot be (a lease in them) are passed over, and must keep
+// their age: they used to be treated as pinned, moved to the young end of the LRU
+// list, and so outlived blocks that were used after them.
+TEST_F(BlockStoreTest, SlabSearchLeavesPassedBlocksTheirAge) {
+  BlockStoreConfig c = SmallConfig();  // 64 slabs of 64 KiB, 16 blocks of 4 KiB each
+  c.eviction.name = "lru";
+  c.eviction.prefix_aware = false;
+  c.high_watermark = c.low_watermark = 1.0;
+  Make(c);
+  for (uint64_t i = 0; i < 1024; ++i) ASSERT_TRUE(PutBlock(i, 4000).ok()) << i;
+  // Which slab holds which blocks (acquiring in insertion order keeps LRU order).
+  const uint64_t slab = c.slab_bytes, per_region = c.region_bytes / slab;
+  std::map<uint64_t, std::vector<uint64_t>> by_slab;
+  for (uint64_t i = 0; i < 1024; ++i) {
+    auto l = store_->Acquire("tenant", Key(i));
+    ASSERT_TRUE(l.ok()) << i << ": " << l.status();
+    by_slab[l->location.region * per_region + l->location.offset / slab].push_back(i);
+    ASSERT_TRUE(store_->Release(l->id).ok());
+  }
+  ASSERT_EQ(by_slab.size(), 64u);
+  std::vector<std::vector<uint64_t>> slabs;  // by their oldest block
+  for (auto& [s, blocks] : by_slab) slabs.push_back(blocks);
+  std::sort(slabs.begin(), slabs.end());
+  const std::vector<uint64_t>& a = slabs[0];  // the coldest slab: held by a lease
+  const std::vector<uint64_t>& third = slabs[2];
+  ASSERT_EQ(a.size(), 16u);
+  auto lease = store_->Acquire("tenant", Key(a[1]), absl::Minutes(5));
+  ASSERT_TRUE(lease.ok()) << lease.status();
+
+  // A 16 KiB block: room is made first (the 4 coldest free blocks, in `a`), then the
+  // next slab (the second coldest) is emptied for the new class.
+  ASSERT_TRUE(PutBlock(100000, 16000).ok());
+  ASSERT_TRUE(store_->Release(lease->id).ok());
+  // Four 4 KiB blocks take the chunks freed in `a`; the fifth must evict the coldest
+  // block left, the rest of `a`, not the younger blocks of the third slab.
+  for (uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(PutBlock(200000 + i, 4000).ok()) << i;
+  EXPECT_FALSE(Present(a[5])) << "the coldest block should have been evicted";
+  EXPECT_TRUE(Present(third[0])) << "a younger block was evicted before the colder ones of a passed slab";
+  ExpectBytes(100000, 16000);
+}
+
 TEST_F(BlockStoreTest, MixedSizesReassignSlabs) {
   // Fill with small blocks, then switch to large ones: slabs change class.
   for (uint64_t i = 0; i < 4000; ++i) ASSERT_TRUE(PutBlock(i, 700).ok()) << i;

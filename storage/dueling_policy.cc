@@ -229,8 +229,9 @@ void DuelingPolicy::OnRemove(uint32_t slot, bool evicted) {
   for (Candidate& c : candidates_) c.real->OnRemove(slot, evicted);
 }
 
-uint32_t DuelingPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
-  return candidates_[leader_].real->PickVictim(can_evict);
+uint32_t DuelingPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                                   absl::FunctionRef<bool(uint32_t)> wanted) {
+  return candidates_[leader_].real->PickVictim(can_evict, wanted);
 }
 
 }  // namespace kvhub::storage

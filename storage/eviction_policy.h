@@ -44,9 +44,21 @@ class EvictionPolicy {
   // The block in `slot` left the tier (evicted or deleted); `evicted` tells which.
   virtual void OnRemove(uint32_t slot, bool evicted) = 0;
 
-  // The next victim among slots for which can_evict(slot) is true, or kNoSlot
-  // when none is. Does not remove it: the store calls OnRemove after evicting.
-  virtual uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) = 0;
+  // The next victim among slots for which can_evict(slot) and wanted(slot) are
+  // true, or kNoSlot when none is. Does not remove it: the store calls OnRemove
+  // after evicting.
+  //  - can_evict false: the slot cannot leave now (pinned, leased, half-written);
+  //    the policy may move it out of the way of later picks.
+  //  - wanted false (asked only of slots that can leave): the slot could leave
+  //    but would not help this caller (a block of another size class). The pick
+  //    passes over it and its place in the policy's order stays as it was, so
+  //    it is not made younger than it is.
+  virtual uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                              absl::FunctionRef<bool(uint32_t)> wanted) = 0;
+  // Every slot that can leave is wanted.
+  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
+    return PickVictim(can_evict, [](uint32_t) { return true; });
+  }
 
   virtual std::string Name() const = 0;
   // The policy choosing victims now: Name() for a single policy; for one that

@@ -161,8 +161,10 @@ uint32_t HostBlockStore::PickVictimFor(uint32_t cls) {
     const Slot& slot = slots[s];
     return slot.state == State::kCommitted && !slot.pinned && slot.leases == 0;
   };
-  return policy_->PickVictim([&](uint32_t s) {
-    if (!evictable(s)) return false;
+  // A block of another class is wanted only if its whole slab can be emptied; the
+  // others could leave but would not help, and keep their place in the policy's
+  // order (they are not pinned: treated as such, they would be made younger).
+  return policy_->PickVictim(evictable, [&](uint32_t s) {
     if (alloc->ClassOf(slots[s].offset) == cls) return true;
     const uint32_t slab = alloc->SlabOf(slots[s].offset);
     if (verdict[slab] == 0) {

@@ -42,18 +42,25 @@ void LruPolicy::OnRemove(uint32_t slot, bool) {
   }
 }
 
-uint32_t LruPolicy::Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_evict) {
-  for (uint32_t n = list.count(); n > 0; --n) {
-    uint32_t s = list.tail();
-    if (can_evict(s)) return s;
-    list.MoveToHead(s);  // unevictable now: do not rescan it next time
+uint32_t LruPolicy::Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_evict,
+                         absl::FunctionRef<bool(uint32_t)> wanted) {
+  uint32_t s = list.tail();
+  for (uint32_t n = list.count(); n > 0 && s != kNoSlot; --n) {
+    const uint32_t older_next = links_.prev(s);  // toward the head
+    if (!can_evict(s)) {
+      list.MoveToHead(s);  // unevictable now: do not rescan it next time
+    } else if (wanted(s)) {
+      return s;
+    }  // else: passed over in place
+    s = older_next;
   }
   return kNoSlot;
 }
 
-uint32_t LruPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
-  uint32_t s = Scan(leaves_, can_evict);
-  if (s == kNoSlot) s = Scan(interior_, can_evict);
+uint32_t LruPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                               absl::FunctionRef<bool(uint32_t)> wanted) {
+  uint32_t s = Scan(leaves_, can_evict, wanted);
+  if (s == kNoSlot) s = Scan(interior_, can_evict, wanted);
   return s;
 }
 

@@ -11,9 +11,9 @@
 // the coldest evictable leaf.
 //
 // Slots that can_evict rejects (pinned, leased) are rotated to the head of their
-// list, so a long-pinned block is not rescanned on every pick; each PickVictim
-// looks at every slot at most once, so it is O(1) amortized unless most of the
-// tier is unevictable.
+// list, so a long-pinned block is not rescanned on every pick; slots the caller
+// does not want keep their place. Each PickVictim looks at every slot at most
+// once, so it is O(1) amortized unless most of the tier is unevictable or unwanted.
 //
 // Thread safety: none (see EvictionPolicy). No allocation after Init.
 
@@ -35,7 +35,9 @@ class LruPolicy final : public EvictionPolicy {
   void OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint, uint64_t bytes) override;
   void OnAccess(uint32_t slot) override;
   void OnRemove(uint32_t slot, bool evicted) override;
-  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) override;
+  using EvictionPolicy::PickVictim;
+  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                      absl::FunctionRef<bool(uint32_t)> wanted) override;
   std::string Name() const override { return prefix_aware_ ? "lru+prefix" : "lru"; }
 
   // Introspection for tests and the trace simulator.
@@ -45,7 +47,8 @@ class LruPolicy final : public EvictionPolicy {
  private:
   enum : uint8_t { kNone = 0, kLeaves = 1, kInterior = 2 };
   SlotList& ListOf(uint32_t slot) { return where_[slot] == kInterior ? interior_ : leaves_; }
-  uint32_t Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_evict);
+  uint32_t Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_evict,
+               absl::FunctionRef<bool(uint32_t)> wanted);
 
   const bool prefix_aware_;
   SlotLinks links_;

@@ -35,6 +35,19 @@ TEST(LruPolicyTest, SkipsUnevictableAndReturnsNoSlotWhenNone) {
   EXPECT_EQ(p.PickVictim([](uint32_t s) { return s == 2; }), 2u);
 }
 
+// Unwanted (could leave, would not help the caller) is not unevictable: the slot is
+// passed over in place, not made the most recently used.
+TEST(LruPolicyTest, UnwantedSlotsKeepTheirPlace) {
+  LruPolicy p(false);
+  p.Init(4);
+  for (uint32_t s = 0; s < 3; ++s) p.OnInsert(s, kNoSlot, s, 1);  // coldest first: 0 1 2
+  EXPECT_EQ(p.PickVictim(Any, [](uint32_t s) { return s != 0; }), 1u);
+  p.OnRemove(1, true);
+  EXPECT_EQ(p.PickVictim(Any), 0u) << "0 was passed over, not moved to the young end";
+  EXPECT_EQ(p.PickVictim(Any, [](uint32_t) { return false; }), kNoSlot);
+  EXPECT_EQ(p.PickVictim(Any), 0u);
+}
+
 TEST(LruPolicyTest, PrefixAwareEvictsLeavesFirst) {
   LruPolicy p(/*prefix_aware=*/true);
   p.Init(16);

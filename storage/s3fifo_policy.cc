@@ -31,10 +31,11 @@ void S3FifoPolicy::OnRemove(uint32_t slot, bool evicted) {
   ghost_.TrimTo(std::max<uint32_t>(queues_.size(), 1));
 }
 
-uint32_t S3FifoPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) {
+uint32_t S3FifoPolicy::PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                                  absl::FunctionRef<bool(uint32_t)> wanted) {
   constexpr auto kKeep = S3FifoQueues::OnPromote::kKeepFrequency;
-  uint32_t s = queues_.Pick(can_evict, /*leaves_only=*/prefix_aware_, small_ratio_, kKeep);
-  if (s == kNoSlot && prefix_aware_) s = queues_.Pick(can_evict, /*leaves_only=*/false, small_ratio_, kKeep);
+  uint32_t s = queues_.Pick(can_evict, wanted, /*leaves_only=*/prefix_aware_, small_ratio_, kKeep);
+  if (s == kNoSlot && prefix_aware_) s = queues_.Pick(can_evict, wanted, /*leaves_only=*/false, small_ratio_, kKeep);
   return s;
 }
 

@@ -44,7 +44,9 @@ class S3FifoPolicy final : public EvictionPolicy {
   void OnInsert(uint32_t slot, uint32_t parent_slot, uint64_t ghost_hint, uint64_t bytes) override;
   void OnAccess(uint32_t slot) override;
   void OnRemove(uint32_t slot, bool evicted) override;
-  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict) override;
+  using EvictionPolicy::PickVictim;
+  uint32_t PickVictim(absl::FunctionRef<bool(uint32_t)> can_evict,
+                      absl::FunctionRef<bool(uint32_t)> wanted) override;
   std::string Name() const override { return prefix_aware_ ? "s3fifo+prefix" : "s3fifo"; }
 
   // Introspection for tests and the trace simulator.

@@ -57,22 +57,29 @@ void S3FifoQueues::MoveSmallToMain(uint32_t slot) {
   where_[slot] = kMain;
 }
 
-uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only,
+uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
+                            absl::FunctionRef<bool(uint32_t)> wanted, bool leaves_only,
                             double small_share, OnPromote on_promote) {
   // Step budgets bound one pass: every slot of S is looked at once; every slot
   // that is or may become part of M at most kMaxFreq + 1 times.
   uint64_t small_steps = small_.count();
   uint64_t main_steps = uint64_t{kMaxFreq + 1} * (small_.count() + main_.count());
+  // Where each queue's scan is: its tail, unless the scan passed over unwanted
+  // slots, which stay put; past the head it starts again at the tail.
+  uint32_t small_at = small_.tail(), main_at = main_.tail();
   for (;;) {
-    const bool main_left = !main_.empty() && main_steps > 0;
-    const bool small_left = !small_.empty() && small_steps > 0;
+    if (small_at == kNoSlot) small_at = small_.tail();
+    if (main_at == kNoSlot) main_at = main_.tail();
+    const bool main_left = main_at != kNoSlot && main_steps > 0;
+    const bool small_left = small_at != kNoSlot && small_steps > 0;
     if (!main_left && !small_left) return kNoSlot;
     const double total = static_cast<double>(small_bytes_ + main_bytes_);
     const bool from_small =
         small_left && (!main_left || static_cast<double>(small_bytes_) >= small_share * total);
     if (from_small) {
       --small_steps;
-      const uint32_t t = small_.tail();
+      const uint32_t t = small_at;
+      small_at = links_.prev(t);
       if (!can_evict(t)) {
         small_.MoveToHead(t);
       } else if (freq_[t] >= 1) {
@@ -80,12 +87,13 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool le
         MoveSmallToMain(t);  // hit while in S: promote
       } else if (leaves_only && !prefix_.is_leaf(t)) {
         small_.MoveToHead(t);
-      } else {
+      } else if (wanted(t)) {
         return t;
-      }
+      }  // else: passed over in place
     } else {
       --main_steps;
-      const uint32_t t = main_.tail();
+      const uint32_t t = main_at;
+      main_at = links_.prev(t);
       if (!can_evict(t)) {
         main_.MoveToHead(t);
       } else if (freq_[t] > 0) {
@@ -93,9 +101,9 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool le
         main_.MoveToHead(t);
       } else if (leaves_only && !prefix_.is_leaf(t)) {
         main_.MoveToHead(t);
-      } else {
+      } else if (wanted(t)) {
         return t;
-      }
+      }  // else: passed over in place
     }
   }
 }

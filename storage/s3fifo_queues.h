@@ -44,9 +44,12 @@ class S3FifoQueues {
   // Removes the block; returns the queue it was in (kNone if not resident).
   Queue Remove(uint32_t slot);
 
-  // The next victim (see above), or kNoSlot. Does not remove it.
-  uint32_t Pick(absl::FunctionRef<bool(uint32_t)> can_evict, bool leaves_only, double small_share,
-                OnPromote on_promote);
+  // The next victim (see above), or kNoSlot. Does not remove it. A slot that can
+  // be evicted but is not `wanted` ages as the pick passes it (promotion, frequency
+  // decrement) like any other, but where it would be the victim it keeps its
+  // place (EvictionPolicy::PickVictim).
+  uint32_t Pick(absl::FunctionRef<bool(uint32_t)> can_evict, absl::FunctionRef<bool(uint32_t)> wanted,
+                bool leaves_only, double small_share, OnPromote on_promote);
 
   bool resident(uint32_t slot) const { return slot < where_.size() && where_[slot] != kNone; }
   bool in_small(uint32_t slot) const { return slot < where_.size() && where_[slot] == kSmall; }
