@@ -22,7 +22,12 @@ import tempfile
 import textwrap
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "testing"))
+from kvhubd_child import KvhubdChild  # noqa: E402
+
 ARGS = None
+# What cmake/KvhubInstall.cmake installs into bin/: kvhubd and the tools.
+INSTALLED_BINARIES = ["kvhub", "kvhub-bench", "kvhub-codec", "kvhub-replay", "kvhub-stress", "kvhubd"]
 
 
 def run(cmd, **kw):
@@ -33,44 +38,32 @@ def run(cmd, **kw):
     return p.stdout
 
 
-class Shard:
-    """The installed kvhubd on ephemeral ports; stopped with SIGTERM."""
-
-    def __init__(self, binary):
-        self.proc = subprocess.Popen(
-            [binary, "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
-             "--capacity_bytes=64MiB", "--max_block_bytes=1MiB", "--try_hugepages=false", "--log_level=warn"],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("kvhubd ready "):
-            self.proc.kill()
-            raise RuntimeError(f"installed kvhubd did not start: {line!r}")
-        self.address = dict(f.split("=", 1) for f in line.split()[2:])["grpc"]
-
-    def stop(self):
-        self.proc.terminate()
-        code = self.proc.wait(timeout=30)
-        self.proc.stdout.close()
-        return code
 
 
 class InstallTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        # Class cleanups run even when setUpClass fails (an install that fails, a shard
+        # that does not start), last registered first: the shard stops, then the
+        # temporary prefix goes.
         cls.tmp = tempfile.mkdtemp(prefix="kvhub-install-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
         cls.prefix = os.path.join(cls.tmp, "prefix")
         run(["cmake", "--install", ARGS.build, "--prefix", cls.prefix])
-        cls.shard = Shard(os.path.join(cls.prefix, "bin", "kvhubd"))
+        cls.shard = KvhubdChild(os.path.join(cls.prefix, "bin", "kvhubd"))
+        cls.addClassCleanup(cls.stop_shard, cls.shard)
 
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.shard.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    @staticmethod
+    def stop_shard(shard):
+        code = shard.stop()
         if code != 0:
             raise AssertionError(f"installed kvhubd exited {code} on SIGTERM")
 
     def test_layout_is_what_the_docs_promise(self):
-        for rel in ["bin/kvhubd", "bin/kvhub", "bin/kvhub-bench", "bin/kvhub-codec", "bin/kvhub-replay",
+        # bin/ holds exactly what cmake/KvhubInstall.cmake installs: no tool missing, no
+        # test or bench binary of the build tree along with them.
+        self.assertEqual(sorted(os.listdir(os.path.join(self.prefix, "bin"))), INSTALLED_BINARIES)
+        for rel in [*(f"bin/{b}" for b in INSTALLED_BINARIES),
                     "include/kvhub/client/client.h", "include/kvhub/codec/codec.h", "include/kvhub/common/version.h",
                     "include/kvhub/kvhub/v1/kvhub.pb.h", "lib/cmake/kvhub/kvhubConfig.cmake",
                     "lib/cmake/kvhub/kvhubConfigVersion.cmake", "share/kvhub/proto/kvhub/v1/kvhub.proto"]:
@@ -126,7 +119,10 @@ class InstallTest(unittest.TestCase):
             assert hit.hit_blocks == 2, hit.hit_blocks
             bufs = [np.empty(1000, np.uint8) for _ in range(2)]
             got = c.fetch("install-py", spec, tokens, bufs)
-            assert got.valid_blocks == 2 and bytes(bufs[1]) == payloads[1]
+            assert got.valid_blocks == 2, (got.valid_blocks, got.errors)
+            for i, (buf, want) in enumerate(zip(bufs, payloads, strict=True)):
+                assert bytes(buf) == want, f"block {{i}} differs from what was published"
+            c.close()
             print("python ok")
             """)
         env = dict(os.environ, PYTHONPATH=site[0])

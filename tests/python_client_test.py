@@ -21,31 +21,13 @@ import numpy as np
 import kvhub
 from kvhub import keys as pykeys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "testing"))
+from kvhubd_child import KvhubdChild  # noqa: E402
+
 BIN = os.environ.get("KVHUB_BIN_DIR", "build/bin")
 SPEC = "model=py-test,layers=2,kv_heads=2,head_dim=64,dtype=bf16,rope_base=10000,block_tokens=16"
 
 
-class Shard:
-    """A kvhubd child on ephemeral ports; stopped with SIGTERM."""
-
-    def __init__(self, *flags):
-        self.proc = subprocess.Popen(
-            [os.path.join(BIN, "kvhubd"), "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
-             "--capacity_bytes=64MiB", "--max_block_bytes=1MiB", "--try_hugepages=false",
-             "--log_level=warn", *flags],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("kvhubd ready "):
-            self.proc.kill()
-            raise RuntimeError(f"kvhubd did not start: {line!r}")
-        fields = dict(f.split("=", 1) for f in line.split()[2:])
-        self.address = fields["grpc"]
-
-    def stop(self):
-        self.proc.terminate()
-        code = self.proc.wait(timeout=30)
-        self.proc.stdout.close()
-        return code
 
 
 def payload(seed, n):
@@ -55,16 +37,25 @@ def payload(seed, n):
 class PythonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.shards = [Shard(), Shard()]
+        # Each shard's stop is registered as soon as it runs: a shard that fails to
+        # start does not leave the one before it running, and every shard is stopped
+        # even when another exits badly.
+        cls.shards = []
+        for _ in range(2):
+            shard = KvhubdChild(os.path.join(BIN, "kvhubd"))
+            cls.addClassCleanup(cls.stop_shard, shard)
+            cls.shards.append(shard)
         cls.members = ",".join(s.address for s in cls.shards)
 
-    @classmethod
-    def tearDownClass(cls):
-        for s in cls.shards:
-            assert s.stop() == 0
+    @staticmethod
+    def stop_shard(shard):
+        code = shard.stop()
+        if code != 0:
+            raise AssertionError(f"kvhubd exited {code} on SIGTERM")
 
     def test_publish_lookup_fetch_byte_exact(self):
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)
         spec = kvhub.ModelSpec(SPEC)
         tokens = np.arange(16 * 6 + 5, dtype=np.int32)  # 6 full blocks and a partial tail
         blocks = [payload(i, 4096 + 100 * i) for i in range(6)]
@@ -104,6 +95,7 @@ class PythonClientTest(unittest.TestCase):
 
     def test_key_level_put_get_lookup_delete(self):
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)
         ks = [bytes([i]) * 16 for i in range(1, 5)]
         data = [payload(100 + i, 1000 * (i + 1)).tobytes() for i in range(4)]
         r = c.put("py-keys", ks, data)
@@ -133,10 +125,10 @@ class PythonClientTest(unittest.TestCase):
             for v in ("grpc_proxy", "https_proxy", "http_proxy"):
                 os.environ[v] = "http://127.0.0.1:9"
             os.environ.pop("no_proxy", None)
-            c = kvhub.Client(self.members, transport="grpc")
-            self.assertTrue(all(s["error"] is None for s in c.stats()))
-            proxied = kvhub.Client(self.members, transport="grpc", use_proxy_env=True)
-            self.assertTrue(all(s["error"] is not None for s in proxied.stats()))
+            with kvhub.Client(self.members, transport="grpc") as c:
+                self.assertTrue(all(s["error"] is None for s in c.stats()))
+            with kvhub.Client(self.members, transport="grpc", use_proxy_env=True) as proxied:
+                self.assertTrue(all(s["error"] is not None for s in proxied.stats()))
         finally:
             for v, value in saved.items():
                 if value is None:
@@ -148,6 +140,7 @@ class PythonClientTest(unittest.TestCase):
         # multiprocessing's "fork" start method copies a process with a client:
         # the child must get kvhub.Error at once, not hang; the parent goes on.
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)  # in this process only: the child leaves by os._exit
         self.assertTrue(all(s["error"] is None for s in c.stats()))
         # A thread keeps a call in flight while the process forks: the child inherits
         # the count of calls in flight, whose threads it does not have, and close()
@@ -160,18 +153,22 @@ class PythonClientTest(unittest.TestCase):
 
         t = threading.Thread(target=busy, daemon=True)
         t.start()
+        self.addCleanup(t.join)  # cleanups run last first: stop, join, then close
+        self.addCleanup(stop.set)
         time.sleep(0.05)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
-            verdict = b"no error"
-            try:
-                c.put("py-fork", [b"f" * 16], [b"x"])
-            except kvhub.Error as e:
-                verdict = b"ok" if "forked" in str(e) else str(e).encode()
-            c.close()
-            os.write(write_end, verdict)
-            os._exit(0)
+            try:  # whatever happens, the child never returns into unittest (its cleanups)
+                verdict = b"no error"
+                try:
+                    c.put("py-fork", [b"f" * 16], [b"x"])
+                except kvhub.Error as e:
+                    verdict = b"ok" if "forked" in str(e) else str(e).encode()
+                c.close()
+                os.write(write_end, verdict)
+            finally:
+                os._exit(0)
         stop.set()
         t.join()
         os.close(write_end)
@@ -211,6 +208,7 @@ class PythonClientTest(unittest.TestCase):
 
     def test_bad_input_raises_clear_errors_and_changes_nothing(self):
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)  # for a failure before the close() below; a second close is a no-op
         spec = kvhub.ModelSpec(SPEC)
         tokens = np.arange(32, dtype=np.int32)
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
@@ -232,8 +230,8 @@ class PythonClientTest(unittest.TestCase):
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.Client("no-port-here")
         # Members may also be a list of addresses.
-        self.assertEqual([m["address"] for m in kvhub.Client(self.members.split(","), transport="grpc").stats()],
-                         self.members.split(","))
+        with kvhub.Client(self.members.split(","), transport="grpc") as listed:
+            self.assertEqual([m["address"] for m in listed.stats()], self.members.split(","))
         with self.assertRaisesRegex(kvhub.Error, "holds a comma"):
             kvhub.Client([self.members])
         with self.assertRaisesRegex(kvhub.Error, r"members\[1\] is not a string"):
@@ -265,6 +263,7 @@ class PythonClientTest(unittest.TestCase):
 
     def test_threads_share_one_client(self):
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)
         spec = kvhub.ModelSpec(SPEC)
         errors = []
 
@@ -296,6 +295,8 @@ class PythonClientTest(unittest.TestCase):
         # host without RDMA keeps gRPC without opening UCX at all (session 21).
         for transport in ("grpc", "auto", "ucx"):
             c = kvhub.Client(self.members, transport=transport)
+            # For a failure before the close() under test below; after it, a no-op.
+            self.addCleanup(c.close)
             spec = kvhub.ModelSpec(SPEC)
             tokens = np.arange(16 * 16, dtype=np.int32) + 7000
             blocks = [payload(700 + i, 1 << 20) for i in range(16)]
@@ -364,43 +365,55 @@ class PythonClientTest(unittest.TestCase):
         if probe.returncode != 0:
             self.skipTest(f"unshare --mount is not permitted here: {probe.stderr.decode().strip()}")
         script = textwrap.dedent("""
-            import os, socket, subprocess, sys, tempfile, time
+            import os, select, socket, subprocess, sys, tempfile, time
             import kvhub
             kvhubd = sys.argv[1]
-            hosts = tempfile.NamedTemporaryFile("w", delete=False)
+            procs = []
+            with tempfile.NamedTemporaryFile("w", delete=False) as hosts:
+                pass
             def point_at(ip):
                 with open(hosts.name, "w") as f:  # in place: the bind mount keeps the inode
                     f.write(f"127.0.0.1 localhost\\n{ip} kvhub-moving-shard\\n")
-            point_at("127.0.0.1")
-            subprocess.run(["mount", "--bind", hosts.name, "/etc/hosts"], check=True)
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
             def start(ip):
                 p = subprocess.Popen([kvhubd, f"--grpc_address={ip}:{port}", f"--http_address={ip}:0",
                                       "--capacity_bytes=64MiB", "--max_block_bytes=1MiB",
                                       "--try_hugepages=false", "--log_level=warn"],
                                      stdout=subprocess.PIPE, text=True)
+                procs.append(p)
+                assert select.select([p.stdout], [], [], 30)[0], "kvhubd did not start within 30 s"
                 assert p.stdout.readline().startswith("kvhubd ready"), "kvhubd did not start"
                 return p
-            first = start("127.0.0.1")
-            c = kvhub.Client(f"kvhub-moving-shard:{port}", transport="grpc")
-            assert c.stats()[0]["error"] is None
-            first.kill()
-            first.wait()
-            for _ in range(8):  # the channel fails and re-resolves (to the old address)
-                assert c.stats()[0]["error"] is not None
-                time.sleep(0.2)
-            point_at("127.0.0.2")
-            second = start("127.0.0.2")
-            t0 = time.time()
-            while c.stats()[0]["error"] is not None and time.time() - t0 < 25:
-                time.sleep(0.1)
-            waited = time.time() - t0
-            second.terminate()
-            second.wait()
-            print(f"found the moved shard after {waited:.1f} s")
-            sys.exit(0 if waited < 10 else 1)
+            try:
+                point_at("127.0.0.1")
+                subprocess.run(["mount", "--bind", hosts.name, "/etc/hosts"], check=True)
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                first = start("127.0.0.1")
+                with kvhub.Client(f"kvhub-moving-shard:{port}", transport="grpc") as c:
+                    assert c.stats()[0]["error"] is None
+                    first.kill()
+                    first.wait()
+                    for _ in range(8):  # the channel fails and re-resolves (to the old address)
+                        assert c.stats()[0]["error"] is not None
+                        time.sleep(0.2)
+                    point_at("127.0.0.2")
+                    second = start("127.0.0.2")
+                    t0 = time.time()
+                    while c.stats()[0]["error"] is not None and time.time() - t0 < 25:
+                        time.sleep(0.1)
+                    waited = time.time() - t0
+                second.terminate()
+                second.wait()
+                print(f"found the moved shard after {waited:.1f} s")
+                sys.exit(0 if waited < 10 else 1)
+            finally:  # no kvhubd left running, no file left in the temp directory
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                    p.wait()
+                    p.stdout.close()
+                os.unlink(hosts.name)
         """)
         r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script,
                             os.path.join(BIN, "kvhubd")], capture_output=True, text=True, timeout=90)
@@ -438,6 +451,7 @@ class PythonClientTest(unittest.TestCase):
 
         # Publish kivi4 blocks, fetch them back into buffers and decode: identical.
         c = kvhub.Client(self.members, transport="grpc")
+        self.addCleanup(c.close)
         tokens = np.arange(64, dtype=np.int32) + 5000
         blocks = [kvhub.encode(kv[i], spec, base_position=16 * i, codec="kivi4") for i in range(4)]
         self.assertEqual(c.publish("py-codec", spec, tokens, blocks).stored, 4)
@@ -475,15 +489,16 @@ class PythonClientTest(unittest.TestCase):
         with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as f:
             f.write(f"{token} py-auth\n")
         try:
-            shard = Shard(f"--auth_tokens_file={f.name}")
+            shard = KvhubdChild(os.path.join(BIN, "kvhubd"), f"--auth_tokens_file={f.name}")
             try:
                 ks, data = [b"a" * 16], [b"secret" * 100]
-                r = kvhub.Client(shard.address, transport="grpc").put("py-auth", ks, data)
+                with kvhub.Client(shard.address, transport="grpc") as anonymous:
+                    r = anonymous.put("py-auth", ks, data)
                 self.assertEqual(r.stored, 0)
                 self.assertTrue(r.errors[0].startswith("UNAUTHENTICATED"), r.errors)
-                c = kvhub.Client(shard.address, transport="grpc", auth_token=token)
-                self.assertEqual(c.put("py-auth", ks, data).stored, 1)
-                r = c.put("someone-else", ks, data)
+                with kvhub.Client(shard.address, transport="grpc", auth_token=token) as c:
+                    self.assertEqual(c.put("py-auth", ks, data).stored, 1)
+                    r = c.put("someone-else", ks, data)
                 self.assertTrue(r.errors[0].startswith("PERMISSION_DENIED"), r.errors)
             finally:
                 self.assertEqual(shard.stop(), 0)
