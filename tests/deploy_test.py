@@ -212,10 +212,14 @@ def check_monitoring(source, bindir):
                 alerts.append(r)
     dash_exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     names, labels = exported_metrics(bindir)
+    # The GPU tier's series exist only on shards with a GPU (none here): those are
+    # checked against the names the exporter writes (cachesvc/metrics.cc).
+    with open(os.path.join(source, "cachesvc/metrics.cc")) as f:
+        gpu_only = set(re.findall(r'"(kvhub_gpu_tier_[a-z0-9_]+)"', f.read()))
     failed = len(FAILURES)
     for e in exprs + dash_exprs:
         for metric in re.findall(r"\b(?:kvhub|process)_[a-z0-9_]+", e):
-            check(metric in names, "%r names %s, which kvhubd does not export" % (e, metric))
+            check(metric in names or metric in gpu_only, "%r names %s, which kvhubd does not export" % (e, metric))
         for rec in re.findall(r"\bkvhub:[a-z0-9_:]+", e):
             check(rec in recorded, "%r uses recording rule %s, which kvhub-rules.yml does not define" % (e, rec))
     # The labels the rules aggregate by exist on the metrics they aggregate.
