@@ -20,6 +20,7 @@ PKGS=(
   libhiredis-dev                      # kvhub-bench: redis SET/GET client for the baseline
   python3 python3-xxhash python3-numpy python3-matplotlib
   python3-yaml                        # tests: deploy/ manifests and Prometheus files
+  prometheus                          # tests: promtool checks the alert rules (its service is not used)
   pybind11-dev python3-dev            # kvhub._native: the Python client module
   openssl                             # tests: a CA and certificates for the TLS / mTLS tests
   nodejs                              # tests: runs kvhubd's /dashboard script against a live shard
