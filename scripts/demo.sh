@@ -66,7 +66,12 @@ echo
 echo "== stopping shards (SIGTERM, graceful drain) =="
 for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for i in "${!PIDS[@]}"; do
-  if wait "${PIDS[$i]}"; then echo "  shard-$i exited cleanly"; else echo "  shard-$i exited with $?"; rc=1; fi
+  if wait "${PIDS[$i]}"; then
+    echo "  shard-$i exited cleanly"
+  else
+    echo "  shard-$i exited with $?"
+    [ "$rc" -ne 0 ] || rc=1
+  fi
 done
 PIDS=()
 exit $rc

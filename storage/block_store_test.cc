@@ -1,5 +1,6 @@
 #include "storage/block_store.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>

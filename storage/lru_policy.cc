@@ -46,13 +46,13 @@ uint32_t LruPolicy::Scan(SlotList& list, absl::FunctionRef<bool(uint32_t)> can_e
                          absl::FunctionRef<bool(uint32_t)> wanted) {
   uint32_t s = list.tail();
   for (uint32_t n = list.count(); n > 0 && s != kNoSlot; --n) {
-    const uint32_t older_next = links_.prev(s);  // toward the head
+    const uint32_t younger = links_.prev(s);  // the next slot toward the head
     if (!can_evict(s)) {
       list.MoveToHead(s);  // unevictable now: do not rescan it next time
     } else if (wanted(s)) {
       return s;
     }  // else: passed over in place
-    s = older_next;
+    s = younger;
   }
   return kNoSlot;
 }

@@ -61,7 +61,8 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
                             absl::FunctionRef<bool(uint32_t)> wanted, bool leaves_only,
                             double small_share, OnPromote on_promote) {
   // Step budgets bound one pass: every slot of S is looked at once; every slot
-  // that is or may become part of M at most kMaxFreq + 1 times.
+  // that is or may become part of M at most kMaxFreq + 1 times (unwanted slots
+  // are passed without a change, and cost a step each time).
   uint64_t small_steps = small_.count();
   uint64_t main_steps = uint64_t{kMaxFreq + 1} * (small_.count() + main_.count());
   // Where each queue's scan is: its tail, unless the scan passed over unwanted
@@ -82,28 +83,33 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
       small_at = links_.prev(t);
       if (!can_evict(t)) {
         small_.MoveToHead(t);
+      } else if (!wanted(t)) {
+        // Passed over untouched: neither moved nor aged (a slab search that finds
+        // nothing must not cost the tier its frequencies).
       } else if (freq_[t] >= 1) {
         if (on_promote == OnPromote::kResetFrequency) freq_[t] = 0;
         MoveSmallToMain(t);  // hit while in S: promote
       } else if (leaves_only && !prefix_.is_leaf(t)) {
         small_.MoveToHead(t);
-      } else if (wanted(t)) {
+      } else {
         return t;
-      }  // else: passed over in place
+      }
     } else {
       --main_steps;
       const uint32_t t = main_at;
       main_at = links_.prev(t);
       if (!can_evict(t)) {
         main_.MoveToHead(t);
+      } else if (!wanted(t)) {
+        // Passed over untouched, as in S.
       } else if (freq_[t] > 0) {
         --freq_[t];
         main_.MoveToHead(t);
       } else if (leaves_only && !prefix_.is_leaf(t)) {
         main_.MoveToHead(t);
-      } else if (wanted(t)) {
+      } else {
         return t;
-      }  // else: passed over in place
+      }
     }
   }
 }

@@ -11,7 +11,8 @@
 //    at M's head with freq-1 while freq > 0, else it is the victim;
 //  - prefix awareness (optional per Pick): a block with live children in the
 //    tier is reinserted at the head of its queue instead of being evicted;
-//    slots the caller cannot evict are likewise reinserted. Each Pick examines
+//    slots the caller cannot evict are likewise reinserted, and slots it does
+//    not want (evictable, but of no use to it) are passed over untouched. Each Pick examines
 //    each slot a bounded number of times (freq <= 3): O(1) amortized unless most
 //    of the tier is unevictable.
 //
@@ -45,9 +46,8 @@ class S3FifoQueues {
   Queue Remove(uint32_t slot);
 
   // The next victim (see above), or kNoSlot. Does not remove it. A slot that can
-  // be evicted but is not `wanted` ages as the pick passes it (promotion, frequency
-  // decrement) like any other, but where it would be the victim it keeps its
-  // place (EvictionPolicy::PickVictim).
+  // be evicted but is not `wanted` is passed over untouched: it keeps its place
+  // and its frequency (EvictionPolicy::PickVictim).
   uint32_t Pick(absl::FunctionRef<bool(uint32_t)> can_evict, absl::FunctionRef<bool(uint32_t)> wanted,
                 bool leaves_only, double small_share, OnPromote on_promote);
 

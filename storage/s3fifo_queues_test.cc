@@ -53,9 +53,9 @@ TEST(S3FifoQueuesTest, MainIsAClockAndPrefixAwarePicksLeavesFirst) {
 }
 
 // A slot the caller does not want (it could leave, but would not help: another size
-// class) is passed over where it would be the victim and keeps its place; slots the
-// pick passes still age as in any pick.
-TEST(S3FifoQueuesTest, UnwantedSlotsKeepTheirPlaceAndStillAge) {
+// class) is passed over untouched: it keeps its place and its frequency, so a slab
+// search that finds nothing costs the tier nothing.
+TEST(S3FifoQueuesTest, UnwantedSlotsKeepTheirPlaceAndFrequency) {
   constexpr auto kKeep = S3FifoQueues::OnPromote::kKeepFrequency;
   S3FifoQueues q;
   q.Init(8);
@@ -63,19 +63,19 @@ TEST(S3FifoQueuesTest, UnwantedSlotsKeepTheirPlaceAndStillAge) {
   EXPECT_EQ(q.Pick(All(), [](uint32_t s) { return s != 0; }, false, 0.1, kKeep), 1u);
   EXPECT_EQ(q.Remove(1), S3FifoQueues::kMain);
   EXPECT_EQ(q.Pick(All(), All(), false, 0.1, kKeep), 0u) << "the passed slot must still be the oldest";
-  // Nothing wanted: no victim, but 2 spends its second chance as the pick passes it.
+  // Nothing wanted: no victim, and 2 keeps its second chance.
   q.Access(2);
-  EXPECT_EQ(q.frequency(2), 1u);
   EXPECT_EQ(q.Pick(All(), [](uint32_t) { return false; }, false, 0.1, kKeep), kNoSlot);
-  EXPECT_EQ(q.frequency(2), 0u);
+  EXPECT_EQ(q.frequency(2), 1u);
   EXPECT_EQ(q.Pick(All(), All(), false, 0.1, kKeep), 0u);
-  // In S likewise: the unwanted tail stays the tail; a hit one is still promoted.
+  // In S likewise: an unwanted slot is neither evicted nor promoted, and stays put.
   S3FifoQueues small;
   small.Init(8);
   for (uint32_t s : {0u, 1u, 2u}) small.Insert(s, kNoSlot, 10, S3FifoQueues::kSmall);
   small.Access(1);
-  EXPECT_EQ(small.Pick(All(), [](uint32_t s) { return s != 0; }, false, 0.1, kKeep), 2u);
-  EXPECT_TRUE(small.in_main(1));
+  EXPECT_EQ(small.Pick(All(), [](uint32_t s) { return s == 2; }, false, 0.1, kKeep), 2u);
+  EXPECT_TRUE(small.in_small(1));
+  EXPECT_EQ(small.frequency(1), 1u);
   EXPECT_EQ(small.Remove(2), S3FifoQueues::kSmall);
   EXPECT_EQ(small.Pick(All(), All(), false, 0.1, kKeep), 0u) << "the passed slot must still be the tail of S";
 }

@@ -226,13 +226,15 @@ def check_monitoring(source, bindir):
     for e in exprs:
         for by, metric in re.findall(r"by \(([a-z_, ]+)\) \((?:rate|increase)\((kvhub_[a-z0-9_]+)", e):
             for label in (x.strip() for x in by.split(",")):
-                if label in ("le", "instance", "job"):
+                if label in ("le", "instance", "job", "kubernetes_namespace"):  # the last: a target label
                     continue
                 check(label in labels.get(metric, set()), "%r groups by %s, a label %s lacks" % (e, label, metric))
     # KvhubShardsMissing counts scrape targets against the StatefulSet's replicas.
     replicas = load_manifests(source)["StatefulSet"]["spec"]["replicas"]
     missing = [a for a in alerts if a["alert"] == "KvhubShardsMissing"]
-    check(len(missing) == 1 and re.search(r"count\(up\{job=\"kvhubd\"\}\) < %d\b" % replicas, missing[0]["expr"]),
+    check(len(missing) == 1 and
+          re.search(r"count by \(kubernetes_namespace\) \(up\{job=\"kvhubd\"\}\) < %d\b" % replicas,
+                    missing[0]["expr"]),
           "KvhubShardsMissing does not count the StatefulSet's %d replicas" % replicas)
     for name, prom in proms.items():
         jobs = {s["job_name"] for s in prom["scrape_configs"]}
@@ -240,6 +242,15 @@ def check_monitoring(source, bindir):
             for job in re.findall(r'job="([^"]+)"', a["expr"]):
                 check(job in jobs, "alert %s names job %s, which %s does not scrape" % (a["alert"], job, name))
         check(prom["rule_files"] == ["kvhub-rules.yml"], name + " does not load kvhub-rules.yml")
+    # Target labels must not take the place of a label kvhubd's series carry (a
+    # "namespace" target label would hide the cache namespace of every series).
+    exported_labels = set().union(*labels.values())
+    for name, prom in proms.items():
+        for sc in prom["scrape_configs"]:
+            for r in sc.get("relabel_configs", []):
+                target = r.get("target_label", "")
+                check(target.startswith("__") or target in ("instance", "job") or target not in exported_labels,
+                      "%s relabels into %r, a label kvhubd's own series carry" % (name, target))
     # The Kubernetes discovery keeps the pods the manifests label and annotate.
     k8s = json.dumps(proms["prometheus-kubernetes.yml"])
     pod = load_manifests(source)["StatefulSet"]["spec"]["template"]["metadata"]

@@ -36,12 +36,12 @@ class KvhubdChild:
              "--log_level=warn", *flags],
             stdout=subprocess.PIPE)
         line = read_first_line(self.proc.stdout, STARTUP_TIMEOUT_S)
-        if not line.startswith("kvhubd ready "):
+        fields = dict(f.split("=", 1) for f in line.split()[2:] if "=" in f)
+        if not line.startswith("kvhubd ready ") or "grpc" not in fields:
             self.proc.kill()
             self.proc.wait()
             self.proc.stdout.close()
             raise RuntimeError(f"{binary} did not start within {STARTUP_TIMEOUT_S} s: {line!r}")
-        fields = dict(f.split("=", 1) for f in line.split()[2:])
         self.address = fields["grpc"]
 
     def stop(self):
