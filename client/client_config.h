@@ -122,7 +122,9 @@ struct ClientConfig {
   // RPC on a later call); UCX is used from then on if it works. Not retried: a
   // shard UCX reaches only over tcp (auto keeps gRPC there by design), and a
   // client whose own UCX cannot start. 0 = never again. 100 ms .. 1 h, or 0.
-  // Default 30 s.
+  // transport=ucx: a shard that refused UCX for such a reason is asked again only
+  // this long after; calls meanwhile fail with its reason (FAILED_PRECONDITION)
+  // without a Connect each (0: every call asks). Default 30 s.
   absl::Duration ucx_retry_interval = absl::Seconds(30);
 
   // Security (docs/operations.md, "Authentication and TLS"); all empty by default.

@@ -58,6 +58,9 @@ struct UcxDataPlane::Peer {
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   // kGrpc in auto mode: when to offer UCX again (ClientConfig::ucx_retry_interval).
   absl::Time retry_ucx_at ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
+  // transport=ucx: until when calls fail with last_error without asking the shard
+  // again, after it refused UCX for a reason that is not transient.
+  absl::Time refused_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // Keeps the shard's side of the connection (null for shards without sessions),
   // and its number among this peer's sessions (a restarted shard reuses conn ids).
   std::unique_ptr<ShardSession> session ABSL_GUARDED_BY(mu);
@@ -251,6 +254,10 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     retrying = true;
   }
   if (p->state != Peer::State::kNew) return;
+  // transport=ucx and the shard refused UCX a moment ago: asking again on every
+  // call would cost each one a Connect (and an older shard a connection it keeps
+  // unwatched for ucx_session_grace_ms); the calls fail with the same reason.
+  if (config_.transport == TransportMode::kUcx && Clock::Real()->Now() < p->refused_until) return;
   // by_design: auto chose gRPC on purpose (tcp only), logged at info, final; anything
   // else is a failure that made the client fall back, logged as a warning (at info
   // when a retry finds the same, or when `quiet`: a setup chosen on purpose),
@@ -269,6 +276,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
                   "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
+      if (!final && config_.ucx_retry_interval > absl::ZeroDuration()) {
+        p->refused_until = Clock::Real()->Now() + config_.ucx_retry_interval;
+      }
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
                 why.ToString());
     }

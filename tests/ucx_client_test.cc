@@ -778,6 +778,33 @@ TEST(UcxClientTest, ShardKilledUnderASharedMemoryClientFailsItsReads) {
   EXPECT_FALSE(absl::StartsWith(transport, "ucx (")) << "still claims a live UCX connection: " << transport;
 }
 
+// transport=ucx against a shard that refuses UCX: the calls fail with the reason,
+// and the shard is asked again only after ucx_retry_interval, not on every call
+// (each ask is a Connect; an older shard keeps each one's connection unwatched).
+TEST(UcxClientTest, ExplicitUcxAsksARefusingShardOncePerRetryInterval) {
+  auto shard = StartShard({"--ucx_enabled=false"});
+  ASSERT_NE(shard, nullptr);
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
+  cfg.ucx_retry_interval = absl::Milliseconds(500);
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<uint8_t> data = Payload(901, 5 << 20);  // large: it goes through the data plane
+  const std::vector<BlockPut> puts = {{Key(901), std::nullopt, data, false}};
+  const auto put_fails = [&] {
+    auto put = (*client)->Put("ns", puts);
+    if (!put.ok()) return true;
+    EXPECT_NE(put->errors[0].code(), absl::StatusCode::kOk);
+    return put->failed == 1;
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(put_fails()) << "transport=ucx must not put over gRPC";
+  EXPECT_EQ(ConnectCalls(*shard), 1u) << "asked again within the retry interval";
+  const ShardTransportStats st = OnlyShard((*client)->TransportStats());
+  EXPECT_TRUE(absl::StrContains(st.transport, "ucx_enabled=false")) << st.transport;
+  absl::SleepFor(absl::Milliseconds(600));
+  EXPECT_TRUE(put_fails());
+  EXPECT_EQ(ConnectCalls(*shard), 2u) << "not asked again after the retry interval";
+}
+
 // transport=auto falls back to gRPC for a shard without UCX, and offers UCX again
 // after ucx_retry_interval: a shard restarted with UCX on (a rolling upgrade) is
 // then served over UCX without recreating the client.
