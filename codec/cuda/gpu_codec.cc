@@ -44,6 +44,15 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Opt
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: cudaSetDevice(", device, "): ", cudaGetErrorString(e)));
   }
+  // The kernels are built for sm_80 and sm_90 (warp reductions of sm_80): an older
+  // GPU would take the codec and then fail every call with "no kernel image".
+  int major = 0;
+  if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+      e != cudaSuccess || major < 8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no CUDA device: device ", device, " has compute capability ", major,
+        ".x; the codec kernels need 8.0 or newer", e != cudaSuccess ? absl::StrCat(" (", cudaGetErrorString(e), ")") : ""));
+  }
   std::unique_ptr<GpuCodec> c(new GpuCodec(device, options));
   cudaStream_t s;
   if (cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); e != cudaSuccess) {
@@ -84,6 +93,7 @@ absl::Status GpuCodec::Reserve(DeviceBuffer* b, size_t bytes, bool pinned_host) 
   void* p = nullptr;
   cudaError_t e = pinned_host ? cudaHostAlloc(&p, want, cudaHostAllocDefault) : cudaMalloc(&p, want);
   if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // an allocation failure is not sticky: do not let a later launch report it
     return absl::ResourceExhaustedError(absl::StrCat("cuda: cannot allocate ", want, " bytes of ",
                                                      pinned_host ? "pinned host" : "device",
                                                      " memory: ", cudaGetErrorString(e)));
@@ -107,6 +117,9 @@ void GpuCodec::RecordKernelTime() {
 }
 
 absl::Status GpuCodec::Launch(const char* what, const std::function<int()>& launch) {
+  // The launchers report cudaGetLastError(): clear what an earlier call on this
+  // thread left (a failed allocation) so it is not taken for this launch's.
+  (void)cudaGetLastError();
   cudaEvent_t a = static_cast<cudaEvent_t>(kernel_start_), b = static_cast<cudaEvent_t>(kernel_end_);
   if (cudaError_t e = cudaEventRecord(a, S(stream_)); e != cudaSuccess) return CudaError(what, e);
   if (cudaError_t e = static_cast<cudaError_t>(launch()); e != cudaSuccess) return CudaError(what, e);
@@ -340,6 +353,12 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
     }
     if (device_blocks[i] == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("decode: block ", i, " is null"));
+    }
+    // The kernels read scales and 16-bit codes through typed pointers: a misaligned
+    // block would fault the device (and leave CUDA unusable for the process).
+    if (reinterpret_cast<uintptr_t>(device_blocks[i]) % 16 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("decode: block ", i, " is not 16-byte aligned in device memory"));
     }
     pp.push_back(&plans[i]);
   }

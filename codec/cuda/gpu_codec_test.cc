@@ -37,6 +37,8 @@ class DeviceCache {
         (layers == &h.k ? k_ : v_).push_back(static_cast<uint16_t*>(p));
       }
     }
+    // The codec's stream does not wait for the default stream: finish the uploads.
+    ok_ = ok_ && cudaDeviceSynchronize() == cudaSuccess;
   }
   ~DeviceCache() {
     for (auto* p : k_) cudaFree(p);
@@ -106,6 +108,7 @@ TEST_P(GpuCodecTest, EncodeFromPagesIsByteIdenticalToCpuEncode) {
     // byte of the result must have been written by this call.
     ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, p, &got).ok());
     ASSERT_EQ(cudaMemset(gpu->device_block(), 0xA5, want.size()), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the poison lands before the codec's stream runs
     ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, p, &got).ok());
     ASSERT_EQ(got.size(), want.size());
     size_t first = 0;

@@ -402,11 +402,16 @@ dim3 TileGrid(const BlockGeom& g) {
   return dim3(groups * g.heads, 2 * g.layers);
 }
 
+// Lets `kernel` take the largest tile TileGeometry allows (kMaxGroup rows of
+// kMaxDim bf16). The default limit is 48 KiB *minus the kernel's static shared
+// memory*, so a tile just under 48 KiB failed to launch (kivi4, group 128, head_dim
+// 256, 80 tokens: 40 KiB of tile plus 9 KiB of statics). Always the same value:
+// a limit sized to each launch could be lowered by another thread between its
+// set and our launch.
+constexpr int kMaxTileSharedBytes = static_cast<int>(kMaxGroup * kMaxDim * 2);
 template <typename K>
-cudaError_t AllowSharedMemory(K kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
+cudaError_t AllowSharedMemory(K kernel) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxTileSharedBytes);
 }
 
 }  // namespace
@@ -435,7 +440,7 @@ cudaError_t LaunchKiviTileEncode(const EncodeCtx& c, cudaStream_t stream) {
   const uint32_t cpr_log2 = Log2(c.g.dim / 8);
   cudaError_t e = cudaSuccess;
   WithEncodeVariant(c.g.codec, [&](auto bits) {
-    e = AllowSharedMemory(KiviTileEncodeKernel<decltype(bits)::value>, smem);
+    e = AllowSharedMemory(KiviTileEncodeKernel<decltype(bits)::value>);
     if (e == cudaSuccess) {
       KiviTileEncodeKernel<decltype(bits)::value><<<TileGrid(c.g), kThreads, smem, stream>>>(c, cpr_log2);
     }
@@ -458,7 +463,7 @@ cudaError_t LaunchKiviTileEncodeBatch(const EncodeCtx* device_ctxs, absl::Span<c
   grid.z = static_cast<unsigned>(host_ctxs.size());
   cudaError_t e = cudaSuccess;
   WithEncodeVariant(c.g.codec, [&](auto bits) {
-    e = AllowSharedMemory(KiviTileEncodeBatchKernel<decltype(bits)::value>, smem);
+    e = AllowSharedMemory(KiviTileEncodeBatchKernel<decltype(bits)::value>);
     if (e == cudaSuccess) {
       KiviTileEncodeBatchKernel<decltype(bits)::value><<<grid, kThreads, smem, stream>>>(device_ctxs, cpr_log2);
     }
