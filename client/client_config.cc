@@ -144,7 +144,8 @@ absl::Status ClientConfig::Validate() const {
   }
   if (ucx_retry_interval != absl::ZeroDuration() &&
       (ucx_retry_interval < absl::Milliseconds(100) || ucx_retry_interval > absl::Hours(1))) {
-    return absl::InvalidArgumentError("ucx_retry_interval must be 0 (never) or in 100ms..1h");
+    return absl::InvalidArgumentError(
+        "ucx_retry_interval must be 0 (auto: never again; ucx: on every call) or in 100ms..1h");
   }
   return absl::OkStatus();
 }

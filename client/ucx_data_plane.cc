@@ -276,7 +276,10 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
                   "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
       p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
-      if (!final && config_.ucx_retry_interval > absl::ZeroDuration()) {
+      // Only a refusal that stands (UCX off there, no common transport, its
+      // connection limit, a token without '*') is held; a transient failure (the
+      // shard restarting, its memory gone with it) is retried on the next call.
+      if (!final && !Transient(why) && config_.ucx_retry_interval > absl::ZeroDuration()) {
         p->refused_until = Clock::Real()->Now() + config_.ucx_retry_interval;
       }
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,

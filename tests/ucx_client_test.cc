@@ -785,7 +785,7 @@ TEST(UcxClientTest, ExplicitUcxAsksARefusingShardOncePerRetryInterval) {
   auto shard = StartShard({"--ucx_enabled=false"});
   ASSERT_NE(shard, nullptr);
   ClientConfig cfg = Config(*shard, TransportMode::kUcx, "posix,cma");
-  cfg.ucx_retry_interval = absl::Milliseconds(500);
+  cfg.ucx_retry_interval = absl::Seconds(3);  // ample for the three puts on a loaded sanitizer run
   auto client = Client::Create(cfg);
   ASSERT_TRUE(client.ok()) << client.status();
   const std::vector<uint8_t> data = Payload(901, 5 << 20);  // large: it goes through the data plane
@@ -800,7 +800,7 @@ TEST(UcxClientTest, ExplicitUcxAsksARefusingShardOncePerRetryInterval) {
   EXPECT_EQ(ConnectCalls(*shard), 1u) << "asked again within the retry interval";
   const ShardTransportStats st = OnlyShard((*client)->TransportStats());
   EXPECT_TRUE(absl::StrContains(st.transport, "ucx_enabled=false")) << st.transport;
-  absl::SleepFor(absl::Milliseconds(600));
+  absl::SleepFor(absl::Milliseconds(3200));
   EXPECT_TRUE(put_fails());
   EXPECT_EQ(ConnectCalls(*shard), 2u) << "not asked again after the retry interval";
 }
