@@ -162,7 +162,8 @@ def start_kvhubd(kvhubd, tmp):
 
 
 def exported_metrics(bindir):
-    """Metric names, and the label names of each, from a live kvhubd after a lookup."""
+    """Metric names, the label names of each, and every value seen per label name,
+    from a live kvhubd after a lookup."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, addr = start_kvhubd(os.path.join(bindir, "kvhubd"), tmp)
         try:
@@ -178,7 +179,7 @@ def exported_metrics(bindir):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    names, labels = set(), {}
+    names, labels, values = set(), {}, {}
     for line in text.splitlines():
         t = re.match(r"# TYPE (\S+) (\S+)", line)
         if t:
@@ -188,9 +189,11 @@ def exported_metrics(bindir):
             continue
         s = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s", line)
         if s and not line.startswith("#"):
-            found = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', s.group(3) or ""))
-            labels.setdefault(s.group(1), set()).update(found)
-    return names, labels
+            pairs = re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', s.group(3) or "")
+            labels.setdefault(s.group(1), set()).update(k for k, _ in pairs)
+            for k, v in pairs:
+                values.setdefault(k, set()).add(v)
+    return names, labels, values
 
 
 def check_monitoring(source, bindir):
@@ -211,7 +214,7 @@ def check_monitoring(source, bindir):
             else:
                 alerts.append(r)
     dash_exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    names, labels = exported_metrics(bindir)
+    names, labels, values = exported_metrics(bindir)
     # The GPU tier's series exist only on shards with a GPU (none here): those are
     # checked against the names the exporter writes (cachesvc/metrics.cc).
     with open(os.path.join(source, "cachesvc/metrics.cc")) as f:
@@ -229,6 +232,17 @@ def check_monitoring(source, bindir):
                 if label in ("le", "instance", "job", "kubernetes_namespace"):  # the last: a target label
                     continue
                 check(label in labels.get(metric, set()), "%r groups by %s, a label %s lacks" % (e, label, metric))
+    # Label values the rules and panels select on exist (a renamed RPC or result
+    # would silently empty an alert): method="Get", method=~"Get|GetStream", ...
+    for e in exprs + dash_exprs:
+        for label, op, value in re.findall(r'\b([a-z_]+)(=~|=)"([^"]*)"', e):
+            if label in ("job", "instance", "__name__") or label not in values:
+                continue
+            wanted = value.split("|") if op == "=~" else [value]
+            for v in wanted:
+                if op == "=~" and not re.fullmatch(r"[A-Za-z0-9_]+", v):
+                    continue  # a real pattern, not a list of values
+                check(v in values[label], "%r selects %s=%r, a value no kvhubd series has" % (e, label, v))
     # KvhubShardsMissing counts scrape targets against the StatefulSet's replicas.
     replicas = load_manifests(source)["StatefulSet"]["spec"]["replicas"]
     missing = [a for a in alerts if a["alert"] == "KvhubShardsMissing"]
