@@ -9,13 +9,14 @@
 #include <bit>
 #include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
+#include "common/input_file.h"
 
 namespace kvhub::transport {
 namespace {
@@ -46,6 +47,14 @@ bool LayoutKnown() {
 uint64_t NamespaceInode(const char* path) {
   struct stat st {};
   return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+// UNAVAILABLE for a segment that cannot be attached: `what` names it, `verb` the
+// failed step ("opened", "attached"); `gone` when errno says it no longer exists.
+absl::Status SegmentUnavailable(absl::string_view what, const char* verb, int err, bool gone) {
+  return absl::UnavailableError(
+      gone ? absl::StrCat(what, " is gone: the peer process exited or freed the region")
+           : absl::StrCat(what, " cannot be ", verb, " here: ", std::strerror(err)));
 }
 
 uint64_t Load64(const std::string& s, size_t at) {
@@ -127,12 +136,8 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
         // Not permitted here: UCX's reachability check makes the same open, so UCX
         // does not unpack this part either.
         if (err == EACCES || err == EPERM) continue;
-        if (err == ENOENT || err == ESRCH) {
-          return absl::UnavailableError(absl::StrCat("the peer's shared-memory segment ", path,
-                                                     " is gone: the peer process exited or freed the region"));
-        }
-        return absl::UnavailableError(absl::StrCat("the peer's shared-memory segment ", path,
-                                                   " cannot be opened here: ", std::strerror(err)));
+        return SegmentUnavailable(absl::StrCat("the peer's shared-memory segment ", path), "opened", err,
+                                  err == ENOENT || err == ESRCH);
       }
       out.fds_.push_back(fd);
       struct stat st {};
@@ -153,12 +158,8 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
       if (p == reinterpret_cast<void*>(-1)) {
         // UCX would attach it the same way, and crash on any failure.
         const int err = errno;
-        if (err == EINVAL || err == EIDRM) {
-          return absl::UnavailableError(absl::StrCat("the peer's sysv shared-memory segment ", shmid,
-                                                     " is gone: the peer process exited or freed the region"));
-        }
-        return absl::UnavailableError(absl::StrCat("the peer's sysv shared-memory segment ", shmid,
-                                                   " cannot be attached here: ", std::strerror(err)));
+        return SegmentUnavailable(absl::StrCat("the peer's sysv shared-memory segment ", shmid), "attached", err,
+                                  err == EINVAL || err == EIDRM);
       }
       out.attached_.push_back(p);
     }
@@ -168,14 +169,8 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
 
 const std::string& HostNamespaces() {
   static const std::string id = [] {
-    std::string boot;
-    if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re"); f != nullptr) {
-      char buf[64];
-      const size_t n = std::fread(buf, 1, sizeof buf, f);
-      std::fclose(f);
-      boot.assign(buf, n);
-    }
-    while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+    const absl::StatusOr<std::string> boot_file = ReadInput("/proc/sys/kernel/random/boot_id", 4096);
+    const absl::string_view boot = boot_file.ok() ? absl::StripAsciiWhitespace(*boot_file) : "";
     const uint64_t pid_ns = NamespaceInode("/proc/self/ns/pid");
     const uint64_t ipc_ns = NamespaceInode("/proc/self/ns/ipc");
     if (boot.empty() || pid_ns == 0 || ipc_ns == 0) return std::string();

@@ -1330,13 +1330,17 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     for (const RemoteRegionInfo& r : info.regions) {
       absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, pin_scope);
       ucp_rkey_h rk = nullptr;
-      const ucs_status_t st = pinned.ok() ? ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk) : UCS_OK;
-      if (!pinned.ok() || st != UCS_OK) {
+      absl::Status failed;
+      if (!pinned.ok()) {
+        failed = absl::Status(pinned.status().code(), absl::StrCat("ucx connect: ", pinned.status().message()));
+      } else if (const ucs_status_t st = ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk);
+                 st != UCS_OK) {
+        failed = UcsToStatus(st, "ucp_ep_rkey_unpack");
+      }
+      if (!failed.ok()) {
         for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
         if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
-        result = pinned.ok() ? UcsToStatus(st, "ucp_ep_rkey_unpack")
-                             : absl::Status(pinned.status().code(),
-                                            absl::StrCat("ucx connect: ", pinned.status().message()));
+        result = failed;
         return;
       }
       rkeys.push_back(rk);
