@@ -304,6 +304,12 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
          "gpu copies that could not be put back (host full, or checksum mismatch)", g->promotion_failures},
         {"kvhub_gpu_tier_checksum_failures_total", "counter", "gpu copies dropped for a checksum mismatch",
          g->gpu_checksum_failures},
+        {"kvhub_gpu_tier_device_errors_total", "counter",
+         "gpu tier device calls that failed (copies either way, erases)", g->device_errors},
+        {"kvhub_gpu_tier_serving", "gauge",
+         "1 while the gpu tier copies and serves blocks; 0 once switched off for a hung or failing device "
+         "(host tier only until restart; the log says why)",
+         g->gpu_off ? 0u : 1u},
     };
     for (const TierMetric& tm : gpu_metrics) {
       Header(&out, tm.name, tm.type, tm.help);

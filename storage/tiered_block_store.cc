@@ -1,5 +1,7 @@
 #include "storage/tiered_block_store.h"
 
+#include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,15 @@ absl::Status TieredStoreConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("tiered store: mirror_lease ",
                                                    absl::FormatDuration(mirror_lease),
                                                    " not in 1ms .. 1m"));
+  }
+  if (device_timeout < absl::Milliseconds(1) || device_timeout > absl::Minutes(10)) {
+    return absl::InvalidArgumentError(absl::StrCat("tiered store: device_timeout ",
+                                                   absl::FormatDuration(device_timeout),
+                                                   " not in 1ms .. 10m"));
+  }
+  if (device_error_limit == 0 || device_error_limit > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tiered store: device_error_limit ", device_error_limit, " not in 1 .. 1048576"));
   }
   return absl::OkStatus();
 }
@@ -56,7 +67,7 @@ TieredBlockStore::~TieredBlockStore() {
 
 void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key) {
   absl::MutexLock l(&mu_);
-  if (queue_.size() >= config_.mirror_queue_blocks) {
+  if (!DeviceUsableLocked() || queue_.size() >= config_.mirror_queue_blocks) {
     ++stats_.mirror_dropped;
     return;
   }
@@ -66,24 +77,52 @@ void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key) {
 void TieredBlockStore::MirrorLoop() {
   for (;;) {
     Item item;
+    std::optional<FifoEntry> erase;
     {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(
           +[](TieredBlockStore* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
-            return t->stop_ || !t->queue_.empty();
+            return t->stop_ || !t->queue_.empty() || !t->erase_queue_.empty();
           },
           this));
       if (stop_) return;
-      item = std::move(queue_.front());
-      queue_.pop_front();
+      // Erases first: a copy of the same key queued after its delete must find
+      // the device free of the old one.
+      if (!erase_queue_.empty()) {
+        erase = std::move(erase_queue_.front());
+        erase_queue_.pop_front();
+      } else {
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
       ++in_flight_;
     }
-    MirrorOne(item);
+    if (erase.has_value()) {
+      absl::Status s = CopierDeviceCall([&] { return gpu_->Erase(erase->ns, erase->key); });
+      if (!s.ok() && !absl::IsNotFound(s) && !absl::IsFailedPrecondition(s)) {
+        KVHUB_LOG(warn, "tiered store: erasing a dropped gpu copy: {}", s.ToString());
+      }
+    } else {
+      MirrorOne(item);
+    }
     absl::MutexLock l(&mu_);
     --in_flight_;
     // Nothing in flight: no copy older than a recorded delete remains.
     if (queue_.empty() && in_flight_ == 0) deleted_seq_.clear();
   }
+}
+
+absl::Status TieredBlockStore::CopierDeviceCall(const std::function<absl::Status()>& call) {
+  {
+    absl::MutexLock l(&mu_);
+    if (!DeviceUsableLocked()) return absl::FailedPreconditionError("gpu tier is off");
+    copier_call_since_ = absl::Now();
+  }
+  absl::Status s = call();
+  absl::MutexLock l(&mu_);
+  copier_call_since_ = absl::InfiniteFuture();
+  NoteDeviceResultLocked(s);
+  return s;
 }
 
 void TieredBlockStore::MirrorOne(const Item& item) {
@@ -107,18 +146,26 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     // Never fits: evicting every copy for it (as before) emptied the tier for nothing.
     put = absl::ResourceExhaustedError("block larger than the gpu tier");
   } else {
-    put = gpu_->Put(item.ns, item.key, bytes);
+    put = CopierDeviceCall([&] { return gpu_->Put(item.ns, item.key, bytes); });
     // Room is made by evicting the oldest copies, up to twice the block's size (the
     // device pool may need more than the bytes, e.g. fragmented); a Put that still
     // fails is not short of room (the device is, e.g. shared with an engine): this
     // block is dropped rather than the whole tier emptied for it.
     uint64_t freed = 0;
     while (put.code() == absl::StatusCode::kResourceExhausted && freed < 2 * lease->size) {
-      absl::MutexLock l(&mu_);
-      const uint64_t got = EvictOldestLocked();
-      if (got == 0) break;  // empty and still too big: give up on this block
+      FifoEntry victim;
+      uint64_t got = 0;
+      {
+        absl::MutexLock l(&mu_);
+        if (!PopOldestLocked(&victim, &got)) break;  // empty and still too big: give up on this block
+      }
+      absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(victim.ns, victim.key); });
+      if (!e.ok()) {
+        KVHUB_LOG(warn, "tiered store: evicting a gpu copy: {}", e.ToString());
+        if (absl::IsFailedPrecondition(e)) break;  // the tier is off
+      }
       freed += got;
-      put = gpu_->Put(item.ns, item.key, bytes);
+      put = CopierDeviceCall([&] { return gpu_->Put(item.ns, item.key, bytes); });
     }
   }
   const uint64_t checksum = lease->checksum, size = lease->size;
@@ -128,7 +175,8 @@ void TieredBlockStore::MirrorOne(const Item& item) {
   absl::MutexLock l(&mu_);
   if (!put.ok()) {
     if (put.code() == absl::StatusCode::kAlreadyExists) return;
-    if (put.code() == absl::StatusCode::kResourceExhausted) {
+    if (put.code() == absl::StatusCode::kResourceExhausted ||
+        put.code() == absl::StatusCode::kFailedPrecondition) {  // full, or the tier is off
       ++stats_.mirror_dropped;
     } else {
       ++stats_.mirror_failed;
@@ -136,22 +184,77 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     }
     return;
   }
+  if (stats_.gpu_off) {  // switched off during the copy: nothing is indexed any more
+    ++stats_.mirror_dropped;
+    return;
+  }
   if (auto d = deleted_seq_.find(id); d != deleted_seq_.end() && d->second > item.seq) {
     // Deleted while it was copied: it must not come back.
-    if (absl::Status e = gpu_->Erase(item.ns, item.key); !e.ok()) {
-      KVHUB_LOG(warn, "tiered store: dropping a deleted block's gpu copy: {}", e.ToString());
-    }
+    erase_queue_.push_back(FifoEntry{item.ns, item.key, 0});
     ++stats_.mirror_dropped;
     return;
   }
   const uint64_t copy = ++copies_;
   gpu_index_[id] = GpuEntry{size, checksum, copy};
+  gpu_bytes_ += size;
   gpu_fifo_.push_back(FifoEntry{item.ns, item.key, copy});
   ++stats_.mirrored;
   CompactFifoLocked();
 }
 
-uint64_t TieredBlockStore::EvictOldestLocked() {
+bool TieredBlockStore::DeviceUsableLocked() {
+  if (stats_.gpu_off) return false;
+  const absl::Time oldest = std::min(copier_call_since_, promote_since_);
+  if (absl::Now() - oldest > config_.device_timeout) {
+    TurnOffLocked(absl::StrCat("a device call has run for more than ",
+                               absl::FormatDuration(config_.device_timeout), " (device hung)"));
+    return false;
+  }
+  return true;
+}
+
+void TieredBlockStore::NoteDeviceResultLocked(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      errors_in_a_row_ = 0;
+      return;
+    // The tier's answers about its contents and room, not device faults.
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+      return;
+    default:
+      break;
+  }
+  ++stats_.device_errors;
+  if (++errors_in_a_row_ >= config_.device_error_limit && !stats_.gpu_off) {
+    TurnOffLocked(absl::StrCat(errors_in_a_row_, " device calls failed in a row, the last: ", s.ToString()));
+  }
+}
+
+void TieredBlockStore::TurnOffLocked(std::string reason) {
+  if (stats_.gpu_off) return;
+  KVHUB_LOG(error, "tiered store: switching the gpu tier off, serving from the host tier only: {}", reason);
+  stats_.gpu_off = true;
+  stats_.gpu_off_reason = std::move(reason);
+  stats_.mirror_dropped += queue_.size();
+  queue_.clear();
+  gpu_index_.clear();
+  gpu_bytes_ = 0;
+  gpu_fifo_.clear();
+  erase_queue_.clear();  // the device is not asked again; its memory goes with the process
+}
+
+void TieredBlockStore::DropCopyLocked(absl::flat_hash_map<std::string, GpuEntry>::iterator it,
+                                      absl::string_view ns, const BlockKey& key) {
+  gpu_bytes_ -= it->second.size;
+  gpu_index_.erase(it);
+  if (!stats_.gpu_off) erase_queue_.push_back(FifoEntry{std::string(ns), key, 0});
+}
+
+bool TieredBlockStore::PopOldestLocked(FifoEntry* victim, uint64_t* size) {
   while (!gpu_fifo_.empty()) {
     FifoEntry e = std::move(gpu_fifo_.front());
     gpu_fifo_.pop_front();
@@ -159,15 +262,14 @@ uint64_t TieredBlockStore::EvictOldestLocked() {
     // Gone (deleted, dropped), or the key's copy is a newer one (deleted and put
     // again): this entry is stale, and the newer copy keeps its place.
     if (it == gpu_index_.end() || it->second.copy != e.copy) continue;
-    const uint64_t size = it->second.size;
+    *size = it->second.size;
+    gpu_bytes_ -= it->second.size;
     gpu_index_.erase(it);
-    if (absl::Status s = gpu_->Erase(e.ns, e.key); !s.ok()) {
-      KVHUB_LOG(warn, "tiered store: evicting a gpu copy: {}", s.ToString());
-    }
     ++stats_.gpu_evictions;
-    return size;
+    *victim = std::move(e);
+    return true;
   }
-  return 0;
+  return false;
 }
 
 void TieredBlockStore::CompactFifoLocked() {
@@ -180,36 +282,42 @@ void TieredBlockStore::CompactFifoLocked() {
   gpu_fifo_.swap(live);
 }
 
-bool TieredBlockStore::PromoteLocked(absl::string_view ns, const BlockKey& key) {
-  const std::string id = Id(ns, key);
-  auto it = gpu_index_.find(id);
-  if (it == gpu_index_.end()) return false;
-  const GpuEntry e = it->second;
+bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const GpuEntry& e) {
   absl::StatusOr<Reservation> r = host_->Reserve(ns, key, e.size, e.checksum, PutOptions{});
   if (r.status().code() == absl::StatusCode::kAlreadyExists) return true;  // put back meanwhile
   if (!r.ok()) {
+    absl::MutexLock l(&mu_);
     ++stats_.promotion_failures;
     return false;
   }
   // Held while the device copies into it, like any write into a reservation: an
   // expiry sweep must not reclaim the chunk under the copy.
   absl::StatusOr<uint64_t> hold = host_->BeginTransfer(TransferAccess::kWrite, r->id, r->location);
-  absl::StatusOr<uint64_t> got = hold.ok() ? gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size)) : hold.status();
+  absl::StatusOr<uint64_t> got =
+      hold.ok() ? gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size)) : hold.status();
   if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
-  absl::Status c = got.ok() ? host_->Commit(r->id) : got.status();
-  if (!got.ok()) {
+  absl::MutexLock l(&mu_);
+  if (hold.ok()) NoteDeviceResultLocked(got.status());
+  auto it = gpu_index_.find(Id(ns, key));
+  // Deleted, evicted, replaced or switched off while the device copied: the bytes
+  // read must not become visible (a deleted block would come back). Checked and
+  // committed under mu_, so a Delete is either before (no commit) or after (it
+  // deletes the promoted block).
+  const bool current = it != gpu_index_.end() && it->second.copy == e.copy;
+  absl::Status c = !got.ok() ? got.status()
+                   : current ? host_->Commit(r->id)
+                             : absl::NotFoundError("the gpu copy was dropped during the promotion");
+  if (!got.ok() || !current) {
     if (absl::Status a = host_->Abort(r->id); !a.ok()) {
       KVHUB_LOG(warn, "tiered store: aborting a failed promotion: {}", a.ToString());
     }
   }
+  if (!current) return false;  // not a failure of the copy: it is gone
   if (!c.ok()) {
     ++stats_.promotion_failures;
     if (c.code() == absl::StatusCode::kDataLoss) ++stats_.gpu_checksum_failures;
     KVHUB_LOG(warn, "tiered store: promoting a gpu copy failed, dropping it: {}", c.ToString());
-    gpu_index_.erase(it);
-    if (absl::Status er = gpu_->Erase(ns, key); !er.ok()) {
-      KVHUB_LOG(warn, "tiered store: dropping a bad gpu copy: {}", er.ToString());
-    }
+    DropCopyLocked(it, ns, key);
     return false;
   }
   ++stats_.promotions;
@@ -218,13 +326,45 @@ bool TieredBlockStore::PromoteLocked(absl::string_view ns, const BlockKey& key) 
 
 absl::Status TieredBlockStore::PromoteThen(absl::string_view ns, const BlockKey& key,
                                            const std::function<absl::Status()>& use) {
-  absl::MutexLock l(&mu_);
+  const std::string id = Id(ns, key);
   // A put elsewhere may evict the promoted block before `use` reaches it (the
   // host store admits new blocks on probation): try again while the copy lasts.
-  absl::Status s = absl::NotFoundError("not in the gpu tier");
+  absl::Status s = absl::NotFoundError("block not found");
   for (int attempt = 0; attempt < 3; ++attempt) {
-    if (!PromoteLocked(ns, key)) return absl::NotFoundError("block not found");
-    s = use();
+    GpuEntry e;
+    {
+      absl::MutexLock l(&mu_);
+      // One promotion at a time; behind a device call that has run past the
+      // timeout this gives up (and switches the tier off) instead of queueing.
+      for (;;) {
+        if (!DeviceUsableLocked()) return absl::NotFoundError("block not found (gpu tier off)");
+        if (!promoting_) break;
+        mu_.AwaitWithDeadline(absl::Condition(
+                                  +[](TieredBlockStore* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+                                    return !t->promoting_ || t->stats_.gpu_off;
+                                  },
+                                  this),
+                              promote_since_ + config_.device_timeout + absl::Milliseconds(1));
+      }
+      auto it = gpu_index_.find(id);
+      if (it == gpu_index_.end()) return absl::NotFoundError("block not found");
+      e = it->second;
+      promoting_ = true;
+      promote_since_ = absl::Now();
+    }
+    const bool promoted = Promote(ns, key, e);
+    {
+      // The device call is over; `use` is a host-store call, still inside the
+      // promotion slot so another promotion cannot evict the block first.
+      absl::MutexLock l(&mu_);
+      promote_since_ = absl::InfiniteFuture();
+    }
+    if (promoted) s = use();
+    {
+      absl::MutexLock l(&mu_);
+      promoting_ = false;
+    }
+    if (!promoted) return absl::NotFoundError("block not found");
     if (s.code() != absl::StatusCode::kNotFound) return s;
   }
   return s;
@@ -235,7 +375,7 @@ size_t TieredBlockStore::Lookup(absl::string_view ns, std::span<const BlockKey> 
   size_t prefix = host_->Lookup(ns, keys, present);
   if (prefix == keys.size()) return prefix;
   absl::MutexLock l(&mu_);
-  if (gpu_index_.empty()) return prefix;
+  if (gpu_index_.empty() || !DeviceUsableLocked()) return prefix;
   size_t run = keys.size();
   for (size_t i = 0; i < keys.size() && i < present.size(); ++i) {
     if (present[i] == 0 && gpu_index_.contains(Id(ns, keys[i]))) present[i] = 1;
@@ -325,11 +465,10 @@ absl::Status TieredBlockStore::Delete(absl::string_view ns, const BlockKey& key)
     // record is not needed (kept anyway, the map grew with every Delete until the
     // copier next went idle).
     if (!queue_.empty() || in_flight_ > 0) deleted_seq_[id] = ++seq_;
-    if (gpu_index_.erase(id) > 0) {
+    // The device erase is left to the copier: a Delete never waits for the device.
+    if (auto it = gpu_index_.find(id); it != gpu_index_.end()) {
       had_gpu = true;
-      if (absl::Status e = gpu_->Erase(ns, key); !e.ok()) {
-        KVHUB_LOG(warn, "tiered store: erasing a deleted block's gpu copy: {}", e.ToString());
-      }
+      DropCopyLocked(it, ns, key);
     }
   }
   absl::Status s = host_->Delete(ns, key);
@@ -354,18 +493,18 @@ size_t TieredBlockStore::ExpireNow() {
 }
 
 TierStats TieredBlockStore::tier_stats() const {
-  GpuTierStats g = gpu_->Stats();
+  // From our own index: asking the device would wait behind a hung copy.
   absl::MutexLock l(&mu_);
   TierStats s = stats_;
-  s.gpu_capacity_bytes = g.capacity_bytes;
-  s.gpu_used_bytes = g.used_bytes;
+  s.gpu_capacity_bytes = gpu_capacity_;
+  s.gpu_used_bytes = gpu_bytes_;
   s.gpu_blocks = gpu_index_.size();
   return s;
 }
 
 size_t TieredBlockStore::mirror_pending() const {
   absl::MutexLock l(&mu_);
-  return queue_.size() + in_flight_;
+  return queue_.size() + in_flight_ + erase_queue_.size();
 }
 
 }  // namespace kvhub::storage

@@ -14,10 +14,20 @@
 // was stored with is dropped and reported (DATA_LOSS is never returned to the
 // caller for it: the block is a miss).
 //
-// Thread safety: all methods are thread-safe. Promotions and the gpu index are
-// serialized by one mutex (a promotion copies the block from the device while
-// holding it); host-store calls are not.
-// Ownership: owns both stores; the destructor stops the background copier.
+// A failing device never fails a host-tier operation and never stalls one:
+// device copies run outside the lock that Lookup, Put, Commit and Delete take,
+// a Delete's device erase is left to the background copier, and the tier is
+// switched off (every gpu copy forgotten: reads of them are misses; nothing
+// more is copied; TierStats::gpu_off says why) when `device_error_limit`
+// device calls fail in a row or one runs longer than `device_timeout` (a hung
+// device). The device memory of a switched-off tier is not freed; restarting
+// the process is the way back.
+//
+// Thread safety: all methods are thread-safe. Promotions are serialized (one
+// at a time, each copying the block back from the device); host-store calls,
+// and reads of blocks the host store has, never wait for them.
+// Ownership: owns both stores; the destructor stops the background copier
+// (and so waits for a device call in progress).
 
 #include <cstdint>
 #include <deque>
@@ -45,13 +55,20 @@ struct TieredStoreConfig {
   // The host lease the copier holds while it copies one block. 1 ms .. 1 min;
   // default 10 s.
   absl::Duration mirror_lease = absl::Seconds(10);
+  // A device call (a copy either way, an erase) running longer than this
+  // switches the gpu tier off: the device is taken for hung, and reads stop
+  // queueing behind it. 1 ms .. 10 min; default 10 s (a 16 MiB copy takes ~ms).
+  absl::Duration device_timeout = absl::Seconds(10);
+  // This many device calls failing in a row (errors other than "full",
+  // "absent" or "present") switch the gpu tier off. 1 .. 1M; default 16.
+  uint32_t device_error_limit = 16;
 
   absl::Status Validate() const;
 };
 
 struct TierStats {
   uint64_t gpu_capacity_bytes = 0;
-  uint64_t gpu_used_bytes = 0;
+  uint64_t gpu_used_bytes = 0;  // bytes of the copies the tier serves
   uint64_t gpu_blocks = 0;
   uint64_t mirrored = 0;          // blocks copied to the gpu tier
   uint64_t mirror_dropped = 0;    // not copied: queue full, or gone from the host before the copy
@@ -60,6 +77,9 @@ struct TierStats {
   uint64_t promotions = 0;        // gpu copies put back into the host store
   uint64_t promotion_failures = 0;  // host store full, or the gpu copy failed its checksum
   uint64_t gpu_checksum_failures = 0;
+  uint64_t device_errors = 0;      // device calls that failed (errors other than full/absent/present)
+  bool gpu_off = false;            // switched off: a hung or failing device (see the class comment)
+  std::string gpu_off_reason;      // why, when gpu_off
 };
 
 class TieredBlockStore final : public BlockStore {
@@ -101,8 +121,9 @@ class TieredBlockStore final : public BlockStore {
   PolicyState PolicyStateNow() const override { return host_->PolicyStateNow(); }
 
   TierStats tier_stats() const;
-  // Blocks the copier has not finished yet (queued or being copied). For tests
-  // and drain-before-exit.
+  // Blocks the copier has not finished yet (queued or being copied, and
+  // dropped copies not yet erased from the device). For tests and
+  // drain-before-exit.
   size_t mirror_pending() const;
 
  private:
@@ -133,15 +154,34 @@ class TieredBlockStore final : public BlockStore {
   void Enqueue(absl::string_view ns, const BlockKey& key);
   void MirrorLoop();
   void MirrorOne(const Item& item);
-  // Puts the gpu copy of (ns, key) back into the host store. True if the host
-  // store now has the block (promoted, or already there).
-  bool PromoteLocked(absl::string_view ns, const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs one device call of the copier (`call`, made without mu_), timed for
+  // device_timeout and counted for device_error_limit. FAILED_PRECONDITION,
+  // without calling, once the tier is off.
+  absl::Status CopierDeviceCall(const std::function<absl::Status()>& call);
+  // Copies the gpu copy `e` of (ns, key) back into the host store, the device
+  // read made without mu_; the commit is made under mu_ and only while `e` is
+  // still the key's copy (not deleted, evicted or replaced meanwhile). True if
+  // the host store now has the block (promoted, or already there). Called by
+  // the one promotion running (promoting_).
+  bool Promote(absl::string_view ns, const BlockKey& key, const GpuEntry& e);
   // Promotes (ns, key) and runs `use` on the host store (a lease, a pin) while
-  // no other promotion can evict it; NOT_FOUND when there is no gpu copy.
+  // no other promotion can evict it; NOT_FOUND when there is no gpu copy or the
+  // tier is off.
   absl::Status PromoteThen(absl::string_view ns, const BlockKey& key,
                            const std::function<absl::Status()>& use);
-  // Evicts the oldest gpu copy; returns its size, 0 when there is none.
-  uint64_t EvictOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // False once the tier is off; first switches it off if a device call has run
+  // past device_timeout.
+  bool DeviceUsableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a device call's result toward device_error_limit.
+  void NoteDeviceResultLocked(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TurnOffLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the copy `it` (the index, its bytes) and leaves its device erase
+  // to the copier.
+  void DropCopyLocked(absl::flat_hash_map<std::string, GpuEntry>::iterator it, absl::string_view ns,
+                      const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the oldest gpu copy out of the index for eviction; false when there
+  // is none. The caller erases it from the device.
+  bool PopOldestLocked(FifoEntry* victim, uint64_t* size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops gpu_fifo_ entries whose copy is gone (deleted, dropped, replaced) once they
   // outnumber the live copies: the FIFO stays O(live copies).
   void CompactFifoLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -152,16 +192,26 @@ class TieredBlockStore final : public BlockStore {
 
   mutable absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // items taken by the copier, not finished
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // copies and erases taken by the copier, not finished
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Keys deleted while copies may be in flight: a copy enqueued before the
   // delete (smaller seq) is dropped. Cleared when the copier is idle.
   absl::flat_hash_map<std::string, uint64_t> deleted_seq_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, GpuEntry> gpu_index_ ABSL_GUARDED_BY(mu_);
+  uint64_t gpu_bytes_ ABSL_GUARDED_BY(mu_) = 0;          // sum of gpu_index_'s sizes
   std::deque<FifoEntry> gpu_fifo_ ABSL_GUARDED_BY(mu_);  // oldest first; may hold stale entries
+  // Copies dropped from the index (deleted, failed their checksum) whose device
+  // bytes the copier erases before its next copy.
+  std::deque<FifoEntry> erase_queue_ ABSL_GUARDED_BY(mu_);
   uint64_t copies_ ABSL_GUARDED_BY(mu_) = 0;            // numbers the copies
   uint64_t gpu_capacity_ = 0;                           // the gpu tier's, fixed
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // The device calls in progress, by start time (InfiniteFuture: none): the
+  // copier's, and the one promotion's.
+  absl::Time copier_call_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Time promote_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool promoting_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t errors_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
   TierStats stats_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex pending_mu_;

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "storage/block_store_test_util.h"
 
 namespace kvhub::storage {
@@ -23,13 +25,15 @@ using testing::SmallConfig;
 using testing::Sum;
 
 // GpuTier over host memory, for fault injection: copies can be corrupted
-// after the fact and slowed down.
+// after the fact, slowed down, failed as a device error, or hung (a Get that
+// blocks holding the tier's lock, as a stuck CUDA copy holds the real tier's).
 class FaultTier final : public GpuTier {
  public:
   explicit FaultTier(uint64_t capacity) : capacity_(capacity) {}
   absl::Status Put(absl::string_view ns, const BlockKey& key, absl::Span<const uint8_t> bytes) override {
     if (delay_.load() > 0) absl::SleepFor(absl::Milliseconds(delay_.load()));
     if (refuse_.load()) return absl::ResourceExhaustedError("device out of memory (injected)");
+    if (fail_next_.fetch_sub(1) > 0) return absl::InternalError("device error (injected)");
     absl::MutexLock l(&mu_);
     std::string id = Id(ns, key);
     if (blocks_.contains(id)) return absl::AlreadyExistsError("present");
@@ -40,6 +44,11 @@ class FaultTier final : public GpuTier {
   }
   absl::StatusOr<uint64_t> Get(absl::string_view ns, const BlockKey& key, absl::Span<uint8_t> out) override {
     absl::MutexLock l(&mu_);
+    if (hang_get_.load()) {
+      ++hung_;
+      absl::MutexLock g(&gate_mu_);
+      gate_mu_.Await(absl::Condition(&gate_open_));
+    }
     auto it = blocks_.find(Id(ns, key));
     if (it == blocks_.end()) return absl::NotFoundError("absent");
     if (out.size() != it->second.size()) return absl::InvalidArgumentError("size");
@@ -74,8 +83,17 @@ class FaultTier final : public GpuTier {
     it->second[it->second.size() / 2] ^= 0x40;
     return true;
   }
+  // Lets every hung Get go on.
+  void Unhang() {
+    hang_get_ = false;
+    absl::MutexLock g(&gate_mu_);
+    gate_open_ = true;
+  }
   std::atomic<int> delay_{0};
   std::atomic<bool> refuse_{false};  // every Put fails as a device short of memory would
+  std::atomic<int> fail_next_{0};    // this many Puts fail as a device error
+  std::atomic<bool> hang_get_{false};
+  std::atomic<int> hung_{0};         // Gets that hung
   bool Has(absl::string_view ns, const BlockKey& key) const { return Size(ns, key).ok(); }
 
  private:
@@ -86,6 +104,8 @@ class FaultTier final : public GpuTier {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::vector<uint8_t>> blocks_ ABSL_GUARDED_BY(mu_);
   uint64_t used_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex gate_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  bool gate_open_ ABSL_GUARDED_BY(gate_mu_) = false;
 };
 
 constexpr size_t kBlock = 16 << 10;  // 4 MiB host store: ~230 blocks
@@ -93,7 +113,7 @@ constexpr size_t kBlock = 16 << 10;  // 4 MiB host store: ~230 blocks
 class TieredStoreTest : public ::testing::TestWithParam<bool> {
  protected:
   // `gpu_capacity` bytes in the second tier: the CUDA tier (param true) or a FaultTier.
-  void Make(uint64_t gpu_capacity) {
+  void Make(uint64_t gpu_capacity, const TieredStoreConfig& config = {}) {
     std::unique_ptr<GpuTier> tier;
     if (GetParam()) {
       GpuTierConfig c;
@@ -116,7 +136,7 @@ class TieredStoreTest : public ::testing::TestWithParam<bool> {
     }
     auto host = BlockStore::Create(SmallConfig());
     ASSERT_TRUE(host.ok()) << host.status();
-    auto s = TieredBlockStore::Create(*std::move(host), std::move(tier), TieredStoreConfig{});
+    auto s = TieredBlockStore::Create(*std::move(host), std::move(tier), config);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
   }
@@ -340,6 +360,173 @@ TEST_P(TieredStoreTest, ConcurrentReadersDuringPromotions) {
   EXPECT_EQ(missing.load(), 0);
 }
 
+// Runs `fn` on a thread and says whether it finished within `limit` (a deadlock
+// detector, not a timing: the limits are far above what the calls take). The
+// thread is joined either way, after `unblock`.
+bool FinishesWhileBlocked(const std::function<void()>& fn, const std::function<void()>& unblock) {
+  absl::Notification done;
+  std::thread t([&] {
+    fn();
+    done.Notify();
+  });
+  const bool finished = done.WaitForNotificationWithTimeout(absl::Seconds(20));
+  unblock();
+  t.join();
+  return finished;
+}
+
+// The promotion of an evicted block hangs on the device (a stuck copy holding the
+// tier's lock). Before, the store's one mutex was held through the copy: every
+// Lookup that missed the host tier, every Put/Commit (queueing the copy) and every
+// Delete waited with it, for ever. Now none of them waits; a read of another gpu
+// copy waits at most device_timeout, then the tier is switched off (reads of gpu
+// copies are misses from then on) and the hung read, when the device returns,
+// brings nothing back.
+TEST_P(TieredStoreTest, AHungDeviceNeverStallsTheHostTier) {
+  if (GetParam()) GTEST_SKIP() << "a hung device is injected through the host-memory tier";
+  TieredStoreConfig config;
+  config.device_timeout = absl::Milliseconds(200);
+  Make(64ull << 20, config);
+  for (uint64_t i = 0; i < 400; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  ASSERT_EQ(store_->tier_stats().gpu_blocks, 400u);
+  fault_->hang_get_ = true;
+  absl::StatusOr<std::vector<uint8_t>> hung_read = absl::UnknownError("not run");
+  std::thread reader([&] { hung_read = Read(0); });  // block 0 lives only in the gpu tier
+  for (int i = 0; i < 20000 && fault_->hung_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(fault_->hung_.load(), 1);
+
+  absl::StatusOr<std::vector<uint8_t>> host_hit = absl::UnknownError("not run");
+  bool visible = false, visible_after = true;
+  absl::Status del = absl::UnknownError("not run"), put = absl::UnknownError("not run");
+  absl::StatusOr<std::vector<uint8_t>> other_gpu_read = absl::UnknownError("not run");
+  TierStats during;
+  const bool finished = FinishesWhileBlocked(
+      [&] {
+        host_hit = Read(399);
+        visible = Visible(5);  // a gpu-only key: the Lookup takes the tier's lock
+        std::vector<uint8_t> b = Bytes(1000, kBlock);
+        put = store_->Put("ns", Key(1000), b, Sum(b), PutOptions{});
+        del = store_->Delete("ns", Key(10));  // a gpu-only key: its erase waits for the copier
+        during = store_->tier_stats();
+        // Waits behind the hung promotion for device_timeout, then gives up.
+        other_gpu_read = Read(20);
+        visible_after = Visible(30);
+      },
+      [&] { fault_->Unhang(); });
+  reader.join();
+  ASSERT_TRUE(finished) << "a host-tier call waited for the hung device";
+  ASSERT_TRUE(host_hit.ok()) << host_hit.status();
+  EXPECT_EQ(*host_hit, Bytes(399, kBlock));
+  EXPECT_TRUE(visible);
+  EXPECT_TRUE(put.ok()) << put;
+  EXPECT_TRUE(del.ok()) << del;
+  EXPECT_FALSE(during.gpu_off);
+  EXPECT_EQ(other_gpu_read.status().code(), absl::StatusCode::kNotFound) << other_gpu_read.status();
+  EXPECT_FALSE(visible_after);
+  // The hung read got its bytes once the device returned, but the tier was off by
+  // then: nothing comes back from it.
+  EXPECT_EQ(hung_read.status().code(), absl::StatusCode::kNotFound) << hung_read.status();
+  TierStats t = store_->tier_stats();
+  EXPECT_TRUE(t.gpu_off);
+  EXPECT_TRUE(absl::StrContains(t.gpu_off_reason, "hung")) << t.gpu_off_reason;
+  EXPECT_EQ(t.gpu_blocks, 0u);
+  EXPECT_EQ(t.gpu_used_bytes, 0u);
+  EXPECT_EQ(t.promotions, 0u);
+  // The host tier serves on, and a new block is no longer copied.
+  Drain();
+  absl::StatusOr<std::vector<uint8_t>> again = Read(399);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, Bytes(399, kBlock));
+  const uint64_t dropped = store_->tier_stats().mirror_dropped;
+  PutBlock(1001);
+  Drain();
+  EXPECT_EQ(store_->tier_stats().mirror_dropped, dropped + 1);
+  EXPECT_FALSE(fault_->Has("ns", Key(1001)));
+}
+
+// A device that keeps failing is switched off after device_error_limit failures in
+// a row (before, every block was tried and logged, for ever); failures with
+// successes between them are not.
+TEST_P(TieredStoreTest, AFailingDeviceIsSwitchedOff) {
+  if (GetParam()) GTEST_SKIP() << "device errors are injected through the host-memory tier";
+  TieredStoreConfig config;
+  config.device_error_limit = 4;
+  Make(64ull << 20, config);
+  uint64_t next = 0;
+  auto put_drained = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      PutBlock(next++);
+      Drain();
+    }
+  };
+  for (int round = 0; round < 2; ++round) {
+    fault_->fail_next_ = 3;
+    put_drained(3);
+    put_drained(1);  // succeeds: the run of failures starts again
+  }
+  TierStats t = store_->tier_stats();
+  EXPECT_FALSE(t.gpu_off);
+  EXPECT_EQ(t.mirror_failed, 6u);
+  EXPECT_EQ(t.device_errors, 6u);
+  EXPECT_EQ(t.mirrored, 2u);
+  fault_->fail_next_ = 4;
+  put_drained(6);
+  t = store_->tier_stats();
+  EXPECT_TRUE(t.gpu_off);
+  EXPECT_TRUE(absl::StrContains(t.gpu_off_reason, "4 device calls failed in a row")) << t.gpu_off_reason;
+  EXPECT_TRUE(absl::StrContains(t.gpu_off_reason, "device error (injected)")) << t.gpu_off_reason;
+  EXPECT_EQ(t.mirror_failed, 10u);
+  EXPECT_EQ(t.mirrored, 2u);
+  EXPECT_EQ(t.mirror_dropped, 2u);  // the two blocks after it switched off
+  EXPECT_EQ(t.gpu_blocks, 0u);
+  // Every block is still served by the host tier.
+  for (uint64_t i = 0; i < next; ++i) {
+    absl::StatusOr<std::vector<uint8_t>> got = Read(i);
+    ASSERT_TRUE(got.ok()) << i << " " << got.status();
+    EXPECT_EQ(*got, Bytes(i, kBlock)) << i;
+  }
+}
+
+// A Delete while the block's gpu copy is being promoted returns without waiting
+// for the device, and the promotion, when the device returns, must not put the
+// deleted block back.
+TEST_P(TieredStoreTest, DeleteDuringAPromotionNeverResurrects) {
+  if (GetParam()) GTEST_SKIP() << "a hung device is injected through the host-memory tier";
+  Make(64ull << 20);
+  for (uint64_t i = 0; i < 400; ++i) {
+    PutBlock(i);
+    if (i % 10 == 9) Drain();
+  }
+  Drain();
+  ASSERT_FALSE(store_->Stats().blocks == 400) << "block 0 must have left the host tier";
+  fault_->hang_get_ = true;
+  absl::StatusOr<std::vector<uint8_t>> promoted = absl::UnknownError("not run");
+  std::thread reader([&] { promoted = Read(0); });
+  for (int i = 0; i < 20000 && fault_->hung_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(fault_->hung_.load(), 1);
+  absl::Status del = absl::UnknownError("not run");
+  const bool finished =
+      FinishesWhileBlocked([&] { del = store_->Delete("ns", Key(0)); }, [&] { fault_->Unhang(); });
+  reader.join();
+  ASSERT_TRUE(finished) << "Delete waited for the device";
+  EXPECT_TRUE(del.ok()) << del;
+  EXPECT_EQ(promoted.status().code(), absl::StatusCode::kNotFound) << promoted.status();
+  EXPECT_FALSE(Visible(0));
+  EXPECT_EQ(Read(0).status().code(), absl::StatusCode::kNotFound);
+  Drain();
+  EXPECT_FALSE(fault_->Has("ns", Key(0)));  // the copier erased the device copy
+  TierStats t = store_->tier_stats();
+  EXPECT_FALSE(t.gpu_off);
+  EXPECT_EQ(t.promotion_failures, 0u);  // a dropped copy is not a failed one
+  absl::StatusOr<std::vector<uint8_t>> other = Read(1);  // promotions go on
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(*other, Bytes(1, kBlock));
+}
+
 TEST(TieredStoreConfigTest, Validate) {
   TieredStoreConfig c;
   EXPECT_TRUE(c.Validate().ok());
@@ -347,6 +534,12 @@ TEST(TieredStoreConfigTest, Validate) {
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
   c.mirror_queue_blocks = 8;
   c.mirror_lease = absl::ZeroDuration();
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = TieredStoreConfig{};
+  c.device_timeout = absl::ZeroDuration();
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = TieredStoreConfig{};
+  c.device_error_limit = 0;
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(TieredBlockStore::Create(nullptr, nullptr, TieredStoreConfig{}).status().code(),
             absl::StatusCode::kInvalidArgument);

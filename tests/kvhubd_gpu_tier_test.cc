@@ -97,6 +97,8 @@ TEST(KvhubdGpuTierTest, ServesEvictedBlocksFromTheGpuTier) {
   }
   EXPECT_GT(Metric(**p, "kvhub_gpu_tier_promotions_total"), 0);
   EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_checksum_failures_total"), 0);
+  EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_serving"), 1);
+  EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_device_errors_total"), 0);
 
   // Delete an early block (its host copy is long gone): it stays deleted.
   {
