@@ -1,5 +1,6 @@
 #include "client/deferred_releases.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -94,7 +95,13 @@ void DeferredReleases::Loop() {
     mu_.Unlock();
     for (auto& [shard, ids] : batch) {
       n += ids.size();
-      Send(*shard, std::move(ids));
+      // What piled up while the last batch was on the wire can exceed what one
+      // Release may carry (the shard refuses the whole call beyond 4096 ids,
+      // and every lease in it would wait for expiry): at most max_batch a call.
+      for (size_t at = 0; at < ids.size(); at += config_.max_batch) {
+        const size_t end = std::min(ids.size(), at + config_.max_batch);
+        Send(*shard, std::vector<uint64_t>(ids.begin() + at, ids.begin() + end));
+      }
     }
     mu_.Lock();
     answered_ += n;

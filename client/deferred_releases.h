@@ -34,7 +34,8 @@ class DeferredReleases {
   struct Config {
     // Longest a lease waits for company before its batch is sent. Default 2 ms.
     absl::Duration max_delay = absl::Milliseconds(2);
-    // A shard's batch is sent at once when it reaches this many leases. Default 256.
+    // A shard's batch is sent at once when it reaches this many leases, and no
+    // Release call carries more (the protocol allows 4096). Default 256.
     size_t max_batch = 256;
     // OK, or INVALID_ARGUMENT naming the bad field.
     absl::Status Validate() const;

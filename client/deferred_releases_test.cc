@@ -133,6 +133,37 @@ TEST_F(DeferredReleasesTest, ConcurrentAddsLoseNothing) {
   EXPECT_EQ(d.stats().released, static_cast<uint64_t>(kThreads * kPer));
 }
 
+// Leases added while a Release is on the wire pile up beyond max_batch; they used
+// to go out as one call, and a shard refuses a Release of more than 4096 ids
+// whole, so none of them was released (all waited for expiry).
+TEST_F(DeferredReleasesTest, WhatPilesUpDuringACallIsSentInBatchesTheShardAccepts) {
+  absl::Notification entered, go_on;
+  rec_.on_call = &entered;
+  rec_.fail = [&] {
+    go_on.WaitForNotification();
+    return absl::OkStatus();
+  };
+  {
+    DeferredReleases d(DeferredReleases::Config{.max_delay = absl::Milliseconds(1), .max_batch = 4096},
+                       rec_.sender());
+    const uint64_t first = 1;
+    d.Add(a_, std::span<const uint64_t>(&first, 1));
+    entered.WaitForNotification();  // the loop is inside the first call
+    std::vector<uint64_t> ids;
+    for (uint64_t id = 2; id <= 8193; ++id) ids.push_back(id);
+    d.Add(a_, std::span<const uint64_t>(ids.data(), 4096));
+    d.Add(a_, std::span<const uint64_t>(ids.data() + 4096, ids.size() - 4096));
+    go_on.Notify();
+    d.Flush();
+    DeferredReleases::Stats st = d.stats();
+    EXPECT_EQ(st.released, 8193u);
+    EXPECT_EQ(st.failed_calls, 0u);
+    EXPECT_EQ(st.calls, 3u);
+  }
+  absl::MutexLock l(&rec_.mu);
+  for (const auto& [address, ids] : rec_.calls) EXPECT_LE(ids.size(), 4096u);
+}
+
 TEST(DeferredReleasesConfigTest, RejectsOutOfRangeValues) {
   EXPECT_TRUE(DeferredReleases::Config{}.Validate().ok());
   EXPECT_FALSE((DeferredReleases::Config{.max_delay = absl::ZeroDuration()}).Validate().ok());
