@@ -78,7 +78,6 @@ absl::Status GrpcDataPlane::ReadBlocks(Shard& shard, absl::string_view ns,
   if (stream) return ReadStream(shard, ns, reads);
   // Inline: split so that no response can exceed max_inline_batch_bytes
   // (a single larger block goes alone, or by stream in kAuto).
-  absl::Status first;
   size_t begin = 0;
   while (begin < reads.size()) {
     size_t end = begin + 1;
@@ -91,10 +90,17 @@ absl::Status GrpcDataPlane::ReadBlocks(Shard& shard, absl::string_view ns,
     absl::Status s = (mode_ == GetMode::kAuto && bytes > max_inline_batch_bytes_)
                          ? ReadStream(shard, ns, part)
                          : ReadInline(shard, ns, part);
-    if (!s.ok() && first.ok()) first = s;
+    if (!s.ok()) {
+      // The part failed as a whole (the shard is down, hung or answered garbage):
+      // its blocks are misses, so no later block can be in the caller's valid
+      // prefix. Asking again would only wait another data_deadline per part
+      // (a hung shard held a 1024-block fetch ~16 minutes).
+      FailUnfinished(reads.subspan(end), s);
+      return s;
+    }
     begin = end;
   }
-  return first;
+  return absl::OkStatus();
 }
 
 absl::Status GrpcDataPlane::ReadInline(Shard& shard, absl::string_view ns,

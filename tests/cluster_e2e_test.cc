@@ -678,6 +678,54 @@ TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHa
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(look->present[i], 0) << "reported failed, so not stored";
 }
 
+// A shard batch read inline in parts (each at most max_inline_batch_bytes) stops
+// at the first part that fails as a whole: its blocks are misses, so no later
+// block can be in the valid prefix. Every part used to be asked in turn, each
+// waiting its own data_deadline on a hung shard (a 1024-block fetch of 1 MiB
+// blocks: 32 parts, ~16 minutes).
+TEST(ClusterE2eTest, ABatchReadInPartsStopsAtThePartThatFailedWhole) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.transport = TransportMode::kGrpc;
+  cfg.max_inline_batch_bytes = 1024;  // 1 KiB blocks: one part each
+  cfg.max_attempts = 1;
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < 8; ++i) data.emplace_back(1024, static_cast<uint8_t>(i + 1));
+  for (uint64_t i = 0; i < 8; ++i) {
+    puts.push_back({BlockKey{0x9a7 + i, i}, std::nullopt, data[i], false});
+    keys.push_back(puts.back().key);
+  }
+  {
+    auto client = cluster->NewClient(cfg);
+    ASSERT_NE(client, nullptr);
+    absl::StatusOr<PutResult> r = client->Put("parts", puts);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->stored, 8u);
+  }
+  {
+    constexpr int kLose = 100;
+    ScopedLostReplies lost("/kvhub.v1.KvHub/Get", kLose);
+    auto client = cluster->NewClient(cfg);
+    ASSERT_NE(client, nullptr);
+    Buffers bufs(8, 1024);
+    absl::StatusOr<FetchResult> got = client->Get("parts", keys, bufs.spans);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->valid_blocks, 0u);
+    for (size_t i = 0; i < 8; ++i) EXPECT_TRUE(absl::IsUnavailable(got->status[i])) << i << " " << got->status[i];
+    EXPECT_EQ(kLose - lost.left->load(), 1) << "Get calls made after the first part failed";
+  }
+  auto client = cluster->NewClient(cfg);
+  ASSERT_NE(client, nullptr);
+  Buffers bufs(8, 1024);
+  absl::StatusOr<FetchResult> got = client->Get("parts", keys, bufs.spans);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->valid_blocks, 8u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_TRUE(bufs.store[i] == data[i]) << i;
+}
+
 TEST(ClusterE2eTest, ServerRefusesBlockWithWrongChecksum) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);
