@@ -167,6 +167,14 @@ grpc::Status KvHubService::Admit(const grpc::CallbackServerContext* ctx, const C
   std::shared_ptr<const AuthGrant> grant;
   if (grpc::Status a = Authorize(ctx, scope.ns, scope.every_namespace, &grant); !a.ok()) return a;
   if (grant != nullptr && scope.grants.ids != nullptr) {
+    // The list's shape first: each id below is a store lookup under its lock, and
+    // a request may carry millions (the call itself refuses more than 4096).
+    if (absl::Status v = ValidateIds(
+            scope.grants.access == storage::TransferAccess::kWrite ? "reservation_ids" : "lease_ids",
+            *scope.grants.ids);
+        !v.ok()) {
+      return ToGrpc(v);
+    }
     for (uint64_t id : *scope.grants.ids) {
       if (absl::Status s = GrantAllowed(*grant, scope.grants.access, id); !s.ok()) return ToGrpc(s);
     }
@@ -206,8 +214,11 @@ grpc::Status KvHubService::Authorize(const grpc::CallbackServerContext* ctx, con
                         "UCX exposes the shard's whole host tier to a connected client: Connect needs a token "
                         "for every namespace ('*'); clients with this token use gRPC");
   }
-  if (ns != nullptr) return ToGrpc((*grant)->AllowsNamespace(*ns));
-  return grpc::Status::OK;
+  if (ns == nullptr) return grpc::Status::OK;
+  // A namespace over its limit would be echoed whole in the refusal (a status
+  // message far beyond what a peer accepts in trailers): its shape first.
+  if (absl::Status v = ValidateNamespaceField(*ns); !v.ok()) return ToGrpc(v);
+  return ToGrpc((*grant)->AllowsNamespace(*ns));
 }
 
 grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,

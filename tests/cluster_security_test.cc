@@ -436,6 +436,79 @@ TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
   std::remove(tokens.c_str());
 }
 
+// A namespace-limited token's request is checked for shape before its scope: an
+// oversized namespace was echoed whole in PERMISSION_DENIED (a 1 MiB status message,
+// which the peer refuses as a trailer, so the caller saw a transport error), and
+// every id of an oversized id list was looked up in the store, under its lock,
+// before the call refused the list.
+TEST(ClusterSecurityTest, OversizedFieldsOfARestrictedTokenAreRefusedForTheirShape) {
+  const std::string tokens = WriteFile(
+      "shape_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens});
+  ASSERT_NE(shard, nullptr);
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto ctx = [](const char* token) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    return c;
+  };
+  const auto key = kKey.Bytes();
+  v1::LookupRequest look;
+  look.set_namespace_(std::string(1 << 20, 'x'));
+  look.set_keys(std::string(key.begin(), key.end()));
+  v1::LookupResponse lr;
+  grpc::Status s = stub->Lookup(ctx(kTenantToken).get(), look, &lr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message().substr(0, 200);
+  EXPECT_THAT(s.error_message(), HasSubstr("namespace"));
+  EXPECT_LT(s.error_message().size(), 1024u);
+  {
+    v1::GetRequest get;
+    get.set_namespace_(std::string(1 << 20, 'x'));
+    get.set_keys(std::string(key.begin(), key.end()));
+    auto c = ctx(kTenantToken);
+    auto reader = stub->GetStream(c.get(), get);
+    v1::GetChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message().substr(0, 200);
+    EXPECT_LT(s.error_message().size(), 1024u);
+  }
+  // Another namespace's live reservation among 5000 ids: the list's size is refused
+  // before any id is looked up.
+  const std::string data(4096, 'b');
+  v1::PutStartRequest ps;
+  ps.set_namespace_("tenant-b");
+  v1::PutItem* item = ps.add_items();
+  item->set_key(std::string(key.begin(), key.end()));
+  item->set_size(data.size());
+  item->set_checksum(Xxh3_64(data.data(), data.size()));
+  v1::PutStartResponse psr;
+  ASSERT_TRUE(stub->PutStart(ctx(kOpsToken).get(), ps, &psr).ok());
+  ASSERT_EQ(psr.items_size(), 1);
+  const uint64_t rid = psr.items(0).reservation_id();
+  ASSERT_NE(rid, 0u);
+  v1::PutAbortRequest abort;
+  abort.add_reservation_ids(rid);
+  for (uint64_t i = 1; i < 5000; ++i) abort.add_reservation_ids(rid + i);
+  v1::PutAbortResponse abr;
+  s = stub->PutAbort(ctx(kTenantToken).get(), abort, &abr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("reservation_ids"));
+  // A list within the limit is still checked id by id.
+  abort.mutable_reservation_ids()->Truncate(1);
+  s = stub->PutAbort(ctx(kTenantToken).get(), abort, &abr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  // The reservation is untouched: its owner commits it.
+  absl::StatusOr<v1::ItemStatus> committed =
+      testing::RawWriteAndCommit(*stub, rid, data, [](grpc::ClientContext* c) {
+        c->AddMetadata("authorization", absl::StrCat("Bearer ", kOpsToken));
+      });
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->code(), 0) << committed->message();
+  std::remove(tokens.c_str());
+}
+
 TEST(ClusterSecurityTest, BadTokensFilesStopKvhubdWithTheLine) {
   const std::string dup = WriteFile("dup", absl::StrCat(kOpsToken, " *\n", kOpsToken, " x\n"));
   const std::string shortt = WriteFile("short", "short-token ns\n");
