@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 namespace kvhub::storage {
@@ -116,7 +117,7 @@ absl::Status TieredBlockStore::CopierDeviceCall(const std::function<absl::Status
   {
     absl::MutexLock l(&mu_);
     if (!DeviceUsableLocked()) return absl::FailedPreconditionError("gpu tier is off");
-    copier_call_since_ = absl::Now();
+    copier_call_since_ = Clock::Real()->Now();
   }
   absl::Status s = call();
   absl::MutexLock l(&mu_);
@@ -205,7 +206,7 @@ void TieredBlockStore::MirrorOne(const Item& item) {
 bool TieredBlockStore::DeviceUsableLocked() {
   if (stats_.gpu_off) return false;
   const absl::Time oldest = std::min(copier_call_since_, promote_since_);
-  if (absl::Now() - oldest > config_.device_timeout) {
+  if (Clock::Real()->Now() - oldest > config_.device_timeout) {
     TurnOffLocked(absl::StrCat("a device call has run for more than ",
                                absl::FormatDuration(config_.device_timeout), " (device hung)"));
     return false;
@@ -339,18 +340,20 @@ absl::Status TieredBlockStore::PromoteThen(absl::string_view ns, const BlockKey&
       for (;;) {
         if (!DeviceUsableLocked()) return absl::NotFoundError("block not found (gpu tier off)");
         if (!promoting_) break;
-        mu_.AwaitWithDeadline(absl::Condition(
-                                  +[](TieredBlockStore* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
-                                    return !t->promoting_ || t->stats_.gpu_off;
-                                  },
-                                  this),
-                              promote_since_ + config_.device_timeout + absl::Milliseconds(1));
+        // Clock::Real() is monotonic, absl's deadlines are wall-clock: wait a duration.
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](TieredBlockStore* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+                                   return !t->promoting_ || t->stats_.gpu_off;
+                                 },
+                                 this),
+                             promote_since_ + config_.device_timeout + absl::Milliseconds(1) -
+                                 Clock::Real()->Now());
       }
       auto it = gpu_index_.find(id);
       if (it == gpu_index_.end()) return absl::NotFoundError("block not found");
       e = it->second;
       promoting_ = true;
-      promote_since_ = absl::Now();
+      promote_since_ = Clock::Real()->Now();
     }
     const bool promoted = Promote(ns, key, e);
     {
