@@ -620,6 +620,22 @@ grpc::Status KvHubService::DoGetInlineSlices(const v1::GetRequest& req, std::vec
   return grpc::Status::OK;
 }
 
+// The reactor of an inline Get that answers with zero-copy slices: watched by
+// stalled_sends_ from its answer until gRPC is done with the call.
+class KvHubService::WatchedGetReactor final : public grpc::ServerUnaryReactor {
+ public:
+  WatchedGetReactor(KvHubService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ticket_(service->stalled_sends_.Watch([ctx] { ctx->TryCancel(); })) {}
+  void OnDone() override {
+    service_->stalled_sends_.Unwatch(ticket_);
+    delete this;
+  }
+
+ private:
+  KvHubService* const service_;
+  const uint64_t ticket_;
+};
+
 grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                             grpc::ByteBuffer* resp) {
   absl::Time start = absl::Now();
@@ -648,7 +664,24 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     if (status.ok()) status = SerializeRawResponse(*response, resp);
     arena.Reset();
   }
+  if (request.inline_data() && status.ok()) {
+    // The response holds its blocks until gRPC has sent it: watched for a peer
+    // that stops reading (CancelStalledSends).
+    metrics_->RecordRpc(Rpc::kGet, absl::Now() - start, 0);
+    grpc::ServerUnaryReactor* reactor = new WatchedGetReactor(this, ctx);
+    reactor->Finish(status);
+    return reactor;
+  }
   return Finish(ctx, Rpc::kGet, start, status);
+}
+
+size_t KvHubService::CancelStalledSends() {
+  const size_t n = stalled_sends_.CancelStalled(config_.stalled_send_timeout);
+  if (n > 0) {
+    KVHUB_LOG(warn, "kvhubd: cancelled {} Get/GetStream call(s) whose response made no progress for {} "
+              "(the peer stopped reading; stalled_send_ms)", n, absl::FormatDuration(config_.stalled_send_timeout));
+  }
+  return n;
 }
 
 google::protobuf::Arena& KvHubService::ResponseArena() {
@@ -670,7 +703,7 @@ google::protobuf::Arena& KvHubService::ResponseArena() {
 // gRPC have dropped every slice of the block. A miss is one chunk with its status.
 class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  GetStreamReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
+  GetStreamReactor(KvHubService* service, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
       : service_(service), start_(absl::Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
@@ -692,12 +725,16 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
     }
     n_ = req_.keys().size() / kKeyBytes;
     chunk_bytes_ = service_->config_.get_stream_chunk_bytes;
+    // Its chunks hold their blocks until gRPC has sent them: watched for a peer
+    // that stops reading (CancelStalledSends).
+    ticket_ = service_->stalled_sends_.Watch([ctx] { ctx->TryCancel(); });
     Next();
   }
 
   void OnWriteDone(bool ok) override {
     out_.Clear();  // our references to the chunk's slices
-    if (!ok) {     // the client went away
+    if (ok) service_->stalled_sends_.Progress(ticket_);
+    if (!ok) {     // the client went away (or the call was cancelled)
       DropBlock();
       Done(grpc::Status(grpc::StatusCode::CANCELLED, "GetStream write failed (client cancelled)"));
       return;
@@ -708,6 +745,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
   void OnDone() override {
     out_.Clear();
     DropBlock();
+    if (ticket_ != 0) service_->stalled_sends_.Unwatch(ticket_);
     service_->inflight_.fetch_sub(1, std::memory_order_acq_rel);
     delete this;
   }
@@ -816,6 +854,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
 
   KvHubService* const service_;
   const absl::Time start_;
+  uint64_t ticket_ = 0;  // in stalled_sends_, once the stream sends
   v1::GetRequest req_;
   size_t n_ = 0;
   size_t index_ = 0;

@@ -37,6 +37,7 @@
 #include "cachesvc/message_pool.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/reservation_table.h"
+#include "cachesvc/stalled_sends.h"
 #include "cachesvc/ucx_server.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "storage/block_store.h"
@@ -99,6 +100,11 @@ class KvHubService final : public KvHubCallbackBase {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   // Calls being handled now: unary handlers while they run, streams until they are done.
   int inflight() const { return inflight_.load(std::memory_order_acquire); }
+  // Cancels the Get and GetStream calls whose response made no progress for
+  // stalled_send_timeout (cachesvc/stalled_sends.h); returns how many. Called
+  // periodically (kvhubd's expiry thread).
+  size_t CancelStalledSends();
+  uint64_t stalled_sends_cancelled() const { return stalled_sends_.cancelled_total(); }
 
   // The RPCs. Each parses its request (INVALID_ARGUMENT when it does not), checks the
   // caller's token, runs its Do* handler below and serializes the response.
@@ -191,6 +197,7 @@ class KvHubService final : public KvHubCallbackBase {
   // This thread's arena for Get responses (reused: Reset after each call).
   static google::protobuf::Arena& ResponseArena();
   class GetStreamReactor;
+  class WatchedGetReactor;
   class PutDataReactor;
   class SessionReactor;
   // Ends the Sessions `which` selects; `for_good` refuses new ones from then on;
@@ -206,7 +213,7 @@ class KvHubService final : public KvHubCallbackBase {
   // dropped the last slice even if the lease runs out first: a client that reads slowly
   // (or stops reading) never receives another block's bytes. The hold lasts as long as
   // gRPC keeps the slices: until the call ends or is cancelled, or the connection
-  // closes (keepalive closes one whose peer stopped reading).
+  // closes. A peer that stops reading is cut off by CancelStalledSends.
   struct SliceLease {
     KvHubService* service = nullptr;
     uint64_t lease_id = 0;
@@ -270,6 +277,8 @@ class KvHubService final : public KvHubCallbackBase {
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> inflight_{0};
+  // Get and GetStream calls sending zero-copy responses.
+  StalledSends stalled_sends_{Clock::Real()};
   // Session streams by UCX connection id; closed at BeginStop (no new ones).
   mutable absl::Mutex sessions_mu_;
   absl::flat_hash_map<uint64_t, SessionReactor*> sessions_ ABSL_GUARDED_BY(sessions_mu_);

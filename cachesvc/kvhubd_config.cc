@@ -165,6 +165,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("drain_grace_ms", drain_grace, "on SIGTERM, readyz=503 this long before stopping; default 0"),
       KVHUB_MS_KEY("shutdown_timeout_ms", shutdown_timeout, "deadline for in-flight calls at shutdown; default 10000"),
       KVHUB_SIZE_KEY("get_stream_chunk_bytes", get_stream_chunk_bytes, "GetStream chunk size; default 1MiB"),
+      KVHUB_MS_KEY("stalled_send_ms", stalled_send_timeout, "a Get/GetStream response that makes no progress for this long is cancelled (1000..3600000); default 60000"),
       KVHUB_SIZE_KEY("grpc_memory_bytes", grpc_memory_bytes, "gRPC's memory for messages in flight (64MiB..64GiB); beyond it streams are cancelled; default 1GiB"),
       KVHUB_MS_KEY("grpc_handshake_timeout_ms", grpc_handshake_timeout, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000"),
       KVHUB_INT_KEY("metrics_max_namespaces", metrics_max_namespaces, "distinct namespace labels before folding into 'other'; default 64"),
@@ -337,6 +338,9 @@ absl::Status KvhubdConfig::Validate() const {
   }
   if (grpc_handshake_timeout < absl::Milliseconds(100) || grpc_handshake_timeout > absl::Minutes(2)) {
     return bad("grpc_handshake_timeout_ms", "must be in 100..120000");
+  }
+  if (stalled_send_timeout < absl::Seconds(1) || stalled_send_timeout > absl::Hours(1)) {
+    return bad("stalled_send_ms", "must be in 1000..3600000");
   }
   if (get_stream_chunk_bytes < 4096 || get_stream_chunk_bytes > (64ull << 20)) {
     return bad("get_stream_chunk_bytes", "must be in 4KiB..64MiB");

@@ -67,6 +67,11 @@ struct KvhubdConfig {
   absl::Duration shutdown_timeout = absl::Seconds(10);
   // Bytes per GetChunk message of GetStream.
   uint64_t get_stream_chunk_bytes = 1ull << 20;
+  // A Get or GetStream whose response makes no progress for this long is
+  // cancelled: its blocks stay unevictable while gRPC holds the response, and
+  // a peer whose application stopped reading would hold them for ever
+  // (cachesvc/stalled_sends.h). 1 s .. 1 h; default 60 s.
+  absl::Duration stalled_send_timeout = absl::Seconds(60);
   // Bytes gRPC may hold for messages being received and sent (its memory quota):
   // beyond it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of buffering more,
   // so half-sent messages cannot grow the process until it is OOM-killed (they

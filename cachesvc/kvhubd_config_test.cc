@@ -112,6 +112,7 @@ TEST(KvhubdConfigTest, ValidateNamesTheBadKey) {
   check([](KvhubdConfig& c) { c.worker_threads = -1; }, "worker_threads");
   check([](KvhubdConfig& c) { c.expiry_interval = absl::ZeroDuration(); }, "expiry_interval_ms");
   check([](KvhubdConfig& c) { c.get_stream_chunk_bytes = 10; }, "get_stream_chunk_bytes");
+  check([](KvhubdConfig& c) { c.stalled_send_timeout = absl::Milliseconds(10); }, "stalled_send_ms");
   check([](KvhubdConfig& c) { c.metrics_max_namespaces = 0; }, "metrics_max_namespaces");
   check([](KvhubdConfig& c) { c.log_level = "loud"; }, "log_level");
   check([](KvhubdConfig& c) { c.ucx_tls = "tcp;rm -rf"; }, "ucx_tls");
@@ -161,10 +162,11 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.check_memory_limit = false;
   a.grpc_memory_bytes = 512ull << 20;
   a.grpc_handshake_timeout = absl::Milliseconds(2500);
+  a.stalled_send_timeout = absl::Seconds(7);
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
-  EXPECT_EQ(KvhubdConfig::Keys().size(), 50u);
+  EXPECT_EQ(KvhubdConfig::Keys().size(), 51u);
 }
 
 // UCX's tcp port takes bytes from anyone who reaches it; a shard only local

@@ -69,6 +69,7 @@ KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period; default 1000");
 KVHUB_CONFIG_FLAG(drain_grace_ms, "on SIGTERM, readyz=503 this long before stopping; default 0");
 KVHUB_CONFIG_FLAG(shutdown_timeout_ms, "deadline for in-flight calls at shutdown; default 10000");
 KVHUB_CONFIG_FLAG(get_stream_chunk_bytes, "GetStream chunk size; default 1MiB");
+KVHUB_CONFIG_FLAG(stalled_send_ms, "a Get/GetStream response that makes no progress for this long is cancelled (1000..3600000); default 60000");
 KVHUB_CONFIG_FLAG(grpc_memory_bytes, "gRPC's memory for messages in flight (64MiB..64GiB); beyond it streams are cancelled; default 1GiB");
 KVHUB_CONFIG_FLAG(grpc_handshake_timeout_ms, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000");
 KVHUB_CONFIG_FLAG(metrics_max_namespaces, "distinct namespace labels before 'other'; default 64");
@@ -113,6 +114,7 @@ const FlagRef kConfigFlags[] = {
     KVHUB_FLAG_REF(s3fifo_small_ratio),    KVHUB_FLAG_REF(worker_threads),
     KVHUB_FLAG_REF(expiry_interval_ms),    KVHUB_FLAG_REF(drain_grace_ms),
     KVHUB_FLAG_REF(shutdown_timeout_ms),   KVHUB_FLAG_REF(get_stream_chunk_bytes),
+    KVHUB_FLAG_REF(stalled_send_ms),
     KVHUB_FLAG_REF(grpc_memory_bytes),     KVHUB_FLAG_REF(grpc_handshake_timeout_ms),
     KVHUB_FLAG_REF(metrics_max_namespaces), KVHUB_FLAG_REF(metrics_max_models),
     KVHUB_FLAG_REF(gpu_tier_bytes),        KVHUB_FLAG_REF(check_memory_limit),

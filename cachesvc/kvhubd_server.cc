@@ -260,6 +260,7 @@ void KvhubdServer::ExpiryLoop() {
     }
     size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
     if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);
+    service_->CancelStalledSends();
     if (ucx_ != nullptr && config_.ucx_session_grace > absl::ZeroDuration() && !service_->stopping()) {
       ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
                            config_.ucx_session_grace);
@@ -324,6 +325,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.grpc_listener_failed = GrpcListenerFailure().has_value();
   in.uptime = Clock::Real()->Now() - started_;
   in.live_reservations = reservations_->size();
+  in.stalled_sends_cancelled = service_->stalled_sends_cancelled();
   in.ucx_get_bytes = ucx_->served_get_bytes();
   in.ucx_put_bytes = ucx_->served_put_bytes();
   in.ucx_connections = ucx_->connections();

@@ -324,6 +324,9 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_leases_expired_total ", st.leases_expired, "\n");
   Header(&out, "kvhub_reservations_live", "gauge", "reservations open for PutData/PutCommit");
   absl::StrAppend(&out, "kvhub_reservations_live ", in.live_reservations, "\n");
+  Header(&out, "kvhub_stalled_sends_cancelled_total", "counter",
+         "Get/GetStream calls cancelled because their response made no progress for stalled_send_ms");
+  absl::StrAppend(&out, "kvhub_stalled_sends_cancelled_total ", in.stalled_sends_cancelled, "\n");
 
   Header(&out, "kvhub_transport_bytes_total", "counter",
          "block bytes moved by this shard per data plane (grpc messages; ucx active messages it served; "

@@ -81,6 +81,7 @@ struct MetricsSnapshotInputs {
   bool grpc_listener_failed = false;
   absl::Duration uptime;
   uint64_t live_reservations = 0;
+  uint64_t stalled_sends_cancelled = 0;
   // UCX data plane: bytes the shard's worker served by active messages.
   uint64_t ucx_get_bytes = 0;
   uint64_t ucx_put_bytes = 0;

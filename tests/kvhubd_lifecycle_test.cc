@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "nlohmann/json.hpp"
 #include "absl/time/clock.h"
 #include "common/version.h"
@@ -356,6 +357,150 @@ TEST(KvhubdLifecycleTest, InFlightStreamFinishesDuringShutdown) {
   absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(20));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
+}
+
+// A counter or gauge (no labels) from /metrics; -1 if absent.
+double MetricValue(const KvhubdProcess& p, const std::string& name) {
+  httplib::Result r = HttpGet(p, "/metrics");
+  if (!r || r->status != 200) return -1;
+  std::istringstream lines(r->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + " ", 0) == 0) return std::atof(line.c_str() + name.size() + 1);
+  }
+  return -1;
+}
+
+// A channel on a connection of its own (reading on one stream of a connection opens
+// the connection's flow-control window, and other streams' bytes flow with it)
+// whose windows stay at HTTP/2's initial 64 KiB unless the application reads:
+// without BDP probing gRPC's transport does not buffer ahead of the reader, as a
+// peer that never sends WINDOW_UPDATE would not.
+std::shared_ptr<grpc::Channel> OwnConnection(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetMaxReceiveMessageSize(300 << 20);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+uint64_t LeasedBlocks(v1::KvHub::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::StatsRequest req;
+  v1::StatsResponse resp;
+  if (!stub.Stats(&ctx, req, &resp).ok() || resp.tiers_size() == 0) return ~0ull;
+  return resp.tiers(0).leased_blocks();  // the host tier
+}
+
+// A Get or GetStream whose peer stops reading (its gRPC transport alive, so
+// keepalive never closes the connection) held its blocks unevictable for ever:
+// zero-copy responses keep a transfer hold until gRPC drops them, and flow control
+// only pauses such a stream. kvhubd now cancels a response that makes no progress
+// for stalled_send_ms; a reader that is slow but reading is left alone.
+TEST(KvhubdLifecycleTest, AReaderThatStopsReadingIsCutOffAndItsBlocksFreed) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=96MiB", "--region_bytes=96MiB", "--max_block_bytes=16MiB",
+                                           "--get_stream_chunk_bytes=1MiB", "--stalled_send_ms=1000",
+                                           "--expiry_interval_ms=100", "--default_lease_ms=1000", "--max_lease_ms=1000",
+                                           "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto stub = NewKvHubStub((*p)->grpc_address());
+  std::vector<std::string> data;
+  for (uint64_t k = 1; k <= 3; ++k) {
+    data.push_back(TestBlock(k, k == 3 ? 8 << 20 : 16 << 20));
+    v1::PutResponse resp;
+    ASSERT_TRUE(PutOne(*stub, "ns", k, data.back(), Checksum(data.back()), &resp).ok());
+    ASSERT_EQ(resp.items(0).code(), 0);
+  }
+  // Block 1 by GetStream, block 2 by inline Get, each on a connection of its own;
+  // neither response is read.
+  auto stream_stub = v1::KvHub::NewStub(OwnConnection((*p)->grpc_address()));
+  v1::GetRequest stream_req;
+  stream_req.set_namespace_("ns");
+  stream_req.set_keys(TestKey(1));
+  grpc::ClientContext stream_ctx;
+  std::unique_ptr<grpc::ClientReader<v1::GetChunk>> stalled = stream_stub->GetStream(&stream_ctx, stream_req);
+  // The unary Get as a generic call: its request is sent, and no read asks for the
+  // response (a unary stub would read it).
+  grpc::GenericStub generic(OwnConnection((*p)->grpc_address()));
+  grpc::CompletionQueue cq;
+  grpc::ClientContext get_ctx;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> get_call =
+      generic.PrepareCall(&get_ctx, "/kvhub.v1.KvHub/Get", &cq);
+  auto step = [&cq](int want) {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && tag == reinterpret_cast<void*>(static_cast<intptr_t>(want)) && ok;
+  };
+  get_call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(1));
+  v1::GetRequest get_req;
+  get_req.set_namespace_("ns");
+  get_req.set_keys(TestKey(2));
+  get_req.set_inline_data(true);
+  std::string get_bytes = get_req.SerializeAsString();
+  grpc::Slice get_slice(get_bytes);
+  grpc::ByteBuffer get_buf(&get_slice, 1);
+  get_call->Write(get_buf, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(2));
+  get_call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(3));
+
+  // Block 3 by a GetStream read slowly: one 1 MiB chunk every 200 ms, 1.6 s in all.
+  v1::GetRequest slow_req;
+  slow_req.set_namespace_("ns");
+  slow_req.set_keys(TestKey(3));
+  grpc::ClientContext slow_ctx;
+  std::unique_ptr<grpc::ClientReader<v1::GetChunk>> slow = stub->GetStream(&slow_ctx, slow_req);
+  std::string slow_got;
+  v1::GetChunk chunk;
+  while (slow->Read(&chunk)) {
+    slow_got += chunk.data();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  grpc::Status slow_status = slow->Finish();
+  EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
+  EXPECT_TRUE(slow_got == data[2]) << "the slow reader got " << slow_got.size() << " bytes";
+
+  // The stalled two are cancelled and their blocks' holds end.
+  double cancelled = 0;
+  uint64_t leased = ~0ull;
+  for (int i = 0; i < 200 && (cancelled < 2 || leased != 0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    cancelled = MetricValue(**p, "kvhub_stalled_sends_cancelled_total");
+    leased = LeasedBlocks(*stub);
+  }
+  EXPECT_EQ(cancelled, 2) << "leased " << leased;
+  EXPECT_EQ(leased, 0u);
+  // Both callers see the cancel once they read.
+  v1::GetChunk unread;
+  while (stalled->Read(&unread)) {
+  }
+  grpc::Status s = stalled->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED) << s.error_message();
+  grpc::ByteBuffer get_resp;
+  get_call->Read(&get_resp, reinterpret_cast<void*>(4));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  EXPECT_FALSE(ok) << "the cancelled Get's response arrived";
+  grpc::Status get_status;
+  get_call->Finish(&get_status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(step(5));
+  EXPECT_EQ(get_status.error_code(), grpc::StatusCode::CANCELLED) << get_status.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  // Everything stored is intact and served.
+  for (uint64_t k = 1; k <= 3; ++k) {
+    grpc::ClientContext ctx;
+    v1::GetRequest req;
+    req.set_namespace_("ns");
+    req.set_keys(TestKey(k));
+    req.set_inline_data(true);
+    v1::GetResponse resp;
+    ASSERT_TRUE(stub->Get(&ctx, req, &resp).ok()) << k;
+    ASSERT_EQ(resp.blocks_size(), 1);
+    EXPECT_TRUE(resp.blocks(0).data() == data[k - 1]) << k;
+  }
 }
 
 TEST(KvhubdLifecycleTest, SigkillIsACrash) {
