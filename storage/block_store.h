@@ -48,7 +48,9 @@ struct BlockStoreConfig {
   // Block bytes one namespace may hold at once, reserved and stored (DESIGN §8:
   // per-namespace quotas). A Reserve/Put that would go past it is refused with
   // RESOURCE_EXHAUSTED naming the namespace; the namespace's blocks leave by
-  // eviction and Delete as usual, which frees its quota. 0 (default): no quota.
+  // eviction and Delete as usual, which frees its quota (a block still leased
+  // when it leaves keeps counting until its last lease ends: its bytes are still
+  // held). 0 (default): no quota.
   // With a quota, the first block of a namespace the store has not seen may
   // allocate a map entry (the only allocation on the put path).
   uint64_t namespace_quota_bytes = 0;

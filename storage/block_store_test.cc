@@ -529,6 +529,40 @@ TEST_F(BlockStoreTest, NamespaceQuotaCapsEachNamespaceAndFreesAsItsBlocksLeave) 
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A deleted (or evicted) block that is still leased keeps its bytes until the last
+// lease ends, and must keep counting against its namespace's quota until then: it was
+// credited at once, so Put, Acquire, Delete, repeat let one namespace hold its quota
+// plus its whole lease share of deleted blocks, and fill the tier for everyone else.
+TEST_F(BlockStoreTest, LeasedBlocksThatLeaveStillCountAgainstTheQuota) {
+  BlockStoreConfig c = SmallConfig();
+  c.eviction.name = "lru";
+  c.namespace_quota_bytes = 32768;  // two 16 KiB chunks
+  Make(c);
+  std::vector<uint64_t> leases;
+  for (uint64_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(PutBlock(i, 16000, "a").ok()) << i;
+    absl::StatusOr<Lease> l = store_->Acquire("a", Key(i), absl::Seconds(600));
+    ASSERT_TRUE(l.ok()) << l.status();
+    leases.push_back(l->id);
+    ASSERT_TRUE(store_->Delete("a", Key(i)).ok());
+    EXPECT_EQ(store_->NamespaceUsageOf("a").held_bytes, (i + 1) * 16384) << i;
+  }
+  const absl::Status over = PutBlock(2, 16000, "a");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  // Other namespaces are unaffected; the leased bytes are intact.
+  ASSERT_TRUE(PutBlock(100, 16000, "b").ok());
+  // The last lease of a deleted block frees its quota, and expiry does too.
+  ASSERT_TRUE(store_->Release(leases[0]).ok());
+  EXPECT_EQ(store_->NamespaceUsageOf("a").held_bytes, 16384u);
+  ASSERT_TRUE(PutBlock(2, 16000, "a").ok());
+  EXPECT_EQ(PutBlock(3, 16000, "a").code(), absl::StatusCode::kResourceExhausted);
+  clock_.Advance(absl::Seconds(601));
+  store_->ExpireNow();
+  EXPECT_EQ(store_->NamespaceUsageOf("a").held_bytes, 16384u);  // block 2 only
+  ASSERT_TRUE(PutBlock(3, 16000, "a").ok());
+  EXPECT_EQ(store_->Stats().leased_blocks, 0u);
+}
+
 TEST_F(BlockStoreTest, PerNamespaceQuotasOverrideTheDefault) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";

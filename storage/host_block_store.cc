@@ -257,7 +257,6 @@ void HostBlockStore::CreditNamespace(uint64_t tag, uint64_t bytes) {
 
 void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
   Slot& slot = slots_[s];
-  CreditNamespace(index_.ns_tag(s), Footprint(slot.size));
   index_.Erase(index_.key(s), index_.ns_tag(s));
   policy_->OnRemove(s, evicted);
   stats_.used_bytes -= slot.size;
@@ -273,10 +272,18 @@ void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
     stats_.evicted_bytes += slot.size;
   }
   if (slot.leases > 0) {
-    slot.state = State::kZombie;  // bytes stay until the last lease ends
+    // The bytes stay until the last lease ends, and count against the namespace's
+    // quota until then (crediting them here let a namespace hold quota + its whole
+    // lease share of deleted blocks: Put, Acquire, Delete, repeat).
+    slot.state = State::kZombie;
   } else {
-    FreeSlot(s);
+    FreeVisibleOrZombie(s);
   }
+}
+
+void HostBlockStore::FreeVisibleOrZombie(uint32_t s) {
+  CreditNamespace(index_.ns_tag(s), Footprint(slots_[s].size));  // the slot keeps its tag until reused
+  FreeSlot(s);
 }
 
 void HostBlockStore::DropReservation(uint32_t s) {
@@ -564,7 +571,7 @@ void HostBlockStore::DropLease(uint32_t idx) {
   Slot& slot = slots_[s];
   if (slot.leases > 0 && --slot.leases == 0) {  // as EndTransfer: never wraps
     --stats_.leased_blocks;
-    if (slot.state == State::kZombie) FreeSlot(s);
+    if (slot.state == State::kZombie) FreeVisibleOrZombie(s);
   }
 }
 
@@ -722,7 +729,7 @@ void HostBlockStore::EndTransfer(TransferAccess access, uint64_t hold) {
   }
   if (slot.leases > 0 && --slot.leases == 0) {
     --stats_.leased_blocks;
-    if (slot.state == State::kZombie) FreeSlot(s);
+    if (slot.state == State::kZombie) FreeVisibleOrZombie(s);
   }
 }
 

@@ -116,9 +116,12 @@ class HostBlockStore final : public BlockStore {
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts every evictable block in `slab`.
   void EvictSlab(uint32_t slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A committed block leaves the index and the policy; its bytes are freed now
-  // or, if leased, when the last lease ends.
+  // A committed block leaves the index and the policy; its bytes (and its
+  // namespace's quota) are freed now or, if leased, when the last lease ends.
   void RemoveVisible(uint32_t slot, bool evicted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees a block that left the index (now, or as a zombie whose last lease
+  // ended): its namespace's quota, then its chunk and slot.
+  void FreeVisibleOrZombie(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Namespace quota accounting (no-ops without namespace_quota_bytes).
   void ChargeNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CreditNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
