@@ -151,6 +151,10 @@ struct BlockStoreStats {
   uint64_t rejected_pin_quota = 0;  // pinned puts and Pin calls refused: max_pinned_fraction
   uint64_t allocated_bytes = 0;  // chunk bytes held (committed, reserved, deleted-but-leased)
   uint64_t pinned_bytes = 0;
+  // Sweeps of expired leases and reservations made on demand, by a call that would
+  // otherwise be refused (tier full, lease share or table exhausted): at most one
+  // per millisecond, each O(live leases + reservations) under the store's lock.
+  uint64_t demand_sweeps = 0;
 };
 
 // Supplies a store's regions instead of the store mapping its own (e.g. memory

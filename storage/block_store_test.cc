@@ -563,6 +563,32 @@ TEST_F(BlockStoreTest, LeasedBlocksThatLeaveStillCountAgainstTheQuota) {
   EXPECT_EQ(store_->Stats().leased_blocks, 0u);
 }
 
+// A call about to be refused sweeps expired leases first, but not every such call:
+// a namespace at its lease share sending 4096-key Gets made 4096 sweeps of every
+// live lease in the tier, each under the store's lock. Now at most one per
+// millisecond of the store's clock; time passing still lets the next one through.
+TEST_F(BlockStoreTest, RefusedCallsSweepExpiredLeasesAtMostOncePerMillisecond) {
+  BlockStoreConfig c = SmallConfig();  // max_leases 4096
+  c.namespace_quota_bytes = c.max_block_bytes;
+  Make(c);
+  ASSERT_TRUE(PutBlock(1, 100, "greedy").ok());
+  ASSERT_TRUE(PutBlock(2, 100, "other").ok());
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(store_->Acquire("other", Key(2), absl::Seconds(600)).ok());
+  size_t held = 0;
+  while (store_->Acquire("greedy", Key(1), absl::Seconds(5)).ok()) ++held;
+  ASSERT_EQ(held, 1024u);
+  const uint64_t before = store_->Stats().demand_sweeps;
+  for (int i = 0; i < 4096; ++i) {
+    ASSERT_EQ(store_->Acquire("greedy", Key(1), absl::Seconds(5)).status().code(),
+              absl::StatusCode::kResourceExhausted);
+  }
+  EXPECT_LE(store_->Stats().demand_sweeps - before, 1u);
+  // Once its leases expire, the next call sweeps them and is served.
+  clock_.Advance(absl::Seconds(6));
+  EXPECT_TRUE(store_->Acquire("greedy", Key(1), absl::Seconds(5)).ok());
+  EXPECT_EQ(store_->Stats().leases_expired, 1024u);
+}
+
 TEST_F(BlockStoreTest, PerNamespaceQuotasOverrideTheDefault) {
   BlockStoreConfig c = SmallConfig();
   c.eviction.name = "lru";

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -131,6 +132,8 @@ class HostBlockStore final : public BlockStore {
   void DropReservation(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t ExpireLocked(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ExpireLocked for a call about to be refused, at most once per millisecond.
+  size_t ExpireOnDemandLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether [range] lies inside the block at chunk `offset` of `size` bytes.
   bool Contains(uint64_t offset, uint64_t size, const BlockLocation& range) const;
   // Slot of a live reservation id in state RESERVED, or kNoSlot.
@@ -193,6 +196,7 @@ class HostBlockStore final : public BlockStore {
   // Bytes reserved and stored per namespace tag (only with quotas_on_).
   absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
+  std::optional<int64_t> demand_swept_ns_ ABSL_GUARDED_BY(mu_);  // the last ExpireOnDemandLocked
 };
 
 }  // namespace kvhub::storage
