@@ -121,6 +121,9 @@ absl::Status TieredBlockStore::CopierDeviceCall(const std::function<absl::Status
   }
   absl::Status s = call();
   absl::MutexLock l(&mu_);
+  // A call that came back after the timeout was hung for that long: the same verdict
+  // as if it were still running (nothing else may have noticed it meanwhile).
+  (void)DeviceUsableLocked();
   copier_call_since_ = absl::InfiniteFuture();
   NoteDeviceResultLocked(s);
   return s;
@@ -133,9 +136,11 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     if (gpu_index_.contains(id)) return;  // already there (the same key put again)
   }
   // The copier's own read: not a hit for the host tier's policy (it would make every
-  // block look reused once) and not one of the namespace's leases.
-  absl::StatusOr<Lease> lease =
-      host_->Acquire(item.ns, item.key, config_.mirror_lease, AcquireOptions{.count_as_read = false});
+  // block look reused once) and not one of the namespace's leases. With a transfer
+  // hold: a device copy that outlasts the lease (a slow device) must still read this
+  // block's bytes, not those of whatever reused the chunk after expiry.
+  absl::StatusOr<Lease> lease = host_->Acquire(item.ns, item.key, config_.mirror_lease,
+                                               AcquireOptions{.count_as_read = false, .hold = true});
   if (!lease.ok()) {  // evicted or deleted before its turn
     absl::MutexLock l(&mu_);
     ++stats_.mirror_dropped;
@@ -170,7 +175,8 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     }
   }
   const uint64_t checksum = lease->checksum, size = lease->size;
-  if (absl::Status r = host_->Release(lease->id); !r.ok()) {
+  host_->EndTransfer(TransferAccess::kRead, lease->hold);
+  if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {  // NOT_FOUND: expired
     KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
   }
   absl::MutexLock l(&mu_);
@@ -299,6 +305,7 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
   if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
   absl::MutexLock l(&mu_);
   if (hold.ok()) NoteDeviceResultLocked(got.status());
+  (void)DeviceUsableLocked();  // a read that came back after the timeout: hung; switched off
   auto it = gpu_index_.find(Id(ns, key));
   // Deleted, evicted, replaced or switched off while the device copied: the bytes
   // read must not become visible (a deleted block would come back). Checked and
@@ -449,7 +456,9 @@ absl::StatusOr<Lease> TieredBlockStore::Acquire(absl::string_view ns, const Bloc
     promoted = host_->Acquire(ns, key, lease, options);
     return promoted.status();
   });
-  return s.ok() ? promoted : l;
+  // NOT_FOUND: no usable gpu copy, the host's miss stands; anything else is the
+  // promoted block's own answer (e.g. the namespace's lease share is spent).
+  return absl::IsNotFound(s) ? l : promoted;
 }
 
 absl::Status TieredBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool pin) {

@@ -15,17 +15,20 @@
 // caller for it: the block is a miss).
 //
 // A failing device never fails a host-tier operation and never stalls one:
-// device copies run outside the lock that Lookup, Put, Commit and Delete take,
-// a Delete's device erase is left to the background copier, and the tier is
+// device copies run outside the lock that Lookup, Put, Commit and Delete take
+// (held for map operations and a promotion's host commit, a checksum of the
+// block), a Delete's device erase is left to the background copier, and the tier is
 // switched off (every gpu copy forgotten: reads of them are misses; nothing
 // more is copied; TierStats::gpu_off says why) when `device_error_limit`
 // device calls fail in a row or one runs longer than `device_timeout` (a hung
-// device). The device memory of a switched-off tier is not freed; restarting
-// the process is the way back.
+// device; a call that comes back after that long counts as hung too). The
+// device memory of a switched-off tier is not freed; restarting the process is
+// the way back. A thread already inside a hung device call (the copier, one
+// promotion) stays there.
 //
 // Thread safety: all methods are thread-safe. Promotions are serialized (one
 // at a time, each copying the block back from the device); host-store calls,
-// and reads of blocks the host store has, never wait for them.
+// and reads of blocks the host store has, never wait for their device copy.
 // Ownership: owns both stores; the destructor stops the background copier
 // (and so waits for a device call in progress).
 

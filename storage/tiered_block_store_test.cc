@@ -31,6 +31,7 @@ class FaultTier final : public GpuTier {
  public:
   explicit FaultTier(uint64_t capacity) : capacity_(capacity) {}
   absl::Status Put(absl::string_view ns, const BlockKey& key, absl::Span<const uint8_t> bytes) override {
+    ++puts_started_;
     if (delay_.load() > 0) absl::SleepFor(absl::Milliseconds(delay_.load()));
     if (refuse_.load()) return absl::ResourceExhaustedError("device out of memory (injected)");
     if (fail_next_.fetch_sub(1) > 0) return absl::InternalError("device error (injected)");
@@ -94,6 +95,7 @@ class FaultTier final : public GpuTier {
   std::atomic<int> fail_next_{0};    // this many Puts fail as a device error
   std::atomic<bool> hang_get_{false};
   std::atomic<int> hung_{0};         // Gets that hung
+  std::atomic<int> puts_started_{0};
   bool Has(absl::string_view ns, const BlockKey& key) const { return Size(ns, key).ok(); }
 
  private:
@@ -113,7 +115,7 @@ constexpr size_t kBlock = 16 << 10;  // 4 MiB host store: ~230 blocks
 class TieredStoreTest : public ::testing::TestWithParam<bool> {
  protected:
   // `gpu_capacity` bytes in the second tier: the CUDA tier (param true) or a FaultTier.
-  void Make(uint64_t gpu_capacity, const TieredStoreConfig& config = {}) {
+  void Make(uint64_t gpu_capacity, const TieredStoreConfig& config = {}, BlockStoreConfig host_config = SmallConfig()) {
     std::unique_ptr<GpuTier> tier;
     if (GetParam()) {
       GpuTierConfig c;
@@ -134,7 +136,7 @@ class TieredStoreTest : public ::testing::TestWithParam<bool> {
       fault_ = f.get();
       tier = std::move(f);
     }
-    auto host = BlockStore::Create(SmallConfig());
+    auto host = BlockStore::Create(host_config);
     ASSERT_TRUE(host.ok()) << host.status();
     auto s = TieredBlockStore::Create(*std::move(host), std::move(tier), config);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -360,6 +362,34 @@ TEST_P(TieredStoreTest, ConcurrentReadersDuringPromotions) {
   EXPECT_EQ(missing.load(), 0);
 }
 
+// The copier reads the host block while the device copies it. It held only a lease
+// (mirror_lease), so a device copy that outlasted it read whatever reused the chunk
+// after the lease expired and the block was evicted, and stored that under the
+// block's checksum: the copy later failed its checksum (a miss, and a page blaming
+// GPU memory). It now holds the bytes with a transfer hold until the copy is done.
+TEST_P(TieredStoreTest, ACopySlowerThanItsLeaseStillCopiesTheBlocksOwnBytes) {
+  if (GetParam()) GTEST_SKIP() << "a slow device is injected through the host-memory tier";
+  TieredStoreConfig config;
+  config.mirror_lease = absl::Milliseconds(1);
+  BlockStoreConfig host = SmallConfig();
+  host.eviction.name = "lru";
+  Make(64ull << 20, config, host);
+  fault_->delay_ = 300;
+  PutBlock(0);
+  for (int i = 0; i < 20000 && fault_->puts_started_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(fault_->puts_started_.load(), 1);
+  fault_->delay_ = 0;  // the copy in progress still sleeps
+  absl::SleepFor(absl::Milliseconds(5));
+  store_->ExpireNow();  // the copier's lease is over
+  for (uint64_t i = 1; i <= 300; ++i) PutBlock(i);  // evicts block 0; its chunk is wanted again
+  ASSERT_FALSE(store_->Stats().blocks == 301) << "block 0 must have left the host tier";
+  Drain();
+  absl::StatusOr<std::vector<uint8_t>> got = Read(0);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, Bytes(0, kBlock));
+  EXPECT_EQ(store_->tier_stats().gpu_checksum_failures, 0u);
+}
+
 // Runs `fn` on a thread and says whether it finished within `limit` (a deadlock
 // detector, not a timing: the limits are far above what the calls take). The
 // thread is joined either way, after `unblock`.
@@ -385,7 +415,7 @@ bool FinishesWhileBlocked(const std::function<void()>& fn, const std::function<v
 TEST_P(TieredStoreTest, AHungDeviceNeverStallsTheHostTier) {
   if (GetParam()) GTEST_SKIP() << "a hung device is injected through the host-memory tier";
   TieredStoreConfig config;
-  config.device_timeout = absl::Milliseconds(200);
+  config.device_timeout = absl::Seconds(2);  // far above what the calls before Read(20) take
   Make(64ull << 20, config);
   for (uint64_t i = 0; i < 400; ++i) {
     PutBlock(i);
