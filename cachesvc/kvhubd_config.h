@@ -67,8 +67,9 @@ struct KvhubdConfig {
   absl::Duration shutdown_timeout = absl::Seconds(10);
   // Bytes per GetChunk message of GetStream.
   uint64_t get_stream_chunk_bytes = 1ull << 20;
-  // A Get or GetStream whose response makes no progress for this long is
-  // cancelled: its blocks stay unevictable while gRPC holds the response, and
+  // A GetStream whose response makes no progress for this long is cancelled,
+  // and so is an inline Get whose one response message is not sent within it:
+  // their blocks stay unevictable while gRPC holds the response, and
   // a peer whose application stopped reading would hold them for ever
   // (cachesvc/stalled_sends.h). 1 s .. 1 h; default 60 s.
   absl::Duration stalled_send_timeout = absl::Seconds(60);

@@ -22,10 +22,13 @@ void StalledSends::Progress(uint64_t ticket) {
 
 void StalledSends::Unwatch(uint64_t ticket) {
   absl::MutexLock l(&mu_);
+  // The condition names the waiting thread itself (absl may evaluate it on the
+  // thread that unlocks, so it must not depend on which thread that is).
   struct Wait {
     StalledSends* self;
     uint64_t ticket;
-  } wait{this, ticket};
+    std::thread::id waiter;
+  } wait{this, ticket, std::this_thread::get_id()};
   // A cancel of this call running on another thread uses the call's context: the
   // call must not end under it. On the cancelling thread itself (gRPC ran the
   // call's completion inline) there is nothing to wait for.
@@ -33,7 +36,7 @@ void StalledSends::Unwatch(uint64_t ticket) {
       +[](Wait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         auto it = w->self->calls_.find(w->ticket);
         return it == w->self->calls_.end() || !it->second.cancelling ||
-               it->second.canceller == std::this_thread::get_id();
+               it->second.canceller == w->waiter;
       },
       &wait));
   calls_.erase(ticket);
