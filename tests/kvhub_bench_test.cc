@@ -55,6 +55,8 @@ TEST(KvhubBenchTest, BadSizesAndAnUnwritableJsonPathAreUsageErrors) {
            {"--sizes 1.5MiB", "bad size '1.5MiB'"},
            {"--sizes 99999999999999GiB", "bad size"},
            {"--batches ,", "--batches names no batch size"},
+           // 256 x 65 x 256 MiB of buffers: it was an OOM kill or an abort (session 25).
+           {"--concurrency 256 --get-blocks 64 --sizes 256MiB", "GiB of buffers, more than half"},
            {"--json /nonexistent-dir/b.json", "--json: cannot write /nonexistent-dir/b.json"}}) {
     RunResult r = testing::RunCommand(
         absl::StrCat(testing::ProgramPath("kvhub-bench"), " --members 127.0.0.1:1 --no-redis ", args, " 2>&1"));

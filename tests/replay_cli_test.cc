@@ -106,11 +106,25 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --sim --capacities 1K --budget_accounting store", "applies to --byte_budget only"},
            {" --sim --capacities 1K --byte_budget 1K", "not both"},
            {" --live --spawn 1 --shard_capacity 17179869185GiB", "overflows 64 bits"},
+           // Flags of the other mode, once ignored (session 25).
+           {" --sim --capacities 1K --codecs kivi4", "--codecs applies to --byte_budget only"},
+           {" --sim --policy lru", "--policy applies to --live only (--sim takes --policies)"},
+           {" --sim --capacities 1K --bytes_per_token 8", "--bytes_per_token applies to --live only"},
+           {" --live --spawn 1 --capacities 1M", "--capacities applies to --sim only"},
+           // 2^47 + 1000 tokens x 131072 bytes wrapped to 131 MB and ran (session 25).
+           {" --sim --byte_budget 140737488356328 --codecs raw", "exceeds 2^62 bytes"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
            {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
+  }
+  // With the JSON on stdout the table goes to stderr: stdout parses (it held both).
+  {
+    RunResult j = testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhub-replay"), " ", t,
+                                                   " --sim --capacities 1K --policies lru --no_belady --json - 2>/dev/null"));
+    EXPECT_EQ(j.exit_code, 0) << j.out;
+    EXPECT_TRUE(nlohmann::json::accept(j.out)) << j.out;
   }
   // A generated trace with no request is refused (was a table of 0.00% and exit 0).
   RunResult none = RunReplay("--generate agentic --duration_s 0.01 --sim --capacities 1K");

@@ -1,12 +1,14 @@
 // Live replay equals simulation: a generated trace replayed through kvhub::Client
 // against real kvhubd shards gives the hit rate the simulator predicts for the
 // same placement, policy, watermarks and byte accounting (docs/replay.md).
+#include <cmath>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "bench/replay/live.h"
 #include "bench/replay/payload.h"
 #include "bench/replay/policies.h"
@@ -187,6 +189,37 @@ TEST(ReplayLive, ShardErrorsAreCountedNotTakenForMisses) {
   EXPECT_GT(live->put_failures, 0u);
   EXPECT_GT(live->errors(), 0u);
   EXPECT_FALSE(live->first_error.ok());
+}
+
+// Checked before anything is sent (the client points nowhere): a request whose
+// blocks would not fit in memory at once (it was an OOM kill or abort), and pacing
+// stretched past 1e6 s (a double of seconds past ~9.2e9 overflowed the clock's
+// duration: undefined, in practice no pacing at all).
+TEST(ReplayLive, RefusesWhatCannotRunBeforeSendingAnything) {
+  absl::StatusOr<Trace> trace = ParseTrace(
+      "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"
+      "{\"timestamp\": 5000, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n");
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  PayloadConfig pcfg;
+  pcfg.codec = "raw";
+  pcfg.bytes_per_token = 64;  // 32 KiB blocks
+  auto payloads = PayloadFactory::Create(pcfg);
+  ASSERT_TRUE(payloads.ok()) << payloads.status();
+  ClientConfig cc;
+  cc.members = {{"127.0.0.1:1", 1.0}};
+  auto client = Client::Create(cc);
+  ASSERT_TRUE(client.ok()) << client.status();
+  LiveOptions lo;
+  lo.memory_bytes = 256 << 10;  // the largest request: 3 blocks x 32 KiB, twice: 192 KiB > half
+  absl::StatusOr<LiveResult> r = RunLive(*trace, **client, **payloads, lo);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("largest request has 3 blocks"));
+  lo.memory_bytes = 0;
+  for (double speedup : {1e-6, 1e-300, -1.0, std::nan("")}) {  // 5 s of trace: over 1e6 s, or invalid
+    lo.speedup = speedup;
+    r = RunLive(*trace, **client, **payloads, lo);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << speedup << " " << r.status();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,

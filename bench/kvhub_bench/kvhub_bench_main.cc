@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/memory_limit.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
@@ -344,6 +345,18 @@ int Main(int argc, char** argv) {
       o.sizes.push_back(*n);
     }
     if (o.sizes.empty()) return fail("--sizes names no size");
+  }
+  {  // every worker holds a payload and a get buffer of --get-blocks blocks, at once
+    const uint64_t largest = *std::max_element(o.sizes.begin(), o.sizes.end());
+    const long double need = static_cast<long double>(o.concurrency) * (o.get_blocks + 1) * largest;
+    const MemoryLimit limit = ReadMemoryLimit();
+    if (limit.bytes > 0 && need > limit.bytes / 2.0L) {
+      return fail(absl::StrFormat(
+          "--concurrency %d x (--get-blocks %d + 1) x %d-byte blocks needs %.1f GiB of buffers, more than half "
+          "of the %s this process may use (%s)",
+          o.concurrency, o.get_blocks, largest, static_cast<double>(need) / (1ull << 30),
+          HumanBytes(limit.bytes), limit.source));
+    }
   }
   if (auto v = args->Get("batches")) {
     o.batches.clear();
@@ -811,5 +824,12 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  return kvhub::ExitCodeAfterStdout(kvhub::bench::Main(argc, argv), "kvhub-bench");
+  int code;
+  try {
+    code = kvhub::bench::Main(argc, argv);
+  } catch (const std::bad_alloc&) {  // a clear message instead of an abort
+    std::fprintf(stderr, "kvhub-bench: out of memory (lower --concurrency, --get-blocks or --sizes)\n");
+    code = 1;
+  }
+  return kvhub::ExitCodeAfterStdout(code, "kvhub-bench");
 }

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace kvhub::replay {
 namespace {
@@ -92,11 +93,35 @@ Trace TruncateTrace(const Trace& trace, size_t n) {
 
 absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
                                    const PayloadFactory& payloads, const LiveOptions& o) {
-  if (o.speedup < 0) return absl::InvalidArgumentError("speedup must be >= 0");
+  if (!(o.speedup >= 0)) return absl::InvalidArgumentError("speedup must be >= 0");
   const ModelSpec& spec = payloads.spec();
   const uint32_t bt = spec.block_tokens;
   const size_t n_req = o.max_requests == 0 ? trace.requests.size()
                                            : std::min(o.max_requests, trace.requests.size());
+  int64_t ts_min = 0, ts_max = 0;
+  size_t most_blocks = 0;
+  for (size_t q = 0; q < n_req; ++q) {
+    const TraceRequest& r = trace.requests[q];
+    ts_min = q == 0 ? r.timestamp_ms : std::min(ts_min, r.timestamp_ms);
+    ts_max = q == 0 ? r.timestamp_ms : std::max(ts_max, r.timestamp_ms);
+    most_blocks = std::max(most_blocks, r.blocks.size());
+  }
+  // Pacing sleeps until start + timestamp / speedup: a span past ~11 days is a
+  // mistake (and past ~292 years it would not fit a clock's duration).
+  if (o.speedup > 0 && !(static_cast<double>(ts_max - ts_min) / 1000.0 / o.speedup <= 1e6)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "speedup %g paces the trace's %.0f s over more than 1e6 s: raise it, or give 0 (no pacing)", o.speedup,
+        static_cast<double>(ts_max - ts_min) / 1000.0));
+  }
+  // Fetched copies and published payloads of the largest request, at once.
+  const long double need = 2.0L * most_blocks * std::max(payloads.first_block_bytes(), payloads.block_bytes());
+  if (o.memory_bytes > 0 && need > o.memory_bytes / 2.0L) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the trace's largest request has %d blocks of up to %d bytes: replaying it holds ~%.1f GiB at once, "
+        "more than half of the %.1f GiB this process may use; lower --bytes_per_token",
+        most_blocks, std::max(payloads.first_block_bytes(), payloads.block_bytes()),
+        static_cast<double>(need) / (1ull << 30), o.memory_bytes / double(1ull << 30)));
+  }
   LiveResult res;
   const auto note = [&res](const absl::Status& s) {
     if (res.first_error.ok() && !s.ok()) res.first_error = s;

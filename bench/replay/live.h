@@ -51,6 +51,10 @@ struct LiveOptions {
   size_t max_requests = 0;  // 0 = all
   bool verify = true;       // compare fetched bytes with the expected payload
   bool pad_partial_tail = true;  // see above
+  // Memory the run may use (0: not checked). A request's blocks are held at once
+  // (fetched and published copies), so RunLive refuses a trace whose largest
+  // request would need more than half of it, instead of being OOM-killed.
+  uint64_t memory_bytes = 0;
 };
 
 struct LatencySummary {

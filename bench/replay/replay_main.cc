@@ -19,6 +19,7 @@
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
+#include "common/memory_limit.h"
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
 #include "common/version.h"
@@ -205,6 +206,10 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
   for (absl::string_view b : absl::StrSplit(a.Get("byte_budget"), ',', absl::SkipEmpty())) {
     absl::StatusOr<uint64_t> bf16_tokens = ParseTokens(b);
     if (!bf16_tokens.ok()) return bf16_tokens.status();
+    if (*bf16_tokens > (uint64_t{1} << 62) / bpt) {  // the product would not fit (or be meaningful)
+      return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " x ", bpt,
+                                                     " bytes per token exceeds 2^62 bytes"));
+    }
     const uint64_t budget = *bf16_tokens * bpt;
     for (absl::string_view c : absl::StrSplit(a.Get("codecs", "raw,fp8,kivi4,kivi2"), ',', absl::SkipEmpty())) {
       absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c), budget);
@@ -347,14 +352,16 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   std::string hdr = absl::StrFormat("%-*s", name_width, "policy");
   for (const Column& c : *cols) absl::StrAppend(&hdr, absl::StrFormat(" %12s", c.label));
   absl::StrAppend(&hdr, absl::StrFormat(" %12s", "infinite"));
-  std::cout << hdr << "\n";
+  // With the JSON on stdout, the table goes to stderr: stdout stays parseable.
+  std::ostream& table_out = a.Get("json") == "-" ? std::cerr : std::cout;
+  table_out << hdr << "\n";
   for (const std::string& p : rows) {
     std::string line = absl::StrFormat("%-*s", name_width, p);
     for (size_t ci = 0; ci < cols->size(); ++ci) {
       absl::StrAppend(&line, absl::StrFormat(" %12s", table[p].count(ci) ? Pct(table[p][ci]) : "-"));
     }
     absl::StrAppend(&line, absl::StrFormat(" %12s", Pct(inf.hit_rate())));
-    std::cout << line << "\n";
+    table_out << line << "\n";
   }
   if (a.Has("json")) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
@@ -381,6 +388,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   absl::StatusOr<std::unique_ptr<PayloadFactory>> payloads = PayloadFactory::Create(pc);
   if (!payloads.ok()) return payloads.status();
   LiveOptions lo;
+  lo.memory_bytes = ReadMemoryLimit().bytes;
   lo.ns = a.Get("ns", absl::StrCat("replay-", absl::ToUnixSeconds(absl::Now())));
   lo.verify = !a.Has("no_verify");
   if (a.Has("speedup") && !absl::SimpleAtod(a.Get("speedup"), &lo.speedup)) {
@@ -522,7 +530,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["lookup"] = LatJson(r->lookup);
   out["fetch"] = LatJson(r->fetch);
   out["publish"] = LatJson(r->publish);
-  std::cout << absl::StrFormat(
+  // With the JSON on stdout, the report goes to stderr: stdout stays parseable.
+  std::ostream& report = a.Get("json") == "-" ? std::cerr : std::cout;
+  report << absl::StrFormat(
       "live: %d requests in %.2f s; hit rate %s (%d of %d tokens)\n"
       "  fetched %.3f GB at %.2f GB/s (in Fetch calls), published %.3f GB at %.2f GB/s; "
       "overall %.2f GB/s\n"
@@ -534,8 +544,8 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       r->wall_s > 0 ? (r->fetched_bytes + r->published_bytes) / r->wall_s / 1e9 : 0.0,
       r->verify_failures, r->fetch_failures, r->fetch_errors, r->put_failures, r->lookup_failures,
       r->skipped_blocks);
-  if (!r->first_error.ok()) std::cout << "  first error: " << r->first_error.ToString() << "\n";
-  std::cout << LatLine("lookup", r->lookup) << "\n"
+  if (!r->first_error.ok()) report << "  first error: " << r->first_error.ToString() << "\n";
+  report << LatLine("lookup", r->lookup) << "\n"
             << LatLine("fetch", r->fetch) << "\n"
             << LatLine("publish", r->publish) << "\n";
 
@@ -550,7 +560,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     if (inconsistent > 0) {
       // The simulator shares a hash id wherever it appears; the live chain keys
       // differ when it follows another prefix, so live and sim cannot agree.
-      std::cout << "  warning: " << inconsistent
+      report << "  warning: " << inconsistent
                 << " block references reuse a hash id after another prefix than its first; the simulation "
                    "counts them as shared, the live replay cannot\n";
     }
@@ -572,7 +582,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     so.cache_partial_tail = lo.pad_partial_tail;
     absl::StatusOr<SimResult> sim = SimulateSharded(trace, pols, shard_of, so);
     if (!sim.ok()) return sim.status();
-    std::cout << absl::StrFormat(
+    report << absl::StrFormat(
         "sim of the same cluster: %s (%d shards x %d blocks of %d B chunks, evict to %d%s); "
         "live - sim = %+.2f pp\n",
         Pct(sim->hit_rate()), cc.members.size(), m->capacity_blocks, m->chunk_bytes,
@@ -595,7 +605,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       out["eviction_live"].push_back(live_state);
       out["eviction_sim"].push_back(sim_state);
     }
-    std::cout << "eviction following / switches per shard: " << line << "\n";
+    report << "eviction following / switches per shard: " << line << "\n";
   }
   if (a.Has("json")) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
@@ -696,6 +706,31 @@ int Main(int argc, char** argv) {
   if (!a->Has("sim") && !a->Has("live") && !a->Has("write_trace")) {
     std::cerr << "kvhub-replay: nothing to do: give --sim, --live and/or --write_trace (--help)\n";
     return 2;
+  }
+  // A flag of the other mode would be accepted and silently do nothing.
+  static constexpr const char* kSimOnly[] = {"capacities", "policies", "no_belady", "byte_budget", "codecs",
+                                             "spec_bytes_per_token", "budget_accounting"};
+  static constexpr const char* kLiveOnly[] = {"members", "spawn", "kvhubd", "shard_capacity", "shard_log_level",
+                                              "policy", "prefix_aware", "codec", "bytes_per_token", "speedup",
+                                              "ns", "no_verify"};
+  for (const char* flag : kSimOnly) {
+    if (a->Has(flag) && !a->Has("sim")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --sim only\n";
+      return 2;
+    }
+  }
+  for (const char* flag : kLiveOnly) {
+    if (a->Has(flag) && !a->Has("live")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --live only"
+                << (std::string(flag) == "policy" ? " (--sim takes --policies)" : "") << "\n";
+      return 2;
+    }
+  }
+  for (const char* flag : {"codecs", "spec_bytes_per_token"}) {
+    if (a->Has(flag) && !a->Has("byte_budget")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --byte_budget only\n";
+      return 2;
+    }
   }
   if (a->Has("sim") && a->Has("live") && a->Has("json")) {
     std::cerr << "kvhub-replay: --json with both --sim and --live would keep only one report: run them apart\n";
