@@ -359,30 +359,45 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
 
 // Reservation and lease ids are bound to their namespace: a token for tenant-a
 // cannot abort, write into or release tenant-b's grants by naming their ids.
+// A call context carrying `token`.
+std::unique_ptr<grpc::ClientContext> ctx(const char* token) {
+  auto c = std::make_unique<grpc::ClientContext>();
+  c->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+  return c;
+}
+
+// A reservation for `data` under kKey in `ns`, made with the ops ('*') token; 0 if
+// PutStart failed.
+uint64_t OpsReservation(v1::KvHub::Stub& stub, const std::string& ns, const std::string& data) {
+  const auto key = kKey.Bytes();
+  v1::PutStartRequest ps;
+  ps.set_namespace_(ns);
+  v1::PutItem* item = ps.add_items();
+  item->set_key(std::string(key.begin(), key.end()));
+  item->set_size(data.size());
+  item->set_checksum(Xxh3_64(data.data(), data.size()));
+  v1::PutStartResponse psr;
+  if (!stub.PutStart(ctx(kOpsToken).get(), ps, &psr).ok() || psr.items_size() != 1) return 0;
+  return psr.items(0).reservation_id();
+}
+
+// The owner (ops token) writes and commits reservation `rid`.
+absl::StatusOr<v1::ItemStatus> OpsWriteAndCommit(v1::KvHub::Stub& stub, uint64_t rid, const std::string& data) {
+  return testing::RawWriteAndCommit(stub, rid, data, [](grpc::ClientContext* c) {
+    c->AddMetadata("authorization", absl::StrCat("Bearer ", kOpsToken));
+  });
+}
+
 TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
   const std::string tokens = WriteFile(
       "grant_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n"));
   auto shard = StartShard({"--auth_tokens_file=" + tokens});
   ASSERT_NE(shard, nullptr);
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
-  auto ctx = [](const char* token) {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-    return c;
-  };
   const std::string data(4096, 'b');
   const auto key = kKey.Bytes();
   // tenant-b's reservation, made with the ops token.
-  v1::PutStartRequest ps;
-  ps.set_namespace_("tenant-b");
-  v1::PutItem* item = ps.add_items();
-  item->set_key(std::string(key.begin(), key.end()));
-  item->set_size(data.size());
-  item->set_checksum(Xxh3_64(data.data(), data.size()));
-  v1::PutStartResponse psr;
-  ASSERT_TRUE(stub->PutStart(ctx(kOpsToken).get(), ps, &psr).ok());
-  ASSERT_EQ(psr.items_size(), 1);
-  const uint64_t rid = psr.items(0).reservation_id();
+  const uint64_t rid = OpsReservation(*stub, "tenant-b", data);
   ASSERT_NE(rid, 0u);
 
   v1::PutAbortRequest abort;
@@ -404,10 +419,7 @@ TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   }
   {  // The owner writes and commits: the block is tenant-b's bytes, untouched.
-    absl::StatusOr<v1::ItemStatus> committed =
-        testing::RawWriteAndCommit(*stub, rid, data, [](grpc::ClientContext* c) {
-          c->AddMetadata("authorization", absl::StrCat("Bearer ", kOpsToken));
-        });
+    absl::StatusOr<v1::ItemStatus> committed = OpsWriteAndCommit(*stub, rid, data);
     ASSERT_TRUE(committed.ok()) << committed.status();
     EXPECT_EQ(committed->code(), 0) << committed->message();
   }
@@ -447,11 +459,6 @@ TEST(ClusterSecurityTest, OversizedFieldsOfARestrictedTokenAreRefusedForTheirSha
   auto shard = StartShard({"--auth_tokens_file=" + tokens});
   ASSERT_NE(shard, nullptr);
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
-  auto ctx = [](const char* token) {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-    return c;
-  };
   const auto key = kKey.Bytes();
   v1::LookupRequest look;
   look.set_namespace_(std::string(1 << 20, 'x'));
@@ -477,16 +484,7 @@ TEST(ClusterSecurityTest, OversizedFieldsOfARestrictedTokenAreRefusedForTheirSha
   // Another namespace's live reservation among 5000 ids: the list's size is refused
   // before any id is looked up.
   const std::string data(4096, 'b');
-  v1::PutStartRequest ps;
-  ps.set_namespace_("tenant-b");
-  v1::PutItem* item = ps.add_items();
-  item->set_key(std::string(key.begin(), key.end()));
-  item->set_size(data.size());
-  item->set_checksum(Xxh3_64(data.data(), data.size()));
-  v1::PutStartResponse psr;
-  ASSERT_TRUE(stub->PutStart(ctx(kOpsToken).get(), ps, &psr).ok());
-  ASSERT_EQ(psr.items_size(), 1);
-  const uint64_t rid = psr.items(0).reservation_id();
+  const uint64_t rid = OpsReservation(*stub, "tenant-b", data);
   ASSERT_NE(rid, 0u);
   v1::PutAbortRequest abort;
   abort.add_reservation_ids(rid);
@@ -500,10 +498,7 @@ TEST(ClusterSecurityTest, OversizedFieldsOfARestrictedTokenAreRefusedForTheirSha
   s = stub->PutAbort(ctx(kTenantToken).get(), abort, &abr);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   // The reservation is untouched: its owner commits it.
-  absl::StatusOr<v1::ItemStatus> committed =
-      testing::RawWriteAndCommit(*stub, rid, data, [](grpc::ClientContext* c) {
-        c->AddMetadata("authorization", absl::StrCat("Bearer ", kOpsToken));
-      });
+  absl::StatusOr<v1::ItemStatus> committed = OpsWriteAndCommit(*stub, rid, data);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->code(), 0) << committed->message();
   std::remove(tokens.c_str());
