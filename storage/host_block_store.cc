@@ -345,7 +345,7 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
           "namespace '", ns, "' holds ", now_held, " bytes; this ", size, "-byte block (a ", chunk,
           "-byte chunk) would pass its quota of ",
           quota, " bytes (", quota_by_tag_.contains(tag) ? "namespace_quotas" : "namespace_quota_bytes",
-          "; its blocks free it as they are evicted or deleted)"));
+          "; its blocks free it as they are evicted or deleted, or, if leased then, when their last lease ends)"));
     }
   }
   if (options.pin && pinned_footprint_ + pin_reserved_footprint_ + chunk > pin_quota_) {

@@ -357,8 +357,6 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   EXPECT_THAT(m->body, HasSubstr(absl::StrCat("kvhub_namespace_held_bytes{namespace=\"exempt\"} ", 12 * data.size(), "\n")));
 }
 
-// Reservation and lease ids are bound to their namespace: a token for tenant-a
-// cannot abort, write into or release tenant-b's grants by naming their ids.
 // A call context carrying `token`.
 std::unique_ptr<grpc::ClientContext> ctx(const char* token) {
   auto c = std::make_unique<grpc::ClientContext>();
@@ -388,6 +386,8 @@ absl::StatusOr<v1::ItemStatus> OpsWriteAndCommit(v1::KvHub::Stub& stub, uint64_t
   });
 }
 
+// Reservation and lease ids are bound to their namespace: a token for tenant-a
+// cannot abort, write into or release tenant-b's grants by naming their ids.
 TEST(ClusterSecurityTest, GrantIdsOfOtherNamespacesAreRefused) {
   const std::string tokens = WriteFile(
       "grant_tokens", absl::StrCat(kTenantToken, " tenant-a\n", kOpsToken, " *\n"));

@@ -113,11 +113,22 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --live --spawn 1 --capacities 1M", "--capacities applies to --sim only"},
            // 2^47 + 1000 tokens x 131072 bytes wrapped to 131 MB and ran (session 25).
            {" --sim --byte_budget 140737488356328 --codecs raw", "exceeds 2^62 bytes"},
+           // Before the trace is written or a shard starts.
+           {" --live --spawn 1 --kvhubd /bin/false --speedup 1e-9", "paces the trace"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
            {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
+  }
+  // A flag of the wrong mode is refused before the trace is written.
+  {
+    const std::string out = absl::StrCat(::testing::TempDir(), "/replay_cli_never_", getpid(), ".jsonl");
+    RunResult w = RunReplay(absl::StrCat(t, " --write_trace ", out, " --capacities 1M"));
+    EXPECT_EQ(w.exit_code, 2) << w.out;
+    EXPECT_NE(w.out.find("--capacities applies to --sim only"), std::string::npos) << w.out;
+    EXPECT_NE(access(out.c_str(), F_OK), 0) << "the trace was written before the flags were checked";
+    std::remove(out.c_str());
   }
   // With the JSON on stdout the table goes to stderr: stdout parses (it held both).
   {

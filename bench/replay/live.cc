@@ -91,11 +91,8 @@ Trace TruncateTrace(const Trace& trace, size_t n) {
   return out;
 }
 
-absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
-                                   const PayloadFactory& payloads, const LiveOptions& o) {
+absl::Status CheckLiveRun(const Trace& trace, const PayloadFactory& payloads, const LiveOptions& o) {
   if (!(o.speedup >= 0)) return absl::InvalidArgumentError("speedup must be >= 0");
-  const ModelSpec& spec = payloads.spec();
-  const uint32_t bt = spec.block_tokens;
   const size_t n_req = o.max_requests == 0 ? trace.requests.size()
                                            : std::min(o.max_requests, trace.requests.size());
   int64_t ts_min = 0, ts_max = 0;
@@ -114,14 +111,24 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
         static_cast<double>(ts_max - ts_min) / 1000.0));
   }
   // Fetched copies and published payloads of the largest request, at once.
-  const long double need = 2.0L * most_blocks * std::max(payloads.first_block_bytes(), payloads.block_bytes());
+  const uint64_t block = std::max(payloads.first_block_bytes(), payloads.block_bytes());
+  const long double need = 2.0L * most_blocks * block;
   if (o.memory_bytes > 0 && need > o.memory_bytes / 2.0L) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the trace's largest request has %d blocks of up to %d bytes: replaying it holds ~%.1f GiB at once, "
         "more than half of the %.1f GiB this process may use; lower --bytes_per_token",
-        most_blocks, std::max(payloads.first_block_bytes(), payloads.block_bytes()),
-        static_cast<double>(need) / (1ull << 30), o.memory_bytes / double(1ull << 30)));
+        most_blocks, block, static_cast<double>(need) / (1ull << 30), o.memory_bytes / double(1ull << 30)));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
+                                   const PayloadFactory& payloads, const LiveOptions& o) {
+  if (absl::Status s = CheckLiveRun(trace, payloads, o); !s.ok()) return s;
+  const ModelSpec& spec = payloads.spec();
+  const uint32_t bt = spec.block_tokens;
+  const size_t n_req = o.max_requests == 0 ? trace.requests.size()
+                                           : std::min(o.max_requests, trace.requests.size());
   LiveResult res;
   const auto note = [&res](const absl::Status& s) {
     if (res.first_error.ok() && !s.ok()) res.first_error = s;

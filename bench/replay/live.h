@@ -87,8 +87,14 @@ struct LiveResult {
   }
 };
 
+// What RunLive refuses before it sends anything (call it before starting shards):
+// INVALID_ARGUMENT for a bad speedup or pacing past 1e6 s, RESOURCE_EXHAUSTED for a
+// request too large for memory_bytes.
+absl::Status CheckLiveRun(const Trace& trace, const PayloadFactory& payloads, const LiveOptions& o);
+
 // Replays trace.requests (up to max_requests). Returns a non-OK status only for
-// bad input or a client call that failed as a whole; per-block failures are counted.
+// bad input (CheckLiveRun) or a client call that failed as a whole; per-block
+// failures are counted.
 absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
                                    const PayloadFactory& payloads, const LiveOptions& options);
 

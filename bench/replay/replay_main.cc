@@ -428,6 +428,8 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   if (!(lo.speedup >= 0 && std::isfinite(lo.speedup))) {
     return absl::InvalidArgumentError("--speedup must be >= 0 (0: no pacing)");
   }
+  // Before any shard starts: a request too large for memory, pacing out of range.
+  if (absl::Status s = CheckLiveRun(trace, **payloads, lo); !s.ok()) return s;
   if (absl::Status ns = ValidateNamespace(lo.ns); !ns.ok()) return absl::InvalidArgumentError(absl::StrCat("--ns: ", ns.message()));
 
   std::unique_ptr<LocalShards> shards;
@@ -681,6 +683,31 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  // A flag of the other mode would be accepted and silently do nothing.
+  static constexpr const char* kSimOnly[] = {"capacities", "policies", "no_belady", "byte_budget", "codecs",
+                                             "spec_bytes_per_token", "budget_accounting"};
+  static constexpr const char* kLiveOnly[] = {"members", "spawn", "kvhubd", "shard_capacity", "shard_log_level",
+                                              "policy", "prefix_aware", "codec", "bytes_per_token", "speedup",
+                                              "ns", "no_verify"};
+  for (const char* flag : kSimOnly) {
+    if (a->Has(flag) && !a->Has("sim")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --sim only\n";
+      return 2;
+    }
+  }
+  for (const char* flag : kLiveOnly) {
+    if (a->Has(flag) && !a->Has("live")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --live only"
+                << (std::string(flag) == "policy" ? " (--sim takes --policies)" : "") << "\n";
+      return 2;
+    }
+  }
+  for (const char* flag : {"codecs", "spec_bytes_per_token"}) {
+    if (a->Has(flag) && !a->Has("byte_budget")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --byte_budget only\n";
+      return 2;
+    }
+  }
   absl::StatusOr<Trace> trace = GetTrace(*a);
   if (!trace.ok()) {
     std::cerr << "kvhub-replay: " << trace.status() << "\n";
@@ -706,31 +733,6 @@ int Main(int argc, char** argv) {
   if (!a->Has("sim") && !a->Has("live") && !a->Has("write_trace")) {
     std::cerr << "kvhub-replay: nothing to do: give --sim, --live and/or --write_trace (--help)\n";
     return 2;
-  }
-  // A flag of the other mode would be accepted and silently do nothing.
-  static constexpr const char* kSimOnly[] = {"capacities", "policies", "no_belady", "byte_budget", "codecs",
-                                             "spec_bytes_per_token", "budget_accounting"};
-  static constexpr const char* kLiveOnly[] = {"members", "spawn", "kvhubd", "shard_capacity", "shard_log_level",
-                                              "policy", "prefix_aware", "codec", "bytes_per_token", "speedup",
-                                              "ns", "no_verify"};
-  for (const char* flag : kSimOnly) {
-    if (a->Has(flag) && !a->Has("sim")) {
-      std::cerr << "kvhub-replay: --" << flag << " applies to --sim only\n";
-      return 2;
-    }
-  }
-  for (const char* flag : kLiveOnly) {
-    if (a->Has(flag) && !a->Has("live")) {
-      std::cerr << "kvhub-replay: --" << flag << " applies to --live only"
-                << (std::string(flag) == "policy" ? " (--sim takes --policies)" : "") << "\n";
-      return 2;
-    }
-  }
-  for (const char* flag : {"codecs", "spec_bytes_per_token"}) {
-    if (a->Has(flag) && !a->Has("byte_budget")) {
-      std::cerr << "kvhub-replay: --" << flag << " applies to --byte_budget only\n";
-      return 2;
-    }
   }
   if (a->Has("sim") && a->Has("live") && a->Has("json")) {
     std::cerr << "kvhub-replay: --json with both --sim and --live would keep only one report: run them apart\n";
