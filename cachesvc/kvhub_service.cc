@@ -90,9 +90,9 @@ std::string KvHubService::node_id() const {
 }
 
 grpc::ServerUnaryReactor* KvHubService::Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
-                                               const grpc::Status& status) {
+                                               const grpc::Status& status, grpc::ServerUnaryReactor* reactor) {
   metrics_->RecordRpc(rpc, absl::Now() - start, static_cast<int>(status.error_code()));
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (reactor == nullptr) reactor = ctx->DefaultReactor();
   reactor->Finish(status);
   return reactor;
 }
@@ -664,15 +664,10 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     if (status.ok()) status = SerializeRawResponse(*response, resp);
     arena.Reset();
   }
-  if (request.inline_data() && status.ok()) {
-    // The response holds its blocks until gRPC has sent it: watched for a peer
-    // that stops reading (CancelStalledSends).
-    metrics_->RecordRpc(Rpc::kGet, absl::Now() - start, 0);
-    grpc::ServerUnaryReactor* reactor = new WatchedGetReactor(this, ctx);
-    reactor->Finish(status);
-    return reactor;
-  }
-  return Finish(ctx, Rpc::kGet, start, status);
+  // An inline response holds its blocks until gRPC has sent it: watched for a peer
+  // that stops reading (CancelStalledSends).
+  return Finish(ctx, Rpc::kGet, start, status,
+                request.inline_data() && status.ok() ? new WatchedGetReactor(this, ctx) : nullptr);
 }
 
 size_t KvHubService::CancelStalledSends() {

@@ -261,8 +261,9 @@ class KvHubService final : public KvHubCallbackBase {
                          bool every_namespace = false, std::shared_ptr<const AuthGrant>* grant_out = nullptr) const;
   // OK when `grant` may use the namespace of grant id `id` (or `id` is not live).
   absl::Status GrantAllowed(const AuthGrant& grant, storage::TransferAccess access, uint64_t id) const;
+  // Records the call and finishes it on `reactor` (the call's default reactor when null).
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
-                                   const grpc::Status& status);
+                                   const grpc::Status& status, grpc::ServerUnaryReactor* reactor = nullptr);
 
   const KvhubdConfig config_;
   mutable absl::Mutex node_mu_;

@@ -363,16 +363,13 @@ absl::Status TieredBlockStore::PromoteThen(absl::string_view ns, const BlockKey&
       promote_since_ = Clock::Real()->Now();
     }
     const bool promoted = Promote(ns, key, e);
-    {
-      // The device call is over; `use` is a host-store call, still inside the
-      // promotion slot so another promotion cannot evict the block first.
-      absl::MutexLock l(&mu_);
-      promote_since_ = absl::InfiniteFuture();
-    }
+    // `use` (a host-store call) runs inside the promotion slot, so another promotion
+    // cannot evict the block first.
     if (promoted) s = use();
     {
       absl::MutexLock l(&mu_);
       promoting_ = false;
+      promote_since_ = absl::InfiniteFuture();
     }
     if (!promoted) return absl::NotFoundError("block not found");
     if (s.code() != absl::StatusCode::kNotFound) return s;
