@@ -128,6 +128,39 @@ TEST_F(MemoryLimitTest, CpuQuotaOfCgroupV1) {
   EXPECT_EQ(c.source, "affinity");
 }
 
+TEST_F(MemoryLimitTest, HugetlbRoomIsTheSmallestLimitLessUsageOfTheGroupOrAnAncestor) {
+  EXPECT_FALSE(ReadHugetlbLimit(sources_).limited);  // no files: no limit
+  Write("proc_self_cgroup", "0::/kubepods/pod1/ctr\n");
+  Write("cgroup/kubepods/pod1/ctr/hugetlb.2MB.max", "max\n");
+  EXPECT_FALSE(ReadHugetlbLimit(sources_).limited);
+  Write("cgroup/kubepods/pod1/hugetlb.2MB.max", "0\n");  // a pod without hugepages-2Mi
+  HugetlbLimit h = ReadHugetlbLimit(sources_);
+  EXPECT_TRUE(h.limited);
+  EXPECT_EQ(h.room, 0u);
+  EXPECT_EQ(h.source, sources_.cgroup_root + "/kubepods/pod1/hugetlb.2MB.max");
+  Write("cgroup/kubepods/pod1/hugetlb.2MB.max", "1073741824\n");  // hugepages-2Mi: 1Gi
+  Write("cgroup/kubepods/pod1/hugetlb.2MB.current", "268435456\n");
+  Write("cgroup/kubepods/hugetlb.2MB.max", "2147483648\n");
+  Write("cgroup/kubepods/hugetlb.2MB.current", "2013265920\n");  // siblings hold 1.875 GiB
+  h = ReadHugetlbLimit(sources_);
+  EXPECT_EQ(h.room, 128ull << 20);  // the ancestor binds: 2 GiB - 1.875 GiB
+  Write("cgroup/kubepods/hugetlb.2MB.current", "garbage");        // unreadable usage: 0
+  EXPECT_EQ(ReadHugetlbLimit(sources_).room, 768ull << 20);     // the pod binds
+  Write("cgroup/kubepods/pod1/hugetlb.2MB.current", "2147483648\n");  // over: no room
+  EXPECT_EQ(ReadHugetlbLimit(sources_).room, 0u);
+}
+
+TEST_F(MemoryLimitTest, HugetlbLimitOfCgroupV1) {
+  Write("proc_self_cgroup", "5:hugetlb:/kubepods/pod2\n4:memory:/kubepods/pod2\n");
+  Write("cgroup/hugetlb/kubepods/pod2/hugetlb.2MB.limit_in_bytes", "9223372036854771712\n");  // unlimited
+  EXPECT_FALSE(ReadHugetlbLimit(sources_).limited);
+  Write("cgroup/hugetlb/kubepods/pod2/hugetlb.2MB.limit_in_bytes", "4194304\n");
+  Write("cgroup/hugetlb/kubepods/pod2/hugetlb.2MB.usage_in_bytes", "2097152\n");
+  HugetlbLimit h = ReadHugetlbLimit(sources_);
+  EXPECT_TRUE(h.limited);
+  EXPECT_EQ(h.room, 2ull << 20);
+}
+
 TEST(CpuLimitTest, ThisMachineHasAtLeastOneCpu) {
   CpuLimit c = ReadCpuLimit();
   EXPECT_GE(c.cpus, 1);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <iterator>
+#include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -39,6 +40,35 @@ MemoryLimit ReadMemoryLimit(const MemoryLimitSources& sources) {
                       uint64_t v = 0;
                       if (absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v) && v < kUnlimitedAtOrAbove) {
                         Lower(&limit, v, path);
+                      }
+                    });
+  return limit;
+}
+
+HugetlbLimit ReadHugetlbLimit(const CgroupSources& sources) {
+  // Each directory's usage is read with its limit: ancestors' usage includes their
+  // other children's pages, so each level has room of its own.
+  std::map<std::string, uint64_t> usage;
+  auto dir_of = [](const std::string& path) { return path.substr(0, path.rfind('/')); };
+  ForEachCgroupFile(sources, "hugetlb.2MB.current", "hugetlb", "hugetlb.2MB.usage_in_bytes",
+                    [&](const std::string& path, absl::string_view content) {
+                      uint64_t v = 0;
+                      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v)) usage[dir_of(path)] = v;
+                    });
+  HugetlbLimit limit;
+  ForEachCgroupFile(sources, "hugetlb.2MB.max", "hugetlb", "hugetlb.2MB.limit_in_bytes",
+                    [&](const std::string& path, absl::string_view content) {
+                      uint64_t v = 0;
+                      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v) || v >= kUnlimitedAtOrAbove) {
+                        return;
+                      }
+                      auto it = usage.find(dir_of(path));
+                      const uint64_t used = it == usage.end() ? 0 : it->second;
+                      const uint64_t room = v > used ? v - used : 0;
+                      if (!limit.limited || room < limit.room) {
+                        limit.limited = true;
+                        limit.room = room;
+                        limit.source = path;
                       }
                     });
   return limit;

@@ -30,6 +30,24 @@ struct MemoryLimitSources : CgroupSources {
 // optional); values of "max" or v1's "unlimited" (>= 2^62) are no limit either.
 MemoryLimit ReadMemoryLimit(const MemoryLimitSources& sources = {});
 
+// How many bytes of 2 MiB hugetlb pages the process's cgroups still let it fault in:
+// the smallest (limit - usage) over its cgroup and ancestors (cgroup v2
+// `hugetlb.2MB.max` / `hugetlb.2MB.current`, v1 `hugetlb.2MB.limit_in_bytes` /
+// `usage_in_bytes`). A Kubernetes pod's limit is what it requests as `hugepages-2Mi`,
+// zero by default. The kernel checks this limit when a page is first touched, not
+// when it is mapped (unless the reservation limit, `rsvd`, is set): MAP_HUGETLB past
+// it succeeds, and the first write past it is SIGBUS. So map hugetlb memory only
+// within `room`.
+struct HugetlbLimit {
+  bool limited = false;  // false: no hugetlb cgroup limit applies (room is meaningless)
+  uint64_t room = 0;     // bytes still allowed, when limited
+  std::string source;    // the limit file that binds, for messages
+};
+
+// Never fails: absent or unreadable files mean no limit; "max" and v1's "unlimited"
+// (>= 2^62) are no limit either.
+HugetlbLimit ReadHugetlbLimit(const CgroupSources& sources = {});
+
 // "1.5 GiB"-style rendering of a byte count, for operator messages.
 std::string HumanBytes(uint64_t bytes);
 

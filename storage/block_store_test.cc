@@ -1,8 +1,12 @@
 #include "storage/block_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <vector>
@@ -11,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/block_store_test_util.h"
+#include "storage/host_regions.h"
 
 namespace kvhub::storage {
 namespace {
@@ -847,6 +852,43 @@ TEST(BlockStoreRegionsTest, HugepageAttemptFallsBackAndMemoryIsUsable) {
     std::memset(r.base, 0xab, r.size);
     EXPECT_EQ(r.base[r.size - 1], 0xab);
   }
+}
+
+// A pod's hugetlb cgroup limit (zero unless it requests hugepages-2Mi) is checked
+// at the first write, not at mmap: a MAP_HUGETLB region past it maps, then kills
+// the process with SIGBUS where the node has hugepages reserved. Only regions that
+// fit the limit's room may be hugetlb, and every byte stays writable.
+TEST(BlockStoreRegionsTest, HugetlbRegionsStayWithinTheCgroupLimit) {
+  const std::filesystem::path root =
+      std::filesystem::path(::testing::TempDir()) / ("hugetlb_cgroup_" + std::to_string(getpid()));
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root / "cgroup/pod");
+  std::ofstream(root / "self_cgroup") << "0::/pod\n";
+  HostRegions::Options o;
+  o.try_hugepages = true;
+  o.cgroup.proc_self_cgroup = (root / "self_cgroup").string();
+  o.cgroup.cgroup_root = (root / "cgroup").string();
+  const std::vector<uint64_t> sizes = {2ull << 20, 2ull << 20, 2ull << 20};
+  for (uint64_t limit : {0ull, 2ull << 20, 4ull << 20}) {
+    std::ofstream(root / "cgroup/pod/hugetlb.2MB.max") << limit << "\n";
+    std::ofstream(root / "cgroup/pod/hugetlb.2MB.current") << "0\n";
+    auto r = HostRegions::Map(sizes, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    uint64_t huge = 0;
+    for (const Region& region : (*r)->regions()) {
+      if (region.hugepages) huge += region.size;
+      std::memset(region.base, 0x5a, region.size);
+      EXPECT_EQ(region.base[region.size - 1], 0x5a);
+    }
+    EXPECT_LE(huge, limit) << "hugetlb regions past the cgroup limit of " << limit;
+  }
+  // Pages the cgroup already holds count against the limit.
+  std::ofstream(root / "cgroup/pod/hugetlb.2MB.max") << (4ull << 20) << "\n";
+  std::ofstream(root / "cgroup/pod/hugetlb.2MB.current") << (4ull << 20) << "\n";
+  auto r = HostRegions::Map(sizes, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const Region& region : (*r)->regions()) EXPECT_FALSE(region.hugepages);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
