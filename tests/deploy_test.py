@@ -225,18 +225,36 @@ def check_monitoring(source, bindir):
             check(metric in names or metric in gpu_only, "%r names %s, which kvhubd does not export" % (e, metric))
         for rec in re.findall(r"\bkvhub:[a-z0-9_:]+", e):
             check(rec in recorded, "%r uses recording rule %s, which kvhub-rules.yml does not define" % (e, rec))
-    # The labels the rules aggregate by exist on the metrics they aggregate.
-    for e in exprs:
-        for by, metric in re.findall(r"by \(([a-z_, ]+)\) \((?:rate|increase)\((kvhub_[a-z0-9_]+)", e):
+    # The labels the rules and panels aggregate by exist on the metrics they aggregate.
+    target_labels = ("le", "instance", "job", "kubernetes_namespace")  # the last: Kubernetes discovery's
+    for e in exprs + dash_exprs:
+        for by, metric in re.findall(r"by \(([a-z_, ]+)\) \((?:(?:rate|increase)\()?(kvhub_[a-z0-9_]+)", e):
             for label in (x.strip() for x in by.split(",")):
-                if label in ("le", "instance", "job", "kubernetes_namespace"):  # the last: a target label
+                if label in target_labels:
                     continue
                 check(label in labels.get(metric, set()), "%r groups by %s, a label %s lacks" % (e, label, metric))
+    # Two installs scraped by one Prometheus both have a kvhubd-0: no rule or alert
+    # may sum them into one cluster, so every aggregation keeps kubernetes_namespace.
+    for e in exprs:
+        for agg, by in re.findall(r"\b(sum|count|min|max|avg)\s*(?:by\s*\(([^)]*)\))?\s*\(", e):
+            check("kubernetes_namespace" in (by or ""),
+                  "%r aggregates with %s without kubernetes_namespace (two installs would be merged)" % (e, agg))
+    # The dashboard shows one install at a time: every series it reads is selected
+    # by the $install variable.
+    check(any(v.get("name") == "install" and "kubernetes_namespace" in json.dumps(v.get("query"))
+              for v in dash["templating"]["list"]), "the dashboard has no install (kubernetes_namespace) variable")
+    for e in dash_exprs:
+        for ref in re.findall(r"\b(?:kvhub:[a-z0-9_:]+|kvhub_[a-z0-9_]+|up)\b(?:\{[^}]*\})?", e):
+            check('kubernetes_namespace=~"$install"' in ref, "dashboard %r reads %s from every install" % (e, ref))
     # Label values the rules and panels select on exist (a renamed RPC or result
     # would silently empty an alert): method="Get", method=~"Get|GetStream", ...
+    # A label no series has (a typo) would empty it too.
     for e in exprs + dash_exprs:
-        for label, op, value in re.findall(r'\b([a-z_]+)(=~|=)"([^"]*)"', e):
-            if label in ("job", "instance", "__name__") or label not in values:
+        for label, op, value in re.findall(r'\b([a-z_]+)(=~|!=|=)"([^"]*)"', e):
+            if label in target_labels or label == "__name__":
+                continue
+            check(label in values, "%r selects on %s, a label no kvhubd series has" % (e, label))
+            if label not in values or op == "!=":
                 continue
             wanted = value.split("|") if op == "=~" else [value]
             for v in wanted:
@@ -246,15 +264,20 @@ def check_monitoring(source, bindir):
     # KvhubShardsMissing counts scrape targets against the StatefulSet's replicas.
     replicas = load_manifests(source)["StatefulSet"]["spec"]["replicas"]
     missing = [a for a in alerts if a["alert"] == "KvhubShardsMissing"]
+    # Only Kubernetes targets are counted: shards at fixed addresses (prometheus.yml)
+    # carry no kubernetes_namespace, and counting them would page for good.
     check(len(missing) == 1 and
-          re.search(r"count by \(kubernetes_namespace\) \(up\{job=\"kvhubd\"\}\) < %d\b" % replicas,
-                    missing[0]["expr"]),
-          "KvhubShardsMissing does not count the StatefulSet's %d replicas" % replicas)
+          re.search(r"count by \(kubernetes_namespace\) \(up\{job=\"kvhubd\", kubernetes_namespace!=\"\"\}\) < %d\b"
+                    % replicas, missing[0]["expr"]),
+          "KvhubShardsMissing does not count the StatefulSet's %d replicas among Kubernetes targets only" % replicas)
     for name, prom in proms.items():
         jobs = {s["job_name"] for s in prom["scrape_configs"]}
-        for a in alerts:
-            for job in re.findall(r'job="([^"]+)"', a["expr"]):
-                check(job in jobs, "alert %s names job %s, which %s does not scrape" % (a["alert"], job, name))
+        for what, e in [("alert " + a["alert"], a["expr"]) for a in alerts] + [("dashboard", e) for e in dash_exprs]:
+            for job in re.findall(r'job="([^"]+)"', e):
+                check(job in jobs, "%s names job %s, which %s does not scrape" % (what, job, name))
+        static = [s for s in prom["scrape_configs"] if "static_configs" in s]
+        check(all("kubernetes_namespace" not in json.dumps(s) for s in static),
+              name + ": a static target labelled kubernetes_namespace would be counted by KvhubShardsMissing")
         check(prom["rule_files"] == ["kvhub-rules.yml"], name + " does not load kvhub-rules.yml")
     # Target labels must not take the place of a label kvhubd's series carry (a
     # "namespace" target label would hide the cache namespace of every series).
@@ -331,7 +354,7 @@ def check_image(source, bindir, sanitized):
         needed |= linked
         missing = linked - installed - base
         check(not missing, "the image lacks the packages %s links: %s" % (b, sorted(missing)))
-        check("build/bin/" + b in text, "the image does not carry " + b)
+        check(re.search(r"build/bin/%s(?![\w-])" % re.escape(b), text), "the image does not carry " + b)
     extra = installed - needed - {"ca-certificates"}
     check(not extra, "the image installs packages neither kvhubd nor kvhub links: %s" % sorted(extra))
     check("scripts/install-deps.sh" in text and "make build" in text, "the build stage does not use install-deps + make build")
