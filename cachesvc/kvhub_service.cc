@@ -983,7 +983,10 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
       ctx, Rpc::kConnect, nullptr, req, resp,
       [](const v1::ConnectRequest&) { return CallScope{nullptr, {}, /*every_namespace=*/true}; },
       [this, ctx](const v1::ConnectRequest& r, v1::ConnectResponse* out) {
-        return DoConnect(r, out, UcxOwner(AuthorizationOf(ctx).value_or("")));
+        // A caller that gave up while its address waited for the vetter gets no
+        // connection: nobody would watch it, and it would hold a slot until the grace.
+        auto gave_up = [ctx] { return ctx->IsCancelled() || ctx->deadline() <= std::chrono::system_clock::now(); };
+        return DoConnect(r, out, UcxOwner(AuthorizationOf(ctx).value_or("")), gave_up);
       });
 }
 

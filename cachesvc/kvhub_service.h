@@ -155,6 +155,11 @@ class KvHubService final : public KvHubCallbackBase {
   // UNAVAILABLE, the Sessions of connections with ids below `first_conn_id`,
   // whose UCX connections are gone; their clients Connect again.
   void EndUcxSessionsBefore(uint64_t first_conn_id) ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // Ends, with UNAVAILABLE, the Sessions whose UCX connection the shard no longer
+  // has: the worker closed it itself (its endpoint to the client failed) or the
+  // grace sweep did. Their clients Connect again instead of sending calls nothing
+  // answers. Returns how many ended. kvhubd runs it every expiry sweep.
+  size_t EndUcxSessionsOfClosedConnections() ABSL_LOCKS_EXCLUDED(sessions_mu_);
 
   // The request handlers without gRPC around them (unit-testable, used by the above).
   grpc::Status DoLookup(const v1::LookupRequest& req, v1::LookupResponse* resp);
@@ -174,7 +179,8 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoStats(v1::StatsResponse* resp);
   // `owner`: UcxOwner of the caller's authorization metadata; only a Session with
   // the same may watch (and end) the connection.
-  grpc::Status DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0);
+  grpc::Status DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0,
+                         const std::function<bool()>& gave_up = nullptr);
   // The owner tag of a UCX connection made with `authorization` (the metadata value;
   // "" without a token).
   static uint64_t UcxOwner(absl::string_view authorization);

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "cachesvc/raw_messages.h"
 #include "common/hash.h"
@@ -17,11 +18,12 @@ uint64_t KvHubService::UcxOwner(absl::string_view authorization) {
   return Xxh3_64(authorization.data(), authorization.size());
 }
 
-grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner) {
+grpc::Status KvHubService::DoConnect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner,
+                                     const std::function<bool()>& gave_up) {
   if (ucx_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ucx is not set up on this shard; use gRPC");
   }
-  grpc::Status st = ucx_->Connect(req, resp, owner);
+  grpc::Status st = ucx_->Connect(req, resp, owner, gave_up);
   if (st.ok()) resp->set_incarnation(incarnation_);
   return st;
 }
@@ -208,6 +210,31 @@ void KvHubService::EndUcxSessionsBefore(uint64_t first_conn_id) {
   EndSessions(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                            "the shard replaced its UCX worker (its shared-memory queue had stopped); Connect again"),
               [first_conn_id](uint64_t id, const std::string&) { return id < first_conn_id; }, /*for_good=*/false);
+}
+
+size_t KvHubService::EndUcxSessionsOfClosedConnections() {
+  if (ucx_ == nullptr) return 0;
+  std::vector<std::pair<uint64_t, uint64_t>> watched;  // connection id, owner
+  {
+    absl::MutexLock l(&sessions_mu_);
+    watched.reserve(sessions_.size());
+    for (const auto& [id, r] : sessions_) watched.emplace_back(id, UcxOwner(r->authorization()));
+  }
+  // Checked outside sessions_mu_ (CheckLive takes the worker's locks). Connection ids
+  // are never reused, so one found gone stays gone.
+  absl::flat_hash_set<uint64_t> gone;
+  for (const auto& [id, owner] : watched) {
+    if (!ucx_->CheckLive(id, owner).ok()) gone.insert(id);
+  }
+  if (gone.empty()) return 0;
+  const size_t ended = EndSessions(
+      grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                   "the shard closed this UCX connection (its endpoint to the client failed, or no Session "
+                   "watched it in time); Connect again"),
+      [&gone](uint64_t id, const std::string&) { return gone.contains(id); }, /*for_good=*/false,
+      /*close=*/false);
+  if (ended > 0) KVHUB_LOG(info, "ucx: ended {} session(s) whose connection the shard had closed", ended);
+  return ended;
 }
 
 uint64_t KvHubService::ucx_sessions() const {

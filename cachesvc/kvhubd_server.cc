@@ -265,6 +265,9 @@ void KvhubdServer::ExpiryLoop() {
       ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
                            config_.ucx_session_grace);
     }
+    // After CloseUnwatched: a Session that registered while it closed the connection
+    // ends here, as do those of connections the worker closed on an endpoint error.
+    if (ucx_ != nullptr && !service_->stopping()) service_->EndUcxSessionsOfClosedConnections();
     if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
       bool due;
       {
@@ -332,6 +335,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_sessions = service_->ucx_sessions();
   in.ucx_worker_resets = ucx_->worker_resets();
   in.ucx_refused_addresses = ucx_->refused_addresses();
+  in.ucx_unreachable_addresses = ucx_->unreachable_addresses();
   in.ucx_unknown_conn_requests = ucx_->unknown_conn_requests();
   if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
     in.max_fds = fds->soft;

@@ -347,6 +347,10 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   Header(&out, "kvhub_ucx_refused_addresses_total", "counter",
          "client UCX worker addresses refused at Connect because they crashed or hung a probe process");
   absl::StrAppend(&out, "kvhub_ucx_refused_addresses_total ", in.ucx_refused_addresses, "\n");
+  Header(&out, "kvhub_ucx_unreachable_addresses_total", "counter",
+         "client UCX worker addresses refused at Connect because a probe process could not connect to them "
+         "(a network mismatch between client and shard)");
+  absl::StrAppend(&out, "kvhub_ucx_unreachable_addresses_total ", in.ucx_unreachable_addresses, "\n");
   Header(&out, "kvhub_ucx_unknown_conn_requests_total", "counter",
          "UCX requests dropped unanswered: no open connection has the id and key their header names (a client "
          "whose connection closed, or a peer on the UCX port that was never given the key)");

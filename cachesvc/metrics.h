@@ -90,6 +90,7 @@ struct MetricsSnapshotInputs {
   uint64_t ucx_sessions = 0;
   uint64_t ucx_worker_resets = 0;
   uint64_t ucx_refused_addresses = 0;
+  uint64_t ucx_unreachable_addresses = 0;
   uint64_t ucx_unknown_conn_requests = 0;
   // Bearer tokens (auth_tokens_file): whether on, how many are in force, and the
   // reloads that installed a changed file or failed (the old tokens stayed).

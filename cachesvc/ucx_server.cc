@@ -366,7 +366,8 @@ void UcxServer::Stop() {
 #endif
 }
 
-grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner) {
+grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner,
+                                const std::function<bool()>& gave_up) {
   if (req.worker_address().empty() || req.worker_address().size() > kMaxUcxWorkerAddressBytes) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("worker_address must be 1..", kMaxUcxWorkerAddressBytes, " bytes, got ",
@@ -406,6 +407,10 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
       // INVALID_ARGUMENT (refused), UNAVAILABLE (busy: retry), FAILED_PRECONDITION (gone).
       return grpc::Status(static_cast<grpc::StatusCode>(v.code()), std::string(v.message()));
     }
+  }
+  if (gave_up != nullptr && gave_up()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "the caller cancelled or passed its deadline while its address was vetted; no connection made");
   }
   absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner);
   if (!conn.ok()) {
@@ -513,6 +518,13 @@ uint64_t UcxServer::worker_resets() const {
 uint64_t UcxServer::refused_addresses() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->vetter->stats().refused;
+#endif
+  return 0;
+}
+
+uint64_t UcxServer::unreachable_addresses() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr && state_->vetter != nullptr) return state_->vetter->vetter->stats().unreachable;
 #endif
   return 0;
 }

@@ -123,8 +123,12 @@ class UcxServer {
   // or when the client's address is not reachable (no common transport),
   // RESOURCE_EXHAUSTED beyond kMaxUcxConnections.
   // `owner` tags the connection with its caller (a digest of the credentials): only
-  // a Session of the same owner may watch it (CheckLive).
-  grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0);
+  // a Session of the same owner may watch it (CheckLive). `gave_up` (optional) is
+  // asked once the address is vetted, which can take seconds while other callers'
+  // probes run: when it says the caller cancelled or ran past its deadline, no
+  // connection is made and Connect answers CANCELLED.
+  grpc::Status Connect(const v1::ConnectRequest& req, v1::ConnectResponse* resp, uint64_t owner = 0,
+                       const std::function<bool()>& gave_up = nullptr);
 
   // Closes connection `conn_id` (its Session ended): transfers in flight on it
   // fail and its slot is free. NOT_FOUND if unknown (closed already, never made,
@@ -143,8 +147,11 @@ class UcxServer {
   uint64_t connections() const;
   // Times the probe found the worker deaf and replaced it.
   uint64_t worker_resets() const;
-  // Client addresses the vetter refused (they crashed or hung a probe process).
+  // Client addresses the vetter refused because they crashed or hung a probe process.
   uint64_t refused_addresses() const;
+  // Client addresses the vetter refused because a probe process could not connect to
+  // them (a network mismatch; no harm to the shard).
+  uint64_t unreachable_addresses() const;
   // UCX requests dropped because no open connection has the id and key their
   // header names (a stale client, or a peer never handed the key).
   uint64_t unknown_conn_requests() const;

@@ -250,9 +250,11 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
   uint8_t reply[2];
   bool ok = SendMessage(fd_, std::string_view(address.data(), address.size()));
   if (ok) {
-    // The vetting process kills a hung probe at probe_timeout; a second more is its own slack.
+    // The vetting process kills a hung probe at probe_timeout; the slack past it is for
+    // a host short of CPU. It is generous: a reply later than this stops the vetter
+    // (the replies would be out of step), and UCX Connect with it until a restart.
     pollfd p{fd_, POLLIN, 0};
-    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(config_.probe_timeout)) + 1000;
+    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(config_.probe_timeout)) + 10000;
     int r;
     do {
       r = poll(&p, 1, wait_ms);
@@ -280,7 +282,7 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
           " in a probe process: refused (nothing answered there as a UCX worker; a client must progress its"
           " worker while its Connect is in flight)"));
     case kUnreachable:
-      refused_.fetch_add(1, std::memory_order_relaxed);
+      unreachable_.fetch_add(1, std::memory_order_relaxed);
       return absl::FailedPreconditionError(
           "the shard's UCX cannot connect to this UCX worker address (a probe process's endpoint to it failed:"
           " connection refused or reset, or nothing reachable there): refused. Can the shard reach the"
@@ -295,7 +297,7 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
 
 UcxAddressVetter::Stats UcxAddressVetter::stats() const {
   return Stats{probes_.load(std::memory_order_relaxed), remembered_hits_.load(std::memory_order_relaxed),
-               refused_.load(std::memory_order_relaxed)};
+               refused_.load(std::memory_order_relaxed), unreachable_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace kvhub::transport

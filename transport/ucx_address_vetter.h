@@ -68,7 +68,8 @@ class UcxAddressVetter {
   struct Stats {
     uint64_t probes = 0;           // addresses tried in a probe process
     uint64_t remembered_hits = 0;  // addresses passed without a probe (seen before)
-    uint64_t refused = 0;          // probes that crashed, hung or could not connect
+    uint64_t refused = 0;          // probes that crashed or hung (the address would harm the shard)
+    uint64_t unreachable = 0;      // probes that could not connect (refused too, but harmless)
   };
 
   // Forks the vetting process (see the header comment for when). `ucx` is the
@@ -114,7 +115,7 @@ class UcxAddressVetter {
   absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(cache_mu_);
   std::deque<std::string> passed_order_ ABSL_GUARDED_BY(cache_mu_);
   std::atomic<int> callers_{0};  // calls in Vet past the cache
-  std::atomic<uint64_t> probes_{0}, remembered_hits_{0}, refused_{0};
+  std::atomic<uint64_t> probes_{0}, remembered_hits_{0}, refused_{0}, unreachable_{0};
 };
 
 }  // namespace kvhub::transport
