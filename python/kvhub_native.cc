@@ -34,6 +34,7 @@
 #include "client/fork_guard.h"
 #include "codec/block_format.h"
 #include "codec/codec.h"
+#include "codec/segment_layout.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/model_spec.h"
@@ -107,6 +108,9 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   return r;
 }
 
+// threading.main_thread().ident, set when the module loads.
+unsigned long g_main_thread = 0;
+
 // Token ids as a C-contiguous int32 array (no copy when given one).
 using Tokens = py::array_t<int32_t, py::array::c_style>;
 
@@ -119,6 +123,9 @@ Tokens ToTokens(const py::object& tokens) {
   try {
     a = np.attr("asarray")(tokens);
   } catch (const py::error_already_set& e) {
+    // What numpy says of a value that is no token list; anything else (Ctrl-C's
+    // KeyboardInterrupt, MemoryError) goes on as it is.
+    if (!e.matches(PyExc_TypeError) && !e.matches(PyExc_ValueError) && !e.matches(PyExc_OverflowError)) throw;
     throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
   }
   if (a.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
@@ -297,6 +304,25 @@ py::bytes Encode(const py::array& kv, const ModelSpec& spec, int64_t base_positi
   absl::Status s = WithoutGil([&] { return codec::Encode(view, p, &out); });
   if (!s.ok()) throw Error(s);
   return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+// The exact size of an encoded block, so fetch buffers can be allocated before the
+// blocks are seen (lossless sizes depend on the data: INVALID_ARGUMENT).
+uint64_t EncodedSizeOf(const ModelSpec& spec, const std::string& codec_name, std::optional<uint32_t> tokens,
+                       int64_t base_position, uint32_t group_size, uint32_t sink_tokens) {
+  codec::CodecParams p;
+  p.codec = Check(codec::ParseCodecName(codec_name));
+  p.group_size = group_size;
+  p.sink_tokens = sink_tokens;
+  if (absl::Status v = p.Validate(); !v.ok()) throw Error(v);
+  if (base_position < 0) throw Error(absl::InvalidArgumentError("base_position must be >= 0"));
+  codec::KvShape s;
+  s.layers = spec.layers;
+  s.kv_heads = spec.kv_heads;
+  s.head_dim = spec.head_dim;
+  s.tokens = tokens.value_or(spec.block_tokens);
+  s.dtype = spec.dtype;
+  return Check(codec::EncodedSize(s, p, codec::SinksInBlock(p.codec, sink_tokens, base_position, s.tokens)));
 }
 
 codec::BlockHeader Inspect(const py::buffer& block, py::buffer_info* info) {
@@ -526,7 +552,11 @@ class PyClient {
   py::list TransportStats() {
     py::list out;
     const Use use(*this);
-    for (const ShardTransportStats& t : use.client().TransportStats()) {
+    Client& c = use.client();
+    // Without the GIL: it waits for a shard's UCX connection being made (up to the
+    // control deadline when the shard is slow), and must not stop every Python thread.
+    const std::vector<ShardTransportStats> stats = WithoutGil([&] { return c.TransportStats(); });
+    for (const ShardTransportStats& t : stats) {
       py::dict d;
       d["address"] = t.address;
       d["transport"] = t.transport;
@@ -540,31 +570,66 @@ class PyClient {
   }
 
   // New calls raise at once; returns once the calls in flight have returned (each is
-  // bounded by its deadline) and the client's sessions and connections have ended.
+  // bounded by its deadline) and the client's sessions and connections have ended,
+  // also when another thread's close is the one ending them.
   void Close() {
     WithoutGil([&] {
-      std::unique_ptr<Client> ending;
-      {
+      std::unique_ptr<Client> ending = TakeClient();
+      if (ending == nullptr) {
         absl::MutexLock l(&mu_);
-        closing_ = true;
-        if (!CheckNotForkedAfterClient().ok()) {
-          // A forked child: the threads of calls that were in flight at the fork do
-          // not exist here, so in_flight_ never drops; the client is left as it is
-          // (its destructor would wait for them too).
-          (void)client_.release();
-          return true;
-        }
-        mu_.Await(absl::Condition(
-            +[](int* n) { return *n == 0; }, &in_flight_));
-        ending = std::move(client_);
+        mu_.Await(absl::Condition(&ended_));  // another close is ending it
+        return true;
       }
       ending.reset();  // outside mu_: ending the sessions may take a while
+      absl::MutexLock l(&mu_);
+      ended_ = true;
       return true;
     });
   }
 
+  // A client dropped without close() (del, end of scope, the cycle collector) is
+  // ended here, with the GIL held by Python's deallocation: ending it waits for
+  // releases to be sent and sessions to end (bounded by the deadlines), so on the
+  // main thread the GIL is let go meanwhile. Not on other threads: if the interpreter
+  // began to exit meanwhile, CPython would end such a thread taking the GIL back by
+  // unwinding it, and unwinding out of a destructor aborts the process. Nor while the
+  // interpreter exits.
+  ~PyClient() {
+    std::unique_ptr<Client> ending = TakeClient();
+    if (ending == nullptr) return;
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool finalizing = Py_IsFinalizing();
+#else
+    const bool finalizing = _Py_IsFinalizing();
+#endif
+    if (PyGILState_Check() && !finalizing && PyThread_get_thread_ident() == g_main_thread) {
+      WithoutGil([&] {
+        ending.reset();
+        return true;
+      });
+    }
+  }
+
  private:
+  // Marks the client closing, waits for the calls in flight and takes it; null when
+  // another close took it, or in a forked child (where the threads of calls in flight
+  // at the fork do not exist, so they never return: the client is left as it is; its
+  // destructor would wait for them too). Call without the GIL.
+  std::unique_ptr<Client> TakeClient() {
+    absl::MutexLock l(&mu_);
+    closing_ = true;
+    if (!CheckNotForkedAfterClient().ok()) {
+      (void)client_.release();
+      ended_ = true;
+      return nullptr;
+    }
+    mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &in_flight_));
+    return std::move(client_);
+  }
+
   absl::Mutex mu_;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // a close has ended the client
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::unique_ptr<Client> client_ ABSL_GUARDED_BY(mu_);
@@ -585,6 +650,7 @@ PYBIND11_MODULE(_native, m) {
     std::fprintf(stderr, "kvhub: KVHUB_LOG_LEVEL: %s\n", std::string(s.message()).c_str());
   }
   py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
   py::class_<ModelSpec>(m, "ModelSpec")
       .def(py::init([](const std::string& text) { return Check(ModelSpec::Parse(text)); }), py::arg("text"),
@@ -616,6 +682,11 @@ PYBIND11_MODULE(_native, m) {
         "Decodes a block (checksums verified) into a new array [layers][2][tokens][kv_heads][head_dim]; "
         "target_position re-rotates RoPE keys to that absolute position. A block whose array would exceed "
         "max_raw_bytes (default 1 GiB) raises kvhub.Error (RESOURCE_EXHAUSTED) before anything is allocated.");
+  m.def("encoded_size", &EncodedSizeOf, py::arg("spec"), py::arg("codec") = "kivi4", py::arg("tokens") = py::none(),
+        py::arg("base_position") = 0, py::arg("group_size") = 64, py::arg("sink_tokens") = 1,
+        "The exact byte size of a block encode() makes with these arguments (tokens: default the spec's "
+        "block_tokens), to allocate fetch buffers before the blocks are seen. Lossless sizes depend on the "
+        "data: kvhub.Error (INVALID_ARGUMENT).");
   m.def("inspect", &InspectDict, py::arg("block"), "The block's header as a dict (codec, shape, positions, sizes).");
 
   py::class_<PyPutResult>(m, "PutResult")

@@ -8,6 +8,7 @@ KVHUB_BIN_DIR=build/bin; by hand:
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,61 @@ class PythonClientTest(unittest.TestCase):
             t.join()
         self.assertEqual(errors, [])
 
+    def test_calls_waiting_on_a_frozen_shard_let_other_threads_run(self):
+        # Every call that waits on the network lets go of the GIL: a shard frozen
+        # mid-call (SIGSTOP) holds up only the calls that need it, and a program's
+        # other threads (its event loop, its scheduler) keep running. Before session
+        # 26 transport_stats() waited for a UCX connection being made with the GIL
+        # held, and a client dropped without close() was ended with it held.
+        shard = KvhubdChild(os.path.join(BIN, "kvhubd"), "--ucx_tls=tcp")
+        self.addCleanup(lambda: (os.kill(shard.proc.pid, signal.SIGCONT), shard.stop()))
+        spec = kvhub.ModelSpec(SPEC)
+        tokens = np.arange(32, dtype=np.int32) + 31000
+        blocks = [payload(3100 + i, 4096) for i in range(2)]
+        with kvhub.Client(shard.address, transport="grpc") as c:
+            self.assertEqual(c.publish("py-frozen", spec, tokens, blocks).failed, 0)
+        ticks, stop = [0], threading.Event()
+
+        def ticker():
+            while not stop.is_set():
+                ticks[0] += 1
+                time.sleep(0.005)
+
+        t = threading.Thread(target=ticker)
+        t.start()
+        self.addCleanup(lambda: (stop.set(), t.join()))
+
+        def timed(what, f):
+            before, t0 = ticks[0], time.monotonic()
+            r = f()
+            took, ticked = time.monotonic() - t0, ticks[0] - before
+            # Held GIL: no tick at all while the call waits.
+            if took > 0.5:
+                self.assertGreater(ticked, took / 0.005 * 0.2, f"{what} held the GIL for {took:.2f} s")
+            return r, took
+
+        os.kill(shard.proc.pid, signal.SIGSTOP)
+        c = kvhub.Client(shard.address, transport="ucx", deadline_s=1, data_deadline_s=1)
+        bufs = [np.zeros(4096, dtype=np.uint8) for _ in range(2)]
+        fetcher = threading.Thread(target=lambda: timed("fetch", lambda: c.fetch("py-frozen", spec, tokens, bufs)))
+        fetcher.start()
+        time.sleep(0.1)  # the fetch is making the UCX connection now
+        stats, took = timed("transport_stats", c.transport_stats)
+        self.assertEqual(len(stats), 1)
+        fetcher.join()
+        (f, took) = timed("fetch", lambda: c.fetch("py-frozen", spec, tokens, bufs))
+        self.assertEqual(f.valid_blocks, 0)
+        self.assertLess(took, 10, "data_deadline_s=1 did not bound a fetch from a frozen shard")
+        # Dropped without close(): ended by its deallocation, without the GIL.
+        holder = [c]
+        del c
+        timed("dealloc", holder.clear)
+        os.kill(shard.proc.pid, signal.SIGCONT)
+        with kvhub.Client(shard.address, transport="grpc") as c:
+            bufs = [np.zeros(4096, dtype=np.uint8) for _ in range(2)]
+            self.assertEqual(c.fetch("py-frozen", spec, tokens, bufs).valid_blocks, 2)
+            self.assertTrue(all(np.array_equal(a, b) for a, b in zip(bufs, blocks)))
+
     def test_close_while_other_threads_are_inside_calls(self):
         # Before session 14 close() destroyed the client under the calls in flight
         # (a segmentation fault of the whole process). Now it waits for them; later
@@ -455,10 +511,26 @@ class PythonClientTest(unittest.TestCase):
         tokens = np.arange(64, dtype=np.int32) + 5000
         blocks = [kvhub.encode(kv[i], spec, base_position=16 * i, codec="kivi4") for i in range(4)]
         self.assertEqual(c.publish("py-codec", spec, tokens, blocks).stored, 4)
-        bufs = [bytearray(len(b)) for b in blocks]
+        # Buffers sized before the blocks are seen: encoded_size is exact for the
+        # fixed-size codecs (the first block holds the sink token).
+        for i in range(4):
+            self.assertEqual(kvhub.encoded_size(spec, codec="kivi4", base_position=16 * i), len(blocks[i]))
+        self.assertEqual(kvhub.encoded_size(spec, codec="fp8", tokens=5),
+                         len(kvhub.encode(kv[0][:, :, :5].copy(), spec, codec="fp8")))
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT.*data-dependent"):
+            kvhub.encoded_size(spec, codec="lossless")
+        bufs = [bytearray(kvhub.encoded_size(spec, codec="kivi4", base_position=16 * i)) for i in range(4)]
         self.assertEqual(c.fetch("py-codec", spec, tokens, bufs).valid_blocks, 4)
         for i in range(4):
             self.assertTrue(np.array_equal(kvhub.decode(bufs[i]), kvhub.decode(blocks[i])))
+        # Or slabs larger than any block: decode the part fetch filled (sizes).
+        slabs = [bytearray(len(blocks[i]) + 4096) for i in range(4)]
+        f = c.fetch("py-codec", spec, tokens, slabs)
+        self.assertEqual((f.valid_blocks, list(f.sizes)), (4, [len(b) for b in blocks]))
+        for i in range(4):
+            self.assertTrue(np.array_equal(kvhub.decode(memoryview(slabs[i])[:f.sizes[i]]), kvhub.decode(blocks[i])))
+        with self.assertRaisesRegex(kvhub.Error, "trailing"):
+            kvhub.decode(slabs[0])  # the whole slab is not a block
 
         # Bad input: a clear error, never a wrong array.
         with self.assertRaisesRegex(kvhub.Error, "shape"):
@@ -483,6 +555,17 @@ class PythonClientTest(unittest.TestCase):
         with self.assertRaisesRegex(kvhub.Error, "RESOURCE_EXHAUSTED.*max_raw_bytes"):
             kvhub.decode(blocks[2], max_raw_bytes=1000)
         self.assertTrue(np.array_equal(kvhub.decode(blocks[2], max_raw_bytes=kv[2].nbytes), kvhub.decode(blocks[2])))
+
+    def test_an_interrupt_while_reading_tokens_is_not_turned_into_an_error(self):
+        class Interrupting:
+            def __array__(self, *args, **kwargs):
+                raise KeyboardInterrupt()
+
+        spec = kvhub.ModelSpec(SPEC)
+        with self.assertRaises(KeyboardInterrupt):
+            kvhub.block_keys("py-ns", spec, Interrupting())
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            kvhub.block_keys("py-ns", spec, ["not", "ids"])
 
     def test_tokens(self):
         token = "py-test-token-0123456789"

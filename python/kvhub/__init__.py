@@ -8,12 +8,12 @@ the compiled module `kvhub._native` (python/kvhub_native.cc; docs/client.md,
 
 try:
     from kvhub._native import (Client, Error, FetchResult, LookupResult, ModelSpec, PutResult,  # noqa: F401
-                               block_keys, decode, encode, inspect)
+                               block_keys, decode, encode, encoded_size, inspect)
 except ImportError as e:  # the pure-Python part (keys) still works from the source tree
     _native_error = e
 
     _NATIVE = {"Client", "Error", "FetchResult", "LookupResult", "ModelSpec", "PutResult", "block_keys", "decode",
-               "encode", "inspect"}
+               "encode", "encoded_size", "inspect"}
 
     def __getattr__(name):
         if name not in _NATIVE:  # e.g. the submodule `keys`: imported normally
