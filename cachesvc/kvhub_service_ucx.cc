@@ -214,17 +214,24 @@ void KvHubService::EndUcxSessionsBefore(uint64_t first_conn_id) {
 
 size_t KvHubService::EndUcxSessionsOfClosedConnections() {
   if (ucx_ == nullptr) return 0;
-  std::vector<std::pair<uint64_t, uint64_t>> watched;  // connection id, owner
+  // The sessions first, then one snapshot of the worker's connections (one round
+  // trip to it, however many sessions there are). A session registers only once its
+  // connection is live, and ids are never reused: a listed session whose connection
+  // is missing from the later snapshot has lost it for good. (Taken the other way
+  // round, a connection made between the two would look gone.) Only ids matter: a
+  // session's owner was checked when it registered.
+  std::vector<uint64_t> watched;
   {
     absl::MutexLock l(&sessions_mu_);
     watched.reserve(sessions_.size());
-    for (const auto& [id, r] : sessions_) watched.emplace_back(id, UcxOwner(r->authorization()));
+    for (const auto& [id, r] : sessions_) watched.push_back(id);
   }
-  // Checked outside sessions_mu_ (CheckLive takes the worker's locks). Connection ids
-  // are never reused, so one found gone stays gone.
+  if (watched.empty()) return 0;
+  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
+  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
   absl::flat_hash_set<uint64_t> gone;
-  for (const auto& [id, owner] : watched) {
-    if (!ucx_->CheckLive(id, owner).ok()) gone.insert(id);
+  for (uint64_t id : watched) {
+    if (!live.contains(id)) gone.insert(id);
   }
   if (gone.empty()) return 0;
   const size_t ended = EndSessions(

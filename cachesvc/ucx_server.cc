@@ -491,6 +491,17 @@ size_t UcxServer::CloseUnwatched(const std::function<bool(uint64_t conn_id)>& wa
 #endif
 }
 
+std::vector<uint64_t> UcxServer::LiveConnectionIds() {
+  std::vector<uint64_t> out;
+#ifdef KVHUB_HAVE_UCX
+  if (state_ == nullptr) return out;
+  std::shared_ptr<transport::UcxWorker> w = state_->Current();
+  if (w == nullptr) return out;
+  for (const auto& [id, accepted] : w->AcceptedConnections()) out.push_back(id);
+#endif
+  return out;
+}
+
 uint64_t UcxServer::connections() const {
 #ifdef KVHUB_HAVE_UCX
   if (state_ == nullptr) return 0;

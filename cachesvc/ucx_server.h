@@ -142,6 +142,9 @@ class UcxServer {
   // `watched` says no Session watches (a client that died or gave up between
   // Connect and its Session); returns how many. The probe's own is left alone.
   size_t CloseUnwatched(const std::function<bool(uint64_t conn_id)>& watched, absl::Duration grace);
+  // The ids of the connections the serving worker holds now (empty when off or
+  // stopped): one round trip to the worker, however many there are.
+  std::vector<uint64_t> LiveConnectionIds();
   // Live UCX connections of clients now (0 when off or stopped; the probe's own
   // is not counted).
   uint64_t connections() const;

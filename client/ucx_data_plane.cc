@@ -32,7 +32,10 @@ std::string ClientName() {
 }
 
 bool Transient(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
+  // CANCELLED: a shard's Connect that found its caller gone (a client sees it only
+  // if its own cancel raced the reply).
+  return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kCancelled;
 }
 
 // Time kept between the end of a transfer and the end of its lease/reservation,

@@ -783,6 +783,42 @@ TEST(CodecTest, PositionsOutsideZeroToTwoPow52AreRefused) {
   }
 }
 
+// Rotating an inf or NaN key gives NaN in its pair (inf * sin 0), and rotating a key
+// near bf16's largest can overflow: a block that would hold or serve such keys is
+// refused, never stored or served with OK (raw with pre-RoPE keys turned a key
+// (1, +inf) into (NaN, inf) and decoded it as (NaN, NaN)).
+TEST(CodecTest, RotationThatMakesNonFiniteKeysIsRefused) {
+  Block b = MakeBlock(1, 2, 16, 64, 6);
+  std::vector<uint8_t> out;
+  Block kinf = b;  // key row 3, channel 1: +inf
+  kinf.data[2 * (3 * 2 * 16 + 1) + 1] = 0x7F;
+  kinf.data[2 * (3 * 2 * 16 + 1)] = 0x80;
+  CodecParams raw_pre = Params(CodecId::kRaw);
+  raw_pre.keys_pre_rope = true;
+  absl::Status s = Encode(kinf.View(), raw_pre, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("inf or NaN after rotation"), absl::string_view::npos) << s.message();
+  Block huge = b;  // finite, but rotation overflows: 0x7F7F is bf16's largest
+  for (size_t i = 0; i < huge.shape.SegmentElements(); ++i) {
+    huge.data[2 * i] = 0x7F;
+    huge.data[2 * i + 1] = 0x7F;
+  }
+  EXPECT_EQ(Encode(huge.View(100), raw_pre, &out).code(), absl::StatusCode::kInvalidArgument);
+  // A raw block keeps inf keys as they are; moved to another position they would
+  // be garbage, so that decode fails.
+  std::vector<uint8_t> enc = MustEncode(kinf.View(), Params(CodecId::kRaw));
+  std::vector<uint8_t> got(b.shape.RawBytes());
+  EXPECT_TRUE(Decode(enc, KvMutableView{b.shape, got.data(), got.size()}).ok());
+  EXPECT_EQ(got, kinf.data);
+  DecodeOptions o;
+  o.target_position = 1000;
+  s = Decode(enc, KvMutableView{b.shape, got.data(), got.size()}, o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  // Finite keys still move.
+  enc = MustEncode(b.View(), raw_pre);
+  EXPECT_TRUE(Decode(enc, KvMutableView{b.shape, got.data(), got.size()}, o).ok());
+}
+
 // Buffers at odd addresses (a Python memoryview sliced at byte 1) give the same
 // bytes as aligned ones, on both kernels; the kernels used to read 16-bit values
 // through misaligned pointers there (undefined behaviour; UBSan stops on it).

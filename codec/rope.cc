@@ -49,9 +49,23 @@ std::vector<float> Table(uint32_t tokens, uint32_t head_dim, const RopeParams& r
   return cs;
 }
 
-void Rotate(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
-            RopePairing pairing, const std::vector<float>& cs) {
+// The table's angles come from positions up to 2^52 and any finite base: a base far
+// from real models' (1e-300, say) overflows them, and cos/sin of inf is NaN.
+absl::Status CheckTable(const std::vector<float>& cs) {
+  for (float v : cs) {
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError("rope: the rotation angles overflow for this base and position");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Returns false when a rotated key is inf or NaN: the key was not finite, or is so
+// large that its rotation overflows bf16. Such a key is never served (or stored).
+[[nodiscard]] bool Rotate(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
+                          RopePairing pairing, const std::vector<float>& cs) {
   const uint32_t half = head_dim / 2;
+  uint16_t non_finite = 0;
   for (uint32_t t = 0; t < tokens; ++t) {
     const float* row = cs.data() + size_t{t} * half * 2;
     for (uint32_t h = 0; h < heads; ++h) {
@@ -64,9 +78,17 @@ void Rotate(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
         float p0 = x0 * c, p1 = x1 * s, p2 = x0 * s, p3 = x1 * c;
         k[a] = FloatToBf16(p0 - p1);
         k[b] = FloatToBf16(p2 + p3);
+        non_finite |= static_cast<uint16_t>(((k[a] & 0x7F80) == 0x7F80) | ((k[b] & 0x7F80) == 0x7F80));
       }
     }
   }
+  return non_finite == 0;
+}
+
+absl::Status NonFiniteKeys() {
+  return absl::InvalidArgumentError(
+      "rope: a key is inf or NaN after rotation (a key that is not finite, or one so large that rotating "
+      "it overflows bf16)");
 }
 
 }  // namespace
@@ -81,15 +103,17 @@ absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t hea
                                                    const RopeParams& rope, int64_t pos_first,
                                                    int64_t pos_step) {
   if (auto s = CheckArgs(tokens, head_dim, rope, pos_first, pos_step); !s.ok()) return s;
-  return Table(tokens, head_dim, rope, pos_first, pos_step);
+  std::vector<float> cs = Table(tokens, head_dim, rope, pos_first, pos_step);
+  if (auto s = CheckTable(cs); !s.ok()) return s;
+  return cs;
 }
 
 absl::Status RotateKeysBf16(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
                             const RopeParams& rope, int64_t pos_first, int64_t pos_step) {
   if (auto s = CheckArgs(tokens, head_dim, rope, pos_first, pos_step); !s.ok()) return s;
-  Rotate(keys, tokens, heads, head_dim, rope.pairing,
-         Table(tokens, head_dim, rope, pos_first, pos_step));
-  return absl::OkStatus();
+  const std::vector<float> cs = Table(tokens, head_dim, rope, pos_first, pos_step);
+  if (auto s = CheckTable(cs); !s.ok()) return s;
+  return Rotate(keys, tokens, heads, head_dim, rope.pairing, cs) ? absl::OkStatus() : NonFiniteKeys();
 }
 
 absl::Status RotateAllKeys(const KvMutableView& kv, const RopeParams& rope, int64_t pos_first,
@@ -104,12 +128,14 @@ absl::Status RotateAllKeys(const KvMutableView& kv, const RopeParams& rope, int6
   if (auto s = CheckArgs(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step); !s.ok()) {
     return s;
   }
-  std::vector<float> cs = Table(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step);
+  const std::vector<float> cs = Table(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step);
+  if (auto s = CheckTable(cs); !s.ok()) return s;
+  bool finite = true;
   for (uint32_t l = 0; l < kv.shape.layers; ++l) {
-    Rotate(reinterpret_cast<uint16_t*>(kv.Segment(2 * l)), kv.shape.tokens, kv.shape.kv_heads,
-           kv.shape.head_dim, rope.pairing, cs);
+    finite &= Rotate(reinterpret_cast<uint16_t*>(kv.Segment(2 * l)), kv.shape.tokens, kv.shape.kv_heads,
+                     kv.shape.head_dim, rope.pairing, cs);
   }
-  return absl::OkStatus();
+  return finite ? absl::OkStatus() : NonFiniteKeys();
 }
 
 }  // namespace kvhub::codec

@@ -41,7 +41,10 @@ absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t hea
 
 // Rotates every key of the bf16 tensor `keys` ([token][head][dim]) in place:
 // token t by position pos_first + t * pos_step. INVALID_ARGUMENT if head_dim is
-// odd, the base is not finite and > 0, or a position overflows.
+// odd, the base is not finite and > 0, a position overflows, the angles overflow
+// (an absurd base), or a rotated key is inf or NaN (a key that was not finite, or
+// one near bf16's largest that rotation overflows): the keys are then garbage and
+// must not be used.
 absl::Status RotateKeysBf16(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
                             const RopeParams& rope, int64_t pos_first, int64_t pos_step);
 

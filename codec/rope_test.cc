@@ -77,6 +77,11 @@ TEST(RopeTest, RejectsBadArguments) {
   EXPECT_FALSE(RotateKeysBf16(k.data(), 1, 1, 8, RopeParams{-1.0, RopePairing::kNeox}, 0, 1).ok());
   EXPECT_FALSE(RotateKeysBf16(k.data(), 1, 1, 8, RopeParams{}, int64_t{1} << 60, 1).ok());
   EXPECT_FALSE(RotateKeysBf16(k.data(), 1, 1, 8, RopeParams{}, 0, 2).ok());
+  // A base far from any model's overflows the angles (cos/sin of inf is NaN).
+  EXPECT_FALSE(RopeCosSinTable(1, 128, RopeParams{1e-300, RopePairing::kNeox}, int64_t{1} << 52, 0).ok());
+  std::vector<uint16_t> k128(128);
+  EXPECT_FALSE(
+      RotateKeysBf16(k128.data(), 1, 1, 128, RopeParams{1e-300, RopePairing::kNeox}, int64_t{1} << 52, 0).ok());
 }
 
 }  // namespace

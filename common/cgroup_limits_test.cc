@@ -144,8 +144,10 @@ TEST_F(MemoryLimitTest, HugetlbRoomIsTheSmallestLimitLessUsageOfTheGroupOrAnAnce
   Write("cgroup/kubepods/hugetlb.2MB.current", "2013265920\n");  // siblings hold 1.875 GiB
   h = ReadHugetlbLimit(sources_);
   EXPECT_EQ(h.room, 128ull << 20);  // the ancestor binds: 2 GiB - 1.875 GiB
-  Write("cgroup/kubepods/hugetlb.2MB.current", "garbage");        // unreadable usage: 0
-  EXPECT_EQ(ReadHugetlbLimit(sources_).room, 768ull << 20);     // the pod binds
+  Write("cgroup/kubepods/hugetlb.2MB.current", "garbage");  // usage unknown: no room there
+  EXPECT_EQ(ReadHugetlbLimit(sources_).room, 0u);
+  Write("cgroup/kubepods/hugetlb.2MB.current", "0\n");
+  EXPECT_EQ(ReadHugetlbLimit(sources_).room, 768ull << 20);  // the pod binds
   Write("cgroup/kubepods/pod1/hugetlb.2MB.current", "2147483648\n");  // over: no room
   EXPECT_EQ(ReadHugetlbLimit(sources_).room, 0u);
 }

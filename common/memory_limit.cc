@@ -47,13 +47,15 @@ MemoryLimit ReadMemoryLimit(const MemoryLimitSources& sources) {
 
 HugetlbLimit ReadHugetlbLimit(const CgroupSources& sources) {
   // Each directory's usage is read with its limit: ancestors' usage includes their
-  // other children's pages, so each level has room of its own.
+  // other children's pages, so each level has room of its own. A usage file that
+  // does not parse leaves no room (taking it as 0 could map past the limit).
   std::map<std::string, uint64_t> usage;
   auto dir_of = [](const std::string& path) { return path.substr(0, path.rfind('/')); };
   ForEachCgroupFile(sources, "hugetlb.2MB.current", "hugetlb", "hugetlb.2MB.usage_in_bytes",
                     [&](const std::string& path, absl::string_view content) {
                       uint64_t v = 0;
-                      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v)) usage[dir_of(path)] = v;
+                      usage[dir_of(path)] =
+                          absl::SimpleAtoi(absl::StripAsciiWhitespace(content), &v) ? v : ~uint64_t{0};
                     });
   HugetlbLimit limit;
   ForEachCgroupFile(sources, "hugetlb.2MB.max", "hugetlb", "hugetlb.2MB.limit_in_bytes",

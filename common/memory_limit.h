@@ -44,8 +44,9 @@ struct HugetlbLimit {
   std::string source;    // the limit file that binds, for messages
 };
 
-// Never fails: absent or unreadable files mean no limit; "max" and v1's "unlimited"
-// (>= 2^62) are no limit either.
+// Never fails: absent or unreadable limit files mean no limit; "max" and v1's
+// "unlimited" (>= 2^62) are no limit either. A usage file that does not parse means
+// no room under its limit.
 HugetlbLimit ReadHugetlbLimit(const CgroupSources& sources = {});
 
 // "1.5 GiB"-style rendering of a byte count, for operator messages.

@@ -12,6 +12,10 @@
 namespace kvhub::storage {
 namespace {
 constexpr uint64_t kHugePage = 2ull << 20;
+// MAP_HUGETLB asks for the node's default hugepage size, which may be 1 GiB (nodes
+// booted with default_hugepagesz=1G); the cgroup limit checked is the 2 MiB one, so
+// ask for 2 MiB pages by name.
+constexpr int kMapHuge2Mb = 21 << MAP_HUGE_SHIFT;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HostRegions>> HostRegions::Map(std::span<const uint64_t> sizes,
@@ -36,7 +40,7 @@ absl::StatusOr<std::unique_ptr<HostRegions>> HostRegions::Map(std::span<const ui
       // No MAP_NORESERVE here: with it the kernel maps hugetlb memory it does not
       // have and the first touch of a missing page is SIGBUS. Without it, mmap
       // fails up front when the hugepage pool is short, and we fall back.
-      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_HUGETLB, -1, 0);
+      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_HUGETLB | kMapHuge2Mb, -1, 0);
       huge = p != MAP_FAILED;
       if (huge && hugetlb.limited) hugetlb.room -= size;
     }

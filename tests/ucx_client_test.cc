@@ -1322,6 +1322,7 @@ TEST(UcxClientTest, AConnectionTheShardClosesEndsItsSession) {
   v1::ConnectResponse conn;
   ASSERT_TRUE(ConnectRaw(*shard, worker->worker->address(), true, &conn).ok());
   grpc::ClientContext cc;
+  cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));  // a failure, not a hang
   v1::SessionRequest req;
   req.set_conn_id(conn.conn_id());
   auto session = stub->Session(&cc, req);
@@ -1530,7 +1531,7 @@ TEST(UcxClientTest, AConnectWhoseCallerGaveUpDuringVettingMakesNoConnection) {
   // The second address is vetted (by a fresh probe) once the first is refused;
   // the shard must then see that its caller is gone.
   auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < 60; ++i) {  // vetting the second address takes ~20 ms; slack for a loaded machine
     absl::SleepFor(absl::Milliseconds(100));
     grpc::ClientContext cc;
     v1::StatsResponse st;
