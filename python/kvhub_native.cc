@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/fork_guard.h"
@@ -106,6 +107,14 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   decltype(f()) r = run();
   PyEval_RestoreThread(saved);
   return r;
+}
+
+// The compact form ModelSpec::Parse reads back to the same spec (rope_base to the bit).
+std::string CompactText(const ModelSpec& s) {
+  return absl::StrCat("model=", s.model, ",layers=", s.layers, ",kv_heads=", s.kv_heads, ",head_dim=", s.head_dim,
+                      ",dtype=", DTypeName(s.dtype), ",rope_base=", absl::StrFormat("%.17g", s.rope_base),
+                      ",rope_pairing=", RopePairingName(s.rope_pairing), ",tp_rank=", s.tp_rank,
+                      ",tp_world=", s.tp_world, ",block_tokens=", s.block_tokens);
 }
 
 // threading.main_thread().ident, set when the module loads.
@@ -477,16 +486,26 @@ class PyClient {
   }
 
   PyPutResult Put(const std::string& ns, const std::vector<py::bytes>& keys, const std::vector<py::buffer>& blocks,
-                  bool pin) {
+                  bool pin, const std::optional<std::vector<std::optional<py::bytes>>>& parents) {
     if (keys.size() != blocks.size()) {
       throw Error(absl::InvalidArgumentError(
           absl::StrCat(keys.size(), " keys but ", blocks.size(), " blocks: give one payload per key")));
     }
+    if (parents.has_value() && parents->size() != keys.size()) {
+      throw Error(absl::InvalidArgumentError(absl::StrCat(
+          keys.size(), " keys but ", parents->size(), " parents: give one parent key (or None) per key")));
+    }
     const std::vector<BlockKey> k = Keys(keys);
+    std::vector<std::optional<BlockKey>> parent(k.size());
+    if (parents.has_value()) {
+      for (size_t i = 0; i < k.size(); ++i) {
+        if ((*parents)[i].has_value()) parent[i] = KeyFromBytes(*(*parents)[i]);
+      }
+    }
     Views v = ViewBuffers(blocks, /*writable=*/false);
     std::vector<BlockPut> puts;
     puts.reserve(k.size());
-    for (size_t i = 0; i < k.size(); ++i) puts.push_back({k[i], std::nullopt, v.in[i], pin});
+    for (size_t i = 0; i < k.size(); ++i) puts.push_back({k[i], parent[i], v.in[i], pin});
     const Use use(*this);
     Client& c = use.client();
     absl::StatusOr<PutResult> r = WithoutGil([&] { return c.Put(ns, puts); });
@@ -658,8 +677,17 @@ PYBIND11_MODULE(_native, m) {
            "rope_base=500000,block_tokens=256'.")
       .def_property_readonly("block_tokens", [](const ModelSpec& s) { return s.block_tokens; })
       .def_property_readonly("fingerprint", [](const ModelSpec& s) { return s.Fingerprint().Hex(); })
+      .def_property_readonly("compact", &CompactText, "The compact form; ModelSpec(spec.compact) is the same spec.")
       .def("__repr__",
-           [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); });
+           [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); })
+      .def("__eq__", [](const ModelSpec& a, const ModelSpec& b) { return a.Fingerprint() == b.Fingerprint(); })
+      .def("__hash__", [](const ModelSpec& s) { return static_cast<size_t>(s.Fingerprint().lo); })
+      // Pickled as its compact form: a spec crosses to spawn/forkserver workers.
+      .def(py::pickle([](const ModelSpec& s) { return py::make_tuple(CompactText(s)); },
+                      [](const py::tuple& t) {
+                        if (t.size() != 1) throw Error(absl::InvalidArgumentError("ModelSpec: bad pickle state"));
+                        return Check(ModelSpec::Parse(t[0].cast<std::string>()));
+                      }));
 
   m.def(
       "block_keys",
@@ -756,7 +784,10 @@ PYBIND11_MODULE(_native, m) {
       .def("fetch", &PyClient::Fetch, py::arg("ns"), py::arg("spec"), py::arg("tokens"), py::arg("buffers"),
            "Loads the first len(buffers) blocks into the writable buffers; valid_blocks is the verified run.")
       .def("lookup", &PyClient::Lookup, py::arg("ns"), py::arg("keys"))
-      .def("put", &PyClient::Put, py::arg("ns"), py::arg("keys"), py::arg("blocks"), py::arg("pin") = false)
+      .def("put", &PyClient::Put, py::arg("ns"), py::arg("keys"), py::arg("blocks"), py::arg("pin") = false,
+           py::arg("parents") = py::none(),
+           "Stores blocks under their keys. parents: per key, the key of the block before it in its chain, "
+           "or None (prefix-aware eviction then sees the chain, as publish gives it).")
       .def("get", &PyClient::Get, py::arg("ns"), py::arg("keys"), py::arg("buffers"))
       .def("delete", &PyClient::Delete, py::arg("ns"), py::arg("keys"),
            "Per key: None (deleted) or the error ('NOT_FOUND: ...').")

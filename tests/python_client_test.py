@@ -117,6 +117,26 @@ class PythonClientTest(unittest.TestCase):
             self.assertGreater(s["capacity_bytes"], 0)
             self.assertEqual(s["ucx_worker_resets"], 0)
         self.assertTrue(all(t["transport"].startswith("grpc") for t in c.transport_stats()))
+        # Chained puts name each block's parent, as publish does (prefix-aware eviction).
+        chain = [bytes([i]) * 16 for i in range(10, 13)]
+        r = c.put("py-keys", chain, data[:3], parents=[None, chain[0], chain[1]])
+        self.assertEqual(r.stored, 3)
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT.*parents"):
+            c.put("py-keys", chain, data[:3], parents=[None])
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
+            c.put("py-keys", chain[:1], data[:1], parents=[b"short"])
+
+    def test_model_specs_pickle_to_the_same_spec(self):
+        # Specs cross to spawn/forkserver workers (docs/client.md): by their compact form.
+        for text in (SPEC, "model=m,layers=3,kv_heads=1,head_dim=8,dtype=fp16,rope_base=500000.123456789,"
+                           "rope_pairing=interleaved,tp_rank=1,tp_world=4,block_tokens=512"):
+            spec = kvhub.ModelSpec(text)
+            again = pickle.loads(pickle.dumps(spec))
+            self.assertEqual(again.fingerprint, spec.fingerprint)
+            self.assertEqual(again, spec)
+            self.assertEqual(hash(again), hash(spec))
+            self.assertEqual(kvhub.ModelSpec(spec.compact).fingerprint, spec.fingerprint)
+        self.assertNotEqual(kvhub.ModelSpec(SPEC), kvhub.ModelSpec(SPEC.replace("layers=2", "layers=3")))
 
     def test_proxy_environment_is_ignored_unless_asked(self):
         # A proxy set for outbound web traffic (here a dead port) must not sit
