@@ -62,6 +62,9 @@ test "$rc" -eq 2
 cp "$D/a.kivi4.kvb" "$D/flip.kvb"
 printf '\x55' | dd of="$D/flip.kvb" bs=1 seek=4000 conv=notrunc status=none
 fails "$B" inspect "$D/flip.kvb"
+# decode checks it before sizing its output from the header, and writes nothing.
+set +e; "$B" decode "$D/flip.kvb" "$D/flip.out" 2>"$D/flip.err"; rc=$?; set -e
+test "$rc" -ne 0 && grep -qi "checksum" "$D/flip.err" && test ! -e "$D/flip.out"
 # Non-finite generator parameters, shapes beyond the format (2^34 bytes) or beyond
 # memory, and non-finite data to eval (its JSON cannot hold NaN): errors, not
 # garbage with exit 0 or an abort.

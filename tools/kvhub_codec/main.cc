@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/memory_limit.h"
 #include "common/output_file.h"
 #include "common/version.h"
 #include "absl/strings/numbers.h"
@@ -212,6 +213,15 @@ int DecodeCmd(const Args& a) {
   if (!b.ok()) return Fail(b.status());
   auto h = InspectBlock(*b);
   if (!h.ok()) return Fail(h.status());
+  // The header says how large the output is (up to 16 GiB): check the body's checksum,
+  // and the size against this machine, before allocating it. A forged lossless file
+  // of a few hundred KiB can claim that much.
+  if (auto segs = ParseBlock(*b, *h); !segs.ok()) return Fail(segs.status());
+  if (const MemoryLimit limit = ReadMemoryLimit(); limit.bytes > 0 && h->raw_bytes > limit.bytes / 2) {
+    return Fail(absl::ResourceExhaustedError(absl::StrCat("the block decodes to ", HumanBytes(h->raw_bytes),
+                                                          ", over half of the memory this process may use (",
+                                                          HumanBytes(limit.bytes), ", ", limit.source, ")")));
+  }
   DecodeOptions o;
   if (a.opts.count("--target-position")) {
     int64_t t;
