@@ -64,6 +64,14 @@ struct UcxDataPlane::Peer {
   // transport=ucx: until when calls fail with last_error without asking the shard
   // again, after it refused UCX for a reason that is not transient.
   absl::Time refused_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  // After a transient failure to connect (Connect or its Session failed: the shard
+  // slow, stopping, or unable to reach us), no new Connect before connect_after:
+  // each one costs the shard a connection it keeps, unwatched, for its grace
+  // (ucx_session_grace_ms), and calls come far faster than that. The wait doubles
+  // from 50 ms to 1 s, counted from the start of the failed try, and resets once
+  // connected.
+  absl::Time connect_after ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  absl::Duration connect_backoff ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
   // Keeps the shard's side of the connection (null for shards without sessions),
   // and its number among this peer's sessions (a restarted shard reuses conn ids).
   std::unique_ptr<ShardSession> session ABSL_GUARDED_BY(mu);
@@ -261,6 +269,14 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   // call would cost each one a Connect (and an older shard a connection it keeps
   // unwatched for ucx_session_grace_ms); the calls fail with the same reason.
   if (config_.transport == TransportMode::kUcx && Clock::Real()->Now() < p->refused_until) return;
+  const absl::Time attempt = Clock::Real()->Now();
+  if (attempt < p->connect_after) return;  // last_error says why
+  // Counted from the start of the failed attempt: one that waited out its deadline
+  // (a frozen shard) has already spaced the tries, and the next call tries again.
+  auto back_off = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+    p->connect_backoff = std::clamp(p->connect_backoff * 2, absl::Milliseconds(50), absl::Seconds(1));
+    p->connect_after = attempt + p->connect_backoff;
+  };
   // by_design: auto chose gRPC on purpose (tcp only), logged at info, final; anything
   // else is a failure that made the client fall back, logged as a warning (at info
   // when a retry finds the same, or when `quiet`: a setup chosen on purpose),
@@ -300,6 +316,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   if (!s.ok()) {
     if (Transient(s)) {  // the shard is down or slow: decide on a later call
       p->last_error = s;
+      back_off();
       return;
     }
     // A token scoped to some namespaces cannot open UCX (Connect needs '*'), and a
@@ -335,8 +352,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     if (opened.ok()) {
       session = std::move(*opened);
     } else if (opened.status().code() != absl::StatusCode::kUnimplemented) {
-      // Retried on the next call (connection closed meanwhile, shard stopping or slow).
+      // Retried on a later call (connection closed meanwhile, shard stopping or slow).
       p->last_error = absl::UnavailableError(absl::StrCat("UCX session: ", opened.status().message()));
+      back_off();
       return;
     }  // else a shard without sessions: it keeps the connection until UCX fails it
   }
@@ -391,6 +409,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   p->session = std::move(session);
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
+  p->connect_backoff = absl::ZeroDuration();
   p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
                               p->calls ? "; leases over ucx" : "", ")");
   KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->transport);

@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "client/channel_faults.h"
 #include "client/client.h"
 #include "client/ucx_data_plane.h"
 #include "common/hash.h"
@@ -41,6 +42,7 @@
 #include "transport/ucx_rkey_pin.h"
 #include "transport/ucx_worker.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "grpcpp/create_channel.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "grpcpp/security/credentials.h"
@@ -1351,6 +1353,68 @@ TEST(UcxClientTest, AConnectionTheShardClosesEndsItsSession) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_EQ(now, std::pair(uint64_t{0}, uint64_t{0}));
+}
+
+// Points every Session a client opens at a connection id that does not exist, so the
+// shard refuses it at once (NOT_FOUND), as it does when it cannot reach the client:
+// the connection Connect made stays, unwatched, for the shard's grace.
+class MisdirectSessions final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    if (absl::string_view(info->method()) != "/kvhub.v1.KvHub/Session") return nullptr;
+    return new Misdirect();
+  }
+
+ private:
+  class Misdirect final : public grpc::experimental::Interceptor {
+   public:
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+        req_ = *static_cast<const v1::SessionRequest*>(methods->GetSendMessage());
+        req_.set_conn_id(req_.conn_id() + 1000000);
+        methods->ModifySendMessage(&req_);
+      }
+      methods->Proceed();
+    }
+
+   private:
+    v1::SessionRequest req_;
+  };
+};
+
+// A client whose Sessions keep failing (the shard slow, or unable to reach it) must
+// not Connect again on every call: each Connect leaves the shard a connection it
+// keeps for ucx_session_grace_ms, and a busy client would fill its 4096 slots for
+// everyone. It backs off (50 ms doubling to 1 s) between tries.
+TEST(UcxClientTest, AClientWhoseSessionsFailBacksOffConnecting) {
+  auto shard = StartShard({"--ucx_tls=tcp", "--ucx_session_grace_ms=600000"});
+  ASSERT_NE(shard, nullptr);
+  struct Scoped {
+    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<MisdirectSessions>(); }); }
+    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
+  } faults;
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+  cfg.data_deadline = absl::Milliseconds(200);
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<uint8_t> buf(4096);
+  std::vector<std::span<uint8_t>> out = {buf};
+  const BlockKey k = Key(7);
+  int calls = 0;
+  for (const absl::Time end = absl::Now() + absl::Milliseconds(1500); absl::Now() < end; ++calls) {
+    absl::StatusOr<FetchResult> r = (*client)->Get("ns", {&k, 1}, out);
+    if (r.ok()) {
+      EXPECT_EQ(r->valid_blocks, 0u);  // nothing to read over a connection that never opens
+    }
+  }
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext cc;
+  v1::StatsResponse st;
+  ASSERT_TRUE(stub->Stats(&cc, v1::StatsRequest(), &st).ok());
+  EXPECT_EQ(st.ucx_sessions(), 0u);
+  EXPECT_GE(st.ucx_connections(), 1u) << "the client never tried";
+  EXPECT_LE(st.ucx_connections(), 10u) << calls << " calls in 1.5 s left " << st.ucx_connections()
+                                        << " unwatched connections on the shard";
 }
 
 // A Connect whose worker address names an unknown format version is refused:
