@@ -70,6 +70,19 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(spec.fingerprint, pykeys.u128_hex(pykeys.fingerprint(py_spec)))
         py_keys = pykeys.block_keys("py-ns", py_spec, [int(t) for t in tokens])
         self.assertEqual(r.keys, [pykeys.u128_bytes(k) for k in py_keys])
+        self.assertEqual(pykeys.block_keys("py-ns", py_spec, tokens), py_keys)  # numpy ids too
+        # What the C++ side refuses, the Python keys refuse too: such input would hash
+        # to keys no engine makes ("032" is not 32 to a hash, nor True a token).
+        for bad in ({"layers": "032"}, {"layers": True}, {"tp_rank": 1}, {"rope_base": float("nan")},
+                    {"dtype": "bfloat16"}, {"model": "a|b"}, {"block_tokens": 0}):
+            with self.assertRaises(ValueError, msg=str(bad)):
+                pykeys.fingerprint({**py_spec, **bad})
+        for ns in ("", "a\x01b", "x" * 257):
+            with self.assertRaises(ValueError, msg=repr(ns)):
+                pykeys.block_keys(ns, py_spec, [1] * 16)
+        for toks in ([True] * 16, [1.5] * 16, [2 ** 31] * 16):
+            with self.assertRaises(ValueError, msg=repr(toks[0])):
+                pykeys.block_keys("py-ns", py_spec, toks)
         again = c.publish("py-ns", spec, tokens, blocks)
         self.assertEqual(again.skipped, 6)
 

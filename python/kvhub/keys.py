@@ -3,7 +3,12 @@
 Needs python3-xxhash (Debian). Every function is pure; 128-bit values are
 handled as Python ints and serialized as 16 bytes, low 64 bits first, each
 little-endian, printed as 32 lowercase hex digits of those bytes.
+
+Inputs are checked as the C++ code checks them (common/keys.cc, model_spec.cc) and
+refused with ValueError: a spec field given as text ("032"), a bool among the token
+ids, or a namespace the service refuses would otherwise hash to keys no engine makes.
 """
+import math
 import struct
 
 import xxhash
@@ -23,9 +28,47 @@ def _xxh3_128(data: bytes) -> int:
     return xxhash.xxh3_128_intdigest(data, seed=0)
 
 
+def _int(spec, name, lo, hi):
+    v = spec[name]
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"model spec: {name}={v!r} must be an int in [{lo}, {hi}]")
+    return v
+
+
+def check_spec(spec: dict) -> None:
+    """ValueError naming the first field ModelSpec::Validate would refuse."""
+    model = spec["model"]
+    if not isinstance(model, str) or not model or len(model.encode("utf-8")) > 256:
+        raise ValueError("model spec: model must be a non-empty str of at most 256 UTF-8 bytes")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "|=," for c in model):
+        raise ValueError("model spec: model name may not contain whitespace, control bytes, '|', '=' or ','")
+    for name, hi in (("layers", 1024), ("kv_heads", 1024), ("head_dim", 1024), ("tp_world", 1024),
+                     ("block_tokens", 65536)):
+        _int(spec, name, 1, hi)
+    _int(spec, "tp_rank", 0, spec["tp_world"] - 1)
+    rb = spec["rope_base"]
+    if isinstance(rb, bool) or not isinstance(rb, (int, float)) or not math.isfinite(rb) or rb <= 0:
+        raise ValueError(f"model spec: rope_base={rb!r} must be a finite number > 0")
+    if spec["dtype"] not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"model spec: dtype={spec['dtype']!r} must be bf16, fp16 or fp32")
+    if spec["rope_pairing"] not in ("neox", "interleaved"):
+        raise ValueError(f"model spec: rope_pairing={spec['rope_pairing']!r} must be neox or interleaved")
+
+
+def check_namespace(ns: str) -> None:
+    """ValueError for a namespace ValidateNamespace refuses."""
+    if not isinstance(ns, str) or not ns:
+        raise ValueError("namespace must be a non-empty str")
+    if len(ns.encode("utf-8")) > 256:
+        raise ValueError(f"namespace is {len(ns.encode('utf-8'))} bytes, limit 256")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ns):
+        raise ValueError("namespace holds a control byte")
+
+
 def canonical_spec_text(spec: dict) -> str:
     """spec keys: model, layers, kv_heads, head_dim, dtype, rope_base (float),
     rope_pairing, tp_rank, tp_world, block_tokens."""
+    check_spec(spec)
     rope_bits = struct.unpack("<Q", struct.pack("<d", float(spec["rope_base"])))[0]
     return ("kvhub.spec.v1|model={model}|layers={layers}|kv_heads={kv_heads}|head_dim={head_dim}"
             "|dtype={dtype}|rope_base={rb:016x}|rope_pairing={rope_pairing}|tp_rank={tp_rank}"
@@ -37,10 +80,17 @@ def fingerprint(spec: dict) -> int:
 
 
 def _tokens_le(tokens) -> bytes:
-    return struct.pack("<%di" % len(tokens), *tokens)
+    for t in tokens:
+        if isinstance(t, bool) or not isinstance(t, int) and not hasattr(t, "__index__"):
+            raise ValueError(f"token ids must be ints, got {t!r}")
+    try:
+        return struct.pack("<%di" % len(tokens), *[int(t.__index__()) for t in tokens])
+    except struct.error as e:
+        raise ValueError(f"token ids must fit int32: {e}") from None
 
 
 def chain_root(ns: str, fp: int) -> int:
+    check_namespace(ns)
     nsb = ns.encode("utf-8")
     return _xxh3_128(b"kvhub.v1" + struct.pack("<I", len(nsb)) + nsb + u128_bytes(fp))
 
@@ -57,6 +107,7 @@ def block_keys(ns: str, spec: dict, tokens) -> list:
 
 
 def chunk_key(ns: str, spec: dict, tokens) -> int:
+    check_namespace(ns)
     nsb = ns.encode("utf-8")
     return _xxh3_128(b"kvhub.chunk.v1" + struct.pack("<I", len(nsb)) + nsb +
                      u128_bytes(fingerprint(spec)) + _tokens_le(tokens))
