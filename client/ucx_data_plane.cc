@@ -64,8 +64,9 @@ struct UcxDataPlane::Peer {
   // transport=ucx: until when calls fail with last_error without asking the shard
   // again, after it refused UCX for a reason that is not transient.
   absl::Time refused_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
-  // After a transient failure to connect (Connect or its Session failed: the shard
-  // slow, stopping, or unable to reach us), no new Connect before connect_after:
+  // After a transient failure to connect that may have left a connection on the
+  // shard (its Session failed, or Connect ran out of time), no new Connect before
+  // connect_after:
   // each one costs the shard a connection it keeps, unwatched, for its grace
   // (ucx_session_grace_ms), and calls come far faster than that. The wait doubles
   // from 50 ms to 1 s, counted from the start of the failed try, and resets once
@@ -316,7 +317,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   if (!s.ok()) {
     if (Transient(s)) {  // the shard is down or slow: decide on a later call
       p->last_error = s;
-      back_off();
+      // UNAVAILABLE: nothing reached the shard, no connection was left there, and the
+      // next call may find it back. A Connect that ran out of time may have made one.
+      if (!absl::IsUnavailable(s)) back_off();
       return;
     }
     // A token scoped to some namespaces cannot open UCX (Connect needs '*'), and a

@@ -680,7 +680,9 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("compact", &CompactText, "The compact form; ModelSpec(spec.compact) is the same spec.")
       .def("__repr__",
            [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); })
-      .def("__eq__", [](const ModelSpec& a, const ModelSpec& b) { return a.Fingerprint() == b.Fingerprint(); })
+      // An operator: against anything but a ModelSpec it is NotImplemented (so False), not a TypeError.
+      .def("__eq__", [](const ModelSpec& a, const ModelSpec& b) { return a.Fingerprint() == b.Fingerprint(); },
+           py::is_operator())
       .def("__hash__", [](const ModelSpec& s) { return static_cast<size_t>(s.Fingerprint().lo); })
       // Pickled as its compact form: a spec crosses to spawn/forkserver workers.
       .def(py::pickle([](const ModelSpec& s) { return py::make_tuple(CompactText(s)); },

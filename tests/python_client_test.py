@@ -71,6 +71,8 @@ class PythonClientTest(unittest.TestCase):
         py_keys = pykeys.block_keys("py-ns", py_spec, [int(t) for t in tokens])
         self.assertEqual(r.keys, [pykeys.u128_bytes(k) for k in py_keys])
         self.assertEqual(pykeys.block_keys("py-ns", py_spec, tokens), py_keys)  # numpy ids too
+        np_spec = {**py_spec, "layers": np.int64(2), "rope_base": np.float32(10000.0)}
+        self.assertEqual(pykeys.fingerprint(np_spec), pykeys.fingerprint(py_spec))
         # What the C++ side refuses, the Python keys refuse too: such input would hash
         # to keys no engine makes ("032" is not 32 to a hash, nor True a token).
         for bad in ({"layers": "032"}, {"layers": True}, {"tp_rank": 1}, {"rope_base": float("nan")},
@@ -80,7 +82,7 @@ class PythonClientTest(unittest.TestCase):
         for ns in ("", "a\x01b", "x" * 257):
             with self.assertRaises(ValueError, msg=repr(ns)):
                 pykeys.block_keys(ns, py_spec, [1] * 16)
-        for toks in ([True] * 16, [1.5] * 16, [2 ** 31] * 16):
+        for toks in ([True] * 16, [np.True_] * 16, [1.5] * 16, [2 ** 31] * 16):
             with self.assertRaises(ValueError, msg=repr(toks[0])):
                 pykeys.block_keys("py-ns", py_spec, toks)
         again = c.publish("py-ns", spec, tokens, blocks)
@@ -150,6 +152,8 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(hash(again), hash(spec))
             self.assertEqual(kvhub.ModelSpec(spec.compact).fingerprint, spec.fingerprint)
         self.assertNotEqual(kvhub.ModelSpec(SPEC), kvhub.ModelSpec(SPEC.replace("layers=2", "layers=3")))
+        self.assertFalse(kvhub.ModelSpec(SPEC) == None)  # noqa: E711 (an operator: NotImplemented, not TypeError)
+        self.assertIn(kvhub.ModelSpec(SPEC), [None, "x", kvhub.ModelSpec(SPEC)])
 
     def test_proxy_environment_is_ignored_unless_asked(self):
         # A proxy set for outbound web traffic (here a dead port) must not sit
@@ -381,7 +385,7 @@ class PythonClientTest(unittest.TestCase):
         # while its shard is frozen: its deallocation ends it (here in milliseconds;
         # were it to wait, without the GIL on the main thread), and the shard serves on.
         os.kill(shard.proc.pid, signal.SIGCONT)
-        c = kvhub.Client(shard.address, transport="ucx", deadline_s=1, data_deadline_s=1)
+        c = kvhub.Client(shard.address, transport="ucx", deadline_s=5, data_deadline_s=5)
         self.assertEqual(c.fetch("py-frozen", spec, tokens, bufs).valid_blocks, 2)
         self.assertTrue(c.transport_stats()[0]["transport"].startswith("ucx"), c.transport_stats())
         os.kill(shard.proc.pid, signal.SIGSTOP)

@@ -9,6 +9,8 @@ refused with ValueError: a spec field given as text ("032"), a bool among the to
 ids, or a namespace the service refuses would otherwise hash to keys no engine makes.
 """
 import math
+import numbers
+import operator
 import struct
 
 import xxhash
@@ -28,10 +30,20 @@ def _xxh3_128(data: bytes) -> int:
     return xxhash.xxh3_128_intdigest(data, seed=0)
 
 
+def _as_int(v):
+    """v as an int when it is an integer (Python or numpy), else None; bools are not."""
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
 def _int(spec, name, lo, hi):
-    v = spec[name]
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ValueError(f"model spec: {name}={v!r} must be an int in [{lo}, {hi}]")
+    v = _as_int(spec[name])
+    if v is None or not lo <= v <= hi:
+        raise ValueError(f"model spec: {name}={spec[name]!r} must be an int in [{lo}, {hi}]")
     return v
 
 
@@ -47,7 +59,7 @@ def check_spec(spec: dict) -> None:
         _int(spec, name, 1, hi)
     _int(spec, "tp_rank", 0, spec["tp_world"] - 1)
     rb = spec["rope_base"]
-    if isinstance(rb, bool) or not isinstance(rb, (int, float)) or not math.isfinite(rb) or rb <= 0:
+    if isinstance(rb, bool) or not isinstance(rb, numbers.Real) or not math.isfinite(rb) or rb <= 0:
         raise ValueError(f"model spec: rope_base={rb!r} must be a finite number > 0")
     if spec["dtype"] not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"model spec: dtype={spec['dtype']!r} must be bf16, fp16 or fp32")
@@ -69,6 +81,8 @@ def canonical_spec_text(spec: dict) -> str:
     """spec keys: model, layers, kv_heads, head_dim, dtype, rope_base (float),
     rope_pairing, tp_rank, tp_world, block_tokens."""
     check_spec(spec)
+    spec = dict(spec, **{k: operator.index(spec[k]) for k in ("layers", "kv_heads", "head_dim", "tp_rank",
+                                                               "tp_world", "block_tokens")})
     rope_bits = struct.unpack("<Q", struct.pack("<d", float(spec["rope_base"])))[0]
     return ("kvhub.spec.v1|model={model}|layers={layers}|kv_heads={kv_heads}|head_dim={head_dim}"
             "|dtype={dtype}|rope_base={rb:016x}|rope_pairing={rope_pairing}|tp_rank={tp_rank}"
@@ -80,11 +94,12 @@ def fingerprint(spec: dict) -> int:
 
 
 def _tokens_le(tokens) -> bytes:
-    for t in tokens:
-        if isinstance(t, bool) or not isinstance(t, int) and not hasattr(t, "__index__"):
+    ids = [_as_int(t) for t in tokens]
+    for t, i in zip(tokens, ids):
+        if i is None:
             raise ValueError(f"token ids must be ints, got {t!r}")
     try:
-        return struct.pack("<%di" % len(tokens), *[int(t.__index__()) for t in tokens])
+        return struct.pack("<%di" % len(ids), *ids)
     except struct.error as e:
         raise ValueError(f"token ids must fit int32: {e}") from None
 
