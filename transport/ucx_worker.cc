@@ -50,6 +50,10 @@ struct AmRequestHeader {
 // most a few KiB past its end.
 constexpr size_t kAddressPaddingBytes = 64 << 10;
 constexpr uint64_t kAmFlagEndGrant = 1;  // get: end the grant once the bytes are sent
+// How long a flush close of an accepted connection may keep its transfers' holds
+// (memory the store may not reuse) before they end anyway: a flush to a dead peer
+// over a transport without failure detection (shared memory) never ends.
+constexpr absl::Duration kFlushCloseHoldLimit = absl::Seconds(10);
 
 struct AmResponseHeader {
   uint32_t magic;
@@ -254,6 +258,11 @@ struct UcxWorker::Impl {
   struct Closing {
     void* req;                        // a ucp_ep_close_nbx request
     std::shared_ptr<CloseWait> wait;  // null: nobody waits
+    // An accepted connection closed in flush mode: its transfers' holds end when the
+    // close does (UCX may still move their bytes until then), or at holds_deadline
+    // if it never does (a dead peer whose transport cannot tell).
+    uint64_t conn_id = 0;
+    absl::Time holds_deadline = absl::InfiniteFuture();
   };
   std::vector<Closing> closing;
   // Response sends whose completion has not been reported yet. UCX drops the
@@ -373,7 +382,9 @@ struct UcxWorker::Impl {
   }
 
   // `wait` (optional) learns when the close ends and how.
-  void CloseEp(ucp_ep_h ep, bool force, std::shared_ptr<CloseWait> wait = nullptr) {
+  // Returns true when the close is still in progress (it was queued in `closing`;
+  // `conn_id`, when not 0, is recorded there: see Closing).
+  bool CloseEp(ucp_ep_h ep, bool force, std::shared_ptr<CloseWait> wait = nullptr, uint64_t conn_id = 0) {
     ep_owner.erase(ep);
     ucp_request_param_t p{};
     // FORCE cancels outstanding requests; UCX allows it only in PEER error mode.
@@ -381,9 +392,25 @@ struct UcxWorker::Impl {
     p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
     void* req = ucp_ep_close_nbx(ep, &p);
     if (UCS_PTR_IS_PTR(req)) {
-      closing.push_back({req, std::move(wait)});
-    } else if (wait != nullptr) {
-      EndClose(wait.get(), UCS_PTR_STATUS(req));
+      Closing c{req, std::move(wait)};
+      if (conn_id != 0) {
+        c.conn_id = conn_id;
+        c.holds_deadline = Clock::Real()->Now() + kFlushCloseHoldLimit;
+      }
+      closing.push_back(std::move(c));
+      return true;
+    }
+    if (wait != nullptr) EndClose(wait.get(), UCS_PTR_STATUS(req));
+    return false;
+  }
+
+  // Ends the holds of connection `id`'s transfers still in flight.
+  void EndConnHolds(uint64_t id) {
+    for (ServerSend* s : sends) {
+      if (s->hold.conn_id == id) EndHold(&s->hold);
+    }
+    for (ServerRecv* r : recvs) {
+      if (r->hold.conn_id == id) EndHold(&r->hold);
     }
   }
 
@@ -393,8 +420,13 @@ struct UcxWorker::Impl {
   }
 
   void ReapClosing() {
+    const absl::Time now = closing.empty() ? absl::InfinitePast() : Clock::Real()->Now();
     for (size_t i = 0; i < closing.size();) {
       const ucs_status_t st = ucp_request_check_status(closing[i].req);
+      if (closing[i].conn_id != 0 && (st != UCS_INPROGRESS || now >= closing[i].holds_deadline)) {
+        EndConnHolds(closing[i].conn_id);
+        closing[i].conn_id = 0;
+      }
       if (st != UCS_INPROGRESS) {
         ucp_request_free(closing[i].req);
         if (closing[i].wait != nullptr) EndClose(closing[i].wait.get(), st);
@@ -446,17 +478,16 @@ struct UcxWorker::Impl {
     auto it = conns.find(id);
     if (it == conns.end()) return;
     const bool force = wait == nullptr && it->second->peer_mode;
-    CloseEp(it->second->ep, force, std::move(wait));
+    const bool in_progress = CloseEp(it->second->ep, force, std::move(wait), force ? 0 : id);
     conns.erase(it);
     c.accepted_peers.fetch_sub(1);
-    // The endpoint is closed: UCX no longer moves bytes of this connection, but
-    // it may never report the completion of what was in flight. End the holds.
-    for (ServerSend* s : sends) {
-      if (s->hold.conn_id == id) EndHold(&s->hold);
-    }
-    for (ServerRecv* r : recvs) {
-      if (r->hold.conn_id == id) EndHold(&r->hold);
-    }
+    // UCX may never report the completion of what was in flight, so the holds of
+    // this connection's transfers end here, once UCX no longer moves their bytes:
+    // at once after a forced close (it cancels them) or one already done; after a
+    // flush close still in progress, when it ends (ReapClosing), since a flush
+    // finishes the transfers first, and ending their holds before would let the
+    // store reuse memory UCX still reads from or writes into.
+    if (force || !in_progress) EndConnHolds(id);
   }
 
   void EndHold(Hold* h) {
