@@ -66,11 +66,10 @@ struct UcxDataPlane::Peer {
   absl::Time refused_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // After a transient failure to connect that may have left a connection on the
   // shard (its Session failed, or Connect ran out of time), no new Connect before
-  // connect_after:
-  // each one costs the shard a connection it keeps, unwatched, for its grace
-  // (ucx_session_grace_ms), and calls come far faster than that. The wait doubles
-  // from 50 ms to 1 s, counted from the start of the failed try, and resets once
-  // connected.
+  // connect_after: each one costs the shard a connection it keeps, unwatched, for
+  // its grace (ucx_session_grace_ms), and calls come far faster than that. The wait
+  // doubles from 50 ms to 1 s, counted from the start of the failed try, and resets
+  // once connected.
   absl::Time connect_after ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   absl::Duration connect_backoff ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
   // Keeps the shard's side of the connection (null for shards without sessions),

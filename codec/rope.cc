@@ -110,10 +110,9 @@ absl::StatusOr<std::vector<float>> RopeCosSinTable(uint32_t tokens, uint32_t hea
 
 absl::Status RotateKeysBf16(uint16_t* keys, uint32_t tokens, uint32_t heads, uint32_t head_dim,
                             const RopeParams& rope, int64_t pos_first, int64_t pos_step) {
-  if (auto s = CheckArgs(tokens, head_dim, rope, pos_first, pos_step); !s.ok()) return s;
-  const std::vector<float> cs = Table(tokens, head_dim, rope, pos_first, pos_step);
-  if (auto s = CheckTable(cs); !s.ok()) return s;
-  return Rotate(keys, tokens, heads, head_dim, rope.pairing, cs) ? absl::OkStatus() : NonFiniteKeys();
+  absl::StatusOr<std::vector<float>> cs = RopeCosSinTable(tokens, head_dim, rope, pos_first, pos_step);
+  if (!cs.ok()) return cs.status();
+  return Rotate(keys, tokens, heads, head_dim, rope.pairing, *cs) ? absl::OkStatus() : NonFiniteKeys();
 }
 
 absl::Status RotateAllKeys(const KvMutableView& kv, const RopeParams& rope, int64_t pos_first,
@@ -125,15 +124,13 @@ absl::Status RotateAllKeys(const KvMutableView& kv, const RopeParams& rope, int6
   if (kv.size != kv.shape.RawBytes()) {
     return absl::InvalidArgumentError("rope: buffer size does not match the shape");
   }
-  if (auto s = CheckArgs(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step); !s.ok()) {
-    return s;
-  }
-  const std::vector<float> cs = Table(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step);
-  if (auto s = CheckTable(cs); !s.ok()) return s;
+  absl::StatusOr<std::vector<float>> cs =
+      RopeCosSinTable(kv.shape.tokens, kv.shape.head_dim, rope, pos_first, pos_step);
+  if (!cs.ok()) return cs.status();
   bool finite = true;
   for (uint32_t l = 0; l < kv.shape.layers; ++l) {
     finite &= Rotate(reinterpret_cast<uint16_t*>(kv.Segment(2 * l)), kv.shape.tokens, kv.shape.kv_heads,
-                     kv.shape.head_dim, rope.pairing, cs);
+                     kv.shape.head_dim, rope.pairing, *cs);
   }
   return finite ? absl::OkStatus() : NonFiniteKeys();
 }

@@ -106,6 +106,13 @@ uint64_t ModelSpec::RawBlockBytes() const {
   return uint64_t{layers} * 2 * block_tokens * kv_heads * head_dim * DTypeBytes(dtype);
 }
 
+std::string ModelSpec::CompactText() const {
+  return absl::StrCat("model=", model, ",layers=", layers, ",kv_heads=", kv_heads, ",head_dim=", head_dim,
+                      ",dtype=", DTypeName(dtype), ",rope_base=", absl::StrFormat("%.17g", rope_base),
+                      ",rope_pairing=", RopePairingName(rope_pairing), ",tp_rank=", tp_rank, ",tp_world=", tp_world,
+                      ",block_tokens=", block_tokens);
+}
+
 absl::StatusOr<ModelSpec> ModelSpec::Parse(absl::string_view text) {
   ModelSpec spec;
   std::vector<absl::string_view> seen;

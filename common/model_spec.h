@@ -52,6 +52,9 @@ struct ModelSpec {
   //    rope_pairing=neox,tp_rank=0,tp_world=1,block_tokens=256"
   // Missing fields keep their defaults; the result is validated.
   static absl::StatusOr<ModelSpec> Parse(absl::string_view text);
+  // The compact form of every field, which Parse reads back to this very spec
+  // (rope_base to the bit). Call only on a valid spec.
+  std::string CompactText() const;
 };
 
 }  // namespace kvhub

@@ -16,6 +16,19 @@ TEST(ModelSpecTest, ParseAndCanonical) {
   EXPECT_EQ(spec->RawBlockBytes(), 32ull * 2 * 256 * 8 * 128 * 2);
 }
 
+TEST(ModelSpecTest, CompactTextParsesBackToTheSameSpec) {
+  for (const char* text : {"model=llama3-8b,layers=32,kv_heads=8,head_dim=128,rope_base=500000",
+                           "model=m,layers=3,kv_heads=1,head_dim=8,dtype=fp16,rope_base=500000.123456789,"
+                           "rope_pairing=interleaved,tp_rank=1,tp_world=4,block_tokens=512",
+                           "model=tiny,layers=1,kv_heads=1,head_dim=2,rope_base=1e-300"}) {
+    auto spec = ModelSpec::Parse(text);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto again = ModelSpec::Parse(spec->CompactText());
+    ASSERT_TRUE(again.ok()) << again.status() << " " << spec->CompactText();
+    EXPECT_EQ(again->CanonicalText(), spec->CanonicalText()) << spec->CompactText();
+  }
+}
+
 TEST(ModelSpecTest, RejectsBadFields) {
   for (const char* bad : {"layers=32,kv_heads=8,head_dim=128",  // no model
                           "model=a|b,layers=1,kv_heads=1,head_dim=1",

@@ -29,7 +29,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/fork_guard.h"
@@ -107,14 +106,6 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   decltype(f()) r = run();
   PyEval_RestoreThread(saved);
   return r;
-}
-
-// The compact form ModelSpec::Parse reads back to the same spec (rope_base to the bit).
-std::string CompactText(const ModelSpec& s) {
-  return absl::StrCat("model=", s.model, ",layers=", s.layers, ",kv_heads=", s.kv_heads, ",head_dim=", s.head_dim,
-                      ",dtype=", DTypeName(s.dtype), ",rope_base=", absl::StrFormat("%.17g", s.rope_base),
-                      ",rope_pairing=", RopePairingName(s.rope_pairing), ",tp_rank=", s.tp_rank,
-                      ",tp_world=", s.tp_world, ",block_tokens=", s.block_tokens);
 }
 
 // threading.main_thread().ident, set when the module loads.
@@ -677,7 +668,7 @@ PYBIND11_MODULE(_native, m) {
            "rope_base=500000,block_tokens=256'.")
       .def_property_readonly("block_tokens", [](const ModelSpec& s) { return s.block_tokens; })
       .def_property_readonly("fingerprint", [](const ModelSpec& s) { return s.Fingerprint().Hex(); })
-      .def_property_readonly("compact", &CompactText, "The compact form; ModelSpec(spec.compact) is the same spec.")
+      .def_property_readonly("compact", &ModelSpec::CompactText, "The compact form; ModelSpec(spec.compact) is the same spec.")
       .def("__repr__",
            [](const ModelSpec& s) { return absl::StrCat("ModelSpec(fingerprint=", s.Fingerprint().Hex(), ")"); })
       // An operator: against anything but a ModelSpec it is NotImplemented (so False), not a TypeError.
@@ -685,7 +676,7 @@ PYBIND11_MODULE(_native, m) {
            py::is_operator())
       .def("__hash__", [](const ModelSpec& s) { return static_cast<size_t>(s.Fingerprint().lo); })
       // Pickled as its compact form: a spec crosses to spawn/forkserver workers.
-      .def(py::pickle([](const ModelSpec& s) { return py::make_tuple(CompactText(s)); },
+      .def(py::pickle([](const ModelSpec& s) { return py::make_tuple(s.CompactText()); },
                       [](const py::tuple& t) {
                         if (t.size() != 1) throw Error(absl::InvalidArgumentError("ModelSpec: bad pickle state"));
                         return Check(ModelSpec::Parse(t[0].cast<std::string>()));

@@ -47,17 +47,17 @@ def _int(spec, name, lo, hi):
     return v
 
 
-def check_spec(spec: dict) -> None:
-    """ValueError naming the first field ModelSpec::Validate would refuse."""
+def check_spec(spec: dict) -> dict:
+    """ValueError naming the first field ModelSpec::Validate would refuse; else the
+    spec with its integer fields as Python ints (numpy integers are accepted)."""
     model = spec["model"]
     if not isinstance(model, str) or not model or len(model.encode("utf-8")) > 256:
         raise ValueError("model spec: model must be a non-empty str of at most 256 UTF-8 bytes")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "|=," for c in model):
         raise ValueError("model spec: model name may not contain whitespace, control bytes, '|', '=' or ','")
-    for name, hi in (("layers", 1024), ("kv_heads", 1024), ("head_dim", 1024), ("tp_world", 1024),
-                     ("block_tokens", 65536)):
-        _int(spec, name, 1, hi)
-    _int(spec, "tp_rank", 0, spec["tp_world"] - 1)
+    ints = {name: _int(spec, name, 1, hi) for name, hi in (("layers", 1024), ("kv_heads", 1024), ("head_dim", 1024),
+                                                           ("tp_world", 1024), ("block_tokens", 65536))}
+    ints["tp_rank"] = _int(spec, "tp_rank", 0, ints["tp_world"] - 1)
     rb = spec["rope_base"]
     if isinstance(rb, bool) or not isinstance(rb, numbers.Real) or not math.isfinite(rb) or rb <= 0:
         raise ValueError(f"model spec: rope_base={rb!r} must be a finite number > 0")
@@ -65,6 +65,7 @@ def check_spec(spec: dict) -> None:
         raise ValueError(f"model spec: dtype={spec['dtype']!r} must be bf16, fp16 or fp32")
     if spec["rope_pairing"] not in ("neox", "interleaved"):
         raise ValueError(f"model spec: rope_pairing={spec['rope_pairing']!r} must be neox or interleaved")
+    return {**spec, **ints}
 
 
 def check_namespace(ns: str) -> None:
@@ -80,9 +81,7 @@ def check_namespace(ns: str) -> None:
 def canonical_spec_text(spec: dict) -> str:
     """spec keys: model, layers, kv_heads, head_dim, dtype, rope_base (float),
     rope_pairing, tp_rank, tp_world, block_tokens."""
-    check_spec(spec)
-    spec = dict(spec, **{k: operator.index(spec[k]) for k in ("layers", "kv_heads", "head_dim", "tp_rank",
-                                                               "tp_world", "block_tokens")})
+    spec = check_spec(spec)
     rope_bits = struct.unpack("<Q", struct.pack("<d", float(spec["rope_base"])))[0]
     return ("kvhub.spec.v1|model={model}|layers={layers}|kv_heads={kv_heads}|head_dim={head_dim}"
             "|dtype={dtype}|rope_base={rb:016x}|rope_pairing={rope_pairing}|tp_rank={tp_rank}"
