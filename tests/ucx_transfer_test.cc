@@ -609,6 +609,43 @@ TEST_P(UcxMappedCopyTest, GetsAreByteExactAndHashedAsTheyLand) {
   EXPECT_EQ(server_->Stats().wakeups, wakeups_before) << "one-sided gets never wake the serving worker";
 }
 
+// The region table comes from the shard; the mapping from the key's segments. A
+// table that claims more than the segments hold (a hostile or confused shard) is
+// refused at Connect: checked against it alone, a copy would run past the mapping.
+TEST_P(UcxMappedCopyTest, ARegionTableClaimingMoreThanTheSegmentIsRefused) {
+  auto conn = server_->Accept(client_->address());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  std::vector<RemoteRegionInfo> regions = server_->ServedRegions();
+  ASSERT_EQ(regions.size(), 1u);
+  for (const uint64_t claimed : {uint64_t{1} << 30, ~uint64_t{0} - regions[0].base}) {
+    std::vector<RemoteRegionInfo> forged = regions;
+    forged[0].size = claimed;
+    PeerInfo info{server_->address(), forged, *conn};
+    info.one_sided_shm = true;
+    auto peer = client_->Connect(info);
+    ASSERT_FALSE(peer.ok()) << "a region of " << claimed << " bytes was accepted";
+    EXPECT_EQ(peer.status().code(), absl::StatusCode::kDataLoss) << peer.status();
+    EXPECT_TRUE(absl::StrContains(peer.status().message(), "outside the shared-memory segments")) << peer.status();
+  }
+  // A base moved before the segment's start: refused too.
+  std::vector<RemoteRegionInfo> shifted = regions;
+  shifted[0].base -= 4096;
+  PeerInfo info{server_->address(), shifted, *conn};
+  info.one_sided_shm = true;
+  EXPECT_EQ(client_->Connect(info).status().code(), absl::StatusCode::kDataLoss);
+  // The true table still connects, and copies the last byte of the region.
+  PeerInfo good{server_->address(), regions, *conn};
+  good.one_sided_shm = true;
+  auto peer = client_->Connect(good);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  uint8_t last = 0;
+  Transfer t{TransferKind::kGet, UcxPath::kAuto, 0, kRegionBytes - 1, 1, &last};
+  absl::Status st;
+  ASSERT_TRUE(client_->Execute(*peer, {&t, 1}, {&st, 1}).ok());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(last, served()[kRegionBytes - 1]);
+}
+
 TEST_P(UcxMappedCopyTest, DisconnectWaitsForCopiesInFlightAndLaterGetsFailCleanly) {
   // Readers copy 1 MiB blocks in a loop while the peer is dropped and
   // reconnected under them: every get is byte-exact or fails with UNAVAILABLE

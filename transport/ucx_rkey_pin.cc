@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstdint>
@@ -66,7 +67,10 @@ uint64_t Load64(const std::string& s, size_t at) {
 }  // namespace
 
 PinnedRkey::PinnedRkey(PinnedRkey&& other) noexcept
-    : packed_(std::move(other.packed_)), fds_(std::move(other.fds_)), attached_(std::move(other.attached_)) {
+    : packed_(std::move(other.packed_)),
+      fds_(std::move(other.fds_)),
+      attached_(std::move(other.attached_)),
+      segments_(std::move(other.segments_)) {
   other.fds_.clear();
   other.attached_.clear();
 }
@@ -77,6 +81,7 @@ PinnedRkey& PinnedRkey::operator=(PinnedRkey&& other) noexcept {
     packed_ = std::move(other.packed_);
     fds_ = std::move(other.fds_);
     attached_ = std::move(other.attached_);
+    segments_ = std::move(other.segments_);
     other.fds_.clear();
     other.attached_.clear();
   }
@@ -84,6 +89,12 @@ PinnedRkey& PinnedRkey::operator=(PinnedRkey&& other) noexcept {
 }
 
 PinnedRkey::~PinnedRkey() { Release(); }
+
+bool PinnedRkey::Covers(uint64_t base, uint64_t size) const {
+  return std::any_of(segments_.begin(), segments_.end(), [&](const Segment& s) {
+    return base >= s.address && base - s.address <= s.length && size <= s.length - (base - s.address);
+  });
+}
 
 void PinnedRkey::Release() {
   for (int fd : fds_) close(fd);
@@ -120,6 +131,8 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
   for (const auto& [at, n] : spans) {
     if (scope.posix && (n == kPosixPart || n == kPosixPartWithNs)) {
       const uint64_t seg_id = Load64(key, at);
+      const uint64_t length = Load64(key, at + 16);
+      out.segments_.push_back({Load64(key, at + 8), length});
       // Named files (UCX_POSIX_USE_PROC_LINK=n) are left alone: they outlive a
       // killed maker (one that frees its memory unlinks them, which is not covered).
       if ((seg_id & kSegProcfs) == 0) continue;
@@ -127,7 +140,6 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
       if (marked != (n == kPosixPartWithNs) || own_ns == 0 || marked == own_ns_initial) continue;
       const uint64_t pid = seg_id & kMmidMask;
       const uint64_t peer_fd = (seg_id >> kMmidBits) & kMmidMask;
-      const uint64_t length = Load64(key, at + 16);
       const std::string path = absl::StrCat("/proc/", pid, "/fd/", peer_fd);
       // The path comes from the peer: never block on it or take it as a terminal.
       const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -162,6 +174,16 @@ absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope) {
                                   err == EINVAL || err == EIDRM);
       }
       out.attached_.push_back(p);
+      // UCX attaches the whole segment: its size bounds the copies.
+      struct shmid_ds ds {};
+      if (shmctl(shmid, IPC_STAT, &ds) != 0) {
+        const int err = errno;
+        return SegmentUnavailable(absl::StrCat("the size of the peer's sysv shared-memory segment ", shmid), "read",
+                                  err, err == EINVAL || err == EIDRM);
+      }
+      uint64_t address;
+      std::memcpy(&address, key.data() + at + sizeof shmid, sizeof address);
+      out.segments_.push_back({address, static_cast<uint64_t>(ds.shm_segsz)});
     }
   }
   return out;

@@ -38,6 +38,7 @@
 // segments during the unpack and needs nothing of the result after it.
 // Thread safety: PinRkey may run on any thread; a result is not shared.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,22 @@ class PinnedRkey {
   size_t posix_segments() const { return fds_.size(); }
   size_t sysv_segments() const { return attached_.size(); }
 
+  // A shared-memory segment the key names, in the peer's addresses: unpacking
+  // the key maps [address, address + length) here, and a one-sided copy through
+  // it (ucp_rkey_ptr, RMA over a posix or sysv lane) is checked against nothing
+  // else, so the caller must keep every range it copies inside one.
+  struct Segment {
+    uint64_t address = 0;
+    uint64_t length = 0;
+  };
+  // The segments of the key's shared-memory parts in scope (posix: the length the
+  // key states, which the pinned file holds; sysv: the segment's size). Empty when
+  // the key names none or was not read (another UCX version, a layout that does
+  // not parse): then nothing bounds a copy through it.
+  const std::vector<Segment>& segments() const { return segments_; }
+  // True when [base, base + size) lies inside one of segments().
+  bool Covers(uint64_t base, uint64_t size) const;
+
  private:
   friend absl::StatusOr<PinnedRkey> PinRkey(absl::string_view packed, PinScope scope);
   void Release();
@@ -77,6 +94,7 @@ class PinnedRkey {
   std::string packed_;
   std::vector<int> fds_;         // posix segments, opened through the peer's /proc
   std::vector<void*> attached_;  // sysv segments, shmat'ed here
+  std::vector<Segment> segments_;
 };
 
 // `packed`: a ucp_rkey_pack result from the peer. UNAVAILABLE, saying what

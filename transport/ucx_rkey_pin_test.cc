@@ -146,6 +146,46 @@ TEST_F(PinRkeyTest, HoldsASysvSegmentUntilReleased) {
   EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
 }
 
+// What a key's shared-memory parts map here bounds every one-sided copy through
+// it: the posix part's stated length (which the pinned file holds), the sysv
+// segment's own size.
+TEST_F(PinRkeyTest, ReportsTheSegmentsThatBoundCopies) {
+  constexpr uint64_t kAt = 0x7f0000000000ull;
+  const int seg = memfd_create("kvhub-pin-bounds", MFD_CLOEXEC);
+  ASSERT_GE(seg, 0);
+  ASSERT_EQ(ftruncate(seg, 4096), 0);
+  auto posix = PinRkey(Key({"", PosixPart(getpid(), seg), ""}), kHere);
+  close(seg);
+  ASSERT_TRUE(posix.ok()) << posix.status();
+  ASSERT_EQ(posix->segments().size(), 1u);
+  EXPECT_EQ(posix->segments()[0].address, kAt);
+  EXPECT_EQ(posix->segments()[0].length, 4096u);
+  EXPECT_TRUE(posix->Covers(kAt, 4096));
+  EXPECT_TRUE(posix->Covers(kAt + 4000, 96));
+  EXPECT_FALSE(posix->Covers(kAt, 4097));
+  EXPECT_FALSE(posix->Covers(kAt + 4000, 97));
+  EXPECT_FALSE(posix->Covers(kAt - 1, 2));
+  EXPECT_FALSE(posix->Covers(kAt + 1, ~uint64_t{0})) << "an end that wraps around";
+  EXPECT_FALSE(posix->Covers(kAt + 8192, 1));
+
+  const int id = shmget(IPC_PRIVATE, 3 * 4096, IPC_CREAT | 0600);
+  ASSERT_GE(id, 0);
+  auto sysv = PinRkey(Key({"", SysvPart(id), ""}), kHere);
+  ASSERT_EQ(shmctl(id, IPC_RMID, nullptr), 0);
+  ASSERT_TRUE(sysv.ok()) << sysv.status();
+  ASSERT_EQ(sysv->segments().size(), 1u);
+  EXPECT_EQ(sysv->segments()[0].address, kAt);
+  EXPECT_EQ(sysv->segments()[0].length, 3u * 4096);
+  EXPECT_TRUE(sysv->Covers(kAt, 3 * 4096));
+  EXPECT_FALSE(sysv->Covers(kAt, 3 * 4096 + 1));
+
+  // A key not read here bounds nothing: the caller must not rely on it.
+  auto unread = PinRkey(Key({"", PosixPart(getpid(), 3), ""}), PinScope{});
+  ASSERT_TRUE(unread.ok());
+  EXPECT_TRUE(unread->segments().empty());
+  EXPECT_FALSE(unread->Covers(kAt, 1));
+}
+
 // The pid and descriptor in a key come from the peer: what they name must be a
 // segment of the key's length, or the key is refused.
 TEST_F(PinRkeyTest, RefusesWhatIsNotASegmentOfTheKeysLength) {

@@ -1358,12 +1358,23 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     const PinScope pin_scope{.posix = info.same_namespaces || has_lane("posix"),
                              .sysv = info.same_namespaces || has_lane("sysv")};
     std::vector<ucp_rkey_h> rkeys;
-    for (const RemoteRegionInfo& r : info.regions) {
+    // Per region: whether its key bounds it by the shared-memory segments it
+    // names (a copy through the mapping can then not run past them).
+    std::vector<bool> bounded;
+    for (size_t i = 0; i < info.regions.size(); ++i) {
+      const RemoteRegionInfo& r = info.regions[i];
       absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, pin_scope);
       ucp_rkey_h rk = nullptr;
       absl::Status failed;
       if (!pinned.ok()) {
         failed = absl::Status(pinned.status().code(), absl::StrCat("ucx connect: ", pinned.status().message()));
+      } else if (!pinned->segments().empty() && !pinned->Covers(r.base, r.size)) {
+        // One-sided copies over shared memory check ranges against the region
+        // table only: a table that claims more than the key's segments would let
+        // them run past the mapping into this process's other memory.
+        failed = absl::DataLossError(absl::StrCat("ucx connect: the peer's region ", i, " claims ", r.size,
+                                                  " bytes at ", absl::Hex(r.base),
+                                                  ", outside the shared-memory segments its key names"));
       } else if (const ucs_status_t st = ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk);
                  st != UCS_OK) {
         failed = UcsToStatus(st, "ucp_ep_rkey_unpack");
@@ -1375,6 +1386,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
         return;
       }
       rkeys.push_back(rk);
+      bounded.push_back(!pinned->segments().empty());
     }
     WithdrawMapped(peer->id);  // the old rkeys' mappings go with them
     for (ucp_rkey_h k : peer->rkeys) ucp_rkey_destroy(k);
@@ -1407,6 +1419,12 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       m->gets = map_gets;
       m->puts = map_puts;
       for (size_t i = 0; i < peer->rkeys.size(); ++i) {
+        if (!bounded[i]) {
+          KVHUB_LOG(debug, "ucx: peer {} region {}: its key's segments are not known here; transfers stay on the "
+                    "progress thread", peer->id, i);
+          m = nullptr;
+          break;
+        }
         void* local = nullptr;
         const ucs_status_t st = ucp_rkey_ptr(peer->rkeys[i], peer->regions[i].base, &local);
         if (st != UCS_OK || local == nullptr) {
