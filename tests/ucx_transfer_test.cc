@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -114,6 +115,45 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   AcceptedConn conn_;  // the server's connection to client_
   PeerId peer_ = 0;
 };
+
+// Connect to a connected address replaces the peer's region keys while other
+// threads' transfers are in flight on the old ones: those finish on the keys
+// they started with (destroyed by the last of them), and every byte is exact.
+TEST_P(UcxTransferTest, ReconnectingUnderTransfersInFlightLosesNoByte) {
+  constexpr int kThreads = 3;
+  constexpr uint64_t kBlock = 1 << 20;
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> dst(kBlock);
+      for (uint64_t i = 0; !stop.load(); ++i) {
+        const uint32_t region = static_cast<uint32_t>((t + i) % 2);
+        const uint64_t off = ((t * 5 + i) % 8) * kBlock;
+        Transfer tr{TransferKind::kGet, UcxPath::kAuto, region, off, kBlock, dst.data()};
+        absl::Status st;
+        if (client_->Execute(peer_, {&tr, 1}, {&st, 1}).ok() && st.ok() &&
+            std::memcmp(dst.data(), regions_[region].data() + off, kBlock) == 0) {
+          ok.fetch_add(1);
+        } else {
+          ADD_FAILURE() << "get " << region << "+" << off << ": " << st;
+          bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (int round = 0; round < 30; ++round) {
+    absl::SleepFor(absl::Milliseconds(2));
+    auto again = client_->Connect({server_->address(), server_->ServedRegions(), conn_});
+    ASSERT_TRUE(again.ok()) << again.status();
+    ASSERT_EQ(*again, peer_) << "a healthy peer is reconnected in place";
+  }
+  stop.store(true);
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+}
 
 TEST_P(UcxTransferTest, CallsCarryRequestsAndAnswers) {
   std::mt19937_64 rng(3);

@@ -136,6 +136,20 @@ struct Batch {
   bool aborted = false;  // progress thread only
 };
 
+// A peer's unpacked region keys (index = region id). RMA requests in flight
+// hold the set (Op::rkeys) as the peer does, and the last holder destroys the
+// keys: a reconnect that unpacks new ones, or a close that lets UCX finish its
+// requests (flush mode), never destroys a key UCX still uses. Progress thread only.
+struct RkeySet {
+  std::vector<ucp_rkey_h> keys;
+  RkeySet() = default;
+  RkeySet(const RkeySet&) = delete;
+  RkeySet& operator=(const RkeySet&) = delete;
+  ~RkeySet() {
+    for (ucp_rkey_h k : keys) ucp_rkey_destroy(k);
+  }
+};
+
 struct Op {
   Batch* batch = nullptr;
   size_t index = 0;
@@ -149,6 +163,7 @@ struct Op {
   absl::Status status;
   AmRequestHeader hdr{};
   std::shared_ptr<UcxMemory> local_mem;
+  std::shared_ptr<RkeySet> rkeys;  // RMA: the keys its UCX requests use
 };
 
 // A CallPeer in flight. Shared by the caller and the progress thread's table
@@ -186,7 +201,7 @@ struct UcxWorker::Impl {
     bool peer_mode = true;  // UCP_ERR_HANDLING_MODE_PEER (else NONE)
     AcceptedConn conn;      // the server's, for our request headers
     std::vector<RemoteRegionInfo> regions;
-    std::vector<ucp_rkey_h> rkeys;
+    std::shared_ptr<RkeySet> rkeys = std::make_shared<RkeySet>();
     std::string transports;
     UcxPath get_path = UcxPath::kAm;
     UcxPath put_path = UcxPath::kAm;
@@ -307,6 +322,7 @@ struct UcxWorker::Impl {
       if (st.code() == absl::StatusCode::kDeadlineExceeded) c.deadline_exceeded.fetch_add(1);
     }
     op->local_mem.reset();
+    op->rkeys.reset();  // UCX is done with them: every request of the op completed
     Batch* b = op->batch;
     b->results[op->index] = std::move(st);
     if (b->remaining.fetch_sub(1) == 1) b->done.Notify();  // `op` and `b` may be gone after this
@@ -469,7 +485,8 @@ struct UcxWorker::Impl {
     const bool force = wait == nullptr && peer->peer_mode;  // before `wait` is moved from
     CloseEp(peer->ep, force, std::move(wait));
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
-    for (ucp_rkey_h rk : peer->rkeys) ucp_rkey_destroy(rk);
+    // Destroyed now, or (a flush close) by the last RMA request UCX still finishes.
+    peer->rkeys.reset();
   }
 
   // Closes connection `id`'s endpoint: forced where UCX allows it, or in flush
@@ -976,13 +993,15 @@ struct UcxWorker::Impl {
 
     if (path == UcxPath::kRma) {
       const uint64_t remote = r.base + t.offset;
+      op->rkeys = peer->rkeys;
+      ucp_rkey_h rkey = op->rkeys->keys[t.region];
       void* req;
       if (t.kind == TransferKind::kGet) {
         op->events = 1;
-        req = ucp_get_nbx(peer->ep, t.local, t.size, remote, peer->rkeys[t.region], &p);
+        req = ucp_get_nbx(peer->ep, t.local, t.size, remote, rkey, &p);
       } else {
         op->events = 2;  // the put itself, then the flush that makes it remotely complete
-        req = ucp_put_nbx(peer->ep, t.local, t.size, remote, peer->rkeys[t.region], &p);
+        req = ucp_put_nbx(peer->ep, t.local, t.size, remote, rkey, &p);
       }
       ++op->ucx_inflight;
       if (!UCS_PTR_IS_PTR(req)) {
@@ -1164,7 +1183,15 @@ UcxWorker::~UcxWorker() {
   }
   // The worker goes first: completions UCX still reports while destroying it
   // reach a live Impl; the Impl then frees what never completed.
-  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (worker_ != nullptr) {
+    // Completions reach their Impl through the thread's Current(): set it on this
+    // thread too for the ones ucp_worker_destroy reports.
+    Impl*& current = Impl::Current();
+    Impl* const saved = current;
+    current = impl_.get();
+    ucp_worker_destroy(worker_);
+    current = saved;
+  }
   impl_.reset();
 }
 
@@ -1389,8 +1416,9 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       bounded.push_back(!pinned->segments().empty());
     }
     WithdrawMapped(peer->id);  // the old rkeys' mappings go with them
-    for (ucp_rkey_h k : peer->rkeys) ucp_rkey_destroy(k);
-    peer->rkeys = std::move(rkeys);
+    // The old keys go when the last RMA request in flight on them completes.
+    peer->rkeys = std::make_shared<RkeySet>();
+    peer->rkeys->keys = std::move(rkeys);
     peer->regions = info.regions;
     peer->conn = info.conn;
     peer->transports = transports;
@@ -1418,7 +1446,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       auto m = std::make_shared<MappedPeer>();
       m->gets = map_gets;
       m->puts = map_puts;
-      for (size_t i = 0; i < peer->rkeys.size(); ++i) {
+      for (size_t i = 0; i < peer->rkeys->keys.size(); ++i) {
         if (!bounded[i]) {
           KVHUB_LOG(debug, "ucx: peer {} region {}: its key's segments are not known here; transfers stay on the "
                     "progress thread", peer->id, i);
@@ -1426,7 +1454,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
           break;
         }
         void* local = nullptr;
-        const ucs_status_t st = ucp_rkey_ptr(peer->rkeys[i], peer->regions[i].base, &local);
+        const ucs_status_t st = ucp_rkey_ptr(peer->rkeys->keys[i], peer->regions[i].base, &local);
         if (st != UCS_OK || local == nullptr) {
           KVHUB_LOG(debug, "ucx: peer {} region {} is not mapped here ({}); transfers stay on the progress thread",
                     peer->id, i, ucs_status_string(st));
