@@ -378,6 +378,12 @@ TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   std::string text = m.RenderPrometheus(in);
   EXPECT_THAT(text, HasSubstr("\nkvhub_ucx_connections 3\n"));
   EXPECT_THAT(text, HasSubstr("\nkvhub_ucx_sessions 2\n"));
+  EXPECT_EQ(text.find("kvhub_ucx_accepting"), std::string::npos) << "UCX off by design: no gauge";
+  in.ucx_accepting = false;
+  EXPECT_THAT(m.RenderPrometheus(in), HasSubstr("\nkvhub_ucx_accepting 0\n"));
+  in.ucx_accepting = true;
+  EXPECT_THAT(m.RenderPrometheus(in), HasSubstr("\nkvhub_ucx_accepting 1\n"));
+  in.ucx_accepting.reset();
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"a\",model=\"m1\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"b\",model=\"other\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"other\",model=\"m1\"} 1024"));

@@ -336,6 +336,12 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"get\"} ", in.ucx_get_bytes, "\n");
   absl::StrAppend(&out, "kvhub_transport_bytes_total{transport=\"ucx\",direction=\"put\"} ", in.ucx_put_bytes, "\n");
 
+  if (in.ucx_accepting.has_value()) {
+    Header(&out, "kvhub_ucx_accepting", "gauge",
+           "1 when a client's UCX Connect can succeed; 0 when UCX is enabled but refused (it failed to start, or "
+           "its address vetter is gone): clients then use gRPC until kvhubd restarts");
+    absl::StrAppend(&out, "kvhub_ucx_accepting ", *in.ucx_accepting ? 1 : 0, "\n");
+  }
   Header(&out, "kvhub_ucx_connections", "gauge", "UCX connections (Connect) this shard holds now");
   absl::StrAppend(&out, "kvhub_ucx_connections ", in.ucx_connections, "\n");
   Header(&out, "kvhub_ucx_sessions", "gauge",

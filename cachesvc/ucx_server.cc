@@ -123,6 +123,7 @@ absl::StatusOr<UcxServer::AddressVetterPtr> UcxServer::StartAddressVetter(const 
 
 std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, AddressVetterPtr vetter) {
   std::unique_ptr<UcxServer> s(new UcxServer());
+  s->enabled_ = config.ucx_enabled;
   if (!config.ucx_enabled) {
     s->status_text_ = "ucx disabled on this shard (ucx_enabled=false)";
     KVHUB_LOG(info, "ucx: off: {}; gRPC only", s->status_text_);
@@ -524,6 +525,15 @@ uint64_t UcxServer::worker_resets() const {
   if (state_ != nullptr) return state_->resets.load(std::memory_order_relaxed);
 #endif
   return 0;
+}
+
+std::optional<bool> UcxServer::accepting() const {
+  if (!enabled_) return std::nullopt;
+#ifdef KVHUB_HAVE_UCX
+  return serving() && (state_->vetter == nullptr || state_->vetter->vetter->alive());
+#else
+  return std::nullopt;
+#endif
 }
 
 uint64_t UcxServer::refused_addresses() const {

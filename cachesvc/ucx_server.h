@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -115,6 +116,12 @@ class UcxServer {
   UcxServer& operator=(const UcxServer&) = delete;
 
   bool serving() const;
+  // Whether a client's Connect can succeed now: nullopt when UCX is off by
+  // design (ucx_enabled=false, or kvhubd built without UCX); false when it is
+  // enabled but cannot serve (failed to start, stopped, or the address vetter is
+  // gone: every Connect is refused and clients use gRPC until a restart); true
+  // otherwise. The gauge kvhub_ucx_accepting and its alert show it. Never waits.
+  std::optional<bool> accepting() const;
   // "serving via tcp ..." or the reason UCX is off.
   const std::string& status_text() const { return status_text_; }
 
@@ -171,6 +178,7 @@ class UcxServer {
   void ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf);
   std::unique_ptr<State> state_;
   std::string status_text_;
+  bool enabled_ = false;  // ucx_enabled
 };
 
 }  // namespace kvhub::cachesvc

@@ -369,6 +369,7 @@ TEST(UcxClientTest, ActiveMessageReadsEndTheirLeasesWithoutARelease) {
     EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Get\""), std::string::npos);
     EXPECT_EQ(metrics->body.find("kvhub_rpc_requests_total{method=\"Release\""), std::string::npos)
         << "the client called Release";
+    EXPECT_TRUE(absl::StrContains(metrics->body, "\nkvhub_ucx_accepting 1\n")) << "UCX serves and its vetter lives";
   }
 }
 

@@ -199,6 +199,7 @@ void UcxAddressVetter::StopLocked() {
   if (fd_ < 0) return;
   close(fd_);
   fd_ = -1;
+  gone_flag_.store(true, std::memory_order_release);
   kill(pid_, SIGKILL);
   int status = 0;
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {

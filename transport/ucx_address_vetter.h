@@ -95,6 +95,10 @@ class UcxAddressVetter {
 
   // Never waits for a probe (metrics scrapes call it).
   Stats stats() const;
+  // False once Vet has found the vetting process gone (it answers
+  // FAILED_PRECONDITION from then on, until the caller restarts). A process that
+  // died is noticed by the next Vet that needs a probe, not before. Never waits.
+  bool alive() const { return !gone_flag_.load(std::memory_order_acquire); }
   // The vetting process (tests kill it to check the FAILED_PRECONDITION path).
   pid_t vetting_pid() const { return pid_; }
 
@@ -116,6 +120,7 @@ class UcxAddressVetter {
   std::deque<std::string> passed_order_ ABSL_GUARDED_BY(cache_mu_);
   std::atomic<int> callers_{0};  // calls in Vet past the cache
   std::atomic<uint64_t> probes_{0}, remembered_hits_{0}, refused_{0}, unreachable_{0};
+  std::atomic<bool> gone_flag_{false};  // fd_ < 0, readable without mu_
 };
 
 }  // namespace kvhub::transport

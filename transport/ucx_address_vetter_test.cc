@@ -166,10 +166,12 @@ TEST_F(UcxAddressVetterTest, AProbeThatHangsIsKilledAtItsTimeoutAndTheAddressRef
 }
 
 TEST_F(UcxAddressVetterTest, AVettingProcessThatDiedGivesFailedPreconditionNotAVerdict) {
+  EXPECT_TRUE(doomed_->alive());
   ASSERT_EQ(kill(doomed_->vetting_pid(), SIGKILL), 0);
   absl::Status s = doomed_->Vet(client_->address());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("vetter is gone"));
+  EXPECT_FALSE(doomed_->alive()) << "metrics say UCX Connects are refused";
   EXPECT_EQ(doomed_->Vet(client_->address()).code(), absl::StatusCode::kFailedPrecondition);
 }
 
