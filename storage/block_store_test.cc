@@ -11,6 +11,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -162,6 +163,29 @@ TEST_F(BlockStoreTest, WrongChecksumIsRefusedAndNothingVisible) {
   // The key is free again: a correct put succeeds.
   EXPECT_TRUE(PutBlock(2, 3000).ok());
   ExpectBytes(2, 3000);
+}
+
+// A chunk keeps the bytes of its last occupant. A reservation must not expose
+// them: neither to a reader (Commit without writing everything), nor through the
+// DATA_LOSS message (which used to echo the hash of what the chunk held), nor as
+// an oracle (reserve with the hash of a guessed block, commit without writing).
+TEST_F(BlockStoreTest, AReservationNeverShowsItsChunksLastOccupant) {
+  const std::vector<uint8_t> secret = Bytes(7, 5000);
+  ASSERT_TRUE(store_->Put("tenant-a", Key(7), secret, Sum(secret)).ok());
+  ASSERT_TRUE(store_->Delete("tenant-a", Key(7)).ok());  // its chunk is free, its bytes still there
+  auto probe = store_->Reserve("tenant-b", Key(8), secret.size(), Sum(secret));
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  const std::vector<uint8_t> zeros(secret.size(), 0);
+  EXPECT_EQ(std::memcmp(probe->data, zeros.data(), zeros.size()), 0) << "the reservation shows old bytes";
+  const absl::Status guessed = store_->Commit(probe->id);  // nothing written
+  EXPECT_EQ(guessed.code(), absl::StatusCode::kDataLoss) << "a guessed block confirmed";
+  auto again = store_->Reserve("tenant-b", Key(8), secret.size(), 12345);
+  ASSERT_TRUE(again.ok()) << again.status();
+  const absl::Status refused = store_->Commit(again->id);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(absl::StrContains(refused.message(), absl::StrCat(Sum(zeros)))) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "12345")) << "says what was expected: " << refused;
+  EXPECT_FALSE(Present(8, "tenant-b"));
 }
 
 TEST_F(BlockStoreTest, AbortDropsReservation) {

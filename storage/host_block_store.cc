@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/copy.h"
@@ -311,7 +312,16 @@ uint32_t HostBlockStore::ReservationSlot(uint64_t id) const {
 absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const BlockKey& key,
                                                     uint64_t size, uint64_t checksum,
                                                     const PutOptions& options) {
-  return ReserveImpl(ns, key, size, checksum, options, /*held=*/false);
+  // A chunk keeps the bytes of its last occupant, maybe another tenant's: the
+  // writer may leave some unwritten (and RMA writes are invisible here), and
+  // Commit would then verify, and make readable, bytes that were not the writer's.
+  // So the reservation is zeroed, outside the lock, under a transfer hold that
+  // keeps expiry and Abort away from it meanwhile. (Put writes every byte itself.)
+  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, size, checksum, options, /*held=*/true);
+  if (!r.ok()) return r;
+  std::memset(r->data, 0, size);
+  EndTransfer(TransferAccess::kWrite, static_cast<uint32_t>(r->id));
+  return r;
 }
 
 absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, const BlockKey& key,
@@ -440,8 +450,10 @@ absl::Status HostBlockStore::CommitImpl(uint64_t reservation_id, bool held) {
   if (got != want) {
     DropReservation(s);
     ++stats_.checksum_failures;
-    return absl::DataLossError(absl::StrCat("block checksum mismatch: expected ", want, ", got ",
-                                            got, "; reservation dropped"));
+    // The hash of what the chunk holds stays here: it may cover bytes the writer
+    // did not write.
+    return absl::DataLossError(absl::StrCat("block checksum mismatch: the bytes written do not hash to the ",
+                                            "checksum given at reservation (", want, "); reservation dropped"));
   }
   const uint64_t tag = index_.ns_tag(s);
   uint32_t parent = kNoSlot;

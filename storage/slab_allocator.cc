@@ -1,6 +1,6 @@
 #include "storage/slab_allocator.h"
 
-#include <cstring>
+#include <algorithm>
 
 namespace kvhub::storage {
 
@@ -9,23 +9,14 @@ void SlabAllocator::Init(const SizeClasses* classes, std::vector<uint8_t*> slab_
   slab_bytes_ = classes->slab_bytes();
   slab_base_ = std::move(slab_base);
   slabs_.assign(slab_base_.size(), Slab{});
+  max_chunks_ = 0;
+  for (uint32_t c = 0; c < classes->count(); ++c) max_chunks_ = std::max(max_chunks_, classes->chunks_per_slab(c));
+  next_free_.assign(slabs_.size() * uint64_t{max_chunks_}, kEnd);
   links_.Init(static_cast<uint32_t>(slabs_.size()));
   free_slabs_.Clear();
   for (uint32_t i = 0; i < slabs_.size(); ++i) free_slabs_.PushTail(i);
   partial_.assign(classes->count(), SlotList(&links_));
   allocated_bytes_ = 0;
-}
-
-uint32_t SlabAllocator::NextFree(uint32_t slab, uint32_t chunk) const {
-  uint32_t next;
-  std::memcpy(&next, slab_base_[slab] + uint64_t{chunk} * classes_->size(slabs_[slab].cls),
-              sizeof(next));
-  return next;
-}
-
-void SlabAllocator::SetNextFree(uint32_t slab, uint32_t chunk, uint32_t next) {
-  std::memcpy(slab_base_[slab] + uint64_t{chunk} * classes_->size(slabs_[slab].cls), &next,
-              sizeof(next));
 }
 
 uint64_t SlabAllocator::Allocate(uint32_t cls) {
@@ -71,7 +62,7 @@ bool SlabAllocator::Free(uint64_t offset) {
     free_slabs_.PushHead(id);  // PopTail hands out long-free slabs first
     return true;
   }
-  SetNextFree(id, chunk, s.free_head);
+  NextFree(id, chunk) = s.free_head;
   s.free_head = chunk;
   if (was_full) partial_[s.cls].PushTail(id);
   return false;

@@ -5,10 +5,13 @@
 // the blocks of one class makes room for any other. Chunks are addressed by a
 // global byte offset over the concatenated slabs.
 //
-// Free chunks are linked through their own first 4 bytes (no side tables), per
-// slab, so a slab can leave its class in O(1). Allocation order: the class's
-// first partially-used slab, from its free list, else carving fresh chunks;
-// then a free slab. No heap allocation after Init.
+// Free chunks are linked per slab, so a slab can leave its class in O(1). The
+// links live in a side table (4 bytes per chunk of the smallest class), never in
+// the chunks: block memory is written by peers (one-sided puts, a late write into
+// a chunk freed under it), and a link read from there could hand out a chunk
+// outside the slab or one that is in use. Allocation order: the class's first
+// partially-used slab, from its free list, else carving fresh chunks; then a free
+// slab. No heap allocation after Init.
 //
 // Thread safety: none; the owner serializes calls.
 
@@ -55,13 +58,14 @@ class SlabAllocator {
     uint32_t capacity = 0;    // chunks per slab for cls
     uint32_t free_head = kEnd;  // chunk index, linked through chunk memory
   };
-  uint32_t NextFree(uint32_t slab, uint32_t chunk) const;
-  void SetNextFree(uint32_t slab, uint32_t chunk, uint32_t next);
+  uint32_t& NextFree(uint32_t slab, uint32_t chunk) { return next_free_[uint64_t{slab} * max_chunks_ + chunk]; }
 
   const SizeClasses* classes_ = nullptr;
   uint64_t slab_bytes_ = 0;
   std::vector<uint8_t*> slab_base_;
   std::vector<Slab> slabs_;
+  uint32_t max_chunks_ = 0;           // chunks per slab of the smallest class
+  std::vector<uint32_t> next_free_;   // [slab * max_chunks_ + chunk]: the free list's next chunk
   SlotLinks links_;                   // over slab ids
   SlotList free_slabs_{&links_};
   std::vector<SlotList> partial_;     // per class: slabs with a free or uncarved chunk

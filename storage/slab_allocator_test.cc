@@ -1,5 +1,6 @@
 #include "storage/slab_allocator.h"
 
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -106,6 +107,39 @@ TEST_F(SlabAllocatorTest, CarvesDistinctChunksAndReusesFreed) {
   uint64_t victim = *std::next(seen.begin(), 5);
   EXPECT_FALSE(alloc_.Free(victim));
   EXPECT_EQ(alloc_.Allocate(cls), victim);  // the freed chunk comes back
+}
+
+// Block memory is written by peers (one-sided puts), also after a chunk is freed:
+// what lies in a free chunk must not steer allocation. (With links in the chunks,
+// a freed chunk overwritten with 0x41 handed out chunk 0x41414141, far outside
+// the slab.)
+TEST_F(SlabAllocatorTest, BytesWrittenIntoFreeChunksDoNotSteerAllocation) {
+  const uint32_t cls = classes_.ClassFor(1000);
+  const uint64_t size = classes_.size(cls);
+  const uint32_t per = classes_.chunks_per_slab(cls);
+  std::vector<uint64_t> live;
+  for (uint32_t i = 0; i < per; ++i) live.push_back(alloc_.Allocate(cls));  // slab 0 full
+  std::set<uint64_t> freed;
+  for (uint32_t i = 1; i < per; i += 2) {
+    ASSERT_FALSE(alloc_.Free(live[i]));
+    freed.insert(live[i]);
+    // A late write lands in the freed chunk: every byte of it, links included.
+    std::memset(alloc_.Address(live[i]), 0x41, size);
+  }
+  std::set<uint64_t> got;
+  for (size_t i = 0; i < freed.size(); ++i) {
+    const uint64_t off = alloc_.Allocate(cls);
+    ASSERT_NE(off, SlabAllocator::kNoChunk);
+    EXPECT_TRUE(freed.contains(off)) << "chunk " << off << " was not free";
+    EXPECT_TRUE(got.insert(off).second) << "chunk " << off << " handed out twice";
+  }
+  EXPECT_EQ(got, freed);
+  // Then fresh chunks from the next slab, not a wild one.
+  const uint64_t next = alloc_.Allocate(cls);
+  ASSERT_NE(next, SlabAllocator::kNoChunk);
+  EXPECT_NE(alloc_.SlabOf(next), alloc_.SlabOf(live[0])) << "the first slab is full again";
+  EXPECT_LT(alloc_.SlabOf(next), kSlabs);
+  EXPECT_EQ((next % 65536) % size, 0u);
 }
 
 TEST_F(SlabAllocatorTest, EmptySlabChangesClass) {
