@@ -385,6 +385,19 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   }
   if (s.ok() && started.items_size() != static_cast<int>(items.size())) {
     s = CountMismatch("PutStart", shard.address(), started.items_size(), items.size());
+    // Whatever it reserved, nobody will commit: give it back now rather than hold
+    // the keys (a publisher of them gets ABORTED) until the reservation timeout.
+    v1::PutAbortRequest req;
+    for (const auto& r : started.items()) {
+      if (r.reservation_id() != 0) req.add_reservation_ids(r.reservation_id());
+    }
+    if (req.reservation_ids_size() > 0) {
+      v1::PutAbortResponse resp;
+      if (absl::Status a = shard.PutAbort(req, &resp); !a.ok()) {
+        KVHUB_LOG(debug, "kvhub client: aborting the reservations of a malformed PutStart reply from {}: {}",
+                  shard.address(), a.ToString());
+      }
+    }
   }
   if (!s.ok()) return fail_all(items, s);
 
@@ -414,8 +427,11 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     w.data = blocks[i].data;
     if (r.expires_in_ms() > 0) {
       w.expires = sent + absl::Milliseconds(r.expires_in_ms());
-    } else if (r.expires_unix_ms() > 0) {  // a shard from before expires_in_ms
-      w.expires = absl::FromUnixMillis(r.expires_unix_ms());
+    } else if (r.expires_unix_ms() > 0) {
+      // A shard from before expires_in_ms, or less than 1 ms left: its wall-clock
+      // time, moved onto the monotonic clock `expires` is read on (the hosts' wall
+      // clocks may differ; the checksum at commit still guards the bytes).
+      w.expires = sent + (absl::FromUnixMillis(r.expires_unix_ms()) - absl::Now());
     }
     w.incarnation = started.incarnation();
     writes.push_back(w);

@@ -159,6 +159,7 @@ class Client {
 
   // Placement: index (config order) of the member owning `key`, and its address.
   size_t OwnerOf(const BlockKey& key) const { return placement_.Owner(key); }
+  // `index` must be below member_count() (OwnerOf's results are).
   const std::string& MemberAddress(size_t index) const;
   size_t member_count() const { return shards_.size(); }
   const ClientConfig& config() const { return config_; }

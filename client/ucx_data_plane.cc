@@ -57,7 +57,18 @@ struct UcxDataPlane::Peer {
   bool am_gets ABSL_GUARDED_BY(mu) = false;  // gets resolve to active messages (the shard ends their leases)
   bool calls ABSL_GUARDED_BY(mu) = false;    // lease Gets and Releases go over UCX (ConnectResponse.calls)
   uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;  // ConnectResponse.incarnation of the connected process
-  std::string transport ABSL_GUARDED_BY(mu) = "not connected yet";
+  // How the shard is reached, for TransportStats: its own lock, never held long,
+  // so a stats call does not wait out a Connect in progress under `mu`.
+  mutable absl::Mutex transport_mu;
+  std::string transport ABSL_GUARDED_BY(transport_mu) = "not connected yet";
+  void SetTransport(std::string t) ABSL_LOCKS_EXCLUDED(transport_mu) {
+    absl::MutexLock l(&transport_mu);
+    transport = std::move(t);
+  }
+  std::string Transport() const ABSL_LOCKS_EXCLUDED(transport_mu) {
+    absl::MutexLock l(&transport_mu);
+    return transport;
+  }
   absl::Status last_error ABSL_GUARDED_BY(mu);  // why UCX is not used (kGrpc / transport=ucx failures)
   // kGrpc in auto mode: when to offer UCX again (ClientConfig::ucx_retry_interval).
   absl::Time retry_ucx_at ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
@@ -251,12 +262,12 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     // The shard ended the session (it stopped, or lost the gRPC connection): it
     // closes, or has closed, its side of the connection.
     DropConnection(p);
-    p->transport = "reconnecting (the UCX session ended)";
+    p->SetTransport("reconnecting (the UCX session ended)");
     KVHUB_LOG(warn, "kvhub client: the UCX session with shard {} ended; connecting again", p->address);
   }
   if (p->state == Peer::State::kUcx && p->worker != CurrentWorker()) {
     DropConnection(p);  // made on a worker that was replaced (CheckWorker)
-    p->transport = "reconnecting (this client's UCX worker was replaced)";
+    p->SetTransport("reconnecting (this client's UCX worker was replaced)");
   }
   bool retrying = false;
   if (p->state == Peer::State::kGrpc && Clock::Real()->Now() >= p->retry_ucx_at) {
@@ -287,14 +298,14 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     p->last_error = why;
     if (config_.transport == TransportMode::kAuto) {
       p->state = Peer::State::kGrpc;
-      p->transport = absl::StrCat("grpc (fallback: ", why.message(), ")");
+      p->SetTransport(absl::StrCat("grpc (fallback: ", why.message(), ")"));
       if (!by_design && !final && config_.ucx_retry_interval > absl::ZeroDuration()) {
         p->retry_ucx_at = Clock::Real()->Now() + config_.ucx_retry_interval;
       }
       spdlog::log(by_design || same || quiet ? spdlog::level::info : spdlog::level::warn,
                   "kvhub client: shard {} uses grpc: {}", p->address, std::string(why.message()));
     } else {
-      p->transport = absl::StrCat("none (transport=ucx: ", why.message(), ")");
+      p->SetTransport(absl::StrCat("none (transport=ucx: ", why.message(), ")"));
       // Only a refusal that stands (UCX off there, no common transport, its
       // connection limit, a token without '*') is held; a transient failure (the
       // shard restarting, its memory gone with it) is retried on the next call.
@@ -412,9 +423,9 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
   p->connect_backoff = absl::ZeroDuration();
-  p->transport = absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
-                              p->calls ? "; leases over ucx" : "", ")");
-  KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->transport);
+  p->SetTransport(absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
+                                 p->calls ? "; leases over ucx" : "", ")"));
+  KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->Transport());
 }
 
 bool UcxDataPlane::WantsAllPutsReserved(Shard& shard) {
@@ -546,15 +557,18 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
           : !fresh->refused.ok() ? fresh->refused
                                  : absl::UnavailableError(absl::StrCat(
                                        "shard ", shard.address(), " restarted and is now served over gRPC; retry"));
-      v1::ReleaseRequest release;  // best effort; unreleased leases end by expiry
-      for (const v1::GetResponse::Block& b : resp.blocks()) {
-        if (b.lease_id() != 0) release.add_lease_ids(b.lease_id());
-      }
-      v1::ReleaseResponse released;
-      if (release.lease_ids_size() > 0) (void)shard.Release(release, &released).ok();
     }
   }
   if (!s.ok()) {
+    // Leases the shard granted (a reply of the wrong length, a restarted shard)
+    // are read by nobody: release them rather than keep the blocks from eviction
+    // until they expire. Best effort: unreleased leases end by expiry.
+    v1::ReleaseRequest release;
+    for (const v1::GetResponse::Block& b : resp.blocks()) {
+      if (b.lease_id() != 0) release.add_lease_ids(b.lease_id());
+    }
+    v1::ReleaseResponse released;
+    if (release.lease_ids_size() > 0) (void)shard.Release(release, &released).ok();
     FailUnfinished(reads, s);
     if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
     return s;
@@ -733,7 +747,7 @@ void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) 
   absl::MutexLock l(&p->mu);
   if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
     DropConnection(p);  // reconnect on the next call
-    p->transport = absl::StrCat("reconnecting (", why, ")");
+    p->SetTransport(absl::StrCat("reconnecting (", why, ")"));
     KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} is gone ({}); reconnecting on next use", p->address,
               std::string(why));
   }
@@ -789,15 +803,17 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, s
 }
 
 std::vector<ShardTransportStats> UcxDataPlane::TransportStats() const {
+  std::vector<const Peer*> peers;
+  {
+    // Peers are never removed: their pointers outlive the lock.
+    absl::MutexLock l(&peers_mu_);
+    for (const auto& [shard, p] : peers_) peers.push_back(p.get());
+  }
   std::vector<ShardTransportStats> out;
-  absl::MutexLock l(&peers_mu_);
-  for (const auto& [shard, p] : peers_) {
+  for (const Peer* p : peers) {
     ShardTransportStats st;
     st.address = p->address;
-    {
-      absl::MutexLock pl(&p->mu);
-      st.transport = p->transport;
-    }
+    st.transport = p->Transport();
     st.ucx_get_bytes = p->ucx_get.load(std::memory_order_relaxed);
     st.ucx_put_bytes = p->ucx_put.load(std::memory_order_relaxed);
     st.grpc_get_bytes = p->grpc_get.load(std::memory_order_relaxed);

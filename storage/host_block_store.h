@@ -189,9 +189,13 @@ class HostBlockStore final : public BlockStore {
   // hold LeaseShare(quota) of max_leases: one tenant took every lease before.
   absl::flat_hash_map<uint64_t, uint32_t> ns_leases_ ABSL_GUARDED_BY(mu_);
   uint64_t LeaseShare(uint64_t quota) const {
-    const auto share = static_cast<uint64_t>(static_cast<double>(config_.max_leases) *
-                                             static_cast<double>(quota) / static_cast<double>(config_.capacity_bytes));
-    return std::max<uint64_t>(share, 1024);
+    // A quota beyond the capacity gets all of max_leases (and the product never
+    // reaches a double too large for uint64_t, whose conversion would be undefined).
+    const double share = static_cast<double>(config_.max_leases) * static_cast<double>(quota) /
+                         static_cast<double>(config_.capacity_bytes);
+    const uint64_t capped = share >= static_cast<double>(config_.max_leases) ? config_.max_leases
+                                                                             : static_cast<uint64_t>(share);
+    return std::max<uint64_t>(capped, 1024);
   }
   // Bytes reserved and stored per namespace tag (only with quotas_on_).
   absl::flat_hash_map<uint64_t, uint64_t> ns_bytes_ ABSL_GUARDED_BY(mu_);

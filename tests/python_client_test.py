@@ -361,7 +361,9 @@ class PythonClientTest(unittest.TestCase):
             return r, took
 
         # A client whose UCX connection is made while the shard is frozen: its fetch
-        # waits out the control deadline inside Connect, and transport_stats waits for it.
+        # waits out the control deadline inside Connect. transport_stats does not
+        # wait for it (since session 27: before, it waited, holding the client's
+        # peer table, so that calls to every other shard waited too).
         os.kill(shard.proc.pid, signal.SIGSTOP)
         c = kvhub.Client(shard.address, transport="ucx", deadline_s=1, data_deadline_s=1)
         bufs = [np.zeros(4096, dtype=np.uint8) for _ in range(2)]
@@ -369,14 +371,16 @@ class PythonClientTest(unittest.TestCase):
         fetcher = threading.Thread(
             target=lambda: timed("fetch", lambda: c.fetch("py-frozen", spec, tokens, bufs), failures))
         fetcher.start()
-        waited = 0.0
-        while fetcher.is_alive():  # some call lands while the fetch holds the connection
+        waited, calls = 0.0, 0
+        while fetcher.is_alive():  # calls land while the fetch holds the connection
             stats, took = timed("transport_stats", c.transport_stats)
             self.assertEqual(len(stats), 1)
-            waited = max(waited, took)
+            waited, calls = max(waited, took), calls + 1
+            time.sleep(0.01)
         fetcher.join()
         self.assertEqual(failures, [])
-        self.assertGreater(waited, 0.3, "no transport_stats call waited for the connection being made")
+        self.assertGreater(calls, 10, "the fetch did not wait on the frozen shard")
+        self.assertLess(waited, 0.3, "transport_stats waited for the connection being made")
         f, took = timed("fetch", lambda: c.fetch("py-frozen", spec, tokens, bufs))
         self.assertEqual(f.valid_blocks, 0)
         self.assertLess(took, 10, "data_deadline_s=1 did not bound a fetch from a frozen shard")

@@ -1383,6 +1383,63 @@ class MisdirectSessions final : public grpc::experimental::ClientInterceptorFact
   };
 };
 
+// Adds an empty block to every Get reply: a reply of the wrong length, as a shard
+// with a bug would send.
+class LongGetReplies final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    if (absl::string_view(info->method()) != "/kvhub.v1.KvHub/Get") return nullptr;
+    return new Lengthen();
+  }
+
+ private:
+  class Lengthen final : public grpc::experimental::Interceptor {
+   public:
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE)) {
+        auto* bb = static_cast<grpc::ByteBuffer*>(methods->GetRecvMessage());
+        v1::GetResponse resp;
+        if (bb != nullptr && grpc::SerializationTraits<v1::GetResponse>::Deserialize(bb, &resp).ok()) {
+          resp.add_blocks();
+          bool own = false;
+          (void)grpc::SerializationTraits<v1::GetResponse>::Serialize(resp, bb, &own);
+        }
+      }
+      methods->Proceed();
+    }
+  };
+};
+
+// The leases of a Get reply the client cannot use (here: one block too many) are
+// released at once, not left to keep the blocks from eviction until they expire.
+TEST(UcxClientTest, LeasesOfAnUnusableGetReplyAreReleased) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  auto writer = Client::Create(Config(*shard, TransportMode::kGrpc));
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::vector<uint8_t> a = Payload(9101, 4096), b = Payload(9102, 4096);
+  const std::vector<BlockKey> keys = {Key(9101), Key(9102)};
+  const std::vector<BlockPut> puts = {{keys[0], std::nullopt, a, false}, {keys[1], std::nullopt, b, false}};
+  auto put = (*writer)->Put("ns", puts);
+  ASSERT_TRUE(put.ok()) << put.status();
+  struct Scoped {
+    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<LongGetReplies>(); }); }
+    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
+  } faults;
+  ClientConfig cfg = Config(*shard, TransportMode::kUcx);
+  cfg.ucx_calls = false;  // lease Gets over gRPC, where the interceptor sees them
+  cfg.ucx_lease = absl::Minutes(5);
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<uint8_t> x(4096), y(4096);
+  std::vector<std::span<uint8_t>> out = {x, y};
+  absl::StatusOr<FetchResult> r = (*client)->Get("ns", keys, out);
+  if (r.ok()) {
+    EXPECT_EQ(r->valid_blocks, 0u) << "a malformed reply served blocks";
+  }
+  EXPECT_EQ(SettledLeasedBlocks(**client), 0u) << "the reply's leases outlived it";
+}
+
 // A client whose Sessions keep failing (the shard slow, or unable to reach it) must
 // not Connect again on every call: each Connect leaves the shard a connection it
 // keeps for ucx_session_grace_ms, and a busy client would fill its 4096 slots for
