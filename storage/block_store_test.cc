@@ -188,6 +188,25 @@ TEST_F(BlockStoreTest, AReservationNeverShowsItsChunksLastOccupant) {
   EXPECT_FALSE(Present(8, "tenant-b"));
 }
 
+// The same across size classes: a slab that held one tenant's blocks and changed
+// class hands the next tenant zeros. Two slabs: one full of tenant-b's 16 KiB
+// blocks, so tenant-a's small blocks take the other, which then changes class.
+TEST_F(BlockStoreTest, ASlabThatChangedClassShowsNoEarlierTenant) {
+  BlockStoreConfig c = SmallConfig();
+  c.capacity_bytes = c.region_bytes = 128ull << 10;
+  Make(c);
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(PutBlock(300 + i, 16000, "tenant-b").ok()) << i;
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(PutBlock(100 + i, 3000, "tenant-a").ok()) << i;
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(store_->Delete("tenant-a", Key(100 + i)).ok());
+  const uint64_t size = 5000;  // another class: a fresh chunk of the slab tenant-a left
+  auto r = store_->Reserve("tenant-b", Key(200), size, 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::vector<uint8_t> zeros(size, 0);
+  EXPECT_EQ(std::memcmp(r->data, zeros.data(), size), 0) << "the reservation shows tenant-a's bytes";
+  EXPECT_TRUE(store_->Abort(r->id).ok());
+  for (uint64_t i = 0; i < 4; ++i) ExpectBytes(300 + i, 16000, "tenant-b");
+}
+
 TEST_F(BlockStoreTest, AbortDropsReservation) {
   auto res = store_->Reserve("tenant", Key(3), 1000, 0);
   ASSERT_TRUE(res.ok());

@@ -213,9 +213,9 @@ bool HostBlockStore::MakeRoom(uint64_t chunk_bytes) {
   return alloc_.allocated_bytes() + chunk_bytes <= config_.capacity_bytes;
 }
 
-uint64_t HostBlockStore::AllocateChunk(uint32_t cls) {
+uint64_t HostBlockStore::AllocateChunk(uint32_t cls, uint64_t* prior) {
   for (;;) {
-    uint64_t off = alloc_.Allocate(cls);
+    uint64_t off = alloc_.Allocate(cls, prior);
     if (off != SlabAllocator::kNoChunk) return off;
     // No free chunk of this class and no free slab: evict in policy order. A
     // victim of the same class frees a chunk; one of another class gets its
@@ -236,7 +236,9 @@ uint64_t HostBlockStore::AllocateChunk(uint32_t cls) {
 void HostBlockStore::FreeSlot(uint32_t s) {
   Slot& slot = slots_[s];
   slab_blocks_[alloc_.SlabOf(slot.offset)].Remove(s);
-  alloc_.Free(slot.offset);
+  // The chunk holds this namespace's bytes, or zeros where they were another's
+  // (Reserve and Put cleared it then).
+  alloc_.Free(slot.offset, index_.ns_tag(s));
   slot.state = State::kFree;
   slot.pinned = slot.pin_on_commit = slot.has_parent = false;
   slot.leases = 0;
@@ -312,21 +314,23 @@ uint32_t HostBlockStore::ReservationSlot(uint64_t id) const {
 absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const BlockKey& key,
                                                     uint64_t size, uint64_t checksum,
                                                     const PutOptions& options) {
-  // A chunk keeps the bytes of its last occupant, maybe another tenant's: the
-  // writer may leave some unwritten (and RMA writes are invisible here), and
-  // Commit would then verify, and make readable, bytes that were not the writer's.
-  // So the reservation is zeroed, outside the lock, under a transfer hold that
-  // keeps expiry and Abort away from it meanwhile. (Put writes every byte itself.)
-  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, size, checksum, options, /*held=*/true);
+  // A chunk keeps the bytes of its last occupant: the writer may leave some
+  // unwritten (and RMA writes are invisible here), and Commit would then verify,
+  // and make readable, bytes that were not the writer's. A chunk that may hold
+  // another namespace's is zeroed, outside the lock, under a transfer hold that
+  // keeps expiry and Abort away from it meanwhile.
+  uint64_t clear = 0;
+  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, size, checksum, options, /*held=*/true, &clear);
   if (!r.ok()) return r;
-  std::memset(r->data, 0, size);
+  if (clear != 0) std::memset(r->data, 0, clear);
   EndTransfer(TransferAccess::kWrite, static_cast<uint32_t>(r->id));
   return r;
 }
 
 absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, const BlockKey& key,
                                                         uint64_t size, uint64_t checksum,
-                                                        const PutOptions& options, bool held) {
+                                                        const PutOptions& options, bool held,
+                                                        uint64_t* clear) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
   const uint64_t tag = NamespaceTag(ns);
@@ -376,7 +380,8 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
     return absl::ResourceExhaustedError("host tier slot table full and nothing is evictable");
   }
   uint32_t s = free_slots_.PopTail();
-  uint64_t off = AllocateChunk(cls);
+  uint64_t prior = 0;
+  uint64_t off = AllocateChunk(cls, &prior);
   if (off == SlabAllocator::kNoChunk) {
     free_slots_.PushTail(s);
     ++stats_.rejected_full;
@@ -385,6 +390,8 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
         " slab(s) of ", slab_bytes_, " bytes holds a pinned, leased or half-written block of another size "
         "(a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
   }
+  // Bytes of another namespace (or of several) may lie in the chunk.
+  *clear = prior != 0 && prior != tag ? chunk : 0;
   Slot& slot = slots_[s];
   slot.gen = generations_.Next(slot.gen);  // never 0: reservation ids are never 0
   slot.offset = off;
@@ -503,9 +510,13 @@ absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
   // Reserved with a transfer hold that Commit ends under its own lock: the store
   // reclaims expired reservations on other threads' paths (MakeRoom, Reserve), and a
   // slow copy of a large block must not write into a chunk freed under it.
-  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, data.size(), checksum, options, /*held=*/true);
+  uint64_t clear = 0;
+  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, data.size(), checksum, options, /*held=*/true, &clear);
   if (!r.ok()) return r.status();
   CopyBytes(r->data, data.data(), data.size());
+  // The block's bytes are all ours; the rest of its chunk may still be another
+  // namespace's, and belongs to this one when the chunk is freed.
+  if (clear > data.size()) std::memset(r->data + data.size(), 0, clear - data.size());
   return CommitImpl(r->id, /*held=*/true);
 }
 

@@ -101,14 +101,18 @@ class HostBlockStore final : public BlockStore {
 
   // Reserve / Commit; `held`: the reservation starts with one transfer hold (Put's
   // copy), which Commit ends under the same lock as its other checks.
+  // `*clear` (not null) gets how many bytes at r.data the caller must zero before
+  // anyone reads them: the whole chunk when it may hold another namespace's bytes
+  // (SlabAllocator's owner tags), else 0.
   absl::StatusOr<Reservation> ReserveImpl(absl::string_view ns, const BlockKey& key, uint64_t size,
-                                          uint64_t checksum, const PutOptions& options, bool held)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                                          uint64_t checksum, const PutOptions& options, bool held,
+                                          uint64_t* clear) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status CommitImpl(uint64_t reservation_id, bool held) ABSL_LOCKS_EXCLUDED(mu_);
 
   // All below require mu_.
   bool MakeRoom(uint64_t chunk_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint64_t AllocateChunk(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `*prior`: SlabAllocator::Allocate's owner of the chunk's bytes.
+  uint64_t AllocateChunk(uint32_t cls, uint64_t* prior) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t PickVictim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A victim that gets a chunk of class `cls`: a block of that class, or one whose
   // whole slab can be emptied (every block in it evictable) so the slab can change
@@ -128,6 +132,7 @@ class HostBlockStore final : public BlockStore {
   void CreditNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the chunk and the slot.
   void FreeSlot(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Drops a RESERVED/COMMITTING slot: index entry, quota, chunk.
   void DropReservation(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -174,6 +179,7 @@ class HostBlockStore final : public BlockStore {
   // in it is evictable, 2 not (preallocated: no allocation on the put path).
   std::vector<uint8_t> slab_verdict_ ABSL_GUARDED_BY(mu_);
   std::vector<LeaseRec> leases_ ABSL_GUARDED_BY(mu_);
+
   GrantGenerations generations_ ABSL_GUARDED_BY(mu_);  // of reservation and lease ids
   SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};

@@ -12,6 +12,7 @@ void SlabAllocator::Init(const SizeClasses* classes, std::vector<uint8_t*> slab_
   max_chunks_ = 0;
   for (uint32_t c = 0; c < classes->count(); ++c) max_chunks_ = std::max(max_chunks_, classes->chunks_per_slab(c));
   next_free_.assign(slabs_.size() * uint64_t{max_chunks_}, kEnd);
+  owner_.assign(slabs_.size() * uint64_t{max_chunks_}, 0);
   links_.Init(static_cast<uint32_t>(slabs_.size()));
   free_slabs_.Clear();
   for (uint32_t i = 0; i < slabs_.size(); ++i) free_slabs_.PushTail(i);
@@ -19,7 +20,7 @@ void SlabAllocator::Init(const SizeClasses* classes, std::vector<uint8_t*> slab_
   allocated_bytes_ = 0;
 }
 
-uint64_t SlabAllocator::Allocate(uint32_t cls) {
+uint64_t SlabAllocator::Allocate(uint32_t cls, uint64_t* prior) {
   SlotList& partial = partial_[cls];
   uint32_t id = partial.head();
   if (id == kNoSlot) {
@@ -37,8 +38,10 @@ uint64_t SlabAllocator::Allocate(uint32_t cls) {
   if (s.free_head != kEnd) {
     chunk = s.free_head;
     s.free_head = NextFree(id, chunk);
+    if (prior != nullptr) *prior = owner_[uint64_t{id} * max_chunks_ + chunk];
   } else {
     chunk = s.carved++;
+    if (prior != nullptr) *prior = s.residue;
   }
   ++s.live;
   if (s.live == s.capacity) partial.Remove(id);  // full
@@ -46,7 +49,7 @@ uint64_t SlabAllocator::Allocate(uint32_t cls) {
   return uint64_t{id} * slab_bytes_ + uint64_t{chunk} * classes_->size(cls);
 }
 
-bool SlabAllocator::Free(uint64_t offset) {
+bool SlabAllocator::Free(uint64_t offset, uint64_t owner) {
   uint32_t id = SlabOf(offset);
   Slab& s = slabs_[id];
   uint64_t size = classes_->size(s.cls);
@@ -54,7 +57,13 @@ bool SlabAllocator::Free(uint64_t offset) {
   bool was_full = s.live == s.capacity;
   --s.live;
   allocated_bytes_ -= size;
+  owner_[uint64_t{id} * max_chunks_ + chunk] = owner;
   if (s.live == 0) {
+    // The slab leaves its class: what its chunks left behind is its residue.
+    // (Every chunk carved in this class was freed since, so each has an owner.)
+    for (uint32_t c = 0; c < s.carved && s.residue != kMixed; ++c) {
+      s.residue = Combine(s.residue, owner_[uint64_t{id} * max_chunks_ + c]);
+    }
     if (!was_full) partial_[s.cls].Remove(id);
     s.cls = kNoClass;
     s.carved = 0;

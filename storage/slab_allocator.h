@@ -30,11 +30,19 @@ class SlabAllocator {
   // `slab_base[i]` is the address of slab i (slab_bytes each, from `classes`).
   void Init(const SizeClasses* classes, std::vector<uint8_t*> slab_base);
 
+  // Owner tags say whose bytes a chunk holds, for a caller that must not hand one
+  // writer's bytes to another (kvhub: the namespace tag). 0: nobody's (zeros, as
+  // the memory was mapped); kMixed: more than one owner's; any other value is the
+  // caller's. A chunk carved fresh holds whatever its slab held before it changed
+  // class: the owners of every chunk freed there since the slab was mapped.
+  static constexpr uint64_t kMixed = ~uint64_t{0};
+
   // A chunk of class `cls`, or kNoChunk when the class has no free chunk and no
-  // slab is free.
-  uint64_t Allocate(uint32_t cls);
-  // Returns the chunk at `offset`. Returns true when its slab became free.
-  bool Free(uint64_t offset);
+  // slab is free. `*prior` (optional) gets the owner of the bytes it holds.
+  uint64_t Allocate(uint32_t cls, uint64_t* prior = nullptr);
+  // Returns the chunk at `offset`, whose bytes are `owner`'s now (see kMixed).
+  // Returns true when its slab became free.
+  bool Free(uint64_t offset, uint64_t owner = kMixed);
 
   uint8_t* Address(uint64_t offset) const {
     return slab_base_[offset / slab_bytes_] + offset % slab_bytes_;
@@ -56,8 +64,10 @@ class SlabAllocator {
     uint32_t live = 0;        // allocated chunks
     uint32_t carved = 0;      // chunks handed out at least once (bump pointer)
     uint32_t capacity = 0;    // chunks per slab for cls
-    uint32_t free_head = kEnd;  // chunk index, linked through chunk memory
+    uint32_t free_head = kEnd;  // chunk index, linked through next_free_
+    uint64_t residue = 0;       // owners of the bytes chunks of earlier classes left
   };
+  static uint64_t Combine(uint64_t a, uint64_t b) { return a == 0 ? b : b == 0 || a == b ? a : kMixed; }
   uint32_t& NextFree(uint32_t slab, uint32_t chunk) { return next_free_[uint64_t{slab} * max_chunks_ + chunk]; }
 
   const SizeClasses* classes_ = nullptr;
@@ -66,6 +76,7 @@ class SlabAllocator {
   std::vector<Slab> slabs_;
   uint32_t max_chunks_ = 0;           // chunks per slab of the smallest class
   std::vector<uint32_t> next_free_;   // [slab * max_chunks_ + chunk]: the free list's next chunk
+  std::vector<uint64_t> owner_;       // [slab * max_chunks_ + chunk]: owner given to its last Free
   SlotLinks links_;                   // over slab ids
   SlotList free_slabs_{&links_};
   std::vector<SlotList> partial_;     // per class: slabs with a free or uncarved chunk

@@ -142,6 +142,35 @@ TEST_F(SlabAllocatorTest, BytesWrittenIntoFreeChunksDoNotSteerAllocation) {
   EXPECT_EQ((next % 65536) % size, 0u);
 }
 
+// Owner tags: a chunk reports whose bytes it holds, from its last Free, or for a
+// fresh one, from everything its slab held in earlier classes.
+TEST_F(SlabAllocatorTest, ChunksSayWhoseBytesTheyHold) {
+  const uint32_t small = classes_.ClassFor(1000), large = classes_.ClassFor(16384);
+  uint64_t prior = 99;
+  const uint64_t a = alloc_.Allocate(small, &prior);
+  EXPECT_EQ(prior, 0u) << "fresh memory is nobody's";
+  const uint64_t b = alloc_.Allocate(small, &prior);
+  EXPECT_EQ(prior, 0u);
+  EXPECT_FALSE(alloc_.Free(b, 7));
+  EXPECT_EQ(alloc_.Allocate(small, &prior), b);
+  EXPECT_EQ(prior, 7u) << "the owner given to its last Free";
+  EXPECT_FALSE(alloc_.Free(b, 7));
+  EXPECT_TRUE(alloc_.Free(a, 7)) << "the slab is free";
+  // Every chunk it held was 7's: so is a fresh chunk of another class there.
+  std::vector<uint64_t> bigs;
+  for (uint64_t off; (off = alloc_.Allocate(large, &prior)) != SlabAllocator::kNoChunk;) {
+    bigs.push_back(off);
+    EXPECT_EQ(prior, alloc_.SlabOf(off) == alloc_.SlabOf(a) ? 7u : 0u) << off;
+  }
+  // Two owners in one slab: a fresh chunk there holds bytes of both.
+  for (uint64_t off : bigs) alloc_.Free(off, alloc_.SlabOf(off) == alloc_.SlabOf(a) ? 8u : 0u);
+  std::set<uint64_t> priors;
+  for (uint64_t off; (off = alloc_.Allocate(small, &prior)) != SlabAllocator::kNoChunk;) {
+    if (alloc_.SlabOf(off) == alloc_.SlabOf(a)) priors.insert(prior);
+  }
+  EXPECT_EQ(priors, (std::set<uint64_t>{SlabAllocator::kMixed}));
+}
+
 TEST_F(SlabAllocatorTest, EmptySlabChangesClass) {
   uint32_t small = classes_.ClassFor(300);
   uint32_t large = classes_.ClassFor(16384);
