@@ -1,10 +1,13 @@
 #include "cachesvc/kvhub_service.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstring>
 #include <random>
 #include <span>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "cachesvc/raw_messages.h"
 #include "cachesvc/request_validation.h"
@@ -642,6 +645,17 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, Rpc::kGet, start, StoppingStatus());
   thread_local v1::GetRequest request;  // reused: no allocation once warm
+  // A reused message keeps its fields' capacity: after a request far larger than
+  // a valid Get (which an unauthenticated caller can send), start afresh, so that
+  // no thread keeps its memory for good, and hand what the allocator kept of it
+  // back to the system (a 100 MiB request otherwise leaves most of it resident).
+  absl::Cleanup trim = [] {
+    constexpr size_t kKeep = size_t{1} << 20;
+    if (request.keys().capacity() > kKeep || request.namespace_().capacity() > kKeep) {
+      request = v1::GetRequest();
+      malloc_trim(0);
+    }
+  };
   request.Clear();
   if (grpc::Status s = ParseRawRequest(req, &request); !s.ok()) return Finish(ctx, Rpc::kGet, start, s);
   if (grpc::Status a = Authorize(ctx, &request.namespace_()); !a.ok()) return Finish(ctx, Rpc::kGet, start, a);

@@ -73,6 +73,43 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<KvHubService> service_;
 };
 
+// A UCX call's answer is at most 1 MiB. A Get whose answer would be larger (here:
+// a long namespace past its lease share, so each of 3000 items carries a long
+// refusal) is refused with RESOURCE_EXHAUSTED and the leases it granted end: the
+// worker used to swap the answer for INTERNAL and the client never learnt them.
+TEST_F(ServiceTest, AUcxGetWhoseAnswerIsTooLargeReleasesItsLeases) {
+  config_.store.max_leases = 4096;
+  config_.store.namespace_quota_bytes = 17ull << 20;  // a share of 1088 leases
+  Rebuild();
+  const std::string ns(250, 'n');
+  std::string keys;
+  for (uint64_t i = 0; i < 4096; ++i) {
+    v1::PutRequest req;
+    req.set_namespace_(ns);
+    v1::PutItem* it = req.add_items();
+    it->set_key(KeyBytes(i));
+    const std::string data = Block(i, 4096);
+    it->set_data(data);
+    it->set_checksum(Xxh3_64(data.data(), data.size()));
+    v1::PutResponse resp;
+    ASSERT_TRUE(service_->DoPut(req, &resp).ok());
+    ASSERT_EQ(resp.items(0).code(), 0) << i << ": " << resp.items(0).message();
+    keys += KeyBytes(i);
+  }
+  v1::GetRequest req;
+  req.set_namespace_(ns);
+  req.set_keys(keys);
+  absl::StatusOr<std::string> got = service_->UcxCall(v1::UCX_CALL_GET, req.SerializeAsString());
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
+  EXPECT_EQ(store_->Stats().leased_blocks, 0u) << "the refused answer's leases live on";
+  // Fewer keys fit, and lease as usual.
+  req.set_keys(keys.substr(0, 16 * 512));
+  got = service_->UcxCall(v1::UCX_CALL_GET, req.SerializeAsString());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(store_->Stats().leased_blocks, 512u);
+}
+
 TEST_F(ServiceTest, PutLookupGetInlineRoundTrip) {
   std::string data = Block(1, 100000);
   ASSERT_TRUE(PutOne(1, data, Xxh3_64(data.data(), data.size())).ok());

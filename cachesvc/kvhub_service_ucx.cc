@@ -10,6 +10,7 @@
 #include "cachesvc/raw_messages.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "transport/ucx_config.h"
 #include "google/protobuf/arena.h"
 
 namespace kvhub::cachesvc {
@@ -289,7 +290,21 @@ absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
   google::protobuf::Arena& arena = ResponseArena();
   auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
   const grpc::Status st = DoGet(req, response);
-  absl::StatusOr<std::string> out = st.ok() ? absl::StatusOr<std::string>(response->SerializeAsString()) : FromGrpc(st);
+  absl::StatusOr<std::string> out;
+  if (!st.ok()) {
+    out = FromGrpc(st);
+  } else if (const size_t bytes = response->ByteSizeLong(); bytes > transport::kMaxUcxCallBytes) {
+    // The worker would replace the answer with INTERNAL and the client never learn
+    // its leases (long per-block messages: a long namespace over its lease share).
+    for (const v1::GetResponse::Block& b : response->blocks()) {
+      if (b.lease_id() != 0) (void)store_->Release(b.lease_id()).ok();  // ours, live: NOT_FOUND only if expired
+    }
+    out = absl::ResourceExhaustedError(absl::StrCat("the answer to this Get is ", bytes, " bytes, over a UCX call's ",
+                                                    transport::kMaxUcxCallBytes,
+                                                    "; its leases were released: ask for fewer keys per call"));
+  } else {
+    out = response->SerializeAsString();
+  }
   arena.Reset();
   return out;
 }

@@ -14,6 +14,10 @@
 
 namespace kvhub::transport {
 
+// Largest request or response of UcxWorker::CallPeer (here, without UCX's
+// headers, for callers that size answers to it).
+inline constexpr size_t kMaxUcxCallBytes = size_t{1} << 20;
+
 // How a worker's progress thread waits for work.
 enum class UcxProgressMode : uint8_t {
   kSleep = 0,  // ucp_worker_arm + epoll on ucp_worker_get_efd; no CPU while idle (default)

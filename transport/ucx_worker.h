@@ -57,8 +57,6 @@
 
 namespace kvhub::transport {
 
-// Largest request or response of UcxWorker::CallPeer.
-inline constexpr size_t kMaxUcxCallBytes = size_t{1} << 20;
 
 // One registered region as a peer must know it to reach it.
 struct RemoteRegionInfo {
