@@ -1000,7 +1000,10 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
         // A caller that gave up while its address waited for the vetter gets no
         // connection: nobody would watch it, and it would hold a slot until the grace.
         auto gave_up = [ctx] { return ctx->IsCancelled() || ctx->deadline() <= std::chrono::system_clock::now(); };
-        return DoConnect(r, out, UcxOwner(AuthorizationOf(ctx).value_or("")), gave_up);
+        const std::optional<absl::string_view> authorization = AuthorizationOf(ctx);
+        grpc::Status st = DoConnect(r, out, UcxOwner(authorization.value_or("")), gave_up);
+        if (st.ok() && authorization.has_value()) RememberConnAuth(out->conn_id(), *authorization);
+        return st;
       });
 }
 

@@ -81,7 +81,10 @@ class KvHubService final : public KvHubCallbackBase {
   // After a reload of the tokens (`now`): ends, with UNAUTHENTICATED, the Session of
   // every UCX connection whose token `now` no longer accepts for every namespace
   // (what Connect requires), and closes those connections. Returns how many.
-  size_t EndRevokedUcxSessions(const Authenticator& now) ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // Connections no Session watches are closed too (a client that never opened
+  // one, or one between Connect and its Session): their one-sided reads and UCX
+  // calls are not checked against the tokens again.
+  size_t EndRevokedUcxSessions(const Authenticator& now) ABSL_LOCKS_EXCLUDED(sessions_mu_, conn_auth_mu_);
   std::string node_id() const ABSL_LOCKS_EXCLUDED(node_mu_);
 
   // A call from a UCX client (UcxServer; v1::UcxCall methods): UCX_CALL_GET is
@@ -290,6 +293,12 @@ class KvHubService final : public KvHubCallbackBase {
   mutable absl::Mutex sessions_mu_;
   absl::flat_hash_map<uint64_t, SessionReactor*> sessions_ ABSL_GUARDED_BY(sessions_mu_);
   bool sessions_closed_ ABSL_GUARDED_BY(sessions_mu_) = false;
+  // The authorization each UCX connection was made with (only with tokens on), for
+  // EndRevokedUcxSessions. Entries of closed connections go at each reload and when
+  // the map passes twice the connections a shard holds.
+  absl::Mutex conn_auth_mu_;
+  absl::flat_hash_map<uint64_t, std::string> conn_auth_ ABSL_GUARDED_BY(conn_auth_mu_);
+  void RememberConnAuth(uint64_t conn_id, absl::string_view authorization) ABSL_LOCKS_EXCLUDED(conn_auth_mu_);
 
   // Counts a unary handler as in flight for its scope.
   class InflightScope {

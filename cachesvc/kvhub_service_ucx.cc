@@ -188,17 +188,52 @@ size_t KvHubService::EndSessions(const grpc::Status& status,
   return live.size();
 }
 
+namespace {
+// Whether `authorization` no longer allows what Connect requires (every namespace).
+bool RevokedForUcx(const Authenticator& now, const std::string& authorization) {
+  const absl::string_view value = authorization;
+  absl::StatusOr<const AuthGrant*> grant = now.Authenticate(authorization.empty() ? nullptr : &value);
+  return !grant.ok() || !(*grant)->all_namespaces;
+}
+}  // namespace
+
+void KvHubService::RememberConnAuth(uint64_t conn_id, absl::string_view authorization) {
+  bool prune = false;
+  {
+    absl::MutexLock l(&conn_auth_mu_);
+    conn_auth_[conn_id] = std::string(authorization);
+    prune = conn_auth_.size() > 2 * kMaxUcxConnections;
+  }
+  if (!prune || ucx_ == nullptr) return;
+  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();  // after the insert: the new one is live
+  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
+  absl::MutexLock l(&conn_auth_mu_);
+  absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+}
+
 size_t KvHubService::EndRevokedUcxSessions(const Authenticator& now) {
-  return EndSessions(
+  size_t ended = EndSessions(
       grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                    "the shard's tokens were reloaded and this connection's token no longer allows UCX "
                    "(Connect needs a token for every namespace, '*')"),
-      [&now](uint64_t, const std::string& authorization) {
-        const absl::string_view value = authorization;
-        absl::StatusOr<const AuthGrant*> grant = now.Authenticate(authorization.empty() ? nullptr : &value);
-        return !grant.ok() || !(*grant)->all_namespaces;
-      },
+      [&now](uint64_t, const std::string& authorization) { return RevokedForUcx(now, authorization); },
       /*for_good=*/false, /*close=*/true);
+  if (ucx_ == nullptr) return ended;
+  // Then every live connection made with a revoked token, watched or not.
+  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
+  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
+  std::vector<uint64_t> revoked;
+  {
+    absl::MutexLock l(&conn_auth_mu_);
+    absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+    for (const auto& [id, authorization] : conn_auth_) {
+      if (RevokedForUcx(now, authorization)) revoked.push_back(id);
+    }
+  }
+  for (uint64_t id : revoked) {
+    if (ucx_->Close(id).ok()) ++ended;  // NOT_FOUND: closed by its session's end above
+  }
+  return ended;
 }
 
 void KvHubService::BeginStop() {

@@ -1312,6 +1312,50 @@ TEST(UcxClientTest, ConnectionsNoSessionWatchesAreClosedAfterTheGrace) {
   PutGetByteExact(**watched, "ns", {4096}, 62);  // the watched one still serves
 }
 
+// A token reload closes the UCX connections of revoked tokens, also those no
+// Session watches (a client that never opened one): their one-sided reads and UCX
+// calls are never checked against the tokens again. Before session 27 only
+// watched ones were closed, and an unwatched one lived until the grace (here 10
+// minutes; forever with ucx_session_grace_ms=0).
+TEST(UcxClientTest, AReloadClosesUnwatchedConnectionsOfRevokedTokens) {
+  constexpr char kOld[] = "ops-before-reload-0123456789";
+  constexpr char kNew[] = "ops-after-reload-9876543210";
+  const std::string tokens = (std::filesystem::temp_directory_path() /
+                              absl::StrCat("kvhub_reload_tokens_", getpid())).string();
+  std::ofstream(tokens) << kOld << " *\n" << kNew << " *\n";
+  auto shard = StartShard({"--ucx_tls=tcp", "--ucx_session_grace_ms=600000", "--auth_tokens_file=" + tokens,
+                           "--auth_reload_ms=0"});
+  ASSERT_NE(shard, nullptr);
+  auto worker = TcpWorker::Create("revoked");
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  const auto connections = [&] {
+    grpc::ClientContext cc;
+    cc.AddMetadata("authorization", absl::StrCat("Bearer ", kNew));
+    v1::StatsResponse st;
+    EXPECT_TRUE(stub->Stats(&cc, v1::StatsRequest(), &st).ok());
+    return st.ucx_connections();
+  };
+  {
+    grpc::ClientContext cc;
+    cc.AddMetadata("authorization", absl::StrCat("Bearer ", kOld));
+    v1::ConnectRequest req;
+    req.set_sends_conn_key(true);
+    req.set_worker_address(worker->worker->address());
+    req.set_client_name("never-watches");
+    v1::ConnectResponse resp;
+    const grpc::Status st = stub->Connect(&cc, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  ASSERT_EQ(connections(), 1u);
+  std::ofstream(tokens, std::ios::trunc) << kNew << " *\n";  // kOld revoked
+  ASSERT_TRUE(shard->Signal(SIGHUP).ok());
+  uint64_t now = 1;
+  for (int i = 0; i < 100 && (now = connections()) != 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(now, 0u) << "the revoked token's unwatched connection is still open";
+  std::remove(tokens.c_str());
+}
+
 // The shard closes a connection itself when its endpoint to the client fails (the
 // client's UCX worker went away while its gRPC channel lives on). Its Session must
 // end then, with UNAVAILABLE: a client whose Session stays open never Connects
