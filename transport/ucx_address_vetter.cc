@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -25,7 +26,13 @@ namespace {
 // Addresses longer than this are not UCX worker addresses (kvhubd caps them lower).
 constexpr uint32_t kMaxAddressBytes = 1 << 20;
 
-// The vetting process's answer: {verdict, detail}.
+// A request to the vetting process is {sequence number (8 bytes), address}; its
+// answer {sequence number, verdict, detail}: a late answer to a request its
+// caller stopped waiting for is told from the next one's and dropped.
+constexpr size_t kSeqBytes = 8;
+constexpr size_t kReplyBytes = kSeqBytes + 2;
+
+// The vetting process's verdict, with a detail byte.
 enum Verdict : uint8_t {
   kPassed = 0,   // the probe returned (Accept succeeded or refused cleanly)
   kSignal = 1,   // the probe died of signal `detail`
@@ -137,11 +144,15 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   }
   WarmProbe warm = SpawnProbe(ucx, fd);
   while (true) {
-    std::string address;
-    if (!RecvMessage(fd, &address, kMaxAddressBytes) || address.empty()) _exit(0);
+    std::string request;
+    if (!RecvMessage(fd, &request, kSeqBytes + kMaxAddressBytes) || request.size() <= kSeqBytes) _exit(0);
+    const std::string address = request.substr(kSeqBytes);
     if (warm.pid < 0) warm = SpawnProbe(ucx, fd);
     const auto [verdict, detail] = RunProbe(warm, address, timeout);
-    const uint8_t reply[2] = {verdict, detail};
+    uint8_t reply[kReplyBytes];
+    std::memcpy(reply, request.data(), kSeqBytes);
+    reply[kSeqBytes] = verdict;
+    reply[kSeqBytes + 1] = detail;
     if (!WriteFull(fd, reply, sizeof(reply))) _exit(0);
     warm = SpawnProbe(ucx, fd);
   }
@@ -162,6 +173,13 @@ absl::Status UcxAddressVetter::Config::Validate() const {
   }
   if (remembered > (size_t{1} << 20)) {
     return absl::InvalidArgumentError(absl::StrCat("remembered must be 0..1048576, got ", remembered));
+  }
+  if (reply_slack < absl::ZeroDuration() || reply_slack > absl::Seconds(60)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reply_slack must be 0..60s, got ", absl::FormatDuration(reply_slack)));
+  }
+  if (late_replies_before_giving_up < 1) {
+    return absl::InvalidArgumentError("late_replies_before_giving_up must be at least 1");
   }
   return absl::OkStatus();
 }
@@ -248,33 +266,55 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
 absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   probes_.fetch_add(1, std::memory_order_relaxed);
-  uint8_t reply[2];
-  bool ok = SendMessage(fd_, std::string_view(address.data(), address.size()));
-  if (ok) {
-    // The vetting process kills a hung probe at probe_timeout; the slack past it is for
-    // a host short of CPU. It is generous: a reply later than this stops the vetter
-    // (the replies would be out of step), and UCX Connect with it until a restart.
+  const uint64_t seq = ++seq_;
+  std::string request(kSeqBytes, '\0');
+  std::memcpy(request.data(), &seq, kSeqBytes);
+  request.append(address.data(), address.size());
+  uint8_t reply[kReplyBytes];
+  bool ok = SendMessage(fd_, request);
+  bool late = false;
+  // The vetting process kills a hung probe at probe_timeout; the slack past it is
+  // for a host short of CPU. Answers to earlier requests whose callers gave up are
+  // dropped on the way.
+  const absl::Time deadline = absl::Now() + config_.probe_timeout + config_.reply_slack;
+  while (ok) {
     pollfd p{fd_, POLLIN, 0};
-    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(config_.probe_timeout)) + 10000;
-    int r;
-    do {
-      r = poll(&p, 1, wait_ms);
-    } while (r < 0 && errno == EINTR);
+    const int wait_ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    const int r = poll(&p, 1, wait_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) {
+      late = true;
+      break;
+    }
     ok = r == 1 && ReadFull(fd_, reply, sizeof(reply));
+    uint64_t answered = 0;
+    if (ok) std::memcpy(&answered, reply, kSeqBytes);
+    if (ok && answered == seq) break;
   }
-  if (!ok) {
-    gone_ = "the vetting process stopped answering (killed, or out of memory)";
+  if (late && ++late_replies_ < config_.late_replies_before_giving_up) {
+    KVHUB_LOG(warn, "ucx: the address vetter's process did not answer within {} ({} time(s) in a row)",
+              absl::FormatDuration(config_.probe_timeout + config_.reply_slack), late_replies_);
+    return absl::UnavailableError(
+        absl::StrCat("ucx address vetter did not answer within ",
+                     absl::FormatDuration(config_.probe_timeout + config_.reply_slack),
+                     " (a host short of CPU?); try again"));
+  }
+  if (!ok || late) {
+    gone_ = late ? absl::StrCat("the vetting process did not answer ", late_replies_, " times in a row (hung)")
+                 : "the vetting process stopped answering (killed, or out of memory)";
     StopLocked();
     KVHUB_LOG(error, "ucx: {}; UCX Connects are refused from now on (clients use gRPC)", gone_);
     return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   }
-  switch (reply[0]) {
+  late_replies_ = 0;
+  switch (reply[kSeqBytes]) {
     case kPassed:
       return absl::OkStatus();
     case kSignal:
       refused_.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(absl::StrCat(
-          "this UCX worker address crashed UCX in a probe process (signal ", reply[1], SignalName(reply[1]),
+          "this UCX worker address crashed UCX in a probe process (signal ", reply[kSeqBytes + 1],
+          SignalName(reply[kSeqBytes + 1]),
           "): refused, it would have taken the shard down. Is the client's UCX a different version?"));
     case kHung:
       refused_.fetch_add(1, std::memory_order_relaxed);
@@ -290,8 +330,9 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
           " client's UCX interfaces over its ucx_tls?");
     default:
       return absl::UnavailableError(absl::StrCat(
-          "ucx address vetter could not probe (", reply[1] == kProbeNoUcx ? "UCX did not initialize in the probe"
-                                                                           : absl::StrCat("code ", reply[1]),
+          "ucx address vetter could not probe (",
+          reply[kSeqBytes + 1] == kProbeNoUcx ? "UCX did not initialize in the probe"
+                                              : absl::StrCat("code ", reply[kSeqBytes + 1]),
           ")"));
   }
 }

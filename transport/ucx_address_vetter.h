@@ -62,6 +62,12 @@ class UcxAddressVetter {
     // Addresses that passed, remembered by their exact bytes (oldest forgotten
     // first). 0 .. 1M. Default 4096.
     size_t remembered = 4096;
+    // How long past probe_timeout the vetting process may take to answer (a host
+    // short of CPU) before Vet stops waiting for that answer. 0 .. 60 s. Default 10 s.
+    absl::Duration reply_slack = absl::Seconds(10);
+    // Answers that late this many times in a row: the vetting process is taken for
+    // hung and stopped for good. Default 3.
+    int late_replies_before_giving_up = 3;
     absl::Status Validate() const;
   };
 
@@ -86,10 +92,13 @@ class UcxAddressVetter {
   // connect"): the probe's endpoint failed while connecting (refused, reset,
   // unreachable); either way the caller must not hand the address to UCX. No verdict, and the caller
   // should refuse the address too: UNAVAILABLE when kMaxCallers calls are already
-  // in Vet (worth a retry later: callers block, and a server's threads are few) or
-  // the probe could not set UCX up; FAILED_PRECONDITION when the vetting process is
-  // gone (for good). Blocks for the probe, up to probe_timeout plus a second, and
-  // for the calls ahead of it; a remembered address answers at once.
+  // in Vet (worth a retry later: callers block, and a server's threads are few),
+  // the probe could not set UCX up, or the vetting process answered later than
+  // reply_slack past probe_timeout (its answer, when it comes, is dropped);
+  // FAILED_PRECONDITION when the vetting process is gone (for good: it died, or
+  // answered late late_replies_before_giving_up times in a row). Blocks for the
+  // probe, up to probe_timeout plus reply_slack, and for the calls ahead of it; a
+  // remembered address answers at once.
   absl::Status Vet(absl::string_view address) ABSL_LOCKS_EXCLUDED(mu_, cache_mu_);
   static constexpr int kMaxCallers = 4;
 
@@ -114,6 +123,8 @@ class UcxAddressVetter {
   const pid_t pid_;
   absl::Mutex mu_;  // held for a whole probe
   int fd_ ABSL_GUARDED_BY(mu_);  // socket to the vetting process; -1 once it is gone
+  uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;       // of the last request sent
+  int late_replies_ ABSL_GUARDED_BY(mu_) = 0;   // in a row
   std::string gone_ ABSL_GUARDED_BY(mu_);  // why it is gone
   absl::Mutex cache_mu_;  // never held across a probe
   absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(cache_mu_);
