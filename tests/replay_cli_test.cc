@@ -116,7 +116,12 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            // Before the trace is written or a shard starts.
            {" --live --spawn 1 --kvhubd /bin/false --speedup 1e-9", "paces the trace"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").
-           {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"}}) {
+           {" --live --spawn 1 --kvhubd /bin/false", "exited before it was ready (exit code 1;"},
+           // Accepted and unused before session 27.
+           {" --write_trace /tmp/never.jsonl --json /tmp/never.json", "--json applies to --sim or --live only"},
+           {" --write_trace /tmp/never.jsonl --partial_tail bogus", "--partial_tail applies to --sim or --live"},
+           {" --live --members 127.0.0.1:1 --kvhubd /bin/true", "--kvhubd applies to shards --spawn starts only"},
+           {" --live --members 127.0.0.1:1 --high_watermark 0.9", "needs --shard_capacity too"}}) {
     RunResult r = RunReplay(t + args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(want), std::string::npos) << args << ": " << r.out;
@@ -157,6 +162,10 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
   r = RunReplay(t + " --sim --capacities 100G --policies lru,duel --no_belady --json /dev/stdout");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("\"capacity_blocks\": 195312500"), std::string::npos) << r.out;
+  // --capacities inf printed a header and no row (the rate was in --json only).
+  r = RunReplay(t + " --sim --capacities inf --no_belady");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("\ninfinite "), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -195,6 +195,23 @@ TEST(ReplayLive, ShardErrorsAreCountedNotTakenForMisses) {
 // blocks would not fit in memory at once (it was an OOM kill or abort), and pacing
 // stretched past 1e6 s (a double of seconds past ~9.2e9 overflowed the clock's
 // duration: undefined, in practice no pacing at all).
+// Distinct hash ids get distinct tokens, however large (hashed ids, say): before
+// session 27 h * 512 wrapped and ids 2^55 apart shared their tokens and keys.
+TEST(ReplayLive, DistinctIdsGetDistinctTokens) {
+  const auto tokens = [](int64_t id) {
+    std::vector<int32_t> t;
+    AppendBlockTokens(id, 512, &t);
+    return t;
+  };
+  EXPECT_EQ(tokens(7), tokens(7));
+  EXPECT_NE(tokens(1), tokens(1 + (int64_t{1} << 55)));
+  EXPECT_NE(tokens(int64_t{1} << 62), tokens((int64_t{1} << 62) + 1));
+  EXPECT_NE(tokens(int64_t{1} << 62), tokens(0));
+  const std::vector<int32_t> top = tokens(INT64_MAX);
+  ASSERT_EQ(top.size(), 512u);
+  for (int32_t v : top) ASSERT_TRUE(v >= 1000 && v < 101000) << v;
+}
+
 TEST(ReplayLive, RefusesWhatCannotRunBeforeSendingAnything) {
   absl::StatusOr<Trace> trace = ParseTrace(
       "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"

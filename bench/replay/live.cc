@@ -43,9 +43,14 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 }  // namespace
 
 void AppendBlockTokens(int64_t hash_id, uint32_t block_tokens, std::vector<int32_t>* out) {
-  const uint64_t base = static_cast<uint64_t>(hash_id) * block_tokens;
+  const uint64_t h = static_cast<uint64_t>(hash_id);
+  // h * block_tokens + j names each token of each id once while it does not wrap;
+  // larger ids (hashed ones, say) start at a hash of the id instead, so two of them
+  // never share tokens (before, ids 2^55 apart did).
+  const bool fits = h <= (~uint64_t{0} - block_tokens) / block_tokens;
+  const uint64_t base = fits ? h * block_tokens : SplitMix64(h);
   for (uint32_t j = 0; j < block_tokens; ++j) {
-    out->push_back(static_cast<int32_t>(SplitMix64(base + j) % 100000) + 1000);
+    out->push_back(static_cast<int32_t>(SplitMix64(fits ? base + j : base ^ j) % 100000) + 1000);
   }
 }
 

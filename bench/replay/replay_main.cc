@@ -355,6 +355,11 @@ absl::Status RunSim(const Args& a, const Trace& trace) {
   // With the JSON on stdout, the table goes to stderr: stdout stays parseable.
   std::ostream& table_out = a.Get("json") == "-" ? std::cerr : std::cout;
   table_out << hdr << "\n";
+  if (rows.empty()) {  // --capacities inf (or every policy left out): the reference alone
+    std::string line = absl::StrFormat("%-*s", name_width, "infinite");
+    for (size_t ci = 0; ci < cols->size(); ++ci) absl::StrAppend(&line, absl::StrFormat(" %12s", "-"));
+    table_out << line << absl::StrFormat(" %12s", Pct(inf.hit_rate())) << "\n";
+  }
   for (const std::string& p : rows) {
     std::string line = absl::StrFormat("%-*s", name_width, p);
     for (size_t ci = 0; ci < cols->size(); ++ci) {
@@ -560,11 +565,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec(), &inconsistent);
     out["inconsistent_hash_ids"] = inconsistent;
     if (inconsistent > 0) {
-      // The simulator shares a hash id wherever it appears; the live chain keys
-      // differ when it follows another prefix, so live and sim cannot agree.
+      // A block is a hash id after its prefix for the simulator too (ParseTrace):
+      // keys that differ for one block mean the token mapping broke.
       report << "  warning: " << inconsistent
-                << " block references reuse a hash id after another prefix than its first; the simulation "
-                   "counts them as shared, the live replay cannot\n";
+                << " block references got another key than the block's first: live and sim cannot agree\n";
     }
     std::vector<uint32_t> shard_of(keys.size());
     for (size_t b = 0; b < keys.size(); ++b) shard_of[b] = static_cast<uint32_t>((*client)->OwnerOf(keys[b]));
@@ -702,6 +706,27 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  for (const char* flag : {"json", "partial_tail", "high_watermark", "low_watermark"}) {
+    if (a->Has(flag) && !a->Has("sim") && !a->Has("live")) {
+      std::cerr << "kvhub-replay: --" << flag << " applies to --sim or --live only\n";
+      return 2;
+    }
+  }
+  if (a->Has("live") && !a->Has("spawn")) {  // --members: shards someone else started
+    for (const char* flag : {"kvhubd", "shard_log_level"}) {
+      if (a->Has(flag)) {
+        std::cerr << "kvhub-replay: --" << flag << " applies to shards --spawn starts only\n";
+        return 2;
+      }
+    }
+    for (const char* flag : {"high_watermark", "low_watermark"}) {
+      if (a->Has(flag) && !a->Has("shard_capacity") && !a->Has("sim")) {
+        std::cerr << "kvhub-replay: --" << flag << " with --members describes the shards for the simulation "
+                  << "check, which needs --shard_capacity too\n";
+        return 2;
+      }
+    }
+  }
   for (const char* flag : {"codecs", "spec_bytes_per_token"}) {
     if (a->Has(flag) && !a->Has("byte_budget")) {
       std::cerr << "kvhub-replay: --" << flag << " applies to --byte_budget only\n";
@@ -724,6 +749,11 @@ int Main(int argc, char** argv) {
   }
   std::cerr << "trace: " << trace->requests.size() << " requests, " << trace->total_input_tokens
             << " input tokens, " << trace->distinct_blocks << " distinct blocks\n";
+  if (const uint64_t reuses = ReusesAfterOtherPrefix(*trace); reuses > 0) {
+    std::cerr << "warning: " << reuses << " block references reuse a hash id after another prefix than its "
+              << "first: the trace is not prefix-chained there; each such (prefix, id) is a block of its own, "
+              << "as kvhub's chained keys make it\n";
+  }
   if (a->Has("write_trace")) {
     if (absl::Status w = WriteOutput(a->Get("write_trace"), FormatTrace(*trace)); !w.ok()) {
       std::cerr << "kvhub-replay: " << w << "\n";

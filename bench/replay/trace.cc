@@ -1,6 +1,8 @@
 #include "bench/replay/trace.h"
 
 
+#include <utility>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -18,7 +20,8 @@ uint32_t TraceRequest::BlockTokens(size_t i, uint32_t block_tokens) const {
 absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) {
   if (block_tokens == 0) return absl::InvalidArgumentError("block_tokens must be > 0");
   Trace trace;
-  absl::flat_hash_map<int64_t, uint32_t> dense;
+  // By (hash id, dense id of the block before it; ~0 for a first block).
+  absl::flat_hash_map<std::pair<int64_t, uint32_t>, uint32_t> dense;
   absl::flat_hash_set<int64_t> in_request;
   size_t line_no = 0;
   size_t pos = 0;
@@ -63,6 +66,7 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
     r.blocks.reserve(n);
     r.hash_ids.reserve(n);
     in_request.clear();
+    uint32_t parent = ~uint32_t{0};
     for (const auto& h : j["hash_ids"]) {
       if (!h.is_number_integer() || h.get<int64_t>() < 0) return bad("hash_ids must be integers >= 0");
       int64_t id = h.get<int64_t>();
@@ -70,8 +74,9 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
         // A prefix-chained id names a block and everything before it: it cannot recur.
         return bad(absl::StrCat("hash id ", id, " appears twice; ids must be prefix-chained"));
       }
-      auto [it, inserted] = dense.try_emplace(id, static_cast<uint32_t>(dense.size()));
+      auto [it, inserted] = dense.try_emplace(std::pair(id, parent), static_cast<uint32_t>(dense.size()));
       r.blocks.push_back(it->second);
+      parent = it->second;
       r.hash_ids.push_back(id);
     }
     trace.total_input_tokens += r.input_length;
@@ -79,6 +84,18 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
   }
   trace.distinct_blocks = static_cast<uint32_t>(dense.size());
   return trace;
+}
+
+uint64_t ReusesAfterOtherPrefix(const Trace& trace) {
+  absl::flat_hash_map<int64_t, uint32_t> first_block;  // hash id -> the dense id it first named
+  uint64_t reuses = 0;
+  for (const TraceRequest& r : trace.requests) {
+    for (size_t i = 0; i < r.blocks.size(); ++i) {
+      auto [it, inserted] = first_block.try_emplace(r.hash_ids[i], r.blocks[i]);
+      if (!inserted && it->second != r.blocks[i]) ++reuses;
+    }
+  }
+  return reuses;
 }
 
 absl::StatusOr<Trace> LoadTrace(const std::string& path, uint32_t block_tokens) {

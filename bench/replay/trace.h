@@ -5,7 +5,10 @@
 // prefix), `trace_block_tokens` (512) tokens per block, the last one possibly partial.
 //
 // The loader remaps hash ids to dense ids [0, distinct) in order of first
-// appearance, so simulators can index per-block state by vector.
+// appearance, so simulators can index per-block state by vector. A dense id names
+// a hash id after its prefix: an id that recurs after another prefix than before
+// (a trace that is not prefix-chained there) is another block, as it is for
+// kvhub, whose keys chain the whole prefix (ReusesAfterOtherPrefix counts them).
 // Thread safety: values; no shared state.
 
 #include <cstdint>
@@ -41,6 +44,9 @@ struct Trace {
 absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens = kTraceBlockTokens);
 // Reads and parses a file. NOT_FOUND if it cannot be opened.
 absl::StatusOr<Trace> LoadTrace(const std::string& path, uint32_t block_tokens = kTraceBlockTokens);
+// Block references whose hash id appeared before after another prefix (0 for a
+// prefix-chained trace such as Mooncake's): each is a distinct block here.
+uint64_t ReusesAfterOtherPrefix(const Trace& trace);
 // Writes a trace (its hash_ids) back as JSONL.
 std::string FormatTrace(const Trace& trace);
 
