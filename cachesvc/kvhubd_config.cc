@@ -138,7 +138,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_SIZE_KEY("capacity_bytes", store.capacity_bytes, "host tier capacity; default min(25% of the memory limit, 4GiB)"),
       KVHUB_BOOL_KEY("check_memory_limit", check_memory_limit, "refuse a capacity_bytes above physical memory or the cgroup memory limit; default true"),
       KVHUB_SIZE_KEY("gpu_tier_bytes", gpu_tier_bytes, "gpu tier device bytes behind the host tier (copies of published blocks, served when the host tier evicted them); default 0 = off; > 0 needs a GPU"),
-      KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)"),
+      KVHUB_SIZE_KEY("region_bytes", store.region_bytes, "size of each host memory region; default 1GiB (a smaller tier is one region of its own size)"),
       KVHUB_BOOL_KEY("try_hugepages", store.try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true"),
       KVHUB_SIZE_KEY("max_block_bytes", store.max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB"),
       KVHUB_SIZE_KEY("min_block_bytes", store.min_block_bytes, "smallest allocator size class; default 4096"),
@@ -249,7 +249,9 @@ KvhubdConfig KvhubdConfig::Defaults() {
   // Round down to whole MiB; keep at least 64 MiB.
   cap = std::max<uint64_t>(cap & ~((1ull << 20) - 1), 64ull << 20);
   c.store.capacity_bytes = cap;
-  c.store.region_bytes = std::min<uint64_t>(c.store.region_bytes, cap);
+  // region_bytes stays 1 GiB: a smaller tier maps one region of its own size. (It
+  // was cut to this default capacity, whole MiB, which a later capacity_bytes did
+  // not undo and the automatic slab size seldom divides: one slab for the tier.)
   return c;
 }
 

@@ -265,6 +265,19 @@ TEST(KvhubdConfigTest, FewAllocatorSlabsAreWarnedAbout) {
   EXPECT_EQ(c.FewSlabsWarning(), "");
 }
 
+// A capacity that is not a whole number of slabs still gets slabs of its own: the
+// region is not cut to the machine's default capacity (which on a 1000 MiB machine
+// was 250 MiB, a region no slab size divided: one slab for the tier).
+TEST(KvhubdConfigTest, TheRegionIsNotCutToTheDefaultCapacity) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  EXPECT_EQ(c.store.region_bytes, 1ull << 30);
+  ASSERT_TRUE(c.Set("capacity_bytes", "250MiB").ok());
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  EXPECT_EQ(c.store.EffectiveSlabBytes(), 64ull << 20) << "slabs sized for max_block_bytes, not the whole tier";
+  ASSERT_TRUE(c.Set("max_block_bytes", "1MiB").ok());
+  EXPECT_EQ(c.FewSlabsWarning(), "");
+}
+
 TEST(KvhubdConfigTest, DefaultCapacityFitsTheMemoryLimit) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   const MemoryLimit limit = ReadMemoryLimit();

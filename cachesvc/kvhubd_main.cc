@@ -44,7 +44,7 @@ KVHUB_CONFIG_FLAG(node_id, "node name; default <hostname>-<grpc port>");
 KVHUB_CONFIG_FLAG(capacity_bytes, "host tier capacity (e.g. 4GiB); default min(25% of the memory limit, 4GiB)");
 KVHUB_CONFIG_FLAG(check_memory_limit, "refuse a capacity_bytes above physical memory or the cgroup memory limit; default true");
 KVHUB_CONFIG_FLAG(gpu_tier_bytes, "gpu tier device bytes behind the host tier (copies of published blocks, served when the host tier evicted them); default 0 = off; > 0 needs a GPU");
-KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 1GiB (at most capacity_bytes)");
+KVHUB_CONFIG_FLAG(region_bytes, "size of each host memory region; default 1GiB (a smaller tier is one region of its own size)");
 KVHUB_CONFIG_FLAG(try_hugepages, "try MAP_HUGETLB for regions, plain pages when none are free; default true");
 KVHUB_CONFIG_FLAG(max_block_bytes, "largest block accepted (<= 256MiB); default 64MiB");
 KVHUB_CONFIG_FLAG(min_block_bytes, "smallest allocator size class; default 4096");
