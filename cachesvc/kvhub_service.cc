@@ -94,7 +94,7 @@ std::string KvHubService::node_id() const {
 
 grpc::ServerUnaryReactor* KvHubService::Finish(grpc::CallbackServerContext* ctx, Rpc rpc, absl::Time start,
                                                const grpc::Status& status, grpc::ServerUnaryReactor* reactor) {
-  metrics_->RecordRpc(rpc, absl::Now() - start, static_cast<int>(status.error_code()));
+  metrics_->RecordRpc(rpc, Clock::Real()->Now() - start, static_cast<int>(status.error_code()));
   if (reactor == nullptr) reactor = ctx->DefaultReactor();
   reactor->Finish(status);
   return reactor;
@@ -151,7 +151,7 @@ grpc::ServerUnaryReactor* KvHubService::Serve(grpc::CallbackServerContext* ctx, 
                                               grpc::MessageAllocator<Req, Resp>* pool,
                                               const grpc::ByteBuffer* raw_req, grpc::ByteBuffer* raw_resp,
                                               Scope&& scope, Handler&& handler) {
-  absl::Time start = absl::Now();
+  absl::Time start = Clock::Real()->Now();
   InflightScope inflight(this);
   if (stopping()) return Finish(ctx, rpc, start, StoppingStatus());
   grpc::Status status;
@@ -281,7 +281,7 @@ grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ct
 class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   PutDataReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp)
-      : service_(service), resp_(resp), start_(absl::Now()) {
+      : service_(service), resp_(resp), start_(Clock::Real()->Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
       Done(StoppingStatus());
@@ -328,7 +328,7 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::
 
  private:
   void Done(const grpc::Status& status) {
-    service_->metrics_->RecordRpc(Rpc::kPutData, absl::Now() - start_, static_cast<int>(status.error_code()));
+    service_->metrics_->RecordRpc(Rpc::kPutData, Clock::Real()->Now() - start_, static_cast<int>(status.error_code()));
     Finish(status);
   }
 
@@ -641,7 +641,7 @@ class KvHubService::WatchedGetReactor final : public grpc::ServerUnaryReactor {
 
 grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                             grpc::ByteBuffer* resp) {
-  absl::Time start = absl::Now();
+  absl::Time start = Clock::Real()->Now();
   InflightScope scope(this);
   if (stopping()) return Finish(ctx, Rpc::kGet, start, StoppingStatus());
   thread_local v1::GetRequest request;  // reused: no allocation once warm
@@ -713,7 +713,7 @@ google::protobuf::Arena& KvHubService::ResponseArena() {
 class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GetStreamReactor(KvHubService* service, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
-      : service_(service), start_(absl::Now()) {
+      : service_(service), start_(Clock::Real()->Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
       Done(StoppingStatus());
@@ -857,7 +857,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
   }
 
   void Done(const grpc::Status& status) {
-    service_->metrics_->RecordRpc(Rpc::kGetStream, absl::Now() - start_, static_cast<int>(status.error_code()));
+    service_->metrics_->RecordRpc(Rpc::kGetStream, Clock::Real()->Now() - start_, static_cast<int>(status.error_code()));
     Finish(status);
   }
 
@@ -1010,7 +1010,7 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
 // Not through Serve: Health answers without a token and while stopping (DRAINING).
 grpc::ServerUnaryReactor* KvHubService::Health(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                                grpc::ByteBuffer* resp) {
-  absl::Time start = absl::Now();
+  absl::Time start = Clock::Real()->Now();
   v1::HealthRequest request;
   grpc::Status status = ParseRawRequest(req, &request);
   if (status.ok()) {

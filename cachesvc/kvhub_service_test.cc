@@ -402,6 +402,17 @@ TEST_F(ServiceTest, DeletePinAndStats) {
   EXPECT_EQ(del_resp.items(1).code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A latency below zero (timed across a clock step) counts as zero: the sum is a
+// counter and may not go down (it wrapped to ~1.8e10 s before).
+TEST(MetricsTest, ANegativeLatencyDoesNotLowerTheSum) {
+  ServiceMetrics m(2, 1);
+  m.RecordRpc(Rpc::kLookup, absl::Milliseconds(3), 0);
+  m.RecordRpc(Rpc::kLookup, absl::Seconds(-5), 0);
+  const std::string text = m.RenderPrometheus(MetricsSnapshotInputs{});
+  EXPECT_THAT(text, HasSubstr("kvhub_rpc_latency_seconds_sum{method=\"Lookup\"} 0.003\n"));
+  EXPECT_THAT(text, HasSubstr("kvhub_rpc_latency_seconds_count{method=\"Lookup\"} 2\n"));
+}
+
 TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   ServiceMetrics m(2, 1);
   m.RecordLookup("a", "m1", 4, 2, 256);

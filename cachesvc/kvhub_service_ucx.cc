@@ -303,11 +303,11 @@ absl::StatusOr<std::string> KvHubService::UcxCall(uint32_t method, absl::string_
     case v1::UCX_CALL_RELEASE: rpc = Rpc::kUcxRelease; break;
     default: return absl::UnimplementedError(absl::StrCat("unknown UCX call method ", method));
   }
-  const absl::Time start = absl::Now();
+  const absl::Time start = Clock::Real()->Now();
   InflightScope scope(this);
   absl::StatusOr<std::string> out = absl::UnavailableError("kvhubd is shutting down; retry on another node");
   if (!stopping()) out = rpc == Rpc::kUcxGet ? UcxGet(request) : UcxRelease(request);
-  metrics_->RecordRpc(rpc, absl::Now() - start, static_cast<int>(out.status().code()));
+  metrics_->RecordRpc(rpc, Clock::Real()->Now() - start, static_cast<int>(out.status().code()));
   return out;
 }
 

@@ -160,8 +160,8 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_BOOL_KEY("populate", store.populate, "MAP_POPULATE the regions at start; default false"),
       KVHUB_BOOL_KEY("eviction_prefix_aware", store.eviction.prefix_aware, "evict chain leaves before parents; default false (measured worse: docs/results-replay.md)"),
       KVHUB_DOUBLE_KEY("s3fifo_small_ratio", store.eviction.s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1"),
-      KVHUB_INT_KEY("worker_threads", worker_threads, "gRPC worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0"),
-      KVHUB_MS_KEY("expiry_interval_ms", expiry_interval, "expiry sweep period; default 1000"),
+      KVHUB_INT_KEY("worker_threads", worker_threads, "no effect with gRPC 1.51 (its callback server sizes its own threads; kvhubd warns when set); default 0"),
+      KVHUB_MS_KEY("expiry_interval_ms", expiry_interval, "expiry sweep period (it also runs as often as auth_reload_ms, tls_reload_ms, stalled_send_ms and ucx_session_grace_ms need); default 1000"),
       KVHUB_MS_KEY("drain_grace_ms", drain_grace, "on SIGTERM, readyz=503 this long before stopping; default 0"),
       KVHUB_MS_KEY("shutdown_timeout_ms", shutdown_timeout, "deadline for in-flight calls at shutdown; default 10000"),
       KVHUB_SIZE_KEY("get_stream_chunk_bytes", get_stream_chunk_bytes, "GetStream chunk size; default 1MiB"),
@@ -351,6 +351,11 @@ absl::Status KvhubdConfig::Validate() const {
     return bad("metrics_max_namespaces", "must be in 1..4096");
   }
   if (metrics_max_models < 1 || metrics_max_models > 1024) return bad("metrics_max_models", "must be in 1..1024");
+  // Lookup series are dense, (namespaces + 1) x (models + 1), each walked by every
+  // scrape: 4096 x 1024 was 168 MB of counters and seconds per scrape.
+  if (int64_t{metrics_max_namespaces} * metrics_max_models > 65536) {
+    return bad("metrics_max_models", "times metrics_max_namespaces must be at most 65536");
+  }
   if (!IsLogLevel(log_level)) {
     return bad("log_level", absl::StrCat("'", log_level, "' is not trace|debug|info|warn|error|critical|off"));
   }

@@ -268,6 +268,15 @@ TEST(KvhubdConfigTest, FewAllocatorSlabsAreWarnedAbout) {
 // A capacity that is not a whole number of slabs still gets slabs of its own: the
 // region is not cut to the machine's default capacity (which on a 1000 MiB machine
 // was 250 MiB, a region no slab size divided: one slab for the tier).
+TEST(KvhubdConfigTest, MetricsLabelCapsAreBoundedTogether) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  c.metrics_max_namespaces = 4096;
+  c.metrics_max_models = 16;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  c.metrics_max_models = 1024;  // 4M dense series: refused
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("times metrics_max_namespaces must be at most 65536"));
+}
+
 TEST(KvhubdConfigTest, TheRegionIsNotCutToTheDefaultCapacity) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   EXPECT_EQ(c.store.region_bytes, 1ull << 30);

@@ -10,8 +10,11 @@
 // Exit 2: bad flags/config; exit 1: startup failed.
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -64,8 +67,8 @@ KVHUB_CONFIG_FLAG(max_leases, "live leases at once (preallocated); default 26214
 KVHUB_CONFIG_FLAG(populate, "MAP_POPULATE the regions at start; default false");
 KVHUB_CONFIG_FLAG(eviction_prefix_aware, "evict chain leaves before parents; default false");
 KVHUB_CONFIG_FLAG(s3fifo_small_ratio, "S3-FIFO small queue share; default 0.1");
-KVHUB_CONFIG_FLAG(worker_threads, "gRPC worker threads, 0 = usable CPUs (affinity, cgroup quota); default 0");
-KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period; default 1000");
+KVHUB_CONFIG_FLAG(worker_threads, "no effect with gRPC 1.51 (its callback server sizes its own threads; kvhubd warns when set); default 0");
+KVHUB_CONFIG_FLAG(expiry_interval_ms, "expiry sweep period (it also runs as often as auth_reload_ms, tls_reload_ms, stalled_send_ms and ucx_session_grace_ms need); default 1000");
 KVHUB_CONFIG_FLAG(drain_grace_ms, "on SIGTERM, readyz=503 this long before stopping; default 0");
 KVHUB_CONFIG_FLAG(shutdown_timeout_ms, "deadline for in-flight calls at shutdown; default 10000");
 KVHUB_CONFIG_FLAG(get_stream_chunk_bytes, "GetStream chunk size; default 1MiB");
@@ -188,10 +191,17 @@ int main(int argc, char** argv) {
   google::protobuf::SetLogHandler(&ProtobufLogToKvhubLog);
   // An empty value reads as "not set" below: `--grpc_address=$UNSET` must not
   // quietly mean the default port, so the command line may not carry one.
+  // abseil takes `-flag` as `--flag`: so do these checks.
+  const auto flag_name = [](absl::string_view a) -> absl::string_view {
+    if (absl::StartsWith(a, "--")) return a.substr(2);
+    if (absl::StartsWith(a, "-") && a.size() > 1) return a.substr(1);
+    return {};
+  };
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
-    const bool empty_eq = absl::StartsWith(arg, "--") && absl::EndsWith(arg, "=");
-    const bool empty_next = absl::StartsWith(arg, "--") && arg.find('=') == absl::string_view::npos &&
+    const bool is_flag = !flag_name(arg).empty();
+    const bool empty_eq = is_flag && absl::EndsWith(arg, "=");
+    const bool empty_next = is_flag && arg.find('=') == absl::string_view::npos &&
                             i + 1 < argc && argv[i + 1][0] == '\0';
     if (empty_eq || empty_next) {
       return Fail(2, absl::StrCat(arg.substr(0, arg.find('=')), " has an empty value (leave the flag out for its default)"));
@@ -199,10 +209,11 @@ int main(int argc, char** argv) {
     // `--ready_file $UNSET --grpc_address=...`: the variable vanishes and abseil takes
     // the next flag as the value (with only a warning), so the address is silently the
     // default. A flag that needs a value may not be followed by another flag.
-    if (absl::StartsWith(arg, "--") && arg.find('=') == absl::string_view::npos && i + 1 < argc &&
-        absl::StartsWith(argv[i + 1], "--")) {
-      const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(arg.substr(2));
-      if (flag != nullptr && !flag->IsOfType<bool>()) {
+    if (is_flag && arg.find('=') == absl::string_view::npos && i + 1 < argc) {
+      const absl::string_view next = flag_name(argv[i + 1]);
+      const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(flag_name(arg));
+      if (flag != nullptr && !flag->IsOfType<bool>() && !next.empty() &&
+          absl::FindCommandLineFlag(next.substr(0, next.find('='))) != nullptr) {
         return Fail(2, absl::StrCat(arg, " is followed by ", argv[i + 1], " instead of its value (write ", arg,
                                     "=VALUE)"));
       }
@@ -253,11 +264,22 @@ int main(int argc, char** argv) {
   absl::StatusOr<kvhub::cachesvc::UcxServer::AddressVetterPtr> vetter =
       kvhub::cachesvc::UcxServer::StartAddressVetter(config);
   if (!vetter.ok()) return Fail(1, vetter.status().ToString());
+  if (!config.ready_file.empty()) {
+    // Found unwritable now, not after the tier is mapped and gRPC serves; and a ready
+    // line left by an earlier run must not send a poller to its dead ports.
+    if (absl::Status s = kvhub::CheckOutputPath(config.ready_file); !s.ok()) {
+      return Fail(2, absl::StrCat("ready_file: ", s.message()));
+    }
+    if (unlink(config.ready_file.c_str()) != 0 && errno != ENOENT) {
+      return Fail(2, absl::StrCat("ready_file: cannot remove the old one: ", std::strerror(errno)));
+    }
+  }
   absl::StatusOr<std::unique_ptr<kvhub::cachesvc::KvhubdServer>> server =
       kvhub::cachesvc::KvhubdServer::Start(config, *std::move(vetter));
   if (!server.ok()) return Fail(absl::IsInvalidArgument(server.status()) ? 2 : 1, server.status().ToString());
 
   const std::string ready = (*server)->ReadyLine();
+  // (The path was checked, and a stale ready file removed, before the start.)
   if (!config.ready_file.empty()) {
     // Complete or not at all (written beside it and renamed): readers poll for it.
     if (absl::Status s = kvhub::WriteOutput(config.ready_file, ready + "\n"); !s.ok()) {
@@ -281,6 +303,7 @@ int main(int argc, char** argv) {
   }
   KVHUB_LOG(info, "kvhubd: signal {} received, shutting down", sig);
   (*server)->Shutdown();
+  if (!config.ready_file.empty()) unlink(config.ready_file.c_str());  // it no longer serves
   KVHUB_LOG(info, "kvhubd: drained and stopped; exit 0");
   // Exit without tearing down the heap: every call is finished and the store is memory
   // only. (Destroying grpc::Server after a deadline-cancelled shutdown can block ~10 s

@@ -58,6 +58,10 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->config_ = config;
   srv->started_ = Clock::Real()->Now();
   const int threads = ResolveThreads(config.worker_threads);
+  if (config.worker_threads != 0) {
+    KVHUB_LOG(warn, "kvhubd: worker_threads={} has no effect: gRPC 1.51's callback server sizes its threads from "
+              "the host's cores (docs/operations.md)", config.worker_threads);
+  }
   // Security first: a bad tokens file or certificate stops kvhubd before it maps
   // memory or listens.
   absl::StatusOr<ServerSecurity> security = MakeServerSecurity(config);
@@ -192,9 +196,8 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   }
   srv->http_ = std::move(*http);
   srv->expiry_thread_ = std::thread([self] { self->ExpiryLoop(); });
-  KVHUB_LOG(info, "kvhubd {} serving grpc={} http={} capacity={} bytes policy={} threads={}", srv->node_id_,
-            srv->grpc_address_, srv->http_->address(), config.store.capacity_bytes, srv->store_->PolicyName(),
-            threads);
+  KVHUB_LOG(info, "kvhubd {} serving grpc={} http={} capacity={} bytes policy={}", srv->node_id_,
+            srv->grpc_address_, srv->http_->address(), config.store.capacity_bytes, srv->store_->PolicyName());
   return srv;
 }
 
@@ -253,10 +256,21 @@ void KvhubdServer::Shutdown() {
 }
 
 void KvhubdServer::ExpiryLoop() {
+  // Everything below is checked each pass: pass as often as the shortest of their
+  // periods asks (an hour-long expiry_interval kept a revoked token for an hour).
+  absl::Duration tick = config_.expiry_interval;
+  if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
+    tick = std::min(tick, config_.auth_reload_interval);
+  }
+  if (tls_ != nullptr) tick = std::min(tick, config_.tls_reload_interval);
+  tick = std::min(tick, config_.stalled_send_timeout);
+  if (ucx_ != nullptr && config_.ucx_session_grace > absl::ZeroDuration()) {
+    tick = std::min(tick, config_.ucx_session_grace);
+  }
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stop_expiry_), config_.expiry_interval)) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_expiry_), tick)) return;
     }
     size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
     if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);

@@ -71,6 +71,9 @@ std::vector<std::string> LabelInterner::Names() const {
 }
 
 void LatencyHistogram::Observe(absl::Duration d) {
+  // A negative duration (a caller timing with a clock that stepped back) would make
+  // the sum, a counter, go down or wrap.
+  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
   double s = absl::ToDoubleSeconds(d);
   size_t i = 0;
   while (i < kBounds.size() && s > kBounds[i]) ++i;

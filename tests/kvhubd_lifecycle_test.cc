@@ -572,6 +572,19 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
                                             " --ready_file --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 2>&1"));
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--ready_file is followed by --grpc_address=127.0.0.1:0 instead of its value"));
+  // The same with one dash, which abseil takes as two (it slipped past both checks).
+  r = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " -ready_file -grpc_address=127.0.0.1:0 2>&1"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("-ready_file is followed by -grpc_address=127.0.0.1:0 instead of its value"));
+  r = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " -grpc_address= 2>&1"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("has an empty value"));
+  // An unwritable ready_file is refused before the tier is mapped (it was found
+  // after start-up, and the exit waited out drain_grace_ms).
+  r = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --ready_file=/nonexistent-dir/ready --drain_grace_ms=8000",
+                              " --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 2>&1"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("ready_file: cannot write /nonexistent-dir/ready"));
 
   std::string conf = absl::StrCat(::testing::TempDir(), "/kvhubd_bad_", getpid(), ".conf");
   {
@@ -645,6 +658,9 @@ TEST(KvhubdLifecycleTest, ConfigFileFlagsOverrideAndReadyFile) {
     std::ofstream out(conf);
     out << "# test config\ncapacity_bytes = 32MiB\nregion_bytes = 32MiB\nmax_block_bytes = 1MiB\nnode_id = from-file\n";
   }
+  // A ready line left by an earlier run goes before the start (a poller would
+  // connect to its dead ports), and this run's goes at its exit.
+  std::ofstream(ready) << "kvhubd ready grpc=127.0.0.1:1 http=127.0.0.1:2 node=stale\n";
   auto p = KvhubdProcess::Start(
       {.flags = {"--shutdown_timeout_ms=1000", absl::StrCat("--config=", conf), "--node_id=from-flag", absl::StrCat("--ready_file=", ready)}});
   ASSERT_TRUE(p.ok()) << p.status();
@@ -665,6 +681,7 @@ TEST(KvhubdLifecycleTest, ConfigFileFlagsOverrideAndReadyFile) {
   EXPECT_EQ(st.node_id(), "from-flag");
   stub.reset();
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+  EXPECT_NE(access(ready.c_str(), F_OK), 0) << "the ready file outlived the process";
   std::remove(conf.c_str());
   std::remove(ready.c_str());
 }
