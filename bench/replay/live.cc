@@ -138,7 +138,7 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
   const auto note = [&res](const absl::Status& s) {
     if (res.first_error.ok() && !s.ok()) res.first_error = s;
   };
-  std::vector<double> lookup_us, fetch_us, publish_us;
+  std::vector<double> lookup_us, fetch_us, publish_us, lag_us;
   std::vector<int32_t> tokens;
   std::vector<std::vector<uint8_t>> payload;  // per block of the request
   std::vector<std::vector<uint8_t>> fetched;
@@ -149,8 +149,10 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
     const TraceRequest& r = trace.requests[q];
     if (o.speedup > 0) {
       double due = static_cast<double>(r.timestamp_ms - ts0) / 1000.0 / o.speedup;
-      std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
-                                                std::chrono::duration<double>(due)));
+      const Clock::time_point due_at =
+          start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(due));
+      std::this_thread::sleep_until(due_at);
+      lag_us.push_back(std::max(0.0, std::chrono::duration<double, std::micro>(Clock::now() - due_at).count()));
     }
     tokens.clear();
     for (int64_t h : r.hash_ids) AppendBlockTokens(h, bt, &tokens);
@@ -237,6 +239,7 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
   res.lookup = Summarize(std::move(lookup_us));
   res.fetch = Summarize(std::move(fetch_us));
   res.publish = Summarize(std::move(publish_us));
+  res.lag = Summarize(std::move(lag_us));
   return res;
 }
 

@@ -81,6 +81,10 @@ struct LiveResult {
   uint64_t errors() const { return lookup_failures + fetch_errors + put_failures + verify_failures; }
   double wall_s = 0, fetch_s = 0, publish_s = 0;
   LatencySummary lookup, fetch, publish;  // per request (fetch: requests with a hit)
+  // With pacing (speedup > 0): how far behind its due time (start + timestamp /
+  // speedup) each request began; large values mean the run could not keep the
+  // trace's rate, so it is not the load the timestamps describe. Empty without.
+  LatencySummary lag;
   double hit_rate() const {
     return requested_tokens ? static_cast<double>(hit_tokens) / static_cast<double>(requested_tokens)
                             : 0.0;

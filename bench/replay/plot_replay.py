@@ -78,7 +78,7 @@ def plot_budget(d, a, keep):
         if r["policy"] == "infinite":
             inf = r["hit_rate"]
             continue
-        if keep and r["policy"] not in keep:
+        if keep and r["policy"] not in keep and r["policy"] != "belady":  # the reference stays
             continue
         key = "%s / %s" % (r["codec"], r["policy"])
         lines.setdefault(key, []).append((r["budget_bytes"] / 1e9, 100 * r["hit_rate"]))
@@ -88,7 +88,8 @@ def plot_budget(d, a, keep):
     for name, pts in sorted(lines.items()):
         pts.sort()
         codec, policy = name.split(" / ")
-        style = dict(linestyle="--", marker="x") if policy == "lru" else dict(marker="o")
+        style = (dict(linestyle=":", linewidth=1) if policy == "belady" else
+                 dict(linestyle="--", marker="x") if policy == "lru" else dict(marker="o"))
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[codec], **style)
     if inf is not None:
         ax.axhline(100 * inf, color="gray", linestyle=":", label="infinite")
