@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <span>
@@ -653,7 +654,12 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     constexpr size_t kKeep = size_t{1} << 20;
     if (request.keys().capacity() > kKeep || request.namespace_().capacity() > kKeep) {
       request = v1::GetRequest();
-      malloc_trim(0);
+      // At most once a second: the trim walks every allocator arena under its lock,
+      // and any caller can send such requests.
+      static std::atomic<int64_t> last_trim_ms{0};
+      const int64_t now_ms = absl::ToUnixMillis(Clock::Real()->Now());
+      int64_t last = last_trim_ms.load(std::memory_order_relaxed);
+      if (now_ms - last >= 1000 && last_trim_ms.compare_exchange_strong(last, now_ms)) malloc_trim(0);
     }
   };
   request.Clear();
@@ -1002,7 +1008,11 @@ grpc::ServerUnaryReactor* KvHubService::Connect(grpc::CallbackServerContext* ctx
         auto gave_up = [ctx] { return ctx->IsCancelled() || ctx->deadline() <= std::chrono::system_clock::now(); };
         const std::optional<absl::string_view> authorization = AuthorizationOf(ctx);
         grpc::Status st = DoConnect(r, out, UcxOwner(authorization.value_or("")), gave_up);
-        if (st.ok() && authorization.has_value()) RememberConnAuth(out->conn_id(), *authorization);
+        if (st.ok() && authorization.has_value() && !RememberConnAuth(out->conn_id(), *authorization)) {
+          return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                              "the shard's tokens were reloaded while this Connect ran, and this token no longer "
+                              "allows UCX (Connect needs a token for every namespace, '*')");
+        }
         return st;
       });
 }

@@ -298,7 +298,9 @@ class KvHubService final : public KvHubCallbackBase {
   // the map passes twice the connections a shard holds.
   absl::Mutex conn_auth_mu_;
   absl::flat_hash_map<uint64_t, std::string> conn_auth_ ABSL_GUARDED_BY(conn_auth_mu_);
-  void RememberConnAuth(uint64_t conn_id, absl::string_view authorization) ABSL_LOCKS_EXCLUDED(conn_auth_mu_);
+  // Records it; false (and the connection closed) when the tokens in force no
+  // longer allow it: a reload that ran during the Connect did not see the entry.
+  bool RememberConnAuth(uint64_t conn_id, absl::string_view authorization) ABSL_LOCKS_EXCLUDED(conn_auth_mu_);
 
   // Counts a unary handler as in flight for its scope.
   class InflightScope {

@@ -197,18 +197,21 @@ bool RevokedForUcx(const Authenticator& now, const std::string& authorization) {
 }
 }  // namespace
 
-void KvHubService::RememberConnAuth(uint64_t conn_id, absl::string_view authorization) {
-  bool prune = false;
+bool KvHubService::RememberConnAuth(uint64_t conn_id, absl::string_view authorization) {
   {
     absl::MutexLock l(&conn_auth_mu_);
     conn_auth_[conn_id] = std::string(authorization);
-    prune = conn_auth_.size() > 2 * kMaxUcxConnections;
+    if (conn_auth_.size() > 2 * kMaxUcxConnections && ucx_ != nullptr) {
+      // The snapshot is taken under the lock: an entry added meanwhile (its
+      // connection made before it) cannot be pruned by a snapshot older than it.
+      const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
+      const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
+      absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+    }
   }
-  if (!prune || ucx_ == nullptr) return;
-  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();  // after the insert: the new one is live
-  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
-  absl::MutexLock l(&conn_auth_mu_);
-  absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+  if (auth_ == nullptr || !RevokedForUcx(*auth_->Current(), std::string(authorization))) return true;
+  if (ucx_ != nullptr) ucx_->Close(conn_id).IgnoreError();  // NOT_FOUND: a reload closed it already
+  return false;
 }
 
 size_t KvHubService::EndRevokedUcxSessions(const Authenticator& now) {
@@ -219,12 +222,13 @@ size_t KvHubService::EndRevokedUcxSessions(const Authenticator& now) {
       [&now](uint64_t, const std::string& authorization) { return RevokedForUcx(now, authorization); },
       /*for_good=*/false, /*close=*/true);
   if (ucx_ == nullptr) return ended;
-  // Then every live connection made with a revoked token, watched or not.
-  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
-  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
+  // Then every live connection made with a revoked token, watched or not. (One
+  // whose Connect is still running is checked by RememberConnAuth.)
   std::vector<uint64_t> revoked;
   {
     absl::MutexLock l(&conn_auth_mu_);
+    const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();  // under the lock: see RememberConnAuth
+    const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
     absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
     for (const auto& [id, authorization] : conn_auth_) {
       if (RevokedForUcx(now, authorization)) revoked.push_back(id);

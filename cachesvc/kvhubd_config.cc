@@ -241,9 +241,10 @@ absl::Status ValidateListenAddress(absl::string_view address) {
   return absl::OkStatus();
 }
 
-KvhubdConfig KvhubdConfig::Defaults() {
+KvhubdConfig KvhubdConfig::Defaults() { return DefaultsFor(ReadMemoryLimit().bytes); }
+
+KvhubdConfig KvhubdConfig::DefaultsFor(uint64_t ram) {
   KvhubdConfig c;
-  uint64_t ram = ReadMemoryLimit().bytes;
   uint64_t cap = 4ull << 30;
   if (ram > 0) cap = std::min(cap, ram / 4);
   // Round down to whole MiB; keep at least 64 MiB.

@@ -170,6 +170,8 @@ struct KvhubdConfig {
 
   // Defaults with the machine-dependent capacity filled in.
   static KvhubdConfig Defaults();
+  // The same for a process that may use `memory_limit_bytes` (0: unknown).
+  static KvhubdConfig DefaultsFor(uint64_t memory_limit_bytes);
 
   // True when grpc_address is a loopback address (127.x, localhost, [::1]): only
   // clients on this host reach the shard.

@@ -265,9 +265,6 @@ TEST(KvhubdConfigTest, FewAllocatorSlabsAreWarnedAbout) {
   EXPECT_EQ(c.FewSlabsWarning(), "");
 }
 
-// A capacity that is not a whole number of slabs still gets slabs of its own: the
-// region is not cut to the machine's default capacity (which on a 1000 MiB machine
-// was 250 MiB, a region no slab size divided: one slab for the tier).
 TEST(KvhubdConfigTest, MetricsLabelCapsAreBoundedTogether) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   c.metrics_max_namespaces = 4096;
@@ -277,8 +274,12 @@ TEST(KvhubdConfigTest, MetricsLabelCapsAreBoundedTogether) {
   EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("times metrics_max_namespaces must be at most 65536"));
 }
 
+// A capacity that is not a whole number of slabs still gets slabs of its own: the
+// region is not cut to the machine's default capacity (which on a 1000 MiB machine
+// was 250 MiB, a region no slab size divided: one slab for the tier).
 TEST(KvhubdConfigTest, TheRegionIsNotCutToTheDefaultCapacity) {
-  KvhubdConfig c = KvhubdConfig::Defaults();
+  KvhubdConfig c = KvhubdConfig::DefaultsFor(1000ull << 20);
+  EXPECT_EQ(c.store.capacity_bytes, 250ull << 20);
   EXPECT_EQ(c.store.region_bytes, 1ull << 30);
   ASSERT_TRUE(c.Set("capacity_bytes", "250MiB").ok());
   EXPECT_TRUE(c.Validate().ok()) << c.Validate();

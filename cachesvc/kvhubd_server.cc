@@ -256,8 +256,13 @@ void KvhubdServer::Shutdown() {
 }
 
 void KvhubdServer::ExpiryLoop() {
-  // Everything below is checked each pass: pass as often as the shortest of their
-  // periods asks (an hour-long expiry_interval kept a revoked token for an hour).
+  // Each duty below runs at its own period; the loop wakes at the shortest (an
+  // hour-long expiry_interval kept a revoked token for an hour).
+  const absl::Duration stalled_every = std::min(config_.expiry_interval, config_.stalled_send_timeout);
+  const absl::Duration ucx_every = config_.ucx_session_grace > absl::ZeroDuration()
+                                       ? std::min(config_.expiry_interval, config_.ucx_session_grace)
+                                       : config_.expiry_interval;
+  absl::Time swept = Clock::Real()->Now(), stalled_checked = swept, ucx_checked = swept;
   absl::Duration tick = config_.expiry_interval;
   if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
     tick = std::min(tick, config_.auth_reload_interval);
@@ -272,16 +277,27 @@ void KvhubdServer::ExpiryLoop() {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stop_expiry_), tick)) return;
     }
-    size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
-    if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);
-    service_->CancelStalledSends();
-    if (ucx_ != nullptr && config_.ucx_session_grace > absl::ZeroDuration() && !service_->stopping()) {
-      ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
-                           config_.ucx_session_grace);
+    // (1 ms of slack: a wake-up a hair early must not skip a duty for a whole tick.)
+    const absl::Time now = Clock::Real()->Now() + absl::Milliseconds(1);
+    if (now - swept >= config_.expiry_interval) {
+      swept = now;
+      size_t n = reservations_->Sweep([this] { return store_->ExpireNow(); });
+      if (n > 0) KVHUB_LOG(debug, "expiry sweep reclaimed {} reservations/leases", n);
     }
-    // After CloseUnwatched: a Session that registered while it closed the connection
-    // ends here, as do those of connections the worker closed on an endpoint error.
-    if (ucx_ != nullptr && !service_->stopping()) service_->EndUcxSessionsOfClosedConnections();
+    if (now - stalled_checked >= stalled_every) {
+      stalled_checked = now;
+      service_->CancelStalledSends();
+    }
+    if (ucx_ != nullptr && now - ucx_checked >= ucx_every) {
+      ucx_checked = now;
+      if (config_.ucx_session_grace > absl::ZeroDuration() && !service_->stopping()) {
+        ucx_->CloseUnwatched([this](uint64_t conn_id) { return service_->HasUcxSession(conn_id); },
+                             config_.ucx_session_grace);
+      }
+      // After CloseUnwatched: a Session that registered while it closed the connection
+      // ends here, as do those of connections the worker closed on an endpoint error.
+      if (!service_->stopping()) service_->EndUcxSessionsOfClosedConnections();
+    }
     if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
       bool due;
       {

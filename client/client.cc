@@ -425,14 +425,10 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     w.location = RemoteLocation{r.location().region(), r.location().offset(),
                                 r.location().size(), r.location().rkey_id()};
     w.data = blocks[i].data;
-    if (r.expires_in_ms() > 0) {
-      w.expires = sent + absl::Milliseconds(r.expires_in_ms());
-    } else if (r.expires_unix_ms() > 0) {
-      // A shard from before expires_in_ms, or less than 1 ms left: its wall-clock
-      // time, moved onto the monotonic clock `expires` is read on (the hosts' wall
-      // clocks may differ; the checksum at commit still guards the bytes).
-      w.expires = sent + (absl::FromUnixMillis(r.expires_unix_ms()) - absl::Now());
-    }
+    // 0: less than a millisecond left (or a shard from before expires_in_ms, whose
+    // wall-clock expires_unix_ms this client does not trust: the hosts' clocks may
+    // differ, and a late one-sided put could land in memory reused meanwhile).
+    w.expires = sent + absl::Milliseconds(r.expires_in_ms());
     w.incarnation = started.incarnation();
     writes.push_back(w);
     commit.add_reservation_ids(r.reservation_id());

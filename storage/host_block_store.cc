@@ -320,9 +320,10 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   // another namespace's is zeroed, outside the lock, under a transfer hold that
   // keeps expiry and Abort away from it meanwhile.
   uint64_t clear = 0;
-  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, size, checksum, options, /*held=*/true, &clear);
-  if (!r.ok()) return r;
-  if (clear != 0) std::memset(r->data, 0, clear);
+  absl::StatusOr<Reservation> r =
+      ReserveImpl(ns, key, size, checksum, options, /*held=*/false, &clear, /*hold_to_clear=*/true);
+  if (!r.ok() || clear == 0) return r;  // nothing to clear: no hold was taken
+  std::memset(r->data, 0, clear);
   EndTransfer(TransferAccess::kWrite, static_cast<uint32_t>(r->id));
   return r;
 }
@@ -330,7 +331,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
 absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, const BlockKey& key,
                                                         uint64_t size, uint64_t checksum,
                                                         const PutOptions& options, bool held,
-                                                        uint64_t* clear) {
+                                                        uint64_t* clear, bool hold_to_clear) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
   const uint64_t tag = NamespaceTag(ns);
@@ -399,7 +400,7 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   slot.checksum = checksum;
   slot.expires_ns = now + absl::ToInt64Nanoseconds(config_.reservation_timeout);
   slot.leases = 0;
-  slot.transfers = held ? 1 : 0;
+  slot.transfers = held || (hold_to_clear && *clear != 0) ? 1 : 0;
   slot.state = State::kReserved;
   slot.pinned = false;
   slot.pin_on_commit = options.pin;

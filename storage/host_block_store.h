@@ -103,10 +103,11 @@ class HostBlockStore final : public BlockStore {
   // copy), which Commit ends under the same lock as its other checks.
   // `*clear` (not null) gets how many bytes at r.data the caller must zero before
   // anyone reads them: the whole chunk when it may hold another namespace's bytes
-  // (SlabAllocator's owner tags), else 0.
+  // (SlabAllocator's owner tags), else 0. `hold_to_clear`: start with a transfer
+  // hold when *clear != 0 (the caller ends it with EndTransfer once cleared).
   absl::StatusOr<Reservation> ReserveImpl(absl::string_view ns, const BlockKey& key, uint64_t size,
                                           uint64_t checksum, const PutOptions& options, bool held,
-                                          uint64_t* clear) ABSL_LOCKS_EXCLUDED(mu_);
+                                          uint64_t* clear, bool hold_to_clear = false) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status CommitImpl(uint64_t reservation_id, bool held) ABSL_LOCKS_EXCLUDED(mu_);
 
   // All below require mu_.

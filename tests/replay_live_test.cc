@@ -191,10 +191,6 @@ TEST(ReplayLive, ShardErrorsAreCountedNotTakenForMisses) {
   EXPECT_FALSE(live->first_error.ok());
 }
 
-// Checked before anything is sent (the client points nowhere): a request whose
-// blocks would not fit in memory at once (it was an OOM kill or abort), and pacing
-// stretched past 1e6 s (a double of seconds past ~9.2e9 overflowed the clock's
-// duration: undefined, in practice no pacing at all).
 // Distinct hash ids get distinct tokens, however large (hashed ids, say): before
 // session 27 h * 512 wrapped and ids 2^55 apart shared their tokens and keys.
 TEST(ReplayLive, DistinctIdsGetDistinctTokens) {
@@ -212,6 +208,10 @@ TEST(ReplayLive, DistinctIdsGetDistinctTokens) {
   for (int32_t v : top) ASSERT_TRUE(v >= 1000 && v < 101000) << v;
 }
 
+// Checked before anything is sent (the client points nowhere): a request whose
+// blocks would not fit in memory at once (it was an OOM kill or abort), and pacing
+// stretched past 1e6 s (a double of seconds past ~9.2e9 overflowed the clock's
+// duration: undefined, in practice no pacing at all).
 TEST(ReplayLive, RefusesWhatCannotRunBeforeSendingAnything) {
   absl::StatusOr<Trace> trace = ParseTrace(
       "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"

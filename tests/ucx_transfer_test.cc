@@ -686,6 +686,23 @@ TEST_P(UcxMappedCopyTest, ARegionTableClaimingMoreThanTheSegmentIsRefused) {
   EXPECT_EQ(last, served()[kRegionBytes - 1]);
 }
 
+// A key whose shared-memory segments cannot be read here (its layout does not
+// parse, as another UCX version's would not) gives no bound to check copies
+// against: over shared memory Connect is refused, mapped or not (UCX's own RMA
+// there checks no bounds either).
+TEST_P(UcxMappedCopyTest, AKeyWhoseSegmentsCannotBeReadIsRefused) {
+  auto conn = server_->Accept(client_->address());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  std::vector<RemoteRegionInfo> regions = server_->ServedRegions();
+  regions[0].packed_rkey.push_back('\0');  // UCX unpacks it; its layout no longer parses
+  PeerInfo info{server_->address(), regions, *conn};
+  info.one_sided_shm = true;
+  auto peer = client_->Connect(info);
+  ASSERT_FALSE(peer.ok());
+  EXPECT_EQ(peer.status().code(), absl::StatusCode::kUnavailable) << peer.status();
+  EXPECT_TRUE(absl::StrContains(peer.status().message(), "cannot be read here")) << peer.status();
+}
+
 TEST_P(UcxMappedCopyTest, DisconnectWaitsForCopiesInFlightAndLaterGetsFailCleanly) {
   // Readers copy 1 MiB blocks in a loop while the peer is dropped and
   // reconnected under them: every get is byte-exact or fails with UNAVAILABLE

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/fd_messages.h"
 #include "common/log.h"
 #include "transport/ucx_context.h"
@@ -276,10 +277,12 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
   // The vetting process kills a hung probe at probe_timeout; the slack past it is
   // for a host short of CPU. Answers to earlier requests whose callers gave up are
   // dropped on the way.
-  const absl::Time deadline = absl::Now() + config_.probe_timeout + config_.reply_slack;
+  // Monotonic: a wall-clock step neither fakes a late answer nor stretches the wait.
+  const absl::Time deadline = Clock::Real()->Now() + config_.probe_timeout + config_.reply_slack;
   while (ok) {
     pollfd p{fd_, POLLIN, 0};
-    const int wait_ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    const int wait_ms =
+        static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - Clock::Real()->Now())));
     const int r = poll(&p, 1, wait_ms);
     if (r < 0 && errno == EINTR) continue;
     if (r == 0) {

@@ -1415,6 +1415,21 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       rkeys.push_back(rk);
       bounded.push_back(!pinned->segments().empty());
     }
+    // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
+    // mapped here): a get is a memcpy, the serving worker never wakes.
+    const bool shm_rma =
+        info.one_sided_shm && std::any_of(names.begin(), names.end(),
+                                          [](const std::string& n) { return n == "posix" || n == "sysv"; });
+    if (shm_rma && std::find(bounded.begin(), bounded.end(), false) != bounded.end()) {
+      // One-sided copies there (mapped, or RMA on the progress thread: UCX checks no
+      // bounds either) would trust the region table alone.
+      for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
+      if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
+      result = absl::UnavailableError(
+          "ucx connect: the shared-memory segments of the peer's region keys cannot be read here (a UCX other "
+          "than 1.13?), so one-sided copies could not be kept inside them; use gRPC");
+      return;
+    }
     WithdrawMapped(peer->id);  // the old rkeys' mappings go with them
     // The old keys go when the last RMA request in flight on them completes.
     peer->rkeys = std::make_shared<RkeySet>();
@@ -1423,11 +1438,6 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     peer->conn = info.conn;
     peer->transports = transports;
     if (!peer->peer_mode) peer->transports += " (nofail)";
-    // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
-    // mapped here): a get is a memcpy, the serving worker never wakes.
-    const bool shm_rma =
-        info.one_sided_shm && std::any_of(names.begin(), names.end(),
-                                          [](const std::string& n) { return n == "posix" || n == "sysv"; });
     const bool one_sided = HasOneSidedRma(names) || shm_rma;
     const UcxConfig& cfg = config();
     peer->get_path = cfg.get_path != UcxPath::kAuto ? cfg.get_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
@@ -1446,13 +1456,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       auto m = std::make_shared<MappedPeer>();
       m->gets = map_gets;
       m->puts = map_puts;
-      for (size_t i = 0; i < peer->rkeys->keys.size(); ++i) {
-        if (!bounded[i]) {
-          KVHUB_LOG(debug, "ucx: peer {} region {}: its key's segments are not known here; transfers stay on the "
-                    "progress thread", peer->id, i);
-          m = nullptr;
-          break;
-        }
+      for (size_t i = 0; i < peer->rkeys->keys.size(); ++i) {  // each bounded (checked above)
         void* local = nullptr;
         const ucs_status_t st = ucp_rkey_ptr(peer->rkeys->keys[i], peer->regions[i].base, &local);
         if (st != UCS_OK || local == nullptr) {
