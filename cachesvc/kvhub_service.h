@@ -301,6 +301,8 @@ class KvHubService final : public KvHubCallbackBase {
   // Records it; false (and the connection closed) when the tokens in force no
   // longer allow it: a reload that ran during the Connect did not see the entry.
   bool RememberConnAuth(uint64_t conn_id, absl::string_view authorization) ABSL_LOCKS_EXCLUDED(conn_auth_mu_);
+  // Drops the entries of connections no longer live (ucx_ must be set).
+  void PruneConnAuthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_auth_mu_);
 
   // Counts a unary handler as in flight for its scope.
   class InflightScope {

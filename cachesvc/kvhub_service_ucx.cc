@@ -190,26 +190,27 @@ size_t KvHubService::EndSessions(const grpc::Status& status,
 
 namespace {
 // Whether `authorization` no longer allows what Connect requires (every namespace).
-bool RevokedForUcx(const Authenticator& now, const std::string& authorization) {
-  const absl::string_view value = authorization;
-  absl::StatusOr<const AuthGrant*> grant = now.Authenticate(authorization.empty() ? nullptr : &value);
+bool RevokedForUcx(const Authenticator& now, absl::string_view authorization) {
+  absl::StatusOr<const AuthGrant*> grant = now.Authenticate(authorization.empty() ? nullptr : &authorization);
   return !grant.ok() || !(*grant)->all_namespaces;
 }
 }  // namespace
+
+void KvHubService::PruneConnAuthLocked() {
+  // The snapshot is taken under the lock: an entry added meanwhile (its connection
+  // made before it) cannot be pruned by a snapshot older than it.
+  const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
+  const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
+  absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+}
 
 bool KvHubService::RememberConnAuth(uint64_t conn_id, absl::string_view authorization) {
   {
     absl::MutexLock l(&conn_auth_mu_);
     conn_auth_[conn_id] = std::string(authorization);
-    if (conn_auth_.size() > 2 * kMaxUcxConnections && ucx_ != nullptr) {
-      // The snapshot is taken under the lock: an entry added meanwhile (its
-      // connection made before it) cannot be pruned by a snapshot older than it.
-      const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();
-      const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
-      absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
-    }
+    if (conn_auth_.size() > 2 * kMaxUcxConnections && ucx_ != nullptr) PruneConnAuthLocked();
   }
-  if (auth_ == nullptr || !RevokedForUcx(*auth_->Current(), std::string(authorization))) return true;
+  if (auth_ == nullptr || !RevokedForUcx(*auth_->Current(), authorization)) return true;
   if (ucx_ != nullptr) ucx_->Close(conn_id).IgnoreError();  // NOT_FOUND: a reload closed it already
   return false;
 }
@@ -227,9 +228,7 @@ size_t KvHubService::EndRevokedUcxSessions(const Authenticator& now) {
   std::vector<uint64_t> revoked;
   {
     absl::MutexLock l(&conn_auth_mu_);
-    const std::vector<uint64_t> ids = ucx_->LiveConnectionIds();  // under the lock: see RememberConnAuth
-    const absl::flat_hash_set<uint64_t> live(ids.begin(), ids.end());
-    absl::erase_if(conn_auth_, [&live](const auto& e) { return !live.contains(e.first); });
+    PruneConnAuthLocked();
     for (const auto& [id, authorization] : conn_auth_) {
       if (RevokedForUcx(now, authorization)) revoked.push_back(id);
     }

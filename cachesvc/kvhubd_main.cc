@@ -279,7 +279,6 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(absl::IsInvalidArgument(server.status()) ? 2 : 1, server.status().ToString());
 
   const std::string ready = (*server)->ReadyLine();
-  // (The path was checked, and a stale ready file removed, before the start.)
   if (!config.ready_file.empty()) {
     // Complete or not at all (written beside it and renamed): readers poll for it.
     if (absl::Status s = kvhub::WriteOutput(config.ready_file, ready + "\n"); !s.ok()) {

@@ -263,15 +263,11 @@ void KvhubdServer::ExpiryLoop() {
                                        ? std::min(config_.expiry_interval, config_.ucx_session_grace)
                                        : config_.expiry_interval;
   absl::Time swept = Clock::Real()->Now(), stalled_checked = swept, ucx_checked = swept;
-  absl::Duration tick = config_.expiry_interval;
+  absl::Duration tick = std::min(stalled_every, ucx_ != nullptr ? ucx_every : config_.expiry_interval);
   if (auth_ != nullptr && config_.auth_reload_interval > absl::ZeroDuration()) {
     tick = std::min(tick, config_.auth_reload_interval);
   }
   if (tls_ != nullptr) tick = std::min(tick, config_.tls_reload_interval);
-  tick = std::min(tick, config_.stalled_send_timeout);
-  if (ucx_ != nullptr && config_.ucx_session_grace > absl::ZeroDuration()) {
-    tick = std::min(tick, config_.ucx_session_grace);
-  }
   while (true) {
     {
       absl::MutexLock lock(&mu_);

@@ -321,7 +321,7 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
   // keeps expiry and Abort away from it meanwhile.
   uint64_t clear = 0;
   absl::StatusOr<Reservation> r =
-      ReserveImpl(ns, key, size, checksum, options, /*held=*/false, &clear, /*hold_to_clear=*/true);
+      ReserveImpl(ns, key, size, checksum, options, ReserveHold::kForClearing, &clear);
   if (!r.ok() || clear == 0) return r;  // nothing to clear: no hold was taken
   std::memset(r->data, 0, clear);
   EndTransfer(TransferAccess::kWrite, static_cast<uint32_t>(r->id));
@@ -330,8 +330,8 @@ absl::StatusOr<Reservation> HostBlockStore::Reserve(absl::string_view ns, const 
 
 absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, const BlockKey& key,
                                                         uint64_t size, uint64_t checksum,
-                                                        const PutOptions& options, bool held,
-                                                        uint64_t* clear, bool hold_to_clear) {
+                                                        const PutOptions& options, ReserveHold hold,
+                                                        uint64_t* clear) {
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   if (absl::Status s = CheckSize(size, config_.max_block_bytes); !s.ok()) return s;
   const uint64_t tag = NamespaceTag(ns);
@@ -400,7 +400,7 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   slot.checksum = checksum;
   slot.expires_ns = now + absl::ToInt64Nanoseconds(config_.reservation_timeout);
   slot.leases = 0;
-  slot.transfers = held || (hold_to_clear && *clear != 0) ? 1 : 0;
+  slot.transfers = hold == ReserveHold::kForCopy || *clear != 0 ? 1 : 0;
   slot.state = State::kReserved;
   slot.pinned = false;
   slot.pin_on_commit = options.pin;
@@ -512,7 +512,7 @@ absl::Status HostBlockStore::Put(absl::string_view ns, const BlockKey& key,
   // reclaims expired reservations on other threads' paths (MakeRoom, Reserve), and a
   // slow copy of a large block must not write into a chunk freed under it.
   uint64_t clear = 0;
-  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, data.size(), checksum, options, /*held=*/true, &clear);
+  absl::StatusOr<Reservation> r = ReserveImpl(ns, key, data.size(), checksum, options, ReserveHold::kForCopy, &clear);
   if (!r.ok()) return r.status();
   CopyBytes(r->data, data.data(), data.size());
   // The block's bytes are all ours; the rest of its chunk may still be another

@@ -99,15 +99,17 @@ class HostBlockStore final : public BlockStore {
   BlockLocation LocationOf(uint64_t offset, uint64_t size) const;
   int64_t NowNs() const { return absl::ToUnixNanos(clock_->Now()); }
 
-  // Reserve / Commit; `held`: the reservation starts with one transfer hold (Put's
-  // copy), which Commit ends under the same lock as its other checks.
-  // `*clear` (not null) gets how many bytes at r.data the caller must zero before
-  // anyone reads them: the whole chunk when it may hold another namespace's bytes
-  // (SlabAllocator's owner tags), else 0. `hold_to_clear`: start with a transfer
-  // hold when *clear != 0 (the caller ends it with EndTransfer once cleared).
+  // Reserve / Commit. `*clear` gets how many bytes at r.data the caller must zero
+  // before anyone reads them: the whole chunk when it may hold another namespace's
+  // bytes (SlabAllocator's owner tags), else 0. The reservation starts with one
+  // transfer hold: kForCopy always (Put's copy, which Commit ends under the same
+  // lock as its other checks), kForClearing only when *clear != 0 (the caller ends
+  // it with EndTransfer once cleared).
+  enum class ReserveHold { kForCopy, kForClearing };
   absl::StatusOr<Reservation> ReserveImpl(absl::string_view ns, const BlockKey& key, uint64_t size,
-                                          uint64_t checksum, const PutOptions& options, bool held,
-                                          uint64_t* clear, bool hold_to_clear = false) ABSL_LOCKS_EXCLUDED(mu_);
+                                          uint64_t checksum, const PutOptions& options, ReserveHold hold,
+                                          uint64_t* clear) ABSL_LOCKS_EXCLUDED(mu_);
+  // `held`: the reservation carries Put's hold (ReserveHold::kForCopy).
   absl::Status CommitImpl(uint64_t reservation_id, bool held) ABSL_LOCKS_EXCLUDED(mu_);
 
   // All below require mu_.
@@ -133,7 +135,6 @@ class HostBlockStore final : public BlockStore {
   void CreditNamespace(uint64_t tag, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the chunk and the slot.
   void FreeSlot(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   // Drops a RESERVED/COMMITTING slot: index entry, quota, chunk.
   void DropReservation(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -180,7 +181,6 @@ class HostBlockStore final : public BlockStore {
   // in it is evictable, 2 not (preallocated: no allocation on the put path).
   std::vector<uint8_t> slab_verdict_ ABSL_GUARDED_BY(mu_);
   std::vector<LeaseRec> leases_ ABSL_GUARDED_BY(mu_);
-
   GrantGenerations generations_ ABSL_GUARDED_BY(mu_);  // of reservation and lease ids
   SlotLinks lease_links_ ABSL_GUARDED_BY(mu_);
   SlotList free_leases_ ABSL_GUARDED_BY(mu_){&lease_links_};

@@ -38,7 +38,7 @@ uint64_t SlabAllocator::Allocate(uint32_t cls, uint64_t* prior) {
   if (s.free_head != kEnd) {
     chunk = s.free_head;
     s.free_head = NextFree(id, chunk);
-    if (prior != nullptr) *prior = owner_[uint64_t{id} * max_chunks_ + chunk];
+    if (prior != nullptr) *prior = owner_[ChunkIndex(id, chunk)];
   } else {
     chunk = s.carved++;
     if (prior != nullptr) *prior = s.residue;
@@ -57,12 +57,12 @@ bool SlabAllocator::Free(uint64_t offset, uint64_t owner) {
   bool was_full = s.live == s.capacity;
   --s.live;
   allocated_bytes_ -= size;
-  owner_[uint64_t{id} * max_chunks_ + chunk] = owner;
+  owner_[ChunkIndex(id, chunk)] = owner;
   if (s.live == 0) {
     // The slab leaves its class: what its chunks left behind is its residue.
     // (Every chunk carved in this class was freed since, so each has an owner.)
     for (uint32_t c = 0; c < s.carved && s.residue != kMixed; ++c) {
-      s.residue = Combine(s.residue, owner_[uint64_t{id} * max_chunks_ + c]);
+      s.residue = Combine(s.residue, owner_[ChunkIndex(id, c)]);
     }
     if (!was_full) partial_[s.cls].Remove(id);
     s.cls = kNoClass;

@@ -68,7 +68,9 @@ class SlabAllocator {
     uint64_t residue = 0;       // owners of the bytes chunks of earlier classes left
   };
   static uint64_t Combine(uint64_t a, uint64_t b) { return a == 0 ? b : b == 0 || a == b ? a : kMixed; }
-  uint32_t& NextFree(uint32_t slab, uint32_t chunk) { return next_free_[uint64_t{slab} * max_chunks_ + chunk]; }
+  // Index of a chunk in the side tables.
+  uint64_t ChunkIndex(uint32_t slab, uint32_t chunk) const { return uint64_t{slab} * max_chunks_ + chunk; }
+  uint32_t& NextFree(uint32_t slab, uint32_t chunk) { return next_free_[ChunkIndex(slab, chunk)]; }
 
   const SizeClasses* classes_ = nullptr;
   uint64_t slab_bytes_ = 0;

@@ -310,14 +310,14 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
     return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   }
   late_replies_ = 0;
+  const uint8_t detail = reply[kSeqBytes + 1];
   switch (reply[kSeqBytes]) {
     case kPassed:
       return absl::OkStatus();
     case kSignal:
       refused_.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(absl::StrCat(
-          "this UCX worker address crashed UCX in a probe process (signal ", reply[kSeqBytes + 1],
-          SignalName(reply[kSeqBytes + 1]),
+          "this UCX worker address crashed UCX in a probe process (signal ", detail, SignalName(detail),
           "): refused, it would have taken the shard down. Is the client's UCX a different version?"));
     case kHung:
       refused_.fetch_add(1, std::memory_order_relaxed);
@@ -334,8 +334,7 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
     default:
       return absl::UnavailableError(absl::StrCat(
           "ucx address vetter could not probe (",
-          reply[kSeqBytes + 1] == kProbeNoUcx ? "UCX did not initialize in the probe"
-                                              : absl::StrCat("code ", reply[kSeqBytes + 1]),
+          detail == kProbeNoUcx ? "UCX did not initialize in the probe" : absl::StrCat("code ", detail),
           ")"));
   }
 }

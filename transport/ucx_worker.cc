@@ -1384,10 +1384,10 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     const auto has_lane = [&names](const char* tl) { return std::find(names.begin(), names.end(), tl) != names.end(); };
     const PinScope pin_scope{.posix = info.same_namespaces || has_lane("posix"),
                              .sysv = info.same_namespaces || has_lane("sysv")};
-    std::vector<ucp_rkey_h> rkeys;
-    // Per region: whether its key bounds it by the shared-memory segments it
-    // names (a copy through the mapping can then not run past them).
-    std::vector<bool> bounded;
+    // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
+    // mapped here): a get is a memcpy, the serving worker never wakes.
+    const bool shm_rma = info.one_sided_shm && (has_lane("posix") || has_lane("sysv"));
+    auto rkeys = std::make_shared<RkeySet>();  // destroys what it holds if Connect fails
     for (size_t i = 0; i < info.regions.size(); ++i) {
       const RemoteRegionInfo& r = info.regions[i];
       absl::StatusOr<PinnedRkey> pinned = PinRkey(r.packed_rkey, pin_scope);
@@ -1402,38 +1402,27 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
         failed = absl::DataLossError(absl::StrCat("ucx connect: the peer's region ", i, " claims ", r.size,
                                                   " bytes at ", absl::Hex(r.base),
                                                   ", outside the shared-memory segments its key names"));
+      } else if (shm_rma && pinned->segments().empty()) {
+        // No bound to keep one-sided copies in (mapped, or RMA on the progress
+        // thread: UCX checks none either).
+        failed = absl::UnavailableError(
+            "ucx connect: the shared-memory segments of the peer's region keys cannot be read here (a UCX other "
+            "than 1.13?), so one-sided copies could not be kept inside them; use gRPC");
       } else if (const ucs_status_t st = ucp_ep_rkey_unpack(peer->ep, pinned->packed().data(), &rk);
                  st != UCS_OK) {
         failed = UcsToStatus(st, "ucp_ep_rkey_unpack");
       }
       if (!failed.ok()) {
-        for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
+        rkeys.reset();  // before the endpoint they were unpacked on
         if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
         result = failed;
         return;
       }
-      rkeys.push_back(rk);
-      bounded.push_back(!pinned->segments().empty());
-    }
-    // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
-    // mapped here): a get is a memcpy, the serving worker never wakes.
-    const bool shm_rma =
-        info.one_sided_shm && std::any_of(names.begin(), names.end(),
-                                          [](const std::string& n) { return n == "posix" || n == "sysv"; });
-    if (shm_rma && std::find(bounded.begin(), bounded.end(), false) != bounded.end()) {
-      // One-sided copies there (mapped, or RMA on the progress thread: UCX checks no
-      // bounds either) would trust the region table alone.
-      for (ucp_rkey_h k : rkeys) ucp_rkey_destroy(k);
-      if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
-      result = absl::UnavailableError(
-          "ucx connect: the shared-memory segments of the peer's region keys cannot be read here (a UCX other "
-          "than 1.13?), so one-sided copies could not be kept inside them; use gRPC");
-      return;
+      rkeys->keys.push_back(rk);
     }
     WithdrawMapped(peer->id);  // the old rkeys' mappings go with them
     // The old keys go when the last RMA request in flight on them completes.
-    peer->rkeys = std::make_shared<RkeySet>();
-    peer->rkeys->keys = std::move(rkeys);
+    peer->rkeys = std::move(rkeys);
     peer->regions = info.regions;
     peer->conn = info.conn;
     peer->transports = transports;
@@ -1456,7 +1445,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
       auto m = std::make_shared<MappedPeer>();
       m->gets = map_gets;
       m->puts = map_puts;
-      for (size_t i = 0; i < peer->rkeys->keys.size(); ++i) {  // each bounded (checked above)
+      for (size_t i = 0; i < peer->rkeys->keys.size(); ++i) {  // each within its segments (checked above)
         void* local = nullptr;
         const ucs_status_t st = ucp_rkey_ptr(peer->rkeys->keys[i], peer->regions[i].base, &local);
         if (st != UCS_OK || local == nullptr) {

@@ -54,30 +54,24 @@ void AppendBlockTokens(int64_t hash_id, uint32_t block_tokens, std::vector<int32
   }
 }
 
-std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns,
-                                     const ModelSpec& spec, uint64_t* inconsistent) {
+std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns, const ModelSpec& spec) {
   std::vector<BlockKey> key_of(trace.distinct_blocks);
   std::vector<uint8_t> known(trace.distinct_blocks, 0);
   const U128 root = ChainRoot(ns, spec.Fingerprint());
   std::vector<int32_t> tokens;
-  uint64_t bad = 0;
   for (const TraceRequest& r : trace.requests) {
     U128 prev = root;
     for (size_t i = 0; i < r.blocks.size(); ++i) {
-      uint32_t b = r.blocks[i];
-      tokens.clear();
-      AppendBlockTokens(r.hash_ids[i], spec.block_tokens, &tokens);
-      BlockKey k = NextBlockKey(prev, tokens);
-      if (!known[b]) {
-        key_of[b] = k;
+      const uint32_t b = r.blocks[i];
+      if (!known[b]) {  // a block's key is computed once, at its first reference
+        tokens.clear();
+        AppendBlockTokens(r.hash_ids[i], spec.block_tokens, &tokens);
+        key_of[b] = NextBlockKey(prev, tokens);
         known[b] = 1;
-      } else if (!(key_of[b] == k)) {
-        ++bad;
       }
-      prev = k;
+      prev = key_of[b];
     }
   }
-  if (inconsistent) *inconsistent = bad;
   return key_of;
 }
 

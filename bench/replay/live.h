@@ -36,11 +36,9 @@ namespace kvhub::replay {
 void AppendBlockTokens(int64_t hash_id, uint32_t block_tokens, std::vector<int32_t>* out);
 
 // Chain keys of every dense block of the trace under (ns, spec), computed the
-// way kvhub::Client does from the tokens above. A dense id that appears under
-// two different parents (a malformed trace) keeps the key of its first use;
-// *inconsistent (if given) counts such uses.
-std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns,
-                                     const ModelSpec& spec, uint64_t* inconsistent = nullptr);
+// way kvhub::Client does from the tokens above. (A dense id always follows the
+// same parent, trace.h, so each block has one key.)
+std::vector<BlockKey> TraceBlockKeys(const Trace& trace, absl::string_view ns, const ModelSpec& spec);
 
 // The first n requests of a trace (all when n == 0 or n >= size), ids re-densified.
 Trace TruncateTrace(const Trace& trace, size_t n);

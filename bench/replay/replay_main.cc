@@ -567,15 +567,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     // watermarks, the store's byte accounting (docs/replay.md, "Live equals sim").
     absl::StatusOr<StoreModel> m = ModelStore(sm);
     if (!m.ok()) return m.status();
-    uint64_t inconsistent = 0;
-    std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec(), &inconsistent);
-    out["inconsistent_hash_ids"] = inconsistent;
-    if (inconsistent > 0) {
-      // A block is a hash id after its prefix for the simulator too (ParseTrace):
-      // keys that differ for one block mean the token mapping broke.
-      report << "  warning: " << inconsistent
-                << " block references got another key than the block's first: live and sim cannot agree\n";
-    }
+    std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
     std::vector<uint32_t> shard_of(keys.size());
     for (size_t b = 0; b < keys.size(); ++b) shard_of[b] = static_cast<uint32_t>((*client)->OwnerOf(keys[b]));
     std::vector<std::unique_ptr<storage::EvictionPolicy>> owned;
