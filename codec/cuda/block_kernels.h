@@ -18,7 +18,7 @@
 namespace kvhub::codec::cuda {
 
 // Error bits a kernel reports (OR-ed into *error).
-inline constexpr uint32_t kErrNonFinite = 1;   // inf/NaN input
+inline constexpr uint32_t kErrNonFinite = 1;   // encode: inf/NaN input; decode: a rotated key is inf/NaN
 inline constexpr uint32_t kErrKiviRange = 2;   // kivi min or range beyond fp16
 
 // Codec ids as in codec/block_format.h (kept numeric: no host headers here).
@@ -89,6 +89,12 @@ KVHUB_HD void SetError(uint32_t* error, uint32_t bit) {
 #else
   *error |= bit;
 #endif
+}
+
+// Decode: flags a rotated key pair with an inf or NaN, as codec/rope.cc refuses
+// it (a sink or dequantised key near bf16's largest can overflow when rotated).
+KVHUB_HD void CheckRotatedFinite(uint32_t* error, uint16_t a, uint16_t b) {
+  if ((a & 0x7F80) == 0x7F80 || (b & 0x7F80) == 0x7F80) SetError(error, kErrNonFinite);
 }
 
 KVHUB_HD float LoadF32(const uint8_t* p) {
@@ -401,6 +407,7 @@ struct DecodeCtx {
   const uint8_t* body;   // verified block body
   uint16_t* const* dst;  // [2L] K / V cache base of each layer
   uint8_t dst_aligned16;  // every dst[s] is 16-byte aligned (enables 16-byte stores)
+  uint32_t* error;        // kErrNonFinite when a rotated key came out inf/NaN
 
   KVHUB_HD const uint8_t* Seg(uint32_t s) const { return body + g.seg_off[s]; }
   KVHUB_HD const SegLayoutPod& L(uint32_t s) const { return g.layout[s % 2]; }
@@ -566,6 +573,7 @@ KVHUB_HD void DecodeUnit(const DecodeCtx& c, uint32_t s, uint64_t u) {
     float cs, sn;
     c.g.RopeCosSin(a, &cs, &sn);
     RotatePair(&xa, &xb, cs, sn);
+    CheckRotatedFinite(c.error, xa, xb);
     dst[c.g.PagedOffset(a)] = xa;
     dst[c.g.PagedOffset(b)] = xb;
     return;

@@ -229,4 +229,11 @@ absl::Status KernelErrorStatus(uint32_t bits, CodecId codec) {
       "use int8, fp8 or lossless for this data");
 }
 
+absl::Status DecodeKernelErrorStatus(uint32_t error_bits) {
+  if (error_bits == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      "rope: a key is inf or NaN after rotation (a key that is not finite, or one so large that rotating "
+      "it overflows bf16); the destination pages hold partial output");
+}
+
 }  // namespace kvhub::codec::cuda

@@ -82,7 +82,11 @@ absl::Status ValidatePages(const PagedShape& pages, absl::Span<const int32_t> pa
 // 1 if every pointer is 16-byte aligned (DecodeCtx::dst_aligned16).
 uint8_t AllAligned16(const std::vector<uint16_t*>& ptrs);
 
-// The kernel error bits as a status (OK for 0), with the CPU codecs' messages.
+// The encode kernels' error bits as a status (OK for 0), with the CPU codecs' messages.
 absl::Status KernelErrorStatus(uint32_t error_bits, CodecId codec);
+
+// The decode kernels' error bits as a status (OK for 0), with codec/rope.cc's
+// message. The pages were written: the caller must not use them.
+absl::Status DecodeKernelErrorStatus(uint32_t error_bits);
 
 }  // namespace kvhub::codec::cuda

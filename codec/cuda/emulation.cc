@@ -125,13 +125,14 @@ absl::Status EmulateDecodeToPages(absl::Span<const uint8_t> block, const PagedKv
     return s;
   }
   std::vector<uint16_t*> dst = Interleave(cache);
+  uint32_t error = 0;
   DecodeCtx c{plan->Geom(plan->seg_off.data(), page_ids.data(), cache.shape.page_tokens,
                          plan->rope_cs.data()),
-              block.data() + BlockHeader::kSize, dst.data(), AllAligned16(dst)};
+              block.data() + BlockHeader::kSize, dst.data(), AllAligned16(dst), &error};
   for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
     for (uint64_t u = 0; u < c.Units(s); ++u) DecodeUnit(c, s, u);
   }
-  return absl::OkStatus();
+  return DecodeKernelErrorStatus(error);
 }
 
 }  // namespace kvhub::codec::cuda

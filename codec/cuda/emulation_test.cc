@@ -89,6 +89,35 @@ TEST(EmulationTest, DecodeToPagesMatchesCpuDecode) {
   }
 }
 
+// A key that rotation makes inf is refused by the emulated decode as by
+// codec::Decode (the kernels used to write inf into the pages and return OK).
+TEST(EmulationTest, DecodeRefusesKeysThatRotateToInfLikeTheCpu) {
+  uint64_t seed = 500;
+  for (const Case& k : HugeSinkCases()) {
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 2;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    SetHugeSinkKeys(&src);
+    const PagedEncodeParams p = Params(k);
+    std::vector<uint8_t> raw = Gather(src, k.tokens), block;
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &block).ok());
+    KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+    std::vector<uint8_t> want(sh.RawBytes());
+    HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    // In place: no rotation, both decode (the huge keys come back as stored).
+    ASSERT_TRUE(Decode(block, KvMutableView{sh, want.data(), want.size()}).ok());
+    ASSERT_TRUE(EmulateDecodeToPages(block, dst.View(), dst.page_ids).ok());
+    EXPECT_EQ(Gather(dst, k.tokens), want);
+    DecodeOptions moved;
+    moved.target_position = 1000;
+    absl::Status cpu = Decode(block, KvMutableView{sh, want.data(), want.size()}, moved);
+    absl::Status emu = EmulateDecodeToPages(block, dst.View(), dst.page_ids, moved);
+    EXPECT_EQ(cpu.code(), absl::StatusCode::kInvalidArgument) << cpu;
+    EXPECT_EQ(emu.code(), absl::StatusCode::kInvalidArgument) << emu;
+    EXPECT_NE(emu.message().find("inf or NaN after rotation"), std::string::npos) << emu;
+  }
+}
+
 // Every finite bf16 through the element functions of the kernels against the
 // scalar reference kernels.
 TEST(EmulationTest, ElementMathMatchesScalarKernelsForEveryBf16) {

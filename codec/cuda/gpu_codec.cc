@@ -362,17 +362,23 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
     }
     pp.push_back(&plans[i]);
   }
+  if (auto s = Reserve(&error_, 4 * n, false); !s.ok()) return s;
   auto meta = StageMeta(pp, cache, page_ids, n > 1 ? sizeof(DecodeCtx) * n : 0);
   if (!meta.ok()) return meta.status();
   std::vector<uint16_t*> all(cache.k.begin(), cache.k.end());
   all.insert(all.end(), cache.v.begin(), cache.v.end());
   const uint8_t aligned = AllAligned16(all);
+  uint32_t* err = reinterpret_cast<uint32_t*>(error_.ptr);
   std::vector<DecodeCtx> ctxs;
   for (size_t i = 0; i < n; ++i) {
-    ctxs.push_back(DecodeCtx{meta->geoms[i], device_blocks[i] + BlockHeader::kSize, meta->ptrs, aligned});
+    ctxs.push_back(
+        DecodeCtx{meta->geoms[i], device_blocks[i] + BlockHeader::kSize, meta->ptrs, aligned, err + i});
   }
   if (n > 1) std::memcpy(meta->tail_host, ctxs.data(), sizeof(DecodeCtx) * n);
   if (auto s = FlushMeta(*meta); !s.ok()) return s;
+  if (cudaError_t e = cudaMemsetAsync(err, 0, 4 * n, S(stream_)); e != cudaSuccess) {
+    return CudaError("memset", e);
+  }
   if (auto s = Launch("decode launch", [&] {
         return static_cast<int>(LaunchDecodeMany(reinterpret_cast<const DecodeCtx*>(meta->tail_device),
                                                  ctxs, KernelOptions{options_.kivi_tiles}, S(stream_)));
@@ -380,8 +386,18 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
       !s.ok()) {
     return s;
   }
+  std::vector<uint32_t> bits(n);
+  if (cudaError_t e = cudaMemcpyAsync(bits.data(), err, 4 * n, cudaMemcpyDeviceToHost, S(stream_));
+      e != cudaSuccess) {
+    return CudaError("read error flags", e);
+  }
   if (auto s = Sync("decode"); !s.ok()) return s;
   RecordKernelTime();
+  for (size_t i = 0; i < n; ++i) {
+    if (auto s = DecodeKernelErrorStatus(bits[i]); !s.ok()) {
+      return n == 1 ? s : absl::InvalidArgumentError(absl::StrCat("block ", i, ": ", s.message()));
+    }
+  }
   return absl::OkStatus();
 }
 

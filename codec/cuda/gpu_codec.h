@@ -69,7 +69,9 @@ class GpuCodec {
                                    std::vector<std::vector<uint8_t>>* out);
 
   // Verifies `block` (host memory) and decodes it into pages `page_ids` of
-  // `cache`; nothing is written unless the block verifies.
+  // `cache`; nothing is written unless the block verifies. When moving keys to
+  // options.target_position makes one inf or NaN (as codec::Decode refuses),
+  // INVALID_ARGUMENT after the pages were written: do not use them.
   absl::Status DecodeToPages(absl::Span<const uint8_t> block, const PagedKv& cache,
                              absl::Span<const int32_t> page_ids, const DecodeOptions& options = {});
 
@@ -77,7 +79,9 @@ class GpuCodec {
   // i into pages page_ids[i] with options[i] (empty: defaults for all), in one
   // upload, one launch where the blocks share a shape, and one
   // synchronization. Nothing is written unless every block verifies; no page
-  // may appear in two blocks. At most kMaxBlocksPerCall blocks per call.
+  // may appear in two blocks. A rotation to inf/NaN fails the call (status
+  // names the block) after writing: the pages of every block are then
+  // unusable. At most kMaxBlocksPerCall blocks per call.
   static constexpr size_t kMaxBlocksPerCall = 4096;
   absl::Status DecodeManyToPages(absl::Span<const absl::Span<const uint8_t>> blocks,
                                  const PagedKv& cache,

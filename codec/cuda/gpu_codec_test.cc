@@ -211,6 +211,44 @@ std::vector<std::vector<int32_t>> PageLists(const HostCache& c, uint32_t tokens,
   return lists;
 }
 
+// A key that rotation makes inf fails the decode, on both kernel paths, as
+// codec::Decode does; one such block names itself in a batch.
+TEST_P(GpuCodecTest, DecodeRefusesKeysThatRotateToInf) {
+  REQUIRE_DEVICE();
+  auto gpu = Codec();
+  ASSERT_NE(gpu, nullptr);
+  uint64_t seed = 600;
+  for (const Case& k : HugeSinkCases()) {
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = 2 * PagesForTokens(k.tokens, k.page_tokens) + 2;
+    HostCache src = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    const PagedEncodeParams p = Params(k);
+    std::vector<uint8_t> raw = Gather(src, k.tokens), plain, huge;
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &plain).ok());
+    SetHugeSinkKeys(&src);
+    raw = Gather(src, k.tokens);
+    ASSERT_TRUE(Encode(ViewOf(k, p, raw), p.codec, &huge).ok());
+    HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    DeviceCache dev(dst);
+    ASSERT_TRUE(dev.ok());
+    ASSERT_TRUE(gpu->DecodeToPages(huge, dev.View(), dst.page_ids).ok());
+    DecodeOptions moved;
+    moved.target_position = 1000;
+    absl::Status g = gpu->DecodeToPages(huge, dev.View(), dst.page_ids, moved);
+    EXPECT_EQ(g.code(), absl::StatusCode::kInvalidArgument) << g;
+    EXPECT_NE(g.message().find("inf or NaN after rotation"), std::string::npos) << g;
+    EXPECT_TRUE(gpu->DecodeToPages(plain, dev.View(), dst.page_ids, moved).ok());
+    // In a batch: the second block is the bad one.
+    std::vector<std::vector<int32_t>> lists = PageLists(dst, k.tokens, 2, seed++);
+    const absl::Span<const uint8_t> blocks[] = {plain, huge};
+    const absl::Span<const int32_t> ids[] = {lists[0], lists[1]};
+    const DecodeOptions opts[] = {moved, moved};
+    g = gpu->DecodeManyToPages(blocks, dev.View(), ids, opts);
+    EXPECT_EQ(g.code(), absl::StatusCode::kInvalidArgument) << g;
+    EXPECT_NE(g.message().find("block 1"), std::string::npos) << g;
+  }
+}
+
 // Blocks b = 0 .. lists.size() of a prefix starting at position 0 (sinks in
 // the first only, so the blocks' layouts differ), gathered from pages
 // lists[b] of `src` and encoded by the CPU codec.

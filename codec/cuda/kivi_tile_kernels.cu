@@ -367,6 +367,7 @@ __device__ __forceinline__ void TileDecode(const DecodeCtx& c, uint32_t cpr_log2
             float cs, sn;
             CosSin(g, t, ch.d0 + k, &cs, &sn);
             RotatePair(&y[k], &z[k], cs, sn);
+            CheckRotatedFinite(c.error, y[k], z[k]);
           }
           Store8(dst + out + D / 2, z);
         } else {
@@ -375,6 +376,7 @@ __device__ __forceinline__ void TileDecode(const DecodeCtx& c, uint32_t cpr_log2
             float cs, sn;
             CosSin(g, t, ch.d0 / 2 + k, &cs, &sn);
             RotatePair(&y[2 * k], &y[2 * k + 1], cs, sn);
+            CheckRotatedFinite(c.error, y[2 * k], y[2 * k + 1]);
           }
         }
       }

@@ -149,4 +149,24 @@ inline KvView ViewOf(const Case& k, const PagedEncodeParams& p, const std::vecto
   return v;
 }
 
+// Cases whose sink token 0 holds bf16's largest finite key (0x7F7F) in every
+// channel: it encodes, and decodes in place, but moving it to another position
+// overflows bf16 (codec/rope.cc refuses that). Element and tiled shapes, both
+// pairings.
+inline std::vector<Case> HugeSinkCases() {
+  std::vector<Case> cases;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    for (RopePairing r : {RopePairing::kNeox, RopePairing::kInterleaved}) {
+      cases.push_back({c, 1, 2, 128, 64, 16, 64, 1, 0, false, r});
+      cases.push_back({c, 1, 3, 40, 20, 8, 32, 2, 0, false, r});
+    }
+  }
+  return cases;
+}
+inline void SetHugeSinkKeys(HostCache* c) {
+  const size_t td = c->shape.TokenElements();
+  uint16_t* row = c->k[0].data() + size_t(c->page_ids[0]) * c->shape.page_tokens * td;
+  std::fill(row, row + td, uint16_t{0x7F7F});
+}
+
 }  // namespace kvhub::codec::cuda
