@@ -457,7 +457,7 @@ grpc::ServerUnaryReactor* KvHubService::Put(grpc::CallbackServerContext* ctx, co
 
 // ---------------------------------------------------------------- Get
 
-grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* resp) {
+grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* resp, GetTally* unrecorded) {
   if (absl::Status s = ValidateGet(req); !s.ok()) return ToGrpc(s);
   const size_t n = req.keys().size() / kKeyBytes;
   std::span<const BlockKey> keys = ParseKeys(req.keys(), n);
@@ -470,7 +470,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
     resp->set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(granted)));
   }
   resp->mutable_blocks()->Reserve(static_cast<int>(n));
-  uint64_t blocks = 0, bytes = 0;
+  GetTally served;
   for (size_t i = 0; i < n; ++i) {
     v1::GetResponse::Block* out = resp->add_blocks();
     absl::StatusOr<storage::Lease> l = store_->Acquire(req.namespace_(), keys[i], lease);
@@ -479,7 +479,7 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
       continue;
     }
     if (req.inline_data()) {
-      if (bytes + l->size > kMaxInlinePayloadBytes) {
+      if (served.bytes + l->size > kMaxInlinePayloadBytes) {
         store_->Release(l->id).IgnoreError();  // our own fresh lease; cannot be unknown
         SetItemStatus(absl::ResourceExhaustedError(absl::StrCat(
                           "inline response would exceed 256MiB at key ", i, "; fetch the rest with GetStream")),
@@ -504,12 +504,20 @@ grpc::Status KvHubService::DoGet(const v1::GetRequest& req, v1::GetResponse* res
     // OK: status left absent (code 0).
     out->set_size(l->size);
     out->set_checksum(l->checksum);
-    ++blocks;
-    bytes += l->size;
+    ++served.blocks;
+    served.bytes += l->size;
   }
-  if (blocks > 0) metrics_->AddGetBytes(req.namespace_(), blocks, bytes);
-  if (req.inline_data()) metrics_->AddGrpcBytes(/*get=*/true, bytes);  // leases: the bytes go by UCX
+  if (unrecorded != nullptr) {
+    *unrecorded = served;
+  } else {
+    RecordGet(req, served);
+  }
   return grpc::Status::OK;
+}
+
+void KvHubService::RecordGet(const v1::GetRequest& req, const GetTally& served) {
+  if (served.blocks > 0) metrics_->AddGetBytes(req.namespace_(), served.blocks, served.bytes);
+  if (req.inline_data()) metrics_->AddGrpcBytes(/*get=*/true, served.bytes);  // leases: the bytes go by UCX
 }
 
 KvHubService::SliceLease* KvHubService::NewSliceLease(const storage::Lease& lease) {

@@ -172,7 +172,14 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoPut(const v1::PutRequest& req, v1::PutResponse* resp);
   // Get with the bytes copied into the response (inline) or leases returned; the
   // reference semantics of Get, used by in-process callers and the non-inline path.
-  grpc::Status DoGet(const v1::GetRequest& req, v1::GetResponse* resp);
+  // Counts the blocks and bytes it served in the metrics, unless `unrecorded` is
+  // given: then they are returned there for the caller to count (RecordGet) once
+  // it knows the answer reaches the client.
+  struct GetTally {
+    uint64_t blocks = 0, bytes = 0;
+  };
+  grpc::Status DoGet(const v1::GetRequest& req, v1::GetResponse* resp, GetTally* unrecorded = nullptr);
+  void RecordGet(const v1::GetRequest& req, const GetTally& served);
   // Inline Get as gRPC sends it: appends the serialized GetResponse to `slices`, block
   // bytes as zero-copy slices over the leased region.
   grpc::Status DoGetInlineSlices(const v1::GetRequest& req, std::vector<grpc::Slice>* slices);

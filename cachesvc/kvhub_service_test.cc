@@ -103,11 +103,13 @@ TEST_F(ServiceTest, AUcxGetWhoseAnswerIsTooLargeReleasesItsLeases) {
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
   EXPECT_EQ(store_->Stats().leased_blocks, 0u) << "the refused answer's leases live on";
+  EXPECT_EQ(metrics_->get_bytes(), 0u) << "a refused answer served nothing";
   // Fewer keys fit, and lease as usual.
   req.set_keys(keys.substr(0, 16 * 512));
   got = service_->UcxCall(v1::UCX_CALL_GET, req.SerializeAsString());
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(store_->Stats().leased_blocks, 512u);
+  EXPECT_EQ(metrics_->get_bytes(), 512u * 4096);
 }
 
 TEST_F(ServiceTest, PutLookupGetInlineRoundTrip) {

@@ -327,7 +327,8 @@ absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
   // As in Get: the per-block sub-messages live on a reused arena.
   google::protobuf::Arena& arena = ResponseArena();
   auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
-  const grpc::Status st = DoGet(req, response);
+  GetTally served;  // counted only if the answer goes out
+  const grpc::Status st = DoGet(req, response, &served);
   absl::StatusOr<std::string> out;
   if (!st.ok()) {
     out = FromGrpc(st);
@@ -342,6 +343,7 @@ absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
                                                     "; its leases were released: ask for fewer keys per call"));
   } else {
     out = response->SerializeAsString();
+    RecordGet(req, served);
   }
   arena.Reset();
   return out;
