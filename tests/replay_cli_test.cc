@@ -46,6 +46,30 @@ TEST_F(ReplayCliTest, SimWritesItsJson) {
   std::remove(json.c_str());
 }
 
+// A byte budget is given in bf16 tokens of the spec or in bytes; 3145728 tokens of
+// 131072 B are 384 GiB, so both columns are the same cache.
+TEST_F(ReplayCliTest, ByteBudgetsInTokensAndInBytesAgree) {
+  const std::string json = trace_ + ".budget.json";
+  RunResult r = RunReplay(absl::StrCat("--trace ", trace_, " --sim --byte_budget 3145728,384GiB --codecs kivi4,fp8",
+                                       " --policies lru --no_belady --json ", json));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::ifstream in(json);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded());
+  std::vector<nlohmann::json> cols;
+  for (const nlohmann::json& rec : j["results"]) {
+    if (rec.value("policy", "") == "lru") cols.push_back(rec);
+  }
+  ASSERT_EQ(cols.size(), 4u) << j.dump();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(cols[i]["budget_bytes"], 412316860416ull) << cols[i].dump();
+    EXPECT_EQ(cols[i + 2]["budget_bytes"], 412316860416ull) << cols[i + 2].dump();
+    EXPECT_EQ(cols[i]["capacity_tokens"], cols[i + 2]["capacity_tokens"]);
+    EXPECT_EQ(cols[i]["hit_rate"], cols[i + 2]["hit_rate"]);
+  }
+  std::remove(json.c_str());
+}
+
 TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {
   RunResult r = RunReplay(absl::StrCat("--trace ", ::testing::TempDir(), " --sim"));
   EXPECT_NE(r.exit_code, 0);
@@ -113,6 +137,9 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --live --spawn 1 --capacities 1M", "--capacities applies to --sim only"},
            // 2^47 + 1000 tokens x 131072 bytes wrapped to 131 MB and ran (session 25).
            {" --sim --byte_budget 140737488356328 --codecs raw", "exceeds 2^62 bytes"},
+           {" --sim --byte_budget 8TiB,8388608TiB --codecs raw", "exceeds 2^62 bytes"},
+           {" --sim --byte_budget 1KB --codecs raw", "bad size \"1KB\""},
+           {" --sim --byte_budget inf --codecs raw", "no infinite budget"},
            // Before the trace is written or a shard starts.
            {" --live --spawn 1 --kvhubd /bin/false --speedup 1e-9", "paces the trace"},
            // A shard that fails to start: its exit code, not a raw wait status (was "status 256").

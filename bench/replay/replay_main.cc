@@ -118,10 +118,11 @@ absl::StatusOr<uint64_t> ParseTokens(absl::string_view s) {
 }
 
 // "256MiB", "64M" (binary multiples), "4096".
-absl::StatusOr<uint64_t> ParseBytes(absl::string_view s) {
+absl::StatusOr<uint64_t> ParseBytes(absl::string_view text) {
+  absl::string_view s = text;
   uint64_t mult = 1;
   for (auto [suffix, m] : std::initializer_list<std::pair<const char*, uint64_t>>{
-           {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+           {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"TiB", 1ull << 40},
            {"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"B", 1}}) {
     if (absl::ConsumeSuffix(&s, suffix)) {
       mult = m;
@@ -129,7 +130,10 @@ absl::StatusOr<uint64_t> ParseBytes(absl::string_view s) {
     }
   }
   uint64_t v;
-  if (!absl::SimpleAtoi(s, &v) || v == 0) return absl::InvalidArgumentError(absl::StrCat("bad size \"", s, "\""));
+  if (!absl::SimpleAtoi(s, &v) || v == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("bad size \"", text, "\": a positive whole number with an optional "
+                                                   "KiB, MiB, GiB, TiB or B suffix"));
+  }
   if (v > std::numeric_limits<uint64_t>::max() / mult) {
     return absl::InvalidArgumentError(absl::StrCat("size \"", s, "\" times ", mult, " overflows 64 bits"));
   }
@@ -170,7 +174,7 @@ absl::StatusOr<StoreModelInput> DefaultTierModel(const Args& a, uint64_t capacit
   return in;
 }
 
-// --capacities, or --byte_budget (budgets in bf16 tokens of --spec_bytes_per_token)
+// --capacities, or --byte_budget (budgets in bytes, or in bf16 tokens of --spec_bytes_per_token)
 // x --codecs: the tokens each budget holds under each codec's real block size.
 absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
   std::vector<Column> cols;
@@ -204,13 +208,26 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
   const uint64_t bpt = pc.bytes_per_token;
   std::cerr << "byte budget: spec " << spec->CanonicalText() << ", " << bpt << " B/token bf16\n";
   for (absl::string_view b : absl::StrSplit(a.Get("byte_budget"), ',', absl::SkipEmpty())) {
-    absl::StatusOr<uint64_t> bf16_tokens = ParseTokens(b);
-    if (!bf16_tokens.ok()) return bf16_tokens.status();
-    if (*bf16_tokens > (uint64_t{1} << 62) / bpt) {  // the product would not fit (or be meaningful)
-      return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " x ", bpt,
-                                                     " bytes per token exceeds 2^62 bytes"));
+    // Bytes when the value names a byte unit ("384GiB", "4096B"), else bf16 tokens of the spec.
+    uint64_t budget = 0;
+    if (absl::EndsWith(b, "B")) {
+      absl::StatusOr<uint64_t> bytes = ParseBytes(b);
+      if (!bytes.ok()) return bytes.status();
+      if (*bytes > (uint64_t{1} << 62)) {
+        return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " exceeds 2^62 bytes"));
+      }
+      budget = *bytes;
+    } else {
+      absl::StatusOr<uint64_t> bf16_tokens = ParseTokens(b);
+      if (!bf16_tokens.ok()) return bf16_tokens.status();
+      if (*bf16_tokens == 0) return absl::InvalidArgumentError("--byte_budget has no infinite budget (inf)");
+      if (*bf16_tokens > (uint64_t{1} << 62) / bpt) {  // the product would not fit (or be meaningful)
+        return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " x ", bpt,
+                                                       " bytes per token exceeds 2^62 bytes"));
+      }
+      budget = *bf16_tokens * bpt;
     }
-    const uint64_t budget = *bf16_tokens * bpt;
+    const double bf16_tokens = static_cast<double>(budget) / static_cast<double>(bpt);
     for (absl::string_view c : absl::StrSplit(a.Get("codecs", "raw,fp8,kivi4,kivi2"), ',', absl::SkipEmpty())) {
       absl::StatusOr<CodecBlockSize> sz = BlockSizeFor(*spec, std::string(c), budget);
       if (!sz.ok()) return sz.status();
@@ -234,12 +251,12 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
         return absl::InvalidArgumentError("--budget_accounting is encoded or store");
       }
       std::cerr << absl::StrFormat(
-          "  budget %.2f GB (%s bf16 tokens), %-5s: %d B/block (first %d, store chunk %d), "
+          "  budget %.2f GB (%.4gM bf16 tokens), %-5s: %d B/block (first %d, store chunk %d), "
           "ratio %.3f -> %.2fM tokens\n",
-          budget / 1e9, b, c, sz->encoded_bytes, sz->first_bytes, sz->store_chunk_bytes,
+          budget / 1e9, bf16_tokens / 1e6, c, sz->encoded_bytes, sz->first_bytes, sz->store_chunk_bytes,
           sz->ratio(), tokens / 1e6);
       nlohmann::json meta = {{"budget_bytes", budget},
-                             {"budget_bf16_tokens", *bf16_tokens},
+                             {"budget_bf16_tokens", bf16_tokens},
                              {"codec", std::string(c)},
                              {"block_bytes", sz->encoded_bytes},
                              {"first_block_bytes", sz->first_bytes},
@@ -666,7 +683,7 @@ int Main(int argc, char** argv) {
                  "         [--max_requests N] [--write_trace OUT]\n"
                  "         [--sim [--capacities 1M,3M,...] [--policies lru,...]\n"
                  "         [--partial_tail cache|skip] [--low_watermark F] [--no_belady] [--json OUT]\n"
-                 "          [--byte_budget 1M,3M (bf16 tokens) --codecs raw,fp8,kivi4,kivi2\n"
+                 "          [--byte_budget 1M,3M (bf16 tokens) or 128GiB,384GiB (bytes) --codecs raw,fp8,kivi4,kivi2\n"
                  "           --spec_bytes_per_token 131072 --budget_accounting encoded|store\n"
                  "           (store: kvhubd's chunks and watermarks, partial tails skipped;\n"
                  "            --high_watermark/--low_watermark override the store defaults)]]\n"
