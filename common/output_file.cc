@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -115,13 +116,24 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   return s;
 }
 
+namespace {
+// Set once FlushStdout has returned a failure: the caller reported it, so the exit
+// path does not report it again.
+std::atomic<bool> g_stdout_failure_returned{false};
+}  // namespace
+
 absl::Status FlushStdout() {
+  // std::cout's flush is where a buffered write usually fails (it writes through
+  // C's stdout): its errno is the cause (ENOSPC, EPIPE), kept before fflush runs.
+  errno = 0;
   std::cout.flush();
+  int err = errno;
   errno = 0;
   const bool flush_failed = std::fflush(stdout) != 0;
-  const int err = errno;
-  if (flush_failed && err != 0) return Lost("standard output", err);
+  if (flush_failed && errno != 0) err = errno;
   if (flush_failed || std::ferror(stdout) || std::cout.fail()) {
+    g_stdout_failure_returned.store(true);
+    if (err != 0) return Lost("standard output", err);
     // An earlier write failed; its errno is gone by now.
     return absl::DataLossError("writing standard output failed (a full disk, or a closed pipe?)");
   }
@@ -129,9 +141,10 @@ absl::Status FlushStdout() {
 }
 
 int ExitCodeAfterStdout(int rc, const char* program) {
+  const bool reported = g_stdout_failure_returned.load();
   absl::Status s = FlushStdout();
   if (s.ok()) return rc;
-  std::fprintf(stderr, "%s: %s\n", program, s.ToString().c_str());
+  if (!reported) std::fprintf(stderr, "%s: %s\n", program, s.ToString().c_str());
   return rc == 0 ? 1 : rc;
 }
 

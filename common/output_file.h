@@ -33,7 +33,9 @@ absl::Status CheckOutputPath(const std::string& path);
 absl::Status FlushStdout();
 
 // For the end of main: returns `rc` when standard output was written in full; else
-// prints "<program>: <error>" on stderr and returns rc, or 1 when rc was 0.
+// prints "<program>: <error>" on stderr (unless an earlier FlushStdout already
+// returned that failure to a caller, which reported it) and returns rc, or 1 when
+// rc was 0.
 int ExitCodeAfterStdout(int rc, const char* program);
 
 }  // namespace kvhub

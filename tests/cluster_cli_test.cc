@@ -194,8 +194,17 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--addr takes one HOST:PORT"), std::string::npos) << r.out;
   r = RunCli("stats --members 127.0.0.1:1,");  // a trailing comma: a member left out?
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);  // a malformed list is a usage error (was exit 1)
+  EXPECT_NE(r.out.find("--members: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("member 2 is empty"), std::string::npos) << r.out;
+  for (const char* bad : {"stats --addr 127.0.0.1:99999", "stats --members A@0"}) {
+    r = RunCli(bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
+  }
+  // A switch takes true or false: `--pin=no` used to pin (every value but false/0 was true).
+  r = RunCli("put --addr 127.0.0.1:1 --ns x --key 00112233445566778899aabbccddeeff --file /dev/null --pin=nope");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--pin is a switch"), std::string::npos) << r.out;
   r = RunCli("stats --addr 127.0.0.1:1 --bogus 3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--bogus"), std::string::npos) << r.out;
@@ -238,6 +247,9 @@ TEST(ClusterCliTest, OutputLostToAFullDiskFails) {
                        " 2>&1 >/dev/full");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("writing standard output failed"), std::string::npos) << r.out;
+  // With its cause, said once (was: the cause lost, and the failure reported twice).
+  EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("writing standard output failed"), r.out.rfind("writing standard output failed")) << r.out;
   // kvhubd's printed config too (before: exit 0 and an empty file).
   r = testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhubd"), " --print_config 2>&1 >/dev/full"));
   EXPECT_EQ(r.exit_code, 1);
@@ -265,6 +277,10 @@ TEST(ClusterCliTest, PutGetLookupRmStatsAgainstRealKvhubd) {
   r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("exists"), std::string::npos) << r.out;
+  r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, " --pin=no", addr));  // pinned before
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = RunCli(absl::StrCat("stats", addr));
+  EXPECT_NE(r.out.find("pinned_blocks=0"), std::string::npos) << r.out;
   // --pin on a block already stored pins it (before: "unchanged", and not pinned).
   r = RunCli(absl::StrCat("put --ns cli --key ", key, " --file ", in, " --pin", addr));
   ASSERT_EQ(r.exit_code, 0) << r.out;

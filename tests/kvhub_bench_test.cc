@@ -24,7 +24,9 @@ RunResult RunBench(const std::string& args) {
 TEST(KvhubBenchTest, JsonOnStdoutIsTheWholeStdoutWithEveryRowAndTheRedisBaseline) {
   RunResult r = RunBench(
       "--spawn 1 --transport grpc --seconds 0.2 --sizes 64KiB --batches 4 --get-modes inline "
-      "--put-paths inline --concurrency 2 --json -");
+      "--put-paths inline --concurrency 2 --json - "
+      // The documented form: the value starts with "--" (was refused as an unknown flag).
+      "--kvhubd-flags '--capacity_bytes=256MiB --try_hugepages=false --log_level=warn'");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
   ASSERT_FALSE(j.is_discarded()) << "stdout is not JSON: '" << r.out.substr(0, 300) << "'";
@@ -55,6 +57,7 @@ TEST(KvhubBenchTest, BadSizesAndAnUnwritableJsonPathAreUsageErrors) {
            {"--sizes 1.5MiB", "bad size '1.5MiB'"},
            {"--sizes 99999999999999GiB", "bad size"},
            {"--batches ,", "--batches names no batch size"},
+           {"--seconds nan", "--seconds must be in (0, 60]"},  // ran empty cells and exited 0
            // 256 x 65 x 256 MiB of buffers: it was an OOM kill or an abort (session 25).
            {"--concurrency 256 --get-blocks 64 --sizes 256MiB", "GiB of buffers, more than half"},
            {"--json /nonexistent-dir/b.json", "--json: cannot write /nonexistent-dir/b.json"}}) {

@@ -292,7 +292,8 @@ std::unique_ptr<Client> MakeClient(const Options& o, absl::string_view put_path,
 }
 
 int Main(int argc, char** argv) {
-  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "no-perftest", "no-ucx-calls", "help"});
+  absl::StatusOr<cli::Args> args = cli::Args::Parse(argc, argv, {"no-redis", "no-perftest", "no-ucx-calls", "help"},
+                                                            /*verbatim=*/{"kvhubd-flags"});
   if (!args.ok()) {
     std::cerr << "kvhub-bench: " << args.status().message() << "\n";
     return 2;
@@ -323,7 +324,8 @@ int Main(int argc, char** argv) {
   if (auto v = args->Get("concurrency"); v && (!absl::SimpleAtoi(*v, &o.concurrency) || o.concurrency < 1 || o.concurrency > 256)) {
     return fail("--concurrency must be 1..256");
   }
-  if (auto v = args->Get("seconds"); v && (!absl::SimpleAtod(*v, &o.seconds) || o.seconds <= 0 || o.seconds > 60)) {
+  // Written so that nan fails it too (nan ran every cell for ~1 ms and exited 0).
+  if (auto v = args->Get("seconds"); v && (!absl::SimpleAtod(*v, &o.seconds) || !(o.seconds > 0 && o.seconds <= 60))) {
     return fail("--seconds must be in (0, 60]");
   }
   if (auto v = args->Get("get-blocks"); v && (!absl::SimpleAtoi(*v, &o.get_blocks) || o.get_blocks < 1 || o.get_blocks > 64)) {
@@ -446,8 +448,8 @@ int Main(int argc, char** argv) {
   const int N = o.concurrency;
   const std::string ns = absl::StrCat("bench-", getpid(), "-", std::chrono::steady_clock::now().time_since_epoch().count());
   std::vector<Row> rows;
-  std::atomic<uint64_t> key_counter{1};
-  int perftest_port = 0;
+  std::atomic<uint64_t> key_counter{1};        // kvhub blocks: removed at the end
+  std::atomic<uint64_t> redis_key_counter{1};  // redis keys (FLUSHALL)
   const uint64_t key_salt = 0xbe11c4ull ^ std::hash<std::string>()(ns);  // keys: {n, key_salt}, n = 1, 2, ...
   auto fresh_key = [&] { return U128{key_counter.fetch_add(1), key_salt}; };
   // On a cluster the bench did not start, its blocks would stay and evict the
@@ -462,7 +464,7 @@ int Main(int argc, char** argv) {
                    static_cast<unsigned long>(made - 1), ns.c_str());
       return;
     }
-    uint64_t deleted = 0, failed = 0;
+    uint64_t deleted = 0, gone = 0, failed = 0;
     std::vector<BlockKey> batch;
     for (uint64_t k = 1; k < made; k += 1024) {
       batch.clear();
@@ -472,10 +474,12 @@ int Main(int argc, char** argv) {
         failed += batch.size();
         continue;
       }
-      for (const absl::Status& st : *r) (st.ok() ? deleted : (absl::IsNotFound(st) ? deleted : failed)) += 1;
+      for (const absl::Status& st : *r) (st.ok() ? deleted : (absl::IsNotFound(st) ? gone : failed)) += 1;
     }
-    std::fprintf(stderr, "kvhub-bench: removed its %lu blocks from namespace %s%s\n",
+    // Keys whose put failed, or that the cache evicted, are not found: not removed by us.
+    std::fprintf(stderr, "kvhub-bench: removed its %lu blocks from namespace %s%s%s\n",
                  static_cast<unsigned long>(deleted), ns.c_str(),
+                 gone > 0 ? absl::StrCat(" (", gone, " keys were not stored or already evicted)").c_str() : "",
                  failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)").c_str() : "");
   };
   CellError cell_error;
@@ -533,8 +537,12 @@ int Main(int argc, char** argv) {
     // get: a working set of W blocks, written (under fresh keys) right before
     // each transport's get cell, so the put cells in between cannot have
     // evicted it.
-    const size_t W = o.get_working_set > 0 ? static_cast<size_t>(o.get_working_set)
-                                           : std::max<size_t>(2 * N * B, std::min<size_t>(64, (256ull << 20) / size));
+    // Default: 2 x the blocks in flight (at least 64), at most 1 GiB (half the
+    // spawned shard's default capacity; was 2 x in flight alone: 2 GiB of 4 MiB
+    // blocks at --get-blocks 64 did not fit), never fewer than one call's B.
+    const size_t W = o.get_working_set > 0
+                         ? static_cast<size_t>(o.get_working_set)
+                         : std::max<size_t>(B, std::min<size_t>(std::max<size_t>(2 * N * B, 64), (1ull << 30) / size));
     std::vector<BlockKey> set(W);
     auto write_set = [&] {
       auto client = MakeClient(o, "inline", "inline");
@@ -604,10 +612,18 @@ int Main(int argc, char** argv) {
       }
       if (o.perftest) {
         for (const char* test : {"tag_bw", "ucp_get"}) {
-          const std::string cmd = absl::StrCat(KVHUB_SOURCE_DIR_STR, "/transport/ucx_perftest_pair.sh '", tls, "' ", test, " ",
-                                               size, " ", 13400 + (perftest_port++ % 500), " ", N, " 2>/dev/null");
           Row pr;
           pr.system = "perftest"; pr.op = test; pr.path = path; pr.block_bytes = size; pr.concurrency = N;
+          absl::StatusOr<int> port = FreeLoopbackPort();  // a fixed port range hung when taken
+          if (!port.ok()) {
+            pr.errors = 1;
+            pr.first_error = port.status();
+            rows.push_back(pr); print(pr);
+            continue;
+          }
+          // timeout: a pair that never meets (a port taken meanwhile) ends the row, not the bench.
+          const std::string cmd = absl::StrCat("timeout -k 5 120 ", KVHUB_SOURCE_DIR_STR, "/transport/ucx_perftest_pair.sh '",
+                                               tls, "' ", test, " ", size, " ", *port, " ", N, " 2>/dev/null");
           if (FILE* f = popen(cmd.c_str(), "r")) {
             char line[512] = {0};
             std::string out;
@@ -617,11 +633,14 @@ int Main(int argc, char** argv) {
             double gbps = 0;
             if (at != std::string::npos && absl::SimpleAtod(absl::StripTrailingAsciiWhitespace(
                                                                 absl::string_view(out).substr(at + 7, out.find('}', at) - at - 7)),
-                                                            &gbps)) {
+                                                            &gbps) &&
+                gbps > 0) {  // a run that failed inside the pair script printed 0
               pr.seconds = 1;
               pr.bytes = static_cast<uint64_t>(gbps * 1e9);
             } else {
               pr.errors = 1;
+              pr.first_error = absl::UnavailableError(absl::StrCat("ucx_perftest ", test, " on ", tls,
+                                                                   " measured nothing (no server, or it failed)"));
             }
           }
           rows.push_back(pr); print(pr);
@@ -636,7 +655,7 @@ int Main(int argc, char** argv) {
         conns.push_back(*std::move(c));
       }
       Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
-        const absl::Status st = conns[t]->Set(fresh_key().Hex(), payload[t].data(), size);
+        const absl::Status st = conns[t]->Set(U128{redis_key_counter.fetch_add(1), key_salt}.Hex(), payload[t].data(), size);
         cell_error.Note(st);
         return st.ok() ? static_cast<int64_t>(size) : -1;
       });
@@ -646,16 +665,26 @@ int Main(int argc, char** argv) {
       if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
       std::vector<std::string> rset(W);
       for (size_t i = 0; i < W; ++i) {
-        rset[i] = fresh_key().Hex();
+        rset[i] = U128{redis_key_counter.fetch_add(1), key_salt}.Hex();
         if (!conns[0]->Set(rset[i], payload[i % N].data(), size).ok()) std::cerr << "kvhub-bench: redis SET failed\n";
       }
+      // B blocks per kvhub Get: redis fetches as many per call with MGET (the same
+      // keys pattern), so the ratio compares calls of equal size.
       r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
-        auto n = conns[t]->Get(rset[(t + i * N) % W]);
+        absl::StatusOr<size_t> n;
+        if (B == 1) {
+          n = conns[t]->Get(rset[(t + i * N) % W]);
+        } else {
+          std::string keys[64];
+          for (size_t b = 0; b < B; ++b) keys[b] = rset[((t + i * N) * B + b) % W];
+          n = conns[t]->MGet(keys, B);
+        }
         cell_error.Note(n.status());
         return n.ok() ? static_cast<int64_t>(*n) : -1;
       });
       r.first_error = cell_error.Take();
-      r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size; r.working_set = W;
+      r.system = "redis"; r.op = "get"; r.path = B == 1 ? "GET" : "MGET"; r.block_bytes = size; r.working_set = W;
+      r.batch = static_cast<uint32_t>(B);
       rows.push_back(r); print(r);
       if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
     }
@@ -673,11 +702,17 @@ int Main(int argc, char** argv) {
     for (size_t i = 0; i < K; ++i) puts[i] = BlockPut{keys[i] = fresh_key(), std::nullopt, tiny};
     auto res = client->Put(ns, puts);
     if (!res.ok() || res->stored != K) std::cerr << "kvhub-bench: lookup key set not fully stored\n";
+    // Lookups of absent keys measure something else: a batch with a missing key counts as an error.
     for (uint32_t b : o.batches) {
       if (g_interrupted.load()) break;
       Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
         const size_t off = ((t * 7919 + i * b) % (K - b + 1));
         auto l = client->Lookup(ns, std::span<const BlockKey>(keys).subspan(off, b));
+        if (l.ok() && l->first_error.ok() && l->hit_blocks != b) {
+          cell_error.Note(absl::NotFoundError(absl::StrCat(b - l->hit_blocks, " of the ", b,
+                                                           " looked-up keys are absent (evicted?)")));
+          return -1;
+        }
         cell_error.Note(!l.ok() ? l.status() : l->first_error);
         return l.ok() && l->first_error.ok() ? 0 : -1;
       });
@@ -707,8 +742,15 @@ int Main(int argc, char** argv) {
                 r.cpu_s_per_gib() >= 0 ? absl::StrFormat("%.3f", r.cpu_s_per_gib()).c_str() : "-");
   }
   nlohmann::json ratios = nlohmann::json::object();
+  // What the redis ratios compare, when it is not like with like.
+  if (redis && o.spawn > 1) {
+    std::fprintf(table, "note: the redis ratios compare %d kvhub shards with one single-threaded redis-server\n",
+                 o.spawn);
+  } else if (redis && o.spawn == 0) {
+    std::fprintf(table, "note: redis-server runs on this host's loopback; the kvhub members given may not\n");
+  }
   for (uint64_t size : o.sizes) {
-    const Row* rg = find("redis", "get", "GET", size);
+    const Row* rg = find("redis", "get", o.get_blocks == 1 ? "GET" : "MGET", size);
     const Row* rs = find("redis", "put", "SET", size);
     for (const std::string& m : o.grpc ? o.get_modes : std::vector<std::string>{}) {
       const Row* k = find("kvhub", "get", m, size);
@@ -758,7 +800,8 @@ int Main(int argc, char** argv) {
   // is a failed run, not a measurement of zero.
   int failed_cells = 0, cells_with_errors = 0;
   for (const Row& r : rows) {
-    failed_cells += r.ops == 0 && r.errors > 0 ? 1 : 0;
+    // perftest rows carry bytes, not ops.
+    failed_cells += (r.system == "perftest" ? r.bytes == 0 : r.ops == 0) ? 1 : 0;
     cells_with_errors += r.errors > 0 ? 1 : 0;
   }
   if (failed_cells > 0) {

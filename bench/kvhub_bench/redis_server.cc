@@ -140,6 +140,31 @@ absl::StatusOr<size_t> RedisConn::Get(const std::string& key) {
   return out;
 }
 
+absl::StatusOr<size_t> RedisConn::MGet(const std::string* keys, size_t n) {
+  if (n == 0 || n > 64) return absl::InvalidArgumentError("redis MGET: 1..64 keys");
+  const char* argv[65];
+  size_t lens[65];
+  argv[0] = "MGET";
+  lens[0] = 4;
+  for (size_t i = 0; i < n; ++i) {
+    argv[i + 1] = keys[i].data();
+    lens[i + 1] = keys[i].size();
+  }
+  auto* r = static_cast<redisReply*>(redisCommandArgv(ctx_, static_cast<int>(n + 1), argv, lens));
+  if (r == nullptr) return absl::UnavailableError(absl::StrCat("redis MGET: ", ctx_->errstr));
+  absl::StatusOr<size_t> out = absl::InternalError("redis MGET: not an array of n values");
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == n) {
+    size_t total = 0;
+    for (size_t i = 0; i < n && out.status().code() == absl::StatusCode::kInternal; ++i) {
+      if (r->element[i]->type != REDIS_REPLY_STRING) out = absl::NotFoundError("redis MGET: nil");
+      total += r->element[i]->len;
+    }
+    if (out.status().code() == absl::StatusCode::kInternal) out = total;
+  }
+  freeReplyObject(r);
+  return out;
+}
+
 absl::Status RedisConn::FlushAll() {
   auto* r = static_cast<redisReply*>(redisCommand(ctx_, "FLUSHALL"));
   if (r == nullptr) return absl::UnavailableError(absl::StrCat("redis FLUSHALL: ", ctx_->errstr));

@@ -37,6 +37,8 @@ class RedisConn {
   absl::Status Set(const std::string& key, const void* data, size_t len);
   // GET into the hiredis reply; returns the value's length (NOT_FOUND if nil).
   absl::StatusOr<size_t> Get(const std::string& key);
+  // MGET of `keys` (at most 64); returns the values' total length (NOT_FOUND if any is nil).
+  absl::StatusOr<size_t> MGet(const std::string* keys, size_t n);
   absl::Status FlushAll();
   // The server's process id (INFO server).
   absl::StatusOr<pid_t> ServerPid();

@@ -5,7 +5,15 @@
 
 namespace kvhub::cli {
 
-absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::string>& boolean) {
+namespace {
+
+bool FalseWord(const std::string& v) { return v == "false" || v == "0" || v == "no" || v == "off"; }
+bool TrueWord(const std::string& v) { return v == "true" || v == "1" || v == "yes" || v == "on"; }
+
+}  // namespace
+
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::string>& boolean,
+                                 const std::set<std::string>& verbatim) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -22,8 +30,15 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::stri
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
+      // `--pin=no` used to pin: every value but false/0 read as true.
+      if (boolean.count(name) > 0 && !TrueWord(value) && !FalseWord(value)) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " is a switch: give --", name, " or --",
+                                                       name, "=true|false (not \"", value, "\")"));
+      }
     } else if (boolean.count(name) > 0) {
       value = "true";
+    } else if (verbatim.count(name) > 0 && i + 1 < argc) {
+      value = argv[++i];
     } else if (i + 1 < argc && !(absl::StartsWith(argv[i + 1], "--") && std::string(argv[i + 1]).size() > 2)) {
       value = argv[++i];
     } else {
@@ -51,7 +66,7 @@ std::optional<std::string> Args::Get(const std::string& name) {
 bool Args::Has(const std::string& name) {
   used_.insert(name);
   auto it = flags_.find(name);
-  return it != flags_.end() && it->second != "false" && it->second != "0";
+  return it != flags_.end() && !FalseWord(it->second);
 }
 
 absl::Status Args::CheckAllUsed() const {

@@ -16,11 +16,16 @@ namespace kvhub::cli {
 
 class Args {
  public:
-  // `boolean` names flags that take no value.
-  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::set<std::string>& boolean);
+  // `boolean` names flags that take no value (`--pin`); given one with `=`, it must
+  // be true/false, 1/0, yes/no or on/off, else Parse fails. `verbatim` names flags
+  // whose value is always the next argument, even one starting with `--`
+  // (`--kvhubd-flags "--capacity_bytes=1GiB --log_level=warn"`).
+  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::set<std::string>& boolean,
+                                    const std::set<std::string>& verbatim = {});
 
   std::optional<std::string> Get(const std::string& name);  // marks it used
-  bool Has(const std::string& name);                        // marks it used
+  // Given and not false/0/no/off (a boolean flag's value was checked by Parse). Marks it used.
+  bool Has(const std::string& name);
   const std::vector<std::string>& positional() const { return positional_; }
   // The first flag given without its value (last, or followed by another flag); "" if none.
   const std::string& missing_value() const { return missing_value_; }

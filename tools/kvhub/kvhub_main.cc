@@ -190,7 +190,7 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   if (addr.has_value() == members.has_value()) return Usage("give exactly one of --addr and --members");
   ClientConfig cfg;
   absl::StatusOr<std::vector<MemberConfig>> m = ClientConfig::ParseMembers(addr ? *addr : *members);
-  if (!m.ok()) return m.status();
+  if (!m.ok()) return Usage(absl::StrCat(addr ? "--addr: " : "--members: ", m.status().message()));  // exit 2
   if (addr.has_value() && (m->size() != 1 || absl::StrContains(*addr, '@'))) {
     return Usage("--addr takes one HOST:PORT (a weight means something only in --members)");
   }
