@@ -220,6 +220,8 @@ struct HttpServer::Connection {
   bool close_after_write = false;
   bool peer_closed = false;  // the client shut down its side: answer what it sent, then close
   uint64_t skip = 0;         // body bytes of the last request still to drop as they arrive
+  size_t scanned = 0;        // `in` holds no blank line (end of a head) before this offset
+  bool pending = false;      // in the loop's pending list (requests left over from a pass)
 };
 
 class HttpServer::Loop {
@@ -259,9 +261,10 @@ class HttpServer::Loop {
       std::vector<int> pending;
       pending.swap(pending_);
       for (int fd : pending) {
-        if (auto it = conns_.find(fd); it != conns_.end() && it->second->state == Connection::State::kReading) {
-          Process(*it->second);
-        }
+        auto it = conns_.find(fd);
+        if (it == conns_.end()) continue;
+        it->second->pending = false;
+        if (it->second->state == Connection::State::kReading) Process(*it->second);
       }
       if (accept) Accept();
     }
@@ -385,7 +388,27 @@ class HttpServer::Loop {
       if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) return;
       if (!ReadAvailable(c)) return;  // closed
     }
-    if (c.state == Connection::State::kReading) Process(c);  // also pipelined requests after a response
+    // Also pipelined requests after a response. A connection already in the pending
+    // list is answered there, so it gets kRequestsPerPass per pass, not that per event.
+    if (c.state == Connection::State::kReading && !c.pending) Process(c);
+  }
+
+  // Whether `c.in` holds a whole head (a blank line) or more than a head may be: only
+  // then is it parsed. The scan resumes where the last one stopped, so a head sent a
+  // few bytes at a time costs linear work (it was parsed whole on every read).
+  bool HeadComplete(Connection& c) const {
+    if (c.in.size() > config_.max_head_bytes) return true;
+    for (size_t nl = c.in.find('\n', c.scanned); nl != std::string::npos; nl = c.in.find('\n', nl + 1)) {
+      const size_t next = nl + 1;
+      if (next < c.in.size() && c.in[next] == '\n') return true;
+      if (next + 1 < c.in.size() && c.in[next] == '\r' && c.in[next + 1] == '\n') return true;
+      if (next >= c.in.size() || (next + 1 >= c.in.size() && c.in[next] == '\r')) {
+        c.scanned = nl;  // undecided until more arrives
+        return false;
+      }
+    }
+    c.scanned = c.in.size();
+    return false;
   }
 
   // Never buffer more than one request head can be: the parser decides before. Bodies
@@ -429,14 +452,19 @@ class HttpServer::Loop {
     const int fd = c.fd;
     for (int answered = 0; c.state == Connection::State::kReading; ++answered) {
       if (answered == kRequestsPerPass) {
-        pending_.push_back(fd);
+        if (!c.pending) pending_.push_back(fd);  // once: duplicates answered it many times a pass
+        c.pending = true;
         return;
       }
       // Empty lines before a request are ignored (RFC 9112 2.2); dropping them here
       // keeps them from filling the buffer.
       const size_t junk = std::min(c.in.find_first_not_of("\r\n"), c.in.size());
-      c.in.erase(0, junk);
-      Parsed p = ParseRequest(c.in, config_);
+      if (junk > 0) {
+        c.in.erase(0, junk);
+        c.scanned = 0;
+      }
+      Parsed p;  // kNeedMore
+      if (HeadComplete(c)) p = ParseRequest(c.in, config_);
       if (p.kind == Parsed::Kind::kNeedMore && c.in.size() >= BufferCap()) {
         p = Reject(400, "malformed request");  // cannot happen: a whole request fits the buffer
       }
@@ -447,12 +475,14 @@ class HttpServer::Loop {
       if (p.kind == Parsed::Kind::kReject) {
         const bool head = absl::StartsWith(c.in, "HEAD ");
         c.in.clear();
+        c.scanned = 0;
         Respond(c, TextResponse(p.status, p.message), /*with_body=*/!head, /*keep_alive=*/false);
       } else {
         // The body (the endpoints take none) is dropped, here and as it arrives.
         c.in.erase(0, p.consumed);
         const size_t body_here = static_cast<size_t>(std::min<uint64_t>(p.body, c.in.size()));
         c.in.erase(0, body_here);
+        c.scanned = 0;
         c.skip = p.body - body_here;
         const bool head = p.request.method == "HEAD";
         // A client that shut down its side after pipelining: answer each request it

@@ -351,6 +351,31 @@ TEST_F(HttpServerTest, TricklingAndIdleConnectionsDoNotHoldUpProbes) {
   for (int fd : fds) close(fd);
 }
 
+// A head that arrives a few bytes at a time, its line ends split across reads
+// ("\r" in one, "\n" in the next), is answered once its blank line arrives. The
+// server scans only the new bytes for it (it used to parse the whole buffer on every
+// read: quadratic CPU on its one thread).
+TEST_F(HttpServerTest, AHeadSentAFewBytesAtATimeIsAnswered) {
+  StartServer();
+  const int fd = Connect(port());
+  ASSERT_GE(fd, 0);
+  std::string head = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 300; ++i) absl::StrAppend(&head, "X-Pad-", i, ": v\r\n");
+  head += "\r\n";
+  for (size_t at = 0; at < head.size(); at += 3) {
+    SendAll(fd, head.substr(at, 3));
+    if (at % 300 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // separate reads
+  }
+  EXPECT_THAT(Receive(fd, std::chrono::seconds(2), "ok\n"), StartsWith("HTTP/1.1 200 OK\r\n"));
+  // And a blank line split as "\r\n\r" + "\n" across two reads.
+  SendAll(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(Receive(fd, std::chrono::milliseconds(100)), "") << "answered before its head ended";
+  SendAll(fd, "\n");
+  EXPECT_THAT(Receive(fd, std::chrono::seconds(2), "ok\n"), StartsWith("HTTP/1.1 200 OK\r\n"));
+  close(fd);
+}
+
 // At max_connections the connection waiting longest for its request makes room:
 // a probe is answered even when the attacker holds every slot.
 TEST_F(HttpServerTest, AtTheConnectionLimitTheOldestWaitingConnectionMakesRoom) {
