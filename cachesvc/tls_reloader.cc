@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <ctime>
@@ -29,6 +30,10 @@ struct KeyFree {
 using Bio = std::unique_ptr<BIO, BioFree>;
 using Cert = std::unique_ptr<X509, X509Free>;
 using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
+struct CtxFree {
+  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+};
+using Ctx = std::unique_ptr<SSL_CTX, CtxFree>;
 
 Bio MemoryBio(const std::string& pem) { return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))); }
 
@@ -38,6 +43,43 @@ Cert FirstCertificate(const std::string& pem) {
   Cert cert(bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   return cert;
+}
+
+// OpenSSL's reason for the last failure, and the queue cleared.
+std::string OpenSslError() {
+  const unsigned long e = ERR_peek_last_error();
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return e == 0 ? std::string("unknown reason") : std::string(buf);
+}
+
+// Whether a TLS server context takes the chain and key as gRPC's does (OpenSSL's
+// security level refuses, e.g., RSA keys under 2048 bits or SHA-1 signatures that
+// parse and match fine). A set gRPC refuses on reload is logged once by gRPC and
+// the old certificate stays in force, while the reload looked installed.
+absl::Status CheckServable(const std::string& cert_pem, EVP_PKEY* key) {
+  Ctx ctx(SSL_CTX_new(TLS_server_method()));
+  if (ctx == nullptr) return absl::InternalError(absl::StrCat("cannot make a TLS context: ", OpenSslError()));
+  Bio bio = MemoryBio(cert_pem);
+  if (bio == nullptr) return absl::ResourceExhaustedError("out of memory reading the certificate chain");
+  Cert leaf(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (leaf == nullptr || SSL_CTX_use_certificate(ctx.get(), leaf.get()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the certificate is refused for TLS: ", OpenSslError()));
+  }
+  for (int i = 1;; ++i) {
+    Cert next(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (next == nullptr) break;
+    if (SSL_CTX_add1_chain_cert(ctx.get(), next.get()) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("certificate ", i + 1, " of the chain is refused for TLS: ", OpenSslError()));
+    }
+  }
+  ERR_clear_error();  // the end of the PEM text
+  if (SSL_CTX_use_PrivateKey(ctx.get(), key) != 1 || SSL_CTX_check_private_key(ctx.get()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the private key is refused for TLS: ", OpenSslError()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Time NotAfter(const X509* cert) {
@@ -89,6 +131,10 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
     return absl::InvalidArgumentError(absl::StrCat("tls_key_file '", files_.key_file,
                                                    "' is not the key of the certificate in tls_cert_file '",
                                                    files_.cert_file, "' (", Subject(leaf.get()), ")"));
+  }
+  if (absl::Status s = CheckServable(m.cert_pem, key.get()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tls_cert_file '", files_.cert_file, "' / tls_key_file '",
+                                                   files_.key_file, "' (", Subject(leaf.get()), "): ", s.message()));
   }
   m.not_after = NotAfter(leaf.get());
   m.subject = Subject(leaf.get());

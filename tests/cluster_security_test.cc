@@ -707,6 +707,37 @@ TEST(ClusterSecurityTest, RotatedCertificatesServeNewConnectionsWithoutARestart)
   absl::SleepFor(absl::Milliseconds(2500));
   got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
   EXPECT_TRUE(got.ok()) << "an unreadable certificate replaced the served one: " << got.status();
+  // A certificate that parses and matches its key but that TLS refuses (a 1024-bit
+  // RSA key, under OpenSSL's security level): gRPC keeps the old one, so the shard
+  // must not count it installed nor report its expiry (it did: the expiry alert then
+  // watched a certificate never served, while the served one ran out).
+  auto metric = [&](const std::string& name) -> std::string {
+    httplib::Client http("127.0.0.1", shard->http_port());
+    auto m = http.Get("/metrics");
+    if (!m) return "";
+    const size_t at = m->body.find("\n" + name + " ");
+    return at == std::string::npos ? "" : m->body.substr(at + name.size() + 2, m->body.find('\n', at + 1) - at - name.size() - 2);
+  };
+  const std::string installed = metric("kvhub_tls_reloads_total{result=\"installed\"}");
+  const std::string failed_before = metric("kvhub_tls_reloads_total{result=\"failed\"}");
+  const std::string expiry = metric("kvhub_tls_certificate_expiry_timestamp_seconds");
+  ASSERT_FALSE(installed.empty());
+  ASSERT_FALSE(expiry.empty());
+  const testing::CommandResult weak = testing::RunCommand(absl::StrCat(
+      "cd ", rotation.dir, " && openssl req -x509 -newkey rsa:1024 -nodes -keyout weak.key -out weak.pem -days 400 ",
+      "-subj /CN=weak -addext subjectAltName=IP:127.0.0.1 2>&1"));
+  ASSERT_EQ(weak.exit_code, 0) << weak.out;
+  ReplaceFile(rotation.dir + "/weak.key", files.key);
+  ReplaceFile(rotation.dir + "/weak.pem", files.cert);
+  EXPECT_TRUE(Eventually([&] {
+    const std::string failed = metric("kvhub_tls_reloads_total{result=\"failed\"}");
+    return !failed.empty() && failed != failed_before;
+  }));
+  absl::SleepFor(absl::Milliseconds(2500));
+  EXPECT_EQ(metric("kvhub_tls_reloads_total{result=\"installed\"}"), installed);
+  EXPECT_EQ(metric("kvhub_tls_certificate_expiry_timestamp_seconds"), expiry);
+  got = GetOne(*client_of(new_pki, new_pki), "ns", a.size());
+  EXPECT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(shard->Stop().value_or(-1), 0);
   RemoveRotation(rotation);
 }
