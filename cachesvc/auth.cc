@@ -1,5 +1,7 @@
 #include "cachesvc/auth.h"
 
+#include <openssl/evp.h>
+
 #include <utility>
 #include <vector>
 
@@ -11,6 +13,20 @@
 #include "common/keys.h"
 
 namespace kvhub::cachesvc {
+namespace {
+
+// SHA-256 of a token: the key grants are held and looked up by.
+std::string TokenDigest(absl::string_view token) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr) != 1) {
+    // Cannot happen with a built-in digest; never let two tokens share a key.
+    return "\x01" + std::string(token);
+  }
+  return std::string(reinterpret_cast<const char*>(md), len);
+}
+
+}  // namespace
 
 absl::Status AuthGrant::AllowsNamespace(absl::string_view ns) const {
   if (all_namespaces || namespaces.contains(ns)) return absl::OkStatus();
@@ -51,7 +67,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string
       if (absl::Status s = ValidateNamespace(ns); !s.ok()) return bad(absl::StrCat("namespace: ", s.message()));
     }
     if (a->grants_.size() >= kMaxAuthTokens) return bad(absl::StrCat("more than ", kMaxAuthTokens, " tokens"));
-    auto [it, inserted] = a->grants_.try_emplace(std::string(token));
+    auto [it, inserted] = a->grants_.try_emplace(TokenDigest(token));
     if (!inserted) return bad("this token is listed twice");
     it->second.line = line_no;
     it->second.all_namespaces = all;
@@ -72,7 +88,9 @@ absl::StatusOr<const AuthGrant*> Authenticator::Authenticate(const absl::string_
   if (!absl::ConsumePrefix(&v, "Bearer ")) {
     return absl::UnauthenticatedError("the authorization metadata must be 'Bearer TOKEN'");
   }
-  auto it = grants_.find(v);
+  // By digest: the map's string comparisons then depend on the digests, never on how
+  // many leading bytes of a guess match a real token.
+  auto it = grants_.find(TokenDigest(v));
   if (it == grants_.end()) return absl::UnauthenticatedError("unknown token");
   return &it->second;
 }

@@ -57,7 +57,7 @@ class Authenticator {
 
  private:
   Authenticator() = default;
-  absl::flat_hash_map<std::string, AuthGrant> grants_;  // by token
+  absl::flat_hash_map<std::string, AuthGrant> grants_;  // by the token's SHA-256
 };
 
 }  // namespace kvhub::cachesvc

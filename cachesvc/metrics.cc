@@ -209,6 +209,8 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
       for (size_t m = 0; m < model_names.size(); ++m) {
         const LookupSeries& s = lookup_[n * model_slots_ + m];
         if (s.requests.load(std::memory_order_relaxed) == 0) continue;
+        // A name first seen after the names were read above: counted now, named next time.
+        if (ns_names[n].empty() || model_names[m].empty()) continue;
         absl::StrAppend(&out, lm.name, "{namespace=\"", Escape(ns_names[n]), "\",model=\"",
                         Escape(model_names[m]), "\"} ", (s.*(lm.field)).load(std::memory_order_relaxed), "\n");
       }
