@@ -70,6 +70,10 @@ class CudaGpuTier final : public GpuTier {
     cudaSetDevice(config_.device);
     void* p = nullptr;
     if (cudaError_t e = cudaMallocFromPoolAsync(&p, bytes.size(), pool_, stream_); e != cudaSuccess) {
+      // Only an allocation that found no room is "full" (the tier then makes room);
+      // anything else is a device error, counted toward device_error_limit.
+      if (e != cudaErrorMemoryAllocation) return CudaError("pool allocation", e);
+      (void)cudaGetLastError();  // not sticky: clear it for the next call
       return absl::ResourceExhaustedError(absl::StrCat("gpu tier: pool allocation of ", bytes.size(),
                                                        " bytes: ", cudaGetErrorString(e)));
     }

@@ -66,13 +66,14 @@ TieredBlockStore::~TieredBlockStore() {
   mirror_.join();
 }
 
-void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key) {
+void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent) {
   absl::MutexLock l(&mu_);
   if (!DeviceUsableLocked() || queue_.size() >= config_.mirror_queue_blocks) {
     ++stats_.mirror_dropped;
     return;
   }
-  queue_.push_back(Item{std::string(ns), key, ++seq_});
+  queue_.push_back(Item{std::string(ns), key, ++seq_,
+                        parent == nullptr ? std::nullopt : std::optional<BlockKey>(*parent)});
 }
 
 void TieredBlockStore::MirrorLoop() {
@@ -131,10 +132,6 @@ absl::Status TieredBlockStore::CopierDeviceCall(const std::function<absl::Status
 
 void TieredBlockStore::MirrorOne(const Item& item) {
   const std::string id = Id(item.ns, item.key);
-  {
-    absl::MutexLock l(&mu_);
-    if (gpu_index_.contains(id)) return;  // already there (the same key put again)
-  }
   // The copier's own read: not a hit for the host tier's policy (it would make every
   // block look reused once) and not one of the namespace's leases. With a transfer
   // hold: a device copy that outlasts the lease (a slow device) must still read this
@@ -147,6 +144,31 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     return;
   }
   const absl::Span<const uint8_t> bytes(lease->data, lease->size);
+  bool stale = false, same = false;  // the tier holds another block, or this one, under the key
+  {
+    absl::MutexLock l(&mu_);
+    if (auto it = gpu_index_.find(id); it != gpu_index_.end()) {
+      same = it->second.checksum == lease->checksum && it->second.size == lease->size;
+      stale = !same;
+      if (stale) {
+        // Put again with other bytes (another encoding of the key) after the host
+        // evicted the first: the old copy would come back once the host evicts this.
+        gpu_bytes_ -= it->second.size;
+        gpu_index_.erase(it);
+      }
+    }
+  }
+  if (same) {  // already there: the same block put again after the host evicted it
+    host_->EndTransfer(TransferAccess::kRead, lease->hold);
+    if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {
+      KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
+    }
+    return;
+  }
+  if (stale) {
+    absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(item.ns, item.key); });
+    if (!e.ok() && !absl::IsNotFound(e)) KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
+  }
   absl::Status put;
   if (lease->size > gpu_capacity_) {
     // Never fits: evicting every copy for it (as before) emptied the tier for nothing.
@@ -202,7 +224,7 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     return;
   }
   const uint64_t copy = ++copies_;
-  gpu_index_[id] = GpuEntry{size, checksum, copy};
+  gpu_index_[id] = GpuEntry{size, checksum, copy, item.parent};
   gpu_bytes_ += size;
   gpu_fifo_.push_back(FifoEntry{item.ns, item.key, copy});
   ++stats_.mirrored;
@@ -290,7 +312,10 @@ void TieredBlockStore::CompactFifoLocked() {
 }
 
 bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const GpuEntry& e) {
-  absl::StatusOr<Reservation> r = host_->Reserve(ns, key, e.size, e.checksum, PutOptions{});
+  // With its chain parent, as first put: prefix-aware eviction must see it as a
+  // child, not a root (a root outlives its parent's eviction, stranded).
+  absl::StatusOr<Reservation> r =
+      host_->Reserve(ns, key, e.size, e.checksum, PutOptions{.parent = e.parent ? &*e.parent : nullptr});
   if (r.status().code() == absl::StatusCode::kAlreadyExists) return true;  // put back meanwhile
   if (!r.ok()) {
     absl::MutexLock l(&mu_);
@@ -397,7 +422,8 @@ absl::StatusOr<Reservation> TieredBlockStore::Reserve(absl::string_view ns, cons
   absl::StatusOr<Reservation> r = host_->Reserve(ns, key, size, checksum, options);
   if (r.ok()) {
     absl::MutexLock l(&pending_mu_);
-    pending_[r->id] = Pending{std::string(ns), key};
+    pending_[r->id] = Pending{std::string(ns), key,
+                              options.parent == nullptr ? std::nullopt : std::optional<BlockKey>(*options.parent)};
   }
   return r;
 }
@@ -423,7 +449,7 @@ absl::Status TieredBlockStore::Commit(uint64_t reservation_id) {
     absl::MutexLock l(&pending_mu_);
     pending_.erase(reservation_id);
   }
-  if (s.ok() && known) Enqueue(p.ns, p.key);
+  if (s.ok() && known) Enqueue(p.ns, p.key, p.parent ? &*p.parent : nullptr);
   return s;
 }
 
@@ -440,7 +466,7 @@ absl::Status TieredBlockStore::Put(absl::string_view ns, const BlockKey& key,
                                    std::span<const uint8_t> data, uint64_t checksum,
                                    const PutOptions& options) {
   absl::Status s = host_->Put(ns, key, data, checksum, options);
-  if (s.ok()) Enqueue(ns, key);
+  if (s.ok()) Enqueue(ns, key, options.parent);
   return s;
 }
 

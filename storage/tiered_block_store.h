@@ -36,6 +36,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -134,11 +135,13 @@ class TieredBlockStore final : public BlockStore {
     std::string ns;
     BlockKey key;
     uint64_t seq = 0;
+    std::optional<BlockKey> parent;  // its chain parent, given back when it is promoted
   };
   struct GpuEntry {
     uint64_t size = 0;
     uint64_t checksum = 0;
     uint64_t copy = 0;  // which copy: its gpu_fifo_ entry carries the same number
+    std::optional<BlockKey> parent;
   };
   struct FifoEntry {
     std::string ns;
@@ -148,13 +151,14 @@ class TieredBlockStore final : public BlockStore {
   struct Pending {  // a reservation, to know what Commit made visible
     std::string ns;
     BlockKey key;
+    std::optional<BlockKey> parent;
   };
   // (namespace, key) as one map key.
   static std::string Id(absl::string_view ns, const BlockKey& key);
 
   TieredBlockStore(std::unique_ptr<BlockStore> host, std::unique_ptr<GpuTier> gpu,
                    const TieredStoreConfig& config);
-  void Enqueue(absl::string_view ns, const BlockKey& key);
+  void Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent);
   void MirrorLoop();
   void MirrorOne(const Item& item);
   // Runs one device call of the copier (`call`, made without mu_), timed for

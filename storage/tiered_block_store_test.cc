@@ -299,6 +299,34 @@ TEST_P(TieredStoreTest, AKeyPutAgainAfterDeleteIsNotEvictedForItsOldCopy) {
   EXPECT_TRUE(fault_->Has("ns", Key(4)));
 }
 
+// A key put again with other bytes (another encoding of the same tokens) after the
+// host evicted its first block: the gpu copy follows, so when the host evicts the
+// second, the second comes back (the first did: the copier skipped keys it held).
+TEST_P(TieredStoreTest, AKeyPutAgainWithOtherBytesReplacesItsGpuCopy) {
+  BlockStoreConfig lru = SmallConfig();
+  lru.eviction.name = "lru";  // S3-FIFO would keep the second in its main queue (a ghost hit)
+  Make(64ull << 20, {}, lru);
+  if (store_ == nullptr) return;
+  PutBlock(5);
+  Drain();
+  auto flood = [&](uint64_t from) {  // ~1.3x the host tier: evicts key 5 there
+    for (uint64_t i = from; i < from + 300; ++i) {
+      PutBlock(i);
+      if (i % 10 == 9) Drain();
+    }
+    Drain();
+  };
+  flood(1000);
+  const std::vector<uint8_t> second = Bytes(555, kBlock);  // same size class: evicted as the first
+  ASSERT_TRUE(store_->Put("ns", Key(5), second, Sum(second), PutOptions{}).ok()) << "the host evicted key 5";
+  Drain();
+  flood(2000);
+  absl::StatusOr<std::vector<uint8_t>> got = Read(5);
+  EXPECT_EQ(store_->tier_stats().promotions, 1u) << "served from the host: the test did not evict it";
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, second) << "the first block came back";
+}
+
 // A gpu copy that no longer matches its checksum is a miss, never wrong bytes.
 TEST_P(TieredStoreTest, CorruptGpuCopyIsAMiss) {
   if (GetParam()) GTEST_SKIP() << "corruption is injected through the host-memory tier";

@@ -108,6 +108,16 @@ absl::Status GpuCodec::Sync(const char* what) {
   return absl::OkStatus();
 }
 
+absl::Status GpuCodec::FailAfterEnqueue(absl::Status error) {
+  // Kernels already queued (the blocks before a failed launch) would go on writing
+  // the caller's pages after the call returned: wait for them first.
+  if (cudaError_t e = cudaStreamSynchronize(S(stream_)); e != cudaSuccess) {
+    return absl::Status(error.code(), absl::StrCat(error.message(), "; then waiting for the work already queued: ",
+                                                   cudaGetErrorString(e)));
+  }
+  return error;
+}
+
 void GpuCodec::RecordKernelTime() {
   float ms = 0;
   if (cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(kernel_start_),
@@ -122,8 +132,10 @@ absl::Status GpuCodec::Launch(const char* what, const std::function<int()>& laun
   (void)cudaGetLastError();
   cudaEvent_t a = static_cast<cudaEvent_t>(kernel_start_), b = static_cast<cudaEvent_t>(kernel_end_);
   if (cudaError_t e = cudaEventRecord(a, S(stream_)); e != cudaSuccess) return CudaError(what, e);
-  if (cudaError_t e = static_cast<cudaError_t>(launch()); e != cudaSuccess) return CudaError(what, e);
-  if (cudaError_t e = cudaEventRecord(b, S(stream_)); e != cudaSuccess) return CudaError(what, e);
+  if (cudaError_t e = static_cast<cudaError_t>(launch()); e != cudaSuccess) {
+    return FailAfterEnqueue(CudaError(what, e));
+  }
+  if (cudaError_t e = cudaEventRecord(b, S(stream_)); e != cudaSuccess) return FailAfterEnqueue(CudaError(what, e));
   return absl::OkStatus();
 }
 
@@ -267,7 +279,7 @@ absl::StatusOr<GpuCodec::DeviceBlocks> GpuCodec::EncodeManyOnDevice(
   std::vector<uint32_t> bits(n);
   if (cudaError_t e = cudaMemcpyAsync(bits.data(), err, 4 * n, cudaMemcpyDeviceToHost, S(stream_));
       e != cudaSuccess) {
-    return CudaError("read error flags", e);
+    return FailAfterEnqueue(CudaError("read error flags", e));
   }
   if (auto s = Sync("encode"); !s.ok()) return s;
   for (size_t i = 0; i < n; ++i) {
@@ -389,7 +401,7 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
   std::vector<uint32_t> bits(n);
   if (cudaError_t e = cudaMemcpyAsync(bits.data(), err, 4 * n, cudaMemcpyDeviceToHost, S(stream_));
       e != cudaSuccess) {
-    return CudaError("read error flags", e);
+    return FailAfterEnqueue(CudaError("read error flags", e));
   }
   if (auto s = Sync("decode"); !s.ok()) return s;
   RecordKernelTime();
@@ -422,29 +434,32 @@ absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8
     return absl::InvalidArgumentError(
         absl::StrCat("decode: ", n, " blocks in one call, at most ", kMaxBlocksPerCall));
   }
-  // Every block verifies (header, checksum, segment table) before any byte
-  // moves to the device or any page is written.
-  std::vector<BlockPlan> plans;
+  if (n == 0) return absl::OkStatus();
   std::vector<uint64_t> offsets;
   uint64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
-    auto plan = PlanDecode(blocks[i], options.empty() ? DecodeOptions() : options[i]);
+    offsets.push_back(total);
+    total = Align256(total + blocks[i].size());
+  }
+  if (auto s = Reserve(&block_, total, false); !s.ok()) return s;
+  if (auto s = Reserve(&staging_, total, true); !s.ok()) return s;
+  if (auto s = Sync("previous call"); !s.ok()) return s;
+  // Every block verifies (header, checksum, segment table) before any byte moves
+  // to the device or any page is written; it is verified in the staging copy, the
+  // bytes that go to the device (the caller's buffer could still change: a
+  // receive landing, another thread).
+  std::vector<BlockPlan> plans;
+  std::vector<const uint8_t*> device_blocks;
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(staging_.ptr + offsets[i], blocks[i].data(), blocks[i].size());
+    auto plan = PlanDecode(absl::MakeConstSpan(staging_.ptr + offsets[i], blocks[i].size()),
+                           options.empty() ? DecodeOptions() : options[i]);
     if (!plan.ok()) {
       return n == 1 ? plan.status()
                     : absl::Status(plan.status().code(),
                                    absl::StrCat("block ", i, ": ", plan.status().message()));
     }
     plans.push_back(*std::move(plan));
-    offsets.push_back(total);
-    total = Align256(total + blocks[i].size());
-  }
-  if (n == 0) return absl::OkStatus();
-  if (auto s = Reserve(&block_, total, false); !s.ok()) return s;
-  if (auto s = Reserve(&staging_, total, true); !s.ok()) return s;
-  if (auto s = Sync("previous call"); !s.ok()) return s;
-  std::vector<const uint8_t*> device_blocks;
-  for (size_t i = 0; i < n; ++i) {
-    std::memcpy(staging_.ptr + offsets[i], blocks[i].data(), blocks[i].size());
     device_blocks.push_back(block_.ptr + offsets[i]);
   }
   if (cudaError_t e = cudaMemcpyAsync(block_.ptr, staging_.ptr, total, cudaMemcpyHostToDevice,

@@ -143,6 +143,9 @@ class GpuCodec {
                                        uint64_t tail_bytes);
   absl::Status FlushMeta(const StagedMeta& meta);
   absl::Status Sync(const char* what);
+  // `error`, after waiting for what the stream already holds (kernels of earlier
+  // blocks of a failed batch must not write pages after the call returns).
+  absl::Status FailAfterEnqueue(absl::Status error);
   // Records the kernel events around `launch` (which returns a cudaError_t).
   absl::Status Launch(const char* what, const std::function<int()>& launch);
   void RecordKernelTime();  // after the stream synchronized
