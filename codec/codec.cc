@@ -526,6 +526,19 @@ absl::Status CodecParams::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+// The lossy codecs and pre-RoPE keys take bf16 only.
+absl::Status CheckEncodableDtype(const CodecParams& p, DType dtype) {
+  const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;
+  if ((lossy || p.keys_pre_rope) && dtype != DType::kBf16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encode: codec ", CodecName(p.codec), p.keys_pre_rope ? " with keys_pre_rope" : "",
+        " takes bf16 input; got ", DTypeName(dtype), " (use raw or lossless)"));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, uint32_t sinks) {
   if (auto s = sh.Validate(); !s.ok()) return s;
   if (auto s = p.Validate(); !s.ok()) return s;
@@ -535,6 +548,8 @@ absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, ui
   if (p.codec == CodecId::kLossless) {
     return absl::InvalidArgumentError("lossless blocks have data-dependent sizes");
   }
+  // No size for a block Encode refuses to make (it gave one for kivi4 of fp16 data).
+  if (auto s = CheckEncodableDtype(p, sh.dtype); !s.ok()) return s;
   uint64_t pos = 2ull * sh.layers * BlockHeader::kSegmentEntrySize;
   for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
     pos = Align16(pos) + Layout(p.codec, sh, s % 2 == 1, p.group_size, sinks).size;
@@ -568,12 +583,7 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
         " elements (fewer tokens per block, or another codec)"));
   }
   if (auto s = CheckPosition(kv.base_position, "encode: base_position"); !s.ok()) return s;
-  const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;
-  if ((lossy || p.keys_pre_rope) && sh.dtype != DType::kBf16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "encode: codec ", CodecName(p.codec), p.keys_pre_rope ? " with keys_pre_rope" : "",
-        " takes bf16 input; got ", DTypeName(sh.dtype), " (use raw or lossless)"));
-  }
+  if (auto s = CheckEncodableDtype(p, sh.dtype); !s.ok()) return s;
   if (!std::isfinite(kv.rope_base) || kv.rope_base <= 0 ||
       (kv.rope_pairing != RopePairing::kNeox && kv.rope_pairing != RopePairing::kInterleaved)) {
     return absl::InvalidArgumentError("encode: bad rope_base or rope_pairing");

@@ -34,6 +34,7 @@
 #include "client/fork_guard.h"
 #include "codec/block_format.h"
 #include "codec/codec.h"
+#include "codec/rope.h"
 #include "codec/segment_layout.h"
 #include "common/keys.h"
 #include "common/log.h"
@@ -278,6 +279,11 @@ codec::KvShape ShapeOf(const py::array& a, const ModelSpec& spec) {
   s.layers = spec.layers;
   s.kv_heads = spec.kv_heads;
   s.head_dim = spec.head_dim;
+  // Checked before the cast: 2^32 + 16 tokens passed as 16 and encoded only those.
+  if (a.shape(2) > static_cast<py::ssize_t>(codec::KvShape::kMaxTokens)) {
+    throw Error(absl::InvalidArgumentError(
+        absl::StrCat("kv has ", a.shape(2), " tokens, more than a block holds (", codec::KvShape::kMaxTokens, ")")));
+  }
   s.tokens = static_cast<uint32_t>(a.shape(2));
   s.dtype = spec.dtype;
   if (absl::Status v = s.Validate(); !v.ok()) throw Error(v);
@@ -315,7 +321,7 @@ uint64_t EncodedSizeOf(const ModelSpec& spec, const std::string& codec_name, std
   p.group_size = group_size;
   p.sink_tokens = sink_tokens;
   if (absl::Status v = p.Validate(); !v.ok()) throw Error(v);
-  if (base_position < 0) throw Error(absl::InvalidArgumentError("base_position must be >= 0"));
+  if (absl::Status v = codec::CheckPosition(base_position, "base_position"); !v.ok()) throw Error(v);
   codec::KvShape s;
   s.layers = spec.layers;
   s.kv_heads = spec.kv_heads;

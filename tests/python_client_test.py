@@ -577,6 +577,14 @@ class PythonClientTest(unittest.TestCase):
                          len(kvhub.encode(kv[0][:, :, :5].copy(), spec, codec="fp8")))
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT.*data-dependent"):
             kvhub.encoded_size(spec, codec="lossless")
+        # No size for a block encode refuses (kivi4 of fp16 data had one), nor for a
+        # position beyond 2^52.
+        spec16 = kvhub.ModelSpec(SPEC.replace("dtype=bf16", "dtype=fp16"))
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT.*takes bf16 input"):
+            kvhub.encoded_size(spec16, codec="kivi4")
+        self.assertGreater(kvhub.encoded_size(spec16, codec="raw"), 0)
+        with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT.*base_position"):
+            kvhub.encoded_size(spec, codec="kivi4", base_position=2**53)
         bufs = [bytearray(kvhub.encoded_size(spec, codec="kivi4", base_position=16 * i)) for i in range(4)]
         self.assertEqual(c.fetch("py-codec", spec, tokens, bufs).valid_blocks, 4)
         for i in range(4):
