@@ -676,18 +676,29 @@ absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block) {
   if (!h.ok()) return h.status();
   // The structure too, so that a truncated or forged block (a 128-byte header
   // claiming 16 GiB) fails here, before a caller sizes a buffer from raw_bytes.
+  // Without the body checksum (it is the decoder's to pay), except to name a
+  // structure that fails: bytes changed since the block was made are DATA_LOSS, as
+  // Decode reports them, not a malformed block.
+  auto corrupt_or = [&](absl::Status bad) {
+    if (block.size() == h->total_bytes() &&
+        Xxh3_64(block.data() + BlockHeader::kSize, h->body_bytes) != h->body_checksum) {
+      return absl::DataLossError("kv block: body checksum mismatch");
+    }
+    return bad;
+  };
   auto segs = ParseBlock(block, *h, /*verify_checksum=*/false);
-  if (!segs.ok()) return segs.status();
+  if (!segs.ok()) return corrupt_or(segs.status());
   for (uint32_t s = 0; s < h->segment_count(); ++s) {
     const uint64_t size = (*segs)[s].size;
     if (h->codec == CodecId::kLossless) {
       const uint8_t* seg = block.data() + BlockHeader::kSize + (*segs)[s].offset;
-      if (absl::Status st = CheckLosslessSegment(h->shape, seg, size); !st.ok()) return st;
+      if (absl::Status st = CheckLosslessSegment(h->shape, seg, size); !st.ok()) return corrupt_or(st);
       continue;
     }
     const uint64_t want = Layout(h->codec, h->shape, s % 2 == 1, h->group_size, h->sink_tokens).size;
     if (size != want) {
-      return Bad(absl::StrCat("segment ", s, " is ", size, " bytes, ", CodecName(h->codec), " needs ", want));
+      return corrupt_or(
+          Bad(absl::StrCat("segment ", s, " is ", size, " bytes, ", CodecName(h->codec), " needs ", want)));
     }
   }
   return h;

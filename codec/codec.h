@@ -72,7 +72,8 @@ absl::Status Encode(const KvView& kv, const CodecParams& params, std::vector<uin
 // Parses and validates the header and the block's structure (exact length,
 // segment table, segment sizes of the fixed-size codecs) without decoding or
 // checksumming the body: use it to size the output buffer before Decode. A
-// truncated or forged block fails here. raw_bytes is what the output needs, up
+// truncated or forged block fails here (INVALID_ARGUMENT; DATA_LOSS when the body
+// checksum shows its bytes changed since it was made). raw_bytes is what the output needs, up
 // to 2^34; lossless blocks compress, so a small one may legitimately need a lot:
 // check raw_bytes against your own memory limit.
 absl::StatusOr<BlockHeader> InspectBlock(absl::Span<const uint8_t> block);

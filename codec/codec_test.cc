@@ -642,6 +642,29 @@ TEST(CodecTest, InspectRefusesHeadersTheBodyCannotBackBeforeAnyBufferIsSized) {
   }
 }
 
+// A block whose bytes changed after it was made is DATA_LOSS from InspectBlock too,
+// wherever the change lands (a flip in the segment table was INVALID_ARGUMENT
+// "misplaced", so an engine that checks the code took corruption for a bad input);
+// a structural lie under valid checksums stays INVALID_ARGUMENT.
+TEST(CodecTest, InspectCallsAChangedBlockDataLoss) {
+  Block b = MakeBlock(2, 2, 16, 32, 10);
+  std::vector<uint8_t> enc = MustEncode(b.View(), Params(CodecId::kKivi4, 32));
+  for (size_t at : {size_t{128}, size_t{128 + 20}, size_t{128 + 40}, enc.size() / 2}) {
+    std::vector<uint8_t> v = enc;
+    v[at] ^= 1;
+    absl::StatusOr<BlockHeader> h = InspectBlock(v);
+    EXPECT_TRUE(h.ok() || h.status().code() == absl::StatusCode::kDataLoss) << at << ": " << h.status();
+    std::vector<uint8_t> out(b.shape.RawBytes());
+    EXPECT_EQ(Decode(v, KvMutableView{b.shape, out.data(), out.size()}).code(), absl::StatusCode::kDataLoss) << at;
+  }
+  std::vector<uint8_t> table_flip = enc;
+  table_flip[128] ^= 1;  // segment 0's offset
+  EXPECT_EQ(InspectBlock(table_flip).status().code(), absl::StatusCode::kDataLoss);
+  PutU64(table_flip.data() + 80, Xxh3_64(table_flip.data() + 128, table_flip.size() - 128));  // resealed: a lie
+  PutU64(table_flip.data() + 120, Xxh3_64(table_flip.data(), 120));
+  EXPECT_EQ(InspectBlock(table_flip).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
   Block b = MakeBlock(1, 2, 16, 32, 10);
   std::vector<uint8_t> enc = MustEncode(b.View(), Params(CodecId::kKivi4, 32));
