@@ -170,7 +170,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_MS_KEY("grpc_handshake_timeout_ms", grpc_handshake_timeout, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000"),
       KVHUB_INT_KEY("metrics_max_namespaces", metrics_max_namespaces, "distinct namespace labels before folding into 'other'; default 64"),
       KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels before folding into 'other'; default 16"),
-      KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|off; default info"),
+      KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|critical|off; default info"),
       KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
       KVHUB_STR_KEY("ucx_tls", ucx_tls, "UCX_TLS passthrough, e.g. tcp, rc,tcp, posix,cma; default: UCX picks tcp/RDMA"),
@@ -210,7 +210,9 @@ absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
   else if (suffix == "g" || suffix == "gib" || suffix == "gb") shift = 30;
   else if (suffix == "t" || suffix == "tib" || suffix == "tb") shift = 40;
   if (shift < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' has an unknown size suffix (B, KiB, MiB, GiB, TiB)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", text, "' is not a byte size: a whole number with an optional suffix B, KiB, MiB, GiB or TiB (",
+        absl::StartsWith(suffix, ".") ? "no fractions: 1536MiB, not 1.5GiB" : "all binary multiples", ")"));
   }
   if (shift > 0 && n > (~uint64_t{0} >> shift)) {
     return absl::InvalidArgumentError(absl::StrCat("'", text, "' is out of range"));

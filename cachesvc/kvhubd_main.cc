@@ -77,7 +77,7 @@ KVHUB_CONFIG_FLAG(grpc_memory_bytes, "gRPC's memory for messages in flight (64Mi
 KVHUB_CONFIG_FLAG(grpc_handshake_timeout_ms, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000");
 KVHUB_CONFIG_FLAG(metrics_max_namespaces, "distinct namespace labels before 'other'; default 64");
 KVHUB_CONFIG_FLAG(metrics_max_models, "distinct model labels before 'other'; default 16");
-KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|off; default info");
+KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|critical|off; default info");
 KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
 KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
 KVHUB_CONFIG_FLAG(ucx_tls, "UCX_TLS passthrough (tcp, rc,tcp, posix,cma); default: UCX picks tcp/RDMA");

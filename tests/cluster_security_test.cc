@@ -158,6 +158,7 @@ TEST(ClusterSecurityTest, TokensAreCheckedAndScopedToTheirNamespaces) {
   testing::CommandResult r = testing::RunCommand(absl::StrCat(kvhub, " stats --addr ", shard->grpc_address(), " 2>&1"));
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("requires a token"));
+  EXPECT_THAT(r.out, HasSubstr("--token-file PATH, or the token in $KVHUB_TOKEN"));  // what to do
   r = testing::RunCommand(absl::StrCat("KVHUB_TOKEN=", kOpsToken, " ", kvhub, " stats --addr ", shard->grpc_address(),
                                        " 2>&1"));
   EXPECT_EQ(r.exit_code, 0) << r.out;
@@ -571,6 +572,11 @@ TEST(ClusterSecurityTest, TlsAndMutualTls) {
   auto named = Client::Create(c);
   ASSERT_TRUE(named.ok());
   EXPECT_TRUE(GetOne(**named, "ns", a.size()).ok());
+  // The CLI without the CA says what to give (it said "Socket closed" alone).
+  testing::CommandResult cli = testing::RunCommand(
+      absl::StrCat(testing::ProgramPath("kvhub"), " stats --deadline-ms 2000 --addr ", tls->grpc_address(), " 2>&1"));
+  EXPECT_EQ(cli.exit_code, 1) << cli.out;
+  EXPECT_THAT(cli.out, HasSubstr("give its CA with --tls-ca PATH"));
   // A plaintext client, or one checking for another name, gets nowhere.
   auto plain = Client::Create(Config(*tls, ""));
   ASSERT_TRUE(plain.ok());

@@ -85,6 +85,14 @@ class PythonClientTest(unittest.TestCase):
         for toks in ([True] * 16, [np.True_] * 16, [1.5] * 16, [2 ** 31] * 16):
             with self.assertRaises(ValueError, msg=repr(toks[0])):
                 pykeys.block_keys("py-ns", py_spec, toks)
+        # `import kvhub` is enough for kvhub.keys (an AttributeError before), and the
+        # fields ModelSpec defaults may be left out (a bare KeyError: 'tp_world' before).
+        short = {k: v for k, v in py_spec.items() if k not in ("tp_rank", "tp_world", "rope_pairing", "dtype")}
+        self.assertEqual(kvhub.keys.fingerprint(short), pykeys.fingerprint(py_spec))
+        with self.assertRaisesRegex(ValueError, "head_dim required"):
+            pykeys.fingerprint({k: v for k, v in py_spec.items() if k != "head_dim"})
+        with self.assertRaisesRegex(ValueError, "unknown field"):
+            pykeys.fingerprint({**py_spec, "tp_size": 2})
         again = c.publish("py-ns", spec, tokens, blocks)
         self.assertEqual(again.skipped, 6)
 

@@ -47,9 +47,23 @@ def _int(spec, name, lo, hi):
     return v
 
 
+# ModelSpec's defaults (common/model_spec.h) for the fields a spec may leave out.
+SPEC_DEFAULTS = {"dtype": "bf16", "rope_base": 10000.0, "rope_pairing": "neox", "tp_rank": 0, "tp_world": 1,
+                 "block_tokens": 256}
+SPEC_REQUIRED = ("model", "layers", "kv_heads", "head_dim")
+
+
 def check_spec(spec: dict) -> dict:
-    """ValueError naming the first field ModelSpec::Validate would refuse; else the
-    spec with its integer fields as Python ints (numpy integers are accepted)."""
+    """ValueError naming the first field ModelSpec::Validate would refuse (or a
+    required field left out); else the spec with ModelSpec's defaults filled in and
+    its integer fields as Python ints (numpy integers are accepted)."""
+    missing = [f for f in SPEC_REQUIRED if f not in spec]
+    if missing:
+        raise ValueError(f"model spec: {', '.join(missing)} required")
+    unknown = sorted(set(spec) - set(SPEC_REQUIRED) - set(SPEC_DEFAULTS))
+    if unknown:
+        raise ValueError(f"model spec: unknown field(s) {', '.join(unknown)}")
+    spec = {**SPEC_DEFAULTS, **spec}
     model = spec["model"]
     if not isinstance(model, str) or not model or len(model.encode("utf-8")) > 256:
         raise ValueError("model spec: model must be a non-empty str of at most 256 UTF-8 bytes")

@@ -528,6 +528,13 @@ int Main(int argc, char** argv) {
   }
   std::cerr << "kvhub " << cmd << ": " << absl::StatusCodeToString(s.code()) << ": " << s.message()
             << "\n";
+  // What to do about the two errors a first connection to a secured cluster gives.
+  if (absl::IsUnauthenticated(s) && !args->Get("token-file").has_value() && std::getenv("KVHUB_TOKEN") == nullptr) {
+    std::cerr << "(the shard wants a token: --token-file PATH, or the token in $KVHUB_TOKEN)\n";
+  } else if (absl::IsUnavailable(s) && !args->Get("tls-ca").has_value() &&
+             absl::StrContains(s.message(), "Socket closed")) {
+    std::cerr << "(a shard that serves TLS closes plaintext connections: give its CA with --tls-ca PATH)\n";
+  }
   return 1;
 }
 
