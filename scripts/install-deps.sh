@@ -41,5 +41,5 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+$SUDO apt-get -o Acquire::Retries=3 update -q  # a network blip retried, not a red CI
+$SUDO apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends "${missing[@]}"

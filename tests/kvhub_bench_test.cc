@@ -93,7 +93,11 @@ TEST(KvhubBenchTest, AnInterruptedBenchStillRemovesItsBlocks) {
   RunResult r = testing::RunCommand(absl::StrCat(
       testing::ProgramPath("kvhub-bench"), " --addr ", (*shard)->grpc_address(),
       " --transport grpc --seconds 30 --sizes 64KiB --batches 4 --get-modes inline --put-paths inline"
-      " --concurrency 2 --no-redis 2>&1 & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo \"rc=$?\""));
+      " --concurrency 2 --no-redis 2>&1 & pid=$!; ",
+      // Interrupted once it has stored blocks (a fixed 2 s raced a slow start).
+      "for i in $(seq 300); do ", testing::ProgramPath("kvhub"), " stats --addr ", (*shard)->grpc_address(),
+      " 2>/dev/null | grep -q ' blocks=[1-9]' && break; sleep 0.1; done; ",
+      "kill -INT $pid; wait $pid; echo \"rc=$?\""));
   EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("interrupted"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("removed its"), std::string::npos) << r.out;

@@ -282,8 +282,8 @@ TEST_F(KvhubdApiTest, UncommittedReservationExpires) {
     ASSERT_TRUE(stub_->PutStart(&ctx, sreq, &again).ok());
     EXPECT_EQ(again.items(0).status().code(), grpc::StatusCode::ABORTED);
   }
-  // Timeout 300 ms, sweep every 50 ms.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  // Timeout 300 ms, sweep every 50 ms (1.5 s: a loaded machine runs the sweep late).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
 
   {
     v1::PutDataResponse dresp;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -14,6 +15,7 @@
 #include "storage/gpu_tier.h"
 #include "tests/testing/kvhub_test_util.h"
 #include "tests/testing/kvhubd_process.h"
+#include "tests/testing/run_command.h"
 
 namespace kvhub {
 namespace {
@@ -56,7 +58,14 @@ TEST(KvhubdGpuTierTest, WithoutADeviceKvhubdRefusesToStart) {
   std::string why;
   if (HaveDevice(&why)) GTEST_SKIP() << "a CUDA device is present: see ServesEvictedBlocksFromTheGpuTier";
   auto p = KvhubdProcess::Start({.flags = kFlags, .ready_timeout = absl::Seconds(20)});
-  EXPECT_FALSE(p.ok()) << "kvhubd started with gpu_tier_bytes and no device (" << why << ")";
+  ASSERT_FALSE(p.ok()) << "kvhubd started with gpu_tier_bytes and no device (" << why << ")";
+  // Refused for that reason, not any other (a bad flag, a crash): its stderr says.
+  std::string cmd = absl::StrCat(testing::ProgramPath("kvhubd"), " --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0");
+  for (const std::string& f : kFlags) absl::StrAppend(&cmd, " ", f);
+  const testing::CommandResult r = testing::RunCommand(absl::StrCat("timeout 30 ", cmd, " 2>&1"));
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "gpu tier cannot start") || absl::StrContains(r.out, "built without CUDA"))
+      << r.out;
 }
 
 TEST(KvhubdGpuTierTest, ServesEvictedBlocksFromTheGpuTier) {

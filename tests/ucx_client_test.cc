@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -629,9 +630,14 @@ TEST(UcxClientTest, LeasedBytesStayWhileTheLeaseLivesAndAStalledReaderNeverGetsF
   EXPECT_EQ(got->valid_blocks, 0u);
   EXPECT_FALSE(got->status[0].ok());
   EXPECT_EQ(got->sizes[0], 0u);
-  // The store saw the lease run out and took the memory back.
-  absl::SleepFor(absl::Milliseconds(200));
+  // The store saw the lease run out and took the memory back (polled: the expiry
+  // sweep runs on its own period, later on a loaded machine).
   auto st = (*writer)->Stats();
+  for (int i = 0; i < 250; ++i) {
+    if (st[0].stats.ok() && st[0].stats->leases_expired() >= 1 && st[0].stats->tiers(0).leased_blocks() == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+    st = (*writer)->Stats();
+  }
   ASSERT_TRUE(st[0].stats.ok());
   EXPECT_GE(st[0].stats->leases_expired(), 1u);
   EXPECT_EQ(st[0].stats->tiers(0).leased_blocks(), 0u);
@@ -1168,11 +1174,14 @@ TEST(UcxClientTest, ShardKilledUnderACallOverSharedMemoryFailsItAtOnce) {
   ASSERT_TRUE(ProcessStopped(shard->pid())) << "kvhubd did not stop";
   absl::Status got_status;
   absl::Time ended;
+  std::atomic<bool> calling{false};
   std::thread caller([&] {
+    calling = true;
     auto got = (*client)->Get("ns", {&key, 1}, {&dest, 1});
     got_status = !got.ok() ? got.status() : got->status[0];
     ended = absl::Now();
   });
+  while (!calling.load()) absl::SleepFor(absl::Milliseconds(1));  // a slow thread start: the kill came first
   absl::SleepFor(absl::Milliseconds(300));
   const absl::Time killed = absl::Now();
   ASSERT_TRUE(shard->Kill().ok());
