@@ -20,11 +20,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "codec/codec.h"
 #include "codec/synthetic_kv.h"
+#include "common/clock.h"
 #include "common/flags.h"
 #include "common/keys.h"
 #include "common/log.h"
@@ -143,7 +145,15 @@ struct Latencies {
 struct Totals {
   std::atomic<uint64_t> prompt_tokens{0}, hit_tokens{0}, fetched_blocks{0}, fetched_bytes{0},
       published_blocks{0}, published_bytes{0}, skipped_blocks{0}, mismatches{0}, fetch_short{0},
-      errors{0};
+      errors{0}, unanswered_keys{0};
+  // The first error of the run, printed with the totals (a count alone says not what).
+  absl::Mutex mu;
+  absl::Status first_error ABSL_GUARDED_BY(mu);
+  void Error(const absl::Status& s) {
+    ++errors;
+    absl::MutexLock l(&mu);
+    if (first_error.ok()) first_error = s;
+  }
 };
 
 // The length of the union of `v` (sorted in place).
@@ -259,7 +269,7 @@ int Run() {
   std::atomic<int> next_conv{0};
   std::atomic<int64_t> decode_nanos{0};
   std::atomic<uint64_t> decoded_bytes{0};
-  const absl::Time start = absl::Now();
+  const absl::Time start = Clock::Real()->Now();
   auto worker = [&]() {
     std::vector<uint8_t> raw, expected, kv;
     std::vector<std::vector<uint8_t>> fetch_bufs;
@@ -274,12 +284,18 @@ int Run() {
         for (int i = 0; i < user; ++i) prompt.push_back(static_cast<int32_t>(rng() % 128000));
         tot.prompt_tokens += prompt.size();
 
-        absl::Time t0 = absl::Now();
+        absl::Time t0 = Clock::Real()->Now();
         auto lookup = client.LookupPrefix(ns, *spec, prompt);
-        absl::Time t1 = absl::Now();
+        absl::Time t1 = Clock::Real()->Now();
         if (!lookup.ok()) {
-          ++tot.errors;
+          tot.Error(lookup.status());
           continue;
+        }
+        // A shard that did not answer makes its keys look absent: an error, not misses.
+        if (lookup->unreachable_keys > 0 || !lookup->first_error.ok()) {
+          tot.unanswered_keys += lookup->unreachable_keys;
+          tot.Error(lookup->first_error.ok() ? absl::UnavailableError("lookup: a shard did not answer")
+                                             : lookup->first_error);
         }
         size_t hit = lookup->hit_blocks;
         // Fetch the cached prefix, check it byte for byte, decode it into the KV buffer.
@@ -292,18 +308,18 @@ int Run() {
           if (fetch_bufs.size() < hit) fetch_bufs.resize(hit, std::vector<uint8_t>(buf_bytes));
           std::vector<std::span<uint8_t>> spans;
           for (size_t i = 0; i < hit; ++i) spans.emplace_back(fetch_bufs[i]);
-          absl::Time f0 = absl::Now();
+          absl::Time f0 = Clock::Real()->Now();
           auto fetched = client.Fetch(ns, *spec, prompt, hit, spans);
-          transfer_ns = absl::ToInt64Nanoseconds(absl::Now() - f0);
+          transfer_ns = absl::ToInt64Nanoseconds(Clock::Real()->Now() - f0);
           fetch_span = {absl::ToInt64Nanoseconds(f0 - start), absl::ToInt64Nanoseconds(f0 - start) + transfer_ns};
           if (fetched.ok()) {
             valid = fetched->valid_blocks;
             fetched_sizes = fetched->sizes;
             for (size_t i = 0; i < valid; ++i) {
               std::span<const uint8_t> got(fetch_bufs[i].data(), fetched->sizes[i]);
-              absl::Time d0 = absl::Now();
+              absl::Time d0 = Clock::Real()->Now();
               absl::Status ds = payloads.DecodeInto(got, &kv);
-              decode_ns += absl::ToInt64Nanoseconds(absl::Now() - d0);
+              decode_ns += absl::ToInt64Nanoseconds(Clock::Real()->Now() - d0);
               bool same = payloads.Make(lookup->keys[i], i, &raw, &expected).ok() &&
                           expected.size() == got.size() &&
                           std::memcmp(expected.data(), got.data(), got.size()) == 0;
@@ -316,10 +332,17 @@ int Run() {
               tot.fetched_bytes += got.size();
             }
             tot.fetched_blocks += valid;
+            // The block that ended the run: absent (evicted since the lookup) is the
+            // cache working; anything else (a checksum, a dead shard) is an error.
+            const size_t cut = fetched->valid_blocks;
+            if (cut < hit && cut < fetched->status.size() && !fetched->status[cut].ok() &&
+                !absl::IsNotFound(fetched->status[cut])) {
+              tot.Error(fetched->status[cut]);
+            }
           } else {
-            ++tot.errors;
+            tot.Error(fetched.status());
           }
-          if (valid < hit) ++tot.fetch_short;  // evicted between lookup and fetch: recompute
+          if (valid < hit) ++tot.fetch_short;  // cut short: recomputed
         }
         tot.hit_tokens += valid * bt;
         decode_nanos += decode_ns;
@@ -338,19 +361,28 @@ int Run() {
           blocks[i] = encoded[i];
         }
         if (!encode_ok) {
-          ++tot.errors;
+          tot.Error(absl::InternalError("encoding a block to publish failed"));
           continue;
         }
-        absl::Time t3 = absl::Now();
+        absl::Time t3 = Clock::Real()->Now();
         auto pub = client.Publish(ns, *spec, prompt, blocks);
-        absl::Time t4 = absl::Now();
+        absl::Time t4 = Clock::Real()->Now();
         if (pub.ok()) {
           tot.published_blocks += pub->stored;
           tot.published_bytes += pub->bytes_uploaded;
           tot.skipped_blocks += pub->skipped;
-          if (pub->failed) ++tot.errors;
+          if (pub->failed) {
+            absl::Status why = absl::UnknownError("publish: a block was not stored");
+            for (const absl::Status& e : pub->errors) {
+              if (!e.ok()) {
+                why = e;
+                break;
+              }
+            }
+            tot.Error(why);
+          }
         } else {
-          ++tot.errors;
+          tot.Error(pub.status());
         }
         // Fetch bandwidth counts the transfer only, its latency the transfer and the
         // decode (our byte check, which a real client does not run, is excluded).
@@ -373,7 +405,7 @@ int Run() {
   std::vector<std::thread> threads;
   for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_clients)); ++i) threads.emplace_back(worker);
   for (auto& t : threads) t.join();
-  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  const double secs = absl::ToDoubleSeconds(Clock::Real()->Now() - start);
 
   const double hit_rate = tot.prompt_tokens ? 100.0 * tot.hit_tokens / tot.prompt_tokens : 0;
   // Aggregate bandwidth: bytes over the wall time during which at least one
@@ -396,9 +428,15 @@ int Run() {
   std::printf("published            %" PRIu64 " blocks, %.2f GiB, %.2f GB/s aggregate; %" PRIu64 " already present (skipped)\n",
               tot.published_blocks.load(), tot.published_bytes / 1073741824.0,
               gbps(tot.published_bytes, &lat.publishing), tot.skipped_blocks.load());
-  std::printf("fetches cut short    %" PRIu64 " (block evicted between lookup and fetch: recomputed, never served wrong)\n",
+  std::printf("fetches cut short    %" PRIu64 " (a block evicted between lookup and fetch, or an error: recomputed, never served wrong)\n",
               tot.fetch_short.load());
-  std::printf("errors               %" PRIu64 "\n", tot.errors.load());
+  {
+    absl::MutexLock l(&tot.mu);
+    std::printf("errors               %" PRIu64 "%s%s\n", tot.errors.load(),
+                tot.unanswered_keys > 0 ? absl::StrCat(" (", tot.unanswered_keys.load(), " lookup keys unanswered)").c_str()
+                                        : "",
+                tot.first_error.ok() ? "" : absl::StrCat("; first: ", tot.first_error.ToString()).c_str());
+  }
   {
     absl::MutexLock l(&lat.mu);
     std::printf("\nlatency per request (ms)     p50      p95      p99      max   (fetch includes decode)\n");
