@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/kvhubd_process.h"
 #include "tests/testing/run_command.h"
 
 namespace kvhub {
@@ -68,6 +69,23 @@ TEST_F(ReplayCliTest, ByteBudgetsInTokensAndInBytesAgree) {
     EXPECT_EQ(cols[i]["hit_rate"], cols[i + 2]["hit_rate"]);
   }
   std::remove(json.c_str());
+}
+
+// Against a cluster it did not start, --shard_capacity is the simulation's cache: a
+// shard of another size is refused before the run (it printed "live - sim = -4.5 pp"
+// for 64 MiB shards replayed as 4 GiB, exit 0); the right size runs.
+TEST_F(ReplayCliTest, AShardCapacityThatIsNotTheShardsIsRefused) {
+  auto shard = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  const std::string base = absl::StrCat("--trace ", trace_, " --live --members ", (*shard)->grpc_address(),
+                                        " --bytes_per_token 64 --speedup 0");
+  RunResult r = RunReplay(base + " --shard_capacity 4GiB");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("holds 67108864 bytes, --shard_capacity says 4294967296"), std::string::npos) << r.out;
+  r = RunReplay(base + " --shard_capacity 64MiB");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("live - sim = +0.00 pp"), std::string::npos) << r.out;
+  EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
 }
 
 TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {

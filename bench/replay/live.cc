@@ -185,11 +185,14 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
       valid = got->valid_blocks;
       res.fetch_failures += lead - valid;
       for (const absl::Status& s : got->status) {
-        if (s.ok() || absl::IsNotFound(s)) continue;
+        if (s.ok()) continue;
+        if (absl::IsNotFound(s)) {
+          ++res.fetch_evicted;
+          continue;
+        }
         ++res.fetch_errors;
         note(s);
       }
-      for (size_t i = 0; i < valid; ++i) res.fetched_bytes += got->sizes[i];
       if (o.verify) {
         for (size_t i = 0; i < valid; ++i) {
           std::span<const uint8_t> bytes(fetched[i].data(), got->sizes[i]);
@@ -200,6 +203,9 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
           }
         }
       }
+      // Bytes of the blocks that count (loaded and verified), not of those after a
+      // failure (they were counted before the check).
+      for (size_t i = 0; i < valid; ++i) res.fetched_bytes += got->sizes[i];
       res.fetched_blocks += valid;
     }
     for (size_t i = 0; i < valid; ++i) res.hit_tokens += r.BlockTokens(i, bt);

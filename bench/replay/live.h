@@ -74,6 +74,7 @@ struct LiveResult {
   // then too low), and blocks a Fetch failed with an error other than NOT_FOUND
   // (of fetch_failures; NOT_FOUND is a block evicted meanwhile, a real miss).
   uint64_t lookup_failures = 0, fetch_errors = 0;
+  uint64_t fetch_evicted = 0;        // of fetch_failures: NOT_FOUND (the rest follow a failed block)
   absl::Status first_error;          // the first lookup, fetch or put error; OK if none
   // Failures that make the run's numbers untrustworthy (everything but evictions).
   uint64_t errors() const { return lookup_failures + fetch_errors + put_failures + verify_failures; }

@@ -6,7 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -102,21 +105,39 @@ absl::StatusOr<std::unique_ptr<LocalShards>> LocalShards::Start(
   return s;
 }
 
-void LocalShards::StopAll() {
+absl::Status LocalShards::StopAll() {
   for (pid_t p : pids_) {
     if (p > 0) kill(p, SIGTERM);
   }
+  absl::Status out;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  for (pid_t& p : pids_) {
+  for (size_t i = 0; i < pids_.size(); ++i) {
+    pid_t& p = pids_[i];
     if (p <= 0) continue;
     int wstatus = 0;
-    while (waitpid(p, &wstatus, WNOHANG) == 0) {
+    bool killed = false;
+    pid_t w;
+    while ((w = waitpid(p, &wstatus, WNOHANG)) == 0) {
       if (absl::Now() > deadline) {
         kill(p, SIGKILL);
         waitpid(p, &wstatus, 0);
+        killed = true;
         break;
       }
       usleep(10000);
+    }
+    const std::string who = i < addresses_.size() ? addresses_[i] : absl::StrCat("pid ", p);
+    if (out.ok()) {
+      if (killed) {
+        out = absl::InternalError(absl::StrCat("spawned kvhubd ", who, " did not stop within 10 s of SIGTERM: killed"));
+      } else if (w < 0) {
+        out = absl::InternalError(absl::StrCat("spawned kvhubd ", who, ": waitpid: ", std::strerror(errno)));
+      } else if (WIFSIGNALED(wstatus)) {
+        out = absl::InternalError(absl::StrCat("spawned kvhubd ", who, " died of signal ", WTERMSIG(wstatus)));
+      } else if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0) {
+        out = absl::InternalError(
+            absl::StrCat("spawned kvhubd ", who, " exited ", WEXITSTATUS(wstatus), " (its drain failed?)"));
+      }
     }
     p = -1;
   }
@@ -124,8 +145,12 @@ void LocalShards::StopAll() {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+  return out;
 }
 
-LocalShards::~LocalShards() { StopAll(); }
+LocalShards::~LocalShards() {
+  // An error path: the caller reports its own error; a shard that ended badly too is logged.
+  if (absl::Status s = StopAll(); !s.ok()) std::fprintf(stderr, "kvhub-replay: %s\n", s.ToString().c_str());
+}
 
 }  // namespace kvhub::replay

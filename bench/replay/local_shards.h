@@ -36,9 +36,13 @@ class LocalShards {
   // "kvhubd" in the directory of the running executable.
   static std::string DefaultBinary();
 
+  // SIGTERM to every shard, SIGKILL after 10 s; removes their directory. OK when
+  // every shard drained and exited 0; else INTERNAL naming the first that did not
+  // (crashed, failed its drain, had to be killed). Idempotent (later calls: OK).
+  absl::Status StopAll();
+
  private:
   LocalShards() = default;
-  void StopAll();
   std::vector<pid_t> pids_;
   std::vector<std::string> addresses_;
   std::string dir_;

@@ -518,6 +518,23 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     }
     policy = std::string(base);
     *prefix_aware = their_prefix;
+    // The simulation models --shard_capacity: shards of another size would make
+    // "live - sim" compare unequal caches (it printed -4.5 pp for 64 MiB shards
+    // replayed as 4 GiB, exit 0). Blocks already held are warned about: the
+    // simulation starts empty.
+    for (const MemberStats& m : (*client)->Stats()) {
+      if (!m.stats.ok() || m.stats->tiers_size() == 0) continue;
+      const auto& host = m.stats->tiers(0);
+      if (know_shards && host.capacity_bytes() != sm.capacity_bytes) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            m.address, " holds ", host.capacity_bytes(), " bytes, --shard_capacity says ", sm.capacity_bytes,
+            ": the simulation would model another cache (give its capacity, or leave --shard_capacity out)"));
+      }
+      if (host.blocks() > 0) {
+        std::cerr << "kvhub-replay: warning: " << m.address << " already holds " << host.blocks()
+                  << " blocks; the simulation starts empty, and evictions start earlier live\n";
+      }
+    }
   }
 
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
@@ -544,8 +561,14 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["fetch_gbps"] = r->fetch_s > 0 ? r->fetched_bytes / r->fetch_s / 1e9 : 0.0;
   out["publish_gbps"] = r->publish_s > 0 ? r->published_bytes / r->publish_s / 1e9 : 0.0;
   out["wall_s"] = r->wall_s;
-  out["verify_failures"] = r->verify_failures;
+  out["verify"] = lo.verify;
+  if (lo.verify) {
+    out["verify_failures"] = r->verify_failures;
+  } else {
+    out["verify_failures"] = nullptr;  // not checked (--no_verify)
+  }
   out["fetch_failures"] = r->fetch_failures;
+  out["fetch_evicted"] = r->fetch_evicted;
   out["put_failures"] = r->put_failures;
   out["lookup_failures"] = r->lookup_failures;
   out["fetch_errors"] = r->fetch_errors;
@@ -558,17 +581,18 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   // With the JSON on stdout, the report goes to stderr: stdout stays parseable.
   std::ostream& report = a.Get("json") == "-" ? std::cerr : std::cout;
   report << absl::StrFormat(
-      "live: %d requests in %.2f s; hit rate %s (%d of %d tokens)\n"
+      "live: %d requests in %.2f s; hit rate %s (%d of %d tokens%s)\n"
       "  fetched %.3f GB at %.2f GB/s (in Fetch calls), published %.3f GB at %.2f GB/s; "
-      "overall %.2f GB/s\n"
-      "  verify failures %d, fetch failures %d (errors %d, the rest evicted meanwhile), put failures %d, "
-      "lookup keys unanswered %d; blocks already stored (not sent) %d\n",
+      "%.2f GB/s over the run's wall time%s\n"
+      "  verify failures %s, fetch failures %d (%d evicted meanwhile, %d errors, the rest after a failed "
+      "block), put failures %d, lookup keys unanswered %d; blocks already stored (not sent) %d\n",
       r->requests, r->wall_s, Pct(r->hit_rate()), r->hit_tokens, r->requested_tokens,
-      r->fetched_bytes / 1e9, out["fetch_gbps"].get<double>(), r->published_bytes / 1e9,
-      out["publish_gbps"].get<double>(),
+      lo.verify ? "" : "; fetched bytes NOT verified (--no_verify)", r->fetched_bytes / 1e9,
+      out["fetch_gbps"].get<double>(), r->published_bytes / 1e9, out["publish_gbps"].get<double>(),
       r->wall_s > 0 ? (r->fetched_bytes + r->published_bytes) / r->wall_s / 1e9 : 0.0,
-      r->verify_failures, r->fetch_failures, r->fetch_errors, r->put_failures, r->lookup_failures,
-      r->skipped_blocks);
+      lo.speedup > 0 ? " (pacing waits included)" : "",
+      lo.verify ? absl::StrCat(r->verify_failures) : std::string("not checked"), r->fetch_failures,
+      r->fetch_evicted, r->fetch_errors, r->put_failures, r->lookup_failures, r->skipped_blocks);
   if (!r->first_error.ok()) report << "  first error: " << r->first_error.ToString() << "\n";
   report << LatLine("lookup", r->lookup) << "\n"
             << LatLine("fetch", r->fetch) << "\n"
@@ -631,6 +655,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   if (a.Has("json")) {
     if (absl::Status s = WriteOutput(a.Get("json"), out.dump(2) + "\n"); !s.ok()) return s;
   }
+  // Spawned shards that crashed or failed their drain make the run fail (their
+  // exit statuses were dropped).
+  absl::Status stopped = shards != nullptr ? shards->StopAll() : absl::OkStatus();
   if (r->verify_failures > 0) {
     return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
   }
@@ -642,7 +669,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
                                      "not the cache's; the first: ",
                                      r->first_error.ok() ? "(no message)" : r->first_error.message()));
   }
-  return absl::OkStatus();
+  return stopped;
 }
 
 absl::StatusOr<Trace> GetTrace(const Args& a) {
