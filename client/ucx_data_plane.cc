@@ -38,6 +38,12 @@ bool Transient(const absl::Status& s) {
          s.code() == absl::StatusCode::kCancelled;
 }
 
+// The worker no longer knows `peer`: a timed-out batch force-closed its endpoint
+// (its transfers come back DEADLINE_EXCEEDED, not UNAVAILABLE).
+bool PeerGone(transport::UcxWorker& worker, transport::PeerId peer) {
+  return absl::IsNotFound(worker.PeerTransports(peer).status());
+}
+
 // Time kept between the end of a transfer and the end of its lease/reservation,
 // for clock drift between the client's and the shard's view of "now".
 absl::Duration SafetyMargin(absl::Duration span) {
@@ -640,6 +646,11 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
       if (transfers[k].end_grant && results[k].ok()) lease_of[index[k]] = 0;
       if (!results[k].ok()) {
         if (results[k].code() == absl::StatusCode::kUnavailable) peer_failed = true;
+        // A timed-out batch may have force-closed the endpoint: the worker no longer
+        // knows the peer, and every later call would fail on it until forgotten.
+        if (absl::IsDeadlineExceeded(results[k]) && !peer_failed && PeerGone(*route.worker, peer_id)) {
+          peer_failed = true;
+        }
         // An active-message read waits for the shard's reply: this client's worker
         // may no longer receive over shared memory.
         if (absl::IsDeadlineExceeded(results[k]) && route.shm && !sums[k].computed) CheckWorker(route.worker);
@@ -794,7 +805,10 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, s
   }
   for (size_t k = 0; k < results.size(); ++k) {
     if (results[k].ok()) continue;
-    if (results[k].code() == absl::StatusCode::kUnavailable) ForgetPeer(p, peer_id, "ucx peer failed");
+    if (results[k].code() == absl::StatusCode::kUnavailable ||
+        (absl::IsDeadlineExceeded(results[k]) && PeerGone(*route.worker, peer_id))) {
+      ForgetPeer(p, peer_id, "ucx peer failed");
+    }
     return absl::Status(results[k].code(), absl::StrCat("shard ", shard.address(), ": ucx put of reservation ",
                                                         writes[k].reservation_id, ": ", results[k].message()));
   }

@@ -332,7 +332,13 @@ struct UcxWorker::Impl {
     auto* op = static_cast<Op*>(user_data);
     --op->ucx_inflight;
     ucp_request_free(request);
-    ImplOf(op)->Event(op, UcsToStatus(status, "ucx transfer"));
+    Impl* self = ImplOf(op);
+    const absl::Status st = UcsToStatus(status, "ucx transfer");
+    // An active-message request that failed to go out gets no response: stop
+    // waiting for one, so the transfer fails now with this error (it waited for the
+    // deadline, and came back DEADLINE_EXCEEDED instead of the peer's failure).
+    if (!st.ok() && op->awaiting_reply && self->TakeAwaiting(op->req_id) == op) --op->events;
+    self->Event(op, st);
   }
   static void OnFlushDone(void* request, ucs_status_t status, void* user_data) {
     auto* ctx = static_cast<FlushCtx*>(user_data);
@@ -921,6 +927,11 @@ struct UcxWorker::Impl {
     if (!ParseResponse(header, header_length, &h)) return UCS_OK;
     Op* op = self->TakeAwaiting(h.req_id);
     if (op == nullptr) return UCS_OK;  // timed out already: drop the bytes
+    if (op->t.kind != TransferKind::kGet) {
+      // A get's answer to a put: its bytes would land in the put's source buffer.
+      self->Event(op, absl::DataLossError("the ucx peer answered a put with get data; nothing written"));
+      return UCS_OK;
+    }
     absl::Status st = ResponseStatus(h);
     if (st.ok() && length != op->t.size) {
       st = absl::DataLossError(absl::StrCat("get response has ", length, " bytes, expected ", op->t.size));
@@ -963,7 +974,11 @@ struct UcxWorker::Impl {
     AmResponseHeader h;
     if (!ParseResponse(header, header_length, &h)) return UCS_OK;
     Op* op = self->TakeAwaiting(h.req_id);
-    if (op != nullptr) self->Event(op, ResponseStatus(h));
+    if (op == nullptr) return UCS_OK;
+    // A put's answer to a get would complete it with no bytes written.
+    self->Event(op, op->t.kind == TransferKind::kPut
+                        ? ResponseStatus(h)
+                        : absl::DataLossError("the ucx peer answered a get with a put response; no bytes"));
     return UCS_OK;
   }
 
