@@ -174,7 +174,8 @@ class KvHubService final : public KvHubCallbackBase {
   // reference semantics of Get, used by in-process callers and the non-inline path.
   // Counts the blocks and bytes it served in the metrics, unless `unrecorded` is
   // given: then they are returned there for the caller to count (RecordGet) once
-  // it knows the answer reaches the client.
+  // it has an answer to send (a UcxGet refused as too large counts nothing; one
+  // whose reply send later fails still counts).
   struct GetTally {
     uint64_t blocks = 0, bytes = 0;
   };

@@ -638,6 +638,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
         for (auto& st : results) st = e;
       }
     }
+    bool asked_gone = false;
     for (size_t k = 0; k < transfers.size(); ++k) {
       BlockRead& r = reads[index[k]];
       const v1::GetResponse::Block& b = resp.blocks(static_cast<int>(index[k]));
@@ -648,8 +649,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
         if (results[k].code() == absl::StatusCode::kUnavailable) peer_failed = true;
         // A timed-out batch may have force-closed the endpoint: the worker no longer
         // knows the peer, and every later call would fail on it until forgotten.
-        if (absl::IsDeadlineExceeded(results[k]) && !peer_failed && PeerGone(*route.worker, peer_id)) {
-          peer_failed = true;
+        if (absl::IsDeadlineExceeded(results[k]) && !peer_failed && !asked_gone) {
+          asked_gone = true;  // once per batch: a hop to the progress thread
+          peer_failed = PeerGone(*route.worker, peer_id);
         }
         // An active-message read waits for the shard's reply: this client's worker
         // may no longer receive over shared memory.

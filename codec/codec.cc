@@ -528,11 +528,11 @@ absl::Status CodecParams::Validate() const {
 
 namespace {
 // The lossy codecs and pre-RoPE keys take bf16 only.
-absl::Status CheckEncodableDtype(const CodecParams& p, DType dtype) {
+absl::Status CheckEncodableDtype(const CodecParams& p, DType dtype, absl::string_view caller) {
   const bool lossy = p.codec != CodecId::kRaw && p.codec != CodecId::kLossless;
   if ((lossy || p.keys_pre_rope) && dtype != DType::kBf16) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "encode: codec ", CodecName(p.codec), p.keys_pre_rope ? " with keys_pre_rope" : "",
+        caller, ": codec ", CodecName(p.codec), p.keys_pre_rope ? " with keys_pre_rope" : "",
         " takes bf16 input; got ", DTypeName(dtype), " (use raw or lossless)"));
   }
   return absl::OkStatus();
@@ -549,7 +549,7 @@ absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, ui
     return absl::InvalidArgumentError("lossless blocks have data-dependent sizes");
   }
   // No size for a block Encode refuses to make (it gave one for kivi4 of fp16 data).
-  if (auto s = CheckEncodableDtype(p, sh.dtype); !s.ok()) return s;
+  if (auto s = CheckEncodableDtype(p, sh.dtype, "encoded size"); !s.ok()) return s;
   uint64_t pos = 2ull * sh.layers * BlockHeader::kSegmentEntrySize;
   for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
     pos = Align16(pos) + Layout(p.codec, sh, s % 2 == 1, p.group_size, sinks).size;
@@ -583,7 +583,7 @@ absl::Status Encode(const KvView& kv, const CodecParams& p, std::vector<uint8_t>
         " elements (fewer tokens per block, or another codec)"));
   }
   if (auto s = CheckPosition(kv.base_position, "encode: base_position"); !s.ok()) return s;
-  if (auto s = CheckEncodableDtype(p, sh.dtype); !s.ok()) return s;
+  if (auto s = CheckEncodableDtype(p, sh.dtype, "encode"); !s.ok()) return s;
   if (!std::isfinite(kv.rope_base) || kv.rope_base <= 0 ||
       (kv.rope_pairing != RopePairing::kNeox && kv.rope_pairing != RopePairing::kInterleaved)) {
     return absl::InvalidArgumentError("encode: bad rope_base or rope_pairing");

@@ -86,10 +86,17 @@ absl::Status CheckOutputPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+namespace {
+// Set once FlushStdout has returned a failure: the caller reported it, so the exit
+// path does not report it again.
+std::atomic<bool> g_stdout_failure_returned{false};
+}  // namespace
+
 absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   if (path == "-") {
     std::cout.flush();
     if (!data.empty() && std::fwrite(data.data(), 1, data.size(), stdout) != data.size()) {
+      g_stdout_failure_returned.store(true);  // the caller reports it; the exit path not again
       return Lost("standard output", errno);
     }
     return FlushStdout();
@@ -115,12 +122,6 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   }
   return s;
 }
-
-namespace {
-// Set once FlushStdout has returned a failure: the caller reported it, so the exit
-// path does not report it again.
-std::atomic<bool> g_stdout_failure_returned{false};
-}  // namespace
 
 absl::Status FlushStdout() {
   // std::cout's flush is where a buffered write usually fails (it writes through

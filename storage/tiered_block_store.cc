@@ -145,29 +145,37 @@ void TieredBlockStore::MirrorOne(const Item& item) {
   }
   const absl::Span<const uint8_t> bytes(lease->data, lease->size);
   bool stale = false, same = false;  // the tier holds another block, or this one, under the key
+  uint64_t stale_copy = 0;
   {
     absl::MutexLock l(&mu_);
     if (auto it = gpu_index_.find(id); it != gpu_index_.end()) {
       same = it->second.checksum == lease->checksum && it->second.size == lease->size;
       stale = !same;
-      if (stale) {
-        // Put again with other bytes (another encoding of the key) after the host
-        // evicted the first: the old copy would come back once the host evicts this.
-        gpu_bytes_ -= it->second.size;
-        gpu_index_.erase(it);
-      }
+      stale_copy = it->second.copy;
     }
   }
-  if (same) {  // already there: the same block put again after the host evicted it
+  if (stale) {
+    // Put again with other bytes (another encoding of the key) after the host
+    // evicted the first: the old copy would come back once the host evicts this.
+    // Erased first, then unindexed: a copy the device would not erase stays indexed
+    // (and counted) rather than left on the device untracked.
+    absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(item.ns, item.key); });
+    absl::MutexLock l(&mu_);
+    if (!e.ok() && !absl::IsNotFound(e)) {
+      ++stats_.mirror_failed;
+      KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
+      same = true;  // give up on this block: released below
+    } else if (auto it = gpu_index_.find(id); it != gpu_index_.end() && it->second.copy == stale_copy) {
+      gpu_bytes_ -= it->second.size;
+      gpu_index_.erase(it);
+    }
+  }
+  if (same) {  // already there (the same block put again after the host evicted it), or given up
     host_->EndTransfer(TransferAccess::kRead, lease->hold);
     if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {
       KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
     }
     return;
-  }
-  if (stale) {
-    absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(item.ns, item.key); });
-    if (!e.ok() && !absl::IsNotFound(e)) KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
   }
   absl::Status put;
   if (lease->size > gpu_capacity_) {

@@ -89,6 +89,9 @@ class PythonClientTest(unittest.TestCase):
         # fields ModelSpec defaults may be left out (a bare KeyError: 'tp_world' before).
         short = {k: v for k, v in py_spec.items() if k not in ("tp_rank", "tp_world", "rope_pairing", "dtype")}
         self.assertEqual(kvhub.keys.fingerprint(short), pykeys.fingerprint(py_spec))
+        self.assertEqual(kvhub.keys.block_keys("py-ns", short, [int(t) for t in tokens]), py_keys)
+        self.assertEqual(kvhub.keys.block_keys("py-ns", {k: v for k, v in short.items() if k != "block_tokens"},
+                                               [int(t) for t in tokens]), [])  # 256-token blocks: none full
         with self.assertRaisesRegex(ValueError, "head_dim required"):
             pykeys.fingerprint({k: v for k, v in py_spec.items() if k != "head_dim"})
         with self.assertRaisesRegex(ValueError, "unknown field"):

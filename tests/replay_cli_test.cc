@@ -109,6 +109,13 @@ TEST_F(ReplayCliTest, UnusableInputsAndClustersFailWithTheReason) {
     r = RunReplay(absl::StrCat("--trace ", trace_, " --sim --capacities 1K --policies lru --json /dev/full"));
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
+    // JSON on a stdout that fails: said once, with its cause (a second, cause-less
+    // report followed from the exit path).
+    r = testing::RunCommand(absl::StrCat(testing::ProgramPath("kvhub-replay"), " --trace ", trace_,
+                                         " --sim --capacities 1K --policies lru --json - 2>&1 >/dev/full"));
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("writing standard output failed"), r.out.rfind("writing standard output failed")) << r.out;
   }
 }
 

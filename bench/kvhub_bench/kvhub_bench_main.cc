@@ -716,7 +716,8 @@ int Main(int argc, char** argv) {
         const size_t off = ((t * 7919 + i * b) % (K - b + 1));
         auto l = client->Lookup(ns, std::span<const BlockKey>(keys).subspan(off, b));
         if (l.ok() && l->first_error.ok() && l->hit_blocks != b) {
-          cell_error.Note(absl::NotFoundError(absl::StrCat(b - l->hit_blocks, " of the ", b,
+          const size_t absent = static_cast<size_t>(std::count(l->present.begin(), l->present.end(), 0));
+          cell_error.Note(absl::NotFoundError(absl::StrCat(absent, " of the ", b,
                                                            " looked-up keys are absent (evicted?)")));
           return -1;
         }

@@ -135,7 +135,7 @@ absl::StatusOr<uint64_t> ParseBytes(absl::string_view text) {
                                                    "KiB, MiB, GiB, TiB or B suffix"));
   }
   if (v > std::numeric_limits<uint64_t>::max() / mult) {
-    return absl::InvalidArgumentError(absl::StrCat("size \"", s, "\" times ", mult, " overflows 64 bits"));
+    return absl::InvalidArgumentError(absl::StrCat("size \"", text, "\" overflows 64 bits"));
   }
   return v * mult;
 }

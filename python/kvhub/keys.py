@@ -125,6 +125,7 @@ def chain_root(ns: str, fp: int) -> int:
 
 def block_keys(ns: str, spec: dict, tokens) -> list:
     """Keys of every full block of `tokens` (the partial tail gets none)."""
+    spec = check_spec(spec)  # ModelSpec's defaults first (block_tokens among them)
     b = int(spec["block_tokens"])
     prev = chain_root(ns, fingerprint(spec))
     keys = []
