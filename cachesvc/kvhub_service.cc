@@ -236,7 +236,8 @@ grpc::ServerUnaryReactor* KvHubService::Lookup(grpc::CallbackServerContext* ctx,
 
 grpc::Status KvHubService::DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp) {
   if (draining()) return DrainingStatus();
-  if (absl::Status s = ValidatePutStart(req, config_.store.max_block_bytes); !s.ok()) return ToGrpc(s);
+  // The configured max_block_bytes is refused per item by the store (Reserve).
+  if (absl::Status s = ValidatePutStart(req, kHardMaxBlockBytes); !s.ok()) return ToGrpc(s);
   const int ns_index = metrics_->NamespaceIndex(req.namespace_());
   resp->set_incarnation(incarnation_);
   resp->mutable_items()->Reserve(req.items_size());
@@ -417,7 +418,8 @@ grpc::ServerUnaryReactor* KvHubService::PutAbort(grpc::CallbackServerContext* ct
 
 grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* resp) {
   if (draining()) return DrainingStatus();
-  if (absl::Status s = ValidatePut(req, config_.store.max_block_bytes); !s.ok()) return ToGrpc(s);
+  // The configured max_block_bytes is refused per item by the store (Put).
+  if (absl::Status s = ValidatePut(req, kHardMaxBlockBytes); !s.ok()) return ToGrpc(s);
   const int ns_index = metrics_->NamespaceIndex(req.namespace_());
   resp->mutable_items()->Reserve(req.items_size());
   uint64_t blocks = 0, bytes = 0;

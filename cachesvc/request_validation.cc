@@ -34,7 +34,7 @@ absl::Status ValidatePutItems(const google::protobuf::RepeatedPtrField<Item>& it
       }
       if (it.data().size() > max_block_bytes) {
         return Invalid(absl::StrCat("items[", i, "].data"),
-                       absl::StrCat(it.data().size(), " bytes exceeds max_block_bytes ", max_block_bytes));
+                       absl::StrCat(it.data().size(), " bytes exceeds the largest block, ", max_block_bytes));
       }
       total += it.data().size();
     } else {
@@ -44,7 +44,7 @@ absl::Status ValidatePutItems(const google::protobuf::RepeatedPtrField<Item>& it
       if (it.size() == 0) return Invalid(absl::StrCat("items[", i, "].size"), "must be >= 1");
       if (it.size() > max_block_bytes) {
         return Invalid(absl::StrCat("items[", i, "].size"),
-                       absl::StrCat(it.size(), " bytes exceeds max_block_bytes ", max_block_bytes));
+                       absl::StrCat(it.size(), " bytes exceeds the largest block, ", max_block_bytes));
       }
     }
   }

@@ -36,7 +36,10 @@ inline BlockKey PackedKey(absl::string_view keys, size_t i) {
 }
 
 absl::Status ValidateLookup(const v1::LookupRequest& req);
-// `max_block_bytes`: the server's configured block limit.
+// `max_block_bytes`: the largest block the whole call may carry. The service passes
+// the protocol's 256 MiB (kHardMaxBlockBytes): its configured max_block_bytes is a
+// per-item refusal (the store's INVALID_ARGUMENT), since a client cannot know it and
+// one such block must not fail the rest of the batch.
 absl::Status ValidatePutStart(const v1::PutStartRequest& req, uint64_t max_block_bytes);
 absl::Status ValidatePut(const v1::PutRequest& req, uint64_t max_block_bytes);
 absl::Status ValidateGet(const v1::GetRequest& req);

@@ -81,7 +81,7 @@ TEST(RequestValidationTest, PutStartItems) {
   it->set_size(0);
   ExpectInvalid(ValidatePutStart(r, 1 << 20), "items[0].size");
   it->set_size((1 << 20) + 1);
-  ExpectInvalid(ValidatePutStart(r, 1 << 20), "max_block_bytes");
+  ExpectInvalid(ValidatePutStart(r, 1 << 20), "exceeds the largest block");
   it->set_size(10);
   it->set_data("x");
   ExpectInvalid(ValidatePutStart(r, 1 << 20), "items[0].data");
@@ -105,7 +105,7 @@ TEST(RequestValidationTest, PutInline) {
   it->clear_data();
   ExpectInvalid(ValidatePut(r, 1 << 20), "items[0].data");
   it->set_data(std::string(2000, 'd'));
-  ExpectInvalid(ValidatePut(r, 1000), "max_block_bytes");
+  ExpectInvalid(ValidatePut(r, 1000), "exceeds the largest block");
 }
 
 TEST(RequestValidationTest, GetAndIds) {

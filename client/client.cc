@@ -186,6 +186,15 @@ absl::StatusOr<LookupResult> Client::Lookup(absl::string_view ns, std::span<cons
                                             absl::string_view model) {
   if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
+  // The shards' limits on the metrics labels (kvhub.proto): refused here whole, or every
+  // shard would refuse its batch and the result would say "unreachable" for each key.
+  if (block_tokens > (1u << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("lookup: block_tokens ", block_tokens, " exceeds 1048576"));
+  }
+  if (model.size() > 256 ||
+      std::any_of(model.begin(), model.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return absl::InvalidArgumentError("lookup: model must be <= 256 bytes without control bytes");
+  }
   LookupResult out;
   out.keys.assign(keys.begin(), keys.end());
   out.present.assign(keys.size(), 0);

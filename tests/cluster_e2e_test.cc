@@ -277,6 +277,10 @@ TEST(ClusterE2eTest, HitEndsAtFirstMissingOrUnloadableBlock) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(client->LookupPrefix("", spec, seq.tokens).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Metrics labels the shards refuse: the call fails, not every key "unreachable".
+  EXPECT_EQ(client->Lookup(ns, seq.keys, true, (1u << 20) + 1, "m").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Lookup(ns, seq.keys, true, 16, "a\tb").status().code(), absl::StatusCode::kInvalidArgument);
 
   // Delete the hit's block 3: the prefix now ends there.
   absl::StatusOr<std::vector<absl::Status>> del =

@@ -180,21 +180,36 @@ TEST_F(KvhubdValidationTest, BadKeysAndNamespaces) {
 }
 
 TEST_F(KvhubdValidationTest, OversizedAndMalformedPuts) {
-  // Block bigger than max_block_bytes (1 MiB), with a good item before it: nothing stored.
+  // A block bigger than the shard's max_block_bytes (1 MiB) is refused alone, per
+  // item: a client cannot know the shard's setting, and one such block failed the
+  // whole batch (the item before it was not stored).
   v1::PutRequest req;
   req.set_namespace_("tenant");
   v1::PutItem* good = req.add_items();
-  good->set_key(TestKey(kStored));
+  good->set_key(TestKey(kStored + 2));
   good->set_data(TestBlock(99, 1000));
   good->set_checksum(Checksum(good->data()));
   v1::PutItem* big = req.add_items();
   big->set_key(TestKey(kStored + 1));
   big->set_data(std::string((1 << 20) + 1, 'x'));
+  big->set_checksum(Checksum(big->data()));
   v1::PutResponse resp;
   {
     grpc::ClientContext ctx;
-    ExpectInvalid(stub_->Put(&ctx, req, &resp), "items[1].data");
+    ASSERT_TRUE(stub_->Put(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.items_size(), 2);
+    EXPECT_EQ(resp.items(0).code(), 0) << resp.items(0).message();
+    EXPECT_EQ(resp.items(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(resp.items(1).message(), HasSubstr("exceeds max_block_bytes"));
+    v1::DeleteRequest del;  // the fixture's check wants only its own blocks stored
+    del.set_namespace_("tenant");
+    del.set_keys(TestKey(kStored + 2));
+    v1::DeleteResponse dresp;
+    grpc::ClientContext dctx;
+    ASSERT_TRUE(stub_->Delete(&dctx, del, &dresp).ok());
   }
+  // Past the protocol's 256 MiB the whole call is malformed (a size field that large).
+  good->set_key(TestKey(kStored + 3));
   big->set_data("abc");
   big->set_size(4);
   {
@@ -216,7 +231,15 @@ TEST_F(KvhubdValidationTest, OversizedAndMalformedPuts) {
   v1::PutStartResponse sresp;
   {
     grpc::ClientContext ctx;
-    ExpectInvalid(stub_->PutStart(&ctx, sreq, &sresp), "max_block_bytes");
+    ASSERT_TRUE(stub_->PutStart(&ctx, sreq, &sresp).ok());
+    ASSERT_EQ(sresp.items_size(), 1);
+    EXPECT_EQ(sresp.items(0).status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(sresp.items(0).status().message(), HasSubstr("exceeds max_block_bytes"));
+  }
+  it->set_size((256ull << 20) + 1);
+  {
+    grpc::ClientContext ctx;
+    ExpectInvalid(stub_->PutStart(&ctx, sreq, &sresp), "exceeds the largest block");
   }
   it->set_size(0);
   {
