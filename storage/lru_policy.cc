@@ -30,14 +30,21 @@ void LruPolicy::OnAccess(uint32_t slot) {
   ListOf(slot).MoveToHead(slot);
 }
 
-void LruPolicy::OnRemove(uint32_t slot, bool) {
+void LruPolicy::OnRemove(uint32_t slot, bool evicted) {
   if (slot >= where_.size() || where_[slot] == kNone) return;
   ListOf(slot).Remove(slot);
   where_[slot] = kNone;
   uint32_t now_leaf = prefix_.OnRemove(slot);
   if (prefix_aware_ && now_leaf != kNoSlot && where_[now_leaf] == kInterior) {
     interior_.Remove(now_leaf);
-    leaves_.PushTail(now_leaf);  // cold end: see header
+    // Its child evicted: the cold end (see header). Its child deleted (or removed with
+    // its slab): the parent's own use says nothing about that, so not the cold end
+    // (a recently used parent was the next victim).
+    if (evicted) {
+      leaves_.PushTail(now_leaf);
+    } else {
+      leaves_.PushHead(now_leaf);
+    }
     where_[now_leaf] = kLeaves;
   }
 }

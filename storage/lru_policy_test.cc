@@ -65,6 +65,19 @@ TEST(LruPolicyTest, PrefixAwareEvictsLeavesFirst) {
   EXPECT_EQ(order, (std::vector<uint32_t>{2, 1, 0, 3}));
 }
 
+// A child deleted (not evicted): its recently used parent is not sent to the cold
+// end (it was the next victim, ahead of an older block).
+TEST(LruPolicyTest, PrefixAwareKeepsARecentParentWhenItsChildIsDeleted) {
+  LruPolicy p(/*prefix_aware=*/true);
+  p.Init(8);
+  p.OnInsert(0, kNoSlot, 0, 1);  // P
+  p.OnInsert(1, 0, 1, 1);        // C, child of P
+  p.OnInsert(2, kNoSlot, 2, 1);  // X
+  p.OnAccess(0);                 // P used after X
+  p.OnRemove(1, /*evicted=*/false);
+  EXPECT_EQ(p.PickVictim(Any), 2u);
+}
+
 TEST(LruPolicyTest, PrefixAwareFallsBackToInteriorWhenNoLeafEvictable) {
   LruPolicy p(true);
   p.Init(4);

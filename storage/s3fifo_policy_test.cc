@@ -56,6 +56,24 @@ TEST(S3FifoPolicyTest, GhostHitAdmitsStraightToMain) {
   EXPECT_TRUE(p.in_small(8));
 }
 
+// A pick whose main-queue budget went to unevictable blocks, and that then
+// promoted a hit block from S into M, must still evict it: it returned no victim
+// while one was evictable, and the store refused the put ("nothing is evictable").
+TEST(S3FifoPolicyTest, APromotionAfterMainRanOutOfStepsStillFindsAVictim) {
+  S3FifoPolicy p(0.1, false);
+  p.Init(4);
+  // Slot 0 in M by a ghost hit, large; then not evictable (pinned).
+  p.OnInsert(0, kNoSlot, 100, 100);
+  ASSERT_EQ(EvictOne(p), 0u);
+  p.OnInsert(0, kNoSlot, 100, 100);
+  ASSERT_TRUE(p.in_main(0));
+  // Slot 1 in S, small (S under its byte share: the pick scans M first), hit once.
+  p.OnInsert(1, kNoSlot, 101, 1);
+  p.OnAccess(1);
+  const uint32_t v = p.PickVictim([](uint32_t s) { return s != 0; });
+  EXPECT_EQ(v, 1u) << "no victim while slot 1 was evictable";
+}
+
 TEST(S3FifoPolicyTest, MainUsesFrequencyAsSecondChances) {
   S3FifoPolicy p(0.5, false);
   p.Init(16);

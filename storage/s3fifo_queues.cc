@@ -68,6 +68,7 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
   // Where each queue's scan is: its tail, unless the scan passed over unwanted
   // slots, which stay put; past the head it starts again at the tail.
   uint32_t small_at = small_.tail(), main_at = main_.tail();
+  bool main_topped_up = false;
   for (;;) {
     if (small_at == kNoSlot) small_at = small_.tail();
     if (main_at == kNoSlot) main_at = main_.tail();
@@ -89,6 +90,15 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
       } else if (freq_[t] >= 1) {
         if (on_promote == OnPromote::kResetFrequency) freq_[t] = 0;
         MoveSmallToMain(t);  // hit while in S: promote
+        // M's budget may be spent (on unevictable blocks, when S under its share made
+        // the pass start there): one more pass over M, so a promoted block can still
+        // be the victim (no victim was returned while one was evictable, and the
+        // store refused the put). Once per pick: the work stays bounded.
+        if (main_steps == 0 && !main_topped_up) {
+          main_topped_up = true;
+          main_steps = uint64_t{kMaxFreq + 1} * main_.count();
+          main_at = main_.tail();
+        }
       } else if (leaves_only && !prefix_.is_leaf(t)) {
         small_.MoveToHead(t);
       } else {
