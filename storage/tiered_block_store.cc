@@ -144,13 +144,15 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     return;
   }
   const absl::Span<const uint8_t> bytes(lease->data, lease->size);
-  bool stale = false, same = false;  // the tier holds another block, or this one, under the key
+  // The tier holds this block under the key already (nothing to copy), or another
+  // block (stale: its copy must go first).
+  bool skip = false, stale = false;
   uint64_t stale_copy = 0;
   {
     absl::MutexLock l(&mu_);
     if (auto it = gpu_index_.find(id); it != gpu_index_.end()) {
-      same = it->second.checksum == lease->checksum && it->second.size == lease->size;
-      stale = !same;
+      skip = it->second.checksum == lease->checksum && it->second.size == lease->size;
+      stale = !skip;
       stale_copy = it->second.copy;
     }
   }
@@ -164,13 +166,13 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     if (!e.ok() && !absl::IsNotFound(e)) {
       ++stats_.mirror_failed;
       KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
-      same = true;  // give up on this block: released below
+      skip = true;  // give up on this block: released below
     } else if (auto it = gpu_index_.find(id); it != gpu_index_.end() && it->second.copy == stale_copy) {
       gpu_bytes_ -= it->second.size;
       gpu_index_.erase(it);
     }
   }
-  if (same) {  // already there (the same block put again after the host evicted it), or given up
+  if (skip) {  // already there (the same block put again after the host evicted it), or given up
     host_->EndTransfer(TransferAccess::kRead, lease->hold);
     if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {
       KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
