@@ -83,8 +83,9 @@ absl::Status BlockStoreConfig::Validate() const {
   if (reservation_timeout <= absl::ZeroDuration() || reservation_timeout > absl::Hours(1)) {
     return bad("reservation_timeout must be in (0, 1h]");
   }
-  if (default_lease <= absl::ZeroDuration() || max_lease < default_lease) {
-    return bad("leases need 0 < default_lease <= max_lease");
+  if (default_lease <= absl::ZeroDuration() || max_lease < default_lease || max_lease > absl::Hours(24)) {
+    // The bound keeps now + lease in int64 nanoseconds (an infinite lease was born expired).
+    return bad("leases need 0 < default_lease <= max_lease <= 24h");
   }
   if (!(max_pinned_fraction >= 0 && max_pinned_fraction <= 1)) {
     return bad("max_pinned_fraction must be in [0, 1], got ", max_pinned_fraction);

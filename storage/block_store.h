@@ -43,7 +43,7 @@ struct BlockStoreConfig {
   double low_watermark = 0.97;
   absl::Duration reservation_timeout = absl::Seconds(30);  // uncommitted reservations are reclaimed after
   absl::Duration default_lease = absl::Seconds(10);
-  absl::Duration max_lease = absl::Minutes(10);
+  absl::Duration max_lease = absl::Minutes(10);  // at most 24h
   double max_pinned_fraction = 0.5;          // pinned blocks may use at most this share of capacity
   // Block bytes one namespace may hold at once, reserved and stored (DESIGN §8:
   // per-namespace quotas). A Reserve/Put that would go past it is refused with

@@ -83,6 +83,9 @@ TEST_F(BlockStoreTest, ConfigValidation) {
   c.max_leases = (1u << 24) + 1;  // preallocated: a typo must not reserve gigabytes
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
+  c.max_lease = absl::InfiniteDuration();  // now + lease overflowed: every lease was born expired
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
   c.eviction.name = "clock";
   EXPECT_EQ(BlockStore::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(BlockStoreConfig{}.Validate().ok());
@@ -781,6 +784,44 @@ TEST_F(BlockStoreTest, NewSizeWithEverySlabHeldEvictsNothingAndFails) {
   for (uint64_t id : leases) ASSERT_TRUE(store_->Release(id).ok());
   ASSERT_TRUE(PutBlock(100000, 16000).ok());
   EXPECT_LE(store_->Stats().evictions - evictions, 16u);
+  ExpectBytes(100000, 16000);
+}
+
+// The same with the watermarks on: a Reserve that crossed the high watermark
+// evicted down to the low one first, and only then found no chunk it could get,
+// failing with hundreds of blocks gone for nothing.
+TEST_F(BlockStoreTest, AReserveThatCannotGetAChunkEvictsNothingEvenPastTheHighWatermark) {
+  BlockStoreConfig c = SmallConfig();  // 64 slabs of 64 KiB: 1024 chunks of 4 KiB
+  c.high_watermark = 0.99;             // 1013 chunks
+  c.low_watermark = 0.5;
+  Make(c);
+  const uint64_t n = 1010;  // 4 KiB chunks in every slab, just below the high watermark
+  for (uint64_t i = 0; i < n; ++i) ASSERT_TRUE(PutBlock(i, 4000).ok()) << i;
+  ASSERT_EQ(store_->Stats().evictions, 0u);
+  const uint64_t slab = c.slab_bytes, per_region = c.region_bytes / slab;
+  std::map<uint64_t, uint64_t> one_per_slab;
+  for (uint64_t i = 0; i < n; ++i) {
+    auto l = store_->Acquire("tenant", Key(i));
+    ASSERT_TRUE(l.ok()) << i << ": " << l.status();
+    one_per_slab.emplace(l->location.region * per_region + l->location.offset / slab, i);
+    ASSERT_TRUE(store_->Release(l->id).ok());
+  }
+  ASSERT_EQ(one_per_slab.size(), 64u);
+  std::vector<uint64_t> leases;
+  for (const auto& [s, i] : one_per_slab) {
+    auto l = store_->Acquire("tenant", Key(i), absl::Minutes(5));
+    ASSERT_TRUE(l.ok()) << l.status();
+    leases.push_back(l->id);
+  }
+  absl::Status s = PutBlock(100000, 16000);  // a 16 KiB chunk: past the high watermark
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("no slab it could free"));
+  EXPECT_EQ(store_->Stats().evictions, 0u);
+  for (uint64_t i = 0; i < n; ++i) ASSERT_TRUE(Present(i)) << i;
+  // Once a slab can be emptied, the watermarks apply as before.
+  for (uint64_t id : leases) ASSERT_TRUE(store_->Release(id).ok());
+  ASSERT_TRUE(PutBlock(100000, 16000).ok());
+  EXPECT_GT(store_->Stats().evictions, 0u);
   ExpectBytes(100000, 16000);
 }
 

@@ -213,6 +213,18 @@ bool HostBlockStore::MakeRoom(uint64_t chunk_bytes) {
   return alloc_.allocated_bytes() + chunk_bytes <= config_.capacity_bytes;
 }
 
+bool HostBlockStore::ChunkObtainable(uint32_t cls) {
+  return alloc_.CanAllocate(cls) || PickVictimFor(cls) != kNoSlot;
+}
+
+absl::Status HostBlockStore::NoChunkError(uint64_t size) {
+  ++stats_.rejected_full;
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "host tier has no free chunk for a ", size, "-byte block and no slab it could free: each of its ", slabs_,
+      " slab(s) of ", slab_bytes_, " bytes holds a pinned, leased or half-written block of another size "
+      "(a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
+}
+
 uint64_t HostBlockStore::AllocateChunk(uint32_t cls, uint64_t* prior) {
   for (;;) {
     uint64_t off = alloc_.Allocate(cls, prior);
@@ -371,11 +383,21 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   if (!policy_->Admit(GhostHint(key, tag), size)) {
     return absl::ResourceExhaustedError("block not admitted by the eviction policy");
   }
+  // A chunk of this class must be obtainable before anything is evicted for it: a
+  // free one, a free slab, or a victim whose eviction frees one (PickVictimFor;
+  // the watermark evictions below only remove blocks, so what it finds stays
+  // obtainable). Without this check the watermark pass evicted blocks and the
+  // Reserve then failed anyway ("a failed call changes nothing visible").
+  if (!ChunkObtainable(cls)) {
+    ExpireOnDemandLocked();  // expired reservations and leases may hold the chunks
+    if (!ChunkObtainable(cls)) return NoChunkError(size);
+  }
   if (!MakeRoom(chunk)) {
     ++stats_.rejected_full;
     return absl::ResourceExhaustedError(
         "host tier full: every block is pinned, leased or being written");
   }
+  if (free_slots_.empty()) ExpireOnDemandLocked();  // expired reservations and leases may hold slots
   if (free_slots_.empty() && !EvictOne()) {
     ++stats_.rejected_full;
     return absl::ResourceExhaustedError("host tier slot table full and nothing is evictable");
@@ -385,11 +407,7 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   uint64_t off = AllocateChunk(cls, &prior);
   if (off == SlabAllocator::kNoChunk) {
     free_slots_.PushTail(s);
-    ++stats_.rejected_full;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "host tier has no free chunk for a ", size, "-byte block and no slab it could free: each of its ", slabs_,
-        " slab(s) of ", slab_bytes_, " bytes holds a pinned, leased or half-written block of another size "
-        "(a small capacity_bytes with a large max_block_bytes leaves few slabs; docs/storage.md)"));
+    return NoChunkError(size);
   }
   // Bytes of another namespace (or of several) may lie in the chunk.
   *clear = prior != 0 && prior != tag ? chunk : 0;

@@ -121,6 +121,10 @@ class HostBlockStore final : public BlockStore {
   // whole slab can be emptied (every block in it evictable) so the slab can change
   // class. kNoSlot when none is.
   uint32_t PickVictimFor(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a chunk of class `cls` is free or can be freed by eviction.
+  bool ChunkObtainable(uint32_t cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED for a `size`-byte block no chunk can be found for (counted).
+  absl::Status NoChunkError(uint64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts every evictable block in `slab`.
   void EvictSlab(uint32_t slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -40,6 +40,8 @@ class SlabAllocator {
   // A chunk of class `cls`, or kNoChunk when the class has no free chunk and no
   // slab is free. `*prior` (optional) gets the owner of the bytes it holds.
   uint64_t Allocate(uint32_t cls, uint64_t* prior = nullptr);
+  // Whether Allocate(cls) would succeed now (a free chunk of the class, or a free slab).
+  bool CanAllocate(uint32_t cls) const { return partial_[cls].head() != kNoSlot || free_slabs_.count() > 0; }
   // Returns the chunk at `offset`, whose bytes are `owner`'s now (see kMixed).
   // Returns true when its slab became free.
   bool Free(uint64_t offset, uint64_t owner = kMixed);
