@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "client/buffer_overlap.h"
 #include "client/fork_guard.h"
 #include "client/grpc_data_plane.h"
@@ -466,13 +467,71 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     return fail_all(reserved, s);
   }
   std::vector<size_t> unsure;  // NOT_FOUND after a retried commit: maybe committed by the lost attempt
+  std::vector<size_t> busy;    // FAILED_PRECONDITION: still reserved (being committed, a transfer in it)
+  v1::PutCommitRequest again;
   for (size_t k = 0; k < reserved.size(); ++k) {
     const size_t i = reserved[k];
     const v1::ItemStatus& st = committed.items(static_cast<int>(k));
     SetOutcome(st, blocks[i].key, &result->outcome[i], &result->errors[i]);
     if (commit_attempts > 1 && st.code() == static_cast<int>(absl::StatusCode::kNotFound)) unsure.push_back(i);
+    if (st.code() == static_cast<int>(absl::StatusCode::kFailedPrecondition)) {
+      busy.push_back(i);
+      again.add_reservation_ids(commit.reservation_ids(static_cast<int>(k)));
+    }
   }
+  if (!busy.empty()) RetryBusyCommits(shard, blocks, busy, std::move(again), &unsure, result);
   if (!unsure.empty()) ResolveLostCommits(ns, shard, blocks, unsure, result);
+}
+
+void Client::RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, std::vector<size_t> busy,
+                              v1::PutCommitRequest again, std::vector<size_t>* unsure, PutResult* result) {
+  // The shard keeps such a reservation (a retry may commit it): left alone, it
+  // would keep every other publisher of the key out (ABORTED) until it expired.
+  // Commit it again a few times, then give it back.
+  for (absl::Duration wait : {absl::Milliseconds(10), absl::Milliseconds(40), absl::Milliseconds(160)}) {
+    absl::SleepFor(wait);
+    v1::PutCommitResponse resp;
+    absl::Status s = shard.PutCommit(again, &resp);
+    if (s.ok() && resp.items_size() != again.reservation_ids_size()) {
+      s = CountMismatch("PutCommit", shard.address(), resp.items_size(), again.reservation_ids_size());
+    }
+    if (!s.ok()) break;  // the shard is unreachable now: abort below (best effort)
+    std::vector<size_t> still;
+    v1::PutCommitRequest next;
+    for (size_t k = 0; k < busy.size(); ++k) {
+      const size_t i = busy[k];
+      const v1::ItemStatus& st = resp.items(static_cast<int>(k));
+      SetOutcome(st, blocks[i].key, &result->outcome[i], &result->errors[i]);
+      if (st.code() == static_cast<int>(absl::StatusCode::kNotFound)) {
+        unsure->push_back(i);  // committed meanwhile by the attempt that held it, or expired
+      } else if (st.code() == static_cast<int>(absl::StatusCode::kFailedPrecondition)) {
+        still.push_back(i);
+        next.add_reservation_ids(again.reservation_ids(static_cast<int>(k)));
+      }
+    }
+    busy = std::move(still);
+    again = std::move(next);
+    if (busy.empty()) return;
+  }
+  v1::PutAbortRequest req;
+  *req.mutable_reservation_ids() = again.reservation_ids();
+  v1::PutAbortResponse resp;
+  absl::Status a = shard.PutAbort(req, &resp);
+  if (a.ok() && resp.items_size() != req.reservation_ids_size()) {
+    a = CountMismatch("PutAbort", shard.address(), resp.items_size(), req.reservation_ids_size());
+  }
+  for (size_t k = 0; k < busy.size(); ++k) {
+    const size_t i = busy[k];
+    absl::Status aborted = a;
+    if (a.ok()) aborted = FromItem(resp.items(static_cast<int>(k)), blocks[i].key);
+    result->errors[i] = absl::Status(
+        result->errors[i].code(),
+        absl::StrCat(result->errors[i].message(), "; committed 4 times, then ",
+                     aborted.ok() ? std::string("aborted")
+                                  : absl::StrCat("aborting it said ", aborted.ToString(),
+                                                 " (a reservation left is reclaimed after the shard's "
+                                                 "reservation_timeout)")));
+  }
 }
 
 void Client::ResolveLostCommits(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
@@ -552,11 +611,41 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
     out.outcome[map[k]] = put->outcome[k];
     out.errors[map[k]] = put->errors[k];
   }
-  out.stored = put->stored;
-  out.failed = put->failed;
-  out.skipped = full - put->stored - put->failed;
   out.bytes_uploaded = put->bytes_uploaded;
+  if (pin) PinSkipped(ns, &out);
+  out.stored = out.skipped = out.failed = 0;
+  for (PutOutcome o : out.outcome) {
+    switch (o) {
+      case PutOutcome::kStored: ++out.stored; break;
+      case PutOutcome::kSkipped: ++out.skipped; break;
+      case PutOutcome::kFailed: ++out.failed; break;
+    }
+  }
   return out;
+}
+
+void Client::PinSkipped(absl::string_view ns, PublishResult* out) {
+  // A put never pins a key that exists (proto: use Pin), so the blocks found
+  // present, or stored by someone else meanwhile, are pinned here; one that cannot
+  // be (a concurrent publisher has not committed it yet, the pinned quota is full)
+  // is not what the caller asked for: failed, with the reason.
+  std::vector<BlockKey> keys;
+  std::vector<size_t> which;
+  for (size_t i = 0; i < out->outcome.size(); ++i) {
+    if (out->outcome[i] != PutOutcome::kSkipped) continue;
+    keys.push_back(out->keys[i]);
+    which.push_back(i);
+  }
+  if (keys.empty()) return;
+  absl::StatusOr<std::vector<absl::Status>> pinned = Pin(ns, keys, /*pin=*/true);
+  for (size_t k = 0; k < which.size(); ++k) {
+    const absl::Status s = pinned.ok() ? (*pinned)[k] : pinned.status();
+    if (s.ok()) continue;
+    out->outcome[which[k]] = PutOutcome::kFailed;
+    out->errors[which[k]] = absl::Status(
+        s.code(), absl::StrCat("block ", keys[k].Hex(), " was present (or being stored by another publisher) ",
+                               "but could not be pinned: ", s.message()));
+  }
 }
 
 // ---------------------------------------------------------------- Get

@@ -106,7 +106,10 @@ class Client {
   // Stores the full blocks of `tokens`: blocks[i] is block i's payload and
   // blocks.size() must equal tokens.size() / spec.block_tokens. Looks up which
   // blocks exist, skips them, uploads the rest with XXH3-64 checksums and the
-  // chain parent. INVALID_ARGUMENT on bad input (nothing is sent).
+  // chain parent. INVALID_ARGUMENT on bad input (nothing is sent). With `pin`,
+  // the blocks skipped (present already) are pinned too; one that cannot be
+  // (another publisher's copy not committed yet, the pinned quota full) is
+  // kFailed with the reason.
   absl::StatusOr<PublishResult> Publish(absl::string_view ns, const ModelSpec& spec,
                                         std::span<const int32_t> tokens,
                                         std::span<const std::span<const uint8_t>> blocks,
@@ -193,6 +196,13 @@ class Client {
   // retry found no reservation, are stored if the shard has them, else failed.
   void ResolveLostCommits(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
                           const std::vector<size_t>& which, PutResult* result);
+  // PutCommit answered FAILED_PRECONDITION for blocks `busy` (reservations in
+  // `again`, same order): commits them again a few times, then aborts what is
+  // still busy. NOT_FOUND answers go to `unsure` (ResolveLostCommits).
+  void RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, std::vector<size_t> busy,
+                        v1::PutCommitRequest again, std::vector<size_t>* unsure, PutResult* result);
+  // Publish(pin=true): pins the blocks out->outcome says were skipped.
+  void PinSkipped(absl::string_view ns, PublishResult* out);
 
   const ClientConfig config_;
   const Rendezvous placement_;

@@ -127,6 +127,10 @@ absl::Status GrpcDataPlane::ReadInline(Shard& shard, absl::string_view ns,
     BlockRead& r = reads[i];
     if (b.code != 0) {
       r.status = ShardItemError(b.code, b.message, r.key);
+    } else if (b.data_len == 0) {
+      // No bytes at all (a shard that ignored inline_data): not the buffer's fault.
+      r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": Get ", shard.address(),
+                                                  " answered OK with no block bytes"));
     } else if (!b.data_copied) {
       r.status = BufferTooSmall(r.key, b.data_len, r.dest.size());
     } else {
@@ -198,6 +202,10 @@ absl::Status GrpcDataPlane::ReadStream(Shard& shard, absl::string_view ns,
                            : call;
     } else if (p.code != 0) {
       r.status = ShardItemError(p.code, p.message, r.key);
+    } else if (p.size == 0) {
+      // The shard stores no empty block: a zero size is a broken answer (as over UCX).
+      r.status = absl::DataLossError(absl::StrCat("block ", r.key.Hex(), ": GetStream ", shard.address(),
+                                                  " declared it 0 bytes"));
     } else if (p.overflow || p.size > r.dest.size()) {
       r.status = BufferTooSmall(r.key, p.size, r.dest.size());
     } else if (p.received != p.size) {

@@ -130,6 +130,16 @@ Tokens ToTokens(const py::object& tokens) {
     throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
   }
   if (a.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
+  if ((py::isinstance<py::list>(tokens) || py::isinstance<py::tuple>(tokens)) && a.dtype().kind() != 'b') {
+    // numpy turns [5, True] into int64 [5, 1]: a bool is no token id (kvhub.keys refuses it too).
+    const py::object np_bool = np.attr("bool_");
+    for (const py::handle item : tokens) {
+      if (PyBool_Check(item.ptr()) || py::isinstance(item, np_bool)) {
+        throw Error(absl::InvalidArgumentError(absl::StrCat(
+            "tokens must be integer token ids; got a bool (", py::str(item).cast<std::string>(), ")")));
+      }
+    }
+  }
   const char kind = a.dtype().kind();
   if (a.size() > 0 && kind != 'i' && kind != 'u') {
     throw Error(absl::InvalidArgumentError(absl::StrCat(
@@ -532,6 +542,16 @@ class PyClient {
     return out;
   }
 
+  std::vector<std::optional<std::string>> Pin(const std::string& ns, const std::vector<py::bytes>& keys, bool pin) {
+    const std::vector<BlockKey> k = Keys(keys);
+    const Use use(*this);
+    Client& c = use.client();
+    absl::StatusOr<std::vector<absl::Status>> r = WithoutGil([&] { return c.Pin(ns, k, pin); });
+    std::vector<std::optional<std::string>> out;
+    for (const absl::Status& s : Check(std::move(r))) out.push_back(ErrorText(s));
+    return out;
+  }
+
   py::list Stats() {
     const Use use(*this);
     Client& c = use.client();
@@ -558,6 +578,7 @@ class PyClient {
           d["used_bytes"] = s.tiers(0).used_bytes();
           d["blocks"] = s.tiers(0).blocks();
           d["evictions"] = s.tiers(0).evictions();
+          d["pinned_blocks"] = s.tiers(0).pinned_blocks();
         }
       }
       out.append(d);
@@ -790,6 +811,9 @@ PYBIND11_MODULE(_native, m) {
       .def("get", &PyClient::Get, py::arg("ns"), py::arg("keys"), py::arg("buffers"))
       .def("delete", &PyClient::Delete, py::arg("ns"), py::arg("keys"),
            "Per key: None (deleted) or the error ('NOT_FOUND: ...').")
+      .def("pin", &PyClient::Pin, py::arg("ns"), py::arg("keys"), py::arg("pin") = true,
+           "Pins (pin=False: unpins) blocks already stored: a pinned block is never evicted and counts against "
+           "the namespace's pinned quota. Per key: None (done) or the error ('NOT_FOUND: ...').")
       .def("stats", &PyClient::Stats, "One dict per member: its Stats, or 'error'.")
       .def("transport_stats", &PyClient::TransportStats,
            "Per member: the data plane in use and the block bytes this client moved over UCX and gRPC.")

@@ -683,6 +683,89 @@ TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHa
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(look->present[i], 0) << "reported failed, so not stored";
 }
 
+// Makes the first `left` PutCommit replies say FAILED_PRECONDITION for every item
+// the shard committed (or, with `every_item`, for every item): the shard's answer
+// while a reservation is being committed or written into, which it keeps for a
+// retry to commit.
+class BusyCommits final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  BusyCommits(std::shared_ptr<std::atomic<int>> left, bool every_item) : left_(left), every_item_(every_item) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    if (std::string(info->method()) != "/kvhub.v1.KvHub/PutCommit") return nullptr;
+    return new Busy(left_.get(), every_item_);
+  }
+
+ private:
+  class Busy final : public grpc::experimental::Interceptor {
+   public:
+    Busy(std::atomic<int>* left, bool every_item) : left_(left), every_item_(every_item) {}
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE) &&
+          left_->fetch_sub(1) > 0) {
+        auto* resp = static_cast<v1::PutCommitResponse*>(methods->GetRecvMessage());
+        for (v1::ItemStatus& st : *resp->mutable_items()) {
+          if (st.code() != 0 && !every_item_) continue;
+          st.set_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
+          st.set_message("injected: reservation is already being committed");
+        }
+      }
+      methods->Proceed();
+    }
+
+   private:
+    std::atomic<int>* const left_;
+    const bool every_item_;
+  };
+  const std::shared_ptr<std::atomic<int>> left_;
+  const bool every_item_;
+};
+
+// A commit answered FAILED_PRECONDITION (the reservation is still the shard's,
+// busy) was reported failed and left reserved, so every other publisher of the key
+// was told ABORTED ("being stored") until the reservation expired, while nobody
+// would commit it. The client commits it again (here the shard had committed it:
+// the retry finds no reservation and a lookup finds the block), and aborts what
+// stays busy.
+TEST(ClusterE2eTest, ABusyCommitIsCommittedAgainOrGivenBack) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.transport = TransportMode::kGrpc;
+  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 7));
+  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0xb05e + i, i}, std::nullopt, data[i], false});
+  auto left = std::make_shared<std::atomic<int>>(1);
+  SetChannelFaultsForTesting([left] { return std::make_unique<BusyCommits>(left, false); });
+  auto client = cluster->NewClient(cfg);
+  SetChannelFaultsForTesting(nullptr);
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<PutResult> r = client->Put("busy", puts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LE(left->load(), 0) << "no commit was answered busy";
+  EXPECT_EQ(r->stored, 3u);
+  for (const absl::Status& e : r->errors) EXPECT_TRUE(e.ok()) << e;
+
+  // Busy every time: four commits, then the reservations are given back (the
+  // shard committed them on the first, so the abort finds none: NOT_FOUND).
+  left->store(100);
+  SetChannelFaultsForTesting([left] { return std::make_unique<BusyCommits>(left, true); });
+  auto stuck = cluster->NewClient(cfg);
+  SetChannelFaultsForTesting(nullptr);
+  ASSERT_NE(stuck, nullptr);
+  std::vector<BlockPut> more = puts;
+  for (BlockPut& p : more) p.key.lo += 0x100;
+  absl::StatusOr<PutResult> s = stuck->Put("busy", more);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(left->load(), 96) << "the busy commits were not tried again three times";
+  EXPECT_EQ(s->failed, 3u);
+  for (const absl::Status& e : s->errors) {
+    EXPECT_TRUE(absl::IsFailedPrecondition(e)) << e;
+    EXPECT_TRUE(absl::StrContains(e.message(), "committed 4 times, then aborting it said NOT_FOUND")) << e;
+  }
+}
+
 // A shard batch read inline in parts (each at most max_inline_batch_bytes) stops
 // at the first part that fails as a whole: its blocks are misses, so no later
 // block can be in the valid prefix. Every part used to be asked in turn, each

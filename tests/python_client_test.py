@@ -98,6 +98,14 @@ class PythonClientTest(unittest.TestCase):
             pykeys.fingerprint({**py_spec, "tp_size": 2})
         again = c.publish("py-ns", spec, tokens, blocks)
         self.assertEqual(again.skipped, 6)
+        # pin=True pins blocks that are present already (a put never pins an existing
+        # key: they stayed evictable while the caller was told nothing).
+        pinned = c.publish("py-ns", spec, tokens, blocks, pin=True)
+        self.assertEqual((pinned.skipped, pinned.failed), (6, 0), pinned.errors)
+        self.assertEqual(sum(s["pinned_blocks"] for s in c.stats()), 6)
+        self.assertEqual(c.pin("py-ns", pinned.keys, False), [None] * 6)
+        self.assertEqual(sum(s["pinned_blocks"] for s in c.stats()), 0)
+        self.assertTrue(c.pin("py-ns", [b"\x07" * 16])[0].startswith("NOT_FOUND"))
 
         hit = c.lookup_prefix("py-ns", spec, tokens)
         self.assertEqual((hit.hit_blocks, hit.hit_tokens), (6, 96))
@@ -292,6 +300,10 @@ class PythonClientTest(unittest.TestCase):
             c.publish("py-bad", spec, tokens.astype(np.float32) + 0.5, payloads)
         with self.assertRaisesRegex(kvhub.Error, "fit int32; got ids from 0 to 4294967296"):
             c.publish("py-bad", spec, np.where(tokens == 31, 2**32, tokens), payloads)
+        with self.assertRaisesRegex(kvhub.Error, "got a bool"):
+            c.lookup_prefix("py-bad", spec, [5] * 31 + [True])  # numpy would hash it as the id 1
+        with self.assertRaisesRegex(kvhub.Error, "got a bool"):
+            c.lookup_prefix("py-bad", spec, tuple([np.True_] + [5] * 31))
         with self.assertRaisesRegex(kvhub.Error, "dtype <U1"):
             c.lookup_prefix("py-bad", spec, ["a"] * 32)
         with self.assertRaisesRegex(kvhub.Error, "fit int32"):
