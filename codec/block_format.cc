@@ -165,6 +165,14 @@ absl::StatusOr<BlockHeader> ParseHeader(absl::Span<const uint8_t> bytes) {
     if (h.sink_tokens > h.shape.tokens) {
       return Bad(absl::StrCat("sink tokens ", h.sink_tokens, " > tokens ", h.shape.tokens));
     }
+    // Sinks are the tokens at absolute positions < CodecParams::sink_tokens
+    // (<= kMaxSinkTokens), so an encoder writes S > 0 sinks only when
+    // base_position + S <= kMaxSinkTokens (SinksInBlock: S = min(P - base, tokens)
+    // for a base below the setting P). base_position is already in 0 .. 2^52.
+    if (h.sink_tokens > 0 && h.base_position + h.sink_tokens > int64_t{kMaxSinkTokens}) {
+      return Bad(absl::StrCat("sink tokens ", h.sink_tokens, " at base_position ", h.base_position,
+                              ": sinks end at absolute position ", kMaxSinkTokens, " at most"));
+    }
   } else if (h.sink_tokens != 0) {
     return Bad(absl::StrCat("sink tokens set for codec ", CodecName(h.codec), ", which has none"));
   }

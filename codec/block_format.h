@@ -37,6 +37,11 @@ bool IsKnownCodec(uint8_t id);
 
 inline constexpr uint8_t kFlagKeysPreRope = 1;  // keys stored de-rotated to position 0
 
+// Largest CodecParams::sink_tokens: tokens at absolute positions < it are sinks.
+// An encoder therefore stores sinks only in a block whose base_position +
+// sink_tokens <= kMaxSinkTokens; ParseHeader refuses any other header with sinks.
+inline constexpr uint32_t kMaxSinkTokens = 1024;
+
 struct BlockHeader {
   static constexpr uint32_t kMagic = 0x42484B56;  // "KVHB" as bytes
   static constexpr uint16_t kVersion = 2;  // 2: fp8/int8 sinks and centered keys

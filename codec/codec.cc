@@ -109,8 +109,13 @@ absl::Status PutSinks(const Kernels& K, absl::string_view codec, const KvShape& 
 // Key centres of an fp8/int8 key segment (docs/codecs.md, "Centered keys"):
 // per (head, channel) the bf16 midpoint of the min and max over the non-sink
 // tokens (0 without any), written to zero[] as bf16 and to mid[] as float.
-void KeyCentres(const Kernels& K, const KvShape& sh, uint32_t S, const uint16_t* x, uint8_t* zero,
-                float* mid) {
+// Refuses (INVALID_ARGUMENT) a non-sink key that is not finite, or beyond
+// +-2^126 (kCenteredKeyMaxBf16: it could decode to inf). Every key of a channel
+// lies between its min and max, so checking those two covers all of them at
+// O(heads * head_dim) cost; a NaN has an order key beyond +-inf's, so it shows
+// there too.
+absl::Status KeyCentres(const Kernels& K, CodecId codec, const KvShape& sh, uint32_t S,
+                        const uint16_t* x, uint8_t* zero, float* mid) {
   const size_t HD = size_t{sh.kv_heads} * sh.head_dim;
   Scratch& sc = TlsScratch();
   int16_t* mn = Grow(sc.mn, HD);
@@ -120,12 +125,20 @@ void KeyCentres(const Kernels& K, const KvShape& sh, uint32_t S, const uint16_t*
     std::fill(mn, mn + HD, INT16_MAX);
     std::fill(mx, mx + HD, INT16_MIN);
     K.col_min_max(x + size_t{S} * HD, sh.tokens - S, HD, HD, mn, mx);
+    uint32_t amax = 0;  // magnitude bits of the largest |key|
+    for (size_t i = 0; i < HD; ++i) {
+      amax = std::max<uint32_t>(amax, OrderKeyToBf16(mn[i]) & 0x7FFFu);
+      amax = std::max<uint32_t>(amax, OrderKeyToBf16(mx[i]) & 0x7FFFu);
+    }
+    if (amax >= 0x7F80u) return NonFinite(CodecName(codec));
+    if (amax > kCenteredKeyMaxBf16) return CenteredKeyRangeError(codec);
   }
   for (size_t i = 0; i < HD; ++i) {
     uint16_t m = any ? MidBf16(mn[i], mx[i]) : uint16_t{0};
     PutU16(zero + 2 * i, m);
     mid[i] = Bf16ToFloat(m);
   }
+  return absl::OkStatus();
 }
 
 // The float centres of a stored key segment.
@@ -148,7 +161,7 @@ absl::Status EncodeFp8(const Kernels& K, const KvShape& sh, bool is_value, uint3
   float* mid = nullptr;
   if (!is_value) {
     mid = Grow(sc.f1, size_t{H} * D);
-    KeyCentres(K, sh, S, x, seg + L.zero_off, mid);
+    if (auto st = KeyCentres(K, CodecId::kFp8, sh, S, x, seg + L.zero_off, mid); !st.ok()) return st;
   }
   float* invs = Grow(sc.f0, H);
   for (uint32_t h = 0; h < H; ++h) {
@@ -185,7 +198,7 @@ absl::Status EncodeInt8(const Kernels& K, const KvShape& sh, bool is_value, uint
   float* mid = nullptr;
   if (!is_value) {
     mid = Grow(TlsScratch().f1, size_t{H} * D);
-    KeyCentres(K, sh, S, x, seg + L.zero_off, mid);
+    if (auto st = KeyCentres(K, CodecId::kInt8, sh, S, x, seg + L.zero_off, mid); !st.ok()) return st;
   }
   for (size_t r = size_t{S} * H; r < size_t{T} * H; ++r) {
     const float* mh = mid ? mid + (r % H) * D : nullptr;
@@ -310,12 +323,28 @@ absl::Status EncodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
   if (sc.cctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot create context");
   // Planes have short repeats at best: long minimum matches and a small hash
   // table keep zstd fast and leave the rest to its Huffman literal coder.
-  ZSTD_CCtx_reset(sc.cctx, ZSTD_reset_session_and_parameters);
-  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_minMatch, 7);
-  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_hashLog, 10);
-  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_literalCompressionMode, ZSTD_ps_enable);
-  ZSTD_CCtx_setParameter(sc.cctx, ZSTD_c_contentSizeFlag, 1);
+  // A parameter zstd refuses would silently leave the previous one in force
+  // (another level, or no content size, which decoders require): fail instead.
+  if (size_t r = ZSTD_CCtx_reset(sc.cctx, ZSTD_reset_session_and_parameters); ZSTD_isError(r)) {
+    return absl::InternalError(absl::StrCat("zstd reset: ", ZSTD_getErrorName(r)));
+  }
+  const struct {
+    ZSTD_cParameter param;
+    int value;
+    const char* name;
+  } params[] = {
+      {ZSTD_c_compressionLevel, level, "compressionLevel"},
+      {ZSTD_c_minMatch, 7, "minMatch"},
+      {ZSTD_c_hashLog, 10, "hashLog"},
+      {ZSTD_c_literalCompressionMode, ZSTD_ps_enable, "literalCompressionMode"},
+      {ZSTD_c_contentSizeFlag, 1, "contentSizeFlag"},
+  };
+  for (const auto& prm : params) {
+    if (size_t r = ZSTD_CCtx_setParameter(sc.cctx, prm.param, prm.value); ZSTD_isError(r)) {
+      return absl::InternalError(
+          absl::StrCat("zstd set ", prm.name, "=", prm.value, ": ", ZSTD_getErrorName(r)));
+    }
+  }
   const size_t table = 4 + 8 * planes;
   size_t pos = seg_off + table;
   out->resize(pos + planes * ZSTD_compressBound(n));
@@ -510,8 +539,9 @@ absl::Status CodecParams::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("codec params: group_size ", group_size, " must be 32, 64 or 128"));
   }
-  if (sink_tokens > 1024) {
-    return absl::InvalidArgumentError("codec params: sink_tokens must be <= 1024");
+  if (sink_tokens > kMaxSinkTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("codec params: sink_tokens must be <= ", kMaxSinkTokens));
   }
   if (keys_pre_rope && codec == CodecId::kLossless) {
     return absl::InvalidArgumentError(
@@ -753,6 +783,9 @@ absl::Status Decode(absl::Span<const uint8_t> block, const KvMutableView& out,
       return Bad(absl::StrCat("segment ", s, " is ", size, " bytes, ", CodecName(h->codec),
                               " needs ", want));
     }
+    // Scales, centres and zeros are used as stored: a NaN, inf or negative one
+    // (a resealed or badly encoded block) would decode to NaN/inf. DATA_LOSS.
+    if (auto st = CheckSegmentStats(*h, s, seg); !st.ok()) return st;
     uint16_t* y16 = reinterpret_cast<uint16_t*>(y);
     switch (h->codec) {
       case CodecId::kRaw: std::memcpy(y, seg, size); break;

@@ -5,8 +5,11 @@
 //
 // Failure semantics: Encode returns INVALID_ARGUMENT for bad parameters, shapes
 // or data a codec cannot represent (non-finite values; kivi values beyond fp16
-// range) and leaves *out unspecified. Decode returns INVALID_ARGUMENT for any
-// malformed block and DATA_LOSS for checksum failures; it never reads outside
+// range; fp8/int8 non-sink keys beyond +-2^126, which could decode to inf) and
+// leaves *out unspecified. Decode returns INVALID_ARGUMENT for any malformed
+// block and DATA_LOSS for checksum failures and for stored scales, key centres
+// or kivi zeros that no encoder writes (NaN, inf, a negative scale: a block
+// changed and resealed, or a faulty encoder's); it never reads outside
 // the given span nor writes outside the given view, but may have written part
 // of the view before failing (treat its content as garbage on error: a block
 // that fails is a miss, never data).
@@ -34,7 +37,7 @@ struct CodecParams {
   uint32_t group_size = 64;
   // kivi, fp8, int8: tokens whose absolute position is < sink_tokens are
   // stored in bf16 (the attention sink) and left out of every statistic.
-  // Only the first block of a sequence has any. 0 .. 1024.
+  // Only the first block of a sequence has any. 0 .. kMaxSinkTokens (1024).
   // Default 1: the first (BOS) token, as KVQuant keeps; 4 as in StreamingLLM
   // costs 0.19 bit/element in the first block (kivi4 ratio 3.37x instead of 3.51x).
   uint32_t sink_tokens = 1;

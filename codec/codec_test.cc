@@ -1,14 +1,19 @@
 #include "codec/codec.h"
 
+#include <bit>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "codec/kernels.h"
 #include "codec/numeric.h"
 #include "codec/quality.h"
 #include "codec/rope.h"
+#include "codec/segment_layout.h"
 #include "codec/synthetic_kv.h"
 #include "common/hash.h"
 #include "gtest/gtest.h"
@@ -738,6 +743,216 @@ TEST(CodecTest, DecoderRejectsStructuralLiesWithValidChecksums) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Decode(enc, KvMutableView{b.shape, out.data(), out.size() - 1}).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Recomputes both checksums of a block, as a forger (or a faulty encoder) would.
+std::vector<uint8_t> Reseal(std::vector<uint8_t> v) {
+  PutU64(v.data() + 80, Xxh3_64(v.data() + 128, v.size() - 128));
+  PutU64(v.data() + 120, Xxh3_64(v.data(), 120));
+  return v;
+}
+
+bool AllFiniteBf16(const std::vector<uint8_t>& kv) {
+  for (size_t i = 0; i + 1 < kv.size(); i += 2) {
+    if ((GetU16(&kv[i]) & 0x7F80) == 0x7F80) return false;
+  }
+  return true;
+}
+
+// fp8/int8 keys decode as bf16(q * scale + mid): near bf16's largest, the
+// rounding of mid and of the code carried a finite key to inf (this block, fp8:
+// key 0x7F7F of token 1 decoded as 0x7F80). Encoders refuse non-sink keys beyond
+// +-2^126 (segment_layout.h kCenteredKeyMaxBf16).
+TEST(CodecTest, CenteredKeysBeyondTwoPow126AreRefused) {
+  Block b;
+  b.shape = KvShape{1, 1, 2, 2, DType::kBf16};  // 1 layer, 1 head, head_dim 2, 2 tokens
+  b.data.assign(b.shape.RawBytes(), 0);
+  auto with = [&](std::initializer_list<std::pair<size_t, uint16_t>> elems) {
+    Block m = b;
+    for (const auto& [i, v] : elems) PutU16(&m.data[2 * i], v);
+    return m;
+  };
+  // Elements: keys 0..3 ([token][channel]), values 4..7.
+  const Block example = with({{0, 0x7C03}, {2, 0x7F7F}});  // key channel 0 = {0x7C03, 0x7F7F}
+  std::vector<uint8_t> out;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8}) {
+    for (KernelChoice k : {KernelChoice::kSimd, KernelChoice::kScalar}) {
+      SCOPED_TRACE(testing::Message() << CodecName(c) << (k == KernelChoice::kScalar ? " scalar" : " simd"));
+      const CodecParams p = Params(c, 64, k);
+      // base_position 1: no sink tokens (the default setting makes position 0 one).
+      absl::Status st = Encode(example.View(1), p, &out);
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+      EXPECT_NE(st.message().find("2^126"), std::string::npos) << st;
+      EXPECT_NE(st.message().find(absl::StrCat("codec ", CodecName(c))), std::string::npos) << st;
+      // Just past the bound, either sign, either token: refused.
+      for (uint16_t v : {uint16_t{0x7E81}, uint16_t{0xFE81}, uint16_t{0x7F7F}, uint16_t{0xFF7F}}) {
+        for (size_t i : {size_t{1}, size_t{2}}) {
+          EXPECT_EQ(Encode(with({{i, v}}).View(1), p, &out).code(), absl::StatusCode::kInvalidArgument)
+              << "bits " << v << " at element " << i;
+        }
+      }
+      // At the bound: accepted. Non-finite keys keep their own message.
+      EXPECT_TRUE(Encode(with({{1, 0x7E80}, {2, 0xFE80}}).View(1), p, &out).ok());
+      st = Encode(with({{2, 0x7F80}}).View(1), p, &out);
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+      EXPECT_NE(st.message().find("inf or NaN"), std::string::npos) << st;
+      // Sink keys are stored as they are, and values are not centred: neither is bounded.
+      EXPECT_TRUE(Encode(with({{0, 0x7F7F}, {1, 0xFF7F}}).View(0), p, &out).ok());
+      EXPECT_TRUE(Encode(with({{4, 0x7F7F}, {6, 0x7C03}, {7, 0xFF7F}}).View(1), p, &out).ok());
+    }
+  }
+  // lossless keeps the block exactly.
+  EXPECT_EQ(MustDecode(MustEncode(example.View(1), Params(CodecId::kLossless)), b.shape), example.data);
+}
+
+// The bound makes every accepted block decode finite: keys at and just inside
+// +-2^126 in the patterns that overflowed near bf16's largest (a channel from
+// small to the bound, from -bound to +bound, near the bound), sink keys and
+// values at bf16's largest.
+TEST(CodecTest, CenteredKeysAtTheBoundDecodeFinite) {
+  Block b = MakeBlock(2, 2, 16, 64, 31);
+  const KvShape& sh = b.shape;
+  const size_t HD = 2 * 16;
+  std::mt19937_64 rng(5);
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    uint8_t* keys = b.data.data() + 2 * l * sh.SegmentBytes();
+    uint8_t* values = keys + sh.SegmentBytes();
+    for (size_t i = 0; i < HD; ++i) PutU16(keys + 2 * i, (i % 2) ? 0x7F7F : 0xFF7F);  // token 0: the sink
+    for (size_t t = 1; t < sh.tokens; ++t) {
+      for (size_t i = 0; i < HD; ++i) {
+        const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
+        uint16_t v;
+        switch (i % 4) {
+          case 0: v = t % 2 ? 0x7E80 : 0x7C03; break;  // the refused example, scaled to the bound
+          case 1: v = t % 2 ? 0x7E80 : 0xFE80; break;  // -bound .. +bound
+          case 2: v = static_cast<uint16_t>((0x7E80 - rng() % 64) | sign); break;
+          default: v = static_cast<uint16_t>((0x7E00 + rng() % 0x81) | sign); break;  // 2^125 .. 2^126
+        }
+        PutU16(keys + 2 * (t * HD + i), v);
+      }
+    }
+    for (size_t e = 0; e < sh.SegmentElements(); e += 3) PutU16(values + 2 * e, (e % 2) ? 0x7F7F : 0xFF7F);
+  }
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8}) {
+    for (KernelChoice k : {KernelChoice::kSimd, KernelChoice::kScalar}) {
+      SCOPED_TRACE(testing::Message() << CodecName(c) << (k == KernelChoice::kScalar ? " scalar" : " simd"));
+      std::vector<uint8_t> enc = MustEncode(b.View(0), Params(c, 64, k));
+      DecodeOptions o;
+      o.kernels = k;
+      std::vector<uint8_t> dec = MustDecode(enc, sh, o);
+      EXPECT_TRUE(AllFiniteBf16(dec));
+      EXPECT_LT(RelL2(b.data, dec), 0.25);  // sanity: the data, not garbage
+    }
+  }
+}
+
+// Decode used stored scales, key centres and kivi zeros as they were: a block
+// changed and resealed (or a faulty encoder's) with a NaN, inf or negative one
+// decoded to NaN/inf with OK. It is DATA_LOSS now, naming layer, K/V and field.
+TEST(CodecTest, DecoderRefusesStoredStatsThatAreNotFiniteOrNegative) {
+  Block b = MakeBlock(2, 2, 16, 64, 14);
+  std::vector<uint8_t> out(b.shape.RawBytes());
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  struct Edit {
+    const char* field;
+    uint64_t at;  // from the segment start
+    uint32_t bits;
+    int width;    // bytes
+  };
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8, CodecId::kKivi4, CodecId::kKivi2}) {
+    const std::vector<uint8_t> enc = MustEncode(b.View(), Params(c, 32));
+    auto h = InspectBlock(enc);
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_TRUE(Decode(Reseal(enc), KvMutableView{b.shape, out.data(), out.size()}).ok());
+    for (uint32_t s : {0u, 3u}) {  // layer 0 keys, layer 1 values
+      const bool is_value = s % 2 == 1;
+      const SegLayout L = Layout(c, b.shape, is_value, h->group_size, h->sink_tokens);
+      const uint64_t seg = BlockHeader::kSize + GetU64(enc.data() + BlockHeader::kSize + 16 * s);
+      std::vector<Edit> edits;
+      if (IsKivi(c)) {  // fp16 scale and zero; the last statistic of the segment
+        const uint64_t last = 2 * (L.scale_bytes / 2 - 1);
+        for (uint32_t v : {0x7E00u, 0xBC00u, 0x7C00u}) edits.push_back({"scale[", L.scale_off + last, v, 2});  // NaN, -1, inf
+        for (uint32_t v : {0x7E00u, 0xFC00u}) edits.push_back({"zero[", L.zero_off + last, v, 2});  // NaN, -inf
+      } else {  // f32 scales; keys also have bf16 centres
+        const uint64_t last = 4 * (L.scale_bytes / 4 - 1);
+        for (float v : {kNan, -1.0f, kInf}) {
+          edits.push_back({"scale[", L.scale_off + last, std::bit_cast<uint32_t>(v), 4});
+        }
+        if (!is_value) {
+          for (uint32_t v : {0x7FC0u, 0xFF80u}) edits.push_back({"mid[", L.zero_off + L.zero_bytes - 2, v, 2});
+        }
+      }
+      for (const Edit& e : edits) {
+        SCOPED_TRACE(testing::Message() << CodecName(c) << " segment " << s << " " << e.field << " bits "
+                                        << e.bits);
+        std::vector<uint8_t> bad = enc;
+        if (e.width == 4) {
+          PutU32(&bad[seg + e.at], e.bits);
+        } else {
+          PutU16(&bad[seg + e.at], static_cast<uint16_t>(e.bits));
+        }
+        bad = Reseal(std::move(bad));
+        for (KernelChoice k : {KernelChoice::kSimd, KernelChoice::kScalar}) {
+          DecodeOptions o;
+          o.kernels = k;
+          absl::Status st = Decode(bad, KvMutableView{b.shape, out.data(), out.size()}, o);
+          EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+          EXPECT_NE(st.message().find(absl::StrCat("layer ", s / 2, is_value ? " values" : " keys")),
+                    std::string::npos)
+              << st;
+          EXPECT_NE(st.message().find(e.field), std::string::npos) << st;
+        }
+      }
+    }
+    // A scale of -0 equals 0: accepted.
+    std::vector<uint8_t> negzero = enc;
+    const SegLayout L = Layout(c, b.shape, true, h->group_size, h->sink_tokens);
+    const uint64_t seg = BlockHeader::kSize + GetU64(enc.data() + BlockHeader::kSize + 16 * 1);
+    if (IsKivi(c)) {
+      PutU16(&negzero[seg + L.scale_off], 0x8000);
+    } else {
+      PutU32(&negzero[seg + L.scale_off], 0x80000000u);
+    }
+    EXPECT_TRUE(Decode(Reseal(negzero), KvMutableView{b.shape, out.data(), out.size()}).ok()) << CodecName(c);
+  }
+}
+
+// Sink tokens are the tokens at absolute positions < sink_tokens (at most
+// kMaxSinkTokens = 1024): an encoder writes S > 0 sinks only when base_position +
+// S <= 1024. A header that claims sinks further on is refused.
+TEST(CodecTest, HeaderWithSinksPastPosition1024IsRefused) {
+  Block b = MakeBlock(1, 2, 16, 32, 15);
+  std::vector<uint8_t> out(b.shape.RawBytes());
+  for (CodecId c : {CodecId::kFp8, CodecId::kKivi4}) {
+    SCOPED_TRACE(CodecName(c));
+    CodecParams p = Params(c, 32);
+    p.sink_tokens = kMaxSinkTokens;
+    // The encoder's extremes: 4 sinks at 1020, a block of sinks only at 992.
+    for (int64_t base : {int64_t{1020}, int64_t{992}}) {
+      const std::vector<uint8_t> enc = MustEncode(b.View(base), p);
+      auto h = InspectBlock(enc);
+      ASSERT_TRUE(h.ok()) << h.status();
+      EXPECT_EQ(h->base_position + h->sink_tokens, 1024);
+      EXPECT_TRUE(Decode(enc, KvMutableView{b.shape, out.data(), out.size()}).ok());
+      // One position later, header resealed: no encoder writes that.
+      std::vector<uint8_t> moved = enc;
+      PutU64(moved.data() + 32, static_cast<uint64_t>(base + 1));
+      moved = Reseal(std::move(moved));
+      EXPECT_EQ(InspectBlock(moved).status().code(), absl::StatusCode::kInvalidArgument) << base;
+      absl::Status st = Decode(moved, KvMutableView{b.shape, out.data(), out.size()});
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+      EXPECT_NE(st.message().find("sink tokens"), std::string::npos) << st;
+    }
+    // A block past the sinks has none, wherever it starts.
+    auto h = InspectBlock(MustEncode(b.View(1024), p));
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_EQ(h->sink_tokens, 0);
+  }
+  CodecParams p = Params(CodecId::kInt8);
+  p.sink_tokens = kMaxSinkTokens + 1;
+  std::vector<uint8_t> enc;
+  EXPECT_EQ(Encode(b.View(0), p, &enc).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CodecTest, PreRopeKeysReRotateToAnyPosition) {

@@ -1,6 +1,10 @@
 #include "codec/segment_layout.h"
 
 #include <algorithm>
+#include <bit>
+
+#include "absl/strings/str_cat.h"
+#include "codec/numeric.h"
 
 namespace kvhub::codec {
 
@@ -41,6 +45,63 @@ uint32_t SinksInBlock(CodecId codec, uint32_t sink_tokens, int64_t base_position
   if (!HasSinks(codec) || base_position >= static_cast<int64_t>(sink_tokens)) return 0;
   int64_t s = static_cast<int64_t>(sink_tokens) - std::max<int64_t>(base_position, 0);
   return static_cast<uint32_t>(std::min<int64_t>(s, tokens));
+}
+
+absl::Status CenteredKeyRangeError(CodecId codec) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "codec ", CodecName(codec), ": a key beyond +-2^126 (8.5e37) cannot be stored: ", CodecName(codec),
+      " stores keys centred per channel, and such a key could decode to inf (bf16's largest is 3.4e38); "
+      "no real model's KV comes near this (sink tokens are exempt; use lossless or raw for such data)"));
+}
+
+namespace {
+
+absl::Status BadStat(const BlockHeader& h, uint32_t s, absl::string_view field, uint64_t index,
+                     float value, absl::string_view rule) {
+  return absl::DataLossError(absl::StrCat(
+      "kv block: layer ", s / 2, " ", s % 2 == 0 ? "keys" : "values", " (segment ", s, "): ",
+      CodecName(h.codec), " ", field, "[", index, "] is ", value, ", must be ", rule,
+      " (the block was changed after its checksums were computed, or a faulty encoder wrote it)"));
+}
+
+bool F32Bad(uint32_t u, bool is_scale) {
+  // inf/NaN: exponent all ones. A scale must also be >= 0 (-0 passes, as 0.0f).
+  return (u & 0x7F800000u) == 0x7F800000u || (is_scale && u > 0x80000000u);
+}
+bool F16Bad(uint16_t v, bool is_scale) {
+  return (v & 0x7C00u) == 0x7C00u || (is_scale && v > 0x8000u);
+}
+
+}  // namespace
+
+absl::Status CheckSegmentStats(const BlockHeader& h, uint32_t s, const uint8_t* seg) {
+  if (h.codec == CodecId::kRaw || h.codec == CodecId::kLossless) return absl::OkStatus();
+  // Read byte by byte (GetU16/GetU32): the segment need not be aligned.
+  const bool is_value = s % 2 == 1;
+  const SegLayout L = Layout(h.codec, h.shape, is_value, h.group_size, h.sink_tokens);
+  if (h.codec == CodecId::kFp8 || h.codec == CodecId::kInt8) {
+    // f32 scale per head (fp8) or per (token, head) (int8), then the bf16 key centres.
+    const uint8_t* sc = seg + L.scale_off;
+    for (uint64_t i = 0; i < L.scale_bytes / 4; ++i) {
+      const uint32_t u = GetU32(sc + 4 * i);
+      if (F32Bad(u, true)) return BadStat(h, s, "scale", i, std::bit_cast<float>(u), "finite and >= 0");
+    }
+    const uint8_t* mid = seg + L.zero_off;
+    for (uint64_t i = 0; i < L.zero_bytes / 2; ++i) {  // 0 bytes in a value segment
+      const uint16_t b = GetU16(mid + 2 * i);
+      if ((b & 0x7F80u) == 0x7F80u) return BadStat(h, s, "mid", i, Bf16ToFloat(b), "finite");
+    }
+    return absl::OkStatus();
+  }
+  // kivi: fp16 scale and zero per statistic (Layout gives both arrays one size).
+  const uint8_t* sc = seg + L.scale_off;
+  const uint8_t* zr = seg + L.zero_off;
+  for (uint64_t i = 0; i < L.scale_bytes / 2; ++i) {
+    const uint16_t sv = GetU16(sc + 2 * i), zv = GetU16(zr + 2 * i);
+    if (F16Bad(sv, true)) return BadStat(h, s, "scale", i, HalfToFloat(sv), "finite and >= 0");
+    if (F16Bad(zv, false)) return BadStat(h, s, "zero", i, HalfToFloat(zv), "finite");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvhub::codec

@@ -20,6 +20,11 @@ namespace kvhub::codec::cuda {
 // Error bits a kernel reports (OR-ed into *error).
 inline constexpr uint32_t kErrNonFinite = 1;   // encode: inf/NaN input; decode: a rotated key is inf/NaN
 inline constexpr uint32_t kErrKiviRange = 2;   // kivi min or range beyond fp16
+inline constexpr uint32_t kErrKeyRange = 4;    // fp8/int8: a non-sink key beyond +-2^126
+// Largest |non-sink key| fp8/int8 encode, as bf16 bits (2^126): beyond it a
+// centred key could decode to inf. codec/segment_layout.h kCenteredKeyMaxBf16
+// explains the bound; block_plan.cc checks the two are equal.
+inline constexpr uint16_t kCenteredKeyMaxBits = 0x7E80;
 
 // Codec ids as in codec/block_format.h (kept numeric: no host headers here).
 inline constexpr uint8_t kCodecFp8 = 3, kCodecInt8 = 4, kCodecKivi4 = 5, kCodecKivi2 = 6;
@@ -218,7 +223,9 @@ KVHUB_HD void EncodeSinkElement(const EncodeCtx& c, uint32_t s, uint64_t i) {
 }
 
 // fp8/int8 keys: centre k = (head, channel) from the min and max over the
-// non-sink tokens (0 without any), stored as bf16 in the zero array.
+// non-sink tokens (0 without any), stored as bf16 in the zero array. Flags a
+// channel whose min or max is not finite (kErrNonFinite) or beyond +-2^126
+// (kErrKeyRange), as codec.cc's KeyCentres refuses it.
 KVHUB_HD void KeyMidStat(const EncodeCtx& c, uint32_t s, uint64_t k) {
   const uint64_t hd = c.g.RowElements();
   uint16_t mid = 0;
@@ -228,6 +235,14 @@ KVHUB_HD void KeyMidStat(const EncodeCtx& c, uint32_t s, uint64_t k) {
       int16_t key = Bf16OrderKey(c.X(s, t * hd + k));
       mn = key < mn ? key : mn;
       mx = key > mx ? key : mx;
+    }
+    const uint16_t amn = static_cast<uint16_t>(OrderKeyToBf16(mn) & 0x7FFFu);
+    const uint16_t amx = static_cast<uint16_t>(OrderKeyToBf16(mx) & 0x7FFFu);
+    const uint16_t amax = amn > amx ? amn : amx;
+    if (amax >= 0x7F80u) {
+      SetError(c.error, kErrNonFinite);
+    } else if (amax > kCenteredKeyMaxBits) {
+      SetError(c.error, kErrKeyRange);
     }
     mid = MidBf16(mn, mx);
   }

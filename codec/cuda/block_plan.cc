@@ -11,6 +11,9 @@
 namespace kvhub::codec::cuda {
 namespace {
 
+static_assert(kCenteredKeyMaxBits == kvhub::codec::kCenteredKeyMaxBf16,
+              "the CUDA and CPU encoders must refuse the same keys");
+
 SegLayoutPod Pod(const SegLayout& l) {
   return {l.sink_bytes, l.scale_off, l.scale_bytes, l.zero_off,
           l.zero_bytes, l.codes_off, l.codes_bytes, l.size};
@@ -153,6 +156,12 @@ absl::StatusOr<BlockPlan> PlanDecode(absl::Span<const uint8_t> block, const Deco
           "kv block: segment ", s, " at ", (*segs)[s].offset, "+", (*segs)[s].size, ", ",
           CodecName(h->codec), " needs ", plan.seg_off[s], "+", plan.layout[s % 2].size));
     }
+    // The kernels use the stored scales, centres and zeros as they are: check them
+    // here, on the host copy that is uploaded, as codec::Decode does (DATA_LOSS).
+    if (auto st = CheckSegmentStats(*h, s, block.data() + BlockHeader::kSize + plan.seg_off[s]);
+        !st.ok()) {
+      return st;
+    }
   }
   if (opt.target_position.has_value()) {
     if (auto s = CheckPosition(*opt.target_position, "gpu decode: target_position"); !s.ok()) return s;
@@ -224,6 +233,7 @@ absl::Status KernelErrorStatus(uint32_t bits, CodecId codec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "codec ", CodecName(codec), ": input contains inf or NaN (only lossless/raw keep them)"));
   }
+  if (bits & kErrKeyRange) return CenteredKeyRangeError(codec);
   return absl::InvalidArgumentError(
       "codec kivi: input has inf/NaN, or a group's minimum or range exceeds fp16 (|x| >= 65520); "
       "use int8, fp8 or lossless for this data");

@@ -6,8 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -16,6 +18,7 @@
 #include "codec/cuda/paged_test_util.h"
 #include "codec/kernels_scalar_inl.h"
 #include "codec/numeric.h"
+#include "common/hash.h"
 
 namespace kvhub::codec::cuda {
 namespace {
@@ -344,6 +347,48 @@ TEST(EmulationTest, RejectsWhatTheCpuCodecRejects) {
   EXPECT_EQ(EmulateDecodeToPages(out, cache.View(), cache.page_ids).code(),
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(cache.v, before);
+}
+
+// fp8/int8 keys beyond +-2^126 (they could decode to inf) are refused by the
+// kernel functions with the CPU encoder's status; a block whose stored scale is
+// NaN or negative (checksums recomputed) is refused by PlanDecode on the host,
+// DATA_LOSS as codec::Decode, before any page is written.
+TEST(EmulationTest, RefusesHugeCenteredKeysAndBadStatsLikeTheCpu) {
+  uint64_t seed = 700;
+  for (CodecId c : {CodecId::kFp8, CodecId::kInt8}) {
+    const Case k{c, 1, 2, 16, 20, 8, 32, 1, 0, false, RopePairing::kNeox};
+    SCOPED_TRACE(Name(k));
+    const uint32_t pages = PagesForTokens(k.tokens, k.page_tokens) + 2;
+    const PagedEncodeParams p = Params(k);
+    HostCache huge = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    const size_t td = huge.shape.TokenElements();
+    const uint32_t t = 5;  // not a sink
+    huge.k[0][(size_t(huge.page_ids[t / k.page_tokens]) * k.page_tokens + t % k.page_tokens) * td + 3] = 0x7F7F;
+    std::vector<uint8_t> raw = Gather(huge, k.tokens), out;
+    const absl::Status cpu = Encode(ViewOf(k, p, raw), p.codec, &out);
+    EXPECT_EQ(cpu.code(), absl::StatusCode::kInvalidArgument) << cpu;
+    EXPECT_EQ(EmulateEncodeFromPages(huge.View(), huge.page_ids, p, &out), cpu);
+
+    HostCache cache = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+    ASSERT_TRUE(EmulateEncodeFromPages(cache.View(), cache.page_ids, p, &out).ok());
+    KvShape sh{k.layers, k.heads, k.dim, k.tokens, DType::kBf16};
+    const SegLayout L = Layout(c, sh, /*is_value=*/true, 0, 1);
+    const uint64_t seg = BlockHeader::kSize + GetU64(out.data() + BlockHeader::kSize + 16);  // layer 0 values
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), -1.0f}) {
+      std::vector<uint8_t> b = out;
+      PutU32(b.data() + seg + L.scale_off + L.scale_bytes - 4, std::bit_cast<uint32_t>(bad));
+      PutU64(b.data() + 80, Xxh3_64(b.data() + BlockHeader::kSize, b.size() - BlockHeader::kSize));
+      PutU64(b.data() + 120, Xxh3_64(b.data(), 120));
+      EXPECT_EQ(PlanDecode(b, {}).status().code(), absl::StatusCode::kDataLoss);
+      HostCache dst = MakeCache(k.layers, pages, k.page_tokens, k.heads, k.dim, k.tokens, seed++);
+      const auto before = dst.v;
+      const absl::Status emu = EmulateDecodeToPages(b, dst.View(), dst.page_ids);
+      std::vector<uint8_t> want(sh.RawBytes());
+      EXPECT_EQ(emu, Decode(b, KvMutableView{sh, want.data(), want.size()}));
+      EXPECT_EQ(emu.code(), absl::StatusCode::kDataLoss) << emu;
+      EXPECT_EQ(dst.v, before);
+    }
+  }
 }
 
 TEST(PagedLayoutTest, ElementOffsets) {
