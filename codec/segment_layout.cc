@@ -72,6 +72,15 @@ bool F32Bad(uint32_t u, bool is_scale) {
 bool F16Bad(uint16_t v, bool is_scale) {
   return (v & 0x7C00u) == 0x7C00u || (is_scale && v > 0x8000u);
 }
+// F32Bad(is_scale) of two f32 lanes at once: nonzero when either is inf/NaN or
+// below -0 (the same lane arithmetic as F16x4Bad below).
+uint64_t F32x2Bad(uint64_t v) {
+  constexpr uint64_t kExp = 0x7F8000007F800000u, kSign = 0x8000000080000000u, kLow = 0x7FFFFFFF7FFFFFFFu;
+  const uint64_t e = ~v & kExp;
+  const uint64_t inf_nan = ~((e + kLow) | e) & kSign;
+  const uint64_t low_nonzero = ((v & kLow) + kLow) & kSign;
+  return inf_nan | (v & kSign & low_nonzero);
+}
 // F16Bad of four fp16 lanes at once: nonzero when any lane is bad.
 uint64_t F16x4Bad(uint64_t v, bool is_scale) {
   constexpr uint64_t kExp = 0x7C007C007C007C00u, kSign = 0x8000800080008000u, kLow = 0x7FFF7FFF7FFF7FFFu;
@@ -97,9 +106,15 @@ absl::Status CheckSegmentStats(const BlockHeader& h, uint32_t s, const uint8_t* 
     const uint8_t* sc = seg + L.scale_off;
     const uint8_t* mid = seg + L.zero_off;
     const uint64_t scales = L.scale_bytes / 4, mids = L.zero_bytes / 2;  // no mids in a value segment
-    uint32_t bad = 0;
-    for (uint64_t i = 0; i < scales; ++i) bad |= static_cast<uint32_t>(F32Bad(GetU32(sc + 4 * i), true));
-    for (uint64_t i = 0; i < mids; ++i) bad |= static_cast<uint32_t>((GetU16(mid + 2 * i) & 0x7F80u) == 0x7F80u);
+    uint64_t bad = 0;
+    uint64_t i = 0;
+    for (; i + 2 <= scales; i += 2) {
+      uint64_t v;
+      std::memcpy(&v, sc + 4 * i, 8);  // two little-endian f32 lanes
+      bad |= F32x2Bad(v);
+    }
+    for (; i < scales; ++i) bad |= static_cast<uint64_t>(F32Bad(GetU32(sc + 4 * i), true));
+    for (uint64_t j = 0; j < mids; ++j) bad |= static_cast<uint64_t>((GetU16(mid + 2 * j) & 0x7F80u) == 0x7F80u);
     if (bad == 0) return absl::OkStatus();
     for (uint64_t i = 0; i < scales; ++i) {
       const uint32_t u = GetU32(sc + 4 * i);
