@@ -119,6 +119,12 @@ def check_manifests(source, kvhubd):
     clients = [r for r in np["ingress"] if "ports" not in r]
     check(len(clients) == 1 and all(f.get("podSelector", {}).get("matchLabels") for f in clients[0]["from"]),
           "the NetworkPolicy's client rule (all ports: UCX's is not fixed) does not select labelled pods")
+    # A pod label is set by whoever creates the pod: every rule must also name the
+    # namespaces (labels only a cluster admin sets), never all of them ({}).
+    check(all(f.get("namespaceSelector", {}).get("matchLabels") for r in np["ingress"] for f in r["from"]),
+          "a NetworkPolicy rule admits pods of every namespace (namespaceSelector {}): a pod label alone is no boundary")
+    check(sts["spec"].get("minReadySeconds", 0) >= 30,
+          "no minReadySeconds: a rolling restart takes every shard's slice of the cache within seconds")
     ann = pod["metadata"]["annotations"]
     check(ann.get("prometheus.io/port") == str(ports["http"]), "the scrape annotation is not the HTTP port")
     tokens = config.get("auth_tokens_file", "")
