@@ -1,6 +1,7 @@
 #include "cachesvc/kvhubd_config.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <functional>
 #include <type_traits>
@@ -35,6 +36,14 @@ absl::StatusOr<int64_t> ParseInt(absl::string_view v) {
     return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not an integer"));
   }
   return x;
+}
+
+// The shortest text that reads back as `x` (StrCat's six digits printed
+// high_watermark = 0.9999995 as 1, which --print_config then handed on as 1).
+std::string ShortestDouble(double x) {
+  char buf[64];
+  const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), x);
+  return r.ec == std::errc() ? std::string(buf, r.ptr) : absl::StrCat(x);
 }
 
 absl::StatusOr<double> ParseDouble(absl::string_view v) {
@@ -120,7 +129,7 @@ absl::Status Assign(T* field, absl::StatusOr<P> parsed) {
 #define KVHUB_DOUBLE_KEY(name, field, help)                                                    \
   KeyOps{{name, help},                                                                         \
          [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseDouble(v)); }, \
-         [](const KvhubdConfig& c) { return absl::StrCat(c.field); }}
+         [](const KvhubdConfig& c) { return ShortestDouble(c.field); }}
 #define KVHUB_BOOL_KEY(name, field, help)                                                    \
   KeyOps{{name, help},                                                                       \
          [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.field, ParseBool(v)); }, \
@@ -320,6 +329,11 @@ absl::Status KvhubdConfig::Validate() const {
   if (absl::Status s = ValidateListenAddress(grpc_address); !s.ok()) return bad("grpc_address", s.message());
   if (absl::Status s = ValidateListenAddress(http_address); !s.ok()) return bad("http_address", s.message());
   if (node_id.size() > 128) return bad("node_id", "longer than 128 bytes");
+  if (ready_file == "-") {
+    // "-" is stdout to the output helpers: kvhubd prints the ready line there anyway,
+    // and would print it twice (and unlink a file named "-" at start and exit).
+    return bad("ready_file", "'-' is not a file (the ready line always goes to stdout)");
+  }
   for (char ch : node_id) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.' && ch != ':') {
       return bad("node_id", "may hold only letters, digits and - _ . :");

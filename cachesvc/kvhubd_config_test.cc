@@ -163,9 +163,13 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   a.grpc_memory_bytes = 512ull << 20;
   a.grpc_handshake_timeout = absl::Milliseconds(2500);
   a.stalled_send_timeout = absl::Seconds(7);
+  a.store.high_watermark = 0.9999995;  // printed as "1" with six digits, read back as 1
+  a.store.low_watermark = 0.1 + 0.2;   // not 0.3
   KvhubdConfig b;
   ASSERT_TRUE(b.ApplyText(a.ToText()).ok());
   EXPECT_EQ(b.ToText(), a.ToText());
+  EXPECT_EQ(b.store.high_watermark, a.store.high_watermark);
+  EXPECT_EQ(b.store.low_watermark, a.store.low_watermark);
   EXPECT_EQ(KvhubdConfig::Keys().size(), 51u);
 }
 

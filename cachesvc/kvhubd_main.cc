@@ -10,6 +10,7 @@
 // Exit 2: bad flags/config; exit 1: startup failed.
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/fd_limit.h"
@@ -279,12 +281,14 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(absl::IsInvalidArgument(server.status()) ? 2 : 1, server.status().ToString());
 
   const std::string ready = (*server)->ReadyLine();
+  struct stat ready_stat {};  // the ready_file this process wrote (st_ino 0: none)
   if (!config.ready_file.empty()) {
     // Complete or not at all (written beside it and renamed): readers poll for it.
     if (absl::Status s = kvhub::WriteOutput(config.ready_file, ready + "\n"); !s.ok()) {
-      (*server)->Shutdown();
+      (*server)->Shutdown(/*drain=*/false);  // never announced: nobody to drain
       return Fail(1, absl::StrCat("cannot write ready_file: ", s.message()));
     }
+    if (stat(config.ready_file.c_str(), &ready_stat) != 0) ready_stat.st_ino = 0;
   }
   std::fputs((ready + "\n").c_str(), stdout);
   std::fflush(stdout);
@@ -300,14 +304,35 @@ int main(int argc, char** argv) {
       KVHUB_LOG(warn, "kvhubd: SIGHUP ignored: {}; {}", std::string(auth.message()), std::string(tls.message()));
     }
   }
-  KVHUB_LOG(info, "kvhubd: signal {} received, shutting down", sig);
+  KVHUB_LOG(info, "kvhubd: signal {} received, shutting down (a second SIGTERM/SIGINT exits at once)", sig);
+  // The drain can take drain_grace + shutdown_timeout (up to 20 minutes): a second
+  // SIGTERM or SIGINT, as from an impatient operator's Ctrl-C, ends it without
+  // waiting (the signals stay blocked: this thread takes them from sigwait).
+  std::thread([sigs] {
+    int again = 0;
+    while (true) {
+      if (sigwait(&sigs, &again) != 0 || again == SIGHUP) continue;
+      KVHUB_LOG(warn, "kvhubd: signal {} received again: exiting without finishing the drain; exit 1", again);
+      spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+      std::_Exit(1);
+    }
+  }).detach();
   (*server)->Shutdown();
-  if (!config.ready_file.empty()) unlink(config.ready_file.c_str());  // it no longer serves
+  if (!config.ready_file.empty() && ready_stat.st_ino != 0) {
+    // It no longer serves: remove the ready line, unless the file is no longer the
+    // one written here (a successor's, on the same path).
+    struct stat now {};
+    if (stat(config.ready_file.c_str(), &now) == 0 && now.st_ino == ready_stat.st_ino &&
+        now.st_dev == ready_stat.st_dev) {
+      unlink(config.ready_file.c_str());
+    }
+  }
   KVHUB_LOG(info, "kvhubd: drained and stopped; exit 0");
   // Exit without tearing down the heap: every call is finished and the store is memory
   // only. (Destroying grpc::Server after a deadline-cancelled shutdown can block ~10 s
-  // in grpc 1.51.)
-  spdlog::shutdown();
+  // in grpc 1.51.) The loggers are flushed, not shut down: UCX and gRPC threads still
+  // run and may log (spdlog::shutdown() dropped the default logger under them).
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(0);

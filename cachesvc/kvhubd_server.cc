@@ -190,7 +190,11 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> http =
       HttpEndpoint::Start(config.http_address, http_config, std::move(callbacks));
   if (!http.ok()) {
-    srv->server_->Shutdown();
+    // gRPC has served for a moment: a Session or a stream opened meanwhile would keep
+    // a Shutdown without a deadline waiting forever, and this error unsaid.
+    srv->service_->BeginStop();
+    srv->server_->Shutdown(absl::ToChronoTime(absl::Now() + std::min(config.shutdown_timeout, absl::Seconds(2))));
+    srv->server_->Wait();
     srv->server_.reset();
     return http.status();
   }
@@ -223,26 +227,30 @@ void KvhubdServer::BeginDrain() {
   }
 }
 
-void KvhubdServer::Shutdown() {
+void KvhubdServer::Shutdown(bool drain) {
   if (shut_down_) return;
   shut_down_ = true;
   if (server_ == nullptr) return;  // never started (Start failed)
   BeginDrain();
   if (server_ != nullptr) {
     // Phase 1 (drain_grace): readyz=503, Health DRAINING, puts refused, reads served.
-    if (config_.drain_grace > absl::ZeroDuration()) absl::SleepFor(config_.drain_grace);
+    if (drain && config_.drain_grace > absl::ZeroDuration()) absl::SleepFor(config_.drain_grace);
     // Phase 2: refuse every new call; let the calls in flight finish (<= shutdown_timeout).
-    const absl::Time t0 = absl::Now();
+    // Timed on the monotonic clock: a wall-clock step (NTP, a resumed VM) cut the
+    // wait short or stretched it by the step.
+    const absl::Time t0 = Clock::Real()->Now();
     const absl::Time deadline = t0 + config_.shutdown_timeout;
     service_->BeginStop();
-    while (service_->inflight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    while (service_->inflight() > 0 && Clock::Real()->Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
     // Phase 3: stop gRPC. Handlers are done, but their last bytes may still be on the
     // way to slow readers: grpc finishes sending them and waits for clients to close
-    // their connections, within what is left of the budget (then it cancels).
-    server_->Shutdown(absl::ToChronoTime(deadline));
+    // their connections, within what is left of the budget (then it cancels). gRPC
+    // takes a wall-clock deadline: what is left, from now.
+    const absl::Duration left = std::max(absl::ZeroDuration(), deadline - Clock::Real()->Now());
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + left));
     server_->Wait();
     KVHUB_LOG(info, "kvhubd {}: gRPC stopped in {} ({} calls still in flight at the deadline)", node_id_,
-              absl::FormatDuration(absl::Now() - t0), service_->inflight());
+              absl::FormatDuration(Clock::Real()->Now() - t0), service_->inflight());
   }
   if (expiry_thread_.joinable()) {
     {

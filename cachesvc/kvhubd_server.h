@@ -54,7 +54,9 @@ class KvhubdServer {
 
   void BeginDrain();
   bool serving() const { return !service_->draining(); }
-  void Shutdown();
+  // `drain` false skips phase 1 (drain_grace): for a node that never announced
+  // itself (its ready_file could not be written), nobody is routed to it.
+  void Shutdown(bool drain = true);
 
   // Re-reads auth_tokens_file (SIGHUP; also every auth_reload_ms when it changed):
   // a changed, valid file is in force for every new call, and the UCX connections

@@ -600,6 +600,11 @@ TEST(KvhubdLifecycleTest, BadConfigurationExitsNonZeroWithReason) {
                               " --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 2>&1"));
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_THAT(r.out, HasSubstr("ready_file: cannot write /nonexistent-dir/ready"));
+  // "-" would be stdout: the ready line printed twice, and a file named "-" unlinked.
+  r = RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --ready_file=- --grpc_address=127.0.0.1:0",
+                              " --http_address=127.0.0.1:0 2>&1"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("ready_file: '-' is not a file"));
 
   std::string conf = absl::StrCat(::testing::TempDir(), "/kvhubd_bad_", getpid(), ".conf");
   {
@@ -698,6 +703,51 @@ TEST(KvhubdLifecycleTest, ConfigFileFlagsOverrideAndReadyFile) {
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
   EXPECT_NE(access(ready.c_str(), F_OK), 0) << "the ready file outlived the process";
   std::remove(conf.c_str());
+  std::remove(ready.c_str());
+}
+
+// The drain can take drain_grace + shutdown_timeout (up to 20 minutes): a second
+// SIGTERM or SIGINT was ignored (the signals stayed blocked and nobody waited for
+// them), so an operator's second Ctrl-C did nothing and only SIGKILL ended it. It
+// ends the process now, exit 1.
+TEST(KvhubdLifecycleTest, ASecondSignalEndsTheDrainAtOnce) {
+  auto p = KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--region_bytes=64MiB", "--max_block_bytes=1MiB",
+                                           "--drain_grace_ms=60000", "--log_level=warn"}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE((*p)->Signal(SIGTERM).ok());
+  bool saw_503 = false;  // the drain has begun
+  for (int i = 0; i < 500 && !saw_503; ++i) {
+    auto r = HttpGet(**p, "/readyz");
+    saw_503 = r && r->status == 503;
+    if (!saw_503) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(saw_503);
+  ASSERT_TRUE((*p)->Signal(SIGINT).ok());
+  absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(20));  // the drain alone is 60 s
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 1);
+}
+
+// At exit kvhubd removed whatever was at ready_file, also a successor's ready line
+// written there meanwhile (a restart on the same path), and pollers of it then
+// waited for a node that was serving. It removes only the file it wrote.
+TEST(KvhubdLifecycleTest, ExitLeavesASuccessorsReadyFile) {
+  const std::string ready = absl::StrCat(::testing::TempDir(), "/kvhubd_ready_succ_", getpid(), ".txt");
+  auto p = KvhubdProcess::Start({.flags = {"--shutdown_timeout_ms=1000", "--capacity_bytes=32MiB",
+                                           "--region_bytes=32MiB", "--max_block_bytes=1MiB",
+                                           absl::StrCat("--ready_file=", ready)}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string successor = "kvhubd ready grpc=127.0.0.1:5 http=127.0.0.1:6 node=next\n";
+  {
+    const std::string tmp = ready + ".new";
+    std::ofstream(tmp) << successor;
+    ASSERT_EQ(std::rename(tmp.c_str(), ready.c_str()), 0);  // a new file, as WriteOutput makes
+  }
+  EXPECT_EQ((*p)->Stop().value_or(-1), 0);
+  std::ifstream in(ready);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), successor) << "the successor's ready file was removed or changed";
   std::remove(ready.c_str());
 }
 
