@@ -272,7 +272,16 @@ grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ct
                                                  grpc::ByteBuffer* resp) {
   return Serve<v1::PutStartRequest, v1::PutStartResponse>(
       ctx, Rpc::kPutStart, &put_start_alloc_, req, resp, [](const v1::PutStartRequest& r) { return CallScope{&r.namespace_()}; },
-      [this](const v1::PutStartRequest& r, v1::PutStartResponse* out) { return DoPutStart(r, out); });
+      [this, ctx](const v1::PutStartRequest& r, v1::PutStartResponse* out) {
+        grpc::Status st = DoPutStart(r, out);
+        if (st.ok() && ctx->IsCancelled()) {
+          // The caller is gone: nobody will write or commit these, and until they
+          // expired every other publisher of the keys was told ABORTED.
+          AbortUnannounced(*out);
+          st = grpc::Status(grpc::StatusCode::CANCELLED, "PutStart cancelled; its reservations were aborted");
+        }
+        return st;
+      });
 }
 
 // ---------------------------------------------------------------- PutData
@@ -283,7 +292,7 @@ grpc::ServerUnaryReactor* KvHubService::PutStart(grpc::CallbackServerContext* ct
 class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   PutDataReactor(KvHubService* service, const grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp)
-      : service_(service), resp_(resp), start_(Clock::Real()->Now()) {
+      : service_(service), ctx_(ctx), resp_(resp), start_(Clock::Real()->Now()) {
     service_->inflight_.fetch_add(1, std::memory_order_acq_rel);
     if (service_->stopping()) {
       Done(StoppingStatus());
@@ -298,6 +307,11 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // client half-closed (or the call is gone)
+      if (ctx_->IsCancelled()) {
+        // Cancelled or broken, not finished: recorded as such (it counted as OK).
+        Done(grpc::Status(grpc::StatusCode::CANCELLED, "PutData stream cancelled"));
+        return;
+      }
       v1::PutDataResponse resp;
       resp.set_bytes_written(written_);
       Done(SerializeRawResponse(resp, resp_));
@@ -320,6 +334,10 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::
       return;
     }
     written_ += chunk_.data().size();
+    // The parsed chunk's buffer is reused for the next one; one far above the
+    // client's default chunk (1 MiB) is given back, or an idle stream would keep its
+    // largest chunk (up to max_block_bytes) on the heap, outside gRPC's memory quota.
+    if (chunk_.data().capacity() > kKeepChunkBytes) std::string().swap(*chunk_.mutable_data());
     StartRead(&raw_);
   }
 
@@ -334,7 +352,9 @@ class KvHubService::PutDataReactor final : public grpc::ServerReadReactor<grpc::
     Finish(status);
   }
 
+  static constexpr size_t kKeepChunkBytes = size_t{4} << 20;
   KvHubService* const service_;
+  const grpc::CallbackServerContext* const ctx_;  // outlives the reactor (gRPC's)
   grpc::ByteBuffer* const resp_;
   const absl::Time start_;
   grpc::ByteBuffer raw_;     // the chunk as it arrived
@@ -383,6 +403,15 @@ grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* c
         return CallScope{nullptr, {storage::TransferAccess::kWrite, &r.reservation_ids()}};
       },
       [this](const v1::PutCommitRequest& r, v1::PutCommitResponse* out) { return DoPutCommit(r, out); });
+}
+
+void KvHubService::AbortUnannounced(const v1::PutStartResponse& started) {
+  for (const v1::PutStartResponse::Reserved& r : started.items()) {
+    ReservationTable::Entry e;
+    if (r.reservation_id() == 0 || !reservations_->Take(r.reservation_id(), &e)) continue;
+    // Fresh and never handed out: nothing writes into it, so the abort cannot be refused.
+    (void)store_->Abort(r.reservation_id()).ok();
+  }
 }
 
 grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp) {
@@ -691,6 +720,15 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     google::protobuf::Arena& arena = ResponseArena();
     auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
     status = DoGet(request, response);
+    if (status.ok() && ctx->IsCancelled()) {
+      // The caller is gone (cancelled, past its deadline): it never learns these
+      // leases, which would keep their blocks from eviction and count against its
+      // namespace's lease share until they expire (up to max_lease).
+      for (const v1::GetResponse::Block& b : response->blocks()) {
+        if (b.lease_id() != 0) (void)store_->Release(b.lease_id()).ok();  // ours, live
+      }
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "Get cancelled; its leases were released");
+    }
     if (status.ok()) status = SerializeRawResponse(*response, resp);
     arena.Reset();
   }

@@ -169,6 +169,8 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp);
   grpc::Status DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
   grpc::Status DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
+  // Aborts the reservations a PutStart made for a caller that is gone (cancelled).
+  void AbortUnannounced(const v1::PutStartResponse& started);
   grpc::Status DoPut(const v1::PutRequest& req, v1::PutResponse* resp);
   // Get with the bytes copied into the response (inline) or leases returned; the
   // reference semantics of Get, used by in-process callers and the non-inline path.

@@ -50,19 +50,29 @@ size_t StalledSends::CancelStalled(absl::Duration limit) {
     for (auto& [ticket, c] : calls_) {
       if (c.cancelled || now - c.progress < limit) continue;
       c.cancelled = true;
-      c.cancelling = true;
-      c.canceller = std::this_thread::get_id();
       // Moved out: the call's own Unwatch may erase its entry while it runs.
       due.emplace_back(ticket, std::move(c.cancel));
     }
-    cancelled_total_ += due.size();
   }
+  size_t cancelled = 0;
   for (auto& [ticket, cancel] : due) {
+    {
+      // Marked one at a time, right before its cancel: a call whose completion gRPC
+      // runs inline in an earlier call's cancel (on this thread) is let go by its
+      // Unwatch at once, and must then not be cancelled through its freed context.
+      absl::MutexLock l(&mu_);
+      auto it = calls_.find(ticket);
+      if (it == calls_.end()) continue;  // ended (Unwatch) since it was found stalled
+      it->second.cancelling = true;
+      it->second.canceller = std::this_thread::get_id();
+      ++cancelled_total_;
+    }
+    ++cancelled;
     cancel();
     absl::MutexLock l(&mu_);
     if (auto it = calls_.find(ticket); it != calls_.end()) it->second.cancelling = false;
   }
-  return due.size();
+  return cancelled;
 }
 
 size_t StalledSends::watched() const {

@@ -66,6 +66,42 @@ TEST(StalledSendsTest, UnwatchFromInsideTheCancelIsFine) {
   EXPECT_EQ(s.watched(), 0u);
 }
 
+// Two stalled calls of one connection: gRPC may run the second's completion (and
+// so its Unwatch, and the end of its context) inside the first's TryCancel, on
+// the sweeping thread. Both were marked as being cancelled by that thread, so the
+// second's Unwatch let it go at once, and the sweep then cancelled it through its
+// freed context. A call that ends before its turn is not cancelled now.
+TEST(StalledSendsTest, ACallEndedInsideAnEarlierCancelIsNotCancelled) {
+  ManualClock clock;
+  StalledSends s(&clock);
+  uint64_t first = 0, second = 0;
+  int first_cancels = 0, second_cancels = 0;
+  bool second_ended = false;
+  // Watched in this order; the sweep may meet them in either: whichever it cancels
+  // first ends the other (as gRPC running the other's completion inline would).
+  first = s.Watch([&] {
+    ++first_cancels;
+    if (!second_ended) {
+      second_ended = true;
+      s.Unwatch(second);
+    }
+  });
+  second = s.Watch([&] {
+    ++second_cancels;
+    if (!second_ended) {
+      second_ended = true;
+      s.Unwatch(first);
+    }
+  });
+  clock.Advance(absl::Minutes(2));
+  EXPECT_EQ(s.CancelStalled(absl::Minutes(1)), 1u);
+  EXPECT_EQ(first_cancels + second_cancels, 1) << "a call was cancelled after it had ended";
+  EXPECT_EQ(s.cancelled_total(), 1u);
+  EXPECT_EQ(s.watched(), 1u);
+  s.Unwatch(first_cancels == 1 ? first : second);
+  EXPECT_EQ(s.watched(), 0u);
+}
+
 // A call that ends on another thread while its cancel runs must wait for the cancel
 // to return: the cancel uses the call's context, which ends with the call.
 TEST(StalledSendsTest, UnwatchOnAnotherThreadWaitsForARunningCancel) {
