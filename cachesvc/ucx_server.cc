@@ -422,6 +422,19 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("shard cannot reach the client's UCX worker: ", conn.status().message()));
   }
+  bool replaced;
+  {
+    absl::MutexLock l(&state_->mu);
+    replaced = state_->worker != worker;
+  }
+  if (replaced) {
+    // The probe replaced the worker while the address was vetted (seconds): this
+    // connection is on the deaf one, whose connections the reset just ended; the
+    // client would find it gone at its first Session check. Ask it to come again.
+    (void)worker->CloseAccepted(conn->id).ok();  // the deaf worker goes with its last reference anyway
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the shard's UCX worker was replaced while this Connect was handled; connect again");
+  }
   resp->set_worker_address(worker->address());
   resp->set_conn_id(conn->id);
   resp->set_conn_key(conn->key);

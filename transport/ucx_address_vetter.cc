@@ -109,13 +109,13 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   if (probe.pid < 0) return {kNoProbe, 255};
   const bool sent = SendMessage(probe.fd, address);
   close(probe.fd);
-  const absl::Time deadline = absl::Now() + timeout;
+  const absl::Time deadline = Clock::Real()->Now() + timeout;
   int status = 0;
   while (true) {
     const pid_t r = waitpid(probe.pid, &status, WNOHANG);
     if (r == probe.pid) break;
     if (r < 0 && errno != EINTR) return {kNoProbe, 254};
-    if (absl::Now() >= deadline) {
+    if (Clock::Real()->Now() >= deadline) {
       kill(probe.pid, SIGKILL);
       while (waitpid(probe.pid, &status, 0) < 0 && errno == EINTR) {
       }

@@ -69,6 +69,9 @@ bool IsSharedMemoryQueueTransport(absl::string_view t) {
 }  // namespace
 
 bool TlsNamesSharedMemory(absl::string_view tls) {
+  // "^a,b" lists what UCX must NOT use ("^posix" named posix, and counted as shared
+  // memory asked for): treated as the default, as SharedMemoryQueueTls does.
+  if (absl::StartsWith(tls, "^")) return false;
   return absl::c_any_of(absl::StrSplit(tls, ','), IsSharedMemoryTransport);
 }
 

@@ -33,7 +33,7 @@ enum class UcxPath : uint8_t {
 
 absl::string_view UcxPathName(UcxPath path);
 // True when a UCX_TLS list names a shared-memory transport (sm, shm, posix, sysv,
-// cma, knem, xpmem). kvhub allows endpoints without peer failure detection only
+// cma, knem, xpmem); false for an exclusion list ("^..."), as for the default. kvhub allows endpoints without peer failure detection only
 // then (see UcxConfig::require_peer_failure_detection and docs/transport.md).
 bool TlsNamesSharedMemory(absl::string_view tls);
 // The names of a UCX_TLS list whose transports deliver active messages through a

@@ -87,6 +87,17 @@ TEST(UcxConfigTest, SharedMemoryQueueTls) {
   EXPECT_EQ(SharedMemoryQueueTls("^tcp"), "");
 }
 
+// "^posix" excludes posix: it named a shared-memory transport and was taken for
+// asking for one (no peer failure detection required, shared-memory regions tried).
+TEST(UcxConfigTest, TlsNamesSharedMemory) {
+  EXPECT_TRUE(TlsNamesSharedMemory("tcp,posix"));
+  EXPECT_TRUE(TlsNamesSharedMemory("sm"));
+  EXPECT_FALSE(TlsNamesSharedMemory("tcp"));
+  EXPECT_FALSE(TlsNamesSharedMemory(""));
+  EXPECT_FALSE(TlsNamesSharedMemory("^posix,sysv"));
+  EXPECT_FALSE(TlsNamesSharedMemory("^tcp,sm"));
+}
+
 TEST(UcxConfigTest, ReachesPeersOnlyOverTcp) {
   EXPECT_TRUE(ReachesPeersOnlyOverTcp({"self", "tcp"}, true));
   EXPECT_TRUE(ReachesPeersOnlyOverTcp({"self", "tcp", "sysv", "posix", "cma"}, true));  // shm left out
