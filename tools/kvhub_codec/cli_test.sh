@@ -26,6 +26,11 @@ cmp "$D/a.kvraw" "$D/a.lossless.out"
 test "$(wc -l < "$D/eval.json")" -eq 7
 grep '"codec":"lossless"' "$D/eval.json" | grep -q '"bit_exact":true'
 grep '"codec":"kivi4"' "$D/eval.json" | grep -q '"proxy_queries":false'
+# group only where the codec has one; sinks are those the block holds (raw: none).
+grep '"codec":"kivi4"' "$D/eval.json" | grep -q '"group":64'
+grep '"codec":"fp8"' "$D/eval.json" | grep -q '"group":null'
+grep '"codec":"raw"' "$D/eval.json" | grep -q '"sinks":0'
+"$B" eval --codec int4-per-token-keys --pre-rope "$D/a.kvraw" | grep -q '"pre_rope":false'  # the ablation ignores it
 "$B" eval --codec int8 --split-kv "$D/a.kvraw" | grep -q '"values_only_attn_rel_l2"'
 # Proxy queries only without a sidecar; one that cannot be read is an error.
 cp "$D/a.kvraw" "$D/b.kvraw"

@@ -21,6 +21,7 @@
 #include "codec/codec.h"
 #include "codec/kvraw.h"
 #include "codec/quality.h"
+#include "codec/segment_layout.h"
 #include "codec/synthetic_kv.h"
 
 namespace kvhub::codec {
@@ -317,13 +318,17 @@ int EvalCmd(const Args& a) {
     std::vector<uint8_t> recon;
     uint64_t enc_bytes = 0;
     CodecParams p;
+    // What the JSON reports: the group only where the codec has one (kivi and the
+    // int4 ablation), the sinks the block actually holds (not the setting), and
+    // pre_rope only where it was applied (the ablation quantizes the keys as given).
+    bool grouped = false, pre_rope = false;
+    uint32_t sinks = 0;
     if (name == "int4-per-token-keys") {
       auto pp = Params(a, CodecId::kKivi4);
       if (!pp.ok()) return Fail(pp.status());
       p = *pp;
-      uint32_t sinks = raw->base_position < int64_t{p.sink_tokens}
-                           ? static_cast<uint32_t>(std::min<int64_t>(p.sink_tokens - raw->base_position, raw->shape.tokens))
-                           : 0;
+      grouped = true;
+      sinks = SinksInBlock(CodecId::kKivi4, p.sink_tokens, raw->base_position, raw->shape.tokens);
       recon = PerTokenInt4KeyAblation(raw->shape, raw->data.data(), p.group_size, sinks);
     } else {
       auto codec = ParseCodecName(name);
@@ -331,6 +336,9 @@ int EvalCmd(const Args& a) {
       auto pp = Params(a, *codec);
       if (!pp.ok()) return Fail(pp.status());
       p = *pp;
+      grouped = *codec == CodecId::kKivi4 || *codec == CodecId::kKivi2;
+      pre_rope = p.keys_pre_rope;
+      sinks = SinksInBlock(*codec, p.sink_tokens, raw->base_position, raw->shape.tokens);
       std::vector<uint8_t> block;
       if (auto s = Encode(raw->View(), p, &block); !s.ok()) return Fail(s);
       enc_bytes = block.size();
@@ -362,10 +370,11 @@ int EvalCmd(const Args& a) {
     }
     std::string ratio = enc_bytes ? absl::StrFormat("%.4f", double(raw->data.size()) / enc_bytes)
                                   : std::string("null");
-    std::printf("{\"codec\":\"%s\",\"group\":%u,\"sinks\":%u,\"pre_rope\":%s,\"raw_bytes\":%zu,"
+    const std::string group = grouped ? absl::StrCat(p.group_size) : std::string("null");
+    std::printf("{\"codec\":\"%s\",\"group\":%s,\"sinks\":%u,\"pre_rope\":%s,\"raw_bytes\":%zu,"
                 "\"encoded_bytes\":%llu,\"ratio\":%s,\"bit_exact\":%s,\"proxy_queries\":%s,"
                 "\"quality\":%s%s}\n",
-                name.c_str(), p.group_size, p.sink_tokens, p.keys_pre_rope ? "true" : "false",
+                name.c_str(), group.c_str(), sinks, pre_rope ? "true" : "false",
                 raw->data.size(), static_cast<unsigned long long>(enc_bytes), ratio.c_str(),
                 exact ? "true" : "false", proxy ? "true" : "false", rep->ToJson().c_str(),
                 split.c_str());
