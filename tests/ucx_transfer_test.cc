@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -69,6 +70,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
     so.name = "server";
     so.access = ServerHooks();
     so.calls = ServerCalls();
+    if (std::optional<uint32_t> cap = TransfersPerConn(); cap.has_value()) so.max_transfers_per_conn = *cap;
     for (auto& m : mems_) so.served.push_back(m.get());
     auto sw = UcxWorker::Create(server_ctx_.get(), so);
     ASSERT_TRUE(sw.ok()) << sw.status();
@@ -92,6 +94,8 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   }
   // Access hooks of the serving worker (none: any range of a region is served).
   virtual UcxWorker::AccessHooks ServerHooks() { return {}; }
+  // The serving worker's max_transfers_per_conn (nullopt: its default).
+  virtual std::optional<uint32_t> TransfersPerConn() { return std::nullopt; }
   // The serving worker's calls: 1 answers the request reversed, 2 refuses, 3
   // answers after 300 ms; others are unknown.
   static constexpr uint32_t kReverse = 1, kRefuse = 2, kSlow = 3;
@@ -418,6 +422,7 @@ class UcxGrantTest : public UcxTransferTest {
       if (grant != offset + 1) return absl::PermissionDeniedError("test grant refused");
       absl::MutexLock l(&mu_);
       ++begun_;
+      peak_held_ = std::max(peak_held_, begun_ - ended_);
       return grant * 2 + (kind == TransferKind::kPut ? 1 : 0);
     };
     h.end = [this](TransferKind kind, uint64_t hold) {
@@ -455,6 +460,7 @@ class UcxGrantTest : public UcxTransferTest {
   absl::Mutex mu_;
   uint64_t begun_ ABSL_GUARDED_BY(mu_) = 0, ended_ ABSL_GUARDED_BY(mu_) = 0,
            mismatched_ ABSL_GUARDED_BY(mu_) = 0, grant_ended_before_hold_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t peak_held_ ABSL_GUARDED_BY(mu_) = 0;  // most holds ever begun and not ended at once
   std::vector<uint64_t> ended_grants_ ABSL_GUARDED_BY(mu_);  // grant of every hold ended
   std::vector<uint64_t> grants_ended_ ABSL_GUARDED_BY(mu_);  // AccessHooks::end_grant calls
 };
@@ -555,6 +561,46 @@ TEST_P(UcxGrantTest, GetsThatAskEndTheirGrantAfterTheBytesAreOut) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxGrantTest,
+                         ::testing::Values(Param{"tcp", UcxPath::kAm}, Param{"posix,cma", UcxPath::kAm}), Name);
+
+// A peer that sends get requests and does not take the bytes kept every response
+// in flight, each holding its served memory (beyond its leases): without bound.
+// One connection has at most max_transfers_per_conn in flight (here 2); past it a
+// request is refused with RESOURCE_EXHAUSTED before anything is held.
+class UcxBusyConnTest : public UcxGrantTest {
+ protected:
+  std::optional<uint32_t> TransfersPerConn() override { return 2; }
+};
+
+TEST_P(UcxBusyConnTest, AConnectionHoldsAtMostItsTransferCap) {
+  constexpr uint64_t kSize = 1 << 20;  // rendezvous: in flight until the peer pulls it
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<Transfer> ts;
+  for (uint64_t k = 0; k < 32; ++k) {
+    const uint64_t off = k * (128 << 10);
+    bufs.emplace_back(kSize, 0);
+    ts.push_back({TransferKind::kGet, UcxPath::kAm, 0u, off, kSize, bufs.back().data(), off + 1});
+  }
+  std::vector<absl::Status> results(ts.size());
+  ASSERT_TRUE(client_->Execute(peer_, ts, std::span<absl::Status>(results)).ok());
+  size_t ok = 0;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (results[i].ok()) {
+      ++ok;
+      EXPECT_EQ(std::memcmp(bufs[i].data(), regions_[0].data() + ts[i].offset, kSize), 0) << i;
+    } else {
+      EXPECT_EQ(results[i].code(), absl::StatusCode::kResourceExhausted) << i << ": " << results[i];
+      EXPECT_NE(std::string(results[i].message()).find("max_transfers_per_conn"), std::string::npos);
+    }
+  }
+  EXPECT_GE(ok, 1u);
+  EXPECT_EQ(server_->Stats().busy_conn_requests, ts.size() - ok);
+  ExpectHoldsEnded(ok);  // a refused request begins no hold
+  absl::MutexLock l(&mu_);
+  EXPECT_LE(peak_held_, 2u) << "a connection held more transfers than its cap";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxBusyConnTest,
                          ::testing::Values(Param{"tcp", UcxPath::kAm}, Param{"posix,cma", UcxPath::kAm}), Name);
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTransferTest,

@@ -213,6 +213,7 @@ struct UcxWorker::Impl {
     absl::Time accepted;
     uint64_t owner = 0;  // Accept's tag
     uint64_t key = 0;    // AcceptedConn::key
+    uint32_t transfers = 0;  // counted transfers in flight (Options::max_transfers_per_conn)
   };
   struct EpOwner {
     bool is_conn = false;
@@ -222,7 +223,7 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> get_bytes_rma{0}, get_bytes_am{0}, put_bytes_rma{0}, put_bytes_am{0};
     std::atomic<uint64_t> get_bytes_mapped{0}, put_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
-    std::atomic<uint64_t> served_errors{0}, unknown_conn_requests{0};
+    std::atomic<uint64_t> served_errors{0}, unknown_conn_requests{0}, busy_conn_requests{0};
     std::atomic<uint64_t> served_calls{0}, calls_ok{0}, calls_failed{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
     std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
@@ -243,11 +244,12 @@ struct UcxWorker::Impl {
     AmResponseHeader hdr{};
     uint64_t data_bytes = 0;
     Hold hold;
+    uint64_t counted_conn = 0;  // the connection whose transfer count it holds (0: none)
   };
   // A server-side rendezvous receive of a put in flight.
   struct ServerRecv {
     Impl* impl = nullptr;
-    uint64_t conn_id = 0;
+    uint64_t conn_id = 0;  // also holds one of its transfer count
     uint64_t req_id = 0;
     uint64_t size = 0;
     Hold hold;
@@ -603,6 +605,7 @@ struct UcxWorker::Impl {
   void ServerSendFinished(ServerSend* s, ucs_status_t status) {
     sends.erase(s);
     EndHold(&s->hold);
+    Uncount(s->counted_conn);
     if (status == UCS_OK) {
       if (s->data_bytes > 0) c.served_get_bytes_completed.fetch_add(s->data_bytes);
     } else {
@@ -613,13 +616,15 @@ struct UcxWorker::Impl {
 
   // Sends a response header (and, for a successful get, the bytes at `data`).
   // `hold` (may be inactive) covers `data` and ends when the send does.
+  // `counted_conn` (0: none): the connection whose transfer count this send took
+  // (Count); given back when the send ends.
   void Respond(ucp_ep_h ep, unsigned am_id, uint64_t req_id, const absl::Status& st, const void* data,
-               uint64_t size, ucp_mem_h memh, Hold hold) {
+               uint64_t size, ucp_mem_h memh, Hold hold, uint64_t counted_conn = 0) {
     if (!st.ok()) c.served_errors.fetch_add(1);
     const uint64_t data_bytes = st.ok() && data != nullptr ? size : 0;
     // Counted before the send starts: the peer can only complete after this.
     if (data_bytes > 0) c.served_get_bytes.fetch_add(data_bytes);
-    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes, hold};
+    auto* s = new ServerSend{this, MakeResponse(req_id, st, size), data_bytes, hold, counted_conn};
     sends.insert(s);
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -636,6 +641,31 @@ struct UcxWorker::Impl {
     } else if (UCS_PTR_IS_ERR(req)) {
       ServerSendFinished(s, UCS_PTR_STATUS(req));
     }
+  }
+
+  // Takes one of connection `conn_id`'s transfers (Options::max_transfers_per_conn);
+  // false, counted, when it has them all in flight.
+  bool Count(uint64_t conn_id) {
+    auto it = conns.find(conn_id);
+    if (it == conns.end()) return false;
+    const uint32_t limit = w->options_.max_transfers_per_conn;
+    if (limit != 0 && it->second->transfers >= limit) {
+      c.busy_conn_requests.fetch_add(1);
+      return false;
+    }
+    ++it->second->transfers;
+    return true;
+  }
+  // Gives one back (a closed connection's count went with it).
+  void Uncount(uint64_t conn_id) {
+    if (conn_id == 0) return;
+    auto it = conns.find(conn_id);
+    if (it != conns.end() && it->second->transfers > 0) --it->second->transfers;
+  }
+  absl::Status BusyConnError() const {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this UCX connection has ", w->options_.max_transfers_per_conn,
+        " transfers in flight (max_transfers_per_conn); retry when some have completed"));
   }
 
   bool ConnHasPeerMode(uint64_t conn_id) {
@@ -687,12 +717,17 @@ struct UcxWorker::Impl {
     AmRequestHeader h;
     ucp_ep_h ep = self->AcceptRequest(header, header_length, "get", &h);
     if (ep == nullptr) return UCS_OK;
+    if (!self->Count(h.conn_id)) {  // checked first: a refused request touches nothing
+      self->Respond(ep, kAmGetResp, h.req_id, self->BusyConnError(), nullptr, 0, nullptr, Hold{});
+      return UCS_OK;
+    }
     Hold hold;
     const absl::Status st = self->CheckServed(TransferKind::kGet, h, &hold);
     const UcxMemory* mem = st.ok() ? self->w->options_.served[h.region] : nullptr;
+    if (mem == nullptr) self->Uncount(h.conn_id);  // an error answer carries no bytes
     self->Respond(ep, kAmGetResp, h.req_id, st,
                   mem != nullptr ? static_cast<const uint8_t*>(mem->base()) + h.offset : nullptr, h.size,
-                  mem != nullptr ? mem->memh() : nullptr, hold);
+                  mem != nullptr ? mem->memh() : nullptr, hold, mem != nullptr ? h.conn_id : 0);
     return UCS_OK;
   }
 
@@ -704,6 +739,7 @@ struct UcxWorker::Impl {
   void PutReceived(ServerRecv* r, ucs_status_t status, size_t length) {
     recvs.erase(r);
     EndHold(&r->hold);  // the bytes have landed (or never will)
+    Uncount(r->conn_id);
     absl::Status st = UcsToStatus(status, "ucx put receive");
     if (st.ok() && length != r->size) st = absl::DataLossError("short put receive");
     if (st.ok()) c.served_put_bytes.fetch_add(r->size);
@@ -741,6 +777,11 @@ struct UcxWorker::Impl {
       return UCS_OK;
     }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      if (!self->Count(h.conn_id)) {
+        self->EndHold(&hold);
+        self->Respond(ep, kAmPutResp, h.req_id, self->BusyConnError(), nullptr, 0, nullptr, Hold{});
+        return UCS_OK;  // the rendezvous descriptor is dropped; the sender's send completes
+      }
       auto* r = new ServerRecv{self, h.conn_id, h.req_id, h.size, hold};
       self->recvs.insert(r);
       ucp_request_param_t p{};
@@ -1690,6 +1731,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.served_put_bytes = c.served_put_bytes.load();
   s.served_errors = c.served_errors.load();
   s.unknown_conn_requests = c.unknown_conn_requests.load();
+  s.busy_conn_requests = c.busy_conn_requests.load();
   s.served_calls = c.served_calls.load();
   s.calls_ok = c.calls_ok.load();
   s.calls_failed = c.calls_failed.load();

@@ -152,6 +152,9 @@ struct UcxWorkerStats {
   // Of served_errors: requests dropped because no open connection has the id and
   // key their header names (a stale client, or a peer never handed the key).
   uint64_t unknown_conn_requests = 0;
+  // Of served_errors: AM gets and rendezvous puts refused (RESOURCE_EXHAUSTED)
+  // because their connection had Options::max_transfers_per_conn in flight.
+  uint64_t busy_conn_requests = 0;
   // Calls (CallPeer): answered here for peers (handler run, reply sent or not),
   // and made from here, by outcome.
   uint64_t served_calls = 0, calls_ok = 0, calls_failed = 0;
@@ -200,6 +203,15 @@ class UcxWorker {
     // starts the new one past the old one's ids, so a stale id never names a
     // new connection. Must be > 0.
     uint64_t first_conn_id = 1;
+    // Transfers one accepted connection may have in flight on this worker: get
+    // responses carrying bytes and rendezvous put receives not yet completed by
+    // UCX (each holds its served memory, AccessHooks, until then). A request past
+    // it is answered RESOURCE_EXHAUSTED at once, touching nothing: a peer that
+    // sends requests and never takes the bytes could otherwise pin memory without
+    // bound, beyond its leases. 0: no limit. The default is far above what one
+    // client's calls put in flight (kvhub's client: at most max_keys_per_rpc per
+    // call and thread).
+    uint32_t max_transfers_per_conn = 8192;
   };
 
   // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
