@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/fd_limit.h"
+#include "common/input_file.h"
 #include "common/flags.h"
 #include "common/malloc_tuning.h"
 #include "common/mutex_checks.h"
@@ -305,28 +306,34 @@ int main(int argc, char** argv) {
     }
   }
   KVHUB_LOG(info, "kvhubd: signal {} received, shutting down (a second SIGTERM/SIGINT exits at once)", sig);
+  // It no longer serves: remove the ready line, unless the file is no longer the
+  // one written here (a successor's on the same path; its inode number may be the
+  // freed one of ours, so the line itself is compared too).
+  const auto remove_ready_file = [path = config.ready_file, line = ready + "\n", ready_stat] {
+    if (path.empty() || ready_stat.st_ino == 0) return;
+    struct stat now {};
+    if (stat(path.c_str(), &now) != 0 || now.st_ino != ready_stat.st_ino || now.st_dev != ready_stat.st_dev) return;
+    absl::StatusOr<std::string> text = kvhub::ReadInput(path, line.size() + 1);
+    if (text.ok() && *text == line) unlink(path.c_str());
+  };
   // The drain can take drain_grace + shutdown_timeout (up to 20 minutes): a second
   // SIGTERM or SIGINT, as from an impatient operator's Ctrl-C, ends it without
-  // waiting (the signals stay blocked: this thread takes them from sigwait).
-  std::thread([sigs] {
+  // waiting (the signals stay blocked: this thread takes them from sigwait). Once
+  // the drain is over the exit is moments away, and stays exit 0.
+  static std::atomic<bool> drained{false};
+  std::thread([sigs, remove_ready_file] {
     int again = 0;
     while (true) {
-      if (sigwait(&sigs, &again) != 0 || again == SIGHUP) continue;
+      if (sigwait(&sigs, &again) != 0 || again == SIGHUP || drained.load()) continue;
       KVHUB_LOG(warn, "kvhubd: signal {} received again: exiting without finishing the drain; exit 1", again);
+      remove_ready_file();
       spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
       std::_Exit(1);
     }
   }).detach();
   (*server)->Shutdown();
-  if (!config.ready_file.empty() && ready_stat.st_ino != 0) {
-    // It no longer serves: remove the ready line, unless the file is no longer the
-    // one written here (a successor's, on the same path).
-    struct stat now {};
-    if (stat(config.ready_file.c_str(), &now) == 0 && now.st_ino == ready_stat.st_ino &&
-        now.st_dev == ready_stat.st_dev) {
-      unlink(config.ready_file.c_str());
-    }
-  }
+  drained.store(true);
+  remove_ready_file();
   KVHUB_LOG(info, "kvhubd: drained and stopped; exit 0");
   // Exit without tearing down the heap: every call is finished and the store is memory
   // only. (Destroying grpc::Server after a deadline-cancelled shutdown can block ~10 s

@@ -325,6 +325,20 @@ PutItemView ItemView(const BlockPut& b, bool with_data) {
   return v;
 }
 
+// PutAbort of `ids` (none: no call, OK). The call's status, with a reply of the
+// wrong length as DATA_LOSS; the per-item answers in *resp.
+absl::Status AbortReservations(Shard& shard, const google::protobuf::RepeatedField<uint64_t>& ids,
+                               v1::PutAbortResponse* resp) {
+  if (ids.empty()) return absl::OkStatus();
+  v1::PutAbortRequest req;
+  *req.mutable_reservation_ids() = ids;
+  absl::Status a = shard.PutAbort(req, resp);
+  if (a.ok() && resp->items_size() != ids.size()) {
+    a = CountMismatch("PutAbort", shard.address(), resp->items_size(), ids.size());
+  }
+  return a;
+}
+
 void SetOutcome(const v1::ItemStatus& st, const BlockKey& key, PutOutcome* outcome,
                 absl::Status* error) {
   if (st.code() == 0) {
@@ -397,16 +411,14 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     s = CountMismatch("PutStart", shard.address(), started.items_size(), items.size());
     // Whatever it reserved, nobody will commit: give it back now rather than hold
     // the keys (a publisher of them gets ABORTED) until the reservation timeout.
-    v1::PutAbortRequest req;
+    google::protobuf::RepeatedField<uint64_t> ids;
     for (const auto& r : started.items()) {
-      if (r.reservation_id() != 0) req.add_reservation_ids(r.reservation_id());
+      if (r.reservation_id() != 0) ids.Add(r.reservation_id());
     }
-    if (req.reservation_ids_size() > 0) {
-      v1::PutAbortResponse resp;
-      if (absl::Status a = shard.PutAbort(req, &resp); !a.ok()) {
-        KVHUB_LOG(debug, "kvhub client: aborting the reservations of a malformed PutStart reply from {}: {}",
-                  shard.address(), a.ToString());
-      }
+    v1::PutAbortResponse resp;
+    if (absl::Status a = AbortReservations(shard, ids, &resp); !a.ok()) {
+      KVHUB_LOG(debug, "kvhub client: aborting the reservations of a malformed PutStart reply from {}: {}",
+                shard.address(), a.ToString());
     }
   }
   if (!s.ok()) return fail_all(items, s);
@@ -445,11 +457,9 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   }
   if (reserved.empty()) return;
   auto abort = [&] {
-    v1::PutAbortRequest req;
-    *req.mutable_reservation_ids() = commit.reservation_ids();
     v1::PutAbortResponse resp;
     // Best effort: an unaborted reservation is reclaimed by its timeout.
-    (void)shard.PutAbort(req, &resp).ok();
+    (void)AbortReservations(shard, commit.reservation_ids(), &resp).ok();
   };
   s = data_plane_->WriteReserved(shard, writes);
   if (!s.ok()) {
@@ -488,6 +498,7 @@ void Client::RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, st
   // The shard keeps such a reservation (a retry may commit it): left alone, it
   // would keep every other publisher of the key out (ABORTED) until it expired.
   // Commit it again a few times, then give it back.
+  int commits = 1;  // the first, which answered busy
   for (absl::Duration wait : {absl::Milliseconds(10), absl::Milliseconds(40), absl::Milliseconds(160)}) {
     absl::SleepFor(wait);
     v1::PutCommitResponse resp;
@@ -496,6 +507,7 @@ void Client::RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, st
       s = CountMismatch("PutCommit", shard.address(), resp.items_size(), again.reservation_ids_size());
     }
     if (!s.ok()) break;  // the shard is unreachable now: abort below (best effort)
+    ++commits;
     std::vector<size_t> still;
     v1::PutCommitRequest next;
     for (size_t k = 0; k < busy.size(); ++k) {
@@ -513,20 +525,21 @@ void Client::RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, st
     again = std::move(next);
     if (busy.empty()) return;
   }
-  v1::PutAbortRequest req;
-  *req.mutable_reservation_ids() = again.reservation_ids();
   v1::PutAbortResponse resp;
-  absl::Status a = shard.PutAbort(req, &resp);
-  if (a.ok() && resp.items_size() != req.reservation_ids_size()) {
-    a = CountMismatch("PutAbort", shard.address(), resp.items_size(), req.reservation_ids_size());
-  }
+  const absl::Status a = AbortReservations(shard, again.reservation_ids(), &resp);
   for (size_t k = 0; k < busy.size(); ++k) {
     const size_t i = busy[k];
     absl::Status aborted = a;
     if (a.ok()) aborted = FromItem(resp.items(static_cast<int>(k)), blocks[i].key);
+    if (absl::IsNotFound(aborted)) {
+      // Gone before the abort: committed by the attempt that held it (or expired).
+      // The block's presence tells which (ResolveLostCommits).
+      unsure->push_back(i);
+      continue;
+    }
     result->errors[i] = absl::Status(
         result->errors[i].code(),
-        absl::StrCat(result->errors[i].message(), "; committed 4 times, then ",
+        absl::StrCat(result->errors[i].message(), "; committed ", commits, " time(s), then ",
                      aborted.ok() ? std::string("aborted")
                                   : absl::StrCat("aborting it said ", aborted.ToString(),
                                                  " (a reservation left is reclaimed after the shard's "
@@ -559,7 +572,7 @@ void Client::ResolveLostCommits(absl::string_view ns, Shard& shard, std::span<co
     } else {
       result->errors[i] = absl::NotFoundError(absl::StrCat(
           "block ", blocks[i].key.Hex(), ": PutCommit to ", shard.address(),
-          " was retried (a reply was lost) and the block is not stored",
+          " was tried again (a reply was lost, or the reservation was busy) and the block is not stored",
           s.ok() ? "" : absl::StrCat(" (or could not be checked: ", s.message(), ")")));
     }
   }

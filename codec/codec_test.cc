@@ -870,14 +870,19 @@ TEST(CodecTest, DecoderRefusesStoredStatsThatAreNotFiniteOrNegative) {
       const SegLayout L = Layout(c, b.shape, is_value, h->group_size, h->sink_tokens);
       const uint64_t seg = BlockHeader::kSize + GetU64(enc.data() + BlockHeader::kSize + 16 * s);
       std::vector<Edit> edits;
-      if (IsKivi(c)) {  // fp16 scale and zero; the last statistic of the segment
-        const uint64_t last = 2 * (L.scale_bytes / 2 - 1);
-        for (uint32_t v : {0x7E00u, 0xBC00u, 0x7C00u}) edits.push_back({"scale[", L.scale_off + last, v, 2});  // NaN, -1, inf
-        for (uint32_t v : {0x7E00u, 0xFC00u}) edits.push_back({"zero[", L.zero_off + last, v, 2});  // NaN, -inf
+      // The checks read four fp16 (two f32) statistics at a time: every lane is hit.
+      if (IsKivi(c)) {  // fp16 scale and zero
+        const uint64_t n = L.scale_bytes / 2;
+        for (uint64_t at : {uint64_t{0}, uint64_t{1}, uint64_t{2}, n - 1}) {
+          for (uint32_t v : {0x7E00u, 0xBC00u, 0x7C00u}) edits.push_back({"scale[", L.scale_off + 2 * at, v, 2});  // NaN, -1, inf
+          for (uint32_t v : {0x7E00u, 0xFC00u}) edits.push_back({"zero[", L.zero_off + 2 * at, v, 2});  // NaN, -inf
+        }
       } else {  // f32 scales; keys also have bf16 centres
-        const uint64_t last = 4 * (L.scale_bytes / 4 - 1);
-        for (float v : {kNan, -1.0f, kInf}) {
-          edits.push_back({"scale[", L.scale_off + last, std::bit_cast<uint32_t>(v), 4});
+        const uint64_t n = L.scale_bytes / 4;
+        for (uint64_t at : {uint64_t{0}, n - 1}) {
+          for (float v : {kNan, -1.0f, kInf}) {
+            edits.push_back({"scale[", L.scale_off + 4 * at, std::bit_cast<uint32_t>(v), 4});
+          }
         }
         if (!is_value) {
           for (uint32_t v : {0x7FC0u, 0xFF80u}) edits.push_back({"mid[", L.zero_off + L.zero_bytes - 2, v, 2});

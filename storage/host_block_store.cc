@@ -387,8 +387,12 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   // free one, a free slab, or a victim whose eviction frees one (PickVictimFor;
   // the watermark evictions below only remove blocks, so what it finds stays
   // obtainable). Without this check the watermark pass evicted blocks and the
-  // Reserve then failed anyway ("a failed call changes nothing visible").
-  if (!ChunkObtainable(cls)) {
+  // Reserve then failed anyway ("a failed call changes nothing visible"). Asked
+  // only when something would be evicted before AllocateChunk (past the high
+  // watermark, or no free slot): AllocateChunk's own evictions each free what it
+  // needs, and the search it repeats ages an S3-FIFO tier's blocks.
+  const bool evicts_first = alloc_.allocated_bytes() + chunk > high_bytes_ || free_slots_.empty();
+  if (evicts_first && !ChunkObtainable(cls)) {
     ExpireOnDemandLocked();  // expired reservations and leases may hold the chunks
     if (!ChunkObtainable(cls)) return NoChunkError(size);
   }

@@ -747,8 +747,9 @@ TEST(ClusterE2eTest, ABusyCommitIsCommittedAgainOrGivenBack) {
   EXPECT_EQ(r->stored, 3u);
   for (const absl::Status& e : r->errors) EXPECT_TRUE(e.ok()) << e;
 
-  // Busy every time: four commits, then the reservations are given back (the
-  // shard committed them on the first, so the abort finds none: NOT_FOUND).
+  // Busy every time: four commits, then an abort, which finds the reservations
+  // gone (the shard committed them on the first): a lookup then finds the blocks,
+  // stored (reported failed before, though they were there).
   left->store(100);
   SetChannelFaultsForTesting([left] { return std::make_unique<BusyCommits>(left, true); });
   auto stuck = cluster->NewClient(cfg);
@@ -759,11 +760,8 @@ TEST(ClusterE2eTest, ABusyCommitIsCommittedAgainOrGivenBack) {
   absl::StatusOr<PutResult> s = stuck->Put("busy", more);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(left->load(), 96) << "the busy commits were not tried again three times";
-  EXPECT_EQ(s->failed, 3u);
-  for (const absl::Status& e : s->errors) {
-    EXPECT_TRUE(absl::IsFailedPrecondition(e)) << e;
-    EXPECT_TRUE(absl::StrContains(e.message(), "committed 4 times, then aborting it said NOT_FOUND")) << e;
-  }
+  EXPECT_EQ(s->stored, 3u);
+  for (const absl::Status& e : s->errors) EXPECT_TRUE(e.ok()) << e;
 }
 
 // A shard batch read inline in parts (each at most max_inline_batch_bytes) stops

@@ -739,9 +739,12 @@ TEST(KvhubdLifecycleTest, ExitLeavesASuccessorsReadyFile) {
   ASSERT_TRUE(p.ok()) << p.status();
   const std::string successor = "kvhubd ready grpc=127.0.0.1:5 http=127.0.0.1:6 node=next\n";
   {
+    // As a successor does: remove the old line, then write its own beside and rename
+    // it (its inode number may be the freed one of the old file).
+    ASSERT_EQ(unlink(ready.c_str()), 0);
     const std::string tmp = ready + ".new";
     std::ofstream(tmp) << successor;
-    ASSERT_EQ(std::rename(tmp.c_str(), ready.c_str()), 0);  // a new file, as WriteOutput makes
+    ASSERT_EQ(std::rename(tmp.c_str(), ready.c_str()), 0);
   }
   EXPECT_EQ((*p)->Stop().value_or(-1), 0);
   std::ifstream in(ready);
