@@ -101,8 +101,13 @@ void UcxProbe::Loop() {
     }
     KVHUB_LOG(warn, "ucx probe: {}", std::string(pong.message()));
     std::shared_ptr<transport::UcxWorker> deaf = target;
+    const uint64_t accepted = link.conn.id;
     disconnect(/*close_accepted=*/false);
-    on_deaf_(std::move(deaf));
+    on_deaf_(deaf);
+    // Not replaced (no new worker could be made): it stays the target, and the
+    // next round links to it again; close this round's connection on it, or one
+    // would be left behind every round until the connection limit.
+    if (target_() == deaf) (void)deaf->CloseAccepted(accepted).ok();
   }
   disconnect(/*close_accepted=*/true);
 }

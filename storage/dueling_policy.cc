@@ -74,13 +74,18 @@ class DuelingPolicy::Shadow {
       return prefix;
     }
     auto all = [](uint32_t) { return true; };
-    while (size_ >= std::max<uint32_t>(limit, 1) || free_.empty()) {
+    // One eviction per miss keeps the shadow at the tier's size; after the tier
+    // shrank at once (a mass delete: 200k blocks gone) the shadow follows a few
+    // blocks per miss instead of all in one call, under the store's lock.
+    uint32_t evictions = 0;
+    while (free_.empty() || (size_ >= std::max<uint32_t>(limit, 1) && evictions < kMaxShrinkPerReference)) {
       uint32_t v = policy_->PickVictim(all);
       if (v == kNoSlot) return false;
       policy_->OnRemove(v, /*evicted=*/true);
       Erase(hint_of_[v]);
       free_.push_back(v);
       --size_;
+      ++evictions;
     }
     uint32_t s = free_.back();
     free_.pop_back();
@@ -98,6 +103,7 @@ class DuelingPolicy::Shadow {
     uint32_t slot = kNoSlot;  // kNoSlot = empty
   };
   static constexpr size_t kNpos = ~size_t{0};
+  static constexpr uint32_t kMaxShrinkPerReference = 16;
   size_t Home(uint64_t h) const {
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
