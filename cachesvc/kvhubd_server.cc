@@ -371,6 +371,7 @@ std::string KvhubdServer::RenderMetrics() const {
   in.ucx_refused_addresses = ucx_->refused_addresses();
   in.ucx_unreachable_addresses = ucx_->unreachable_addresses();
   in.ucx_unknown_conn_requests = ucx_->unknown_conn_requests();
+  in.ucx_busy_conn_requests = ucx_->busy_conn_requests();
   in.ucx_accepting = ucx_->accepting();
   if (absl::StatusOr<OpenFileLimits> fds = ReadOpenFileLimits(); fds.ok()) {
     in.max_fds = fds->soft;

@@ -366,6 +366,10 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
          "UCX requests dropped unanswered: no open connection has the id and key their header names (a client "
          "whose connection closed, or a peer on the UCX port that was never given the key)");
   absl::StrAppend(&out, "kvhub_ucx_unknown_conn_requests_total ", in.ucx_unknown_conn_requests, "\n");
+  Header(&out, "kvhub_ucx_busy_conn_requests_total", "counter",
+         "UCX get and put requests refused (RESOURCE_EXHAUSTED) because their connection had its transfers in "
+         "flight (16384 answers its peer had not taken yet)");
+  absl::StrAppend(&out, "kvhub_ucx_busy_conn_requests_total ", in.ucx_busy_conn_requests, "\n");
   if (in.auth_on) {
     Header(&out, "kvhub_auth_tokens", "gauge", "bearer tokens in force (auth_tokens_file)");
     absl::StrAppend(&out, "kvhub_auth_tokens ", in.auth_tokens, "\n");

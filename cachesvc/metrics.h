@@ -92,6 +92,7 @@ struct MetricsSnapshotInputs {
   uint64_t ucx_refused_addresses = 0;
   uint64_t ucx_unreachable_addresses = 0;
   uint64_t ucx_unknown_conn_requests = 0;
+  uint64_t ucx_busy_conn_requests = 0;
   // UcxServer::accepting(): not rendered when UCX is off by design.
   std::optional<bool> ucx_accepting;
   // Bearer tokens (auth_tokens_file): whether on, how many are in force, and the

@@ -43,6 +43,7 @@ struct UcxServer::State {
   // Served bytes of workers replaced or stopped.
   uint64_t retired_served_get_bytes ABSL_GUARDED_BY(mu) = 0, retired_served_put_bytes ABSL_GUARDED_BY(mu) = 0;
   uint64_t retired_unknown_conn_requests ABSL_GUARDED_BY(mu) = 0;
+  uint64_t retired_busy_conn_requests ABSL_GUARDED_BY(mu) = 0;
   std::atomic<uint64_t> resets{0};
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
@@ -331,6 +332,7 @@ void UcxServer::ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf) {
     st.retired_served_get_bytes += old.served_get_bytes;
     st.retired_served_put_bytes += old.served_put_bytes;
     st.retired_unknown_conn_requests += old.unknown_conn_requests;
+    st.retired_busy_conn_requests += old.busy_conn_requests;
     st.worker = std::move(*fresh);
     st.served = st.worker->ServedRegions();
   }
@@ -357,6 +359,7 @@ void UcxServer::Stop() {
       state_->retired_served_get_bytes += s.served_get_bytes;
       state_->retired_served_put_bytes += s.served_put_bytes;
       state_->retired_unknown_conn_requests += s.unknown_conn_requests;
+      state_->retired_busy_conn_requests += s.busy_conn_requests;
     }
   }
   if (w == nullptr) return;
@@ -569,6 +572,17 @@ uint64_t UcxServer::unknown_conn_requests() const {
     absl::MutexLock l(&state_->mu);
     return state_->retired_unknown_conn_requests +
            (state_->worker != nullptr ? state_->worker->Stats().unknown_conn_requests : 0);
+  }
+#endif
+  return 0;
+}
+
+uint64_t UcxServer::busy_conn_requests() const {
+#ifdef KVHUB_HAVE_UCX
+  if (state_ != nullptr) {
+    absl::MutexLock l(&state_->mu);
+    return state_->retired_busy_conn_requests +
+           (state_->worker != nullptr ? state_->worker->Stats().busy_conn_requests : 0);
   }
 #endif
   return 0;

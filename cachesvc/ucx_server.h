@@ -165,6 +165,9 @@ class UcxServer {
   // UCX requests dropped because no open connection has the id and key their
   // header names (a stale client, or a peer never handed the key).
   uint64_t unknown_conn_requests() const;
+  // UCX requests refused because their connection had UcxWorker::Options::
+  // max_transfers_per_conn transfers in flight (a peer not taking its answers).
+  uint64_t busy_conn_requests() const;
 
   // Block bytes the worker served by active messages (0 when off).
   uint64_t served_get_bytes() const;

@@ -409,6 +409,9 @@ absl::StatusOr<Reservation> HostBlockStore::ReserveImpl(absl::string_view ns, co
   uint32_t s = free_slots_.PopTail();
   uint64_t prior = 0;
   uint64_t off = AllocateChunk(cls, &prior);
+  if (off == SlabAllocator::kNoChunk && ExpireOnDemandLocked() > 0) {
+    off = AllocateChunk(cls, &prior);  // expired reservations and leases held the chunks
+  }
   if (off == SlabAllocator::kNoChunk) {
     free_slots_.PushTail(s);
     return NoChunkError(size);

@@ -596,8 +596,31 @@ TEST_P(UcxBusyConnTest, AConnectionHoldsAtMostItsTransferCap) {
   EXPECT_GE(ok, 1u);
   EXPECT_EQ(server_->Stats().busy_conn_requests, ts.size() - ok);
   ExpectHoldsEnded(ok);  // a refused request begins no hold
-  absl::MutexLock l(&mu_);
-  EXPECT_LE(peak_held_, 2u) << "a connection held more transfers than its cap";
+  {
+    absl::MutexLock l(&mu_);
+    EXPECT_LE(peak_held_, 2u) << "a connection held more transfers than its cap";
+  }
+  // Every transfer that ended gave its place back: one at a time, each is served
+  // (a count that never went down would refuse them all now). A refused put (over
+  // shared memory, rendezvous AM puts are refused by design) and a refused get
+  // (no grant) give theirs back too.
+  for (int round = 0; round < 4; ++round) {
+    Transfer bad{TransferKind::kGet, UcxPath::kAm, 0u, 4096, kSize, bufs[0].data(), 7};  // grant refused
+    absl::Status refused;
+    ASSERT_TRUE(client_->Execute(peer_, {&bad, 1}, {&refused, 1}).ok());
+    EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+    std::vector<uint8_t> src(kSize, static_cast<uint8_t>(round));
+    Transfer put{TransferKind::kPut, UcxPath::kAm, 1u, 0, kSize, src.data(), 1};
+    absl::Status put_st;
+    ASSERT_TRUE(client_->Execute(peer_, {&put, 1}, {&put_st, 1}).ok());
+    EXPECT_NE(put_st.code(), absl::StatusCode::kResourceExhausted) << put_st;
+    for (int k = 0; k < 3; ++k) {
+      Transfer one{TransferKind::kGet, UcxPath::kAm, 0u, 0, kSize, bufs[0].data(), 1};
+      absl::Status st;
+      ASSERT_TRUE(client_->Execute(peer_, {&one, 1}, {&st, 1}).ok());
+      EXPECT_TRUE(st.ok()) << round << "/" << k << ": " << st;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxBusyConnTest,

@@ -208,10 +208,10 @@ class UcxWorker {
     // UCX (each holds its served memory, AccessHooks, until then). A request past
     // it is answered RESOURCE_EXHAUSTED at once, touching nothing: a peer that
     // sends requests and never takes the bytes could otherwise pin memory without
-    // bound, beyond its leases. 0: no limit. The default is far above what one
-    // client's calls put in flight (kvhub's client: at most max_keys_per_rpc per
-    // call and thread).
-    uint32_t max_transfers_per_conn = 8192;
+    // bound, beyond its leases. 0: no limit. The default is above what one
+    // client puts in flight: kvhub's client reads at most max_keys_per_rpc (1024)
+    // per batch, (concurrency + 1) batches at once (9216 by default).
+    uint32_t max_transfers_per_conn = 16384;
   };
 
   // `context` must outlive the worker. Errors from UCX as UNAVAILABLE/INTERNAL.
