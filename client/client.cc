@@ -625,7 +625,7 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
     out.errors[map[k]] = put->errors[k];
   }
   out.bytes_uploaded = put->bytes_uploaded;
-  if (pin) PinSkipped(ns, &out);
+  if (pin) PinPresent(ns, &out);
   out.stored = out.skipped = out.failed = 0;
   for (PutOutcome o : out.outcome) {
     switch (o) {
@@ -637,15 +637,17 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
   return out;
 }
 
-void Client::PinSkipped(absl::string_view ns, PublishResult* out) {
+void Client::PinPresent(absl::string_view ns, PublishResult* out) {
   // A put never pins a key that exists (proto: use Pin), so the blocks found
-  // present, or stored by someone else meanwhile, are pinned here; one that cannot
-  // be (a concurrent publisher has not committed it yet, the pinned quota is full)
-  // is not what the caller asked for: failed, with the reason.
+  // present, or stored by someone else meanwhile, are pinned here; so are those
+  // reported stored, since one whose commit reply was lost and that a lookup then
+  // found may be another publisher's unpinned copy (Pin is idempotent). One that
+  // cannot be pinned (a concurrent publisher has not committed it yet, the pinned
+  // quota is full) is not what the caller asked for: failed, with the reason.
   std::vector<BlockKey> keys;
   std::vector<size_t> which;
   for (size_t i = 0; i < out->outcome.size(); ++i) {
-    if (out->outcome[i] != PutOutcome::kSkipped) continue;
+    if (out->outcome[i] == PutOutcome::kFailed) continue;
     keys.push_back(out->keys[i]);
     which.push_back(i);
   }
@@ -656,7 +658,7 @@ void Client::PinSkipped(absl::string_view ns, PublishResult* out) {
     if (s.ok()) continue;
     out->outcome[which[k]] = PutOutcome::kFailed;
     out->errors[which[k]] = absl::Status(
-        s.code(), absl::StrCat("block ", keys[k].Hex(), " was present (or being stored by another publisher) ",
+        s.code(), absl::StrCat("block ", keys[k].Hex(), " is stored (or being stored by another publisher) ",
                                "but could not be pinned: ", s.message()));
   }
 }

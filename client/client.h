@@ -107,9 +107,10 @@ class Client {
   // blocks.size() must equal tokens.size() / spec.block_tokens. Looks up which
   // blocks exist, skips them, uploads the rest with XXH3-64 checksums and the
   // chain parent. INVALID_ARGUMENT on bad input (nothing is sent). With `pin`,
-  // the blocks skipped (present already) are pinned too; one that cannot be
-  // (another publisher's copy not committed yet, the pinned quota full) is
-  // kFailed with the reason.
+  // every block reported stored or skipped is pinned (again: Pin is idempotent),
+  // also those present already, which a put never pins; one that cannot be
+  // (another publisher's copy not committed yet, the pinned quota full, deleted
+  // meanwhile) is kFailed with the reason. One extra Pin call per shard.
   absl::StatusOr<PublishResult> Publish(absl::string_view ns, const ModelSpec& spec,
                                         std::span<const int32_t> tokens,
                                         std::span<const std::span<const uint8_t>> blocks,
@@ -201,8 +202,8 @@ class Client {
   // still busy. NOT_FOUND answers go to `unsure` (ResolveLostCommits).
   void RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, std::vector<size_t> busy,
                         v1::PutCommitRequest again, std::vector<size_t>* unsure, PutResult* result);
-  // Publish(pin=true): pins the blocks out->outcome says were skipped.
-  void PinSkipped(absl::string_view ns, PublishResult* out);
+  // Publish(pin=true): pins the blocks out->outcome says are stored or skipped.
+  void PinPresent(absl::string_view ns, PublishResult* out);
 
   const ClientConfig config_;
   const Rendezvous placement_;

@@ -103,6 +103,11 @@ class PythonClientTest(unittest.TestCase):
         pinned = c.publish("py-ns", spec, tokens, blocks, pin=True)
         self.assertEqual((pinned.skipped, pinned.failed), (6, 0), pinned.errors)
         self.assertEqual(sum(s["pinned_blocks"] for s in c.stats()), 6)
+        # A fresh publish with pin=True: stored pinned, and pinned again (idempotent).
+        fresh = c.publish("py-pin-fresh", spec, tokens, blocks, pin=True)
+        self.assertEqual((fresh.stored, fresh.failed), (6, 0), fresh.errors)
+        self.assertEqual(sum(s["pinned_blocks"] for s in c.stats()), 12)
+        self.assertEqual(c.pin("py-pin-fresh", fresh.keys, False), [None] * 6)
         self.assertEqual(c.pin("py-ns", pinned.keys, False), [None] * 6)
         self.assertEqual(sum(s["pinned_blocks"] for s in c.stats()), 0)
         self.assertTrue(c.pin("py-ns", [b"\x07" * 16])[0].startswith("NOT_FOUND"))
