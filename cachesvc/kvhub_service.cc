@@ -405,6 +405,12 @@ grpc::ServerUnaryReactor* KvHubService::PutCommit(grpc::CallbackServerContext* c
       [this](const v1::PutCommitRequest& r, v1::PutCommitResponse* out) { return DoPutCommit(r, out); });
 }
 
+void KvHubService::ReleaseUnannounced(const v1::GetResponse& granted) {
+  for (const v1::GetResponse::Block& b : granted.blocks()) {
+    if (b.lease_id() != 0) (void)store_->Release(b.lease_id()).ok();  // ours, live: NOT_FOUND only if expired
+  }
+}
+
 void KvHubService::AbortUnannounced(const v1::PutStartResponse& started) {
   for (const v1::PutStartResponse::Reserved& r : started.items()) {
     ReservationTable::Entry e;
@@ -724,9 +730,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
       // The caller is gone (cancelled, past its deadline): it never learns these
       // leases, which would keep their blocks from eviction and count against its
       // namespace's lease share until they expire (up to max_lease).
-      for (const v1::GetResponse::Block& b : response->blocks()) {
-        if (b.lease_id() != 0) (void)store_->Release(b.lease_id()).ok();  // ours, live
-      }
+      ReleaseUnannounced(*response);
       status = grpc::Status(grpc::StatusCode::CANCELLED, "Get cancelled; its leases were released");
     }
     if (status.ok()) status = SerializeRawResponse(*response, resp);

@@ -169,7 +169,9 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp);
   grpc::Status DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
   grpc::Status DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
-  // Aborts the reservations a PutStart made for a caller that is gone (cancelled).
+  // Releases the leases of a Get answer its caller will never see (cancelled, or
+  // an answer too large to send), and aborts the reservations of such a PutStart.
+  void ReleaseUnannounced(const v1::GetResponse& granted);
   void AbortUnannounced(const v1::PutStartResponse& started);
   grpc::Status DoPut(const v1::PutRequest& req, v1::PutResponse* resp);
   // Get with the bytes copied into the response (inline) or leases returned; the

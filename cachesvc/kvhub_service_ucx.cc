@@ -335,9 +335,7 @@ absl::StatusOr<std::string> KvHubService::UcxGet(absl::string_view request) {
   } else if (const size_t bytes = response->ByteSizeLong(); bytes > transport::kMaxUcxCallBytes) {
     // The worker would replace the answer with INTERNAL and the client never learn
     // its leases (long per-block messages: a long namespace over its lease share).
-    for (const v1::GetResponse::Block& b : response->blocks()) {
-      if (b.lease_id() != 0) (void)store_->Release(b.lease_id()).ok();  // ours, live: NOT_FOUND only if expired
-    }
+    ReleaseUnannounced(*response);
     out = absl::ResourceExhaustedError(absl::StrCat("the answer to this Get is ", bytes, " bytes, over a UCX call's ",
                                                     transport::kMaxUcxCallBytes,
                                                     "; its leases were released: ask for fewer keys per call"));

@@ -179,6 +179,12 @@ void ProtobufLogToKvhubLog(google::protobuf::LogLevel level, const char* file, i
             skipped == 0 ? std::string() : absl::StrCat(" (", skipped, " earlier protobuf messages left out)"));
 }
 
+// Writes out what every logger holds (spdlog::shutdown() instead would drop the
+// default logger under UCX and gRPC threads that still log before the exit).
+void FlushLogs() {
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+}
+
 int Fail(int code, const std::string& msg) {
   std::fprintf(stderr, "kvhubd: %s\n", msg.c_str());
   return code;
@@ -327,7 +333,7 @@ int main(int argc, char** argv) {
       if (sigwait(&sigs, &again) != 0 || again == SIGHUP || drained.load()) continue;
       KVHUB_LOG(warn, "kvhubd: signal {} received again: exiting without finishing the drain; exit 1", again);
       remove_ready_file();
-      spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+      FlushLogs();
       std::_Exit(1);
     }
   }).detach();
@@ -337,9 +343,8 @@ int main(int argc, char** argv) {
   KVHUB_LOG(info, "kvhubd: drained and stopped; exit 0");
   // Exit without tearing down the heap: every call is finished and the store is memory
   // only. (Destroying grpc::Server after a deadline-cancelled shutdown can block ~10 s
-  // in grpc 1.51.) The loggers are flushed, not shut down: UCX and gRPC threads still
-  // run and may log (spdlog::shutdown() dropped the default logger under them).
-  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+  // in grpc 1.51.)
+  FlushLogs();
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(0);

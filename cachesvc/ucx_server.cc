@@ -41,9 +41,19 @@ struct UcxServer::State {
   std::vector<transport::RemoteRegionInfo> served ABSL_GUARDED_BY(mu);
   uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // workers made so far, minus one
   // Served bytes of workers replaced or stopped.
-  uint64_t retired_served_get_bytes ABSL_GUARDED_BY(mu) = 0, retired_served_put_bytes ABSL_GUARDED_BY(mu) = 0;
-  uint64_t retired_unknown_conn_requests ABSL_GUARDED_BY(mu) = 0;
-  uint64_t retired_busy_conn_requests ABSL_GUARDED_BY(mu) = 0;
+  // Counters of workers replaced or stopped (Retire), in the fields Total reads.
+  transport::UcxWorkerStats retired ABSL_GUARDED_BY(mu);
+  void Retire(const transport::UcxWorkerStats& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (uint64_t transport::UcxWorkerStats::*f : kSummed) retired.*f += s.*f;
+  }
+  // What the retired workers and the serving one counted in `f`.
+  uint64_t Total(uint64_t transport::UcxWorkerStats::*f) ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock l(&mu);
+    return retired.*f + (worker != nullptr ? worker->Stats().*f : 0);
+  }
+  static constexpr uint64_t transport::UcxWorkerStats::*kSummed[] = {
+      &transport::UcxWorkerStats::served_get_bytes, &transport::UcxWorkerStats::served_put_bytes,
+      &transport::UcxWorkerStats::unknown_conn_requests, &transport::UcxWorkerStats::busy_conn_requests};
   std::atomic<uint64_t> resets{0};
   transport::UcxWorker::Options options;  // Serve's, to make a replacement
   std::function<void(uint64_t first_conn_id)> on_reset;
@@ -329,10 +339,7 @@ void UcxServer::ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf) {
   {
     absl::MutexLock l(&st.mu);
     if (st.worker != deaf) return;  // Stop came first; `fresh` goes unused
-    st.retired_served_get_bytes += old.served_get_bytes;
-    st.retired_served_put_bytes += old.served_put_bytes;
-    st.retired_unknown_conn_requests += old.unknown_conn_requests;
-    st.retired_busy_conn_requests += old.busy_conn_requests;
+    st.Retire(old);
     st.worker = std::move(*fresh);
     st.served = st.worker->ServedRegions();
   }
@@ -354,13 +361,7 @@ void UcxServer::Stop() {
   {
     absl::MutexLock l(&state_->mu);
     w = std::move(state_->worker);
-    if (w != nullptr) {
-      const transport::UcxWorkerStats s = w->Stats();
-      state_->retired_served_get_bytes += s.served_get_bytes;
-      state_->retired_served_put_bytes += s.served_put_bytes;
-      state_->retired_unknown_conn_requests += s.unknown_conn_requests;
-      state_->retired_busy_conn_requests += s.busy_conn_requests;
-    }
+    if (w != nullptr) state_->Retire(w->Stats());
   }
   if (w == nullptr) return;
   w.reset();  // the last reference: the probe is gone, and the caller stopped gRPC first
@@ -568,44 +569,28 @@ uint64_t UcxServer::unreachable_addresses() const {
 
 uint64_t UcxServer::unknown_conn_requests() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) {
-    absl::MutexLock l(&state_->mu);
-    return state_->retired_unknown_conn_requests +
-           (state_->worker != nullptr ? state_->worker->Stats().unknown_conn_requests : 0);
-  }
+  if (state_ != nullptr) return state_->Total(&transport::UcxWorkerStats::unknown_conn_requests);
 #endif
   return 0;
 }
 
 uint64_t UcxServer::busy_conn_requests() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) {
-    absl::MutexLock l(&state_->mu);
-    return state_->retired_busy_conn_requests +
-           (state_->worker != nullptr ? state_->worker->Stats().busy_conn_requests : 0);
-  }
+  if (state_ != nullptr) return state_->Total(&transport::UcxWorkerStats::busy_conn_requests);
 #endif
   return 0;
 }
 
 uint64_t UcxServer::served_get_bytes() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) {
-    absl::MutexLock l(&state_->mu);
-    return state_->retired_served_get_bytes +
-           (state_->worker != nullptr ? state_->worker->Stats().served_get_bytes : 0);
-  }
+  if (state_ != nullptr) return state_->Total(&transport::UcxWorkerStats::served_get_bytes);
 #endif
   return 0;
 }
 
 uint64_t UcxServer::served_put_bytes() const {
 #ifdef KVHUB_HAVE_UCX
-  if (state_ != nullptr) {
-    absl::MutexLock l(&state_->mu);
-    return state_->retired_served_put_bytes +
-           (state_->worker != nullptr ? state_->worker->Stats().served_put_bytes : 0);
-  }
+  if (state_ != nullptr) return state_->Total(&transport::UcxWorkerStats::served_put_bytes);
 #endif
   return 0;
 }

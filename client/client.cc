@@ -46,6 +46,18 @@ absl::Status FromItem(const v1::ItemStatus& st, const BlockKey& key) {
                                    st.message().empty() ? "error" : st.message()));
 }
 
+// stored / skipped / failed from r->outcome.
+void CountOutcomes(PutResult* r) {
+  r->stored = r->skipped = r->failed = 0;
+  for (PutOutcome o : r->outcome) {
+    switch (o) {
+      case PutOutcome::kStored: ++r->stored; break;
+      case PutOutcome::kSkipped: ++r->skipped; break;
+      case PutOutcome::kFailed: ++r->failed; break;
+    }
+  }
+}
+
 absl::Status CountMismatch(absl::string_view what, const std::string& addr, size_t got,
                            size_t want) {
   return absl::DataLossError(
@@ -297,15 +309,9 @@ absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const Bloc
       PutReserved(ns, shard, blocks, jobs[j].batch.items, &out);
     }
   });
+  CountOutcomes(&out);
   for (size_t i = 0; i < blocks.size(); ++i) {
-    switch (out.outcome[i]) {
-      case PutOutcome::kStored:
-        ++out.stored;
-        out.bytes_uploaded += sizes[i];
-        break;
-      case PutOutcome::kSkipped: ++out.skipped; break;
-      case PutOutcome::kFailed: ++out.failed; break;
-    }
+    if (out.outcome[i] == PutOutcome::kStored) out.bytes_uploaded += sizes[i];
   }
   return out;
 }
@@ -626,14 +632,7 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
   }
   out.bytes_uploaded = put->bytes_uploaded;
   if (pin) PinPresent(ns, &out);
-  out.stored = out.skipped = out.failed = 0;
-  for (PutOutcome o : out.outcome) {
-    switch (o) {
-      case PutOutcome::kStored: ++out.stored; break;
-      case PutOutcome::kSkipped: ++out.skipped; break;
-      case PutOutcome::kFailed: ++out.failed; break;
-    }
-  }
+  CountOutcomes(&out);
   return out;
 }
 
