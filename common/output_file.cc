@@ -26,11 +26,31 @@ absl::Status Lost(absl::string_view what, int err) {
 // (fsync) before it is closed, as a temporary that is renamed over the result.
 // A fresh file that could not be written whole is removed (it is this call's own:
 // O_EXCL created it).
+// `fresh` with `replaces`: the file it will be renamed over, whose mode (the umask
+// not applied) and, where the caller may set it, owner and group it takes.
 absl::Status WriteFile(const std::string& path, absl::string_view data, const std::string& shown, mode_t mode,
-                       bool fresh = false) {
+                       bool fresh = false, const struct stat* replaces = nullptr) {
   const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (fresh ? O_EXCL | O_NOFOLLOW : O_TRUNC);
   const int fd = open(path.c_str(), flags, mode);
   if (fd < 0) return Lost(shown, errno);
+  if (replaces != nullptr) {
+    // Owner first: a chown clears set-id bits, which the chmod then restores. A
+    // caller that may not give the file away (not root, another owner) leaves it
+    // its own; that is not an error.
+    if ((replaces->st_uid != geteuid() || replaces->st_gid != getegid()) &&
+        fchown(fd, replaces->st_uid, replaces->st_gid) != 0 && errno != EPERM) {
+      const int err = errno;
+      close(fd);
+      std::remove(path.c_str());
+      return Lost(shown, err);
+    }
+    if (fchmod(fd, replaces->st_mode & 07777) != 0) {
+      const int err = errno;
+      close(fd);
+      std::remove(path.c_str());
+      return Lost(shown, err);
+    }
+  }
   FILE* f = fdopen(fd, "wb");
   if (f == nullptr) {
     const int err = errno;
@@ -112,15 +132,30 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   // planted beside the path (a link, a file) is followed or truncated.
   // (Without kernel randomness the name is guessable, but O_EXCL still refuses
   // whatever is planted there.)
+  // The name is short and does not repeat PATH's own, so any name the directory
+  // takes (up to NAME_MAX) can be written.
   const uint64_t salt = KernelRandom64().value_or(static_cast<uint64_t>(time(nullptr)));
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid(), ".", absl::Hex(salt));
-  absl::Status s = WriteFile(tmp, data, shown, exists ? (st.st_mode & 07777) : 0644, /*fresh=*/true);
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string tmp =
+      absl::StrCat(slash == std::string::npos ? "" : path.substr(0, slash + 1), ".kvhub-tmp.", getpid(), ".",
+                   absl::Hex(salt));
+  absl::Status s = WriteFile(tmp, data, shown, 0644, /*fresh=*/true, exists ? &st : nullptr);
   if (!s.ok()) return s;  // WriteFile removed its own temporary, never what was there
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     s = Lost(shown, errno);
     std::remove(tmp.c_str());
+    return s;
   }
-  return s;
+  // The rename is durable only once the directory is: without this a crash could
+  // leave the old file (or none) although the call returned OK.
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Lost(absl::StrCat(shown, " (its directory)"), errno);
+  int err = fsync(dfd) != 0 ? errno : 0;
+  close(dfd);
+  // Some file systems cannot sync a directory (EINVAL); there is nothing more to do.
+  if (err != 0 && err != EINVAL) return Lost(absl::StrCat(shown, " (its directory)"), err);
+  return absl::OkStatus();
 }
 
 absl::Status FlushStdout() {

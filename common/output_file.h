@@ -15,11 +15,13 @@ namespace kvhub {
 // Writes `data` to `path` ("-" is standard output). DATA_LOSS naming the path and the
 // system's error when any byte could not be written or the file could not be closed;
 // PERMISSION_DENIED-style errors when it cannot be created come back as DATA_LOSS too,
-// with the reason. A regular file (or a new one) is written as PATH.tmp.PID.RANDOM
-// (created exclusively, never through a link, fsynced) and renamed over PATH only when
-// complete: on failure PATH is untouched (an earlier file keeps
-// its bytes) and no partial file is left; this needs write permission on PATH's
-// directory. Other paths (a device, a pipe, a symbolic link) are written in place.
+// with the reason. A regular file (or a new one) is written as .kvhub-tmp.PID.RANDOM
+// in PATH's directory (created exclusively, never through a link, fsynced) and renamed
+// over PATH only when complete, then the directory is fsynced: on failure PATH is
+// untouched (an earlier file keeps its bytes) and no partial file is left; this needs
+// write permission on PATH's directory. A replaced file keeps its mode, and its owner
+// and group where the caller may set them (root). Other paths (a device, a pipe, a
+// symbolic link) are written in place.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
 
 // Whether WriteOutput(path, ...) can be expected to succeed, for checking an output

@@ -106,10 +106,39 @@ TEST(OutputFileTest, AFailedWriteLeavesTheEarlierFileIntact) {
   EXPECT_EQ(ss.str(), "earlier\n");
   int entries = 0;
   if (DIR* d = opendir(dir.c_str())) {
-    while (const dirent* e = readdir(d)) entries += e->d_name[0] != '.';
+    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
     closedir(d);
   }
   EXPECT_EQ(entries, 1) << "a partial file was left beside the result";
+  std::remove(path.c_str());
+  rmdir(dir.c_str());
+}
+
+// The temporary was created with the old file's mode under the umask (a 0666 file
+// became 0644) and named PATH.tmp.PID.RANDOM (a 240-byte name, which the directory
+// takes, could not be written: ENAMETOOLONG).
+TEST(OutputFileTest, AReplacedFileKeepsItsModeAndAnyNameTheDirectoryTakesCanBeWritten) {
+  const std::string dir = ::testing::TempDir() + "/output_file_mode_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  const std::string path = dir + "/shared.json";
+  ASSERT_TRUE(WriteOutput(path, "old").ok());
+  ASSERT_EQ(chmod(path.c_str(), 0666), 0);
+  const mode_t old_umask = umask(022);
+  absl::Status s = WriteOutput(path, "new");
+  umask(old_umask);
+  ASSERT_TRUE(s.ok()) << s;
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0666u);
+  EXPECT_EQ(st.st_uid, geteuid());
+
+  const std::string long_path = dir + "/" + std::string(240, 'x');
+  s = WriteOutput(long_path, "long");
+  EXPECT_TRUE(s.ok()) << s;
+  std::stringstream ss;
+  ss << std::ifstream(long_path).rdbuf();
+  EXPECT_EQ(ss.str(), "long");
+  std::remove(long_path.c_str());
   std::remove(path.c_str());
   rmdir(dir.c_str());
 }

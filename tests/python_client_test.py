@@ -79,10 +79,14 @@ class PythonClientTest(unittest.TestCase):
                     {"dtype": "bfloat16"}, {"model": "a|b"}, {"block_tokens": 0}):
             with self.assertRaises(ValueError, msg=str(bad)):
                 pykeys.fingerprint({**py_spec, **bad})
+        with self.assertRaises(ValueError):  # not OverflowError
+            pykeys.fingerprint({**py_spec, "rope_base": 10 ** 309})
         for ns in ("", "a\x01b", "x" * 257):
             with self.assertRaises(ValueError, msg=repr(ns)):
                 pykeys.block_keys(ns, py_spec, [1] * 16)
-        for toks in ([True] * 16, [np.True_] * 16, [1.5] * 16, [2 ** 31] * 16):
+        # The partial tail's ids are checked too, and a bytes object is not a list of ids.
+        for toks in ([True] * 16, [np.True_] * 16, [1.5] * 16, [2 ** 31] * 16, [1] * 16 + [2 ** 40],
+                     [1] * 16 + [None], b"\x01" * 64):
             with self.assertRaises(ValueError, msg=repr(toks[0])):
                 pykeys.block_keys("py-ns", py_spec, toks)
         # `import kvhub` is enough for kvhub.keys (an AttributeError before), and the

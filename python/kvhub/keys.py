@@ -73,7 +73,11 @@ def check_spec(spec: dict) -> dict:
                                                            ("tp_world", 1024), ("block_tokens", 65536))}
     ints["tp_rank"] = _int(spec, "tp_rank", 0, ints["tp_world"] - 1)
     rb = spec["rope_base"]
-    if isinstance(rb, bool) or not isinstance(rb, numbers.Real) or not math.isfinite(rb) or rb <= 0:
+    try:
+        finite = not isinstance(rb, bool) and isinstance(rb, numbers.Real) and math.isfinite(rb) and rb > 0
+    except OverflowError:  # an int beyond a double's range (math.isfinite(10**309))
+        finite = False
+    if not finite:
         raise ValueError(f"model spec: rope_base={rb!r} must be a finite number > 0")
     if spec["dtype"] not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"model spec: dtype={spec['dtype']!r} must be bf16, fp16 or fp32")
@@ -107,6 +111,9 @@ def fingerprint(spec: dict) -> int:
 
 
 def _tokens_le(tokens) -> bytes:
+    if isinstance(tokens, (bytes, bytearray, memoryview, str)):
+        # Iterating them gives bytes or characters, not token ids.
+        raise ValueError(f"token ids must be a sequence of ints, not {type(tokens).__name__}")
     ids = [_as_int(t) for t in tokens]
     for t, i in zip(tokens, ids):
         if i is None:
@@ -127,10 +134,11 @@ def block_keys(ns: str, spec: dict, tokens) -> list:
     """Keys of every full block of `tokens` (the partial tail gets none)."""
     spec = check_spec(spec)  # ModelSpec's defaults first (block_tokens among them)
     b = int(spec["block_tokens"])
+    packed = _tokens_le(tokens)  # every id checked, the partial tail's too, as C++ does
     prev = chain_root(ns, fingerprint(spec))
     keys = []
-    for i in range(len(tokens) // b):
-        prev = _xxh3_128(u128_bytes(prev) + _tokens_le(tokens[i * b:(i + 1) * b]))
+    for i in range(len(packed) // (4 * b)):
+        prev = _xxh3_128(u128_bytes(prev) + packed[4 * i * b:4 * (i + 1) * b])
         keys.append(prev)
     return keys
 
