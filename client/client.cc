@@ -258,6 +258,36 @@ absl::StatusOr<LookupResult> Client::LookupPrefix(absl::string_view ns, const Mo
 
 // ---------------------------------------------------------------- Put
 
+std::vector<Client::PutJob> Client::MakePutJobs(std::span<const BlockKey> keys,
+                                                std::span<const uint64_t> sizes) const {
+  // Inline and reserved blocks are batched separately, per shard.
+  std::vector<PutJob> jobs;
+  for (bool inl : {true, false}) {
+    std::vector<BlockKey> sub_keys;
+    std::vector<uint64_t> sub_sizes;
+    std::vector<size_t> map;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if ((sizes[i] <= config_.inline_put_max_block_bytes) != inl) continue;
+      sub_keys.push_back(keys[i]);
+      sub_sizes.push_back(sizes[i]);
+      map.push_back(i);
+    }
+    const uint64_t max_bytes = inl ? config_.max_inline_batch_bytes : kMaxReserveBatchBytes;
+    for (Batch& b : MakeBatches(sub_keys, config_.max_keys_per_rpc, &sub_sizes, max_bytes)) {
+      for (size_t& item : b.items) item = map[item];
+      jobs.push_back(PutJob{inl, std::move(b)});
+    }
+  }
+  return jobs;
+}
+
+size_t Client::MostPutCallsPerShard(std::span<const BlockKey> keys, std::span<const uint64_t> sizes) const {
+  std::vector<size_t> calls(shards_.size(), 0);
+  size_t most = 0;
+  for (const PutJob& j : MakePutJobs(keys, sizes)) most = std::max(most, ++calls[j.batch.shard]);
+  return most;
+}
+
 absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const BlockPut> blocks) {
   if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
@@ -273,34 +303,13 @@ absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const Bloc
   out.errors.assign(blocks.size(), absl::OkStatus());
   if (blocks.empty()) return out;
 
-  // Inline and reserved blocks are batched separately, per shard.
   std::vector<BlockKey> keys(blocks.size());
   std::vector<uint64_t> sizes(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
     keys[i] = blocks[i].key;
     sizes[i] = blocks[i].data.size();
   }
-  struct Job {
-    bool inline_put;
-    Batch batch;
-  };
-  std::vector<Job> jobs;
-  for (bool inl : {true, false}) {
-    std::vector<BlockKey> sub_keys;
-    std::vector<uint64_t> sub_sizes;
-    std::vector<size_t> map;
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if ((sizes[i] <= config_.inline_put_max_block_bytes) != inl) continue;
-      sub_keys.push_back(keys[i]);
-      sub_sizes.push_back(sizes[i]);
-      map.push_back(i);
-    }
-    const uint64_t max_bytes = inl ? config_.max_inline_batch_bytes : kMaxReserveBatchBytes;
-    for (Batch& b : MakeBatches(sub_keys, config_.max_keys_per_rpc, &sub_sizes, max_bytes)) {
-      for (size_t& item : b.items) item = map[item];
-      jobs.push_back(Job{inl, std::move(b)});
-    }
-  }
+  const std::vector<PutJob> jobs = MakePutJobs(keys, sizes);
   RunParallel(pool_.get(), jobs.size(), [&](size_t j) {
     Shard& shard = *shards_[jobs[j].batch.shard];
     if (jobs[j].inline_put && !data_plane_->WantsAllPutsReserved(shard)) {

@@ -167,6 +167,11 @@ class Client {
   const std::string& MemberAddress(size_t index) const;
   size_t member_count() const { return shards_.size(); }
   const ClientConfig& config() const { return config_; }
+  // How many put calls Put would send to the busiest shard for blocks of these keys
+  // and sizes (sizes.size() == keys.size()). One shard's calls run in parallel, so
+  // above 1 its blocks may be stored in any order (tools that model the shards'
+  // eviction order, like kvhub-replay, need 1). Cheap; sends nothing.
+  size_t MostPutCallsPerShard(std::span<const BlockKey> keys, std::span<const uint64_t> sizes) const;
 
  private:
   Client(ClientConfig config, Rendezvous placement, std::unique_ptr<DataPlane> data_plane,
@@ -187,6 +192,13 @@ class Client {
   std::vector<Batch> MakeBatches(std::span<const BlockKey> keys, size_t max_keys,
                                  const std::vector<uint64_t>* sizes = nullptr,
                                  uint64_t max_bytes = 0) const;
+  // Put's calls: per shard, inline blocks in batches of max_inline_batch_bytes and
+  // the others in reservation batches, each of at most max_keys_per_rpc keys.
+  struct PutJob {
+    bool inline_put;
+    Batch batch;
+  };
+  std::vector<PutJob> MakePutJobs(std::span<const BlockKey> keys, std::span<const uint64_t> sizes) const;
   void PutOnShard(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,
                   const std::vector<size_t>& items, PutResult* result);
   void PutInline(absl::string_view ns, Shard& shard, std::span<const BlockPut> blocks,

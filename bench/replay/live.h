@@ -75,6 +75,12 @@ struct LiveResult {
   // (of fetch_failures; NOT_FOUND is a block evicted meanwhile, a real miss).
   uint64_t lookup_failures = 0, fetch_errors = 0;
   uint64_t fetch_evicted = 0;        // of fetch_failures: NOT_FOUND (the rest follow a failed block)
+  // Requests whose new blocks went to some shard in more than one put call: the
+  // client runs a shard's calls in parallel, so that shard stored them out of chain
+  // order and its eviction order can differ from the simulator's (live != sim).
+  // 0 with PrepareReplayClient's settings unless a request carries more than 256 MiB
+  // or 4096 new blocks to one shard.
+  uint64_t unordered_publishes = 0;
   absl::Status first_error;          // the first lookup, fetch or put error; OK if none
   // Failures that make the run's numbers untrustworthy (everything but evictions).
   uint64_t errors() const { return lookup_failures + fetch_errors + put_failures + verify_failures; }
@@ -89,6 +95,12 @@ struct LiveResult {
                             : 0.0;
   }
 };
+
+// Client settings live replay needs to equal the simulation: every block goes
+// through reservations (batches of up to 256 MiB and 4096 keys per shard, committed
+// in chain order) instead of inline Put batches of max_inline_batch_bytes, which the
+// client sends to one shard in parallel, storing the blocks out of order.
+void PrepareReplayClient(ClientConfig* config);
 
 // What RunLive refuses before it sends anything (call it before starting shards):
 // INVALID_ARGUMENT for a bad speedup or pacing past 1e6 s, RESOURCE_EXHAUSTED for a

@@ -492,6 +492,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   } else {
     return absl::InvalidArgumentError("--live needs --members HOST:PORT,... or --spawn N");
   }
+  PrepareReplayClient(&cc);
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(cc);
   if (!client.ok()) return client.status();
   // Every member must answer first: a replay against a dead shard measures nothing.
@@ -574,6 +575,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["fetch_errors"] = r->fetch_errors;
   out["first_error"] = r->first_error.ok() ? "" : r->first_error.ToString();
   out["already_stored_blocks"] = r->skipped_blocks;
+  out["unordered_publishes"] = r->unordered_publishes;
   out["lookup"] = LatJson(r->lookup);
   out["fetch"] = LatJson(r->fetch);
   out["publish"] = LatJson(r->publish);
@@ -594,6 +596,12 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       lo.verify ? absl::StrCat(r->verify_failures) : std::string("not checked"), r->fetch_failures,
       r->fetch_evicted, r->fetch_errors, r->put_failures, r->lookup_failures, r->skipped_blocks);
   if (!r->first_error.ok()) report << "  first error: " << r->first_error.ToString() << "\n";
+  if (r->unordered_publishes > 0) {
+    report << "  " << r->unordered_publishes
+           << " request(s) sent their new blocks to a shard in several parallel calls (over 256 MiB or "
+              "4096 blocks for one shard): stored out of chain order, so the shards' eviction order "
+              "(and the hit rate) can differ from --sim; lower --bytes_per_token\n";
+  }
   report << LatLine("lookup", r->lookup) << "\n"
             << LatLine("fetch", r->fetch) << "\n"
             << LatLine("publish", r->publish) << "\n";
