@@ -1009,6 +1009,16 @@ grpc::Status KvHubService::DoStats(v1::StatsResponse* resp) {
   t->set_pinned_blocks(st.pinned_blocks);
   t->set_leased_blocks(st.leased_blocks);
   t->set_reserved_bytes(st.reserved_bytes);
+  if (tiered_ != nullptr) {
+    // Copies of host blocks, served once the host evicts them (not counted above).
+    const storage::TierStats g = tiered_->tier_stats();
+    v1::TierStats* gt = resp->add_tiers();
+    gt->set_tier("gpu");
+    gt->set_capacity_bytes(g.gpu_off ? 0 : g.gpu_capacity_bytes);
+    gt->set_used_bytes(g.gpu_used_bytes);
+    gt->set_blocks(g.gpu_blocks);
+    gt->set_evictions(g.gpu_evictions);
+  }
   resp->set_lookup_requested_keys(metrics_->lookup_requested_keys());
   resp->set_lookup_hit_keys(metrics_->lookup_hit_keys());
   resp->set_lookup_requested_tokens(metrics_->lookup_requested_tokens());

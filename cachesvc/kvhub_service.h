@@ -41,6 +41,7 @@
 #include "cachesvc/ucx_server.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "storage/block_store.h"
+#include "storage/tiered_block_store.h"
 
 namespace kvhub::cachesvc {
 
@@ -74,6 +75,10 @@ class KvHubService final : public KvHubCallbackBase {
   // The UCX data plane (Connect, rkey ids, Stats); set once before serving starts.
   // nullptr: Connect answers FAILED_PRECONDITION. Not owned; must outlive the service.
   void set_ucx(UcxServer* ucx) { ucx_ = ucx; }
+  // The gpu tier behind `store` (the same object, when kvhubd runs one), for Stats'
+  // "gpu" entry; set once before serving starts. nullptr (default): host tier only.
+  // Not owned; must outlive the service.
+  void set_tiered(const storage::TieredBlockStore* tiered) { tiered_ = tiered; }
   // Bearer-token authorization of every RPC but Health (cachesvc/auth.h), each call
   // checked against the tokens in force when it starts; set once before serving
   // starts. nullptr (default): no authentication. Not owned; must outlive the service.
@@ -295,6 +300,7 @@ class KvHubService final : public KvHubCallbackBase {
   ReservationTable* const reservations_;
   ServiceMetrics* const metrics_;
   UcxServer* ucx_ = nullptr;
+  const storage::TieredBlockStore* tiered_ = nullptr;
   const ReloadableAuthenticator* auth_ = nullptr;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};

@@ -143,6 +143,7 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   srv->service_ = std::make_unique<KvHubService>(config, srv->store_.get(), srv->reservations_.get(),
                                                  srv->metrics_.get());
   srv->service_->set_ucx(srv->ucx_.get());
+  srv->service_->set_tiered(srv->tiered_);
   srv->service_->set_auth(srv->auth_.get());
   // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC
   // only. Clients may call the service's leases over UCX (UcxCall); the worker

@@ -67,7 +67,7 @@ class CudaGpuTier final : public GpuTier {
       return absl::ResourceExhaustedError(absl::StrCat("gpu tier: ", bytes.size(), " bytes do not fit (",
                                                        used_, " of ", config_.capacity_bytes, " used)"));
     }
-    cudaSetDevice(config_.device);
+    if (cudaError_t e = cudaSetDevice(config_.device); e != cudaSuccess) return CudaError("set device", e);
     void* p = nullptr;
     if (cudaError_t e = cudaMallocFromPoolAsync(&p, bytes.size(), pool_, stream_); e != cudaSuccess) {
       // Only an allocation that found no room is "full" (the tier then makes room);
@@ -101,7 +101,7 @@ class CudaGpuTier final : public GpuTier {
     if (out.size() != b.size) {
       return absl::InvalidArgumentError(absl::StrCat("gpu tier: output is ", out.size(), " bytes, block ", b.size));
     }
-    cudaSetDevice(config_.device);
+    if (cudaError_t e = cudaSetDevice(config_.device); e != cudaSuccess) return CudaError("set device", e);
     for (uint64_t off = 0; off < b.size; off += config_.staging_bytes) {
       const uint64_t n = std::min<uint64_t>(config_.staging_bytes, b.size - off);
       cudaError_t e = cudaMemcpyAsync(staging_, b.ptr + off, n, cudaMemcpyDeviceToHost, stream_);
@@ -130,9 +130,12 @@ class CudaGpuTier final : public GpuTier {
     absl::MutexLock l(&mu_);
     auto it = blocks_.find(MapKey(ns, key));
     if (it == blocks_.end()) return absl::NotFoundError("gpu tier: block not stored");
-    cudaSetDevice(config_.device);
-    cudaError_t e = cudaFreeAsync(it->second.ptr, stream_);
-    used_ -= it->second.size;
+    cudaError_t e = cudaSetDevice(config_.device);
+    if (e != cudaSuccess) return CudaError("set device", e);  // still stored; nothing changed
+    e = cudaFreeAsync(it->second.ptr, stream_);
+    // Forgotten either way (the key may be stored again); bytes a failed free may
+    // still hold stay counted as used, so the tier never promises room it lacks.
+    if (e == cudaSuccess) used_ -= it->second.size;
     blocks_.erase(it);
     if (e != cudaSuccess) return CudaError("free", e);
     return absl::OkStatus();
@@ -176,7 +179,10 @@ absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::Create(const GpuTierConfig& co
     return CudaError("device properties", e);
   }
   int pools = 0;
-  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, config.device);
+  if (cudaError_t e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, config.device);
+      e != cudaSuccess) {
+    return CudaError("device attribute (memory pools)", e);
+  }
   if (!pools) {
     return absl::FailedPreconditionError(
         absl::StrCat("gpu tier: device ", config.device, " (", prop.name, ") has no CUDA memory pools"));

@@ -1,6 +1,7 @@
 #include "storage/tiered_block_store.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -66,8 +67,17 @@ TieredBlockStore::~TieredBlockStore() {
   mirror_.join();
 }
 
-void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent) {
+void TieredBlockStore::Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent,
+                               uint64_t size, uint64_t checksum) {
   absl::MutexLock l(&mu_);
+  // The key put again with other bytes after the host evicted the first block: the
+  // copier would replace the old copy when it copies this block, but a full queue,
+  // or the host evicting this block first, left the old copy to be promoted over
+  // the newer block.
+  if (auto it = gpu_index_.find(Id(ns, key));
+      it != gpu_index_.end() && (it->second.size != size || it->second.checksum != checksum)) {
+    DropCopyLocked(it, ns, key);
+  }
   if (!DeviceUsableLocked() || queue_.size() >= config_.mirror_queue_blocks) {
     ++stats_.mirror_dropped;
     return;
@@ -109,8 +119,17 @@ void TieredBlockStore::MirrorLoop() {
     }
     absl::MutexLock l(&mu_);
     --in_flight_;
-    // Nothing in flight: no copy older than a recorded delete remains.
-    if (queue_.empty() && in_flight_ == 0) deleted_seq_.clear();
+    // A delete's record matters only to copies queued before it: those older than
+    // the oldest queued copy are done with (this thread is the only copier, so
+    // nothing else is in flight now).
+    const uint64_t oldest = queue_.empty() ? std::numeric_limits<uint64_t>::max() : queue_.front().seq;
+    while (!deleted_order_.empty() && deleted_order_.front().first < oldest) {
+      if (auto d = deleted_seq_.find(deleted_order_.front().second);
+          d != deleted_seq_.end() && d->second == deleted_order_.front().first) {
+        deleted_seq_.erase(d);
+      }
+      deleted_order_.pop_front();
+    }
   }
 }
 
@@ -280,6 +299,8 @@ void TieredBlockStore::TurnOffLocked(std::string reason) {
   stats_.gpu_off_reason = std::move(reason);
   stats_.mirror_dropped += queue_.size();
   queue_.clear();
+  deleted_seq_.clear();  // no copy will be indexed any more
+  deleted_order_.clear();
   gpu_index_.clear();
   gpu_bytes_ = 0;
   gpu_fifo_.clear();
@@ -377,6 +398,9 @@ absl::Status TieredBlockStore::PromoteThen(absl::string_view ns, const BlockKey&
     GpuEntry e;
     {
       absl::MutexLock l(&mu_);
+      // A key the tier does not hold is a miss at once, not after someone else's
+      // promotion (a device read that may take up to device_timeout).
+      if (!gpu_index_.contains(id)) return absl::NotFoundError("block not found");
       // One promotion at a time; behind a device call that has run past the
       // timeout this gives up (and switches the tier off) instead of queueing.
       for (;;) {
@@ -433,7 +457,8 @@ absl::StatusOr<Reservation> TieredBlockStore::Reserve(absl::string_view ns, cons
   if (r.ok()) {
     absl::MutexLock l(&pending_mu_);
     pending_[r->id] = Pending{std::string(ns), key,
-                              options.parent == nullptr ? std::nullopt : std::optional<BlockKey>(*options.parent)};
+                              options.parent == nullptr ? std::nullopt : std::optional<BlockKey>(*options.parent),
+                              size, checksum};
   }
   return r;
 }
@@ -459,7 +484,7 @@ absl::Status TieredBlockStore::Commit(uint64_t reservation_id) {
     absl::MutexLock l(&pending_mu_);
     pending_.erase(reservation_id);
   }
-  if (s.ok() && known) Enqueue(p.ns, p.key, p.parent ? &*p.parent : nullptr);
+  if (s.ok() && known) Enqueue(p.ns, p.key, p.parent ? &*p.parent : nullptr, p.size, p.checksum);
   return s;
 }
 
@@ -476,7 +501,7 @@ absl::Status TieredBlockStore::Put(absl::string_view ns, const BlockKey& key,
                                    std::span<const uint8_t> data, uint64_t checksum,
                                    const PutOptions& options) {
   absl::Status s = host_->Put(ns, key, data, checksum, options);
-  if (s.ok()) Enqueue(ns, key, options.parent);
+  if (s.ok()) Enqueue(ns, key, options.parent, data.size(), checksum);
   return s;
 }
 
@@ -496,7 +521,13 @@ absl::StatusOr<Lease> TieredBlockStore::Acquire(absl::string_view ns, const Bloc
 
 absl::Status TieredBlockStore::Pin(absl::string_view ns, const BlockKey& key, bool pin) {
   absl::Status s = host_->Pin(ns, key, pin);
-  if (s.code() != absl::StatusCode::kNotFound || !pin) return s;
+  if (s.code() != absl::StatusCode::kNotFound) return s;
+  if (!pin) {
+    // A block only the gpu tier holds is present (Lookup says so) and not pinned:
+    // unpinning it is done, not NOT_FOUND.
+    absl::MutexLock l(&mu_);
+    return gpu_index_.contains(Id(ns, key)) && DeviceUsableLocked() ? absl::OkStatus() : s;
+  }
   absl::Status p = PromoteThen(ns, key, [&] { return host_->Pin(ns, key, pin); });
   return p.code() == absl::StatusCode::kNotFound ? s : p;
 }
@@ -509,7 +540,10 @@ absl::Status TieredBlockStore::Delete(absl::string_view ns, const BlockKey& key)
     // Only a copy queued or running now could bring the block back; with none the
     // record is not needed (kept anyway, the map grew with every Delete until the
     // copier next went idle).
-    if (!queue_.empty() || in_flight_ > 0) deleted_seq_[id] = ++seq_;
+    if (DeviceUsableLocked() && (!queue_.empty() || in_flight_ > 0)) {
+      deleted_seq_[id] = ++seq_;
+      deleted_order_.emplace_back(seq_, id);
+    }
     // The device erase is left to the copier: a Delete never waits for the device.
     if (auto it = gpu_index_.find(id); it != gpu_index_.end()) {
       had_gpu = true;
@@ -545,6 +579,11 @@ TierStats TieredBlockStore::tier_stats() const {
   s.gpu_used_bytes = gpu_bytes_;
   s.gpu_blocks = gpu_index_.size();
   return s;
+}
+
+size_t TieredBlockStore::deleted_records_for_testing() const {
+  absl::MutexLock l(&mu_);
+  return deleted_seq_.size() + deleted_order_.size();
 }
 
 size_t TieredBlockStore::mirror_pending() const {

@@ -10,7 +10,9 @@
 //
 // Coherence: Delete removes a key from both tiers, and a copy still on its way
 // to the gpu tier when the key is deleted is dropped, so a deleted block is
-// never promoted back. A gpu copy whose bytes no longer match the checksum it
+// never promoted back. A key the gpu tier alone holds may be put again (Reserve
+// and Put go to the host store): once the new block is committed, a gpu copy of
+// other bytes is dropped, so the older block never comes back over it. A gpu copy whose bytes no longer match the checksum it
 // was stored with is dropped and reported (DATA_LOSS is never returned to the
 // caller for it: the block is a miss).
 //
@@ -129,6 +131,8 @@ class TieredBlockStore final : public BlockStore {
   // dropped copies not yet erased from the device). For tests and
   // drain-before-exit.
   size_t mirror_pending() const;
+  // Deletes remembered against copies queued before them (bounded by the queue).
+  size_t deleted_records_for_testing() const;
 
  private:
   struct Item {  // a committed block waiting to be copied
@@ -152,13 +156,17 @@ class TieredBlockStore final : public BlockStore {
     std::string ns;
     BlockKey key;
     std::optional<BlockKey> parent;
+    uint64_t size = 0, checksum = 0;
   };
   // (namespace, key) as one map key.
   static std::string Id(absl::string_view ns, const BlockKey& key);
 
   TieredBlockStore(std::unique_ptr<BlockStore> host, std::unique_ptr<GpuTier> gpu,
                    const TieredStoreConfig& config);
-  void Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent);
+  // After the host store committed (ns, key) with these bytes: drops a gpu copy of
+  // other bytes, then queues the block's copy.
+  void Enqueue(absl::string_view ns, const BlockKey& key, const BlockKey* parent, uint64_t size,
+               uint64_t checksum);
   void MirrorLoop();
   void MirrorOne(const Item& item);
   // Runs one device call of the copier (`call`, made without mu_), timed for
@@ -202,8 +210,11 @@ class TieredBlockStore final : public BlockStore {
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // copies and erases taken by the copier, not finished
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Keys deleted while copies may be in flight: a copy enqueued before the
-  // delete (smaller seq) is dropped. Cleared when the copier is idle.
+  // delete (smaller seq) is dropped. Forgotten once older than every queued copy.
   absl::flat_hash_map<std::string, uint64_t> deleted_seq_ ABSL_GUARDED_BY(mu_);
+  // deleted_seq_'s records in the order made, to forget those older than every
+  // queued copy (under a steady queue it never empties; it grew with every Delete).
+  std::deque<std::pair<uint64_t, std::string>> deleted_order_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, GpuEntry> gpu_index_ ABSL_GUARDED_BY(mu_);
   uint64_t gpu_bytes_ ABSL_GUARDED_BY(mu_) = 0;          // sum of gpu_index_'s sizes
   std::deque<FifoEntry> gpu_fifo_ ABSL_GUARDED_BY(mu_);  // oldest first; may hold stale entries

@@ -327,6 +327,101 @@ TEST_P(TieredStoreTest, AKeyPutAgainWithOtherBytesReplacesItsGpuCopy) {
   EXPECT_EQ(*got, second) << "the first block came back";
 }
 
+// The same, when the second block is never copied (the copy queue is full): the
+// first block's gpu copy stayed indexed and, once the host evicted the second, was
+// promoted and served although the second was the last one published.
+TEST_P(TieredStoreTest, AKeyPutAgainIsNeverServedItsOlderGpuCopy) {
+  if (GetParam()) GTEST_SKIP() << "a slow device is injected through the host-memory tier";
+  BlockStoreConfig lru = SmallConfig();
+  lru.eviction.name = "lru";
+  TieredStoreConfig config;
+  config.mirror_queue_blocks = 1;
+  Make(64ull << 20, config, lru);
+  PutBlock(5);
+  Drain();
+  auto flood = [&](uint64_t from) {  // ~1.3x the host tier: evicts key 5 there
+    for (uint64_t i = from; i < from + 300; ++i) {
+      PutBlock(i);
+      Drain();
+    }
+  };
+  flood(1000);
+  ASSERT_TRUE(Visible(5));
+  // The copier busy with one block and the queue holding another: the second
+  // block of key 5 is not queued for copying.
+  fault_->delay_ = 300;
+  PutBlock(9000);
+  for (int i = 0; i < 20000 && fault_->puts_started_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  const int started = fault_->puts_started_.load();
+  PutBlock(9001);
+  const uint64_t dropped = store_->tier_stats().mirror_dropped;
+  const std::vector<uint8_t> second = Bytes(555, kBlock);
+  ASSERT_TRUE(store_->Put("ns", Key(5), second, Sum(second), PutOptions{}).ok());
+  EXPECT_EQ(store_->tier_stats().mirror_dropped, dropped + 1) << "the queue was not full";
+  EXPECT_GE(fault_->puts_started_.load(), started);
+  fault_->delay_ = 0;
+  Drain();
+  flood(2000);
+  absl::StatusOr<std::vector<uint8_t>> got = Read(5);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << "the first block came back";
+  EXPECT_FALSE(Visible(5));
+}
+
+// Unpinning a block only the gpu tier holds (Lookup reports it present) is done,
+// not NOT_FOUND; a miss on a key the tier does not hold does not wait behind
+// another key's promotion (it waited for device_timeout behind a hung one, which
+// then switched the tier off).
+TEST_P(TieredStoreTest, GpuOnlyBlocksUnpinAndMissesDoNotWaitForPromotions) {
+  if (GetParam()) GTEST_SKIP() << "a hung device is injected through the host-memory tier";
+  BlockStoreConfig lru = SmallConfig();
+  lru.eviction.name = "lru";
+  TieredStoreConfig config;
+  config.device_timeout = absl::Seconds(3);
+  Make(64ull << 20, config, lru);
+  for (uint64_t i = 0; i < 300; ++i) {
+    PutBlock(i);
+    Drain();
+  }
+  ASSERT_TRUE(Visible(0));
+  EXPECT_TRUE(store_->Pin("ns", Key(0), false).ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Pin("ns", Key(99999), false)));
+  fault_->hang_get_ = true;
+  absl::StatusOr<std::vector<uint8_t>> hung_read = absl::UnknownError("not run");
+  std::thread reader([&] { hung_read = Read(1); });  // gpu-only: its promotion hangs
+  for (int i = 0; i < 20000 && fault_->hung_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(fault_->hung_.load(), 1);
+  absl::StatusOr<std::vector<uint8_t>> miss = Read(99999);
+  const bool off_after_miss = store_->tier_stats().gpu_off;
+  fault_->Unhang();
+  reader.join();
+  EXPECT_EQ(miss.status().code(), absl::StatusCode::kNotFound) << miss.status();
+  EXPECT_FALSE(off_after_miss) << "the miss waited for the hung promotion";
+}
+
+// Deletes are remembered only against copies queued before them: under a copy
+// queue that never empties the records were kept until it did (for ever).
+TEST_P(TieredStoreTest, DeleteRecordsDoNotOutliveTheCopiesTheyGuard) {
+  if (GetParam()) GTEST_SKIP() << "a slow device is injected through the host-memory tier";
+  Make(64ull << 20);
+  fault_->delay_ = 2;
+  uint64_t most = 0;
+  for (uint64_t i = 0; i < 600; ++i) {
+    PutBlock(i);
+    if (i >= 10) {
+      ASSERT_TRUE(store_->Delete("ns", Key(i - 10)).ok());
+    }
+    most = std::max<uint64_t>(most, store_->deleted_records_for_testing());
+  }
+  EXPECT_GT(store_->mirror_pending(), 0u) << "the queue must stay busy";
+  // Records of deletes newer than the oldest queued copy only: at most what the
+  // queue holds, twice (map and order).
+  EXPECT_LE(store_->deleted_records_for_testing(), 2 * (store_->mirror_pending() + 1));
+  fault_->delay_ = 0;
+  Drain();
+  EXPECT_EQ(store_->deleted_records_for_testing(), 0u);
+  EXPECT_GT(most, 0u);
+}
+
 // A gpu copy that no longer matches its checksum is a miss, never wrong bytes.
 TEST_P(TieredStoreTest, CorruptGpuCopyIsAMiss) {
   if (GetParam()) GTEST_SKIP() << "corruption is injected through the host-memory tier";

@@ -108,6 +108,18 @@ TEST(KvhubdGpuTierTest, ServesEvictedBlocksFromTheGpuTier) {
   EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_checksum_failures_total"), 0);
   EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_serving"), 1);
   EXPECT_EQ(Metric(**p, "kvhub_gpu_tier_device_errors_total"), 0);
+  {  // The Stats RPC reports the gpu tier beside the host tier.
+    v1::StatsRequest req;
+    v1::StatsResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stats(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.tiers_size(), 2);
+    EXPECT_EQ(resp.tiers(0).tier(), "host");
+    EXPECT_EQ(resp.tiers(1).tier(), "gpu");
+    EXPECT_GT(resp.tiers(1).capacity_bytes(), 0u);
+    EXPECT_GT(resp.tiers(1).blocks(), 0u);
+    EXPECT_GT(resp.tiers(1).used_bytes(), 0u);
+  }
 
   // Delete an early block (its host copy is long gone): it stays deleted.
   {
