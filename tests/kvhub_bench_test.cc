@@ -1,6 +1,8 @@
 // kvhub-bench as a user runs it: a spawned kvhubd, the redis-server baseline, --json -
 // on stdout, and a clear failure against a cluster that does not answer.
 
+#include <unistd.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -106,6 +108,29 @@ TEST(KvhubBenchTest, AnInterruptedBenchStillRemovesItsBlocks) {
   ASSERT_EQ(stats.exit_code, 0) << stats.out;
   EXPECT_NE(stats.out.find(" blocks=0 "), std::string::npos) << stats.out;
   EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
+}
+
+// A terminal's Ctrl-C signals the bench's whole process group: it stopped the
+// redis-server child too, and the bench then failed to connect to it for the redis
+// cells and exited 1 without its table. Now redis runs in a group of its own, no
+// cell (redis's included) starts after an interrupt, and the bench exits 130 with
+// the cells measured so far.
+TEST(KvhubBenchTest, CtrlCToItsProcessGroupExits130WithTheTable) {
+  const std::string err = absl::StrCat(::testing::TempDir(), "/kvhub_bench_sigint_", getpid(), ".err");
+  RunResult r = testing::RunCommand(absl::StrCat(
+      // setsid: the bench leads a process group, as a terminal's foreground job does.
+      "setsid ", testing::ProgramPath("kvhub-bench"),
+      " --spawn 1 --transport grpc --seconds 1 --sizes 64KiB --batches 4 --get-modes inline"
+      " --put-paths inline,reserved --concurrency 2"
+      " --kvhubd-flags '--capacity_bytes=256MiB --try_hugepages=false --log_level=warn' 2>",
+      err, " & pid=$!; ",
+      // Interrupted in its second cell, once the first printed its row.
+      "for i in $(seq 600); do grep -q 'kvhub  *put' ", err, " && break; sleep 0.1; done; ",
+      "kill -INT -$pid; wait $pid; echo \"rc=$?\"; cat ", err, "; rm -f ", err));
+  EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("interrupted; the table holds the cells measured so far"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nkvhub    put"), std::string::npos) << "no table row: " << r.out;
+  EXPECT_EQ(r.out.find("redis connect"), std::string::npos) << r.out;
 }
 
 }  // namespace

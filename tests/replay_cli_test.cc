@@ -133,6 +133,11 @@ TEST_F(ReplayCliTest, FlagsAreCheckedBeforeAnythingRuns) {
            {" --sim --capacities 1e30", "bad capacity"},
            {" --sim --capacities nan", "bad capacity"},
            {" --sim --capacities ,", "names no capacity"},
+           // Under one token 0.5 truncated to 0, which meant "inf": the column was
+           // dropped without a word. Only the word inf is the infinite cache now.
+           {" --sim --capacities 0.5,1M", "--capacities: capacity \"0.5\" is less than one token"},
+           {" --sim --capacities 100,1M", "capacity \"100\" is 100 tokens, less than one block of 512"},
+           {" --sim --byte_budget 0.5 --codecs raw", "--byte_budget: capacity \"0.5\" is less than one token"},
            {" --sim --live --members 127.0.0.1:1 --json x.json", "would keep only one report"},
            // Live settings refused before any shard starts (before: after the whole run).
            {" --live --spawn 1 --shard_capacity 64KiB", "--shard_capacity"},

@@ -174,8 +174,8 @@ TEST_P(ReplayLiveEqualsSim, WithinOnePoint) {
 // in several parallel calls, so the shard stored them out of chain order and evicted
 // others than the simulator did: here the sim evicts the chain's first blocks (the
 // third request hits nothing) while live kept some of them (17% hit, every run, in
-// kvhub-replay before the fix). kvhub-replay's client now puts through reservations
-// (one call per shard up to 256 MiB) and counts requests that would still split.
+// kvhub-replay before the fix). kvhub-replay's client now sends inline batches of up
+// to 256 MiB (one call per shard) and counts requests that would still split.
 TEST(ReplayLive, BlocksOfOneRequestAreStoredInChainOrder) {
   std::string text;
   const auto request = [&text](int ts, int first, int count) {
@@ -297,6 +297,27 @@ TEST(ReplayLive, RefusesWhatCannotRunBeforeSendingAnything) {
     r = RunLive(*trace, **client, **payloads, lo);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << speedup << " " << r.status();
   }
+  // Timestamps that go back, paced: each request is due at its timestamp after the
+  // first one's, so the pacing lag reported the backward jump as lag (2000, 0, 0 at
+  // speedup 1: 2 s that never happened). Refused, naming the request and its line
+  // (a blank line is skipped but counted); without pacing they are fine.
+  absl::StatusOr<Trace> backwards = ParseTrace(
+      "{\"timestamp\": 2000, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"
+      "\n"
+      "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"
+      "{\"timestamp\": 0, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n");
+  ASSERT_TRUE(backwards.ok()) << backwards.status();
+  ASSERT_EQ(backwards->requests.size(), 3u);
+  EXPECT_EQ(backwards->requests[1].line, 3u);
+  lo.speedup = 1;
+  const absl::Status back = CheckLiveRun(*backwards, **payloads, lo);
+  EXPECT_EQ(back.code(), absl::StatusCode::kInvalidArgument) << back;
+  EXPECT_THAT(std::string(back.message()),
+              ::testing::HasSubstr("trace request 2 (line 3): timestamp 0 ms is before the previous request's 2000 ms"));
+  r = RunLive(*backwards, **client, **payloads, lo);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  lo.speedup = 0;
+  EXPECT_TRUE(CheckLiveRun(*backwards, **payloads, lo).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, ReplayLiveEqualsSim,

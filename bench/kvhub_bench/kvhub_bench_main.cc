@@ -43,6 +43,7 @@
 #include "common/output_file.h"
 #include "common/version.h"
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -170,6 +171,37 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view s) {
     return absl::InvalidArgumentError(absl::StrCat("bad size '", given, "' (a whole number of B, KiB, MiB or GiB)"));
   }
   return v * mult;
+}
+
+// Distinct blocks the get cells of `size`-byte blocks cycle over: --get-working-set,
+// or by default 2 x the blocks in flight (at least 64), at most 1 GiB (half the
+// spawned shard's default capacity; was 2 x in flight alone: 2 GiB of 4 MiB
+// blocks at --get-blocks 64 did not fit), never fewer than one call's blocks.
+size_t WorkingSetBlocks(const Options& o, uint64_t size) {
+  if (o.get_working_set > 0) return static_cast<size_t>(o.get_working_set);
+  const size_t n = static_cast<size_t>(o.concurrency), b = static_cast<size_t>(o.get_blocks);
+  return std::max<size_t>(b, std::min<size_t>(std::max<size_t>(2 * n * b, 64), (1ull << 30) / size));
+}
+
+// redis-server's memory when the run has no spawned shard to match (--addr,
+// --members): the capacity the bench gives a shard it spawns.
+constexpr uint64_t kDefaultRedisMaxmemory = 2ull << 30;
+
+// redis-server's --maxmemory: a kvhub shard's host-tier capacity (`shard_capacity`;
+// 0: kDefaultRedisMaxmemory), raised where the largest get working set would not
+// fit, so that redis GETs never miss: redis keeps a value in an allocation up to
+// ~25% larger than it (jemalloc size classes) plus ~100 bytes of key and entry,
+// and each connection buffers a call's values (a SET's, an MGET's).
+uint64_t RedisMaxmemory(const Options& o, uint64_t shard_capacity) {
+  uint64_t bytes = shard_capacity > 0 ? shard_capacity : kDefaultRedisMaxmemory;
+  const uint64_t conns = static_cast<uint64_t>(o.concurrency);
+  const uint64_t per_call = static_cast<uint64_t>(o.get_blocks) + 1;
+  for (uint64_t size : o.sizes) {
+    const uint64_t w = WorkingSetBlocks(o, size);
+    const uint64_t need = w * (size / 2 * 3 + 256) + 2 * conns * per_call * size + (64ull << 20);
+    bytes = std::max(bytes, need);
+  }
+  return bytes;
 }
 
 // Runs body(thread, iteration) on `threads` threads for `seconds`; body
@@ -427,6 +459,9 @@ int Main(int argc, char** argv) {
   }
   // Every member must answer before any cell runs: a table of failed operations
   // measures nothing.
+  // The host-tier capacity of the smallest spawned shard (its Stats: whatever
+  // --kvhubd-flags set), which bounds redis-server's memory as well; 0 unknown.
+  uint64_t shard_capacity = 0;
   {
     std::unique_ptr<Client> probe = MakeClient(o, "inline", "inline");
     if (probe == nullptr) return 1;
@@ -434,10 +469,28 @@ int Main(int argc, char** argv) {
       std::cerr << "kvhub-bench: " << up << "\n";
       return 1;
     }
+    if (o.spawn > 0 && o.redis) {
+      for (const MemberStats& m : probe->Stats()) {
+        if (!m.stats.ok()) continue;
+        for (const auto& tier : m.stats->tiers()) {
+          if (tier.tier() != "host" || tier.capacity_bytes() == 0) continue;
+          if (shard_capacity == 0 || tier.capacity_bytes() < shard_capacity) shard_capacity = tier.capacity_bytes();
+        }
+      }
+    }
   }
   std::unique_ptr<RedisServer> redis;
+  uint64_t redis_maxmemory = 0;
   if (o.redis) {
-    auto r = RedisServer::Start(o.redis_server);
+    redis_maxmemory = RedisMaxmemory(o, shard_capacity);
+    const uint64_t bound = shard_capacity > 0 ? shard_capacity : kDefaultRedisMaxmemory;
+    if (redis_maxmemory > bound) {
+      std::fprintf(stderr,
+                   "kvhub-bench: redis-server --maxmemory %s, not the %s of %s, so that its get working set fits\n",
+                   HumanBytes(redis_maxmemory).c_str(), HumanBytes(bound).c_str(),
+                   shard_capacity > 0 ? "a spawned shard" : "the default for --addr/--members");
+    }
+    auto r = RedisServer::Start(o.redis_server, redis_maxmemory);
     if (!r.ok()) {
       std::cerr << "kvhub-bench: " << r.status() << " (use --no-redis to skip the baseline)\n";
       return 1;
@@ -522,6 +575,7 @@ int Main(int argc, char** argv) {
     std::vector<Buffer> bufs(N, Buffer(B * size, 0));
     // put
     for (const std::string& path : o.grpc ? o.put_paths : std::vector<std::string>{}) {
+      if (g_interrupted.load()) break;  // no cell starts after an interrupt
       auto client = MakeClient(o, path, "inline");
       if (client == nullptr) return 1;
       Row r = drive([&](int t, uint64_t) -> int64_t {
@@ -534,15 +588,10 @@ int Main(int argc, char** argv) {
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
     }
-    // get: a working set of W blocks, written (under fresh keys) right before
-    // each transport's get cell, so the put cells in between cannot have
-    // evicted it.
-    // Default: 2 x the blocks in flight (at least 64), at most 1 GiB (half the
-    // spawned shard's default capacity; was 2 x in flight alone: 2 GiB of 4 MiB
-    // blocks at --get-blocks 64 did not fit), never fewer than one call's B.
-    const size_t W = o.get_working_set > 0
-                         ? static_cast<size_t>(o.get_working_set)
-                         : std::max<size_t>(B, std::min<size_t>(std::max<size_t>(2 * N * B, 64), (1ull << 30) / size));
+    // get: a working set of W blocks (WorkingSetBlocks), written (under fresh
+    // keys) right before each transport's get cell, so the put cells in between
+    // cannot have evicted it.
+    const size_t W = WorkingSetBlocks(o, size);
     std::vector<BlockKey> set(W);
     auto write_set = [&] {
       auto client = MakeClient(o, "inline", "inline");
@@ -556,7 +605,7 @@ int Main(int argc, char** argv) {
                   << " failed" << (why.ok() ? "" : absl::StrCat(": ", why.ToString())) << ")\n";
       }
     };
-    write_set();
+    if (!g_interrupted.load()) write_set();
     // One Get call for B distinct blocks of the working set; -1 unless all B hit.
     auto get_blocks = [&](Client& client, int t, uint64_t i) -> int64_t {
       BlockKey keys[64];
@@ -577,6 +626,7 @@ int Main(int argc, char** argv) {
       return bytes;
     };
     for (const std::string& mode : o.grpc ? o.get_modes : std::vector<std::string>{}) {
+      if (g_interrupted.load()) break;
       auto client = MakeClient(o, "inline", mode);
       if (client == nullptr) return 1;
       Row r = drive([&](int t, uint64_t i) -> int64_t {
@@ -588,6 +638,7 @@ int Main(int argc, char** argv) {
     }
     // UCX data plane, per UCX_TLS: put (fresh keys) and get (the same working set).
     for (const std::string& tls : o.ucx ? o.ucx_tls : std::vector<std::string>{}) {
+      if (g_interrupted.load()) break;
       auto client = MakeUcxClient(o, tls);
       if (client == nullptr) return 1;
       const std::string path = absl::StrCat("ucx:", tls);
@@ -600,6 +651,7 @@ int Main(int argc, char** argv) {
       });
       r.system = "kvhub"; r.op = "put"; r.path = path; r.block_bytes = size;
       rows.push_back(r); print(r);
+      if (g_interrupted.load()) break;
       write_set();
       r = drive([&](int t, uint64_t i) -> int64_t {
         return get_blocks(*client, t, i);
@@ -612,6 +664,7 @@ int Main(int argc, char** argv) {
       }
       if (o.perftest) {
         for (const char* test : {"tag_bw", "ucp_get"}) {
+          if (g_interrupted.load()) break;
           Row pr;
           pr.system = "perftest"; pr.op = test; pr.path = path; pr.block_bytes = size; pr.concurrency = N;
           absl::StatusOr<int> port = FreeLoopbackPort();  // a fixed port range hung when taken
@@ -647,12 +700,34 @@ int Main(int argc, char** argv) {
         }
       }
     }
-    if (redis) {
+    // Not after an interrupt: the table then holds the cells measured so far.
+    if (redis && !g_interrupted.load()) {
+      // A redis-server that cannot be reached or refuses a command (it died, say)
+      // fails this size's redis cell with the reason, in the table and the JSON,
+      // instead of ending the bench before either is written.
+      auto redis_failed = [&](const char* op, const char* path, const absl::Status& why) {
+        Row r;
+        r.system = "redis"; r.op = op; r.path = path; r.block_bytes = size; r.concurrency = N;
+        r.errors = 1;
+        r.first_error = why;
+        rows.push_back(r); print(r);
+      };
+      auto flush = [&](RedisConn& c) {
+        if (absl::Status f = c.FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
+      };
       std::vector<std::unique_ptr<RedisConn>> conns;
-      for (int t = 0; t < N; ++t) {
+      absl::Status connect_error;
+      for (int t = 0; t < N && connect_error.ok(); ++t) {
         auto c = RedisConn::Connect(redis->port());
-        if (!c.ok()) { std::cerr << "kvhub-bench: " << c.status() << "\n"; return 1; }
-        conns.push_back(*std::move(c));
+        if (c.ok()) {
+          conns.push_back(*std::move(c));
+        } else {
+          connect_error = c.status();
+        }
+      }
+      if (!connect_error.ok()) {
+        redis_failed("put", "SET", connect_error);
+        continue;  // the next size tries again
       }
       Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
         const absl::Status st = conns[t]->Set(U128{redis_key_counter.fetch_add(1), key_salt}.Hex(), payload[t].data(), size);
@@ -662,11 +737,22 @@ int Main(int argc, char** argv) {
       r.first_error = cell_error.Take();
       r.system = "redis"; r.op = "put"; r.path = "SET"; r.block_bytes = size;
       rows.push_back(r); print(r);
-      if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
+      flush(*conns[0]);
+      if (g_interrupted.load()) continue;
       std::vector<std::string> rset(W);
+      absl::Status set_error;
       for (size_t i = 0; i < W; ++i) {
         rset[i] = U128{redis_key_counter.fetch_add(1), key_salt}.Hex();
-        if (!conns[0]->Set(rset[i], payload[i % N].data(), size).ok()) std::cerr << "kvhub-bench: redis SET failed\n";
+        if (absl::Status st = conns[0]->Set(rset[i], payload[i % N].data(), size); !st.ok() && set_error.ok()) {
+          set_error = st;
+        }
+      }
+      if (!set_error.ok()) {
+        // Its GETs would only miss: the get cell fails with the reason instead.
+        redis_failed("get", "GET", absl::Status(set_error.code(), absl::StrCat("storing the get working set of ", W,
+                                                                               " values: ", set_error.message())));
+        flush(*conns[0]);
+        continue;
       }
       // GET, one value per call: the baseline. With B blocks per kvhub Get,
       // also MGET of B keys (the same key pattern): calls of equal size. The
@@ -680,7 +766,7 @@ int Main(int argc, char** argv) {
       r.first_error = cell_error.Take();
       r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size; r.working_set = W; r.batch = 1;
       rows.push_back(r); print(r);
-      if (B > 1) {
+      if (B > 1 && !g_interrupted.load()) {
         r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
           std::string keys[64];
           for (size_t b = 0; b < B; ++b) keys[b] = rset[((t + i * N) * B + b) % W];
@@ -693,7 +779,7 @@ int Main(int argc, char** argv) {
         r.batch = static_cast<uint32_t>(B);
         rows.push_back(r); print(r);
       }
-      if (absl::Status f = conns[0]->FlushAll(); !f.ok()) std::cerr << "kvhub-bench: " << f << "\n";
+      flush(*conns[0]);
     }
   }
 
@@ -738,8 +824,10 @@ int Main(int argc, char** argv) {
   };
   // With --json - the JSON alone goes to stdout (parseable as is) and the table to stderr.
   FILE* table = o.json == "-" ? stderr : stdout;
+  const std::string redis_note =
+      redis ? absl::StrCat(", redis-server baseline in the same run (maxmemory ", HumanBytes(redis_maxmemory), ")") : "";
   std::fprintf(table, "kvhub-bench: %zu member(s)%s, concurrency %d, %.1f s per cell%s\n", o.members.size(),
-              o.spawn ? " (spawned)" : "", N, o.seconds, redis ? ", redis-server baseline in the same run" : "");
+              o.spawn ? " (spawned)" : "", N, o.seconds, redis_note.c_str());
   std::fprintf(table, "%-8s %-7s %-13s %8s %6s %12s %9s %12s %6s %14s\n", "system", "op", "path", "block", "batch", "ops/s",
               "GB/s", "keys/s", "errors", "shard_cpu_s/GiB");
   for (const Row& r : rows) {
@@ -841,6 +929,7 @@ int Main(int argc, char** argv) {
     j["ucx_calls"] = o.ucx_calls;
     j["cpus"] = std::thread::hardware_concurrency();
     j["redis_baseline"] = redis != nullptr;
+    j["redis_maxmemory_bytes"] = redis != nullptr ? redis_maxmemory : 0;
     j["ratios"] = ratios;
     for (const Row& r : rows) {
       j["results"].push_back({{"system", r.system}, {"op", r.op}, {"path", r.path}, {"block_bytes", r.block_bytes},

@@ -38,7 +38,9 @@ absl::StatusOr<int> FreeLoopbackPort() {
   return port;
 }
 
-absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const std::string& binary) {
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const std::string& binary,
+                                                                 uint64_t maxmemory_bytes) {
+  if (maxmemory_bytes == 0) return absl::InvalidArgumentError("redis-server needs a maxmemory > 0");
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat(binary, " is not executable (Debian package redis-server)"));
   }
@@ -47,9 +49,13 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const std::strin
   std::unique_ptr<RedisServer> s(new RedisServer());
   s->port_ = *port;
   const std::string port_s = absl::StrCat(*port);
+  // Bounded as a kvhub shard is: the put cell writes a fresh key per SET, and
+  // without a limit redis grew until the FLUSHALL after it (~0.5 GB/s).
   std::vector<std::string> args = {binary,   "--port", port_s,       "--bind", "127.0.0.1",
                                    "--save", "",       "--appendonly", "no",   "--daemonize",
-                                   "no",     "--loglevel", "warning"};
+                                   "no",     "--loglevel", "warning",
+                                   "--maxmemory", absl::StrCat(maxmemory_bytes),
+                                   "--maxmemory-policy", "allkeys-lru"};
   std::vector<char*> argv;  // built before fork: the child of a threaded process must not allocate
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -59,6 +65,13 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const std::strin
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(125);  // the bench died before prctl took effect
+    // A process group of its own: a terminal's Ctrl-C goes to the bench's group, and
+    // it stopped redis under a bench that then failed its redis cells instead of
+    // printing the cells measured so far (the bench stops redis itself).
+    if (setpgid(0, 0) != 0) _exit(124);
+    // Now a background group: a write to the terminal (with `stty tostop`) must not
+    // stop it. An ignored signal stays ignored across exec.
+    signal(SIGTTOU, SIG_IGN);
     // redis-server logs on its stdout; the bench's stdout carries only its table and JSON.
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(126);
     execv(binary.c_str(), argv.data());
@@ -126,8 +139,10 @@ absl::Status RedisConn::Set(const std::string& key, const void* data, size_t len
       redisCommand(ctx_, "SET %b %b", key.data(), key.size(), data, len));
   if (r == nullptr) return absl::UnavailableError(absl::StrCat("redis SET: ", ctx_->errstr));
   const bool ok = r->type == REDIS_REPLY_STATUS;
+  // The server's reason (an OOM refusal past maxmemory, say).
+  const std::string why = r->type == REDIS_REPLY_ERROR && r->str != nullptr ? std::string(r->str, r->len) : "";
   freeReplyObject(r);
-  return ok ? absl::OkStatus() : absl::InternalError("redis SET refused");
+  return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("redis SET refused", why.empty() ? "" : ": ", why));
 }
 
 absl::StatusOr<size_t> RedisConn::Get(const std::string& key) {

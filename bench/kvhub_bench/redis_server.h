@@ -1,10 +1,15 @@
 #pragma once
 // The redis-server baseline of kvhub-bench: starts /usr/bin/redis-server on a
-// free loopback port (no persistence) and stops it; hiredis connections to it.
-// Not thread-safe; one owner.
+// free loopback port (no persistence, memory bounded by --maxmemory with
+// allkeys-lru eviction, as a kvhub shard's capacity bounds it) and stops it;
+// hiredis connections to it. The child runs in a process group of its own, so a
+// terminal's Ctrl-C (SIGINT to the bench's group) does not stop it under the
+// bench; it still dies with the bench (PR_SET_PDEATHSIG) and is stopped by the
+// destructor. Not thread-safe; one owner.
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -17,9 +22,10 @@ namespace kvhub::bench {
 
 class RedisServer {
  public:
-  // Starts `binary` and waits until it answers PING (up to 10 s) as the process it
-  // started: another redis-server that took the port meanwhile is never used.
-  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(const std::string& binary);
+  // Starts `binary` with `--maxmemory maxmemory_bytes --maxmemory-policy allkeys-lru`
+  // and waits until it answers PING (up to 10 s) as the process it started: another
+  // redis-server that took the port meanwhile is never used.
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(const std::string& binary, uint64_t maxmemory_bytes);
   ~RedisServer();  // SIGTERM, then SIGKILL after 5 s; reaps the child
   int port() const { return port_; }
 

@@ -79,7 +79,8 @@ struct LiveResult {
   // client runs a shard's calls in parallel, so that shard stored them out of chain
   // order and its eviction order can differ from the simulator's (live != sim).
   // 0 with PrepareReplayClient's settings unless a request carries more than 256 MiB
-  // or 4096 new blocks to one shard.
+  // or 4096 new blocks to one shard (or blocks on both sides of 4 MiB, the largest
+  // put inline).
   uint64_t unordered_publishes = 0;
   absl::Status first_error;          // the first lookup, fetch or put error; OK if none
   // Failures that make the run's numbers untrustworthy (everything but evictions).
@@ -96,15 +97,18 @@ struct LiveResult {
   }
 };
 
-// Client settings live replay needs to equal the simulation: every block goes
-// through reservations (batches of up to 256 MiB and 4096 keys per shard, committed
-// in chain order) instead of inline Put batches of max_inline_batch_bytes, which the
-// client sends to one shard in parallel, storing the blocks out of order.
+// Client settings live replay needs to equal the simulation: inline Put batches of
+// up to 256 MiB and 4096 keys (not 32 MiB and 1024), so a request's new blocks
+// reach each shard in one call, stored one by one in chain order as the simulator
+// inserts them. A request split into several calls for one shard is stored out of
+// order (the client sends them in parallel). Reservations would not split either,
+// but a batch reserves all its blocks (evicting for each) before committing any,
+// which the one-at-a-time simulation does not model.
 void PrepareReplayClient(ClientConfig* config);
 
 // What RunLive refuses before it sends anything (call it before starting shards):
-// INVALID_ARGUMENT for a bad speedup or pacing past 1e6 s, RESOURCE_EXHAUSTED for a
-// request too large for memory_bytes.
+// INVALID_ARGUMENT for a bad speedup, pacing past 1e6 s, or (with pacing) timestamps
+// that go backwards; RESOURCE_EXHAUSTED for a request too large for memory_bytes.
 absl::Status CheckLiveRun(const Trace& trace, const PayloadFactory& payloads, const LiveOptions& o);
 
 // Replays trace.requests (up to max_requests). Returns a non-OK status only for

@@ -101,9 +101,11 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   return a;
 }
 
-// "3M" -> 3000000 tokens, "500k", "1.5M", "inf" -> 0.
-absl::StatusOr<uint64_t> ParseTokens(absl::string_view s) {
-  if (s == "inf") return uint64_t{0};
+// "3M" -> 3000000 tokens, "500k", "1.5M"; "inf" (that word only) -> 0. A value
+// that rounds to 0 tokens ("0.5") is refused: it meant "inf" and was dropped.
+absl::StatusOr<uint64_t> ParseTokens(absl::string_view text) {
+  if (text == "inf") return uint64_t{0};
+  absl::string_view s = text;
   double mult = 1;
   if (absl::EndsWith(s, "M") || absl::EndsWith(s, "m")) mult = 1e6;
   if (absl::EndsWith(s, "k") || absl::EndsWith(s, "K")) mult = 1e3;
@@ -114,7 +116,12 @@ absl::StatusOr<uint64_t> ParseTokens(absl::string_view s) {
   if (!absl::SimpleAtod(s, &v) || !(v > 0) || !(v * mult <= 1e15)) {
     return absl::InvalidArgumentError(absl::StrCat("bad capacity \"", s, "\": a number of tokens in (0, 1e15]"));
   }
-  return static_cast<uint64_t>(v * mult);
+  const uint64_t tokens = static_cast<uint64_t>(v * mult);
+  if (tokens == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("capacity \"", text,
+                                                   "\" is less than one token (only \"inf\" means no limit)"));
+  }
+  return tokens;
 }
 
 // "256MiB", "64M" (binary multiples), "4096".
@@ -188,10 +195,17 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
   if (a.Has("byte_budget") && a.Has("capacities")) {
     return absl::InvalidArgumentError("give --capacities (tokens) or --byte_budget (bytes), not both");
   }
+  // The simulator's block (SimOptions): a cache of fewer tokens holds no block.
+  const uint32_t block_tokens = SimOptions().block_tokens;
   if (!a.Has("byte_budget")) {
     for (absl::string_view c : absl::StrSplit(a.Get("capacities", "1M,3M,10M,50M"), ',', absl::SkipEmpty())) {
       absl::StatusOr<uint64_t> t = ParseTokens(c);
-      if (!t.ok()) return t.status();
+      if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat("--capacities: ", t.status().message()));
+      if (*t > 0 && *t < block_tokens) {
+        return absl::InvalidArgumentError(absl::StrCat("--capacities: capacity \"", c, "\" is ", *t,
+                                                       " tokens, less than one block of ", block_tokens,
+                                                       " (only \"inf\" means no limit)"));
+      }
       if (*t > 0) cols.push_back({absl::StrCat(*t / 1e6, "M tok"), *t, {}});
     }
     if (cols.empty() && !absl::StrContains(a.Get("capacities"), "inf")) {
@@ -219,7 +233,9 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
       budget = *bytes;
     } else {
       absl::StatusOr<uint64_t> bf16_tokens = ParseTokens(b);
-      if (!bf16_tokens.ok()) return bf16_tokens.status();
+      if (!bf16_tokens.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--byte_budget: ", bf16_tokens.status().message()));
+      }
       if (*bf16_tokens == 0) return absl::InvalidArgumentError("--byte_budget has no infinite budget (inf)");
       if (*bf16_tokens > (uint64_t{1} << 62) / bpt) {  // the product would not fit (or be meaningful)
         return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " x ", bpt,
@@ -249,6 +265,10 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
         evict_to_blocks = m->evict_to_blocks;
       } else if (a.Get("budget_accounting", "encoded") != "encoded") {
         return absl::InvalidArgumentError("--budget_accounting is encoded or store");
+      }
+      if (tokens < block_tokens) {  // a cache of 0 blocks: the simulator refused it without naming the budget
+        return absl::InvalidArgumentError(absl::StrCat("--byte_budget ", b, " holds ", tokens, " tokens of ", c,
+                                                       " blocks, less than one block of ", block_tokens, " tokens"));
       }
       std::cerr << absl::StrFormat(
           "  budget %.2f GB (%.4gM bf16 tokens), %-5s: %d B/block (first %d, store chunk %d), "

@@ -58,6 +58,7 @@ absl::StatusOr<Trace> ParseTrace(absl::string_view text, uint32_t block_tokens) 
     r.timestamp_ms = static_cast<int64_t>(ts);
     r.input_length = static_cast<uint32_t>(in);
     r.output_length = static_cast<uint32_t>(out);
+    r.line = line_no;
     size_t n = j["hash_ids"].size();
     if (n != (static_cast<uint64_t>(in) + block_tokens - 1) / block_tokens) {
       return bad(absl::StrCat("has ", n, " hash_ids; input_length ", in, " needs ceil(",

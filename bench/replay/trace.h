@@ -28,6 +28,7 @@ struct TraceRequest {
   uint32_t output_length = 0;
   std::vector<uint32_t> blocks;  // dense block ids, prefix-chained
   std::vector<int64_t> hash_ids; // the ids as written in the file
+  uint64_t line = 0;             // its line in the parsed text (1-based); 0: not parsed (generated)
 
   // Tokens of block i: block_tokens, except a partial last block.
   uint32_t BlockTokens(size_t i, uint32_t block_tokens = kTraceBlockTokens) const;
