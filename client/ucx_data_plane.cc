@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -89,6 +90,8 @@ struct UcxDataPlane::Peer {
   // once connected.
   absl::Time connect_after ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   absl::Duration connect_backoff ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
+  // UCX sessions that failed to open in a row since the last connection.
+  int session_failures ABSL_GUARDED_BY(mu) = 0;
   // Keeps the shard's side of the connection (null for shards without sessions),
   // and its number among this peer's sessions (a restarted shard reuses conn ids).
   std::unique_ptr<ShardSession> session ABSL_GUARDED_BY(mu);
@@ -160,12 +163,19 @@ std::shared_ptr<transport::UcxWorker> UcxDataPlane::CurrentWorker() {
 }
 
 void UcxDataPlane::CheckWorker(const std::shared_ptr<transport::UcxWorker>& w) {
-  if (!check_mu_.TryLock()) return;  // a check is running
-  // A stuck worker fails every call: one check per second is plenty.
-  const bool recent = Clock::Real()->Now() - last_check_ < absl::Seconds(1);
-  if (!recent) last_check_ = Clock::Real()->Now();
-  check_mu_.Unlock();
-  if (recent || CurrentWorker() != w) return;
+  {
+    absl::MutexLock l(&check_mu_);
+    // One check at a time (a check takes up to ~2 s of pings), and a stuck worker
+    // fails every call: one check per second is plenty.
+    if (checking_ || Clock::Real()->Now() - last_check_ < absl::Seconds(1)) return;
+    last_check_ = Clock::Real()->Now();
+    checking_ = true;
+  }
+  absl::Cleanup done = [this] {
+    absl::MutexLock l(&check_mu_);
+    checking_ = false;
+  };
+  if (CurrentWorker() != w) return;
   const absl::Status s = transport::CheckReceives(context_.get(), *w, absl::Seconds(1), /*attempts=*/2);
   if (!absl::IsDeadlineExceeded(s)) {
     if (!s.ok()) KVHUB_LOG(debug, "kvhub client: cannot check the UCX worker: {}", s.ToString());
@@ -315,7 +325,11 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       // Only a refusal that stands (UCX off there, no common transport, its
       // connection limit, a token without '*') is held; a transient failure (the
       // shard restarting, its memory gone with it) is retried on the next call.
-      if (!final && !Transient(why) && config_.ucx_retry_interval > absl::ZeroDuration()) {
+      // This client's own UCX cannot start (`final`): that stands for good, and
+      // every call fails with it without asking (or logging) again.
+      if (final) {
+        p->refused_until = absl::InfiniteFuture();
+      } else if (!Transient(why) && config_.ucx_retry_interval > absl::ZeroDuration()) {
         p->refused_until = Clock::Real()->Now() + config_.ucx_retry_interval;
       }
       KVHUB_LOG(error, "kvhub client: shard {}: transport=ucx but UCX is not available: {}", p->address,
@@ -371,8 +385,21 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
     if (opened.ok()) {
       session = std::move(*opened);
     } else if (opened.status().code() != absl::StatusCode::kUnimplemented) {
-      // Retried on a later call (connection closed meanwhile, shard stopping or slow).
-      p->last_error = absl::UnavailableError(absl::StrCat("UCX session: ", opened.status().message()));
+      // Retried on a later call (connection closed meanwhile, shard stopping or slow),
+      // a few times: one that keeps failing (the shard cannot reach this client's
+      // worker, say) is a fallback like any other, said so and retried after
+      // ucx_retry_interval, not a Connect a second for ever with nothing logged.
+      const absl::Status why = absl::UnavailableError(absl::StrCat("UCX session: ", opened.status().message()));
+      if (++p->session_failures >= kSessionFailuresBeforeFallback) {
+        p->session_failures = 0;
+        return give_up(absl::UnavailableError(absl::StrCat(kSessionFailuresBeforeFallback,
+                                                           " UCX connects in a row failed, the last: ",
+                                                           why.message())));
+      }
+      p->last_error = why;
+      if (config_.transport == TransportMode::kAuto) {
+        p->SetTransport(absl::StrCat("grpc (UCX connect retrying: ", why.message(), ")"));
+      }
       back_off();
       return;
     }  // else a shard without sessions: it keeps the connection until UCX fails it
@@ -429,6 +456,7 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
   p->state = Peer::State::kUcx;
   p->last_error = absl::OkStatus();
   p->connect_backoff = absl::ZeroDuration();
+  p->session_failures = 0;
   p->SetTransport(absl::StrCat("ucx (", tls, "; get=", path_name(get_path), " put=", path_name(put_path),
                                  p->calls ? "; leases over ucx" : "", ")"));
   KVHUB_LOG(info, "kvhub client: shard {} uses {}", p->address, p->Transport());
@@ -576,7 +604,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     v1::ReleaseResponse released;
     if (release.lease_ids_size() > 0) (void)shard.Release(release, &released).ok();
     FailUnfinished(reads, s);
-    if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
+    if (peer_failed) ForgetPeer(p, route.worker.get(), peer_id, "ucx peer failed");
     return s;
   }
   if (const absl::Duration granted = absl::Milliseconds(resp.lease_ms());
@@ -703,7 +731,7 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     if (r.status.ok()) n += r.size;
   }
   p->ucx_get.fetch_add(n, std::memory_order_relaxed);
-  if (peer_failed) ForgetPeer(p, peer_id, "ucx peer failed");
+  if (peer_failed) ForgetPeer(p, route.worker.get(), peer_id, "ucx peer failed");
   return absl::OkStatus();
 }
 
@@ -714,13 +742,25 @@ absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest&
   std::shared_ptr<transport::UcxWorker> worker;
   {
     absl::MutexLock l(&p->mu);
-    calls = p->state == Peer::State::kUcx && p->calls;
+    // Not over a connection whose session ended (the shard dropped it: the call
+    // would fail) or whose worker was replaced (it no longer receives: the call
+    // would wait out control_deadline).
+    calls = p->state == Peer::State::kUcx && p->calls && p->lost_session.load() != p->session_seq &&
+            p->worker == CurrentWorker();
     peer_id = p->peer_id;
     worker = p->worker;
     shm = p->shm;
   }
   if (!calls || worker == nullptr) return shard.Release(req, resp);
-  return CallShard(shard, worker, peer_id, shm, v1::UCX_CALL_RELEASE, "Release", req, resp);
+  absl::Status s = CallShard(shard, worker, peer_id, shm, v1::UCX_CALL_RELEASE, "Release", req, resp);
+  // The connection failed, not the shard's answer: the leases are still held there
+  // (until they expire, keeping their blocks from eviction) unless released over
+  // gRPC. A release the shard did make answers NOT_FOUND the second time.
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+    resp->Clear();
+    if (absl::Status g = shard.Release(req, resp); g.ok()) return g;
+  }
+  return s;
 }
 
 absl::Status UcxDataPlane::CallShard(Shard& shard, const std::shared_ptr<transport::UcxWorker>& worker,
@@ -756,9 +796,12 @@ void UcxDataPlane::DropConnection(Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) 
   p->worker.reset();  // a replaced worker goes once no call uses it
 }
 
-void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) {
+void UcxDataPlane::ForgetPeer(Peer* p, const transport::UcxWorker* worker, uint64_t peer_id,
+                              absl::string_view why) {
   absl::MutexLock l(&p->mu);
-  if (p->state == Peer::State::kUcx && p->peer_id == peer_id) {
+  // Peer ids are per worker: a call that failed on a replaced worker names an id a
+  // newer connection on the new worker may have too, which must stay.
+  if (p->state == Peer::State::kUcx && p->worker.get() == worker && p->peer_id == peer_id) {
     DropConnection(p);  // reconnect on the next call
     p->SetTransport(absl::StrCat("reconnecting (", why, ")"));
     KVHUB_LOG(warn, "kvhub client: UCX connection to shard {} is gone ({}); reconnecting on next use", p->address,
@@ -767,7 +810,7 @@ void UcxDataPlane::ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why) 
 }
 
 absl::StatusOr<UcxDataPlane::Route> UcxDataPlane::Reconnect(Shard& shard, const Route& stale, uint64_t incarnation) {
-  ForgetPeer(stale.peer, stale.peer_id, "the shard restarted since this client connected");
+  ForgetPeer(stale.peer, stale.worker.get(), stale.peer_id, "the shard restarted since this client connected");
   Route fresh = RouteFor(shard);
   if (!fresh.ucx || !OtherProcess(fresh, incarnation)) return fresh;
   return absl::UnavailableError(absl::StrCat("shard ", shard.address(),
@@ -809,7 +852,7 @@ absl::Status UcxDataPlane::WriteUcx(Shard& shard, Peer* p, const Route& route, s
     if (results[k].ok()) continue;
     if (results[k].code() == absl::StatusCode::kUnavailable ||
         (absl::IsDeadlineExceeded(results[k]) && PeerGone(*route.worker, peer_id))) {
-      ForgetPeer(p, peer_id, "ucx peer failed");
+      ForgetPeer(p, route.worker.get(), peer_id, "ucx peer failed");
     }
     return absl::Status(results[k].code(), absl::StrCat("shard ", shard.address(), ": ucx put of reservation ",
                                                         writes[k].reservation_id, ": ", results[k].message()));

@@ -125,10 +125,10 @@ class UcxDataPlane final : public DataPlane {
 
   absl::Status ReadUcx(Shard& shard, Peer* p, const Route& route, absl::string_view ns, std::span<BlockRead> reads);
   absl::Status WriteUcx(Shard& shard, Peer* p, const Route& route, std::span<const BlockWrite> writes);
-  // The UCX connection `peer_id` is no use (UCX reported the peer failed, or the
+  // The UCX connection `peer_id` on `worker` is no use (UCX reported the peer failed, or the
   // shard restarted behind it: `why`): reconnect on the next call (unless that
   // happened already).
-  void ForgetPeer(Peer* p, uint64_t peer_id, absl::string_view why);
+  void ForgetPeer(Peer* p, const transport::UcxWorker* worker, uint64_t peer_id, absl::string_view why);
   // Under p->mu, p connected over UCX: ends its session and endpoint; p->state
   // becomes kNew (the next call connects again).
   void DropConnection(Peer* p);
@@ -169,8 +169,12 @@ class UcxDataPlane final : public DataPlane {
   // Replaced by CheckWorker; connections hold the one they were made on.
   std::shared_ptr<transport::UcxWorker> worker_ ABSL_GUARDED_BY(worker_mu_);
   uint64_t worker_resets_ ABSL_GUARDED_BY(worker_mu_) = 0;
-  absl::Mutex check_mu_;  // one CheckWorker at a time
+  absl::Mutex check_mu_;
+  bool checking_ ABSL_GUARDED_BY(check_mu_) = false;  // one CheckWorker at a time
   absl::Time last_check_ ABSL_GUARDED_BY(check_mu_) = absl::InfinitePast();
+  // A shard whose UCX session fails to open this many times in a row is served over
+  // gRPC (auto) until ucx_retry_interval.
+  static constexpr int kSessionFailuresBeforeFallback = 5;
 };
 
 }  // namespace kvhub

@@ -1528,6 +1528,47 @@ TEST(UcxClientTest, AClientWhoseSessionsFailBacksOffConnecting) {
                                         << " unwatched connections on the shard";
 }
 
+// In auto mode the same shard is served over gRPC meanwhile; before session 30 that
+// went unsaid (TransportStats said "not connected yet" for ever, nothing logged)
+// while the client sent a Connect about once a second for as long as it ran. After
+// five failed sessions in a row it falls back as it does for any other reason: says
+// so, and offers UCX again after ucx_retry_interval.
+TEST(UcxClientTest, AutoFallsBackToGrpcAndSaysSoWhenSessionsKeepFailing) {
+  // Shared memory: where auto would use UCX (over tcp alone it keeps gRPC by design).
+  auto shard = StartShard({"--ucx_tls=posix,cma", "--ucx_session_grace_ms=600000"});
+  ASSERT_NE(shard, nullptr);
+  struct Scoped {
+    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<MisdirectSessions>(); }); }
+    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
+  } faults;
+  ClientConfig cfg = Config(*shard, TransportMode::kAuto, "posix,cma");
+  cfg.ucx_retry_interval = absl::Minutes(10);
+  uint64_t seed = 8100;
+  auto client = Client::Create(cfg);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::string transport;
+  for (const absl::Time end = absl::Now() + absl::Seconds(8); absl::Now() < end;) {
+    PutGetByteExact(**client, "ns", {4096}, ++seed);  // served over gRPC all along
+    transport = (*client)->TransportStats().at(0).transport;
+    if (absl::StartsWith(transport, "grpc (fallback")) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(transport, ::testing::HasSubstr("UCX connects in a row failed")) << transport;
+  auto stub = v1::KvHub::NewStub(grpc::CreateChannel(shard->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto connections = [&] {
+    grpc::ClientContext cc;
+    v1::StatsResponse st;
+    EXPECT_TRUE(stub->Stats(&cc, v1::StatsRequest(), &st).ok());
+    return st.ucx_connections();
+  };
+  const uint64_t after_fallback = connections();
+  EXPECT_LE(after_fallback, 5u);
+  for (const absl::Time end = absl::Now() + absl::Milliseconds(1500); absl::Now() < end;) {
+    PutGetByteExact(**client, "ns", {4096}, ++seed);
+  }
+  EXPECT_EQ(connections(), after_fallback) << "the client kept connecting after it fell back";
+}
+
 // A Connect whose worker address names an unknown format version is refused:
 // UCX 1.13 aborted the shard on it (ucp_address_unpack assertion), losing its
 // cache. (UCX still trusts the rest of an address: docs/protocol.md.)
