@@ -41,6 +41,33 @@ TEST(S3FifoPolicyTest, HitInSmallPromotesToMain) {
   EXPECT_FALSE(p.in_ghost(100));
 }
 
+// Pinned blocks stay in S (a put that pins never passes through a ghost). Counted
+// toward S's share they left no probation to new blocks: with 10 pinned blocks in S
+// (10% of the tier) every new block was the next victim, while M's blocks, never
+// used again, stayed.
+TEST(S3FifoPolicyTest, PinnedBlocksInSmallDoNotTakeTheProbationOfNewOnes) {
+  S3FifoPolicy p(0.1, false);
+  p.Init(256);
+  auto can_evict = [](uint32_t s) { return s >= 10; };  // 0..9 pinned
+  for (uint32_t s = 0; s < 10; ++s) p.OnInsert(s, kNoSlot, 1000 + s, 1);
+  for (uint32_t s = 10; s < 110; ++s) {
+    p.OnInsert(s, kNoSlot, 1000 + s, 1);
+    p.OnAccess(s);
+  }
+  uint32_t v = p.PickVictim(can_evict);  // promotes most of 10..109, evicts one of them
+  ASSERT_NE(v, kNoSlot);
+  ASSERT_TRUE(v >= 10 && v < 110) << v;
+  p.OnRemove(v, true);
+  for (uint32_t s = 200; s < 205; ++s) {
+    p.OnInsert(s, kNoSlot, 1000 + s, 1);
+    v = p.PickVictim(can_evict);
+    ASSERT_NE(v, kNoSlot);
+    EXPECT_LT(v, 200u) << "a block just inserted was evicted before the idle ones of M";
+    p.OnRemove(v, true);
+  }
+  for (uint32_t s = 200; s < 205; ++s) EXPECT_TRUE(p.in_small(s)) << s;
+}
+
 TEST(S3FifoPolicyTest, GhostHitAdmitsStraightToMain) {
   S3FifoPolicy p(0.1, false);
   p.Init(16);

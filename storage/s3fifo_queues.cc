@@ -9,7 +9,8 @@ void S3FifoQueues::Init(uint32_t capacity_slots) {
   where_.assign(capacity_slots, kNone);
   freq_.assign(capacity_slots, 0);
   bytes_.assign(capacity_slots, 0);
-  small_bytes_ = main_bytes_ = 0;
+  stuck_.assign(capacity_slots, 0);
+  small_bytes_ = main_bytes_ = small_stuck_bytes_ = 0;
   prefix_.Init(capacity_slots);
 }
 
@@ -38,6 +39,7 @@ S3FifoQueues::Queue S3FifoQueues::Remove(uint32_t slot) {
   if (!resident(slot)) return kNone;
   const Queue was = static_cast<Queue>(where_[slot]);
   if (was == kSmall) {
+    SetStuck(slot, false);
     small_.Remove(slot);
     small_bytes_ -= bytes_[slot];
   } else {
@@ -49,7 +51,18 @@ S3FifoQueues::Queue S3FifoQueues::Remove(uint32_t slot) {
   return was;
 }
 
+void S3FifoQueues::SetStuck(uint32_t slot, bool stuck) {
+  if (stuck_[slot] == static_cast<uint8_t>(stuck)) return;
+  stuck_[slot] = stuck;
+  if (stuck) {
+    small_stuck_bytes_ += bytes_[slot];
+  } else {
+    small_stuck_bytes_ -= bytes_[slot];
+  }
+}
+
 void S3FifoQueues::MoveSmallToMain(uint32_t slot) {
+  SetStuck(slot, false);
   small_.Remove(slot);
   small_bytes_ -= bytes_[slot];
   main_.PushHead(slot);
@@ -75,14 +88,16 @@ uint32_t S3FifoQueues::Pick(absl::FunctionRef<bool(uint32_t)> can_evict,
     const bool main_left = main_at != kNoSlot && main_steps > 0;
     const bool small_left = small_at != kNoSlot && small_steps > 0;
     if (!main_left && !small_left) return kNoSlot;
-    const double total = static_cast<double>(small_bytes_ + main_bytes_);
+    const uint64_t small_live = small_bytes_ - small_stuck_bytes_;
+    const double total = static_cast<double>(small_live + main_bytes_);
     const bool from_small =
-        small_left && (!main_left || static_cast<double>(small_bytes_) >= small_share * total);
+        small_left && (!main_left || static_cast<double>(small_live) >= small_share * total);
     if (from_small) {
       --small_steps;
       const uint32_t t = small_at;
       small_at = links_.prev(t);
-      if (!can_evict(t)) {
+      SetStuck(t, !can_evict(t));
+      if (stuck_[t]) {
         small_.MoveToHead(t);
       } else if (!wanted(t)) {
         // Passed over untouched: neither moved nor aged (a slab search that finds

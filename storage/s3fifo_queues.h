@@ -6,7 +6,8 @@
 //  - small FIFO S and main FIFO M, byte-weighted; every block has a 2-bit
 //    frequency (0..3) bumped on each hit;
 //  - Pick: takes from S while S holds >= `small_share` of the resident bytes (or
-//    M is empty): the tail of S moves to M if it was hit since insertion
+//    M is empty; blocks of S a pick found unevictable, until one finds them
+//    evictable again, count for neither: pinned blocks stay in S): the tail of S moves to M if it was hit since insertion
 //    (freq >= 1), else it is the victim; otherwise from M: the tail is reinserted
 //    at M's head with freq-1 while freq > 0, else it is the victim;
 //  - prefix awareness (optional per Pick): a block with live children in the
@@ -61,6 +62,7 @@ class S3FifoQueues {
 
  private:
   void MoveSmallToMain(uint32_t slot);
+  void SetStuck(uint32_t slot, bool stuck);
 
   SlotLinks links_;
   SlotList small_{&links_};
@@ -70,6 +72,12 @@ class S3FifoQueues {
   std::vector<uint64_t> bytes_;
   uint64_t small_bytes_ = 0;
   uint64_t main_bytes_ = 0;
+  // S's blocks the last pick that looked at them found unevictable (pinned, leased),
+  // and their bytes: left out of S's share. A pinned block never leaves S (a put
+  // that pins passes no ghost); counted, pinned blocks took the probation of new
+  // blocks, which then left in the first pick after they came.
+  std::vector<uint8_t> stuck_;
+  uint64_t small_stuck_bytes_ = 0;
   PrefixTracker prefix_;
 };
 
