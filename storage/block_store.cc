@@ -55,6 +55,17 @@ absl::Status BlockStoreConfig::Validate() const {
   absl::StatusOr<SizeClasses> classes =
       SizeClasses::Build(min_block_bytes, max_block_bytes, EffectiveSlabBytes(), size_class_steps);
   if (!classes.ok()) return classes.status();
+  // The allocator keeps 12 bytes per chunk a slab of the smallest class would have
+  // (next-free link and owner tag), for every slab, at start: with tiny blocks on a
+  // large tier that dwarfs the blocks (64-byte classes on 512 GiB: 96 GiB).
+  const uint64_t slab = EffectiveSlabBytes();
+  const uint64_t slabs = (capacity_bytes + slab - 1) / slab;
+  const long double side_tables = 12.0L * slabs * (slab / classes->size(0));
+  if (side_tables > std::max<long double>(capacity_bytes / 8.0L, 64.0L * (1 << 20))) {
+    return bad("min_block_bytes ", min_block_bytes, " on ", capacity_bytes, " bytes needs ",
+               static_cast<uint64_t>(side_tables), " bytes of allocator tables (12 per smallest chunk), more "
+               "than an eighth of capacity_bytes: raise min_block_bytes");
+  }
   const uint64_t max_chunk = classes->size(classes->ClassFor(max_block_bytes));
   if (max_chunk > capacity_bytes) {
     return bad("a max_block_bytes (", max_block_bytes, ") block takes a ", max_chunk, "-byte chunk of ",

@@ -110,6 +110,16 @@ TEST_F(BlockStoreTest, ConfigValidation) {
   c = SmallConfig();
   c.reservation_timeout = absl::Hours(2);  // now + a huge timeout used to overflow
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  // 64-byte blocks on 512 GiB: 96 GiB of allocator tables filled at start (checked
+  // by Validate alone: nothing is mapped).
+  c = BlockStoreConfig{};
+  c.capacity_bytes = 512ull << 30;
+  c.min_block_bytes = 64;
+  s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("allocator tables"));
+  c.min_block_bytes = 4096;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
 }
 
 TEST_F(BlockStoreTest, RegionsAreMappedAndStable) {
