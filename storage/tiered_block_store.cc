@@ -4,6 +4,7 @@
 #include <limits>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
@@ -558,16 +559,24 @@ absl::Status TieredBlockStore::Delete(absl::string_view ns, const BlockKey& key)
 size_t TieredBlockStore::ExpireNow() {
   const size_t n = host_->ExpireNow();
   // Forget reservations the host store no longer has (expired or ended
-  // without Commit/Abort reaching us).
-  absl::MutexLock l(&pending_mu_);
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (host_->GrantNamespaceTag(TransferAccess::kWrite, it->first).status().code() ==
-        absl::StatusCode::kNotFound) {
-      pending_.erase(it++);
-    } else {
-      ++it;
+  // without Commit/Abort reaching us). Asked without pending_mu_, which every
+  // Reserve, Commit and Abort takes: one host call per pending reservation under
+  // it stalled them all for the sweep.
+  std::vector<uint64_t> ids;
+  {
+    absl::MutexLock l(&pending_mu_);
+    ids.reserve(pending_.size());
+    for (const auto& [id, p] : pending_) ids.push_back(id);
+  }
+  std::vector<uint64_t> gone;
+  for (uint64_t id : ids) {
+    if (host_->GrantNamespaceTag(TransferAccess::kWrite, id).status().code() == absl::StatusCode::kNotFound) {
+      gone.push_back(id);
     }
   }
+  // A reservation id is never reused (generations), so one found gone stays gone.
+  absl::MutexLock l(&pending_mu_);
+  for (uint64_t id : gone) pending_.erase(id);
   return n;
 }
 
