@@ -440,6 +440,23 @@ TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_latency_seconds_bucket{method=\"Lookup\",le=\"0.0001\"} 1"));
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_requests_total{method=\"Lookup\",code=\"OK\"} 1"));
   EXPECT_EQ(text.find("namespace=\"c\""), std::string::npos);
+  // A namespace (or model) really named "other" joins the overflow row: it was
+  // rendered beside it with the same labels (a duplicate series).
+  ServiceMetrics dup(2, 4);
+  dup.RecordLookup("a", "m", 1, 1, 16);
+  dup.RecordLookup("other", "other", 1, 1, 16);
+  dup.RecordLookup("b", "m", 1, 1, 16);
+  dup.RecordLookup("c", "m", 1, 1, 16);  // past the cap: "other"
+  const std::string d = dup.RenderPrometheus(MetricsSnapshotInputs{});
+  EXPECT_THAT(d, HasSubstr("kvhub_lookup_requests_total{namespace=\"b\",model=\"m\"} 1\n"));
+  EXPECT_THAT(d, HasSubstr("kvhub_lookup_requests_total{namespace=\"other\",model=\"other\"} 1\n"));
+  EXPECT_THAT(d, HasSubstr("kvhub_lookup_requests_total{namespace=\"other\",model=\"m\"} 1\n"));
+  for (const char* series : {"kvhub_lookup_requests_total{namespace=\"other\",model=\"other\"}",
+                             "kvhub_lookup_requests_total{namespace=\"other\",model=\"m\"}"}) {
+    const size_t first = d.find(series);
+    ASSERT_NE(first, std::string::npos) << series;
+    EXPECT_EQ(d.find(series, first + 1), std::string::npos) << series << " twice";
+  }
   EXPECT_EQ(text.find("process_open_fds"), std::string::npos);  // unknown: not rendered
   in.open_fds = 12;
   in.max_fds = 1024;

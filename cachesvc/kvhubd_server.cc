@@ -148,11 +148,17 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   // UCX: register the regions once; on failure this logs why and kvhubd serves gRPC
   // only. Clients may call the service's leases over UCX (UcxCall); the worker
   // stops (ucx_->Stop) before the service goes.
+  // Not with a gpu tier: a lease Get of a block only the device holds promotes it
+  // first, a device copy that may wait up to device_timeout (or for ever, hung),
+  // and a call runs on the UCX worker's one thread, which would stop serving every
+  // transfer, Connect and Stats meanwhile. Those clients call over gRPC.
   KvHubService* service = srv->service_.get();
-  srv->ucx_->Serve(
-      srv->store_.get(),
-      [service](uint32_t method, absl::string_view request) { return service->UcxCall(method, request); },
-      [service](uint64_t first_conn_id) { service->EndUcxSessionsBefore(first_conn_id); });
+  UcxServer::CallHandler calls = nullptr;
+  if (srv->tiered_ == nullptr) {
+    calls = [service](uint32_t method, absl::string_view request) { return service->UcxCall(method, request); };
+  }
+  srv->ucx_->Serve(srv->store_.get(), std::move(calls),
+                   [service](uint64_t first_conn_id) { service->EndUcxSessionsBefore(first_conn_id); });
   builder.RegisterService(srv->service_.get());
   srv->server_ = builder.BuildAndStart();
   if (srv->server_ == nullptr || port == 0) {

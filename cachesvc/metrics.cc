@@ -49,6 +49,9 @@ const char* RpcName(Rpc rpc) { return kRpcNames[static_cast<int>(rpc)]; }
 LabelInterner::LabelInterner(int cap) : cap_(cap) {}
 
 int LabelInterner::Index(absl::string_view value) {
+  // The overflow row is labelled "other": a value of that name joins it, or two
+  // series would carry the same labels (invalid exposition; Prometheus keeps one).
+  if (value == kOverflowLabel) return cap_;
   {
     absl::ReaderMutexLock lock(&mu_);
     auto it = index_.find(value);
@@ -91,7 +94,9 @@ void LatencyHistogram::Render(std::string* out, absl::string_view name, absl::st
   }
   absl::StrAppend(out, name, "_sum{", labels, "} ",
                   Num(static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) * 1e-9), "\n");
-  absl::StrAppend(out, name, "_count{", labels, "} ", count_.load(std::memory_order_relaxed), "\n");
+  // The +Inf bucket's value: a count read separately could differ from it by the
+  // observations made meanwhile (the format requires them equal).
+  absl::StrAppend(out, name, "_count{", labels, "} ", cum, "\n");
 }
 
 ServiceMetrics::ServiceMetrics(int max_namespaces, int max_models)
@@ -161,10 +166,10 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   out.reserve(64 << 10);
   std::vector<std::string> ns_names = namespaces_.Names();
   ns_names.resize(namespaces_.cap(), "");
-  ns_names.push_back("other");
+  ns_names.push_back(std::string(LabelInterner::kOverflowLabel));
   std::vector<std::string> model_names = models_.Names();
   model_names.resize(models_.cap(), "");
-  model_names.push_back("other");
+  model_names.push_back(std::string(LabelInterner::kOverflowLabel));
 
   Header(&out, "kvhub_up", "gauge", "1 while the node serves, 0 while it drains");
   absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");

@@ -38,9 +38,10 @@ enum class Rpc : int {
 const char* RpcName(Rpc rpc);
 
 // Maps label values to dense indices [0, cap); values beyond the cap map to `cap`
-// ("other"). Thread-safe.
+// ("other"), and so does the value "other" itself. Thread-safe.
 class LabelInterner {
  public:
+  static constexpr absl::string_view kOverflowLabel = "other";
   explicit LabelInterner(int cap);
   int Index(absl::string_view value);
   // Names of indices [0, size()); index cap is "other".
