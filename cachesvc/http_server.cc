@@ -415,15 +415,21 @@ class HttpServer::Loop {
   // are dropped as they arrive (Connection::skip), never buffered.
   size_t BufferCap() const { return config_.max_head_bytes + 4; }
 
-  // Reads what the socket holds (up to BufferCap). Returns false when the connection
-  // was closed.
+  // Reads what the socket holds (up to BufferCap, and at most kReadPerPass bytes per
+  // call: a body being skipped, or a lingering connection's input being dropped,
+  // never fills the buffer, and a client that sends as fast as the loop reads kept
+  // it here, away from every other connection and from the deadlines; the socket
+  // stays readable, so the rest is read on a later pass). Returns false when the
+  // connection was closed.
   bool ReadAvailable(Connection& c) {
+    static constexpr size_t kReadPerPass = 256 << 10;
     char buf[16384];
-    for (;;) {
+    for (size_t read = 0; read < kReadPerPass;) {
       // Full: Process answers or refuses what is there before more is read.
       if (c.state != Connection::State::kLingering && c.in.size() >= BufferCap()) return true;
       const ssize_t n = ::recv(c.fd, buf, sizeof(buf), 0);
       if (n > 0) {
+        read += static_cast<size_t>(n);
         size_t keep = static_cast<size_t>(n);
         const size_t dropped = static_cast<size_t>(std::min<uint64_t>(c.skip, keep));  // a body
         c.skip -= dropped;
@@ -444,6 +450,7 @@ class HttpServer::Loop {
       Close(c.fd);  // reset by the peer, ...
       return false;
     }
+    return true;  // more may wait: level-triggered, so the next pass reads on
   }
 
   // Answers the complete requests at the front of the input, in order, up to

@@ -137,6 +137,11 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
                                                    files_.key_file, "' (", Subject(leaf.get()), "): ", s.message()));
   }
   m.not_after = NotAfter(leaf.get());
+  if (m.not_after == absl::InfinitePast()) {
+    // The expiry gauge would read -9.2e18 and every expiry alert fire (or none).
+    return absl::InvalidArgumentError(absl::StrCat("tls_cert_file '", files_.cert_file, "' (", Subject(leaf.get()),
+                                                   "): its notAfter date cannot be read"));
+  }
   m.subject = Subject(leaf.get());
   if (!files_.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca_pem = ReadPemFile(files_.client_ca_file, "tls_client_ca_file", PemKind::kCertificate);
