@@ -377,14 +377,16 @@ grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutC
   for (uint64_t id : req.reservation_ids()) {
     v1::ItemStatus* out = resp->add_items();
     ReservationTable::Entry e;
-    if (!reservations_->Take(id, &e)) {
-      SetItemStatus(absl::NotFoundError(absl::StrCat("reservation_id ", id,
-                                                     " is unknown, already committed/aborted, or expired")),
-                    out);
+    if (absl::Status t = reservations_->Take(id, &e); !t.ok()) {
+      SetItemStatus(t, out);
       continue;
     }
     absl::Status s = store_->Commit(id);
-    if (absl::IsFailedPrecondition(s)) reservations_->Restore(id, e);  // still reserved: a retry may commit
+    if (absl::IsFailedPrecondition(s)) {
+      reservations_->Restore(id, e);  // still reserved: a retry may commit
+    } else {
+      reservations_->Finish(id);
+    }
     SetItemStatus(s, out);
     if (s.ok()) {
       metrics_->AddPutBytes(e.ns_index, 1, e.size);
@@ -414,9 +416,10 @@ void KvHubService::ReleaseUnannounced(const v1::GetResponse& granted) {
 void KvHubService::AbortUnannounced(const v1::PutStartResponse& started) {
   for (const v1::PutStartResponse::Reserved& r : started.items()) {
     ReservationTable::Entry e;
-    if (r.reservation_id() == 0 || !reservations_->Take(r.reservation_id(), &e)) continue;
+    if (r.reservation_id() == 0 || !reservations_->Take(r.reservation_id(), &e).ok()) continue;
     // Fresh and never handed out: nothing writes into it, so the abort cannot be refused.
     (void)store_->Abort(r.reservation_id()).ok();
+    reservations_->Finish(r.reservation_id());
   }
 }
 
@@ -426,14 +429,16 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
   for (uint64_t id : req.reservation_ids()) {
     v1::ItemStatus* out = resp->add_items();
     ReservationTable::Entry e;
-    if (!reservations_->Take(id, &e)) {
-      SetItemStatus(absl::NotFoundError(absl::StrCat("reservation_id ", id,
-                                                     " is unknown, already committed/aborted, or expired")),
-                    out);
+    if (absl::Status t = reservations_->Take(id, &e); !t.ok()) {
+      SetItemStatus(t, out);
       continue;
     }
     absl::Status s = store_->Abort(id);
-    if (absl::IsFailedPrecondition(s)) reservations_->Restore(id, e);  // still reserved: a retry may abort
+    if (absl::IsFailedPrecondition(s)) {
+      reservations_->Restore(id, e);  // still reserved: a retry may abort
+    } else {
+      reservations_->Finish(id);
+    }
     SetItemStatus(s, out);
   }
   return grpc::Status::OK;

@@ -18,7 +18,14 @@ void ReservationTable::Add(const storage::Reservation& r, int ns_index) {
 
 void ReservationTable::Restore(uint64_t id, const Entry& entry) {
   absl::MutexLock lock(&mu_);
-  entries_[id] = entry;
+  Entry& e = entries_[id];
+  e = entry;
+  e.busy = false;
+}
+
+void ReservationTable::Finish(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  entries_.erase(id);
 }
 
 absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_view data) {
@@ -29,6 +36,9 @@ absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_
         absl::StrCat("reservation_id ", id, " is unknown, already committed/aborted, or expired"));
   }
   const Entry& e = it->second;
+  if (e.busy) {
+    return absl::FailedPreconditionError(absl::StrCat("reservation_id ", id, " is being committed or aborted"));
+  }
   if (clock_->Now() + write_margin_ >= e.expires) {
     return absl::NotFoundError(absl::StrCat("reservation_id ", id, " has expired (or is about to)"));
   }
@@ -47,13 +57,22 @@ absl::Status ReservationTable::Write(uint64_t id, uint64_t offset, absl::string_
   return absl::OkStatus();
 }
 
-bool ReservationTable::Take(uint64_t id, Entry* out) {
+absl::Status ReservationTable::Take(uint64_t id, Entry* out) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);
-  if (it == entries_.end()) return false;
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("reservation_id ", id, " is unknown, already committed/aborted, or expired"));
+  }
+  if (it->second.busy) {
+    // Reported as still reserved (the protocol's "another commit of it is in progress:
+    // retry"), not as gone: a retry that read NOT_FOUND here concluded the block was
+    // lost while the first commit could still be refused and restored.
+    return absl::FailedPreconditionError(
+        absl::StrCat("reservation_id ", id, ": another commit or abort of it is in progress; retry"));
+  }
+  it->second.busy = true;
   *out = it->second;
-  entries_.erase(it);
-  return true;
+  return absl::OkStatus();
 }
 
 size_t ReservationTable::Sweep(absl::FunctionRef<size_t()> expire_store) {

@@ -9,8 +9,10 @@
 //     (BlockStore::BeginTransfer), so that no path of the store (its own expiry of
 //     stale reservations when it needs room, a Reserve of the same key) can reclaim
 //     the chunk while a slow copy is still writing into it;
-//   - Take() (before Commit/Abort) removes the entry under the exclusive lock, so no
-//     write is in flight when the store commits, and none can start after;
+//   - Take() (before Commit/Abort) marks the entry busy under the exclusive lock, so
+//     no write is in flight when the store commits, and none can start after; Finish()
+//     removes it once the store answered, Restore() makes it writable again when the
+//     store refused for now;
 //   - Sweep() runs the store's ExpireNow under the exclusive lock, then drops every
 //     entry whose expiry has passed.
 // The table is the gRPC path's authority: an id it does not hold is NOT_FOUND.
@@ -40,6 +42,7 @@ class ReservationTable {
     uint64_t size = 0;
     absl::Time expires;
     int ns_index = 0;  // metrics label index of the namespace
+    bool busy = false;  // taken by a PutCommit/PutAbort that has not finished
   };
 
   // `store` holds the reservations; it and `clock` (the store's clock) must outlive
@@ -53,15 +56,21 @@ class ReservationTable {
   // Copies `data` to [offset, offset+len) of reservation `id`.
   // NOT_FOUND: unknown, committed, aborted, or expiring within the write margin (or
   // expired in the store already).
+  // FAILED_PRECONDITION: a commit or abort of it is in progress.
   // INVALID_ARGUMENT: the range leaves the reservation (names the bounds).
   absl::Status Write(uint64_t id, uint64_t offset, absl::string_view data);
 
-  // Removes `id`; false if it is not (or no longer) held. After true, no write to it
-  // is in flight or can start: the caller may Commit or Abort it in the store.
-  bool Take(uint64_t id, Entry* out);
-  // Puts back an entry Take() removed, when the store refused its Commit/Abort for now
-  // (FAILED_PRECONDITION: a UCX transfer into it is still in flight) and the
-  // reservation lives on, so that a retry finds it.
+  // Marks `id` busy and copies its entry to *out. After OK, no write to it is in
+  // flight or can start: the caller may Commit or Abort it in the store, then must
+  // call Finish(id) or, when the store refused for now, Restore(id, *out).
+  // NOT_FOUND: not (or no longer) held. FAILED_PRECONDITION: another commit or abort
+  // of it is in progress (it may still be refused: retry).
+  absl::Status Take(uint64_t id, Entry* out);
+  // The store committed or aborted `id` (or refused it for good): forgets it.
+  void Finish(uint64_t id);
+  // The store refused the Commit/Abort of a taken entry for now (FAILED_PRECONDITION:
+  // a UCX transfer into it is still in flight) and the reservation lives on: writable
+  // and takeable again (put back if an expiry sweep dropped it meanwhile).
   void Restore(uint64_t id, const Entry& entry);
 
   // Calls `expire_store` (the store's ExpireNow) with no write in flight, then drops

@@ -62,8 +62,31 @@ TEST_F(ReservationTableTest, WriteIntoAReservationTheStoreEndedIsRefused) {
   storage::Reservation r2 = Reserve(2, other);
   ASSERT_TRUE(table_->Write(r2.id, 0, other).ok());
   ReservationTable::Entry e;
-  ASSERT_TRUE(table_->Take(r2.id, &e));
+  ASSERT_TRUE(table_->Take(r2.id, &e).ok());
   ASSERT_TRUE(store_->Commit(r2.id).ok());
+  table_->Finish(r2.id);
+  EXPECT_TRUE(absl::IsNotFound(table_->Take(r2.id, &e)));
+}
+
+// While one PutCommit holds a reservation (the store hashing it, or refusing it for
+// now), a second commit of it and a write into it are told it is busy, not that it
+// is gone (NOT_FOUND before: the retrying client took the block for lost while the
+// first commit could still be refused and the reservation restored).
+TEST_F(ReservationTableTest, ATakenReservationIsBusyNotGoneUntilFinished) {
+  const std::string bytes(4096, 'c');
+  storage::Reservation r = Reserve(7, bytes);
+  ASSERT_TRUE(table_->Write(r.id, 0, bytes).ok());
+  ReservationTable::Entry e, again;
+  ASSERT_TRUE(table_->Take(r.id, &e).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(table_->Take(r.id, &again)));
+  EXPECT_TRUE(absl::IsFailedPrecondition(table_->Write(r.id, 0, bytes)));
+  table_->Restore(r.id, e);  // the store refused for now
+  ASSERT_TRUE(table_->Write(r.id, 0, bytes).ok());
+  ASSERT_TRUE(table_->Take(r.id, &e).ok());
+  ASSERT_TRUE(store_->Commit(r.id).ok());
+  table_->Finish(r.id);
+  EXPECT_TRUE(absl::IsNotFound(table_->Take(r.id, &again)));
+  EXPECT_TRUE(absl::IsNotFound(table_->Write(r.id, 0, bytes)));
 }
 
 // A write that is still copying when the reservation's time runs out keeps its chunk:
