@@ -23,6 +23,7 @@
 #include "common/mutex_checks.h"
 #include "common/output_file.h"
 #include "common/version.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -67,7 +68,8 @@ absl::StatusOr<bool> ParseBool(const std::string& v) {
 }
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
-  static const absl::flat_hash_set<absl::string_view> kBool = {"sim", "live", "help", "no_belady", "no_verify"};
+  static const absl::flat_hash_set<absl::string_view> kBool = {"sim", "live", "help", "no_belady", "no_verify",
+                                                                "keep_blocks"};
   static const absl::flat_hash_set<absl::string_view> kValued = {
       "budget_accounting", "byte_budget", "bytes_per_token", "capacities", "codec", "codecs",
       "duration_s", "generate", "high_watermark", "json", "kvhubd", "low_watermark", "max_requests",
@@ -561,6 +563,26 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
             << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
             << "), spec " << (*payloads)->spec().CanonicalText() << "\n";
+  // On a cluster the replay did not start (--members), its blocks would stay and
+  // take the room of the users' data: every block of the run's namespace is deleted
+  // when this returns, whatever the path, unless --keep_blocks.
+  absl::Cleanup remove_blocks = [&] {
+    if (!a.Has("members") || a.Has("keep_blocks")) return;
+    const std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
+    uint64_t deleted = 0, gone = 0, failed = 0;
+    for (size_t k = 0; k < keys.size(); k += 1024) {
+      const std::span<const BlockKey> batch(keys.data() + k, std::min<size_t>(1024, keys.size() - k));
+      absl::StatusOr<std::vector<absl::Status>> d = (*client)->Delete(lo.ns, batch);
+      if (!d.ok()) {
+        failed += batch.size();
+        continue;
+      }
+      for (const absl::Status& st : *d) (st.ok() ? deleted : (absl::IsNotFound(st) ? gone : failed)) += 1;
+    }
+    std::cerr << "kvhub-replay: removed its " << deleted << " blocks from namespace " << lo.ns
+              << (failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)") : std::string())
+              << " (--keep_blocks keeps them)\n";
+  };
   absl::StatusOr<LiveResult> r = RunLive(trace, **client, **payloads, lo);
   if (!r.ok()) return r.status();
 
@@ -747,7 +769,7 @@ int Main(int argc, char** argv) {
                  "          [--high_watermark 0.98] [--low_watermark 0.97] [--codec raw|fp8|int8|kivi4|kivi2]\n"
                  "          [--bytes_per_token 4096] [--speedup X] [--ns NS]\n"
                  "          [--partial_tail cache|skip]\n"
-                 "          [--no_verify] [--json OUT]]\n";
+                 "          [--no_verify] [--keep_blocks] [--json OUT]]\n";
     return 0;
   }
   for (const char* flag : {"json", "write_trace"}) {  // before the run, not after it
@@ -762,7 +784,7 @@ int Main(int argc, char** argv) {
                                              "spec_bytes_per_token", "budget_accounting"};
   static constexpr const char* kLiveOnly[] = {"members", "spawn", "kvhubd", "shard_capacity", "shard_log_level",
                                               "policy", "prefix_aware", "codec", "bytes_per_token", "speedup",
-                                              "ns", "no_verify"};
+                                              "ns", "no_verify", "keep_blocks"};
   for (const char* flag : kSimOnly) {
     if (a->Has(flag) && !a->Has("sim")) {
       std::cerr << "kvhub-replay: --" << flag << " applies to --sim only\n";
