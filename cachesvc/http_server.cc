@@ -509,7 +509,7 @@ class HttpServer::Loop {
     auto it = routes_.find(request.path);
     if (it == routes_.end()) return TextResponse(404, absl::StrCat("no such path: ", request.path));
     if (request.method != "GET" && request.method != "HEAD") {
-      HttpResponse r = TextResponse(405, "method not allowed: use GET");
+      HttpResponse r = TextResponse(405, "method not allowed: use GET or HEAD");
       r.headers.emplace_back("Allow", "GET, HEAD");
       return r;
     }

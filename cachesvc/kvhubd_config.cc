@@ -161,7 +161,16 @@ const std::vector<KeyOps>& AllKeys() {
       KeyOps{{"namespace_quotas", "per-namespace quotas NS:SIZE,NS:SIZE overriding namespace_quota_bytes (0 = none for NS); default none"},
              [](KvhubdConfig& c, absl::string_view v) { return Assign(&c.store.namespace_quotas, ParseNamespaceQuotas(v)); },
              [](const KvhubdConfig& c) { return NamespaceQuotasText(c.store.namespace_quotas); }},
-      KVHUB_STR_KEY("eviction_policy", store.eviction.name, "lru | s3fifo | as3fifo | duel; default s3fifo (docs/replay.md)"),
+      // Checked when set, so the error names the file and line (or the flag) that set it.
+      KeyOps{{"eviction_policy", "lru | s3fifo | as3fifo | duel; default s3fifo (docs/replay.md)"},
+             [](KvhubdConfig& c, absl::string_view v) {
+               storage::EvictionPolicyConfig e = c.store.eviction;
+               e.name = std::string(v);
+               if (absl::Status s = e.Validate(); !s.ok()) return s;
+               c.store.eviction.name = std::string(v);
+               return absl::OkStatus();
+             },
+             [](const KvhubdConfig& c) { return c.store.eviction.name; }},
       KVHUB_SIZE_KEY("slab_bytes", store.slab_bytes, "allocator slab; 0 = auto: bit_ceil(max_block_bytes) doubled while >= 64 slabs fit, at most region_bytes"),
       KVHUB_INT_KEY("size_class_steps", store.size_class_steps, "allocator size classes per power of two; default 8"),
       KVHUB_INT_KEY("max_blocks", store.max_blocks, "block slot table size; 0 = auto: capacity / min_block_bytes, at most 4M"),

@@ -156,8 +156,8 @@ void RaiseOpenFileLimit() {
   }
   if (now->soft < kFewOpenFiles) {
     KVHUB_LOG(warn, "kvhubd: at most {} open files (hard limit {}): each client costs one per gRPC channel and "
-              "more over UCX, and a shard out of descriptors refuses new clients (UNAVAILABLE). Raise the hard "
-              "limit: LimitNOFILE= (systemd), --ulimit nofile= (docker), ulimit -Hn", now->soft, now->hard);
+              "more over UCX, and a shard out of descriptors stops accepting connections for good (/healthz then "
+              "fails: restart it). Raise the hard limit: LimitNOFILE= (systemd), --ulimit nofile= (docker), ulimit -Hn", now->soft, now->hard);
   }
 }
 

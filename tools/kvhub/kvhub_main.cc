@@ -249,6 +249,11 @@ absl::Status CmdKeys(Args& a) {
   std::vector<BlockKey> keys = BlockKeys(*ns, *spec, *tokens);
   for (size_t i = 0; i < keys.size(); ++i) std::cout << "block " << i << " " << keys[i].Hex() << "\n";
   std::cout << "chunk " << ChunkKey(*ns, fp, *tokens).Hex() << "\n";
+  if (keys.empty()) {
+    // Still useful (the fingerprint, the chunk key), but a hash-drift hunt needs blocks.
+    std::cerr << "kvhub keys: note: " << tokens->size() << " tokens make no full block of "
+              << spec->block_tokens << " (block_tokens): no block keys\n";
+  }
   return absl::OkStatus();
 }
 

@@ -191,13 +191,23 @@ int EncodeCmd(const Args& a) {
     auto spec = ModelSpec::Parse(it->second);
     if (!spec.ok()) return Fail(spec.status());
     const KvShape& sh = raw->shape;
-    if (spec->layers != sh.layers || spec->kv_heads != sh.kv_heads ||
-        spec->head_dim != sh.head_dim || spec->dtype != sh.dtype ||
-        spec->block_tokens != sh.tokens || spec->rope_base != raw->rope_base ||
-        spec->rope_pairing != raw->rope_pairing) {
-      return Fail(absl::InvalidArgumentError(
-          "--spec does not match the kvraw file (layers, kv_heads, head_dim, dtype, rope_base, "
-          "rope_pairing, block_tokens = tokens)"));
+    // Each field that differs, with both values (gen's defaults are easy to miss:
+    // rope_base 500000, say).
+    std::string differs;
+    auto field = [&differs](absl::string_view name, const auto& in_spec, const auto& in_file) {
+      if (in_spec == in_file) return;
+      absl::StrAppend(&differs, differs.empty() ? "" : ", ", name, " ", in_spec,
+                      " in --spec, ", in_file, " in the file");
+    };
+    field("layers", spec->layers, sh.layers);
+    field("kv_heads", spec->kv_heads, sh.kv_heads);
+    field("head_dim", spec->head_dim, sh.head_dim);
+    field("dtype", DTypeName(spec->dtype), DTypeName(sh.dtype));
+    field("block_tokens (= the file's tokens)", spec->block_tokens, sh.tokens);
+    field("rope_base", spec->rope_base, raw->rope_base);
+    field("rope_pairing", RopePairingName(spec->rope_pairing), RopePairingName(raw->rope_pairing));
+    if (!differs.empty()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--spec does not match the kvraw file: ", differs)));
     }
     view.fingerprint = spec->Fingerprint();
   }
