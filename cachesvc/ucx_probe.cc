@@ -63,6 +63,7 @@ void UcxProbe::Loop() {
       (void)worker_->Disconnect(link.peer);
     }
     conn_id_.store(0, std::memory_order_release);
+    linked_to_.store(nullptr, std::memory_order_release);
     target.reset();
     link = {};
   };
@@ -85,6 +86,7 @@ void UcxProbe::Loop() {
       }
       target = std::move(now);
       link = *l;
+      linked_to_.store(target.get(), std::memory_order_release);
       conn_id_.store(link.conn.id, std::memory_order_release);
     }
     int misses = 0;

@@ -61,6 +61,11 @@ class UcxProbe {
   // The connection id the probe holds on its current target (to leave out of
   // client counts), 0 when it holds none.
   uint64_t conn_id() const { return conn_id_.load(std::memory_order_acquire); }
+  // Whether the probe's connection is to `worker` now (compared only, never used:
+  // for counting without a call into the worker's thread).
+  bool LinkedTo(const transport::UcxWorker* worker) const {
+    return worker != nullptr && linked_to_.load(std::memory_order_acquire) == worker;
+  }
   // Pings answered / missed since Start.
   uint64_t pings_answered() const { return answered_.load(std::memory_order_relaxed); }
   uint64_t pings_missed() const { return missed_.load(std::memory_order_relaxed); }
@@ -79,6 +84,7 @@ class UcxProbe {
   std::unique_ptr<transport::UcxWorker> worker_;  // the probe's own; used by its thread only
   std::thread thread_;
   std::atomic<uint64_t> conn_id_{0};
+  std::atomic<const transport::UcxWorker*> linked_to_{nullptr};
   std::atomic<uint64_t> answered_{0}, missed_{0};
 
   absl::Mutex mu_;

@@ -526,11 +526,10 @@ uint64_t UcxServer::connections() const {
   std::shared_ptr<transport::UcxWorker> w = state_->Current();
   if (w == nullptr) return 0;
   uint64_t n = w->Stats().accepted_peers;
-  // The probe's own connection, when it is on this worker.
-  if (state_->probe != nullptr && state_->probe->conn_id() != 0 && n > 0 &&
-      w->CheckAccepted(state_->probe->conn_id()).ok()) {
-    --n;
-  }
+  // The probe's own connection, when it is on this worker. Told by the probe, not
+  // asked of the worker: /metrics and Stats call this, and a call into the worker's
+  // thread waits for it (behind a long call, or for ever on a hung one).
+  if (state_->probe != nullptr && state_->probe->LinkedTo(w.get()) && n > 0) --n;
   return n;
 #else
   return 0;
