@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "common/keys.h"
+#include "storage/block_store.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -71,7 +72,10 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string
     if (!inserted) return bad("this token is listed twice");
     it->second.line = line_no;
     it->second.all_namespaces = all;
-    for (absl::string_view ns : namespaces) it->second.namespaces.insert(std::string(ns));
+    for (absl::string_view ns : namespaces) {
+      it->second.namespaces.insert(std::string(ns));
+      it->second.namespace_tags.insert(storage::BlockStore::NamespaceTag(ns));
+    }
   }
   if (a->grants_.empty()) {
     return absl::InvalidArgumentError(

@@ -36,6 +36,9 @@ inline constexpr absl::string_view kAuthMetadataKey = "authorization";
 struct AuthGrant {
   bool all_namespaces = false;               // "*"
   absl::flat_hash_set<std::string> namespaces;  // when not all
+  // BlockStore::NamespaceTag of each of `namespaces`, for checking reservation and
+  // lease ids (which carry a tag) without hashing every name for every id.
+  absl::flat_hash_set<uint64_t> namespace_tags;
   int line = 0;                              // where the token is in the file (for logs)
   // OK, or PERMISSION_DENIED naming the namespace.
   absl::Status AllowsNamespace(absl::string_view ns) const;

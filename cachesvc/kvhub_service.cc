@@ -190,9 +190,7 @@ absl::Status KvHubService::GrantAllowed(const AuthGrant& grant, storage::Transfe
   if (grant.all_namespaces) return absl::OkStatus();
   absl::StatusOr<uint64_t> tag = store_->GrantNamespaceTag(access, id);
   if (!tag.ok()) return absl::OkStatus();  // unknown or ended: the call itself says NOT_FOUND
-  for (const std::string& ns : grant.namespaces) {
-    if (storage::BlockStore::NamespaceTag(ns) == *tag) return absl::OkStatus();
-  }
+  if (grant.namespace_tags.contains(*tag)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
       access == storage::TransferAccess::kWrite ? "reservation " : "lease ", id,
       " belongs to a namespace this token may not use (tokens file line ", grant.line, ")"));
