@@ -417,7 +417,12 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "the caller cancelled or passed its deadline while its address was vetted; no connection made");
   }
-  absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner);
+  // The cap again, where it holds: Connects vetted at once (remembered addresses)
+  // passed the check above together while each waited for its Accept.
+  absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner, kMaxUcxConnections);
+  if (absl::IsResourceExhausted(conn.status())) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat(conn.status().message(), "; use gRPC"));
+  }
   if (!conn.ok()) {
     KVHUB_LOG(warn, "ucx: cannot accept client '{}': {}", req.client_name(), conn.status().ToString());
     if (absl::IsInvalidArgument(conn.status())) {

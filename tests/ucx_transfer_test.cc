@@ -292,6 +292,19 @@ TEST_P(UcxTransferTest, OutOfRangeTransfersFailAlone) {
   EXPECT_EQ(std::memcmp(b.data(), regions_[0].data(), 4096), 0);
 }
 
+// Accept's cap is checked on the worker's thread, where no concurrent Accept can
+// pass it at the same time (kvhubd checked its 4096 before a vetting wait of up to
+// 5 s, and Connects arriving together all passed).
+TEST_P(UcxTransferTest, AcceptRefusesPastItsCap) {
+  const uint64_t live = server_->Stats().accepted_peers;  // the fixture's connection
+  auto refused = server_->Accept(client_->address(), 0, live);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_EQ(server_->Stats().accepted_peers, live);
+  auto one_more = server_->Accept(client_->address(), 0, live + 1);
+  ASSERT_TRUE(one_more.ok()) << one_more.status();
+  ASSERT_TRUE(server_->CloseAccepted(one_more->id).ok());
+}
+
 // Anyone who reaches the serving worker's UCX port can send it requests. One that
 // was never handed a connection's key (here: it names client_'s connection with
 // a wrong key) is served nothing: its gets, puts and calls are dropped unanswered

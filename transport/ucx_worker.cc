@@ -1339,7 +1339,8 @@ bool ParseAcceptedConn(absl::string_view text, AcceptedConn* conn) {
          absl::SimpleAtoi(text.substr(colon + 1), &conn->key);
 }
 
-absl::StatusOr<AcceptedConn> UcxWorker::Accept(absl::string_view client_address, uint64_t owner) {
+absl::StatusOr<AcceptedConn> UcxWorker::Accept(absl::string_view client_address, uint64_t owner,
+                                               uint64_t max_accepted) {
   if (client_address.empty()) return absl::InvalidArgumentError("ucx accept: empty worker address");
   // The low 4 bits of a packed address's first byte are its format version, 0 or
   // 1; UCX 1.13 aborts the process (an assertion in ucp_address_unpack) on any
@@ -1353,6 +1354,10 @@ absl::StatusOr<AcceptedConn> UcxWorker::Accept(absl::string_view client_address,
   if (!key.ok()) return absl::InternalError(absl::StrCat("ucx accept: connection key: ", key.status().message()));
   absl::StatusOr<AcceptedConn> result = absl::InternalError("not run");
   Call([&] {
+    if (impl_->conns.size() >= max_accepted) {
+      result = absl::ResourceExhaustedError(absl::StrCat("too many live UCX connections (", max_accepted, ")"));
+      return;
+    }
     bool peer_mode = true;
     absl::StatusOr<ucp_ep_h> ep = impl_->CreateEp(client_address, &peer_mode);
     if (!ep.ok()) {

@@ -241,7 +241,10 @@ class UcxWorker {
   // `owner` is an opaque tag the acceptor attaches (kvhubd: a digest of the caller's
   // credentials); CheckAccepted compares it.
   // INTERNAL when the kernel gives no randomness for the key (getrandom).
-  absl::StatusOr<AcceptedConn> Accept(absl::string_view client_address, uint64_t owner = 0);
+  // RESOURCE_EXHAUSTED when `max_accepted` connections are accepted already
+  // (checked on the worker's thread, so concurrent Accepts cannot pass it together).
+  absl::StatusOr<AcceptedConn> Accept(absl::string_view client_address, uint64_t owner = 0,
+                                      uint64_t max_accepted = UINT64_MAX);
   // Closes an accepted connection. NOT_FOUND if unknown. With `flush_wait` > 0
   // the endpoint is closed in flush mode, which first completes its wire-up with
   // the client (UCX connects and exchanges wire-up messages with it) and delivers
