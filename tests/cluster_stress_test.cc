@@ -38,6 +38,12 @@ void ExpectClean(const nlohmann::json& j, bool stops, bool kills = true) {
   EXPECT_GT(ops["fetch"]["bytes_verified"].get<uint64_t>(), 0u);
   EXPECT_GT(ops["pinned"]["bytes_verified"].get<uint64_t>(), 0u);
   EXPECT_GT(ops["recovery"]["calls"].get<uint64_t>(), 0u) << "the final pass read nothing back";
+  // The checks ran, not only the calls: blocks were read back and compared where
+  // "deleted served" and "wrong bytes" are decided (private: other tenants' keys;
+  // bad: corrupt requests; recovery: the strict final pass).
+  for (const char* op : {"private", "recovery"}) {
+    EXPECT_GT(ops[op]["blocks_ok"].get<uint64_t>(), 0u) << op << ": no block was verified";
+  }
 }
 
 TEST(ClusterStressTest, GrpcWithKillsAndFreezes) {
