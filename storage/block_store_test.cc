@@ -184,10 +184,20 @@ TEST_F(BlockStoreTest, WrongChecksumIsRefusedAndNothingVisible) {
 // an oracle (reserve with the hash of a guessed block, commit without writing).
 TEST_F(BlockStoreTest, AReservationNeverShowsItsChunksLastOccupant) {
   const std::vector<uint8_t> secret = Bytes(7, 5000);
+  // A neighbour of the same class keeps the slab in use once the secret is deleted,
+  // so the next chunk of that class is the secret's own (an emptied slab goes back
+  // to the free list, and a fresh one, still zero from mmap, proved nothing).
+  const std::vector<uint8_t> neighbour = Bytes(6, 5000);
+  ASSERT_TRUE(store_->Put("tenant-a", Key(6), neighbour, Sum(neighbour)).ok());
   ASSERT_TRUE(store_->Put("tenant-a", Key(7), secret, Sum(secret)).ok());
+  absl::StatusOr<Lease> where = store_->Acquire("tenant-a", Key(7), absl::ZeroDuration());
+  ASSERT_TRUE(where.ok()) << where.status();
+  const uint8_t* secret_chunk = where->data;
+  ASSERT_TRUE(store_->Release(where->id).ok());
   ASSERT_TRUE(store_->Delete("tenant-a", Key(7)).ok());  // its chunk is free, its bytes still there
   auto probe = store_->Reserve("tenant-b", Key(8), secret.size(), Sum(secret));
   ASSERT_TRUE(probe.ok()) << probe.status();
+  ASSERT_EQ(probe->data, secret_chunk) << "the probe must get the secret's chunk for the test to mean anything";
   const std::vector<uint8_t> zeros(secret.size(), 0);
   EXPECT_EQ(std::memcmp(probe->data, zeros.data(), zeros.size()), 0) << "the reservation shows old bytes";
   const absl::Status guessed = store_->Commit(probe->id);  // nothing written

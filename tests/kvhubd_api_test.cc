@@ -36,6 +36,24 @@ class KvhubdApiTest : public ::testing::Test {
     stub_ = NewKvHubStub(proc_->grpc_address());
   }
 
+  // The host tier's counters from Stats.
+  v1::TierStats HostTier() {
+    v1::StatsResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->Stats(&ctx, v1::StatsRequest(), &st).ok());
+    return st.tiers_size() > 0 ? st.tiers(0) : v1::TierStats();
+  }
+  // Waits (up to 2 s) until the host tier holds no lease: those of inline Gets end
+  // when gRPC has sent their bytes, just after the client has them.
+  uint64_t LeasedAfterDrain() {
+    uint64_t leased = HostTier().leased_blocks();
+    for (int i = 0; i < 400 && leased > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      leased = HostTier().leased_blocks();
+    }
+    return leased;
+  }
+
   v1::PutResponse Put(const std::string& ns, uint64_t k, const std::string& data, uint64_t checksum) {
     v1::PutResponse resp;
     grpc::Status s = PutOne(*stub_, ns, k, data, checksum, &resp);
@@ -104,6 +122,7 @@ TEST_F(KvhubdApiTest, GetLeaseThenReleaseAndGetStreamChunks) {
   ASSERT_EQ(resp.blocks(0).status().code(), 0);
   EXPECT_NE(resp.blocks(0).lease_id(), 0u);
   EXPECT_EQ(resp.blocks(0).location().size(), big.size());
+  EXPECT_GE(HostTier().leased_blocks(), 1u) << "the lease is held";
   v1::ReleaseRequest rel;
   rel.add_lease_ids(resp.blocks(0).lease_id());
   v1::ReleaseResponse rel_resp;
@@ -112,6 +131,7 @@ TEST_F(KvhubdApiTest, GetLeaseThenReleaseAndGetStreamChunks) {
     ASSERT_TRUE(stub_->Release(&ctx, rel, &rel_resp).ok());
   }
   EXPECT_EQ(rel_resp.items(0).code(), 0);
+  EXPECT_EQ(LeasedAfterDrain(), 0u) << "Release answered OK but the lease is still held";
 
   req.set_keys(TestKey(201) + TestKey(202));
   grpc::ClientContext ctx;
@@ -323,6 +343,7 @@ TEST_F(KvhubdApiTest, UncommittedReservationExpires) {
 TEST_F(KvhubdApiTest, DeletePinStatsHealth) {
   std::string a = TestBlock(7, 8192);
   ASSERT_EQ(Put("api", 601, a, Checksum(a)).items(0).code(), 0);
+  const uint64_t pinned_before = HostTier().pinned_blocks();
   v1::PinRequest pin;
   pin.set_namespace_("api");
   pin.set_keys(TestKey(601));
@@ -333,6 +354,7 @@ TEST_F(KvhubdApiTest, DeletePinStatsHealth) {
     ASSERT_TRUE(stub_->Pin(&ctx, pin, &pin_resp).ok());
   }
   EXPECT_EQ(pin_resp.items(0).code(), 0);
+  EXPECT_EQ(HostTier().pinned_blocks(), pinned_before + 1) << "Pin answered OK but pinned nothing";
 
   v1::DeleteRequest del;
   del.set_namespace_("api");

@@ -381,9 +381,33 @@ TEST_F(KvhubdValidationTest, RequestsThatDoNotParseGetInvalidArgument) {
     grpc::Status s = RawCall::Run(proc_->grpc_address(), std::string("/kvhub.v1.KvHub/") + m, {not_utf8});
     ExpectInvalid(s, "not valid UTF-8");
   }
-  // A PutData stream whose second chunk does not parse ends with that error.
-  grpc::Status s = RawCall::Run(proc_->grpc_address(), "/kvhub.v1.KvHub/PutData", {std::string(), truncated});
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  // A PutData stream whose second chunk does not parse ends with that error (the
+  // first is a valid chunk of a real reservation: an empty first chunk, as before,
+  // was refused for its reservation_id 0 and the second never read).
+  {
+    v1::PutStartRequest start;
+    start.set_namespace_("tenant");
+    v1::PutItem* item = start.add_items();
+    item->set_key(TestKey(kStored + 5));
+    item->set_size(8);
+    item->set_checksum(1);
+    v1::PutStartResponse started;
+    grpc::ClientContext sctx;
+    ASSERT_TRUE(stub_->PutStart(&sctx, start, &started).ok());
+    ASSERT_EQ(started.items(0).status().code(), 0) << started.items(0).status().message();
+    v1::PutDataChunk chunk;
+    chunk.set_reservation_id(started.items(0).reservation_id());
+    chunk.set_data("12345678");
+    grpc::Status s =
+        RawCall::Run(proc_->grpc_address(), "/kvhub.v1.KvHub/PutData", {chunk.SerializeAsString(), truncated});
+    ExpectInvalid(s, "does not parse as kvhub.v1.PutDataChunk");
+    v1::PutAbortRequest abort;  // nothing of it stays (TearDown checks what is stored)
+    abort.add_reservation_ids(started.items(0).reservation_id());
+    v1::PutAbortResponse aborted;
+    grpc::ClientContext actx;
+    ASSERT_TRUE(stub_->PutAbort(&actx, abort, &aborted).ok());
+    EXPECT_EQ(aborted.items(0).code(), 0) << aborted.items(0).message();
+  }
   // The same bytes, well formed, are served (the parse is not what refuses them).
   v1::LookupRequest ok;
   ok.set_namespace_("tenant");
