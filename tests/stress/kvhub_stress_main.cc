@@ -822,12 +822,15 @@ void Stress::Final() {
   if (!shards_) return;
   // 3. Leases and reservations drain (expiry covers what killed calls left behind).
   uint64_t leased = 0, reserved = 0;
+  std::string unanswered;  // members whose Stats failed on the last try: unchecked
   for (int i = 0; i < 150; ++i) {
     leased = reserved = 0;
+    unanswered.clear();
     bool all = true;
     for (const MemberStats& m : client_.Stats()) {
       if (!m.stats.ok()) {
         all = false;
+        absl::StrAppend(&unanswered, unanswered.empty() ? "" : ", ", m.address);
         continue;
       }
       for (const auto& tier : m.stats->tiers()) {
@@ -842,6 +845,9 @@ void Stress::Final() {
     violations_.Add("leak", absl::StrCat(leased, " blocks still leased and ", reserved,
                                          " bytes still reserved 15 s after the last call"));
   }
+  if (!unanswered.empty()) {  // zero leaked among those that answered proves nothing for these
+    violations_.Add("leak", absl::StrCat("Stats unavailable for ", unanswered, ": leases and reservations unchecked"));
+  }
   phase("leases and reservations drain");
   // 3b. UCX connections of client processes that were killed or exited are closed
   // (their Session streams ended, or, killed between Connect and Session, the shard's
@@ -851,16 +857,23 @@ void Stress::Final() {
     most = 0;
     sessions = 0;
     ucx_worker_resets_ = 0;
+    unanswered.clear();
     for (const MemberStats& m : client_.Stats()) {
-      if (!m.stats.ok()) continue;
+      if (!m.stats.ok()) {
+        absl::StrAppend(&unanswered, unanswered.empty() ? "" : ", ", m.address);
+        continue;
+      }
       if (m.stats->ucx_connections() >= most) {
         most = m.stats->ucx_connections();
         sessions = m.stats->ucx_sessions();
       }
       ucx_worker_resets_ += m.stats->ucx_worker_resets();
     }
-    if (most <= 1) break;
+    if (most <= 1 && unanswered.empty()) break;
     absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (!unanswered.empty()) {
+    violations_.Add("leak", absl::StrCat("Stats unavailable for ", unanswered, ": UCX connections unchecked"));
   }
   if (most > 1) {
     violations_.Add("leak", absl::StrCat("a shard still holds ", most, " UCX connections (", sessions,
