@@ -27,6 +27,10 @@ void ExpectClean(const nlohmann::json& j, bool stops, bool kills = true) {
   for (const auto& [kind, n] : j["violations"].items()) EXPECT_EQ(n.get<uint64_t>(), 0u) << kind;
   if (kills) {
     EXPECT_GT(j["faults"]["kills"].get<uint64_t>(), 0u) << "no shard was killed: the run proved little";
+  } else {
+    // Without kills the shards keep their counts: the run must have filled them,
+    // or "pinned lost 0" proved nothing (a pin matters only under eviction).
+    EXPECT_GT(j["faults"]["evictions"].get<uint64_t>(), 0u) << "the shards never evicted";
   }
   if (stops) {
     EXPECT_GT(j["faults"]["stops"].get<uint64_t>(), 0u);

@@ -251,6 +251,7 @@ class Stress {
   uint64_t wedges_ = 0, wedges_missed_ = 0;
   uint64_t ucx_worker_resets_ = 0;  // summed over the shards' Stats at the end
   stress::ClientProcs::Outcome client_outcome_;
+  uint64_t evictions_ = 0;  // Final(): the live shards' evictions
   double seconds_run_ = 0;
   std::vector<std::pair<std::string, double>> phase_seconds_;  // the final checks, in order
 };
@@ -848,6 +849,13 @@ void Stress::Final() {
   if (!unanswered.empty()) {  // zero leaked among those that answered proves nothing for these
     violations_.Add("leak", absl::StrCat("Stats unavailable for ", unanswered, ": leases and reservations unchecked"));
   }
+  // Whether the run filled the shards (pins only matter under eviction): evictions
+  // of the shard processes alive now (a killed shard's count went with it).
+  evictions_ = 0;
+  for (const MemberStats& m : client_.Stats()) {
+    if (!m.stats.ok()) continue;
+    for (const auto& tier : m.stats->tiers()) evictions_ += tier.evictions();
+  }
   phase("leases and reservations drain");
   // 3b. UCX connections of client processes that were killed or exited are closed
   // (their Session streams ended, or, killed between Connect and Session, the shard's
@@ -961,6 +969,8 @@ void Stress::Report(bool to_stderr, nlohmann::json* j) const {
                  static_cast<unsigned long>(ucx_worker_resets_));
   }
   (*j)["faults"]["ucx_worker_resets"] = ucx_worker_resets_;
+  (*j)["faults"]["evictions"] = evictions_;
+  std::fprintf(out, "evictions (shards alive at the end): %lu\n", static_cast<unsigned long>(evictions_));
   if (clients_ != nullptr) {
     std::fprintf(out, "client processes: %d started, %d killed mid-run (SIGKILL), %d finished clean\n",
                  client_outcome_.started, client_outcome_.killed, client_outcome_.finished);
