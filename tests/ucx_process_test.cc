@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
