@@ -164,7 +164,9 @@ const std::vector<KeyOps>& AllKeys() {
       // Checked when set, so the error names the file and line (or the flag) that set it.
       KeyOps{{"eviction_policy", "lru | s3fifo | as3fifo | duel; default s3fifo (docs/replay.md)"},
              [](KvhubdConfig& c, absl::string_view v) {
-               storage::EvictionPolicyConfig e = c.store.eviction;
+               // The name only (Validate would also judge s3fifo_small_ratio, set
+               // on another line).
+               storage::EvictionPolicyConfig e;
                e.name = std::string(v);
                if (absl::Status s = e.Validate(); !s.ok()) return s;
                c.store.eviction.name = std::string(v);

@@ -389,8 +389,12 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       // a few times: one that keeps failing (the shard cannot reach this client's
       // worker, say) is a fallback like any other, said so and retried after
       // ucx_retry_interval, not a Connect a second for ever with nothing logged.
+      // (auto mode with a retry interval; transport=ucx fails its calls with the
+      // reason, and an interval of 0 would make a passing problem permanent).
       const absl::Status why = absl::UnavailableError(absl::StrCat("UCX session: ", opened.status().message()));
-      if (++p->session_failures >= kSessionFailuresBeforeFallback) {
+      back_off();  // the fallback's retry, or the next try, waits too
+      if (config_.transport == TransportMode::kAuto && config_.ucx_retry_interval > absl::ZeroDuration() &&
+          ++p->session_failures >= kSessionFailuresBeforeFallback) {
         p->session_failures = 0;
         return give_up(absl::UnavailableError(absl::StrCat(kSessionFailuresBeforeFallback,
                                                            " UCX connects in a row failed, the last: ",
@@ -400,7 +404,6 @@ void UcxDataPlane::EnsureConnected(Shard& shard, Peer* p) ABSL_EXCLUSIVE_LOCKS_R
       if (config_.transport == TransportMode::kAuto) {
         p->SetTransport(absl::StrCat("grpc (UCX connect retrying: ", why.message(), ")"));
       }
-      back_off();
       return;
     }  // else a shard without sessions: it keeps the connection until UCX fails it
   }
@@ -707,7 +710,12 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
     releases_->Add(shard, std::span<const uint64_t>(release.lease_ids().data(), release.lease_ids().size()));
   } else if (release.lease_ids_size() > 0) {
     v1::ReleaseResponse rel;
-    absl::Status rs = ReleaseLeases(shard, release, &rel);
+    bool retried = false;
+    absl::Status rs = ReleaseLeases(shard, release, &rel, &retried);
+    // Answered by the gRPC retry of a UCX Release that failed in transit: the
+    // shard may have run the first, and its NOT_FOUNDs then say nothing about
+    // the reads, which are kept as when the Release fails (below).
+    if (retried) rs = absl::UnavailableError("the UCX Release failed in transit; answered by its gRPC retry");
     if (rs.ok() && rel.items_size() == release.lease_ids_size()) {
       for (int k = 0; k < rel.items_size(); ++k) {
         BlockRead& r = reads[released[k]];
@@ -735,7 +743,9 @@ absl::Status UcxDataPlane::ReadUcx(Shard& shard, Peer* p, const Route& route_in,
   return absl::OkStatus();
 }
 
-absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp,
+                                         bool* retried) {
+  if (retried != nullptr) *retried = false;
   Peer* p = PeerFor(shard);
   uint64_t peer_id = 0;
   bool calls = false, shm = false;
@@ -758,7 +768,10 @@ absl::Status UcxDataPlane::ReleaseLeases(Shard& shard, const v1::ReleaseRequest&
   // gRPC. A release the shard did make answers NOT_FOUND the second time.
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
     resp->Clear();
-    if (absl::Status g = shard.Release(req, resp); g.ok()) return g;
+    if (absl::Status g = shard.Release(req, resp); g.ok()) {
+      if (retried != nullptr) *retried = true;
+      return g;
+    }
   }
   return s;
 }

@@ -143,7 +143,10 @@ class UcxDataPlane final : public DataPlane {
   absl::StatusOr<Route> Reconnect(Shard& shard, const Route& stale, uint64_t incarnation);
   // DeferredReleases' sender: over the UCX connection when the shard answers
   // calls, else the Release RPC.
-  absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp);
+  // `retried` (optional): set when the UCX call failed in transit and gRPC answered
+  // (the shard may have run both: a NOT_FOUND item then proves nothing).
+  absl::Status ReleaseLeases(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp,
+                             bool* retried = nullptr);
   // `req` called as `method` over the UCX connection to `peer_id` on `worker`, its
   // answer parsed into `resp`; errors are CallPeer's, named "<what> <address> over
   // ucx: ...". `shm`: the connection runs over shared memory (a timeout there

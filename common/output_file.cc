@@ -34,15 +34,11 @@ absl::Status WriteFile(const std::string& path, absl::string_view data, const st
   const int fd = open(path.c_str(), flags, mode);
   if (fd < 0) return Lost(shown, errno);
   if (replaces != nullptr) {
-    // Owner first: a chown clears set-id bits, which the chmod then restores. A
-    // caller that may not give the file away (not root, another owner) leaves it
-    // its own; that is not an error.
-    if ((replaces->st_uid != geteuid() || replaces->st_gid != getegid()) &&
-        fchown(fd, replaces->st_uid, replaces->st_gid) != 0 && errno != EPERM) {
-      const int err = errno;
-      close(fd);
-      std::remove(path.c_str());
-      return Lost(shown, err);
+    // Owner first: a chown clears set-id bits, which the chmod then restores. Best
+    // effort: a caller that may not give the file away (not root, another owner; an
+    // owner unmapped in a user namespace) leaves it its own; that is not an error.
+    if (replaces->st_uid != geteuid() || replaces->st_gid != getegid()) {
+      (void)!fchown(fd, replaces->st_uid, replaces->st_gid);
     }
     if (fchmod(fd, replaces->st_mode & 07777) != 0) {
       const int err = errno;
@@ -149,12 +145,17 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   }
   // The rename is durable only once the directory is: without this a crash could
   // leave the old file (or none) although the call returned OK.
+  // Best effort where the directory cannot be opened for it (write and search
+  // permission are all a replace needs; reading it may be refused).
   const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Lost(absl::StrCat(shown, " (its directory)"), errno);
+  if (dfd < 0) return absl::OkStatus();
   int err = fsync(dfd) != 0 ? errno : 0;
   close(dfd);
   // Some file systems cannot sync a directory (EINVAL); there is nothing more to do.
-  if (err != 0 && err != EINVAL) return Lost(absl::StrCat(shown, " (its directory)"), err);
+  if (err != 0 && err != EINVAL) {
+    return absl::DataLossError(absl::StrCat("writing ", shown, ": the file was replaced but its directory could not "
+                                            "be synced (", std::strerror(err), "): it may not survive a crash"));
+  }
   return absl::OkStatus();
 }
 

@@ -17,9 +17,10 @@ namespace kvhub {
 // PERMISSION_DENIED-style errors when it cannot be created come back as DATA_LOSS too,
 // with the reason. A regular file (or a new one) is written as .kvhub-tmp.PID.RANDOM
 // in PATH's directory (created exclusively, never through a link, fsynced) and renamed
-// over PATH only when complete, then the directory is fsynced: on failure PATH is
-// untouched (an earlier file keeps its bytes) and no partial file is left; this needs
-// write permission on PATH's directory. A replaced file keeps its mode, and its owner
+// over PATH only when complete, then the directory is fsynced (where it can be opened
+// for that): on failure PATH is untouched (an earlier file keeps its bytes) and no
+// partial file is left, except a failed directory sync, reported after PATH already
+// holds the new bytes; this needs write permission on PATH's directory. A replaced file keeps its mode, and its owner
 // and group where the caller may set them (root). Other paths (a device, a pipe, a
 // symbolic link) are written in place.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
