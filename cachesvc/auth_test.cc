@@ -131,9 +131,17 @@ TEST(ReloadableAuthenticatorTest, ReloadInstallsAWholeNewFileOrNothing) {
   std::remove(path.c_str());
   EXPECT_EQ((*r)->Reload().status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(Accepts(**r, b));
-  // Fixed again: in force at the next reload.
+  // Fixed again: in force at the next reload. The hook sees the new tokens while
+  // the old still answer calls (kvhubd closes revoked tokens' UCX connections there,
+  // so none is open once the new tokens are in force).
   WriteTokens(path, absl::StrCat(a, " *\n"));
-  ASSERT_TRUE((*r)->Reload().ok());
+  bool hooked = false;
+  ASSERT_TRUE((*r)->Reload([&](const Authenticator& next) {
+                     hooked = true;
+                     EXPECT_TRUE(Accepts(**r, b)) << "the new tokens were in force before the hook ran";
+                     EXPECT_EQ(next.size(), 1u);
+                   }).ok());
+  EXPECT_TRUE(hooked);
   EXPECT_TRUE(Accepts(**r, a));
   EXPECT_FALSE(Accepts(**r, b));
   std::remove(path.c_str());

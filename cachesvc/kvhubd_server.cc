@@ -325,7 +325,12 @@ void KvhubdServer::ExpiryLoop() {
 
 absl::Status KvhubdServer::ReloadAuth() {
   if (auth_ == nullptr) return absl::FailedPreconditionError("authentication is off (no auth_tokens_file)");
-  absl::StatusOr<bool> changed = auth_->Reload();
+  // Revoked tokens' UCX connections are closed before the new tokens answer calls
+  // (a call over such a connection was served in between: the test saw it), and
+  // again after, for a connection made meanwhile under the old ones.
+  size_t ended_before = 0;
+  absl::StatusOr<bool> changed =
+      auth_->Reload([&](const Authenticator& next) { ended_before = service_->EndRevokedUcxSessions(next); });
   {
     absl::MutexLock l(&auth_mu_);
     auth_checked_ = Clock::Real()->Now();  // monotonic: a wall-clock step does not stall the reload
@@ -345,7 +350,7 @@ absl::Status KvhubdServer::ReloadAuth() {
   }
   // Outside auth_mu_: ending sessions closes UCX connections.
   const std::shared_ptr<const Authenticator> now = auth_->Current();
-  const size_t ended = service_->EndRevokedUcxSessions(*now);
+  const size_t ended = ended_before + service_->EndRevokedUcxSessions(*now);
   KVHUB_LOG(info, "kvhubd: {} token(s) in force from {}; {} UCX connection(s) of revoked tokens closed", now->size(),
             auth_->path(), ended);
   return absl::OkStatus();

@@ -40,7 +40,8 @@ std::shared_ptr<const Authenticator> ReloadableAuthenticator::Current() const {
   return current_;
 }
 
-absl::StatusOr<bool> ReloadableAuthenticator::Reload() {
+absl::StatusOr<bool> ReloadableAuthenticator::Reload(
+    const std::function<void(const Authenticator& next)>& before_install) {
   absl::MutexLock reload(&reload_mu_);
   absl::StatusOr<std::string> text = ReadTokensFile(path_);
   if (!text.ok()) return text.status();
@@ -50,6 +51,7 @@ absl::StatusOr<bool> ReloadableAuthenticator::Reload() {
   if (!auth.ok()) return auth.status();
   contents_hash_ = hash;
   std::shared_ptr<const Authenticator> next(std::move(*auth));
+  if (before_install) before_install(*next);
   absl::MutexLock l(&mu_);
   current_ = std::move(next);
   return true;

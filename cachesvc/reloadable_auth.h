@@ -13,6 +13,7 @@
 // Thread safety: every method may be called concurrently.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,7 +35,11 @@ class ReloadableAuthenticator {
   // Re-reads the file. Returns true when its contents changed and the new tokens
   // are in force, false when it is unchanged; an error (naming the file and line)
   // when it cannot be read or parsed, in which case the current tokens stay.
-  absl::StatusOr<bool> Reload() ABSL_LOCKS_EXCLUDED(mu_);
+  // `before_install` (optional) runs with the new tokens just before they are put in
+  // force (kvhubd closes the UCX connections of revoked tokens there, so none is
+  // still open once the new tokens answer calls).
+  absl::StatusOr<bool> Reload(const std::function<void(const Authenticator& next)>& before_install = nullptr)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string& path() const { return path_; }
 
