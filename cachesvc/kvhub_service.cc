@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "storage/tiered_block_store.h"
 
 namespace kvhub::cachesvc {
 namespace {
@@ -369,22 +370,25 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* KvHubService::PutData(grpc::CallbackS
 
 // ---------------------------------------------------------------- PutCommit / PutAbort
 
+absl::Status KvHubService::EndReservation(uint64_t id, absl::FunctionRef<absl::Status(uint64_t)> end,
+                                          ReservationTable::Entry* taken) {
+  if (absl::Status t = reservations_->Take(id, taken); !t.ok()) return t;
+  absl::Status s = end(id);
+  if (absl::IsFailedPrecondition(s)) {
+    reservations_->Restore(id, *taken);  // still reserved: a retry may end it
+  } else {
+    reservations_->Finish(id);
+  }
+  return s;
+}
+
 grpc::Status KvHubService::DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp) {
   if (absl::Status s = ValidateIds("reservation_ids", req.reservation_ids()); !s.ok()) return ToGrpc(s);
   resp->mutable_items()->Reserve(req.reservation_ids_size());
   for (uint64_t id : req.reservation_ids()) {
     v1::ItemStatus* out = resp->add_items();
     ReservationTable::Entry e;
-    if (absl::Status t = reservations_->Take(id, &e); !t.ok()) {
-      SetItemStatus(t, out);
-      continue;
-    }
-    absl::Status s = store_->Commit(id);
-    if (absl::IsFailedPrecondition(s)) {
-      reservations_->Restore(id, e);  // still reserved: a retry may commit
-    } else {
-      reservations_->Finish(id);
-    }
+    const absl::Status s = EndReservation(id, [this](uint64_t r) { return store_->Commit(r); }, &e);
     SetItemStatus(s, out);
     if (s.ok()) {
       metrics_->AddPutBytes(e.ns_index, 1, e.size);
@@ -413,11 +417,10 @@ void KvHubService::ReleaseUnannounced(const v1::GetResponse& granted) {
 
 void KvHubService::AbortUnannounced(const v1::PutStartResponse& started) {
   for (const v1::PutStartResponse::Reserved& r : started.items()) {
-    ReservationTable::Entry e;
-    if (r.reservation_id() == 0 || !reservations_->Take(r.reservation_id(), &e).ok()) continue;
+    if (r.reservation_id() == 0) continue;
     // Fresh and never handed out: nothing writes into it, so the abort cannot be refused.
-    (void)store_->Abort(r.reservation_id()).ok();
-    reservations_->Finish(r.reservation_id());
+    ReservationTable::Entry e;
+    (void)EndReservation(r.reservation_id(), [this](uint64_t id) { return store_->Abort(id); }, &e).ok();
   }
 }
 
@@ -427,17 +430,7 @@ grpc::Status KvHubService::DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbo
   for (uint64_t id : req.reservation_ids()) {
     v1::ItemStatus* out = resp->add_items();
     ReservationTable::Entry e;
-    if (absl::Status t = reservations_->Take(id, &e); !t.ok()) {
-      SetItemStatus(t, out);
-      continue;
-    }
-    absl::Status s = store_->Abort(id);
-    if (absl::IsFailedPrecondition(s)) {
-      reservations_->Restore(id, e);  // still reserved: a retry may abort
-    } else {
-      reservations_->Finish(id);
-    }
-    SetItemStatus(s, out);
+    SetItemStatus(EndReservation(id, [this](uint64_t r) { return store_->Abort(r); }, &e), out);
   }
   return grpc::Status::OK;
 }

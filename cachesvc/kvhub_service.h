@@ -27,6 +27,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -41,7 +42,10 @@
 #include "cachesvc/ucx_server.h"
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "storage/block_store.h"
-#include "storage/tiered_block_store.h"
+
+namespace kvhub::storage {
+class TieredBlockStore;
+}  // namespace kvhub::storage
 
 namespace kvhub::cachesvc {
 
@@ -174,6 +178,12 @@ class KvHubService final : public KvHubCallbackBase {
   grpc::Status DoPutStart(const v1::PutStartRequest& req, v1::PutStartResponse* resp);
   grpc::Status DoPutCommit(const v1::PutCommitRequest& req, v1::PutCommitResponse* resp);
   grpc::Status DoPutAbort(const v1::PutAbortRequest& req, v1::PutAbortResponse* resp);
+  // Takes reservation `id` from the table (its entry to *taken), ends it in the store
+  // with `end` (Commit or Abort), then forgets it, or makes it writable again when
+  // the store refused for now (FAILED_PRECONDITION). The table's error (NOT_FOUND,
+  // or FAILED_PRECONDITION while another commit or abort of it runs), else end's.
+  absl::Status EndReservation(uint64_t id, absl::FunctionRef<absl::Status(uint64_t)> end,
+                              ReservationTable::Entry* taken);
   // Releases the leases of a Get answer its caller will never see (cancelled, or
   // an answer too large to send), and aborts the reservations of such a PutStart.
   void ReleaseUnannounced(const v1::GetResponse& granted);

@@ -17,6 +17,12 @@
 namespace kvhub {
 namespace {
 
+// The directory a file at `path` is created in.
+std::string DirOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
 absl::Status Lost(absl::string_view what, int err) {
   return absl::DataLossError(absl::StrCat("writing ", what, " failed: ", std::strerror(err)));
 }
@@ -94,8 +100,7 @@ absl::Status CheckOutputPath(const std::string& path) {
     }
   }
   // A regular file or a new one: created beside it (and renamed over it).
-  const size_t slash = target.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
+  const std::string dir = DirOf(target);
   if (stat(dir.c_str(), &st) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));
   if (!S_ISDIR(st.st_mode)) return bad(absl::StrCat(dir, " is not a directory"));
   if (access(dir.c_str(), W_OK | X_OK) != 0) return bad(absl::StrCat(dir, ": ", std::strerror(errno)));
@@ -132,7 +137,6 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   // takes (up to NAME_MAX) can be written.
   const uint64_t salt = KernelRandom64().value_or(static_cast<uint64_t>(time(nullptr)));
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   const std::string tmp =
       absl::StrCat(slash == std::string::npos ? "" : path.substr(0, slash + 1), ".kvhub-tmp.", getpid(), ".",
                    absl::Hex(salt));
@@ -147,7 +151,7 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   // leave the old file (or none) although the call returned OK.
   // Best effort where the directory cannot be opened for it (write and search
   // permission are all a replace needs; reading it may be refused).
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dfd = open(DirOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return absl::OkStatus();
   int err = fsync(dfd) != 0 ? errno : 0;
   close(dfd);

@@ -1409,6 +1409,14 @@ TEST(UcxClientTest, AConnectionTheShardClosesEndsItsSession) {
   EXPECT_EQ(now, std::pair(uint64_t{0}, uint64_t{0}));
 }
 
+// Installs a `Factory` (a gRPC client interceptor factory) on every channel the
+// clients made meanwhile create, and removes it when the scope ends.
+template <typename Factory>
+struct ScopedChannelFaults {
+  ScopedChannelFaults() { SetChannelFaultsForTesting([] { return std::make_unique<Factory>(); }); }
+  ~ScopedChannelFaults() { SetChannelFaultsForTesting(nullptr); }
+};
+
 // Points every Session a client opens at a connection id that does not exist, so the
 // shard refuses it at once (NOT_FOUND), as it does when it cannot reach the client:
 // the connection Connect made stays, unwatched, for the shard's grace.
@@ -1475,10 +1483,7 @@ TEST(UcxClientTest, LeasesOfAnUnusableGetReplyAreReleased) {
   const std::vector<BlockPut> puts = {{keys[0], std::nullopt, a, false}, {keys[1], std::nullopt, b, false}};
   auto put = (*writer)->Put("ns", puts);
   ASSERT_TRUE(put.ok()) << put.status();
-  struct Scoped {
-    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<LongGetReplies>(); }); }
-    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
-  } faults;
+  ScopedChannelFaults<LongGetReplies> faults;
   ClientConfig cfg = Config(*shard, TransportMode::kUcx);
   cfg.ucx_calls = false;  // lease Gets over gRPC, where the interceptor sees them
   cfg.ucx_lease = absl::Minutes(5);
@@ -1500,10 +1505,7 @@ TEST(UcxClientTest, LeasesOfAnUnusableGetReplyAreReleased) {
 TEST(UcxClientTest, AClientWhoseSessionsFailBacksOffConnecting) {
   auto shard = StartShard({"--ucx_tls=tcp", "--ucx_session_grace_ms=600000"});
   ASSERT_NE(shard, nullptr);
-  struct Scoped {
-    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<MisdirectSessions>(); }); }
-    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
-  } faults;
+  ScopedChannelFaults<MisdirectSessions> faults;
   ClientConfig cfg = Config(*shard, TransportMode::kUcx);
   cfg.data_deadline = absl::Milliseconds(200);
   auto client = Client::Create(cfg);
@@ -1537,10 +1539,7 @@ TEST(UcxClientTest, AutoFallsBackToGrpcAndSaysSoWhenSessionsKeepFailing) {
   // Shared memory: where auto would use UCX (over tcp alone it keeps gRPC by design).
   auto shard = StartShard({"--ucx_tls=posix,cma", "--ucx_session_grace_ms=600000"});
   ASSERT_NE(shard, nullptr);
-  struct Scoped {
-    Scoped() { SetChannelFaultsForTesting([] { return std::make_unique<MisdirectSessions>(); }); }
-    ~Scoped() { SetChannelFaultsForTesting(nullptr); }
-  } faults;
+  ScopedChannelFaults<MisdirectSessions> faults;
   ClientConfig cfg = Config(*shard, TransportMode::kAuto, "posix,cma");
   cfg.ucx_retry_interval = absl::Minutes(10);
   uint64_t seed = 8100;

@@ -569,15 +569,15 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   absl::Cleanup remove_blocks = [&] {
     if (!a.Has("members") || a.Has("keep_blocks")) return;
     const std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
-    uint64_t deleted = 0, gone = 0, failed = 0;
-    for (size_t k = 0; k < keys.size(); k += 1024) {
-      const std::span<const BlockKey> batch(keys.data() + k, std::min<size_t>(1024, keys.size() - k));
-      absl::StatusOr<std::vector<absl::Status>> d = (*client)->Delete(lo.ns, batch);
-      if (!d.ok()) {
-        failed += batch.size();
-        continue;
+    uint64_t deleted = 0, failed = 0;  // NOT_FOUND: never stored, or evicted
+    absl::StatusOr<std::vector<absl::Status>> d = (*client)->Delete(lo.ns, keys);  // batched per shard
+    if (!d.ok()) {
+      failed = keys.size();
+    } else {
+      for (const absl::Status& st : *d) {
+        if (st.ok()) ++deleted;
+        if (!st.ok() && !absl::IsNotFound(st)) ++failed;
       }
-      for (const absl::Status& st : *d) (st.ok() ? deleted : (absl::IsNotFound(st) ? gone : failed)) += 1;
     }
     std::cerr << "kvhub-replay: removed its " << deleted << " blocks from namespace " << lo.ns
               << (failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)") : std::string())
