@@ -341,7 +341,11 @@ PutItemView ItemView(const BlockPut& b, bool with_data) {
 }
 
 // PutAbort of `ids` (none: no call, OK). The call's status, with a reply of the
-// wrong length as DATA_LOSS; the per-item answers in *resp.
+// wrong length as DATA_LOSS; the per-item answers in *resp. A reservation with a
+// transfer still in it answers FAILED_PRECONDITION (the shard's receive can outlive
+// the client's side of it: a UCX put past its deadline); left so, it would keep
+// every other publisher of the key out (ABORTED) until reservation_timeout, so such
+// items are asked again a few times (~0.2 s in all); their last answers stay.
 absl::Status AbortReservations(Shard& shard, const google::protobuf::RepeatedField<uint64_t>& ids,
                                v1::PutAbortResponse* resp) {
   if (ids.empty()) return absl::OkStatus();
@@ -351,6 +355,21 @@ absl::Status AbortReservations(Shard& shard, const google::protobuf::RepeatedFie
   if (a.ok() && resp->items_size() != ids.size()) {
     a = CountMismatch("PutAbort", shard.address(), resp->items_size(), ids.size());
   }
+  if (!a.ok()) return a;
+  for (absl::Duration wait : {absl::Milliseconds(10), absl::Milliseconds(40), absl::Milliseconds(160)}) {
+    std::vector<int> busy;
+    v1::PutAbortRequest again;
+    for (int k = 0; k < resp->items_size(); ++k) {
+      if (resp->items(k).code() != static_cast<int>(absl::StatusCode::kFailedPrecondition)) continue;
+      busy.push_back(k);
+      again.add_reservation_ids(ids[k]);
+    }
+    if (busy.empty()) break;
+    absl::SleepFor(wait);
+    v1::PutAbortResponse later;
+    if (!shard.PutAbort(again, &later).ok() || later.items_size() != again.reservation_ids_size()) break;
+    for (size_t j = 0; j < busy.size(); ++j) *resp->mutable_items(busy[j]) = later.items(static_cast<int>(j));
+  }
   return a;
 }
 
@@ -358,10 +377,12 @@ void SetOutcome(const v1::ItemStatus& st, const BlockKey& key, PutOutcome* outco
                 absl::Status* error) {
   if (st.code() == 0) {
     *outcome = PutOutcome::kStored;
+    *error = absl::OkStatus();  // an earlier answer's (a busy commit tried again) goes
   } else if (st.code() == static_cast<int>(absl::StatusCode::kAlreadyExists) ||
              st.code() == static_cast<int>(absl::StatusCode::kAborted)) {
     // Stored already, or being stored right now by a concurrent publisher.
     *outcome = PutOutcome::kSkipped;
+    *error = absl::OkStatus();
   } else {
     *outcome = PutOutcome::kFailed;
     *error = FromItem(st, key);
@@ -473,7 +494,7 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
   if (reserved.empty()) return;
   auto abort = [&] {
     v1::PutAbortResponse resp;
-    // Best effort: an unaborted reservation is reclaimed by its timeout.
+    // Best effort (a busy reservation asked again): one left is reclaimed by its timeout.
     (void)AbortReservations(shard, commit.reservation_ids(), &resp).ok();
   };
   s = data_plane_->WriteReserved(shard, writes);

@@ -69,7 +69,9 @@ struct PublishResult : PutResult {
 struct LookupResult {
   std::vector<BlockKey> keys;
   std::vector<uint8_t> present;  // per key: 1 present, 0 absent or shard unreachable/unknown
-  std::vector<uint8_t> answered; // per key: 1 when its shard answered (present is then exact)
+  std::vector<uint8_t> answered; // per key: 1 when its shard answered: present is then exact, except
+                                 // past the first miss of a prefix lookup (LookupPrefix), where a shard
+                                 // may stop looking and 0 means "not known" (a 1 is exact anywhere)
   size_t hit_blocks = 0;         // leading run of present keys
   uint64_t hit_tokens = 0;       // hit_blocks * block_tokens (0 for key-level calls)
   size_t unreachable_keys = 0;   // keys whose shard did not answer

@@ -15,6 +15,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cxxabi.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
@@ -88,11 +91,23 @@ std::vector<py::bytes> KeyList(const std::vector<BlockKey>& keys) {
   return out;
 }
 
-// Runs f() with the GIL released and takes it back by a plain call, not from a
-// destructor as py::gil_scoped_release does: while the interpreter exits, CPython
-// ends a daemon thread that takes the GIL back with pthread_exit, and that unwinding
-// out of a destructor aborted the whole process ("terminate called without an active
-// exception") when it exited with a thread inside a call.
+// Takes the GIL back. While the interpreter exits, CPython ends a daemon thread that
+// asks for the GIL with pthread_exit. Unwinding from here would run the destructors
+// of the caller's frames (token arrays, buffer views, pybind11's argument casters:
+// Python references) without the GIL, racing the main thread's finalization, and out
+// of a destructor it aborted the process ("terminate called without an active
+// exception"). Such a thread stops here instead, holding what it holds, until the
+// process exits (what CPython itself does to daemon threads from 3.14 on).
+void TakeGilBack(PyThreadState* saved) {
+  try {
+    PyEval_RestoreThread(saved);
+  } catch (abi::__forced_unwind&) {
+    for (;;) pause();  // never returns: the unwinding must not go on, nor be swallowed
+  }
+}
+
+// Runs f() with the GIL released and takes it back by a plain call (TakeGilBack),
+// not from a destructor as py::gil_scoped_release does.
 template <typename F>
 auto WithoutGil(F&& f) -> decltype(f()) {
   PyThreadState* saved = PyEval_SaveThread();
@@ -100,12 +115,12 @@ auto WithoutGil(F&& f) -> decltype(f()) {
     try {
       return f();
     } catch (...) {
-      PyEval_RestoreThread(saved);
+      TakeGilBack(saved);
       throw;
     }
   };
   decltype(f()) r = run();
-  PyEval_RestoreThread(saved);
+  TakeGilBack(saved);
   return r;
 }
 
@@ -130,8 +145,9 @@ Tokens ToTokens(const py::object& tokens) {
     throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
   }
   if (a.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
-  if ((py::isinstance<py::list>(tokens) || py::isinstance<py::tuple>(tokens)) && a.dtype().kind() != 'b') {
-    // numpy turns [5, True] into int64 [5, 1]: a bool is no token id (kvhub.keys refuses it too).
+  if (!py::isinstance<py::array>(tokens) && a.dtype().kind() != 'b') {
+    // numpy turns [5, True] (a list, tuple, deque, any sequence) into int64 [5, 1]: a
+    // bool is no token id (kvhub.keys refuses it too).
     const py::object np_bool = np.attr("bool_");
     for (const py::handle item : tokens) {
       if (PyBool_Check(item.ptr()) || py::isinstance(item, np_bool)) {

@@ -214,6 +214,28 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
   r = RunCli("stats --addr 127.0.0.1:1 --token-file /dev/null");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("holds no token"), std::string::npos) << r.out;
+  // An empty security flag (an unset variable) is refused, not taken for "no TLS",
+  // which would send the token in plaintext (was exit 0/1 over a plaintext channel).
+  for (const char* flag : {"tls-ca", "tls-cert", "tls-key", "tls-server-name", "token-file"}) {
+    r = RunCli(absl::StrCat("stats --addr 127.0.0.1:1 --deadline-ms 200 --", flag, " ''"));
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.out;
+    EXPECT_NE(r.out.find(absl::StrCat("--", flag, " is empty")), std::string::npos) << r.out;
+  }
+  // What the client refuses at creation is a bad flag value too: usage (was exit 1).
+  for (const auto& [args, says] :
+       {std::pair{"stats --members 127.0.0.1:1,127.0.0.1:1", "listed twice"},
+        std::pair{"stats --addr 127.0.0.1:1 --tls-cert /dev/null", "tls"}}) {
+    r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << args << ": " << r.out;
+  }
+  // An output path that cannot be written is refused before any transfer (the
+  // shard at port 1 is never asked: a usage error, not UNAVAILABLE).
+  for (const char* out : {"''", "/nonexistent-dir/x", "/tmp"}) {
+    r = RunCli(absl::StrCat("get --ns x --key 00112233445566778899aabbccddeeff --addr 127.0.0.1:1 --out ", out));
+    EXPECT_EQ(r.exit_code, 2) << out << ": " << r.out;
+    EXPECT_EQ(r.out.find("UNAVAILABLE"), std::string::npos) << out << ": " << r.out;
+  }
   {
     // An 8 GiB sparse file (or an endless stream) is refused without being read
     // into memory; before, a bad_alloc abort or an OOM.

@@ -764,6 +764,114 @@ TEST(ClusterE2eTest, ABusyCommitIsCommittedAgainOrGivenBack) {
   for (const absl::Status& e : s->errors) EXPECT_TRUE(e.ok()) << e;
 }
 
+// The first call of a method carrying reservation ids (PutCommit, PutAbort) names
+// ids nobody holds, so it does nothing, and every item is answered
+// FAILED_PRECONDITION, as a shard answers for a reservation busy with a transfer.
+template <typename Req, typename Resp>
+class BusyFirstCall final : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      if (const auto* req = static_cast<const Req*>(methods->GetSendMessage()); req != nullptr) {
+        for (uint64_t id : req->reservation_ids()) bogus_.add_reservation_ids(id ^ 0x5a5a000000000000ull);
+        methods->ModifySendMessage(&bogus_);
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      for (v1::ItemStatus& st : *static_cast<Resp*>(methods->GetRecvMessage())->mutable_items()) {
+        st.set_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
+        st.set_message("injected: a transfer is still in the reservation");
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Req bogus_;  // the payload sent instead: alive until sent
+};
+
+// Fails every PutData (status INTERNAL after the bytes went in) when asked to, and
+// makes the first PutCommit or PutAbort a BusyFirstCall; counts the calls of each.
+class BusyReservationFaults final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  struct Counts {
+    std::atomic<int> commits{0}, aborts{0};
+  };
+  BusyReservationFaults(std::shared_ptr<Counts> counts, bool fail_writes, bool busy_commit, bool busy_abort)
+      : counts_(std::move(counts)), fail_writes_(fail_writes), busy_commit_(busy_commit), busy_abort_(busy_abort) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override {
+    const std::string method = info->method();
+    if (method == "/kvhub.v1.KvHub/PutData" && fail_writes_) return new FailStatus;
+    if (method == "/kvhub.v1.KvHub/PutCommit" && counts_->commits.fetch_add(1) == 0 && busy_commit_) {
+      return new BusyFirstCall<v1::PutCommitRequest, v1::PutCommitResponse>;
+    }
+    if (method == "/kvhub.v1.KvHub/PutAbort" && counts_->aborts.fetch_add(1) == 0 && busy_abort_) {
+      return new BusyFirstCall<v1::PutAbortRequest, v1::PutAbortResponse>;
+    }
+    return nullptr;
+  }
+
+ private:
+  class FailStatus final : public grpc::experimental::Interceptor {
+   public:
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
+        *methods->GetRecvStatus() = grpc::Status(grpc::StatusCode::INTERNAL, "injected: the write failed");
+      }
+      methods->Proceed();
+    }
+  };
+  const std::shared_ptr<Counts> counts_;
+  const bool fail_writes_, busy_commit_, busy_abort_;
+};
+
+// A failed write's abort answered busy was given up at once, so the reservation
+// kept every other publisher of the key out (ABORTED: "skipped, being stored")
+// until reservation_timeout, while nobody would store the block. The client asks
+// again; and a block stored on a busy commit's second try keeps no error.
+TEST(ClusterE2eTest, ABusyAbortIsAskedAgainAndABusyCommitStoredLaterKeepsNoError) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  ClientConfig cfg = cluster->Config();
+  cfg.transport = TransportMode::kGrpc;
+  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 31));
+  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0xab0e + i, i}, std::nullopt, data[i], false});
+  auto counts = std::make_shared<BusyReservationFaults::Counts>();
+  SetChannelFaultsForTesting([counts] { return std::make_unique<BusyReservationFaults>(counts, true, false, true); });
+  auto failing = cluster->NewClient(cfg);
+  SetChannelFaultsForTesting(nullptr);
+  ASSERT_NE(failing, nullptr);
+  absl::StatusOr<PutResult> r = failing->Put("busy-abort", puts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->failed, 3u);
+  EXPECT_EQ(counts->aborts.load(), 2) << "the busy abort was not asked again";
+  auto other = cluster->NewClient(cfg);
+  ASSERT_NE(other, nullptr);
+  absl::StatusOr<PutResult> o = other->Put("busy-abort", puts);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->stored, 3u) << "the reservations were left to expire: skipped " << o->skipped;
+
+  // A commit answered busy and committed on its second try is stored with no error
+  // (the busy answer's FAILED_PRECONDITION stayed in errors[i] before).
+  std::vector<BlockPut> more = puts;
+  for (BlockPut& p : more) p.key.lo += 0x100;
+  auto busy_counts = std::make_shared<BusyReservationFaults::Counts>();
+  SetChannelFaultsForTesting(
+      [busy_counts] { return std::make_unique<BusyReservationFaults>(busy_counts, false, true, false); });
+  auto retrying = cluster->NewClient(cfg);
+  SetChannelFaultsForTesting(nullptr);
+  ASSERT_NE(retrying, nullptr);
+  absl::StatusOr<PutResult> b = retrying->Put("busy-abort", more);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(busy_counts->commits.load(), 2);
+  EXPECT_EQ(b->stored, 3u);
+  for (const absl::Status& e : b->errors) EXPECT_TRUE(e.ok()) << e;
+}
+
 // A shard batch read inline in parts (each at most max_inline_batch_bytes) stops
 // at the first part that fails as a whole: its blocks are misses, so no later
 // block can be in the valid prefix. Every part used to be asked in turn, each

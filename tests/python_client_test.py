@@ -5,6 +5,7 @@ Run by ctest (`python_client_test`) with PYTHONPATH=build/python and
 KVHUB_BIN_DIR=build/bin; by hand:
   PYTHONPATH=build/python KVHUB_BIN_DIR=build/bin /usr/bin/python3 tests/python_client_test.py
 """
+import collections
 import os
 import pickle
 import shutil
@@ -89,6 +90,9 @@ class PythonClientTest(unittest.TestCase):
                      [1] * 16 + [None], b"\x01" * 64):
             with self.assertRaises(ValueError, msg=repr(toks[0])):
                 pykeys.block_keys("py-ns", py_spec, toks)
+        # An iterator is walked once: the bool is named, not a second empty pass's error.
+        with self.assertRaisesRegex(ValueError, "must be ints, got True"):
+            pykeys.block_keys("py-ns", py_spec, iter([1] * 15 + [True]))
         # `import kvhub` is enough for kvhub.keys (an AttributeError before), and the
         # fields ModelSpec defaults may be left out (a bare KeyError: 'tp_world' before).
         short = {k: v for k, v in py_spec.items() if k not in ("tp_rank", "tp_world", "rope_pairing", "dtype")}
@@ -313,6 +317,8 @@ class PythonClientTest(unittest.TestCase):
             c.lookup_prefix("py-bad", spec, [5] * 31 + [True])  # numpy would hash it as the id 1
         with self.assertRaisesRegex(kvhub.Error, "got a bool"):
             c.lookup_prefix("py-bad", spec, tuple([np.True_] + [5] * 31))
+        with self.assertRaisesRegex(kvhub.Error, "got a bool"):
+            c.lookup_prefix("py-bad", spec, collections.deque([5] * 31 + [True]))  # any sequence
         with self.assertRaisesRegex(kvhub.Error, "dtype <U1"):
             c.lookup_prefix("py-bad", spec, ["a"] * 32)
         with self.assertRaisesRegex(kvhub.Error, "fit int32"):
@@ -476,7 +482,9 @@ class PythonClientTest(unittest.TestCase):
     def test_interpreter_exits_cleanly_with_daemon_threads_inside_calls(self):
         # A serving process that exits while daemon threads are inside fetch: before
         # session 14 CPython's pthread_exit of those threads unwound out of a
-        # destructor and the process aborted ("terminate called ...", exit 134).
+        # destructor and the process aborted ("terminate called ...", exit 134);
+        # until session 31 the unwinding ran the call's destructors (Python
+        # references) without the GIL. Such a thread now stops where it takes the GIL.
         script = textwrap.dedent("""
             import sys, threading, time
             import numpy as np, kvhub
@@ -484,12 +492,14 @@ class PythonClientTest(unittest.TestCase):
             spec = kvhub.ModelSpec(sys.argv[3])
             tokens = np.arange(16 * 16, dtype=np.int32) + 9000
             c.publish("py-exit", spec, tokens, [np.full(256 << 10, i, np.uint8) for i in range(16)])
-            def fetch_forever():
+            def fetch_forever(ids):
                 bufs = [np.empty(256 << 10, np.uint8) for _ in range(16)]
                 while True:
-                    c.fetch("py-exit", spec, tokens, bufs)
-            for _ in range(2):
-                threading.Thread(target=fetch_forever, daemon=True).start()
+                    c.fetch("py-exit", spec, ids, bufs)
+            # A list makes a fresh token array per call, which the call's frames
+            # hold (and would drop without the GIL if unwound at exit).
+            for ids in (tokens, tokens.tolist()):
+                threading.Thread(target=fetch_forever, args=(ids,), daemon=True).start()
             time.sleep(0.3)
             print("exiting", flush=True)
         """)

@@ -114,6 +114,7 @@ def _tokens_le(tokens) -> bytes:
     if isinstance(tokens, (bytes, bytearray, memoryview, str)):
         # Iterating them gives bytes or characters, not token ids.
         raise ValueError(f"token ids must be a sequence of ints, not {type(tokens).__name__}")
+    tokens = list(tokens)  # an iterator is walked once: keep what it gave for the checks
     ids = [_as_int(t) for t in tokens]
     for t, i in zip(tokens, ids):
         if i is None:

@@ -205,6 +205,7 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
     cfg.control_deadline = absl::Seconds(5);
   }
   if (std::optional<std::string> tf = a.Get("token-file"); tf.has_value()) {
+    if (tf->empty()) return Usage("--token-file is empty");
     absl::StatusOr<std::string> token = ReadInput(*tf, 4096);
     if (!token.ok()) return absl::Status(token.status().code(), absl::StrCat("--token-file: ", token.status().message()));
     absl::string_view t = *token;
@@ -212,10 +213,15 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
     cfg.auth_token = std::string(absl::StripAsciiWhitespace(t));
     if (cfg.auth_token.empty()) return Usage(absl::StrCat("--token-file ", *tf, " holds no token"));
   }
-  cfg.tls_ca_file = a.Get("tls-ca").value_or("");
-  cfg.tls_cert_file = a.Get("tls-cert").value_or("");
-  cfg.tls_key_file = a.Get("tls-key").value_or("");
-  cfg.tls_server_name = a.Get("tls-server-name").value_or("");
+  // An empty value (--tls-ca "$UNSET") must not pass for "no TLS": the token would
+  // then go out in plaintext.
+  for (const auto& [flag, field] : {std::pair{"tls-ca", &cfg.tls_ca_file}, std::pair{"tls-cert", &cfg.tls_cert_file},
+                                    std::pair{"tls-key", &cfg.tls_key_file},
+                                    std::pair{"tls-server-name", &cfg.tls_server_name}}) {
+    std::optional<std::string> v = a.Get(flag);
+    if (v.has_value() && v->empty()) return Usage(absl::StrCat("--", flag, " is empty"));
+    *field = v.value_or("");
+  }
   if (std::optional<std::string> t = a.Get("transport"); t.has_value()) {
     absl::StatusOr<TransportMode> mode = ParseTransportMode(*t);
     if (!mode.ok()) return Usage(absl::StrCat("--transport: ", mode.status().message()));
@@ -223,7 +229,11 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   }
   cfg.ucx_tls = a.Get("ucx-tls").value_or("");
   cfg.ApplySecurityEnvironment();  // $KVHUB_TOKEN, $KVHUB_TLS_*: for what the flags left empty
-  return Client::Create(std::move(cfg));
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(std::move(cfg));
+  // Create refuses a bad flag value (a member listed twice, --tls-cert without
+  // --tls-key, a short token) as INVALID_ARGUMENT: a usage error (exit 2).
+  if (!c.ok() && absl::IsInvalidArgument(c.status())) return Usage(c.status().message());
+  return c;
 }
 
 absl::StatusOr<std::string> NamespaceArg(Args& a) {
@@ -401,6 +411,9 @@ absl::Status CmdGet(Args& a) {
   if (!out_flag.has_value() && isatty(STDOUT_FILENO)) {  // as curl does: a block's bytes would garble the terminal
     return Usage("stdout is a terminal: give --out PATH, or --out - to write the block's bytes there anyway");
   }
+  if (out_path.empty()) return Usage("--out is empty (a PATH, or - for stdout)");
+  // Before the transfer (up to 256 MiB), not after it.
+  if (absl::Status s = CheckOutputPath(out_path); !s.ok()) return Usage(absl::StrCat("--out: ", s.message()));
   absl::StatusOr<std::unique_ptr<Client>> c = ClientArg(a);
   if (!c.ok()) return c.status();
   if (absl::Status s = a.CheckAllUsed(); !s.ok()) return s;
@@ -437,7 +450,12 @@ absl::Status CmdLookup(Args& a) {
       spec.has_value() ? (*c)->LookupPrefix(*ns, spec->spec, spec->tokens) : (*c)->Lookup(*ns, *keys);
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < keys->size(); ++i) {
-    const char* state = !r->answered[i] ? "unknown (its shard's lookup failed)" : r->present[i] ? "present" : "absent";
+    // A prefix lookup lets a shard stop at its first miss (kvhub.proto): past the
+    // prefix's first miss, "not present" is no answer.
+    const char* state = !r->answered[i]                          ? "unknown (its shard's lookup failed)"
+                        : r->present[i]                          ? "present"
+                        : spec.has_value() && i > r->hit_blocks ? "unknown (after the prefix's first miss)"
+                                                                 : "absent";
     std::cout << (*keys)[i].Hex() << " " << state << " "
               << (*c)->MemberAddress((*c)->OwnerOf((*keys)[i])) << "\n";
   }
