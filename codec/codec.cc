@@ -399,6 +399,13 @@ absl::Status EncodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
 // The plane table of a lossless segment: modes, lengths that tile the segment,
 // stored planes of the segment's size, zstd frames declaring it. Reads no more
 // than the table and the frame headers.
+// True when [p, p+len) is exactly one zstd frame of the current format.
+bool IsOneZstdFrame(const uint8_t* p, size_t len) {
+  if (len < 4 || GetU32(p) != ZSTD_MAGICNUMBER) return false;
+  const size_t frame = ZSTD_findFrameCompressedSize(p, len);
+  return !ZSTD_isError(frame) && frame == len;
+}
+
 absl::Status CheckLosslessSegment(const KvShape& sh, const uint8_t* seg, uint64_t size) {
   const size_t n = sh.SegmentElements();
   const size_t planes = DTypeBytes(sh.dtype);
@@ -414,6 +421,12 @@ absl::Status CheckLosslessSegment(const KvShape& sh, const uint8_t* seg, uint64_
     if (mode > 1 || e[1] || e[2] || e[3]) return Bad("lossless segment: bad plane mode");
     if (len > size - pos) return Bad("lossless segment: plane overruns the segment");
     if (mode == 0 && len != n) return Bad("lossless segment: stored plane has the wrong size");
+    // One current-format frame and nothing else: libzstd built with legacy support
+    // would also decode v0.5-v0.7 frames (other magic numbers, older decoders) and
+    // skippable or further frames; no kvhub encoder writes those.
+    if (mode == 1 && !IsOneZstdFrame(seg + pos, len)) {
+      return Bad("lossless segment: plane is not one zstd frame (format v1, magic 0xFD2FB528)");
+    }
     if (mode == 1 && ZSTD_getFrameContentSize(seg + pos, len) != n) {
       return Bad("lossless segment: zstd frame has the wrong content size");
     }
@@ -439,7 +452,8 @@ absl::Status DecodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
     const uint8_t* e = seg + 4 + 8 * p;
     const uint8_t mode = e[0];
     const uint32_t len = GetU32(e + 4);
-    if (mode > 1 || len > size - pos || (mode == 0 && len != n)) {
+    if (mode > 1 || len > size - pos || (mode == 0 && len != n) ||
+        (mode == 1 && (len < 4 || GetU32(seg + pos) != ZSTD_MAGICNUMBER))) {
       return Bad("lossless segment: plane table changed while decoding");
     }
     uint8_t* dst = Grow(sc.plane[p], n);

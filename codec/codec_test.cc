@@ -752,6 +752,38 @@ std::vector<uint8_t> Reseal(std::vector<uint8_t> v) {
   return v;
 }
 
+// A lossless plane must be one current-format zstd frame. libzstd built with legacy
+// support (Debian's is) decodes v0.5-v0.7 frames too, and a frame followed by another
+// one: bytes no kvhub encoder writes, which reached zstd's old decoders before.
+TEST(CodecTest, LosslessPlanesAreOneCurrentZstdFrame) {
+  Block b = MakeBlock(1, 2, 64, 64, 3);
+  std::vector<uint8_t> enc = MustEncode(b.View(), Params(CodecId::kLossless));
+  const uint8_t* seg = enc.data() + 128 + GetU64(enc.data() + 128);
+  ASSERT_EQ(seg[0], 2u);  // bf16: two byte planes
+  uint64_t pos = 4 + 8 * 2;
+  size_t zstd_at = 0, zstd_len = 0;
+  for (size_t p = 0; p < 2; ++p) {
+    const uint32_t len = GetU32(seg + 4 + 8 * p + 4);
+    if (seg[4 + 8 * p] == 1 && zstd_len == 0) {
+      zstd_at = static_cast<size_t>(seg + pos - enc.data());
+      zstd_len = len;
+    }
+    pos += len;
+  }
+  ASSERT_GT(zstd_len, 0u) << "no plane was compressed";
+  std::vector<uint8_t> out(b.shape.RawBytes());
+  for (uint32_t legacy_magic : {0xFD2FB525u, 0xFD2FB526u, 0xFD2FB527u}) {
+    std::vector<uint8_t> v = enc;
+    PutU32(v.data() + zstd_at, legacy_magic);
+    v = Reseal(std::move(v));
+    const absl::Status s = Decode(v, KvMutableView{b.shape, out.data(), out.size()});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("not one zstd frame"), std::string::npos) << s;
+    EXPECT_FALSE(InspectBlock(v).ok());
+  }
+  EXPECT_EQ(MustDecode(enc, b.shape), b.data);
+}
+
 bool AllFiniteBf16(const std::vector<uint8_t>& kv) {
   for (size_t i = 0; i + 1 < kv.size(); i += 2) {
     if ((GetU16(&kv[i]) & 0x7F80) == 0x7F80) return false;

@@ -16,6 +16,28 @@ absl::Status CudaError(const char* what, cudaError_t e) {
   return absl::InternalError(absl::StrCat("cuda: ", what, ": ", cudaGetErrorString(e)));
 }
 
+// Makes the codec's device current for a call and gives the calling thread its own
+// current device back at the end: a thread that also runs CUDA work on another
+// device keeps it. error() is cudaSetDevice's result.
+class CurrentDevice {
+ public:
+  explicit CurrentDevice(int device) : device_(device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    error_ = cudaSetDevice(device);
+  }
+  ~CurrentDevice() {
+    if (previous_ >= 0 && previous_ != device_) (void)cudaSetDevice(previous_);
+  }
+  CurrentDevice(const CurrentDevice&) = delete;
+  CurrentDevice& operator=(const CurrentDevice&) = delete;
+  cudaError_t error() const { return error_; }
+
+ private:
+  const int device_;
+  int previous_ = -1;
+  cudaError_t error_ = cudaSuccess;
+};
+
 cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
 
 uint64_t Align256(uint64_t v) { return (v + 255) & ~uint64_t{255}; }
@@ -69,7 +91,7 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Opt
 }
 
 GpuCodec::~GpuCodec() {
-  cudaSetDevice(device_);
+  const CurrentDevice current(device_);  // best effort: nothing to report to
   if (stream_ != nullptr) cudaStreamSynchronize(S(stream_));
   for (DeviceBuffer* b : {&block_, &scratch_, &meta_, &error_}) cudaFree(b->ptr);
   for (DeviceBuffer* b : {&staging_, &meta_staging_}) cudaFreeHost(b->ptr);
@@ -217,7 +239,8 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
 absl::StatusOr<GpuCodec::DeviceBlocks> GpuCodec::EncodeManyOnDevice(
     const PagedKv& cache, absl::Span<const absl::Span<const int32_t>> page_ids,
     absl::Span<const PagedEncodeParams> params) {
-  cudaSetDevice(device_);
+  const CurrentDevice current(device_);
+  if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = params.size();
   if (page_ids.size() != n || n == 0 || n > kMaxBlocksPerCall) {
     return absl::InvalidArgumentError(absl::StrCat("encode: ", n, " blocks and ", page_ids.size(),
@@ -338,7 +361,8 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
                                           absl::Span<const uint8_t* const> device_blocks,
                                           const PagedKv& cache,
                                           absl::Span<const absl::Span<const int32_t>> page_ids) {
-  cudaSetDevice(device_);
+  const CurrentDevice current(device_);
+  if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = plans.size();
   if (n == 0) return absl::OkStatus();
   if (device_blocks.size() != n || page_ids.size() != n) {
@@ -423,7 +447,8 @@ absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8
                                          const PagedKv& cache,
                                          absl::Span<const absl::Span<const int32_t>> page_ids,
                                          absl::Span<const DecodeOptions> options) {
-  cudaSetDevice(device_);
+  const CurrentDevice current(device_);
+  if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = blocks.size();
   if (page_ids.size() != n || (options.size() != n && !options.empty())) {
     return absl::InvalidArgumentError(absl::StrCat("decode: ", n, " blocks, ", page_ids.size(),
@@ -451,7 +476,8 @@ absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8
   std::vector<BlockPlan> plans;
   std::vector<const uint8_t*> device_blocks;
   for (size_t i = 0; i < n; ++i) {
-    std::memcpy(staging_.ptr + offsets[i], blocks[i].data(), blocks[i].size());
+    // An empty block (data() may be null) is refused by PlanDecode: nothing to copy.
+    if (!blocks[i].empty()) std::memcpy(staging_.ptr + offsets[i], blocks[i].data(), blocks[i].size());
     auto plan = PlanDecode(absl::MakeConstSpan(staging_.ptr + offsets[i], blocks[i].size()),
                            options.empty() ? DecodeOptions() : options[i]);
     if (!plan.ok()) {

@@ -14,6 +14,8 @@
 // staging memory, grown on demand and reused. The cache pointers are the
 // caller's device memory and must stay valid for the call.
 // Thread safety: one GpuCodec per thread (calls are synchronous on its stream).
+// Each call makes the codec's device current and gives the calling thread its
+// own current device back when it returns.
 // Failure: INVALID_ARGUMENT for bad input (as the CPU codecs), DATA_LOSS for
 // checksum failures, FAILED_PRECONDITION when there is no usable device,
 // INTERNAL for CUDA errors (with the CUDA error string).

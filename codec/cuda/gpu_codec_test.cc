@@ -171,6 +171,13 @@ TEST_P(GpuCodecTest, CorruptBlockLeavesPagesUntouched) {
   ASSERT_TRUE(gpu->EncodeFromPages(dev.View(), host.page_ids, Params(k), &block).ok());
   block[block.size() / 2] ^= 4;
   EXPECT_EQ(gpu->DecodeToPages(block, dev.View(), host.page_ids).code(), absl::StatusCode::kDataLoss);
+  // An empty block (a null span: was a memcpy from null before it was refused).
+  EXPECT_EQ(gpu->DecodeToPages(absl::Span<const uint8_t>(), dev.View(), host.page_ids).code(),
+            absl::StatusCode::kInvalidArgument);
+  // The calling thread's current device is its own again after a call.
+  int current = -1;
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, 0);
   HostCache after = host;
   ASSERT_TRUE(dev.Download(&after));
   EXPECT_EQ(after.k, host.k);
