@@ -118,8 +118,9 @@ transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
 absl::StatusOr<UcxServer::AddressVetterPtr> UcxServer::StartAddressVetter(const KvhubdConfig& config) {
   if (!config.ucx_enabled || !config.ucx_vet_addresses) return nullptr;
 #ifdef KVHUB_HAVE_UCX
-  absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v =
-      transport::UcxAddressVetter::Start(ServingUcxConfig(config), {});
+  transport::UcxConfig uc = ServingUcxConfig(config);
+  uc.rma = false;  // it only makes endpoints: nothing of its memory is for peers (UcxConfig::rma)
+  absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v = transport::UcxAddressVetter::Start(uc, {});
   if (!v.ok()) {
     return absl::Status(v.status().code(),
                         absl::StrCat(v.status().message(), " (ucx_vet_addresses=false runs without it)"));
@@ -163,6 +164,16 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, Address
     }
   }
   if (!ctx.ok()) ctx = transport::UcxContext::Create(uc);
+  if (!allocate && ctx.ok() &&
+      transport::ReachesPeersOnlyOverTcp((*ctx)->TransportNames(), uc.require_peer_failure_detection)) {
+    // No lane here is one-sided, so UCX would serve clients' RMA in software, at
+    // whatever address a message names (UcxConfig::rma); kvhub's clients use
+    // active messages over tcp anyway. The context is made again without RMA.
+    transport::UcxConfig no_rma = uc;
+    no_rma.rma = false;
+    ctx->reset();
+    ctx = transport::UcxContext::Create(no_rma);
+  }
   if (!ctx.ok()) {
     s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", ctx.status().ToString());
     KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);
@@ -293,7 +304,8 @@ void UcxServer::Serve(storage::BlockStore* store, CallHandler calls, ResetHandle
                               st.net_devices.empty() ? "" : absl::StrCat(" on UCX_NET_DEVICES=", st.net_devices),
                               st.shm ? " (shared memory allowed)" : "",
                               st.one_sided_shm ? "; regions in UCX shared memory (one-sided local reads/writes)"
-                                               : "");
+                                               : "",
+                              st.context->config().rma ? "" : "; no RMA served (no one-sided lane: active messages)");
   KVHUB_LOG(info, "ucx: {}", status_text_);
   if (st.probe_interval > absl::ZeroDuration()) {
     UcxProbe::Config pc;

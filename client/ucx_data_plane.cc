@@ -222,17 +222,28 @@ absl::Status UcxDataPlane::EnsureWorker() {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
     return worker_status_;
   }
-  if (config_.transport == TransportMode::kAuto) {
+  const std::vector<std::string> names = (*ctx)->TransportNames();
+  const bool tcp_only = transport::ReachesPeersOnlyOverTcp(names, uc.require_peer_failure_detection);
+  if (config_.transport == TransportMode::kAuto && tcp_only) {
     // Auto keeps gRPC for a shard UCX reaches only over tcp (EnsureConnected). When
     // this client's own UCX has nothing but tcp, that is every shard: no worker, no
     // Connect, no UCX port opened for nothing.
-    const std::vector<std::string> names = (*ctx)->TransportNames();
-    if (transport::ReachesPeersOnlyOverTcp(names, uc.require_peer_failure_detection)) {
-      worker_by_design_ = true;
-      worker_status_ = absl::FailedPreconditionError(absl::StrCat(
-          "this client's UCX reaches shards only over tcp (UCX_TLS=", (*ctx)->tls_description(), "; transports here: ",
-          absl::StrJoin(names, ","), "; shared memory only when ucx_tls names it), where auto keeps gRPC; "
-          "transport=ucx forces UCX"));
+    worker_by_design_ = true;
+    worker_status_ = absl::FailedPreconditionError(absl::StrCat(
+        "this client's UCX reaches shards only over tcp (UCX_TLS=", (*ctx)->tls_description(), "; transports here: ",
+        absl::StrJoin(names, ","), "; shared memory only when ucx_tls names it), where auto keeps gRPC; "
+        "transport=ucx forces UCX"));
+    return worker_status_;
+  }
+  if (tcp_only) {
+    // Over tcp every transfer is an active message; a context with RMA would also
+    // serve peers' software RMA at any address of this process (UcxConfig::rma).
+    uc.rma = false;
+    ctx->reset();
+    ctx = transport::UcxContext::Create(uc);
+    if (!ctx.ok()) {
+      worker_status_ =
+          absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
       return worker_status_;
     }
   }

@@ -1225,6 +1225,41 @@ grpc::Status ConnectRaw(const KvhubdProcess& shard, const std::string& address, 
   return stub->Connect(&cc, req, resp != nullptr ? resp : &ignored);
 }
 
+// A shard on tcp serves no RMA (its context is made without it): over tcp UCX
+// would serve a peer's RMA in software, copying whatever address the message names
+// (any memory of the shard process, not only its regions, past every grant check).
+// A peer that Connects and then reads by RMA instead of asking (active messages)
+// gets nothing; before, the read was served.
+TEST(UcxClientTest, AShardOnTcpServesNoRmaToAPeerThatConnected) {
+  auto shard = StartShard({"--ucx_tls=tcp"});
+  ASSERT_NE(shard, nullptr);
+  transport::UcxConfig uc;
+  uc.tls = "tcp";
+  uc.op_timeout = absl::Milliseconds(800);
+  auto ctx = transport::UcxContext::Create(uc);  // with RMA: the reading peer's side
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto worker = transport::UcxWorker::Create(ctx->get(), {.name = "rma-reader"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  v1::ConnectResponse resp;
+  const grpc::Status s = ConnectRaw(*shard, (*worker)->address(), true, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_GT(resp.regions_size(), 0);
+  transport::PeerInfo info;
+  info.worker_address = resp.worker_address();
+  info.conn = {resp.conn_id(), resp.conn_key()};
+  for (const v1::ConnectResponse::Region& r : resp.regions()) info.regions.push_back({r.base(), r.size(), r.packed_rkey()});
+  auto peer = (*worker)->Connect(info);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  std::vector<uint8_t> dst(4096, 0xEE);
+  transport::Transfer rma{transport::TransferKind::kGet, transport::UcxPath::kRma, 0, 0, dst.size(), dst.data()};
+  absl::Status st;
+  const absl::Status call = (*worker)->Execute(*peer, {&rma, 1}, {&st, 1});
+  EXPECT_FALSE(call.ok() && st.ok()) << "the shard served an RMA read";
+  EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](uint8_t b) { return b == 0xEE; }));
+  worker->reset();
+  EXPECT_TRUE(shard->running()) << "the shard died of a message it does not serve";
+}
+
 // The Session RPC on its own (raw stub): an unknown connection is NOT_FOUND, a
 // second session of one connection is refused, the first one is confirmed by an
 // `open` event and ends with UNAVAILABLE when the shard stops, without holding

@@ -870,6 +870,68 @@ TEST_P(UcxMappedCopyTest, NoCopyStartsPastItsDeadline) {
   EXPECT_EQ(std::memcmp(served(), before.data(), a.size()), 0) << "a late put wrote";
 }
 
+// Where no lane is one-sided (tcp here), UCX serves a peer's RMA in software at
+// whatever address the message names. A context made without RMA (kvhubd's on tcp,
+// its address vetter's and its probe's) serves none: an RMA get aimed at it is not
+// answered and copies nothing, while active messages still move the same bytes. A
+// worker on such a context refuses to be told to use RMA.
+TEST(UcxNoRmaTest, AContextWithoutRmaServesNoPeerRmaAndIssuesNone) {
+  UcxConfig server_cfg;
+  server_cfg.tls = "tcp";
+  server_cfg.rma = false;
+  UcxConfig client_cfg;
+  client_cfg.tls = "tcp";
+  client_cfg.op_timeout = absl::Milliseconds(800);
+  auto sctx = UcxContext::Create(server_cfg);
+  ASSERT_TRUE(sctx.ok()) << sctx.status();
+  auto cctx = UcxContext::Create(client_cfg);
+  ASSERT_TRUE(cctx.ok()) << cctx.status();
+  constexpr uint64_t kBytes = 1 << 20;
+  std::vector<uint8_t> region(kBytes);
+  for (size_t i = 0; i < kBytes; ++i) region[i] = static_cast<uint8_t>(i * 7 + 3);
+  auto mem = (*sctx)->Register(region.data(), kBytes);
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  UcxWorker::Options so;
+  so.name = "server";
+  so.served.push_back(mem->get());
+  auto server = UcxWorker::Create(sctx->get(), so);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = UcxWorker::Create(cctx->get(), {.name = "client"});
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto conn = (*server)->Accept((*client)->address());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto peer = (*client)->Connect({(*server)->address(), (*server)->ServedRegions(), *conn});
+  ASSERT_TRUE(peer.ok()) << peer.status();
+
+  std::vector<uint8_t> dst(64 << 10, 0xEE);
+  Transfer am{TransferKind::kGet, UcxPath::kAm, 0, 4096, dst.size(), dst.data()};
+  absl::Status st;
+  ASSERT_TRUE((*client)->Execute(*peer, {&am, 1}, {&st, 1}).ok());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(std::memcmp(dst.data(), region.data() + 4096, dst.size()), 0);
+
+  std::fill(dst.begin(), dst.end(), 0xEE);
+  Transfer rma{TransferKind::kGet, UcxPath::kRma, 0, 4096, dst.size(), dst.data()};
+  const absl::Status call = (*client)->Execute(*peer, {&rma, 1}, {&st, 1});
+  EXPECT_FALSE(call.ok() && st.ok()) << "an RMA get was served by a context without RMA";
+  EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](uint8_t b) { return b == 0xEE; }))
+      << "bytes of the region arrived by RMA";
+  client->reset();
+
+  // Told to use RMA, a worker on a context without it refuses to connect.
+  UcxConfig forced = server_cfg;
+  forced.get_path = UcxPath::kRma;
+  auto fctx = UcxContext::Create(forced);
+  ASSERT_TRUE(fctx.ok()) << fctx.status();
+  auto forced_client = UcxWorker::Create(fctx->get(), {.name = "forced"});
+  ASSERT_TRUE(forced_client.ok()) << forced_client.status();
+  auto conn2 = (*server)->Accept((*forced_client)->address());
+  ASSERT_TRUE(conn2.ok()) << conn2.status();
+  auto refused = (*forced_client)->Connect({(*server)->address(), (*server)->ServedRegions(), *conn2});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "no RMA")) << refused.status();
+}
+
 INSTANTIATE_TEST_SUITE_P(MappedCopies, UcxMappedCopyTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "mapped" : "progress_thread"; });
 

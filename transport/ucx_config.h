@@ -81,6 +81,17 @@ struct UcxConfig {
   // Per-direction choice of protocol; kAuto picks by transport (docs/transport.md).
   UcxPath get_path = UcxPath::kAuto;
   UcxPath put_path = UcxPath::kAuto;
+  // Create the context with UCP_FEATURE_RMA. Where no lane is one-sided (tcp;
+  // shared memory on memory UCX did not allocate) UCX serves a peer's RMA in
+  // software: this process's worker copies from or to whatever address the
+  // peer's message names, checked against nothing (not the registered regions,
+  // not kvhub's grants). false keeps those handlers out: the process neither
+  // issues nor serves RMA, and UCX drops a peer's RMA aimed at it (the peer's
+  // request never completes and times out). Its workers then move everything by
+  // active messages: Connect is refused (FAILED_PRECONDITION) where get_path or
+  // put_path is kRma, or where a peer without failure detection would need RMA
+  // puts. Default true.
+  bool rma = true;
   // Endpoints use UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails transfers
   // instead of hanging them and timed-out transfers can be cancelled. UCX 1.13
   // offers that on tcp and RDMA (rc/dc) but not on shared memory (posix/sysv AM

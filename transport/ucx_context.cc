@@ -70,6 +70,18 @@ ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* functi
   if (std::strcmp(base, "select.c") == 0 && (level == UCS_LOG_LEVEL_ERROR || level == UCS_LOG_LEVEL_WARN)) {
     level = UCS_LOG_LEVEL_DEBUG;
   }
+  // A message for a handler this context did not install (UCX's software RMA
+  // aimed at a context without RMA: UcxConfig::rma) is dropped by UCX, which warns
+  // with the payload in hex and a backtrace: one line says it, the rest is debug.
+  if (std::strcmp(base, "uct_iface.c") == 0 && level == UCS_LOG_LEVEL_WARN) {
+    if (std::strstr(text, "no handler installed") != nullptr) {
+      KVHUB_LOG(warn, "ucx: dropped a message from a peer: {} (RMA or another request this process does not "
+                "serve; a peer that is not a kvhub client, or one configured to use RMA)", text);
+      return UCS_LOG_FUNC_RC_STOP;
+    }
+    level = UCS_LOG_LEVEL_DEBUG;  // the payload dump that follows
+  }
+  if (std::strcmp(base, "log.c") == 0 && level == UCS_LOG_LEVEL_WARN) level = UCS_LOG_LEVEL_DEBUG;  // backtraces
   switch (level) {
     case UCS_LOG_LEVEL_FATAL:
     case UCS_LOG_LEVEL_ERROR:
@@ -157,7 +169,7 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP | (config.rma ? UCP_FEATURE_RMA : 0);
   params.mt_workers_shared = 1;
   params.name = "kvhub";
   ucp_context_h context = nullptr;

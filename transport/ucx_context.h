@@ -1,6 +1,7 @@
 #pragma once
-// UcxContext: one UCP context per process (features RMA, AM, WAKEUP), configured
-// from UcxConfig (TLS passthrough), and memory registration against it.
+// UcxContext: one UCP context per process (features AM, WAKEUP, and RMA unless
+// UcxConfig::rma is false), configured from UcxConfig (TLS passthrough), and
+// memory registration against it.
 //
 // Thread safety: the context is created with mt_workers_shared, so Register()
 // and several UcxWorkers on different threads may use it concurrently.

@@ -1448,6 +1448,21 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     // Shared-memory lanes reach memory UCX allocated one-sidedly (the segment is
     // mapped here): a get is a memcpy, the serving worker never wakes.
     const bool shm_rma = info.one_sided_shm && (has_lane("posix") || has_lane("sysv"));
+    if (!config().rma) {
+      // This context neither issues nor serves RMA (UcxConfig::rma): active messages only.
+      const char* needs = config().get_path == UcxPath::kRma || config().put_path == UcxPath::kRma
+                              ? "get_path or put_path rma"
+                          : !peer->peer_mode && config().put_path != UcxPath::kAm
+                              ? "RMA puts (the peer has no failure detection here, and an AM put from a dead "
+                                "process could abort the shard)"
+                              : nullptr;
+      if (needs != nullptr) {
+        if (fresh != nullptr) im.CloseEp(fresh->ep, fresh->peer_mode);
+        result = absl::FailedPreconditionError(
+            absl::StrCat("ucx connect: this UCX context has no RMA (UcxConfig::rma=false) but the peer needs ", needs));
+        return;
+      }
+    }
     auto rkeys = std::make_shared<RkeySet>();  // destroys what it holds if Connect fails
     for (size_t i = 0; i < info.regions.size(); ++i) {
       const RemoteRegionInfo& r = info.regions[i];
@@ -1488,7 +1503,7 @@ absl::StatusOr<PeerId> UcxWorker::Connect(const PeerInfo& info) {
     peer->conn = info.conn;
     peer->transports = transports;
     if (!peer->peer_mode) peer->transports += " (nofail)";
-    const bool one_sided = HasOneSidedRma(names) || shm_rma;
+    const bool one_sided = (HasOneSidedRma(names) || shm_rma) && config().rma;
     const UcxConfig& cfg = config();
     peer->get_path = cfg.get_path != UcxPath::kAuto ? cfg.get_path : (one_sided ? UcxPath::kRma : UcxPath::kAm);
     // Without peer failure detection (UCX 1.13 shared memory) an AM put would make
