@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -582,35 +583,54 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   std::string host = address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
 
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
+  // "[::]" listens on IPv6 and IPv4 alike (IPv6-only clusters probe and scrape the
+  // pod's IPv6 address), and on IPv4 alone where the kernel has no IPv6, as gRPC
+  // treats its wildcard.
+  const bool any_family = host == "::";
   const std::string service = std::to_string(port);
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("http_address '", address, "': ", gai_strerror(rc)));
-  }
   int listen_fd = -1;
   std::string last_error = "no address";
-  for (addrinfo* a = found; a != nullptr && listen_fd < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      last_error = std::strerror(errno);
-      continue;
+  bool no_ipv6 = false;  // this kernel cannot listen on IPv6
+  for (const std::string& try_host : any_family ? std::vector<std::string>{"::", "0.0.0.0"}
+                                                : std::vector<std::string>{host}) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (int rc = getaddrinfo(try_host.empty() ? nullptr : try_host.c_str(), service.c_str(), &hints, &found);
+        rc != 0) {
+      if (any_family) {  // no IPv6 here: the IPv4 wildcard next
+        no_ipv6 = true;
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat("http_address '", address, "': ", gai_strerror(rc)));
     }
-    // SO_REUSEADDR only: a restart may rebind while old connections sit in TIME_WAIT;
-    // no SO_REUSEPORT, which would let a second kvhubd share the port and its probes.
-    const int yes = 1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, SOMAXCONN) != 0) {
-      last_error = std::strerror(errno);
-      ::close(fd);
-      continue;
+    for (addrinfo* a = found; a != nullptr && listen_fd < 0; a = a->ai_next) {
+      const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd < 0) {
+        no_ipv6 |= a->ai_family == AF_INET6 && errno == EAFNOSUPPORT;
+        last_error = std::strerror(errno);
+        continue;
+      }
+      // SO_REUSEADDR only: a restart may rebind while old connections sit in TIME_WAIT;
+      // no SO_REUSEPORT, which would let a second kvhubd share the port and its probes.
+      const int yes = 1, no = 0;
+      (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      // Dual-stack whatever net.ipv6.bindv6only says.
+      if (any_family && a->ai_family == AF_INET6) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof(no));
+      if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+        no_ipv6 |= a->ai_family == AF_INET6 && errno == EADDRNOTAVAIL;
+        last_error = std::strerror(errno);
+        ::close(fd);
+        continue;
+      }
+      listen_fd = fd;
     }
-    listen_fd = fd;
+    freeaddrinfo(found);
+    // Only a missing IPv6 falls back: a port in use stays an error.
+    if (listen_fd >= 0 || !no_ipv6) break;
   }
-  freeaddrinfo(found);
   if (listen_fd < 0) {
     return absl::UnavailableError(absl::StrCat("cannot bind http_address ", address, ": ", last_error));
   }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -432,6 +433,35 @@ TEST_F(HttpServerTest, StartRefusesBadAddressesConfigsAndPortsInUse) {
   if (v6.ok()) {  // hosts without IPv6 refuse; both are fine
     EXPECT_GT((*v6)->port(), 0);
   }
+}
+
+// "[::]" answers over IPv4 and IPv6 (IPv6-only clusters probe and scrape the pod's
+// IPv6 address; "0.0.0.0" listened on IPv4 only), whatever net.ipv6.bindv6only says.
+TEST(HttpServerDualStackTest, TheIpv6WildcardAnswersBothFamilies) {
+  std::map<std::string, HttpHandler> routes;
+  routes["/healthz"] = [](const HttpRequest&) {
+    HttpResponse r;
+    r.body = "ok\n";
+    return r;
+  };
+  auto s = HttpServer::Start("[::]:0", std::move(routes), {});
+  ASSERT_TRUE(s.ok()) << s.status();
+  const int port = (*s)->port();
+  EXPECT_THAT(Exchange(port, Get("/healthz"), std::chrono::seconds(2)), StartsWith("HTTP/1.1 200 OK\r\n"));
+  const int fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd6 < 0) GTEST_SKIP() << "no IPv6 on this host: the IPv4 wildcard was used";
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(static_cast<uint16_t>(port));
+  a.sin6_addr = in6addr_loopback;
+  const bool connected = connect(fd6, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  if (connected) SendAll(fd6, Get("/healthz"));
+  std::string got(64, '\0');
+  const ssize_t n = connected ? recv(fd6, got.data(), got.size(), 0) : -1;
+  close(fd6);
+  ASSERT_TRUE(connected) << "connect to [::1]:" << port << ": " << std::strerror(errno);
+  ASSERT_GT(n, 0);
+  EXPECT_THAT(got.substr(0, static_cast<size_t>(n)), StartsWith("HTTP/1.1 200 OK\r\n"));
 }
 
 TEST_F(HttpServerTest, StopClosesEveryConnectionAndIsIdempotent) {
