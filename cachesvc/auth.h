@@ -47,9 +47,11 @@ struct AuthGrant {
 class Authenticator {
  public:
   // Parses a tokens file's contents (reloadable_auth.h reads the file): INVALID_ARGUMENT
-  // naming `origin` and the line for a malformed entry, a duplicate token, or a
-  // file without any token.
-  static absl::StatusOr<std::unique_ptr<Authenticator>> Parse(absl::string_view text, absl::string_view origin);
+  // naming `origin` and the line for a malformed entry, a duplicate token, or (unless
+  // `allow_empty`) a file without any token. An empty Authenticator refuses every
+  // token: a reload that revokes them all (a start with none is refused instead).
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Parse(absl::string_view text, absl::string_view origin,
+                                                              bool allow_empty = false);
 
   // The grant of the token in an `authorization` metadata value ("Bearer TOKEN").
   // UNAUTHENTICATED when the value is absent (nullptr), malformed or names no

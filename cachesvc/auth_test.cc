@@ -144,6 +144,16 @@ TEST(ReloadableAuthenticatorTest, ReloadInstallsAWholeNewFileOrNothing) {
   EXPECT_TRUE(hooked);
   EXPECT_TRUE(Accepts(**r, a));
   EXPECT_FALSE(Accepts(**r, b));
+  // The last token commented out revokes it: nobody is let in (it stayed in force
+  // before, so a leaked sole token could not be revoked without a restart). A start
+  // with no token is still refused.
+  WriteTokens(path, absl::StrCat("# ", a, " *\n"));
+  auto none = (*r)->Reload();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(*none);
+  EXPECT_EQ((*r)->Current()->size(), 0u);
+  EXPECT_FALSE(Accepts(**r, a));
+  EXPECT_EQ(ReloadableAuthenticator::FromFile(path).status().code(), absl::StatusCode::kInvalidArgument);
   std::remove(path.c_str());
 }
 

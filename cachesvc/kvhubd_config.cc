@@ -189,7 +189,7 @@ const std::vector<KeyOps>& AllKeys() {
       KVHUB_SIZE_KEY("grpc_memory_bytes", grpc_memory_bytes, "gRPC's memory for messages in flight (64MiB..64GiB); beyond it streams are cancelled; default 1GiB"),
       KVHUB_MS_KEY("grpc_handshake_timeout_ms", grpc_handshake_timeout, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000"),
       KVHUB_INT_KEY("metrics_max_namespaces", metrics_max_namespaces, "distinct namespace labels before folding into 'other'; default 64"),
-      KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels before folding into 'other'; default 16"),
+      KVHUB_INT_KEY("metrics_max_models", metrics_max_models, "distinct model labels per namespace before folding into 'other'; default 16"),
       KVHUB_STR_KEY("log_level", log_level, "trace|debug|info|warn|error|critical|off; default info"),
       KVHUB_STR_KEY("ready_file", ready_file, "also write the ready line to this file; default none"),
       KVHUB_BOOL_KEY("ucx_enabled", ucx_enabled, "serve the UCX data plane (Connect RPC); default true"),
@@ -340,6 +340,13 @@ absl::Status KvhubdConfig::Validate() const {
   if (absl::Status s = ValidateListenAddress(grpc_address); !s.ok()) return bad("grpc_address", s.message());
   if (absl::Status s = ValidateListenAddress(http_address); !s.ok()) return bad("http_address", s.message());
   if (node_id.size() > 128) return bad("node_id", "longer than 128 bytes");
+  // "-" reads standard input, once: every reload after it finds it at its end (or
+  // blocks the reloading thread on a terminal or an open pipe).
+  for (const auto& [key, path] : {std::pair{"auth_tokens_file", &auth_tokens_file},
+                                  std::pair{"tls_cert_file", &tls_cert_file}, std::pair{"tls_key_file", &tls_key_file},
+                                  std::pair{"tls_client_ca_file", &tls_client_ca_file}}) {
+    if (*path == "-") return bad(key, "'-' (standard input) cannot be read again at a reload; give a file");
+  }
   if (ready_file == "-") {
     // "-" is stdout to the output helpers: kvhubd prints the ready line there anyway,
     // and would print it twice (and unlink a file named "-" at start and exit).
@@ -422,6 +429,10 @@ absl::Status KvhubdConfig::Validate() const {
   return absl::OkStatus();
 }
 
+bool TurnsSecurityOffWhenEmpty(absl::string_view key) {
+  return key == "auth_tokens_file" || key == "tls_cert_file" || key == "tls_key_file" || key == "tls_client_ca_file";
+}
+
 absl::Status KvhubdConfig::Set(absl::string_view key, absl::string_view value) {
   for (const KeyOps& k : AllKeys()) {
     if (key == k.info.key) {
@@ -453,6 +464,12 @@ absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view o
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ":", line_no, ": ", key, " is already set on line ", it->second));
     }
+    if (value.empty() && TurnsSecurityOffWhenEmpty(key)) {
+      // A template rendered with an unset variable ("auth_tokens_file = ${TOKENS}")
+      // must not start a shard without authentication or TLS.
+      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", key,
+                                                     " is empty; leave the key out (or comment it) to run without it"));
+    }
     if (absl::Status s = Set(key, value); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", s.message()));
     }
@@ -480,7 +497,11 @@ const std::vector<KvhubdConfig::KeyInfo>& KvhubdConfig::Keys() {
 
 std::string KvhubdConfig::ToText() const {
   std::string out;
-  for (const KeyOps& k : AllKeys()) absl::StrAppend(&out, k.info.key, " = ", k.get(*this), "\n");
+  for (const KeyOps& k : AllKeys()) {
+    const std::string v = k.get(*this);
+    // An empty security key is refused by ApplyText: unset, it is shown commented out.
+    absl::StrAppend(&out, v.empty() && TurnsSecurityOffWhenEmpty(k.info.key) ? "# " : "", k.info.key, " = ", v, "\n");
+  }
   return out;
 }
 

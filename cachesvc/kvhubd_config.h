@@ -34,6 +34,10 @@ inline constexpr int kMaxGrpcMessageBytes = static_cast<int>((256ull << 20) + (4
 // A config file larger than this is refused (a config is a few dozen lines).
 inline constexpr size_t kMaxConfigFileBytes = 1 << 20;
 
+// True for the keys whose empty value would run the shard without authentication or
+// TLS (auth_tokens_file, tls_*_file): a config file may not set them empty.
+bool TurnsSecurityOffWhenEmpty(absl::string_view key);
+
 struct KvhubdConfig {
   // gRPC listen address HOST:PORT; port 0 picks an ephemeral port (printed in the ready line).
   std::string grpc_address = "127.0.0.1:7480";
@@ -84,7 +88,8 @@ struct KvhubdConfig {
   // 600 of them made a shard with a 512-descriptor limit refuse every new client
   // (session 16). 100 .. 120000 ms. Default 10000.
   absl::Duration grpc_handshake_timeout = absl::Seconds(10);
-  // Metrics label cardinality caps: namespaces/models beyond these are folded into "other".
+  // Metrics label cardinality caps: namespaces beyond the first cap, and models of a
+  // namespace beyond the second (counted per namespace), are folded into "other".
   int metrics_max_namespaces = 64;
   int metrics_max_models = 16;
   // trace | debug | info | warn | error | off (logs go to stderr).

@@ -175,6 +175,32 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
 
 // UCX's tcp port takes bytes from anyone who reaches it; a shard only local
 // clients reach keeps it on loopback.
+// A config template rendered with an unset variable ("auth_tokens_file = ${TOKENS}")
+// started a shard without authentication or TLS; such keys may not be empty in a
+// file, --print_config shows them commented out when unset (so its output still
+// reads back), and "-" (standard input, readable once) is refused for them.
+TEST(KvhubdConfigTest, SecurityKeysAreNeverEmptyNorStandardInput) {
+  for (const char* key : {"auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}) {
+    KvhubdConfig c;
+    const absl::Status s = c.ApplyText(absl::StrCat("capacity_bytes = 64MiB\n", key, " =  \n"), "kvhubd.conf");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << key;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(absl::StrCat("kvhubd.conf:2: ", key, " is empty"))) << s;
+  }
+  KvhubdConfig unset = KvhubdConfig::Defaults();
+  const std::string text = unset.ToText();
+  EXPECT_THAT(text, HasSubstr("# auth_tokens_file = \n"));
+  KvhubdConfig back;
+  ASSERT_TRUE(back.ApplyText(text).ok());
+  EXPECT_EQ(back.ToText(), text);
+  KvhubdConfig stdin_tokens = KvhubdConfig::Defaults();
+  stdin_tokens.auth_tokens_file = "-";
+  EXPECT_THAT(std::string(stdin_tokens.Validate().message()), HasSubstr("auth_tokens_file: '-' (standard input)"));
+  KvhubdConfig stdin_key = KvhubdConfig::Defaults();
+  stdin_key.tls_cert_file = "/etc/kvhub/shard.pem";
+  stdin_key.tls_key_file = "-";
+  EXPECT_THAT(std::string(stdin_key.Validate().message()), HasSubstr("tls_key_file: '-'"));
+}
+
 TEST(KvhubdConfigTest, UcxStaysOnLoopbackWhenGrpcDoes) {
   unsetenv("UCX_NET_DEVICES");
   KvhubdConfig c = KvhubdConfig::Defaults();

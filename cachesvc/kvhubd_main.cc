@@ -30,6 +30,7 @@
 #include "common/output_file.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -79,7 +80,7 @@ KVHUB_CONFIG_FLAG(stalled_send_ms, "a Get/GetStream response that makes no progr
 KVHUB_CONFIG_FLAG(grpc_memory_bytes, "gRPC's memory for messages in flight (64MiB..64GiB); beyond it streams are cancelled; default 1GiB");
 KVHUB_CONFIG_FLAG(grpc_handshake_timeout_ms, "a new gRPC connection that has not finished its TLS and HTTP/2 handshake by then is closed (100..120000); default 10000");
 KVHUB_CONFIG_FLAG(metrics_max_namespaces, "distinct namespace labels before 'other'; default 64");
-KVHUB_CONFIG_FLAG(metrics_max_models, "distinct model labels before 'other'; default 16");
+KVHUB_CONFIG_FLAG(metrics_max_models, "distinct model labels per namespace before 'other'; default 16");
 KVHUB_CONFIG_FLAG(log_level, "trace|debug|info|warn|error|critical|off; default info");
 KVHUB_CONFIG_FLAG(ready_file, "also write the ready line to this file; default none");
 KVHUB_CONFIG_FLAG(ucx_enabled, "serve the UCX data plane (Connect RPC); default true");
@@ -209,9 +210,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
     const bool is_flag = !flag_name(arg).empty();
-    const bool empty_eq = is_flag && absl::EndsWith(arg, "=");
-    const bool empty_next = is_flag && arg.find('=') == absl::string_view::npos &&
-                            i + 1 < argc && argv[i + 1][0] == '\0';
+    // Blank counts as empty: values are trimmed (`--auth_tokens_file=" "` ran without auth).
+    const size_t eq = arg.find('=');
+    const bool empty_eq = is_flag && eq != absl::string_view::npos && absl::StripAsciiWhitespace(arg.substr(eq + 1)).empty();
+    const bool empty_next = is_flag && eq == absl::string_view::npos && i + 1 < argc &&
+                            absl::StripAsciiWhitespace(argv[i + 1]).empty();
     if (empty_eq || empty_next) {
       return Fail(2, absl::StrCat(arg.substr(0, arg.find('=')), " has an empty value (leave the flag out for its default)"));
     }

@@ -351,8 +351,13 @@ absl::Status KvhubdServer::ReloadAuth() {
   // Outside auth_mu_: ending sessions closes UCX connections.
   const std::shared_ptr<const Authenticator> now = auth_->Current();
   const size_t ended = ended_before + service_->EndRevokedUcxSessions(*now);
-  KVHUB_LOG(info, "kvhubd: {} token(s) in force from {}; {} UCX connection(s) of revoked tokens closed", now->size(),
-            auth_->path(), ended);
+  if (now->size() == 0) {
+    KVHUB_LOG(error, "kvhubd: {} lists no token now: every token is revoked and every call but Health is refused "
+              "until tokens are listed again; {} UCX connection(s) closed", auth_->path(), ended);
+  } else {
+    KVHUB_LOG(info, "kvhubd: {} token(s) in force from {}; {} UCX connection(s) of revoked tokens closed", now->size(),
+              auth_->path(), ended);
+  }
   return absl::OkStatus();
 }
 

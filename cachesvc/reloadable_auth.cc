@@ -47,7 +47,9 @@ absl::StatusOr<bool> ReloadableAuthenticator::Reload(
   if (!text.ok()) return text.status();
   const uint64_t hash = Xxh3_64(text->data(), text->size());
   if (hash == contents_hash_) return false;
-  absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::Parse(*text, path_);
+  // A file left without tokens revokes them all (a leaked last token must be
+  // revocable without a restart); only a start without any is refused.
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::Parse(*text, path_, /*allow_empty=*/true);
   if (!auth.ok()) return auth.status();
   contents_hash_ = hash;
   std::shared_ptr<const Authenticator> next(std::move(*auth));

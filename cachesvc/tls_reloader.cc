@@ -37,10 +37,15 @@ using Ctx = std::unique_ptr<SSL_CTX, CtxFree>;
 
 Bio MemoryBio(const std::string& pem) { return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))); }
 
+// The PEM readers' passphrase callback: there is none. Without it OpenSSL asks on the
+// terminal (or reads standard input) for an encrypted key, blocking kvhubd's start
+// or the thread that reloads; with it such a key fails at once.
+int NoPassphrase(char*, int, int, void*) { return -1; }
+
 // The first certificate of a PEM text, or null (OpenSSL's error queue cleared).
 Cert FirstCertificate(const std::string& pem) {
   Bio bio = MemoryBio(pem);
-  Cert cert(bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  Cert cert(bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
   ERR_clear_error();
   return cert;
 }
@@ -63,12 +68,12 @@ absl::Status CheckServable(const std::string& cert_pem, EVP_PKEY* key) {
   if (ctx == nullptr) return absl::InternalError(absl::StrCat("cannot make a TLS context: ", OpenSslError()));
   Bio bio = MemoryBio(cert_pem);
   if (bio == nullptr) return absl::ResourceExhaustedError("out of memory reading the certificate chain");
-  Cert leaf(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  Cert leaf(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
   if (leaf == nullptr || SSL_CTX_use_certificate(ctx.get(), leaf.get()) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("the certificate is refused for TLS: ", OpenSslError()));
   }
   for (int i = 1;; ++i) {
-    Cert next(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    Cert next(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
     if (next == nullptr) break;
     if (SSL_CTX_add1_chain_cert(ctx.get(), next.get()) != 1) {
       return absl::InvalidArgumentError(
@@ -120,7 +125,7 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
         absl::StrCat("tls_cert_file '", files_.cert_file, "': no certificate could be parsed"));
   }
   Bio key_bio = MemoryBio(m.key_pem);
-  const Key key(key_bio == nullptr ? nullptr : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  const Key key(key_bio == nullptr ? nullptr : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
   ERR_clear_error();
   if (key == nullptr) {
     return absl::InvalidArgumentError(
@@ -156,6 +161,7 @@ absl::StatusOr<TlsReloader::Material> TlsReloader::Read() const {
 }
 
 absl::StatusOr<bool> TlsReloader::Check() {
+  absl::MutexLock check(&check_mu_);
   absl::StatusOr<Material> m = Read();
   absl::MutexLock l(&mu_);
   checked_ = Clock::Real()->Now();

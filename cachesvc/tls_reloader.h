@@ -42,7 +42,8 @@ class TlsReloader {
   // Reads the files again. OK and false when they are unchanged; OK and true when a
   // changed, valid set is now served to new handshakes; the error when a changed set
   // is refused (the last good one stays; logged once per distinct error).
-  absl::StatusOr<bool> Check() ABSL_LOCKS_EXCLUDED(mu_);
+  // Safe from several threads (SIGHUP and a poll): one Check runs at a time.
+  absl::StatusOr<bool> Check() ABSL_LOCKS_EXCLUDED(check_mu_, mu_);
 
   // For gRPC's certificate config fetcher: the current set when it differs from the
   // one last handed out (GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW; *config then owned
@@ -71,6 +72,9 @@ class TlsReloader {
   absl::StatusOr<Material> Read() const;
 
   const TlsFiles files_;
+  // One Check at a time, from its read to its install: a poll that read the files
+  // before a rotation must not put the older set back over the one SIGHUP installed.
+  absl::Mutex check_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   Material current_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;

@@ -552,6 +552,26 @@ bool MakePki(Pki* p, const std::string& name = "pki") {
   return r.exit_code == 0;
 }
 
+// An encrypted key is refused at once. OpenSSL, given no passphrase callback, asked
+// for one on the terminal or standard input: kvhubd hung at start (here its
+// standard input is a pipe nobody writes, so it waited out the 10 s timeout).
+TEST(ClusterSecurityTest, AnEncryptedKeyIsRefusedAtOnce) {
+  Pki pki;
+  ASSERT_TRUE(MakePki(&pki, "pki-encrypted"));
+  const std::string enc = pki.dir + "/encrypted.key";
+  const testing::CommandResult made = testing::RunCommand(
+      absl::StrCat("openssl pkey -in ", pki.server_key, " -aes256 -passout pass:kvhub-secret -out ", enc, " 2>&1"));
+  ASSERT_EQ(made.exit_code, 0) << made.out;
+  const testing::CommandResult r = testing::RunCommand(absl::StrCat(
+      "bash -c 'timeout 10 ", testing::ProgramPath("kvhubd"),
+      " --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 --capacity_bytes=16MiB --max_block_bytes=1MiB"
+      " --tls_cert_file=", pki.server_cert, " --tls_key_file=", enc, " < <(sleep 15 2>/dev/null)' 2>&1"));
+  EXPECT_NE(r.exit_code, 124) << "kvhubd waited for a passphrase: " << r.out;
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("encrypted keys are not supported"));
+  testing::RunCommand(absl::StrCat("rm -rf ", pki.dir));
+}
+
 TEST(ClusterSecurityTest, TlsAndMutualTls) {
   Pki pki;
   ASSERT_TRUE(MakePki(&pki));
