@@ -418,7 +418,8 @@ TEST(MetricsTest, ANegativeLatencyDoesNotLowerTheSum) {
 TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   ServiceMetrics m(2, 1);
   m.RecordLookup("a", "m1", 4, 2, 256);
-  m.RecordLookup("b", "m2", 4, 4, 256);
+  m.RecordLookup("a", "m3", 4, 4, 256);   // a's second model: past a's one model slot
+  m.RecordLookup("b", "m2", 4, 4, 256);   // b's own slots: a's models took none of them
   m.RecordLookup("c", "m1", 4, 0, 256);   // namespace folded into "other"
   m.RecordRpc(Rpc::kLookup, absl::Microseconds(70), 0);
   MetricsSnapshotInputs in;
@@ -435,7 +436,10 @@ TEST(MetricsTest, LabelCardinalityIsBoundedAndRendered) {
   EXPECT_THAT(m.RenderPrometheus(in), HasSubstr("\nkvhub_ucx_accepting 1\n"));
   in.ucx_accepting.reset();
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"a\",model=\"m1\"} 1024"));
-  EXPECT_THAT(text, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"b\",model=\"other\"} 1024"));
+  // Model slots are per namespace: one tenant's many model names (a made-up one per
+  // Lookup) folded every other tenant's models into "other" before.
+  EXPECT_THAT(text, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"a\",model=\"other\"} 1024"));
+  EXPECT_THAT(text, HasSubstr("kvhub_lookup_hit_tokens_total{namespace=\"b\",model=\"m2\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_lookup_requested_tokens_total{namespace=\"other\",model=\"m1\"} 1024"));
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_latency_seconds_bucket{method=\"Lookup\",le=\"0.0001\"} 1"));
   EXPECT_THAT(text, HasSubstr("kvhub_rpc_requests_total{method=\"Lookup\",code=\"OK\"} 1"));

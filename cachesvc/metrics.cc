@@ -101,15 +101,16 @@ void LatencyHistogram::Render(std::string* out, absl::string_view name, absl::st
 
 ServiceMetrics::ServiceMetrics(int max_namespaces, int max_models)
     : namespaces_(max_namespaces),
-      models_(max_models),
       model_slots_(max_models + 1),
       lookup_(new LookupSeries[static_cast<size_t>(max_namespaces + 1) * (max_models + 1)]),
-      per_ns_(new NamespaceSeries[max_namespaces + 1]) {}
+      per_ns_(new NamespaceSeries[max_namespaces + 1]) {
+  for (int n = 0; n <= max_namespaces; ++n) models_.push_back(std::make_unique<LabelInterner>(max_models));
+}
 
 void ServiceMetrics::RecordLookup(absl::string_view ns, absl::string_view model, uint64_t keys,
                                   uint64_t hit_keys, uint32_t block_tokens) {
   int n = namespaces_.Index(ns);
-  int m = models_.Index(model.empty() ? absl::string_view("unknown") : model);
+  int m = models_[n]->Index(model.empty() ? absl::string_view("unknown") : model);
   LookupSeries& s = lookup_[static_cast<size_t>(n) * model_slots_ + m];
   s.requests.fetch_add(1, std::memory_order_relaxed);
   s.requested_keys.fetch_add(keys, std::memory_order_relaxed);
@@ -167,9 +168,12 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   std::vector<std::string> ns_names = namespaces_.Names();
   ns_names.resize(namespaces_.cap(), "");
   ns_names.push_back(std::string(LabelInterner::kOverflowLabel));
-  std::vector<std::string> model_names = models_.Names();
-  model_names.resize(models_.cap(), "");
-  model_names.push_back(std::string(LabelInterner::kOverflowLabel));
+  std::vector<std::vector<std::string>> model_names(ns_names.size());
+  for (size_t n = 0; n < ns_names.size(); ++n) {
+    model_names[n] = models_[n]->Names();
+    model_names[n].resize(model_slots_ - 1, "");
+    model_names[n].push_back(std::string(LabelInterner::kOverflowLabel));
+  }
 
   Header(&out, "kvhub_up", "gauge", "1 while the node serves, 0 while it drains");
   absl::StrAppend(&out, "kvhub_up{node=\"", Escape(in.node_id), "\"} ", in.serving ? 1 : 0, "\n");
@@ -211,13 +215,13 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   for (const LookupMetric& lm : lookup_metrics) {
     Header(&out, lm.name, "counter", lm.help);
     for (size_t n = 0; n < ns_names.size(); ++n) {
-      for (size_t m = 0; m < model_names.size(); ++m) {
+      for (size_t m = 0; m < model_names[n].size(); ++m) {
         const LookupSeries& s = lookup_[n * model_slots_ + m];
         if (s.requests.load(std::memory_order_relaxed) == 0) continue;
         // A name first seen after the names were read above: counted now, named next time.
-        if (ns_names[n].empty() || model_names[m].empty()) continue;
+        if (ns_names[n].empty() || model_names[n][m].empty()) continue;
         absl::StrAppend(&out, lm.name, "{namespace=\"", Escape(ns_names[n]), "\",model=\"",
-                        Escape(model_names[m]), "\"} ", (s.*(lm.field)).load(std::memory_order_relaxed), "\n");
+                        Escape(model_names[n][m]), "\"} ", (s.*(lm.field)).load(std::memory_order_relaxed), "\n");
       }
     }
   }

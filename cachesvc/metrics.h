@@ -170,7 +170,9 @@ class ServiceMetrics {
   uint64_t SumLookup(std::atomic<uint64_t> LookupSeries::*counter) const;
 
   LabelInterner namespaces_;
-  LabelInterner models_;
+  // Per namespace slot (ns_cap+1): one tenant's made-up model names fill its own
+  // model slots, not everyone's.
+  std::vector<std::unique_ptr<LabelInterner>> models_;
   const int model_slots_;
   std::unique_ptr<LookupSeries[]> lookup_;        // [(ns_cap+1) * (model_cap+1)]
   std::unique_ptr<NamespaceSeries[]> per_ns_;     // [ns_cap+1]
