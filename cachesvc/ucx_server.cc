@@ -215,6 +215,9 @@ storage::RegionProvider UcxServer::RegionProvider() {
   return [this](std::span<const uint64_t> sizes) -> absl::StatusOr<std::vector<storage::Region>> {
     std::vector<std::unique_ptr<transport::UcxMemory>> mems;
     std::vector<storage::Region> out;
+    // Zero-filled, as the store requires of provided regions: the allocation comes
+    // from UCX's sysv or posix domain only (ALLOC_PRIO, Create), a new SysV segment or
+    // a new shared-memory file, which the kernel hands out zeroed.
     for (uint64_t n : sizes) {
       absl::StatusOr<std::unique_ptr<transport::UcxMemory>> m = state_->context->Allocate(n);
       if (!m.ok()) return m.status();

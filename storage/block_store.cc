@@ -1,6 +1,7 @@
 #include "storage/block_store.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/hash.h"
 
@@ -23,6 +24,13 @@ uint64_t BlockStoreConfig::EffectiveMaxBlocks() const {
 absl::Status BlockStoreConfig::Validate() const {
   auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (capacity_bytes == 0) return bad("capacity_bytes must be > 0");
+  // Far above any host tier, and below the sizes whose arithmetic (the automatic
+  // slab size's doubling, chunk counts) would overflow.
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 50;
+  for (const auto& [name, v] : {std::pair{"capacity_bytes", capacity_bytes}, std::pair{"region_bytes", region_bytes},
+                                std::pair{"max_block_bytes", max_block_bytes}, std::pair{"slab_bytes", slab_bytes}}) {
+    if (v > kMaxBytes) return bad(name, " (", v, ") exceeds 2^50 bytes (1 PiB)");
+  }
   if (region_bytes == 0 || region_bytes % 4096 != 0) {
     return bad("region_bytes must be a positive multiple of 4096, got ", region_bytes);
   }

@@ -161,8 +161,10 @@ struct BlockStoreStats {
 // a transport allocated so peers can reach it one-sidedly: docs/transport.md,
 // "Shared-memory regions"). Called once by Create with the region sizes the
 // store needs; must return exactly that many regions of at least those sizes,
-// page-aligned. The memory must stay valid until the store is destroyed, and
-// the store never frees it.
+// page-aligned, and zero-filled (fresh mappings are: the store hands a never-used
+// chunk out without clearing it, so recycled memory could let a Commit verify and
+// publish bytes its writer never wrote). The memory must stay valid until the
+// store is destroyed, and the store never frees it.
 using RegionProvider =
     std::function<absl::StatusOr<std::vector<Region>>(std::span<const uint64_t> sizes)>;
 

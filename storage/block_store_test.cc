@@ -70,6 +70,7 @@ class BlockStoreTest : public ::testing::Test {
 };
 
 TEST_F(BlockStoreTest, ConfigValidation) {
+  absl::Status s_huge;
   BlockStoreConfig c = SmallConfig();
   EXPECT_TRUE(c.Validate().ok());
   c.low_watermark = 0.99;
@@ -89,6 +90,18 @@ TEST_F(BlockStoreTest, ConfigValidation) {
   c.eviction.name = "clock";
   EXPECT_EQ(BlockStore::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(BlockStoreConfig{}.Validate().ok());
+  // Absurd sizes are refused, not overflowed: 2^32 chunks of 256 bytes in one 1 TiB
+  // slab passed (side tables under an eighth of capacity), and the allocator's
+  // 32-bit chunk count truncated to 0 (its first Free wrote out of bounds).
+  c = SmallConfig();
+  c.min_block_bytes = c.max_block_bytes = 256;
+  c.capacity_bytes = c.region_bytes = c.slab_bytes = uint64_t{1} << 40;
+  s_huge = c.Validate();
+  EXPECT_EQ(s_huge.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s_huge.message()), ::testing::HasSubstr("2^32-1 chunks"));
+  c = SmallConfig();
+  c.capacity_bytes = c.region_bytes = c.max_block_bytes = uint64_t{1} << 63;  // bit_ceil and doubling overflow
+  EXPECT_THAT(std::string(c.Validate().message()), ::testing::HasSubstr("exceeds 2^50 bytes"));
   // Capacity and quotas are charged chunks: a 40 KiB block takes a whole 64 KiB slab.
   c = SmallConfig();
   c.max_block_bytes = 40ull << 10;

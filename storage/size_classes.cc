@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 
@@ -28,6 +29,11 @@ absl::StatusOr<SizeClasses> SizeClasses::Build(uint64_t min_block_bytes, uint64_
     return absl::InvalidArgumentError(
         absl::StrCat("slab_bytes (", slab_bytes, ") must be a multiple of ", kAlign,
                      " and hold one max_block_bytes (", max_block_bytes, ") block"));
+  }
+  // Chunk counts are 32-bit (chunks_per_slab, the allocator's tables).
+  if (slab_bytes / AlignUp(min_block_bytes, kAlign) > UINT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("a ", slab_bytes, "-byte slab would hold more than 2^32-1 chunks of ",
+                                                   min_block_bytes, " bytes: raise min_block_bytes or lower slab_bytes"));
   }
   SizeClasses sc;
   sc.slab_bytes_ = slab_bytes;
