@@ -628,6 +628,24 @@ struct ScopedLostReplies {
   std::shared_ptr<std::atomic<int>> left;
 };
 
+// Three 64 KiB blocks (keys key_lo.., bytes fill..) and a gRPC config under which
+// they take the reservation path (PutStart / PutData / PutCommit), for the tests of
+// that path's lost and busy answers. The puts point into `data`.
+struct ReservedPuts {
+  ClientConfig cfg;
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<BlockPut> puts;
+};
+ReservedPuts ThreeReservedPuts(const Cluster& cluster, uint64_t key_lo, uint8_t fill) {
+  ReservedPuts r;
+  r.cfg = cluster.Config();
+  r.cfg.transport = TransportMode::kGrpc;
+  r.cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
+  for (uint64_t i = 0; i < 3; ++i) r.data.emplace_back(64 << 10, static_cast<uint8_t>(i + fill));
+  for (uint64_t i = 0; i < 3; ++i) r.puts.push_back({BlockKey{key_lo + i, i}, std::nullopt, r.data[i], false});
+  return r;
+}
+
 // PutStart and PutCommit are not idempotent, and a retry after a lost reply finds the
 // first attempt's work done: a commit that went through looked like an unknown
 // reservation (the block reported failed, and aborted, although stored), and a
@@ -636,13 +654,9 @@ struct ScopedLostReplies {
 TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHappened) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);
-  ClientConfig cfg = cluster->Config();
-  cfg.transport = TransportMode::kGrpc;
-  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
-  std::vector<std::vector<uint8_t>> data;
-  std::vector<BlockPut> puts;
-  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 1));
-  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0x1057 + i, i}, std::nullopt, data[i], false});
+  ReservedPuts setup = ThreeReservedPuts(*cluster, 0x1057, 1);
+  const ClientConfig& cfg = setup.cfg;
+  const std::vector<BlockPut>& puts = setup.puts;
   {
     ScopedLostReplies lost("/kvhub.v1.KvHub/PutCommit", 1);
     auto client = cluster->NewClient(cfg);
@@ -661,7 +675,7 @@ TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHa
   absl::StatusOr<FetchResult> got = client->Get("lost", keys, bufs.spans);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->valid_blocks, 3u);
-  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(bufs.store[i] == data[i]) << i;
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(bufs.store[i] == setup.data[i]) << i;
 
   {
     ScopedLostReplies lost("/kvhub.v1.KvHub/PutStart", 1);
@@ -729,13 +743,9 @@ class BusyCommits final : public grpc::experimental::ClientInterceptorFactoryInt
 TEST(ClusterE2eTest, ABusyCommitIsCommittedAgainOrGivenBack) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);
-  ClientConfig cfg = cluster->Config();
-  cfg.transport = TransportMode::kGrpc;
-  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
-  std::vector<std::vector<uint8_t>> data;
-  std::vector<BlockPut> puts;
-  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 7));
-  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0xb05e + i, i}, std::nullopt, data[i], false});
+  ReservedPuts setup = ThreeReservedPuts(*cluster, 0xb05e, 7);
+  const ClientConfig& cfg = setup.cfg;
+  const std::vector<BlockPut>& puts = setup.puts;
   auto left = std::make_shared<std::atomic<int>>(1);
   SetChannelFaultsForTesting([left] { return std::make_unique<BusyCommits>(left, false); });
   auto client = cluster->NewClient(cfg);
@@ -833,13 +843,9 @@ class BusyReservationFaults final : public grpc::experimental::ClientInterceptor
 TEST(ClusterE2eTest, ABusyAbortIsAskedAgainAndABusyCommitStoredLaterKeepsNoError) {
   auto cluster = Cluster::Start(1);
   ASSERT_NE(cluster, nullptr);
-  ClientConfig cfg = cluster->Config();
-  cfg.transport = TransportMode::kGrpc;
-  cfg.inline_put_max_block_bytes = 1024;  // 64 KiB blocks take PutStart / PutData / PutCommit
-  std::vector<std::vector<uint8_t>> data;
-  std::vector<BlockPut> puts;
-  for (uint64_t i = 0; i < 3; ++i) data.emplace_back(64 << 10, static_cast<uint8_t>(i + 31));
-  for (uint64_t i = 0; i < 3; ++i) puts.push_back({BlockKey{0xab0e + i, i}, std::nullopt, data[i], false});
+  ReservedPuts setup = ThreeReservedPuts(*cluster, 0xab0e, 31);
+  const ClientConfig& cfg = setup.cfg;
+  const std::vector<BlockPut>& puts = setup.puts;
   auto counts = std::make_shared<BusyReservationFaults::Counts>();
   SetChannelFaultsForTesting([counts] { return std::make_unique<BusyReservationFaults>(counts, true, false, true); });
   auto failing = cluster->NewClient(cfg);
