@@ -144,9 +144,13 @@ TEST(ReloadableAuthenticatorTest, ReloadInstallsAWholeNewFileOrNothing) {
   EXPECT_TRUE(hooked);
   EXPECT_TRUE(Accepts(**r, a));
   EXPECT_FALSE(Accepts(**r, b));
-  // The last token commented out revokes it: nobody is let in (it stayed in force
-  // before, so a leaked sole token could not be revoked without a restart). A start
-  // with no token is still refused.
+  // A blank file (a rewrite caught half done) keeps the tokens; the last token
+  // commented out revokes it: nobody is let in (it stayed in force before, so a
+  // leaked sole token could not be revoked without a restart). A start with no
+  // token is still refused.
+  WriteTokens(path, " \n");
+  EXPECT_THAT(std::string((*r)->Reload().status().message()), HasSubstr("leave a comment line"));
+  EXPECT_TRUE(Accepts(**r, a));
   WriteTokens(path, absl::StrCat("# ", a, " *\n"));
   auto none = (*r)->Reload();
   ASSERT_TRUE(none.ok()) << none.status();

@@ -455,11 +455,16 @@ TEST(HttpServerDualStackTest, TheIpv6WildcardAnswersBothFamilies) {
   a.sin6_port = htons(static_cast<uint16_t>(port));
   a.sin6_addr = in6addr_loopback;
   const bool connected = connect(fd6, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  const int connect_errno = errno;
+  if (!connected && (connect_errno == EADDRNOTAVAIL || connect_errno == ENETUNREACH)) {
+    close(fd6);
+    GTEST_SKIP() << "no ::1 on this host's loopback: " << std::strerror(connect_errno);
+  }
   if (connected) SendAll(fd6, Get("/healthz"));
   std::string got(64, '\0');
   const ssize_t n = connected ? recv(fd6, got.data(), got.size(), 0) : -1;
   close(fd6);
-  ASSERT_TRUE(connected) << "connect to [::1]:" << port << ": " << std::strerror(errno);
+  ASSERT_TRUE(connected) << "connect to [::1]:" << port << ": " << std::strerror(connect_errno);
   ASSERT_GT(n, 0);
   EXPECT_THAT(got.substr(0, static_cast<size_t>(n)), StartsWith("HTTP/1.1 200 OK\r\n"));
 }

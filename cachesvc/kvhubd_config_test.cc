@@ -173,8 +173,6 @@ TEST(KvhubdConfigTest, EveryKeyRoundTripsThroughToText) {
   EXPECT_EQ(KvhubdConfig::Keys().size(), 51u);
 }
 
-// UCX's tcp port takes bytes from anyone who reaches it; a shard only local
-// clients reach keeps it on loopback.
 // A config template rendered with an unset variable ("auth_tokens_file = ${TOKENS}")
 // started a shard without authentication or TLS; such keys may not be empty in a
 // file, --print_config shows them commented out when unset (so its output still
@@ -201,6 +199,8 @@ TEST(KvhubdConfigTest, SecurityKeysAreNeverEmptyNorStandardInput) {
   EXPECT_THAT(std::string(stdin_key.Validate().message()), HasSubstr("tls_key_file: '-'"));
 }
 
+// UCX's tcp port takes bytes from anyone who reaches it; a shard only local
+// clients reach keeps it on loopback.
 TEST(KvhubdConfigTest, UcxStaysOnLoopbackWhenGrpcDoes) {
   unsetenv("UCX_NET_DEVICES");
   KvhubdConfig c = KvhubdConfig::Defaults();

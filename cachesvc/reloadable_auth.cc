@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "common/input_file.h"
@@ -47,8 +48,14 @@ absl::StatusOr<bool> ReloadableAuthenticator::Reload(
   if (!text.ok()) return text.status();
   const uint64_t hash = Xxh3_64(text->data(), text->size());
   if (hash == contents_hash_) return false;
-  // A file left without tokens revokes them all (a leaked last token must be
-  // revocable without a restart); only a start without any is refused.
+  // A file of comments only revokes every token (a leaked last token must be
+  // revocable without a restart); only a start without any is refused. A file with
+  // nothing in it is more likely caught mid-rewrite (truncated, not yet written):
+  // that keeps the tokens in force.
+  if (absl::StripAsciiWhitespace(*text).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": empty (caught while being rewritten?); to revoke every token, leave a comment line in it"));
+  }
   absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::Parse(*text, path_, /*allow_empty=*/true);
   if (!auth.ok()) return auth.status();
   contents_hash_ = hash;

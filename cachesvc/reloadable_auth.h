@@ -33,9 +33,10 @@ class ReloadableAuthenticator {
   std::shared_ptr<const Authenticator> Current() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Re-reads the file. Returns true when its contents changed and the new tokens
-  // are in force (none, if the file now lists none: every call is then refused),
-  // false when it is unchanged; an error (naming the file and line) when it cannot
-  // be read or parsed, in which case the current tokens stay.
+  // are in force (none, if the file now holds only comments: every call is then
+  // refused), false when it is unchanged; an error (naming the file and line) when
+  // it cannot be read or parsed, or is blank (a rewrite caught half done), in which
+  // case the current tokens stay.
   // `before_install` (optional) runs with the new tokens just before they are put in
   // force (kvhubd closes the UCX connections of revoked tokens there, so none is
   // still open once the new tokens answer calls).

@@ -101,7 +101,7 @@ bool UcxServer::serving() const {
 namespace {
 
 // The UCX configuration of the serving worker's context (UcxServer::Create; the
-// address vetter's probes use the same).
+// address vetter's probes use the same, and drop RMA over tcp only as it does).
 transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
   transport::UcxConfig uc;
   uc.enabled = true;
@@ -118,9 +118,8 @@ transport::UcxConfig ServingUcxConfig(const KvhubdConfig& config) {
 absl::StatusOr<UcxServer::AddressVetterPtr> UcxServer::StartAddressVetter(const KvhubdConfig& config) {
   if (!config.ucx_enabled || !config.ucx_vet_addresses) return nullptr;
 #ifdef KVHUB_HAVE_UCX
-  transport::UcxConfig uc = ServingUcxConfig(config);
-  uc.rma = false;  // it only makes endpoints: nothing of its memory is for peers (UcxConfig::rma)
-  absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v = transport::UcxAddressVetter::Start(uc, {});
+  absl::StatusOr<std::unique_ptr<transport::UcxAddressVetter>> v =
+      transport::UcxAddressVetter::Start(ServingUcxConfig(config), {});
   if (!v.ok()) {
     return absl::Status(v.status().code(),
                         absl::StrCat(v.status().message(), " (ucx_vet_addresses=false runs without it)"));
@@ -163,17 +162,8 @@ std::unique_ptr<UcxServer> UcxServer::Create(const KvhubdConfig& config, Address
       allocate = false;
     }
   }
-  if (!ctx.ok()) ctx = transport::UcxContext::Create(uc);
-  if (!allocate && ctx.ok() &&
-      transport::ReachesPeersOnlyOverTcp((*ctx)->TransportNames(), uc.require_peer_failure_detection)) {
-    // No lane here is one-sided, so UCX would serve clients' RMA in software, at
-    // whatever address a message names (UcxConfig::rma); kvhub's clients use
-    // active messages over tcp anyway. The context is made again without RMA.
-    transport::UcxConfig no_rma = uc;
-    no_rma.rma = false;
-    ctx->reset();
-    ctx = transport::UcxContext::Create(no_rma);
-  }
+  // Over tcp only, no RMA (kvhub's clients use active messages there anyway).
+  if (!ctx.ok()) ctx = transport::UcxContext::CreateWithoutRmaOverTcp(uc);
   if (!ctx.ok()) {
     s->status_text_ = absl::StrCat("ucx failed to initialize on this shard: ", ctx.status().ToString());
     KVHUB_LOG(error, "ucx: off: {}; serving gRPC only", s->status_text_);

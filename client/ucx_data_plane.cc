@@ -217,14 +217,19 @@ absl::Status UcxDataPlane::EnsureWorker() {
   if (std::string devices = ResolveUcxNetDevices(config_.ucx_net_devices, members_on_loopback); !devices.empty()) {
     uc.options.push_back({"NET_DEVICES", devices});
   }
-  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx = transport::UcxContext::Create(uc);
+  // transport=ucx over tcp only: every transfer is an active message, and a context
+  // with RMA would also serve peers' software RMA at any address of this process, so
+  // it is made without (auto keeps gRPC there instead: below).
+  absl::StatusOr<std::unique_ptr<transport::UcxContext>> ctx =
+      config_.transport == TransportMode::kAuto ? transport::UcxContext::Create(uc)
+                                                : transport::UcxContext::CreateWithoutRmaOverTcp(uc);
   if (!ctx.ok()) {
     worker_status_ = absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
     return worker_status_;
   }
-  const std::vector<std::string> names = (*ctx)->TransportNames();
-  const bool tcp_only = transport::ReachesPeersOnlyOverTcp(names, uc.require_peer_failure_detection);
-  if (config_.transport == TransportMode::kAuto && tcp_only) {
+  if (const std::vector<std::string> names = (*ctx)->TransportNames();
+      config_.transport == TransportMode::kAuto &&
+      transport::ReachesPeersOnlyOverTcp(names, uc.require_peer_failure_detection)) {
     // Auto keeps gRPC for a shard UCX reaches only over tcp (EnsureConnected). When
     // this client's own UCX has nothing but tcp, that is every shard: no worker, no
     // Connect, no UCX port opened for nothing.
@@ -234,18 +239,6 @@ absl::Status UcxDataPlane::EnsureWorker() {
         absl::StrJoin(names, ","), "; shared memory only when ucx_tls names it), where auto keeps gRPC; "
         "transport=ucx forces UCX"));
     return worker_status_;
-  }
-  if (tcp_only) {
-    // Over tcp every transfer is an active message; a context with RMA would also
-    // serve peers' software RMA at any address of this process (UcxConfig::rma).
-    uc.rma = false;
-    ctx->reset();
-    ctx = transport::UcxContext::Create(uc);
-    if (!ctx.ok()) {
-      worker_status_ =
-          absl::Status(ctx.status().code(), absl::StrCat("client UCX cannot start: ", ctx.status().message()));
-      return worker_status_;
-    }
   }
   context_ = std::move(*ctx);
   absl::StatusOr<std::unique_ptr<transport::UcxWorker>> w = NewWorker();

@@ -396,16 +396,17 @@ absl::Status EncodeLossless(const Kernels& K, const KvShape& sh, const uint8_t* 
 
 // ---------------------------------------------------------------- decoders --
 
-// The plane table of a lossless segment: modes, lengths that tile the segment,
-// stored planes of the segment's size, zstd frames declaring it. Reads no more
-// than the table and the frame headers.
-// True when [p, p+len) is exactly one zstd frame of the current format.
+// True when [p, p+len) is exactly one zstd frame of the current format (walks the
+// frame's block headers, not its data).
 bool IsOneZstdFrame(const uint8_t* p, size_t len) {
   if (len < 4 || GetU32(p) != ZSTD_MAGICNUMBER) return false;
   const size_t frame = ZSTD_findFrameCompressedSize(p, len);
   return !ZSTD_isError(frame) && frame == len;
 }
 
+// The plane table of a lossless segment: modes, lengths that tile the segment,
+// stored planes of the segment's size, zstd frames declaring it. Reads the table
+// and the frames' headers and block headers, never their compressed data.
 absl::Status CheckLosslessSegment(const KvShape& sh, const uint8_t* seg, uint64_t size) {
   const size_t n = sh.SegmentElements();
   const size_t planes = DTypeBytes(sh.dtype);

@@ -145,9 +145,14 @@ Tokens ToTokens(const py::object& tokens) {
     throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
   }
   if (a.ndim() != 1) throw Error(absl::InvalidArgumentError("tokens must be one-dimensional"));
-  if (!py::isinstance<py::array>(tokens) && a.dtype().kind() != 'b') {
-    // numpy turns [5, True] (a list, tuple, deque, any sequence) into int64 [5, 1]: a
-    // bool is no token id (kvhub.keys refuses it too).
+  // Arrays and tensors (numpy, the buffer protocol, __array__) carry a dtype; a range
+  // holds ints. Only a plain sequence is walked, element by element.
+  const bool plain_sequence = !py::isinstance<py::array>(tokens) && !PyObject_CheckBuffer(tokens.ptr()) &&
+                              !PyRange_Check(tokens.ptr()) && !py::hasattr(tokens, "__array__") &&
+                              !py::hasattr(tokens, "__array_interface__");
+  if (plain_sequence && a.dtype().kind() != 'b') {
+    // numpy turns [5, True] (a list, tuple, deque: any plain sequence) into int64
+    // [5, 1]: a bool is no token id (kvhub.keys refuses it too).
     const py::object np_bool = np.attr("bool_");
     for (const py::handle item : tokens) {
       if (PyBool_Check(item.ptr()) || py::isinstance(item, np_bool)) {

@@ -1032,6 +1032,7 @@ TEST(BlockStoreRegionProviderTest, BlocksLiveInTheProvidedMemory) {
     for (uint64_t n : sizes) {
       asked.push_back(n);
       void* p = std::aligned_alloc(4096, n + 4096);
+      std::memset(p, 0, n + 4096);  // provided regions are zero-filled (RegionProvider)
       owned.push_back(p);
       out.push_back(Region{static_cast<uint8_t*>(p), n + 4096, false});
     }

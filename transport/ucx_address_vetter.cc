@@ -66,7 +66,9 @@ struct WarmProbe {
 [[noreturn]] void ProbeMain(const UcxConfig& ucx, int fd) {
   std::unique_ptr<UcxContext> context;
   std::unique_ptr<UcxWorker> worker;
-  if (absl::StatusOr<std::unique_ptr<UcxContext>> c = UcxContext::Create(ucx); c.ok()) {
+  // With RMA where the shard's context has it (UcxServer makes it the same way), so
+  // wire-up picks the lanes the shard's would.
+  if (absl::StatusOr<std::unique_ptr<UcxContext>> c = UcxContext::CreateWithoutRmaOverTcp(ucx); c.ok()) {
     context = *std::move(c);
     UcxWorker::Options options;
     options.name = "kvhub-vet";

@@ -1,6 +1,7 @@
 #include "transport/ucx_context.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 
 namespace kvhub::transport {
@@ -72,16 +74,31 @@ ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* functi
   }
   // A message for a handler this context did not install (UCX's software RMA
   // aimed at a context without RMA: UcxConfig::rma) is dropped by UCX, which warns
-  // with the payload in hex and a backtrace: one line says it, the rest is debug.
-  if (std::strcmp(base, "uct_iface.c") == 0 && level == UCS_LOG_LEVEL_WARN) {
-    if (std::strstr(text, "no handler installed") != nullptr) {
+  // with the payload in hex and a backtrace. One line says it, at most once a second
+  // with a count of the rest (a peer could send many); that dump is debug.
+  thread_local bool in_stub_dump = false;
+  if (std::strcmp(base, "uct_iface.c") == 0 && level == UCS_LOG_LEVEL_WARN &&
+      std::strstr(text, "no handler installed") != nullptr) {
+    in_stub_dump = true;
+    static std::atomic<int64_t> last_ns{0};
+    static std::atomic<uint64_t> unlogged{0};
+    const int64_t now = absl::GetCurrentTimeNanos();
+    int64_t last = last_ns.load();
+    if (now - last >= 1'000'000'000 && last_ns.compare_exchange_strong(last, now)) {
       KVHUB_LOG(warn, "ucx: dropped a message from a peer: {} (RMA or another request this process does not "
-                "serve; a peer that is not a kvhub client, or one configured to use RMA)", text);
-      return UCS_LOG_FUNC_RC_STOP;
+                "serve: a peer that is not a kvhub client, or one configured to use RMA; {} more since the last "
+                "such line)", text, unlogged.exchange(0));
+    } else {
+      unlogged.fetch_add(1);
     }
-    level = UCS_LOG_LEVEL_DEBUG;  // the payload dump that follows
+    return UCS_LOG_FUNC_RC_STOP;
   }
-  if (std::strcmp(base, "log.c") == 0 && level == UCS_LOG_LEVEL_WARN) level = UCS_LOG_LEVEL_DEBUG;  // backtraces
+  if (in_stub_dump && level == UCS_LOG_LEVEL_WARN &&
+      (std::strcmp(base, "uct_iface.c") == 0 || std::strcmp(base, "log.c") == 0)) {
+    level = UCS_LOG_LEVEL_DEBUG;  // its payload dump and backtrace
+  } else {
+    in_stub_dump = false;
+  }
   switch (level) {
     case UCS_LOG_LEVEL_FATAL:
     case UCS_LOG_LEVEL_ERROR:
@@ -179,6 +196,18 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create(const UcxConfig& 
     return absl::UnavailableError(absl::StrCat("ucp_init (tls='", config.tls, "'): ", ucs_status_string(st)));
   }
   return std::unique_ptr<UcxContext>(new UcxContext(config, context));
+}
+
+absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::CreateWithoutRmaOverTcp(const UcxConfig& config) {
+  absl::StatusOr<std::unique_ptr<UcxContext>> ctx = Create(config);
+  if (!ctx.ok() || !config.rma ||
+      !ReachesPeersOnlyOverTcp((*ctx)->TransportNames(), config.require_peer_failure_detection)) {
+    return ctx;
+  }
+  UcxConfig no_rma = config;
+  no_rma.rma = false;
+  ctx->reset();  // one context at a time
+  return Create(no_rma);
 }
 
 UcxContext::~UcxContext() { ucp_cleanup(context_); }

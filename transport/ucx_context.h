@@ -33,6 +33,12 @@ class UcxContext {
   // FAILED_PRECONDITION if config.enabled is false; INVALID_ARGUMENT for a bad
   // config or an unknown UCX option; UNAVAILABLE if UCX fails to initialize.
   static absl::StatusOr<std::unique_ptr<UcxContext>> Create(const UcxConfig& config);
+  // Create, then made again without RMA (UcxConfig::rma) when the transports it
+  // finds reach peers over tcp only (ReachesPeersOnlyOverTcp, with
+  // config.require_peer_failure_detection): nothing one-sided is possible there, and
+  // with RMA UCX would serve peers' software RMA at any address. config().rma says
+  // which was made. Errors as Create.
+  static absl::StatusOr<std::unique_ptr<UcxContext>> CreateWithoutRmaOverTcp(const UcxConfig& config);
   ~UcxContext();
   UcxContext(const UcxContext&) = delete;
   UcxContext& operator=(const UcxContext&) = delete;

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Opt
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: device ", device, " requested, ", *n, " present"));
   }
-  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
+  const CurrentDevice current(device);  // the caller's own device is current again after Create
+  if (cudaError_t e = current.error(); e != cudaSuccess) {
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: cudaSetDevice(", device, "): ", cudaGetErrorString(e)));
   }
@@ -329,6 +330,9 @@ absl::Status GpuCodec::EncodeManyFromPages(const PagedKv& cache,
                                            absl::Span<const PagedEncodeParams> params,
                                            std::vector<std::vector<uint8_t>>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
+  // Here too: the staging and copies below run after EncodeManyOnDevice returned.
+  const CurrentDevice current(device_);
+  if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   auto dev = EncodeManyOnDevice(cache, page_ids, params);
   if (!dev.ok()) return dev.status();
   const size_t n = dev->plans.size();

@@ -229,11 +229,11 @@ absl::StatusOr<std::unique_ptr<Client>> ClientArg(Args& a) {
   }
   cfg.ucx_tls = a.Get("ucx-tls").value_or("");
   cfg.ApplySecurityEnvironment();  // $KVHUB_TOKEN, $KVHUB_TLS_*: for what the flags left empty
-  absl::StatusOr<std::unique_ptr<Client>> c = Client::Create(std::move(cfg));
-  // Create refuses a bad flag value (a member listed twice, --tls-cert without
-  // --tls-key, a short token) as INVALID_ARGUMENT: a usage error (exit 2).
-  if (!c.ok() && absl::IsInvalidArgument(c.status())) return Usage(c.status().message());
-  return c;
+  // The config's own check (no file read) refuses bad flag values: a member listed
+  // twice, --tls-cert without --tls-key, a short token: usage errors (exit 2). What
+  // Create finds in the files themselves (a CA that holds no PEM) stays exit 1.
+  if (absl::Status s = cfg.Validate(); !s.ok()) return Usage(s.message());
+  return Client::Create(std::move(cfg));
 }
 
 absl::StatusOr<std::string> NamespaceArg(Args& a) {
