@@ -721,7 +721,8 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
     // arena (a heap message would allocate them on every call).
     google::protobuf::Arena& arena = ResponseArena();
     auto* response = google::protobuf::Arena::CreateMessage<v1::GetResponse>(&arena);
-    status = DoGet(request, response);
+    GetTally served;  // counted once the leases are handed out, as UcxGet does
+    status = DoGet(request, response, &served);
     if (status.ok() && ctx->IsCancelled()) {
       // The caller is gone (cancelled, past its deadline): it never learns these
       // leases, which would keep their blocks from eviction and count against its
@@ -730,6 +731,7 @@ grpc::ServerUnaryReactor* KvHubService::Get(grpc::CallbackServerContext* ctx, co
       status = grpc::Status(grpc::StatusCode::CANCELLED, "Get cancelled; its leases were released");
     }
     if (status.ok()) status = SerializeRawResponse(*response, resp);
+    if (status.ok()) RecordGet(request, served);
     arena.Reset();
   }
   // An inline response holds its blocks until gRPC has sent it: watched for a peer

@@ -503,9 +503,12 @@ struct UcxWorker::Impl {
     auto it = conns.find(id);
     if (it == conns.end()) return;
     const bool force = wait == nullptr && it->second->peer_mode;
-    const bool in_progress = CloseEp(it->second->ep, force, std::move(wait), force ? 0 : id);
+    const ucp_ep_h ep = it->second->ep;
+    // Gone before the close: a transfer UCX completes inside a forced close (a purged
+    // receive) then finds no endpoint to answer on, rather than this one mid-close.
     conns.erase(it);
     c.accepted_peers.fetch_sub(1);
+    const bool in_progress = CloseEp(ep, force, std::move(wait), force ? 0 : id);
     // UCX may never report the completion of what was in flight, so the holds of
     // this connection's transfers end here, once UCX no longer moves their bytes:
     // at once after a forced close (it cancels them) or one already done; after a
