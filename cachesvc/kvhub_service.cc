@@ -808,6 +808,10 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
   }
 
   void OnDone() override {
+    // Counted however the stream ended (a client that cancels after its first
+    // chunks was sent them too): the blocks it started sending and their bytes.
+    if (blocks_ > 0) service_->metrics_->AddGetBytes(req_.namespace_(), blocks_, bytes_);
+    service_->metrics_->AddGrpcBytes(/*get=*/true, bytes_);
     out_.Clear();
     DropBlock();
     if (ticket_ != 0) service_->stalled_sends_.Unwatch(ticket_);
@@ -826,9 +830,7 @@ class KvHubService::GetStreamReactor final : public grpc::ServerWriteReactor<grp
     absl::Status status;
     if (block_ == nullptr) {
       if (index_ >= n_) {
-        if (blocks_ > 0) service_->metrics_->AddGetBytes(req_.namespace_(), blocks_, bytes_);
-        service_->metrics_->AddGrpcBytes(/*get=*/true, bytes_);
-        Done(grpc::Status::OK);
+        Done(grpc::Status::OK);  // counted in OnDone
         return;
       }
       // The bytes leave zero-copy: they are held until gRPC drops the last chunk's

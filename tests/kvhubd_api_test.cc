@@ -106,6 +106,41 @@ TEST_F(KvhubdApiTest, PutLookupGetInlineByteExact) {
   EXPECT_EQ(resp.blocks(2).data(), b);
 }
 
+// A GetStream cut short (the client cancels after its first chunk) counts the blocks
+// it started sending; only a stream that ended cleanly was counted before (nothing
+// here: Stats get_bytes stayed where it was).
+TEST_F(KvhubdApiTest, AGetStreamCutShortCountsWhatItSent) {
+  std::string keys;
+  for (uint64_t k = 901; k < 909; ++k) {  // keys no other test of the shared shard uses
+    const std::string block = TestBlock(k, 4 << 20);
+    ASSERT_EQ(Put("api", k, block, Checksum(block)).items(0).code(), 0);
+    keys += TestKey(k);
+  }
+  auto get_bytes = [&] {
+    v1::StatsResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->Stats(&ctx, v1::StatsRequest(), &st).ok());
+    return st.get_bytes();
+  };
+  const uint64_t before = get_bytes();
+  v1::GetRequest req;
+  req.set_namespace_("api");
+  req.set_keys(keys);
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub_->GetStream(&ctx, req);
+    v1::GetChunk chunk;
+    ASSERT_TRUE(reader->Read(&chunk));
+    ctx.TryCancel();
+    while (reader->Read(&chunk)) {
+    }
+    (void)reader->Finish();  // CANCELLED, or OK if every chunk was sent before the cancel
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (get_bytes() == before && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_GE(get_bytes(), before + (4u << 20)) << "the blocks a cancelled stream sent were not counted";
+}
+
 TEST_F(KvhubdApiTest, GetLeaseThenReleaseAndGetStreamChunks) {
   std::string big = TestBlock(3, (2 << 20) + 777);  // 3 chunks of <= 1 MiB
   ASSERT_EQ(Put("api", 201, big, Checksum(big)).items(0).code(), 0);
