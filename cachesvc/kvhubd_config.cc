@@ -340,12 +340,12 @@ absl::Status KvhubdConfig::Validate() const {
   if (absl::Status s = ValidateListenAddress(grpc_address); !s.ok()) return bad("grpc_address", s.message());
   if (absl::Status s = ValidateListenAddress(http_address); !s.ok()) return bad("http_address", s.message());
   if (node_id.size() > 128) return bad("node_id", "longer than 128 bytes");
-  // "-" reads standard input, once: every reload after it finds it at its end (or
-  // blocks the reloading thread on a terminal or an open pipe).
-  for (const auto& [key, path] : {std::pair{"auth_tokens_file", &auth_tokens_file},
-                                  std::pair{"tls_cert_file", &tls_cert_file}, std::pair{"tls_key_file", &tls_key_file},
-                                  std::pair{"tls_client_ca_file", &tls_client_ca_file}}) {
-    if (*path == "-") return bad(key, "'-' (standard input) cannot be read again at a reload; give a file");
+  // The files kvhubd re-reads (the security keys): "-" reads standard input, once;
+  // every reload after it finds it at its end (or blocks on a terminal or a pipe).
+  for (const KeyOps& k : AllKeys()) {
+    if (TurnsSecurityOffWhenEmpty(k.info.key) && k.get(*this) == "-") {
+      return bad(k.info.key, "'-' (standard input) cannot be read again at a reload; give a file");
+    }
   }
   if (ready_file == "-") {
     // "-" is stdout to the output helpers: kvhubd prints the ready line there anyway,

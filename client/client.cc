@@ -326,6 +326,11 @@ absl::StatusOr<PutResult> Client::Put(absl::string_view ns, std::span<const Bloc
 }
 
 namespace {
+// How long a commit or an abort answered busy (a transfer still in its reservation)
+// waits before each of its next tries (~0.2 s in all).
+constexpr absl::Duration kBusyReservationWaits[] = {absl::Milliseconds(10), absl::Milliseconds(40),
+                                                    absl::Milliseconds(160)};
+
 PutItemView ItemView(const BlockPut& b, bool with_data) {
   PutItemView v;
   v.key = KeyString(b.key);
@@ -356,7 +361,7 @@ absl::Status AbortReservations(Shard& shard, const google::protobuf::RepeatedFie
     a = CountMismatch("PutAbort", shard.address(), resp->items_size(), ids.size());
   }
   if (!a.ok()) return a;
-  for (absl::Duration wait : {absl::Milliseconds(10), absl::Milliseconds(40), absl::Milliseconds(160)}) {
+  for (absl::Duration wait : kBusyReservationWaits) {
     std::vector<int> busy;
     v1::PutAbortRequest again;
     for (int k = 0; k < resp->items_size(); ++k) {
@@ -535,7 +540,7 @@ void Client::RetryBusyCommits(Shard& shard, std::span<const BlockPut> blocks, st
   // would keep every other publisher of the key out (ABORTED) until it expired.
   // Commit it again a few times, then give it back.
   int commits = 1;  // the first, which answered busy
-  for (absl::Duration wait : {absl::Milliseconds(10), absl::Milliseconds(40), absl::Milliseconds(160)}) {
+  for (absl::Duration wait : kBusyReservationWaits) {
     absl::SleepFor(wait);
     v1::PutCommitResponse resp;
     absl::Status s = shard.PutCommit(again, &resp);

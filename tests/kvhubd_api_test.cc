@@ -36,11 +36,16 @@ class KvhubdApiTest : public ::testing::Test {
     stub_ = NewKvHubStub(proc_->grpc_address());
   }
 
-  // The host tier's counters from Stats.
-  v1::TierStats HostTier() {
+  // The shard's Stats now.
+  v1::StatsResponse StatsNow() {
     v1::StatsResponse st;
     grpc::ClientContext ctx;
     EXPECT_TRUE(stub_->Stats(&ctx, v1::StatsRequest(), &st).ok());
+    return st;
+  }
+  // The host tier's counters from Stats.
+  v1::TierStats HostTier() {
+    v1::StatsResponse st = StatsNow();
     return st.tiers_size() > 0 ? st.tiers(0) : v1::TierStats();
   }
   // Waits (up to 2 s) until the host tier holds no lease: those of inline Gets end
@@ -116,12 +121,7 @@ TEST_F(KvhubdApiTest, AGetStreamCutShortCountsWhatItSent) {
     ASSERT_EQ(Put("api", k, block, Checksum(block)).items(0).code(), 0);
     keys += TestKey(k);
   }
-  auto get_bytes = [&] {
-    v1::StatsResponse st;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(stub_->Stats(&ctx, v1::StatsRequest(), &st).ok());
-    return st.get_bytes();
-  };
+  auto get_bytes = [&] { return StatsNow().get_bytes(); };
   const uint64_t before = get_bytes();
   v1::GetRequest req;
   req.set_namespace_("api");
