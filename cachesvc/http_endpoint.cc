@@ -55,7 +55,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(address, std::move(routes), config);
   if (!server.ok()) return server.status();
   ep->server_ = std::move(*server);
-  ep->address_ = absl::StrCat(address.substr(0, address.rfind(':')), ":", ep->server_->port());
+  ep->address_ = ep->server_->address();
   return ep;
 }
 

@@ -591,6 +591,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   int listen_fd = -1;
   std::string last_error = "no address";
   bool no_ipv6 = false;  // this kernel cannot listen on IPv6
+  std::string bound_host;
   for (const std::string& try_host : any_family ? std::vector<std::string>{"::", "0.0.0.0"}
                                                 : std::vector<std::string>{host}) {
     addrinfo hints{};
@@ -626,6 +627,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
         continue;
       }
       listen_fd = fd;
+      bound_host = try_host;
     }
     freeaddrinfo(found);
     // Only a missing IPv6 falls back: a port in use stays an error.
@@ -651,6 +653,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   }
   std::unique_ptr<HttpServer> server(new HttpServer());
   server->port_ = bound_port;
+  server->address_ = absl::StrCat(absl::StrContains(bound_host, ':') ? absl::StrCat("[", bound_host, "]") : bound_host,
+                                  ":", bound_port);
   server->loop_ = std::make_unique<Loop>(listen_fd, wake_fd, epoll_fd, std::move(routes), config);
   for (int fd : {listen_fd, wake_fd}) {
     epoll_event ev{};

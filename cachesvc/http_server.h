@@ -100,6 +100,9 @@ class HttpServer {
 
   // The bound port.
   int port() const { return port_; }
+  // The bound "HOST:PORT": the host as given (IPv6 in brackets), except that a "[::]"
+  // that fell back to IPv4 on a kernel without IPv6 reads "0.0.0.0".
+  const std::string& address() const { return address_; }
   // Closes the listener and every connection, joins the loop. Idempotent.
   void Stop();
 
@@ -109,6 +112,7 @@ class HttpServer {
   HttpServer() = default;
 
   int port_ = 0;
+  std::string address_;
   std::unique_ptr<Loop> loop_;
   std::thread thread_;
 };

@@ -126,6 +126,7 @@ class HttpServerTest : public ::testing::Test {
     auto s = HttpServer::Start("127.0.0.1:0", std::move(routes), config);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
+    EXPECT_EQ(server_->address(), absl::StrCat("127.0.0.1:", server_->port()));
   }
   int port() const { return server_->port(); }
 
@@ -449,6 +450,8 @@ TEST(HttpServerDualStackTest, TheIpv6WildcardAnswersBothFamilies) {
   const int port = (*s)->port();
   EXPECT_THAT(Exchange(port, Get("/healthz"), std::chrono::seconds(2)), StartsWith("HTTP/1.1 200 OK\r\n"));
   const int fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // The address reported (kvhubd's ready line) is the one bound.
+  EXPECT_EQ((*s)->address(), absl::StrCat(fd6 < 0 ? "0.0.0.0" : "[::]", ":", port));
   if (fd6 < 0) GTEST_SKIP() << "no IPv6 on this host: the IPv4 wildcard was used";
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;
