@@ -25,8 +25,10 @@ build: configure
 install: build
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
+# After the run, what passing tests skipped and why (no GPU here, for one).
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 600
+	cd $(BUILD_DIR) && { ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 600; rc=$$?; \
+	    $(CURDIR)/scripts/skipped-tests.sh Testing/Temporary/LastTest.log || true; exit $$rc; }
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs exactly the Debian packages kvhub needs to build, test and run its demo.
+# Installs the Debian packages kvhub needs to build, test and run its demo, and
+# python3-matplotlib for the replay plots (docs/replay.md).
 # Idempotent: re-running it installs nothing new. Needs root (or sudo) on Debian 12.
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config
   clang libclang-rt-14-dev            # -Wthread-safety build, sanitizers, libFuzzer
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev                         # Status, Mutex, flags, containers
@@ -18,7 +19,8 @@ PKGS=(
   libucx-dev ucx-utils                # UCX data plane
   redis-server                        # baseline in kvhub-bench
   libhiredis-dev                      # kvhub-bench: redis SET/GET client for the baseline
-  python3 python3-xxhash python3-numpy python3-matplotlib
+  python3 python3-xxhash python3-numpy
+  python3-matplotlib                  # bench/replay/plot_replay.py
   python3-yaml                        # tests: deploy/ manifests and Prometheus files
   prometheus                          # tests: promtool checks the alert rules (its service is not used)
   pybind11-dev python3-dev            # kvhub._native: the Python client module
