@@ -285,7 +285,8 @@ std::string ServiceMetrics::RenderPrometheus(const MetricsSnapshotInputs& in) co
   };
   const TierMetric tier_metrics[] = {
       {"kvhub_tier_capacity_bytes", "gauge", "bytes the tier may hold", st.capacity_bytes,
-       gpu(&storage::TierStats::gpu_capacity_bytes)},
+       g.has_value() && g->gpu_off ? std::optional<uint64_t>(0)  // switched off: holds nothing more (as Stats)
+                                   : gpu(&storage::TierStats::gpu_capacity_bytes)},
       {"kvhub_tier_used_bytes", "gauge", "bytes of committed blocks", st.used_bytes,
        gpu(&storage::TierStats::gpu_used_bytes)},
       {"kvhub_tier_reserved_bytes", "gauge", "bytes of uncommitted reservations", st.reserved_bytes},

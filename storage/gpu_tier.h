@@ -12,7 +12,9 @@
 // INVALID_ARGUMENT for a bad config. Put: RESOURCE_EXHAUSTED when the block
 // does not fit the remaining capacity (nothing stored; an existing block of
 // the same key is kept), ALREADY_EXISTS for a key already stored. Get/Find/
-// Erase: NOT_FOUND. Device errors: INTERNAL with the CUDA error string.
+// Erase: NOT_FOUND. Device errors: INTERNAL with the CUDA error string; an
+// Erase that fails so leaves the block stored. Every call makes the tier's device
+// current for its duration only (the caller's current device is kept).
 // Thread safety: all methods are thread-safe; transfers are serialized over
 // the one staging buffer.
 

@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/cuda_current_device.h"
 #include "storage/gpu_tier.h"
 
 namespace kvhub::storage {
@@ -27,7 +28,7 @@ class CudaGpuTier final : public GpuTier {
   CudaGpuTier(const GpuTierConfig& c, std::string name) : config_(c), name_(std::move(name)) {}
 
   ~CudaGpuTier() override {
-    cudaSetDevice(config_.device);
+    const CurrentCudaDevice current(config_.device);  // best effort: nothing to report to
     for (auto& [k, b] : blocks_) cudaFreeAsync(b.ptr, stream_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     if (pool_ != nullptr) cudaMemPoolDestroy(pool_);
@@ -36,7 +37,8 @@ class CudaGpuTier final : public GpuTier {
   }
 
   absl::Status Init() {
-    if (cudaError_t e = cudaSetDevice(config_.device); e != cudaSuccess) return CudaError("set device", e);
+    const CurrentCudaDevice current(config_.device);  // the caller's device is current again after
+    if (cudaError_t e = current.error(); e != cudaSuccess) return CudaError("set device", e);
     if (cudaError_t e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess) {
       return CudaError("create stream", e);
     }
@@ -67,7 +69,8 @@ class CudaGpuTier final : public GpuTier {
       return absl::ResourceExhaustedError(absl::StrCat("gpu tier: ", bytes.size(), " bytes do not fit (",
                                                        used_, " of ", config_.capacity_bytes, " used)"));
     }
-    if (cudaError_t e = cudaSetDevice(config_.device); e != cudaSuccess) return CudaError("set device", e);
+    const CurrentCudaDevice current(config_.device);
+    if (cudaError_t e = current.error(); e != cudaSuccess) return CudaError("set device", e);
     void* p = nullptr;
     if (cudaError_t e = cudaMallocFromPoolAsync(&p, bytes.size(), pool_, stream_); e != cudaSuccess) {
       // Only an allocation that found no room is "full" (the tier then makes room);
@@ -101,7 +104,8 @@ class CudaGpuTier final : public GpuTier {
     if (out.size() != b.size) {
       return absl::InvalidArgumentError(absl::StrCat("gpu tier: output is ", out.size(), " bytes, block ", b.size));
     }
-    if (cudaError_t e = cudaSetDevice(config_.device); e != cudaSuccess) return CudaError("set device", e);
+    const CurrentCudaDevice current(config_.device);
+    if (cudaError_t e = current.error(); e != cudaSuccess) return CudaError("set device", e);
     for (uint64_t off = 0; off < b.size; off += config_.staging_bytes) {
       const uint64_t n = std::min<uint64_t>(config_.staging_bytes, b.size - off);
       cudaError_t e = cudaMemcpyAsync(staging_, b.ptr + off, n, cudaMemcpyDeviceToHost, stream_);
@@ -130,14 +134,15 @@ class CudaGpuTier final : public GpuTier {
     absl::MutexLock l(&mu_);
     auto it = blocks_.find(MapKey(ns, key));
     if (it == blocks_.end()) return absl::NotFoundError("gpu tier: block not stored");
-    cudaError_t e = cudaSetDevice(config_.device);
-    if (e != cudaSuccess) return CudaError("set device", e);  // still stored; nothing changed
-    e = cudaFreeAsync(it->second.ptr, stream_);
-    // Forgotten either way (the key may be stored again); bytes a failed free may
-    // still hold stay counted as used, so the tier never promises room it lacks.
-    if (e == cudaSuccess) used_ -= it->second.size;
+    const CurrentCudaDevice current(config_.device);
+    if (cudaError_t e = current.error(); e != cudaSuccess) {
+      return CudaError("set device", e);  // still stored; nothing changed
+    }
+    // A free that fails leaves the block stored and counted (its memory may still
+    // be held): the tiered store keeps indexing a copy it could not erase.
+    if (cudaError_t e = cudaFreeAsync(it->second.ptr, stream_); e != cudaSuccess) return CudaError("free", e);
+    used_ -= it->second.size;
     blocks_.erase(it);
-    if (e != cudaSuccess) return CudaError("free", e);
     return absl::OkStatus();
   }
 

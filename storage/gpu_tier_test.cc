@@ -10,6 +10,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 
+#ifdef KVHUB_GPU_TIER_TEST_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace kvhub::storage {
 namespace {
 
@@ -87,6 +91,40 @@ TEST(GpuTierTest, PutGetFindEraseAndCapacity) {
   EXPECT_EQ(tier.Stats().used_bytes, 700000u);
   ASSERT_TRUE(tier.Put("ns", ka, a).ok());  // space is reusable
 }
+
+#ifdef KVHUB_GPU_TIER_TEST_CUDA
+// A tier on another device leaves the calling thread's current device as it was
+// (Create and every call made the tier's device current and left it so).
+TEST(GpuTierTest, CallsKeepTheCallersCurrentDevice) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 2) {
+    GTEST_SKIP() << "needs two CUDA devices (the tier on device 1, the caller on 0); " << devices << " here";
+  }
+  auto current = [] {
+    int d = -1;
+    EXPECT_EQ(cudaGetDevice(&d), cudaSuccess);
+    return d;
+  };
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  GpuTierConfig c;
+  c.capacity_bytes = 1 << 20;
+  c.staging_bytes = 64 << 10;
+  c.device = 1;
+  auto t = GpuTier::Create(c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(current(), 0) << "after Create";
+  std::vector<uint8_t> a(100000, 7), out(a.size());
+  ASSERT_TRUE((*t)->Put("ns", BlockKey{1, 2}, a).ok());
+  EXPECT_EQ(current(), 0) << "after Put";
+  ASSERT_TRUE((*t)->Get("ns", BlockKey{1, 2}, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, a);
+  EXPECT_EQ(current(), 0) << "after Get";
+  ASSERT_TRUE((*t)->Erase("ns", BlockKey{1, 2}).ok());
+  EXPECT_EQ(current(), 0) << "after Erase";
+  t->reset();
+  EXPECT_EQ(current(), 0) << "after destruction";
+}
+#endif
 
 }  // namespace
 }  // namespace kvhub::storage

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "common/clock.h"
+#include "common/hash.h"
 #include "common/log.h"
 
 namespace kvhub::storage {
@@ -183,7 +184,10 @@ void TieredBlockStore::MirrorOne(const Item& item) {
     // (and counted) rather than left on the device untracked.
     absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(item.ns, item.key); });
     absl::MutexLock l(&mu_);
-    if (!e.ok() && !absl::IsNotFound(e)) {
+    if (absl::IsFailedPrecondition(e)) {  // the tier is off: nothing is indexed any more
+      ++stats_.mirror_dropped;
+      skip = true;
+    } else if (!e.ok() && !absl::IsNotFound(e)) {
       ++stats_.mirror_failed;
       KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
       skip = true;  // give up on this block: released below
@@ -226,11 +230,19 @@ void TieredBlockStore::MirrorOne(const Item& item) {
       put = CopierDeviceCall([&] { return gpu_->Put(item.ns, item.key, bytes); });
     }
   }
-  const uint64_t checksum = lease->checksum, size = lease->size;
+  // Indexed before the lease ends: while it lives the host holds this block, so the
+  // key cannot be put again with other bytes; once it ends, such a put's Enqueue
+  // must find this copy indexed to drop it (else the older copy could be promoted
+  // over the newer block once the host evicted that one).
+  IndexCopy(item, put, lease->size, lease->checksum);
   host_->EndTransfer(TransferAccess::kRead, lease->hold);
   if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {  // NOT_FOUND: expired
     KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
   }
+}
+
+void TieredBlockStore::IndexCopy(const Item& item, const absl::Status& put, uint64_t size, uint64_t checksum) {
+  const std::string id = Id(item.ns, item.key);
   absl::MutexLock l(&mu_);
   if (!put.ok()) {
     if (put.code() == absl::StatusCode::kAlreadyExists) return;
@@ -360,8 +372,14 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
   absl::StatusOr<uint64_t> got =
       hold.ok() ? gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size)) : hold.status();
   if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
+  const absl::Status device_read = got.status();
+  // Checked here, not only by the host's Commit: a corrupt copy is the device's
+  // fault, not a client's write (the host counts its commit failures as those).
+  if (got.ok() && Xxh3_64(r->data, e.size) != e.checksum) {
+    got = absl::DataLossError("the gpu copy's bytes do not match the block's checksum");
+  }
   absl::MutexLock l(&mu_);
-  if (hold.ok()) NoteDeviceResultLocked(got.status());
+  if (hold.ok()) NoteDeviceResultLocked(device_read);
   (void)DeviceUsableLocked();  // a read that came back after the timeout: hung; switched off
   auto it = gpu_index_.find(Id(ns, key));
   // Deleted, evicted, replaced or switched off while the device copied: the bytes
@@ -378,6 +396,13 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
     }
   }
   if (!current) return false;  // not a failure of the copy: it is gone
+  if (absl::IsNotFound(c)) {
+    // The reservation expired while the device read (slower than the host's
+    // reservation_timeout, not hung): the copy is good and stays for the next try.
+    ++stats_.promotion_failures;
+    KVHUB_LOG(warn, "tiered store: a promotion outlasted its host reservation, copy kept: {}", c.ToString());
+    return false;
+  }
   if (!c.ok()) {
     ++stats_.promotion_failures;
     if (c.code() == absl::StatusCode::kDataLoss) ++stats_.gpu_checksum_failures;

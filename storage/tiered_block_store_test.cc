@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <thread>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
@@ -367,6 +368,100 @@ TEST_P(TieredStoreTest, AKeyPutAgainIsNeverServedItsOlderGpuCopy) {
   EXPECT_FALSE(Visible(5));
 }
 
+// The host store, with a hook run once after the next Release (the copier's, in the
+// test below): the moment the copier's lease on a block ends.
+class ReleaseHookedStore final : public BlockStore {
+ public:
+  explicit ReleaseHookedStore(std::unique_ptr<BlockStore> inner) : inner_(std::move(inner)) {}
+  std::function<void()> after_next_release;  // set while the copier is idle
+  BlockStore& inner() { return *inner_; }
+
+  std::span<const Region> regions() const override { return inner_->regions(); }
+  size_t Lookup(absl::string_view ns, std::span<const BlockKey> keys, std::span<uint8_t> present) override {
+    return inner_->Lookup(ns, keys, present);
+  }
+  absl::StatusOr<Reservation> Reserve(absl::string_view ns, const BlockKey& key, uint64_t size, uint64_t checksum,
+                                      const PutOptions& options) override {
+    return inner_->Reserve(ns, key, size, checksum, options);
+  }
+  absl::Status Commit(uint64_t id) override { return inner_->Commit(id); }
+  absl::Status Abort(uint64_t id) override { return inner_->Abort(id); }
+  absl::Status Put(absl::string_view ns, const BlockKey& key, std::span<const uint8_t> data, uint64_t checksum,
+                   const PutOptions& options) override {
+    return inner_->Put(ns, key, data, checksum, options);
+  }
+  absl::StatusOr<Lease> Acquire(absl::string_view ns, const BlockKey& key, absl::Duration lease,
+                                const AcquireOptions& options) override {
+    return inner_->Acquire(ns, key, lease, options);
+  }
+  absl::Status Release(uint64_t lease_id) override {
+    absl::Status s = inner_->Release(lease_id);
+    if (std::function<void()> hook = std::exchange(after_next_release, nullptr)) hook();
+    return s;
+  }
+  absl::Status Delete(absl::string_view ns, const BlockKey& key) override { return inner_->Delete(ns, key); }
+  absl::Status Pin(absl::string_view ns, const BlockKey& key, bool pin) override { return inner_->Pin(ns, key, pin); }
+  absl::StatusOr<uint64_t> BeginTransfer(TransferAccess access, uint64_t grant_id,
+                                         const BlockLocation& range) override {
+    return inner_->BeginTransfer(access, grant_id, range);
+  }
+  void EndTransfer(TransferAccess access, uint64_t hold) override { inner_->EndTransfer(access, hold); }
+  absl::StatusOr<uint64_t> GrantNamespaceTag(TransferAccess access, uint64_t grant_id) override {
+    return inner_->GrantNamespaceTag(access, grant_id);
+  }
+  size_t ExpireNow() override { return inner_->ExpireNow(); }
+  BlockStoreStats Stats() const override { return inner_->Stats(); }
+  NamespaceUsage NamespaceUsageOf(absl::string_view ns) const override { return inner_->NamespaceUsageOf(ns); }
+  std::string PolicyName() const override { return inner_->PolicyName(); }
+  PolicyState PolicyStateNow() const override { return inner_->PolicyStateNow(); }
+
+ private:
+  std::unique_ptr<BlockStore> inner_;
+};
+
+// The copier released its lease on the first block of a key before indexing its gpu
+// copy: a second block of the key put in that window (the host having evicted the
+// first) found no copy to drop, and once the host evicted the second too (before
+// its own copy was made) the first was promoted over it.
+TEST_P(TieredStoreTest, AKeyPutAgainWhileItsFirstCopyIsIndexedNeverGetsTheFirstBack) {
+  auto host = BlockStore::Create(SmallConfig());
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto hooked = std::make_unique<ReleaseHookedStore>(*std::move(host));
+  ReleaseHookedStore* h = hooked.get();
+  std::unique_ptr<GpuTier> tier;
+  if (GetParam()) {
+    GpuTierConfig c;
+    c.capacity_bytes = 64ull << 20;
+    c.staging_bytes = 64 << 10;
+    auto t = GpuTier::Create(c);
+    if (!t.ok()) {
+      ASSERT_TRUE(absl::StrContains(t.status().message(), "no CUDA device")) << t.status();
+      GTEST_SKIP() << t.status().message();
+    }
+    tier = *std::move(t);
+  } else {
+    tier = std::make_unique<FaultTier>(64ull << 20);
+  }
+  auto s = TieredBlockStore::Create(std::move(hooked), std::move(tier), TieredStoreConfig{});
+  ASSERT_TRUE(s.ok()) << s.status();
+  store_ = *std::move(s);
+
+  const std::vector<uint8_t> first = Bytes(5, kBlock), second = Bytes(555, kBlock);
+  absl::Status put_second = absl::UnknownError("hook never ran");
+  h->after_next_release = [&] {  // the copier's lease on the first block just ended
+    EXPECT_TRUE(h->inner().Delete("ns", Key(5)).ok());  // the host evicts it
+    put_second = store_->Put("ns", Key(5), second, Sum(second), PutOptions{});
+    EXPECT_TRUE(h->inner().Delete("ns", Key(5)).ok());  // and the second, before its copy
+  };
+  ASSERT_TRUE(store_->Put("ns", Key(5), first, Sum(first), PutOptions{}).ok());
+  Drain();
+  ASSERT_TRUE(put_second.ok()) << put_second;
+  absl::StatusOr<std::vector<uint8_t>> got = Read(5);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound)
+      << (got.ok() && *got == first ? "the first block came back" : "");
+  EXPECT_FALSE(Visible(5));
+}
+
 // Unpinning a block only the gpu tier holds (Lookup reports it present) is done,
 // not NOT_FOUND; a miss on a key the tier does not hold does not wait behind
 // another key's promotion (it waited for device_timeout behind a hung one, which
@@ -396,6 +491,34 @@ TEST_P(TieredStoreTest, GpuOnlyBlocksUnpinAndMissesDoNotWaitForPromotions) {
   reader.join();
   EXPECT_EQ(miss.status().code(), absl::StatusCode::kNotFound) << miss.status();
   EXPECT_FALSE(off_after_miss) << "the miss waited for the hung promotion";
+}
+
+// A promotion slower than the host's reservation_timeout (a slow device, not a hung
+// one) found its reservation expired at commit and dropped the gpu copy, a good one.
+TEST_P(TieredStoreTest, APromotionThatOutlastsItsReservationKeepsTheCopy) {
+  if (GetParam()) GTEST_SKIP() << "a slow device is injected through the host-memory tier";
+  BlockStoreConfig lru = SmallConfig();
+  lru.eviction.name = "lru";
+  lru.reservation_timeout = absl::Milliseconds(50);
+  Make(64ull << 20, {}, lru);
+  for (uint64_t i = 0; i < 300; ++i) {
+    PutBlock(i);
+    Drain();
+  }
+  ASSERT_TRUE(Visible(1));
+  fault_->hang_get_ = true;
+  absl::StatusOr<std::vector<uint8_t>> slow = absl::UnknownError("not run");
+  std::thread reader([&] { slow = Read(1); });  // gpu-only: promoted
+  for (int i = 0; i < 20000 && fault_->hung_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(fault_->hung_.load(), 1);
+  absl::SleepFor(absl::Milliseconds(200));  // past the reservation's 50 ms
+  fault_->Unhang();
+  reader.join();
+  EXPECT_FALSE(store_->tier_stats().gpu_off);
+  EXPECT_GE(store_->tier_stats().promotion_failures, 1u) << "the reservation did not expire";
+  absl::StatusOr<std::vector<uint8_t>> again = Read(1);
+  ASSERT_TRUE(again.ok()) << again.status() << " (the copy was dropped)";
+  EXPECT_EQ(*again, Bytes(1, kBlock));
 }
 
 // Deletes are remembered only against copies queued before them: under a copy
@@ -437,6 +560,8 @@ TEST_P(TieredStoreTest, CorruptGpuCopyIsAMiss) {
   TierStats t = store_->tier_stats();
   EXPECT_EQ(t.gpu_checksum_failures, 1u);
   EXPECT_EQ(t.promotion_failures, 1u);
+  // The device's fault, not a client's write (kvhub_checksum_failures_total).
+  EXPECT_EQ(store_->Stats().checksum_failures, 0u);
   absl::StatusOr<std::vector<uint8_t>> ok = Read(4);  // its neighbour is intact
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, Bytes(4, kBlock));

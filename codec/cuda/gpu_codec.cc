@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "codec/cuda/kernels.h"
+#include "common/cuda_current_device.h"
 
 namespace kvhub::codec::cuda {
 namespace {
@@ -15,28 +16,6 @@ namespace {
 absl::Status CudaError(const char* what, cudaError_t e) {
   return absl::InternalError(absl::StrCat("cuda: ", what, ": ", cudaGetErrorString(e)));
 }
-
-// Makes the codec's device current for a call and gives the calling thread its own
-// current device back at the end: a thread that also runs CUDA work on another
-// device keeps it. error() is cudaSetDevice's result.
-class CurrentDevice {
- public:
-  explicit CurrentDevice(int device) : device_(device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    error_ = cudaSetDevice(device);
-  }
-  ~CurrentDevice() {
-    if (previous_ >= 0 && previous_ != device_) (void)cudaSetDevice(previous_);
-  }
-  CurrentDevice(const CurrentDevice&) = delete;
-  CurrentDevice& operator=(const CurrentDevice&) = delete;
-  cudaError_t error() const { return error_; }
-
- private:
-  const int device_;
-  int previous_ = -1;
-  cudaError_t error_ = cudaSuccess;
-};
 
 cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
 
@@ -62,7 +41,7 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Opt
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: device ", device, " requested, ", *n, " present"));
   }
-  const CurrentDevice current(device);  // the caller's own device is current again after Create
+  const CurrentCudaDevice current(device);  // the caller's own device is current again after Create
   if (cudaError_t e = current.error(); e != cudaSuccess) {
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device: cudaSetDevice(", device, "): ", cudaGetErrorString(e)));
@@ -92,7 +71,7 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(int device, const Opt
 }
 
 GpuCodec::~GpuCodec() {
-  const CurrentDevice current(device_);  // best effort: nothing to report to
+  const CurrentCudaDevice current(device_);  // best effort: nothing to report to
   if (stream_ != nullptr) cudaStreamSynchronize(S(stream_));
   for (DeviceBuffer* b : {&block_, &scratch_, &meta_, &error_}) cudaFree(b->ptr);
   for (DeviceBuffer* b : {&staging_, &meta_staging_}) cudaFreeHost(b->ptr);
@@ -240,7 +219,7 @@ absl::StatusOr<BlockPlan> GpuCodec::EncodeOnDevice(const PagedKv& cache,
 absl::StatusOr<GpuCodec::DeviceBlocks> GpuCodec::EncodeManyOnDevice(
     const PagedKv& cache, absl::Span<const absl::Span<const int32_t>> page_ids,
     absl::Span<const PagedEncodeParams> params) {
-  const CurrentDevice current(device_);
+  const CurrentCudaDevice current(device_);
   if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = params.size();
   if (page_ids.size() != n || n == 0 || n > kMaxBlocksPerCall) {
@@ -331,7 +310,7 @@ absl::Status GpuCodec::EncodeManyFromPages(const PagedKv& cache,
                                            std::vector<std::vector<uint8_t>>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("encode: out is null");
   // Here too: the staging and copies below run after EncodeManyOnDevice returned.
-  const CurrentDevice current(device_);
+  const CurrentCudaDevice current(device_);
   if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   auto dev = EncodeManyOnDevice(cache, page_ids, params);
   if (!dev.ok()) return dev.status();
@@ -365,7 +344,7 @@ absl::Status GpuCodec::DecodeManyOnDevice(absl::Span<const BlockPlan> plans,
                                           absl::Span<const uint8_t* const> device_blocks,
                                           const PagedKv& cache,
                                           absl::Span<const absl::Span<const int32_t>> page_ids) {
-  const CurrentDevice current(device_);
+  const CurrentCudaDevice current(device_);
   if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = plans.size();
   if (n == 0) return absl::OkStatus();
@@ -451,7 +430,7 @@ absl::Status GpuCodec::DecodeManyToPages(absl::Span<const absl::Span<const uint8
                                          const PagedKv& cache,
                                          absl::Span<const absl::Span<const int32_t>> page_ids,
                                          absl::Span<const DecodeOptions> options) {
-  const CurrentDevice current(device_);
+  const CurrentCudaDevice current(device_);
   if (current.error() != cudaSuccess) return CudaError("cudaSetDevice", current.error());
   const size_t n = blocks.size();
   if (page_ids.size() != n || (options.size() != n && !options.empty())) {
