@@ -32,7 +32,9 @@ DeferredReleases::Config Checked(DeferredReleases::Config c) {
 DeferredReleases::DeferredReleases(Config config, Sender sender)
     : config_(Checked(config)),
       sender_(sender ? std::move(sender)
-                     : Sender([](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+                     : Sender([](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp,
+                                 bool* retried) {
+                         *retried = false;
                          return shard.Release(req, resp);
                        })),
       thread_([this] { Loop(); }) {}
@@ -112,14 +114,17 @@ void DeferredReleases::Send(Shard& shard, std::vector<uint64_t> ids) {
   v1::ReleaseRequest req;
   for (uint64_t id : ids) req.add_lease_ids(id);
   v1::ReleaseResponse resp;
-  const absl::Status s = sender_(shard, req, &resp);
-  uint64_t released = 0, late = 0;
+  bool retried = false;
+  const absl::Status s = sender_(shard, req, &resp, &retried);
+  uint64_t released = 0, late = 0, unsure = 0;
   absl::Status first_late;
   const bool answered = s.ok() && resp.items_size() == req.lease_ids_size();
   if (answered) {
     for (const auto& item : resp.items()) {
       if (item.code() == 0) {
         ++released;
+      } else if (retried && item.code() == static_cast<int32_t>(absl::StatusCode::kNotFound)) {
+        ++unsure;
       } else {
         if (late++ == 0) first_late = absl::Status(static_cast<absl::StatusCode>(item.code()), item.message());
       }
@@ -131,6 +136,7 @@ void DeferredReleases::Send(Shard& shard, std::vector<uint64_t> ids) {
     if (!answered) ++stats_.failed_calls;
     stats_.released += released;
     stats_.late += late;
+    stats_.unsure += unsure;
   }
   if (!answered) {
     KVHUB_LOG(warn, "kvhub client: background Release of {} leases on {} failed ({}); they end by expiry",

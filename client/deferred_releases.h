@@ -9,7 +9,8 @@
 //
 // Failure semantics: a Release call that fails is logged (warn) and counted;
 // its leases end by expiry on the shard. Items the shard reports as already
-// ended are counted as `late` and logged. Thread-safe. The destructor sends
+// ended are counted as `late` and logged (as `unsure`, not logged, when the
+// answer came from a retry whose first attempt may have ended them). Thread-safe. The destructor sends
 // what is pending, then stops; the shards handed in must outlive this object.
 
 #include <cstdint>
@@ -40,12 +41,17 @@ class DeferredReleases {
     // OK, or INVALID_ARGUMENT naming the bad field.
     absl::Status Validate() const;
   };
-  // Sends one Release (Shard::Release in production; a test seam otherwise).
-  using Sender = std::function<absl::Status(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp)>;
+  // Sends one Release (Shard::Release in production; a test seam otherwise). Sets
+  // *retried when the answer is a second attempt's after the first failed in
+  // transit (its NOT_FOUND items may be leases the first attempt ended).
+  using Sender = std::function<absl::Status(Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp,
+                                            bool* retried)>;
 
   struct Stats {
     uint64_t released = 0;      // leases the shard confirmed ended by us
     uint64_t late = 0;          // leases the shard says had already ended (expired)
+    // NOT_FOUND answers of a retried call: ended by its first attempt, or expired.
+    uint64_t unsure = 0;
     uint64_t failed_calls = 0;  // Release calls that failed (their leases expire)
     uint64_t calls = 0;         // Release calls sent
   };

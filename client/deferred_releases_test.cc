@@ -20,9 +20,11 @@ struct Recorder {
   std::function<absl::Status()> fail;            // non-OK: the call fails
   std::function<int32_t(uint64_t)> code_for;     // per-item code (0 = released)
   absl::Notification* on_call = nullptr;
+  bool retried = false;                          // answers come from a retry
 
   DeferredReleases::Sender sender() {
-    return [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
+    return [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp, bool* was_retried) {
+      *was_retried = retried;
       std::vector<uint64_t> ids(req.lease_ids().begin(), req.lease_ids().end());
       {
         absl::MutexLock l(&mu);
@@ -99,6 +101,15 @@ TEST_F(DeferredReleasesTest, FailedCallsAndLateLeasesAreCounted) {
   EXPECT_EQ(st.failed_calls, 1u);
   EXPECT_EQ(st.released, 1u);
   EXPECT_EQ(st.late, 1u);
+  EXPECT_EQ(st.unsure, 0u);
+  // A retried call's NOT_FOUND may be the first attempt's release: not late.
+  rec_.retried = true;
+  const uint64_t third[] = {7, 8};
+  d.Add(a_, third);
+  d.Flush();
+  EXPECT_EQ(d.stats().late, 1u);
+  EXPECT_EQ(d.stats().unsure, 1u);
+  EXPECT_EQ(d.stats().released, 2u);
 }
 
 TEST_F(DeferredReleasesTest, DestructionSendsWhatIsPending) {

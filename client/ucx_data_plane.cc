@@ -112,8 +112,8 @@ UcxDataPlane::UcxDataPlane(const ClientConfig& config, Hooks hooks)
       grpc_(config),
       releases_(std::make_unique<DeferredReleases>(
           DeferredReleases::Config{},
-          [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp) {
-            return ReleaseLeases(shard, req, resp);
+          [this](Shard& shard, const v1::ReleaseRequest& req, v1::ReleaseResponse* resp, bool* retried) {
+            return ReleaseLeases(shard, req, resp, retried);
           })) {}
 
 UcxDataPlane::~UcxDataPlane() {
@@ -806,7 +806,12 @@ void UcxDataPlane::DropConnection(Peer* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) 
   p->session_peer.store(0);
   p->session.reset();  // waits for an end callback in progress
   if (p->worker != nullptr) {
-    if (absl::Status d = p->worker->Disconnect(p->peer_id); !d.ok() && !absl::IsNotFound(d)) {
+    // UNAVAILABLE for the calls and transfers still in flight on it: failed in
+    // transit, so a Release among them is made again over gRPC (CANCELLED was not,
+    // and its leases stayed held on a live shard until they expired).
+    if (absl::Status d = p->worker->Disconnect(
+            p->peer_id, absl::UnavailableError(absl::StrCat("the UCX connection to ", p->address, " was dropped")));
+        !d.ok() && !absl::IsNotFound(d)) {
       KVHUB_LOG(debug, "kvhub client: closing the UCX endpoint to {}: {}", p->address, d.ToString());
     }
   }

@@ -98,7 +98,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
   virtual std::optional<uint32_t> TransfersPerConn() { return std::nullopt; }
   // The serving worker's calls: 1 answers the request reversed, 2 refuses, 3
   // answers after 300 ms; others are unknown.
-  static constexpr uint32_t kReverse = 1, kRefuse = 2, kSlow = 3;
+  static constexpr uint32_t kReverse = 1, kRefuse = 2, kSlow = 3, kSlower = 4;
   static UcxWorker::CallHandler ServerCalls() {
     return [](uint32_t method, absl::string_view request) -> absl::StatusOr<std::string> {
       switch (method) {
@@ -107,6 +107,9 @@ class UcxTransferTest : public ::testing::TestWithParam<Param> {
         case kSlow:
           absl::SleepFor(absl::Milliseconds(300));
           return std::string("late");
+        case kSlower:
+          absl::SleepFor(absl::Seconds(1));
+          return std::string("later");
         default: return absl::InvalidArgumentError(absl::StrCat("unknown method ", method));
       }
     };
@@ -202,6 +205,23 @@ TEST_P(UcxTransferTest, CallsToAGonePeerFail) {
   ASSERT_TRUE(client_->Disconnect(peer_).ok());
   absl::StatusOr<std::string> r = client_->CallPeer(peer_, kReverse, "abc");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+}
+
+// A call waiting on a peer that is disconnected (failed, or its session ended)
+// fails at once and is forgotten: the worker held every such call (and its request
+// bytes) until it was destroyed.
+TEST_P(UcxTransferTest, ACallCutOffByADisconnectIsForgotten) {
+  absl::StatusOr<std::string> cut = std::string("not run");
+  std::thread caller([&] { cut = client_->CallPeer(peer_, kSlower, "", absl::Seconds(20)); });
+  for (int i = 0; i < 2000 && server_->Stats().served_calls == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(client_->Disconnect(peer_).ok());
+  caller.join();
+  EXPECT_FALSE(cut.ok()) << "the call was answered before the disconnect";
+  // Well before the answer the shard sends after 1 s (which the worker also took as
+  // the end of the call; a dead shard sends none).
+  uint64_t held = 1;
+  for (int i = 0; i < 200 && (held = client_->Stats().calls_held) != 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(held, 0u);
 }
 
 TEST_P(UcxTransferTest, ReportsTransportAndPath) {

@@ -3,11 +3,14 @@
 namespace kvhub::transport {
 
 RegistrationCache::Entry* RegistrationCache::FindLocked(uintptr_t p, uint64_t n) {
-  auto it = by_start_.upper_bound(p);
-  if (it == by_start_.begin()) return nullptr;
-  --it;
-  if (!it->second.mem->Contains(reinterpret_cast<const void*>(p), n)) return nullptr;
-  return &it->second;
+  // Any entry starting at or before p may cover it (a small range registered
+  // inside a larger one starts after the larger one's start); at most
+  // max_entries_ to look at.
+  for (auto it = by_start_.upper_bound(p); it != by_start_.begin();) {
+    --it;
+    if (it->second.mem->Contains(reinterpret_cast<const void*>(p), n)) return &it->second;
+  }
+  return nullptr;
 }
 
 absl::Status RegistrationCache::Register(void* p, uint64_t n) {

@@ -30,6 +30,17 @@ TEST(RegistrationCacheTest, FindsCoveringRangeOnly) {
   // Registering a covered sub-range adds nothing.
   ASSERT_TRUE(cache.Register(a.data() + 8, 64).ok());
   EXPECT_EQ(cache.size(), 1u);
+  // A small range registered first, then a larger one around it: a range only the
+  // larger covers is found (it looked at the nearest start only, the small one).
+  std::vector<uint8_t> c(1 << 16);
+  ASSERT_TRUE(cache.Register(c.data() + 4096, 4096).ok());
+  ASSERT_TRUE(cache.Register(c.data(), c.size()).ok());
+  EXPECT_EQ(cache.size(), 3u);
+  std::shared_ptr<UcxMemory> large = cache.Find(c.data() + 32768, 4096);
+  ASSERT_NE(large, nullptr);
+  EXPECT_EQ(large->base(), c.data());
+  ASSERT_TRUE(cache.Register(c.data() + 40000, 100).ok());  // covered: nothing added
+  EXPECT_EQ(cache.size(), 3u);
 }
 
 TEST(RegistrationCacheTest, EvictsLeastRecentlyUsedAndKeepsHeldEntriesAlive) {

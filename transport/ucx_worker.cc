@@ -224,7 +224,7 @@ struct UcxWorker::Impl {
     std::atomic<uint64_t> get_bytes_mapped{0}, put_bytes_mapped{0};
     std::atomic<uint64_t> served_get_bytes{0}, served_get_bytes_completed{0}, served_put_bytes{0};
     std::atomic<uint64_t> served_errors{0}, unknown_conn_requests{0}, busy_conn_requests{0};
-    std::atomic<uint64_t> served_calls{0}, calls_ok{0}, calls_failed{0};
+    std::atomic<uint64_t> served_calls{0}, calls_ok{0}, calls_failed{0}, calls_held{0};
     std::atomic<uint64_t> transfers_ok{0}, transfers_failed{0}, deadline_exceeded{0};
     std::atomic<uint64_t> peer_failures{0}, forced_closes{0}, wakeups{0}, arm_busy{0};
     std::atomic<uint64_t> connected_peers{0}, accepted_peers{0};
@@ -487,9 +487,14 @@ struct UcxWorker::Impl {
     for (auto& [req_id, call] : calls) {
       if (call->peer == id && !call->finished) peer_calls.push_back(call.get());
     }
-    // Their sends complete (with an error) when the endpoint closes; the table
-    // keeps them until then.
-    for (CallOp* call : peer_calls) FinishCall(call, why);
+    // Those whose send is done are forgotten now (their caller has its answer, and
+    // no reply comes any more; they were held until the worker went). The others'
+    // sends complete (with an error) when the endpoint closes; the table keeps them
+    // until then.
+    for (CallOp* call : peer_calls) {
+      FinishCall(call, why);
+      DropCallIfDone(call);
+    }
     const bool force = wait == nullptr && peer->peer_mode;  // before `wait` is moved from
     CloseEp(peer->ep, force, std::move(wait));
     w->WithdrawMapped(id);  // no caller copies from the mapping once this returns
@@ -880,6 +885,7 @@ struct UcxWorker::Impl {
     call->impl = this;
     call->hdr = AmCallHeader{kAmMagic, call->hdr.method, it->second->conn.id, it->second->conn.key, req_id};
     calls[req_id] = call;
+    c.calls_held.fetch_add(1, std::memory_order_relaxed);
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
     p.cb.send = &Impl::OnCallSent;
@@ -911,7 +917,9 @@ struct UcxWorker::Impl {
   // Forgets `call` once UCX is done with its request and it has an outcome;
   // `call` may be gone after this.
   void DropCallIfDone(CallOp* call) {
-    if (call->send_done && call->finished) calls.erase(call->hdr.req_id);
+    if (call->send_done && call->finished && calls.erase(call->hdr.req_id) == 1) {
+      c.calls_held.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
   static ucs_status_t OnCallResponse(void* arg, const void* header, size_t header_length, void* data,
                                      size_t length, const ucp_am_recv_param_t* param) {
@@ -1758,6 +1766,7 @@ UcxWorkerStats UcxWorker::Stats() const {
   s.served_calls = c.served_calls.load();
   s.calls_ok = c.calls_ok.load();
   s.calls_failed = c.calls_failed.load();
+  s.calls_held = c.calls_held.load();
   s.transfers_ok = c.transfers_ok.load();
   s.transfers_failed = c.transfers_failed.load();
   s.deadline_exceeded = c.deadline_exceeded.load();

@@ -158,6 +158,9 @@ struct UcxWorkerStats {
   // Calls (CallPeer): answered here for peers (handler run, reply sent or not),
   // and made from here, by outcome.
   uint64_t served_calls = 0, calls_ok = 0, calls_failed = 0;
+  // Calls made from here that the worker still holds: awaiting their answer or
+  // their send's completion (a finished call is forgotten once both are in).
+  uint64_t calls_held = 0;
   uint64_t transfers_ok = 0, transfers_failed = 0, deadline_exceeded = 0;
   uint64_t peer_failures = 0;     // endpoints that reported an error
   uint64_t forced_closes = 0;     // endpoints closed to cancel timed-out transfers
@@ -288,7 +291,8 @@ class UcxWorker {
   // Moves every transfer; results[i] gets transfer i's outcome: OK,
   // INVALID_ARGUMENT (out of the region), UNAVAILABLE (peer failed), the
   // server's refusal, or DEADLINE_EXCEEDED. The returned status is non-OK only
-  // when nothing was attempted (unknown peer, size mismatch of the spans).
+  // when the spans differ in size (nothing attempted); an unknown or gone peer
+  // fails each transfer with UNAVAILABLE and returns OK.
   // `timeout` 0 = config().op_timeout. Blocks until every transfer finished.
   // A batch of gets, or of puts (path kAuto or kRma), to a peer that Maps() that
   // direction is copied by the calling thread without waking the progress
