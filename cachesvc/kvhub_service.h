@@ -110,7 +110,8 @@ class KvHubService final : public KvHubCallbackBase {
   // Session streams end with UNAVAILABLE (their UCX connections stay until UCX stops).
   void BeginStop() ABSL_LOCKS_EXCLUDED(sessions_mu_);
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
-  // Calls being handled now: unary handlers while they run, streams until they are done.
+  // Calls being handled now: unary handlers while they run, Get/Put streams until
+  // they are done (not Session streams, which BeginStop ends).
   int inflight() const { return inflight_.load(std::memory_order_acquire); }
   // Cancels the Get and GetStream calls whose response made no progress for
   // stalled_send_timeout (cachesvc/stalled_sends.h); returns how many. Called

@@ -118,10 +118,13 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc:
 
   // Finishes the stream once (after the open event's write, if one is out);
   // `close` also closes the UCX connection.
-  void End(const grpc::Status& status, bool close) {
+  void End(const grpc::Status& status, bool close) { (void)EndOnce(status, close); }
+  // End, saying whether this call ended it (false: ended already, by another
+  // caller or by its client).
+  bool EndOnce(const grpc::Status& status, bool close) {
     {
       absl::MutexLock l(&mu_);
-      if (claimed_) return;
+      if (claimed_) return false;
       claimed_ = true;  // no open event is started from now on
     }
     if (close) {
@@ -133,9 +136,10 @@ class KvHubService::SessionReactor final : public grpc::ServerWriteReactor<grpc:
       absl::MutexLock l(&mu_);
       ended_ = true;
       end_status_ = status;
-      if (writing_) return;  // OnWriteDone finishes
+      if (writing_) return true;  // OnWriteDone finishes
     }
     Finish(status);  // may lead to OnDone and `delete this`: nothing after it
+    return true;
   }
 
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
@@ -181,11 +185,12 @@ size_t KvHubService::EndSessions(const grpc::Status& status,
       live.push_back(r);
     }
   }
+  size_t ended = 0;
   for (SessionReactor* r : live) {
-    r->End(status, close);
+    if (r->EndOnce(status, close)) ++ended;
     r->Unref();
   }
-  return live.size();
+  return ended;
 }
 
 namespace {

@@ -407,7 +407,9 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   if (worker == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ucx is not serving (starting or stopped)");
   }
-  if (worker->Stats().accepted_peers >= kMaxUcxConnections) {
+  // The probe's own connection (shared memory) is not one of the clients'.
+  const uint64_t cap = kMaxUcxConnections + (state_->probe != nullptr && state_->probe->LinkedTo(worker.get()) ? 1 : 0);
+  if (worker->Stats().accepted_peers >= cap) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("too many live UCX connections (", kMaxUcxConnections, "); use gRPC"));
   }
@@ -424,7 +426,7 @@ grpc::Status UcxServer::Connect(const v1::ConnectRequest& req, v1::ConnectRespon
   }
   // The cap again, where it holds: Connects vetted at once (remembered addresses)
   // passed the check above together while each waited for its Accept.
-  absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner, kMaxUcxConnections);
+  absl::StatusOr<transport::AcceptedConn> conn = worker->Accept(req.worker_address(), owner, cap);
   if (absl::IsResourceExhausted(conn.status())) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat(conn.status().message(), "; use gRPC"));
   }
@@ -511,6 +513,9 @@ size_t UcxServer::CloseUnwatched(const std::function<bool(uint64_t conn_id)>& wa
                 absl::FormatDuration(grace));
     }
   }
+  // As after any close: a client that died mid-send may have left the shared-memory
+  // queue stuck, found by the next ping (not one ucx_probe_ms later).
+  if (closed > 0 && state_->probe != nullptr) state_->probe->PingSoon();
   return closed;
 #else
   (void)watched;
