@@ -62,7 +62,17 @@ TEST(KvhubBenchTest, BadSizesAndAnUnwritableJsonPathAreUsageErrors) {
            {"--seconds nan", "--seconds must be in (0, 60]"},  // ran empty cells and exited 0
            // 256 x 65 x 256 MiB of buffers: it was an OOM kill or an abort (session 25).
            {"--concurrency 256 --get-blocks 64 --sizes 256MiB", "GiB of buffers, more than half"},
-           {"--json /nonexistent-dir/b.json", "--json: cannot write /nonexistent-dir/b.json"}}) {
+           {"--json /nonexistent-dir/b.json", "--json: cannot write /nonexistent-dir/b.json"},
+           // Flags the run would ignore (it measured gRPC only and exited 0).
+           {"--ucx-tls tcp", "--ucx-tls needs --transport ucx or both"},
+           {"--no-perftest", "--no-perftest needs --transport ucx or both"},
+           {"--transport ucx --get-modes stream", "--get-modes needs --transport grpc or both"},
+           {"--kvhubd-flags '--log_level=warn'", "--kvhubd-flags is for --spawn"},
+           {"--redis-server /usr/bin/redis-server", "--redis-server with --no-redis"},
+           {"--get-modes ,", "--get-modes names no mode"},
+           // A second row of a kind was never compared with anything.
+           {"--sizes 1MiB,1MiB", "--sizes names a size twice"},
+           {"--get-modes inline,inline", "--get-modes names a mode twice"}}) {
     RunResult r = testing::RunCommand(
         absl::StrCat(testing::ProgramPath("kvhub-bench"), " --members 127.0.0.1:1 --no-redis ", args, " 2>&1"));
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;

@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -205,9 +206,22 @@ uint64_t RedisMaxmemory(const Options& o, uint64_t shard_capacity) {
 }
 
 // Runs body(thread, iteration) on `threads` threads for `seconds`; body
-// returns bytes moved (or -1 for an error). Returns a filled Row.
+// returns bytes moved (or -1 for an error). Returns a filled Row. First, untimed
+// and uncounted, one call per thread at once (iteration 0), for every system
+// alike: connections made lazily (gRPC channels, UCX endpoints) are made and
+// warmed outside the timed window, as the redis connections made beforehand are.
+// What the warm-up noted in `errors` is dropped: the timed calls report their own.
+// `on_start` runs between the two (to read counters the row covers).
 template <typename Body>
-Row Drive(int threads, double seconds, Body body) {
+Row Drive(int threads, double seconds, CellError& errors_noted, Body body,
+          const std::function<void()>& on_start = nullptr) {
+  {
+    std::vector<std::thread> warm;
+    for (int t = 0; t < threads; ++t) warm.emplace_back([&body, t] { (void)body(t, 0); });
+    for (auto& th : warm) th.join();
+    (void)errors_noted.Take();
+  }
+  if (on_start != nullptr) on_start();
   std::atomic<uint64_t> ops{0}, bytes{0}, errors{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> ts;
@@ -427,6 +441,30 @@ int Main(int argc, char** argv) {
   }
   if (auto v = args->Get("ucx-tls")) o.ucx_tls = absl::StrSplit(*v, ';', absl::SkipEmpty());
   if (o.ucx && o.ucx_tls.empty()) return fail("--ucx-tls: give at least one UCX_TLS value");
+  // Flags the run would ignore are refused, not silently dropped (a run without the
+  // rows they ask for looks like a measurement of them).
+  for (const char* f : {"ucx-tls", "no-perftest", "no-ucx-calls"}) {
+    if (!o.ucx && args->Has(f)) return fail(absl::StrCat("--", f, " needs --transport ucx or both"));
+  }
+  for (const char* f : {"get-modes", "put-paths"}) {
+    if (!o.grpc && args->Has(f)) return fail(absl::StrCat("--", f, " needs --transport grpc or both"));
+  }
+  for (const char* f : {"kvhubd", "kvhubd-flags"}) {
+    if (o.spawn == 0 && args->Has(f)) return fail(absl::StrCat("--", f, " is for --spawn (no shard is started here)"));
+  }
+  if (!o.redis && args->Has("redis-server")) return fail("--redis-server with --no-redis");
+  if (o.grpc && o.get_modes.empty()) return fail("--get-modes names no mode");
+  if (o.grpc && o.put_paths.empty()) return fail("--put-paths names no path");
+  // Each row once: a second one of a kind would never be compared (ratios take the first).
+  auto duplicated = [](auto list) {
+    std::sort(list.begin(), list.end());
+    return std::adjacent_find(list.begin(), list.end()) != list.end();
+  };
+  if (duplicated(o.sizes)) return fail("--sizes names a size twice");
+  if (duplicated(o.batches)) return fail("--batches names a batch size twice");
+  if (duplicated(o.get_modes)) return fail("--get-modes names a mode twice");
+  if (duplicated(o.put_paths)) return fail("--put-paths names a path twice");
+  if (duplicated(o.ucx_tls)) return fail("--ucx-tls names a UCX_TLS value twice");
   o.perftest = !args->Has("no-perftest");
   o.ucx_calls = !args->Has("no-ucx-calls");
   if (o.ucx && o.spawn > 0) {
@@ -556,8 +594,8 @@ int Main(int argc, char** argv) {
   };
   // Drive() with the shards' CPU time over the row.
   auto drive = [&](auto body) {
-    const double c0 = shard_cpu();
-    Row r = Drive(N, o.seconds, body);
+    double c0 = -1;
+    Row r = Drive(N, o.seconds, cell_error, body, [&] { c0 = shard_cpu(); });
     const double c1 = shard_cpu();
     if (c0 >= 0 && c1 >= 0) r.shard_cpu_s = c1 - c0;
     r.first_error = cell_error.Take();
@@ -729,7 +767,7 @@ int Main(int argc, char** argv) {
         redis_failed("put", "SET", connect_error);
         continue;  // the next size tries again
       }
-      Row r = Drive(N, o.seconds, [&](int t, uint64_t) -> int64_t {
+      Row r = Drive(N, o.seconds, cell_error, [&](int t, uint64_t) -> int64_t {
         const absl::Status st = conns[t]->Set(U128{redis_key_counter.fetch_add(1), key_salt}.Hex(), payload[t].data(), size);
         cell_error.Note(st);
         return st.ok() ? static_cast<int64_t>(size) : -1;
@@ -758,7 +796,7 @@ int Main(int argc, char** argv) {
       // also MGET of B keys (the same key pattern): calls of equal size. The
       // redis ratios use GET (here redis serves 1 MiB values faster by GET than by
       // MGET of 8), the _mget ratios MGET.
-      r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+      r = Drive(N, o.seconds, cell_error, [&](int t, uint64_t i) -> int64_t {
         absl::StatusOr<size_t> n = conns[t]->Get(rset[(t + i * N) % W]);
         cell_error.Note(n.status());
         return n.ok() ? static_cast<int64_t>(*n) : -1;
@@ -767,7 +805,7 @@ int Main(int argc, char** argv) {
       r.system = "redis"; r.op = "get"; r.path = "GET"; r.block_bytes = size; r.working_set = W; r.batch = 1;
       rows.push_back(r); print(r);
       if (B > 1 && !g_interrupted.load()) {
-        r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+        r = Drive(N, o.seconds, cell_error, [&](int t, uint64_t i) -> int64_t {
           std::string keys[64];
           for (size_t b = 0; b < B; ++b) keys[b] = rset[((t + i * N) * B + b) % W];
           absl::StatusOr<size_t> n = conns[t]->MGet(keys, B);
@@ -798,7 +836,7 @@ int Main(int argc, char** argv) {
     // Lookups of absent keys measure something else: a batch with a missing key counts as an error.
     for (uint32_t b : o.batches) {
       if (g_interrupted.load()) break;
-      Row r = Drive(N, o.seconds, [&](int t, uint64_t i) -> int64_t {
+      Row r = Drive(N, o.seconds, cell_error, [&](int t, uint64_t i) -> int64_t {
         const size_t off = ((t * 7919 + i * b) % (K - b + 1));
         auto l = client->Lookup(ns, std::span<const BlockKey>(keys).subspan(off, b));
         if (l.ok() && l->first_error.ok() && l->hit_blocks != b) {
@@ -866,14 +904,12 @@ int Main(int argc, char** argv) {
       const std::string path = absl::StrCat("ucx:", tls);
       const Row* ug = find("kvhub", "get", path, size);
       const Row* up = find("kvhub", "put", path, size);
-      const Row* gg = find("kvhub", "get", o.get_modes.empty() ? "" : o.get_modes.back(), size);
       const Row* tb = find("perftest", "tag_bw", path, size);
       auto ratio = [&](const char* name, const Row* a, const Row* b) {
         if (a == nullptr || b == nullptr || b->gbps() <= 0) return;
         ratios[absl::StrCat(name, "_", tls, "_", Human(size))] = a->gbps() / b->gbps();
         std::fprintf(table, "ratio %-22s %-10s %6s: %.2fx\n", name, tls.c_str(), Human(size).c_str(), a->gbps() / b->gbps());
       };
-      ratio("get_ucx_vs_grpc", ug, gg);
       ratio("get_ucx_vs_redis", ug, rg);
       ratio("get_ucx_vs_redis_mget", ug, rmg);
       ratio("put_ucx_vs_redis", up, rs);
@@ -882,11 +918,17 @@ int Main(int argc, char** argv) {
       ratio("get_ucx_vs_perftest_ucp_get", ug, pg);
       // The tcp target compares with perftest's best bandwidth.
       ratio("get_ucx_vs_perftest_best", ug, tb == nullptr || (pg != nullptr && pg->gbps() > tb->gbps()) ? pg : tb);
-      // Shard CPU seconds per GiB fetched, UCX over gRPC (one-sided reads cost the shard little).
-      if (ug != nullptr && gg != nullptr && ug->cpu_s_per_gib() >= 0 && gg->cpu_s_per_gib() > 0) {
-        const double x = ug->cpu_s_per_gib() / gg->cpu_s_per_gib();
-        ratios[absl::StrCat("shard_cpu_per_gib_get_ucx_vs_grpc_", tls, "_", Human(size))] = x;
-        std::fprintf(table, "ratio %-22s %-10s %6s: %.3fx\n", "shard_cpu_get_ucx_vs_grpc", tls.c_str(), Human(size).c_str(), x);
+      // Against each gRPC get mode measured, named (the ratio depends on which): GB/s,
+      // and shard CPU seconds per GiB fetched (one-sided reads cost the shard little).
+      for (const std::string& m : o.grpc ? o.get_modes : std::vector<std::string>{}) {
+        const Row* gg = find("kvhub", "get", m, size);
+        ratio(absl::StrCat("get_ucx_vs_grpc_", m).c_str(), ug, gg);
+        if (ug != nullptr && gg != nullptr && ug->cpu_s_per_gib() >= 0 && gg->cpu_s_per_gib() > 0) {
+          const double x = ug->cpu_s_per_gib() / gg->cpu_s_per_gib();
+          ratios[absl::StrCat("shard_cpu_per_gib_get_ucx_vs_grpc_", m, "_", tls, "_", Human(size))] = x;
+          std::fprintf(table, "ratio %-22s %-10s %6s: %.3fx\n", absl::StrCat("shard_cpu_get_ucx_vs_grpc_", m).c_str(),
+                       tls.c_str(), Human(size).c_str(), x);
+        }
       }
     }
     for (const std::string& p : o.grpc ? o.put_paths : std::vector<std::string>{}) {

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -251,6 +252,7 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
       if (!sz.ok()) return sz.status();
       uint64_t tokens = TokensInBudget(budget, *sz, spec->block_tokens);
       uint64_t evict_to_blocks = 0;
+      std::optional<StoreModel> store_model;  // --budget_accounting store only
       if (a.Get("budget_accounting", "encoded") == "store") {
         // What a kvhubd host tier of `budget` bytes holds with its default (or the
         // given) watermarks: size-class chunks, evicting in rounds from the high
@@ -265,6 +267,7 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
         if (!m.ok()) return m.status();
         tokens = m->capacity_blocks * spec->block_tokens;
         evict_to_blocks = m->evict_to_blocks;
+        store_model = *m;
       } else if (a.Get("budget_accounting", "encoded") != "encoded") {
         return absl::InvalidArgumentError("--budget_accounting is encoded or store");
       }
@@ -285,6 +288,15 @@ absl::StatusOr<std::vector<Column>> SimColumns(const Args& a) {
                              {"store_chunk_bytes", sz->store_chunk_bytes},
                              {"ratio", sz->ratio()}};
       if (evict_to_blocks > 0) meta["evict_to_blocks"] = evict_to_blocks;
+      if (store_model.has_value()) {
+        // The chunk every block is modelled in (the larger of the first and later
+        // blocks' classes), and whether the model is exact for this tier (store_model.h).
+        meta["store_model_chunk_bytes"] = store_model->chunk_bytes;
+        meta["store_model_exact"] = store_model->exact;
+        if (!store_model->exact) {
+          std::cerr << "  note: the store model is approximate for " << c << " blocks here (store_model.h)\n";
+        }
+      }
       cols.push_back({absl::StrCat(b, "/", c), tokens, meta, evict_to_blocks});
     }
   }
