@@ -76,6 +76,7 @@ fuzz: deps
 	cmake --build build-fuzz -j $(JOBS) --target codec_decode_fuzzer cachesvc_service_fuzzer client_wire_fuzzer
 	mkdir -p build-fuzz/corpus build-fuzz/service-corpus build-fuzz/wire-corpus
 	cp codec/fuzz/corpus/* build-fuzz/corpus/
+	cp cachesvc/fuzz/corpus/* build-fuzz/service-corpus/
 	build-fuzz/bin/codec_decode_fuzzer -runs=$(FUZZ_RUNS) -max_len=65536 -timeout=10 build-fuzz/corpus
 	build-fuzz/bin/cachesvc_service_fuzzer -max_total_time=$(SERVICE_FUZZ_SECONDS) -max_len=4096 -len_control=0 \
 	    -timeout=10 -print_final_stats=1 build-fuzz/service-corpus

@@ -2,9 +2,10 @@
 // Command-line parsing for the kvhub programs that use abseil flags (kvhubd,
 // kvhub-stress, kvhub-demo, kvhubd_loadgen), with the behaviour users expect of
 // a server binary rather than abseil 20220623's defaults:
-//   --help, --helpfull, --help=SUBSTRING: the program's own flags (abseil's
-//       internal ones are left out), grouped by source file relative to the
-//       repository, on stdout; exit 0.
+//   --help, --helpshort: the program's own flags (abseil's internal ones are left
+//       out), grouped by source file relative to the repository, on stdout; exit 0.
+//   --helpfull, --help=SUBSTRING: abseil's listing (its own flags, such as
+//       --flagfile, included; --help=SUBSTRING matches names, files and help text).
 //   --version: "PROGRAM VERSION" (the CMake project version) on stdout; exit 0.
 //   an unknown flag or a value that does not parse: abseil's message on stderr;
 //       exit 1 (unchanged).

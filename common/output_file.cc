@@ -143,7 +143,22 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   absl::Status s = WriteFile(tmp, data, shown, 0644, /*fresh=*/true, exists ? &st : nullptr);
   if (!s.ok()) return s;  // WriteFile removed its own temporary, never what was there
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = Lost(shown, errno);
+    const int rename_errno = errno;
+    // PATH cannot be replaced though it may be written: a file bind-mounted there
+    // (EBUSY: a container's -v out.json:/out.json), another user's file in a sticky
+    // directory (EPERM), another file system (EXDEV). Written in place then, not
+    // atomically; if that fails too, the complete output stays in the temporary.
+    if (rename_errno == EBUSY || rename_errno == EPERM || rename_errno == EACCES || rename_errno == EXDEV) {
+      absl::Status in_place = WriteFile(path, data, shown, 0644);
+      if (in_place.ok()) {
+        std::remove(tmp.c_str());
+        return absl::OkStatus();
+      }
+      return absl::DataLossError(absl::StrCat(in_place.message(), " (it could not be replaced either: ",
+                                              std::strerror(rename_errno), "); the complete output is in '", tmp,
+                                              "'"));
+    }
+    s = Lost(shown, rename_errno);
     std::remove(tmp.c_str());
     return s;
   }

@@ -21,8 +21,11 @@ namespace kvhub {
 // for that): on failure PATH is untouched (an earlier file keeps its bytes) and no
 // partial file is left, except a failed directory sync, reported after PATH already
 // holds the new bytes; this needs write permission on PATH's directory. A replaced file keeps its mode, and its owner
-// and group where the caller may set them (root). Other paths (a device, a pipe, a
-// symbolic link) are written in place.
+// and group where the caller may set them (root); hard links to it keep the old bytes.
+// Other paths (a device, a pipe, a symbolic link) are written in place, and so is a
+// file the rename cannot replace (bind-mounted there, another user's in a sticky
+// directory): not atomically then, and if that write fails the error names the
+// temporary, which is kept with the complete output.
 absl::Status WriteOutput(const std::string& path, absl::string_view data);
 
 // Whether WriteOutput(path, ...) can be expected to succeed, for checking an output

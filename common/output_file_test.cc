@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -112,6 +114,55 @@ TEST(OutputFileTest, AFailedWriteLeavesTheEarlierFileIntact) {
   EXPECT_EQ(entries, 1) << "a partial file was left beside the result";
   std::remove(path.c_str());
   rmdir(dir.c_str());
+}
+
+// A file bind-mounted at PATH (docker run -v r.json:/out/r.json) cannot be renamed
+// over (EBUSY): the complete output was deleted with its temporary and the run's
+// results lost. It is written in place now. Needs a mount namespace (a forked child
+// unshares one); skips where the kernel or container refuses it.
+TEST(OutputFileTest, ABindMountedFileIsWrittenInPlace) {
+  const std::string dir = ::testing::TempDir() + "/output_file_bind_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  const std::string source = dir + "/source", path = dir + "/mounted";
+  ASSERT_TRUE(WriteOutput(source, "old\n").ok());
+  ASSERT_TRUE(WriteOutput(path, "placeholder\n").ok());
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(pipe_fds[0]);
+    // 0 written, 1 OK, 2 setup refused, 3 WriteOutput failed.
+    char result = 2;
+    if (unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+        mount(source.c_str(), path.c_str(), nullptr, MS_BIND, nullptr) == 0) {
+      result = WriteOutput(path, "new\n").ok() ? 1 : 3;
+      umount(path.c_str());
+    }
+    (void)!write(pipe_fds[1], &result, 1);
+    _exit(0);
+  }
+  close(pipe_fds[1]);
+  char result = 0;
+  (void)!read(pipe_fds[0], &result, 1);
+  close(pipe_fds[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  std::ifstream in(source, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::remove(source.c_str());
+  std::remove(path.c_str());
+  int entries = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+    closedir(d);
+  }
+  rmdir(dir.c_str());
+  if (result == 2) GTEST_SKIP() << "no mount namespace here (unshare/mount refused)";
+  EXPECT_EQ(result, 1) << "WriteOutput failed on a bind-mounted file";
+  EXPECT_EQ(ss.str(), "new\n") << "the file mounted there holds what was written";
+  EXPECT_EQ(entries, 0) << "a temporary was left behind";
 }
 
 // The temporary was created with the old file's mode under the umask (a 0666 file

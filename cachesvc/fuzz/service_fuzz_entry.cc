@@ -459,7 +459,13 @@ void Harness::RunPutStart(const v1::PutStartRequest& req, const std::vector<uint
     m.ptr = p;
     m.checksum = it.checksum();
     m.seed = i < static_cast<int>(seeds.size()) ? seeds[i] : 0;
-    m.expires_from = clock_.Now() + absl::Milliseconds(r.expires_in_ms());
+    // The model's own expiry (the configured timeout from now), not the service's
+    // answer, which is checked against it: a short one would end the overlap checks early.
+    if (r.expires_in_ms() != absl::ToInt64Milliseconds(config_.store.reservation_timeout)) {
+      return Fail(absl::StrCat("PutStart: expires_in_ms ", r.expires_in_ms(), ", the reservation timeout is ",
+                               absl::ToInt64Milliseconds(config_.store.reservation_timeout)));
+    }
+    m.expires_from = clock_.Now() + config_.store.reservation_timeout;
     m.expires_by = m.expires_from + absl::Milliseconds(1);
     reservations_[r.reservation_id()] = m;
   }
@@ -552,6 +558,12 @@ void Harness::CheckGetResponse(const v1::GetRequest& req, const v1::GetResponse&
     }
     absl::Duration d = req.lease_ms() == 0 ? config_.store.default_lease : absl::Milliseconds(req.lease_ms());
     d = std::min(d, config_.store.max_lease);
+    // What the response advertises is what a UCX client bounds its reads by: it must
+    // be the lease the store grants, never longer (memory reused under a read).
+    if (absl::Milliseconds(resp.lease_ms()) != d) {
+      return Fail(absl::StrCat("Get: lease_ms ", resp.lease_ms(), " advertised, the store grants ",
+                               absl::ToInt64Milliseconds(d)));
+    }
     leases_[b.lease_id()] = ModelLease{it->first, loc, p, want, clock_.Now() + d};
     ++g_coverage.leases;
   }

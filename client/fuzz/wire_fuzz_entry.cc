@@ -82,16 +82,28 @@ class Dests {
 };
 
 // `wire` cut into gRPC slices at the input's points (empty slices included).
-grpc::ByteBuffer Slices(Input& in, const std::string& wire) {
+// Where a message is cut into gRPC slices: up to 5 cut points, read from the input
+// before the message when the message is the input's rest (raw bytes).
+struct SliceCuts {
+  int n = 0;
+  uint16_t at[5] = {};
+};
+SliceCuts ReadCuts(Input& in) {
+  SliceCuts c;
+  c.n = in.U8() % 6;
+  for (int i = 0; i < c.n; ++i) c.at[i] = in.U16();
+  return c;
+}
+
+grpc::ByteBuffer Slices(const SliceCuts& c, const std::string& wire) {
   std::vector<size_t> cuts;
-  const int n = in.U8() % 6;
-  for (int i = 0; i < n; ++i) cuts.push_back(wire.empty() ? 0 : in.U16() % (wire.size() + 1));
+  for (int i = 0; i < c.n; ++i) cuts.push_back(wire.empty() ? 0 : c.at[i] % (wire.size() + 1));
   std::sort(cuts.begin(), cuts.end());
   std::vector<grpc::Slice> slices;
   size_t at = 0;
-  for (size_t c : cuts) {
-    slices.emplace_back(wire.data() + at, c - at);
-    at = c;
+  for (size_t cut : cuts) {
+    slices.emplace_back(wire.data() + at, cut - at);
+    at = cut;
   }
   slices.emplace_back(wire.data() + at, wire.size() - at);
   return grpc::ByteBuffer(slices.data(), slices.size());
@@ -130,6 +142,7 @@ std::string RunGetResponse(Input& in, const std::vector<size_t>& sizes, bool str
   Dests dests(sizes);
   std::string wire;
   bool generated = false;
+  SliceCuts cuts;
   if (structured) {
     v1::GetResponse resp;
     const int blocks = static_cast<int>(sizes.size()) + (in.U8() % 8 == 0 ? 1 : 0) - (in.U8() % 8 == 0 ? 1 : 0);
@@ -145,10 +158,12 @@ std::string RunGetResponse(Input& in, const std::vector<size_t>& sizes, bool str
     if (in.U8() % 8 == 0) resp.set_incarnation(in.U64());
     wire = resp.SerializeAsString();
     generated = !Mutate(in, &wire);
+    cuts = ReadCuts(in);
   } else {
+    cuts = ReadCuts(in);  // before Rest(), which takes every byte left
     wire = in.Rest();
   }
-  grpc::ByteBuffer buf = Slices(in, wire);
+  grpc::ByteBuffer buf = Slices(cuts, wire);
   std::vector<DecodedBlock> out;
   absl::Status s = DecodeGetResponse(buf, dests.spans(), &out);
   if (!dests.GuardsIntact()) return "GetResponse: wrote outside the destinations";
@@ -187,6 +202,7 @@ std::string RunGetChunk(Input& in, const std::vector<size_t>& sizes, bool struct
   Dests dests(sizes);
   std::string wire;
   bool generated = false;
+  SliceCuts cuts;
   if (structured) {
     v1::GetChunk c;
     c.set_index(in.U8() % (sizes.size() + 2));
@@ -198,10 +214,12 @@ std::string RunGetChunk(Input& in, const std::vector<size_t>& sizes, bool struct
     if (in.U8() % 4 != 0) c.set_data(Data(in, dest));
     wire = c.SerializeAsString();
     generated = !Mutate(in, &wire);
+    cuts = ReadCuts(in);
   } else {
+    cuts = ReadCuts(in);  // before Rest(), which takes every byte left
     wire = in.Rest();
   }
-  grpc::ByteBuffer buf = Slices(in, wire);
+  grpc::ByteBuffer buf = Slices(cuts, wire);
   DecodedChunk out;
   absl::Status s = DecodeGetChunk(buf, dests.spans(), &out);
   if (!dests.GuardsIntact()) return "GetChunk: wrote outside the destinations";
