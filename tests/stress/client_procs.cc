@@ -47,6 +47,7 @@ absl::Status ClientProcs::Start(absl::Time end, uint64_t seed) {
 absl::Status ClientProcs::StartLocked(absl::Time end, uint64_t seed) {
   const double seconds = std::max(0.5, absl::ToDoubleSeconds(end - absl::Now()));
   Child c;
+  c.end = end;
   c.json = absl::StrCat(dir_, "/client-", children_.size(), ".json");
   std::vector<std::string> args = {binary_};
   args.insert(args.end(), args_.begin(), args_.end());
@@ -91,7 +92,7 @@ absl::Status ClientProcs::KillOne(uint64_t pick, absl::Time end, uint64_t seed) 
   return StartLocked(end, seed);
 }
 
-ClientProcs::Outcome ClientProcs::WaitAll() {
+ClientProcs::Outcome ClientProcs::WaitAll(absl::Duration grace) {
   absl::MutexLock l(&mu_);
   Outcome out;
   out.started = static_cast<int>(children_.size());
@@ -101,7 +102,19 @@ ClientProcs::Outcome ClientProcs::WaitAll() {
     if (c.killed) continue;
     int status = 0;
     if (c.pid > 0) {
-      if (waitpid(c.pid, &status, 0) < 0) {
+      pid_t got = 0;
+      while ((got = waitpid(c.pid, &status, WNOHANG)) == 0 && absl::Now() < c.end + grace) {
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      if (got == 0) {  // still running
+        kill(c.pid, SIGKILL);
+        waitpid(c.pid, nullptr, 0);
+        c.pid = -1;
+        out.failures.push_back(absl::StrCat("client process ", i, " hung: still running ",
+                                            absl::FormatDuration(grace), " after its end time (killed)"));
+        continue;
+      }
+      if (got < 0) {
         out.failures.push_back(absl::StrCat("client process ", i, ": waitpid: ", std::strerror(errno)));
         continue;
       }

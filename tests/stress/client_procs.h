@@ -47,12 +47,15 @@ class ClientProcs {
     std::vector<std::string> failures;  // one line per child that failed, with its findings
   };
   // Waits for every child (they end by themselves at their end time) and reports.
-  Outcome WaitAll();
+  // One still running `grace` after its end time is hung: SIGKILLed and reported as
+  // a failure (a harness stuck in waitpid reported nothing).
+  Outcome WaitAll(absl::Duration grace = absl::Minutes(2));
 
  private:
   struct Child {
     pid_t pid = -1;
     std::string json;
+    absl::Time end;       // when it stops by itself
     bool killed = false;  // by KillOne: its end is expected, not a failure
   };
   ClientProcs(std::string binary, std::vector<std::string> args, std::string dir)

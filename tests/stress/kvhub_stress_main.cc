@@ -711,7 +711,16 @@ absl::Status RunWedge(const std::string& bin, const std::string& address, const 
     _exit(127);
   }
   int wstatus = 0;
-  if (waitpid(pid, &wstatus, 0) != pid) return absl::InternalError("waitpid on ucx_wedge failed");
+  // Bounded: a wedge stuck (on a frozen shard, say) must not stop the fault thread.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  pid_t got = 0;
+  while ((got = waitpid(pid, &wstatus, WNOHANG)) == 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
+  if (got == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return absl::InternalError(absl::StrCat(bin, " against ", address, " did not end within 30 s (killed)"));
+  }
+  if (got != pid) return absl::InternalError("waitpid on ucx_wedge failed");
   if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) return absl::OkStatus();
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 1) return absl::FailedPreconditionError("shard not reached");
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 3) {
