@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codec/kernels.h"
 #include "codec/numeric.h"
@@ -111,7 +112,8 @@ absl::StatusOr<QualityReport> CompareAttention(const KvShape& sh, const uint8_t*
         }
         on += nr;
         oe += e;
-        cos_sum += 1.0 - dot / std::max(std::sqrt(nr * nt), 1e-300);
+        // Both outputs zero (a zeroed head): identical, not orthogonal.
+        cos_sum += nr == 0 && nt == 0 ? 0.0 : 1.0 - dot / std::max(std::sqrt(nr * nt), 1e-300);
         kl_sum += std::max(kl, 0.0);
       }
       attn.push_back(std::sqrt(oe / std::max(on, 1e-300)));
@@ -159,8 +161,8 @@ Queries ProxyQueriesFromKeys(const KvShape& sh, const uint8_t* kv, uint32_t n, u
   return q;
 }
 
-std::vector<uint8_t> PerTokenInt4KeyAblation(const KvShape& sh, const uint8_t* kv, uint32_t G,
-                                             uint32_t sinks) {
+absl::StatusOr<std::vector<uint8_t>> PerTokenInt4KeyAblation(const KvShape& sh, const uint8_t* kv, uint32_t G,
+                                                             uint32_t sinks) {
   std::vector<uint8_t> out(kv, kv + sh.RawBytes());
   const Kernels& K = ScalarKernels();
   const uint32_t H = sh.kv_heads, D = sh.head_dim, T = sh.tokens;
@@ -175,7 +177,11 @@ std::vector<uint8_t> PerTokenInt4KeyAblation(const KvShape& sh, const uint8_t* k
       for (uint32_t j = 0; j < NG; ++j) {
         float lo = Bf16ToFloat(OrderKeyToBf16(mn[j])), hi = Bf16ToFloat(OrderKeyToBf16(mx[j]));
         uint16_t sh16 = 0, zh16 = 0;
-        if (!FloatToHalf((hi - lo) / 15.0f, &sh16) || !FloatToHalf(lo, &zh16)) continue;
+        if (!FloatToHalf((hi - lo) / 15.0f, &sh16) || !FloatToHalf(lo, &zh16)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "int4 ablation: layer ", l, " key row ", r, " has a group whose minimum or range exceeds fp16 "
+              "(as kivi4 refuses it)"));
+        }
         float s = HalfToFloat(sh16), z = HalfToFloat(zh16);
         uint32_t c0 = j * G, len = std::min(D - c0, G);
         K.quant_affine1(row + c0, len, s > 0 ? 1.0f / s : 0.0f, z, 15.0f, codes.data());

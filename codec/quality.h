@@ -46,8 +46,10 @@ Queries ProxyQueriesFromKeys(const KvShape& shape, const uint8_t* kv, uint32_t n
 
 // Reference point, not a codec: keys quantized per token (asymmetric int4,
 // groups of `group` channels, same math and sink handling as kivi4 values),
-// values untouched. Returns the reconstructed bf16 block.
-std::vector<uint8_t> PerTokenInt4KeyAblation(const KvShape& shape, const uint8_t* kv,
-                                             uint32_t group, uint32_t sink_tokens);
+// values untouched. Returns the reconstructed bf16 block; INVALID_ARGUMENT where
+// kivi4 refuses the data too (a group's minimum or range past fp16): such a group
+// was left exact, flattering the ablation.
+absl::StatusOr<std::vector<uint8_t>> PerTokenInt4KeyAblation(const KvShape& shape, const uint8_t* kv,
+                                                             uint32_t group, uint32_t sink_tokens);
 
 }  // namespace kvhub::codec

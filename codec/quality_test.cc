@@ -1,5 +1,6 @@
 #include "codec/quality.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -90,8 +91,9 @@ TEST_F(QualityTest, PerChannelKeysBeatPerTokenInt4ByThreeTimes) {
   for (uint32_t g : {32u, 64u, 128u}) {
     Eval k4 = Run(CodecId::kKivi4, g);
     KvView v = data_->View(500000.0, RopePairing::kNeox);
-    std::vector<uint8_t> abl = PerTokenInt4KeyAblation(v.shape, v.data, g, 1);
-    auto r = CompareAttention(v.shape, v.data, abl.data(),
+    absl::StatusOr<std::vector<uint8_t>> abl = PerTokenInt4KeyAblation(v.shape, v.data, g, 1);
+    ASSERT_TRUE(abl.ok()) << abl.status();
+    auto r = CompareAttention(v.shape, v.data, abl->data(),
                               Queries{data_->queries_per_kv_head, data_->queries});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->v_rel_l2.p99, 0.0);  // values untouched
@@ -203,6 +205,77 @@ TEST(SyntheticKvTest, ReproducesTheDocumentedStructure) {
   // Invalid configs are refused.
   c.head_dim = 7;
   EXPECT_FALSE(GenerateSyntheticKv(c).ok());
+}
+
+// Every head has key_outlier_pairs distinct outlier pairs: drawn with replacement, a
+// pair drawn twice left 1/8 of the heads (D=128; 1/4 at D=64) with half of them.
+TEST(SyntheticKvTest, EveryHeadHasItsConfiguredOutlierChannels) {
+  for (uint32_t D : {64u, 128u}) {
+    SyntheticKvConfig c;
+    c.layers = 8;
+    c.kv_heads = 32;
+    c.head_dim = D;
+    c.tokens = 32;
+    auto g = GenerateSyntheticKv(c);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const uint32_t H = c.kv_heads, T = c.tokens;
+    int short_heads = 0;
+    for (uint32_t l = 0; l < c.layers; ++l) {
+      const uint16_t* K = reinterpret_cast<const uint16_t*>(g->kv.data() + 2 * l * g->shape.SegmentBytes());
+      for (uint32_t h = 0; h < H; ++h) {
+        std::vector<double> mag(D);
+        for (uint32_t t = 1; t < T; ++t) {
+          for (uint32_t d = 0; d < D; ++d) mag[d] += std::fabs(Bf16ToFloat(K[(size_t{t} * H + h) * D + d])) / (T - 1);
+        }
+        std::vector<double> sorted = mag;
+        std::sort(sorted.begin(), sorted.end());
+        const double median = sorted[D / 2];
+        int outliers = 0;
+        for (double m : mag) outliers += m > 8 * median;  // outliers: 10-20x the median scale
+        short_heads += outliers != static_cast<int>(2 * c.key_outlier_pairs);
+      }
+    }
+    EXPECT_EQ(short_heads, 0) << "D=" << D << ": heads without " << 2 * c.key_outlier_pairs << " outlier channels";
+  }
+  // The query count is checked in 64 bits (65536 x 65536 wrapped to 0 and passed).
+  SyntheticKvConfig huge;
+  huge.q_per_kv = 65536;
+  huge.queries_per_q_head = 65536;
+  EXPECT_FALSE(huge.Validate().ok());
+}
+
+// A view of data generated past position 0 says so (it claimed position 0: a sink
+// token that is not there, and pre-RoPE keys de-rotated by the wrong positions).
+TEST(SyntheticKvTest, TheViewCarriesTheBasePosition) {
+  SyntheticKvConfig c;
+  c.layers = 1;
+  c.kv_heads = 1;
+  c.tokens = 8;
+  c.base_position = 256;
+  auto g = GenerateSyntheticKv(c);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->View(c.rope_base, c.rope_pairing).base_position, 256);
+}
+
+// A head whose outputs are both zero is identical (1 - cos was 1, as if orthogonal);
+// the int4 ablation refuses a group kivi4 refuses (it was left exact).
+TEST(QualityHarnessTest, ZeroOutputsAgreeAndTheAblationRefusesWhatKiviRefuses) {
+  KvShape sh{1, 1, 2, 2, DType::kBf16};
+  auto bf = [](std::initializer_list<float> v) {
+    std::vector<uint8_t> out;
+    for (float f : v) {
+      uint16_t b = FloatToBf16(f);
+      out.push_back(static_cast<uint8_t>(b));
+      out.push_back(static_cast<uint8_t>(b >> 8));
+    }
+    return out;
+  };
+  std::vector<uint8_t> zero_v = bf({1, 0, 0, 1, 0, 0, 0, 0});  // K = I, V = 0
+  auto r = CompareAttention(sh, zero_v.data(), zero_v.data(), Queries{1, {1.0f, 0.0f}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->one_minus_cos.median, 0.0);
+  std::vector<uint8_t> wide = bf({1, 0, -70000, 1, 1, 0, 0, 1});  // token 1's key group: min past fp16
+  EXPECT_EQ(PerTokenInt4KeyAblation(sh, wide.data(), 2, 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -88,7 +88,7 @@ absl::Status SyntheticKvConfig::Validate() const {
   if (!(token_rho >= 0 && token_rho < 1)) {
     return absl::InvalidArgumentError("synthetic kv: token_rho must be in [0, 1)");
   }
-  if (q_per_kv == 0 || queries_per_q_head == 0 || q_per_kv * queries_per_q_head > 4096) {
+  if (q_per_kv == 0 || queries_per_q_head == 0 || uint64_t{q_per_kv} * queries_per_q_head > 4096) {
     return absl::InvalidArgumentError("synthetic kv: bad query counts");
   }
   if (!(sink_attention >= 0 && sink_attention < 1)) {
@@ -113,6 +113,7 @@ KvView SyntheticKv::View(double rope_base, RopePairing pairing) const {
   v.size = kv.size();
   v.rope_base = rope_base;
   v.rope_pairing = pairing;
+  v.base_position = base_position;
   return v;
 }
 
@@ -125,6 +126,7 @@ absl::StatusOr<SyntheticKv> GenerateSyntheticKv(const SyntheticKvConfig& c) {
   out.kv.resize(out.shape.RawBytes());
   out.queries.resize(size_t{L} * H * NQ * D);
   out.queries_per_kv_head = NQ;
+  out.base_position = c.base_position;
   const bool has_sink = c.base_position == 0;
   Rng rng(c.seed);
   const float rho = c.token_rho, innov = std::sqrt(1.0f - rho * rho);
@@ -146,13 +148,19 @@ absl::StatusOr<SyntheticKv> GenerateSyntheticKv(const SyntheticKvConfig& c) {
         kmean[d] = static_cast<float>(rng.Normal()) * c.key_mean_frac * kscale[d];
         qmean[d] = static_cast<float>(rng.Normal()) * 0.3f * c.query_scale;
       }
-      // Outliers: pairs among the lowest-frequency eighth (at least the last pair).
+      // Outliers: key_outlier_pairs distinct pairs among the lowest-frequency eighth
+      // of the pairs (at least the last pair; drawn without replacement: a pair drawn
+      // twice left its head with fewer outlier channels than configured).
       const uint32_t low = std::max<uint32_t>(1, D / 16);
+      const uint32_t candidates = std::max(low, c.key_outlier_pairs);
+      std::vector<uint32_t> pool(candidates);
+      for (uint32_t j = 0; j < candidates; ++j) pool[j] = D / 2 - 1 - j;
       for (uint32_t o = 0; o < c.key_outlier_pairs; ++o) {
-        uint32_t i = D / 2 - 1 - static_cast<uint32_t>(rng.Uniform() * std::max(low, c.key_outlier_pairs));
-        auto [a, b] = PairOf(i, D, c.rope_pairing);
+        const uint32_t pick =
+            o + std::min(candidates - o - 1, static_cast<uint32_t>(rng.Uniform() * (candidates - o)));
+        std::swap(pool[o], pool[pick]);
+        auto [a, b] = PairOf(pool[o], D, c.rope_pairing);
         for (uint32_t ch : {a, b}) {
-          if (outlier[ch]) continue;
           outlier[ch] = 1;
           float mag = c.key_outlier_min +
                       static_cast<float>(rng.Uniform()) * (c.key_outlier_max - c.key_outlier_min);

@@ -64,8 +64,9 @@ struct SyntheticKv {
   // sharing this KV head, at positions base+tokens .. ).
   std::vector<float> queries;
   uint32_t queries_per_kv_head = 0;
+  int64_t base_position = 0;  // the first token's position (SyntheticKvConfig::base_position)
 
-  KvView View(double rope_base, RopePairing pairing) const;
+  KvView View(double rope_base, RopePairing pairing) const;  // at base_position
 };
 
 absl::StatusOr<SyntheticKv> GenerateSyntheticKv(const SyntheticKvConfig& config);

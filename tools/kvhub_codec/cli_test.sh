@@ -43,6 +43,13 @@ fails "$B" eval --codec int8 "$D/c.kvraw"
 # Re-rotation to another position and pre-RoPE storage.
 "$B" encode --codec kivi4 --pre-rope "$D/a.kvraw" "$D/p.kvb"
 "$B" decode --target-position 1000 "$D/p.kvb" "$D/p.out"
+# Decoded over the generated file at other positions: its sidecar's queries are for
+# the old positions and go (eval paired them with the moved keys).
+"$B" gen --layers 2 --kv-heads 2 --head-dim 32 --tokens 64 "$D/m.kvraw"
+"$B" encode --codec int8 "$D/m.kvraw" "$D/m.kvb"
+"$B" decode --target-position 4096 "$D/m.kvb" "$D/m.kvraw" 2>/dev/null
+test ! -e "$D/m.kvraw.kvq"
+"$B" eval --codec int8 "$D/m.kvraw" | grep -q '"proxy_queries":true'
 # Model-spec fingerprint in the header; a mismatching spec is refused.
 SPEC="model=synthetic,layers=2,kv_heads=2,head_dim=32,dtype=bf16,rope_base=500000,rope_pairing=neox,block_tokens=64"
 "$B" encode --codec int8 --spec "$SPEC" "$D/a.kvraw" "$D/f.kvb"

@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -250,6 +251,19 @@ int DecodeCmd(const Args& a) {
     return Fail(s);
   }
   if (auto s = WriteFileBytes(a.pos[1], SerializeKvRaw(raw)); !s.ok()) return Fail(s);
+  // Keys moved to other positions: a queries sidecar beside the output (from a gen
+  // of that path) holds queries for the old ones, and eval would pair them with these.
+  if (raw.base_position != h->base_position) {
+    const std::string sidecar = a.pos[1] + ".kvq";
+    if (std::remove(sidecar.c_str()) == 0) {
+      std::fprintf(stderr, "kvhub-codec: removed %s (its queries were for positions %lld.., the keys are now at "
+                   "%lld..)\n", sidecar.c_str(), static_cast<long long>(h->base_position),
+                   static_cast<long long>(raw.base_position));
+    } else if (errno != ENOENT) {
+      return Fail(absl::DataLossError(absl::StrCat("cannot remove the stale queries sidecar ", sidecar, ": ",
+                                                   std::strerror(errno))));
+    }
+  }
   return 0;
 }
 
@@ -339,7 +353,10 @@ int EvalCmd(const Args& a) {
       p = *pp;
       grouped = true;
       sinks = SinksInBlock(CodecId::kKivi4, p.sink_tokens, raw->base_position, raw->shape.tokens);
-      recon = PerTokenInt4KeyAblation(raw->shape, raw->data.data(), p.group_size, sinks);
+      absl::StatusOr<std::vector<uint8_t>> ablated =
+          PerTokenInt4KeyAblation(raw->shape, raw->data.data(), p.group_size, sinks);
+      if (!ablated.ok()) return Fail(ablated.status());
+      recon = *std::move(ablated);
     } else {
       auto codec = ParseCodecName(name);
       if (!codec.ok()) return Fail(codec.status());
