@@ -86,7 +86,8 @@ function parse(text){
   const out=[];
   for(const line of text.split('\n')){
     if(!line||line[0]==='#')continue;
-    const m=line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$/);
+    // [^]: any character, U+2028/U+2029 in a label value included ('.' skips them).
+    const m=line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^]*)\})?\s+(\S+)$/);
     if(!m)continue;
     const labels={};
     if(m[3]) for(const kv of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[kv[1]]=kv[2].replace(/\\(.)/g,(m,c)=>c==='n'?'\n':c);
@@ -110,12 +111,19 @@ async function tick(){
     const cur={get:sum(ms,'kvhub_get_bytes_total'),put:sum(ms,'kvhub_put_bytes_total'),
       req:sum(ms,'kvhub_lookup_requested_tokens_total'),hit:sum(ms,'kvhub_lookup_hit_tokens_total'),
       rk:sum(ms,'kvhub_lookup_requested_keys_total'),hk:sum(ms,'kvhub_lookup_hit_keys_total')};
-    let bw='-',bwp='-';
-    if(prev){const dt=t-prevT;bw=fmtB((cur.get-prev.get)/dt)+'/s';bwp=fmtB((cur.put-prev.put)/dt)+'/s';}
+    // Rates over the last tick; '-' when a counter went down (the process restarted).
+    let bw='-',bwp='-',hrNow='-';
+    if(prev){
+      const dt=t-prevT, rate=(a,b)=>a>=b?fmtB((a-b)/dt)+'/s':'-';
+      bw=rate(cur.get,prev.get);bwp=rate(cur.put,prev.put);
+      const dreq=cur.req-prev.req, dhit=cur.hit-prev.hit;
+      if(dreq>0&&dhit>=0)hrNow=(100*dhit/dreq).toFixed(1)+'%';
+    }
     prev=cur;prevT=t;
     const hr=cur.req>0?(100*cur.hit/cur.req).toFixed(1)+'%':(cur.rk>0?(100*cur.hk/cur.rk).toFixed(1)+'% (keys)':'-');
-    document.getElementById('summary').innerHTML=row(['hit rate','get bandwidth','put bandwidth','get total','put total'],true)+
-      row([hr,bw,bwp,fmtB(cur.get),fmtB(cur.put)]);
+    document.getElementById('summary').innerHTML=
+      row(['hit rate (since start)','hit rate (last 2 s)','get bandwidth','put bandwidth','get total','put total'],true)+
+      row([hr,hrNow,bw,bwp,fmtB(cur.get),fmtB(cur.put)]);
     let tiers=row(['tier','occupancy','used','capacity','blocks','evictions'],true);
     for(const c of ms.filter(m=>m.name==='kvhub_tier_capacity_bytes')){
       const tier=c.labels.tier, f=l=>l.tier===tier;

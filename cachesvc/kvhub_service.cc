@@ -453,8 +453,9 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
   if (absl::Status s = ValidatePut(req, kHardMaxBlockBytes); !s.ok()) return ToGrpc(s);
   const int ns_index = metrics_->NamespaceIndex(req.namespace_());
   resp->mutable_items()->Reserve(req.items_size());
-  uint64_t blocks = 0, bytes = 0;
+  uint64_t blocks = 0, bytes = 0, received = 0;
   for (const v1::PutItem& item : req.items()) {
+    received += item.data().size();  // moved over gRPC whether stored, present already or refused
     BlockKey key = PackedKey(item.key(), 0);
     BlockKey parent;
     storage::PutOptions opts;
@@ -477,7 +478,7 @@ grpc::Status KvHubService::DoPut(const v1::PutRequest& req, v1::PutResponse* res
     }
   }
   if (blocks > 0) metrics_->AddPutBytes(ns_index, blocks, bytes);
-  metrics_->AddGrpcBytes(/*get=*/false, bytes);
+  metrics_->AddGrpcBytes(/*get=*/false, received);
   return grpc::Status::OK;
 }
 

@@ -111,6 +111,16 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
   const absl::Duration margin = std::min(absl::Milliseconds(100), config.store.reservation_timeout / 4);
   srv->reservations_ = std::make_unique<ReservationTable>(srv->store_.get(), Clock::Real(), margin);
   srv->metrics_ = std::make_unique<ServiceMetrics>(config.metrics_max_namespaces, config.metrics_max_models);
+  // Namespaces with a quota of their own get their series first: slots go to the
+  // namespaces seen first, for good, and a tenant arriving after they ran out had its
+  // quota and hit-rate series folded into "other" (KvhubNamespaceNearQuota blind).
+  for (const storage::BlockStoreConfig::NamespaceQuota& q : config.store.namespace_quotas) {
+    if (srv->metrics_->NamespaceIndex(q.ns) == config.metrics_max_namespaces) {
+      KVHUB_LOG(warn, "kvhubd: namespace '{}' has a quota but no metrics series of its own ({} namespaces with "
+                      "quotas, metrics_max_namespaces = {}): it is counted under \"other\"",
+                q.ns, config.store.namespace_quotas.size(), config.metrics_max_namespaces);
+    }
+  }
 
   // gRPC first: the node id may depend on the bound port.
   InstallGrpcLogSink();  // before the listener exists: its failure is only ever logged

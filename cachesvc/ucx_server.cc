@@ -340,10 +340,13 @@ void UcxServer::ReplaceWorker(std::shared_ptr<transport::UcxWorker> deaf) {
                      "UCX clients of this shard time out until it restarts", fresh.status().ToString());
     return;
   }
-  const transport::UcxWorkerStats old = deaf->Stats();
+  transport::UcxWorkerStats old;
   {
     absl::MutexLock l(&st.mu);
     if (st.worker != deaf) return;  // Stop came first; `fresh` goes unused
+    // Read under the lock that scrapes hold: taken before it, a scrape in between
+    // saw the old worker's later counts, and the next one a smaller total (a reset).
+    old = deaf->Stats();
     st.Retire(old);
     st.worker = std::move(*fresh);
     st.served = st.worker->ServedRegions();

@@ -358,6 +358,27 @@ TEST(ClusterSecurityTest, NamespaceQuotaKeepsOneTenantFromTakingTheTier) {
   EXPECT_THAT(m->body, HasSubstr(absl::StrCat("kvhub_namespace_held_bytes{namespace=\"exempt\"} ", 12 * data.size(), "\n")));
 }
 
+// Metrics series go to the namespaces seen first, for good: a tenant with a quota that
+// came after others had taken every slot had no quota series (its alert was blind).
+// Namespaces with a quota get theirs at start.
+TEST(ClusterSecurityTest, NamespacesWithQuotasKeepTheirMetricsSeries) {
+  auto shard = StartShard({"--metrics_max_namespaces=2", "--namespace_quotas=tenant-a:2MiB"});
+  ASSERT_NE(shard, nullptr);
+  auto c = Client::Create(Config(*shard, ""));
+  ASSERT_TRUE(c.ok());
+  const std::vector<uint8_t> data(64 << 10, 0x22);
+  const BlockPut put{BlockKey{1, 0xdef}, std::nullopt, data, false};
+  for (const char* ns : {"x", "y", "tenant-a"}) {
+    auto r = (*c)->Put(ns, {&put, 1});
+    ASSERT_TRUE(r.ok() && r->stored == 1) << ns;
+  }
+  httplib::Client http("127.0.0.1", shard->http_port());
+  auto m = http.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(m->body, HasSubstr("kvhub_namespace_quota_bytes{namespace=\"tenant-a\"} 2097152\n"));
+  EXPECT_THAT(m->body, HasSubstr(absl::StrCat("kvhub_namespace_held_bytes{namespace=\"tenant-a\"} ", data.size(), "\n")));
+}
+
 // A call context carrying `token`.
 std::unique_ptr<grpc::ClientContext> ctx(const char* token) {
   auto c = std::make_unique<grpc::ClientContext>();
