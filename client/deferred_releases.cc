@@ -36,27 +36,36 @@ DeferredReleases::DeferredReleases(Config config, Sender sender)
                                  bool* retried) {
                          *retried = false;
                          return shard.Release(req, resp);
-                       })),
-      thread_([this] { Loop(); }) {}
+                       })) {}
 
 DeferredReleases::~DeferredReleases() {
+  std::vector<std::thread> threads;
   {
     absl::MutexLock l(&mu_);
     stop_ = true;
+    for (auto& [shard, lane] : lanes_) threads.push_back(std::move(lane->thread));
   }
-  thread_.join();  // the loop sends what is pending first
+  for (std::thread& t : threads) t.join();  // each lane sends what is pending first
 }
 
 void DeferredReleases::Add(Shard& shard, std::span<const uint64_t> lease_ids) {
   absl::MutexLock l(&mu_);
-  std::vector<uint64_t>& ids = pending_[&shard];
+  if (stop_) {  // being destroyed: a new lane would never be joined
+    KVHUB_LOG(warn, "kvhub client: {} leases on {} queued while releases stop; they end by expiry",
+              lease_ids.size(), shard.address());
+    return;
+  }
+  std::unique_ptr<Lane>& lane = lanes_[&shard];
+  if (lane == nullptr) {
+    lane = std::make_unique<Lane>();
+    Lane* raw = lane.get();
+    raw->thread = std::thread([this, s = &shard, raw] { LaneLoop(s, raw); });  // waits for mu_
+  }
   for (uint64_t id : lease_ids) {
     if (id == 0) continue;
-    ids.push_back(id);
+    lane->pending.push_back(id);
     ++queued_;
   }
-  if (ids.size() > largest_) largest_ = ids.size();
-  if (ids.empty()) pending_.erase(&shard);
 }
 
 void DeferredReleases::Flush() {
@@ -65,9 +74,10 @@ void DeferredReleases::Flush() {
     DeferredReleases* self;
     uint64_t target;
   } until{this, queued_};
-  flush_ = true;
+  ++flushes_;
   mu_.Await(absl::Condition(
       +[](Until* u) ABSL_NO_THREAD_SAFETY_ANALYSIS { return u->self->answered_ >= u->target; }, &until));
+  --flushes_;
 }
 
 DeferredReleases::Stats DeferredReleases::stats() const {
@@ -75,38 +85,36 @@ DeferredReleases::Stats DeferredReleases::stats() const {
   return stats_;
 }
 
-void DeferredReleases::Loop() {
+void DeferredReleases::LaneLoop(Shard* shard, Lane* lane) {
+  struct Wait {
+    DeferredReleases* self;
+    Lane* lane;
+  } w{this, lane};
   absl::MutexLock l(&mu_);
   while (true) {
     mu_.Await(absl::Condition(
-        +[](DeferredReleases* d) ABSL_NO_THREAD_SAFETY_ANALYSIS { return d->stop_ || !d->pending_.empty(); },
-        this));
-    if (pending_.empty()) break;  // stopping, nothing left
+        +[](Wait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS { return w->self->stop_ || !w->lane->pending.empty(); }, &w));
+    if (lane->pending.empty()) break;  // stopping, nothing left
     // Let the batch fill for up to max_delay (sent at once when full, flushed or stopping).
     mu_.AwaitWithTimeout(absl::Condition(
-                             +[](DeferredReleases* d) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                               return d->stop_ || d->flush_ || d->largest_ >= d->config_.max_batch;
+                             +[](Wait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                               return w->self->stop_ || w->self->flushes_ > 0 ||
+                                      w->lane->pending.size() >= w->self->config_.max_batch;
                              },
-                             this),
+                             &w),
                          config_.max_delay);
-    auto batch = std::move(pending_);
-    pending_.clear();
-    largest_ = 0;
-    flush_ = false;
-    uint64_t n = 0;
+    std::vector<uint64_t> ids = std::move(lane->pending);
+    lane->pending.clear();
     mu_.Unlock();
-    for (auto& [shard, ids] : batch) {
-      n += ids.size();
-      // What piled up while the last batch was on the wire can exceed what one
-      // Release may carry (the shard refuses the whole call beyond 4096 ids,
-      // and every lease in it would wait for expiry): at most max_batch a call.
-      for (size_t at = 0; at < ids.size(); at += config_.max_batch) {
-        const size_t end = std::min(ids.size(), at + config_.max_batch);
-        Send(*shard, std::vector<uint64_t>(ids.begin() + at, ids.begin() + end));
-      }
+    // What piled up while the last batch was on the wire can exceed what one
+    // Release may carry (the shard refuses the whole call beyond 4096 ids, and
+    // every lease in it would wait for expiry): at most max_batch a call.
+    for (size_t at = 0; at < ids.size(); at += config_.max_batch) {
+      const size_t end = std::min(ids.size(), at + config_.max_batch);
+      Send(*shard, std::vector<uint64_t>(ids.begin() + at, ids.begin() + end));
     }
     mu_.Lock();
-    answered_ += n;
+    answered_ += ids.size();
   }
 }
 

@@ -7,6 +7,9 @@
 // Release's answer can no longer change what the caller got, it only hands the
 // memory back sooner than expiry would.
 //
+// Each shard has its own sender thread (made on its first lease): a shard that is
+// frozen or slow to answer holds up its own releases only, not other shards'.
+//
 // Failure semantics: a Release call that fails is logged (warn) and counted;
 // its leases end by expiry on the shard. Items the shard reports as already
 // ended are counted as `late` and logged (as `unsure`, not logged, when the
@@ -15,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <thread>
 #include <vector>
@@ -69,20 +73,23 @@ class DeferredReleases {
   Stats stats() const;
 
  private:
-  void Loop();
+  // One shard's queue and its sender thread.
+  struct Lane {
+    std::vector<uint64_t> pending;  // guarded by mu_
+    std::thread thread;
+  };
+  void LaneLoop(Shard* shard, Lane* lane);
   void Send(Shard& shard, std::vector<uint64_t> ids);
 
   const Config config_;
   const Sender sender_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<Shard*, std::vector<uint64_t>> pending_ ABSL_GUARDED_BY(mu_);
-  size_t largest_ ABSL_GUARDED_BY(mu_) = 0;  // size of the largest pending batch
+  absl::flat_hash_map<Shard*, std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;    // leases Add()ed, ever
   uint64_t answered_ ABSL_GUARDED_BY(mu_) = 0;  // of those, sent and answered (or failed)
-  bool flush_ ABSL_GUARDED_BY(mu_) = false;   // a Flush() waits: send now
+  int flushes_ ABSL_GUARDED_BY(mu_) = 0;        // Flush() calls waiting: send now
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
 };
 
 }  // namespace kvhub

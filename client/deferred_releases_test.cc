@@ -20,6 +20,9 @@ struct Recorder {
   std::function<absl::Status()> fail;            // non-OK: the call fails
   std::function<int32_t(uint64_t)> code_for;     // per-item code (0 = released)
   absl::Notification* on_call = nullptr;
+  // Calls to this address wait for `gate` (a frozen shard).
+  std::string frozen_address;
+  absl::Notification* gate = nullptr;
   bool retried = false;                          // answers come from a retry
 
   DeferredReleases::Sender sender() {
@@ -31,6 +34,7 @@ struct Recorder {
         calls.emplace_back(shard.address(), ids);
       }
       if (on_call != nullptr && !on_call->HasBeenNotified()) on_call->Notify();
+      if (gate != nullptr && shard.address() == frozen_address) gate->WaitForNotification();
       if (fail) {
         if (absl::Status s = fail(); !s.ok()) return s;
       }
@@ -73,6 +77,29 @@ TEST_F(DeferredReleasesTest, EveryLeaseIsReleasedOnceOnItsOwnShard) {
   EXPECT_EQ(st.released, 5u);
   EXPECT_EQ(st.late + st.failed_calls, 0u);
   EXPECT_EQ(st.calls, 2u) << "one call per shard for leases queued together";
+}
+
+// One sender thread served every shard in turn: a frozen shard's Release (up to the
+// control deadline and a retry) held every other shard's leases behind it.
+TEST_F(DeferredReleasesTest, AFrozenShardDoesNotHoldUpTheOthers) {
+  absl::Notification gate, a_called;
+  rec_.frozen_address = a_.address();
+  rec_.gate = &gate;
+  rec_.on_call = &a_called;
+  DeferredReleases d({.max_delay = absl::Milliseconds(1)}, rec_.sender());
+  const uint64_t a1[] = {1}, b1[] = {2};
+  d.Add(a_, a1);
+  ASSERT_TRUE(a_called.WaitForNotificationWithTimeout(absl::Seconds(5)));  // a's call is stuck now
+  d.Add(b_, b1);
+  bool b_released = false;
+  for (int i = 0; i < 2000 && !b_released; ++i) {
+    b_released = rec_.SentTo(b_.address()) == std::vector<uint64_t>{2};
+    if (!b_released) absl::SleepFor(absl::Milliseconds(1));
+  }
+  gate.Notify();
+  EXPECT_TRUE(b_released) << "shard b's release waited for frozen shard a";
+  d.Flush();
+  EXPECT_EQ(d.stats().released, 2u);
 }
 
 TEST_F(DeferredReleasesTest, AFullBatchIsSentWithoutWaitingForTheDelay) {

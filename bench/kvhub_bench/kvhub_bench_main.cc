@@ -119,8 +119,8 @@ struct Options {
   std::vector<std::string> put_paths = {"inline", "reserved"};
   int channels = 2;
   int get_blocks = 1;  // blocks per kvhub Get call (a prefix fetch asks for many at once)
-  // Distinct blocks the get cells cycle over; 0: max(2 x concurrency x get_blocks,
-  // min(64, 256 MiB / block size)), more than the CPU caches hold. A few blocks
+  // Distinct blocks the get cells cycle over; 0: max(get_blocks, min(max(2 x concurrency
+  // x get_blocks, 64), 1 GiB / block size)), more than the CPU caches hold. A few blocks
   // make the reads cache-hot, as ucx_perftest's single buffer is.
   int get_working_set = 0;
   bool redis = true;
