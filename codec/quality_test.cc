@@ -109,22 +109,24 @@ TEST_F(QualityTest, RatiosAtEachGroupSize) {
   EXPECT_LT(Run(CodecId::kKivi4, 32).ratio, Run(CodecId::kKivi4, 128).ratio);
 }
 
+// Little-endian bf16 bytes of `v`, as a .kvraw holds them.
+std::vector<uint8_t> Bf16Bytes(std::initializer_list<float> v) {
+  std::vector<uint8_t> out;
+  for (float f : v) {
+    const uint16_t b = FloatToBf16(f);
+    out.push_back(static_cast<uint8_t>(b));
+    out.push_back(static_cast<uint8_t>(b >> 8));
+  }
+  return out;
+}
+
 TEST(QualityHarnessTest, HandComputedAttention) {
   // One layer, one head, d=2, two tokens, one query: everything by hand.
   KvShape sh{1, 1, 2, 2, DType::kBf16};
-  auto bf = [](std::initializer_list<float> v) {
-    std::vector<uint8_t> out;
-    for (float f : v) {
-      uint16_t b = FloatToBf16(f);
-      out.push_back(static_cast<uint8_t>(b));
-      out.push_back(static_cast<uint8_t>(b >> 8));
-    }
-    return out;
-  };
   // K = [[1,0],[0,1]], V = [[1,0],[0,1]]; q = [sqrt(2)*ln 3, 0] -> p = [3/4, 1/4].
-  std::vector<uint8_t> ref = bf({1, 0, 0, 1, 1, 0, 0, 1});
+  std::vector<uint8_t> ref = Bf16Bytes({1, 0, 0, 1, 1, 0, 0, 1});
   // Test: V of token 1 doubled -> O' = [3/4, 1/2] vs O = [3/4, 1/4].
-  std::vector<uint8_t> test = bf({1, 0, 0, 1, 1, 0, 0, 2});
+  std::vector<uint8_t> test = Bf16Bytes({1, 0, 0, 1, 1, 0, 0, 2});
   Queries q{1, {static_cast<float>(std::sqrt(2.0) * std::log(3.0)), 0.0f}};
   auto r = CompareAttention(sh, ref.data(), test.data(), q);
   ASSERT_TRUE(r.ok());
@@ -261,20 +263,11 @@ TEST(SyntheticKvTest, TheViewCarriesTheBasePosition) {
 // the int4 ablation refuses a group kivi4 refuses (it was left exact).
 TEST(QualityHarnessTest, ZeroOutputsAgreeAndTheAblationRefusesWhatKiviRefuses) {
   KvShape sh{1, 1, 2, 2, DType::kBf16};
-  auto bf = [](std::initializer_list<float> v) {
-    std::vector<uint8_t> out;
-    for (float f : v) {
-      uint16_t b = FloatToBf16(f);
-      out.push_back(static_cast<uint8_t>(b));
-      out.push_back(static_cast<uint8_t>(b >> 8));
-    }
-    return out;
-  };
-  std::vector<uint8_t> zero_v = bf({1, 0, 0, 1, 0, 0, 0, 0});  // K = I, V = 0
+  std::vector<uint8_t> zero_v = Bf16Bytes({1, 0, 0, 1, 0, 0, 0, 0});  // K = I, V = 0
   auto r = CompareAttention(sh, zero_v.data(), zero_v.data(), Queries{1, {1.0f, 0.0f}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->one_minus_cos.median, 0.0);
-  std::vector<uint8_t> wide = bf({1, 0, -70000, 1, 1, 0, 0, 1});  // token 1's key group: min past fp16
+  std::vector<uint8_t> wide = Bf16Bytes({1, 0, -70000, 1, 1, 0, 0, 1});  // token 1's key group: min past fp16
   EXPECT_EQ(PerTokenInt4KeyAblation(sh, wide.data(), 2, 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
