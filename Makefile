@@ -25,7 +25,7 @@ build: configure
 install: build
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
-# After the run, what passing tests skipped and why (no GPU here, for one).
+# After the run, the test cases skipped and why (no GPU here, for one).
 test: build
 	cd $(BUILD_DIR) && { ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 600; rc=$$?; \
 	    $(CURDIR)/scripts/skipped-tests.sh Testing/Temporary/LastTest.log || true; exit $$rc; }

@@ -55,28 +55,33 @@ void DeferredReleases::Add(Shard& shard, std::span<const uint64_t> lease_ids) {
               lease_ids.size(), shard.address());
     return;
   }
-  std::unique_ptr<Lane>& lane = lanes_[&shard];
-  if (lane == nullptr) {
-    lane = std::make_unique<Lane>();
+  auto it = lanes_.find(&shard);
+  if (it == lanes_.end()) {
+    auto lane = std::make_unique<Lane>();
     Lane* raw = lane.get();
     raw->thread = std::thread([this, s = &shard, raw] { LaneLoop(s, raw); });  // waits for mu_
+    it = lanes_.emplace(&shard, std::move(lane)).first;  // with its thread only
   }
+  Lane& lane = *it->second;
   for (uint64_t id : lease_ids) {
     if (id == 0) continue;
-    lane->pending.push_back(id);
-    ++queued_;
+    lane.pending.push_back(id);
+    ++lane.queued;
   }
 }
 
 void DeferredReleases::Flush() {
   absl::MutexLock l(&mu_);
-  struct Until {
-    DeferredReleases* self;
-    uint64_t target;
-  } until{this, queued_};
+  // Each lane's own count: leases added to one lane meanwhile must not stand in
+  // for another lane's still unanswered ones.
+  std::vector<std::pair<const Lane*, uint64_t>> until;
+  for (const auto& [shard, lane] : lanes_) until.emplace_back(lane.get(), lane->queued);
   ++flushes_;
   mu_.Await(absl::Condition(
-      +[](Until* u) ABSL_NO_THREAD_SAFETY_ANALYSIS { return u->self->answered_ >= u->target; }, &until));
+      +[](std::vector<std::pair<const Lane*, uint64_t>>* u) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return std::all_of(u->begin(), u->end(), [](const auto& p) { return p.first->answered >= p.second; });
+      },
+      &until));
   --flushes_;
 }
 
@@ -114,7 +119,7 @@ void DeferredReleases::LaneLoop(Shard* shard, Lane* lane) {
       Send(*shard, std::vector<uint64_t>(ids.begin() + at, ids.begin() + end));
     }
     mu_.Lock();
-    answered_ += ids.size();
+    lane->answered += ids.size();
   }
 }
 

@@ -75,7 +75,9 @@ class DeferredReleases {
  private:
   // One shard's queue and its sender thread.
   struct Lane {
-    std::vector<uint64_t> pending;  // guarded by mu_
+    std::vector<uint64_t> pending;  // guarded by mu_, as the counts
+    uint64_t queued = 0;            // leases Add()ed, ever
+    uint64_t answered = 0;          // of those, sent and answered (or failed)
     std::thread thread;
   };
   void LaneLoop(Shard* shard, Lane* lane);
@@ -85,8 +87,6 @@ class DeferredReleases {
   const Sender sender_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Shard*, std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(mu_);
-  uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;    // leases Add()ed, ever
-  uint64_t answered_ ABSL_GUARDED_BY(mu_) = 0;  // of those, sent and answered (or failed)
   int flushes_ ABSL_GUARDED_BY(mu_) = 0;        // Flush() calls waiting: send now
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);

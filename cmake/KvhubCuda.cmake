@@ -27,6 +27,7 @@ if(KVHUB_CUDA)
   elseif(KVHUB_REQUIRE_ALL AND (KVHUB_NVCC_ON_PATH OR DEFINED ENV{CUDACXX}))
     # An nvcc that cannot build a CUDA program is a broken set-up: under `make` the CUDA
     # code would silently drop out of the build and its tests out of the run.
+    unset(CMAKE_CUDA_COMPILER CACHE)  # check_language caches the failure: the next configure asks again
     message(FATAL_ERROR "kvhub: nvcc found ($ENV{CUDACXX}${KVHUB_NVCC_ON_PATH}) but CMake cannot compile "
                         "CUDA with it (see CMakeFiles/CMakeError.log); fix it or configure with -DKVHUB_CUDA=OFF")
   else()

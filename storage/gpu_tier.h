@@ -13,8 +13,10 @@
 // does not fit the remaining capacity (nothing stored; an existing block of
 // the same key is kept), ALREADY_EXISTS for a key already stored. Get/Find/
 // Erase: NOT_FOUND. Device errors: INTERNAL with the CUDA error string; an
-// Erase that fails so leaves the block stored. Every call makes the tier's device
-// current for its duration only (the caller's current device is kept).
+// Erase whose free fails forgets the block all the same (its bytes stay counted
+// in used_bytes: the device may still hold them). Every call makes the tier's device
+// current; a calling thread that had a CUDA context of its own gets its device back
+// afterwards (one that had none keeps the tier's: no context is made on another GPU).
 // Thread safety: all methods are thread-safe; transfers are serialized over
 // the one staging buffer.
 

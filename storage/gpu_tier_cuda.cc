@@ -138,11 +138,12 @@ class CudaGpuTier final : public GpuTier {
     if (cudaError_t e = current.error(); e != cudaSuccess) {
       return CudaError("set device", e);  // still stored; nothing changed
     }
-    // A free that fails leaves the block stored and counted (its memory may still
-    // be held): the tiered store keeps indexing a copy it could not erase.
-    if (cudaError_t e = cudaFreeAsync(it->second.ptr, stream_); e != cudaSuccess) return CudaError("free", e);
-    used_ -= it->second.size;
+    const cudaError_t e = cudaFreeAsync(it->second.ptr, stream_);
+    // Forgotten either way (the key may be stored again); bytes a failed free may
+    // still hold stay counted as used, so the tier never promises room it lacks.
+    if (e == cudaSuccess) used_ -= it->second.size;
     blocks_.erase(it);
+    if (e != cudaSuccess) return CudaError("free", e);
     return absl::OkStatus();
   }
 

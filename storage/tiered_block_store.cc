@@ -180,10 +180,15 @@ void TieredBlockStore::MirrorOne(const Item& item) {
   if (stale) {
     // Put again with other bytes (another encoding of the key) after the host
     // evicted the first: the old copy would come back once the host evicts this.
-    // Erased first, then unindexed: a copy the device would not erase stays indexed
-    // (and counted) rather than left on the device untracked.
+    // Unindexed whatever the erase says: an old copy left indexed could be promoted
+    // over the newer block (a device that would not free it keeps the bytes counted
+    // in its own used_bytes).
     absl::Status e = CopierDeviceCall([&] { return gpu_->Erase(item.ns, item.key); });
     absl::MutexLock l(&mu_);
+    if (auto it = gpu_index_.find(id); it != gpu_index_.end() && it->second.copy == stale_copy) {
+      gpu_bytes_ -= it->second.size;
+      gpu_index_.erase(it);
+    }
     if (absl::IsFailedPrecondition(e)) {  // the tier is off: nothing is indexed any more
       ++stats_.mirror_dropped;
       skip = true;
@@ -191,9 +196,6 @@ void TieredBlockStore::MirrorOne(const Item& item) {
       ++stats_.mirror_failed;
       KVHUB_LOG(warn, "tiered store: dropping a stale gpu copy: {}", e.ToString());
       skip = true;  // give up on this block: released below
-    } else if (auto it = gpu_index_.find(id); it != gpu_index_.end() && it->second.copy == stale_copy) {
-      gpu_bytes_ -= it->second.size;
-      gpu_index_.erase(it);
     }
   }
   if (skip) {  // already there (the same block put again after the host evicted it), or given up
@@ -371,13 +373,14 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
   absl::StatusOr<uint64_t> hold = host_->BeginTransfer(TransferAccess::kWrite, r->id, r->location);
   absl::StatusOr<uint64_t> got =
       hold.ok() ? gpu_->Get(ns, key, absl::Span<uint8_t>(r->data, e.size)) : hold.status();
-  if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
   const absl::Status device_read = got.status();
   // Checked here, not only by the host's Commit: a corrupt copy is the device's
   // fault, not a client's write (the host counts its commit failures as those).
+  // Under the hold: once it ends, an expired reservation's chunk may be reused.
   if (got.ok() && Xxh3_64(r->data, e.size) != e.checksum) {
     got = absl::DataLossError("the gpu copy's bytes do not match the block's checksum");
   }
+  if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
   absl::MutexLock l(&mu_);
   if (hold.ok()) NoteDeviceResultLocked(device_read);
   (void)DeviceUsableLocked();  // a read that came back after the timeout: hung; switched off
@@ -396,9 +399,10 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
     }
   }
   if (!current) return false;  // not a failure of the copy: it is gone
-  if (absl::IsNotFound(c)) {
-    // The reservation expired while the device read (slower than the host's
-    // reservation_timeout, not hung): the copy is good and stays for the next try.
+  if (got.ok() && absl::IsNotFound(c)) {
+    // The commit found the reservation expired: the device read outlasted the host's
+    // reservation_timeout (slow, not hung). The copy checked out and stays for the
+    // next try. (A NOT_FOUND from the device itself drops the copy below.)
     ++stats_.promotion_failures;
     KVHUB_LOG(warn, "tiered store: a promotion outlasted its host reservation, copy kept: {}", c.ToString());
     return false;

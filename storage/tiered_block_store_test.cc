@@ -499,7 +499,7 @@ TEST_P(TieredStoreTest, APromotionThatOutlastsItsReservationKeepsTheCopy) {
   if (GetParam()) GTEST_SKIP() << "a slow device is injected through the host-memory tier";
   BlockStoreConfig lru = SmallConfig();
   lru.eviction.name = "lru";
-  lru.reservation_timeout = absl::Milliseconds(50);
+  lru.reservation_timeout = absl::Milliseconds(200);  // past a loaded machine's stalls in the setup puts
   Make(64ull << 20, {}, lru);
   for (uint64_t i = 0; i < 300; ++i) {
     PutBlock(i);
@@ -511,7 +511,7 @@ TEST_P(TieredStoreTest, APromotionThatOutlastsItsReservationKeepsTheCopy) {
   std::thread reader([&] { slow = Read(1); });  // gpu-only: promoted
   for (int i = 0; i < 20000 && fault_->hung_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
   ASSERT_EQ(fault_->hung_.load(), 1);
-  absl::SleepFor(absl::Milliseconds(200));  // past the reservation's 50 ms
+  absl::SleepFor(absl::Milliseconds(500));  // past the reservation's 200 ms
   fault_->Unhang();
   reader.join();
   EXPECT_FALSE(store_->tier_stats().gpu_off);

@@ -31,6 +31,7 @@
 #include "kvhub/v1/kvhub.grpc.pb.h"
 #include "tests/testing/kvhubd_process.h"
 #include "tests/testing/raw_calls.h"
+#include "tests/testing/run_command.h"
 
 namespace kvhub {
 namespace {
@@ -530,15 +531,9 @@ TEST(ClusterE2eTest, AForkedChildGetsAClearErrorInsteadOfAHang) {
     client.reset();  // leaks the parent's threads' state instead of joining them
     _exit(call_refused && create_refused && stats_refused ? 0 : 3);
   }
-  int status = 0;
-  const absl::Time until = absl::Now() + absl::Seconds(20);
-  pid_t done = 0;
-  while ((done = waitpid(pid, &status, WNOHANG)) == 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    FAIL() << "the forked child hung";
-  }
+  absl::StatusOr<int> waited = testing::WaitChildUntil(pid, absl::Now() + absl::Seconds(20));
+  ASSERT_TRUE(waited.ok()) << "the forked child: " << waited.status();
+  const int status = *waited;
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's calls were not refused with FAILED_PRECONDITION";
   EXPECT_TRUE(client->Lookup("fork", std::span<const BlockKey>(&key, 1)).ok());  // the parent's still works

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/run_command.h"
 
 extern char** environ;
 
@@ -102,22 +103,18 @@ ClientProcs::Outcome ClientProcs::WaitAll(absl::Duration grace) {
     if (c.killed) continue;
     int status = 0;
     if (c.pid > 0) {
-      pid_t got = 0;
-      while ((got = waitpid(c.pid, &status, WNOHANG)) == 0 && absl::Now() < c.end + grace) {
-        absl::SleepFor(absl::Milliseconds(50));
-      }
-      if (got == 0) {  // still running
-        kill(c.pid, SIGKILL);
-        waitpid(c.pid, nullptr, 0);
+      absl::StatusOr<int> waited = testing::WaitChildUntil(c.pid, c.end + grace);
+      if (absl::IsDeadlineExceeded(waited.status())) {  // killed and reaped
         c.pid = -1;
         out.failures.push_back(absl::StrCat("client process ", i, " hung: still running ",
                                             absl::FormatDuration(grace), " after its end time (killed)"));
         continue;
       }
-      if (got < 0) {
-        out.failures.push_back(absl::StrCat("client process ", i, ": waitpid: ", std::strerror(errno)));
+      if (!waited.ok()) {
+        out.failures.push_back(absl::StrCat("client process ", i, ": ", waited.status().ToString()));
         continue;
       }
+      status = *waited;
       c.pid = -1;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {

@@ -74,6 +74,7 @@
 #include "tests/stress/stress_workload.h"
 #ifdef KVHUB_HAVE_UCX
 #include "transport/ucx_config.h"
+#include "tests/testing/run_command.h"
 #endif
 
 ABSL_FLAG(std::string, members, "", "an existing cluster: comma-separated HOST:PORT (no faults)");
@@ -699,7 +700,8 @@ void Stress::Worker(int id) {
 }
 
 // Runs ucx_wedge against `address`: OK when it died as it should (SIGKILL, holding a
-// queue slot); FAILED_PRECONDITION when it could not reach the shard (exit 1); else
+// queue slot); FAILED_PRECONDITION when it could not reach the shard (exit 1) or did
+// not end within 10 s (killed); else
 // the reason the fault could not be injected (exit 3: the shard refused its Connect).
 absl::Status RunWedge(const std::string& bin, const std::string& address, const std::string& tls) {
   const pid_t pid = fork();
@@ -710,17 +712,15 @@ absl::Status RunWedge(const std::string& bin, const std::string& address, const 
     execl(bin.c_str(), bin.c_str(), address.c_str(), tls.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  int wstatus = 0;
-  // Bounded: a wedge stuck (on a frozen shard, say) must not stop the fault thread.
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  pid_t got = 0;
-  while ((got = waitpid(pid, &wstatus, WNOHANG)) == 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
-  if (got == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    return absl::InternalError(absl::StrCat(bin, " against ", address, " did not end within 30 s (killed)"));
+  // Bounded: a wedge stuck (on a frozen shard, or one whose queue the last wedge
+  // stuck before the probe replaced its worker) must not stop the fault thread; it
+  // counts as a wedge that did not take, as one that cannot reach the shard.
+  absl::StatusOr<int> waited = testing::WaitChildUntil(pid, absl::Now() + absl::Seconds(10));
+  if (absl::IsDeadlineExceeded(waited.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(bin, " against ", address, " did not end within 10 s (killed)"));
   }
-  if (got != pid) return absl::InternalError("waitpid on ucx_wedge failed");
+  if (!waited.ok()) return absl::InternalError(absl::StrCat("waiting for ucx_wedge: ", waited.status().ToString()));
+  const int wstatus = *waited;
   if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) return absl::OkStatus();
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 1) return absl::FailedPreconditionError("shard not reached");
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 3) {
