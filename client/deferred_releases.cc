@@ -55,12 +55,11 @@ void DeferredReleases::Add(Shard& shard, std::span<const uint64_t> lease_ids) {
               lease_ids.size(), shard.address());
     return;
   }
-  auto it = lanes_.find(&shard);
-  if (it == lanes_.end()) {
-    auto lane = std::make_unique<Lane>();
-    Lane* raw = lane.get();
-    raw->thread = std::thread([this, s = &shard, raw] { LaneLoop(s, raw); });  // waits for mu_
-    it = lanes_.emplace(&shard, std::move(lane)).first;  // with its thread only
+  auto [it, added] = lanes_.try_emplace(&shard);
+  if (added) {  // its thread starts once the entry is in place (and waits for mu_)
+    it->second = std::make_unique<Lane>();
+    Lane* raw = it->second.get();
+    raw->thread = std::thread([this, s = &shard, raw] { LaneLoop(s, raw); });
   }
   Lane& lane = *it->second;
   for (uint64_t id : lease_ids) {
@@ -74,15 +73,19 @@ void DeferredReleases::Flush() {
   absl::MutexLock l(&mu_);
   // Each lane's own count: leases added to one lane meanwhile must not stand in
   // for another lane's still unanswered ones.
+  // Only the lanes with leases queued by now send at once (a Flush waiting on a frozen
+  // shard leaves the other lanes batching).
   std::vector<std::pair<const Lane*, uint64_t>> until;
-  for (const auto& [shard, lane] : lanes_) until.emplace_back(lane.get(), lane->queued);
-  ++flushes_;
+  for (const auto& [shard, lane] : lanes_) {
+    if (lane->answered >= lane->queued) continue;
+    lane->flush_to = std::max(lane->flush_to, lane->queued);
+    until.emplace_back(lane.get(), lane->queued);
+  }
   mu_.Await(absl::Condition(
       +[](std::vector<std::pair<const Lane*, uint64_t>>* u) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         return std::all_of(u->begin(), u->end(), [](const auto& p) { return p.first->answered >= p.second; });
       },
       &until));
-  --flushes_;
 }
 
 DeferredReleases::Stats DeferredReleases::stats() const {
@@ -103,7 +106,7 @@ void DeferredReleases::LaneLoop(Shard* shard, Lane* lane) {
     // Let the batch fill for up to max_delay (sent at once when full, flushed or stopping).
     mu_.AwaitWithTimeout(absl::Condition(
                              +[](Wait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                               return w->self->stop_ || w->self->flushes_ > 0 ||
+                               return w->self->stop_ || w->lane->flush_to > w->lane->answered ||
                                       w->lane->pending.size() >= w->self->config_.max_batch;
                              },
                              &w),

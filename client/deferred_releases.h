@@ -78,6 +78,7 @@ class DeferredReleases {
     std::vector<uint64_t> pending;  // guarded by mu_, as the counts
     uint64_t queued = 0;            // leases Add()ed, ever
     uint64_t answered = 0;          // of those, sent and answered (or failed)
+    uint64_t flush_to = 0;          // a Flush() waits for the leases up to this count: send now
     std::thread thread;
   };
   void LaneLoop(Shard* shard, Lane* lane);
@@ -87,7 +88,6 @@ class DeferredReleases {
   const Sender sender_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Shard*, std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(mu_);
-  int flushes_ ABSL_GUARDED_BY(mu_) = 0;        // Flush() calls waiting: send now
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };

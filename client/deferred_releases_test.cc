@@ -1,9 +1,11 @@
 #include "client/deferred_releases.h"
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/client_config.h"
@@ -19,7 +21,8 @@ struct Recorder {
   std::vector<std::pair<std::string, std::vector<uint64_t>>> calls ABSL_GUARDED_BY(mu);
   std::function<absl::Status()> fail;            // non-OK: the call fails
   std::function<int32_t(uint64_t)> code_for;     // per-item code (0 = released)
-  absl::Notification* on_call = nullptr;
+  absl::Notification* on_call = nullptr;  // notified at the first call (once: lanes call concurrently)
+  std::atomic<bool> called{false};
   // Calls to this address wait for `gate` (a frozen shard).
   std::string frozen_address;
   absl::Notification* gate = nullptr;
@@ -33,7 +36,7 @@ struct Recorder {
         absl::MutexLock l(&mu);
         calls.emplace_back(shard.address(), ids);
       }
-      if (on_call != nullptr && !on_call->HasBeenNotified()) on_call->Notify();
+      if (on_call != nullptr && !called.exchange(true)) on_call->Notify();
       if (gate != nullptr && shard.address() == frozen_address) gate->WaitForNotification();
       if (fail) {
         if (absl::Status s = fail(); !s.ok()) return s;
@@ -65,7 +68,9 @@ class DeferredReleasesTest : public ::testing::Test {
 };
 
 TEST_F(DeferredReleasesTest, EveryLeaseIsReleasedOnceOnItsOwnShard) {
-  DeferredReleases d({.max_delay = absl::Milliseconds(50)}, rec_.sender());
+  // A long delay (Flush sends at once): the two Adds to a_ make one batch however
+  // slow the machine is.
+  DeferredReleases d({.max_delay = absl::Seconds(1)}, rec_.sender());
   const uint64_t a1[] = {1, 2, 3}, a2[] = {4, 0}, b1[] = {10};
   d.Add(a_, a1);
   d.Add(b_, b1);
@@ -87,6 +92,10 @@ TEST_F(DeferredReleasesTest, AFrozenShardDoesNotHoldUpTheOthers) {
   rec_.gate = &gate;
   rec_.on_call = &a_called;
   DeferredReleases d({.max_delay = absl::Milliseconds(1)}, rec_.sender());
+  // Lets lane a's call go however the test ends (d's destructor waits for it).
+  absl::Cleanup unfreeze = [&gate] {
+    if (!gate.HasBeenNotified()) gate.Notify();
+  };
   const uint64_t a1[] = {1}, b1[] = {2};
   d.Add(a_, a1);
   ASSERT_TRUE(a_called.WaitForNotificationWithTimeout(absl::Seconds(5)));  // a's call is stuck now
@@ -96,7 +105,7 @@ TEST_F(DeferredReleasesTest, AFrozenShardDoesNotHoldUpTheOthers) {
     b_released = rec_.SentTo(b_.address()) == std::vector<uint64_t>{2};
     if (!b_released) absl::SleepFor(absl::Milliseconds(1));
   }
-  gate.Notify();
+  std::move(unfreeze).Invoke();
   EXPECT_TRUE(b_released) << "shard b's release waited for frozen shard a";
   d.Flush();
   EXPECT_EQ(d.stats().released, 2u);

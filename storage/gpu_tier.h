@@ -15,8 +15,8 @@
 // Erase: NOT_FOUND. Device errors: INTERNAL with the CUDA error string; an
 // Erase whose free fails forgets the block all the same (its bytes stay counted
 // in used_bytes: the device may still hold them). Every call makes the tier's device
-// current; a calling thread that had a CUDA context of its own gets its device back
-// afterwards (one that had none keeps the tier's: no context is made on another GPU).
+// current for the call; the calling thread gets back the context it had (none, if
+// it had none).
 // Thread safety: all methods are thread-safe; transfers are serialized over
 // the one staging buffer.
 

@@ -247,7 +247,15 @@ void TieredBlockStore::IndexCopy(const Item& item, const absl::Status& put, uint
   const std::string id = Id(item.ns, item.key);
   absl::MutexLock l(&mu_);
   if (!put.ok()) {
-    if (put.code() == absl::StatusCode::kAlreadyExists) return;
+    if (put.code() == absl::StatusCode::kAlreadyExists) {
+      // Already indexed: nothing to do. Not indexed: an old copy the device kept
+      // (its erase failed); it is erased again so the key can be copied later.
+      if (!gpu_index_.contains(id)) {
+        ++stats_.mirror_failed;
+        erase_queue_.push_back(FifoEntry{item.ns, item.key, 0});
+      }
+      return;
+    }
     if (put.code() == absl::StatusCode::kResourceExhausted ||
         put.code() == absl::StatusCode::kFailedPrecondition) {  // full, or the tier is off
       ++stats_.mirror_dropped;
@@ -382,7 +390,9 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
   }
   if (hold.ok()) host_->EndTransfer(TransferAccess::kWrite, *hold);
   absl::MutexLock l(&mu_);
-  if (hold.ok()) NoteDeviceResultLocked(device_read);
+  // A copy whose bytes failed the checksum counts as a device error too (a device
+  // that keeps returning bad bytes is switched off like one that fails its calls).
+  if (hold.ok()) NoteDeviceResultLocked(device_read.ok() ? got.status() : device_read);
   (void)DeviceUsableLocked();  // a read that came back after the timeout: hung; switched off
   auto it = gpu_index_.find(Id(ns, key));
   // Deleted, evicted, replaced or switched off while the device copied: the bytes
@@ -399,10 +409,10 @@ bool TieredBlockStore::Promote(absl::string_view ns, const BlockKey& key, const 
     }
   }
   if (!current) return false;  // not a failure of the copy: it is gone
-  if (got.ok() && absl::IsNotFound(c)) {
-    // The commit found the reservation expired: the device read outlasted the host's
-    // reservation_timeout (slow, not hung). The copy checked out and stays for the
-    // next try. (A NOT_FOUND from the device itself drops the copy below.)
+  if ((got.ok() || !hold.ok()) && absl::IsNotFound(c)) {
+    // The reservation expired (found by the commit: the device read outlasted the
+    // host's reservation_timeout, slow, not hung; or before the hold): the copy is
+    // not at fault and stays for the next try. (The device's own NOT_FOUND drops it.)
     ++stats_.promotion_failures;
     KVHUB_LOG(warn, "tiered store: a promotion outlasted its host reservation, copy kept: {}", c.ToString());
     return false;

@@ -140,6 +140,9 @@ absl::Status CheckLiveRun(const Trace& trace, const PayloadFactory& payloads, co
 
 void PrepareReplayClient(ClientConfig* config) {
   config->max_inline_batch_bytes = 256ull << 20;  // the most ClientConfig and kvhubd allow
+  // Every block inline, as the simulation's order assumes: a reservation batch (the
+  // default above 4 MiB) evicts for all its blocks before committing any.
+  config->inline_put_max_block_bytes = 256ull << 20;
   config->max_keys_per_rpc = 4096;
 }
 

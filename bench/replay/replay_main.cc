@@ -6,6 +6,8 @@
 //   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
 //                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
 //                [--max_requests N] [--policy s3fifo] [--prefix_aware false] [--json OUT]
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -445,7 +447,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   if (!payloads.ok()) return payloads.status();
   LiveOptions lo;
   lo.memory_bytes = ReadMemoryLimit().bytes;
-  lo.ns = a.Get("ns", absl::StrCat("replay-", absl::ToUnixSeconds(absl::Now())));
+  // Per run (two runs started in the same second shared one: each counted the other's
+  // blocks as hits and its cleanup deleted them mid-run).
+  lo.ns = a.Get("ns", absl::StrCat("replay-", absl::ToUnixSeconds(absl::Now()), "-", getpid()));
   lo.verify = !a.Has("no_verify");
   if (a.Has("speedup") && !absl::SimpleAtod(a.Get("speedup"), &lo.speedup)) {
     return absl::InvalidArgumentError("bad --speedup");
