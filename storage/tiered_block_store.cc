@@ -236,15 +236,15 @@ void TieredBlockStore::MirrorOne(const Item& item) {
   // key cannot be put again with other bytes; once it ends, such a put's Enqueue
   // must find this copy indexed to drop it (else the older copy could be promoted
   // over the newer block once the host evicted that one).
-  IndexCopy(item, put, lease->size, lease->checksum);
+  IndexCopy(item, id, put, lease->size, lease->checksum);
   host_->EndTransfer(TransferAccess::kRead, lease->hold);
   if (absl::Status r = host_->Release(lease->id); !r.ok() && !absl::IsNotFound(r)) {  // NOT_FOUND: expired
     KVHUB_LOG(warn, "tiered store: releasing the copier's lease: {}", r.ToString());
   }
 }
 
-void TieredBlockStore::IndexCopy(const Item& item, const absl::Status& put, uint64_t size, uint64_t checksum) {
-  const std::string id = Id(item.ns, item.key);
+void TieredBlockStore::IndexCopy(const Item& item, const std::string& id, const absl::Status& put, uint64_t size,
+                                 uint64_t checksum) {
   absl::MutexLock l(&mu_);
   if (!put.ok()) {
     if (put.code() == absl::StatusCode::kAlreadyExists) {

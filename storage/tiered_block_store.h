@@ -169,9 +169,10 @@ class TieredBlockStore final : public BlockStore {
                uint64_t checksum);
   void MirrorLoop();
   void MirrorOne(const Item& item);
-  // Counts the copier's device Put `put` of `item` and, when it stored the block,
-  // indexes the copy (unless the key was deleted meanwhile).
-  void IndexCopy(const Item& item, const absl::Status& put, uint64_t size, uint64_t checksum);
+  // Counts the copier's device Put `put` of `item` (`id`: Id of its namespace and
+  // key) and, when it stored the block, indexes the copy (unless the key was deleted
+  // meanwhile).
+  void IndexCopy(const Item& item, const std::string& id, const absl::Status& put, uint64_t size, uint64_t checksum);
   // Runs one device call of the copier (`call`, made without mu_), timed for
   // device_timeout and counted for device_error_limit. FAILED_PRECONDITION,
   // without calling, once the tier is off.

@@ -76,10 +76,10 @@ ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* functi
   // aimed at a context without RMA: UcxConfig::rma) is dropped by UCX, which warns
   // with the payload in hex and a backtrace. One line says it, at most once a second
   // with a count of the rest (a peer could send many); that dump is debug.
-  thread_local bool in_stub_dump = false;
+  thread_local bool in_dropped_message_dump = false;
   if (std::strcmp(base, "uct_iface.c") == 0 && level == UCS_LOG_LEVEL_WARN &&
       std::strstr(text, "no handler installed") != nullptr) {
-    in_stub_dump = true;
+    in_dropped_message_dump = true;
     static std::atomic<int64_t> last_ns{0};
     static std::atomic<uint64_t> unlogged{0};
     const int64_t now = absl::GetCurrentTimeNanos();
@@ -93,11 +93,11 @@ ucs_log_func_rc_t ToKvhubLog(const char* file, unsigned line, const char* functi
     }
     return UCS_LOG_FUNC_RC_STOP;
   }
-  if (in_stub_dump && level == UCS_LOG_LEVEL_WARN &&
+  if (in_dropped_message_dump && level == UCS_LOG_LEVEL_WARN &&
       (std::strcmp(base, "uct_iface.c") == 0 || std::strcmp(base, "log.c") == 0)) {
     level = UCS_LOG_LEVEL_DEBUG;  // its payload dump and backtrace
   } else {
-    in_stub_dump = false;
+    in_dropped_message_dump = false;
   }
   switch (level) {
     case UCS_LOG_LEVEL_FATAL:
