@@ -1,14 +1,20 @@
 // kvhub-replay as a user runs it: exit codes and messages for inputs and clusters
 // it cannot use, and JSON that is all of the file it names.
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/client.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/kvhubd_process.h"
@@ -85,6 +91,71 @@ TEST_F(ReplayCliTest, AShardCapacityThatIsNotTheShardsIsRefused) {
   r = RunReplay(base + " --shard_capacity 64MiB");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("live - sim = +0.00 pp"), std::string::npos) << r.out;
+  EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
+}
+
+// Ctrl-C (SIGINT) during a live run against a cluster it did not start: the replay
+// stops before its next request, reports the requests it replayed, removes its
+// blocks and exits 130 (it used to die of the signal and leave them on the cluster).
+TEST_F(ReplayCliTest, ASignalStopsALiveRunWhichReportsAndRemovesItsBlocks) {
+  auto shard = testing::KvhubdProcess::Start({.flags = {"--capacity_bytes=64MiB", "--try_hugepages=false"}});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  ClientConfig cc;
+  cc.members = {{(*shard)->grpc_address(), 1.0}};
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(cc);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const auto shard_blocks = [&]() -> int64_t {
+    std::vector<MemberStats> st = (*client)->Stats();
+    return st.size() == 1 && st[0].stats.ok() && st[0].stats->tiers_size() > 0
+               ? static_cast<int64_t>(st[0].stats->tiers(0).blocks())
+               : -1;
+  };
+
+  // The third request is due 1000 s after the first: the run waits there.
+  const std::string paced = trace_ + ".paced";
+  std::ofstream(paced) << "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}\n"
+                          "{\"timestamp\": 5, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n"
+                          "{\"timestamp\": 1000000, \"input_length\": 2048, \"output_length\": 1, "
+                          "\"hash_ids\": [1, 2, 3, 4]}\n";
+  const std::string log = trace_ + ".log", json = trace_ + ".signal.json";
+  std::vector<std::string> args = {testing::ProgramPath("kvhub-replay"), "--trace", paced, "--live", "--members",
+                                   (*shard)->grpc_address(), "--bytes_per_token", "64", "--speedup", "1",
+                                   "--shard_capacity", "64MiB", "--json", json};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) _exit(127);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // The first two requests stored blocks 1, 2 and 3.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (shard_blocks() != 3 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_EQ(shard_blocks(), 3);
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  absl::StatusOr<int> status = testing::WaitChildUntil(pid, absl::Now() + absl::Seconds(60));
+  ASSERT_TRUE(status.ok()) << status.status();
+  std::ifstream in(log);
+  std::stringstream out;
+  out << in.rdbuf();
+  ASSERT_TRUE(WIFEXITED(*status)) << "ended by signal " << WTERMSIG(*status) << "\n" << out.str();
+  EXPECT_EQ(WEXITSTATUS(*status), 130) << out.str();
+  EXPECT_NE(out.str().find("INTERRUPTED (signal) after 2 of 3 requests"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("removed its 3 blocks"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("live - sim = +0.00 pp"), std::string::npos) << out.str();
+  EXPECT_EQ(shard_blocks(), 0);
+  std::ifstream jin(json);
+  nlohmann::json j = nlohmann::json::parse(jin, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["interrupted"], true);
+  EXPECT_EQ(j["requests"], 2);
+  for (const std::string& f : {paced, log, json}) std::remove(f.c_str());
   EXPECT_EQ((*shard)->Stop().value_or(-1), 0);
 }
 

@@ -166,13 +166,26 @@ absl::StatusOr<LiveResult> RunLive(const Trace& trace, Client& client,
   std::vector<uint64_t> new_sizes;
   const Clock::time_point start = Clock::now();
   const int64_t ts0 = n_req ? trace.requests[0].timestamp_ms : 0;
+  const auto stopped = [&o] { return o.stop != nullptr && o.stop->load(std::memory_order_relaxed); };
   for (size_t q = 0; q < n_req; ++q) {
     const TraceRequest& r = trace.requests[q];
+    if (stopped()) {
+      res.interrupted = true;
+      break;
+    }
     if (o.speedup > 0) {
       double due = static_cast<double>(r.timestamp_ms - ts0) / 1000.0 / o.speedup;
       const Clock::time_point due_at =
           start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(due));
-      std::this_thread::sleep_until(due_at);
+      // In slices, so a stop request is seen during a long pacing wait.
+      while (Clock::now() < due_at && !stopped()) {
+        const Clock::time_point slice = Clock::now() + std::chrono::milliseconds(50);
+        std::this_thread::sleep_until(std::min(due_at, slice));
+      }
+      if (stopped()) {
+        res.interrupted = true;
+        break;
+      }
       lag_us.push_back(std::max(0.0, std::chrono::duration<double, std::micro>(Clock::now() - due_at).count()));
     }
     tokens.clear();

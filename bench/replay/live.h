@@ -21,6 +21,7 @@
 //
 // Thread safety: RunLive uses the client from the calling thread only.
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ struct LiveOptions {
   // (fetched and published copies), so RunLive refuses a trace whose largest
   // request would need more than half of it, instead of being OOM-killed.
   uint64_t memory_bytes = 0;
+  // When set and true, RunLive stops before its next request (also during a
+  // pacing wait) and returns what it measured so far with `interrupted` set; the
+  // request in flight finishes first. Not owned; read from the calling thread,
+  // may be set from any thread or a signal handler.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct LatencySummary {
@@ -91,6 +97,8 @@ struct LiveResult {
   // speedup) each request began; large values mean the run could not keep the
   // trace's rate, so it is not the load the timestamps describe. Empty without.
   LatencySummary lag;
+  // LiveOptions::stop ended the run early: `requests` of the trace's were replayed.
+  bool interrupted = false;
   double hit_rate() const {
     return requested_tokens ? static_cast<double>(hit_tokens) / static_cast<double>(requested_tokens)
                             : 0.0;

@@ -67,6 +67,10 @@ absl::StatusOr<std::unique_ptr<LocalShards>> LocalShards::Start(
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
+      // Out of the terminal's process group: a Ctrl-C reaches the replay, which
+      // stops, reports and then stops the shards (StopAll), instead of the shards
+      // draining under a replay still sending.
+      setpgid(0, 0);
       int devnull = open("/dev/null", O_WRONLY);
       if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
       execv(argv[0], argv.data());

@@ -6,9 +6,11 @@
 //   kvhub-replay --trace FILE --live (--members HOST:PORT,... | --spawn N [--shard_capacity 256MiB])
 //                [--codec raw|fp8|int8|kivi4|kivi2] [--bytes_per_token 4096] [--speedup X]
 //                [--max_requests N] [--policy s3fifo] [--prefix_aware false] [--json OUT]
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -437,7 +439,42 @@ nlohmann::json LatJson(const LatencySummary& l) {
           {"p99_us", l.p99_us}, {"max_us", l.max_us}, {"mean_us", l.mean_us}};
 }
 
-absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
+// Set by SIGINT/SIGTERM during a live run: the replay stops before its next
+// request, reports what it measured and removes its blocks (--members). The
+// handler puts the default back, so a second signal ends the process at once.
+std::atomic<bool> g_live_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void OnLiveStopSignal(int sig) {
+  g_live_stop.store(true, std::memory_order_relaxed);
+  signal(sig, SIG_DFL);
+}
+
+// The handlers above for the lifetime of the object; the previous ones after.
+class LiveStopSignals {
+ public:
+  LiveStopSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = OnLiveStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~LiveStopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  LiveStopSignals(const LiveStopSignals&) = delete;
+  LiveStopSignals& operator=(const LiveStopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// *cleanup: the removal of the run's blocks from a --members cluster failed (OK
+// otherwise); set whatever the returned status.
+absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* cleanup) {
   PayloadConfig pc;
   pc.codec = a.Get("codec", "raw");
   if (!absl::SimpleAtoi(a.Get("bytes_per_token", "4096"), &pc.bytes_per_token)) {
@@ -598,9 +635,24 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     std::cerr << "kvhub-replay: removed its " << deleted << " blocks from namespace " << lo.ns
               << (failed > 0 ? absl::StrCat(" (", failed, " could not be deleted)") : std::string())
               << " (--keep_blocks keeps them)\n";
+    if (failed > 0) {
+      *cleanup = absl::UnavailableError(absl::StrCat(
+          failed, " blocks of namespace ", lo.ns, " could not be deleted: ",
+          d.ok() ? std::string("some shards refused or did not answer") : d.status().ToString(),
+          "; they stay on the cluster until evicted"));
+    }
   };
-  absl::StatusOr<LiveResult> r = RunLive(trace, **client, **payloads, lo);
+  absl::StatusOr<LiveResult> r = absl::UnknownError("not run");
+  {
+    const LiveStopSignals signals;  // Ctrl-C: stop, report, remove the blocks
+    lo.stop = &g_live_stop;
+    r = RunLive(trace, **client, **payloads, lo);
+  }
   if (!r.ok()) return r.status();
+  // An interrupted run replayed a prefix of the trace; the simulation below
+  // models that prefix.
+  const Trace done = r->interrupted && r->requests > 0 ? TruncateTrace(trace, r->requests) : Trace{};
+  const Trace& replayed = r->interrupted ? done : trace;
 
   nlohmann::json out;
   out["mode"] = "live";
@@ -612,6 +664,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   out["ns"] = lo.ns;
   out["partial_tail"] = partial;
   out["requests"] = r->requests;
+  out["interrupted"] = r->interrupted;
   out["requested_tokens"] = r->requested_tokens;
   out["hit_tokens"] = r->hit_tokens;
   out["hit_rate"] = r->hit_rate();
@@ -653,6 +706,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
       lo.speedup > 0 ? " (pacing waits included)" : "",
       lo.verify ? absl::StrCat(r->verify_failures) : std::string("not checked"), r->fetch_failures,
       r->fetch_evicted, r->fetch_errors, r->put_failures, r->lookup_failures, r->skipped_blocks);
+  if (r->interrupted) {
+    report << "  INTERRUPTED (signal) after " << r->requests << " of " << trace.requests.size()
+           << " requests: the figures cover those only\n";
+  }
   if (!r->first_error.ok()) report << "  first error: " << r->first_error.ToString() << "\n";
   if (r->unordered_publishes > 0) {
     report << "  " << r->unordered_publishes
@@ -674,7 +731,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     // watermarks, the store's byte accounting (docs/replay.md, "Live equals sim").
     absl::StatusOr<StoreModel> m = ModelStore(sm);
     if (!m.ok()) return m.status();
-    std::vector<BlockKey> keys = TraceBlockKeys(trace, lo.ns, (*payloads)->spec());
+    std::vector<BlockKey> keys = TraceBlockKeys(replayed, lo.ns, (*payloads)->spec());
     std::vector<uint32_t> shard_of(keys.size());
     for (size_t b = 0; b < keys.size(); ++b) shard_of[b] = static_cast<uint32_t>((*client)->OwnerOf(keys[b]));
     std::vector<std::unique_ptr<storage::EvictionPolicy>> owned;
@@ -691,7 +748,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
     so.evict_to_blocks = m->evict_to_blocks;
     so.access_model = SimOptions::AccessModel::kLiveClient;
     so.cache_partial_tail = lo.pad_partial_tail;
-    absl::StatusOr<SimResult> sim = SimulateSharded(trace, pols, shard_of, so);
+    absl::StatusOr<SimResult> sim = SimulateSharded(replayed, pols, shard_of, so);
     if (!sim.ok()) return sim.status();
     report << absl::StrFormat(
         "sim of the same cluster: %s (%d shards x %d blocks of %d B chunks, evict to %d%s); "
@@ -724,6 +781,10 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace) {
   // Spawned shards that crashed or failed their drain make the run fail (their
   // exit statuses were dropped).
   absl::Status stopped = shards != nullptr ? shards->StopAll() : absl::OkStatus();
+  if (r->interrupted) {
+    return absl::CancelledError(
+        absl::StrCat("interrupted by a signal after ", r->requests, " of ", trace.requests.size(), " requests"));
+  }
   if (r->verify_failures > 0) {
     return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
   }
@@ -878,11 +939,18 @@ int Main(int argc, char** argv) {
   }
   absl::Status s = absl::OkStatus();
   if (a->Has("sim")) s = RunSim(*a, *trace);
+  absl::Status cleanup = absl::OkStatus();
   if (s.ok() && a->Has("live")) {
-    s = RunLiveMode(*a, *trace);
+    s = RunLiveMode(*a, *trace, &cleanup);
   }
   if (!s.ok()) {
     std::cerr << "kvhub-replay: " << s << "\n";
+    if (!cleanup.ok()) std::cerr << "kvhub-replay: also: " << cleanup << "\n";
+    // 130: stopped by a signal, as a shell reports Ctrl-C.
+    return absl::IsCancelled(s) && g_live_stop.load() ? 130 : 1;
+  }
+  if (!cleanup.ok()) {
+    std::cerr << "kvhub-replay: " << cleanup << "\n";
     return 1;
   }
   return 0;
