@@ -11,6 +11,7 @@
 // lookup: Lookup of `batch` keys per call (half present). Prints one summary line.
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -40,6 +41,7 @@ ABSL_FLAG(int, requests, 0, "stop after this many requests in total (0: run for 
 ABSL_FLAG(bool, verify, false, "verify the checksum of every block received");
 ABSL_FLAG(int, max_frame_bytes, 0, "client HTTP/2 max frame size to advertise (0: grpc default)");
 ABSL_FLAG(std::string, ns, "", "namespace (default: loadgen-<mode>)");
+ABSL_FLAG(int, deadline_ms, 30000, "deadline of every call, so a server that stops answering ends the run");
 
 namespace {
 
@@ -82,13 +84,37 @@ static int RunProgram(int argc, char** argv) {
   const int conc = absl::GetFlag(FLAGS_concurrency);
   const bool verify = absl::GetFlag(FLAGS_verify);
   const int max_requests = absl::GetFlag(FLAGS_requests);
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  const int deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
+  // Values that would run forever (negative --requests), divide by zero (--blocks=0)
+  // or run another mode than asked (a misspelled --mode ran health) are refused.
+  const auto usage = [](const std::string& msg) {
+    std::fprintf(stderr, "kvhubd_loadgen: %s\n", msg.c_str());
+    return 2;
+  };
+  if (mode != "get" && mode != "getstream" && mode != "lookup" && mode != "health") {
+    return usage("--mode is get, getstream, lookup or health, not '" + mode + "'");
+  }
+  if (conc < 1 || conc > 1024) return usage("--concurrency must be 1..1024");
+  if (max_requests < 0) return usage("--requests must be >= 0 (0: run for --seconds)");
+  if (max_requests == 0 && !(seconds > 0 && seconds <= 86400)) return usage("--seconds must be in (0, 86400]");
+  if (blocks < 1) return usage("--blocks must be >= 1");
+  if (batch < 1 || batch > 4096) return usage("--batch must be 1..4096");
+  if (*block_bytes == 0 || *block_bytes > kvhub::cachesvc::kMaxGrpcMessageBytes / 2) {
+    return usage("--block_bytes must be > 0 and fit a gRPC message");
+  }
+  if (deadline_ms < 1) return usage("--deadline_ms must be >= 1");
+  const auto set_deadline = [deadline_ms](grpc::ClientContext* ctx) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  };
 
   auto setup = Stub(target, -1);
   if (mode == "get" || mode == "getstream" || mode == "lookup") {
-    std::string data(*block_bytes, '\0');
+    // Lookup stores 4 KiB blocks whatever --block_bytes says.
+    std::string data(mode == "lookup" ? 4096 : *block_bytes, '\0');
     for (size_t j = 0; j < data.size(); ++j) data[j] = static_cast<char>(j * 131 + 7);
     const int n = mode == "lookup" ? batch / 2 : blocks;
-    const size_t size = mode == "lookup" ? 4096 : data.size();
+    const size_t size = data.size();
     for (int i = 0; i < n; ++i) {
       kvhub::v1::PutRequest req;
       req.set_namespace_(ns);
@@ -99,6 +125,7 @@ static int RunProgram(int argc, char** argv) {
       it->set_checksum(kvhub::Xxh3_64(data.data(), size));
       kvhub::v1::PutResponse resp;
       grpc::ClientContext ctx;
+      set_deadline(&ctx);
       grpc::Status s = setup->Put(&ctx, req, &resp);
       if (!s.ok() || (resp.items(0).code() != 0 && resp.items(0).code() != 6)) {
         std::fprintf(stderr, "put %d failed: %s %s\n", i, s.error_message().c_str(),
@@ -128,6 +155,7 @@ static int RunProgram(int argc, char** argv) {
       while (!stop.load(std::memory_order_relaxed)) {
         if (max_requests > 0 && total_requests.fetch_add(1) >= max_requests) break;
         grpc::ClientContext ctx;
+        set_deadline(&ctx);
         grpc::Status s;
         if (mode == "get") {
           greq.set_keys(Key(i % blocks));
@@ -174,7 +202,7 @@ static int RunProgram(int argc, char** argv) {
     });
   }
   if (max_requests == 0) {
-    absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_seconds)));
+    absl::SleepFor(absl::Seconds(seconds));
     stop.store(true);
   }
   for (auto& t : workers) t.join();

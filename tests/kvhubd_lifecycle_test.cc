@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -653,6 +654,32 @@ TEST(KvhubdLifecycleTest, HelpAndVersionExitZeroOnStdout) {
   EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhubd"), " --no_such_flag=1 2>/dev/null")).exit_code, 1);
   EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhubd"), " stray 2>/dev/null")).exit_code, 2);
   EXPECT_EQ(RunCommand(absl::StrCat(ProgramPath("kvhub-demo"), " stray 2>/dev/null")).exit_code, 2);
+}
+
+// kvhubd_loadgen's values that ran forever (--requests=-1), divided by zero
+// (--blocks=0), read past its buffer (--mode=lookup --block_bytes=1KiB) or ran
+// another mode (--mode=gett ran health, exit 0 against a live server) are usage
+// errors, said before any call (nothing listens on port 1).
+TEST(KvhubdLifecycleTest, LoadgenRefusesValuesItCannotRun) {
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--mode=gett", "--mode is get, getstream, lookup or health, not 'gett'"},
+           {"--mode=health --requests=-1", "--requests must be >= 0"},
+           {"--mode=get --blocks=0", "--blocks must be >= 1"},
+           {"--mode=get --block_bytes=0", "--block_bytes must be > 0"},
+           {"--mode=lookup --batch=0", "--batch must be 1..4096"},
+           {"--mode=get --concurrency=0", "--concurrency must be 1..1024"},
+           {"--mode=get --seconds=-1", "--seconds must be in (0, 86400]"},
+           {"--mode=get --deadline_ms=0", "--deadline_ms must be >= 1"}}) {
+    CommandResult r =
+        RunCommand(absl::StrCat(ProgramPath("kvhubd_loadgen"), " --target=127.0.0.1:1 ", flags, " 2>&1"));
+    EXPECT_EQ(r.exit_code, 2) << flags << "\n" << r.out;
+    EXPECT_THAT(r.out, HasSubstr(message)) << flags;
+  }
+  // A server that does not answer ends the run at the deadline, with an error.
+  CommandResult r = RunCommand(
+      absl::StrCat(ProgramPath("kvhubd_loadgen"), " --target=127.0.0.1:1 --mode=get --deadline_ms=200 2>&1"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("put 0 failed")) << r.out;
 }
 
 TEST(KvhubdLifecycleTest, PortsInUseAreRefused) {
