@@ -190,6 +190,17 @@ TEST(ClusterCliTest, BadInputGivesClearErrorsAndNonZeroExit) {
     EXPECT_EQ(r.exit_code, 2) << r.out;
     EXPECT_NE(r.out.find("stdout is a terminal"), std::string::npos) << r.out;
   }
+  // --key with --spec/--tokens said "unknown flag --spec" (they were left unread).
+  r = RunCli("lookup --addr 127.0.0.1:1 --ns x --key 0123456789abcdef0123456789abcdef "
+             "--spec model=m,layers=1,kv_heads=1,head_dim=8 --tokens 1");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--key and --spec are alternatives"), std::string::npos) << r.out;
+  // Two readers of standard input: the first took it all (the block's bytes could
+  // become the auth token).
+  r = RunCli("put --addr 127.0.0.1:1 --ns x --key 0123456789abcdef0123456789abcdef --file - --token-file - "
+             "< /dev/null");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--file and --token-file both read standard input"), std::string::npos) << r.out;
   r = RunCli("stats --addr 127.0.0.1:1@2");  // a weight means nothing for one address
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--addr takes one HOST:PORT"), std::string::npos) << r.out;

@@ -69,6 +69,12 @@ bool Args::Has(const std::string& name) {
   return it != flags_.end() && !FalseWord(it->second);
 }
 
+std::optional<std::string> Args::Peek(const std::string& name) const {
+  auto it = flags_.find(name);
+  if (it == flags_.end()) return std::nullopt;
+  return it->second;
+}
+
 absl::Status Args::CheckAllUsed() const {
   for (const auto& [name, value] : flags_) {
     if (used_.count(name) == 0) {

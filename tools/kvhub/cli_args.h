@@ -26,6 +26,8 @@ class Args {
   std::optional<std::string> Get(const std::string& name);  // marks it used
   // Given and not false/0/no/off (a boolean flag's value was checked by Parse). Marks it used.
   bool Has(const std::string& name);
+  // The value without marking the flag used (for checks across flags).
+  std::optional<std::string> Peek(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }
   // The first flag given without its value (last, or followed by another flag); "" if none.
   const std::string& missing_value() const { return missing_value_; }

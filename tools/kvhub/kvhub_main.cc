@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
@@ -159,6 +160,10 @@ absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns,
                                               std::optional<SpecTokens>* spec_tokens = nullptr) {
   std::optional<std::string> keys = a.Get("key");
   if (keys.has_value()) {
+    // They were left unread, so the error was "unknown flag --spec".
+    for (const char* other : {"spec", "tokens", "tokens-file"}) {
+      if (a.Has(other)) return Usage(absl::StrCat("--key and --", other, " are alternatives: give one"));
+    }
     std::vector<BlockKey> out;
     for (absl::string_view h : absl::StrSplit(*keys, ',', absl::SkipEmpty())) {
       absl::StatusOr<U128> k = U128::FromHex(absl::StripAsciiWhitespace(h));
@@ -422,7 +427,14 @@ absl::Status CmdGet(Args& a) {
   absl::StatusOr<FetchResult> r =
       (*c)->Get(*ns, std::span<const BlockKey>(&*key, 1), std::span<const std::span<uint8_t>>(&dest, 1));
   if (!r.ok()) return r.status();
-  if (!r->status[0].ok()) return r->status[0];
+  if (!r->status[0].ok()) {
+    // "caller buffer holds N" means nothing to a CLI user: name the flag.
+    if (absl::IsResourceExhausted(r->status[0]) && !a.Has("max-bytes")) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          r->status[0].message(), " (get reads up to --max-bytes, 64MiB by default: give --max-bytes 256MiB)"));
+    }
+    return r->status[0];
+  }
   const size_t n = r->sizes[0];
   if (absl::Status s = WriteOutput(out_path, absl::string_view(reinterpret_cast<const char*>(buf.get()), n));
       !s.ok()) {
@@ -524,6 +536,17 @@ int Main(int argc, char** argv) {
   if (!args->repeated().empty()) {  // `rm --key A --key B` used to delete B alone, exit 0
     std::cerr << "kvhub " << cmd << ": flag --" << args->repeated()
               << " given twice (several keys go in one: --key A,B)\n(kvhub --help for usage)\n";
+    return 2;
+  }
+  // Standard input can be read once: the first reader took it all and the second
+  // got nothing, or the block's bytes became the auth token.
+  std::vector<std::string> stdin_readers;
+  for (const char* flag : {"file", "tokens-file", "token-file"}) {
+    if (args->Peek(flag) == "-") stdin_readers.push_back(absl::StrCat("--", flag));
+  }
+  if (stdin_readers.size() > 1) {
+    std::cerr << "kvhub " << cmd << ": " << absl::StrJoin(stdin_readers, " and ")
+              << " both read standard input ('-'): give one of them a file\n";
     return 2;
   }
   absl::Status s;

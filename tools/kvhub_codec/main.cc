@@ -7,8 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <new>
 #include <map>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,12 +72,23 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
+      // --name=value, as kvhub and kvhubd take them (was "unknown option --codec=kivi4").
+      std::optional<std::string> inline_value;
+      if (const size_t eq = s.find('='); eq != std::string::npos) {
+        inline_value = s.substr(eq + 1);
+        s.resize(eq);
+      }
       // `--codec kivi4 --codec raw` used to encode raw: one of two settings was dropped.
       if (a.opts.count(s) != 0) return absl::InvalidArgumentError(absl::StrCat(s, " given twice"));
       bool flag = false;
       for (const char* f : kFlags) flag |= s == f;
       if (flag) {
+        if (inline_value.has_value()) {
+          return absl::InvalidArgumentError(absl::StrCat(s, " takes no value (give it alone)"));
+        }
         a.opts[s].assign(1, '1');
+      } else if (inline_value.has_value()) {
+        a.opts[s] = *inline_value;
       } else {
         if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(s, " needs a value"));
         a.opts[s] = argv[++i];
@@ -141,11 +153,11 @@ int Gen(const Args& a) {
                  GetNum(a, "--query-outlier", &c.query_outlier_frac),
                  GetNum(a, "--sink-attention", &c.sink_attention),
                  GetNum(a, "--outlier-pairs", &c.key_outlier_pairs)}) {
-    if (!s.ok()) return Fail(s);
+    if (!s.ok()) return FailUsage(s);
   }
   if (auto it = a.opts.find("--pairing"); it != a.opts.end()) {
     auto p = ParseRopePairing(it->second);
-    if (!p.ok()) return Fail(p.status());
+    if (!p.ok()) return FailUsage(p.status());
     c.rope_pairing = *p;
   }
   auto g = GenerateSyntheticKv(c);
@@ -182,9 +194,9 @@ int EncodeCmd(const Args& a) {
   }
   if (a.pos.size() != 2 || !a.opts.count("--codec")) return Usage();
   auto codec = ParseCodecName(a.opts.at("--codec"));
-  if (!codec.ok()) return Fail(codec.status());
+  if (!codec.ok()) return FailUsage(codec.status());
   auto p = Params(a, *codec);
-  if (!p.ok()) return Fail(p.status());
+  if (!p.ok()) return FailUsage(p.status());
   auto raw = LoadRaw(a.pos[0]);
   if (!raw.ok()) return Fail(raw.status());
   KvView view = raw->View();
@@ -237,7 +249,7 @@ int DecodeCmd(const Args& a) {
   DecodeOptions o;
   if (a.opts.count("--target-position")) {
     int64_t t;
-    if (auto s = GetNum(a, "--target-position", &t); !s.ok()) return Fail(s);
+    if (auto s = GetNum(a, "--target-position", &t); !s.ok()) return FailUsage(s);
     o.target_position = t;
   }
   if (a.opts.count("--scalar")) o.kernels = KernelChoice::kScalar;
@@ -294,6 +306,27 @@ int EvalCmd(const Args& a) {
     return FailUsage(s);
   }
   if (a.pos.size() != 1 || !a.opts.count("--codec")) return Usage();
+  std::vector<std::string> names;
+  std::string c = a.opts.at("--codec");
+  if (c == "all") {
+    names = {"raw", "lossless", "fp8", "int8", "kivi4", "kivi2", "int4-per-token-keys"};
+    if (a.opts.count("--pre-rope")) {
+      // Pre-RoPE keys are not bit-exact: lossless refuses them (it failed the whole
+      // run after raw's line was out).
+      std::erase(names, "lossless");
+      std::fprintf(stderr, "eval: lossless skipped: --pre-rope keys are not bit-exact\n");
+    }
+  } else {
+    names = {c};
+  }
+  // Every codec's settings before any work and any output: `--codec all --group 48`
+  // printed four JSON lines and then failed at kivi4 (exit 1).
+  for (const std::string& name : names) {
+    absl::StatusOr<CodecId> id =
+        name == "int4-per-token-keys" ? absl::StatusOr<CodecId>(CodecId::kKivi4) : ParseCodecName(name);
+    if (!id.ok()) return FailUsage(id.status());
+    if (auto pp = Params(a, *id); !pp.ok()) return FailUsage(pp.status());
+  }
   auto raw = LoadRaw(a.pos[0]);
   if (!raw.ok()) return Fail(raw.status());
   if (raw->shape.dtype != DType::kBf16) {
@@ -324,19 +357,6 @@ int EvalCmd(const Args& a) {
     if (!std::isfinite(q.data[i])) {
       return Fail(absl::InvalidArgumentError(absl::StrCat("eval: query ", i, " of ", qpath, " is inf or NaN")));
     }
-  }
-  std::vector<std::string> names;
-  std::string c = a.opts.at("--codec");
-  if (c == "all") {
-    names = {"raw", "lossless", "fp8", "int8", "kivi4", "kivi2", "int4-per-token-keys"};
-    if (a.opts.count("--pre-rope")) {
-      // Pre-RoPE keys are not bit-exact: lossless refuses them (it failed the whole
-      // run after raw's line was out).
-      std::erase(names, "lossless");
-      std::fprintf(stderr, "eval: lossless skipped: --pre-rope keys are not bit-exact\n");
-    }
-  } else {
-    names = {c};
   }
   for (const std::string& name : names) {
     std::vector<uint8_t> recon;
