@@ -19,6 +19,9 @@ absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes)
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return absl::NotFoundError(absl::StrCat("cannot read ", name, ": no such file"));
+    if (err == EACCES || err == EPERM) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot open ", name, ": ", std::strerror(err)));
+    }
     return absl::DataLossError(absl::StrCat("cannot open ", name, ": ", std::strerror(err)));
   }
   struct Closer {

@@ -13,8 +13,9 @@
 namespace kvhub {
 
 // The whole content of `path` ("-" is standard input). NOT_FOUND when it does not
-// exist; INVALID_ARGUMENT when it is a directory; DATA_LOSS with the system's error
-// when it cannot be opened or read; RESOURCE_EXHAUSTED past `max_bytes`.
+// exist; INVALID_ARGUMENT when it is a directory; PERMISSION_DENIED when it may not
+// be opened; DATA_LOSS with the system's error when it cannot be opened or read
+// otherwise; RESOURCE_EXHAUSTED past `max_bytes`.
 absl::StatusOr<std::string> ReadInput(const std::string& path, size_t max_bytes = size_t{1} << 34);
 
 // What a PEM file must hold.

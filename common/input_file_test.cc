@@ -1,5 +1,7 @@
 #include "common/input_file.h"
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -37,6 +39,26 @@ TEST(InputFileTest, MissingFileAndDirectoryAreClearErrors) {
   s = ReadInput(::testing::TempDir()).status();
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("directory"));
+}
+
+// A file that may not be read is PERMISSION_DENIED (was DATA_LOSS, which says the
+// bytes are damaged). Root reads any mode, so a child reads it as nobody then.
+TEST(InputFileTest, AnUnreadableFileIsPermissionDenied) {
+  const std::string path = ::testing::TempDir() + "/input_file_unreadable_" + std::to_string(getpid());
+  std::ofstream(path) << "secret";
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(3);
+    const absl::Status st = ReadInput(path).status();
+    _exit(absl::IsPermissionDenied(st) ? 0 : absl::IsDataLoss(st) ? 1 : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::remove(path.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: DATA_LOSS, 2: another status, 3: could not become nobody";
 }
 
 // A key given where a CA bundle belongs (and the reverse) is named at once, not

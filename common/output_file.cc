@@ -7,9 +7,11 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "common/kernel_random.h"
@@ -125,7 +127,18 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
   const std::string shown = absl::StrCat("'", path, "'");
   struct stat st {};
   const bool exists = lstat(path.c_str(), &st) == 0;
-  // A device, a pipe or a symbolic link (renaming would replace the link): in place.
+  if (exists && S_ISLNK(st.st_mode)) {
+    // A link to a regular file in a directory we may write: the file it names is
+    // replaced as below (the link stays a link), so a failed write leaves it as it
+    // was; it was truncated in place. Otherwise written through, in place.
+    std::unique_ptr<char, decltype(&std::free)> real(realpath(path.c_str(), nullptr), &std::free);
+    struct stat target {};
+    if (real != nullptr && stat(real.get(), &target) == 0 && S_ISREG(target.st_mode) &&
+        access(DirOf(real.get()).c_str(), W_OK | X_OK) == 0) {
+      return WriteOutput(real.get(), data);
+    }
+  }
+  // A device, a pipe or a link to one or to nothing yet: in place.
   if (exists && !S_ISREG(st.st_mode)) return WriteFile(path, data, shown, 0644);
   // A regular file is written beside the path and renamed over it, so a failed write
   // (a full disk) leaves no truncated result, and an earlier file stays as it was.

@@ -22,7 +22,9 @@ namespace kvhub {
 // partial file is left, except a failed directory sync, reported after PATH already
 // holds the new bytes; this needs write permission on PATH's directory. A replaced file keeps its mode, and its owner
 // and group where the caller may set them (root); hard links to it keep the old bytes.
-// Other paths (a device, a pipe, a symbolic link) are written in place, and so is a
+// A symbolic link to a regular file in a writable directory: that file is replaced
+// so (the link stays). Other paths (a device, a pipe, any other link) are written in
+// place, and so is a
 // file the rename cannot replace (bind-mounted there, another user's in a sticky
 // directory): not atomically then, and if that write fails the error names the
 // temporary, which is kept with the complete output.

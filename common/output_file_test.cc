@@ -213,6 +213,45 @@ TEST(OutputFileTest, ASymbolicLinkIsWrittenThroughNotReplaced) {
   rmdir(dir.c_str());
 }
 
+// Through a link, a failed write (past RLIMIT_FSIZE, as a full disk) leaves the
+// file the link names as it was (it was truncated in place) and the link a link.
+TEST(OutputFileTest, AFailedWriteThroughALinkLeavesItsFileIntact) {
+  const std::string dir = ::testing::TempDir() + "/output_file_link_fail_" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  const std::string target = dir + "/target", link = dir + "/link";
+  ASSERT_TRUE(WriteOutput(target, "earlier\n").ok());
+  ASSERT_EQ(symlink("target", link.c_str()), 0);  // relative, as `ln -s target link` makes
+  absl::Status s;
+  {
+    struct rlimit saved {};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    struct rlimit small = saved;
+    small.rlim_cur = 4096;
+    auto* previous = signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+    s = WriteOutput(link, std::string(100000, 'x'));
+    setrlimit(RLIMIT_FSIZE, &saved);
+    signal(SIGXFSZ, previous);
+  }
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+  std::ifstream in(target, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "earlier\n");
+  struct stat st {};
+  ASSERT_EQ(lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  int entries = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+    closedir(d);
+  }
+  EXPECT_EQ(entries, 2) << "a partial file was left beside the target";
+  std::remove(link.c_str());
+  std::remove(target.c_str());
+  rmdir(dir.c_str());
+}
+
 TEST(OutputFileTest, AnUncreatableFileIsDataLossWithTheReason) {
   absl::Status s = WriteOutput("/nonexistent-dir/out.json", "{}");
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
