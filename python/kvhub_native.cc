@@ -48,10 +48,16 @@ namespace py = pybind11;
 namespace kvhub::python {
 namespace {
 
-// Raised as kvhub.Error.
+// Raised as kvhub.Error, whose `code` attribute is the status code's name
+// ("INVALID_ARGUMENT", "FAILED_PRECONDITION", ...): callers branch on it, not on the
+// message's text.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const absl::Status& s) : std::runtime_error(s.ToString()) {}
+  explicit Error(const absl::Status& s) : std::runtime_error(s.ToString()), code_(s.code()) {}
+  absl::StatusCode code() const { return code_; }
+
+ private:
+  absl::StatusCode code_;
 };
 
 template <typename T>
@@ -124,8 +130,14 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   return r;
 }
 
-// threading.main_thread().ident, set when the module loads.
-unsigned long g_main_thread = 0;
+// Whether the interpreter is exiting.
+bool Finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
 
 // Token ids as a C-contiguous int32 array (no copy when given one).
 using Tokens = py::array_t<int32_t, py::array::c_style>;
@@ -134,6 +146,13 @@ using Tokens = py::array_t<int32_t, py::array::c_style>;
 // i32le). Floats, bools, strings and ids out of range raise INVALID_ARGUMENT: a cast
 // would silently hash other ids than the engine's and miss (or collide) forever.
 Tokens ToTokens(const py::object& tokens) {
+  // Bytes hold bytes, not ids: numpy made a bytearray one uint8 id per byte, which
+  // hashed to keys no engine has (kvhub.keys refuses them too).
+  if (PyBytes_Check(tokens.ptr()) || PyByteArray_Check(tokens.ptr()) || PyMemoryView_Check(tokens.ptr())) {
+    throw Error(absl::InvalidArgumentError(
+        "tokens must be integer token ids, not bytes, bytearray or memoryview (for packed int32: "
+        "numpy.frombuffer(b, dtype='<i4'))"));
+  }
   py::module_ np = py::module_::import("numpy");
   py::array a;
   try {
@@ -213,6 +232,12 @@ Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
     }
     const auto bytes = static_cast<size_t>(info.size * info.itemsize);
     if (!IsCContiguous(info)) throw Error(absl::InvalidArgumentError(absl::StrCat("buffer ", i, " is not C-contiguous")));
+    // Python object pointers ('O': a numpy object array, ctypes py_object): block
+    // bytes written over them crash the interpreter, and uploading them leaks addresses.
+    if (info.format.find('O') != std::string::npos) {
+      throw Error(absl::InvalidArgumentError(
+          absl::StrCat("buffer ", i, " holds Python objects (format '", info.format, "'), not bytes")));
+    }
     auto* p = static_cast<uint8_t*>(info.ptr);
     if (writable) {
       v.out.emplace_back(p, bytes);
@@ -573,10 +598,16 @@ class PyClient {
     return out;
   }
 
+  // The Python objects are made after the Use ends: making them can run the cycle
+  // collector, whose finalizers may close() this client, which would wait for this
+  // very call.
   py::list Stats() {
-    const Use use(*this);
-    Client& c = use.client();
-    std::vector<MemberStats> st = WithoutGil([&] { return c.Stats(); });
+    std::vector<MemberStats> st;
+    {
+      const Use use(*this);
+      Client& c = use.client();
+      st = WithoutGil([&] { return c.Stats(); });
+    }
     py::list out;
     for (const MemberStats& m : st) {
       py::dict d;
@@ -609,11 +640,14 @@ class PyClient {
 
   py::list TransportStats() {
     py::list out;
-    const Use use(*this);
-    Client& c = use.client();
-    // Without the GIL: it waits for a shard's UCX connection being made (up to the
-    // control deadline when the shard is slow), and must not stop every Python thread.
-    const std::vector<ShardTransportStats> stats = WithoutGil([&] { return c.TransportStats(); });
+    std::vector<ShardTransportStats> stats;
+    {
+      const Use use(*this);
+      Client& c = use.client();
+      // Without the GIL: it waits for a shard's UCX connection being made (up to the
+      // control deadline when the shard is slow), and must not stop every Python thread.
+      stats = WithoutGil([&] { return c.TransportStats(); });
+    }
     for (const ShardTransportStats& t : stats) {
       py::dict d;
       d["address"] = t.address;
@@ -631,6 +665,16 @@ class PyClient {
   // bounded by its deadline) and the client's sessions and connections have ended,
   // also when another thread's close is the one ending them.
   void Close() {
+    if (Finalizing()) {
+      // A daemon thread whose call returned meanwhile is parked taking the GIL back
+      // (TakeGilBack) and never ends its call: waiting for it hung the exit (a
+      // __del__ that closes). The client is left as it is; the process is ending.
+      absl::MutexLock l(&mu_);
+      closing_ = true;
+      (void)client_.release();
+      ended_ = true;
+      return;
+    }
     WithoutGil([&] {
       std::unique_ptr<Client> ending = TakeClient();
       if (ending == nullptr) {
@@ -645,22 +689,17 @@ class PyClient {
     });
   }
 
-  // A client dropped without close() (del, end of scope, the cycle collector) is
-  // ended here, with the GIL held by Python's deallocation: ending it waits for
-  // releases to be sent and sessions to end (bounded by the deadlines), so on the
-  // main thread the GIL is let go meanwhile. Not on other threads: if the interpreter
-  // began to exit meanwhile, CPython would end such a thread taking the GIL back by
-  // unwinding it, and unwinding out of a destructor aborts the process. Nor while the
-  // interpreter exits.
+  // A client dropped without close() (del, end of scope, the cycle collector, on
+  // any thread) is ended here, with the GIL held by Python's deallocation: ending it
+  // waits for releases to be sent and sessions to end (bounded by the deadlines), so
+  // the GIL is let go meanwhile (it was kept off the main thread, and a client freed
+  // by the collector on a worker thread stalled every Python thread). Taking it back
+  // is TakeGilBack: a thread CPython ends there while the interpreter exits stops
+  // instead of unwinding out of this destructor. Not while the interpreter exits.
   ~PyClient() {
     std::unique_ptr<Client> ending = TakeClient();
     if (ending == nullptr) return;
-#if PY_VERSION_HEX >= 0x030D0000
-    const bool finalizing = Py_IsFinalizing();
-#else
-    const bool finalizing = _Py_IsFinalizing();
-#endif
-    if (PyGILState_Check() && !finalizing && PyThread_get_thread_ident() == g_main_thread) {
+    if (PyGILState_Check() && !Finalizing()) {
       WithoutGil([&] {
         ending.reset();
         return true;
@@ -707,8 +746,29 @@ PYBIND11_MODULE(_native, m) {
   if (absl::Status s = SetLogLevel(level != nullptr ? level : "warn"); !s.ok()) {
     std::fprintf(stderr, "kvhub: KVHUB_LOG_LEVEL: %s\n", std::string(s.message()).c_str());
   }
-  py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
-  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  // pybind11 2.10 reads a numpy dtype's item size from NumPy 1's struct layout: under
+  // NumPy 2 it reads other bytes, and decoded arrays and token checks came out wrong
+  // without an error. Refused at import (Debian 12's python3-numpy is 1.24).
+  {
+    const std::string version = py::module_::import("numpy").attr("__version__").cast<std::string>();
+    if (!version.empty() && version[0] >= '2' && version[0] <= '9' &&
+        (version.size() == 1 || version[1] == '.')) {
+      throw py::import_error(absl::StrCat(
+          "kvhub._native was built with pybind11 ", PYBIND11_VERSION_MAJOR, ".", PYBIND11_VERSION_MINOR,
+          ", which reads NumPy 1 arrays only; this interpreter has numpy ", version,
+          ": use Debian's python3-numpy (/usr/bin/python3), or build kvhub against pybind11 >= 2.12"));
+    }
+  }
+  static py::exception<Error> error_type(m, "Error", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      py::object err = py::handle(error_type.ptr())(e.what());  // an instance, to carry the code
+      err.attr("code") = absl::StatusCodeToString(e.code());
+      PyErr_SetObject(error_type.ptr(), err.ptr());
+    }
+  });
 
   py::class_<ModelSpec>(m, "ModelSpec")
       .def(py::init([](const std::string& text) { return Check(ModelSpec::Parse(text)); }), py::arg("text"),
@@ -791,9 +851,11 @@ PYBIND11_MODULE(_native, m) {
              c.ucx_tls = ucx_tls;
              c.ucx_net_devices = ucx_net_devices;
              for (const auto& [name, value] : {std::pair{"deadline_s", deadline_s}, std::pair{"data_deadline_s", data_deadline_s}}) {
-               if (!std::isfinite(value) || value < 0 || value > 86400) {
-                 throw py::value_error(absl::StrCat(name, " must be 0 (the default) or a number of seconds up to 86400, got ",
-                                                    value));
+               // Below a millisecond (but not 0) is no deadline a call can meet; it
+               // failed later as kvhub.Error ("control_deadline must be > 0").
+               if (!std::isfinite(value) || value < 0 || value > 86400 || (value > 0 && value < 1e-3)) {
+                 throw py::value_error(absl::StrCat(
+                     name, " must be 0 (the default) or a number of seconds from 0.001 up to 86400, got ", value));
                }
              }
              if (deadline_s > 0) c.control_deadline = absl::Seconds(deadline_s);
@@ -804,6 +866,9 @@ PYBIND11_MODULE(_native, m) {
              c.tls_key_file = tls_key_file;
              c.tls_server_name = tls_server_name;
              c.use_proxy_env = use_proxy_env;
+             if (!(tls_reload_s >= 1 && tls_reload_s <= 86400)) {  // NaN too
+               throw py::value_error(absl::StrCat("tls_reload_s must be 1 .. 86400 seconds, got ", tls_reload_s));
+             }
              c.tls_reload_interval = absl::Seconds(tls_reload_s);
              return std::make_unique<PyClient>(std::move(c));
            }),

@@ -256,7 +256,7 @@ class PythonClientTest(unittest.TestCase):
     def test_deadlines_are_checked_and_logs_stay_off_stdout(self):
         # inf meant no deadline at all; nan and negatives quietly meant the default.
         for name in ("deadline_s", "data_deadline_s"):
-            for bad in (float("inf"), float("nan"), -5.0, 1e9):
+            for bad in (float("inf"), float("nan"), -5.0, 1e9, 1e-10):  # 1e-10: kvhub.Error before
                 with self.assertRaises(ValueError, msg=f"{name}={bad}"):
                     kvhub.Client(self.members, transport="grpc", **{name: bad})
         kvhub.Client(self.members, transport="grpc", deadline_s=0.5, data_deadline_s=5).close()
@@ -293,8 +293,25 @@ class PythonClientTest(unittest.TestCase):
             c.lookup("x" * 300, [b"k" * 16])  # namespace over 256 bytes
         with self.assertRaisesRegex(kvhub.Error, "transport"):
             kvhub.Client(self.members, transport="carrier-pigeon")
-        with self.assertRaisesRegex(kvhub.Error, "tls_reload_interval"):
-            kvhub.Client(self.members, tls_reload_s=0.5)
+        for bad in (0.5, float("nan"), 1e6):  # 0.5 raised kvhub.Error, deadline_s=-1 ValueError
+            with self.assertRaisesRegex(ValueError, "tls_reload_s must be 1 .. 86400"):
+                kvhub.Client(self.members, tls_reload_s=bad)
+        # The status code is an attribute: callers branch on it, not on the text.
+        try:
+            c.lookup("py-bad", [b"short"])
+            self.fail("a 5-byte key was taken")
+        except kvhub.Error as e:
+            self.assertEqual(e.code, "INVALID_ARGUMENT")
+        # Destinations of Python objects: block bytes would overwrite object pointers
+        # (a crash later), and uploading them leaks addresses.
+        with self.assertRaisesRegex(kvhub.Error, "holds Python objects"):
+            c.get("py-bad", [b"k" * 16], [np.empty(16, dtype=object)])
+        with self.assertRaisesRegex(kvhub.Error, "holds Python objects"):
+            c.put("py-bad", [b"k" * 16], [np.empty(16, dtype=object)])
+        # Bytes are no token ids: a bytearray was hashed as one id per byte.
+        for raw in (bytearray(128), memoryview(bytes(128)), bytes(128)):
+            with self.assertRaisesRegex(kvhub.Error, "not bytes, bytearray or memoryview"):
+                kvhub.block_keys("py-bad", spec, raw)
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.ModelSpec("model=x,layers=0")
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
@@ -509,6 +526,44 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, f"{transport}: {r.stdout}{r.stderr}")
             self.assertIn("exiting", r.stdout)
             self.assertNotIn("terminate", r.stderr)
+
+    def test_a_close_while_the_interpreter_exits_does_not_wait_for_daemon_threads(self):
+        # An object whose __del__ closes the client, torn down with the module while
+        # daemon threads are inside fetch: those threads stop where they take the
+        # GIL back and never end their calls, so a close() that waited for them hung
+        # the exit for good (until session 33).
+        script = textwrap.dedent("""
+            import sys, threading, time
+            import numpy as np, kvhub
+            class Conn:
+                def __init__(self, c):
+                    self.c = c
+                def __del__(self):
+                    self.c.close()
+            conn = Conn(kvhub.Client(sys.argv[1], transport="grpc"))
+            spec = kvhub.ModelSpec(sys.argv[2])
+            tokens = np.arange(16 * 16, dtype=np.int32) + 9100
+            conn.c.publish("py-exit-close", spec, tokens, [np.full(256 << 10, i, np.uint8) for i in range(16)])
+            # The loop has globals of its own: with this module's, the threads would
+            # keep conn alive and its __del__ would never run.
+            loop = {"np": np}
+            exec("def fetch_forever(c, spec, tokens):\\n"
+                 "    bufs = [np.empty(256 << 10, np.uint8) for _ in range(16)]\\n"
+                 "    while True:\\n"
+                 "        c.fetch('py-exit-close', spec, tokens, bufs)\\n", loop)
+            for _ in range(2):
+                threading.Thread(target=loop["fetch_forever"], args=(conn.c, spec, tokens), daemon=True).start()
+            time.sleep(0.3)
+            print("exiting", flush=True)
+        """)
+        for attempt in range(3):  # the window is each call's return: try a few exits
+            try:
+                r = subprocess.run([sys.executable, "-c", script, self.members, SPEC],
+                                   capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.fail(f"exit {attempt} hung in close()")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("exiting", r.stdout)
 
     def test_a_shard_whose_name_moves_to_another_address_is_found_again_quickly(self):
         # A Kubernetes pod rescheduled to another node keeps its DNS name and gets a
