@@ -329,11 +329,19 @@ int main(int argc, char** argv) {
   // SIGTERM or SIGINT, as from an impatient operator's Ctrl-C, ends it without
   // waiting (the signals stay blocked: this thread takes them from sigwait). Once
   // the drain is over the exit is moments away, and stays exit 0.
+  // A SIGHUP meanwhile still reloads: with auth_reload_ms = 0 it is the only way a
+  // token revoked during a drain of minutes stops being served (it was ignored).
   static std::atomic<bool> drained{false};
-  std::thread([sigs, remove_ready_file] {
+  kvhub::cachesvc::KvhubdServer* const serving = server->get();
+  std::thread([sigs, remove_ready_file, serving] {
     int again = 0;
     while (true) {
-      if (sigwait(&sigs, &again) != 0 || again == SIGHUP || drained.load()) continue;
+      if (sigwait(&sigs, &again) != 0 || drained.load()) continue;
+      if (again == SIGHUP) {
+        serving->ReloadAuth().IgnoreError();  // logged there; the tokens in force stay on failure
+        serving->ReloadTls().IgnoreError();   // logged by the reloader
+        continue;
+      }
       KVHUB_LOG(warn, "kvhubd: signal {} received again: exiting without finishing the drain; exit 1", again);
       remove_ready_file();
       FlushLogs();

@@ -294,6 +294,39 @@ TEST(ClusterSecurityTest, TokensReloadWithoutARestart) {
   std::remove(tokens.c_str());
 }
 
+// A drain serves reads for drain_grace (up to 10 minutes): a SIGHUP then still puts
+// a changed tokens file in force (it was ignored, so with auth_reload_ms = 0 a token
+// revoked during the drain was served until the end).
+TEST(ClusterSecurityTest, ASighupDuringTheDrainStillReloadsTheTokens) {
+  constexpr char kNewTenant[] = "tenant-a-drain-rotated-0099";
+  const std::string tokens = WriteFile("drain_tokens", absl::StrCat(kTenantToken, " tenant-a\n"));
+  auto shard = StartShard({"--auth_tokens_file=" + tokens, "--auth_reload_ms=0", "--drain_grace_ms=60000"});
+  ASSERT_NE(shard, nullptr);
+  auto tenant = Client::Create(Config(*shard, kTenantToken));
+  ASSERT_TRUE(tenant.ok());
+  const std::vector<uint8_t> a(4096, 0xD5);
+  ASSERT_TRUE(PutOne(**tenant, "tenant-a", a).ok());
+  ASSERT_TRUE(shard->Signal(SIGTERM).ok());
+  // Draining: readyz 503, reads still served.
+  ASSERT_TRUE(Eventually([&] {
+    httplib::Client http("127.0.0.1", shard->http_port());
+    auto r = http.Get("/readyz");
+    return r && r->status == 503;
+  }));
+  ASSERT_TRUE(GetOne(**tenant, "tenant-a", a.size()).ok());
+  WriteFile("drain_tokens", absl::StrCat(kNewTenant, " tenant-a\n"));
+  ASSERT_TRUE(shard->Signal(SIGHUP).ok());
+  EXPECT_TRUE(Eventually([&] {
+    return GetOne(**tenant, "tenant-a", a.size()).status().code() == absl::StatusCode::kUnauthenticated;
+  })) << "the revoked token is still served during the drain";
+  auto rotated = Client::Create(Config(*shard, kNewTenant));
+  ASSERT_TRUE(rotated.ok());
+  auto got = GetOne(**rotated, "tenant-a", a.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, a);
+  std::remove(tokens.c_str());
+}
+
 TEST(ClusterSecurityTest, TokensFileChangesAreSeenByThePoll) {
   constexpr char kNewTenant[] = "tenant-a-polled-0011223344";
   const std::string tokens = WriteFile("poll_tokens", absl::StrCat(kTenantToken, " tenant-a\n"));
