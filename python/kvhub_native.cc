@@ -6,9 +6,10 @@
 // and get need writable, C-contiguous ones); keys are 16-byte `bytes` (the
 // canonical serialization of DESIGN §2); tokens any integer sequence or array
 // whose ids fit int32 (a C-contiguous numpy int32 array avoids a copy). Every
-// call releases the GIL while it runs, so Python threads may share one Client.
-// A call that fails whole raises kvhub.Error whose message starts with the
-// status code name ("INVALID_ARGUMENT: ..."); per-block outcomes come back in
+// call that waits on the network (and encode/decode) releases the GIL while it
+// runs, so Python threads may share one Client. A call that fails whole raises
+// kvhub.Error whose message starts with the status code name ("INVALID_ARGUMENT:
+// ...") and whose `code` attribute is that name; per-block outcomes come back in
 // the result.
 
 #include <pybind11/numpy.h>
