@@ -514,8 +514,25 @@ void Client::PutReserved(absl::string_view ns, Shard& shard, std::span<const Blo
     s = CountMismatch("PutCommit", shard.address(), committed.items_size(), reserved.size());
   }
   if (!s.ok()) {
-    abort();
-    return fail_all(reserved, s);
+    // Failed whole, yet an attempt may have reached the shard and committed (its
+    // reply lost, or the deadline passed while it ran): such blocks were reported
+    // failed although stored. The abort tells: NOT_FOUND is a reservation gone
+    // (committed, or expired), and the block's presence tells which.
+    fail_all(reserved, s);
+    v1::PutAbortResponse aborted;
+    const absl::Status a = AbortReservations(shard, commit.reservation_ids(), &aborted);
+    std::vector<size_t> gone;
+    for (size_t k = 0; a.ok() && k < reserved.size(); ++k) {
+      if (aborted.items(static_cast<int>(k)).code() == static_cast<int>(absl::StatusCode::kNotFound)) {
+        gone.push_back(reserved[k]);
+      }
+    }
+    if (gone.empty()) return;
+    ResolveLostCommits(ns, shard, blocks, gone, result);
+    for (size_t i : gone) {
+      if (result->outcome[i] != PutOutcome::kStored) result->errors[i] = s;  // not stored: the commit's error
+    }
+    return;
   }
   std::vector<size_t> unsure;  // NOT_FOUND after a retried commit: maybe committed by the lost attempt
   std::vector<size_t> busy;    // FAILED_PRECONDITION: still reserved (being committed, a transfer in it)
@@ -623,6 +640,9 @@ absl::StatusOr<PublishResult> Client::Publish(absl::string_view ns, const ModelS
                                               std::span<const int32_t> tokens,
                                               std::span<const std::span<const uint8_t>> blocks,
                                               bool pin) {
+  // First: with no full block it returned OK before any call checked (docs: every
+  // call fails in such a child).
+  if (absl::Status s = CheckNotForkedAfterClient(); !s.ok()) return s;
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateNamespace(ns); !s.ok()) return s;
   const size_t full = tokens.size() / spec.block_tokens;

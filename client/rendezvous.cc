@@ -55,7 +55,10 @@ size_t Rendezvous::Owner(const U128& key) const {
   double best = -1.0;
   size_t owner = slots_[0].index;
   for (const Slot& s : slots_) {
-    // ln(u) < 0 for u in (0,1), so the score is positive and finite.
+    // ln(u) < 0 for u in (0,1), so the score is positive and finite. The one hash
+    // (h >> 11 = 2^53 - 1, probability 2^-53 per key and member) whose u rounds to
+    // exactly 1.0 scores -inf here: that member never owns that key (DESIGN §6's
+    // Python reference divides by zero there).
     const double score = -s.weight / std::log(Unit(key, s.seed));
     if (score > best) {  // strict: on a tie the earlier (smaller id) slot stays
       best = score;

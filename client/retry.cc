@@ -19,19 +19,21 @@ grpc::Status CallWithRetry(const RetryPolicy& policy, absl::Duration deadline,
   thread_local std::minstd_rand rng(std::random_device{}());
   // An attempt with less than this left would only time out: the last status stands.
   constexpr absl::Duration kShortestAttempt = absl::Milliseconds(1);
-  const absl::Time give_up = absl::Now() + deadline;  // infinite deadline: InfiniteFuture
+  const Clock* clock = policy.clock != nullptr ? policy.clock : Clock::Real();
+  const absl::Time give_up = clock->Now() + deadline;  // infinite deadline: InfiniteFuture
   grpc::Status s;
   for (int k = 0; k < std::max(policy.max_attempts, 1); ++k) {
     if (k > 0) {
       std::uniform_real_distribution<double> jitter(0.8, 1.2);
-      const absl::Time until = std::min(absl::Now() + policy.Backoff(k, jitter(rng)), give_up);
-      if (policy.wait_until) {
-        policy.wait_until(until);
+      const absl::Duration wait =
+          std::max(absl::ZeroDuration(), std::min(policy.Backoff(k, jitter(rng)), give_up - clock->Now()));
+      if (policy.wait_for) {
+        policy.wait_for(wait);
       } else {
-        absl::SleepFor(until - absl::Now());
+        absl::SleepFor(wait);
       }
     }
-    const absl::Duration left = give_up - absl::Now();
+    const absl::Duration left = give_up - clock->Now();
     if (k > 0 && left < kShortestAttempt) return s;
     s = attempt(k, std::max(left, absl::ZeroDuration()));
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;

@@ -53,7 +53,7 @@ TEST(RetryTest, StopsAtFirstSuccess) {
 TEST(RetryTest, WaitsBetweenAttemptsWithTheHookUntilTheBackoffEnds) {
   RetryPolicy p{3, absl::Milliseconds(100), absl::Milliseconds(100)};
   std::vector<absl::Duration> waits;
-  p.wait_until = [&](absl::Time until) { waits.push_back(until - absl::Now()); };
+  p.wait_for = [&](absl::Duration wait) { waits.push_back(wait); };
   int calls = 0;
   grpc::Status s = CallWithRetry(p, absl::InfiniteDuration(), [&](int, absl::Duration) {
     ++calls;
@@ -86,6 +86,37 @@ TEST(RetryTest, TheDeadlineBoundsAllAttemptsTogether) {
   EXPECT_GT(lefts[0], absl::Milliseconds(1300));
   EXPECT_LT(lefts[1], absl::Milliseconds(500));  // 1500 - 1000 - backoff
   EXPECT_LT(absl::Now() - start, absl::Milliseconds(2300));
+}
+
+// The deadline and backoff are measured on the policy's clock (Clock::Real(),
+// monotonic, by default): here a clock that moves only as the attempts and waits
+// say, so the call's budget is exactly theirs, whatever the wall clock does
+// meanwhile (a step back of X gave a "2 s" call X more, on absl::Now()).
+TEST(RetryTest, TimeIsTheClocksNotTheWallClocks) {
+  ManualClock clock;
+  RetryPolicy p{10, absl::Milliseconds(100), absl::Milliseconds(100)};
+  p.clock = &clock;
+  std::vector<absl::Duration> waits, lefts;
+  p.wait_for = [&](absl::Duration wait) {
+    waits.push_back(wait);
+    clock.Advance(wait);
+  };
+  grpc::Status s = CallWithRetry(p, absl::Seconds(1), [&](int, absl::Duration left) {
+    lefts.push_back(left);
+    clock.Advance(absl::Milliseconds(300));  // each attempt fails after 300 ms
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
+  });
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // 300 + ~100 + 300 + ~100 + 300 = ~1.1 s: the third attempt ends past the budget;
+  // a fourth would start after it.
+  ASSERT_EQ(lefts.size(), 3u);
+  EXPECT_EQ(lefts[0], absl::Seconds(1));
+  for (size_t i = 1; i < lefts.size(); ++i) {  // the clock keeps whole nanoseconds
+    EXPECT_LE(absl::AbsDuration(lefts[i] - (lefts[i - 1] - absl::Milliseconds(300) - waits[i - 1])),
+              absl::Nanoseconds(1));
+  }
+  ASSERT_EQ(waits.size(), 3u) << "the wait after the third attempt is cut to what is left (0)";
+  EXPECT_EQ(waits[2], absl::ZeroDuration());
 }
 
 TEST(RetryTest, FromGrpcKeepsCodeAndNamesTheCall) {

@@ -35,7 +35,7 @@ Shard::Conn::Conn(std::shared_ptr<grpc::Channel> ch)
 Shard::Shard(std::string address, const ClientConfig& config, const ChannelSecurity& security)
     : address_(std::move(address)),
       retry_{config.max_attempts, config.initial_backoff, config.max_backoff,
-             [this](absl::Time until) { WaitBeforeRetry(until); }},
+             [this](absl::Duration wait) { WaitBeforeRetry(wait); }},
       control_deadline_(config.control_deadline),
       data_deadline_(config.data_deadline) {
   for (int i = 0; i < config.channels_per_member; ++i) {
@@ -79,17 +79,21 @@ Shard::Conn& Shard::ReadyConn() {
   return NextConn();
 }
 
-void Shard::WaitBeforeRetry(absl::Time until) {
+void Shard::WaitBeforeRetry(absl::Duration wait) {
+  // Measured on the monotonic clock; gRPC takes a wall-clock time, made from what
+  // is left each time.
+  const absl::Time until = Clock::Real()->Now() + wait;
   bool waited = false;
   for (const auto& c : conns_) {
     grpc_connectivity_state st = c->channel->GetState(/*try_to_connect=*/true);
-    while (st != GRPC_CHANNEL_READY && absl::Now() < until) {
+    for (absl::Duration left = wait; st != GRPC_CHANNEL_READY && left > absl::ZeroDuration();
+         left = until - Clock::Real()->Now()) {
       waited = true;
-      if (!c->channel->WaitForStateChange(st, absl::ToChronoTime(until))) break;
+      if (!c->channel->WaitForStateChange(st, absl::ToChronoTime(absl::Now() + left))) break;
       st = c->channel->GetState(/*try_to_connect=*/true);
     }
   }
-  if (!waited) absl::SleepFor(until - absl::Now());
+  if (!waited) absl::SleepFor(until - Clock::Real()->Now());
 }
 
 void Shard::SetDeadline(grpc::ClientContext* ctx, absl::Duration d) {

@@ -54,13 +54,13 @@ class Shard {
   // reconnecting.
   Conn& ReadyConn();
 
-  // Between the attempts of a call that failed UNAVAILABLE (RetryPolicy::wait_until):
-  // waits until `until` or until every channel that was not connected is connected
+  // Between the attempts of a call that failed UNAVAILABLE (RetryPolicy::wait_for):
+  // waits for `wait` or until every channel that was not connected is connected
   // again. gRPC completes a reconnect only while some thread polls its channels;
   // calls to a channel in backoff fail at once without polling, so after a shard
   // restart its channels would otherwise stay down until gRPC's 5 s backup poller
   // ran. Channels connected from the start (e.g. a draining shard): sleeps.
-  void WaitBeforeRetry(absl::Time until);
+  void WaitBeforeRetry(absl::Duration wait);
 
   // Control calls: control deadline, retried on UNAVAILABLE.
   absl::Status Lookup(const v1::LookupRequest& req, v1::LookupResponse* resp);

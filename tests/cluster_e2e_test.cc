@@ -528,8 +528,12 @@ TEST(ClusterE2eTest, AForkedChildGetsAClearErrorInsteadOfAHang) {
     absl::StatusOr<std::unique_ptr<Client>> fresh = Client::Create(cluster->Config());
     const bool create_refused = absl::IsFailedPrecondition(fresh.status());
     const bool stats_refused = absl::IsFailedPrecondition(client->Stats()[0].stats.status());
+    // Tokens of no full block: Publish returned OK, having nothing to send.
+    const ModelSpec spec{.model = "m", .layers = 1, .kv_heads = 1, .head_dim = 8, .block_tokens = 16};
+    const std::vector<int32_t> few(3, 1);
+    const bool publish_refused = absl::IsFailedPrecondition(client->Publish("fork", spec, few, {}).status());
     client.reset();  // leaks the parent's threads' state instead of joining them
-    _exit(call_refused && create_refused && stats_refused ? 0 : 3);
+    _exit(call_refused && create_refused && stats_refused && publish_refused ? 0 : 3);
   }
   absl::StatusOr<int> waited = testing::WaitChildUntil(pid, absl::Now() + absl::Seconds(20));
   ASSERT_TRUE(waited.ok()) << "the forked child: " << waited.status();
@@ -690,6 +694,28 @@ TEST(ClusterE2eTest, LostRepliesOfRetriedPutStartAndPutCommitAreReportedAsWhatHa
   absl::StatusOr<LookupResult> look = client->Lookup("lost2", keys);
   ASSERT_TRUE(look.ok()) << look.status();
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(look->present[i], 0) << "reported failed, so not stored";
+}
+
+// A PutCommit whose every attempt lost its reply fails whole, yet the shard
+// committed: the blocks are stored and reported so (they were reported failed).
+TEST(ClusterE2eTest, ACommitThatFailsWholeAfterTheShardCommittedReportsTheBlocksStored) {
+  auto cluster = Cluster::Start(1);
+  ASSERT_NE(cluster, nullptr);
+  ReservedPuts setup = ThreeReservedPuts(*cluster, 0x2057, 7);
+  ScopedLostReplies lost("/kvhub.v1.KvHub/PutCommit", 1000);
+  auto client = cluster->NewClient(setup.cfg);
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<PutResult> r = client->Put("lost-all", setup.puts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(lost.left->load(), 1000) << "no reply was lost";
+  EXPECT_EQ(r->stored, 3u);
+  EXPECT_EQ(r->failed, 0u);
+  for (const absl::Status& e : r->errors) EXPECT_TRUE(e.ok()) << e;
+  std::vector<BlockKey> keys;
+  for (const BlockPut& p : setup.puts) keys.push_back(p.key);
+  absl::StatusOr<LookupResult> look = client->Lookup("lost-all", keys);
+  ASSERT_TRUE(look.ok()) << look.status();
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(look->present[i], 1) << i;
 }
 
 // Makes the first `left` PutCommit replies say FAILED_PRECONDITION for every item
