@@ -952,6 +952,48 @@ TEST_F(BlockStoreTest, PrefixAwareEvictsLeavesFirst) {
   for (uint64_t i = 100; i < 110; ++i) EXPECT_TRUE(Present(i)) << i;
 }
 
+// A block removed because its slab was emptied for another size class was not
+// chosen as cold: it leaves like a deleted one. Reported as an eviction to the
+// policy, it sent its recently used parent to LRU's cold end (prefix-aware), the
+// next victim; S3-FIFO remembered it in its ghost as a small-queue eviction.
+TEST_F(BlockStoreTest, BlocksRemovedWithTheirSlabDoNotMakeTheirParentTheNextVictim) {
+  BlockStoreConfig c = SmallConfig();  // 64 slabs of 64 KiB, 16 blocks of 4 KiB each
+  c.eviction.name = "lru";
+  c.eviction.prefix_aware = true;
+  c.high_watermark = c.low_watermark = 1.0;
+  Make(c);
+  // P (0) opens the first slab, its child C (16) the second; fillers everywhere else.
+  for (uint64_t i = 0; i < 1024; ++i) {
+    PutOptions o;
+    const BlockKey parent = Key(0);
+    if (i == 16) o.parent = &parent;
+    ASSERT_TRUE(PutBlock(i, 4000, "tenant", o).ok()) << i;
+  }
+  const uint64_t slab = c.slab_bytes, per_region = c.region_bytes / slab;
+  auto slab_of = [&](uint64_t i) {
+    auto l = store_->Acquire("tenant", Key(i));  // a read: P and C are recently used
+    EXPECT_TRUE(l.ok()) << i << ": " << l.status();
+    const uint64_t at = l->location.region * per_region + l->location.offset / slab;
+    EXPECT_TRUE(store_->Release(l->id).ok());
+    return at;
+  };
+  ASSERT_EQ(slab_of(5), slab_of(0));
+  ASSERT_NE(slab_of(16), slab_of(0));
+  ASSERT_EQ(slab_of(17), slab_of(16));
+  // P's slab cannot be emptied (a lease), so a 16 KiB block empties C's slab, whose
+  // coldest block is a filler (17); C leaves with it.
+  auto lease = store_->Acquire("tenant", Key(5), absl::Minutes(5));
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE(PutBlock(100000, 16000).ok());
+  ASSERT_FALSE(Present(16)) << "C's slab was not the one emptied";
+  ASSERT_TRUE(store_->Release(lease->id).ok());
+  // Four 4 KiB blocks take the chunks freed in P's slab; the fifth evicts the coldest
+  // leaf: a filler of P's slab, not P (read just now, and a leaf only since C left).
+  for (uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(PutBlock(200000 + i, 4000).ok()) << i;
+  EXPECT_TRUE(Present(0)) << "P was evicted as the coldest leaf";
+  EXPECT_FALSE(Present(6)) << "the coldest filler should have been evicted";
+}
+
 }  // namespace
 }  // namespace kvhub::storage
 

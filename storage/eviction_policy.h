@@ -41,7 +41,9 @@ class EvictionPolicy {
                         uint64_t bytes) = 0;
   // The block in `slot` was read (a hit).
   virtual void OnAccess(uint32_t slot) = 0;
-  // The block in `slot` left the tier (evicted or deleted); `evicted` tells which.
+  // The block in `slot` left the tier; `evicted`: it was PickVictim's choice. False:
+  // deleted, or removed for another reason than its age (its slab emptied for
+  // another size class), which says nothing of how hot it or its parent is.
   virtual void OnRemove(uint32_t slot, bool evicted) = 0;
 
   // The next victim among slots for which can_evict(slot) and wanted(slot) are

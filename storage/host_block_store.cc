@@ -184,7 +184,7 @@ uint32_t HostBlockStore::PickVictimFor(uint32_t cls) {
 bool HostBlockStore::EvictOne() {
   uint32_t v = PickVictim();
   if (v == kNoSlot) return false;
-  RemoveVisible(v, /*evicted=*/true);
+  RemoveVisible(v, Removal::kEvicted);
   return true;
 }
 
@@ -194,7 +194,7 @@ void HostBlockStore::EvictSlab(uint32_t slab) {
     uint32_t next = slab_links_.next(s);
     const Slot& slot = slots_[s];
     if (slot.state == State::kCommitted && !slot.pinned && slot.leases == 0) {
-      RemoveVisible(s, /*evicted=*/true);
+      RemoveVisible(s, Removal::kWithSlab);
     }
     s = next;
   }
@@ -240,7 +240,7 @@ uint64_t HostBlockStore::AllocateChunk(uint32_t cls, uint64_t* prior) {
     uint64_t voff = slots_[v].offset;
     bool same_class = alloc_.ClassOf(voff) == cls;
     uint32_t vslab = alloc_.SlabOf(voff);
-    RemoveVisible(v, /*evicted=*/true);
+    RemoveVisible(v, Removal::kEvicted);
     if (!same_class && alloc_.live_chunks(vslab) > 0) EvictSlab(vslab);
   }
 }
@@ -270,10 +270,11 @@ void HostBlockStore::CreditNamespace(uint64_t tag, uint64_t bytes) {
   if (it->second == 0) ns_bytes_.erase(it);
 }
 
-void HostBlockStore::RemoveVisible(uint32_t s, bool evicted) {
+void HostBlockStore::RemoveVisible(uint32_t s, Removal why) {
   Slot& slot = slots_[s];
   index_.Erase(index_.key(s), index_.ns_tag(s));
-  policy_->OnRemove(s, evicted);
+  policy_->OnRemove(s, /*evicted=*/why == Removal::kEvicted);
+  const bool evicted = why != Removal::kDeleted;
   stats_.used_bytes -= slot.size;
   --stats_.blocks;
   if (slot.pinned) {
@@ -669,7 +670,7 @@ absl::Status HostBlockStore::Delete(absl::string_view ns, const BlockKey& key) {
   if (s == kNoSlot || slots_[s].state != State::kCommitted) {
     return absl::NotFoundError("block not found");
   }
-  RemoveVisible(s, /*evicted=*/false);
+  RemoveVisible(s, Removal::kDeleted);
   return absl::OkStatus();
 }
 

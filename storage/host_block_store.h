@@ -128,9 +128,14 @@ class HostBlockStore final : public BlockStore {
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts every evictable block in `slab`.
   void EvictSlab(uint32_t slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why a block leaves: deleted; evicted as the policy's victim; or removed because
+  // its slab was emptied for another size class (counted as an eviction, but told
+  // to the policy as a removal it did not choose: the block was not judged cold,
+  // and as an eviction it sent its parent to LRU's cold end and into S3-FIFO's ghost).
+  enum class Removal { kDeleted, kEvicted, kWithSlab };
   // A committed block leaves the index and the policy; its bytes (and its
   // namespace's quota) are freed now or, if leased, when the last lease ends.
-  void RemoveVisible(uint32_t slot, bool evicted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveVisible(uint32_t slot, Removal why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees a block that left the index (now, or as a zombie whose last lease
   // ended): its namespace's quota, then its chunk and slot.
   void FreeVisibleOrZombie(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
