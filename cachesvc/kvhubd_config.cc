@@ -450,8 +450,15 @@ absl::Status KvhubdConfig::ApplyText(absl::string_view text, absl::string_view o
   absl::flat_hash_map<std::string, int> seen;  // key -> the line that set it
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
-    size_t hash = line.find('#');
-    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    // A comment starts at a '#' that begins the line or follows a space or tab; a
+    // '#' inside a value stays (a path like /run/secrets/kv#1 was cut to
+    // /run/secrets/kv without a word).
+    for (size_t hash = line.find('#'); hash != absl::string_view::npos; hash = line.find('#', hash + 1)) {
+      if (hash == 0 || line[hash - 1] == ' ' || line[hash - 1] == '\t') {
+        line = line.substr(0, hash);
+        break;
+      }
+    }
     line = absl::StripAsciiWhitespace(line);
     if (line.empty()) continue;
     size_t eq = line.find('=');

@@ -70,6 +70,23 @@ TEST(KvhubdConfigTest, AppliesTextWithCommentsAndBlankLines) {
   EXPECT_TRUE(c.Validate().ok()) << c.Validate();
 }
 
+// '#' starts a comment at the start of a line or after a space or tab only: inside
+// a value it is part of it (a tokens path with '#' was cut short silently).
+TEST(KvhubdConfigTest, AHashInsideAValueIsPartOfIt) {
+  KvhubdConfig c = KvhubdConfig::Defaults();
+  absl::Status s = c.ApplyText(
+      "node_id = shard-1\t# tab comment\n"
+      "auth_tokens_file = /run/secrets/kv#1   # the file is kv#1\n",
+      "hash.conf");
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.node_id, "shard-1");
+  EXPECT_EQ(c.auth_tokens_file, "/run/secrets/kv#1");
+  // Glued to a value, it is part of the value, which is then refused with its line.
+  s = c.ApplyText("capacity_bytes = 1GiB#no space\n", "hash.conf");
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("hash.conf:1"));
+}
+
 TEST(KvhubdConfigTest, UnknownKeyAndBadValuesNameTheLine) {
   KvhubdConfig c = KvhubdConfig::Defaults();
   absl::Status s = c.ApplyText("capacity_bytes = 1GiB\nno_such_key = 1\n", "test.conf");

@@ -182,6 +182,11 @@ absl::StatusOr<std::unique_ptr<KvhubdServer>> KvhubdServer::Start(const KvhubdCo
                 "kvhubd security: gRPC {}, no authentication (auth_tokens_file unset): whoever reaches {} may "
                 "read and write every namespace, and may crash the shard with a forged UCX Connect",
                 security->description, srv->grpc_address_);  // the bound port, not 0
+  } else if (!loopback && config.tls_cert_file.empty()) {
+    KVHUB_LOG(warn,
+              "kvhubd security: gRPC {}, {} bearer token(s) from {}, sent in plain text: whoever can read "
+              "the traffic to {} can replay them; set tls_cert_file and tls_key_file",
+              security->description, srv->auth_->Current()->size(), config.auth_tokens_file, srv->grpc_address_);
   } else {
     KVHUB_LOG(info, "kvhubd security: gRPC {}, {} bearer token(s) from {}", security->description,
               srv->auth_->Current()->size(), config.auth_tokens_file);
