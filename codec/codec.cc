@@ -616,8 +616,16 @@ absl::StatusOr<uint64_t> EncodedSize(const KvShape& sh, const CodecParams& p, ui
   if (p.codec == CodecId::kLossless) {
     return absl::InvalidArgumentError("lossless blocks have data-dependent sizes");
   }
-  // No size for a block Encode refuses to make (it gave one for kivi4 of fp16 data).
+  // No size for a block Encode refuses to make (it gave one for kivi4 of fp16 data,
+  // for blocks past the format's limit, and for pre-RoPE keys of an odd head_dim).
   if (auto s = CheckEncodableDtype(p, sh.dtype, "encoded size"); !s.ok()) return s;
+  if (sh.RawBytes() > BlockHeader::kMaxRawBytes) {
+    return absl::InvalidArgumentError("encoded size: block larger than the format limit");
+  }
+  if (p.keys_pre_rope && sh.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoded size: keys_pre_rope needs an even head_dim (RoPE rotates pairs); got ", sh.head_dim));
+  }
   uint64_t pos = 2ull * sh.layers * BlockHeader::kSegmentEntrySize;
   for (uint32_t s = 0; s < 2 * sh.layers; ++s) {
     pos = Align16(pos) + Layout(p.codec, sh, s % 2 == 1, p.group_size, sinks).size;

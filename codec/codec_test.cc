@@ -392,6 +392,23 @@ TEST(CodecTest, RatiosMeetTargetsOnLlamaShape) {
   EXPECT_GE(ratio(CodecId::kInt8, 64, 0), 1.93);
 }
 
+// EncodedSize gives no size for a block Encode refuses: past the format's limit, or
+// pre-RoPE keys of an odd head_dim (it gave sizes for both).
+TEST(CodecTest, EncodedSizeRefusesWhatEncodeRefuses) {
+  const KvShape huge{1024, 64, 128, 1024, DType::kBf16};  // 2^35 bytes
+  absl::StatusOr<uint64_t> n = EncodedSize(huge, Params(CodecId::kFp8), 0);
+  EXPECT_TRUE(absl::IsInvalidArgument(n.status())) << n.status();
+  CodecParams pre = Params(CodecId::kFp8);
+  pre.keys_pre_rope = true;
+  const KvShape odd{1, 1, 7, 4, DType::kBf16};
+  n = EncodedSize(odd, pre, 0);
+  EXPECT_TRUE(absl::IsInvalidArgument(n.status())) << n.status();
+  std::vector<uint8_t> raw(odd.RawBytes()), out;
+  EXPECT_FALSE(Encode(KvView{odd, raw.data(), raw.size()}, pre, &out).ok());
+  pre.keys_pre_rope = false;
+  EXPECT_TRUE(EncodedSize(odd, pre, 0).ok());
+}
+
 TEST(CodecTest, SinkTokensAreExactOnlyInTheFirstBlock) {
   Block b = MakeBlock(1, 2, 64, 128, 3);
   CodecParams p = Params(CodecId::kKivi2);
@@ -917,7 +934,11 @@ TEST(CodecTest, DecoderRefusesStoredStatsThatAreNotFiniteOrNegative) {
           }
         }
         if (!is_value) {
-          for (uint32_t v : {0x7FC0u, 0xFF80u}) edits.push_back({"mid[", L.zero_off + L.zero_bytes - 2, v, 2});
+          // NaN, -inf, and finite centres beyond +-2^126 that no encoder writes (0x7F7F
+          // with an ordinary scale decoded to inf, status OK).
+          for (uint32_t v : {0x7FC0u, 0xFF80u, 0x7F7Fu, 0xFEC0u, 0x7E81u}) {
+            edits.push_back({"mid[", L.zero_off + L.zero_bytes - 2, v, 2});
+          }
         }
       }
       for (const Edit& e : edits) {

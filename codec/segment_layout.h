@@ -59,7 +59,9 @@ absl::Status CenteredKeyRangeError(CodecId codec);
 // encoder writes them; a NaN or inf one decodes to NaN/inf. A block whose
 // checksums pass and whose statistics do not was altered and resealed, or written
 // by a faulty encoder: DATA_LOSS naming the layer, keys or values, the field and
-// its index. With these checks no dequantised element is NaN (sink rows are
+// its index. fp8/int8 key centres beyond +-2^126 (kCenteredKeyMaxBf16), which no
+// encoder writes, are refused too (a forged 0x7F7F centre with an ordinary scale
+// decoded to inf). With these checks no dequantised element is NaN (sink rows are
 // copied as stored); a forged finite fp8/int8 scale near FLT_MAX can still give
 // inf (bounding it would need the codes: int8's -128, which no encoder writes,
 // exceeds any bound that keeps the encoder's own largest scale). Reads the
