@@ -131,9 +131,14 @@ absl::Status WriteOutput(const std::string& path, absl::string_view data) {
     // A link to a regular file in a directory we may write: the file it names is
     // replaced as below (the link stays a link), so a failed write leaves it as it
     // was; it was truncated in place. Otherwise written through, in place.
+    // realpath() reads links itself, so the kernel's fs.protected_symlinks (which
+    // refuses to follow another user's link in a sticky directory such as /tmp)
+    // would not apply: the file replaced must be the one the kernel reaches through
+    // PATH (stat follows the link as open would, and is refused alike).
     std::unique_ptr<char, decltype(&std::free)> real(realpath(path.c_str(), nullptr), &std::free);
-    struct stat target {};
+    struct stat target {}, through {};
     if (real != nullptr && stat(real.get(), &target) == 0 && S_ISREG(target.st_mode) &&
+        stat(path.c_str(), &through) == 0 && through.st_dev == target.st_dev && through.st_ino == target.st_ino &&
         access(DirOf(real.get()).c_str(), W_OK | X_OK) == 0) {
       return WriteOutput(real.get(), data);
     }

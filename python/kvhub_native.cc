@@ -28,6 +28,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -131,6 +132,29 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   return r;
 }
 
+// A buffer format of single bytes (struct's B, b, c; NULL means B), after an
+// optional byte-order or size mark.
+bool IsByteFormat(const char* format) {
+  if (format == nullptr) return true;
+  std::string_view f(format);
+  if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<' || f[0] == '>' || f[0] == '!')) f.remove_prefix(1);
+  return f == "B" || f == "b" || f == "c";
+}
+
+// Whether a buffer format holds Python objects ('O'), outside the field names of
+// a structured format ("T{<i:Offset:}" names a field Offset and holds none).
+bool HoldsObjects(const std::string& format) {
+  bool in_name = false;
+  for (char c : format) {
+    if (c == ':') {
+      in_name = !in_name;
+    } else if (!in_name && c == 'O') {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Whether the interpreter is exiting.
 bool Finalizing() {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -148,10 +172,12 @@ using Tokens = py::array_t<int32_t, py::array::c_style>;
 // would silently hash other ids than the engine's and miss (or collide) forever.
 Tokens ToTokens(const py::object& tokens) {
   // Bytes hold bytes, not ids: numpy made a bytearray one uint8 id per byte, which
-  // hashed to keys no engine has (kvhub.keys refuses them too).
-  if (PyBytes_Check(tokens.ptr()) || PyByteArray_Check(tokens.ptr()) || PyMemoryView_Check(tokens.ptr())) {
+  // hashed to keys no engine has (kvhub.keys refuses them too). A memoryview of
+  // integers (of an int32 array) is ids; one of bytes is not.
+  const bool byte_view = PyMemoryView_Check(tokens.ptr()) && IsByteFormat(PyMemoryView_GET_BUFFER(tokens.ptr())->format);
+  if (PyBytes_Check(tokens.ptr()) || PyByteArray_Check(tokens.ptr()) || byte_view) {
     throw Error(absl::InvalidArgumentError(
-        "tokens must be integer token ids, not bytes, bytearray or memoryview (for packed int32: "
+        "tokens must be integer token ids, not bytes, bytearray or a memoryview of bytes (for packed int32: "
         "numpy.frombuffer(b, dtype='<i4'))"));
   }
   py::module_ np = py::module_::import("numpy");
@@ -235,7 +261,7 @@ Views ViewBuffers(const std::vector<py::buffer>& buffers, bool writable) {
     if (!IsCContiguous(info)) throw Error(absl::InvalidArgumentError(absl::StrCat("buffer ", i, " is not C-contiguous")));
     // Python object pointers ('O': a numpy object array, ctypes py_object): block
     // bytes written over them crash the interpreter, and uploading them leaks addresses.
-    if (info.format.find('O') != std::string::npos) {
+    if (HoldsObjects(info.format)) {
       throw Error(absl::InvalidArgumentError(
           absl::StrCat("buffer ", i, " holds Python objects (format '", info.format, "'), not bytes")));
     }
@@ -750,8 +776,14 @@ PYBIND11_MODULE(_native, m) {
   // pybind11 2.10 reads a numpy dtype's item size from NumPy 1's struct layout: under
   // NumPy 2 it reads other bytes, and decoded arrays and token checks came out wrong
   // without an error. Refused at import (Debian 12's python3-numpy is 1.24).
+  // Without numpy the module still imports: keys, put, get and lookup do not need it.
+  std::string version;
+  try {
+    version = py::module_::import("numpy").attr("__version__").cast<std::string>();
+  } catch (const py::error_already_set& e) {
+    if (!e.matches(PyExc_ImportError)) throw;
+  }
   {
-    const std::string version = py::module_::import("numpy").attr("__version__").cast<std::string>();
     if (!version.empty() && version[0] >= '2' && version[0] <= '9' &&
         (version.size() == 1 || version[1] == '.')) {
       throw py::import_error(absl::StrCat(

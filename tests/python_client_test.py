@@ -310,8 +310,14 @@ class PythonClientTest(unittest.TestCase):
             c.put("py-bad", [b"k" * 16], [np.empty(16, dtype=object)])
         # Bytes are no token ids: a bytearray was hashed as one id per byte.
         for raw in (bytearray(128), memoryview(bytes(128)), bytes(128)):
-            with self.assertRaisesRegex(kvhub.Error, "not bytes, bytearray or memoryview"):
+            with self.assertRaisesRegex(kvhub.Error, "not bytes, bytearray or a memoryview of bytes"):
                 kvhub.block_keys("py-bad", spec, raw)
+        # A memoryview of int32 ids is ids (as the array it views).
+        ids = np.arange(32, dtype=np.int32)
+        self.assertEqual(kvhub.block_keys("py-bad", spec, memoryview(ids)), kvhub.block_keys("py-bad", spec, ids))
+        # A structured payload whose field is named with an O holds no objects.
+        named = np.zeros(4, dtype=[("Offset", "<i4")])
+        self.assertEqual(c.put("py-struct", [b"s" * 16], [named]).stored, 1)
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):
             kvhub.ModelSpec("model=x,layers=0")
         with self.assertRaisesRegex(kvhub.Error, "INVALID_ARGUMENT"):

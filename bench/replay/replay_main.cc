@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -440,25 +441,34 @@ nlohmann::json LatJson(const LatencySummary& l) {
 }
 
 // Set by SIGINT/SIGTERM during a live run: the replay stops before its next
-// request, reports what it measured and removes its blocks (--members). The
-// handler puts the default back, so a second signal ends the process at once.
+// request, reports what it measured and removes its blocks (--members), then ends
+// by that signal (main re-raises it, so a shell loop around the tool stops as for
+// any Ctrl-C). The handler puts the default back, so a second signal ends the
+// process at once.
 std::atomic<bool> g_live_stop{false};
-static_assert(std::atomic<bool>::is_always_lock_free);
+std::atomic<int> g_live_signal{0};  // the signal that set g_live_stop
+static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
 extern "C" void OnLiveStopSignal(int sig) {
+  int none = 0;
+  g_live_signal.compare_exchange_strong(none, sig, std::memory_order_relaxed);
   g_live_stop.store(true, std::memory_order_relaxed);
   signal(sig, SIG_DFL);
 }
 
-// The handlers above for the lifetime of the object; the previous ones after.
+// The handlers above for the lifetime of the object, the previous ones after;
+// a signal ignored when it starts (a background job's SIGINT) stays ignored.
 class LiveStopSignals {
  public:
   LiveStopSignals() {
     struct sigaction sa {};
     sa.sa_handler = OnLiveStopSignal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
+    sa.sa_flags = SA_RESTART;
+    for (auto& [sig, old] : {std::pair<int, struct sigaction*>{SIGINT, &old_int_}, {SIGTERM, &old_term_}}) {
+      sigaction(sig, nullptr, old);
+      if (old->sa_handler != SIG_IGN) sigaction(sig, &sa, nullptr);
+    }
   }
   ~LiveStopSignals() {
     sigaction(SIGINT, &old_int_, nullptr);
@@ -616,6 +626,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* c
   std::cerr << "live: " << cc.members.size() << " shard(s), codec " << pc.codec << ", "
             << (*payloads)->block_bytes() << " B/block (first " << (*payloads)->first_block_bytes()
             << "), spec " << (*payloads)->spec().CanonicalText() << "\n";
+  // Ctrl-C / SIGTERM from here to the end, the removal below included (declared
+  // first, so in force until after it): stop, report, remove the blocks.
+  const LiveStopSignals signals;
   // On a cluster the replay did not start (--members), its blocks would stay and
   // take the room of the users' data: every block of the run's namespace is deleted
   // when this returns, whatever the path, unless --keep_blocks.
@@ -642,12 +655,8 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* c
           "; they stay on the cluster until evicted"));
     }
   };
-  absl::StatusOr<LiveResult> r = absl::UnknownError("not run");
-  {
-    const LiveStopSignals signals;  // Ctrl-C: stop, report, remove the blocks
-    lo.stop = &g_live_stop;
-    r = RunLive(trace, **client, **payloads, lo);
-  }
+  lo.stop = &g_live_stop;
+  absl::StatusOr<LiveResult> r = RunLive(trace, **client, **payloads, lo);
   if (!r.ok()) return r.status();
   // An interrupted run replayed a prefix of the trace; the simulation below
   // models that prefix.
@@ -726,7 +735,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* c
     report << LatLine("pacing lag", r->lag) << "\n";
   }
 
-  if (know_shards) {
+  if (know_shards && g_live_stop.load() && !r->interrupted) {
+    report << "sim of the same cluster: skipped (a signal came after the last request)\n";
+  } else if (know_shards) {
     // The simulator's prediction for this cluster: same placement, policy and
     // watermarks, the store's byte accounting (docs/replay.md, "Live equals sim").
     absl::StatusOr<StoreModel> m = ModelStore(sm);
@@ -781,9 +792,9 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* c
   // Spawned shards that crashed or failed their drain make the run fail (their
   // exit statuses were dropped).
   absl::Status stopped = shards != nullptr ? shards->StopAll() : absl::OkStatus();
-  if (r->interrupted) {
-    return absl::CancelledError(
-        absl::StrCat("interrupted by a signal after ", r->requests, " of ", trace.requests.size(), " requests"));
+  if (g_live_stop.load()) {
+    return absl::CancelledError(absl::StrCat("interrupted by signal ", g_live_signal.load(), " after ", r->requests,
+                                             " of ", trace.requests.size(), " requests"));
   }
   if (r->verify_failures > 0) {
     return absl::DataLossError(absl::StrCat(r->verify_failures, " fetched blocks did not verify"));
@@ -946,8 +957,7 @@ int Main(int argc, char** argv) {
   if (!s.ok()) {
     std::cerr << "kvhub-replay: " << s << "\n";
     if (!cleanup.ok()) std::cerr << "kvhub-replay: also: " << cleanup << "\n";
-    // 130: stopped by a signal, as a shell reports Ctrl-C.
-    return absl::IsCancelled(s) && g_live_stop.load() ? 130 : 1;
+    return 1;  // a signal's run ends by that signal (main)
   }
   if (!cleanup.ok()) {
     std::cerr << "kvhub-replay: " << cleanup << "\n";
@@ -964,5 +974,14 @@ int main(int argc, char** argv) {
   if (kvhub::PrintVersionIfAsked(argc, argv, "kvhub-replay")) return kvhub::ExitCodeAfterStdout(0, "kvhub-replay");
   kvhub::TuneMallocForLargeBuffers();  // live mode moves large blocks over gRPC
   kvhub::TurnOffMutexDeadlockChecks();  // tests keep them; see common/mutex_checks.h
-  return kvhub::ExitCodeAfterStdout(kvhub::replay::Main(argc, argv), "kvhub-replay");
+  const int rc = kvhub::ExitCodeAfterStdout(kvhub::replay::Main(argc, argv), "kvhub-replay");
+  if (const int sig = kvhub::replay::g_live_signal.load(); sig != 0) {
+    // Stopped by SIGINT/SIGTERM and cleaned up: end by that signal, as the shell
+    // expects of a program it interrupted (exit status 130 / 143 there).
+    std::fflush(nullptr);
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return 128 + sig;
+  }
+  return rc;
 }

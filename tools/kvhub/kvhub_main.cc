@@ -162,7 +162,9 @@ absl::StatusOr<std::vector<BlockKey>> KeysArg(Args& a, const std::string& ns,
   if (keys.has_value()) {
     // They were left unread, so the error was "unknown flag --spec".
     for (const char* other : {"spec", "tokens", "tokens-file"}) {
-      if (a.Has(other)) return Usage(absl::StrCat("--key and --", other, " are alternatives: give one"));
+      if (a.Peek(other).has_value()) {  // given at all (Has takes "--tokens 0" for not given)
+        return Usage(absl::StrCat("--key and --", other, " are alternatives: give one"));
+      }
     }
     std::vector<BlockKey> out;
     for (absl::string_view h : absl::StrSplit(*keys, ',', absl::SkipEmpty())) {
@@ -429,7 +431,8 @@ absl::Status CmdGet(Args& a) {
   if (!r.ok()) return r.status();
   if (!r->status[0].ok()) {
     // "caller buffer holds N" means nothing to a CLI user: name the flag.
-    if (absl::IsResourceExhausted(r->status[0]) && !a.Has("max-bytes")) {
+    if (absl::IsResourceExhausted(r->status[0]) && !a.Has("max-bytes") &&
+        absl::StrContains(r->status[0].message(), "caller buffer holds")) {
       return absl::ResourceExhaustedError(absl::StrCat(
           r->status[0].message(), " (get reads up to --max-bytes, 64MiB by default: give --max-bytes 256MiB)"));
     }
