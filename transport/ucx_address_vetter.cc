@@ -177,6 +177,10 @@ absl::Status UcxAddressVetter::Config::Validate() const {
   if (remembered > (size_t{1} << 20)) {
     return absl::InvalidArgumentError(absl::StrCat("remembered must be 0..1048576, got ", remembered));
   }
+  if (remember_for < absl::Milliseconds(1) || remember_for > absl::Hours(24)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remember_for must be 1ms..24h, got ", absl::FormatDuration(remember_for)));
+  }
   if (reply_slack < absl::ZeroDuration() || reply_slack > absl::Seconds(60)) {
     return absl::InvalidArgumentError(
         absl::StrCat("reply_slack must be 0..60s, got ", absl::FormatDuration(reply_slack)));
@@ -229,14 +233,16 @@ void UcxAddressVetter::StopLocked() {
 
 void UcxAddressVetter::Remember(std::string address) {
   if (config_.remembered == 0) return;
+  const absl::Time now = Clock::Real()->Now();
   absl::MutexLock l(&cache_mu_);
   if (passed_.contains(address)) return;
-  if (passed_order_.size() >= config_.remembered) {
-    passed_.erase(passed_order_.front());
+  while (passed_order_.size() >= config_.remembered) {
+    auto it = passed_.find(passed_order_.front().first);
+    if (it != passed_.end() && it->second == passed_order_.front().second) passed_.erase(it);
     passed_order_.pop_front();
   }
-  passed_.insert(address);
-  passed_order_.push_back(std::move(address));
+  passed_.emplace(address, now);
+  passed_order_.emplace_back(std::move(address), now);
 }
 
 absl::Status UcxAddressVetter::Vet(absl::string_view address) {
@@ -246,9 +252,12 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
   }
   {
     absl::MutexLock l(&cache_mu_);
-    if (passed_.contains(address)) {
-      remembered_hits_.fetch_add(1, std::memory_order_relaxed);
-      return absl::OkStatus();
+    if (auto it = passed_.find(address); it != passed_.end()) {
+      if (Clock::Real()->Now() - it->second < config_.remember_for) {
+        remembered_hits_.fetch_add(1, std::memory_order_relaxed);
+        return absl::OkStatus();
+      }
+      passed_.erase(it);  // too old: probed again (its stale order entry is skipped)
     }
   }
   if (callers_.fetch_add(1, std::memory_order_acq_rel) >= kMaxCallers) {
@@ -257,16 +266,17 @@ absl::Status UcxAddressVetter::Vet(absl::string_view address) {
                                                " other clients' addresses; try again shortly"));
   }
   absl::Status s;
+  bool wired_up = false;
   {
     absl::MutexLock l(&mu_);
-    s = ProbeLocked(address);
+    s = ProbeLocked(address, &wired_up);
   }
   callers_.fetch_sub(1, std::memory_order_acq_rel);
-  if (s.ok()) Remember(std::string(address));
+  if (s.ok() && wired_up) Remember(std::string(address));
   return s;
 }
 
-absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
+absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address, bool* wired_up) {
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("ucx address vetter is gone: ", gone_));
   probes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t seq = ++seq_;
@@ -315,6 +325,7 @@ absl::Status UcxAddressVetter::ProbeLocked(absl::string_view address) {
   const uint8_t detail = reply[kSeqBytes + 1];
   switch (reply[kSeqBytes]) {
     case kPassed:
+      *wired_up = detail == kProbeAccepted;
       return absl::OkStatus();
     case kSignal:
       refused_.fetch_add(1, std::memory_order_relaxed);

@@ -28,8 +28,10 @@
 //
 // Cost: a probe is a fork plus a UCX context, worker and endpoint, plus one
 // wire-up with the client, ~10-30 ms;
-// addresses that passed are remembered (exact bytes), so a client that connects
-// again with the same worker is not probed twice.
+// addresses that passed a wire-up are remembered (exact bytes) for
+// Config::remember_for, so a client that connects again with the same worker is
+// not probed each time. One whose probe UCX refused before any wire-up is not
+// remembered (nothing answered there was ever checked).
 //
 // Thread safety: Vet() and stats() may be called from any thread; probes run
 // one at a time. Ownership: the destructor kills and reaps the vetting process.
@@ -41,9 +43,10 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -62,6 +65,11 @@ class UcxAddressVetter {
     // Addresses that passed, remembered by their exact bytes (oldest forgotten
     // first). 0 .. 1M. Default 4096.
     size_t remembered = 4096;
+    // For how long a passed address is remembered, 1 ms .. 24 h. Default 10 min:
+    // the probe showed a UCX worker answered at the address then, not that one
+    // still does (a client may swap its worker for a listener that writes junk, which
+    // would abort the shard's own wire-up), so it is probed again after this.
+    absl::Duration remember_for = absl::Minutes(10);
     // How long past probe_timeout the vetting process may take to answer (a host
     // short of CPU) before Vet stops waiting for that answer. 0 .. 60 s. Default 10 s.
     absl::Duration reply_slack = absl::Seconds(10);
@@ -116,7 +124,9 @@ class UcxAddressVetter {
   // Kills and reaps the vetting process; Vet answers FAILED_PRECONDITION from then on.
   void StopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One probe of `address`, with the vetting process to itself.
-  absl::Status ProbeLocked(absl::string_view address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // *wired_up: the probe's UCX connected to the address and wired up with what
+  // answered there (only then is a pass worth remembering).
+  absl::Status ProbeLocked(absl::string_view address, bool* wired_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Remember(std::string address) ABSL_LOCKS_EXCLUDED(cache_mu_);
 
   const Config config_;
@@ -127,8 +137,10 @@ class UcxAddressVetter {
   int late_replies_ ABSL_GUARDED_BY(mu_) = 0;   // in a row
   std::string gone_ ABSL_GUARDED_BY(mu_);  // why it is gone
   absl::Mutex cache_mu_;  // never held across a probe
-  absl::flat_hash_set<std::string> passed_ ABSL_GUARDED_BY(cache_mu_);
-  std::deque<std::string> passed_order_ ABSL_GUARDED_BY(cache_mu_);
+  // Address -> when it passed (Clock::Real()); the order they passed in, with that
+  // time (an entry whose map time differs was forgotten and passed again since).
+  absl::flat_hash_map<std::string, absl::Time> passed_ ABSL_GUARDED_BY(cache_mu_);
+  std::deque<std::pair<std::string, absl::Time>> passed_order_ ABSL_GUARDED_BY(cache_mu_);
   std::atomic<int> callers_{0};  // calls in Vet past the cache
   std::atomic<uint64_t> probes_{0}, remembered_hits_{0}, refused_{0}, unreachable_{0};
   std::atomic<bool> gone_flag_{false};  // fd_ < 0, readable without mu_

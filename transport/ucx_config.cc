@@ -1,6 +1,7 @@
 #include "transport/ucx_config.h"
 
 #include "absl/algorithm/container.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -43,6 +44,11 @@ absl::Status UcxConfig::Validate() const {
     if (name.empty() || name.rfind("UCX_", 0) == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("ucx option name must be non-empty and without the UCX_ prefix: '", name, "'"));
+    }
+    // UCX would take it over `tls`, while kvhub's own choices (tcp tuning, the
+    // ping context, the logged transports) follow `tls`: they would disagree.
+    if (absl::AsciiStrToUpper(name) == "TLS") {
+      return absl::InvalidArgumentError("ucx option TLS: give the transports as tls (ucx_tls), not as an option");
     }
   }
   if (tcp_rx_segment_bytes != 0 && (tcp_rx_segment_bytes < (8 << 10) || tcp_rx_segment_bytes > (64 << 20))) {

@@ -44,6 +44,9 @@ TEST(UcxConfigTest, RejectsBadFields) {
   c = UcxConfig{};
   c.options = {{"UCX_TLS", "tcp"}};
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = UcxConfig{};
+  c.options = {{"tls", "posix"}};  // UCX would take it over tls, kvhub's choices would not
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
   for (uint64_t bad : {uint64_t{1}, uint64_t{8 << 10} - 1, (uint64_t{64} << 20) + 1}) {
     c = UcxConfig{};
     c.tcp_rx_segment_bytes = bad;

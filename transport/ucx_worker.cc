@@ -1282,6 +1282,12 @@ void UcxWorker::Call(const std::function<void()>& fn) {
   done.WaitForNotification();
 }
 
+namespace {
+// ucp_worker_progress calls per round of the progress loop before it looks at its
+// tasks, failed endpoints and closes again.
+constexpr int kMaxProgressPerRound = 256;
+}  // namespace
+
 void UcxWorker::Loop() {
   thread_id_.store(std::this_thread::get_id());
   Impl::Current() = impl_.get();
@@ -1299,16 +1305,28 @@ void UcxWorker::Loop() {
       for (auto& fn : batch) fn();
       batch.clear();
     }
-    while (ucp_worker_progress(worker_) != 0) {
+    // Bounded: under a stream of requests that never lets progress find nothing to
+    // do, queued tasks (Accept, batches), failed endpoints and closes were never
+    // handled (a dead client's holds stayed until the load dropped).
+    bool more = true;
+    for (int i = 0; i < kMaxProgressPerRound; ++i) {
+      if (ucp_worker_progress(worker_) == 0) {
+        more = false;
+        break;
+      }
     }
     impl_->ProcessFailures();
     impl_->ReapClosing();
     if (stop_.load()) {
       if (stop_deadline == absl::InfiniteFuture()) stop_deadline = Clock::Real()->Now() + absl::Seconds(2);
       if (impl_->closing.empty() || Clock::Real()->Now() > stop_deadline) break;
+      if (!more) {  // closes to a stuck peer: wait for events, not spin a core for 2 s
+        pollfd pfd{efd_, POLLIN, 0};
+        ::poll(&pfd, 1, 1);
+      }
       continue;
     }
-    if (poll_mode || HasTasks() || !impl_->failed_eps.empty()) continue;
+    if (poll_mode || more || HasTasks() || !impl_->failed_eps.empty()) continue;
     const ucs_status_t st = ucp_worker_arm(worker_);
     if (st == UCS_ERR_BUSY) {
       impl_->c.arm_busy.fetch_add(1, std::memory_order_relaxed);
