@@ -139,6 +139,11 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(0);  // the parent died before the line above
   prctl(PR_SET_NAME, "kvhub-ucx-vet");
+  // kvhubd blocks SIGTERM/SIGINT/SIGHUP to take them with sigwait: this process
+  // and its probes (which inherit the mask) would ignore a plain kill.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   signal(SIGPIPE, SIG_IGN);           // a probe that died: a failed pipe write, not our death
   // Keep the parent's stdout (its ready line, its pipes) free of this process.
   if (const int null = open("/dev/null", O_WRONLY | O_CLOEXEC); null >= 0) {
