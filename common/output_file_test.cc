@@ -25,6 +25,38 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// WriteOutput of 100000 bytes to `path` under a 4 KiB RLIMIT_FSIZE (SIGXFSZ
+// ignored: EFBIG), as a disk that fills up part way would fail it.
+absl::Status WritePastTheFileSizeLimit(const std::string& path) {
+  struct rlimit saved {};
+  if (getrlimit(RLIMIT_FSIZE, &saved) != 0) return absl::InternalError("getrlimit");
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  auto* previous = signal(SIGXFSZ, SIG_IGN);
+  if (setrlimit(RLIMIT_FSIZE, &small) != 0) return absl::InternalError("setrlimit");
+  absl::Status s = WriteOutput(path, std::string(100000, 'x'));
+  setrlimit(RLIMIT_FSIZE, &saved);
+  signal(SIGXFSZ, previous);
+  return s;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Entries of `dir` other than . and ..
+int EntriesIn(const std::string& dir) {
+  int entries = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+    closedir(d);
+  }
+  return entries;
+}
+
 bool HaveDevFull() { return access("/dev/full", W_OK) == 0; }
 
 TEST(OutputFileTest, WritesTheWholeFile) {
@@ -88,30 +120,11 @@ TEST(OutputFileTest, AFailedWriteLeavesTheEarlierFileIntact) {
   ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
   const std::string path = dir + "/result.json";
   ASSERT_TRUE(WriteOutput(path, "earlier\n").ok());
-  absl::Status s;
-  {
-    struct rlimit saved {};
-    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-    struct rlimit small = saved;
-    small.rlim_cur = 4096;
-    auto* previous = signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
-    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-    s = WriteOutput(path, std::string(100000, 'x'));
-    setrlimit(RLIMIT_FSIZE, &saved);
-    signal(SIGXFSZ, previous);
-  }
+  const absl::Status s = WritePastTheFileSizeLimit(path);
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("File too large"));
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EXPECT_EQ(ss.str(), "earlier\n");
-  int entries = 0;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
-    closedir(d);
-  }
-  EXPECT_EQ(entries, 1) << "a partial file was left beside the result";
+  EXPECT_EQ(ReadAll(path), "earlier\n");
+  EXPECT_EQ(EntriesIn(dir), 1) << "a partial file was left beside the result";
   std::remove(path.c_str());
   rmdir(dir.c_str());
 }
@@ -221,32 +234,13 @@ TEST(OutputFileTest, AFailedWriteThroughALinkLeavesItsFileIntact) {
   const std::string target = dir + "/target", link = dir + "/link";
   ASSERT_TRUE(WriteOutput(target, "earlier\n").ok());
   ASSERT_EQ(symlink("target", link.c_str()), 0);  // relative, as `ln -s target link` makes
-  absl::Status s;
-  {
-    struct rlimit saved {};
-    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-    struct rlimit small = saved;
-    small.rlim_cur = 4096;
-    auto* previous = signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
-    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-    s = WriteOutput(link, std::string(100000, 'x'));
-    setrlimit(RLIMIT_FSIZE, &saved);
-    signal(SIGXFSZ, previous);
-  }
+  const absl::Status s = WritePastTheFileSizeLimit(link);
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
-  std::ifstream in(target, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EXPECT_EQ(ss.str(), "earlier\n");
+  EXPECT_EQ(ReadAll(target), "earlier\n");
   struct stat st {};
   ASSERT_EQ(lstat(link.c_str(), &st), 0);
   EXPECT_TRUE(S_ISLNK(st.st_mode));
-  int entries = 0;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (const dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
-    closedir(d);
-  }
-  EXPECT_EQ(entries, 2) << "a partial file was left beside the target";
+  EXPECT_EQ(EntriesIn(dir), 2) << "a partial file was left beside the target";
   std::remove(link.c_str());
   std::remove(target.c_str());
   rmdir(dir.c_str());
