@@ -132,13 +132,32 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   return r;
 }
 
-// A buffer format of single bytes (struct's B, b, c; NULL means B), after an
-// optional byte-order or size mark.
-bool IsByteFormat(const char* format) {
-  if (format == nullptr) return true;
-  std::string_view f(format);
+// A format of bytes (struct's B and c: what bytes and bytearray export; an int8
+// array's b is ids), after an optional byte-order or size mark.
+bool IsByteFormat(std::string_view f) {
   if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<' || f[0] == '>' || f[0] == '!')) f.remove_prefix(1);
-  return f == "B" || f == "b" || f == "c";
+  return f == "B" || f == "c";
+}
+
+// numpy, checked once: pybind11 2.10 reads a dtype's item size from NumPy 1's struct
+// layout, and under NumPy 2 it reads other bytes (decoded arrays and token checks
+// came out wrong without an error), so NumPy 2 is refused with ImportError. Checked
+// where numpy is first used, not only at import (numpy may become importable later).
+// Call with the GIL held.
+py::module_ Numpy() {
+  py::module_ np = py::module_::import("numpy");
+  static bool checked = false;  // guarded by the GIL
+  if (!checked) {
+    const std::string version = np.attr("__version__").cast<std::string>();
+    if (!version.empty() && version[0] >= '2' && version[0] <= '9' && (version.size() == 1 || version[1] == '.')) {
+      throw py::import_error(absl::StrCat(
+          "kvhub._native was built with pybind11 ", PYBIND11_VERSION_MAJOR, ".", PYBIND11_VERSION_MINOR,
+          ", which reads NumPy 1 arrays only; this interpreter has numpy ", version,
+          ": use Debian's python3-numpy (/usr/bin/python3), or build kvhub against pybind11 >= 2.12"));
+    }
+    checked = true;
+  }
+  return np;
 }
 
 // Whether a buffer format holds Python objects ('O'), outside the field names of
@@ -174,13 +193,22 @@ Tokens ToTokens(const py::object& tokens) {
   // Bytes hold bytes, not ids: numpy made a bytearray one uint8 id per byte, which
   // hashed to keys no engine has (kvhub.keys refuses them too). A memoryview of
   // integers (of an int32 array) is ids; one of bytes is not.
-  const bool byte_view = PyMemoryView_Check(tokens.ptr()) && IsByteFormat(PyMemoryView_GET_BUFFER(tokens.ptr())->format);
+  bool byte_view = false;
+  if (PyMemoryView_Check(tokens.ptr())) {
+    // Through the attribute: a released view raises (its buffer's format may be freed).
+    try {
+      byte_view = IsByteFormat(tokens.attr("format").cast<std::string>());
+    } catch (const py::error_already_set& e) {
+      if (!e.matches(PyExc_ValueError)) throw;
+      throw Error(absl::InvalidArgumentError(absl::StrCat("tokens: ", e.what())));
+    }
+  }
   if (PyBytes_Check(tokens.ptr()) || PyByteArray_Check(tokens.ptr()) || byte_view) {
     throw Error(absl::InvalidArgumentError(
         "tokens must be integer token ids, not bytes, bytearray or a memoryview of bytes (for packed int32: "
         "numpy.frombuffer(b, dtype='<i4'))"));
   }
-  py::module_ np = py::module_::import("numpy");
+  py::module_ np = Numpy();
   py::array a;
   try {
     a = np.attr("asarray")(tokens);
@@ -375,6 +403,7 @@ codec::KvShape ShapeOf(const py::array& a, const ModelSpec& spec) {
 
 py::bytes Encode(const py::array& kv, const ModelSpec& spec, int64_t base_position, const std::string& codec_name,
                  uint32_t group_size, uint32_t sink_tokens, bool keys_pre_rope) {
+  (void)Numpy();  // NumPy 1 only, before the array's item size is read
   codec::CodecParams p;
   p.codec = Check(codec::ParseCodecName(codec_name));
   p.group_size = group_size;
@@ -424,6 +453,7 @@ codec::BlockHeader Inspect(const py::buffer& block, py::buffer_info* info) {
 }
 
 py::array Decode(const py::buffer& block, std::optional<int64_t> target_position, uint64_t max_raw_bytes) {
+  (void)Numpy();  // NumPy 1 only, before an array is made
   py::buffer_info info;
   const codec::BlockHeader h = Inspect(block, &info);
   // The header says how large the array is; a block from a cache is input like any
@@ -773,24 +803,12 @@ PYBIND11_MODULE(_native, m) {
   if (absl::Status s = SetLogLevel(level != nullptr ? level : "warn"); !s.ok()) {
     std::fprintf(stderr, "kvhub: KVHUB_LOG_LEVEL: %s\n", std::string(s.message()).c_str());
   }
-  // pybind11 2.10 reads a numpy dtype's item size from NumPy 1's struct layout: under
-  // NumPy 2 it reads other bytes, and decoded arrays and token checks came out wrong
-  // without an error. Refused at import (Debian 12's python3-numpy is 1.24).
-  // Without numpy the module still imports: keys, put, get and lookup do not need it.
-  std::string version;
+  // NumPy 2 refused at import already (Numpy()); without numpy the module still
+  // imports: keys, put, get and lookup do not need it (Numpy() checks at first use).
   try {
-    version = py::module_::import("numpy").attr("__version__").cast<std::string>();
+    (void)Numpy();
   } catch (const py::error_already_set& e) {
     if (!e.matches(PyExc_ImportError)) throw;
-  }
-  {
-    if (!version.empty() && version[0] >= '2' && version[0] <= '9' &&
-        (version.size() == 1 || version[1] == '.')) {
-      throw py::import_error(absl::StrCat(
-          "kvhub._native was built with pybind11 ", PYBIND11_VERSION_MAJOR, ".", PYBIND11_VERSION_MINOR,
-          ", which reads NumPy 1 arrays only; this interpreter has numpy ", version,
-          ": use Debian's python3-numpy (/usr/bin/python3), or build kvhub against pybind11 >= 2.12"));
-    }
   }
   static py::exception<Error> error_type(m, "Error", PyExc_RuntimeError);
   py::register_exception_translator([](std::exception_ptr p) {

@@ -312,6 +312,12 @@ class PythonClientTest(unittest.TestCase):
         for raw in (bytearray(128), memoryview(bytes(128)), bytes(128)):
             with self.assertRaisesRegex(kvhub.Error, "not bytes, bytearray or a memoryview of bytes"):
                 kvhub.block_keys("py-bad", spec, raw)
+        # A released memoryview is refused with Python's reason (its format was read
+        # from freed memory).
+        released = memoryview(np.arange(32, dtype=np.int32))
+        released.release()
+        with self.assertRaisesRegex(kvhub.Error, "released"):
+            kvhub.block_keys("py-bad", spec, released)
         # A memoryview of int32 ids is ids (as the array it views).
         ids = np.arange(32, dtype=np.int32)
         self.assertEqual(kvhub.block_keys("py-bad", spec, memoryview(ids)), kvhub.block_keys("py-bad", spec, ids))

@@ -140,7 +140,12 @@ std::pair<Verdict, uint8_t> RunProbe(WarmProbe probe, const std::string& address
   if (getppid() != parent) _exit(0);  // the parent died before the line above
   prctl(PR_SET_NAME, "kvhub-ucx-vet");
   // kvhubd blocks SIGTERM/SIGINT/SIGHUP to take them with sigwait: this process
-  // and its probes (which inherit the mask) would ignore a plain kill.
+  // and its probes (which inherit the mask) ignored a plain kill. SIGHUP (kvhubd's
+  // reload: `pkill -HUP -f kvhubd` matches this fork too, and a closed ssh session
+  // sends it) and SIGINT (a terminal's Ctrl-C at the start of a drain) must not end
+  // it: UCX Connects would be refused until a restart. Ignored, as the probes inherit.
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -54,6 +54,9 @@ class UcxAddressVetterTest : public ::testing::Test {
     auto forgetful = UcxAddressVetter::Start(TcpConfig(), {.remember_for = absl::Milliseconds(1)});
     ASSERT_TRUE(forgetful.ok()) << forgetful.status();
     forgetful_ = forgetful->release();
+    auto hupped = UcxAddressVetter::Start(TcpConfig(), {});
+    ASSERT_TRUE(hupped.ok()) << hupped.status();
+    hupped_ = hupped->release();
 
     auto ctx = UcxContext::Create(TcpConfig());
     ASSERT_TRUE(ctx.ok()) << ctx.status();
@@ -73,6 +76,7 @@ class UcxAddressVetterTest : public ::testing::Test {
     delete doomed_;
     delete impatient_;
     delete forgetful_;
+    delete hupped_;
     delete vetter_;
   }
 
@@ -81,6 +85,7 @@ class UcxAddressVetterTest : public ::testing::Test {
   static UcxAddressVetter* doomed_;
   static UcxAddressVetter* stalled_;
   static UcxAddressVetter* forgetful_;
+  static UcxAddressVetter* hupped_;
   static UcxContext* context_;
   static UcxWorker* client_;
   static UcxWorker* shard_;
@@ -90,6 +95,7 @@ UcxAddressVetter* UcxAddressVetterTest::impatient_ = nullptr;
 UcxAddressVetter* UcxAddressVetterTest::doomed_ = nullptr;
 UcxAddressVetter* UcxAddressVetterTest::stalled_ = nullptr;
 UcxAddressVetter* UcxAddressVetterTest::forgetful_ = nullptr;
+UcxAddressVetter* UcxAddressVetterTest::hupped_ = nullptr;
 UcxContext* UcxAddressVetterTest::context_ = nullptr;
 UcxWorker* UcxAddressVetterTest::client_ = nullptr;
 UcxWorker* UcxAddressVetterTest::shard_ = nullptr;
@@ -106,6 +112,17 @@ TEST_F(UcxAddressVetterTest, ARealAddressPassesOnceProbedAndIsRemembered) {
   EXPECT_EQ(after.remembered_hits - before.remembered_hits, 1u);
   EXPECT_EQ(after.refused, before.refused);
   EXPECT_TRUE(shard_->Accept(client_->address()).ok());
+}
+
+// kvhubd's reload signal (`pkill -HUP -f kvhubd` matches the vetting process, a
+// fork of kvhubd) and a terminal's Ctrl-C leave the vetting process serving: were it
+// to die, every UCX Connect would be refused until a restart.
+TEST_F(UcxAddressVetterTest, SighupAndSigintLeaveTheVettingProcessServing) {
+  ASSERT_EQ(kill(hupped_->vetting_pid(), SIGHUP), 0);
+  ASSERT_EQ(kill(hupped_->vetting_pid(), SIGINT), 0);
+  absl::SleepFor(absl::Milliseconds(100));  // a signal that kills has done so by now
+  EXPECT_TRUE(hupped_->Vet(client_->address()).ok());
+  EXPECT_TRUE(hupped_->alive());
 }
 
 // A pass is remembered for remember_for only: what answers at an address can change

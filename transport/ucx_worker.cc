@@ -1320,10 +1320,9 @@ void UcxWorker::Loop() {
     if (stop_.load()) {
       if (stop_deadline == absl::InfiniteFuture()) stop_deadline = Clock::Real()->Now() + absl::Seconds(2);
       if (impl_->closing.empty() || Clock::Real()->Now() > stop_deadline) break;
-      if (!more) {  // closes to a stuck peer: wait for events, not spin a core for 2 s
-        pollfd pfd{efd_, POLLIN, 0};
-        ::poll(&pfd, 1, 1);
-      }
+      // Closes to a stuck peer: not spin a core for 2 s (the event fd would not
+      // wait: it stays readable until the worker is armed, which stopping skips).
+      if (!more) absl::SleepFor(absl::Milliseconds(1));
       continue;
     }
     if (poll_mode || more || HasTasks() || !impl_->failed_eps.empty()) continue;

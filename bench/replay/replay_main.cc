@@ -449,11 +449,16 @@ std::atomic<bool> g_live_stop{false};
 std::atomic<int> g_live_signal{0};  // the signal that set g_live_stop
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
+// Which of SIGINT and SIGTERM the handler was installed for (set before).
+std::atomic<bool> g_live_handles_int{false}, g_live_handles_term{false};
+
 extern "C" void OnLiveStopSignal(int sig) {
   int none = 0;
   g_live_signal.compare_exchange_strong(none, sig, std::memory_order_relaxed);
   g_live_stop.store(true, std::memory_order_relaxed);
-  signal(sig, SIG_DFL);
+  // A second signal, either of the two, ends the process at once.
+  if (g_live_handles_int.load(std::memory_order_relaxed)) signal(SIGINT, SIG_DFL);
+  if (g_live_handles_term.load(std::memory_order_relaxed)) signal(SIGTERM, SIG_DFL);
 }
 
 // The handlers above for the lifetime of the object, the previous ones after;
@@ -465,10 +470,12 @@ class LiveStopSignals {
     sa.sa_handler = OnLiveStopSignal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    for (auto& [sig, old] : {std::pair<int, struct sigaction*>{SIGINT, &old_int_}, {SIGTERM, &old_term_}}) {
-      sigaction(sig, nullptr, old);
-      if (old->sa_handler != SIG_IGN) sigaction(sig, &sa, nullptr);
-    }
+    sigaction(SIGINT, nullptr, &old_int_);
+    sigaction(SIGTERM, nullptr, &old_term_);
+    g_live_handles_int.store(old_int_.sa_handler != SIG_IGN);
+    g_live_handles_term.store(old_term_.sa_handler != SIG_IGN);
+    if (g_live_handles_int.load()) sigaction(SIGINT, &sa, nullptr);
+    if (g_live_handles_term.load()) sigaction(SIGTERM, &sa, nullptr);
   }
   ~LiveStopSignals() {
     sigaction(SIGINT, &old_int_, nullptr);
@@ -737,6 +744,7 @@ absl::Status RunLiveMode(const Args& a, const Trace& full_trace, absl::Status* c
 
   if (know_shards && g_live_stop.load() && !r->interrupted) {
     report << "sim of the same cluster: skipped (a signal came after the last request)\n";
+    out["sim_skipped"] = "a signal came after the last request";
   } else if (know_shards) {
     // The simulator's prediction for this cluster: same placement, policy and
     // watermarks, the store's byte accounting (docs/replay.md, "Live equals sim").
