@@ -97,7 +97,11 @@ test "$rc" -eq 1 && grep -qi "checksum" "$D/flip.err" && test ! -e "$D/flip.out"
 # garbage with exit 0 or an abort.
 fails "$B" gen --layers 1 --kv-heads 1 --head-dim 16 --tokens 8 --query-outlier nan "$D/n.kvraw"
 fails "$B" gen --layers 1024 --kv-heads 1024 --head-dim 1024 --tokens 65536 "$D/n.kvraw"
-(ulimit -v 2000000; fails "$B" gen --layers 64 --kv-heads 64 --head-dim 128 --tokens 4096 "$D/n.kvraw")
+if [ -z "${KVHUB_SANITIZE:-}" ]; then
+  (ulimit -v 2000000; fails "$B" gen --layers 64 --kv-heads 64 --head-dim 128 --tokens 4096 "$D/n.kvraw")
+else  # a sanitizer reserves terabytes of shadow address space: under ulimit -v it aborts before main
+  echo "skipped under KVHUB_SANITIZE=$KVHUB_SANITIZE: gen beyond a 2 GB address-space limit"
+fi
 test ! -e "$D/n.kvraw"
 /usr/bin/python3 - "$D/inf.kvraw" <<'PY'
 import struct, sys
