@@ -240,16 +240,37 @@ Tokens ToTokens(const py::object& tokens) {
     throw Error(absl::InvalidArgumentError(absl::StrCat(
         "tokens must be integer token ids; got dtype ", py::str(a.dtype()).cast<std::string>())));
   }
-  const bool always_fits = (kind == 'i' && a.itemsize() <= 4) || (kind == 'u' && a.itemsize() <= 2);
-  if (a.size() > 0 && !always_fits) {
-    const py::object lo = a.attr("min")(), hi = a.attr("max")();
-    if (lo < py::int_(INT32_MIN) || hi > py::int_(INT32_MAX)) {
-      throw Error(absl::InvalidArgumentError(absl::StrCat(
-          "tokens must fit int32; got ids from ", py::str(lo).cast<std::string>(), " to ",
-          py::str(hi).cast<std::string>())));
-    }
+  // An int32 array: used as it is when C-contiguous and native (a copy otherwise).
+  if (a.size() == 0 || (kind == 'i' && a.itemsize() == 4)) {
+    return np.attr("ascontiguousarray")(a, py::arg("dtype") = "int32").cast<Tokens>();
   }
-  return np.attr("ascontiguousarray")(a, py::arg("dtype") = "int32").cast<Tokens>();
+  // Others are range-checked and narrowed here, over a 64-bit view (no copy for the
+  // int64 array numpy makes of a list). Not with numpy's min, max and astype: they
+  // run Python code or let go of the GIL, and a daemon thread doing either while
+  // the interpreter exits is ended by CPython unwinding through these frames, whose
+  // destructors then touch the torn-down interpreter (a SIGSEGV at exit, 1-2% of
+  // the exits of a process with daemon threads inside fetch).
+  const bool is_unsigned = kind == 'u';
+  const py::array wide = np.attr("ascontiguousarray")(a, py::arg("dtype") = is_unsigned ? "uint64" : "int64");
+  const size_t n = static_cast<size_t>(wide.size());
+  Tokens out(static_cast<py::ssize_t>(n));
+  int32_t* dst = out.mutable_data();
+  std::string lo_text, hi_text;  // set when out of range
+  if (is_unsigned) {
+    const auto* p = static_cast<const uint64_t*>(wide.data());
+    const auto [lo, hi] = std::minmax_element(p, p + n);
+    if (*hi > static_cast<uint64_t>(INT32_MAX)) lo_text = absl::StrCat(*lo), hi_text = absl::StrCat(*hi);
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(p[i]);
+  } else {
+    const auto* p = static_cast<const int64_t*>(wide.data());
+    const auto [lo, hi] = std::minmax_element(p, p + n);
+    if (*lo < INT32_MIN || *hi > INT32_MAX) lo_text = absl::StrCat(*lo), hi_text = absl::StrCat(*hi);
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(p[i]);
+  }
+  if (!hi_text.empty()) {
+    throw Error(absl::InvalidArgumentError(absl::StrCat("tokens must fit int32; got ids from ", lo_text, " to ", hi_text)));
+  }
+  return out;
 }
 
 std::span<const int32_t> TokenSpan(const Tokens& t) { return {t.data(), static_cast<size_t>(t.size())}; }
