@@ -29,6 +29,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -255,20 +256,17 @@ Tokens ToTokens(const py::object& tokens) {
   const size_t n = static_cast<size_t>(wide.size());
   Tokens out(static_cast<py::ssize_t>(n));
   int32_t* dst = out.mutable_data();
-  std::string lo_text, hi_text;  // set when out of range
+  const auto narrow = [&](const auto* p) {
+    const auto [lo, hi] = std::minmax_element(p, p + n);
+    if (std::cmp_less(*lo, INT32_MIN) || std::cmp_greater(*hi, INT32_MAX)) {
+      throw Error(absl::InvalidArgumentError(absl::StrCat("tokens must fit int32; got ids from ", *lo, " to ", *hi)));
+    }
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(p[i]);
+  };
   if (is_unsigned) {
-    const auto* p = static_cast<const uint64_t*>(wide.data());
-    const auto [lo, hi] = std::minmax_element(p, p + n);
-    if (*hi > static_cast<uint64_t>(INT32_MAX)) lo_text = absl::StrCat(*lo), hi_text = absl::StrCat(*hi);
-    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(p[i]);
+    narrow(static_cast<const uint64_t*>(wide.data()));
   } else {
-    const auto* p = static_cast<const int64_t*>(wide.data());
-    const auto [lo, hi] = std::minmax_element(p, p + n);
-    if (*lo < INT32_MIN || *hi > INT32_MAX) lo_text = absl::StrCat(*lo), hi_text = absl::StrCat(*hi);
-    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(p[i]);
-  }
-  if (!hi_text.empty()) {
-    throw Error(absl::InvalidArgumentError(absl::StrCat("tokens must fit int32; got ids from ", lo_text, " to ", hi_text)));
+    narrow(static_cast<const int64_t*>(wide.data()));
   }
   return out;
 }

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <utility>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
